@@ -1,0 +1,30 @@
+"""rbench: a plugin-based benchmark of the adversarial robustness of neural-network classifiers.
+
+The public plugin API: :data:`hookimpl` (mark hook implementations), :class:`AttackOutput`, the plugin base
+classes, and :func:`get_plugin`. See ``hookspecs.py`` for every hook.
+"""
+
+import pluggy
+
+hookimpl = pluggy.HookimplMarker("rbench")
+
+from rbench.attack import (  # noqa: E402
+    Attack,
+    AttackOutput,
+    Budget,
+    FixedBudgetAttack,
+    MinimizationAttack,
+    misclassified,
+)
+from rbench.dataset import Dataset, NoParams  # noqa: E402
+from rbench.manager import get_plugin  # noqa: E402
+from rbench.metric import CellData, Metric  # noqa: E402
+from rbench.model import ModelPlugin, Progress, TrainData, Trainer  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attack", "AttackOutput", "Budget", "CellData", "Dataset", "FixedBudgetAttack", "Metric",
+    "MinimizationAttack", "ModelPlugin", "NoParams", "Progress", "TrainData", "Trainer", "get_plugin",
+    "hookimpl", "misclassified",
+]

@@ -1,0 +1,94 @@
+"""The attack contract: what an attack plugin implements and returns.
+
+An attack plugin is an instance of a subclass of :class:`FixedBudgetAttack` or :class:`MinimizationAttack`
+with a unique ``name`` and a pydantic ``Params`` model, returned from the ``rbench_attacks`` hook.
+
+``run(model, x, y, params, *, generator=None) -> AttackOutput``
+
+- ``model``: a ``torch.nn.Module`` in eval mode returning logits, with its parameters frozen
+  (``requires_grad=False``) so that attacks compute input gradients only;
+- ``x``: float32 in [0, 1], shape (N, C, H, W), on the model's device; ``y``: int64 labels (N,);
+- ``params``: a validated instance of ``Params``;
+- ``generator``: a seeded ``torch.Generator`` on the same device as ``x`` (or None); all randomness must be
+  drawn from it so that a job is reproducible from its seed.
+
+The engine calls ``run`` on batches and checks the output: ``x_adv`` float32, same shape, in [0, 1]; a
+fixed-budget attack within its declared budget; ``success`` equal to a re-prediction by ``model``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import BaseModel
+
+Norm = Literal["linf", "l2"]
+
+
+@dataclass
+class AttackOutput:
+    """What an attack returns for one batch.
+
+    ``x_adv``: float32 (N, C, H, W) in [0, 1]. ``success``: bool (N,), True where the model misclassifies
+    ``x_adv`` (or predicts the target, for targeted attacks). ``extras``: optional per-sample tensors with a
+    leading dimension N (e.g. ``targets``, ``steps``, ``queries``), stored with the adversarial set.
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A declared perturbation budget: ``norm`` in {"linf", "l2"} and its radius ``eps``."""
+
+    norm: Norm
+    eps: float
+
+
+class Attack:
+    """Base of every attack plugin. Subclass :class:`FixedBudgetAttack` or :class:`MinimizationAttack`."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+    #: Enters the cache keys of adversarial sets; bump it when a change alters the outputs.
+    version: ClassVar[str | None] = None
+
+    def budget(self, params: BaseModel) -> Budget | None:
+        """The declared norm budget for ``params``, or None for a minimal-distortion attack."""
+        return None
+
+    def run(
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        params: BaseModel,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> AttackOutput:
+        raise NotImplementedError
+
+
+class FixedBudgetAttack(Attack):
+    """An attack that searches within a fixed norm ball; ``Params`` must have ``norm`` (or the class attribute
+    ``norm``) and ``eps``. The engine rejects outputs outside ``eps`` (plus a 1e-5 float tolerance)."""
+
+    norm: ClassVar[Norm | None] = None
+
+    def budget(self, params: BaseModel) -> Budget | None:
+        norm = getattr(params, "norm", None) or self.norm
+        return Budget(norm=norm, eps=float(params.eps))  # type: ignore[attr-defined]
+
+
+class MinimizationAttack(Attack):
+    """An attack that returns its smallest adversarial; metrics threshold it by distortion."""
+
+
+@torch.no_grad()
+def misclassified(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Bool (N,): True where ``model`` does not predict ``y`` on ``x``."""
+    return model(x).argmax(dim=1) != y

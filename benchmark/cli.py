@@ -1,0 +1,181 @@
+"""The ``rbench`` command line. Every user error prints one line and exits with code 2 (no traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rbench.errors import RbenchError
+from rbench.store import Store
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark the adversarial robustness of classifiers with declarative suites and plugins.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect and clean the artifact store.")
+app.add_typer(cache_app, name="cache")
+
+console = Console()
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="Artifact store folder [env: RBENCH_STORE; "
+                                               "default: the platform cache dir]")]
+
+
+def _store(path: Path | None) -> Store:
+    return Store(path)
+
+
+@app.command()
+def run(
+    suite: Annotated[Path, typer.Argument(help="Suite TOML file")],
+    profile: Annotated[str | None, typer.Option(help="Profile to apply (e.g. quick, full)")] = None,
+    store: StoreOpt = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Where to write results "
+                                                 "[default: runs/<suite>-<time>]")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or a comma list [default: every "
+                                               "visible GPU, else cpu]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Number of workers [default: one per device]")] = None,
+    executor: Annotated[str, typer.Option(help="Executor plugin")] = "local",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,
+) -> None:
+    """Run a suite: train, attack and evaluate what the store lacks, then print the tables."""
+    from rbench.runner import run_suite, summarize
+
+    outcome = run_suite(suite, profile=profile, store=_store(store), run_dir=run_dir, device=device,
+                        workers=workers, executor=executor, console=console, quiet=quiet)
+    summarize(outcome, console)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    suites: Annotated[list[Path], typer.Argument(help="Suite TOML files")],
+    profile: Annotated[str | None, typer.Option(help="Profile to apply")] = None,
+) -> None:
+    """Check suites (structure, plugin names and parameters, references) without running anything."""
+    from rbench.plan import build_plan
+    from rbench.suite import load_suite
+
+    for path in suites:
+        suite = load_suite(path, profile)
+        plan = build_plan(suite)
+        console.print(f"{path}: ok ({len(suite.models)} models, {len(suite.evaluations)} evaluations, "
+                      f"{len(suite.tables)} tables, {len(plan.jobs)} jobs)", highlight=False)
+
+
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """List every plugin: kind, name, version, distribution (and load errors)."""
+    from rbench.manager import get_registry
+
+    registry = get_registry()
+    rows = [{"kind": p.kind, "name": p.name, "version": p.version, "distribution": p.distribution,
+             "entry_point": p.entry_point, "error": p.error} for p in registry.all()]
+    if as_json:
+        print(json.dumps({"plugins": rows, "conflicts": registry.conflicts}, indent=1))
+        return
+    table = Table("kind", "name", "version", "distribution", "status")
+    for r in rows:
+        table.add_row(r["kind"], r["name"], r["version"], r["distribution"],
+                      f"[red]failed to load: {r['error']}[/]" if r["error"] else "ok")
+    console.print(table)
+    for conflict in registry.conflicts:
+        console.print(f"[red]conflict:[/] {conflict}", highlight=False)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (or its results.json)")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Reporter: md, csv, json, or a plugin's")] = "md",
+) -> None:
+    """Re-render a finished run's tables from its results.json (nothing is recomputed)."""
+    from rbench.manager import get_registry
+    from rbench.results import RunResults
+
+    results = RunResults.read(run_dir)
+    reporter = get_registry().get("reporter", fmt).obj
+    sys.stdout.write(reporter.render(results))
+
+
+@cache_app.command("ls")
+def cache_ls(store: StoreOpt = None) -> None:
+    """List stored artifacts (key, kind, size, created, label)."""
+    s = _store(store)
+    table = Table("key", "kind", "MB", "created", "label", title=str(s.root), title_justify="left")
+    total = 0
+    for e in s.entries():
+        total += e.bytes
+        table.add_row(e.key[:16], e.kind, f"{e.bytes / 1e6:.2f}", e.created, e.label)
+    console.print(table)
+    console.print(f"{len(s.keys())} entries, {total / 1e6:.1f} MB")
+
+
+@cache_app.command("verify")
+def cache_verify(store: StoreOpt = None) -> None:
+    """Check every entry's checksum; corrupt entries are moved to quarantine (exit 1 if any)."""
+    from rbench.store import CorruptEntry
+
+    s = _store(store)
+    bad = 0
+    keys = s.keys()
+    for key in keys:
+        try:
+            s.verify(key)
+        except CorruptEntry as exc:
+            bad += 1
+            console.print(f"[red]corrupt:[/] {exc}", highlight=False)
+    console.print(f"{len(keys)} entries checked, {bad} corrupt")
+    if bad:
+        raise typer.Exit(1)
+
+
+@cache_app.command("gc")
+def cache_gc(
+    keep: Annotated[list[Path] | None, typer.Argument(help="Suites whose artifacts to keep; everything else "
+                                                       "is deleted. Without suites, only debris is removed.")] = None,
+    profile: Annotated[list[str] | None, typer.Option(help="Profiles of those suites to keep (repeatable; "
+                                                      "default: the suite's base and every profile)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Remove interrupted writes and quarantined entries; with suites, also every entry they do not use."""
+    from rbench.gc import collect
+
+    removed, freed = collect(_store(store), keep or [], profile, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for path in removed:
+        console.print(f"{verb} {path}", highlight=False)
+    console.print(f"{verb} {len(removed)} files, {freed / 1e6:.1f} MB")
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except RbenchError as exc:
+        print(f"rbench: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("rbench: interrupted; everything finished so far is stored, re-run the same command to resume",
+              file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        if os.environ.get("RBENCH_DEBUG"):
+            raise
+        print(f"rbench: internal error: {type(exc).__name__}: {exc} (set RBENCH_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        sys.exit(1)

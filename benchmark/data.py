@@ -1,0 +1,324 @@
+"""The MNIST and Fashion-MNIST data files: where they come from, how they are verified, how they are read.
+
+A data file is found, in this order:
+
+1. ``$RBENCH_DATA/<dataset>/<filename>`` when ``RBENCH_DATA`` is set and the file exists. It must match
+   its known SHA-256; a mismatch is an error (a corrupt file in the user's own data folder is never
+   silently bypassed).
+2. ``<cache>/<dataset>/<filename>`` where ``<cache>`` is :func:`data_cache_dir`. A cached file that does
+   not match its SHA-256 is deleted and downloaded again.
+3. A download into the cache, from ``$RBENCH_DATA_MIRROR`` (``<base>/<dataset>/<filename>``) when set,
+   otherwise from the canonical mirrors in order. ``RBENCH_OFFLINE=1`` forbids downloads.
+
+Every failure a user can cause raises :class:`~rbench.errors.DataError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import os
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .errors import DataError
+
+DATASET_NAMES = ("mnist", "fashion-mnist")
+
+_SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+# dataset -> canonical mirrors (base URLs, the file name is appended) and filename -> (sha256, md5).
+_REGISTRY: dict[str, dict] = {
+    "mnist": {
+        "mirrors": (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+        "files": {
+            "train-images-idx3-ubyte.gz": (
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            ),
+            "train-labels-idx1-ubyte.gz": (
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                "d53e105ee54ea40749a09fcbcd1e9432",
+            ),
+            "t10k-images-idx3-ubyte.gz": (
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                "9fb629c4189551a2d022fa330f9573f3",
+            ),
+            "t10k-labels-idx1-ubyte.gz": (
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                "ec29112dd5afa0611ce80d1b7f02629c",
+            ),
+        },
+    },
+    "fashion-mnist": {
+        "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        "files": {
+            "train-images-idx3-ubyte.gz": (
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            ),
+            "train-labels-idx1-ubyte.gz": (
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                "25c81989df183df01b3e8a0aad5dffbe",
+            ),
+            "t10k-images-idx3-ubyte.gz": (
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                "bef4ecab320f06d8554ea6380940ec79",
+            ),
+            "t10k-labels-idx1-ubyte.gz": (
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                "bb300cfdad3c16e7a12a480ee83cd310",
+            ),
+        },
+    },
+}
+
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _check_dataset(dataset: str) -> dict:
+    if dataset not in _REGISTRY:
+        raise DataError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASET_NAMES)}")
+    return _REGISTRY[dataset]
+
+
+def _expected_sha256(dataset: str, filename: str) -> str:
+    files = _check_dataset(dataset)["files"]
+    if filename not in files:
+        raise DataError(
+            f"unknown data file {filename!r} for dataset {dataset!r}; known files: {', '.join(sorted(files))}"
+        )
+    return files[filename][0]
+
+
+def _sha256(path: Path) -> str:
+    """SHA-256 of ``path`` computed in 1 MiB chunks, memoized per (path, size, mtime_ns) in this process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _HASH_MEMO.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        digest = _HASH_MEMO[key] = h.hexdigest()
+    return digest
+
+
+def _verifies(path: Path, expected: str) -> bool:
+    try:
+        return _sha256(path) == expected
+    except OSError:
+        return False
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def data_cache_dir() -> Path:
+    """The download cache root: ``$RBENCH_DATA_CACHE`` if set, else ``<user cache dir of rbench>/data``."""
+    env = os.environ.get("RBENCH_DATA_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("rbench")) / "data"
+
+
+def _mirror_urls(dataset: str, filename: str) -> list[str]:
+    base = os.environ.get("RBENCH_DATA_MIRROR")
+    if base:
+        return [f"{base.rstrip('/')}/{dataset}/{filename}"]
+    return [f"{m.rstrip('/')}/{filename}" for m in _REGISTRY[dataset]["mirrors"]]
+
+
+def _download(dataset: str, filename: str, target: Path, expected: str) -> Path:
+    """Download ``filename`` into ``target`` (under its lock); on failure leave nothing behind."""
+    import pooch
+
+    urls = _mirror_urls(dataset, filename)
+    folder = target.parent
+    before = {p.name for p in folder.iterdir() if p.name.startswith("tmp")}
+    failures = []
+    for url in urls:
+        try:
+            got = pooch.retrieve(
+                url, known_hash=f"sha256:{expected}", fname=filename, path=folder, progressbar=False
+            )
+            return Path(got)
+        except (ValueError, OSError) as err:  # requests' exceptions derive from OSError
+            failures.append(f"{url}: {type(err).__name__}: {_one_line(err)}")
+    # Clean up the target and any pooch temp files this call created (pooch normally removes them).
+    target.unlink(missing_ok=True)
+    for p in folder.iterdir():
+        if p.name.startswith("tmp") and p.name not in before and p.is_file():
+            p.unlink(missing_ok=True)
+    raise DataError(
+        f"could not download data file {dataset}/{filename} (tried {len(urls)} URL(s)): "
+        + "; ".join(failures)
+        + "; set RBENCH_DATA to a folder holding the files or RBENCH_DATA_MIRROR to a working mirror"
+    )
+
+
+def resolve_file(dataset: str, filename: str) -> Path:
+    """Return the path of a verified local copy of ``<dataset>/<filename>``, downloading it if needed.
+
+    Order: ``$RBENCH_DATA/<dataset>/<filename>`` (must verify, else DataError naming the path), then the
+    cache ``data_cache_dir()/<dataset>/<filename>`` (a corrupt copy is deleted and re-fetched), then a
+    download (``$RBENCH_DATA_MIRROR`` or the canonical mirrors) unless ``RBENCH_OFFLINE=1``. The returned
+    file's SHA-256 always matches the registry. Raises DataError on any failure.
+    """
+    expected = _expected_sha256(dataset, filename)
+    user_dir = os.environ.get("RBENCH_DATA")
+    if user_dir:
+        candidate = Path(user_dir) / dataset / filename
+        if candidate.is_file():
+            if not _verifies(candidate, expected):
+                raise DataError(
+                    f"data file {candidate} is corrupt (SHA-256 does not match the known hash {expected}); "
+                    "replace it with the canonical file or remove it"
+                )
+            return candidate
+
+    target = data_cache_dir() / dataset / filename
+    if target.is_file() and _verifies(target, expected):
+        return target
+    if _truthy("RBENCH_OFFLINE"):
+        where = f"in {Path(user_dir) / dataset} or " if user_dir else ""
+        raise DataError(
+            f"data file {dataset}/{filename} is missing ({where}in the cache {target.parent}) and "
+            "RBENCH_OFFLINE=1 forbids downloading it; set RBENCH_DATA to a folder holding "
+            f"{dataset}/{filename}"
+        )
+
+    from filelock import FileLock
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create data cache folder {target.parent}: {_one_line(err)}") from err
+    with FileLock(str(target) + ".lock"):
+        if target.is_file():
+            if _verifies(target, expected):  # another process downloaded it meanwhile
+                return target
+            target.unlink(missing_ok=True)
+        path = _download(dataset, filename, target, expected)
+    return path
+
+
+def load_idx(path: Path) -> np.ndarray:
+    """Parse a gzipped IDX file of unsigned bytes (type code 0x08) into a read-only uint8 array.
+
+    The header (two zero bytes, type code, number of dimensions, big-endian uint32 sizes) is validated;
+    a bad magic number, unsupported type, undecodable gzip stream or size mismatch raises DataError
+    naming the file.
+    """
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"cannot read IDX file {path}: {_one_line(err)}") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"IDX file {path} has a bad magic number; it is not an IDX file, replace it")
+    if raw[2] != 0x08:
+        raise DataError(
+            f"IDX file {path} has data type code 0x{raw[2]:02x}; only 0x08 (unsigned byte) is supported"
+        )
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"IDX file {path} is truncated inside its header; replace it")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(dims, dtype=np.int64))
+    if len(raw) - header != expected:
+        raise DataError(
+            f"IDX file {path} holds {len(raw) - header} data bytes but its header {dims} needs {expected}; "
+            "replace it"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_split_cached(dataset: str, images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
+    images = load_idx(Path(images_path))
+    labels_raw = load_idx(Path(labels_path))
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"IDX file {images_path} has shape {images.shape}, expected (N, 28, 28); replace it")
+    if labels_raw.ndim != 1 or labels_raw.shape[0] != images.shape[0]:
+        raise DataError(
+            f"IDX file {labels_path} has shape {labels_raw.shape}, expected ({images.shape[0]},) to match "
+            f"{images_path}; replace it"
+        )
+    labels = labels_raw.astype(np.int64)
+    labels.flags.writeable = False
+    return images, labels
+
+
+def load_split(dataset: str, split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(images, labels)`` of one split: uint8 ``(N, 28, 28)`` and int64 ``(N,)``, both read-only.
+
+    N is 60000 for ``"train"`` and 10000 for ``"test"``. The arrays are cached in-process per dataset and
+    resolved file paths (so changing ``RBENCH_DATA`` takes effect); ``load_split.cache_clear()`` empties
+    the cache. Unknown dataset or split names raise DataError.
+    """
+    _check_dataset(dataset)
+    if split not in _SPLIT_FILES:
+        raise DataError(f"unknown split {split!r} for dataset {dataset!r}; known splits: train, test")
+    images_name, labels_name = _SPLIT_FILES[split]
+    return _load_split_cached(
+        dataset, str(resolve_file(dataset, images_name)), str(resolve_file(dataset, labels_name))
+    )
+
+
+load_split.cache_clear = _load_split_cached.cache_clear  # type: ignore[attr-defined]
+
+
+def disjoint_splits(n_total: int, sizes: Sequence[int], seed: int) -> list[np.ndarray]:
+    """Consecutive chunks of ``np.random.default_rng(seed).permutation(n_total)`` of the given sizes.
+
+    Each chunk is sorted ascending (int64); chunks are pairwise disjoint. ``sum(sizes) > n_total`` or a
+    negative size raises DataError.
+    """
+    sizes = [int(s) for s in sizes]
+    if any(s < 0 for s in sizes):
+        raise DataError(f"split sizes must be non-negative, got {sizes}")
+    if sum(sizes) > n_total:
+        raise DataError(
+            f"split sizes {sizes} add up to {sum(sizes)}, more than the {n_total} samples available"
+        )
+    perm = np.random.default_rng(seed).permutation(n_total)
+    out, start = [], 0
+    for s in sizes:
+        out.append(np.sort(perm[start : start + s]).astype(np.int64))
+        start += s
+    return out
+
+
+def subset_indices(n_total: int, n: int | None, seed: int) -> np.ndarray:
+    """Sorted int64 indices of ``n`` of ``n_total`` samples: the first ``n`` of a seeded permutation.
+
+    ``n=None`` means all samples (``np.arange(n_total)``). Equals ``disjoint_splits(n_total, [n], seed)[0]``.
+    ``n > n_total`` raises DataError.
+    """
+    if n is None:
+        return np.arange(n_total, dtype=np.int64)
+    if n > n_total:
+        raise DataError(f"requested {n} samples but only {n_total} are available")
+    return disjoint_splits(n_total, [n], seed)[0]

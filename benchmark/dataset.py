@@ -1,0 +1,34 @@
+"""The dataset contract.
+
+A dataset plugin has ``name``, ``Params``, ``input_shape`` (C, H, W), ``num_classes``, ``splits`` and
+``load(split, params) -> (x, y)`` returning float32 images in [0, 1] shaped (N, C, H, W) and int64 labels
+as numpy arrays. The engine selects deterministic subsets of a split with :func:`rbench.data.subset_indices`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class NoParams(BaseModel):
+    """Params of a plugin that takes none (any key is an error)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Dataset:
+    """Base of every dataset plugin."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = NoParams
+    version: ClassVar[str | None] = None
+    input_shape: ClassVar[tuple[int, int, int]]
+    num_classes: ClassVar[int]
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    def load(self, split: str, params: BaseModel) -> tuple[np.ndarray, np.ndarray]:
+        """Return (x float32 (N, C, H, W) in [0, 1], y int64 (N,)) for ``split``."""
+        raise NotImplementedError

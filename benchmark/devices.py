@@ -1,0 +1,46 @@
+"""Which devices to run on: every visible CUDA device, else the CPU."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from rbench.errors import RbenchError
+
+
+def visible_devices() -> list[str]:
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ["cpu"]
+
+
+def resolve_devices(device: str | None, workers: int | None) -> tuple[list[str], int]:
+    """The device of each worker, from ``--device`` (``cpu``, ``cuda``, ``cuda:1``, ``cuda:0,cuda:1``)
+    and ``--workers``. Default: one worker per visible CUDA device, else one CPU worker."""
+    if device in (None, "auto"):
+        devices = visible_devices()
+    elif device == "cuda":
+        devices = [d for d in visible_devices() if d.startswith("cuda")]
+        if not devices:
+            raise RbenchError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
+    else:
+        devices = [d.strip() for d in device.split(",") if d.strip()]
+        for d in devices:
+            try:
+                parsed = torch.device(d)
+            except RuntimeError:
+                raise RbenchError(f"--device: {d!r} is not a device (use cpu, cuda or cuda:N)") from None
+            if parsed.type == "cuda" and (not torch.cuda.is_available() or
+                                          (parsed.index or 0) >= torch.cuda.device_count()):
+                raise RbenchError(f"--device: {d!r} is not visible on this machine")
+            if parsed.type not in ("cpu", "cuda"):
+                raise RbenchError(f"--device: {d!r}: only cpu and cuda devices are supported")
+    if workers is not None and workers < 1:
+        raise RbenchError(f"--workers: must be at least 1 (got {workers})")
+    n = workers or len(devices)
+    return [devices[i % len(devices)] for i in range(n)], n
+
+
+def cpu_threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)

@@ -1,0 +1,27 @@
+"""User-facing errors.
+
+Every error a user can cause (a bad suite, a missing data file, a bad CLI argument) is raised as an
+:class:`RbenchError`. The CLI prints its message on one line and exits with code 2, never a traceback.
+"""
+
+
+class RbenchError(Exception):
+    """An error caused by input the user controls. ``str(err)`` is the complete one-line message."""
+
+    exit_code = 2
+
+
+class SuiteError(RbenchError):
+    """A suite file is malformed: the message names the file, the key path, the value and the rule."""
+
+
+class DataError(RbenchError):
+    """A data file is missing, corrupt, or cannot be downloaded."""
+
+
+class PluginError(RbenchError):
+    """A plugin is unknown, failed to load, or clashes with another plugin of the same kind and name."""
+
+
+class StoreError(RbenchError):
+    """The artifact store cannot be used (unwritable, corrupt entry that cannot be regenerated)."""

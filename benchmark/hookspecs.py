@@ -1,0 +1,102 @@
+"""The rbench hook specifications: the whole public plugin contract of the engine.
+
+A plugin is any module or object with functions decorated by :data:`rbench.hookimpl` whose names are the
+hooks below. Distributions expose plugins through the entry-point group ``rbench``; the built-in plugins are
+registered through that same group (see ``pyproject.toml``), so they have no privileges a third party lacks.
+
+Registration hooks return a list of plugin *objects*. Every plugin object has
+
+- ``name``: unique within its kind (a clash is an error naming both distributions),
+- ``Params``: a pydantic model; a suite's parameters for the plugin are validated against it before any work,
+- optionally ``version``: a string that enters cache keys (defaults to the distribution's version).
+
+The base classes that document what each kind implements are in :mod:`rbench.dataset`, :mod:`rbench.model`,
+:mod:`rbench.attack`, :mod:`rbench.metric`, :mod:`rbench.report.reporters` and :mod:`rbench.executors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("rbench")
+
+
+@hookspec
+def rbench_datasets() -> list[Any]:
+    """Return dataset plugins (:class:`rbench.dataset.Dataset` subclasses' instances).
+
+    A dataset loads a named split as float32 images in [0, 1], shaped (N, C, H, W), and int64 labels.
+    """
+
+
+@hookspec
+def rbench_models() -> list[Any]:
+    """Return model plugins (:class:`rbench.model.ModelPlugin` instances).
+
+    ``build(params) -> torch.nn.Module``: a fresh, untrained network that maps (N, C, H, W) float32 inputs in
+    [0, 1] to logits (N, num_classes).
+    """
+
+
+@hookspec
+def rbench_trainers() -> list[Any]:
+    """Return trainer plugins (:class:`rbench.model.Trainer` instances).
+
+    A trainer is a training recipe (standard ERM, adversarial training, outlier exposure, autoencoder
+    pretraining ...). ``train(model, data, params, *, generator, device, progress)`` trains ``model`` in place.
+    """
+
+
+@hookspec
+def rbench_attacks() -> list[Any]:
+    """Return attack plugins (:class:`rbench.attack.Attack` instances).
+
+    ``run(model, x, y, params, *, generator=None) -> rbench.AttackOutput``. Fixed-budget attacks declare
+    their norm and budget through ``budget(params)``; minimal-distortion attacks return ``None`` there and
+    report their smallest adversarial found.
+    """
+
+
+@hookspec
+def rbench_defenses() -> list[Any]:
+    """Return defense plugins: input transforms, training recipes or aggregations that compose with a model.
+
+    No built-in defense ships yet; the hook is part of the contract so third parties can register them.
+    """
+
+
+@hookspec
+def rbench_metrics() -> list[Any]:
+    """Return metric plugins (:class:`rbench.metric.Metric` instances).
+
+    A metric is a pure function of stored job outputs (an adversarial set, predictions) to one number.
+    """
+
+
+@hookspec
+def rbench_executors() -> list[Any]:
+    """Return executor plugins (:class:`rbench.executors.Executor` instances) that run a job graph."""
+
+
+@hookspec
+def rbench_reporters() -> list[Any]:
+    """Return reporter plugins (:class:`rbench.report.reporters.Reporter` instances).
+
+    A reporter renders result tables to text in one format (``md``, ``csv``, ``json`` ...).
+    """
+
+
+@hookspec
+def rbench_job_started(job: Any) -> None:
+    """Observer: called in the coordinating process when ``job`` (a :class:`rbench.plan.Job`) is dispatched."""
+
+
+@hookspec
+def rbench_job_finished(job: Any, result: Any) -> None:
+    """Observer: called in the coordinating process when ``job`` ends.
+
+    ``result`` is a :class:`rbench.executors.JobResult` (status ``done``, ``cached`` or ``failed``, seconds,
+    error message).
+    """

@@ -1,0 +1,172 @@
+"""What each job kind computes. Runs in whichever process the executor chose; reads and writes the store.
+
+Every function here is deterministic given the job (seeds derive from the job key), so re-running a job
+reproduces its artifact up to floating-point nondeterminism of the device.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from rbench.artifacts import AdvSet, Predictions, distortions
+from rbench.attack import AttackOutput, Budget
+from rbench.data import subset_indices
+from rbench.manager import get_plugin
+from rbench.model import Progress, TrainData, no_progress
+from rbench.plan import Job, canonical
+from rbench.provenance import provenance
+from rbench.store import Store
+
+#: Float tolerance on a declared budget (the ball's radius may be hit exactly, up to float32 rounding).
+BUDGET_RTOL, BUDGET_ATOL = 1e-5, 1e-5
+
+
+class PluginContractError(Exception):
+    """A plugin returned something that breaks its contract (wrong dtype, out of the box, over budget)."""
+
+
+def _params(kind: str, spec: dict[str, Any]) -> tuple[Any, Any]:
+    plugin = get_plugin(kind, spec["plugin"])
+    return plugin, plugin.Params.model_validate(spec["params"])
+
+
+@lru_cache(maxsize=4)
+def _load_split(dataset_spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    import json
+
+    spec = json.loads(dataset_spec)
+    plugin, params = _params("dataset", spec)
+    x, y = plugin.load(split, params)
+    return np.ascontiguousarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+
+
+def load_slice(data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The data slice a job spec names: (x float32 (N, C, H, W), y int64, indices into the split)."""
+    x, y = _load_split(canonical(data["dataset"]), data["split"])
+    idx = subset_indices(len(x), data["n"], data["subset_seed"])
+    return torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), idx
+
+
+def build_model(spec: dict[str, Any]) -> torch.nn.Module:
+    plugin, params = _params("model", spec)
+    return plugin.build(params)
+
+
+def load_model(store: Store, key: str, device: torch.device) -> torch.nn.Module:
+    """The trained model stored under ``key``: on ``device``, in eval mode, parameters frozen."""
+    state, meta = store.load_checkpoint(key)
+    model = build_model(meta["spec"]["model"])
+    model.load_state_dict(state)
+    model.to(device).eval().requires_grad_(False)
+    return model
+
+
+def _meta(job: Job, device: torch.device, started: float, **extra: Any) -> dict[str, Any]:
+    return {"key": job.key, "label": job.label, "spec": job.spec,
+            "provenance": provenance(device, job.seed, time.perf_counter() - started), **extra}
+
+
+def run_train(job: Job, store: Store, device: torch.device, progress: Progress) -> None:
+    started = time.perf_counter()
+    x, y, _ = load_slice(job.spec["data"])
+    torch.manual_seed(job.seed)
+    model = build_model(job.spec["model"]).to(device)
+    trainer, tparams = _params("trainer", job.spec["trainer"])
+    generator = torch.Generator().manual_seed(job.seed)
+    stats = trainer.train(model, TrainData(x, y), tparams, generator=generator, device=device, progress=progress)
+    model.eval()
+    store.save_checkpoint(job.key, model.state_dict(), _meta(job, device, started, stats=stats))
+
+
+def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: Budget | None,
+                        model: torch.nn.Module, y: torch.Tensor, offset: int) -> None:
+    """Raise :class:`PluginContractError` naming ``name`` and the worst sample if ``out`` breaks the contract."""
+    xa = out.x_adv
+    if not isinstance(xa, torch.Tensor) or xa.dtype != torch.float32 or xa.shape != x.shape:
+        got = f"{getattr(xa, 'dtype', type(xa).__name__)} {tuple(getattr(xa, 'shape', ()))}"
+        raise PluginContractError(f"attack {name!r} returned x_adv {got}; expected float32 {tuple(x.shape)}")
+    if not torch.isfinite(xa).all() or xa.min() < 0 or xa.max() > 1:
+        worst = int(torch.nan_to_num((xa - xa.clamp(0, 1)).abs(), nan=np.inf).flatten(1).amax(1).argmax())
+        raise PluginContractError(f"attack {name!r}: x_adv leaves the [0, 1] box (worst sample {offset + worst})")
+    if budget is not None:
+        d = (xa - x).flatten(1)
+        size = d.abs().amax(1) if budget.norm == "linf" else d.norm(dim=1)
+        limit = budget.eps * (1 + BUDGET_RTOL) + BUDGET_ATOL
+        if size.max() > limit:
+            worst = int(size.argmax())
+            raise PluginContractError(
+                f"attack {name!r} exceeds its declared {budget.norm} budget {budget.eps}: sample "
+                f"{offset + worst} has {budget.norm} distortion {float(size[worst]):.6g}")
+    success = out.success.to(torch.bool)
+    if success.shape != (len(x),):
+        raise PluginContractError(f"attack {name!r} returned success of shape {tuple(success.shape)}")
+    with torch.no_grad():
+        fooled = model(xa).argmax(1) != y
+    targets = out.extras.get("targets")
+    if targets is not None:
+        with torch.no_grad():
+            fooled = torch.where(targets >= 0, model(xa).argmax(1) == targets, fooled)
+    mismatch = (success != fooled).nonzero().flatten()
+    if len(mismatch):
+        raise PluginContractError(
+            f"attack {name!r}: {len(mismatch)} success flags disagree with the model's prediction "
+            f"(first: sample {offset + int(mismatch[0])})")
+
+
+def run_attack(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 500) -> None:
+    started = time.perf_counter()
+    x, y, idx = load_slice(job.spec["data"])
+    model = load_model(store, job.spec["source"], device)
+    attack, params = _params("attack", job.spec["attack"])
+    budget = attack.budget(params)
+    generator = torch.Generator(device=device).manual_seed(job.seed)
+    adv, success, extras = [], [], {}
+    n = len(x)
+    for start in range(0, n, batch_size):
+        xb = x[start:start + batch_size].to(device)
+        yb = y[start:start + batch_size].to(device)
+        out = attack.run(model, xb, yb, params, generator=generator)
+        check_attack_output(attack.name, out, xb, budget, model, yb, start)
+        adv.append(out.x_adv.detach().cpu())
+        success.append(out.success.detach().cpu().bool())
+        for k, v in out.extras.items():
+            extras.setdefault(k, []).append(v.detach().cpu())
+        progress(min(start + batch_size, n), n, "batches")
+    x_adv = torch.cat(adv).numpy()
+    extra_arrays = {k: torch.cat(v).numpy() for k, v in extras.items()}
+    targets = extra_arrays.pop("targets", np.full(n, -1, dtype=np.int64)).astype(np.int64)
+    meta = _meta(job, device, started, budget=None if budget is None else vars(budget))
+    store.save_advset(job.key, AdvSet(x_adv, torch.cat(success).numpy(), y.numpy(), targets, idx,
+                                      distortions(x.numpy(), x_adv), extra_arrays, meta))
+
+
+def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 1000) -> None:
+    started = time.perf_counter()
+    model = load_model(store, job.spec["model"], device)
+    source = job.spec["input"]
+    if "advset" in source:
+        adv = store.load_advset(source["advset"])
+        x, labels, idx = torch.from_numpy(adv.x_adv), adv.labels, adv.indices
+    else:
+        x, y, idx = load_slice(source["clean"])
+        labels = y.numpy()
+    logits = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            logits.append(model(x[start:start + batch_size].to(device)).float().cpu())
+            progress(min(start + batch_size, len(x)), len(x), "batches")
+    store.save_predictions(job.key, Predictions(torch.cat(logits).numpy(), labels, idx,
+                                                _meta(job, device, started)))
+
+
+RUNNERS = {"train": run_train, "attack": run_attack, "eval": run_eval}
+
+
+def run_job(job: Job, store: Store, device: torch.device | str, progress: Progress = no_progress) -> None:
+    """Compute ``job`` and store its output (the caller holds the job's lock and checked it is not stored)."""
+    RUNNERS[job.kind](job, store, torch.device(device), progress, **job.options)

@@ -1,0 +1,193 @@
+"""The plugin manager: loads every ``rbench`` entry point (built-ins included) and indexes plugins by kind.
+
+Environment variables (read when the registry is first built):
+
+- ``RBENCH_PLUGINS``: comma-separated allow-list of entry-point or distribution names. When set, only the
+  built-in plugins (distribution ``rbench``) and the listed ones are loaded. ``RBENCH_PLUGINS=""`` loads the
+  built-ins only: the way to run a suite you do not trust without executing third-party code.
+- ``RBENCH_DISABLE_PLUGINS``: comma-separated deny-list of entry-point or distribution names (built-ins too).
+- ``RBENCH_TRACE_PLUGINS=1``: print every hook call and its result to stderr.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from rbench import hookspecs
+from rbench.errors import PluginError
+
+ENTRY_POINT_GROUP = "rbench"
+BUILTIN_DISTRIBUTION = "rbench"
+
+#: kind name -> registration hook name
+KINDS: dict[str, str] = {
+    "dataset": "rbench_datasets",
+    "model": "rbench_models",
+    "trainer": "rbench_trainers",
+    "attack": "rbench_attacks",
+    "defense": "rbench_defenses",
+    "metric": "rbench_metrics",
+    "executor": "rbench_executors",
+    "reporter": "rbench_reporters",
+}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One registered plugin object, or one entry point that failed to load (``error`` set, ``obj`` None)."""
+
+    kind: str
+    name: str
+    version: str
+    distribution: str
+    entry_point: str
+    obj: Any = None
+    error: str | None = None
+
+
+@dataclass
+class Registry:
+    """Every plugin object by kind and name, plus what failed to load and what clashed."""
+
+    plugins: dict[str, dict[str, PluginInfo]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    failures: list[PluginInfo] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    manager: pluggy.PluginManager | None = None
+
+    def get(self, kind: str, name: str) -> PluginInfo:
+        """Return the plugin ``name`` of ``kind``; a clear :class:`PluginError` with close matches otherwise."""
+        if kind not in self.plugins:
+            raise PluginError(f"unknown plugin kind {kind!r}; kinds are: {', '.join(KINDS)}")
+        clash = [c for c in self.conflicts if c.startswith(f"{kind} {name!r}")]
+        if clash:
+            raise PluginError(clash[0])
+        try:
+            return self.plugins[kind][name]
+        except KeyError:
+            raise PluginError(f"unknown {kind} plugin {name!r}{suggest(name, self.plugins[kind])}") from None
+
+    def all(self) -> list[PluginInfo]:
+        """Every loaded plugin and every load failure, sorted by kind then name."""
+        loaded = [info for by_name in self.plugins.values() for info in by_name.values()]
+        return sorted(loaded + self.failures, key=lambda p: (p.kind, p.name))
+
+
+def suggest(name: str, choices: Any) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``"; known: a, b"``, or ``""``."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; known: {', '.join(choices)}" if choices else "; none is registered"
+
+
+def _env_list(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {item.strip() for item in raw.split(",") if item.strip()}
+
+
+def _wanted(ep: metadata.EntryPoint, dist: str) -> bool:
+    deny = _env_list("RBENCH_DISABLE_PLUGINS") or set()
+    if ep.name in deny or dist in deny:
+        return False
+    allow = _env_list("RBENCH_PLUGINS")
+    return allow is None or dist == BUILTIN_DISTRIBUTION or ep.name in allow or dist in allow
+
+
+def _dist_name(ep: metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "?", "?"
+    return dist.metadata["Name"], dist.version
+
+
+def build_registry() -> Registry:
+    """Load every wanted entry point of the group ``rbench`` and collect its plugins by kind.
+
+    An entry point that fails to import, or whose hook raises, is recorded in ``failures`` (with the error)
+    instead of breaking the caller. Two plugins of one kind with one name are recorded in ``conflicts``;
+    looking that name up raises an error naming both distributions.
+    """
+    pm = pluggy.PluginManager("rbench")
+    pm.add_hookspecs(hookspecs)
+    if os.environ.get("RBENCH_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
+        pm.enable_tracing()
+    registry = Registry(manager=pm)
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        dist, version = _dist_name(ep)
+        if not _wanted(ep, dist):
+            continue
+        try:
+            module = ep.load()
+            pm.register(module, name=f"{dist}:{ep.name}")
+        except Exception as exc:  # a broken plugin must not break the CLI
+            registry.failures.append(
+                PluginInfo("(load)", ep.name, version, dist, ep.value, error=f"{type(exc).__name__}: {exc}")
+            )
+            continue
+        _collect(registry, pm, module, ep, dist, version)
+    return registry
+
+
+def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any, dist: str, version: str) -> None:
+    for kind, hook_name in KINDS.items():
+        impl = getattr(module, hook_name, None)
+        if impl is None:
+            continue
+        try:
+            objects = impl() or []
+        except Exception as exc:
+            registry.failures.append(
+                PluginInfo(kind, ep.name, version, dist, ep.value, error=f"{type(exc).__name__}: {exc}")
+            )
+            continue
+        for obj in objects:
+            name = getattr(obj, "name", None)
+            if not isinstance(name, str) or not name:
+                registry.failures.append(
+                    PluginInfo(kind, repr(obj), version, dist, ep.value, error="plugin object has no 'name'")
+                )
+                continue
+            info = PluginInfo(kind, name, str(getattr(obj, "version", None) or version), dist, ep.value, obj)
+            existing = registry.plugins[kind].get(name)
+            if existing is not None:
+                registry.conflicts.append(
+                    f"{kind} {name!r} is registered twice: by distribution {existing.distribution!r} "
+                    f"({existing.entry_point}) and by distribution {dist!r} ({ep.value}); "
+                    f"disable one with RBENCH_DISABLE_PLUGINS"
+                )
+                continue
+            registry.plugins[kind][name] = info
+
+
+_registry: Registry | None = None
+
+
+def get_registry(*, reload: bool = False) -> Registry:
+    """The process-wide registry, built on first use."""
+    global _registry
+    if _registry is None or reload:
+        _registry = build_registry()
+    return _registry
+
+
+def get_plugin(kind: str, name: str) -> Any:
+    """The registered plugin object of ``kind`` (``attack``, ``model`` ...) called ``name``."""
+    return get_registry().get(kind, name).obj
+
+
+def hook() -> Any:
+    """The pluggy hook relay, for calling observer hooks (``hook().rbench_job_finished(...)``)."""
+    manager = get_registry().manager
+    assert manager is not None
+    return manager.hook

@@ -1,0 +1,66 @@
+"""The metric contract: a pure function of stored job outputs to one number.
+
+A table cell is a (source model, attack, target model) triple of one evaluation. A metric plugin's
+``compute(cell, params) -> float | None`` reads what it needs from the :class:`CellData` (loaded lazily from
+the store; the keys it touched become the cell's provenance) and returns a number in its ``unit``, or None
+where it does not apply (e.g. an attack success rate on clean inputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from rbench.artifacts import AdvSet, Predictions
+from rbench.dataset import NoParams
+
+
+class CellData:
+    """The stored outputs behind one table cell, loaded on first access.
+
+    ``adv``: the adversarial set made on ``source`` (None when ``attack`` is ``"clean"``);
+    ``predictions``: ``target``'s outputs on the cell's inputs (the adversarial set, or the clean slice);
+    ``clean``: ``target``'s outputs on the clean slice. ``used`` lists the store keys read so far.
+    """
+
+    def __init__(self, source: str, attack: str, target: str, keys: dict[str, str | None],
+                 loaders: dict[str, Callable[[str], object]]):
+        self.source, self.attack, self.target = source, attack, target
+        self._keys, self._loaders, self._cache = keys, loaders, {}
+        self.used: list[str] = []
+
+    def _get(self, what: str) -> object:
+        if what not in self._cache:
+            key = self._keys.get(what)
+            self._cache[what] = None if key is None else self._loaders[what](key)
+            if key is not None:
+                self.used.append(key)
+        return self._cache[what]
+
+    @property
+    def adv(self) -> AdvSet | None:
+        return self._get("adv")  # type: ignore[return-value]
+
+    @property
+    def predictions(self) -> Predictions:
+        return self._get("predictions")  # type: ignore[return-value]
+
+    @property
+    def clean(self) -> Predictions:
+        return self._get("clean")  # type: ignore[return-value]
+
+
+class Metric:
+    """Base of every metric plugin. ``unit`` ("%" or "") and ``fmt`` (a format spec) drive rendering."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = NoParams
+    version: ClassVar[str | None] = None
+    label: ClassVar[str | None] = None
+    unit: ClassVar[str] = "%"
+    fmt: ClassVar[str] = ".1f"
+
+    def compute(self, cell: CellData, params: BaseModel) -> float | None:
+        raise NotImplementedError

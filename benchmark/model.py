@@ -1,0 +1,73 @@
+"""The model and trainer contracts.
+
+A model plugin builds an untrained ``torch.nn.Module`` mapping float32 (N, C, H, W) inputs in [0, 1] to logits.
+A module may define ``param_groups() -> list[dict]`` (torch optimizer groups, e.g. with per-layer
+``weight_decay``); trainers use it when present.
+
+A trainer plugin trains a module in place on the data it is given and returns statistics (JSON-able numbers)
+that are stored in the checkpoint's sidecar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel
+
+#: progress(completed, total, description) -- called by long-running plugin code; cheap to call often.
+Progress = Callable[[float, float, str], None]
+
+
+def no_progress(completed: float, total: float, description: str = "") -> None:
+    """A :data:`Progress` that ignores everything."""
+
+
+class ModelPlugin:
+    """Base of every model plugin: ``build(params) -> nn.Module`` (logits out)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+    version: ClassVar[str | None] = None
+
+    def build(self, params: BaseModel) -> torch.nn.Module:
+        raise NotImplementedError
+
+
+@dataclass
+class TrainData:
+    """Training inputs: ``x`` float32 (N, C, H, W) in [0, 1] and ``y`` int64 (N,), on the CPU."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class Trainer:
+    """Base of every trainer plugin."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+    version: ClassVar[str | None] = None
+
+    def train(
+        self,
+        model: torch.nn.Module,
+        data: TrainData,
+        params: BaseModel,
+        *,
+        generator: torch.Generator,
+        device: torch.device,
+        progress: Progress = no_progress,
+    ) -> dict[str, Any]:
+        """Train ``model`` (already on ``device``) in place; return JSON-able statistics (e.g. final loss)."""
+        raise NotImplementedError
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+    """The module's own ``param_groups()`` if it defines one, else one group with ``weight_decay``."""
+    own = getattr(model, "param_groups", None)
+    if callable(own):
+        return own()
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]

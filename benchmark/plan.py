@@ -1,0 +1,128 @@
+"""Planning: a validated suite becomes a graph of content-addressed jobs.
+
+Three job kinds:
+
+- ``train``: build a model plugin and train it with a trainer plugin on a data slice -> checkpoint;
+- ``attack``: run an attack plugin on a trained source model over a data slice -> adversarial set (HDF5);
+- ``eval``: a trained model's logits on an adversarial set or on a clean slice -> predictions (HDF5).
+
+A job's key is the SHA-256 of its canonical spec: plugin names and versions, validated params, the keys of
+its inputs, the data slice and the suite seed. Two suites that ask for the same computation share the job,
+and the store never recomputes a key it holds. The job's RNG seed is derived from its key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rbench.suite import DataRef, Suite
+
+#: Bump when the stored format or the meaning of a job spec changes: every key changes with it.
+FORMAT = 1
+CLEAN = "clean"
+
+
+def canonical(spec: Any) -> str:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def content_key(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(spec).encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work. ``deps`` are the keys of the jobs whose outputs it reads."""
+
+    key: str
+    kind: str
+    spec: dict[str, Any] = field(hash=False, compare=False)
+    deps: tuple[str, ...]
+    label: str
+    #: Execution options that do not change the result (e.g. batch size); not part of the key.
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def seed(self) -> int:
+        """The job's deterministic RNG seed (derived from its key)."""
+        return int(self.key[:15], 16)
+
+    @property
+    def plugin(self) -> str:
+        """The plugin doing the work, for error messages."""
+        part = {"train": "trainer", "attack": "attack", "eval": "model"}[self.kind]
+        if self.kind == "eval":
+            return "(model forward pass)"
+        return f"{part} {self.spec[part]['plugin']!r}"
+
+
+@dataclass
+class Plan:
+    """The job graph of a suite (``jobs`` in dependency order) plus the index the tables are read through."""
+
+    suite: Suite
+    jobs: dict[str, Job] = field(default_factory=dict)
+    trained: dict[str, str] = field(default_factory=dict)
+    attacked: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    evaluated: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+
+    def add(self, kind: str, spec: dict[str, Any], deps: tuple[str, ...], label: str, **options: Any) -> str:
+        spec = {"kind": kind, "format": FORMAT, **spec}
+        key = content_key(spec)
+        self.jobs.setdefault(key, Job(key, kind, spec, deps, label, options))
+        return key
+
+    def dependents(self, key: str) -> list[str]:
+        """Keys of every job that depends, directly or not, on ``key``."""
+        out: list[str] = []
+        frontier = {key}
+        for job in self.jobs.values():  # dependency order: one pass suffices
+            if frontier & set(job.deps):
+                out.append(job.key)
+                frontier.add(job.key)
+        return out
+
+
+def _data_spec(ref: DataRef, seed: int) -> dict[str, Any]:
+    return {"dataset": ref.call.spec(), "split": ref.split, "n": ref.n, "subset_seed": seed}
+
+
+def build_plan(suite: Suite) -> Plan:
+    """Expand ``suite`` into its job graph. Only the models an evaluation uses are trained."""
+    plan = Plan(suite)
+    seed = suite.seed
+
+    def train(name: str) -> str:
+        if name not in plan.trained:
+            m = suite.models[name]
+            spec = {"model": m.call.spec(), "trainer": m.trainer.spec(), "data": _data_spec(m.data, seed),
+                    "seed": seed}
+            plan.trained[name] = plan.add("train", spec, (), f"train {name}")
+        return plan.trained[name]
+
+    for ev in suite.evaluations.values():
+        data = _data_spec(ev.data, seed)
+        where = f"{ev.data.dataset}/{ev.data.split}"
+        for source in ev.sources:
+            src_key = train(source)
+            inputs = {CLEAN: None}
+            for label, call in ev.attacks.items():
+                spec = {"attack": call.spec(), "source": src_key, "data": data, "seed": seed}
+                key = plan.add("attack", spec, (src_key,), f"attack {label} on {source}",
+                               batch_size=ev.batch_size)
+                plan.attacked[(ev.name, source, label)] = key
+                inputs[label] = key
+            for target in ev.targets_of(source):
+                tgt_key = train(target)
+                for label, adv_key in inputs.items():
+                    if adv_key is None:
+                        spec = {"model": tgt_key, "input": {"clean": data}}
+                        key = plan.add("eval", spec, (tgt_key,), f"eval {target} on clean {where}")
+                    else:
+                        spec = {"model": tgt_key, "input": {"advset": adv_key}}
+                        key = plan.add("eval", spec, (tgt_key, adv_key), f"eval {target} on {label}@{source}")
+                    plan.evaluated[(ev.name, source, label, target)] = key
+    return plan

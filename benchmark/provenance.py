@@ -1,0 +1,53 @@
+"""Provenance: what produced an artifact (versions, device, host, time)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import socket
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+PACKAGES = ("rbench", "torch", "numpy", "h5py", "safetensors", "pydantic", "pluggy")
+
+
+@cache
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape rbench's numbers."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def device_description(device: Any) -> str:
+    """``cpu (N threads)`` or the CUDA device's name."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+
+
+def provenance(device: Any, seed: int | None = None, seconds: float | None = None) -> dict[str, Any]:
+    """The provenance record stored with every artifact."""
+    record: dict[str, Any] = {
+        "packages": package_versions(),
+        "device": device_description(device),
+        "host": socket.gethostname(),
+        "created": now_iso(),
+    }
+    if seed is not None:
+        record["seed"] = seed
+    if seconds is not None:
+        record["seconds"] = round(seconds, 3)
+    return record

@@ -1,0 +1,1 @@
+"""Rendering result tables (reporters are plugins; see :mod:`rbench.report.reporters`)."""

@@ -1,0 +1,92 @@
+"""Built-in reporters: Markdown, CSV and JSON renderings of a run's result tables.
+
+A reporter plugin has ``name`` (the ``--format`` value), ``suffix`` (the file it writes in a run folder) and
+``render(results) -> str``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict
+from typing import ClassVar
+
+from tabulate import tabulate
+
+from rbench import hookimpl
+from rbench.dataset import NoParams
+from rbench.results import ResultTable, RunResults
+
+
+class Reporter:
+    """Base of every reporter plugin."""
+
+    name: ClassVar[str]
+    Params = NoParams
+    suffix: ClassVar[str]
+
+    def render(self, results: RunResults) -> str:
+        raise NotImplementedError
+
+
+def grid(table: ResultTable) -> list[list[str]]:
+    """The table as rows of text: the row label, then each column's formatted cell."""
+    return [[row] + [table.format(table.cell(row, col)) for col in table.columns] for row in table.rows]
+
+
+def header(table: ResultTable) -> list[str]:
+    corner = f"{table.row_axis} \\ {table.column_axis}"
+    return [corner] + [f"{c} ({table.units[c]})" if table.units.get(c) and table.column_axis == "metric" else c
+                       for c in table.columns]
+
+
+def unit_note(table: ResultTable) -> str:
+    if table.column_axis == "metric" or len(set(table.units.values())) != 1:
+        return ""
+    unit = next(iter(table.units.values()))
+    return f" ({unit})" if unit else ""
+
+
+class Markdown(Reporter):
+    name = "md"
+    suffix = "tables.md"
+
+    def render(self, results: RunResults) -> str:
+        parts = [f"# {results.title or results.suite}\n",
+                 f"Suite `{results.suite}`, profile `{results.profile or 'default'}`.\n"]
+        for t in results.tables:
+            parts.append(f"## {t.title}{unit_note(t)}\n")
+            parts.append(tabulate(grid(t), headers=header(t), tablefmt="github", disable_numparse=True) + "\n")
+        return "\n".join(parts)
+
+
+class Csv(Reporter):
+    """Long format, one line per cell: table, row, column, value, unit, and the store keys it came from."""
+
+    name = "csv"
+    suffix = "tables.csv"
+
+    def render(self, results: RunResults) -> str:
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["table", "row_axis", "row", "column_axis", "column", "value", "unit", "jobs"])
+        for t in results.tables:
+            for c in t.cells:
+                unit = t.units.get(c.column) or t.units.get(c.row) or next(iter(t.units.values()), "")
+                value = "" if c.value is None else repr(c.value)
+                w.writerow([t.name, t.row_axis, c.row, t.column_axis, c.column, value, unit, " ".join(c.jobs)])
+        return out.getvalue()
+
+
+class Json(Reporter):
+    name = "json"
+    suffix = "results.json"
+
+    def render(self, results: RunResults) -> str:
+        return json.dumps(asdict(results), indent=1)
+
+
+@hookimpl
+def rbench_reporters():
+    return [Markdown(), Csv(), Json()]

@@ -1,0 +1,82 @@
+"""A whole run: load and validate suites, plan, execute, assemble tables, write the run folder."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from rbench.assemble import assemble
+from rbench.devices import resolve_devices
+from rbench.executors import JobResult
+from rbench.manager import get_registry
+from rbench.plan import build_plan
+from rbench.progress import RunProgress
+from rbench.provenance import now_iso, package_versions
+from rbench.report.terminal import print_tables
+from rbench.results import RunResults
+from rbench.store import Store
+from rbench.suite import load_suite
+
+
+@dataclass
+class RunOutcome:
+    results: RunResults
+    run_dir: Path
+    job_results: dict[str, JobResult]
+    seconds: float
+
+    @property
+    def failed(self) -> list[JobResult]:
+        return [r for r in self.job_results.values() if r.status in ("failed", "skipped")]
+
+
+def default_run_dir(suite_name: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{suite_name}-{stamp}"
+
+
+def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: Path | None, device: str | None,
+              workers: int | None, executor: str, console: Console, quiet: bool = False) -> RunOutcome:
+    """Run one suite end to end; the run folder gets results.json and every reporter's rendering."""
+    started = time.perf_counter()
+    suite = load_suite(path, profile)
+    devices, n_workers = resolve_devices(device, workers)
+    store.ensure_writable()
+    plan = build_plan(suite)
+    run_executor = get_registry().get("executor", executor).obj
+    with RunProgress(len(plan.jobs), console, quiet) as observer:
+        job_results = run_executor.run(plan, store, devices=devices, workers=n_workers, observer=observer)
+    failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
+    tables = assemble(plan, store, failed)
+    results = RunResults(
+        suite=suite.name, title=suite.title, profile=profile, files=suite.files,
+        provenance={"packages": package_versions(), "devices": devices, "workers": n_workers,
+                    "store": str(store.root), "finished": now_iso()},
+        tables=tables,
+        jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
+                  "error": r.error} for k, r in job_results.items()},
+    )
+    run_dir = run_dir or default_run_dir(suite.name)
+    write_run_dir(results, run_dir)
+    return RunOutcome(results, run_dir, job_results, time.perf_counter() - started)
+
+
+def write_run_dir(results: RunResults, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for info in get_registry().plugins["reporter"].values():
+        (run_dir / info.obj.suffix).write_text(info.obj.render(results))
+
+
+def summarize(outcome: RunOutcome, console: Console) -> None:
+    print_tables(outcome.results, console)
+    counts: dict[str, int] = {}
+    for r in outcome.job_results.values():
+        counts[r.status] = counts.get(r.status, 0) + 1
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    console.print(f"{len(outcome.job_results)} jobs: {parts}; {outcome.seconds:.1f}s. Run folder: {outcome.run_dir}")
+    for r in outcome.failed:
+        console.print(f"[red]{r.status}:[/] {r.error}", highlight=False)

@@ -1,0 +1,11 @@
+"""Built-in attack plugins: one attack per module, named after the method."""
+
+from rbench import hookimpl
+from rbench.plugins.attacks.fast_gradient import FastGradientValue, Fgsm
+from rbench.plugins.attacks.noise import GaussianNoise
+from rbench.plugins.attacks.pgd import Bim, Pgd
+
+
+@hookimpl
+def rbench_attacks():
+    return [Fgsm(), FastGradientValue(), Pgd(), Bim(), GaussianNoise()]

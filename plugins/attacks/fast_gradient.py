@@ -1,0 +1,45 @@
+"""One-step gradient attacks: the fast gradient sign method and the fast gradient value method."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
+from rbench.plugins.attacks.gradients import TINY, loss_gradient
+
+
+class EpsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    eps: Annotated[float, Field(gt=0, le=1)]
+
+
+class Fgsm(FixedBudgetAttack):
+    """FGSM (Goodfellow et al. 2015): ``x + eps * sign(grad_x loss)``, clipped to [0, 1]. Linf budget ``eps``."""
+
+    name = "fgsm"
+    Params = EpsParams
+    norm = "linf"
+
+    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+        x_adv = (x + params.eps * loss_gradient(model, x, y).sign()).clamp(0, 1)
+        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+
+
+class FastGradientValue(FixedBudgetAttack):
+    """Fast gradient value (Rozsa et al. 2016): ``x + eps * g / max|g|`` per sample, clipped to [0, 1].
+
+    The raw gradient, scaled so its largest pixel moves by ``eps``: Linf budget ``eps``.
+    """
+
+    name = "fgv"
+    Params = EpsParams
+    norm = "linf"
+
+    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+        g = loss_gradient(model, x, y)
+        scale = g.flatten(1).abs().amax(dim=1).clamp_min(TINY).view(-1, *([1] * (x.dim() - 1)))
+        x_adv = (x + params.eps * (g / scale)).clamp(0, 1)
+        return AttackOutput(x_adv.to(torch.float32), misclassified(model, x_adv, y))

@@ -1,0 +1,47 @@
+"""Input gradients and norm-ball geometry shared by the gradient attacks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+TINY = 1e-12
+
+
+def loss_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient of the summed cross-entropy w.r.t. ``x`` only (the model's parameters stay frozen)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def _per_sample(v: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-sample quantity (N,) to broadcast against (N, C, H, W)."""
+    return v.view(-1, *([1] * 3))
+
+
+def l2_normalize(g: torch.Tensor) -> torch.Tensor:
+    norms = g.flatten(1).norm(dim=1).clamp_min(TINY)
+    return g / norms.view(-1, *([1] * (g.dim() - 1)))
+
+
+def project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """Project perturbations onto the ``norm`` ball of radius ``eps``."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    norms = delta.flatten(1).norm(dim=1).clamp_min(TINY)
+    factor = (eps / norms).clamp(max=1.0)
+    return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+
+
+def random_in_ball(like: torch.Tensor, norm: str, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform samples from the ``norm`` ball of radius ``eps`` (shape of ``like``)."""
+    if norm == "linf":
+        u = torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        return (2 * u - 1) * eps
+    n = like[0].numel()
+    direction = l2_normalize(torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype))
+    radius = torch.rand(len(like), generator=generator, device=like.device, dtype=like.dtype) ** (1.0 / n)
+    return direction * (eps * radius).view(-1, *([1] * (like.dim() - 1)))

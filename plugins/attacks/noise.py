@@ -1,0 +1,48 @@
+"""Additive Gaussian noise: the random-perturbation baseline an adversarial attack should beat."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rbench.attack import AttackOutput, Budget, FixedBudgetAttack, misclassified
+from rbench.plugins.attacks.gradients import TINY
+
+
+class NoiseParams(BaseModel):
+    """Either ``sigma`` (i.i.d. N(0, sigma^2) per pixel) or ``norm`` + ``eps`` (Gaussian noise rescaled so each
+    sample's perturbation has exactly that norm before clipping, as foolbox's additive-noise attacks do)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sigma: Annotated[float, Field(gt=0)] | None = None
+    norm: Literal["linf", "l2"] | None = None
+    eps: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> NoiseParams:
+        if (self.sigma is None) == (self.eps is None) or (self.eps is None) != (self.norm is None):
+            raise ValueError("give either 'sigma', or both 'norm' and 'eps'")
+        return self
+
+
+class GaussianNoise(FixedBudgetAttack):
+    """Adds one draw of Gaussian noise per sample and clips to [0, 1]; success = the model errs."""
+
+    name = "gaussian_noise"
+    Params = NoiseParams
+
+    def budget(self, params: NoiseParams) -> Budget | None:
+        return None if params.eps is None else Budget(params.norm, params.eps)  # type: ignore[arg-type]
+
+    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if params.sigma is not None:
+            noise = noise * params.sigma
+        else:
+            flat = noise.flatten(1)
+            size = flat.abs().amax(1) if params.norm == "linf" else flat.norm(dim=1)
+            noise = noise * (params.eps / size.clamp_min(TINY)).view(-1, *([1] * (x.dim() - 1)))
+        x_adv = (x + noise).clamp(0, 1)
+        return AttackOutput(x_adv, misclassified(model, x_adv, y))

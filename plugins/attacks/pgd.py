@@ -1,0 +1,54 @@
+"""Projected gradient descent (Madry et al. 2018) and the basic iterative method (Kurakin et al. 2017)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
+from rbench.plugins.attacks.gradients import l2_normalize, loss_gradient, project, random_in_ball
+
+
+class PgdParams(BaseModel):
+    """``step_size`` defaults to ``2.5 * eps / steps``; ``random_start`` draws the start uniformly in the ball."""
+
+    model_config = ConfigDict(extra="forbid")
+    norm: Literal["linf", "l2"] = "linf"
+    eps: Annotated[float, Field(gt=0)]
+    steps: Annotated[int, Field(ge=1)] = 40
+    step_size: Annotated[float, Field(gt=0)] | None = None
+    random_start: bool = True
+
+
+class BimParams(PgdParams):
+    random_start: bool = False
+    steps: Annotated[int, Field(ge=1)] = 10
+
+
+class Pgd(FixedBudgetAttack):
+    """Iterated gradient steps (sign steps for Linf, normalized steps for L2), each projected back onto the
+    ``eps`` ball around ``x`` and the [0, 1] box. Returns the last iterate."""
+
+    name = "pgd"
+    Params = PgdParams
+
+    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+        eps, norm = params.eps, params.norm
+        alpha = params.step_size if params.step_size is not None else 2.5 * eps / params.steps
+        x = x.detach()
+        x_adv = x.clone()
+        if params.random_start:
+            x_adv = (x + random_in_ball(x, norm, eps, generator)).clamp(0, 1)
+        for _ in range(params.steps):
+            g = loss_gradient(model, x_adv, y)
+            step = g.sign() if norm == "linf" else l2_normalize(g)
+            x_adv = (x + project(x_adv + alpha * step - x, norm, eps)).clamp(0, 1)
+        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+
+
+class Bim(Pgd):
+    """The basic iterative method: PGD without random start (defaults: 10 steps of ``2.5 * eps / 10``)."""
+
+    name = "bim"
+    Params = BimParams

@@ -1,0 +1,9 @@
+"""Built-in dataset plugins."""
+
+from rbench import hookimpl
+from rbench.plugins.datasets.idx import FashionMnist, Mnist
+
+
+@hookimpl
+def rbench_datasets():
+    return [Mnist(), FashionMnist()]

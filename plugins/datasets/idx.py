@@ -1,0 +1,31 @@
+"""MNIST and Fashion-MNIST from their canonical IDX files (see :mod:`rbench.data` for where files come from)."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+
+from rbench.data import load_split
+from rbench.dataset import Dataset
+
+
+class _IdxDigits(Dataset):
+    input_shape = (1, 28, 28)
+    num_classes = 10
+
+    def load(self, split: str, params: BaseModel) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = load_split(self.name, split)  # type: ignore[arg-type]
+        x = images.astype(np.float32).reshape(-1, 1, 28, 28) / np.float32(255.0)
+        return x, labels.astype(np.int64)
+
+
+class Mnist(_IdxDigits):
+    """MNIST handwritten digits (LeCun et al.), 60000 train + 10000 test, 28x28 grey."""
+
+    name = "mnist"
+
+
+class FashionMnist(_IdxDigits):
+    """Fashion-MNIST (Xiao et al. 2017), Zalando article images, 60000 train + 10000 test, 28x28 grey."""
+
+    name = "fashion-mnist"

@@ -1,0 +1,16 @@
+"""Built-in metric plugins."""
+
+from rbench import hookimpl
+from rbench.plugins.metrics.rates import (
+    Accuracy,
+    CleanError,
+    Distortion,
+    Error,
+    SuccessRate,
+    TransferRate,
+)
+
+
+@hookimpl
+def rbench_metrics():
+    return [Error(), Accuracy(), CleanError(), SuccessRate(), TransferRate(), Distortion()]

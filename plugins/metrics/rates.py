@@ -1,0 +1,95 @@
+"""Error rates, attack success, transfer and distortion: the metrics of the classic robustness tables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from rbench.metric import CellData, Metric
+
+
+def _percent(mask: np.ndarray) -> float | None:
+    return None if mask.size == 0 else float(100.0 * mask.mean())
+
+
+class Error(Metric):
+    """Error rate (%) of the target model on the cell's inputs (the adversarial set, or clean data).
+
+    In a transfer matrix (rows = source, columns = target) this is the transfer error: adversarial sets made
+    on each source model, evaluated on each target model."""
+
+    name = "error"
+    label = "error %"
+
+    def compute(self, cell: CellData, params: BaseModel) -> float | None:
+        return _percent(~cell.predictions.correct)
+
+
+class Accuracy(Metric):
+    """Accuracy (%) of the target model on the cell's inputs (100 - error)."""
+
+    name = "accuracy"
+    label = "accuracy %"
+
+    def compute(self, cell: CellData, params: BaseModel) -> float | None:
+        return _percent(cell.predictions.correct)
+
+
+class CleanError(Metric):
+    """Error rate (%) of the target model on the clean evaluation slice (whatever the cell's attack)."""
+
+    name = "clean_error"
+    label = "clean error %"
+
+    def compute(self, cell: CellData, params: BaseModel) -> float | None:
+        return _percent(~cell.clean.correct)
+
+
+class SuccessRate(Metric):
+    """Attack success rate (%): the fraction of the set the attack reports as adversarial on its source
+    model (misclassified, or classified as the target). Not defined for clean inputs."""
+
+    name = "success_rate"
+    label = "success %"
+
+    def compute(self, cell: CellData, params: BaseModel) -> float | None:
+        return None if cell.adv is None else _percent(cell.adv.success)
+
+
+class TransferRate(Metric):
+    """Of the samples that fooled the source model, the fraction (%) the target misclassifies too."""
+
+    name = "transfer_rate"
+    label = "transfer %"
+
+    def compute(self, cell: CellData, params: BaseModel) -> float | None:
+        if cell.adv is None:
+            return None
+        return _percent(~cell.predictions.correct[cell.adv.success])
+
+
+class DistortionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    norm: Literal["l2", "linf", "rms", "mean_abs"] = "rms"
+    over: Literal["successful", "all"] = "successful"
+
+
+class Distortion(Metric):
+    """Mean per-sample distortion of the adversarial set, in the chosen norm (``rms`` = sqrt(sum d^2 / n),
+    Szegedy et al.'s measure), over the successful adversarials (default) or all samples."""
+
+    name = "distortion"
+    Params = DistortionParams
+    label = "distortion"
+    unit = ""
+    fmt = ".4f"
+
+    def compute(self, cell: CellData, params: DistortionParams) -> float | None:
+        if cell.adv is None:
+            return None
+        values = cell.adv.distortion[params.norm]
+        if params.over == "successful":
+            values = values[cell.adv.success]
+        return None if values.size == 0 else float(values.mean())

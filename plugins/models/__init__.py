@@ -1,0 +1,10 @@
+"""Built-in model plugins."""
+
+from rbench import hookimpl
+from rbench.plugins.models.lenet import LeNet
+from rbench.plugins.models.mlp import Mlp
+
+
+@hookimpl
+def rbench_models():
+    return [Mlp(), LeNet()]

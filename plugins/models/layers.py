@@ -1,0 +1,42 @@
+"""Small pieces shared by the built-in models."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+Activation = Literal["relu", "sigmoid", "tanh", "gelu", "linear"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "linear": nn.Identity}
+
+
+def activation(name: Activation) -> nn.Module:
+    return _ACTIVATIONS[name]()
+
+
+def per_layer(value: float | list[float], n: int, what: str) -> list[float]:
+    """``value`` for each of ``n`` layers: a scalar is repeated, a list must have length ``n``."""
+    if isinstance(value, list):
+        if len(value) != n:
+            raise ValueError(f"{what} lists {len(value)} values for {n} layers")
+        return value
+    return [value] * n
+
+
+def decay_groups(layers: list[nn.Module], decays: list[float]) -> list[dict[str, Any]]:
+    """Optimizer groups: each layer's weights with its own weight decay, all biases without decay."""
+    groups: list[dict[str, Any]] = [{"params": [layer.weight], "weight_decay": wd} for layer, wd in zip(
+        layers, decays, strict=True)]
+    groups.append({"params": [layer.bias for layer in layers if layer.bias is not None], "weight_decay": 0.0})
+    return groups
+
+
+def check_per_layer(value: Any, n: int, what: str) -> None:
+    if isinstance(value, list) and len(value) != n:
+        raise ValueError(f"{what} must be one number or a list of {n} (one per layer), got {len(value)}")
+
+
+def flat_size(shape: tuple[int, int, int]) -> int:
+    return int(torch.tensor(shape).prod())

@@ -1,0 +1,9 @@
+"""Built-in trainer plugins."""
+
+from rbench import hookimpl
+from rbench.plugins.trainers.standard import StandardTrainer
+
+
+@hookimpl
+def rbench_trainers():
+    return [StandardTrainer()]
