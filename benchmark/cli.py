@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rbench.errors import RbenchError
+from rbench.errors import Interrupted, RbenchError
 from rbench.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -45,8 +45,12 @@ def run(
     """Run a suite: train, attack and evaluate what the store lacks, then print the tables."""
     from rbench.runner import run_suite, summarize
 
-    outcome = run_suite(suite, profile=profile, store=_store(store), run_dir=run_dir, device=device,
-                        workers=workers, executor=executor, console=console, quiet=quiet)
+    try:
+        outcome = run_suite(suite, profile=profile, store=_store(store), run_dir=run_dir, device=device,
+                            workers=workers, executor=executor, console=console, quiet=quiet)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; everything finished so far is stored: re-run the same command to "
+                          "resume") from None
     summarize(outcome, console)
     if outcome.failed:
         raise typer.Exit(1)
@@ -154,26 +158,14 @@ def cache_gc(
 
 
 def main() -> None:
-    """Entry point: run the app, turning user errors into one line on stderr and exit code 2."""
+    """Entry point: run the app (typer turns usage errors into exit code 2), and user errors into one line on
+    stderr with their exit code (2; 130 for Ctrl-C)."""
     try:
-        app(standalone_mode=False)
+        app()
     except RbenchError as exc:
         print(f"rbench: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("rbench: interrupted; everything finished so far is stored, re-run the same command to resume",
-              file=sys.stderr)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
+    except Exception as exc:
         if os.environ.get("RBENCH_DEBUG"):
             raise
         print(f"rbench: internal error: {type(exc).__name__}: {exc} (set RBENCH_DEBUG=1 for a traceback)",

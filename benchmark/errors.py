@@ -25,3 +25,9 @@ class PluginError(RbenchError):
 
 class StoreError(RbenchError):
     """The artifact store cannot be used (unwritable, corrupt entry that cannot be regenerated)."""
+
+
+class Interrupted(RbenchError):
+    """The user pressed Ctrl-C; everything finished so far is stored."""
+
+    exit_code = 130

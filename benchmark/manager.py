@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -88,19 +89,25 @@ def suggest(name: str, choices: Any) -> str:
     return f"; known: {', '.join(choices)}" if choices else "; none is registered"
 
 
+def _normalize(name: str) -> str:
+    """Distribution names compare the packaging way: case-insensitive, runs of ``-_.`` equal."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _env_list(var: str) -> set[str] | None:
     raw = os.environ.get(var)
     if raw is None:
         return None
-    return {item.strip() for item in raw.split(",") if item.strip()}
+    return {_normalize(item.strip()) for item in raw.split(",") if item.strip()}
 
 
 def _wanted(ep: metadata.EntryPoint, dist: str) -> bool:
+    names = {_normalize(ep.name), _normalize(dist)}
     deny = _env_list("RBENCH_DISABLE_PLUGINS") or set()
-    if ep.name in deny or dist in deny:
+    if names & deny:
         return False
     allow = _env_list("RBENCH_PLUGINS")
-    return allow is None or dist == BUILTIN_DISTRIBUTION or ep.name in allow or dist in allow
+    return allow is None or dist == BUILTIN_DISTRIBUTION or bool(names & allow)
 
 
 def _dist_name(ep: metadata.EntryPoint) -> tuple[str, str]:
@@ -127,10 +134,14 @@ def build_registry() -> Registry:
         dist, version = _dist_name(ep)
         if not _wanted(ep, dist):
             continue
+        module = None
         try:
             module = ep.load()
             pm.register(module, name=f"{dist}:{ep.name}")
+            pm.check_pending()  # a misspelled hook name is an error, not a silently ignored function
         except Exception as exc:  # a broken plugin must not break the CLI
+            if module is not None and pm.is_registered(module):
+                pm.unregister(module)
             registry.failures.append(
                 PluginInfo("(load)", ep.name, version, dist, ep.value, error=f"{type(exc).__name__}: {exc}")
             )
@@ -142,7 +153,7 @@ def build_registry() -> Registry:
 def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any, dist: str, version: str) -> None:
     for kind, hook_name in KINDS.items():
         impl = getattr(module, hook_name, None)
-        if impl is None:
+        if impl is None or not hasattr(impl, "rbench_impl"):  # only functions marked with @rbench.hookimpl
             continue
         try:
             objects = impl() or []

@@ -391,6 +391,9 @@ class _Resolver:
         key = "metric" if t.metric is not None else "metrics"
         metrics = tuple(self.metric(name, key if len(refs) == 1 else f"{key}[{i}]", r) for i, r in enumerate(refs))
         ev = suite.evaluations[t.evaluation]
+        for axis in t.where:
+            if axis in (t.rows, t.columns):
+                raise self.fail("tables", name, f"where.{axis}", f"{axis!r} is already the table's rows or columns")
         axes = {t.rows, t.columns, *t.where}
         if "model" in axes and axes & {"source", "target"}:
             raise self.fail("tables", name, "where", "'model' (source = target) excludes 'source' and 'target'")
@@ -407,7 +410,7 @@ class _Resolver:
                    "model": [s for s in ev.sources if s in ev.targets_of(s)]}
         for axis, value in t.where.items():
             if value not in allowed[axis]:
-                raise self.fail("tables", name, f"where.{axis}", f"{value!r} is not a {axis} of evaluation "
+                raise self.fail("tables", name, f"where.{axis}", f"{value!r} is not among the {axis} values of evaluation "
                                 f"{t.evaluation!r}{suggest(value, allowed[axis])}")
         if "model" in axes and not allowed["model"]:
             raise self.fail("tables", name, "rows", f"evaluation {t.evaluation!r} evaluates no source on itself")

@@ -21,7 +21,7 @@ class Error(Metric):
     on each source model, evaluated on each target model."""
 
     name = "error"
-    label = "error %"
+    label = "error"
 
     def compute(self, cell: CellData, params: BaseModel) -> float | None:
         return _percent(~cell.predictions.correct)
@@ -31,7 +31,7 @@ class Accuracy(Metric):
     """Accuracy (%) of the target model on the cell's inputs (100 - error)."""
 
     name = "accuracy"
-    label = "accuracy %"
+    label = "accuracy"
 
     def compute(self, cell: CellData, params: BaseModel) -> float | None:
         return _percent(cell.predictions.correct)
@@ -41,7 +41,7 @@ class CleanError(Metric):
     """Error rate (%) of the target model on the clean evaluation slice (whatever the cell's attack)."""
 
     name = "clean_error"
-    label = "clean error %"
+    label = "clean error"
 
     def compute(self, cell: CellData, params: BaseModel) -> float | None:
         return _percent(~cell.clean.correct)
@@ -52,7 +52,7 @@ class SuccessRate(Metric):
     model (misclassified, or classified as the target). Not defined for clean inputs."""
 
     name = "success_rate"
-    label = "success %"
+    label = "success rate"
 
     def compute(self, cell: CellData, params: BaseModel) -> float | None:
         return None if cell.adv is None else _percent(cell.adv.success)
@@ -62,7 +62,7 @@ class TransferRate(Metric):
     """Of the samples that fooled the source model, the fraction (%) the target misclassifies too."""
 
     name = "transfer_rate"
-    label = "transfer %"
+    label = "transfer rate"
 
     def compute(self, cell: CellData, params: BaseModel) -> float | None:
         if cell.adv is None:

@@ -47,10 +47,10 @@ class StandardTrainer(Trainer):
         total = params.epochs * steps_per_epoch
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) if params.lr_schedule == "cosine" else None
         model.train()
-        step, loss_sum, seen = 0, 0.0, 0
+        step, loss_sum, seen = 0, torch.zeros(()), 0
         for epoch in range(params.epochs):
             order = torch.randperm(len(x), generator=generator).to(device)
-            loss_sum, seen = 0.0, 0
+            loss_sum, seen = torch.zeros((), device=device), 0
             for start in range(0, len(x), params.batch_size):
                 batch = order[start:start + params.batch_size]
                 loss = F.cross_entropy(model(x[batch]), y[batch])
@@ -59,11 +59,11 @@ class StandardTrainer(Trainer):
                 opt.step()
                 if sched is not None:
                     sched.step()
-                loss_sum += float(loss) * len(batch)
+                loss_sum += loss.detach() * len(batch)
                 seen += len(batch)
                 step += 1
                 if step % 20 == 0 or step == total:
                     progress(step, total, f"epoch {epoch + 1}/{params.epochs}")
-            if not torch.isfinite(torch.tensor(loss_sum)):
+            if not torch.isfinite(loss_sum):
                 raise FloatingPointError(f"training loss is not finite in epoch {epoch + 1}")
-        return {"epochs": params.epochs, "final_epoch_loss": loss_sum / max(seen, 1), "steps": step}
+        return {"epochs": params.epochs, "final_epoch_loss": float(loss_sum) / max(seen, 1), "steps": step}

@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` (creates .venv, installs, runs the main job) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Offline machines: point the data loader at a folder holding the canonical files (default ../shared/data
+# when it exists); with internet and no such folder, the loader downloads them (checksummed) into the cache.
+SHARED_DATA := $(wildcard $(CURDIR)/../shared/data)
+ifneq ($(SHARED_DATA),)
+export RBENCH_DATA ?= $(SHARED_DATA)
+endif
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	# torch first, pinned: an unpinned torch pulls several GB of CUDA packages.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/rbench run suites/mnist_full.toml --profile quick
+
+test: $(STAMP)
+	$(BIN)/ruff check benchmark plugins tests benchmarks examples
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_attacks.py
+	$(BIN)/python benchmarks/bench_suite.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info runs bench

@@ -1,0 +1,181 @@
+"""End to end: a tiny real suite on real MNIST, run twice (the second computes nothing), on one and on two
+workers, with failing plugins, a budget violation, Ctrl-C and resume, and re-rendering from the run folder."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import BaseModel
+from rich.console import Console
+from support import RBENCH, rbench
+
+from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
+from rbench.manager import PluginInfo, get_registry
+from rbench.results import RunResults
+from rbench.runner import run_suite
+from rbench.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+def _run(path: Path, store: Path, run_dir: Path, **kw):
+    return run_suite(path, profile=None, store=Store(store), run_dir=run_dir, device=kw.pop("device", "cpu"),
+                     workers=kw.pop("workers", None), executor="local", console=Console(quiet=True), quiet=True)
+
+
+def _values(results: RunResults) -> dict:
+    return {(t.name, c.row, c.column): c.value for t in results.tables for c in t.cells}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """The tiny suite run once on a cold store, in this process (one inline worker)."""
+    from support import SHARED_DATA, TINY_SUITE
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RBENCH_DATA", str(SHARED_DATA))
+    root = tmp_path_factory.mktemp("first")
+    suite = root / "tiny.toml"
+    suite.write_text(TINY_SUITE)
+    outcome = _run(suite, root / "store", root / "run1")
+    yield suite, root, outcome
+    mp.undo()
+
+
+def test_cold_run_computes_everything_and_writes_the_run_folder(first_run):
+    suite, root, outcome = first_run
+    statuses = {r.status for r in outcome.job_results.values()}
+    assert statuses == {"done"}, outcome.failed
+    # 2 trainings, 2 sources x 4 attack sets, 2 x 5 white-box evals, 2 cross evals (the rest are shared)
+    assert len(outcome.job_results) == 22
+    files = {p.name for p in (root / "run1").iterdir()}
+    assert {"results.json", "tables.md", "tables.csv"} <= files
+    results = RunResults.read(root / "run1")
+    errors = next(t for t in results.tables if t.name == "errors")
+    clean, pgd = errors.cell("clean", "cnn").value, errors.cell("pgd", "cnn").value
+    assert clean is not None and pgd is not None and pgd > clean  # PGD raises the error
+    assert all(len(c.jobs) == 1 and c.jobs[0] in outcome.job_results for c in errors.cells)
+    assert results.provenance["packages"]["torch"].startswith("2.")
+
+
+def test_attack_outputs_honour_their_budgets(first_run):
+    _, _, outcome = first_run
+    summary = next(t for t in outcome.results.tables if t.name == "summary")
+    linf = "distortion (norm=linf)"
+    assert summary.cell("fgsm(eps=0.1)", linf).value <= 0.1 + 1e-6
+    assert summary.cell("pgd", linf).value <= 0.2 + 1e-6
+    assert summary.cell("clean", linf).value is None  # not applicable, rendered "-"
+
+
+def test_second_run_computes_nothing_and_gives_identical_tables(first_run):
+    suite, root, outcome = first_run
+    again = _run(suite, root / "store", root / "run2")
+    assert {r.status for r in again.job_results.values()} == {"cached"}
+    assert _values(again.results) == _values(outcome.results)
+
+
+def test_report_re_renders_without_recomputing(first_run):
+    _, root, outcome = first_run
+    md = rbench("report", str(root / "run1"), "--format", "md")
+    assert md.returncode == 0 and "| attack \\ model" in md.stdout
+    csv_out = rbench("report", str(root / "run1"), "--format", "csv")
+    lines = csv_out.stdout.splitlines()
+    assert lines[0].startswith("table,row_axis,row") and len(lines) == 1 + sum(len(t.cells) for t in
+                                                                                   outcome.results.tables)
+    js = json.loads(rbench("report", str(root / "run1"), "-f", "json").stdout)
+    assert {t["name"] for t in js["tables"]} == {"errors", "summary", "transfer"}
+    bad = rbench("report", str(root / "run1"), "--format", "pdf")
+    assert bad.returncode == 2 and "unknown reporter plugin 'pdf'" in bad.stderr
+    missing = rbench("report", str(root / "nowhere"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_two_workers_compute_the_same_tables(first_run, tmp_path):
+    suite, _, outcome = first_run
+    out = rbench("run", str(suite), "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "run"),
+                 "--workers", "2", "--device", "cpu", "-q")
+    assert out.returncode == 0, out.stderr
+    results = RunResults.read(tmp_path / "run")
+    ours, theirs = _values(results), _values(outcome.results)
+    assert ours.keys() == theirs.keys()
+    # separate processes use another thread count: float reductions may differ, so allow a sample or two
+    assert all(a is None and b is None or abs(a - b) <= 100 * 2 / 64 + 1e-9 for a, b in
+               ((ours[k], theirs[k]) for k in ours))
+    assert "22 done" in out.stdout
+
+
+class _Broken(FixedBudgetAttack):
+    name = "broken"
+    norm = "linf"
+
+    class Params(BaseModel):
+        eps: float = 0.1
+
+    def run(self, model, x, y, params, *, generator=None):
+        raise RuntimeError("plugin bug")
+
+
+class _Greedy(_Broken):
+    name = "greedy"
+
+    def run(self, model, x, y, params, *, generator=None):
+        x_adv = (x + 2 * params.eps * torch.ones_like(x)).clamp(0, 1)
+        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+
+
+@pytest.fixture
+def rogue_plugins():
+    registry = get_registry()
+    for obj in (_Broken(), _Greedy()):
+        registry.plugins["attack"][obj.name] = PluginInfo("attack", obj.name, "0", "tests", "tests", obj)
+    yield
+    for name in ("broken", "greedy"):
+        registry.plugins["attack"].pop(name)
+
+
+def test_a_failing_job_fails_alone(first_run, rogue_plugins, tmp_path):
+    suite, root, _ = first_run
+    text = suite.read_text().replace('attacks = ["fgsm", "pgd", "noise"]', 'attacks = ["fgsm", "bad", "greedy"]')
+    text += '\n[attacks.bad]\nplugin = "broken"\n[attacks.greedy]\nplugin = "greedy"\n'
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    outcome = _run(path, root / "store", tmp_path / "run")
+    failed = {r.label: r.error for r in outcome.failed}
+    assert set(failed) == {"attack bad on mlp", "attack bad on cnn", "attack greedy on mlp", "attack greedy on cnn",
+                           "eval mlp on bad@mlp", "eval cnn on bad@cnn", "eval mlp on greedy@mlp",
+                           "eval cnn on greedy@cnn"}
+    assert "RuntimeError: plugin bug" in failed["attack bad on mlp"] and "'broken'" in failed["attack bad on mlp"]
+    assert "exceeds its declared linf budget 0.1" in failed["attack greedy on cnn"]
+    assert "sample" in failed["attack greedy on cnn"]
+    assert "needs attack bad on mlp, which failed" in failed["eval mlp on bad@mlp"]
+    errors = next(t for t in outcome.results.tables if t.name == "errors")
+    assert errors.cell("bad", "mlp").value is None and errors.cell("bad", "mlp").error
+    assert errors.cell("fgsm(eps=0.1)", "mlp").value is not None  # the rest of the graph ran
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(first_run, tmp_path):
+    suite, _, outcome = first_run
+    store = tmp_path / "store"
+    proc = subprocess.Popen([RBENCH, "run", str(suite), "--store", str(store), "--run-dir", str(tmp_path / "r1"),
+                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell's background jobs inherit SIGINT ignored; a user's terminal does not
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(store.glob("objects/*/*.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    stored_before = set(Store(store).keys())
+    assert stored_before  # the first checkpoint was kept
+    again = _run(suite, store, tmp_path / "r2")
+    assert not again.failed
+    assert {k for k, r in again.job_results.items() if r.status == "cached"} == stored_before
+    assert _values(again.results) == _values(outcome.results)

@@ -1,0 +1,305 @@
+"""Unit tests of the plugin manager (rbench.manager) against fake distributions built on the fly.
+
+Each fake distribution is a ``*.dist-info`` folder (METADATA, entry_points.txt) plus a module file in a temporary
+folder put on ``sys.path``; importlib.metadata discovers it like an installed distribution. The tests call
+:func:`rbench.manager.build_registry` directly (``get_registry`` caches a process-wide registry).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import rbench.plugins
+from rbench.errors import PluginError
+from rbench.manager import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, KINDS, build_registry, suggest
+
+RBENCH = str(Path(sys.executable).parent / "rbench")
+BUILTIN_KINDS = ("dataset", "model", "trainer", "attack", "metric", "reporter", "executor")
+
+
+def attack_module(*names: str) -> str:
+    """Source of a plugin module registering one trivial attack per name."""
+    classes = "\n".join(
+        f"class A{i}(rbench.FixedBudgetAttack):\n    name = {n!r}\n    Params = P\n    norm = 'linf'\n"
+        for i, n in enumerate(names)
+    )
+    objects = ", ".join(f"A{i}()" for i in range(len(names)))
+    return (
+        "import rbench\nfrom pydantic import BaseModel\n\n\nclass P(BaseModel):\n    eps: float = 0.1\n\n\n"
+        f"{classes}\n\n@rbench.hookimpl\ndef rbench_attacks():\n    return [{objects}]\n"
+    )
+
+
+class FakeDists:
+    """Writes fake distributions into one folder on ``sys.path``; every module gets a unique import name."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch):
+        self.root = root
+        self.modules: list[str] = []
+        monkeypatch.syspath_prepend(str(root))
+
+    def add(self, dist: str, entry_points: dict[str, str], version: str = "1.2.3") -> dict[str, str]:
+        """Create distribution ``dist`` whose entry points (name -> module source) are in group ``rbench``.
+
+        Returns entry-point name -> module name.
+        """
+        info = self.root / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        modules = {ep: f"rbfake_{uuid.uuid4().hex[:10]}_{ep}" for ep in entry_points}
+        lines = [f"{ep} = {modules[ep]}" for ep in entry_points]
+        (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n" + "\n".join(lines) + "\n")
+        for ep, source in entry_points.items():
+            (self.root / f"{modules[ep]}.py").write_text(textwrap.dedent(source))
+        self.modules += modules.values()
+        importlib.invalidate_caches()  # importlib.metadata caches folder listings
+        return modules
+
+
+@pytest.fixture(autouse=True)
+def _no_plugin_env(monkeypatch):
+    monkeypatch.delenv("RBENCH_PLUGINS", raising=False)
+    monkeypatch.delenv("RBENCH_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("RBENCH_TRACE_PLUGINS", raising=False)
+
+
+@pytest.fixture
+def fakes(tmp_path, monkeypatch):
+    (tmp_path / "site").mkdir()
+    fake = FakeDists(tmp_path / "site", monkeypatch)
+    yield fake
+    for module in fake.modules:
+        sys.modules.pop(module, None)
+    importlib.invalidate_caches()
+
+
+def _names(registry, kind: str) -> set[str]:
+    return set(registry.plugins[kind])
+
+
+# -- built-ins --------------------------------------------------------------------------------------------
+def test_builtins_are_registered_through_the_entry_point_group(monkeypatch):
+    monkeypatch.setenv("RBENCH_PLUGINS", "")  # built-ins only, whatever else is installed
+    registry = build_registry()
+    assert not registry.failures and not registry.conflicts
+    for kind in BUILTIN_KINDS:
+        assert registry.plugins[kind], f"no built-in {kind} plugin"
+    infos = [info for by_name in registry.plugins.values() for info in by_name.values()]
+    assert {info.distribution for info in infos} == {BUILTIN_DISTRIBUTION}
+    # every built-in comes from an entry point the rbench distribution declares in the group "rbench"
+    declared = {ep.value for ep in metadata.distribution("rbench").entry_points if ep.group == ENTRY_POINT_GROUP}
+    assert {info.entry_point for info in infos} <= declared
+    assert {"rbench.plugins.attacks", "rbench.plugins.models", "rbench.plugins.datasets"} <= declared
+    assert {"pgd", "fgsm"} <= _names(registry, "attack") and "mnist" in _names(registry, "dataset")
+    assert {"md", "csv", "json"} <= _names(registry, "reporter") and "local" in _names(registry, "executor")
+    assert set(registry.plugins) == set(KINDS)
+
+
+def test_registry_api_is_reexported_by_rbench_plugins():
+    assert rbench.plugins.build_registry is build_registry
+    assert rbench.plugins.get_registry().get("attack", "pgd").distribution == BUILTIN_DISTRIBUTION
+    assert type(rbench.plugins.get_plugin("attack", "pgd")).__name__ == "Pgd"
+
+
+def test_third_party_plugin_is_loaded_with_its_distribution_and_version(fakes):
+    modules = fakes.add("rbench-fake-good", {"goodep": attack_module("good_attack")}, version="2.0.1")
+    registry = build_registry()
+    info = registry.get("attack", "good_attack")
+    assert (info.distribution, info.version, info.entry_point) == ("rbench-fake-good", "2.0.1", modules["goodep"])
+    assert info.obj.name == "good_attack" and info.error is None
+    assert "pgd" in _names(registry, "attack")
+    assert registry.manager.get_plugin("rbench-fake-good:goodep") is not None
+
+
+# -- failures ---------------------------------------------------------------------------------------------
+def test_misspelled_hook_is_a_failure_not_silence(fakes):
+    source = attack_module("typo_attack").replace("def rbench_attacks", "def rbench_attack")
+    fakes.add("rbench-fake-typo", {"typoep": source})
+    registry = build_registry()
+    [failure] = [f for f in registry.failures if f.distribution == "rbench-fake-typo"]
+    assert "rbench_attack" in failure.error and "typo_attack" not in _names(registry, "attack")
+
+
+def test_plugin_that_fails_to_import_is_recorded_and_others_still_load(fakes):
+    fakes.add("rbench-fake-broken", {"brokenep": "import rbench\nraise RuntimeError('boom at import')\n"})
+    fakes.add("rbench-fake-good", {"goodep": attack_module("good_attack")})
+    registry = build_registry()
+    [failure] = [f for f in registry.failures if f.distribution == "rbench-fake-broken"]
+    assert failure.name == "brokenep" and failure.kind == "(load)" and failure.obj is None
+    assert failure.error == "RuntimeError: boom at import"
+    assert "good_attack" in _names(registry, "attack") and "pgd" in _names(registry, "attack")
+    assert failure in registry.all()
+
+
+def test_missing_module_and_raising_hook_and_nameless_object_are_failures(fakes):
+    fakes.add("rbench-fake-missing", {"missingep": "import rbench_no_such_module_xyz\n"})
+    fakes.add("rbench-fake-hookfail", {"hookep": """
+        import rbench
+
+        @rbench.hookimpl
+        def rbench_metrics():
+            raise ValueError("hook exploded")
+
+        @rbench.hookimpl
+        def rbench_attacks():
+            return []
+        """})
+    fakes.add("rbench-fake-nameless", {"namelessep": """
+        import rbench
+
+        @rbench.hookimpl
+        def rbench_models():
+            return [object()]
+        """})
+    registry = build_registry()
+    by_dist = {f.distribution: f for f in registry.failures}
+    assert by_dist["rbench-fake-missing"].error.startswith("ModuleNotFoundError")
+    assert "rbench_no_such_module_xyz" in by_dist["rbench-fake-missing"].error
+    assert by_dist["rbench-fake-hookfail"].kind == "metric"
+    assert by_dist["rbench-fake-hookfail"].error == "ValueError: hook exploded"
+    assert by_dist["rbench-fake-nameless"].kind == "model"
+    assert "no 'name'" in by_dist["rbench-fake-nameless"].error
+    assert {"mlp", "lenet"} <= _names(registry, "model") and "error" in _names(registry, "metric")
+
+
+def test_cli_lists_a_broken_plugin_as_failed_and_exits_0(fakes):
+    fakes.add("rbench-fake-broken", {"brokenep": "raise RuntimeError('boom at import')\n"})
+    env = {**os.environ, "PYTHONPATH": str(fakes.root), "COLUMNS": "250"}
+    proc = subprocess.run([RBENCH, "plugins"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    [line] = [ln for ln in proc.stdout.splitlines() if "brokenep" in ln]
+    assert "rbench-fake-broken" in line and "failed to load: RuntimeError: boom at import" in line
+    assert any("pgd" in ln and " ok" in ln for ln in proc.stdout.splitlines())
+
+    proc = subprocess.run([RBENCH, "plugins", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["plugins"]
+    [row] = [r for r in rows if r["distribution"] == "rbench-fake-broken"]
+    assert row["name"] == "brokenep" and row["error"] == "RuntimeError: boom at import"
+    assert any(r["name"] == "pgd" and r["error"] is None for r in rows)
+
+
+# -- conflicts --------------------------------------------------------------------------------------------
+def test_same_attack_name_from_two_distributions_is_an_error_naming_both(fakes):
+    fakes.add("rbench-fake-one", {"oneep": attack_module("twin")})
+    fakes.add("rbench-fake-two", {"twoep": attack_module("twin")})
+    registry = build_registry()
+    assert len(registry.conflicts) == 1
+    with pytest.raises(PluginError) as err:
+        registry.get("attack", "twin")
+    message = str(err.value)
+    assert "rbench-fake-one" in message and "rbench-fake-two" in message
+    assert "RBENCH_DISABLE_PLUGINS" in message
+    assert registry.get("attack", "pgd").distribution == BUILTIN_DISTRIBUTION  # others are unaffected
+
+
+def test_clash_with_a_builtin_name_is_an_error_until_one_is_disabled(fakes, monkeypatch):
+    fakes.add("rbench-fake-pgd", {"fakepgd": attack_module("pgd")})
+    with pytest.raises(PluginError, match="'rbench'.*'rbench-fake-pgd'|'rbench-fake-pgd'.*'rbench'"):
+        build_registry().get("attack", "pgd")
+    monkeypatch.setenv("RBENCH_DISABLE_PLUGINS", "rbench-fake-pgd")
+    assert build_registry().get("attack", "pgd").distribution == BUILTIN_DISTRIBUTION
+
+
+# -- allow-list and deny-list -----------------------------------------------------------------------------
+@pytest.fixture
+def three(fakes, tmp_path):
+    """Three third-party distributions; 'c' writes a marker file when imported (to prove it never ran)."""
+    marker = tmp_path / "c-was-imported"
+    fakes.add("rbench-fake-a", {"aep": attack_module("attack_a")})
+    fakes.add("rbench-fake-b", {"bep": attack_module("attack_b")})
+    fakes.add("rbench-fake-c", {"cep": f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+                                       + attack_module("attack_c")})
+    return marker
+
+
+def _third_party(registry) -> set[str]:
+    return {n for n in _names(registry, "attack") if n.startswith("attack_")}
+
+
+def test_no_lists_load_everything(three):
+    registry = build_registry()
+    assert _third_party(registry) == {"attack_a", "attack_b", "attack_c"}
+    assert three.exists()
+
+
+def test_empty_allow_list_loads_builtins_only_and_runs_no_third_party_code(three, monkeypatch):
+    monkeypatch.setenv("RBENCH_PLUGINS", "")
+    registry = build_registry()
+    assert _third_party(registry) == set()
+    assert not three.exists()
+    for kind in BUILTIN_KINDS:
+        assert registry.plugins[kind], f"built-in {kind} plugins must stay loaded under an allow-list"
+
+
+@pytest.mark.parametrize("allow", ["aep", "rbench-fake-a", " aep , ", "aep,nonexistent", "RBench_Fake.A"])
+def test_allow_list_by_entry_point_or_distribution_name(three, monkeypatch, allow):
+    monkeypatch.setenv("RBENCH_PLUGINS", allow)
+    registry = build_registry()
+    assert _third_party(registry) == {"attack_a"}
+    assert {"pgd", "fgsm"} <= _names(registry, "attack") and registry.plugins["model"]
+    assert not three.exists()
+
+
+def test_allow_list_with_several_names(three, monkeypatch):
+    monkeypatch.setenv("RBENCH_PLUGINS", "aep,rbench-fake-c")
+    assert _third_party(build_registry()) == {"attack_a", "attack_c"}
+
+
+@pytest.mark.parametrize("deny", ["cep", "rbench-fake-c", "cep, bep"])
+def test_deny_list_by_entry_point_or_distribution_name(three, monkeypatch, deny):
+    monkeypatch.setenv("RBENCH_DISABLE_PLUGINS", deny)
+    registry = build_registry()
+    assert "attack_c" not in _third_party(registry) and "attack_a" in _third_party(registry)
+    assert ("attack_b" in _third_party(registry)) == ("bep" not in deny)
+    assert not three.exists()
+
+
+def test_deny_list_wins_over_allow_list(three, monkeypatch):
+    monkeypatch.setenv("RBENCH_PLUGINS", "aep,bep")
+    monkeypatch.setenv("RBENCH_DISABLE_PLUGINS", "rbench-fake-b")
+    assert _third_party(build_registry()) == {"attack_a"}
+
+
+def test_deny_list_can_disable_a_builtin_entry_point(monkeypatch):
+    monkeypatch.setenv("RBENCH_PLUGINS", "")
+    monkeypatch.setenv("RBENCH_DISABLE_PLUGINS", "attacks")
+    registry = build_registry()
+    assert registry.plugins["attack"] == {}
+    assert registry.plugins["model"] and registry.plugins["dataset"]
+    monkeypatch.setenv("RBENCH_DISABLE_PLUGINS", BUILTIN_DISTRIBUTION)
+    assert all(not by_name for by_name in build_registry().plugins.values())
+
+
+# -- lookups ----------------------------------------------------------------------------------------------
+def test_unknown_plugin_gets_a_did_you_mean_suggestion():
+    registry = build_registry()
+    with pytest.raises(PluginError, match=r"unknown attack plugin 'pgdd'; did you mean 'pgd'\?"):
+        registry.get("attack", "pgdd")
+    with pytest.raises(PluginError, match=r"did you mean 'mnist'\?"):
+        registry.get("dataset", "mnits")
+    with pytest.raises(PluginError, match=r"unknown model plugin 'zzzzzz'; known: .*lenet.*mlp"):
+        registry.get("model", "zzzzzz")
+    with pytest.raises(PluginError, match=r"unknown plugin kind 'attacks'; kinds are: dataset, model"):
+        registry.get("attacks", "pgd")
+
+
+def test_unknown_plugin_of_an_empty_kind():
+    with pytest.raises(PluginError, match="unknown defense plugin 'jpeg'; none is registered"):
+        build_registry().get("defense", "jpeg")
+
+
+def test_suggest():
+    assert suggest("fgms", ["fgsm", "pgd"]) == "; did you mean 'fgsm'?"
+    assert suggest("xyz", ["b", "a"]) == "; known: a, b"
+    assert suggest("xyz", []) == "; none is registered"

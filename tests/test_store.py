@@ -1,0 +1,136 @@
+"""The artifact store: round trips, checksums on load, atomic writes, quarantine and gc."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from rbench.artifacts import AdvSet, Predictions, distortions
+from rbench.gc import collect
+from rbench.store import TMP_MARK, CorruptEntry, Store, atomic_write
+
+KEY = "ab" + "0" * 38
+
+
+def _advset(n: int = 5) -> AdvSet:
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 1, 4, 4), dtype=np.float32)
+    x_adv = np.clip(x + rng.normal(0, 0.1, x.shape).astype(np.float32), 0, 1)
+    return AdvSet(x_adv, rng.random(n) > 0.5, np.arange(n), np.full(n, -1), np.arange(n) * 3,
+                  distortions(x, x_adv), {"steps": np.arange(n, dtype=np.int32)}, {"label": "test set"})
+
+
+def test_checkpoint_round_trip_and_sidecar(tmp_path):
+    store = Store(tmp_path)
+    state = {"w": torch.randn(3, 4), "b": torch.zeros(3)}
+    assert not store.has(KEY)
+    store.save_checkpoint(KEY, state, {"label": "m", "stats": {"loss": 0.5}})
+    assert store.has(KEY)
+    loaded, meta = store.load_checkpoint(KEY)
+    assert torch.equal(loaded["w"], state["w"]) and meta["stats"] == {"loss": 0.5}
+    assert {p.suffix for p in store.paths(KEY)} == {".json", ".safetensors"}
+    assert json.loads(store.paths(KEY)[0].read_text())["sha256"]  # the sidecar holds the weights' checksum
+
+
+def test_advset_round_trip_keeps_float32_and_extras(tmp_path):
+    store = Store(tmp_path)
+    adv = _advset()
+    store.save_advset(KEY, adv)
+    back = store.load_advset(KEY)
+    assert back.x_adv.dtype == np.float32 and np.array_equal(back.x_adv, adv.x_adv)
+    assert np.array_equal(back.success, adv.success) and np.array_equal(back.extras["steps"], adv.extras["steps"])
+    assert set(back.distortion) == {"l2", "linf", "rms", "mean_abs"}
+    assert back.meta["label"] == "test set" and back.meta["kind"] == "advset"
+
+
+def test_distortion_definitions():
+    x = np.zeros((1, 1, 2, 2), np.float32)
+    x_adv = np.array([[[[0.3, 0.4], [0.0, 0.0]]]], np.float32)
+    d = distortions(x, x_adv)
+    assert d["l2"][0] == pytest.approx(0.5) and d["linf"][0] == pytest.approx(0.4)
+    assert d["rms"][0] == pytest.approx(0.5 / 2) and d["mean_abs"][0] == pytest.approx(0.7 / 4)
+
+
+def _flip_byte(path, offset_from_end: int = 200) -> None:
+    data = bytearray(path.read_bytes())
+    data[-offset_from_end] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_bit_flip_in_hdf5_is_detected_and_quarantined(tmp_path):
+    store = Store(tmp_path)
+    pred = Predictions(np.random.default_rng(1).random((400, 10), dtype=np.float32), np.arange(400) % 10,
+                       np.arange(400))
+    store.save_predictions(KEY, pred)
+    path = store.paths(KEY)[0]
+    # flip a byte inside the logits' data (not the metadata) so only the checksum can tell
+    with h5py.File(path, "r") as f:
+        offset = f["logits"].id.get_offset() if f["logits"].chunks is None else None
+    data = bytearray(path.read_bytes())
+    needle = pred.logits[200].tobytes()
+    at = data.find(needle) if offset is None else offset
+    assert at > 0
+    data[at + 3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptEntry) as info:
+        store.load_predictions(KEY)
+    assert KEY in str(info.value)
+    assert not store.has(KEY) and info.value.moved_to is not None and any(info.value.moved_to.iterdir())
+
+
+def test_truncated_checkpoint_is_detected(tmp_path):
+    store = Store(tmp_path)
+    store.save_checkpoint(KEY, {"w": torch.randn(100, 100)}, {"label": "m"})
+    weights = next(p for p in store.paths(KEY) if p.suffix == ".safetensors")
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CorruptEntry, match="SHA-256"):
+        store.verify(KEY)
+    assert not store.has(KEY)
+
+
+def test_truncated_hdf5_is_detected(tmp_path):
+    store = Store(tmp_path)
+    store.save_advset(KEY, _advset(50))
+    path = store.paths(KEY)[0]
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(CorruptEntry):
+        store.load_advset(KEY)
+
+
+def test_failed_write_leaves_nothing_under_the_final_name(tmp_path):
+    target = tmp_path / "objects" / "ab" / "x.h5"
+
+    def half_write(tmp):
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, half_write)
+    assert not target.exists() and not list(target.parent.iterdir())
+
+
+def test_gc_removes_debris_and_unused_entries(tmp_path, write_suite):
+    store = Store(tmp_path)
+    store.save_advset(KEY, _advset())
+    debris = store.paths(KEY)[0].with_name(f"{KEY}.h5{TMP_MARK}dead")
+    debris.write_bytes(b"partial")
+    removed, freed = collect(store, [], None, dry_run=True)
+    assert removed == [debris] and debris.exists()
+    collect(store, [], None, dry_run=False)
+    assert not debris.exists() and store.has(KEY)
+    suite = write_suite('[suite]\nname = "empty"\n')
+    removed, _ = collect(store, [suite], None, dry_run=False)
+    assert not store.has(KEY) and removed
+
+
+def test_unwritable_store_is_a_clear_error(tmp_path):
+    from rbench.errors import StoreError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="not writable"):
+        Store(blocker / "store").ensure_writable()
