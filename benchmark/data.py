@@ -287,6 +287,14 @@ def load_split(dataset: str, split: Literal["train", "test"]) -> tuple[np.ndarra
     )
 
 
+def split_files(dataset: str, split: str) -> list[Path]:
+    """Resolve (verify, or download) the files of one split without decoding them; DataError if impossible."""
+    _check_dataset(dataset)
+    if split not in _SPLIT_FILES:
+        raise DataError(f"unknown split {split!r} for dataset {dataset!r}; known splits: train, test")
+    return [resolve_file(dataset, name) for name in _SPLIT_FILES[split]]
+
+
 load_split.cache_clear = _load_split_cached.cache_clear  # type: ignore[attr-defined]
 
 

@@ -32,3 +32,9 @@ class Dataset:
     def load(self, split: str, params: BaseModel) -> tuple[np.ndarray, np.ndarray]:
         """Return (x float32 (N, C, H, W) in [0, 1], y int64 (N,)) for ``split``."""
         raise NotImplementedError
+
+    def prepare(self, split: str, params: BaseModel) -> None:
+        """Make sure ``split`` can be loaded (files present and verified, downloaded if need be), or raise
+        :class:`rbench.errors.DataError`. Called once per run before any job, so bad data is one clear error.
+        The default loads the split."""
+        self.load(split, params)

@@ -13,7 +13,7 @@ from rbench.assemble import assemble
 from rbench.devices import resolve_devices
 from rbench.executors import JobResult
 from rbench.manager import get_registry
-from rbench.plan import build_plan
+from rbench.plan import Plan, build_plan, canonical
 from rbench.progress import RunProgress
 from rbench.provenance import now_iso, package_versions
 from rbench.report.terminal import print_tables
@@ -47,6 +47,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     devices, n_workers = resolve_devices(device, workers)
     store.ensure_writable()
     plan = build_plan(suite)
+    prepare_data(plan, store)
     run_executor = get_registry().get("executor", executor).obj
     with RunProgress(len(plan.jobs), console, quiet) as observer:
         job_results = run_executor.run(plan, store, devices=devices, workers=n_workers, observer=observer)
@@ -63,6 +64,20 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     run_dir = run_dir or default_run_dir(suite.name)
     write_run_dir(results, run_dir)
     return RunOutcome(results, run_dir, job_results, time.perf_counter() - started)
+
+
+def prepare_data(plan: Plan, store: Store) -> None:
+    """Check (or download) the data of every job still to compute, so bad data fails the run up front."""
+    wanted = {}
+    for job in plan.jobs.values():
+        if store.has(job.key):
+            continue
+        data = job.spec.get("data") or job.spec.get("input", {}).get("clean")
+        if data is not None:
+            wanted[(canonical(data["dataset"]), data["split"])] = data
+    for data in wanted.values():
+        plugin = get_registry().get("dataset", data["dataset"]["plugin"]).obj
+        plugin.prepare(data["split"], plugin.Params.model_validate(data["dataset"]["params"]))
 
 
 def write_run_dir(results: RunResults, run_dir: Path) -> None:

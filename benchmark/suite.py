@@ -410,8 +410,8 @@ class _Resolver:
                    "model": [s for s in ev.sources if s in ev.targets_of(s)]}
         for axis, value in t.where.items():
             if value not in allowed[axis]:
-                raise self.fail("tables", name, f"where.{axis}", f"{value!r} is not among the {axis} values of evaluation "
-                                f"{t.evaluation!r}{suggest(value, allowed[axis])}")
+                raise self.fail("tables", name, f"where.{axis}", f"{value!r} is not among the {axis} values of "
+                                f"evaluation {t.evaluation!r}{suggest(value, allowed[axis])}")
         if "model" in axes and not allowed["model"]:
             raise self.fail("tables", name, "rows", f"evaluation {t.evaluation!r} evaluates no source on itself")
         return Table(name, t.title or name, t.evaluation, t.rows, t.columns, metrics, dict(t.where), t.clean,

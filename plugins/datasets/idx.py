@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from rbench.data import load_split
+from rbench.data import load_split, split_files
 from rbench.dataset import Dataset
 
 
@@ -17,6 +17,9 @@ class _IdxDigits(Dataset):
         images, labels = load_split(self.name, split)  # type: ignore[arg-type]
         x = images.astype(np.float32).reshape(-1, 1, 28, 28) / np.float32(255.0)
         return x, labels.astype(np.int64)
+
+    def prepare(self, split: str, params: BaseModel) -> None:
+        split_files(self.name, split)
 
 
 class Mnist(_IdxDigits):
