@@ -9,15 +9,19 @@ import pytest
 from support import SHARED_DATA, TINY_SUITE
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch, tmp_path_factory):
-    """Every test reads the real data files and writes to its own store, never the user's."""
+@pytest.fixture(autouse=True, scope="session")
+def _env(tmp_path_factory):
+    """Every test reads the real data files offline and writes to a test store, never the user's
+    (session-wide so module-scoped fixtures see it too; tests that need a fresh store pass --store)."""
     if not SHARED_DATA.exists():
         pytest.skip(f"no MNIST data folder at {SHARED_DATA}")
-    monkeypatch.setenv("RBENCH_DATA", str(SHARED_DATA))
-    monkeypatch.setenv("RBENCH_OFFLINE", "1")
-    monkeypatch.setenv("RBENCH_STORE", str(tmp_path_factory.mktemp("store")))
-    monkeypatch.setenv("RBENCH_DATA_CACHE", str(tmp_path_factory.mktemp("datacache")))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RBENCH_DATA", str(SHARED_DATA))
+    mp.setenv("RBENCH_OFFLINE", "1")
+    mp.setenv("RBENCH_STORE", str(tmp_path_factory.mktemp("store")))
+    mp.setenv("RBENCH_DATA_CACHE", str(tmp_path_factory.mktemp("datacache")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture

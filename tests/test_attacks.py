@@ -1,0 +1,115 @@
+"""Built-in attacks on a small model trained on real MNIST: budgets, box, success flags, determinism, strength."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rbench.data import load_split
+from rbench.jobs import check_attack_output
+from rbench.plugins import get_plugin
+from rbench.plugins.attacks.gradients import project, random_in_ball
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small MLP trained for one pass over 5000 real MNIST images, and 200 test images."""
+    torch.manual_seed(0)
+    images, labels = load_split("mnist", "train")
+    x = torch.from_numpy(images[:5000].reshape(-1, 1, 28, 28).astype("float32") / 255)
+    y = torch.tensor(labels[:5000])
+    model = get_plugin("model", "mlp").build(get_plugin("model", "mlp").Params(widths=[64]))
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for i in range(0, 5000, 50):
+        opt.zero_grad()
+        F.cross_entropy(model(x[i:i + 50]), y[i:i + 50]).backward()
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    model.eval().requires_grad_(False)  # as the engine hands models to attacks
+    test_x, test_y = load_split("mnist", "test")
+    xt = torch.from_numpy(test_x[:200].reshape(-1, 1, 28, 28).astype("float32") / 255)
+    return model, xt, torch.tensor(test_y[:200])
+
+
+def _attack(name: str, **params):
+    plugin = get_plugin("attack", name)
+    return plugin, plugin.Params(**params)
+
+
+CASES = [
+    ("fgsm", {"eps": 0.1}), ("fgv", {"eps": 0.1}),
+    ("pgd", {"eps": 0.1, "steps": 10}), ("pgd", {"norm": "l2", "eps": 1.5, "steps": 10}),
+    ("bim", {"eps": 0.1}), ("gaussian_noise", {"norm": "l2", "eps": 3.0}),
+    ("gaussian_noise", {"norm": "linf", "eps": 0.3}), ("gaussian_noise", {"sigma": 0.2}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), CASES, ids=[f"{n}-{p}" for n, p in CASES])
+def test_outputs_respect_the_contract(trained, name, params):
+    model, x, y = trained
+    attack, p = _attack(name, **params)
+    out = attack.run(model, x, y, p, generator=torch.Generator().manual_seed(1))
+    check_attack_output(name, out, x, attack.budget(p), model, y, 0)  # raises on any violation
+    again = attack.run(model, x, y, p, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out.x_adv, again.x_adv)  # deterministic under a seed
+    assert not any(t.grad is not None for t in model.parameters())  # no weight gradients
+
+
+def test_attacks_are_stronger_than_noise_and_pgd_beats_fgsm(trained):
+    model, x, y = trained
+    rate = {}
+    for name, params in [("fgsm", {"eps": 0.1}), ("pgd", {"eps": 0.1, "steps": 20}),
+                         ("gaussian_noise", {"norm": "linf", "eps": 0.1})]:
+        attack, p = _attack(name, **params)
+        rate[name] = attack.run(model, x, y, p, generator=torch.Generator().manual_seed(0)).success.float().mean()
+    assert rate["gaussian_noise"] < rate["fgsm"] <= rate["pgd"]
+    assert rate["pgd"] > 0.5
+
+
+def test_fixed_budget_attacks_reach_their_budget(trained):
+    model, x, y = trained
+    attack, p = _attack("fgsm", eps=0.1)
+    delta = (attack.run(model, x, y, p).x_adv - x).abs().flatten(1).amax(1)
+    assert torch.allclose(delta, torch.full_like(delta, 0.1), atol=1e-6)  # every image has a pixel < 0.9
+    attack, p = _attack("gaussian_noise", sigma=0.1)
+    assert attack.budget(p) is None
+
+
+def test_budget_violation_is_reported_with_the_worst_sample(trained):
+    from rbench.attack import AttackOutput, Budget
+    from rbench.jobs import PluginContractError
+
+    model, x, y = trained
+    x_adv = x.clone()
+    x_adv[7] = (x_adv[7] + 0.5).clamp(0, 1)
+    with pytest.raises(PluginContractError, match=r"'bad' exceeds its declared linf budget 0.1: sample 17"):
+        check_attack_output("bad", AttackOutput(x_adv, model(x_adv).argmax(1) != y), x, Budget("linf", 0.1),
+                            model, y, offset=10)
+    with pytest.raises(PluginContractError, match="success flags disagree"):
+        check_attack_output("bad", AttackOutput(x, torch.ones(len(x), dtype=torch.bool)), x, None, model, y, 0)
+    with pytest.raises(PluginContractError, match="float32"):
+        check_attack_output("bad", AttackOutput(x.double(), torch.zeros(len(x), dtype=torch.bool)), x, None,
+                            model, y, 0)
+
+
+def test_ball_geometry():
+    g = torch.Generator().manual_seed(0)
+    like = torch.zeros(500, 1, 4, 4)
+    for norm, eps in (("linf", 0.3), ("l2", 2.0)):
+        d = random_in_ball(like, norm, eps, g).flatten(1)
+        size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+        assert (size <= eps + 1e-6).all() and size.max() > 0.9 * eps
+    big = torch.randn(10, 1, 4, 4) * 10
+    assert torch.allclose(project(big, "l2", 1.0).flatten(1).norm(dim=1), torch.ones(10), atol=1e-5)
+    small = torch.full((2, 1, 2, 2), 0.01)
+    assert torch.equal(project(small, "l2", 1.0), small)
+
+
+def test_noise_params_need_one_mode():
+    from pydantic import ValidationError
+
+    params = get_plugin("attack", "gaussian_noise").Params
+    for bad in ({}, {"sigma": 0.1, "eps": 1.0, "norm": "l2"}, {"eps": 1.0}, {"norm": "l2"}):
+        with pytest.raises(ValidationError):
+            params(**bad)

@@ -1,0 +1,63 @@
+"""Built-in models and the standard trainer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from rbench.model import TrainData, param_groups
+from rbench.plugins import get_plugin
+
+
+def _build(name: str, **params):
+    plugin = get_plugin("model", name)
+    return plugin.build(plugin.Params(**params))
+
+
+def test_mlp_shapes_activation_and_per_layer_weight_decay():
+    net = _build("mlp", widths=[100, 100], activation="sigmoid", weight_decay=[1e-4, 1e-3, 1e-2], dropout=0.1)
+    assert net(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    assert any(isinstance(m, torch.nn.Sigmoid) for m in net.modules())
+    groups = param_groups(net)
+    assert [g["weight_decay"] for g in groups] == [1e-4, 1e-3, 1e-2, 0.0]  # biases are not decayed
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in net.parameters())
+
+
+def test_mlp_without_hidden_layers_is_a_softmax_regression():
+    net = _build("mlp", widths=[])
+    assert [type(m).__name__ for m in net.net] == ["Flatten", "Linear"]
+
+
+def test_lenet_shapes_and_per_layer_dropout():
+    net = _build("lenet", channels=[6, 16], dropout=[0.1, 0.2, 0.5])
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [0.1, 0.2, 0.5]
+
+
+@pytest.mark.parametrize(("name", "params"), [("mlp", {"weight_decay": [0.1]}), ("mlp", {"dropout": 1.0}),
+                                               ("lenet", {"dropout": [0.1]}), ("lenet", {"channels": [4] * 4})])
+def test_inconsistent_params_are_rejected(name, params):
+    with pytest.raises(ValidationError):
+        get_plugin("model", name).Params(**params)
+
+
+def test_standard_trainer_lowers_the_loss_and_is_seeded():
+    trainer = get_plugin("trainer", "standard")
+    x = torch.rand(256, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    flat = x.flatten(1)
+    y = (flat[:, :392].mean(1) > flat[:, 392:].mean(1)).long()  # linearly separable
+
+    def fit(seed: int):
+        torch.manual_seed(seed)
+        net = _build("mlp", widths=[16])
+        before = torch.nn.functional.cross_entropy(net(x), y).item()
+        stats = trainer.train(net, TrainData(x, y), trainer.Params(epochs=5, batch_size=32, lr=1e-2),
+                              device=torch.device("cpu"), generator=torch.Generator().manual_seed(seed))
+        return net, stats, before
+
+    net_a, stats, before = fit(1)
+    net_b, _, _ = fit(1)
+    assert all(torch.equal(a, b) for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values(),
+                                                 strict=True))
+    assert stats["steps"] == 5 * 8 and stats["final_epoch_loss"] < 0.8 * before
