@@ -118,7 +118,7 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
             f"(first: sample {offset + int(mismatch[0])})")
 
 
-def run_attack(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 500) -> None:
+def run_attack(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 250) -> None:
     started = time.perf_counter()
     x, y, idx = load_slice(job.spec["data"])
     model = load_model(store, job.spec["source"], device)

@@ -15,7 +15,7 @@ the speed ratios rbench/handwritten and rbench/foolbox (> 1: rbench faster) and 
 accuracy (without random start the three PGDs must agree within ~1 pp). Also: ``channels_last`` for LeNet,
 and a batch-size sweep of rbench's PGD on LeNet. Writes JSON (``--out``, default ``bench/attacks.json``).
 
-    python benchmarks/bench_attacks.py [--n 1000] [--batch-size 500] [--repeats 3] [--device cpu]
+    python benchmarks/bench_attacks.py [--n 1000] [--batch-size 250] [--repeats 3] [--device cpu]
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def agreement(res: dict[str, dict], tol_pp: float) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="test images attacked (default 1000)")
-    ap.add_argument("--batch-size", type=int, default=500, help="attack batch size (default 500, as the engine)")
+    ap.add_argument("--batch-size", type=int, default=250, help="attack batch size (default 250, as the engine)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per method, best is reported (default 3)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
@@ -251,7 +251,7 @@ def print_table(title: str, rows: list[list[str]], header: list[str]) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("RBENCH_DATA", "/work/shared/data")
+    os.environ.setdefault("RBENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     env = dict(os.environ)
-    env.setdefault("RBENCH_DATA", "/work/shared/data")
+    env.setdefault("RBENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     env.setdefault("RBENCH_OFFLINE", "1")
     tmp = Path(tempfile.mkdtemp(prefix="rbench-bench-suite-"))
     store = tmp / "store"

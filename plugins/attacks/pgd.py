@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
@@ -40,10 +41,14 @@ class Pgd(FixedBudgetAttack):
         x_adv = x.clone()
         if params.random_start:
             x_adv = (x + random_in_ball(x, norm, eps, generator)).clamp(0, 1)
-        for _ in range(params.steps):
-            g = loss_gradient(model, x_adv, y)
-            step = g.sign() if norm == "linf" else l2_normalize(g)
-            x_adv = (x + project(x_adv + alpha * step - x, norm, eps)).clamp(0, 1)
+        if norm == "linf":  # the eps-ball and the [0, 1] box intersect in one box: clamp once per step
+            lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+            for _ in range(params.steps):
+                x_adv = torch.clamp(x_adv.add_(loss_gradient(model, x_adv, y).sign_(), alpha=alpha), lo, hi)
+        else:
+            for _ in range(params.steps):
+                step = l2_normalize(loss_gradient(model, x_adv, y))
+                x_adv = (x + project(x_adv + alpha * step - x, norm, eps)).clamp(0, 1)
         return AttackOutput(x_adv, misclassified(model, x_adv, y))
 
 
