@@ -60,6 +60,15 @@ def rbench_attacks() -> list[Any]:
 
 
 @hookspec
+def rbench_transforms() -> list[Any]:
+    """Return transform plugins (:class:`rbench.transform.Transform` instances).
+
+    A transform derives a new adversarial set from a stored one (e.g. amplifying each perturbation to a given
+    RMS size): ``apply(x, x_adv, params, *, generator=None) -> x_adv'``, float32 in [0, 1].
+    """
+
+
+@hookspec
 def rbench_defenses() -> list[Any]:
     """Return defense plugins: input transforms, training recipes or aggregations that compose with a model.
 

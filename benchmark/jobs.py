@@ -15,7 +15,7 @@ import torch
 
 from rbench.artifacts import AdvSet, Predictions, distortions
 from rbench.attack import AttackOutput, Budget
-from rbench.data import subset_indices
+from rbench.data import disjoint_splits, subset_indices
 from rbench.manager import get_plugin
 from rbench.model import Progress, TrainData, no_progress
 from rbench.plan import Job, canonical
@@ -48,7 +48,11 @@ def _load_split(dataset_spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_slice(data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """The data slice a job spec names: (x float32 (N, C, H, W), y int64, indices into the split)."""
     x, y = _load_split(canonical(data["dataset"]), data["split"])
-    idx = subset_indices(len(x), data["n"], data["subset_seed"])
+    if data.get("parts"):
+        part = disjoint_splits(len(x), data["parts"], data["subset_seed"])[data["part"]]
+        idx = part[subset_indices(len(part), data["n"], data["subset_seed"])]
+    else:
+        idx = subset_indices(len(x), data["n"], data["subset_seed"])
     return torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), idx
 
 
@@ -105,13 +109,9 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
     success = out.success.to(torch.bool)
     if success.shape != (len(x),):
         raise PluginContractError(f"attack {name!r} returned success of shape {tuple(success.shape)}")
-    with torch.no_grad():
-        fooled = model(xa).argmax(1) != y
-    targets = out.extras.get("targets")
-    if targets is not None:
-        with torch.no_grad():
-            fooled = torch.where(targets >= 0, model(xa).argmax(1) == targets, fooled)
-    mismatch = (success != fooled).nonzero().flatten()
+    targets = out.extras.get("targets", torch.full_like(y, -1))
+    fooled = predicted_success(model, xa, y, targets)
+    mismatch = (success.cpu() != fooled).nonzero().flatten()
     if len(mismatch):
         raise PluginContractError(
             f"attack {name!r}: {len(mismatch)} success flags disagree with the model's prediction "
@@ -145,6 +145,40 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
                                       distortions(x.numpy(), x_adv), extra_arrays, meta))
 
 
+def predicted_success(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targets: torch.Tensor,
+                      batch_size: int = 1000) -> torch.Tensor:
+    """Success of each sample on ``model``: hits its target where one is set (>= 0), else misclassified."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x_adv), batch_size):
+            pred = model(x_adv[start:start + batch_size]).argmax(1)
+            t = targets[start:start + batch_size].to(pred.device)
+            yy = y[start:start + batch_size].to(pred.device)
+            out.append(torch.where(t >= 0, pred == t, pred != yy).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def run_transform(job: Job, store: Store, device: torch.device, progress: Progress) -> None:
+    started = time.perf_counter()
+    x, y, idx = load_slice(job.spec["data"])
+    base = store.load_advset(job.spec["input"])
+    if not np.array_equal(base.indices, idx):
+        raise ValueError("the input adversarial set was made on other samples than this job's data slice")
+    transform, params = _params("transform", job.spec["transform"])
+    generator = torch.Generator().manual_seed(job.seed)
+    x_adv = transform.apply(x, torch.from_numpy(base.x_adv), params, generator=generator)
+    if x_adv.dtype != torch.float32 or x_adv.shape != x.shape or x_adv.min() < 0 or x_adv.max() > 1:
+        raise PluginContractError(f"transform {transform.name!r} returned {x_adv.dtype} {tuple(x_adv.shape)} "
+                                  "outside float32 [0, 1] of the input's shape")
+    model = load_model(store, job.spec["source"], device)
+    targets = torch.from_numpy(base.targets)
+    success = predicted_success(model, x_adv.to(device), y, targets)
+    progress(1, 1, "transformed")
+    store.save_advset(job.key, AdvSet(x_adv.numpy(), success.numpy(), y.numpy(), base.targets, idx,
+                                      distortions(x.numpy(), x_adv.numpy()), dict(base.extras),
+                                      _meta(job, device, started)))
+
+
 def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 1000) -> None:
     started = time.perf_counter()
     model = load_model(store, job.spec["model"], device)
@@ -164,7 +198,7 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
                                                 _meta(job, device, started)))
 
 
-RUNNERS = {"train": run_train, "attack": run_attack, "eval": run_eval}
+RUNNERS = {"train": run_train, "attack": run_attack, "transform": run_transform, "eval": run_eval}
 
 
 def run_job(job: Job, store: Store, device: torch.device | str, progress: Progress = no_progress) -> None:

@@ -33,6 +33,7 @@ KINDS: dict[str, str] = {
     "model": "rbench_models",
     "trainer": "rbench_trainers",
     "attack": "rbench_attacks",
+    "transform": "rbench_transforms",
     "defense": "rbench_defenses",
     "metric": "rbench_metrics",
     "executor": "rbench_executors",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+import torch
 from pydantic import BaseModel
 
 from rbench.artifacts import AdvSet, Predictions
@@ -22,7 +23,8 @@ class CellData:
 
     ``adv``: the adversarial set made on ``source`` (None when ``attack`` is ``"clean"``);
     ``predictions``: ``target``'s outputs on the cell's inputs (the adversarial set, or the clean slice);
-    ``clean``: ``target``'s outputs on the clean slice. ``used`` lists the store keys read so far.
+    ``clean``: ``target``'s outputs on the clean slice; ``model``: the trained ``target`` itself.
+    ``used`` lists the store keys read so far.
     """
 
     def __init__(self, source: str, attack: str, target: str, keys: dict[str, str | None],
@@ -50,6 +52,11 @@ class CellData:
     @property
     def clean(self) -> Predictions:
         return self._get("clean")  # type: ignore[return-value]
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The target model, trained, on the CPU, in eval mode."""
+        return self._get("model")  # type: ignore[return-value]
 
 
 class Metric:

@@ -1,9 +1,10 @@
 """Planning: a validated suite becomes a graph of content-addressed jobs.
 
-Three job kinds:
+Four job kinds:
 
 - ``train``: build a model plugin and train it with a trainer plugin on a data slice -> checkpoint;
 - ``attack``: run an attack plugin on a trained source model over a data slice -> adversarial set (HDF5);
+- ``transform``: a transform plugin applied to a stored adversarial set -> adversarial set;
 - ``eval``: a trained model's logits on an adversarial set or on a clean slice -> predictions (HDF5).
 
 A job's key is the SHA-256 of its canonical spec: plugin names and versions, validated params, the keys of
@@ -18,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from rbench.suite import DataRef, Suite
+from rbench.suite import AttackCall, DataRef, Suite
 
 #: Bump when the stored format or the meaning of a job spec changes: every key changes with it.
 FORMAT = 1
@@ -53,9 +54,9 @@ class Job:
     @property
     def plugin(self) -> str:
         """The plugin doing the work, for error messages."""
-        part = {"train": "trainer", "attack": "attack", "eval": "model"}[self.kind]
         if self.kind == "eval":
             return "(model forward pass)"
+        part = {"train": "trainer", "attack": "attack", "transform": "transform"}[self.kind]
         return f"{part} {self.spec[part]['plugin']!r}"
 
 
@@ -87,7 +88,21 @@ class Plan:
 
 
 def _data_spec(ref: DataRef, seed: int) -> dict[str, Any]:
-    return {"dataset": ref.call.spec(), "split": ref.split, "n": ref.n, "subset_seed": seed}
+    spec = {"dataset": ref.call.spec(), "split": ref.split, "n": ref.n, "subset_seed": seed}
+    if ref.parts is not None:
+        spec.update(parts=list(ref.parts), part=ref.part)
+    return spec
+
+
+def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key: str, data: dict[str, Any],
+                seed: int, batch_size: int) -> str:
+    """Plan the job making ``attack``'s set on ``source`` (and, for a transform, the job of its input)."""
+    if attack.base is None:
+        spec = {"attack": attack.call.spec(), "source": src_key, "data": data, "seed": seed}
+        return plan.add("attack", spec, (src_key,), f"attack {label} on {source}", batch_size=batch_size)
+    base_key = _attack_job(plan, str(attack.base_label), attack.base, source, src_key, data, seed, batch_size)
+    spec = {"transform": attack.call.spec(), "input": base_key, "source": src_key, "data": data, "seed": seed}
+    return plan.add("transform", spec, (src_key, base_key), f"transform {label} on {source}")
 
 
 def build_plan(suite: Suite) -> Plan:
@@ -109,10 +124,8 @@ def build_plan(suite: Suite) -> Plan:
         for source in ev.sources:
             src_key = train(source)
             inputs = {CLEAN: None}
-            for label, call in ev.attacks.items():
-                spec = {"attack": call.spec(), "source": src_key, "data": data, "seed": seed}
-                key = plan.add("attack", spec, (src_key,), f"attack {label} on {source}",
-                               batch_size=ev.batch_size)
+            for label, attack in ev.attacks.items():
+                key = _attack_job(plan, label, attack, source, src_key, data, seed, ev.batch_size)
                 plan.attacked[(ev.name, source, label)] = key
                 inputs[label] = key
             for target in ev.targets_of(source):

@@ -36,6 +36,11 @@ class ResultTable:
     formats: dict[str, str]
     cells: list[Cell]
     source: str = ""
+    #: "row|column" -> metric label, for cells whose metric is neither the row nor the column label
+    metric_of: dict[Any, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.metric_of = {(k if isinstance(k, str) else f"{k[0]}|{k[1]}"): v for k, v in self.metric_of.items()}
 
     def cell(self, row: str, column: str) -> Cell:
         for c in self.cells:
@@ -43,12 +48,18 @@ class ResultTable:
                 return c
         raise KeyError((row, column))
 
+    def metric(self, cell: Cell) -> str:
+        """The label of the metric behind ``cell``."""
+        return self.metric_of.get(f"{cell.row}|{cell.column}", next(iter(self.units), ""))
+
+    def unit(self, cell: Cell) -> str:
+        return self.units.get(self.metric(cell), "")
+
     def format(self, cell: Cell) -> str:
-        """``cell``'s value as text, with the unit/format of its metric (the row or column label)."""
+        """``cell``'s value as text, with the format of its metric ("-" where it does not apply)."""
         if cell.value is None:
             return "failed" if cell.error else "-"
-        fmt = self.formats.get(cell.column) or self.formats.get(cell.row) or self.formats.get("*", ".1f")
-        return format(cell.value, fmt)
+        return format(cell.value, self.formats.get(self.metric(cell), ".1f"))
 
 
 @dataclass

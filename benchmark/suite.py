@@ -49,17 +49,28 @@ class TrainerSpec(_Strict):
     params: dict[str, Any] = {}
 
 
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
 class ModelSpec(_Strict):
     plugin: Name
     params: dict[str, Any] = {}
     dataset: Name
     split: Name = "train"
-    n_train: Annotated[int, Field(gt=0)] | None = None
+    #: ``parts``: cut the split into disjoint parts of these sizes (one seeded permutation); use part ``part``.
+    parts: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+    part: Annotated[int, Field(ge=0)] = 0
+    n_train: PositiveInt | None = None
     trainer: TrainerSpec = TrainerSpec()
 
 
 class AttackSpec(_Strict):
-    plugin: Name
+    """An attack plugin with params (``grid`` expands lists into instances), or a ``transform`` plugin applied
+    to the adversarial sets of the attack named by ``input`` (e.g. amplifying minimal perturbations)."""
+
+    plugin: Name | None = None
+    transform: Name | None = None
+    input: Name | None = None
     params: dict[str, Any] = {}
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
 
@@ -67,7 +78,9 @@ class AttackSpec(_Strict):
 class EvaluationSpec(_Strict):
     dataset: Name
     split: Name = "test"
-    n: Annotated[int, Field(gt=0)] | None = None
+    parts: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+    part: Annotated[int, Field(ge=0)] = 0
+    n: PositiveInt | None = None
     sources: Annotated[list[Name], Field(min_length=1)]
     attacks: list[Name] = []
     targets: Literal["self"] | Annotated[list[Name], Field(min_length=1)] = "self"
@@ -80,11 +93,23 @@ class MetricRef(_Strict):
     label: str | None = None
 
 
+class Selector(_Strict):
+    """One row or column given explicitly: a label and the coordinates it fixes (any of them)."""
+
+    label: Name
+    evaluation: Name | None = None
+    source: Name | None = None
+    target: Name | None = None
+    model: Name | None = None
+    attack: Name | None = None
+    metric: Name | MetricRef | None = None
+
+
 class TableSpec(_Strict):
     title: str = ""
     evaluation: Name
-    rows: Axis
-    columns: Axis
+    rows: Axis | Annotated[list[Selector], Field(min_length=1)]
+    columns: Axis | Annotated[list[Selector], Field(min_length=1)]
     metric: Name | MetricRef | None = None
     metrics: list[Name | MetricRef] | None = None
     where: dict[Literal["source", "target", "model", "attack"], Name] = {}
@@ -125,6 +150,8 @@ class DataRef:
     call: PluginCall
     split: str
     n: int | None
+    parts: tuple[int, ...] | None = None
+    part: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,11 +169,20 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class AttackCall:
+    """An attack instance: a plugin call, or a transform call on the sets of ``base`` (label ``base_label``)."""
+
+    call: PluginCall
+    base: AttackCall | None = None
+    base_label: str | None = None
+
+
+@dataclass(frozen=True)
 class Evaluation:
     name: str
     data: DataRef
     sources: tuple[str, ...]
-    attacks: dict[str, PluginCall]
+    attacks: dict[str, AttackCall]
     targets: tuple[str, ...] | None  # None: each source is its own only target
     batch_size: int
 
@@ -155,16 +191,33 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class CellSpec:
+    """Where one table cell's number comes from: a (source, attack, target) of an evaluation, and a metric."""
+
+    evaluation: str
+    source: str
+    attack: str
+    target: str
+    metric: Metric
+
+
+@dataclass(frozen=True)
 class Table:
+    """A resolved table: row and column labels, the axis each runs along (``"rows"`` for explicit
+    selectors), and the spec of every cell."""
+
     name: str
     title: str
-    evaluation: str
-    rows: str
-    columns: str
-    metrics: tuple[Metric, ...]
-    where: dict[str, str]
-    clean: bool
+    row_axis: str
+    column_axis: str
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    cells: dict[tuple[str, str], CellSpec]
     file: str
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        return tuple({c.metric.label: c.metric for c in self.cells.values()}.values())
 
 
 @dataclass
@@ -315,15 +368,21 @@ class _Resolver:
             raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err) from None
         return PluginCall(kind, plugin, info.version, validated)
 
-    def data(self, section: str, name: str, dataset: str, split: str, n: int | None) -> DataRef:
-        self.ref(section, name, "dataset", "datasets", dataset)
-        spec: DatasetSpec = self.merged.sections["datasets"][dataset]
-        call = self.call("dataset", spec.plugin, spec.params, "datasets", dataset, "")
+    def data(self, section: str, name: str, spec: ModelSpec | EvaluationSpec) -> DataRef:
+        self.ref(section, name, "dataset", "datasets", spec.dataset)
+        dspec: DatasetSpec = self.merged.sections["datasets"][spec.dataset]
+        call = self.call("dataset", dspec.plugin, dspec.params, "datasets", spec.dataset, "")
         splits = call.obj.splits
-        if split not in splits:
-            raise self.fail(section, name, "split", f"dataset {dataset!r} has no split {split!r}"
-                            f"{suggest(split, splits)}")
-        return DataRef(dataset, call, split, n)
+        if spec.split not in splits:
+            raise self.fail(section, name, "split", f"dataset {spec.dataset!r} has no split {spec.split!r}"
+                            f"{suggest(spec.split, splits)}")
+        if spec.parts is not None and spec.part >= len(spec.parts):
+            raise self.fail(section, name, "part", f"{spec.part} is not an index of parts (0..{len(spec.parts) - 1})")
+        if spec.parts is None and spec.part:
+            raise self.fail(section, name, "part", "needs 'parts'")
+        n = spec.n_train if isinstance(spec, ModelSpec) else spec.n
+        parts = tuple(spec.parts) if spec.parts is not None else None
+        return DataRef(spec.dataset, call, spec.split, n, parts, spec.part)
 
     def resolve(self) -> Suite:
         s = self.merged.sections
@@ -333,41 +392,70 @@ class _Resolver:
                 name,
                 self.call("model", m.plugin, m.params, "models", name, ""),
                 self.call("trainer", m.trainer.plugin, m.trainer.params, "models", name, "trainer."),
-                self.data("models", name, m.dataset, m.split, m.n_train),
+                self.data("models", name, m),
             )
-        attacks = {name: self.attack_instances(name, a) for name, a in s["attacks"].items()}
+        attacks: dict[str, dict[str, AttackCall]] = {}
+        for name in s["attacks"]:
+            self.attack_instances(name, attacks, [])
         for name, e in s["evaluations"].items():
             for i, src in enumerate(e.sources):
                 self.ref("evaluations", name, f"sources[{i}]", "models", src)
             targets = None if e.targets == "self" else tuple(e.targets)
             for i, tgt in enumerate(targets or ()):
                 self.ref("evaluations", name, f"targets[{i}]", "models", tgt)
-            instances: dict[str, PluginCall] = {}
+            instances: dict[str, AttackCall] = {}
             for i, att in enumerate(e.attacks):
                 self.ref("evaluations", name, f"attacks[{i}]", "attacks", att)
                 instances.update(attacks[att])
-            suite.evaluations[name] = Evaluation(
-                name, self.data("evaluations", name, e.dataset, e.split, e.n), tuple(e.sources), instances,
-                targets, e.batch_size)
+            suite.evaluations[name] = Evaluation(name, self.data("evaluations", name, e), tuple(e.sources),
+                                                 instances, targets, e.batch_size)
         for name, t in s["tables"].items():
             suite.tables[name] = self.table(name, t, suite)
         return suite
 
-    def attack_instances(self, name: str, spec: AttackSpec) -> dict[str, PluginCall]:
-        if not spec.grid:
-            return {name: self.call("attack", spec.plugin, spec.params, "attacks", name, "")}
-        fields = self.registry.get("attack", spec.plugin).obj.Params.model_fields
-        for key in spec.grid:
-            if key not in fields:
-                raise self.fail("attacks", name, f"grid.{key}",
-                                f"not a parameter of attack {spec.plugin!r}{suggest(key, fields)}")
+    def attack_instances(self, name: str, done: dict[str, dict[str, AttackCall]], stack: list[str]) -> None:
+        """Resolve attack ``name`` (and, first, the attack its transform reads) into ``done[name]``."""
+        if name in done:
+            return
+        if name in stack:
+            raise self.fail("attacks", name, "input", "transform cycle: " + " -> ".join([*stack, name]))
+        spec: AttackSpec = self.merged.sections["attacks"][name]
+        if (spec.plugin is None) == (spec.transform is None):
+            raise self.fail("attacks", name, "plugin", "give exactly one of 'plugin' and 'transform'")
+        base: tuple[str, AttackCall] | None = None
+        kind, plugin = ("attack", spec.plugin) if spec.plugin else ("transform", spec.transform)
+        if spec.transform is not None:
+            if spec.input is None:
+                raise self.fail("attacks", name, "input", "a transform needs 'input', the attack it transforms")
+            self.ref("attacks", name, "input", "attacks", spec.input)
+            self.attack_instances(spec.input, done, [*stack, name])
+            if len(done[spec.input]) != 1:
+                raise self.fail("attacks", name, "input", f"attack {spec.input!r} has a grid; transform one "
+                                "instance (define it without a grid)")
+            base = next(iter(done[spec.input].items()))
+        elif spec.input is not None:
+            raise self.fail("attacks", name, "input", "only a 'transform' takes an input")
+        points: list[dict[str, Any]] = [{}]
+        if spec.grid:
+            known = self.plugin_info(kind, plugin, "attacks", name).obj.Params.model_fields
+            for key in spec.grid:
+                if key not in known:
+                    raise self.fail("attacks", name, f"grid.{key}",
+                                    f"not a parameter of {kind} {plugin!r}{suggest(key, known)}")
+            keys = list(spec.grid)
+            points = [dict(zip(keys, v, strict=True)) for v in itertools.product(*(spec.grid[k] for k in keys))]
         out = {}
-        keys = list(spec.grid)
-        for values in itertools.product(*(spec.grid[k] for k in keys)):
-            point = dict(zip(keys, values, strict=True))
-            label = f"{name}(" + ", ".join(f"{k}={v}" for k, v in point.items()) + ")"
-            out[label] = self.call("attack", spec.plugin, {**spec.params, **point}, "attacks", name, "")
-        return out
+        for point in points:
+            label = name + ("(" + ", ".join(f"{k}={v}" for k, v in point.items()) + ")" if point else "")
+            call = self.call(kind, plugin, {**spec.params, **point}, "attacks", name, "")  # type: ignore[arg-type]
+            out[label] = AttackCall(call, base[1] if base else None, base[0] if base else None)
+        done[name] = out
+
+    def plugin_info(self, kind: str, plugin: str, section: str, name: str) -> Any:
+        try:
+            return self.registry.get(kind, plugin)
+        except PluginError as exc:
+            raise self.fail(section, name, "plugin", f"{exc} (got {plugin!r})") from None
 
     def metric(self, table: str, key: str, ref: str | MetricRef) -> Metric:
         ref = MetricRef(plugin=ref) if isinstance(ref, str) else ref
@@ -377,42 +465,96 @@ class _Resolver:
             label += " (" + ", ".join(f"{k}={v}" for k, v in ref.params.items()) + ")"
         return Metric(label, call)
 
+    # -- tables -------------------------------------------------------------------------------------------
     def table(self, name: str, t: TableSpec, suite: Suite) -> Table:
-        if t.rows == t.columns:
-            raise self.fail("tables", name, "columns", f"rows and columns are both {t.rows!r}")
         self.ref("tables", name, "evaluation", "evaluations", t.evaluation)
-        if (t.metric is None) == (t.metrics is None):
+        if t.metric is not None and t.metrics is not None:
             raise self.fail("tables", name, "metric", "give exactly one of 'metric' and 'metrics'")
         refs = [t.metric] if t.metric is not None else list(t.metrics or [])
-        if not refs:
+        if t.metrics is not None and not refs:
             raise self.fail("tables", name, "metrics", "must list at least one metric")
-        if len(refs) > 1 and "metric" not in (t.rows, t.columns):
-            raise self.fail("tables", name, "metrics", "several metrics need rows or columns = 'metric'")
         key = "metric" if t.metric is not None else "metrics"
-        metrics = tuple(self.metric(name, key if len(refs) == 1 else f"{key}[{i}]", r) for i, r in enumerate(refs))
-        ev = suite.evaluations[t.evaluation]
+        metrics = [self.metric(name, key if t.metric is not None else f"{key}[{i}]", r) for i, r in enumerate(refs)]
+        axes = [a for a in (t.rows, t.columns) if isinstance(a, str)]
+        if len(axes) == 2 and t.rows == t.columns:
+            raise self.fail("tables", name, "columns", f"rows and columns are both {t.rows!r}")
+        if len(metrics) > 1 and "metric" not in axes:
+            raise self.fail("tables", name, "metrics", "several metrics need rows or columns = 'metric'")
         for axis in t.where:
-            if axis in (t.rows, t.columns):
+            if axis in axes:
                 raise self.fail("tables", name, f"where.{axis}", f"{axis!r} is already the table's rows or columns")
-        axes = {t.rows, t.columns, *t.where}
-        if "model" in axes and axes & {"source", "target"}:
-            raise self.fail("tables", name, "where", "'model' (source = target) excludes 'source' and 'target'")
-        if "attack" not in axes:
+        rows = self.lines(name, "rows", t.rows, t, suite, metrics)
+        columns = self.lines(name, "columns", t.columns, t, suite, metrics)
+        base: dict[str, tuple[str, str]] = {"evaluation": (t.evaluation, "evaluation")}
+        base.update({axis: (value, f"where.{axis}") for axis, value in t.where.items()})
+        cells = {}
+        for r_label, r_coords, r_metric in rows:
+            for c_label, c_coords, c_metric in columns:
+                metric = c_metric or r_metric or (metrics[0] if len(metrics) == 1 else None)
+                if metric is None:
+                    raise self.fail("tables", name, "metric", f"no metric for cell ({r_label}, {c_label}): give "
+                                    "'metric', or a metric in its row or column")
+                cells[(r_label, c_label)] = self.cell(name, {**base, **r_coords, **c_coords}, metric, suite)
+        return Table(name, t.title or name, t.rows if isinstance(t.rows, str) else "rows",
+                     t.columns if isinstance(t.columns, str) else "columns",
+                     tuple(r[0] for r in rows), tuple(c[0] for c in columns), cells, self.where("tables", name))
+
+    def lines(self, name: str, key: str, spec: str | list[Selector], t: TableSpec, suite: Suite,
+              metrics: list[Metric]) -> list[tuple[str, dict[str, tuple[str, str]], Metric | None]]:
+        """The rows (or columns) of a table: (label, coordinates with their key paths, metric or None)."""
+        if isinstance(spec, list):
+            out = []
+            for i, sel in enumerate(spec):
+                coords = {axis: (value, f"{key}[{i}].{axis}") for axis, value in sel.model_dump().items()
+                          if axis not in ("label", "metric") and value is not None}
+                metric = None if sel.metric is None else self.metric(name, f"{key}[{i}].metric", sel.metric)
+                out.append((sel.label, coords, metric))
+            if len({label for label, _, _ in out}) != len(out):
+                raise self.fail("tables", name, key, "two entries have the same label")
+            return out
+        if spec == "metric":
+            if not metrics:
+                raise self.fail("tables", name, "metrics", f"{key} = 'metric' needs a list of 'metrics'")
+            return [(m.label, {}, m) for m in metrics]
+        ev = suite.evaluations[t.evaluation]
+        values = {"source": list(ev.sources),
+                  "target": list(dict.fromkeys(x for s in ev.sources for x in ev.targets_of(s))),
+                  "model": [s for s in ev.sources if s in ev.targets_of(s)],
+                  "attack": (["clean"] if t.clean else []) + list(ev.attacks)}[spec]
+        if not values:
+            raise self.fail("tables", name, key, f"evaluation {t.evaluation!r} has no {spec} values "
+                            "(no source is evaluated on itself)" if spec == "model" else "")
+        return [(v, {spec: (v, key)}, None) for v in values]
+
+    def cell(self, name: str, coords: dict[str, tuple[str, str]], metric: Metric, suite: Suite) -> CellSpec:
+        """Complete and check one cell's coordinates; errors name the key path that set the bad value."""
+        ev_name, ev_key = coords["evaluation"]
+        self.ref("tables", name, ev_key, "evaluations", ev_name)
+        ev = suite.evaluations[ev_name]
+        if "model" in coords:
+            for other in ("source", "target"):
+                if other in coords:
+                    raise self.fail("tables", name, coords[other][1].rsplit(".", 1)[0] if "[" in coords[other][1]
+                                    else "where", "'model' (source = target) excludes 'source' and 'target'")
+            coords = {**coords, "source": coords["model"], "target": coords["model"]}
+        if "attack" not in coords:
             raise self.fail("tables", name, "where", "fix 'attack' (e.g. where = { attack = \"fgsm\" }) "
                             "or use it as rows or columns")
-        if "model" not in axes and "source" not in axes:
+        if "source" not in coords:
             raise self.fail("tables", name, "where", "fix 'source' or 'model', or use one as rows or columns")
-        if ev.targets is not None and "model" not in axes and "target" not in axes:
-            raise self.fail("tables", name, "where", "this evaluation has several targets: fix 'target' "
-                            "or use it as rows or columns")
-        allowed = {"source": ev.sources, "attack": ("clean", *ev.attacks),
-                   "target": ev.targets or ev.sources,
-                   "model": [s for s in ev.sources if s in ev.targets_of(s)]}
-        for axis, value in t.where.items():
+        if "target" not in coords:
+            if ev.targets is not None:
+                raise self.fail("tables", name, "where", f"evaluation {ev_name!r} has several targets: fix "
+                                "'target' or use it as rows or columns")
+            coords = {**coords, "target": coords["source"]}
+        allowed = {"source": ev.sources, "attack": ("clean", *ev.attacks)}
+        for axis in ("source", "attack"):
+            value, key = coords[axis]
             if value not in allowed[axis]:
-                raise self.fail("tables", name, f"where.{axis}", f"{value!r} is not among the {axis} values of "
-                                f"evaluation {t.evaluation!r}{suggest(value, allowed[axis])}")
-        if "model" in axes and not allowed["model"]:
-            raise self.fail("tables", name, "rows", f"evaluation {t.evaluation!r} evaluates no source on itself")
-        return Table(name, t.title or name, t.evaluation, t.rows, t.columns, metrics, dict(t.where), t.clean,
-                     self.where("tables", name))
+                raise self.fail("tables", name, key, f"{value!r} is not among the {axis} values of "
+                                f"evaluation {ev_name!r}{suggest(value, allowed[axis])}")
+        source, target = coords["source"][0], coords["target"][0]
+        if target not in ev.targets_of(source):
+            raise self.fail("tables", name, coords["target"][1], f"evaluation {ev_name!r} does not evaluate "
+                            f"{target!r} on the sets of {source!r}{suggest(target, ev.targets_of(source))}")
+        return CellSpec(ev_name, source, coords["attack"][0], target, metric)

@@ -41,7 +41,7 @@ metric = "error"
 def test_base_suite_is_valid(write_suite):
     suite = load_suite(write_suite(BASE))
     assert set(suite.models) == {"mlp"} and list(suite.evaluations["ev"].attacks) == ["pgd"]
-    assert suite.evaluations["ev"].attacks["pgd"].params.eps == 0.1
+    assert suite.evaluations["ev"].attacks["pgd"].call.params.eps == 0.1
 
 
 # (replace this, with that) in BASE -> the error must contain every fragment
@@ -131,7 +131,7 @@ def test_grid_expands_to_labelled_instances(write_suite):
     ev = load_suite(path).evaluations["ev"]
     assert list(ev.attacks) == ["pgd(eps=0.1, norm=linf)", "pgd(eps=0.1, norm=l2)",
                                 "pgd(eps=0.2, norm=linf)", "pgd(eps=0.2, norm=l2)"]
-    assert ev.attacks["pgd(eps=0.2, norm=l2)"].params.norm == "l2"
+    assert ev.attacks["pgd(eps=0.2, norm=l2)"].call.params.norm == "l2"
 
 
 def test_profiles_override_and_unknown_profile(write_suite):

@@ -35,17 +35,26 @@ def grid(table: ResultTable) -> list[list[str]]:
     return [[row] + [table.format(table.cell(row, col)) for col in table.columns] for row in table.rows]
 
 
+def _units(table: ResultTable, column: str | None = None) -> set[str]:
+    return {table.unit(c) for c in table.cells if column is None or c.column == column}
+
+
 def header(table: ResultTable) -> list[str]:
-    corner = f"{table.row_axis} \\ {table.column_axis}"
-    return [corner] + [f"{c} ({table.units[c]})" if table.units.get(c) and table.column_axis == "metric" else c
-                       for c in table.columns]
+    """Column headings; a column's unit is shown where the table mixes units (else the title has it)."""
+    corner = f"{table.row_axis} \\ {table.column_axis}" if table.row_axis != "rows" else ""
+    mixed = len(_units(table)) > 1
+    out = [corner]
+    for col in table.columns:
+        units = _units(table, col)
+        unit = next(iter(units)) if len(units) == 1 else ""
+        out.append(f"{col} ({unit})" if mixed and unit else col)
+    return out
 
 
 def unit_note(table: ResultTable) -> str:
-    if table.column_axis == "metric" or len(set(table.units.values())) != 1:
-        return ""
-    unit = next(iter(table.units.values()))
-    return f" ({unit})" if unit else ""
+    """`` (%)`` when every cell of the table has that unit."""
+    units = _units(table)
+    return f" ({next(iter(units))})" if len(units) == 1 and next(iter(units)) else ""
 
 
 class Markdown(Reporter):
@@ -73,9 +82,8 @@ class Csv(Reporter):
         w.writerow(["table", "row_axis", "row", "column_axis", "column", "value", "unit", "jobs"])
         for t in results.tables:
             for c in t.cells:
-                unit = t.units.get(c.column) or t.units.get(c.row) or next(iter(t.units.values()), "")
                 value = "" if c.value is None else repr(c.value)
-                w.writerow([t.name, t.row_axis, c.row, t.column_axis, c.column, value, unit, " ".join(c.jobs)])
+                w.writerow([t.name, t.row_axis, c.row, t.column_axis, c.column, value, t.unit(c), " ".join(c.jobs)])
         return out.getvalue()
 
 

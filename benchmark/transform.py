@@ -1,0 +1,25 @@
+"""The transform contract: a new adversarial set derived from a stored one, without re-running the attack.
+
+``apply(x, x_adv, params, *, generator=None) -> torch.Tensor`` maps clean inputs ``x`` and a stored set's
+``x_adv`` (float32 (N, C, H, W) in [0, 1]) to new adversarial inputs of the same shape in [0, 1]. The engine
+then re-predicts success on the source model (the base set's targets, if any, are kept).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel
+
+
+class Transform:
+    """Base of every transform plugin."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+    version: ClassVar[str | None] = None
+
+    def apply(self, x: torch.Tensor, x_adv: torch.Tensor, params: BaseModel, *,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
