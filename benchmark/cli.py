@@ -106,6 +106,33 @@ def report(
     sys.stdout.write(reporter.render(results))
 
 
+@app.command("compare")
+def compare_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (or its results.json)")],
+    published: Annotated[list[Path] | None, typer.Option("--published", help="Published-table files "
+                                                         "[default: those the suite names]")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, md or json")] = "table",
+) -> None:
+    """Put every published cell beside the run's: ours, theirs, the difference, within tolerance or not."""
+    from rbench.compare import as_json, as_markdown, compare
+    from rbench.report.terminal import print_comparison
+    from rbench.results import RunResults
+
+    if fmt not in ("table", "md", "json"):
+        raise RbenchError(f"--format: {fmt!r} is not one of table, md, json")
+    results = RunResults.read(run_dir)
+    paths = [str(p) for p in published] if published else None
+    if paths is None and not results.published:
+        raise RbenchError(f"{run_dir}: the suite names no published tables; pass --published FILE")
+    rows = compare(results, paths)
+    if fmt == "json":
+        print(json.dumps(as_json(rows), indent=1))
+    elif fmt == "md":
+        sys.stdout.write(as_markdown(rows))
+    else:
+        print_comparison(rows, console)
+
+
 @cache_app.command("ls")
 def cache_ls(store: StoreOpt = None) -> None:
     """List stored artifacts (key, kind, size, created, label)."""

@@ -71,6 +71,8 @@ class RunResults:
     provenance: dict[str, Any]
     tables: list[ResultTable]
     jobs: dict[str, Any] = field(default_factory=dict)
+    #: published-table files (absolute paths) the suite compares with
+    published: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, run_dir: Path) -> RunResults:

@@ -10,13 +10,14 @@ from pathlib import Path
 from rich.console import Console
 
 from rbench.assemble import assemble
+from rbench.compare import compare
 from rbench.devices import resolve_devices
 from rbench.executors import JobResult
 from rbench.manager import get_registry
 from rbench.plan import Plan, build_plan, canonical
 from rbench.progress import RunProgress
 from rbench.provenance import now_iso, package_versions
-from rbench.report.terminal import print_tables
+from rbench.report.terminal import print_comparison, print_tables
 from rbench.results import RunResults
 from rbench.store import Store
 from rbench.suite import load_suite
@@ -58,6 +59,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
         provenance={"packages": package_versions(), "devices": devices, "workers": n_workers,
                     "store": str(store.root), "finished": now_iso()},
         tables=tables,
+        published=suite.published,
         jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
                   "error": r.error} for k, r in job_results.items()},
     )
@@ -88,6 +90,8 @@ def write_run_dir(results: RunResults, run_dir: Path) -> None:
 
 def summarize(outcome: RunOutcome, console: Console) -> None:
     print_tables(outcome.results, console)
+    if outcome.results.published:
+        print_comparison(compare(outcome.results), console)
     counts: dict[str, int] = {}
     for r in outcome.job_results.values():
         counts[r.status] = counts.get(r.status, 0) + 1

@@ -37,6 +37,8 @@ class SuiteMeta(_Strict):
     description: str = ""
     seed: Annotated[int, Field(ge=0)] = 0
     include: list[str] = []
+    #: published-table files (relative to this suite file) that `rbench compare` puts beside the results
+    published: list[str] = []
 
 
 class DatasetSpec(_Strict):
@@ -229,6 +231,7 @@ class Suite:
     seed: int
     files: list[str]
     profile: str | None
+    published: list[str] = field(default_factory=list)
     models: dict[str, Model] = field(default_factory=dict)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
@@ -293,6 +296,7 @@ class _Merged:
     sections: dict[str, dict[str, Any]] = field(default_factory=lambda: {s: {} for s in SECTIONS})
     origin: dict[tuple[str, str], str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
     profile_seen: bool = False
 
 
@@ -316,6 +320,12 @@ def _load_tree(path: Path, profile: str | None, merged: _Merged, stack: list[Pat
     except ValidationError as err:
         raise _pydantic_problem(file, "", err) from None
     merged.files.append(file)
+    for i, pub in enumerate(doc.suite.published):
+        pub_path = (path.parent / pub).resolve()
+        if not pub_path.is_file():
+            raise SuiteError(f"{file}: suite.published[{i}]: {pub_path}: file not found")
+        if str(pub_path) not in merged.published:
+            merged.published.append(str(pub_path))
     for i, inc in enumerate(doc.suite.include):
         _load_tree(path.parent / inc, profile, merged, [*stack, path], f"{file}: suite.include[{i}]")
     for section in SECTIONS:
@@ -386,7 +396,8 @@ class _Resolver:
 
     def resolve(self) -> Suite:
         s = self.merged.sections
-        suite = Suite(self.meta.name, self.meta.title, self.meta.seed, self.merged.files, self.profile)
+        suite = Suite(self.meta.name, self.meta.title, self.meta.seed, self.merged.files, self.profile,
+                      list(self.merged.published))
         for name, m in s["models"].items():
             suite.models[name] = Model(
                 name,

@@ -67,6 +67,10 @@ class Markdown(Reporter):
         for t in results.tables:
             parts.append(f"## {t.title}{unit_note(t)}\n")
             parts.append(tabulate(grid(t), headers=header(t), tablefmt="github", disable_numparse=True) + "\n")
+        if results.published:
+            from rbench.compare import as_markdown, compare
+
+            parts.append(as_markdown(compare(results)))
         return "\n".join(parts)
 
 

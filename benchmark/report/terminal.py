@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from rbench.compare import Comparison, fmt_number, summary
 from rbench.report.reporters import grid, header, unit_note
 from rbench.results import RunResults
 
@@ -17,3 +18,20 @@ def print_tables(results: RunResults, console: Console) -> None:
         for row in grid(t):
             table.add_row(*row)
         console.print(table)
+
+
+def print_comparison(rows: list[Comparison], console: Console, details: bool = True) -> None:
+    """Each published cell beside ours (when ``details``), then one summary line per table."""
+    if details:
+        for name, figure, ok, total in summary(rows):
+            table = Table(title=f"{name} vs {figure}: {ok}/{total} within tolerance", title_justify="left")
+            for col in ("row", "column", "ours", "published", "delta", "tolerance", "within"):
+                table.add_column(col, justify="left" if col in ("row", "column") else "right")
+            for r in rows:
+                if r.table == name:
+                    table.add_row(r.row, r.column, fmt_number(r.ours), fmt_number(r.published),
+                                  fmt_number(r.delta, signed=True), r.tolerance,
+                                  "[green]yes[/]" if r.within_tolerance else "[red]NO[/]")
+            console.print(table)
+    for name, figure, ok, total in summary(rows):
+        console.print(f"compare {name} ({figure}): {ok}/{total} cells within tolerance", highlight=False)

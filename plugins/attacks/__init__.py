@@ -2,10 +2,11 @@
 
 from rbench import hookimpl
 from rbench.plugins.attacks.fast_gradient import FastGradientValue, Fgsm
+from rbench.plugins.attacks.lbfgs import Lbfgs
 from rbench.plugins.attacks.noise import GaussianNoise
 from rbench.plugins.attacks.pgd import Bim, Pgd
 
 
 @hookimpl
 def rbench_attacks():
-    return [Fgsm(), FastGradientValue(), Pgd(), Bim(), GaussianNoise()]
+    return [Fgsm(), FastGradientValue(), Pgd(), Bim(), GaussianNoise(), Lbfgs()]

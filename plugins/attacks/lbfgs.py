@@ -46,12 +46,15 @@ class LbfgsParams(BaseModel):
     between the largest succeeding and the smallest failing c. Each c runs ``max_iter`` L-BFGS iterations with
     ``history`` correction pairs, stopping early where the projected gradient's largest entry is below ``tol``.
 
-    Defaults, chosen on sigmoid/ReLU MLPs trained on MNIST (see ``benchmarks/bench_lbfgs.py``): on such models
-    the success/failure boundary in c lies around 0.1-10, so ``c_init = 1`` brackets it within one or two
-    decades and 5 decades each way reach c = 1e-5 (practically pure cross-entropy: every target is reached)
-    and 1e5. Each bisection halves log(hi / lo); after 8 the bracket is 10^(1/256) wide and further steps
-    change the mean distortion by well under 1%. 50 iterations per c brings the distortion within a few
-    percent of fully converged runs at a fraction of their cost; a history of 10 is L-BFGS-B's usual memory.
+    Defaults, chosen by experiment on MLPs trained on MNIST (sigmoid 100-100 after 2 and 10 epochs, ReLU
+    100-100; 64 test images, random targets; mean L2 of the minimal adversarials, all found): the
+    success/failure boundary in c lies mostly within 0.1-10 (geometric means 0.45-1.3), so ``c_init = 1``
+    brackets it within one or two rounds (c_init in 0.01-10 gives the same distortions, only more rounds), and
+    5 decades each way reach c = 1e-5 (practically pure cross-entropy) and 1e5. After 8 bisections the bracket
+    is 10^(1/256) wide: 8 -> 12 bisections lowers the mean distortion by < 0.1%, 4 bisections costs 1.5-2%.
+    ``max_iter = 30``: the mean distortion of 50 iterations (within 0.2%) and within 0.15% of fully converged
+    runs (500 iterations, 12 bisections), 20-30% faster than 50 (20 costs up to 0.3%). ``history`` 5, 10 or 20
+    and ``tol`` 0 to 1e-3 change it by < 0.05%.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -59,7 +62,7 @@ class LbfgsParams(BaseModel):
     c_init: Annotated[float, Field(gt=0)] = 1.0
     c_search_steps: Annotated[int, Field(ge=0)] = 5
     bisection_steps: Annotated[int, Field(ge=0)] = 8
-    max_iter: Annotated[int, Field(ge=1)] = 50
+    max_iter: Annotated[int, Field(ge=1)] = 30
     history: Annotated[int, Field(ge=1)] = 10
     tol: Annotated[float, Field(ge=0)] = 1e-5
 
@@ -98,23 +101,35 @@ def lbfgs_box(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, c: 
     xf = x.detach().flatten(1)
     c = c.to(xf)
     z = x0.detach().flatten(1).clamp(0, 1).clone()
+    out = z.clone()  # the final iterates; rows leave the working set below once they stop
     B, D = z.shape
     m = history
     eps = torch.finfo(z.dtype).eps
+    noise = 4 * eps
     S = z.new_zeros(m, B, D)
     Y = z.new_zeros(m, B, D)
     rho = z.new_zeros(m, B)  # 1 / s.y, 0 for an empty or discarded slot: it then drops out of the recursion
     gamma = z.new_ones(B)  # s.y / y.y of the newest pair: the initial inverse Hessian scale
     filled = [False] * m  # slots written at least once (for any sample): empty ones are skipped
     ptr = 0
+    rows = torch.arange(B, device=z.device)  # the working set: rows of the batch still moving
     f, g = _objective(model, z, xf, target, c, shape)
     active = torch.ones(B, dtype=torch.bool, device=z.device)
     for _ in range(max_iter):
-        fixed = ((z <= 0) & (g > 0)) | ((z >= 1) & (g < 0))
+        fixed = (z - g).clamp_(0, 1) == z  # at a bound with the gradient pointing outward (or g = 0)
         pg = g.masked_fill(fixed, 0)
         active &= pg.abs().amax(1) > tol
-        if not bool(active.any()):
+        n_active = int(active.sum())
+        if n_active == 0:
             break
+        if n_active <= 0.8 * len(z):  # shrink the working set to the samples still moving
+            out[rows] = z
+            keep = active.nonzero().squeeze(1)
+            rows, z, f, g, pg, fixed = rows[keep], z[keep], f[keep], g[keep], pg[keep], fixed[keep]
+            xf, target, c, gamma = xf[keep], target[keep], c[keep], gamma[keep]
+            S, Y, rho = S[:, keep], Y[:, keep], rho[:, keep]
+            active = active[keep]
+        n = len(z)
         # two-loop recursion, every sample at once (rho = 0 masks slots a sample does not own)
         has_history = (rho != 0).any(0)
         scale = torch.where(has_history, gamma, 1 / pg.norm(dim=1).clamp_min(1e-12))
@@ -123,20 +138,20 @@ def lbfgs_box(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, c: 
         alphas = []
         for k in slots:
             a = rho[k] * torch.linalg.vecdot(S[k], q)
-            q.sub_(Y[k] * a[:, None])
+            q.addcmul_(Y[k], a[:, None], value=-1)
             alphas.append(a)
         q.mul_(scale[:, None])
         for k, a in zip(reversed(slots), reversed(alphas), strict=True):
-            b = rho[k] * torch.linalg.vecdot(Y[k], q)
-            q.add_(S[k] * (a - b)[:, None])
+            q.addcmul_(S[k], (a - rho[k] * torch.linalg.vecdot(Y[k], q))[:, None])
         d = q.neg_()
-        d.masked_fill_(fixed | ((z <= 0) & (d < 0)) | ((z >= 1) & (d > 0)), 0)
+        d.masked_fill_(fixed | ((z + d).clamp_(0, 1) == z), 0)  # also entries leaving the box at a bound
         uphill = torch.linalg.vecdot(d, pg) >= 0
         if bool(uphill.any()):  # not a descent direction: scaled projected gradient, forget the history
             d = torch.where(uphill[:, None], -pg / pg.norm(dim=1, keepdim=True).clamp_min(1e-12), d)
             rho[:, uphill] = 0
+            has_history &= ~uphill
         # backtracking Armijo line search on the projected path, batched over the samples still searching
-        step = z.new_ones(B)
+        step = z.new_ones(n)
         z_new, f_new, g_new = z.clone(), f.clone(), g.clone()
         searching = active.clone()
         accepted = torch.zeros_like(active)
@@ -144,16 +159,22 @@ def lbfgs_box(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, c: 
             idx = searching.nonzero().squeeze(1)
             if len(idx) == 0:
                 break
-            rows = None if len(idx) == B else idx
-            zr, fr, gr = _rows(z, rows), _rows(f, rows), _rows(g, rows)
-            zt = (zr + _rows(step, rows)[:, None] * _rows(d, rows)).clamp_(0, 1)
-            ft, gt = _objective(model, zt, _rows(xf, rows), _rows(target, rows), _rows(c, rows), shape)
-            ok = (ft <= fr + ARMIJO * torch.linalg.vecdot(gr, zt - zr)) & torch.isfinite(ft)
+            sub = None if len(idx) == n else idx
+            zr, fr, gr = _rows(z, sub), _rows(f, sub), _rows(g, sub)
+            zt = (zr + _rows(step, sub)[:, None] * _rows(d, sub)).clamp_(0, 1)
+            ft, gt = _objective(model, zt, _rows(xf, sub), _rows(target, sub), _rows(c, sub), shape)
+            # sufficient decrease, up to the objective's rounding (a step at the noise floor ends the sample)
+            a = _rows(step, sub)
+            slope = torch.linalg.vecdot(gr, zt - zr)  # a * (directional derivative along the projected path)
+            ok = (ft <= fr + ARMIJO * slope + noise * fr.abs()) & torch.isfinite(ft)
             good = idx[ok]
             z_new[good], f_new[good], g_new[good] = zt[ok], ft[ok], gt[ok]
             searching[good] = False
             accepted[good] = True
-            step[idx[~ok]] *= 0.5
+            # next trial: the minimizer of the quadratic through f(0), f'(0) and f(a), kept within [a/10, a/2]
+            curv = torch.nan_to_num(ft - fr - slope, nan=math.inf).clamp_min(1e-30)
+            nxt = (-slope * a / (2 * curv)).clamp(0.1 * a, 0.5 * a)
+            step[idx[~ok]] = nxt[~ok]
         failed = active & ~accepted
         active &= ~(failed & ~has_history)  # steepest descent found no decrease either: stuck
         rho[:, failed] = 0  # retry from steepest descent
@@ -173,7 +194,8 @@ def lbfgs_box(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, c: 
         rel = (f - f_new) / torch.maximum(torch.maximum(f.abs(), f_new.abs()), torch.ones_like(f))
         active &= ~(accepted & (rel <= FTOL))
         z, f, g = z_new, f_new, g_new
-    return z.view_as(x)
+    out[rows] = z
+    return out.view_as(x)
 
 
 def batched_inner(model: torch.nn.Module, params: LbfgsParams) -> Inner:
@@ -206,7 +228,7 @@ def scipy_inner(model: torch.nn.Module, params: LbfgsParams) -> Inner:
                     (g,) = torch.autograd.grad(ce, zt)
                 diff = z - xi
                 grad = 2 * ci * diff + g.detach().flatten().double().cpu().numpy()
-                return ci * float(diff @ diff) + float(ce), grad
+                return ci * float(diff @ diff) + float(ce.detach()), grad
 
             z0 = x0[i].detach().flatten().double().cpu().numpy()
             res = minimize(fun, z0, jac=True, method="L-BFGS-B", bounds=bounds,

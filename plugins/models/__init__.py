@@ -1,10 +1,11 @@
 """Built-in model plugins."""
 
 from rbench import hookimpl
+from rbench.plugins.models.autoencoder import AeSoftmax
 from rbench.plugins.models.lenet import LeNet
 from rbench.plugins.models.mlp import Mlp
 
 
 @hookimpl
 def rbench_models():
-    return [Mlp(), LeNet()]
+    return [Mlp(), LeNet(), AeSoftmax()]

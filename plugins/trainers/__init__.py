@@ -1,9 +1,10 @@
 """Built-in trainer plugins."""
 
 from rbench import hookimpl
+from rbench.plugins.trainers.autoencoder import AutoencoderPretrain
 from rbench.plugins.trainers.standard import StandardTrainer
 
 
 @hookimpl
 def rbench_trainers():
-    return [StandardTrainer()]
+    return [StandardTrainer(), AutoencoderPretrain()]

@@ -1,0 +1,160 @@
+"""Published tables as data, and the cell-by-cell comparison of a run with them.
+
+A published file (TOML, ``results/published/*.toml``) transcribes a paper's tables::
+
+    [source]
+    citation = "..."                      # required
+    transcribed_from = "..."
+    notes = ["what is garbled in the source, and how it was read"]
+
+    [tables.models]                       # the name of the suite table it is compared with
+    figure = "Table 1 (figure 6 of the seed)"
+    tolerance = { abs = 1.5, rel = 0.3 }  # a cell is within tolerance if |ours - theirs| <= max(abs, rel*|theirs|)
+    why = "why this tolerance is defensible"
+    column_tolerance = { "av. min. distortion" = { abs = 0.0, rel = 0.3 } }   # optional overrides
+    [tables.models.values]
+    softmax1 = { "train error" = 6.7, "test error" = 7.4 }                    # row -> column -> number
+
+A suite names its published files in ``[suite] published = [...]`` (paths relative to the suite file).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rbench.errors import RbenchError
+from rbench.results import ResultTable, RunResults
+
+
+class Tolerance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    abs: Annotated[float, Field(ge=0)] = 0.0
+    rel: Annotated[float, Field(ge=0)] = 0.0
+
+    def allows(self, ours: float, theirs: float) -> bool:
+        return abs(ours - theirs) <= max(self.abs, self.rel * abs(theirs)) + 1e-12
+
+    def describe(self) -> str:
+        parts = ([f"±{self.abs:g}"] if self.abs else []) + ([f"±{self.rel:.0%}"] if self.rel else [])
+        return " or ".join(parts) or "exact"
+
+
+class PublishedTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    figure: str
+    tolerance: Tolerance
+    why: str
+    column_tolerance: dict[str, Tolerance] = {}
+    notes: list[str] = []
+    values: dict[str, dict[str, float]]
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    citation: str
+    transcribed_from: str = ""
+    notes: list[str] = []
+
+
+class Published(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: Source
+    tables: dict[str, PublishedTable]
+
+
+def load_published(path: str | Path) -> Published:
+    """A published file, validated; a one-line :class:`RbenchError` naming the file and key otherwise."""
+    try:
+        with open(path, "rb") as f:
+            return Published.model_validate(tomllib.load(f))
+    except FileNotFoundError:
+        raise RbenchError(f"{path}: published-table file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RbenchError(f"{path}: invalid TOML: {exc}") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise RbenchError(f"{path}: {where}: {first['msg']}") from None
+
+
+@dataclass
+class Comparison:
+    """One published cell beside ours."""
+
+    table: str
+    row: str
+    column: str
+    ours: float | None
+    published: float
+    delta: float | None
+    tolerance: str
+    within_tolerance: bool
+    figure: str
+    note: str = ""
+
+
+def compare_table(name: str, pub: PublishedTable, ours: ResultTable | None) -> list[Comparison]:
+    out = []
+    for row, columns in pub.values.items():
+        for column, theirs in columns.items():
+            tol = pub.column_tolerance.get(column, pub.tolerance)
+            value, note = None, ""
+            if ours is None:
+                note = f"the run has no table {name!r}"
+            else:
+                try:
+                    cell = ours.cell(row, column)
+                    value = cell.value
+                    note = cell.error or ("" if value is not None else "not applicable")
+                except KeyError:
+                    note = f"the run's table {name!r} has no cell ({row}, {column})"
+            delta = None if value is None else value - theirs
+            out.append(Comparison(name, row, column, value, theirs, delta, tol.describe(),
+                                  value is not None and tol.allows(value, theirs), pub.figure, note))
+    return out
+
+
+def compare(results: RunResults, published: list[str] | None = None) -> list[Comparison]:
+    """Every published cell of the run's published files (or of ``published``) beside the run's value."""
+    tables = {t.name: t for t in results.tables}
+    out: list[Comparison] = []
+    for path in published if published is not None else results.published:
+        for name, pub in load_published(path).tables.items():
+            out.extend(compare_table(name, pub, tables.get(name)))
+    return out
+
+
+def summary(rows: list[Comparison]) -> list[tuple[str, str, int, int]]:
+    """(table, figure, cells within tolerance, cells) per table, in order of appearance."""
+    seen: dict[str, list[Comparison]] = {}
+    for r in rows:
+        seen.setdefault(r.table, []).append(r)
+    return [(t, rs[0].figure, sum(r.within_tolerance for r in rs), len(rs)) for t, rs in seen.items()]
+
+
+def as_json(rows: list[Comparison]) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+def as_markdown(rows: list[Comparison]) -> str:
+    from tabulate import tabulate
+
+    parts = ["## Comparison with the published tables\n"]
+    for table, figure, ok, total in summary(rows):
+        parts.append(f"### {table} ({figure}): {ok}/{total} cells within tolerance\n")
+        body = [[r.row, r.column, fmt_number(r.ours), fmt_number(r.published), fmt_number(r.delta, signed=True),
+                 r.tolerance, "yes" if r.within_tolerance else "NO", r.note] for r in rows if r.table == table]
+        parts.append(tabulate(body, headers=["row", "column", "ours", "published", "delta", "tolerance",
+                                             "within", "note"], tablefmt="github", disable_numparse=True) + "\n")
+    return "\n".join(parts)
+
+
+def fmt_number(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3g}" if signed else f"{value:.3g}"

@@ -1,0 +1,70 @@
+"""Layer instability (Szegedy et al. 2013, section 4.3): upper bounds of each layer's operator norm."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from rbench.metric import CellData, Metric
+
+
+def layer_bounds(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[tuple[str, float]]:
+    """(name, upper bound of the L2 operator norm) for each linear and convolutional layer on the forward
+    path, in the order a forward pass of an ``input_shape`` input runs them (unused modules, such as an
+    autoencoder's decoder, are skipped).
+
+    Linear: the spectral norm of the weight (exact). Conv2d (stride 1): the convolution is the sum over
+    kernel offsets (i, j) of a shift (norm <= 1 with zero padding) composed with the 1x1 map W[:, :, i, j],
+    so ``sum_ij ||W[:, :, i, j]||_2`` bounds it (the triangle inequality); for stride s > 1 the strided output
+    is a sub-sampling (norm <= 1) of the stride-1 one, so the bound still holds. Biases do not enter the
+    Lipschitz constant. Max-pooling and ReLU are 1-Lipschitz, sigmoid is 1/4-Lipschitz (not included).
+    """
+    names = {module: name for name, module in model.named_modules()}
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod)) for m in names
+             if isinstance(m, nn.Linear | nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    out = []
+    with torch.no_grad():
+        for module in dict.fromkeys(order):
+            name = names[module]
+            if isinstance(module, nn.Linear):
+                out.append((name, float(torch.linalg.matrix_norm(module.weight.double(), ord=2))))
+            elif isinstance(module, nn.Conv2d):
+                w = module.weight.double()  # (out, in/groups, kh, kw)
+                per_offset = torch.linalg.matrix_norm(w.permute(2, 3, 0, 1), ord=2)
+                out.append((name, float(per_offset.sum())))
+    return out
+
+
+class OperatorNormParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: 1-based index of a linear/conv layer in module order, or "product" (the network's Lipschitz bound
+    #: when its nonlinearities are 1-Lipschitz).
+    layer: Annotated[int, Field(ge=1)] | Literal["product"] = "product"
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+
+
+class OperatorNorm(Metric):
+    """Upper bound of the target model's per-layer L2 operator norm (or their product). None where the model
+    has fewer layers."""
+
+    name = "operator_norm"
+    Params = OperatorNormParams
+    label = "operator norm bound"
+    unit = ""
+    fmt = ".3g"
+
+    def compute(self, cell: CellData, params: BaseModel) -> float | None:
+        bounds = [b for _, b in layer_bounds(cell.model, params.input_shape)]
+        if params.layer == "product":
+            return float(torch.tensor(bounds, dtype=torch.float64).prod())
+        return bounds[params.layer - 1] if params.layer <= len(bounds) else None

@@ -1,0 +1,54 @@
+"""A single-layer autoencoder's code with a softmax on top (Szegedy et al.'s AE400-10)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from rbench.model import ModelPlugin
+from rbench.plugins.models.layers import Activation, activation, flat_size
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class AeSoftmaxParams(BaseModel):
+    """``weight_decay``: the softmax layer's (the encoder's decay is the trainer's business)."""
+
+    model_config = ConfigDict(extra="forbid")
+    hidden: PositiveInt = 400
+    activation: Activation = "sigmoid"
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-6
+    input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 28, 28)
+    num_classes: PositiveInt = 10
+
+
+class AeSoftmaxNet(nn.Module):
+    """``encoder`` (flatten, linear, activation) -> ``classifier`` (linear logits); ``decoder`` (linear,
+    sigmoid, back to the input shape) is used only by the autoencoder-pretraining trainer."""
+
+    def __init__(self, p: AeSoftmaxParams):
+        super().__init__()
+        n = flat_size(p.input_shape)
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(n, p.hidden), activation(p.activation))
+        self.decoder = nn.Sequential(nn.Linear(p.hidden, n), nn.Sigmoid(), nn.Unflatten(1, p.input_shape))
+        self.classifier = nn.Linear(p.hidden, p.num_classes)
+        self.weight_decay = p.weight_decay
+
+    def forward(self, x):
+        return self.classifier(self.encoder(x))
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": [self.classifier.weight], "weight_decay": self.weight_decay},
+                {"params": [self.classifier.bias], "weight_decay": 0.0}]
+
+
+class AeSoftmax(ModelPlugin):
+    """Autoencoder code + softmax: train it with the ``autoencoder_pretrain`` trainer."""
+
+    name = "ae_softmax"
+    Params = AeSoftmaxParams
+
+    def build(self, params: AeSoftmaxParams) -> nn.Module:
+        return AeSoftmaxNet(params)

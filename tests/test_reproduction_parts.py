@@ -1,0 +1,179 @@
+"""Pieces the paper reproductions stand on: disjoint training parts, amplification, operator-norm bounds,
+explicit table selectors, and the comparison with published tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from support import rbench
+
+from rbench.compare import Published, Tolerance, compare_table, load_published
+from rbench.errors import RbenchError, SuiteError
+from rbench.jobs import load_slice
+from rbench.plugins import get_plugin
+from rbench.plugins.metrics.operator_norm import layer_bounds
+from rbench.results import Cell, ResultTable
+from rbench.suite import load_suite
+
+
+def _data(**extra):
+    spec = {"dataset": {"plugin": "mnist", "version": "x", "params": {}}, "split": "train", "n": None,
+            "subset_seed": 0}
+    return {**spec, **extra}
+
+
+def test_parts_are_disjoint_halves_and_n_takes_a_subset_of_a_part():
+    _, _, p1 = load_slice(_data(parts=[30000, 30000], part=0))
+    _, _, p2 = load_slice(_data(parts=[30000, 30000], part=1))
+    assert len(p1) == len(p2) == 30000 and not np.intersect1d(p1, p2).size
+    _, _, small = load_slice(_data(parts=[30000, 30000], part=1, n=100))
+    assert len(small) == 100 and np.isin(small, p2).all()
+
+
+def test_amplify_rescales_each_perturbation_to_the_rms_size():
+    amp = get_plugin("transform", "amplify")
+    x = torch.full((3, 1, 28, 28), 0.5)
+    d = torch.zeros_like(x)
+    d[0, 0, :20, :20] = 0.02  # spread enough that the amplified pixels stay inside [0, 1]
+    d[1] = 0.001 * torch.randn(1, 28, 28, generator=torch.Generator().manual_seed(0))
+    out = amp.apply(x, x + d, amp.Params(size=0.1))
+    rms = (out - x).flatten(1).norm(dim=1) / 28
+    assert torch.allclose(rms[:2], torch.tensor([0.1, 0.1]), atol=1e-4)
+    assert torch.equal(out[2], x[2])  # nothing found: nothing to amplify
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_operator_norm_bounds_hold_for_linear_and_conv_layers():
+    torch.manual_seed(0)
+    net = get_plugin("model", "lenet").build(get_plugin("model", "lenet").Params(channels=[4, 6], hidden=16))
+    bounds = dict(layer_bounds(net))
+    conv = net.net[0]
+    x = torch.randn(1, 1, 28, 28)
+    for _ in range(100):  # power iteration on the conv's linear part: a lower estimate of its true norm
+        y = torch.nn.functional.conv2d(x, conv.weight)
+        x = torch.nn.functional.conv_transpose2d(y, conv.weight)
+        x = x / x.norm()
+    true_norm = torch.nn.functional.conv2d(x, conv.weight).norm().item()
+    assert true_norm <= bounds["net.0"] + 1e-6
+    linear = next(m for m in net.modules() if isinstance(m, torch.nn.Linear))
+    assert bounds["net.7"] == pytest.approx(torch.linalg.svdvals(linear.weight).max().item(), rel=1e-5)
+    assert len(bounds) == 4
+
+
+def test_selector_tables_check_every_cell(write_suite):
+    base = """
+[suite]
+name = "s"
+[datasets.mnist]
+plugin = "mnist"
+[models.a]
+plugin = "mlp"
+dataset = "mnist"
+[models.b]
+plugin = "mlp"
+dataset = "mnist"
+parts = [100, 100]
+part = 1
+[attacks.noise]
+plugin = "gaussian_noise"
+params = { sigma = 0.1 }
+[attacks.amp]
+transform = "amplify"
+input = "noise"
+params = { size = 0.2 }
+[evaluations.ev]
+dataset = "mnist"
+n = 10
+sources = ["a", "b"]
+targets = ["a", "b"]
+attacks = ["noise", "amp"]
+[tables.t]
+evaluation = "ev"
+metric = "error"
+columns = "target"
+rows = [{ label = "noise on a", source = "a", attack = "noise" }, { label = "amp on b", source = "b", attack = "amp" }]
+"""
+    suite = load_suite(write_suite(base))
+    cells = suite.tables["t"].cells
+    assert cells[("amp on b", "a")].source == "b" and cells[("amp on b", "a")].attack == "amp"
+    assert suite.evaluations["ev"].attacks["amp"].base_label == "noise"
+    assert suite.models["b"].data.parts == (100, 100)
+    for old, new, fragment in [
+        ('attack = "amp" }]', 'attack = "ampp" }]', "tables.t.rows[1].attack: 'ampp' is not among"),
+        ('source = "b", attack', 'source = "c", attack', "tables.t.rows[1].source"),
+        ('input = "noise"', 'input = "nose"', "attacks.amp.input: no attack named 'nose'"),
+        ('input = "noise"\n', '', "attacks.amp.input: a transform needs 'input'"),
+        ('transform = "amplify"', 'plugin = "fgsm"\ntransform = "amplify"', "exactly one of 'plugin' and 'transform'"),
+        ("part = 1", "part = 2", "models.b.part: 2 is not an index"),
+        ('{ label = "amp on b"', '{ label = "noise on a"', "two entries have the same label"),
+    ]:
+        assert old in base, old
+        with pytest.raises(SuiteError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
+            load_suite(write_suite(base.replace(old, new, 1), "bad.toml"))
+
+
+def _table(values: dict[tuple[str, str], float | None]) -> ResultTable:
+    rows = sorted({r for r, _ in values})
+    cols = sorted({c for _, c in values})
+    cells = [Cell(r, c, v) for (r, c), v in values.items()]
+    return ResultTable("t", "t", rows, cols, "rows", "columns", {"error": "%"}, {"error": ".1f"}, cells)
+
+
+def test_compare_cells_tolerances_and_missing_cells():
+    pub = Published.model_validate({
+        "source": {"citation": "x"},
+        "tables": {"t": {"figure": "Table 1", "why": "w", "tolerance": {"abs": 1.0, "rel": 0.1},
+                         "column_tolerance": {"d": {"rel": 0.5}},
+                         "values": {"r1": {"e": 10.0, "d": 1.0}, "r2": {"e": 50.0, "x": 3.0}}}}}).tables["t"]
+    rows = compare_table("t", pub, _table({("r1", "e"): 10.9, ("r1", "d"): 1.6, ("r2", "e"): 44.0}))
+    got = {(r.row, r.column): r for r in rows}
+    assert got[("r1", "e")].within_tolerance and got[("r1", "e")].delta == pytest.approx(0.9)
+    assert not got[("r1", "d")].within_tolerance  # 60% off, 50% allowed
+    assert not got[("r2", "e")].within_tolerance  # 6 off, max(1, 5) allowed
+    assert got[("r2", "x")].ours is None and "no cell" in got[("r2", "x")].note
+    assert Tolerance(abs=1.0).allows(11.0, 10.0) and not Tolerance(rel=0.1).allows(12.0, 10.0)
+
+
+def test_published_szegedy_file_is_valid_and_matches_the_suite_tables():
+    pub = load_published("results/published/szegedy2013.toml")
+    suite = load_suite("suites/szegedy2013.toml")
+    for name, table in pub.tables.items():
+        ours = suite.tables[name]
+        for row, cols in table.values.items():
+            for col in cols:
+                assert (row, col) in ours.cells, (name, row, col)
+    assert sum(len(c) for t in pub.tables.values() for c in t.values.values()) == 18 + 48 + 12 + 24
+
+
+def test_bad_published_file_is_one_clear_error(tmp_path):
+    bad = tmp_path / "p.toml"
+    bad.write_text('[source]\ncitation = "x"\n[tables.t]\nfigure = "f"\nwhy = "w"\nvalues = {}\n')
+    with pytest.raises(RbenchError, match=r"p.toml: tables.t.tolerance: Field required"):
+        load_published(bad)
+
+
+def test_compare_cli_formats(tmp_path):
+    from rbench.results import RunResults
+
+    pub = tmp_path / "pub.toml"
+    pub.write_text('[source]\ncitation = "x"\n[tables.t]\nfigure = "Table 9"\nwhy = "w"\n'
+                   'tolerance = { abs = 1.0 }\nvalues = { r1 = { e = 10.0 } }\n')
+    run = tmp_path / "run"
+    run.mkdir()
+    results = RunResults("s", "", None, [], {}, [_table({("r1", "e"): 10.5})], published=[str(pub)])
+    from dataclasses import asdict
+
+    (run / "results.json").write_text(json.dumps(asdict(results)))
+    out = rbench("compare", str(run), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    [row] = json.loads(out.stdout)
+    assert {k: row[k] for k in ("table", "row", "column", "ours", "published", "within_tolerance")} == {
+        "table": "t", "row": "r1", "column": "e", "ours": 10.5, "published": 10.0, "within_tolerance": True}
+    assert row["delta"] == pytest.approx(0.5)
+    text = rbench("compare", str(run))
+    assert "compare t (Table 9): 1/1 cells within tolerance" in text.stdout
+    bad = rbench("compare", str(run), "--format", "xml")
+    assert bad.returncode == 2 and "--format" in bad.stderr
