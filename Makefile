@@ -32,7 +32,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_attacks.py
+	$(BIN)/python benchmarks/bench_lbfgs.py
 	$(BIN)/python benchmarks/bench_suite.py
+	$(BIN)/python benchmarks/bench_suite.py --suite suites/szegedy2013.toml --profile quick --out bench/suite_szegedy_quick.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs bench
