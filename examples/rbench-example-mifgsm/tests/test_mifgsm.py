@@ -10,7 +10,7 @@ from rbench_example_mifgsm import MiFgsm
 from torch import nn
 
 from rbench import AttackOutput, Budget
-from rbench.manager import build_registry
+from rbench.manager import build_registry, get_plugin
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -90,3 +90,19 @@ def test_registered_through_the_entry_point():
     info = build_registry().get("attack", "mifgsm")
     assert isinstance(info.obj, MiFgsm)
     assert info.distribution == "rbench-example-mifgsm"
+
+
+def test_conformance_kit():
+    """rbench's conformance kit: budget, box, success flags, determinism, batch sizes, devices, no weight grads."""
+    from rbench.testing import check_attack
+
+    report = check_attack("mifgsm", {"eps": 0.1, "steps": 5})
+    assert report.success_rate > 0.3  # a 5-step attack at eps 0.1 fools a small MLP often
+
+
+def test_conformance_fixtures(rbench_reference_model, rbench_reference_data):
+    """The kit's pytest plugin (entry point pytest11) provides a trained model and MNIST test images."""
+    x, y = rbench_reference_data
+    attack = get_plugin("attack", "mifgsm")
+    out = attack.run(rbench_reference_model, x, y, attack.Params(eps=0.2), generator=torch.Generator().manual_seed(0))
+    assert out.success.float().mean() > 0.5

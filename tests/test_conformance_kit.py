@@ -1,0 +1,73 @@
+"""The conformance kit: built-in attacks pass it; broken attacks are caught with a clear message."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import BaseModel
+
+from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
+from rbench.jobs import PluginContractError
+from rbench.manager import PluginInfo, get_registry
+from rbench.testing import check_attack
+
+
+@pytest.mark.parametrize(("name", "params"), [("fgsm", {"eps": 0.1}), ("pgd", {"eps": 0.1, "steps": 5}),
+                                               ("pgd", {"eps": 1.0, "norm": "l2", "steps": 5}),
+                                               ("gaussian_noise", {"sigma": 0.2}), ("lbfgs", {"bisection_steps": 2})])
+def test_builtin_attacks_conform(name, params):
+    report = check_attack(name, params, batch_sizes=(64, 16) if name == "lbfgs" else (128, 32, 7))
+    assert 0 <= report.success_rate <= 1 and report.mean_l2 > 0
+
+
+def test_fixtures_are_registered_through_pytest11(rbench_reference_model, rbench_reference_data):
+    x, y = rbench_reference_data
+    accuracy = (rbench_reference_model(x).argmax(1) == y).float().mean()
+    assert accuracy > 0.8 and not any(p.requires_grad for p in rbench_reference_model.parameters())
+
+
+class _P(BaseModel):
+    eps: float = 0.1
+
+
+class _Unseeded(FixedBudgetAttack):
+    name, Params, norm = "unseeded", _P, "linf"
+
+    def run(self, model, x, y, params, *, generator=None):
+        x_adv = (x + params.eps * torch.randn(x.shape).sign()).clamp(0, 1)  # ignores the generator
+        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+
+
+class _BatchDependent(FixedBudgetAttack):
+    name, Params, norm = "batchy", _P, "linf"
+
+    def run(self, model, x, y, params, *, generator=None):
+        eps = params.eps if len(x) > 50 else params.eps / 4  # a bug that only shows at small batch sizes
+        x_adv = (x + eps).clamp(0, 1)
+        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+
+
+class _Liar(FixedBudgetAttack):
+    name, Params, norm = "liar", _P, "linf"
+
+    def run(self, model, x, y, params, *, generator=None):
+        return AttackOutput(x.clone(), torch.ones(len(x), dtype=torch.bool))
+
+
+@pytest.fixture
+def broken():
+    registry = get_registry()
+    for obj in (_Unseeded(), _BatchDependent(), _Liar()):
+        registry.plugins["attack"][obj.name] = PluginInfo("attack", obj.name, "0", "tests", "tests", obj)
+    yield
+    for name in ("unseeded", "batchy", "liar"):
+        registry.plugins["attack"].pop(name)
+
+
+def test_broken_attacks_are_caught(broken):
+    with pytest.raises(AssertionError, match="not deterministic"):
+        check_attack("unseeded", {})
+    with pytest.raises(AssertionError, match="batch size 32"):
+        check_attack("batchy", {})
+    with pytest.raises(PluginContractError, match="success flags disagree"):
+        check_attack("liar", {})
