@@ -198,6 +198,35 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
                                                 _meta(job, device, started)))
 
 
+def gate_stored_advset(store: Store, job: Job) -> None:
+    """The validity gate of a stored adversarial set (raises :class:`PluginContractError` with the reason).
+
+    float32 (never quantized), finite and inside [0, 1], within the declared budget (by the distortions stored
+    at creation, with the engine's tolerance), and success flags equal to a re-prediction by the source model
+    (skipped when the source checkpoint is no longer stored).
+    """
+    adv = store.load_advset(job.key)
+    x = adv.x_adv
+    if x.dtype != np.float32:
+        raise PluginContractError(f"stored set {job.key} is {x.dtype}, not float32")
+    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise PluginContractError(f"stored set {job.key} leaves the [0, 1] box")
+    budget = adv.meta.get("budget")
+    if budget:
+        size = adv.distortion[budget["norm"]]
+        if size.size and size.max() > budget["eps"] * (1 + BUDGET_RTOL) + BUDGET_ATOL:
+            raise PluginContractError(f"stored set {job.key} exceeds its {budget['norm']} budget {budget['eps']} "
+                                      f"(sample {int(size.argmax())}: {float(size.max()):.6g})")
+    if store.has(job.spec["source"]):
+        model = load_model(store, job.spec["source"], torch.device("cpu"))
+        fooled = predicted_success(model, torch.from_numpy(x), torch.from_numpy(adv.labels),
+                                   torch.from_numpy(adv.targets)).numpy()
+        mismatch = np.flatnonzero(fooled != adv.success)
+        if len(mismatch):
+            raise PluginContractError(f"stored set {job.key}: {len(mismatch)} success flags disagree with a "
+                                      f"re-prediction by the source model (first: sample {int(mismatch[0])})")
+
+
 RUNNERS = {"train": run_train, "attack": run_attack, "transform": run_transform, "eval": run_eval}
 
 

@@ -169,7 +169,7 @@ class Store:
                 raise ValueError("weights do not match the sidecar's SHA-256")
             return load_file(str(weights)), meta
         except (OSError, ValueError, KeyError) as exc:
-            raise self._quarantine(key, f"{type(exc).__name__}: {exc}") from None
+            raise self.quarantine(key, f"{type(exc).__name__}: {exc}") from None
 
     # -- HDF5 sets -----------------------------------------------------------------------------------
     def save_arrays(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -199,7 +199,7 @@ class Store:
                 raise ValueError("arrays do not match the stored SHA-256")
             return arrays, meta
         except (OSError, ValueError, KeyError) as exc:
-            raise self._quarantine(key, f"{type(exc).__name__}: {exc}") from None
+            raise self.quarantine(key, f"{type(exc).__name__}: {exc}") from None
 
     def save_advset(self, key: str, adv: AdvSet) -> None:
         self.save_arrays(key, adv.arrays(), dict(adv.meta, kind="advset"))
@@ -221,9 +221,10 @@ class Store:
         elif self._path(key, ".h5").exists():
             self.load_arrays(key)
         elif self._path(key, ".safetensors").exists():
-            raise self._quarantine(key, "weights without a sidecar (interrupted write)")
+            raise self.quarantine(key, "weights without a sidecar (interrupted write)")
 
-    def _quarantine(self, key: str, reason: str) -> CorruptEntry:
+    def quarantine(self, key: str, reason: str) -> CorruptEntry:
+        """Move every file of ``key`` to ``quarantine/``; the returned error says where and why."""
         dest = self.root / "quarantine" / f"{key}-{int(time.time())}"
         moved = None
         for path in self.paths(key):

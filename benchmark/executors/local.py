@@ -22,6 +22,7 @@ import torch
 from rbench import hookimpl
 from rbench.devices import cpu_threads_per_worker
 from rbench.executors import Executor, JobResult, Observer
+from rbench.jobs import PluginContractError, gate_stored_advset
 from rbench.plan import Job, Plan
 from rbench.store import CorruptEntry, Store
 
@@ -88,8 +89,14 @@ class LocalExecutor(Executor):
                 continue
             try:
                 store.verify(job.key)
+                if job.kind in ("attack", "transform"):
+                    gate_stored_advset(store, job)
             except CorruptEntry as exc:
                 observer.progress(job.key, 0, 0, f"warning: {exc}; recomputing")
+                continue
+            except PluginContractError as exc:
+                moved = store.quarantine(job.key, str(exc)).moved_to
+                observer.progress(job.key, 0, 0, f"warning: {exc}; not trusted, moved to {moved}; recomputing")
                 continue
             results[job.key] = JobResult(job.key, job.label, "cached")
             observer.finished(job, results[job.key])

@@ -1,0 +1,62 @@
+"""Validity gates: a stored adversarial set that passes its checksum but breaks the contract is not trusted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rich.console import Console
+from support import TINY_SUITE
+
+from rbench.runner import run_suite
+from rbench.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+def _run(suite, store, run_dir):
+    return run_suite(suite, profile=None, store=Store(store), run_dir=run_dir, device="cpu", workers=None,
+                     executor="local", console=Console(quiet=True), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    root = tmp_path_factory.mktemp("validity")
+    suite = root / "tiny.toml"
+    suite.write_text(TINY_SUITE)
+    outcome = _run(suite, root / "store", root / "run")
+    return suite, root, outcome
+
+
+def _attack_key(outcome, label: str) -> str:
+    return next(k for k, r in outcome.job_results.items() if r.label == label)
+
+
+@pytest.mark.parametrize("tamper", ["flags", "quantized", "over_budget", "out_of_box"])
+def test_tampered_set_is_quarantined_and_recomputed(stored, tmp_path, tamper):
+    suite, root, outcome = stored
+    store_dir = tmp_path / "store"
+    import shutil
+
+    shutil.copytree(root / "store", store_dir)
+    store = Store(store_dir)
+    key = _attack_key(outcome, "attack fgsm(eps=0.1) on mlp")
+    adv = store.load_advset(key)
+    if tamper == "flags":
+        adv.success = ~adv.success
+    elif tamper == "quantized":
+        adv.x_adv = (np.round(adv.x_adv * 255) / 255).astype(np.float64)
+    elif tamper == "over_budget":
+        adv.distortion["linf"] = adv.distortion["linf"] * 3
+    else:
+        adv.x_adv = adv.x_adv + 0.5
+    store.save_advset(key, adv)  # a valid checksum: only the gate can tell
+    again = _run(suite, store_dir, tmp_path / "run")
+    assert again.job_results[key].status == "done"  # recomputed
+    assert all(r.status in ("cached", "done") for r in again.job_results.values())
+    assert list((store_dir / "quarantine").iterdir())
+    fixed = Store(store_dir).load_advset(key)
+    assert fixed.x_adv.dtype == np.float32 and np.array_equal(fixed.success, outcome_success(root, key))
+
+
+def outcome_success(root, key):
+    return Store(root / "store").load_advset(key).success
