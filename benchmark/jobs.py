@@ -32,7 +32,7 @@ class PluginContractError(Exception):
 
 def _params(kind: str, spec: dict[str, Any]) -> tuple[Any, Any]:
     plugin = get_plugin(kind, spec["plugin"])
-    return plugin, plugin.Params.model_validate(spec["params"])
+    return plugin, plugin.Params.model_validate(spec["params"], strict=True)
 
 
 @lru_cache(maxsize=4)

@@ -73,7 +73,9 @@ class Registry:
         try:
             return self.plugins[kind][name]
         except KeyError:
-            raise PluginError(f"unknown {kind} plugin {name!r}{suggest(name, self.plugins[kind])}") from None
+            broken = f" ({len(self.failures)} plugin entry points failed to load: see 'rbench plugins')" \
+                if self.failures else ""
+            raise PluginError(f"unknown {kind} plugin {name!r}{suggest(name, self.plugins[kind])}{broken}") from None
 
     def all(self) -> list[PluginInfo]:
         """Every loaded plugin and every load failure, sorted by kind then name."""

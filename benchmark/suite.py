@@ -28,7 +28,9 @@ Name = Annotated[str, Field(min_length=1)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """TOML has real types: no coercion (a string "0" is not a number), no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SuiteMeta(_Strict):
@@ -373,7 +375,7 @@ class _Resolver:
         except PluginError as exc:
             raise self.fail(section, name, f"{key}plugin" if key else "plugin", f"{exc} (got {plugin!r})") from None
         try:
-            validated = info.obj.Params.model_validate(params)
+            validated = info.obj.Params.model_validate(params, strict=True)
         except ValidationError as err:
             raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err) from None
         return PluginCall(kind, plugin, info.version, validated)

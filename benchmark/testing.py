@@ -105,7 +105,7 @@ def check_attack(name: str, params: dict[str, Any] | Any, *, model: torch.nn.Mod
     mean L2 distortion). Raises ``AssertionError`` (or the engine's ``PluginContractError``) naming the problem.
     """
     attack = get_plugin("attack", name)
-    params = params if not isinstance(params, dict) else attack.Params.model_validate(params)
+    params = params if not isinstance(params, dict) else attack.Params.model_validate(params, strict=True)
     model = model if model is not None else reference_model()
     if x is None or y is None:
         x, y = reference_data()

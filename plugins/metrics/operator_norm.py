@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from rbench.metric import CellData, Metric
+from rbench.plugins.models.layers import MNIST_SHAPE, Shape
 
 
-def layer_bounds(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[tuple[str, float]]:
+def layer_bounds(model: nn.Module, input_shape: list[int] = MNIST_SHAPE) -> list[tuple[str, float]]:
     """(name, upper bound of the L2 operator norm) for each linear and convolutional layer on the forward
     path, in the order a forward pass of an ``input_shape`` input runs them (unused modules, such as an
     autoencoder's decoder, are skipped).
@@ -50,7 +51,7 @@ class OperatorNormParams(BaseModel):
     #: 1-based index of a linear/conv layer in module order, or "product" (the network's Lipschitz bound
     #: when its nonlinearities are 1-Lipschitz).
     layer: Annotated[int, Field(ge=1)] | Literal["product"] = "product"
-    input_shape: tuple[int, int, int] = (1, 28, 28)
+    input_shape: Shape = MNIST_SHAPE
 
 
 class OperatorNorm(Metric):

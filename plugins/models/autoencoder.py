@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from rbench.model import ModelPlugin
-from rbench.plugins.models.layers import Activation, activation, flat_size
+from rbench.plugins.models.layers import MNIST_SHAPE, Activation, Shape, activation, flat_size
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -20,7 +20,7 @@ class AeSoftmaxParams(BaseModel):
     hidden: PositiveInt = 400
     activation: Activation = "sigmoid"
     weight_decay: Annotated[float, Field(ge=0)] = 1e-6
-    input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 28, 28)
+    input_shape: Shape = MNIST_SHAPE
     num_classes: PositiveInt = 10
 
 
@@ -32,7 +32,7 @@ class AeSoftmaxNet(nn.Module):
         super().__init__()
         n = flat_size(p.input_shape)
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(n, p.hidden), activation(p.activation))
-        self.decoder = nn.Sequential(nn.Linear(p.hidden, n), nn.Sigmoid(), nn.Unflatten(1, p.input_shape))
+        self.decoder = nn.Sequential(nn.Linear(p.hidden, n), nn.Sigmoid(), nn.Unflatten(1, tuple(p.input_shape)))
         self.classifier = nn.Linear(p.hidden, p.num_classes)
         self.weight_decay = p.weight_decay
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 Activation = Literal["relu", "sigmoid", "tanh", "gelu", "linear"]
+#: (channels, height, width) of the input; a list because suites are TOML (arrays) validated strictly
+Shape = Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=3, max_length=3)]
+MNIST_SHAPE = [1, 28, 28]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "linear": nn.Identity}
 
@@ -38,5 +42,5 @@ def check_per_layer(value: Any, n: int, what: str) -> None:
         raise ValueError(f"{what} must be one number or a list of {n} (one per layer), got {len(value)}")
 
 
-def flat_size(shape: tuple[int, int, int]) -> int:
+def flat_size(shape: list[int]) -> int:
     return int(torch.tensor(shape).prod())

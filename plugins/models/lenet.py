@@ -8,7 +8,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from rbench.model import ModelPlugin
-from rbench.plugins.models.layers import Activation, activation, check_per_layer, decay_groups, per_layer
+from rbench.plugins.models.layers import (
+    MNIST_SHAPE,
+    Activation,
+    Shape,
+    activation,
+    check_per_layer,
+    decay_groups,
+    per_layer,
+)
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0, lt=1)]
@@ -25,7 +33,7 @@ class LeNetParams(BaseModel):
     activation: Activation = "relu"
     dropout: Rate | list[Rate] = [0.0, 0.0, 0.5]
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 28, 28)
+    input_shape: Shape = MNIST_SHAPE
     num_classes: PositiveInt = 10
 
     @model_validator(mode="after")

@@ -9,7 +9,9 @@ from torch import nn
 
 from rbench.model import ModelPlugin
 from rbench.plugins.models.layers import (
+    MNIST_SHAPE,
     Activation,
+    Shape,
     activation,
     check_per_layer,
     decay_groups,
@@ -31,7 +33,7 @@ class MlpParams(BaseModel):
     activation: Activation = "relu"
     dropout: Rate | list[Rate] = 0.0
     weight_decay: NonNegative | list[NonNegative] = 0.0
-    input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 28, 28)
+    input_shape: Shape = MNIST_SHAPE
     num_classes: PositiveInt = 10
 
     @model_validator(mode="after")
