@@ -28,8 +28,9 @@ def keys_used_by(suites: list[Path], profiles: list[str] | None) -> set[str]:
 
 def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *, dry_run: bool
             ) -> tuple[list[Path], int]:
-    """Remove temporaries of interrupted writes (unless their key is locked by a live run), the quarantine,
-    and, when ``keep_suites`` is given, every entry those suites do not use. Returns (paths, bytes)."""
+    """Remove temporaries of interrupted writes and incomplete checkpoints (unless their key is locked by a
+    live run), the quarantine, and, when ``keep_suites`` is given, every entry those suites do not use.
+    Returns (paths, bytes)."""
     victims: list[Path] = []
     for tmp in store.temporaries():
         key = tmp.name.split(".", 1)[0]
@@ -38,6 +39,13 @@ def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *
                 victims.append(tmp)
         except Timeout:
             continue  # a live run is writing it
+    for key in store.keys():  # weights whose sidecar was never written (a run killed mid-checkpoint)
+        if not store.has(key):
+            try:
+                with store.lock(key).acquire(timeout=0):
+                    victims += store.paths(key)
+            except Timeout:
+                continue
     quarantine = store.root / "quarantine"
     if quarantine.exists():
         victims += sorted(p for p in quarantine.rglob("*") if p.is_file())

@@ -61,12 +61,20 @@ def build_model(spec: dict[str, Any]) -> torch.nn.Module:
     return plugin.build(params)
 
 
+def memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """``channels_last`` for models with 2-D convolutions (``make bench``: PGD on LeNet 1.47x faster on a
+    2-core CPU), the default layout otherwise. Inputs are converted to the model's format batch by batch."""
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    return torch.channels_last if has_conv else torch.contiguous_format
+
+
 def load_model(store: Store, key: str, device: torch.device) -> torch.nn.Module:
-    """The trained model stored under ``key``: on ``device``, in eval mode, parameters frozen."""
+    """The trained model stored under ``key``: on ``device`` in its :func:`memory_format`, in eval mode,
+    parameters frozen."""
     state, meta = store.load_checkpoint(key)
     model = build_model(meta["spec"]["model"])
     model.load_state_dict(state)
-    model.to(device).eval().requires_grad_(False)
+    model.to(device, memory_format=memory_format(model)).eval().requires_grad_(False)
     return model
 
 
@@ -125,10 +133,11 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     attack, params = _params("attack", job.spec["attack"])
     budget = attack.budget(params)
     generator = torch.Generator(device=device).manual_seed(job.seed)
+    layout = memory_format(model)
     adv, success, extras = [], [], {}
     n = len(x)
     for start in range(0, n, batch_size):
-        xb = x[start:start + batch_size].to(device)
+        xb = x[start:start + batch_size].to(device).contiguous(memory_format=layout)
         yb = y[start:start + batch_size].to(device)
         out = attack.run(model, xb, yb, params, generator=generator)
         check_attack_output(attack.name, out, xb, budget, model, yb, start)
@@ -137,12 +146,13 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
         for k, v in out.extras.items():
             extras.setdefault(k, []).append(v.detach().cpu())
         progress(min(start + batch_size, n), n, "batches")
-    x_adv = torch.cat(adv).numpy()
+    x_adv = torch.cat(adv).contiguous().numpy()
     extra_arrays = {k: torch.cat(v).numpy() for k, v in extras.items()}
     targets = extra_arrays.pop("targets", np.full(n, -1, dtype=np.int64)).astype(np.int64)
     meta = _meta(job, device, started, budget=None if budget is None else vars(budget))
     store.save_advset(job.key, AdvSet(x_adv, torch.cat(success).numpy(), y.numpy(), targets, idx,
                                       distortions(x.numpy(), x_adv), extra_arrays, meta))
+    store.write_gate_stamp(job.key, _gate_stamp(store, job))  # every batch passed check_attack_output
 
 
 def predicted_success(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targets: torch.Tensor,
@@ -166,17 +176,18 @@ def run_transform(job: Job, store: Store, device: torch.device, progress: Progre
         raise ValueError("the input adversarial set was made on other samples than this job's data slice")
     transform, params = _params("transform", job.spec["transform"])
     generator = torch.Generator().manual_seed(job.seed)
-    x_adv = transform.apply(x, torch.from_numpy(base.x_adv), params, generator=generator)
+    x_adv = transform.apply(x, torch.tensor(base.x_adv), params, generator=generator)
     if x_adv.dtype != torch.float32 or x_adv.shape != x.shape or x_adv.min() < 0 or x_adv.max() > 1:
         raise PluginContractError(f"transform {transform.name!r} returned {x_adv.dtype} {tuple(x_adv.shape)} "
                                   "outside float32 [0, 1] of the input's shape")
     model = load_model(store, job.spec["source"], device)
-    targets = torch.from_numpy(base.targets)
+    targets = torch.tensor(base.targets)
     success = predicted_success(model, x_adv.to(device), y, targets)
     progress(1, 1, "transformed")
     store.save_advset(job.key, AdvSet(x_adv.numpy(), success.numpy(), y.numpy(), base.targets, idx,
                                       distortions(x.numpy(), x_adv.numpy()), dict(base.extras),
                                       _meta(job, device, started)))
+    store.write_gate_stamp(job.key, _gate_stamp(store, job))  # success was re-predicted just above
 
 
 def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 1000) -> None:
@@ -185,14 +196,15 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
     source = job.spec["input"]
     if "advset" in source:
         adv = store.load_advset(source["advset"])
-        x, labels, idx = torch.from_numpy(adv.x_adv), adv.labels, adv.indices
+        x, labels, idx = torch.tensor(adv.x_adv), adv.labels, adv.indices
     else:
         x, y, idx = load_slice(source["clean"])
         labels = y.numpy()
     logits = []
     with torch.no_grad():
+        layout = memory_format(model)
         for start in range(0, len(x), batch_size):
-            logits.append(model(x[start:start + batch_size].to(device)).float().cpu())
+            logits.append(model(x[start:start + batch_size].to(device).contiguous(memory_format=layout)).float().cpu())
             progress(min(start + batch_size, len(x)), len(x), "batches")
     store.save_predictions(job.key, Predictions(torch.cat(logits).numpy(), labels, idx,
                                                 _meta(job, device, started)))
@@ -203,7 +215,9 @@ def gate_stored_advset(store: Store, job: Job) -> None:
 
     float32 (never quantized), finite and inside [0, 1], within the declared budget (by the distortions stored
     at creation, with the engine's tolerance), and success flags equal to a re-prediction by the source model
-    (skipped when the source checkpoint is no longer stored).
+    (skipped when the source checkpoint is no longer stored). The re-prediction's verdict is a function of the
+    set's bytes and the checkpoint's bytes, so it is memoized on their checksums (``gates/<key>.json``): a set
+    or checkpoint that changed in any way is re-predicted.
     """
     adv = store.load_advset(job.key)
     x = adv.x_adv
@@ -217,14 +231,20 @@ def gate_stored_advset(store: Store, job: Job) -> None:
         if size.size and size.max() > budget["eps"] * (1 + BUDGET_RTOL) + BUDGET_ATOL:
             raise PluginContractError(f"stored set {job.key} exceeds its {budget['norm']} budget {budget['eps']} "
                                       f"(sample {int(size.argmax())}: {float(size.max()):.6g})")
-    if store.has(job.spec["source"]):
+    stamp = _gate_stamp(store, job)
+    if store.has(job.spec["source"]) and store.gate_stamp(job.key) != stamp:
         model = load_model(store, job.spec["source"], torch.device("cpu"))
-        fooled = predicted_success(model, torch.from_numpy(x), torch.from_numpy(adv.labels),
-                                   torch.from_numpy(adv.targets)).numpy()
+        fooled = predicted_success(model, torch.tensor(x), torch.tensor(adv.labels),
+                                   torch.tensor(adv.targets)).numpy()
         mismatch = np.flatnonzero(fooled != adv.success)
         if len(mismatch):
             raise PluginContractError(f"stored set {job.key}: {len(mismatch)} success flags disagree with a "
                                       f"re-prediction by the source model (first: sample {int(mismatch[0])})")
+        store.write_gate_stamp(job.key, stamp)
+
+
+def _gate_stamp(store: Store, job: Job) -> dict[str, Any]:
+    return {"set": store.checksum(job.key), "source": store.checksum(job.spec["source"]), "gate": 1}
 
 
 RUNNERS = {"train": run_train, "attack": run_attack, "transform": run_transform, "eval": run_eval}

@@ -24,8 +24,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,12 +88,30 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the kill tests: ``RBENCH_FAULT_KILL=name:n`` SIGKILLs this process the n-th time
+    it passes the point ``name`` (``mid-write``: the temporary file is written but not renamed;
+    ``between-weights-and-sidecar``: a checkpoint's weights are in place, its sidecar is not). Unset: no-op."""
+    spec = os.environ.get("RBENCH_FAULT_KILL")
+    if not spec:
+        return
+    want, _, count = spec.partition(":")
+    if want == name:
+        _fault_counts[name] = _fault_counts.get(name, 0) + 1
+        if _fault_counts[name] == int(count or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, fsync it, and rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
     try:
         write(tmp)
+        fault_point("mid-write")
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -116,8 +136,12 @@ class Entry:
 class Store:
     """A content-addressed artifact store rooted at ``root`` (created on first use)."""
 
+    #: verified HDF5 entries kept in memory (read-only arrays), so a run reads and hashes each file once
+    CACHE_ENTRIES = 64
+
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root is not None else default_root()
+        self._loaded: OrderedDict[str, tuple[dict[str, np.ndarray], dict[str, Any]]] = OrderedDict()
 
     # -- layout --------------------------------------------------------------------------------------
     def _path(self, key: str, suffix: str) -> Path:
@@ -157,6 +181,7 @@ class Store:
         weights = self._path(key, ".safetensors")
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
+        fault_point("between-weights-and-sidecar")
         sidecar = dict(meta, kind="checkpoint", sha256=sha256_file(weights))
         atomic_write(self._path(key, ".json"), lambda tmp: tmp.write_text(json.dumps(sidecar, indent=1)))
 
@@ -186,8 +211,13 @@ class Store:
         atomic_write(self._path(key, ".h5"), write)
 
     def load_arrays(self, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Arrays and meta of ``key``, checksum-verified (else :class:`CorruptEntry`)."""
+        """Arrays (read-only) and meta of ``key``, checksum-verified (else :class:`CorruptEntry`)."""
         path = self._path(key, ".h5")
+        stat = path.stat() if path.exists() else None
+        cached = self._loaded.get(key)
+        if cached is not None and stat is not None and cached[1].get("_stat") == (stat.st_mtime_ns, stat.st_size):
+            self._loaded.move_to_end(key)
+            return cached[0], {k: v for k, v in cached[1].items() if k != "_stat"}
         try:
             with h5py.File(path, "r") as f:
                 arrays: dict[str, np.ndarray] = {}
@@ -197,6 +227,12 @@ class Store:
                 expected = f.attrs[CHECKSUM_ATTR]
             if arrays_digest(arrays) != expected:
                 raise ValueError("arrays do not match the stored SHA-256")
+            for array in arrays.values():
+                array.flags.writeable = False
+            if stat is not None:
+                self._loaded[key] = (arrays, {**meta, "_stat": (stat.st_mtime_ns, stat.st_size)})
+                while len(self._loaded) > self.CACHE_ENTRIES:
+                    self._loaded.popitem(last=False)
             return arrays, meta
         except (OSError, ValueError, KeyError) as exc:
             raise self.quarantine(key, f"{type(exc).__name__}: {exc}") from None
@@ -212,6 +248,29 @@ class Store:
 
     def load_predictions(self, key: str) -> Predictions:
         return Predictions.from_arrays(*self.load_arrays(key))
+
+    def checksum(self, key: str) -> str | None:
+        """The stored checksum of ``key`` (a checkpoint's weights SHA-256, or an HDF5 file's arrays digest);
+        reads metadata only. None if ``key`` is not stored."""
+        try:
+            if self._path(key, ".json").exists():
+                return json.loads(self._path(key, ".json").read_text())["sha256"]
+            if self._path(key, ".h5").exists():
+                with h5py.File(self._path(key, ".h5"), "r") as f:
+                    return str(f.attrs[CHECKSUM_ATTR])
+        except (OSError, ValueError, KeyError):
+            return None
+        return None
+
+    def gate_stamp(self, key: str) -> dict[str, Any] | None:
+        """The record of the last validity-gate pass of ``key`` (see :func:`rbench.jobs.gate_stored_advset`)."""
+        try:
+            return json.loads((self.root / "gates" / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_gate_stamp(self, key: str, stamp: dict[str, Any]) -> None:
+        atomic_write(self.root / "gates" / f"{key}.json", lambda tmp: tmp.write_text(json.dumps(stamp)))
 
     # -- integrity -----------------------------------------------------------------------------------
     def verify(self, key: str) -> None:

@@ -21,6 +21,7 @@ and a batch-size sweep of rbench's PGD on LeNet. Writes JSON (``--out``, default
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from rbench.data import load_split
+from rbench.jobs import memory_format
 from rbench.plugins import get_plugin
 
 EPS_DEFAULT = 0.1
@@ -100,9 +102,17 @@ def rbench_runner(attack: str, params: dict, batch: int) -> Callable:
     plugin = get_plugin("attack", attack)
     p = plugin.Params(**params)
 
+    prepared: dict[int, tuple[torch.nn.Module, torch.memory_format]] = {}
+
     def run(model, x, y):
-        model = frozen(model)
-        return torch.cat([plugin.run(model, xb, yb, p).success for xb, yb in batches(x, y, batch)])
+        # exactly as the engine's attack job: frozen parameters, the engine's memory format for the model
+        # (on a copy made once, outside the timing, so the other methods keep the model as they got it)
+        if id(model) not in prepared:
+            layout = memory_format(model)
+            prepared[id(model)] = (frozen(copy.deepcopy(model)).to(memory_format=layout), layout)
+        engine_model, layout = prepared[id(model)]
+        return torch.cat([plugin.run(engine_model, xb.contiguous(memory_format=layout), yb, p).success
+                          for xb, yb in batches(x, y, batch)])
 
     return run
 
@@ -347,13 +357,17 @@ def main(argv=None) -> int:
 
 def channels_last(model, x, y, pgd_params: dict, batch: int, repeats: int, device: torch.device) -> dict:
     """rbench PGD on LeNet with contiguous vs channels_last weights and inputs."""
-    import copy
+    plugin = get_plugin("attack", "pgd")
+    p = plugin.Params(**pgd_params)
 
-    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    run = rbench_runner("pgd", pgd_params, batch)
-    methods = {"contiguous": lambda _m, _x, _y: run(model, x, y),
-               "channels_last": lambda _m, _x, _y: run(model_cl, x_cl, y)}
+    def run(m, layout):
+        m = frozen(m).to(memory_format=layout)
+        return torch.cat([plugin.run(m, xb.contiguous(memory_format=layout), yb, p).success
+                          for xb, yb in batches(x, y, batch)])
+
+    model_cl = copy.deepcopy(model)
+    methods = {"contiguous": lambda _m, _x, _y: run(model, torch.contiguous_format),
+               "channels_last": lambda _m, _x, _y: run(model_cl, torch.channels_last)}
     res = time_methods(methods, model, x, y, repeats, device)
     base, cl = res["contiguous"], res["channels_last"]
     speedup = base["best_s"] / cl["best_s"]

@@ -85,3 +85,34 @@ def rbench(*args: str, env: dict[str, str] | None = None, timeout: float = 600, 
     """Run the installed ``rbench`` console script; returns the completed process (text output)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([RBENCH, *args], capture_output=True, text=True, env=full_env, timeout=timeout, **kw)
+
+
+def kill_and_resume(suite: Path, store: Path, run_dir: Path, kills: list[tuple[str, float | str]],
+                    timeout: float = 600) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run ``rbench run`` once per kill point, each killed with SIGKILL, then once to completion.
+
+    A kill point is ``("time", seconds)`` (SIGKILL after that long) or ``("fault", "name:n")`` (the process
+    SIGKILLs itself at the n-th pass of the store's fault point ``name``, see ``rbench.store.fault_point``).
+    Returns the final completed run and, per kill, how it ended ("killed" or "finished": a run can finish
+    before its kill point comes).
+    """
+    import signal
+    import time
+
+    args = [RBENCH, "run", str(suite), "--store", str(store), "--run-dir", str(run_dir), "-q", "--device", "cpu"]
+    endings = []
+    for kind, value in kills:
+        env = dict(os.environ)
+        if kind == "fault":
+            env["RBENCH_FAULT_KILL"] = str(value)
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        if kind == "time":
+            deadline = time.monotonic() + float(value)
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=timeout)
+        endings.append("killed" if proc.returncode == -signal.SIGKILL else "finished")
+    final = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    return final, endings

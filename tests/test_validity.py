@@ -60,3 +60,28 @@ def test_tampered_set_is_quarantined_and_recomputed(stored, tmp_path, tamper):
 
 def outcome_success(root, key):
     return Store(root / "store").load_advset(key).success
+
+
+@pytest.mark.parametrize("victim", ["eval mlp on clean mnist/test", "train cnn"])
+def test_bit_flipped_entry_is_reported_once_and_regenerated(stored, tmp_path, victim):
+    import shutil
+
+    from rbench.results import RunResults
+
+    suite, root, outcome = stored
+    store_dir = tmp_path / "store"
+    shutil.copytree(root / "store", store_dir)
+    key = _attack_key(outcome, victim)
+    path = max(Store(store_dir).paths(key), key=lambda p: p.stat().st_size)  # the data file, not the sidecar
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    from support import rbench
+
+    out = rbench("run", str(suite), "--store", str(store_dir), "--run-dir", str(tmp_path / "run"), "-q")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count(key) == 1 and "corrupt" in out.stdout  # reported once, with its key
+    again = RunResults.read(tmp_path / "run")
+    assert again.jobs[key]["status"] == "done"
+    first = RunResults.read(root / "run")
+    assert [c.value for t in again.tables for c in t.cells] == [c.value for t in first.tables for c in t.cells]

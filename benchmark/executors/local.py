@@ -104,11 +104,8 @@ class LocalExecutor(Executor):
 
     @staticmethod
     def _needed(plan: Plan, results: dict[str, JobResult]) -> list[Job]:
-        """Jobs to compute: every missing attack/eval, and the missing checkpoints they read."""
-        todo = [j for j in plan.jobs.values() if j.key not in results and j.kind != "train"]
-        needed = {d for j in todo for d in j.deps}
-        trains = [j for j in plan.jobs.values() if j.kind == "train" and j.key not in results and j.key in needed]
-        return trains + todo
+        """Every job the store lacks (or held corrupt), in dependency order."""
+        return [j for j in plan.jobs.values() if j.key not in results]
 
     @staticmethod
     def _skip_dependents(plan: Plan, key: str, results: dict[str, JobResult], observer: Observer) -> None:
