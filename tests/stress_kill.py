@@ -27,7 +27,8 @@ def values(run_dir: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kills", type=int, default=100)
+    ap.add_argument("--kills", type=int, default=100, help="SIGKILLs to deliver (runs that finish before their "
+                    "kill point do not count)")
     ap.add_argument("--rounds", type=int, default=10, help="kill points per fresh store (default 10)")
     ap.add_argument("--suite", type=Path, default=None, help="default: the tests' tiny suite")
     ap.add_argument("--seed", type=int, default=0)
@@ -48,16 +49,18 @@ def main() -> int:
         expected = values(root / "refrun")
         t_full = time.perf_counter() - started
         report = {"kills_requested": args.kills, "rounds": [], "seed": args.seed}
-        done = 0
-        while done < args.kills:
-            n = min(args.rounds, args.kills - done)
+        killed = 0
+        while killed < args.kills:
+            n = min(args.rounds, args.kills - killed)
             kills = []
-            for _ in range(n):
-                if rng.random() < 0.3:
-                    point = rng.choice(["mid-write", "between-weights-and-sidecar"])
-                    kills.append(("fault", f"{point}:{rng.randint(1, 4)}"))
-                else:
-                    kills.append(("time", rng.uniform(1.0, t_full)))
+            for i in range(n):
+                r = rng.random()
+                if i == 0 and r < 0.5:
+                    kills.append(("fault", "between-weights-and-sidecar:1"))  # inside the first checkpoint
+                elif r < 0.6:  # inside a write, after one or two completed writes
+                    kills.append(("fault", f"mid-write:{rng.randint(2, 3)}"))
+                else:  # at a random time: start-up, training, attack, evaluation, or a write
+                    kills.append(("time", rng.uniform(0.5, min(t_full, 4.0))))
             store = root / f"store{len(report['rounds'])}"
             final, endings = kill_and_resume(suite, store, root / "run", kills)
             verify = rbench("cache", "verify", "--store", str(store))
@@ -68,7 +71,7 @@ def main() -> int:
                             "tables_equal": got == expected,
                             "differing_cells": sorted(k for k in expected if got.get(k) != expected[k])}
             report["rounds"].append(round_report)
-            done += n
+            killed += endings.count("killed")
             print(f"round {len(report['rounds'])}: {endings.count('killed')}/{n} killed, final exit "
                   f"{final.returncode}, {round_report['verify']}, tables equal: {round_report['tables_equal']}",
                   flush=True)

@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any
 
 import torch
+from filelock import Timeout
 
 from rbench import hookimpl
 from rbench.devices import cpu_threads_per_worker
@@ -33,15 +34,23 @@ def describe_failure(job: Job, exc: BaseException) -> str:
     return f"{job.label} [{job.plugin}]: {type(exc).__name__}: {exc}{at}"
 
 
-def compute(job: Job, store: Store, device: str, progress: Any) -> str:
-    """Compute ``job`` under its lock unless another process stored it meanwhile; ``done`` or ``cached``."""
+def compute(job: Job, store: Store, device: str, progress: Any, wait: bool = True,
+            on_start: Any = None) -> str:
+    """Compute ``job`` under its lock unless another process stored it meanwhile: ``done`` or ``cached``.
+    With ``wait=False``, return ``busy`` at once if another process holds the lock. ``on_start()`` is called
+    once the job really starts computing."""
     from rbench.jobs import run_job
 
-    with store.lock(job.key):
-        if store.has(job.key):
-            return "cached"
-        run_job(job, store, device, progress)
-        return "done"
+    try:
+        with store.lock(job.key).acquire(timeout=-1 if wait else 0):
+            if store.has(job.key):
+                return "cached"
+            if on_start is not None:
+                on_start()
+            run_job(job, store, device, progress)
+            return "done"
+    except Timeout:
+        return "busy"
 
 
 # -- worker process side -------------------------------------------------------------------------------
@@ -125,22 +134,39 @@ class LocalExecutor(Executor):
 
     def _run_inline(self, plan: Plan, store: Store, device: str, todo: list[Job], results: dict[str, JobResult],
                     observer: Observer) -> None:
-        for job in todo:
-            if job.key in results:  # skipped because a dependency failed
-                continue
-            observer.started(job, device)
-            started = time.perf_counter()
+        """Jobs in dependency order; a job another process is computing is put off while other work is ready,
+        so concurrent runs on one store share the work instead of queueing behind each other."""
+        pending = list(todo)
+        while pending:
+            ready = [j for j in pending if j.key not in results and all(
+                d in results and results[d].status in ("done", "cached") for d in j.deps)]
+            pending = [j for j in pending if j.key not in results]  # drop jobs skipped after a failure
+            if not ready:
+                break
+            for i, job in enumerate(ready):
+                # the last ready job waits for the lock: nothing else can be done meanwhile
+                result = self._run_one(job, store, device, observer, wait=i == len(ready) - 1)
+                if result is not None:
+                    pending.remove(job)
+                    self._finish(plan, job, result, results, observer)
+                    break
 
-            def progress(completed: float, total: float, text: str = "", key: str = job.key) -> None:
-                observer.progress(key, completed, total, text)
+    @staticmethod
+    def _run_one(job: Job, store: Store, device: str, observer: Observer, wait: bool) -> JobResult | None:
+        started = time.perf_counter()
 
-            try:
-                status = compute(job, store, device, progress)
-                result = JobResult(job.key, job.label, status, time.perf_counter() - started, device)
-            except Exception as exc:  # a failing job fails alone
-                result = JobResult(job.key, job.label, "failed", time.perf_counter() - started, device,
-                                   describe_failure(job, exc))
-            self._finish(plan, job, result, results, observer)
+        def progress(completed: float, total: float, text: str = "") -> None:
+            observer.progress(job.key, completed, total, text)
+
+        try:
+            status = compute(job, store, device, progress, wait=wait,
+                             on_start=lambda: observer.started(job, device))
+        except Exception as exc:  # a failing job fails alone
+            return JobResult(job.key, job.label, "failed", time.perf_counter() - started, device,
+                             describe_failure(job, exc))
+        if status == "busy":
+            return None
+        return JobResult(job.key, job.label, status, time.perf_counter() - started, device)
 
     def _run_pool(self, plan: Plan, store: Store, devices: list[str], todo: list[Job],
                   results: dict[str, JobResult], observer: Observer) -> None:
