@@ -6,6 +6,7 @@ reproduces its artifact up to floating-point nondeterminism of the device.
 
 from __future__ import annotations
 
+import json
 import time
 from functools import lru_cache
 from typing import Any
@@ -37,8 +38,7 @@ def _params(kind: str, spec: dict[str, Any]) -> tuple[Any, Any]:
 
 @lru_cache(maxsize=4)
 def _load_split(dataset_spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    import json
-
+    """A whole split, cached per process (keyed by the canonical JSON of the dataset's spec)."""
     spec = json.loads(dataset_spec)
     plugin, params = _params("dataset", spec)
     x, y = plugin.load(split, params)

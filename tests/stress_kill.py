@@ -60,7 +60,7 @@ def main() -> int:
                 elif r < 0.6:  # inside a write, after one or two completed writes
                     kills.append(("fault", f"mid-write:{rng.randint(2, 3)}"))
                 else:  # at a random time: start-up, training, attack, evaluation, or a write
-                    kills.append(("time", rng.uniform(0.5, min(t_full, 4.0))))
+                    kills.append(("time", rng.uniform(0.5, min(t_full, 3.0))))
             store = root / f"store{len(report['rounds'])}"
             final, endings = kill_and_resume(suite, store, root / "run", kills)
             verify = rbench("cache", "verify", "--store", str(store))

@@ -93,8 +93,8 @@ def kill_and_resume(suite: Path, store: Path, run_dir: Path, kills: list[tuple[s
 
     A kill point is ``("time", seconds)`` (SIGKILL after that long) or ``("fault", "name:n")`` (the process
     SIGKILLs itself at the n-th pass of the store's fault point ``name``, see ``rbench.store.fault_point``).
-    Returns the final completed run and, per kill, how it ended ("killed" or "finished": a run can finish
-    before its kill point comes).
+    Returns the final completed run and, per kill point tried, how it ended ("killed", or "finished" when the
+    run completed before its kill point came; the remaining kill points are then skipped).
     """
     import signal
     import time
@@ -114,5 +114,7 @@ def kill_and_resume(suite: Path, store: Path, run_dir: Path, kills: list[tuple[s
                 proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=timeout)
         endings.append("killed" if proc.returncode == -signal.SIGKILL else "finished")
+        if endings[-1] == "finished":  # the store is complete: later kill points would find nothing to do
+            break
     final = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     return final, endings
