@@ -61,6 +61,9 @@ class Attack:
         """The declared norm budget for ``params``, or None for a minimal-distortion attack."""
         return None
 
+    # Optional: ``provenance(params) -> dict`` (JSON-able). Adapters of other libraries return the library's
+    # name and version; the engine stores it in every adversarial set's provenance (``meta.provenance.library``).
+
     def run(
         self,
         model: torch.nn.Module,

@@ -150,6 +150,9 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     extra_arrays = {k: torch.cat(v).numpy() for k, v in extras.items()}
     targets = extra_arrays.pop("targets", np.full(n, -1, dtype=np.int64)).astype(np.int64)
     meta = _meta(job, device, started, budget=None if budget is None else vars(budget))
+    library = getattr(attack, "provenance", None)  # adapters of other libraries name the library and its version
+    if callable(library):
+        meta["provenance"]["library"] = library(params)
     store.save_advset(job.key, AdvSet(x_adv, torch.cat(success).numpy(), y.numpy(), targets, idx,
                                       distortions(x.numpy(), x_adv), extra_arrays, meta))
     store.write_gate_stamp(job.key, _gate_stamp(store, job))  # every batch passed check_attack_output

@@ -2,6 +2,7 @@
 
 from rbench import hookimpl
 from rbench.plugins.attacks.fast_gradient import FastGradientValue, Fgsm
+from rbench.plugins.attacks.foolbox_adapter import FoolboxAttack
 from rbench.plugins.attacks.lbfgs import Lbfgs
 from rbench.plugins.attacks.noise import GaussianNoise
 from rbench.plugins.attacks.pgd import Bim, Pgd
@@ -9,4 +10,4 @@ from rbench.plugins.attacks.pgd import Bim, Pgd
 
 @hookimpl
 def rbench_attacks():
-    return [Fgsm(), FastGradientValue(), Pgd(), Bim(), GaussianNoise(), Lbfgs()]
+    return [Fgsm(), FastGradientValue(), Pgd(), Bim(), GaussianNoise(), Lbfgs(), FoolboxAttack()]

@@ -1,0 +1,228 @@
+"""Any foolbox 3 attack as an rbench attack plugin (``plugin = "foolbox"``).
+
+In a suite::
+
+    [attacks.deepfool]
+    plugin = "foolbox"
+    params = { attack = "L2DeepFoolAttack", epsilon = 1.5, kwargs = { steps = 50 } }
+
+``attack`` names a class in ``foolbox.attacks`` (fixed-epsilon or minimization attacks), ``kwargs`` are its
+constructor arguments (validated by constructing it, so a bad one is a suite error), ``epsilon`` the budget.
+
+- **Budget.** The declared budget is ``Budget(norm, epsilon)`` where ``norm`` is the foolbox attack's own
+  ``distance`` (``l2`` or ``linf``). Fixed-epsilon attacks stay within it; minimization attacks run with the same
+  epsilon, and foolbox clips their results to it (foolbox's ``clipped`` output, which is what is returned), so
+  they respect it too. Without ``epsilon`` (minimization attacks only) the unclipped minimal adversarials are
+  returned, exactly as foolbox gives them (also where the attack failed), and no budget is declared. Attacks
+  whose distance is L0 or L1 (``L1PGD``, ``EADAttack``, ``L0FMNAttack``, ...) declare no budget either: the
+  engine only checks L2 and Linf balls; foolbox still clips their results to ``epsilon`` in their own norm.
+  ``SaltAndPepperNoiseAttack`` is an L2 minimization attack in foolbox 3.
+- **Seeding.** foolbox draws its randomness (random starts, noise) from torch's global RNG (and a few attacks
+  from numpy's). ``run`` seeds both from one number drawn from the job's ``generator``, inside a block that
+  restores the global states afterwards, so a job is reproducible from its seed and leaves no trace.
+- **Success.** Recomputed as the engine does (``model(x_adv).argmax(1) != y`` on the returned tensor, after the
+  final float32 cast and [0, 1] clamp); foolbox's own flags come from the same model but may differ where the
+  clipping's float rounding moved a sample across the decision boundary.
+- **Provenance.** :meth:`FoolboxAttack.provenance` gives the library, its version, the attack and its kwargs;
+  ``version`` (part of the cache keys) includes the foolbox version, so a new foolbox recomputes the sets.
+
+foolbox is an optional dependency (``pip install rbench[bench]``): it is imported on first use, and without it
+the plugin stays registered but every use fails validation with an install hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import inspect
+import json
+import math
+from contextlib import contextmanager
+from functools import cache, lru_cache
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from rbench.attack import AttackOutput, Budget, FixedBudgetAttack, misclassified
+
+try:
+    FOOLBOX_VERSION: str | None = importlib.metadata.version("foolbox")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - optional dependency
+    FOOLBOX_VERSION = None
+
+#: Names of foolbox distances accepted as a string ``distance`` kwarg (for attacks that take one, e.g.
+#: ``BinarizationRefinementAttack``, ``DatasetAttack``): TOML cannot hold the distance object itself.
+DISTANCES = ("l0", "l1", "l2", "linf")
+
+
+@cache
+def _foolbox() -> Any:
+    try:
+        import foolbox
+    except ImportError as exc:  # pragma: no cover - optional dependency
+        raise ValueError("foolbox is not installed (pip install 'rbench[bench]' or 'foolbox==3.3.4')") from exc
+    return foolbox
+
+
+@cache
+def attack_names() -> dict[str, str]:
+    """The usable attack classes of ``foolbox.attacks``: name -> "fixed" or "minimization"."""
+    fb = _foolbox()
+    from foolbox.attacks.base import FixedEpsilonAttack, MinimizationAttack
+
+    out = {}
+    for name in dir(fb.attacks):
+        cls = getattr(fb.attacks, name)
+        if inspect.isclass(cls) and not inspect.isabstract(cls):
+            if issubclass(cls, FixedEpsilonAttack):
+                out[name] = "fixed"
+            elif issubclass(cls, MinimizationAttack):
+                out[name] = "minimization"
+    return out
+
+
+def _constructor_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` as the foolbox constructor takes them (a string ``distance`` becomes the distance object)."""
+    out = dict(kwargs)
+    if isinstance(out.get("distance"), str):
+        if out["distance"] not in DISTANCES:
+            raise ValueError(f"kwargs.distance must be one of {', '.join(DISTANCES)} (got {out['distance']!r})")
+        out["distance"] = getattr(_foolbox().distances, out["distance"])
+    return out
+
+
+@lru_cache(maxsize=64)
+def _instance(attack: str, kwargs_json: str) -> Any:
+    """The foolbox attack object (cached on the name and the canonical JSON of the kwargs)."""
+    kwargs = _constructor_kwargs(json.loads(kwargs_json))
+    return getattr(_foolbox().attacks, attack)(**kwargs)
+
+
+def foolbox_attack(attack: str, kwargs: dict[str, Any]) -> Any:
+    return _instance(attack, json.dumps(kwargs, sort_keys=True))
+
+
+def distance_norm(fb_attack: Any) -> str | None:
+    """``"l2"`` or ``"linf"`` for the attack's foolbox distance, None for L0/L1 (or an unknown distance)."""
+    try:
+        p = fb_attack.distance.p
+    except (AttributeError, ValueError):
+        return None
+    return {2: "l2", math.inf: "linf"}.get(p)
+
+
+class FoolboxParams(BaseModel):
+    """``attack``: a class name in ``foolbox.attacks``; ``epsilon``: the budget in the attack's own norm (may be
+    left out for minimization attacks: minimal adversarials, no budget); ``kwargs``: constructor arguments;
+    ``criterion``: untargeted misclassification (the only one supported)."""
+
+    model_config = ConfigDict(extra="forbid")
+    attack: str
+    epsilon: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    kwargs: dict[str, Any] = {}
+    criterion: Literal["misclassification"] = "misclassification"
+
+    @field_validator("attack")
+    @classmethod
+    def _known_attack(cls, name: str) -> str:
+        names = attack_names()
+        if name in names:
+            return name
+        fb = _foolbox()
+        if hasattr(fb.attacks, name):
+            raise ValueError(f"foolbox.attacks.{name} is not a fixed-epsilon or minimization attack class")
+        by_lower = {n.lower(): n for n in names}
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+        raise ValueError(f"no attack class {name!r} in foolbox.attacks (foolbox {fb.__version__}){hint}")
+
+    @field_validator("kwargs")
+    @classmethod
+    def _constructible(cls, kwargs: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("attack")
+        if name is None:  # the attack name failed validation already
+            return kwargs
+        try:
+            json.dumps(kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"kwargs must be plain values (numbers, strings, lists, tables): {exc}") from None
+        try:
+            foolbox_attack(name, kwargs)
+        except Exception as exc:  # noqa: BLE001 - any constructor failure is a parameter problem
+            raise ValueError(f"foolbox.attacks.{name}(**kwargs) failed: {type(exc).__name__}: {exc}") from None
+        return kwargs
+
+    @model_validator(mode="after")
+    def _epsilon_for_fixed_attacks(self) -> FoolboxParams:
+        if self.epsilon is None and attack_names()[self.attack] == "fixed":
+            raise ValueError(f"epsilon is required: {self.attack} is a fixed-epsilon attack (only minimization "
+                             "attacks run without one)")
+        try:
+            foolbox_attack(self.attack, self.kwargs).distance
+        except ValueError as exc:  # a flexible-distance attack constructed without one
+            raise ValueError(f"{self.attack} needs kwargs.distance (one of {', '.join(DISTANCES)}): {exc}") from None
+        return self
+
+
+@contextmanager
+def _seeded(x: torch.Tensor, generator: torch.Generator | None):
+    """torch's (and numpy's) global RNG seeded from ``generator`` inside the block, restored after it."""
+    if generator is None:
+        yield
+        return
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=generator.device))
+    devices = [x.device] if x.device.type == "cuda" else []
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+@contextmanager
+def _frozen(model: torch.nn.Module):
+    """Parameters with ``requires_grad=False`` inside the block (the engine hands models so already)."""
+    thawed = [p for p in model.parameters() if p.requires_grad]
+    for p in thawed:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in thawed:
+            p.requires_grad_(True)
+
+
+class FoolboxAttack(FixedBudgetAttack):
+    """A foolbox 3 attack (``params.attack``, constructed with ``params.kwargs``) run through
+    ``foolbox.PyTorchModel(model, bounds=(0, 1))`` at one epsilon; returns foolbox's clipped adversarials.
+    The budget is the attack's own L2/Linf ball of radius ``epsilon`` (none for L0/L1 or without epsilon)."""
+
+    name = "foolbox"
+    Params = FoolboxParams
+    version = f"1+foolbox-{FOOLBOX_VERSION or 'missing'}"
+
+    def budget(self, params: FoolboxParams) -> Budget | None:
+        if params.epsilon is None:
+            return None
+        norm = distance_norm(foolbox_attack(params.attack, params.kwargs))
+        return None if norm is None else Budget(norm, float(params.epsilon))  # type: ignore[arg-type]
+
+    def provenance(self, params: FoolboxParams) -> dict[str, Any]:
+        """The library behind an adversarial set (for its meta): name, version, attack class and kwargs."""
+        return {"library": "foolbox", "version": _foolbox().__version__, "attack": params.attack,
+                "kwargs": params.kwargs}
+
+    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+        fb = _foolbox()
+        attack = foolbox_attack(params.attack, params.kwargs)
+        x, y = x.detach(), y.detach()
+        with _frozen(model), _seeded(x, generator):
+            fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
+            _, clipped, _ = attack(fmodel, x, fb.criteria.Misclassification(y), epsilons=params.epsilon)
+        x_adv = clipped.detach().to(torch.float32).clamp(0, 1)
+        return AttackOutput(x_adv, misclassified(model, x_adv, y))
