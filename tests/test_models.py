@@ -61,3 +61,16 @@ def test_standard_trainer_lowers_the_loss_and_is_seeded():
     assert all(torch.equal(a, b) for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values(),
                                                  strict=True))
     assert stats["steps"] == 5 * 8 and stats["final_epoch_loss"] < 0.8 * before
+
+
+def test_mlss_model_sizes_match_the_report():
+    """The MLSS report's small CNN has 21.8K parameters, its 3-CNN ensemble (An et al. 2020) 4546.3K."""
+    small = _build("lenet", channels=[8, 16], kernel_size=3, hidden=50, dropout=[0.25, 0.25, 0.5])
+    assert sum(p.numel() for p in small.parameters()) == 21808
+    members = [_build("an2020_cnn", kernel_size=k) for k in (3, 5, 7)]
+    total = sum(p.numel() for m in members for p in m.parameters())
+    assert abs(total - 4_546_300) / 4_546_300 < 0.001  # 4,544,332
+    shallow = _build("an2020_cnn", kernel_size=5, layers=3, activation="gelu")
+    assert shallow(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValidationError):
+        get_plugin("model", "an2020_cnn").Params(kernel_size=7, layers=5)

@@ -1,6 +1,7 @@
 """Built-in model plugins."""
 
 from rbench import hookimpl
+from rbench.plugins.models.an2020 import An2020
 from rbench.plugins.models.autoencoder import AeSoftmax
 from rbench.plugins.models.lenet import LeNet
 from rbench.plugins.models.mlp import Mlp
@@ -8,4 +9,4 @@ from rbench.plugins.models.mlp import Mlp
 
 @hookimpl
 def rbench_models():
-    return [Mlp(), LeNet(), AeSoftmax()]
+    return [Mlp(), LeNet(), AeSoftmax(), An2020()]
