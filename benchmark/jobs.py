@@ -57,7 +57,10 @@ def load_slice(data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, np.nda
 
 
 def build_model(spec: dict[str, Any]) -> torch.nn.Module:
+    """A fresh network from a model spec; a composed model is composed of its freshly built members."""
     plugin, params = _params("model", spec)
+    if "members" in spec:
+        return plugin.compose([build_model(member) for member in spec["members"]], params)
     return plugin.build(params)
 
 
@@ -87,7 +90,10 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress) 
     started = time.perf_counter()
     x, y, _ = load_slice(job.spec["data"])
     torch.manual_seed(job.seed)
-    model = build_model(job.spec["model"]).to(device)
+    model = build_model(job.spec["model"])
+    for member, key in zip(getattr(model, "members", []), job.spec.get("members", []), strict=True):
+        member.load_state_dict(store.load_checkpoint(key)[0])  # the members' trained weights
+    model.to(device)
     trainer, tparams = _params("trainer", job.spec["trainer"])
     generator = torch.Generator().manual_seed(job.seed)
     stats = trainer.train(model, TrainData(x, y), tparams, generator=generator, device=device, progress=progress)

@@ -26,7 +26,12 @@ def no_progress(completed: float, total: float, description: str = "") -> None:
 
 
 class ModelPlugin:
-    """Base of every model plugin: ``build(params) -> nn.Module`` (logits out)."""
+    """Base of every model plugin: ``build(params) -> nn.Module`` (logits out).
+
+    A plugin composed of other trained models (an ensemble, a committee) implements
+    ``compose(members: list[nn.Module], params) -> nn.Module`` instead, returning a module whose ``members``
+    attribute holds the given members in order; the engine loads each member's trained weights into it, and
+    a suite lists the members (``members = ["a", "b"]``)."""
 
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]]

@@ -105,6 +105,16 @@ def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key
     return plan.add("transform", spec, (src_key, base_key), f"transform {label} on {source}")
 
 
+def model_spec(suite: Suite, name: str) -> dict[str, Any]:
+    """A model's spec: its plugin call, and, for a composed model, its members' specs (recursively), so that
+    the network can be rebuilt from a checkpoint's sidecar alone."""
+    m = suite.models[name]
+    spec = m.call.spec()
+    if m.members:
+        spec["members"] = [model_spec(suite, member) for member in m.members]
+    return spec
+
+
 def build_plan(suite: Suite) -> Plan:
     """Expand ``suite`` into its job graph. Only the models an evaluation uses are trained."""
     plan = Plan(suite)
@@ -113,9 +123,12 @@ def build_plan(suite: Suite) -> Plan:
     def train(name: str) -> str:
         if name not in plan.trained:
             m = suite.models[name]
-            spec = {"model": m.call.spec(), "trainer": m.trainer.spec(), "data": _data_spec(m.data, seed),
+            members = [train(member) for member in m.members]  # each member is trained once, and reused
+            spec = {"model": model_spec(suite, name), "trainer": m.trainer.spec(), "data": _data_spec(m.data, seed),
                     "seed": seed}
-            plan.trained[name] = plan.add("train", spec, (), f"train {name}")
+            if members:
+                spec["members"] = members
+            plan.trained[name] = plan.add("train", spec, tuple(members), f"train {name}")
         return plan.trained[name]
 
     for ev in suite.evaluations.values():

@@ -66,6 +66,8 @@ class ModelSpec(_Strict):
     part: Annotated[int, Field(ge=0)] = 0
     n_train: PositiveInt | None = None
     trainer: TrainerSpec = TrainerSpec()
+    #: models of this suite whose trained weights this one is composed of (e.g. an ensemble)
+    members: list[Name] = []
 
 
 class AttackSpec(_Strict):
@@ -164,6 +166,7 @@ class Model:
     call: PluginCall
     trainer: PluginCall
     data: DataRef
+    members: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -401,12 +404,21 @@ class _Resolver:
         suite = Suite(self.meta.name, self.meta.title, self.meta.seed, self.merged.files, self.profile,
                       list(self.merged.published))
         for name, m in s["models"].items():
+            call = self.call("model", m.plugin, m.params, "models", name, "")
+            composes = callable(getattr(call.obj, "compose", None))
+            if composes != bool(m.members):
+                raise self.fail("models", name, "members", f"model plugin {m.plugin!r} " + (
+                    "is composed of trained members: list them in 'members'" if composes
+                    else "takes no members (it is built, not composed)"))
+            for i, member in enumerate(m.members):
+                self.ref("models", name, f"members[{i}]", "models", member)
             suite.models[name] = Model(
-                name,
-                self.call("model", m.plugin, m.params, "models", name, ""),
+                name, call,
                 self.call("trainer", m.trainer.plugin, m.trainer.params, "models", name, "trainer."),
-                self.data("models", name, m),
+                self.data("models", name, m), tuple(m.members),
             )
+        for name in suite.models:
+            self.member_cycle(suite, name, [])
         attacks: dict[str, dict[str, AttackCall]] = {}
         for name in s["attacks"]:
             self.attack_instances(name, attacks, [])
@@ -425,6 +437,12 @@ class _Resolver:
         for name, t in s["tables"].items():
             suite.tables[name] = self.table(name, t, suite)
         return suite
+
+    def member_cycle(self, suite: Suite, name: str, stack: list[str]) -> None:
+        if name in stack:
+            raise self.fail("models", stack[0], "members", "composition cycle: " + " -> ".join([*stack, name]))
+        for member in suite.models[name].members:
+            self.member_cycle(suite, member, [*stack, name])
 
     def attack_instances(self, name: str, done: dict[str, dict[str, AttackCall]], stack: list[str]) -> None:
         """Resolve attack ``name`` (and, first, the attack its transform reads) into ``done[name]``."""

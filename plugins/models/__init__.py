@@ -3,10 +3,11 @@
 from rbench import hookimpl
 from rbench.plugins.models.an2020 import An2020
 from rbench.plugins.models.autoencoder import AeSoftmax
+from rbench.plugins.models.ensemble import Ensemble
 from rbench.plugins.models.lenet import LeNet
 from rbench.plugins.models.mlp import Mlp
 
 
 @hookimpl
 def rbench_models():
-    return [Mlp(), LeNet(), AeSoftmax(), An2020()]
+    return [Mlp(), LeNet(), AeSoftmax(), An2020(), Ensemble()]

@@ -2,9 +2,10 @@
 
 from rbench import hookimpl
 from rbench.plugins.trainers.autoencoder import AutoencoderPretrain
+from rbench.plugins.trainers.none import NoTraining
 from rbench.plugins.trainers.standard import StandardTrainer
 
 
 @hookimpl
 def rbench_trainers():
-    return [StandardTrainer(), AutoencoderPretrain()]
+    return [StandardTrainer(), AutoencoderPretrain(), NoTraining()]
