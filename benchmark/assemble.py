@@ -59,4 +59,12 @@ def assemble(plan: Plan, store: Store, failed: dict[str, str] | None = None) -> 
     loaders = {"adv": _cached(store.load_advset, cache), "predictions": _cached(store.load_predictions, cache),
                "clean": _cached(store.load_predictions, cache),
                "model": _cached(lambda key: load_model(store, key, "cpu"), cache)}
+    def locate_clean(where: tuple[str, str]) -> str:
+        evaluation, model = where
+        key = plan.evaluated.get((evaluation, model, CLEAN, model))
+        if key is None:
+            raise KeyError(f"evaluation {evaluation!r} does not evaluate {model!r} on its clean inputs")
+        return key
+
+    loaders["locate_clean"] = locate_clean
     return [assemble_table(plan, t, store, failed or {}, loaders) for t in plan.suite.tables.values()]

@@ -35,6 +35,11 @@ class CellData:
 
     def _get(self, what: str) -> object:
         if what not in self._cache:
+            if what.startswith("clean_of:"):
+                key = self._loaders["locate_clean"]((what.split(":", 1)[1], self.target))
+                self._cache[what] = self._loaders["clean"](key)
+                self.used.append(key)
+                return self._cache[what]
             key = self._keys.get(what)
             self._cache[what] = None if key is None else self._loaders[what](key)
             if key is not None:
@@ -52,6 +57,11 @@ class CellData:
     @property
     def clean(self) -> Predictions:
         return self._get("clean")  # type: ignore[return-value]
+
+    def clean_of(self, evaluation: str) -> Predictions:
+        """``target``'s outputs on the clean inputs of another ``evaluation`` (e.g. an out-of-distribution set);
+        that evaluation must evaluate ``target`` on itself."""
+        return self._get(f"clean_of:{evaluation}")  # type: ignore[return-value]
 
     @property
     def model(self) -> torch.nn.Module:

@@ -1,6 +1,7 @@
 """Built-in metric plugins."""
 
 from rbench import hookimpl
+from rbench.plugins.metrics.calibration import CalibrationError, OodAuroc
 from rbench.plugins.metrics.operator_norm import OperatorNorm
 from rbench.plugins.metrics.rates import (
     Accuracy,
@@ -14,4 +15,5 @@ from rbench.plugins.metrics.rates import (
 
 @hookimpl
 def rbench_metrics():
-    return [Error(), Accuracy(), CleanError(), SuccessRate(), TransferRate(), Distortion(), OperatorNorm()]
+    return [Error(), Accuracy(), CleanError(), SuccessRate(), TransferRate(), Distortion(), OperatorNorm(),
+            CalibrationError(), OodAuroc()]

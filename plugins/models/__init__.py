@@ -6,8 +6,9 @@ from rbench.plugins.models.autoencoder import AeSoftmax
 from rbench.plugins.models.ensemble import Ensemble
 from rbench.plugins.models.lenet import LeNet
 from rbench.plugins.models.mlp import Mlp
+from rbench.plugins.models.temperature import TemperatureScaled
 
 
 @hookimpl
 def rbench_models():
-    return [Mlp(), LeNet(), AeSoftmax(), An2020(), Ensemble()]
+    return [Mlp(), LeNet(), AeSoftmax(), An2020(), Ensemble(), TemperatureScaled()]

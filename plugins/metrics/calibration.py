@@ -1,0 +1,106 @@
+"""Calibration (Guo et al. 2017) and out-of-distribution detection metrics, from stored logits."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from rbench.metric import CellData, Metric
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def calibration_errors(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict[str, float]:
+    """ECE, MCE and RMS calibration error over ``bins`` equal-width confidence bins (fractions in [0, 1]).
+
+    ECE = sum_b n_b/N |acc_b - conf_b|, MCE = max over non-empty bins, RMS = sqrt(sum_b n_b/N (acc_b - conf_b)^2).
+    """
+    p = softmax(logits.astype(np.float64))
+    conf, correct = p.max(axis=1), (p.argmax(axis=1) == labels)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    ece = mce = ms = 0.0
+    for b in range(bins):
+        mask = which == b
+        if not mask.any():
+            continue
+        gap = abs(correct[mask].mean() - conf[mask].mean())
+        weight = mask.mean()
+        ece, mce, ms = ece + weight * gap, max(mce, gap), ms + weight * gap * gap
+    return {"ece": ece, "mce": mce, "rms": float(np.sqrt(ms))}
+
+
+class CalibrationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["ece", "mce", "rms"] = "ece"
+    bins: Annotated[int, Field(ge=1)] = 15
+
+
+class CalibrationError(Metric):
+    """Expected / maximum / RMS calibration error (%) of the target on the cell's inputs (15 bins by default)."""
+
+    name = "calibration_error"
+    Params = CalibrationParams
+    label = "calibration error"
+
+    def compute(self, cell: CellData, params: CalibrationParams) -> float | None:
+        pred = cell.predictions
+        return 100.0 * calibration_errors(pred.logits, pred.labels, params.bins)[params.kind]
+
+
+def anomaly_scores(logits: np.ndarray, score: str) -> np.ndarray:
+    """Higher = more in-distribution: max softmax probability, max logit, or the cross entropy between the
+    uniform distribution and the softmax (peaked predictions have a large one)."""
+    if score == "max_logit":
+        return logits.max(axis=1)
+    p = softmax(logits.astype(np.float64))
+    if score == "msp":
+        return p.max(axis=1)
+    return -np.log(np.clip(p, 1e-300, None)).mean(axis=1)
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Area under the ROC curve of scores separating ``positive`` (higher) from ``negative`` (Mann-Whitney,
+    ties counted one half)."""
+    scores = np.concatenate([positive, negative])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    n_pos, n_neg = len(positive), len(negative)
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+class OodParams(BaseModel):
+    """``ood``: the evaluation whose clean inputs are out-of-distribution (it must evaluate the target)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ood: Annotated[str, Field(min_length=1)]
+    score: Literal["msp", "max_logit", "cross_entropy"] = "msp"
+
+
+class OodAuroc(Metric):
+    """AUROC (in [0, 1]) of telling the cell's clean inputs (in-distribution) from the ``ood`` evaluation's
+    clean inputs by the target's anomaly score."""
+
+    name = "ood_auroc"
+    Params = OodParams
+    label = "AUROC"
+    unit = ""
+    fmt = ".3f"
+
+    def compute(self, cell: CellData, params: OodParams) -> float | None:
+        inside = anomaly_scores(cell.clean.logits, params.score)
+        outside = anomaly_scores(cell.clean_of(params.ood).logits, params.score)
+        return auroc(inside, outside)
