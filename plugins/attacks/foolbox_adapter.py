@@ -160,7 +160,7 @@ class FoolboxParams(BaseModel):
             raise ValueError(f"epsilon is required: {self.attack} is a fixed-epsilon attack (only minimization "
                              "attacks run without one)")
         try:
-            foolbox_attack(self.attack, self.kwargs).distance
+            _ = foolbox_attack(self.attack, self.kwargs).distance
         except ValueError as exc:  # a flexible-distance attack constructed without one
             raise ValueError(f"{self.attack} needs kwargs.distance (one of {', '.join(DISTANCES)}): {exc}") from None
         return self

@@ -1,0 +1,184 @@
+"""The foolbox adapter plugin: the attack contract and conformance kit, parity with the native attacks,
+budgets, seeding, frozen weights, provenance and parameter validation (in Python and in a suite)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+pytest.importorskip("foolbox")
+
+from rbench.attack import Budget  # noqa: E402
+from rbench.errors import SuiteError  # noqa: E402
+from rbench.jobs import check_attack_output  # noqa: E402
+from rbench.plugins import get_plugin  # noqa: E402
+from rbench.suite import load_suite  # noqa: E402
+from rbench.testing import check_attack, reference_data, reference_model  # noqa: E402
+
+PGD = {"attack": "LinfPGD", "epsilon": 0.1, "kwargs": {"steps": 20, "abs_stepsize": 0.01, "random_start": False}}
+
+# (params, declared budget, batch sizes for the conformance kit: fewer for the slow ones)
+CASES = [
+    (PGD, Budget("linf", 0.1), (128, 32, 7)),
+    ({"attack": "LinfPGD", "epsilon": 0.1, "kwargs": {"steps": 10}}, Budget("linf", 0.1), (128, 32)),  # random start
+    ({"attack": "FGSM", "epsilon": 0.1}, Budget("linf", 0.1), (128, 32, 7)),
+    ({"attack": "L2DeepFoolAttack", "epsilon": 1.5, "kwargs": {"steps": 50}}, Budget("l2", 1.5), (128, 32)),
+    ({"attack": "L2DeepFoolAttack"}, None, (128, 32)),  # minimal adversarials, no budget
+    ({"attack": "L2AdditiveGaussianNoiseAttack", "epsilon": 2.0}, Budget("l2", 2.0), (128, 32, 7)),
+    ({"attack": "SaltAndPepperNoiseAttack", "epsilon": 5.0, "kwargs": {"steps": 10}}, Budget("l2", 5.0), (128, 32)),
+    ({"attack": "L2BasicIterativeAttack", "epsilon": 1.5, "kwargs": {"steps": 10}}, Budget("l2", 1.5), (128, 32, 7)),
+    ({"attack": "L2FastGradientAttack", "epsilon": 1.5}, Budget("l2", 1.5), (128, 32, 7)),
+]
+
+
+def _plugin_params(params):
+    plugin = get_plugin("attack", "foolbox")
+    return plugin, plugin.Params.model_validate(params, strict=True)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    x, y = reference_data()
+    return reference_model(), x, y
+
+
+@pytest.mark.parametrize(("params", "budget", "batch_sizes"), CASES, ids=[str(c[0]) for c in CASES])
+def test_contract_and_conformance(ref, params, budget, batch_sizes):
+    model, x, y = ref
+    attack, p = _plugin_params(params)
+    assert attack.budget(p) == budget
+    out = attack.run(model, x, y, p, generator=torch.Generator().manual_seed(3))
+    check_attack_output("foolbox", out, x, budget, model, y, 0)  # raises on any violation
+    report = check_attack("foolbox", params, batch_sizes=batch_sizes)  # determinism, batch sizes, no weight grads
+    assert 0 < report.success_rate <= 1
+
+
+def test_parity_with_native_pgd_and_fgsm():
+    model = reference_model()
+    x, y = reference_data(500)
+
+    def robust_accuracy(name, params):
+        attack, p = _plugin_params(params) if name == "foolbox" else (
+            get_plugin("attack", name), get_plugin("attack", name).Params.model_validate(params, strict=True))
+        x_adv = attack.run(model, x, y, p, generator=torch.Generator().manual_seed(0)).x_adv
+        with torch.no_grad():
+            return 100 * float((model(x_adv).argmax(1) == y).float().mean())
+
+    native = robust_accuracy("pgd", {"eps": 0.1, "steps": 20, "step_size": 0.01, "random_start": False})
+    assert abs(robust_accuracy("foolbox", PGD) - native) <= 0.5
+    native = robust_accuracy("fgsm", {"eps": 0.1})
+    assert abs(robust_accuracy("foolbox", {"attack": "FGSM", "epsilon": 0.1}) - native) <= 0.5
+    assert native < 50  # the attacks do something on this model
+
+
+def test_budgets_version_and_provenance():
+    import foolbox
+
+    attack, p = _plugin_params({"attack": "L1PGD", "epsilon": 10.0})
+    assert attack.budget(p) is None  # L1: not a norm the engine checks
+    attack, p = _plugin_params({"attack": "L0FMNAttack"})
+    assert attack.budget(p) is None
+    assert foolbox.__version__ in attack.version
+    attack, p = _plugin_params(PGD)
+    assert attack.provenance(p) == {"library": "foolbox", "version": foolbox.__version__, "attack": "LinfPGD",
+                                    "kwargs": PGD["kwargs"]}
+    assert p.model_dump(mode="json") == {**PGD, "criterion": "misclassification"}
+
+
+def test_seeded_by_the_generator_and_global_rng_untouched(ref):
+    model, x, y = ref
+    attack, p = _plugin_params({"attack": "L2AdditiveGaussianNoiseAttack", "epsilon": 2.0})
+    state = torch.get_rng_state()
+    a = attack.run(model, x, y, p, generator=torch.Generator().manual_seed(1)).x_adv
+    b = attack.run(model, x, y, p, generator=torch.Generator().manual_seed(1)).x_adv
+    c = attack.run(model, x, y, p, generator=torch.Generator().manual_seed(2)).x_adv
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_weights_stay_frozen_even_if_handed_unfrozen(ref):
+    _, x, y = ref
+    model = get_plugin("model", "mlp").build(get_plugin("model", "mlp").Params(widths=[16])).eval()
+    attack, p = _plugin_params({"attack": "LinfPGD", "epsilon": 0.1, "kwargs": {"steps": 3}})
+    out = attack.run(model, x[:16], y[:16], p, generator=torch.Generator().manual_seed(0))
+    check_attack_output("foolbox", out, x[:16], attack.budget(p), model, y[:16], 0)
+    assert all(q.grad is None and q.requires_grad for q in model.parameters())  # no grads, flags restored
+
+
+@pytest.mark.parametrize(("params", "fragments"), [
+    ({"attack": "LinfPDG", "epsilon": 0.1}, ["attack", "LinfPDG", "did you mean 'LinfPGD'"]),
+    ({"attack": "Misclassification", "epsilon": 0.1}, ["attack", "no attack class"]),
+    ({"attack": "SpatialAttack"}, ["attack", "not a fixed-epsilon or minimization attack"]),
+    ({"attack": "LinfPGD", "epsilon": 0.1, "kwargs": {"stepz": 5}}, ["kwargs", "stepz"]),
+    ({"attack": "LinfPGD"}, ["epsilon is required", "fixed-epsilon"]),
+    ({"attack": "LinfPGD", "epsilon": -0.1}, ["epsilon", "greater than or equal to 0"]),
+    ({"attack": "LinfPGD", "epsilon": 0.1, "criterion": "targeted"}, ["criterion"]),
+    ({"attack": "LinfPGD", "epsilon": 0.1, "eps": 0.1}, ["eps", "Extra inputs"]),
+    ({"attack": "BinarizationRefinementAttack"}, ["kwargs.distance"]),
+])
+def test_validation_errors(params, fragments):
+    with pytest.raises(ValidationError) as err:
+        get_plugin("attack", "foolbox").Params.model_validate(params, strict=True)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_string_distance_kwarg():
+    attack, p = _plugin_params({"attack": "BinarizationRefinementAttack", "kwargs": {"distance": "l2"}})
+    assert attack.budget(p) is None and p.kwargs == {"distance": "l2"}
+
+
+SUITE = """
+[suite]
+name = "fb"
+
+[datasets.mnist]
+plugin = "mnist"
+
+[models.mlp]
+plugin = "mlp"
+dataset = "mnist"
+
+[attacks.fb]
+plugin = "foolbox"
+params = { attack = "L2DeepFoolAttack", epsilon = 1.5, kwargs = { steps = 50, candidates = 10 } }
+
+[attacks.grid]
+plugin = "foolbox"
+params = { attack = "LinfPGD", kwargs = { steps = 5 } }
+grid = { epsilon = [0.1, 0.3] }
+
+[evaluations.ev]
+dataset = "mnist"
+n = 10
+sources = ["mlp"]
+attacks = ["fb", "grid"]
+
+[tables.t]
+evaluation = "ev"
+rows = "attack"
+columns = "model"
+metric = "error"
+"""
+
+
+def test_suite_validation(write_suite):
+    suite = load_suite(write_suite(SUITE))
+    attacks = suite.evaluations["ev"].attacks
+    assert attacks["fb"].call.params.kwargs == {"steps": 50, "candidates": 10}
+    assert [a.call.params.epsilon for label, a in attacks.items() if label.startswith("grid")] == [0.1, 0.3]
+    for old, new, fragment in [
+        ('attack = "L2DeepFoolAttack"', 'attack = "L2DeepFool"', "did you mean 'L2DeepFoolAttack'"),
+        ("steps = 50,", "stepz = 50,", "stepz"),
+        ("epsilon = 1.5, ", "", None),  # fine: a minimization attack needs no epsilon
+        ('attack = "L2DeepFoolAttack", epsilon = 1.5, kwargs = { steps = 50, candidates = 10 }', 'attack = "FGSM"',
+         "epsilon is required"),
+    ]:
+        path = write_suite(SUITE.replace(old, new), "bad.toml")
+        if fragment is None:
+            load_suite(path)
+            continue
+        with pytest.raises(SuiteError) as err:
+            load_suite(path)
+        assert "attacks.fb.params" in str(err.value) and fragment in str(err.value), str(err.value)
