@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	# torch first, pinned: an unpinned torch pulls several GB of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,bench]"
+	$(BIN)/pip install -q -e ".[test,adapters]"
 	touch $(STAMP)
 
 install: $(STAMP)

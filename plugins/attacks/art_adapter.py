@@ -1,0 +1,255 @@
+"""Adapter for the Adversarial Robustness Toolbox (ART): any evasion attack of ``art.attacks.evasion``.
+
+In a suite::
+
+    [attacks.art_pgd]
+    plugin = "art"
+    params = { attack = "ProjectedGradientDescent", kwargs = { eps = 0.1, eps_step = 0.01, max_iter = 20 } }
+
+``attack`` names a class of ``art.attacks.evasion`` (an ``EvasionAttack``); ``kwargs`` are its constructor
+arguments, checked against the class's own ``attack_params`` whitelist and its own ``_check_params`` (the attack
+is built on a tiny dummy classifier during validation, so a bad value is a suite error before any work starts).
+``norm`` may be given as ``"inf"`` (TOML has no infinity), ``np.inf`` or ``2``. ``batch_size`` is ART's internal
+batch size (pass it here, not in ``kwargs``). AutoAttack's ``attacks`` may be a list of ``{attack, kwargs}``
+tables, built on the same classifier (its default list, with 5000-query Square restarts, is slow on a CPU).
+
+Attacks with ``eps`` and ``norm`` (PGD, FGM, AutoAttack, Square...) declare that Linf or L2 budget; the others
+(DeepFool, Carlini-Wagner...) are minimal-distortion attacks without one. Targeted attacks are not supported
+(``targeted = true`` is rejected, except for AutoAttack, whose targeted runs still serve an untargeted goal).
+
+ART is imported lazily: rbench works without it, and the plugin's params fail validation with a hint to install
+``adversarial-robustness-toolbox``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib.metadata
+import inspect
+import math
+import random
+from collections.abc import Iterator
+from functools import cache
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from rbench.attack import Attack, AttackOutput, Budget, misclassified
+
+DIST = "adversarial-robustness-toolbox"
+
+
+def _dist_version() -> str | None:
+    try:
+        return importlib.metadata.version(DIST)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+ART_VERSION = _dist_version()
+
+
+def _evasion() -> Any:
+    """The ``art.attacks.evasion`` module (a one-line ValueError if ART is missing: a validation error)."""
+    try:
+        import art.attacks.evasion as evasion
+    except ImportError as exc:
+        raise ValueError(f"the 'art' attack plugin needs ART: pip install {DIST} ({exc})") from None
+    return evasion
+
+
+@cache
+def attack_names() -> tuple[str, ...]:
+    """The names of the ``EvasionAttack`` classes in ``art.attacks.evasion``."""
+    from art.attacks.attack import EvasionAttack
+
+    evasion = _evasion()
+    return tuple(sorted(n for n in dir(evasion) if inspect.isclass(cls := getattr(evasion, n))
+                        and issubclass(cls, EvasionAttack)))
+
+
+def _budget_norm(value: Any) -> str | None:
+    """"linf" / "l2" for an ART norm value (ART takes "inf" or np.inf; Wasserstein "2"), None for others."""
+    if isinstance(value, str):
+        return {"inf": "linf", "2": "l2"}.get(value)
+    if _is_number(value):
+        return "linf" if value == np.inf else "l2" if value == 2 else None
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+class ArtParams(BaseModel):
+    """``attack``: a class of ``art.attacks.evasion``; ``kwargs``: its constructor arguments (in its
+    ``attack_params``); ``batch_size``: ART's internal batch size."""
+
+    model_config = ConfigDict(extra="forbid")
+    attack: str
+    batch_size: Annotated[int, Field(ge=1)] = 250
+    kwargs: Annotated[dict[str, Any], Field(default_factory=dict, validate_default=True)]
+
+    @field_validator("attack")
+    @classmethod
+    def _known_attack(cls, value: str) -> str:
+        names = attack_names()
+        if value not in names:
+            lower = {n.lower(): n for n in names}
+            close = difflib.get_close_matches(value.lower(), list(lower), n=3, cutoff=0.6)
+            hint = (f"; did you mean {' or '.join(repr(lower[c]) for c in close)}?" if close
+                    else f"; known: {', '.join(names)}")
+            raise ValueError(f"no evasion attack {value!r} in art.attacks.evasion (ART {ART_VERSION}){hint}")
+        return value
+
+    @field_validator("kwargs")
+    @classmethod
+    def _valid_kwargs(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        attack = info.data.get("attack")
+        if attack is None:  # the attack name already failed
+            return value
+        allowed = list(getattr(_evasion(), attack).attack_params)
+        for key in value:
+            if key == "batch_size":
+                raise ValueError("set batch_size next to attack and kwargs, not in kwargs")
+            if key not in allowed:
+                raise ValueError(f"{key!r} is not a parameter of ART's {attack} (its attack_params: "
+                                 f"{', '.join(allowed)})")
+        kwargs = dict(value)
+        norm = kwargs.get("norm")  # one JSON-safe spelling: "inf" (np.inf would serialise as null), 1, 2
+        if _is_number(norm) and math.isinf(norm) and norm > 0:
+            kwargs["norm"] = "inf"
+        elif _is_number(norm) and float(norm).is_integer():
+            kwargs["norm"] = int(norm)
+        if kwargs.get("targeted") is True and attack != "AutoAttack":
+            raise ValueError("targeted ART attacks are not supported by the adapter (kwargs.targeted = true)")
+        if isinstance(kwargs.get("attacks"), list):  # AutoAttack's sub-attacks as {attack, kwargs} tables
+            kwargs["attacks"] = [_sub_attack(a) for a in kwargs["attacks"]]
+        batch_size = info.data.get("batch_size", 250)
+        try:
+            instance = build(attack, kwargs, batch_size, _dummy_classifier())
+        except Exception as exc:  # ART's own checks: ValueError, TypeError, EstimatorError...
+            raise ValueError(f"ART's {attack} rejects these kwargs: {type(exc).__name__}: {exc}") from None
+        has_eps, has_norm = hasattr(instance, "eps"), hasattr(instance, "norm")
+        if has_eps and has_norm:
+            if _budget_norm(instance.norm) is None:
+                raise ValueError(f"{attack} with norm {instance.norm!r} bounds a norm rbench cannot budget; "
+                                 "rbench budgets are Linf or L2 (use norm \"inf\" or 2)")
+            if not _is_number(instance.eps):
+                raise ValueError(f"kwargs.eps must be one number for {attack} (got {instance.eps!r})")
+        return kwargs
+
+
+def _sub_attack(spec: Any) -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        raise ValueError(f"kwargs.attacks items must be {{attack, kwargs}} tables (got {spec!r})")
+    try:
+        return ArtParams.model_validate(spec, strict=True).model_dump(exclude_unset=True)
+    except ValueError as exc:
+        raise ValueError(f"kwargs.attacks: {exc}".replace("\n", " ")) from None
+
+
+@cache
+def _dummy_classifier() -> Any:
+    """A tiny PyTorchClassifier (1x4x4 inputs, 10 classes) to instantiate attacks on during validation."""
+    from art.estimators.classification import PyTorchClassifier
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10)).eval().requires_grad_(False)
+    return PyTorchClassifier(model=net, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 4, 4), nb_classes=10,
+                             clip_values=(0.0, 1.0), device_type="cpu")
+
+
+def build(attack: str, kwargs: dict[str, Any], batch_size: int, classifier: Any) -> Any:
+    """The ART attack ``attack`` on ``classifier``, with ``kwargs`` (as validated) in ART's own forms."""
+    cls = getattr(_evasion(), attack)
+    signature = inspect.signature(cls.__init__).parameters
+    args = dict(kwargs)  # ART takes norm "inf" as np.inf everywhere
+    if isinstance(args.get("attacks"), list):  # AutoAttack: sub-attacks given as {attack, kwargs} tables
+        args["attacks"] = [build(a["attack"], a.get("kwargs", {}), a.get("batch_size", batch_size), classifier)
+                           if isinstance(a, dict) else a for a in args["attacks"]]
+    if "batch_size" in signature:
+        args["batch_size"] = batch_size
+    if "verbose" in signature and "verbose" not in args:
+        args["verbose"] = False  # no progress bars in job logs
+    first = next(p for p in signature if p != "self")  # "estimator" or "classifier"
+    attack = cls(**{first: classifier}, **args)
+    if "attacks" not in kwargs:  # AutoAttack's default sub-attacks: no progress bars either
+        for sub in getattr(attack, "attacks", None) or []:
+            if hasattr(sub, "verbose"):
+                sub.verbose = False
+    return attack
+
+
+@contextlib.contextmanager
+def seeded(generator: torch.Generator | None) -> Iterator[None]:
+    """Seed numpy's, Python's and torch's global RNGs (which ART draws from) from ``generator``, restoring
+    their states afterwards. Without a generator, leave them alone."""
+    if generator is None:
+        yield
+        return
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
+    np_state, py_state = np.random.get_state(), random.getstate()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
+            yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+class ArtAttack(Attack):
+    """Any evasion attack of the Adversarial Robustness Toolbox, run through ART's ``PyTorchClassifier``
+    (cross-entropy loss, clip values (0, 1)). See the module docstring for the params."""
+
+    name = "art"
+    Params = ArtParams
+    version = f"1+art{ART_VERSION or '-missing'}"
+
+    def budget(self, params: ArtParams) -> Budget | None:
+        instance = build(params.attack, params.kwargs, params.batch_size, _dummy_classifier())
+        if not (hasattr(instance, "eps") and hasattr(instance, "norm")):
+            return None
+        return Budget(norm=_budget_norm(instance.norm), eps=float(instance.eps))  # type: ignore[arg-type]
+
+    def provenance(self, params: ArtParams) -> dict[str, Any]:
+        import art
+
+        return {"library": DIST, "version": art.__version__, "attack": params.attack,
+                "kwargs": params.model_dump(mode="json")["kwargs"]}
+
+    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+        from art.estimators.classification import PyTorchClassifier
+
+        x = x.detach()
+        with torch.no_grad():
+            nb_classes = int(model(x[:1]).shape[-1])
+        classifier = PyTorchClassifier(
+            model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=nb_classes,
+            clip_values=(0.0, 1.0), device_type="gpu" if x.is_cuda else "cpu")
+        if classifier._device != x.device:  # ART picks cuda:0; keep the model where the engine put it
+            classifier._device = x.device
+            model.to(x.device)
+        attack = build(params.attack, params.kwargs, params.batch_size, classifier)
+        with seeded(generator):
+            x_adv = attack.generate(x=x.cpu().numpy(), y=y.cpu().numpy())
+        x_adv = torch.from_numpy(np.asarray(x_adv, dtype=np.float32)).to(x.device).reshape(x.shape)
+        x_adv = torch.where(torch.isfinite(x_adv), x_adv, x).clamp(0, 1)
+        budget = self.budget(params)
+        if budget is not None:  # ART's own checks allow a relative 1e-4 over eps (AutoAttack); project exactly
+            d = x_adv - x
+            if budget.norm == "linf":
+                d = d.clamp(-budget.eps, budget.eps)
+            else:
+                norms = d.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+                d = d * torch.clamp(budget.eps / norms.clamp_min(1e-12), max=1.0)
+            x_adv = (x + d).clamp(0, 1)
+        return AttackOutput(x_adv.contiguous(), misclassified(model, x_adv, y))

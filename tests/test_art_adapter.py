@@ -1,0 +1,180 @@
+"""The ART adapter (plugin ``art``): contract and conformance of ART attacks on a small MLP trained on real MNIST,
+parity with the native attacks, and validation of its params in suites."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+pytest.importorskip("art", reason="the 'art' attack plugin needs adversarial-robustness-toolbox")
+
+from rbench.errors import SuiteError  # noqa: E402
+from rbench.jobs import check_attack_output  # noqa: E402
+from rbench.plugins import get_plugin  # noqa: E402
+from rbench.suite import load_suite  # noqa: E402
+from rbench.testing import check_attack, reference_data, reference_model  # noqa: E402
+
+PGD = {"attack": "ProjectedGradientDescent",
+       "kwargs": {"eps": 0.1, "eps_step": 0.01, "max_iter": 20, "num_random_init": 0, "norm": "inf"}}
+FGM = {"attack": "FastGradientMethod", "kwargs": {"eps": 0.1}}
+DEEPFOOL = {"attack": "DeepFool", "kwargs": {"max_iter": 10, "epsilon": 0.02}}
+CW = {"attack": "CarliniL2Method",
+      "kwargs": {"max_iter": 10, "binary_search_steps": 3, "learning_rate": 0.1, "initial_const": 1.0}}
+# AutoAttack's default list (APGD-CE/DLR with 5 restarts of 100 steps, DeepFool, Square with 5 x 5000 queries)
+# took 366 s on 128 images on 2 CPU cores; a short list of the same attacks exercises the same code.
+AUTOATTACK = {"attack": "AutoAttack", "kwargs": {"eps": 0.1, "eps_step": 0.01, "norm": "inf", "attacks": [
+    {"attack": "AutoProjectedGradientDescent", "kwargs": {
+        "eps": 0.1, "eps_step": 0.01, "norm": "inf", "max_iter": 20, "nb_random_init": 1,
+        "loss_type": "cross_entropy"}},
+    {"attack": "AutoProjectedGradientDescent", "kwargs": {
+        "eps": 0.1, "eps_step": 0.01, "norm": "inf", "max_iter": 20, "nb_random_init": 1,
+        "loss_type": "difference_logits_ratio"}},
+    {"attack": "SquareAttack", "kwargs": {"eps": 0.1, "norm": "inf", "max_iter": 100, "nb_restarts": 1}},
+]}}
+PGD_L2 = {"attack": "ProjectedGradientDescent",
+          "kwargs": {"eps": 1.5, "eps_step": 0.2, "max_iter": 10, "num_random_init": 1, "norm": 2}}
+
+CASES = {"pgd": (PGD, ("linf", 0.1)), "fgm": (FGM, ("linf", 0.1)), "deepfool": (DEEPFOOL, None),
+         "cw_l2": (CW, None), "autoattack": (AUTOATTACK, ("linf", 0.1)), "pgd_l2_random": (PGD_L2, ("l2", 1.5))}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, (x, y) = reference_model(), reference_data()
+    return get_plugin("attack", "art"), model, x, y
+
+
+def _params(attack, spec):
+    return attack.Params.model_validate(spec, strict=True)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_art_attacks_respect_the_contract_and_conform(setup, case):
+    attack, model, x, y = setup
+    spec, budget = CASES[case]
+    params = _params(attack, spec)
+    b = attack.budget(params)
+    assert (b.norm, b.eps) == budget if budget else b is None
+    started = time.perf_counter()
+    out = attack.run(model, x, y, params, generator=torch.Generator().manual_seed(0))
+    seconds = time.perf_counter() - started
+    check_attack_output("art", out, x, b, model, y, 0)  # raises on any violation
+    clean_error = float((model(x).argmax(1) != y).float().mean())
+    assert out.success.float().mean() > clean_error + 0.3, f"{case}: too weak ({seconds:.2f} s)"
+    assert all(p.grad is None for p in model.parameters())
+    check_attack("art", spec)  # determinism, batch sizes, no weight gradients (and CUDA when visible)
+
+
+def test_random_attacks_are_seeded_by_the_generator_and_leave_global_rngs_alone(setup):
+    import random
+
+    import numpy as np
+
+    attack, model, x, y = setup
+    params = _params(attack, PGD_L2)  # one random start: ART draws it from numpy's global RNG
+    states = (np.random.get_state()[1].copy(), random.getstate(), torch.random.get_rng_state())
+    runs = [attack.run(model, x[:32], y[:32], params, generator=torch.Generator().manual_seed(s)).x_adv
+            for s in (1, 1, 2)]
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    assert np.array_equal(np.random.get_state()[1], states[0]) and random.getstate() == states[1]
+    assert torch.equal(torch.random.get_rng_state(), states[2])
+
+
+def _robust_accuracy(name, params, model, x, y):
+    attack = get_plugin("attack", name)
+    p = attack.Params.model_validate(params, strict=True)
+    return 1 - float(attack.run(model, x, y, p, generator=torch.Generator().manual_seed(0)).success.float().mean())
+
+
+@pytest.mark.parametrize(("native", "art"), [
+    (("pgd", {"eps": 0.1, "steps": 20, "step_size": 0.01, "random_start": False}), PGD),
+    (("fgsm", {"eps": 0.1}), FGM),
+], ids=["pgd", "fgsm"])
+def test_parity_with_native_attacks(setup, native, art):
+    _, model, x, y = setup
+    ours = _robust_accuracy(*native, model, x, y)
+    theirs = _robust_accuracy("art", art, model, x, y)
+    assert abs(ours - theirs) <= 0.005, f"robust accuracy: native {ours:.4f}, ART {theirs:.4f}"
+
+
+def test_provenance_and_version_name_the_library(setup):
+    import art
+
+    attack = setup[0]
+    prov = attack.provenance(_params(attack, PGD))
+    assert prov == {"library": "adversarial-robustness-toolbox", "version": art.__version__,
+                    "attack": "ProjectedGradientDescent", "kwargs": PGD["kwargs"]}
+    assert art.__version__ in attack.version
+
+
+@pytest.mark.parametrize(("spec", "fragments"), [
+    ({"attack": "ProjectedGradientDecent"}, ["ProjectedGradientDecent", "did you mean 'ProjectedGradientDescent'"]),
+    ({"attack": "deepfool"}, ["did you mean 'DeepFool'"]),
+    ({"attack": "ProjectedGradientDescent", "kwargs": {"eps": 0.1, "step": 3}},
+     ["'step'", "eps_step", "max_iter"]),
+    ({"attack": "ProjectedGradientDescent", "kwargs": {"eps": -0.1}}, ["ProjectedGradientDescent", "eps"]),
+    ({"attack": "FastGradientMethod", "kwargs": {"eps": 0.1, "norm": "l3"}}, ["norm"]),
+    ({"attack": "FastGradientMethod", "kwargs": {"eps": 0.1, "norm": 1}}, ["Linf or L2"]),
+    ({"attack": "FastGradientMethod", "kwargs": {"eps": 0.1, "targeted": True}}, ["targeted"]),
+    ({"attack": "FastGradientMethod", "kwargs": {"batch_size": 8}}, ["batch_size"]),
+    ({"attack": "AutoAttack", "kwargs": {"attacks": [{"attack": "Squar"}]}}, ["kwargs.attacks", "SquareAttack"]),
+    ({"attack": "ProjectedGradientDescent", "wat": 1}, ["wat"]),
+])
+def test_invalid_params_are_validation_errors(setup, spec, fragments):
+    attack = setup[0]
+    with pytest.raises(ValidationError) as info:
+        _params(attack, spec)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_norm_spellings_are_normalised(setup):
+    attack = setup[0]
+    for norm in ("inf", float("inf")):
+        p = _params(attack, {"attack": "FastGradientMethod", "kwargs": {"eps": 0.1, "norm": norm}})
+        assert p.kwargs["norm"] == "inf" and attack.budget(p).norm == "linf"
+    p = _params(attack, {"attack": "FastGradientMethod", "kwargs": {"eps": 0.5, "norm": 2}})
+    assert attack.budget(p).norm == "l2" and attack.budget(p).eps == 0.5
+    assert attack.budget(_params(attack, {"attack": "FastGradientMethod"})).norm == "linf"  # ART's defaults
+
+
+SUITE = """
+[suite]
+name = "s"
+
+[datasets.mnist]
+plugin = "mnist"
+
+[models.mlp]
+plugin = "mlp"
+dataset = "mnist"
+
+[attacks.art_pgd]
+plugin = "art"
+params = {{ attack = "ProjectedGradientDescent", kwargs = {{ {kwargs} }} }}
+
+[evaluations.ev]
+dataset = "mnist"
+n = 10
+sources = ["mlp"]
+attacks = ["art_pgd"]
+
+[tables.t]
+evaluation = "ev"
+rows = "attack"
+columns = "model"
+metric = "error"
+"""
+
+
+def test_suites_validate_art_params(write_suite):
+    suite = load_suite(write_suite(SUITE.format(kwargs='eps = 0.1, eps_step = 0.01, max_iter = 20, norm = "inf"')))
+    call = suite.evaluations["ev"].attacks["art_pgd"].call
+    assert call.params.kwargs["max_iter"] == 20 and "art" in call.version
+    for kwargs, fragment in [("eps = -0.1", "eps"), ("eps = 0.1, steps = 3", "'steps'")]:
+        with pytest.raises(SuiteError, match="attacks.art_pgd.params") as info:
+            load_suite(write_suite(SUITE.format(kwargs=kwargs), "bad.toml"))
+        assert fragment in str(info.value)
