@@ -118,3 +118,32 @@ def kill_and_resume(suite: Path, store: Path, run_dir: Path, kills: list[tuple[s
             break
     final = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     return final, endings
+
+
+def small_mnist_model(widths: list[int], activation: str = "relu", lr: float = 1e-3, epochs: int = 1,
+                      n_train: int = 5000, n_test: int = 200):
+    """(model, x_test, y_test): an MLP trained briefly on real MNIST (seeded), in eval mode with frozen
+    parameters as the engine hands models to attacks, and the first ``n_test`` test images."""
+    import torch
+    import torch.nn.functional as F
+
+    from rbench.data import load_split
+    from rbench.plugins import get_plugin
+
+    torch.manual_seed(0)
+    images, labels = load_split("mnist", "train")
+    x = torch.tensor(images[:n_train].reshape(-1, 1, 28, 28), dtype=torch.float32) / 255
+    y = torch.tensor(labels[:n_train])
+    plugin = get_plugin("model", "mlp")
+    model = plugin.build(plugin.Params(widths=widths, activation=activation))
+    opt = torch.optim.Adam(model.parameters(), lr)
+    for _ in range(epochs):
+        for i in range(0, n_train, 50):
+            opt.zero_grad()
+            F.cross_entropy(model(x[i:i + 50]), y[i:i + 50]).backward()
+            opt.step()
+    model.zero_grad(set_to_none=True)
+    model.eval().requires_grad_(False)
+    test_x, test_y = load_split("mnist", "test")
+    xt = torch.tensor(test_x[:n_test].reshape(-1, 1, 28, 28), dtype=torch.float32) / 255
+    return model, xt, torch.tensor(test_y[:n_test])

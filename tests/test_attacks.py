@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+from support import small_mnist_model
 
-from rbench.data import load_split
 from rbench.jobs import check_attack_output
 from rbench.plugins import get_plugin
 from rbench.plugins.attacks.gradients import project, random_in_ball
@@ -15,21 +14,7 @@ from rbench.plugins.attacks.gradients import project, random_in_ball
 @pytest.fixture(scope="module")
 def trained():
     """A small MLP trained for one pass over 5000 real MNIST images, and 200 test images."""
-    torch.manual_seed(0)
-    images, labels = load_split("mnist", "train")
-    x = torch.from_numpy(images[:5000].reshape(-1, 1, 28, 28).astype("float32") / 255)
-    y = torch.tensor(labels[:5000])
-    model = get_plugin("model", "mlp").build(get_plugin("model", "mlp").Params(widths=[64]))
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    for i in range(0, 5000, 50):
-        opt.zero_grad()
-        F.cross_entropy(model(x[i:i + 50]), y[i:i + 50]).backward()
-        opt.step()
-    model.zero_grad(set_to_none=True)
-    model.eval().requires_grad_(False)  # as the engine hands models to attacks
-    test_x, test_y = load_split("mnist", "test")
-    xt = torch.from_numpy(test_x[:200].reshape(-1, 1, 28, 28).astype("float32") / 255)
-    return model, xt, torch.tensor(test_y[:200])
+    return small_mnist_model([64])
 
 
 def _attack(name: str, **params):

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+from support import small_mnist_model
 
-from rbench.data import load_split
 from rbench.jobs import check_attack_output
 from rbench.plugins import get_plugin
 from rbench.plugins.attacks.lbfgs import (
@@ -22,23 +21,7 @@ from rbench.plugins.attacks.lbfgs import (
 @pytest.fixture(scope="module")
 def trained():
     """A sigmoid MLP (100 hidden units) trained for two passes over 5000 real MNIST images, and 32 test images."""
-    torch.manual_seed(0)
-    images, labels = load_split("mnist", "train")
-    x = torch.from_numpy(images[:5000].reshape(-1, 1, 28, 28).astype("float32") / 255)
-    y = torch.tensor(labels[:5000])
-    plugin = get_plugin("model", "mlp")
-    model = plugin.build(plugin.Params(widths=[100], activation="sigmoid"))
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    for _ in range(2):
-        for i in range(0, 5000, 50):
-            opt.zero_grad()
-            F.cross_entropy(model(x[i:i + 50]), y[i:i + 50]).backward()
-            opt.step()
-    model.zero_grad(set_to_none=True)
-    model.eval().requires_grad_(False)  # as the engine hands models to attacks
-    test_x, test_y = load_split("mnist", "test")
-    xt = torch.from_numpy(test_x[:32].reshape(-1, 1, 28, 28).astype("float32") / 255)
-    return model, xt, torch.tensor(test_y[:32])
+    return small_mnist_model([100], activation="sigmoid", lr=3e-3, epochs=2, n_test=32)
 
 
 def _l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
