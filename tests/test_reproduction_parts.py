@@ -177,3 +177,12 @@ def test_compare_cli_formats(tmp_path):
     assert "compare t (Table 9): 1/1 cells within tolerance" in text.stdout
     bad = rbench("compare", str(run), "--format", "xml")
     assert bad.returncode == 2 and "--format" in bad.stderr
+
+
+def test_every_published_file_is_valid():
+    from pathlib import Path
+
+    files = sorted(Path("results/published").glob("*.toml"))
+    assert {f.name for f in files} >= {"szegedy2013.toml", "mlss.toml"}
+    for f in files:
+        assert load_published(f).tables
