@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from support import rbench
+from support import REPO, rbench
 
 from rbench.compare import Published, Tolerance, compare_table, load_published
 from rbench.errors import RbenchError, SuiteError
@@ -138,8 +138,8 @@ def test_compare_cells_tolerances_and_missing_cells():
 
 
 def test_published_szegedy_file_is_valid_and_matches_the_suite_tables():
-    pub = load_published("results/published/szegedy2013.toml")
-    suite = load_suite("suites/szegedy2013.toml")
+    pub = load_published(REPO / "results" / "published" / "szegedy2013.toml")
+    suite = load_suite(REPO / "suites" / "szegedy2013.toml")
     for name, table in pub.tables.items():
         ours = suite.tables[name]
         for row, cols in table.values.items():
@@ -180,9 +180,7 @@ def test_compare_cli_formats(tmp_path):
 
 
 def test_every_published_file_is_valid():
-    from pathlib import Path
-
-    files = sorted(Path("results/published").glob("*.toml"))
+    files = sorted((REPO / "results" / "published").glob("*.toml"))
     assert {f.name for f in files} >= {"szegedy2013.toml", "mlss.toml"}
     for f in files:
         assert load_published(f).tables
