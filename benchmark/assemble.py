@@ -27,7 +27,7 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
     metrics = table.metrics
     units = {m.label: m.call.obj.unit for m in metrics}
     formats = {m.label: m.call.obj.fmt for m in metrics}
-    by_cell = {(c.row, c.column): table.cells[(c.row, c.column)].metric.label for c in cells}
+    by_cell = {f"{c.row}|{c.column}": table.cells[(c.row, c.column)].metric.label for c in cells}
     return ResultTable(table.name, table.title, list(table.rows), list(table.columns), table.row_axis,
                        table.column_axis, units, formats, cells, table.file, metric_of=by_cell)
 

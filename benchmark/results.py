@@ -36,11 +36,8 @@ class ResultTable:
     formats: dict[str, str]
     cells: list[Cell]
     source: str = ""
-    #: "row|column" -> metric label, for cells whose metric is neither the row nor the column label
-    metric_of: dict[Any, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.metric_of = {(k if isinstance(k, str) else f"{k[0]}|{k[1]}"): v for k, v in self.metric_of.items()}
+    #: "row|column" -> the label of the metric behind that cell
+    metric_of: dict[str, str] = field(default_factory=dict)
 
     def cell(self, row: str, column: str) -> Cell:
         for c in self.cells:

@@ -28,11 +28,9 @@ Writes JSON (``--out``, default ``bench/adapters.json``).
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 import warnings
@@ -42,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import mnist, package_version, print_table, speed_ratios, summarize_times, sync
 
-from rbench.data import load_split
 from rbench.jobs import memory_format
 from rbench.plugins import get_plugin
 
@@ -59,16 +57,6 @@ Runner = Callable[[torch.nn.Module, Batches], tuple[torch.Tensor, torch.Tensor]]
 
 
 # --------------------------------------------------------------------------------------------------- data
-
-
-def mnist(split: str, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` images (all if None) of a seeded permutation of ``split``: float32 (n, 1, 28, 28) in
-    [0, 1], int64 labels."""
-    images, labels = load_split("mnist", split)
-    idx = np.random.default_rng(seed).permutation(len(images))[:n]
-    idx = np.sort(idx) if n is not None else idx
-    x = torch.from_numpy(images[idx].astype(np.float32) / 255.0).unsqueeze(1)
-    return x, torch.from_numpy(labels[idx].astype(np.int64))
 
 
 # -------------------------------------------------------------------------------------------------- model
@@ -173,9 +161,7 @@ def art_direct(eps: float, steps: int, step_size: float, batch: int, device: tor
 # ----------------------------------------------------------------------------------------------- timing
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+OTHERS = ("foolbox_adapter", "art_adapter", "foolbox_direct", "art_direct")
 
 
 def time_methods(methods: dict[str, Runner], model, batches: Batches, repeats: int,
@@ -202,22 +188,8 @@ def time_methods(methods: dict[str, Runner], model, batches: Batches, repeats: i
             out[name]["seconds"].append(time.perf_counter() - t0)
         print(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v['seconds'][-1]:.1f}s" for k, v in out.items()),
               flush=True)
-    for r in out.values():
-        r["best_s"] = min(r["seconds"])
-        r["median_s"] = statistics.median(r["seconds"])
-        r["samples_per_s"] = n / r["best_s"]
-        r["samples_per_s_median"] = n / r["median_s"]
+    summarize_times(out, n)
     return out, outputs
-
-
-def ratios(res: dict[str, dict]) -> dict[str, float]:
-    """Time of the other method over native's (> 1: native faster)."""
-    out = {}
-    for other in ("foolbox_adapter", "art_adapter", "foolbox_direct", "art_direct"):
-        if "native" in res and other in res:
-            out[f"native/{other}"] = res[other]["best_s"] / res["native"]["best_s"]
-            out[f"native/{other} (median)"] = res[other]["median_s"] / res["native"]["median_s"]
-    return out
 
 
 def overheads(res: dict[str, dict]) -> dict[str, dict]:
@@ -269,24 +241,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/adapters.json")
     return ap.parse_args(argv)
-
-
-def print_table(title: str, rows: list[list[str]], header: list[str]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        print(f"\n{title}")
-        for r in [header, *rows]:
-            print("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)))
-        return
-    table = Table(title=title)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i < 1 else "right")
-    for r in rows:
-        table.add_row(*[str(c) for c in r])
-    Console(width=max(Console().width, 120)).print(table)
 
 
 def main(argv=None) -> int:
@@ -357,7 +311,8 @@ def main(argv=None) -> int:
         print(f"WARNING {w}", flush=True)
 
     report = {
-        "torch": torch.__version__, "foolbox": _version("foolbox"), "art": _version("adversarial-robustness-toolbox"),
+        "torch": torch.__version__, "foolbox": package_version("foolbox"),
+        "art": package_version("adversarial-robustness-toolbox"),
         "python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "device": str(device), "threads": torch.get_num_threads(),
         "n": len(x_test), "batch_size": B, "repeats": args.repeats, "eps": eps, "steps": S, "step_size": alpha,
@@ -373,7 +328,7 @@ def main(argv=None) -> int:
         "timing": ("best of repeats (median also recorded); one untimed warm-up per method; repeats interleaved "
                    "across methods, order reversed every other repeat"),
         "model_given": "the same engine-prepared object to every method (channels_last, eval, frozen)",
-        "methods": res, "ratios": ratios(res), "adapter_overhead": over, "agreement": agree,
+        "methods": res, "ratios": speed_ratios(res, "native", OTHERS), "adapter_overhead": over, "agreement": agree,
         "warnings": warnings_found,
     }
     report["total_s"] = time.perf_counter() - started
@@ -396,13 +351,6 @@ def main(argv=None) -> int:
                 rows, ["method", "samples/s", "best s", "median s", "robust acc", "=native", "native/x", "overhead"])
     print(f"wrote {out} ({report['total_s']:.0f}s in all)")
     return 0
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

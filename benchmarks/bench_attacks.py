@@ -25,18 +25,16 @@ import copy
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from common import mnist, package_version, print_table, speed_ratios, summarize_times, sync
 
-from rbench.data import load_split
 from rbench.jobs import memory_format
 from rbench.plugins import get_plugin
 
@@ -45,14 +43,6 @@ AGREEMENT_PP = 1.0  # the three PGDs (no random start) must agree within this ma
 
 
 # --------------------------------------------------------------------------------------------------- data
-
-
-def mnist(split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` images of a seeded permutation of ``split``: float32 (n, 1, 28, 28) in [0, 1], int64."""
-    images, labels = load_split("mnist", split)
-    idx = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
-    x = torch.from_numpy(images[idx].astype(np.float32) / 255.0).unsqueeze(1)
-    return x, torch.from_numpy(labels[idx].astype(np.int64))
 
 
 def train(name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, epochs: int, seed: int) -> torch.nn.Module:
@@ -176,11 +166,6 @@ def foolbox_runner(kind: str, eps: float, steps: int, step_size: float, batch: i
 # ----------------------------------------------------------------------------------------------- timing
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_methods(methods: dict[str, Callable], model, x, y, repeats: int, device: torch.device) -> dict[str, dict]:
     """One warm-up each, then ``repeats`` timed runs, interleaved across methods to spread machine drift."""
     out: dict[str, dict] = {}
@@ -195,20 +180,7 @@ def time_methods(methods: dict[str, Callable], model, x, y, repeats: int, device
             fn(model, x, y)
             sync(device)
             out[name]["seconds"].append(time.perf_counter() - t0)
-    for r in out.values():
-        r["best_s"] = min(r["seconds"])
-        r["median_s"] = statistics.median(r["seconds"])
-        r["samples_per_s"] = len(x) / r["best_s"]
-        r["samples_per_s_median"] = len(x) / r["median_s"]
-    return out
-
-
-def ratios(res: dict[str, dict]) -> dict[str, float]:
-    out = {}
-    for other in ("handwritten", "foolbox"):
-        if "rbench" in res and other in res:
-            out[f"rbench/{other}"] = res[other]["best_s"] / res["rbench"]["best_s"]
-            out[f"rbench/{other} (median)"] = res[other]["median_s"] / res["rbench"]["median_s"]
+    summarize_times(out, len(x))
     return out
 
 
@@ -241,24 +213,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def print_table(title: str, rows: list[list[str]], header: list[str]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        print(f"\n{title}")
-        for r in [header, *rows]:
-            print("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)))
-        return
-    table = Table(title=title)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i < 2 else "right")
-    for r in rows:
-        table.add_row(*[str(c) for c in r])
-    Console().print(table)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RBENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -279,7 +233,7 @@ def main(argv=None) -> int:
                   "random_start": False}
     report: dict = {
         "torch": torch.__version__,
-        "foolbox": _version("foolbox"),
+        "foolbox": package_version("foolbox"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -311,7 +265,8 @@ def main(argv=None) -> int:
             methods = {k: v for k, v in methods.items() if v is not None}
             res = time_methods(methods, model, x_test, y_test, args.repeats, device)
             agree = agreement(res, AGREEMENT_PP)
-            entry[attack] = {"methods": res, "ratios": ratios(res), "agreement": agree}
+            entry[attack] = {"methods": res, "ratios": speed_ratios(res, "rbench", ("handwritten", "foolbox")),
+                             "agreement": agree}
             if not agree["ok"]:
                 msg = (f"WARNING [{name} {attack}] robust accuracies disagree by {agree['spread_pp']:.2f} pp: "
                        + ", ".join(f"{k}={v['robust_accuracy']:.3f}" for k, v in res.items()))
@@ -350,7 +305,8 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(f"Attack speed: N={args.n}, B={B}, {args.steps} PGD steps, eps={args.eps}, device={device}, "
                 f"threads={report['threads']}, torch {torch.__version__} (ratio > 1: rbench faster)",
-                rows, ["model", "attack", "method", "samples/s", "best s", "robust acc", "rb/hand", "rb/foolbox"])
+                rows, ["model", "attack", "method", "samples/s", "best s", "robust acc", "rb/hand", "rb/foolbox"],
+                left_columns=2)
     print(f"wrote {out}")
     return 0
 
@@ -375,13 +331,6 @@ def channels_last(model, x, y, pgd_params: dict, batch: int, repeats: int, devic
             "contiguous_s": base["seconds"], "channels_last_s": cl["seconds"], "speedup": speedup,
             "helps": speedup > 1.05,
             "robust_accuracy": {"contiguous": base["robust_accuracy"], "channels_last": cl["robust_accuracy"]}}
-
-
-def _version(module: str) -> str | None:
-    try:
-        return __import__(module).__version__
-    except ImportError:
-        return None
 
 
 if __name__ == "__main__":

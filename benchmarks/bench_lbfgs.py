@@ -31,21 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import mnist, package_version
 
-from rbench.data import load_split
 from rbench.plugins import get_plugin
 from rbench.plugins.attacks.lbfgs import LbfgsParams, batched_inner, minimal_adversarial, random_targets, scipy_inner
 
 SPEED_TARGET = 10.0  # scipy seconds / batched seconds
 DISTORTION_TARGET = 1.05  # batched mean L2 / scipy mean L2
-
-
-def mnist(split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` images of a seeded permutation of ``split``: float32 (n, 1, 28, 28) in [0, 1], int64."""
-    images, labels = load_split("mnist", split)
-    idx = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
-    x = torch.from_numpy(images[idx].astype(np.float32) / 255.0).unsqueeze(1)
-    return x, torch.from_numpy(labels[idx].astype(np.int64))
 
 
 def train(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, lr: float) -> torch.nn.Module:
@@ -126,7 +118,7 @@ def main(argv=None) -> int:
     dist_ratio = float(dist["batched"][both].mean() / dist["scipy"][both].mean()) if both.any() else float("nan")
     per_sample = (dist["batched"][both] / dist["scipy"][both].clamp_min(1e-12)).numpy()
     report = {
-        "torch": torch.__version__, "scipy": _version("scipy"), "python": platform.python_version(),
+        "torch": torch.__version__, "scipy": package_version("scipy"), "python": platform.python_version(),
         "platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
         "device": "cpu", "n": args.n, "targets": args.targets, "repeats": args.repeats,
         "model": "mlp widths=[100, 100] activation=sigmoid", "n_train": args.n_train, "epochs": args.epochs,
@@ -156,13 +148,6 @@ def main(argv=None) -> int:
           f"{100 * report['success_flags_agree']:.1f}%")
     print(f"wrote {out}")
     return 0
-
-
-def _version(module: str) -> str | None:
-    try:
-        return __import__(module).__version__
-    except ImportError:
-        return None
 
 
 if __name__ == "__main__":

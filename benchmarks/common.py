@@ -1,0 +1,72 @@
+"""Helpers shared by the benchmark scripts (importable as ``common``: each script's folder is on sys.path)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import statistics
+
+import numpy as np
+import torch
+
+from rbench.data import load_split
+
+
+def mnist(split: str, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images (all if None) of a seeded permutation of ``split``, in index order when ``n`` is
+    given: float32 (n, 1, 28, 28) in [0, 1], int64 labels."""
+    images, labels = load_split("mnist", split)
+    idx = np.random.default_rng(seed).permutation(len(images))[:n]
+    idx = np.sort(idx) if n is not None else idx
+    x = torch.from_numpy(images[idx].astype(np.float32) / 255.0).unsqueeze(1)
+    return x, torch.from_numpy(labels[idx].astype(np.int64))
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so wall-clock timings include it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summarize_times(results: dict[str, dict], n: int) -> None:
+    """Add best/median seconds and samples/s to each method's ``{"seconds": [...]}`` record, in place."""
+    for r in results.values():
+        r["best_s"] = min(r["seconds"])
+        r["median_s"] = statistics.median(r["seconds"])
+        r["samples_per_s"] = n / r["best_s"]
+        r["samples_per_s_median"] = n / r["median_s"]
+
+
+def speed_ratios(results: dict[str, dict], base: str, others: tuple[str, ...]) -> dict[str, float]:
+    """``base/other``: the other method's time over ``base``'s (> 1: ``base`` is faster), best and median."""
+    out = {}
+    for other in others:
+        if base in results and other in results:
+            out[f"{base}/{other}"] = results[other]["best_s"] / results[base]["best_s"]
+            out[f"{base}/{other} (median)"] = results[other]["median_s"] / results[base]["median_s"]
+    return out
+
+
+def package_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def print_table(title: str, rows: list[list[str]], header: list[str], left_columns: int = 1) -> None:
+    """A rich table (plain text if rich is missing); the first ``left_columns`` columns left-justified."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        print(f"\n{title}")
+        for r in [header, *rows]:
+            print("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)))
+        return
+    table = Table(title=title)
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i < left_columns else "right")
+    for r in rows:
+        table.add_row(*[str(c) for c in r])
+    Console(width=max(Console().width, 120)).print(table)
