@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,23 +16,38 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+class ReliabilityBins(NamedTuple):
+    """Per equal-width confidence bin: how many samples fall in it, their accuracy and their mean confidence
+    (fractions in [0, 1]; NaN in empty bins). Bin b covers [b/bins, (b+1)/bins), the last one includes 1."""
+
+    count: np.ndarray
+    accuracy: np.ndarray
+    confidence: np.ndarray
+
+
+def reliability_bins(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> ReliabilityBins:
+    """The binning behind :func:`calibration_errors` (and the reliability diagrams): a sample's confidence is
+    its max softmax probability, it is correct when the argmax is its label."""
+    p = softmax(logits.astype(np.float64))
+    conf, correct = p.max(axis=1), (p.argmax(axis=1) == labels)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(which, weights=correct.astype(np.float64), minlength=bins) / count
+        confidence = np.bincount(which, weights=conf, minlength=bins) / count
+    return ReliabilityBins(count, accuracy, confidence)
+
+
 def calibration_errors(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict[str, float]:
     """ECE, MCE and RMS calibration error over ``bins`` equal-width confidence bins (fractions in [0, 1]).
 
     ECE = sum_b n_b/N |acc_b - conf_b|, MCE = max over non-empty bins, RMS = sqrt(sum_b n_b/N (acc_b - conf_b)^2).
     """
-    p = softmax(logits.astype(np.float64))
-    conf, correct = p.max(axis=1), (p.argmax(axis=1) == labels)
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    ece = mce = ms = 0.0
-    for b in range(bins):
-        mask = which == b
-        if not mask.any():
-            continue
-        gap = abs(correct[mask].mean() - conf[mask].mean())
-        weight = mask.mean()
-        ece, mce, ms = ece + weight * gap, max(mce, gap), ms + weight * gap * gap
-    return {"ece": ece, "mce": mce, "rms": float(np.sqrt(ms))}
+    count, accuracy, confidence = reliability_bins(logits, labels, bins)
+    full = count > 0
+    weight, gap = count[full] / max(count.sum(), 1), np.abs(accuracy[full] - confidence[full])
+    return {"ece": float((weight * gap).sum()), "mce": float(gap.max(initial=0.0)),
+            "rms": float(np.sqrt((weight * gap * gap).sum()))}
 
 
 class CalibrationParams(BaseModel):
