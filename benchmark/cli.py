@@ -95,15 +95,28 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] 
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (or its results.json)")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Reporter: md, csv, json, or a plugin's")] = "md",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Reporter: md, csv, json, reliability (PNG files "
+                                     "written into the run folder), or a plugin's")] = "md",
+    store: Annotated[Path | None, typer.Option("--store", help="Artifact store a figure reporter reads "
+                                               "[default: the run's store]")] = None,
 ) -> None:
-    """Re-render a finished run's tables from its results.json (nothing is recomputed)."""
+    """Re-render a finished run's tables from its results.json (nothing is recomputed); a figure reporter
+    (reliability) redraws its files in the run folder from the stored predictions."""
     from rbench.manager import get_registry
+    from rbench.report.reporters import renders_text
     from rbench.results import RunResults
 
     results = RunResults.read(run_dir)
     reporter = get_registry().get("reporter", fmt).obj
-    sys.stdout.write(reporter.render(results))
+    if renders_text(reporter):
+        sys.stdout.write(reporter.render(results))
+        return
+    folder = run_dir if run_dir.is_dir() else run_dir.parent
+    written = reporter.write(results, folder, _store(store or results.provenance.get("store")))
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print(f"{fmt}: nothing to draw for this run")
 
 
 @app.command("compare")

@@ -93,7 +93,10 @@ def rbench_executors() -> list[Any]:
 def rbench_reporters() -> list[Any]:
     """Return reporter plugins (:class:`rbench.report.reporters.Reporter` instances).
 
-    A reporter renders result tables to text in one format (``md``, ``csv``, ``json`` ...).
+    A reporter renders result tables to text in one format (``md``, ``csv``, ``json`` ...): ``suffix`` and
+    ``render(results) -> str``; or, with ``suffix = None``, writes files such as figures itself:
+    ``write(results, run_dir, store) -> list[Path]`` (the ``reliability`` diagrams). See
+    :mod:`rbench.report.reporters`.
     """
 
 

@@ -38,6 +38,8 @@ class ResultTable:
     source: str = ""
     #: "row|column" -> the label of the metric behind that cell
     metric_of: dict[str, str] = field(default_factory=dict)
+    #: metric label -> the plugin call behind it: {"plugin": name, "params": validated params as JSON}
+    metric_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def cell(self, row: str, column: str) -> Cell:
         for c in self.cells:
@@ -48,6 +50,11 @@ class ResultTable:
     def metric(self, cell: Cell) -> str:
         """The label of the metric behind ``cell``."""
         return self.metric_of.get(f"{cell.row}|{cell.column}", next(iter(self.units), ""))
+
+    def metric_call(self, cell: Cell) -> dict[str, Any]:
+        """The metric plugin call behind ``cell`` (``{"plugin": ..., "params": ...}``; empty in results written
+        before calls were recorded)."""
+        return self.metric_calls.get(self.metric(cell), {})
 
     def unit(self, cell: Cell) -> str:
         return self.units.get(self.metric(cell), "")

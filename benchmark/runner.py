@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -17,8 +17,9 @@ from rbench.manager import get_registry
 from rbench.plan import Plan, build_plan, canonical
 from rbench.progress import RunProgress
 from rbench.provenance import now_iso, package_versions
+from rbench.report.reporters import renders_text, write_text_report
 from rbench.report.terminal import print_comparison, print_tables
-from rbench.results import RunResults
+from rbench.results import ResultTable, RunResults
 from rbench.store import Store
 from rbench.suite import load_suite
 
@@ -29,6 +30,8 @@ class RunOutcome:
     run_dir: Path
     job_results: dict[str, JobResult]
     seconds: float
+    #: problems that did not fail the run (a figure that could not be drawn)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[JobResult]:
@@ -54,6 +57,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
         job_results = run_executor.run(plan, store, devices=devices, workers=n_workers, observer=observer)
     failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
     tables = assemble(plan, store, failed)
+    record_metric_calls(plan, tables)
     results = RunResults(
         suite=suite.name, title=suite.title, profile=profile, files=suite.files,
         provenance={"packages": package_versions(), "devices": devices, "workers": n_workers,
@@ -64,8 +68,16 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
                   "error": r.error} for k, r in job_results.items()},
     )
     run_dir = run_dir or default_run_dir(suite.name)
-    write_run_dir(results, run_dir)
-    return RunOutcome(results, run_dir, job_results, time.perf_counter() - started)
+    notes = write_run_dir(results, run_dir, store)
+    return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes)
+
+
+def record_metric_calls(plan: Plan, tables: list[ResultTable]) -> None:
+    """Name, in each table, the metric plugin and params behind every metric label (so reporters reading
+    ``results.json`` know which cells a given metric computed, whatever the suite called its columns)."""
+    for t in tables:
+        t.metric_calls = {m.label: {"plugin": m.call.name, "params": m.call.params.model_dump(mode="json")}
+                          for m in plan.suite.tables[t.name].metrics}
 
 
 def prepare_data(plan: Plan, store: Store) -> None:
@@ -82,10 +94,23 @@ def prepare_data(plan: Plan, store: Store) -> None:
         plugin.prepare(data["split"], plugin.Params.model_validate(data["dataset"]["params"]))
 
 
-def write_run_dir(results: RunResults, run_dir: Path) -> None:
+def write_run_dir(results: RunResults, run_dir: Path, store: Store) -> list[str]:
+    """Every reporter writes its files into ``run_dir`` (atomically): text reporters first, then the figure
+    reporters (which read stored outputs). A figure that cannot be drawn does not fail the run: the returned
+    notes say why."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for info in get_registry().plugins["reporter"].values():
-        (run_dir / info.obj.suffix).write_text(info.obj.render(results))
+    reporters = sorted((info.obj for info in get_registry().plugins["reporter"].values()),
+                       key=lambda r: not renders_text(r))
+    notes = []
+    for reporter in reporters:
+        if renders_text(reporter):
+            write_text_report(reporter, results, run_dir)
+            continue
+        try:
+            reporter.write(results, run_dir, store)
+        except Exception as exc:
+            notes.append(f"reporter {reporter.name!r}: {type(exc).__name__}: {exc}")
+    return notes
 
 
 def summarize(outcome: RunOutcome, console: Console) -> None:
@@ -99,3 +124,5 @@ def summarize(outcome: RunOutcome, console: Console) -> None:
     console.print(f"{len(outcome.job_results)} jobs: {parts}; {outcome.seconds:.1f}s. Run folder: {outcome.run_dir}")
     for r in outcome.failed:
         console.print(f"[red]{r.status}:[/] {r.error}", highlight=False)
+    for note in outcome.notes:
+        console.print(f"[yellow]warning:[/] {note}", highlight=False)

@@ -1,7 +1,12 @@
-"""Built-in reporters: Markdown, CSV and JSON renderings of a run's result tables.
+"""Built-in reporters: Markdown, CSV and JSON renderings of a run's result tables (and, registered here too, the
+reliability diagrams of :mod:`rbench.report.reliability`).
 
-A reporter plugin has ``name`` (the ``--format`` value), ``suffix`` (the file it writes in a run folder) and
-``render(results) -> str``.
+A reporter plugin has ``name`` (the ``--format`` value) and is one of two kinds:
+
+- a **text reporter**: ``suffix`` (the file it writes in a run folder) and ``render(results) -> str``; or
+- a **file reporter** (figures): ``suffix = None`` and ``write(results, run_dir, store) -> list[Path]``, which
+  may read the stored job outputs the cells name (their ``jobs``) and writes its files into ``run_dir``
+  atomically (:func:`rbench.store.atomic_write`), returning their paths (none when it has nothing to draw).
 """
 
 from __future__ import annotations
@@ -10,13 +15,18 @@ import csv
 import io
 import json
 from dataclasses import asdict
-from typing import ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tabulate import tabulate
 
 from rbench import hookimpl
 from rbench.dataset import NoParams
 from rbench.results import ResultTable, RunResults
+from rbench.store import atomic_write
+
+if TYPE_CHECKING:
+    from rbench.store import Store
 
 
 class Reporter:
@@ -24,10 +34,28 @@ class Reporter:
 
     name: ClassVar[str]
     Params = NoParams
-    suffix: ClassVar[str]
+    #: the file a text reporter writes in a run folder; None for a file reporter (which implements ``write``)
+    suffix: ClassVar[str | None]
 
     def render(self, results: RunResults) -> str:
         raise NotImplementedError
+
+    def write(self, results: RunResults, run_dir: Path, store: Store) -> list[Path]:
+        """Write this reporter's files into ``run_dir``; a text reporter writes ``render(results)`` to ``suffix``."""
+        return [write_text_report(self, results, run_dir)]
+
+
+def renders_text(reporter: Any) -> bool:
+    """True for a text reporter (``suffix`` + ``render``), False for a file reporter (``write``)."""
+    return getattr(reporter, "suffix", None) is not None
+
+
+def write_text_report(reporter: Any, results: RunResults, run_dir: Path) -> Path:
+    """Write a text reporter's rendering into ``run_dir`` atomically; returns the file's path."""
+    path = Path(run_dir) / reporter.suffix
+    text = reporter.render(results)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    return path
 
 
 def grid(table: ResultTable) -> list[list[str]]:
@@ -62,11 +90,15 @@ class Markdown(Reporter):
     suffix = "tables.md"
 
     def render(self, results: RunResults) -> str:
+        from rbench.report.reliability import figure_cells, figure_name
+
         parts = [f"# {results.title or results.suite}\n",
                  f"Suite `{results.suite}`, profile `{results.profile or 'default'}`.\n"]
         for t in results.tables:
             parts.append(f"## {t.title}{unit_note(t)}\n")
             parts.append(tabulate(grid(t), headers=header(t), tablefmt="github", disable_numparse=True) + "\n")
+            if figure_cells(t):
+                parts.append(f"Reliability diagrams: [{figure_name(t)}]({figure_name(t)})\n")
         if results.published:
             from rbench.compare import as_markdown, compare
 
@@ -101,4 +133,6 @@ class Json(Reporter):
 
 @hookimpl
 def rbench_reporters():
-    return [Markdown(), Csv(), Json()]
+    from rbench.report.reliability import Reliability
+
+    return [Markdown(), Csv(), Json(), Reliability()]
