@@ -44,6 +44,7 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, loaders: dict[str, 
     try:
         value = spec.metric.call.obj.compute(data, spec.metric.call.params)
     except Exception as exc:
+        broken += [failed[k] for k in data.used if k in failed and failed[k] not in broken]  # other evaluations'
         if broken:  # the metric needed an output that was not computed
             return Cell(row, column, None, [k for k in keys.values() if k], error=broken[0])
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r}: "
@@ -66,5 +67,21 @@ def assemble(plan: Plan, store: Store, failed: dict[str, str] | None = None) -> 
             raise KeyError(f"evaluation {evaluation!r} does not evaluate {model!r} on its clean inputs")
         return key
 
+    def locate_predictions(where: tuple[str, str, str, str]) -> str:
+        evaluation, source, attack, target = where
+        key = plan.evaluated.get(where)
+        if key is None and attack == CLEAN:  # clean outputs do not depend on the source
+            key = next((k for (e, _, a, t), k in plan.evaluated.items()
+                        if (e, a, t) == (evaluation, CLEAN, target)), None)
+        if key is None:
+            if evaluation not in plan.suite.evaluations:
+                raise KeyError(f"there is no evaluation {evaluation!r}")
+            need = f"evaluate {target!r} on its clean inputs" if attack == CLEAN else (
+                f"list {source!r} in its sources, {target!r} among its targets and {attack!r} in its attacks")
+            raise KeyError(f"evaluation {evaluation!r} has no cell (source {source!r}, attack {attack!r}, target "
+                           f"{target!r}): it must {need}")
+        return key
+
     loaders["locate_clean"] = locate_clean
+    loaders["locate_predictions"] = locate_predictions
     return [assemble_table(plan, t, store, failed or {}, loaders) for t in plan.suite.tables.values()]

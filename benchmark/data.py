@@ -10,6 +10,9 @@ A data file is found, in this order:
 3. A download into the cache, from ``$RBENCH_DATA_MIRROR`` (``<base>/<dataset>/<filename>``) when set,
    otherwise from the canonical mirrors in order. ``RBENCH_OFFLINE=1`` forbids downloads.
 
+Datasets in :data:`LOCAL_ONLY` (notMNIST) have no canonical checksummed source: their files are read from
+``$RBENCH_DATA/<dataset>/<filename>`` only (same IDX file names as MNIST), never downloaded nor checksummed.
+
 Every failure a user can cause raises :class:`~rbench.errors.DataError` with a one-line message.
 """
 
@@ -29,6 +32,8 @@ import numpy as np
 from .errors import DataError
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
+#: Datasets read only from ``$RBENCH_DATA`` (no trusted checksummed download exists); files as MNIST's.
+LOCAL_ONLY = ("notmnist",)
 
 _SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -93,8 +98,30 @@ def _one_line(text: object) -> str:
 
 def _check_dataset(dataset: str) -> dict:
     if dataset not in _REGISTRY:
-        raise DataError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASET_NAMES)}")
+        raise DataError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASET_NAMES + LOCAL_ONLY)}")
     return _REGISTRY[dataset]
+
+
+def local_file(dataset: str, filename: str) -> Path:
+    """``$RBENCH_DATA/<dataset>/<filename>`` for a :data:`LOCAL_ONLY` dataset; DataError naming the file and the
+    folder when it is missing (such files are never downloaded, and not checksummed)."""
+    user_dir = os.environ.get("RBENCH_DATA")
+    folder = Path(user_dir) / dataset if user_dir else None
+    if folder is None or not (folder / filename).is_file():
+        where = f"missing from {folder}" if folder else "missing (RBENCH_DATA is not set)"
+        raise DataError(f"data file {dataset}/{filename} is {where}; {dataset} is never downloaded: put its IDX "
+                        f"files ({', '.join(n for pair in _SPLIT_FILES.values() for n in pair)}) in "
+                        f"$RBENCH_DATA/{dataset}/")
+    return folder / filename
+
+
+def _split_paths(dataset: str, split: str) -> list[Path]:
+    if dataset not in LOCAL_ONLY:
+        _check_dataset(dataset)
+    if split not in _SPLIT_FILES:
+        raise DataError(f"unknown split {split!r} for dataset {dataset!r}; known splits: train, test")
+    find = local_file if dataset in LOCAL_ONLY else resolve_file
+    return [find(dataset, name) for name in _SPLIT_FILES[split]]
 
 
 def _expected_sha256(dataset: str, filename: str) -> str:
@@ -276,23 +303,15 @@ def load_split(dataset: str, split: Literal["train", "test"]) -> tuple[np.ndarra
 
     N is 60000 for ``"train"`` and 10000 for ``"test"``. The arrays are cached in-process per dataset and
     resolved file paths (so changing ``RBENCH_DATA`` takes effect); ``load_split.cache_clear()`` empties
-    the cache. Unknown dataset or split names raise DataError.
+    the cache. Unknown dataset or split names raise DataError. A :data:`LOCAL_ONLY` dataset has any N.
     """
-    _check_dataset(dataset)
-    if split not in _SPLIT_FILES:
-        raise DataError(f"unknown split {split!r} for dataset {dataset!r}; known splits: train, test")
-    images_name, labels_name = _SPLIT_FILES[split]
-    return _load_split_cached(
-        dataset, str(resolve_file(dataset, images_name)), str(resolve_file(dataset, labels_name))
-    )
+    images_path, labels_path = _split_paths(dataset, split)
+    return _load_split_cached(dataset, str(images_path), str(labels_path))
 
 
 def split_files(dataset: str, split: str) -> list[Path]:
     """Resolve (verify, or download) the files of one split without decoding them; DataError if impossible."""
-    _check_dataset(dataset)
-    if split not in _SPLIT_FILES:
-        raise DataError(f"unknown split {split!r} for dataset {dataset!r}; known splits: train, test")
-    return [resolve_file(dataset, name) for name in _SPLIT_FILES[split]]
+    return _split_paths(dataset, split)
 
 
 load_split.cache_clear = _load_split_cached.cache_clear  # type: ignore[attr-defined]

@@ -23,8 +23,9 @@ class CellData:
 
     ``adv``: the adversarial set made on ``source`` (None when ``attack`` is ``"clean"``);
     ``predictions``: ``target``'s outputs on the cell's inputs (the adversarial set, or the clean slice);
-    ``clean``: ``target``'s outputs on the clean slice; ``model``: the trained ``target`` itself.
-    ``used`` lists the store keys read so far.
+    ``clean``: ``target``'s outputs on the clean slice; ``model``: the trained ``target`` itself;
+    ``clean_of(evaluation)`` and ``predictions_of(evaluation)``: outputs from another evaluation of the suite
+    (e.g. an out-of-distribution set). ``used`` lists the store keys read (or tried) so far.
     """
 
     def __init__(self, source: str, attack: str, target: str, keys: dict[str, str | None],
@@ -35,10 +36,14 @@ class CellData:
 
     def _get(self, what: str) -> object:
         if what not in self._cache:
-            if what.startswith("clean_of:"):
-                key = self._loaders["locate_clean"]((what.split(":", 1)[1], self.target))
-                self._cache[what] = self._loaders["clean"](key)
-                self.used.append(key)
+            if what.startswith(("clean_of:", "predictions_of:")):
+                kind, evaluation = what.split(":", 1)
+                if kind == "clean_of":
+                    key = self._loaders["locate_clean"]((evaluation, self.target))
+                else:
+                    key = self._loaders["locate_predictions"]((evaluation, self.source, self.attack, self.target))
+                self.used.append(key)  # before loading: a key that fails to load is named in the cell's error
+                self._cache[what] = self._loaders["clean" if kind == "clean_of" else "predictions"](key)
                 return self._cache[what]
             key = self._keys.get(what)
             self._cache[what] = None if key is None else self._loaders[what](key)
@@ -62,6 +67,14 @@ class CellData:
         """``target``'s outputs on the clean inputs of another ``evaluation`` (e.g. an out-of-distribution set);
         that evaluation must evaluate ``target`` on itself."""
         return self._get(f"clean_of:{evaluation}")  # type: ignore[return-value]
+
+    def predictions_of(self, evaluation: str) -> Predictions:
+        """``target``'s outputs on the inputs of the same (``source``, ``attack``, ``target``) cell of another
+        ``evaluation``: there ``attack`` (same label) is run on ``source`` over that evaluation's data. For
+        ``attack`` "clean" this is :meth:`clean_of` whenever the other evaluation evaluates ``target`` on its
+        clean inputs (clean outputs do not depend on the source). A KeyError names what the other evaluation
+        lacks."""
+        return self._get(f"predictions_of:{evaluation}")  # type: ignore[return-value]
 
     @property
     def model(self) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST from their canonical IDX files (see :mod:`rbench.data` for where files come from)."""
+"""MNIST, Fashion-MNIST and notMNIST from IDX files (see :mod:`rbench.data` for where files come from)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,15 @@ class FashionMnist(_IdxDigits):
     """Fashion-MNIST (Xiao et al. 2017), Zalando article images, 60000 train + 10000 test, 28x28 grey."""
 
     name = "fashion-mnist"
+
+
+class NotMnist(_IdxDigits):
+    """notMNIST (Bulatov 2011): glyphs of the letters A-J in many fonts, 28x28 grey, labels 0-9 for A-J.
+
+    Never downloaded (there is no canonical checksummed release): put IDX files named like MNIST's in
+    ``$RBENCH_DATA/notmnist/`` -- ``t10k-images-idx3-ubyte.gz`` + ``t10k-labels-idx1-ubyte.gz`` for the test
+    split, ``train-images-idx3-ubyte.gz`` + ``train-labels-idx1-ubyte.gz`` for the train split (gzipped, uint8
+    (N, 28, 28) images and (N,) labels, any N; the layout of the notMNIST-to-MNIST conversions). The files are
+    not checksummed, so the store's keys do not see their content: use a fresh store after replacing them."""
+
+    name = "notmnist"

@@ -98,16 +98,23 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
 
 
 class OodParams(BaseModel):
-    """``ood``: the evaluation whose clean inputs are out-of-distribution (it must evaluate the target)."""
+    """``ood``: the evaluation whose inputs are out-of-distribution; it must hold the cell's (source, attack,
+    target), i.e. run the same attack on the same source and evaluate the target (for "clean": evaluate the
+    target). ``score``: the anomaly score; ``temperature``: T > 0 dividing the logits before scoring (ODIN's;
+    it does not change ``max_logit``'s ranking)."""
 
     model_config = ConfigDict(extra="forbid")
     ood: Annotated[str, Field(min_length=1)]
     score: Literal["msp", "max_logit", "cross_entropy"] = "msp"
+    temperature: Annotated[float, Field(gt=0)] = 1.0
 
 
 class OodAuroc(Metric):
-    """AUROC (in [0, 1]) of telling the cell's clean inputs (in-distribution) from the ``ood`` evaluation's
-    clean inputs by the target's anomaly score."""
+    """AUROC (in [0, 1]) of telling the cell's inputs (in-distribution) from the inputs of the same (source,
+    attack, target) cell of the ``ood`` evaluation, by the target's anomaly score on ``logits / temperature``.
+
+    On an attack "clean" cell both sides are clean inputs. With ``attack = "odin"`` (run in both evaluations) and
+    ``score = "msp"``, ``temperature`` = the attack's, it is ODIN (Liang et al. 2018)."""
 
     name = "ood_auroc"
     Params = OodParams
@@ -116,6 +123,6 @@ class OodAuroc(Metric):
     fmt = ".3f"
 
     def compute(self, cell: CellData, params: OodParams) -> float | None:
-        inside = anomaly_scores(cell.clean.logits, params.score)
-        outside = anomaly_scores(cell.clean_of(params.ood).logits, params.score)
-        return auroc(inside, outside)
+        inside = cell.predictions.logits.astype(np.float64) / params.temperature
+        outside = cell.predictions_of(params.ood).logits.astype(np.float64) / params.temperature
+        return auroc(anomaly_scores(inside, params.score), anomaly_scores(outside, params.score))

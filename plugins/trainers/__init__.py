@@ -3,10 +3,11 @@
 from rbench import hookimpl
 from rbench.plugins.trainers.autoencoder import AutoencoderPretrain
 from rbench.plugins.trainers.none import NoTraining
+from rbench.plugins.trainers.outlier_exposure import OutlierExposure
 from rbench.plugins.trainers.standard import StandardTrainer
 from rbench.plugins.trainers.temperature import TemperatureFit
 
 
 @hookimpl
 def rbench_trainers():
-    return [StandardTrainer(), AutoencoderPretrain(), NoTraining(), TemperatureFit()]
+    return [StandardTrainer(), AutoencoderPretrain(), NoTraining(), TemperatureFit(), OutlierExposure()]

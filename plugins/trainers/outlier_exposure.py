@@ -1,0 +1,135 @@
+"""Outlier exposure (Hendrycks, Mazeika and Dietterich 2019): cross-entropy on the training data plus a term
+pushing the softmax on auxiliary outlier images towards the uniform distribution."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
+
+from rbench.model import Progress, TrainData, Trainer, no_progress
+from rbench.plugins.trainers.standard import StandardParams, make_optimizer
+
+
+def _dataset_plugin(name: str) -> Any:
+    from rbench.manager import get_registry
+
+    return get_registry().get("dataset", name).obj  # a clear PluginError (with close matches) when unknown
+
+
+class OutlierExposureParams(StandardParams):
+    """The ``standard`` trainer's params, plus: ``coef`` (lambda, 0.5 for vision in Hendrycks et al.);
+    ``outliers``: the dataset *plugin* (not a suite dataset) whose ``outlier_split`` supplies the outliers, loaded
+    with its default params; ``n_outliers``: use only that many of them (a seeded subset; all when unset);
+    ``outlier_batch_size``: outliers per step (default: ``batch_size``)."""
+
+    coef: Annotated[float, Field(ge=0)] = 0.5
+    outliers: Annotated[str, Field(min_length=1)] = "fashion-mnist"
+    outlier_split: Annotated[str, Field(min_length=1)] = "train"
+    n_outliers: Annotated[int, Field(ge=1)] | None = None
+    outlier_batch_size: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("outliers")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from rbench.manager import PluginError
+
+        try:
+            _dataset_plugin(name)
+        except PluginError as exc:
+            raise ValueError(str(exc)) from None
+        return name
+
+    @model_validator(mode="after")
+    def _known_split(self) -> OutlierExposureParams:
+        splits = _dataset_plugin(self.outliers).splits
+        if self.outlier_split not in splits:
+            raise ValueError(f"outlier_split: dataset {self.outliers!r} has no split {self.outlier_split!r} "
+                             f"(splits: {', '.join(splits)})")
+        return self
+
+
+def load_outliers(params: OutlierExposureParams, generator: torch.Generator) -> torch.Tensor:
+    """The outlier images (float32 (M, C, H, W) in [0, 1], on the CPU): the ``outlier_split`` of the dataset
+    plugin ``outliers``, cut to ``n_outliers`` images chosen with ``generator`` when set."""
+    plugin = _dataset_plugin(params.outliers)
+    x, _ = plugin.load(params.outlier_split, plugin.Params())
+    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if params.n_outliers is not None and params.n_outliers < len(x):
+        x = x[torch.randperm(len(x), generator=generator)[:params.n_outliers].sort().values]
+    return x
+
+
+def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the cross entropy from the uniform distribution to the softmax:
+    ``-mean_k log softmax(logits)_k`` (its minimum, log K, is reached at the uniform softmax)."""
+    return -F.log_softmax(logits, dim=1).mean(dim=1).mean()
+
+
+class OutlierExposure(Trainer):
+    """Minibatch training on ``CE(f(x_in), y) + coef * uniform_cross_entropy(f(x_out))``.
+
+    Each step pairs a batch of the (reshuffled every epoch) training data with a batch of outliers (reshuffled
+    at every pass over them) in one forward pass, as in the authors' code. All shuffling and the outlier subset
+    come from the job's generator. The outliers should not be the evaluation's out-of-distribution set: with
+    the default ``fashion-mnist`` train split, test OOD detection on Fashion-MNIST's test split (disjoint) or on
+    another dataset (``notmnist``).
+    """
+
+    name = "outlier_exposure"
+    Params = OutlierExposureParams
+
+    def train(self, model: torch.nn.Module, data: TrainData, params: OutlierExposureParams, *,
+              generator: torch.Generator, device: torch.device, progress: Progress = no_progress
+              ) -> dict[str, Any]:
+        x, y = data.x.to(device), data.y.to(device)
+        outliers = load_outliers(params, generator)
+        if not len(outliers):
+            raise ValueError(f"split {params.outlier_split!r} of dataset {params.outliers!r} holds no outlier images")
+        if outliers.shape[1:] != x.shape[1:]:
+            raise ValueError(f"outlier images of dataset {params.outliers!r} have shape {tuple(outliers.shape[1:])}, "
+                             f"the training images {tuple(x.shape[1:])}")
+        outliers = outliers.to(device)
+        out_bs = params.outlier_batch_size or params.batch_size
+        opt = make_optimizer(model, params)
+        steps_per_epoch = -(-len(x) // params.batch_size)
+        total = params.epochs * steps_per_epoch
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) if params.lr_schedule == "cosine" else None
+        model.train()
+        out_order, out_pos = torch.randperm(len(outliers), generator=generator), 0
+        step = 0
+        for epoch in range(params.epochs):
+            order = torch.randperm(len(x), generator=generator).to(device)
+            sums, seen = torch.zeros(3, device=device), 0
+            for start in range(0, len(x), params.batch_size):
+                batch = order[start:start + params.batch_size]
+                take = []
+                while sum(len(t) for t in take) < out_bs:  # the next outliers, reshuffled at every pass
+                    if out_pos == len(outliers):
+                        out_order, out_pos = torch.randperm(len(outliers), generator=generator), 0
+                    part = out_order[out_pos:out_pos + out_bs - sum(len(t) for t in take)]
+                    take.append(part)
+                    out_pos += len(part)
+                x_out = outliers[torch.cat(take).to(device)]
+                logits = model(torch.cat([x[batch], x_out]))
+                ce = F.cross_entropy(logits[:len(batch)], y[batch])
+                oe = uniform_cross_entropy(logits[len(batch):])
+                loss = ce + params.coef * oe
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                sums += torch.stack([loss.detach(), ce.detach(), oe.detach()]) * len(batch)
+                seen += len(batch)
+                step += 1
+                if step % 20 == 0 or step == total:
+                    progress(step, total, f"epoch {epoch + 1}/{params.epochs}")
+            if not torch.isfinite(sums).all():
+                raise FloatingPointError(f"training loss is not finite in epoch {epoch + 1}")
+        loss, ce, oe = (float(v) / max(seen, 1) for v in sums)
+        return {"epochs": params.epochs, "final_epoch_loss": loss, "final_epoch_ce": ce,
+                "final_epoch_outlier_loss": oe, "steps": step, "n_outliers": len(outliers)}

@@ -1,0 +1,113 @@
+"""The outlier exposure trainer: its loss term, its params' validation, and that it improves OOD detection of
+Fashion-MNIST (test split) by an MNIST MLP exposed to Fashion-MNIST's train split (real data, small subsets)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rbench.errors import SuiteError
+from rbench.model import TrainData
+from rbench.plugins import get_plugin
+from rbench.plugins.metrics.calibration import anomaly_scores, auroc
+from rbench.plugins.trainers.outlier_exposure import uniform_cross_entropy
+from rbench.suite import load_suite
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: these small models train many times faster on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _slice(dataset: str, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    plugin = get_plugin("dataset", dataset)
+    x, y = plugin.load(split, plugin.Params())
+    return torch.from_numpy(x[:n]), torch.from_numpy(y[:n])
+
+
+def _train(trainer: str, x: torch.Tensor, y: torch.Tensor, **params) -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(0)
+    model = get_plugin("model", "mlp").build(get_plugin("model", "mlp").Params(widths=[64]))
+    plugin = get_plugin("trainer", trainer)
+    stats = plugin.train(model, TrainData(x, y), plugin.Params(**params), generator=torch.Generator().manual_seed(0),
+                         device=torch.device("cpu"))
+    return model.eval().requires_grad_(False), stats
+
+
+def test_uniform_cross_entropy():
+    assert float(uniform_cross_entropy(torch.zeros(3, 10))) == pytest.approx(math.log(10))
+    assert float(uniform_cross_entropy(torch.tensor([[20.0, 0, 0]]))) > math.log(3)
+
+
+def test_outlier_exposure_raises_the_msp_auroc():
+    x, y = _slice("mnist", "train", 2000)
+    common = {"epochs": 2, "lr": 3e-3, "batch_size": 64}
+    standard, _ = _train("standard", x, y, **common)
+    exposed, stats = _train("outlier_exposure", x, y, **common, n_outliers=2000)
+    assert stats["n_outliers"] == 2000 and stats["final_epoch_outlier_loss"] < math.log(10) + 0.5
+    x_in, y_in = _slice("mnist", "test", 500)
+    x_out, _ = _slice("fashion-mnist", "test", 500)  # disjoint from the train split the outliers came from
+
+    def msp_auroc(model):
+        return auroc(anomaly_scores(model(x_in).double().numpy(), "msp"),
+                     anomaly_scores(model(x_out).double().numpy(), "msp"))
+
+    before, after = msp_auroc(standard), msp_auroc(exposed)
+    assert after > before + 0.05 and after > 0.9, (before, after)
+    assert (exposed(x_in).argmax(1) == y_in).float().mean() > 0.8  # still a classifier
+
+
+def test_outlier_sampling_is_seeded():
+    x, y = _slice("mnist", "train", 256)
+    a, _ = _train("outlier_exposure", x, y, batch_size=64, n_outliers=100, outlier_batch_size=48)
+    b, _ = _train("outlier_exposure", x, y, batch_size=64, n_outliers=100, outlier_batch_size=48)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+SUITE = """
+[suite]
+name = "oe"
+[datasets.mnist]
+plugin = "mnist"
+[models.net]
+plugin = "mlp"
+dataset = "mnist"
+trainer = {{ plugin = "outlier_exposure", params = {params} }}
+[evaluations.test]
+dataset = "mnist"
+sources = ["net"]
+[tables.t]
+evaluation = "test"
+rows = "model"
+columns = "metric"
+metrics = ["accuracy"]
+where = {{ attack = "clean" }}
+"""
+
+
+@pytest.mark.parametrize(("params", "problem"), [
+    ('{ outliers = "fashon-mnist" }', ["models.net.trainer.params.outliers", "fashion-mnist"]),
+    ('{ outliers = "mnist", outlier_split = "val" }', ["outlier_split", "'val'", "train, test"]),
+    ("{ coef = -1.0 }", ["models.net.trainer.params.coef"]),
+    ("{ n_outliers = 0 }", ["models.net.trainer.params.n_outliers"]),
+])
+def test_params_are_validated_with_the_suite(write_suite, params, problem):
+    with pytest.raises(SuiteError) as info:
+        load_suite(write_suite(SUITE.format(params=params)))
+    assert all(p in str(info.value) for p in problem), str(info.value)
+
+
+def test_defaults_and_a_valid_suite(write_suite):
+    p = get_plugin("trainer", "outlier_exposure").Params()
+    assert (p.coef, p.outliers, p.outlier_split, p.n_outliers, p.outlier_batch_size) == (
+        0.5, "fashion-mnist", "train", None, None)
+    suite = load_suite(write_suite(SUITE.format(params='{ coef = 0.5, epochs = 2, optimizer = "sgd" }')))
+    assert suite.models["net"].trainer.params.coef == 0.5
+    assert np.isclose(suite.models["net"].trainer.params.lr, 1e-3)
