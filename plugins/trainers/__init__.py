@@ -1,6 +1,8 @@
 """Built-in trainer plugins."""
 
 from rbench import hookimpl
+from rbench.plugins.trainers.adversarial import AdversarialTrainer
+from rbench.plugins.trainers.augment import CutmixTrainer, MixupTrainer, NoiseTrainer, RotationTrainer
 from rbench.plugins.trainers.autoencoder import AutoencoderPretrain
 from rbench.plugins.trainers.none import NoTraining
 from rbench.plugins.trainers.outlier_exposure import OutlierExposure
@@ -10,4 +12,5 @@ from rbench.plugins.trainers.temperature import TemperatureFit
 
 @hookimpl
 def rbench_trainers():
-    return [StandardTrainer(), AutoencoderPretrain(), NoTraining(), TemperatureFit(), OutlierExposure()]
+    return [StandardTrainer(), AutoencoderPretrain(), NoTraining(), TemperatureFit(), OutlierExposure(),
+            MixupTrainer(), CutmixTrainer(), RotationTrainer(), NoiseTrainer(), AdversarialTrainer()]

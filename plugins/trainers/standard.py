@@ -1,4 +1,8 @@
-"""Standard empirical-risk minimisation: cross-entropy, mini-batches, Adam or SGD."""
+"""Standard empirical-risk minimisation: cross-entropy, mini-batches, Adam or SGD.
+
+:class:`StandardTrainer` is also the loop the other minibatch trainers reuse (data augmentation, adversarial
+training): they override :meth:`StandardTrainer.batch_loss` (and, where needed, ``epochs`` and ``summary``).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from rbench.model import Progress, TrainData, Trainer, no_progress, param_groups
 
 
-class StandardParams(BaseModel):
-    """``weight_decay`` applies where the model does not set its own per-layer decay (``param_groups``)."""
+class OptimizerParams(BaseModel):
+    """The minibatch and optimiser settings every trainer built on :class:`StandardTrainer` shares."""
 
     model_config = ConfigDict(extra="forbid")
-    epochs: Annotated[int, Field(ge=1)] = 1
     batch_size: Annotated[int, Field(ge=1)] = 128
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: Annotated[float, Field(gt=0)] = 1e-3
@@ -24,7 +27,13 @@ class StandardParams(BaseModel):
     lr_schedule: Literal["constant", "cosine"] = "constant"
 
 
-def make_optimizer(model: torch.nn.Module, p: StandardParams) -> torch.optim.Optimizer:
+class StandardParams(OptimizerParams):
+    """``weight_decay`` applies where the model does not set its own per-layer decay (``param_groups``)."""
+
+    epochs: Annotated[int, Field(ge=1)] = 1
+
+
+def make_optimizer(model: torch.nn.Module, p: OptimizerParams) -> torch.optim.Optimizer:
     groups = param_groups(model, p.weight_decay)
     if p.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum)
@@ -33,27 +42,56 @@ def make_optimizer(model: torch.nn.Module, p: StandardParams) -> torch.optim.Opt
 
 
 class StandardTrainer(Trainer):
-    """Minibatch training with cross-entropy loss; the data are reshuffled every epoch from the job's seed."""
+    """Minibatch training with cross-entropy loss; the data are reshuffled every epoch from the job's seed.
+
+    Subclasses change what one minibatch contributes by overriding :meth:`batch_loss`, the number of epochs
+    by :meth:`epochs`, and the returned statistics by :meth:`summary`; the loop itself (shuffling, optimiser,
+    schedule, progress, the finite-loss check) is this one."""
 
     name = "standard"
     Params = StandardParams
 
-    def train(self, model: torch.nn.Module, data: TrainData, params: StandardParams, *,
+    def epochs(self, params: BaseModel) -> int:
+        """How many passes over the data."""
+        return params.epochs
+
+    def batch_loss(self, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, params: BaseModel, *,
+                   generator: torch.Generator, epoch: int, tally: dict[str, Any]) -> torch.Tensor:
+        """The loss (mean over the batch) of one minibatch, to be back-propagated.
+
+        ``xb``, ``yb`` are on the training device (a fresh copy: an override may modify them); the model is in
+        train mode and must be left so. ``generator`` is the job's CPU generator: every random draw comes from
+        it (draw on the CPU, then move to ``xb.device``), so runs are reproducible. ``epoch`` counts from 0.
+        ``tally`` is a dict the override may accumulate per-epoch sums in (emptied at each epoch's start; the
+        last epoch's is handed to :meth:`summary`)."""
+        return F.cross_entropy(model(xb), yb)
+
+    def summary(self, params: BaseModel, stats: dict[str, Any], epoch_losses: list[float],
+                tally: dict[str, Any]) -> dict[str, Any]:
+        """The statistics :meth:`train` returns; ``stats`` holds the standard ones, ``epoch_losses`` the mean
+        loss of every epoch and ``tally`` the last epoch's sums (see :meth:`batch_loss`)."""
+        return stats
+
+    def train(self, model: torch.nn.Module, data: TrainData, params: BaseModel, *,
               generator: torch.Generator, device: torch.device, progress: Progress = no_progress
               ) -> dict[str, Any]:
         x, y = data.x.to(device), data.y.to(device)
         opt = make_optimizer(model, params)
+        epochs = self.epochs(params)
         steps_per_epoch = -(-len(x) // params.batch_size)
-        total = params.epochs * steps_per_epoch
+        total = epochs * steps_per_epoch
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) if params.lr_schedule == "cosine" else None
         model.train()
         step, loss_sum, seen = 0, torch.zeros(()), 0
-        for epoch in range(params.epochs):
+        epoch_losses: list[float] = []
+        tally: dict[str, Any] = {}
+        for epoch in range(epochs):
             order = torch.randperm(len(x), generator=generator).to(device)
-            loss_sum, seen = torch.zeros((), device=device), 0
+            loss_sum, seen, tally = torch.zeros((), device=device), 0, {}
             for start in range(0, len(x), params.batch_size):
                 batch = order[start:start + params.batch_size]
-                loss = F.cross_entropy(model(x[batch]), y[batch])
+                loss = self.batch_loss(model, x[batch], y[batch], params, generator=generator, epoch=epoch,
+                                       tally=tally)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -63,7 +101,9 @@ class StandardTrainer(Trainer):
                 seen += len(batch)
                 step += 1
                 if step % 20 == 0 or step == total:
-                    progress(step, total, f"epoch {epoch + 1}/{params.epochs}")
+                    progress(step, total, f"epoch {epoch + 1}/{epochs}")
             if not torch.isfinite(loss_sum):
                 raise FloatingPointError(f"training loss is not finite in epoch {epoch + 1}")
-        return {"epochs": params.epochs, "final_epoch_loss": float(loss_sum) / max(seen, 1), "steps": step}
+            epoch_losses.append(float(loss_sum) / max(seen, 1))
+        stats = {"epochs": epochs, "final_epoch_loss": epoch_losses[-1], "steps": step}
+        return self.summary(params, stats, epoch_losses, tally)
