@@ -2,8 +2,9 @@
 
 from rbench import hookimpl
 from rbench.plugins.transforms.amplify import Amplify
+from rbench.plugins.transforms.clip import Clip
 
 
 @hookimpl
 def rbench_transforms():
-    return [Amplify()]
+    return [Amplify(), Clip()]
