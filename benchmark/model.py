@@ -69,6 +69,11 @@ class Trainer:
         """Train ``model`` (already on ``device``) in place; return JSON-able statistics (e.g. final loss)."""
         raise NotImplementedError
 
+    def extra_data(self, params: BaseModel) -> list[tuple[str, str]]:
+        """(dataset plugin, split) pairs the trainer loads itself besides the model's own data (e.g. outliers),
+        so that a run checks (or downloads) them before any job starts. None by default."""
+        return []
+
 
 def param_groups(model: torch.nn.Module, weight_decay: float = 0.0) -> list[dict[str, Any]]:
     """The module's own ``param_groups()`` if it defines one, else one group with ``weight_decay``."""

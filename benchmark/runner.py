@@ -89,6 +89,12 @@ def prepare_data(plan: Plan, store: Store) -> None:
         data = job.spec.get("data") or job.spec.get("input", {}).get("clean")
         if data is not None:
             wanted[(canonical(data["dataset"]), data["split"])] = data
+        if job.kind == "train":  # data a trainer loads itself (e.g. outlier exposure's outliers)
+            trainer = get_registry().get("trainer", job.spec["trainer"]["plugin"]).obj
+            tparams = trainer.Params.model_validate(job.spec["trainer"]["params"], strict=True)
+            for name, split in trainer.extra_data(tparams):
+                extra = {"dataset": {"plugin": name, "params": {}}, "split": split}
+                wanted[(canonical(extra["dataset"]), split)] = extra
     for data in wanted.values():
         plugin = get_registry().get("dataset", data["dataset"]["plugin"]).obj
         plugin.prepare(data["split"], plugin.Params.model_validate(data["dataset"]["params"]))

@@ -111,3 +111,23 @@ def test_defaults_and_a_valid_suite(write_suite):
     suite = load_suite(write_suite(SUITE.format(params='{ coef = 0.5, epochs = 2, optimizer = "sgd" }')))
     assert suite.models["net"].trainer.params.coef == 0.5
     assert np.isclose(suite.models["net"].trainer.params.lr, 1e-3)
+
+
+def test_missing_outlier_data_stops_the_run_before_any_work(tmp_path):
+    """The outliers are data the trainer loads itself (``Trainer.extra_data``): a run checks them up front too."""
+    import shutil
+
+    from support import SHARED_DATA, rbench
+
+    data = tmp_path / "data"
+    shutil.copytree(SHARED_DATA / "mnist", data / "mnist")  # MNIST only: no Fashion-MNIST files
+    suite = tmp_path / "oe.toml"
+    suite.write_text('[suite]\nname = "oe"\n[datasets.mnist]\nplugin = "mnist"\n'
+                     '[models.net]\nplugin = "mlp"\nparams = { widths = [8] }\ndataset = "mnist"\nn_train = 100\n'
+                     'trainer = { plugin = "outlier_exposure", params = { outliers = "fashion-mnist" } }\n'
+                     '[evaluations.test]\ndataset = "mnist"\nn = 10\nsources = ["net"]\n'
+                     '[tables.t]\nevaluation = "test"\nrows = "model"\ncolumns = "attack"\nmetric = "error"\n')
+    store = tmp_path / "store"
+    out = rbench("run", str(suite), "--store", str(store), env={"RBENCH_DATA": str(data)})
+    assert out.returncode == 2 and "fashion" in out.stderr.lower() and out.stderr.count("\n") == 1, out.stderr
+    assert not list(store.glob("objects/*/*"))  # nothing was computed

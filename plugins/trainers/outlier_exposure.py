@@ -82,6 +82,9 @@ class OutlierExposure(Trainer):
     name = "outlier_exposure"
     Params = OutlierExposureParams
 
+    def extra_data(self, params: OutlierExposureParams) -> list[tuple[str, str]]:
+        return [(params.outliers, params.outlier_split)]
+
     def train(self, model: torch.nn.Module, data: TrainData, params: OutlierExposureParams, *,
               generator: torch.Generator, device: torch.device, progress: Progress = no_progress
               ) -> dict[str, Any]:
