@@ -30,13 +30,7 @@ from rbench.suite import load_suite
 AUGMENTS = ["mixup", "cutmix", "rotation", "noise"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models train fastest on one thread (and do not fight the other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @cache

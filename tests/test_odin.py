@@ -18,14 +18,7 @@ from rbench.store import Store
 from rbench.suite import load_suite
 from rbench.testing import check_attack, reference_data, reference_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these small models train many times faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fashion(n: int) -> torch.Tensor:

@@ -16,14 +16,7 @@ from rbench.plugins.metrics.calibration import anomaly_scores, auroc
 from rbench.plugins.trainers.outlier_exposure import uniform_cross_entropy
 from rbench.suite import load_suite
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these small models train many times faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _slice(dataset: str, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
