@@ -148,6 +148,21 @@ def test_published_szegedy_file_is_valid_and_matches_the_suite_tables():
     assert sum(len(c) for t in pub.tables.values() for c in t.values.values()) == 18 + 48 + 12 + 24
 
 
+@pytest.mark.parametrize("profile", [None, "quick"])
+def test_published_mlss_file_matches_the_mlss_suite_tables(profile):
+    pub = load_published(REPO / "results" / "published" / "mlss.toml")
+    suite = load_suite(REPO / "suites" / "mlss_ensemble.toml", profile)
+    assert suite.published and suite.published[0].endswith("mlss.toml")
+    for name, table in pub.tables.items():
+        ours = suite.tables[name]
+        for row, cols in table.values.items():
+            for col in cols:
+                assert (row, col) in ours.cells, (name, row, col)
+    assert sum(len(c) for t in pub.tables.values() for c in t.values.values()) == 84 + 9 + 16
+    # the OOD set this suite uses is not the report's notMNIST, and the table says so
+    assert suite.evaluations["ood_out"].data.call.name == "fashion-mnist" and "NOT" in suite.tables["ood"].title
+
+
 def test_bad_published_file_is_one_clear_error(tmp_path):
     bad = tmp_path / "p.toml"
     bad.write_text('[source]\ncitation = "x"\n[tables.t]\nfigure = "f"\nwhy = "w"\nvalues = {}\n')
