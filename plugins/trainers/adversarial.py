@@ -94,7 +94,7 @@ class AdversarialTrainer(StandardTrainer):
                 return i
         raise IndexError(f"epoch {epoch} is past the schedule")
 
-    def batch_loss(self, model, xb, yb, params: AdversarialParams, *, generator, epoch, tally):
+    def batch_loss(self, model, xb, yb, params: AdversarialParams, *, generator, epoch, tally, state=None):
         w = params.phases[self.phase_of(params, epoch)].adv_weight
         if w == 0:
             logits = model(xb)
@@ -110,7 +110,7 @@ class AdversarialTrainer(StandardTrainer):
         _count(tally, "n", len(yb))
         return loss
 
-    def summary(self, params: AdversarialParams, stats, epoch_losses, tally):
+    def summary(self, params: AdversarialParams, stats, epoch_losses, tally, state=None):
         ends = torch.tensor([p.epochs for p in params.phases]).cumsum(0) - 1
         phases = [{"epochs": p.epochs, "adv_weight": p.adv_weight, "final_loss": epoch_losses[int(end)]}
                   for p, end in zip(params.phases, ends, strict=True)]

@@ -145,7 +145,7 @@ class _AugmentTrainer(StandardTrainer):
         """(batch, partners' labels or None, partners' label weight) with the first ``k`` samples augmented."""
         raise NotImplementedError
 
-    def batch_loss(self, model, xb, yb, params, *, generator, epoch, tally):
+    def batch_loss(self, model, xb, yb, params, *, generator, epoch, tally, state=None):
         k = n_augmented(params.fraction, len(xb))
         if k == 0 or self.changes_nothing(params):
             return super().batch_loss(model, xb, yb, params, generator=generator, epoch=epoch, tally=tally)

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
-from rbench.model import Progress, TrainData, Trainer, no_progress
-from rbench.plugins.trainers.standard import StandardParams, make_optimizer
+from rbench.model import TrainData
+from rbench.plugins.trainers.standard import StandardParams, StandardTrainer
 
 
 def _dataset_plugin(name: str) -> Any:
@@ -69,14 +69,32 @@ def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -F.log_softmax(logits, dim=1).mean(dim=1).mean()
 
 
-class OutlierExposure(Trainer):
+class OutlierStream:
+    """Batches of outlier images, reshuffled (with the job's generator) at every pass over them."""
+
+    def __init__(self, outliers: torch.Tensor, batch_size: int, generator: torch.Generator):
+        self.outliers, self.batch_size, self.generator = outliers, batch_size, generator
+        self.order, self.pos = torch.randperm(len(outliers), generator=generator), 0
+
+    def next(self) -> torch.Tensor:
+        take: list[torch.Tensor] = []
+        while sum(len(t) for t in take) < self.batch_size:
+            if self.pos == len(self.outliers):
+                self.order, self.pos = torch.randperm(len(self.outliers), generator=self.generator), 0
+            part = self.order[self.pos:self.pos + self.batch_size - sum(len(t) for t in take)]
+            take.append(part)
+            self.pos += len(part)
+        return self.outliers[torch.cat(take).to(self.outliers.device)]
+
+
+class OutlierExposure(StandardTrainer):
     """Minibatch training on ``CE(f(x_in), y) + coef * uniform_cross_entropy(f(x_out))``.
 
     Each step pairs a batch of the (reshuffled every epoch) training data with a batch of outliers (reshuffled
     at every pass over them) in one forward pass, as in the authors' code. All shuffling and the outlier subset
     come from the job's generator. The outliers should not be the evaluation's out-of-distribution set: with
     the default ``fashion-mnist`` train split, test OOD detection on Fashion-MNIST's test split (disjoint) or on
-    another dataset (``notmnist``).
+    another dataset (``notmnist``). The minibatch loop is :class:`StandardTrainer`'s.
     """
 
     name = "outlier_exposure"
@@ -85,54 +103,27 @@ class OutlierExposure(Trainer):
     def extra_data(self, params: OutlierExposureParams) -> list[tuple[str, str]]:
         return [(params.outliers, params.outlier_split)]
 
-    def train(self, model: torch.nn.Module, data: TrainData, params: OutlierExposureParams, *,
-              generator: torch.Generator, device: torch.device, progress: Progress = no_progress
-              ) -> dict[str, Any]:
-        x, y = data.x.to(device), data.y.to(device)
+    def begin(self, data: TrainData, params: OutlierExposureParams, *, generator: torch.Generator,
+              device: torch.device) -> OutlierStream:
         outliers = load_outliers(params, generator)
         if not len(outliers):
             raise ValueError(f"split {params.outlier_split!r} of dataset {params.outliers!r} holds no outlier images")
-        if outliers.shape[1:] != x.shape[1:]:
+        if outliers.shape[1:] != data.x.shape[1:]:
             raise ValueError(f"outlier images of dataset {params.outliers!r} have shape {tuple(outliers.shape[1:])}, "
-                             f"the training images {tuple(x.shape[1:])}")
-        outliers = outliers.to(device)
-        out_bs = params.outlier_batch_size or params.batch_size
-        opt = make_optimizer(model, params)
-        steps_per_epoch = -(-len(x) // params.batch_size)
-        total = params.epochs * steps_per_epoch
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) if params.lr_schedule == "cosine" else None
-        model.train()
-        out_order, out_pos = torch.randperm(len(outliers), generator=generator), 0
-        step = 0
-        for epoch in range(params.epochs):
-            order = torch.randperm(len(x), generator=generator).to(device)
-            sums, seen = torch.zeros(3, device=device), 0
-            for start in range(0, len(x), params.batch_size):
-                batch = order[start:start + params.batch_size]
-                take = []
-                while sum(len(t) for t in take) < out_bs:  # the next outliers, reshuffled at every pass
-                    if out_pos == len(outliers):
-                        out_order, out_pos = torch.randperm(len(outliers), generator=generator), 0
-                    part = out_order[out_pos:out_pos + out_bs - sum(len(t) for t in take)]
-                    take.append(part)
-                    out_pos += len(part)
-                x_out = outliers[torch.cat(take).to(device)]
-                logits = model(torch.cat([x[batch], x_out]))
-                ce = F.cross_entropy(logits[:len(batch)], y[batch])
-                oe = uniform_cross_entropy(logits[len(batch):])
-                loss = ce + params.coef * oe
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                sums += torch.stack([loss.detach(), ce.detach(), oe.detach()]) * len(batch)
-                seen += len(batch)
-                step += 1
-                if step % 20 == 0 or step == total:
-                    progress(step, total, f"epoch {epoch + 1}/{params.epochs}")
-            if not torch.isfinite(sums).all():
-                raise FloatingPointError(f"training loss is not finite in epoch {epoch + 1}")
-        loss, ce, oe = (float(v) / max(seen, 1) for v in sums)
-        return {"epochs": params.epochs, "final_epoch_loss": loss, "final_epoch_ce": ce,
-                "final_epoch_outlier_loss": oe, "steps": step, "n_outliers": len(outliers)}
+                             f"the training images {tuple(data.x.shape[1:])}")
+        return OutlierStream(outliers.to(device), params.outlier_batch_size or params.batch_size, generator)
+
+    def batch_loss(self, model, xb, yb, params: OutlierExposureParams, *, generator, epoch, tally,
+                   state: OutlierStream):
+        logits = model(torch.cat([xb, state.next()]))
+        ce = F.cross_entropy(logits[:len(xb)], yb)
+        oe = uniform_cross_entropy(logits[len(xb):])
+        tally["ce"] = tally.get("ce", 0) + ce.detach() * len(xb)
+        tally["oe"] = tally.get("oe", 0) + oe.detach() * len(xb)
+        tally["n"] = tally.get("n", 0) + len(xb)
+        return ce + params.coef * oe
+
+    def summary(self, params, stats, epoch_losses, tally, state: OutlierStream):
+        n = max(tally["n"], 1)
+        return {**stats, "final_epoch_ce": float(tally["ce"]) / n, "final_epoch_outlier_loss": float(tally["oe"]) / n,
+                "n_outliers": len(state.outliers)}

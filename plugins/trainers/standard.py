@@ -1,7 +1,8 @@
 """Standard empirical-risk minimisation: cross-entropy, mini-batches, Adam or SGD.
 
 :class:`StandardTrainer` is also the loop the other minibatch trainers reuse (data augmentation, adversarial
-training): they override :meth:`StandardTrainer.batch_loss` (and, where needed, ``epochs`` and ``summary``).
+training, outlier exposure): they override :meth:`StandardTrainer.batch_loss` (and, where needed, ``begin``,
+``epochs`` and ``summary``).
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ class StandardTrainer(Trainer):
     """Minibatch training with cross-entropy loss; the data are reshuffled every epoch from the job's seed.
 
     Subclasses change what one minibatch contributes by overriding :meth:`batch_loss`, the number of epochs
-    by :meth:`epochs`, and the returned statistics by :meth:`summary`; the loop itself (shuffling, optimiser,
-    schedule, progress, the finite-loss check) is this one."""
+    by :meth:`epochs`, the returned statistics by :meth:`summary`, and prepare what a whole run needs (e.g. the
+    outliers of outlier exposure) in :meth:`begin`; the loop itself (shuffling, optimiser, schedule, progress,
+    the finite-loss check) is this one."""
 
     name = "standard"
     Params = StandardParams
@@ -55,8 +57,15 @@ class StandardTrainer(Trainer):
         """How many passes over the data."""
         return params.epochs
 
+    def begin(self, data: TrainData, params: BaseModel, *, generator: torch.Generator, device: torch.device
+              ) -> Any:
+        """Called once before the first epoch (before any draw of the loop's own); what it returns is handed to
+        every :meth:`batch_loss` and to :meth:`summary` as ``state``. Nothing by default."""
+        return None
+
     def batch_loss(self, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, params: BaseModel, *,
-                   generator: torch.Generator, epoch: int, tally: dict[str, Any]) -> torch.Tensor:
+                   generator: torch.Generator, epoch: int, tally: dict[str, Any], state: Any = None
+                   ) -> torch.Tensor:
         """The loss (mean over the batch) of one minibatch, to be back-propagated.
 
         ``xb``, ``yb`` are on the training device (a fresh copy: an override may modify them); the model is in
@@ -67,7 +76,7 @@ class StandardTrainer(Trainer):
         return F.cross_entropy(model(xb), yb)
 
     def summary(self, params: BaseModel, stats: dict[str, Any], epoch_losses: list[float],
-                tally: dict[str, Any]) -> dict[str, Any]:
+                tally: dict[str, Any], state: Any = None) -> dict[str, Any]:
         """The statistics :meth:`train` returns; ``stats`` holds the standard ones, ``epoch_losses`` the mean
         loss of every epoch and ``tally`` the last epoch's sums (see :meth:`batch_loss`)."""
         return stats
@@ -76,6 +85,7 @@ class StandardTrainer(Trainer):
               generator: torch.Generator, device: torch.device, progress: Progress = no_progress
               ) -> dict[str, Any]:
         x, y = data.x.to(device), data.y.to(device)
+        state = self.begin(data, params, generator=generator, device=device)
         opt = make_optimizer(model, params)
         epochs = self.epochs(params)
         steps_per_epoch = -(-len(x) // params.batch_size)
@@ -91,7 +101,7 @@ class StandardTrainer(Trainer):
             for start in range(0, len(x), params.batch_size):
                 batch = order[start:start + params.batch_size]
                 loss = self.batch_loss(model, x[batch], y[batch], params, generator=generator, epoch=epoch,
-                                       tally=tally)
+                                       tally=tally, state=state)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -106,4 +116,4 @@ class StandardTrainer(Trainer):
                 raise FloatingPointError(f"training loss is not finite in epoch {epoch + 1}")
             epoch_losses.append(float(loss_sum) / max(seen, 1))
         stats = {"epochs": epochs, "final_epoch_loss": epoch_losses[-1], "steps": step}
-        return self.summary(params, stats, epoch_losses, tally)
+        return self.summary(params, stats, epoch_losses, tally, state)
