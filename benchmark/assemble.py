@@ -28,8 +28,10 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
     units = {m.label: m.call.obj.unit for m in metrics}
     formats = {m.label: m.call.obj.fmt for m in metrics}
     by_cell = {f"{c.row}|{c.column}": table.cells[(c.row, c.column)].metric.label for c in cells}
+    # which plugin and params each metric label stands for, so reporters can tell e.g. calibration cells apart
+    calls = {m.label: {"plugin": m.call.name, "params": m.call.params.model_dump(mode="json")} for m in metrics}
     return ResultTable(table.name, table.title, list(table.rows), list(table.columns), table.row_axis,
-                       table.column_axis, units, formats, cells, table.file, metric_of=by_cell)
+                       table.column_axis, units, formats, cells, table.file, metric_of=by_cell, metric_calls=calls)
 
 
 def _cell(plan: Plan, spec: CellSpec, row: str, column: str, loaders: dict[str, Any], failed: dict[str, str]

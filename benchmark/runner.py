@@ -19,7 +19,7 @@ from rbench.progress import RunProgress
 from rbench.provenance import now_iso, package_versions
 from rbench.report.reporters import renders_text, write_text_report
 from rbench.report.terminal import print_comparison, print_tables
-from rbench.results import ResultTable, RunResults
+from rbench.results import RunResults
 from rbench.store import Store
 from rbench.suite import load_suite
 
@@ -57,7 +57,6 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
         job_results = run_executor.run(plan, store, devices=devices, workers=n_workers, observer=observer)
     failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
     tables = assemble(plan, store, failed)
-    record_metric_calls(plan, tables)
     results = RunResults(
         suite=suite.name, title=suite.title, profile=profile, files=suite.files,
         provenance={"packages": package_versions(), "devices": devices, "workers": n_workers,
@@ -70,14 +69,6 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     run_dir = run_dir or default_run_dir(suite.name)
     notes = write_run_dir(results, run_dir, store)
     return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes)
-
-
-def record_metric_calls(plan: Plan, tables: list[ResultTable]) -> None:
-    """Name, in each table, the metric plugin and params behind every metric label (so reporters reading
-    ``results.json`` know which cells a given metric computed, whatever the suite called its columns)."""
-    for t in tables:
-        t.metric_calls = {m.label: {"plugin": m.call.name, "params": m.call.params.model_dump(mode="json")}
-                          for m in plan.suite.tables[t.name].metrics}
 
 
 def prepare_data(plan: Plan, store: Store) -> None:
