@@ -65,31 +65,36 @@ def _get(doc: dict, path: tuple) -> dict:
     return doc
 
 
+def _string(text: str) -> str:
+    """A TOML basic string: JSON's escapes, plus DEL, the one control character JSON leaves raw and TOML forbids."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return _string(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return "{ " + ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {_toml(v)}" for k, v in value.items()) + " }"
+    return "{ " + ", ".join(f"{_string(k)} = {_toml(v)}" for k, v in value.items()) + " }"
 
 
 def dump(doc: dict) -> str:
     """A TOML document: top-level tables as [a.b] headers, everything below as inline values."""
-    lines = [f"{json.dumps(k, ensure_ascii=False)} = {_toml(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    lines = [f"{_string(k)} = {_toml(v)}" for k, v in doc.items() if not isinstance(v, dict)]
     for section, body in doc.items():
         if not isinstance(body, dict):
             continue
         if section in ("suite", "profiles") or not all(isinstance(v, dict) for v in body.values()):
-            lines.append(f"[{json.dumps(section, ensure_ascii=False)}]")
-            lines += [f"{json.dumps(k, ensure_ascii=False)} = {_toml(v)}" for k, v in body.items()]
+            lines.append(f"[{_string(section)}]")
+            lines += [f"{_string(k)} = {_toml(v)}" for k, v in body.items()]
         else:
             for name, item in body.items():
-                lines.append(f"[{json.dumps(section, ensure_ascii=False)}.{json.dumps(name, ensure_ascii=False)}]")
-                lines += [f"{json.dumps(k, ensure_ascii=False)} = {_toml(v)}" for k, v in item.items()]
+                lines.append(f"[{_string(section)}.{_string(name)}]")
+                lines += [f"{_string(k)} = {_toml(v)}" for k, v in item.items()]
     return "\n".join(lines) + "\n"
 
 
