@@ -3,7 +3,9 @@ parity with the native attacks, and validation of its params in suites."""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +13,20 @@ from pydantic import ValidationError
 
 pytest.importorskip("art", reason="the 'art' attack plugin needs adversarial-robustness-toolbox")
 
+from art.attacks.evasion import ProjectedGradientDescent  # noqa: E402
+from support import rbench  # noqa: E402
+
 from rbench.errors import SuiteError  # noqa: E402
 from rbench.jobs import check_attack_output  # noqa: E402
 from rbench.plugins import get_plugin  # noqa: E402
+from rbench.plugins.attacks.art_adapter import (  # noqa: E402
+    ALLOWED_KWARGS,
+    ArtParams,
+    _dummy_classifier,
+    allowed_kwargs,
+    attack_names,
+    build,
+)
 from rbench.suite import load_suite  # noqa: E402
 from rbench.testing import check_attack, reference_data, reference_model  # noqa: E402
 
@@ -178,3 +191,134 @@ def test_suites_validate_art_params(write_suite):
         with pytest.raises(SuiteError, match="attacks.art_pgd.params") as info:
             load_suite(write_suite(SUITE.format(kwargs=kwargs), "bad.toml"))
         assert fragment in str(info.value)
+
+
+# -- the allow-list: a suite is data, so kwargs are plain hyperparameters that never write files or run code ------
+def _refused(spec, *fragments):
+    with pytest.raises(ValidationError) as info:
+        ArtParams.model_validate(spec, strict=True)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+class _FakeTensorboardX:
+    """Stands in for tensorboardX (not installed here): its SummaryWriter creates its log folder at once, as the
+    real one does, so a summary_writer that reached ART would leave a folder behind."""
+
+    class SummaryWriter:
+        def __init__(self, logdir=None, comment="", **_):
+            Path(logdir or f"runs/run{comment}").mkdir(parents=True, exist_ok=True)
+
+
+@pytest.mark.parametrize("value", ["{tmp}/tb", True, False], ids=["path", "true", "false"])
+def test_summary_writer_is_refused_and_writes_nothing(tmp_path, monkeypatch, value):
+    monkeypatch.chdir(tmp_path)  # ART's summary_writer = true writes to ./runs/
+    monkeypatch.setitem(sys.modules, "tensorboardX", _FakeTensorboardX)
+    if isinstance(value, str):
+        value = value.format(tmp=tmp_path)
+    assert "summary_writer" in ProjectedGradientDescent.attack_params  # ART itself would take it
+    spec = {"attack": "ProjectedGradientDescent", "kwargs": {"eps": 0.1, "summary_writer": value}}
+    message = _refused(spec, "'summary_writer'", "not an allowed keyword", "plain hyperparameters",
+                       "write files or run code", "allowed for ART's ProjectedGradientDescent", "eps_step", "max_iter")
+    assert "summary_writer," not in message.split("allowed for")[1]
+    nested = {"attack": "AutoAttack", "kwargs": {"eps": 0.1, "attacks": [spec]}}
+    _refused(nested, "kwargs.attacks", "'summary_writer'", "not an allowed keyword")
+    with pytest.raises(ValueError, match="'summary_writer' is not an allowed keyword"):  # even unvalidated params
+        build("ProjectedGradientDescent", spec["kwargs"], 8, _dummy_classifier())
+    assert list(tmp_path.iterdir()) == []  # no TensorBoard folder, at the path or in ./runs
+
+
+@pytest.mark.parametrize(("attack", "key", "value"), [
+    ("ProjectedGradientDescent", "verbose", True),  # the adapter sets it
+    ("SquareAttack", "loss", "cross_entropy"),  # a callable in ART
+    ("AutoAttack", "estimator_orig", "mlp"),  # an estimator object
+    ("AutoAttack", "parallel", 2),  # a process pool (and not a constructor argument)
+    ("UniversalPerturbation", "attacker_params", {"summary_writer": True}),  # kwargs that would skip the list
+    ("ImperceptibleASRPyTorch", "use_amp", True),
+])
+def test_keywords_outside_the_allow_list_are_refused(key, attack, value):
+    _refused({"attack": attack, "kwargs": {key: value}}, repr(key), "not an allowed keyword", f"ART's {attack}")
+
+
+@pytest.mark.parametrize(("kwargs", "fragments"), [
+    ({"eps": "0.1"}, ["kwargs.eps must be a number", "'0.1'"]),
+    ({"eps": True}, ["kwargs.eps must be a number"]),
+    ({"eps": 0.1, "max_iter": 20.0}, ["kwargs.max_iter must be an integer"]),
+    ({"eps": 0.1, "random_eps": 1}, ["kwargs.random_eps must be true or false"]),
+    ({"eps": 0.1, "norm": [2]}, ["kwargs.norm must be a number or a string"]),
+    ({"eps": 0.1, "eps_step": {"value": 0.01}}, ["kwargs.eps_step must be a number"]),
+])
+def test_allowed_keywords_take_plain_values_only(kwargs, fragments):
+    _refused({"attack": "ProjectedGradientDescent", "kwargs": kwargs}, *fragments)
+
+
+def test_autoattack_attacks_must_be_tables():
+    _refused({"attack": "AutoAttack", "kwargs": {"attacks": "apgd"}}, "kwargs.attacks must be a list of")
+
+
+def test_allowed_keywords_still_work():
+    for spec in (PGD, FGM, DEEPFOOL, CW, AUTOATTACK, PGD_L2,
+                 {"attack": "ProjectedGradientDescent", "kwargs": {"eps": 0.1, "decay": 0.5, "random_eps": True}},
+                 {"attack": "CarliniL2Method", "kwargs": {"max_halving": 3, "max_doubling": 3, "confidence": 0}},
+                 {"attack": "SquareAttack", "kwargs": {"eps": 0.1, "p_init": 0.5, "nb_restarts": 2}},
+                 {"attack": "UniversalPerturbation", "kwargs": {"attacker": "fgsm", "delta": 0.3}}):
+        assert ArtParams.model_validate(spec, strict=True).kwargs.keys() == spec["kwargs"].keys()
+
+
+def test_no_allowed_keyword_writes_prints_or_takes_an_object():
+    import inspect
+
+    import art.attacks.evasion as evasion
+
+    for segment in ("dir", "fn", "model", "estimator", "classifier", "verbose", "generator", "optimizer"):
+        assert not [k for k in ALLOWED_KWARGS if segment in k.split("_")], segment
+    for part in ("writer", "path", "file", "callback", "func", "tensorboard", "kwargs", "params", "criterion"):
+        assert not [k for k in ALLOWED_KWARGS if part in k], part
+    for name in attack_names():
+        allowed = allowed_kwargs(name)
+        assert "summary_writer" not in allowed and "verbose" not in allowed and "batch_size" not in allowed
+        assert set(allowed) <= set(inspect.signature(getattr(evasion, name).__init__).parameters)
+
+
+SUMMARY_WRITER_SUITE = """
+[suite]
+name = "s"
+
+[datasets.mnist]
+plugin = "mnist"
+
+[models.mlp]
+plugin = "mlp"
+dataset = "mnist"
+
+[attacks.art_pgd]
+plugin = "art"
+params = {{ attack = "ProjectedGradientDescent", kwargs = {{ eps = 0.1, summary_writer = {value} }} }}
+
+[evaluations.ev]
+dataset = "mnist"
+n = 10
+sources = ["mlp"]
+attacks = ["art_pgd"]
+"""
+
+
+def test_suite_with_summary_writer_is_refused(write_suite, tmp_path):
+    for value in ("true", f'"{tmp_path / "tb"}"'):
+        path = write_suite(SUMMARY_WRITER_SUITE.format(value=value), "sw.toml")
+        with pytest.raises(SuiteError, match=r"attacks\.art_pgd\.params\.kwargs: .*'summary_writer'"):
+            load_suite(path)
+    assert not (tmp_path / "tb").exists()
+
+
+def test_cli_validate_refuses_summary_writer_in_one_line(write_suite, tmp_path):
+    target = tmp_path / "tb"
+    path = write_suite(SUMMARY_WRITER_SUITE.format(value=f'"{target}"'), "sw.toml")
+    out = rbench("validate", str(path), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr + out.stdout
+    assert str(path) in out.stderr and "attacks.art_pgd.params.kwargs" in out.stderr
+    assert "'summary_writer' is not an allowed keyword" in out.stderr
+    assert not target.exists() and not (tmp_path / "runs").exists()

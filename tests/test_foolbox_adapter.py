@@ -13,6 +13,12 @@ from rbench.attack import Budget  # noqa: E402
 from rbench.errors import SuiteError  # noqa: E402
 from rbench.jobs import check_attack_output  # noqa: E402
 from rbench.plugins import get_plugin  # noqa: E402
+from rbench.plugins.attacks.foolbox_adapter import (  # noqa: E402
+    ALLOWED_KWARGS,
+    allowed_kwargs,
+    attack_names,
+    foolbox_attack,
+)
 from rbench.suite import load_suite  # noqa: E402
 from rbench.testing import check_attack, reference_data, reference_model  # noqa: E402
 
@@ -182,3 +188,74 @@ def test_suite_validation(write_suite):
         with pytest.raises(SuiteError) as err:
             load_suite(path)
         assert "attacks.fb.params" in str(err.value) and fragment in str(err.value), str(err.value)
+
+
+# -- the allow-list: a suite is data, so kwargs are plain hyperparameters that never write files or run code ------
+def _refused(params, *fragments):
+    with pytest.raises(ValidationError) as err:
+        get_plugin("attack", "foolbox").Params.model_validate(params, strict=True)
+    for fragment in fragments:
+        assert fragment in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(("attack", "key", "value"), [
+    ("BoundaryAttack", "init_attack", "LinfPGD"),  # takes an attack object
+    ("L2FMNAttack", "init_attack", "L2DeepFoolAttack"),
+    ("BoundaryAttack", "tensorboard", "{tmp}/tb"),  # a folder TensorBoard logs are written to
+    ("HopSkipJumpAttack", "tensorboard", False),
+    ("L2BrendelBethgeAttack", "tensorboard", True),
+    ("L2DeepFoolAttack", "starting_points", [0.5]),  # an argument of the call, not of the constructor
+    ("L2DeepFoolAttack", "criterion", "misclassification"),
+])
+def test_keywords_outside_the_allow_list_are_refused(tmp_path, monkeypatch, attack, key, value):
+    monkeypatch.chdir(tmp_path)
+    if isinstance(value, str):
+        value = value.format(tmp=tmp_path)
+    _refused({"attack": attack, "kwargs": {key: value}}, repr(key), "not an allowed keyword", "plain hyperparameters",
+             "write files or run code", f"allowed for foolbox.attacks.{attack}: ", "steps")
+    with pytest.raises(ValueError, match=f"{key!r} is not an allowed keyword"):  # even unvalidated params
+        foolbox_attack(attack, {key: value})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("params", "fragments"), [
+    ({"attack": "L2DeepFoolAttack", "kwargs": {"steps": 5.0}}, ["kwargs.steps must be an integer"]),
+    ({"attack": "L2DeepFoolAttack", "kwargs": {"steps": True}}, ["kwargs.steps must be an integer"]),
+    ({"attack": "L2DeepFoolAttack", "kwargs": {"loss": "mse"}}, ["kwargs.loss must be one of logits, crossentropy"]),
+    ({"attack": "L2DeepFoolAttack", "kwargs": {"overshoot": "0.02"}}, ["kwargs.overshoot must be a number"]),
+    ({"attack": "LinfPGD", "epsilon": 0.1, "kwargs": {"random_start": 0}}, ["random_start must be true or false"]),
+    ({"attack": "BinarizationRefinementAttack", "kwargs": {"distance": 2}}, ["kwargs.distance must be one of"]),
+    ({"attack": "GenAttack", "epsilon": 0.1, "kwargs": {"reduced_dims": ["14", "14"]}}, ["a list of numbers"]),
+    ({"attack": "FGSM", "epsilon": 0.1, "kwargs": {"steps": 3}}, ["'steps'", "allowed for foolbox.attacks.FGSM: "
+                                                                  "random_start"]),
+    ({"attack": "L2AdditiveGaussianNoiseAttack", "epsilon": 0.1, "kwargs": {"steps": 3}}, ["'steps'", ": none"]),
+])
+def test_allowed_keywords_take_plain_values_only(params, fragments):
+    _refused(params, *fragments)
+
+
+def test_allowed_keywords_still_work():
+    for params in [PGD, *(c[0] for c in CASES),
+                   {"attack": "L2DeepFoolAttack", "kwargs": {"steps": 5, "candidates": 3, "overshoot": 0.05,
+                                                             "loss": "crossentropy"}},
+                   {"attack": "EADAttack", "kwargs": {"binary_search_steps": 3, "decision_rule": "L1",
+                                                      "abort_early": False, "confidence": 0}},
+                   {"attack": "HopSkipJumpAttack", "kwargs": {"steps": 3, "constraint": "linf",
+                                                              "stepsize_search": "grid_search"}},
+                   {"attack": "BoundaryAttack", "kwargs": {"steps": 10, "spherical_step": 0.02}},
+                   {"attack": "BinarizationRefinementAttack", "kwargs": {"distance": "linf", "threshold": 0.5}}]:
+        _, p = _plugin_params(params)
+        assert p.kwargs == params.get("kwargs", {})
+
+
+def test_no_allowed_keyword_writes_or_takes_an_object():
+    import inspect
+
+    import foolbox
+
+    assert not {"init_attack", "tensorboard"} & set(ALLOWED_KWARGS)
+    for part in ("writer", "path", "file", "callback", "func", "tensorboard", "model", "criterion", "attack"):
+        assert not [k for k in ALLOWED_KWARGS if part in k], part
+    for name in attack_names():
+        signature = inspect.signature(getattr(foolbox.attacks, name).__init__).parameters
+        assert set(allowed_kwargs(name)) <= set(signature)

@@ -7,8 +7,9 @@ In a suite::
     params = { attack = "ProjectedGradientDescent", kwargs = { eps = 0.1, eps_step = 0.01, max_iter = 20 } }
 
 ``attack`` names a class of ``art.attacks.evasion`` (an ``EvasionAttack``); ``kwargs`` are its constructor
-arguments, checked against the class's own ``attack_params`` whitelist and its own ``_check_params`` (the attack
-is built on a tiny dummy classifier during validation, so a bad value is a suite error before any work starts).
+arguments, checked against the adapter's allow-list (below), the class's own ``attack_params`` and its own
+``_check_params`` (the attack is built on a tiny dummy classifier during validation, so a bad value is a suite
+error before any work starts).
 ``norm`` may be given as ``"inf"`` (TOML has no infinity), ``np.inf`` or ``2``. ``batch_size`` is ART's internal
 batch size (pass it here, not in ``kwargs``). AutoAttack's ``attacks`` may be a list of ``{attack, kwargs}``
 tables, built on the same classifier (its default list, with 5000-query Square restarts, is slow on a CPU).
@@ -16,6 +17,15 @@ tables, built on the same classifier (its default list, with 5000-query Square r
 Attacks with ``eps`` and ``norm`` (PGD, FGM, AutoAttack, Square...) declare that Linf or L2 budget; the others
 (DeepFool, Carlini-Wagner...) are minimal-distortion attacks without one. Targeted attacks are not supported
 (``targeted = true`` is rejected, except for AutoAttack, whose targeted runs still serve an untargeted goal).
+
+**Only allow-listed plain hyperparameters.** A suite is data, never code, and nothing outside the store and the run
+folder is ever written, so ``kwargs`` may only name keywords of :data:`ALLOWED_KWARGS` (an allow-list, decided
+name by name over ART's evasion attacks: step sizes, budgets, iteration counts, option names...), each with a plain
+value of its kind (a boolean, an integer, a number, a string, a list of numbers; AutoAttack's ``attacks`` as
+``{attack, kwargs}`` tables, checked the same way). Everything else is refused at validation: keywords that write
+files (``summary_writer``), print (``verbose``: the adapter sets it), take objects, callables, arrays or other
+attacks' kwargs (``loss``, ``optimizer``, ``attacker_params``, ``estimator_orig``...), or tune the host rather
+than the attack (``use_amp``, ``opt_level``).
 
 ART is imported lazily: rbench works without it, and the plugin's params fail validation with a hint to install
 ``adversarial-robustness-toolbox``.
@@ -84,9 +94,101 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+# The keywords a suite may pass to an ART attack, with the kind of plain value each takes. An allow-list, decided
+# name by name over the ``attack_params`` and constructor signatures of ``art.attacks.evasion`` (ART 1.20.1): a
+# name not listed is refused, so a keyword a new ART adds stays refused until someone decides it is safe. Refused
+# on purpose: summary_writer (writes TensorBoard files), verbose / verbose_es (output; the adapter sets verbose),
+# adv_criterion / loss / optimisation_algorithm (callables), estimator_orig / classifier / image_generator /
+# laser_generator / masker / debug (objects), optimizer / optimizer_1 / optimizer_2 (an optimiser class in some
+# attacks), attacker_params / optimizer_kwargs / param_dic (tables of further kwargs that would bypass this list),
+# embedding_weights / mask (arrays), layer (a model internal, int or str or tuple), use_amp / opt_level (NVIDIA
+# apex mixed precision: the host, not the attack), and K / curr_iter / parallel / schedule / xmin / ymin (in
+# attack_params but not constructor arguments). batch_size is set next to ``attack``, not in ``kwargs``.
+_BOOL, _INT, _NUMBER, _STR, _NORM, _NUMBERS, _ATTACKS = "bool", "int", "number", "str", "norm", "numbers", "attacks"
+ALLOWED_KWARGS: dict[str, str] = {
+    **dict.fromkeys(("abort_early", "early_stop", "minimal", "random_eps", "random_start", "targeted",
+                     "use_importance", "use_resize", "use_sign", "warm_start"), _BOOL),
+    **dict.fromkeys((
+        "binary_search_steps", "conjugate_sinkhorn_max_iter", "eps_iter", "es", "first_steps", "frame_index",
+        "freq_dim", "global_max_length", "hop_length", "init_eval", "init_size", "iterations", "kernel_size",
+        "max_doubling", "max_eval", "max_halving", "max_inner_iter", "max_iter", "max_iter_1", "max_iter_2",
+        "max_mask_size", "n_fft", "n_steps", "nb_grads", "nb_parallel", "nb_random_init", "nb_restarts", "nb_steps",
+        "num_boost_queries", "num_frames", "num_grid", "num_iter_decrease_alpha", "num_iter_decrease_eps",
+        "num_iter_increase_alpha", "num_of_iterations", "num_patches_to_remove", "num_random_init", "num_rotations",
+        "num_translations", "num_trial", "num_xforms", "num_xforms_boost", "num_xforms_mask", "p", "patch_height",
+        "patch_width", "projected_sinkhorn_max_iter", "query_limit", "random_initializations", "sample_size",
+        "start_frame_index", "steps", "stride", "sub_dim", "th", "win_length"), _INT),
+    **dict.fromkeys((
+        "alpha", "beta", "beta_0", "beta_1", "beta_2", "bin_search_tol", "conf", "confidence", "const_factor",
+        "decay", "decrease_factor", "decrease_factor_alpha", "decrease_factor_eps", "delta", "distortion_scale_max",
+        "eps", "eps_factor", "eps_step", "epsilon", "eta", "eta_decay", "eta_min", "finite_diff", "gamma",
+        "increase_factor_alpha", "initial_const", "initial_rescale", "l_0", "l_r", "lambd", "lambda_", "lambda_c",
+        "lambda_param", "lambda_s", "lambda_tv", "largest_const", "learning_rate", "learning_rate_1",
+        "learning_rate_2", "loss_margin", "loss_theta_min", "max_rotation", "max_translation", "max_val", "min_tr",
+        "min_val", "offset", "p_init", "patch_removal_interval", "patch_removal_size", "regularization",
+        "rotation_max", "round_samples", "scale_max", "scale_min", "sigma", "step_adapt", "step_size", "theta",
+        "threshold", "tr_hi", "tr_lo", "unc_increase", "variable_h"), _NUMBER),
+    # strings naming an option: ART maps them through its own fixed tables (attacker: UniversalPerturbation's
+    # attack names; importance: LowProFool's "pearson"; a callable or an array is not a string, so refused)
+    **dict.fromkeys(("attack", "attacker", "ball", "decision_rule", "heatmap_mode", "importance", "loss_type",
+                     "method", "order"), _STR),
+    "norm": _NORM,
+    **dict.fromkeys((
+        "blur_kernels", "bri_epsilon", "brightness_range", "con_epsilon", "crop_percent_range", "crop_range",
+        "dist_range", "enabled_attack", "gamma_range", "heat_patch_size", "heat_patch_stride", "hue_epsilon",
+        "net_size", "noise_size", "off_x_range", "off_y_range", "patch_location", "patch_shape", "pgd_epsilon",
+        "rand_start_epsilon_range", "rot_epsilon", "rotation_range", "rotation_weights", "sat_epsilon"), _NUMBERS),
+    "attacks": _ATTACKS,  # AutoAttack's sub-attacks, as {attack, kwargs} tables validated like any ART params
+}
+_KINDS = {_BOOL: "true or false", _INT: "an integer", _NUMBER: "a number", _STR: "a string",
+          _NORM: 'a number or a string (e.g. "inf" or 2)', _NUMBERS: "a list of numbers",
+          _ATTACKS: "a list of {attack, kwargs} tables"}
+
+
+def allowed_kwargs(attack: str) -> dict[str, str]:
+    """The allow-listed keywords ART's ``attack`` accepts (in its ``attack_params`` and constructor), with kinds."""
+    cls = getattr(_evasion(), attack)
+    signature = inspect.signature(cls.__init__).parameters
+    return {k: ALLOWED_KWARGS[k] for k in cls.attack_params if k in ALLOWED_KWARGS and k in signature}
+
+
+def _plain(value: Any, kind: str) -> bool:
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if kind == _INT:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if kind == _NUMBER:
+        return _is_number(value)
+    if kind == _STR:
+        return isinstance(value, str)
+    if kind == _NORM:
+        return _is_number(value) or isinstance(value, str)
+    if kind == _NUMBERS:
+        return isinstance(value, (list, tuple)) and all(_is_number(v) for v in value)
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)  # _ATTACKS
+
+
+def check_kwargs(attack: str, kwargs: dict[str, Any]) -> None:
+    """Refuse (ValueError) any keyword not allow-listed for ``attack``, or a value that is not plain of its kind."""
+    allowed = allowed_kwargs(attack)
+    for key, value in kwargs.items():
+        if key == "batch_size":
+            raise ValueError("set batch_size next to attack and kwargs, not in kwargs")
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=2, cutoff=0.75)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            raise ValueError(
+                f"{key!r} is not an allowed keyword: the art adapter passes ART only plain hyperparameters from its "
+                f"allow-list (a suite is data: it must never make an attack write files or run code); {hint}"
+                f"allowed for ART's {attack}: {', '.join(allowed) or 'none'}")
+        if not _plain(value, allowed[key]):
+            raise ValueError(f"kwargs.{key} must be {_KINDS[allowed[key]]} for ART's {attack} (got {value!r})")
+
+
 class ArtParams(BaseModel):
-    """``attack``: a class of ``art.attacks.evasion``; ``kwargs``: its constructor arguments (in its
-    ``attack_params``); ``batch_size``: ART's internal batch size."""
+    """``attack``: a class of ``art.attacks.evasion``; ``kwargs``: its constructor arguments (allow-listed plain
+    hyperparameters in its ``attack_params``, see :data:`ALLOWED_KWARGS`); ``batch_size``: ART's internal batch
+    size."""
 
     model_config = ConfigDict(extra="forbid")
     attack: str
@@ -111,13 +213,7 @@ class ArtParams(BaseModel):
         attack = info.data.get("attack")
         if attack is None:  # the attack name already failed
             return value
-        allowed = list(getattr(_evasion(), attack).attack_params)
-        for key in value:
-            if key == "batch_size":
-                raise ValueError("set batch_size next to attack and kwargs, not in kwargs")
-            if key not in allowed:
-                raise ValueError(f"{key!r} is not a parameter of ART's {attack} (its attack_params: "
-                                 f"{', '.join(allowed)})")
+        check_kwargs(attack, value)
         kwargs = dict(value)
         norm = kwargs.get("norm")  # one JSON-safe spelling: "inf" (np.inf would serialise as null), 1, 2
         if _is_number(norm) and math.isinf(norm) and norm > 0:
@@ -165,7 +261,9 @@ def _dummy_classifier() -> Any:
 
 
 def build(attack: str, kwargs: dict[str, Any], batch_size: int, classifier: Any) -> Any:
-    """The ART attack ``attack`` on ``classifier``, with ``kwargs`` (as validated) in ART's own forms."""
+    """The ART attack ``attack`` on ``classifier``, with ``kwargs`` (as validated) in ART's own forms. The
+    allow-list is checked again here, so params that skipped validation cannot pass ART anything else."""
+    check_kwargs(attack, kwargs)
     cls = getattr(_evasion(), attack)
     signature = inspect.signature(cls.__init__).parameters
     args = dict(kwargs)  # ART takes norm "inf" as np.inf everywhere

@@ -7,7 +7,16 @@ In a suite::
     params = { attack = "L2DeepFoolAttack", epsilon = 1.5, kwargs = { steps = 50 } }
 
 ``attack`` names a class in ``foolbox.attacks`` (fixed-epsilon or minimization attacks), ``kwargs`` are its
-constructor arguments (validated by constructing it, so a bad one is a suite error), ``epsilon`` the budget.
+constructor arguments (allow-listed, then validated by constructing it, so a bad one is a suite error), ``epsilon``
+the budget.
+
+- **Only allow-listed plain hyperparameters.** A suite is data, never code, and nothing outside the store and the
+  run folder is ever written, so ``kwargs`` may only name keywords of :data:`ALLOWED_KWARGS` (an allow-list,
+  decided name by name over the constructors of ``foolbox.attacks``: step sizes, step counts, restarts, option
+  names...), each with a plain value of its kind (a boolean, an integer, a number, one of the option strings the
+  constructor's annotation lists, a list of numbers; ``distance`` as the name of a foolbox distance). Everything
+  else is refused at validation, notably ``tensorboard`` (writes TensorBoard logs) and ``init_attack`` (takes an
+  attack object).
 
 - **Budget.** The declared budget is ``Budget(norm, epsilon)`` where ``norm`` is the foolbox attack's own
   ``distance`` (``l2`` or ``linf``). Fixed-epsilon attacks stay within it; minimization attacks run with the same
@@ -39,7 +48,7 @@ import json
 import math
 from contextlib import contextmanager
 from functools import cache, lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import numpy as np
 import torch
@@ -55,6 +64,31 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - optional d
 #: Names of foolbox distances accepted as a string ``distance`` kwarg (for attacks that take one, e.g.
 #: ``BinarizationRefinementAttack``, ``DatasetAttack``): TOML cannot hold the distance object itself.
 DISTANCES = ("l0", "l1", "l2", "linf")
+
+# The keywords a suite may pass to a foolbox attack's constructor, with the kind of plain value each takes. An
+# allow-list, decided name by name over the constructors of ``foolbox.attacks`` (foolbox 3.3.4): a name not listed
+# is refused, so a keyword a new foolbox adds stays refused until someone decides it is safe. Refused on purpose:
+# init_attack (an attack object), tensorboard (a log directory TensorBoard files are written to); the call's own
+# arguments (criterion, epsilons, starting_points...) are not constructor keywords at all.
+_BOOL, _INT, _NUMBER, _OPTION, _DISTANCE, _NUMBERS = "bool", "int", "number", "option", "distance", "numbers"
+ALLOWED_KWARGS: dict[str, str] = {
+    **dict.fromkeys(("abort_early", "across_channels", "check_trivial", "l2_binary_search", "random_start"), _BOOL),
+    **dict.fromkeys(("binary_search_steps", "candidates", "channel_axis", "directions", "initial_gradient_eval_steps",
+                     "lr_num_decay", "max_gradient_eval_steps", "population", "repeats", "steps",
+                     "update_stats_every_k"), _INT),
+    **dict.fromkeys((
+        "abs_stepsize", "adam_beta1", "adam_beta2", "adam_epsilon", "confidence", "gamma", "init_epsilon",
+        "initial_const", "initial_stepsize", "lr", "lr_decay", "max_sigma", "max_stepsize", "min_stepsize",
+        "momentum", "mutation_probability", "mutation_range", "overshoot", "quantile", "regularization",
+        "rel_stepsize", "sampling_temperature", "source_step", "source_step_convergance", "spherical_step",
+        "step_adaptation", "stepsize", "target", "threshold", "xi"), _NUMBER),
+    # strings naming an option: one of the Literal values of the constructor's annotation
+    **dict.fromkeys(("constraint", "decision_rule", "included_in", "loss", "stepsize_search"), _OPTION),
+    "distance": _DISTANCE,  # a name of DISTANCES, mapped to the foolbox distance object
+    "reduced_dims": _NUMBERS,
+}
+_KINDS = {_BOOL: "true or false", _INT: "an integer", _NUMBER: "a number", _OPTION: "one of",
+          _DISTANCE: "one of " + ", ".join(DISTANCES), _NUMBERS: "a list of numbers"}
 
 
 @cache
@@ -83,6 +117,55 @@ def attack_names() -> dict[str, str]:
     return out
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _options(annotation: Any) -> tuple[str, ...]:
+    """The string values of the ``Literal`` types in a constructor annotation (empty if it names none)."""
+    if get_origin(annotation) is Literal:
+        return tuple(a for a in get_args(annotation) if isinstance(a, str))
+    return tuple(o for a in get_args(annotation) for o in _options(a))
+
+
+@cache
+def allowed_kwargs(attack: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The allow-listed keywords foolbox's ``attack`` takes: name -> (kind, option strings for an option kind)."""
+    signature = inspect.signature(getattr(_foolbox().attacks, attack).__init__).parameters
+    return {k: (ALLOWED_KWARGS[k], _options(p.annotation)) for k, p in signature.items() if k in ALLOWED_KWARGS}
+
+
+def _plain(value: Any, kind: str, options: tuple[str, ...]) -> bool:
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if kind == _INT:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if kind == _NUMBER:
+        return _is_number(value)
+    if kind == _OPTION:
+        return isinstance(value, str) and value in options
+    if kind == _DISTANCE:
+        return isinstance(value, str) and value in DISTANCES
+    return isinstance(value, (list, tuple)) and all(_is_number(v) for v in value)  # _NUMBERS
+
+
+def check_kwargs(attack: str, kwargs: dict[str, Any]) -> None:
+    """Refuse (ValueError) any keyword not allow-listed for ``attack``, or a value that is not plain of its kind."""
+    allowed = allowed_kwargs(attack)
+    for key, value in kwargs.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=2, cutoff=0.75)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            raise ValueError(
+                f"{key!r} is not an allowed keyword: the foolbox adapter passes foolbox only plain hyperparameters "
+                f"from its allow-list (a suite is data: it must never make an attack write files or run code); "
+                f"{hint}allowed for foolbox.attacks.{attack}: {', '.join(allowed) or 'none'}")
+        kind, options = allowed[key]
+        if not _plain(value, kind, options):
+            what = f"one of {', '.join(options)}" if kind == _OPTION else _KINDS[kind]
+            raise ValueError(f"kwargs.{key} must be {what} for foolbox.attacks.{attack} (got {value!r})")
+
+
 def _constructor_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` as the foolbox constructor takes them (a string ``distance`` becomes the distance object)."""
     out = dict(kwargs)
@@ -95,8 +178,11 @@ def _constructor_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=64)
 def _instance(attack: str, kwargs_json: str) -> Any:
-    """The foolbox attack object (cached on the name and the canonical JSON of the kwargs)."""
-    kwargs = _constructor_kwargs(json.loads(kwargs_json))
+    """The foolbox attack object (cached on the name and the canonical JSON of the kwargs). The allow-list is
+    checked here too, so params that skipped validation cannot pass foolbox anything else."""
+    kwargs = json.loads(kwargs_json)
+    check_kwargs(attack, kwargs)
+    kwargs = _constructor_kwargs(kwargs)
     return getattr(_foolbox().attacks, attack)(**kwargs)
 
 
@@ -115,7 +201,8 @@ def distance_norm(fb_attack: Any) -> str | None:
 
 class FoolboxParams(BaseModel):
     """``attack``: a class name in ``foolbox.attacks``; ``epsilon``: the budget in the attack's own norm (may be
-    left out for minimization attacks: minimal adversarials, no budget); ``kwargs``: constructor arguments;
+    left out for minimization attacks: minimal adversarials, no budget); ``kwargs``: constructor arguments
+    (allow-listed plain hyperparameters, see :data:`ALLOWED_KWARGS`);
     ``criterion``: untargeted misclassification (the only one supported)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -144,6 +231,7 @@ class FoolboxParams(BaseModel):
         name = info.data.get("attack")
         if name is None:  # the attack name failed validation already
             return kwargs
+        check_kwargs(name, kwargs)
         try:
             json.dumps(kwargs)
         except (TypeError, ValueError) as exc:
