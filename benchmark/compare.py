@@ -20,7 +20,6 @@ A suite names its published files in ``[suite] published = [...]`` (paths relati
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
@@ -68,18 +67,19 @@ class Published(BaseModel):
 
 
 def load_published(path: str | Path) -> Published:
-    """A published file, validated; a one-line :class:`RbenchError` naming the file and key otherwise."""
+    """A published file, validated; a one-line :class:`RbenchError` naming the file and key otherwise: missing,
+    not a regular file, larger than the suite files' cap (1 MiB), not UTF-8, invalid or too deeply nested TOML
+    (the checks of :func:`rbench.suite.read_toml`), or not of the schema above."""
+    from rbench.suite import key_part, read_toml  # here: rbench.suite imports this module
+
+    doc = read_toml(Path(path), what="published-table file")
     try:
-        with open(path, "rb") as f:
-            return Published.model_validate(tomllib.load(f))
-    except FileNotFoundError:
-        raise RbenchError(f"{path}: published-table file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RbenchError(f"{path}: invalid TOML: {exc}") from None
+        return Published.model_validate(doc)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise RbenchError(f"{path}: {where}: {first['msg']}") from None
+        where = ".".join(key_part(p) for p in first["loc"])
+        more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+        raise RbenchError(f"{path}: {where}: {' '.join(first['msg'].split())}{more}") from None
 
 
 @dataclass

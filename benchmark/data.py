@@ -39,6 +39,10 @@ _SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+#: the number of images of each split of the checksummed datasets (fixed by their SHA-256)
+_SPLIT_SIZES = {"train": 60000, "test": 10000}
+#: labels of every dataset here are class indices 0..NUM_CLASSES-1
+NUM_CLASSES = 10
 
 # dataset -> canonical mirrors (base URLs, the file name is appended) and filename -> (sha256, md5).
 _REGISTRY: dict[str, dict] = {
@@ -282,16 +286,61 @@ def load_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
+def idx_dims(path: Path) -> tuple[int, ...]:
+    """The dimensions in the header of a gzipped IDX file, decompressing only the header (cheap at any size);
+    DataError naming the file if it cannot be read or has no valid header."""
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(4)
+            if len(head) == 4 and head[0] == 0 and head[1] == 0:
+                head += f.read(4 * head[3])
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"cannot read IDX file {path}: {_one_line(err)}") from err
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise DataError(f"IDX file {path} has a bad magic number; it is not an IDX file, replace it")
+    if len(head) < 4 + 4 * head[3]:
+        raise DataError(f"IDX file {path} is truncated inside its header; replace it")
+    return tuple(int(d) for d in np.frombuffer(head, dtype=">u4", count=head[3], offset=4))
+
+
+def split_size(dataset: str, split: str) -> int | None:
+    """The number of images of ``split`` without decoding it, or None if unknown: 60000 / 10000 for MNIST and
+    Fashion-MNIST; for a :data:`LOCAL_ONLY` dataset, the count in the header of its local images file (None
+    when the file is absent or its header unreadable: :func:`load_split` then says why)."""
+    if split not in _SPLIT_FILES:
+        return None
+    if dataset in LOCAL_ONLY:
+        user_dir = os.environ.get("RBENCH_DATA")
+        path = Path(user_dir) / dataset / _SPLIT_FILES[split][0] if user_dir else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            dims = idx_dims(path)
+        except DataError:
+            return None
+        return dims[0] if dims else None
+    return _SPLIT_SIZES[split] if dataset in _REGISTRY else None
+
+
 @functools.lru_cache(maxsize=8)
 def _load_split_cached(dataset: str, images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
     images = load_idx(Path(images_path))
     labels_raw = load_idx(Path(labels_path))
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise DataError(f"IDX file {images_path} has shape {images.shape}, expected (N, 28, 28); replace it")
+    if images.shape[0] == 0:
+        raise DataError(f"IDX file {images_path} holds no images; replace it")
     if labels_raw.ndim != 1 or labels_raw.shape[0] != images.shape[0]:
         raise DataError(
             f"IDX file {labels_path} has shape {labels_raw.shape}, expected ({images.shape[0]},) to match "
             f"{images_path}; replace it"
+        )
+    bad = np.flatnonzero(labels_raw >= NUM_CLASSES)
+    if bad.size:
+        raise DataError(
+            f"IDX file {labels_path} has labels outside 0-{NUM_CLASSES - 1}: {bad.size} of {labels_raw.size} (the "
+            f"first: {labels_raw[bad[0]]} at index {bad[0]}); replace it"
         )
     labels = labels_raw.astype(np.int64)
     labels.flags.writeable = False
@@ -303,7 +352,8 @@ def load_split(dataset: str, split: Literal["train", "test"]) -> tuple[np.ndarra
 
     N is 60000 for ``"train"`` and 10000 for ``"test"``. The arrays are cached in-process per dataset and
     resolved file paths (so changing ``RBENCH_DATA`` takes effect); ``load_split.cache_clear()`` empties
-    the cache. Unknown dataset or split names raise DataError. A :data:`LOCAL_ONLY` dataset has any N.
+    the cache. Unknown dataset or split names raise DataError. A :data:`LOCAL_ONLY` dataset has any N > 0.
+    Files whose images are not (N, 28, 28), whose labels are not N values in 0-9, raise DataError.
     """
     images_path, labels_path = _split_paths(dataset, split)
     return _load_split_cached(dataset, str(images_path), str(labels_path))
@@ -312,6 +362,16 @@ def load_split(dataset: str, split: Literal["train", "test"]) -> tuple[np.ndarra
 def split_files(dataset: str, split: str) -> list[Path]:
     """Resolve (verify, or download) the files of one split without decoding them; DataError if impossible."""
     return _split_paths(dataset, split)
+
+
+def check_split(dataset: str, split: str) -> None:
+    """Make sure ``split`` can be loaded, or DataError naming the file: a checksummed dataset's files are
+    resolved and verified (their SHA-256 vouches for the content); a :data:`LOCAL_ONLY` dataset's files, which
+    nothing vouches for, are decoded and checked (IDX headers, (N, 28, 28) images, N labels in 0-9)."""
+    if dataset in LOCAL_ONLY:
+        load_split(dataset, split)  # type: ignore[arg-type]
+    else:
+        split_files(dataset, split)
 
 
 load_split.cache_clear = _load_split_cached.cache_clear  # type: ignore[attr-defined]

@@ -3,6 +3,12 @@
 A dataset plugin has ``name``, ``Params``, ``input_shape`` (C, H, W), ``num_classes``, ``splits`` and
 ``load(split, params) -> (x, y)`` returning float32 images in [0, 1] shaped (N, C, H, W) and int64 labels
 as numpy arrays. The engine selects deterministic subsets of a split with :func:`rbench.data.subset_indices`.
+
+Optional: ``prepare(split, params)`` (called once per run, before any job, for the data of every job to
+compute) and ``size(split, params) -> int | None``, the split's N when known cheaply (a constant, a file
+header) without decoding, downloading or failing; suite validation checks ``n``, ``n_train`` and ``parts``
+against it, so a suite asking for more images than a split holds is an error before any work. None (the
+default) means unknown: the check is then left to the job.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ class Dataset:
     def load(self, split: str, params: BaseModel) -> tuple[np.ndarray, np.ndarray]:
         """Return (x float32 (N, C, H, W) in [0, 1], y int64 (N,)) for ``split``."""
         raise NotImplementedError
+
+    def size(self, split: str, params: BaseModel) -> int | None:
+        """The number of samples of ``split`` if known without loading it (cheap: no decoding, no download, no
+        error for absent files), else None. Suite validation checks ``n``, ``n_train`` and ``parts`` against it."""
+        return None
 
     def prepare(self, split: str, params: BaseModel) -> None:
         """Make sure ``split`` can be loaded (files present and verified, downloaded if need be), or raise

@@ -8,6 +8,9 @@ import torch
 
 from rbench.errors import RbenchError
 
+#: the most workers a run may ask for (each is a process holding a model; more is a typo, not a machine)
+MAX_WORKERS = 256
+
 
 def visible_devices() -> list[str]:
     if torch.cuda.is_available():
@@ -17,7 +20,8 @@ def visible_devices() -> list[str]:
 
 def resolve_devices(device: str | None, workers: int | None) -> tuple[list[str], int]:
     """The device of each worker, from ``--device`` (``cpu``, ``cuda``, ``cuda:1``, ``cuda:0,cuda:1``)
-    and ``--workers``. Default: one worker per visible CUDA device, else one CPU worker."""
+    and ``--workers`` (1 to :data:`MAX_WORKERS`). Default: one worker per visible CUDA device, else one CPU worker.
+    A bad value raises a one-line :class:`RbenchError` naming the option."""
     if device in (None, "auto"):
         devices = visible_devices()
     elif device == "cuda":
@@ -26,6 +30,9 @@ def resolve_devices(device: str | None, workers: int | None) -> tuple[list[str],
             raise RbenchError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
     else:
         devices = [d.strip() for d in device.split(",") if d.strip()]
+        if not devices:
+            raise RbenchError(f"--device: {device!r} names no device (use cpu, cuda, cuda:N or a comma list "
+                              "such as cuda:0,cuda:1)")
         for d in devices:
             try:
                 parsed = torch.device(d)
@@ -38,6 +45,8 @@ def resolve_devices(device: str | None, workers: int | None) -> tuple[list[str],
                 raise RbenchError(f"--device: {d!r}: only cpu and cuda devices are supported")
     if workers is not None and workers < 1:
         raise RbenchError(f"--workers: must be at least 1 (got {workers})")
+    if workers is not None and workers > MAX_WORKERS:
+        raise RbenchError(f"--workers: must be at most {MAX_WORKERS} (got {workers})")
     n = workers or len(devices)
     return [devices[i % len(devices)] for i in range(n)], n
 

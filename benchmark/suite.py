@@ -2,9 +2,17 @@
 
 Loading a suite (:func:`load_suite`) reads the TOML with :mod:`tomllib`, applies the chosen profile, follows
 ``include`` (cycles are errors), merges the included suites, validates the structure with pydantic and every
-plugin's parameters against the plugin's ``Params``, and checks every reference. Any problem raises a
-:class:`~rbench.errors.SuiteError` whose one-line message names the file, the key path (e.g.
-``attacks.pgd.params.eps``), the value and the rule, before any work starts.
+plugin's parameters against the plugin's ``Params``, checks every reference, loads every published-table file,
+and checks every ``n``, ``n_train`` and ``parts`` against the split's size where the dataset plugin knows it
+(``Dataset.size``). Any problem raises a :class:`~rbench.errors.SuiteError` whose one-line message names the
+file, the key path (e.g. ``attacks.pgd.params.eps``), the value and the rule, before any work starts.
+
+Limits (the input is untrusted; each breach is one line too): a suite, included or published file must be a
+regular file of at most :data:`MAX_FILE_BYTES`; documents nest at most :data:`MAX_DEPTH` levels, includes at
+most :data:`MAX_INCLUDE_DEPTH`; the suite name and table names (they become file names) match
+:data:`SAFE_NAME` and are at most :data:`MAX_NAME` characters; every other entry name (datasets, models,
+attacks, evaluations, profiles) is at most :data:`MAX_NAME` printable characters, a row, column or metric
+label at most :data:`MAX_LABEL`; an attack's grid expands to at most :data:`MAX_GRID` instances.
 
 The format is documented in README.md ("Writing a suite").
 """
@@ -12,19 +20,85 @@ The format is documented in README.md ("Writing a suite").
 from __future__ import annotations
 
 import itertools
+import math
+import os
+import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from rbench.errors import PluginError, SuiteError
+from rbench.compare import load_published
+from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, get_registry, suggest
 
 SECTIONS = ("datasets", "models", "attacks", "evaluations", "tables")
 Axis = Literal["source", "target", "model", "attack", "metric"]
 Name = Annotated[str, Field(min_length=1)]
+
+#: a suite, included or published file is read only if it is a regular file of at most this many bytes
+#: (the largest shipped suite is 20 kB; a device or a huge file is refused before it is read)
+MAX_FILE_BYTES = 1 << 20
+#: tables and arrays nest at most this deep in a document (shipped suites: 8 levels)
+MAX_DEPTH = 32
+#: includes nest at most this deep (a file included twice is read once)
+MAX_INCLUDE_DEPTH = 32
+#: an attack's grid expands to at most this many instances (shipped suites: 3)
+MAX_GRID = 1000
+#: the longest name: suite, section entries (datasets, models, attacks, evaluations, tables, profiles)
+MAX_NAME = 64
+#: the longest row, column or metric label
+MAX_LABEL = 100
+#: the suite name and table names become file and folder names (``runs/<suite>-<time>``,
+#: ``reliability_<table>.png``): a letter or digit, then letters, digits, ``_``, ``.``, ``-``; never ``..``
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_SAFE_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+
+
+def _show(value: str, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters (the length said) so a message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} characters)"
+
+
+def key_part(key: Any) -> str:
+    """One component of a key path as written in a message: as is if short and printable, else quoted."""
+    key = str(key)
+    return key if key.isprintable() and len(key) <= MAX_NAME else _show(key)
+
+
+def name_problem(name: str, *, safe: bool, limit: int = MAX_NAME) -> str | None:
+    """Why ``name`` is not acceptable, or None. ``safe``: it becomes a file or folder name, so it must also match
+    :data:`SAFE_NAME` and not hold ``..``."""
+    if not name:
+        return "is empty"
+    if len(name) > limit:
+        return f"is {len(name)} characters long, more than {limit}"
+    if not name.isprintable():
+        return "holds a control or unprintable character"
+    if not safe:
+        return None
+    if "/" in name or "\\" in name:
+        return "holds a path separator"
+    if ".." in name:
+        return "holds '..'"
+    if not SAFE_NAME.fullmatch(name):
+        return "is not a safe file name"
+    return None
+
+
+def _label(value: str) -> str:
+    problem = name_problem(value, safe=False, limit=MAX_LABEL)
+    if problem:
+        raise ValueError(f"label {problem}")
+    return value
+
+
+#: a row, column or metric label: what a table shows
+Label = Annotated[str, AfterValidator(_label)]
 
 
 class _Strict(BaseModel):
@@ -41,6 +115,8 @@ class SuiteMeta(_Strict):
     include: list[str] = []
     #: published-table files (relative to this suite file) that `rbench compare` puts beside the results
     published: list[str] = []
+    #: seconds any one job may run (a job that runs longer fails alone); None: no limit. ``--job-timeout`` wins.
+    job_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
 
 class DatasetSpec(_Strict):
@@ -96,13 +172,13 @@ class EvaluationSpec(_Strict):
 class MetricRef(_Strict):
     plugin: Name
     params: dict[str, Any] = {}
-    label: str | None = None
+    label: Label | None = None
 
 
 class Selector(_Strict):
     """One row or column given explicitly: a label and the coordinates it fixes (any of them)."""
 
-    label: Name
+    label: Label
     evaluation: Name | None = None
     source: Name | None = None
     target: Name | None = None
@@ -237,6 +313,7 @@ class Suite:
     files: list[str]
     profile: str | None
     published: list[str] = field(default_factory=list)
+    job_timeout: float | None = None
     models: dict[str, Model] = field(default_factory=dict)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
@@ -244,19 +321,24 @@ class Suite:
 
 # -- loading --------------------------------------------------------------------------------------------
 def _fmt(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else f"{text[:80]}..."
 
 
 def _keypath(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+    return ".".join(key_part(p) for p in loc if not str(p).startswith("function-"))
+
+
+#: the parts of a pydantic error location that name a type (a branch of a union), not a key
+_TYPE_TAG = re.compile(r"str|int|float|bool|MetricRef|Selector|[a-z-]+\[.*\]|constrained-.*", re.DOTALL)
 
 
 def _pydantic_problem(file: str, prefix: str, err: ValidationError) -> SuiteError:
-    first = err.errors()[0]
-    loc = tuple(x for x in first["loc"] if not (isinstance(x, str) and x in ("str", "MetricRef", "list[str]")
-                                                 or "constrained" in str(x) or "literal" in str(x)))
+    # the deepest error: for a union (e.g. rows = an axis or a list of selectors) the branch that got furthest
+    first = max(err.errors(), key=lambda e: len(e["loc"]))
+    loc = tuple(x for x in first["loc"] if not (isinstance(x, str) and _TYPE_TAG.fullmatch(x)))
     path = ".".join(p for p in (prefix, _keypath(loc)) if p)
-    detail = first["msg"]
+    detail = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         detail = "unknown key"
     elif first["type"] == "missing":
@@ -276,22 +358,120 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_toml(path: Path, referrer: str | None = None) -> dict[str, Any]:
-    """The TOML document at ``path``; a one-line :class:`SuiteError` if it cannot be read or parsed."""
+_KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+
+
+def _not_regular(mode: int) -> str:
+    return f"is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file"
+
+
+class Unreadable(Exception):
+    """Why a file was not read (:func:`read_small_file`); the caller adds the file's name and context."""
+
+
+def _os_problem(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, PermissionError):
+        return "not readable (permission denied)"
+    return f"cannot be read ({exc.strerror or exc})"
+
+
+def read_small_file(path: Path, what: str = "suite file") -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most :data:`MAX_FILE_BYTES`, else :class:`Unreadable`.
+
+    Type and size are checked before the file is opened (a device, FIFO or socket is never opened), and again
+    on the descriptor (opened non-blocking), and at most the cap plus one byte is read, so a file swapped or
+    grown meanwhile cannot be read past the cap.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise Unreadable(_os_problem(exc)) from None
+    except ValueError as exc:  # "embedded null byte"
+        raise Unreadable(f"not a usable path ({exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise Unreadable(_not_regular(st.st_mode))
+    if st.st_size > MAX_FILE_BYTES:
+        raise Unreadable(f"is {st.st_size} bytes, more than the {MAX_FILE_BYTES} a {what} may have")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise Unreadable(_os_problem(exc)) from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise Unreadable(_not_regular(mode))
+        try:
+            data = f.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise Unreadable(_os_problem(exc)) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise Unreadable(f"is more than the {MAX_FILE_BYTES} bytes a {what} may have")
+    return data
+
+
+def too_deep(doc: Any, limit: int = MAX_DEPTH) -> str | None:
+    """The key path (cut short) of a table or array nested deeper than ``limit`` levels in ``doc``, or None.
+    Iterative, so it works whatever the depth."""
+    todo: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
+    while todo:
+        value, path = todo.pop()
+        if not isinstance(value, dict | list):
+            continue
+        if len(path) >= limit:
+            shown = "".join(f"[{p}]" if isinstance(p, int) else f".{key_part(p)}" for p in path[:6]).lstrip(".")
+            return shown + ("..." if len(path) > 6 else "")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        todo.extend((item, (*path, key)) for key, item in items)
+    return None
+
+
+def read_toml(path: Path, referrer: str | None = None, *, what: str = "suite file") -> dict[str, Any]:
+    """The TOML document at ``path``; a one-line :class:`SuiteError` if it cannot be read or parsed, is not a
+    regular file of at most :data:`MAX_FILE_BYTES`, is not UTF-8, or nests deeper than :data:`MAX_DEPTH`.
+    ``referrer`` (e.g. ``"a.toml: suite.include[0]"``) prefixes every message."""
     where = f"{referrer}: " if referrer else ""
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise SuiteError(f"{where}{path}: file not found") from None
-    except IsADirectoryError:
-        raise SuiteError(f"{where}{path}: is a directory, not a suite file") from None
-    except PermissionError:
-        raise SuiteError(f"{where}{path}: not readable (permission denied)") from None
+        data = read_small_file(Path(path), what)
+    except Unreadable as exc:
+        problem = str(exc).replace("is a directory, not a regular file", f"is a directory, not a {what}")
+        raise SuiteError(f"{where}{path}: {problem}") from None
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise SuiteError(f"{path}: not a UTF-8 text file") from None
+        raise SuiteError(f"{where}{path}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise SuiteError(f"{path}: invalid TOML: {exc}") from None
+        raise SuiteError(f"{where}{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise SuiteError(f"{where}{path}: nests deeper than {MAX_DEPTH} levels of tables or arrays") from None
+    deep = too_deep(doc)
+    if deep is not None:
+        raise SuiteError(f"{where}{path}: {deep}: nests deeper than {MAX_DEPTH} levels of tables or arrays")
+    return doc
+
+
+def _check_names(file: str, raw: dict[str, Any]) -> None:
+    """The suite name and every section entry name, checked before pydantic sees them (so that no other
+    message ever shows an unprintable key)."""
+    meta = raw.get("suite")
+    if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+        problem = name_problem(meta["name"], safe=True)
+        if problem:
+            raise SuiteError(f"{file}: suite.name: {problem} (got {_show(meta['name'])}); it names the run folder: "
+                             f"use {_SAFE_RULE}")
+    for section in (*SECTIONS, "profiles"):
+        body = raw.get(section)
+        if not isinstance(body, dict):
+            continue
+        for name in body:
+            safe = section == "tables"
+            problem = name_problem(name, safe=safe)
+            if problem:
+                rule = f"; table names become file names: use {_SAFE_RULE}" if safe else (
+                    f"; use at most {MAX_NAME} printable characters")
+                raise SuiteError(f"{file}: {section}.{_show(name)}: name {problem}{rule}")
 
 
 @dataclass
@@ -306,29 +486,44 @@ class _Merged:
 
 
 def _load_tree(path: Path, profile: str | None, merged: _Merged, stack: list[Path], referrer: str | None
-               ) -> SuiteMeta:
-    path = path.resolve() if path.exists() else path
+               ) -> SuiteMeta | None:
+    try:
+        path = path.resolve() if path.exists() else path
+    except (OSError, ValueError, RuntimeError):  # a path the OS rejects: read_toml says why
+        pass
     if path in stack:
         chain = " -> ".join(p.name for p in [*stack, path])
         raise SuiteError(f"{stack[-1]}: suite.include: include cycle: {chain}")
+    if str(path) in merged.files:  # included twice (a diamond): merged once, read once
+        return None
+    if len(stack) > MAX_INCLUDE_DEPTH:
+        raise SuiteError(f"{referrer}: {path}: includes nest deeper than {MAX_INCLUDE_DEPTH} levels "
+                         f"(from {stack[0]})")
     raw = read_toml(path, referrer)
     file = str(path)
     profiles = raw.get("profiles", {})
     if profile is not None and isinstance(profiles, dict) and profile in profiles:
         overlay = profiles[profile]
         if not isinstance(overlay, dict):
-            raise SuiteError(f"{file}: profiles.{profile}: must be a table (got {_fmt(overlay)})")
+            raise SuiteError(f"{file}: profiles.{key_part(profile)}: must be a table (got {_fmt(overlay)})")
         raw = deep_merge(raw, overlay)
         merged.profile_seen = True
+    _check_names(file, raw)
     try:
         doc = SuiteDoc.model_validate(raw)
     except ValidationError as err:
         raise _pydantic_problem(file, "", err) from None
     merged.files.append(file)
     for i, pub in enumerate(doc.suite.published):
-        pub_path = (path.parent / pub).resolve()
-        if not pub_path.is_file():
-            raise SuiteError(f"{file}: suite.published[{i}]: {pub_path}: file not found")
+        pub_path = path.parent / pub
+        try:
+            pub_path = pub_path.resolve()
+        except (OSError, ValueError, RuntimeError):
+            pass
+        try:
+            load_published(pub_path)
+        except RbenchError as exc:
+            raise SuiteError(f"{file}: suite.published[{i}]: {exc}") from None
         if str(pub_path) not in merged.published:
             merged.published.append(str(pub_path))
     for i, inc in enumerate(doc.suite.include):
@@ -349,8 +544,9 @@ def load_suite(path: str | Path, profile: str | None = None, registry: Registry 
     registry = registry or get_registry()
     merged = _Merged()
     meta = _load_tree(Path(path), profile, merged, [], None)
+    assert meta is not None  # the first file is never a repeat
     if profile is not None and not merged.profile_seen:
-        raise SuiteError(f"{path}: profiles.{profile}: no such profile in this suite or its includes")
+        raise SuiteError(f"{path}: profiles.{key_part(profile)}: no such profile in this suite or its includes")
     return _Resolver(registry, merged, meta, profile).resolve()
 
 
@@ -397,12 +593,34 @@ class _Resolver:
             raise self.fail(section, name, "part", "needs 'parts'")
         n = spec.n_train if isinstance(spec, ModelSpec) else spec.n
         parts = tuple(spec.parts) if spec.parts is not None else None
+        self.check_size(section, name, spec, call, n)
         return DataRef(spec.dataset, call, spec.split, n, parts, spec.part)
+
+    def check_size(self, section: str, name: str, spec: ModelSpec | EvaluationSpec, call: PluginCall,
+                   n: int | None) -> None:
+        """``n`` / ``n_train`` and ``parts`` against the split's size (when the dataset plugin knows it without
+        decoding the split, ``Dataset.size``), and ``n`` against the size of the part it is drawn from."""
+        n_key = "n_train" if isinstance(spec, ModelSpec) else "n"
+        where = f"{spec.dataset}/{spec.split}"
+        if call.name != spec.dataset:
+            where += f" (plugin {call.name})"
+        if spec.parts is not None and n is not None and n > spec.parts[spec.part]:
+            raise self.fail(section, name, n_key, f"{n} exceeds the {spec.parts[spec.part]} images of part "
+                            f"{spec.part} (parts = {spec.parts}) of {where}")
+        size_of = getattr(call.obj, "size", None)
+        total = size_of(spec.split, call.params) if callable(size_of) else None
+        if total is None:
+            return
+        if spec.parts is not None and sum(spec.parts) > total:
+            raise self.fail(section, name, "parts", f"{spec.parts} add up to {sum(spec.parts)}, more than the "
+                            f"{total} images of {where}")
+        if n is not None and n > total:
+            raise self.fail(section, name, n_key, f"{n} exceeds the {total} images of {where}")
 
     def resolve(self) -> Suite:
         s = self.merged.sections
         suite = Suite(self.meta.name, self.meta.title, self.meta.seed, self.merged.files, self.profile,
-                      list(self.merged.published))
+                      list(self.merged.published), self.meta.job_timeout)
         for name, m in s["models"].items():
             call = self.call("model", m.plugin, m.params, "models", name, "")
             composes = callable(getattr(call.obj, "compose", None))
@@ -471,9 +689,12 @@ class _Resolver:
             known = self.plugin_info(kind, plugin, "attacks", name).obj.Params.model_fields
             for key in spec.grid:
                 if key not in known:
-                    raise self.fail("attacks", name, f"grid.{key}",
+                    raise self.fail("attacks", name, f"grid.{key_part(key)}",
                                     f"not a parameter of {kind} {plugin!r}{suggest(key, known)}")
             keys = list(spec.grid)
+            count = math.prod(len(spec.grid[k]) for k in keys)
+            if count > MAX_GRID:
+                raise self.fail("attacks", name, "grid", f"expands to {count} instances, more than {MAX_GRID}")
             points = [dict(zip(keys, v, strict=True)) for v in itertools.product(*(spec.grid[k] for k in keys))]
         out = {}
         for point in points:

@@ -13,7 +13,7 @@ def _clean(out) -> None:
 
 
 def test_missing_suite_file(tmp_path):
-    out = rbench("run", str(tmp_path / "missing.toml"))
+    out = rbench("run", str(tmp_path / "missing.toml"), cwd=tmp_path)
     assert out.returncode == 2 and "missing.toml: file not found" in out.stderr
     _clean(out)
 
@@ -30,7 +30,7 @@ def test_bad_device_and_workers(tiny_suite, tmp_path):
     for args, message in ((["--workers", "0"], "--workers: must be at least 1"),
                           (["--device", "tpu"], "--device: 'tpu'"),
                           (["--device", "cuda:7"], "cuda:7")):
-        out = rbench("run", str(tiny_suite), "--store", str(tmp_path / "s"), *args)
+        out = rbench("run", str(tiny_suite), "--store", str(tmp_path / "s"), *args, cwd=tmp_path)
         assert out.returncode == 2 and message in out.stderr, out.stderr
         _clean(out)
 
@@ -38,7 +38,7 @@ def test_bad_device_and_workers(tiny_suite, tmp_path):
 def test_unwritable_store(tiny_suite, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    out = rbench("run", str(tiny_suite), "--store", str(blocker / "store"))
+    out = rbench("run", str(tiny_suite), "--store", str(blocker / "store"), cwd=tmp_path)
     assert out.returncode == 2 and "not writable" in out.stderr and str(blocker) in out.stderr
     _clean(out)
 
@@ -50,33 +50,199 @@ def test_corrupt_and_missing_data_files_stop_the_run_before_any_work(tiny_suite,
     victim.chmod(0o644)
     victim.write_bytes(victim.read_bytes()[:100])
     store = tmp_path / "store"
-    out = rbench("run", str(tiny_suite), "--store", str(store), env={"RBENCH_DATA": str(data)})
+    out = rbench("run", str(tiny_suite), "--store", str(store), env={"RBENCH_DATA": str(data)}, cwd=tmp_path)
     assert out.returncode == 2 and str(victim) in out.stderr and "corrupt" in out.stderr
     assert out.stderr.count("\n") == 1
     victim.unlink()
-    out = rbench("run", str(tiny_suite), "--store", str(store), env={"RBENCH_DATA": str(data)})
+    out = rbench("run", str(tiny_suite), "--store", str(store), env={"RBENCH_DATA": str(data)}, cwd=tmp_path)
     assert out.returncode == 2 and "t10k-labels-idx1-ubyte.gz is missing" in out.stderr
     assert not list(store.glob("objects/*/*"))  # nothing was computed
     _clean(out)
 
 
 def test_cache_commands_find_corrupt_entries(tmp_path):
+    from rbench.keys import content_key
     from rbench.store import Store
 
     store = Store(tmp_path / "store")
-    store.save_checkpoint("cd" + "1" * 38, {}, {"label": "empty"})
+    specs = [{"kind": "test", "n": 1}, {"kind": "test", "n": 2}]
+    empty, ones = (content_key(spec) for spec in specs)
+    store.save_checkpoint(empty, {}, {"key": empty, "spec": specs[0], "label": "empty"})  # an entry records its key
     import torch
 
-    store.save_checkpoint("ef" + "2" * 38, {"w": torch.ones(50)}, {"label": "ones"})
+    store.save_checkpoint(ones, {"w": torch.ones(50)}, {"key": ones, "spec": specs[1], "label": "ones"})
     ls = rbench("cache", "ls", "--store", str(store.root))
     assert ls.returncode == 0 and "2 entries" in ls.stdout
     ok = rbench("cache", "verify", "--store", str(store.root))
     assert ok.returncode == 0 and "2 entries checked, 0 corrupt" in ok.stdout
-    weights = next(p for p in store.paths("ef" + "2" * 38) if p.suffix == ".safetensors")
+    weights = next(p for p in store.paths(ones) if p.suffix == ".safetensors")
     raw = bytearray(weights.read_bytes())
     raw[-5] ^= 0xFF
     weights.write_bytes(bytes(raw))
     bad = rbench("cache", "verify", "--store", str(store.root))
-    assert bad.returncode == 1 and "1 corrupt" in bad.stdout and "ef2222" in bad.stdout
+    assert bad.returncode == 1 and "1 corrupt" in bad.stdout and ones[:6] in bad.stdout
     gc = rbench("cache", "gc", "--store", str(store.root))
     assert gc.returncode == 0 and "removed 2 files" in gc.stdout  # the quarantined weights and sidecar
+
+
+# -- bad input of every kind: one line, exit 2, and `rbench run` does no work ---------------------------------
+MINI = """
+[suite]
+name = "mini"
+
+[datasets.mnist]
+plugin = "mnist"
+
+[models.mlp]
+plugin = "mlp"
+params = { widths = [8] }
+dataset = "mnist"
+n_train = 100
+trainer = { params = { epochs = 1 } }
+
+[attacks.fgsm]
+plugin = "fgsm"
+params = { eps = 0.1 }
+
+[evaluations.ev]
+dataset = "mnist"
+n = 10
+sources = ["mlp"]
+attacks = ["fgsm"]
+
+[tables.t]
+evaluation = "ev"
+rows = "attack"
+columns = "model"
+metric = "error"
+"""
+
+
+def _objects(store) -> list:
+    return [p for p in (store / "objects").rglob("*") if p.is_file()] if (store / "objects").exists() else []
+
+
+def _one_line_exit_2(out, fragment: str) -> None:
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert out.stderr.startswith("rbench: error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert fragment in out.stderr, (fragment, out.stderr)
+    _clean(out)
+
+
+def _setup_bad_suite(folder, kind: str):
+    """(suite path, the fragment its error must hold) for one kind of bad suite."""
+    text = MINI
+    if kind == "name":
+        text = text.replace('name = "mini"', 'name = "../../escaped"')
+        fragment = "suite.name: holds a path separator"
+    elif kind == "name_nul":
+        text = text.replace('name = "mini"', 'name = "a\\u0000b"')
+        fragment = "suite.name: holds a control"
+    elif kind == "table_name":
+        text = text.replace("[tables.t]", '[tables."../t"]')
+        fragment = "tables.'../t': name holds a path separator"
+    elif kind == "published":
+        (folder / "pub.toml").write_bytes(b"\xff\xfe not UTF-8")
+        text = text.replace('name = "mini"', 'name = "mini"\npublished = ["pub.toml"]')
+        fragment = "suite.published[0]: " + str(folder / "pub.toml") + ": not a UTF-8 text file"
+    elif kind == "n":
+        text = text.replace("\nn = 10\n", "\nn = 20000\n")
+        fragment = "evaluations.ev.n: 20000 exceeds the 10000 images of mnist/test"
+    elif kind == "include_device":
+        text = text.replace('name = "mini"', 'name = "mini"\ninclude = ["/dev/zero"]')
+        fragment = "suite.include[0]: /dev/zero: is a character device, not a regular file"
+    elif kind == "include_huge":
+        with open(folder / "huge.toml", "wb") as f:
+            f.truncate(1 << 30)
+        text = text.replace('name = "mini"', 'name = "mini"\ninclude = ["huge.toml"]')
+        fragment = "huge.toml: is 1073741824 bytes, more than the 1048576 a suite file may have"
+    elif kind == "deep":
+        text += "\n[profiles.q]\nx = " + "[" * 5000 + "]" * 5000 + "\n"
+        fragment = "nests deeper than 32 levels"
+    else:  # include_chain
+        for i in range(40):
+            (folder / f"c{i}.toml").write_text(f'[suite]\nname = "c{i}"\ninclude = ["c{i + 1}.toml"]\n')
+        text = text.replace('name = "mini"', 'name = "mini"\ninclude = ["c0.toml"]')
+        fragment = "includes nest deeper than 32 levels"
+    path = folder / "suite.toml"
+    path.write_text(text)
+    return path, fragment
+
+
+# every kind is one SuiteError in-process (tests/test_suite.py); through the CLI, three kinds run in `make test`
+# and the rest in `make check-full` (each case starts rbench twice, about 9 s on 2 cores)
+@pytest.mark.parametrize("kind", ["name", "n", "include_device", *(pytest.param(k, marks=pytest.mark.full) for k in (
+    "name_nul", "table_name", "published", "include_huge", "deep", "include_chain"))])
+def test_bad_suites_stop_validate_and_run_before_any_work(tmp_path, kind):
+    folder = tmp_path / "suites"
+    folder.mkdir()
+    path, fragment = _setup_bad_suite(folder, kind)
+    _one_line_exit_2(rbench("validate", str(path), timeout=120), fragment)
+    cwd = tmp_path / "work" / "dir"  # a run folder escaping it would land in tmp_path
+    cwd.mkdir(parents=True)
+    store = tmp_path / "store"
+    out = rbench("run", str(path), "--store", str(store), "-q", "--device", "cpu", cwd=cwd, timeout=120)
+    _one_line_exit_2(out, fragment)
+    assert not _objects(store)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["suites", "work"] + (["store"] if store.exists()
+                                                                                       else []))
+    assert not list(cwd.iterdir())
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--device", ","], "--device: ',' names no device"),
+    (["--device", " , "], "--device: ' , ' names no device"),
+    (["--workers", "1000"], "--workers: must be at most 256 (got 1000)"),
+])
+def test_bad_device_lists_and_worker_counts_do_no_work(tmp_path, args, fragment):
+    path = tmp_path / "mini.toml"
+    path.write_text(MINI)
+    out = rbench("run", str(path), "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "run"), "-q",
+                 *args)
+    _one_line_exit_2(out, fragment)
+    assert not _objects(tmp_path / "store") and not (tmp_path / "run").exists()
+
+
+def test_bad_notmnist_file_stops_the_run_before_any_work(tmp_path):
+    """notMNIST is never checksummed: the run decodes and checks it up front (labels outside 0-9 here)."""
+    import gzip
+
+    data = tmp_path / "data"
+    (data / "mnist").mkdir(parents=True)
+    for f in (SHARED_DATA / "mnist").iterdir():
+        (data / "mnist" / f.name).symlink_to(f)
+    (data / "notmnist").mkdir()
+    images = b"\x00\x00\x08\x03" + (20).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(20 * 784)
+    labels = b"\x00\x00\x08\x01" + (20).to_bytes(4, "big") + bytes([1] * 19 + [42])
+    (data / "notmnist" / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(images))
+    (data / "notmnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    suite = tmp_path / "ood.toml"
+    suite.write_text(MINI + '\n[datasets.notmnist]\nplugin = "notmnist"\n[evaluations.ood]\ndataset = "notmnist"\n'
+                            'n = 10\nsources = ["mlp"]\n')
+    env = {"RBENCH_DATA": str(data)}
+    ok = rbench("validate", str(suite), env=env)  # validation reads no data beyond the header's count
+    assert ok.returncode == 0, ok.stderr
+    store = tmp_path / "store"
+    out = rbench("run", str(suite), "--store", str(store), "--run-dir", str(tmp_path / "run"), "-q", env=env)
+    _one_line_exit_2(out, str(data / "notmnist" / "t10k-labels-idx1-ubyte.gz"))
+    assert "labels outside 0-9" in out.stderr and not _objects(store)
+
+
+def _runner_checks_the_run_dir() -> bool:
+    import rbench.runner
+
+    return hasattr(rbench.runner, "prepare_run_dir")
+
+
+@pytest.mark.skipif(not _runner_checks_the_run_dir(), reason="the runner does not call rbench.rundir yet")
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_run_dir_that_cannot_be_a_folder_stops_the_run_before_any_work(tmp_path, where):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    run_dir = blocker if where == "file" else blocker / "run"
+    path = tmp_path / "mini.toml"
+    path.write_text(MINI)
+    store = tmp_path / "store"
+    out = rbench("run", str(path), "--store", str(store), "--run-dir", str(run_dir), "-q")
+    _one_line_exit_2(out, f"--run-dir {run_dir}: " + ("is a file" if where == "file" else "a folder above it"))
+    assert not _objects(store) and blocker.read_text() == ""

@@ -311,3 +311,53 @@ def test_disjoint_splits():
     assert len(np.unique(np.concatenate(data.disjoint_splits(10, [4, 6], seed=1)))) == 10
     with pytest.raises(DataError):
         data.disjoint_splits(10, [5, 6], seed=0)
+
+
+def test_split_size_without_decoding(monkeypatch, tmp_path):
+    import gzip
+    import struct
+
+    assert data.split_size("mnist", "train") == 60000 and data.split_size("mnist", "test") == 10000
+    assert data.split_size("fashion-mnist", "test") == 10000
+    assert data.split_size("cifar", "test") is None and data.split_size("mnist", "val") is None
+    assert data.split_size("notmnist", "test") is None  # RBENCH_DATA is not set
+    folder = tmp_path / "notmnist"
+    folder.mkdir()
+    # a header that promises 123456 images followed by far fewer bytes: the size comes from the header alone
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" +
+                                                                     struct.pack(">3I", 123456, 28, 28) + b"x"))
+    monkeypatch.setenv("RBENCH_DATA", str(tmp_path))
+    assert data.split_size("notmnist", "test") == 123456 and data.split_size("notmnist", "train") is None
+    assert data.idx_dims(folder / "t10k-images-idx3-ubyte.gz") == (123456, 28, 28)
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x03\x00\x00"))
+    with pytest.raises(DataError, match="truncated inside its header"):
+        data.idx_dims(bad)
+    bad.write_bytes(b"plain")
+    with pytest.raises(DataError, match=f"cannot read IDX file {bad}"):
+        data.idx_dims(bad)
+
+
+def test_labels_outside_the_classes_are_a_data_error(monkeypatch, tmp_path):
+    import gzip
+    import struct
+
+    folder = tmp_path / "notmnist"
+    folder.mkdir()
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" +
+                                                                     struct.pack(">3I", 2, 28, 28) + bytes(2 * 784)))
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + struct.pack(">I", 2) +
+                                                                     bytes([3, 10])))
+    monkeypatch.setenv("RBENCH_DATA", str(tmp_path))
+    with pytest.raises(DataError) as info:
+        data.check_split("notmnist", "test")
+    assert str(folder / "t10k-labels-idx1-ubyte.gz") in str(info.value)
+    assert "labels outside 0-9: 1 of 2 (the first: 10 at index 1)" in str(info.value)
+
+
+@needs_data
+def test_check_split_of_a_checksummed_dataset_does_not_decode(monkeypatch):
+    monkeypatch.setenv("RBENCH_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("RBENCH_OFFLINE", "1")
+    monkeypatch.setattr(data, "load_idx", lambda path: pytest.fail("decoded a checksummed file"))
+    data.check_split("mnist", "test")

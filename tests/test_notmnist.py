@@ -64,3 +64,89 @@ def test_present_files_load(monkeypatch, tmp_path):
     monkeypatch.setenv("RBENCH_DATA", str(tmp_path / "other"))
     with pytest.raises(DataError, match=r"expected \(N, 28, 28\)"):
         plugin.load("test", params)
+
+
+def _pair(folder: Path, images: np.ndarray, labels: np.ndarray, split_prefix: str = "t10k") -> Path:
+    _write_idx(folder / "notmnist" / f"{split_prefix}-images-idx3-ubyte.gz", images)
+    _write_idx(folder / "notmnist" / f"{split_prefix}-labels-idx1-ubyte.gz", labels)
+    return folder / "notmnist"
+
+
+GOOD_IMAGES = np.zeros((37, 28, 28), dtype=np.uint8)
+GOOD_LABELS = np.arange(37, dtype=np.uint8) % 10
+
+
+@pytest.mark.parametrize(("variant", "file", "fragment"), [
+    ("labels_out_of_range", "labels", "labels outside 0-9: 1 of 37 (the first: 12 at index 3)"),
+    ("labels_255", "labels", "labels outside 0-9"),
+    ("counts_disagree", "labels", "expected (37,)"),
+    ("image_shape", "images", "expected (N, 28, 28)"),
+    ("no_images", "images", "holds no images"),
+    ("not_gzip", "images", "cannot read IDX file"),
+    ("not_idx", "labels", "bad magic number"),
+    ("truncated", "images", "data bytes but its header"),
+])
+def test_prepare_decodes_and_checks_the_local_files(monkeypatch, tmp_path, variant, file, fragment):
+    """notMNIST is not checksummed, so ``prepare`` (called before any job) decodes and checks it: a bad file is
+    one DataError naming it, not a failure of every job that reads it."""
+    from rbench.data import load_split
+
+    load_split.cache_clear()
+    images, labels = GOOD_IMAGES.copy(), GOOD_LABELS.copy()
+    if variant == "labels_out_of_range":
+        labels[3] = 12
+    elif variant == "labels_255":
+        labels[-1] = 255
+    elif variant == "counts_disagree":
+        labels = labels[:36]
+    elif variant == "image_shape":
+        images = np.zeros((37, 28, 20), dtype=np.uint8)
+    elif variant == "no_images":
+        images, labels = images[:0], labels[:0]
+    folder = _pair(tmp_path, images, labels)
+    victim = folder / f"t10k-{file}-idx{3 if file == 'images' else 1}-ubyte.gz"
+    if variant == "not_gzip":
+        victim.write_bytes(b"this is not gzip")
+    elif variant == "not_idx":
+        victim.write_bytes(gzip.compress(b"\x12\x34\x08\x01" + bytes(8)))
+    elif variant == "truncated":
+        victim.write_bytes(gzip.compress(gzip.decompress(victim.read_bytes())[:-100]))
+    monkeypatch.setenv("RBENCH_DATA", str(tmp_path))
+    plugin, params = _notmnist()
+    with pytest.raises(DataError) as info:
+        plugin.prepare("test", params)
+    message = str(info.value)
+    assert str(victim) in message and fragment in message and "\n" not in message, message
+    load_split.cache_clear()
+
+
+def test_prepare_accepts_good_files_and_size_reads_the_header(monkeypatch, tmp_path):
+    from rbench.data import load_split
+
+    load_split.cache_clear()
+    plugin, params = _notmnist()
+    monkeypatch.setenv("RBENCH_DATA", str(tmp_path))
+    assert plugin.size("test", params) is None  # absent: unknown, not an error (validation reads no data)
+    _pair(tmp_path, GOOD_IMAGES, GOOD_LABELS)
+    plugin.prepare("test", params)
+    assert plugin.size("test", params) == 37 and plugin.size("train", params) is None
+    (tmp_path / "notmnist" / "t10k-images-idx3-ubyte.gz").write_bytes(b"garbage")
+    assert plugin.size("test", params) is None  # an unreadable header: prepare says why, at run time
+    monkeypatch.delenv("RBENCH_DATA")
+    assert plugin.size("test", params) is None
+    load_split.cache_clear()
+
+
+def test_suite_validation_checks_n_against_the_local_files(monkeypatch, tmp_path):
+    from rbench.errors import SuiteError
+    from rbench.suite import load_suite
+
+    suite = tmp_path / "s.toml"
+    suite.write_text('[suite]\nname = "s"\n[datasets.mnist]\nplugin = "mnist"\n[datasets.notmnist]\nplugin = '
+                     '"notmnist"\n[models.mlp]\nplugin = "mlp"\ndataset = "mnist"\n[evaluations.ood]\n'
+                     'dataset = "notmnist"\nn = 40\nsources = ["mlp"]\n')
+    monkeypatch.setenv("RBENCH_DATA", str(tmp_path / "data"))
+    assert load_suite(suite).evaluations["ood"].data.n == 40  # files absent: the size is unknown
+    _pair(tmp_path / "data", GOOD_IMAGES, GOOD_LABELS)
+    with pytest.raises(SuiteError, match=r"evaluations.ood.n: 40 exceeds the 37 images of notmnist/test"):
+        load_suite(suite)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from support import rbench
 
@@ -188,3 +190,263 @@ def test_cli_validate_exit_codes(write_suite):
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "attacks.pgd.params.eps" in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
+
+
+# -- names: the suite's and table names become file names; every entry name is short and printable -----------
+@pytest.mark.parametrize("name", ["../../x", "/tmp/abs", "a/b", "a\\\\b", "..", "a..b", ".hidden", "-x", "a b",
+                                  "x" * 65, "x" * 300, "a\\u0000b", "a\\nb", "a\\u001bb", "a\\u007fb", "a\\u0085b", ""])
+def test_unsafe_suite_names_are_refused(write_suite, name):
+    path = write_suite(BASE.replace('name = "s"', f'name = "{name}"'))
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: suite.name: ") and message.isprintable(), repr(message)
+    assert len(message) < 400, message
+
+
+@pytest.mark.parametrize("name", ["a", "mini_szegedy", "example-mifgsm", "v1.2", "X" * 64])
+def test_safe_suite_names_are_accepted(write_suite, name):
+    assert load_suite(write_suite(BASE.replace('name = "s"', f'name = "{name}"'))).name == name
+
+
+@pytest.mark.parametrize(("old", "new", "fragment"), [
+    ("[tables.t]", '[tables."../t"]', "tables.'../t': name holds a path separator"),
+    ("[tables.t]", '[tables."/etc/t"]', "tables.'/etc/t'"),
+    ("[tables.t]", '[tables."a b"]', "is not a safe file name"),
+    ("[tables.t]", f'[tables.{"t" * 65}]', "65 characters long, more than 64"),
+    ("[tables.t]", '[tables."t\\u0000"]', "control or unprintable"),
+    ("[models.mlp]", f'[models.{"m" * 65}]', "models.'mmmm"),
+    ("[models.mlp]", '[models."m\\nx"]', "models.'m\\nx': name holds a control"),
+    ("[attacks.pgd]", '[attacks."p\\u0007"]', "attacks.'p\\x07'"),
+    ("[evaluations.ev]", '[evaluations."e\\u001b[31m"]', "evaluations.'e\\x1b[31m'"),
+    ("[datasets.mnist]", '[datasets."d\\u0000"]', "datasets.'d\\x00'"),
+    ("[tables.t]", '[profiles."q\\u0000"]\n[tables.t]', "profiles.'q\\x00'"),
+])
+def test_bad_entry_names_are_refused(write_suite, old, new, fragment):
+    assert old in BASE
+    path = write_suite(BASE.replace(old, new, 1))
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and message.isprintable() and fragment in message, message
+
+
+def test_entry_names_may_be_any_short_printable_text(write_suite):
+    text = BASE.replace("[models.mlp]", '[models."MLP (σ, 2 layers)"]').replace('sources = ["mlp"]',
+                                                                               'sources = ["MLP (σ, 2 layers)"]')
+    assert list(load_suite(write_suite(text)).models) == ["MLP (σ, 2 layers)"]
+
+
+@pytest.mark.parametrize(("label", "fragment"), [("x" * 101, "101 characters"), ("a\\u0000b", "control")])
+def test_bad_labels_are_refused(write_suite, label, fragment):
+    text = BASE.replace('rows = "attack"', f'rows = [{{ label = "{label}", attack = "pgd" }}]')
+    with pytest.raises(SuiteError, match=fragment) as info:
+        load_suite(write_suite(text))
+    assert "tables.t.rows" in str(info.value) and str(info.value).isprintable()
+
+
+def test_unprintable_keys_are_quoted_in_messages(write_suite):
+    path = write_suite(BASE.replace("eps = 0.1, steps = 5", 'eps = 0.1, steps = 5, "k\\u0000\\n" = 1'))
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    message = str(info.value)
+    assert message.isprintable() and "attacks.pgd.params.'k\\x00\\n'" in message, message
+
+
+def test_every_shipped_suite_and_profile_is_valid():
+    import tomllib
+
+    from support import REPO
+
+    from rbench.suite import name_problem
+
+    suites = sorted((REPO / "suites").glob("*.toml"))
+    assert len(suites) >= 4
+    for path in suites:
+        for profile in [None, *tomllib.loads(path.read_text()).get("profiles", {})]:
+            load_suite(path, profile)
+    for path in (REPO / "examples").glob("*/suite.toml"):  # its plugin is installed by its own test only
+        doc = tomllib.loads(path.read_text())
+        for name in [doc["suite"]["name"], *doc.get("tables", {})]:
+            assert name_problem(name, safe=True) is None, (path, name)
+
+
+# -- published files are loaded with the suite ---------------------------------------------------------------
+PUBLISHED = '[source]\ncitation = "x"\n[tables.t]\nfigure = "f"\nwhy = "w"\ntolerance = { abs = 1.0 }\n' \
+            'values = { "pgd" = { mlp = 10.0 } }\n'
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (None, "pub.toml: file not found"),
+    (b"\xff\xfe[source]", "pub.toml: not a UTF-8 text file"),
+    (b"[source\n", "pub.toml: invalid TOML"),
+    (b'[source]\ncitation = "x"\n[tables.t]\nfigure = "f"\nwhy = "w"\nvalues = {}\n',
+     "pub.toml: tables.t.tolerance: Field required"),
+    (b'[source]\ncitation = "x"\ncolour = 1\n[tables]\n', "pub.toml: source.colour"),
+    ("folder", "pub.toml: is a directory"),
+    ("huge", "pub.toml: is 1048577 bytes, more than the 1048576"),
+])
+def test_bad_published_file_is_a_suite_error(write_suite, tmp_path, content, fragment):
+    pub = tmp_path / "pub.toml"
+    if content == "folder":
+        pub.mkdir()
+    elif content == "huge":
+        with open(pub, "wb") as f:
+            f.truncate((1 << 20) + 1)
+    elif content is not None:
+        pub.write_bytes(content)
+    path = write_suite(BASE.replace('name = "s"', 'name = "s"\npublished = ["pub.toml"]'))
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: suite.published[0]: {pub.parent}") and fragment in message, message
+    assert "\n" not in message
+
+
+def test_good_published_file_is_listed(write_suite, tmp_path):
+    (tmp_path / "pub.toml").write_text(PUBLISHED)
+    suite = load_suite(write_suite(BASE.replace('name = "s"', 'name = "s"\npublished = ["pub.toml"]')))
+    assert suite.published == [str(tmp_path / "pub.toml")]
+
+
+def test_load_published_refuses_devices_and_non_utf8(tmp_path):
+    from rbench.compare import load_published
+    from rbench.errors import RbenchError
+
+    with pytest.raises(RbenchError, match="/dev/zero: is a character device, not a regular file"):
+        load_published("/dev/zero")
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes('[source]\ncitation = "Szegedy, é"\n'.encode("latin-1"))
+    with pytest.raises(RbenchError, match="latin1.toml: not a UTF-8 text file"):
+        load_published(bad)
+
+
+# -- sizes: n, n_train and parts against the split ----------------------------------------------------------
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("n = 10", "n = 20000", "evaluations.ev.n: 20000 exceeds the 10000 images of mnist/test"),
+    ("n = 10", "n = 10001\nsplit = \"test\"", "evaluations.ev.n: 10001 exceeds the 10000 images of mnist/test"),
+    ("n = 10", "n = 60000\nsplit = \"train\"", None),
+    ("n = 10", "n = 60001\nsplit = \"train\"", "evaluations.ev.n: 60001 exceeds the 60000 images of mnist/train"),
+    ('dataset = "mnist"\n\n[attacks', 'dataset = "mnist"\nn_train = 70000\n\n[attacks',
+     "models.mlp.n_train: 70000 exceeds the 60000 images of mnist/train"),
+    ('dataset = "mnist"\n\n[attacks', 'dataset = "mnist"\nparts = [50000, 20000]\n\n[attacks',
+     "models.mlp.parts: [50000, 20000] add up to 70000, more than the 60000 images of mnist/train"),
+    ('dataset = "mnist"\n\n[attacks',
+     'dataset = "mnist"\nparts = [30000, 30000]\npart = 1\nn_train = 30001\n\n[attacks',
+     "models.mlp.n_train: 30001 exceeds the 30000 images of part 1 (parts = [30000, 30000]) of mnist/train"),
+    ("n = 10", "parts = [5000, 5001]",
+     "evaluations.ev.parts: [5000, 5001] add up to 10001, more than the 10000 images of mnist/test"),
+    ("n = 10", "parts = [5000, 5000]\npart = 1\nn = 5000", None),
+])
+def test_sizes_beyond_the_split_are_suite_errors(write_suite, old, new, message):
+    assert old in BASE
+    path = write_suite(BASE.replace(old, new, 1))
+    if message is None:
+        load_suite(path)
+        return
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_a_profile_that_asks_for_too_many_images_is_an_error(write_suite):
+    path = write_suite(BASE + "\n[profiles.full.evaluations.ev]\nn = 10000\n"
+                              "[profiles.huge.evaluations.ev]\nn = 12000\n")
+    assert load_suite(path, "full").evaluations["ev"].data.n == 10000
+    with pytest.raises(SuiteError, match="evaluations.ev.n: 12000 exceeds the 10000 images of mnist/test"):
+        load_suite(path, "huge")
+
+
+def test_fashion_mnist_sizes_and_unknown_sizes(write_suite, monkeypatch):
+    text = BASE.replace('plugin = "mnist"', 'plugin = "fashion-mnist"').replace("n = 10", "n = 10001")
+    path = write_suite(text)
+    with pytest.raises(SuiteError, match=r"10001 exceeds the 10000 images of mnist/test \(plugin fashion-mnist\)"):
+        load_suite(path)
+    from rbench.dataset import Dataset
+    from rbench.plugins.datasets.idx import _IdxDigits
+
+    monkeypatch.setattr(_IdxDigits, "size", lambda self, split, params: None)  # unknown: left to the job
+    assert load_suite(path).evaluations["ev"].data.n == 10001
+    monkeypatch.delattr(_IdxDigits, "size")
+    monkeypatch.delattr(Dataset, "size")  # a plugin without ``size`` at all (the contract makes it optional)
+    assert load_suite(path).evaluations["ev"].data.n == 10001
+
+
+# -- files: only small regular files; nesting and include depth -------------------------------------------
+@pytest.mark.parametrize("target", ["/dev/zero", "/dev/null", "/dev/urandom", "fifo", "folder", "huge"])
+def test_include_of_a_device_fifo_folder_or_huge_file_is_refused(write_suite, tmp_path, target):
+    if target == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    elif target == "folder":
+        (tmp_path / "folder").mkdir()
+    elif target == "huge":
+        with open(tmp_path / "huge", "wb") as f:
+            f.truncate(10**10)  # sparse
+    path = write_suite(BASE.replace('name = "s"', f'name = "s"\ninclude = ["{target}"]'))
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: suite.include[0]: ") and target in message, message
+    assert any(w in message for w in ("device", "FIFO", "directory", "10000000000 bytes, more than")), message
+
+
+def test_the_suite_file_itself_must_be_a_small_regular_file(tmp_path):
+    with pytest.raises(SuiteError, match="^/dev/zero: is a character device, not a regular file$"):
+        load_suite("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.toml")
+    with pytest.raises(SuiteError, match="fifo.toml: is a FIFO, not a regular file"):
+        load_suite(tmp_path / "fifo.toml")
+    big = tmp_path / "big.toml"
+    big.write_text('[suite]\nname = "big"\n' + "# padding\n" * 110_000)
+    with pytest.raises(SuiteError, match=r"big.toml: is 11000\d+ bytes, more than the 1048576 a suite file may have"):
+        load_suite(big)
+    with pytest.raises(SuiteError, match="not a usable path"):
+        load_suite(tmp_path / "nul\x00.toml")
+
+
+@pytest.mark.parametrize("nested", [
+    "x = " + "[" * 1000 + "]" * 1000,  # the TOML parser's own recursion
+    "x = " + "{ a = " * 1000 + "1" + " }" * 1000,
+    "x = " + "[" * 40 + "]" * 40,  # parsed, too deep to validate
+    "[" + ".".join(["a"] * 1000) + "]",  # parsed without recursion
+])
+def test_deep_nesting_is_one_line(write_suite, nested):
+    path = write_suite(BASE + "\n[profiles.q]\n" + nested + "\n")
+    with pytest.raises(SuiteError, match="nests deeper than 32 levels") as info:
+        load_suite(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_include_depth_is_limited_and_repeated_includes_are_read_once(write_suite, tmp_path):
+    for i in range(40):
+        write_suite(f'[suite]\nname = "c{i}"\ninclude = ["c{i + 1}.toml"]\n', f"c{i}.toml")
+    write_suite('[suite]\nname = "c40"\n', "c40.toml")
+    with pytest.raises(SuiteError, match=r"c32.toml: suite.include\[0\]: .*c33.toml: includes nest deeper than 32"):
+        load_suite(tmp_path / "c0.toml")
+    assert len(load_suite(tmp_path / "c8.toml").files) == 33  # 32 levels below the top are fine
+    # a diamond 30 levels deep includes 2^30 paths but 60 files: each is read once
+    for i in range(30):
+        for side in "ab":
+            write_suite(f'[suite]\nname = "d{i}{side}"\ninclude = ["d{i + 1}a.toml", "d{i + 1}b.toml"]\n',
+                        f"d{i}{side}.toml")
+    for side in "ab":
+        write_suite(BASE.replace('name = "s"', f'name = "d30{side}"'), f"d30{side}.toml")
+    suite = load_suite(tmp_path / "d0a.toml")
+    assert len(suite.files) == 61 and set(suite.models) == {"mlp"}
+
+
+def test_a_grid_that_expands_too_far_is_refused(write_suite):
+    grid = "grid = { eps = [" + ", ".join(f"0.{i + 1:03d}" for i in range(100)) + "], steps = [" + \
+        ", ".join(str(i + 1) for i in range(100)) + "] }"
+    path = write_suite(BASE.replace("params = { eps = 0.1, steps = 5 }", grid))
+    with pytest.raises(SuiteError, match=r"attacks.pgd.grid: expands to 10000 instances, more than 1000$"):
+        load_suite(path)
+
+
+def test_job_timeout_is_a_positive_number_of_seconds(write_suite):
+    base = '[suite]\nname = "t"\n{line}\n'
+    assert load_suite(write_suite(base.format(line="job_timeout = 600"))).job_timeout == 600.0
+    assert load_suite(write_suite(base.format(line=""))).job_timeout is None
+    for bad in ("job_timeout = 0", "job_timeout = -1.5", 'job_timeout = "60"', "job_timeout = nan"):
+        with pytest.raises(SuiteError, match="suite.job_timeout"):
+            load_suite(write_suite(base.format(line=bad)))

@@ -1,10 +1,15 @@
 """Property-based: every malformed suite (hypothesis generates them from a valid one) ends in one SuiteError
-that names the file and the key path, never another exception; a sample also goes through the CLI."""
+that names the file and the key path, never another exception; a sample also goes through the CLI.
+
+Besides malformed keys and values, the generated suites hold unsafe names (path-like, absolute, too long, control
+characters) for the suite and its entries, sizes beyond a split's, bad published files, includes of devices,
+FIFOs, folders or oversized files, documents nested too deep and include chains too long."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 from typing import Any
 
 import pytest
@@ -13,7 +18,7 @@ from hypothesis import strategies as st
 from support import rbench
 
 from rbench.errors import SuiteError
-from rbench.suite import load_suite
+from rbench.suite import MAX_DEPTH, MAX_FILE_BYTES, MAX_INCLUDE_DEPTH, MAX_NAME, load_suite
 
 VALID: dict[str, Any] = {
     "suite": {"name": "fuzz", "seed": 0},
@@ -57,7 +62,24 @@ TABLES = [("suite",), ("models", "mlp"), ("models", "mlp", "params"), ("attacks"
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=3, max_size=12)
 not_numbers = st.one_of(st.text(min_size=1, max_size=8), st.lists(st.integers(), max_size=2),
                         st.dictionaries(names, st.integers(), min_size=1, max_size=2))
-
+controls = st.characters(categories=["Cc"])  # NUL, newline, ESC, DEL, C1 ...
+too_long = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=MAX_NAME + 1, max_size=300)
+with_control = st.builds(lambda a, c, b: a + c + b, names, controls, st.text(alphabet="xyz", max_size=3))
+#: names no file name may be: path-like, absolute, hidden, '..', too long, control characters
+unsafe_names = st.one_of(
+    st.builds(lambda a, b: f"{a}/{b}", names, names), st.builds(lambda a: f"../{a}", names),
+    st.builds(lambda a: f"..\\{a}", names), st.builds(lambda a: f"/tmp/{a}", names),
+    st.builds(lambda a: f".{a}", names), st.builds(lambda a: f"-{a}", names), st.builds(lambda a: f"{a}..x", names),
+    st.just(".."), st.just(""), st.builds(lambda a: f"{a} {a}", names), too_long, with_control)
+#: names no entry may have (any printable name up to MAX_NAME is fine)
+bad_entry_names = st.one_of(too_long, with_control)
+#: published files that are not one: (variant, what to write)
+_TABLE = {"figure": "f", "why": "w", "tolerance": {}, "values": {}}
+BAD_PUBLISHED_DOCS = [{"source": {}}, {"source": {"citation": "x"}, "tables": {"t": {"figure": "f"}}},
+                      {"source": {"citation": "x"}, "tables": {"t": {**_TABLE, "tolerance": {"abs": -1}}}},
+                      {"source": {"citation": "x"}, "tables": {"t": {**_TABLE, "values": {"r": {"c": "ten"}}}}},
+                      {"source": {"citation": "x", "colour": "red"}, "tables": {}}]
+DEEP = "__deep__"
 
 def _get(doc: dict, path: tuple) -> dict:
     for key in path:
@@ -98,58 +120,174 @@ def dump(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _nested(depth: int, inline_tables: bool) -> str:
+    """A TOML value nested ``depth`` levels (arrays or inline tables), written without recursion."""
+    return "{ a = " * depth + "1" + " }" * depth if inline_tables else "[" * depth + "]" * depth
+
+
 @st.composite
-def malformed(draw) -> tuple[dict, str, list[dict]]:
-    """(a malformed suite document, a fragment its error must contain, extra files to write)."""
+def malformed(draw) -> tuple[str, list[str], list[dict]]:
+    """(a malformed suite's text, fragments its error must contain, extra files to write: each a dict with a
+    "name" and one of "doc", "text", "bytes", "fifo", "folder" or "size" (a sparse file of that many bytes))."""
     doc = copy.deepcopy(VALID)
-    kind = draw(st.sampled_from(["missing", "type", "negative", "unknown_key", "plugin", "reference",
-                                 "table_ref", "cycle", "bad_grid", "bad_where"]))
+    kind = draw(st.sampled_from(["missing", "type", "negative", "unknown_key", "plugin", "reference", "table_ref",
+                                 "cycle", "bad_grid", "bad_where", "suite_name", "table_name", "entry_name",
+                                 "too_many", "published", "include_special", "deep", "include_chain"]))
     extra: list[dict] = []
+    if kind in ("missing", "type", "negative", "unknown_key", "plugin", "reference", "table_ref", "cycle",
+                "bad_grid", "bad_where"):
+        doc, fragment = _classic(draw, kind, doc, extra)
+        return dump(doc), [fragment], extra
+    if kind == "suite_name":
+        doc["suite"]["name"] = draw(unsafe_names)
+        return dump(doc), ["suite.name"], extra
+    if kind == "table_name":
+        doc["tables"] = {draw(unsafe_names): doc["tables"]["t"]}
+        return dump(doc), ["tables.", "name"], extra
+    if kind == "entry_name":
+        section, old = draw(st.sampled_from([("datasets", "mnist"), ("models", "mlp"), ("attacks", "pgd"),
+                                             ("evaluations", "ev"), ("profiles", None)]))
+        name = draw(bad_entry_names)
+        if old is None:
+            doc["profiles"] = {name: {"evaluations": {"ev": {"n": 5}}}}
+        else:
+            doc[section] = {(name if k == old else k): v for k, v in doc[section].items()}
+        return dump(doc), [f"{section}.", "name"], extra
+    if kind == "too_many":
+        case = draw(st.sampled_from(["n", "n_train", "parts", "part_n", "eval_parts"]))
+        if case == "n":
+            doc["evaluations"]["ev"]["n"] = draw(st.integers(10_001, 10**9))
+            return dump(doc), ["evaluations.ev.n", "10000 images of mnist/test"], extra
+        if case == "n_train":
+            doc["models"]["cnn"]["n_train"] = draw(st.integers(60_001, 10**9))
+            return dump(doc), ["models.cnn.n_train", "60000 images of mnist/train"], extra
+        first = draw(st.integers(1, 60_000))
+        if case == "parts":
+            doc["models"]["mlp"]["parts"] = [first, 60_000 - first + draw(st.integers(1, 10**6))]
+            return dump(doc), ["models.mlp.parts", "60000 images of mnist/train"], extra
+        if case == "eval_parts":
+            small = draw(st.integers(1, 10_000))
+            doc["evaluations"]["ev"]["parts"] = [small, 10_000 - small + draw(st.integers(1, 10**6))]
+            del doc["evaluations"]["ev"]["n"]
+            return dump(doc), ["evaluations.ev.parts", "10000 images of mnist/test"], extra
+        part = draw(st.integers(0, 1))
+        doc["models"]["cnn"].update(parts=[first, 1 + (first % 1000)], part=part)
+        doc["models"]["cnn"]["n_train"] = doc["models"]["cnn"]["parts"][part] + draw(st.integers(1, 10**6))
+        return dump(doc), ["models.cnn.n_train", f"of part {part}"], extra
+    if kind == "published":
+        doc["suite"]["published"] = ["pub.toml"]
+        variant = draw(st.sampled_from(["missing", "not_utf8", "bad_toml", "schema", "folder", "oversized"]))
+        if variant == "not_utf8":
+            extra.append({"name": "pub.toml", "bytes": b"\xff" + draw(st.binary(max_size=20))})
+        elif variant == "bad_toml":
+            extra.append({"name": "pub.toml", "text": draw(st.sampled_from(["[source\n", "a = \n", "a = 1\na = 2\n",
+                                                                            "[tables.t]\nvalues = { r = 1\n"]))})
+        elif variant == "schema":
+            extra.append({"name": "pub.toml", "doc": draw(st.sampled_from(BAD_PUBLISHED_DOCS))})
+        elif variant == "folder":
+            extra.append({"name": "pub.toml", "folder": True})
+        elif variant == "oversized":
+            extra.append({"name": "pub.toml", "size": MAX_FILE_BYTES + draw(st.integers(1, 10**6))})
+        return dump(doc), ["suite.published[0]", "pub.toml"], extra
+    if kind == "include_special":
+        variant = draw(st.sampled_from(["/dev/zero", "/dev/null", "/dev/urandom", "fifo", "folder", "oversized"]))
+        target = variant if variant.startswith("/") else "other.toml"
+        doc["suite"]["include"] = [target]
+        if variant == "fifo":
+            extra.append({"name": target, "fifo": True})
+        elif variant == "folder":
+            extra.append({"name": target, "folder": True})
+        elif variant == "oversized":
+            extra.append({"name": target, "size": MAX_FILE_BYTES + draw(st.integers(1, 10**9))})
+        return dump(doc), ["suite.include[0]", target], extra
+    if kind == "deep":
+        depth = draw(st.one_of(st.integers(MAX_DEPTH, MAX_DEPTH + 30), st.integers(300, 3000)))
+        inline_tables = draw(st.booleans())
+        where = draw(st.sampled_from(["params", "profile", "header"]))
+        if where == "header":  # [a.a.a...]: tables nested by a header, no recursion in the parser
+            return dump(doc) + "[" + ".".join(["a"] * (depth + 1)) + "]\n", ["nests deeper than 32"], extra
+        if where == "params":
+            doc["models"]["mlp"]["params"]["widths"] = DEEP
+        else:
+            doc["profiles"] = {"quick": {"models": {"mlp": {"params": {"widths": DEEP}}}}}
+        text = dump(doc).replace(json.dumps(DEEP), _nested(depth, inline_tables))
+        return text, ["nests deeper than 32"], extra
+    # include_chain: suite.toml -> c0.toml -> c1.toml -> ... longer than the limit
+    length = draw(st.integers(MAX_INCLUDE_DEPTH + 1, MAX_INCLUDE_DEPTH + 8))
+    doc["suite"]["include"] = ["c0.toml"]
+    for i in range(length):
+        extra.append({"name": f"c{i}.toml", "doc": {"suite": {"name": f"c{i}", "include": [f"c{i + 1}.toml"]}}})
+    return dump(doc), ["suite.include[0]", "nest deeper than 32"], extra
+
+
+def _classic(draw, kind: str, doc: dict, extra: list[dict]) -> tuple[dict, str]:
+    """The malformed keys and values: (document, the key path its error must name)."""
     if kind == "missing":
         path, where = draw(st.sampled_from(REQUIRED))
         del _get(doc, path[:-1])[path[-1]]
-        return doc, where, extra
+        return doc, where
     if kind == "type":
         path, where = draw(st.sampled_from(NUMERIC))
         _get(doc, path[:-1])[path[-1]] = draw(not_numbers)
-        return doc, where, extra
+        return doc, where
     if kind == "negative":
         path, where = draw(st.sampled_from(NUMERIC))
         _get(doc, path[:-1])[path[-1]] = draw(st.one_of(st.integers(max_value=-1), st.floats(max_value=-1e-3,
                                                                                                min_value=-1e6)))
-        return doc, where, extra
+        return doc, where
     if kind == "unknown_key":
         path = draw(st.sampled_from(TABLES))
         key = draw(names.filter(lambda k: k not in _get(VALID, path) and k not in ("profiles",)))
         _get(doc, path)[key] = draw(st.integers())
-        return doc, ".".join([*path, key]), extra
+        return doc, ".".join([*path, key])
     if kind == "plugin":
         path, where = draw(st.sampled_from(PLUGINS))
         _get(doc, path[:-1])[path[-1]] = draw(names.filter(lambda n: n not in {"mlp", "lenet", "pgd", "fgsm", "bim",
                                                                                   "fgv", "mnist", "standard", "lbfgs"}))
-        return doc, where, extra
+        return doc, where
     if kind == "reference":
         path, where = draw(st.sampled_from(REFERENCES))
         _get(doc, path[:-1])[path[-1]] = draw(names.filter(lambda n: n not in ("mnist", "ev")))
-        return doc, where, extra
+        return doc, where
     if kind == "table_ref":
         i = draw(st.integers(0, 1))
         doc["evaluations"]["ev"]["sources"][i] = draw(names.filter(lambda n: n not in ("mlp", "cnn")))
-        return doc, f"evaluations.ev.sources[{i}]", extra
+        return doc, f"evaluations.ev.sources[{i}]"
     if kind == "cycle":
         doc["suite"]["include"] = ["other.toml"]
         extra.append({"name": "other.toml", "doc": {"suite": {"name": "o", "include": ["suite.toml"]}}})
-        return doc, "include cycle", extra
+        return doc, "include cycle"
     if kind == "bad_grid":
         key = draw(names.filter(lambda n: n not in ("eps",)))
         doc["attacks"]["fgsm"]["grid"][key] = [1]
-        return doc, f"attacks.fgsm.grid.{key}", extra
+        return doc, f"attacks.fgsm.grid.{key}"
     doc["tables"]["t"]["rows"] = "model"
     doc["tables"]["t"]["columns"] = "metric"
     doc["tables"]["t"]["metrics"] = ["error", "accuracy"]
     del doc["tables"]["t"]["metric"]
     doc["tables"]["t"]["where"] = {"attack": draw(names.filter(lambda n: n not in ("pgd",)))}
-    return doc, "tables.t.where.attack", extra
+    return doc, "tables.t.where.attack"
+
+
+def _write(folder, text: str, extra: list[dict]):
+    path = folder / "suite.toml"
+    path.write_text(text)
+    for other in extra:
+        target = folder / other["name"]
+        if "doc" in other:
+            target.write_text(dump(other["doc"]))
+        elif "text" in other:
+            target.write_text(other["text"])
+        elif "bytes" in other:
+            target.write_bytes(other["bytes"])
+        elif "fifo" in other:
+            os.mkfifo(target)
+        elif "folder" in other:
+            target.mkdir()
+        elif "size" in other:
+            with open(target, "wb") as f:
+                f.truncate(other["size"])  # sparse: no time spent writing
+    return path
 
 
 def test_the_valid_document_is_valid(tmp_path):
@@ -160,28 +298,24 @@ def test_the_valid_document_is_valid(tmp_path):
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=malformed())
 def test_every_malformed_suite_is_one_clear_error(tmp_path_factory, case):
-    doc, fragment, extra = case
-    folder = tmp_path_factory.mktemp("fuzz")
-    path = folder / "suite.toml"
-    path.write_text(dump(doc))
-    for other in extra:
-        (folder / other["name"]).write_text(dump(other["doc"]))
+    text, fragments, extra = case
+    path = _write(tmp_path_factory.mktemp("fuzz"), text, extra)
     with pytest.raises(SuiteError) as info:
         load_suite(path)
     message = str(info.value)
-    assert "\n" not in message and message.split(": ", 1)[0].endswith(".toml"), message
-    assert fragment in message, (fragment, message)
+    assert "\n" not in message and message.isprintable(), repr(message)
+    assert message.split(": ", 1)[0].endswith(".toml"), message
+    assert len(message) < 600, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=malformed())
 def test_cli_on_generated_malformed_suites(tmp_path_factory, case):
-    doc, fragment, extra = case
-    folder = tmp_path_factory.mktemp("cli")
-    path = folder / "suite.toml"
-    path.write_text(dump(doc))
-    for other in extra:
-        (folder / other["name"]).write_text(dump(other["doc"]))
-    out = rbench("validate", str(path))
-    assert out.returncode == 2 and fragment in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    text, fragments, extra = case
+    path = _write(tmp_path_factory.mktemp("cli"), text, extra)
+    out = rbench("validate", str(path), timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert all(fragment in out.stderr for fragment in fragments), (fragments, out.stderr)
     assert "Traceback" not in out.stderr

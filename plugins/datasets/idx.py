@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from rbench.data import load_split, split_files
+from rbench.data import check_split, load_split, split_size
 from rbench.dataset import Dataset
 
 
@@ -18,8 +18,11 @@ class _IdxDigits(Dataset):
         x = images.astype(np.float32).reshape(-1, 1, 28, 28) / np.float32(255.0)
         return x, labels.astype(np.int64)
 
+    def size(self, split: str, params: BaseModel) -> int | None:
+        return split_size(self.name, split)
+
     def prepare(self, split: str, params: BaseModel) -> None:
-        split_files(self.name, split)
+        check_split(self.name, split)
 
 
 class Mnist(_IdxDigits):
@@ -41,6 +44,8 @@ class NotMnist(_IdxDigits):
     ``$RBENCH_DATA/notmnist/`` -- ``t10k-images-idx3-ubyte.gz`` + ``t10k-labels-idx1-ubyte.gz`` for the test
     split, ``train-images-idx3-ubyte.gz`` + ``train-labels-idx1-ubyte.gz`` for the train split (gzipped, uint8
     (N, 28, 28) images and (N,) labels, any N; the layout of the notMNIST-to-MNIST conversions). The files are
-    not checksummed, so the store's keys do not see their content: use a fresh store after replacing them."""
+    not checksummed, so the store's keys do not see their content: use a fresh store after replacing them.
+    ``prepare`` therefore decodes and checks them (a bad header, images not (N, 28, 28), labels outside 0-9 or
+    not one per image: one DataError naming the file before any work); ``size`` reads the images file's header."""
 
     name = "notmnist"

@@ -1,0 +1,48 @@
+"""The run folder: made (or found) and proved writable before any work, so a bad ``--run-dir`` is one line."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from rbench.errors import RbenchError
+
+
+def _why(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "not writable (permission denied)"
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return "a folder above it is a file"
+    return f"cannot be written ({exc.strerror or exc})"
+
+
+def prepare_run_dir(path: Path, option: str = "--run-dir") -> None:
+    """Create the folder ``path`` if need be and check that a file can be created in it (a probe file, created
+    exclusively and removed). Otherwise a one-line :class:`RbenchError` naming ``option`` (the command-line
+    option, or e.g. ``"run folder"`` for the default one), the path and the problem: ``is a file``,
+    ``a folder above it is a file``, ``not writable (permission denied)``, ... Call it before any work."""
+    path = Path(path)
+    where = f"{option} {path}"
+    try:
+        if path.exists() and not path.is_dir():
+            raise RbenchError(f"{where}: is a file, not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+    except RbenchError:
+        raise
+    except FileExistsError:  # raced into a file, or (mkdir's parents) a file in the way
+        raise RbenchError(f"{where}: {'is a file, not a folder' if path.exists() else 'a folder above it is a file'}"
+                          ) from None
+    except OSError as exc:
+        raise RbenchError(f"{where}: {_why(exc)}") from None
+    except ValueError as exc:  # "embedded null byte"
+        raise RbenchError(f"{where}: not a usable path ({exc})") from None
+    probe = path / f".rbench-probe-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise RbenchError(f"{where}: {_why(exc)}") from None
+    try:
+        os.close(fd)
+    finally:
+        probe.unlink(missing_ok=True)

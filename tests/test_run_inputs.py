@@ -1,0 +1,84 @@
+"""Run options checked before any work: ``--device``, ``--workers`` and the run folder (rbench.rundir)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from rbench.devices import MAX_WORKERS, resolve_devices
+from rbench.errors import RbenchError
+from rbench.rundir import prepare_run_dir
+
+
+@pytest.mark.parametrize("device", [",", " , ", ",,,", "", " "])
+def test_a_device_list_naming_no_device_is_one_line(device):
+    with pytest.raises(RbenchError) as info:
+        resolve_devices(device, None)
+    message = str(info.value)
+    assert message.startswith("--device: ") and "names no device" in message and "\n" not in message
+
+
+def test_device_lists_and_worker_counts():
+    assert resolve_devices("cpu", None) == (["cpu"], 1)
+    assert resolve_devices(" cpu , cpu ", 3) == (["cpu", "cpu", "cpu"], 3)
+    assert resolve_devices("cpu,", MAX_WORKERS)[1] == MAX_WORKERS
+    for workers in (MAX_WORKERS + 1, 10**9):
+        with pytest.raises(RbenchError, match=rf"^--workers: must be at most {MAX_WORKERS} \(got {workers}\)$"):
+            resolve_devices("cpu", workers)
+    with pytest.raises(RbenchError, match="--workers: must be at least 1"):
+        resolve_devices("cpu", 0)
+
+
+def test_run_dir_is_created_and_probed(tmp_path):
+    target = tmp_path / "runs" / "a" / "b"
+    prepare_run_dir(target)
+    assert target.is_dir() and list(target.iterdir()) == []  # the probe is gone
+    prepare_run_dir(target)  # an existing folder is fine
+    (target / "results.json").write_text("{}")
+    prepare_run_dir(target)
+    assert [p.name for p in target.iterdir()] == ["results.json"]
+
+
+def test_run_dir_that_is_a_file_or_under_a_file(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(RbenchError, match=rf"^--run-dir {blocker}: is a file, not a folder$"):
+        prepare_run_dir(blocker)
+    for below in (blocker / "run", blocker / "x" / "run"):
+        with pytest.raises(RbenchError, match=rf"^--run-dir {below}: a folder above it is a file$"):
+            prepare_run_dir(below)
+    with pytest.raises(RbenchError, match=r"^run folder .*: is a file, not a folder$"):
+        prepare_run_dir(blocker, "run folder")
+    assert blocker.read_text() == ""
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="running as root: permission bits do not stop root's writes "
+                    "(the permission-denied path is covered by test_run_dir_probe_permission_denied)")
+def test_run_dir_not_writable(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(RbenchError, match=rf"^--run-dir {locked}: not writable \(permission denied\)$"):
+            prepare_run_dir(locked)
+        with pytest.raises(RbenchError, match=r"not writable \(permission denied\)$"):
+            prepare_run_dir(locked / "new")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_run_dir_probe_permission_denied(tmp_path, monkeypatch):
+    """Whoever runs the tests (root included): a probe that cannot be created is one line."""
+    real_open = os.open
+
+    def deny(path, flags, *args, **kwargs):
+        if ".rbench-probe-" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", deny)
+    with pytest.raises(RbenchError, match=rf"^--run-dir {tmp_path}: not writable \(permission denied\)$"):
+        prepare_run_dir(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
