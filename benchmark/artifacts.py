@@ -61,6 +61,16 @@ class AdvSet:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> AdvSet:
+        """The set stored as ``arrays``; ValueError naming what is missing or malformed."""
+        n = _rows(arrays, "x_adv", "f", ndim=4)
+        _rows(arrays, "success", "b", n=n)
+        for name in ("labels", "targets", "indices"):
+            _rows(arrays, name, "iu", n=n)
+        for name in DISTORTIONS:
+            _rows(arrays, f"distortion/{name}", "f", n=n)
+        for name in arrays:
+            if name.startswith("extras/"):
+                _rows(arrays, name, "biuf", n=n)
         return cls(
             x_adv=arrays["x_adv"],
             success=arrays["success"],
@@ -95,4 +105,24 @@ class Predictions:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Predictions:
+        """The predictions stored as ``arrays``; ValueError naming what is missing or malformed."""
+        n = _rows(arrays, "logits", "f", ndim=2)
+        _rows(arrays, "labels", "iu", n=n)
+        _rows(arrays, "indices", "iu", n=n)
         return cls(logits=arrays["logits"], labels=arrays["labels"], indices=arrays["indices"], meta=meta)
+
+
+def _rows(arrays: dict[str, np.ndarray], name: str, kinds: str, *, n: int | None = None, ndim: int | None = None
+          ) -> int:
+    """Check that ``arrays[name]`` exists, has a dtype of one of the numpy ``kinds`` (e.g. "f", "iu"), ``ndim``
+    dimensions if given, and ``n`` rows if given; return its number of rows. ValueError otherwise."""
+    if name not in arrays:
+        raise ValueError(f"the array {name!r} is missing")
+    a = arrays[name]
+    if a.dtype.kind not in kinds:
+        raise ValueError(f"the array {name!r} has dtype {a.dtype}")
+    if ndim is not None and a.ndim != ndim or a.ndim == 0:
+        raise ValueError(f"the array {name!r} has shape {a.shape}")
+    if n is not None and len(a) != n:
+        raise ValueError(f"the array {name!r} has {len(a)} rows, not {n}")
+    return len(a)

@@ -14,24 +14,18 @@ and the store never recomputes a key it holds. The job's RNG seed is derived fro
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from rbench.keys import canonical, content_key
 from rbench.suite import AttackCall, DataRef, Suite
 
+__all__ = ["CLEAN", "FORMAT", "Job", "Plan", "build_plan", "canonical", "content_key", "model_spec"]
+
 #: Bump when the stored format or the meaning of a job spec changes: every key changes with it.
-FORMAT = 1
+#: 2: every stored entry records its key and spec, and an HDF5 file's checksum covers its metadata.
+FORMAT = 2
 CLEAN = "clean"
-
-
-def canonical(spec: Any) -> str:
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def content_key(spec: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical(spec).encode()).hexdigest()[:40]
 
 
 @dataclass(frozen=True)
@@ -45,6 +39,8 @@ class Job:
     label: str
     #: Execution options that do not change the result (e.g. batch size); not part of the key.
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    #: For an eval job: the plugin of the model evaluated (named in errors); not part of the key.
+    model_plugin: str = field(default="", compare=False)
 
     @property
     def seed(self) -> int:
@@ -55,7 +51,7 @@ class Job:
     def plugin(self) -> str:
         """The plugin doing the work, for error messages."""
         if self.kind == "eval":
-            return "(model forward pass)"
+            return f"model {self.model_plugin!r}" if self.model_plugin else "(model forward pass)"
         part = {"train": "trainer", "attack": "attack", "transform": "transform"}[self.kind]
         return f"{part} {self.spec[part]['plugin']!r}"
 
@@ -70,10 +66,11 @@ class Plan:
     attacked: dict[tuple[str, str, str], str] = field(default_factory=dict)
     evaluated: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
 
-    def add(self, kind: str, spec: dict[str, Any], deps: tuple[str, ...], label: str, **options: Any) -> str:
+    def add(self, kind: str, spec: dict[str, Any], deps: tuple[str, ...], label: str, model_plugin: str = "",
+            **options: Any) -> str:
         spec = {"kind": kind, "format": FORMAT, **spec}
         key = content_key(spec)
-        self.jobs.setdefault(key, Job(key, kind, spec, deps, label, options))
+        self.jobs.setdefault(key, Job(key, kind, spec, deps, label, options, model_plugin))
         return key
 
     def dependents(self, key: str) -> list[str]:
@@ -143,12 +140,14 @@ def build_plan(suite: Suite) -> Plan:
                 inputs[label] = key
             for target in ev.targets_of(source):
                 tgt_key = train(target)
+                plugin = suite.models[target].call.name
                 for label, adv_key in inputs.items():
                     if adv_key is None:
                         spec = {"model": tgt_key, "input": {"clean": data}}
-                        key = plan.add("eval", spec, (tgt_key,), f"eval {target} on clean {where}")
+                        key = plan.add("eval", spec, (tgt_key,), f"eval {target} on clean {where}", plugin)
                     else:
                         spec = {"model": tgt_key, "input": {"advset": adv_key}}
-                        key = plan.add("eval", spec, (tgt_key, adv_key), f"eval {target} on {label}@{source}")
+                        key = plan.add("eval", spec, (tgt_key, adv_key), f"eval {target} on {label}@{source}",
+                                       plugin)
                     plan.evaluated[(ev.name, source, label, target)] = key
     return plan

@@ -4,16 +4,27 @@ Layout under the store root::
 
     objects/<key[:2]>/<key>.safetensors + <key>.json   a checkpoint (weights + JSON sidecar, no pickle)
     objects/<key[:2]>/<key>.h5                          an adversarial set or a set of predictions
-    locks/<key>.lock                                    held while a process computes <key>
-    quarantine/                                         entries that failed their checksum, moved aside
+    locks/<key>.lock                                    held while a process writes, quarantines or deletes <key>
+    gates/<key>.json                                    memo of the last validity-gate pass (see rbench.gates)
+    leases/<id>.json + <id>.lock                        the keys a live run uses (gc keeps them)
+    quarantine/                                         entries that failed a check, moved aside
 
 Guarantees:
 
-- Every file is written to a temporary name in the same folder, fsync'd, then renamed, so a reader never
-  sees a partial file under a final name. A checkpoint counts as stored only once its sidecar (written
-  last, holding the weights' SHA-256) exists.
-- Every load checks a checksum (the sidecar's SHA-256 of the weights; the SHA-256 of all HDF5 arrays kept in
-  the file's attributes). A mismatch raises :class:`CorruptEntry` after moving the entry to ``quarantine/``.
+- **Every entry is bound to its key.** Each records the key and the job spec it was made for; a load checks that
+  the recorded key is the key asked for and that the recorded spec hashes to it, so an entry copied or moved
+  under another key is never served.
+- **Checksums.** A checkpoint's sidecar holds its weights' SHA-256; an HDF5 file holds the SHA-256 of all its
+  arrays and of its metadata. Any failure to load an entry (checksum, binding, a malformed file or sidecar, a
+  missing array, non-finite values) raises :class:`CorruptEntry` after moving the entry to ``quarantine/``.
+- **Nothing partial, nothing non-finite.** A file is built in memory, written to a temporary sibling, fsync'd
+  and renamed; a checkpoint counts as stored only once its sidecar (written last) exists. A write that does not
+  fit on the disk fails with :class:`StoreWriteError` (one line) before anything is renamed. Non-finite floats
+  are refused at write time.
+- **Locks.** Writers, ``quarantine``, ``verify`` and gc take the same per-key file lock; nobody touches an entry
+  another process is writing.
+- **Links.** A store whose folders are symbolic links is refused (:meth:`Store.check_layout`): no operation
+  follows a link out of the store; an entry file that is a link is corrupt.
 - The default root is the platform cache dir; ``RBENCH_STORE`` or ``--store`` override it.
 """
 
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -31,29 +43,48 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
 import platformdirs
 import torch
-from filelock import FileLock
-from safetensors.torch import load_file, save_file
+from filelock import FileLock, Timeout
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from rbench.artifacts import AdvSet, Predictions
 from rbench.errors import StoreError
+from rbench.keys import content_key
 
 CHECKSUM_ATTR = "rbench_sha256"
 META_ATTR = "rbench_meta"
 TMP_MARK = ".tmp-"
+FOLDERS = ("objects", "locks", "gates", "leases", "quarantine")
+#: Free space a write leaves on the disk at least (so the run folder and lock files still fit).
+RESERVE_BYTES = 1 << 20
 
 
 class CorruptEntry(Exception):
-    """A stored entry failed its checksum or could not be read; it has been moved to quarantine."""
+    """A stored entry failed a check or could not be read; it has been moved to quarantine (``moved_to``), or
+    left in place when another process holds its lock (``moved_to`` None)."""
 
     def __init__(self, key: str, reason: str, moved_to: Path | None):
         self.key, self.reason, self.moved_to = key, reason, moved_to
-        super().__init__(f"store entry {key} is corrupt ({reason}); moved to {moved_to}")
+        where = f"moved to {moved_to}" if moved_to else "left in place (another process holds it)"
+        super().__init__(f"store entry {key} is corrupt ({reason}); {where}")
+
+
+class EntryMissing(Exception):
+    """An entry a job needs is not in the store (removed while the run was using it)."""
+
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(f"store entry {key} is missing (removed while this run needed it); re-run to recompute it")
+
+
+class StoreWriteError(Exception):
+    """A write to the store failed (disk full, I/O error); nothing was left under a final name."""
 
 
 def default_root() -> Path:
@@ -69,14 +100,36 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of ``arrays`` in name order."""
+def arrays_digest(arrays: dict[str, np.ndarray], meta_json: str | None = None) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of ``arrays`` in name order (and ``meta_json`` if given)."""
     h = hashlib.sha256()
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
+    if meta_json is not None:
+        h.update(b"meta|" + meta_json.encode())
     return h.hexdigest()
+
+
+def check_binding(key: str, meta: Any) -> None:
+    """Raise ValueError unless ``meta`` records ``key`` and a spec whose content key is ``key``."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"its metadata is a {type(meta).__name__}, not a JSON object")
+    if meta.get("key") != key:
+        raise ValueError(f"it records the key {meta.get('key')!r}: it is another job's entry")
+    spec = meta.get("spec")
+    if not isinstance(spec, dict) or content_key(spec) != key:
+        raise ValueError("its recorded job spec does not hash to its key")
+
+
+def _require_finite(name: str, values: np.ndarray | torch.Tensor) -> None:
+    if isinstance(values, torch.Tensor):
+        bad = values.is_floating_point() and not bool(torch.isfinite(values).all())
+    else:
+        bad = np.issubdtype(values.dtype, np.floating) and not bool(np.isfinite(values).all())
+    if bad:
+        raise ValueError(f"{name!r} holds non-finite values")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -105,10 +158,24 @@ def fault_point(name: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+#: temporary files this process is writing now (removed by :func:`remove_partial_writes` on a signal)
+_writing: set[Path] = set()
+
+
+def remove_partial_writes() -> None:
+    """Delete the temporary files this process is in the middle of writing (for signal handlers that end the
+    process without unwinding, e.g. a worker told to stop)."""
+    for tmp in list(_writing):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, fsync it, and rename it to ``path``."""
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, fsync it, and rename it to ``path``. Whatever
+    happens (an exception, a signal that unwinds), no partial file is left under either name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    _writing.add(tmp)
     try:
         write(tmp)
         fault_point("mid-write")
@@ -119,6 +186,21 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        _writing.discard(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, first checking that it fits: a full disk is one
+    :class:`StoreWriteError` line (never a crash of a native library half-way through a file)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        if free < len(data) + RESERVE_BYTES:
+            raise StoreWriteError(f"cannot write {path.name} ({len(data) / 1e6:.2f} MB) to the store at "
+                                  f"{path.parent.parent.parent}: only {free / 1e6:.2f} MB free on its disk")
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    except OSError as exc:
+        raise StoreWriteError(f"cannot write {path.name} to the store: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)
@@ -141,16 +223,36 @@ class Store:
 
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root is not None else default_root()
-        self._loaded: OrderedDict[str, tuple[dict[str, np.ndarray], dict[str, Any]]] = OrderedDict()
+        self._loaded: OrderedDict[str, tuple[dict[str, np.ndarray], str, tuple[int, int, int], str]] = OrderedDict()
 
     # -- layout --------------------------------------------------------------------------------------
     def _path(self, key: str, suffix: str) -> Path:
         return self.root / "objects" / key[:2] / f"{key}{suffix}"
 
+    def check_layout(self) -> None:
+        """Refuse (one-line :class:`StoreError`) a store whose folders are symbolic links or not folders: no
+        store operation may follow a link out of the store."""
+        for sub in FOLDERS:
+            self._check_folder(self.root / sub)
+        objects = self.root / "objects"
+        if objects.is_dir():
+            for shard in objects.iterdir():
+                if shard.is_symlink() or not shard.is_dir():
+                    self._check_folder(shard)
+
+    def _check_folder(self, path: Path) -> None:
+        if path.is_symlink():
+            raise StoreError(f"store {self.root}: {path.relative_to(self.root)} is a symbolic link (to "
+                             f"{os.readlink(path)}); rbench never follows links out of its store: make it a real "
+                             "folder or use another store")
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"store {self.root}: {path.relative_to(self.root)} is not a folder")
+
     def ensure_writable(self) -> None:
-        """Create the store folders; a clear :class:`StoreError` if the location is not writable."""
+        """Check the layout and create the store folders; a clear :class:`StoreError` if not writable."""
+        self.check_layout()
         try:
-            for sub in ("objects", "locks", "quarantine"):
+            for sub in FOLDERS:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             probe = self.root / "locks" / f".probe{TMP_MARK}{uuid.uuid4().hex[:8]}"
             probe.write_bytes(b"")
@@ -160,14 +262,30 @@ class Store:
                              "pass --store or set RBENCH_STORE to a writable folder") from None
 
     def lock(self, key: str) -> FileLock:
-        """An inter-process lock held while computing ``key`` (so two runs never compute it twice)."""
+        """The inter-process lock of ``key``, held while it is written, quarantined or deleted. One object per
+        lock file in this process, so a holder may take it again (e.g. to quarantine what it holds)."""
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
-        return FileLock(self.root / "locks" / f"{key}.lock")
+        return FileLock(self.root / "locks" / f"{key}.lock", is_singleton=True)
+
+    @contextlib.contextmanager
+    def try_lock(self, key: str) -> Iterator[bool]:
+        """Hold ``key``'s lock inside the block if it is free now; yields False (and holds nothing) when another
+        process holds it."""
+        lock = self.lock(key)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
 
     def paths(self, key: str) -> list[Path]:
         """Every final (non-temporary) file of ``key`` that exists."""
         folder = self.root / "objects" / key[:2]
-        if not folder.exists():
+        if not folder.is_dir():
             return []
         return sorted(p for p in folder.glob(f"{key}.*") if TMP_MARK not in p.name)
 
@@ -177,144 +295,254 @@ class Store:
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self, key: str, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Store weights as safetensors, then the JSON sidecar (``meta`` plus the weights' SHA-256)."""
-        weights = self._path(key, ".safetensors")
+        """Store weights as safetensors, then the JSON sidecar (``meta`` plus the weights' SHA-256). ``meta``
+        must record ``key`` and its spec; non-finite weights are refused (ValueError)."""
+        check_binding(key, meta)
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
+        for name, tensor in tensors.items():
+            _require_finite(name, tensor)
+        data = save_safetensors(tensors)
+        atomic_write_bytes(self._path(key, ".safetensors"), data)
         fault_point("between-weights-and-sidecar")
-        sidecar = dict(meta, kind="checkpoint", sha256=sha256_file(weights))
-        atomic_write(self._path(key, ".json"), lambda tmp: tmp.write_text(json.dumps(sidecar, indent=1)))
+        sidecar = dict(meta, kind="checkpoint", sha256=hashlib.sha256(data).hexdigest())
+        atomic_write_bytes(self._path(key, ".json"), json.dumps(sidecar, indent=1).encode())
 
     def load_checkpoint(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Weights and sidecar of ``key``, checksum-verified (else :class:`CorruptEntry`)."""
+        """Weights and sidecar of ``key``, checked (else :class:`CorruptEntry`, or :class:`EntryMissing`)."""
         weights, sidecar = self._path(key, ".safetensors"), self._path(key, ".json")
+        if not sidecar.exists() and not sidecar.is_symlink():
+            raise EntryMissing(key)
         try:
+            self._refuse_links(weights, sidecar)
             meta = json.loads(sidecar.read_text())
-            if sha256_file(weights) != meta["sha256"]:
+            check_binding(key, meta)
+            data = weights.read_bytes()
+            if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
                 raise ValueError("weights do not match the sidecar's SHA-256")
-            return load_file(str(weights)), meta
-        except (OSError, ValueError, KeyError) as exc:
-            raise self.quarantine(key, f"{type(exc).__name__}: {exc}") from None
+            state = load_safetensors(data)
+            for name, tensor in state.items():
+                _require_finite(name, tensor)
+            return state, meta
+        except Exception as exc:  # any failure to read an entry makes it corrupt, whatever raised it
+            raise self.quarantine(key, _reason(exc)) from None
 
     # -- HDF5 sets -----------------------------------------------------------------------------------
     def save_arrays(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Store named arrays (float arrays kept at their dtype, never quantized) and JSON ``meta``."""
-        digest = arrays_digest(arrays)
+        """Store named arrays (float arrays kept at their dtype, never quantized) and JSON ``meta`` (which must
+        record ``key`` and its spec). The file is built in memory, then written atomically; non-finite floats
+        are refused (ValueError)."""
+        check_binding(key, meta)
+        for name, array in arrays.items():
+            _require_finite(name, array)
+        meta_json = json.dumps(meta)
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w") as f:
+            for name, array in arrays.items():
+                f.create_dataset(name, data=array, fletcher32=array.size > 0, chunks=array.size > 0 or None)
+            f.attrs[META_ATTR] = meta_json
+            f.attrs[CHECKSUM_ATTR] = arrays_digest(arrays, meta_json)
+        atomic_write_bytes(self._path(key, ".h5"), buffer.getvalue())
 
-        def write(tmp: Path) -> None:
-            with h5py.File(tmp, "w") as f:
-                for name, array in arrays.items():
-                    f.create_dataset(name, data=array, fletcher32=array.size > 0, chunks=array.size > 0 or None)
-                f.attrs[META_ATTR] = json.dumps(meta)
-                f.attrs[CHECKSUM_ATTR] = digest
-
-        atomic_write(self._path(key, ".h5"), write)
-
-    def load_arrays(self, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Arrays (read-only) and meta of ``key``, checksum-verified (else :class:`CorruptEntry`)."""
+    def _load_h5(self, key: str, parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any], kind: str) -> Any:
+        """The HDF5 entry ``key`` parsed by ``parse(arrays, meta)``, every check passed (else CorruptEntry)."""
         path = self._path(key, ".h5")
-        stat = path.stat() if path.exists() else None
-        cached = self._loaded.get(key)
-        if cached is not None and stat is not None and cached[1].get("_stat") == (stat.st_mtime_ns, stat.st_size):
-            self._loaded.move_to_end(key)
-            return cached[0], {k: v for k, v in cached[1].items() if k != "_stat"}
         try:
+            stat = path.lstat()
+        except FileNotFoundError:
+            raise EntryMissing(key) from None
+        cached = self._loaded.get(key)
+        if cached is not None and cached[2] == (stat.st_ino, stat.st_mtime_ns, stat.st_size):
+            self._loaded.move_to_end(key)
+            return parse(cached[0], json.loads(cached[1]))  # fresh objects: callers may change them
+        try:
+            self._refuse_links(path)
+            arrays: dict[str, np.ndarray] = {}
             with h5py.File(path, "r") as f:
-                arrays: dict[str, np.ndarray] = {}
                 f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
                              if isinstance(obj, h5py.Dataset) else None)
-                meta = json.loads(f.attrs[META_ATTR])
+                meta_json = f.attrs[META_ATTR]
                 expected = f.attrs[CHECKSUM_ATTR]
-            if arrays_digest(arrays) != expected:
-                raise ValueError("arrays do not match the stored SHA-256")
-            for array in arrays.values():
+            if arrays_digest(arrays, meta_json) != expected:
+                raise ValueError("arrays or metadata do not match the stored SHA-256")
+            meta = json.loads(meta_json)
+            check_binding(key, meta)
+            if meta.get("kind") != kind:
+                raise ValueError(f"it holds {meta.get('kind')!r}, not {kind!r}")
+            for name, array in arrays.items():
+                _require_finite(name, array)
                 array.flags.writeable = False
-            if stat is not None:
-                self._loaded[key] = (arrays, {**meta, "_stat": (stat.st_mtime_ns, stat.st_size)})
-                while len(self._loaded) > self.CACHE_ENTRIES:
-                    self._loaded.popitem(last=False)
-            return arrays, meta
-        except (OSError, ValueError, KeyError) as exc:
-            raise self.quarantine(key, f"{type(exc).__name__}: {exc}") from None
+            value = parse(arrays, meta)
+        except Exception as exc:  # any failure to read an entry makes it corrupt, whatever raised it
+            raise self.quarantine(key, _reason(exc)) from None
+        self._loaded[key] = (arrays, meta_json, (stat.st_ino, stat.st_mtime_ns, stat.st_size), str(expected))
+        while len(self._loaded) > self.CACHE_ENTRIES:
+            self._loaded.popitem(last=False)
+        return value
 
     def save_advset(self, key: str, adv: AdvSet) -> None:
         self.save_arrays(key, adv.arrays(), dict(adv.meta, kind="advset"))
 
     def load_advset(self, key: str) -> AdvSet:
-        return AdvSet.from_arrays(*self.load_arrays(key))
+        return self._load_h5(key, AdvSet.from_arrays, "advset")
 
     def save_predictions(self, key: str, pred: Predictions) -> None:
         self.save_arrays(key, pred.arrays(), dict(pred.meta, kind="predictions"))
 
     def load_predictions(self, key: str) -> Predictions:
-        return Predictions.from_arrays(*self.load_arrays(key))
+        return self._load_h5(key, Predictions.from_arrays, "predictions")
+
+    def load_meta(self, key: str) -> dict[str, Any]:
+        """The metadata of ``key`` (the checkpoint's sidecar, or the HDF5 set's), fully checked."""
+        if self._path(key, ".json").exists():
+            return self.load_checkpoint(key)[1]
+        kind = self.entry(key).kind
+        loader = {"advset": self.load_advset, "predictions": self.load_predictions}.get(kind)
+        if loader is None:
+            if not self.paths(key):
+                raise EntryMissing(key)
+            raise self.quarantine(key, f"unknown entry kind {kind!r}")
+        return loader(key).meta
 
     def checksum(self, key: str) -> str | None:
-        """The stored checksum of ``key`` (a checkpoint's weights SHA-256, or an HDF5 file's arrays digest);
-        reads metadata only. None if ``key`` is not stored."""
+        """The stored checksum of ``key`` (a checkpoint's weights SHA-256, or an HDF5 file's digest); reads
+        metadata only. None if ``key`` is not stored or unreadable."""
         try:
             if self._path(key, ".json").exists():
-                return json.loads(self._path(key, ".json").read_text())["sha256"]
-            if self._path(key, ".h5").exists():
-                with h5py.File(self._path(key, ".h5"), "r") as f:
+                return str(json.loads(self._path(key, ".json").read_text())["sha256"])
+            path = self._path(key, ".h5")
+            cached = self._loaded.get(key)
+            if cached is not None:  # verified in this process: its digest, if the file is still the same
+                stat = path.lstat()
+                if cached[2] == (stat.st_ino, stat.st_mtime_ns, stat.st_size):
+                    return cached[3]
+            if path.exists():
+                with h5py.File(path, "r") as f:
                     return str(f.attrs[CHECKSUM_ATTR])
-        except (OSError, ValueError, KeyError):
+        except Exception:  # an unreadable entry has no checksum; loading it will quarantine it
             return None
         return None
 
     def gate_stamp(self, key: str) -> dict[str, Any] | None:
-        """The record of the last validity-gate pass of ``key`` (see :func:`rbench.jobs.gate_stored_advset`)."""
+        """The record of the last validity-gate pass of ``key`` (see :mod:`rbench.gates`)."""
         try:
-            return json.loads((self.root / "gates" / f"{key}.json").read_text())
+            stamp = json.loads((self.root / "gates" / f"{key}.json").read_text())
         except (OSError, ValueError):
             return None
+        return stamp if isinstance(stamp, dict) else None
 
     def write_gate_stamp(self, key: str, stamp: dict[str, Any]) -> None:
-        atomic_write(self.root / "gates" / f"{key}.json", lambda tmp: tmp.write_text(json.dumps(stamp)))
+        """Record a gate pass. The stamp is a memo: when it cannot be written (a full disk), the gate runs again
+        next time, so a failure here is ignored."""
+        with contextlib.suppress(StoreWriteError):
+            atomic_write_bytes(self.root / "gates" / f"{key}.json", json.dumps(stamp).encode())
 
     # -- integrity -----------------------------------------------------------------------------------
-    def verify(self, key: str) -> None:
-        """Load ``key`` fully; raise :class:`CorruptEntry` (and quarantine it) if it fails its checksum."""
-        if self._path(key, ".json").exists():
-            self.load_checkpoint(key)
-        elif self._path(key, ".h5").exists():
-            self.load_arrays(key)
-        elif self._path(key, ".safetensors").exists():
-            raise self.quarantine(key, "weights without a sidecar (interrupted write)")
+    def verify(self, key: str) -> Literal["ok", "busy"]:
+        """Load ``key`` fully under its lock; raise :class:`CorruptEntry` (and quarantine it) if any check fails.
+        ``busy``: another process holds the key's lock (it is being written): nothing was touched."""
+        with self.try_lock(key) as locked:
+            if not locked:
+                return "busy"
+            if self._path(key, ".json").exists() or self._path(key, ".h5").exists():
+                self.load_meta(key)
+            elif self.paths(key):
+                raise self.quarantine(key, "weights without a sidecar (interrupted write)")
+            return "ok"
 
     def quarantine(self, key: str, reason: str) -> CorruptEntry:
-        """Move every file of ``key`` to ``quarantine/``; the returned error says where and why."""
-        dest = self.root / "quarantine" / f"{key}-{int(time.time())}"
+        """Move every file of ``key`` (and its gate stamp) to ``quarantine/`` under the key's lock; the returned
+        error says where and why. An entry whose lock another process holds is left in place."""
+        self._loaded.pop(key, None)
+        dest = self.root / "quarantine" / f"{key}-{int(time.time())}-{uuid.uuid4().hex[:6]}"
         moved = None
-        for path in self.paths(key):
-            dest.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(OSError):
-                shutil.move(str(path), dest / path.name)
-                moved = dest
+        with self.try_lock(key) as locked:
+            if locked:
+                stamp = self.root / "gates" / f"{key}.json"
+                for path in [*self.paths(key), *([stamp] if stamp.exists() else [])]:
+                    with contextlib.suppress(OSError):
+                        dest.mkdir(parents=True, exist_ok=True)
+                        os.replace(path, dest / path.name)  # a rename: a link is moved, never followed
+                        moved = dest
         return CorruptEntry(key, reason, moved)
+
+    def _refuse_links(self, *paths: Path) -> None:
+        for path in paths:
+            if path.is_symlink():
+                raise ValueError(f"{path.name} is a symbolic link; the store never follows links")
+
+    # -- leases: what live runs use ------------------------------------------------------------------
+    def registry_lock(self) -> FileLock:
+        """Held by gc while it decides and deletes, and by a run while it registers its lease."""
+        (self.root / "leases").mkdir(parents=True, exist_ok=True)
+        return FileLock(self.root / "leases" / "registry.lock", is_singleton=True)
+
+    @contextlib.contextmanager
+    def lease(self, keys: set[str], label: str) -> Iterator[None]:
+        """Declare, for the duration of the block, that this process uses ``keys``: ``rbench cache gc`` keeps
+        them. The lease is a JSON file whose lock this process holds; a lease whose holder died is stale."""
+        lease_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        record = self.root / "leases" / f"{lease_id}.json"
+        hold = FileLock(self.root / "leases" / f"{lease_id}.lock", is_singleton=True)
+        with self.registry_lock():
+            hold.acquire()
+            try:
+                atomic_write_bytes(record, json.dumps({"label": label, "pid": os.getpid(),
+                                                       "keys": sorted(keys)}).encode())
+            except BaseException:
+                hold.release()
+                raise
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                record.unlink()
+            hold.release()
+
+    def live_keys(self) -> set[str]:
+        """The keys every live run's lease names (call with :meth:`registry_lock` held); stale leases are
+        removed."""
+        keys: set[str] = set()
+        folder = self.root / "leases"
+        if not folder.is_dir():
+            return keys
+        for record in folder.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                holder = FileLock(record.with_suffix(".lock"), is_singleton=True)
+                try:
+                    holder.acquire(timeout=0)
+                except Timeout:  # the run is alive
+                    keys |= set(json.loads(record.read_text())["keys"])
+                    continue
+                try:  # its run died without removing it
+                    record.unlink()
+                finally:
+                    holder.release()
+        return keys
 
     # -- listing and cleaning ------------------------------------------------------------------------
     def keys(self) -> list[str]:
         """Every key with at least one final file."""
         objects = self.root / "objects"
-        if not objects.exists():
+        if not objects.is_dir():
             return []
         return sorted({p.name.split(".", 1)[0] for p in objects.glob("*/*") if TMP_MARK not in p.name})
 
     def entry(self, key: str) -> Entry:
         """Summary of ``key`` (reads only metadata, not the arrays)."""
         paths = tuple(self.paths(key))
-        size = sum(p.stat().st_size for p in paths)
-        meta: dict[str, Any] = {}
+        size = sum(p.lstat().st_size for p in paths)
+        meta: Any = {}
         with contextlib.suppress(Exception):
             if self._path(key, ".json").exists():
                 meta = json.loads(self._path(key, ".json").read_text())
             elif self._path(key, ".h5").exists():
                 with h5py.File(self._path(key, ".h5"), "r") as f:
                     meta = json.loads(f.attrs[META_ATTR])
+        meta = meta if isinstance(meta, dict) else {}
         kind = meta.get("kind", "incomplete" if not self.has(key) else "unreadable")
-        created = meta.get("provenance", {}).get("created", "")
-        return Entry(key, kind, meta.get("label", ""), size, created, paths)
+        provenance = meta.get("provenance")
+        created = provenance.get("created", "") if isinstance(provenance, dict) else ""
+        return Entry(key, str(kind), str(meta.get("label", "")), size, str(created), paths)
 
     def entries(self) -> Iterator[Entry]:
         for key in self.keys():
@@ -323,4 +551,10 @@ class Store:
     def temporaries(self) -> list[Path]:
         """Leftover temporary files (from interrupted writes)."""
         objects = self.root / "objects"
-        return sorted(objects.glob(f"*/*{TMP_MARK}*")) if objects.exists() else []
+        return sorted(objects.glob(f"*/*{TMP_MARK}*")) if objects.is_dir() else []
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for why an entry could not be loaded."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return text if isinstance(exc, ValueError) and type(exc) is ValueError else f"{type(exc).__name__}: {text}"

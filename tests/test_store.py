@@ -11,9 +11,16 @@ import torch
 
 from rbench.artifacts import AdvSet, Predictions, distortions
 from rbench.gc import collect
+from rbench.keys import content_key
 from rbench.store import TMP_MARK, CorruptEntry, Store, atomic_write
 
-KEY = "ab" + "0" * 38
+SPEC = {"kind": "test", "n": 1}
+KEY = content_key(SPEC)
+
+
+def bound(**meta):
+    """Metadata binding an entry to KEY (as every job's output records its key and spec)."""
+    return {"key": KEY, "spec": SPEC, **meta}
 
 
 def _advset(n: int = 5) -> AdvSet:
@@ -21,14 +28,14 @@ def _advset(n: int = 5) -> AdvSet:
     x = rng.random((n, 1, 4, 4), dtype=np.float32)
     x_adv = np.clip(x + rng.normal(0, 0.1, x.shape).astype(np.float32), 0, 1)
     return AdvSet(x_adv, rng.random(n) > 0.5, np.arange(n), np.full(n, -1), np.arange(n) * 3,
-                  distortions(x, x_adv), {"steps": np.arange(n, dtype=np.int32)}, {"label": "test set"})
+                  distortions(x, x_adv), {"steps": np.arange(n, dtype=np.int32)}, bound(label="test set"))
 
 
 def test_checkpoint_round_trip_and_sidecar(tmp_path):
     store = Store(tmp_path)
     state = {"w": torch.randn(3, 4), "b": torch.zeros(3)}
     assert not store.has(KEY)
-    store.save_checkpoint(KEY, state, {"label": "m", "stats": {"loss": 0.5}})
+    store.save_checkpoint(KEY, state, bound(label="m", stats={"loss": 0.5}))
     assert store.has(KEY)
     loaded, meta = store.load_checkpoint(KEY)
     assert torch.equal(loaded["w"], state["w"]) and meta["stats"] == {"loss": 0.5}
@@ -64,7 +71,7 @@ def _flip_byte(path, offset_from_end: int = 200) -> None:
 def test_bit_flip_in_hdf5_is_detected_and_quarantined(tmp_path):
     store = Store(tmp_path)
     pred = Predictions(np.random.default_rng(1).random((400, 10), dtype=np.float32), np.arange(400) % 10,
-                       np.arange(400))
+                       np.arange(400), bound())
     store.save_predictions(KEY, pred)
     path = store.paths(KEY)[0]
     # flip a byte inside the logits' data (not the metadata) so only the checksum can tell
@@ -84,7 +91,7 @@ def test_bit_flip_in_hdf5_is_detected_and_quarantined(tmp_path):
 
 def test_truncated_checkpoint_is_detected(tmp_path):
     store = Store(tmp_path)
-    store.save_checkpoint(KEY, {"w": torch.randn(100, 100)}, {"label": "m"})
+    store.save_checkpoint(KEY, {"w": torch.randn(100, 100)}, bound(label="m"))
     weights = next(p for p in store.paths(KEY) if p.suffix == ".safetensors")
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CorruptEntry, match="SHA-256"):
