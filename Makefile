@@ -10,7 +10,7 @@ ifneq ($(SHARED_DATA),)
 export RBENCH_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test check-full lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 2; }
@@ -28,7 +28,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check benchmark plugins tests benchmarks examples
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/pytest -q -p no:cacheprovider -m "not full" tests
+
+# The heavier end-to-end variants (marked `full`) and a kill-stress run: SIGKILL at random points and inside
+# writes, SIGTERM to one- and two-worker runs, entry swaps (bench/kill_stress.json).
+check-full: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m full tests
+	$(BIN)/python tests/stress_kill.py --kills 30
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_attacks.py

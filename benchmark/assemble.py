@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,8 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, loaders: dict[str, 
             return Cell(row, column, None, [k for k in keys.values() if k], error=broken[0])
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r}: "
                                                        f"{type(exc).__name__}: {exc}")
+    if value is not None and not math.isfinite(value):  # nothing non-finite is scored
+        return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r} returned {value}")
     return Cell(row, column, value, data.used)
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rbench.errors import Interrupted, RbenchError
@@ -40,17 +41,25 @@ def run(
                                                "visible GPU, else cpu]")] = None,
     workers: Annotated[int | None, typer.Option(help="Number of workers [default: one per device]")] = None,
     executor: Annotated[str, typer.Option(help="Executor plugin")] = "local",
+    job_timeout: Annotated[float | None, typer.Option(
+        "--job-timeout", min=0.001, help="Seconds any one job may run; a job that runs longer fails alone, "
+        "naming its plugin [default: the suite's job_timeout, else no limit]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,
 ) -> None:
     """Run a suite: train, attack and evaluate what the store lacks, then print the tables."""
+    from rbench.interrupt import Terminated, stop_on_signals
     from rbench.runner import run_suite, summarize
 
+    resume = "everything finished so far is stored: re-run the same command to resume"
     try:
-        outcome = run_suite(suite, profile=profile, store=_store(store), run_dir=run_dir, device=device,
-                            workers=workers, executor=executor, console=console, quiet=quiet)
+        with stop_on_signals():
+            outcome = run_suite(suite, profile=profile, store=_store(store), run_dir=run_dir, device=device,
+                                workers=workers, executor=executor, console=console, quiet=quiet,
+                                job_timeout=job_timeout)
     except KeyboardInterrupt:
-        raise Interrupted("interrupted; everything finished so far is stored: re-run the same command to "
-                          "resume") from None
+        raise Interrupted(f"interrupted; {resume}") from None
+    except Terminated as exc:
+        raise Interrupted(f"stopped by {exc.name}; {resume}", 128 + exc.signum) from None
     summarize(outcome, console)
     if outcome.failed:
         raise typer.Exit(1)
@@ -68,7 +77,7 @@ def validate(
     for path in suites:
         suite = load_suite(path, profile)
         plan = build_plan(suite)
-        console.print(f"{path}: ok ({len(suite.models)} models, {len(suite.evaluations)} evaluations, "
+        console.print(f"{escape(str(path))}: ok ({len(suite.models)} models, {len(suite.evaluations)} evaluations, "
                       f"{len(suite.tables)} tables, {len(plan.jobs)} jobs)", highlight=False)
 
 
@@ -85,11 +94,11 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] 
         return
     table = Table("kind", "name", "version", "distribution", "status")
     for r in rows:
-        table.add_row(r["kind"], r["name"], r["version"], r["distribution"],
-                      f"[red]failed to load: {r['error']}[/]" if r["error"] else "ok")
+        table.add_row(*(escape(str(r[k])) for k in ("kind", "name", "version", "distribution")),
+                      f"[red]failed to load: {escape(str(r['error']))}[/]" if r["error"] else "ok")
     console.print(table)
     for conflict in registry.conflicts:
-        console.print(f"[red]conflict:[/] {conflict}", highlight=False)
+        console.print(f"[red]conflict:[/] {escape(conflict)}", highlight=False)
 
 
 @app.command()
@@ -150,30 +159,34 @@ def compare_cmd(
 def cache_ls(store: StoreOpt = None) -> None:
     """List stored artifacts (key, kind, size, created, label)."""
     s = _store(store)
-    table = Table("key", "kind", "MB", "created", "label", title=str(s.root), title_justify="left")
+    s.check_layout()
+    table = Table("key", "kind", "MB", "created", "label", title=escape(str(s.root)), title_justify="left")
     total = 0
     for e in s.entries():
         total += e.bytes
-        table.add_row(e.key[:16], e.kind, f"{e.bytes / 1e6:.2f}", e.created, e.label)
+        table.add_row(e.key[:16], escape(e.kind), f"{e.bytes / 1e6:.2f}", escape(e.created), escape(e.label))
     console.print(table)
     console.print(f"{len(s.keys())} entries, {total / 1e6:.1f} MB")
 
 
 @cache_app.command("verify")
 def cache_verify(store: StoreOpt = None) -> None:
-    """Check every entry's checksum; corrupt entries are moved to quarantine (exit 1 if any)."""
+    """Check every entry (checksum, binding to its key, format, finite values); corrupt entries are moved to
+    quarantine (exit 1 if any). Entries another process is writing are skipped."""
     from rbench.store import CorruptEntry
 
     s = _store(store)
-    bad = 0
+    s.check_layout()
+    bad = busy = 0
     keys = s.keys()
     for key in keys:
         try:
-            s.verify(key)
+            busy += s.verify(key) == "busy"
         except CorruptEntry as exc:
             bad += 1
-            console.print(f"[red]corrupt:[/] {exc}", highlight=False)
-    console.print(f"{len(keys)} entries checked, {bad} corrupt")
+            console.print(f"[red]corrupt:[/] {escape(str(exc))}", highlight=False)
+    skipped = f", {busy} being written (skipped)" if busy else ""
+    console.print(f"{len(keys)} entries checked, {bad} corrupt{skipped}")
     if bad:
         raise typer.Exit(1)
 
@@ -190,10 +203,12 @@ def cache_gc(
     """Remove interrupted writes and quarantined entries; with suites, also every entry they do not use."""
     from rbench.gc import collect
 
-    removed, freed = collect(_store(store), keep or [], profile, dry_run=dry_run)
+    s = _store(store)
+    s.check_layout()
+    removed, freed = collect(s, keep or [], profile, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for path in removed:
-        console.print(f"{verb} {path}", highlight=False)
+        console.print(f"{verb} {escape(str(path))}", highlight=False)
     console.print(f"{verb} {len(removed)} files, {freed / 1e6:.1f} MB")
 
 

@@ -28,6 +28,11 @@ class StoreError(RbenchError):
 
 
 class Interrupted(RbenchError):
-    """The user pressed Ctrl-C; everything finished so far is stored."""
+    """The run was stopped (Ctrl-C: exit code 130; SIGTERM, SIGHUP: 128 + the signal's number); everything
+    finished so far is stored."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

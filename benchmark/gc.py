@@ -1,11 +1,17 @@
-"""Garbage collection of the artifact store."""
+"""Garbage collection of the artifact store.
+
+gc never deletes what a live process uses or writes: it holds the store's lease registry lock while it decides
+and deletes (so no run can register a lease meanwhile), keeps every key a live run's lease names, and removes
+an entry only while holding that entry's own lock (the lock every writer holds). It never follows a link out of
+the store (:meth:`rbench.store.Store.check_layout` refuses a store whose folders are links; a link found inside
+is removed as a link).
+"""
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import os
 from pathlib import Path
-
-from filelock import Timeout
 
 from rbench.plan import build_plan
 from rbench.store import Store
@@ -26,36 +32,53 @@ def keys_used_by(suites: list[Path], profiles: list[str] | None) -> set[str]:
     return keys
 
 
+def _inside(store: Store, path: Path) -> bool:
+    """True when ``path``'s folder is inside the store (resolving links), so deleting ``path`` (itself, never
+    what it may link to) touches nothing outside."""
+    root = os.path.realpath(store.root)
+    return os.path.commonpath([root, os.path.realpath(path.parent)]) == root
+
+
 def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *, dry_run: bool
             ) -> tuple[list[Path], int]:
-    """Remove temporaries of interrupted writes and incomplete checkpoints (unless their key is locked by a
-    live run), the quarantine, and, when ``keep_suites`` is given, every entry those suites do not use.
-    Returns (paths, bytes)."""
+    """Remove temporaries of interrupted writes and incomplete checkpoints, the quarantine, and, when
+    ``keep_suites`` is given, every entry those suites do not use and no live run leases. Entries whose lock
+    another process holds are left alone. Returns (paths, bytes)."""
+    store.check_layout()
+    keep = keys_used_by(keep_suites, profiles) if keep_suites else None
     victims: list[Path] = []
-    for tmp in store.temporaries():
-        key = tmp.name.split(".", 1)[0]
-        try:
-            with store.lock(key).acquire(timeout=0):
-                victims.append(tmp)
-        except Timeout:
-            continue  # a live run is writing it
-    for key in store.keys():  # weights whose sidecar was never written (a run killed mid-checkpoint)
-        if not store.has(key):
-            try:
-                with store.lock(key).acquire(timeout=0):
-                    victims += store.paths(key)
-            except Timeout:
-                continue
-    quarantine = store.root / "quarantine"
-    if quarantine.exists():
-        victims += sorted(p for p in quarantine.rglob("*") if p.is_file())
-    if keep_suites:
-        keep = keys_used_by(keep_suites, profiles)
-        victims += [p for key in store.keys() if key not in keep for p in store.paths(key)]
-    freed = sum(p.stat().st_size for p in victims if p.exists())
-    if not dry_run:
-        for p in victims:
-            p.unlink(missing_ok=True)
-        if quarantine.exists():
-            shutil.rmtree(quarantine, ignore_errors=True)
+    freed = 0
+    if not store.root.is_dir():
+        return victims, freed
+
+    def remove(path: Path) -> None:
+        nonlocal freed
+        if not _inside(store, path):
+            return
+        freed += path.lstat().st_size
+        victims.append(path)
+        if not dry_run:
+            path.unlink(missing_ok=True)
+
+    with store.registry_lock():
+        live = store.live_keys()
+        doomed: dict[str, list[Path]] = {}
+        for tmp in store.temporaries():  # debris of interrupted writes (unless their writer is alive)
+            doomed.setdefault(tmp.name.split(".", 1)[0], []).append(tmp)
+        for key in store.keys():  # weights whose sidecar was never written, and entries nobody keeps
+            if not store.has(key) or (keep is not None and key not in keep and key not in live):
+                stamp = store.root / "gates" / f"{key}.json"
+                doomed.setdefault(key, []).extend([*store.paths(key), *([stamp] if stamp.exists() else [])])
+        for key, paths in doomed.items():
+            with store.try_lock(key) as free:
+                if free:
+                    for path in paths:
+                        remove(path)
+        quarantine = store.root / "quarantine"
+        for folder, dirs, files in os.walk(quarantine, topdown=False):  # never follows links
+            for name in [*files, *(d for d in dirs if (Path(folder) / d).is_symlink())]:
+                remove(Path(folder) / name)
+            if not dry_run and Path(folder) != quarantine:
+                with contextlib.suppress(OSError):
+                    Path(folder).rmdir()
     return victims, freed

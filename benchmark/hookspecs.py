@@ -86,7 +86,12 @@ def rbench_metrics() -> list[Any]:
 
 @hookspec
 def rbench_executors() -> list[Any]:
-    """Return executor plugins (:class:`rbench.executors.Executor` instances) that run a job graph."""
+    """Return executor plugins (:class:`rbench.executors.Executor` instances) that run a job graph.
+
+    An executor computes the jobs the runner hands it (the runner has already decided which stored outputs to
+    trust) through :func:`rbench.execution.compute`, which applies the engine's per-job policy; see
+    :mod:`rbench.executors` for the contract.
+    """
 
 
 @hookspec

@@ -6,6 +6,7 @@ It is also the bridge to the observer hooks ``rbench_job_started`` / ``rbench_jo
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from rbench.executors import JobResult
@@ -37,11 +38,11 @@ class RunProgress:
     def started(self, job: Job, device: str) -> None:
         hook().rbench_job_started(job=job)
         if job.key not in self.tasks:
-            self.tasks[job.key] = self.bars.add_task(f"  {job.label}", total=None, note=device)
+            self.tasks[job.key] = self.bars.add_task(f"  {escape(job.label)}", total=None, note=device)
 
     def progress(self, key: str, completed: float, total: float, text: str) -> None:
         if total == 0:  # a message, not a progress update
-            self.console.print(f"[yellow]{text}[/]")
+            self.console.print(f"[yellow]{escape(text)}[/]", highlight=False)
             return
         if key in self.tasks:
             self.bars.update(self.tasks[key], completed=completed, total=total, note=text)
@@ -55,9 +56,9 @@ class RunProgress:
             self.bars.remove_task(task)
         if self.quiet or result.status == "cached":
             return
-        line = f"[{_STYLE[result.status]}]{result.status:>7}[/] {job.label}"
+        line = f"[{_STYLE[result.status]}]{result.status:>7}[/] {escape(job.label)}"
         if result.status == "done":
             line += f" [dim]({result.seconds:.1f}s on {result.device})[/]"
         if result.error:
-            line += f"\n         [red]{result.error}[/]"
+            line += f"\n         [red]{escape(result.error)}[/]"
         self.console.print(line, highlight=False)

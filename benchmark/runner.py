@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from rbench.assemble import assemble
 from rbench.compare import compare
 from rbench.devices import resolve_devices
+from rbench.errors import RbenchError
 from rbench.executors import JobResult
 from rbench.manager import get_registry
-from rbench.plan import Plan, build_plan, canonical
+from rbench.plan import Job, build_plan, canonical
 from rbench.progress import RunProgress
 from rbench.provenance import now_iso, package_versions
 from rbench.report.reporters import renders_text, write_text_report
 from rbench.report.terminal import print_comparison, print_tables
 from rbench.results import RunResults
+from rbench.rundir import prepare_run_dir
 from rbench.store import Store
-from rbench.suite import load_suite
+from rbench.suite import Suite, load_suite
+from rbench.trust import trusted_results
 
 
 @dataclass
@@ -44,39 +49,60 @@ def default_run_dir(suite_name: str) -> Path:
 
 
 def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: Path | None, device: str | None,
-              workers: int | None, executor: str, console: Console, quiet: bool = False) -> RunOutcome:
-    """Run one suite end to end; the run folder gets results.json and every reporter's rendering."""
+              workers: int | None, executor: str, console: Console, quiet: bool = False,
+              job_timeout: float | None = None) -> RunOutcome:
+    """Run one suite end to end; the run folder gets results.json and every reporter's rendering.
+
+    Everything a user can get wrong (the suite, the devices, the store, the run folder, the data of the jobs to
+    compute) is checked before any job runs. The run leases its plan's keys, so ``rbench cache gc`` in another
+    process never deletes what it uses. ``job_timeout`` (seconds; default: the suite's ``job_timeout``, else
+    none) ends any job that runs longer: it fails alone, naming its plugin."""
     started = time.perf_counter()
     suite = load_suite(path, profile)
     devices, n_workers = resolve_devices(device, workers)
     store.ensure_writable()
-    plan = build_plan(suite)
-    prepare_data(plan, store)
-    run_executor = get_registry().get("executor", executor).obj
-    with RunProgress(len(plan.jobs), console, quiet) as observer:
-        job_results = run_executor.run(plan, store, devices=devices, workers=n_workers, observer=observer)
-    failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
-    tables = assemble(plan, store, failed)
-    results = RunResults(
-        suite=suite.name, title=suite.title, profile=profile, files=suite.files,
-        provenance={"packages": package_versions(), "devices": devices, "workers": n_workers,
-                    "store": str(store.root), "finished": now_iso()},
-        tables=tables,
-        published=suite.published,
-        jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
-                  "error": r.error} for k, r in job_results.items()},
-    )
+    option = "--run-dir" if run_dir else "run folder"
     run_dir = run_dir or default_run_dir(suite.name)
-    notes = write_run_dir(results, run_dir, store)
+    created = not run_dir.exists()
+    prepare_run_dir(run_dir, option)
+    try:
+        return _run(suite, profile, store, run_dir, devices, n_workers, executor, console, quiet,
+                    suite.job_timeout if job_timeout is None else job_timeout, started)
+    except BaseException:
+        if created:  # a run stopped before it wrote anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
+
+
+def _run(suite: Suite, profile: str | None, store: Store, run_dir: Path, devices: list[str], n_workers: int,
+         executor: str, console: Console, quiet: bool, job_timeout: float | None, started: float) -> RunOutcome:
+    plan = build_plan(suite)
+    run_executor = get_registry().get("executor", executor).obj
+    with store.lease(set(plan.jobs), suite.name), RunProgress(len(plan.jobs), console, quiet) as observer:
+        job_results = trusted_results(plan, store, observer)
+        todo = [job for job in plan.jobs.values() if job.key not in job_results]
+        prepare_data(todo)
+        job_results.update(run_executor.run(plan, store, todo, devices=devices, workers=n_workers,
+                                            observer=observer, job_timeout=job_timeout))
+        failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
+        results = RunResults(
+            suite=suite.name, title=suite.title, profile=profile, files=suite.files,
+            provenance={"packages": package_versions(), "devices": devices, "workers": n_workers,
+                        "store": str(store.root), "finished": now_iso()},
+            tables=assemble(plan, store, failed),
+            published=suite.published,
+            jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
+                      "error": r.error} for k, r in job_results.items()},
+        )
+        notes = write_run_dir(results, run_dir, store)
     return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes)
 
 
-def prepare_data(plan: Plan, store: Store) -> None:
-    """Check (or download) the data of every job still to compute, so bad data fails the run up front."""
+def prepare_data(jobs: list[Job]) -> None:
+    """Check (or download) the data of every job to compute, so bad data fails the run before any work."""
     wanted = {}
-    for job in plan.jobs.values():
-        if store.has(job.key):
-            continue
+    for job in jobs:
         data = job.spec.get("data") or job.spec.get("input", {}).get("clean")
         if data is not None:
             wanted[(canonical(data["dataset"]), data["split"])] = data
@@ -101,7 +127,11 @@ def write_run_dir(results: RunResults, run_dir: Path, store: Store) -> list[str]
     notes = []
     for reporter in reporters:
         if renders_text(reporter):
-            write_text_report(reporter, results, run_dir)
+            try:
+                write_text_report(reporter, results, run_dir)
+            except OSError as exc:
+                raise RbenchError(f"run folder {run_dir}: cannot write its {reporter.name} report: "
+                                  f"{exc.strerror or exc}") from None
             continue
         try:
             reporter.write(results, run_dir, store)
@@ -118,8 +148,9 @@ def summarize(outcome: RunOutcome, console: Console) -> None:
     for r in outcome.job_results.values():
         counts[r.status] = counts.get(r.status, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    console.print(f"{len(outcome.job_results)} jobs: {parts}; {outcome.seconds:.1f}s. Run folder: {outcome.run_dir}")
+    console.print(f"{len(outcome.job_results)} jobs: {parts}; {outcome.seconds:.1f}s. Run folder: "
+                  f"{escape(str(outcome.run_dir))}")
     for r in outcome.failed:
-        console.print(f"[red]{r.status}:[/] {r.error}", highlight=False)
+        console.print(f"[red]{r.status}:[/] {escape(str(r.error))}", highlight=False)
     for note in outcome.notes:
-        console.print(f"[yellow]warning:[/] {note}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)

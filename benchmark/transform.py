@@ -2,7 +2,9 @@
 
 ``apply(x, x_adv, params, *, generator=None) -> torch.Tensor`` maps clean inputs ``x`` and a stored set's
 ``x_adv`` (float32 (N, C, H, W) in [0, 1]) to new adversarial inputs of the same shape in [0, 1]. The engine
-then re-predicts success on the source model (the base set's targets, if any, are kept).
+then re-predicts success on the source model (the base set's targets, if any, are kept). A transform that
+bounds its output (a projection onto a norm ball) declares that budget with ``budget(params)``, which the engine
+checks when the set is made and whenever it is loaded.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import ClassVar
 import torch
 from pydantic import BaseModel
 
+from rbench.attack import Budget
+
 
 class Transform:
     """Base of every transform plugin."""
@@ -19,6 +23,10 @@ class Transform:
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     version: ClassVar[str | None] = None
+
+    def budget(self, params: BaseModel) -> Budget | None:
+        """The norm ball every output lies in, or None (the default: no budget)."""
+        return None
 
     def apply(self, x: torch.Tensor, x_adv: torch.Tensor, params: BaseModel, *,
               generator: torch.Generator | None = None) -> torch.Tensor:

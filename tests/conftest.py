@@ -51,3 +51,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory):
+    """The tiny suite run once on a cold store through the CLI: (suite, store, run folder, cell values).
+    Tests that change the store work on a copy (``shutil.copytree``)."""
+    from support import rbench, run_values
+
+    root = tmp_path_factory.mktemp("tiny_reference")
+    suite = root / "tiny.toml"
+    suite.write_text(TINY_SUITE)
+    out = rbench("run", str(suite), "--store", str(root / "store"), "--run-dir", str(root / "run"), "-q",
+                 "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    return suite, root / "store", root / "run", run_values(root / "run")

@@ -89,12 +89,14 @@ def rbench(*args: str, env: dict[str, str] | None = None, timeout: float = 600, 
 
 def kill_and_resume(suite: Path, store: Path, run_dir: Path, kills: list[tuple[str, float | str]],
                     timeout: float = 600) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """Run ``rbench run`` once per kill point, each killed with SIGKILL, then once to completion.
+    """Run ``rbench run`` once per kill point, each stopped by its kill point, then once to completion.
 
-    A kill point is ``("time", seconds)`` (SIGKILL after that long) or ``("fault", "name:n")`` (the process
-    SIGKILLs itself at the n-th pass of the store's fault point ``name``, see ``rbench.store.fault_point``).
-    Returns the final completed run and, per kill point tried, how it ended ("killed", or "finished" when the
-    run completed before its kill point came; the remaining kill points are then skipped).
+    A kill point is ``("time", seconds)`` (SIGKILL after that long), ``("fault", "name:n")`` (the process
+    SIGKILLs itself at the n-th pass of the store's fault point ``name``, see ``rbench.store.fault_point``), or
+    ``("term", seconds)`` / ``("term2", seconds)`` (SIGTERM after that long, to a run with one / two workers).
+    Returns the final completed run and, per kill point tried, how it ended: "killed", "terminated" (exit code
+    143 and no process of the run alive 10 s later), "orphans" (SIGTERM left a process of the run alive), or
+    "finished" when the run completed before its kill point came (the remaining kill points are then skipped).
     """
     import signal
     import time
@@ -105,19 +107,42 @@ def kill_and_resume(suite: Path, store: Path, run_dir: Path, kills: list[tuple[s
         env = dict(os.environ)
         if kind == "fault":
             env["RBENCH_FAULT_KILL"] = str(value)
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        if kind == "time":
+        workers = ["--workers", "2"] if kind == "term2" else []
+        proc = subprocess.Popen(args + workers, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        family: set[int] = set()
+        if kind in ("time", "term", "term2"):
             deadline = time.monotonic() + float(value)
             while proc.poll() is None and time.monotonic() < deadline:
+                family |= descendants(proc.pid)
                 time.sleep(0.01)
             if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
+                family |= descendants(proc.pid)
+                proc.send_signal(signal.SIGKILL if kind == "time" else signal.SIGTERM)
         proc.wait(timeout=timeout)
-        endings.append("killed" if proc.returncode == -signal.SIGKILL else "finished")
+        if proc.returncode == -signal.SIGKILL:
+            endings.append("killed")
+        elif proc.returncode == 128 + signal.SIGTERM:
+            deadline = time.monotonic() + 10
+            while any(alive(p) for p in family) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            endings.append("orphans" if any(alive(p) for p in family) else "terminated")
+        else:
+            endings.append("finished")
         if endings[-1] == "finished":  # the store is complete: later kill points would find nothing to do
             break
     final = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     return final, endings
+
+
+def swap_entries(store: Path, a: str, b: str) -> None:
+    """Swap every file of stored entries ``a`` and ``b`` (same kind), so each sits under the other's key."""
+    folder = store / "objects"
+    for path_a in sorted(folder.glob(f"{a[:2]}/{a}.*")):
+        path_b = folder / b[:2] / f"{b}{path_a.suffix}"
+        tmp = path_a.with_name(f"{a}.swapping")
+        path_a.rename(tmp)
+        path_b.rename(path_a)
+        tmp.rename(path_b)
 
 
 def small_mnist_model(widths: list[int], activation: str = "relu", lr: float = 1e-3, epochs: int = 1,
@@ -147,3 +172,55 @@ def small_mnist_model(widths: list[int], activation: str = "relu", lr: float = 1
     test_x, test_y = load_split("mnist", "test")
     xt = torch.tensor(test_x[:n_test].reshape(-1, 1, 28, 28), dtype=torch.float32) / 255
     return model, xt, torch.tensor(test_y[:n_test])
+
+
+def plugin_dist(folder: Path, name: str, source: str) -> dict[str, str]:
+    """A real plugin distribution without pip: module ``<name>.py`` holding ``source`` (which defines the hook
+    implementations) and ``<name>-0.1.dist-info`` declaring it under the ``rbench`` entry-point group, in
+    ``folder``. Returns the environment (PYTHONPATH) under which ``rbench`` and its worker processes load it."""
+    import textwrap
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(textwrap.dedent(source))
+    info = folder / f"{name}-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[rbench]\n{name} = {name}\n")
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path}
+
+
+def run_values(run_dir: Path) -> dict:
+    """Every cell of a run folder's results.json: (table, row, column) -> value."""
+    import json
+
+    results = json.loads((Path(run_dir) / "results.json").read_text())
+    return {(t["name"], c["row"], c["column"]): c["value"] for t in results["tables"] for c in t["cells"]}
+
+
+def descendants(pid: int) -> set[int]:
+    """PIDs of every living descendant of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, frontier = set(), [pid]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child not in out:
+                out.add(child)
+                frontier.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` is a living (not zombie) process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

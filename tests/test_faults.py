@@ -8,7 +8,7 @@ import random
 import subprocess
 
 import pytest
-from support import RBENCH, TINY_SUITE, kill_and_resume, rbench
+from support import RBENCH, kill_and_resume, rbench
 
 from rbench.store import Store
 
@@ -21,14 +21,9 @@ def _values(run_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reference")
-    suite = root / "tiny.toml"
-    suite.write_text(TINY_SUITE)
-    out = rbench("run", str(suite), "--store", str(root / "store"), "--run-dir", str(root / "run"), "-q",
-                 "--device", "cpu")
-    assert out.returncode == 0, out.stderr
-    return suite, _values(root / "run")
+def reference(tiny_reference):
+    suite, _, _, expected = tiny_reference
+    return suite, expected
 
 
 def test_twelve_kill_points_then_resume_gives_the_uninterrupted_tables(reference, tmp_path):

@@ -1,154 +1,144 @@
-"""The local executor: a pool with one worker per device (or ``--workers`` CPU workers).
+"""The local executor: jobs in this process, or in worker processes (one per device, or ``--workers``).
 
-One worker runs jobs in this process. Several workers are spawned processes (CUDA needs ``spawn``), each
-pinned to one device; jobs are dispatched as soon as their inputs are stored. Every job runs under the
-store's per-key file lock and re-checks the store first, so concurrent runs never compute a key twice.
-Workers ignore SIGINT: on Ctrl-C the coordinator terminates them; atomic writes mean nothing partial is
-left under a final name, and the next run resumes from what was stored.
+One worker and no job time limit: jobs run in this process, in dependency order. Otherwise jobs run in spawned
+worker processes (CUDA needs ``spawn``), each pinned to one device; a job is dispatched as soon as its inputs
+are stored. Every job goes through :func:`rbench.execution.compute` (its key's lock, re-check, time limit).
+
+Stopping: workers ignore SIGINT; on Ctrl-C, SIGTERM or SIGHUP the coordinator sends every worker SIGTERM, on
+which a worker deletes the temporary file it is writing and exits at once (SIGKILL after a grace period if
+it does not), so no process outlives the run and nothing partial is left. A worker whose coordinator died
+(SIGKILL) notices within a second and exits the same way. A job that runs past the time limit is stopped by
+SIGALRM inside its worker, or, if it is stuck in native code, by killing the worker, which is replaced.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import queue
+import os
 import signal
+import threading
 import time
-import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import torch
-from filelock import Timeout
 
 from rbench import hookimpl
 from rbench.devices import cpu_threads_per_worker
-from rbench.executors import Executor, JobResult, Observer
-from rbench.jobs import PluginContractError, gate_stored_advset
+from rbench.execution import JobTimeout, compute, describe_failure
+from rbench.executors import Executor, JobResult, Observer, Scheduler
 from rbench.plan import Job, Plan
-from rbench.store import CorruptEntry, Store
+from rbench.store import Store, remove_partial_writes
+
+#: seconds a worker gets to end after SIGTERM before SIGKILL
+STOP_GRACE = 3.0
 
 
-def describe_failure(job: Job, exc: BaseException) -> str:
-    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
-    return f"{job.label} [{job.plugin}]: {type(exc).__name__}: {exc}{at}"
-
-
-def compute(job: Job, store: Store, device: str, progress: Any, wait: bool = True,
-            on_start: Any = None) -> str:
-    """Compute ``job`` under its lock unless another process stored it meanwhile: ``done`` or ``cached``.
-    With ``wait=False``, return ``busy`` at once if another process holds the lock. ``on_start()`` is called
-    once the job really starts computing."""
-    from rbench.jobs import run_job
-
-    try:
-        with store.lock(job.key).acquire(timeout=-1 if wait else 0):
-            if store.has(job.key):
-                return "cached"
-            if on_start is not None:
-                on_start()
-            run_job(job, store, device, progress)
-            return "done"
-    except Timeout:
-        return "busy"
+def _hard_deadline(timeout: float) -> float:
+    """How long after its start a job is ended by killing its worker (its SIGALRM comes at ``timeout``)."""
+    return timeout + max(5.0, 0.1 * timeout)
 
 
 # -- worker process side -------------------------------------------------------------------------------
-_worker: dict[str, Any] = {}
+def _stop_worker(signum: int, frame: Any) -> None:
+    remove_partial_writes()
+    os._exit(128 + signum)
 
 
-def _init_worker(devices: Any, events: Any, threads: int) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """A thread that ends this worker once its coordinator is gone (the worker is re-parented)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        _stop_worker(signal.SIGTERM, None)
+
+    threading.Thread(target=watch, daemon=True, name="rbench-parent-watch").start()
+
+
+def _worker_main(conn: Connection, device: str, threads: int, store_root: str, timeout: float | None,
+                 parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop_worker)
+    _exit_with_parent(parent)
     torch.set_num_threads(threads)
-    _worker["device"] = devices.get()
-    _worker["events"] = events
+    store = Store(store_root)
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        started = time.perf_counter()
 
+        def progress(completed: float, total: float, text: str = "", key: str = job.key) -> None:
+            conn.send(("progress", key, (completed, total, text)))
 
-def _run_in_worker(job: Job, store_root: str) -> tuple[str, str, float]:
-    device, events = _worker["device"], _worker["events"]
-    events.put(("started", job.key, device))
-    started = time.perf_counter()
+        def on_start(key: str = job.key) -> None:
+            conn.send(("started", key, device))
 
-    def progress(completed: float, total: float, text: str = "") -> None:
-        events.put(("progress", job.key, (completed, total, text)))
-
-    status = compute(job, Store(store_root), device, progress)
-    return status, device, time.perf_counter() - started
+        try:
+            status, error = compute(job, store, device, progress, on_start=on_start, timeout=timeout), None
+        except (Exception, JobTimeout) as exc:  # a failing job fails alone
+            status, error = "failed", describe_failure(job, exc)
+        conn.send(("finished", job.key, (status, time.perf_counter() - started, error)))
 
 
 # -- coordinator side ----------------------------------------------------------------------------------
+class _Worker:
+    """A worker process, the pipe to it, and the job it runs (if any)."""
+
+    def __init__(self, ctx: Any, device: str, threads: int, store_root: str, timeout: float | None):
+        self.device = device
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, device, threads, store_root, timeout,
+                                                              os.getpid()), name=f"rbench-{device}")
+        self.process.start()
+        child.close()
+        self.job: Job | None = None
+        self.started: float | None = None  # when its job really started computing
+
+    def send(self, job: Job) -> None:
+        self.job, self.started = job, None
+        self.conn.send(job)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not ended within :data:`STOP_GRACE` seconds."""
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(STOP_GRACE)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(STOP_GRACE)
+        self.conn.close()
+
+
 class LocalExecutor(Executor):
     name = "local"
 
-    def run(self, plan: Plan, store: Store, *, devices: list[str], workers: int, observer: Observer
-            ) -> dict[str, JobResult]:
-        results = self._cached(plan, store, observer)
-        todo = self._needed(plan, results)
-        if workers == 1:
-            self._run_inline(plan, store, devices[0], todo, results, observer)
-        else:
-            self._run_pool(plan, store, devices, todo, results, observer)
-        return results
+    def run(self, plan: Plan, store: Store, jobs: list[Job], *, devices: list[str], workers: int,
+            observer: Observer, job_timeout: float | None = None) -> dict[str, JobResult]:
+        scheduler = Scheduler(plan, jobs, observer)
+        if workers == 1 and job_timeout is None:
+            self._run_inline(scheduler, store, devices[0], observer)
+        else:  # a time limit needs jobs in processes that can be ended
+            self._run_workers(scheduler, store, devices, observer, job_timeout)
+        return scheduler.results
 
-    @staticmethod
-    def _cached(plan: Plan, store: Store, observer: Observer) -> dict[str, JobResult]:
-        results: dict[str, JobResult] = {}
-        for job in plan.jobs.values():
-            if not store.has(job.key):
-                continue
-            try:
-                store.verify(job.key)
-                if job.kind in ("attack", "transform"):
-                    gate_stored_advset(store, job)
-            except CorruptEntry as exc:
-                observer.progress(job.key, 0, 0, f"warning: {exc}; recomputing")
-                continue
-            except PluginContractError as exc:
-                moved = store.quarantine(job.key, str(exc)).moved_to
-                observer.progress(job.key, 0, 0, f"warning: {exc}; not trusted, moved to {moved}; recomputing")
-                continue
-            results[job.key] = JobResult(job.key, job.label, "cached")
-            observer.finished(job, results[job.key])
-        return results
-
-    @staticmethod
-    def _needed(plan: Plan, results: dict[str, JobResult]) -> list[Job]:
-        """Every job the store lacks (or held corrupt), in dependency order."""
-        return [j for j in plan.jobs.values() if j.key not in results]
-
-    @staticmethod
-    def _skip_dependents(plan: Plan, key: str, results: dict[str, JobResult], observer: Observer) -> None:
-        for dep_key in plan.dependents(key):
-            if dep_key not in results:
-                job = plan.jobs[dep_key]
-                results[dep_key] = JobResult(dep_key, job.label, "skipped",
-                                             error=f"not run: needs {plan.jobs[key].label}, which failed")
-                observer.finished(job, results[dep_key])
-
-    def _finish(self, plan: Plan, job: Job, result: JobResult, results: dict[str, JobResult],
-                observer: Observer) -> None:
-        results[job.key] = result
-        observer.finished(job, result)
-        if result.status == "failed":
-            self._skip_dependents(plan, job.key, results, observer)
-
-    def _run_inline(self, plan: Plan, store: Store, device: str, todo: list[Job], results: dict[str, JobResult],
-                    observer: Observer) -> None:
+    def _run_inline(self, scheduler: Scheduler, store: Store, device: str, observer: Observer) -> None:
         """Jobs in dependency order; a job another process is computing is put off while other work is ready,
         so concurrent runs on one store share the work instead of queueing behind each other."""
-        pending = list(todo)
-        while pending:
-            ready = [j for j in pending if j.key not in results and all(
-                d in results and results[d].status in ("done", "cached") for d in j.deps)]
-            pending = [j for j in pending if j.key not in results]  # drop jobs skipped after a failure
+        while not scheduler.finished:
+            ready = scheduler.ready()
             if not ready:
-                break
+                return
             for i, job in enumerate(ready):
                 # the last ready job waits for the lock: nothing else can be done meanwhile
                 result = self._run_one(job, store, device, observer, wait=i == len(ready) - 1)
                 if result is not None:
-                    pending.remove(job)
-                    self._finish(plan, job, result, results, observer)
+                    scheduler.take(job)
+                    scheduler.finish(job, result)
                     break
 
     @staticmethod
@@ -159,8 +149,7 @@ class LocalExecutor(Executor):
             observer.progress(job.key, completed, total, text)
 
         try:
-            status = compute(job, store, device, progress, wait=wait,
-                             on_start=lambda: observer.started(job, device))
+            status = compute(job, store, device, progress, wait=wait, on_start=lambda: observer.started(job, device))
         except Exception as exc:  # a failing job fails alone
             return JobResult(job.key, job.label, "failed", time.perf_counter() - started, device,
                              describe_failure(job, exc))
@@ -168,55 +157,76 @@ class LocalExecutor(Executor):
             return None
         return JobResult(job.key, job.label, status, time.perf_counter() - started, device)
 
-    def _run_pool(self, plan: Plan, store: Store, devices: list[str], todo: list[Job],
-                  results: dict[str, JobResult], observer: Observer) -> None:
+    def _run_workers(self, scheduler: Scheduler, store: Store, devices: list[str], observer: Observer,
+                     timeout: float | None) -> None:
         ctx = mp.get_context("spawn")
-        device_queue, events = ctx.Queue(), ctx.Queue()
-        for d in devices:
-            device_queue.put(d)
-        pool = ProcessPoolExecutor(len(devices), mp_context=ctx, initializer=_init_worker,
-                                   initargs=(device_queue, events, cpu_threads_per_worker(len(devices))))
-        pending = list(todo)
-        running: dict[Future, Job] = {}
+        threads = cpu_threads_per_worker(len(devices))
+
+        def start(device: str) -> _Worker:
+            return _Worker(ctx, device, threads, str(store.root), timeout)
+
+        pool = [start(d) for d in devices]
         try:
-            while pending or running:
-                for job in list(pending):
-                    if job.key in results:
-                        pending.remove(job)
-                    elif len(running) < len(devices) and all(
-                            d in results and results[d].status in ("done", "cached") for d in job.deps):
-                        pending.remove(job)
-                        running[pool.submit(_run_in_worker, job, str(store.root))] = job
-                done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-                self._drain(events, plan, observer)
-                for future in done:
-                    job = running.pop(future)
-                    exc = future.exception()
-                    if exc is None:
-                        status, device, seconds = future.result()
-                        result = JobResult(job.key, job.label, status, seconds, device)
-                    else:
-                        result = JobResult(job.key, job.label, "failed", error=describe_failure(job, exc))
-                    self._finish(plan, job, result, results, observer)
-            self._drain(events, plan, observer)
+            while not scheduler.finished:
+                for worker in pool:
+                    ready = scheduler.ready() if worker.job is None else []
+                    if ready:
+                        scheduler.take(ready[0])
+                        worker.send(ready[0])
+                busy = [w for w in pool if w.job is not None]
+                if not busy:
+                    return  # nothing runs and nothing is ready: the rest was skipped
+                wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=0.2)
+                for i, worker in enumerate(pool):
+                    if worker.job is not None:
+                        pool[i] = self._tend(worker, scheduler, observer, timeout, start)
         except BaseException:
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
+            for worker in pool:
+                worker.stop()
             raise
-        pool.shutdown(wait=True)
+        for worker in pool:
+            try:
+                worker.conn.send(None)
+            except OSError:
+                pass
+            worker.process.join(STOP_GRACE)
+            worker.stop()
 
     @staticmethod
-    def _drain(events: Any, plan: Plan, observer: Observer) -> None:
-        while True:
-            try:
-                kind, key, payload = events.get_nowait()
-            except queue.Empty:
-                return
-            if kind == "started":
-                observer.started(plan.jobs[key], payload)
-            else:
-                observer.progress(key, *payload)
+    def _tend(worker: _Worker, scheduler: Scheduler, observer: Observer, timeout: float | None,
+              start: Any) -> _Worker:
+        """Read ``worker``'s messages; end its job if it died or ran past the hard deadline (the worker is then
+        replaced, and the replacement returned)."""
+        job = worker.job
+        assert job is not None
+        try:
+            while worker.conn.poll():
+                kind, key, payload = worker.conn.recv()
+                if kind == "started":
+                    worker.started = time.monotonic()
+                    observer.started(job, payload)
+                elif kind == "progress":
+                    observer.progress(key, *payload)
+                else:
+                    status, seconds, error = payload
+                    worker.job = None
+                    scheduler.finish(job, JobResult(key, job.label, status, seconds, worker.device, error))
+                    return worker
+        except (EOFError, OSError):
+            pass  # the worker died: handled below
+        if not worker.process.is_alive():
+            code = worker.process.exitcode
+            why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            error = f"{job.label} [{job.plugin}]: its worker process died ({why})"
+        elif timeout is not None and worker.started is not None and \
+                time.monotonic() - worker.started > _hard_deadline(timeout):
+            error = (f"{job.label} [{job.plugin}]: JobTimeout: exceeded the job time limit of {timeout:g} s "
+                     "(stuck outside Python: its worker process was killed)")
+        else:
+            return worker
+        worker.stop()
+        scheduler.finish(job, JobResult(job.key, job.label, "failed", device=worker.device, error=error))
+        return start(worker.device)
 
 
 @hookimpl

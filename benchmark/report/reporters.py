@@ -52,6 +52,8 @@ def renders_text(reporter: Any) -> bool:
 
 def write_text_report(reporter: Any, results: RunResults, run_dir: Path) -> Path:
     """Write a text reporter's rendering into ``run_dir`` atomically; returns the file's path."""
+    if Path(reporter.suffix).name != reporter.suffix:  # a reporter writes into the run folder, nowhere else
+        raise ValueError(f"reporter {reporter.name!r}: suffix {reporter.suffix!r} is not a plain file name")
     path = Path(run_dir) / reporter.suffix
     text = reporter.render(results)
     atomic_write(path, lambda tmp: tmp.write_text(text))

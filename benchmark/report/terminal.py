@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rbench.compare import Comparison, fmt_number, summary
@@ -12,11 +13,11 @@ from rbench.results import RunResults
 
 def print_tables(results: RunResults, console: Console) -> None:
     for t in results.tables:
-        table = Table(title=f"{t.title}{unit_note(t)}", title_justify="left", show_lines=False)
+        table = Table(title=escape(f"{t.title}{unit_note(t)}"), title_justify="left", show_lines=False)
         for i, name in enumerate(header(t)):
-            table.add_column(name, justify="left" if i == 0 else "right", style="bold" if i == 0 else None)
+            table.add_column(escape(name), justify="left" if i == 0 else "right", style="bold" if i == 0 else None)
         for row in grid(t):
-            table.add_row(*row)
+            table.add_row(*(escape(cell) for cell in row))
         console.print(table)
 
 
@@ -24,14 +25,14 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
     """Each published cell beside ours (when ``details``), then one summary line per table."""
     if details:
         for name, figure, ok, total in summary(rows):
-            table = Table(title=f"{name} vs {figure}: {ok}/{total} within tolerance", title_justify="left")
+            table = Table(title=escape(f"{name} vs {figure}: {ok}/{total} within tolerance"), title_justify="left")
             for col in ("row", "column", "ours", "published", "delta", "tolerance", "within"):
                 table.add_column(col, justify="left" if col in ("row", "column") else "right")
             for r in rows:
                 if r.table == name:
-                    table.add_row(r.row, r.column, fmt_number(r.ours), fmt_number(r.published),
+                    table.add_row(escape(r.row), escape(r.column), fmt_number(r.ours), fmt_number(r.published),
                                   fmt_number(r.delta, signed=True), r.tolerance,
                                   "[green]yes[/]" if r.within_tolerance else "[red]NO[/]")
             console.print(table)
     for name, figure, ok, total in summary(rows):
-        console.print(f"compare {name} ({figure}): {ok}/{total} cells within tolerance", highlight=False)
+        console.print(escape(f"compare {name} ({figure}): {ok}/{total} cells within tolerance"), highlight=False)

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from rbench.attack import Budget
 from rbench.transform import Transform
 
 
@@ -25,6 +26,9 @@ class Clip(Transform):
 
     name = "clip"
     Params = ClipParams
+
+    def budget(self, params: ClipParams) -> Budget:
+        return Budget(params.norm, float(params.eps))
 
     def apply(self, x, x_adv, params, *, generator=None):
         d = x_adv - x

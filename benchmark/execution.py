@@ -1,0 +1,84 @@
+"""One job under the engine's policy, in whatever process an executor runs it.
+
+Every executor computes a job through :func:`compute`, so the policy is the same everywhere: the job runs under
+its key's lock; an entry another process stored meanwhile is used only if it passes the same checks as at the
+start of a run (else it is quarantined and recomputed); a job time limit is enforced; a failure is described on
+one line naming the job and its plugin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+from filelock import Timeout
+
+from rbench.gates import check_stored
+from rbench.inputs import PluginContractError
+from rbench.jobs import run_job
+from rbench.model import Progress
+from rbench.plan import Job
+from rbench.store import CorruptEntry, Store
+
+
+class JobTimeout(BaseException):
+    """A job ran past the job time limit. A BaseException, so plugin code that catches Exception cannot
+    swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, job: Job) -> Iterator[None]:
+    """Raise :class:`JobTimeout` in this thread once ``seconds`` have passed inside the block (SIGALRM; only in
+    a process's main thread, elsewhere the executor's own deadline applies). None: no limit."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise JobTimeout(f"exceeded the job time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def compute(job: Job, store: Store, device: str, progress: Progress, *, wait: bool = True,
+            on_start: Callable[[], None] | None = None, timeout: float | None = None
+            ) -> Literal["done", "cached", "busy"]:
+    """Compute ``job`` under its lock unless another process stored it meanwhile (and it passes the gates):
+    ``done`` or ``cached``. With ``wait=False``, return ``busy`` at once if another process holds the lock.
+    ``on_start()`` is called once the job really starts computing; ``timeout`` limits its seconds."""
+    try:
+        with store.lock(job.key).acquire(timeout=-1 if wait else 0):
+            if store.has(job.key):
+                try:
+                    check_stored(store, job)
+                    return "cached"
+                except CorruptEntry:
+                    pass  # quarantined by the store: compute it again
+                except PluginContractError as exc:
+                    store.quarantine(job.key, str(exc))
+            if on_start is not None:
+                on_start()
+            with time_limit(timeout, job):
+                run_job(job, store, device, progress)
+            return "done"
+    except Timeout:
+        return "busy"
+
+
+def describe_failure(job: Job, exc: BaseException) -> str:
+    """One line: the job, its plugin, the error, and where in the code it was raised."""
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where and not isinstance(exc, JobTimeout) \
+        else ""
+    text = " ".join(str(exc).split())
+    return f"{job.label} [{job.plugin}]: {type(exc).__name__}: {text}{at}"

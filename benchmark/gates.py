@@ -1,0 +1,145 @@
+"""Validity gates: is a stored entry the output that the job asking for it should have produced?
+
+The store already checked that the entry is bound to the job's key (its recorded key and spec), that its bytes
+match their checksum, and that it is well formed and finite. The gates check its content against the job
+itself, never against what the file says about itself:
+
+- a checkpoint must load into the network its spec builds (:func:`rbench.inputs.load_model`);
+- an adversarial set must be float32, inside [0, 1], within the budget the job's attack (or transform) declares
+  for the job's params, hold the job's number of samples, and -- memoized, see below -- hold exactly the job's
+  data slice (indices, labels, and the distortions recomputed from the clean images) and success flags equal
+  to a re-prediction by the job's source model;
+- predictions must hold one row per input and -- memoized -- the indices and labels of the job's input (the
+  adversarial set or the clean slice it names).
+
+The memoized checks read the data and models, so they are recorded in ``gates/<key>.json`` together with the
+checksums they depended on (the entry's, and the source checkpoint's or input set's); they are redone whenever
+any of those bytes change. A failure raises :class:`rbench.inputs.PluginContractError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from rbench.artifacts import distortions
+from rbench.attack import Budget
+from rbench.inputs import PluginContractError, load_model, load_slice, plugin_params, predicted_success
+from rbench.keys import canonical
+from rbench.plan import Job
+from rbench.store import Store
+
+#: Float tolerance on a declared budget (the ball's radius may be hit exactly, up to float32 rounding).
+BUDGET_RTOL, BUDGET_ATOL = 1e-5, 1e-5
+#: Bump when the gates check more: every memo is redone.
+GATE_VERSION = 2
+
+
+def declared_budget(job: Job) -> Budget | None:
+    """The budget the job's own attack or transform declares for the job's params (None: no budget)."""
+    part = "attack" if job.kind == "attack" else "transform"
+    plugin, params = plugin_params(part, job.spec[part])
+    budget = getattr(plugin, "budget", None)
+    return budget(params) if callable(budget) else None
+
+
+def over_budget(size: np.ndarray | torch.Tensor, budget: Budget) -> int | None:
+    """The index of the sample furthest over ``budget`` (with the engine's tolerance), or None."""
+    limit = budget.eps * (1 + BUDGET_RTOL) + BUDGET_ATOL
+    if len(size) == 0 or float(size.max()) <= limit:
+        return None
+    return int(size.argmax())
+
+
+def check_stored(store: Store, job: Job) -> None:
+    """Run the gate of ``job``'s stored output (raises CorruptEntry, EntryMissing or PluginContractError)."""
+    if job.kind == "train":
+        load_model(store, job.key, "cpu")
+    elif job.kind in ("attack", "transform"):
+        gate_advset(store, job)
+    else:
+        gate_predictions(store, job)
+
+
+def _expected_rows(job: Job) -> int | None:
+    data = job.spec.get("data") or job.spec.get("input", {}).get("clean")
+    return None if data is None else data.get("n")
+
+
+def gate_advset(store: Store, job: Job) -> None:
+    adv = store.load_advset(job.key)
+    x = adv.x_adv
+    if x.dtype != np.float32:
+        raise PluginContractError(f"stored set {job.key} is {x.dtype}, not float32")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise PluginContractError(f"stored set {job.key} leaves the [0, 1] box")
+    n = _expected_rows(job)
+    if n is not None and len(x) != n:
+        raise PluginContractError(f"stored set {job.key} holds {len(x)} samples; its job asks for {n}")
+    budget = declared_budget(job)
+    if budget is not None:
+        worst = over_budget(adv.distortion[budget.norm], budget)
+        if worst is not None:
+            raise PluginContractError(f"stored set {job.key} exceeds the {budget.norm} budget {budget.eps} of its "
+                                      f"job (sample {worst}: {float(adv.distortion[budget.norm][worst]):.6g})")
+    stamp = _stamp(store, job)
+    if store.gate_stamp(job.key) == stamp:
+        return
+    x_clean, y, idx = load_slice(job.spec["data"])
+    if not np.array_equal(adv.indices, idx) or not np.array_equal(adv.labels, y.numpy()):
+        raise PluginContractError(f"stored set {job.key} holds other samples than its job's data slice")
+    recomputed = distortions(x_clean.numpy(), x)
+    for norm, values in recomputed.items():
+        if not np.allclose(adv.distortion[norm], values, rtol=1e-5, atol=1e-6):
+            raise PluginContractError(f"stored set {job.key}: its {norm} distortions are not those of its inputs")
+    if budget is not None and (worst := over_budget(recomputed[budget.norm], budget)) is not None:
+        raise PluginContractError(f"stored set {job.key} exceeds the {budget.norm} budget {budget.eps} of its job "
+                                  f"(sample {worst})")
+    if not store.has(job.spec["source"]):
+        return  # the source model is recomputed in this run; the next run re-predicts (no stamp now)
+    model = load_model(store, job.spec["source"], "cpu")
+    fooled = predicted_success(model, torch.tensor(x), torch.tensor(adv.labels), torch.tensor(adv.targets)).numpy()
+    mismatch = np.flatnonzero(fooled != adv.success)
+    if len(mismatch):
+        raise PluginContractError(f"stored set {job.key}: {len(mismatch)} success flags disagree with a "
+                                  f"re-prediction by the source model (first: sample {int(mismatch[0])})")
+    store.write_gate_stamp(job.key, stamp)
+
+
+def gate_predictions(store: Store, job: Job) -> None:
+    pred = store.load_predictions(job.key)
+    n = _expected_rows(job)
+    if n is not None and len(pred.logits) != n:
+        raise PluginContractError(f"stored predictions {job.key} hold {len(pred.logits)} rows; the job asks for {n}")
+    stamp = _stamp(store, job)
+    if store.gate_stamp(job.key) == stamp:
+        return
+    source = job.spec["input"]
+    if "advset" in source:
+        if not store.has(source["advset"]):
+            return  # the input set is recomputed in this run; the next run checks (no stamp now)
+        adv = store.load_advset(source["advset"])
+        indices, labels = adv.indices, adv.labels
+    else:
+        _, y, indices = load_slice(source["clean"])
+        labels = y.numpy()
+    if not np.array_equal(pred.indices, indices) or not np.array_equal(pred.labels, labels):
+        raise PluginContractError(f"stored predictions {job.key} are not of the samples of their job's input")
+    store.write_gate_stamp(job.key, stamp)
+
+
+def _stamp(store: Store, job: Job) -> dict[str, Any]:
+    """What a memoized gate pass depended on: the entry's checksum and its source model's or input's."""
+    if job.kind == "eval":
+        source = job.spec["input"]
+        on = store.checksum(source["advset"]) if "advset" in source else canonical(source["clean"])
+    else:
+        on = store.checksum(job.spec["source"])
+    return {"entry": store.checksum(job.key), "on": on, "gate": GATE_VERSION}
+
+
+def record_pass(store: Store, job: Job) -> None:
+    """Record that ``job``'s output, just made and checked by its runner, passed the memoized checks."""
+    store.write_gate_stamp(job.key, _stamp(store, job))

@@ -1,0 +1,115 @@
+"""What jobs read: the data slice a spec names, and trained models rebuilt from the store.
+
+Shared by the job runners (:mod:`rbench.jobs`) and the validity gates (:mod:`rbench.gates`). A model's outputs
+are checked here too: non-finite logits fail whoever asked for them, naming the model plugin.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from rbench.data import disjoint_splits, subset_indices
+from rbench.keys import canonical
+from rbench.manager import get_plugin
+from rbench.store import Store
+
+
+class PluginContractError(Exception):
+    """A plugin returned something that breaks its contract (wrong dtype, out of the box, over budget,
+    non-finite values)."""
+
+
+def plugin_params(kind: str, spec: dict[str, Any]) -> tuple[Any, Any]:
+    """The plugin a spec names and its params, validated strictly."""
+    plugin = get_plugin(kind, spec["plugin"])
+    return plugin, plugin.Params.model_validate(spec["params"], strict=True)
+
+
+@lru_cache(maxsize=4)
+def _load_split(dataset_spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split, cached per process (keyed by the canonical JSON of the dataset's spec)."""
+    spec = json.loads(dataset_spec)
+    plugin, params = plugin_params("dataset", spec)
+    x, y = plugin.load(split, params)
+    return np.ascontiguousarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+
+
+def load_slice(data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The data slice a job spec names: (x float32 (N, C, H, W), y int64, indices into the split)."""
+    x, y = _load_split(canonical(data["dataset"]), data["split"])
+    if data.get("parts"):
+        part = disjoint_splits(len(x), data["parts"], data["subset_seed"])[data["part"]]
+        idx = part[subset_indices(len(part), data["n"], data["subset_seed"])]
+    else:
+        idx = subset_indices(len(x), data["n"], data["subset_seed"])
+    return torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), idx
+
+
+def build_model(spec: dict[str, Any]) -> torch.nn.Module:
+    """A fresh network from a model spec; a composed model is composed of its freshly built members."""
+    plugin, params = plugin_params("model", spec)
+    if "members" in spec:
+        model = plugin.compose([build_model(member) for member in spec["members"]], params)
+    else:
+        model = plugin.build(params)
+    model.rbench_plugin = spec["plugin"]  # so errors about its outputs can name it
+    return model
+
+
+def model_name(model: torch.nn.Module) -> str:
+    """``model 'mlp'``: how errors name a model built by :func:`build_model`."""
+    return f"model {getattr(model, 'rbench_plugin', type(model).__name__)!r}"
+
+
+def memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """``channels_last`` for models with 2-D convolutions (``make bench``: PGD on LeNet 1.47x faster on a
+    2-core CPU), the default layout otherwise. Inputs are converted to the model's format batch by batch."""
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    return torch.channels_last if has_conv else torch.contiguous_format
+
+
+def load_model(store: Store, key: str, device: torch.device | str) -> torch.nn.Module:
+    """The trained model stored under ``key``: on ``device`` in its :func:`memory_format`, in eval mode,
+    parameters frozen. Weights that do not fit the network the sidecar's spec builds make the entry corrupt
+    (quarantined, :class:`rbench.store.CorruptEntry`)."""
+    state, meta = store.load_checkpoint(key)
+    try:
+        model = build_model(meta["spec"]["model"])
+        model.load_state_dict(state)
+    except Exception as exc:  # the stored weights are not this network's
+        reason = " ".join(str(exc).split())[:300]
+        raise store.quarantine(key, f"its weights do not load into its model: {type(exc).__name__}: {reason}") \
+            from None
+    model.to(device, memory_format=memory_format(model)).eval().requires_grad_(False)
+    return model
+
+
+def finite_logits(model: torch.nn.Module, logits: torch.Tensor, what: str, offset: int = 0) -> torch.Tensor:
+    """``logits``, after checking they are finite (else :class:`PluginContractError` naming the model plugin,
+    ``what`` the inputs were, and the first bad sample at ``offset`` + its row)."""
+    ok = torch.isfinite(logits).flatten(1).all(1) if logits.dim() > 1 else torch.isfinite(logits)
+    if not bool(ok.all()):
+        bad = (~ok).nonzero().flatten()
+        raise PluginContractError(f"{model_name(model)} returned non-finite logits on {len(bad)} of {len(ok)} "
+                                  f"{what} (first: sample {offset + int(bad[0])})")
+    return logits
+
+
+def predicted_success(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targets: torch.Tensor,
+                      batch_size: int = 1000) -> torch.Tensor:
+    """Success of each sample on ``model``: hits its target where one is set (>= 0), else misclassified.
+    Non-finite logits raise :class:`PluginContractError`."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x_adv), batch_size):
+            logits = finite_logits(model, model(x_adv[start:start + batch_size]), "adversarial inputs", start)
+            pred = logits.argmax(1)
+            t = targets[start:start + batch_size].to(pred.device)
+            yy = y[start:start + batch_size].to(pred.device)
+            out.append(torch.where(t >= 0, pred == t, pred != yy).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)

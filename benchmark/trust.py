@@ -1,0 +1,41 @@
+"""Which stored outputs a run may use: the runner's trust policy, the same whatever executor computes the rest.
+
+A stored entry of the plan is used (reported ``cached``) only when it passes every check of
+:func:`rbench.gates.check_stored`: bound to its job's key, checksum, well formed, finite, and the validity gate
+against the job itself. One that fails is quarantined, reported once (with its key and the reason), and
+computed again. An entry whose lock another process holds is being written right now: it is left to
+:func:`rbench.execution.compute`, which waits for the lock and checks the entry then.
+"""
+
+from __future__ import annotations
+
+from rbench.executors import JobResult, Observer
+from rbench.gates import check_stored
+from rbench.inputs import PluginContractError
+from rbench.plan import Plan
+from rbench.store import CorruptEntry, EntryMissing, Store
+
+
+def trusted_results(plan: Plan, store: Store, observer: Observer) -> dict[str, JobResult]:
+    """A ``cached`` result for every job of ``plan`` whose stored output can be trusted."""
+    results: dict[str, JobResult] = {}
+    for job in plan.jobs.values():
+        if not store.has(job.key):
+            continue
+        with store.try_lock(job.key) as free:
+            if not free:
+                continue
+            try:
+                check_stored(store, job)
+            except EntryMissing:
+                continue
+            except CorruptEntry as exc:
+                observer.progress(job.key, 0, 0, f"warning: {exc}; recomputing")
+                continue
+            except PluginContractError as exc:
+                moved = store.quarantine(job.key, str(exc)).moved_to
+                observer.progress(job.key, 0, 0, f"warning: {exc}; not trusted, moved to {moved}; recomputing")
+                continue
+        results[job.key] = JobResult(job.key, job.label, "cached")
+        observer.finished(job, results[job.key])
+    return results

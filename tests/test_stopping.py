@@ -1,0 +1,211 @@
+"""Stopping a run: SIGTERM and SIGHUP stop it as cleanly as Ctrl-C (no process of the run outlives it, nothing
+partial stays, the next run resumes); a coordinator killed outright takes its workers with it; a job time limit
+ends a hanging job alone."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+from support import RBENCH, alive, descendants, plugin_dist, rbench, run_values
+
+from rbench.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+def _start(suite, store, run_dir, *extra, env=None):
+    import os
+
+    return subprocess.Popen([RBENCH, "run", str(suite), "--store", str(store), "--run-dir", str(run_dir), "-q",
+                             "--device", "cpu", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def _wait_for(condition, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig, workers", [(signal.SIGTERM, 2), pytest.param(signal.SIGHUP, 2, marks=pytest.mark.full),
+                                          pytest.param(signal.SIGTERM, 1, marks=pytest.mark.full)])
+def test_a_signal_stops_the_run_and_every_worker(tiny_reference, tmp_path, sig, workers):
+    suite, _, _, expected = tiny_reference
+    store = tmp_path / "store"
+    proc = _start(suite, store, tmp_path / "r1", "--workers", str(workers))
+    # running: the first checkpoint is stored and (with two workers) both workers are up
+    _wait_for(lambda: list(store.glob("objects/*/*.json")) and (workers == 1 or len(descendants(proc.pid)) >= 2))
+    family = descendants(proc.pid)
+    proc.send_signal(sig)  # to the coordinator only, as `kill PID` does
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig, err
+    assert f"stopped by {signal.Signals(sig).name}" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in family if alive(p)], "processes of the run outlived it"
+    assert not Store(store).temporaries()  # nothing partial stays
+    again = rbench("run", str(suite), "--store", str(store), "--run-dir", str(tmp_path / "r2"), "-q", "--device",
+                   "cpu")
+    assert again.returncode == 0, again.stderr
+    assert run_values(tmp_path / "r2") == expected
+
+
+def test_workers_end_when_their_coordinator_is_killed(tiny_reference, tmp_path):
+    suite = tiny_reference[0]
+    store = tmp_path / "store"
+    proc = _start(suite, store, tmp_path / "r1", "--workers", "2")
+    _wait_for(lambda: len(descendants(proc.pid)) >= 2 and list(store.glob("objects/*/*.json")))
+    family = descendants(proc.pid)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in family if alive(p)], "orphaned workers"
+
+
+HANGING = '''
+import signal
+import time
+
+from pydantic import BaseModel, ConfigDict
+
+from rbench import hookimpl
+from rbench.attack import MinimizationAttack
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Sleepy(MinimizationAttack):
+    """Hangs in Python (time.sleep): SIGALRM ends it."""
+
+    name = "sleepy"
+    Params = Params
+
+    def run(self, model, x, y, params, *, generator=None):
+        time.sleep(3600)
+
+
+class Stuck(Sleepy):
+    """Hangs as code stuck in a native library does: the signals that would end it never reach Python (here
+    they are blocked), so only killing its process ends it."""
+
+    name = "stuck"
+
+    def run(self, model, x, y, params, *, generator=None):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})
+        time.sleep(3600)
+
+
+@hookimpl
+def rbench_attacks():
+    return [Sleepy(), Stuck()]
+'''
+
+
+def test_a_job_time_limit_ends_hanging_jobs_alone(tiny_reference, tmp_path):
+    suite, store, _, expected = tiny_reference
+    import shutil
+
+    shutil.copytree(store, tmp_path / "store")
+    env = plugin_dist(tmp_path / "plugins", "rbench_test_hang", HANGING)
+    # the tiny suite's mlp (so its stored checkpoint is reused) attacked by fgsm and by the two hanging attacks
+    text = suite.read_text().split("[models.cnn]")[0] + """
+[attacks.fgsm]
+plugin = "fgsm"
+grid = { eps = [0.1] }
+[attacks.sleepy]
+plugin = "sleepy"
+[attacks.stuck]
+plugin = "stuck"
+[evaluations.wb]
+dataset = "mnist"
+n = 64
+batch_size = 25
+sources = ["mlp"]
+attacks = ["fgsm", "sleepy", "stuck"]
+[tables.errors]
+evaluation = "wb"
+rows = "attack"
+columns = "model"
+metric = "error"
+"""
+    hang = tmp_path / "hang.toml"
+    hang.write_text(text)
+    started = time.monotonic()
+    out = rbench("run", str(hang), "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "run"), "-q",
+                 "--device", "cpu", "--job-timeout", "3", env=env, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert time.monotonic() - started < 120
+    text = " ".join(out.stdout.split())  # rich wraps long lines
+    for name in ("sleepy", "stuck"):
+        assert f"failed: attack {name} on mlp [attack '{name}']: JobTimeout: exceeded the job time limit of 3 s" \
+            in text, out.stdout
+    assert "attack 'stuck']: JobTimeout: exceeded the job time limit of 3 s (stuck outside Python: its worker " \
+        "process was killed)" in text
+    values = run_values(tmp_path / "run")
+    assert values[("errors", "fgsm(eps=0.1)", "mlp")] == expected[("errors", "fgsm(eps=0.1)", "mlp")]  # went on
+    assert values[("errors", "sleepy", "mlp")] is None and values[("errors", "stuck", "mlp")] is None
+    assert not Store(tmp_path / "store").temporaries()
+
+
+NAN_MODEL = '''
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from rbench import hookimpl
+from rbench.model import ModelPlugin
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NanInEval(torch.nn.Module):
+    """Trains normally; in eval mode every logit is NaN (a broken normalization, say)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        out = self.linear(x.flatten(1))
+        return out if self.training else out * float("nan")
+
+
+class Plugin(ModelPlugin):
+    name = "nan_in_eval"
+    Params = Params
+
+    def build(self, params):
+        return NanInEval()
+
+
+@hookimpl
+def rbench_models():
+    return [Plugin()]
+'''
+
+
+def test_a_model_with_non_finite_logits_fails_its_job_and_scores_nothing(tiny_reference, tmp_path):
+    suite = tiny_reference[0]
+    env = plugin_dist(tmp_path / "plugins", "rbench_test_nan", NAN_MODEL)
+    text = suite.read_text().replace('plugin = "lenet"\nparams = { channels = [4, 8], hidden = 32 }',
+                                     'plugin = "nan_in_eval"')
+    broken = tmp_path / "nan.toml"
+    broken.write_text(text)
+    out = rbench("run", str(broken), "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "run"), "-q",
+                 "--device", "cpu", env=env)
+    assert out.returncode == 1, out.stderr
+    assert "model 'nan_in_eval' returned non-finite logits" in " ".join(out.stdout.split())
+    values = run_values(tmp_path / "run")
+    assert all(v is None for (table, row, column), v in values.items() if column == "cnn")  # no 86% error cell
+    assert values[("errors", "clean", "mlp")] is not None
