@@ -17,6 +17,7 @@ from rbench.attack import (  # noqa: E402
     misclassified,
 )
 from rbench.dataset import Dataset, NoParams  # noqa: E402
+from rbench.defense import Defense, DefenseModule  # noqa: E402
 from rbench.manager import get_plugin  # noqa: E402
 from rbench.metric import CellData, Metric  # noqa: E402
 from rbench.model import ModelPlugin, Progress, TrainData, Trainer  # noqa: E402
@@ -24,7 +25,7 @@ from rbench.model import ModelPlugin, Progress, TrainData, Trainer  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attack", "AttackOutput", "Budget", "CellData", "Dataset", "FixedBudgetAttack", "Metric",
-    "MinimizationAttack", "ModelPlugin", "NoParams", "Progress", "TrainData", "Trainer", "get_plugin",
+    "Attack", "AttackOutput", "Budget", "CellData", "Dataset", "Defense", "DefenseModule", "FixedBudgetAttack",
+    "Metric", "MinimizationAttack", "ModelPlugin", "NoParams", "Progress", "TrainData", "Trainer", "get_plugin",
     "hookimpl", "misclassified",
 ]

@@ -32,7 +32,8 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
     # which plugin and params each metric label stands for, so reporters can tell e.g. calibration cells apart
     calls = {m.label: {"plugin": m.call.name, "params": m.call.params.model_dump(mode="json")} for m in metrics}
     return ResultTable(table.name, table.title, list(table.rows), list(table.columns), table.row_axis,
-                       table.column_axis, units, formats, cells, table.file, metric_of=by_cell, metric_calls=calls)
+                       table.column_axis, units, formats, cells, table.file, metric_of=by_cell, metric_calls=calls,
+                       figure=table.figure)
 
 
 def _cell(plan: Plan, spec: CellSpec, row: str, column: str, loaders: dict[str, Any], failed: dict[str, str]

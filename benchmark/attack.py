@@ -61,6 +61,11 @@ class Attack:
         """The declared norm budget for ``params``, or None for a minimal-distortion attack."""
         return None
 
+    def uses_gradients(self, params: BaseModel) -> bool:
+        """Whether the attack differentiates the model (True by default; noise and decision-based attacks say
+        False). A gradient attack through a non-differentiable defense needs BPDA: the suite says so up front."""
+        return True
+
     # Optional: ``provenance(params) -> dict`` (JSON-able). Adapters of other libraries return the library's
     # name and version; the engine stores it in every adversarial set's provenance (``meta.provenance.library``).
 

@@ -79,6 +79,8 @@ def validate(
         plan = build_plan(suite)
         console.print(f"{escape(str(path))}: ok ({len(suite.models)} models, {len(suite.evaluations)} evaluations, "
                       f"{len(suite.tables)} tables, {len(plan.jobs)} jobs)", highlight=False)
+        for warning in suite.warnings:
+            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 @app.command()
@@ -136,7 +138,7 @@ def compare_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, md or json")] = "table",
 ) -> None:
     """Put every published cell beside the run's: ours, theirs, the difference, within tolerance or not."""
-    from rbench.compare import as_json, as_markdown, compare
+    from rbench.compare import as_json, as_markdown, check_claims, compare
     from rbench.report.terminal import print_comparison
     from rbench.results import RunResults
 
@@ -146,13 +148,13 @@ def compare_cmd(
     paths = [str(p) for p in published] if published else None
     if paths is None and not results.published:
         raise RbenchError(f"{run_dir}: the suite names no published tables; pass --published FILE")
-    rows = compare(results, paths)
+    rows, claims = compare(results, paths), check_claims(results, paths)
     if fmt == "json":
-        print(json.dumps(as_json(rows), indent=1))
+        print(json.dumps(as_json(rows, claims), indent=1))
     elif fmt == "md":
-        sys.stdout.write(as_markdown(rows))
+        sys.stdout.write(as_markdown(rows, claims))
     else:
-        print_comparison(rows, console)
+        print_comparison(rows, console, claims=claims)
 
 
 @cache_app.command("ls")

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rbench.errors import RbenchError
 from rbench.results import ResultTable, RunResults
@@ -60,10 +60,40 @@ class Source(BaseModel):
     notes: list[str] = []
 
 
+class CellRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    row: str
+    column: str
+
+
+class Claim(BaseModel):
+    """A qualitative claim of the paper, checked on the run's table (reported as held or not held):
+
+    - ``less``: cell ``a`` is below cell ``b``;
+    - ``barely_less``: ``a`` is below ``b`` by at most ``margin`` ("barely better");
+    - ``lowest``: ``a`` is the lowest of its column among ``among`` (default: every row of the table)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    table: str
+    kind: Literal["less", "barely_less", "lowest"]
+    a: CellRef
+    b: CellRef | None = None
+    margin: Annotated[float, Field(ge=0)] = 0.0
+    among: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _b_when_needed(self) -> Claim:
+        if (self.kind in ("less", "barely_less")) != (self.b is not None):
+            raise ValueError(f"a {self.kind!r} claim {'needs' if self.b is None else 'takes no'} 'b'")
+        return self
+
+
 class Published(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: Source
     tables: dict[str, PublishedTable]
+    claims: list[Claim] = []
 
 
 def load_published(path: str | Path) -> Published:
@@ -129,6 +159,59 @@ def compare(results: RunResults, published: list[str] | None = None) -> list[Com
     return out
 
 
+@dataclass
+class ClaimCheck:
+    """A published claim and whether the run's numbers bear it out (``held`` None: a cell is missing)."""
+
+    text: str
+    table: str
+    held: bool | None
+    detail: str
+
+
+def check_claims(results: RunResults, published: list[str] | None = None) -> list[ClaimCheck]:
+    """Every claim of the run's published files (or of ``published``), checked on the run's tables."""
+    tables = {t.name: t for t in results.tables}
+    out = []
+    for path in published if published is not None else results.published:
+        for claim in load_published(path).claims:
+            out.append(_check(claim, tables.get(claim.table)))
+    return out
+
+
+def _value(table: ResultTable | None, ref: CellRef) -> float | None:
+    try:
+        return None if table is None else table.cell(ref.row, ref.column).value
+    except KeyError:
+        return None
+
+
+def _check(claim: Claim, table: ResultTable | None) -> ClaimCheck:
+    a = _value(table, claim.a)
+    name = f"{claim.a.row} at {claim.a.column}"
+    if claim.kind == "lowest":
+        rows = claim.among if claim.among is not None else (table.rows if table else [])
+        others = {r: _value(table, CellRef(row=r, column=claim.a.column)) for r in rows if r != claim.a.row}
+        if a is None or any(v is None for v in others.values()) or not others:
+            return ClaimCheck(claim.text, claim.table, None, f"{name}: a cell is missing")
+        best = min(others, key=lambda r: others[r])  # type: ignore[arg-type,return-value]
+        return ClaimCheck(claim.text, claim.table, a < others[best],  # type: ignore[operator]
+                          f"{name} = {a:.3g}; the lowest of the others: {best} = {others[best]:.3g}")
+    assert claim.b is not None
+    b = _value(table, claim.b)
+    if a is None or b is None:
+        return ClaimCheck(claim.text, claim.table, None, f"{name} or {claim.b.row} at {claim.b.column}: missing")
+    held = a < b and (claim.kind == "less" or b - a <= claim.margin)
+    margin = f" (by at most {claim.margin:g})" if claim.kind == "barely_less" else ""
+    return ClaimCheck(claim.text, claim.table, held, f"{name} = {a:.3g} vs {claim.b.row} at {claim.b.column} = "
+                      f"{b:.3g}; needed: lower{margin}")
+
+
+def describe_claim(check: ClaimCheck) -> str:
+    verdict = {True: "held", False: "NOT held", None: "not checked"}[check.held]
+    return f"claim ({check.table}): {check.text}: {verdict} ({check.detail})"
+
+
 def summary(rows: list[Comparison]) -> list[tuple[str, str, int, int]]:
     """(table, figure, cells within tolerance, cells) per table, in order of appearance."""
     seen: dict[str, list[Comparison]] = {}
@@ -137,14 +220,18 @@ def summary(rows: list[Comparison]) -> list[tuple[str, str, int, int]]:
     return [(t, rs[0].figure, sum(r.within_tolerance for r in rs), len(rs)) for t, rs in seen.items()]
 
 
-def as_json(rows: list[Comparison]) -> list[dict]:
-    return [asdict(r) for r in rows]
+def as_json(rows: list[Comparison], claims: list[ClaimCheck] | None = None) -> dict:
+    return {"cells": [asdict(r) for r in rows], "claims": [asdict(c) for c in claims or []]}
 
 
-def as_markdown(rows: list[Comparison]) -> str:
+def as_markdown(rows: list[Comparison], claims: list[ClaimCheck] | None = None) -> str:
     from tabulate import tabulate
 
     parts = ["## Comparison with the published tables\n"]
+    if claims:
+        parts.append("### The paper's claims\n")
+        parts += [f"- {describe_claim(c)}" for c in claims]
+        parts.append("")
     for table, figure, ok, total in summary(rows):
         parts.append(f"### {table} ({figure}): {ok}/{total} cells within tolerance\n")
         body = [[r.row, r.column, fmt_number(r.ours), fmt_number(r.published), fmt_number(r.delta, signed=True),

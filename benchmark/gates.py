@@ -26,6 +26,7 @@ import torch
 
 from rbench.artifacts import distortions
 from rbench.attack import Budget
+from rbench.defense import seed_randomness
 from rbench.inputs import PluginContractError, load_model, load_slice, plugin_params, predicted_success
 from rbench.keys import canonical
 from rbench.plan import Job
@@ -100,6 +101,7 @@ def gate_advset(store: Store, job: Job) -> None:
     if not store.has(job.spec["source"]):
         return  # the source model is recomputed in this run; the next run re-predicts (no stamp now)
     model = load_model(store, job.spec["source"], "cpu")
+    seed_randomness(model, job.seed)  # a randomized model's flags are one draw seeded from the job's key
     fooled = predicted_success(model, torch.tensor(x), torch.tensor(adv.labels), torch.tensor(adv.targets)).numpy()
     mismatch = np.flatnonzero(fooled != adv.success)
     if len(mismatch):

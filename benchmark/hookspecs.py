@@ -70,9 +70,11 @@ def rbench_transforms() -> list[Any]:
 
 @hookspec
 def rbench_defenses() -> list[Any]:
-    """Return defense plugins: input transforms, training recipes or aggregations that compose with a model.
-
-    No built-in defense ships yet; the hook is part of the contract so third parties can register them.
+    """Return defense plugins (:class:`rbench.defense.Defense` instances): input transforms (possibly randomized,
+    possibly not differentiable), trained components (their own train job) or aggregations of trained models
+    (committees), which a suite composes with trained models into defended models (``[defenses.x]`` and
+    ``[models.y] base = ..., defenses = [...]``). Training recipes (adversarial training) are trainers. See
+    :mod:`rbench.defense` for the contract; ``rbench.testing.check_defense`` checks a plugin against it.
     """
 
 

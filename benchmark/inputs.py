@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from rbench.data import disjoint_splits, subset_indices
+from rbench.defense import DefendedModel, Stage
 from rbench.keys import canonical
 from rbench.manager import get_plugin
 from rbench.store import Store
@@ -51,7 +52,12 @@ def load_slice(data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, np.nda
 
 
 def build_model(spec: dict[str, Any]) -> torch.nn.Module:
-    """A fresh network from a model spec; a composed model is composed of its freshly built members."""
+    """A fresh network from a model spec: a composed model is composed of its freshly built members, a defended
+    model of its defenses' modules in front of its freshly built base (or aggregated members)."""
+    if "defended" in spec:
+        model = build_defended(spec)
+        model.rbench_plugin = " -> ".join([d["plugin"] for d in spec["defended"]] + ["model"])
+        return model
     plugin, params = plugin_params("model", spec)
     if "members" in spec:
         model = plugin.compose([build_model(member) for member in spec["members"]], params)
@@ -59,6 +65,27 @@ def build_model(spec: dict[str, Any]) -> torch.nn.Module:
         model = plugin.build(params)
     model.rbench_plugin = spec["plugin"]  # so errors about its outputs can name it
     return model
+
+
+def build_defense(spec: dict[str, Any]) -> Stage:
+    """One defense of a chain, as the engine runs it (with what BPDA and EOT need to know)."""
+    plugin, params = plugin_params("defense", spec)
+    module = plugin.build(params)
+    module.rbench_plugin = spec["plugin"]
+    return Stage(module, name=spec["plugin"], differentiable=bool(plugin.is_differentiable(params)),
+                 randomized=bool(plugin.is_randomized(params)), trained=bool(getattr(plugin, "trained", False)),
+                 approximation=plugin.approximation(params))
+
+
+def build_defended(spec: dict[str, Any]) -> DefendedModel:
+    """A defended model from its spec: ``defended`` (the defenses' calls, from the input) and ``members`` (the
+    base, or the members an aggregating last defense combines)."""
+    chain = spec["defended"]
+    members = [build_model(member) for member in spec["members"]]
+    last, params = plugin_params("defense", chain[-1])
+    if getattr(last, "aggregates", False):
+        return DefendedModel([build_defense(d) for d in chain[:-1]], last.compose(members, params), members)
+    return DefendedModel([build_defense(d) for d in chain], members[0], members)
 
 
 def model_name(model: torch.nn.Module) -> str:
@@ -74,12 +101,13 @@ def memory_format(model: torch.nn.Module) -> torch.memory_format:
 
 
 def load_model(store: Store, key: str, device: torch.device | str) -> torch.nn.Module:
-    """The trained model stored under ``key``: on ``device`` in its :func:`memory_format`, in eval mode,
-    parameters frozen. Weights that do not fit the network the sidecar's spec builds make the entry corrupt
-    (quarantined, :class:`rbench.store.CorruptEntry`)."""
+    """The trained model (or trained defense component) stored under ``key``: on ``device`` in its
+    :func:`memory_format`, in eval mode, parameters frozen. Weights that do not fit the network the sidecar's
+    spec builds make the entry corrupt (quarantined, :class:`rbench.store.CorruptEntry`)."""
     state, meta = store.load_checkpoint(key)
     try:
-        model = build_model(meta["spec"]["model"])
+        spec = meta["spec"]
+        model = build_defense(spec["defense"]).module if "defense" in spec else build_model(spec["model"])
         model.load_state_dict(state)
     except Exception as exc:  # the stored weights are not this network's
         reason = " ".join(str(exc).split())[:300]

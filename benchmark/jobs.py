@@ -15,9 +15,11 @@ import torch
 from rbench import gates
 from rbench.artifacts import AdvSet, Predictions, distortions
 from rbench.attack import AttackOutput, Budget
+from rbench.defense import attack_view, randomized, seed_randomness
 from rbench.gates import BUDGET_ATOL, BUDGET_RTOL, over_budget
 from rbench.inputs import (
     PluginContractError,
+    build_defense,
     build_model,
     finite_logits,
     load_model,
@@ -44,36 +46,55 @@ def _meta(job: Job, device: torch.device, started: float, **extra: Any) -> dict[
 
 
 def run_train(job: Job, store: Store, device: torch.device, progress: Progress) -> None:
+    """Train a model (from scratch, or from its ``init`` model's weights) or a trained defense component; or
+    assemble a defended model from its trained parts (no trainer)."""
     started = time.perf_counter()
-    x, y, _ = load_slice(job.spec["data"])
     torch.manual_seed(job.seed)
-    model = build_model(job.spec["model"])
+    model = build_defense(job.spec["defense"]).module if "defense" in job.spec else build_model(job.spec["model"])
     for member, key in zip(getattr(model, "members", []), job.spec.get("members", []), strict=True):
-        member.load_state_dict(store.load_checkpoint(key)[0])  # the members' trained weights
+        member.load_state_dict(store.load_checkpoint(key)[0])  # the members' (or parts') trained weights
+    lineage = job.spec.get("init", [])
+    if lineage:
+        model.load_state_dict(store.load_checkpoint(lineage[-1])[0])  # start from the init model's weights
     model.to(device)
-    trainer, tparams = _params("trainer", job.spec["trainer"])
-    generator = torch.Generator().manual_seed(job.seed)
-    stats = trainer.train(model, TrainData(x, y), tparams, generator=generator, device=device, progress=progress)
+    stats: dict[str, Any] = {}
+    if "trainer" in job.spec:
+        x, y, _ = load_slice(job.spec["data"])
+        trainer, tparams = _params("trainer", job.spec["trainer"])
+        generator = torch.Generator().manual_seed(job.seed)
+        extra = {"lineage": [load_model(store, key, device) for key in lineage]} if getattr(
+            trainer, "uses_lineage", False) else {}
+        stats = trainer.train(model, TrainData(x, y), tparams, generator=generator, device=device, progress=progress,
+                              **extra)
+        model.eval()
+        check_trained(model, trainer.name, x, device, component="defense" in job.spec)
     model.eval()
-    check_trained(model, trainer.name, x, device)
     store.save_checkpoint(job.key, model.state_dict(), _meta(job, device, started, stats=stats))
 
 
 def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor, device: torch.device,
-                  probe: int = 256) -> None:
-    """Nothing non-finite is stored: the trained weights, and the logits on the first ``probe`` training
-    images, must be finite (else :class:`PluginContractError` naming the trainer and the model plugin)."""
+                  probe: int = 256, component: bool = False) -> None:
+    """Nothing non-finite is stored: the trained weights, and the outputs on the first ``probe`` training images
+    (a model's logits; a defense component's images, which must also stay in [0, 1]), must be finite (else
+    :class:`PluginContractError` naming the trainer and the plugin)."""
     bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         raise PluginContractError(f"trainer {trainer!r} left non-finite weights in {model_name(model)} "
                                   f"({len(bad)} tensors, first {bad[0]!r})")
     with torch.no_grad():
-        finite_logits(model, model(x[:probe].to(device)), "training images")
+        out = model(x[:probe].to(device))
+    if not component:
+        finite_logits(model, out, "training images")
+    elif not torch.isfinite(out).all() or out.min() < 0 or out.max() > 1 or out.shape != x[:probe].shape:
+        raise PluginContractError(f"defense {model_name(model)} trained by {trainer!r} maps images to "
+                                  "non-finite values or outside [0, 1] or another shape")
 
 
 def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: Budget | None,
-                        model: torch.nn.Module, y: torch.Tensor, offset: int) -> None:
-    """Raise :class:`PluginContractError` naming ``name`` and the worst sample if ``out`` breaks the contract."""
+                        model: torch.nn.Module, y: torch.Tensor, offset: int, check_success: bool = True) -> None:
+    """Raise :class:`PluginContractError` naming ``name`` and the worst sample if ``out`` breaks the contract.
+    ``check_success=False``: the success flags are not compared with a re-prediction (the engine decides them
+    itself, for a randomized model)."""
     xa = out.x_adv
     if not isinstance(xa, torch.Tensor) or xa.dtype != torch.float32 or xa.shape != x.shape:
         got = f"{getattr(xa, 'dtype', type(xa).__name__)} {tuple(getattr(xa, 'shape', ()))}"
@@ -98,6 +119,8 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
     for key, value in out.extras.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise PluginContractError(f"attack {name!r} returned non-finite extras[{key!r}]")
+    if not check_success:
+        return
     targets = out.extras.get("targets", torch.full_like(y, -1))
     fooled = predicted_success(model, xa, y, targets)
     mismatch = (success.cpu() != fooled).nonzero().flatten()
@@ -111,6 +134,9 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     started = time.perf_counter()
     x, y, idx = load_slice(job.spec["data"])
     model = load_model(store, job.spec["source"], device)
+    seed_randomness(model, job.seed)
+    target = attack_view(model, job.spec.get("view"))  # what the attack sees: BPDA, EOT, or the model itself
+    drawn = randomized(model)
     attack, params = _params("attack", job.spec["attack"])
     budget = attack.budget(params)
     generator = torch.Generator(device=device).manual_seed(job.seed)
@@ -120,8 +146,8 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     for start in range(0, n, batch_size):
         xb = x[start:start + batch_size].to(device).contiguous(memory_format=layout)
         yb = y[start:start + batch_size].to(device)
-        out = attack.run(model, xb, yb, params, generator=generator)
-        check_attack_output(attack.name, out, xb, budget, model, yb, start)
+        out = attack.run(target, xb, yb, params, generator=generator)
+        check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=not drawn)
         adv.append(out.x_adv.detach().cpu())
         success.append(out.success.detach().cpu().bool())
         for k, v in out.extras.items():
@@ -130,6 +156,9 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     x_adv = torch.cat(adv).contiguous().numpy()
     extra_arrays = {k: torch.cat(v).numpy() for k, v in extras.items()}
     targets = extra_arrays.pop("targets", np.full(n, -1, dtype=np.int64)).astype(np.int64)
+    if drawn:  # a randomized model's success is one seeded draw, decided here (and re-predicted the same way)
+        seed_randomness(model, job.seed)
+        success = [predicted_success(model, torch.from_numpy(x_adv).to(device), y, torch.from_numpy(targets))]
     meta = _meta(job, device, started, budget=None if budget is None else vars(budget))
     library = getattr(attack, "provenance", None)  # adapters of other libraries name the library and its version
     if callable(library):
@@ -161,6 +190,7 @@ def run_transform(job: Job, store: Store, device: torch.device, progress: Progre
             raise PluginContractError(f"transform {transform.name!r} exceeds its declared {budget.norm} budget "
                                       f"{budget.eps} (sample {worst})")
     model = load_model(store, job.spec["source"], device)
+    seed_randomness(model, job.seed)
     targets = torch.tensor(base.targets)
     success = predicted_success(model, x_adv.to(device), y, targets)
     progress(1, 1, "transformed")
@@ -173,6 +203,7 @@ def run_transform(job: Job, store: Store, device: torch.device, progress: Progre
 def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 1000) -> None:
     started = time.perf_counter()
     model = load_model(store, job.spec["model"], device)
+    seed_randomness(model, job.seed)
     source = job.spec["input"]
     if "advset" in source:
         adv = store.load_advset(source["advset"])

@@ -50,11 +50,19 @@ class TrainData:
 
 
 class Trainer:
-    """Base of every trainer plugin."""
+    """Base of every trainer plugin.
+
+    A model may start from another model's trained weights (``init = "other"`` in the suite: same plugin and
+    params). A trainer with ``uses_lineage = True`` then also receives ``lineage``: the trained models of that
+    ``init`` chain, oldest first (the last is the one the model started from), in eval mode with frozen
+    parameters, on ``device`` -- e.g. to craft adversarial examples with earlier snapshots (staged adversarial
+    training)."""
 
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     version: ClassVar[str | None] = None
+    #: train() takes ``lineage`` (see the class docstring)
+    uses_lineage: ClassVar[bool] = False
 
     def train(
         self,
@@ -66,7 +74,8 @@ class Trainer:
         device: torch.device,
         progress: Progress = no_progress,
     ) -> dict[str, Any]:
-        """Train ``model`` (already on ``device``) in place; return JSON-able statistics (e.g. final loss)."""
+        """Train ``model`` (already on ``device``) in place; return JSON-able statistics (e.g. final loss).
+        A trainer with ``uses_lineage`` takes the keyword ``lineage: list[nn.Module]`` too."""
         raise NotImplementedError
 
     def extra_data(self, params: BaseModel) -> list[tuple[str, str]]:

@@ -52,6 +52,8 @@ class Job:
         """The plugin doing the work, for error messages."""
         if self.kind == "eval":
             return f"model {self.model_plugin!r}" if self.model_plugin else "(model forward pass)"
+        if self.kind == "train" and "trainer" not in self.spec:
+            return "defended model assembly"
         part = {"train": "trainer", "attack": "attack", "transform": "transform"}[self.kind]
         return f"{part} {self.spec[part]['plugin']!r}"
 
@@ -92,20 +94,30 @@ def _data_spec(ref: DataRef, seed: int) -> dict[str, Any]:
 
 
 def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key: str, data: dict[str, Any],
-                seed: int, batch_size: int) -> str:
-    """Plan the job making ``attack``'s set on ``source`` (and, for a transform, the job of its input)."""
+                seed: int, batch_size: int, view: dict[str, Any] | None = None) -> str:
+    """Plan the job making ``attack``'s set on ``source`` (and, for a transform, the job of its input). ``view``:
+    how an adaptive attack sees a defended source (BPDA, EOT draws), part of the key when given."""
+    through = {"view": view} if view else {}
+    if view and view.get("randomized"):  # a randomized model's draws follow the batches: they enter the key
+        through = {"view": {k: v for k, v in view.items() if k != "randomized"}, "batch_size": batch_size}
     if attack.base is None:
-        spec = {"attack": attack.call.spec(), "source": src_key, "data": data, "seed": seed}
+        spec = {"attack": attack.call.spec(), "source": src_key, "data": data, "seed": seed, **through}
         return plan.add("attack", spec, (src_key,), f"attack {label} on {source}", batch_size=batch_size)
-    base_key = _attack_job(plan, str(attack.base_label), attack.base, source, src_key, data, seed, batch_size)
+    base_key = _attack_job(plan, str(attack.base_label), attack.base, source, src_key, data, seed, batch_size, view)
     spec = {"transform": attack.call.spec(), "input": base_key, "source": src_key, "data": data, "seed": seed}
     return plan.add("transform", spec, (src_key, base_key), f"transform {label} on {source}")
 
 
 def model_spec(suite: Suite, name: str) -> dict[str, Any]:
-    """A model's spec: its plugin call, and, for a composed model, its members' specs (recursively), so that
-    the network can be rebuilt from a checkpoint's sidecar alone."""
+    """A model's spec: its plugin call, and, for a composed model, its members' specs (recursively); for a
+    defended model its defenses' calls and the specs of what they defend -- so that the network can be rebuilt
+    from a checkpoint's sidecar alone."""
     m = suite.models[name]
+    if m.defended is not None:
+        head = [m.defended.base] if m.defended.base else list(m.members)
+        return {"defended": [suite.defenses[d].call.spec() for d in m.defended.chain],
+                "members": [model_spec(suite, part) for part in head]}
+    assert m.call is not None
     spec = m.call.spec()
     if m.members:
         spec["members"] = [model_spec(suite, member) for member in m.members]
@@ -113,41 +125,76 @@ def model_spec(suite: Suite, name: str) -> dict[str, Any]:
 
 
 def build_plan(suite: Suite) -> Plan:
-    """Expand ``suite`` into its job graph. Only the models an evaluation uses are trained."""
+    """Expand ``suite`` into its job graph. Only the models an evaluation uses are trained; a trained defense
+    component once, for every defended model that lists it."""
     plan = Plan(suite)
     seed = suite.seed
+    components: dict[str, str] = {}
+
+    def train_defense(name: str) -> str:
+        if name not in components:
+            d = suite.defenses[name]
+            assert d.trainer is not None and d.data is not None
+            spec = {"defense": d.call.spec(), "trainer": d.trainer.spec(), "data": _data_spec(d.data, seed),
+                    "seed": seed if d.seed is None else d.seed}
+            components[name] = plan.add("train", spec, (), f"train defense {name}")
+        return components[name]
+
+    def lineage(name: str) -> list[str]:
+        """The train keys of ``name``'s init chain, oldest first."""
+        start = suite.models[name].init
+        return [] if start is None else [*lineage(start), train(start)]
 
     def train(name: str) -> str:
         if name not in plan.trained:
             m = suite.models[name]
+            if m.defended is not None:  # assembled from trained parts, not trained
+                stages = [train_defense(d.name) for d in suite.chain_of(name) if d.trained]
+                head = [train(part) for part in ([m.defended.base] if m.defended.base else m.members)]
+                spec = {"model": model_spec(suite, name), "members": stages + head}
+                plan.trained[name] = plan.add("train", spec, tuple(stages + head), f"assemble {name}")
+                return plan.trained[name]
+            assert m.trainer is not None and m.data is not None
             members = [train(member) for member in m.members]  # each member is trained once, and reused
             spec = {"model": model_spec(suite, name), "trainer": m.trainer.spec(), "data": _data_spec(m.data, seed),
-                    "seed": seed}
+                    "seed": seed if m.seed is None else m.seed}
             if members:
                 spec["members"] = members
-            plan.trained[name] = plan.add("train", spec, tuple(members), f"train {name}")
+            ancestors = lineage(name)
+            if ancestors:
+                spec["init"] = ancestors
+            plan.trained[name] = plan.add("train", spec, tuple(members + ancestors), f"train {name}")
         return plan.trained[name]
 
     for ev in suite.evaluations.values():
         data = _data_spec(ev.data, seed)
         where = f"{ev.data.dataset}/{ev.data.split}"
         for source in ev.sources:
-            src_key = train(source)
+            defended = bool(suite.chain_of(source))
+            crafted_on = suite.undefended_of(source) if ev.threat_model == "transfer" else source
+            src_key = train(crafted_on)
+            chain = suite.chain_of(crafted_on)
+            drawn = any(d.randomized for d in chain)
+            eot = ev.eot if drawn else 1  # averaging identical draws would only cost time
+            view = {"bpda": ev.bpda, "eot": eot} if defended and ev.threat_model == "adaptive" and (
+                ev.bpda or eot > 1) else None
+            if drawn:
+                view = {**(view or {"bpda": False, "eot": 1}), "randomized": True}
             inputs = {CLEAN: None}
             for label, attack in ev.attacks.items():
-                key = _attack_job(plan, label, attack, source, src_key, data, seed, ev.batch_size)
+                key = _attack_job(plan, label, attack, crafted_on, src_key, data, seed, ev.batch_size, view)
                 plan.attacked[(ev.name, source, label)] = key
                 inputs[label] = key
             for target in ev.targets_of(source):
                 tgt_key = train(target)
-                plugin = suite.models[target].call.name
+                plugin = suite.models[target].plugin_name
                 for label, adv_key in inputs.items():
                     if adv_key is None:
                         spec = {"model": tgt_key, "input": {"clean": data}}
                         key = plan.add("eval", spec, (tgt_key,), f"eval {target} on clean {where}", plugin)
                     else:
                         spec = {"model": tgt_key, "input": {"advset": adv_key}}
-                        key = plan.add("eval", spec, (tgt_key, adv_key), f"eval {target} on {label}@{source}",
+                        key = plan.add("eval", spec, (tgt_key, adv_key), f"eval {target} on {label}@{crafted_on}",
                                        plugin)
                     plan.evaluated[(ev.name, source, label, target)] = key
     return plan

@@ -40,6 +40,9 @@ class ResultTable:
     metric_of: dict[str, str] = field(default_factory=dict)
     #: metric label -> the plugin call behind it: {"plugin": name, "params": validated params as JSON}
     metric_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the figure a file reporter draws of the table, or None: "curves" (rbench.report.curves: error against
+    #: measured distortion, one line per row)
+    figure: str | None = None
 
     def cell(self, row: str, column: str) -> Cell:
         for c in self.cells:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rbench.assemble import assemble
-from rbench.compare import compare
+from rbench.compare import check_claims, compare
 from rbench.devices import resolve_devices
 from rbench.errors import RbenchError
 from rbench.executors import JobResult
@@ -95,7 +95,7 @@ def _run(suite: Suite, profile: str | None, store: Store, run_dir: Path, devices
             jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
                       "error": r.error} for k, r in job_results.items()},
         )
-        notes = write_run_dir(results, run_dir, store)
+        notes = suite.warnings + write_run_dir(results, run_dir, store)
     return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes)
 
 
@@ -106,7 +106,7 @@ def prepare_data(jobs: list[Job]) -> None:
         data = job.spec.get("data") or job.spec.get("input", {}).get("clean")
         if data is not None:
             wanted[(canonical(data["dataset"]), data["split"])] = data
-        if job.kind == "train":  # data a trainer loads itself (e.g. outlier exposure's outliers)
+        if job.kind == "train" and "trainer" in job.spec:  # data a trainer loads itself (e.g. outliers)
             trainer = get_registry().get("trainer", job.spec["trainer"]["plugin"]).obj
             tparams = trainer.Params.model_validate(job.spec["trainer"]["params"], strict=True)
             for name, split in trainer.extra_data(tparams):
@@ -143,7 +143,7 @@ def write_run_dir(results: RunResults, run_dir: Path, store: Store) -> list[str]
 def summarize(outcome: RunOutcome, console: Console) -> None:
     print_tables(outcome.results, console)
     if outcome.results.published:
-        print_comparison(compare(outcome.results), console)
+        print_comparison(compare(outcome.results), console, claims=check_claims(outcome.results))
     counts: dict[str, int] = {}
     for r in outcome.job_results.values():
         counts[r.status] = counts.get(r.status, 0) + 1

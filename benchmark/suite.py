@@ -35,7 +35,7 @@ from rbench.compare import load_published
 from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, get_registry, suggest
 
-SECTIONS = ("datasets", "models", "attacks", "evaluations", "tables")
+SECTIONS = ("datasets", "defenses", "models", "attacks", "evaluations", "tables")
 Axis = Literal["source", "target", "model", "attack", "metric"]
 Name = Annotated[str, Field(min_length=1)]
 
@@ -132,18 +132,43 @@ class TrainerSpec(_Strict):
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
-class ModelSpec(_Strict):
-    plugin: Name
-    params: dict[str, Any] = {}
-    dataset: Name
+class TrainedSpec(_Strict):
+    """What a trained thing (a model, a trained defense component) is trained on, and how."""
+
+    dataset: Name | None = None
     split: Name = "train"
     #: ``parts``: cut the split into disjoint parts of these sizes (one seeded permutation); use part ``part``.
     parts: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
     part: Annotated[int, Field(ge=0)] = 0
     n_train: PositiveInt | None = None
-    trainer: TrainerSpec = TrainerSpec()
-    #: models of this suite whose trained weights this one is composed of (e.g. an ensemble)
+    trainer: TrainerSpec | None = None
+    #: the training job's seed (default: the suite's); e.g. to train otherwise identical committee members
+    seed: Annotated[int, Field(ge=0)] | None = None
+
+
+class ModelSpec(TrainedSpec):
+    """A model: a plugin trained on a dataset, composed of trained ``members``, or -- with ``defenses`` -- a
+    defended model: those defenses (in order from the input) in front of ``base`` (or, after an aggregating
+    defense, of ``members``)."""
+
+    plugin: Name | None = None
+    params: dict[str, Any] = {}
+    #: models of this suite whose trained weights this one is composed of (e.g. an ensemble, a committee)
     members: list[Name] = []
+    #: start training from this model's trained weights (same plugin and params); its trainer sees the lineage
+    init: Name | None = None
+    base: Name | None = None
+    defenses: list[Name] = []
+    #: the model whose adversarial sets a transfer evaluation uses for this defended model (default: ``base``)
+    undefended: Name | None = None
+
+
+class DefenseSpec(TrainedSpec):
+    """A defense plugin with params; a trained one (a denoising autoencoder) also names its training data and
+    trainer, and is trained once, by its own job, for every defended model that lists it."""
+
+    plugin: Name
+    params: dict[str, Any] = {}
 
 
 class AttackSpec(_Strict):
@@ -167,6 +192,13 @@ class EvaluationSpec(_Strict):
     attacks: list[Name] = []
     targets: Literal["self"] | Annotated[list[Name], Field(min_length=1)] = "self"
     batch_size: Annotated[int, Field(gt=0)] = 250  # fastest on a 2-core CPU for LeNet (make bench)
+    #: adaptive: attacks see each source whole, defenses included; transfer: a defended source's attacks are
+    #: crafted on its undefended model and transferred
+    threat_model: Literal["adaptive", "transfer"] = "adaptive"
+    #: adaptive attacks differentiate through non-differentiable defenses by BPDA
+    bpda: bool = False
+    #: adaptive attacks average gradients over this many random draws of randomized defenses (EOT)
+    eot: Annotated[int, Field(ge=1, le=1000)] = 1
 
 
 class MetricRef(_Strict):
@@ -196,11 +228,14 @@ class TableSpec(_Strict):
     metrics: list[Name | MetricRef] | None = None
     where: dict[Literal["source", "target", "model", "attack"], Name] = {}
     clean: bool = True
+    #: "curves": the run folder also gets curves_<table>.png (error against measured distortion, one line per row)
+    figure: Literal["curves"] | None = None
 
 
 class SuiteDoc(_Strict):
     suite: SuiteMeta
     datasets: dict[str, DatasetSpec] = {}
+    defenses: dict[str, DefenseSpec] = {}
     models: dict[str, ModelSpec] = {}
     attacks: dict[str, AttackSpec] = {}
     evaluations: dict[str, EvaluationSpec] = {}
@@ -237,12 +272,52 @@ class DataRef:
 
 
 @dataclass(frozen=True)
-class Model:
+class DefenseEntry:
+    """A resolved defense: its plugin call, what it declares, and (trained ones) how it is trained."""
+
     name: str
     call: PluginCall
-    trainer: PluginCall
-    data: DataRef
+    differentiable: bool
+    randomized: bool
+    trained: bool
+    aggregates: bool
+    trainer: PluginCall | None = None
+    data: DataRef | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Defended:
+    """How a defended model is assembled: ``chain`` (defense names, from the input) in front of ``base``, or,
+    when the chain ends with an aggregating defense, of the model's members. ``undefended``: the model a transfer
+    evaluation crafts this model's adversarial sets on."""
+
+    chain: tuple[str, ...]
+    base: str | None
+    undefended: str | None
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model of the suite. A defended model has ``defended`` set and no plugin call, trainer or data of its own."""
+
+    name: str
+    call: PluginCall | None
+    trainer: PluginCall | None
+    data: DataRef | None
     members: tuple[str, ...] = ()
+    init: str | None = None
+    seed: int | None = None
+    defended: Defended | None = None
+
+    @property
+    def plugin_name(self) -> str:
+        """The model plugin, or for a defended model its defenses and what they defend (for messages)."""
+        if self.defended is None:
+            assert self.call is not None
+            return self.call.name
+        behind = self.defended.base or ", ".join(self.members)
+        return f"{' -> '.join(self.defended.chain)} -> {behind}"
 
 
 @dataclass(frozen=True)
@@ -268,6 +343,9 @@ class Evaluation:
     attacks: dict[str, AttackCall]
     targets: tuple[str, ...] | None  # None: each source is its own only target
     batch_size: int
+    threat_model: str = "adaptive"
+    bpda: bool = False
+    eot: int = 1
 
     def targets_of(self, source: str) -> tuple[str, ...]:
         return (source,) if self.targets is None else self.targets
@@ -297,6 +375,7 @@ class Table:
     columns: tuple[str, ...]
     cells: dict[tuple[str, str], CellSpec]
     file: str
+    figure: str | None = None
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -314,9 +393,33 @@ class Suite:
     profile: str | None
     published: list[str] = field(default_factory=list)
     job_timeout: float | None = None
+    defenses: dict[str, DefenseEntry] = field(default_factory=dict)
     models: dict[str, Model] = field(default_factory=dict)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
+    #: problems that do not stop a run (e.g. EOT on a deterministic defense), one line each
+    warnings: list[str] = field(default_factory=list)
+
+    def chain_of(self, model: str) -> list[DefenseEntry]:
+        """The defenses of ``model`` in order from the input (empty for an undefended model)."""
+        defended = self.models[model].defended
+        return [] if defended is None else [self.defenses[d] for d in defended.chain]
+
+    def undefended_of(self, model: str) -> str:
+        """The model a transfer evaluation crafts ``model``'s adversarial sets on (itself if undefended)."""
+        defended = self.models[model].defended
+        return model if defended is None else str(defended.undefended)
+
+
+def threat_note(suite: Suite, evaluation: str) -> str | None:
+    """How an evaluation's attacks saw its defended sources (None when it has none): for table titles."""
+    ev = suite.evaluations[evaluation]
+    if not any(suite.chain_of(s) for s in ev.sources):
+        return None
+    if ev.threat_model == "transfer":
+        return f"{evaluation}: attacks transferred from the undefended models"
+    how = [w for w, on in (("BPDA", ev.bpda), (f"EOT over {ev.eot} draws", ev.eot > 1)) if on]
+    return f"{evaluation}: adaptive white-box attacks through the defenses" + (f" ({', '.join(how)})" if how else "")
 
 
 # -- loading --------------------------------------------------------------------------------------------
@@ -579,7 +682,7 @@ class _Resolver:
             raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err) from None
         return PluginCall(kind, plugin, info.version, validated)
 
-    def data(self, section: str, name: str, spec: ModelSpec | EvaluationSpec) -> DataRef:
+    def data(self, section: str, name: str, spec: TrainedSpec | EvaluationSpec) -> DataRef:
         self.ref(section, name, "dataset", "datasets", spec.dataset)
         dspec: DatasetSpec = self.merged.sections["datasets"][spec.dataset]
         call = self.call("dataset", dspec.plugin, dspec.params, "datasets", spec.dataset, "")
@@ -591,16 +694,16 @@ class _Resolver:
             raise self.fail(section, name, "part", f"{spec.part} is not an index of parts (0..{len(spec.parts) - 1})")
         if spec.parts is None and spec.part:
             raise self.fail(section, name, "part", "needs 'parts'")
-        n = spec.n_train if isinstance(spec, ModelSpec) else spec.n
+        n = spec.n_train if isinstance(spec, TrainedSpec) else spec.n
         parts = tuple(spec.parts) if spec.parts is not None else None
         self.check_size(section, name, spec, call, n)
         return DataRef(spec.dataset, call, spec.split, n, parts, spec.part)
 
-    def check_size(self, section: str, name: str, spec: ModelSpec | EvaluationSpec, call: PluginCall,
+    def check_size(self, section: str, name: str, spec: TrainedSpec | EvaluationSpec, call: PluginCall,
                    n: int | None) -> None:
         """``n`` / ``n_train`` and ``parts`` against the split's size (when the dataset plugin knows it without
         decoding the split, ``Dataset.size``), and ``n`` against the size of the part it is drawn from."""
-        n_key = "n_train" if isinstance(spec, ModelSpec) else "n"
+        n_key = "n_train" if isinstance(spec, TrainedSpec) else "n"
         where = f"{spec.dataset}/{spec.split}"
         if call.name != spec.dataset:
             where += f" (plugin {call.name})"
@@ -621,22 +724,16 @@ class _Resolver:
         s = self.merged.sections
         suite = Suite(self.meta.name, self.meta.title, self.meta.seed, self.merged.files, self.profile,
                       list(self.merged.published), self.meta.job_timeout)
+        for name, d in s["defenses"].items():
+            suite.defenses[name] = self.defense(name, d)
         for name, m in s["models"].items():
-            call = self.call("model", m.plugin, m.params, "models", name, "")
-            composes = callable(getattr(call.obj, "compose", None))
-            if composes != bool(m.members):
-                raise self.fail("models", name, "members", f"model plugin {m.plugin!r} " + (
-                    "is composed of trained members: list them in 'members'" if composes
-                    else "takes no members (it is built, not composed)"))
             for i, member in enumerate(m.members):
                 self.ref("models", name, f"members[{i}]", "models", member)
-            suite.models[name] = Model(
-                name, call,
-                self.call("trainer", m.trainer.plugin, m.trainer.params, "models", name, "trainer."),
-                self.data("models", name, m), tuple(m.members),
-            )
+            suite.models[name] = self.defended(name, m, suite) if m.defenses else self.model(name, m)
         for name in suite.models:
             self.member_cycle(suite, name, [])
+        for name, model in suite.models.items():
+            self.check_init(suite, name, model)
         attacks: dict[str, dict[str, AttackCall]] = {}
         for name in s["attacks"]:
             self.attack_instances(name, attacks, [])
@@ -651,16 +748,130 @@ class _Resolver:
                 self.ref("evaluations", name, f"attacks[{i}]", "attacks", att)
                 instances.update(attacks[att])
             suite.evaluations[name] = Evaluation(name, self.data("evaluations", name, e), tuple(e.sources),
-                                                 instances, targets, e.batch_size)
+                                                 instances, targets, e.batch_size, e.threat_model, e.bpda, e.eot)
+            self.check_threat(suite, name, e)
         for name, t in s["tables"].items():
             suite.tables[name] = self.table(name, t, suite)
         return suite
 
     def member_cycle(self, suite: Suite, name: str, stack: list[str]) -> None:
+        """No model may be made of itself: through members, a defended model's base, or ``init``."""
         if name in stack:
-            raise self.fail("models", stack[0], "members", "composition cycle: " + " -> ".join([*stack, name]))
-        for member in suite.models[name].members:
-            self.member_cycle(suite, member, [*stack, name])
+            key = "members" if suite.models[stack[0]].members else "base" if suite.models[stack[0]].defended \
+                else "init"
+            raise self.fail("models", stack[0], key, "composition cycle: " + " -> ".join([*stack, name]))
+        model = suite.models[name]
+        parts = [*model.members, *([model.defended.base] if model.defended and model.defended.base else []),
+                 *([model.init] if model.init else [])]
+        for part in parts:
+            self.member_cycle(suite, part, [*stack, name])
+
+    def trained_data(self, section: str, name: str, spec: TrainedSpec, plugin: str, what: str
+                     ) -> tuple[PluginCall, DataRef]:
+        """The trainer and data of a trained model or defense component (both required)."""
+        if spec.dataset is None:
+            raise self.fail(section, name, "dataset", f"required: {what} {plugin!r} is trained on a dataset")
+        trainer = spec.trainer or TrainerSpec()
+        call = self.call("trainer", trainer.plugin, trainer.params, section, name, "trainer.")
+        return call, self.data(section, name, spec)
+
+    def model(self, name: str, m: ModelSpec) -> Model:
+        if m.plugin is None:
+            raise self.fail("models", name, "plugin", "required (or 'defenses' for a defended model)")
+        for key in ("base", "undefended"):
+            if getattr(m, key) is not None:
+                raise self.fail("models", name, key, "only a defended model (with 'defenses') takes it")
+        call = self.call("model", m.plugin, m.params, "models", name, "")
+        composes = callable(getattr(call.obj, "compose", None))
+        if composes != bool(m.members):
+            raise self.fail("models", name, "members", f"model plugin {m.plugin!r} " + (
+                "is composed of trained members: list them in 'members'" if composes
+                else "takes no members (it is built, not composed)"))
+        if m.init is not None:
+            self.ref("models", name, "init", "models", m.init)
+        trainer, data = self.trained_data("models", name, m, m.plugin, "model")
+        return Model(name, call, trainer, data, tuple(m.members), m.init, m.seed)
+
+    def defense(self, name: str, d: DefenseSpec) -> DefenseEntry:
+        call = self.call("defense", d.plugin, d.params, "defenses", name, "")
+        plugin = call.obj
+        trained, aggregates = bool(getattr(plugin, "trained", False)), bool(getattr(plugin, "aggregates", False))
+        entry = DefenseEntry(name, call, bool(plugin.is_differentiable(call.params)),
+                             bool(plugin.is_randomized(call.params)), trained, aggregates, seed=d.seed)
+        if not trained:
+            for key in ("dataset", "n_train", "trainer", "parts", "seed"):
+                if getattr(d, key) is not None:
+                    raise self.fail("defenses", name, key, f"defense {d.plugin!r} is not trained: it takes no {key}")
+            return entry
+        trainer, data = self.trained_data("defenses", name, d, d.plugin, "defense")
+        return DefenseEntry(**{**vars(entry), "trainer": trainer, "data": data})
+
+    def defended(self, name: str, m: ModelSpec, suite: Suite) -> Model:
+        for key in ("plugin", "dataset", "n_train", "trainer", "parts", "init", "seed"):
+            if getattr(m, key) is not None:
+                raise self.fail("models", name, key, "a defended model is assembled from trained parts (its base or "
+                                f"members, its defenses): it takes no {key}")
+        if m.params:
+            raise self.fail("models", name, "params", "a defended model takes no params (its defenses have them)")
+        for i, d in enumerate(m.defenses):
+            self.ref("models", name, f"defenses[{i}]", "defenses", d)
+            if suite.defenses[d].aggregates and i != len(m.defenses) - 1:
+                raise self.fail("models", name, f"defenses[{i}]", f"{d!r} aggregates members: it must come last")
+        aggregates = suite.defenses[m.defenses[-1]].aggregates
+        if aggregates:
+            if not m.members:
+                raise self.fail("models", name, "members", f"defense {m.defenses[-1]!r} aggregates trained models: "
+                                "list at least one in 'members'")
+            if m.base is not None:
+                raise self.fail("models", name, "base", f"defense {m.defenses[-1]!r} aggregates 'members': no base")
+        else:
+            if m.base is None:
+                raise self.fail("models", name, "base", "required: the trained model these defenses protect")
+            if m.members:
+                raise self.fail("models", name, "members", "only an aggregating defense (a committee) takes members")
+            self.ref("models", name, "base", "models", m.base)
+        undefended = m.undefended or m.base
+        if m.undefended is not None:
+            self.ref("models", name, "undefended", "models", m.undefended)
+        return Model(name, None, None, None, tuple(m.members), defended=Defended(tuple(m.defenses), m.base,
+                                                                                    undefended))
+
+    def check_init(self, suite: Suite, name: str, model: Model) -> None:
+        """A model trained from another starts from its weights: same plugin and params."""
+        if model.init is None:
+            return
+        start = suite.models[model.init]
+        if start.call is None or model.call is None or start.call.spec() != model.call.spec() or start.members:
+            raise self.fail("models", name, "init", f"{model.init!r} must be a model of the same plugin and params "
+                            "(its trained weights are the starting point)")
+
+    def check_threat(self, suite: Suite, name: str, e: EvaluationSpec) -> None:
+        """What a threat model needs: transfer needs an undefended model for every defended source; an adaptive
+        gradient attack through a non-differentiable defense needs BPDA; EOT where no source is randomized is a
+        warning (EOT applies to the randomized sources only)."""
+        ev = suite.evaluations[name]
+        for i, source in enumerate(ev.sources):
+            chain = suite.chain_of(source)
+            if not chain:
+                continue
+            if ev.threat_model == "transfer":
+                if suite.models[source].defended.undefended is None:  # type: ignore[union-attr]
+                    raise self.fail("evaluations", name, f"sources[{i}]", f"{source!r} has no undefended model to "
+                                    "craft transferred attacks on: give it 'undefended = \"<model>\"'")
+                continue
+            stuck = [d.name for d in chain if not d.differentiable]
+            if stuck and not ev.bpda:
+                for label, attack in ev.attacks.items():
+                    call = attack.base.call if attack.base is not None else attack.call
+                    uses = getattr(call.obj, "uses_gradients", None)
+                    if not callable(uses) or uses(call.params):
+                        raise self.fail("evaluations", name, "bpda", f"attack {label!r} takes gradients through "
+                                        f"the non-differentiable defense {stuck[0]!r} of {source!r}: set bpda = "
+                                        "true (BPDA), or threat_model = \"transfer\"")
+        if ev.eot > 1 and ev.threat_model == "adaptive" and not any(
+                d.randomized for source in ev.sources for d in suite.chain_of(source)):
+            suite.warnings.append(f"{self.where('evaluations', name)}: evaluations.{name}.eot: {ev.eot} draws, but no "
+                                  "source has a randomized defense: every draw would be the same (EOT is not used)")
 
     def attack_instances(self, name: str, done: dict[str, dict[str, AttackCall]], stack: list[str]) -> None:
         """Resolve attack ``name`` (and, first, the attack its transform reads) into ``done[name]``."""
@@ -747,9 +958,14 @@ class _Resolver:
                     raise self.fail("tables", name, "metric", f"no metric for cell ({r_label}, {c_label}): give "
                                     "'metric', or a metric in its row or column")
                 cells[(r_label, c_label)] = self.cell(name, {**base, **r_coords, **c_coords}, metric, suite)
-        return Table(name, t.title or name, t.rows if isinstance(t.rows, str) else "rows",
+        title = t.title or name
+        notes = list(dict.fromkeys(n for c in cells.values() if (n := threat_note(suite, c.evaluation))))
+        if notes:  # the threat model each evaluation used is part of what the numbers mean
+            title += " [" + "; ".join(notes) + "]"
+        return Table(name, title, t.rows if isinstance(t.rows, str) else "rows",
                      t.columns if isinstance(t.columns, str) else "columns",
-                     tuple(r[0] for r in rows), tuple(c[0] for c in columns), cells, self.where("tables", name))
+                     tuple(r[0] for r in rows), tuple(c[0] for c in columns), cells, self.where("tables", name),
+                     t.figure)
 
     def lines(self, name: str, key: str, spec: str | list[Selector], t: TableSpec, suite: Suite,
               metrics: list[Metric]) -> list[tuple[str, dict[str, tuple[str, str]], Metric | None]]:

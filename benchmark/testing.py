@@ -1,4 +1,5 @@
-"""The conformance kit for attack-plugin authors (also a pytest plugin, registered as ``pytest11: rbench``).
+"""The conformance kit for attack- and defense-plugin authors (also a pytest plugin, registered as
+``pytest11: rbench``).
 
 ``check_attack(name, params)`` runs an installed attack plugin the way the engine does and asserts that it
 
@@ -19,10 +20,38 @@ In a plugin's own tests::
 or with the fixtures of the pytest plugin: ``rbench_reference_model`` (a small MLP trained on 2000 real MNIST
 images) and ``rbench_reference_data`` (128 MNIST test images and labels). The MNIST files come from
 ``RBENCH_DATA``, the cache, or a checksummed download (see :mod:`rbench.data`).
+
+``check_defense(name, params)`` builds an installed defense plugin's module (see :mod:`rbench.defense`; an
+aggregating defense is composed of two reference models, or of the given ``members``; a trained one is checked
+untrained) and asserts, on the reference MNIST images, that
+
+1. its output is float32, finite, of the input's shape and inside [0, 1] (an aggregating defense's: finite
+   float32 logits, one row per input), and the input is left unchanged;
+2. it is deterministic under a seed: :func:`rbench.defense.seed_randomness` twice with one seed gives the same
+   output;
+3. ``is_randomized(params)`` is truthful: a randomized defense's output changes with the seed, a deterministic
+   one's does not (so every random number must come through :meth:`DefenseModule.normal` / ``uniform``);
+4. ``is_differentiable(params)`` is truthful for a differentiable defense: a random projection of the output
+   back-propagates finite, non-zero gradients to the input;
+5. a non-differentiable defense's BPDA ``approximation(params)``, if it has one, maps inputs to outputs of their
+   shape (finite float32) and passes finite, non-zero input gradients; and the defense under BPDA (a
+   :class:`rbench.defense.Stage` with ``bpda`` on, as the engine attacks through it) gives its own output forward
+   and finite, non-zero input gradients backward;
+6. a trained defense has weights to train;
+7. on CUDA (when a GPU is visible) the output equals the CPU's under the same seed (within 2e-3: cuDNN's
+   default TF32 convolutions round to 10-bit mantissas), as the engine's seeding promises.
+
+In a defense plugin's tests::
+
+    from rbench.testing import check_defense
+
+    def test_conformance():
+        check_defense("random_resize_pad", {"max_size": 32})
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -32,15 +61,17 @@ import torch
 import torch.nn.functional as F
 
 from rbench.data import load_split
+from rbench.defense import Defense, Stage, seed_randomness
 from rbench.jobs import check_attack_output
 from rbench.manager import get_plugin
 
 
 @cache
-def reference_model() -> torch.nn.Module:
-    """A small ReLU MLP (784-64-10) trained for two epochs on 2000 MNIST training images (seeded; CPU)."""
+def reference_model(seed: int = 0) -> torch.nn.Module:
+    """A small ReLU MLP (784-64-10) trained for two epochs on 2000 MNIST training images (seeded by ``seed``;
+    CPU)."""
     with torch.random.fork_rng():
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         images, labels = load_split("mnist", "train")
         x = torch.tensor(images[:2000].reshape(-1, 1, 28, 28), dtype=torch.float32) / 255
         y = torch.tensor(labels[:2000])
@@ -133,6 +164,130 @@ def _agree(name: str, what: str, a: tuple[float, float], b: tuple[float, float],
         f"attack {name!r}: success rate differs with {what}: {b[0]:.3f} vs {a[0]:.3f} (tolerance {rate_tol})")
     assert abs(a[1] - b[1]) <= distortion_rtol * max(a[1], 1e-12), (
         f"attack {name!r}: mean L2 distortion differs with {what}: {b[1]:.4g} vs {a[1]:.4g}")
+
+
+@dataclass
+class DefenseReport:
+    """What :func:`check_defense` measured (returned for the author's own assertions): the module's ``output`` on
+    the inputs (first seed), and for an input transform the mean absolute change it makes to a pixel."""
+
+    output: torch.Tensor
+    mean_change: float | None
+    randomized: bool
+    differentiable: bool
+
+
+def check_defense(name: str, params: dict[str, Any] | Any, *, members: list[torch.nn.Module] | None = None,
+                  x: torch.Tensor | None = None, seeds: tuple[int, int] = (0, 1), cuda_atol: float = 2e-3
+                  ) -> DefenseReport:
+    """Assert the conformance of the installed defense plugin ``name`` with ``params`` (a dict or its Params).
+
+    ``x`` defaults to the inputs of :func:`reference_data`. An aggregating defense is composed of ``members``
+    (default: :func:`reference_model` and a second one trained from another seed; copies, so the cached models
+    are never touched). ``seeds``: two different seeds for :func:`rbench.defense.seed_randomness`; ``cuda_atol``:
+    the largest CUDA-vs-CPU difference allowed. Raises ``AssertionError`` naming the problem (see the module
+    docstring for the checks).
+    """
+    defense = get_plugin("defense", name)
+    assert isinstance(defense, Defense), f"defense {name!r} is not an rbench.defense.Defense"
+    params = params if not isinstance(params, dict) else defense.Params.model_validate(params, strict=True)
+    what = f"defense {name!r}"
+    randomized, differentiable = bool(defense.is_randomized(params)), bool(defense.is_differentiable(params))
+    x = (x if x is not None else reference_data()[0]).detach()
+    assert seeds[0] != seeds[1], "check_defense needs two different seeds"
+    with torch.random.fork_rng():  # a trained defense's initial weights: the same at every check
+        torch.manual_seed(seeds[0])
+        if defense.aggregates:
+            members = [copy.deepcopy(m) for m in (members if members is not None
+                                                  else [reference_model(), reference_model(1)])]
+            module = defense.compose(members, params)
+        else:
+            assert members is None, f"{what} does not aggregate: it takes no members"
+            module = defense.build(params)
+    assert isinstance(module, torch.nn.Module), f"{what}: build/compose returned {type(module).__name__}, not a module"
+    if defense.trained:
+        assert any(p.numel() for p in module.parameters()), f"{what} is declared trained but has no weights"
+    module.eval().requires_grad_(False)
+
+    def forward(seed: int, inputs: torch.Tensor = x) -> torch.Tensor:
+        seed_randomness(module, seed)
+        before = inputs.clone()
+        with torch.no_grad():
+            out = module(inputs)
+        assert torch.equal(inputs, before), f"{what} modified its input in place"
+        return out
+
+    out = forward(seeds[0])
+    _check_output(what, out, x, defense.aggregates)
+    assert torch.equal(out, forward(seeds[0])), (
+        f"{what} is not deterministic under a seed: draw every random number through DefenseModule.normal/uniform")
+    other = forward(seeds[1])
+    if randomized:
+        assert not torch.equal(out, other), (
+            f"{what} is declared randomized but its output does not change with the seed (or it draws without "
+            "DefenseModule.normal/uniform)")
+    else:
+        assert torch.equal(out, other), f"{what} is declared deterministic (not randomized) but its output changes " \
+            "with the seed: override is_randomized"
+    if differentiable:
+        seed_randomness(module, seeds[0])
+        _check_gradients(f"{what} (declared differentiable)", module, x, seeds[0])
+    else:
+        approx = defense.approximation(params)
+        if approx is not None:
+            assert isinstance(approx, torch.nn.Module), f"{what}: approximation() returned {type(approx).__name__}"
+            approx.eval()
+            with torch.no_grad():
+                stand_in = approx(x)
+            assert stand_in.shape == x.shape and stand_in.dtype == torch.float32, (
+                f"{what}: its BPDA approximation maps {tuple(x.shape)} to {tuple(stand_in.shape)} {stand_in.dtype}, "
+                "not to float32 of the input's shape")
+            assert torch.isfinite(stand_in).all(), f"{what}: its BPDA approximation gives non-finite values"
+            _check_gradients(f"{what}'s BPDA approximation", approx, x, seeds[0])
+        # as the engine attacks through it: forward the defense, backward the approximation (or the identity)
+        stage = Stage(module, name=name, differentiable=False, randomized=randomized, trained=defense.trained,
+                      approximation=approx)
+        stage.bpda = True
+        seed_randomness(stage, seeds[0])
+        _check_gradients(f"{what} under BPDA", stage, x, seeds[0])
+        seed_randomness(stage, seeds[0])
+        with torch.no_grad():
+            assert torch.allclose(stage(x), out, atol=1e-6), f"{what}: its output under BPDA is not its output"
+    if torch.cuda.is_available():
+        module.to("cuda")
+        on_cuda = forward(seeds[0], x.to("cuda")).cpu()
+        module.to("cpu")
+        worst = float((on_cuda - out).abs().max())
+        assert worst <= cuda_atol, (f"{what} gives other outputs on CUDA than on the CPU under one seed (max "
+                                    f"difference {worst:.3g}): draw on the CPU (DefenseModule.normal/uniform)")
+    change = None if defense.aggregates else float((out - x).abs().mean())
+    return DefenseReport(out, change, randomized, differentiable)
+
+
+def _check_output(what: str, out: Any, x: torch.Tensor, aggregates: bool) -> None:
+    assert isinstance(out, torch.Tensor), f"{what} returned {type(out).__name__}, not a tensor"
+    assert out.dtype == torch.float32, f"{what} returned {out.dtype}, not float32"
+    assert torch.isfinite(out).all(), f"{what} returned non-finite values"
+    if aggregates:
+        assert out.dim() == 2 and len(out) == len(x), (
+            f"{what} returned shape {tuple(out.shape)}, not logits (N, classes) for {len(x)} inputs")
+        return
+    assert out.shape == x.shape, f"{what} returned shape {tuple(out.shape)}, not the input's {tuple(x.shape)}"
+    low, high = float(out.min()), float(out.max())
+    assert low >= 0 and high <= 1, f"{what} left the [0, 1] box: outputs in [{low:.4g}, {high:.4g}]"
+
+
+def _check_gradients(what: str, module: torch.nn.Module, x: torch.Tensor, seed: int) -> None:
+    """A random projection of ``module(x)`` back-propagates finite, non-zero gradients to ``x``."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = module(x)
+        assert out.requires_grad, f"{what}: its output does not depend on the input through autograd (detached?)"
+        projection = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out)
+        (grad,) = torch.autograd.grad((out * projection).sum(), x, allow_unused=True)
+    assert grad is not None, f"{what}: its output does not depend on the input through autograd (detached?)"
+    assert torch.isfinite(grad).all(), f"{what}: non-finite input gradients"
+    assert grad.abs().sum() > 0, f"{what}: the input gradients are all zero"
 
 
 # -- pytest plugin -----------------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def kill_and_resume(suite: Path, store: Path, run_dir: Path, kills: list[tuple[s
 def swap_entries(store: Path, a: str, b: str) -> None:
     """Swap every file of stored entries ``a`` and ``b`` (same kind), so each sits under the other's key."""
     folder = store / "objects"
-    for path_a in sorted(folder.glob(f"{a[:2]}/{a}.*")):
+    for path_a in sorted(p for p in folder.glob(f"{a[:2]}/{a}.*") if ".tmp-" not in p.name):
         path_b = folder / b[:2] / f"{b}{path_a.suffix}"
         tmp = path_a.with_name(f"{a}.swapping")
         path_a.rename(tmp)

@@ -294,7 +294,8 @@ def test_unknown_plugin_gets_a_did_you_mean_suggestion():
         registry.get("attacks", "pgd")
 
 
-def test_unknown_plugin_of_an_empty_kind():
+def test_unknown_plugin_of_an_empty_kind(monkeypatch):
+    monkeypatch.setenv("RBENCH_DISABLE_PLUGINS", "defenses")  # the entry point of the built-in defenses
     with pytest.raises(PluginError, match="unknown defense plugin 'jpeg'; none is registered"):
         build_registry().get("defense", "jpeg")
 

@@ -184,7 +184,9 @@ def test_compare_cli_formats(tmp_path):
     (run / "results.json").write_text(json.dumps(asdict(results)))
     out = rbench("compare", str(run), "--format", "json")
     assert out.returncode == 0, out.stderr
-    [row] = json.loads(out.stdout)
+    doc = json.loads(out.stdout)
+    [row] = doc["cells"]
+    assert doc["claims"] == []
     assert {k: row[k] for k in ("table", "row", "column", "ours", "published", "within_tolerance")} == {
         "table": "t", "row": "r1", "column": "e", "ours": 10.5, "published": 10.0, "within_tolerance": True}
     assert row["delta"] == pytest.approx(0.5)
@@ -199,3 +201,52 @@ def test_every_published_file_is_valid():
     assert {f.name for f in files} >= {"szegedy2013.toml", "mlss.toml"}
     for f in files:
         assert load_published(f).tables
+
+
+def test_published_claims_are_checked_held_or_not(tmp_path):
+    from rbench.compare import check_claims, describe_claim
+    from rbench.results import RunResults
+
+    pub = tmp_path / "pub.toml"
+    pub.write_text('''[source]
+citation = "x"
+[tables.t]
+figure = "Table 9"
+why = "w"
+tolerance = { abs = 1.0 }
+values = { a = { "0.1" = 10.0 } }
+[[claims]]
+text = "a beats b"
+table = "t"
+kind = "less"
+a = { row = "a", column = "0.1" }
+b = { row = "b", column = "0.1" }
+[[claims]]
+text = "c is barely better than b"
+table = "t"
+kind = "barely_less"
+margin = 5
+a = { row = "c", column = "0.1" }
+b = { row = "b", column = "0.1" }
+[[claims]]
+text = "a is the lowest"
+table = "t"
+kind = "lowest"
+a = { row = "a", column = "0.1" }
+[[claims]]
+text = "about a row the run lacks"
+table = "t"
+kind = "less"
+a = { row = "zz", column = "0.1" }
+b = { row = "a", column = "0.1" }
+''')
+    results = RunResults("s", "", None, [], {}, [_table({("a", "0.1"): 10.0, ("b", "0.1"): 40.0,
+                                                        ("c", "0.1"): 30.0})], published=[str(pub)])
+    checks = check_claims(results)
+    assert [c.held for c in checks] == [True, False, True, None]  # c is 10 below b: more than "barely"
+    assert "NOT held" in describe_claim(checks[1]) and "c at 0.1 = 30 vs b at 0.1 = 40" in checks[1].detail
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[source]\ncitation = "x"\n[tables.t]\nfigure = "f"\nwhy = "w"\ntolerance = { abs = 1.0 }\n'
+                   'values = {}\n[[claims]]\ntext = "t"\ntable = "t"\nkind = "less"\na = { row = "a", column = "b" }\n')
+    with pytest.raises(RbenchError, match="claims.0: .*needs 'b'"):
+        load_published(bad)

@@ -106,7 +106,7 @@ def test_mini_reproduction(tmp_path):
     assert 0.08 < models[("A", "amplified")] <= 0.1 + 1e-6  # RMS 0.1, less where clipping to [0, 1] bites
     assert 0 < models[("A", "distortion")] < 0.3 and models[("B", "bound")] > 1
     assert models[("A", "error on P1")] < models[("B", "error on P1")]  # A was trained on P1, B was not
-    cmp = json.loads(rbench("compare", str(tmp_path / "run"), "--format", "json").stdout)
+    cmp = json.loads(rbench("compare", str(tmp_path / "run"), "--format", "json").stdout)["cells"]
     assert {(r["table"], r["row"], r["column"], r["within_tolerance"]) for r in cmp} == {
         ("cross", "for A", "A", True), ("cross", "for B", "B", True), ("models", "A", "error on P1", False)}
     md = (tmp_path / "run" / "tables.md").read_text()

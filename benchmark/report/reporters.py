@@ -102,9 +102,9 @@ class Markdown(Reporter):
             if figure_cells(t):
                 parts.append(f"Reliability diagrams: [{figure_name(t)}]({figure_name(t)})\n")
         if results.published:
-            from rbench.compare import as_markdown, compare
+            from rbench.compare import as_markdown, check_claims, compare
 
-            parts.append(as_markdown(compare(results)))
+            parts.append(as_markdown(compare(results), check_claims(results)))
         return "\n".join(parts)
 
 
@@ -135,6 +135,7 @@ class Json(Reporter):
 
 @hookimpl
 def rbench_reporters():
+    from rbench.report.curves import Curves
     from rbench.report.reliability import Reliability
 
-    return [Markdown(), Csv(), Json(), Reliability()]
+    return [Markdown(), Csv(), Json(), Reliability(), Curves()]

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rbench.compare import Comparison, fmt_number, summary
+from rbench.compare import ClaimCheck, Comparison, describe_claim, fmt_number, summary
 from rbench.report.reporters import grid, header, unit_note
 from rbench.results import RunResults
 
@@ -21,8 +21,10 @@ def print_tables(results: RunResults, console: Console) -> None:
         console.print(table)
 
 
-def print_comparison(rows: list[Comparison], console: Console, details: bool = True) -> None:
-    """Each published cell beside ours (when ``details``), then one summary line per table."""
+def print_comparison(rows: list[Comparison], console: Console, details: bool = True,
+                     claims: list[ClaimCheck] | None = None) -> None:
+    """Each published cell beside ours (when ``details``), one summary line per table, then the paper's claims
+    (held or not held)."""
     if details:
         for name, figure, ok, total in summary(rows):
             table = Table(title=escape(f"{name} vs {figure}: {ok}/{total} within tolerance"), title_justify="left")
@@ -36,3 +38,5 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
             console.print(table)
     for name, figure, ok, total in summary(rows):
         console.print(escape(f"compare {name} ({figure}): {ok}/{total} cells within tolerance"), highlight=False)
+    for check in claims or []:
+        console.print(escape(describe_claim(check)), highlight=False)

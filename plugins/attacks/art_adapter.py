@@ -318,6 +318,19 @@ class ArtAttack(Attack):
             return None
         return Budget(norm=_budget_norm(instance.norm), eps=float(instance.eps))  # type: ignore[arg-type]
 
+    def uses_gradients(self, params: ArtParams) -> bool:
+        """From the estimator ART's attack class requires (loss or class gradients); AutoAttack runs APGD unless
+        its ``attacks`` are given, then it uses gradients if any of them does."""
+        if params.attack == "AutoAttack":
+            subs = params.kwargs.get("attacks")
+            return not isinstance(subs, list) or any(
+                self.uses_gradients(ArtParams.model_validate(sub)) for sub in subs)
+        from art.estimators.classification.classifier import ClassGradientsMixin
+        from art.estimators.estimator import LossGradientsMixin
+
+        needs = getattr(getattr(_evasion(), params.attack), "_estimator_requirements", ())
+        return any(isinstance(r, type) and issubclass(r, LossGradientsMixin | ClassGradientsMixin) for r in needs)
+
     def provenance(self, params: ArtParams) -> dict[str, Any]:
         import art
 

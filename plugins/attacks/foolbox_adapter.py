@@ -61,6 +61,18 @@ try:
 except importlib.metadata.PackageNotFoundError:  # pragma: no cover - optional dependency
     FOOLBOX_VERSION = None
 
+#: The foolbox attacks that never differentiate the model (noise, decision-based, search attacks); every other one
+#: is taken to use gradients (the safe side: a gradient attack through a non-differentiable defense needs BPDA).
+GRADIENT_FREE = frozenset((
+    "BinarizationRefinementAttack", "BinarySearchContrastReductionAttack", "BoundaryAttack", "DatasetAttack",
+    "GaussianBlurAttack", "GenAttack", "HopSkipJumpAttack", "InversionAttack", "L2AdditiveGaussianNoiseAttack",
+    "L2AdditiveUniformNoiseAttack", "L2ClippingAwareAdditiveGaussianNoiseAttack",
+    "L2ClippingAwareAdditiveUniformNoiseAttack", "L2ClippingAwareRepeatedAdditiveGaussianNoiseAttack",
+    "L2ClippingAwareRepeatedAdditiveUniformNoiseAttack", "L2ContrastReductionAttack",
+    "L2RepeatedAdditiveGaussianNoiseAttack", "L2RepeatedAdditiveUniformNoiseAttack",
+    "LinearSearchBlendedUniformNoiseAttack", "LinearSearchContrastReductionAttack", "LinfAdditiveUniformNoiseAttack",
+    "LinfRepeatedAdditiveUniformNoiseAttack", "PointwiseAttack", "SaltAndPepperNoiseAttack", "SpatialAttack"))
+
 #: Names of foolbox distances accepted as a string ``distance`` kwarg (for attacks that take one, e.g.
 #: ``BinarizationRefinementAttack``, ``DatasetAttack``): TOML cannot hold the distance object itself.
 DISTANCES = ("l0", "l1", "l2", "linf")
@@ -299,6 +311,9 @@ class FoolboxAttack(FixedBudgetAttack):
             return None
         norm = distance_norm(foolbox_attack(params.attack, params.kwargs))
         return None if norm is None else Budget(norm, float(params.epsilon))  # type: ignore[arg-type]
+
+    def uses_gradients(self, params: FoolboxParams) -> bool:
+        return params.attack not in GRADIENT_FREE
 
     def provenance(self, params: FoolboxParams) -> dict[str, Any]:
         """The library behind an adversarial set (for its meta): name, version, attack class and kwargs."""

@@ -31,6 +31,9 @@ class GaussianNoise(FixedBudgetAttack):
     """Adds one draw of Gaussian noise per sample and clips to [0, 1]; success = the model errs."""
 
     name = "gaussian_noise"
+
+    def uses_gradients(self, params) -> bool:
+        return False
     Params = NoiseParams
 
     def budget(self, params: NoiseParams) -> Budget | None:

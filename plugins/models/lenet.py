@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from torch import nn
 
 from rbench.model import ModelPlugin
@@ -21,10 +21,17 @@ from rbench.plugins.models.layers import (
 PositiveInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0, lt=1)]
 
+#: Params added after models were stored, with the values that build the network exactly as before: a params
+#: dump leaves them out at these values, so the cache keys of existing suites do not change.
+_LATER_DEFAULTS: dict[str, Any] = {"input_dropout": 0.0, "logit_dropout": 0.0, "init": "default"}
+
 
 class LeNetParams(BaseModel):
     """``channels``: output channels of each conv block; ``dropout``: one rate, or one per layer
-    (each conv block, then the hidden layer: ``len(channels) + 1`` values), applied after that layer."""
+    (each conv block, then the hidden layer: ``len(channels) + 1`` values), applied after that layer;
+    ``input_dropout``: dropout on the input pixels; ``logit_dropout``: dropout on the output layer's nodes (the
+    logits, in training only); ``init``: ``"default"`` (torch's layer initialisation) or ``"xavier"`` (Glorot &
+    Bengio's uniform weights, U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), and zero biases)."""
 
     model_config = ConfigDict(extra="forbid")
     channels: Annotated[list[PositiveInt], Field(min_length=1)] = [20, 50]
@@ -32,6 +39,9 @@ class LeNetParams(BaseModel):
     hidden: PositiveInt = 500
     activation: Activation = "relu"
     dropout: Rate | list[Rate] = [0.0, 0.0, 0.5]
+    input_dropout: Rate = 0.0
+    logit_dropout: Rate = 0.0
+    init: Literal["default", "xavier"] = "default"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     input_shape: Shape = MNIST_SHAPE
     num_classes: PositiveInt = 10
@@ -47,12 +57,24 @@ class LeNetParams(BaseModel):
                              f"{self.input_shape[1]}-pixel input")
         return self
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """The params as a dict, without the later params left at the values that change nothing (so a default
+        LeNet's job keys are those it had before they existed)."""
+        data = handler(self)
+        for name, default in _LATER_DEFAULTS.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
+
 
 class LeNetNet(nn.Module):
     def __init__(self, p: LeNetParams):
         super().__init__()
         drops = per_layer(p.dropout, len(p.channels) + 1, "dropout")
         layers: list[nn.Module] = []
+        if p.input_dropout > 0:
+            layers.append(nn.Dropout(p.input_dropout))
         c_in, size = p.input_shape[0], p.input_shape[1]
         self.weighted: list[nn.Module] = []
         for c_out, rate in zip(p.channels, drops, strict=False):
@@ -68,8 +90,14 @@ class LeNetNet(nn.Module):
         if drops[-1] > 0:
             layers.append(nn.Dropout(drops[-1]))
         layers.append(out)
+        if p.logit_dropout > 0:
+            layers.append(nn.Dropout(p.logit_dropout))
         self.net = nn.Sequential(*layers)
         self.weight_decay = p.weight_decay
+        if p.init == "xavier":  # after torch's own initialisation: "default" draws exactly what it always did
+            for layer in self.weighted:
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, x):
         return self.net(x)
@@ -79,7 +107,35 @@ class LeNetNet(nn.Module):
 
 
 class LeNet(ModelPlugin):
-    """LeNet-style CNN (defaults: Caffe's LeNet, 20-50 channels of 5x5, 500 hidden, dropout 0.5 before logits)."""
+    """LeNet-style CNN (defaults: Caffe's LeNet, 20-50 channels of 5x5, 500 hidden, dropout 0.5 before logits).
+
+    Uličný, Lundström & Byttner 2016 ("Robustness of deep convolutional neural networks for image
+    recognition") use this network (two 5x5 conv layers of 20 and 50 channels, two 2x2 max-pools, 500 hidden
+    units, 10 outputs; Xavier initialisation, SGD with momentum and L2). Their Table 1 gives dropout rates for
+    five places; they map onto the params as:
+
+    ============  =========================================  ============  ==========================
+    Table 1       param                                      "Inp" model   "All" model
+    ============  =========================================  ============  ==========================
+    Input         ``input_dropout`` (on the input pixels)    0.2           0.2
+    Conv1         ``dropout[0]`` (after conv1's pool)        0             0.2
+    Conv2         ``dropout[1]`` (after conv2's pool)        0             0.2
+    Full          ``dropout[2]`` (after the hidden layer)    0             0.5
+    Output        ``logit_dropout`` (on the output nodes)    0             0.5
+    ============  =========================================  ============  ==========================
+
+    so "All" is ``{ input_dropout = 0.2, dropout = [0.2, 0.2, 0.5], logit_dropout = 0.5, init = "xavier" }`` and
+    the undefended LeNet is ``{ dropout = 0, init = "xavier" }`` (this plugin's default ``dropout`` has 0.5 on the
+    hidden layer, which Caffe's LeNet does not). The L2 penalty is the model's ``weight_decay`` (the model's own
+    optimizer groups take precedence over a trainer's ``weight_decay``; biases are not decayed). Caffe's
+    ``xavier`` filler scales by the fan-in only (U(-a, a), a = sqrt(3 / fan_in)); ``init = "xavier"`` is
+    Glorot & Bengio's (fan-in + fan-out), which the paper cites. Caffe's example also applies no nonlinearity
+    after its convolutions; this plugin applies ``activation`` after each.
+
+    With the defaults (``input_dropout = 0``, ``logit_dropout = 0``, ``init = "default"``) the network, its
+    parameter names and its random draws are exactly those of the plugin before these params existed, and
+    its params dump (hence every job key) is unchanged too.
+    """
 
     name = "lenet"
     Params = LeNetParams

@@ -2,8 +2,10 @@
 
 from rbench import hookimpl
 from rbench.plugins.trainers.adversarial import AdversarialTrainer
+from rbench.plugins.trainers.adversarial_stages import AdversarialStages
 from rbench.plugins.trainers.augment import CutmixTrainer, MixupTrainer, NoiseTrainer, RotationTrainer
 from rbench.plugins.trainers.autoencoder import AutoencoderPretrain
+from rbench.plugins.trainers.denoising import DenoisingTrainer
 from rbench.plugins.trainers.none import NoTraining
 from rbench.plugins.trainers.outlier_exposure import OutlierExposure
 from rbench.plugins.trainers.standard import StandardTrainer
@@ -13,4 +15,5 @@ from rbench.plugins.trainers.temperature import TemperatureFit
 @hookimpl
 def rbench_trainers():
     return [StandardTrainer(), AutoencoderPretrain(), NoTraining(), TemperatureFit(), OutlierExposure(),
-            MixupTrainer(), CutmixTrainer(), RotationTrainer(), NoiseTrainer(), AdversarialTrainer()]
+            MixupTrainer(), CutmixTrainer(), RotationTrainer(), NoiseTrainer(), AdversarialTrainer(),
+            AdversarialStages(), DenoisingTrainer()]

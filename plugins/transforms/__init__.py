@@ -3,8 +3,9 @@
 from rbench import hookimpl
 from rbench.plugins.transforms.amplify import Amplify
 from rbench.plugins.transforms.clip import Clip
+from rbench.plugins.transforms.distortion import ScaleToDistortion
 
 
 @hookimpl
 def rbench_transforms():
-    return [Amplify(), Clip()]
+    return [Amplify(), Clip(), ScaleToDistortion()]

@@ -1,0 +1,143 @@
+"""Error-versus-distortion curves (Uličný, Lundström & Byttner 2016, figures 3-7): the ``curves`` file reporter.
+
+For every result table whose ``figure`` is ``"curves"`` (a table option of the suite), one PNG in the run folder,
+``curves_<table>.png``: one line per table row (a model, a defense), through one point per column with a value:
+x = the measured distortion of the column's adversarial set, the paper's equation 2 (the mean absolute
+per-pixel difference over the whole set: the mean of the stored set's per-sample ``distortion["mean_abs"]``,
+every sample having the same number of pixels), y = the cell's value (e.g. the error in %). A clean column is
+x = 0. The sets are found through the store keys each cell names (``Cell.jobs``): an adversarial set itself, or
+the predictions on one (whose recorded spec names the set's key). Points are joined in order of x. matplotlib is
+imported only to draw.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rbench.errors import RbenchError
+from rbench.report.reporters import Reporter
+from rbench.results import Cell, ResultTable, RunResults
+from rbench.store import atomic_write
+
+if TYPE_CHECKING:
+    from rbench.store import Store
+
+FIGURE = "curves"
+
+
+def figure_name(table: ResultTable) -> str:
+    """The file name of ``table``'s curves in the run folder."""
+    return f"curves_{re.sub(r'[^A-Za-z0-9_.-]', '_', table.name)}.png"
+
+
+def wants_curves(table: ResultTable) -> bool:
+    return getattr(table, "figure", None) == FIGURE
+
+
+@dataclass
+class Curve:
+    """One line: the row's ``label`` and its points (``x`` ascending), each from the column in ``columns``."""
+
+    label: str
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+
+
+def _missing(table: ResultTable, cell: Cell, key: str, store: Store) -> RbenchError:
+    return RbenchError(f"table {table.name!r}: the stored output {key} of cell ({cell.row}, {cell.column}) is not "
+                       f"in the store {store.root}; pass --store, or run the suite again to recompute it")
+
+
+def set_distortion(store: Store, key: str) -> float:
+    """The paper's equation 2 for the stored adversarial set ``key``: the mean over the set of its samples' mean
+    absolute per-pixel distortion."""
+    return float(np.mean(store.load_advset(key).distortion["mean_abs"], dtype=np.float64))
+
+
+def cell_distortion(table: ResultTable, cell: Cell, store: Store) -> float:
+    """x of ``cell``: the distortion of the adversarial set it was computed on (0 for clean inputs)."""
+    for key in cell.jobs:
+        if not store.has(key):
+            raise _missing(table, cell, key, store)
+        kind = store.entry(key).kind
+        if kind == "advset":
+            return set_distortion(store, key)
+        if kind == "predictions":
+            source = store.load_predictions(key).meta.get("spec", {}).get("input", {})
+            if "advset" in source:
+                if not store.has(source["advset"]):
+                    raise _missing(table, cell, source["advset"], store)
+                return set_distortion(store, source["advset"])
+            if "clean" in source:
+                return 0.0
+    raise RbenchError(f"table {table.name!r}: cell ({cell.row}, {cell.column}) names no adversarial set and no "
+                      "predictions among its stored outputs, so its distortion is unknown")
+
+
+def curves(table: ResultTable, store: Store) -> list[Curve]:
+    """The lines of ``table``'s figure: one per row with at least one valued cell, in row order."""
+    out = []
+    for row in table.rows:
+        points = []
+        for column in table.columns:
+            try:
+                cell = table.cell(row, column)
+            except KeyError:
+                continue
+            if cell.value is not None:
+                points.append((cell_distortion(table, cell, store), float(cell.value), column))
+        if points:
+            points.sort(key=lambda p: p[0])
+            out.append(Curve(row, [p[0] for p in points], [p[1] for p in points], [p[2] for p in points]))
+    return out
+
+
+def y_label(table: ResultTable) -> str:
+    """The metric (and unit) on the y axis: the table's one metric, or ``value`` for a table that mixes them."""
+    metrics = {table.metric(c) for c in table.cells}
+    units = {table.unit(c) for c in table.cells}
+    name = next(iter(metrics)) if len(metrics) == 1 else "value"
+    unit = next(iter(units)) if len(units) == 1 else ""
+    return f"{name} ({unit})" if unit else name
+
+
+def draw(title: str, lines: list[Curve], path: Path, ylabel: str) -> None:
+    """Draw the curves into a PNG at ``path`` (atomically; no display or pyplot state is involved)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 4.8), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    for curve in lines:
+        ax.plot(curve.x, curve.y, marker="o", markersize=3, linewidth=1.2, label=curve.label)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("distortion: mean absolute difference per pixel over the set")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, linewidth=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+class Curves(Reporter):
+    """Error-versus-distortion curves of every table with ``figure = "curves"`` (``curves_<table>.png``)."""
+
+    name = "curves"
+    suffix = None
+
+    def write(self, results: RunResults, run_dir: Path, store: Store) -> list[Path]:
+        written = []
+        for table in results.tables:
+            if not wants_curves(table):
+                continue
+            lines = curves(table, store)
+            if lines:
+                path = Path(run_dir) / figure_name(table)
+                draw(table.title, lines, path, y_label(table))
+                written.append(path)
+        return written

@@ -1,0 +1,124 @@
+"""What attacking through a defense costs: white-box PGD through the low-pass filter against PGD on the undefended
+LeNet (target: at most 1.3x, the filter is one convolution), and EOT over k draws of the noisy low-pass filter
+against one draw (target: at most 1.1 * k). Both measured in one run, models and inputs exactly as the engine
+hands them to attacks (``rbench.inputs``: eval mode, frozen, channels_last; the defended pipeline built from its
+spec; ``rbench.defense.attack_view`` for EOT). Writes ``bench/defenses.json``.
+
+    python benchmarks/bench_defenses.py [--n 500] [--steps 20] [--draws 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from common import mnist, print_table, speed_ratios, summarize_times, sync
+
+from rbench.defense import attack_view, seed_randomness
+from rbench.inputs import build_model, memory_format
+from rbench.plugins import get_plugin
+
+LOWPASS_TARGET = 1.3
+EOT_TARGET = 1.1
+
+
+def lenet() -> torch.nn.Module:
+    """Caffe's LeNet (the Uličný suite's), trained briefly so the attack works on a real classifier."""
+    torch.manual_seed(0)
+    plugin = get_plugin("model", "lenet")
+    model = plugin.build(plugin.Params(dropout=[0.0, 0.0, 0.0], init="xavier"))
+    x, y = mnist("train", 4000, seed=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    for i in range(0, len(x), 64):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+        opt.step()
+    return model
+
+
+def prepared(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    return model.to(device, memory_format=memory_format(model)).eval().requires_grad_(False)
+
+
+def defended(base: torch.nn.Module, lowpass: dict) -> torch.nn.Module:
+    spec = {"defended": [{"plugin": "lowpass", "version": "bench", "params": lowpass}],
+            "members": [{"plugin": "lenet", "version": "bench", "params": {"dropout": [0.0, 0.0, 0.0],
+                                                                            "init": "xavier"}}]}
+    model = build_model(spec)
+    model.head.load_state_dict(base.state_dict())
+    return model
+
+
+def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int,
+             device: torch.device) -> tuple[list[float], float]:
+    attack = get_plugin("attack", "pgd")
+    params = attack.Params(eps=0.1, steps=steps, random_start=False)
+    layout = memory_format(model)
+    xb, yb = x.to(device).contiguous(memory_format=layout), y.to(device)
+    seconds, robust = [], 0.0
+    for _ in range(repeats):
+        seed_randomness(model, 0)
+        sync(device)
+        start = time.perf_counter()
+        out = attack.run(model, xb, yb, params, generator=torch.Generator(device=device).manual_seed(0))
+        sync(device)
+        seconds.append(time.perf_counter() - start)
+        robust = float((~out.success).float().mean())
+    return seconds, robust
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--draws", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", type=Path, default=Path("bench/defenses.json"))
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    base = lenet()
+    x, y = mnist("test", args.n, seed=0)
+    models = {
+        "undefended": prepared(base, device),
+        "lowpass": prepared(defended(base, {"size": 5, "variance": 1.3}), device),
+        "noisy_lowpass_1_draw": prepared(defended(base, {"size": 5, "variance": 1.3, "noise_sigma": 0.1}), device),
+    }
+    models[f"noisy_lowpass_eot_{args.draws}"] = attack_view(
+        prepared(defended(base, {"size": 5, "variance": 1.3, "noise_sigma": 0.1}), device), {"eot": args.draws})
+    results = {}
+    for name, model in models.items():
+        seconds, robust = time_pgd(model, x, y, args.steps, args.repeats, device)
+        results[name] = {"seconds": seconds, "robust_accuracy": robust}
+    summarize_times(results, args.n)
+    ratios = speed_ratios(results, "undefended", ("lowpass",))
+    ratios.update(speed_ratios(results, "noisy_lowpass_1_draw", (f"noisy_lowpass_eot_{args.draws}",)))
+    eot_per_draw = ratios[f"noisy_lowpass_1_draw/noisy_lowpass_eot_{args.draws}"] / args.draws
+    report = {
+        "setup": {"n": args.n, "pgd": {"eps": 0.1, "steps": args.steps, "random_start": False}, "draws": args.draws,
+                  "repeats": args.repeats, "device": str(device), "threads": torch.get_num_threads(),
+                  "machine": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "results": results,
+        "ratios": ratios,
+        "targets": {
+            "lowpass_over_undefended": {"measured": ratios["undefended/lowpass"], "target": LOWPASS_TARGET,
+                                        "met": ratios["undefended/lowpass"] <= LOWPASS_TARGET},
+            "eot_over_k_draws": {"measured": eot_per_draw, "target": EOT_TARGET, "met": eot_per_draw <= EOT_TARGET},
+        },
+    }
+    print_table(f"PGD ({args.steps} steps) on {args.n} MNIST test images, {device}",
+                [[k, f"{r['best_s']:.3f}", f"{r['median_s']:.3f}", f"{r['robust_accuracy']:.3f}"]
+                 for k, r in results.items()], ["model", "best s", "median s", "robust accuracy"])
+    for key, t in report["targets"].items():
+        print(f"{key}: {t['measured']:.3f} (target <= {t['target']}: {'met' if t['met'] else 'NOT met'})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Defended models: suite syntax and its validation, job keys, and end-to-end runs through both threat models
+(transferred from the undefended model, adaptive white-box with BPDA and EOT) with the built-in defenses."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from rich.console import Console
+from support import rbench
+
+from rbench.errors import SuiteError
+from rbench.plan import build_plan
+from rbench.runner import run_suite
+from rbench.store import Store
+from rbench.suite import load_suite
+
+BASE = """
+[suite]
+name = "defended"
+seed = 3
+
+[datasets.mnist]
+plugin = "mnist"
+
+[models.mlp]
+plugin = "mlp"
+params = { widths = [32] }
+dataset = "mnist"
+n_train = 2000
+trainer = { params = { epochs = 1, batch_size = 32, lr = 3e-3 } }
+
+[models.mlp_b]
+plugin = "mlp"
+params = { widths = [32] }
+dataset = "mnist"
+n_train = 2000
+seed = 11
+trainer = { params = { epochs = 1, batch_size = 32, lr = 3e-3 } }
+
+[defenses.lowpass]
+plugin = "lowpass"
+params = { size = 3, variance = 7.0 }
+
+[defenses.noisy_lowpass]
+plugin = "lowpass"
+params = { size = 3, variance = 7.0, noise_sigma = 0.2 }
+
+[defenses.squeeze]
+plugin = "bit_depth"
+params = { bits = 1 }
+
+[defenses.dae]
+plugin = "dae"
+params = { widths = [128] }
+dataset = "mnist"
+n_train = 2000
+trainer = { plugin = "denoising", params = { epochs = 5, batch_size = 64, optimizer = "adam", lr = 3e-3 } }
+
+[defenses.committee]
+plugin = "committee"
+
+[models.mlp_lowpass]
+base = "mlp"
+defenses = ["lowpass"]
+
+[models.mlp_noisy]
+base = "mlp"
+defenses = ["noisy_lowpass"]
+
+[models.mlp_squeezed]
+base = "mlp"
+defenses = ["squeeze"]
+
+[models.mlp_dae]
+base = "mlp"
+defenses = ["dae"]
+
+[models.mlp_b_dae]
+base = "mlp_b"
+defenses = ["dae", "lowpass"]
+
+[models.committee]
+members = ["mlp", "mlp_b"]
+defenses = ["committee"]
+undefended = "mlp"
+
+[attacks.fgsm]
+plugin = "fgsm"
+params = { eps = 0.15 }
+
+[attacks.noise]
+plugin = "gaussian_noise"
+params = { norm = "l2", eps = 3.0 }
+
+[evaluations.adaptive]
+dataset = "mnist"
+n = 64
+sources = ["mlp", "mlp_lowpass", "mlp_noisy", "mlp_squeezed", "mlp_dae", "mlp_b_dae", "committee"]
+attacks = ["fgsm", "noise"]
+bpda = true
+eot = 4
+
+[evaluations.transfer]
+dataset = "mnist"
+n = 64
+sources = ["mlp_lowpass", "mlp_noisy", "mlp_squeezed", "mlp_dae", "committee"]
+attacks = ["fgsm"]
+threat_model = "transfer"
+
+[tables.adaptive]
+evaluation = "adaptive"
+rows = "model"
+columns = "attack"
+metric = "error"
+
+[tables.transfer]
+evaluation = "transfer"
+rows = "model"
+columns = "attack"
+metric = "error"
+"""
+
+
+def _suite(write_suite, text: str = BASE, **replace: str):
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return write_suite(text)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({'defenses = ["lowpass"]': 'defenses = ["lowpas"]'}, "models.mlp_lowpass.defenses[0]: no defense named 'lowpas'"),
+    ({'plugin = "bit_depth"': 'plugin = "bitdepth"'}, "defenses.squeeze.plugin"),
+    ({'base = "mlp"\ndefenses = ["lowpass"]': 'base = "mlp_loop"\ndefenses = ["lowpass"]\n[models.mlp_loop]\n'
+      'base = "mlp_lowpass"\ndefenses = ["lowpass"]'}, "composition cycle"),
+    ({'bpda = true\n': ''}, "evaluations.adaptive.bpda: attack 'fgsm' takes gradients through the "
+                            "non-differentiable defense 'squeeze'"),
+    ({'members = ["mlp", "mlp_b"]\n': ''}, "models.committee.members: defense 'committee' aggregates"),
+    ({'defenses = ["committee"]': 'defenses = ["committee", "lowpass"]'}, "models.committee.defenses[0]: "
+                                                                         "'committee' aggregates members"),
+    ({'undefended = "mlp"\n': ''}, "evaluations.transfer.sources[4]: 'committee' has no undefended model"),
+    ({'[defenses.dae]\nplugin = "dae"\nparams = { widths = [128] }\ndataset = "mnist"':
+      '[defenses.dae]\nplugin = "dae"\nparams = { widths = [128] }'}, "defenses.dae.dataset: required"),
+    ({'plugin = "lowpass"\nparams = { size = 3, variance = 7.0 }\n':
+      'plugin = "lowpass"\nparams = { size = 3, variance = 7.0 }\ndataset = "mnist"\n'},
+     "defenses.lowpass.dataset: defense 'lowpass' is not trained"),
+    ({'base = "mlp"\ndefenses = ["lowpass"]': 'base = "mlp"\nplugin = "mlp"\ndefenses = ["lowpass"]'},
+     "models.mlp_lowpass.plugin: a defended model is assembled from trained parts"),
+    ({'seed = 11\n': 'seed = 11\ninit = "mlp_lowpass"\n'}, "models.mlp_b.init: 'mlp_lowpass' must be a model of "
+                                                          "the same plugin"),
+])
+def test_bad_defense_suites_are_one_line(write_suite, change, fragment):
+    with pytest.raises(SuiteError) as info:
+        load_suite(_suite(write_suite, **change))
+    message = str(info.value)
+    assert fragment in message and "\n" not in message, message
+
+
+def test_cli_refuses_a_gradient_attack_through_a_non_differentiable_defense(write_suite, tmp_path):
+    path = _suite(write_suite, **{"bpda = true\n": ""})
+    out = rbench("run", str(path), "--store", str(tmp_path / "store"), "-q")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "set bpda = true" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not list((tmp_path / "store").glob("objects/*/*"))
+
+
+def test_eot_on_deterministic_defenses_is_a_warning(write_suite):
+    text = BASE.replace('sources = ["mlp", "mlp_lowpass", "mlp_noisy", "mlp_squeezed", "mlp_dae", "mlp_b_dae", '
+                        '"committee"]', 'sources = ["mlp_lowpass"]')
+    suite = load_suite(_suite(write_suite, text))
+    assert any("evaluations.adaptive.eot: 4 draws, but no source has a randomized defense" in w
+               for w in suite.warnings)
+    out = rbench("validate", str(_suite(write_suite, text)))
+    assert out.returncode == 0 and "warning:" in out.stdout and "no source has a randomized" in out.stdout
+    assert not load_suite(_suite(write_suite)).warnings  # mlp_noisy is randomized: EOT applies to it alone
+    plan = build_plan(load_suite(_suite(write_suite)))
+    views = {plan.jobs[plan.attacked[("adaptive", source, "fgsm")]].spec.get("view", {}).get("eot")
+             for source in ("mlp_noisy", "mlp_lowpass")}
+    assert views == {4, 1}
+
+
+def test_keys_follow_every_defense_and_trained_parts_are_trained_once(write_suite):
+    plan = build_plan(load_suite(_suite(write_suite)))
+    labels = [job.label for job in plan.jobs.values()]
+    assert labels.count("train defense dae") == 1  # listed by two defended models, trained once
+    assert labels.count("train mlp") == 1 and labels.count("train mlp_b") == 1
+    key = plan.trained["mlp_lowpass"]
+    for change in ({"variance = 7.0 }\n\n[defenses.noisy": "variance = 6.0 }\n\n[defenses.noisy"},
+                   {"epochs = 1, batch_size = 32, lr = 3e-3 } }\n\n[models.mlp_b]":
+                    "epochs = 1, batch_size = 32, lr = 2e-3 } }\n\n[models.mlp_b]"}):
+        other = build_plan(load_suite(_suite(write_suite, **change)))
+        assert other.trained["mlp_lowpass"] != key
+    dae_changed = build_plan(load_suite(_suite(write_suite, **{"epochs = 5, batch_size = 64": "epochs = 6, "
+                                                                                              "batch_size = 64"})))
+    assert dae_changed.trained["mlp_dae"] != plan.trained["mlp_dae"]  # the component's training changed
+    assert dae_changed.trained["mlp_lowpass"] == key
+    transfer = plan.attacked[("transfer", "mlp_lowpass", "fgsm")]
+    assert transfer == plan.attacked[("adaptive", "mlp", "fgsm")]  # transferred: crafted once, on the base
+
+
+@pytest.fixture(scope="module")
+def defended_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("defended")
+    path = root / "suite.toml"
+    path.write_text(textwrap.dedent(BASE))
+
+    def run(name: str, **kw):
+        return run_suite(path, profile=None, store=Store(root / "store"), run_dir=root / name, device="cpu",
+                         workers=kw.get("workers"), executor="local", console=Console(quiet=True), quiet=True)
+
+    return run("run1"), run
+
+
+@pytest.mark.slow
+def test_defended_models_run_under_both_threat_models(defended_run):
+    outcome, _ = defended_run
+    assert not outcome.failed, [r.error for r in outcome.failed]
+    tables = {t.name: t for t in outcome.results.tables}
+    adaptive, transfer = tables["adaptive"], tables["transfer"]
+    assert "adaptive white-box attacks through the defenses (BPDA, EOT over 4 draws)" in adaptive.title
+    assert "attacks transferred from the undefended models" in transfer.title
+    for model in ("mlp_lowpass", "mlp_noisy", "mlp_squeezed", "mlp_dae", "committee"):
+        clean, fgsm = adaptive.cell(model, "clean").value, adaptive.cell(model, "fgsm").value
+        assert clean < 60 and fgsm > clean, (model, clean, fgsm)  # working classifiers the attack hurts
+        assert transfer.cell(model, "clean").value == clean  # the same defended model, evaluated the same way
+    # transferred from the undefended mlp: the mlp's own white-box error is an upper bound it rarely beats
+    assert transfer.cell("mlp_squeezed", "fgsm").value <= adaptive.cell("mlp", "fgsm").value + 10
+
+
+@pytest.mark.slow
+def test_randomized_defenses_are_deterministic_given_the_job(defended_run):
+    first, run = defended_run
+    again = run("run2")
+    assert {r.status for r in again.job_results.values()} == {"cached"}  # every entry passed its gates again
+    values = {(t.name, c.row, c.column): c.value for t in first.results.tables for c in t.cells}
+    assert {(t.name, c.row, c.column): c.value for t in again.results.tables for c in t.cells} == values
