@@ -9,6 +9,7 @@ import copy
 import json
 from dataclasses import asdict
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -395,3 +396,23 @@ def test_published_table2_loads_with_the_papers_labels():
     assert table.values["Committee of models trained on adv. examples"]["dist=0.2"] == 36.5
     assert table.column_tolerance["dist=0"].allows(1.1, 0.83) and not table.column_tolerance["dist=0"].allows(1.5, 0.83)
     assert table.tolerance.allows(83.0, 73.6) and not table.tolerance.allows(84.0, 73.6)
+
+
+@pytest.mark.parametrize("profile", [None, "quick"])
+def test_ulicny_suite_matches_its_published_table_and_claims(profile):
+    from rbench.compare import load_published
+    from rbench.suite import load_suite
+
+    repo = Path(__file__).resolve().parents[1]
+    suite = load_suite(repo / "suites" / "ulicny2016.toml", profile)
+    published = load_published(repo / "results" / "published" / "ulicny2016.toml")
+    for name, table in published.tables.items():
+        for row, columns in table.values.items():
+            for column in columns:
+                assert (row, column) in suite.tables[name].cells, (name, row, column)
+    for claim in published.claims:
+        cells = suite.tables[claim.table].cells
+        assert (claim.a.row, claim.a.column) in cells and (claim.b is None or (claim.b.row, claim.b.column) in cells)
+    assert suite.evaluations["gsn_transfer"].threat_model == "transfer"
+    assert "EOT over" in suite.tables["table2"].title and "transferred" in suite.tables["table2"].title
+    assert not suite.warnings
