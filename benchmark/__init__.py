@@ -24,8 +24,17 @@ from rbench.model import ModelPlugin, Progress, TrainData, Trainer  # noqa: E402
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):  # the API pulls in the runner: loaded on first use, not by every plugin import
+    if name in ("evaluate", "Results"):
+        from rbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'rbench' has no attribute {name!r}")
+
+
 __all__ = [
     "Attack", "AttackOutput", "Budget", "CellData", "Dataset", "Defense", "DefenseModule", "FixedBudgetAttack",
-    "Metric", "MinimizationAttack", "ModelPlugin", "NoParams", "Progress", "TrainData", "Trainer", "get_plugin",
-    "hookimpl", "misclassified",
+    "Metric", "MinimizationAttack", "ModelPlugin", "NoParams", "Progress", "Results", "TrainData", "Trainer",
+    "evaluate", "get_plugin", "hookimpl", "misclassified",
 ]

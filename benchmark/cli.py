@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.table import Table
 
 from rbench.errors import Interrupted, RbenchError
 from rbench.store import Store
+
+if TYPE_CHECKING:
+    from rbench.runner import RunOutcome
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark the adversarial robustness of classifiers with declarative suites and plugins.")
@@ -47,15 +51,22 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,
 ) -> None:
     """Run a suite: train, attack and evaluate what the store lacks, then print the tables."""
+    from rbench.runner import run_suite
+
+    _run_outcome(lambda: run_suite(suite, profile=profile, store=_store(store), run_dir=run_dir, device=device,
+                                   workers=workers, executor=executor, console=console, quiet=quiet,
+                                   job_timeout=job_timeout))
+
+
+def _run_outcome(go: Callable[[], RunOutcome]) -> None:
+    """Run ``go()`` under the signal handlers, turn Ctrl-C/SIGTERM/SIGHUP into one line, print the summary."""
     from rbench.interrupt import Terminated, stop_on_signals
-    from rbench.runner import run_suite, summarize
+    from rbench.runner import summarize
 
     resume = "everything finished so far is stored: re-run the same command to resume"
     try:
         with stop_on_signals():
-            outcome = run_suite(suite, profile=profile, store=_store(store), run_dir=run_dir, device=device,
-                                workers=workers, executor=executor, console=console, quiet=quiet,
-                                job_timeout=job_timeout)
+            outcome = go()
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; {resume}") from None
     except Terminated as exc:
@@ -63,6 +74,91 @@ def run(
     summarize(outcome, console)
     if outcome.failed:
         raise typer.Exit(1)
+
+
+def _floats(option: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise RbenchError(f"{option} {text!r}: give numbers separated by commas (one per channel)") from None
+
+
+@app.command("eval")
+def eval_cmd(
+    module: Annotated[str, typer.Argument(help="Your network's class: path/to/nets.py:Class or "
+                                          "package.module:Class")],
+    weights: Annotated[Path, typer.Option("--weights", help="Its weights: .safetensors, or a .pt/.pth "
+                                          "state_dict")],
+    kwargs: Annotated[str | None, typer.Option("--kwargs", help="The class's constructor arguments as a JSON "
+                                               "object")] = None,
+    mean: Annotated[str | None, typer.Option(help="Input normalization inside the model: mean per channel "
+                                             "(comma list); attacks stay in [0, 1] pixels")] = None,
+    std: Annotated[str | None, typer.Option(help="... and std per channel (comma list)")] = None,
+    name: Annotated[str | None, typer.Option(help="The model's name in the tables [default: the class name]")
+                    ] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset plugin (mnist, fashion-mnist, ...)")] = "mnist",
+    n: Annotated[int | None, typer.Option("--n", min=1, help="Test images evaluated [default: 1000]")] = None,
+    attack: Annotated[list[str] | None, typer.Option(
+        "--attack", help="An attack, repeatable: NAME or NAME:key=value,... (e.g. pgd:eps=0.3,steps=100) "
+        "[default: fgsm and pgd (linf, eps 0.1 and 0.3), gaussian noise]")] = None,
+    suite: Annotated[Path | None, typer.Option(help="Add the model to this suite's evaluations on the dataset "
+                                               "instead: it appears beside the suite's models in every "
+                                               "table")] = None,
+    profile: Annotated[str | None, typer.Option(help="Profile of --suite to apply")] = None,
+    store: StoreOpt = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Where to write results and the generated "
+                                                 "suite.toml [default: runs/<suite>-<time>]")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or a comma list")] = None,
+    workers: Annotated[int | None, typer.Option(help="Number of workers [default: one per device]")] = None,
+    job_timeout: Annotated[float | None, typer.Option("--job-timeout", min=0.001, help="Seconds any one job "
+                                                      "may run")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,
+) -> None:
+    """Evaluate your own trained model (class + weights file, evaluated as it is) and print the leaderboard; the
+    suite it generates is written into the run folder (rbench run RUN_DIR/suite.toml repeats the run)."""
+    from rbench.api import run_generated
+    from rbench.flatten import flatten_suite
+    from rbench.own_model import (
+        DEFAULT_N,
+        add_to_suite,
+        attack_entries,
+        checkpoint_entry,
+        dataset_plugin,
+        default_attacks,
+        model_name,
+        standalone_suite,
+    )
+
+    params: dict = {"module": module, "weights": str(weights)}
+    if kwargs is not None:
+        try:
+            params["kwargs"] = json.loads(kwargs)
+        except ValueError as exc:
+            raise RbenchError(f"--kwargs: not valid JSON ({exc})") from None
+        if not isinstance(params["kwargs"], dict):
+            raise RbenchError(f"--kwargs {kwargs!r}: give a JSON object of constructor arguments")
+    for option, value in (("mean", _floats("--mean", mean)), ("std", _floats("--std", std))):
+        if value is not None:
+            params[option] = value
+    label = model_name(module, name)
+    data = dataset_plugin(dataset)
+    entry = checkpoint_entry(params, dataset, Path.cwd())
+    if suite is not None:
+        if attack or n is not None:
+            raise RbenchError(f"--suite {suite}: the suite's attacks and sizes are used; drop --attack and --n")
+        doc = add_to_suite(flatten_suite(suite, profile), label, entry, dataset, str(suite))
+        header = f"Generated by: rbench eval {module} --suite {suite}" + (f" --profile {profile}" if profile else "")
+    else:
+        if profile is not None:
+            raise RbenchError("--profile applies to --suite only")
+        attacks = default_attacks(tuple(data.input_shape)) if not attack else attack_entries(attack)
+        doc = standalone_suite(label, entry, dataset, n or DEFAULT_N, attacks)
+        header = f"Generated by: rbench eval {module} --weights {weights}"
+    header += "\nRepeat it with: rbench run <this file> (paths are absolute; weights are keyed by their SHA-256)"
+    _run_outcome(lambda: run_generated(doc, run_dir, header=header, store=_store(store), device=device,
+                                       workers=workers, job_timeout=job_timeout, console=console, quiet=quiet))
 
 
 @app.command()

@@ -45,12 +45,17 @@ def _meta(job: Job, device: torch.device, started: float, **extra: Any) -> dict[
             "provenance": provenance(device, job.seed, time.perf_counter() - started), **extra}
 
 
-def run_train(job: Job, store: Store, device: torch.device, progress: Progress) -> None:
-    """Train a model (from scratch, or from its ``init`` model's weights) or a trained defense component; or
-    assemble a defended model from its trained parts (no trainer)."""
+def run_train(job: Job, store: Store, device: torch.device, progress: Progress, weights_path: str | None = None
+              ) -> None:
+    """Train a model (from scratch, from its ``init`` model's weights, or from the user's weights file at
+    ``weights_path``, whose bytes the spec names) or a trained defense component; or assemble a defended model from
+    its trained parts (no trainer)."""
     started = time.perf_counter()
     torch.manual_seed(job.seed)
     model = build_defense(job.spec["defense"]).module if "defense" in job.spec else build_model(job.spec["model"])
+    if weights_path is not None:
+        plugin, params = _params("model", job.spec["model"])
+        plugin.load_weights(model, params, weights_path)
     for member, key in zip(getattr(model, "members", []), job.spec.get("members", []), strict=True):
         member.load_state_dict(store.load_checkpoint(key)[0])  # the members' (or parts') trained weights
     lineage = job.spec.get("init", [])

@@ -36,9 +36,17 @@ class ModelPlugin:
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     version: ClassVar[str | None] = None
+    #: the trainer a suite's model of this plugin gets when it names none ("none": evaluated as it is)
+    default_trainer: ClassVar[str] = "standard"
 
     def build(self, params: BaseModel) -> torch.nn.Module:
         raise NotImplementedError
+
+    # Optional hooks:
+    # - ``check(params, input_shape, num_classes)``: raise ValueError if the model cannot serve the dataset (called
+    #   when the suite is read, so the problem is one line before any work);
+    # - ``weights_file(params) -> str | None`` and ``load_weights(model, params, path)``: weights the train job
+    #   loads from a file of the user's before training (the file's bytes must be in the params, hence the key).
 
 
 @dataclass

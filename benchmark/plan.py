@@ -163,7 +163,10 @@ def build_plan(suite: Suite) -> Plan:
             ancestors = lineage(name)
             if ancestors:
                 spec["init"] = ancestors
-            plan.trained[name] = plan.add("train", spec, tuple(members + ancestors), f"train {name}")
+            source = getattr(m.call.obj, "weights_file", None) if m.call else None
+            weights = source(m.call.params) if callable(source) and m.call else None
+            files = {"weights_path": weights} if weights else {}  # where the bytes in the key are read from
+            plan.trained[name] = plan.add("train", spec, tuple(members + ancestors), f"train {name}", **files)
         return plan.trained[name]
 
     for ev in suite.evaluations.values():

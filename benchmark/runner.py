@@ -93,7 +93,7 @@ def _run(suite: Suite, profile: str | None, store: Store, run_dir: Path, devices
             tables=assemble(plan, store, failed),
             published=suite.published,
             jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
-                      "error": r.error} for k, r in job_results.items()},
+                      "error": r.error, "deps": list(plan.jobs[k].deps)} for k, r in job_results.items()},
         )
         notes = suite.warnings + write_run_dir(results, run_dir, store)
     return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes)

@@ -578,7 +578,7 @@ def _check_names(file: str, raw: dict[str, Any]) -> None:
 
 
 @dataclass
-class _Merged:
+class Merged:
     """Documents merged across includes, remembering which file defined each entry."""
 
     sections: dict[str, dict[str, Any]] = field(default_factory=lambda: {s: {} for s in SECTIONS})
@@ -588,7 +588,7 @@ class _Merged:
     profile_seen: bool = False
 
 
-def _load_tree(path: Path, profile: str | None, merged: _Merged, stack: list[Path], referrer: str | None
+def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path], referrer: str | None
                ) -> SuiteMeta | None:
     try:
         path = path.resolve() if path.exists() else path
@@ -642,19 +642,25 @@ def _load_tree(path: Path, profile: str | None, merged: _Merged, stack: list[Pat
     return doc.suite
 
 
-def load_suite(path: str | Path, profile: str | None = None, registry: Registry | None = None) -> Suite:
-    """Load, merge and validate the suite at ``path`` (with ``profile`` applied); see the module docstring."""
-    registry = registry or get_registry()
-    merged = _Merged()
+def merge_files(path: str | Path, profile: str | None = None) -> tuple[SuiteMeta, Merged]:
+    """The suite at ``path`` and its includes, read, checked for structure and merged (``profile`` applied), before
+    any plugin is resolved: the first file's ``[suite]`` table and every section's entries with their origin."""
+    merged = Merged()
     meta = _load_tree(Path(path), profile, merged, [], None)
     assert meta is not None  # the first file is never a repeat
     if profile is not None and not merged.profile_seen:
         raise SuiteError(f"{path}: profiles.{key_part(profile)}: no such profile in this suite or its includes")
-    return _Resolver(registry, merged, meta, profile).resolve()
+    return meta, merged
+
+
+def load_suite(path: str | Path, profile: str | None = None, registry: Registry | None = None) -> Suite:
+    """Load, merge and validate the suite at ``path`` (with ``profile`` applied); see the module docstring."""
+    meta, merged = merge_files(path, profile)
+    return _Resolver(registry or get_registry(), merged, meta, profile).resolve()
 
 
 class _Resolver:
-    def __init__(self, registry: Registry, merged: _Merged, meta: SuiteMeta, profile: str | None):
+    def __init__(self, registry: Registry, merged: Merged, meta: SuiteMeta, profile: str | None):
         self.registry, self.merged, self.meta, self.profile = registry, merged, meta, profile
 
     def where(self, section: str, name: str) -> str:
@@ -676,8 +682,9 @@ class _Resolver:
             info = self.registry.get(kind, plugin)
         except PluginError as exc:
             raise self.fail(section, name, f"{key}plugin" if key else "plugin", f"{exc} (got {plugin!r})") from None
+        base = Path(self.where(section, name)).parent  # where a plugin's relative file paths start
         try:
-            validated = info.obj.Params.model_validate(params, strict=True)
+            validated = info.obj.Params.model_validate(params, strict=True, context={"base": base})
         except ValidationError as err:
             raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err) from None
         return PluginCall(kind, plugin, info.version, validated)
@@ -766,12 +773,12 @@ class _Resolver:
         for part in parts:
             self.member_cycle(suite, part, [*stack, name])
 
-    def trained_data(self, section: str, name: str, spec: TrainedSpec, plugin: str, what: str
-                     ) -> tuple[PluginCall, DataRef]:
+    def trained_data(self, section: str, name: str, spec: TrainedSpec, plugin: str, what: str,
+                     default_trainer: str = "standard") -> tuple[PluginCall, DataRef]:
         """The trainer and data of a trained model or defense component (both required)."""
         if spec.dataset is None:
             raise self.fail(section, name, "dataset", f"required: {what} {plugin!r} is trained on a dataset")
-        trainer = spec.trainer or TrainerSpec()
+        trainer = spec.trainer or TrainerSpec(plugin=default_trainer)
         call = self.call("trainer", trainer.plugin, trainer.params, section, name, "trainer.")
         return call, self.data(section, name, spec)
 
@@ -789,7 +796,15 @@ class _Resolver:
                 else "takes no members (it is built, not composed)"))
         if m.init is not None:
             self.ref("models", name, "init", "models", m.init)
-        trainer, data = self.trained_data("models", name, m, m.plugin, "model")
+        trainer, data = self.trained_data("models", name, m, m.plugin, "model",
+                                          getattr(call.obj, "default_trainer", "standard"))
+        check = getattr(call.obj, "check", None)
+        if callable(check):  # e.g. a checkpoint's network must map the dataset's inputs to its classes
+            dataset = data.call.obj
+            try:
+                check(call.params, tuple(dataset.input_shape), int(dataset.num_classes))
+            except ValueError as exc:
+                raise self.fail("models", name, "params", " ".join(str(exc).split())) from None
         return Model(name, call, trainer, data, tuple(m.members), m.init, m.seed)
 
     def defense(self, name: str, d: DefenseSpec) -> DefenseEntry:

@@ -3,6 +3,7 @@
 from rbench import hookimpl
 from rbench.plugins.models.an2020 import An2020
 from rbench.plugins.models.autoencoder import AeSoftmax
+from rbench.plugins.models.checkpoint import Checkpoint
 from rbench.plugins.models.ensemble import Ensemble
 from rbench.plugins.models.lenet import LeNet
 from rbench.plugins.models.mlp import Mlp
@@ -11,4 +12,4 @@ from rbench.plugins.models.temperature import TemperatureScaled
 
 @hookimpl
 def rbench_models():
-    return [Mlp(), LeNet(), AeSoftmax(), An2020(), Ensemble(), TemperatureScaled()]
+    return [Mlp(), LeNet(), AeSoftmax(), An2020(), Ensemble(), TemperatureScaled(), Checkpoint()]

@@ -1,0 +1,180 @@
+"""Your own model, evaluated: the suite that ``rbench eval`` and :func:`rbench.evaluate` generate and run.
+
+The generated suite is an ordinary suite (written into the run folder as ``suite.toml``): the user's model is a
+``checkpoint`` model (default trainer ``none``: evaluated as it is), attacked by the default attack set or the
+attacks given, and tabulated as robust accuracy -- or, with a base suite, added as one more model to every
+evaluation of that suite on the same dataset, so it appears beside the suite's models in every table and transfer
+matrix.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from rbench.errors import PluginError, RbenchError
+from rbench.manager import get_registry
+from rbench.suite import MAX_NAME, SAFE_NAME
+
+#: the default attack set's Linf budgets (the usual MNIST levels: a moderate and the standard large one)
+DEFAULT_EPS = (0.1, 0.3)
+#: the test images evaluated by default (RobustBench's usual 1000 as well)
+DEFAULT_N = 1000
+#: the single evaluation and table of a suite generated without a base suite
+EVALUATION, TABLE = "eval", "robust_accuracy"
+
+
+def default_attacks(input_shape: tuple[int, ...]) -> dict[str, dict[str, Any]]:
+    """FGSM and PGD (Linf, 40 steps, random start) at :data:`DEFAULT_EPS`, and Gaussian noise of the L2 size an
+    FGSM perturbation of the same eps has when every pixel moves by eps (eps * sqrt(pixels), before clipping): the
+    random baseline an attack must beat."""
+    pixels = math.prod(input_shape)
+    return {
+        "fgsm": {"plugin": "fgsm", "grid": {"eps": list(DEFAULT_EPS)}},
+        "pgd": {"plugin": "pgd", "params": {"norm": "linf", "steps": 40, "random_start": True},
+                "grid": {"eps": list(DEFAULT_EPS)}},
+        "noise": {"plugin": "gaussian_noise", "params": {"norm": "l2"},
+                  "grid": {"eps": [round(e * math.sqrt(pixels), 4) for e in DEFAULT_EPS]}},
+    }
+
+
+def _value(text: str) -> Any:
+    """A parameter value as TOML reads it (0.3, 100, true, "l2", [1, 2]); a bare word is a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
+    """``"pgd:eps=0.3,steps=100"`` -> ``("pgd", {"eps": 0.3, "steps": 100})``; ``"fgsm:eps=0.1"``; a plugin
+    name alone has no params. Values are read as TOML values (numbers, booleans, strings)."""
+    plugin, _, rest = text.partition(":")
+    plugin = plugin.strip()
+    if not plugin:
+        raise RbenchError(f"--attack {text!r}: write NAME or NAME:key=value,key=value (e.g. pgd:eps=0.3,steps=100)")
+    params: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))) if rest else ():
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise RbenchError(f"--attack {text!r}: {item!r} is not key=value")
+        params[key.strip()] = _value(value.strip())
+    return plugin, params
+
+
+def attack_entries(attacks: Iterable[str | tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Suite entries for attacks given as ``"name:k=v,..."`` or ``(plugin, params)``, each checked against its
+    plugin's parameters now (one line naming the attack). Every param is a one-value grid, so the table labels
+    show it: ``pgd(eps=0.3, steps=100)``; a plugin given twice gets entries ``pgd``, ``pgd-2``."""
+    entries: dict[str, dict[str, Any]] = {}
+    for given in attacks:
+        plugin, params = parse_attack(given) if isinstance(given, str) else given
+        shown = given if isinstance(given, str) else f"{plugin}:{params}"
+        try:
+            info = get_registry().get("attack", plugin)
+        except PluginError as exc:
+            raise RbenchError(f"--attack {shown!r}: {exc}") from None
+        try:
+            info.obj.Params.model_validate(params, strict=True)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "params"
+            raise RbenchError(f"--attack {shown!r}: {where}: {first['msg']}") from None
+        name, i = plugin, 1
+        while name in entries:
+            i += 1
+            name = f"{plugin}-{i}"
+        entries[name] = {"plugin": plugin, **({"grid": {k: [v] for k, v in params.items()}} if params else {})}
+    if not entries:
+        raise RbenchError("no attacks given")
+    return entries
+
+
+def model_name(module: str, given: str | None = None) -> str:
+    """The model's name in the tables: ``given``, else the class name of ``module`` ("nets.py:MyCNN" -> "MyCNN")."""
+    name = given if given is not None else module.rpartition(":")[2] or module
+    if not name or len(name) > MAX_NAME or not name.isprintable():
+        raise RbenchError(f"--name {name!r}: use 1-{MAX_NAME} printable characters")
+    return name
+
+
+def suite_name(model: str) -> str:
+    """A safe suite (and run-folder) name for evaluating ``model``."""
+    name = "eval-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("._-").replace("..", "_")
+    name = name[:MAX_NAME].rstrip("._-")
+    return name if SAFE_NAME.fullmatch(name) else "eval"
+
+
+def checkpoint_entry(params: dict[str, Any], dataset: str, base: Path) -> dict[str, Any]:
+    """The suite entry of a ``checkpoint`` model with ``params`` (file paths relative to ``base`` made absolute),
+    validated now: a missing module, class or weights file, a constructor that fails, a state_dict that does not
+    match is one line naming the model's module."""
+    plugin = get_registry().get("model", "checkpoint").obj
+    data = dataset_plugin(dataset)
+    params = plugin.absolute_params(dict(params), base)
+    where = params.get("module") or "the model"
+    try:
+        validated = plugin.Params.model_validate(params, strict=True, context={"base": base})
+        plugin.check(validated, tuple(data.input_shape), int(data.num_classes))
+    except ValidationError as err:
+        first = err.errors()[0]
+        message = re.sub(r"^Value error, ", "", str(first["msg"]))
+        loc = ".".join(str(p) for p in first["loc"])
+        raise RbenchError(f"{where}: {loc + ': ' if loc else ''}{' '.join(message.split())}") from None
+    except ValueError as exc:
+        raise RbenchError(f"{where}: {' '.join(str(exc).split())}") from None
+    return {"plugin": "checkpoint", "params": params, "dataset": dataset}
+
+
+def dataset_plugin(name: str) -> Any:
+    """The dataset plugin ``name`` (``--dataset``), or one line naming the known ones."""
+    try:
+        return get_registry().get("dataset", name).obj
+    except PluginError as exc:
+        raise RbenchError(f"--dataset {name!r}: {exc}") from None
+
+
+def standalone_suite(name: str, model: dict[str, Any], dataset: str, n: int,
+                     attacks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A suite of one model: its clean and robust accuracy on ``n`` test images of ``dataset`` under ``attacks``."""
+    return {
+        "suite": {"name": suite_name(name), "title": f"{name} on {dataset}"},
+        "datasets": {dataset: {"plugin": dataset}},
+        "models": {name: {**model, "dataset": dataset}},
+        "attacks": attacks,
+        "evaluations": {EVALUATION: {"dataset": dataset, "split": "test", "n": n, "sources": [name],
+                                     "attacks": list(attacks)}},
+        "tables": {TABLE: {"title": f"Accuracy of {name} on {n} {dataset} test images, clean and under attack "
+                                    "(white-box)",
+                           "evaluation": EVALUATION, "rows": "attack", "columns": "model", "metric": "accuracy"}},
+    }
+
+
+def add_to_suite(doc: dict[str, Any], name: str, model: dict[str, Any], dataset: str, where: str) -> dict[str, Any]:
+    """``doc`` (a flattened suite) with the model added: trained (loaded) on the suite's dataset entry whose plugin
+    is ``dataset``, listed as a source -- and as a target where targets are listed -- of every evaluation on that
+    dataset. ``where`` names the suite in errors."""
+    datasets = [k for k, d in doc.get("datasets", {}).items() if d.get("plugin") == dataset]
+    if not datasets:
+        have = sorted({d.get("plugin") for d in doc.get("datasets", {}).values()})
+        raise RbenchError(f"--suite {where}: no dataset of plugin {dataset!r} (--dataset); it has {have}")
+    if name in doc.get("models", {}):
+        raise RbenchError(f"--suite {where}: already has a model {name!r}; pass --name")
+    doc.setdefault("models", {})[name] = {**model, "dataset": datasets[0]}
+    added = 0
+    for ev in doc.get("evaluations", {}).values():
+        if ev.get("dataset") not in datasets:
+            continue
+        ev["sources"] = [*ev["sources"], name]
+        if isinstance(ev.get("targets"), list):
+            ev["targets"] = [*ev["targets"], name]
+        added += 1
+    if not added:
+        raise RbenchError(f"--suite {where}: no evaluation on a {dataset!r} dataset to add the model to")
+    return doc

@@ -1,0 +1,358 @@
+"""Your own trained model: the network class from your code, the weights from your file (``plugin = "checkpoint"``).
+
+In a suite::
+
+    [models.mine]
+    plugin = "checkpoint"
+    params = { module = "nets.py:MyCNN", weights = "mycnn.safetensors", kwargs = { width = 64 } }
+    dataset = "mnist"
+
+``module`` is ``"path/to/file.py:Class"`` (a file path, relative to the suite file) or ``"package.module:Class"``
+(an importable module); ``kwargs`` are the class's constructor arguments; ``weights`` a ``.safetensors`` file or a
+``.pt``/``.pth`` state_dict, read with ``torch.load(weights_only=True)``: a file that needs full unpickling is
+refused. ``mean``/``std`` (one value per channel) normalize the input inside the model, so attacks keep working in
+[0, 1] pixel space; ``strict`` (default true) requires the state_dict's keys to match the network's exactly.
+
+- **Keyed on bytes, never on paths.** When the suite is read, the paths are resolved and replaced, in the job's
+  spec, by the SHA-256 of the weights file and the source of the file defining the class (its text, for a file;
+  its digest, for an installed module): changing either recomputes every job of the model, moving or renaming a
+  file with the same bytes recomputes nothing.
+- **Evaluated as it is.** The model's default trainer is ``none``: its train job stores the given weights. Naming
+  a trainer fine-tunes the loaded weights (e.g. adversarial fine-tuning of a given checkpoint).
+- **Checked up front** (one line, exit 2, before any work): the module or class not found, the constructor
+  failing, the weights file missing or not a state_dict of tensors, the state_dict's keys or shapes not those of
+  the network (the first mismatch named), the output not (N, num_classes) logits on an input of the dataset's
+  shape.
+- A class from a file is rebuilt from the source text recorded in the spec (the file must be self-contained: no
+  imports of its sibling files); an installed module is imported, and refused if its source changed since.
+
+``rbench.evaluate(model, ...)`` registers an in-memory model here (``live``): keyed on its state_dict's bytes and
+its class's source, built (copied) only in the process that holds it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import io
+import pickle
+import sys
+import types
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from rbench.model import ModelPlugin
+
+#: in-memory models registered by rbench.evaluate in this process: "<source sha256>:<weights sha256>" -> a copy
+#: taken when it was registered (so a model trained further afterwards is a new model, not a stale one)
+LIVE: dict[str, nn.Module] = {}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+
+
+class CheckpointParams(BaseModel):
+    """The user gives ``module``, ``weights`` (or, through ``rbench.evaluate``, ``live``), ``kwargs``, ``mean``,
+    ``std``, ``strict``. Validation fills in what the job key sees instead of the paths -- ``class_name``,
+    ``import_name`` ("" for a file), ``source`` (a file's text), ``source_sha256``, ``weights_sha256`` -- and a
+    job's stored spec holds only those (the paths are kept on the validated object, for the run that reads them).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    module: str | None = Field(None, exclude=True)
+    weights: str | None = Field(None, exclude=True)
+    live: str | None = None
+    kwargs: dict[str, Any] = {}
+    mean: Annotated[list[float], Field(min_length=1)] | None = None
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] | None = None
+    strict: bool = True
+    class_name: str = ""
+    import_name: str = ""
+    source: str = ""
+    source_sha256: str = ""
+    weights_sha256: str = ""
+    weights_format: Literal["safetensors", "torch", "live"] = "safetensors"
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> CheckpointParams:
+        if (self.mean is None) != (self.std is None) or (self.mean and len(self.mean) != len(self.std or [])):
+            raise ValueError("give 'mean' and 'std' together, one value per channel each")
+        if self.live is not None:
+            if self.live not in LIVE:
+                raise ValueError(f"in-memory model {self.live!r} is not held by this process (rbench.evaluate runs "
+                                 "it in the process that holds the model)")
+            if not self.weights_sha256:  # first validation: fill in what the key sees
+                _fill_live(self, LIVE[self.live])
+            return self
+        if self.module is None and self.weights is None:  # a stored spec: already resolved
+            if not (self.class_name and self.source_sha256 and self.weights_sha256):
+                raise ValueError("give 'module' and 'weights'")
+            return self
+        if self.module is None or self.weights is None:
+            raise ValueError("give both 'module' (\"file.py:Class\" or \"package.module:Class\") and 'weights'")
+        base = Path((info.context or {}).get("base", "."))
+        _fill_source(self, base)
+        _fill_weights(self, base)
+        net = instantiate(self)
+        check_state(net, read_weights(self), self.strict)
+        return self
+
+
+def _split(module: str) -> tuple[str, str]:
+    where, sep, name = module.rpartition(":")
+    if not sep or not where or not name:
+        raise ValueError(f"module {module!r}: write \"path/to/file.py:Class\" or \"package.module:Class\"")
+    return where, name
+
+
+def _is_file(where: str) -> bool:
+    """Whether the part of ``module`` before the colon is a file path (else an importable module's name)."""
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
+def _fill_source(p: CheckpointParams, base: Path) -> None:
+    where, p.class_name = _split(str(p.module))
+    if _is_file(where):
+        path = (base / where).resolve()
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise ValueError(f"module file {path} not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"module file {path}: {one_line(exc)}") from None
+        p.import_name, p.source, p.source_sha256 = "", text, sha256(text.encode())
+        p.module = f"{path}:{p.class_name}"
+    else:
+        p.import_name = where
+        p.source_sha256 = sha256(_module_source(where).encode())
+    find_class(p)  # the class must exist now, not when a job runs
+
+
+def _module_source(name: str) -> str:
+    try:
+        module = importlib.import_module(name)
+        return inspect.getsource(module)
+    except Exception as exc:  # ImportError, or a module whose import fails: a user error either way
+        raise ValueError(f"module {name!r} cannot be imported: {one_line(exc)}") from None
+
+
+def _fill_weights(p: CheckpointParams, base: Path) -> None:
+    path = (base / str(p.weights)).resolve()
+    if not path.is_file():
+        raise ValueError(f"weights file {path} not found")
+    suffix = path.suffix.lower()
+    if suffix not in (".safetensors", ".pt", ".pth"):
+        raise ValueError(f"weights file {path}: expected .safetensors, .pt or .pth")
+    p.weights = str(path)
+    p.weights_format = "safetensors" if suffix == ".safetensors" else "torch"
+    p.weights_sha256 = sha256(path.read_bytes())
+
+
+def _fill_live(p: CheckpointParams, model: nn.Module) -> None:
+    cls = type(model)
+    p.class_name, p.weights_format = cls.__qualname__, "live"
+    try:
+        source = inspect.getsource(sys.modules[cls.__module__])
+    except (OSError, TypeError, KeyError):  # e.g. a class typed into a notebook cell: its own source
+        source = inspect.getsource(cls) if _has_source(cls) else f"{cls!r} {uuid.uuid4()}"  # none: never reused
+    p.import_name, p.source_sha256 = cls.__module__, sha256(source.encode())
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}  # clone: no sharing
+    p.weights_sha256 = sha256(save_safetensors(state))
+
+
+def _has_source(cls: type) -> bool:
+    try:
+        inspect.getsource(cls)
+    except (OSError, TypeError):
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=32)
+def _module_from_source(source: str, origin: str) -> types.ModuleType:
+    """The module defined by ``source`` (a file's text), executed once per process under a name of its digest."""
+    name = f"rbench_checkpoint_{sha256(source.encode())[:16]}"
+    module = types.ModuleType(name)
+    module.__file__ = origin
+    sys.modules[name] = module
+    try:
+        exec(compile(source, origin, "exec"), module.__dict__)  # the user's own code, as a plugin's would run
+    except Exception as exc:
+        del sys.modules[name]
+        raise ValueError(f"module file {origin}: {one_line(exc)}") from None
+    return module
+
+
+def find_class(p: CheckpointParams) -> type:
+    """The class ``p`` names (from the recorded source, or the installed module, checked against its digest)."""
+    if p.import_name:
+        if not p.source:
+            current = sha256(_module_source(p.import_name).encode())
+            if current != p.source_sha256:
+                raise ValueError(f"module {p.import_name!r} changed since its jobs were planned (source SHA-256 "
+                                 f"{current[:12]}..., expected {p.source_sha256[:12]}...)")
+        module = importlib.import_module(p.import_name)
+    else:
+        module = _module_from_source(p.source, str(p.module or f"<checkpoint {p.source_sha256[:12]}>"))
+    try:
+        cls = functools.reduce(getattr, p.class_name.split("."), module)
+    except AttributeError:
+        where = p.import_name or (p.module or "the module file").rpartition(":")[0]
+        raise ValueError(f"no class {p.class_name!r} in {where}") from None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"{p.class_name!r} is not a torch.nn.Module class")
+    return cls
+
+
+def instantiate(p: CheckpointParams) -> nn.Module:
+    cls = find_class(p)
+    try:
+        return cls(**p.kwargs)
+    except Exception as exc:
+        raise ValueError(f"{p.class_name}(**kwargs) failed: {one_line(exc)}") from None
+
+
+def read_weights(p: CheckpointParams, path: str | None = None) -> dict[str, torch.Tensor]:
+    """The state_dict in the weights file (``path`` or the params' own), checked against ``weights_sha256``."""
+    path = path or p.weights
+    if path is None:
+        raise ValueError("no weights file")
+    data = Path(path).read_bytes()
+    if sha256(data) != p.weights_sha256:
+        raise ValueError(f"weights file {path} changed since the suite was read (SHA-256 differs)")
+    try:
+        if p.weights_format == "safetensors":
+            state = load_safetensors(data)
+        else:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        if p.weights_format == "torch":
+            raise ValueError(f"weights file {path} is not a plain state_dict: loading it needs full unpickling, "
+                             "which rbench refuses (save model.state_dict(), or use safetensors)") from None
+        raise ValueError(f"weights file {path}: {one_line(exc)}") from None
+    except SafetensorError as exc:
+        raise ValueError(f"weights file {path} is not a safetensors file: {one_line(exc)}") from None
+    except Exception as exc:  # a truncated or foreign file
+        raise ValueError(f"weights file {path} cannot be read: {one_line(exc)}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"weights file {path} does not hold a state_dict (a mapping of names to tensors)")
+    return state
+
+
+def check_state(net: nn.Module, state: dict[str, torch.Tensor], strict: bool) -> None:
+    """Raise ValueError naming the first key whose presence or shape does not match the network's."""
+    own = net.state_dict()
+    for key in own:
+        if key not in state:
+            if strict:
+                raise ValueError(f"the weights lack {key!r}, which the network has (strict = true)")
+        elif tuple(state[key].shape) != tuple(own[key].shape):
+            raise ValueError(f"weights {key!r} have shape {tuple(state[key].shape)}; the network's is "
+                             f"{tuple(own[key].shape)}")
+    extra = [k for k in state if k not in own]
+    if extra and strict:
+        raise ValueError(f"the weights have {extra[0]!r}, which the network lacks (strict = true)")
+
+
+def _normalize(mean: list[float], std: list[float]) -> Any:
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        shape = (1, len(mean)) + (1,) * (x.dim() - 2)
+        m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(shape)
+        s = torch.tensor(std, dtype=x.dtype, device=x.device).view(shape)
+        return ((x - m) / s, *args[1:])
+
+    return hook
+
+
+class Checkpoint(ModelPlugin):
+    """A network class of your own with weights from your file (see the module docstring)."""
+
+    name = "checkpoint"
+    Params = CheckpointParams
+    #: a loaded model is evaluated as it is; naming a trainer fine-tunes it
+    default_trainer: ClassVar[str] = "none"
+
+    def build(self, params: CheckpointParams) -> nn.Module:
+        if params.live is not None:
+            if params.live not in LIVE:
+                raise ValueError(f"in-memory model {params.live!r} is not held by this process")
+            import copy
+
+            net = copy.deepcopy(LIVE[params.live])
+        else:
+            net = instantiate(params)
+        if params.mean is not None and params.std is not None:  # in the model: attacks stay in [0, 1] pixels
+            net.register_forward_pre_hook(_normalize(params.mean, params.std))
+        return net
+
+    def register_live(self, model: nn.Module) -> str:
+        """Hold a copy of the in-memory ``model`` for this process's runs: see :func:`register_live`."""
+        return register_live(model)
+
+    def absolute_params(self, params: dict[str, Any], base: Path) -> dict[str, Any]:
+        """``params`` as written in a suite whose folder is ``base``, with the file paths made absolute."""
+        module, weights = params.get("module"), params.get("weights")
+        if isinstance(module, str) and ":" in module:
+            where, _, name = module.rpartition(":")
+            if _is_file(where):
+                params["module"] = f"{(base / where).resolve()}:{name}"
+        if isinstance(weights, str):
+            params["weights"] = str((base / weights).resolve())
+        return params
+
+    def weights_file(self, params: CheckpointParams) -> str | None:
+        """The file the train job reads the starting weights from (None: the network already holds them)."""
+        return params.weights
+
+    def load_weights(self, model: nn.Module, params: CheckpointParams, path: str) -> None:
+        model.load_state_dict(read_weights(params, path), strict=params.strict)
+
+    def check(self, params: CheckpointParams, input_shape: tuple[int, ...], num_classes: int) -> None:
+        """The network, with its weights, maps a batch of inputs of the dataset's shape to (N, num_classes) finite
+        logits (a batch of two grey images: a network that drops or mixes the batch dimension fails too)."""
+        net = self.build(params)
+        if params.weights is not None:
+            self.load_weights(net, params, params.weights)
+        net.eval()
+        batch = torch.stack([torch.full(input_shape, 0.25), torch.full(input_shape, 0.75)])
+        try:
+            with torch.no_grad():
+                out = net(batch)
+        except Exception as exc:
+            raise ValueError(f"the network fails on inputs of shape {tuple(batch.shape)}: {one_line(exc)}") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+            got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+            raise ValueError(f"the network's output on inputs of shape {tuple(batch.shape)} is {got}, not logits "
+                             f"of shape (N, {num_classes}) = (2, {num_classes})")
+        if not torch.isfinite(out).all():
+            raise ValueError("the network's output on a valid input is not finite")
+
+
+def register_live(model: nn.Module) -> str:
+    """Hold a copy of ``model`` (as it is now) for this process's runs; returns its id, a function of its class's
+    source and its state_dict's bytes (for ``params = { live = id }``: the same model gets the same keys)."""
+    import copy
+
+    p = CheckpointParams.model_construct()
+    _fill_live(p, model)
+    key = f"{p.source_sha256}:{p.weights_sha256}"
+    if key not in LIVE:
+        LIVE[key] = copy.deepcopy(model).cpu()
+    return key

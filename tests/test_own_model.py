@@ -1,0 +1,399 @@
+"""Your own model: the checkpoint plugin, ``rbench eval`` and ``rbench.evaluate`` on a network trained here
+without rbench -- parity with foolbox run directly, keys made of bytes (not paths), errors before any work."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from support import REPO, rbench, run_values
+
+SUITES = REPO / "suites"
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+NETS = '''
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, 5)
+        self.fc = nn.Linear(width * 12 * 12, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(nn.functional.max_pool2d(self.conv(x), 2)).flatten(1))
+
+
+class Wide(SmallCNN):
+    def __init__(self):
+        super().__init__(16)
+
+
+class Broken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        raise RuntimeError("no GPU here")
+
+
+class FiveLogits(SmallCNN):
+    def forward(self, x):
+        return super().forward(x)[:, :5]
+'''
+N = 200
+FGSM, PGD = "fgsm:eps=0.1", "pgd:eps=0.1,steps=20,random_start=false"
+
+
+def _load_class(path: Path, name: str) -> type:
+    name_ = f"user_nets_{abs(hash(path))}"
+    spec = importlib.util.spec_from_file_location(name_, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name_] = module  # as an import would (torch.save pickles the class by its module's name)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def _train(model: torch.nn.Module, seed: int, steps: int = 40) -> torch.nn.Module:
+    """A few Adam steps on real MNIST, by hand (no rbench): the user's own training."""
+    from rbench.data import load_split
+
+    images, labels = load_split("mnist", "train")
+    x = torch.tensor(images[:2000].reshape(-1, 1, 28, 28), dtype=torch.float32) / 255
+    y = torch.tensor(labels[:2000], dtype=torch.long)
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    for i in range(steps):
+        batch = slice((i * 50) % 2000, (i * 50) % 2000 + 50)
+        opt.zero_grad()
+        F.cross_entropy(model(x[batch]), y[batch]).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    """A user's folder: nets.py, the trained SmallCNN as w.safetensors and w.pt (a state_dict), whole.pt (the
+    pickled module), and other.safetensors (other weights of the same network)."""
+    root = tmp_path_factory.mktemp("user")
+    (root / "nets.py").write_text(NETS)
+    cls = _load_class(root / "nets.py", "SmallCNN")
+    torch.manual_seed(0)
+    model = _train(cls(), seed=0)
+    save_file(model.state_dict(), str(root / "w.safetensors"))
+    torch.save(model.state_dict(), root / "w.pt")
+    torch.save(model, root / "whole.pt")
+    torch.manual_seed(1)
+    save_file(_train(cls(), seed=1, steps=10).state_dict(), str(root / "other.safetensors"))
+    return root, model
+
+
+def _eval(root: Path, *args: str, run: str, store: Path, cwd: Path | None = None):
+    return rbench("eval", "nets.py:SmallCNN", *args, "--store", str(store), "--run-dir", str(root / run), "-q",
+                  "--device", "cpu", cwd=cwd or root)
+
+
+def _statuses(run_dir: Path) -> dict[str, str]:
+    jobs = json.loads((run_dir / "results.json").read_text())["jobs"]
+    return {job["label"]: job["status"] for job in jobs.values()}
+
+
+def _foolbox_accuracy(model: torch.nn.Module) -> dict[str, float]:
+    """Robust accuracy (%) under FGSM and PGD computed by foolbox directly on the user's model."""
+    import foolbox as fb
+
+    from rbench.data import load_split, subset_indices
+
+    images, labels = load_split("mnist", "test")
+    idx = subset_indices(len(images), N, 0)  # the evaluation's images: a subset seeded by the suite's seed (0)
+    x = torch.tensor(images[idx].reshape(-1, 1, 28, 28), dtype=torch.float32) / 255
+    y = torch.tensor(labels[idx], dtype=torch.long)
+    fmodel = fb.PyTorchModel(model.eval(), bounds=(0, 1))
+    out = {}
+    for label, attack in (("fgsm", fb.attacks.LinfFastGradientAttack(random_start=False)),
+                          ("pgd", fb.attacks.LinfPGD(steps=20, abs_stepsize=2.5 * 0.1 / 20, random_start=False))):
+        _, advs, _ = attack(fmodel, x, y, epsilons=0.1)
+        with torch.no_grad():
+            out[label] = 100 * (model(advs).argmax(1) == y).float().mean().item()
+    with torch.no_grad():
+        out["clean"] = 100 * (model(x).argmax(1) == y).float().mean().item()
+    return out
+
+
+def test_eval_and_evaluate_match_foolbox_run_directly(user, tmp_path):
+    root, model = user
+    pytest.importorskip("foolbox")
+    expected = _foolbox_accuracy(model)
+    store = tmp_path / "store"
+    out = _eval(root, "--weights", "w.safetensors", "--attack", FGSM, "--attack", PGD, "--n", str(N),
+                run="st", store=store)
+    assert out.returncode == 0, out.stderr
+    values = run_values(root / "st")
+    table = "robust_accuracy"
+    got = {"clean": values[(table, "clean", "SmallCNN")],
+           "fgsm": values[(table, "fgsm(eps=0.1)", "SmallCNN")],
+           "pgd": values[(table, "pgd(eps=0.1, steps=20, random_start=False)", "SmallCNN")]}
+    for key in expected:
+        assert abs(got[key] - expected[key]) <= 0.5, (key, got, expected)
+    assert expected["pgd"] < expected["clean"] - 5  # the attack did something: the comparison is not vacuous
+
+    # the same weights as a .pt state_dict: the same numbers
+    out = _eval(root, "--weights", "w.pt", "--attack", FGSM, "--attack", PGD, "--n", str(N), run="pt",
+                store=store)
+    assert out.returncode == 0, out.stderr
+    assert run_values(root / "pt") == values
+
+    # the Python API on the in-memory model: the same numbers again
+    import rbench
+
+    results = rbench.evaluate(model, attacks=[FGSM, PGD], n=N, store=tmp_path / "api-store", device="cpu")
+    api = {(r["row"], r["column"]): r["value"] for r in results.records()}
+    assert api == {(row, col): v for (_, row, col), v in values.items()}
+    assert results.errors == []
+
+
+def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_path):
+    root, _ = user
+    store = tmp_path / "store"
+    args = ("--attack", FGSM, "--n", "100")
+    assert _eval(root, "--weights", "w.safetensors", *args, run="a", store=store).returncode == 0
+    first = run_values(root / "a")
+    assert set(_statuses(root / "a").values()) == {"done"}
+    assert "trainer" not in (root / "a" / "suite.toml").read_text()  # default trainer: none (evaluated as is)
+
+    # rbench run RUN_DIR/suite.toml: the same run, everything read back
+    out = rbench("run", str(root / "a" / "suite.toml"), "--store", str(store), "--run-dir", str(tmp_path / "again"),
+                 "-q")
+    assert out.returncode == 0, out.stderr
+    assert run_values(tmp_path / "again") == first
+    assert set(_statuses(tmp_path / "again").values()) == {"cached"}
+
+    # the same bytes under another name, in another folder, evaluated from another working directory: nothing
+    # is recomputed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(root / "w.safetensors", elsewhere / "renamed.safetensors")
+    shutil.copy(root / "nets.py", elsewhere / "nets.py")
+    out = _eval(elsewhere, "--weights", "renamed.safetensors", *args, run="b", store=store)
+    assert out.returncode == 0, out.stderr
+    assert set(_statuses(elsewhere / "b").values()) == {"cached"}
+    assert run_values(elsewhere / "b") == first
+
+    # other weights written over the same file: every job of the model is recomputed
+    shutil.copy(root / "other.safetensors", elsewhere / "renamed.safetensors")
+    out = _eval(elsewhere, "--weights", "renamed.safetensors", *args, run="c", store=store)
+    assert out.returncode == 0, out.stderr
+    assert set(_statuses(elsewhere / "c").values()) == {"done"}
+    assert run_values(elsewhere / "c") != first
+
+    # the class's source file changed (a comment): recomputed too
+    (elsewhere / "nets.py").write_text(NETS + "\n# changed\n")
+    out = _eval(elsewhere, "--weights", "renamed.safetensors", *args, run="d", store=store)
+    assert set(_statuses(elsewhere / "d").values()) == {"done"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["missing.py:SmallCNN", "--weights", "w.safetensors"], "module file"),
+    (["nets.py:Nope", "--weights", "w.safetensors"], "no class 'Nope'"),
+    (["no_such_package_xyz.mod:Net", "--weights", "w.safetensors"], "cannot be imported"),
+    (["nets.py:Broken", "--weights", "w.safetensors"], "Broken(**kwargs) failed: RuntimeError: no GPU here"),
+    (["nets.py:SmallCNN", "--weights", "absent.safetensors"], "weights file"),
+    (["nets.py:Wide", "--weights", "w.safetensors"], "weights 'conv.weight' have shape (8, 1, 5, 5); the network's "
+                                                     "is (16, 1, 5, 5)"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", '{"width": 4}'], "'conv.weight'"),
+    (["nets.py:FiveLogits", "--weights", "w.safetensors"], "not logits of shape (N, 10)"),
+    (["nets.py:SmallCNN", "--weights", "whole.pt"], "needs full unpickling, which rbench refuses"),
+    (["nets.py:SmallCNN", "--weights", "nets.py"], "expected .safetensors, .pt or .pth"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", "[1]"], "--kwargs"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=big"], "--attack 'pgd:eps=big': eps"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "fgsm"], "eps: Field required"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--dataset", "cifar"], "--dataset 'cifar'"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--mean", "0.1", "--std", "0.3,0.3"], "mean"),
+])
+def test_errors_are_one_line_before_any_work(user, tmp_path, args, message):
+    root, _ = user
+    run_dir = tmp_path / "run"
+    out = rbench("eval", *args, "--store", str(tmp_path / "store"), "--run-dir", str(run_dir), cwd=root)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert not run_dir.exists() and not (tmp_path / "store" / "objects").exists()
+
+
+def _suite_of(root: Path, weights: Path, trainer: str = "") -> str:
+    """A suite evaluating the user's SmallCNN with ``weights`` (and ``trainer``, a TOML line, if given)."""
+    return f"""
+        [suite]
+        name = "mine"
+        [datasets.mnist]
+        plugin = "mnist"
+        [models.mine]
+        plugin = "checkpoint"
+        params = {{ module = "{root / 'nets.py'}:SmallCNN", weights = "{weights}" }}
+        dataset = "mnist"
+        {trainer}
+        [evaluations.e]
+        dataset = "mnist"
+        n = 10
+        sources = ["mine"]
+        """
+
+
+def test_pickle_bearing_state_dict_is_refused_in_a_suite(user, write_suite):
+    """A .pt that holds a pickled object beside its tensors (here the script's argparse namespace) is refused."""
+    from rbench.errors import SuiteError
+    from rbench.suite import load_suite
+
+    root, model = user
+
+    import argparse
+
+    path = root / "payload.pt"
+    torch.save({**model.state_dict(), "args": argparse.Namespace(lr=0.1)}, path)  # as training scripts often do
+    suite = write_suite(_suite_of(root, path))
+    with pytest.raises(SuiteError, match="models.mine.params.*full unpickling"):
+        load_suite(suite)
+
+
+def _clean_predictions(store: Path, jobs: dict) -> torch.Tensor:
+    from rbench.store import Store
+
+    [key] = [k for k, j in jobs.items() if j["label"].startswith("eval ")]
+    return torch.as_tensor(Store(store).load_predictions(key).logits)
+
+
+def test_naming_a_trainer_fine_tunes_on_purpose(user, write_suite, tmp_path):
+    """The default trainer of a checkpoint is none (its train job only stores the weights); a named trainer
+    fine-tunes the loaded weights (the lineage starts from the user's file: another key)."""
+    from rbench.plan import build_plan
+    from rbench.suite import load_suite
+
+    root, _ = user
+    weights = root / "w.safetensors"
+    as_is = build_plan(load_suite(write_suite(_suite_of(root, weights), "a.toml")))
+    tuned = build_plan(load_suite(write_suite(_suite_of(
+        root, weights, 'trainer = { plugin = "standard", params = { epochs = 1 } }'), "b.toml")))
+    [job_a] = [j for j in as_is.jobs.values() if j.kind == "train"]
+    [job_b] = [j for j in tuned.jobs.values() if j.kind == "train"]
+    assert job_a.spec["trainer"]["plugin"] == "none" and job_b.spec["trainer"]["plugin"] == "standard"
+    assert job_a.key != job_b.key
+    assert "module" not in job_a.spec["model"]["params"]  # the key sees bytes, not paths
+    assert job_a.spec["model"]["params"]["weights_sha256"]
+
+    # fine-tuning starts from the user's weights: with a vanishing learning rate, the same predictions
+    frozen = write_suite(_suite_of(root, weights, 'n_train = 500\ntrainer = { plugin = "standard", params = { '
+                                                  'epochs = 1, lr = 1e-12 } }'), "c.toml")
+    runs = {}
+    for name, suite in (("as_is", write_suite(_suite_of(root, weights), "a.toml")), ("frozen", frozen)):
+        out = rbench("run", str(suite), "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / name), "-q")
+        assert out.returncode == 0, out.stderr
+        runs[name] = json.loads((tmp_path / name / "results.json").read_text())["jobs"]
+    assert {j["status"] for j in runs["frozen"].values()} == {"done"}  # its own jobs, computed
+    predictions = {name: _clean_predictions(tmp_path / "store", jobs) for name, jobs in runs.items()}
+    assert torch.allclose(predictions["as_is"], predictions["frozen"], atol=1e-5)
+
+
+def test_evaluate_caches_in_memory_models_by_their_bytes(user, tmp_path):
+    import rbench
+
+    _, model = user
+    store = tmp_path / "store"
+    first = rbench.evaluate(model, attacks=[FGSM], n=100, store=store, device="cpu")
+    assert {j["status"] for j in first.run.jobs.values()} == {"done"}
+    again = rbench.evaluate(model, attacks=[FGSM], n=100, store=store, device="cpu")
+    assert {j["status"] for j in again.run.jobs.values()} == {"cached"}
+    assert [r["value"] for r in again.records()] == [r["value"] for r in first.records()]
+    record = next(r for r in first.records() if r["column"] == "fgsm(eps=0.1)" or r["row"] == "fgsm(eps=0.1)")
+    assert {j["label"].split()[0] for j in record["provenance"]["jobs"]} >= {"attack", "eval", "train"}
+    assert Path(record["provenance"]["store"]).resolve() == store.resolve()
+    assert "SmallCNN" in str(first) and "| fgsm(eps=0.1)" in first.to_markdown()
+
+    changed = _train(type(model)(), seed=3, steps=5)  # other weights: recomputed
+    again = rbench.evaluate(changed, attacks=[FGSM], n=100, store=store, device="cpu")
+    assert {j["status"] for j in again.run.jobs.values()} == {"done"}
+
+
+def test_eval_adds_the_model_to_a_suite(user, tmp_path):
+    """--suite quickstart: the model is a row of every white-box table and a row and a column of both transfer
+    matrices, beside the suite's own models, whose cells are those of the suite run alone."""
+    root, _ = user
+    store = tmp_path / "store"
+    out = rbench("eval", "nets.py:SmallCNN", "--weights", "w.safetensors", "--suite", str(SUITES / "quickstart.toml"),
+                 "--profile", "quick", "--store", str(store), "--run-dir", str(tmp_path / "with"), "-q", cwd=root)
+    assert out.returncode == 0, out.stderr
+    results = json.loads((tmp_path / "with" / "results.json").read_text())
+    tables = {t["name"]: t for t in results["tables"]}
+    for name in ("transfer_pgd", "transfer_fgsm"):
+        assert tables[name]["rows"] == ["mlp", "lenet", "SmallCNN"]
+        assert tables[name]["columns"] == ["mlp", "lenet", "SmallCNN"]
+    assert tables["errors"]["columns"] == ["mlp", "lenet", "SmallCNN"]
+    alone = rbench("run", str(SUITES / "quickstart.toml"), "--profile", "quick", "--store", str(store), "--run-dir",
+                   str(tmp_path / "alone"), "-q")
+    assert alone.returncode == 0, alone.stderr
+    assert set(_statuses(tmp_path / "alone").values()) == {"cached"}  # the suite's own jobs are the same jobs
+    with_model = run_values(tmp_path / "with")
+    for cell, value in run_values(tmp_path / "alone").items():
+        assert with_model[cell] == value
+
+
+def test_flattened_suite_plans_the_same_jobs(tmp_path):
+    """A suite flattened into one file (includes merged, profile applied, paths absolute) plans exactly the jobs
+    of the original: the same keys, so eval --suite reuses every stored result."""
+    from rbench.flatten import flatten_suite, write_suite
+    from rbench.plan import build_plan
+    from rbench.suite import load_suite
+
+    for suite, profile in ((SUITES / "mnist_full.toml", None), (SUITES / "mnist_full.toml", "quick")):
+        path = tmp_path / f"flat-{profile}.toml"
+        write_suite(flatten_suite(suite, profile), path)
+        original, flat = build_plan(load_suite(suite, profile)), build_plan(load_suite(path))
+        assert set(flat.jobs) == set(original.jobs)
+        assert flat.suite.published == original.suite.published
+
+
+def test_attack_strings_are_parsed_as_toml_values():
+    from rbench.own_model import parse_attack
+
+    assert parse_attack("pgd:eps=0.3,steps=100,norm=l2,random_start=false") == (
+        "pgd", {"eps": 0.3, "steps": 100, "norm": "l2", "random_start": False})
+    assert parse_attack("fgsm") == ("fgsm", {})
+
+
+def test_checkpoint_normalization_happens_inside_the_model(user, tmp_path):
+    """mean/std: the network sees normalized inputs while attacks work in [0, 1] pixels."""
+    from rbench.plugins import get_plugin
+
+    root, _ = user
+    plugin = get_plugin("model", "checkpoint")
+    params = plugin.Params.model_validate({"module": f"{root / 'nets.py'}:SmallCNN", "weights": "w.safetensors",
+                                           "mean": [0.1307], "std": [0.3081]}, context={"base": root})
+    net = plugin.build(params)
+    plugin.load_weights(net, params, params.weights)
+    plain = plugin.build(plugin.Params.model_validate({"module": f"{root / 'nets.py'}:SmallCNN",
+                                                       "weights": "w.safetensors"}, context={"base": root}))
+    plugin.load_weights(plain, params, params.weights)
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(net(x), plain((x - 0.1307) / 0.3081), atol=1e-5)
+
+
+def test_readme_example_runs(tmp_path, monkeypatch):
+    """The README's ten-line example (the Python API) runs as written, on a tiny n."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("```python\n# rbench.evaluate") + len("```python\n")
+    code = readme[start:readme.index("```", start)]
+    assert len(code.strip().splitlines()) <= 12
+    monkeypatch.chdir(tmp_path)
+    code = code.replace("n=1000", "n=50")
+    namespace: dict = {}
+    exec(compile(textwrap.dedent(code), "README.md", "exec"), namespace)
+    assert namespace["results"].errors == []
