@@ -64,7 +64,11 @@ def _params(attack, spec):
     return attack.Params.model_validate(spec, strict=True)
 
 
-@pytest.mark.parametrize("case", list(CASES))
+#: the slowest ART attacks (about a minute each on a 2-core CPU) run in `make check-full`
+HEAVY = ("deepfool", "cw_l2")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.full) if c in HEAVY else c for c in CASES])
 def test_art_attacks_respect_the_contract_and_conform(setup, case):
     attack, model, x, y = setup
     spec, budget = CASES[case]

@@ -322,25 +322,47 @@ def test_evaluate_caches_in_memory_models_by_their_bytes(user, tmp_path):
     assert {j["status"] for j in again.run.jobs.values()} == {"done"}
 
 
-def test_eval_adds_the_model_to_a_suite(user, tmp_path):
-    """--suite quickstart: the model is a row of every white-box table and a row and a column of both transfer
-    matrices, beside the suite's own models, whose cells are those of the suite run alone."""
+def _added_to_suite(root: Path, suite: Path, profile: tuple[str, ...], store: Path, run_dir: Path,
+                    transfer: tuple[str, ...], models: list[str]) -> dict:
+    """``rbench eval --suite``: the model is a row and a column of each ``transfer`` matrix and a column where
+    the suite's models are columns; returns the run's cell values."""
+    out = rbench("eval", "nets.py:SmallCNN", "--weights", "w.safetensors", "--suite", str(suite), *profile,
+                 "--store", str(store), "--run-dir", str(run_dir), "-q", cwd=root)
+    assert out.returncode == 0, out.stderr
+    tables = {t["name"]: t for t in json.loads((run_dir / "results.json").read_text())["tables"]}
+    for name in transfer:
+        assert tables[name]["rows"] == tables[name]["columns"] == [*models, "SmallCNN"]
+    assert any(t["columns"] == [*models, "SmallCNN"] and t["row_axis"] == "attack" for t in tables.values())
+    return run_values(run_dir)
+
+
+def test_eval_adds_the_model_to_a_suite(user, tiny_reference, tmp_path):
+    """--suite: the model joins every evaluation, beside the suite's own models, whose jobs are the suite's own
+    (read back from the store: the cells are those of the suite run alone)."""
+    root, _ = user
+    suite, reference_store, _, alone = tiny_reference
+    store = tmp_path / "store"
+    shutil.copytree(reference_store, store)
+    run_dir = tmp_path / "with"
+    with_model = _added_to_suite(root, suite, (), store, run_dir, ("transfer",), ["mlp", "cnn"])
+    own = {label: status for label, status in _statuses(run_dir).items() if "SmallCNN" not in label}
+    assert own and set(own.values()) == {"cached"}
+    for cell, value in alone.items():
+        assert with_model[cell] == value
+
+
+@pytest.mark.full
+def test_eval_adds_the_model_to_the_quickstart(user, tmp_path):
+    """The issue's own check: --suite suites/quickstart.toml (quick profile) adds a row and a column to both
+    transfer matrices; the suite run alone afterwards computes nothing new and gives the same cells."""
     root, _ = user
     store = tmp_path / "store"
-    out = rbench("eval", "nets.py:SmallCNN", "--weights", "w.safetensors", "--suite", str(SUITES / "quickstart.toml"),
-                 "--profile", "quick", "--store", str(store), "--run-dir", str(tmp_path / "with"), "-q", cwd=root)
-    assert out.returncode == 0, out.stderr
-    results = json.loads((tmp_path / "with" / "results.json").read_text())
-    tables = {t["name"]: t for t in results["tables"]}
-    for name in ("transfer_pgd", "transfer_fgsm"):
-        assert tables[name]["rows"] == ["mlp", "lenet", "SmallCNN"]
-        assert tables[name]["columns"] == ["mlp", "lenet", "SmallCNN"]
-    assert tables["errors"]["columns"] == ["mlp", "lenet", "SmallCNN"]
+    with_model = _added_to_suite(root, SUITES / "quickstart.toml", ("--profile", "quick"), store,
+                                 tmp_path / "with", ("transfer_pgd", "transfer_fgsm"), ["mlp", "lenet"])
     alone = rbench("run", str(SUITES / "quickstart.toml"), "--profile", "quick", "--store", str(store), "--run-dir",
                    str(tmp_path / "alone"), "-q")
     assert alone.returncode == 0, alone.stderr
-    assert set(_statuses(tmp_path / "alone").values()) == {"cached"}  # the suite's own jobs are the same jobs
-    with_model = run_values(tmp_path / "with")
+    assert set(_statuses(tmp_path / "alone").values()) == {"cached"}
     for cell, value in run_values(tmp_path / "alone").items():
         assert with_model[cell] == value
 

@@ -1,0 +1,146 @@
+"""What ``rbench.evaluate`` costs over doing the same evaluation by hand, and what its cache saves.
+
+One LeNet trained briefly (outside rbench, as a user would), the default attack set on N MNIST test images
+(FGSM and PGD Linf at 0.1 and 0.3, PGD with 40 steps and random start, Gaussian noise of the same L2 size, clean):
+
+- ``handwritten``: the tight loop a user writes for the same work -- batches of 250, the model in eval mode with
+  frozen parameters and the channels_last layout (rbench's, which is faster for convolutions on CPU),
+  ``torch.autograd.grad`` on the input, the same PGD step and projection, one forward per batch for the accuracy
+  -- and nothing stored;
+- ``evaluate_cold``: ``rbench.evaluate(model, n=N)`` on an empty store (every job computed, checked, stored);
+- ``evaluate_warm``: the same call again (everything read back from the store and re-checked).
+
+Targets (ratios of best times, measured in one run): cold at most 1.25x the hand-written loop (the price of the
+store, the checks and the provenance); warm at most 0.1x (a re-run is nearly free). Writes ``bench/eval.json``.
+
+    python benchmarks/bench_eval.py [--n 1000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from common import print_table, speed_ratios, summarize_times
+
+import rbench
+from rbench.data import load_split, subset_indices
+from rbench.plugins import get_plugin
+
+COLD_TARGET, WARM_TARGET = 1.25, 0.1
+EPS = (0.1, 0.3)
+STEPS, BATCH = 40, 250
+
+
+def user_lenet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    plugin = get_plugin("model", "lenet")
+    model = plugin.build(plugin.Params())
+    images, labels = load_split("mnist", "train")
+    x = torch.tensor(images[:4000].reshape(-1, 1, 28, 28), dtype=torch.float32) / 255
+    y = torch.tensor(labels[:4000], dtype=torch.long)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for i in range(0, len(x), 64):
+        opt.zero_grad()
+        F.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+        opt.step()
+    return model.eval()
+
+
+def handwritten(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Accuracy (%) clean and under each attack of the default set, by the usual tight loop."""
+    model = model.to(memory_format=torch.channels_last).eval().requires_grad_(False)  # as fast as rbench's layout
+    x = x.contiguous(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    correct: dict[str, int] = {}
+
+    def grad_sign(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        xb = xb.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xb), yb, reduction="sum"), xb)
+        return g.sign()
+
+    for i in range(0, len(x), BATCH):
+        xb, yb = x[i:i + BATCH], y[i:i + BATCH]
+        with torch.no_grad():
+            correct["clean"] = correct.get("clean", 0) + int((model(xb).argmax(1) == yb).sum())
+        for eps in EPS:
+            adv = {"fgsm": (xb + eps * grad_sign(xb, yb)).clamp(0, 1)}
+            p = (xb + torch.empty_like(xb).uniform_(-eps, eps, generator=gen)).clamp(0, 1)
+            for _ in range(STEPS):
+                p = torch.min(torch.max(p + 2.5 * eps / STEPS * grad_sign(p, yb), xb - eps), xb + eps).clamp(0, 1)
+            adv["pgd"] = p
+            noise = torch.randn(xb.shape, generator=gen)
+            size = eps * math.sqrt(xb[0].numel())
+            adv["noise"] = (xb + noise * (size / noise.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)).clamp(0, 1)
+            with torch.no_grad():
+                for name, a in adv.items():
+                    key = f"{name}({eps})"
+                    correct[key] = correct.get(key, 0) + int((model(a).argmax(1) == yb).sum())
+    return {k: 100 * v / len(x) for k, v in correct.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("bench/eval.json"))
+    args = ap.parse_args()
+    model = user_lenet()
+    images, labels = load_split("mnist", "test")
+    idx = subset_indices(len(images), args.n, 0)  # the images rbench.evaluate picks (seed 0)
+    x = torch.tensor(images[idx].reshape(-1, 1, 28, 28), dtype=torch.float32) / 255
+    y = torch.tensor(labels[idx], dtype=torch.long)
+    results: dict[str, dict] = {k: {"seconds": []} for k in ("handwritten", "evaluate_cold", "evaluate_warm")}
+    handwritten(model, x[:BATCH], y[:BATCH])  # warm-up (allocator, kernels)
+    for _ in range(args.repeats):  # interleaved, so machine drift hits every method alike
+        start = time.perf_counter()
+        hand = handwritten(model, x, y)
+        results["handwritten"]["seconds"].append(time.perf_counter() - start)
+        store = Path(tempfile.mkdtemp(prefix="bench-eval-"))
+        try:
+            for kind in ("evaluate_cold", "evaluate_warm"):
+                start = time.perf_counter()
+                out = rbench.evaluate(model, n=args.n, store=store, device="cpu")
+                results[kind]["seconds"].append(time.perf_counter() - start)
+                assert not out.errors, out.errors
+        finally:
+            shutil.rmtree(store, ignore_errors=True)
+    results["handwritten"]["accuracy"] = hand
+    results["evaluate_cold"]["accuracy"] = {r["row"]: r["value"] for r in out.records()}
+    summarize_times(results, args.n)
+    ratios = speed_ratios(results, "handwritten", ("evaluate_cold", "evaluate_warm"))
+    report = {
+        "setup": {"n": args.n, "eps": EPS, "pgd_steps": STEPS, "batch": BATCH, "repeats": args.repeats,
+                  "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+                  "torch": torch.__version__},
+        "results": results,
+        "ratios": ratios,
+        "targets": {
+            "cold_over_handwritten": {"measured": ratios["handwritten/evaluate_cold"], "target": COLD_TARGET,
+                                      "met": ratios["handwritten/evaluate_cold"] <= COLD_TARGET},
+            "warm_over_handwritten": {"measured": ratios["handwritten/evaluate_warm"], "target": WARM_TARGET,
+                                      "met": ratios["handwritten/evaluate_warm"] <= WARM_TARGET},
+        },
+    }
+    print_table(f"The default attack set on {args.n} MNIST test images (LeNet, CPU)",
+                [[k, f"{r['best_s']:.2f}", f"{r['median_s']:.2f}"] for k, r in results.items()],
+                ["method", "best s", "median s"])
+    print("accuracy (%), hand-written:", {k: round(v, 1) for k, v in hand.items()})
+    print("accuracy (%), rbench.evaluate:", results["evaluate_cold"]["accuracy"])
+    for key, t in report["targets"].items():
+        print(f"{key}: {t['measured']:.3f} (target <= {t['target']}: {'met' if t['met'] else 'NOT met'})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
