@@ -419,3 +419,18 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(textwrap.dedent(code), "README.md", "exec"), namespace)
     assert namespace["results"].errors == []
+
+
+def test_a_suite_cannot_forge_the_resolved_fields(user, write_suite):
+    """The digests and source come from the files, never from the suite: a suite giving them (no weights file:
+    a network that would be evaluated with random weights under a made-up key) is refused."""
+    from rbench.errors import SuiteError
+    from rbench.suite import load_suite
+
+    root, _ = user
+    text = _suite_of(root, root / "w.safetensors").replace(
+        f'params = {{ module = "{root / "nets.py"}:SmallCNN", weights = "{root / "w.safetensors"}" }}',
+        'params = { class_name = "SmallCNN", source = "x", source_sha256 = "ab", weights_sha256 = "cd" }')
+    assert "class_name" in text
+    with pytest.raises(SuiteError, match="models.mine.params: 'class_name' is filled in by rbench"):
+        load_suite(write_suite(text))

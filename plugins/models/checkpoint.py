@@ -66,6 +66,10 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
 
 
+#: the params validation fills in (from the files a suite names); a suite may not give them
+RESOLVED = ("class_name", "import_name", "source", "source_sha256", "weights_sha256", "weights_format")
+
+
 class CheckpointParams(BaseModel):
     """The user gives ``module``, ``weights`` (or, through ``rbench.evaluate``, ``live``), ``kwargs``, ``mean``,
     ``std``, ``strict``. Validation fills in what the job key sees instead of the paths -- ``class_name``,
@@ -99,9 +103,16 @@ class CheckpointParams(BaseModel):
             if not self.weights_sha256:  # first validation: fill in what the key sees
                 _fill_live(self, LIVE[self.live])
             return self
-        if self.module is None and self.weights is None:  # a stored spec: already resolved
+        from_suite = "base" in (info.context or {})
+        if from_suite:  # what a suite writes: never the fields resolved from the files
+            given = [f for f in RESOLVED if f in self.model_fields_set]
+            if given:
+                raise ValueError(f"{given[0]!r} is filled in by rbench from the files; give 'module' and 'weights'")
+        if self.module is None and self.weights is None and not from_suite:  # a job's spec: already resolved
             if not (self.class_name and self.source_sha256 and self.weights_sha256):
                 raise ValueError("give 'module' and 'weights'")
+            if self.source and sha256(self.source.encode()) != self.source_sha256:
+                raise ValueError("the recorded source does not match its SHA-256")
             return self
         if self.module is None or self.weights is None:
             raise ValueError("give both 'module' (\"file.py:Class\" or \"package.module:Class\") and 'weights'")
