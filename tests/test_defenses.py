@@ -260,6 +260,8 @@ class _Identityish(nn.Module):
             return x * self.w * float("nan")
         if self.out == "flat":
             return (x * self.w).flatten(1)
+        if self.out == "collapsed":  # e.g. dead ReLUs: the same output whatever the input
+            return (x * 0 + self.w * 0.0).clamp(0, 1)
         return (x * self.w).clamp(0, 1)
 
 
@@ -271,6 +273,8 @@ def test_denoising_trainer_checks():
         trainer.train(_Identityish("nan"), data, trainer.Params(loss="mse", batch_size=10), **kw)
     with pytest.raises(TypeError, match="input's shape"):
         trainer.train(_Identityish("flat"), data, trainer.Params(batch_size=10), **kw)
+    with pytest.raises(ArithmeticError, match="no better than the mean image"):
+        trainer.train(_Identityish("collapsed"), data, trainer.Params(loss="mse", batch_size=10), **kw)
     with pytest.raises(ValidationError, match="nesterov"):
         trainer.Params.model_validate({"momentum": 0.0}, strict=True)
     stats = trainer.train(_Identityish(), data, trainer.Params(batch_size=10, epochs=3, loss="mse"), **kw)

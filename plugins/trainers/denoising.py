@@ -9,6 +9,7 @@ every pass), progress and the finite-loss check follow :class:`StandardTrainer`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import torch
@@ -60,7 +61,9 @@ class DenoisingTrainer(Trainer):
     outputs must lie in [0, 1]) to reconstruct the clean input ``x`` from ``x * mask``, each pixel of ``mask``
     zero with probability ``input_dropout`` (drawn from the job's generator). Returns ``final_reconstruction_loss``
     (the mean loss of the last pass, on corrupted inputs), ``clean_reconstruction_loss`` (the trained model's loss
-    on the clean training inputs), ``passes`` and ``steps``."""
+    on the clean training inputs), ``passes`` and ``steps``, and
+    ``mean_image_loss`` (always answering the mean training image): a model that does no better fails the job
+    (training diverged or collapsed)."""
 
     name = "denoising"
     Params = DenoisingParams
@@ -108,11 +111,17 @@ class DenoisingTrainer(Trainer):
         clean = self.evaluate(model, x, params.loss, bs)
         if not torch.isfinite(torch.tensor(clean)):
             raise FloatingPointError("reconstruction loss on the clean inputs is not finite")
-        return {"final_reconstruction_loss": last_pass, "clean_reconstruction_loss": clean, "passes": passes,
-                "steps": step}
+        mean_image = self.evaluate(lambda xb: x.mean(0, keepdim=True).expand_as(xb), x, params.loss, bs)
+        if clean >= mean_image > 0:  # a collapsed or diverged autoencoder would pass for a defense that "works"
+            raise ArithmeticError(f"the trained autoencoder reconstructs no better than the mean image (loss "
+                                  f"{clean:.1f} >= {mean_image:.1f}): training diverged or collapsed; lower lr or "
+                                  "change the optimizer")
+        return {"final_reconstruction_loss": last_pass, "clean_reconstruction_loss": clean,
+                "mean_image_loss": mean_image, "passes": passes, "steps": step}
 
     @staticmethod
-    def evaluate(model: torch.nn.Module, x: torch.Tensor, loss: str, batch_size: int = 500) -> float:
+    def evaluate(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, loss: str, batch_size: int = 500
+                 ) -> float:
         """The mean per-image reconstruction loss of ``model`` on ``x`` (no corruption, no gradients)."""
         total = torch.zeros((), device=x.device)
         with torch.no_grad():
