@@ -13,6 +13,7 @@ imported only to draw.
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,7 +121,7 @@ def draw(title: str, lines: list[Curve], path: Path, ylabel: str) -> None:
     ax.set_ylabel(ylabel)
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="best")
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize="medium")  # long suite titles stay inside the figure
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
