@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ from rbench.own_model import (
     standalone_suite,
 )
 from rbench.results import RunResults
+from rbench.rundir import prepare_run_dir
 from rbench.runner import RunOutcome, default_run_dir, run_suite
 from rbench.store import Store
 from rbench.suite import load_suite
@@ -50,15 +53,15 @@ def run_generated(doc: dict[str, Any], run_dir: Path | None, *, header: str, sto
     store.ensure_writable()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(doc["suite"]["name"])
     created = not run_dir.exists()
-    from rbench.rundir import prepare_run_dir
-
     prepare_run_dir(run_dir, "--run-dir")
     path = run_dir / SUITE_FILE
+    draft = run_dir / f".{SUITE_FILE}.{uuid.uuid4().hex[:12]}"  # a suite.toml already there stays until this passes
     try:
-        write_suite(doc, path, header)
-        load_suite(path)
+        write_suite(doc, draft, header)
+        load_suite(draft)
+        os.replace(draft, path)
     except BaseException:
-        path.unlink(missing_ok=True)
+        draft.unlink(missing_ok=True)
         if created:
             with contextlib.suppress(OSError):
                 run_dir.rmdir()
