@@ -26,8 +26,8 @@ cache_app = typer.Typer(no_args_is_help=True, help="Inspect and clean the artifa
 app.add_typer(cache_app, name="cache")
 
 console = Console()
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="Artifact store folder [env: RBENCH_STORE; "
-                                               "default: the platform cache dir]")]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="Artifact store folder (env: RBENCH_STORE; "
+                                               "default: the platform cache dir)")]
 
 
 def _store(path: Path | None) -> Store:
@@ -40,14 +40,14 @@ def run(
     profile: Annotated[str | None, typer.Option(help="Profile to apply (e.g. quick, full)")] = None,
     store: StoreOpt = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Where to write results "
-                                                 "[default: runs/<suite>-<time>]")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or a comma list [default: every "
-                                               "visible GPU, else cpu]")] = None,
-    workers: Annotated[int | None, typer.Option(help="Number of workers [default: one per device]")] = None,
+                                                 "(default: runs/<suite>-<time>)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or a comma list (default: every "
+                                               "visible GPU, else cpu)")] = None,
+    workers: Annotated[int | None, typer.Option(help="Number of workers (default: one per device)")] = None,
     executor: Annotated[str, typer.Option(help="Executor plugin")] = "local",
     job_timeout: Annotated[float | None, typer.Option(
         "--job-timeout", min=0.001, help="Seconds any one job may run; a job that runs longer fails alone, "
-        "naming its plugin [default: the suite's job_timeout, else no limit]")] = None,
+        "naming its plugin (default: the suite's job_timeout, else no limit)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,
 ) -> None:
     """Run a suite: train, attack and evaluate what the store lacks, then print the tables."""
@@ -96,22 +96,22 @@ def eval_cmd(
     mean: Annotated[str | None, typer.Option(help="Input normalization inside the model: mean per channel "
                                              "(comma list); attacks stay in [0, 1] pixels")] = None,
     std: Annotated[str | None, typer.Option(help="... and std per channel (comma list)")] = None,
-    name: Annotated[str | None, typer.Option(help="The model's name in the tables [default: the class name]")
+    name: Annotated[str | None, typer.Option(help="The model's name in the tables (default: the class name)")
                     ] = None,
     dataset: Annotated[str, typer.Option(help="Dataset plugin (mnist, fashion-mnist, ...)")] = "mnist",
-    n: Annotated[int | None, typer.Option("--n", min=1, help="Test images evaluated [default: 1000]")] = None,
+    n: Annotated[int | None, typer.Option("--n", min=1, help="Test images evaluated (default: 1000)")] = None,
     attack: Annotated[list[str] | None, typer.Option(
         "--attack", help="An attack, repeatable: NAME or NAME:key=value,... (e.g. pgd:eps=0.3,steps=100) "
-        "[default: fgsm and pgd (linf, eps 0.1 and 0.3), gaussian noise]")] = None,
+        "(default: fgsm and pgd at linf eps 0.1 and 0.3, gaussian noise)")] = None,
     suite: Annotated[Path | None, typer.Option(help="Add the model to this suite's evaluations on the dataset "
                                                "instead: it appears beside the suite's models in every "
                                                "table")] = None,
     profile: Annotated[str | None, typer.Option(help="Profile of --suite to apply")] = None,
     store: StoreOpt = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Where to write results and the generated "
-                                                 "suite.toml [default: runs/<suite>-<time>]")] = None,
+                                                 "suite.toml (default: runs/<suite>-<time>)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or a comma list")] = None,
-    workers: Annotated[int | None, typer.Option(help="Number of workers [default: one per device]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Number of workers (default: one per device)")] = None,
     job_timeout: Annotated[float | None, typer.Option("--job-timeout", min=0.001, help="Seconds any one job "
                                                       "may run")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,
@@ -205,7 +205,7 @@ def report(
     fmt: Annotated[str, typer.Option("--format", "-f", help="Reporter: md, csv, json, reliability (PNG files "
                                      "written into the run folder), or a plugin's")] = "md",
     store: Annotated[Path | None, typer.Option("--store", help="Artifact store a figure reporter reads "
-                                               "[default: the run's store]")] = None,
+                                               "(default: the run's store)")] = None,
 ) -> None:
     """Re-render a finished run's tables from its results.json (nothing is recomputed); a figure reporter
     (reliability) redraws its files in the run folder from the stored predictions."""
@@ -230,7 +230,7 @@ def report(
 def compare_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (or its results.json)")],
     published: Annotated[list[Path] | None, typer.Option("--published", help="Published-table files "
-                                                         "[default: those the suite names]")] = None,
+                                                         "(default: those the suite names)")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, md or json")] = "table",
 ) -> None:
     """Put every published cell beside the run's: ours, theirs, the difference, within tolerance or not."""
