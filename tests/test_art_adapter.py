@@ -64,8 +64,9 @@ def _params(attack, spec):
     return attack.Params.model_validate(spec, strict=True)
 
 
-#: the slowest ART attacks (about a minute each on a 2-core CPU) run in `make check-full`
-HEAVY = ("deepfool", "cw_l2")
+#: the slowest ART attacks (30 s to a minute and a half each on a 2-core CPU) run in `make check-full`; Linf PGD
+#: stays covered in `make test` by the parity test and pgd_l2_random by this one
+HEAVY = ("deepfool", "cw_l2", "pgd")
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.full) if c in HEAVY else c for c in CASES])
