@@ -55,7 +55,11 @@ def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *
         nonlocal freed
         if not _inside(store, path):
             return
-        freed += path.lstat().st_size
+        try:
+            size = path.lstat().st_size
+        except FileNotFoundError:  # listed before its key's lock was ours; its writer has since finished
+            return
+        freed += size
         victims.append(path)
         if not dry_run:
             path.unlink(missing_ok=True)

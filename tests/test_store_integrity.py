@@ -220,6 +220,16 @@ def test_gc_removes_links_inside_the_quarantine_but_not_their_targets(tmp_path):
     assert not list((store.root / "quarantine").iterdir())
 
 
+def test_gc_skips_debris_whose_writer_finished_meanwhile(tmp_path, monkeypatch):
+    """A temporary listed by gc, then renamed into place by its writer before gc holds the key's lock, is not an
+    error (it was a live write's, now a real entry): gc moves on and removes nothing of it."""
+    store = Store(tmp_path / "store")
+    store.ensure_writable()
+    gone = store.root / "objects" / "ab" / ("ab" + "0" * 38 + ".h5.tmp-1234")
+    monkeypatch.setattr(Store, "temporaries", lambda self: [gone])
+    assert collect(store, [], None, dry_run=False) == ([], 0)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 3 MB tmpfs (root only; skipped with the reason where mounting is not allowed)."""
