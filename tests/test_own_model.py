@@ -434,3 +434,17 @@ def test_a_suite_cannot_forge_the_resolved_fields(user, write_suite):
     assert "class_name" in text
     with pytest.raises(SuiteError, match="models.mine.params: 'class_name' is filled in by rbench"):
         load_suite(write_suite(text))
+
+
+def test_in_memory_models_differ_by_their_layers_not_only_their_weights():
+    """Two nn.Sequential with the same weights but different parameter-free layers get different keys."""
+    from rbench.plugins import get_plugin
+
+    torch.manual_seed(0)
+    relu = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    sigmoid = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.Sigmoid(),
+                                  torch.nn.Linear(16, 10))
+    sigmoid.load_state_dict(relu.state_dict())
+    checkpoint = get_plugin("model", "checkpoint")
+    assert checkpoint.register_live(relu) != checkpoint.register_live(sigmoid)
+    assert checkpoint.register_live(relu) == checkpoint.register_live(relu)  # the same model: the same key

@@ -181,7 +181,9 @@ def _fill_live(p: CheckpointParams, model: nn.Module) -> None:
         source = inspect.getsource(sys.modules[cls.__module__])
     except (OSError, TypeError, KeyError):  # e.g. a class typed into a notebook cell: its own source
         source = inspect.getsource(cls) if _has_source(cls) else f"{cls!r} {uuid.uuid4()}"  # none: never reused
-    p.import_name, p.source_sha256 = cls.__module__, sha256(source.encode())
+    # the module's repr too: containers of library classes (nn.Sequential) have the same source whatever their
+    # layers are, and parameter-free layers (ReLU vs Sigmoid) leave no trace in the state_dict
+    p.import_name, p.source_sha256 = cls.__module__, sha256(f"{source}\n{model!r}".encode())
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}  # clone: no sharing
     p.weights_sha256 = sha256(save_safetensors(state))
 
