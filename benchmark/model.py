@@ -46,7 +46,9 @@ class ModelPlugin:
     # - ``check(params, input_shape, num_classes)``: raise ValueError if the model cannot serve the dataset (called
     #   when the suite is read, so the problem is one line before any work);
     # - ``weights_file(params) -> str | None`` and ``load_weights(model, params, path)``: weights the train job
-    #   loads from a file of the user's before training (the file's bytes must be in the params, hence the key).
+    #   loads from a file of the user's before training (the file's bytes must be in the params, hence the key);
+    # - ``absolute_params(params: dict, base: Path) -> dict``: the params as a suite in folder ``base`` wrote them,
+    #   with their file paths made absolute (``rbench.flatten``).
 
 
 @dataclass
