@@ -10,13 +10,12 @@ spec; ``rbench.defense.attack_view`` for EOT). Writes ``bench/defenses.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import torch
-from common import mnist, print_table, speed_ratios, summarize_times, sync
+from common import mnist, print_table, speed_ratios, summarize_times, sync, write_report
 
 from rbench.defense import attack_view, seed_randomness
 from rbench.inputs import build_model, memory_format
@@ -113,11 +112,7 @@ def main() -> None:
     print_table(f"PGD ({args.steps} steps) on {args.n} MNIST test images, {device}",
                 [[k, f"{r['best_s']:.3f}", f"{r['median_s']:.3f}", f"{r['robust_accuracy']:.3f}"]
                  for k, r in results.items()], ["model", "best s", "median s", "robust accuracy"])
-    for key, t in report["targets"].items():
-        print(f"{key}: {t['measured']:.3f} (target <= {t['target']}: {'met' if t['met'] else 'NOT met'})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ store, the checks and the provenance); warm at most 0.1x (a re-run is nearly fre
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import print_table, speed_ratios, summarize_times
+from common import print_table, speed_ratios, summarize_times, write_report
 
 import rbench
 from rbench.data import load_split, subset_indices
@@ -135,11 +134,7 @@ def main() -> None:
                 ["method", "best s", "median s"])
     print("accuracy (%), hand-written:", {k: round(v, 1) for k, v in hand.items()})
     print("accuracy (%), rbench.evaluate:", results["evaluate_cold"]["accuracy"])
-    for key, t in report["targets"].items():
-        print(f"{key}: {t['measured']:.3f} (target <= {t['target']}: {'met' if t['met'] else 'NOT met'})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import statistics
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,3 +72,12 @@ def print_table(title: str, rows: list[list[str]], header: list[str], left_colum
     for r in rows:
         table.add_row(*[str(c) for c in r])
     Console(width=max(Console().width, 120)).print(table)
+
+
+def write_report(report: dict, out: Path) -> None:
+    """Print each of ``report["targets"]`` (measured, target, met) and write the report as JSON to ``out``."""
+    for key, t in report["targets"].items():
+        print(f"{key}: {t['measured']:.3f} (target <= {t['target']}: {'met' if t['met'] else 'NOT met'})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}")
