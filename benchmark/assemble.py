@@ -42,15 +42,15 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, loaders: dict[str, 
     keys = {"adv": None if attack == CLEAN else plan.attacked[(ev, source, attack)],
             "predictions": plan.evaluated[(ev, source, attack, target)],
             "clean": plan.evaluated[(ev, source, CLEAN, target)],
-            "model": plan.trained[target]}
-    broken = [failed[k] for k in keys.values() if k in failed]
-    data = CellData(source, attack, target, keys, loaders)
+            "model": plan.trained[target], "training": plan.trained[target]}
+    broken = [failed[k] for k in dict.fromkeys(keys.values()) if k in failed]
+    data = CellData(source, attack, target, keys, loaders, ev)
     try:
         value = spec.metric.call.obj.compute(data, spec.metric.call.params)
     except Exception as exc:
         broken += [failed[k] for k in data.used if k in failed and failed[k] not in broken]  # other evaluations'
         if broken:  # the metric needed an output that was not computed
-            return Cell(row, column, None, [k for k in keys.values() if k], error=broken[0])
+            return Cell(row, column, None, [k for k in dict.fromkeys(keys.values()) if k], error=broken[0])
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r}: "
                                                        f"{type(exc).__name__}: {exc}")
     if value is not None and not math.isfinite(value):  # nothing non-finite is scored
@@ -60,12 +60,17 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, loaders: dict[str, 
 
 def assemble(plan: Plan, store: Store, failed: dict[str, str] | None = None) -> list[ResultTable]:
     """Every table of ``plan``'s suite; outputs shared by several cells are loaded once."""
-    from rbench.jobs import load_model
+    from rbench.jobs import load_model, load_slice
+    from rbench.plan import data_spec
 
     cache: dict[str, Any] = {}
     loaders = {"adv": _cached(store.load_advset, cache), "predictions": _cached(store.load_predictions, cache),
                "clean": _cached(store.load_predictions, cache),
-               "model": _cached(lambda key: load_model(store, key, "cpu"), cache)}
+               "model": _cached(lambda key: load_model(store, key, "cpu"), cache),
+               # keyed by the same store key as "model": a cache of its own
+               "training": _cached(lambda key: store.load_checkpoint(key)[1].get("stats", {}), {}),
+               "inputs": _cached(lambda ev: load_slice(data_spec(plan.suite.evaluations[ev].data,
+                                                                 plan.suite.seed))[:2], {})}
     def locate_clean(where: tuple[str, str]) -> str:
         evaluation, model = where
         key = plan.evaluated.get((evaluation, model, CLEAN, model))

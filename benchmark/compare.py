@@ -71,21 +71,36 @@ class Claim(BaseModel):
 
     - ``less``: cell ``a`` is below cell ``b``;
     - ``barely_less``: ``a`` is below ``b`` by at most ``margin`` ("barely better");
-    - ``lowest``: ``a`` is the lowest of its column among ``among`` (default: every row of the table)."""
+    - ``lowest``: ``a`` is the lowest of its column among ``among`` (default: every row of the table);
+    - ``within``: ``a`` and ``b`` differ by at most ``margin`` ("as good as");
+    - ``at_least`` / ``at_most``: ``a`` is at least / at most ``value``;
+    - ``increasing`` / ``decreasing``: the ``cells``, in the order given, trend up / down: their Spearman rank
+      correlation with that order is at least ``min_rho`` (at most ``-min_rho``). A trend over noisy
+      measurements rarely is strictly monotone; the rank correlation says how consistently it holds."""
 
     model_config = ConfigDict(extra="forbid")
     text: str
     table: str
-    kind: Literal["less", "barely_less", "lowest"]
-    a: CellRef
+    kind: Literal["less", "barely_less", "lowest", "within", "at_least", "at_most", "increasing", "decreasing"]
+    a: CellRef | None = None
     b: CellRef | None = None
     margin: Annotated[float, Field(ge=0)] = 0.0
     among: list[str] | None = None
+    value: float | None = None
+    cells: list[CellRef] | None = None
+    min_rho: Annotated[float, Field(gt=0, le=1)] = 0.8
 
     @model_validator(mode="after")
-    def _b_when_needed(self) -> Claim:
-        if (self.kind in ("less", "barely_less")) != (self.b is not None):
-            raise ValueError(f"a {self.kind!r} claim {'needs' if self.b is None else 'takes no'} 'b'")
+    def _fields_of_kind(self) -> Claim:
+        needs = {"less": {"a", "b"}, "barely_less": {"a", "b"}, "within": {"a", "b"}, "lowest": {"a"},
+                 "at_least": {"a", "value"}, "at_most": {"a", "value"}, "increasing": {"cells"},
+                 "decreasing": {"cells"}}[self.kind]
+        for name in ("a", "b", "value", "cells"):
+            given = getattr(self, name) is not None
+            if given != (name in needs):
+                raise ValueError(f"a {self.kind!r} claim {'takes no' if given else 'needs'} {name!r}")
+        if self.cells is not None and len(self.cells) < 3:
+            raise ValueError(f"a {self.kind!r} claim needs at least 3 cells")
         return self
 
 
@@ -187,6 +202,9 @@ def _value(table: ResultTable | None, ref: CellRef) -> float | None:
 
 
 def _check(claim: Claim, table: ResultTable | None) -> ClaimCheck:
+    if claim.cells is not None:
+        return _check_trend(claim, table)
+    assert claim.a is not None
     a = _value(table, claim.a)
     name = f"{claim.a.row} at {claim.a.column}"
     if claim.kind == "lowest":
@@ -197,14 +215,43 @@ def _check(claim: Claim, table: ResultTable | None) -> ClaimCheck:
         best = min(others, key=lambda r: others[r])  # type: ignore[arg-type,return-value]
         return ClaimCheck(claim.text, claim.table, a < others[best],  # type: ignore[operator]
                           f"{name} = {a:.3g}; the lowest of the others: {best} = {others[best]:.3g}")
+    if claim.value is not None:
+        if a is None:
+            return ClaimCheck(claim.text, claim.table, None, f"{name}: missing")
+        held = a >= claim.value if claim.kind == "at_least" else a <= claim.value
+        needed = "at least" if claim.kind == "at_least" else "at most"
+        return ClaimCheck(claim.text, claim.table, held, f"{name} = {a:.4g}; needed: {needed} {claim.value:g}")
     assert claim.b is not None
     b = _value(table, claim.b)
     if a is None or b is None:
         return ClaimCheck(claim.text, claim.table, None, f"{name} or {claim.b.row} at {claim.b.column}: missing")
+    if claim.kind == "within":
+        return ClaimCheck(claim.text, claim.table, abs(a - b) <= claim.margin,
+                          f"{name} = {a:.3g} vs {claim.b.row} at {claim.b.column} = {b:.3g}; needed: within "
+                          f"{claim.margin:g}")
     held = a < b and (claim.kind == "less" or b - a <= claim.margin)
     margin = f" (by at most {claim.margin:g})" if claim.kind == "barely_less" else ""
     return ClaimCheck(claim.text, claim.table, held, f"{name} = {a:.3g} vs {claim.b.row} at {claim.b.column} = "
                       f"{b:.3g}; needed: lower{margin}")
+
+
+def _check_trend(claim: Claim, table: ResultTable | None) -> ClaimCheck:
+    from scipy.stats import spearmanr
+
+    assert claim.cells is not None
+    values = [_value(table, ref) for ref in claim.cells]
+    if any(v is None for v in values):
+        missing = next(ref for ref, v in zip(claim.cells, values, strict=True) if v is None)
+        return ClaimCheck(claim.text, claim.table, None, f"{missing.row} at {missing.column}: missing")
+    if len(set(values)) == 1:  # no ranking at all: neither trend holds
+        rho = 0.0
+    else:
+        rho = float(spearmanr(range(len(values)), values).statistic)
+    held = rho >= claim.min_rho if claim.kind == "increasing" else rho <= -claim.min_rho
+    sign = "" if claim.kind == "increasing" else "-"
+    shown = ", ".join(f"{v:.3g}" for v in values)  # type: ignore[str-format]
+    return ClaimCheck(claim.text, claim.table, held,
+                      f"values in order: {shown}; Spearman rho = {rho:.2f}; needed: {sign}rho >= {claim.min_rho:g}")
 
 
 def describe_claim(check: ClaimCheck) -> str:

@@ -25,12 +25,14 @@ class CellData:
     ``predictions``: ``target``'s outputs on the cell's inputs (the adversarial set, or the clean slice);
     ``clean``: ``target``'s outputs on the clean slice; ``model``: the trained ``target`` itself;
     ``clean_of(evaluation)`` and ``predictions_of(evaluation)``: outputs from another evaluation of the suite
-    (e.g. an out-of-distribution set). ``used`` lists the store keys read (or tried) so far.
+    (e.g. an out-of-distribution set); ``inputs``: the evaluation's clean data slice; ``training``: what the
+    target's trainer recorded (its statistics and per-epoch observations). ``used`` lists the store keys read
+    (or tried) so far.
     """
 
     def __init__(self, source: str, attack: str, target: str, keys: dict[str, str | None],
-                 loaders: dict[str, Callable[[str], object]]):
-        self.source, self.attack, self.target = source, attack, target
+                 loaders: dict[str, Callable[[str], object]], evaluation: str = ""):
+        self.source, self.attack, self.target, self.evaluation = source, attack, target, evaluation
         self._keys, self._loaders, self._cache = keys, loaders, {}
         self.used: list[str] = []
 
@@ -75,6 +77,21 @@ class CellData:
         clean inputs (clean outputs do not depend on the source). A KeyError names what the other evaluation
         lacks."""
         return self._get(f"predictions_of:{evaluation}")  # type: ignore[return-value]
+
+    @property
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean inputs of the cell's evaluation: (x float32 (N, C, H, W) in [0, 1], y int64 (N,)), on the CPU,
+        in the order of every stored output made from them (the data slice the evaluation names)."""
+        if "inputs" not in self._cache:
+            self._cache["inputs"] = self._loaders["inputs"](self.evaluation)
+        return self._cache["inputs"]  # type: ignore[return-value]
+
+    @property
+    def training(self) -> dict:
+        """What the target model's training job recorded: the trainer's statistics (``stats``), with the per-epoch
+        observations under ``"observed"`` where the suite monitors the model (see ``monitor`` in the suite
+        format). Empty for a model that was not trained (a defended model's assembly records none)."""
+        return self._get("training")  # type: ignore[return-value]
 
     @property
     def model(self) -> torch.nn.Module:

@@ -20,7 +20,7 @@ from typing import Any
 from rbench.keys import canonical, content_key
 from rbench.suite import AttackCall, DataRef, Suite
 
-__all__ = ["CLEAN", "FORMAT", "Job", "Plan", "build_plan", "canonical", "content_key", "model_spec"]
+__all__ = ["CLEAN", "FORMAT", "Job", "Plan", "build_plan", "canonical", "content_key", "data_spec", "model_spec"]
 
 #: Bump when the stored format or the meaning of a job spec changes: every key changes with it.
 #: 2: every stored entry records its key and spec, and an HDF5 file's checksum covers its metadata.
@@ -86,7 +86,8 @@ class Plan:
         return out
 
 
-def _data_spec(ref: DataRef, seed: int) -> dict[str, Any]:
+def data_spec(ref: DataRef, seed: int) -> dict[str, Any]:
+    """The canonical description of a data slice (enters job keys; :func:`rbench.inputs.load_slice` loads it)."""
     spec = {"dataset": ref.call.spec(), "split": ref.split, "n": ref.n, "subset_seed": seed}
     if ref.parts is not None:
         spec.update(parts=list(ref.parts), part=ref.part)
@@ -135,7 +136,7 @@ def build_plan(suite: Suite) -> Plan:
         if name not in components:
             d = suite.defenses[name]
             assert d.trainer is not None and d.data is not None
-            spec = {"defense": d.call.spec(), "trainer": d.trainer.spec(), "data": _data_spec(d.data, seed),
+            spec = {"defense": d.call.spec(), "trainer": d.trainer.spec(), "data": data_spec(d.data, seed),
                     "seed": seed if d.seed is None else d.seed}
             components[name] = plan.add("train", spec, (), f"train defense {name}")
         return components[name]
@@ -156,7 +157,7 @@ def build_plan(suite: Suite) -> Plan:
                 return plan.trained[name]
             assert m.trainer is not None and m.data is not None
             members = [train(member) for member in m.members]  # each member is trained once, and reused
-            spec = {"model": model_spec(suite, name), "trainer": m.trainer.spec(), "data": _data_spec(m.data, seed),
+            spec = {"model": model_spec(suite, name), "trainer": m.trainer.spec(), "data": data_spec(m.data, seed),
                     "seed": seed if m.seed is None else m.seed}
             if members:
                 spec["members"] = members
@@ -170,7 +171,7 @@ def build_plan(suite: Suite) -> Plan:
         return plan.trained[name]
 
     for ev in suite.evaluations.values():
-        data = _data_spec(ev.data, seed)
+        data = data_spec(ev.data, seed)
         where = f"{ev.data.dataset}/{ev.data.split}"
         for source in ev.sources:
             defended = bool(suite.chain_of(source))

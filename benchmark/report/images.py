@@ -1,0 +1,56 @@
+"""Image grids as PNG: the shared drawing behind every figure that shows images (fooling images, the inputs
+that excite a hidden unit most). matplotlib is imported only to draw."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rbench.store import atomic_write
+
+
+def save_image_grid(path: Path, images: Sequence[Sequence[np.ndarray | None]], *, title: str,
+                    row_labels: Sequence[str] = (), column_labels: Sequence[str] = (),
+                    captions: Sequence[Sequence[str]] | None = None) -> Path:
+    """Draw ``images[r][c]`` (each (H, W), (1, H, W) or (3, H, W), values in [0, 1]; None leaves the place empty)
+    as a grid with the given row and column labels and an optional caption under each image, and write it to
+    ``path`` atomically. Returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = len(images)
+    cols = max((len(r) for r in images), default=0)
+    if rows == 0 or cols == 0:
+        raise ValueError(f"no images to draw for {path.name}")
+    size = 1.1
+    fig, axes = plt.subplots(rows, cols, figsize=(max(cols * size, 4), rows * size + 0.8), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            image = images[r][c] if c < len(images[r]) else None
+            if image is not None:
+                img = np.asarray(image, dtype=np.float32)
+                if img.ndim == 3 and img.shape[0] == 1:
+                    img = img[0]
+                elif img.ndim == 3:
+                    img = img.transpose(1, 2, 0)
+                ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            else:
+                ax.axis("off")
+            if captions is not None and c < len(captions[r]) and captions[r][c]:
+                ax.set_xlabel(captions[r][c], fontsize=6)
+            if c == 0 and r < len(row_labels):
+                ax.set_ylabel(row_labels[r], fontsize=7)
+            if r == 0 and c < len(column_labels):
+                ax.set_title(column_labels[c], fontsize=7)
+    fig.suptitle(title, fontsize=8, wrap=True)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return path
