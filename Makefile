@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_adapters.py
 	$(BIN)/python benchmarks/bench_defenses.py
 	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_fooling.py
 	$(BIN)/python benchmarks/bench_suite.py
 	$(BIN)/python benchmarks/bench_suite.py --suite suites/szegedy2013.toml --profile quick --out bench/suite_szegedy_quick.json
 

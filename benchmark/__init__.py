@@ -13,6 +13,7 @@ from rbench.attack import (  # noqa: E402
     AttackOutput,
     Budget,
     FixedBudgetAttack,
+    GeneratorAttack,
     MinimizationAttack,
     misclassified,
 )
@@ -20,7 +21,8 @@ from rbench.dataset import Dataset, NoParams  # noqa: E402
 from rbench.defense import Defense, DefenseModule  # noqa: E402
 from rbench.manager import get_plugin  # noqa: E402
 from rbench.metric import CellData, Metric  # noqa: E402
-from rbench.model import ModelPlugin, Progress, TrainData, Trainer  # noqa: E402
+from rbench.model import EpochObserver, ModelPlugin, Progress, TrainData, Trainer  # noqa: E402
+from rbench.probe import Probe  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -34,7 +36,8 @@ def __getattr__(name: str):  # the API pulls in the runner: loaded on first use,
 
 
 __all__ = [
-    "Attack", "AttackOutput", "Budget", "CellData", "Dataset", "Defense", "DefenseModule", "FixedBudgetAttack",
-    "Metric", "MinimizationAttack", "ModelPlugin", "NoParams", "Progress", "Results", "TrainData", "Trainer",
+    "Attack", "AttackOutput", "Budget", "CellData", "Dataset", "Defense", "DefenseModule", "EpochObserver",
+    "FixedBudgetAttack", "GeneratorAttack", "Metric", "MinimizationAttack", "ModelPlugin", "NoParams", "Probe",
+    "Progress", "Results", "TrainData", "Trainer",
     "evaluate", "get_plugin", "hookimpl", "misclassified",
 ]

@@ -35,6 +35,9 @@ class AdvSet:
     int64 (-1 where untargeted); ``indices`` int64 (positions in the dataset split); ``distortion`` maps each
     of :data:`DISTORTIONS` to float32 (N,); ``extras`` holds the attack's optional per-sample outputs;
     ``meta`` the spec and provenance.
+
+    A generated set (a :class:`rbench.attack.GeneratorAttack`'s: inputs made from nothing for target classes) has
+    ``labels`` and ``indices`` -1 and no distortions at all (``distortion == {}``): there is no clean input.
     """
 
     x_adv: np.ndarray
@@ -59,6 +62,11 @@ class AdvSet:
         out.update({f"extras/{k}": v for k, v in self.extras.items()})
         return out
 
+    @property
+    def generated(self) -> bool:
+        """True for a generated set: inputs made for target classes from nothing, without clean inputs."""
+        return not self.distortion
+
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> AdvSet:
         """The set stored as ``arrays``; ValueError naming what is missing or malformed."""
@@ -66,8 +74,9 @@ class AdvSet:
         _rows(arrays, "success", "b", n=n)
         for name in ("labels", "targets", "indices"):
             _rows(arrays, name, "iu", n=n)
-        for name in DISTORTIONS:
-            _rows(arrays, f"distortion/{name}", "f", n=n)
+        if any(f"distortion/{name}" in arrays for name in DISTORTIONS):  # all of them, or none (a generated set)
+            for name in DISTORTIONS:
+                _rows(arrays, f"distortion/{name}", "f", n=n)
         for name in arrays:
             if name.startswith("extras/"):
                 _rows(arrays, name, "biuf", n=n)

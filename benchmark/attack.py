@@ -1,7 +1,8 @@
 """The attack contract: what an attack plugin implements and returns.
 
-An attack plugin is an instance of a subclass of :class:`FixedBudgetAttack` or :class:`MinimizationAttack`
-with a unique ``name`` and a pydantic ``Params`` model, returned from the ``rbench_attacks`` hook.
+An attack plugin is an instance of a subclass of :class:`FixedBudgetAttack` or :class:`MinimizationAttack` (or,
+making inputs from nothing, :class:`GeneratorAttack`: below) with a unique ``name`` and a pydantic ``Params``
+model, returned from the ``rbench_attacks`` hook.
 
 ``run(model, x, y, params, *, generator=None) -> AttackOutput``
 
@@ -14,6 +15,24 @@ with a unique ``name`` and a pydantic ``Params`` model, returned from the ``rben
 
 The engine calls ``run`` on batches and checks the output: ``x_adv`` float32, same shape, in [0, 1]; a
 fixed-budget attack within its declared budget; ``success`` equal to a re-prediction by ``model``.
+
+Generators (:class:`GeneratorAttack`) make inputs from nothing -- noise, an evolved population -- for given target
+classes (Nguyen et al. 2015's fooling images), instead of perturbing test inputs:
+
+``run(model, targets, params, *, shape, generator=None) -> AttackOutput``
+
+- ``targets``: int64 (N,) on the model's device, the class each input must be classified as. The engine owns the
+  layout: an evaluation's ``per_class`` rounds of every class (0, 1, ..., C-1, 0, 1, ...), handed over in batches
+  of whole rounds, so a generator that evolves every class at once (MAP-Elites) serves a round from one run;
+- ``shape``: the (C, H, W) of one input (the evaluation's dataset);
+- ``x_adv``: float32 (N, *shape) in [0, 1]; ``success``: True where ``model`` predicts ``targets`` (the engine
+  re-predicts it, as for any attack); ``extras`` as above (e.g. a per-sample trace of the confidence). A
+  ``targets`` extra, if returned, must equal the given targets.
+
+The stored set is gated like any adversarial set (float32, the box, finite, success re-predicted by the source
+model); its ``targets`` are the given classes, its ``labels`` and ``indices`` are -1 (no true class, no image of
+the dataset: every prediction on it is an error), and it has no distortions (there is no clean input to measure
+them from). A generator declares no budget; transforms, which derive a set from its clean inputs, do not take one.
 """
 
 from __future__ import annotations
@@ -94,6 +113,27 @@ class FixedBudgetAttack(Attack):
 
 class MinimizationAttack(Attack):
     """An attack that returns its smallest adversarial; metrics threshold it by distortion."""
+
+
+class GeneratorAttack(Attack):
+    """An attack that generates inputs for target classes from nothing (see the module docstring): ``run`` gets
+    the ``targets`` and the input ``shape`` instead of clean inputs and labels. No budget: nothing is perturbed."""
+
+    def run(  # type: ignore[override]
+        self,
+        model: torch.nn.Module,
+        targets: torch.Tensor,
+        params: BaseModel,
+        *,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+    ) -> AttackOutput:
+        raise NotImplementedError
+
+
+def is_generator(attack: object) -> bool:
+    """Whether ``attack`` (a plugin object) generates inputs for target classes (:class:`GeneratorAttack`)."""
+    return isinstance(attack, GeneratorAttack)
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ A suite names its published files in ``[suite] published = [...]`` (paths relati
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -61,7 +61,7 @@ class Source(BaseModel):
 
 
 class CellRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     row: str
     column: str
 
@@ -73,7 +73,8 @@ class Claim(BaseModel):
     - ``barely_less``: ``a`` is below ``b`` by at most ``margin`` ("barely better");
     - ``lowest``: ``a`` is the lowest of its column among ``among`` (default: every row of the table);
     - ``within``: ``a`` and ``b`` differ by at most ``margin`` ("as good as");
-    - ``at_least`` / ``at_most``: ``a`` is at least / at most ``value``;
+    - ``at_least`` / ``at_most``: ``a`` is at least / at most ``value``; or, given ``cells`` instead of ``a``, the
+      best of them is (the highest at least ``value``, the lowest at most): "up to 98% accuracy";
     - ``increasing`` / ``decreasing``: the ``cells``, in the order given, trend up / down: their Spearman rank
       correlation with that order is at least ``min_rho`` (at most ``-min_rho``). A trend over noisy
       measurements rarely is strictly monotone; the rank correlation says how consistently it holds."""
@@ -95,11 +96,13 @@ class Claim(BaseModel):
         needs = {"less": {"a", "b"}, "barely_less": {"a", "b"}, "within": {"a", "b"}, "lowest": {"a"},
                  "at_least": {"a", "value"}, "at_most": {"a", "value"}, "increasing": {"cells"},
                  "decreasing": {"cells"}}[self.kind]
+        if self.kind in ("at_least", "at_most") and self.cells is not None:
+            needs = {"cells", "value"}
         for name in ("a", "b", "value", "cells"):
             given = getattr(self, name) is not None
             if given != (name in needs):
                 raise ValueError(f"a {self.kind!r} claim {'takes no' if given else 'needs'} {name!r}")
-        if self.cells is not None and len(self.cells) < 3:
+        if self.cells is not None and len(self.cells) < 3 and self.kind in ("increasing", "decreasing"):
             raise ValueError(f"a {self.kind!r} claim needs at least 3 cells")
         return self
 
@@ -141,6 +144,8 @@ class Comparison:
     within_tolerance: bool
     figure: str
     note: str = ""
+    #: the published file it comes from (its stem, e.g. "szegedy2013")
+    paper: str = ""
 
 
 def compare_table(name: str, pub: PublishedTable, ours: ResultTable | None) -> list[Comparison]:
@@ -170,7 +175,7 @@ def compare(results: RunResults, published: list[str] | None = None) -> list[Com
     out: list[Comparison] = []
     for path in published if published is not None else results.published:
         for name, pub in load_published(path).tables.items():
-            out.extend(compare_table(name, pub, tables.get(name)))
+            out.extend(replace(c, paper=Path(path).stem) for c in compare_table(name, pub, tables.get(name)))
     return out
 
 
@@ -182,6 +187,8 @@ class ClaimCheck:
     table: str
     held: bool | None
     detail: str
+    #: the published file it comes from (its stem)
+    paper: str = ""
 
 
 def check_claims(results: RunResults, published: list[str] | None = None) -> list[ClaimCheck]:
@@ -190,7 +197,7 @@ def check_claims(results: RunResults, published: list[str] | None = None) -> lis
     out = []
     for path in published if published is not None else results.published:
         for claim in load_published(path).claims:
-            out.append(_check(claim, tables.get(claim.table)))
+            out.append(replace(_check(claim, tables.get(claim.table)), paper=Path(path).stem))
     return out
 
 
@@ -202,6 +209,8 @@ def _value(table: ResultTable | None, ref: CellRef) -> float | None:
 
 
 def _check(claim: Claim, table: ResultTable | None) -> ClaimCheck:
+    if claim.cells is not None and claim.value is not None:
+        return _check_best(claim, table)
     if claim.cells is not None:
         return _check_trend(claim, table)
     assert claim.a is not None
@@ -233,6 +242,21 @@ def _check(claim: Claim, table: ResultTable | None) -> ClaimCheck:
     margin = f" (by at most {claim.margin:g})" if claim.kind == "barely_less" else ""
     return ClaimCheck(claim.text, claim.table, held, f"{name} = {a:.3g} vs {claim.b.row} at {claim.b.column} = "
                       f"{b:.3g}; needed: lower{margin}")
+
+
+def _check_best(claim: Claim, table: ResultTable | None) -> ClaimCheck:
+    assert claim.cells is not None and claim.value is not None
+    values = {ref: _value(table, ref) for ref in claim.cells}
+    known = {ref: v for ref, v in values.items() if v is not None}
+    if not known:
+        return ClaimCheck(claim.text, claim.table, None, "every cell is missing")
+    pick = max if claim.kind == "at_least" else min
+    ref = pick(known, key=lambda r: known[r])
+    held = known[ref] >= claim.value if claim.kind == "at_least" else known[ref] <= claim.value
+    missing = f" ({len(values) - len(known)} cells missing)" if len(known) < len(values) else ""
+    return ClaimCheck(claim.text, claim.table, held,
+                      f"the {'highest' if pick is max else 'lowest'}: {ref.row} at {ref.column} = {known[ref]:.4g}; "
+                      f"needed: {'at least' if pick is max else 'at most'} {claim.value:g}{missing}")
 
 
 def _check_trend(claim: Claim, table: ResultTable | None) -> ClaimCheck:
@@ -267,6 +291,39 @@ def summary(rows: list[Comparison]) -> list[tuple[str, str, int, int]]:
     return [(t, rs[0].figure, sum(r.within_tolerance for r in rs), len(rs)) for t, rs in seen.items()]
 
 
+@dataclass
+class PaperSummary:
+    """One published file's verdicts: cells within tolerance of all its cells, claims held of all its claims
+    (``unchecked``: claims whose cells are missing)."""
+
+    paper: str
+    within: int
+    cells: int
+    held: int
+    claims: int
+    unchecked: int
+
+    def describe(self) -> str:
+        parts = [f"{self.within}/{self.cells} cells within tolerance"] if self.cells else []
+        if self.claims:
+            parts.append(f"{self.held}/{self.claims} claims held" + (
+                f" ({self.unchecked} not checked)" if self.unchecked else ""))
+        return f"{self.paper}: " + ("; ".join(parts) or "nothing to compare")
+
+
+def paper_summary(rows: list[Comparison], claims: list[ClaimCheck]) -> list[PaperSummary]:
+    """Per published file, in order of appearance: the run's verdicts over all its tables and claims."""
+    papers = list(dict.fromkeys([r.paper for r in rows] + [c.paper for c in claims]))
+    out = []
+    for paper in papers:
+        mine = [r for r in rows if r.paper == paper]
+        checks = [c for c in claims if c.paper == paper]
+        out.append(PaperSummary(paper, sum(r.within_tolerance for r in mine), len(mine),
+                                sum(c.held is True for c in checks), len(checks),
+                                sum(c.held is None for c in checks)))
+    return out
+
+
 def as_json(rows: list[Comparison], claims: list[ClaimCheck] | None = None) -> dict:
     return {"cells": [asdict(r) for r in rows], "claims": [asdict(c) for c in claims or []]}
 
@@ -275,6 +332,8 @@ def as_markdown(rows: list[Comparison], claims: list[ClaimCheck] | None = None) 
     from tabulate import tabulate
 
     parts = ["## Comparison with the published tables\n"]
+    parts += [f"- {p.describe()}" for p in paper_summary(rows, claims or [])]
+    parts.append("")
     if claims:
         parts.append("### The paper's claims\n")
         parts += [f"- {describe_claim(c)}" for c in claims]

@@ -8,7 +8,8 @@ itself, never against what the file says about itself:
 - an adversarial set must be float32, inside [0, 1], within the budget the job's attack (or transform) declares
   for the job's params, hold the job's number of samples, and -- memoized, see below -- hold exactly the job's
   data slice (indices, labels, and the distortions recomputed from the clean images) and success flags equal
-  to a re-prediction by the job's source model;
+  to a re-prediction by the job's source model; a generated set (a generator attack's job, see
+  :mod:`rbench.generate`) instead holds exactly the job's targets, labels and indices -1 and no distortions;
 - predictions must hold one row per input and -- memoized -- the indices and labels of the job's input (the
   adversarial set or the clean slice it names).
 
@@ -24,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rbench.artifacts import distortions
+from rbench.artifacts import AdvSet, distortions
 from rbench.attack import Budget
 from rbench.defense import seed_randomness
 from rbench.inputs import PluginContractError, load_model, load_slice, plugin_params, predicted_success
 from rbench.keys import canonical
-from rbench.plan import Job
+from rbench.plan import NO_CLASS, Job, generated_targets
 from rbench.store import Store
 
 #: Float tolerance on a declared budget (the ball's radius may be hit exactly, up to float32 rounding).
@@ -65,8 +66,29 @@ def check_stored(store: Store, job: Job) -> None:
 
 
 def _expected_rows(job: Job) -> int | None:
+    if "generate" in job.spec:
+        return len(generated_targets(job.spec["generate"]))
     data = job.spec.get("data") or job.spec.get("input", {}).get("clean")
     return None if data is None else data.get("n")
+
+
+def check_generated(job: Job, adv: AdvSet) -> None:
+    """A generator job's set holds exactly the job's targets, labels and indices -1 and inputs of the job's shape,
+    and no distortions; a set made from a data slice has its distortions (else :class:`PluginContractError`)."""
+    if "generate" not in job.spec:
+        if adv.generated:
+            raise PluginContractError(f"stored set {job.key} has no distortions; its job attacks a data slice")
+        return
+    if not adv.generated:
+        raise PluginContractError(f"stored set {job.key} holds distortions; its job generates inputs from nothing")
+    shape = tuple(job.spec["generate"]["shape"])
+    if tuple(adv.x_adv.shape[1:]) != shape:
+        raise PluginContractError(f"stored set {job.key} holds inputs of shape {tuple(adv.x_adv.shape[1:])}; its "
+                                  f"job generates {shape}")
+    if not np.array_equal(adv.targets, generated_targets(job.spec["generate"])):
+        raise PluginContractError(f"stored set {job.key} holds other targets than its job generates")
+    if (adv.labels != NO_CLASS).any() or (adv.indices != NO_CLASS).any():
+        raise PluginContractError(f"stored set {job.key}: a generated set's labels and indices must be {NO_CLASS}")
 
 
 def gate_advset(store: Store, job: Job) -> None:
@@ -79,6 +101,7 @@ def gate_advset(store: Store, job: Job) -> None:
     n = _expected_rows(job)
     if n is not None and len(x) != n:
         raise PluginContractError(f"stored set {job.key} holds {len(x)} samples; its job asks for {n}")
+    check_generated(job, adv)
     budget = declared_budget(job)
     if budget is not None:
         worst = over_budget(adv.distortion[budget.norm], budget)
@@ -87,6 +110,9 @@ def gate_advset(store: Store, job: Job) -> None:
                                       f"job (sample {worst}: {float(adv.distortion[budget.norm][worst]):.6g})")
     stamp = _stamp(store, job)
     if store.gate_stamp(job.key) == stamp:
+        return
+    if "generate" in job.spec:  # no data slice: the layout was checked above; the flags are re-predicted below
+        _repredict(store, job, adv, stamp)
         return
     x_clean, y, idx = load_slice(job.spec["data"])
     if not np.array_equal(adv.indices, idx) or not np.array_equal(adv.labels, y.numpy()):
@@ -98,6 +124,12 @@ def gate_advset(store: Store, job: Job) -> None:
     if budget is not None and (worst := over_budget(recomputed[budget.norm], budget)) is not None:
         raise PluginContractError(f"stored set {job.key} exceeds the {budget.norm} budget {budget.eps} of its job "
                                   f"(sample {worst})")
+    _repredict(store, job, adv, stamp)
+
+
+def _repredict(store: Store, job: Job, adv: AdvSet, stamp: dict[str, Any]) -> None:
+    """The set's success flags against a re-prediction by the job's source model; the memo is written on a pass."""
+    x = adv.x_adv
     if not store.has(job.spec["source"]):
         return  # the source model is recomputed in this run; the next run re-predicts (no stamp now)
     model = load_model(store, job.spec["source"], "cpu")

@@ -55,7 +55,8 @@ def rbench_attacks() -> list[Any]:
 
     ``run(model, x, y, params, *, generator=None) -> rbench.AttackOutput``. Fixed-budget attacks declare
     their norm and budget through ``budget(params)``; minimal-distortion attacks return ``None`` there and
-    report their smallest adversarial found.
+    report their smallest adversarial found. Generators (:class:`rbench.attack.GeneratorAttack`, e.g. fooling
+    images) make inputs from nothing: ``run(model, targets, params, *, shape, generator=None)``.
     """
 
 
@@ -83,6 +84,16 @@ def rbench_metrics() -> list[Any]:
     """Return metric plugins (:class:`rbench.metric.Metric` instances).
 
     A metric is a pure function of stored job outputs (an adversarial set, predictions) to one number.
+    """
+
+
+@hookspec
+def rbench_probes() -> list[Any]:
+    """Return probe plugins (:class:`rbench.probe.Probe` instances).
+
+    A probe measures a model on data while it trains: ``measure(model, x, y, params, *, generator) -> dict``
+    of JSON-able finite numbers (or lists of them). A suite's ``monitor`` on a model runs its probes after
+    every epoch; the measurements are stored with the checkpoint (``CellData.training``), not recomputed.
     """
 
 

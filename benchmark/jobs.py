@@ -29,7 +29,7 @@ from rbench.inputs import (
     plugin_params,
     predicted_success,
 )
-from rbench.model import Progress, TrainData, no_progress
+from rbench.model import EpochObserver, Progress, TrainData, no_progress
 from rbench.plan import Job
 from rbench.provenance import provenance
 from rbench.store import Store
@@ -69,12 +69,55 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
         generator = torch.Generator().manual_seed(job.seed)
         extra = {"lineage": [load_model(store, key, device) for key in lineage]} if getattr(
             trainer, "uses_lineage", False) else {}
+        observed: list[dict[str, Any]] = []
+        if "monitor" in job.spec:
+            extra["observer"] = epoch_observer(job.spec["monitor"], device, job.seed, observed)
         stats = trainer.train(model, TrainData(x, y), tparams, generator=generator, device=device, progress=progress,
                               **extra)
+        if "monitor" in job.spec:
+            stats = {**stats, "observed": observed}
         model.eval()
         check_trained(model, trainer.name, x, device, component="defense" in job.spec)
     model.eval()
     store.save_checkpoint(job.key, model.state_dict(), _meta(job, device, started, stats=stats))
+
+
+def epoch_observer(monitor: dict[str, Any], device: torch.device, seed: int, observed: list[dict[str, Any]]
+                   ) -> EpochObserver:
+    """The observer a monitored model's trainer calls after each epoch: every ``monitor["every"]`` epochs it runs
+    the monitor's probes on its data slice and appends ``{"epoch": e, label: measurements, ...}`` to
+    ``observed``. The probes draw from a generator of their own (seeded from the job), so monitoring leaves the
+    trainer's random stream, hence the trained weights, as they would be without it."""
+    x, y, _ = load_slice(monitor["data"])
+    x, y = x.to(device), y.to(device)
+    probes = {label: _params("probe", call) for label, call in monitor["probes"].items()}
+    generator = torch.Generator(device=device).manual_seed(seed ^ 0x5EED)
+
+    def observe(epoch: int, model: torch.nn.Module) -> None:
+        if epoch % monitor["every"]:
+            return
+        entry: dict[str, Any] = {"epoch": epoch}
+        for label, (probe, params) in probes.items():
+            values = probe.measure(model, x, y, params, generator=generator)
+            check_measurements(probe.name, label, values)
+            entry[label] = values
+        observed.append(entry)
+
+    return observe
+
+
+def check_measurements(probe: str, label: str, values: Any) -> None:
+    """A probe returns a dict of finite numbers or lists of them, None marking an undefined one (else
+    :class:`PluginContractError` naming the probe)."""
+    if not isinstance(values, dict):
+        raise PluginContractError(f"probe {probe!r} ({label}) returned {type(values).__name__}, not a dict")
+    for key, value in values.items():
+        items = value if isinstance(value, list) else [value]
+        numbers = all(v is None or (isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v))
+                      for v in items)
+        if not isinstance(key, str) or not numbers:
+            raise PluginContractError(f"probe {probe!r} ({label}) returned {key!r} = {value!r}: measurements "
+                                      "must be finite numbers (or None) or lists of them")
 
 
 def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor, device: torch.device,
@@ -136,6 +179,10 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
 
 
 def run_attack(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 250) -> None:
+    if "generate" in job.spec:  # a generator attack: inputs for target classes, made from nothing
+        from rbench.generate import run_generate
+
+        return run_generate(job, store, device, progress, batch_size)
     started = time.perf_counter()
     x, y, idx = load_slice(job.spec["data"])
     model = load_model(store, job.spec["source"], device)

@@ -36,6 +36,7 @@ KINDS: dict[str, str] = {
     "transform": "rbench_transforms",
     "defense": "rbench_defenses",
     "metric": "rbench_metrics",
+    "probe": "rbench_probes",
     "executor": "rbench_executors",
     "reporter": "rbench_reporters",
 }

@@ -25,7 +25,8 @@ class CellData:
     ``predictions``: ``target``'s outputs on the cell's inputs (the adversarial set, or the clean slice);
     ``clean``: ``target``'s outputs on the clean slice; ``model``: the trained ``target`` itself;
     ``clean_of(evaluation)`` and ``predictions_of(evaluation)``: outputs from another evaluation of the suite
-    (e.g. an out-of-distribution set); ``inputs``: the evaluation's clean data slice; ``training``: what the
+    (e.g. an out-of-distribution set); ``inputs``: the evaluation's clean data slice (``inputs_of(evaluation)``:
+    another evaluation's); ``training``: what the
     target's trainer recorded (its statistics and per-epoch observations). ``used`` lists the store keys read
     (or tried) so far.
     """
@@ -36,14 +37,14 @@ class CellData:
         self._keys, self._loaders, self._cache = keys, loaders, {}
         self.used: list[str] = []
 
-    def _get(self, what: str) -> object:
+    def _get(self, what: str | tuple[str, str, str]) -> object:
         if what not in self._cache:
-            if what.startswith(("clean_of:", "predictions_of:")):
-                kind, evaluation = what.split(":", 1)
+            if isinstance(what, tuple):  # ("clean_of" | "predictions_of", evaluation, attack)
+                kind, evaluation, attack = what
                 if kind == "clean_of":
                     key = self._loaders["locate_clean"]((evaluation, self.target))
                 else:
-                    key = self._loaders["locate_predictions"]((evaluation, self.source, self.attack, self.target))
+                    key = self._loaders["locate_predictions"]((evaluation, self.source, attack, self.target))
                 self.used.append(key)  # before loading: a key that fails to load is named in the cell's error
                 self._cache[what] = self._loaders["clean" if kind == "clean_of" else "predictions"](key)
                 return self._cache[what]
@@ -68,15 +69,17 @@ class CellData:
     def clean_of(self, evaluation: str) -> Predictions:
         """``target``'s outputs on the clean inputs of another ``evaluation`` (e.g. an out-of-distribution set);
         that evaluation must evaluate ``target`` on itself."""
-        return self._get(f"clean_of:{evaluation}")  # type: ignore[return-value]
+        return self._get(("clean_of", evaluation, ""))  # type: ignore[return-value]
 
-    def predictions_of(self, evaluation: str) -> Predictions:
-        """``target``'s outputs on the inputs of the same (``source``, ``attack``, ``target``) cell of another
-        ``evaluation``: there ``attack`` (same label) is run on ``source`` over that evaluation's data. For
-        ``attack`` "clean" this is :meth:`clean_of` whenever the other evaluation evaluates ``target`` on its
-        clean inputs (clean outputs do not depend on the source). A KeyError names what the other evaluation
-        lacks."""
-        return self._get(f"predictions_of:{evaluation}")  # type: ignore[return-value]
+    def predictions_of(self, evaluation: str | None = None, attack: str | None = None) -> Predictions:
+        """``target``'s outputs on the inputs of the (``source``, ``attack``, ``target``) cell of an ``evaluation``
+        (default: this cell's) for an ``attack`` label (default: this cell's): there that attack is run on
+        ``source`` over that evaluation's data. For ``attack`` "clean" this is :meth:`clean_of` whenever the
+        evaluation evaluates ``target`` on its clean inputs (clean outputs do not depend on the source). A
+        KeyError names what the evaluation lacks. Outputs of different evaluations may cover different samples:
+        align them by ``indices``."""
+        where = (evaluation or self.evaluation, attack or self.attack)
+        return self._get(("predictions_of", *where))  # type: ignore[return-value]
 
     @property
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,6 +88,13 @@ class CellData:
         if "inputs" not in self._cache:
             self._cache["inputs"] = self._loaders["inputs"](self.evaluation)
         return self._cache["inputs"]  # type: ignore[return-value]
+
+    def inputs_of(self, evaluation: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean inputs of another ``evaluation`` of the suite (as :attr:`inputs`), e.g. a reference set such
+        as the training split. A KeyError names an evaluation the suite does not have."""
+        if f"inputs_of:{evaluation}" not in self._cache:
+            self._cache[f"inputs_of:{evaluation}"] = self._loaders["inputs"](evaluation)
+        return self._cache[f"inputs_of:{evaluation}"]  # type: ignore[return-value]
 
     @property
     def training(self) -> dict:

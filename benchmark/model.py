@@ -25,6 +25,11 @@ def no_progress(completed: float, total: float, description: str = "") -> None:
     """A :data:`Progress` that ignores everything."""
 
 
+#: observer(epoch, model) -- called by a trainer that ``observes`` after each epoch (counted from 1), with the
+#: model in eval mode; the trainer puts it back in train mode afterwards. It must not change the model.
+EpochObserver = Callable[[int, torch.nn.Module], None]
+
+
 class ModelPlugin:
     """Base of every model plugin: ``build(params) -> nn.Module`` (logits out).
 
@@ -73,6 +78,9 @@ class Trainer:
     version: ClassVar[str | None] = None
     #: train() takes ``lineage`` (see the class docstring)
     uses_lineage: ClassVar[bool] = False
+    #: train() takes ``observer`` (an :data:`EpochObserver`) and calls it after every epoch: the suite may
+    #: ``monitor`` the model (per-epoch measurements by probe plugins, :mod:`rbench.probe`)
+    observes: ClassVar[bool] = False
 
     def train(
         self,
@@ -85,7 +93,8 @@ class Trainer:
         progress: Progress = no_progress,
     ) -> dict[str, Any]:
         """Train ``model`` (already on ``device``) in place; return JSON-able statistics (e.g. final loss).
-        A trainer with ``uses_lineage`` takes the keyword ``lineage: list[nn.Module]`` too."""
+        A trainer with ``uses_lineage`` takes the keyword ``lineage: list[nn.Module]`` too, one that ``observes``
+        the keyword ``observer: EpochObserver | None``."""
         raise NotImplementedError
 
     def extra_data(self, params: BaseModel) -> list[tuple[str, str]]:

@@ -3,7 +3,9 @@
 Four job kinds:
 
 - ``train``: build a model plugin and train it with a trainer plugin on a data slice -> checkpoint;
-- ``attack``: run an attack plugin on a trained source model over a data slice -> adversarial set (HDF5);
+- ``attack``: run an attack plugin on a trained source model over a data slice -> adversarial set (HDF5); or a
+  generator attack (:class:`rbench.attack.GeneratorAttack`) making inputs for target classes from nothing: its spec
+  has ``generate`` (:func:`generation_spec`) instead of ``data``;
 - ``transform``: a transform plugin applied to a stored adversarial set -> adversarial set;
 - ``eval``: a trained model's logits on an adversarial set or on a clean slice -> predictions (HDF5).
 
@@ -17,8 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from rbench.attack import is_generator
 from rbench.keys import canonical, content_key
-from rbench.suite import AttackCall, DataRef, Suite
+from rbench.suite import AttackCall, DataRef, Evaluation, Suite
 
 __all__ = ["CLEAN", "FORMAT", "Job", "Plan", "build_plan", "canonical", "content_key", "data_spec", "model_spec"]
 
@@ -41,11 +46,14 @@ class Job:
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     #: For an eval job: the plugin of the model evaluated (named in errors); not part of the key.
     model_plugin: str = field(default="", compare=False)
+    #: The key the RNG seed derives from when it is not the job's own: a monitored model's training job is seeded
+    #: as the same job without the monitor, so that monitoring never changes the trained weights.
+    seed_key: str = field(default="", compare=False)
 
     @property
     def seed(self) -> int:
-        """The job's deterministic RNG seed (derived from its key)."""
-        return int(self.key[:15], 16)
+        """The job's deterministic RNG seed (derived from its key, or from ``seed_key``)."""
+        return int((self.seed_key or self.key)[:15], 16)
 
     @property
     def plugin(self) -> str:
@@ -69,10 +77,13 @@ class Plan:
     evaluated: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
 
     def add(self, kind: str, spec: dict[str, Any], deps: tuple[str, ...], label: str, model_plugin: str = "",
-            **options: Any) -> str:
+            seeded_without: str | None = None, **options: Any) -> str:
+        """Add a job (once per key); ``seeded_without``: a spec field the job's RNG seed ignores."""
         spec = {"kind": kind, "format": FORMAT, **spec}
         key = content_key(spec)
-        self.jobs.setdefault(key, Job(key, kind, spec, deps, label, options, model_plugin))
+        seed_key = "" if seeded_without is None else content_key(
+            {k: v for k, v in spec.items() if k != seeded_without})
+        self.jobs.setdefault(key, Job(key, kind, spec, deps, label, options, model_plugin, seed_key))
         return key
 
     def dependents(self, key: str) -> list[str]:
@@ -94,13 +105,36 @@ def data_spec(ref: DataRef, seed: int) -> dict[str, Any]:
     return spec
 
 
+#: the labels and indices of a generated input: it has no true class and is no image of the dataset
+NO_CLASS = -1
+
+
+def generated_targets(generate: dict[str, Any]) -> np.ndarray:
+    """The target class of each input a generator job makes (its spec's ``generate``), int64: ``per_class``
+    rounds of 0, 1, ..., classes - 1."""
+    return np.tile(np.arange(generate["classes"], dtype=np.int64), generate["per_class"])
+
+
+def generation_spec(ev: Evaluation) -> dict[str, Any]:
+    """What a generator attack of ``ev`` makes (enters its job key instead of a data slice): ``per_class`` inputs
+    for each of the dataset's ``classes``, of the dataset's input ``shape``. The targets are
+    :func:`generated_targets` of it."""
+    dataset = ev.data.call.obj
+    return {"classes": int(dataset.num_classes), "per_class": ev.per_class, "shape": list(dataset.input_shape)}
+
+
 def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key: str, data: dict[str, Any],
-                seed: int, batch_size: int, view: dict[str, Any] | None = None) -> str:
+                seed: int, batch_size: int, view: dict[str, Any] | None = None,
+                generate: dict[str, Any] | None = None) -> str:
     """Plan the job making ``attack``'s set on ``source`` (and, for a transform, the job of its input). ``view``:
-    how an adaptive attack sees a defended source (BPDA, EOT draws), part of the key when given."""
+    how an adaptive attack sees a defended source (BPDA, EOT draws), part of the key when given. ``generate``:
+    what a generator attack makes (:func:`generation_spec`), used in place of ``data`` when the attack is one."""
     through = {"view": view} if view else {}
     if view and view.get("randomized"):  # a randomized model's draws follow the batches: they enter the key
         through = {"view": {k: v for k, v in view.items() if k != "randomized"}, "batch_size": batch_size}
+    if attack.base is None and generate is not None and is_generator(attack.call.obj):
+        spec = {"attack": attack.call.spec(), "source": src_key, "generate": generate, "seed": seed, **through}
+        return plan.add("attack", spec, (src_key,), f"generate {label} on {source}", batch_size=batch_size)
     if attack.base is None:
         spec = {"attack": attack.call.spec(), "source": src_key, "data": data, "seed": seed, **through}
         return plan.add("attack", spec, (src_key,), f"attack {label} on {source}", batch_size=batch_size)
@@ -161,13 +195,16 @@ def build_plan(suite: Suite) -> Plan:
                     "seed": seed if m.seed is None else m.seed}
             if members:
                 spec["members"] = members
+            if m.monitor is not None:  # per-epoch measurements are part of what the job computes
+                spec["monitor"] = m.monitor.spec(seed)
             ancestors = lineage(name)
             if ancestors:
                 spec["init"] = ancestors
             source = getattr(m.call.obj, "weights_file", None) if m.call else None
             weights = source(m.call.params) if callable(source) and m.call else None
             files = {"weights_path": weights} if weights else {}  # where the bytes in the key are read from
-            plan.trained[name] = plan.add("train", spec, tuple(members + ancestors), f"train {name}", **files)
+            plan.trained[name] = plan.add("train", spec, tuple(members + ancestors), f"train {name}",
+                                          seeded_without="monitor" if m.monitor else None, **files)
         return plan.trained[name]
 
     for ev in suite.evaluations.values():
@@ -186,7 +223,8 @@ def build_plan(suite: Suite) -> Plan:
                 view = {**(view or {"bpda": False, "eot": 1}), "randomized": True}
             inputs = {CLEAN: None}
             for label, attack in ev.attacks.items():
-                key = _attack_job(plan, label, attack, crafted_on, src_key, data, seed, ev.batch_size, view)
+                key = _attack_job(plan, label, attack, crafted_on, src_key, data, seed, ev.batch_size, view,
+                                  generation_spec(ev))
                 plan.attacked[(ev.name, source, label)] = key
                 inputs[label] = key
             for target in ev.targets_of(source):

@@ -40,9 +40,12 @@ class ResultTable:
     metric_of: dict[str, str] = field(default_factory=dict)
     #: metric label -> the plugin call behind it: {"plugin": name, "params": validated params as JSON}
     metric_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: the figure a file reporter draws of the table, or None: "curves" (rbench.report.curves: error against
-    #: measured distortion, one line per row)
-    figure: str | None = None
+    #: the figures file reporters draw of the table (the suite's ``figure`` option: one name or a list), or None
+    figure: str | list[str] | None = None
+
+    def draws(self, figure: str) -> bool:
+        """Whether the suite asked for ``figure`` (e.g. "curves", "lines") of this table."""
+        return self.figure == figure or (isinstance(self.figure, list) and figure in self.figure)
 
     def cell(self, row: str, column: str) -> Cell:
         for c in self.cells:

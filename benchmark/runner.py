@@ -104,8 +104,10 @@ def prepare_data(jobs: list[Job]) -> None:
     wanted = {}
     for job in jobs:
         data = job.spec.get("data") or job.spec.get("input", {}).get("clean")
-        if data is not None:
-            wanted[(canonical(data["dataset"]), data["split"])] = data
+        monitored = job.spec.get("monitor", {}).get("data")  # a monitored model's per-epoch data
+        for d in (data, monitored):
+            if d is not None:
+                wanted[(canonical(d["dataset"]), d["split"])] = d
         if job.kind == "train" and "trainer" in job.spec:  # data a trainer loads itself (e.g. outliers)
             trainer = get_registry().get("trainer", job.spec["trainer"]["plugin"]).obj
             tparams = trainer.Params.model_validate(job.spec["trainer"]["params"], strict=True)

@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from rbench.attack import is_generator
 from rbench.compare import load_published
 from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, get_registry, suggest
@@ -146,6 +147,26 @@ class TrainedSpec(_Strict):
     seed: Annotated[int, Field(ge=0)] | None = None
 
 
+class ProbeSpec(_Strict):
+    plugin: Name
+    params: dict[str, Any] = {}
+    #: the name its measurements are stored under (default: the plugin's); unique within a monitor
+    label: Label | None = None
+
+
+class MonitorSpec(_Strict):
+    """Per-epoch measurements while a model trains: ``probes`` run on a data slice every ``every`` epochs (see
+    :mod:`rbench.probe`); the trainer must observe epochs (``Trainer.observes``)."""
+
+    dataset: Name
+    split: Name = "test"
+    n: PositiveInt | None = None
+    parts: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+    part: Annotated[int, Field(ge=0)] = 0
+    probes: Annotated[list[ProbeSpec], Field(min_length=1)]
+    every: PositiveInt = 1
+
+
 class ModelSpec(TrainedSpec):
     """A model: a plugin trained on a dataset, composed of trained ``members``, or -- with ``defenses`` -- a
     defended model: those defenses (in order from the input) in front of ``base`` (or, after an aggregating
@@ -161,6 +182,8 @@ class ModelSpec(TrainedSpec):
     defenses: list[Name] = []
     #: the model whose adversarial sets a transfer evaluation uses for this defended model (default: ``base``)
     undefended: Name | None = None
+    #: per-epoch measurements stored with the checkpoint (probe plugins on a data slice)
+    monitor: MonitorSpec | None = None
 
 
 class DefenseSpec(TrainedSpec):
@@ -199,6 +222,8 @@ class EvaluationSpec(_Strict):
     bpda: bool = False
     #: adaptive attacks average gradients over this many random draws of randomized defenses (EOT)
     eot: Annotated[int, Field(ge=1, le=1000)] = 1
+    #: generator attacks (rbench.attack.GeneratorAttack) make this many inputs for each class of the dataset
+    per_class: Annotated[int, Field(ge=1, le=10000)] = 1
 
 
 class MetricRef(_Strict):
@@ -219,6 +244,9 @@ class Selector(_Strict):
     metric: Name | MetricRef | None = None
 
 
+FigureName = Literal["curves", "lines", "images", "training"]
+
+
 class TableSpec(_Strict):
     title: str = ""
     evaluation: Name
@@ -228,8 +256,12 @@ class TableSpec(_Strict):
     metrics: list[Name | MetricRef] | None = None
     where: dict[Literal["source", "target", "model", "attack"], Name] = {}
     clean: bool = True
-    #: "curves": the run folder also gets curves_<table>.png (error against measured distortion, one line per row)
-    figure: Literal["curves"] | None = None
+    #: "curves": the run folder also gets curves_<table>.png (error against measured distortion, one line per row);
+    #: "lines": lines_<table>.png (the columns along x, in order, one line per row);
+    #: "images": images_<table>.png (each row's generated or targeted set: its best image per target class);
+    #: "training": training_<table>.png (per-epoch measurements of monitored models, one panel per column);
+    #: a list asks for several
+    figure: FigureName | Annotated[list[FigureName], Field(min_length=1)] | None = None
 
 
 class SuiteDoc(_Strict):
@@ -298,6 +330,21 @@ class Defended:
 
 
 @dataclass(frozen=True)
+class Monitor:
+    """Resolved ``monitor``: the probes (label -> call) run on ``data`` every ``every`` epochs."""
+
+    data: DataRef
+    probes: dict[str, PluginCall]
+    every: int = 1
+
+    def spec(self, seed: int) -> dict[str, Any]:
+        from rbench.plan import data_spec  # here: rbench.plan imports this module
+
+        return {"data": data_spec(self.data, seed), "every": self.every,
+                "probes": {label: call.spec() for label, call in self.probes.items()}}
+
+
+@dataclass(frozen=True)
 class Model:
     """A model of the suite. A defended model has ``defended`` set and no plugin call, trainer or data of its own."""
 
@@ -309,6 +356,7 @@ class Model:
     init: str | None = None
     seed: int | None = None
     defended: Defended | None = None
+    monitor: Monitor | None = None
 
     @property
     def plugin_name(self) -> str:
@@ -346,6 +394,7 @@ class Evaluation:
     threat_model: str = "adaptive"
     bpda: bool = False
     eot: int = 1
+    per_class: int = 1
 
     def targets_of(self, source: str) -> tuple[str, ...]:
         return (source,) if self.targets is None else self.targets
@@ -375,7 +424,7 @@ class Table:
     columns: tuple[str, ...]
     cells: dict[tuple[str, str], CellSpec]
     file: str
-    figure: str | None = None
+    figure: str | list[str] | None = None
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -689,28 +738,30 @@ class _Resolver:
             raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err) from None
         return PluginCall(kind, plugin, info.version, validated)
 
-    def data(self, section: str, name: str, spec: TrainedSpec | EvaluationSpec) -> DataRef:
-        self.ref(section, name, "dataset", "datasets", spec.dataset)
+    def data(self, section: str, name: str, spec: TrainedSpec | EvaluationSpec | MonitorSpec, prefix: str = ""
+             ) -> DataRef:
+        self.ref(section, name, f"{prefix}dataset", "datasets", spec.dataset)
         dspec: DatasetSpec = self.merged.sections["datasets"][spec.dataset]
         call = self.call("dataset", dspec.plugin, dspec.params, "datasets", spec.dataset, "")
         splits = call.obj.splits
         if spec.split not in splits:
-            raise self.fail(section, name, "split", f"dataset {spec.dataset!r} has no split {spec.split!r}"
+            raise self.fail(section, name, f"{prefix}split", f"dataset {spec.dataset!r} has no split {spec.split!r}"
                             f"{suggest(spec.split, splits)}")
         if spec.parts is not None and spec.part >= len(spec.parts):
-            raise self.fail(section, name, "part", f"{spec.part} is not an index of parts (0..{len(spec.parts) - 1})")
+            raise self.fail(section, name, f"{prefix}part",
+                            f"{spec.part} is not an index of parts (0..{len(spec.parts) - 1})")
         if spec.parts is None and spec.part:
-            raise self.fail(section, name, "part", "needs 'parts'")
+            raise self.fail(section, name, f"{prefix}part", "needs 'parts'")
         n = spec.n_train if isinstance(spec, TrainedSpec) else spec.n
         parts = tuple(spec.parts) if spec.parts is not None else None
-        self.check_size(section, name, spec, call, n)
+        self.check_size(section, name, spec, call, n, prefix)
         return DataRef(spec.dataset, call, spec.split, n, parts, spec.part)
 
-    def check_size(self, section: str, name: str, spec: TrainedSpec | EvaluationSpec, call: PluginCall,
-                   n: int | None) -> None:
+    def check_size(self, section: str, name: str, spec: TrainedSpec | EvaluationSpec | MonitorSpec,
+                   call: PluginCall, n: int | None, prefix: str = "") -> None:
         """``n`` / ``n_train`` and ``parts`` against the split's size (when the dataset plugin knows it without
         decoding the split, ``Dataset.size``), and ``n`` against the size of the part it is drawn from."""
-        n_key = "n_train" if isinstance(spec, TrainedSpec) else "n"
+        n_key = prefix + ("n_train" if isinstance(spec, TrainedSpec) else "n")
         where = f"{spec.dataset}/{spec.split}"
         if call.name != spec.dataset:
             where += f" (plugin {call.name})"
@@ -722,7 +773,7 @@ class _Resolver:
         if total is None:
             return
         if spec.parts is not None and sum(spec.parts) > total:
-            raise self.fail(section, name, "parts", f"{spec.parts} add up to {sum(spec.parts)}, more than the "
+            raise self.fail(section, name, f"{prefix}parts", f"{spec.parts} add up to {sum(spec.parts)}, more than the "
                             f"{total} images of {where}")
         if n is not None and n > total:
             raise self.fail(section, name, n_key, f"{n} exceeds the {total} images of {where}")
@@ -755,7 +806,8 @@ class _Resolver:
                 self.ref("evaluations", name, f"attacks[{i}]", "attacks", att)
                 instances.update(attacks[att])
             suite.evaluations[name] = Evaluation(name, self.data("evaluations", name, e), tuple(e.sources),
-                                                 instances, targets, e.batch_size, e.threat_model, e.bpda, e.eot)
+                                                 instances, targets, e.batch_size, e.threat_model, e.bpda, e.eot,
+                                                 e.per_class)
             self.check_threat(suite, name, e)
         for name, t in s["tables"].items():
             suite.tables[name] = self.table(name, t, suite)
@@ -805,7 +857,21 @@ class _Resolver:
                 check(call.params, tuple(dataset.input_shape), int(dataset.num_classes))
             except ValueError as exc:
                 raise self.fail("models", name, "params", " ".join(str(exc).split())) from None
-        return Model(name, call, trainer, data, tuple(m.members), m.init, m.seed)
+        return Model(name, call, trainer, data, tuple(m.members), m.init, m.seed,
+                     monitor=None if m.monitor is None else self.monitor(name, m.monitor, trainer))
+
+    def monitor(self, name: str, spec: MonitorSpec, trainer: PluginCall) -> Monitor:
+        if not getattr(trainer.obj, "observes", False):
+            raise self.fail("models", name, "monitor", f"trainer {trainer.name!r} does not observe epochs; "
+                            "a monitored model needs one that does (e.g. 'standard')")
+        probes: dict[str, PluginCall] = {}
+        for i, p in enumerate(spec.probes):
+            label = p.label or p.plugin
+            if label in probes:
+                raise self.fail("models", name, f"monitor.probes[{i}].label", f"{label!r} is used twice; give each "
+                                "probe of one plugin its own label")
+            probes[label] = self.call("probe", p.plugin, p.params, "models", name, f"monitor.probes[{i}].")
+        return Monitor(self.data("models", name, spec, "monitor."), probes, spec.every)
 
     def defense(self, name: str, d: DefenseSpec) -> DefenseEntry:
         call = self.call("defense", d.plugin, d.params, "defenses", name, "")
@@ -822,7 +888,7 @@ class _Resolver:
         return DefenseEntry(**{**vars(entry), "trainer": trainer, "data": data})
 
     def defended(self, name: str, m: ModelSpec, suite: Suite) -> Model:
-        for key in ("plugin", "dataset", "n_train", "trainer", "parts", "init", "seed"):
+        for key in ("plugin", "dataset", "n_train", "trainer", "parts", "init", "seed", "monitor"):
             if getattr(m, key) is not None:
                 raise self.fail("models", name, key, "a defended model is assembled from trained parts (its base or "
                                 f"members, its defenses): it takes no {key}")
@@ -908,6 +974,9 @@ class _Resolver:
                 raise self.fail("attacks", name, "input", f"attack {spec.input!r} has a grid; transform one "
                                 "instance (define it without a grid)")
             base = next(iter(done[spec.input].items()))
+            if is_generator(base[1].call.obj):
+                raise self.fail("attacks", name, "input", f"attack {spec.input!r} generates inputs from nothing: a "
+                                "transform derives a set from clean inputs, which a generated set has none of")
         elif spec.input is not None:
             raise self.fail("attacks", name, "input", "only a 'transform' takes an input")
         points: list[dict[str, Any]] = [{}]

@@ -60,6 +60,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rbench.attack import is_generator
 from rbench.data import load_split
 from rbench.defense import Defense, Stage, seed_randomness
 from rbench.jobs import check_attack_output
@@ -136,6 +137,9 @@ def check_attack(name: str, params: dict[str, Any] | Any, *, model: torch.nn.Mod
     mean L2 distortion). Raises ``AssertionError`` (or the engine's ``PluginContractError``) naming the problem.
     """
     attack = get_plugin("attack", name)
+    if is_generator(attack):  # no clean inputs to perturb: the engine's own checks cover it (tests/test_nguyen.py)
+        raise TypeError(f"attack {name!r} is a generator (rbench.GeneratorAttack): check_attack checks attacks on "
+                        "data; run a generator through a suite, whose jobs check every output")
     params = params if not isinstance(params, dict) else attack.Params.model_validate(params, strict=True)
     model = model if model is not None else reference_model()
     if x is None or y is None:

@@ -200,7 +200,8 @@ def test_every_published_file_is_valid():
     files = sorted((REPO / "results" / "published").glob("*.toml"))
     assert {f.name for f in files} >= {"szegedy2013.toml", "mlss.toml"}
     for f in files:
-        assert load_published(f).tables
+        published = load_published(f)
+        assert published.tables or published.claims  # a paper of figures only (Bečková et al.) has only claims
 
 
 def test_published_claims_are_checked_held_or_not(tmp_path):

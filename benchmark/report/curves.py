@@ -37,7 +37,7 @@ def figure_name(table: ResultTable) -> str:
 
 
 def wants_curves(table: ResultTable) -> bool:
-    return getattr(table, "figure", None) == FIGURE
+    return table.draws(FIGURE)
 
 
 @dataclass

@@ -17,17 +17,15 @@ def save_image_grid(path: Path, images: Sequence[Sequence[np.ndarray | None]], *
     """Draw ``images[r][c]`` (each (H, W), (1, H, W) or (3, H, W), values in [0, 1]; None leaves the place empty)
     as a grid with the given row and column labels and an optional caption under each image, and write it to
     ``path`` atomically. Returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display
 
     rows = len(images)
     cols = max((len(r) for r in images), default=0)
     if rows == 0 or cols == 0:
         raise ValueError(f"no images to draw for {path.name}")
     size = 1.1
-    fig, axes = plt.subplots(rows, cols, figsize=(max(cols * size, 4), rows * size + 0.8), squeeze=False)
+    fig = Figure(figsize=(max(cols * size, 4), rows * size + 0.8), dpi=110)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for r in range(rows):
         for c in range(cols):
             ax = axes[r][c]
@@ -51,6 +49,5 @@ def save_image_grid(path: Path, images: Sequence[Sequence[np.ndarray | None]], *
                 ax.set_title(column_labels[c], fontsize=7)
     fig.suptitle(title, fontsize=8, wrap=True)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     return path

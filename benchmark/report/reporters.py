@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -43,6 +44,11 @@ class Reporter:
     def write(self, results: RunResults, run_dir: Path, store: Store) -> list[Path]:
         """Write this reporter's files into ``run_dir``; a text reporter writes ``render(results)`` to ``suffix``."""
         return [write_text_report(self, results, run_dir)]
+
+
+def figure_file(figure: str, table: str) -> str:
+    """The file a figure reporter writes for ``figure`` (a table's ``figure`` option) of ``table``."""
+    return f"{figure}_{re.sub(r'[^A-Za-z0-9_.-]', '_', table)}.png"
 
 
 def renders_text(reporter: Any) -> bool:
@@ -101,6 +107,10 @@ class Markdown(Reporter):
             parts.append(tabulate(grid(t), headers=header(t), tablefmt="github", disable_numparse=True) + "\n")
             if figure_cells(t):
                 parts.append(f"Reliability diagrams: [{figure_name(t)}]({figure_name(t)})\n")
+            drawn = [t.figure] if isinstance(t.figure, str) else (t.figure or [])
+            if drawn:  # every figure reporter writes <figure>_<table>.png
+                links = [f"[{figure_file(f, t.name)}]({figure_file(f, t.name)})" for f in drawn]
+                parts.append(f"Figures: {', '.join(links)}\n")
         if results.published:
             from rbench.compare import as_markdown, check_claims, compare
 
@@ -136,6 +146,8 @@ class Json(Reporter):
 @hookimpl
 def rbench_reporters():
     from rbench.report.curves import Curves
+    from rbench.report.generated import Images
+    from rbench.report.lines import Lines
     from rbench.report.reliability import Reliability
 
-    return [Markdown(), Csv(), Json(), Reliability(), Curves()]
+    return [Markdown(), Csv(), Json(), Reliability(), Curves(), Lines(), Images()]

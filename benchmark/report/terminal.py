@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rbench.compare import ClaimCheck, Comparison, describe_claim, fmt_number, summary
+from rbench.compare import ClaimCheck, Comparison, describe_claim, fmt_number, paper_summary, summary
 from rbench.report.reporters import grid, header, unit_note
 from rbench.results import RunResults
 
@@ -23,8 +23,8 @@ def print_tables(results: RunResults, console: Console) -> None:
 
 def print_comparison(rows: list[Comparison], console: Console, details: bool = True,
                      claims: list[ClaimCheck] | None = None) -> None:
-    """Each published cell beside ours (when ``details``), one summary line per table, then the paper's claims
-    (held or not held)."""
+    """Each published cell beside ours (when ``details``), one summary line per table, the paper's claims (held or
+    not held), and last one line per published file (per paper: cells within tolerance, claims held)."""
     if details:
         for name, figure, ok, total in summary(rows):
             table = Table(title=escape(f"{name} vs {figure}: {ok}/{total} within tolerance"), title_justify="left")
@@ -40,3 +40,8 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
         console.print(escape(f"compare {name} ({figure}): {ok}/{total} cells within tolerance"), highlight=False)
     for check in claims or []:
         console.print(escape(describe_claim(check)), highlight=False)
+    papers = paper_summary(rows, claims or [])
+    if papers:
+        console.print("Summary over all published tables:", highlight=False)
+        for paper in papers:
+            console.print(escape(f"  {paper.describe()}"), highlight=False)

@@ -4,12 +4,16 @@ from rbench import hookimpl
 from rbench.plugins.attacks.art_adapter import ArtAttack
 from rbench.plugins.attacks.fast_gradient import FastGradientValue, Fgsm
 from rbench.plugins.attacks.foolbox_adapter import FoolboxAttack
+from rbench.plugins.attacks.gradient_ascent import GradientAscent
 from rbench.plugins.attacks.lbfgs import Lbfgs
+from rbench.plugins.attacks.map_elites import MapElites
 from rbench.plugins.attacks.noise import GaussianNoise
 from rbench.plugins.attacks.odin import Odin
 from rbench.plugins.attacks.pgd import Bim, Pgd
+from rbench.plugins.attacks.pixel import PixelAttack
 
 
 @hookimpl
 def rbench_attacks():
-    return [Fgsm(), FastGradientValue(), Pgd(), Bim(), GaussianNoise(), Lbfgs(), FoolboxAttack(), ArtAttack(), Odin()]
+    return [Fgsm(), FastGradientValue(), Pgd(), Bim(), GaussianNoise(), Lbfgs(), FoolboxAttack(), ArtAttack(), Odin(),
+            PixelAttack(), MapElites(), GradientAscent()]

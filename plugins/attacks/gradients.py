@@ -8,12 +8,22 @@ import torch.nn.functional as F
 TINY = 1e-12
 
 
-def loss_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient of the summed cross-entropy w.r.t. ``x`` only (the model's parameters stay frozen)."""
+def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample margin (Carlini & Wagner 2017): the largest wrong logit minus the true one (positive once the
+    sample is misclassified). Unlike the cross-entropy it does not flatten where the softmax saturates."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    wrong = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return wrong - true
+
+
+def loss_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """Gradient w.r.t. ``x`` only (the model's parameters stay frozen) of the summed cross-entropy (``"ce"``) or
+    of the summed :func:`margin_loss` (``"margin"``)."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = F.cross_entropy(model(x), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
+        logits = model(x)
+        value = F.cross_entropy(logits, y, reduction="sum") if loss == "ce" else margin_loss(logits, y).sum()
+        (grad,) = torch.autograd.grad(value, x)
     return grad
 
 

@@ -12,7 +12,9 @@ from rbench.plugins.attacks.gradients import l2_normalize, loss_gradient, projec
 
 
 class PgdParams(BaseModel):
-    """``step_size`` defaults to ``2.5 * eps / steps``; ``random_start`` draws the start uniformly in the ball."""
+    """``step_size`` defaults to ``2.5 * eps / steps``; ``random_start`` draws the start uniformly in the ball;
+    ``loss``: ascend the cross-entropy (``ce``) or the logit margin (``margin``, Carlini & Wagner's, which keeps a
+    useful gradient where the softmax saturates)."""
 
     model_config = ConfigDict(extra="forbid")
     norm: Literal["linf", "l2"] = "linf"
@@ -20,6 +22,7 @@ class PgdParams(BaseModel):
     steps: Annotated[int, Field(ge=1)] = 40
     step_size: Annotated[float, Field(gt=0)] | None = None
     random_start: bool = True
+    loss: Literal["ce", "margin"] = "ce"
 
 
 class BimParams(PgdParams):
@@ -44,10 +47,11 @@ class Pgd(FixedBudgetAttack):
         if norm == "linf":  # the eps-ball and the [0, 1] box intersect in one box: clamp once per step
             lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
             for _ in range(params.steps):
-                x_adv = torch.clamp(x_adv.add_(loss_gradient(model, x_adv, y).sign_(), alpha=alpha), lo, hi)
+                step = loss_gradient(model, x_adv, y, params.loss).sign_()
+                x_adv = torch.clamp(x_adv.add_(step, alpha=alpha), lo, hi)
         else:
             for _ in range(params.steps):
-                step = l2_normalize(loss_gradient(model, x_adv, y))
+                step = l2_normalize(loss_gradient(model, x_adv, y, params.loss))
                 x_adv = (x + project(x_adv + alpha * step - x, norm, eps)).clamp(0, 1)
         return AttackOutput(x_adv, misclassified(model, x_adv, y))
 

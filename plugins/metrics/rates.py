@@ -14,6 +14,11 @@ def _percent(mask: np.ndarray) -> float | None:
     return None if mask.size == 0 else float(100.0 * mask.mean())
 
 
+def class_accuracies(correct: np.ndarray, labels: np.ndarray) -> list[float]:
+    """The fraction of correct samples of each class present in ``labels``, in class order."""
+    return [float(correct[labels == c].mean()) for c in np.unique(labels)]
+
+
 class Error(Metric):
     """Error rate (%) of the target model on the cell's inputs (the adversarial set, or clean data).
 
@@ -45,6 +50,34 @@ class CleanError(Metric):
 
     def compute(self, cell: CellData, params: BaseModel) -> float | None:
         return _percent(~cell.clean.correct)
+
+
+class ClassRobustnessParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: one class only (its label); None: the mean over the classes present
+    of_class: int | None = None
+    #: "robustness": 1 - the fraction misclassified; "error": the fraction misclassified (an attack's success)
+    kind: Literal["robustness", "error"] = "robustness"
+
+
+class ClassRobustness(Metric):
+    """Class robustness (Bečková et al. 2020, section 3.2), in %: for a class, 1 - the fraction of the cell's
+    inputs of that class (adversarial or clean) the target misclassifies; network robustness is the mean over the
+    classes, so every class weighs the same whatever its size. ``kind = "error"`` gives the complement."""
+
+    name = "class_robustness"
+    Params = ClassRobustnessParams
+    label = "class robustness"
+
+    def compute(self, cell: CellData, params: ClassRobustnessParams) -> float | None:
+        pred = cell.predictions
+        if params.of_class is not None:
+            chosen = pred.labels == params.of_class
+            value = _percent(pred.correct[chosen])
+        else:
+            per_class = class_accuracies(pred.correct, pred.labels)
+            value = None if not per_class else 100.0 * sum(per_class) / len(per_class)
+        return value if value is None or params.kind == "robustness" else 100.0 - value
 
 
 class SuccessRate(Metric):
@@ -87,7 +120,7 @@ class Distortion(Metric):
     fmt = ".4f"
 
     def compute(self, cell: CellData, params: DistortionParams) -> float | None:
-        if cell.adv is None:
+        if cell.adv is None or cell.adv.generated:  # a generated set has no clean input to be distorted from
             return None
         values = cell.adv.distortion[params.norm]
         if params.over == "successful":

@@ -7,9 +7,10 @@ from rbench.plugins.models.checkpoint import Checkpoint
 from rbench.plugins.models.ensemble import Ensemble
 from rbench.plugins.models.lenet import LeNet
 from rbench.plugins.models.mlp import Mlp
+from rbench.plugins.models.sigmoid_mlp import SigmoidMlp
 from rbench.plugins.models.temperature import TemperatureScaled
 
 
 @hookimpl
 def rbench_models():
-    return [Mlp(), LeNet(), AeSoftmax(), An2020(), Ensemble(), TemperatureScaled(), Checkpoint()]
+    return [Mlp(), LeNet(), AeSoftmax(), An2020(), Ensemble(), TemperatureScaled(), Checkpoint(), SigmoidMlp()]

@@ -44,3 +44,18 @@ def check_per_layer(value: Any, n: int, what: str) -> None:
 
 def flat_size(shape: list[int]) -> int:
     return int(torch.tensor(shape).prod())
+
+
+class TemperedSigmoid(nn.Module):
+    """The logistic sigmoid of temperature T: f(net) = 1 / (1 + exp(-net / T)) (Bečková et al. 2020, eq. 1).
+    Small T approaches a step function, large T a linear one around 0."""
+
+    def __init__(self, temperature: float):
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def forward(self, net):
+        return torch.sigmoid(net / self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature:g}"

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from rbench.model import Progress, TrainData, Trainer, no_progress, param_groups
+from rbench.model import EpochObserver, Progress, TrainData, Trainer, no_progress, param_groups
 
 
 class OptimizerParams(BaseModel):
@@ -52,6 +52,7 @@ class StandardTrainer(Trainer):
 
     name = "standard"
     Params = StandardParams
+    observes = True
 
     def epochs(self, params: BaseModel) -> int:
         """How many passes over the data."""
@@ -82,8 +83,8 @@ class StandardTrainer(Trainer):
         return stats
 
     def train(self, model: torch.nn.Module, data: TrainData, params: BaseModel, *,
-              generator: torch.Generator, device: torch.device, progress: Progress = no_progress
-              ) -> dict[str, Any]:
+              generator: torch.Generator, device: torch.device, progress: Progress = no_progress,
+              observer: EpochObserver | None = None) -> dict[str, Any]:
         x, y = data.x.to(device), data.y.to(device)
         state = self.begin(data, params, generator=generator, device=device)
         opt = make_optimizer(model, params)
@@ -115,5 +116,9 @@ class StandardTrainer(Trainer):
             if not torch.isfinite(loss_sum):
                 raise FloatingPointError(f"training loss is not finite in epoch {epoch + 1}")
             epoch_losses.append(float(loss_sum) / max(seen, 1))
+            if observer is not None:
+                model.eval()
+                observer(epoch + 1, model)
+                model.train()
         stats = {"epochs": epochs, "final_epoch_loss": epoch_losses[-1], "steps": step}
         return self.summary(params, stats, epoch_losses, tally, state)

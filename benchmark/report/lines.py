@@ -1,0 +1,80 @@
+"""Line charts of a table over its columns: the ``lines`` file reporter.
+
+For every result table whose ``figure`` is ``"lines"``, one PNG in the run folder, ``lines_<table>.png``: the
+columns, in table order, along x (as categories: a grid of temperatures, of budgets, of pixel counts), one line
+per row through its valued cells. matplotlib is imported only to draw.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rbench.report.curves import y_label
+from rbench.report.reporters import Reporter
+from rbench.results import ResultTable, RunResults
+from rbench.store import atomic_write
+
+if TYPE_CHECKING:
+    from rbench.store import Store
+
+FIGURE = "lines"
+
+
+def figure_name(table: ResultTable) -> str:
+    return f"lines_{re.sub(r'[^A-Za-z0-9_.-]', '_', table.name)}.png"
+
+
+def lines(table: ResultTable) -> dict[str, tuple[list[int], list[float]]]:
+    """row -> (column positions, values) of its valued cells."""
+    out = {}
+    for row in table.rows:
+        points = []
+        for i, column in enumerate(table.columns):
+            try:
+                value = table.cell(row, column).value
+            except KeyError:
+                continue
+            if value is not None:
+                points.append((i, float(value)))
+        if points:
+            out[row] = ([p[0] for p in points], [p[1] for p in points])
+    return out
+
+
+def draw(table: ResultTable, rows: dict[str, tuple[list[int], list[float]]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 0.55 * len(table.columns) + 3), 4.6), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    for row, (x, y) in rows.items():
+        ax.plot(x, y, marker="o", markersize=3, linewidth=1.2, label=row)
+    ax.set_xticks(range(len(table.columns)), [textwrap.shorten(c, 18) for c in table.columns], rotation=30,
+                  ha="right", fontsize=7)
+    ax.set_xlabel("" if table.column_axis == "columns" else table.column_axis)  # "columns": listed, no axis
+    ax.set_ylabel(y_label(table))
+    ax.grid(True, linewidth=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("\n".join(textwrap.wrap(table.title, 90)), fontsize="medium")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+class Lines(Reporter):
+    """Line charts over the columns of every table with ``figure = "lines"`` (``lines_<table>.png``)."""
+
+    name = "lines"
+    suffix = None
+
+    def write(self, results: RunResults, run_dir: Path, store: Store) -> list[Path]:
+        written = []
+        for table in results.tables:
+            if not table.draws(FIGURE):
+                continue
+            rows = lines(table)
+            if rows:
+                path = Path(run_dir) / figure_name(table)
+                draw(table, rows, path)
+                written.append(path)
+        return written

@@ -1,0 +1,11 @@
+"""Built-in probe plugins: per-epoch measurements of a model in training (:mod:`rbench.probe`)."""
+
+from rbench import hookimpl
+from rbench.plugins.probes.gradients import InputGradient
+from rbench.plugins.probes.regimes import ActivationRegimes
+from rbench.plugins.probes.robustness import CleanAccuracy, FgsmRobustness
+
+
+@hookimpl
+def rbench_probes():
+    return [CleanAccuracy(), FgsmRobustness(), ActivationRegimes(), InputGradient()]

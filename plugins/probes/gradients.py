@@ -1,0 +1,61 @@
+"""Input-gradient magnitude G(x) (Bečková et al. 2020, section 3.2): the mean absolute partial derivative of the
+loss with respect to each input pixel, and how it relates to the model's confidence in the true class."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import ConstantInputWarning, pearsonr
+
+from rbench.dataset import NoParams
+from rbench.plugins.probes.robustness import CHUNK
+from rbench.probe import Probe
+
+
+def input_gradient_magnitude(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """(G(x) per sample, the softmax probability of the true class per sample), as float64 arrays."""
+    g, conf = [], []
+    for i in range(0, len(x), CHUNK):
+        xb = x[i:i + CHUNK].detach().clone().requires_grad_(True)
+        logits = model(xb)
+        loss = F.cross_entropy(logits, y[i:i + CHUNK], reduction="sum")  # per-sample losses: independent grads
+        (grad,) = torch.autograd.grad(loss, xb)
+        g.append(grad.abs().flatten(1).mean(1).detach().double().cpu())
+        conf.append(logits.detach().double().softmax(1).gather(1, y[i:i + CHUNK, None]).squeeze(1).cpu())
+    return torch.cat(g).numpy(), torch.cat(conf).numpy()
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
+    """Pearson's r and its two-sided p-value; (None, None) where it is undefined (fewer than 3 samples or a
+    constant input, e.g. gradients that vanish everywhere)."""
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        r, p = pearsonr(a, b)
+    return (None, None) if not np.isfinite(r) else (float(r), float(p))
+
+
+class InputGradient(Probe):
+    """``median``: the median of G(x) over the slice; ``class_median``: per class; ``correlation`` and
+    ``p_value``: Pearson's r between G(x) and the true-class confidence over the slice, and its p-value;
+    ``class_correlation`` and ``class_p_value``: the same within each class (the paper's figure 8);
+    ``zero_fraction``: the share (%) of samples whose input gradient is exactly zero in float32 (vanished, e.g.
+    in saturated sigmoids). An undefined correlation is None."""
+
+    name = "input_gradient"
+    Params = NoParams
+
+    def measure(self, model, x, y, params, *, generator):
+        g, conf = input_gradient_magnitude(model, x, y)
+        labels = y.cpu().numpy()
+        classes = np.unique(labels)
+        r, p = correlation(g, conf)
+        per_class = [correlation(g[labels == c], conf[labels == c]) for c in classes]
+        return {"median": float(np.median(g)), "class_median": [float(np.median(g[labels == c])) for c in classes],
+                "correlation": r, "p_value": p, "class_correlation": [c[0] for c in per_class],
+                "class_p_value": [c[1] for c in per_class], "zero_fraction": 100.0 * float((g == 0).mean())}

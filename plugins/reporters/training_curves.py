@@ -1,0 +1,95 @@
+"""Measurements over training: the ``training_curves`` file reporter.
+
+For every result table whose ``figure`` includes ``"training"`` and that has ``observed`` cells (per-epoch
+measurements of monitored models, read back from the training jobs), one PNG in the run folder,
+``training_<table>.png``: one panel per table column, x = the epoch, y = the column's measurement at every
+observed epoch (whatever epoch the cell itself shows), one line per row.
+Bečková et al. 2020 draw regimes and robustness over training this way (figures 4-6).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rbench.errors import RbenchError
+from rbench.plugins.metrics.observed import ObservedParams, measurement
+from rbench.report.reporters import Reporter
+from rbench.results import ResultTable, RunResults
+from rbench.store import atomic_write
+
+if TYPE_CHECKING:
+    from rbench.store import Store
+
+METRIC = "observed"
+FIGURE = "training"
+
+
+def figure_name(table: ResultTable) -> str:
+    return f"training_{re.sub(r'[^A-Za-z0-9_.-]', '_', table.name)}.png"
+
+
+def series(table: ResultTable, store: Store) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
+    """column -> row -> (epochs, values) for every valued ``observed`` cell of ``table``."""
+    out: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    for cell in table.cells:
+        call = table.metric_call(cell)
+        if cell.value is None or call.get("plugin") != METRIC:
+            continue
+        params = ObservedParams.model_validate(call["params"])
+        key = next((k for k in cell.jobs if store.has(k) and store.entry(k).kind == "checkpoint"), None)
+        if key is None:
+            raise RbenchError(f"table {table.name!r}: the checkpoint behind cell ({cell.row}, {cell.column}) is not "
+                              f"in the store {store.root}; pass --store, or run the suite again")
+        observed = store.load_checkpoint(key)[1].get("stats", {}).get("observed", [])
+        points = [(e["epoch"], measurement(e, params)) for e in observed]
+        points = [(e, v) for e, v in points if v is not None]
+        out.setdefault(cell.column, {})[cell.row] = ([e for e, _ in points], [v for _, v in points])
+    return out
+
+
+def draw(table: ResultTable, panels: dict[str, dict[str, tuple[list[int], list[float]]]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    columns = [c for c in table.columns if c in panels]
+    wide = min(len(columns), 3)
+    high = math.ceil(len(columns) / wide)
+    fig = Figure(figsize=(4.2 * wide, 3.2 * high + 0.6), dpi=100, layout="constrained")
+    axes = fig.subplots(high, wide, squeeze=False)
+    for i, column in enumerate(columns):
+        ax = axes[i // wide][i % wide]
+        for row in table.rows:
+            if row in panels[column]:
+                epochs, values = panels[column][row]
+                ax.plot(epochs, values, linewidth=1.2, marker="o" if len(epochs) < 12 else None, markersize=3,
+                        label=row)
+        ax.set_title(column, fontsize="small")
+        ax.set_xlabel("epoch")
+        ax.grid(True, linewidth=0.3)
+    for j in range(len(columns), wide * high):
+        axes[j // wide][j % wide].axis("off")
+    axes[0][0].legend(fontsize=6, loc="best")
+    fig.suptitle("\n".join(textwrap.wrap(f"{table.title} (over training)", 100)), fontsize="medium")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+class TrainingCurves(Reporter):
+    """Per-epoch curves of every table with ``observed`` cells (``training_<table>.png``)."""
+
+    name = "training_curves"
+    suffix = None
+
+    def write(self, results: RunResults, run_dir: Path, store: Store) -> list[Path]:
+        written = []
+        for table in results.tables:
+            if not table.draws(FIGURE):
+                continue
+            panels = series(table, store)
+            if panels:
+                path = Path(run_dir) / figure_name(table)
+                draw(table, panels, path)
+                written.append(path)
+        return written
