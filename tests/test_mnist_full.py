@@ -3,7 +3,7 @@ jobs there (the store trains each once, and a suite run before or after mnist_fu
 
 from __future__ import annotations
 
-import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,8 +12,7 @@ from rbench.plan import build_plan
 from rbench.suite import load_suite
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
-INCLUDED = re.search(r"^include = \[(.*)\]", (SUITES / "mnist_full.toml").read_text(), re.M).group(1)
-PARTS = [name.strip().strip('"') for name in INCLUDED.split(",")]
+PARTS = tomllib.loads((SUITES / "mnist_full.toml").read_text())["suite"]["include"]
 
 
 def _train_jobs(path: Path, profile: str | None) -> dict[str, str]:
