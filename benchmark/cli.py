@@ -20,8 +20,15 @@ from rbench.store import Store
 if TYPE_CHECKING:
     from rbench.runner import RunOutcome
 
+ENVIRONMENT = (
+    "Environment: RBENCH_DATA (a folder with the dataset files, tried first; then the download cache), "
+    "RBENCH_DATA_CACHE (download cache), RBENCH_DATA_MIRROR (download base URL), RBENCH_OFFLINE=1 (never "
+    "download), RBENCH_STORE (artifact store; default the platform cache dir), RBENCH_PLUGINS / "
+    "RBENCH_DISABLE_PLUGINS (allow / deny lists of plugin distributions), RBENCH_TRACE_PLUGINS=1 (print hook "
+    "calls), RBENCH_DEBUG=1 (tracebacks for internal errors).")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Benchmark the adversarial robustness of classifiers with declarative suites and plugins.")
+                  help="Benchmark the adversarial robustness of classifiers with declarative suites and plugins.",
+                  epilog=ENVIRONMENT)
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect and clean the artifact store.")
 app.add_typer(cache_app, name="cache")
 
@@ -32,6 +39,23 @@ StoreOpt = Annotated[Path | None, typer.Option("--store", help="Artifact store f
 
 def _store(path: Path | None) -> Store:
     return Store(path)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        import torch
+
+        print(f"rbench {version('rbench')} (torch {torch.__version__}, Python {sys.version.split()[0]})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="Print rbench's version (and torch's) and exit")] = False
+             ) -> None:
+    """Benchmark the adversarial robustness of classifiers with declarative suites and plugins."""
 
 
 @app.command()

@@ -246,3 +246,16 @@ def test_run_dir_that_cannot_be_a_folder_stops_the_run_before_any_work(tmp_path,
     out = rbench("run", str(path), "--store", str(store), "--run-dir", str(run_dir), "-q")
     _one_line_exit_2(out, f"--run-dir {run_dir}: " + ("is a file" if where == "file" else "a folder above it"))
     assert not _objects(store) and blocker.read_text() == ""
+
+
+def test_version_and_the_environment_are_in_the_cli():
+    from importlib.metadata import version
+
+    out = rbench("--version")
+    assert out.returncode == 0 and out.stdout.startswith(f"rbench {version('rbench')} (torch ")
+    helped = rbench("--help", env={"COLUMNS": "200"})
+    assert helped.returncode == 0
+    for name in ("RBENCH_DATA", "RBENCH_STORE", "RBENCH_OFFLINE", "RBENCH_PLUGINS", "RBENCH_DEBUG", "--version"):
+        assert name in helped.stdout
+    run_help = rbench("run", "--help", env={"COLUMNS": "200"})
+    assert "(default: one per device)" in run_help.stdout  # defaults stay visible (not eaten as markup)
