@@ -179,3 +179,14 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(first_run, tmp_path):
     assert not again.failed
     assert {k for k, r in again.job_results.items() if r.status == "cached"} == stored_before
     assert _values(again.results) == _values(outcome.results)
+
+
+def test_the_unit_note_is_not_repeated_when_the_title_gives_the_unit():
+    from rbench.report.reporters import unit_note
+    from rbench.results import Cell, ResultTable
+
+    table = ResultTable("t", "Errors by model", ["a"], ["b"], "rows", "columns", {"error": "%"}, {"error": ".1f"},
+                        [Cell("a", "b", 1.0)], "", metric_of={"a|b": "error"})
+    assert unit_note(table) == " (%)"
+    table.title = "Errors (%) by model"
+    assert unit_note(table) == ""

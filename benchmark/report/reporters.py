@@ -88,9 +88,12 @@ def header(table: ResultTable) -> list[str]:
 
 
 def unit_note(table: ResultTable) -> str:
-    """`` (%)`` when every cell of the table has that unit."""
+    """`` (%)`` when every cell of the table has that unit and the title does not say so already."""
     units = _units(table)
-    return f" ({next(iter(units))})" if len(units) == 1 and next(iter(units)) else ""
+    if len(units) != 1 or not next(iter(units)):
+        return ""
+    unit = next(iter(units))
+    return "" if f"({unit}" in table.title else f" ({unit})"
 
 
 class Markdown(Reporter):
