@@ -92,6 +92,18 @@ class ConfidenceParams(_Selection):
     generation: Annotated[int, Field(ge=0)] | None = None
 
 
+def _values(cell: CellData, cls, generation: int | None):
+    """(the selected rows, their target-class confidences, final or at ``generation``); values None where no image
+    is selected or no trace reaches that generation."""
+    rows = selected(cell, cls)
+    if rows is None or rows.size == 0:
+        return rows, None
+    if generation is None:
+        return rows, confidences(cell, rows)
+    record = trace(cell, rows)
+    return rows, None if record is None else at_generation(record, generation)
+
+
 class FoolingConfidence(Metric):
     """The target model's confidence (%) in the target class of the cell's generated images (see the module)."""
 
@@ -101,14 +113,7 @@ class FoolingConfidence(Metric):
     fmt = ".4f"
 
     def compute(self, cell: CellData, params: ConfidenceParams) -> float | None:
-        rows = selected(cell, params.cls)
-        if rows is None or rows.size == 0:
-            return None
-        if params.generation is None:
-            values = confidences(cell, rows)
-        else:
-            record = trace(cell, rows)
-            values = None if record is None else at_generation(record, params.generation)
+        _, values = _values(cell, params.cls, params.generation)
         return None if values is None else 100.0 * _reduce(values, params.reduce)  # type: ignore[operator]
 
 
@@ -127,16 +132,9 @@ class FooledFraction(Metric):
     label = "fooled"
 
     def compute(self, cell: CellData, params: FractionParams) -> float | None:
-        rows = selected(cell, params.cls)
-        if rows is None or rows.size == 0:
+        rows, values = _values(cell, params.cls, params.generation)
+        if values is None:
             return None
-        if params.generation is None:
-            values = confidences(cell, rows)
-        else:
-            record = trace(cell, rows)
-            values = None if record is None else at_generation(record, params.generation)
-            if values is None:
-                return None
         reached = values >= params.threshold
         if params.per == "class":
             classes = cell.adv.targets[rows]  # type: ignore[union-attr]
