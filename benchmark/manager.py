@@ -115,10 +115,12 @@ def _wanted(ep: metadata.EntryPoint, dist: str) -> bool:
 
 
 def _dist_name(ep: metadata.EntryPoint) -> tuple[str, str]:
+    """(distribution name, version) of an entry point; ``"?"`` for what its metadata does not say (a dist-info
+    folder that pip is writing or removing right now has entry points but no METADATA yet)."""
     dist = getattr(ep, "dist", None)
     if dist is None:
         return "?", "?"
-    return dist.metadata["Name"], dist.version
+    return dist.metadata["Name"] or "?", dist.version or "?"
 
 
 def build_registry() -> Registry:

@@ -224,3 +224,24 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def pip_install_example(example: Path, tmp: Path) -> tuple[Path, str]:
+    """Pip-install the example distribution in ``example`` (not editable, from a copy, without build isolation)
+    into its own target folder under ``tmp``; return the copy and the PYTHONPATH under which ``rbench`` finds it.
+
+    Never into the shared venv: other test workers enumerate the venv's entry points at the same time, and a
+    dist-info half written or half removed by pip is what they would see. The copy keeps the build's egg-info and
+    build folders out of the source tree; no build isolation because the machine is offline and the venv's
+    setuptools satisfies the build requirement.
+    """
+    import shutil
+
+    src = tmp / example.name
+    shutil.copytree(example, src, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    target = tmp / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+                           "--target", str(target), str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"pip install failed:\n{proc.stdout}\n{proc.stderr}"
+    path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)
+    return src, path

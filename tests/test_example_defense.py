@@ -1,18 +1,17 @@
-"""Integration test of a third-party defense plugin: pip-install examples/rbench-example-randresize into the
-running venv, check that ``rbench plugins`` lists it, and run the distribution's own tests (which run the
-defense conformance kit, ``rbench.testing.check_defense``). Uninstalled afterwards."""
+"""Integration test of a third-party defense plugin: pip-install examples/rbench-example-randresize into a
+folder of its own, check that ``rbench plugins`` lists it, and run the distribution's own tests (which run the
+defense conformance kit, ``rbench.testing.check_defense``). The venv itself is never changed."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import pytest
+from support import pip_install_example
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_DIR = REPO / "examples" / "rbench-example-randresize"
@@ -21,31 +20,14 @@ RBENCH = str(Path(sys.executable).parent / "rbench")
 SHARED_DATA = Path(os.environ.get("RBENCH_DATA") or REPO.parent / "shared" / "data")
 
 
-def _pip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
-
-
-def _installed() -> bool:
-    try:
-        metadata.distribution(DIST)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The example distribution pip-installed (not editable, from a copy, without build isolation: see
-    tests/test_example_plugin.py) into this venv for the module; removed after unless it was there before."""
-    was_installed = _installed()
-    src = tmp_path_factory.mktemp("example") / EXAMPLE_DIR.name
-    shutil.copytree(EXAMPLE_DIR, src, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
-    proc = _pip("install", "--no-deps", "--no-build-isolation", "-q", str(src))
-    assert proc.returncode == 0, f"pip install failed:\n{proc.stdout}\n{proc.stderr}"
-    yield src
-    if not was_installed:
-        proc = _pip("uninstall", "-y", DIST)
-        assert proc.returncode == 0, f"pip uninstall failed:\n{proc.stdout}\n{proc.stderr}"
+    """The example distribution pip-installed into its own folder (see ``support.pip_install_example``), on the
+    PYTHONPATH of every ``rbench`` this module starts; yields the source copy (which holds its suite)."""
+    src, path = pip_install_example(EXAMPLE_DIR, tmp_path_factory.mktemp("example"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", path)
+        yield src
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -1,17 +1,16 @@
-"""Integration test of a third-party plugin: pip-install examples/rbench-example-mifgsm into the running venv,
+"""Integration test of a third-party plugin: pip-install examples/rbench-example-mifgsm into a folder of its own,
 then drive the installed ``rbench`` console script in subprocesses (discovery, allow/deny lists, a real run)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import pytest
+from support import pip_install_example
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_DIR = REPO / "examples" / "rbench-example-mifgsm"
@@ -20,35 +19,14 @@ RBENCH = str(Path(sys.executable).parent / "rbench")
 SHARED_DATA = Path(os.environ.get("RBENCH_DATA") or REPO.parent / "shared" / "data")
 
 
-def _pip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
-
-
-def _installed() -> bool:
-    try:
-        metadata.distribution(DIST)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The example distribution pip-installed (not editable) into this venv for the module; removed after.
-
-    It is built from a copy so that the build leaves no egg-info/build folders in the source tree (and two
-    concurrent runs do not build in the same folder). No build isolation: the machine may be offline, and the
-    venv's setuptools satisfies the build requirement.
-    """
-    was_installed = _installed()
-    src = tmp_path_factory.mktemp("example") / EXAMPLE_DIR.name
-    shutil.copytree(EXAMPLE_DIR, src, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
-    proc = _pip("install", "--no-deps", "--no-build-isolation", "-q", str(src))
-    assert proc.returncode == 0, f"pip install failed:\n{proc.stdout}\n{proc.stderr}"
-    yield src
-    if not was_installed:
-        proc = _pip("uninstall", "-y", DIST)
-        assert proc.returncode == 0, f"pip uninstall failed:\n{proc.stdout}\n{proc.stderr}"
+    """The example distribution pip-installed into its own folder (see ``support.pip_install_example``), on the
+    PYTHONPATH of every ``rbench`` this module starts; yields the source copy (which holds its suite)."""
+    src, path = pip_install_example(EXAMPLE_DIR, tmp_path_factory.mktemp("example"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", path)
+        yield src
 
 
 def _env(tmp: Path | None = None, **extra: str) -> dict[str, str]:

@@ -122,6 +122,19 @@ def test_third_party_plugin_is_loaded_with_its_distribution_and_version(fakes):
 
 
 # -- failures ---------------------------------------------------------------------------------------------
+def test_a_distribution_without_metadata_does_not_break_discovery(fakes):
+    """pip writes entry_points.txt and METADATA one after the other: a listing in between sees a dist-info with
+    entry points and no name (seen in CI, where a test installed a plugin while another ran ``rbench``)."""
+    fakes.add("rbench-fake-half", {"halfep": attack_module("half_attack")})
+    [info_dir] = fakes.root.glob("rbench_fake_half-*.dist-info")
+    (info_dir / "METADATA").unlink()
+    importlib.invalidate_caches()
+    registry = build_registry()
+    info = registry.get("attack", "half_attack")
+    assert (info.distribution, info.version) == ("?", "?")
+    assert "pgd" in _names(registry, "attack")
+
+
 def test_misspelled_hook_is_a_failure_not_silence(fakes):
     source = attack_module("typo_attack").replace("def rbench_attacks", "def rbench_attack")
     fakes.add("rbench-fake-typo", {"typoep": source})
