@@ -19,6 +19,7 @@ from rbench.attack import (  # noqa: E402
 )
 from rbench.dataset import Dataset, NoParams  # noqa: E402
 from rbench.defense import Defense, DefenseModule  # noqa: E402
+from rbench.estimate import Estimate  # noqa: E402
 from rbench.manager import get_plugin  # noqa: E402
 from rbench.metric import CellData, Metric  # noqa: E402
 from rbench.model import EpochObserver, ModelPlugin, Progress, TrainData, Trainer  # noqa: E402
@@ -32,12 +33,16 @@ def __getattr__(name: str):  # the API pulls in the runner: loaded on first use,
         from rbench import api
 
         return getattr(api, name)
+    if name == "load_results":
+        from rbench.report.tidy import load_results
+
+        return load_results
     raise AttributeError(f"module 'rbench' has no attribute {name!r}")
 
 
 __all__ = [
-    "Attack", "AttackOutput", "Budget", "CellData", "Dataset", "Defense", "DefenseModule", "EpochObserver",
+    "Attack", "AttackOutput", "Budget", "CellData", "Dataset", "Defense", "DefenseModule", "EpochObserver", "Estimate",
     "FixedBudgetAttack", "GeneratorAttack", "Metric", "MinimizationAttack", "ModelPlugin", "NoParams", "Probe",
     "Progress", "Results", "TrainData", "Trainer",
-    "evaluate", "get_plugin", "hookimpl", "misclassified",
+    "evaluate", "get_plugin", "hookimpl", "load_results", "misclassified",
 ]

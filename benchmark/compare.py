@@ -27,7 +27,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rbench.errors import RbenchError
-from rbench.results import ResultTable, RunResults
+from rbench.estimate import samples_needed
+from rbench.results import Cell, ResultTable, RunResults
 
 
 class Tolerance(BaseModel):
@@ -130,9 +131,18 @@ def load_published(path: str | Path) -> Published:
         raise RbenchError(f"{path}: {where}: {' '.join(first['msg'].split())}{more}") from None
 
 
+#: the verdicts of a published cell, in the order reports list them
+VERDICTS = ("within", "inconclusive", "outside", "missing")
+VERDICT_TEXT = {"within": "within tolerance", "inconclusive": "too few samples to tell",
+                "outside": "outside tolerance", "missing": "missing"}
+
+
 @dataclass
 class Comparison:
-    """One published cell beside ours."""
+    """One published cell beside ours, with one of four verdicts: ``within`` tolerance; ``inconclusive``: outside
+    the tolerance, but the published value lies inside our 95% interval, so our samples cannot tell the two apart
+    (``samples_needed``: about how many would); ``outside``: outside the tolerance and our interval (or we have no
+    interval); ``missing``: we have no value."""
 
     table: str
     row: str
@@ -146,6 +156,11 @@ class Comparison:
     note: str = ""
     #: the published file it comes from (its stem, e.g. "szegedy2013")
     paper: str = ""
+    verdict: str = "missing"
+    n: int | None = None
+    low: float | None = None
+    high: float | None = None
+    samples_needed: int | None = None
 
 
 def compare_table(name: str, pub: PublishedTable, ours: ResultTable | None) -> list[Comparison]:
@@ -153,20 +168,38 @@ def compare_table(name: str, pub: PublishedTable, ours: ResultTable | None) -> l
     for row, columns in pub.values.items():
         for column, theirs in columns.items():
             tol = pub.column_tolerance.get(column, pub.tolerance)
-            value, note = None, ""
+            cell, note = None, ""
             if ours is None:
                 note = f"the run has no table {name!r}"
             else:
                 try:
                     cell = ours.cell(row, column)
-                    value = cell.value
-                    note = cell.error or ("" if value is not None else "not applicable")
+                    note = cell.error or ("" if cell.value is not None else "not applicable")
                 except KeyError:
                     note = f"the run's table {name!r} has no cell ({row}, {column})"
-            delta = None if value is None else value - theirs
-            out.append(Comparison(name, row, column, value, theirs, delta, tol.describe(),
-                                  value is not None and tol.allows(value, theirs), pub.figure, note))
+            out.append(judge(name, row, column, cell, theirs, tol, pub.figure, note))
     return out
+
+
+def judge(table: str, row: str, column: str, cell: Cell | None, theirs: float, tol: Tolerance, figure: str,
+          note: str) -> Comparison:
+    """The comparison of our ``cell`` (None: absent) with the published value ``theirs`` (see :class:`Comparison`
+    for the verdicts)."""
+    value = None if cell is None else cell.value
+    low, high, n = (None, None, None) if cell is None else (cell.low, cell.high, cell.n)
+    needed = None
+    if value is None:
+        verdict = "missing"
+    elif tol.allows(value, theirs):
+        verdict = "within"
+    elif low is not None and high is not None and low <= theirs <= high:
+        verdict = "inconclusive"
+        needed = samples_needed(n, low, high, value, theirs) if n else None
+    else:
+        verdict = "outside"
+    return Comparison(table, row, column, value, theirs, None if value is None else value - theirs, tol.describe(),
+                      verdict == "within", figure, note, verdict=verdict, n=n, low=low, high=high,
+                      samples_needed=needed)
 
 
 def compare(results: RunResults, published: list[str] | None = None) -> list[Comparison]:
@@ -291,6 +324,20 @@ def summary(rows: list[Comparison]) -> list[tuple[str, str, int, int]]:
     return [(t, rs[0].figure, sum(r.within_tolerance for r in rs), len(rs)) for t, rs in seen.items()]
 
 
+def verdict_counts(rows: list[Comparison]) -> str:
+    """``"3 within tolerance, 1 too few samples to tell, 2 outside tolerance"`` (only the verdicts that occur)."""
+    counts = {v: sum(r.verdict == v for r in rows) for v in VERDICTS}
+    return ", ".join(f"{k} {VERDICT_TEXT[v]}" for v, k in counts.items() if k) or "no cells"
+
+
+def describe_verdict(r: Comparison) -> str:
+    """The verdict of one cell in words, with the samples needed where it is inconclusive."""
+    if r.verdict == "inconclusive":
+        more = f" (about {r.samples_needed} samples would tell)" if r.samples_needed else ""
+        return f"{VERDICT_TEXT[r.verdict]}{more}"
+    return VERDICT_TEXT[r.verdict]
+
+
 @dataclass
 class PaperSummary:
     """One published file's verdicts: cells within tolerance of all its cells, claims held of all its claims
@@ -302,9 +349,12 @@ class PaperSummary:
     held: int
     claims: int
     unchecked: int
+    #: cells outside the tolerance but inside our interval (too few samples to tell)
+    inconclusive: int = 0
 
     def describe(self) -> str:
-        parts = [f"{self.within}/{self.cells} cells within tolerance"] if self.cells else []
+        unsure = f" ({self.inconclusive} more too close to tell)" if self.inconclusive else ""
+        parts = [f"{self.within}/{self.cells} cells within tolerance{unsure}"] if self.cells else []
         if self.claims:
             parts.append(f"{self.held}/{self.claims} claims held" + (
                 f" ({self.unchecked} not checked)" if self.unchecked else ""))
@@ -320,7 +370,7 @@ def paper_summary(rows: list[Comparison], claims: list[ClaimCheck]) -> list[Pape
         checks = [c for c in claims if c.paper == paper]
         out.append(PaperSummary(paper, sum(r.within_tolerance for r in mine), len(mine),
                                 sum(c.held is True for c in checks), len(checks),
-                                sum(c.held is None for c in checks)))
+                                sum(c.held is None for c in checks), sum(r.verdict == "inconclusive" for r in mine)))
     return out
 
 
@@ -339,12 +389,21 @@ def as_markdown(rows: list[Comparison], claims: list[ClaimCheck] | None = None) 
         parts += [f"- {describe_claim(c)}" for c in claims]
         parts.append("")
     for table, figure, ok, total in summary(rows):
-        parts.append(f"### {table} ({figure}): {ok}/{total} cells within tolerance\n")
-        body = [[r.row, r.column, fmt_number(r.ours), fmt_number(r.published), fmt_number(r.delta, signed=True),
-                 r.tolerance, "yes" if r.within_tolerance else "NO", r.note] for r in rows if r.table == table]
-        parts.append(tabulate(body, headers=["row", "column", "ours", "published", "delta", "tolerance",
-                                             "within", "note"], tablefmt="github", disable_numparse=True) + "\n")
+        mine = [r for r in rows if r.table == table]
+        parts.append(f"### {table} ({figure}): {ok}/{total} cells within tolerance ({verdict_counts(mine)})\n")
+        body = [[r.row, r.column, fmt_number(r.ours), fmt_interval(r), fmt_number(r.published),
+                 fmt_number(r.delta, signed=True), r.tolerance, describe_verdict(r), r.note] for r in mine]
+        parts.append(tabulate(body, headers=["row", "column", "ours", "95% interval", "published", "delta",
+                                             "tolerance", "verdict", "note"], tablefmt="github",
+                              disable_numparse=True) + "\n")
     return "\n".join(parts)
+
+
+def fmt_interval(r: Comparison) -> str:
+    """``[low, high] (n=N)``, or ``-`` without an interval."""
+    if r.low is None or r.high is None:
+        return "-"
+    return f"[{r.low:.3g}, {r.high:.3g}] (n={r.n})"
 
 
 def fmt_number(value: float | None, signed: bool = False) -> str:

@@ -1,9 +1,11 @@
 """The metric contract: a pure function of stored job outputs to one number.
 
 A table cell is a (source model, attack, target model) triple of one evaluation. A metric plugin's
-``compute(cell, params) -> float | None`` reads what it needs from the :class:`CellData` (loaded lazily from
-the store; the keys it touched become the cell's provenance) and returns a number in its ``unit``, or None
-where it does not apply (e.g. an attack success rate on clean inputs).
+``compute(cell, params) -> Estimate | float | None`` reads what it needs from the :class:`CellData` (loaded
+lazily from the store; the keys it touched become the cell's provenance) and returns a number in its ``unit``, or
+None where it does not apply (e.g. an attack success rate on clean inputs). A rate or a mean of per-sample values
+should be returned as an :class:`rbench.estimate.Estimate` (``rate(mask, indices)``, ``mean(values)``): the cell
+then carries its sample size and 95% interval, comparisons use them, and paired tests can use the outcomes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import BaseModel
 
 from rbench.artifacts import AdvSet, Predictions
 from rbench.dataset import NoParams
+from rbench.estimate import Estimate
 
 
 class CellData:
@@ -119,5 +122,5 @@ class Metric:
     unit: ClassVar[str] = "%"
     fmt: ClassVar[str] = ".1f"
 
-    def compute(self, cell: CellData, params: BaseModel) -> float | None:
+    def compute(self, cell: CellData, params: BaseModel) -> Estimate | float | None:
         raise NotImplementedError

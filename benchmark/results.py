@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rbench.errors import RbenchError
 
 RESULTS_FILE = "results.json"
+#: per-sample values of the cells that keep them (written by the ``tidy`` reporter)
+SAMPLES_FILE = "samples.parquet"
 
 
 @dataclass
@@ -22,6 +24,23 @@ class Cell:
     value: float | None
     jobs: list[str] = field(default_factory=list)
     error: str | None = None
+    #: the samples behind the value, and its 95% interval [low, high] by ``interval`` ("wilson", "t", "normal");
+    #: None / "" where the metric gives none (see rbench.estimate)
+    n: int | None = None
+    low: float | None = None
+    high: float | None = None
+    interval: str = ""
+    #: where the value comes from: the (source, attack label, target) cell of an evaluation
+    evaluation: str = ""
+    source: str = ""
+    attack: str = ""
+    target: str = ""
+
+    def spread(self) -> float | None:
+        """The interval's larger half-width (for a compact ``value ±spread``); None without an interval."""
+        if self.value is None or self.low is None or self.high is None:
+            return None
+        return max(self.value - self.low, self.high - self.value)
 
 
 @dataclass
@@ -42,6 +61,15 @@ class ResultTable:
     metric_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the figures file reporters draw of the table (the suite's ``figure`` option: one name or a list), or None
     figure: str | list[str] | None = None
+    #: attack label -> the plugin call behind it: {"plugin": name, "params": validated params as JSON} ("clean":
+    #: no entry); a transform of another attack's sets adds "input": that attack's label
+    attack_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: McNemar tests the suite asked for (``paired``): a, b, along (the other axis' label), axis, and the fields
+    #: of :class:`rbench.estimate.PairedTest`
+    paired: list[dict[str, Any]] = field(default_factory=list)
+    #: "row|column" -> the per-sample values a cell's mean was taken over (distribution plots); kept out of
+    #: results.json, written to samples.parquet by the ``tidy`` reporter and read back from it
+    samples: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def draws(self, figure: str) -> bool:
         """Whether the suite asked for ``figure`` (e.g. "curves", "lines") of this table."""
@@ -65,11 +93,17 @@ class ResultTable:
     def unit(self, cell: Cell) -> str:
         return self.units.get(self.metric(cell), "")
 
-    def format(self, cell: Cell) -> str:
-        """``cell``'s value as text, with the format of its metric ("-" where it does not apply)."""
+    def format(self, cell: Cell, spread: bool = False) -> str:
+        """``cell``'s value as text, with the format of its metric ("-" where it does not apply); with ``spread``,
+        followed by `` ±h`` (its interval's larger half-width) where it has one."""
         if cell.value is None:
             return "failed" if cell.error else "-"
-        return format(cell.value, self.formats.get(self.metric(cell), ".1f"))
+        fmt = self.formats.get(self.metric(cell), ".1f")
+        half = cell.spread() if spread else None
+        shown = None if half is None else format(half, fmt)
+        if shown is None or float(shown) == 0:  # no interval, or none at the value's precision
+            return format(cell.value, fmt)
+        return f"{format(cell.value, fmt)} ±{shown}"
 
 
 @dataclass
@@ -84,14 +118,31 @@ class RunResults:
     #: published-table files (absolute paths) the suite compares with
     published: list[str] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The results as results.json holds them (every field but the tables' per-sample values)."""
+        out = asdict(replace(self, tables=[replace(t, samples={}) for t in self.tables]))
+        for table in out["tables"]:
+            del table["samples"]
+        return out
+
     @classmethod
     def read(cls, run_dir: Path) -> RunResults:
+        """The results of a run folder (or of its results.json), with the per-sample values of samples.parquet
+        beside it where the ``tidy`` reporter wrote one."""
         path = Path(run_dir) / RESULTS_FILE if Path(run_dir).is_dir() else Path(run_dir)
         try:
             raw = json.loads(path.read_text())
             tables = [ResultTable(**{**t, "cells": [Cell(**c) for c in t["cells"]]}) for t in raw.pop("tables")]
-            return cls(**raw, tables=tables)
+            results = cls(**raw, tables=tables)
         except FileNotFoundError:
             raise RbenchError(f"{path}: no such file; pass a run folder written by 'rbench run'") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise RbenchError(f"{path}: not a valid rbench results file ({type(exc).__name__}: {exc})") from None
+        samples = path.parent / SAMPLES_FILE
+        if samples.exists():
+            from rbench.report.tidy import read_samples
+
+            by_table = read_samples(samples, results)
+            for table in results.tables:
+                table.samples = by_table.get(table.name, {})
+        return results

@@ -262,6 +262,8 @@ class TableSpec(_Strict):
     #: "training": training_<table>.png (per-epoch measurements of monitored models, one panel per column);
     #: a list asks for several
     figure: FigureName | Annotated[list[FigureName], Field(min_length=1)] | None = None
+    #: pairs of rows (or of columns) compared on the same samples by McNemar's exact test, in every column (row)
+    paired: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []
 
 
 class SuiteDoc(_Strict):
@@ -425,6 +427,8 @@ class Table:
     cells: dict[tuple[str, str], CellSpec]
     file: str
     figure: str | list[str] | None = None
+    #: (a, b) label pairs, both rows or both columns, compared by McNemar's test along the other axis
+    paired: tuple[tuple[str, str], ...] = ()
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -1046,10 +1050,15 @@ class _Resolver:
         notes = list(dict.fromkeys(n for c in cells.values() if (n := threat_note(suite, c.evaluation))))
         if notes:  # the threat model each evaluation used is part of what the numbers mean
             title += " [" + "; ".join(notes) + "]"
+        row_labels, column_labels = tuple(r[0] for r in rows), tuple(c[0] for c in columns)
+        for i, (a, b) in enumerate(t.paired):
+            if not ({a, b} <= set(row_labels) or {a, b} <= set(column_labels)) or a == b:
+                raise self.fail("tables", name, f"paired[{i}]", f"[{a!r}, {b!r}] are not two rows or two columns of "
+                                f"the table (rows: {', '.join(row_labels)}; columns: {', '.join(column_labels)})")
         return Table(name, title, t.rows if isinstance(t.rows, str) else "rows",
                      t.columns if isinstance(t.columns, str) else "columns",
-                     tuple(r[0] for r in rows), tuple(c[0] for c in columns), cells, self.where("tables", name),
-                     t.figure)
+                     row_labels, column_labels, cells, self.where("tables", name), t.figure,
+                     tuple((a, b) for a, b in t.paired))
 
     def lines(self, name: str, key: str, spec: str | list[Selector], t: TableSpec, suite: Suite,
               metrics: list[Metric]) -> list[tuple[str, dict[str, tuple[str, str]], Metric | None]]:

@@ -155,8 +155,8 @@ def _cell(by_attack: dict[tuple[str, str], Predictions], own: tuple[str, str]) -
 def test_class_robustness_weighs_every_class_the_same():
     pred = _predictions([True] * 8 + [False, False], [0] * 8 + [1, 1], list(range(10)))
     cell = _cell({("ev", "fgsm"): pred}, ("ev", "fgsm"))
-    assert ClassRobustness().compute(cell, ClassRobustnessParams()) == pytest.approx(50.0)  # (100 + 0) / 2
-    assert ClassRobustness().compute(cell, ClassRobustnessParams(of_class=1, kind="error")) == 100.0
+    assert float(ClassRobustness().compute(cell, ClassRobustnessParams())) == pytest.approx(50.0)  # (100 + 0) / 2
+    assert float(ClassRobustness().compute(cell, ClassRobustnessParams(of_class=1, kind="error"))) == 100.0
 
 
 def test_worst_case_takes_each_sample_at_its_worst_on_the_samples_all_attacks_share():
@@ -168,14 +168,26 @@ def test_worst_case_takes_each_sample_at_its_worst_on_the_samples_all_attacks_sh
     c = _predictions([True, False, True], [labels[3], labels[1], labels[0]], [3, 1, 0])
     cell = _cell({("ev", "clean"): clean, ("ev", "a"): a, ("ev", "b"): b, ("small", "c"): c}, ("ev", "clean"))
     two = WorstCaseParams(attacks=[AttackRef(attack="a"), AttackRef(attack="b")], statistic="accuracy")
-    assert WorstCase().compute(cell, two) == pytest.approx(100 * 4 / 6)
+    assert float(WorstCase().compute(cell, two)) == pytest.approx(100 * 4 / 6)
     three = WorstCaseParams(attacks=[AttackRef(attack="a"), AttackRef(attack="b"),
                                      AttackRef(attack="c", evaluation="small")], statistic="accuracy")
-    assert WorstCase().compute(cell, three) == pytest.approx(100 * 1 / 3)  # samples 0, 1, 3: only 3 survives
+    assert float(WorstCase().compute(cell, three)) == pytest.approx(100 * 1 / 3)  # samples 0, 1, 3: only 3 survives
     gap = three.model_copy(update={"gap_to": 1})  # b alone: all three shared samples survive
     assert WorstCase().compute(cell, gap) == pytest.approx(100 - 100 / 3)
     with pytest.raises(ValueError, match="gap_to"):
         WorstCaseParams(attacks=[AttackRef(attack="a")], gap_to=1)
+    # each attack's contribution: a breaks sample 0, b sample 2 (of the six all of a, b and the clean set share)
+    for index, broken in ((0, 1), (1, 1)):
+        alone = two.model_copy(update={"broken_by": index})
+        assert float(WorstCase().compute(cell, alone)) == pytest.approx(100 * broken / 6)
+    a_plus = _predictions([False, True, False, True, True, True], labels, [0, 1, 2, 3, 4, 5])  # breaks 0 and 2
+    cell = _cell({("ev", "clean"): clean, ("ev", "a"): a_plus, ("ev", "b"): b}, ("ev", "clean"))
+    only = [float(WorstCase().compute(cell, two.model_copy(update={"only_by": i}))) for i in (0, 1)]
+    assert only == pytest.approx([100 / 6, 0.0])  # b breaks nothing that a does not
+    worst = WorstCase().compute(cell, two)
+    assert worst.n == 6 and worst.method == "wilson" and worst.low < worst.value < worst.high
+    with pytest.raises(ValueError, match="at most one"):
+        WorstCaseParams(attacks=[AttackRef(attack="a"), AttackRef(attack="b")], gap_to=0, only_by=1)
 
 
 # -- claims -----------------------------------------------------------------------------------------------

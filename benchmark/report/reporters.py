@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import re
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -66,9 +65,10 @@ def write_text_report(reporter: Any, results: RunResults, run_dir: Path) -> Path
     return path
 
 
-def grid(table: ResultTable) -> list[list[str]]:
-    """The table as rows of text: the row label, then each column's formatted cell."""
-    return [[row] + [table.format(table.cell(row, col)) for col in table.columns] for row in table.rows]
+def grid(table: ResultTable, spread: bool = True) -> list[list[str]]:
+    """The table as rows of text: the row label, then each column's formatted cell (with ``spread``, `` ±h`` for
+    the half-width of its 95% interval where it has one)."""
+    return [[row] + [table.format(table.cell(row, col), spread) for col in table.columns] for row in table.rows]
 
 
 def _units(table: ResultTable, column: str | None = None) -> set[str]:
@@ -85,6 +85,17 @@ def header(table: ResultTable) -> list[str]:
         unit = next(iter(units)) if len(units) == 1 else ""
         out.append(f"{col} ({unit})" if mixed and unit else col)
     return out
+
+
+def describe_paired(test: dict) -> str:
+    """One McNemar test of a table in words: which two rows (columns), along which column (row), the discordant
+    counts and the exact p-value."""
+    return (f"{test['a']} vs {test['b']} at {test['along']}: {test['a_only']} samples only {test['a']}, "
+            f"{test['b_only']} only {test['b']} (of {test['n']} shared), McNemar exact p = {test['p_value']:.3g}")
+
+
+INTERVAL_NOTE = ("±h: the larger half-width of the cell's 95% interval (Wilson for rates, Student t for means, "
+                 "normal for class-balanced rates); n and the interval's ends are in results.json and cells.csv.")
 
 
 def unit_note(table: ResultTable) -> str:
@@ -104,10 +115,12 @@ class Markdown(Reporter):
         from rbench.report.reliability import figure_cells, figure_name
 
         parts = [f"# {results.title or results.suite}\n",
-                 f"Suite `{results.suite}`, profile `{results.profile or 'default'}`.\n"]
+                 f"Suite `{results.suite}`, profile `{results.profile or 'default'}`. {INTERVAL_NOTE}\n"]
         for t in results.tables:
             parts.append(f"## {t.title}{unit_note(t)}\n")
             parts.append(tabulate(grid(t), headers=header(t), tablefmt="github", disable_numparse=True) + "\n")
+            if t.paired:
+                parts.append("Paired tests:\n\n" + "\n".join(f"- {describe_paired(p)}" for p in t.paired) + "\n")
             if figure_cells(t):
                 parts.append(f"Reliability diagrams: [{figure_name(t)}]({figure_name(t)})\n")
             drawn = [t.figure] if isinstance(t.figure, str) else (t.figure or [])
@@ -143,14 +156,16 @@ class Json(Reporter):
     suffix = "results.json"
 
     def render(self, results: RunResults) -> str:
-        return json.dumps(asdict(results), indent=1)
+        return json.dumps(results.to_dict(), indent=1)
 
 
 @hookimpl
 def rbench_reporters():
     from rbench.report.curves import Curves
+    from rbench.report.figures import Figures
     from rbench.report.generated import Images
     from rbench.report.lines import Lines
     from rbench.report.reliability import Reliability
+    from rbench.report.tidy import Tidy
 
-    return [Markdown(), Csv(), Json(), Reliability(), Curves(), Lines(), Images()]
+    return [Markdown(), Csv(), Json(), Reliability(), Curves(), Lines(), Images(), Tidy(), Figures()]

@@ -6,9 +6,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rbench.compare import ClaimCheck, Comparison, describe_claim, fmt_number, paper_summary, summary
-from rbench.report.reporters import grid, header, unit_note
+from rbench.compare import (
+    ClaimCheck,
+    Comparison,
+    describe_claim,
+    describe_verdict,
+    fmt_interval,
+    fmt_number,
+    paper_summary,
+    summary,
+    verdict_counts,
+)
+from rbench.report.reporters import describe_paired, grid, header, unit_note
 from rbench.results import RunResults
+
+COLOURS = {"within": "green", "inconclusive": "yellow", "outside": "red", "missing": "dim"}
 
 
 def print_tables(results: RunResults, console: Console) -> None:
@@ -19,6 +31,8 @@ def print_tables(results: RunResults, console: Console) -> None:
         for row in grid(t):
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
+        for test in t.paired:
+            console.print(escape(f"  paired: {describe_paired(test)}"), highlight=False)
 
 
 def print_comparison(rows: list[Comparison], console: Console, details: bool = True,
@@ -26,18 +40,20 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
     """Each published cell beside ours (when ``details``), one summary line per table, the paper's claims (held or
     not held), and last one line per published file (per paper: cells within tolerance, claims held)."""
     if details:
-        for name, figure, ok, total in summary(rows):
-            table = Table(title=escape(f"{name} vs {figure}: {ok}/{total} within tolerance"), title_justify="left")
-            for col in ("row", "column", "ours", "published", "delta", "tolerance", "within"):
-                table.add_column(col, justify="left" if col in ("row", "column") else "right")
-            for r in rows:
-                if r.table == name:
-                    table.add_row(escape(r.row), escape(r.column), fmt_number(r.ours), fmt_number(r.published),
-                                  fmt_number(r.delta, signed=True), r.tolerance,
-                                  "[green]yes[/]" if r.within_tolerance else "[red]NO[/]")
+        for name, figure, _, _ in summary(rows):
+            mine = [r for r in rows if r.table == name]
+            table = Table(title=escape(f"{name} vs {figure}: {verdict_counts(mine)}"), title_justify="left")
+            for col in ("row", "column", "ours", "95% interval", "published", "delta", "tolerance", "verdict"):
+                table.add_column(col, justify="left" if col in ("row", "column", "verdict") else "right")
+            for r in mine:
+                table.add_row(escape(r.row), escape(r.column), fmt_number(r.ours), escape(fmt_interval(r)),
+                              fmt_number(r.published), fmt_number(r.delta, signed=True), r.tolerance,
+                              f"[{COLOURS[r.verdict]}]{escape(describe_verdict(r))}[/]")
             console.print(table)
     for name, figure, ok, total in summary(rows):
-        console.print(escape(f"compare {name} ({figure}): {ok}/{total} cells within tolerance"), highlight=False)
+        mine = [r for r in rows if r.table == name]
+        line = f"compare {name} ({figure}): {ok}/{total} cells within tolerance ({verdict_counts(mine)})"
+        console.print(escape(line), highlight=False)
     for check in claims or []:
         console.print(escape(describe_claim(check)), highlight=False)
     papers = paper_summary(rows, claims or [])

@@ -24,6 +24,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from rbench.estimate import Estimate, mean, rate
 from rbench.metric import CellData, Metric
 
 Reduce = Literal["median", "mean", "min", "max"]
@@ -112,9 +113,13 @@ class FoolingConfidence(Metric):
     label = "confidence"
     fmt = ".4f"
 
-    def compute(self, cell: CellData, params: ConfidenceParams) -> float | None:
+    def compute(self, cell: CellData, params: ConfidenceParams) -> Estimate | float | None:
         _, values = _values(cell, params.cls, params.generation)
-        return None if values is None else 100.0 * _reduce(values, params.reduce)  # type: ignore[operator]
+        if values is None or values.size == 0:
+            return None
+        if params.reduce == "mean":  # a mean has a t interval; other reductions are reported bare
+            return mean(values, scale=100.0)
+        return 100.0 * _reduce(values, params.reduce)  # type: ignore[operator]
 
 
 class FractionParams(_Selection):
@@ -139,7 +144,8 @@ class FooledFraction(Metric):
         if params.per == "class":
             classes = cell.adv.targets[rows]  # type: ignore[union-attr]
             reached = np.array([reached[classes == c].any() for c in np.unique(classes)])
-        return float(100.0 * reached.mean())
+            return rate(reached)  # one outcome per class: no per-sample pairing
+        return rate(reached)  # rows of a generated set are not dataset samples: no pairing
 
 
 class GenerationsParams(_Selection):

@@ -7,11 +7,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from rbench.estimate import Estimate, class_balanced_rate, mean, rate
 from rbench.metric import CellData, Metric
-
-
-def _percent(mask: np.ndarray) -> float | None:
-    return None if mask.size == 0 else float(100.0 * mask.mean())
 
 
 def class_accuracies(correct: np.ndarray, labels: np.ndarray) -> list[float]:
@@ -28,8 +25,9 @@ class Error(Metric):
     name = "error"
     label = "error"
 
-    def compute(self, cell: CellData, params: BaseModel) -> float | None:
-        return _percent(~cell.predictions.correct)
+    def compute(self, cell: CellData, params: BaseModel) -> Estimate | None:
+        pred = cell.predictions
+        return rate(~pred.correct, pred.indices)
 
 
 class Accuracy(Metric):
@@ -38,8 +36,9 @@ class Accuracy(Metric):
     name = "accuracy"
     label = "accuracy"
 
-    def compute(self, cell: CellData, params: BaseModel) -> float | None:
-        return _percent(cell.predictions.correct)
+    def compute(self, cell: CellData, params: BaseModel) -> Estimate | None:
+        pred = cell.predictions
+        return rate(pred.correct, pred.indices)
 
 
 class CleanError(Metric):
@@ -48,8 +47,9 @@ class CleanError(Metric):
     name = "clean_error"
     label = "clean error"
 
-    def compute(self, cell: CellData, params: BaseModel) -> float | None:
-        return _percent(~cell.clean.correct)
+    def compute(self, cell: CellData, params: BaseModel) -> Estimate | None:
+        clean = cell.clean
+        return rate(~clean.correct, clean.indices)
 
 
 class ClassRobustnessParams(BaseModel):
@@ -69,15 +69,13 @@ class ClassRobustness(Metric):
     Params = ClassRobustnessParams
     label = "class robustness"
 
-    def compute(self, cell: CellData, params: ClassRobustnessParams) -> float | None:
+    def compute(self, cell: CellData, params: ClassRobustnessParams) -> Estimate | None:
         pred = cell.predictions
+        counted = pred.correct if params.kind == "robustness" else ~pred.correct
         if params.of_class is not None:
             chosen = pred.labels == params.of_class
-            value = _percent(pred.correct[chosen])
-        else:
-            per_class = class_accuracies(pred.correct, pred.labels)
-            value = None if not per_class else 100.0 * sum(per_class) / len(per_class)
-        return value if value is None or params.kind == "robustness" else 100.0 - value
+            return rate(counted[chosen], pred.indices[chosen])
+        return class_balanced_rate(counted, pred.labels, pred.indices)
 
 
 class SuccessRate(Metric):
@@ -87,8 +85,8 @@ class SuccessRate(Metric):
     name = "success_rate"
     label = "success rate"
 
-    def compute(self, cell: CellData, params: BaseModel) -> float | None:
-        return None if cell.adv is None else _percent(cell.adv.success)
+    def compute(self, cell: CellData, params: BaseModel) -> Estimate | None:
+        return None if cell.adv is None else rate(cell.adv.success, cell.adv.indices)
 
 
 class TransferRate(Metric):
@@ -97,10 +95,11 @@ class TransferRate(Metric):
     name = "transfer_rate"
     label = "transfer rate"
 
-    def compute(self, cell: CellData, params: BaseModel) -> float | None:
+    def compute(self, cell: CellData, params: BaseModel) -> Estimate | None:
         if cell.adv is None:
             return None
-        return _percent(~cell.predictions.correct[cell.adv.success])
+        fooled = cell.adv.success
+        return rate(~cell.predictions.correct[fooled], cell.predictions.indices[fooled])
 
 
 class DistortionParams(BaseModel):
@@ -119,10 +118,10 @@ class Distortion(Metric):
     unit = ""
     fmt = ".4f"
 
-    def compute(self, cell: CellData, params: DistortionParams) -> float | None:
+    def compute(self, cell: CellData, params: DistortionParams) -> Estimate | None:
         if cell.adv is None or cell.adv.generated:  # a generated set has no clean input to be distorted from
             return None
         values = cell.adv.distortion[params.norm]
         if params.over == "successful":
             values = values[cell.adv.success]
-        return None if values.size == 0 else float(values.mean())
+        return mean(values)

@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rbench.estimate import Estimate, class_balanced_rate, rate
 from rbench.metric import CellData, Metric
-from rbench.plugins.metrics.rates import class_accuracies
 
 
 class AttackRef(BaseModel):
@@ -24,19 +24,29 @@ class AttackRef(BaseModel):
 class WorstCaseParams(BaseModel):
     """``attacks``: the attacks a sample must survive (with its clean input, unless ``include_clean`` is false);
     ``statistic``: of the per-sample outcome (``class_robustness``: the mean over classes of the share that
-    survives, in %); ``gap_to``: report instead how much ``attacks[gap_to]`` alone overestimates that statistic
-    (its value minus the worst case's, in percentage points, on the same samples)."""
+    survives, in %). Instead of the worst case itself, one of: ``gap_to``: how much ``attacks[gap_to]`` alone
+    overestimates that statistic (its value minus the worst case's, in percentage points, on the same samples);
+    ``broken_by``: the share (%) of the samples (correct on their clean input, where it counts) that
+    ``attacks[broken_by]`` breaks; ``only_by``: the share (%) that it alone breaks, no other listed attack (the
+    attack's contribution to the ensemble: dropping it would raise the worst case by that much)."""
 
     model_config = ConfigDict(extra="forbid")
     attacks: Annotated[list[AttackRef], Field(min_length=1)]
     statistic: Literal["class_robustness", "accuracy"] = "class_robustness"
     include_clean: bool = True
     gap_to: Annotated[int, Field(ge=0)] | None = None
+    broken_by: Annotated[int, Field(ge=0)] | None = None
+    only_by: Annotated[int, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
-    def _gap_index(self) -> WorstCaseParams:
-        if self.gap_to is not None and self.gap_to >= len(self.attacks):
-            raise ValueError(f"gap_to = {self.gap_to} is not an index of attacks (0..{len(self.attacks) - 1})")
+    def _attack_index(self) -> WorstCaseParams:
+        chosen = {k: v for k, v in (("gap_to", self.gap_to), ("broken_by", self.broken_by),
+                                    ("only_by", self.only_by)) if v is not None}
+        if len(chosen) > 1:
+            raise ValueError(f"give at most one of {', '.join(chosen)}")
+        for key, index in chosen.items():
+            if index >= len(self.attacks):
+                raise ValueError(f"{key} = {index} is not an index of attacks (0..{len(self.attacks) - 1})")
         return self
 
 
@@ -46,23 +56,24 @@ def _positions(indices: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return order[np.searchsorted(indices[order], wanted)]
 
 
-def _statistic(correct: np.ndarray, labels: np.ndarray, statistic: str) -> float:
+def _statistic(correct: np.ndarray, labels: np.ndarray, indices: np.ndarray, statistic: str) -> Estimate | None:
     if statistic == "accuracy":
-        return 100.0 * float(correct.mean())
-    per_class = class_accuracies(correct, labels)
-    return 100.0 * sum(per_class) / len(per_class)
+        return rate(correct, indices)
+    return class_balanced_rate(correct, labels, indices)
 
 
 class WorstCase(Metric):
     """The target's robustness when each sample counts as correct only if every listed attack (and its clean
-    input) leaves it correctly classified. Attacks run over different numbers of samples are compared on the
-    samples they share (by dataset index); None where they share none."""
+    input) leaves it correctly classified, with its interval (Wilson for accuracy; a normal interval from the
+    per-class variances for class robustness). Attacks run over different numbers of samples are compared on the
+    samples they share (by dataset index); None where they share none. See the params for each attack's
+    contribution."""
 
     name = "worst_case"
     Params = WorstCaseParams
     label = "worst case"
 
-    def compute(self, cell: CellData, params: WorstCaseParams) -> float | None:
+    def compute(self, cell: CellData, params: WorstCaseParams) -> Estimate | float | None:
         preds = [cell.predictions_of(ref.evaluation, ref.attack) for ref in params.attacks]
         if params.include_clean:
             preds.append(cell.predictions_of(params.attacks[0].evaluation, "clean"))
@@ -72,7 +83,16 @@ class WorstCase(Metric):
         rows = [_positions(p.indices, shared) for p in preds]
         correct = [p.correct[r] for p, r in zip(preds, rows, strict=True)]
         labels = preds[0].labels[rows[0]]
-        worst = _statistic(np.logical_and.reduce(correct), labels, params.statistic)
-        if params.gap_to is None:
+        clean = correct[-1] if params.include_clean else np.ones(shared.size, dtype=bool)
+        attacked = correct[:len(params.attacks)]
+        if params.broken_by is not None:
+            return rate(clean & ~attacked[params.broken_by], shared)
+        if params.only_by is not None:
+            others = [c for i, c in enumerate(attacked) if i != params.only_by]
+            survives_others = np.logical_and.reduce(others) if others else np.ones(shared.size, dtype=bool)
+            return rate(clean & survives_others & ~attacked[params.only_by], shared)
+        worst = _statistic(np.logical_and.reduce(correct), labels, shared, params.statistic)
+        if params.gap_to is None or worst is None:
             return worst
-        return _statistic(correct[params.gap_to], labels, params.statistic) - worst
+        alone = _statistic(correct[params.gap_to], labels, shared, params.statistic)
+        return None if alone is None else alone.value - worst.value

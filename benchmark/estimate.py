@@ -1,0 +1,145 @@
+"""How sure a cell is: a metric's value with its sample size and 95% interval.
+
+A metric's ``compute`` may return a plain number (no interval is claimed) or an :class:`Estimate`, made by
+:func:`rate` (a proportion in %, Wilson score interval), :func:`mean` (a mean of per-sample values, Student t
+interval) or :func:`class_balanced_rate` (a mean over classes of per-class proportions, normal approximation
+from the per-class binomial variances). An estimate may keep the per-sample outcomes behind it: ``outcomes``
+(dataset index -> 0/1) for paired tests between cells on the same samples, ``samples`` (per-sample values) for
+distribution plots; neither goes into results.json.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: the confidence level of every interval rbench reports
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """``value`` (in the metric's unit) from ``n`` samples, with its ``LEVEL`` interval [``low``, ``high``] made by
+    ``method`` ("wilson", "t", "normal"); ``low``/``high`` None where no interval can be given (n < 2 for a
+    mean)."""
+
+    value: float
+    n: int
+    low: float | None
+    high: float | None
+    method: str
+    #: (dataset indices, per-sample 0/1 outcome whose mean is the rate) for paired tests
+    outcomes: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    #: the per-sample values a mean was taken over (distribution plots)
+    samples: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __float__(self) -> float:
+        return self.value
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """The Wilson score interval of a proportion k/n at ``LEVEL`` (as fractions); scipy's ``binomtest`` computes
+    it, so the formula is not ours to get wrong."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=LEVEL, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def rate(mask: np.ndarray, indices: np.ndarray | None = None) -> Estimate | None:
+    """The share (%) of True in ``mask`` with its Wilson interval; None for an empty mask. ``indices`` (the samples'
+    dataset indices, aligned with ``mask``) keep the outcomes for paired tests."""
+    mask = np.asarray(mask, dtype=bool).ravel()
+    n = int(mask.size)
+    if n == 0:
+        return None
+    k = int(mask.sum())
+    low, high = wilson(k, n)
+    outcomes = None if indices is None else (np.asarray(indices).ravel(), mask)
+    return Estimate(100.0 * k / n, n, 100.0 * low, 100.0 * high, "wilson", outcomes)
+
+
+def mean(values: np.ndarray, scale: float = 1.0) -> Estimate | None:
+    """``scale`` times the mean of ``values`` with a Student t interval (mean +- t * sd / sqrt(n)); None for no
+    values. The values are kept for plots. A t interval rather than a bootstrap: it is deterministic and costs
+    nothing for 10,000 samples, and the means rbench reports (distortions, confidences) are over 50 or more
+    samples, where the t interval of a skewed distribution is close to the bootstrap's."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=np.float64).ravel()
+    n = int(values.size)
+    if n == 0:
+        return None
+    value = scale * float(values.mean())
+    if n < 2:
+        return Estimate(value, n, None, None, "", samples=values)
+    half = abs(scale) * float(t.ppf(0.5 + LEVEL / 2, n - 1)) * float(values.std(ddof=1)) / math.sqrt(n)
+    return Estimate(value, n, value - half, value + half, "t", samples=values)
+
+
+def class_balanced_rate(correct: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None
+                        ) -> Estimate | None:
+    """The mean over the classes present of each class's share (%) of True in ``correct`` (every class weighs the
+    same), with a normal interval whose variance sums the classes' Agresti-Coull variances over K^2 (adjusted so
+    that a class at 0% or 100% still contributes its uncertainty), clipped to [0, 100]. None for no samples."""
+    correct = np.asarray(correct, dtype=bool).ravel()
+    labels = np.asarray(labels).ravel()
+    classes = np.unique(labels)
+    if classes.size == 0:
+        return None
+    hits = np.array([correct[labels == c].sum() for c in classes], dtype=np.float64)
+    sizes = np.array([(labels == c).sum() for c in classes], dtype=np.float64)
+    value = float((hits / sizes).mean())
+    z = _z()
+    adjusted = (hits + z * z / 2) / (sizes + z * z)
+    se = math.sqrt(float((adjusted * (1 - adjusted) / (sizes + z * z)).sum())) / classes.size
+    outcomes = None if indices is None else (np.asarray(indices).ravel(), correct)
+    return Estimate(100.0 * value, int(correct.size), 100.0 * max(0.0, value - z * se),
+                    100.0 * min(1.0, value + z * se), "normal", outcomes)
+
+
+def _z() -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + LEVEL / 2))
+
+
+def samples_needed(n: int, low: float, high: float, value: float, target: float) -> int | None:
+    """For a ``target`` inside the interval [``low``, ``high``] of ``value`` from ``n`` samples: about how many
+    samples would shrink the interval's half-width on ``target``'s side below the distance from ``value`` to
+    ``target`` (half-widths shrink as 1/sqrt(n)), so the two could be told apart. None when ``target`` is
+    outside the interval already, or equals ``value``."""
+    half = (high - value) if target > value else (value - low)
+    distance = abs(target - value)
+    if distance == 0 or distance > half:
+        return None
+    return max(n + 1, math.ceil(n * (half / distance) ** 2))
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """McNemar's exact test of two cells' per-sample outcomes on the samples they share: ``a_only`` samples have
+    outcome 1 under ``a`` and 0 under ``b``, ``b_only`` the reverse; ``p_value`` is the two-sided binomial test of
+    the discordant pairs against an even split (1.0 when there are none)."""
+
+    n: int
+    a_only: int
+    b_only: int
+    p_value: float
+
+
+def mcnemar(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> PairedTest | None:
+    """McNemar's exact test of the outcomes ``a`` and ``b`` ((dataset indices, 0/1 outcomes) each), aligned by
+    index; None when they share no sample."""
+    from scipy.stats import binomtest
+
+    shared, ia, ib = np.intersect1d(a[0], b[0], assume_unique=False, return_indices=True)
+    if shared.size == 0:
+        return None
+    oa, ob = np.asarray(a[1], dtype=bool)[ia], np.asarray(b[1], dtype=bool)[ib]
+    a_only, b_only = int((oa & ~ob).sum()), int((~oa & ob).sum())
+    discordant = a_only + b_only
+    p = 1.0 if discordant == 0 else float(binomtest(min(a_only, b_only), discordant, 0.5).pvalue)
+    return PairedTest(int(shared.size), a_only, b_only, p)

@@ -1,0 +1,259 @@
+"""Figures derived from a table's axes, for every suite (the ``figures`` file reporter), none written per suite:
+
+- ``robustness_<table>.png``: where the attacks along one axis form a grid over one numeric parameter (eps,
+  steps, ...) of one plugin, the value against that parameter, one line per label of the other axis (a model),
+  with the 95% intervals as bars and the published points overlaid where the suite compares with a paper. A
+  clean column sits at x = 0 when the parameter is a budget (``eps``).
+- ``heatmap_<table>.png``: where each row is one source model and each column one target model (a transfer
+  matrix), the values as a heatmap with each value written in its cell.
+- ``distribution_<table>.png``: where cells kept their per-sample values (a mean's samples, e.g. minimal
+  distortions), their histograms.
+
+Everything drawn comes from results.json and samples.parquet (the tidy files hold the same data), so
+``rbench report RUN -f figures`` redraws them without the store. matplotlib is imported only to draw.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rbench.report.curves import y_label
+from rbench.report.reporters import Reporter
+from rbench.results import Cell, ResultTable, RunResults
+from rbench.store import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from rbench.store import Store
+
+#: parameters whose zero is the clean input, so a clean column is drawn at x = 0
+BUDGETS = ("eps", "epsilon")
+#: histograms drawn in one distribution figure at most (the rest are in samples.parquet)
+MAX_HISTOGRAMS = 12
+
+
+def figure_path(run_dir: Path, kind: str, table: ResultTable) -> Path:
+    return Path(run_dir) / f"{kind}_{re.sub(r'[^A-Za-z0-9_.-]', '_', table.name)}.png"
+
+
+@dataclass
+class Sweep:
+    """A line of a robustness figure: the cells of one label of the other axis along one attack family."""
+
+    label: str
+    parameter: str
+    x: list[float] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)
+    published: list[tuple[float, float]] = field(default_factory=list)
+
+
+def _attack_of_label(table: ResultTable, axis: str) -> dict[str, str] | None:
+    """label -> the one attack label of its cells, for every label along ``axis`` ("rows" or "columns"); None
+    when a label's cells mix attacks (the attacks are not along that axis)."""
+    out = {}
+    for c in table.cells:
+        label = c.row if axis == "rows" else c.column
+        if not c.attack or out.setdefault(label, c.attack) != c.attack:
+            return None
+    return out
+
+
+def _families(table: ResultTable, attacks: list[str]) -> list[tuple[str, dict[str, float]]]:
+    """Groups of attack labels of one plugin (and input) whose parameters differ in exactly one numeric
+    parameter: (parameter, attack label -> its value), for groups of at least two."""
+    by_plugin: dict[tuple[str, str], list[str]] = {}
+    for label in attacks:
+        call = table.attack_calls.get(label)
+        if call:
+            by_plugin.setdefault((call["plugin"], call.get("input", "")), []).append(label)
+    out = []
+    for labels in by_plugin.values():
+        if len(labels) < 2:
+            continue
+        params = [table.attack_calls[label]["params"] for label in labels]
+        names = set().union(*params)
+        varying = [n for n in sorted(names) if len({repr(p.get(n)) for p in params}) > 1]
+        if len(varying) != 1:
+            continue
+        values = {label: table.attack_calls[label]["params"].get(varying[0]) for label in labels}
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
+            out.append((varying[0], {label: float(v) for label, v in values.items()}))
+    return out
+
+
+def sweeps(table: ResultTable, published: dict[tuple[str, str], float]) -> list[Sweep]:
+    """The lines of ``table``'s robustness figure (empty when its attacks form no grid over one parameter)."""
+    for axis in ("rows", "columns"):
+        attack_of = _attack_of_label(table, axis)
+        if attack_of is None or len(set(attack_of.values())) < 2:
+            continue
+        families = _families(table, list(dict.fromkeys(attack_of.values())))
+        if not families:
+            continue
+        others = table.columns if axis == "rows" else table.rows
+        out = []
+        for parameter, value_of in families:
+            clean = [label for label, a in attack_of.items() if a == "clean"] if parameter in BUDGETS else []
+            along = sorted([(value_of[a], label) for label, a in attack_of.items() if a in value_of] +
+                           [(0.0, label) for label in clean])
+            plugin = table.attack_calls[next(iter(value_of))]["plugin"]
+            for other in others:
+                sweep = Sweep(other if len(families) == 1 else f"{other} · {plugin}", parameter)
+                for x, label in along:
+                    row, column = (label, other) if axis == "rows" else (other, label)
+                    try:
+                        cell = table.cell(row, column)
+                    except KeyError:
+                        continue
+                    if cell.value is not None:
+                        sweep.x.append(x)
+                        sweep.cells.append(cell)
+                    if (row, column) in published:
+                        sweep.published.append((x, published[(row, column)]))
+                if len(sweep.cells) >= 2 and len({table.metric(c) for c in sweep.cells}) == 1:
+                    out.append(sweep)
+        if out:  # one y axis: the lines of the first line's unit (a table may mix e.g. % and distortions)
+            unit = table.unit(out[0].cells[0])
+            return [s for s in out if table.unit(s.cells[0]) == unit]
+    return []
+
+
+def transfer_matrix(table: ResultTable) -> np.ndarray | None:
+    """The table's values (rows x columns, NaN where missing) when each row is one source model and each column
+    one target model, with at least two of each; else None."""
+    sources: dict[str, set[str]] = {}
+    targets: dict[str, set[str]] = {}
+    for c in table.cells:
+        sources.setdefault(c.row, set()).add(c.source)
+        targets.setdefault(c.column, set()).add(c.target)
+    if any(len(s) != 1 or not next(iter(s)) for s in sources.values()):
+        return None
+    if any(len(t) != 1 or not next(iter(t)) for t in targets.values()):
+        return None
+    if len({next(iter(s)) for s in sources.values()}) < 2 or len({next(iter(t)) for t in targets.values()}) < 2:
+        return None
+    if len({table.metric(c) for c in table.cells}) != 1:
+        return None
+    values = np.full((len(table.rows), len(table.columns)), np.nan)
+    for c in table.cells:
+        if c.value is not None:
+            values[table.rows.index(c.row), table.columns.index(c.column)] = c.value
+    return values
+
+
+def _new_figure(width: float, height: float) -> tuple[Figure, Axes]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return fig, fig.subplots()
+
+
+def _title(ax: Axes, text: str) -> None:
+    ax.set_title("\n".join(textwrap.wrap(text, 80)), fontsize="medium")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return path
+
+
+def draw_sweeps(table: ResultTable, lines: list[Sweep], path: Path) -> Path:
+    fig, ax = _new_figure(7.0, 4.8)
+    for i, sweep in enumerate(lines):
+        y = np.array([c.value for c in sweep.cells], dtype=float)
+        low = np.array([c.value - c.low if c.low is not None else 0.0 for c in sweep.cells])  # type: ignore[operator]
+        high = np.array([c.high - c.value if c.high is not None else 0.0 for c in sweep.cells])  # type: ignore[operator]
+        colour = f"C{i % 10}"
+        ax.errorbar(sweep.x, y, yerr=[low, high], marker="o", markersize=3, linewidth=1.2, capsize=2,
+                    color=colour, label=sweep.label)
+        if sweep.published:
+            px, py = zip(*sweep.published, strict=True)
+            ax.scatter(px, py, marker="x", s=40, color=colour, zorder=3,
+                       label=f"{sweep.label} (published)")
+    ax.set_xlabel(lines[0].parameter if len({s.parameter for s in lines}) == 1 else "attack parameter")
+    metrics = {table.metric(c) for s in lines for c in s.cells}
+    unit = table.unit(lines[0].cells[0])
+    name = next(iter(metrics)) if len(metrics) == 1 else "value"
+    ax.set_ylabel(f"{name} ({unit})" if unit else name)
+    ax.grid(True, linewidth=0.3)
+    ax.legend(fontsize=7, loc="best")
+    _title(ax, f"{table.title} (bars: 95% intervals)")
+    return _save(fig, path)
+
+
+def draw_heatmap(table: ResultTable, values: np.ndarray, path: Path) -> Path:
+    fig, ax = _new_figure(max(4.5, 1.0 + 0.9 * len(table.columns)), max(3.5, 1.2 + 0.6 * len(table.rows)))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label=y_label(table))
+    finite = values[np.isfinite(values)]
+    middle = float(finite.min() + finite.max()) / 2 if finite.size else 0.0
+    fmt = next(iter(table.formats.values()), ".1f")
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            text = "-" if np.isnan(values[i, j]) else format(values[i, j], fmt)
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="black" if np.isfinite(values[i, j]) and values[i, j] > middle else "white")
+    ax.set_xticks(range(len(table.columns)), table.columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(table.rows)), table.rows, fontsize=8)
+    ax.set_xlabel(table.column_axis if table.column_axis != "columns" else "target")
+    ax.set_ylabel(table.row_axis if table.row_axis != "rows" else "source")
+    _title(ax, table.title)
+    return _save(fig, path)
+
+
+def draw_distributions(table: ResultTable, path: Path) -> Path:
+    fig, ax = _new_figure(7.0, 4.8)
+    keys = [f"{c.row}|{c.column}" for c in table.cells if f"{c.row}|{c.column}" in table.samples]
+    for key in keys[:MAX_HISTOGRAMS]:
+        values = np.asarray(table.samples[key], dtype=float)
+        ax.hist(values, bins=min(50, max(5, int(np.sqrt(values.size)))), histtype="step", linewidth=1.2,
+                label=f"{key.replace('|', ' · ')} (n={values.size})")
+    metrics = {table.metric(c) for c in table.cells if f"{c.row}|{c.column}" in table.samples}
+    ax.set_xlabel(next(iter(metrics)) if len(metrics) == 1 else "per-sample value")
+    ax.set_ylabel("samples")
+    ax.grid(True, linewidth=0.3)
+    ax.legend(fontsize=7, loc="best")
+    more = f"; {len(keys) - MAX_HISTOGRAMS} more cells in samples.parquet" if len(keys) > MAX_HISTOGRAMS else ""
+    _title(ax, f"{table.title}: per-sample values{more}")
+    return _save(fig, path)
+
+
+def _published(results: RunResults) -> dict[str, dict[tuple[str, str], float]]:
+    if not results.published:
+        return {}
+    from rbench.compare import compare
+
+    out: dict[str, dict[tuple[str, str], float]] = {}
+    for c in compare(results):
+        out.setdefault(c.table, {})[(c.row, c.column)] = c.published
+    return out
+
+
+class Figures(Reporter):
+    """The figures every table's axes call for (see the module): robustness curves, transfer heatmaps and
+    per-sample distributions."""
+
+    name = "figures"
+    suffix = None
+
+    def write(self, results: RunResults, run_dir: Path, store: Store | Any) -> list[Path]:
+        published = _published(results)
+        written = []
+        for table in results.tables:
+            lines = sweeps(table, published.get(table.name, {}))
+            if lines:
+                written.append(draw_sweeps(table, lines, figure_path(run_dir, "robustness", table)))
+            matrix = transfer_matrix(table)
+            if matrix is not None and np.isfinite(matrix).any():
+                written.append(draw_heatmap(table, matrix, figure_path(run_dir, "heatmap", table)))
+            if table.samples:
+                written.append(draw_distributions(table, figure_path(run_dir, "distribution", table)))
+        return written

@@ -1,0 +1,78 @@
+"""Uncertainty of cells (rbench.estimate): Wilson intervals of rates, t intervals of means, class-balanced rates,
+McNemar's exact test, and how many samples a comparison would need."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rbench.estimate import class_balanced_rate, mcnemar, mean, rate, samples_needed
+
+
+def test_rate_has_the_wilson_interval():
+    est = rate(np.array([True] * 32 + [False] * 18))
+    assert est.value == pytest.approx(64.0) and est.n == 50 and est.method == "wilson"
+    # Wilson's score interval for 32/50 at 95%: 50.14% .. 75.86% (by the closed form)
+    z = 1.959963984540054
+    p, n = 0.64, 50
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert est.low == pytest.approx(100 * (centre - half)) and est.high == pytest.approx(100 * (centre + half))
+    # at 0% the interval still has width (a plain normal interval would claim certainty)
+    none = rate(np.zeros(50, dtype=bool))
+    assert none.value == 0.0 and none.low == 0.0 and none.high > 5.0
+    assert rate(np.zeros(0, dtype=bool)) is None
+
+
+def test_rate_keeps_the_outcomes_only_with_indices():
+    mask = np.array([True, False, True])
+    assert rate(mask).outcomes is None
+    indices, outcomes = rate(mask, np.array([7, 3, 5])).outcomes
+    assert indices.tolist() == [7, 3, 5] and outcomes.tolist() == [True, False, True]
+
+
+def test_mean_has_a_t_interval_and_keeps_its_samples():
+    values = np.random.default_rng(0).exponential(0.05, 400)
+    est = mean(values)
+    se = values.std(ddof=1) / np.sqrt(400)
+    assert est.low == pytest.approx(values.mean() - 1.9659 * se, rel=1e-3)
+    assert est.high - est.value == pytest.approx(est.value - est.low)
+    assert est.samples is values or np.array_equal(est.samples, values)
+    scaled = mean(values, scale=100.0)
+    assert scaled.value == pytest.approx(100 * est.value) and scaled.high == pytest.approx(100 * est.high)
+    one = mean(np.array([0.3]))
+    assert one.low is None and one.high is None and one.n == 1
+    assert mean(np.array([])) is None
+
+
+def test_class_balanced_rate_weighs_classes_the_same_and_is_never_certain():
+    correct = np.array([True] * 8 + [False] * 2)
+    labels = np.array([0] * 8 + [1] * 2)
+    est = class_balanced_rate(correct, labels)
+    assert est.value == pytest.approx(50.0)  # (100% + 0%) / 2, not 80%
+    assert est.low < 50.0 < est.high and est.low >= 0.0 and est.high <= 100.0
+    # more samples per class, a narrower interval
+    wide = class_balanced_rate(np.tile([True, False], 10), np.repeat([0, 1], 10))
+    narrow = class_balanced_rate(np.tile([True, False], 1000), np.repeat([0, 1], 1000))
+    assert narrow.high - narrow.low < (wide.high - wide.low) / 5
+
+
+def test_mcnemar_pairs_by_index_and_counts_discordant_pairs():
+    a = (np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]), np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=bool))
+    # b over the same samples in another order: right only on 8 and 9, wrong on 0..5
+    b = (np.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]), np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], dtype=bool))
+    test = mcnemar(a, b)
+    assert (test.n, test.a_only, test.b_only) == (10, 6, 2)
+    assert test.p_value == pytest.approx(0.2890625)  # two-sided exact binomial: 2 of 8 at p = 1/2
+    same = mcnemar(a, a)
+    assert (same.a_only, same.b_only, same.p_value) == (0, 0, 1.0)
+    assert mcnemar(a, (np.array([20, 21]), np.array([True, False]))) is None
+
+
+def test_samples_needed_shrinks_the_half_width_below_the_distance():
+    # 64% of 50 with the Wilson interval [50.1, 75.9]: 70% published lies inside, 6 pp away with 11.86 pp of
+    # half-width on that side: (11.86 / 6)^2 = 3.9 times the samples
+    assert samples_needed(50, 50.14, 75.86, 64.0, 70.0) == int(np.ceil(50 * (11.86 / 6.0) ** 2))
+    assert samples_needed(50, 50.14, 75.86, 64.0, 60.0) == int(np.ceil(50 * (13.86 / 4.0) ** 2))
+    assert samples_needed(50, 50.14, 75.86, 64.0, 80.0) is None  # outside already
+    assert samples_needed(50, 50.14, 75.86, 64.0, 64.0) is None

@@ -1,0 +1,193 @@
+"""Reports a researcher reuses: cells with n and 95% intervals, three-way verdicts, McNemar tests a suite asks
+for, tidy cells.csv / cells.parquet / samples.parquet with ``rbench.load_results``, and the figures derived from
+a table's axes (robustness curves, transfer heatmaps, distributions)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from scipy.stats import binomtest
+from support import rbench
+
+import rbench as rb
+from rbench.compare import Tolerance, judge
+from rbench.errors import RbenchError
+from rbench.report.figures import sweeps, transfer_matrix
+from rbench.results import Cell, ResultTable, RunResults
+from rbench.store import Store
+
+PAIRED = 'metric = "error"\npaired = [["mlp", "cnn"]]\n'
+
+
+@pytest.fixture(scope="module")
+def paired_run(tiny_reference, tmp_path_factory):
+    """The tiny suite again with a McNemar pair on its error table, from a copy of its store (all cached)."""
+    suite, store, _, _ = tiny_reference
+    root = tmp_path_factory.mktemp("paired")
+    shutil.copytree(store, root / "store")
+    text = suite.read_text()
+    assert text.count('metric = "error"\n') >= 1
+    (root / "tiny.toml").write_text(text.replace('metric = "error"\n', PAIRED, 1))
+    out = rbench("run", str(root / "tiny.toml"), "--store", str(root / "store"), "--run-dir", str(root / "run"),
+                 "-q", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    return root, out
+
+
+def test_rate_cells_carry_n_and_the_wilson_interval(tiny_reference):
+    _, _, run, _ = tiny_reference
+    results = RunResults.read(run)
+    errors = next(t for t in results.tables if t.name == "errors")
+    for cell in errors.cells:
+        assert cell.n == 64 and cell.interval == "wilson"
+        k = round(cell.value * 64 / 100)
+        ci = binomtest(k, 64).proportion_ci(method="wilson")
+        assert cell.low == pytest.approx(100 * ci.low) and cell.high == pytest.approx(100 * ci.high)
+        assert (cell.evaluation, cell.target) == ("wb", cell.column) and cell.attack in errors.attack_calls | {
+            "clean": 1}
+    md = (run / "tables.md").read_text()
+    clean = errors.cell("clean", "mlp")
+    assert f"{clean.value:.1f} ±{clean.spread():.1f}" in md and "95% interval" in md
+
+
+def test_distortion_cells_have_a_t_interval_and_keep_their_samples(tiny_reference):
+    _, store, run, _ = tiny_reference
+    results = RunResults.read(run)
+    summary = next(t for t in results.tables if t.name == "summary")
+    noise = next(c for c in summary.cells if c.row == "noise" and summary.metric(c).startswith("distortion"))
+    values = summary.samples[f"{noise.row}|{noise.column}"]  # read back from samples.parquet
+    advset = next(k for k in noise.jobs if Store(store).entry(k).kind == "advset")
+    stored = Store(store).load_advset(advset)
+    assert np.allclose(values, stored.distortion["linf"][stored.success])
+    assert noise.value == pytest.approx(values.mean()) and noise.interval == "t" and noise.n == values.size
+    assert noise.low < noise.value < noise.high
+
+
+def test_paired_rows_get_mcnemar_and_bad_pairs_are_refused(paired_run, tmp_path):
+    root, out = paired_run
+    errors = next(t for t in RunResults.read(root / "run").tables if t.name == "errors")
+    assert [p["along"] for p in errors.paired] == errors.rows  # one test per row (the pair is two columns)
+    for test in errors.paired:
+        assert test["a_only"] + test["b_only"] <= test["n"] == 64 and 0 < test["p_value"] <= 1
+    assert "McNemar exact p" in out.stdout and "McNemar exact p" in (root / "run" / "tables.md").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text((root / "tiny.toml").read_text().replace('paired = [["mlp", "cnn"]]', 'paired = [["mlp", "pgd"]]'))
+    proc = rbench("validate", str(bad))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "tables.errors.paired[0]" in proc.stderr and "are not two rows or two columns" in proc.stderr
+
+
+def test_three_verdicts_and_the_samples_that_would_tell():
+    tol = Tolerance(abs=2.0)
+    cell = Cell("r", "c", 64.0, n=50, low=50.14, high=75.86)
+    assert judge("t", "r", "c", cell, 65.0, tol, "T1", "").verdict == "within"
+    unsure = judge("t", "r", "c", cell, 70.0, tol, "T1", "")
+    assert unsure.verdict == "inconclusive" and not unsure.within_tolerance
+    assert unsure.samples_needed == int(np.ceil(50 * (11.86 / 6.0) ** 2))
+    assert judge("t", "r", "c", cell, 80.0, tol, "T1", "").verdict == "outside"
+    bare = Cell("r", "c", 64.0)  # a metric that gives no interval: outside is outside
+    assert judge("t", "r", "c", bare, 70.0, tol, "T1", "").verdict == "outside"
+    assert judge("t", "r", "c", None, 70.0, tol, "T1", "").verdict == "missing"
+
+
+def test_cells_csv_and_parquet_hold_one_row_per_cell_with_attack_params_as_columns(tiny_reference):
+    _, _, run, values = tiny_reference
+    with open(run / "cells.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(values)
+    table = pq.read_table(run / "cells.parquet").to_pylist()
+    assert [(r["table"], r["row"], r["column"]) for r in table] == [(r["table"], r["row"], r["column"]) for r in rows]
+    by_cell = {(r["table"], r["row"], r["column"]): r for r in table}
+    for key, value in values.items():
+        assert by_cell[key]["value"] == (None if value is None else pytest.approx(value))
+    fgsm = by_cell[("errors", "fgsm(eps=0.3)", "mlp")]
+    assert (fgsm["attack_plugin"], fgsm["eps"], fgsm["n"]) == ("fgsm", 0.3, 64)
+    pgd = by_cell[("errors", "pgd", "cnn")]
+    assert (pgd["eps"], pgd["steps"], pgd["norm"]) == (0.2, 3, "linf")
+    assert by_cell[("summary", "noise", "distortion (norm=linf)")]["metric_norm"] == "linf"
+    assert by_cell[("transfer", "mlp", "cnn")]["source"] == "mlp" and by_cell[("transfer", "mlp", "cnn")]["model"] \
+        == "cnn"
+    assert all(r["store_keys"] for r in table if r["value"] is not None)
+
+
+def test_load_results_gives_a_dataframe_or_dicts(tiny_reference, monkeypatch):
+    _, _, run, values = tiny_reference
+    frame = rb.load_results(run)
+    assert len(frame) == len(values) and {"eps", "ci_low", "ci_high", "verdict"} <= set(frame.columns)
+    pivot = frame[frame.table == "errors"].pivot(index="row", columns="column", values="value")
+    assert pivot.loc["clean", "mlp"] == pytest.approx(values[("errors", "clean", "mlp")])
+    monkeypatch.setitem(sys.modules, "pandas", None)  # pandas not installed
+    rows = rb.load_results(run / "results.json")
+    assert isinstance(rows, list) and len(rows) == len(values) and rows[0]["table"] == "errors"
+
+
+def test_a_tampered_samples_file_is_refused(tiny_reference, tmp_path):
+    import pyarrow as pa
+
+    _, _, run, _ = tiny_reference
+    shutil.copytree(run, tmp_path / "run")
+    path = tmp_path / "run" / "samples.parquet"
+    good = pq.read_table(path).to_pydict()
+    bad = dict(good, value=[float("nan")] + good["value"][1:])
+    pq.write_table(pa.table(bad), path)
+    with pytest.raises(RbenchError, match="non-finite"):
+        RunResults.read(tmp_path / "run")
+    pq.write_table(pa.table(dict(good, table=["nope"] + good["table"][1:])), path)
+    with pytest.raises(RbenchError, match="which results.json lacks"):
+        RunResults.read(tmp_path / "run")
+    path.write_bytes(b"not parquet")
+    proc = rbench("report", str(tmp_path / "run"), "-f", "md")
+    assert proc.returncode == 2 and "samples.parquet: not a samples file" in proc.stderr
+
+
+def test_figures_follow_the_axes_and_redraw_without_the_store(tiny_reference, tmp_path):
+    _, _, run, _ = tiny_reference
+    for name in ("robustness_errors.png", "heatmap_transfer.png", "distribution_summary.png"):
+        assert (run / name).stat().st_size > 5000, name
+    assert not (run / "heatmap_errors.png").exists() and not (run / "robustness_transfer.png").exists()
+    shutil.copytree(run, tmp_path / "run")
+    for png in (tmp_path / "run").glob("*.png"):
+        png.unlink()
+    proc = rbench("report", str(tmp_path / "run"), "-f", "figures", "--store", str(tmp_path / "empty"))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.png")) == [
+        "distribution_summary.png", "heatmap_transfer.png", "robustness_errors.png", "robustness_summary.png"]
+
+
+def _table(cells, calls, rows, columns):
+    return ResultTable("t", "T", rows, columns, "attack", "model", {"error": "%"}, {"error": ".1f"}, cells,
+                       metric_of={f"{c.row}|{c.column}": "error" for c in cells}, attack_calls=calls)
+
+
+def test_a_sweep_needs_one_varying_numeric_parameter():
+    calls = {f"pgd{e}": {"plugin": "pgd", "params": {"eps": e, "steps": 10}} for e in (0.1, 0.2, 0.3)}
+    rows = ["clean", "pgd0.3", "pgd0.1", "pgd0.2"]
+    cells = [Cell(r, m, 10.0 * i + j, source=m, attack=r.replace("clean", "clean"), target=m)
+             for i, r in enumerate(rows) for j, m in enumerate(["a", "b"])]
+    lines = sweeps(_table(cells, calls, rows, ["a", "b"]), {("pgd0.2", "a"): 25.0})
+    assert [s.label for s in lines] == ["a", "b"] and lines[0].parameter == "eps"
+    assert lines[0].x == [0.0, 0.1, 0.2, 0.3] and [c.row for c in lines[0].cells] == rows[:1] + ["pgd0.1", "pgd0.2",
+                                                                                                  "pgd0.3"]
+    assert lines[0].published == [(0.2, 25.0)] and lines[1].published == []
+    calls["pgd0.3"]["params"]["steps"] = 40  # two parameters vary: no sweep along eps
+    assert sweeps(_table(cells, calls, rows, ["a", "b"]), {}) == []
+    assert transfer_matrix(_table(cells, calls, rows, ["a", "b"])) is None  # rows are attacks, not sources
+
+
+def test_a_transfer_matrix_is_sources_by_targets():
+    cells = [Cell(s, t, float(i), source=s, attack="pgd", target=t) for i, (s, t) in
+             enumerate([("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")])]
+    table = _table(cells, {}, ["a", "b"], ["a", "b"])
+    assert transfer_matrix(table).tolist() == [[0.0, 1.0], [2.0, 3.0]]
+
+
+def test_results_json_keeps_samples_out(tiny_reference):
+    _, _, run, _ = tiny_reference
+    raw = json.loads((run / "results.json").read_text())
+    assert all("samples" not in t for t in raw["tables"])
