@@ -18,7 +18,7 @@ from rbench.errors import Interrupted, RbenchError
 from rbench.store import Store
 
 if TYPE_CHECKING:
-    from rbench.runner import RunOutcome
+    from rbench.runner import DryRun, RunOutcome
 
 ENVIRONMENT = (
     "Environment: RBENCH_DATA (a folder with the dataset files, tried first; then the download cache), "
@@ -73,13 +73,52 @@ def run(
         "--job-timeout", min=0.001, help="Seconds any one job may run; a job that runs longer fails alone, "
         "naming its plugin (default: the suite's job_timeout, else no limit)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", metavar="TABLE", help="Only this table (repeatable): compute just the jobs it reads and render "
+        "only it")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Validate and plan, then print the jobs per kind, how many are stored and an estimate "
+        "of the time left (from the stored durations of similar jobs); computes and writes nothing")] = False,
 ) -> None:
     """Run a suite: train, attack and evaluate what the store lacks, then print the tables."""
+    from rbench.runner import dry_run as plan_only
     from rbench.runner import run_suite
 
+    if dry_run:
+        _print_dry_run(plan_only(suite, profile=profile, store=_store(store), device=device, workers=workers,
+                                 executor=executor, only=only), suite)
+        return
     _run_outcome(lambda: run_suite(suite, profile=profile, store=_store(store), run_dir=run_dir, device=device,
                                    workers=workers, executor=executor, console=console, quiet=quiet,
-                                   job_timeout=job_timeout))
+                                   job_timeout=job_timeout, only=only))
+
+
+def _print_dry_run(plan: DryRun, path: Path) -> None:
+    """The plan of ``rbench run --dry-run``: jobs per kind, stored, to compute, estimate."""
+    from rbench.preview import estimate_text
+
+    p = plan.preview
+    tables = ", ".join(plan.suite.tables) or "none"
+    console.print(f"{escape(str(path))}: suite {escape(plan.suite.name)}, tables: {escape(tables)}; {p.jobs} jobs, "
+                  f"{p.stored} stored, {p.jobs - p.stored} to compute", highlight=False, soft_wrap=True)
+    table = Table("kind", "jobs", "stored", "to compute", "estimate", title_justify="left")
+    for k in p.kinds:
+        table.add_row(k.kind, str(k.jobs), str(k.stored), str(k.to_compute),
+                      estimate_text(k.seconds, k.to_compute, k.unknown))
+    console.print(table)
+    left = estimate_text(p.seconds, p.jobs - p.stored, p.unknown)
+    store = escape(str(plan.store)) + ("" if plan.store_exists else " (it does not exist yet)")
+    if left == "unknown":
+        left += f": no similar job is stored in {store}"
+    elif left != "-":
+        left += f" of compute on one worker, from the durations of similar jobs stored in {store}"
+    else:
+        left = "none: every job is stored"
+    console.print(f"Time left: {left}. Workers: {plan.workers} on {escape(', '.join(dict.fromkeys(plan.devices)))}.",
+                  highlight=False, soft_wrap=True)
+    for warning in plan.suite.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    console.print("Dry run: nothing was computed or written.", highlight=False)
 
 
 def _run_outcome(go: Callable[[], RunOutcome]) -> None:
@@ -204,13 +243,48 @@ def validate(
 
 
 @app.command()
-def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
-    """List every plugin: kind, name, version, distribution (and load errors)."""
-    from rbench.manager import get_registry
+def plugins(
+    name: Annotated[str | None, typer.Argument(
+        metavar="NAME", help="Explain this plugin: kind, distribution, version, what it does and every parameter "
+        "(type, default, constraints, doc)")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only plugins of this kind (attack, model, metric, "
+                                             "...)")] = None,
+    params: Annotated[bool, typer.Option("--params", help="With --kind: explain every plugin of the kind, "
+                                         "parameters included")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List every plugin: kind, name, version, distribution (and load errors); or explain one (NAME), or every
+    plugin of a kind (--kind KIND --params)."""
+    from rbench.explain import describe, render
+    from rbench.manager import KINDS, get_registry, suggest
 
     registry = get_registry()
+    if kind is not None and kind not in KINDS:
+        raise RbenchError(f"--kind {kind!r}: no such plugin kind{suggest(kind, KINDS)} (kinds: {', '.join(KINDS)})")
+    if name is not None or params:
+        if name is not None:
+            kinds = [kind] if kind is not None else [k for k in KINDS if name in registry.plugins[k]]
+            if not kinds or name not in registry.plugins[kinds[0]]:
+                broken = next((f for f in registry.failures if f.name == name), None)
+                if broken is not None:
+                    raise RbenchError(f"{name!r} ({broken.distribution}) failed to load: {broken.error}")
+                where = f"{kind} plugin" if kind is not None else "plugin"
+                known = registry.plugins[kind] if kind is not None else {n for k in KINDS for n in registry.plugins[k]}
+                raise RbenchError(f"no {where} named {name!r}{suggest(name, known)} (rbench plugins lists them)")
+            infos = [registry.get(k, name) for k in kinds]
+        elif kind is None:
+            raise RbenchError("--params: give a plugin NAME or --kind KIND (e.g. rbench plugins --kind attack "
+                              "--params)")
+        else:
+            infos = [registry.get(kind, n) for n in sorted(registry.plugins[kind])]
+        described = [describe(info) for info in infos]
+        if as_json:
+            print(json.dumps({"plugins": described}, indent=1))
+        else:
+            print("\n\n".join(render(d, max(60, min(console.width, 120))) for d in described))
+        return
     rows = [{"kind": p.kind, "name": p.name, "version": p.version, "distribution": p.distribution,
-             "entry_point": p.entry_point, "error": p.error} for p in registry.all()]
+             "entry_point": p.entry_point, "error": p.error} for p in registry.all() if kind in (None, p.kind)]
     if as_json:
         print(json.dumps({"plugins": rows, "conflicts": registry.conflicts}, indent=1))
         return

@@ -208,6 +208,8 @@ def compare(results: RunResults, published: list[str] | None = None) -> list[Com
     out: list[Comparison] = []
     for path in published if published is not None else results.published:
         for name, pub in load_published(path).tables.items():
+            if results.only and name not in results.only:  # --only: a table left out is not missing
+                continue
             out.extend(replace(c, paper=Path(path).stem) for c in compare_table(name, pub, tables.get(name)))
     return out
 
@@ -230,6 +232,8 @@ def check_claims(results: RunResults, published: list[str] | None = None) -> lis
     out = []
     for path in published if published is not None else results.published:
         for claim in load_published(path).claims:
+            if results.only and claim.table not in results.only:
+                continue
             out.append(replace(_check(claim, tables.get(claim.table)), paper=Path(path).stem))
     return out
 

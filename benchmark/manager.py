@@ -84,12 +84,18 @@ class Registry:
         return sorted(loaded + self.failures, key=lambda p: (p.kind, p.name))
 
 
+def close_match(name: str, choices: Any) -> str | None:
+    """The closest of ``choices`` to ``name`` (difflib, ratio >= 0.6), or None."""
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def suggest(name: str, choices: Any) -> str:
     """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``"; known: a, b"``, or ``""``."""
     choices = sorted(choices)
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {close[0]!r}?"
+    close = close_match(name, choices)
+    if close is not None:
+        return f"; did you mean {close!r}?"
     return f"; known: {', '.join(choices)}" if choices else "; none is registered"
 
 

@@ -16,6 +16,7 @@ and the store never recomputes a key it holds. The job's RNG seed is derived fro
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +24,10 @@ import numpy as np
 
 from rbench.attack import is_generator
 from rbench.keys import canonical, content_key
-from rbench.suite import AttackCall, DataRef, Evaluation, Suite
+from rbench.suite import AttackCall, DataRef, Evaluation, Suite, Table
 
-__all__ = ["CLEAN", "FORMAT", "Job", "Plan", "build_plan", "canonical", "content_key", "data_spec", "model_spec"]
+__all__ = ["CLEAN", "FORMAT", "Job", "Plan", "build_plan", "canonical", "content_key", "data_spec", "model_spec",
+           "restrict"]
 
 #: Bump when the stored format or the meaning of a job spec changes: every key changes with it.
 #: 2: every stored entry records its key and spec, and an HDF5 file's checksum covers its metadata.
@@ -95,6 +97,46 @@ class Plan:
                 out.append(job.key)
                 frontier.add(job.key)
         return out
+
+
+def _strings(value: Any) -> set[str]:
+    """Every string inside a params dump (names a metric's params give: evaluations, attack labels)."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return {s for v in value.values() for s in _strings(v)}
+    if isinstance(value, list | tuple):
+        return {s for v in value for s in _strings(v)}
+    return set()
+
+
+def restrict(plan: Plan, tables: Iterable[Table]) -> Plan:
+    """The part of ``plan`` that ``tables`` read (``rbench run --only``): for each cell, its adversarial set, its
+    predictions, the target's clean predictions and the trained target; and, when its metric's params name other
+    evaluations or attack labels of the suite (``worst_case``'s attacks, ``ood_auroc``'s ``ood``), the same
+    (source, target) predictions there, with every job they depend on. Jobs keep their dependency order; the
+    index (``trained``, ``attacked``, ``evaluated``) stays whole, so a metric reaching further still finds a key
+    (stored by an earlier run, or reported missing in its cell)."""
+    suite = plan.suite
+    labels = {label for ev in suite.evaluations.values() for label in ev.attacks}
+    wanted: set[str] = set()
+    for table in tables:
+        for spec in table.cells.values():
+            named = _strings(spec.metric.call.params.model_dump(mode="json"))
+            evaluations = {spec.evaluation} | (named & set(suite.evaluations))
+            attacks = {spec.attack, CLEAN} | (named & labels)
+            wanted.add(plan.trained[spec.target])
+            for (ev, source, attack, target), key in plan.evaluated.items():
+                if ev in evaluations and target == spec.target and attack in attacks and (
+                        source == spec.source or attack == CLEAN):
+                    wanted.add(key)
+                    if attack != CLEAN:
+                        wanted.add(plan.attacked[(ev, source, attack)])
+    for job in reversed(plan.jobs.values()):  # dependents come after their dependencies
+        if job.key in wanted:
+            wanted.update(job.deps)
+    return Plan(suite, {k: j for k, j in plan.jobs.items() if k in wanted}, plan.trained, plan.attacked,
+                plan.evaluated)
 
 
 def data_spec(ref: DataRef, seed: int) -> dict[str, Any]:

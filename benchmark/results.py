@@ -117,6 +117,8 @@ class RunResults:
     jobs: dict[str, Any] = field(default_factory=dict)
     #: published-table files (absolute paths) the suite compares with
     published: list[str] = field(default_factory=list)
+    #: the tables ``--only`` chose (empty: the run has every table of its suite); comparisons skip the others
+    only: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The results as results.json holds them (every field but the tables' per-sample values)."""

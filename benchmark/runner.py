@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -16,8 +16,9 @@ from rbench.compare import check_claims, compare
 from rbench.devices import resolve_devices
 from rbench.errors import RbenchError
 from rbench.executors import JobResult
-from rbench.manager import get_registry
-from rbench.plan import Job, build_plan, canonical
+from rbench.manager import close_match, get_registry
+from rbench.plan import Job, Plan, build_plan, canonical, restrict
+from rbench.preview import Preview, preview
 from rbench.progress import RunProgress
 from rbench.provenance import now_iso, package_versions
 from rbench.report.reporters import renders_text, write_text_report
@@ -37,6 +38,8 @@ class RunOutcome:
     seconds: float
     #: problems that did not fail the run (a figure that could not be drawn)
     notes: list[str] = field(default_factory=list)
+    #: the tables ``--only`` chose (empty: all); the comparison then covers only these
+    only: tuple[str, ...] = ()
 
     @property
     def failed(self) -> list[JobResult]:
@@ -48,17 +51,42 @@ def default_run_dir(suite_name: str) -> Path:
     return Path("runs") / f"{suite_name}-{stamp}"
 
 
+def select_tables(suite: Suite, only: list[str] | None, path: str | Path) -> Suite:
+    """``suite`` with only the tables ``only`` names (``--only``, in the suite's order); None or empty: all of
+    them. An unknown name is a one-line error naming the suite file, the option and the suite's tables."""
+    if not only:
+        return suite
+    for name in only:
+        if name not in suite.tables:
+            known = ", ".join(suite.tables) or "none"
+            raise RbenchError(f"{path}: --only {name!r}: the suite has no such table{_close(name, suite.tables)} "
+                              f"(tables: {known})")
+    return replace(suite, tables={name: t for name, t in suite.tables.items() if name in only})
+
+
+def _close(name: str, choices: object) -> str:
+    close = close_match(name, choices)
+    return f"; did you mean {close!r}?" if close is not None else ""
+
+
+def suite_plan(suite: Suite, only: list[str] | None) -> Plan:
+    """The plan of ``suite``; with ``--only``, just the jobs its (selected) tables read (:func:`restrict`)."""
+    plan = build_plan(suite)
+    return restrict(plan, suite.tables.values()) if only else plan
+
+
 def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: Path | None, device: str | None,
               workers: int | None, executor: str, console: Console, quiet: bool = False,
-              job_timeout: float | None = None) -> RunOutcome:
+              job_timeout: float | None = None, only: list[str] | None = None) -> RunOutcome:
     """Run one suite end to end; the run folder gets results.json and every reporter's rendering.
 
-    Everything a user can get wrong (the suite, the devices, the store, the run folder, the data of the jobs to
-    compute) is checked before any job runs. The run leases its plan's keys, so ``rbench cache gc`` in another
-    process never deletes what it uses. ``job_timeout`` (seconds; default: the suite's ``job_timeout``, else
-    none) ends any job that runs longer: it fails alone, naming its plugin."""
+    Everything a user can get wrong (the suite, the tables ``only`` names, the devices, the store, the run folder,
+    the data of the jobs to compute) is checked before any job runs. The run leases its plan's keys, so
+    ``rbench cache gc`` in another process never deletes what it uses. ``job_timeout`` (seconds; default: the
+    suite's ``job_timeout``, else none) ends any job that runs longer: it fails alone, naming its plugin.
+    ``only``: compute just what these tables read, and render only them."""
     started = time.perf_counter()
-    suite = load_suite(path, profile)
+    suite = select_tables(load_suite(path, profile), only, path)
     devices, n_workers = resolve_devices(device, workers)
     store.ensure_writable()
     option = "--run-dir" if run_dir else "run folder"
@@ -67,7 +95,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     prepare_run_dir(run_dir, option)
     try:
         return _run(suite, profile, store, run_dir, devices, n_workers, executor, console, quiet,
-                    suite.job_timeout if job_timeout is None else job_timeout, started)
+                    suite.job_timeout if job_timeout is None else job_timeout, started, only)
     except BaseException:
         if created:  # a run stopped before it wrote anything leaves no empty folder behind
             with contextlib.suppress(OSError):
@@ -75,9 +103,36 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
         raise
 
 
+@dataclass
+class DryRun:
+    """What ``rbench run --dry-run`` found: the validated suite, its (restricted) plan and the preview."""
+
+    suite: Suite
+    plan: Plan
+    preview: Preview
+    devices: list[str]
+    workers: int
+    store: Path
+    store_exists: bool
+
+
+def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str | None, workers: int | None,
+            executor: str, only: list[str] | None = None) -> DryRun:
+    """Validate and plan as :func:`run_suite` does (suite, ``only``, devices, workers, executor, the store's
+    layout) and preview the plan against the store; nothing is computed or written, not even the store's or the
+    run's folders. The data files are not checked (that may download)."""
+    suite = select_tables(load_suite(path, profile), only, path)
+    devices, n_workers = resolve_devices(device, workers)
+    get_registry().get("executor", executor)
+    store.check_layout()
+    plan = suite_plan(suite, only)
+    return DryRun(suite, plan, preview(plan, store), devices, n_workers, store.root, store.root.is_dir())
+
+
 def _run(suite: Suite, profile: str | None, store: Store, run_dir: Path, devices: list[str], n_workers: int,
-         executor: str, console: Console, quiet: bool, job_timeout: float | None, started: float) -> RunOutcome:
-    plan = build_plan(suite)
+         executor: str, console: Console, quiet: bool, job_timeout: float | None, started: float,
+         only: list[str] | None = None) -> RunOutcome:
+    plan = suite_plan(suite, only)
     run_executor = get_registry().get("executor", executor).obj
     with store.lease(set(plan.jobs), suite.name), RunProgress(len(plan.jobs), console, quiet) as observer:
         job_results = trusted_results(plan, store, observer)
@@ -91,12 +146,13 @@ def _run(suite: Suite, profile: str | None, store: Store, run_dir: Path, devices
             provenance={"packages": package_versions(), "devices": devices, "workers": n_workers,
                         "store": str(store.root), "finished": now_iso()},
             tables=assemble(plan, store, failed),
-            published=suite.published,
+            published=suite.published, only=list(suite.tables) if only else [],
             jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
                       "error": r.error, "deps": list(plan.jobs[k].deps)} for k, r in job_results.items()},
         )
         notes = suite.warnings + write_run_dir(results, run_dir, store)
-    return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes)
+    return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes,
+                      tuple(suite.tables) if only else ())
 
 
 def prepare_data(jobs: list[Job]) -> None:
@@ -121,11 +177,11 @@ def prepare_data(jobs: list[Job]) -> None:
 
 def write_run_dir(results: RunResults, run_dir: Path, store: Store) -> list[str]:
     """Every reporter writes its files into ``run_dir`` (atomically): text reporters first, then the figure
-    reporters (which read stored outputs). A figure that cannot be drawn does not fail the run: the returned
-    notes say why."""
+    reporters (which read stored outputs), by their ``order`` (the html report, 10, embeds the others' PNGs). A
+    figure that cannot be drawn does not fail the run: the returned notes say why."""
     run_dir.mkdir(parents=True, exist_ok=True)
     reporters = sorted((info.obj for info in get_registry().plugins["reporter"].values()),
-                       key=lambda r: not renders_text(r))
+                       key=lambda r: (not renders_text(r), getattr(r, "order", 0)))
     notes = []
     for reporter in reporters:
         if renders_text(reporter):
@@ -145,7 +201,9 @@ def write_run_dir(results: RunResults, run_dir: Path, store: Store) -> list[str]
 def summarize(outcome: RunOutcome, console: Console) -> None:
     print_tables(outcome.results, console)
     if outcome.results.published:
-        print_comparison(compare(outcome.results), console, claims=check_claims(outcome.results))
+        rows, claims = compare(outcome.results), check_claims(outcome.results)
+        if rows or claims or not outcome.only:
+            print_comparison(rows, console, claims=claims)
     counts: dict[str, int] = {}
     for r in outcome.job_results.values():
         counts[r.status] = counts.get(r.status, 0) + 1

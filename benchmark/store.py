@@ -527,10 +527,10 @@ class Store:
             return []
         return sorted({p.name.split(".", 1)[0] for p in objects.glob("*/*") if TMP_MARK not in p.name})
 
-    def entry(self, key: str) -> Entry:
-        """Summary of ``key`` (reads only metadata, not the arrays)."""
-        paths = tuple(self.paths(key))
-        size = sum(p.lstat().st_size for p in paths)
+    def recorded_meta(self, key: str) -> dict[str, Any]:
+        """The metadata ``key`` records (a checkpoint's sidecar, an HDF5 set's attributes: label, spec, provenance
+        with the job's ``seconds``), read without any check and without the arrays: for listings and estimates,
+        never to serve a result. {} when absent or unreadable."""
         meta: Any = {}
         with contextlib.suppress(Exception):
             if self._path(key, ".json").exists():
@@ -538,7 +538,13 @@ class Store:
             elif self._path(key, ".h5").exists():
                 with h5py.File(self._path(key, ".h5"), "r") as f:
                     meta = json.loads(f.attrs[META_ATTR])
-        meta = meta if isinstance(meta, dict) else {}
+        return meta if isinstance(meta, dict) else {}
+
+    def entry(self, key: str) -> Entry:
+        """Summary of ``key`` (reads only metadata, not the arrays)."""
+        paths = tuple(self.paths(key))
+        size = sum(p.lstat().st_size for p in paths)
+        meta = self.recorded_meta(key)
         kind = meta.get("kind", "incomplete" if not self.has(key) else "unreadable")
         provenance = meta.get("provenance")
         created = provenance.get("created", "") if isinstance(provenance, dict) else ""

@@ -25,6 +25,8 @@ import os
 import re
 import stat
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,7 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from rbench.attack import is_generator
 from rbench.compare import load_published
 from rbench.errors import PluginError, RbenchError, SuiteError
-from rbench.manager import Registry, get_registry, suggest
+from rbench.manager import Registry, close_match, get_registry, suggest
 
 SECTIONS = ("datasets", "defenses", "models", "attacks", "evaluations", "tables")
 Axis = Literal["source", "target", "model", "attack", "metric"]
@@ -489,18 +491,65 @@ def _keypath(loc: tuple[Any, ...]) -> str:
 _TYPE_TAG = re.compile(r"str|int|float|bool|MetricRef|Selector|[a-z-]+\[.*\]|constrained-.*", re.DOTALL)
 
 
-def _pydantic_problem(file: str, prefix: str, err: ValidationError) -> SuiteError:
-    # the deepest error: for a union (e.g. rows = an axis or a list of selectors) the branch that got furthest
-    first = max(err.errors(), key=lambda e: len(e["loc"]))
-    loc = tuple(x for x in first["loc"] if not (isinstance(x, str) and _TYPE_TAG.fullmatch(x)))
+def _pydantic_problem(file: str, prefix: str, err: ValidationError, model: type[BaseModel] | None = None
+                      ) -> SuiteError:
+    """One line for the first problem of ``err``; an unknown key of ``model`` (the model validated: the suite
+    document, or a plugin's Params) also gets the closest of the keys it allows there."""
+    # the deepest error: for a union (e.g. rows = an axis or a list of selectors) the branch that got furthest; of
+    # those, an unknown key close to an allowed one (a misspelt required key is also reported missing)
+    def where(e: Any) -> tuple[Any, ...]:
+        return tuple(x for x in e["loc"] if not (isinstance(x, str) and _TYPE_TAG.fullmatch(x)))
+
+    def close(e: Any) -> str | None:
+        loc = where(e)
+        if e["type"] != "extra_forbidden" or model is None or not loc:
+            return None
+        return close_match(str(loc[-1]), _keys_at(model, loc[:-1]))
+
+    deepest = max(len(e["loc"]) for e in err.errors())
+    candidates = [e for e in err.errors() if len(e["loc"]) == deepest]
+    first = next((e for e in candidates if close(e) is not None), candidates[0])
+    loc = where(first)
     path = ".".join(p for p in (prefix, _keypath(loc)) if p)
     detail = first["msg"].removeprefix("Value error, ")
+    hint = ""
     if first["type"] == "extra_forbidden":
         detail = "unknown key"
+        match = close(first)
+        hint = f"; did you mean {match!r}?" if match is not None else ""
     elif first["type"] == "missing":
         return SuiteError(f"{file}: {path}: required key is missing")
     more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
-    return SuiteError(f"{file}: {path}: {detail} (got {_fmt(first.get('input'))}){more}")
+    return SuiteError(f"{file}: {path}: {detail} (got {_fmt(first.get('input'))}){hint}{more}")
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
+    """The keys allowed at ``loc`` (an error location without its type tags) inside ``model``: the fields of every
+    pydantic model the annotations there can hold (through Annotated, unions, lists and dicts)."""
+
+    def unwrap(tp: Any) -> list[Any]:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            return unwrap(typing.get_args(tp)[0])
+        if origin is typing.Union or origin is types.UnionType:
+            return [u for a in typing.get_args(tp) for u in unwrap(a)]
+        return [tp]
+
+    types_here: list[Any] = [model]
+    for part in loc:
+        following: list[Any] = []
+        for tp in (u for t in types_here for u in unwrap(t)):
+            origin, args = typing.get_origin(tp), typing.get_args(tp)
+            if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
+                if part in tp.model_fields:
+                    following.append(tp.model_fields[part].annotation)
+            elif origin in (list, tuple, set, frozenset) and isinstance(part, int) and args:
+                following.append(args[0])
+            elif origin is dict and len(args) == 2:
+                following.append(args[1])
+        types_here = following
+    return {name for t in types_here for tp in unwrap(t) if isinstance(tp, type) and issubclass(tp, BaseModel)
+            for name in tp.model_fields}
 
 
 def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -668,7 +717,7 @@ def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path
     try:
         doc = SuiteDoc.model_validate(raw)
     except ValidationError as err:
-        raise _pydantic_problem(file, "", err) from None
+        raise _pydantic_problem(file, "", err, SuiteDoc) from None
     merged.files.append(file)
     for i, pub in enumerate(doc.suite.published):
         pub_path = path.parent / pub
@@ -739,7 +788,8 @@ class _Resolver:
         try:
             validated = info.obj.Params.model_validate(params, strict=True, context={"base": base})
         except ValidationError as err:
-            raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err) from None
+            raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err,
+                                    info.obj.Params) from None
         return PluginCall(kind, plugin, info.version, validated)
 
     def data(self, section: str, name: str, spec: TrainedSpec | EvaluationSpec | MonitorSpec, prefix: str = ""

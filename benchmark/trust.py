@@ -12,16 +12,20 @@ from __future__ import annotations
 from rbench.executors import JobResult, Observer
 from rbench.gates import check_stored
 from rbench.inputs import PluginContractError
-from rbench.plan import Plan
+from rbench.plan import Job, Plan
 from rbench.store import CorruptEntry, EntryMissing, Store
+
+
+def stored_jobs(plan: Plan, store: Store) -> list[Job]:
+    """The jobs of ``plan`` whose output is in the store (not yet checked: :func:`trusted_results` checks them;
+    ``rbench run --dry-run`` counts them without touching the store)."""
+    return [job for job in plan.jobs.values() if store.has(job.key)]
 
 
 def trusted_results(plan: Plan, store: Store, observer: Observer) -> dict[str, JobResult]:
     """A ``cached`` result for every job of ``plan`` whose stored output can be trusted."""
     results: dict[str, JobResult] = {}
-    for job in plan.jobs.values():
-        if not store.has(job.key):
-            continue
+    for job in stored_jobs(plan, store):
         with store.try_lock(job.key) as free:
             if not free:
                 continue

@@ -1,0 +1,184 @@
+"""What a run would do, without doing it (``rbench run --dry-run``): the plan's jobs per kind, how many the store
+holds, and the compute time of the rest estimated from the store's own records.
+
+Every stored entry records the seconds its job took (``provenance.seconds``, see :mod:`rbench.provenance`) and
+its job spec. A job to compute is estimated from stored jobs *similar* to it: the same kind and the same plugin
+(an attack's or transform's plugin; a training job's trainer and model plugins; an evaluation's model plugin),
+else any stored job of the same kind. Where both sides know how many samples they process, the estimate is the
+median seconds per sample of the similar jobs times the job's samples; otherwise their median seconds. A job with
+no similar stored job is counted as unknown: no number is made up for it. The estimate is compute time on one
+worker (workers running in parallel finish sooner), from whatever machine stored the entries.
+
+Nothing here writes: the store is read (``Store.has``, the same test the runner starts from, and the entries'
+recorded metadata), never created, locked or changed.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rbench.plan import Plan
+from rbench.store import Store
+from rbench.trust import stored_jobs
+
+#: the job kinds in the order a run computes them
+KINDS = ("train", "attack", "transform", "eval")
+
+Spec = dict[str, Any]
+
+
+@dataclass
+class KindPreview:
+    """The jobs of one kind: how many, how many stored, and the estimate for the rest (``seconds`` over the
+    ``to_compute - unknown`` jobs that have similar stored jobs; ``unknown``: jobs without any)."""
+
+    kind: str
+    jobs: int = 0
+    stored: int = 0
+    seconds: float = 0.0
+    unknown: int = 0
+
+    @property
+    def to_compute(self) -> int:
+        return self.jobs - self.stored
+
+
+@dataclass
+class Preview:
+    kinds: list[KindPreview] = field(default_factory=list)
+
+    @property
+    def jobs(self) -> int:
+        return sum(k.jobs for k in self.kinds)
+
+    @property
+    def stored(self) -> int:
+        return sum(k.stored for k in self.kinds)
+
+    @property
+    def seconds(self) -> float:
+        return sum(k.seconds for k in self.kinds)
+
+    @property
+    def unknown(self) -> int:
+        return sum(k.unknown for k in self.kinds)
+
+
+def similarity(spec: Spec, spec_of: Callable[[str], Spec]) -> str:
+    """What makes two jobs of one kind similar: the plugin doing the work (see the module docstring)."""
+    kind = spec.get("kind")
+    if kind in ("attack", "transform"):
+        return str(spec.get(kind, {}).get("plugin"))
+    if kind == "train":
+        if "trainer" not in spec:
+            return "(assembly)"
+        made = spec.get("model") or {}
+        model = made.get("plugin") or ("(defended)" if "defended" in made else None)
+        if model is None and "defense" in spec:
+            model = f"defense {spec['defense'].get('plugin')}"
+        return f"{spec['trainer'].get('plugin')} {model}"
+    if kind == "eval":
+        trained = spec_of(str(spec.get("model")))
+        made = trained.get("model") or {}
+        return str(made.get("plugin") or ("(defended)" if "defended" in made else "?"))
+    return "?"
+
+
+def samples(spec: Spec, spec_of: Callable[[str], Spec]) -> int | None:
+    """How many samples a job processes, from its spec (None: unknown, e.g. a whole split)."""
+    if "generate" in spec:
+        g = spec["generate"]
+        return int(g["classes"]) * int(g["per_class"])
+    data = spec.get("data")
+    if isinstance(data, dict):
+        return data.get("n")
+    given = spec.get("input")
+    if isinstance(given, dict):
+        if "clean" in given:
+            return given["clean"].get("n")
+        if "advset" in given:
+            return samples(spec_of(str(given["advset"])), spec_of)
+    return None
+
+
+def _history(store: Store, spec_of: Callable[[str], Spec]) -> dict[tuple[str, str], list[tuple[float, int | None]]]:
+    """(kind, similarity) -> (seconds, samples) of every stored job that recorded its seconds."""
+    out: dict[tuple[str, str], list[tuple[float, int | None]]] = {}
+    for key in store.keys():
+        meta = store.recorded_meta(key)
+        spec, prov = meta.get("spec"), meta.get("provenance")
+        seconds = prov.get("seconds") if isinstance(prov, dict) else None
+        if not isinstance(spec, dict) or not isinstance(seconds, int | float) or isinstance(seconds, bool):
+            continue
+        try:
+            group = (str(spec.get("kind")), similarity(spec, spec_of))
+            out.setdefault(group, []).append((float(seconds), samples(spec, spec_of)))
+        except (AttributeError, KeyError, TypeError, ValueError):  # a spec of an older layout: not comparable
+            continue
+    return out
+
+
+def _estimate(spec: Spec, similar: list[tuple[float, int | None]], spec_of: Callable[[str], Spec]) -> float:
+    n = samples(spec, spec_of)
+    rates = [seconds / m for seconds, m in similar if m]
+    if n and rates:
+        return statistics.median(rates) * n
+    return statistics.median(seconds for seconds, _ in similar)
+
+
+def preview(plan: Plan, store: Store) -> Preview:
+    """The plan's jobs per kind, how many are stored, and the estimate for the others (module docstring)."""
+    stored = {job.key for job in stored_jobs(plan, store)}
+    specs: dict[str, Spec] = {}
+
+    def spec_of(key: str) -> Spec:
+        if key in plan.jobs:
+            return plan.jobs[key].spec
+        if key not in specs:
+            recorded = store.recorded_meta(key).get("spec")
+            specs[key] = recorded if isinstance(recorded, dict) else {}
+        return specs[key]
+
+    todo = [job for job in plan.jobs.values() if job.key not in stored]
+    history = _history(store, spec_of) if todo else {}
+    by_kind: dict[str, list[tuple[float, int | None]]] = {}
+    for (kind, _), rows in history.items():
+        by_kind.setdefault(kind, []).extend(rows)
+    kinds = {k: KindPreview(k) for k in KINDS if any(job.kind == k for job in plan.jobs.values())}
+    for job in plan.jobs.values():
+        row = kinds.setdefault(job.kind, KindPreview(job.kind))
+        row.jobs += 1
+        if job.key in stored:
+            row.stored += 1
+            continue
+        similar = history.get((job.kind, similarity(job.spec, spec_of))) or by_kind.get(job.kind)
+        if not similar:
+            row.unknown += 1
+        else:
+            row.seconds += _estimate(job.spec, similar, spec_of)
+    return Preview(list(kinds.values()))
+
+
+def duration(seconds: float) -> str:
+    """``<1 s``, ``45 s``, ``3.2 min``, ``1.5 h``."""
+    if seconds < 0.5:
+        return "<1 s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_text(seconds: float, to_compute: int, unknown: int) -> str:
+    """The estimate for ``to_compute`` jobs, ``unknown`` of them without similar stored jobs."""
+    if to_compute == 0:
+        return "-"
+    if unknown == to_compute:
+        return "unknown"
+    known = duration(seconds)
+    known = known if known.startswith("<") else f"~{known}"
+    return known if unknown == 0 else f"at least {known} ({unknown} unknown)"
