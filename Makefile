@@ -10,7 +10,7 @@ ifneq ($(SHARED_DATA),)
 export RBENCH_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: install run test check-full lint bench clean
+.PHONY: install run test browser check-full lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 2; }
@@ -28,9 +28,18 @@ run: $(STAMP)
 
 # Two pytest-xdist workers, one test file each at a time (module fixtures stay in one process): most tests wait
 # on rbench subprocesses, so two at once use the 2 cores better (13 min 44 s serially, 10 min 21 s so).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check benchmark plugins tests benchmarks examples
 	$(BIN)/pytest -q -p no:cacheprovider -m "not full" -n 2 --dist loadfile tests
+
+# Best effort, never failing: Debian's headless Chromium and its driver for tests/test_html_report.py (which skips
+# without them), installed once, only as root or with password-less sudo.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	  SUDO="sudo -n"; else echo "chromium not installed (needs root or sudo): the browser test will skip"; exit 0; fi; \
+	($$SUDO apt-get update && $$SUDO apt-get install -y chromium chromium-driver) \
+	  || echo "chromium not installed: the browser test will skip"
 
 # The heavier end-to-end variants (marked `full`) and a kill-stress run: SIGKILL at random points and inside
 # writes, SIGTERM to one- and two-worker runs, entry swaps (bench/kill_stress.json).

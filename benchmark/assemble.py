@@ -70,7 +70,7 @@ def _paired(table: Table, estimates: dict[tuple[str, str], Estimate | None]) -> 
                 else mcnemar(ea.outcomes, eb.outcomes)
             if test is not None:
                 out.append({"a": a, "b": b, "along": line, "axis": "rows" if by_rows else "columns",
-                            **asdict(test)})
+                            "metric": table.cells[ka].metric.label, **asdict(test)})
     return out
 
 

@@ -50,6 +50,8 @@ class Sweep:
 
     label: str
     parameter: str
+    #: the attack plugin swept (one panel each: a parameter's scale differs between plugins, e.g. L2 vs Linf eps)
+    family: str = ""
     x: list[float] = field(default_factory=list)
     cells: list[Cell] = field(default_factory=list)
     published: list[tuple[float, float]] = field(default_factory=list)
@@ -106,7 +108,7 @@ def sweeps(table: ResultTable, published: dict[tuple[str, str], float]) -> list[
                            [(0.0, label) for label in clean])
             plugin = table.attack_calls[next(iter(value_of))]["plugin"]
             for other in others:
-                sweep = Sweep(other if len(families) == 1 else f"{other} · {plugin}", parameter)
+                sweep = Sweep(other, parameter, plugin)
                 for x, label in along:
                     row, column = (label, other) if axis == "rows" else (other, label)
                     try:
@@ -166,26 +168,32 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def draw_sweeps(table: ResultTable, lines: list[Sweep], path: Path) -> Path:
-    fig, ax = _new_figure(7.0, 4.8)
-    for i, sweep in enumerate(lines):
-        y = np.array([c.value for c in sweep.cells], dtype=float)
-        low = np.array([c.value - c.low if c.low is not None else 0.0 for c in sweep.cells])  # type: ignore[operator]
-        high = np.array([c.high - c.value if c.high is not None else 0.0 for c in sweep.cells])  # type: ignore[operator]
-        colour = f"C{i % 10}"
-        ax.errorbar(sweep.x, y, yerr=[low, high], marker="o", markersize=3, linewidth=1.2, capsize=2,
-                    color=colour, label=sweep.label)
-        if sweep.published:
-            px, py = zip(*sweep.published, strict=True)
-            ax.scatter(px, py, marker="x", s=40, color=colour, zorder=3,
-                       label=f"{sweep.label} (published)")
-    ax.set_xlabel(lines[0].parameter if len({s.parameter for s in lines}) == 1 else "attack parameter")
+    """One panel per swept attack plugin (sharing the y axis), one line per label of the other axis."""
+    from matplotlib.figure import Figure
+
+    families = list(dict.fromkeys(s.family for s in lines))
+    fig = Figure(figsize=(min(4.2 * len(families), 14.0) + 1.5, 4.8), dpi=100, layout="constrained")
+    axes = fig.subplots(1, len(families), sharey=True, squeeze=False)[0]
+    labels = list(dict.fromkeys(s.label for s in lines))
     metrics = {table.metric(c) for s in lines for c in s.cells}
     unit = table.unit(lines[0].cells[0])
     name = next(iter(metrics)) if len(metrics) == 1 else "value"
-    ax.set_ylabel(f"{name} ({unit})" if unit else name)
-    ax.grid(True, linewidth=0.3)
-    ax.legend(fontsize=7, loc="best")
-    _title(ax, f"{table.title} (bars: 95% intervals)")
+    for ax, family in zip(axes, families, strict=True):
+        for sweep in (s for s in lines if s.family == family):
+            colour = f"C{labels.index(sweep.label) % 10}"
+            y = np.array([c.value for c in sweep.cells], dtype=float)
+            below = [c.value - c.low if c.low is not None else 0.0 for c in sweep.cells]  # type: ignore[operator]
+            above = [c.high - c.value if c.high is not None else 0.0 for c in sweep.cells]  # type: ignore[operator]
+            ax.errorbar(sweep.x, y, yerr=[below, above], marker="o", markersize=3, linewidth=1.2, capsize=2,
+                        color=colour, label=sweep.label)
+            if sweep.published:
+                px, py = zip(*sweep.published, strict=True)
+                ax.scatter(px, py, marker="x", s=40, color=colour, zorder=3, label=f"{sweep.label} (published)")
+        ax.set_xlabel(f"{family}: {lines[0].parameter if len({s.parameter for s in lines}) == 1 else 'parameter'}")
+        ax.grid(True, linewidth=0.3)
+        ax.legend(fontsize=7, loc="best")
+    axes[0].set_ylabel(f"{name} ({unit})" if unit else name)
+    fig.suptitle("\n".join(textwrap.wrap(f"{table.title} (bars: 95% intervals)", 100)), fontsize="medium")
     return _save(fig, path)
 
 

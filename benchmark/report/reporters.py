@@ -1,5 +1,5 @@
 """Built-in reporters: Markdown, CSV and JSON renderings of a run's result tables (and, registered here too, the
-reliability diagrams of :mod:`rbench.report.reliability`).
+figure reporters of :mod:`rbench.report` and the self-contained HTML page of :mod:`rbench.report.html`).
 
 A reporter plugin has ``name`` (the ``--format`` value) and is one of two kinds:
 
@@ -7,6 +7,7 @@ A reporter plugin has ``name`` (the ``--format`` value) and is one of two kinds:
 - a **file reporter** (figures): ``suffix = None`` and ``write(results, run_dir, store) -> list[Path]``, which
   may read the stored job outputs the cells name (their ``jobs``) and writes its files into ``run_dir``
   atomically (:func:`rbench.store.atomic_write`), returning their paths (none when it has nothing to draw).
+  File reporters write in ascending ``order`` (default 0), so one that embeds the others' files runs last.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class Reporter:
     Params = NoParams
     #: the file a text reporter writes in a run folder; None for a file reporter (which implements ``write``)
     suffix: ClassVar[str | None]
+    #: when a file reporter writes, after text reporters: lower first (a reporter that embeds others' files, like
+    #: ``html``, comes last); sorting is stable, so equal orders keep the registration order
+    order: ClassVar[int] = 0
 
     def render(self, results: RunResults) -> str:
         raise NotImplementedError
@@ -90,8 +94,10 @@ def header(table: ResultTable) -> list[str]:
 def describe_paired(test: dict) -> str:
     """One McNemar test of a table in words: which two rows (columns), along which column (row), the discordant
     counts and the exact p-value."""
-    return (f"{test['a']} vs {test['b']} at {test['along']}: {test['a_only']} samples only {test['a']}, "
-            f"{test['b_only']} only {test['b']} (of {test['n']} shared), McNemar exact p = {test['p_value']:.3g}")
+    outcome = test.get("metric", "outcome")
+    return (f"{test['a']} vs {test['b']} at {test['along']}: {outcome} for {test['a']} only on {test['a_only']} "
+            f"samples, for {test['b']} only on {test['b_only']} (of {test['n']} shared); McNemar exact p = "
+            f"{test['p_value']:.3g}")
 
 
 INTERVAL_NOTE = ("±h: the larger half-width of the cell's 95% interval (Wilson for rates, Student t for means, "
@@ -164,8 +170,9 @@ def rbench_reporters():
     from rbench.report.curves import Curves
     from rbench.report.figures import Figures
     from rbench.report.generated import Images
+    from rbench.report.html import Html
     from rbench.report.lines import Lines
     from rbench.report.reliability import Reliability
     from rbench.report.tidy import Tidy
 
-    return [Markdown(), Csv(), Json(), Reliability(), Curves(), Lines(), Images(), Tidy(), Figures()]
+    return [Markdown(), Csv(), Json(), Reliability(), Curves(), Lines(), Images(), Tidy(), Figures(), Html()]

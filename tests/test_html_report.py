@@ -1,0 +1,289 @@
+"""The ``html`` reporter: report.html of a small real run with a published file, opened in a real headless
+Chromium (Debian's ``chromium`` and ``chromium-driver``, driven by Selenium; the browser tests skip without
+them), and rendered in-process from results written by older versions and from degenerate tables."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from support import rbench
+
+from rbench.report.html import REPORT_FILE, figures_of, render
+from rbench.results import Cell, ResultTable, RunResults
+
+pytestmark = pytest.mark.slow
+
+SUITE = """
+[suite]
+name = "html_report"
+title = "An HTML report <of & for> tests"
+seed = 5
+published = ["published.toml"]
+
+[datasets.mnist]
+plugin = "mnist"
+
+[models.small]
+plugin = "mlp"
+params = { widths = [16] }
+dataset = "mnist"
+n_train = 500
+trainer = { params = { epochs = 1, batch_size = 32, lr = 3e-3 } }
+
+[models.wide]
+plugin = "mlp"
+params = { widths = [32] }
+dataset = "mnist"
+n_train = 500
+trainer = { params = { epochs = 1, batch_size = 32, lr = 3e-3 } }
+
+[attacks.fgsm]
+plugin = "fgsm"
+grid = { eps = [0.1, 0.2, 0.3] }
+
+[attacks.noise]
+plugin = "gaussian_noise"
+params = { norm = "l2", eps = 3.0 }
+
+[evaluations.wb]
+dataset = "mnist"
+n = 40
+sources = ["small", "wide"]
+targets = ["small", "wide"]
+attacks = ["fgsm", "noise"]
+
+[tables.errors]
+title = "Error under attack"
+evaluation = "wb"
+rows = "attack"
+columns = "model"
+metric = "error"
+paired = [["small", "wide"]]
+
+[tables.distortion]
+evaluation = "wb"
+rows = "attack"
+columns = "model"
+metric = { plugin = "distortion", params = { norm = "l2" } }
+
+[tables.transfer]
+evaluation = "wb"
+rows = "source"
+columns = "target"
+metric = "error"
+where = { attack = "fgsm(eps=0.3)" }
+"""
+
+# verdicts that do not depend on the trained numbers: any error is within 100 points; no error is -5%; a row the
+# run lacks and the clean row's distortion (not applicable) are missing
+PUBLISHED = """
+[source]
+citation = "A test paper <2024>"
+
+[tables.errors]
+figure = "Table 1"
+tolerance = { abs = 100.0 }
+why = "any error rate will do"
+column_tolerance = { wide = { abs = 0.0 } }
+values = { clean = { small = 20.0, wide = -5.0 }, "no such attack" = { small = 50.0 } }
+
+[tables.distortion]
+figure = "Table 2"
+tolerance = { rel = 0.5 }
+why = "distortions vary"
+values = { clean = { small = 0.0 } }
+
+[[claims]]
+text = "the clean error is at most 90%"
+table = "errors"
+kind = "at_most"
+a = { row = "clean", column = "small" }
+value = 90.0
+
+[[claims]]
+text = "the clean error is at least 99%"
+table = "errors"
+kind = "at_least"
+a = { row = "clean", column = "small" }
+value = 99.0
+
+[[claims]]
+text = "a claim on a cell the run lacks"
+table = "errors"
+kind = "at_most"
+a = { row = "no such attack", column = "small" }
+value = 50.0
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("html_report")
+    (root / "suite.toml").write_text(SUITE)
+    (root / "published.toml").write_text(PUBLISHED)
+    out = rbench("run", str(root / "suite.toml"), "--store", str(root / "store"), "--run-dir", str(root / "run"),
+                 "-q", "--device", "cpu")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return root / "run"
+
+
+def _driver():
+    """A headless Chromium from the system (Selenium's manager downloads nothing), or a skip saying what lacks."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("chromium or chromedriver is not installed (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,2400"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = _driver()
+    yield driver
+    driver.quit()
+
+
+def _values(table) -> list[str]:
+    return table.parent.execute_script(
+        "return Array.from(arguments[0].tBodies[0].rows, r => r.cells[arguments[1]].getAttribute('data-value'))",
+        table, 1)
+
+
+def test_report_in_a_browser(run, browser):
+    from selenium.webdriver.common.by import By
+
+    results = RunResults.read(run)
+    browser.get((run / REPORT_FILE).as_uri())
+    assert browser.title.startswith("An HTML report <of & for> tests")
+    tables = browser.find_elements(By.CSS_SELECTOR, "table.results")
+    assert len(tables) == len(results.tables) == 3
+    images = browser.find_elements(By.TAG_NAME, "img")
+    assert len(images) >= 3  # robustness_errors, robustness_distortion, heatmap_transfer, distribution_...
+    assert all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
+               for i in images)
+    for img in images:  # each figure links back to its table, and its table links to it
+        figure = img.find_element(By.XPATH, "..")
+        back = figure.find_element(By.CSS_SELECTOR, "figcaption a").get_attribute("href").split("#")[1]
+        section = browser.find_element(By.ID, back)
+        assert section.find_elements(By.CSS_SELECTOR, f"a[href='#{figure.get_attribute('id')}']")
+
+    # verdicts: within tolerance, outside, missing (a not-applicable cell), claims held / NOT held / not checked
+    errors = tables[0]
+    assert "within" in errors.find_element(By.XPATH, ".//tr[th='clean']/td[1]").get_attribute("class")
+    outside = errors.find_element(By.XPATH, ".//tr[th='clean']/td[2]")
+    assert "outside" in outside.get_attribute("class").split()
+    assert outside.text.endswith(" · paper -5.0")
+    assert "tolerance exact: any error rate will do" in outside.get_attribute("title")  # the column's tolerance
+    assert "verdict: outside tolerance" in outside.get_attribute("title")
+    missing = tables[1].find_element(By.XPATH, ".//tr[th='clean']/td[1]")
+    assert "missing" in missing.get_attribute("class").split() and missing.get_attribute("data-value") == ""
+    claims = [c.get_attribute("class") for c in browser.find_elements(By.CSS_SELECTOR, "li.claim")]
+    assert claims == ["claim held", "claim not-held", "claim unchecked"]
+    assert "no such attack / small" in browser.find_element(By.CSS_SELECTOR, "ul.absent").text
+    assert "McNemar exact p" in browser.find_element(By.CSS_SELECTOR, "ul.paired").text
+
+    # sorting: the distortion column of "small" (the clean row has no value: it stays last either way)
+    table = tables[1]
+    before = _values(table)
+    heading = table.find_elements(By.CSS_SELECTOR, "thead th")[1]
+    heading.click()
+    ascending = _values(table)
+    numbers = [float(v) for v in ascending if v]
+    assert ascending != before and numbers == sorted(numbers) and ascending[-1] == ""
+    heading.click()
+    descending = _values(table)
+    assert [float(v) for v in descending if v] == sorted(numbers, reverse=True) and descending[-1] == ""
+    assert heading.get_attribute("aria-sort") == "descending"
+
+    browser.save_screenshot("/tmp/report.png")
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+
+
+def test_report_command_rerenders_without_javascript(run, browser, tmp_path):
+    """``rbench report RUN -f html`` rewrites report.html from results.json (here of a copy whose published file
+    now has a cell our interval cannot tell apart), and the page shows its tables without JavaScript."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / REPORT_FILE).unlink()
+    raw = json.loads((copy / "results.json").read_text())
+    cell = next(c for t in raw["tables"] if t["name"] == "distortion" for c in t["cells"]
+                if c["row"] == "noise" and c["column"] == "wide")
+    inside = cell["value"] - (cell["value"] - cell["low"]) / 2  # in our interval, outside a zero tolerance
+    published = tmp_path / "published.toml"
+    published.write_text(PUBLISHED.replace('values = { clean = { small = 0.0 } }',
+                                           f'column_tolerance = {{ wide = {{ abs = 0.0 }} }}\n'
+                                           f'values = {{ clean = {{ small = 0.0 }}, noise = {{ wide = {inside} }} }}'))
+    raw["published"] = [str(published)]
+    (copy / "results.json").write_text(json.dumps(raw))
+    out = rbench("report", str(copy), "-f", "html")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == f"wrote {copy / REPORT_FILE}"
+    page = (copy / REPORT_FILE).read_text()
+    assert page.count('<table class="results sortable"') == 3
+    assert re.search(r'<td class="compared inconclusive" data-value="[0-9.]+" title="[^"]*too few samples', page)
+    assert "An HTML report &lt;of &amp; for&gt; tests" in page and "<of & for>" not in page
+    assert "https://" not in page and "http://" not in page  # nothing fetched: the page works offline
+
+    from selenium.webdriver.common.by import By
+
+    browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        browser.get((copy / REPORT_FILE).as_uri())
+        tables = browser.find_elements(By.CSS_SELECTOR, "table.results")
+        assert len(tables) == 3 and all(t.is_displayed() for t in tables)
+        assert not browser.find_elements(By.CSS_SELECTOR, "th.sortable")  # the script did not run
+        assert browser.find_element(By.CSS_SELECTOR, "td.inconclusive").text.endswith(f"paper {inside:.4f}")
+    finally:
+        browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+
+
+def test_old_and_degenerate_results(run, tmp_path):
+    """Results written before cells had intervals and tables paired tests or attack calls, without published
+    files or jobs, and tables with no value at all, zeros, or no cells, render (in-process)."""
+    raw = json.loads((run / "results.json").read_text())
+    for table in raw["tables"]:
+        for key in ("paired", "attack_calls", "metric_calls", "figure", "metric_of"):
+            table.pop(key, None)
+        for cell in table["cells"]:
+            for key in ("n", "low", "high", "interval", "evaluation", "source", "attack", "target"):
+                cell.pop(key, None)
+    raw.update(published=[], jobs={"abc": {"label": "an old job", "seconds": "n/a"}, "def": "?"},
+               provenance={"finished": "then"})
+    raw.pop("only", None)
+    (tmp_path / "results.json").write_text(json.dumps(raw))
+    results = RunResults.read(tmp_path)
+    results.tables += [
+        ResultTable("failed", "All failed", ["a", "b"], ["x"], "rows", "columns", {"m": "%"}, {"m": ".1f"},
+                    [Cell("a", "x", None, error="job <x> failed"), Cell("b", "x", None)]),
+        ResultTable("zeros", "Zeros", ["a"], ["x", "y"], "attack", "model", {}, {}, [Cell("a", "x", 0.0)],
+                    paired=[{"a": "x", "b": "y"}]),
+        ResultTable("empty", "Empty", [], [], "rows", "columns", {}, {}, []),
+    ]
+    page = render(results, tmp_path)
+    assert page.count('<table class="results sortable"') == len(results.tables)
+    assert "Comparison with the published tables" not in page
+    assert 'title="job &lt;x&gt; failed">failed</td>' in page
+    assert 'data-value="0.0">0.0</td>' in page and 'class="empty" data-value="">-</td>' in page
+    assert "an old job" in page and "<img" not in page  # no PNG in this folder
+    assert "{&#34;a&#34;: &#34;x&#34;, &#34;b&#34;: &#34;y&#34;}" in page  # a paired test of another layout
+
+
+def test_figures_go_to_the_longest_matching_table(tmp_path):
+    for name in ("lines_b.png", "lines_a_b.png", "units_a_b_natural.png", "heatmap_c_d.png", "other.png"):
+        (tmp_path / name).write_bytes(b"")
+    tables = [ResultTable(n, n, [], [], "rows", "columns", {}, {}, []) for n in ("b", "a b", "c")]
+    results = RunResults("s", "", None, [], {}, tables)
+    assert {k: [p.name for p in v] for k, v in figures_of(results, tmp_path).items()} == {
+        "b": ["lines_b.png"], "a b": ["lines_a_b.png", "units_a_b_natural.png"], "c": []}
