@@ -64,9 +64,10 @@ def _params(attack, spec):
     return attack.Params.model_validate(spec, strict=True)
 
 
-#: the slowest ART attacks (30 s to a minute and a half each on a 2-core CPU) run in `make check-full`; Linf PGD
-#: stays covered in `make test` by the parity test and pgd_l2_random by this one
-HEAVY = ("deepfool", "cw_l2", "pgd")
+#: the slowest ART attacks (30 s to two and a half minutes each on a 2-core CPU) run in `make check-full`; Linf PGD
+#: stays covered in `make test` by the parity test and pgd_l2_random by this one, AutoAttack's table checks by
+#: test_autoattack_attacks_must_be_tables
+HEAVY = ("deepfool", "cw_l2", "pgd", "autoattack")
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.full) if c in HEAVY else c for c in CASES])

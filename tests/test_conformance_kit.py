@@ -14,7 +14,9 @@ from rbench.testing import check_attack
 
 @pytest.mark.parametrize(("name", "params"), [("fgsm", {"eps": 0.1}), ("pgd", {"eps": 0.1, "steps": 5}),
                                                ("pgd", {"eps": 1.0, "norm": "l2", "steps": 5}),
-                                               ("gaussian_noise", {"sigma": 0.2}), ("lbfgs", {"bisection_steps": 2})])
+                                               ("gaussian_noise", {"sigma": 0.2}),
+                                               # 1.5-3 min on 2 cores: make check-full (test_lbfgs in make test)
+                                               pytest.param("lbfgs", {"bisection_steps": 2}, marks=pytest.mark.full)])
 def test_builtin_attacks_conform(name, params):
     report = check_attack(name, params, batch_sizes=(64, 16) if name == "lbfgs" else (128, 32, 7))
     assert 0 <= report.success_rate <= 1 and report.mean_l2 > 0

@@ -29,7 +29,9 @@ CASES = [
     (PGD, Budget("linf", 0.1), (128, 32, 7)),
     ({"attack": "LinfPGD", "epsilon": 0.1, "kwargs": {"steps": 10}}, Budget("linf", 0.1), (128, 32)),  # random start
     ({"attack": "FGSM", "epsilon": 0.1}, Budget("linf", 0.1), (128, 32, 7)),
-    ({"attack": "L2DeepFoolAttack", "epsilon": 1.5, "kwargs": {"steps": 50}}, Budget("l2", 1.5), (128, 32)),
+    # DeepFool with a budget: 1.5 min on 2 cores, make check-full; the minimal variant below stays in make test
+    pytest.param({"attack": "L2DeepFoolAttack", "epsilon": 1.5, "kwargs": {"steps": 50}}, Budget("l2", 1.5), (128, 32),
+                 marks=pytest.mark.full),
     ({"attack": "L2DeepFoolAttack"}, None, (128, 32)),  # minimal adversarials, no budget
     ({"attack": "L2AdditiveGaussianNoiseAttack", "epsilon": 2.0}, Budget("l2", 2.0), (128, 32, 7)),
     ({"attack": "SaltAndPepperNoiseAttack", "epsilon": 5.0, "kwargs": {"steps": 10}}, Budget("l2", 5.0), (128, 32)),
@@ -49,7 +51,12 @@ def ref():
     return reference_model(), x, y
 
 
-@pytest.mark.parametrize(("params", "budget", "batch_sizes"), CASES, ids=[str(c[0]) for c in CASES])
+def _values(case):
+    """A case's (params, budget, batch sizes), whether it is a plain tuple or a pytest.param."""
+    return getattr(case, "values", case)
+
+
+@pytest.mark.parametrize(("params", "budget", "batch_sizes"), CASES, ids=[str(_values(c)[0]) for c in CASES])
 def test_contract_and_conformance(ref, params, budget, batch_sizes):
     model, x, y = ref
     attack, p = _plugin_params(params)
@@ -235,7 +242,7 @@ def test_allowed_keywords_take_plain_values_only(params, fragments):
 
 
 def test_allowed_keywords_still_work():
-    for params in [PGD, *(c[0] for c in CASES),
+    for params in [PGD, *(_values(c)[0] for c in CASES),
                    {"attack": "L2DeepFoolAttack", "kwargs": {"steps": 5, "candidates": 3, "overshoot": 0.05,
                                                              "loss": "crossentropy"}},
                    {"attack": "EADAttack", "kwargs": {"binary_search_steps": 3, "decision_rule": "L1",

@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import ConstantInputWarning, pearsonr
 
 from rbench.dataset import NoParams
 from rbench.plugins.probes.robustness import CHUNK
@@ -34,6 +33,8 @@ def correlation(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | Non
     constant input, e.g. gradients that vanish everywhere)."""
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None, None
+    from scipy.stats import ConstantInputWarning, pearsonr  # here: scipy.stats costs a second at import
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConstantInputWarning)
         r, p = pearsonr(a, b)

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.optimize import brentq
 from torch import nn
 
 from rbench.plugins.models.layers import TemperedSigmoid
@@ -38,6 +37,8 @@ def regime_bounds(temperature: float, delta1: float, delta2: float) -> tuple[flo
     high = temperature
     while distance(high) <= delta1:
         high *= 2.0
+    from scipy.optimize import brentq  # here: scipy costs a second at import, and every CLI call loads plugins
+
     r1 = brentq(lambda n: distance(n) - delta1, 0.0, high, xtol=1e-12 * max(temperature, 1e-3))
     disc = 1.0 - 4.0 * temperature * delta2
     if disc <= 0:
