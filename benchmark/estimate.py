@@ -2,10 +2,10 @@
 
 A metric's ``compute`` may return a plain number (no interval is claimed) or an :class:`Estimate`, made by
 :func:`rate` (a proportion in %, Wilson score interval), :func:`mean` (a mean of per-sample values, Student t
-interval) or :func:`class_balanced_rate` (a mean over classes of per-class proportions, normal approximation
-from the per-class binomial variances). An estimate may keep the per-sample outcomes behind it: ``outcomes``
-(dataset index -> 0/1) for paired tests between cells on the same samples, ``samples`` (per-sample values) for
-distribution plots; neither goes into results.json.
+interval), :func:`class_balanced_rate` (a mean over classes of per-class proportions, normal approximation from
+the per-class binomial variances) or :func:`auroc` (Hanley & McNeil's normal interval). An estimate may keep the
+per-sample outcomes behind it: ``outcomes`` (dataset index -> 0/1) for paired tests between cells on the same
+samples, ``samples`` (per-sample values) for distribution plots; neither goes into results.json.
 """
 
 from __future__ import annotations
@@ -98,6 +98,18 @@ def class_balanced_rate(correct: np.ndarray, labels: np.ndarray, indices: np.nda
     outcomes = None if indices is None else (np.asarray(indices).ravel(), correct)
     return Estimate(100.0 * value, int(correct.size), 100.0 * max(0.0, value - z * se),
                     100.0 * min(1.0, value + z * se), "normal", outcomes)
+
+
+def auroc(value: float, n_positive: int, n_negative: int) -> Estimate:
+    """An AUROC ``value`` (in [0, 1]) from ``n_positive`` and ``n_negative`` scores with the normal interval of
+    Hanley & McNeil's (1982) standard error, clipped to [0, 1]: a closed form of the Mann-Whitney statistic's
+    variance, deterministic and exact enough for the thousands of samples an OOD table uses."""
+    a = float(value)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    variance = (a * (1 - a) + (n_positive - 1) * (q1 - a * a) + (n_negative - 1) * (q2 - a * a)) \
+        / (n_positive * n_negative)
+    half = _z() * math.sqrt(max(variance, 0.0))
+    return Estimate(a, n_positive + n_negative, max(0.0, a - half), min(1.0, a + half), "hanley-mcneil")
 
 
 def _z() -> float:

@@ -76,3 +76,15 @@ def test_samples_needed_shrinks_the_half_width_below_the_distance():
     assert samples_needed(50, 50.14, 75.86, 64.0, 60.0) == int(np.ceil(50 * (13.86 / 4.0) ** 2))
     assert samples_needed(50, 50.14, 75.86, 64.0, 80.0) is None  # outside already
     assert samples_needed(50, 50.14, 75.86, 64.0, 64.0) is None
+
+
+def test_auroc_interval_follows_hanley_and_mcneil():
+    from rbench.estimate import auroc
+
+    est = auroc(0.9, 100, 100)
+    q1, q2 = 0.9 / 1.1, 2 * 0.81 / 1.9
+    se = np.sqrt((0.9 * 0.1 + 99 * (q1 - 0.81) + 99 * (q2 - 0.81)) / 10000)
+    assert est.high - est.value == pytest.approx(1.959964 * se, rel=1e-5) and est.method == "hanley-mcneil"
+    assert auroc(0.9, 1000, 1000).high - 0.9 < (est.high - 0.9) / 3  # ten times the samples, a third the width
+    perfect = auroc(1.0, 50, 50)
+    assert perfect.high == 1.0 and perfect.low == 1.0  # the closed form has no width at 1: the verdict is two-way

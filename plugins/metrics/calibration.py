@@ -7,6 +7,8 @@ from typing import Annotated, Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from rbench.estimate import Estimate
+from rbench.estimate import auroc as auroc_interval  # this module's auroc() computes the value
 from rbench.metric import CellData, Metric
 
 
@@ -122,7 +124,10 @@ class OodAuroc(Metric):
     unit = ""
     fmt = ".3f"
 
-    def compute(self, cell: CellData, params: OodParams) -> float | None:
+    def compute(self, cell: CellData, params: OodParams) -> Estimate | None:
         inside = cell.predictions.logits.astype(np.float64) / params.temperature
         outside = cell.predictions_of(params.ood).logits.astype(np.float64) / params.temperature
-        return auroc(anomaly_scores(inside, params.score), anomaly_scores(outside, params.score))
+        if len(inside) == 0 or len(outside) == 0:
+            return None
+        value = auroc(anomaly_scores(inside, params.score), anomaly_scores(outside, params.score))
+        return auroc_interval(value, len(inside), len(outside))
