@@ -12,7 +12,6 @@ imported only to draw.
 
 from __future__ import annotations
 
-import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rbench.errors import RbenchError
-from rbench.report.reporters import Reporter
+from rbench.report.reporters import Reporter, figure_file
 from rbench.results import Cell, ResultTable, RunResults
 from rbench.store import atomic_write
 
@@ -33,7 +32,7 @@ FIGURE = "curves"
 
 def figure_name(table: ResultTable) -> str:
     """The file name of ``table``'s curves in the run folder."""
-    return f"curves_{re.sub(r'[^A-Za-z0-9_.-]', '_', table.name)}.png"
+    return figure_file("curves", table.name)
 
 
 def wants_curves(table: ResultTable) -> bool:

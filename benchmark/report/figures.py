@@ -15,7 +15,6 @@ Everything drawn comes from results.json and samples.parquet (the tidy files hol
 
 from __future__ import annotations
 
-import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rbench.report.curves import y_label
-from rbench.report.reporters import Reporter
+from rbench.report.reporters import Reporter, figure_file
 from rbench.results import Cell, ResultTable, RunResults
 from rbench.store import atomic_write
 
@@ -41,7 +40,7 @@ MAX_HISTOGRAMS = 12
 
 
 def figure_path(run_dir: Path, kind: str, table: ResultTable) -> Path:
-    return Path(run_dir) / f"{kind}_{re.sub(r'[^A-Za-z0-9_.-]', '_', table.name)}.png"
+    return Path(run_dir) / figure_file(kind, table.name)
 
 
 @dataclass

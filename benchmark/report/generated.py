@@ -11,7 +11,6 @@ the adversarial set and the predictions on it that the row's first valued cell n
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +19,7 @@ import numpy as np
 
 from rbench.errors import RbenchError
 from rbench.report.images import save_image_grid
-from rbench.report.reporters import Reporter
+from rbench.report.reporters import Reporter, figure_file
 from rbench.results import ResultTable, RunResults
 
 if TYPE_CHECKING:
@@ -31,7 +30,7 @@ FIGURE = "images"
 
 def figure_name(table: ResultTable) -> str:
     """The file name of ``table``'s image grid in the run folder."""
-    return f"images_{re.sub(r'[^A-Za-z0-9_.-]', '_', table.name)}.png"
+    return figure_file("images", table.name)
 
 
 @dataclass

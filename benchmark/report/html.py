@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rbench.errors import RbenchError
-from rbench.report.reporters import INTERVAL_NOTE, Reporter, describe_paired, header, unit_note
+from rbench.report.reporters import INTERVAL_NOTE, Reporter, describe_paired, header, safe_name, unit_note
 from rbench.results import Cell, ResultTable, RunResults
 from rbench.store import atomic_write
 
@@ -37,11 +36,6 @@ REPORT_FILE = "report.html"
 TEMPLATE = "report.html.j2"
 #: a cell compared with several papers takes the colour of its worst verdict
 VERDICT_RANK = {"outside": 0, "missing": 1, "inconclusive": 2, "within": 3}
-
-
-def safe_name(name: str) -> str:
-    """A table's name as figure files spell it (see :func:`rbench.report.reporters.figure_file`)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def figures_of(results: RunResults, run_dir: Path) -> dict[str, list[Path]]:

@@ -7,13 +7,12 @@ per row through its valued cells. matplotlib is imported only to draw.
 
 from __future__ import annotations
 
-import re
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rbench.report.curves import y_label
-from rbench.report.reporters import Reporter
+from rbench.report.reporters import Reporter, figure_file
 from rbench.results import ResultTable, RunResults
 from rbench.store import atomic_write
 
@@ -24,7 +23,7 @@ FIGURE = "lines"
 
 
 def figure_name(table: ResultTable) -> str:
-    return f"lines_{re.sub(r'[^A-Za-z0-9_.-]', '_', table.name)}.png"
+    return figure_file("lines", table.name)
 
 
 def lines(table: ResultTable) -> dict[str, tuple[list[int], list[float]]]:

@@ -10,7 +10,6 @@ predictions the cells name in their provenance (``Cell.jobs``). matplotlib is im
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +18,7 @@ import numpy as np
 
 from rbench.errors import RbenchError
 from rbench.plugins.metrics.calibration import ReliabilityBins, calibration_errors, reliability_bins
-from rbench.report.reporters import Reporter
+from rbench.report.reporters import Reporter, figure_file
 from rbench.results import Cell, ResultTable, RunResults
 from rbench.store import atomic_write
 
@@ -32,7 +31,7 @@ DEFAULT_BINS = 15
 
 def figure_name(table: ResultTable) -> str:
     """The file name of ``table``'s reliability diagrams in the run folder."""
-    return f"reliability_{re.sub(r'[^A-Za-z0-9_.-]', '_', table.name)}.png"
+    return figure_file("reliability", table.name)
 
 
 def figure_cells(table: ResultTable) -> list[Cell]:

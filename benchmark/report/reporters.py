@@ -49,9 +49,15 @@ class Reporter:
         return [write_text_report(self, results, run_dir)]
 
 
+def safe_name(name: str) -> str:
+    """``name`` (a table's) as file names spell it: each character other than a letter, digit, ``_``, ``.`` or ``-``
+    becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
 def figure_file(figure: str, table: str) -> str:
     """The file a figure reporter writes for ``figure`` (a table's ``figure`` option) of ``table``."""
-    return f"{figure}_{re.sub(r'[^A-Za-z0-9_.-]', '_', table)}.png"
+    return f"{figure}_{safe_name(table)}.png"
 
 
 def renders_text(reporter: Any) -> bool:

@@ -10,14 +10,13 @@ Bečková et al. 2020 draw regimes and robustness over training this way (figure
 from __future__ import annotations
 
 import math
-import re
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rbench.errors import RbenchError
 from rbench.plugins.metrics.observed import ObservedParams, measurement
-from rbench.report.reporters import Reporter
+from rbench.report.reporters import Reporter, figure_file
 from rbench.results import ResultTable, RunResults
 from rbench.store import atomic_write
 
@@ -29,7 +28,7 @@ FIGURE = "training"
 
 
 def figure_name(table: ResultTable) -> str:
-    return f"training_{re.sub(r'[^A-Za-z0-9_.-]', '_', table.name)}.png"
+    return figure_file("training", table.name)
 
 
 def series(table: ResultTable, store: Store) -> dict[str, dict[str, tuple[list[int], list[float]]]]:

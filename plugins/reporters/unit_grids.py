@@ -14,7 +14,6 @@ ones scored.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ from rbench.errors import RbenchError
 from rbench.inputs import load_model, load_slice
 from rbench.plugins.metrics.unit_inspection import UnitPurity, inspect_units
 from rbench.report.images import save_image_grid
-from rbench.report.reporters import Reporter
+from rbench.report.reporters import Reporter, safe_name
 from rbench.results import Cell, ResultTable, RunResults
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ GROUP_BY = ("layer", "basis", "k", "directions", "seed")
 def figure_name(table: str, basis: str) -> str:
     """The file name of a table's grid for ``basis`` (characters other than letters, digits, ``_.-`` become
     ``_``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"units_{table}_{basis}.png")
+    return safe_name(f"units_{table}_{basis}") + ".png"
 
 
 def _stored(table: ResultTable, cell: Cell, store: Store) -> tuple[str, str]:
