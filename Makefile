@@ -30,7 +30,7 @@ run: $(STAMP)
 # on rbench subprocesses, so two at once use the 2 cores better (13 min 44 s serially, 10 min 21 s so, measured
 # before the three slowest conformance cases moved to check-full; 9 min 15 s - 9 min 47 s on 2026-11-30).
 test: $(STAMP) browser
-	$(BIN)/ruff check benchmark plugins tests benchmarks examples
+	$(BIN)/ruff check benchmark plugins tests perf examples
 	$(BIN)/pytest -q -p no:cacheprovider -m "not full" -n 2 --dist loadfile tests
 
 # Best effort, never failing: Debian's headless Chromium and its driver for tests/test_html_report.py (which skips
@@ -49,14 +49,14 @@ check-full: $(STAMP)
 	$(BIN)/python tests/stress_kill.py --kills 30
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_attacks.py
-	$(BIN)/python benchmarks/bench_lbfgs.py
-	$(BIN)/python benchmarks/bench_adapters.py
-	$(BIN)/python benchmarks/bench_defenses.py
-	$(BIN)/python benchmarks/bench_eval.py
-	$(BIN)/python benchmarks/bench_fooling.py
-	$(BIN)/python benchmarks/bench_suite.py
-	$(BIN)/python benchmarks/bench_suite.py --suite suites/szegedy2013.toml --profile quick --out bench/suite_szegedy_quick.json
+	$(BIN)/python perf/bench_attacks.py
+	$(BIN)/python perf/bench_lbfgs.py
+	$(BIN)/python perf/bench_adapters.py
+	$(BIN)/python perf/bench_defenses.py
+	$(BIN)/python perf/bench_eval.py
+	$(BIN)/python perf/bench_fooling.py
+	$(BIN)/python perf/bench_suite.py
+	$(BIN)/python perf/bench_suite.py --suite suites/szegedy2013.toml --profile quick --out bench/suite_szegedy_quick.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs bench

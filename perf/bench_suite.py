@@ -6,7 +6,7 @@ process (``time.perf_counter`` around ``subprocess.run``), reports cold/warm (ta
 warm run's summary line (``52 jobs: 52 cached; 0.4s.``) says every job was cached. Writes JSON (``--out``,
 default ``bench/suite.json``).
 
-    python benchmarks/bench_suite.py [--suite suites/quickstart.toml] [--profile quick] [--keep]
+    python perf/bench_suite.py [--suite suites/quickstart.toml] [--profile quick] [--keep]
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ the speed ratios rbench/handwritten and rbench/foolbox (> 1: rbench faster) and 
 accuracy (without random start the three PGDs must agree within ~1 pp). Also: ``channels_last`` for LeNet,
 and a batch-size sweep of rbench's PGD on LeNet. Writes JSON (``--out``, default ``bench/attacks.json``).
 
-    python benchmarks/bench_attacks.py [--n 1000] [--batch-size 250] [--repeats 3] [--device cpu]
+    python perf/bench_attacks.py [--n 1000] [--batch-size 250] [--repeats 3] [--device cpu]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ against one draw (target: at most 1.1 * k). Both measured in one run, models and
 hands them to attacks (``rbench.inputs``: eval mode, frozen, channels_last; the defended pipeline built from its
 spec; ``rbench.defense.attack_view`` for EOT). Writes ``bench/defenses.json``.
 
-    python benchmarks/bench_defenses.py [--n 500] [--steps 20] [--draws 8] [--repeats 3]
+    python perf/bench_defenses.py [--n 500] [--steps 20] [--draws 8] [--repeats 3]
 """
 
 from __future__ import annotations

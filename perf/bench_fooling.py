@@ -10,7 +10,7 @@ an estimate of the suite's full profile (suites/nguyen2015.toml: 1000 generation
 and the LeNet) from the measured rates, treating softmax1 and N200-200-10 as the MLP. The load average is recorded
 with the timings: on a shared machine the numbers move with it. Writes ``bench/fooling.json``.
 
-    python benchmarks/bench_fooling.py [--generations 100] [--repeats 3] [--threads N]
+    python perf/bench_fooling.py [--generations 100] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations

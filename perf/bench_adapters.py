@@ -22,7 +22,7 @@ and the largest difference of its adversarials from native's (without random sta
 PGD iterates up to float rounding, so robust accuracies must agree closely; a warning is printed otherwise).
 Writes JSON (``--out``, default ``bench/adapters.json``).
 
-    python benchmarks/bench_adapters.py [--n 128] [--batch-size 64] [--steps 10] [--repeats 3] [--train-steps 100]
+    python perf/bench_adapters.py [--n 128] [--batch-size 64] [--steps 10] [--repeats 3] [--train-steps 100]
 """
 
 from __future__ import annotations

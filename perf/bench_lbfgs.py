@@ -14,7 +14,7 @@ time ratio scipy/batched (target >= 10), the mean-L2-distortion ratio batched/sc
 fooled (target <= 1.05), success rates and how often the success flags agree. Writes JSON (``--out``, default
 ``bench/lbfgs.json``) and prints a summary.
 
-    python benchmarks/bench_lbfgs.py [--n 64] [--targets random|each] [--repeats 2] [--threads N]
+    python perf/bench_lbfgs.py [--n 64] [--targets random|each] [--repeats 2] [--threads N]
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ One LeNet trained briefly (outside rbench, as a user would), the default attack 
 Targets (ratios of best times, measured in one run): cold at most 1.25x the hand-written loop (the price of the
 store, the checks and the provenance); warm at most 0.1x (a re-run is nearly free). Writes ``bench/eval.json``.
 
-    python benchmarks/bench_eval.py [--n 1000] [--repeats 3]
+    python perf/bench_eval.py [--n 1000] [--repeats 3]
 """
 
 from __future__ import annotations
