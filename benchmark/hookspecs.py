@@ -119,14 +119,28 @@ def rbench_reporters() -> list[Any]:
 
 
 @hookspec
-def rbench_job_started(job: Any) -> None:
-    """Observer: called in the coordinating process when ``job`` (a :class:`rbench.plan.Job`) is dispatched."""
+def rbench_job_started(job: Any, device: str) -> None:
+    """Observer: called in the coordinating process when ``job`` (a :class:`rbench.plan.Job`) starts computing
+    on ``device`` (``cpu``, ``cuda:0``, or a Ray node's device). Fired by the runner's :class:`rbench.events.RunEvents`
+    for every executor; an implementation may take only the arguments it needs (``job``)."""
+
+
+@hookspec
+def rbench_job_progress(key: str, completed: float, total: float, text: str) -> None:
+    """Observer: the running job ``key`` has done ``completed`` of ``total`` units (steps, batches); ``text`` is
+    a short note (a loss, an epoch)."""
 
 
 @hookspec
 def rbench_job_finished(job: Any, result: Any) -> None:
-    """Observer: called in the coordinating process when ``job`` ends.
+    """Observer: called in the coordinating process when ``job`` ends, also for jobs read from the store.
 
-    ``result`` is a :class:`rbench.executors.JobResult` (status ``done``, ``cached`` or ``failed``, seconds,
-    error message).
+    ``result`` is a :class:`rbench.executors.JobResult` (status ``done``, ``cached``, ``failed`` or ``skipped``,
+    seconds, device, one-line error).
     """
+
+
+@hookspec
+def rbench_warning(message: str, job: Any) -> None:
+    """Observer: something the user should know that does not stop the run, e.g. a stored entry that failed its
+    checks and is computed again. ``job`` is the :class:`rbench.plan.Job` concerned, or None."""

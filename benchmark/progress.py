@@ -1,6 +1,9 @@
-"""Run progress on the terminal (rich): an overall bar and one line per running job; a log line per job end.
+"""Run progress on the terminal (rich): an overall bar and one line per running job; a log line per job end and
+per warning.
 
-It is also the bridge to the observer hooks ``rbench_job_started`` / ``rbench_job_finished``.
+It is one implementer of the observer hooks (``rbench_job_started``, ``rbench_job_progress``,
+``rbench_job_finished``, ``rbench_warning``), registered for the length of a run (:func:`rbench.events.listening`);
+the runner fires the hooks, whatever the executor.
 """
 
 from __future__ import annotations
@@ -9,15 +12,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from rbench import hookimpl
 from rbench.executors import JobResult
-from rbench.manager import hook
 from rbench.plan import Job
 
 _STYLE = {"done": "green", "cached": "dim", "failed": "bold red", "skipped": "yellow"}
 
 
 class RunProgress:
-    """An :class:`rbench.executors.Observer` drawing rich progress bars (quiet: hooks only)."""
+    """Rich progress bars and log lines drawn from the observer hooks (quiet: only warnings are printed)."""
 
     def __init__(self, total: int, console: Console, quiet: bool = False):
         self.console, self.quiet = console, quiet
@@ -26,7 +29,6 @@ class RunProgress:
                              disable=quiet, transient=True)
         self.overall = self.bars.add_task("jobs", total=total, note="")
         self.tasks: dict[str, TaskID] = {}
-        self.counts = {"done": 0, "cached": 0, "failed": 0, "skipped": 0}
 
     def __enter__(self) -> RunProgress:
         self.bars.start()
@@ -35,21 +37,22 @@ class RunProgress:
     def __exit__(self, *exc: object) -> None:
         self.bars.stop()
 
-    def started(self, job: Job, device: str) -> None:
-        hook().rbench_job_started(job=job)
+    @hookimpl
+    def rbench_job_started(self, job: Job, device: str) -> None:
         if job.key not in self.tasks:
             self.tasks[job.key] = self.bars.add_task(f"  {escape(job.label)}", total=None, note=device)
 
-    def progress(self, key: str, completed: float, total: float, text: str) -> None:
-        if total == 0:  # a message, not a progress update
-            self.console.print(f"[yellow]{escape(text)}[/]", highlight=False)
-            return
+    @hookimpl
+    def rbench_job_progress(self, key: str, completed: float, total: float, text: str) -> None:
         if key in self.tasks:
             self.bars.update(self.tasks[key], completed=completed, total=total, note=text)
 
-    def finished(self, job: Job, result: JobResult) -> None:
-        hook().rbench_job_finished(job=job, result=result)
-        self.counts[result.status] += 1
+    @hookimpl
+    def rbench_warning(self, message: str) -> None:
+        self.console.print(f"[yellow]warning: {escape(message)}[/]", highlight=False)
+
+    @hookimpl
+    def rbench_job_finished(self, job: Job, result: JobResult) -> None:
         self.bars.advance(self.overall)
         task = self.tasks.pop(job.key, None)
         if task is not None:

@@ -15,6 +15,7 @@ from rbench.assemble import assemble
 from rbench.compare import check_claims, compare
 from rbench.devices import resolve_devices
 from rbench.errors import RbenchError
+from rbench.events import RunEvents, listening
 from rbench.executors import JobResult
 from rbench.manager import close_match, get_registry
 from rbench.plan import Job, Plan, build_plan, canonical, restrict
@@ -134,7 +135,9 @@ def _run(suite: Suite, profile: str | None, store: Store, run_dir: Path, devices
          only: list[str] | None = None) -> RunOutcome:
     plan = suite_plan(suite, only)
     run_executor = get_registry().get("executor", executor).obj
-    with store.lease(set(plan.jobs), suite.name), RunProgress(len(plan.jobs), console, quiet) as observer:
+    observer = RunEvents()
+    with store.lease(set(plan.jobs), suite.name), RunProgress(len(plan.jobs), console, quiet) as display, \
+            listening(display):
         job_results = trusted_results(plan, store, observer)
         todo = [job for job in plan.jobs.values() if job.key not in job_results]
         prepare_data(todo)

@@ -34,11 +34,11 @@ def trusted_results(plan: Plan, store: Store, observer: Observer) -> dict[str, J
             except EntryMissing:
                 continue
             except CorruptEntry as exc:
-                observer.progress(job.key, 0, 0, f"warning: {exc}; recomputing")
+                observer.warning(f"{exc}; recomputing", job)
                 continue
             except PluginContractError as exc:
                 moved = store.quarantine(job.key, str(exc)).moved_to
-                observer.progress(job.key, 0, 0, f"warning: {exc}; not trusted, moved to {moved}; recomputing")
+                observer.warning(f"{exc}; not trusted, moved to {moved}; recomputing", job)
                 continue
         results[job.key] = JobResult(job.key, job.label, "cached")
         observer.finished(job, results[job.key])

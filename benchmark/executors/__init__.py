@@ -7,7 +7,9 @@ binding to the key, validity gates, quarantine) and hands over only ``jobs``, th
 order; every dependency of a job that is not in ``jobs`` is stored and trusted. The executor computes each job
 through :func:`rbench.execution.compute` (the engine's per-job policy: lock, re-check, time limit), dispatching a
 job once its dependencies are done, and reports through ``observer`` (``started(job, device)``,
-``progress(key, completed, total, text)``, ``finished(job, result)``). A job that raises or runs past
+``progress(key, completed, total, text)``, ``finished(job, result)``, ``warning(message, job)``), which the runner
+relays to the observer hooks of every plugin (:mod:`rbench.events`): an executor never fires hooks or draws
+progress itself. A job that raises or runs past
 ``job_timeout`` seconds fails alone; jobs that depend on it are ``skipped``. :class:`Scheduler` keeps that
 bookkeeping for any executor.
 """
@@ -38,6 +40,7 @@ class Observer(Protocol):
     def started(self, job: Job, device: str) -> None: ...
     def progress(self, key: str, completed: float, total: float, text: str) -> None: ...
     def finished(self, job: Job, result: JobResult) -> None: ...
+    def warning(self, message: str, job: Job | None = None) -> None: ...
 
 
 class Scheduler:

@@ -1,0 +1,85 @@
+"""The observer hooks are fired by the runner for every executor: a third-party listener hears each job start
+and end (cached ones too), progress, and the trust policy's warnings, also when the display is quiet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from rbench import hookimpl
+from rbench.events import listening
+from rbench.runner import run_suite
+from rbench.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.started: list[tuple[str, str]] = []
+        self.finished: dict[str, str] = {}
+        self.progressed: set[str] = set()
+        self.warnings: list[tuple[str, str | None]] = []
+
+    @hookimpl
+    def rbench_job_started(self, job, device):
+        self.started.append((job.key, device))
+
+    @hookimpl
+    def rbench_job_progress(self, key):
+        self.progressed.add(key)
+
+    @hookimpl
+    def rbench_job_finished(self, job, result):
+        assert job.key not in self.finished, f"{job.label} finished twice"
+        self.finished[job.key] = result.status
+
+    @hookimpl
+    def rbench_warning(self, message, job):
+        self.warnings.append((message, job.key if job is not None else None))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_listener_hears_every_job_and_the_trust_warnings(tiny_reference, tmp_path, workers):
+    suite, store_dir, run_dir, _ = tiny_reference
+    shutil.copytree(store_dir, tmp_path / "store")
+    store = Store(tmp_path / "store")
+    jobs = json.loads((run_dir / "results.json").read_text())["jobs"]
+    key = next(k for k, j in jobs.items() if j["label"] == "attack fgsm(eps=0.1) on mlp")
+    adv = store.load_advset(key)
+    adv.x_adv = adv.x_adv + 0.5  # out of the box: the validity gate refuses it, the runner warns and recomputes
+    store.save_advset(key, adv)
+
+    listener = Listener()
+    with listening(listener):
+        outcome = run_suite(suite, profile=None, store=store, run_dir=tmp_path / "run", device="cpu",
+                            workers=workers, executor="local", console=Console(quiet=True), quiet=True)
+    statuses = {k: r.status for k, r in outcome.job_results.items()}
+    assert listener.finished == statuses  # every job of the plan, exactly once, with its status
+    done = {k for k, s in statuses.items() if s == "done"}
+    assert key in done and len(done) < len(statuses)
+    assert {k for k, _ in listener.started} == done and {d for _, d in listener.started} == {"cpu"}
+    assert key in listener.progressed
+    assert [k for _, k in listener.warnings] == [key]
+    assert "not trusted" in listener.warnings[0][0]
+    fixed = store.load_advset(key)
+    assert fixed.x_adv.max() <= 1.0 and np.isfinite(fixed.x_adv).all()
+
+
+def test_the_display_is_only_one_listener(tiny_reference, tmp_path, capsys):
+    """Quiet runs still tell every listener; an unregistered listener hears nothing more."""
+    suite, store_dir, _, _ = tiny_reference
+    shutil.copytree(store_dir, tmp_path / "store")
+    listener = Listener()
+    with listening(listener):
+        run_suite(suite, profile=None, store=Store(tmp_path / "store"), run_dir=tmp_path / "run", device="cpu",
+                  workers=1, executor="local", console=Console(quiet=True), quiet=True)
+    assert set(listener.finished.values()) == {"cached"} and not listener.started
+    heard = len(listener.finished)
+    run_suite(suite, profile=None, store=Store(tmp_path / "store"), run_dir=tmp_path / "run2", device="cpu",
+              workers=1, executor="local", console=Console(quiet=True), quiet=True)
+    assert len(listener.finished) == heard
