@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from rbench.cli import app
 from rbench.plugins.metrics.calibration import calibration_errors, reliability_bins
-from rbench.report.reliability import panels
+from rbench.plugins.reporters.reliability import panels
 from rbench.results import RunResults
 from rbench.runner import run_suite, write_run_dir
 from rbench.store import Store

@@ -44,6 +44,12 @@ class Reporter:
     def render(self, results: RunResults) -> str:
         raise NotImplementedError
 
+    def figures_of(self, table: ResultTable) -> list[str]:
+        """The files this (file) reporter writes for ``table`` into a run folder, for other reports to link to;
+        only those it decides on from the table itself (figures named by the table's ``figure`` option are
+        linked from that option)."""
+        return []
+
     def write(self, results: RunResults, run_dir: Path, store: Store) -> list[Path]:
         """Write this reporter's files into ``run_dir``; a text reporter writes ``render(results)`` to ``suffix``."""
         return [write_text_report(self, results, run_dir)]
@@ -124,8 +130,9 @@ class Markdown(Reporter):
     suffix = "tables.md"
 
     def render(self, results: RunResults) -> str:
-        from rbench.report.reliability import figure_cells, figure_name
+        from rbench.manager import get_registry
 
+        others = [info.obj for info in get_registry().plugins["reporter"].values() if info.obj is not self]
         parts = [f"# {results.title or results.suite}\n",
                  f"Suite `{results.suite}`, profile `{results.profile or 'default'}`. {INTERVAL_NOTE}\n"]
         for t in results.tables:
@@ -133,12 +140,11 @@ class Markdown(Reporter):
             parts.append(tabulate(grid(t), headers=header(t), tablefmt="github", disable_numparse=True) + "\n")
             if t.paired:
                 parts.append("Paired tests:\n\n" + "\n".join(f"- {describe_paired(p)}" for p in t.paired) + "\n")
-            if figure_cells(t):
-                parts.append(f"Reliability diagrams: [{figure_name(t)}]({figure_name(t)})\n")
             drawn = [t.figure] if isinstance(t.figure, str) else (t.figure or [])
-            if drawn:  # every figure reporter writes <figure>_<table>.png
-                links = [f"[{figure_file(f, t.name)}]({figure_file(f, t.name)})" for f in drawn]
-                parts.append(f"Figures: {', '.join(links)}\n")
+            files = [figure_file(f, t.name) for f in drawn]  # every figure reporter writes <figure>_<table>.png
+            files += [f for reporter in others for f in reporter.figures_of(t) if f not in files]
+            if files:
+                parts.append(f"Figures: {', '.join(f'[{f}]({f})' for f in files)}\n")
         if results.published:
             from rbench.compare import as_markdown, check_claims, compare
 
@@ -178,7 +184,6 @@ def rbench_reporters():
     from rbench.report.generated import Images
     from rbench.report.html import Html
     from rbench.report.lines import Lines
-    from rbench.report.reliability import Reliability
     from rbench.report.tidy import Tidy
 
-    return [Markdown(), Csv(), Json(), Reliability(), Curves(), Lines(), Images(), Tidy(), Figures(), Html()]
+    return [Markdown(), Csv(), Json(), Curves(), Lines(), Images(), Tidy(), Figures(), Html()]

@@ -6,7 +6,8 @@ from rbench import hookimpl
 
 @hookimpl
 def rbench_reporters():
+    from rbench.plugins.reporters.reliability import Reliability
     from rbench.plugins.reporters.training_curves import TrainingCurves
     from rbench.plugins.reporters.unit_grids import UnitGrids
 
-    return [TrainingCurves(), UnitGrids()]
+    return [Reliability(), TrainingCurves(), UnitGrids()]

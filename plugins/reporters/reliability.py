@@ -117,6 +117,9 @@ class Reliability(Reporter):
     name = "reliability"
     suffix = None
 
+    def figures_of(self, table: ResultTable) -> list[str]:
+        return [figure_name(table)] if figure_cells(table) else []
+
     def write(self, results: RunResults, run_dir: Path, store: Store) -> list[Path]:
         written = []
         for table in results.tables:
