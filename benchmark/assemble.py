@@ -108,7 +108,7 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, loaders: dict[str, 
 
 def assemble(plan: Plan, store: Store, failed: dict[str, str] | None = None) -> list[ResultTable]:
     """Every table of ``plan``'s suite; outputs shared by several cells are loaded once."""
-    from rbench.jobs import load_model, load_slice
+    from rbench.inputs import load_model, load_slice
     from rbench.plan import data_spec
 
     cache: dict[str, Any] = {}

@@ -6,10 +6,11 @@ itself, never against what the file says about itself:
 
 - a checkpoint must load into the network its spec builds (:func:`rbench.inputs.load_model`);
 - an adversarial set must be float32, inside [0, 1], within the budget the job's attack (or transform) declares
-  for the job's params, hold the job's number of samples, and -- memoized, see below -- hold exactly the job's
-  data slice (indices, labels, and the distortions recomputed from the clean images) and success flags equal
-  to a re-prediction by the job's source model; a generated set (a generator attack's job, see
-  :mod:`rbench.generate`) instead holds exactly the job's targets, labels and indices -1 and no distortions;
+  for the job's params (with the output contract's tolerance, :func:`rbench.contract.over_budget`), hold the
+  job's number of samples, and -- memoized, see below -- hold exactly the job's data slice (indices, labels,
+  and the distortions recomputed from the clean images) and success flags equal to a re-prediction by the
+  job's source model; a generated set (a generator attack's job, see :mod:`rbench.generate`) instead holds
+  exactly the job's targets, labels and indices -1 and no distortions;
 - predictions must hold one row per input and -- memoized -- the indices and labels of the job's input (the
   adversarial set or the clean slice it names).
 
@@ -27,14 +28,13 @@ import torch
 
 from rbench.artifacts import AdvSet, distortions
 from rbench.attack import Budget
+from rbench.contract import over_budget
 from rbench.defense import seed_randomness
 from rbench.inputs import PluginContractError, load_model, load_slice, plugin_params, predicted_success
 from rbench.keys import canonical
 from rbench.plan import NO_CLASS, Job, generated_targets
 from rbench.store import Store
 
-#: Float tolerance on a declared budget (the ball's radius may be hit exactly, up to float32 rounding).
-BUDGET_RTOL, BUDGET_ATOL = 1e-5, 1e-5
 #: Bump when the gates check more: every memo is redone.
 GATE_VERSION = 2
 
@@ -45,14 +45,6 @@ def declared_budget(job: Job) -> Budget | None:
     plugin, params = plugin_params(part, job.spec[part])
     budget = getattr(plugin, "budget", None)
     return budget(params) if callable(budget) else None
-
-
-def over_budget(size: np.ndarray | torch.Tensor, budget: Budget) -> int | None:
-    """The index of the sample furthest over ``budget`` (with the engine's tolerance), or None."""
-    limit = budget.eps * (1 + BUDGET_RTOL) + BUDGET_ATOL
-    if len(size) == 0 or float(size.max()) <= limit:
-        return None
-    return int(size.argmax())
 
 
 def check_stored(store: Store, job: Job) -> None:

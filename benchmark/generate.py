@@ -4,7 +4,7 @@ A generator attack (:class:`rbench.attack.GeneratorAttack`) makes inputs for tar
 et al. 2015's fooling images). Its job spec holds ``generate`` (:func:`rbench.plan.generation_spec`: the number of
 classes, inputs per class and the input shape) instead of a data slice. The engine decides the targets
 (:func:`generated_targets`), calls the plugin on batches of whole rounds of classes, checks every batch as it
-checks any attack's output (:func:`rbench.jobs.check_attack_output`: float32, finite, in [0, 1], success flags
+checks any attack's output (:func:`rbench.contract.check_attack_output`: float32, finite, in [0, 1], success flags
 re-predicted by the source model) and stores an :class:`~rbench.artifacts.AdvSet` with those targets, labels and
 indices -1 and no distortions. The validity gate checks that layout whenever the set is loaded
 (:func:`rbench.gates.gate_advset`).
@@ -20,6 +20,9 @@ import torch
 
 from rbench import gates
 from rbench.artifacts import AdvSet
+from rbench.attack import AttackOutput
+from rbench.attack_loop import attack_in_batches, attack_meta
+from rbench.contract import check_attack_output
 from rbench.defense import attack_view, randomized, seed_randomness
 from rbench.inputs import PluginContractError, load_model, plugin_params, predicted_success
 from rbench.model import Progress
@@ -34,8 +37,6 @@ def batch_rounds(batch_size: int, classes: int) -> int:
 
 def run_generate(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 250) -> None:
     """Compute a generator attack's job (called by :func:`rbench.jobs.run_attack` for specs with ``generate``)."""
-    from rbench.jobs import _meta, check_attack_output  # here: rbench.jobs dispatches to this module
-
     started = time.perf_counter()
     generate = job.spec["generate"]
     shape = tuple(generate["shape"])
@@ -47,35 +48,29 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
     drawn = randomized(model)
     attack, params = plugin_params("attack", job.spec["attack"])
     generator = torch.Generator(device=device).manual_seed(job.seed)
-    step = batch_rounds(batch_size, generate["classes"])
-    adv, success, extras = [], [], {}
-    for start in range(0, n, step):
-        tb = targets[start:start + step].to(device)
+
+    def one_batch(start: int, stop: int) -> AttackOutput:
+        tb = targets[start:stop].to(device)
         out = attack.run(target, tb, params, shape=shape, generator=generator)
         given = out.extras.get("targets")
         if given is not None and (given.shape != tb.shape or not torch.equal(given.to(tb.device).long(), tb)):
             raise PluginContractError(f"attack {attack.name!r} returned extras['targets'] other than the targets "
                                       f"it was given (batch at sample {start})")
-        out = replace(out, extras={**out.extras, "targets": tb})
+        out = replace(out, extras={k: v for k, v in out.extras.items() if k != "targets"})
         canvas = torch.empty((len(tb), *shape))  # the shape the inputs must have; nothing is perturbed
-        check_attack_output(attack.name, out, canvas, None, model, torch.full_like(tb, NO_CLASS), start,
-                            check_success=not drawn)
-        adv.append(out.x_adv.detach().cpu())
-        success.append(out.success.detach().cpu().bool())
-        for k, v in out.extras.items():
-            if k != "targets":
-                extras.setdefault(k, []).append(v.detach().cpu())
-        progress(min(start + step, n), n, "inputs")
-    x_adv = torch.cat(adv).contiguous().numpy()
+        check_attack_output(attack.name, replace(out, extras={**out.extras, "targets": tb}), canvas, None, model,
+                            torch.full_like(tb, NO_CLASS), start, check_success=not drawn)
+        return out
+
+    done = attack_in_batches(n, batch_rounds(batch_size, generate["classes"]), one_batch, progress, "inputs")
+    x_adv = done.x_adv.numpy()
+    success = done.success
     if drawn:  # a randomized model's success is one seeded draw, decided here (and re-predicted the same way)
         seed_randomness(model, job.seed)
-        success = [predicted_success(model, torch.from_numpy(x_adv).to(device), torch.full_like(targets, NO_CLASS),
-                                     targets)]
-    meta = _meta(job, device, started, budget=None)
-    library = getattr(attack, "provenance", None)
-    if callable(library):
-        meta["provenance"]["library"] = library(params)
+        success = predicted_success(model, torch.from_numpy(x_adv).to(device), torch.full_like(targets, NO_CLASS),
+                                    targets)
+    meta = attack_meta(job, device, started, attack, params, None)
     none = np.full(n, NO_CLASS, dtype=np.int64)
-    store.save_advset(job.key, AdvSet(x_adv, torch.cat(success).numpy(), none, targets.numpy(), none.copy(), {},
-                                      {k: torch.cat(v).numpy() for k, v in extras.items()}, meta))
+    store.save_advset(job.key, AdvSet(x_adv, success.numpy(), none, targets.numpy(), none.copy(), {},
+                                      {k: v.numpy() for k, v in done.extras.items()}, meta))
     gates.record_pass(store, job)  # every batch passed check_attack_output

@@ -5,9 +5,13 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import socket
+import time
 from functools import cache
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rbench.plan import Job
 
 PACKAGES = ("rbench", "torch", "numpy", "h5py", "safetensors", "pydantic", "pluggy")
 
@@ -51,3 +55,10 @@ def provenance(device: Any, seed: int | None = None, seconds: float | None = Non
     if seconds is not None:
         record["seconds"] = round(seconds, 3)
     return record
+
+
+def job_meta(job: Job, device: Any, started: float, **extra: Any) -> dict[str, Any]:
+    """The metadata stored with a job's output: its key, label, spec and provenance (``started``: the job's
+    ``time.perf_counter()`` at its start), plus ``extra``."""
+    return {"key": job.key, "label": job.label, "spec": job.spec,
+            "provenance": provenance(device, job.seed, time.perf_counter() - started), **extra}

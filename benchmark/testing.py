@@ -60,10 +60,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rbench.attack import is_generator
+from rbench.attack import AttackOutput, is_generator
+from rbench.attack_loop import attack_in_batches
+from rbench.contract import check_attack_output
 from rbench.data import load_split
 from rbench.defense import Defense, Stage, seed_randomness
-from rbench.jobs import check_attack_output
 from rbench.manager import get_plugin
 
 
@@ -111,15 +112,16 @@ def _run(attack: Any, params: Any, model: torch.nn.Module, x: torch.Tensor, y: t
     model = model.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     budget = attack.budget(params)
-    adv, success = [], []
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+
+    def one_batch(start: int, stop: int) -> AttackOutput:
+        xb, yb = x[start:stop].to(device), y[start:stop].to(device)
         out = attack.run(model, xb, yb, params, generator=generator)
         check_attack_output(attack.name, out, xb, budget, model, yb, start)
-        adv.append(out.x_adv.detach().cpu())
-        success.append(out.success.detach().cpu().bool())
+        return out
+
+    done = attack_in_batches(len(x), batch_size, one_batch)
     model.to("cpu")
-    return torch.cat(adv), torch.cat(success)
+    return done.x_adv, done.success
 
 
 def _summary(x: torch.Tensor, x_adv: torch.Tensor, success: torch.Tensor) -> tuple[float, float]:

@@ -5,7 +5,7 @@ One Linf PGD (eps 0.1, ``--steps`` 10 steps of 0.01, no random start) on An et a
 softmax through the ``ensemble`` plugin's ``compose``), on the same N MNIST test images in batches of
 ``--batch-size``. Each member is randomly initialised, then trained ``--train-steps`` steps of Adam on real MNIST
 (``--untrained``: no training). Every method gets the same model object as the engine hands it to attacks
-(``channels_last`` per ``rbench.jobs.memory_format``, eval mode, parameters frozen) and the same input batches
+(``channels_last`` per ``rbench.inputs.memory_format``, eval mode, parameters frozen) and the same input batches
 (in that memory format):
 
 - ``native``: the ``pgd`` plugin, called as the engine calls it (validated params, a seeded generator);
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from common import mnist, package_version, print_table, speed_ratios, summarize_times, sync
 
-from rbench.jobs import memory_format
+from rbench.inputs import memory_format
 from rbench.plugins import get_plugin
 
 EPS_DEFAULT = 0.1
@@ -87,7 +87,7 @@ def ensemble(members: list[torch.nn.Module], combine: str) -> torch.nn.Module:
 
 
 def engine_ready(model: torch.nn.Module, device: torch.device) -> tuple[torch.nn.Module, torch.memory_format]:
-    """The model as the engine hands it to attacks (``rbench.jobs.load_model``): on ``device`` in its
+    """The model as the engine hands it to attacks (``rbench.inputs.load_model``): on ``device`` in its
     :func:`memory_format`, eval mode, parameters frozen."""
     layout = memory_format(model)
     return model.to(device, memory_format=layout).eval().requires_grad_(False), layout

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from common import mnist, package_version, print_table, speed_ratios, summarize_times, sync
 
-from rbench.jobs import memory_format
+from rbench.inputs import memory_format
 from rbench.plugins import get_plugin
 
 EPS_DEFAULT = 0.1

@@ -165,7 +165,7 @@ columns = [{ label = "accuracy", attack = "clean", metric = "accuracy" }]
 
 @pytest.mark.slow
 def test_adversarial_fine_tuning_of_an_ensemble_changes_its_members(write_suite, tmp_path):
-    from rbench.jobs import load_model
+    from rbench.inputs import load_model
     from rbench.plan import build_plan
     from rbench.runner import run_suite
     from rbench.store import Store

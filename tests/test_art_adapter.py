@@ -16,8 +16,8 @@ pytest.importorskip("art", reason="the 'art' attack plugin needs adversarial-rob
 from art.attacks.evasion import ProjectedGradientDescent  # noqa: E402
 from support import rbench  # noqa: E402
 
+from rbench.contract import check_attack_output  # noqa: E402
 from rbench.errors import SuiteError  # noqa: E402
-from rbench.jobs import check_attack_output  # noqa: E402
 from rbench.plugins import get_plugin  # noqa: E402
 from rbench.plugins.attacks.art_adapter import (  # noqa: E402
     ALLOWED_KWARGS,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from support import small_mnist_model
 
-from rbench.jobs import check_attack_output
+from rbench.contract import check_attack_output
 from rbench.plugins import get_plugin
 from rbench.plugins.attacks.gradients import project, random_in_ball
 
@@ -63,7 +63,7 @@ def test_fixed_budget_attacks_reach_their_budget(trained):
 
 def test_budget_violation_is_reported_with_the_worst_sample(trained):
     from rbench.attack import AttackOutput, Budget
-    from rbench.jobs import PluginContractError
+    from rbench.inputs import PluginContractError
 
     model, x, y = trained
     x_adv = x.clone()

@@ -7,7 +7,7 @@ import torch
 from pydantic import BaseModel
 
 from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
-from rbench.jobs import PluginContractError
+from rbench.inputs import PluginContractError
 from rbench.manager import PluginInfo, get_registry
 from rbench.testing import check_attack
 

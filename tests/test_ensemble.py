@@ -66,7 +66,7 @@ def test_ensemble_is_composed_of_members_trained_once(write_suite, tmp_path):
     outcome = run_suite(path, profile=None, store=Store(tmp_path / "store"), run_dir=tmp_path / "run",
                         device="cpu", workers=None, executor="local", console=Console(quiet=True), quiet=True)
     assert not outcome.failed, outcome.failed
-    from rbench.jobs import load_model
+    from rbench.inputs import load_model
 
     store = Store(tmp_path / "store")
     ens = load_model(store, plan.trained["ab"], torch.device("cpu"))

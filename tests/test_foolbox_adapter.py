@@ -10,8 +10,8 @@ from pydantic import ValidationError
 pytest.importorskip("foolbox")
 
 from rbench.attack import Budget  # noqa: E402
+from rbench.contract import check_attack_output  # noqa: E402
 from rbench.errors import SuiteError  # noqa: E402
-from rbench.jobs import check_attack_output  # noqa: E402
 from rbench.plugins import get_plugin  # noqa: E402
 from rbench.plugins.attacks.foolbox_adapter import (  # noqa: E402
     ALLOWED_KWARGS,

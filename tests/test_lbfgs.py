@@ -7,7 +7,7 @@ import pytest
 import torch
 from support import small_mnist_model
 
-from rbench.jobs import check_attack_output
+from rbench.contract import check_attack_output
 from rbench.plugins import get_plugin
 from rbench.plugins.attacks.lbfgs import (
     LbfgsParams,

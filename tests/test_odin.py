@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from rbench.jobs import check_attack_output
+from rbench.contract import check_attack_output
 from rbench.plan import build_plan
 from rbench.plugins import get_plugin
 from rbench.plugins.attacks.odin import odin_perturb

@@ -12,7 +12,7 @@ from support import REPO, rbench
 
 from rbench.compare import Published, Tolerance, compare_table, load_published
 from rbench.errors import RbenchError, SuiteError
-from rbench.jobs import load_slice
+from rbench.inputs import load_slice
 from rbench.plugins import get_plugin
 from rbench.plugins.metrics.operator_norm import layer_bounds
 from rbench.results import Cell, ResultTable

@@ -1,0 +1,120 @@
+"""The plugin output contract: what the engine accepts from a plugin before anything is stored.
+
+An attack's or transform's inputs are float32, finite, of the inputs' shape, inside [0, 1], within the budget the
+plugin declares (with one tolerance, :data:`BUDGET_RTOL` / :data:`BUDGET_ATOL`, that the validity gates in
+:mod:`rbench.gates` apply to stored sets too), and an attack's success flags agree with a re-prediction; a
+trainer leaves finite weights and a model that maps images to finite logits; a probe returns finite numbers.
+A violation raises :class:`rbench.inputs.PluginContractError` naming the plugin and the worst sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from rbench.attack import AttackOutput, Budget
+from rbench.inputs import PluginContractError, finite_logits, model_name, predicted_success
+
+#: Float tolerance on a declared budget (the ball's radius may be hit exactly, up to float32 rounding).
+BUDGET_RTOL, BUDGET_ATOL = 1e-5, 1e-5
+
+
+def over_budget(size: np.ndarray | torch.Tensor, budget: Budget) -> int | None:
+    """The index of the sample furthest over ``budget`` (with the engine's tolerance), or None."""
+    limit = budget.eps * (1 + BUDGET_RTOL) + BUDGET_ATOL
+    if len(size) == 0 or float(size.max()) <= limit:
+        return None
+    return int(size.argmax())
+
+
+def perturbation_sizes(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample size of ``x_adv - x`` in ``norm`` (``linf`` or ``l2``)."""
+    d = (x_adv - x).flatten(1)
+    return d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+
+
+def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: Budget | None,
+                        model: torch.nn.Module, y: torch.Tensor, offset: int, check_success: bool = True) -> None:
+    """Raise :class:`PluginContractError` naming ``name`` and the worst sample if ``out`` breaks the contract.
+    ``check_success=False``: the success flags are not compared with a re-prediction (the engine decides them
+    itself, for a randomized model)."""
+    xa = out.x_adv
+    if not isinstance(xa, torch.Tensor) or xa.dtype != torch.float32 or xa.shape != x.shape:
+        got = f"{getattr(xa, 'dtype', type(xa).__name__)} {tuple(getattr(xa, 'shape', ()))}"
+        raise PluginContractError(f"attack {name!r} returned x_adv {got}; expected float32 {tuple(x.shape)}")
+    if not torch.isfinite(xa).all():
+        worst = int((~torch.isfinite(xa)).flatten(1).any(1).nonzero()[0])
+        raise PluginContractError(f"attack {name!r} returned non-finite x_adv (first: sample {offset + worst})")
+    if xa.min() < 0 or xa.max() > 1:
+        worst = int((xa - xa.clamp(0, 1)).abs().flatten(1).amax(1).argmax())
+        raise PluginContractError(f"attack {name!r}: x_adv leaves the [0, 1] box (worst sample {offset + worst})")
+    if budget is not None:
+        size = perturbation_sizes(xa, x, budget.norm)
+        worst = over_budget(size, budget)
+        if worst is not None:
+            raise PluginContractError(
+                f"attack {name!r} exceeds its declared {budget.norm} budget {budget.eps}: sample "
+                f"{offset + worst} has {budget.norm} distortion {float(size[worst]):.6g}")
+    success = out.success.to(torch.bool)
+    if success.shape != (len(x),):
+        raise PluginContractError(f"attack {name!r} returned success of shape {tuple(success.shape)}")
+    for key, value in out.extras.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise PluginContractError(f"attack {name!r} returned non-finite extras[{key!r}]")
+    if not check_success:
+        return
+    targets = out.extras.get("targets", torch.full_like(y, -1))
+    fooled = predicted_success(model, xa, y, targets)
+    mismatch = (success.cpu() != fooled).nonzero().flatten()
+    if len(mismatch):
+        raise PluginContractError(
+            f"attack {name!r}: {len(mismatch)} success flags disagree with the model's prediction "
+            f"(first: sample {offset + int(mismatch[0])})")
+
+
+def check_transform_output(name: str, x_adv: Any, x: torch.Tensor, budget: Budget | None) -> None:
+    """A transform returns finite float32 inputs in [0, 1] of the inputs' shape, within the budget it declares."""
+    if (not isinstance(x_adv, torch.Tensor) or x_adv.dtype != torch.float32 or x_adv.shape != x.shape
+            or not torch.isfinite(x_adv).all() or x_adv.min() < 0 or x_adv.max() > 1):
+        got = f"{getattr(x_adv, 'dtype', type(x_adv).__name__)} {tuple(getattr(x_adv, 'shape', ()))}"
+        raise PluginContractError(f"transform {name!r} returned {got}, not finite float32 in [0, 1] of "
+                                  "the input's shape")
+    if budget is not None:
+        worst = over_budget(perturbation_sizes(x_adv, x, budget.norm), budget)
+        if worst is not None:
+            raise PluginContractError(f"transform {name!r} exceeds its declared {budget.norm} budget "
+                                      f"{budget.eps} (sample {worst})")
+
+
+def check_measurements(probe: str, label: str, values: Any) -> None:
+    """A probe returns a dict of finite numbers or lists of them, None marking an undefined one (else
+    :class:`PluginContractError` naming the probe)."""
+    if not isinstance(values, dict):
+        raise PluginContractError(f"probe {probe!r} ({label}) returned {type(values).__name__}, not a dict")
+    for key, value in values.items():
+        items = value if isinstance(value, list) else [value]
+        numbers = all(v is None or (isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v))
+                      for v in items)
+        if not isinstance(key, str) or not numbers:
+            raise PluginContractError(f"probe {probe!r} ({label}) returned {key!r} = {value!r}: measurements "
+                                      "must be finite numbers (or None) or lists of them")
+
+
+def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor, device: torch.device,
+                  probe: int = 256, component: bool = False) -> None:
+    """Nothing non-finite is stored: the trained weights, and the outputs on the first ``probe`` training images
+    (a model's logits; a defense component's images, which must also stay in [0, 1]), must be finite (else
+    :class:`PluginContractError` naming the trainer and the plugin)."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise PluginContractError(f"trainer {trainer!r} left non-finite weights in {model_name(model)} "
+                                  f"({len(bad)} tensors, first {bad[0]!r})")
+    with torch.no_grad():
+        out = model(x[:probe].to(device))
+    if not component:
+        finite_logits(model, out, "training images")
+    elif not torch.isfinite(out).all() or out.min() < 0 or out.max() > 1 or out.shape != x[:probe].shape:
+        raise PluginContractError(f"defense {model_name(model)} trained by {trainer!r} maps images to "
+                                  "non-finite values or outside [0, 1] or another shape")
