@@ -21,7 +21,7 @@ from rbench.dataset import Dataset, NoParams  # noqa: E402
 from rbench.defense import Defense, DefenseModule  # noqa: E402
 from rbench.estimate import Estimate  # noqa: E402
 from rbench.manager import get_plugin  # noqa: E402
-from rbench.metric import CellData, Metric  # noqa: E402
+from rbench.metric import CellData, CellKeys, CellOutputs, Metric  # noqa: E402
 from rbench.model import EpochObserver, ModelPlugin, Progress, TrainData, Trainer  # noqa: E402
 from rbench.probe import Probe  # noqa: E402
 
@@ -41,7 +41,8 @@ def __getattr__(name: str):  # the API pulls in the runner: loaded on first use,
 
 
 __all__ = [
-    "Attack", "AttackOutput", "Budget", "CellData", "Dataset", "Defense", "DefenseModule", "EpochObserver", "Estimate",
+    "Attack", "AttackOutput", "Budget", "CellData", "CellKeys", "CellOutputs", "Dataset", "Defense", "DefenseModule",
+    "EpochObserver", "Estimate",
     "FixedBudgetAttack", "GeneratorAttack", "Metric", "MinimizationAttack", "ModelPlugin", "NoParams", "Probe",
     "Progress", "Results", "TrainData", "Trainer",
     "evaluate", "get_plugin", "hookimpl", "load_results", "misclassified",

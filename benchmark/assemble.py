@@ -7,26 +7,22 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import torch
+
+from rbench.artifacts import AdvSet, Predictions
 from rbench.estimate import Estimate, mcnemar
-from rbench.metric import CellData
-from rbench.plan import CLEAN, Plan
+from rbench.inputs import load_model, load_slice
+from rbench.metric import CellData, CellKeys, CellOutputs
+from rbench.plan import CLEAN, Plan, data_spec
 from rbench.results import Cell, ResultTable
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
 
 
-def _cached(loader: Callable[[str], Any], cache: dict[str, Any]) -> Callable[[str], Any]:
-    def load(key: str) -> Any:
-        if key not in cache:
-            cache[key] = loader(key)
-        return cache[key]
-    return load
-
-
 def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str],
-                   loaders: dict[str, Callable[[str], Any]]) -> ResultTable:
+                   outputs: CellOutputs) -> ResultTable:
     """Compute every cell of ``table``. ``failed`` maps job keys that failed (or were skipped) to a message."""
-    computed = {(row, column): _cell(plan, spec, row, column, loaders, failed)
+    computed = {(row, column): _cell(plan, spec, row, column, outputs, failed)
                 for (row, column), spec in table.cells.items()}
     cells = [cell for cell, _ in computed.values()]
     metrics = table.metrics
@@ -74,22 +70,22 @@ def _paired(table: Table, estimates: dict[tuple[str, str], Estimate | None]) -> 
     return out
 
 
-def _cell(plan: Plan, spec: CellSpec, row: str, column: str, loaders: dict[str, Any], failed: dict[str, str]
+def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutputs, failed: dict[str, str]
           ) -> tuple[Cell, Estimate | None]:
     ev, source, attack, target = spec.evaluation, spec.source, spec.attack, spec.target
     where = {"evaluation": ev, "source": source, "attack": attack, "target": target}
-    keys = {"adv": None if attack == CLEAN else plan.attacked[(ev, source, attack)],
-            "predictions": plan.evaluated[(ev, source, attack, target)],
-            "clean": plan.evaluated[(ev, source, CLEAN, target)],
-            "model": plan.trained[target], "training": plan.trained[target]}
-    broken = [failed[k] for k in dict.fromkeys(keys.values()) if k in failed]
-    data = CellData(source, attack, target, keys, loaders, ev)
+    keys = CellKeys(adv=None if attack == CLEAN else plan.attacked[(ev, source, attack)],
+                    predictions=plan.evaluated[(ev, source, attack, target)],
+                    clean=plan.evaluated[(ev, source, CLEAN, target)], model=plan.trained[target])
+    own = [k for k in (keys.adv, keys.predictions, keys.clean, keys.model) if k]
+    broken = [failed[k] for k in dict.fromkeys(own) if k in failed]
+    data = CellData(source, attack, target, keys, outputs, ev)
     try:
         value = spec.metric.call.obj.compute(data, spec.metric.call.params)
     except Exception as exc:
         broken += [failed[k] for k in data.used if k in failed and failed[k] not in broken]  # other evaluations'
         if broken:  # the metric needed an output that was not computed
-            return Cell(row, column, None, [k for k in dict.fromkeys(keys.values()) if k], error=broken[0],
+            return Cell(row, column, None, list(dict.fromkeys(own)), error=broken[0],
                         **where), None
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r}: "
                                                         f"{type(exc).__name__}: {exc}", **where), None
@@ -106,29 +102,45 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, loaders: dict[str, 
                 interval=estimate.method, **where), estimate
 
 
-def assemble(plan: Plan, store: Store, failed: dict[str, str] | None = None) -> list[ResultTable]:
-    """Every table of ``plan``'s suite; outputs shared by several cells are loaded once."""
-    from rbench.inputs import load_model, load_slice
-    from rbench.plan import data_spec
+class StoreOutputs:
+    """The :class:`rbench.metric.CellOutputs` of a run: outputs read from ``store`` once and shared by every cell,
+    located through ``plan``'s index."""
 
-    cache: dict[str, Any] = {}
-    loaders = {"adv": _cached(store.load_advset, cache), "predictions": _cached(store.load_predictions, cache),
-               "clean": _cached(store.load_predictions, cache),
-               "model": _cached(lambda key: load_model(store, key, "cpu"), cache),
-               # keyed by the same store key as "model": a cache of its own
-               "training": _cached(lambda key: store.load_checkpoint(key)[1].get("stats", {}), {}),
-               "inputs": _cached(lambda ev: load_slice(data_spec(plan.suite.evaluations[ev].data,
-                                                                 plan.suite.seed))[:2], {})}
-    def locate_clean(where: tuple[str, str]) -> str:
-        evaluation, model = where
-        key = plan.evaluated.get((evaluation, model, CLEAN, model))
+    def __init__(self, plan: Plan, store: Store):
+        self.plan, self.store = plan, store
+        self._loaded: dict[tuple[str, str], Any] = {}
+
+    def _once(self, what: str, key: str, load: Callable[[str], Any]) -> Any:
+        if (what, key) not in self._loaded:
+            self._loaded[(what, key)] = load(key)
+        return self._loaded[(what, key)]
+
+    def advset(self, key: str) -> AdvSet:
+        return self._once("entry", key, self.store.load_advset)
+
+    def predictions(self, key: str) -> Predictions:
+        return self._once("entry", key, self.store.load_predictions)
+
+    def model(self, key: str) -> torch.nn.Module:
+        return self._once("entry", key, lambda k: load_model(self.store, k, "cpu"))
+
+    def training(self, key: str) -> dict:
+        return self._once("training", key, lambda k: self.store.load_checkpoint(k)[1].get("stats", {}))
+
+    def inputs(self, evaluation: str) -> tuple[torch.Tensor, torch.Tensor]:
+        suite = self.plan.suite
+        return self._once("inputs", evaluation,
+                          lambda ev: load_slice(data_spec(suite.evaluations[ev].data, suite.seed))[:2])
+
+    def locate_clean(self, evaluation: str, model: str) -> str:
+        key = self.plan.evaluated.get((evaluation, model, CLEAN, model))
         if key is None:
             raise KeyError(f"evaluation {evaluation!r} does not evaluate {model!r} on its clean inputs")
         return key
 
-    def locate_predictions(where: tuple[str, str, str, str]) -> str:
-        evaluation, source, attack, target = where
-        key = plan.evaluated.get(where)
+    def locate_predictions(self, evaluation: str, source: str, attack: str, target: str) -> str:
+        plan = self.plan
+        key = plan.evaluated.get((evaluation, source, attack, target))
         if key is None and attack == CLEAN:  # clean outputs do not depend on the source
             key = next((k for (e, _, a, t), k in plan.evaluated.items()
                         if (e, a, t) == (evaluation, CLEAN, target)), None)
@@ -141,6 +153,8 @@ def assemble(plan: Plan, store: Store, failed: dict[str, str] | None = None) -> 
                            f"{target!r}): it must {need}")
         return key
 
-    loaders["locate_clean"] = locate_clean
-    loaders["locate_predictions"] = locate_predictions
-    return [assemble_table(plan, t, store, failed or {}, loaders) for t in plan.suite.tables.values()]
+
+def assemble(plan: Plan, store: Store, failed: dict[str, str] | None = None) -> list[ResultTable]:
+    """Every table of ``plan``'s suite; outputs shared by several cells are loaded once."""
+    outputs = StoreOutputs(plan, store)
+    return [assemble_table(plan, t, store, failed or {}, outputs) for t in plan.suite.tables.values()]

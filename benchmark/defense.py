@@ -43,6 +43,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from rbench.dataset import NoParams
+from rbench.specs import View
 
 
 class DefenseModule(nn.Module):
@@ -187,13 +188,13 @@ class ExpectationOverTransformation(nn.Module):
         return torch.logsumexp(logp, dim=0) - torch.log(torch.tensor(float(self.draws), device=x.device))
 
 
-def attack_view(model: nn.Module, view: dict | None) -> nn.Module:
-    """What an adaptive attack on ``model`` differentiates: with ``view["bpda"]`` its non-differentiable stages
-    pass gradients through BPDA; with ``view["eot"]`` > 1 the expectation over that many draws of its randomized
+def attack_view(model: nn.Module, view: View | None) -> nn.Module:
+    """What an adaptive attack on ``model`` differentiates: with ``view.bpda`` its non-differentiable stages
+    pass gradients through BPDA; with ``view.eot`` > 1 the expectation over that many draws of its randomized
     stages. None: ``model`` itself."""
-    if not view:
+    if view is None:
         return model
-    if view.get("bpda"):
+    if view.bpda:
         use_bpda(model)
-    draws = int(view.get("eot", 1))
+    draws = view.eot
     return ExpectationOverTransformation(model, draws) if draws > 1 else model

@@ -33,6 +33,7 @@ from rbench.defense import seed_randomness
 from rbench.inputs import PluginContractError, load_model, load_slice, plugin_params, predicted_success
 from rbench.keys import canonical
 from rbench.plan import NO_CLASS, Job, generated_targets
+from rbench.specs import AttackSpec, EvalSpec, TransformSpec
 from rbench.store import Store
 
 #: Bump when the gates check more: every memo is redone.
@@ -41,8 +42,12 @@ GATE_VERSION = 2
 
 def declared_budget(job: Job) -> Budget | None:
     """The budget the job's own attack or transform declares for the job's params (None: no budget)."""
-    part = "attack" if job.kind == "attack" else "transform"
-    plugin, params = plugin_params(part, job.spec[part])
+    spec = job.spec
+    if isinstance(spec, AttackSpec):
+        plugin, params = plugin_params("attack", spec.attack)
+    else:
+        assert isinstance(spec, TransformSpec)
+        plugin, params = plugin_params("transform", spec.transform)
     budget = getattr(plugin, "budget", None)
     return budget(params) if callable(budget) else None
 
@@ -58,26 +63,28 @@ def check_stored(store: Store, job: Job) -> None:
 
 
 def _expected_rows(job: Job) -> int | None:
-    if "generate" in job.spec:
-        return len(generated_targets(job.spec["generate"]))
-    data = job.spec.get("data") or job.spec.get("input", {}).get("clean")
-    return None if data is None else data.get("n")
+    spec = job.spec
+    if isinstance(spec, AttackSpec) and spec.generate is not None:
+        return len(generated_targets(spec.generate))
+    slices = spec.slices()
+    return slices[0].n if slices else None
 
 
 def check_generated(job: Job, adv: AdvSet) -> None:
     """A generator job's set holds exactly the job's targets, labels and indices -1 and inputs of the job's shape,
     and no distortions; a set made from a data slice has its distortions (else :class:`PluginContractError`)."""
-    if "generate" not in job.spec:
+    generate = job.spec.generate if isinstance(job.spec, AttackSpec) else None
+    if generate is None:
         if adv.generated:
             raise PluginContractError(f"stored set {job.key} has no distortions; its job attacks a data slice")
         return
     if not adv.generated:
         raise PluginContractError(f"stored set {job.key} holds distortions; its job generates inputs from nothing")
-    shape = tuple(job.spec["generate"]["shape"])
+    shape = generate.shape
     if tuple(adv.x_adv.shape[1:]) != shape:
         raise PluginContractError(f"stored set {job.key} holds inputs of shape {tuple(adv.x_adv.shape[1:])}; its "
                                   f"job generates {shape}")
-    if not np.array_equal(adv.targets, generated_targets(job.spec["generate"])):
+    if not np.array_equal(adv.targets, generated_targets(generate)):
         raise PluginContractError(f"stored set {job.key} holds other targets than its job generates")
     if (adv.labels != NO_CLASS).any() or (adv.indices != NO_CLASS).any():
         raise PluginContractError(f"stored set {job.key}: a generated set's labels and indices must be {NO_CLASS}")
@@ -103,10 +110,12 @@ def gate_advset(store: Store, job: Job) -> None:
     stamp = _stamp(store, job)
     if store.gate_stamp(job.key) == stamp:
         return
-    if "generate" in job.spec:  # no data slice: the layout was checked above; the flags are re-predicted below
+    spec = job.spec
+    assert isinstance(spec, AttackSpec | TransformSpec)
+    if spec.data is None:  # generated: the layout was checked above; the flags are re-predicted below
         _repredict(store, job, adv, stamp)
         return
-    x_clean, y, idx = load_slice(job.spec["data"])
+    x_clean, y, idx = load_slice(spec.data)
     if not np.array_equal(adv.indices, idx) or not np.array_equal(adv.labels, y.numpy()):
         raise PluginContractError(f"stored set {job.key} holds other samples than its job's data slice")
     recomputed = distortions(x_clean.numpy(), x)
@@ -122,9 +131,10 @@ def gate_advset(store: Store, job: Job) -> None:
 def _repredict(store: Store, job: Job, adv: AdvSet, stamp: dict[str, Any]) -> None:
     """The set's success flags against a re-prediction by the job's source model; the memo is written on a pass."""
     x = adv.x_adv
-    if not store.has(job.spec["source"]):
+    assert isinstance(job.spec, AttackSpec | TransformSpec)
+    if not store.has(job.spec.source):
         return  # the source model is recomputed in this run; the next run re-predicts (no stamp now)
-    model = load_model(store, job.spec["source"], "cpu")
+    model = load_model(store, job.spec.source, "cpu")
     seed_randomness(model, job.seed)  # a randomized model's flags are one draw seeded from the job's key
     fooled = predicted_success(model, torch.tensor(x), torch.tensor(adv.labels), torch.tensor(adv.targets)).numpy()
     mismatch = np.flatnonzero(fooled != adv.success)
@@ -142,14 +152,16 @@ def gate_predictions(store: Store, job: Job) -> None:
     stamp = _stamp(store, job)
     if store.gate_stamp(job.key) == stamp:
         return
-    source = job.spec["input"]
-    if "advset" in source:
-        if not store.has(source["advset"]):
+    spec = job.spec
+    assert isinstance(spec, EvalSpec)
+    if spec.advset is not None:
+        if not store.has(spec.advset):
             return  # the input set is recomputed in this run; the next run checks (no stamp now)
-        adv = store.load_advset(source["advset"])
+        adv = store.load_advset(spec.advset)
         indices, labels = adv.indices, adv.labels
     else:
-        _, y, indices = load_slice(source["clean"])
+        assert spec.clean is not None
+        _, y, indices = load_slice(spec.clean)
         labels = y.numpy()
     if not np.array_equal(pred.indices, indices) or not np.array_equal(pred.labels, labels):
         raise PluginContractError(f"stored predictions {job.key} are not of the samples of their job's input")
@@ -158,11 +170,12 @@ def gate_predictions(store: Store, job: Job) -> None:
 
 def _stamp(store: Store, job: Job) -> dict[str, Any]:
     """What a memoized gate pass depended on: the entry's checksum and its source model's or input's."""
-    if job.kind == "eval":
-        source = job.spec["input"]
-        on = store.checksum(source["advset"]) if "advset" in source else canonical(source["clean"])
+    spec = job.spec
+    if isinstance(spec, EvalSpec):
+        on = store.checksum(spec.advset) if spec.advset is not None else canonical(spec.to_dict()["input"]["clean"])
     else:
-        on = store.checksum(job.spec["source"])
+        assert isinstance(spec, AttackSpec | TransformSpec)
+        on = store.checksum(spec.source)
     return {"entry": store.checksum(job.key), "on": on, "gate": GATE_VERSION}
 
 

@@ -27,6 +27,7 @@ from rbench.defense import attack_view, randomized, seed_randomness
 from rbench.inputs import PluginContractError, load_model, plugin_params, predicted_success
 from rbench.model import Progress
 from rbench.plan import NO_CLASS, Job, generated_targets
+from rbench.specs import AttackSpec
 from rbench.store import Store
 
 
@@ -38,15 +39,17 @@ def batch_rounds(batch_size: int, classes: int) -> int:
 def run_generate(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 250) -> None:
     """Compute a generator attack's job (called by :func:`rbench.jobs.run_attack` for specs with ``generate``)."""
     started = time.perf_counter()
-    generate = job.spec["generate"]
-    shape = tuple(generate["shape"])
+    spec = job.spec
+    assert isinstance(spec, AttackSpec) and spec.generate is not None
+    generate = spec.generate
+    shape = generate.shape
     targets = torch.from_numpy(generated_targets(generate))
     n = len(targets)
-    model = load_model(store, job.spec["source"], device)
+    model = load_model(store, spec.source, device)
     seed_randomness(model, job.seed)
-    target = attack_view(model, job.spec.get("view"))
+    target = attack_view(model, spec.view)
     drawn = randomized(model)
-    attack, params = plugin_params("attack", job.spec["attack"])
+    attack, params = plugin_params("attack", spec.attack)
     generator = torch.Generator(device=device).manual_seed(job.seed)
 
     def one_batch(start: int, stop: int) -> AttackOutput:
@@ -62,7 +65,7 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
                             torch.full_like(tb, NO_CLASS), start, check_success=not drawn)
         return out
 
-    done = attack_in_batches(n, batch_rounds(batch_size, generate["classes"]), one_batch, progress, "inputs")
+    done = attack_in_batches(n, batch_rounds(batch_size, generate.classes), one_batch, progress, "inputs")
     x_adv = done.x_adv.numpy()
     success = done.success
     if drawn:  # a randomized model's success is one seeded draw, decided here (and re-predicted the same way)

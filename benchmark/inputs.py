@@ -17,6 +17,7 @@ from rbench.data import disjoint_splits, subset_indices
 from rbench.defense import DefendedModel, Stage
 from rbench.keys import canonical
 from rbench.manager import get_plugin
+from rbench.specs import Call, DataSlice
 from rbench.store import Store
 
 
@@ -25,10 +26,12 @@ class PluginContractError(Exception):
     non-finite values)."""
 
 
-def plugin_params(kind: str, spec: dict[str, Any]) -> tuple[Any, Any]:
-    """The plugin a spec names and its params, validated strictly."""
-    plugin = get_plugin(kind, spec["plugin"])
-    return plugin, plugin.Params.model_validate(spec["params"], strict=True)
+def plugin_params(kind: str, spec: Call | dict[str, Any]) -> tuple[Any, Any]:
+    """The plugin a spec names (a job spec's :class:`Call`, or a call inside a model spec's JSON tree) and its
+    params, validated strictly."""
+    name, params = (spec.plugin, spec.params) if isinstance(spec, Call) else (spec["plugin"], spec["params"])
+    plugin = get_plugin(kind, name)
+    return plugin, plugin.Params.model_validate(params, strict=True)
 
 
 @lru_cache(maxsize=4)
@@ -40,14 +43,14 @@ def _load_split(dataset_spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
 
 
-def load_slice(data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+def load_slice(data: DataSlice) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """The data slice a job spec names: (x float32 (N, C, H, W), y int64, indices into the split)."""
-    x, y = _load_split(canonical(data["dataset"]), data["split"])
-    if data.get("parts"):
-        part = disjoint_splits(len(x), data["parts"], data["subset_seed"])[data["part"]]
-        idx = part[subset_indices(len(part), data["n"], data["subset_seed"])]
+    x, y = _load_split(canonical(data.dataset.to_dict()), data.split)
+    if data.parts:
+        part = disjoint_splits(len(x), list(data.parts), data.subset_seed)[data.part]
+        idx = part[subset_indices(len(part), data.n, data.subset_seed)]
     else:
-        idx = subset_indices(len(x), data["n"], data["subset_seed"])
+        idx = subset_indices(len(x), data.n, data.subset_seed)
     return torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), idx
 
 

@@ -33,6 +33,7 @@ from rbench.inputs import (
 from rbench.model import EpochObserver, Progress, TrainData, no_progress
 from rbench.plan import Job
 from rbench.provenance import job_meta
+from rbench.specs import AttackSpec, EvalSpec, Monitoring, TrainSpec, TransformSpec
 from rbench.store import Store
 
 _params = plugin_params
@@ -44,50 +45,57 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
     ``weights_path``, whose bytes the spec names) or a trained defense component; or assemble a defended model from
     its trained parts (no trainer)."""
     started = time.perf_counter()
+    spec = job.spec
+    assert isinstance(spec, TrainSpec)
     torch.manual_seed(job.seed)
-    model = build_defense(job.spec["defense"]).module if "defense" in job.spec else build_model(job.spec["model"])
+    if spec.defense is not None:
+        model = build_defense(spec.defense.to_dict()).module
+    else:
+        assert spec.model is not None
+        model = build_model(spec.model)
     if weights_path is not None:
-        plugin, params = _params("model", job.spec["model"])
+        plugin, params = _params("model", spec.model)
         plugin.load_weights(model, params, weights_path)
-    for member, key in zip(getattr(model, "members", []), job.spec.get("members", []), strict=True):
+    for member, key in zip(getattr(model, "members", []), spec.members, strict=True):
         member.load_state_dict(store.load_checkpoint(key)[0])  # the members' (or parts') trained weights
-    lineage = job.spec.get("init", [])
+    lineage = spec.init
     if lineage:
         model.load_state_dict(store.load_checkpoint(lineage[-1])[0])  # start from the init model's weights
     model.to(device)
     stats: dict[str, Any] = {}
-    if "trainer" in job.spec:
-        x, y, _ = load_slice(job.spec["data"])
-        trainer, tparams = _params("trainer", job.spec["trainer"])
+    if spec.trainer is not None:
+        assert spec.data is not None
+        x, y, _ = load_slice(spec.data)
+        trainer, tparams = _params("trainer", spec.trainer)
         generator = torch.Generator().manual_seed(job.seed)
         extra = {"lineage": [load_model(store, key, device) for key in lineage]} if getattr(
             trainer, "uses_lineage", False) else {}
         observed: list[dict[str, Any]] = []
-        if "monitor" in job.spec:
-            extra["observer"] = epoch_observer(job.spec["monitor"], device, job.seed, observed)
+        if spec.monitor is not None:
+            extra["observer"] = epoch_observer(spec.monitor, device, job.seed, observed)
         stats = trainer.train(model, TrainData(x, y), tparams, generator=generator, device=device, progress=progress,
                               **extra)
-        if "monitor" in job.spec:
+        if spec.monitor is not None:
             stats = {**stats, "observed": observed}
         model.eval()
-        check_trained(model, trainer.name, x, device, component="defense" in job.spec)
+        check_trained(model, trainer.name, x, device, component=spec.defense is not None)
     model.eval()
     store.save_checkpoint(job.key, model.state_dict(), job_meta(job, device, started, stats=stats))
 
 
-def epoch_observer(monitor: dict[str, Any], device: torch.device, seed: int, observed: list[dict[str, Any]]
+def epoch_observer(monitor: Monitoring, device: torch.device, seed: int, observed: list[dict[str, Any]]
                    ) -> EpochObserver:
-    """The observer a monitored model's trainer calls after each epoch: every ``monitor["every"]`` epochs it runs
+    """The observer a monitored model's trainer calls after each epoch: every ``monitor.every`` epochs it runs
     the monitor's probes on its data slice and appends ``{"epoch": e, label: measurements, ...}`` to
     ``observed``. The probes draw from a generator of their own (seeded from the job), so monitoring leaves the
     trainer's random stream, hence the trained weights, as they would be without it."""
-    x, y, _ = load_slice(monitor["data"])
+    x, y, _ = load_slice(monitor.data)
     x, y = x.to(device), y.to(device)
-    probes = {label: _params("probe", call) for label, call in monitor["probes"].items()}
+    probes = {label: _params("probe", call) for label, call in monitor.probes.items()}
     generator = torch.Generator(device=device).manual_seed(seed ^ 0x5EED)
 
     def observe(epoch: int, model: torch.nn.Module) -> None:
-        if epoch % monitor["every"]:
+        if epoch % monitor.every:
             return
         entry: dict[str, Any] = {"epoch": epoch}
         for label, (probe, params) in probes.items():
@@ -100,17 +108,20 @@ def epoch_observer(monitor: dict[str, Any], device: torch.device, seed: int, obs
 
 
 def run_attack(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 250) -> None:
-    if "generate" in job.spec:  # a generator attack: inputs for target classes, made from nothing
+    spec = job.spec
+    assert isinstance(spec, AttackSpec)
+    if spec.generate is not None:  # a generator attack: inputs for target classes, made from nothing
         from rbench.generate import run_generate
 
         return run_generate(job, store, device, progress, batch_size)
     started = time.perf_counter()
-    x, y, idx = load_slice(job.spec["data"])
-    model = load_model(store, job.spec["source"], device)
+    assert spec.data is not None
+    x, y, idx = load_slice(spec.data)
+    model = load_model(store, spec.source, device)
     seed_randomness(model, job.seed)
-    target = attack_view(model, job.spec.get("view"))  # what the attack sees: BPDA, EOT, or the model itself
+    target = attack_view(model, spec.view)  # what the attack sees: BPDA, EOT, or the model itself
     drawn = randomized(model)
-    attack, params = _params("attack", job.spec["attack"])
+    attack, params = _params("attack", spec.attack)
     budget = attack.budget(params)
     generator = torch.Generator(device=device).manual_seed(job.seed)
     layout = memory_format(model)
@@ -138,16 +149,18 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
 
 def run_transform(job: Job, store: Store, device: torch.device, progress: Progress) -> None:
     started = time.perf_counter()
-    x, y, idx = load_slice(job.spec["data"])
-    base = store.load_advset(job.spec["input"])
+    spec = job.spec
+    assert isinstance(spec, TransformSpec)
+    x, y, idx = load_slice(spec.data)
+    base = store.load_advset(spec.input)
     if not np.array_equal(base.indices, idx):
         raise ValueError("the input adversarial set was made on other samples than this job's data slice")
-    transform, params = _params("transform", job.spec["transform"])
+    transform, params = _params("transform", spec.transform)
     generator = torch.Generator().manual_seed(job.seed)
     x_adv = transform.apply(x, torch.tensor(base.x_adv), params, generator=generator)
     budget = gates.declared_budget(job)
     check_transform_output(transform.name, x_adv, x, budget)
-    model = load_model(store, job.spec["source"], device)
+    model = load_model(store, spec.source, device)
     seed_randomness(model, job.seed)
     targets = torch.tensor(base.targets)
     success = predicted_success(model, x_adv.to(device), y, targets)
@@ -160,15 +173,17 @@ def run_transform(job: Job, store: Store, device: torch.device, progress: Progre
 
 def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 1000) -> None:
     started = time.perf_counter()
-    model = load_model(store, job.spec["model"], device)
+    spec = job.spec
+    assert isinstance(spec, EvalSpec)
+    model = load_model(store, spec.model, device)
     seed_randomness(model, job.seed)
-    source = job.spec["input"]
-    if "advset" in source:
-        adv = store.load_advset(source["advset"])
+    if spec.advset is not None:
+        adv = store.load_advset(spec.advset)
         x, labels, idx = torch.tensor(adv.x_adv), adv.labels, adv.indices
         what = "adversarial inputs"
     else:
-        x, y, idx = load_slice(source["clean"])
+        assert spec.clean is not None
+        x, y, idx = load_slice(spec.clean)
         labels, what = y.numpy(), "clean inputs"
     logits = []
     with torch.no_grad():

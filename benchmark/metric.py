@@ -11,7 +11,9 @@ then carries its sample size and 95% interval, comparisons use them, and paired 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar, Protocol, TypeVar
 
 import torch
 from pydantic import BaseModel
@@ -19,6 +21,38 @@ from pydantic import BaseModel
 from rbench.artifacts import AdvSet, Predictions
 from rbench.dataset import NoParams
 from rbench.estimate import Estimate
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CellKeys:
+    """The store keys behind one table cell: ``predictions`` (the target's outputs on the cell's inputs), ``clean``
+    (its outputs on the clean slice), ``adv`` (the adversarial set; None for clean inputs) and ``model`` (the
+    target's training job: its checkpoint and what its trainer recorded)."""
+
+    predictions: str
+    clean: str | None = None
+    adv: str | None = None
+    model: str | None = None
+
+
+class CellOutputs(Protocol):
+    """Where :class:`CellData` reads stored outputs from (the run's store; a test may pass its own)."""
+
+    def advset(self, key: str) -> AdvSet: ...
+    def predictions(self, key: str) -> Predictions: ...
+    def model(self, key: str) -> torch.nn.Module: ...
+    def training(self, key: str) -> dict: ...
+    def inputs(self, evaluation: str) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def locate_clean(self, evaluation: str, model: str) -> str:
+        """The key of ``model``'s outputs on ``evaluation``'s clean inputs (KeyError naming what is missing)."""
+        ...
+
+    def locate_predictions(self, evaluation: str, source: str, attack: str, target: str) -> str:
+        """The key of cell (``source``, ``attack``, ``target``)'s predictions in ``evaluation`` (KeyError)."""
+        ...
 
 
 class CellData:
@@ -29,50 +63,61 @@ class CellData:
     ``clean``: ``target``'s outputs on the clean slice; ``model``: the trained ``target`` itself;
     ``clean_of(evaluation)`` and ``predictions_of(evaluation)``: outputs from another evaluation of the suite
     (e.g. an out-of-distribution set); ``inputs``: the evaluation's clean data slice (``inputs_of(evaluation)``:
-    another evaluation's); ``training``: what the
-    target's trainer recorded (its statistics and per-epoch observations). ``used`` lists the store keys read
-    (or tried) so far.
+    another evaluation's); ``training``: what the target's trainer recorded (its statistics and per-epoch
+    observations). ``used`` lists the store keys read (or tried) so far, in order.
     """
 
-    def __init__(self, source: str, attack: str, target: str, keys: dict[str, str | None],
-                 loaders: dict[str, Callable[[str], object]], evaluation: str = ""):
+    def __init__(self, source: str, attack: str, target: str, keys: CellKeys, outputs: CellOutputs,
+                 evaluation: str = ""):
         self.source, self.attack, self.target, self.evaluation = source, attack, target, evaluation
-        self._keys, self._loaders, self._cache = keys, loaders, {}
+        self.keys, self.outputs = keys, outputs
         self.used: list[str] = []
+        self._memo: dict[tuple[str, ...], object] = {}
 
-    def _get(self, what: str | tuple[str, str, str]) -> object:
-        if what not in self._cache:
-            if isinstance(what, tuple):  # ("clean_of" | "predictions_of", evaluation, attack)
-                kind, evaluation, attack = what
-                if kind == "clean_of":
-                    key = self._loaders["locate_clean"]((evaluation, self.target))
-                else:
-                    key = self._loaders["locate_predictions"]((evaluation, self.source, attack, self.target))
-                self.used.append(key)  # before loading: a key that fails to load is named in the cell's error
-                self._cache[what] = self._loaders["clean" if kind == "clean_of" else "predictions"](key)
-                return self._cache[what]
-            key = self._keys.get(what)
-            self._cache[what] = None if key is None else self._loaders[what](key)
-            if key is not None:
-                self.used.append(key)
-        return self._cache[what]
+    def _read(self, key: str | None, load: Callable[[str], T]) -> T | None:
+        if key is None:
+            return None
+        self.used.append(key)  # before loading: a key that fails to load is named in the cell's error
+        return load(key)
 
-    @property
+    def _once(self, what: tuple[str, ...], get: Callable[[], T]) -> T:
+        """``get()``, computed once per cell for ``what``."""
+        if what not in self._memo:
+            self._memo[what] = get()
+        return self._memo[what]  # type: ignore[return-value]
+
+    @cached_property
     def adv(self) -> AdvSet | None:
-        return self._get("adv")  # type: ignore[return-value]
+        return self._read(self.keys.adv, self.outputs.advset)
 
-    @property
+    @cached_property
     def predictions(self) -> Predictions:
-        return self._get("predictions")  # type: ignore[return-value]
+        return _present(self._read(self.keys.predictions, self.outputs.predictions), "predictions")
 
-    @property
+    @cached_property
     def clean(self) -> Predictions:
-        return self._get("clean")  # type: ignore[return-value]
+        return _present(self._read(self.keys.clean, self.outputs.predictions), "clean predictions")
+
+    @cached_property
+    def model(self) -> torch.nn.Module:
+        """The target model, trained, on the CPU, in eval mode."""
+        return _present(self._read(self.keys.model, self.outputs.model), "trained model")
+
+    @cached_property
+    def training(self) -> dict:
+        """What the target model's training job recorded: the trainer's statistics (``stats``), with the per-epoch
+        observations under ``"observed"`` where the suite monitors the model (see ``monitor`` in the suite
+        format). Empty for a model that was not trained (a defended model's assembly records none)."""
+        return _present(self._read(self.keys.model, self.outputs.training), "training record")
 
     def clean_of(self, evaluation: str) -> Predictions:
         """``target``'s outputs on the clean inputs of another ``evaluation`` (e.g. an out-of-distribution set);
         that evaluation must evaluate ``target`` on itself."""
-        return self._get(("clean_of", evaluation, ""))  # type: ignore[return-value]
+        def get() -> Predictions:
+            key = self.outputs.locate_clean(evaluation, self.target)
+            return _present(self._read(key, self.outputs.predictions), "clean predictions")
+
+        return self._once(("clean_of", evaluation), get)
 
     def predictions_of(self, evaluation: str | None = None, attack: str | None = None) -> Predictions:
         """``target``'s outputs on the inputs of the (``source``, ``attack``, ``target``) cell of an ``evaluation``
@@ -82,34 +127,29 @@ class CellData:
         KeyError names what the evaluation lacks. Outputs of different evaluations may cover different samples:
         align them by ``indices``."""
         where = (evaluation or self.evaluation, attack or self.attack)
-        return self._get(("predictions_of", *where))  # type: ignore[return-value]
+
+        def get() -> Predictions:
+            key = self.outputs.locate_predictions(where[0], self.source, where[1], self.target)
+            return _present(self._read(key, self.outputs.predictions), "predictions")
+
+        return self._once(("predictions_of", *where), get)
 
     @property
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The clean inputs of the cell's evaluation: (x float32 (N, C, H, W) in [0, 1], y int64 (N,)), on the CPU,
         in the order of every stored output made from them (the data slice the evaluation names)."""
-        if "inputs" not in self._cache:
-            self._cache["inputs"] = self._loaders["inputs"](self.evaluation)
-        return self._cache["inputs"]  # type: ignore[return-value]
+        return self.inputs_of(self.evaluation)
 
     def inputs_of(self, evaluation: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The clean inputs of another ``evaluation`` of the suite (as :attr:`inputs`), e.g. a reference set such
         as the training split. A KeyError names an evaluation the suite does not have."""
-        if f"inputs_of:{evaluation}" not in self._cache:
-            self._cache[f"inputs_of:{evaluation}"] = self._loaders["inputs"](evaluation)
-        return self._cache[f"inputs_of:{evaluation}"]  # type: ignore[return-value]
+        return self._once(("inputs_of", evaluation), lambda: self.outputs.inputs(evaluation))
 
-    @property
-    def training(self) -> dict:
-        """What the target model's training job recorded: the trainer's statistics (``stats``), with the per-epoch
-        observations under ``"observed"`` where the suite monitors the model (see ``monitor`` in the suite
-        format). Empty for a model that was not trained (a defended model's assembly records none)."""
-        return self._get("training")  # type: ignore[return-value]
 
-    @property
-    def model(self) -> torch.nn.Module:
-        """The target model, trained, on the CPU, in eval mode."""
-        return self._get("model")  # type: ignore[return-value]
+def _present(value: T | None, what: str) -> T:
+    if value is None:
+        raise KeyError(f"this cell has no {what}")
+    return value
 
 
 class Metric:

@@ -24,7 +24,19 @@ import numpy as np
 
 from rbench.attack import is_generator
 from rbench.keys import canonical, content_key
-from rbench.suite import AttackCall, DataRef, Evaluation, Suite, Table
+from rbench.specs import (
+    AttackSpec,
+    Call,
+    DataSlice,
+    EvalSpec,
+    Generation,
+    JobSpec,
+    Monitoring,
+    TrainSpec,
+    TransformSpec,
+    View,
+)
+from rbench.suite import AttackCall, DataRef, Evaluation, Monitor, PluginCall, Suite, Table
 
 __all__ = ["CLEAN", "FORMAT", "Job", "Plan", "build_plan", "canonical", "content_key", "data_spec", "model_spec",
            "restrict"]
@@ -37,11 +49,12 @@ CLEAN = "clean"
 
 @dataclass(frozen=True)
 class Job:
-    """One unit of work. ``deps`` are the keys of the jobs whose outputs it reads."""
+    """One unit of work: its ``spec`` (:mod:`rbench.specs`, one dataclass per ``kind``) and key. ``deps`` are the
+    keys of the jobs whose outputs it reads."""
 
     key: str
     kind: str
-    spec: dict[str, Any] = field(hash=False, compare=False)
+    spec: JobSpec = field(hash=False, compare=False)
     deps: tuple[str, ...]
     label: str
     #: Execution options that do not change the result (e.g. batch size); not part of the key.
@@ -52,6 +65,15 @@ class Job:
     #: as the same job without the monitor, so that monitoring never changes the trained weights.
     seed_key: str = field(default="", compare=False)
 
+    def __post_init__(self) -> None:
+        if self.spec.kind != self.kind:
+            raise ValueError(f"job {self.key}: a {self.kind} job with a {self.spec.kind} spec")
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The spec as it is keyed and stored beside the output (``meta["spec"]``): kind, format and fields."""
+        return {"kind": self.kind, "format": FORMAT, **self.spec.to_dict()}
+
     @property
     def seed(self) -> int:
         """The job's deterministic RNG seed (derived from its key, or from ``seed_key``)."""
@@ -60,12 +82,9 @@ class Job:
     @property
     def plugin(self) -> str:
         """The plugin doing the work, for error messages."""
-        if self.kind == "eval":
+        if isinstance(self.spec, EvalSpec):
             return f"model {self.model_plugin!r}" if self.model_plugin else "(model forward pass)"
-        if self.kind == "train" and "trainer" not in self.spec:
-            return "defended model assembly"
-        part = {"train": "trainer", "attack": "attack", "transform": "transform"}[self.kind]
-        return f"{part} {self.spec[part]['plugin']!r}"
+        return self.spec.worker()
 
 
 @dataclass
@@ -78,14 +97,14 @@ class Plan:
     attacked: dict[tuple[str, str, str], str] = field(default_factory=dict)
     evaluated: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
 
-    def add(self, kind: str, spec: dict[str, Any], deps: tuple[str, ...], label: str, model_plugin: str = "",
+    def add(self, spec: JobSpec, deps: tuple[str, ...], label: str, model_plugin: str = "",
             seeded_without: str | None = None, **options: Any) -> str:
         """Add a job (once per key); ``seeded_without``: a spec field the job's RNG seed ignores."""
-        spec = {"kind": kind, "format": FORMAT, **spec}
-        key = content_key(spec)
+        record = {"kind": spec.kind, "format": FORMAT, **spec.to_dict()}
+        key = content_key(record)
         seed_key = "" if seeded_without is None else content_key(
-            {k: v for k, v in spec.items() if k != seeded_without})
-        self.jobs.setdefault(key, Job(key, kind, spec, deps, label, options, model_plugin, seed_key))
+            {k: v for k, v in record.items() if k != seeded_without})
+        self.jobs.setdefault(key, Job(key, spec.kind, spec, deps, label, options, model_plugin, seed_key))
         return key
 
     def dependents(self, key: str) -> list[str]:
@@ -139,50 +158,59 @@ def restrict(plan: Plan, tables: Iterable[Table]) -> Plan:
                 plan.evaluated)
 
 
-def data_spec(ref: DataRef, seed: int) -> dict[str, Any]:
-    """The canonical description of a data slice (enters job keys; :func:`rbench.inputs.load_slice` loads it)."""
-    spec = {"dataset": ref.call.spec(), "split": ref.split, "n": ref.n, "subset_seed": seed}
-    if ref.parts is not None:
-        spec.update(parts=list(ref.parts), part=ref.part)
-    return spec
+def call_spec(call: PluginCall) -> Call:
+    """A suite's resolved plugin call as it enters a job's key."""
+    return Call.from_dict(call.spec())
+
+
+def data_spec(ref: DataRef, seed: int) -> DataSlice:
+    """The data slice a suite's data reference names (enters job keys; :func:`rbench.inputs.load_slice` loads
+    it)."""
+    return DataSlice(call_spec(ref.call), ref.split, ref.n, seed, ref.parts, ref.part)
+
+
+def monitoring(monitor: Monitor, seed: int) -> Monitoring:
+    """A monitored model's per-epoch measurements, as they enter its training job's key."""
+    return Monitoring(data_spec(monitor.data, seed), monitor.every,
+                      {label: call_spec(call) for label, call in monitor.probes.items()})
 
 
 #: the labels and indices of a generated input: it has no true class and is no image of the dataset
 NO_CLASS = -1
 
 
-def generated_targets(generate: dict[str, Any]) -> np.ndarray:
+def generated_targets(generate: Generation) -> np.ndarray:
     """The target class of each input a generator job makes (its spec's ``generate``), int64: ``per_class``
     rounds of 0, 1, ..., classes - 1."""
-    return np.tile(np.arange(generate["classes"], dtype=np.int64), generate["per_class"])
+    return np.tile(np.arange(generate.classes, dtype=np.int64), generate.per_class)
 
 
-def generation_spec(ev: Evaluation) -> dict[str, Any]:
+def generation_spec(ev: Evaluation) -> Generation:
     """What a generator attack of ``ev`` makes (enters its job key instead of a data slice): ``per_class`` inputs
     for each of the dataset's ``classes``, of the dataset's input ``shape``. The targets are
     :func:`generated_targets` of it."""
     dataset = ev.data.call.obj
-    return {"classes": int(dataset.num_classes), "per_class": ev.per_class, "shape": list(dataset.input_shape)}
+    return Generation(int(dataset.num_classes), ev.per_class, tuple(int(d) for d in dataset.input_shape))
 
 
-def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key: str, data: dict[str, Any],
-                seed: int, batch_size: int, view: dict[str, Any] | None = None,
-                generate: dict[str, Any] | None = None) -> str:
+def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key: str, data: DataSlice,
+                seed: int, batch_size: int, view: View | None = None, randomized: bool = False,
+                generate: Generation | None = None) -> str:
     """Plan the job making ``attack``'s set on ``source`` (and, for a transform, the job of its input). ``view``:
-    how an adaptive attack sees a defended source (BPDA, EOT draws), part of the key when given. ``generate``:
-    what a generator attack makes (:func:`generation_spec`), used in place of ``data`` when the attack is one."""
-    through = {"view": view} if view else {}
-    if view and view.get("randomized"):  # a randomized model's draws follow the batches: they enter the key
-        through = {"view": {k: v for k, v in view.items() if k != "randomized"}, "batch_size": batch_size}
-    if attack.base is None and generate is not None and is_generator(attack.call.obj):
-        spec = {"attack": attack.call.spec(), "source": src_key, "generate": generate, "seed": seed, **through}
-        return plan.add("attack", spec, (src_key,), f"generate {label} on {source}", batch_size=batch_size)
+    how an adaptive attack sees a defended source (BPDA, EOT draws), part of the key when given; a
+    ``randomized`` source's draws follow the batches, so its batch size enters the key too. ``generate``: what a
+    generator attack makes (:func:`generation_spec`), used in place of ``data`` when the attack is one."""
+    keyed_batch = batch_size if randomized else None
     if attack.base is None:
-        spec = {"attack": attack.call.spec(), "source": src_key, "data": data, "seed": seed, **through}
-        return plan.add("attack", spec, (src_key,), f"attack {label} on {source}", batch_size=batch_size)
-    base_key = _attack_job(plan, str(attack.base_label), attack.base, source, src_key, data, seed, batch_size, view)
-    spec = {"transform": attack.call.spec(), "input": base_key, "source": src_key, "data": data, "seed": seed}
-    return plan.add("transform", spec, (src_key, base_key), f"transform {label} on {source}")
+        generated = generate is not None and is_generator(attack.call.obj)
+        spec = AttackSpec(call_spec(attack.call), src_key, seed, data=None if generated else data,
+                          generate=generate if generated else None, view=view, batch_size=keyed_batch)
+        verb = "generate" if generated else "attack"
+        return plan.add(spec, (src_key,), f"{verb} {label} on {source}", batch_size=batch_size)
+    base_key = _attack_job(plan, str(attack.base_label), attack.base, source, src_key, data, seed, batch_size, view,
+                           randomized)
+    spec = TransformSpec(call_spec(attack.call), base_key, src_key, data, seed)
+    return plan.add(spec, (src_key, base_key), f"transform {label} on {source}")
 
 
 def model_spec(suite: Suite, name: str) -> dict[str, Any]:
@@ -212,9 +240,9 @@ def build_plan(suite: Suite) -> Plan:
         if name not in components:
             d = suite.defenses[name]
             assert d.trainer is not None and d.data is not None
-            spec = {"defense": d.call.spec(), "trainer": d.trainer.spec(), "data": data_spec(d.data, seed),
-                    "seed": seed if d.seed is None else d.seed}
-            components[name] = plan.add("train", spec, (), f"train defense {name}")
+            spec = TrainSpec(defense=call_spec(d.call), trainer=call_spec(d.trainer), data=data_spec(d.data, seed),
+                             seed=seed if d.seed is None else d.seed)
+            components[name] = plan.add(spec, (), f"train defense {name}")
         return components[name]
 
     def lineage(name: str) -> list[str]:
@@ -228,24 +256,21 @@ def build_plan(suite: Suite) -> Plan:
             if m.defended is not None:  # assembled from trained parts, not trained
                 stages = [train_defense(d.name) for d in suite.chain_of(name) if d.trained]
                 head = [train(part) for part in ([m.defended.base] if m.defended.base else m.members)]
-                spec = {"model": model_spec(suite, name), "members": stages + head}
-                plan.trained[name] = plan.add("train", spec, tuple(stages + head), f"assemble {name}")
+                spec = TrainSpec(model=model_spec(suite, name), members=tuple(stages + head))
+                plan.trained[name] = plan.add(spec, tuple(stages + head), f"assemble {name}")
                 return plan.trained[name]
             assert m.trainer is not None and m.data is not None
             members = [train(member) for member in m.members]  # each member is trained once, and reused
-            spec = {"model": model_spec(suite, name), "trainer": m.trainer.spec(), "data": data_spec(m.data, seed),
-                    "seed": seed if m.seed is None else m.seed}
-            if members:
-                spec["members"] = members
-            if m.monitor is not None:  # per-epoch measurements are part of what the job computes
-                spec["monitor"] = m.monitor.spec(seed)
             ancestors = lineage(name)
-            if ancestors:
-                spec["init"] = ancestors
+            spec = TrainSpec(model=model_spec(suite, name), trainer=call_spec(m.trainer), data=data_spec(m.data, seed),
+                             seed=seed if m.seed is None else m.seed, members=tuple(members),
+                             # per-epoch measurements are part of what the job computes
+                             monitor=None if m.monitor is None else monitoring(m.monitor, seed),
+                             init=tuple(ancestors))
             source = getattr(m.call.obj, "weights_file", None) if m.call else None
             weights = source(m.call.params) if callable(source) and m.call else None
             files = {"weights_path": weights} if weights else {}  # where the bytes in the key are read from
-            plan.trained[name] = plan.add("train", spec, tuple(members + ancestors), f"train {name}",
+            plan.trained[name] = plan.add(spec, tuple(members + ancestors), f"train {name}",
                                           seeded_without="monitor" if m.monitor else None, **files)
         return plan.trained[name]
 
@@ -259,13 +284,13 @@ def build_plan(suite: Suite) -> Plan:
             chain = suite.chain_of(crafted_on)
             drawn = any(d.randomized for d in chain)
             eot = ev.eot if drawn else 1  # averaging identical draws would only cost time
-            view = {"bpda": ev.bpda, "eot": eot} if defended and ev.threat_model == "adaptive" and (
+            view = View(ev.bpda, eot) if defended and ev.threat_model == "adaptive" and (
                 ev.bpda or eot > 1) else None
-            if drawn:
-                view = {**(view or {"bpda": False, "eot": 1}), "randomized": True}
-            inputs = {CLEAN: None}
+            if drawn and view is None:
+                view = View(False, 1)
+            inputs: dict[str, str | None] = {CLEAN: None}
             for label, attack in ev.attacks.items():
-                key = _attack_job(plan, label, attack, crafted_on, src_key, data, seed, ev.batch_size, view,
+                key = _attack_job(plan, label, attack, crafted_on, src_key, data, seed, ev.batch_size, view, drawn,
                                   generation_spec(ev))
                 plan.attacked[(ev.name, source, label)] = key
                 inputs[label] = key
@@ -274,11 +299,10 @@ def build_plan(suite: Suite) -> Plan:
                 plugin = suite.models[target].plugin_name
                 for label, adv_key in inputs.items():
                     if adv_key is None:
-                        spec = {"model": tgt_key, "input": {"clean": data}}
-                        key = plan.add("eval", spec, (tgt_key,), f"eval {target} on clean {where}", plugin)
-                    else:
-                        spec = {"model": tgt_key, "input": {"advset": adv_key}}
-                        key = plan.add("eval", spec, (tgt_key, adv_key), f"eval {target} on {label}@{crafted_on}",
+                        key = plan.add(EvalSpec(tgt_key, clean=data), (tgt_key,), f"eval {target} on clean {where}",
                                        plugin)
+                    else:
+                        key = plan.add(EvalSpec(tgt_key, advset=adv_key), (tgt_key, adv_key),
+                                       f"eval {target} on {label}@{crafted_on}", plugin)
                     plan.evaluated[(ev.name, source, label, target)] = key
     return plan

@@ -136,7 +136,7 @@ def preview(plan: Plan, store: Store) -> Preview:
 
     def spec_of(key: str) -> Spec:
         if key in plan.jobs:
-            return plan.jobs[key].spec
+            return plan.jobs[key].record
         if key not in specs:
             recorded = store.recorded_meta(key).get("spec")
             specs[key] = recorded if isinstance(recorded, dict) else {}
@@ -154,11 +154,11 @@ def preview(plan: Plan, store: Store) -> Preview:
         if job.key in stored:
             row.stored += 1
             continue
-        similar = history.get((job.kind, similarity(job.spec, spec_of))) or by_kind.get(job.kind)
+        similar = history.get((job.kind, similarity(job.record, spec_of))) or by_kind.get(job.kind)
         if not similar:
             row.unknown += 1
         else:
-            row.seconds += _estimate(job.spec, similar, spec_of)
+            row.seconds += _estimate(job.record, similar, spec_of)
     return Preview(list(kinds.values()))
 
 

@@ -60,5 +60,5 @@ def provenance(device: Any, seed: int | None = None, seconds: float | None = Non
 def job_meta(job: Job, device: Any, started: float, **extra: Any) -> dict[str, Any]:
     """The metadata stored with a job's output: its key, label, spec and provenance (``started``: the job's
     ``time.perf_counter()`` at its start), plus ``extra``."""
-    return {"key": job.key, "label": job.label, "spec": job.spec,
+    return {"key": job.key, "label": job.label, "spec": job.record,
             "provenance": provenance(device, job.seed, time.perf_counter() - started), **extra}

@@ -7,6 +7,7 @@ import datetime as _dt
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -17,6 +18,7 @@ from rbench.devices import resolve_devices
 from rbench.errors import RbenchError
 from rbench.events import RunEvents, listening
 from rbench.executors import JobResult
+from rbench.inputs import plugin_params
 from rbench.manager import close_match, get_registry
 from rbench.plan import Job, Plan, build_plan, canonical, restrict
 from rbench.preview import Preview, preview
@@ -26,6 +28,7 @@ from rbench.report.reporters import renders_text, write_text_report
 from rbench.report.terminal import print_comparison, print_tables
 from rbench.results import RunResults
 from rbench.rundir import prepare_run_dir
+from rbench.specs import TrainSpec
 from rbench.store import Store
 from rbench.suite import Suite, load_suite
 from rbench.trust import trusted_results
@@ -160,22 +163,19 @@ def _run(suite: Suite, profile: str | None, store: Store, run_dir: Path, devices
 
 def prepare_data(jobs: list[Job]) -> None:
     """Check (or download) the data of every job to compute, so bad data fails the run before any work."""
-    wanted = {}
+    wanted: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
     for job in jobs:
-        data = job.spec.get("data") or job.spec.get("input", {}).get("clean")
-        monitored = job.spec.get("monitor", {}).get("data")  # a monitored model's per-epoch data
-        for d in (data, monitored):
-            if d is not None:
-                wanted[(canonical(d["dataset"]), d["split"])] = d
-        if job.kind == "train" and "trainer" in job.spec:  # data a trainer loads itself (e.g. outliers)
-            trainer = get_registry().get("trainer", job.spec["trainer"]["plugin"]).obj
-            tparams = trainer.Params.model_validate(job.spec["trainer"]["params"], strict=True)
+        for data in job.spec.slices():  # a monitored model's per-epoch data too
+            call = data.dataset.to_dict()
+            wanted[(canonical(call), data.split)] = (call, data.split)
+        if isinstance(job.spec, TrainSpec) and job.spec.trainer is not None:  # data a trainer loads (outliers)
+            trainer, tparams = plugin_params("trainer", job.spec.trainer)
             for name, split in trainer.extra_data(tparams):
-                extra = {"dataset": {"plugin": name, "params": {}}, "split": split}
-                wanted[(canonical(extra["dataset"]), split)] = extra
-    for data in wanted.values():
-        plugin = get_registry().get("dataset", data["dataset"]["plugin"]).obj
-        plugin.prepare(data["split"], plugin.Params.model_validate(data["dataset"]["params"]))
+                call = {"plugin": name, "params": {}}
+                wanted[(canonical(call), split)] = (call, split)
+    for call, split in wanted.values():
+        plugin = get_registry().get("dataset", call["plugin"]).obj
+        plugin.prepare(split, plugin.Params.model_validate(call["params"]))
 
 
 def write_run_dir(results: RunResults, run_dir: Path, store: Store) -> list[str]:

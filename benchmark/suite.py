@@ -341,12 +341,6 @@ class Monitor:
     probes: dict[str, PluginCall]
     every: int = 1
 
-    def spec(self, seed: int) -> dict[str, Any]:
-        from rbench.plan import data_spec  # here: rbench.plan imports this module
-
-        return {"data": data_spec(self.data, seed), "every": self.every,
-                "probes": {label: call.spec() for label, call in self.probes.items()}}
-
 
 @dataclass(frozen=True)
 class Model:

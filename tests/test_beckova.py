@@ -15,7 +15,7 @@ from torch import nn
 
 from rbench.artifacts import Predictions
 from rbench.compare import CellRef, Claim, _check
-from rbench.metric import CellData
+from rbench.metric import CellData, CellKeys
 from rbench.plugins.attacks.gradients import margin_loss
 from rbench.plugins.attacks.pixel import PixelAttack, PixelParams
 from rbench.plugins.metrics.rates import ClassRobustness, ClassRobustnessParams
@@ -138,18 +138,26 @@ def _predictions(correct: list[bool], labels: list[int], indices: list[int]) -> 
     return Predictions(logits, labels_a, np.array(indices), {})
 
 
-def _cell(by_attack: dict[tuple[str, str], Predictions], own: tuple[str, str]) -> CellData:
-    def locate(where):
-        evaluation, _source, attack, _target = where
-        if (evaluation, attack) not in by_attack:
+class _Outputs:
+    """The predictions of one evaluation per attack: the part of rbench.CellOutputs these metrics read."""
+
+    def __init__(self, by_attack: dict[tuple[str, str], Predictions]):
+        self.by_attack = by_attack
+
+    def predictions(self, key):
+        return self.by_attack[tuple(key.split("/"))]
+
+    def locate_predictions(self, evaluation, source, attack, target):
+        if (evaluation, attack) not in self.by_attack:
             raise KeyError(f"no {attack} in {evaluation}")
         return f"{evaluation}/{attack}"
 
-    def load(key):
-        return by_attack[tuple(key.split("/"))]
+    def locate_clean(self, evaluation, model):
+        return self.locate_predictions(evaluation, model, "clean", model)
 
-    return CellData("m", own[1], "m", {"predictions": "/".join(own)},
-                    {"predictions": load, "locate_predictions": locate, "locate_clean": locate}, own[0])
+
+def _cell(by_attack: dict[tuple[str, str], Predictions], own: tuple[str, str]) -> CellData:
+    return CellData("m", own[1], "m", CellKeys("/".join(own)), _Outputs(by_attack), own[0])
 
 
 def test_class_robustness_weighs_every_class_the_same():

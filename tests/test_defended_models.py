@@ -175,7 +175,7 @@ def test_eot_on_deterministic_defenses_is_a_warning(write_suite):
     assert out.returncode == 0 and "warning:" in out.stdout and "no source has a randomized" in out.stdout
     assert not load_suite(_suite(write_suite)).warnings  # mlp_noisy is randomized: EOT applies to it alone
     plan = build_plan(load_suite(_suite(write_suite)))
-    views = {plan.jobs[plan.attacked[("adaptive", source, "fgsm")]].spec.get("view", {}).get("eot")
+    views = {plan.jobs[plan.attacked[("adaptive", source, "fgsm")]].spec.view.eot
              for source in ("mlp_noisy", "mlp_lowpass")}
     assert views == {4, 1}
 

@@ -26,6 +26,7 @@ from rbench.plugins.attacks.evolution import polynomial_mutation, sbx
 from rbench.plugins.attacks.gradient_ascent import GradientAscent, GradientAscentParams
 from rbench.plugins.attacks.map_elites import Archive, MapElites, MapElitesParams
 from rbench.runner import run_suite
+from rbench.specs import Generation
 from rbench.store import Store
 from rbench.suite import load_suite
 
@@ -137,14 +138,14 @@ def test_generated_set_is_stored_with_targets_and_no_clean_input(fooled):
     suite, root, _ = fooled
     store = Store(root / "store")
     job = _job(suite, "generate ea on mlp")
-    assert "data" not in job.spec and job.spec["generate"] == {"classes": 10, "per_class": 2, "shape": [1, 28, 28]}
+    assert job.spec.data is None and job.record["generate"] == {"classes": 10, "per_class": 2, "shape": [1, 28, 28]}
     adv = store.load_advset(job.key)
     assert adv.x_adv.dtype == np.float32 and adv.x_adv.shape == (20, 1, 28, 28)
     assert 0 <= adv.x_adv.min() and adv.x_adv.max() <= 1
     assert np.array_equal(adv.targets, np.tile(np.arange(10), 2))
     assert (adv.labels == -1).all() and (adv.indices == -1).all() and adv.distortion == {} and adv.generated
     assert adv.extras["trace"].shape == (20, 6)
-    model = load_model(store, job.spec["source"], "cpu")
+    model = load_model(store, job.spec.source, "cpu")
     probs = _softmax(model, adv.x_adv)
     assert np.array_equal(adv.success, probs.argmax(1) == adv.targets)
     # the trace ends at the stored image's confidence and never falls (an elitist archive)
@@ -295,7 +296,7 @@ def test_fooling_metrics_are_computed_from_the_stored_outputs(fooled):
     values = run_values(root / "run")
     job = _job(suite, "generate ea on mlp")
     adv = store.load_advset(job.key)
-    probs = _softmax(load_model(store, job.spec["source"], "cpu"), adv.x_adv)[np.arange(20), adv.targets]
+    probs = _softmax(load_model(store, job.spec.source, "cpu"), adv.x_adv)[np.arange(20), adv.targets]
     assert values[("best", "ea", "max")] == pytest.approx(100 * probs.max(), abs=1e-4)
     assert values[("best", "ea", "c3")] == pytest.approx(100 * probs[adv.targets == 3].max(), abs=1e-4)
     assert values[("best", "ea", "gen 5")] == pytest.approx(100 * np.median(probs), abs=1e-3)
@@ -395,7 +396,7 @@ def test_map_elites_classifies_each_population_in_one_forward_pass(small_model):
 
 def test_map_elites_runs_do_not_depend_on_batching_and_improve(small_model):
     params = MapElitesParams(generations=15, population=40, pairs=20)
-    targets = torch.tensor(generated_targets({"classes": 10, "per_class": 2}))
+    targets = torch.tensor(generated_targets(Generation(10, 2, (1, 28, 28))))
     whole = MapElites().run(small_model, targets, params, shape=(1, 28, 28), generator=torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
     halves = [MapElites().run(small_model, targets[i:i + 10], params, shape=(1, 28, 28), generator=g)
@@ -440,8 +441,8 @@ def test_the_suite_merges_with_mnist_full(tmp_path, profile):
     assert set(alone.jobs) <= set(both.jobs)
     generators = [j for j in alone.jobs.values() if j.kind == "attack"]
     generations = 200 if profile else 1000
-    assert len(generators) == 8 and all("generate" in j.spec for j in generators)
-    assert {j.spec["attack"]["params"].get("generations") for j in generators} == {generations, None}
+    assert len(generators) == 8 and all(j.spec.generate is not None for j in generators)
+    assert {j.spec.attack.params.get("generations") for j in generators} == {generations, None}
 
 
 @pytest.mark.full

@@ -284,10 +284,10 @@ def test_naming_a_trainer_fine_tunes_on_purpose(user, write_suite, tmp_path):
         root, weights, 'trainer = { plugin = "standard", params = { epochs = 1 } }'), "b.toml")))
     [job_a] = [j for j in as_is.jobs.values() if j.kind == "train"]
     [job_b] = [j for j in tuned.jobs.values() if j.kind == "train"]
-    assert job_a.spec["trainer"]["plugin"] == "none" and job_b.spec["trainer"]["plugin"] == "standard"
+    assert job_a.spec.trainer.plugin == "none" and job_b.spec.trainer.plugin == "standard"
     assert job_a.key != job_b.key
-    assert "module" not in job_a.spec["model"]["params"]  # the key sees bytes, not paths
-    assert job_a.spec["model"]["params"]["weights_sha256"]
+    assert "module" not in job_a.spec.model["params"]  # the key sees bytes, not paths
+    assert job_a.spec.model["params"]["weights_sha256"]
 
     # fine-tuning starts from the user's weights: with a vanishing learning rate, the same predictions
     frozen = write_suite(_suite_of(root, weights, 'n_train = 500\ntrainer = { plugin = "standard", params = { '

@@ -16,13 +16,14 @@ from rbench.inputs import load_slice
 from rbench.plugins import get_plugin
 from rbench.plugins.metrics.operator_norm import layer_bounds
 from rbench.results import Cell, ResultTable
+from rbench.specs import DataSlice
 from rbench.suite import load_suite
 
 
 def _data(**extra):
     spec = {"dataset": {"plugin": "mnist", "version": "x", "params": {}}, "split": "train", "n": None,
             "subset_seed": 0}
-    return {**spec, **extra}
+    return DataSlice.from_dict({**spec, **extra})
 
 
 def test_parts_are_disjoint_halves_and_n_takes_a_subset_of_a_part():

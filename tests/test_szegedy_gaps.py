@@ -60,10 +60,10 @@ def test_suite_variants_sit_beside_the_original_rows():
     from rbench.suite import load_suite
 
     plan = build_plan(load_suite(SUITE, "quick"))
-    specs = {name: plan.jobs[key].spec["trainer"]["params"] for name, key in plan.trained.items()
+    specs = {name: plan.jobs[key].spec.trainer.params for name, key in plan.trained.items()
              if name.startswith("AE400-10")}
     assert specs["AE400-10"]["sparsity_weight"] == 0.1 and specs["AE400-10"]["ae_weight_decay"] == 1e-6
     assert specs["AE400-10-ufldl"]["sparsity_weight"] == 6.0 and specs["AE400-10-ufldl"]["ae_weight_decay"] == 6e-3
-    amplified = {plan.jobs[plan.attacked[("test_adv", "M1", a)]].spec["transform"]["params"].get("scale", "each")
+    amplified = {plan.jobs[plan.attacked[("test_adv", "M1", a)]].spec.transform.params.get("scale", "each")
                  for a in ("lbfgs_amplified", "lbfgs_amplified_set")}
     assert amplified == {"each", "set"}

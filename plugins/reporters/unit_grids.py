@@ -25,6 +25,7 @@ from rbench.plugins.metrics.unit_inspection import UnitPurity, inspect_units
 from rbench.report.images import save_image_grid
 from rbench.report.reporters import Reporter, safe_name
 from rbench.results import Cell, ResultTable, RunResults
+from rbench.specs import DataSlice
 
 if TYPE_CHECKING:
     from rbench.store import Store
@@ -79,7 +80,8 @@ def grid_rows(table: ResultTable, cell: Cell, store: Store, cache: dict[str, Any
     params = UnitPurity.Params.model_validate(table.metric_call(cell)["params"])
     model_key, predictions_key = _stored(table, cell, store)
     if predictions_key not in cache:
-        cache[predictions_key] = load_slice(store.load_meta(predictions_key)["spec"]["input"]["clean"])
+        cache[predictions_key] = load_slice(DataSlice.from_dict(
+            store.load_meta(predictions_key)["spec"]["input"]["clean"]))
     if model_key not in cache:
         cache[model_key] = load_model(store, model_key, "cpu")
     x, y, _ = cache[predictions_key]
