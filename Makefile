@@ -10,7 +10,7 @@ ifneq ($(SHARED_DATA),)
 export RBENCH_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: install run test browser check-full lint bench clean
+.PHONY: install run test typecheck browser check-full lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 2; }
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	# torch first, pinned: an unpinned torch pulls several GB of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,adapters]"
+	$(BIN)/pip install -q -e ".[test,adapters,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +31,13 @@ run: $(STAMP)
 # before the three slowest conformance cases moved to check-full; 9 min 15 s - 9 min 47 s on 2026-11-30).
 test: $(STAMP) browser
 	$(BIN)/ruff check benchmark plugins tests perf examples
+	$(BIN)/python tests/typecheck.py
 	$(BIN)/pytest -q -p no:cacheprovider -m "not full" -n 2 --dist loadfile tests
+
+# mypy over benchmark/ (rbench) and plugins/ (rbench.plugins), configured in pyproject.toml [tool.mypy]; the script
+# names each file's module (mypy cannot follow the editable install's package-dir mapping). Cache: .mypy_cache/.
+typecheck: $(STAMP)
+	$(BIN)/python tests/typecheck.py
 
 # Best effort, never failing: Debian's headless Chromium and its driver for tests/test_html_report.py (which skips
 # without them), installed once, only as root or with password-less sudo.
@@ -55,8 +61,10 @@ bench: $(STAMP)
 	$(BIN)/python perf/bench_defenses.py
 	$(BIN)/python perf/bench_eval.py
 	$(BIN)/python perf/bench_fooling.py
+	$(BIN)/python perf/bench_precision.py
 	$(BIN)/python perf/bench_suite.py
 	$(BIN)/python perf/bench_suite.py --suite suites/szegedy2013.toml --profile quick --out bench/suite_szegedy_quick.json
+	$(BIN)/python perf/bench_scheduling.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs bench

@@ -73,7 +73,7 @@ def _paired(table: Table, estimates: dict[tuple[str, str], Estimate | None]) -> 
 def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutputs, failed: dict[str, str]
           ) -> tuple[Cell, Estimate | None]:
     ev, source, attack, target = spec.evaluation, spec.source, spec.attack, spec.target
-    where = {"evaluation": ev, "source": source, "attack": attack, "target": target}
+    where: dict[str, Any] = {"evaluation": ev, "source": source, "attack": attack, "target": target}
     keys = CellKeys(adv=None if attack == CLEAN else plan.attacked[(ev, source, attack)],
                     predictions=plan.evaluated[(ev, source, attack, target)],
                     clean=plan.evaluated[(ev, source, CLEAN, target)], model=plan.trained[target])

@@ -38,7 +38,7 @@ them from). A generator declares no budget; transforms, which derive a set from 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel
@@ -72,15 +72,16 @@ class Attack:
     """Base of every attack plugin. Subclass :class:`FixedBudgetAttack` or :class:`MinimizationAttack`."""
 
     name: ClassVar[str]
+    #: the pydantic params model; methods get a validated instance (typed Any here: each plugin annotates its own)
     Params: ClassVar[type[BaseModel]]
     #: Enters the cache keys of adversarial sets; bump it when a change alters the outputs.
     version: ClassVar[str | None] = None
 
-    def budget(self, params: BaseModel) -> Budget | None:
+    def budget(self, params: Any) -> Budget | None:
         """The declared norm budget for ``params``, or None for a minimal-distortion attack."""
         return None
 
-    def uses_gradients(self, params: BaseModel) -> bool:
+    def uses_gradients(self, params: Any) -> bool:
         """Whether the attack differentiates the model (True by default; noise and decision-based attacks say
         False). A gradient attack through a non-differentiable defense needs BPDA: the suite says so up front."""
         return True
@@ -93,7 +94,7 @@ class Attack:
         model: torch.nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
-        params: BaseModel,
+        params: Any,
         *,
         generator: torch.Generator | None = None,
     ) -> AttackOutput:
@@ -106,9 +107,11 @@ class FixedBudgetAttack(Attack):
 
     norm: ClassVar[Norm | None] = None
 
-    def budget(self, params: BaseModel) -> Budget | None:
+    def budget(self, params: Any) -> Budget | None:
         norm = getattr(params, "norm", None) or self.norm
-        return Budget(norm=norm, eps=float(params.eps))  # type: ignore[attr-defined]
+        if norm is None:  # else the budget checks would measure it as an l2 ball
+            raise TypeError(f"{type(self).__name__}: a fixed-budget attack needs params.norm or a class attribute norm")
+        return Budget(norm=norm, eps=float(params.eps))
 
 
 class MinimizationAttack(Attack):
@@ -123,7 +126,7 @@ class GeneratorAttack(Attack):
         self,
         model: torch.nn.Module,
         targets: torch.Tensor,
-        params: BaseModel,
+        params: Any,
         *,
         shape: tuple[int, ...],
         generator: torch.Generator | None = None,

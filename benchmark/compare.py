@@ -310,7 +310,7 @@ def _check_trend(claim: Claim, table: ResultTable | None) -> ClaimCheck:
         rho = float(spearmanr(range(len(values)), values).statistic)
     held = rho >= claim.min_rho if claim.kind == "increasing" else rho <= -claim.min_rho
     sign = "" if claim.kind == "increasing" else "-"
-    shown = ", ".join(f"{v:.3g}" for v in values)  # type: ignore[str-format]
+    shown = ", ".join(f"{v:.3g}" for v in values)
     return ClaimCheck(claim.text, claim.table, held,
                       f"values in order: {shown}; Spearman rho = {rho:.2f}; needed: {sign}rho >= {claim.min_rho:g}")
 

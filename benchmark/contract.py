@@ -52,11 +52,11 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
         raise PluginContractError(f"attack {name!r}: x_adv leaves the [0, 1] box (worst sample {offset + worst})")
     if budget is not None:
         size = perturbation_sizes(xa, x, budget.norm)
-        worst = over_budget(size, budget)
-        if worst is not None:
+        over = over_budget(size, budget)
+        if over is not None:
             raise PluginContractError(
                 f"attack {name!r} exceeds its declared {budget.norm} budget {budget.eps}: sample "
-                f"{offset + worst} has {budget.norm} distortion {float(size[worst]):.6g}")
+                f"{offset + over} has {budget.norm} distortion {float(size[over]):.6g}")
     success = out.success.to(torch.bool)
     if success.shape != (len(x),):
         raise PluginContractError(f"attack {name!r} returned success of shape {tuple(success.shape)}")

@@ -13,7 +13,7 @@ default) means unknown: the check is then left to the job.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -29,22 +29,23 @@ class Dataset:
     """Base of every dataset plugin."""
 
     name: ClassVar[str]
+    #: the pydantic params model; methods get a validated instance (typed Any here: each plugin annotates its own)
     Params: ClassVar[type[BaseModel]] = NoParams
     version: ClassVar[str | None] = None
     input_shape: ClassVar[tuple[int, int, int]]
     num_classes: ClassVar[int]
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
 
-    def load(self, split: str, params: BaseModel) -> tuple[np.ndarray, np.ndarray]:
+    def load(self, split: str, params: Any) -> tuple[np.ndarray, np.ndarray]:
         """Return (x float32 (N, C, H, W) in [0, 1], y int64 (N,)) for ``split``."""
         raise NotImplementedError
 
-    def size(self, split: str, params: BaseModel) -> int | None:
+    def size(self, split: str, params: Any) -> int | None:
         """The number of samples of ``split`` if known without loading it (cheap: no decoding, no download, no
         error for absent files), else None. Suite validation checks ``n``, ``n_train`` and ``parts`` against it."""
         return None
 
-    def prepare(self, split: str, params: BaseModel) -> None:
+    def prepare(self, split: str, params: Any) -> None:
         """Make sure ``split`` can be loaded (files present and verified, downloaded if need be), or raise
         :class:`rbench.errors.DataError`. Called once per run before any job, so bad data is one clear error.
         The default loads the split."""

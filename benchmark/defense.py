@@ -36,7 +36,7 @@ trained weights) of its base, members and trained components.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel
@@ -72,6 +72,7 @@ class Defense:
     must be declared truthfully: the conformance kit (:func:`rbench.testing.check_defense`) checks them."""
 
     name: ClassVar[str]
+    #: the pydantic params model; methods get a validated instance (typed Any here: each plugin annotates its own)
     Params: ClassVar[type[BaseModel]] = NoParams
     version: ClassVar[str | None] = None
     #: gradients through the module are meaningful (False: a white-box gradient attack needs BPDA)
@@ -83,24 +84,24 @@ class Defense:
     #: combines several trained models (a committee): last in a chain, the defended model lists ``members``
     aggregates: ClassVar[bool] = False
 
-    def build(self, params: BaseModel) -> nn.Module:
+    def build(self, params: Any) -> nn.Module:
         raise NotImplementedError
 
-    def is_differentiable(self, params: BaseModel) -> bool:
+    def is_differentiable(self, params: Any) -> bool:
         """Whether gradients through the module built with ``params`` are meaningful (default:
         :attr:`differentiable`); override when it depends on the params."""
         return self.differentiable
 
-    def is_randomized(self, params: BaseModel) -> bool:
+    def is_randomized(self, params: Any) -> bool:
         """Whether the module built with ``params`` draws random numbers (default: :attr:`randomized`); override
         when it depends on the params (e.g. optional noise injection)."""
         return self.randomized
 
-    def approximation(self, params: BaseModel) -> nn.Module | None:
+    def approximation(self, params: Any) -> nn.Module | None:
         """BPDA's differentiable stand-in for this defense on the backward pass (None: the identity)."""
         return None
 
-    def compose(self, members: list[nn.Module], params: BaseModel) -> nn.Module:
+    def compose(self, members: list[nn.Module], params: Any) -> nn.Module:
         raise NotImplementedError
 
 

@@ -27,6 +27,7 @@ from rbench.defense import attack_view, randomized, seed_randomness
 from rbench.inputs import PluginContractError, load_model, plugin_params, predicted_success
 from rbench.model import Progress
 from rbench.plan import NO_CLASS, Job, generated_targets
+from rbench.precision import autocast
 from rbench.specs import AttackSpec
 from rbench.store import Store
 
@@ -54,15 +55,17 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
 
     def one_batch(start: int, stop: int) -> AttackOutput:
         tb = targets[start:stop].to(device)
-        out = attack.run(target, tb, params, shape=shape, generator=generator)
+        with autocast(spec.precision, device):
+            out = attack.run(target, tb, params, shape=shape, generator=generator)
         given = out.extras.get("targets")
         if given is not None and (given.shape != tb.shape or not torch.equal(given.to(tb.device).long(), tb)):
             raise PluginContractError(f"attack {attack.name!r} returned extras['targets'] other than the targets "
                                       f"it was given (batch at sample {start})")
         out = replace(out, extras={k: v for k, v in out.extras.items() if k != "targets"})
         canvas = torch.empty((len(tb), *shape))  # the shape the inputs must have; nothing is perturbed
-        check_attack_output(attack.name, replace(out, extras={**out.extras, "targets": tb}), canvas, None, model,
-                            torch.full_like(tb, NO_CLASS), start, check_success=not drawn)
+        with autocast(spec.precision, device):
+            check_attack_output(attack.name, replace(out, extras={**out.extras, "targets": tb}), canvas, None,
+                                model, torch.full_like(tb, NO_CLASS), start, check_success=not drawn)
         return out
 
     done = attack_in_batches(n, batch_rounds(batch_size, generate.classes), one_batch, progress, "inputs")
@@ -70,8 +73,9 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
     success = done.success
     if drawn:  # a randomized model's success is one seeded draw, decided here (and re-predicted the same way)
         seed_randomness(model, job.seed)
-        success = predicted_success(model, torch.from_numpy(x_adv).to(device), torch.full_like(targets, NO_CLASS),
-                                    targets)
+        with autocast(spec.precision, device):
+            success = predicted_success(model, torch.from_numpy(x_adv).to(device),
+                                        torch.full_like(targets, NO_CLASS), targets)
     meta = attack_meta(job, device, started, attack, params, None)
     none = np.full(n, NO_CLASS, dtype=np.int64)
     store.save_advset(job.key, AdvSet(x_adv, success.numpy(), none, targets.numpy(), none.copy(), {},

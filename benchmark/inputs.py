@@ -59,7 +59,7 @@ def build_model(spec: dict[str, Any]) -> torch.nn.Module:
     model of its defenses' modules in front of its freshly built base (or aggregated members)."""
     if "defended" in spec:
         model = build_defended(spec)
-        model.rbench_plugin = " -> ".join([d["plugin"] for d in spec["defended"]] + ["model"])
+        setattr(model, "rbench_plugin", " -> ".join([d["plugin"] for d in spec["defended"]] + ["model"]))  # noqa: B010
         return model
     plugin, params = plugin_params("model", spec)
     if "members" in spec:
@@ -116,7 +116,8 @@ def load_model(store: Store, key: str, device: torch.device | str) -> torch.nn.M
         reason = " ".join(str(exc).split())[:300]
         raise store.quarantine(key, f"its weights do not load into its model: {type(exc).__name__}: {reason}") \
             from None
-    model.to(device, memory_format=memory_format(model)).eval().requires_grad_(False)
+    # torch's stubs lack Module.to's memory_format keyword, which torch accepts
+    model.to(device, memory_format=memory_format(model)).eval().requires_grad_(False)  # type: ignore[call-overload]
     return model
 
 

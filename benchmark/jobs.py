@@ -9,6 +9,7 @@ reproduces its artifact up to floating-point nondeterminism of the device.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from rbench.inputs import (
 )
 from rbench.model import EpochObserver, Progress, TrainData, no_progress
 from rbench.plan import Job
+from rbench.precision import autocast
 from rbench.provenance import job_meta
 from rbench.specs import AttackSpec, EvalSpec, Monitoring, TrainSpec, TransformSpec
 from rbench.store import Store
@@ -54,6 +56,7 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
         assert spec.model is not None
         model = build_model(spec.model)
     if weights_path is not None:
+        assert spec.model is not None  # a weights file is only named for a model plugin's spec
         plugin, params = _params("model", spec.model)
         plugin.load_weights(model, params, weights_path)
     for member, key in zip(getattr(model, "members", []), spec.members, strict=True):
@@ -68,7 +71,7 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
         x, y, _ = load_slice(spec.data)
         trainer, tparams = _params("trainer", spec.trainer)
         generator = torch.Generator().manual_seed(job.seed)
-        extra = {"lineage": [load_model(store, key, device) for key in lineage]} if getattr(
+        extra: dict[str, Any] = {"lineage": [load_model(store, key, device) for key in lineage]} if getattr(
             trainer, "uses_lineage", False) else {}
         observed: list[dict[str, Any]] = []
         if spec.monitor is not None:
@@ -129,8 +132,9 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     def one_batch(start: int, stop: int) -> AttackOutput:
         xb = x[start:stop].to(device).contiguous(memory_format=layout)
         yb = y[start:stop].to(device)
-        out = attack.run(target, xb, yb, params, generator=generator)
-        check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=not drawn)
+        with autocast(spec.precision, device):  # the plugin's passes and the re-prediction of its flags
+            out = attack.run(target, xb, yb, params, generator=generator)
+            check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=not drawn)
         return out
 
     done = attack_in_batches(len(x), batch_size, one_batch, progress)
@@ -140,7 +144,8 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     success = done.success
     if drawn:  # a randomized model's success is one seeded draw, decided here (and re-predicted the same way)
         seed_randomness(model, job.seed)
-        success = predicted_success(model, torch.from_numpy(x_adv).to(device), y, torch.from_numpy(targets))
+        with autocast(spec.precision, device):
+            success = predicted_success(model, torch.from_numpy(x_adv).to(device), y, torch.from_numpy(targets))
     meta = attack_meta(job, device, started, attack, params, None if budget is None else vars(budget))
     store.save_advset(job.key, AdvSet(x_adv, success.numpy(), y.numpy(), targets, idx,
                                       distortions(x.numpy(), x_adv), extra_arrays, meta))
@@ -163,7 +168,8 @@ def run_transform(job: Job, store: Store, device: torch.device, progress: Progre
     model = load_model(store, spec.source, device)
     seed_randomness(model, job.seed)
     targets = torch.tensor(base.targets)
-    success = predicted_success(model, x_adv.to(device), y, targets)
+    with autocast(spec.precision, device):
+        success = predicted_success(model, x_adv.to(device), y, targets)
     progress(1, 1, "transformed")
     meta = job_meta(job, device, started, budget=None if budget is None else vars(budget))
     store.save_advset(job.key, AdvSet(x_adv.numpy(), success.numpy(), y.numpy(), base.targets, idx,
@@ -186,7 +192,7 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
         x, y, idx = load_slice(spec.clean)
         labels, what = y.numpy(), "clean inputs"
     logits = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(spec.precision, device):  # logits are stored as float32 whatever the precision
         layout = memory_format(model)
         for start in range(0, len(x), batch_size):
             out = model(x[start:start + batch_size].to(device).contiguous(memory_format=layout)).float()
@@ -197,7 +203,8 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
     gates.record_pass(store, job)  # made from the very input the gate compares it with
 
 
-RUNNERS = {"train": run_train, "attack": run_attack, "transform": run_transform, "eval": run_eval}
+RUNNERS: dict[str, Callable[..., None]] = {"train": run_train, "attack": run_attack, "transform": run_transform,
+                                           "eval": run_eval}
 
 
 def run_job(job: Job, store: Store, device: torch.device | str, progress: Progress = no_progress) -> None:

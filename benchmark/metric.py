@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from pydantic import BaseModel
@@ -162,5 +162,6 @@ class Metric:
     unit: ClassVar[str] = "%"
     fmt: ClassVar[str] = ".1f"
 
-    def compute(self, cell: CellData, params: BaseModel) -> Estimate | float | None:
+    # params: Any, as each plugin narrows it to its own Params class
+    def compute(self, cell: CellData, params: Any) -> Estimate | float | None:
         raise NotImplementedError

@@ -39,12 +39,13 @@ class ModelPlugin:
     a suite lists the members (``members = ["a", "b"]``)."""
 
     name: ClassVar[str]
+    #: the pydantic params model; methods get a validated instance (typed Any here: each plugin annotates its own)
     Params: ClassVar[type[BaseModel]]
     version: ClassVar[str | None] = None
     #: the trainer a suite's model of this plugin gets when it names none ("none": evaluated as it is)
     default_trainer: ClassVar[str] = "standard"
 
-    def build(self, params: BaseModel) -> torch.nn.Module:
+    def build(self, params: Any) -> torch.nn.Module:
         raise NotImplementedError
 
     # Optional hooks:
@@ -74,6 +75,7 @@ class Trainer:
     training)."""
 
     name: ClassVar[str]
+    #: the pydantic params model; methods get a validated instance (typed Any here: each plugin annotates its own)
     Params: ClassVar[type[BaseModel]]
     version: ClassVar[str | None] = None
     #: train() takes ``lineage`` (see the class docstring)
@@ -86,7 +88,7 @@ class Trainer:
         self,
         model: torch.nn.Module,
         data: TrainData,
-        params: BaseModel,
+        params: Any,
         *,
         generator: torch.Generator,
         device: torch.device,
@@ -97,7 +99,7 @@ class Trainer:
         the keyword ``observer: EpochObserver | None``."""
         raise NotImplementedError
 
-    def extra_data(self, params: BaseModel) -> list[tuple[str, str]]:
+    def extra_data(self, params: Any) -> list[tuple[str, str]]:
         """(dataset plugin, split) pairs the trainer loads itself besides the model's own data (e.g. outliers),
         so that a run checks (or downloads) them before any job starts. None by default."""
         return []

@@ -138,19 +138,27 @@ def restrict(plan: Plan, tables: Iterable[Table]) -> Plan:
     (stored by an earlier run, or reported missing in its cell)."""
     suite = plan.suite
     labels = {label for ev in suite.evaluations.values() for label in ev.attacks}
+    evaluated: dict[tuple[str, str, str], list[tuple[str, str]]] = {}  # (ev, target, attack) -> [(source, key)]
+    for (ev, source, attack, target), key in plan.evaluated.items():
+        evaluated.setdefault((ev, target, attack), []).append((source, key))
+    names: dict[int, set[str]] = {}  # id of a metric's params -> the strings in them (cells share a metric)
     wanted: set[str] = set()
     for table in tables:
         for spec in table.cells.values():
-            named = _strings(spec.metric.call.params.model_dump(mode="json"))
-            evaluations = {spec.evaluation} | (named & set(suite.evaluations))
+            params = spec.metric.call.params
+            if id(params) not in names:
+                names[id(params)] = _strings(params.model_dump(mode="json"))
+            named = names[id(params)]
+            evaluations = {spec.evaluation} | (named & suite.evaluations.keys())
             attacks = {spec.attack, CLEAN} | (named & labels)
             wanted.add(plan.trained[spec.target])
-            for (ev, source, attack, target), key in plan.evaluated.items():
-                if ev in evaluations and target == spec.target and attack in attacks and (
-                        source == spec.source or attack == CLEAN):
-                    wanted.add(key)
-                    if attack != CLEAN:
-                        wanted.add(plan.attacked[(ev, source, attack)])
+            for ev in evaluations:
+                for attack in attacks:
+                    for source, key in evaluated.get((ev, spec.target, attack), ()):
+                        if source == spec.source or attack == CLEAN:
+                            wanted.add(key)
+                            if attack != CLEAN:
+                                wanted.add(plan.attacked[(ev, source, attack)])
     for job in reversed(plan.jobs.values()):  # dependents come after their dependencies
         if job.key in wanted:
             wanted.update(job.deps)
@@ -195,22 +203,27 @@ def generation_spec(ev: Evaluation) -> Generation:
 
 def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key: str, data: DataSlice,
                 seed: int, batch_size: int, view: View | None = None, randomized: bool = False,
-                generate: Generation | None = None) -> str:
+                generate: Generation | None = None, precision: str = "fp32") -> str:
     """Plan the job making ``attack``'s set on ``source`` (and, for a transform, the job of its input). ``view``:
     how an adaptive attack sees a defended source (BPDA, EOT draws), part of the key when given; a
     ``randomized`` source's draws follow the batches, so its batch size enters the key too. ``generate``: what a
-    generator attack makes (:func:`generation_spec`), used in place of ``data`` when the attack is one."""
+    generator attack makes (:func:`generation_spec`), used in place of ``data`` when the attack is one.
+    ``precision`` (:mod:`rbench.precision`): keyed when not fp32; such a job draws the random numbers of the same
+    job in fp32, so that the two differ by the arithmetic alone."""
     keyed_batch = batch_size if randomized else None
+    reduced = None if precision == "fp32" else "precision"
     if attack.base is None:
         generated = generate is not None and is_generator(attack.call.obj)
         spec = AttackSpec(call_spec(attack.call), src_key, seed, data=None if generated else data,
-                          generate=generate if generated else None, view=view, batch_size=keyed_batch)
+                          generate=generate if generated else None, view=view, batch_size=keyed_batch,
+                          precision=precision)
         verb = "generate" if generated else "attack"
-        return plan.add(spec, (src_key,), f"{verb} {label} on {source}", batch_size=batch_size)
+        return plan.add(spec, (src_key,), f"{verb} {label} on {source}", seeded_without=reduced,
+                        batch_size=batch_size)
     base_key = _attack_job(plan, str(attack.base_label), attack.base, source, src_key, data, seed, batch_size, view,
-                           randomized)
-    spec = TransformSpec(call_spec(attack.call), base_key, src_key, data, seed)
-    return plan.add(spec, (src_key, base_key), f"transform {label} on {source}")
+                           randomized, precision=precision)
+    transform = TransformSpec(call_spec(attack.call), base_key, src_key, data, seed, precision)
+    return plan.add(transform, (src_key, base_key), f"transform {label} on {source}", seeded_without=reduced)
 
 
 def model_spec(suite: Suite, name: str) -> dict[str, Any]:
@@ -234,6 +247,7 @@ def build_plan(suite: Suite) -> Plan:
     component once, for every defended model that lists it."""
     plan = Plan(suite)
     seed = suite.seed
+    reduced = None if suite.precision == "fp32" else "precision"  # seeded as the same job in fp32 (_attack_job)
     components: dict[str, str] = {}
 
     def train_defense(name: str) -> str:
@@ -291,7 +305,7 @@ def build_plan(suite: Suite) -> Plan:
             inputs: dict[str, str | None] = {CLEAN: None}
             for label, attack in ev.attacks.items():
                 key = _attack_job(plan, label, attack, crafted_on, src_key, data, seed, ev.batch_size, view, drawn,
-                                  generation_spec(ev))
+                                  generation_spec(ev), suite.precision)
                 plan.attacked[(ev.name, source, label)] = key
                 inputs[label] = key
             for target in ev.targets_of(source):
@@ -299,10 +313,11 @@ def build_plan(suite: Suite) -> Plan:
                 plugin = suite.models[target].plugin_name
                 for label, adv_key in inputs.items():
                     if adv_key is None:
-                        key = plan.add(EvalSpec(tgt_key, clean=data), (tgt_key,), f"eval {target} on clean {where}",
-                                       plugin)
+                        key = plan.add(EvalSpec(tgt_key, clean=data, precision=suite.precision), (tgt_key,),
+                                       f"eval {target} on clean {where}", plugin, seeded_without=reduced)
                     else:
-                        key = plan.add(EvalSpec(tgt_key, advset=adv_key), (tgt_key, adv_key),
-                                       f"eval {target} on {label}@{crafted_on}", plugin)
+                        key = plan.add(EvalSpec(tgt_key, advset=adv_key, precision=suite.precision),
+                                       (tgt_key, adv_key), f"eval {target} on {label}@{crafted_on}", plugin,
+                                       seeded_without=reduced)
                     plan.evaluated[(ev.name, source, label, target)] = key
     return plan

@@ -18,7 +18,7 @@ from a generator of their own, never from the trainer's.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel
@@ -30,10 +30,11 @@ class Probe:
     """Base of every probe plugin."""
 
     name: ClassVar[str]
+    #: the pydantic params model; methods get a validated instance (typed Any here: each plugin annotates its own)
     Params: ClassVar[type[BaseModel]] = NoParams
     #: Enters the keys of the checkpoints of monitored models; bump it when a change alters the measurements.
     version: ClassVar[str | None] = None
 
-    def measure(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: BaseModel, *,
+    def measure(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: Any, *,
                 generator: torch.Generator) -> dict[str, float | list[float]]:
         raise NotImplementedError

@@ -10,6 +10,8 @@ from functools import cache
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from rbench.precision import precision_of
+
 if TYPE_CHECKING:
     from rbench.plan import Job
 
@@ -59,6 +61,8 @@ def provenance(device: Any, seed: int | None = None, seconds: float | None = Non
 
 def job_meta(job: Job, device: Any, started: float, **extra: Any) -> dict[str, Any]:
     """The metadata stored with a job's output: its key, label, spec and provenance (``started``: the job's
-    ``time.perf_counter()`` at its start), plus ``extra``."""
-    return {"key": job.key, "label": job.label, "spec": job.record,
-            "provenance": provenance(device, job.seed, time.perf_counter() - started), **extra}
+    ``time.perf_counter()`` at its start), plus ``extra``. The provenance names the arithmetic precision the job
+    computed in (:mod:`rbench.precision`; a training job's is always fp32)."""
+    record = provenance(device, job.seed, time.perf_counter() - started)
+    record["precision"] = precision_of(job.spec)
+    return {"key": job.key, "label": job.label, "spec": job.record, "provenance": record, **extra}

@@ -17,10 +17,11 @@ from rbench.compare import check_claims, compare
 from rbench.devices import resolve_devices
 from rbench.errors import RbenchError
 from rbench.events import RunEvents, listening
-from rbench.executors import JobResult
+from rbench.executors import JobResult, configure
 from rbench.inputs import plugin_params
 from rbench.manager import close_match, get_registry
 from rbench.plan import Job, Plan, build_plan, canonical, restrict
+from rbench.precision import check_precision
 from rbench.preview import Preview, preview
 from rbench.progress import RunProgress
 from rbench.provenance import now_iso, package_versions
@@ -73,6 +74,12 @@ def _close(name: str, choices: object) -> str:
     return f"; did you mean {close!r}?" if close is not None else ""
 
 
+def with_precision(suite: Suite, precision: str | None) -> Suite:
+    """``suite`` computing its attack, transform and eval jobs in ``precision`` (``--precision``, checked by
+    :func:`rbench.precision.check_precision`; None: the suite's own ``precision``)."""
+    return suite if precision is None else replace(suite, precision=precision)
+
+
 def suite_plan(suite: Suite, only: list[str] | None) -> Plan:
     """The plan of ``suite``; with ``--only``, just the jobs its (selected) tables read (:func:`restrict`)."""
     plan = build_plan(suite)
@@ -81,17 +88,23 @@ def suite_plan(suite: Suite, only: list[str] | None) -> Plan:
 
 def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: Path | None, device: str | None,
               workers: int | None, executor: str, console: Console, quiet: bool = False,
-              job_timeout: float | None = None, only: list[str] | None = None) -> RunOutcome:
+              job_timeout: float | None = None, only: list[str] | None = None,
+              executor_options: dict | None = None, precision: str | None = None) -> RunOutcome:
     """Run one suite end to end; the run folder gets results.json and every reporter's rendering.
 
     Everything a user can get wrong (the suite, the tables ``only`` names, the devices, the store, the run folder,
     the data of the jobs to compute) is checked before any job runs. The run leases its plan's keys, so
     ``rbench cache gc`` in another process never deletes what it uses. ``job_timeout`` (seconds; default: the
     suite's ``job_timeout``, else none) ends any job that runs longer: it fails alone, naming its plugin.
-    ``only``: compute just what these tables read, and render only them."""
+    ``only``: compute just what these tables read, and render only them. ``executor_options``: the executor's
+    command-line options (``{"--address": ...}``, see :func:`rbench.executors.configure`). ``precision``: the
+    arithmetic of the attack, transform and eval jobs (``--precision``; default: the suite's, see
+    :mod:`rbench.precision`)."""
     started = time.perf_counter()
-    suite = select_tables(load_suite(path, profile), only, path)
+    precise = None if precision is None else check_precision(precision)
+    suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
     devices, n_workers = resolve_devices(device, workers)
+    executor_params = configure(executor, executor_options)[1]
     store.ensure_writable()
     option = "--run-dir" if run_dir else "run folder"
     run_dir = run_dir or default_run_dir(suite.name)
@@ -99,7 +112,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     prepare_run_dir(run_dir, option)
     try:
         return _run(suite, profile, store, run_dir, devices, n_workers, executor, console, quiet,
-                    suite.job_timeout if job_timeout is None else job_timeout, started, only)
+                    suite.job_timeout if job_timeout is None else job_timeout, started, only, executor_params)
     except BaseException:
         if created:  # a run stopped before it wrote anything leaves no empty folder behind
             with contextlib.suppress(OSError):
@@ -121,13 +134,15 @@ class DryRun:
 
 
 def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str | None, workers: int | None,
-            executor: str, only: list[str] | None = None) -> DryRun:
+            executor: str, only: list[str] | None = None, executor_options: dict | None = None,
+            precision: str | None = None) -> DryRun:
     """Validate and plan as :func:`run_suite` does (suite, ``only``, devices, workers, executor, the store's
     layout) and preview the plan against the store; nothing is computed or written, not even the store's or the
     run's folders. The data files are not checked (that may download)."""
-    suite = select_tables(load_suite(path, profile), only, path)
+    precise = None if precision is None else check_precision(precision)
+    suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
     devices, n_workers = resolve_devices(device, workers)
-    get_registry().get("executor", executor)
+    configure(executor, executor_options)
     store.check_layout()
     plan = suite_plan(suite, only)
     return DryRun(suite, plan, preview(plan, store), devices, n_workers, store.root, store.root.is_dir())
@@ -135,7 +150,7 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
 
 def _run(suite: Suite, profile: str | None, store: Store, run_dir: Path, devices: list[str], n_workers: int,
          executor: str, console: Console, quiet: bool, job_timeout: float | None, started: float,
-         only: list[str] | None = None) -> RunOutcome:
+         only: list[str] | None = None, executor_params: object = None) -> RunOutcome:
     plan = suite_plan(suite, only)
     run_executor = get_registry().get("executor", executor).obj
     observer = RunEvents()
@@ -145,11 +160,12 @@ def _run(suite: Suite, profile: str | None, store: Store, run_dir: Path, devices
         todo = [job for job in plan.jobs.values() if job.key not in job_results]
         prepare_data(todo)
         job_results.update(run_executor.run(plan, store, todo, devices=devices, workers=n_workers,
-                                            observer=observer, job_timeout=job_timeout))
+                                            observer=observer, job_timeout=job_timeout, params=executor_params))
         failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
         results = RunResults(
             suite=suite.name, title=suite.title, profile=profile, files=suite.files,
             provenance={"packages": package_versions(), "devices": devices, "workers": n_workers,
+                        "precision": suite.precision,
                         "store": str(store.root), "finished": now_iso()},
             tables=assemble(plan, store, failed),
             published=suite.published, only=list(suite.tables) if only else [],

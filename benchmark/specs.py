@@ -154,6 +154,8 @@ class AttackSpec:
     generate: Generation | None = None
     view: View | None = None
     batch_size: int | None = None
+    #: the arithmetic the attack's model passes run in (:mod:`rbench.precision`); keyed only when not fp32
+    precision: str = "fp32"
 
     def to_dict(self) -> Json:
         d: Json = {"attack": self.attack.to_dict(), "source": self.source, "seed": self.seed}
@@ -166,6 +168,8 @@ class AttackSpec:
             d["view"] = self.view.to_dict()
         if self.batch_size is not None:
             d["batch_size"] = self.batch_size
+        if self.precision != "fp32":
+            d["precision"] = self.precision
         return d
 
     def slices(self) -> list[DataSlice]:
@@ -186,10 +190,15 @@ class TransformSpec:
     source: str
     data: DataSlice
     seed: int
+    #: the arithmetic of the success flags' re-prediction (:mod:`rbench.precision`); keyed only when not fp32
+    precision: str = "fp32"
 
     def to_dict(self) -> Json:
-        return {"transform": self.transform.to_dict(), "input": self.input, "source": self.source,
-                "data": self.data.to_dict(), "seed": self.seed}
+        d: Json = {"transform": self.transform.to_dict(), "input": self.input, "source": self.source,
+                   "data": self.data.to_dict(), "seed": self.seed}
+        if self.precision != "fp32":
+            d["precision"] = self.precision
+        return d
 
     def slices(self) -> list[DataSlice]:
         return [self.data]
@@ -206,6 +215,8 @@ class EvalSpec:
     model: str
     clean: DataSlice | None = None
     advset: str | None = None
+    #: the arithmetic of the forward pass (:mod:`rbench.precision`); keyed only when not fp32
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if (self.clean is None) == (self.advset is None):
@@ -213,7 +224,10 @@ class EvalSpec:
 
     def to_dict(self) -> Json:
         given: Json = {"advset": self.advset} if self.clean is None else {"clean": self.clean.to_dict()}
-        return {"model": self.model, "input": given}
+        d: Json = {"model": self.model, "input": given}
+        if self.precision != "fp32":
+            d["precision"] = self.precision
+        return d
 
     def slices(self) -> list[DataSlice]:
         return [] if self.clean is None else [self.clean]

@@ -147,15 +147,28 @@ _fault_counts: dict[str, int] = {}
 def fault_point(name: str) -> None:
     """Fault injection for the kill tests: ``RBENCH_FAULT_KILL=name:n`` SIGKILLs this process the n-th time
     it passes the point ``name`` (``mid-write``: the temporary file is written but not renamed;
-    ``between-weights-and-sidecar``: a checkpoint's weights are in place, its sidecar is not). Unset: no-op."""
+    ``between-weights-and-sidecar``: a checkpoint's weights are in place, its sidecar is not). Unset: no-op.
+    With ``RBENCH_FAULT_ONCE=path`` only the first process to get there dies (it creates ``path``): a job retried
+    in a fresh process (a Ray task) then succeeds."""
     spec = os.environ.get("RBENCH_FAULT_KILL")
     if not spec:
         return
     want, _, count = spec.partition(":")
     if want == name:
         _fault_counts[name] = _fault_counts.get(name, 0) + 1
-        if _fault_counts[name] == int(count or 1):
+        if _fault_counts[name] == int(count or 1) and _first_fault(os.environ.get("RBENCH_FAULT_ONCE")):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first_fault(marker: str | None) -> bool:
+    """True unless ``marker`` names a file that already exists (else it is created now)."""
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 #: temporary files this process is writing now (removed by :func:`remove_partial_writes` on a signal)
@@ -170,7 +183,7 @@ def remove_partial_writes() -> None:
             tmp.unlink()
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, fsync it, and rename it to ``path``. Whatever
     happens (an exception, a signal that unwinds), no partial file is left under either name."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +216,69 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise StoreWriteError(f"cannot write {path.name} to the store: {exc.strerror or exc}") from None
 
 
+def _signature(stat: os.stat_result) -> tuple[int, int, int]:
+    """What tells one version of a file from another: a store file is only ever replaced by a rename."""
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def _open_h5(path: Path) -> Any:
+    """The HDF5 file at ``path`` opened read-only through h5py's low-level API (an ``h5py.h5f.FileID``)."""
+    access = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    access.set_fclose_degree(h5py.h5f.CLOSE_STRONG)  # as h5py.File does: closing the file closes all of it
+    return h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=access)
+
+
+def read_h5(path: Path) -> tuple[dict[str, np.ndarray], Any, Any]:
+    """Every dataset of the HDF5 file at ``path`` (by its path inside the file) and the file's metadata and checksum
+    attributes, as ``h5py.File`` gives them (``dataset[()]``, ``attrs[name]``), read through h5py's low-level API:
+    for the small files a store holds, h5py's high-level objects cost several times the reads themselves (a set of
+    8 samples: ~3.5 ms the high-level way, ~1 ms so). Whatever the direct path does not cover (a dataset that is not
+    a numeric array of at least one dimension, an attribute that is not a scalar) is read the high-level way."""
+    fid = _open_h5(path)
+    try:
+        names: list[bytes] = []
+        h5py.h5o.visit(fid, lambda name, info: names.append(name) if info.type == h5py.h5o.TYPE_DATASET else None,
+                       info=True)
+        arrays: dict[str, np.ndarray] = {}
+        for name in names:
+            dataset = h5py.h5d.open(fid, name)
+            shape, dtype = dataset.shape, dataset.dtype
+            if not shape or dtype.kind not in "biuf" or dtype.metadata:
+                value = h5py.Dataset(dataset)[()]
+            else:
+                value = np.empty(shape, dtype)
+                if value.size:
+                    dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
+            arrays[name.decode()] = value
+        return arrays, _h5_attribute(fid, META_ATTR), _h5_attribute(fid, CHECKSUM_ATTR)
+    finally:
+        fid.close()
+
+
+def read_h5_attribute(path: Path, name: str) -> Any:
+    """The attribute ``name`` of the HDF5 file at ``path`` (``h5py.File(path).attrs[name]``), nothing else read."""
+    fid = _open_h5(path)
+    try:
+        return _h5_attribute(fid, name)
+    finally:
+        fid.close()
+
+
+def _h5_attribute(fid: Any, name: str) -> Any:
+    """``h5py.File(...).attrs[name]`` of the open file ``fid``, read directly when it is a scalar."""
+    attr = h5py.h5a.open(fid, name.encode())
+    dtype = attr.dtype
+    if attr.shape != () or dtype.subdtype is not None:
+        return h5py.File(fid).attrs[name]
+    value = np.zeros((), dtype=dtype)
+    attr.read(value, mtype=h5py.h5t.py_create(dtype))
+    value = value[()]
+    string = h5py.h5t.check_string_dtype(dtype)
+    if string is not None and string.length is None and isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")  # a variable-length string: str, as h5py gives it
+    return value
+
+
 @dataclass(frozen=True)
 class Entry:
     """One stored artifact, for ``rbench cache ls``."""
@@ -220,10 +296,14 @@ class Store:
 
     #: verified HDF5 entries kept in memory (read-only arrays), so a run reads and hashes each file once
     CACHE_ENTRIES = 64
+    #: checksums of entries verified in this process, kept longer (for :meth:`checksum`; a few strings each)
+    DIGEST_ENTRIES = 1 << 17
 
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root is not None else default_root()
         self._loaded: OrderedDict[str, tuple[dict[str, np.ndarray], str, tuple[int, int, int], str]] = OrderedDict()
+        #: key -> (the file it was read from: ".json" sidecar or ".h5", that file's signature, its checksum)
+        self._digests: OrderedDict[str, tuple[str, tuple[int, int, int], str]] = OrderedDict()
 
     # -- layout --------------------------------------------------------------------------------------
     def _path(self, key: str, suffix: str) -> Path:
@@ -314,14 +394,17 @@ class Store:
             raise EntryMissing(key)
         try:
             self._refuse_links(weights, sidecar)
+            signature = _signature(sidecar.lstat())  # before reading: a sidecar renamed in meanwhile is not it
             meta = json.loads(sidecar.read_text())
             check_binding(key, meta)
             data = weights.read_bytes()
-            if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != meta.get("sha256"):
                 raise ValueError("weights do not match the sidecar's SHA-256")
             state = load_safetensors(data)
             for name, tensor in state.items():
                 _require_finite(name, tensor)
+            self._remember(key, ".json", signature, digest)
             return state, meta
         except Exception as exc:  # any failure to read an entry makes it corrupt, whatever raised it
             raise self.quarantine(key, _reason(exc)) from None
@@ -351,17 +434,12 @@ class Store:
         except FileNotFoundError:
             raise EntryMissing(key) from None
         cached = self._loaded.get(key)
-        if cached is not None and cached[2] == (stat.st_ino, stat.st_mtime_ns, stat.st_size):
+        if cached is not None and cached[2] == _signature(stat):
             self._loaded.move_to_end(key)
             return parse(cached[0], json.loads(cached[1]))  # fresh objects: callers may change them
         try:
             self._refuse_links(path)
-            arrays: dict[str, np.ndarray] = {}
-            with h5py.File(path, "r") as f:
-                f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
-                             if isinstance(obj, h5py.Dataset) else None)
-                meta_json = f.attrs[META_ATTR]
-                expected = f.attrs[CHECKSUM_ATTR]
+            arrays, meta_json, expected = read_h5(path)
             if arrays_digest(arrays, meta_json) != expected:
                 raise ValueError("arrays or metadata do not match the stored SHA-256")
             meta = json.loads(meta_json)
@@ -374,10 +452,28 @@ class Store:
             value = parse(arrays, meta)
         except Exception as exc:  # any failure to read an entry makes it corrupt, whatever raised it
             raise self.quarantine(key, _reason(exc)) from None
-        self._loaded[key] = (arrays, meta_json, (stat.st_ino, stat.st_mtime_ns, stat.st_size), str(expected))
+        self._loaded[key] = (arrays, meta_json, _signature(stat), str(expected))
         while len(self._loaded) > self.CACHE_ENTRIES:
             self._loaded.popitem(last=False)
+        self._remember(key, ".h5", _signature(stat), str(expected))
         return value
+
+    def _remember(self, key: str, suffix: str, signature: tuple[int, int, int], digest: str) -> None:
+        """Keep the checksum of ``key``, just verified, read from its file ``suffix`` of that signature."""
+        self._digests[key] = (suffix, signature, digest)
+        self._digests.move_to_end(key)
+        while len(self._digests) > self.DIGEST_ENTRIES:
+            self._digests.popitem(last=False)
+
+    def _verified_checksum(self, key: str, suffix: str) -> str | None:
+        """The checksum of ``key`` as verified in this process, if its file ``suffix`` is still the one read."""
+        known = self._digests.get(key)
+        if known is None or known[0] != suffix:
+            return None
+        try:
+            return known[2] if _signature(self._path(key, suffix).lstat()) == known[1] else None
+        except OSError:
+            return None
 
     def save_advset(self, key: str, adv: AdvSet) -> None:
         self.save_arrays(key, adv.arrays(), dict(adv.meta, kind="advset"))
@@ -396,7 +492,9 @@ class Store:
         if self._path(key, ".json").exists():
             return self.load_checkpoint(key)[1]
         kind = self.entry(key).kind
-        loader = {"advset": self.load_advset, "predictions": self.load_predictions}.get(kind)
+        loaders: dict[str, Callable[[str], AdvSet | Predictions]] = {"advset": self.load_advset,
+                                                                     "predictions": self.load_predictions}
+        loader = loaders.get(kind)
         if loader is None:
             if not self.paths(key):
                 raise EntryMissing(key)
@@ -406,18 +504,16 @@ class Store:
     def checksum(self, key: str) -> str | None:
         """The stored checksum of ``key`` (a checkpoint's weights SHA-256, or an HDF5 file's digest); reads
         metadata only. None if ``key`` is not stored or unreadable."""
-        try:
+        try:  # first the checksum verified in this process, if the file is still the one it was read from
             if self._path(key, ".json").exists():
-                return str(json.loads(self._path(key, ".json").read_text())["sha256"])
+                known = self._verified_checksum(key, ".json")
+                return known if known is not None else str(json.loads(self._path(key, ".json").read_text())["sha256"])
             path = self._path(key, ".h5")
-            cached = self._loaded.get(key)
-            if cached is not None:  # verified in this process: its digest, if the file is still the same
-                stat = path.lstat()
-                if cached[2] == (stat.st_ino, stat.st_mtime_ns, stat.st_size):
-                    return cached[3]
+            known = self._verified_checksum(key, ".h5")
+            if known is not None:
+                return known
             if path.exists():
-                with h5py.File(path, "r") as f:
-                    return str(f.attrs[CHECKSUM_ATTR])
+                return str(read_h5_attribute(path, CHECKSUM_ATTR))
         except Exception:  # an unreadable entry has no checksum; loading it will quarantine it
             return None
         return None
@@ -453,6 +549,7 @@ class Store:
         """Move every file of ``key`` (and its gate stamp) to ``quarantine/`` under the key's lock; the returned
         error says where and why. An entry whose lock another process holds is left in place."""
         self._loaded.pop(key, None)
+        self._digests.pop(key, None)
         dest = self.root / "quarantine" / f"{key}-{int(time.time())}-{uuid.uuid4().hex[:6]}"
         moved = None
         with self.try_lock(key) as locked:

@@ -37,6 +37,7 @@ from rbench.attack import is_generator
 from rbench.compare import load_published
 from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, close_match, get_registry, suggest
+from rbench.precision import Precision
 
 SECTIONS = ("datasets", "defenses", "models", "attacks", "evaluations", "tables")
 Axis = Literal["source", "target", "model", "attack", "metric"]
@@ -120,6 +121,8 @@ class SuiteMeta(_Strict):
     published: list[str] = []
     #: seconds any one job may run (a job that runs longer fails alone); None: no limit. ``--job-timeout`` wins.
     job_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    #: the arithmetic of attack, transform and eval jobs (rbench.precision); ``--precision`` wins
+    precision: Precision = "fp32"
 
 
 class DatasetSpec(_Strict):
@@ -442,6 +445,8 @@ class Suite:
     profile: str | None
     published: list[str] = field(default_factory=list)
     job_timeout: float | None = None
+    #: the arithmetic of its attack, transform and eval jobs (:mod:`rbench.precision`)
+    precision: str = "fp32"
     defenses: dict[str, DefenseEntry] = field(default_factory=dict)
     models: dict[str, Model] = field(default_factory=dict)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
@@ -758,6 +763,7 @@ def load_suite(path: str | Path, profile: str | None = None, registry: Registry 
 class _Resolver:
     def __init__(self, registry: Registry, merged: Merged, meta: SuiteMeta, profile: str | None):
         self.registry, self.merged, self.meta, self.profile = registry, merged, meta, profile
+        self._axis_values: dict[str, dict[str, dict[str, None]]] = {}  # see axis_values
 
     def where(self, section: str, name: str) -> str:
         return self.merged.origin[(section, name)]
@@ -788,6 +794,7 @@ class _Resolver:
 
     def data(self, section: str, name: str, spec: TrainedSpec | EvaluationSpec | MonitorSpec, prefix: str = ""
              ) -> DataRef:
+        assert spec.dataset is not None  # the callers reject a spec without one first
         self.ref(section, name, f"{prefix}dataset", "datasets", spec.dataset)
         dspec: DatasetSpec = self.merged.sections["datasets"][spec.dataset]
         call = self.call("dataset", dspec.plugin, dspec.params, "datasets", spec.dataset, "")
@@ -829,7 +836,7 @@ class _Resolver:
     def resolve(self) -> Suite:
         s = self.merged.sections
         suite = Suite(self.meta.name, self.meta.title, self.meta.seed, self.merged.files, self.profile,
-                      list(self.merged.published), self.meta.job_timeout)
+                      list(self.merged.published), self.meta.job_timeout, self.meta.precision)
         for name, d in s["defenses"].items():
             suite.defenses[name] = self.defense(name, d)
         for name, m in s["models"].items():
@@ -1013,6 +1020,7 @@ class _Resolver:
             raise self.fail("attacks", name, "plugin", "give exactly one of 'plugin' and 'transform'")
         base: tuple[str, AttackCall] | None = None
         kind, plugin = ("attack", spec.plugin) if spec.plugin else ("transform", spec.transform)
+        assert plugin is not None  # exactly one of the two is given (checked above)
         if spec.transform is not None:
             if spec.input is None:
                 raise self.fail("attacks", name, "input", "a transform needs 'input', the attack it transforms")
@@ -1042,7 +1050,7 @@ class _Resolver:
         out = {}
         for point in points:
             label = name + ("(" + ", ".join(f"{k}={v}" for k, v in point.items()) + ")" if point else "")
-            call = self.call(kind, plugin, {**spec.params, **point}, "attacks", name, "")  # type: ignore[arg-type]
+            call = self.call(kind, plugin, {**spec.params, **point}, "attacks", name, "")
             out[label] = AttackCall(call, base[1] if base else None, base[0] if base else None)
         done[name] = out
 
@@ -1091,7 +1099,8 @@ class _Resolver:
                                     "'metric', or a metric in its row or column")
                 cells[(r_label, c_label)] = self.cell(name, {**base, **r_coords, **c_coords}, metric, suite)
         title = t.title or name
-        notes = list(dict.fromkeys(n for c in cells.values() if (n := threat_note(suite, c.evaluation))))
+        # once per evaluation, not per cell: a note reads every source of its evaluation
+        notes = [n for ev in dict.fromkeys(c.evaluation for c in cells.values()) if (n := threat_note(suite, ev))]
         if notes:  # the threat model each evaluation used is part of what the numbers mean
             title += " [" + "; ".join(notes) + "]"
         row_labels, column_labels = tuple(r[0] for r in rows), tuple(c[0] for c in columns)
@@ -1101,7 +1110,8 @@ class _Resolver:
                                 f"the table (rows: {', '.join(row_labels)}; columns: {', '.join(column_labels)})")
         return Table(name, title, t.rows if isinstance(t.rows, str) else "rows",
                      t.columns if isinstance(t.columns, str) else "columns",
-                     row_labels, column_labels, cells, self.where("tables", name), t.figure,
+                     row_labels, column_labels, cells, self.where("tables", name),
+                     t.figure if t.figure is None or isinstance(t.figure, str) else [str(f) for f in t.figure],
                      tuple((a, b) for a, b in t.paired))
 
     def lines(self, name: str, key: str, spec: str | list[Selector], t: TableSpec, suite: Suite,
@@ -1131,6 +1141,15 @@ class _Resolver:
                             "(no source is evaluated on itself)" if spec == "model" else "")
         return [(v, {spec: (v, key)}, None) for v in values]
 
+    def axis_values(self, ev: Evaluation) -> dict[str, dict[str, None]]:
+        """The sources, attack labels and targets of ``ev``, in order, each a dict for O(1) membership: made once
+        per evaluation, not once per cell (a table of 10^4 cells would rescan them all for each)."""
+        if ev.name not in self._axis_values:
+            self._axis_values[ev.name] = {"source": dict.fromkeys(ev.sources),
+                                          "attack": dict.fromkeys(("clean", *ev.attacks)),
+                                          "target": dict.fromkeys(ev.targets or ())}
+        return self._axis_values[ev.name]
+
     def cell(self, name: str, coords: dict[str, tuple[str, str]], metric: Metric, suite: Suite) -> CellSpec:
         """Complete and check one cell's coordinates; errors name the key path that set the bad value."""
         ev_name, ev_key = coords["evaluation"]
@@ -1152,14 +1171,14 @@ class _Resolver:
                 raise self.fail("tables", name, "where", f"evaluation {ev_name!r} has several targets: fix "
                                 "'target' or use it as rows or columns")
             coords = {**coords, "target": coords["source"]}
-        allowed = {"source": ev.sources, "attack": ("clean", *ev.attacks)}
+        allowed = self.axis_values(ev)
         for axis in ("source", "attack"):
             value, key = coords[axis]
             if value not in allowed[axis]:
                 raise self.fail("tables", name, key, f"{value!r} is not among the {axis} values of "
                                 f"evaluation {ev_name!r}{suggest(value, allowed[axis])}")
         source, target = coords["source"][0], coords["target"][0]
-        if target not in ev.targets_of(source):
+        if target not in (allowed["target"] if ev.targets is not None else (source,)):
             raise self.fail("tables", name, coords["target"][1], f"evaluation {ev_name!r} does not evaluate "
                             f"{target!r} on the sets of {source!r}{suggest(target, ev.targets_of(source))}")
         return CellSpec(ev_name, source, coords["attack"][0], target, metric)

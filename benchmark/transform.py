@@ -9,7 +9,7 @@ checks when the set is made and whenever it is loaded.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel
@@ -21,13 +21,14 @@ class Transform:
     """Base of every transform plugin."""
 
     name: ClassVar[str]
+    #: the pydantic params model; methods get a validated instance (typed Any here: each plugin annotates its own)
     Params: ClassVar[type[BaseModel]]
     version: ClassVar[str | None] = None
 
-    def budget(self, params: BaseModel) -> Budget | None:
+    def budget(self, params: Any) -> Budget | None:
         """The norm ball every output lies in, or None (the default: no budget)."""
         return None
 
-    def apply(self, x: torch.Tensor, x_adv: torch.Tensor, params: BaseModel, *,
+    def apply(self, x: torch.Tensor, x_adv: torch.Tensor, params: Any, *,
               generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError

@@ -1,6 +1,13 @@
 """Executors run jobs of a plan's graph. The contract (for executor plugins, e.g. a Ray executor):
 
-``run(plan, store, jobs, *, devices, workers, observer, job_timeout=None) -> dict[key, JobResult]``
+``run(plan, store, jobs, *, devices, workers, observer, job_timeout=None, params) -> dict[key, JobResult]``
+
+``params`` is the executor's options, an instance of its ``Params`` (a pydantic model; :class:`NoParams` for an
+executor that takes none). The runner builds it with :func:`configure` before any work, from the command-line
+options that name its fields (``--address`` fills ``address``; see :data:`OPTIONS`): a bad value, or an option the
+executor does not take, is a one-line error naming the option. :func:`configure` then calls ``check(params)``,
+where the executor refuses (one-line :class:`~rbench.errors.RbenchError`) what it cannot work with, such as a
+missing extra or an unreachable cluster, still before the store or the run folder is touched.
 
 The runner owns trust: before calling an executor it has checked every stored entry of the plan (checksums,
 binding to the key, validity gates, quarantine) and hands over only ``jobs``, the ones to compute, in dependency
@@ -16,10 +23,14 @@ bookkeeping for any executor.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ValidationError
 
 from rbench.dataset import NoParams
+from rbench.errors import RbenchError
 from rbench.plan import Job, Plan
 from rbench.store import Store
 
@@ -46,47 +57,140 @@ class Observer(Protocol):
 class Scheduler:
     """Which of ``jobs`` can run now, and what happened to each: a job is ready once every dependency in
     ``jobs`` is done or cached (dependencies outside ``jobs`` are stored already); a failed job's dependents
-    are skipped (and reported to ``observer``)."""
+    are skipped (and reported to ``observer``).
+
+    Incremental, so that a run of 10^5 jobs does not rescan them all at every step: each job counts its
+    dependencies in ``jobs`` that are not done yet, and the ready ones are kept sorted by their place in ``jobs``.
+    :meth:`ready` costs the number of ready jobs; :meth:`take` and :meth:`finish` the jobs they touch."""
 
     def __init__(self, plan: Plan, jobs: list[Job], observer: Observer):
         self.plan, self.observer = plan, observer
         self.todo = {job.key: job for job in jobs}
-        self.waiting = list(jobs)
         self.results: dict[str, JobResult] = {}
+        self._jobs = list(self.todo.values())
+        self._position = {key: i for i, key in enumerate(self.todo)}
+        self._taken: set[str] = set()
+        self._unmet: dict[str, int] = {}  # key -> dependencies in ``jobs`` not done or cached yet
+        self._needed_by: dict[str, list[str]] = {}  # key -> the jobs in ``jobs`` that read it
+        for job in self._jobs:
+            deps = {d for d in job.deps if d in self.todo}
+            self._unmet[job.key] = len(deps)
+            for d in deps:
+                self._needed_by.setdefault(d, []).append(job.key)
+        self._ready = [i for i, job in enumerate(self._jobs) if not self._unmet[job.key]]  # positions, sorted
+        self._downstream: dict[str, list[str]] | None = None  # the plan's dependents index, built on a failure
+        self._plan_order: dict[str, int] = {}
 
     def ready(self) -> list[Job]:
         """Jobs not yet taken whose dependencies are satisfied, in dependency order."""
-        self.waiting = [j for j in self.waiting if j.key not in self.results]
-        return [j for j in self.waiting if all(
-            d not in self.todo or (d in self.results and self.results[d].status in ("done", "cached"))
-            for d in j.deps)]
+        return [self._jobs[i] for i in self._ready]
 
     def take(self, job: Job) -> None:
         """``job`` is being run (it is no longer offered by :meth:`ready`)."""
-        self.waiting.remove(job)
+        if job.key not in self.todo or job.key in self._taken:
+            raise ValueError(f"{job.label}: not a job waiting to run")
+        self._taken.add(job.key)
+        self._unready(job.key)
 
     def finish(self, job: Job, result: JobResult) -> None:
+        before = self.results.get(job.key)
         self.results[job.key] = result
         self.observer.finished(job, result)
+        if job.key in self.todo:
+            self._unready(job.key)
+            was_ok, ok = before is not None and before.status in _SATISFIED, result.status in _SATISFIED
+            if ok != was_ok:
+                for key in self._needed_by.get(job.key, ()):
+                    self._unmet[key] += -1 if ok else 1
+                    if not self._unmet[key] and key not in self._taken and key not in self.results:
+                        insort(self._ready, self._position[key])
+                    elif not ok:
+                        self._unready(key)
         if result.status == "failed":
-            for dep_key in self.plan.dependents(job.key):
+            for dep_key in self._dependents(job.key):
                 if dep_key in self.todo and dep_key not in self.results:
                     dep = self.plan.jobs[dep_key]
                     self.results[dep_key] = JobResult(dep_key, dep.label, "skipped",
                                                       error=f"not run: needs {job.label}, which failed")
+                    self._unready(dep_key)
                     self.observer.finished(dep, self.results[dep_key])
 
     @property
     def finished(self) -> bool:
         return len(self.results) == len(self.todo)
 
+    def _unready(self, key: str) -> None:
+        """No longer offer ``key`` (if it is offered)."""
+        position = self._position[key]
+        i = bisect_left(self._ready, position)
+        if i < len(self._ready) and self._ready[i] == position:
+            del self._ready[i]
+
+    def _dependents(self, key: str) -> list[str]:
+        """What :meth:`rbench.plan.Plan.dependents` says (every job of the plan that reads ``key``, directly or
+        through other jobs of the plan, in plan order), from an index of the plan built once."""
+        if self._downstream is None:
+            self._downstream, self._plan_order = {}, {}
+            for i, job in enumerate(self.plan.jobs.values()):
+                self._plan_order[job.key] = i
+                for d in set(job.deps):
+                    self._downstream.setdefault(d, []).append(job.key)
+        found: set[str] = set()
+        frontier = [key]
+        while frontier:
+            for other in self._downstream.get(frontier.pop(), ()):
+                if other not in found:
+                    found.add(other)
+                    frontier.append(other)
+        return sorted(found, key=self._plan_order.__getitem__)
+
+
+#: the results that satisfy a dependency
+_SATISFIED = ("done", "cached")
+
 
 class Executor:
     """Base of every executor plugin (see the module docstring for the contract)."""
 
     name: ClassVar[str]
-    Params = NoParams
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def check(self, params: Any) -> None:
+        """Refuse (one-line RbenchError) a setup this executor cannot run with, before any work; default: none."""
 
     def run(self, plan: Plan, store: Store, jobs: list[Job], *, devices: list[str], workers: int,
-            observer: Observer, job_timeout: float | None = None) -> dict[str, JobResult]:
+            observer: Observer, job_timeout: float | None = None, params: Any = None) -> dict[str, JobResult]:
         raise NotImplementedError
+
+
+#: command-line options of ``rbench run`` that fill a field of the executor's Params (option -> field)
+OPTIONS = {"--address": "address", "--gpu-fraction": "gpu_fraction", "--max-retries": "max_retries"}
+
+
+def configure(name: str, options: dict[str, Any] | None = None) -> tuple[Executor, BaseModel]:
+    """The executor plugin ``name`` and its validated Params, from ``options`` (command-line option -> value; None:
+    not given), checked by the executor (:meth:`Executor.check`). Every problem is one :class:`RbenchError` line
+    naming the option."""
+    from rbench.manager import get_registry
+
+    executor = get_registry().get("executor", name).obj
+    model = getattr(executor, "Params", NoParams)
+    values = {}
+    for option, value in (options or {}).items():
+        if value is None:
+            continue
+        field = OPTIONS.get(option, option.lstrip("-").replace("-", "_"))
+        if field not in model.model_fields:
+            raise RbenchError(f"{option}: executor {name!r} takes no such option")
+        values[field] = value
+    try:
+        params = model.model_validate(values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        option = next((o for o, f in OPTIONS.items() if f == field), f"--{field.replace('_', '-')}")
+        raise RbenchError(f"{option} {first.get('input')!r}: {first['msg']} (executor {name!r})") from None
+    check = getattr(executor, "check", None)
+    if check is not None:
+        check(params)
+    return executor, params

@@ -78,6 +78,8 @@ def _worker_main(conn: Connection, device: str, threads: int, store_root: str, t
         def on_start(key: str = job.key) -> None:
             conn.send(("started", key, device))
 
+        status: str
+        error: str | None
         try:
             status, error = compute(job, store, device, progress, on_start=on_start, timeout=timeout), None
         except (Exception, JobTimeout) as exc:  # a failing job fails alone
@@ -118,7 +120,8 @@ class LocalExecutor(Executor):
     name = "local"
 
     def run(self, plan: Plan, store: Store, jobs: list[Job], *, devices: list[str], workers: int,
-            observer: Observer, job_timeout: float | None = None) -> dict[str, JobResult]:
+            observer: Observer, job_timeout: float | None = None, params: Any = None) -> dict[str, JobResult]:
+        # params: NoParams (the local executor takes no options)
         scheduler = Scheduler(plan, jobs, observer)
         if workers == 1 and job_timeout is None:
             self._run_inline(scheduler, store, devices[0], observer)

@@ -59,7 +59,7 @@ class Sweep:
 def _attack_of_label(table: ResultTable, axis: str) -> dict[str, str] | None:
     """label -> the one attack label of its cells, for every label along ``axis`` ("rows" or "columns"); None
     when a label's cells mix attacks (the attacks are not along that axis)."""
-    out = {}
+    out: dict[str, str] = {}
     for c in table.cells:
         label = c.row if axis == "rows" else c.column
         if not c.attack or out.setdefault(label, c.attack) != c.attack:

@@ -43,6 +43,8 @@ class LowpassModule(DefenseModule):
     """Optional noise (``noise_sigma`` > 0), then the kernel applied to each channel (depthwise conv2d) with
     'replicate' padding, clamped to [0, 1]."""
 
+    kernel: torch.Tensor  # a buffer
+
     def __init__(self, size: int, variance: float, noise_sigma: float):
         super().__init__()
         self.register_buffer("kernel", gaussian_kernel(size, variance), persistent=False)

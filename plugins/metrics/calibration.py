@@ -22,7 +22,7 @@ class ReliabilityBins(NamedTuple):
     """Per equal-width confidence bin: how many samples fall in it, their accuracy and their mean confidence
     (fractions in [0, 1]; NaN in empty bins). Bin b covers [b/bins, (b+1)/bins), the last one includes 1."""
 
-    count: np.ndarray
+    count: np.ndarray  # type: ignore[assignment]  # a field, shadowing tuple.count (never called on the bins)
     accuracy: np.ndarray
     confidence: np.ndarray
 

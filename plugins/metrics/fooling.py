@@ -136,7 +136,7 @@ class FooledFraction(Metric):
     Params = FractionParams
     label = "fooled"
 
-    def compute(self, cell: CellData, params: FractionParams) -> float | None:
+    def compute(self, cell: CellData, params: FractionParams) -> Estimate | None:
         rows, values = _values(cell, params.cls, params.generation)
         if values is None:
             return None

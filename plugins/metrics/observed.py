@@ -59,6 +59,7 @@ class Observed(Metric):
 
     def compute(self, cell: CellData, params: ObservedParams) -> float | None:
         observed = observations(cell)
+        entry: dict | None
         if params.epoch == "first":
             entry = observed[0]
         elif params.epoch == "last":

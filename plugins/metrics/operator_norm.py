@@ -64,7 +64,7 @@ class OperatorNorm(Metric):
     unit = ""
     fmt = ".3g"
 
-    def compute(self, cell: CellData, params: BaseModel) -> float | None:
+    def compute(self, cell: CellData, params: OperatorNormParams) -> float | None:
         bounds = [b for _, b in layer_bounds(cell.model, params.input_shape)]
         if params.layer == "product":
             return float(torch.tensor(bounds, dtype=torch.float64).prod())

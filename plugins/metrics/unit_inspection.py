@@ -13,7 +13,7 @@ reporter (:mod:`rbench.plugins.reporters.unit_grids`), so the drawn images are e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def hidden_activations(model: nn.Module, x: torch.Tensor, layer: int, batch: int
     with torch.no_grad():
         for start in range(0, len(x), batch):
             h, seen = x[start:start + batch].to(torch.float64), 0
-            for module in model.net:
+            for module in cast(MlpNet, model).net:  # hidden_layers checked that it is one
                 if isinstance(module, nn.Linear):
                     h = F.linear(h, module.weight.to(h), module.bias.to(h))
                     seen += 1
@@ -133,7 +133,7 @@ class UnitPurity(Metric):
     unit = "%"
     fmt = ".1f"
 
-    def compute(self, cell: CellData, params: BaseModel) -> float | None:
+    def compute(self, cell: CellData, params: UnitPurityParams) -> float | None:
         x, y = cell.inputs
         if not np.array_equal(cell.clean.labels, y.numpy()):
             raise ValueError("the clean predictions' labels are not the evaluation's labels")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import torch
@@ -29,7 +30,7 @@ def per_layer(value: float | list[float], n: int, what: str) -> list[float]:
     return [value] * n
 
 
-def decay_groups(layers: list[nn.Module], decays: list[float]) -> list[dict[str, Any]]:
+def decay_groups(layers: Sequence[nn.Linear | nn.Conv2d], decays: list[float]) -> list[dict[str, Any]]:
     """Optimizer groups: each layer's weights with its own weight decay, all biases without decay."""
     groups: list[dict[str, Any]] = [{"params": [layer.weight], "weight_decay": wd} for layer, wd in zip(
         layers, decays, strict=True)]

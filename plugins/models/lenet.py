@@ -76,7 +76,7 @@ class LeNetNet(nn.Module):
         if p.input_dropout > 0:
             layers.append(nn.Dropout(p.input_dropout))
         c_in, size = p.input_shape[0], p.input_shape[1]
-        self.weighted: list[nn.Module] = []
+        self.weighted: list[nn.Conv2d | nn.Linear] = []
         for c_out, rate in zip(p.channels, drops, strict=False):
             conv = nn.Conv2d(c_in, c_out, p.kernel_size)
             self.weighted.append(conv)
@@ -97,6 +97,7 @@ class LeNetNet(nn.Module):
         if p.init == "xavier":  # after torch's own initialisation: "default" draws exactly what it always did
             for layer in self.weighted:
                 nn.init.xavier_uniform_(layer.weight)
+                assert layer.bias is not None  # every weighted layer is built with a bias
                 nn.init.zeros_(layer.bias)
 
     def forward(self, x):

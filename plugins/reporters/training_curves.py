@@ -44,8 +44,8 @@ def series(table: ResultTable, store: Store) -> dict[str, dict[str, tuple[list[i
             raise RbenchError(f"table {table.name!r}: the checkpoint behind cell ({cell.row}, {cell.column}) is not "
                               f"in the store {store.root}; pass --store, or run the suite again")
         observed = store.load_checkpoint(key)[1].get("stats", {}).get("observed", [])
-        points = [(e["epoch"], measurement(e, params)) for e in observed]
-        points = [(e, v) for e, v in points if v is not None]
+        measured = [(e["epoch"], measurement(e, params)) for e in observed]
+        points = [(e, v) for e, v in measured if v is not None]
         out.setdefault(cell.column, {})[cell.row] = ([e for e, _ in points], [v for _, v in points])
     return out
 

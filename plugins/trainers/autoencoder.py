@@ -46,24 +46,28 @@ class AutoencoderPretrain(Trainer):
     def train(self, model: torch.nn.Module, data: TrainData, params: AePretrainParams, *,
               generator: torch.Generator, device: torch.device, progress: Progress = no_progress
               ) -> dict[str, Any]:
+        parts: dict[str, torch.nn.Module] = {}
         for part in ("encoder", "decoder", "classifier"):
-            if not isinstance(getattr(model, part, None), torch.nn.Module):
+            module = getattr(model, part, None)
+            if not isinstance(module, torch.nn.Module):
                 raise TypeError(f"trainer 'autoencoder_pretrain' needs a model with an {part!r} submodule "
                                 "(e.g. model plugin 'ae_softmax')")
+            parts[part] = module
+        encoder, decoder = parts["encoder"], parts["decoder"]
         x, y = data.x.to(device), data.y.to(device)
         total = (params.ae_epochs + params.epochs) * -(-len(x) // params.batch_size)
         step = 0
         model.train()
-        ae_params = [*model.encoder.parameters(), *model.decoder.parameters()]
+        ae_params = [*encoder.parameters(), *decoder.parameters()]
         opt = torch.optim.Adam(ae_params, lr=params.ae_lr, weight_decay=params.ae_weight_decay)
         rho = torch.tensor(params.sparsity, device=device)
         ae_loss = torch.zeros((), device=device)
         for epoch in range(params.ae_epochs):
             for batch in _batches(len(x), params.batch_size, generator, device):
-                code = model.encoder(x[batch])
+                code = encoder(x[batch])
                 rho_hat = code.mean(0).clamp(1e-6, 1 - 1e-6)
                 kl = (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
-                recon = (model.decoder(code) - x[batch]).pow(2).flatten(1).sum(1).mean()
+                recon = (decoder(code) - x[batch]).pow(2).flatten(1).sum(1).mean()
                 ae_loss = recon + params.sparsity_weight * kl
                 opt.zero_grad(set_to_none=True)
                 ae_loss.backward()
@@ -71,10 +75,10 @@ class AutoencoderPretrain(Trainer):
                 step += 1
                 if step % 20 == 0:
                     progress(step, total, f"autoencoder epoch {epoch + 1}/{params.ae_epochs}")
-        model.encoder.requires_grad_(params.finetune)
+        encoder.requires_grad_(params.finetune)
         groups = param_groups(model)
         if params.finetune:
-            groups.append({"params": list(model.encoder.parameters()), "weight_decay": 0.0})
+            groups.append({"params": list(encoder.parameters()), "weight_decay": 0.0})
         opt = torch.optim.Adam(groups, lr=params.lr)
         ce = torch.zeros((), device=device)
         for epoch in range(params.epochs):

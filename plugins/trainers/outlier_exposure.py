@@ -114,7 +114,8 @@ class OutlierExposure(StandardTrainer):
         return OutlierStream(outliers.to(device), params.outlier_batch_size or params.batch_size, generator)
 
     def batch_loss(self, model, xb, yb, params: OutlierExposureParams, *, generator, epoch, tally,
-                   state: OutlierStream):
+                   state: OutlierStream | None = None):
+        assert state is not None, "batch_loss needs the OutlierStream begin() returned"
         logits = model(torch.cat([xb, state.next()]))
         ce = F.cross_entropy(logits[:len(xb)], yb)
         oe = uniform_cross_entropy(logits[len(xb):])
@@ -123,7 +124,8 @@ class OutlierExposure(StandardTrainer):
         tally["n"] = tally.get("n", 0) + len(xb)
         return ce + params.coef * oe
 
-    def summary(self, params, stats, epoch_losses, tally, state: OutlierStream):
+    def summary(self, params, stats, epoch_losses, tally, state: OutlierStream | None = None):
+        assert state is not None, "summary needs the OutlierStream begin() returned"
         n = max(tally["n"], 1)
         return {**stats, "final_epoch_ce": float(tally["ce"]) / n, "final_epoch_outlier_loss": float(tally["oe"]) / n,
                 "n_outliers": len(state.outliers)}

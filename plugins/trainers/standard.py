@@ -7,7 +7,7 @@ training, outlier exposure): they override :meth:`StandardTrainer.batch_loss` (a
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,20 +51,21 @@ class StandardTrainer(Trainer):
     the finite-loss check) is this one."""
 
     name = "standard"
-    Params = StandardParams
+    Params: ClassVar[type[BaseModel]] = StandardParams
     observes = True
 
-    def epochs(self, params: BaseModel) -> int:
+    # The hooks below take ``params`` typed Any: an instance of the subclass's own Params.
+    def epochs(self, params: Any) -> int:
         """How many passes over the data."""
         return params.epochs
 
-    def begin(self, data: TrainData, params: BaseModel, *, generator: torch.Generator, device: torch.device
+    def begin(self, data: TrainData, params: Any, *, generator: torch.Generator, device: torch.device
               ) -> Any:
         """Called once before the first epoch (before any draw of the loop's own); what it returns is handed to
         every :meth:`batch_loss` and to :meth:`summary` as ``state``. Nothing by default."""
         return None
 
-    def batch_loss(self, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, params: BaseModel, *,
+    def batch_loss(self, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, params: Any, *,
                    generator: torch.Generator, epoch: int, tally: dict[str, Any], state: Any = None
                    ) -> torch.Tensor:
         """The loss (mean over the batch) of one minibatch, to be back-propagated.
@@ -76,13 +77,13 @@ class StandardTrainer(Trainer):
         last epoch's is handed to :meth:`summary`)."""
         return F.cross_entropy(model(xb), yb)
 
-    def summary(self, params: BaseModel, stats: dict[str, Any], epoch_losses: list[float],
+    def summary(self, params: Any, stats: dict[str, Any], epoch_losses: list[float],
                 tally: dict[str, Any], state: Any = None) -> dict[str, Any]:
         """The statistics :meth:`train` returns; ``stats`` holds the standard ones, ``epoch_losses`` the mean
         loss of every epoch and ``tally`` the last epoch's sums (see :meth:`batch_loss`)."""
         return stats
 
-    def train(self, model: torch.nn.Module, data: TrainData, params: BaseModel, *,
+    def train(self, model: torch.nn.Module, data: TrainData, params: OptimizerParams, *,
               generator: torch.Generator, device: torch.device, progress: Progress = no_progress,
               observer: EpochObserver | None = None) -> dict[str, Any]:
         x, y = data.x.to(device), data.y.to(device)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from rbench.model import Progress, TrainData, Trainer, no_progress
+from rbench.plugins.models.temperature import TemperatureScaledNet
 
 
 class TemperatureParams(BaseModel):
@@ -26,7 +27,7 @@ class TemperatureFit(Trainer):
     def train(self, model: torch.nn.Module, data: TrainData, params: TemperatureParams, *,
               generator: torch.Generator, device: torch.device, progress: Progress = no_progress
               ) -> dict[str, Any]:
-        if not hasattr(model, "log_temperature"):
+        if not isinstance(model, TemperatureScaledNet):
             raise TypeError("trainer 'temperature' needs a model with a 'log_temperature' (plugin "
                             "'temperature_scaled')")
         base = model.members[0].eval()

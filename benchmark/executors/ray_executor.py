@@ -1,0 +1,405 @@
+"""The Ray executor (``--executor ray``, extra ``ray``): every job is a Ray task, on a cluster or on a Ray
+instance started for the run.
+
+- **Where.** ``--address HOST:PORT`` (or ``auto``: the cluster ``ray start`` began on this machine, or
+  ``RAY_ADDRESS``) joins a running cluster; without it the executor starts a private Ray instance sized by
+  ``--device``/``--workers`` (``workers x num_cpus`` CPUs, one GPU per CUDA device named) and stops it at the end.
+- **Jobs.** A job is dispatched once its inputs are done (the shared :class:`~rbench.executors.Scheduler`); its task
+  asks for ``num_cpus`` CPUs and, on a cluster with GPUs, a whole GPU for a training job and ``gpu_fraction`` of one
+  for an attack or evaluation job (so several small jobs share a GPU). The task opens the store at the same path
+  (a shared filesystem on a real cluster) and computes the job through :func:`rbench.execution.compute` (its key's
+  lock, re-check, time limit), so two clusters, or a cluster and a local run, never compute one job twice. Only the
+  job and a small result tuple travel through Ray's object store; ``started`` and progress come back through a
+  small actor. The driver's ``RBENCH_*`` environment variables (data folder, offline mode, plugin allow/deny lists)
+  are set in every task.
+- **Faults.** A worker or node that dies mid-job leaves no partial entry (the store writes atomically) and Ray
+  runs the job again, up to ``max_retries`` times; then the job fails alone, naming its plugin, and its dependents
+  are skipped. A plugin's exception is never retried (it would fail again): it fails the job as in a local run.
+- **Stopping.** On Ctrl-C, SIGTERM or SIGHUP the running tasks are cancelled (KeyboardInterrupt in the task, which
+  removes the temporary file it is writing), forcibly after a grace period, and a Ray instance the executor
+  started is shut down, so no process is left behind. Ray keeps its own session files and logs under its temp dir
+  (``/tmp/ray``, or ``$RAY_TMPDIR/ray``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from types import ModuleType
+from typing import Annotated, Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from rbench import hookimpl
+from rbench.devices import cpu_threads_per_worker
+from rbench.errors import RbenchError
+from rbench.execution import JobTimeout, compute, describe_failure
+from rbench.executors import Executor, JobResult, Observer, Scheduler
+from rbench.executors.local import STOP_GRACE, _hard_deadline
+from rbench.plan import Job, Plan
+from rbench.store import Store
+
+#: job kinds that train weights: their task takes a whole GPU (attacks and evaluations take ``gpu_fraction``)
+WHOLE_GPU_KINDS = ("train", "transform")
+#: seconds between two progress messages of one task (the last one always goes)
+PROGRESS_EVERY = 0.5
+#: seconds the coordinator waits on its tasks before it relays their events again
+POLL = 0.25
+#: seconds a ``--address`` may take to accept a connection before the run is refused
+CONNECT_TIMEOUT = 5.0
+#: Ray's object store of a Ray instance started for a run (only keys and small tuples travel through it)
+LOCAL_OBJECT_STORE_BYTES = 128 * 2**20
+MISSING_EXTRA = "executor 'ray' needs the ray extra: pip install 'rbench[ray]'"
+
+
+class RayParams(BaseModel):
+    """Options of the Ray executor (command line: ``--address``, ``--gpu-fraction``, ``--max-retries``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: the Ray cluster to run on: HOST:PORT of its head, or ``auto`` (the cluster started on this machine, or
+    #: ``RAY_ADDRESS``); None: start a Ray instance for this run, sized by ``--device`` and ``--workers``
+    address: str | None = None
+    #: the share of one GPU an attack or evaluation job asks for (training jobs take a whole GPU)
+    gpu_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    #: CPUs each job asks for (on a cluster, its torch threads; on a Ray instance of the run, as local workers)
+    num_cpus: Annotated[float, Field(gt=0)] = 1.0
+    #: times a job whose worker or node died is run again before it fails
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+
+
+def job_resources(job_kind: str, params: RayParams, gpus: bool) -> dict[str, float]:
+    """The Ray resources of one task: ``num_cpus``, and ``num_gpus`` when the cluster has GPUs (a whole one to
+    train, ``gpu_fraction`` of one otherwise)."""
+    num_gpus = 0.0 if not gpus else 1.0 if job_kind in WHOLE_GPU_KINDS else params.gpu_fraction
+    return {"num_cpus": params.num_cpus, "num_gpus": num_gpus}
+
+
+def local_instance(devices: list[str], workers: int, params: RayParams) -> dict[str, Any]:
+    """``ray.init`` resources of a Ray instance started for a run on ``devices`` (one per worker): CPUs for
+    ``workers`` jobs at once, one GPU per distinct CUDA device named, and the ``CUDA_VISIBLE_DEVICES`` that makes
+    Ray's GPUs those devices (None: leave it as it is)."""
+    cuda = sorted({0 if d == "cuda" else int(d.split(":")[1]) for d in devices if d.startswith("cuda")})
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    physical = [v.strip() for v in visible.split(",")] if visible else [str(i) for i in range(max(cuda or [0]) + 1)]
+    return {"num_cpus": max(1, math.ceil(workers * params.num_cpus)), "num_gpus": len(cuda),
+            "cuda_visible_devices": ",".join(physical[i] for i in cuda) if cuda else None}
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's ``RBENCH_*`` variables, set in every task so that jobs see the data and plugins a local run
+    would."""
+    return {k: v for k, v in os.environ.items() if k.startswith("RBENCH_")}
+
+
+def _import_ray() -> ModuleType:
+    try:
+        import ray
+    except ImportError:
+        raise RbenchError(MISSING_EXTRA) from None
+    return ray
+
+
+def check_address(address: str) -> None:
+    """Refuse (one line) an address no Ray cluster answers at, within :data:`CONNECT_TIMEOUT` seconds (Ray itself
+    would retry for a minute)."""
+    target = address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+        except ImportError:  # another Ray version: let ray.init look for it
+            return
+        try:
+            target = canonicalize_bootstrap_address("auto") or ""
+        except Exception:
+            target = ""
+        if not target:
+            raise RbenchError("--address auto: no running Ray cluster found on this machine (start one with "
+                              "ray start --head, or give --address HOST:PORT)")
+    host, sep, port = target.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise RbenchError(f"--address {address!r}: give HOST:PORT of the Ray head node, or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise RbenchError(f"--address {address}: no Ray cluster answers at {host}:{port} ({why})") from None
+
+
+# -- task side (in a Ray worker process) ---------------------------------------------------------------------
+_stores: dict[str, Store] = {}
+
+
+def _ray_job(job: Job, store_root: str, timeout: float | None, threads: int, events: Any, env: dict[str, str]
+             ) -> tuple[str, float, str | None, str]:
+    """One job in a Ray worker: ``(status, seconds, error, where)``; a plugin's exception fails the job here (it
+    is not a Ray failure: Ray retries only a worker that died). ``env``: the driver's ``RBENCH_*`` variables (set
+    here rather than through a Ray runtime_env, which would keep the cluster's idle workers from taking jobs)."""
+    import ray
+
+    os.environ.update(env)
+    torch.set_num_threads(threads)
+    device = "cuda" if ray.get_gpu_ids() else "cpu"
+    where = f"{device}@{ray.util.get_node_ip_address()}"
+    store = _stores.setdefault(store_root, Store(store_root))
+    started = time.perf_counter()
+    last = 0.0
+
+    def progress(completed: float, total: float, text: str = "") -> None:
+        nonlocal last
+        now = time.monotonic()
+        if completed >= total or now - last >= PROGRESS_EVERY:
+            last = now
+            events.push.remote(("progress", job.key, (completed, total, text)))
+
+    def on_start() -> None:
+        events.push.remote(("started", job.key, where))
+
+    status: str
+    error: str | None = None
+    try:
+        status = compute(job, store, device, progress, on_start=on_start, timeout=timeout)
+    except (Exception, JobTimeout) as exc:  # a failing job fails alone
+        status, error = "failed", describe_failure(job, exc)
+    return status, time.perf_counter() - started, error, where
+
+
+def _events_actor(ray: ModuleType) -> Any:
+    """The actor that carries ``started`` and progress messages from tasks to the coordinator. Defined here, so
+    Ray ships it by value: its process imports neither torch nor rbench."""
+
+    class RbenchEvents:
+        def __init__(self) -> None:
+            self.events: list[Any] = []
+
+        def push(self, event: Any) -> None:
+            self.events.append(event)
+
+        def drain(self) -> list[Any]:
+            events, self.events = self.events, []
+            return events
+
+    return ray.remote(num_cpus=0)(RbenchEvents).remote()
+
+
+# -- coordinator side ----------------------------------------------------------------------------------------
+class RayExecutor(Executor):
+    """Every job a Ray task, with per-kind resources (fractional GPUs for attacks and evaluations); results are
+    written by the tasks straight into the store on a shared filesystem; a job whose worker died is retried."""
+
+    name = "ray"
+    Params = RayParams
+
+    def check(self, params: RayParams) -> None:
+        _import_ray()
+        if params.address is not None:
+            check_address(params.address)
+
+    def run(self, plan: Plan, store: Store, jobs: list[Job], *, devices: list[str], workers: int,
+            observer: Observer, job_timeout: float | None = None, params: RayParams | None = None
+            ) -> dict[str, JobResult]:
+        params = params if params is not None else RayParams()
+        scheduler = Scheduler(plan, jobs, observer)
+        if not jobs:
+            return scheduler.results
+        ray = _import_ray()
+        owned = not ray.is_initialized()  # else a program using rbench's API connected Ray itself: use that
+        if owned:
+            self._connect(ray, params, devices, workers)
+        # torch threads per job: on a Ray instance of the run's own, as the local executor's workers (so the
+        # numbers are the local executor's: float sums depend on the thread count); on a cluster, num_cpus
+        threads = cpu_threads_per_worker(workers) if owned and params.address is None else max(1, int(params.num_cpus))
+        try:
+            gpus = ray.cluster_resources().get("GPU", 0) > 0
+            _Dispatch(ray, scheduler, store, observer, params, gpus, job_timeout, threads).run()
+        finally:
+            if owned:
+                with contextlib.suppress(Exception):
+                    ray.shutdown()  # a Ray instance started here stops; a cluster ends this run's tasks
+        return scheduler.results
+
+    @staticmethod
+    def _connect(ray: ModuleType, params: RayParams, devices: list[str], workers: int) -> None:
+        """``ray.init``; the signal handlers of the run stay (Ray's would abort the process on SIGTERM)."""
+        if threading.current_thread() is not threading.main_thread():
+            return RayExecutor._init(ray, params, devices, workers)
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            RayExecutor._init(ray, params, devices, workers)
+        finally:
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+
+    @staticmethod
+    def _init(ray: ModuleType, params: RayParams, devices: list[str], workers: int) -> None:
+        import logging
+
+        common = {"logging_level": logging.WARNING, "log_to_driver": True}
+        try:
+            if params.address is not None:
+                ray.init(address=params.address, **common)
+                return
+            sizes = local_instance(devices, workers, params)
+            visible = sizes.pop("cuda_visible_devices")
+            before = os.environ.get("CUDA_VISIBLE_DEVICES")
+            if visible is not None:
+                os.environ["CUDA_VISIBLE_DEVICES"] = visible
+            try:  # "local": a new instance, never a cluster ray.init would otherwise find on this machine
+                ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                         **sizes, **common)
+            finally:
+                if visible is not None:
+                    if before is None:
+                        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                    else:
+                        os.environ["CUDA_VISIBLE_DEVICES"] = before
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"--address {params.address}" if params.address is not None else "a local Ray instance"
+            text = " ".join(str(exc).split())
+            raise RbenchError(f"executor 'ray': cannot start or join {where}: {text}") from None
+
+
+class _Dispatch:
+    """One run's tasks: submit what is ready, wait, relay events, finish; cancel everything if interrupted."""
+
+    def __init__(self, ray: ModuleType, scheduler: Scheduler, store: Store, observer: Observer, params: RayParams,
+                 gpus: bool, timeout: float | None, threads: int):
+        self.ray, self.scheduler, self.observer, self.params, self.threads = ray, scheduler, observer, params, threads
+        self.store_root, self.gpus, self.timeout = str(store.root.resolve()), gpus, timeout
+        self.task = ray.remote(_ray_job)
+        self.env = forwarded_env()
+        self.events = _events_actor(ray)
+        self.draining: Any = self.events.drain.remote()
+        self.inflight: dict[Any, Job] = {}
+        self.submitted: dict[str, float] = {}  # key -> when its task was submitted
+        self.started: dict[str, float] = {}  # key -> when it (or its latest retry) started computing
+
+    def run(self) -> None:
+        try:
+            while not self.scheduler.finished:
+                for job in self.scheduler.ready():
+                    self.submit(job)
+                if not self.inflight:
+                    return  # nothing runs and nothing is ready: the rest was skipped
+                done, rest = _unwrapped(self.ray.wait, list(self.inflight), num_returns=1, timeout=POLL)
+                if done and rest:
+                    done += _unwrapped(self.ray.wait, rest, num_returns=len(rest), timeout=0)[0]
+                self.relay()
+                for ref in done:
+                    job = self.inflight.pop(ref)
+                    self.scheduler.finish(job, self.result(ref, job))
+                self.enforce_deadline()
+        except BaseException:
+            self.cancel()
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                self.ray.kill(self.events)
+
+    def submit(self, job: Job) -> None:
+        self.scheduler.take(job)
+        resources = job_resources(job.kind, self.params, self.gpus)
+        ref = self.task.options(**resources, max_retries=self.params.max_retries, retry_exceptions=False,
+                                name=f"rbench: {job.label}"[:200]).remote(job, self.store_root, self.timeout,
+                                                                           self.threads, self.events, self.env)
+        self.inflight[ref] = job
+        self.submitted[job.key] = time.monotonic()
+
+    def relay(self) -> None:
+        """Pass the tasks' ``started`` and progress messages on to the observer (a job's first start only)."""
+        ready, _ = _unwrapped(self.ray.wait, [self.draining], timeout=0)
+        if not ready:
+            return
+        try:
+            events = _unwrapped(self.ray.get, self.draining)
+        except self.ray.exceptions.RayError:
+            events = []  # the actor is gone: no more progress, the jobs still finish
+        self.draining = self.events.drain.remote()
+        running = {job.key: job for job in self.inflight.values()}
+        for kind, key, payload in events:
+            job = running.get(key)
+            if job is None:
+                continue  # already finished
+            if kind == "started":
+                if key not in self.started:
+                    self.observer.started(job, payload)
+                self.started[key] = time.monotonic()
+            else:
+                self.observer.progress(key, *payload)
+
+    def result(self, ref: Any, job: Job) -> JobResult:
+        exceptions = self.ray.exceptions
+        try:
+            status, seconds, error, where = _unwrapped(self.ray.get, ref)
+            return JobResult(job.key, job.label, status, seconds, where, error)
+        except (exceptions.WorkerCrashedError, exceptions.NodeDiedError, exceptions.OutOfMemoryError,
+                exceptions.ObjectLostError) as exc:
+            n = self.params.max_retries
+            error = (f"{job.label} [{job.plugin}]: its Ray worker died ({type(exc).__name__}: {_first_line(exc)}) "
+                     f"after {n} {'retry' if n == 1 else 'retries'}")
+        except exceptions.RayError as exc:  # e.g. a node without rbench: the task's own error, not Ray's header
+            cause = getattr(exc, "cause", None)
+            why = exc if not isinstance(cause, BaseException) else cause
+            error = f"{job.label} [{job.plugin}]: Ray could not run it: {type(why).__name__}: {_first_line(why)}"
+        seconds = time.monotonic() - self.submitted.get(job.key, time.monotonic())
+        return JobResult(job.key, job.label, "failed", seconds, "ray", error)
+
+    def enforce_deadline(self) -> None:
+        """End (kill) a task stuck past the job time limit where its own SIGALRM could not stop it."""
+        if self.timeout is None:
+            return
+        now = time.monotonic()
+        for ref, job in list(self.inflight.items()):
+            since = self.started.get(job.key)
+            if since is not None and now - since > _hard_deadline(self.timeout):
+                with contextlib.suppress(Exception):
+                    self.ray.cancel(ref, force=True)
+                del self.inflight[ref]
+                self.scheduler.finish(job, JobResult(
+                    job.key, job.label, "failed", now - since, "ray",
+                    f"{job.label} [{job.plugin}]: JobTimeout: exceeded the job time limit of {self.timeout:g} s "
+                    "(stuck outside Python: its Ray worker was killed)"))
+
+    def cancel(self) -> None:
+        """Interrupt every running task (KeyboardInterrupt: it removes its temporary file and releases its lock),
+        then kill those still running after :data:`STOP_GRACE` seconds."""
+        refs = list(self.inflight)
+        if not refs:
+            return
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref)
+        with contextlib.suppress(Exception):
+            _, refs = self.ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE)
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=True)
+
+
+def _unwrapped(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)`` (a Ray call); Ctrl-C or a stopping signal that arrives inside Ray's compiled code
+    comes out as a SystemError caused by it: raise the KeyboardInterrupt or Terminated itself."""
+    try:
+        return call(*args, **kwargs)
+    except SystemError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and not isinstance(cause, Exception):
+            raise cause from None
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(text[0].split())[:200] if text else "(no message)"
+
+
+@hookimpl
+def rbench_executors():
+    return [RayExecutor()]

@@ -1,0 +1,298 @@
+"""The Ray executor (``--executor ray``): on a local Ray cluster started here (one head node on 127.0.0.1, 2 CPUs,
+shared by the tests of this file), the tiny suite gives the local executor's tables even though a worker is killed
+mid-job (Ray retries it); a job whose worker always dies fails alone after its retries; a cluster run and a local
+run share one store, computing each job once; bad options are one line, before any work. Two Ray runs in all (each
+costs a driver and fresh Ray workers): to stay within make test's budget, the fresh-store run is at once the kill
+test and the shared-store test. A Ray-only run of the quickstart against the local executor, and SIGTERM, are
+`full` (make check-full)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from support import RBENCH, alive, descendants, rbench, run_values
+
+from rbench.errors import RbenchError
+from rbench.executors import configure
+from rbench.executors.ray_executor import RayParams, forwarded_env, job_resources, local_instance
+from rbench.store import Store
+
+RAY = str(Path(sys.executable).parent / "ray")
+#: Ray on this machine only: no token, no usage report (nothing written to ~/.ray)
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+# -- without a cluster -----------------------------------------------------------------------------------------
+def test_resources_per_job_kind():
+    params = RayParams(gpu_fraction=0.25, num_cpus=2)
+    assert job_resources("train", params, gpus=True) == {"num_cpus": 2, "num_gpus": 1.0}
+    assert job_resources("transform", params, gpus=True)["num_gpus"] == 1.0
+    assert job_resources("attack", params, gpus=True) == {"num_cpus": 2, "num_gpus": 0.25}
+    assert job_resources("eval", params, gpus=True)["num_gpus"] == 0.25
+    assert job_resources("attack", params, gpus=False) == {"num_cpus": 2, "num_gpus": 0.0}
+    assert job_resources("train", RayParams(), gpus=False)["num_gpus"] == 0.0
+
+
+def test_a_ray_instance_started_for_a_run_is_sized_by_devices_and_workers(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert local_instance(["cpu"], 1, RayParams()) == {"num_cpus": 1, "num_gpus": 0, "cuda_visible_devices": None}
+    assert local_instance(["cuda:1", "cuda:1", "cuda:3"], 6, RayParams(num_cpus=0.5)) == \
+        {"num_cpus": 3, "num_gpus": 2, "cuda_visible_devices": "1,3"}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")  # cuda:N is the N-th visible device
+    assert local_instance(["cuda:0", "cuda:2"], 2, RayParams())["cuda_visible_devices"] == "4,6"
+
+
+def test_options_are_validated_and_rbench_settings_reach_the_tasks(monkeypatch):
+    executor, params = configure("ray", {"--gpu-fraction": 0.5, "--address": None, "--max-retries": 1})
+    assert executor.name == "ray" and params == RayParams(gpu_fraction=0.5, max_retries=1)
+    for options, message in (({"--gpu-fraction": 0.0}, "--gpu-fraction 0.0: Input should be greater than 0"),
+                             ({"--gpu-fraction": 1.5}, "--gpu-fraction 1.5: Input should be less than or equal"),
+                             ({"--max-retries": -1}, "--max-retries -1")):
+        with pytest.raises(RbenchError, match=message):
+            configure("ray", options)
+    with pytest.raises(RbenchError, match="--address: executor 'local' takes no such option"):
+        configure("local", {"--address": "auto"})
+    assert configure("local", {"--address": None, "--gpu-fraction": None})[1].model_dump() == {}
+    monkeypatch.setenv("RBENCH_FAULT_KILL", "mid-write:2")
+    assert forwarded_env()["RBENCH_FAULT_KILL"] == "mid-write:2" and "PATH" not in forwarded_env()
+
+
+def test_without_ray_installed_the_choice_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    with pytest.raises(RbenchError, match=r"executor 'ray' needs the ray extra: pip install 'rbench\[ray\]'"):
+        configure("ray", {})
+
+
+def _cli(capsys, *args: str) -> tuple[int, str]:
+    """``rbench ARGS`` in this process (as fast as a bad option should fail): exit code and stderr."""
+    from rbench.cli import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["rbench", *args])
+        with pytest.raises(SystemExit) as end:
+            main()
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    return end.value.code, out.err
+
+
+def test_bad_options_stop_the_run_before_any_work(tiny_suite, tmp_path, capsys, monkeypatch):
+    for name, value in RAY_ENV.items():
+        monkeypatch.setenv(name, value)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cases = ((["--address", "127.0.0.1:6379"], "--address: executor 'local' takes no such option"),
+             (["--executor", "ray", "--gpu-fraction", "0"], "--gpu-fraction 0.0: Input should be greater than 0"),
+             (["--executor", "ray", "--gpu-fraction", "1.5"], "--gpu-fraction 1.5: Input should be less than or "),
+             (["--executor", "ray", "--address", f"127.0.0.1:{port}"], f"no Ray cluster answers at 127.0.0.1:{port}"),
+             (["--executor", "ray", "--address", "nonsense"], "--address 'nonsense': give HOST:PORT"))
+    for args, message in cases:
+        started = time.monotonic()
+        code, err = _cli(capsys, "run", str(tiny_suite), "--store", str(tmp_path / "store"), "--run-dir",
+                         str(tmp_path / "run"), "-q", *args)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+        assert time.monotonic() - started < 10  # not Ray's minute of retries
+        assert not (tmp_path / "store").exists() and not (tmp_path / "run").exists()
+    code, err = _cli(capsys, "run", str(tiny_suite), "--dry-run", "--executor", "local", "--max-retries", "2")
+    assert code == 2 and "--max-retries: executor 'local' takes no such option" in err, err
+
+
+# -- on a local cluster ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cluster(request):
+    """A Ray head node on 127.0.0.1 with 2 CPUs, in its own session, with its files in a temporary folder (short:
+    Ray's socket paths must fit in 107 bytes); every process of it is killed at the end, whatever happened.
+    Yields (address, environment for rbench). The tiny suite's local reference run is made while Ray starts."""
+    temp = tempfile.mkdtemp(prefix="rbray-")
+    env = {**os.environ, **RAY_ENV}
+    start = subprocess.Popen([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", "0", "--temp-dir",
+                              temp, "--include-dashboard=false", "--num-cpus", "2", "--object-store-memory",
+                              "100000000", "--disable-usage-stats"], env=env, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pgid = start.pid  # the session (and process group) of every process of the cluster
+    try:
+        request.getfixturevalue("tiny_reference")
+        output = start.communicate(timeout=120)[0]
+        assert start.returncode == 0, output
+        address = (Path(temp) / "ray_current_cluster").read_text().strip()
+        yield address, RAY_ENV
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            start.kill()
+            start.communicate(timeout=10)
+        members = {int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat") if _pgid(p) == pgid}
+        members |= {d for m in members for d in descendants(m)}
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in members) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _pgid(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _ray_run(cluster, suite, store: Path, run_dir: Path, *extra: str, env: dict | None = None):
+    address, ray_env = cluster
+    return rbench("run", str(suite), "--store", str(store), "--run-dir", str(run_dir), "-q", "--executor", "ray",
+                  "--address", address, *extra, env={**ray_env, **(env or {})})
+
+
+def _jobs(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())["jobs"]
+
+
+@pytest.mark.slow
+def test_a_cluster_run_beside_a_local_run_gives_the_local_tables_though_a_worker_is_killed(cluster, tiny_reference,
+                                                                                          tmp_path):
+    """A fresh store, a Ray run and a local run on it at once (the local one starts once a Ray task computes: a
+    key's lock file appears). The first Ray worker that has written a checkpoint's weights dies before the sidecar
+    (only that one: the retry runs in a fresh worker, and only Ray's workers get the fault). Both runs complete with
+    the local tables, every job computed once by one of them, nothing corrupt or partial left; a third run (Ray,
+    in this process: it needs no worker) finds everything stored."""
+    from rich.console import Console
+
+    from rbench.gc import collect
+    from rbench.runner import run_suite
+
+    suite, _, _, expected = tiny_reference
+    address, ray_env = cluster
+    marker = tmp_path / "killed"
+    common = ["run", str(suite), "--store", str(tmp_path / "store"), "-q"]
+    ray_run = subprocess.Popen([RBENCH, *common, "--run-dir", str(tmp_path / "ray"), "--executor", "ray",
+                                "--address", address],
+                               env={**os.environ, **ray_env, "RBENCH_FAULT_KILL": "between-weights-and-sidecar:1",
+                                    "RBENCH_FAULT_ONCE": str(marker)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "store").glob("locks/*.lock")) and ray_run.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    local = subprocess.Popen([RBENCH, *common, "--run-dir", str(tmp_path / "local"), "--device", "cpu"],
+                             env={**os.environ, **ray_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for proc in (ray_run, local):
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    assert marker.exists()  # a Ray worker was killed
+    runs = [_jobs(tmp_path / name) for name in ("ray", "local")]
+    assert set(runs[0]) == set(runs[1])
+    for key in runs[0]:  # computed once: done by one run, read by the other
+        assert sorted((runs[0][key]["status"], runs[1][key]["status"])) == ["cached", "done"], key
+    assert any(j["status"] == "done" for j in runs[0].values())  # the cluster computed (the job it had started)
+    assert all(j["device"].startswith("cpu@") for j in runs[0].values() if j["status"] == "done")  # device@node
+    assert run_values(tmp_path / "ray") == run_values(tmp_path / "local") == expected
+    store = Store(tmp_path / "store")
+    assert all(store.verify(key) == "ok" for key in store.keys())  # rbench cache verify: else CorruptEntry
+    collect(store, [], None, dry_run=False)  # rbench cache gc: what the killed write left
+    assert not store.temporaries()
+    again = run_suite(suite, profile=None, store=store, run_dir=tmp_path / "again", device="cpu", workers=None,
+                      executor="ray", console=Console(quiet=True), quiet=True,
+                      executor_options={"--address": address})
+    assert {r.status for r in again.job_results.values()} == {"cached"}
+    assert run_values(tmp_path / "again") == expected
+
+
+@pytest.mark.slow
+def test_a_job_whose_worker_always_dies_fails_alone_after_its_retries(cluster, tiny_reference, tmp_path):
+    suite, reference_store, reference_run, expected = tiny_reference
+    shutil.copytree(reference_store, tmp_path / "store")
+    store = Store(tmp_path / "store")
+    labels = {k: j["label"] for k, j in _jobs(reference_run).items()}
+    keep = next(k for k, label in labels.items() if label == "train mlp")
+    for key in labels:  # only the mlp is stored: the cnn must be trained, and every worker training it dies
+        if key != keep:
+            for path in store.paths(key):
+                path.unlink()
+    out = _ray_run(cluster, suite, tmp_path / "store", tmp_path / "run", "--max-retries", "1",
+                   env={"RBENCH_FAULT_KILL": "between-weights-and-sidecar:1"})
+    assert out.returncode == 1, out.stderr  # as for a job that fails in a local run
+    jobs = _jobs(tmp_path / "run")
+    cnn = next(j for j in jobs.values() if j["label"] == "train cnn")
+    assert cnn["status"] == "failed"
+    assert cnn["error"].startswith("train cnn [trainer ") and "its Ray worker died" in cnn["error"]
+    assert cnn["error"].endswith("after 1 retry"), cnn["error"]
+    needs_cnn = {k for k, j in jobs.items() if "cnn" in j["label"] and j["label"] != "train cnn"}
+    assert needs_cnn and all(jobs[k]["status"] == "skipped" for k in needs_cnn)
+    others = {k: j["status"] for k, j in jobs.items() if "cnn" not in j["label"]}
+    assert others.pop(keep) == "cached" and others and set(others.values()) == {"done"}
+    values = run_values(tmp_path / "run")
+    assert all(values[cell] == expected[cell] for cell in values if values[cell] is not None)
+    assert f"failed: {cnn['error']}" in " ".join(out.stdout.split())
+
+
+# -- heavier: make check-full --------------------------------------------------------------------------------
+@pytest.mark.full
+def test_quickstart_on_a_ray_instance_started_for_the_run_gives_the_local_tables(tmp_path):
+    """``rbench run suites/quickstart.toml --profile quick --executor ray`` (no --address: a Ray instance of the
+    run's own, stopped at the end) gives the local executor's tables."""
+    repo = Path(__file__).resolve().parents[1]
+    suite = repo / "suites" / "quickstart.toml"
+    ray_tmp = tempfile.mkdtemp(prefix="rbray-")  # Ray's session files (short: socket paths)
+    try:
+        local = rbench("run", str(suite), "--profile", "quick", "--store", str(tmp_path / "s1"), "--run-dir",
+                       str(tmp_path / "local"), "-q", "--device", "cpu")
+        assert local.returncode == 0, local.stderr
+        ray_run = rbench("run", str(suite), "--profile", "quick", "--store", str(tmp_path / "s2"), "--run-dir",
+                         str(tmp_path / "ray_run"), "-q", "--device", "cpu", "--executor", "ray",
+                         env={**RAY_ENV, "RAY_TMPDIR": ray_tmp})
+        assert ray_run.returncode == 0, ray_run.stderr
+        assert run_values(tmp_path / "ray_run") == run_values(tmp_path / "local")
+        assert {j["status"] for j in _jobs(tmp_path / "ray_run").values()} == {"done"}
+        alive = [p for p in Path("/proc").glob("[0-9]*/cmdline") if ray_tmp.encode() in _read(p)]
+        assert not alive  # the Ray instance stopped with the run
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.mark.full
+def test_sigterm_cancels_the_tasks_and_stops_the_ray_instance_of_the_run(tiny_suite, tmp_path):
+    """SIGTERM to a run on a Ray instance of its own: exit 143 with one line, no process of the run left (the
+    driver's Ray processes and workers), nothing partial in the store."""
+    ray_tmp = tempfile.mkdtemp(prefix="rbray-")
+    store = tmp_path / "store"
+    try:
+        proc = subprocess.Popen([RBENCH, "run", str(tiny_suite), "--store", str(store), "--run-dir",
+                                 str(tmp_path / "run"), "-q", "--device", "cpu", "--executor", "ray"],
+                                env={**os.environ, **RAY_ENV, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not list(store.glob("locks/*.lock")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # a job is computing
+        family = descendants(proc.pid)
+        assert family and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and "stopped by SIGTERM" in err.splitlines()[-1], err
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in family if alive(p)]
+        assert not Store(store).temporaries()
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
