@@ -43,7 +43,8 @@ class Listener:
         self.warnings.append((message, job.key if job is not None else None))
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+# two worker processes in make check-full (make test's 10-minute budget); test_engine runs two workers already
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.full)])
 def test_a_listener_hears_every_job_and_the_trust_warnings(tiny_reference, tmp_path, workers):
     suite, store_dir, run_dir, _ = tiny_reference
     shutil.copytree(store_dir, tmp_path / "store")

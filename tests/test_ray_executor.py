@@ -210,7 +210,7 @@ def test_a_cluster_run_beside_a_local_run_gives_the_local_tables_though_a_worker
     assert run_values(tmp_path / "again") == expected
 
 
-@pytest.mark.slow
+@pytest.mark.full  # make check-full (make test's 10-minute budget); the kill-and-retry test stays in make test
 def test_a_job_whose_worker_always_dies_fails_alone_after_its_retries(cluster, tiny_reference, tmp_path):
     suite, reference_store, reference_run, expected = tiny_reference
     shutil.copytree(reference_store, tmp_path / "store")
