@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import mnist, package_version, print_table, speed_ratios, summarize_times, sync
+from common import mnist, package_version, print_table, setup, speed_ratios, summarize_times, sync
 
 from rbench.inputs import memory_format
 from rbench.plugins import get_plugin
@@ -246,12 +246,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
-    os.environ.setdefault("RBENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("cuda requested but not available", file=sys.stderr)
+    device = setup(args)
+    if device is None:
         return 2
     selected = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(selected) - set(METHODS))

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import mnist, package_version, print_table, speed_ratios, summarize_times, sync
+from common import fit, mnist, package_version, print_table, setup, speed_ratios, summarize_times, sync
 
 from rbench.inputs import memory_format
 from rbench.plugins import get_plugin
@@ -49,17 +49,7 @@ def train(name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, epo
     torch.manual_seed(seed)
     plugin = get_plugin("model", name)
     model = plugin.build(plugin.Params()).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), 128):
-            b = perm[i:i + 128]
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[b].to(device)), y[b].to(device)).backward()
-            opt.step()
-    return model.eval()
+    return fit(model, x, y, device, epochs=epochs, batch=128, lr=1e-3, seed=seed)
 
 
 @torch.no_grad()
@@ -215,12 +205,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("RBENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("cuda requested but not available", file=sys.stderr)
+    device = setup(args)
+    if device is None:
         return 2
     warnings.filterwarnings("ignore", module="foolbox")
 

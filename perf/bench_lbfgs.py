@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from common import mnist, package_version
+from common import fit, mnist, package_version, setup
 
 from rbench.plugins import get_plugin
 from rbench.plugins.attacks.lbfgs import LbfgsParams, batched_inner, minimal_adversarial, random_targets, scipy_inner
@@ -45,18 +44,7 @@ def train(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, lr: float) -
     torch.manual_seed(seed)
     plugin = get_plugin("model", "mlp")
     model = plugin.build(plugin.Params(widths=[100, 100], activation="sigmoid"))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), 50):
-            b = perm[i:i + 50]
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[b]), y[b]).backward()
-            opt.step()
-    model.zero_grad(set_to_none=True)
-    return model.eval().requires_grad_(False)
+    return fit(model, x, y, torch.device("cpu"), epochs=epochs, batch=50, lr=lr, seed=seed).requires_grad_(False)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,9 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("RBENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup(args)
     params = LbfgsParams(**json.loads(args.params))
 
     x_train, y_train = mnist("train", args.n_train, args.seed)

@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from common import mnist, print_table, summarize_times, sync
+from common import fit, mnist, print_table, setup, summarize_times, sync
 
 from rbench.attack import AttackOutput
 from rbench.attack_loop import attack_in_batches
@@ -78,16 +77,7 @@ def train(name: str, x: torch.Tensor, y: torch.Tensor, device: torch.device, epo
     torch.manual_seed(seed)
     plugin = get_plugin("model", name)
     model = plugin.build(plugin.Params.model_validate(MODELS[name])).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), 128):
-            b = perm[i:i + 128]
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[b].to(device)), y[b].to(device)).backward()
-            opt.step()
+    fit(model, x, y, device, epochs=epochs, batch=128, lr=1e-3, seed=seed)
     return model.eval().requires_grad_(False).to(memory_format=memory_format(model))
 
 
@@ -145,12 +135,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("RBENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("cuda requested but not available", file=sys.stderr)
+    device = setup(args)
+    if device is None:
         return 2
     precisions = [p for p in args.precisions.split(",") if p]
     if "fp32" not in precisions or any(p not in PRECISIONS for p in precisions):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
+import os
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from rbench.data import load_split
 
@@ -21,6 +25,38 @@ def mnist(split: str, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Ten
     idx = np.sort(idx) if n is not None else idx
     x = torch.from_numpy(images[idx].astype(np.float32) / 255.0).unsqueeze(1)
     return x, torch.from_numpy(labels[idx].astype(np.int64))
+
+
+def setup(args: argparse.Namespace) -> torch.device | None:
+    """A script's start: ``RBENCH_DATA`` defaults to the workplace's ``../shared/data``, ``--threads`` (if given)
+    sets torch's threads; the ``--device`` asked for (cpu if the script has none), or None after saying on stderr
+    that CUDA was asked for and is not available."""
+    os.environ.setdefault("RBENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    device = torch.device(getattr(args, "device", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("cuda requested but not available", file=sys.stderr)
+        return None
+    return device
+
+
+def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, *, epochs: int, batch: int,
+        lr: float, seed: int) -> torch.nn.Module:
+    """``model`` (already on ``device``) trained ``epochs`` passes of Adam over ``x`` in seeded shuffled batches,
+    with gradients cleared; returned in eval mode."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch):
+            b = perm[i:i + batch]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[b].to(device)), y[b].to(device)).backward()
+            opt.step()
+    model.zero_grad(set_to_none=True)
+    return model.eval()
 
 
 def sync(device: torch.device) -> None:
