@@ -18,36 +18,69 @@ from rbench.provenance import job_meta
 
 @dataclass
 class Collected:
-    """The checked outputs of every batch, concatenated on the CPU."""
+    """The checked outputs of every batch, concatenated on the CPU; ``batch``: the batch size the last batches
+    ran at (smaller than asked for when a batch did not fit in GPU memory)."""
 
     x_adv: torch.Tensor
     success: torch.Tensor
     extras: dict[str, torch.Tensor]
+    batch: int
+
+
+class BatchTooLarge(RuntimeError):
+    """A batch does not fit in GPU memory and may not be split (its draws follow the batches)."""
 
 
 def attack_in_batches(n: int, step: int, one_batch: Callable[[int, int], AttackOutput],
-                      progress: Progress = no_progress, unit: str = "batches") -> Collected:
+                      progress: Progress = no_progress, unit: str = "batches", *, granule: int = 1,
+                      generator: torch.Generator | None = None, splittable: bool = True) -> Collected:
     """Call ``one_batch(start, stop)`` for consecutive slices of ``n`` inputs, ``step`` at a time (it runs the
-    plugin on that slice and checks the output against the contract), and collect the outputs in order."""
+    plugin on that slice and checks the output against the contract), and collect the outputs in order.
+
+    A batch that does not fit in GPU memory (``torch.cuda.OutOfMemoryError``) is run again at half the size, in
+    whole multiples of ``granule``, with ``generator`` (the job's) back in the state it had before the batch, and
+    the rest continues at the size that fit; so a job finds the largest batch up to ``step`` that the device has
+    room for instead of failing. Where a randomized model's draws follow the batches (``splittable=False``), or a
+    single granule does not fit, :class:`BatchTooLarge` says so."""
     adv: list[torch.Tensor] = []
     success: list[torch.Tensor] = []
     extras: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, n, step):
+    start = 0
+    while start < n:
         stop = min(start + step, n)
-        out = one_batch(start, stop)
+        state = generator.get_state() if generator is not None else None
+        try:
+            out = one_batch(start, stop)
+        except torch.cuda.OutOfMemoryError as exc:
+            smaller = (stop - start) // 2 // granule * granule
+            if not splittable or smaller < granule:
+                why = "its randomized model's draws follow the batches" if not splittable else \
+                    f"it cannot be split below {granule}"
+                raise BatchTooLarge(f"a batch of {stop - start} inputs does not fit in GPU memory and {why}: "
+                                    "lower the evaluation's batch_size") from exc
+            del exc  # its traceback holds the failed batch's tensors
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if generator is not None and state is not None:
+                generator.set_state(state)
+            step = smaller
+            continue
         adv.append(out.x_adv.detach().cpu())
         success.append(out.success.detach().cpu().bool())
         for k, v in out.extras.items():
             extras.setdefault(k, []).append(v.detach().cpu())
         progress(stop, n, unit)
-    return Collected(torch.cat(adv).contiguous(), torch.cat(success), {k: torch.cat(v) for k, v in extras.items()})
+        start = stop
+    return Collected(torch.cat(adv).contiguous(), torch.cat(success), {k: torch.cat(v) for k, v in extras.items()},
+                     step)
 
 
 def attack_meta(job: Job, device: torch.device, started: float, attack: Any, params: Any,
-                budget: dict[str, Any] | None) -> dict[str, Any]:
-    """:func:`job_meta` of an attack job, with its budget and, for an adapter of another library, that
-    library's name and version."""
+                budget: dict[str, Any] | None, batch: int) -> dict[str, Any]:
+    """:func:`job_meta` of an attack job, with its budget, the batch size it ran at and, for an adapter of another
+    library, that library's name and version."""
     meta = job_meta(job, device, started, budget=budget)
+    meta["provenance"]["batch_size"] = batch
     library = getattr(attack, "provenance", None)
     if callable(library):
         meta["provenance"]["library"] = library(params)

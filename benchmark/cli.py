@@ -45,6 +45,15 @@ GpuFractionOpt = Annotated[float | None, typer.Option(
     "jobs take a whole GPU; default 1)")]
 MaxRetriesOpt = Annotated[int | None, typer.Option(
     "--max-retries", help="ray: times a job whose worker or node died is run again before it fails (default 3)")]
+NumCpusOpt = Annotated[float | None, typer.Option(
+    "--num-cpus", help="ray: CPUs each job asks for (on a cluster also its torch threads; default 1)")]
+
+
+def _executor_options(address: str | None, gpu_fraction: float | None, num_cpus: float | None,
+                      max_retries: int | None) -> dict[str, object]:
+    """The executor options as given on the command line (None: not given), for rbench.executors.configure."""
+    return {"--address": address, "--gpu-fraction": gpu_fraction, "--num-cpus": num_cpus,
+            "--max-retries": max_retries}
 PrecisionOpt = Annotated[str | None, typer.Option(
     "--precision", metavar="fp32|bf16|fp16", help="Arithmetic of the attacks and evaluations: fp32, or bf16/fp16 "
     "autocast (part of their store keys; training stays fp32) (default: the suite's precision, else fp32)")]
@@ -84,6 +93,7 @@ def run(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     gpu_fraction: GpuFractionOpt = None,
+    num_cpus: NumCpusOpt = None,
     max_retries: MaxRetriesOpt = None,
     job_timeout: Annotated[float | None, typer.Option(
         "--job-timeout", min=0.001, help="Seconds any one job may run; a job that runs longer fails alone, "
@@ -101,7 +111,7 @@ def run(
     from rbench.runner import dry_run as plan_only
     from rbench.runner import run_suite
 
-    options = {"--address": address, "--gpu-fraction": gpu_fraction, "--max-retries": max_retries}
+    options = _executor_options(address, gpu_fraction, num_cpus, max_retries)
     if dry_run:
         _print_dry_run(plan_only(suite, profile=profile, store=_store(store), device=device, workers=workers,
                                  executor=executor, only=only, executor_options=options, precision=precision), suite)
@@ -200,6 +210,7 @@ def eval_cmd(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     gpu_fraction: GpuFractionOpt = None,
+    num_cpus: NumCpusOpt = None,
     max_retries: MaxRetriesOpt = None,
     precision: PrecisionOpt = None,
 ) -> None:
@@ -250,7 +261,7 @@ def eval_cmd(
         doc["suite"]["precision"] = precision
         header += f" --precision {precision}"
     header += "\nRepeat it with: rbench run <this file> (paths are absolute; weights are keyed by their SHA-256)"
-    options = {"--address": address, "--gpu-fraction": gpu_fraction, "--max-retries": max_retries}
+    options = _executor_options(address, gpu_fraction, num_cpus, max_retries)
     _run_outcome(lambda: run_generated(doc, run_dir, header=header, store=_store(store), device=device,
                                        workers=workers, job_timeout=job_timeout, console=console, quiet=quiet,
                                        executor=executor, executor_options=options))

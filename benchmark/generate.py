@@ -68,7 +68,8 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
                                 model, torch.full_like(tb, NO_CLASS), start, check_success=not drawn)
         return out
 
-    done = attack_in_batches(n, batch_rounds(batch_size, generate.classes), one_batch, progress, "inputs")
+    done = attack_in_batches(n, batch_rounds(batch_size, generate.classes), one_batch, progress, "inputs",
+                             granule=generate.classes, generator=generator, splittable=spec.batch_size is None)
     x_adv = done.x_adv.numpy()
     success = done.success
     if drawn:  # a randomized model's success is one seeded draw, decided here (and re-predicted the same way)
@@ -76,7 +77,7 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
         with autocast(spec.precision, device):
             success = predicted_success(model, torch.from_numpy(x_adv).to(device),
                                         torch.full_like(targets, NO_CLASS), targets)
-    meta = attack_meta(job, device, started, attack, params, None)
+    meta = attack_meta(job, device, started, attack, params, None, done.batch)
     none = np.full(n, NO_CLASS, dtype=np.int64)
     store.save_advset(job.key, AdvSet(x_adv, success.numpy(), none, targets.numpy(), none.copy(), {},
                                       {k: v.numpy() for k, v in done.extras.items()}, meta))

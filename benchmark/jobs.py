@@ -137,7 +137,8 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
             check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=not drawn)
         return out
 
-    done = attack_in_batches(len(x), batch_size, one_batch, progress)
+    done = attack_in_batches(len(x), batch_size, one_batch, progress, generator=generator,
+                             splittable=spec.batch_size is None)
     x_adv = done.x_adv.numpy()
     extra_arrays = {k: v.numpy() for k, v in done.extras.items()}
     targets = extra_arrays.pop("targets", np.full(len(x), -1, dtype=np.int64)).astype(np.int64)
@@ -146,7 +147,7 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
         seed_randomness(model, job.seed)
         with autocast(spec.precision, device):
             success = predicted_success(model, torch.from_numpy(x_adv).to(device), y, torch.from_numpy(targets))
-    meta = attack_meta(job, device, started, attack, params, None if budget is None else vars(budget))
+    meta = attack_meta(job, device, started, attack, params, None if budget is None else vars(budget), done.batch)
     store.save_advset(job.key, AdvSet(x_adv, success.numpy(), y.numpy(), targets, idx,
                                       distortions(x.numpy(), x_adv), extra_arrays, meta))
     gates.record_pass(store, job)  # every batch passed check_attack_output

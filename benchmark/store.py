@@ -184,35 +184,38 @@ def remove_partial_writes() -> None:
             tmp.unlink()
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object], durable: bool = True) -> None:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, fsync it, and rename it to ``path``. Whatever
-    happens (an exception, a signal that unwinds), no partial file is left under either name."""
+    happens (an exception, a signal that unwinds), no partial file is left under either name. ``durable=False``
+    skips the fsyncs (file and folder), for memos a crash of the machine may lose or truncate harmlessly."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
     _writing.add(tmp)
     try:
         write(tmp)
         fault_point("mid-write")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         _writing.discard(tmp)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, first checking that it fits: a full disk is one
-    :class:`StoreWriteError` line (never a crash of a native library half-way through a file)."""
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`), first checking that it fits: a full disk is
+    one :class:`StoreWriteError` line (never a crash of a native library half-way through a file)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(path.parent).free
         if free < len(data) + RESERVE_BYTES:
             raise StoreWriteError(f"cannot write {path.name} ({len(data) / 1e6:.2f} MB) to the store at "
                                   f"{path.parent.parent.parent}: only {free / 1e6:.2f} MB free on its disk")
-        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+        atomic_write(path, lambda tmp: tmp.write_bytes(data), durable)
     except OSError as exc:
         raise StoreWriteError(f"cannot write {path.name} to the store: {exc.strerror or exc}") from None
 
@@ -563,10 +566,11 @@ class Store:
         return stamp if isinstance(stamp, dict) else None
 
     def write_gate_stamp(self, key: str, stamp: dict[str, Any]) -> None:
-        """Record a gate pass. The stamp is a memo: when it cannot be written (a full disk), the gate runs again
-        next time, so a failure here is ignored."""
+        """Record a gate pass. The stamp is a memo: when it cannot be written (a full disk), or a crash of the
+        machine loses or truncates it (it is not fsync'd: two fsyncs cost more than an empty job), the gates run
+        again in full next time, so a failure here is ignored."""
         with contextlib.suppress(StoreWriteError):
-            atomic_write_bytes(self.root / "gates" / f"{key}.json", json.dumps(stamp).encode())
+            atomic_write_bytes(self.root / "gates" / f"{key}.json", json.dumps(stamp).encode(), durable=False)
 
     # -- integrity -----------------------------------------------------------------------------------
     def verify(self, key: str) -> Literal["ok", "busy"]:

@@ -24,6 +24,31 @@ def test_rate_has_the_wilson_interval():
     assert rate(np.zeros(0, dtype=bool)) is None
 
 
+def test_intervals_are_scipys_to_the_last_bit_without_importing_scipy_stats():
+    import subprocess
+    import sys
+
+    from scipy.stats import binomtest, norm, t
+
+    from rbench.estimate import wilson
+
+    for n in (1, 2, 7, 50, 64, 1000, 10000):
+        for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+            assert wilson(k, n) == (float(ci.low), float(ci.high)), (k, n)
+    values = np.random.default_rng(1).normal(0.3, 0.1, 37)
+    est = mean(values)
+    half = float(t.ppf(0.975, 36)) * float(values.std(ddof=1)) / np.sqrt(37)
+    assert (est.low, est.high) == (est.value - half, est.value + half)
+    from rbench.estimate import _z
+
+    assert _z() == float(norm.ppf(0.975))
+    code = ("import sys, numpy as np; from rbench.estimate import rate, mean, class_balanced_rate, auroc; "
+            "rate(np.ones(9, bool)); mean(np.arange(5.0)); class_balanced_rate(np.ones(4, bool), np.arange(4)); "
+            "auroc(0.9, 10, 10); print('scipy.stats' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
 def test_rate_keeps_the_outcomes_only_with_indices():
     mask = np.array([True, False, True])
     assert rate(mask).outcomes is None

@@ -54,9 +54,11 @@ def test_a_ray_instance_started_for_a_run_is_sized_by_devices_and_workers(monkey
 
 
 def test_options_are_validated_and_rbench_settings_reach_the_tasks(monkeypatch):
-    executor, params = configure("ray", {"--gpu-fraction": 0.5, "--address": None, "--max-retries": 1})
-    assert executor.name == "ray" and params == RayParams(gpu_fraction=0.5, max_retries=1)
+    executor, params = configure("ray", {"--gpu-fraction": 0.5, "--address": None, "--max-retries": 1,
+                                         "--num-cpus": 2.0})
+    assert executor.name == "ray" and params == RayParams(gpu_fraction=0.5, max_retries=1, num_cpus=2)
     for options, message in (({"--gpu-fraction": 0.0}, "--gpu-fraction 0.0: Input should be greater than 0"),
+                             ({"--num-cpus": 0.0}, "--num-cpus 0.0: Input should be greater than 0"),
                              ({"--gpu-fraction": 1.5}, "--gpu-fraction 1.5: Input should be less than or equal"),
                              ({"--max-retries": -1}, "--max-retries -1")):
         with pytest.raises(RbenchError, match=message):
@@ -96,6 +98,8 @@ def test_bad_options_stop_the_run_before_any_work(tiny_suite, tmp_path, capsys, 
     cases = ((["--address", "127.0.0.1:6379"], "--address: executor 'local' takes no such option"),
              (["--executor", "ray", "--gpu-fraction", "0"], "--gpu-fraction 0.0: Input should be greater than 0"),
              (["--executor", "ray", "--gpu-fraction", "1.5"], "--gpu-fraction 1.5: Input should be less than or "),
+             (["--num-cpus", "2"], "--num-cpus: executor 'local' takes no such option"),
+             (["--executor", "ray", "--num-cpus", "-1"], "--num-cpus -1.0: Input should be greater than 0"),
              (["--executor", "ray", "--address", f"127.0.0.1:{port}"], f"no Ray cluster answers at 127.0.0.1:{port}"),
              (["--executor", "ray", "--address", "nonsense"], "--address 'nonsense': give HOST:PORT"))
     for args, message in cases:

@@ -164,7 +164,8 @@ class Executor:
 
 
 #: command-line options of ``rbench run`` that fill a field of the executor's Params (option -> field)
-OPTIONS = {"--address": "address", "--gpu-fraction": "gpu_fraction", "--max-retries": "max_retries"}
+OPTIONS = {"--address": "address", "--gpu-fraction": "gpu_fraction", "--num-cpus": "num_cpus",
+           "--max-retries": "max_retries"}
 
 
 def configure(name: str, options: dict[str, Any] | None = None) -> tuple[Executor, BaseModel]:

@@ -22,7 +22,7 @@ import numpy as np
 from rbench.errors import RbenchError
 from rbench.report.reporters import Reporter, figure_file
 from rbench.results import Cell, ResultTable, RunResults
-from rbench.store import atomic_write
+from rbench.rundir import write_output
 
 if TYPE_CHECKING:
     from rbench.store import Store
@@ -121,7 +121,7 @@ def draw(title: str, lines: list[Curve], path: Path, ylabel: str) -> None:
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="best")
     ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize="medium")  # long suite titles stay inside the figure
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 class Curves(Reporter):

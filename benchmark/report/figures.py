@@ -25,7 +25,7 @@ import numpy as np
 from rbench.report.curves import y_label
 from rbench.report.reporters import Reporter, figure_file
 from rbench.results import Cell, ResultTable, RunResults
-from rbench.store import atomic_write
+from rbench.rundir import write_output
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -162,7 +162,7 @@ def _title(ax: Axes, text: str) -> None:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
     return path
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from rbench.errors import RbenchError
 from rbench.report.reporters import INTERVAL_NOTE, Reporter, describe_paired, header, safe_name, unit_note
 from rbench.results import Cell, ResultTable, RunResults
-from rbench.store import atomic_write
+from rbench.rundir import write_output
 
 if TYPE_CHECKING:
     from rbench.compare import Comparison
@@ -269,5 +269,5 @@ class Html(Reporter):
     def write(self, results: RunResults, run_dir: Path, store: Store | Any) -> list[Path]:
         path = Path(run_dir) / REPORT_FILE
         text = render(results, Path(run_dir))
-        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_output(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         return [path]

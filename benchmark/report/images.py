@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rbench.store import atomic_write
+from rbench.rundir import write_output
 
 
 def save_image_grid(path: Path, images: Sequence[Sequence[np.ndarray | None]], *, title: str,
@@ -49,5 +49,5 @@ def save_image_grid(path: Path, images: Sequence[Sequence[np.ndarray | None]], *
                 ax.set_title(column_labels[c], fontsize=7)
     fig.suptitle(title, fontsize=8, wrap=True)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
     return path

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from rbench.report.curves import y_label
 from rbench.report.reporters import Reporter, figure_file
 from rbench.results import ResultTable, RunResults
-from rbench.store import atomic_write
+from rbench.rundir import write_output
 
 if TYPE_CHECKING:
     from rbench.store import Store
@@ -57,7 +57,7 @@ def draw(table: ResultTable, rows: dict[str, tuple[list[int], list[float]]], pat
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="best")
     ax.set_title("\n".join(textwrap.wrap(table.title, 90)), fontsize="medium")
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 class Lines(Reporter):

@@ -6,7 +6,7 @@ A reporter plugin has ``name`` (the ``--format`` value) and is one of two kinds:
 - a **text reporter**: ``suffix`` (the file it writes in a run folder) and ``render(results) -> str``; or
 - a **file reporter** (figures): ``suffix = None`` and ``write(results, run_dir, store) -> list[Path]``, which
   may read the stored job outputs the cells name (their ``jobs``) and writes its files into ``run_dir``
-  atomically (:func:`rbench.store.atomic_write`), returning their paths (none when it has nothing to draw).
+  atomically (:func:`rbench.rundir.write_output`), returning their paths (none when it has nothing to draw).
   File reporters write in ascending ``order`` (default 0), so one that embeds the others' files runs last.
 """
 
@@ -24,7 +24,7 @@ from tabulate import tabulate
 from rbench import hookimpl
 from rbench.dataset import NoParams
 from rbench.results import ResultTable, RunResults
-from rbench.store import atomic_write
+from rbench.rundir import write_output
 
 if TYPE_CHECKING:
     from rbench.store import Store
@@ -77,7 +77,7 @@ def write_text_report(reporter: Any, results: RunResults, run_dir: Path) -> Path
         raise ValueError(f"reporter {reporter.name!r}: suffix {reporter.suffix!r} is not a plain file name")
     path = Path(run_dir) / reporter.suffix
     text = reporter.render(results)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    write_output(path, lambda tmp: tmp.write_text(text))
     return path
 
 

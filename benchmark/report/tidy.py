@@ -22,7 +22,7 @@ import numpy as np
 from rbench.errors import RbenchError
 from rbench.report.reporters import Reporter
 from rbench.results import SAMPLES_FILE, RunResults
-from rbench.store import atomic_write
+from rbench.rundir import write_output
 
 if TYPE_CHECKING:
     from rbench.store import Store
@@ -107,9 +107,9 @@ def write_cells(rows: list[dict[str, Any]], run_dir: Path) -> list[Path]:
                      for r in rows)
     text = out.getvalue()
     csv_path, parquet_path = Path(run_dir) / CELLS_CSV, Path(run_dir) / CELLS_PARQUET
-    atomic_write(csv_path, lambda tmp: tmp.write_text(text))
+    write_output(csv_path, lambda tmp: tmp.write_text(text))
     table = pa.table({name: _column_values(rows, name) for name in columns})
-    atomic_write(parquet_path, lambda tmp: pq.write_table(table, tmp))
+    write_output(parquet_path, lambda tmp: pq.write_table(table, tmp))
     return [csv_path, parquet_path]
 
 
@@ -133,7 +133,7 @@ def write_samples(results: RunResults, run_dir: Path) -> Path | None:
     table = pa.table({"table": parts["table"], "row": parts["row"], "column": parts["column"],
                       "value": np.concatenate(parts["value"])})
     path = Path(run_dir) / SAMPLES_FILE
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    write_output(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
 

@@ -20,7 +20,7 @@ from rbench.errors import RbenchError
 from rbench.plugins.metrics.calibration import ReliabilityBins, calibration_errors, reliability_bins
 from rbench.report.reporters import Reporter, figure_file
 from rbench.results import Cell, ResultTable, RunResults
-from rbench.store import atomic_write
+from rbench.rundir import write_output
 
 if TYPE_CHECKING:
     from rbench.store import Store
@@ -108,7 +108,7 @@ def draw(title: str, figure: list[Panel], path: Path) -> None:
         ax.set_visible(False)
     fig.axes[0].legend(loc="upper left", fontsize=7)
     fig.suptitle(title)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 class Reliability(Reporter):

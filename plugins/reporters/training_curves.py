@@ -18,7 +18,7 @@ from rbench.errors import RbenchError
 from rbench.plugins.metrics.observed import ObservedParams, measurement
 from rbench.report.reporters import Reporter, figure_file
 from rbench.results import ResultTable, RunResults
-from rbench.store import atomic_write
+from rbench.rundir import write_output
 
 if TYPE_CHECKING:
     from rbench.store import Store
@@ -72,7 +72,7 @@ def draw(table: ResultTable, panels: dict[str, dict[str, tuple[list[int], list[f
         axes[j // wide][j % wide].axis("off")
     axes[0][0].legend(fontsize=6, loc="best")
     fig.suptitle("\n".join(textwrap.wrap(f"{table.title} (over training)", 100)), fontsize="medium")
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 class TrainingCurves(Reporter):

@@ -1,0 +1,59 @@
+"""The batched attack loop: a batch that does not fit in GPU memory is split instead of failing the job.
+
+No GPU here: the plugin below raises ``torch.cuda.OutOfMemoryError`` itself for batches above a size, after
+drawing from the job's generator, as a real one would part-way through."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rbench.attack import AttackOutput
+from rbench.attack_loop import BatchTooLarge, attack_in_batches
+
+N = 10
+
+
+def _plugin(fits: int, generator: torch.Generator, calls: list[tuple[int, int]]):
+    x = torch.arange(N, dtype=torch.float32)
+
+    def one_batch(start: int, stop: int) -> AttackOutput:
+        calls.append((start, stop))
+        noise = torch.rand(stop - start, generator=generator)
+        if stop - start > fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return AttackOutput(x[start:stop] + noise, noise > 0.5, {"steps": torch.full((stop - start,), start)})
+
+    return one_batch
+
+
+def _run(step: int, fits: int, **kwargs):
+    generator = torch.Generator().manual_seed(0)
+    calls: list[tuple[int, int]] = []
+    done = attack_in_batches(N, step, _plugin(fits, generator, calls), generator=generator, **kwargs)
+    return done, calls
+
+
+def test_a_batch_that_does_not_fit_is_halved_and_the_rest_runs_at_the_size_that_fit():
+    done, calls = _run(step=8, fits=3)
+    assert calls == [(0, 8), (0, 4), (0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
+    assert done.batch == 2
+    # the generator is put back before each retry: the outputs are those of a run at batch 2 from the start
+    reference, _ = _run(step=2, fits=2)
+    assert torch.equal(done.x_adv, reference.x_adv) and torch.equal(done.success, reference.success)
+    assert torch.equal(done.extras["steps"], reference.extras["steps"])
+    untouched, calls = _run(step=8, fits=8)
+    assert untouched.batch == 8 and calls == [(0, 8), (8, 10)]
+
+
+def test_halving_keeps_whole_granules_and_gives_up_below_one():
+    done, calls = _run(step=10, fits=5, granule=5)
+    assert done.batch == 5 and calls == [(0, 10), (0, 5), (5, 10)]
+    with pytest.raises(BatchTooLarge, match="a batch of 5 inputs does not fit in GPU memory and it cannot be "
+                                            "split below 5"):
+        _run(step=10, fits=4, granule=5)
+
+
+def test_batches_a_randomized_models_draws_follow_are_never_split():
+    with pytest.raises(BatchTooLarge, match="draws follow the batches: lower the evaluation's batch_size"):
+        _run(step=8, fits=3, splittable=False)
