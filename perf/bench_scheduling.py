@@ -34,8 +34,10 @@ adversarial and the clean one) per model: M * 200 jobs (M = 50: 10^4 jobs; M = 5
    (and said so in the JSON) when no ``ray`` executor is registered or Ray cannot be imported.
 3. **Warm cache check** (target < 10 s for 10^4 stored jobs): :func:`rbench.trust.trusted_results` on the store the
    ``noop`` inline run filled (10^4 real entries), with a fresh :class:`rbench.store.Store` object (nothing of that
-   store in memory), as a re-run does before calling the executor: every entry is checked (bound to its key,
-   checksums, well formed, finite, the validity gates). Every job must come back ``cached``.
+   store in memory), as a re-run does before calling the executor: every entry is trusted either because its
+   bytes are those that last passed every check of its job (:func:`rbench.gates.verified_copy`) or after the full
+   check (bound to its key, checksums, well formed, finite, the validity gates). Every job must come back
+   ``cached``.
 
 Not included: interpreter start-up and imports, the terminal display, the run folder and the tables (assembling
 them reads every prediction: that is the reporters' cost, not scheduling), and any real plugin work.
