@@ -27,6 +27,13 @@ class Collected:
     batch: int
 
 
+def first_batch(n: int, batch_size: int, fit_gpu_batch: bool, device: torch.device) -> int:
+    """The batch an attack job of ``n`` inputs starts with: on a CUDA device, when the suite left the batch size
+    at its default (``fit_gpu_batch``), all ``n`` at once, halved by :func:`attack_in_batches` until a batch
+    fits, so the job runs the largest batch the device has room for; otherwise ``batch_size``."""
+    return max(1, n) if fit_gpu_batch and device.type == "cuda" else batch_size
+
+
 class BatchTooLarge(RuntimeError):
     """A batch does not fit in GPU memory and may not be split (its draws follow the batches)."""
 

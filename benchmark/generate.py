@@ -21,7 +21,7 @@ import torch
 from rbench import gates
 from rbench.artifacts import AdvSet
 from rbench.attack import AttackOutput
-from rbench.attack_loop import attack_in_batches, attack_meta
+from rbench.attack_loop import attack_in_batches, attack_meta, first_batch
 from rbench.contract import check_attack_output
 from rbench.defense import attack_view, randomized, seed_randomness
 from rbench.inputs import PluginContractError, load_model, plugin_params, predicted_success
@@ -37,7 +37,8 @@ def batch_rounds(batch_size: int, classes: int) -> int:
     return max(1, batch_size // classes) * classes
 
 
-def run_generate(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 250) -> None:
+def run_generate(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 250,
+                 fit_gpu_batch: bool = False) -> None:
     """Compute a generator attack's job (called by :func:`rbench.jobs.run_attack` for specs with ``generate``)."""
     started = time.perf_counter()
     spec = job.spec
@@ -68,7 +69,8 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
                                 model, torch.full_like(tb, NO_CLASS), start, check_success=not drawn)
         return out
 
-    done = attack_in_batches(n, batch_rounds(batch_size, generate.classes), one_batch, progress, "inputs",
+    start = batch_rounds(first_batch(n, batch_size, fit_gpu_batch, device), generate.classes)
+    done = attack_in_batches(n, start, one_batch, progress, "inputs",
                              granule=generate.classes, generator=generator, splittable=spec.batch_size is None)
     x_adv = done.x_adv.numpy()
     success = done.success

@@ -18,7 +18,7 @@ import torch
 from rbench import gates
 from rbench.artifacts import AdvSet, Predictions, distortions
 from rbench.attack import AttackOutput
-from rbench.attack_loop import attack_in_batches, attack_meta
+from rbench.attack_loop import attack_in_batches, attack_meta, first_batch
 from rbench.contract import check_attack_output, check_measurements, check_trained, check_transform_output
 from rbench.defense import attack_view, randomized, seed_randomness
 from rbench.inputs import (
@@ -110,13 +110,14 @@ def epoch_observer(monitor: Monitoring, device: torch.device, seed: int, observe
     return observe
 
 
-def run_attack(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 250) -> None:
+def run_attack(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 250,
+               fit_gpu_batch: bool = False) -> None:
     spec = job.spec
     assert isinstance(spec, AttackSpec)
     if spec.generate is not None:  # a generator attack: inputs for target classes, made from nothing
         from rbench.generate import run_generate
 
-        return run_generate(job, store, device, progress, batch_size)
+        return run_generate(job, store, device, progress, batch_size, fit_gpu_batch)
     started = time.perf_counter()
     assert spec.data is not None
     x, y, idx = load_slice(spec.data)
@@ -137,8 +138,8 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
             check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=not drawn)
         return out
 
-    done = attack_in_batches(len(x), batch_size, one_batch, progress, generator=generator,
-                             splittable=spec.batch_size is None)
+    done = attack_in_batches(len(x), first_batch(len(x), batch_size, fit_gpu_batch, device), one_batch, progress,
+                             generator=generator, splittable=spec.batch_size is None)
     x_adv = done.x_adv.numpy()
     extra_arrays = {k: v.numpy() for k, v in done.extras.items()}
     targets = extra_arrays.pop("targets", np.full(len(x), -1, dtype=np.int64)).astype(np.int64)

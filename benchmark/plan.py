@@ -203,13 +203,14 @@ def generation_spec(ev: Evaluation) -> Generation:
 
 def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key: str, data: DataSlice,
                 seed: int, batch_size: int, view: View | None = None, randomized: bool = False,
-                generate: Generation | None = None, precision: str = "fp32") -> str:
+                generate: Generation | None = None, precision: str = "fp32", fit_batch: bool = False) -> str:
     """Plan the job making ``attack``'s set on ``source`` (and, for a transform, the job of its input). ``view``:
     how an adaptive attack sees a defended source (BPDA, EOT draws), part of the key when given; a
     ``randomized`` source's draws follow the batches, so its batch size enters the key too. ``generate``: what a
     generator attack makes (:func:`generation_spec`), used in place of ``data`` when the attack is one.
     ``precision`` (:mod:`rbench.precision`): keyed when not fp32; such a job draws the random numbers of the same
-    job in fp32, so that the two differ by the arithmetic alone."""
+    job in fp32, so that the two differ by the arithmetic alone. ``fit_batch``: on a GPU the job may run larger
+    batches than ``batch_size`` (an execution option, never for a randomized source)."""
     keyed_batch = batch_size if randomized else None
     reduced = None if precision == "fp32" else "precision"
     if attack.base is None:
@@ -218,10 +219,12 @@ def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key
                           generate=generate if generated else None, view=view, batch_size=keyed_batch,
                           precision=precision)
         verb = "generate" if generated else "attack"
-        return plan.add(spec, (src_key,), f"{verb} {label} on {source}", seeded_without=reduced,
-                        batch_size=batch_size)
+        options: dict[str, Any] = {"batch_size": batch_size}
+        if fit_batch and not randomized:
+            options["fit_gpu_batch"] = True
+        return plan.add(spec, (src_key,), f"{verb} {label} on {source}", seeded_without=reduced, **options)
     base_key = _attack_job(plan, str(attack.base_label), attack.base, source, src_key, data, seed, batch_size, view,
-                           randomized, precision=precision)
+                           randomized, precision=precision, fit_batch=fit_batch)
     transform = TransformSpec(call_spec(attack.call), base_key, src_key, data, seed, precision)
     return plan.add(transform, (src_key, base_key), f"transform {label} on {source}", seeded_without=reduced)
 
@@ -305,7 +308,7 @@ def build_plan(suite: Suite) -> Plan:
             inputs: dict[str, str | None] = {CLEAN: None}
             for label, attack in ev.attacks.items():
                 key = _attack_job(plan, label, attack, crafted_on, src_key, data, seed, ev.batch_size, view, drawn,
-                                  generation_spec(ev), suite.precision)
+                                  generation_spec(ev), suite.precision, fit_batch=not ev.batch_size_given)
                 plan.attacked[(ev.name, source, label)] = key
                 inputs[label] = key
             for target in ev.targets_of(source):

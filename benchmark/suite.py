@@ -396,6 +396,9 @@ class Evaluation:
     bpda: bool = False
     eot: int = 1
     per_class: int = 1
+    #: False when the suite left ``batch_size`` at its default: on a GPU, attack jobs then find the largest batch
+    #: that fits (:func:`rbench.attack_loop.first_batch`)
+    batch_size_given: bool = True
 
     def targets_of(self, source: str) -> tuple[str, ...]:
         return (source,) if self.targets is None else self.targets
@@ -862,7 +865,7 @@ class _Resolver:
                 instances.update(attacks[att])
             suite.evaluations[name] = Evaluation(name, self.data("evaluations", name, e), tuple(e.sources),
                                                  instances, targets, e.batch_size, e.threat_model, e.bpda, e.eot,
-                                                 e.per_class)
+                                                 e.per_class, "batch_size" in e.model_fields_set)
             self.check_threat(suite, name, e)
         for name, t in s["tables"].items():
             suite.tables[name] = self.table(name, t, suite)

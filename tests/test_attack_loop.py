@@ -57,3 +57,27 @@ def test_halving_keeps_whole_granules_and_gives_up_below_one():
 def test_batches_a_randomized_models_draws_follow_are_never_split():
     with pytest.raises(BatchTooLarge, match="draws follow the batches: lower the evaluation's batch_size"):
         _run(step=8, fits=3, splittable=False)
+
+
+def test_on_a_gpu_attack_jobs_start_whole_only_where_the_suite_leaves_the_batch_size(tmp_path):
+    from pathlib import Path
+
+    from support import TINY_SUITE
+
+    from rbench.attack_loop import first_batch
+    from rbench.runner import suite_plan
+    from rbench.suite import load_suite
+
+    root = Path(__file__).resolve().parent.parent
+    ulicny = suite_plan(load_suite(root / "suites" / "ulicny2016.toml", "quick"), None)  # no batch_size set
+    attacks = [job for job in ulicny.jobs.values() if job.kind == "attack"]
+    drawn = [job for job in attacks if job.spec.batch_size is not None]  # a randomized source's: keyed batches
+    assert drawn and not any("fit_gpu_batch" in job.options for job in drawn)
+    assert all(job.options.get("fit_gpu_batch") is True for job in attacks if job.spec.batch_size is None)
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text(TINY_SUITE)  # batch_size = 25 given
+    assert not any("fit_gpu_batch" in job.options for job in suite_plan(load_suite(tiny), None).jobs.values())
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert first_batch(1000, 250, True, cuda) == 1000
+    assert first_batch(1000, 250, True, cpu) == first_batch(1000, 250, False, cuda) == 250
