@@ -5,7 +5,9 @@ as the engine hands models to attacks (eval mode, frozen, LeNet in channels_last
 
 Reports generations per second (one run for all 10 classes, best of ``--repeats`` after one warm-up) and the
 fraction of the time spent outside the model's forward pass (the batched SBX and polynomial mutation, parent
-selection and the archive update; target: at most 30%), measured by timing every forward call of the run. Also
+selection and the archive update; target: at most 30%), measured by timing every forward call of the run, beside
+the time that drawing the operators' random numbers alone takes per generation (as many uniforms as the operators
+draw on average, from one ``torch.Generator``: the floor of the time outside the forward pass). Also
 an estimate of the suite's full profile (suites/nguyen2015.toml: 1000 generations, 5 runs per class, on three MLPs
 and the LeNet) from the measured rates, treating softmax1 and N200-200-10 as the MLP. The load average is recorded
 with the timings: on a shared machine the numbers move with it. Writes ``bench/fooling.json``.
@@ -74,6 +76,21 @@ def time_run(model: torch.nn.Module, generations: int, seed: int) -> tuple[float
     return time.perf_counter() - start, timed.seconds
 
 
+def random_draws_seconds(generations: int, pairs: int = 100, dims: int = 784, crossover_rate: float = 0.5,
+                         mutation_rate: float = 0.1) -> float:
+    """Seconds per generation for drawing the uniforms the operators draw on average (SBX: one per pair, one per
+    gene of every pair, two per crossed gene; mutation: one per gene, one per mutated gene), nothing else."""
+    g = torch.Generator().manual_seed(0)
+    genes = pairs * dims
+    sizes = [pairs, genes, int(genes * crossover_rate * 0.5), int(genes * crossover_rate * 0.5), 2 * genes,
+             int(2 * genes * mutation_rate)]
+    start = time.perf_counter()
+    for _ in range(generations):
+        for size in sizes:
+            torch.rand(size, generator=g)
+    return (time.perf_counter() - start) / generations
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--generations", type=int, default=100)
@@ -91,9 +108,13 @@ def main() -> None:
         time_run(model, 5, seed=99)  # warm-up
         runs = [time_run(model, args.generations, seed=r) for r in range(args.repeats)]
         total, forward = min(runs)
+        draws = min(random_draws_seconds(args.generations) for _ in range(args.repeats))
         results[name] = {"seconds": [r[0] for r in runs], "forward_seconds": [r[1] for r in runs],
                          "generations_per_s": args.generations / total,
-                         "fraction_outside_forward": 1 - forward / total}
+                         "fraction_outside_forward": 1 - forward / total,
+                         "forward_s_per_generation": forward / args.generations,
+                         "random_draws_s_per_generation": draws,
+                         "random_draws_per_forward": draws * args.generations / forward}
     per_generation = {k: 1 / r["generations_per_s"] for k, r in results.items()}
     full_estimate = 5 * 1000 * (3 * per_generation["mlp"] + per_generation["lenet"])
     report = {
@@ -110,8 +131,10 @@ def main() -> None:
     }
     print_table(f"MAP-Elites, {args.generations} generations, 10 classes, {torch.get_num_threads()} threads "
                 f"(load average {load_before[0]:.1f})",
-                [[k, f"{r['generations_per_s']:.1f}", f"{100 * r['fraction_outside_forward']:.0f}%"]
-                 for k, r in results.items()], ["model", "generations/s", "outside forward"])
+                [[k, f"{r['generations_per_s']:.1f}", f"{100 * r['fraction_outside_forward']:.0f}%",
+                  f"{1e3 * r['forward_s_per_generation']:.2f}", f"{1e3 * r['random_draws_s_per_generation']:.2f}"]
+                 for k, r in results.items()],
+                ["model", "generations/s", "outside forward", "forward ms/gen", "random draws alone ms/gen"])
     print(f"full profile's evolution (5 runs x 1000 generations x 3 MLPs + LeNet), estimated: {full_estimate:.0f} s")
     write_report(report, args.out)
 

@@ -76,8 +76,8 @@ def evolve(model: torch.nn.Module, classes: torch.Tensor, shape: tuple[int, ...]
     trace = [archive.confidence.clone()]
     for generation in range(1, params.generations + 1):
         parents = torch.randint(len(classes), (2, params.pairs), generator=generator, device=device)
-        c1, c2 = sbx(archive.elites[parents[0]], archive.elites[parents[1]], eta=params.crossover_eta,
-                     rate=params.crossover_rate, generator=generator)
+        c1, c2 = sbx(archive.elites.index_select(0, parents[0]), archive.elites.index_select(0, parents[1]),
+                     eta=params.crossover_eta, rate=params.crossover_rate, generator=generator)
         rate = params.mutation_rate * 0.5 ** ((generation - 1) // params.halve_every)
         children = polynomial_mutation(torch.cat([c1, c2]), eta=params.mutation_eta, rate=rate, generator=generator)
         archive.offer(children, probabilities(model, children, shape))
