@@ -124,17 +124,25 @@ def run(
 
 def _print_dry_run(plan: DryRun, path: Path) -> None:
     """The plan of ``rbench run --dry-run``: jobs per kind, stored, to compute, estimate."""
-    from rbench.preview import estimate_text
+    from rbench.preview import duration, estimate_text, recorded_text
 
     p = plan.preview
     tables = ", ".join(plan.suite.tables) or "none"
     console.print(f"{escape(str(path))}: suite {escape(plan.suite.name)}, tables: {escape(tables)}; {p.jobs} jobs, "
                   f"{p.stored} stored, {p.jobs - p.stored} to compute", highlight=False, soft_wrap=True)
-    table = Table("kind", "jobs", "stored", "to compute", "estimate", title_justify="left")
+    table = Table("kind", "jobs", "stored", "stored took", "to compute", "estimate", title_justify="left")
     for k in p.kinds:
-        table.add_row(k.kind, str(k.jobs), str(k.stored), str(k.to_compute),
-                      estimate_text(k.seconds, k.to_compute, k.unknown))
+        table.add_row(k.kind, str(k.jobs), str(k.stored), recorded_text(k.recorded, k.stored, k.unrecorded),
+                      str(k.to_compute), estimate_text(k.seconds, k.to_compute, k.unknown))
     console.print(table)
+    if p.stored and p.unrecorded < p.stored:
+        cold = duration(p.recorded + p.seconds)
+        gaps = [f"{n} {what}" for n, what in ((p.unrecorded, "stored without a record"), (p.unknown, "unknown"))
+                if n]
+        console.print(f"A cold run: {'at least ' if gaps else '~'}{cold} of compute on one worker (what the stored "
+                      f"jobs took when they were computed{', plus the estimate' if p.stored < p.jobs else ''}"
+                      f"{'; ' + ', '.join(gaps) if gaps else ''}).",
+                      highlight=False, soft_wrap=True)
     left = estimate_text(p.seconds, p.jobs - p.stored, p.unknown)
     store = escape(str(plan.store)) + ("" if plan.store_exists else " (it does not exist yet)")
     if left == "unknown":

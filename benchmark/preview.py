@@ -9,6 +9,10 @@ median seconds per sample of the similar jobs times the job's samples; otherwise
 no similar stored job is counted as unknown: no number is made up for it. The estimate is compute time on one
 worker (workers running in parallel finish sooner), from whatever machine stored the entries.
 
+The stored jobs' own records add up to what they took (``recorded``; ``unrecorded``: stored jobs without a
+``seconds``): with the estimate, the compute a cold run of the plan takes on one worker, on the machines that
+stored them (under whatever load those had).
+
 Nothing here writes: the store is read (``Store.has``, the same test the runner starts from, and the entries'
 recorded metadata), never created, locked or changed.
 """
@@ -33,13 +37,16 @@ Spec = dict[str, Any]
 @dataclass
 class KindPreview:
     """The jobs of one kind: how many, how many stored, and the estimate for the rest (``seconds`` over the
-    ``to_compute - unknown`` jobs that have similar stored jobs; ``unknown``: jobs without any)."""
+    ``to_compute - unknown`` jobs that have similar stored jobs; ``unknown``: jobs without any); ``recorded``: the
+    seconds the stored ones took, over all but the ``unrecorded`` ones."""
 
     kind: str
     jobs: int = 0
     stored: int = 0
     seconds: float = 0.0
     unknown: int = 0
+    recorded: float = 0.0
+    unrecorded: int = 0
 
     @property
     def to_compute(self) -> int:
@@ -65,6 +72,14 @@ class Preview:
     @property
     def unknown(self) -> int:
         return sum(k.unknown for k in self.kinds)
+
+    @property
+    def recorded(self) -> float:
+        return sum(k.recorded for k in self.kinds)
+
+    @property
+    def unrecorded(self) -> int:
+        return sum(k.unrecorded for k in self.kinds)
 
 
 def similarity(spec: Spec, spec_of: Callable[[str], Spec]) -> str:
@@ -104,14 +119,23 @@ def samples(spec: Spec, spec_of: Callable[[str], Spec]) -> int | None:
     return None
 
 
-def _history(store: Store, spec_of: Callable[[str], Spec]) -> dict[tuple[str, str], list[tuple[float, int | None]]]:
+def recorded_seconds(meta: dict[str, Any]) -> float | None:
+    """The seconds a stored job took, from its recorded metadata (None: not recorded)."""
+    prov = meta.get("provenance")
+    seconds = prov.get("seconds") if isinstance(prov, dict) else None
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return None
+    return float(seconds)
+
+
+def _history(store: Store, meta_of: Callable[[str], dict[str, Any]],
+             spec_of: Callable[[str], Spec]) -> dict[tuple[str, str], list[tuple[float, int | None]]]:
     """(kind, similarity) -> (seconds, samples) of every stored job that recorded its seconds."""
     out: dict[tuple[str, str], list[tuple[float, int | None]]] = {}
     for key in store.keys():
-        meta = store.recorded_meta(key)
-        spec, prov = meta.get("spec"), meta.get("provenance")
-        seconds = prov.get("seconds") if isinstance(prov, dict) else None
-        if not isinstance(spec, dict) or not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        meta = meta_of(key)
+        spec, seconds = meta.get("spec"), recorded_seconds(meta)
+        if not isinstance(spec, dict) or seconds is None:
             continue
         try:
             group = (str(spec.get("kind")), similarity(spec, spec_of))
@@ -132,18 +156,21 @@ def _estimate(spec: Spec, similar: list[tuple[float, int | None]], spec_of: Call
 def preview(plan: Plan, store: Store) -> Preview:
     """The plan's jobs per kind, how many are stored, and the estimate for the others (module docstring)."""
     stored = {job.key for job in stored_jobs(plan, store)}
-    specs: dict[str, Spec] = {}
+    metas: dict[str, dict[str, Any]] = {}
+
+    def meta_of(key: str) -> dict[str, Any]:
+        if key not in metas:
+            metas[key] = store.recorded_meta(key)
+        return metas[key]
 
     def spec_of(key: str) -> Spec:
         if key in plan.jobs:
             return plan.jobs[key].record
-        if key not in specs:
-            recorded = store.recorded_meta(key).get("spec")
-            specs[key] = recorded if isinstance(recorded, dict) else {}
-        return specs[key]
+        recorded = meta_of(key).get("spec")
+        return recorded if isinstance(recorded, dict) else {}
 
     todo = [job for job in plan.jobs.values() if job.key not in stored]
-    history = _history(store, spec_of) if todo else {}
+    history = _history(store, meta_of, spec_of) if todo else {}
     by_kind: dict[str, list[tuple[float, int | None]]] = {}
     for (kind, _), rows in history.items():
         by_kind.setdefault(kind, []).extend(rows)
@@ -153,6 +180,11 @@ def preview(plan: Plan, store: Store) -> Preview:
         row.jobs += 1
         if job.key in stored:
             row.stored += 1
+            took = recorded_seconds(meta_of(job.key))
+            if took is None:
+                row.unrecorded += 1
+            else:
+                row.recorded += took
             continue
         similar = history.get((job.kind, similarity(job.record, spec_of))) or by_kind.get(job.kind)
         if not similar:
@@ -171,6 +203,16 @@ def duration(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def recorded_text(seconds: float, stored: int, unrecorded: int) -> str:
+    """What ``stored`` jobs took, ``unrecorded`` of them without a record."""
+    if stored == 0:
+        return "-"
+    if unrecorded == stored:
+        return "not recorded"
+    took = duration(seconds)
+    return took if unrecorded == 0 else f"at least {took} ({unrecorded} not recorded)"
 
 
 def estimate_text(seconds: float, to_compute: int, unknown: int) -> str:

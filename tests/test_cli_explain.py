@@ -71,7 +71,7 @@ def _one_line_error(out) -> str:
 
 
 def _kind_rows(stdout: str) -> dict[str, list[str]]:
-    """The dry run's table: kind -> [jobs, stored, to compute, estimate]."""
+    """The dry run's table: kind -> [jobs, stored, stored took, to compute, estimate]."""
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in stdout.splitlines() if line.startswith("│")]
     return {row[0]: row[1:] for row in rows}
 
@@ -240,8 +240,8 @@ def test_dry_run_of_a_cold_store_writes_nothing(write_suite, tmp_path):
     assert out.returncode == 0, out.stderr
     assert not (tmp_path / "never").exists() and not (tmp_path / "runs").exists()  # no store, no run folder
     counts = Counter(job.kind for job in build_plan(load_suite(path)).jobs.values())
-    assert _kind_rows(out.stdout) == {kind: [str(n), "0", str(n), "unknown"] for kind, n in counts.items()}
-    assert f"{sum(counts.values())} jobs, 0 stored" in out.stdout
+    assert _kind_rows(out.stdout) == {kind: [str(n), "0", "-", str(n), "unknown"] for kind, n in counts.items()}
+    assert f"{sum(counts.values())} jobs, 0 stored" in out.stdout and "A cold run" not in out.stdout
     assert "Time left: unknown" in out.stdout and "Dry run: nothing was computed or written" in out.stdout
 
 
@@ -282,11 +282,14 @@ def test_dry_run_counts_stored_jobs_and_estimates_from_their_durations(only_run)
     assert out.returncode == 0, out.stderr
     assert _files(store) == before  # nothing written, not even a lock or a gate stamp
     cells = _kind_rows(out.stdout)
-    assert cells["train"] == ["1", "1", "0", "-"]
+    assert [cells["train"][i] for i in (0, 1, 3, 4)] == ["1", "1", "0", "-"]
     # the pgd set and its evaluation are missing; the stored fgsm attack and evaluations give their estimates
-    assert cells["attack"][:3] == ["2", "1", "1"] and cells["eval"][:3] == ["3", "2", "1"]
-    assert cells["attack"][3] not in ("unknown", "-") and cells["eval"][3] not in ("unknown", "-")
+    assert [cells["attack"][i] for i in (0, 1, 3)] == ["2", "1", "1"]
+    assert [cells["eval"][i] for i in (0, 1, 3)] == ["3", "2", "1"]
+    assert cells["attack"][4] not in ("unknown", "-") and cells["eval"][4] not in ("unknown", "-")
+    assert all(cells[kind][2] not in ("-", "not recorded") for kind in ("train", "attack", "eval"))
     assert "6 jobs, 4 stored, 2 to compute" in out.stdout and "Time left: unknown" not in out.stdout
+    assert "A cold run: ~" in out.stdout
     # --only narrows the plan: everything the fast table reads is stored
     narrowed = rbench("run", str(suite), "--dry-run", "--only", "fast", "--store", str(store), cwd=root)
     assert narrowed.returncode == 0 and "4 jobs, 4 stored, 0 to compute" in narrowed.stdout
@@ -306,6 +309,10 @@ def test_estimate_is_the_stored_duration_of_similar_jobs(only_run):
                 if store.has(job.key)}
     kinds = {k.kind: k for k in preview(plan, store).kinds}
     assert kinds["attack"].seconds == pytest.approx(recorded["attack fgsm on mlp"])
+    # what the stored jobs took: their own records, summed per kind
+    assert kinds["train"].recorded == pytest.approx(recorded["train mlp"]) and kinds["train"].unrecorded == 0
+    assert kinds["eval"].recorded == pytest.approx(recorded["eval mlp on clean mnist/test"]
+                                                   + recorded["eval mlp on fgsm@mlp"])
     evals = sorted(recorded[label] / 32 for label in ("eval mlp on clean mnist/test", "eval mlp on fgsm@mlp"))
     assert kinds["eval"].seconds == pytest.approx(sum(evals) / 2 * 32)
     assert (kinds["attack"].unknown, kinds["eval"].unknown, kinds["train"].seconds) == (0, 0, 0)
