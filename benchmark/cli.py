@@ -137,11 +137,12 @@ def _print_dry_run(plan: DryRun, path: Path) -> None:
     console.print(table)
     if p.stored and p.unrecorded < p.stored:
         cold = duration(p.recorded + p.seconds)
-        gaps = [f"{n} {what}" for n, what in ((p.unrecorded, "stored without a record"), (p.unknown, "unknown"))
-                if n]
-        console.print(f"A cold run: {'at least ' if gaps else '~'}{cold} of compute on one worker (what the stored "
-                      f"jobs took when they were computed{', plus the estimate' if p.stored < p.jobs else ''}"
-                      f"{'; ' + ', '.join(gaps) if gaps else ''}).",
+        gaps = [f"{n} {what}" for n, what in ((p.unrecorded, "stored without a record"),
+                                              (p.unknown, "to compute without an estimate")) if n]
+        estimated = p.jobs - p.stored > p.unknown
+        console.print(f"A cold run: {'at least ' if gaps else '' if cold.startswith('<') else '~'}{cold} of compute "
+                      f"on one worker (what the stored jobs took when they were computed"
+                      f"{', plus the estimate' if estimated else ''}{'; ' + ', '.join(gaps) if gaps else ''}).",
                       highlight=False, soft_wrap=True)
     left = estimate_text(p.seconds, p.jobs - p.stored, p.unknown)
     store = escape(str(plan.store)) + ("" if plan.store_exists else " (it does not exist yet)")

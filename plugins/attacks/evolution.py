@@ -39,7 +39,7 @@ def sbx(p1: torch.Tensor, p2: torch.Tensor, *, eta: float, rate: float, low: flo
     ``rate``; in a crossed pair each gene with probability 0.5 (when the parents differ there), spread by the
     distribution index ``eta``; children are clipped to [low, high] and swapped with probability 0.5 per gene.
     Genes not crossed are copied. Returns two (P, D) children tensors."""
-    c1, c2 = p1.clone(), p2.clone()
+    c1, c2 = p1.clone(memory_format=torch.contiguous_format), p2.clone(memory_format=torch.contiguous_format)
     crossed = _uniform(len(p1), p1, generator) < rate
     genes = _uniform(p1.numel(), p1, generator).view_as(p1) < 0.5
     active = _where_true(genes & crossed[:, None] & ((p1 - p2).abs() > _EPS))
@@ -70,7 +70,7 @@ def polynomial_mutation(x: torch.Tensor, *, eta: float, rate: float, low: float 
     """Bounded polynomial mutation: each gene of ``x`` ((P, D)) is mutated with probability ``rate``, by a step
     whose distribution index is ``eta`` (larger: smaller steps), scaled to the distance to the nearer bound's side
     it moves towards, and clipped to [low, high]. Returns a new tensor."""
-    out = x.clone()
+    out = x.clone(memory_format=torch.contiguous_format)
     chosen = _where_true(_uniform(x.numel(), x, generator) < rate)
     if not len(chosen):
         return out
