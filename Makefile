@@ -30,7 +30,8 @@ run: $(STAMP)
 # on rbench subprocesses, so two at once use the 2 cores better (13 min 44 s serially, 10 min 21 s so, measured
 # before the three slowest conformance cases moved to check-full; 10 min 49 s on 2026-11-30 with the Ray, precision,
 # events and scheduler tests; 2026-12-01, after unsynced run folders and no scipy.stats import: pytest 9 min 30 s,
-# make test 9 min 53 s in all, 705 passed; timings on this shared machine vary by +-15%).
+# make test 9 min 53 s in all, 705 passed; later that day 11 min 41 s and 12 min 27 s with the host 1.7x slower than
+# at 02:37 on a fixed microbenchmark: timings on this shared machine vary by 15-70%).
 test: $(STAMP) browser
 	$(BIN)/ruff check benchmark plugins tests perf examples
 	$(BIN)/python tests/typecheck.py
