@@ -462,23 +462,21 @@ def test_the_operators_draw_the_documented_stream_and_change_only_the_genes_it_c
     g = torch.Generator().manual_seed(0)
     p1, p2 = torch.rand(40, 30, generator=g).t(), torch.rand(40, 30, generator=g).t()  # (30, 40), not contiguous
     p2[:, :5] = p1[:, :5]  # equal genes are never crossed
-    c1, c2 = sbx(p1, p2, eta=10, rate=0.5, generator=torch.Generator().manual_seed(1))
+    after = torch.Generator().manual_seed(1)
+    c1, c2 = sbx(p1, p2, eta=10, rate=0.5, generator=after)
     replay = torch.Generator().manual_seed(1)
     crossed = torch.rand(30, generator=replay) < 0.5
     genes = torch.rand(30 * 40, generator=replay).view(30, 40) < 0.5
     active = genes & crossed[:, None] & (p1 != p2)
     torch.rand(2 * int(active.sum()), generator=replay)
-    after = torch.Generator().manual_seed(1)
-    sbx(p1, p2, eta=10, rate=0.5, generator=after)
     assert torch.equal(after.get_state(), replay.get_state())
     assert not ((c1 != p1) & ~active).any() and not ((c2 != p2) & ~active).any()
     assert ((c1 != p1) & active).float().sum() > 0.8 * active.sum()
     x = torch.rand(784, 200, generator=g).t()
-    out = polynomial_mutation(x, eta=15, rate=0.1, generator=torch.Generator().manual_seed(2))
+    after = torch.Generator().manual_seed(2)
+    out = polynomial_mutation(x, eta=15, rate=0.1, generator=after)
     replay = torch.Generator().manual_seed(2)
     chosen = torch.rand(x.numel(), generator=replay).view(200, 784) < 0.1
     torch.rand(int(chosen.sum()), generator=replay)
-    after = torch.Generator().manual_seed(2)
-    polynomial_mutation(x, eta=15, rate=0.1, generator=after)
     assert torch.equal(after.get_state(), replay.get_state()) and not ((out != x) & ~chosen).any()
     assert ((out != x) & chosen).float().sum() > 0.9 * chosen.sum()
