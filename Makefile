@@ -2,6 +2,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
 # Offline machines: point the data loader at a folder holding the canonical files (default ../shared/data
 # when it exists); with internet and no such folder, the loader downloads them (checksummed) into the cache.
@@ -16,8 +17,10 @@ $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	# torch first, pinned: an unpinned torch pulls several GB of CUDA packages.
-	$(BIN)/pip install -q torch==2.13.0
+	# torch first, pinned: an unpinned torch pulls several GB of CUDA packages. The pin alone gives the CPU build only
+	# where pip is configured to serve it (as on our machines: pip's find-links hold torch-2.13.0+cpu); elsewhere
+	# pass TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
+	$(BIN)/pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(BIN)/pip install -q -e ".[test,adapters,ray]"
 	touch $(STAMP)
 

@@ -83,7 +83,8 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_print_
 @app.command()
 def run(
     suite: Annotated[Path, typer.Argument(help="Suite TOML file")],
-    profile: Annotated[str | None, typer.Option(help="Profile to apply (e.g. quick, full)")] = None,
+    profile: Annotated[str | None, typer.Option(help="Profile to apply (e.g. quick; without one, the suite as "
+                                                "written: the paper suites' full profile)")] = None,
     store: StoreOpt = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Where to write results "
                                                  "(default: runs/<suite>-<time>)")] = None,
@@ -352,13 +353,14 @@ def plugins(
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (or its results.json)")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Reporter: md, csv, json, reliability (PNG files "
-                                     "written into the run folder), or a plugin's")] = "md",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Reporter: md, csv, json (printed); html, tidy, "
+                                     "figures, reliability, ... (files written into the run folder: "
+                                     "rbench plugins --kind reporter)")] = "md",
     store: Annotated[Path | None, typer.Option("--store", help="Artifact store a figure reporter reads "
                                                "(default: the run's store)")] = None,
 ) -> None:
-    """Re-render a finished run's tables from its results.json (nothing is recomputed); a figure reporter
-    (reliability) redraws its files in the run folder from the stored predictions."""
+    """Re-render a finished run's tables from its results.json (nothing is recomputed); a file reporter (html,
+    tidy, figures, reliability) rewrites its files in the run folder, reliability from the stored predictions."""
     from rbench.manager import get_registry
     from rbench.report.reporters import renders_text
     from rbench.results import RunResults

@@ -19,12 +19,14 @@ that is not stored is reported, never trained here) and print error rates in %:
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from rbench.inputs import load_model, load_slice
 from rbench.plan import build_plan, data_spec
+from rbench.specs import DataSlice
 from rbench.store import Store
 from rbench.suite import load_suite
 
@@ -46,12 +48,17 @@ def stored_models(plan, store: Store, names: list[str]) -> dict[str, torch.nn.Mo
     return {n: load_model(store, plan.trained[n], "cpu") for n in names}
 
 
+def noise_slices(plan) -> dict[str, DataSlice]:
+    """split -> 1000 images drawn as the suite's ``train_noise`` evaluation draws its training images."""
+    spec = replace(data_spec(plan.suite.evaluations["train_noise"].data, plan.suite.seed), n=1000)
+    return {split: replace(spec, split=split) for split in ("train", "test")}
+
+
 def noise(plan, store: Store, draws: int) -> None:
     models = stored_models(plan, store, NOISE_MODELS)
-    spec = {**data_spec(plan.suite.evaluations["train_noise"].data, plan.suite.seed), "n": 1000}
     print(f"{draws} seeded draws per image; error (%) averaged over draws")
-    for split in ("train", "test"):
-        x, y, _ = load_slice({**spec, "split": split})
+    for split, data in noise_slices(plan).items():
+        x, y, _ = load_slice(data)
         print(f"\n{split} images (n={len(x)})\n{'':44s}" + "".join(f"{n[:13]:>14s}" for n in NOISE_MODELS))
         print(f"{'clean':44s}" + "".join(f"{error(models[n], x, y):14.1f}" for n in NOISE_MODELS))
         for sigma in (0.1, 0.3, 1.0):

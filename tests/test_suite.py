@@ -450,3 +450,20 @@ def test_job_timeout_is_a_positive_number_of_seconds(write_suite):
     for bad in ("job_timeout = 0", "job_timeout = -1.5", 'job_timeout = "60"', "job_timeout = nan"):
         with pytest.raises(SuiteError, match="suite.job_timeout"):
             load_suite(write_suite(base.format(line=bad)))
+
+
+def test_the_readme_suite_example_is_a_valid_suite(tmp_path):
+    """README's "Writing a suite" block, as a user would copy it, validates and plans in both its profiles (it once
+    included quickstart.toml while redefining its model, which the merge rightly refuses)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Writing a suite", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    path = tmp_path / "my_suite.toml"
+    path.write_text(block.group(1))
+    for profile in (None, "quick"):
+        suite = load_suite(path, profile)
+        assert suite.name == "my_suite" and build_plan(suite).jobs

@@ -67,3 +67,28 @@ def test_suite_variants_sit_beside_the_original_rows():
     amplified = {plan.jobs[plan.attacked[("test_adv", "M1", a)]].spec.transform.params.get("scale", "each")
                  for a in ("lbfgs_amplified", "lbfgs_amplified_set")}
     assert amplified == {"each", "set"}
+
+
+def test_the_gaps_example_draws_its_noise_images_as_the_suite_does():
+    """examples/szegedy_gaps.py noise: 1000 training and 1000 test images, otherwise the suite's train_noise slice
+    (it once built the slice as a dict after slices became dataclasses, and crashed before printing anything)."""
+    import importlib.util
+
+    from rbench.inputs import load_slice
+    from rbench.plan import build_plan, data_spec
+    from rbench.suite import load_suite
+
+    path = SUITE.parents[1] / "examples" / "szegedy_gaps.py"
+    module_spec = importlib.util.spec_from_file_location("szegedy_gaps", path)
+    assert module_spec is not None and module_spec.loader is not None
+    example = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(example)
+    plan = build_plan(load_suite(SUITE, "quick"))
+    suite_slice = data_spec(plan.suite.evaluations["train_noise"].data, plan.suite.seed)
+    slices = example.noise_slices(plan)
+    assert sorted(slices) == ["test", "train"]
+    for split, data in slices.items():
+        assert (data.split, data.n, data.dataset, data.subset_seed) == (split, 1000, suite_slice.dataset,
+                                                                       suite_slice.subset_seed)
+        x, y, _ = load_slice(data)
+        assert x.shape == (1000, 1, 28, 28) and y.shape == (1000,)
