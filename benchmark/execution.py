@@ -23,6 +23,7 @@ from rbench.jobs import run_job
 from rbench.model import Progress
 from rbench.plan import Job
 from rbench.store import CorruptEntry, Store
+from rbench.trust import distrust
 
 
 class JobTimeout(BaseException):
@@ -51,21 +52,23 @@ def time_limit(seconds: float | None, job: Job) -> Iterator[None]:
 
 
 def compute(job: Job, store: Store, device: str, progress: Progress, *, wait: bool = True,
-            on_start: Callable[[], None] | None = None, timeout: float | None = None
-            ) -> Literal["done", "cached", "busy"]:
+            on_start: Callable[[], None] | None = None, timeout: float | None = None,
+            warn: Callable[[str], None] | None = None) -> Literal["done", "cached", "busy"]:
     """Compute ``job`` under its lock unless another process stored it meanwhile (and it passes the gates):
     ``done`` or ``cached``. With ``wait=False``, return ``busy`` at once if another process holds the lock.
-    ``on_start()`` is called once the job really starts computing; ``timeout`` limits its seconds."""
+    ``on_start()`` is called once the job really starts computing; ``timeout`` limits its seconds; ``warn(text)``
+    hears of a stored entry found failing its checks (quarantined, then recomputed), as the runner's own check
+    reports one."""
     try:
         with store.lock(job.key).acquire(timeout=-1 if wait else 0):
             if store.has(job.key):
                 try:
                     check_stored(store, job)
                     return "cached"
-                except CorruptEntry:
-                    pass  # quarantined by the store: compute it again
-                except PluginContractError as exc:
-                    store.quarantine(job.key, str(exc))
+                except (CorruptEntry, PluginContractError) as exc:
+                    note = distrust(store, job, exc)
+                    if warn is not None:
+                        warn(note)
             if on_start is not None:
                 on_start()
             with time_limit(timeout, job):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -133,9 +134,12 @@ class RunResults:
         beside it where the ``tidy`` reporter wrote one."""
         path = Path(run_dir) / RESULTS_FILE if Path(run_dir).is_dir() else Path(run_dir)
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_text(), parse_constant=_refuse_non_finite)
             tables = [ResultTable(**{**t, "cells": [Cell(**c) for c in t["cells"]]}) for t in raw.pop("tables")]
             results = cls(**raw, tables=tables)
+            for table in results.tables:
+                for cell in table.cells:
+                    _check_cell(table.name, cell)
         except FileNotFoundError:
             raise RbenchError(f"{path}: no such file; pass a run folder written by 'rbench run'") from None
         except (ValueError, TypeError, KeyError) as exc:
@@ -148,3 +152,19 @@ class RunResults:
             for table in results.tables:
                 table.samples = by_table.get(table.name, {})
         return results
+
+
+def _refuse_non_finite(constant: str) -> float:
+    raise ValueError(f"it holds {constant}, which rbench never writes")
+
+
+def _check_cell(table: str, cell: Cell) -> None:
+    """ValueError unless ``cell``'s value and interval are finite numbers or None and its n a count or None."""
+    where = f"table {table!r}, cell ({cell.row}, {cell.column})"
+    for name in ("value", "low", "high"):
+        number = getattr(cell, name)
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int | float)
+                                   or not math.isfinite(number)):
+            raise ValueError(f"{where}: {name} is {number!r}, not a finite number")
+    if cell.n is not None and (isinstance(cell.n, bool) or not isinstance(cell.n, int) or cell.n < 0):
+        raise ValueError(f"{where}: n is {cell.n!r}, not a count")

@@ -14,8 +14,10 @@ Guarantees:
 - **Every entry is bound to its key.** Each records the key and the job spec it was made for; a load checks that
   the recorded key is the key asked for and that the recorded spec hashes to it, so an entry copied or moved
   under another key is never served.
-- **Checksums.** A checkpoint's sidecar holds its weights' SHA-256; an HDF5 file holds the SHA-256 of all its
-  arrays and of its metadata. Any failure to load an entry (checksum, binding, a malformed file or sidecar, a
+- **Checksums.** A checkpoint's sidecar holds its weights' SHA-256 and the SHA-256 of the rest of the sidecar
+  (its training statistics and per-epoch measurements feed tables too); an HDF5 file holds the SHA-256 of all
+  its arrays and of its metadata. A sidecar written before sidecar checksums (no ``meta_sha256``) is served
+  only if every number in it is finite. Any failure to load an entry (checksum, binding, a malformed file or sidecar, a
   missing array, non-finite values) raises :class:`CorruptEntry` after moving the entry to ``quarantine/``.
 - **Nothing partial, nothing non-finite.** A file is built in memory, written to a temporary sibling, fsync'd
   and renamed; a checkpoint counts as stored only once its sidecar (written last) exists. A write that does not
@@ -59,6 +61,8 @@ from rbench.errors import StoreError
 from rbench.keys import content_key
 
 CHECKSUM_ATTR = "rbench_sha256"
+#: The checkpoint sidecar's own checksum field (see :func:`sidecar_digest`).
+SIDECAR_DIGEST = "meta_sha256"
 META_ATTR = "rbench_meta"
 TMP_MARK = ".tmp-"
 FOLDERS = ("objects", "locks", "gates", "leases", "quarantine")
@@ -68,12 +72,22 @@ RESERVE_BYTES = 1 << 20
 
 class CorruptEntry(Exception):
     """A stored entry failed a check or could not be read; it has been moved to quarantine (``moved_to``), or
-    left in place when another process holds its lock (``moved_to`` None)."""
+    left in place (``moved_to`` None, or some of its files, ``stuck``) when another process holds its lock or a
+    file cannot be moved; ``where`` says which."""
 
-    def __init__(self, key: str, reason: str, moved_to: Path | None):
-        self.key, self.reason, self.moved_to = key, reason, moved_to
-        where = f"moved to {moved_to}" if moved_to else "left in place (another process holds it)"
-        super().__init__(f"store entry {key} is corrupt ({reason}); {where}")
+    def __init__(self, key: str, reason: str, moved_to: Path | None, *, held: bool = False,
+                 stuck: tuple[str, ...] = ()):
+        self.key, self.reason, self.moved_to, self.stuck = key, reason, moved_to, stuck
+        if held:
+            self.where = "left in place (another process holds it)"
+        elif stuck:
+            self.where = f"could not be moved to quarantine ({'; '.join(stuck)})" + (
+                f"; its other files were moved to {moved_to}" if moved_to else "")
+        elif moved_to:
+            self.where = f"moved to {moved_to}"
+        else:
+            self.where = "already gone from the store"
+        super().__init__(f"store entry {key} is corrupt ({reason}); {self.where}")
 
 
 class EntryMissing(Exception):
@@ -122,6 +136,25 @@ def check_binding(key: str, meta: Any) -> None:
     spec = meta.get("spec")
     if not isinstance(spec, dict) or content_key(spec) != key:
         raise ValueError("its recorded job spec does not hash to its key")
+
+
+def sidecar_digest(sidecar: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint sidecar's canonical JSON (sorted keys, no NaN), its own checksum field left out;
+    ValueError naming the field when a number in it is not finite."""
+    body = {k: v for k, v in sidecar.items() if k != SIDECAR_DIGEST}
+    _require_finite_json(body, "sidecar")
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _require_finite_json(value: Any, where: str) -> None:
+    if isinstance(value, float) and not np.isfinite(value):
+        raise ValueError(f"{where} is {value} (not finite)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _require_finite_json(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _require_finite_json(v, f"{where}[{i}]")
 
 
 def _require_finite(name: str, values: np.ndarray | torch.Tensor) -> None:
@@ -393,9 +426,11 @@ class Store:
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self, key: str, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Store weights as safetensors, then the JSON sidecar (``meta`` plus the weights' SHA-256). ``meta``
-        must record ``key`` and its spec; non-finite weights are refused (ValueError)."""
+        """Store weights as safetensors, then the JSON sidecar (``meta`` plus the weights' SHA-256 and its own,
+        :func:`sidecar_digest`). ``meta`` must record ``key`` and its spec; non-finite weights or numbers in
+        ``meta`` are refused (ValueError)."""
         check_binding(key, meta)
+        _require_finite_json(meta, "sidecar")
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         for name, tensor in tensors.items():
             _require_finite(name, tensor)
@@ -403,6 +438,7 @@ class Store:
         atomic_write_bytes(self._path(key, ".safetensors"), data)
         fault_point("between-weights-and-sidecar")
         sidecar = dict(meta, kind="checkpoint", sha256=hashlib.sha256(data).hexdigest())
+        sidecar[SIDECAR_DIGEST] = sidecar_digest(sidecar)
         atomic_write_bytes(self._path(key, ".json"), json.dumps(sidecar, indent=1).encode())
 
     def load_checkpoint(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -415,6 +451,11 @@ class Store:
             signature = _signature(sidecar.lstat())  # before reading: a sidecar renamed in meanwhile is not it
             meta = json.loads(sidecar.read_text())
             check_binding(key, meta)
+            recorded = meta.get(SIDECAR_DIGEST)
+            if recorded is None:  # written before sidecar checksums: at least nothing non-finite is served
+                _require_finite_json(meta, "sidecar")
+            elif recorded != sidecar_digest(meta):
+                raise ValueError("its sidecar does not match the sidecar's SHA-256 (edited or corrupted)")
             data = weights.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
             if digest != meta.get("sha256"):
@@ -591,16 +632,18 @@ class Store:
         self._loaded.pop(key, None)
         self._digests.pop(key, None)
         dest = self.root / "quarantine" / f"{key}-{int(time.time())}-{uuid.uuid4().hex[:6]}"
-        moved = None
+        moved, stuck = None, []
         with self.try_lock(key) as locked:
             if locked:
                 stamp = self.root / "gates" / f"{key}.json"
                 for path in [*self.paths(key), *([stamp] if stamp.exists() else [])]:
-                    with contextlib.suppress(OSError):
+                    try:
                         dest.mkdir(parents=True, exist_ok=True)
                         os.replace(path, dest / path.name)  # a rename: a link is moved, never followed
                         moved = dest
-        return CorruptEntry(key, reason, moved)
+                    except OSError as exc:
+                        stuck.append(f"{path.name}: {exc.strerror or exc}")
+        return CorruptEntry(key, reason, moved, held=not locked, stuck=tuple(stuck))
 
     def _refuse_links(self, *paths: Path) -> None:
         for path in paths:

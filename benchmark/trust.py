@@ -46,11 +46,16 @@ def _passes_under_lock(store: Store, job: Job, observer: Observer) -> bool:
             check_stored(store, job)
         except EntryMissing:
             return False
-        except CorruptEntry as exc:
-            observer.warning(f"{exc}; recomputing", job)
-            return False
-        except PluginContractError as exc:
-            moved = store.quarantine(job.key, str(exc)).moved_to
-            observer.warning(f"{exc}; not trusted, moved to {moved}; recomputing", job)
+        except (CorruptEntry, PluginContractError) as exc:
+            observer.warning(distrust(store, job, exc), job)
             return False
     return True
+
+
+def distrust(store: Store, job: Job, exc: CorruptEntry | PluginContractError) -> str:
+    """The warning for ``job``'s stored entry that failed a check: the store quarantined it already when its own
+    checks failed (``CorruptEntry``); one the job's contract refused is quarantined here."""
+    if isinstance(exc, CorruptEntry):
+        return f"{exc}; recomputing"
+    return f"{exc}; not trusted, {store.quarantine(job.key, str(exc)).where}; recomputing"
+

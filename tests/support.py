@@ -245,3 +245,37 @@ def pip_install_example(example: Path, tmp: Path) -> tuple[Path, str]:
     assert proc.returncode == 0, f"pip install failed:\n{proc.stdout}\n{proc.stderr}"
     path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)
     return src, path
+
+
+def flip_a_stored_bit(path: Path) -> None:
+    """Flip one bit of a stored entry's data: inside an HDF5 file's first chunk of logits (the file also has
+    padding, where a flip is harmless), else in the middle of the file."""
+    data = bytearray(path.read_bytes())
+    if path.suffix == ".h5":
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            offset = f["logits"].id.get_chunk_info(0).byte_offset
+        data[offset + 17] ^= 0x10
+    else:
+        data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+class HeardWarnings:
+    """An executor Observer that keeps only the warnings: (message, key of the job named or None)."""
+
+    def __init__(self) -> None:
+        self.warnings: list[tuple[str, str | None]] = []
+
+    def started(self, job, device) -> None:
+        pass
+
+    def progress(self, key, completed, total, text) -> None:
+        pass
+
+    def finished(self, job, result) -> None:
+        pass
+
+    def warning(self, message, job=None) -> None:
+        self.warnings.append((message, None if job is None else job.key))

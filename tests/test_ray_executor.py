@@ -214,6 +214,35 @@ def test_a_cluster_run_beside_a_local_run_gives_the_local_tables_though_a_worker
     assert run_values(tmp_path / "again") == expected
 
 
+@pytest.mark.slow
+def test_an_entry_a_ray_task_finds_corrupt_is_reported_by_the_driver(cluster, tiny_reference, tmp_path,
+                                                                     monkeypatch):
+    """An entry the runner's own check did not see fail (it turned corrupt later, or another process held it) is
+    met by the Ray task under its lock: quarantined, recomputed, and the warning reaches the driver's observer
+    with the task's result, as with the local executor (tests/test_validity.py)."""
+    from support import HeardWarnings, flip_a_stored_bit
+
+    from rbench.plan import build_plan
+    from rbench.suite import load_suite
+
+    suite, reference_store, reference_run, _ = tiny_reference
+    address, ray_env = cluster
+    for name, value in ray_env.items():
+        monkeypatch.setenv(name, value)
+    shutil.copytree(reference_store, tmp_path / "store")
+    key = next(k for k, j in _jobs(reference_run).items() if j["label"] == "eval mlp on clean mnist/test")
+    flip_a_stored_bit(Store(tmp_path / "store").paths(key)[0])
+    plan = build_plan(load_suite(suite))
+    executor, params = configure("ray", {"--address": address})
+    heard = HeardWarnings()
+    results = executor.run(plan, Store(tmp_path / "store"), [plan.jobs[key]], devices=["cpu"], workers=1,
+                           observer=heard, params=params)
+    assert results[key].status == "done" and results[key].device.startswith("cpu@")
+    [(message, about)] = heard.warnings
+    assert about == key and message.startswith(f"store entry {key} is corrupt (") and "moved to " in message
+    assert Store(tmp_path / "store").verify(key) == "ok"
+
+
 @pytest.mark.full  # make check-full (make test's 10-minute budget); the kill-and-retry test stays in make test
 def test_a_job_whose_worker_always_dies_fails_alone_after_its_retries(cluster, tiny_reference, tmp_path):
     suite, reference_store, reference_run, expected = tiny_reference

@@ -19,7 +19,7 @@ from rbench.artifacts import Predictions
 from rbench.errors import StoreError
 from rbench.gc import collect
 from rbench.keys import content_key
-from rbench.store import CorruptEntry, Store, StoreWriteError
+from rbench.store import CorruptEntry, Store, StoreWriteError, sidecar_digest
 
 
 def bound(spec: dict, **meta) -> tuple[str, dict]:
@@ -93,6 +93,60 @@ def test_edited_metadata_fails_the_checksum(tmp_path):
         Store(tmp_path).load_predictions(key)
 
 
+def _sidecar(store: Store, key: str) -> tuple[Path, dict]:
+    path = next(p for p in store.paths(key) if p.suffix == ".json")
+    return path, json.loads(path.read_text())
+
+
+def _save_with_stats(store: Store, key: str, meta: dict) -> None:
+    store.save_checkpoint(key, {"w": torch.ones(2)}, {**meta, "stats": {"loss": 0.25, "observed": [
+        {"epoch": 1, "accuracy": {"value": 0.9}}]}})
+
+
+@pytest.mark.parametrize("edit", ["value", "nan_with_a_checksum"])
+def test_a_checkpoints_training_statistics_are_covered_by_its_sidecar_checksum(tmp_path, edit):
+    """Per-epoch measurements and training statistics in a sidecar feed tables (``observed``) and curves: an edit
+    to them, or a NaN written in with a checksum recomputed around it, makes the entry corrupt, never a served
+    number."""
+    store = Store(tmp_path)
+    key, meta = bound({"m": "stats"})
+    _save_with_stats(store, key, meta)
+    path, sidecar = _sidecar(store, key)
+    assert sidecar["meta_sha256"] == sidecar_digest(sidecar)
+    assert Store(tmp_path).load_checkpoint(key)[1]["stats"]["observed"][0]["accuracy"]["value"] == 0.9
+    if edit == "value":
+        sidecar["stats"]["observed"][0]["accuracy"]["value"] = 0.12
+    else:
+        sidecar["meta_sha256"] = sidecar_digest({**sidecar, "stats": {"loss": 0.25}})
+        sidecar["stats"]["observed"][0]["accuracy"]["value"] = float("nan")
+    path.write_text(json.dumps(sidecar))
+    with pytest.raises(CorruptEntry, match="sidecar's SHA-256" if edit == "value" else "value is nan"):
+        Store(tmp_path).load_checkpoint(key)
+    assert not store.has(key) and list((tmp_path / "quarantine").iterdir())
+
+
+def test_sidecars_from_before_their_checksum_are_served_only_when_finite(tmp_path):
+    store = Store(tmp_path)
+    key, meta = bound({"m": "legacy"})
+    store.save_checkpoint(key, {"w": torch.ones(2)}, {**meta, "stats": {"loss": 0.5}})
+    path, sidecar = _sidecar(store, key)
+    del sidecar["meta_sha256"]  # as in every sidecar written before it existed
+    path.write_text(json.dumps(sidecar))
+    assert Store(tmp_path).load_checkpoint(key)[1]["stats"] == {"loss": 0.5}
+    sidecar["stats"]["loss"] = float("inf")
+    path.write_text(json.dumps(sidecar))
+    with pytest.raises(CorruptEntry, match=r"sidecar\.stats\.loss is inf"):
+        Store(tmp_path).load_checkpoint(key)
+
+
+def test_non_finite_training_statistics_are_refused_at_write_time(tmp_path):
+    store = Store(tmp_path)
+    key, meta = bound({"m": "nan"})
+    with pytest.raises(ValueError, match=r"sidecar\.stats\.loss is nan"):
+        store.save_checkpoint(key, {"w": torch.ones(2)}, {**meta, "stats": {"loss": float("nan")}})
+    assert not store.has(key)
+
+
 @pytest.mark.parametrize("damage", ["half_weights", "sidecar_list", "sidecar_not_json", "hdf5_without_success",
                                     "hdf5_garbage", "nan_logits", "weights_link"])
 def test_malformed_entries_are_corrupt_not_crashes(tmp_path, damage):
@@ -107,6 +161,7 @@ def test_malformed_entries_are_corrupt_not_crashes(tmp_path, damage):
         if damage == "half_weights":  # half a safetensors file, with a sidecar hash that matches it
             weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
             meta["sha256"] = __import__("hashlib").sha256(weights.read_bytes()).hexdigest()
+            meta["meta_sha256"] = sidecar_digest(meta)
             sidecar.write_text(json.dumps(meta))
         elif damage == "sidecar_list":
             sidecar.write_text("[]")

@@ -191,3 +191,27 @@ def test_results_json_keeps_samples_out(tiny_reference):
     _, _, run, _ = tiny_reference
     raw = json.loads((run / "results.json").read_text())
     assert all("samples" not in t for t in raw["tables"])
+
+
+@pytest.mark.parametrize(("field", "bad", "fragment"), [
+    ("value", float("nan"), "it holds NaN"), ("high", float("inf"), "it holds Infinity"),
+    ("value", "1.1", "value is '1.1', not a finite number"), ("low", True, "low is True"),
+    ("n", -3, "n is -3, not a count")])
+def test_a_results_file_with_a_non_finite_or_mistyped_cell_is_refused(tiny_reference, tmp_path, field, bad,
+                                                                      fragment):
+    """results.json is read back by report, compare and load_results: a cell edited to NaN, infinity or a
+    non-number is one clear error naming the cell, never rendered as 'nan ±nan'."""
+    _, _, run, _ = tiny_reference
+    raw = json.loads((run / "results.json").read_text())
+    cell = raw["tables"][0]["cells"][1]
+    cell[field] = bad
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(RbenchError, match=fragment) as refused:
+        RunResults.read(path)
+    if not fragment.startswith("it holds"):
+        assert f"cell ({cell['row']}, {cell['column']})" in str(refused.value)
+    if field == "value" and bad != bad:  # NaN: the same through the CLI
+        out = rbench("report", str(path), "-f", "md")
+        assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+        assert str(path) in out.stderr and "NaN" in out.stderr

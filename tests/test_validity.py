@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from rich.console import Console
-from support import TINY_SUITE
+from support import TINY_SUITE, HeardWarnings, flip_a_stored_bit, rbench
 
 from rbench.runner import run_suite
 from rbench.store import Store
@@ -72,18 +72,7 @@ def test_bit_flipped_entry_is_reported_once_and_regenerated(stored, tmp_path, vi
     store_dir = tmp_path / "store"
     shutil.copytree(root / "store", store_dir)
     key = _attack_key(outcome, victim)
-    path = max(Store(store_dir).paths(key), key=lambda p: p.stat().st_size)  # the data file, not the sidecar
-    data = bytearray(path.read_bytes())
-    if path.suffix == ".h5":  # flip a bit inside the stored logits (the file also has padding, where it is harmless)
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            offset = f["logits"].id.get_chunk_info(0).byte_offset
-        data[offset + 17] ^= 0x10
-    else:
-        data[len(data) // 2] ^= 0x10
-    path.write_bytes(bytes(data))
-    from support import rbench
+    flip_a_stored_bit(max(Store(store_dir).paths(key), key=lambda p: p.stat().st_size))  # data, not the sidecar
 
     out = rbench("run", str(suite), "--store", str(store_dir), "--run-dir", str(tmp_path / "run"), "-q")
     assert out.returncode == 0, out.stderr
@@ -93,3 +82,31 @@ def test_bit_flipped_entry_is_reported_once_and_regenerated(stored, tmp_path, vi
     assert again.jobs[key]["status"] == "done"
     first = RunResults.read(root / "run")
     assert [c.value for t in again.tables for c in t.cells] == [c.value for t in first.tables for c in t.cells]
+
+
+@pytest.mark.parametrize("mode", ["inline", "worker process"])
+def test_an_entry_found_corrupt_when_its_job_runs_is_reported_and_recomputed(stored, tmp_path, mode):
+    """The runner checks stored entries before it hands jobs to an executor; one that turns corrupt after that
+    check, or whose lock another process held then, is met by the job itself under its lock
+    (``execution.compute``): quarantined, recomputed and reported as the runner's check reports one, whether the
+    executor runs the job in its own process or in a worker process."""
+    from rbench.executors.local import LocalExecutor
+    from rbench.plan import build_plan
+    from rbench.suite import load_suite
+
+    suite, root, outcome = stored
+    store_dir = tmp_path / "store"
+    import shutil
+
+    shutil.copytree(root / "store", store_dir)
+    key = _attack_key(outcome, "eval mlp on clean mnist/test")
+    flip_a_stored_bit(Store(store_dir).paths(key)[0])
+    plan = build_plan(load_suite(suite))
+    heard = HeardWarnings()
+    results = LocalExecutor().run(plan, Store(store_dir), [plan.jobs[key]], devices=["cpu"], workers=1,
+                                  observer=heard, job_timeout=None if mode == "inline" else 600)
+    assert results[key].status == "done"
+    [(message, about)] = heard.warnings
+    assert about == key and message.startswith(f"store entry {key} is corrupt (") and "moved to " in message
+    assert message.endswith("; recomputing")
+    assert Store(store_dir).load_predictions(key).logits.dtype == np.float32  # the recomputed entry loads

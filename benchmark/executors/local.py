@@ -78,10 +78,14 @@ def _worker_main(conn: Connection, device: str, threads: int, store_root: str, t
         def on_start(key: str = job.key) -> None:
             conn.send(("started", key, device))
 
+        def warn(text: str, key: str = job.key) -> None:
+            conn.send(("warning", key, text))
+
         status: str
         error: str | None
         try:
-            status, error = compute(job, store, device, progress, on_start=on_start, timeout=timeout), None
+            status, error = compute(job, store, device, progress, on_start=on_start, timeout=timeout,
+                                    warn=warn), None
         except (Exception, JobTimeout) as exc:  # a failing job fails alone
             status, error = "failed", describe_failure(job, exc)
         conn.send(("finished", job.key, (status, time.perf_counter() - started, error)))
@@ -152,7 +156,8 @@ class LocalExecutor(Executor):
             observer.progress(job.key, completed, total, text)
 
         try:
-            status = compute(job, store, device, progress, wait=wait, on_start=lambda: observer.started(job, device))
+            status = compute(job, store, device, progress, wait=wait, on_start=lambda: observer.started(job, device),
+                             warn=lambda text: observer.warning(text, job))
         except Exception as exc:  # a failing job fails alone
             return JobResult(job.key, job.label, "failed", time.perf_counter() - started, device,
                              describe_failure(job, exc))
@@ -210,6 +215,8 @@ class LocalExecutor(Executor):
                     observer.started(job, payload)
                 elif kind == "progress":
                     observer.progress(key, *payload)
+                elif kind == "warning":
+                    observer.warning(payload, job)
                 else:
                     status, seconds, error = payload
                     worker.job = None

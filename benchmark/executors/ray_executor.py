@@ -137,10 +137,11 @@ _stores: dict[str, Store] = {}
 
 
 def _ray_job(job: Job, store_root: str, timeout: float | None, threads: int, events: Any, env: dict[str, str]
-             ) -> tuple[str, float, str | None, str]:
-    """One job in a Ray worker: ``(status, seconds, error, where)``; a plugin's exception fails the job here (it
-    is not a Ray failure: Ray retries only a worker that died). ``env``: the driver's ``RBENCH_*`` variables (set
-    here rather than through a Ray runtime_env, which would keep the cluster's idle workers from taking jobs)."""
+             ) -> tuple[str, float, str | None, str, list[str]]:
+    """One job in a Ray worker: ``(status, seconds, error, where, warnings)``; a plugin's exception fails the job
+    here (it is not a Ray failure: Ray retries only a worker that died). ``env``: the driver's ``RBENCH_*``
+    variables (set here rather than through a Ray runtime_env, which would keep the cluster's idle workers from
+    taking jobs)."""
     import ray
 
     os.environ.update(env)
@@ -163,11 +164,12 @@ def _ray_job(job: Job, store_root: str, timeout: float | None, threads: int, eve
 
     status: str
     error: str | None = None
+    warnings: list[str] = []  # returned with the result, so none is lost with a last progress message
     try:
-        status = compute(job, store, device, progress, on_start=on_start, timeout=timeout)
+        status = compute(job, store, device, progress, on_start=on_start, timeout=timeout, warn=warnings.append)
     except (Exception, JobTimeout) as exc:  # a failing job fails alone
         status, error = "failed", describe_failure(job, exc)
-    return status, time.perf_counter() - started, error, where
+    return status, time.perf_counter() - started, error, where, warnings
 
 
 def _events_actor(ray: ModuleType) -> Any:
@@ -337,7 +339,9 @@ class _Dispatch:
     def result(self, ref: Any, job: Job) -> JobResult:
         exceptions = self.ray.exceptions
         try:
-            status, seconds, error, where = _unwrapped(self.ray.get, ref)
+            status, seconds, error, where, warnings = _unwrapped(self.ray.get, ref)
+            for text in warnings:
+                self.observer.warning(text, job)
             return JobResult(job.key, job.label, status, seconds, where, error)
         except (exceptions.WorkerCrashedError, exceptions.NodeDiedError, exceptions.OutOfMemoryError,
                 exceptions.ObjectLostError) as exc:

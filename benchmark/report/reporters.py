@@ -174,7 +174,7 @@ class Json(Reporter):
     suffix = "results.json"
 
     def render(self, results: RunResults) -> str:
-        return json.dumps(results.to_dict(), indent=1)
+        return json.dumps(results.to_dict(), indent=1, allow_nan=False)  # never a NaN a reader would refuse
 
 
 @hookimpl
