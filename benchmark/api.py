@@ -10,7 +10,6 @@ folder (so ``rbench run RUN_DIR/suite.toml`` repeats the run), check it, run it.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import shutil
@@ -38,8 +37,8 @@ from rbench.own_model import (
     standalone_suite,
 )
 from rbench.precision import check_precision
-from rbench.results import RunResults
-from rbench.rundir import prepare_run_dir
+from rbench.results import RESULTS_FILE, RunResults
+from rbench.rundir import check_run_dir, prepare_run_dir, remove_folders
 from rbench.runner import RunOutcome, default_run_dir, run_suite
 from rbench.store import Store
 from rbench.suite import load_suite
@@ -55,25 +54,31 @@ def run_generated(doc: dict[str, Any], run_dir: Path | None, *, header: str, sto
     ``executor_options``, as :func:`rbench.runner.run_suite`)."""
     resolve_devices(device, workers)  # bad options fail before the run folder is touched
     configure(executor, executor_options)
-    store.ensure_writable()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(doc["suite"]["name"])
-    created = not run_dir.exists()
-    prepare_run_dir(run_dir, "--run-dir")
+    check_run_dir(run_dir, store.root)
+    store.ensure_writable()
+    created = prepare_run_dir(run_dir, "--run-dir")
     path = run_dir / SUITE_FILE
     draft = run_dir / f".{SUITE_FILE}.{uuid.uuid4().hex[:12]}"  # a suite.toml already there stays until this passes
     try:
         write_suite(doc, draft, header)
-        load_suite(draft)
+        try:
+            load_suite(draft)
+        except RbenchError as exc:  # name what the user gave, not a draft that is about to go
+            raise RbenchError(str(exc).replace(str(draft), "the suite rbench eval generates")) from None
         os.replace(draft, path)
+        return run_suite(path, profile=None, store=store, run_dir=run_dir, device=device, workers=workers,
+                         executor=executor, console=console, quiet=quiet, job_timeout=job_timeout,
+                         executor_options=executor_options)
+    except RbenchError:  # refused before any work (missing data, ...): no run folder was made
+        draft.unlink(missing_ok=True)
+        if created and not (run_dir / RESULTS_FILE).exists():
+            path.unlink(missing_ok=True)
+            remove_folders(created)
+        raise
     except BaseException:
         draft.unlink(missing_ok=True)
-        if created:
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
         raise
-    return run_suite(path, profile=None, store=store, run_dir=run_dir, device=device, workers=workers,
-                     executor=executor, console=console, quiet=quiet, job_timeout=job_timeout,
-                     executor_options=executor_options)
 
 
 @dataclass

@@ -140,8 +140,12 @@ class RunResults:
             for table in results.tables:
                 for cell in table.cells:
                     _check_cell(table.name, cell)
+            if not isinstance(results.provenance, dict) or not isinstance(results.provenance.get("store", ""), str):
+                raise ValueError("provenance.store is not a path")
         except FileNotFoundError:
             raise RbenchError(f"{path}: no such file; pass a run folder written by 'rbench run'") from None
+        except OSError as exc:  # e.g. a folder named results.json
+            raise RbenchError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise RbenchError(f"{path}: not a valid rbench results file ({type(exc).__name__}: {exc})") from None
         samples = path.parent / SAMPLES_FILE

@@ -27,12 +27,49 @@ def _why(exc: OSError) -> str:
     return f"cannot be written ({exc.strerror or exc})"
 
 
-def prepare_run_dir(path: Path, option: str = "--run-dir") -> None:
+def check_run_dir(path: Path, store_root: Path, option: str = "--run-dir") -> None:
+    """Refuse, writing nothing, a run folder that is a file or that is the store or lies inside it (the store
+    holds its entries only: ``rbench cache gc`` and ``verify`` would meet a run's files there). One line naming
+    ``option``, the path and the problem."""
+    path = Path(path)
+    run, store = path.resolve(), Path(store_root).resolve()
+    if run == store or store in run.parents:
+        raise RbenchError(f"{option} {path}: {'is' if run == store else 'lies inside'} the store {store_root}; "
+                          "put run folders outside it")
+    if path.exists() and not path.is_dir():
+        raise RbenchError(f"{option} {path}: is a file, not a folder")
+
+
+def remove_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (made by :func:`prepare_run_dir`, deepest first) as far as they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def prepare_run_dir(path: Path, option: str = "--run-dir") -> list[Path]:
     """Create the folder ``path`` if need be and check that a file can be created in it (a probe file, created
     exclusively and removed). Otherwise a one-line :class:`RbenchError` naming ``option`` (the command-line
     option, or e.g. ``"run folder"`` for the default one), the path and the problem: ``is a file``,
-    ``a folder above it is a file``, ``not writable (permission denied)``, ... Call it before any work."""
+    ``a folder above it is a file``, ``not writable (permission denied)``, ... Call it before any work.
+    Returns the folders it created, deepest first (for :func:`remove_folders` when the run stops before it
+    writes anything); a failure here removes them itself."""
     path = Path(path)
+    try:
+        created = [folder for folder in (path, *path.parents) if not folder.exists()]
+    except ValueError as exc:  # "embedded null byte"
+        raise RbenchError(f"{option} {path}: not a usable path ({exc})") from None
+    try:
+        _make_writable_folder(path, option)
+    except RbenchError:
+        remove_folders(created)
+        raise
+    return created
+
+
+def _make_writable_folder(path: Path, option: str) -> None:
     where = f"{option} {path}"
     try:
         if path.exists() and not path.is_dir():

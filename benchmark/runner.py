@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import time
 from dataclasses import dataclass, field, replace
@@ -28,7 +27,7 @@ from rbench.provenance import now_iso, package_versions
 from rbench.report.reporters import renders_text, write_text_report
 from rbench.report.terminal import print_comparison, print_tables
 from rbench.results import RunResults
-from rbench.rundir import prepare_run_dir
+from rbench.rundir import check_run_dir, prepare_run_dir, remove_folders
 from rbench.specs import TrainSpec
 from rbench.store import Store
 from rbench.suite import Suite, load_suite
@@ -105,18 +104,16 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
     devices, n_workers = resolve_devices(device, workers)
     executor_params = configure(executor, executor_options)[1]
-    store.ensure_writable()
     option = "--run-dir" if run_dir else "run folder"
     run_dir = run_dir or default_run_dir(suite.name)
-    created = not run_dir.exists()
-    prepare_run_dir(run_dir, option)
+    check_run_dir(run_dir, store.root, option)
+    store.ensure_writable()
+    created = prepare_run_dir(run_dir, option)
     try:
         return _run(suite, profile, store, run_dir, devices, n_workers, executor, console, quiet,
                     suite.job_timeout if job_timeout is None else job_timeout, started, only, executor_params)
     except BaseException:
-        if created:  # a run stopped before it wrote anything leaves no empty folder behind
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
+        remove_folders(created)  # a run stopped before it wrote anything leaves no empty folders behind
         raise
 
 
@@ -135,14 +132,16 @@ class DryRun:
 
 def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str | None, workers: int | None,
             executor: str, only: list[str] | None = None, executor_options: dict | None = None,
-            precision: str | None = None) -> DryRun:
+            precision: str | None = None, run_dir: Path | None = None) -> DryRun:
     """Validate and plan as :func:`run_suite` does (suite, ``only``, devices, workers, executor, the store's
-    layout) and preview the plan against the store; nothing is computed or written, not even the store's or the
-    run's folders. The data files are not checked (that may download)."""
+    layout, ``run_dir`` where given) and preview the plan against the store; nothing is computed or written, not
+    even the store's or the run's folders. The data files are not checked (that may download)."""
     precise = None if precision is None else check_precision(precision)
     suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
     devices, n_workers = resolve_devices(device, workers)
     configure(executor, executor_options)
+    if run_dir is not None:
+        check_run_dir(run_dir, store.root)
     store.check_layout()
     plan = suite_plan(suite, only)
     return DryRun(suite, plan, preview(plan, store), devices, n_workers, store.root, store.root.is_dir())

@@ -362,7 +362,9 @@ class Store:
 
     def check_layout(self) -> None:
         """Refuse (one-line :class:`StoreError`) a store whose folders are symbolic links or not folders: no
-        store operation may follow a link out of the store."""
+        store operation may follow a link out of the store; or a store root that is a file."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"store {self.root}: is a file, not a folder")
         for sub in FOLDERS:
             self._check_folder(self.root / sub)
         objects = self.root / "objects"

@@ -279,3 +279,18 @@ class HeardWarnings:
 
     def warning(self, message, job=None) -> None:
         self.warnings.append((message, None if job is None else job.key))
+
+
+def cli_in_process(capsys, *args: str) -> tuple[int, str]:
+    """``rbench ARGS`` in this process (as fast as a bad input should fail): exit code and stderr; no traceback."""
+    import pytest
+
+    from rbench.cli import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["rbench", *args])
+        with pytest.raises(SystemExit) as end:
+            main()
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    return end.value.code, out.err

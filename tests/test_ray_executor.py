@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import RBENCH, alive, descendants, rbench, run_values
+from support import RBENCH, alive, cli_in_process, descendants, rbench, run_values
 
 from rbench.errors import RbenchError
 from rbench.executors import configure
@@ -76,19 +76,6 @@ def test_without_ray_installed_the_choice_is_one_line(monkeypatch):
         configure("ray", {})
 
 
-def _cli(capsys, *args: str) -> tuple[int, str]:
-    """``rbench ARGS`` in this process (as fast as a bad option should fail): exit code and stderr."""
-    from rbench.cli import main
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "argv", ["rbench", *args])
-        with pytest.raises(SystemExit) as end:
-            main()
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err
-    return end.value.code, out.err
-
-
 def test_bad_options_stop_the_run_before_any_work(tiny_suite, tmp_path, capsys, monkeypatch):
     for name, value in RAY_ENV.items():
         monkeypatch.setenv(name, value)
@@ -104,12 +91,12 @@ def test_bad_options_stop_the_run_before_any_work(tiny_suite, tmp_path, capsys, 
              (["--executor", "ray", "--address", "nonsense"], "--address 'nonsense': give HOST:PORT"))
     for args, message in cases:
         started = time.monotonic()
-        code, err = _cli(capsys, "run", str(tiny_suite), "--store", str(tmp_path / "store"), "--run-dir",
+        code, err = cli_in_process(capsys, "run", str(tiny_suite), "--store", str(tmp_path / "store"), "--run-dir",
                          str(tmp_path / "run"), "-q", *args)
         assert code == 2 and message in err and err.count("\n") == 1, err
         assert time.monotonic() - started < 10  # not Ray's minute of retries
         assert not (tmp_path / "store").exists() and not (tmp_path / "run").exists()
-    code, err = _cli(capsys, "run", str(tiny_suite), "--dry-run", "--executor", "local", "--max-retries", "2")
+    code, err = cli_in_process(capsys, "run", str(tiny_suite), "--dry-run", "--executor", "local", "--max-retries", "2")
     assert code == 2 and "--max-retries: executor 'local' takes no such option" in err, err
 
 

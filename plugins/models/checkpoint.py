@@ -82,8 +82,8 @@ class CheckpointParams(BaseModel):
     weights: str | None = Field(None, exclude=True)
     live: str | None = None
     kwargs: dict[str, Any] = {}
-    mean: Annotated[list[float], Field(min_length=1)] | None = None
-    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] | None = None
+    mean: Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1)] | None = None
+    std: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field(min_length=1)] | None = None
     strict: bool = True
     class_name: str = ""
     import_name: str = ""
@@ -158,7 +158,7 @@ def _module_source(name: str) -> str:
     try:
         module = importlib.import_module(name)
         return inspect.getsource(module)
-    except Exception as exc:  # ImportError, or a module whose import fails: a user error either way
+    except (Exception, SystemExit) as exc:  # ImportError, a failing import, or one calling sys.exit(): user errors
         raise ValueError(f"module {name!r} cannot be imported: {one_line(exc)}") from None
 
 
@@ -205,7 +205,7 @@ def _module_from_source(source: str, origin: str) -> types.ModuleType:
     sys.modules[name] = module
     try:
         exec(compile(source, origin, "exec"), module.__dict__)  # the user's own code, as a plugin's would run
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a module is its author's error, not rbench's exit
         del sys.modules[name]
         raise ValueError(f"module file {origin}: {one_line(exc)}") from None
     return module
@@ -236,7 +236,7 @@ def instantiate(p: CheckpointParams) -> nn.Module:
     cls = find_class(p)
     try:
         return cls(**p.kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise ValueError(f"{p.class_name}(**kwargs) failed: {one_line(exc)}") from None
 
 
@@ -344,11 +344,14 @@ class Checkpoint(ModelPlugin):
         if params.weights is not None:
             self.load_weights(net, params, params.weights)
         net.eval()
+        for name, tensor in net.state_dict().items():  # also those the output does not show (unused, buffers)
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"the network's {name!r} holds non-finite values (with the weights loaded)")
         batch = torch.stack([torch.full(input_shape, 0.25), torch.full(input_shape, 0.75)])
         try:
             with torch.no_grad():
                 out = net(batch)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ValueError(f"the network fails on inputs of shape {tuple(batch.shape)}: {one_line(exc)}") from None
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
             got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"

@@ -1,0 +1,110 @@
+"""Bad command-line input found by an audit: one line, exit code 2, before any work, nothing left behind (usage
+errors, a run folder in the store, a store that is a file, a module that calls sys.exit(), non-finite weights or
+normalisation, a generated suite's errors, a refused run's folders)."""
+
+from __future__ import annotations
+
+import pytest
+from safetensors.torch import save_file
+from support import cli_in_process
+
+from rbench.rundir import prepare_run_dir, remove_folders
+
+NET = """\
+import sys
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, exit_in_init: bool = False):
+        super().__init__()
+        if exit_in_init:
+            sys.exit(3)
+        self.fc = nn.Linear(784, 10)
+        self.spare = nn.Parameter(torch.zeros(3))  # never used by forward
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+"""
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["run", "x.toml", "--workers", "two"], "rbench run: Invalid value for '--workers'"),
+    (["run", "x.toml", "--job-timeout", "inf"], "rbench run: Invalid value for '--job-timeout'"),
+    (["run", "x.toml", "--job-timeout", "1e300"], "less than or equal to 10000000"),
+    (["run", "x.toml", "--bogus"], "rbench run: No such option: --bogus"),
+    (["cache", "bogus"], "rbench cache: No such command 'bogus'"),
+    (["plugins", "pgd", "fgsm"], "rbench plugins: Got unexpected extra argument"),
+    (["frobnicate"], "rbench: No such command 'frobnicate'")])
+def test_usage_errors_are_one_line(capsys, args, fragment):
+    code, err = cli_in_process(capsys, *args)
+    assert code == 2 and err.startswith("rbench: error: ") and fragment in err and err.count("\n") == 1, err
+    assert "--help)" in err
+
+
+def test_a_run_folder_in_the_store_is_refused_before_anything_is_written(capsys, tiny_suite, tmp_path):
+    store = tmp_path / "store"
+    for run_dir, how in ((store / "runs" / "mine", "lies inside"), (store, "is")):
+        for extra in ([], ["--dry-run"]):
+            code, err = cli_in_process(capsys, "run", str(tiny_suite), "--store", str(store), "--run-dir",
+                                       str(run_dir), *extra)
+            assert code == 2 and f"--run-dir {run_dir}: {how} the store {store}; put run folders outside" in err
+            assert not store.exists()
+
+
+def test_a_store_that_is_a_file_is_refused_by_every_command(capsys, tiny_suite, tmp_path):
+    store = tmp_path / "afile"
+    store.write_text("mine")
+    for args in (["cache", "ls"], ["cache", "verify"], ["cache", "gc"], ["run", str(tiny_suite), "--dry-run"]):
+        code, err = cli_in_process(capsys, *args, "--store", str(store))
+        assert code == 2 and f"store {store}: is a file, not a folder" in err, (args, err)
+    assert store.read_text() == "mine"
+    code, err = cli_in_process(capsys, "cache", "verify", "--store", str(tmp_path / "typo"))
+    assert code == 0 and not (tmp_path / "typo").exists()  # an empty store, said so, and not created
+
+
+def test_a_refused_run_removes_every_folder_it_made(tmp_path):
+    target = tmp_path / "a" / "b" / "c"
+    assert prepare_run_dir(target) == [target, target.parent, target.parent.parent]
+    remove_folders(prepare_run_dir(target))  # made nothing this time: removes nothing
+    assert target.is_dir()
+    remove_folders([target, target.parent, target.parent.parent])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def own_model(tmp_path):
+    import torch
+
+    (tmp_path / "nets.py").write_text(NET)
+    state = {"fc.weight": torch.zeros(10, 784), "fc.bias": torch.zeros(10), "spare": torch.zeros(3)}
+    save_file(state, tmp_path / "good.safetensors")
+    save_file({**state, "spare": torch.tensor([float("nan"), 0.0, 0.0])}, tmp_path / "unused_nan.safetensors")
+    return tmp_path
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    (["--kwargs", '{"exit_in_init": true}'], "Net(**kwargs) failed: SystemExit: 3"),
+    (["--weights", "{dir}/unused_nan.safetensors"], "the network's 'spare' holds non-finite values"),
+    (["--mean", "0.1", "--std", "inf"], "std.0: Input should be a finite number"),
+    (["--n", "20000"], "the suite rbench eval generates: evaluations.eval.n: 20000 exceeds")])
+def test_eval_refuses_what_would_make_a_meaningless_run(capsys, own_model, extra, fragment):
+    run_dir = own_model / "run"
+    extra = [e.replace("{dir}", str(own_model)) for e in extra]
+    weights = [] if "--weights" in extra else ["--weights", str(own_model / "good.safetensors")]
+    code, err = cli_in_process(capsys, "eval", f"{own_model}/nets.py:Net", *weights, *extra, "--attack",
+                               "fgsm:eps=0.1", "--run-dir", str(run_dir), "--store", str(own_model / "store"))
+    assert code == 2 and fragment in err and err.count("\n") == 1, err
+    assert not run_dir.exists() and ".suite.toml" not in err
+
+
+def test_eval_refused_for_missing_data_leaves_no_run_folder(capsys, own_model, monkeypatch):
+    monkeypatch.setenv("RBENCH_DATA", str(own_model / "no-data"))
+    monkeypatch.setenv("RBENCH_DATA_CACHE", str(own_model / "no-cache"))
+    run_dir = own_model / "runs" / "x"
+    code, err = cli_in_process(capsys, "eval", f"{own_model}/nets.py:Net", "--weights",
+                               str(own_model / "good.safetensors"), "--n", "10", "--attack", "fgsm:eps=0.1",
+                               "--run-dir", str(run_dir), "--store", str(own_model / "store"), "-q")
+    assert code == 2 and "is missing" in err and "RBENCH_OFFLINE=1 forbids downloading" in err, err
+    assert not (own_model / "runs").exists()
