@@ -370,7 +370,7 @@ class Store:
         objects = self.root / "objects"
         if objects.is_dir():
             for shard in objects.iterdir():
-                if shard.is_symlink() or not shard.is_dir():
+                if shard.is_symlink():  # a plain file there (a desktop's .DS_Store) holds no entry: ignored
                     self._check_folder(shard)
 
     def _check_folder(self, path: Path) -> None:

@@ -312,3 +312,13 @@ def test_a_full_disk_is_one_clean_error_and_leaves_nothing(small_disk):
     with pytest.raises(StoreWriteError):
         store.save_checkpoint(key2, {"w": torch.zeros(300_000)}, meta2)
     assert not store.paths(key2) and not store.temporaries()
+
+
+def test_a_stray_file_among_the_shards_is_ignored_not_a_refused_store(tmp_path):
+    """A file a desktop or a user left in objects/ (.DS_Store) holds no entry: every command still works."""
+    store = Store(tmp_path / "store")
+    key = _predictions(store, {"p": 2})
+    (store.root / "objects" / ".DS_Store").write_bytes(b"\0\1")
+    Store(store.root).ensure_writable()
+    assert Store(store.root).keys() == [key] and Store(store.root).verify(key) == "ok"
+    collect(Store(store.root), [], None, dry_run=False)
