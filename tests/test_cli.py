@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from support import SHARED_DATA, rbench
+from support import SHARED_DATA, cli_in_process, rbench
 
 
 def _clean(out) -> None:
@@ -26,13 +26,13 @@ def test_bad_arguments_exit_2(args, tmp_path):
     _clean(out)
 
 
-def test_bad_device_and_workers(tiny_suite, tmp_path):
+def test_bad_device_and_workers(tiny_suite, tmp_path, capsys):
     for args, message in ((["--workers", "0"], "--workers: must be at least 1"),
                           (["--device", "tpu"], "--device: 'tpu'"),
                           (["--device", "cuda:7"], "cuda:7")):
-        out = rbench("run", str(tiny_suite), "--store", str(tmp_path / "s"), *args, cwd=tmp_path)
-        assert out.returncode == 2 and message in out.stderr, out.stderr
-        _clean(out)
+        code, err = cli_in_process(capsys, "run", str(tiny_suite), "--store", str(tmp_path / "s"), *args)
+        assert code == 2 and message in err, err
+    assert not (tmp_path / "s").exists()
 
 
 def test_unwritable_store(tiny_suite, tmp_path):
@@ -122,11 +122,10 @@ def _objects(store) -> list:
     return [p for p in (store / "objects").rglob("*") if p.is_file()] if (store / "objects").exists() else []
 
 
-def _one_line_exit_2(out, fragment: str) -> None:
-    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
-    assert out.stderr.startswith("rbench: error: ") and out.stderr.count("\n") == 1, out.stderr
-    assert fragment in out.stderr, (fragment, out.stderr)
-    _clean(out)
+def _one_line_exit_2(code: int, err: str, fragment: str) -> None:
+    assert code == 2, (code, err)
+    assert err.startswith("rbench: error: ") and err.count("\n") == 1, err
+    assert fragment in err, (fragment, err)
 
 
 def _setup_bad_suite(folder, kind: str):
@@ -169,20 +168,20 @@ def _setup_bad_suite(folder, kind: str):
     return path, fragment
 
 
-# every kind is one SuiteError in-process (tests/test_suite.py); through the CLI, three kinds run in `make test`
-# and the rest in `make check-full` (each case starts rbench twice, about 9 s on 2 cores)
-@pytest.mark.parametrize("kind", ["name", "n", "include_device", *(pytest.param(k, marks=pytest.mark.full) for k in (
-    "name_nul", "table_name", "published", "include_huge", "deep", "include_chain"))])
-def test_bad_suites_stop_validate_and_run_before_any_work(tmp_path, kind):
+# through the CLI's main() in this process (its console script's exit path: test_bad_arguments_exit_2)
+@pytest.mark.parametrize("kind", ["name", "n", "include_device", "name_nul", "table_name", "published",
+                                  "include_huge", "deep", "include_chain"])
+def test_bad_suites_stop_validate_and_run_before_any_work(tmp_path, kind, capsys, monkeypatch):
     folder = tmp_path / "suites"
     folder.mkdir()
     path, fragment = _setup_bad_suite(folder, kind)
-    _one_line_exit_2(rbench("validate", str(path), timeout=120), fragment)
+    _one_line_exit_2(*cli_in_process(capsys, "validate", str(path)), fragment)
     cwd = tmp_path / "work" / "dir"  # a run folder escaping it would land in tmp_path
     cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
     store = tmp_path / "store"
-    out = rbench("run", str(path), "--store", str(store), "-q", "--device", "cpu", cwd=cwd, timeout=120)
-    _one_line_exit_2(out, fragment)
+    _one_line_exit_2(*cli_in_process(capsys, "run", str(path), "--store", str(store), "-q", "--device", "cpu"),
+                     fragment)
     assert not _objects(store)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["suites", "work"] + (["store"] if store.exists()
                                                                                        else []))
@@ -194,12 +193,11 @@ def test_bad_suites_stop_validate_and_run_before_any_work(tmp_path, kind):
     (["--device", " , "], "--device: ' , ' names no device"),
     (["--workers", "1000"], "--workers: must be at most 256 (got 1000)"),
 ])
-def test_bad_device_lists_and_worker_counts_do_no_work(tmp_path, args, fragment):
+def test_bad_device_lists_and_worker_counts_do_no_work(tmp_path, args, fragment, capsys):
     path = tmp_path / "mini.toml"
     path.write_text(MINI)
-    out = rbench("run", str(path), "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "run"), "-q",
-                 *args)
-    _one_line_exit_2(out, fragment)
+    _one_line_exit_2(*cli_in_process(capsys, "run", str(path), "--store", str(tmp_path / "store"), "--run-dir",
+                                     str(tmp_path / "run"), "-q", *args), fragment)
     assert not _objects(tmp_path / "store") and not (tmp_path / "run").exists()
 
 
@@ -224,27 +222,20 @@ def test_bad_notmnist_file_stops_the_run_before_any_work(tmp_path):
     assert ok.returncode == 0, ok.stderr
     store = tmp_path / "store"
     out = rbench("run", str(suite), "--store", str(store), "--run-dir", str(tmp_path / "run"), "-q", env=env)
-    _one_line_exit_2(out, str(data / "notmnist" / "t10k-labels-idx1-ubyte.gz"))
+    _one_line_exit_2(out.returncode, out.stderr, str(data / "notmnist" / "t10k-labels-idx1-ubyte.gz"))
     assert "labels outside 0-9" in out.stderr and not _objects(store)
 
 
-def _runner_checks_the_run_dir() -> bool:
-    import rbench.runner
-
-    return hasattr(rbench.runner, "prepare_run_dir")
-
-
-@pytest.mark.skipif(not _runner_checks_the_run_dir(), reason="the runner does not call rbench.rundir yet")
 @pytest.mark.parametrize("where", ["file", "under_file"])
-def test_run_dir_that_cannot_be_a_folder_stops_the_run_before_any_work(tmp_path, where):
+def test_run_dir_that_cannot_be_a_folder_stops_the_run_before_any_work(tmp_path, where, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     run_dir = blocker if where == "file" else blocker / "run"
     path = tmp_path / "mini.toml"
     path.write_text(MINI)
     store = tmp_path / "store"
-    out = rbench("run", str(path), "--store", str(store), "--run-dir", str(run_dir), "-q")
-    _one_line_exit_2(out, f"--run-dir {run_dir}: " + ("is a file" if where == "file" else "a folder above it"))
+    _one_line_exit_2(*cli_in_process(capsys, "run", str(path), "--store", str(store), "--run-dir", str(run_dir), "-q"),
+                     f"--run-dir {run_dir}: " + ("is a file" if where == "file" else "a folder above it"))
     assert not _objects(store) and blocker.read_text() == ""
 
 
