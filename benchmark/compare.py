@@ -15,7 +15,8 @@ A published file (TOML, ``results/published/*.toml``) transcribes a paper's tabl
     [tables.models.values]
     softmax1 = { "train error" = 6.7, "test error" = 7.4 }                    # row -> column -> number
 
-A suite names its published files in ``[suite] published = [...]`` (paths relative to the suite file).
+A suite names its published files in ``[suite] published = [...]`` (paths relative to the suite file); loading
+the suite checks that every table, row and column they name is one of its tables' (numbers must be finite).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from rbench.results import Cell, ResultTable, RunResults
 
 
 class Tolerance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     abs: Annotated[float, Field(ge=0)] = 0.0
     rel: Annotated[float, Field(ge=0)] = 0.0
 
@@ -45,7 +46,7 @@ class Tolerance(BaseModel):
 
 
 class PublishedTable(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     figure: str
     tolerance: Tolerance
     why: str
@@ -80,7 +81,7 @@ class Claim(BaseModel):
       correlation with that order is at least ``min_rho`` (at most ``-min_rho``). A trend over noisy
       measurements rarely is strictly monotone; the rank correlation says how consistently it holds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     text: str
     table: str
     kind: Literal["less", "barely_less", "lowest", "within", "at_least", "at_most", "increasing", "decreasing"]
@@ -202,12 +203,28 @@ def judge(table: str, row: str, column: str, cell: Cell | None, theirs: float, t
                       samples_needed=needed)
 
 
+def _read_published(results: RunResults, path: str, given: bool) -> Published:
+    """The published file at ``path``; one ``given`` for the run (``rbench compare --published``, never checked
+    against its suite) must name only tables, rows and columns the run has (except tables ``--only`` left out):
+    a one-line :class:`RbenchError` otherwise. The suite's own files were checked when it was loaded."""
+    from rbench.suite import published_mismatch  # here: rbench.suite imports this module
+
+    doc = load_published(path)
+    if given:
+        shapes = {t.name: (t.rows, t.columns) for t in results.tables}
+        problem = published_mismatch(doc, shapes, "the run", results.only)
+        if problem is not None:
+            raise RbenchError(f"{path}: {problem}")
+    return doc
+
+
 def compare(results: RunResults, published: list[str] | None = None) -> list[Comparison]:
-    """Every published cell of the run's published files (or of ``published``) beside the run's value."""
+    """Every published cell of the run's published files (or of ``published``, checked against the run's tables:
+    :func:`_read_published`) beside the run's value."""
     tables = {t.name: t for t in results.tables}
     out: list[Comparison] = []
     for path in published if published is not None else results.published:
-        for name, pub in load_published(path).tables.items():
+        for name, pub in _read_published(results, path, published is not None).tables.items():
             if results.only and name not in results.only:  # --only: a table left out is not missing
                 continue
             out.extend(replace(c, paper=Path(path).stem) for c in compare_table(name, pub, tables.get(name)))
@@ -227,11 +244,12 @@ class ClaimCheck:
 
 
 def check_claims(results: RunResults, published: list[str] | None = None) -> list[ClaimCheck]:
-    """Every claim of the run's published files (or of ``published``), checked on the run's tables."""
+    """Every claim of the run's published files (or of ``published``, checked as :func:`compare` checks them),
+    checked on the run's tables."""
     tables = {t.name: t for t in results.tables}
     out = []
     for path in published if published is not None else results.published:
-        for claim in load_published(path).claims:
+        for claim in _read_published(results, path, published is not None).claims:
             if results.only and claim.table not in results.only:
                 continue
             out.append(replace(_check(claim, tables.get(claim.table)), paper=Path(path).stem))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 import torch
 from pydantic import BaseModel
@@ -152,6 +152,34 @@ def _present(value: T | None, what: str) -> T:
     return value
 
 
+ReferenceKind = Literal["evaluation", "attack", "model", "probe"]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A metric parameter naming something of the suite, as a metric plugin declares it in
+    :meth:`Metric.references`. The suite checks every one,
+    for every cell the metric computes, before any work, so that a wrong name is one line instead of error cells
+    after the run:
+
+    - ``evaluation``: ``name`` is an evaluation of the suite (e.g. one whose inputs the metric reads);
+    - ``attack``: the metric reads the cell's (source, target) predictions under attack label ``name`` ("clean"
+      included; None: the cell's own attack) in ``evaluation`` (None: the cell's), as
+      :meth:`rbench.metric.CellData.predictions_of` does: that evaluation must hold the label, and evaluate the cell's
+      target on the cell's source's sets there (on clean inputs: evaluate the target);
+    - ``model``: ``name`` is a model of the suite;
+    - ``probe``: ``name`` labels a probe in the ``monitor`` of the cell's target model, where it has one (an
+      unmonitored target is the cell's error).
+
+    ``key``: the parameter's path in the params (``attacks[0].attack``), which messages name.
+    """
+
+    key: str
+    kind: ReferenceKind
+    name: str | None
+    evaluation: str | None = None
+
+
 class Metric:
     """Base of every metric plugin. ``unit`` ("%" or "") and ``fmt`` (a format spec) drive rendering."""
 
@@ -165,3 +193,9 @@ class Metric:
     # params: Any, as each plugin narrows it to its own Params class
     def compute(self, cell: CellData, params: Any) -> Estimate | float | None:
         raise NotImplementedError
+
+    def references(self, params: Any) -> list[Reference]:
+        """The names of the suite ``params`` give (evaluations, attack labels, models, probes): the suite checks
+        each for every cell the metric computes, before any work. A metric whose params name nothing keeps this
+        default."""
+        return []

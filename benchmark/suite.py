@@ -1,11 +1,13 @@
 """Suites: TOML files declaring datasets, models, attacks, evaluations and tables.
 
-Loading a suite (:func:`load_suite`) reads the TOML with :mod:`tomllib`, applies the chosen profile, follows
-``include`` (cycles are errors), merges the included suites, validates the structure with pydantic and every
-plugin's parameters against the plugin's ``Params``, checks every reference, loads every published-table file,
-and checks every ``n``, ``n_train`` and ``parts`` against the split's size where the dataset plugin knows it
-(``Dataset.size``). Any problem raises a :class:`~rbench.errors.SuiteError` whose one-line message names the
-file, the key path (e.g. ``attacks.pgd.params.eps``), the value and the rule, before any work starts.
+Loading a suite (:func:`load_suite`) reads the TOML with :mod:`tomllib` (refusing any number that is not finite,
+in every file), applies the chosen profile, follows ``include`` (cycles are errors), merges the included suites,
+validates the structure with pydantic and every plugin's parameters against the plugin's ``Params``, checks every
+reference -- the names a metric's params give too, where the metric declares them (:class:`Reference`) --, loads
+every published-table file and checks that each table, row and column it names is the suite's, and checks every
+``n``, ``n_train`` and ``parts`` against the split's size where the dataset plugin knows it (``Dataset.size``). Any
+problem raises a :class:`~rbench.errors.SuiteError` whose one-line message names the file, the key path (e.g.
+``attacks.pgd.params.eps``), the value and the rule, before any work starts.
 
 Limits (the input is untrusted; each breach is one line too): a suite, included or published file must be a
 regular file of at most :data:`MAX_FILE_BYTES`; documents nest at most :data:`MAX_DEPTH` levels, includes at
@@ -27,6 +29,7 @@ import stat
 import tomllib
 import types
 import typing
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,9 +37,10 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from rbench.attack import is_generator
-from rbench.compare import load_published
+from rbench.compare import Claim, Published, PublishedTable, load_published
 from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, close_match, get_registry, suggest
+from rbench.metric import Reference
 from rbench.precision import Precision
 
 SECTIONS = ("datasets", "defenses", "models", "attacks", "evaluations", "tables")
@@ -120,7 +124,7 @@ class SuiteMeta(_Strict):
     #: published-table files (relative to this suite file) that `rbench compare` puts beside the results
     published: list[str] = []
     #: seconds any one job may run (a job that runs longer fails alone); None: no limit. ``--job-timeout`` wins.
-    job_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    job_timeout: Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)] | None = None  # 1e7: as --job-timeout
     #: the arithmetic of attack, transform and eval jobs (rbench.precision); ``--precision`` wins
     precision: Precision = "fp32"
 
@@ -373,6 +377,8 @@ class Model:
 class Metric:
     label: str
     call: PluginCall
+    #: where the table gives it (``metric``, ``metrics[1]``, ``rows[0].metric``): for messages
+    key: str = field(default="metric", compare=False)
 
 
 @dataclass(frozen=True)
@@ -402,6 +408,15 @@ class Evaluation:
 
     def targets_of(self, source: str) -> tuple[str, ...]:
         return (source,) if self.targets is None else self.targets
+
+    def holds(self, source: str, attack: str, target: str) -> bool:
+        """Whether a metric can read ``target``'s predictions on the (``source``, ``attack``) inputs of this
+        evaluation (what ``CellData.predictions_of`` finds in the plan): ``source`` is evaluated on ``target``
+        under ``attack``; for "clean", any source evaluated on ``target`` will do (clean outputs do not depend on
+        the source)."""
+        if attack == "clean":
+            return any(target in self.targets_of(s) for s in self.sources)
+        return source in self.sources and attack in self.attacks and target in self.targets_of(source)
 
 
 @dataclass(frozen=True)
@@ -477,6 +492,120 @@ def threat_note(suite: Suite, evaluation: str) -> str | None:
         return f"{evaluation}: attacks transferred from the undefended models"
     how = [w for w, on in (("BPDA", ev.bpda), (f"EOT over {ev.eot} draws", ev.eot > 1)) if on]
     return f"{evaluation}: adaptive white-box attacks through the defenses" + (f" ({', '.join(how)})" if how else "")
+
+
+def _listing(names: Iterable[str], limit: int = 8) -> str:
+    """``a, b, c`` (at most ``limit`` names, then how many in all), or ``none``."""
+    names = list(names)
+    shown = ", ".join(key_part(n) for n in names[:limit])
+    return (shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")) or "none"
+
+
+def _missing(what: str, name: str, place: str, known: Iterable[str]) -> str:
+    """``no attack 'x' in evaluation 'ev' (defined: a, b); did you mean 'a'?``"""
+    known = list(known)
+    close = close_match(name, known)
+    hint = f"; did you mean {close!r}?" if close is not None else ""
+    return f"no {what} {_show(name, 80)} {place} (defined: {_listing(known)}){hint}"
+
+
+def reference_problem(ref: Reference, cell: CellSpec, at: str, suite: Suite) -> str | None:
+    """Why ``ref`` (a metric's, see :class:`Reference`) does not hold for ``cell`` of a table (``at``: how a
+    message names the cell), or None."""
+    name = ref.name or ""
+    if ref.kind == "evaluation":
+        return None if name in suite.evaluations else _missing("evaluation", name, "in the suite", suite.evaluations)
+    if ref.kind == "model":
+        return None if name in suite.models else _missing("model", name, "in the suite", suite.models)
+    if ref.kind == "probe":
+        # an unmonitored target is left to the cell: Observed makes it the cell's error (tests/test_beckova.py)
+        monitor = suite.models[cell.target].monitor
+        if monitor is None or name in monitor.probes:
+            return None
+        return _missing("probe labelled", name, f"in the monitor of model {cell.target!r}, the target of {at}",
+                        monitor.probes)
+    return _attack_problem(ref, cell, at, suite)
+
+
+def _attack_problem(ref: Reference, cell: CellSpec, at: str, suite: Suite) -> str | None:
+    """Why the predictions an ``attack`` reference reads are not in the plan for ``cell``, or None."""
+    ev_name = ref.evaluation or cell.evaluation
+    ev = suite.evaluations.get(ev_name)
+    if ev is None:  # the metric's own "evaluation" reference normally says it first
+        return _missing("evaluation", ev_name, "in the suite", suite.evaluations)
+    labels = ("clean", *ev.attacks)
+    if ref.name is not None and ref.name not in labels:
+        return _missing("attack", ref.name, f"in evaluation {ev_name!r}", labels)
+    label = ref.name or cell.attack
+    if label not in labels:
+        return f"evaluation {ev_name!r} has no attack {label!r}, the attack of {at} (defined: {_listing(labels)})"
+    if ev.holds(cell.source, label, cell.target):
+        return None
+    if label == "clean":
+        return f"evaluation {ev_name!r} does not evaluate {cell.target!r} on its clean inputs, as {at} needs"
+    return f"evaluation {ev_name!r} does not evaluate {cell.target!r} on the {label!r} sets of {cell.source!r}, as " \
+           f"{at} needs: it must list {cell.source!r} in its sources and {cell.target!r} among its targets"
+
+
+# -- published files against the tables -------------------------------------------------------------------
+#: a table's row labels and column labels
+Shape = tuple[Sequence[str], Sequence[str]]
+#: what one entry of a published file names: (its key path, a row or None, a column or None)
+Entry = tuple[str, str | None, str | None]
+
+
+def published_mismatch(published: Published, tables: Mapping[str, Shape], what: str = "the suite",
+                       only: Collection[str] = ()) -> str | None:
+    """The first entry of ``published`` naming a table that ``tables`` (name -> its rows and columns) lacks, or a
+    row or column its table lacks, as ``"<key path>: <problem>"``; None if there is none. ``what`` names what
+    ``tables`` are in messages; ``only``, when not empty, leaves the entries of other tables unchecked."""
+    named: list[tuple[str, str, list[Entry]]] = [  # (key path of the table's name, the table, its entries)
+        (f"tables.{key_part(name)}", name, _table_entries(f"tables.{key_part(name)}", table))
+        for name, table in published.tables.items()]
+    named += [(f"claims[{i}].table", claim.table, _claim_entries(f"claims[{i}]", claim))
+              for i, claim in enumerate(published.claims)]
+    for key, name, entries in named:
+        if only and name not in only:
+            continue
+        problem = _table_problem(key, name, tables, what) or _cells_problem(name, tables[name], entries)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _table_entries(key: str, table: PublishedTable) -> list[Entry]:
+    """The rows, then the columns, a published table's values and column tolerances name."""
+    out: list[Entry] = [(f"{key}.values.{key_part(row)}", row, None) for row in table.values]
+    out += [(f"{key}.values.{key_part(row)}.{key_part(column)}", None, column)
+            for row, columns in table.values.items() for column in columns]
+    return out + [(f"{key}.column_tolerance.{key_part(column)}", None, column) for column in table.column_tolerance]
+
+
+def _claim_entries(key: str, claim: Claim) -> list[Entry]:
+    """The rows, then the columns, a published claim's cells (``a``, ``b``, ``cells``) and ``among`` name."""
+    refs = [(f"{key}.{side}", ref) for side, ref in (("a", claim.a), ("b", claim.b)) if ref is not None]
+    refs += [(f"{key}.cells[{j}]", ref) for j, ref in enumerate(claim.cells or [])]
+    out: list[Entry] = [(f"{where}.row", ref.row, None) for where, ref in refs]
+    out += [(f"{where}.column", None, ref.column) for where, ref in refs]
+    return out + [(f"{key}.among[{j}]", row, None) for j, row in enumerate(claim.among or [])]
+
+
+def _table_problem(key: str, name: str, tables: Mapping[str, Shape], what: str) -> str | None:
+    if name in tables:
+        return None
+    return f"{key}: {what} has no table {_show(name, 80)} (tables: {_listing(tables)})"
+
+
+def _cells_problem(name: str, shape: Shape, cells: list[Entry]) -> str | None:
+    """``"<key>: table 't' has no row 'r' (rows: ...)"`` for the first of ``cells`` (key, row or None, column or
+    None) naming a row or column that table ``name`` (of ``shape``) lacks, or None."""
+    rows, columns = shape
+    for key, row, column in cells:
+        if row is not None and row not in rows:
+            return f"{key}: table {name!r} has no row {_show(row, 80)} (rows: {_listing(rows)})"
+        if column is not None and column not in columns:
+            return f"{key}: table {name!r} has no column {_show(column, 80)} (columns: {_listing(columns)})"
+    return None
 
 
 # -- loading --------------------------------------------------------------------------------------------
@@ -619,6 +748,11 @@ def read_small_file(path: Path, what: str = "suite file") -> bytes:
     return data
 
 
+def key_path(path: tuple[str | int, ...]) -> str:
+    """A key path as messages write it: ``attacks.pgd.grid.eps[0]`` (array indices in brackets)."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{key_part(p)}" for p in path).lstrip(".")
+
+
 def too_deep(doc: Any, limit: int = MAX_DEPTH) -> str | None:
     """The key path (cut short) of a table or array nested deeper than ``limit`` levels in ``doc``, or None.
     Iterative, so it works whatever the depth."""
@@ -628,16 +762,44 @@ def too_deep(doc: Any, limit: int = MAX_DEPTH) -> str | None:
         if not isinstance(value, dict | list):
             continue
         if len(path) >= limit:
-            shown = "".join(f"[{p}]" if isinstance(p, int) else f".{key_part(p)}" for p in path[:6]).lstrip(".")
-            return shown + ("..." if len(path) > 6 else "")
+            return key_path(path[:6]) + ("..." if len(path) > 6 else "")
         items = value.items() if isinstance(value, dict) else enumerate(value)
         todo.extend((item, (*path, key)) for key, item in items)
     return None
 
 
+def non_finite(doc: Any) -> tuple[str, float] | None:
+    """The key path and value of the first number of ``doc`` (in document order) that is not finite -- TOML's
+    ``inf``, ``-inf`` and ``nan``, or a literal too large for a float (``1e400`` reads as inf) -- or None.
+    Iterative; call it on a document :func:`too_deep` accepted."""
+    todo: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
+    while todo:
+        value, path = todo.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return key_path(path), value
+        if isinstance(value, dict | list):
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            todo.extend(reversed([(item, (*path, key)) for key, item in items]))  # popped in document order
+    return None
+
+
+def _non_finite_problem(doc: Any) -> str | None:
+    """``"<key path>: inf is not a finite number"`` for the first non-finite number of ``doc``, or None. No suite or
+    published value needs one, and a field's own check misses them (a lower bound alone, ``gt=0``, lets inf
+    through; a field without bounds lets NaN through), so they are refused here, in every file, whatever the field."""
+    found = non_finite(doc)
+    if found is None:
+        return None
+    path, value = found
+    # ART's norm takes np.inf: in TOML it is spelt as the string "inf" (rbench.plugins.attacks.art_adapter)
+    hint = '; write an infinite norm as the string "inf"' if path.rsplit(".", 1)[-1] == "norm" else ""
+    return f"{path}: {value} is not a finite number{hint}"
+
+
 def read_toml(path: Path, referrer: str | None = None, *, what: str = "suite file") -> dict[str, Any]:
     """The TOML document at ``path``; a one-line :class:`SuiteError` if it cannot be read or parsed, is not a
-    regular file of at most :data:`MAX_FILE_BYTES`, is not UTF-8, or nests deeper than :data:`MAX_DEPTH`.
+    regular file of at most :data:`MAX_FILE_BYTES`, is not UTF-8, nests deeper than :data:`MAX_DEPTH`, or holds
+    a number that is not finite (:func:`non_finite`; anywhere: profiles too, used or not).
     ``referrer`` (e.g. ``"a.toml: suite.include[0]"``) prefixes every message."""
     where = f"{referrer}: " if referrer else ""
     try:
@@ -656,6 +818,9 @@ def read_toml(path: Path, referrer: str | None = None, *, what: str = "suite fil
     deep = too_deep(doc)
     if deep is not None:
         raise SuiteError(f"{where}{path}: {deep}: nests deeper than {MAX_DEPTH} levels of tables or arrays")
+    unfinite = _non_finite_problem(doc)
+    if unfinite is not None:
+        raise SuiteError(f"{where}{path}: {unfinite}")
     return doc
 
 
@@ -689,6 +854,8 @@ class Merged:
     origin: dict[tuple[str, str], str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
+    #: each published file, read: (the suite file naming it first, its index there, its path, its content)
+    published_docs: list[tuple[str, int, str, Published]] = field(default_factory=list)
     profile_seen: bool = False
 
 
@@ -728,11 +895,12 @@ def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path
         except (OSError, ValueError, RuntimeError):
             pass
         try:
-            load_published(pub_path)
+            published = load_published(pub_path)
         except RbenchError as exc:
             raise SuiteError(f"{file}: suite.published[{i}]: {exc}") from None
         if str(pub_path) not in merged.published:
             merged.published.append(str(pub_path))
+            merged.published_docs.append((file, i, str(pub_path), published))
     for i, inc in enumerate(doc.suite.include):
         _load_tree(path.parent / inc, profile, merged, [*stack, path], f"{file}: suite.include[{i}]")
     for section in SECTIONS:
@@ -869,7 +1037,17 @@ class _Resolver:
             self.check_threat(suite, name, e)
         for name, t in s["tables"].items():
             suite.tables[name] = self.table(name, t, suite)
+        self.check_published(suite)
         return suite
+
+    def check_published(self, suite: Suite) -> None:
+        """Every table, row and column a published file names (its values, column tolerances and claims) is one
+        of the suite's: a table's rows and columns are known without running anything."""
+        shapes = {name: (t.rows, t.columns) for name, t in suite.tables.items()}
+        for file, i, path, published in self.merged.published_docs:
+            problem = published_mismatch(published, shapes)
+            if problem is not None:
+                raise SuiteError(f"{file}: suite.published[{i}]: {path}: {problem}")
 
     def member_cycle(self, suite: Suite, name: str, stack: list[str]) -> None:
         """No model may be made of itself: through members, a defended model's base, or ``init``."""
@@ -1069,7 +1247,7 @@ class _Resolver:
         label = ref.label or getattr(call.obj, "label", None) or ref.plugin
         if ref.params and not ref.label:
             label += " (" + ", ".join(f"{k}={v}" for k, v in ref.params.items()) + ")"
-        return Metric(label, call)
+        return Metric(label, call, key)
 
     # -- tables -------------------------------------------------------------------------------------------
     def table(self, name: str, t: TableSpec, suite: Suite) -> Table:
@@ -1101,6 +1279,7 @@ class _Resolver:
                     raise self.fail("tables", name, "metric", f"no metric for cell ({r_label}, {c_label}): give "
                                     "'metric', or a metric in its row or column")
                 cells[(r_label, c_label)] = self.cell(name, {**base, **r_coords, **c_coords}, metric, suite)
+        self.check_references(name, cells, suite)
         title = t.title or name
         # once per evaluation, not per cell: a note reads every source of its evaluation
         notes = [n for ev in dict.fromkeys(c.evaluation for c in cells.values()) if (n := threat_note(suite, ev))]
@@ -1116,6 +1295,25 @@ class _Resolver:
                      row_labels, column_labels, cells, self.where("tables", name),
                      t.figure if t.figure is None or isinstance(t.figure, str) else [str(f) for f in t.figure],
                      tuple((a, b) for a, b in t.paired))
+
+    def check_references(self, name: str, cells: dict[tuple[str, str], CellSpec], suite: Suite) -> None:
+        """Every suite name the cells' metrics' params give (:class:`Reference`), for every cell; the first one
+        wrong is a :class:`SuiteError` naming the param's key path (and the cell, where the problem is the cell's)."""
+        declared: dict[int, list[Reference]] = {}  # id of a metric's call -> its references (cells share metrics)
+        seen: set[tuple[int, str, str, str, str]] = set()  # (call, evaluation, source, attack, target) checked
+        for (row, column), cell in cells.items():
+            call = cell.metric.call
+            if id(call) not in declared:
+                hook = getattr(call.obj, "references", None)
+                declared[id(call)] = list(hook(call.params)) if callable(hook) else []
+            what = (id(call), cell.evaluation, cell.source, cell.attack, cell.target)
+            if not declared[id(call)] or what in seen:
+                continue
+            seen.add(what)
+            for ref in declared[id(call)]:
+                problem = reference_problem(ref, cell, f"cell ({row}, {column})", suite)
+                if problem is not None:
+                    raise self.fail("tables", name, f"{cell.metric.key}.params.{ref.key}", problem)
 
     def lines(self, name: str, key: str, spec: str | list[Selector], t: TableSpec, suite: Suite,
               metrics: list[Metric]) -> list[tuple[str, dict[str, tuple[str, str]], Metric | None]]:

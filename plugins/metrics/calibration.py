@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rbench.estimate import Estimate
 from rbench.estimate import auroc as auroc_interval  # this module's auroc() computes the value
-from rbench.metric import CellData, Metric
+from rbench.metric import CellData, Metric, Reference
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -123,6 +123,10 @@ class OodAuroc(Metric):
     label = "AUROC"
     unit = ""
     fmt = ".3f"
+
+    def references(self, params: OodParams) -> list[Reference]:
+        """``ood``: an evaluation holding every cell's (source, attack, target), checked before any work."""
+        return [Reference("ood", "evaluation", params.ood), Reference("ood", "attack", None, params.ood)]
 
     def compute(self, cell: CellData, params: OodParams) -> Estimate | None:
         inside = cell.predictions.logits.astype(np.float64) / params.temperature

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from rbench.metric import CellData, Metric
+from rbench.metric import CellData, Metric, Reference
 
 #: queries per chunk (keeps the query x reference matrix near 100 MB for the 60000-image MNIST training set)
 CHUNK = 256
@@ -58,6 +58,10 @@ class NearestDistance(Metric):
     label = "nearest-neighbour distance"
     unit = ""
     fmt = ".2f"
+
+    def references(self, params: NearestParams) -> list[Reference]:
+        """``reference``: an evaluation of the suite, checked before any work."""
+        return [Reference("reference", "evaluation", params.reference)]
 
     def compute(self, cell: CellData, params: NearestParams) -> float | None:
         x = cell.inputs[0] if cell.adv is None else torch.tensor(cell.adv.x_adv)

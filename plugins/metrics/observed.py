@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rbench.metric import CellData, Metric
+from rbench.metric import CellData, Metric, Reference
 
 
 class ObservedParams(BaseModel):
@@ -56,6 +56,11 @@ class Observed(Metric):
     label = "observed"
     unit = ""
     fmt = ".3g"
+
+    def references(self, params: ObservedParams) -> list[Reference]:
+        """``probe``: a probe label in the monitor of every cell's target, checked before any work (``value`` is
+        known only once the probe has measured)."""
+        return [Reference("probe", "probe", params.probe)]
 
     def compute(self, cell: CellData, params: ObservedParams) -> float | None:
         observed = observations(cell)

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rbench.estimate import Estimate, class_balanced_rate, rate
-from rbench.metric import CellData, Metric
+from rbench.metric import CellData, Metric, Reference
 
 
 class AttackRef(BaseModel):
@@ -72,6 +72,18 @@ class WorstCase(Metric):
     name = "worst_case"
     Params = WorstCaseParams
     label = "worst case"
+
+    def references(self, params: WorstCaseParams) -> list[Reference]:
+        """The evaluations and attack labels ``attacks`` names, and the clean inputs read from the first one's
+        evaluation: the suite checks them for every cell before any work."""
+        out = []
+        for i, ref in enumerate(params.attacks):
+            if ref.evaluation is not None:
+                out.append(Reference(f"attacks[{i}].evaluation", "evaluation", ref.evaluation))
+            out.append(Reference(f"attacks[{i}].attack", "attack", ref.attack, ref.evaluation))
+        if params.include_clean:
+            out.append(Reference("attacks[0].evaluation", "attack", "clean", params.attacks[0].evaluation))
+        return out
 
     def compute(self, cell: CellData, params: WorstCaseParams) -> Estimate | float | None:
         preds = [cell.predictions_of(ref.evaluation, ref.attack) for ref in params.attacks]
