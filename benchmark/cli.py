@@ -180,7 +180,7 @@ def _run_outcome(go: Callable[[], RunOutcome]) -> None:
     except Terminated as exc:
         raise Interrupted(f"stopped by {exc.name}; {resume}", 128 + exc.signum) from None
     summarize(outcome, console)
-    if outcome.failed:
+    if outcome.failed or outcome.failed_cells:
         raise typer.Exit(1)
 
 

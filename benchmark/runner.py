@@ -49,6 +49,13 @@ class RunOutcome:
     def failed(self) -> list[JobResult]:
         return [r for r in self.job_results.values() if r.status in ("failed", "skipped")]
 
+    @property
+    def failed_cells(self) -> list[str]:
+        """``table (row, column): error`` for every cell whose value could not be computed (a failed job it reads,
+        or its metric's own error): a run with any is not a success either."""
+        return [f"{t.name} ({c.row}, {c.column}): {c.error}" for t in self.results.tables for c in t.cells
+                if c.error]
+
 
 def default_run_dir(suite_name: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -230,5 +237,10 @@ def summarize(outcome: RunOutcome, console: Console) -> None:
                   f"{escape(str(outcome.run_dir))}")
     for r in outcome.failed:
         console.print(f"[red]{r.status}:[/] {escape(str(r.error))}", highlight=False)
+    cells = outcome.failed_cells
+    if cells:
+        more = f" (and {len(cells) - 1} more: see results.json)" if len(cells) > 1 else ""
+        console.print(f"[red]{len(cells)} {'cell' if len(cells) == 1 else 'cells'} failed:[/] {escape(cells[0])}"
+                      f"{more}", highlight=False)
     for note in outcome.notes:
         console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)

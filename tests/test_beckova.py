@@ -368,7 +368,9 @@ def monitored_run(tmp_path_factory):
     (folder / "claims.toml").write_text(CLAIMS)
     store = folder / "store"
     proc = rbench("run", str(folder / "suite.toml"), "--store", str(store), "--run-dir", str(folder / "run"))
-    assert proc.returncode == 0, proc.stderr
+    # exit 1: the "unmonitored" table's cell fails (its target was not monitored), every job succeeds
+    assert proc.returncode == 1, proc.stderr
+    assert "1 cell failed: unmonitored (" in " ".join(proc.stdout.split()) and "failed:" not in proc.stderr
     return folder, store, json.loads((folder / "run" / "results.json").read_text())
 
 
