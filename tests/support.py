@@ -294,3 +294,33 @@ def cli_in_process(capsys, *args: str) -> tuple[int, str]:
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err
     return end.value.code, out.err
+
+
+#: the smallest valid suite (one MLP, one attack, one table): edited by the suite-validation tests
+BASE_SUITE = """
+[suite]
+name = "s"
+
+[datasets.mnist]
+plugin = "mnist"
+
+[models.mlp]
+plugin = "mlp"
+dataset = "mnist"
+
+[attacks.pgd]
+plugin = "pgd"
+params = { eps = 0.1, steps = 5 }
+
+[evaluations.ev]
+dataset = "mnist"
+n = 10
+sources = ["mlp"]
+attacks = ["pgd"]
+
+[tables.t]
+evaluation = "ev"
+rows = "attack"
+columns = "model"
+metric = "error"
+"""

@@ -98,11 +98,6 @@ def _sidecar(store: Store, key: str) -> tuple[Path, dict]:
     return path, json.loads(path.read_text())
 
 
-def _save_with_stats(store: Store, key: str, meta: dict) -> None:
-    store.save_checkpoint(key, {"w": torch.ones(2)}, {**meta, "stats": {"loss": 0.25, "observed": [
-        {"epoch": 1, "accuracy": {"value": 0.9}}]}})
-
-
 @pytest.mark.parametrize("edit", ["value", "nan_with_a_checksum"])
 def test_a_checkpoints_training_statistics_are_covered_by_its_sidecar_checksum(tmp_path, edit):
     """Per-epoch measurements and training statistics in a sidecar feed tables (``observed``) and curves: an edit
@@ -110,7 +105,8 @@ def test_a_checkpoints_training_statistics_are_covered_by_its_sidecar_checksum(t
     number."""
     store = Store(tmp_path)
     key, meta = bound({"m": "stats"})
-    _save_with_stats(store, key, meta)
+    store.save_checkpoint(key, {"w": torch.ones(2)}, {**meta, "stats": {"loss": 0.25, "observed": [
+        {"epoch": 1, "accuracy": {"value": 0.9}}]}})
     path, sidecar = _sidecar(store, key)
     assert sidecar["meta_sha256"] == sidecar_digest(sidecar)
     assert Store(tmp_path).load_checkpoint(key)[1]["stats"]["observed"][0]["accuracy"]["value"] == 0.9

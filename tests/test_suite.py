@@ -5,39 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from support import BASE_SUITE as BASE
 from support import rbench
 
 from rbench.errors import SuiteError
 from rbench.plan import build_plan
 from rbench.suite import load_suite
-
-BASE = """
-[suite]
-name = "s"
-
-[datasets.mnist]
-plugin = "mnist"
-
-[models.mlp]
-plugin = "mlp"
-dataset = "mnist"
-
-[attacks.pgd]
-plugin = "pgd"
-params = { eps = 0.1, steps = 5 }
-
-[evaluations.ev]
-dataset = "mnist"
-n = 10
-sources = ["mlp"]
-attacks = ["pgd"]
-
-[tables.t]
-evaluation = "ev"
-rows = "attack"
-columns = "model"
-metric = "error"
-"""
 
 
 def test_base_suite_is_valid(write_suite):

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from support import BASE_SUITE as BASE
 from support import rbench
 
 from rbench.compare import Published, check_claims, compare, load_published
@@ -19,34 +20,6 @@ from rbench.manager import get_registry
 from rbench.metric import Reference
 from rbench.results import Cell, ResultTable, RunResults
 from rbench.suite import load_suite, non_finite, read_toml
-
-BASE = """
-[suite]
-name = "s"
-
-[datasets.mnist]
-plugin = "mnist"
-
-[models.mlp]
-plugin = "mlp"
-dataset = "mnist"
-
-[attacks.pgd]
-plugin = "pgd"
-params = { eps = 0.1, steps = 5 }
-
-[evaluations.ev]
-dataset = "mnist"
-n = 10
-sources = ["mlp"]
-attacks = ["pgd"]
-
-[tables.t]
-evaluation = "ev"
-rows = "attack"
-columns = "model"
-metric = "error"
-"""
 
 
 def _refused(path: Path, *fragments: str, profile: str | None = None) -> str:
