@@ -6,6 +6,8 @@ Environment variables (read when the registry is first built):
   built-in plugins (distribution ``rbench``) and the listed ones are loaded. ``RBENCH_PLUGINS=""`` loads the
   built-ins only: the way to run a suite you do not trust without executing third-party code.
 - ``RBENCH_DISABLE_PLUGINS``: comma-separated deny-list of entry-point or distribution names (built-ins too).
+- A name in either list that no installed distribution or entry point of the group has is an error (a typo in a
+  deny-list would otherwise leave loaded the very plugin it was meant to keep out).
 - ``RBENCH_TRACE_PLUGINS=1``: print every hook call and its result to stderr.
 """
 
@@ -111,6 +113,19 @@ def _env_list(var: str) -> set[str] | None:
     return {_normalize(item.strip()) for item in raw.split(",") if item.strip()}
 
 
+def _check_lists(entry_points: list[tuple[metadata.EntryPoint, str]]) -> None:
+    """Refuse an allow- or deny-list name that matches no entry point or distribution of the group, before any
+    plugin code runs."""
+    known = {_normalize(name) for ep, dist in entry_points for name in (ep.name, dist)}
+    for var in ("RBENCH_PLUGINS", "RBENCH_DISABLE_PLUGINS"):
+        unknown = sorted((_env_list(var) or set()) - known)
+        if unknown:
+            raise PluginError(
+                f"{var} names {unknown[0]!r}, which is neither an installed distribution nor an entry point of "
+                f"the group {ENTRY_POINT_GROUP!r}{suggest(unknown[0], known)}"
+            )
+
+
 def _wanted(ep: metadata.EntryPoint, dist: str) -> bool:
     names = {_normalize(ep.name), _normalize(dist)}
     deny = _env_list("RBENCH_DISABLE_PLUGINS") or set()
@@ -134,7 +149,8 @@ def build_registry() -> Registry:
 
     An entry point that fails to import, or whose hook raises, is recorded in ``failures`` (with the error)
     instead of breaking the caller. Two plugins of one kind with one name are recorded in ``conflicts``;
-    looking that name up raises an error naming both distributions.
+    looking that name up raises an error naming both distributions. A name in ``RBENCH_PLUGINS`` or
+    ``RBENCH_DISABLE_PLUGINS`` that nothing installed has raises :class:`PluginError` before anything is loaded.
     """
     pm = pluggy.PluginManager("rbench")
     pm.add_hookspecs(hookspecs)
@@ -142,7 +158,9 @@ def build_registry() -> Registry:
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     registry = Registry(manager=pm)
-    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    entry_points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    _check_lists([(ep, _dist_name(ep)[0]) for ep in entry_points])
+    for ep in entry_points:
         dist, version = _dist_name(ep)
         if not _wanted(ep, dist):
             continue

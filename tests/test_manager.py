@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import rbench.plugins
+from rbench import manager
 from rbench.errors import PluginError
 from rbench.manager import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, KINDS, build_registry, suggest
 
@@ -255,7 +256,7 @@ def test_empty_allow_list_loads_builtins_only_and_runs_no_third_party_code(three
         assert registry.plugins[kind], f"built-in {kind} plugins must stay loaded under an allow-list"
 
 
-@pytest.mark.parametrize("allow", ["aep", "rbench-fake-a", " aep , ", "aep,nonexistent", "RBench_Fake.A"])
+@pytest.mark.parametrize("allow", ["aep", "rbench-fake-a", " aep , ", "RBench_Fake.A"])
 def test_allow_list_by_entry_point_or_distribution_name(three, monkeypatch, allow):
     monkeypatch.setenv("RBENCH_PLUGINS", allow)
     registry = build_registry()
@@ -276,6 +277,32 @@ def test_deny_list_by_entry_point_or_distribution_name(three, monkeypatch, deny)
     assert "attack_c" not in _third_party(registry) and "attack_a" in _third_party(registry)
     assert ("attack_b" in _third_party(registry)) == ("bep" not in deny)
     assert not three.exists()
+
+
+@pytest.mark.parametrize(("var", "value", "named", "hint"), [
+    ("RBENCH_PLUGINS", "aep,nonexistent", "nonexistent", "; known: "),
+    ("RBENCH_DISABLE_PLUGINS", "rbench-fake-cc", "rbench-fake-cc", "did you mean 'rbench-fake-c'?"),
+])
+def test_a_list_name_nothing_installed_has_is_refused_before_any_plugin_loads(three, monkeypatch, var, value,
+                                                                               named, hint):
+    monkeypatch.setenv(var, value)  # a misspelt deny-list would otherwise leave rbench-fake-c loaded
+    with pytest.raises(PluginError) as err:
+        build_registry()
+    message = str(err.value)
+    assert message.startswith(f"{var} names {named!r}, which is neither an installed distribution") and hint in message
+    assert "\n" not in message and not three.exists()
+
+
+def test_a_bad_plugin_list_is_one_line_from_the_cli(monkeypatch, capsys):
+    from support import cli_in_process
+
+    monkeypatch.setattr(manager, "_registry", None)  # the process-wide registry is built from the lists once
+    monkeypatch.setenv("RBENCH_DISABLE_PLUGINS", "attack")
+    code, err = cli_in_process(capsys, "plugins")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "rbench: error: RBENCH_DISABLE_PLUGINS names 'attack', which is neither an installed distribution nor an "
+        "entry point of the group 'rbench'; did you mean 'attacks'?"]
 
 
 def test_deny_list_wins_over_allow_list(three, monkeypatch):
