@@ -114,10 +114,13 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     option = "--run-dir" if run_dir else "run folder"
     run_dir = run_dir or default_run_dir(suite.name)
     check_run_dir(run_dir, store.root, option)
+    plan = suite_plan(suite, only)
+    if not store.root.exists():  # everything is to compute: check its data before the store is made
+        prepare_data(list(plan.jobs.values()))
     store.ensure_writable()
     created = prepare_run_dir(run_dir, option)
     try:
-        return _run(suite, profile, store, run_dir, devices, n_workers, executor, console, quiet,
+        return _run(suite, plan, profile, store, run_dir, devices, n_workers, executor, console, quiet,
                     suite.job_timeout if job_timeout is None else job_timeout, started, only, executor_params)
     except BaseException:
         remove_folders(created)  # a run stopped before it wrote anything leaves no empty folders behind
@@ -154,10 +157,9 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
     return DryRun(suite, plan, preview(plan, store), devices, n_workers, store.root, store.root.is_dir())
 
 
-def _run(suite: Suite, profile: str | None, store: Store, run_dir: Path, devices: list[str], n_workers: int,
-         executor: str, console: Console, quiet: bool, job_timeout: float | None, started: float,
+def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: Path, devices: list[str],
+         n_workers: int, executor: str, console: Console, quiet: bool, job_timeout: float | None, started: float,
          only: list[str] | None = None, executor_params: object = None) -> RunOutcome:
-    plan = suite_plan(suite, only)
     run_executor = get_registry().get("executor", executor).obj
     observer = RunEvents()
     with store.lease(set(plan.jobs), suite.name), RunProgress(len(plan.jobs), console, quiet) as display, \

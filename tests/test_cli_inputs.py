@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from safetensors.torch import save_file
-from support import cli_in_process
+from support import BASE_SUITE, cli_in_process
 
 from rbench.rundir import prepare_run_dir, remove_folders
 
@@ -99,12 +99,27 @@ def test_eval_refuses_what_would_make_a_meaningless_run(capsys, own_model, extra
     assert not run_dir.exists() and ".suite.toml" not in err
 
 
-def test_eval_refused_for_missing_data_leaves_no_run_folder(capsys, own_model, monkeypatch):
+@pytest.mark.parametrize("command", ["eval", "run"])
+def test_refused_for_missing_data_leaves_no_run_folder_and_no_store(capsys, own_model, monkeypatch, command):
     monkeypatch.setenv("RBENCH_DATA", str(own_model / "no-data"))
     monkeypatch.setenv("RBENCH_DATA_CACHE", str(own_model / "no-cache"))
-    run_dir = own_model / "runs" / "x"
+    run_dir, store = own_model / "runs" / "x", own_model / "new-store"
+    if command == "eval":
+        what = ["eval", f"{own_model}/nets.py:Net", "--weights", str(own_model / "good.safetensors"), "--n", "10",
+                "--attack", "fgsm:eps=0.1"]
+    else:
+        (own_model / "suite.toml").write_text(BASE_SUITE)
+        what = ["run", str(own_model / "suite.toml")]
+    code, err = cli_in_process(capsys, *what, "--run-dir", str(run_dir), "--store", str(store), "-q")
+    assert code == 2 and "is missing" in err and "RBENCH_OFFLINE=1 forbids downloading" in err, err
+    assert not (own_model / "runs").exists() and not store.exists()
+
+
+def test_eval_refused_for_a_store_it_cannot_make_leaves_no_run_folder(capsys, own_model):
+    run_dir = own_model / "runs" / "y"
+    store = own_model / "good.safetensors" / "store"  # under a file: cannot be made
     code, err = cli_in_process(capsys, "eval", f"{own_model}/nets.py:Net", "--weights",
                                str(own_model / "good.safetensors"), "--n", "10", "--attack", "fgsm:eps=0.1",
-                               "--run-dir", str(run_dir), "--store", str(own_model / "store"), "-q")
-    assert code == 2 and "is missing" in err and "RBENCH_OFFLINE=1 forbids downloading" in err, err
+                               "--run-dir", str(run_dir), "--store", str(store), "-q")
+    assert code == 2 and f"store {store}: not writable" in err and err.count("\n") == 1, err
     assert not (own_model / "runs").exists()
