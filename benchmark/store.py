@@ -70,6 +70,21 @@ FOLDERS = ("objects", "locks", "gates", "leases", "quarantine")
 RESERVE_BYTES = 1 << 20
 
 
+class StoreLock(FileLock):
+    """A store lock file: what keeps it from being taken (a folder at its path, an unwritable ``locks/``) is a
+    one-line :class:`StoreError` naming the path, not an internal error; a lock another process holds is still
+    :class:`filelock.Timeout`."""
+
+    def acquire(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().acquire(*args, **kwargs)
+        except Timeout:  # a subclass of OSError: another holder, not a broken path
+            raise
+        except OSError as exc:
+            raise StoreError(f"store lock {self.lock_file}: cannot be taken ({exc.strerror or exc}); the store "
+                             "makes and holds only lock files there: move away what is in the way") from None
+
+
 class CorruptEntry(Exception):
     """A stored entry failed a check or could not be read; it has been moved to quarantine (``moved_to``), or
     left in place (``moved_to`` None, or some of its files, ``stuck``) when another process holds its lock or a
@@ -394,11 +409,11 @@ class Store:
             raise StoreError(f"store {self.root}: not writable ({exc.strerror or exc}); "
                              "pass --store or set RBENCH_STORE to a writable folder") from None
 
-    def lock(self, key: str) -> FileLock:
+    def lock(self, key: str) -> StoreLock:
         """The inter-process lock of ``key``, held while it is written, quarantined or deleted. One object per
         lock file in this process, so a holder may take it again (e.g. to quarantine what it holds)."""
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
-        return FileLock(self.root / "locks" / f"{key}.lock", is_singleton=True)
+        return StoreLock(self.root / "locks" / f"{key}.lock", is_singleton=True)
 
     @contextlib.contextmanager
     def try_lock(self, key: str) -> Iterator[bool]:
@@ -653,10 +668,10 @@ class Store:
                 raise ValueError(f"{path.name} is a symbolic link; the store never follows links")
 
     # -- leases: what live runs use ------------------------------------------------------------------
-    def registry_lock(self) -> FileLock:
+    def registry_lock(self) -> StoreLock:
         """Held by gc while it decides and deletes, and by a run while it registers its lease."""
         (self.root / "leases").mkdir(parents=True, exist_ok=True)
-        return FileLock(self.root / "leases" / "registry.lock", is_singleton=True)
+        return StoreLock(self.root / "leases" / "registry.lock", is_singleton=True)
 
     @contextlib.contextmanager
     def lease(self, keys: set[str], label: str) -> Iterator[None]:
@@ -664,7 +679,7 @@ class Store:
         them. The lease is a JSON file whose lock this process holds; a lease whose holder died is stale."""
         lease_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         record = self.root / "leases" / f"{lease_id}.json"
-        hold = FileLock(self.root / "leases" / f"{lease_id}.lock", is_singleton=True)
+        hold = StoreLock(self.root / "leases" / f"{lease_id}.lock", is_singleton=True)
         with self.registry_lock():
             hold.acquire()
             try:

@@ -12,7 +12,7 @@ import torch
 from rbench.artifacts import AdvSet, Predictions, distortions
 from rbench.gc import collect
 from rbench.keys import content_key
-from rbench.store import TMP_MARK, CorruptEntry, Store, atomic_write
+from rbench.store import TMP_MARK, CorruptEntry, Store, StoreLock, atomic_write
 
 SPEC = {"kind": "test", "n": 1}
 KEY = content_key(SPEC)
@@ -141,3 +141,33 @@ def test_unwritable_store_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match="not writable"):
         Store(blocker / "store").ensure_writable()
+
+
+def test_a_folder_where_a_lock_file_goes_is_a_clear_error_and_a_held_lock_still_times_out(tmp_path):
+    from filelock import Timeout
+
+    from rbench.errors import StoreError
+
+    store = Store(tmp_path)
+    store.ensure_writable()
+    (tmp_path / "locks" / f"{KEY}.lock").mkdir()
+    with pytest.raises(StoreError, match=f"store lock {tmp_path}/locks/{KEY}.lock: cannot be taken .*move away"):
+        store.lock(KEY).acquire(timeout=0)
+    other = content_key({"kind": "test", "n": 2})
+    with store.lock(other):  # held: a second holder (another open of the file, as in another process) times out
+        with pytest.raises(Timeout):
+            StoreLock(tmp_path / "locks" / f"{other}.lock").acquire(timeout=0.05)
+
+
+def test_a_folder_where_the_lease_registry_lock_goes_fails_a_run_in_one_line(tmp_path, capsys, monkeypatch):
+    from support import BASE_SUITE, cli_in_process
+
+    store = tmp_path / "store"
+    Store(store).ensure_writable()
+    (store / "leases" / "registry.lock").mkdir()
+    (tmp_path / "suite.toml").write_text(BASE_SUITE)
+    code, err = cli_in_process(capsys, "run", str(tmp_path / "suite.toml"), "--store", str(store),
+                               "--run-dir", str(tmp_path / "run"), "-q")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"store lock {store}/leases/registry.lock: cannot be taken (Is a directory)" in err
+    assert not (tmp_path / "run").exists()
