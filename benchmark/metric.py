@@ -180,6 +180,13 @@ class Reference:
     evaluation: str | None = None
 
 
+def declared_references(obj: Any, params: Any) -> list[Reference]:
+    """What metric plugin ``obj`` declares its ``params`` name (:meth:`Metric.references`); none for a metric
+    object without the method (the contract's duck typing allows one not derived from :class:`Metric`)."""
+    hook = getattr(obj, "references", None)
+    return list(hook(params)) if callable(hook) else []
+
+
 class Metric:
     """Base of every metric plugin. ``unit`` ("%" or "") and ``fmt`` (a format spec) drive rendering."""
 
@@ -196,6 +203,6 @@ class Metric:
 
     def references(self, params: Any) -> list[Reference]:
         """The names of the suite ``params`` give (evaluations, attack labels, models, probes): the suite checks
-        each for every cell the metric computes, before any work. A metric whose params name nothing keeps this
-        default."""
+        each for every cell the metric computes, before any work, and ``rbench run --only`` computes the
+        predictions and models they name. A metric whose params name nothing keeps this default."""
         return []

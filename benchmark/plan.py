@@ -24,6 +24,7 @@ import numpy as np
 
 from rbench.attack import is_generator
 from rbench.keys import canonical, content_key
+from rbench.metric import Reference, declared_references
 from rbench.specs import (
     AttackSpec,
     Call,
@@ -118,51 +119,41 @@ class Plan:
         return out
 
 
-def _strings(value: Any) -> set[str]:
-    """Every string inside a params dump (names a metric's params give: evaluations, attack labels)."""
-    if isinstance(value, str):
-        return {value}
-    if isinstance(value, dict):
-        return {s for v in value.values() for s in _strings(v)}
-    if isinstance(value, list | tuple):
-        return {s for v in value for s in _strings(v)}
-    return set()
-
-
 def restrict(plan: Plan, tables: Iterable[Table]) -> Plan:
     """The part of ``plan`` that ``tables`` read (``rbench run --only``): for each cell, its adversarial set, its
-    predictions, the target's clean predictions and the trained target; and, when its metric's params name other
-    evaluations or attack labels of the suite (``worst_case``'s attacks, ``ood_auroc``'s ``ood``), the same
-    (source, target) predictions there, with every job they depend on. Jobs keep their dependency order; the
-    index (``trained``, ``attacked``, ``evaluated``) stays whole, so a metric reaching further still finds a key
-    (stored by an earlier run, or reported missing in its cell)."""
-    suite = plan.suite
-    labels = {label for ev in suite.evaluations.values() for label in ev.attacks}
+    predictions, the target's clean predictions and the trained target; and what its metric declares it reads
+    (:meth:`rbench.metric.Metric.references`): the (source, target) predictions under another attack label or
+    in another evaluation (``worst_case``'s attacks, ``ood_auroc``'s ``ood``), another model's training, with
+    every job they depend on. Jobs keep their dependency order; the index (``trained``, ``attacked``,
+    ``evaluated``) stays whole, so a metric reading something it did not declare still finds a key (stored by an
+    earlier run, or reported missing in its cell)."""
     evaluated: dict[tuple[str, str, str], list[tuple[str, str]]] = {}  # (ev, target, attack) -> [(source, key)]
     for (ev, source, attack, target), key in plan.evaluated.items():
         evaluated.setdefault((ev, target, attack), []).append((source, key))
-    names: dict[int, set[str]] = {}  # id of a metric's params -> the strings in them (cells share a metric)
+    declared: dict[int, list[Reference]] = {}  # id of a metric's call -> its references (cells share a metric)
     wanted: set[str] = set()
     for table in tables:
         for spec in table.cells.values():
-            params = spec.metric.call.params
-            if id(params) not in names:
-                names[id(params)] = _strings(params.model_dump(mode="json"))
-            named = names[id(params)]
-            evaluations = {spec.evaluation} | (named & suite.evaluations.keys())
-            attacks = {spec.attack, CLEAN} | (named & labels)
+            call = spec.metric.call
+            if id(call) not in declared:
+                declared[id(call)] = declared_references(call.obj, call.params)
+            reads = {(spec.evaluation, spec.attack), (spec.evaluation, CLEAN)}
             wanted.add(plan.trained[spec.target])
-            for ev in evaluations:
-                for attack in attacks:
-                    for source, key in evaluated.get((ev, spec.target, attack), ()):
-                        if source == spec.source or attack == CLEAN:
-                            wanted.add(key)
-                            if attack != CLEAN:
-                                wanted.add(plan.attacked[(ev, source, attack)])
+            for ref in declared[id(call)]:
+                if ref.kind == "attack":
+                    reads.add((ref.evaluation or spec.evaluation, ref.name or spec.attack))
+                elif ref.kind == "model" and ref.name in plan.trained:
+                    wanted.add(plan.trained[ref.name])
+            for ev, attack in reads:
+                for source, key in evaluated.get((ev, spec.target, attack), ()):
+                    if source == spec.source or attack == CLEAN:
+                        wanted.add(key)
+                        if attack != CLEAN:
+                            wanted.add(plan.attacked[(ev, source, attack)])
     for job in reversed(plan.jobs.values()):  # dependents come after their dependencies
         if job.key in wanted:
             wanted.update(job.deps)
-    return Plan(suite, {k: j for k, j in plan.jobs.items() if k in wanted}, plan.trained, plan.attacked,
+    return Plan(plan.suite, {k: j for k, j in plan.jobs.items() if k in wanted}, plan.trained, plan.attacked,
                 plan.evaluated)
 
 

@@ -40,7 +40,7 @@ from rbench.attack import is_generator
 from rbench.compare import Claim, Published, PublishedTable, load_published
 from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, close_match, get_registry, suggest
-from rbench.metric import Reference
+from rbench.metric import Reference, declared_references
 from rbench.precision import Precision
 
 SECTIONS = ("datasets", "defenses", "models", "attacks", "evaluations", "tables")
@@ -1304,8 +1304,7 @@ class _Resolver:
         for (row, column), cell in cells.items():
             call = cell.metric.call
             if id(call) not in declared:
-                hook = getattr(call.obj, "references", None)
-                declared[id(call)] = list(hook(call.params)) if callable(hook) else []
+                declared[id(call)] = declared_references(call.obj, call.params)
             what = (id(call), cell.evaluation, cell.source, cell.attack, cell.target)
             if not declared[id(call)] or what in seen:
                 continue

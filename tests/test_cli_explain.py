@@ -233,6 +233,48 @@ def test_only_keeps_what_the_tables_read(write_suite):
     assert len(restrict(plan, suite.tables.values()).jobs) == len(plan.jobs)
 
 
+#: an evaluation whose jobs no other evaluation of TINY_SUITE shares (another n: other keys)
+FAR = """
+[evaluations.far]
+dataset = "mnist"
+n = 32
+sources = ["mlp", "cnn"]
+attacks = ["pgd", "noise"]
+"""
+
+
+def test_only_computes_what_a_metric_declares_not_every_name_in_its_params(write_suite):
+    """worst_case naming pgd in 'far' needs far's pgd, not wb's; nearest_distance reads the clean *inputs* of its
+    reference evaluation (data, no job), so its table evaluates nothing there (a scan of the params' strings
+    pulled in both)."""
+    suite = load_suite(write_suite(TINY_SUITE + FAR + textwrap.dedent("""
+        [tables.worst]
+        evaluation = "wb"
+        rows = "model"
+        columns = "metric"
+        where = { attack = "clean" }
+        [[tables.worst.metrics]]
+        plugin = "worst_case"
+        params = { attacks = [{ attack = "noise" }, { attack = "pgd", evaluation = "far" }] }
+
+        [tables.near]
+        evaluation = "wb"
+        rows = "attack"
+        columns = "model"
+        metric = { plugin = "nearest_distance", params = { reference = "far" } }
+        """)))
+    plan = build_plan(suite)
+    far = {key for (ev, *_), key in plan.evaluated.items() if ev == "far"}
+    worst = set(restrict(plan, [suite.tables["worst"]]).jobs)
+    far_pgd = {plan.evaluated[("far", m, "pgd", m)] for m in ("mlp", "cnn")}
+    assert far_pgd | {plan.attacked[("far", m, "pgd")] for m in ("mlp", "cnn")} <= worst
+    assert not {plan.evaluated[("wb", m, "pgd", m)] for m in ("mlp", "cnn")} & worst
+    assert not (far - far_pgd) & worst  # not far's noise or clean
+    near = set(restrict(plan, [suite.tables["near"]]).jobs)
+    assert not far & near
+    assert {key for (ev, *_), key in plan.evaluated.items() if ev == "wb"} <= near
+
+
 def test_dry_run_of_a_cold_store_writes_nothing(write_suite, tmp_path):
     path = write_suite(TINY_SUITE)
     store = tmp_path / "never" / "store"
