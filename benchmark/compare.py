@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rbench.errors import RbenchError
 from rbench.estimate import samples_needed
 from rbench.results import Cell, ResultTable, RunResults
+from rbench.suite_refs import published_mismatch
+from rbench.tomlfile import key_part, read_toml
 
 
 class Tolerance(BaseModel):
@@ -119,8 +121,7 @@ class Published(BaseModel):
 def load_published(path: str | Path) -> Published:
     """A published file, validated; a one-line :class:`RbenchError` naming the file and key otherwise: missing,
     not a regular file, larger than the suite files' cap (1 MiB), not UTF-8, invalid or too deeply nested TOML
-    (the checks of :func:`rbench.suite.read_toml`), or not of the schema above."""
-    from rbench.suite import key_part, read_toml  # here: rbench.suite imports this module
+    (the checks of :func:`rbench.tomlfile.read_toml`), or not of the schema above."""
 
     doc = read_toml(Path(path), what="published-table file")
     try:
@@ -207,7 +208,6 @@ def _read_published(results: RunResults, path: str, given: bool) -> Published:
     """The published file at ``path``; one ``given`` for the run (``rbench compare --published``, never checked
     against its suite) must name only tables, rows and columns the run has (except tables ``--only`` left out):
     a one-line :class:`RbenchError` otherwise. The suite's own files were checked when it was loaded."""
-    from rbench.suite import published_mismatch  # here: rbench.suite imports this module
 
     doc = load_published(path)
     if given:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from rbench.plan import build_plan
 from rbench.store import Store
-from rbench.suite import load_suite, read_toml
+from rbench.suite import load_suite
+from rbench.tomlfile import read_toml
 
 
 def _profiles_of(path: Path) -> list[str | None]:

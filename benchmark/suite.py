@@ -10,7 +10,8 @@ problem raises a :class:`~rbench.errors.SuiteError` whose one-line message names
 ``attacks.pgd.params.eps``), the value and the rule, before any work starts.
 
 Limits (the input is untrusted; each breach is one line too): a suite, included or published file must be a
-regular file of at most :data:`MAX_FILE_BYTES`; documents nest at most :data:`MAX_DEPTH` levels, includes at
+regular file of at most :data:`rbench.tomlfile.MAX_FILE_BYTES`; documents nest at most
+:data:`rbench.tomlfile.MAX_DEPTH` levels, includes at
 most :data:`MAX_INCLUDE_DEPTH`; the suite name and table names (they become file names) match
 :data:`SAFE_NAME` and are at most :data:`MAX_NAME` characters; every other entry name (datasets, models,
 attacks, evaluations, profiles) is at most :data:`MAX_NAME` printable characters, a row, column or metric
@@ -23,13 +24,9 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import re
-import stat
-import tomllib
 import types
 import typing
-from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,45 +34,28 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from rbench.attack import is_generator
-from rbench.compare import Claim, Published, PublishedTable, load_published
+from rbench.compare import Published, load_published
 from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, close_match, get_registry, suggest
 from rbench.metric import Reference, declared_references
 from rbench.precision import Precision
+from rbench.suite_refs import published_mismatch, reference_problem
+from rbench.tomlfile import MAX_NAME, key_part, read_toml, shown
 
 SECTIONS = ("datasets", "defenses", "models", "attacks", "evaluations", "tables")
 Axis = Literal["source", "target", "model", "attack", "metric"]
 Name = Annotated[str, Field(min_length=1)]
 
-#: a suite, included or published file is read only if it is a regular file of at most this many bytes
-#: (the largest shipped suite is 20 kB; a device or a huge file is refused before it is read)
-MAX_FILE_BYTES = 1 << 20
-#: tables and arrays nest at most this deep in a document (shipped suites: 8 levels)
-MAX_DEPTH = 32
 #: includes nest at most this deep (a file included twice is read once)
 MAX_INCLUDE_DEPTH = 32
 #: an attack's grid expands to at most this many instances (shipped suites: 3)
 MAX_GRID = 1000
-#: the longest name: suite, section entries (datasets, models, attacks, evaluations, tables, profiles)
-MAX_NAME = 64
 #: the longest row, column or metric label
 MAX_LABEL = 100
 #: the suite name and table names become file and folder names (``runs/<suite>-<time>``,
 #: ``reliability_<table>.png``): a letter or digit, then letters, digits, ``_``, ``.``, ``-``; never ``..``
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SAFE_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
-
-
-def _show(value: str, limit: int = 40) -> str:
-    """``repr(value)``, cut to ``limit`` characters (the length said) so a message stays one short line."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} characters)"
-
-
-def key_part(key: Any) -> str:
-    """One component of a key path as written in a message: as is if short and printable, else quoted."""
-    key = str(key)
-    return key if key.isprintable() and len(key) <= MAX_NAME else _show(key)
 
 
 def name_problem(name: str, *, safe: bool, limit: int = MAX_NAME) -> str | None:
@@ -494,120 +474,6 @@ def threat_note(suite: Suite, evaluation: str) -> str | None:
     return f"{evaluation}: adaptive white-box attacks through the defenses" + (f" ({', '.join(how)})" if how else "")
 
 
-def _listing(names: Iterable[str], limit: int = 8) -> str:
-    """``a, b, c`` (at most ``limit`` names, then how many in all), or ``none``."""
-    names = list(names)
-    shown = ", ".join(key_part(n) for n in names[:limit])
-    return (shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")) or "none"
-
-
-def _missing(what: str, name: str, place: str, known: Iterable[str]) -> str:
-    """``no attack 'x' in evaluation 'ev' (defined: a, b); did you mean 'a'?``"""
-    known = list(known)
-    close = close_match(name, known)
-    hint = f"; did you mean {close!r}?" if close is not None else ""
-    return f"no {what} {_show(name, 80)} {place} (defined: {_listing(known)}){hint}"
-
-
-def reference_problem(ref: Reference, cell: CellSpec, at: str, suite: Suite) -> str | None:
-    """Why ``ref`` (a metric's, see :class:`Reference`) does not hold for ``cell`` of a table (``at``: how a
-    message names the cell), or None."""
-    name = ref.name or ""
-    if ref.kind == "evaluation":
-        return None if name in suite.evaluations else _missing("evaluation", name, "in the suite", suite.evaluations)
-    if ref.kind == "model":
-        return None if name in suite.models else _missing("model", name, "in the suite", suite.models)
-    if ref.kind == "probe":
-        # an unmonitored target is left to the cell: Observed makes it the cell's error (tests/test_beckova.py)
-        monitor = suite.models[cell.target].monitor
-        if monitor is None or name in monitor.probes:
-            return None
-        return _missing("probe labelled", name, f"in the monitor of model {cell.target!r}, the target of {at}",
-                        monitor.probes)
-    return _attack_problem(ref, cell, at, suite)
-
-
-def _attack_problem(ref: Reference, cell: CellSpec, at: str, suite: Suite) -> str | None:
-    """Why the predictions an ``attack`` reference reads are not in the plan for ``cell``, or None."""
-    ev_name = ref.evaluation or cell.evaluation
-    ev = suite.evaluations.get(ev_name)
-    if ev is None:  # the metric's own "evaluation" reference normally says it first
-        return _missing("evaluation", ev_name, "in the suite", suite.evaluations)
-    labels = ("clean", *ev.attacks)
-    if ref.name is not None and ref.name not in labels:
-        return _missing("attack", ref.name, f"in evaluation {ev_name!r}", labels)
-    label = ref.name or cell.attack
-    if label not in labels:
-        return f"evaluation {ev_name!r} has no attack {label!r}, the attack of {at} (defined: {_listing(labels)})"
-    if ev.holds(cell.source, label, cell.target):
-        return None
-    if label == "clean":
-        return f"evaluation {ev_name!r} does not evaluate {cell.target!r} on its clean inputs, as {at} needs"
-    return f"evaluation {ev_name!r} does not evaluate {cell.target!r} on the {label!r} sets of {cell.source!r}, as " \
-           f"{at} needs: it must list {cell.source!r} in its sources and {cell.target!r} among its targets"
-
-
-# -- published files against the tables -------------------------------------------------------------------
-#: a table's row labels and column labels
-Shape = tuple[Sequence[str], Sequence[str]]
-#: what one entry of a published file names: (its key path, a row or None, a column or None)
-Entry = tuple[str, str | None, str | None]
-
-
-def published_mismatch(published: Published, tables: Mapping[str, Shape], what: str = "the suite",
-                       only: Collection[str] = ()) -> str | None:
-    """The first entry of ``published`` naming a table that ``tables`` (name -> its rows and columns) lacks, or a
-    row or column its table lacks, as ``"<key path>: <problem>"``; None if there is none. ``what`` names what
-    ``tables`` are in messages; ``only``, when not empty, leaves the entries of other tables unchecked."""
-    named: list[tuple[str, str, list[Entry]]] = [  # (key path of the table's name, the table, its entries)
-        (f"tables.{key_part(name)}", name, _table_entries(f"tables.{key_part(name)}", table))
-        for name, table in published.tables.items()]
-    named += [(f"claims[{i}].table", claim.table, _claim_entries(f"claims[{i}]", claim))
-              for i, claim in enumerate(published.claims)]
-    for key, name, entries in named:
-        if only and name not in only:
-            continue
-        problem = _table_problem(key, name, tables, what) or _cells_problem(name, tables[name], entries)
-        if problem is not None:
-            return problem
-    return None
-
-
-def _table_entries(key: str, table: PublishedTable) -> list[Entry]:
-    """The rows, then the columns, a published table's values and column tolerances name."""
-    out: list[Entry] = [(f"{key}.values.{key_part(row)}", row, None) for row in table.values]
-    out += [(f"{key}.values.{key_part(row)}.{key_part(column)}", None, column)
-            for row, columns in table.values.items() for column in columns]
-    return out + [(f"{key}.column_tolerance.{key_part(column)}", None, column) for column in table.column_tolerance]
-
-
-def _claim_entries(key: str, claim: Claim) -> list[Entry]:
-    """The rows, then the columns, a published claim's cells (``a``, ``b``, ``cells``) and ``among`` name."""
-    refs = [(f"{key}.{side}", ref) for side, ref in (("a", claim.a), ("b", claim.b)) if ref is not None]
-    refs += [(f"{key}.cells[{j}]", ref) for j, ref in enumerate(claim.cells or [])]
-    out: list[Entry] = [(f"{where}.row", ref.row, None) for where, ref in refs]
-    out += [(f"{where}.column", None, ref.column) for where, ref in refs]
-    return out + [(f"{key}.among[{j}]", row, None) for j, row in enumerate(claim.among or [])]
-
-
-def _table_problem(key: str, name: str, tables: Mapping[str, Shape], what: str) -> str | None:
-    if name in tables:
-        return None
-    return f"{key}: {what} has no table {_show(name, 80)} (tables: {_listing(tables)})"
-
-
-def _cells_problem(name: str, shape: Shape, cells: list[Entry]) -> str | None:
-    """``"<key>: table 't' has no row 'r' (rows: ...)"`` for the first of ``cells`` (key, row or None, column or
-    None) naming a row or column that table ``name`` (of ``shape``) lacks, or None."""
-    rows, columns = shape
-    for key, row, column in cells:
-        if row is not None and row not in rows:
-            return f"{key}: table {name!r} has no row {_show(row, 80)} (rows: {_listing(rows)})"
-        if column is not None and column not in columns:
-            return f"{key}: table {name!r} has no column {_show(column, 80)} (columns: {_listing(columns)})"
-    return None
-
-
 # -- loading --------------------------------------------------------------------------------------------
 def _fmt(value: Any) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
@@ -694,136 +560,6 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO",
-          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
-
-
-def _not_regular(mode: int) -> str:
-    return f"is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file"
-
-
-class Unreadable(Exception):
-    """Why a file was not read (:func:`read_small_file`); the caller adds the file's name and context."""
-
-
-def _os_problem(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "file not found"
-    if isinstance(exc, PermissionError):
-        return "not readable (permission denied)"
-    return f"cannot be read ({exc.strerror or exc})"
-
-
-def read_small_file(path: Path, what: str = "suite file") -> bytes:
-    """The bytes of ``path`` if it is a regular file of at most :data:`MAX_FILE_BYTES`, else :class:`Unreadable`.
-
-    Type and size are checked before the file is opened (a device, FIFO or socket is never opened), and again
-    on the descriptor (opened non-blocking), and at most the cap plus one byte is read, so a file swapped or
-    grown meanwhile cannot be read past the cap.
-    """
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise Unreadable(_os_problem(exc)) from None
-    except ValueError as exc:  # "embedded null byte"
-        raise Unreadable(f"not a usable path ({exc})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise Unreadable(_not_regular(st.st_mode))
-    if st.st_size > MAX_FILE_BYTES:
-        raise Unreadable(f"is {st.st_size} bytes, more than the {MAX_FILE_BYTES} a {what} may have")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise Unreadable(_os_problem(exc)) from None
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise Unreadable(_not_regular(mode))
-        try:
-            data = f.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            raise Unreadable(_os_problem(exc)) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise Unreadable(f"is more than the {MAX_FILE_BYTES} bytes a {what} may have")
-    return data
-
-
-def key_path(path: tuple[str | int, ...]) -> str:
-    """A key path as messages write it: ``attacks.pgd.grid.eps[0]`` (array indices in brackets)."""
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{key_part(p)}" for p in path).lstrip(".")
-
-
-def too_deep(doc: Any, limit: int = MAX_DEPTH) -> str | None:
-    """The key path (cut short) of a table or array nested deeper than ``limit`` levels in ``doc``, or None.
-    Iterative, so it works whatever the depth."""
-    todo: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
-    while todo:
-        value, path = todo.pop()
-        if not isinstance(value, dict | list):
-            continue
-        if len(path) >= limit:
-            return key_path(path[:6]) + ("..." if len(path) > 6 else "")
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        todo.extend((item, (*path, key)) for key, item in items)
-    return None
-
-
-def non_finite(doc: Any) -> tuple[str, float] | None:
-    """The key path and value of the first number of ``doc`` (in document order) that is not finite -- TOML's
-    ``inf``, ``-inf`` and ``nan``, or a literal too large for a float (``1e400`` reads as inf) -- or None.
-    Iterative; call it on a document :func:`too_deep` accepted."""
-    todo: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
-    while todo:
-        value, path = todo.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            return key_path(path), value
-        if isinstance(value, dict | list):
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            todo.extend(reversed([(item, (*path, key)) for key, item in items]))  # popped in document order
-    return None
-
-
-def _non_finite_problem(doc: Any) -> str | None:
-    """``"<key path>: inf is not a finite number"`` for the first non-finite number of ``doc``, or None. No suite or
-    published value needs one, and a field's own check misses them (a lower bound alone, ``gt=0``, lets inf
-    through; a field without bounds lets NaN through), so they are refused here, in every file, whatever the field."""
-    found = non_finite(doc)
-    if found is None:
-        return None
-    path, value = found
-    # ART's norm takes np.inf: in TOML it is spelt as the string "inf" (rbench.plugins.attacks.art_adapter)
-    hint = '; write an infinite norm as the string "inf"' if path.rsplit(".", 1)[-1] == "norm" else ""
-    return f"{path}: {value} is not a finite number{hint}"
-
-
-def read_toml(path: Path, referrer: str | None = None, *, what: str = "suite file") -> dict[str, Any]:
-    """The TOML document at ``path``; a one-line :class:`SuiteError` if it cannot be read or parsed, is not a
-    regular file of at most :data:`MAX_FILE_BYTES`, is not UTF-8, nests deeper than :data:`MAX_DEPTH`, or holds
-    a number that is not finite (:func:`non_finite`; anywhere: profiles too, used or not).
-    ``referrer`` (e.g. ``"a.toml: suite.include[0]"``) prefixes every message."""
-    where = f"{referrer}: " if referrer else ""
-    try:
-        data = read_small_file(Path(path), what)
-    except Unreadable as exc:
-        problem = str(exc).replace("is a directory, not a regular file", f"is a directory, not a {what}")
-        raise SuiteError(f"{where}{path}: {problem}") from None
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise SuiteError(f"{where}{path}: not a UTF-8 text file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SuiteError(f"{where}{path}: invalid TOML: {exc}") from None
-    except RecursionError:
-        raise SuiteError(f"{where}{path}: nests deeper than {MAX_DEPTH} levels of tables or arrays") from None
-    deep = too_deep(doc)
-    if deep is not None:
-        raise SuiteError(f"{where}{path}: {deep}: nests deeper than {MAX_DEPTH} levels of tables or arrays")
-    unfinite = _non_finite_problem(doc)
-    if unfinite is not None:
-        raise SuiteError(f"{where}{path}: {unfinite}")
-    return doc
-
-
 def _check_names(file: str, raw: dict[str, Any]) -> None:
     """The suite name and every section entry name, checked before pydantic sees them (so that no other
     message ever shows an unprintable key)."""
@@ -831,7 +567,7 @@ def _check_names(file: str, raw: dict[str, Any]) -> None:
     if isinstance(meta, dict) and isinstance(meta.get("name"), str):
         problem = name_problem(meta["name"], safe=True)
         if problem:
-            raise SuiteError(f"{file}: suite.name: {problem} (got {_show(meta['name'])}); it names the run folder: "
+            raise SuiteError(f"{file}: suite.name: {problem} (got {shown(meta['name'])}); it names the run folder: "
                              f"use {_SAFE_RULE}")
     for section in (*SECTIONS, "profiles"):
         body = raw.get(section)
@@ -843,7 +579,7 @@ def _check_names(file: str, raw: dict[str, Any]) -> None:
             if problem:
                 rule = f"; table names become file names: use {_SAFE_RULE}" if safe else (
                     f"; use at most {MAX_NAME} printable characters")
-                raise SuiteError(f"{file}: {section}.{_show(name)}: name {problem}{rule}")
+                raise SuiteError(f"{file}: {section}.{shown(name)}: name {problem}{rule}")
 
 
 @dataclass

@@ -19,7 +19,8 @@ from rbench.errors import RbenchError, SuiteError
 from rbench.manager import get_registry
 from rbench.metric import Reference
 from rbench.results import Cell, ResultTable, RunResults
-from rbench.suite import load_suite, non_finite, read_toml
+from rbench.suite import load_suite
+from rbench.tomlfile import non_finite, read_toml
 
 
 def _refused(path: Path, *fragments: str, profile: str | None = None) -> str:

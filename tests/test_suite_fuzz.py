@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from support import rbench
 
 from rbench.errors import SuiteError
-from rbench.suite import MAX_DEPTH, MAX_FILE_BYTES, MAX_INCLUDE_DEPTH, MAX_NAME, load_suite
+from rbench.suite import MAX_INCLUDE_DEPTH, MAX_NAME, load_suite
+from rbench.tomlfile import MAX_DEPTH, MAX_FILE_BYTES
 
 VALID: dict[str, Any] = {
     "suite": {"name": "fuzz", "seed": 0},
