@@ -22,6 +22,7 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel
 
 from rbench import hookspecs
 from rbench.errors import PluginError
@@ -186,18 +187,20 @@ def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any,
         if impl is None or not hasattr(impl, "rbench_impl"):  # only functions marked with @rbench.hookimpl
             continue
         try:
-            objects = impl() or []
-        except Exception as exc:
+            objects = impl()
+            objects = [] if objects is None else list(objects)
+        except Exception as exc:  # list() too: a hook returning one object instead of a list of them
             registry.failures.append(
                 PluginInfo(kind, ep.name, version, dist, ep.value, error=f"{type(exc).__name__}: {exc}")
             )
             continue
         for obj in objects:
             name = getattr(obj, "name", None)
-            if not isinstance(name, str) or not name:
-                registry.failures.append(
-                    PluginInfo(kind, repr(obj), version, dist, ep.value, error="plugin object has no 'name'")
-                )
+            named = isinstance(name, str) and bool(name)
+            problem = _object_problem(obj, kind) if named else "plugin object has no 'name'"
+            if problem is not None:
+                registry.failures.append(PluginInfo(kind, name if named else repr(obj), version, dist, ep.value,
+                                                    error=problem))
                 continue
             info = PluginInfo(kind, name, str(getattr(obj, "version", None) or version), dist, ep.value, obj)
             existing = registry.plugins[kind].get(name)
@@ -209,6 +212,22 @@ def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any,
                 )
                 continue
             registry.plugins[kind][name] = info
+
+
+#: kinds whose plugins declare their parameters as a pydantic model ``Params`` (the suite validates against it)
+PARAMETRIZED = ("dataset", "model", "trainer", "attack", "transform", "defense", "metric", "probe")
+
+
+def _object_problem(obj: Any, kind: str) -> str | None:
+    """Why ``obj``, returned by a ``kind`` hook, cannot be used as a plugin (listed by ``rbench plugins`` as a
+    failure, so that it fails there, not as an internal error in a run), or None."""
+    if isinstance(obj, type):
+        return f"the hook returned the class {obj.__name__}, not an instance of it: return [{obj.__name__}()]"
+    if kind in PARAMETRIZED:
+        params = getattr(obj, "Params", None)
+        if not (isinstance(params, type) and issubclass(params, BaseModel)):
+            return f"its Params is {params!r}, not a pydantic model class (rbench.NoParams when it takes none)"
+    return None
 
 
 _registry: Registry | None = None

@@ -186,6 +186,47 @@ def test_missing_module_and_raising_hook_and_nameless_object_are_failures(fakes)
     assert {"mlp", "lenet"} <= _names(registry, "model") and "error" in _names(registry, "metric")
 
 
+def test_objects_a_run_could_not_use_are_failures_listed_not_internal_errors_later(fakes):
+    fakes.add("rbench-fake-odd", {"oddep": """
+        import rbench
+        from pydantic import BaseModel
+
+        class P(BaseModel):
+            eps: float = 0.1
+
+        class Single(rbench.FixedBudgetAttack):
+            name = "single"
+            Params = P
+            norm = "linf"
+
+        class AsClass(Single):
+            name = "as_class"
+
+        class NotPydantic:
+            eps = 0.1
+
+        class Untyped(Single):
+            name = "untyped"
+            Params = NotPydantic
+
+        @rbench.hookimpl
+        def rbench_attacks():
+            return [AsClass, Untyped()]
+
+        @rbench.hookimpl
+        def rbench_metrics():
+            return Single()  # one object, not a list of them
+        """})
+    registry = build_registry()
+    errors = {(f.kind, f.name): f.error for f in registry.failures if f.distribution == "rbench-fake-odd"}
+    assert errors[("attack", "as_class")].startswith("the hook returned the class AsClass, not an instance of it")
+    assert errors[("attack", "untyped")].startswith("its Params is <class ") and "not a pydantic model" in \
+        errors[("attack", "untyped")]
+    assert errors[("metric", "oddep")] == "TypeError: 'Single' object is not iterable"
+    assert not {"single", "as_class", "untyped"} & (_names(registry, "attack") | _names(registry, "metric"))
+    assert {"pgd", "fgsm"} <= _names(registry, "attack") and "error" in _names(registry, "metric")
+
+
 def test_cli_lists_a_broken_plugin_as_failed_and_exits_0(fakes):
     fakes.add("rbench-fake-broken", {"brokenep": "raise RuntimeError('boom at import')\n"})
     env = {**os.environ, "PYTHONPATH": str(fakes.root), "COLUMNS": "250"}
