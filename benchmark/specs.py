@@ -21,18 +21,24 @@ Json = dict[str, Any]
 
 @dataclass(frozen=True)
 class Call:
-    """A plugin call as it enters a key: the plugin's name and version and its params (JSON)."""
+    """A plugin call as it enters a key: the plugin's name and version, its params (JSON) and, for a third-party
+    plugin, its distribution (None for a built-in: the keys of built-in plugins' jobs predate the field), so that
+    a plugin of one name and version from another distribution never gets the first one's stored outputs."""
 
     plugin: str
     version: str
     params: Json
+    distribution: str | None = None
 
     def to_dict(self) -> Json:
-        return {"plugin": self.plugin, "version": self.version, "params": self.params}
+        d: Json = {"plugin": self.plugin, "version": self.version, "params": self.params}
+        if self.distribution is not None:
+            d["distribution"] = self.distribution
+        return d
 
     @classmethod
     def from_dict(cls, d: Json) -> Call:
-        return cls(d["plugin"], d["version"], d["params"])
+        return cls(d["plugin"], d["version"], d["params"], d.get("distribution"))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from rbench.attack import is_generator
 from rbench.compare import Published, load_published
 from rbench.errors import PluginError, RbenchError, SuiteError
-from rbench.manager import Registry, close_match, get_registry, suggest
+from rbench.manager import BUILTIN_DISTRIBUTION, Registry, close_match, get_registry, suggest
 from rbench.metric import Reference, declared_references
 from rbench.precision import Precision
 from rbench.suite_refs import published_mismatch, reference_problem
@@ -275,13 +275,18 @@ class PluginCall:
     name: str
     version: str
     params: BaseModel
+    #: the distribution the plugin comes from (enters the job key unless it is rbench's own)
+    distribution: str = BUILTIN_DISTRIBUTION
 
     @property
     def obj(self) -> Any:
         return get_registry().get(self.kind, self.name).obj
 
     def spec(self) -> dict[str, Any]:
-        return {"plugin": self.name, "version": self.version, "params": self.params.model_dump(mode="json")}
+        spec = {"plugin": self.name, "version": self.version, "params": self.params.model_dump(mode="json")}
+        if self.distribution != BUILTIN_DISTRIBUTION:
+            spec["distribution"] = self.distribution
+        return spec
 
 
 @dataclass(frozen=True)
@@ -697,7 +702,7 @@ class _Resolver:
         except ValidationError as err:
             raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err,
                                     info.obj.Params) from None
-        return PluginCall(kind, plugin, info.version, validated)
+        return PluginCall(kind, plugin, info.version, validated, info.distribution)
 
     def data(self, section: str, name: str, spec: TrainedSpec | EvaluationSpec | MonitorSpec, prefix: str = ""
              ) -> DataRef:

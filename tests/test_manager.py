@@ -227,6 +227,37 @@ def test_objects_a_run_could_not_use_are_failures_listed_not_internal_errors_lat
     assert {"pgd", "fgsm"} <= _names(registry, "attack") and "error" in _names(registry, "metric")
 
 
+def test_a_plugin_of_one_name_and_version_from_another_distribution_has_other_job_keys(fakes, monkeypatch,
+                                                                                       tmp_path):
+    """The cache key names a third-party plugin's distribution: disabling the built-in attacks to use a plugin of
+    the same name and version must not serve it the built-in's stored sets (built-ins' keys stay as they were)."""
+    from support import BASE_SUITE
+
+    from rbench.plan import build_plan
+    from rbench.suite import load_suite
+
+    fakes.add("rbench-fake-one", {"oneep": attack_module("twin")})
+    fakes.add("rbench-fake-two", {"twoep": attack_module("twin")})
+    suite = tmp_path / "suite.toml"
+    suite.write_text(BASE_SUITE.replace('plugin = "pgd"\nparams = { eps = 0.1, steps = 5 }', 'plugin = "twin"'))
+
+    def attack_spec(disabled: str) -> dict:
+        monkeypatch.setenv("RBENCH_DISABLE_PLUGINS", disabled)
+        monkeypatch.setattr(manager, "_registry", build_registry())
+        plan = build_plan(load_suite(suite))
+        [job] = [job for job in plan.jobs.values() if job.kind == "attack"]
+        return {"key": job.key, **job.spec.to_dict()["attack"]}
+
+    one, two = attack_spec("rbench-fake-two"), attack_spec("rbench-fake-one")
+    assert (one["distribution"], two["distribution"]) == ("rbench-fake-one", "rbench-fake-two")
+    assert one["version"] == two["version"] and one["params"] == two["params"] and one["key"] != two["key"]
+    monkeypatch.setenv("RBENCH_DISABLE_PLUGINS", "rbench-fake-one,rbench-fake-two")
+    monkeypatch.setattr(manager, "_registry", build_registry())
+    (tmp_path / "base.toml").write_text(BASE_SUITE)
+    builtin = build_plan(load_suite(tmp_path / "base.toml")).jobs
+    assert all("distribution" not in json.dumps(job.spec.to_dict()) for job in builtin.values())
+
+
 def test_cli_lists_a_broken_plugin_as_failed_and_exits_0(fakes):
     fakes.add("rbench-fake-broken", {"brokenep": "raise RuntimeError('boom at import')\n"})
     env = {**os.environ, "PYTHONPATH": str(fakes.root), "COLUMNS": "250"}
