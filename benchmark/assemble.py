@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 
 from rbench.artifacts import AdvSet, Predictions
@@ -17,6 +19,7 @@ from rbench.plan import CLEAN, Plan, data_spec
 from rbench.results import Cell, ResultTable
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
+from rbench.tomlfile import shown
 
 
 def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str],
@@ -70,6 +73,19 @@ def _paired(table: Table, estimates: dict[tuple[str, str], Estimate | None]) -> 
     return out
 
 
+def metric_number(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (a Python or numpy int or float, a one-element tensor or array
+    of one), else None: a string, a bool, an array of several values or any other object is not a cell value."""
+    if isinstance(value, torch.Tensor | np.ndarray):
+        if value.size == 1 if isinstance(value, np.ndarray) else value.numel() == 1:
+            value = value.item()
+        else:
+            return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutputs, failed: dict[str, str]
           ) -> tuple[Cell, Estimate | None]:
     ev, source, attack, target = spec.evaluation, spec.source, spec.attack, spec.target
@@ -90,7 +106,12 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutput
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r}: "
                                                         f"{type(exc).__name__}: {exc}", **where), None
     estimate = value if isinstance(value, Estimate) else None
-    number = None if value is None else float(value)
+    number = None if value is None or estimate is not None else metric_number(value)
+    if value is not None and estimate is None and number is None:
+        return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r} returned "
+                    f"{type(value).__name__} {shown(repr(value), 60)}: a metric returns a number, an "
+                    "rbench.Estimate or None", **where), None
+    number = float(estimate) if estimate is not None else number
     finite = number is None or (math.isfinite(number) and (estimate is None or all(
         e is None or math.isfinite(e) for e in (estimate.low, estimate.high))))
     if not finite:  # nothing non-finite is scored

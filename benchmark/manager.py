@@ -196,11 +196,14 @@ def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any,
             continue
         for obj in objects:
             name = getattr(obj, "name", None)
-            named = isinstance(name, str) and bool(name)
-            problem = _object_problem(obj, kind) if named else "plugin object has no 'name'"
+            if not isinstance(name, str) or not name:
+                registry.failures.append(
+                    PluginInfo(kind, repr(obj), version, dist, ep.value, error="plugin object has no 'name'")
+                )
+                continue
+            problem = _object_problem(obj, kind)
             if problem is not None:
-                registry.failures.append(PluginInfo(kind, name if named else repr(obj), version, dist, ep.value,
-                                                    error=problem))
+                registry.failures.append(PluginInfo(kind, name, version, dist, ep.value, error=problem))
                 continue
             info = PluginInfo(kind, name, str(getattr(obj, "version", None) or version), dist, ep.value, obj)
             existing = registry.plugins[kind].get(name)

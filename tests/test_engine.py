@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pydantic import BaseModel
@@ -190,3 +191,49 @@ def test_the_unit_note_is_not_repeated_when_the_title_gives_the_unit():
     assert unit_note(table) == " (%)"
     table.title = "Errors (%) by model"
     assert unit_note(table) == ""
+
+
+class _Returns:
+    """A metric plugin returning a fixed object, whatever the cell."""
+
+    from rbench.dataset import NoParams as Params
+
+    unit, fmt, label = "", ".3g", ""
+
+    def __init__(self, name: str, value: object):
+        self.name, self.value, self.label = name, value, name
+
+    def references(self, params):
+        return []
+
+    def compute(self, cell, params):
+        return self.value
+
+
+RETURNS = {"r_array": np.array([1.0, 2.0]), "r_string": "12.5", "r_bool": True, "r_object": object(),
+           "r_np": np.float32(0.5), "r_tensor": torch.tensor([0.25]), "r_int": np.int64(3)}
+
+
+def test_a_metric_value_that_is_not_a_number_is_that_cell_s_error_never_a_crash_or_a_parsed_string(first_run,
+                                                                                                  tmp_path):
+    suite, root, _ = first_run
+    registry = get_registry()
+    for name, value in RETURNS.items():
+        registry.plugins["metric"][name] = PluginInfo("metric", name, "0", "tests", "tests", _Returns(name, value))
+    try:
+        path = tmp_path / "values.toml"
+        path.write_text(suite.read_text() + '\n[tables.values]\nevaluation = "wb"\nrows = "metric"\ncolumns = '
+                        '"model"\nwhere = { attack = "pgd" }\nmetrics = [' + ", ".join(f'"{n}"' for n in RETURNS)
+                        + "]\n")
+        outcome = _run(path, root / "store", tmp_path / "run")
+    finally:
+        for name in RETURNS:
+            registry.plugins["metric"].pop(name)
+    assert outcome.failed_cells
+    cells = {c.row: c for t in outcome.results.tables if t.name == "values" for c in t.cells if c.column == "mlp"}
+    assert {row: cells[row].value for row in ("r_np", "r_tensor", "r_int")} == {"r_np": 0.5, "r_tensor": 0.25,
+                                                                                  "r_int": 3.0}
+    for row, kind in (("r_array", "ndarray"), ("r_string", "str"), ("r_bool", "bool"), ("r_object", "object")):
+        assert cells[row].value is None, row
+        assert cells[row].error.startswith(f"metric {row!r} returned {kind} "), cells[row].error
+        assert cells[row].error.endswith("a metric returns a number, an rbench.Estimate or None")
