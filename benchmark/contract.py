@@ -57,10 +57,14 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
             raise PluginContractError(
                 f"attack {name!r} exceeds its declared {budget.norm} budget {budget.eps}: sample "
                 f"{offset + over} has {budget.norm} distortion {float(size[over]):.6g}")
+    if not isinstance(out.success, torch.Tensor) or out.success.shape != (len(x),):
+        raise PluginContractError(f"attack {name!r} returned success {_described(out.success)}; expected a "
+                                  f"tensor of shape ({len(x)},)")
     success = out.success.to(torch.bool)
-    if success.shape != (len(x),):
-        raise PluginContractError(f"attack {name!r} returned success of shape {tuple(success.shape)}")
     for key, value in out.extras.items():
+        if not isinstance(value, torch.Tensor) or value.ndim == 0 or len(value) != len(x):
+            raise PluginContractError(f"attack {name!r} returned extras[{key!r}] {_described(value)}; expected a "
+                                      f"tensor with one row per sample ({len(x)})")
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise PluginContractError(f"attack {name!r} returned non-finite extras[{key!r}]")
     if not check_success:
@@ -72,6 +76,37 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
         raise PluginContractError(
             f"attack {name!r}: {len(mismatch)} success flags disagree with the model's prediction "
             f"(first: sample {offset + int(mismatch[0])})")
+
+
+def _described(value: Any) -> str:
+    """``"Tensor (3, 2)"``, ``"list"``: what a plugin returned, for a message."""
+    shape = getattr(value, "shape", None)
+    return type(value).__name__ + ("" if shape is None else f" of shape {tuple(shape)}")
+
+
+class ModelGuard:
+    """A copy of a model's weights, buffers and train/eval modes, taken before a plugin gets the model, so that a
+    plugin changing the model in place is caught: the engine re-predicts an attack's success flags with the same
+    model object, so a changed model would vouch for whatever the plugin claims (and every later batch would be
+    attacked on another model)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.modes = [m.training for m in model.modules()]
+
+    def check(self, plugin: str) -> None:
+        """Raise :class:`PluginContractError` naming ``plugin`` (``"attack 'x'"``) if the model changed."""
+        now = self.model.state_dict()
+        changed = [k for k, v in self.state.items() if k not in now or not torch.equal(now[k].detach(), v)]
+        if changed or now.keys() != self.state.keys():
+            first = changed[0] if changed else sorted(now.keys() ^ self.state.keys())[0]
+            raise PluginContractError(f"{plugin} changed the model it attacks ({first!r} and "
+                                      f"{max(len(changed), 1) - 1} more tensors): a plugin must leave the model "
+                                      "as it got it")
+        if [m.training for m in self.model.modules()] != self.modes:
+            raise PluginContractError(f"{plugin} left the model it attacks in another train/eval mode: a plugin "
+                                      "must leave the model as it got it")
 
 
 def check_transform_output(name: str, x_adv: Any, x: torch.Tensor, budget: Budget | None) -> None:

@@ -22,7 +22,7 @@ from rbench import gates
 from rbench.artifacts import AdvSet
 from rbench.attack import AttackOutput
 from rbench.attack_loop import attack_in_batches, attack_meta, first_batch
-from rbench.contract import check_attack_output
+from rbench.contract import ModelGuard, check_attack_output
 from rbench.defense import attack_view, randomized, seed_randomness
 from rbench.inputs import PluginContractError, load_model, plugin_params, predicted_success
 from rbench.model import Progress
@@ -53,11 +53,13 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
     drawn = randomized(model)
     attack, params = plugin_params("attack", spec.attack)
     generator = torch.Generator(device=device).manual_seed(job.seed)
+    guard = ModelGuard(model)
 
     def one_batch(start: int, stop: int) -> AttackOutput:
         tb = targets[start:stop].to(device)
         with autocast(spec.precision, device):
             out = attack.run(target, tb, params, shape=shape, generator=generator)
+        guard.check(f"attack {attack.name!r}")
         given = out.extras.get("targets")
         if given is not None and (given.shape != tb.shape or not torch.equal(given.to(tb.device).long(), tb)):
             raise PluginContractError(f"attack {attack.name!r} returned extras['targets'] other than the targets "

@@ -19,7 +19,13 @@ from rbench import gates
 from rbench.artifacts import AdvSet, Predictions, distortions
 from rbench.attack import AttackOutput
 from rbench.attack_loop import attack_in_batches, attack_meta, first_batch
-from rbench.contract import check_attack_output, check_measurements, check_trained, check_transform_output
+from rbench.contract import (
+    ModelGuard,
+    check_attack_output,
+    check_measurements,
+    check_trained,
+    check_transform_output,
+)
 from rbench.defense import attack_view, randomized, seed_randomness
 from rbench.inputs import (
     build_defense,
@@ -129,12 +135,14 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     budget = attack.budget(params)
     generator = torch.Generator(device=device).manual_seed(job.seed)
     layout = memory_format(model)
+    guard = ModelGuard(model)
 
     def one_batch(start: int, stop: int) -> AttackOutput:
         xb = x[start:stop].to(device).contiguous(memory_format=layout)
         yb = y[start:stop].to(device)
         with autocast(spec.precision, device):  # the plugin's passes and the re-prediction of its flags
             out = attack.run(target, xb, yb, params, generator=generator)
+            guard.check(f"attack {attack.name!r}")
             check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=not drawn)
         return out
 

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 
 from rbench.attack import AttackOutput, is_generator
 from rbench.attack_loop import attack_in_batches
-from rbench.contract import check_attack_output
+from rbench.contract import ModelGuard, check_attack_output
 from rbench.data import load_split
 from rbench.defense import Defense, Stage, seed_randomness
 from rbench.manager import get_plugin
@@ -112,10 +112,12 @@ def _run(attack: Any, params: Any, model: torch.nn.Module, x: torch.Tensor, y: t
     model = model.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     budget = attack.budget(params)
+    guard = ModelGuard(model)
 
     def one_batch(start: int, stop: int) -> AttackOutput:
         xb, yb = x[start:stop].to(device), y[start:stop].to(device)
         out = attack.run(model, xb, yb, params, generator=generator)
+        guard.check(f"attack {attack.name!r}")
         check_attack_output(attack.name, out, xb, budget, model, yb, start)
         return out
 
@@ -143,7 +145,8 @@ def check_attack(name: str, params: dict[str, Any] | Any, *, model: torch.nn.Mod
         raise TypeError(f"attack {name!r} is a generator (rbench.GeneratorAttack): check_attack checks attacks on "
                         "data; run a generator through a suite, whose jobs check every output")
     params = params if not isinstance(params, dict) else attack.Params.model_validate(params, strict=True)
-    model = model if model is not None else reference_model()
+    # a copy: neither the cached reference model nor the caller's is changed by a plugin that fails a check
+    model = copy.deepcopy(model if model is not None else reference_model())
     if x is None or y is None:
         x, y = reference_data()
     model.eval().requires_grad_(False)

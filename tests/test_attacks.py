@@ -98,3 +98,42 @@ def test_noise_params_need_one_mode():
     for bad in ({}, {"sigma": 0.1, "eps": 1.0, "norm": "l2"}, {"eps": 1.0}, {"norm": "l2"}):
         with pytest.raises(ValidationError):
             params(**bad)
+
+
+def test_extras_and_success_of_the_wrong_kind_are_the_attack_s_contract_error(trained):
+    """Caught where the attack ran, naming it: extras of another length were stored and failed a later eval job
+    that named the model; a list or an array of flags was an engine-internal error."""
+    from rbench.attack import AttackOutput
+    from rbench.inputs import PluginContractError
+
+    model, x, y = trained
+    flags = model(x).argmax(1) != y
+    for extras, shown in (({"steps": torch.ones(len(x) - 1)}, rf"extras\['steps'\] Tensor of shape \({len(x) - 1},\)"),
+                          ({"steps": [1] * len(x)}, r"extras\['steps'\] list;"),
+                          ({"steps": torch.tensor(3.0)}, r"extras\['steps'\] Tensor of shape \(\);")):
+        with pytest.raises(PluginContractError, match=rf"^attack 'bad' returned {shown}.*one row per sample"):
+            check_attack_output("bad", AttackOutput(x, flags, extras), x, None, model, y, 0)
+    with pytest.raises(PluginContractError, match=r"^attack 'bad' returned success ndarray of shape \(200,\)"):
+        check_attack_output("bad", AttackOutput(x, flags.numpy()), x, None, model, y, 0)  # type: ignore[arg-type]
+    check_attack_output("good", AttackOutput(x, flags, {"steps": torch.ones(len(x), dtype=torch.int32)}), x, None,
+                        model, y, 0)
+
+
+def test_a_plugin_that_changes_the_model_it_attacks_is_caught():
+    """The success flags are re-predicted with the same model object: an attack that zeroes the weights (or
+    switches the model to training mode) and claims success would vouch for itself."""
+    from rbench.contract import ModelGuard
+    from rbench.inputs import PluginContractError
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Dropout(0.5)).eval()
+    guard = ModelGuard(model)
+    guard.check("attack 'fine'")
+    model[1].weight.requires_grad_(False).zero_()
+    with pytest.raises(PluginContractError, match=r"^attack 'zeroes' changed the model it attacks \('1.weight' "
+                                                  r"and 0 more tensors\)"):
+        guard.check("attack 'zeroes'")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Dropout(0.5)).eval()
+    guard = ModelGuard(model)
+    model.train()
+    with pytest.raises(PluginContractError, match="left the model it attacks in another train/eval mode"):
+        guard.check("attack 'trains'")

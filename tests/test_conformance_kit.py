@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
 from rbench.inputs import PluginContractError
 from rbench.manager import PluginInfo, get_registry
-from rbench.testing import check_attack
+from rbench.testing import check_attack, reference_model
 
 
 @pytest.mark.parametrize(("name", "params"), [("fgsm", {"eps": 0.1}), ("pgd", {"eps": 0.1, "steps": 5}),
@@ -56,14 +56,35 @@ class _Liar(FixedBudgetAttack):
         return AttackOutput(x.clone(), torch.ones(len(x), dtype=torch.bool))
 
 
+class _Vandal(FixedBudgetAttack):
+    """Zeroes the weights of the model it attacks, then claims success wherever the zeroed model errs."""
+
+    name, Params, norm = "vandal", _P, "linf"
+
+    def run(self, model, x, y, params, *, generator=None):
+        for p in model.parameters():
+            p.zero_()
+        return AttackOutput(x.clone(), misclassified(model, x, y))
+
+
+class _Noise(FixedBudgetAttack):
+    name, Params, norm = "sign_noise", _P, "linf"
+
+    def run(self, model, x, y, params, *, generator=None):
+        noise = torch.randint(0, 2, x.shape, generator=generator, device=x.device) * 2 - 1
+        x_adv = (x + params.eps * noise).clamp(0, 1)
+        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+
+
 @pytest.fixture
 def broken():
     registry = get_registry()
-    for obj in (_Unseeded(), _BatchDependent(), _Liar()):
+    objects = (_Unseeded(), _BatchDependent(), _Liar(), _Vandal(), _Noise())
+    for obj in objects:
         registry.plugins["attack"][obj.name] = PluginInfo("attack", obj.name, "0", "tests", "tests", obj)
     yield
-    for name in ("unseeded", "batchy", "liar"):
-        registry.plugins["attack"].pop(name)
+    for obj in objects:
+        registry.plugins["attack"].pop(obj.name)
 
 
 def test_broken_attacks_are_caught(broken):
@@ -73,3 +94,14 @@ def test_broken_attacks_are_caught(broken):
         check_attack("batchy", {})
     with pytest.raises(PluginContractError, match="success flags disagree"):
         check_attack("liar", {})
+
+
+def test_an_attack_changing_the_model_fails_the_kit_and_leaves_the_reference_model_whole(broken):
+    """The kit attacks a copy, watched: the vandal is caught, and the next check still runs on the trained model
+    (the cached reference model was shared, so one bad plugin broke every later check)."""
+    before = {k: v.clone() for k, v in reference_model().state_dict().items()}
+    with pytest.raises(PluginContractError, match="^attack 'vandal' changed the model it attacks"):
+        check_attack("vandal", {})
+    assert all(torch.equal(v, reference_model().state_dict()[k]) for k, v in before.items())
+    report = check_attack("sign_noise", {"eps": 0.1})
+    assert report.success_rate < 0.5  # on the trained model; the zeroed one errs on ~90% of the images

@@ -130,27 +130,43 @@ class _Greedy(_Broken):
         return AttackOutput(x_adv, misclassified(model, x_adv, y))
 
 
+class _Vandal(_Broken):
+    """Zeroes the model's weights and claims success wherever the zeroed model errs (re-predicted with the same
+    model object, its flags would pass)."""
+
+    name = "vandal"
+
+    def run(self, model, x, y, params, *, generator=None):
+        for p in model.parameters():
+            p.zero_()
+        return AttackOutput(x.clone(), misclassified(model, x, y))
+
+
 @pytest.fixture
 def rogue_plugins():
     registry = get_registry()
-    for obj in (_Broken(), _Greedy()):
+    objects = (_Broken(), _Greedy(), _Vandal())
+    for obj in objects:
         registry.plugins["attack"][obj.name] = PluginInfo("attack", obj.name, "0", "tests", "tests", obj)
     yield
-    for name in ("broken", "greedy"):
-        registry.plugins["attack"].pop(name)
+    for obj in objects:
+        registry.plugins["attack"].pop(obj.name)
 
 
 def test_a_failing_job_fails_alone(first_run, rogue_plugins, tmp_path):
     suite, root, _ = first_run
-    text = suite.read_text().replace('attacks = ["fgsm", "pgd", "noise"]', 'attacks = ["fgsm", "bad", "greedy"]')
-    text += '\n[attacks.bad]\nplugin = "broken"\n[attacks.greedy]\nplugin = "greedy"\n'
+    text = suite.read_text().replace('attacks = ["fgsm", "pgd", "noise"]',
+                                     'attacks = ["fgsm", "bad", "greedy", "vandal"]')
+    text += "".join(f'\n[attacks.{a}]\nplugin = "{p}"\n' for a, p in (("bad", "broken"), ("greedy", "greedy"),
+                                                                        ("vandal", "vandal")))
     path = tmp_path / "bad.toml"
     path.write_text(text)
     outcome = _run(path, root / "store", tmp_path / "run")
     failed = {r.label: r.error for r in outcome.failed}
-    assert set(failed) == {"attack bad on mlp", "attack bad on cnn", "attack greedy on mlp", "attack greedy on cnn",
-                           "eval mlp on bad@mlp", "eval cnn on bad@cnn", "eval mlp on greedy@mlp",
-                           "eval cnn on greedy@cnn"}
+    assert set(failed) == {f"{kind} {on}" for attack in ("bad", "greedy", "vandal") for kind, on in (
+        ("attack", f"{attack} on mlp"), ("attack", f"{attack} on cnn"), ("eval", f"mlp on {attack}@mlp"),
+        ("eval", f"cnn on {attack}@cnn"))}
+    assert "attack 'vandal' changed the model it attacks" in failed["attack vandal on cnn"]
     assert "RuntimeError: plugin bug" in failed["attack bad on mlp"] and "'broken'" in failed["attack bad on mlp"]
     assert "exceeds its declared linf budget 0.1" in failed["attack greedy on cnn"]
     assert "sample" in failed["attack greedy on cnn"]
