@@ -43,6 +43,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from rbench.dataset import NoParams
+from rbench.errors import PluginContractError
 from rbench.specs import View
 
 
@@ -118,11 +119,26 @@ class Stage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.bpda:
-            return self.module(x)
+            return self._checked(self.module(x), x)
         stand_in = x if self.approximation is None else self.approximation(x)
         with torch.no_grad():  # the defense's own graph is never used: BPDA's backward is the stand-in's
-            defended = self.module(x)
+            defended = self._checked(self.module(x), x)
         return stand_in + (defended - stand_in).detach()  # forward: the defense; backward: the stand-in
+
+    def _checked(self, out: Any, x: torch.Tensor) -> torch.Tensor:
+        """``out`` if it is what an input defense must give: inputs of ``x``'s shape, finite, in [0, 1] (up to
+        rounding in ``out``'s precision); else :class:`PluginContractError` naming the defense (checked on every
+        pass: two reductions, against a model's forward)."""
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}"
+            raise PluginContractError(f"defense {self.name!r} returned {got} for inputs of shape {tuple(x.shape)}")
+        slack = 4 * torch.finfo(out.dtype).eps if out.is_floating_point() else 0.0
+        with torch.no_grad():
+            low, high = out.detach().aminmax()
+        if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))) or low < -slack or high > 1 + slack:
+            raise PluginContractError(f"defense {self.name!r} maps inputs to values in [{float(low):.4g}, "
+                                      f"{float(high):.4g}], not finite values in [0, 1]")
+        return out
 
 
 class DefendedModel(nn.Module):

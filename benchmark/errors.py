@@ -36,3 +36,8 @@ class Interrupted(RbenchError):
     def __init__(self, message: str, exit_code: int = 130):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class PluginContractError(Exception):
+    """A plugin returned something that breaks its contract (wrong dtype, out of the box, over budget,
+    non-finite values): the plugin's fault, not the user's input, so it fails the job that ran it (exit 1)."""

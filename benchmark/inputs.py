@@ -15,15 +15,11 @@ import torch
 
 from rbench.data import disjoint_splits, subset_indices
 from rbench.defense import DefendedModel, Stage
+from rbench.errors import PluginContractError
 from rbench.keys import canonical
 from rbench.manager import get_plugin
 from rbench.specs import Call, DataSlice
 from rbench.store import Store
-
-
-class PluginContractError(Exception):
-    """A plugin returned something that breaks its contract (wrong dtype, out of the box, over budget,
-    non-finite values)."""
 
 
 def plugin_params(kind: str, spec: Call | dict[str, Any]) -> tuple[Any, Any]:

@@ -407,3 +407,34 @@ def broken():
 def test_broken_defenses_are_caught(broken, name, message):
     with pytest.raises(AssertionError, match=message):
         check_defense(name, {})
+
+
+class _Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+@pytest.mark.parametrize("bpda", [False, True])
+def test_an_input_defense_leaving_the_box_fails_where_it_runs_naming_it(bpda):
+    """Checked on every pass of a defended model (attacks and evaluations alike), not only by check_defense: a
+    defense doubling its inputs gave a normal-looking table."""
+    from rbench.defense import Stage
+    from rbench.errors import PluginContractError
+
+    x = reference_data()[0][:8]
+    for factor, shown in ((2.0, r"\[0, 2\]"), (float("nan"), r"\[nan, nan\]")):
+        stage = Stage(_Scale(factor), name="doubler", differentiable=True, randomized=False, trained=False,
+                      approximation=None)
+        stage.bpda = bpda
+        with pytest.raises(PluginContractError, match=rf"^defense 'doubler' maps inputs to values in {shown}"):
+            stage(x)
+    ok = Stage(_Scale(1.0), name="same", differentiable=True, randomized=False, trained=False, approximation=None)
+    assert torch.equal(ok(x), x)
+    flat = Stage(nn.Flatten(), name="flat", differentiable=True, randomized=False, trained=False, approximation=None)
+    with pytest.raises(PluginContractError, match=r"^defense 'flat' returned Tensor \(8, 784\) for inputs of "
+                                                  r"shape \(8, 1, 28, 28\)"):
+        flat(x)
