@@ -19,10 +19,11 @@ PACKAGES = ("rbench", "torch", "numpy", "h5py", "safetensors", "pydantic", "plug
 
 
 @cache
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape rbench's numbers."""
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Installed versions of the packages that shape rbench's numbers, and of the ``extra`` distributions (the
+    third-party plugins a suite uses)."""
     out = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in (*PACKAGES, *extra):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

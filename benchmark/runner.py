@@ -18,7 +18,7 @@ from rbench.errors import RbenchError
 from rbench.events import RunEvents, listening
 from rbench.executors import JobResult, configure
 from rbench.inputs import plugin_params
-from rbench.manager import close_match, get_registry
+from rbench.manager import BUILTIN_DISTRIBUTION, close_match, get_registry
 from rbench.plan import Job, Plan, build_plan, canonical, restrict
 from rbench.precision import check_precision
 from rbench.preview import Preview, preview
@@ -172,7 +172,8 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
         failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
         results = RunResults(
             suite=suite.name, title=suite.title, profile=profile, files=suite.files,
-            provenance={"packages": package_versions(), "devices": devices, "workers": n_workers,
+            provenance={"packages": package_versions(third_party(suite)), "plugins": plugin_versions(suite),
+                        "devices": devices, "workers": n_workers,
                         "precision": suite.precision,
                         "store": str(store.root), "finished": now_iso()},
             tables=assemble(plan, store, failed),
@@ -183,6 +184,17 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
         notes = suite.warnings + write_run_dir(results, run_dir, store)
     return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes,
                       tuple(suite.tables) if only else ())
+
+
+def third_party(suite: Suite) -> tuple[str, ...]:
+    """The distributions, other than rbench, of the plugins ``suite`` calls."""
+    return tuple(sorted({dist for _, dist in suite.plugins.values() if dist != BUILTIN_DISTRIBUTION}))
+
+
+def plugin_versions(suite: Suite) -> dict[str, str]:
+    """``{"attack pgd": "1.0 (rbench)", ...}``: each plugin ``suite`` calls, its version and distribution, so that a
+    run folder says which version of a third-party plugin made its numbers."""
+    return {f"{kind} {name}": f"{version} ({dist})" for (kind, name), (version, dist) in suite.plugins.items()}
 
 
 def prepare_data(jobs: list[Job]) -> None:

@@ -456,6 +456,8 @@ class Suite:
     tables: dict[str, Table] = field(default_factory=dict)
     #: problems that do not stop a run (e.g. EOT on a deterministic defense), one line each
     warnings: list[str] = field(default_factory=list)
+    #: every plugin the suite calls: (kind, name) -> (its version, its distribution), for the run's provenance
+    plugins: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
     def chain_of(self, model: str) -> list[DefenseEntry]:
         """The defenses of ``model`` in order from the input (empty for an undefended model)."""
@@ -675,6 +677,7 @@ def load_suite(path: str | Path, profile: str | None = None, registry: Registry 
 class _Resolver:
     def __init__(self, registry: Registry, merged: Merged, meta: SuiteMeta, profile: str | None):
         self.registry, self.merged, self.meta, self.profile = registry, merged, meta, profile
+        self.used: dict[tuple[str, str], tuple[str, str]] = {}  # every plugin called: Suite.plugins
         self._axis_values: dict[str, dict[str, dict[str, None]]] = {}  # see axis_values
 
     def where(self, section: str, name: str) -> str:
@@ -702,6 +705,7 @@ class _Resolver:
         except ValidationError as err:
             raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err,
                                     info.obj.Params) from None
+        self.used[(kind, plugin)] = (info.version, info.distribution)
         return PluginCall(kind, plugin, info.version, validated, info.distribution)
 
     def data(self, section: str, name: str, spec: TrainedSpec | EvaluationSpec | MonitorSpec, prefix: str = ""
@@ -779,6 +783,7 @@ class _Resolver:
         for name, t in s["tables"].items():
             suite.tables[name] = self.table(name, t, suite)
         self.check_published(suite)
+        suite.plugins = dict(sorted(self.used.items()))
         return suite
 
     def check_published(self, suite: Suite) -> None:

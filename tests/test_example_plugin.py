@@ -86,6 +86,10 @@ def test_suite_runs_with_the_plugin(installed, tmp_path):
                            "-q"], capture_output=True, text=True, env=_env(tmp_path), timeout=300)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     results = json.loads((run_dir / "results.json").read_text())
+    # the run folder says which version of the third-party plugin made its numbers
+    assert results["provenance"]["plugins"]["attack mifgsm"] == f"0.1.0 ({DIST})"
+    assert results["provenance"]["plugins"]["attack bim"].endswith(" (rbench)")
+    assert results["provenance"]["packages"][DIST] == "0.1.0"
     cells = [c for t in results["tables"] for c in t["cells"] if c["row"].startswith("mifgsm(")]
     assert cells, "no table row uses the mifgsm attack"
     for cell in cells:
