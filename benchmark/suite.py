@@ -674,6 +674,36 @@ def load_suite(path: str | Path, profile: str | None = None, registry: Registry 
     return _Resolver(registry or get_registry(), merged, meta, profile).resolve()
 
 
+def _broken_default(params_type: type[BaseModel], validated: BaseModel, base: Path) -> str | None:
+    """Why a default ``validated`` took from its Params breaks the Params' own rules, or None. pydantic does not
+    validate defaults, so a default such as ``eps = 5.0`` under ``le=1`` would otherwise fail in every job."""
+    defaulted = set(type(validated).model_fields) - validated.model_fields_set
+    if not defaulted:
+        return None
+    try:
+        params_type.model_validate(validated.model_dump(mode="json"), context={"base": base})
+    except ValidationError as err:
+        for e in err.errors():
+            if e["loc"] and e["loc"][0] in defaulted:
+                return (f"has a default {e['loc'][0]} = {_fmt(getattr(validated, str(e['loc'][0])))} that breaks "
+                        f"its own rule: {e['msg']}")
+    except Exception:  # noqa: BLE001 - a Params that does not round-trip through JSON is not this check's concern
+        return None
+    return None
+
+
+def _budget_problem(kind: str, obj: Any, params: BaseModel) -> str | None:
+    """Why an attack plugin cannot state its budget for ``params`` (every job asks it first), or None."""
+    budget = getattr(obj, "budget", None) if kind == "attack" else None
+    if budget is None:
+        return None
+    try:
+        budget(params)
+    except Exception as exc:  # noqa: BLE001 - a plugin bug of any kind, reported as one line
+        return f"cannot state its budget: {type(exc).__name__}: {exc}"
+    return None
+
+
 class _Resolver:
     def __init__(self, registry: Registry, merged: Merged, meta: SuiteMeta, profile: str | None):
         self.registry, self.merged, self.meta, self.profile = registry, merged, meta, profile
@@ -705,6 +735,11 @@ class _Resolver:
         except ValidationError as err:
             raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err,
                                     info.obj.Params) from None
+        where = f"{key}plugin" if key else "plugin"
+        problem = _broken_default(info.obj.Params, validated, base) or _budget_problem(kind, info.obj, validated)
+        if problem is not None:  # the plugin's bug, found before any work instead of in every job that uses it
+            raise self.fail(section, name, where, f"{kind} plugin {plugin!r} (distribution {info.distribution!r}) "
+                            f"{problem}")
         self.used[(kind, plugin)] = (info.version, info.distribution)
         return PluginCall(kind, plugin, info.version, validated, info.distribution)
 

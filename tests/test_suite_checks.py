@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, Field
 from support import BASE_SUITE as BASE
 from support import rbench
 
@@ -334,3 +335,42 @@ def test_the_cli_refuses_each_before_any_work(tmp_path):
     out = rbench("compare", str(run), "--published", str(folder / "pub.toml"))
     assert out.returncode == 2 and "pub.toml: tables.nope: the run has no table 'nope' (tables: t)" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+# -- 5. plugin bugs a suite would meet in every job ---------------------------------------------------------------
+class _SelfContradicting:
+    """An attack whose Params default breaks its own rule, or whose budget() cannot be stated."""
+
+    class Params(BaseModel):
+        eps: float = Field(5.0, le=1.0)  # pydantic does not validate defaults
+        steps: int = 3
+
+    def __init__(self, name: str, budget_raises: bool = False):
+        self.name, self.budget_raises = name, budget_raises
+
+    def budget(self, params):
+        if self.budget_raises:
+            raise AttributeError("'Budgetless' object has no attribute 'norm'")
+        return None
+
+
+@pytest.mark.parametrize(("plugin", "params", "fragment"), [
+    ("self_contradicting", "{ steps = 2 }", "attack plugin 'self_contradicting' (distribution 'tests') has a "
+     "default eps = 5.0 that breaks its own rule: Input should be less than or equal to 1"),
+    ("budgetless", "{ eps = 0.5 }", "attack plugin 'budgetless' (distribution 'tests') cannot state its budget: "
+     "AttributeError: 'Budgetless' object has no attribute 'norm'"),
+])
+def test_a_plugin_bug_every_job_would_hit_is_one_line_before_any_work(write_suite, monkeypatch, plugin, params,
+                                                                       fragment):
+    from rbench.manager import PluginInfo
+
+    attacks = get_registry().plugins["attack"]
+    obj = _SelfContradicting(plugin, budget_raises=plugin == "budgetless")
+    monkeypatch.setitem(attacks, plugin, PluginInfo("attack", plugin, "0", "tests", "tests", obj))
+    path = write_suite(BASE.replace('plugin = "pgd"\nparams = { eps = 0.1, steps = 5 }',
+                                    f'plugin = "{plugin}"\nparams = {params}'))
+    _refused(path, f"attacks.pgd.plugin: {fragment}")
+    if plugin == "self_contradicting":  # the default given explicitly is the user's error, said as such
+        path = write_suite(BASE.replace('plugin = "pgd"\nparams = { eps = 0.1, steps = 5 }',
+                                        f'plugin = "{plugin}"\nparams = {{ eps = 5.0 }}'))
+        _refused(path, "attacks.pgd.params.eps", "less than or equal to 1")
