@@ -65,6 +65,8 @@ class Registry:
     plugins: dict[str, dict[str, PluginInfo]] = field(default_factory=lambda: {k: {} for k in KINDS})
     failures: list[PluginInfo] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
+    #: entry points RBENCH_PLUGINS / RBENCH_DISABLE_PLUGINS kept from loading, as ``distribution:entry point``
+    left_out: list[str] = field(default_factory=list)
     manager: pluggy.PluginManager | None = None
 
     def get(self, kind: str, name: str) -> PluginInfo:
@@ -79,6 +81,10 @@ class Registry:
         except KeyError:
             broken = f" ({len(self.failures)} plugin entry points failed to load: see 'rbench plugins')" \
                 if self.failures else ""
+            if self.left_out:
+                shown = ", ".join(self.left_out[:3]) + (", ..." if len(self.left_out) > 3 else "")
+                broken += (f" ({len(self.left_out)} entry points not loaded because of RBENCH_PLUGINS or "
+                           f"RBENCH_DISABLE_PLUGINS: {shown})")
             raise PluginError(f"unknown {kind} plugin {name!r}{suggest(name, self.plugins[kind])}{broken}") from None
 
     def all(self) -> list[PluginInfo]:
@@ -164,6 +170,7 @@ def build_registry() -> Registry:
     for ep in entry_points:
         dist, version = _dist_name(ep)
         if not _wanted(ep, dist):
+            registry.left_out.append(f"{dist}:{ep.name}")
             continue
         module = None
         try:

@@ -377,6 +377,18 @@ def test_a_bad_plugin_list_is_one_line_from_the_cli(monkeypatch, capsys):
         "entry point of the group 'rbench'; did you mean 'attacks'?"]
 
 
+def test_an_unknown_plugin_error_says_what_the_lists_left_out(three, monkeypatch):
+    monkeypatch.setenv("RBENCH_PLUGINS", "")
+    with pytest.raises(PluginError) as err:
+        build_registry().get("attack", "attack_c")
+    assert str(err.value).endswith("(3 entry points not loaded because of RBENCH_PLUGINS or RBENCH_DISABLE_PLUGINS: "
+                                   "rbench-fake-a:aep, rbench-fake-b:bep, rbench-fake-c:cep)")
+    monkeypatch.delenv("RBENCH_PLUGINS")
+    with pytest.raises(PluginError) as err:
+        build_registry().get("attack", "attack_x")
+    assert "not loaded because" not in str(err.value)
+
+
 def test_deny_list_wins_over_allow_list(three, monkeypatch):
     monkeypatch.setenv("RBENCH_PLUGINS", "aep,bep")
     monkeypatch.setenv("RBENCH_DISABLE_PLUGINS", "rbench-fake-b")
