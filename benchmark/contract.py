@@ -73,9 +73,13 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
     fooled = predicted_success(model, xa, y, targets)
     mismatch = (success.cpu() != fooled).nonzero().flatten()
     if len(mismatch):
+        # a defended model re-predicts through its defenses: one drawing randomness it does not declare (outside
+        # DefenseModule.normal/uniform) changes its answer between two passes, whatever the attack did
+        hint = "; or a defense of the model is randomized without declaring it (rbench.testing.check_defense " \
+               "finds that)" if getattr(model, "stages", None) else ""
         raise PluginContractError(
             f"attack {name!r}: {len(mismatch)} success flags disagree with the model's prediction "
-            f"(first: sample {offset + int(mismatch[0])})")
+            f"(first: sample {offset + int(mismatch[0])}){hint}")
 
 
 def _described(value: Any) -> str:

@@ -438,3 +438,28 @@ def test_an_input_defense_leaving_the_box_fails_where_it_runs_naming_it(bpda):
     with pytest.raises(PluginContractError, match=r"^defense 'flat' returned Tensor \(8, 784\) for inputs of "
                                                   r"shape \(8, 1, 28, 28\)"):
         flat(x)
+
+
+def test_flags_that_disagree_through_a_defense_name_an_undeclared_randomized_defense_as_a_cause():
+    """A defense drawing from the global generator though declared deterministic makes the re-prediction differ;
+    the attack was blamed alone."""
+    from rbench.attack import AttackOutput
+    from rbench.contract import check_attack_output
+    from rbench.defense import DefendedModel, Stage
+    from rbench.errors import PluginContractError
+
+    class Secret(nn.Module):
+        def forward(self, x):
+            return (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
+
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    stage = Stage(Secret(), name="secret", differentiable=True, randomized=False, trained=False, approximation=None)
+    model = DefendedModel([stage], head, [head]).eval()
+    x, y = torch.rand(64, 1, 4, 4), torch.zeros(64, dtype=torch.long)
+    with pytest.raises(PluginContractError, match=r"success flags disagree .*; or a defense of the model is "
+                                                  r"randomized without declaring it"):
+        check_attack_output("fgsm", AttackOutput(x, model(x).argmax(1) != y), x, None, model, y, 0)
+    with pytest.raises(PluginContractError) as plain:  # an undefended model: the attack alone is named
+        check_attack_output("fgsm", AttackOutput(x, torch.ones(64, dtype=torch.bool)), x, None, head, y, 0)
+    assert "defense" not in str(plain.value)
