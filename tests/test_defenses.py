@@ -450,10 +450,11 @@ def test_flags_that_disagree_through_a_defense_name_an_undeclared_randomized_def
 
     class Secret(nn.Module):
         def forward(self, x):
-            return (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
+            return torch.rand_like(x)  # the global generator: another image on every pass
 
     torch.manual_seed(0)
     head = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    nn.init.normal_(head[1].weight, std=3.0)  # so that the prediction changes with the image
     stage = Stage(Secret(), name="secret", differentiable=True, randomized=False, trained=False, approximation=None)
     model = DefendedModel([stage], head, [head]).eval()
     x, y = torch.rand(64, 1, 4, 4), torch.zeros(64, dtype=torch.long)
