@@ -207,19 +207,24 @@ def test_nested_params_keys_get_a_close_match(write_suite):
 
 
 # -- --only and --dry-run -----------------------------------------------------------------------------------------
-def test_only_keeps_what_the_tables_read(write_suite):
-    """Plan level: a table of one attack needs none of the others; a metric naming attacks (worst_case) or another
-    evaluation pulls their jobs in."""
-    suite = load_suite(write_suite(TINY_SUITE + textwrap.dedent("""
+def worst_table(pgd_in: str) -> str:
+    """A table of wb's models under worst_case over wb's noise and the pgd of evaluation ``pgd_in``."""
+    return textwrap.dedent(f"""
         [tables.worst]
         evaluation = "wb"
         rows = "model"
         columns = "metric"
-        where = { attack = "clean" }
+        where = {{ attack = "clean" }}
         [[tables.worst.metrics]]
         plugin = "worst_case"
-        params = { attacks = [{ attack = "noise" }, { attack = "pgd", evaluation = "tr" }] }
-        """)))
+        params = {{ attacks = [{{ attack = "noise" }}, {{ attack = "pgd", evaluation = "{pgd_in}" }}] }}
+        """)
+
+
+def test_only_keeps_what_the_tables_read(write_suite):
+    """Plan level: a table of one attack needs none of the others; a metric naming attacks (worst_case) or another
+    evaluation pulls their jobs in."""
+    suite = load_suite(write_suite(TINY_SUITE + worst_table("tr")))
     plan = build_plan(suite)
 
     def attacks_of(table: str) -> set[str]:
@@ -247,16 +252,7 @@ def test_only_computes_what_a_metric_declares_not_every_name_in_its_params(write
     """worst_case naming pgd in 'far' needs far's pgd, not wb's; nearest_distance reads the clean *inputs* of its
     reference evaluation (data, no job), so its table evaluates nothing there (a scan of the params' strings
     pulled in both)."""
-    suite = load_suite(write_suite(TINY_SUITE + FAR + textwrap.dedent("""
-        [tables.worst]
-        evaluation = "wb"
-        rows = "model"
-        columns = "metric"
-        where = { attack = "clean" }
-        [[tables.worst.metrics]]
-        plugin = "worst_case"
-        params = { attacks = [{ attack = "noise" }, { attack = "pgd", evaluation = "far" }] }
-
+    suite = load_suite(write_suite(TINY_SUITE + FAR + worst_table("far") + textwrap.dedent("""
         [tables.near]
         evaluation = "wb"
         rows = "attack"
