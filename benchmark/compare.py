@@ -163,6 +163,8 @@ class Comparison:
     low: float | None = None
     high: float | None = None
     samples_needed: int | None = None
+    #: the format of our cell's metric in its table, for our value, its interval and the delta
+    fmt: str = ".3g"
 
 
 def compare_table(name: str, pub: PublishedTable, ours: ResultTable | None) -> list[Comparison]:
@@ -179,7 +181,8 @@ def compare_table(name: str, pub: PublishedTable, ours: ResultTable | None) -> l
                     note = cell.error or ("" if cell.value is not None else "not applicable")
                 except KeyError:
                     note = f"the run's table {name!r} has no cell ({row}, {column})"
-            out.append(judge(name, row, column, cell, theirs, tol, pub.figure, note))
+            fmt = ours.formats.get(ours.metric(cell), ".1f") if ours is not None and cell is not None else ".3g"
+            out.append(replace(judge(name, row, column, cell, theirs, tol, pub.figure, note), fmt=fmt))
     return out
 
 
@@ -263,6 +266,19 @@ def _value(table: ResultTable | None, ref: CellRef) -> float | None:
         return None
 
 
+def _shown(table: ResultTable | None, ref: CellRef, value: float, against: float | None = None) -> str:
+    """A claim's cell value in its table's format, as the table shows it; with more digits where that rounding
+    would hide the comparison with ``against`` (97.96 "at least 98" shows as 97.96, not 98.0)."""
+    try:
+        fmt = ".4g" if table is None else table.formats.get(table.metric(table.cell(ref.row, ref.column)), ".1f")
+    except KeyError:
+        fmt = ".4g"
+    text = format(value, fmt)
+    if against is not None and value != against and float(text) == float(format(against, fmt)):
+        return f"{value:.6g}"
+    return text
+
+
 def _check(claim: Claim, table: ResultTable | None) -> ClaimCheck:
     if claim.cells is not None and claim.value is not None:
         return _check_best(claim, table)
@@ -277,26 +293,29 @@ def _check(claim: Claim, table: ResultTable | None) -> ClaimCheck:
         if a is None or any(v is None for v in others.values()) or not others:
             return ClaimCheck(claim.text, claim.table, None, f"{name}: a cell is missing")
         best = min(others, key=lambda r: others[r])  # type: ignore[arg-type,return-value]
-        return ClaimCheck(claim.text, claim.table, a < others[best],  # type: ignore[operator]
-                          f"{name} = {a:.3g}; the lowest of the others: {best} = {others[best]:.3g}")
+        low = float(others[best])  # type: ignore[arg-type]
+        return ClaimCheck(claim.text, claim.table, a < low,
+                          f"{name} = {_shown(table, claim.a, a, low)}; the lowest of the others: {best} = "
+                          f"{_shown(table, CellRef(row=best, column=claim.a.column), low, a)}")
     if claim.value is not None:
         if a is None:
             return ClaimCheck(claim.text, claim.table, None, f"{name}: missing")
         held = a >= claim.value if claim.kind == "at_least" else a <= claim.value
         needed = "at least" if claim.kind == "at_least" else "at most"
-        return ClaimCheck(claim.text, claim.table, held, f"{name} = {a:.4g}; needed: {needed} {claim.value:g}")
+        return ClaimCheck(claim.text, claim.table, held,
+                          f"{name} = {_shown(table, claim.a, a, claim.value)}; needed: {needed} {claim.value:g}")
     assert claim.b is not None
     b = _value(table, claim.b)
     if a is None or b is None:
         return ClaimCheck(claim.text, claim.table, None, f"{name} or {claim.b.row} at {claim.b.column}: missing")
     if claim.kind == "within":
         return ClaimCheck(claim.text, claim.table, abs(a - b) <= claim.margin,
-                          f"{name} = {a:.3g} vs {claim.b.row} at {claim.b.column} = {b:.3g}; needed: within "
-                          f"{claim.margin:g}")
+                          f"{name} = {_shown(table, claim.a, a)} vs {claim.b.row} at {claim.b.column} = "
+                          f"{_shown(table, claim.b, b)}; needed: within {claim.margin:g}")
     held = a < b and (claim.kind == "less" or b - a <= claim.margin)
     margin = f" (by at most {claim.margin:g})" if claim.kind == "barely_less" else ""
-    return ClaimCheck(claim.text, claim.table, held, f"{name} = {a:.3g} vs {claim.b.row} at {claim.b.column} = "
-                      f"{b:.3g}; needed: lower{margin}")
+    return ClaimCheck(claim.text, claim.table, held, f"{name} = {_shown(table, claim.a, a, b)} vs {claim.b.row} at "
+                      f"{claim.b.column} = {_shown(table, claim.b, b, a)}; needed: lower{margin}")
 
 
 def _check_best(claim: Claim, table: ResultTable | None) -> ClaimCheck:
@@ -310,7 +329,8 @@ def _check_best(claim: Claim, table: ResultTable | None) -> ClaimCheck:
     held = known[ref] >= claim.value if claim.kind == "at_least" else known[ref] <= claim.value
     missing = f" ({len(values) - len(known)} cells missing)" if len(known) < len(values) else ""
     return ClaimCheck(claim.text, claim.table, held,
-                      f"the {'highest' if pick is max else 'lowest'}: {ref.row} at {ref.column} = {known[ref]:.4g}; "
+                      f"the {'highest' if pick is max else 'lowest'}: {ref.row} at {ref.column} = "
+                      f"{_shown(table, ref, known[ref], claim.value)}; "
                       f"needed: {'at least' if pick is max else 'at most'} {claim.value:g}{missing}")
 
 
@@ -328,7 +348,7 @@ def _check_trend(claim: Claim, table: ResultTable | None) -> ClaimCheck:
         rho = float(spearmanr(range(len(values)), values).statistic)
     held = rho >= claim.min_rho if claim.kind == "increasing" else rho <= -claim.min_rho
     sign = "" if claim.kind == "increasing" else "-"
-    shown = ", ".join(f"{v:.3g}" for v in values)
+    shown = ", ".join(_shown(table, ref, v) for ref, v in zip(claim.cells, values, strict=True))  # type: ignore[arg-type]
     return ClaimCheck(claim.text, claim.table, held,
                       f"values in order: {shown}; Spearman rho = {rho:.2f}; needed: {sign}rho >= {claim.min_rho:g}")
 
@@ -413,8 +433,8 @@ def as_markdown(rows: list[Comparison], claims: list[ClaimCheck] | None = None) 
     for table, figure, ok, total in summary(rows):
         mine = [r for r in rows if r.table == table]
         parts.append(f"### {table} ({figure}): {ok}/{total} cells within tolerance ({verdict_counts(mine)})\n")
-        body = [[r.row, r.column, fmt_number(r.ours), fmt_interval(r), fmt_number(r.published),
-                 fmt_number(r.delta, signed=True), r.tolerance, describe_verdict(r), r.note] for r in mine]
+        body = [[r.row, r.column, fmt_number(r.ours, fmt=r.fmt), fmt_interval(r), f"{r.published:g}",
+                 fmt_number(r.delta, signed=True, fmt=r.fmt), r.tolerance, describe_verdict(r), r.note] for r in mine]
         parts.append(tabulate(body, headers=["row", "column", "ours", "95% interval", "published", "delta",
                                              "tolerance", "verdict", "note"], tablefmt="github",
                               disable_numparse=True) + "\n")
@@ -422,13 +442,14 @@ def as_markdown(rows: list[Comparison], claims: list[ClaimCheck] | None = None) 
 
 
 def fmt_interval(r: Comparison) -> str:
-    """``[low, high] (n=N)``, or ``-`` without an interval."""
+    """``[low, high] (n=N)`` in the format of the cell's metric, or ``-`` without an interval."""
     if r.low is None or r.high is None:
         return "-"
-    return f"[{r.low:.3g}, {r.high:.3g}] (n={r.n})"
+    return f"[{format(r.low, r.fmt)}, {format(r.high, r.fmt)}] (n={r.n})"
 
 
-def fmt_number(value: float | None, signed: bool = False) -> str:
+def fmt_number(value: float | None, signed: bool = False, fmt: str = ".3g") -> str:
+    """``value`` in ``fmt`` (with its sign when ``signed``), or ``-``."""
     if value is None:
         return "-"
-    return f"{value:+.3g}" if signed else f"{value:.3g}"
+    return format(value, ("+" if signed else "") + fmt)

@@ -194,8 +194,9 @@ def test_report_in_a_browser(run, browser):
     assert "within" in errors.find_element(By.XPATH, ".//tr[th='clean']/td[1]").get_attribute("class")
     outside = errors.find_element(By.XPATH, ".//tr[th='clean']/td[2]")
     assert "outside" in outside.get_attribute("class").split()
-    assert outside.text.endswith(" · paper -5.0")
-    assert "tolerance exact: any error rate will do" in outside.get_attribute("title")  # the column's tolerance
+    assert outside.text.endswith(" · paper -5")  # as published, not in our format
+    assert "tolerance exact: this column's own tolerance" in outside.get_attribute("title")  # not the table's why
+    assert "any error rate will do" not in outside.get_attribute("title")
     assert "verdict: outside tolerance" in outside.get_attribute("title")
     missing = tables[1].find_element(By.XPATH, ".//tr[th='clean']/td[1]")
     assert "missing" in missing.get_attribute("class").split() and missing.get_attribute("data-value") == ""
@@ -255,7 +256,7 @@ def test_report_command_rerenders_without_javascript(run, browser, tmp_path):
         tables = browser.find_elements(By.CSS_SELECTOR, "table.results")
         assert len(tables) == 3 and all(t.is_displayed() for t in tables)
         assert not browser.find_elements(By.CSS_SELECTOR, "th.sortable")  # the script did not run
-        assert browser.find_element(By.CSS_SELECTOR, "td.inconclusive").text.endswith(f"paper {inside:.4f}")
+        assert browser.find_element(By.CSS_SELECTOR, "td.inconclusive").text.endswith(f"paper {inside:g}")
     finally:
         browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
 

@@ -257,9 +257,28 @@ b = { row = "a", column = "0.1" }
                                                         ("c", "0.1"): 30.0})], published=[str(pub)])
     checks = check_claims(results)
     assert [c.held for c in checks] == [True, False, True, None]  # c is 10 below b: more than "barely"
-    assert "NOT held" in describe_claim(checks[1]) and "c at 0.1 = 30 vs b at 0.1 = 40" in checks[1].detail
+    assert "NOT held" in describe_claim(checks[1])
+    assert "c at 0.1 = 30.0 vs b at 0.1 = 40.0" in checks[1].detail  # in the table's format
     bad = tmp_path / "bad.toml"
     bad.write_text('[source]\ncitation = "x"\n[tables.t]\nfigure = "f"\nwhy = "w"\ntolerance = { abs = 1.0 }\n'
                    'values = {}\n[[claims]]\ntext = "t"\ntable = "t"\nkind = "less"\na = { row = "a", column = "b" }\n')
     with pytest.raises(RbenchError, match="claims.0: .*needs 'b'"):
         load_published(bad)
+
+
+def test_a_claim_shows_its_cells_as_the_table_does_with_digits_where_rounding_would_hide_the_verdict(tmp_path):
+    from rbench.compare import check_claims
+    from rbench.results import RunResults
+
+    pub = tmp_path / "pub.toml"
+    pub.write_text('[source]\ncitation = "x"\n[tables.t]\nfigure = "f"\nwhy = "w"\ntolerance = { abs = 1.0 }\n'
+                   'values = {}\n'
+                   '[[claims]]\ntext = "up to 98%"\ntable = "t"\nkind = "at_least"\nvalue = 98\n'
+                   'a = { row = "a", column = "0.1" }\n'
+                   '[[claims]]\ntext = "b at most 50"\ntable = "t"\nkind = "at_most"\nvalue = 50\n'
+                   'a = { row = "b", column = "0.1" }\n')
+    results = RunResults("s", "", None, [], {}, [_table({("a", "0.1"): 97.96, ("b", "0.1"): 40.0})],
+                         published=[str(pub)])
+    first, second = check_claims(results)
+    assert not first.held and first.detail == "a at 0.1 = 97.96; needed: at least 98"  # not "98.0"
+    assert second.held and second.detail == "b at 0.1 = 40.0; needed: at most 50"  # as the table shows it

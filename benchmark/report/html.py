@@ -93,7 +93,8 @@ class Comparisons:
     claims: list[dict[str, str]] = field(default_factory=list)
     cells: dict[tuple[str, str, str], list[Comparison]] = field(default_factory=dict)
     by_table: dict[str, list[Comparison]] = field(default_factory=dict)
-    why: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (paper, table, column) -> why its tolerance is defensible; the table's ``why`` for columns without their own
+    why: dict[tuple[str, str, str], str] = field(default_factory=dict)
     error: str = ""
 
 
@@ -110,7 +111,10 @@ def comparisons(results: RunResults) -> Comparisons:
         for path in results.published:
             pub = load_published(path)
             citations[Path(path).stem] = pub.source.citation
-            out.why.update({(Path(path).stem, name): table.why for name, table in pub.tables.items()})
+            for name, table in pub.tables.items():  # a column with its own tolerance is not what ``why`` explains
+                for column in {c for row in table.values.values() for c in row}:
+                    out.why[(Path(path).stem, name, column)] = table.why if column not in table.column_tolerance \
+                        else "this column's own tolerance (the table's reason is given for its others)"
     except RbenchError as exc:  # a published file moved or changed since the run: the tables still render
         out.error = str(exc)
         return out
@@ -125,20 +129,17 @@ def comparisons(results: RunResults) -> Comparisons:
     return out
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+def describe_comparison(r: Comparison, why: str, shown_error: str | None = None) -> str:
+    """One published cell beside ours in words (a cell's hover text); ``shown_error``: the cell's error, already
+    in the hover text, not repeated as the comparison's note."""
+    from rbench.compare import describe_verdict, fmt_interval, fmt_number
 
-
-def describe_comparison(r: Comparison, why: str) -> str:
-    """One published cell beside ours in words (a cell's hover text)."""
-    from rbench.compare import describe_verdict, fmt_interval
-
-    lines = [f"{r.paper}, {r.figure}: published {r.published:g}; ours {_number(r.ours)}"
+    lines = [f"{r.paper}, {r.figure}: published {r.published:g}; ours {fmt_number(r.ours, fmt=r.fmt)}"
              + (f", 95% interval {fmt_interval(r)}" if r.low is not None else "")
-             + ("" if r.delta is None else f", delta {r.delta:+.3g}"),
+             + ("" if r.delta is None else f", delta {fmt_number(r.delta, signed=True, fmt=r.fmt)}"),
              f"tolerance {r.tolerance}" + (f": {why}" if why else ""),
              f"verdict: {describe_verdict(r)}"]
-    if r.note:
+    if r.note and r.note != shown_error:
         lines.append(r.note)
     return "\n".join(lines)
 
@@ -151,22 +152,21 @@ def _interval(cell: Cell) -> str:
     return f"{n}95% interval [{cell.low:.4g}, {cell.high:.4g}]{method}"
 
 
-def html_cell(table: ResultTable, cell: Cell | None, compared: list[Comparison], why: dict[tuple[str, str], str]
-              ) -> HtmlCell:
+def html_cell(table: ResultTable, cell: Cell | None, compared: list[Comparison],
+              why: dict[tuple[str, str, str], str]) -> HtmlCell:
     """A table cell: its text (with the published values beside ours), raw value, verdict class and hover text."""
     if cell is None:  # a (row, column) the table has no cell for
         return HtmlCell("-", css="empty")
     text = table.format(cell, spread=True)
-    fmt = table.formats.get(table.metric(cell), ".1f")
     title = [cell.error] if cell.error else []
     if cell.value is not None and _interval(cell):
         title.append(_interval(cell))
     css = ["failed"] if cell.error else []
     if compared:
-        text += "".join(f" · paper {format(r.published, fmt)}" for r in compared)
+        text += "".join(f" · paper {r.published:g}" for r in compared)  # as published, not in our format
         worst = min(compared, key=lambda r: VERDICT_RANK.get(r.verdict, 0))
         css += ["compared", worst.verdict]
-        title += [describe_comparison(r, why.get((r.paper, r.table), "")) for r in compared]
+        title += [describe_comparison(r, why.get((r.paper, r.table, r.column), ""), cell.error) for r in compared]
     value = "" if cell.value is None else repr(float(cell.value))
     return HtmlCell(text, value, " ".join(css), "\n".join(title))
 

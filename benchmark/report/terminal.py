@@ -46,8 +46,8 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
             for col in ("row", "column", "ours", "95% interval", "published", "delta", "tolerance", "verdict"):
                 table.add_column(col, justify="left" if col in ("row", "column", "verdict") else "right")
             for r in mine:
-                table.add_row(escape(r.row), escape(r.column), fmt_number(r.ours), escape(fmt_interval(r)),
-                              fmt_number(r.published), fmt_number(r.delta, signed=True), r.tolerance,
+                table.add_row(escape(r.row), escape(r.column), fmt_number(r.ours, fmt=r.fmt), escape(fmt_interval(r)),
+                              f"{r.published:g}", fmt_number(r.delta, signed=True, fmt=r.fmt), r.tolerance,
                               f"[{COLOURS[r.verdict]}]{escape(describe_verdict(r))}[/]")
             console.print(table)
     for name, figure, ok, total in summary(rows):

@@ -35,7 +35,7 @@ the budget.
 - **Provenance.** :meth:`FoolboxAttack.provenance` gives the library, its version, the attack and its kwargs;
   ``version`` (part of the cache keys) includes the foolbox version, so a new foolbox recomputes the sets.
 
-foolbox is an optional dependency (``pip install rbench[bench]``): it is imported on first use, and without it
+foolbox is an optional dependency (``pip install rbench[adapters]``): it is imported on first use, and without it
 the plugin stays registered but every use fails validation with an install hint.
 """
 
@@ -108,7 +108,7 @@ def _foolbox() -> Any:
     try:
         import foolbox
     except ImportError as exc:  # pragma: no cover - optional dependency
-        raise ValueError("foolbox is not installed (pip install 'rbench[bench]' or 'foolbox==3.3.4')") from exc
+        raise ValueError("foolbox is not installed (pip install 'rbench[adapters]' or 'foolbox==3.3.4')") from exc
     return foolbox
 
 
