@@ -174,6 +174,13 @@ def test_a_failing_job_fails_alone(first_run, rogue_plugins, tmp_path):
     errors = next(t for t in outcome.results.tables if t.name == "errors")
     assert errors.cell("bad", "mlp").value is None and errors.cell("bad", "mlp").error
     assert errors.cell("fgsm(eps=0.1)", "mlp").value is not None  # the rest of the graph ran
+    import csv
+
+    with open(tmp_path / "run" / "tables.csv", newline="") as f:
+        rows = {(r["table"], r["row"], r["column"]): r for r in csv.DictReader(f)}
+    failed_row = rows[("errors", "bad", "mlp")]  # a failed cell is not a blank one: its error is there
+    assert failed_row["value"] == "" and "RuntimeError: plugin bug" in failed_row["error"]
+    assert rows[("errors", "fgsm(eps=0.1)", "mlp")]["error"] == ""
 
 
 def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(first_run, tmp_path):

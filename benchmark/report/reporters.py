@@ -153,7 +153,9 @@ class Markdown(Reporter):
 
 
 class Csv(Reporter):
-    """Long format, one line per cell: table, row, column, value, unit, and the store keys it came from."""
+    """Long format, one line per cell: table, row, column, value, unit, the store keys it came from, and the error
+    of a cell that could not be computed (its value is empty then, as for a cell that does not apply, whose error
+    is empty too)."""
 
     name = "csv"
     suffix = "tables.csv"
@@ -161,11 +163,12 @@ class Csv(Reporter):
     def render(self, results: RunResults) -> str:
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
-        w.writerow(["table", "row_axis", "row", "column_axis", "column", "value", "unit", "jobs"])
+        w.writerow(["table", "row_axis", "row", "column_axis", "column", "value", "unit", "jobs", "error"])
         for t in results.tables:
             for c in t.cells:
                 value = "" if c.value is None else repr(c.value)
-                w.writerow([t.name, t.row_axis, c.row, t.column_axis, c.column, value, t.unit(c), " ".join(c.jobs)])
+                w.writerow([t.name, t.row_axis, c.row, t.column_axis, c.column, value, t.unit(c), " ".join(c.jobs),
+                            c.error or ""])
         return out.getvalue()
 
 
