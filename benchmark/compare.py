@@ -207,12 +207,26 @@ def judge(table: str, row: str, column: str, cell: Cell | None, theirs: float, t
                       samples_needed=needed)
 
 
+def run_published(results: RunResults, path: str) -> Published:
+    """The run's published file ``path`` as it read when the run was made (recorded in results.json); read from
+    the file only for results written before that was recorded."""
+    recorded = results.published_docs.get(path)
+    if recorded is None:
+        return load_published(path)
+    try:
+        return Published.model_validate(recorded)
+    except ValidationError as err:
+        raise RbenchError(f"results.json: published_docs[{path!r}]: not a published document "
+                          f"({' '.join(err.errors()[0]['msg'].split())})") from None
+
+
 def _read_published(results: RunResults, path: str, given: bool) -> Published:
     """The published file at ``path``; one ``given`` for the run (``rbench compare --published``, never checked
-    against its suite) must name only tables, rows and columns the run has (except tables ``--only`` left out):
-    a one-line :class:`RbenchError` otherwise. The suite's own files were checked when it was loaded."""
+    against its suite, read now) must name only tables, rows and columns the run has (except tables ``--only``
+    left out): a one-line :class:`RbenchError` otherwise. The suite's own files were checked when it was loaded
+    and are read as the run recorded them (:func:`run_published`)."""
 
-    doc = load_published(path)
+    doc = load_published(path) if given else run_published(results, path)
     if given:
         shapes = {t.name: (t.rows, t.columns) for t in results.tables}
         problem = published_mismatch(doc, shapes, "the run", results.only)

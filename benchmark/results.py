@@ -118,6 +118,9 @@ class RunResults:
     jobs: dict[str, Any] = field(default_factory=dict)
     #: published-table files (absolute paths) the suite compares with
     published: list[str] = field(default_factory=list)
+    #: each of them as it read when the run was made (path -> its validated content as JSON), so a re-rendered
+    #: comparison is the run's even after the file changed or moved (results written before it have none)
+    published_docs: dict[str, Any] = field(default_factory=dict)
     #: the tables ``--only`` chose (empty: the run has every table of its suite); comparisons skip the others
     only: list[str] = field(default_factory=list)
 
@@ -142,6 +145,8 @@ class RunResults:
                     _check_cell(table.name, cell)
             if not isinstance(results.provenance, dict) or not isinstance(results.provenance.get("store", ""), str):
                 raise ValueError("provenance.store is not a path")
+            if not isinstance(results.published_docs, dict):
+                raise ValueError("published_docs is not a table of published files")
         except FileNotFoundError:
             raise RbenchError(f"{path}: no such file; pass a run folder written by 'rbench run'") from None
         except OSError as exc:  # e.g. a folder named results.json

@@ -177,7 +177,7 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
                         "precision": suite.precision,
                         "store": str(store.root), "finished": now_iso()},
             tables=assemble(plan, store, failed),
-            published=suite.published, only=list(suite.tables) if only else [],
+            published=suite.published, published_docs=suite.published_docs, only=list(suite.tables) if only else [],
             jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
                       "error": r.error, "deps": list(plan.jobs[k].deps)} for k, r in job_results.items()},
         )

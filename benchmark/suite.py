@@ -456,6 +456,8 @@ class Suite:
     tables: dict[str, Table] = field(default_factory=dict)
     #: problems that do not stop a run (e.g. EOT on a deterministic defense), one line each
     warnings: list[str] = field(default_factory=list)
+    #: its published files' contents (path -> the validated document as JSON), recorded with the run's results
+    published_docs: dict[str, Any] = field(default_factory=dict)
     #: every plugin the suite calls: (kind, name) -> (its version, its distribution), for the run's provenance
     plugins: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
@@ -819,6 +821,7 @@ class _Resolver:
             suite.tables[name] = self.table(name, t, suite)
         self.check_published(suite)
         suite.plugins = dict(sorted(self.used.items()))
+        suite.published_docs = {path: doc.model_dump(mode="json") for _, _, path, doc in self.merged.published_docs}
         return suite
 
     def check_published(self, suite: Suite) -> None:

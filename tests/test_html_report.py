@@ -136,10 +136,35 @@ def run(tmp_path_factory) -> Path:
     out = rbench("run", str(root / "suite.toml"), "--store", str(root / "store"), "--run-dir", str(root / "run"),
                  "-q", "--device", "cpu")
     assert out.returncode == 0, out.stdout + out.stderr
-    (root / "published.toml").write_text(PUBLISHED)  # edited after the run: the report shows what it lacks
+    raw = json.loads((root / "run" / "results.json").read_text())
+    assert raw["published_docs"][str(root / "published.toml")]["tables"]["errors"]["values"]["clean"] == \
+        {"small": 20.0, "wide": -5.0}  # the run records its published file as it read then
+    # as results written before that was recorded: the file is read now, edited after the run with a row the
+    # suite lacks, and the report shows what it lacks
+    (root / "run" / "results.json").write_text(json.dumps({k: v for k, v in raw.items() if k != "published_docs"}))
+    (root / "published.toml").write_text(PUBLISHED)
     out = rbench("report", str(root / "run"), "-f", "html")
     assert out.returncode == 0, out.stdout + out.stderr
     return root / "run"
+
+
+def test_a_re_rendered_comparison_is_the_run_s_though_its_published_file_changed_or_went(run, tmp_path):
+    """``rbench report`` re-read the suite's published files as they are now, so an edited file silently changed
+    a finished run's verdicts, and a moved one lost them; the run now keeps what it compared with."""
+    root = tmp_path / "again"
+    root.mkdir()
+    (root / "suite.toml").write_text(SUITE)
+    (root / "published.toml").write_text(CHECKED)
+    out = rbench("run", str(root / "suite.toml"), "--store", str(run.parent / "store"), "--run-dir",
+                 str(root / "run"), "-q", "--device", "cpu")  # the store is warm: nothing is computed
+    assert out.returncode == 0, out.stdout + out.stderr
+    before = rbench("report", str(root / "run"), "-f", "md").stdout
+    assert re.search(r"\| clean +\| wide +\| [0-9.]+ +\| .* \| -5 +\| .* \| exact +\| outside tolerance", before)
+    (root / "published.toml").write_text(CHECKED.replace("wide = -5.0", "wide = 7.0").replace("abs = 100.0",
+                                                                                               "abs = 0.5"))
+    assert rbench("report", str(root / "run"), "-f", "md").stdout == before
+    (root / "published.toml").unlink()
+    assert rbench("report", str(root / "run"), "-f", "md").stdout == before
 
 
 def _driver():

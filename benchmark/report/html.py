@@ -100,7 +100,7 @@ class Comparisons:
 
 def comparisons(results: RunResults) -> Comparisons:
     """The comparison with the run's published files (empty without any)."""
-    from rbench.compare import check_claims, compare, load_published, paper_summary
+    from rbench.compare import check_claims, compare, paper_summary, run_published
 
     out = Comparisons()
     if not results.published:
@@ -109,7 +109,7 @@ def comparisons(results: RunResults) -> Comparisons:
         rows, claims = compare(results), check_claims(results)
         citations = {}
         for path in results.published:
-            pub = load_published(path)
+            pub = run_published(results, path)
             citations[Path(path).stem] = pub.source.citation
             for name, table in pub.tables.items():  # a column with its own tolerance is not what ``why`` explains
                 for column in {c for row in table.values.values() for c in row}:
