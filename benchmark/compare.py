@@ -199,7 +199,8 @@ def judge(table: str, row: str, column: str, cell: Cell | None, theirs: float, t
         verdict = "within"
     elif low is not None and high is not None and low <= theirs <= high:
         verdict = "inconclusive"
-        needed = samples_needed(n, low, high, value, theirs) if n else None
+        needed = samples_needed(n, low, high, value, theirs,
+                                wilson_percent=cell is not None and cell.interval == "wilson") if n else None
     else:
         verdict = "outside"
     return Comparison(table, row, column, value, theirs, None if value is None else value - theirs, tol.describe(),

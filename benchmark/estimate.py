@@ -122,16 +122,42 @@ def _z() -> float:
     return float(ndtri(0.5 + LEVEL / 2))
 
 
-def samples_needed(n: int, low: float, high: float, value: float, target: float) -> int | None:
+def samples_needed(n: int, low: float, high: float, value: float, target: float, *, wilson_percent: bool = False
+                   ) -> int | None:
     """For a ``target`` inside the interval [``low``, ``high``] of ``value`` from ``n`` samples: about how many
-    samples would shrink the interval's half-width on ``target``'s side below the distance from ``value`` to
-    ``target`` (half-widths shrink as 1/sqrt(n)), so the two could be told apart. None when ``target`` is
-    outside the interval already, or equals ``value``."""
+    samples, at the same observed ``value``, would leave ``target`` outside the interval, so the two could be told
+    apart. With ``wilson_percent`` (``value`` a rate in %, with a Wilson interval, as :func:`rate` makes) the
+    smallest such n of the Wilson interval itself (its half-widths shrink more slowly than 1/sqrt(n) near 0 and
+    100%); otherwise half-widths are taken to shrink as 1/sqrt(n). None when ``target`` is outside the interval
+    already, or equals ``value``."""
     half = (high - value) if target > value else (value - low)
     distance = abs(target - value)
     if distance == 0 or distance > half:
         return None
+    if wilson_percent:
+        return _wilson_samples(value / 100, target / 100, n)
     return max(n + 1, math.ceil(n * (half / distance) ** 2))
+
+
+def _wilson_samples(p: float, target: float, n: int) -> int | None:
+    """The smallest m > n whose Wilson interval around the observed fraction ``p`` (k = p*m, continuous) leaves out
+    ``target``; None if no m up to 10^12 does. The bound on ``target``'s side moves monotonically towards ``p`` as
+    m grows, so a binary search finds it."""
+    z = _z()
+
+    def excludes(m: int) -> bool:
+        denom = 2 * (m + z**2)
+        center = (2 * m * p + z**2) / denom
+        delta = z / denom * math.sqrt(4 * m * p * (1 - p) + z**2)
+        return target > center + delta if target > p else target < center - delta
+
+    lo, hi = n + 1, 10**12
+    if not excludes(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if excludes(mid) else (mid + 1, hi)
+    return lo
 
 
 @dataclass(frozen=True)

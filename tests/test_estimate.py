@@ -113,3 +113,20 @@ def test_auroc_interval_follows_hanley_and_mcneil():
     assert auroc(0.9, 1000, 1000).high - 0.9 < (est.high - 0.9) / 3  # ten times the samples, a third the width
     perfect = auroc(1.0, 50, 50)
     assert perfect.high == 1.0 and perfect.low == 1.0  # the closed form has no width at 1: the verdict is two-way
+
+
+@pytest.mark.parametrize(("k", "n", "target"), [(23, 200, 10.0), (382, 1000, 37.0), (3, 100, 1.5), (95, 100, 97.5)])
+def test_samples_needed_of_a_wilson_rate_is_where_the_wilson_interval_first_leaves_the_target_out(k, n, target):
+    """Near 0 or 100% the 1/sqrt(n) rule is optimistic (11.5% of 200 vs 10: it said about 1226 samples; the Wilson
+    interval first excludes 10 near 1537). Checked against Wilson intervals of integer counts at that rate."""
+    from rbench.estimate import wilson
+
+    est = rate(np.arange(n) < k)
+    m = samples_needed(n, est.low, est.high, est.value, target, wilson_percent=True)
+    assert m is not None and m > n
+
+    def excluded(size: int) -> bool:
+        low, high = wilson(round(k / n * size), size)
+        return not (100 * low <= target <= 100 * high)
+
+    assert excluded(int(m * 1.05)) and not excluded(int(m * 0.95))  # counts are integers: a few % either side
