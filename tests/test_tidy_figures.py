@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import sys
 
@@ -156,8 +157,11 @@ def test_figures_follow_the_axes_and_redraw_without_the_store(tiny_reference, tm
         png.unlink()
     proc = rbench("report", str(tmp_path / "run"), "-f", "figures", "--store", str(tmp_path / "empty"))
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in (tmp_path / "run").glob("*.png")) == [
+    drawn = sorted(p.name for p in (tmp_path / "run").glob("*.png"))
+    assert drawn == [
         "distribution_summary.png", "heatmap_transfer.png", "robustness_errors.png", "robustness_summary.png"]
+    linked = re.findall(r"\[([a-z_]+\.png)\]\(\1\)", (run / "tables.md").read_text())
+    assert sorted(linked) == drawn  # tables.md links every figure drawn, under its table
 
 
 def _table(cells, calls, rows, columns):

@@ -251,16 +251,31 @@ class Figures(Reporter):
     name = "figures"
     suffix = None
 
+    def figures_of(self, table: ResultTable) -> list[str]:
+        """The files :meth:`write` draws of ``table`` (tables.md links them)."""
+        return [figure_file(kind, table.name) for kind in self._kinds(table, {})]
+
+    @staticmethod
+    def _kinds(table: ResultTable, published: dict[tuple[str, str], float]) -> dict[str, Any]:
+        """The figures ``table``'s axes call for: kind -> what to draw it from."""
+        kinds: dict[str, Any] = {}
+        lines = sweeps(table, published)
+        if lines:
+            kinds["robustness"] = lines
+        matrix = transfer_matrix(table)
+        if matrix is not None and np.isfinite(matrix).any():
+            kinds["heatmap"] = matrix
+        if table.samples:
+            kinds["distribution"] = None
+        return kinds
+
     def write(self, results: RunResults, run_dir: Path, store: Store | Any) -> list[Path]:
         published = _published(results)
         written = []
         for table in results.tables:
-            lines = sweeps(table, published.get(table.name, {}))
-            if lines:
-                written.append(draw_sweeps(table, lines, figure_path(run_dir, "robustness", table)))
-            matrix = transfer_matrix(table)
-            if matrix is not None and np.isfinite(matrix).any():
-                written.append(draw_heatmap(table, matrix, figure_path(run_dir, "heatmap", table)))
-            if table.samples:
-                written.append(draw_distributions(table, figure_path(run_dir, "distribution", table)))
+            for kind, data in self._kinds(table, published.get(table.name, {})).items():
+                path = figure_path(run_dir, kind, table)
+                written.append(draw_sweeps(table, data, path) if kind == "robustness"
+                               else draw_heatmap(table, data, path) if kind == "heatmap"
+                               else draw_distributions(table, path))
         return written

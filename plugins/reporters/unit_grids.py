@@ -117,6 +117,10 @@ class UnitGrids(Reporter):
     name = "unit_grids"
     suffix = None
 
+    def figures_of(self, table: ResultTable) -> list[str]:
+        """The files :meth:`write` draws of ``table`` (tables.md links them)."""
+        return [figure_name(table.name, basis) for basis in groups(table)]
+
     def write(self, results: RunResults, run_dir: Path, store: Store) -> list[Path]:
         written: list[Path] = []
         cache: dict[str, Any] = {}
