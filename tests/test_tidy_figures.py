@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -182,6 +183,32 @@ def test_a_sweep_needs_one_varying_numeric_parameter():
     calls["pgd0.3"]["params"]["steps"] = 40  # two parameters vary: no sweep along eps
     assert sweeps(_table(cells, calls, rows, ["a", "b"]), {}) == []
     assert transfer_matrix(_table(cells, calls, rows, ["a", "b"])) is None  # rows are attacks, not sources
+
+
+def test_the_same_attack_in_two_evaluations_makes_two_lines_and_a_failed_cell_is_marked():
+    """Ulicny's table 2 has transfer and adaptive columns of the same attack labels: one line per model joined the
+    two threat models at each x; a failed cell was dropped from its line without a trace."""
+    calls = {f"n{e}": {"plugin": "gsn", "params": {"mean_abs": e}} for e in (0.1, 0.2)}
+    columns = ["transfer 0.1", "transfer 0.2", "adaptive 0.1", "adaptive 0.2"]
+    cells = [Cell("dae", column, value, evaluation=column.split()[0], source="dae", target="dae",
+                  attack=f"n{column.split()[1]}") for column, value in zip(columns, (59.0, 57.0, 81.0, None),
+                                                                           strict=True)]
+    cells[3] = Cell("dae", "adaptive 0.2", None, error="job failed", evaluation="adaptive", source="dae",
+                    target="dae", attack="n0.2")
+    table = ResultTable("t", "T", ["dae"], columns, "model", "columns", {"error": "%"}, {"error": ".1f"}, cells,
+                        metric_of={f"dae|{c}": "error" for c in columns}, attack_calls=calls)
+    lines = sweeps(table, {})
+    assert [(s.label, s.x, [c.value for c in s.cells]) for s in lines] == [
+        ("dae (transfer)", [0.1, 0.2], [59.0, 57.0])]  # adaptive has one point left: no line, but not joined
+    whole = replace(cells[2], column="adaptive 0.2", value=70.0, attack="n0.2")
+    lines = sweeps(replace(table, cells=[*cells[:3], whole]), {})
+    assert [(s.label, s.x) for s in lines] == [("dae (transfer)", [0.1, 0.2]), ("dae (adaptive)", [0.1, 0.2])]
+    three = {**calls, "n0.3": {"plugin": "gsn", "params": {"mean_abs": 0.3}}}
+    more = [*cells, Cell("dae", "adaptive 0.3", 60.0, evaluation="adaptive", source="dae", target="dae",
+                         attack="n0.3")]
+    lines = sweeps(replace(table, columns=[*columns, "adaptive 0.3"], cells=more, attack_calls=three), {})
+    adaptive = next(s for s in lines if s.label == "dae (adaptive)")
+    assert adaptive.x == [0.1, 0.3] and adaptive.failed == [0.2]
 
 
 def test_a_transfer_matrix_is_sources_by_targets():

@@ -54,6 +54,8 @@ class Sweep:
     x: list[float] = field(default_factory=list)
     cells: list[Cell] = field(default_factory=list)
     published: list[tuple[float, float]] = field(default_factory=list)
+    #: where along the line a cell failed (drawn as a mark on the x axis, not left out silently)
+    failed: list[float] = field(default_factory=list)
 
 
 def _attack_of_label(table: ResultTable, axis: str) -> dict[str, str] | None:
@@ -65,6 +67,33 @@ def _attack_of_label(table: ResultTable, axis: str) -> dict[str, str] | None:
         if not c.attack or out.setdefault(label, c.attack) != c.attack:
             return None
     return out
+
+
+def _evaluation_of_label(table: ResultTable, axis: str) -> dict[str, str]:
+    """label -> the evaluation of its cells (the first one's, where they differ), along ``axis``."""
+    out: dict[str, str] = {}
+    for c in table.cells:
+        out.setdefault(c.row if axis == "rows" else c.column, c.evaluation or "")
+    return out
+
+
+def _sweep(table: ResultTable, sweep: Sweep, along: list[tuple[float, str]], other: str, axis: str,
+           published: dict[tuple[str, str], float]) -> Sweep:
+    """``sweep`` with the cells of label ``other`` at each (x, attack label) of ``along``."""
+    for x, label in along:
+        row, column = (label, other) if axis == "rows" else (other, label)
+        try:
+            cell = table.cell(row, column)
+        except KeyError:
+            continue
+        if cell.value is not None:
+            sweep.x.append(x)
+            sweep.cells.append(cell)
+        elif cell.error:
+            sweep.failed.append(x)
+        if (row, column) in published:
+            sweep.published.append((x, published[(row, column)]))
+    return sweep
 
 
 def _families(table: ResultTable, attacks: list[str]) -> list[tuple[str, dict[str, float]]]:
@@ -100,27 +129,21 @@ def sweeps(table: ResultTable, published: dict[tuple[str, str], float]) -> list[
         if not families:
             continue
         others = table.columns if axis == "rows" else table.rows
+        evaluation_of = _evaluation_of_label(table, axis)
+        evaluations = list(dict.fromkeys(evaluation_of.values()))
         out = []
         for parameter, value_of in families:
             clean = [label for label, a in attack_of.items() if a == "clean"] if parameter in BUDGETS else []
-            along = sorted([(value_of[a], label) for label, a in attack_of.items() if a in value_of] +
-                           [(0.0, label) for label in clean])
             plugin = table.attack_calls[next(iter(value_of))]["plugin"]
-            for other in others:
-                sweep = Sweep(other, parameter, plugin)
-                for x, label in along:
-                    row, column = (label, other) if axis == "rows" else (other, label)
-                    try:
-                        cell = table.cell(row, column)
-                    except KeyError:
-                        continue
-                    if cell.value is not None:
-                        sweep.x.append(x)
-                        sweep.cells.append(cell)
-                    if (row, column) in published:
-                        sweep.published.append((x, published[(row, column)]))
-                if len(sweep.cells) >= 2 and len({table.metric(c) for c in sweep.cells}) == 1:
-                    out.append(sweep)
+            for evaluation in evaluations:  # one line per evaluation: the same attack under two threat models
+                along = sorted([(value_of[a], label) for label, a in attack_of.items()
+                                if a in value_of and evaluation_of[label] == evaluation] +
+                               [(0.0, label) for label in clean if evaluation_of[label] == evaluation])
+                for other in others:
+                    name = other if len(evaluations) == 1 else f"{other} ({evaluation})"
+                    sweep = _sweep(table, Sweep(name, parameter, plugin), along, other, axis, published)
+                    if len(sweep.cells) >= 2 and len({table.metric(c) for c in sweep.cells}) == 1:
+                        out.append(sweep)
         if out:  # one y axis: the lines of the first line's unit (a table may mix e.g. % and distortions)
             unit = table.unit(out[0].cells[0])
             return [s for s in out if table.unit(s.cells[0]) == unit]
@@ -188,6 +211,9 @@ def draw_sweeps(table: ResultTable, lines: list[Sweep], path: Path) -> Path:
             if sweep.published:
                 px, py = zip(*sweep.published, strict=True)
                 ax.scatter(px, py, marker="x", s=40, color=colour, zorder=3, label=f"{sweep.label} (published)")
+            if sweep.failed:  # on the x axis (x in data, y in axes coordinates): a gap in the line says why
+                ax.scatter(sweep.failed, [0.02] * len(sweep.failed), marker="v", s=30, color=colour, zorder=3,
+                           transform=ax.get_xaxis_transform(), clip_on=False, label=f"{sweep.label} (failed)")
         ax.set_xlabel(f"{family}: {lines[0].parameter if len({s.parameter for s in lines}) == 1 else 'parameter'}")
         ax.grid(True, linewidth=0.3)
         ax.legend(fontsize=7, loc="best")
@@ -203,9 +229,11 @@ def draw_heatmap(table: ResultTable, values: np.ndarray, path: Path) -> Path:
     finite = values[np.isfinite(values)]
     middle = float(finite.min() + finite.max()) / 2 if finite.size else 0.0
     fmt = next(iter(table.formats.values()), ".1f")
+    failed = {(c.row, c.column) for c in table.cells if c.value is None and c.error}
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
-            text = "-" if np.isnan(values[i, j]) else format(values[i, j], fmt)
+            text = format(values[i, j], fmt) if not np.isnan(values[i, j]) \
+                else "failed" if (table.rows[i], table.columns[j]) in failed else "-"
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
                     color="black" if np.isfinite(values[i, j]) and values[i, j] > middle else "white")
     ax.set_xticks(range(len(table.columns)), table.columns, rotation=30, ha="right", fontsize=8)
