@@ -394,7 +394,7 @@ def compare_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, md or json")] = "table",
 ) -> None:
     """Put every published cell beside the run's: ours, theirs, the difference, within tolerance or not."""
-    from rbench.compare import as_json, as_markdown, check_claims, compare
+    from rbench.compare import as_json, as_markdown, check_claims, compare, table_notes
     from rbench.report.terminal import print_comparison
     from rbench.results import RunResults
 
@@ -408,7 +408,7 @@ def compare_cmd(
     if fmt == "json":
         print(json.dumps(as_json(rows, claims), indent=1))
     elif fmt == "md":
-        sys.stdout.write(as_markdown(rows, claims))
+        sys.stdout.write(as_markdown(rows, claims, table_notes(results, paths)))
     else:
         print_comparison(rows, console, claims=claims)
 

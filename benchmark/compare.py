@@ -435,7 +435,20 @@ def as_json(rows: list[Comparison], claims: list[ClaimCheck] | None = None) -> d
     return {"cells": [asdict(r) for r in rows], "claims": [asdict(c) for c in claims or []]}
 
 
-def as_markdown(rows: list[Comparison], claims: list[ClaimCheck] | None = None) -> str:
+def table_notes(results: RunResults, published: list[str] | None = None) -> dict[str, list[str]]:
+    """Table name -> the notes its published files give on it (how a value was read, what is not comparable), as
+    reports print them beside the comparison."""
+    out: dict[str, list[str]] = {}
+    for path in published if published is not None else results.published:
+        doc = _read_published(results, path, published is not None)
+        for name, table in doc.tables.items():
+            out.setdefault(name, []).extend(table.notes)
+    return out
+
+
+def as_markdown(rows: list[Comparison], claims: list[ClaimCheck] | None = None,
+                notes: dict[str, list[str]] | None = None) -> str:
+    """The comparison as markdown: per paper, the claims, then per table its cells (and ``notes``, by table)."""
     from tabulate import tabulate
 
     parts = ["## Comparison with the published tables\n"]
@@ -448,6 +461,7 @@ def as_markdown(rows: list[Comparison], claims: list[ClaimCheck] | None = None) 
     for table, figure, ok, total in summary(rows):
         mine = [r for r in rows if r.table == table]
         parts.append(f"### {table} ({figure}): {ok}/{total} cells within tolerance ({verdict_counts(mine)})\n")
+        parts += [f"Note: {note}\n" for note in (notes or {}).get(table, [])]
         body = [[r.row, r.column, fmt_number(r.ours, fmt=r.fmt), fmt_interval(r), f"{r.published:g}",
                  fmt_number(r.delta, signed=True, fmt=r.fmt), r.tolerance, describe_verdict(r), r.note] for r in mine]
         parts.append(tabulate(body, headers=["row", "column", "ours", "95% interval", "published", "delta",

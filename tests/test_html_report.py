@@ -88,6 +88,7 @@ citation = "A test paper <2024>"
 figure = "Table 1"
 tolerance = { abs = 100.0 }
 why = "any error rate will do"
+notes = ["the wide column is read from a blurry scan"]
 column_tolerance = { wide = { abs = 0.0 } }
 values = { clean = { small = 20.0, wide = -5.0 }, "no such attack" = { small = 50.0 } }
 
@@ -160,6 +161,9 @@ def test_a_re_rendered_comparison_is_the_run_s_though_its_published_file_changed
     assert out.returncode == 0, out.stdout + out.stderr
     before = rbench("report", str(root / "run"), "-f", "md").stdout
     assert re.search(r"\| clean +\| wide +\| [0-9.]+ +\| .* \| -5 +\| .* \| exact +\| outside tolerance", before)
+    assert "Note: the wide column is read from a blurry scan" in before  # the published file's note on the table
+    page = (root / "run" / REPORT_FILE).read_text()
+    assert '<p class="compared">Note: the wide column is read from a blurry scan</p>' in page
     (root / "published.toml").write_text(CHECKED.replace("wide = -5.0", "wide = 7.0").replace("abs = 100.0",
                                                                                                "abs = 0.5"))
     assert rbench("report", str(root / "run"), "-f", "md").stdout == before

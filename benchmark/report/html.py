@@ -83,6 +83,8 @@ class HtmlTable:
     absent: list[str] = field(default_factory=list)
     #: (row, column, store keys) of every cell
     keys: list[tuple[str, str, list[str]]] = field(default_factory=list)
+    #: what the published files note on the table
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +97,8 @@ class Comparisons:
     by_table: dict[str, list[Comparison]] = field(default_factory=dict)
     #: (paper, table, column) -> why its tolerance is defensible; the table's ``why`` for columns without their own
     why: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    #: table -> what its published files note on it
+    notes: dict[str, list[str]] = field(default_factory=dict)
     error: str = ""
 
 
@@ -112,6 +116,7 @@ def comparisons(results: RunResults) -> Comparisons:
             pub = run_published(results, path)
             citations[Path(path).stem] = pub.source.citation
             for name, table in pub.tables.items():  # a column with its own tolerance is not what ``why`` explains
+                out.notes.setdefault(name, []).extend(table.notes)
                 for column in {c for row in table.values.values() for c in row}:
                     out.why[(Path(path).stem, name, column)] = table.why if column not in table.column_tolerance \
                         else "this column's own tolerance (the table's reason is given for its others)"
@@ -195,7 +200,7 @@ def html_table(index: int, table: ResultTable, figures: list[Path], cmp: Compari
               if (r.row, r.column) not in cells]
     return HtmlTable(tid, table.name, f"{table.title}{unit_note(table)}", header(table), rows,
                      [_paired(p) for p in table.paired], shown, compared, absent,
-                     [(c.row, c.column, list(c.jobs)) for c in table.cells])
+                     [(c.row, c.column, list(c.jobs)) for c in table.cells], cmp.notes.get(table.name, []))
 
 
 def _paired(test: dict[str, Any]) -> str:

@@ -147,9 +147,9 @@ class Markdown(Reporter):
             if files:
                 parts.append(f"Figures: {', '.join(f'[{f}]({f})' for f in files)}\n")
         if results.published:
-            from rbench.compare import as_markdown, check_claims, compare
+            from rbench.compare import as_markdown, check_claims, compare, table_notes
 
-            parts.append(as_markdown(compare(results), check_claims(results)))
+            parts.append(as_markdown(compare(results), check_claims(results), table_notes(results)))
         return "\n".join(parts)
 
 
