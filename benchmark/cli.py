@@ -392,15 +392,32 @@ def compare_cmd(
     published: Annotated[list[Path] | None, typer.Option("--published", help="Published-table files "
                                                          "(default: those the suite names)")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, md or json")] = "table",
+    other: Annotated[Path | None, typer.Option("--run", help="Another run folder: put its cells beside this run's "
+                                               "instead, with the difference's 95% interval")] = None,
 ) -> None:
-    """Put every published cell beside the run's: ours, theirs, the difference, within tolerance or not."""
+    """Put every published cell beside the run's: ours, theirs, the difference, within tolerance or not; or, with
+    --run OTHER, every cell of another run beside this run's."""
     from rbench.compare import as_json, as_markdown, check_claims, compare, table_notes
     from rbench.report.terminal import print_comparison
     from rbench.results import RunResults
 
     if fmt not in ("table", "md", "json"):
         raise RbenchError(f"--format: {fmt!r} is not one of table, md, json")
+    if other is not None and published:
+        raise RbenchError("--run and --published: give one (a run is compared with another run or with papers)")
     results = RunResults.read(run_dir)
+    if other is not None:
+        from rbench import run_diff
+        from rbench.report.terminal import print_run_diff
+
+        diffs = run_diff.diff_runs(results, RunResults.read(other))
+        if fmt == "json":
+            print(json.dumps(run_diff.as_json(diffs), indent=1))
+        elif fmt == "md":
+            sys.stdout.write(run_diff.as_markdown(diffs, str(run_dir), str(other)))
+        else:
+            print_run_diff(diffs, console, str(run_dir), str(other))
+        return
     paths = [str(p) for p in published] if published else None
     if paths is None and not results.published:
         raise RbenchError(f"{run_dir}: the suite names no published tables; pass --published FILE")

@@ -19,6 +19,7 @@ from rbench.compare import (
 )
 from rbench.report.reporters import describe_paired, grid, header, unit_note
 from rbench.results import RunResults
+from rbench.run_diff import HEADERS, CellDiff, counts, rows_of
 
 COLOURS = {"within": "green", "inconclusive": "yellow", "outside": "red", "missing": "dim"}
 
@@ -61,3 +62,21 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
         console.print("Summary over all published tables:", highlight=False)
         for paper in papers:
             console.print(escape(f"  {paper.describe()}"), highlight=False)
+
+
+RUN_DIFF_COLOURS = {"differs": "red", "same within noise": "green", "equal": "green", "no interval": "yellow",
+                    "only in one run": "dim", "failed": "red"}
+
+
+def print_run_diff(diffs: list[CellDiff], console: Console, a: str, b: str) -> None:
+    """Each cell of run ``a`` beside run ``b``'s, one table per result table, then one summary line."""
+    for name in dict.fromkeys(d.table for d in diffs):
+        mine = [d for d in diffs if d.table == name]
+        table = Table(title=escape(f"{name}: {counts(mine)}"), title_justify="left")
+        for col in HEADERS:
+            table.add_column(col, justify="left" if col in ("row", "column", "verdict", "note") else "right")
+        for d, cells in zip(mine, rows_of(mine), strict=True):
+            cells[6] = f"[{RUN_DIFF_COLOURS[d.verdict]}]{escape(d.verdict)}[/]"
+            table.add_row(*(c if i == 6 else escape(c) for i, c in enumerate(cells)))
+        console.print(table)
+    console.print(escape(f"{a} vs {b}: {counts(diffs)}"), highlight=False)

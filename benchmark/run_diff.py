@@ -1,0 +1,127 @@
+"""Two runs side by side, cell by cell (``rbench compare RUN --run OTHER``): what changed between two versions of
+a plugin, two precisions, two machines or two weeks.
+
+Cells pair up by (table, row, column). Each pair gets one verdict:
+
+- ``differs``: the 95% interval of the difference excludes 0;
+- ``same within noise``: it includes 0 (the two runs cannot be told apart at their sample sizes);
+- ``equal``: the same value, with or without intervals;
+- ``no interval``: different values, and one cell has no interval to judge the difference by;
+- ``only in one run`` / ``failed``: one side has no cell there, or no value.
+
+The difference's interval combines the two cells' own 95% intervals by the MOVER method (Zou & Donner 2008; for
+two Wilson intervals it is Newcombe's 1998 hybrid score interval of a difference of proportions), which treats
+the runs as independent samples. Runs of one suite on the same samples are paired, so the interval is then wider
+than a paired test's: a ``differs`` verdict is conservative, a ``same within noise`` may hide a small change
+(a table's ``paired`` McNemar test, within one run, is the sharper tool).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from rbench.results import Cell, ResultTable, RunResults
+
+VERDICTS = ("differs", "same within noise", "equal", "no interval", "only in one run", "failed")
+
+
+@dataclass(frozen=True)
+class CellDiff:
+    """One (table, row, column) of two runs: ``a`` (the run) and ``b`` (the other run), ``delta`` = a - b with
+    the 95% interval [``low``, ``high``] where both cells have one, and its verdict (see the module)."""
+
+    table: str
+    row: str
+    column: str
+    a: float | None
+    b: float | None
+    delta: float | None
+    low: float | None
+    high: float | None
+    verdict: str
+    #: the format of the cell's metric in the run's table
+    fmt: str = ".3g"
+    note: str = ""
+
+
+def difference_interval(a: Cell, b: Cell) -> tuple[float, float] | None:
+    """The MOVER 95% interval of ``a.value - b.value`` from the cells' own intervals; None if one has none."""
+    if None in (a.value, a.low, a.high, b.value, b.low, b.high):
+        return None
+    av, al, ah = float(a.value), float(a.low), float(a.high)  # type: ignore[arg-type]
+    bv, bl, bh = float(b.value), float(b.low), float(b.high)  # type: ignore[arg-type]
+    d = av - bv
+    return d - math.hypot(av - al, bh - bv), d + math.hypot(ah - av, bv - bl)
+
+
+def _judge(table: ResultTable, a: Cell | None, b: Cell | None, row: str, column: str) -> CellDiff:
+    fmt = table.formats.get(table.metric(a), ".1f") if a is not None else ".3g"
+    if a is None or b is None:
+        missing = "the run" if a is None else "the other run"
+        return CellDiff(table.name, row, column, None if a is None else a.value, None if b is None else b.value,
+                        None, None, None, "only in one run", fmt, f"{missing} has no such cell")
+    if a.value is None or b.value is None:
+        why = " / ".join(e for e in (a.error, b.error) if e) or "not applicable"
+        verdict = "failed" if a.error or b.error else "equal"
+        return CellDiff(table.name, row, column, a.value, b.value, None, None, None, verdict, fmt,
+                        "" if verdict == "equal" else why)
+    delta = float(a.value) - float(b.value)
+    interval = difference_interval(a, b)
+    if delta == 0:
+        verdict = "equal"
+    elif interval is None:
+        verdict = "no interval"
+    else:
+        verdict = "same within noise" if interval[0] <= 0 <= interval[1] else "differs"
+    low, high = interval if interval is not None else (None, None)
+    return CellDiff(table.name, row, column, a.value, b.value, delta, low, high, verdict, fmt)
+
+
+def diff_runs(a: RunResults, b: RunResults) -> list[CellDiff]:
+    """Every cell of the run ``a`` beside the same (table, row, column) of ``b``, then ``b``'s cells ``a`` lacks,
+    in ``a``'s table and cell order."""
+    theirs = {(t.name, c.row, c.column): (t, c) for t in b.tables for c in t.cells}
+    out = []
+    for table in a.tables:
+        for cell in table.cells:
+            other = theirs.pop((table.name, cell.row, cell.column), None)
+            out.append(_judge(table, cell, None if other is None else other[1], cell.row, cell.column))
+    for (_, row, column), (table, cell) in theirs.items():
+        out.append(_judge(table, None, cell, row, column))
+    return out
+
+
+def counts(diffs: list[CellDiff]) -> str:
+    """``3 differs, 40 same within noise, ...`` (the verdicts present, in :data:`VERDICTS` order)."""
+    return ", ".join(f"{n} {v}" for v in VERDICTS if (n := sum(d.verdict == v for d in diffs))) or "no cells"
+
+
+def shown(value: float | None, fmt: str, signed: bool = False) -> str:
+    return "-" if value is None else format(value, ("+" if signed else "") + fmt)
+
+
+def rows_of(diffs: list[CellDiff]) -> list[list[str]]:
+    """Each difference as text cells: row, column, run, other run, delta, 95% interval, verdict, note."""
+    return [[d.row, d.column, shown(d.a, d.fmt), shown(d.b, d.fmt), shown(d.delta, d.fmt, signed=True),
+             "-" if d.low is None else f"[{shown(d.low, d.fmt, True)}, {shown(d.high, d.fmt, True)}]", d.verdict,
+             d.note] for d in diffs]
+
+
+HEADERS = ["row", "column", "run", "other run", "delta", "95% interval of delta", "verdict", "note"]
+
+
+def as_markdown(diffs: list[CellDiff], a: str, b: str) -> str:
+    """The differences as markdown: a summary line, then one table per result table."""
+    from tabulate import tabulate
+
+    parts = [f"## {a} vs {b}\n", f"{counts(diffs)}\n"]
+    for name in dict.fromkeys(d.table for d in diffs):
+        mine = [d for d in diffs if d.table == name]
+        parts.append(f"### {name}: {counts(mine)}\n")
+        parts.append(tabulate(rows_of(mine), headers=HEADERS, tablefmt="github", disable_numparse=True) + "\n")
+    return "\n".join(parts)
+
+
+def as_json(diffs: list[CellDiff]) -> dict:
+    return {"cells": [asdict(d) for d in diffs], "summary": counts(diffs)}
