@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import torch
 
 from rbench.artifacts import AdvSet, Predictions
 from rbench.estimate import Estimate, mcnemar
 from rbench.inputs import load_model, load_slice
-from rbench.metric import CellData, CellKeys, CellOutputs
+from rbench.metric import CellData, CellKeys, CellOutputs, metric_number
 from rbench.plan import CLEAN, Plan, data_spec
 from rbench.results import Cell, ResultTable
 from rbench.store import Store
@@ -71,19 +69,6 @@ def _paired(table: Table, estimates: dict[tuple[str, str], Estimate | None]) -> 
                 out.append({"a": a, "b": b, "along": line, "axis": "rows" if by_rows else "columns",
                             "metric": table.cells[ka].metric.label, **asdict(test)})
     return out
-
-
-def metric_number(value: Any) -> float | None:
-    """``value`` as a float if it is a real number (a Python or numpy int or float, a one-element tensor or array
-    of one), else None: a string, a bool, an array of several values or any other object is not a cell value."""
-    if isinstance(value, torch.Tensor | np.ndarray):
-        if value.size == 1 if isinstance(value, np.ndarray) else value.numel() == 1:
-            value = value.item()
-        else:
-            return None
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        return None
-    return float(value)
 
 
 def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutputs, failed: dict[str, str]

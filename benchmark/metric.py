@@ -10,11 +10,13 @@ then carries its sample size and 95% interval, comparisons use them, and paired 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel
 
@@ -178,6 +180,19 @@ class Reference:
     kind: ReferenceKind
     name: str | None
     evaluation: str | None = None
+
+
+def metric_number(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (a Python or numpy int or float, a one-element tensor or array
+    of one), else None: a string, a bool, an array of several values or any other object is not a cell value."""
+    if isinstance(value, torch.Tensor | np.ndarray):
+        if value.size == 1 if isinstance(value, np.ndarray) else value.numel() == 1:
+            value = value.item()
+        else:
+            return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
 
 
 def declared_references(obj: Any, params: Any) -> list[Reference]:

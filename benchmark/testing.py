@@ -47,6 +47,10 @@ In a defense plugin's tests::
 
     def test_conformance():
         check_defense("random_resize_pad", {"max_size": 32})
+
+``check_metric(name, params)`` computes a metric plugin on a clean and an attacked cell of the reference model
+and asserts its values are ones a table can hold, it is a pure function of the cell, and it changes no output
+(see :mod:`rbench.metric_kit`).
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ from rbench.contract import ModelGuard, check_attack_output
 from rbench.data import load_split
 from rbench.defense import Defense, Stage, seed_randomness
 from rbench.manager import get_plugin
+from rbench.metric_kit import MetricReport, check_metric
+
+__all__ = ["DefenseReport", "MetricReport", "Report", "check_attack", "check_defense", "check_metric",
+           "reference_data", "reference_model"]
 
 
 @cache

@@ -105,3 +105,60 @@ def test_an_attack_changing_the_model_fails_the_kit_and_leaves_the_reference_mod
     assert all(torch.equal(v, reference_model().state_dict()[k]) for k, v in before.items())
     report = check_attack("sign_noise", {"eps": 0.1})
     assert report.success_rate < 0.5  # on the trained model; the zeroed one errs on ~90% of the images
+
+
+# -- metrics ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "params"), [("error", {}), ("success_rate", {}), ("distortion", {"norm": "linf"}),
+                                              ("calibration_error", {}), ("class_robustness", {}),
+                                              ("transfer_rate", {}), ("unit_purity", {})])
+def test_builtin_metrics_conform(name, params):
+    from rbench.testing import check_metric
+
+    report = check_metric(name, params)
+    assert report.attacked is not None
+
+
+class _MetricP(BaseModel):
+    pass
+
+
+class _Metric:
+    Params, unit, fmt, label = _MetricP, "%", ".1f", "m"
+
+    def __init__(self, name, compute):
+        self.name, self._compute = name, compute
+
+    def references(self, params):
+        return []
+
+    def compute(self, cell, params):
+        return self._compute(cell)
+
+
+def _shuffles(cell):
+    cell.predictions.logits[:] = cell.predictions.logits[::-1].copy()  # in place: the stored outputs change
+    return 1.0
+
+
+BROKEN_METRICS = {"m_random": (lambda cell: float(torch.rand(())), "is not a pure function of its cell"),
+                  "m_string": (lambda cell: "12.5", "returned str '12.5'"),
+                  "m_nan": (lambda cell: float("nan"), "returned nan, not a finite number"),
+                  "m_shuffles": (_shuffles, "changed the cell's clean.logits in place")}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_METRICS))
+def test_broken_metrics_are_caught(name, monkeypatch):
+    from rbench.testing import check_metric
+
+    compute, message = BROKEN_METRICS[name]
+    monkeypatch.setitem(get_registry().plugins["metric"], name,
+                        PluginInfo("metric", name, "0", "tests", "tests", _Metric(name, compute)))
+    with pytest.raises(AssertionError, match=rf"^metric '{name}' \(clean cell\) .*{message}"):
+        check_metric(name, {})
+
+
+def test_a_metric_reading_other_evaluations_is_left_to_a_suite():
+    from rbench.testing import check_metric
+
+    with pytest.raises(TypeError, match="check it through a suite"):
+        check_metric("ood_auroc", {"ood": "elsewhere"})
