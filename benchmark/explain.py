@@ -3,8 +3,8 @@
 Everything shown comes from the registered object and its pydantic ``Params`` model, so it cannot drift from the
 code: the kind, distribution and version of the registry entry, the first paragraph of the plugin's docstring,
 and per parameter its type, default, constraints and documentation. A parameter's documentation is its pydantic
-``description`` when it has one, else the ``#:`` comment lines right above its declaration, or a string literal
-right below it (an attribute docstring). The code base documents fields with ``#:`` comments (and, more often, in
+``description`` when it has one, else the ``#:`` comment lines right above its declaration (or one ``#:`` comment
+after it on its line), or a string literal right below it (an attribute docstring). The code base documents fields with ``#:`` comments (and, more often, in
 the Params class's docstring, which is shown as a whole), so these are read from the class's source with
 :mod:`ast`: pydantic's ``use_attribute_docstrings`` would read only the string literals below fields, and only in
 models that opt in, which a third-party plugin's model need not do. A class without retrievable source (defined
@@ -132,7 +132,8 @@ def default_of(field: FieldInfo) -> tuple[bool, Any]:
 
 @cache
 def _source_docs(cls: type) -> dict[str, str]:
-    """Field name -> its ``#:`` comment block (right above it) or attribute docstring (right below it), read from
+    """Field name -> its ``#:`` comment block (right above it, or at the end of its line) or attribute docstring
+    (right below it), read from
     ``cls``'s own source; {} when the source cannot be had."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
@@ -154,6 +155,9 @@ def _source_docs(cls: type) -> dict[str, str]:
             comment.insert(0, lines[row].strip()[2:].strip())
             row -= 1
         text = " ".join(comment)
+        trailing = lines[node.end_lineno - 1][node.end_col_offset:].strip() if node.end_lineno else ""
+        if not text and trailing.startswith("#:"):  # ``eps: float = 0.1  #: doc`` (Sphinx reads it too)
+            text = trailing[2:].strip()
         after = body[i + 1] if i + 1 < len(body) else None
         if not text and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) \
                 and isinstance(after.value.value, str):

@@ -145,6 +145,8 @@ class _Documented(BaseModel):
     stringed: str = "x"
     """documented by an attribute docstring"""
     plain: Literal["a", "b"] | None = None
+    trailing: int = 3  #: documented at the end of its line
+    hashed: str = "#: not a comment"  # a plain comment, and a string that looks like one
     parts: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [1]
     inner: list[_Inner] = []
 
@@ -159,6 +161,7 @@ def test_types_defaults_constraints_and_docs_of_fields():
     assert params["described"]["doc"] == "documented by pydantic"
     assert params["stringed"]["doc"] == "documented by an attribute docstring"
     assert params["plain"]["doc"] == "" and params["plain"]["type"] == '"a" | "b" | None'
+    assert params["trailing"]["doc"] == "documented at the end of its line" and params["hashed"]["doc"] == ""
     [inner] = params["inner"]["models"]
     assert inner["params"][0]["constraints"] == ["ge=1", "le=9"] and inner["doc"] == "Inner model."
     # the built-ins document fields with #: comments: those are read
