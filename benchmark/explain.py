@@ -1,14 +1,14 @@
 """What a plugin is and takes, read from the plugin itself: ``rbench plugins NAME`` and ``--kind KIND --params``.
 
 Everything shown comes from the registered object and its pydantic ``Params`` model, so it cannot drift from the
-code: the kind, distribution and version of the registry entry, the first paragraph of the plugin's docstring,
-and per parameter its type, default, constraints and documentation. A parameter's documentation is its pydantic
+code: the kind, distribution and version of the registry entry, the first paragraph of the plugin's docstring, and
+per parameter its type, default, constraints and documentation. A parameter's documentation is its pydantic
 ``description`` when it has one, else the ``#:`` comment lines right above its declaration (or one ``#:`` comment
-after it on its line), or a string literal right below it (an attribute docstring). The code base documents fields with ``#:`` comments (and, more often, in
-the Params class's docstring, which is shown as a whole), so these are read from the class's source with
-:mod:`ast`: pydantic's ``use_attribute_docstrings`` would read only the string literals below fields, and only in
-models that opt in, which a third-party plugin's model need not do. A class without retrievable source (defined
-in a REPL) simply has no per-field documentation.
+after it on its line), or a string literal right below it (an attribute docstring). The code base documents fields
+with ``#:`` comments (and, more often, in the Params class's docstring, which is shown as a whole), so these are
+read from the class's source with :mod:`ast`: pydantic's ``use_attribute_docstrings`` would read only the string
+literals below fields, and only in models that opt in, which a third-party plugin's model need not do. A class
+without retrievable source (defined in a REPL) simply has no per-field documentation.
 """
 
 from __future__ import annotations
