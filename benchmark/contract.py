@@ -88,6 +88,16 @@ def _described(value: Any) -> str:
     return type(value).__name__ + ("" if shape is None else f" of shape {tuple(shape)}")
 
 
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` hold the same bits (so a NaN buffer left as it was is unchanged, which ``torch.equal`` would
+    deny)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.numel() == 0 or a.dtype == torch.bool:
+        return torch.equal(a, b)
+    return torch.equal(a.reshape(-1).contiguous().view(torch.uint8), b.reshape(-1).contiguous().view(torch.uint8))
+
+
 class ModelGuard:
     """A copy of a model's weights, buffers and train/eval modes, taken before a plugin gets the model, so that a
     plugin changing the model in place is caught: the engine re-predicts an attack's success flags with the same
@@ -102,7 +112,7 @@ class ModelGuard:
     def check(self, plugin: str) -> None:
         """Raise :class:`PluginContractError` naming ``plugin`` (``"attack 'x'"``) if the model changed."""
         now = self.model.state_dict()
-        changed = [k for k, v in self.state.items() if k not in now or not torch.equal(now[k].detach(), v)]
+        changed = [k for k, v in self.state.items() if k not in now or not _same_bits(now[k].detach(), v)]
         if changed or now.keys() != self.state.keys():
             first = changed[0] if changed else sorted(now.keys() ^ self.state.keys())[0]
             raise PluginContractError(f"{plugin} changed the model it attacks ({first!r} and "

@@ -22,6 +22,7 @@ In a metric plugin's tests::
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ import numpy as np
 import torch
 
 from rbench.artifacts import AdvSet, Predictions, distortions
+from rbench.contract import ModelGuard
+from rbench.errors import PluginContractError
 from rbench.estimate import Estimate
 from rbench.manager import get_plugin
 from rbench.metric import CellData, CellKeys, declared_references, metric_number
@@ -49,13 +52,17 @@ class _KitOutputs:
     """The :class:`rbench.metric.CellOutputs` of the kit's two cells: everything in memory, nothing stored."""
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, adv: AdvSet, attack: str):
-        self.model_, self.x, self.y, self.attack = model, x, y, attack
+        # copies: neither the kit's cached model and data nor another cell's outputs can be changed through these
+        self.model_, self.x, self.y, self.attack = copy.deepcopy(model), x.clone(), y.clone(), attack
+        self.guard = ModelGuard(self.model_)
         with torch.no_grad():
             clean, attacked = model(x).numpy(), model(torch.from_numpy(adv.x_adv)).numpy()
         indices = np.arange(len(x), dtype=np.int64)
+        adv = AdvSet(adv.x_adv.copy(), adv.success.copy(), adv.labels.copy(), adv.targets.copy(),
+                     adv.indices.copy(), {k: v.copy() for k, v in adv.distortion.items()})
         self.entries: dict[str, Any] = {
-            "adv": adv, "clean": Predictions(clean, y.numpy(), indices), "attacked": Predictions(attacked,
-                                                                                               y.numpy(), indices)}
+            "adv": adv, "clean": Predictions(clean, y.numpy().copy(), indices),
+            "attacked": Predictions(attacked, y.numpy().copy(), indices.copy())}
 
     def advset(self, key: str) -> AdvSet:
         return self.entries[key]
@@ -85,8 +92,8 @@ class _KitOutputs:
         return "clean" if attack == "clean" else "attacked"
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        """Copies of every array the cells can read, to tell whether a metric changed one."""
-        out = {}
+        """Copies of every array the cells can read (outputs and inputs), to tell whether a metric changed one."""
+        out = {"inputs.x": self.x.numpy().copy(), "inputs.y": self.y.numpy().copy()}
         for key, entry in self.entries.items():
             out.update({f"{key}.{name}": np.array(a, copy=True) for name, a in entry.arrays().items()})
         return out
@@ -125,11 +132,11 @@ def check_metric(name: str, params: dict[str, Any] | Any, *, attack: str = "fgsm
     if declared_references(metric, params):
         raise TypeError(f"metric {name!r} with these params reads other evaluations, attacks or models of a suite "
                         "(its references): check it through a suite, whose checks cover it")
-    model = reference_model()
-    x, y = reference_data()
+    model = copy.deepcopy(reference_model())  # a copy: the attack chosen may be a third party's too
+    x, y = (t.clone() for t in reference_data())
     plugin = get_plugin("attack", attack)
     attack_params = plugin.Params.model_validate(attack_params if attack_params is not None else {"eps": 0.1})
-    out = plugin.run(model, x, y, attack_params, generator=torch.Generator().manual_seed(0))
+    out = plugin.run(model, x.clone(), y.clone(), attack_params, generator=torch.Generator().manual_seed(0))
     adv = AdvSet(out.x_adv.numpy(), out.success.numpy().astype(bool), y.numpy(), np.full(len(x), -1, np.int64),
                  np.arange(len(x), dtype=np.int64), distortions(x.numpy(), out.x_adv.numpy()))
     values = {}
@@ -141,6 +148,10 @@ def check_metric(name: str, params: dict[str, Any] | Any, *, attack: str = "fgsm
         _check_value(name, what, first)
         changed = [k for k, a in outputs.snapshot().items() if not np.array_equal(a, before[k], equal_nan=True)]
         assert not changed, f"metric {name!r} ({what}) changed the cell's {changed[0]} in place"
+        try:
+            outputs.guard.check(f"metric {name!r} ({what})")
+        except PluginContractError as exc:
+            raise AssertionError(str(exc).replace("the model it attacks", "the cell's model")) from None
         again = metric.compute(_cell(_KitOutputs(model, x, y, adv, attack), cell_attack), params)
         assert _same(first, again), f"metric {name!r} ({what}) is not a pure function of its cell: {first} then {again}"
         values[cell_attack] = first

@@ -132,6 +132,9 @@ def test_a_plugin_that_changes_the_model_it_attacks_is_caught():
     with pytest.raises(PluginContractError, match=r"^attack 'zeroes' changed the model it attacks \('1.weight' "
                                                   r"and 0 more tensors\)"):
         guard.check("attack 'zeroes'")
+    norm = torch.nn.BatchNorm1d(3).eval()
+    norm.running_var[0] = float("nan")  # a NaN buffer left as it was is not a change (torch.equal says it is)
+    ModelGuard(norm).check("attack 'fine'")
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Dropout(0.5)).eval()
     guard = ModelGuard(model)
     model.train()

@@ -433,7 +433,7 @@ def test_an_input_defense_leaving_the_box_fails_where_it_runs_naming_it(bpda):
         with pytest.raises(PluginContractError, match=rf"^defense 'doubler' maps inputs to values in {shown}"):
             stage(x)
     ok = Stage(_Scale(1.0), name="same", differentiable=True, randomized=False, trained=False, approximation=None)
-    assert torch.equal(ok(x), x)
+    assert torch.equal(ok(x), x) and ok(x[:0]).shape == (0, 1, 28, 28)  # an empty batch passes through
     flat = Stage(nn.Flatten(), name="flat", differentiable=True, randomized=False, trained=False, approximation=None)
     with pytest.raises(PluginContractError, match=r"^defense 'flat' returned Tensor \(8, 784\) for inputs of "
                                                   r"shape \(8, 1, 28, 28\)"):

@@ -260,3 +260,4 @@ def test_a_metric_value_that_is_not_a_number_is_that_cell_s_error_never_a_crash_
         assert cells[row].value is None, row
         assert cells[row].error.startswith(f"metric {row!r} returned {kind} "), cells[row].error
         assert cells[row].error.endswith("a metric returns a number, an rbench.Estimate or None")
+    assert cells["r_string"].error.startswith("metric 'r_string' returned str '12.5': ")  # its repr, once
