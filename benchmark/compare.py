@@ -181,7 +181,7 @@ def compare_table(name: str, pub: PublishedTable, ours: ResultTable | None) -> l
                     note = cell.error or ("" if cell.value is not None else "not applicable")
                 except KeyError:
                     note = f"the run's table {name!r} has no cell ({row}, {column})"
-            fmt = ours.formats.get(ours.metric(cell), ".1f") if ours is not None and cell is not None else ".3g"
+            fmt = ours.fmt(cell) if ours is not None and cell is not None else ".3g"
             out.append(replace(judge(name, row, column, cell, theirs, tol, pub.figure, note), fmt=fmt))
     return out
 
@@ -285,11 +285,11 @@ def _shown(table: ResultTable | None, ref: CellRef, value: float, against: float
     """A claim's cell value in its table's format, as the table shows it; with more digits where that rounding
     would hide the comparison with ``against`` (97.96 "at least 98" shows as 97.96, not 98.0)."""
     try:
-        fmt = ".4g" if table is None else table.formats.get(table.metric(table.cell(ref.row, ref.column)), ".1f")
+        fmt = ".4g" if table is None else table.fmt(table.cell(ref.row, ref.column))
     except KeyError:
         fmt = ".4g"
     text = format(value, fmt)
-    if against is not None and value != against and float(text) == float(format(against, fmt)):
+    if against is not None and value != against and text == format(against, fmt):  # text: any format ("%" too)
         return f"{value:.6g}"
     return text
 

@@ -94,12 +94,16 @@ class ResultTable:
     def unit(self, cell: Cell) -> str:
         return self.units.get(self.metric(cell), "")
 
+    def fmt(self, cell: Cell) -> str:
+        """The format spec of ``cell``'s metric (``.1f`` where the table does not say)."""
+        return self.formats.get(self.metric(cell), ".1f")
+
     def format(self, cell: Cell, spread: bool = False) -> str:
         """``cell``'s value as text, with the format of its metric ("-" where it does not apply); with ``spread``,
         followed by `` ±h`` (its interval's larger half-width) where it has one."""
         if cell.value is None:
             return "failed" if cell.error else "-"
-        fmt = self.formats.get(self.metric(cell), ".1f")
+        fmt = self.fmt(cell)
         half = cell.spread() if spread else None
         shown = None if half is None else format(half, fmt)
         if shown is None or float(shown) == 0:  # no interval, or none at the value's precision

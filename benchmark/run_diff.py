@@ -7,7 +7,8 @@ Cells pair up by (table, row, column). Each pair gets one verdict:
 - ``same within noise``: it includes 0 (the two runs cannot be told apart at their sample sizes);
 - ``equal``: the same value, with or without intervals;
 - ``no interval``: different values, and one cell has no interval to judge the difference by;
-- ``only in one run`` / ``failed``: one side has no cell there, or no value.
+- ``only in one run`` / ``failed``: one side has no cell there (or one that does not apply), or one failed;
+- ``not comparable``: the two cells hold different metrics or units (the suite changed between the runs).
 
 The difference's interval combines the two cells' own 95% intervals by the MOVER method (Zou & Donner 2008; for
 two Wilson intervals it is Newcombe's 1998 hybrid score interval of a difference of proportions), which treats
@@ -21,9 +22,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from rbench.compare import fmt_number
 from rbench.results import Cell, ResultTable, RunResults
 
-VERDICTS = ("differs", "same within noise", "equal", "no interval", "only in one run", "failed")
+VERDICTS = ("differs", "same within noise", "equal", "no interval", "only in one run", "failed", "not comparable")
 
 
 @dataclass(frozen=True)
@@ -55,17 +57,33 @@ def difference_interval(a: Cell, b: Cell) -> tuple[float, float] | None:
     return d - math.hypot(av - al, bh - bv), d + math.hypot(ah - av, bv - bl)
 
 
-def _judge(table: ResultTable, a: Cell | None, b: Cell | None, row: str, column: str) -> CellDiff:
-    fmt = table.formats.get(table.metric(a), ".1f") if a is not None else ".3g"
+def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, Cell] | None) -> CellDiff:
+    """The verdict on one (table, row, column): ``a`` the run's (table, cell), ``b`` the other run's."""
+    table, cell = a if a is not None else b  # type: ignore[misc]
+    row, column, fmt = cell.row, cell.column, table.fmt(cell)
     if a is None or b is None:
         missing = "the run" if a is None else "the other run"
-        return CellDiff(table.name, row, column, None if a is None else a.value, None if b is None else b.value,
+        return CellDiff(name, row, column, None if a is None else a[1].value, None if b is None else b[1].value,
                         None, None, None, "only in one run", fmt, f"{missing} has no such cell")
+    (ta, ca), (tb, cb) = a, b
+    if (ta.metric(ca), ta.unit(ca)) != (tb.metric(cb), tb.unit(cb)):
+        return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
+                        f"{ta.metric(ca)} ({ta.unit(ca) or 'no unit'}) vs {tb.metric(cb)} ({tb.unit(cb) or 'no unit'})")
+    return _values(name, ca, cb, fmt)
+
+
+def _values(name: str, a: Cell, b: Cell, fmt: str) -> CellDiff:
+    """The verdict on two cells of one metric."""
+    row, column = a.row, a.column
+    if a.error or b.error:
+        return CellDiff(name, row, column, a.value, b.value, None, None, None, "failed", fmt,
+                        " / ".join(e for e in (a.error, b.error) if e))
     if a.value is None or b.value is None:
-        why = " / ".join(e for e in (a.error, b.error) if e) or "not applicable"
-        verdict = "failed" if a.error or b.error else "equal"
-        return CellDiff(table.name, row, column, a.value, b.value, None, None, None, verdict, fmt,
-                        "" if verdict == "equal" else why)
+        if a.value is None and b.value is None:
+            return CellDiff(name, row, column, None, None, None, None, None, "equal", fmt, "not applicable")
+        where = "the run" if a.value is None else "the other run"
+        return CellDiff(name, row, column, a.value, b.value, None, None, None, "only in one run", fmt,
+                        f"not applicable in {where}")
     delta = float(a.value) - float(b.value)
     interval = difference_interval(a, b)
     if delta == 0:
@@ -75,7 +93,7 @@ def _judge(table: ResultTable, a: Cell | None, b: Cell | None, row: str, column:
     else:
         verdict = "same within noise" if interval[0] <= 0 <= interval[1] else "differs"
     low, high = interval if interval is not None else (None, None)
-    return CellDiff(table.name, row, column, a.value, b.value, delta, low, high, verdict, fmt)
+    return CellDiff(name, row, column, a.value, b.value, delta, low, high, verdict, fmt)
 
 
 def diff_runs(a: RunResults, b: RunResults) -> list[CellDiff]:
@@ -85,10 +103,8 @@ def diff_runs(a: RunResults, b: RunResults) -> list[CellDiff]:
     out = []
     for table in a.tables:
         for cell in table.cells:
-            other = theirs.pop((table.name, cell.row, cell.column), None)
-            out.append(_judge(table, cell, None if other is None else other[1], cell.row, cell.column))
-    for (_, row, column), (table, cell) in theirs.items():
-        out.append(_judge(table, None, cell, row, column))
+            out.append(_judge(table.name, (table, cell), theirs.pop((table.name, cell.row, cell.column), None)))
+    out += [_judge(name, None, other) for (name, _, _), other in theirs.items()]
     return out
 
 
@@ -97,15 +113,12 @@ def counts(diffs: list[CellDiff]) -> str:
     return ", ".join(f"{n} {v}" for v in VERDICTS if (n := sum(d.verdict == v for d in diffs))) or "no cells"
 
 
-def shown(value: float | None, fmt: str, signed: bool = False) -> str:
-    return "-" if value is None else format(value, ("+" if signed else "") + fmt)
-
-
 def rows_of(diffs: list[CellDiff]) -> list[list[str]]:
     """Each difference as text cells: row, column, run, other run, delta, 95% interval, verdict, note."""
-    return [[d.row, d.column, shown(d.a, d.fmt), shown(d.b, d.fmt), shown(d.delta, d.fmt, signed=True),
-             "-" if d.low is None else f"[{shown(d.low, d.fmt, True)}, {shown(d.high, d.fmt, True)}]", d.verdict,
-             d.note] for d in diffs]
+    return [[d.row, d.column, fmt_number(d.a, fmt=d.fmt), fmt_number(d.b, fmt=d.fmt),
+             fmt_number(d.delta, signed=True, fmt=d.fmt), "-" if d.low is None else
+             f"[{fmt_number(d.low, True, d.fmt)}, {fmt_number(d.high, True, d.fmt)}]", d.verdict, d.note]
+            for d in diffs]
 
 
 HEADERS = ["row", "column", "run", "other run", "delta", "95% interval of delta", "verdict", "note"]

@@ -115,13 +115,15 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     run_dir = run_dir or default_run_dir(suite.name)
     check_run_dir(run_dir, store.root, option)
     plan = suite_plan(suite, only)
-    if not store.root.exists():  # everything is to compute: check its data before the store is made
+    data_checked = not store.root.exists()
+    if data_checked:  # everything is to compute: check its data before the store is made
         prepare_data(list(plan.jobs.values()))
     store.ensure_writable()
     created = prepare_run_dir(run_dir, option)
     try:
         return _run(suite, plan, profile, store, run_dir, devices, n_workers, executor, console, quiet,
-                    suite.job_timeout if job_timeout is None else job_timeout, started, only, executor_params)
+                    suite.job_timeout if job_timeout is None else job_timeout, started, only, executor_params,
+                    data_checked)
     except BaseException:
         remove_folders(created)  # a run stopped before it wrote anything leaves no empty folders behind
         raise
@@ -159,14 +161,16 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
 
 def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: Path, devices: list[str],
          n_workers: int, executor: str, console: Console, quiet: bool, job_timeout: float | None, started: float,
-         only: list[str] | None = None, executor_params: object = None) -> RunOutcome:
+         only: list[str] | None = None, executor_params: object = None, data_checked: bool = False
+         ) -> RunOutcome:
     run_executor = get_registry().get("executor", executor).obj
     observer = RunEvents()
     with store.lease(set(plan.jobs), suite.name), RunProgress(len(plan.jobs), console, quiet) as display, \
             listening(display):
         job_results = trusted_results(plan, store, observer)
         todo = [job for job in plan.jobs.values() if job.key not in job_results]
-        prepare_data(todo)
+        if not data_checked:
+            prepare_data(todo)
         job_results.update(run_executor.run(plan, store, todo, devices=devices, workers=n_workers,
                                             observer=observer, job_timeout=job_timeout, params=executor_params))
         failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}

@@ -704,7 +704,9 @@ class Store:
             return keys
         for record in folder.glob("*.json"):
             with contextlib.suppress(OSError, ValueError, TypeError):
-                holder = FileLock(record.with_suffix(".lock"), is_singleton=True)
+                # its own open of the file, not the singleton: flock locks belong to an open file, so the lease
+                # of a run in this very process reads as held (live), as another process's does
+                holder = FileLock(record.with_suffix(".lock"), is_singleton=False)
                 try:
                     holder.acquire(timeout=0)
                 except Timeout:  # the run is alive

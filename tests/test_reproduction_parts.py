@@ -282,3 +282,6 @@ def test_a_claim_shows_its_cells_as_the_table_does_with_digits_where_rounding_wo
     first, second = check_claims(results)
     assert not first.held and first.detail == "a at 0.1 = 97.96; needed: at least 98"  # not "98.0"
     assert second.held and second.detail == "b at 0.1 = 40.0; needed: at most 50"  # as the table shows it
+    results.tables[0].formats["error"] = ".1%"  # a format that prints a sign: compared as text, not parsed
+    first, _ = check_claims(results)
+    assert first.detail.startswith("a at 0.1 = 9796.0%")

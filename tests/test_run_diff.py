@@ -37,16 +37,21 @@ def _results(cells: dict[tuple[str, str], Cell | None]) -> RunResults:
 def test_each_pair_of_cells_gets_one_verdict():
     a = _results({("big", "x"): _rate(56, 70), ("small", "x"): _rate(30, 70), ("same", "x"): _rate(10, 70),
                   ("bare", "x"): Cell("bare", "x", 5.0), ("broken", "x"): Cell("broken", "x", None, error="boom"),
-                  ("mine", "x"): _rate(1, 2)})
+                  ("mine", "x"): _rate(1, 2), ("na", "x"): Cell("na", "x", None)})
     b = _results({("big", "x"): _rate(48, 80), ("small", "x"): _rate(33, 70), ("same", "x"): _rate(10, 70),
                   ("bare", "x"): Cell("bare", "x", 6.0), ("broken", "x"): _rate(3, 10),
-                  ("theirs", "x"): _rate(1, 3)})
+                  ("theirs", "x"): _rate(1, 3), ("na", "x"): _rate(1, 4)})
     verdicts = {(d.row, d.verdict) for d in diff_runs(a, b)}
     assert verdicts == {("big", "differs"), ("small", "same within noise"), ("same", "equal"),
                         ("bare", "no interval"), ("broken", "failed"), ("mine", "only in one run"),
-                        ("theirs", "only in one run")}
+                        ("theirs", "only in one run"), ("na", "only in one run")}
     big = next(d for d in diff_runs(a, b) if d.row == "big")
     assert big.delta == pytest.approx(20.0) and big.low == pytest.approx(5.243, abs=1e-3)
+    na = next(d for d in diff_runs(a, b) if d.row == "na")
+    assert na.note == "not applicable in the run" and na.b == 25.0
+    b.tables[0].metric_of["big|x"] = "accuracy"  # the suite changed what the cell measures
+    big = next(d for d in diff_runs(a, b) if d.row == "big")
+    assert big.verdict == "not comparable" and big.note == "error (%) vs accuracy (no unit)" and big.delta is None
 
 
 def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path, capsys):

@@ -171,3 +171,16 @@ def test_a_folder_where_the_lease_registry_lock_goes_fails_a_run_in_one_line(tmp
     assert code == 2 and err.count("\n") == 1, err
     assert f"store lock {store}/leases/registry.lock: cannot be taken (Is a directory)" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_lease_held_in_this_process_is_live_for_gc_in_this_process(tmp_path):
+    """gc run from the same process as a run (the Python API) must keep the run's keys: its check of a lease opens
+    the lease's lock file anew, so the run's own lock reads as held, not as a dead run's to clear."""
+    store = Store(tmp_path)
+    store.ensure_writable()
+    with store.lease({KEY}, "a run in this process"):
+        with store.registry_lock():
+            assert store.live_keys() == {KEY}
+        assert list((tmp_path / "leases").glob("*.json"))  # its record is still there
+    with store.registry_lock():
+        assert store.live_keys() == set()

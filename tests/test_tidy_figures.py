@@ -198,8 +198,9 @@ def test_the_same_attack_in_two_evaluations_makes_two_lines_and_a_failed_cell_is
     table = ResultTable("t", "T", ["dae"], columns, "model", "columns", {"error": "%"}, {"error": ".1f"}, cells,
                         metric_of={f"dae|{c}": "error" for c in columns}, attack_calls=calls)
     lines = sweeps(table, {})
-    assert [(s.label, s.x, [c.value for c in s.cells]) for s in lines] == [
-        ("dae (transfer)", [0.1, 0.2], [59.0, 57.0])]  # adaptive has one point left: no line, but not joined
+    assert [(s.label, s.x, [c.value for c in s.cells], s.failed) for s in lines] == [
+        ("dae (transfer)", [0.1, 0.2], [59.0, 57.0], []),
+        ("dae (adaptive)", [0.1], [81.0], [0.2])]  # one point and its failure's mark, not joined to transfer
     whole = replace(cells[2], column="adaptive 0.2", value=70.0, attack="n0.2")
     lines = sweeps(replace(table, cells=[*cells[:3], whole]), {})
     assert [(s.label, s.x) for s in lines] == [("dae (transfer)", [0.1, 0.2]), ("dae (adaptive)", [0.1, 0.2])]

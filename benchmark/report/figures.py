@@ -142,7 +142,8 @@ def sweeps(table: ResultTable, published: dict[tuple[str, str], float]) -> list[
                 for other in others:
                     name = other if len(evaluations) == 1 else f"{other} ({evaluation})"
                     sweep = _sweep(table, Sweep(name, parameter, plugin), along, other, axis, published)
-                    if len(sweep.cells) >= 2 and len({table.metric(c) for c in sweep.cells}) == 1:
+                    drawn = len(sweep.cells) >= 2 or (sweep.cells and sweep.failed)  # a failure keeps its mark
+                    if drawn and len({table.metric(c) for c in sweep.cells}) == 1:
                         out.append(sweep)
         if out:  # one y axis: the lines of the first line's unit (a table may mix e.g. % and distortions)
             unit = table.unit(out[0].cells[0])

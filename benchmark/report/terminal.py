@@ -65,7 +65,7 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
 
 
 RUN_DIFF_COLOURS = {"differs": "red", "same within noise": "green", "equal": "green", "no interval": "yellow",
-                    "only in one run": "dim", "failed": "red"}
+                    "only in one run": "dim", "failed": "red", "not comparable": "yellow"}
 
 
 def print_run_diff(diffs: list[CellDiff], console: Console, a: str, b: str) -> None:
