@@ -151,15 +151,18 @@ def check_measurements(probe: str, label: str, values: Any) -> None:
                                       "must be finite numbers (or None) or lists of them")
 
 
-def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor, device: torch.device,
+def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor | None, device: torch.device,
                   probe: int = 256, component: bool = False) -> None:
     """Nothing non-finite is stored: the trained weights, and the outputs on the first ``probe`` training images
-    (a model's logits; a defense component's images, which must also stay in [0, 1]), must be finite (else
-    :class:`PluginContractError` naming the trainer and the plugin)."""
+    ``x`` (a model's logits; a defense component's images, which must also stay in [0, 1]), must be finite (else
+    :class:`PluginContractError` naming the trainer and the plugin). ``x`` None (a trainer that reads no data):
+    the weights only."""
     bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         raise PluginContractError(f"trainer {trainer!r} left non-finite weights in {model_name(model)} "
                                   f"({len(bad)} tensors, first {bad[0]!r})")
+    if x is None:
+        return
     with torch.no_grad():
         out = model(x[:probe].to(device))
     if not component:

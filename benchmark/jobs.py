@@ -74,8 +74,11 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
     stats: dict[str, Any] = {}
     if spec.trainer is not None:
         assert spec.data is not None
-        x, y, _ = load_slice(spec.data)
         trainer, tparams = _params("trainer", spec.trainer)
+        if trainer.reads_data:
+            x, y, _ = load_slice(spec.data)
+        else:  # the model is used as it is: every eval job checks its outputs on the images it evaluates
+            x, y = torch.empty(0), torch.empty(0, dtype=torch.long)
         generator = torch.Generator().manual_seed(job.seed)
         extra: dict[str, Any] = {"lineage": [load_model(store, key, device) for key in lineage]} if getattr(
             trainer, "uses_lineage", False) else {}
@@ -87,7 +90,8 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
         if spec.monitor is not None:
             stats = {**stats, "observed": observed}
         model.eval()
-        check_trained(model, trainer.name, x, device, component=spec.defense is not None)
+        check_trained(model, trainer.name, x if trainer.reads_data else None, device,
+                      component=spec.defense is not None)
     model.eval()
     store.save_checkpoint(job.key, model.state_dict(), job_meta(job, device, started, stats=stats))
 

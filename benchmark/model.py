@@ -83,6 +83,9 @@ class Trainer:
     #: train() takes ``observer`` (an :data:`EpochObserver`) and calls it after every epoch: the suite may
     #: ``monitor`` the model (per-epoch measurements by probe plugins, :mod:`rbench.probe`)
     observes: ClassVar[bool] = False
+    #: train() reads the model's training data; False (the ``none`` trainer: a loaded or composed model used as
+    #: it is) gets empty data, and the run neither needs nor loads the training split for it
+    reads_data: ClassVar[bool] = True
 
     def train(
         self,

@@ -205,14 +205,17 @@ def prepare_data(jobs: list[Job]) -> None:
     """Check (or download) the data of every job to compute, so bad data fails the run before any work."""
     wanted: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
     for job in jobs:
-        for data in job.spec.slices():  # a monitored model's per-epoch data too
-            call = data.dataset.to_dict()
-            wanted[(canonical(call), data.split)] = (call, data.split)
+        slices = job.spec.slices()  # a monitored model's per-epoch data too
         if isinstance(job.spec, TrainSpec) and job.spec.trainer is not None:  # data a trainer loads (outliers)
             trainer, tparams = plugin_params("trainer", job.spec.trainer)
+            if not getattr(trainer, "reads_data", True):  # a loaded model: its training split is not read
+                slices = [s for s in slices if s is not job.spec.data]
             for name, split in trainer.extra_data(tparams):
                 call = {"plugin": name, "params": {}}
                 wanted[(canonical(call), split)] = (call, split)
+        for data in slices:
+            call = data.dataset.to_dict()
+            wanted[(canonical(call), data.split)] = (call, data.split)
     for call, split in wanted.values():
         plugin = get_registry().get("dataset", call["plugin"]).obj
         plugin.prepare(split, plugin.Params.model_validate(call["params"]))

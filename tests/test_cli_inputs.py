@@ -123,3 +123,24 @@ def test_eval_refused_for_a_store_it_cannot_make_leaves_no_run_folder(capsys, ow
                                "--run-dir", str(run_dir), "--store", str(store), "-q")
     assert code == 2 and f"store {store}: not writable" in err and err.count("\n") == 1, err
     assert not (own_model / "runs").exists()
+
+
+def test_eval_of_a_pretrained_model_needs_no_training_files(capsys, own_model, monkeypatch):
+    """The model is evaluated as it is: its 'none' trainer reads no data, so the MNIST training files need not be
+    there (the run asked for them), and its job is a load, not a training."""
+    import json
+
+    from support import SHARED_DATA
+
+    data = own_model / "test-split-only" / "mnist"
+    data.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (data / name).symlink_to(SHARED_DATA / "mnist" / name)
+    monkeypatch.setenv("RBENCH_DATA", str(data.parent))
+    monkeypatch.setenv("RBENCH_DATA_CACHE", str(own_model / "no-cache"))
+    code, err = cli_in_process(capsys, "eval", f"{own_model}/nets.py:Net", "--weights",
+                               str(own_model / "good.safetensors"), "--n", "20", "--attack", "fgsm:eps=0.1",
+                               "--run-dir", str(own_model / "run"), "--store", str(own_model / "store"), "-q")
+    assert code == 0, err
+    jobs = json.loads((own_model / "run" / "results.json").read_text())["jobs"]
+    assert [j["label"] for j in jobs.values() if j["label"].split()[0] in ("load", "train")] == ["load Net"]
