@@ -410,7 +410,14 @@ def compare_cmd(
         from rbench import run_diff
         from rbench.report.terminal import print_run_diff
 
-        diffs = run_diff.diff_runs(results, RunResults.read(other))
+        theirs = RunResults.read(other)
+        diffs = run_diff.diff_runs(results, theirs)
+        if not run_diff.shared_cells(results, theirs):
+            raise RbenchError(f"{run_dir} and {other} share no table cell (suites {results.suite!r} and "
+                              f"{theirs.suite!r}): nothing to compare")
+        if results.suite != theirs.suite:
+            print(f"rbench: note: the runs are of two suites ({results.suite!r}, {theirs.suite!r}); cells pair up "
+                  "by table, row and column", file=sys.stderr)
         if fmt == "json":
             print(json.dumps(run_diff.as_json(diffs), indent=1))
         elif fmt == "md":

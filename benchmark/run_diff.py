@@ -108,6 +108,15 @@ def diff_runs(a: RunResults, b: RunResults) -> list[CellDiff]:
     return out
 
 
+def _cells(results: RunResults) -> set[tuple[str, str, str]]:
+    return {(t.name, c.row, c.column) for t in results.tables for c in t.cells}
+
+
+def shared_cells(a: RunResults, b: RunResults) -> int:
+    """How many (table, row, column) the two runs both have."""
+    return len(_cells(a) & _cells(b))
+
+
 def counts(diffs: list[CellDiff]) -> str:
     """``3 differs, 40 same within noise, ...`` (the verdicts present, in :data:`VERDICTS` order)."""
     return ", ".join(f"{n} {v}" for v in VERDICTS if (n := sum(d.verdict == v for d in diffs))) or "no cells"

@@ -72,3 +72,10 @@ def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path,
     assert changed["delta"] == pytest.approx(50.0) and out["summary"].startswith("1 differs, ")
     code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other), "--published", str(other))
     assert code == 2 and "--run and --published: give one" in err
+    for table in raw["tables"]:
+        table["name"] = "renamed_" + table["name"]
+    raw["suite"] = "another"
+    (other / "results.json").write_text(json.dumps(raw))
+    (other / "samples.parquet").unlink()  # its cells name the old tables (and it is checked against them)
+    code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other))
+    assert code == 2 and "share no table cell (suites 'tiny' and 'another'): nothing to compare" in err, err

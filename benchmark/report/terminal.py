@@ -45,7 +45,9 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
             mine = [r for r in rows if r.table == name]
             table = Table(title=escape(f"{name} vs {figure}: {verdict_counts(mine)}"), title_justify="left")
             for col in ("row", "column", "ours", "95% interval", "published", "delta", "tolerance", "verdict"):
-                table.add_column(col, justify="left" if col in ("row", "column", "verdict") else "right")
+                # a label without spaces wraps by character on a narrow terminal (a pipe: 80 columns), never cut
+                table.add_column(col, justify="left" if col in ("row", "column", "verdict") else "right",
+                                 overflow="fold" if col in ("row", "column") else "ellipsis")
             for r in mine:
                 table.add_row(escape(r.row), escape(r.column), fmt_number(r.ours, fmt=r.fmt), escape(fmt_interval(r)),
                               f"{r.published:g}", fmt_number(r.delta, signed=True, fmt=r.fmt), r.tolerance,
@@ -74,7 +76,8 @@ def print_run_diff(diffs: list[CellDiff], console: Console, a: str, b: str) -> N
         mine = [d for d in diffs if d.table == name]
         table = Table(title=escape(f"{name}: {counts(mine)}"), title_justify="left")
         for col in HEADERS:
-            table.add_column(col, justify="left" if col in ("row", "column", "verdict", "note") else "right")
+            table.add_column(col, justify="left" if col in ("row", "column", "verdict", "note") else "right",
+                             overflow="fold" if col in ("row", "column") else "ellipsis")
         for d, cells in zip(mine, rows_of(mine), strict=True):
             cells[6] = f"[{RUN_DIFF_COLOURS[d.verdict]}]{escape(d.verdict)}[/]"
             table.add_row(*(c if i == 6 else escape(c) for i, c in enumerate(cells)))
