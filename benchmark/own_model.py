@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rbench.errors import PluginError, RbenchError
-from rbench.manager import get_registry
+from rbench.manager import get_registry, suggest
 from rbench.suite import MAX_NAME, SAFE_NAME
 
 #: the default attack set's Linf budgets (the usual MNIST levels: a moderate and the standard large one)
@@ -80,6 +80,11 @@ def attack_entries(attacks: Iterable[str | tuple[str, dict[str, Any]]]) -> dict[
             info = get_registry().get("attack", plugin)
         except PluginError as exc:
             raise RbenchError(f"--attack {shown!r}: {exc}") from None
+        fields = info.obj.Params.model_fields
+        unknown = [k for k in params if k not in fields]
+        if unknown and info.obj.Params.model_config.get("extra") != "allow":  # said before "a field is required"
+            raise RbenchError(f"--attack {shown!r}: unknown parameter {unknown[0]!r} of attack {plugin!r}"
+                              f"{suggest(unknown[0], fields)}")
         try:
             info.obj.Params.model_validate(params, strict=True)
         except ValidationError as err:
