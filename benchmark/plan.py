@@ -278,7 +278,8 @@ def build_plan(suite: Suite) -> Plan:
             source = getattr(m.call.obj, "weights_file", None) if m.call else None
             weights = source(m.call.params) if callable(source) and m.call else None
             files = {"weights_path": weights} if weights else {}  # where the bytes in the key are read from
-            verb = "train" if getattr(m.trainer.obj, "reads_data", True) else ("load" if weights else "compose")
+            # a trainer that reads no data uses the model as it is: loaded weights (checkpoint) or trained members
+            verb = "train" if getattr(m.trainer.obj, "reads_data", True) else "load" if callable(source) else "compose"
             plan.trained[name] = plan.add(spec, tuple(members + ancestors), f"{verb} {name}",
                                           seeded_without="monitor" if m.monitor else None, **files)
         return plan.trained[name]

@@ -525,6 +525,9 @@ def _pydantic_problem(file: str, prefix: str, err: ValidationError, model: type[
         hint = f"; did you mean {match!r}?" if match is not None else ""
     elif first["type"] == "missing":
         return SuiteError(f"{file}: {path}: required key is missing")
+    elif first["type"] == "literal_error" and isinstance(first.get("input"), str):  # rows = "atack"
+        match = close_match(first["input"], re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", ""))))
+        hint = f"; did you mean {match!r}?" if match is not None else ""
     more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
     return SuiteError(f"{file}: {path}: {detail} (got {_fmt(first.get('input'))}){hint}{more}")
 

@@ -72,6 +72,7 @@ MALFORMED = [
     ('rows = "attack"\ncolumns = "model"', 'rows = "model"\ncolumns = "metric"\nwhere = { attack = "pdg" }',
      ["tables.t.where.attack", "did you mean 'pgd'"]),
     ('[tables.t]', '[tables.t]\nsize = 3', ["tables.t.size", "unknown key"]),
+    ('rows = "attack"', 'rows = "atack"', ["tables.t.rows", "(got 'atack'); did you mean 'attack'?"]),
     ('[tables.t]', '[widgets.w]\nx = 1\n[tables.t]', ["widgets", "unknown key"]),
 ]
 

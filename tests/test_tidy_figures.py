@@ -122,8 +122,12 @@ def test_load_results_gives_a_dataframe_or_dicts(tiny_reference, monkeypatch):
     _, _, run, values = tiny_reference
     frame = rb.load_results(run)
     assert len(frame) == len(values) and {"eps", "ci_low", "ci_high", "verdict"} <= set(frame.columns)
-    pivot = frame[frame.table == "errors"].pivot(index="row", columns="column", values="value")
+    errors = frame[frame.table == "errors"]  # README's example: the table in its own order
+    pivot = errors.pivot(index="row", columns="column", values="value").loc[errors.row.unique(),
+                                                                           errors.column.unique()]
     assert pivot.loc["clean", "mlp"] == pytest.approx(values[("errors", "clean", "mlp")])
+    table = RunResults.read(run).tables[0]
+    assert (list(pivot.index), list(pivot.columns)) == (table.rows, table.columns)
     monkeypatch.setitem(sys.modules, "pandas", None)  # pandas not installed
     rows = rb.load_results(run / "results.json")
     assert isinstance(rows, list) and len(rows) == len(values) and rows[0]["table"] == "errors"
