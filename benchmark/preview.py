@@ -4,8 +4,10 @@ holds, and the compute time of the rest estimated from the store's own records.
 Every stored entry records the seconds its job took (``provenance.seconds``, see :mod:`rbench.provenance`) and
 its job spec. A job to compute is estimated from stored jobs *similar* to it: the same kind and the same plugin
 (an attack's or transform's plugin; a training job's trainer and model plugins; an evaluation's model plugin),
-else any stored job of the same kind. Where both sides know how many samples they process, the estimate is the
-median seconds per sample of the similar jobs times the job's samples; otherwise their median seconds. A job with
+else any stored job of the same kind; of those, the ones of the job's precision where there are any. Where both
+sides know how much they compute -- samples times an attack's steps or a trainer's epochs (:func:`work`) --, the
+estimate is the median seconds per such sample-pass of the similar jobs times the job's; otherwise their median
+seconds. A job with
 no similar stored job is counted as unknown: no number is made up for it. The estimate is compute time on one
 worker (workers running in parallel finish sooner), from whatever machine stored the entries.
 
@@ -119,6 +121,27 @@ def samples(spec: Spec, spec_of: Callable[[str], Spec]) -> int | None:
     return None
 
 
+#: the params that count an attack's passes over its samples, and a trainer's
+PASSES = {"attack": ("steps", "max_iter", "generations"), "train": ("epochs",)}
+
+
+def work(spec: Spec, spec_of: Callable[[str], Spec]) -> float | None:
+    """How much a job computes, in sample-passes: its samples times an attack's steps (``steps``, ``max_iter``,
+    ``generations``) or a trainer's ``epochs`` where its params give them (None: the samples are unknown). A PGD
+    of 100 steps then costs 100 FGSMs in the estimate, and 20 epochs 20 one-epoch trainings."""
+    n = samples(spec, spec_of)
+    if not n:
+        return None
+    kind = str(spec.get("kind"))
+    call = spec.get("trainer" if kind == "train" else kind)
+    params = call.get("params", {}) if isinstance(call, dict) else {}
+    for name in PASSES.get(kind, ()):
+        passes = params.get(name) if isinstance(params, dict) else None
+        if isinstance(passes, int) and not isinstance(passes, bool) and passes > 0:
+            return float(n * passes)
+    return float(n)
+
+
 def recorded_seconds(meta: dict[str, Any]) -> float | None:
     """The seconds a stored job took, from its recorded metadata (None: not recorded)."""
     prov = meta.get("provenance")
@@ -128,25 +151,28 @@ def recorded_seconds(meta: dict[str, Any]) -> float | None:
     return float(seconds)
 
 
+Group = tuple[str, str, str]  # (kind, similarity, precision)
+
+
 def _history(store: Store, meta_of: Callable[[str], dict[str, Any]],
-             spec_of: Callable[[str], Spec]) -> dict[tuple[str, str], list[tuple[float, int | None]]]:
-    """(kind, similarity) -> (seconds, samples) of every stored job that recorded its seconds."""
-    out: dict[tuple[str, str], list[tuple[float, int | None]]] = {}
+             spec_of: Callable[[str], Spec]) -> dict[Group, list[tuple[float, float | None]]]:
+    """(kind, similarity, precision) -> (seconds, work) of every stored job that recorded its seconds."""
+    out: dict[Group, list[tuple[float, float | None]]] = {}
     for key in store.keys():
         meta = meta_of(key)
         spec, seconds = meta.get("spec"), recorded_seconds(meta)
         if not isinstance(spec, dict) or seconds is None:
             continue
         try:
-            group = (str(spec.get("kind")), similarity(spec, spec_of))
-            out.setdefault(group, []).append((float(seconds), samples(spec, spec_of)))
+            group = (str(spec.get("kind")), similarity(spec, spec_of), str(spec.get("precision", "fp32")))
+            out.setdefault(group, []).append((float(seconds), work(spec, spec_of)))
         except (AttributeError, KeyError, TypeError, ValueError):  # a spec of an older layout: not comparable
             continue
     return out
 
 
-def _estimate(spec: Spec, similar: list[tuple[float, int | None]], spec_of: Callable[[str], Spec]) -> float:
-    n = samples(spec, spec_of)
+def _estimate(spec: Spec, similar: list[tuple[float, float | None]], spec_of: Callable[[str], Spec]) -> float:
+    n = work(spec, spec_of)
     rates = [seconds / m for seconds, m in similar if m]
     if n and rates:
         return statistics.median(rates) * n
@@ -171,9 +197,11 @@ def preview(plan: Plan, store: Store) -> Preview:
 
     todo = [job for job in plan.jobs.values() if job.key not in stored]
     history = _history(store, meta_of, spec_of) if todo else {}
-    by_kind: dict[str, list[tuple[float, int | None]]] = {}
-    for (kind, _), rows in history.items():
+    by_kind: dict[str, list[tuple[float, float | None]]] = {}
+    by_plugin: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
+    for (kind, like, _), rows in history.items():
         by_kind.setdefault(kind, []).extend(rows)
+        by_plugin.setdefault((kind, like), []).extend(rows)
     kinds = {k: KindPreview(k) for k in KINDS if any(job.kind == k for job in plan.jobs.values())}
     for job in plan.jobs.values():
         row = kinds.setdefault(job.kind, KindPreview(job.kind))
@@ -186,7 +214,9 @@ def preview(plan: Plan, store: Store) -> Preview:
             else:
                 row.recorded += took
             continue
-        similar = history.get((job.kind, similarity(job.record, spec_of))) or by_kind.get(job.kind)
+        like = similarity(job.record, spec_of)  # the same precision first: bf16 and fp32 differ in speed
+        similar = history.get((job.kind, like, str(job.record.get("precision", "fp32")))) \
+            or by_plugin.get((job.kind, like)) or by_kind.get(job.kind)
         if not similar:
             row.unknown += 1
         else:

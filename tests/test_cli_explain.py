@@ -339,7 +339,8 @@ def test_dry_run_counts_stored_jobs_and_estimates_from_their_durations(only_run)
 
 def test_estimate_is_the_stored_duration_of_similar_jobs(only_run):
     """In process: the pgd attack (no stored pgd) is estimated from the stored attack of the same kind (fgsm, same
-    number of samples); the missing evaluation from the stored evaluations of the same model plugin."""
+    number of samples) per sample-pass: its 2 steps cost 2 fgsm passes; the missing evaluation from the stored
+    evaluations of the same model plugin."""
     from rbench.preview import preview
     from rbench.store import Store
 
@@ -349,7 +350,7 @@ def test_estimate_is_the_stored_duration_of_similar_jobs(only_run):
     recorded = {job.label: store.recorded_meta(job.key)["provenance"]["seconds"] for job in plan.jobs.values()
                 if store.has(job.key)}
     kinds = {k.kind: k for k in preview(plan, store).kinds}
-    assert kinds["attack"].seconds == pytest.approx(recorded["attack fgsm on mlp"])
+    assert kinds["attack"].seconds == pytest.approx(2 * recorded["attack fgsm on mlp"])  # pgd: steps = 2
     # what the stored jobs took: their own records, summed per kind
     assert kinds["train"].recorded == pytest.approx(recorded["train mlp"]) and kinds["train"].unrecorded == 0
     assert kinds["eval"].recorded == pytest.approx(recorded["eval mlp on clean mnist/test"]
@@ -372,3 +373,20 @@ def test_only_leaves_the_tables_it_skipped_out_of_the_comparison(tmp_path):
     assert [r.verdict for r in compare(full)] == ["missing"] and len(check_claims(full)) == 1
     only = RunResults("s", "", None, [], {}, [], published=[str(published)], only=["other"])
     assert compare(only) == [] and check_claims(only) == []
+
+
+def test_work_counts_sample_passes():
+    from rbench.preview import work
+
+    def spec_of(key):
+        return {}
+
+    attack = {"kind": "attack", "attack": {"plugin": "pgd", "params": {"steps": 40}}, "data": {"n": 100}}
+    assert work(attack, spec_of) == 4000.0
+    train = {"kind": "train", "trainer": {"plugin": "standard", "params": {"epochs": 3}}, "data": {"n": 2000}}
+    assert work(train, spec_of) == 6000.0
+    assert work({"kind": "attack", "attack": {"plugin": "fgsm", "params": {}}, "data": {"n": 7}}, spec_of) == 7.0
+    assert work({"kind": "attack", "attack": {"plugin": "pgd", "params": {"steps": True}}, "data": {"n": 7}},
+                spec_of) == 7.0  # a flag is not a count
+    assert work({"kind": "train", "trainer": {"plugin": "standard", "params": {}}, "data": {"n": None}},
+                spec_of) is None  # a whole split: unknown
