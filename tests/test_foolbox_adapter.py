@@ -83,6 +83,14 @@ def test_parity_with_native_pgd_and_fgsm():
     native = robust_accuracy("fgsm", {"eps": 0.1})
     assert abs(robust_accuracy("foolbox", {"attack": "FGSM", "epsilon": 0.1}) - native) <= 0.5
     assert native < 50  # the attacks do something on this model
+    # L2 PGD and BIM at matched settings (an audit found every built-in within float precision of foolbox's)
+    native = robust_accuracy("pgd", {"norm": "l2", "eps": 1.5, "steps": 20, "step_size": 0.2,
+                                     "random_start": False})
+    assert abs(robust_accuracy("foolbox", {"attack": "L2PGD", "epsilon": 1.5, "kwargs": {
+        "steps": 20, "abs_stepsize": 0.2, "random_start": False}}) - native) <= 0.5 and native < 50
+    native = robust_accuracy("bim", {"eps": 0.1, "steps": 10, "step_size": 0.025})
+    assert abs(robust_accuracy("foolbox", {"attack": "LinfBasicIterativeAttack", "epsilon": 0.1, "kwargs": {
+        "steps": 10, "abs_stepsize": 0.025}}) - native) <= 0.5
 
 
 def test_budgets_version_and_provenance():
