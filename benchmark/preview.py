@@ -1,14 +1,13 @@
 """What a run would do, without doing it (``rbench run --dry-run``): the plan's jobs per kind, how many the store
 holds, and the compute time of the rest estimated from the store's own records.
 
-Every stored entry records the seconds its job took (``provenance.seconds``, see :mod:`rbench.provenance`) and
-its job spec. A job to compute is estimated from stored jobs *similar* to it: the same kind and the same plugin
-(an attack's or transform's plugin; a training job's trainer and model plugins; an evaluation's model plugin),
-else any stored job of the same kind; of those, the ones of the job's precision where there are any. Where both
-sides know how much they compute -- samples times an attack's steps or a trainer's epochs (:func:`work`) --, the
-estimate is the median seconds per such sample-pass of the similar jobs times the job's; otherwise their median
-seconds. A job with
-no similar stored job is counted as unknown: no number is made up for it. The estimate is compute time on one
+Every stored entry records the seconds its job took (``provenance.seconds``, see :mod:`rbench.provenance`) and its
+job spec. A job to compute is estimated from stored jobs *similar* to it: the same kind and the same plugin (an
+attack's or transform's plugin; a training job's trainer and model plugins; an evaluation's model plugin), else any
+stored job of the same kind; of those, the ones of the job's precision where there are any. Where both sides know
+how much they compute -- samples times an attack's steps or a trainer's epochs (:func:`work`) --, the estimate is
+the median seconds per such sample-pass of the similar jobs times the job's; otherwise their median seconds. A job
+with no similar stored job is counted as unknown: no number is made up for it. The estimate is compute time on one
 worker (workers running in parallel finish sooner), from whatever machine stored the entries.
 
 The stored jobs' own records add up to what they took (``recorded``; ``unrecorded``: stored jobs without a
