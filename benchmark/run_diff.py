@@ -5,7 +5,7 @@ Cells pair up by (table, row, column). Each pair gets one verdict:
 
 - ``differs``: the 95% interval of the difference excludes 0;
 - ``same within noise``: it includes 0 (the two runs cannot be told apart at their sample sizes);
-- ``equal``: the same value, with or without intervals;
+- ``equal``: the same value (to 1e-9 relative: float noise), with or without intervals;
 - ``no interval``: different values, and one cell has no interval to judge the difference by;
 - ``only in one run`` / ``failed``: one side has no cell there (or one that does not apply), or one failed;
 - ``not comparable``: the two cells hold different metrics or units (the suite changed between the runs).
@@ -86,7 +86,7 @@ def _values(name: str, a: Cell, b: Cell, fmt: str) -> CellDiff:
                         f"not applicable in {where}")
     delta = float(a.value) - float(b.value)
     interval = difference_interval(a, b)
-    if delta == 0:
+    if math.isclose(float(a.value), float(b.value), rel_tol=1e-9, abs_tol=1e-12):  # float noise is no change
         verdict = "equal"
     elif interval is None:
         verdict = "no interval"

@@ -47,6 +47,9 @@ def test_each_pair_of_cells_gets_one_verdict():
                         ("theirs", "only in one run"), ("na", "only in one run")}
     big = next(d for d in diff_runs(a, b) if d.row == "big")
     assert big.delta == pytest.approx(20.0) and big.low == pytest.approx(5.243, abs=1e-3)
+    exact = _results({("d", "x"): Cell("d", "x", 0.1, n=9, low=0.1, high=0.1, interval="t")})
+    noisy = _results({("d", "x"): Cell("d", "x", 0.1 + 1e-12, n=9, low=0.1 + 1e-12, high=0.1 + 1e-12, interval="t")})
+    assert diff_runs(exact, noisy)[0].verdict == "equal"  # zero-width intervals: float noise is not "differs"
     na = next(d for d in diff_runs(a, b) if d.row == "na")
     assert na.note == "not applicable in the run" and na.b == 25.0
     b.tables[0].metric_of["big|x"] = "accuracy"  # the suite changed what the cell measures
