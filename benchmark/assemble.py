@@ -90,14 +90,13 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutput
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r}: "
                                                         f"{type(exc).__name__}: {exc}", **where), None
     estimate = value if isinstance(value, Estimate) else None
-    number = None if value is None or estimate is not None else metric_number(value)
-    if value is not None and estimate is None and number is None:
+    number = float(estimate) if estimate is not None else metric_number(value)
+    if value is not None and number is None:
         text = repr(value)
         text = text if len(text) <= 60 else f"{text[:60]}..."
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r} returned "
                     f"{type(value).__name__} {text}: a metric returns a number, an rbench.Estimate or None",
                     **where), None
-    number = float(estimate) if estimate is not None else number
     finite = number is None or (math.isfinite(number) and (estimate is None or all(
         e is None or math.isfinite(e) for e in (estimate.low, estimate.high))))
     if not finite:  # nothing non-finite is scored

@@ -730,20 +730,20 @@ class _Resolver:
 
     def call(self, kind: str, plugin: str, params: dict[str, Any], section: str, name: str, key: str
              ) -> PluginCall:
+        at = f"{key}plugin" if key else "plugin"  # the key path of the plugin's name, for messages
         try:
             info = self.registry.get(kind, plugin)
         except PluginError as exc:
-            raise self.fail(section, name, f"{key}plugin" if key else "plugin", f"{exc} (got {plugin!r})") from None
+            raise self.fail(section, name, at, f"{exc} (got {plugin!r})") from None
         base = Path(self.where(section, name)).parent  # where a plugin's relative file paths start
         try:
             validated = info.obj.Params.model_validate(params, strict=True, context={"base": base})
         except ValidationError as err:
             raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err,
                                     info.obj.Params) from None
-        where = f"{key}plugin" if key else "plugin"
         problem = _broken_default(info.obj.Params, validated, base) or _budget_problem(kind, info.obj, validated)
         if problem is not None:  # the plugin's bug, found before any work instead of in every job that uses it
-            raise self.fail(section, name, where, f"{kind} plugin {plugin!r} (distribution {info.distribution!r}) "
+            raise self.fail(section, name, at, f"{kind} plugin {plugin!r} (distribution {info.distribution!r}) "
                             f"{problem}")
         self.used[(kind, plugin)] = (info.version, info.distribution)
         return PluginCall(kind, plugin, info.version, validated, info.distribution)
