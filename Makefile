@@ -11,7 +11,7 @@ ifneq ($(SHARED_DATA),)
 export RBENCH_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: install run test typecheck browser check-full lint bench clean
+.PHONY: install run test typecheck browser check-full lint bench gpu-prepare clean
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 2; }
@@ -59,6 +59,10 @@ browser:
 check-full: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -m full tests
 	$(BIN)/python tests/stress_kill.py --kills 30
+
+# The wheels and data perf/gpu_check.py needs on a lent GPU machine, in .gpu/ (perf/README.md, "GPU checks").
+gpu-prepare: $(STAMP)
+	PY=$(BIN)/python perf/gpu_prepare.sh
 
 bench: $(STAMP)
 	$(BIN)/python perf/bench_attacks.py

@@ -262,24 +262,31 @@ def test_a_job_whose_worker_always_dies_fails_alone_after_its_retries(cluster, t
 @pytest.mark.full
 def test_quickstart_on_a_ray_instance_started_for_the_run_gives_the_local_tables(tmp_path):
     """``rbench run suites/quickstart.toml --profile quick --executor ray`` (no --address: a Ray instance of the
-    run's own, stopped at the end) gives the local executor's tables."""
+    run's own, stopped at the end) gives the local executor's tables, and leaves nothing outside the store and the
+    run folder: Ray's session files go to a temporary folder removed after it stopped, its authentication token
+    stays in the environment (Ray would write ``~/.ray/auth_token``), matplotlib's font cache to a temporary folder
+    (it would write ``~/.cache/matplotlib``)."""
     repo = Path(__file__).resolve().parents[1]
     suite = repo / "suites" / "quickstart.toml"
-    ray_tmp = tempfile.mkdtemp(prefix="rbray-")  # Ray's session files (short: socket paths)
+    temp = tempfile.mkdtemp(prefix="rb")  # the run's TMPDIR (short: Ray's socket paths)
+    home = tmp_path / "home"
+    home.mkdir()
     try:
         local = rbench("run", str(suite), "--profile", "quick", "--store", str(tmp_path / "s1"), "--run-dir",
                        str(tmp_path / "local"), "-q", "--device", "cpu")
         assert local.returncode == 0, local.stderr
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MPLCONFIGDIR"))}
         ray_run = rbench("run", str(suite), "--profile", "quick", "--store", str(tmp_path / "s2"), "--run-dir",
                          str(tmp_path / "ray_run"), "-q", "--device", "cpu", "--executor", "ray",
-                         env={**RAY_ENV, "RAY_TMPDIR": ray_tmp})
+                         env={**env, "RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": temp, "HOME": str(home)})
         assert ray_run.returncode == 0, ray_run.stderr
         assert run_values(tmp_path / "ray_run") == run_values(tmp_path / "local")
         assert {j["status"] for j in _jobs(tmp_path / "ray_run").values()} == {"done"}
-        alive = [p for p in Path("/proc").glob("[0-9]*/cmdline") if ray_tmp.encode() in _read(p)]
+        assert not list(home.iterdir()) and not list(Path(temp).iterdir())
+        alive = [p for p in Path("/proc").glob("[0-9]*/cmdline") if temp.encode() in _read(p)]
         assert not alive  # the Ray instance stopped with the run
     finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _read(path: Path) -> bytes:

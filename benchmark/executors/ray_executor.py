@@ -17,8 +17,10 @@ instance started for the run.
   are skipped. A plugin's exception is never retried (it would fail again): it fails the job as in a local run.
 - **Stopping.** On Ctrl-C, SIGTERM or SIGHUP the running tasks are cancelled (KeyboardInterrupt in the task, which
   removes the temporary file it is writing), forcibly after a grace period, and a Ray instance the executor
-  started is shut down, so no process is left behind. Ray keeps its own session files and logs under its temp dir
-  (``/tmp/ray``, or ``$RAY_TMPDIR/ray``).
+  started is shut down, so no process is left behind. A Ray instance of the run's own keeps its session files in a
+  temporary folder removed when it stops, and an authentication token of its own in its environment, unless the
+  user set ``RAY_TMPDIR`` or Ray's authentication (:func:`private_instance`); a cluster's session files are the
+  cluster's (``/tmp/ray``).
 """
 
 from __future__ import annotations
@@ -26,10 +28,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import secrets
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Annotated, Any
 
@@ -191,6 +197,33 @@ def _events_actor(ray: ModuleType) -> Any:
 
 
 # -- coordinator side ----------------------------------------------------------------------------------------
+#: the environment variables of Ray's authentication (mode, token, token file)
+AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+@contextlib.contextmanager
+def private_instance() -> Iterator[str | None]:
+    """What a Ray instance of the run's own needs so that Ray writes nothing outside the store and the run folder
+    that outlives the run; yields the temp dir to hand ``ray.init`` (None: Ray's own, which the user chose).
+
+    - Ray turns token authentication on for a new local instance and, with no token, writes one to
+      ``~/.ray/auth_token``; unless one of :data:`AUTH_VARS` is set, a random token goes in ``RAY_AUTH_TOKEN``
+      for the run (the instance's processes inherit it; authentication stays on).
+    - Ray keeps its session files and logs under ``/tmp/ray`` after the instance stops; unless ``RAY_TMPDIR``
+      is set (the user wants them), the instance gets a fresh temporary folder, removed after it stopped."""
+    token = not any(var in os.environ for var in AUTH_VARS)
+    if token:
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    temp = None if "RAY_TMPDIR" in os.environ else tempfile.mkdtemp(prefix="rbray-")  # short: socket paths
+    try:
+        yield temp
+    finally:
+        if token:
+            os.environ.pop("RAY_AUTH_TOKEN", None)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
 class RayExecutor(Executor):
     """Every job a Ray task, with per-kind resources (fractional GPUs for attacks and evaluations); results are
     written by the tasks straight into the store on a shared filesystem; a job whose worker died is retried."""
@@ -212,35 +245,38 @@ class RayExecutor(Executor):
             return scheduler.results
         ray = _import_ray()
         owned = not ray.is_initialized()  # else a program using rbench's API connected Ray itself: use that
-        if owned:
-            self._connect(ray, params, devices, workers)
-        # torch threads per job: on a Ray instance of the run's own, as the local executor's workers (so the
-        # numbers are the local executor's: float sums depend on the thread count); on a cluster, num_cpus
-        threads = cpu_threads_per_worker(workers) if owned and params.address is None else max(1, int(params.num_cpus))
-        try:
-            gpus = ray.cluster_resources().get("GPU", 0) > 0
-            _Dispatch(ray, scheduler, store, observer, params, gpus, job_timeout, threads).run()
-        finally:
+        private = owned and params.address is None
+        with private_instance() if private else contextlib.nullcontext() as temp_dir:
             if owned:
-                with contextlib.suppress(Exception):
-                    ray.shutdown()  # a Ray instance started here stops; a cluster ends this run's tasks
+                self._connect(ray, params, devices, workers, temp_dir)
+            # torch threads per job: on a Ray instance of the run's own, as the local executor's workers (so the
+            # numbers are the local executor's: float sums depend on the thread count); on a cluster, num_cpus
+            threads = cpu_threads_per_worker(workers) if private else max(1, int(params.num_cpus))
+            try:
+                gpus = ray.cluster_resources().get("GPU", 0) > 0
+                _Dispatch(ray, scheduler, store, observer, params, gpus, job_timeout, threads).run()
+            finally:
+                if owned:
+                    with contextlib.suppress(Exception):
+                        ray.shutdown()  # a Ray instance started here stops; a cluster ends this run's tasks
         return scheduler.results
 
     @staticmethod
-    def _connect(ray: ModuleType, params: RayParams, devices: list[str], workers: int) -> None:
+    def _connect(ray: ModuleType, params: RayParams, devices: list[str], workers: int, temp_dir: str | None
+                 ) -> None:
         """``ray.init``; the signal handlers of the run stay (Ray's would abort the process on SIGTERM)."""
         if threading.current_thread() is not threading.main_thread():
-            return RayExecutor._init(ray, params, devices, workers)
+            return RayExecutor._init(ray, params, devices, workers, temp_dir)
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
-            RayExecutor._init(ray, params, devices, workers)
+            RayExecutor._init(ray, params, devices, workers, temp_dir)
         finally:
             for sig, handler in handlers.items():
                 if handler is not None:
                     signal.signal(sig, handler)
 
     @staticmethod
-    def _init(ray: ModuleType, params: RayParams, devices: list[str], workers: int) -> None:
+    def _init(ray: ModuleType, params: RayParams, devices: list[str], workers: int, temp_dir: str | None) -> None:
         import logging
 
         common = {"logging_level": logging.WARNING, "log_to_driver": True}
@@ -255,7 +291,7 @@ class RayExecutor(Executor):
                 os.environ["CUDA_VISIBLE_DEVICES"] = visible
             try:  # "local": a new instance, never a cluster ray.init would otherwise find on this machine
                 ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                         **sizes, **common)
+                         **({"_temp_dir": temp_dir} if temp_dir else {}), **sizes, **common)
             finally:
                 if visible is not None:
                     if before is None:
