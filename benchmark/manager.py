@@ -4,7 +4,8 @@ Environment variables (read when the registry is first built):
 
 - ``RBENCH_PLUGINS``: comma-separated allow-list of entry-point or distribution names. When set, only the
   built-in plugins (distribution ``rbench``) and the listed ones are loaded. ``RBENCH_PLUGINS=""`` loads the
-  built-ins only: the way to run a suite you do not trust without executing third-party code.
+  built-ins only: the way to run a suite you do not trust without executing third-party code (then a suite's
+  own model code, the ``checkpoint`` plugin's ``module``, is refused too: :func:`untrusted`).
 - ``RBENCH_DISABLE_PLUGINS``: comma-separated deny-list of entry-point or distribution names (built-ins too).
 - A name in either list that no installed distribution or entry point of the group has is an error (a typo in a
   deny-list would otherwise leave loaded the very plugin it was meant to keep out).
@@ -118,6 +119,13 @@ def _env_list(var: str) -> set[str] | None:
     if raw is None:
         return None
     return {_normalize(item.strip()) for item in raw.split(",") if item.strip()}
+
+
+def untrusted() -> bool:
+    """Whether ``RBENCH_PLUGINS`` is set and names nothing: built-ins only, for a suite one does not trust, so no
+    code a suite names (a model's ``module`` file or package) may run either."""
+    allow = _env_list("RBENCH_PLUGINS")
+    return allow is not None and not allow
 
 
 def _check_lists(entry_points: list[tuple[metadata.EntryPoint, str]]) -> None:

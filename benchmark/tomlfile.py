@@ -42,7 +42,7 @@ _KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", st
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
 
 
-def _not_regular(mode: int) -> str:
+def not_regular(mode: int) -> str:
     return f"is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file"
 
 
@@ -50,7 +50,7 @@ class Unreadable(Exception):
     """Why a file was not read (:func:`read_small_file`); the caller adds the file's name and context."""
 
 
-def _os_problem(exc: OSError) -> str:
+def os_problem(exc: OSError) -> str:
     if isinstance(exc, FileNotFoundError):
         return "file not found"
     if isinstance(exc, PermissionError):
@@ -68,25 +68,25 @@ def read_small_file(path: Path, what: str = "suite file") -> bytes:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise Unreadable(_os_problem(exc)) from None
+        raise Unreadable(os_problem(exc)) from None
     except ValueError as exc:  # "embedded null byte"
         raise Unreadable(f"not a usable path ({exc})") from None
     if not stat.S_ISREG(st.st_mode):
-        raise Unreadable(_not_regular(st.st_mode))
+        raise Unreadable(not_regular(st.st_mode))
     if st.st_size > MAX_FILE_BYTES:
         raise Unreadable(f"is {st.st_size} bytes, more than the {MAX_FILE_BYTES} a {what} may have")
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise Unreadable(_os_problem(exc)) from None
+        raise Unreadable(os_problem(exc)) from None
     with os.fdopen(fd, "rb") as f:
         mode = os.fstat(f.fileno()).st_mode
         if not stat.S_ISREG(mode):
-            raise Unreadable(_not_regular(mode))
+            raise Unreadable(not_regular(mode))
         try:
             data = f.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
-            raise Unreadable(_os_problem(exc)) from None
+            raise Unreadable(os_problem(exc)) from None
     if len(data) > MAX_FILE_BYTES:
         raise Unreadable(f"is more than the {MAX_FILE_BYTES} bytes a {what} may have")
     return data

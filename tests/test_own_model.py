@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 import textwrap
@@ -455,3 +456,38 @@ def test_in_memory_models_differ_by_their_layers_not_only_their_weights():
     checkpoint = get_plugin("model", "checkpoint")
     assert checkpoint.register_live(relu) != checkpoint.register_live(sigmoid)
     assert checkpoint.register_live(relu) == checkpoint.register_live(relu)  # the same model: the same key
+
+
+def test_an_untrusted_suite_runs_none_of_its_model_code(user, write_suite, tmp_path, monkeypatch):
+    """``RBENCH_PLUGINS=""`` is the way to run a suite one does not trust: a model module the suite names is not
+    executed (here one that writes a file when imported), the suite is refused naming the setting."""
+    from rbench.errors import SuiteError
+    from rbench.suite import load_suite
+
+    root, _ = user
+    marker = tmp_path / "ran"
+    code = tmp_path / "sidefx.py"
+    code.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')\n" + NETS)
+    suite = write_suite(_suite_of(root, root / "w.safetensors").replace(str(root / "nets.py"), str(code)))
+    monkeypatch.setenv("RBENCH_PLUGINS", "")
+    with pytest.raises(SuiteError, match="models.mine.params: module .*RBENCH_PLUGINS is empty"):
+        load_suite(suite)
+    assert not marker.exists()
+    monkeypatch.delenv("RBENCH_PLUGINS")
+    load_suite(suite)  # trusted: the code runs
+    assert marker.exists()
+
+
+def test_a_fifo_or_folder_named_as_module_or_weights_is_refused_not_read(user, tmp_path, capsys, monkeypatch):
+    """A FIFO as the module file would block the reader forever, a device fill memory: neither is opened."""
+    root, _ = user
+    os.mkfifo(tmp_path / "fifo.py")
+    (tmp_path / "folder.safetensors").mkdir()
+    monkeypatch.chdir(root)
+    for args, message in (([f"{tmp_path / 'fifo.py'}:Net", "--weights", "w.safetensors"], "is a FIFO, not a regular"),
+                          (["/dev/zero:Net", "--weights", "w.safetensors"], "is a character device, not a regular"),
+                          (["nets.py:SmallCNN", "--weights", str(tmp_path / "folder.safetensors")],
+                           "is a directory, not a regular file")):
+        code, err = cli_in_process(capsys, "eval", *args, "--store", str(tmp_path / "store"), "--run-dir",
+                                   str(tmp_path / "run"))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -38,6 +38,7 @@ import importlib
 import inspect
 import io
 import pickle
+import stat
 import sys
 import types
 import uuid
@@ -51,7 +52,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from rbench.manager import untrusted
 from rbench.model import ModelPlugin
+from rbench.tomlfile import Unreadable, not_regular, os_problem, read_small_file
 
 #: in-memory models registered by rbench.evaluate in this process: "<source sha256>:<weights sha256>" -> a copy
 #: taken when it was registered (so a model trained further afterwards is a new model, not a stale one)
@@ -138,13 +141,16 @@ def _is_file(where: str) -> bool:
 
 def _fill_source(p: CheckpointParams, base: Path) -> None:
     where, p.class_name = _split(str(p.module))
+    if untrusted():
+        raise ValueError(f"module {p.module!r}: RBENCH_PLUGINS is empty (built-ins only, for a suite you do not "
+                         "trust), so no code the suite names is run; unset RBENCH_PLUGINS to run this model's code")
     if _is_file(where):
         path = (base / where).resolve()
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            raise ValueError(f"module file {path} not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        try:  # a regular file of at most 1 MiB: a FIFO or device named here never blocks or fills memory
+            text = read_small_file(path, "module file").decode("utf-8")
+        except Unreadable as exc:
+            raise ValueError(f"module file {path}: {exc}") from None
+        except UnicodeDecodeError as exc:
             raise ValueError(f"module file {path}: {one_line(exc)}") from None
         p.import_name, p.source, p.source_sha256 = "", text, sha256(text.encode())
         p.module = f"{path}:{p.class_name}"
@@ -164,8 +170,12 @@ def _module_source(name: str) -> str:
 
 def _fill_weights(p: CheckpointParams, base: Path) -> None:
     path = (base / str(p.weights)).resolve()
-    if not path.is_file():
-        raise ValueError(f"weights file {path} not found")
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ValueError(f"weights file {path}: {os_problem(exc)}") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"weights file {path}: {not_regular(mode)}")
     suffix = path.suffix.lower()
     if suffix not in (".safetensors", ".pt", ".pth"):
         raise ValueError(f"weights file {path}: expected .safetensors, .pt or .pth")
