@@ -33,7 +33,16 @@ cache_app = typer.Typer(no_args_is_help=True, help="Inspect and clean the artifa
 app.add_typer(cache_app, name="cache")
 
 console = Console()
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="Artifact store folder (env: RBENCH_STORE; "
+def path_value(value: str) -> Path:
+    """A path option's or argument's value; an empty one is refused (``Path("")`` is the current folder, so
+    ``--run-dir ""`` would write a run, and ``--store ""`` a store, into whatever folder the shell is in)."""
+    if not value.strip():
+        raise typer.BadParameter("an empty path (for the current folder, write '.')")
+    return Path(value)
+
+
+StoreOpt = Annotated[Path | None, typer.Option("--store", parser=path_value,
+                                               help="Artifact store folder (env: RBENCH_STORE; "
                                                "default: the platform cache dir)")]
 ExecutorOpt = Annotated[str, typer.Option(help="Executor plugin: local, ray, or a plugin's")]
 # options that fill the executor's parameters (rbench.executors.OPTIONS); an executor without one refuses it
@@ -87,11 +96,11 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_print_
 
 @app.command()
 def run(
-    suite: Annotated[Path, typer.Argument(help="Suite TOML file")],
+    suite: Annotated[Path, typer.Argument(parser=path_value, help="Suite TOML file")],
     profile: Annotated[str | None, typer.Option(help="Profile to apply (e.g. quick; without one, the suite as "
                                                 "written: the paper suites' full profile)")] = None,
     store: StoreOpt = None,
-    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Where to write results "
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", parser=path_value, help="Where to write results "
                                                  "(default: runs/<suite>-<time>)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or a comma list (default: every "
                                                "visible GPU, else cpu)")] = None,
@@ -197,7 +206,8 @@ def _floats(option: str, text: str | None) -> list[float] | None:
 def eval_cmd(
     module: Annotated[str, typer.Argument(help="Your network's class: path/to/nets.py:Class or "
                                           "package.module:Class")],
-    weights: Annotated[Path, typer.Option("--weights", help="Its weights: .safetensors, or a .pt/.pth "
+    weights: Annotated[Path, typer.Option("--weights", parser=path_value,
+                                          help="Its weights: .safetensors, or a .pt/.pth "
                                           "state_dict")],
     kwargs: Annotated[str | None, typer.Option("--kwargs", help="The class's constructor arguments as a JSON "
                                                "object")] = None,
@@ -211,12 +221,14 @@ def eval_cmd(
     attack: Annotated[list[str] | None, typer.Option(
         "--attack", help="An attack, repeatable: NAME or NAME:key=value,... (e.g. pgd:eps=0.3,steps=100) "
         "(default: fgsm and pgd at linf eps 0.1 and 0.3, gaussian noise)")] = None,
-    suite: Annotated[Path | None, typer.Option(help="Add the model to this suite's evaluations on the dataset "
+    suite: Annotated[Path | None, typer.Option(parser=path_value,
+                                               help="Add the model to this suite's evaluations on the dataset "
                                                "instead: it appears beside the suite's models in every "
                                                "table")] = None,
     profile: Annotated[str | None, typer.Option(help="Profile of --suite to apply")] = None,
     store: StoreOpt = None,
-    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Where to write results and the generated "
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", parser=path_value,
+                                                 help="Where to write results and the generated "
                                                  "suite.toml (default: runs/<suite>-<time>)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or a comma list")] = None,
     workers: Annotated[int | None, typer.Option(help="Number of workers (default: one per device)")] = None,
@@ -287,7 +299,7 @@ def eval_cmd(
 
 @app.command()
 def validate(
-    suites: Annotated[list[Path], typer.Argument(help="Suite TOML files")],
+    suites: Annotated[list[Path], typer.Argument(parser=path_value, help="Suite TOML files")],
     profile: Annotated[str | None, typer.Option(help="Profile to apply")] = None,
 ) -> None:
     """Check suites (structure, plugin names and parameters, references) without running anything."""
@@ -360,11 +372,12 @@ def plugins(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder (or its results.json)")],
+    run_dir: Annotated[Path, typer.Argument(parser=path_value, help="A run folder (or its results.json)")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="Reporter: md, csv, json (printed); html, tidy, "
                                      "figures, reliability, ... (files written into the run folder: "
                                      "rbench plugins --kind reporter)")] = "md",
-    store: Annotated[Path | None, typer.Option("--store", help="Artifact store a figure reporter reads "
+    store: Annotated[Path | None, typer.Option("--store", parser=path_value,
+                                               help="Artifact store a figure reporter reads "
                                                "(default: the run's store)")] = None,
 ) -> None:
     """Re-render a finished run's tables from its results.json (nothing is recomputed); a file reporter (html,
@@ -388,11 +401,12 @@ def report(
 
 @app.command("compare")
 def compare_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder (or its results.json)")],
-    published: Annotated[list[Path] | None, typer.Option("--published", help="Published-table files "
+    run_dir: Annotated[Path, typer.Argument(parser=path_value, help="A run folder (or its results.json)")],
+    published: Annotated[list[Path] | None, typer.Option("--published", parser=path_value, help="Published-table files "
                                                          "(default: those the suite names)")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, md or json")] = "table",
-    other: Annotated[Path | None, typer.Option("--run", help="Another run folder: put its cells beside this run's "
+    other: Annotated[Path | None, typer.Option("--run", parser=path_value,
+                                               help="Another run folder: put its cells beside this run's "
                                                "instead, with the difference's 95% interval")] = None,
 ) -> None:
     """Put every published cell beside the run's: ours, theirs, the difference, within tolerance or not; or, with
@@ -475,7 +489,8 @@ def cache_verify(store: StoreOpt = None) -> None:
 
 @cache_app.command("gc")
 def cache_gc(
-    keep: Annotated[list[Path] | None, typer.Argument(help="Suites whose artifacts to keep; everything else "
+    keep: Annotated[list[Path] | None, typer.Argument(parser=path_value,
+                                                      help="Suites whose artifacts to keep; everything else "
                                                        "is deleted. Without suites, only debris is removed.")] = None,
     profile: Annotated[list[str] | None, typer.Option(help="Profiles of those suites to keep (repeatable; "
                                                       "default: the suite's base and every profile)")] = None,

@@ -103,7 +103,9 @@ def attack_entries(attacks: Iterable[str | tuple[str, dict[str, Any]]]) -> dict[
 
 def model_name(module: str, given: str | None = None) -> str:
     """The model's name in the tables: ``given``, else the class name of ``module`` ("nets.py:MyCNN" -> "MyCNN")."""
-    name = given if given is not None else module.rpartition(":")[2] or module
+    if given is None and not module.rpartition(":")[2].strip():
+        raise RbenchError(f"MODULE {module!r}: name the class, as path/to/nets.py:Class or package.module:Class")
+    name = given if given is not None else module.rpartition(":")[2]
     if not name or len(name) > MAX_NAME or not name.isprintable():
         raise RbenchError(f"--name {name!r}: use 1-{MAX_NAME} printable characters")
     return name

@@ -201,6 +201,22 @@ def test_bad_device_lists_and_worker_counts_do_no_work(tmp_path, args, fragment,
     assert not _objects(tmp_path / "store") and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args", [["run", "SUITE", "--run-dir", ""], ["run", "SUITE", "--store", ""],
+                                  ["cache", "gc", "--store", ""], ["validate", ""], ["report", ""],
+                                  ["eval", "", "--weights", "w.safetensors"]])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, args, capsys, monkeypatch):
+    """``Path("")`` is ``.``: ``--run-dir ""`` wrote a run into the shell's folder, ``--store ""`` made it a store
+    (and ``cache gc`` would have cleaned it)."""
+    path = tmp_path / "mini.toml"
+    path.write_text(MINI)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    code, err = cli_in_process(capsys, *[str(path) if a == "SUITE" else a for a in args])
+    _one_line_exit_2(code, err, "empty path" if args[0] != "eval" else "MODULE ''")
+    assert not list(cwd.iterdir())
+
+
 def test_bad_notmnist_file_stops_the_run_before_any_work(tmp_path):
     """notMNIST is never checksummed: the run decodes and checks it up front (labels outside 0-9 here)."""
     import gzip
