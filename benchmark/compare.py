@@ -121,11 +121,12 @@ class Published(BaseModel):
 def load_published(path: str | Path) -> Published:
     """A published file, validated; a one-line :class:`RbenchError` naming the file and key otherwise: missing,
     not a regular file, larger than the suite files' cap (1 MiB), not UTF-8, invalid or too deeply nested TOML
-    (the checks of :func:`rbench.tomlfile.read_toml`), or not of the schema above."""
+    (the checks of :func:`rbench.tomlfile.read_toml`), or not of the schema above, strictly (TOML's types are
+    kept: a string or a boolean is never read as a number)."""
 
     doc = read_toml(Path(path), what="published-table file")
     try:
-        return Published.model_validate(doc)
+        return Published.model_validate(doc, strict=True)  # as suites: "70" or true is never a number
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(key_part(p) for p in first["loc"])
@@ -215,7 +216,7 @@ def run_published(results: RunResults, path: str) -> Published:
     if recorded is None:
         return load_published(path)
     try:
-        return Published.model_validate(recorded)
+        return Published.model_validate(recorded, strict=True)
     except ValidationError as err:
         raise RbenchError(f"results.json: published_docs[{path!r}]: not a published document "
                           f"({' '.join(err.errors()[0]['msg'].split())})") from None

@@ -259,6 +259,12 @@ PUBLISHED = '[source]\ncitation = "x"\n[tables.t]\nfigure = "f"\nwhy = "w"\ntole
     (b'[source]\ncitation = "x"\ncolour = 1\n[tables]\n', "pub.toml: source.colour"),
     ("folder", "pub.toml: is a directory"),
     ("huge", "pub.toml: is 1048577 bytes, more than the 1048576"),
+    # read strictly, as suites: a string or a boolean is never taken for a number
+    (PUBLISHED.replace("mlp = 10.0", 'mlp = "70.0"').encode(), "pub.toml: tables.t.values.pgd.mlp: Input should be"),
+    (PUBLISHED.replace("mlp = 10.0", "mlp = true").encode(), "pub.toml: tables.t.values.pgd.mlp: Input should be"),
+    (PUBLISHED.replace("abs = 1.0", 'abs = "5"').encode(), "pub.toml: tables.t.tolerance.abs: Input should be"),
+    ((PUBLISHED + '[[claims]]\ntext = "c"\ntable = "t"\nkind = "at_least"\na = { row = "pgd", column = "mlp" }\n'
+      'value = "50"\n').encode(), "pub.toml: claims.0.value: Input should be"),
 ])
 def test_bad_published_file_is_a_suite_error(write_suite, tmp_path, content, fragment):
     pub = tmp_path / "pub.toml"
