@@ -50,6 +50,11 @@ class Broken(nn.Module):
 class FiveLogits(SmallCNN):
     def forward(self, x):
         return super().forward(x)[:, :5]
+
+
+class IntOut(SmallCNN):
+    def forward(self, x):
+        return super().forward(x).long()
 '''
 N = 200
 FGSM, PGD = "fgsm:eps=0.1", "pgd:eps=0.1,steps=20,random_start=false"
@@ -91,6 +96,7 @@ def user(tmp_path_factory):
     torch.manual_seed(0)
     model = _train(cls(), seed=0)
     save_file(model.state_dict(), str(root / "w.safetensors"))
+    save_file({k: v.to(torch.int32) for k, v in model.state_dict().items()}, str(root / "int.safetensors"))
     torch.save(model.state_dict(), root / "w.pt")
     torch.save(model, root / "whole.pt")
     torch.manual_seed(1)
@@ -212,6 +218,9 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
                                                      "is (16, 1, 5, 5)"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", '{"width": 4}'], "'conv.weight'"),
     (["nets.py:FiveLogits", "--weights", "w.safetensors"], "not logits of shape (N, 10)"),
+    (["nets.py:IntOut", "--weights", "w.safetensors"], "the network's output is int64, not floating-point logits"),
+    (["nets.py:SmallCNN", "--weights", "int.safetensors"], "weights 'conv.weight' are int32; the network's are "
+                                                           "float32"),
     (["nets.py:SmallCNN", "--weights", "whole.pt"], "needs full unpickling, which rbench refuses"),
     (["nets.py:SmallCNN", "--weights", "nets.py"], "expected .safetensors, .pt or .pth"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", "[1]"], "--kwargs"),

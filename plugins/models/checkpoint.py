@@ -288,6 +288,11 @@ def check_state(net: nn.Module, state: dict[str, torch.Tensor], strict: bool) ->
         elif tuple(state[key].shape) != tuple(own[key].shape):
             raise ValueError(f"weights {key!r} have shape {tuple(state[key].shape)}; the network's is "
                              f"{tuple(own[key].shape)}")
+        elif own[key].is_floating_point() and not state[key].is_floating_point():
+            # float16/bfloat16/float64 are converted on loading (exactly, or rounded to the network's float32);
+            # integers or booleans where the network has floats are a wrong file, never converted silently
+            raise ValueError(f"weights {key!r} are {str(state[key].dtype).removeprefix('torch.')}; the network's "
+                             f"are {str(own[key].dtype).removeprefix('torch.')} (integer weights are not converted)")
     extra = [k for k in state if k not in own]
     if extra and strict:
         raise ValueError(f"the weights have {extra[0]!r}, which the network lacks (strict = true)")
@@ -367,6 +372,9 @@ class Checkpoint(ModelPlugin):
             got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
             raise ValueError(f"the network's output on inputs of shape {tuple(batch.shape)} is {got}, not logits "
                              f"of shape (N, {num_classes}) = (2, {num_classes})")
+        if not out.is_floating_point():
+            raise ValueError(f"the network's output is {str(out.dtype).removeprefix('torch.')}, not floating-point "
+                             "logits (attacks differentiate them)")
         if not torch.isfinite(out).all():
             raise ValueError("the network's output on a valid input is not finite")
 
