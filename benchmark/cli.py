@@ -68,8 +68,25 @@ PrecisionOpt = Annotated[str | None, typer.Option(
     "autocast (part of their store keys; training stays fp32) (default: the suite's precision, else fp32)")]
 
 
-def _store(path: Path | None) -> Store:
-    return Store(path)
+def _store(path: Path | None, *, writes: bool = True) -> Store:
+    """The store at ``path`` (default: ``RBENCH_STORE`` or the platform cache); the caches of the libraries rbench
+    uses are pointed into it (:meth:`Store.library_caches`; each unless the user set its variable, and worker
+    processes inherit them), so a command writes nothing outside the store and the run folder. A command that
+    only reads a store that is not there (``report`` of a run whose store is gone) gets a temporary folder for
+    them instead, removed at exit, rather than a store made for them."""
+    store = Store(path)
+    caches = store.library_caches()
+    if not writes and not store.root.is_dir():
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="rbench-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        caches = {var: str(folder / Path(where).name) for var, where in caches.items()}
+    for var, where in caches.items():
+        os.environ.setdefault(var, where)
+    return store
 
 
 def _absent(store: Store) -> str:
@@ -392,7 +409,7 @@ def report(
         sys.stdout.write(reporter.render(results))
         return
     folder = run_dir if run_dir.is_dir() else run_dir.parent
-    written = reporter.write(results, folder, _store(store or results.provenance.get("store")))
+    written = reporter.write(results, folder, _store(store or results.provenance.get("store"), writes=False))
     for path in written:
         print(f"wrote {path}")
     if not written:
@@ -509,31 +526,9 @@ def cache_gc(
     console.print(f"{verb} {len(removed)} files, {freed / 1e6:.1f} MB")
 
 
-def private_cache_dirs() -> None:
-    """Point matplotlib's config and font cache (``MPLCONFIGDIR``) and torch's compile cache
-    (``TORCHINDUCTOR_CACHE_DIR``; torch makes it when an optimizer first steps) at one temporary folder removed at
-    exit, each unless the user set it: they would otherwise be written under ``~/.cache``, ``~/.config`` and
-    ``$TMPDIR``, and a command writes nothing outside the store and the run folder. The folder is named, not made:
-    only a command that draws or trains makes it (workers inherit the variables). Matplotlib's rebuilt font cache
-    costs about 0.1 s per drawing command."""
-    wanted = [var for var in ("MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR") if var not in os.environ]
-    if not wanted:
-        return
-    import atexit
-    import shutil
-    import tempfile
-    import uuid
-
-    folder = Path(tempfile.gettempdir()) / f"rbench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    for var in wanted:
-        os.environ[var] = str(folder / var.lower())
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-
-
 def main() -> None:
     """Entry point: run the app; usage errors (an unknown option, a value of the wrong type or out of range) and
     user errors become one line on stderr with their exit code (2; 130 for Ctrl-C)."""
-    private_cache_dirs()
     try:  # typer 0.29 vendors click (its exceptions are not click's); older typers use click itself
         from typer._click.exceptions import ClickException, UsageError
     except ImportError:

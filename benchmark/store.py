@@ -65,7 +65,9 @@ CHECKSUM_ATTR = "rbench_sha256"
 SIDECAR_DIGEST = "meta_sha256"
 META_ATTR = "rbench_meta"
 TMP_MARK = ".tmp-"
-FOLDERS = ("objects", "locks", "gates", "leases", "quarantine")
+FOLDERS = ("objects", "locks", "gates", "leases", "quarantine", "library-cache")
+#: where libraries rbench uses keep their own caches, inside the store (see :meth:`Store.library_caches`)
+LIBRARY_CACHES = {"MPLCONFIGDIR": "matplotlib", "TORCHINDUCTOR_CACHE_DIR": "torch"}
 #: Free space a write leaves on the disk at least (so the run folder and lock files still fit).
 RESERVE_BYTES = 1 << 20
 
@@ -374,6 +376,13 @@ class Store:
     # -- layout --------------------------------------------------------------------------------------
     def _path(self, key: str, suffix: str) -> Path:
         return self.root / "objects" / key[:2] / f"{key}{suffix}"
+
+    def library_caches(self) -> dict[str, str]:
+        """The folders, inside the store's ``library-cache/``, for the caches of libraries rbench uses, by the
+        environment variable naming each: matplotlib's font cache and config (else ``~/.cache/matplotlib`` and
+        ``~/.config/matplotlib``), torch's compile-cache folder, which an optimizer's first step makes (else
+        ``$TMPDIR/torchinductor_<user>``). Nothing a job reads is kept there; gc leaves it."""
+        return {var: str(self.root / "library-cache" / name) for var, name in LIBRARY_CACHES.items()}
 
     def check_layout(self) -> None:
         """Refuse (one-line :class:`StoreError`) a store whose folders are symbolic links or not folders: no

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 
 import pytest
-from support import SHARED_DATA, cli_in_process, rbench
+from support import RBENCH, SHARED_DATA, cli_in_process, rbench
 
 
 def _clean(out) -> None:
@@ -215,6 +217,29 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, arg
     code, err = cli_in_process(capsys, *[str(path) if a == "SUITE" else a for a in args])
     _one_line_exit_2(code, err, "empty path" if args[0] != "eval" else "MODULE ''")
     assert not list(cwd.iterdir())
+
+
+def test_a_run_writes_nothing_outside_the_store_and_the_run_folder(tmp_path):
+    """With a fresh home and temp folder and no cache variables set: matplotlib's font cache and the folder torch
+    makes at an optimizer's first step go into the store's library-cache/, not ~/.cache, ~/.config or $TMPDIR;
+    re-drawing the figures of a run whose store is gone uses a temporary folder and removes it."""
+    path = tmp_path / "mini.toml"
+    path.write_text(MINI.replace("params = { eps = 0.1 }", "grid = { eps = [0.1, 0.2] }"))  # a figure to draw
+    home, temp, store, run = (tmp_path / name for name in ("home", "tmp", "store", "run"))
+    home.mkdir()
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR")}
+    env.update(HOME=str(home), TMPDIR=str(temp))
+    out = subprocess.run([RBENCH, "run", str(path), "--store", str(store), "--run-dir", str(run), "-q"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert not list(home.iterdir()) and not list(temp.iterdir())
+    assert (store / "library-cache" / "torch").is_dir() and list((store / "library-cache" / "matplotlib").iterdir())
+    shutil.rmtree(store)
+    out = subprocess.run([RBENCH, "report", str(run), "-f", "figures"], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert not list(home.iterdir()) and not list(temp.iterdir()) and not store.exists()
 
 
 def test_bad_notmnist_file_stops_the_run_before_any_work(tmp_path):
