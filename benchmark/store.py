@@ -297,9 +297,10 @@ def _open_h5(path: Path) -> Any:
 
 
 def read_h5(path: Path) -> tuple[dict[str, np.ndarray], Any, Any]:
-    """Every dataset of the HDF5 file at ``path`` (by its path inside the file) and the file's metadata and checksum
-    attributes, as ``h5py.File`` gives them (``dataset[()]``, ``attrs[name]``), read through h5py's low-level API:
-    for the small files a store holds, h5py's high-level objects cost several times the reads themselves (a set of
+    """Every dataset of the HDF5 file at ``path`` (by its path inside the file) but the metadata, the metadata JSON
+    (its byte dataset, or the attribute of entries written before) and the checksum attribute, as ``h5py.File``
+    gives them (``dataset[()]``, ``attrs[name]``; strings as ``str``), read through h5py's low-level API: for the
+    small files a store holds, h5py's high-level objects cost several times the reads themselves (a set of
     8 samples: ~3.5 ms the high-level way, ~1 ms so). Whatever the direct path does not cover (a dataset that is not
     a numeric array of at least one dimension, an attribute that is not a scalar) is read the high-level way."""
     fid = _open_h5(path)
@@ -318,7 +319,30 @@ def read_h5(path: Path) -> tuple[dict[str, np.ndarray], Any, Any]:
                 if value.size:
                     dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
             arrays[name.decode()] = value
-        return arrays, _h5_attribute(fid, META_ATTR), _h5_attribute(fid, CHECKSUM_ATTR)
+        return arrays, _meta(fid, arrays.pop(META_ATTR, None)), _h5_attribute(fid, CHECKSUM_ATTR)
+    finally:
+        fid.close()
+
+
+def _meta(fid: Any, stored: np.ndarray | None) -> Any:
+    """An entry's metadata JSON: its byte dataset, or (entries written before there was one) its attribute."""
+    if stored is None:
+        return _h5_attribute(fid, META_ATTR)
+    if stored.dtype != np.uint8 or stored.ndim != 1:
+        raise ValueError(f"its {META_ATTR!r} dataset is {stored.dtype} of shape {stored.shape}, not bytes")
+    return stored.tobytes().decode("utf-8", "surrogateescape")
+
+
+def read_h5_meta(path: Path) -> Any:
+    """The metadata JSON of the HDF5 entry at ``path``, without its arrays."""
+    fid = _open_h5(path)
+    try:
+        if not fid.links.exists(META_ATTR.encode()):
+            return _meta(fid, None)
+        dataset = h5py.h5d.open(fid, META_ATTR.encode())
+        stored = np.empty(dataset.shape, dataset.dtype)
+        dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, stored)
+        return _meta(fid, stored)
     finally:
         fid.close()
 
@@ -333,7 +357,8 @@ def read_h5_attribute(path: Path, name: str) -> Any:
 
 
 def _h5_attribute(fid: Any, name: str) -> Any:
-    """``h5py.File(...).attrs[name]`` of the open file ``fid``, read directly when it is a scalar."""
+    """``h5py.File(...).attrs[name]`` of the open file ``fid``, read directly when it is a scalar; a string, of
+    fixed length (what the store writes) or variable (entries written before), as ``str``."""
     attr = h5py.h5a.open(fid, name.encode())
     dtype = attr.dtype
     if attr.shape != () or dtype.subdtype is not None:
@@ -341,9 +366,8 @@ def _h5_attribute(fid: Any, name: str) -> Any:
     value = np.zeros((), dtype=dtype)
     attr.read(value, mtype=h5py.h5t.py_create(dtype))
     value = value[()]
-    string = h5py.h5t.check_string_dtype(dtype)
-    if string is not None and string.length is None and isinstance(value, bytes):
-        value = value.decode("utf-8", "surrogateescape")  # a variable-length string: str, as h5py gives it
+    if h5py.h5t.check_string_dtype(dtype) is not None and isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")  # a string, fixed-length or not: str
     return value
 
 
@@ -500,6 +524,8 @@ class Store:
         record ``key`` and its spec). The file is built in memory, then written atomically; non-finite floats
         are refused (ValueError)."""
         check_binding(key, meta)
+        if META_ATTR in arrays:
+            raise ValueError(f"array name {META_ATTR!r} is the store's own (the entry's metadata)")
         for name, array in arrays.items():
             _require_finite(name, array)
         meta_json = json.dumps(meta)
@@ -507,8 +533,13 @@ class Store:
         with h5py.File(buffer, "w") as f:
             for name, array in arrays.items():
                 f.create_dataset(name, data=array, fletcher32=array.size > 0, chunks=array.size > 0 or None)
-            f.attrs[META_ATTR] = meta_json
-            f.attrs[CHECKSUM_ATTR] = arrays_digest(arrays, meta_json)
+            # no variable-length string: it lives in the file's global heap, and one flipped bit in that heap's
+            # length field sends libhdf5's reader into a loop no signal can stop (found by fuzzing every byte of a
+            # stored set). The metadata is a byte dataset (it can pass the 64 KiB an attribute may hold: a
+            # checkpoint model's spec records its source), the checksum a fixed-length string attribute.
+            f.create_dataset(META_ATTR, data=np.frombuffer(meta_json.encode(), dtype=np.uint8), fletcher32=True,
+                             chunks=True)
+            f.attrs[CHECKSUM_ATTR] = np.bytes_(arrays_digest(arrays, meta_json).encode())
         path = self._path(key, ".h5")
         atomic_write_bytes(path, buffer.getvalue())
         with contextlib.suppress(OSError):  # the file this process just wrote: its checksum is known
@@ -744,8 +775,7 @@ class Store:
             if self._path(key, ".json").exists():
                 meta = json.loads(self._path(key, ".json").read_text())
             elif self._path(key, ".h5").exists():
-                with h5py.File(self._path(key, ".h5"), "r") as f:
-                    meta = json.loads(f.attrs[META_ATTR])
+                meta = json.loads(read_h5_meta(self._path(key, ".h5")))
         return meta if isinstance(meta, dict) else {}
 
     def entry(self, key: str) -> Entry:

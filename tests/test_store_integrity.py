@@ -85,10 +85,11 @@ def test_edited_metadata_fails_the_checksum(tmp_path):
     store = Store(tmp_path)
     key = _predictions(store, {"eps": 0.1})
     path = store.paths(key)[0]
-    with h5py.File(path, "r+") as f:
-        meta = json.loads(f.attrs["rbench_meta"])
+    with h5py.File(path, "r+") as f:  # the metadata is a byte dataset (no variable-length string: see store.py)
+        meta = json.loads(f["rbench_meta"][()].tobytes())
         meta["label"] = "something else"
-        f.attrs["rbench_meta"] = json.dumps(meta)
+        del f["rbench_meta"]
+        f["rbench_meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     with pytest.raises(CorruptEntry, match="SHA-256"):
         Store(tmp_path).load_predictions(key)
 
@@ -193,7 +194,8 @@ def test_malformed_entries_are_corrupt_not_crashes(tmp_path, damage):
                     del f["x_adv"]
                     f["x_adv"] = data
                 f.visititems(lambda n, o: arrays.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-                f.attrs["rbench_sha256"] = arrays_digest(arrays, f.attrs["rbench_meta"])  # a valid checksum
+                meta_json = arrays.pop("rbench_meta").tobytes().decode()
+                f.attrs["rbench_sha256"] = np.bytes_(arrays_digest(arrays, meta_json).encode())  # a valid checksum
         load = store.load_advset
     with pytest.raises(CorruptEntry) as info:
         load(key)

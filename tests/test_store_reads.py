@@ -3,13 +3,15 @@ loads follow the files (a replaced file is read again)."""
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import torch
 
 from rbench.artifacts import Predictions
 from rbench.keys import content_key
-from rbench.store import CHECKSUM_ATTR, META_ATTR, Store, read_h5, read_h5_attribute
+from rbench.store import CHECKSUM_ATTR, META_ATTR, Store, arrays_digest, read_h5, read_h5_attribute
 
 SPEC = {"kind": "test", "n": 2}
 KEY = content_key(SPEC)
@@ -20,7 +22,13 @@ def high_level(path) -> tuple[dict, object, object]:
     arrays: dict = {}
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        return arrays, f.attrs[META_ATTR], f.attrs[CHECKSUM_ATTR]
+        meta = arrays.pop(META_ATTR).tobytes().decode() if META_ATTR in arrays else _text(f.attrs[META_ATTR])
+        return arrays, meta, _text(f.attrs[CHECKSUM_ATTR])
+
+
+def _text(value: object) -> object:
+    """A string attribute as ``str``: h5py gives a fixed-length one (what the store writes) as bytes."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def test_direct_reads_equal_h5py_high_level_reads(tmp_path):
@@ -73,3 +81,35 @@ def test_a_remembered_checkpoint_checksum_follows_its_sidecar(tmp_path):
     before = store.checksum(KEY)
     store.save_checkpoint(KEY, {"w": torch.ones(2)}, {"key": KEY, "spec": SPEC})
     assert store.checksum(KEY) == Store(tmp_path).checksum(KEY) != before
+
+
+def test_a_stored_set_holds_no_variable_length_data_and_older_sets_still_load(tmp_path):
+    """A variable-length string lives in the HDF5 global heap, where one flipped bit of a length sent libhdf5 into
+    a loop no signal stops; the store writes none (metadata as a byte dataset, even past the 64 KiB an attribute
+    holds; the checksum a fixed-length attribute). Sets written before, with string attributes, still load."""
+    store = Store(tmp_path)
+    spec = {"kind": "test", "source": "x" * 100_000}  # a checkpoint model's spec records its source
+    key = content_key(spec)
+    arrays = {"logits": np.zeros((2, 3), dtype=np.float32)}
+    store.save_arrays(key, arrays, {"key": key, "spec": spec, "kind": "predictions"})
+    types = []
+    with h5py.File(store.paths(key)[0], "r") as f:
+        f.visititems(lambda name, obj: types.append(obj.dtype) if isinstance(obj, h5py.Dataset) else None)
+        types += [f.attrs.get_id(name).dtype for name in f.attrs]
+    assert len(types) == 3
+    assert all(h5py.check_vlen_dtype(t) is None and getattr(h5py.check_string_dtype(t), "length", 1) is not None
+               for t in types)
+    loaded, meta, _ = read_h5(store.paths(key)[0])
+    assert json.loads(meta)["spec"] == spec and list(loaded) == ["logits"]
+
+    old_key = content_key(SPEC)
+    old_meta = json.dumps({"key": old_key, "spec": SPEC, "kind": "predictions"})
+    path = store.root / "objects" / old_key[:2] / f"{old_key}.h5"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:  # as the store wrote until 2026-12-01: variable-length string attributes
+        f.create_dataset("logits", data=arrays["logits"])
+        f.attrs[META_ATTR] = old_meta
+        f.attrs[CHECKSUM_ATTR] = arrays_digest(arrays, old_meta)
+    assert h5py.check_vlen_dtype(h5py.File(path, "r").attrs.get_id(META_ATTR).dtype) is str
+    assert store._load_h5(old_key, lambda a, m: m, "predictions")["key"] == old_key
+    assert store.recorded_meta(old_key)["kind"] == store.recorded_meta(key)["kind"] == "predictions"
