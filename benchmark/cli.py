@@ -319,15 +319,19 @@ def validate(
     suites: Annotated[list[Path], typer.Argument(parser=path_value, help="Suite TOML files")],
     profile: Annotated[str | None, typer.Option(help="Profile to apply")] = None,
 ) -> None:
-    """Check suites (structure, plugin names and parameters, references) without running anything."""
+    """Check suites (structure, plugin names and parameters, references) without running anything; without
+    --profile, each with every profile it defines too."""
     from rbench.plan import build_plan
-    from rbench.suite import load_suite
+    from rbench.suite import load_suite, suite_profiles
 
     for path in suites:
         suite = load_suite(path, profile)
         plan = build_plan(suite)
+        others = [] if profile is not None else suite_profiles(path)  # without --profile, every profile too
+        jobs = [f"{len(build_plan(load_suite(path, name)).jobs)} jobs with profile {name}" for name in others]
         console.print(f"{escape(str(path))}: ok ({len(suite.models)} models, {len(suite.evaluations)} evaluations, "
-                      f"{len(suite.tables)} tables, {len(plan.jobs)} jobs)", highlight=False)
+                      f"{len(suite.tables)} tables, {len(plan.jobs)} jobs{''.join(f'; {j}' for j in jobs)})",
+                      highlight=False, soft_wrap=True)
         for warning in suite.warnings:
             console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 

@@ -605,6 +605,8 @@ class Merged:
     #: each published file, read: (the suite file naming it first, its index there, its path, its content)
     published_docs: list[tuple[str, int, str, Published]] = field(default_factory=list)
     profile_seen: bool = False
+    #: the names of the profiles the files define
+    profiles: set[str] = field(default_factory=set)
 
 
 def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path], referrer: str | None
@@ -624,6 +626,8 @@ def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path
     raw = read_toml(path, referrer)
     file = str(path)
     profiles = raw.get("profiles", {})
+    if isinstance(profiles, dict):
+        merged.profiles.update(str(name) for name in profiles)
     if profile is not None and isinstance(profiles, dict) and profile in profiles:
         overlay = profiles[profile]
         if not isinstance(overlay, dict):
@@ -674,9 +678,24 @@ def merge_files(path: str | Path, profile: str | None = None) -> tuple[SuiteMeta
 
 
 def load_suite(path: str | Path, profile: str | None = None, registry: Registry | None = None) -> Suite:
-    """Load, merge and validate the suite at ``path`` (with ``profile`` applied); see the module docstring."""
-    meta, merged = merge_files(path, profile)
-    return _Resolver(registry or get_registry(), merged, meta, profile).resolve()
+    """Load, merge and validate the suite at ``path`` (with ``profile`` applied); see the module docstring. A
+    problem only the profile brings says so (its keys are reported where they land in the merged suite)."""
+    try:
+        meta, merged = merge_files(path, profile)
+        return _Resolver(registry or get_registry(), merged, meta, profile).resolve()
+    except SuiteError as exc:
+        if profile is None or "profiles." in str(exc):
+            raise
+        try:
+            load_suite(path, None, registry)
+        except RbenchError:
+            raise exc from None
+        raise SuiteError(f"{exc} (set by profile {profile!r}: the suite without it is valid)") from None
+
+
+def suite_profiles(path: str | Path) -> list[str]:
+    """The names of the profiles the suite at ``path`` and its includes define."""
+    return sorted(merge_files(path)[1].profiles)
 
 
 def _broken_default(params_type: type[BaseModel], validated: BaseModel, base: Path) -> str | None:

@@ -120,8 +120,21 @@ def test_profiles_override_and_unknown_profile(write_suite):
         load_suite(path, "fast")
     bad = write_suite(BASE + "\n[profiles.quick.evaluations.ev]\nn = 0\n", "bad.toml")
     load_suite(bad)  # the base is fine; the profile breaks it
-    with pytest.raises(SuiteError, match="evaluations.ev.n"):
+    with pytest.raises(SuiteError, match=r"evaluations.ev.n: .* \(set by profile 'quick': the suite without it is "):
         load_suite(bad, "quick")
+
+
+def test_validate_without_a_profile_checks_every_profile_too(write_suite, capsys):
+    """A profile is applied only when asked for, so ``rbench validate SUITE`` loads the suite with each one too:
+    a typo in a profile is found before the run that uses it."""
+    from support import cli_in_process, rbench
+
+    good = write_suite(BASE + "\n[profiles.quick.evaluations.ev]\nn = 3\n", "good.toml")
+    out = rbench("validate", str(good))
+    assert out.returncode == 0 and " jobs with profile quick)" in out.stdout, out.stdout + out.stderr
+    bad = write_suite(BASE + "\n[profiles.quick.evaluations.ev]\nnx = 3\n", "bad.toml")
+    code, err = cli_in_process(capsys, "validate", str(bad))
+    assert code == 2 and "evaluations.ev.nx: unknown key" in err and "set by profile 'quick'" in err, err
 
 
 def test_includes_merge_and_detect_conflicts_and_cycles(write_suite):
