@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from rbench.artifacts import AdvSet, Predictions
-from rbench.estimate import Estimate, mcnemar
+from rbench.estimate import Estimate, interval_holds, mcnemar
 from rbench.inputs import load_model, load_slice
 from rbench.metric import CellData, CellKeys, CellOutputs, metric_number
 from rbench.plan import CLEAN, Plan, data_spec
@@ -104,6 +104,9 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutput
                     **where), None
     if estimate is None:
         return Cell(row, column, number, data.used, **where), None
+    if not interval_holds(estimate.low, number, estimate.high):
+        return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r} returned {number} with "
+                    f"an interval [{estimate.low}, {estimate.high}] that does not hold it", **where), None
     return Cell(row, column, number, data.used, n=estimate.n, low=estimate.low, high=estimate.high,
                 interval=estimate.method, **where), estimate
 

@@ -39,6 +39,15 @@ class Estimate:
         return self.value
 
 
+def interval_holds(low: float | None, value: float | None, high: float | None) -> bool:
+    """Whether [``low``, ``high``] holds ``value`` (up to float rounding: Wilson's bound at 0 of 0 can come out
+    1e-17 above it); True where any is None."""
+    if low is None or value is None or high is None:
+        return True
+    slack = 1e-9 * max(1.0, abs(value))
+    return low - slack <= value <= high + slack
+
+
 def wilson(k: int, n: int) -> tuple[float, float]:
     """The Wilson score interval of a proportion k/n at ``LEVEL`` (as fractions), in Newcombe's (1998) form,
     operation for operation as scipy's ``binomtest(k, n).proportion_ci(method="wilson")`` computes it (the tests

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rbench.errors import RbenchError
+from rbench.estimate import interval_holds
 
 RESULTS_FILE = "results.json"
 #: per-sample values of the cells that keep them (written by the ``tidy`` reporter)
@@ -155,6 +156,8 @@ class RunResults:
             raise RbenchError(f"{path}: no such file; pass a run folder written by 'rbench run'") from None
         except OSError as exc:  # e.g. a folder named results.json
             raise RbenchError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        except RecursionError:  # a document nested thousands deep (json's parser recurses)
+            raise RbenchError(f"{path}: not a valid rbench results file (nested too deeply)") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise RbenchError(f"{path}: not a valid rbench results file ({type(exc).__name__}: {exc})") from None
         samples = path.parent / SAMPLES_FILE
@@ -181,3 +184,5 @@ def _check_cell(table: str, cell: Cell) -> None:
             raise ValueError(f"{where}: {name} is {number!r}, not a finite number")
     if cell.n is not None and (isinstance(cell.n, bool) or not isinstance(cell.n, int) or cell.n < 0):
         raise ValueError(f"{where}: n is {cell.n!r}, not a count")
+    if not interval_holds(cell.low, cell.value, cell.high):
+        raise ValueError(f"{where}: its interval [{cell.low}, {cell.high}] does not hold its value {cell.value}")

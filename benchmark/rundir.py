@@ -15,8 +15,12 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
     """Write a run folder's file: ``write(tmp)`` on a temporary sibling, renamed to ``path`` (never a partial
     file), without the fsyncs of a store entry: a run folder is rebuilt from the store by running the suite again
     (warm) or from its results.json by ``rbench report``, and each fsync cost ~0.1 s on the test machines, a
-    tenth of a warm run. Reporters (built-in and plugins) write through it."""
-    atomic_write(path, write, durable=False)
+    tenth of a warm run. Reporters (built-in and plugins) write through it. A folder that cannot be written (no
+    permission, a full disk) is a one-line :class:`RbenchError` naming the file."""
+    try:
+        atomic_write(path, write, durable=False)
+    except OSError as exc:
+        raise RbenchError(f"{path}: {_why(exc)}") from None
 
 
 def _why(exc: OSError) -> str:

@@ -4,6 +4,8 @@ normalisation, a generated suite's errors, a refused run's folders)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from safetensors.torch import save_file
 from support import BASE_SUITE, cli_in_process
@@ -144,3 +146,41 @@ def test_eval_of_a_pretrained_model_needs_no_training_files(capsys, own_model, m
     assert code == 0, err
     jobs = json.loads((own_model / "run" / "results.json").read_text())["jobs"]
     assert [j["label"] for j in jobs.values() if j["label"].split()[0] in ("load", "train")] == ["load Net"]
+
+
+def test_a_mangled_results_file_is_one_line_naming_it(capsys, tiny_reference, tmp_path):
+    """``report`` and ``compare --run`` read results.json: a document nested thousands deep, or a cell whose interval
+    does not hold its value, is a one-line error naming the file (was: an internal RecursionError; accepted)."""
+    _, _, run, _ = tiny_reference
+    doc = json.loads((run / "results.json").read_text())
+    cell = next(c for t in doc["tables"] for c in t["cells"] if c.get("low") is not None)
+    cell["low"] = cell["value"] + 1.0
+    bad_interval = tmp_path / "interval"
+    bad_interval.mkdir()
+    (bad_interval / "results.json").write_text(json.dumps(doc))
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "results.json").write_text("[" * 100_000 + "]" * 100_000)
+    for folder, fragment in ((bad_interval, "does not hold its value"), (deep, "nested too deeply")):
+        for args in (["report", str(folder)], ["compare", str(run), "--run", str(folder)]):
+            code, err = cli_in_process(capsys, *args)
+            assert code == 2 and fragment in err and str(folder / "results.json") in err, err
+            assert len(err.strip().splitlines()) == 1
+
+
+def test_report_into_a_folder_it_cannot_write_is_one_line(capsys, tiny_reference, tmp_path):
+    """An immutable run folder (``chattr +i``: as root, permissions alone do not stop a write) makes ``report``
+    fail with one line naming the file, not an internal error."""
+    import shutil
+    import subprocess
+
+    _, _, run, _ = tiny_reference
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        code, err = cli_in_process(capsys, "report", str(folder), "-f", "html")
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert code == 2 and f"{folder / 'report.html'}: not writable" in err and len(err.strip().splitlines()) == 1

@@ -17,6 +17,7 @@ from rich.console import Console
 from support import RBENCH, rbench
 
 from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
+from rbench.estimate import Estimate
 from rbench.manager import PluginInfo, get_registry
 from rbench.results import RunResults
 from rbench.runner import run_suite
@@ -234,7 +235,8 @@ class _Returns:
 
 
 RETURNS = {"r_array": np.array([1.0, 2.0]), "r_string": "12.5", "r_bool": True, "r_object": object(),
-           "r_np": np.float32(0.5), "r_tensor": torch.tensor([0.25]), "r_int": np.int64(3)}
+           "r_np": np.float32(0.5), "r_tensor": torch.tensor([0.25]), "r_int": np.int64(3),
+           "r_interval": Estimate(50.0, 10, 60.0, 70.0, "t")}  # an interval that does not hold its value
 
 
 def test_a_metric_value_that_is_not_a_number_is_that_cell_s_error_never_a_crash_or_a_parsed_string(first_run,
@@ -261,3 +263,5 @@ def test_a_metric_value_that_is_not_a_number_is_that_cell_s_error_never_a_crash_
         assert cells[row].error.startswith(f"metric {row!r} returned {kind} "), cells[row].error
         assert cells[row].error.endswith("a metric returns a number, an rbench.Estimate or None")
     assert cells["r_string"].error.startswith("metric 'r_string' returned str '12.5': ")  # its repr, once
+    assert cells["r_interval"].value is None and cells["r_interval"].error == \
+        "metric 'r_interval' returned 50.0 with an interval [60.0, 70.0] that does not hold it"
