@@ -65,7 +65,10 @@ def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *
         if not dry_run:
             path.unlink(missing_ok=True)
 
-    with store.registry_lock():
+    # a dry run writes nothing: in a folder without leases/ (not a store yet) there is no lease to wait for, and
+    # taking the registry lock would make leases/registry.lock
+    unleased = dry_run and not (store.root / "leases").is_dir()
+    with contextlib.nullcontext() if unleased else store.registry_lock():
         live = store.live_keys()
         doomed: dict[str, list[Path]] = {}
         for tmp in store.temporaries():  # debris of interrupted writes (unless their writer is alive)

@@ -231,7 +231,8 @@ def find_class(p: CheckpointParams) -> type:
                                  f"{current[:12]}..., expected {p.source_sha256[:12]}...)")
         module = importlib.import_module(p.import_name)
     else:
-        module = _module_from_source(p.source, str(p.module or f"<checkpoint {p.source_sha256[:12]}>"))
+        origin = p.module.rpartition(":")[0] if p.module else f"<checkpoint {p.source_sha256[:12]}>"  # the file
+        module = _module_from_source(p.source, origin)
     try:
         cls = functools.reduce(getattr, p.class_name.split("."), module)
     except AttributeError:
