@@ -114,3 +114,25 @@ def param_groups(model: torch.nn.Module, weight_decay: float = 0.0) -> list[dict
     if callable(own):
         return own()
     return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+
+
+def weights_bytes(plugin: Any, params: BaseModel) -> int | None:
+    """The bytes of the parameters and buffers of the network ``plugin`` builds from ``params``, counted on
+    torch's ``meta`` device (shapes only, no memory, no values); None where the plugin cannot build there."""
+    try:
+        with torch.device("meta"):
+            net = plugin.build(params)
+        tensors = [*net.parameters(), *net.buffers()]
+    except Exception:  # e.g. a plugin reading a file or calling a kernel meta tensors lack: not checked
+        return None
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes, where the OS says (``sysconf``)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -899,8 +899,20 @@ class _Resolver:
                 check(call.params, tuple(dataset.input_shape), int(dataset.num_classes))
             except ValueError as exc:
                 raise self.fail("models", name, "params", " ".join(str(exc).split())) from None
+        if not composes:
+            self.fits_in_memory(name, call)
         return Model(name, call, trainer, data, tuple(m.members), m.init, m.seed,
                      monitor=None if m.monitor is None else self.monitor(name, m.monitor, trainer))
+
+    def fits_in_memory(self, name: str, call: PluginCall) -> None:
+        """Refuse a model whose weights alone outgrow this machine's memory (``widths = [100000000000]``): it
+        would pass validation and fail only when its training job allocates them."""
+        from rbench.model import machine_memory, weights_bytes
+
+        size, memory = weights_bytes(call.obj, call.params), machine_memory()
+        if size is not None and memory is not None and size > memory:
+            raise self.fail("models", name, "params", f"its weights alone take {size / 2**30:.3g} GiB, more than "
+                            f"this machine's {memory / 2**30:.3g} GiB of memory")
 
     def monitor(self, name: str, spec: MonitorSpec, trainer: PluginCall) -> Monitor:
         if not getattr(trainer.obj, "observes", False):

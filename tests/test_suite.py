@@ -350,6 +350,19 @@ def test_a_profile_that_asks_for_too_many_images_is_an_error(write_suite):
         load_suite(path, "huge")
 
 
+def test_a_model_whose_weights_outgrow_the_machine_is_refused_at_validation(write_suite):
+    """Counted on torch's meta device (no memory used): 10^11 hidden units passed validate and failed only when the
+    training job allocated them."""
+    ok = load_suite(write_suite(BASE.replace('dataset = "mnist"\n\n[attacks',
+                                             'dataset = "mnist"\nparams = { widths = [4096] }\n\n[attacks')))
+    assert ok.models["mlp"].call.params.widths == [4096]
+    huge = write_suite(BASE.replace('dataset = "mnist"\n\n[attacks',
+                                    'dataset = "mnist"\nparams = { widths = [100000000000] }\n\n[attacks'), "huge.toml")
+    with pytest.raises(SuiteError, match=r"models.mlp.params: its weights alone take 2.96e\+05 GiB, more than this "
+                                         r"machine's .* GiB of memory"):
+        load_suite(huge)
+
+
 def test_fashion_mnist_sizes_and_unknown_sizes(write_suite, monkeypatch):
     text = BASE.replace('plugin = "mnist"', 'plugin = "fashion-mnist"').replace("n = 10", "n = 10001")
     path = write_suite(text)

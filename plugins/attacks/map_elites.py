@@ -18,6 +18,7 @@ generation (0: the initial population), non-decreasing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -67,7 +68,7 @@ def evolve(model: torch.nn.Module, classes: torch.Tensor, shape: tuple[int, ...]
            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One MAP-Elites run for ``classes`` (distinct, int64): (elites (K, *shape), trace (K, generations + 1))."""
     device = classes.device
-    dims = int(torch.tensor(shape).prod())
+    dims = math.prod(shape)
     population = torch.rand(params.population, dims, generator=generator, device=device)
     probs = probabilities(model, population, shape)
     archive = Archive(classes, torch.empty(len(classes), dims, device=device),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -44,7 +45,7 @@ def check_per_layer(value: Any, n: int, what: str) -> None:
 
 
 def flat_size(shape: list[int]) -> int:
-    return int(torch.tensor(shape).prod())
+    return math.prod(shape)
 
 
 class TemperedSigmoid(nn.Module):
