@@ -183,6 +183,7 @@ def _download(dataset: str, filename: str, target: Path, expected: str) -> Path:
     """Download ``filename`` into ``target`` (under its lock); on failure leave nothing behind."""
     import pooch
 
+    pooch.get_logger().setLevel("WARNING")  # its "Downloading data from ..." line: errors stay one line
     urls = _mirror_urls(dataset, filename)
     folder = target.parent
     before = {p.name for p in folder.iterdir() if p.name.startswith("tmp")}
