@@ -68,6 +68,11 @@ PrecisionOpt = Annotated[str | None, typer.Option(
     "autocast (part of their store keys; training stays fp32) (default: the suite's precision, else fp32)")]
 
 
+#: the library-cache variables rbench set in this process, and to what (an in-process caller may run commands on
+#: several stores: each command's own store then holds the caches)
+_CACHES_SET: dict[str, str] = {}
+
+
 def _store(path: Path | None, *, writes: bool = True) -> Store:
     """The store at ``path`` (default: ``RBENCH_STORE`` or the platform cache); the caches of the libraries rbench
     uses are pointed into it (:meth:`Store.library_caches`; each unless the user set its variable, and worker
@@ -84,8 +89,9 @@ def _store(path: Path | None, *, writes: bool = True) -> Store:
         folder = Path(tempfile.mkdtemp(prefix="rbench-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         caches = {var: str(folder / Path(where).name) for var, where in caches.items()}
-    for var, where in caches.items():
-        os.environ.setdefault(var, where)
+    for var, where in caches.items():  # what the user set stays; what an earlier command here set follows
+        if var not in os.environ or os.environ[var] == _CACHES_SET.get(var):
+            os.environ[var] = _CACHES_SET[var] = where
     return store
 
 

@@ -44,6 +44,10 @@ class ModelPlugin:
     version: ClassVar[str | None] = None
     #: the trainer a suite's model of this plugin gets when it names none ("none": evaluated as it is)
     default_trainer: ClassVar[str] = "standard"
+    #: True if ``build`` only makes torch modules from its params (reads no file, runs no user code, imports
+    #: nothing that makes tensors): the suite's validation then builds it on torch's ``meta`` device to count
+    #: its weights, and refuses a model that outgrows the machine's memory (:func:`weights_bytes`)
+    sized_on_meta: ClassVar[bool] = False
 
     def build(self, params: Any) -> torch.nn.Module:
         raise NotImplementedError
@@ -118,7 +122,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float = 0.0) -> list[dict
 
 def weights_bytes(plugin: Any, params: BaseModel) -> int | None:
     """The bytes of the parameters and buffers of the network ``plugin`` builds from ``params``, counted on
-    torch's ``meta`` device (shapes only, no memory, no values); None where the plugin cannot build there."""
+    torch's ``meta`` device (shapes only, no memory, no values); None for a plugin that does not declare
+    ``sized_on_meta`` (building elsewhere than it expects could leave meta tensors in what it imports) or that
+    cannot build there."""
+    if not getattr(plugin, "sized_on_meta", False):
+        return None
     try:
         with torch.device("meta"):
             net = plugin.build(params)

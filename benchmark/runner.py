@@ -230,12 +230,8 @@ def write_run_dir(results: RunResults, run_dir: Path, store: Store) -> list[str]
                        key=lambda r: (not renders_text(r), getattr(r, "order", 0)))
     notes = []
     for reporter in reporters:
-        if renders_text(reporter):
-            try:
-                write_text_report(reporter, results, run_dir)
-            except OSError as exc:
-                raise RbenchError(f"run folder {run_dir}: cannot write its {reporter.name} report: "
-                                  f"{exc.strerror or exc}") from None
+        if renders_text(reporter):  # a file that cannot be written is a one-line RbenchError (write_output)
+            write_text_report(reporter, results, run_dir)
             continue
         try:
             reporter.write(results, run_dir, store)

@@ -406,7 +406,7 @@ class Store:
         environment variable naming each: matplotlib's font cache and config (else ``~/.cache/matplotlib`` and
         ``~/.config/matplotlib``), torch's compile-cache folder, which an optimizer's first step makes (else
         ``$TMPDIR/torchinductor_<user>``). Nothing a job reads is kept there; gc leaves it."""
-        return {var: str(self.root / "library-cache" / name) for var, name in LIBRARY_CACHES.items()}
+        return {var: str(self.root.absolute() / "library-cache" / name) for var, name in LIBRARY_CACHES.items()}
 
     def check_layout(self) -> None:
         """Refuse (one-line :class:`StoreError`) a store whose folders are symbolic links or not folders: no

@@ -86,6 +86,7 @@ class Sampler(threading.Thread):
                     apps = self._query("--query-compute-apps=pid")
                     util, mem = (float(v) for v in gpu[0].split(",")[:2])
                 except (subprocess.SubprocessError, OSError, ValueError, IndexError):
+                    self.stop.wait(self.period)
                     continue
                 row = (time.time(), util, mem, len(apps))
                 self.rows.append(row)
@@ -181,8 +182,12 @@ class Checks:
         if summary:
             step.figures["jobs"] = summary[-1].strip()
         elif step.timed_out:  # what the cut run stored: its dry run counts the stored jobs
-            dry = subprocess.run([sys.executable, "-m", "rbench", "run", suite, "--store", str(self.work / store),
-                                  *self.profile, *extra, "--dry-run"], cwd=REPO, capture_output=True, text=True)
+            try:
+                dry = subprocess.run([sys.executable, "-m", "rbench", "run", suite, "--store", str(self.work / store),
+                                      *self.profile, *extra, "--dry-run"], cwd=REPO, capture_output=True, text=True,
+                                     timeout=60)
+            except subprocess.TimeoutExpired:
+                return step
             step.figures["jobs_when_cut"] = next((line.rsplit(";", 1)[-1].strip() for line in dry.stdout.splitlines()
                                                   if " stored, " in line), dry.stderr.strip()[-300:])
         return step

@@ -25,6 +25,22 @@ def _env(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(autouse=True)
+def _library_caches():
+    """In-process CLI calls point MPLCONFIGDIR / TORCHINDUCTOR_CACHE_DIR at their store (rbench.cli._store): undo
+    that after each test, so no later test (or its subprocesses) inherits another test's store as the user's."""
+    import os
+
+    names = ("MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def write_suite(tmp_path):
     """write_suite(text, name="suite.toml") -> Path: a suite file in the test's folder."""

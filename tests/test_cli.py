@@ -242,6 +242,18 @@ def test_a_run_writes_nothing_outside_the_store_and_the_run_folder(tmp_path):
     assert not list(home.iterdir()) and not list(temp.iterdir()) and not store.exists()
 
 
+def test_library_caches_follow_each_command_s_store_and_never_the_user_s_setting(tmp_path, capsys, monkeypatch):
+    """In one process (an API caller, pytest), each command's store holds the caches, not the first one's; a
+    variable the user set is left alone."""
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    for name in ("a", "b"):
+        code, err = cli_in_process(capsys, "cache", "ls", "--store", str(tmp_path / name))
+        assert code in (0, None) and not err, err
+        assert os.environ["MPLCONFIGDIR"] == str(tmp_path / name / "library-cache" / "matplotlib")
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
 def test_bad_notmnist_file_stops_the_run_before_any_work(tmp_path):
     """notMNIST is never checksummed: the run decodes and checks it up front (labels outside 0-9 here)."""
     import gzip

@@ -53,6 +53,30 @@ def test_a_ray_instance_started_for_a_run_is_sized_by_devices_and_workers(monkey
     assert local_instance(["cuda:0", "cuda:2"], 2, RayParams())["cuda_visible_devices"] == "4,6"
 
 
+def test_a_private_instance_leaves_the_environment_as_it_found_it(monkeypatch):
+    """Ray sets RAY_AUTH_MODE=token in the driver itself; left set, it kept a second run of the same process (an
+    API user's) from getting its token, and that run's Ray instance never started. The token is one per process
+    (Ray's driver keeps the first it read); the temporary session folder goes with the run; settings the user made
+    are kept."""
+    from rbench.executors.ray_executor import AUTH_VARS, private_instance
+
+    for var in (*AUTH_VARS, "RAY_TMPDIR"):
+        monkeypatch.delenv(var, raising=False)
+    tokens = []
+    for _ in range(2):
+        with private_instance() as temp:
+            tokens.append(os.environ["RAY_AUTH_TOKEN"])
+            os.environ["RAY_AUTH_MODE"] = "token"  # what ray.init does
+            assert temp is not None and Path(temp).is_dir()
+        assert not any(var in os.environ for var in AUTH_VARS) and not Path(temp).exists()
+    assert tokens[0] == tokens[1] and len(tokens[0]) == 64
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_TMPDIR", "/somewhere")
+    with private_instance() as temp:
+        assert temp is None and "RAY_AUTH_TOKEN" not in os.environ
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+
+
 def test_options_are_validated_and_rbench_settings_reach_the_tasks(monkeypatch):
     executor, params = configure("ray", {"--gpu-fraction": 0.5, "--address": None, "--max-retries": 1,
                                          "--num-cpus": 2.0})
@@ -264,8 +288,8 @@ def test_quickstart_on_a_ray_instance_started_for_the_run_gives_the_local_tables
     """``rbench run suites/quickstart.toml --profile quick --executor ray`` (no --address: a Ray instance of the
     run's own, stopped at the end) gives the local executor's tables, and leaves nothing outside the store and the
     run folder: Ray's session files go to a temporary folder removed after it stopped, its authentication token
-    stays in the environment (Ray would write ``~/.ray/auth_token``), matplotlib's font cache to a temporary folder
-    (it would write ``~/.cache/matplotlib``)."""
+    stays in the environment (Ray would write ``~/.ray/auth_token``), matplotlib's font cache and torch's cache
+    folder into the store's library-cache/ (they would write ``~/.cache/matplotlib``, ``$TMPDIR/torchinductor_*``)."""
     repo = Path(__file__).resolve().parents[1]
     suite = repo / "suites" / "quickstart.toml"
     temp = tempfile.mkdtemp(prefix="rb")  # the run's TMPDIR (short: Ray's socket paths)

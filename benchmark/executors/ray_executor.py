@@ -26,6 +26,7 @@ instance started for the run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import secrets
@@ -201,6 +202,13 @@ def _events_actor(ray: ModuleType) -> Any:
 AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
+@functools.cache
+def _process_token() -> str:
+    """One token per process: Ray's driver keeps the token it first read, so a second instance started by the same
+    process must get the same one."""
+    return secrets.token_hex(32)
+
+
 @contextlib.contextmanager
 def private_instance() -> Iterator[str | None]:
     """What a Ray instance of the run's own needs so that Ray writes nothing outside the store and the run folder
@@ -211,15 +219,18 @@ def private_instance() -> Iterator[str | None]:
       for the run (the instance's processes inherit it; authentication stays on).
     - Ray keeps its session files and logs under ``/tmp/ray`` after the instance stops; unless ``RAY_TMPDIR``
       is set (the user wants them), the instance gets a fresh temporary folder, removed after it stopped."""
-    token = not any(var in os.environ for var in AUTH_VARS)
-    if token:
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    before = {var: os.environ.get(var) for var in AUTH_VARS}
+    if all(value is None for value in before.values()):
+        os.environ["RAY_AUTH_TOKEN"] = _process_token()
     temp = None if "RAY_TMPDIR" in os.environ else tempfile.mkdtemp(prefix="rbray-")  # short: socket paths
     try:
         yield temp
-    finally:
-        if token:
-            os.environ.pop("RAY_AUTH_TOKEN", None)
+    finally:  # as before the run: Ray sets RAY_AUTH_MODE itself, which would keep the next run from its token
+        for var, value in before.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
 

@@ -55,6 +55,7 @@ class An2020Net(nn.Module):
 
 class An2020(ModelPlugin):
     """One member of An et al.'s ensemble (M3, M5 or M7 by ``kernel_size``)."""
+    sized_on_meta = True  # build() only makes modules from its params
 
     name = "an2020_cnn"
     Params = An2020Params

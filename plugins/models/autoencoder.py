@@ -46,6 +46,7 @@ class AeSoftmaxNet(nn.Module):
 
 class AeSoftmax(ModelPlugin):
     """Autoencoder code + softmax: train it with the ``autoencoder_pretrain`` trainer."""
+    sized_on_meta = True  # build() only makes modules from its params
 
     name = "ae_softmax"
     Params = AeSoftmaxParams

@@ -137,6 +137,7 @@ class LeNet(ModelPlugin):
     parameter names and its random draws are exactly those of the plugin before these params existed, and
     its params dump (hence every job key) is unchanged too.
     """
+    sized_on_meta = True  # build() only makes modules from its params
 
     name = "lenet"
     Params = LeNetParams

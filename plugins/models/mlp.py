@@ -68,6 +68,7 @@ class MlpNet(nn.Module):
 
 class Mlp(ModelPlugin):
     """Fully connected network: flatten, ``widths`` hidden layers with ``activation``, linear logits."""
+    sized_on_meta = True  # build() only makes modules from its params
 
     name = "mlp"
     Params = MlpParams

@@ -42,6 +42,7 @@ class SigmoidMlpNet(nn.Module):
 class SigmoidMlp(ModelPlugin):
     """Flatten, ``widths`` hidden layers of sigmoids of temperature ``temperature``, linear logits (softmax in
     the loss)."""
+    sized_on_meta = True  # build() only makes modules from its params
 
     name = "sigmoid_mlp"
     Params = SigmoidMlpParams
