@@ -333,12 +333,17 @@ def validate(
     for path in suites:
         suite = load_suite(path, profile)
         plan = build_plan(suite)
-        others = [] if profile is not None else suite_profiles(path)  # without --profile, every profile too
-        jobs = [f"{len(build_plan(load_suite(path, name)).jobs)} jobs with profile {name}" for name in others]
+        warnings = dict.fromkeys(suite.warnings)
+        jobs = []
+        for name in [] if profile is not None else suite_profiles(path):  # without --profile, every profile too
+            with_profile = load_suite(path, name)
+            jobs.append(f"; {len(build_plan(with_profile).jobs)} jobs with profile {name}")
+            warnings.update(dict.fromkeys(f"{w} (profile {name})" for w in with_profile.warnings
+                                          if w not in warnings))
         console.print(f"{escape(str(path))}: ok ({len(suite.models)} models, {len(suite.evaluations)} evaluations, "
-                      f"{len(suite.tables)} tables, {len(plan.jobs)} jobs{''.join(f'; {j}' for j in jobs)})",
-                      highlight=False, soft_wrap=True)
-        for warning in suite.warnings:
+                      f"{len(suite.tables)} tables, {len(plan.jobs)} jobs{''.join(jobs)})", highlight=False,
+                      soft_wrap=True)
+        for warning in warnings:
             console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 

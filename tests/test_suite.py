@@ -132,6 +132,10 @@ def test_validate_without_a_profile_checks_every_profile_too(write_suite, capsys
     good = write_suite(BASE + "\n[profiles.quick.evaluations.ev]\nn = 3\n", "good.toml")
     out = rbench("validate", str(good))
     assert out.returncode == 0 and " jobs with profile quick)" in out.stdout, out.stdout + out.stderr
+    warned = write_suite(BASE + "\n[profiles.quick.evaluations.ev]\neot = 4\n", "warned.toml")  # EOT, no defense
+    out = rbench("validate", str(warned))
+    assert out.returncode == 0 and "warning:" in out.stdout and "eot: 4 draws" in out.stdout and \
+        "(profile quick)" in out.stdout, out.stdout
     bad = write_suite(BASE + "\n[profiles.quick.evaluations.ev]\nnx = 3\n", "bad.toml")
     code, err = cli_in_process(capsys, "validate", str(bad))
     assert code == 2 and "evaluations.ev.nx: unknown key" in err and "set by profile 'quick'" in err, err
