@@ -330,6 +330,7 @@ def validate(
     from rbench.plan import build_plan
     from rbench.suite import load_suite, suite_profiles
 
+    _store(None, writes=False)  # libraries a plugin imports while validating keep their caches there, or in a temp
     for path in suites:
         suite = load_suite(path, profile)
         plan = build_plan(suite)

@@ -27,11 +27,13 @@ def _env(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _library_caches():
-    """In-process CLI calls point MPLCONFIGDIR / TORCHINDUCTOR_CACHE_DIR at their store (rbench.cli._store): undo
+    """In-process CLI calls point the library caches at their store (rbench.cli._store, LIBRARY_CACHES): undo
     that after each test, so no later test (or its subprocesses) inherits another test's store as the user's."""
     import os
 
-    names = ("MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR")
+    from rbench.store import LIBRARY_CACHES
+
+    names = tuple(LIBRARY_CACHES)
     before = {name: os.environ.get(name) for name in names}
     yield
     for name, value in before.items():

@@ -299,7 +299,8 @@ def test_quickstart_on_a_ray_instance_started_for_the_run_gives_the_local_tables
         local = rbench("run", str(suite), "--profile", "quick", "--store", str(tmp_path / "s1"), "--run-dir",
                        str(tmp_path / "local"), "-q", "--device", "cpu")
         assert local.returncode == 0, local.stderr
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MPLCONFIGDIR"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("RAY_", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR", "RBENCH_LIBRARY_CACHE"))}
         ray_run = rbench("run", str(suite), "--profile", "quick", "--store", str(tmp_path / "s2"), "--run-dir",
                          str(tmp_path / "ray_run"), "-q", "--device", "cpu", "--executor", "ray",
                          env={**env, "RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": temp, "HOME": str(home)})

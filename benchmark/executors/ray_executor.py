@@ -100,8 +100,11 @@ def local_instance(devices: list[str], workers: int, params: RayParams) -> dict[
 
 def forwarded_env() -> dict[str, str]:
     """The driver's ``RBENCH_*`` variables, set in every task so that jobs see the data and plugins a local run
-    would."""
-    return {k: v for k, v in os.environ.items() if k.startswith("RBENCH_")}
+    would, and the library caches it points into the store (so a cluster node's tasks write them there too, not
+    in the node's home or temp folder)."""
+    from rbench.store import LIBRARY_CACHES
+
+    return {k: v for k, v in os.environ.items() if k.startswith("RBENCH_") or k in LIBRARY_CACHES}
 
 
 def _import_ray() -> ModuleType:
@@ -222,7 +225,7 @@ def private_instance() -> Iterator[str | None]:
     before = {var: os.environ.get(var) for var in AUTH_VARS}
     if all(value is None for value in before.values()):
         os.environ["RAY_AUTH_TOKEN"] = _process_token()
-    temp = None if "RAY_TMPDIR" in os.environ else tempfile.mkdtemp(prefix="rbray-")  # short: socket paths
+    temp = None if "RAY_TMPDIR" in os.environ else tempfile.mkdtemp(prefix="rb")  # short: socket paths
     try:
         yield temp
     finally:  # as before the run: Ray sets RAY_AUTH_MODE itself, which would keep the next run from its token
@@ -309,9 +312,11 @@ class RayExecutor(Executor):
                         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
                     else:
                         os.environ["CUDA_VISIBLE_DEVICES"] = before
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
             where = f"--address {params.address}" if params.address is not None else "a local Ray instance"
             text = " ".join(str(exc).split())
+            if "socket" in text and params.address is None:  # Ray's socket paths must fit in 107 bytes
+                text += " (the temporary folder's path is too long for Ray's sockets: set RAY_TMPDIR to a short one)"
             raise RbenchError(f"executor 'ray': cannot start or join {where}: {text}") from None
 
 

@@ -38,9 +38,12 @@ import difflib
 import importlib.metadata
 import inspect
 import math
+import os
 import random
+import sys
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any, TypeGuard
 
 import numpy as np
@@ -63,20 +66,37 @@ ART_VERSION = _dist_version()
 
 
 def _evasion() -> Any:
-    """The ``art.attacks.evasion`` module (a one-line ValueError if ART is missing: a validation error)."""
+    """The ``art.attacks.evasion`` module (a one-line ValueError if ART is missing: a validation error); every
+    import of ART goes through here first. ART's first import writes ``~/.art/config.json`` and makes
+    ``~/.art/data`` (its config module does, and reads no variable but HOME): where rbench named a library-cache
+    folder in the store (``RBENCH_LIBRARY_CACHE``, set by the CLI), HOME points into it for that import, so ART's
+    folder is made there, not in the user's home."""
+    cache = os.environ.get("RBENCH_LIBRARY_CACHE")
+    redirect = cache is not None and "art" not in sys.modules
+    home = os.environ.get("HOME")
+    if redirect:
+        art_home = Path(str(cache)) / "art"
+        art_home.mkdir(parents=True, exist_ok=True)  # ART falls back to /tmp/.art for a home it cannot write
+        os.environ["HOME"] = str(art_home)
     try:
         import art.attacks.evasion as evasion
     except ImportError as exc:
         raise ValueError(f"the 'art' attack plugin needs ART: pip install {DIST} ({exc})") from None
+    finally:
+        if redirect:
+            if home is None:
+                os.environ.pop("HOME", None)
+            else:
+                os.environ["HOME"] = home
     return evasion
 
 
 @cache
 def attack_names() -> tuple[str, ...]:
     """The names of the ``EvasionAttack`` classes in ``art.attacks.evasion``."""
+    evasion = _evasion()
     from art.attacks.attack import EvasionAttack
 
-    evasion = _evasion()
     return tuple(sorted(n for n in dir(evasion) if inspect.isclass(cls := getattr(evasion, n))
                         and issubclass(cls, EvasionAttack)))
 
@@ -251,6 +271,7 @@ def _sub_attack(spec: Any) -> dict[str, Any]:
 @cache
 def _dummy_classifier() -> Any:
     """A tiny PyTorchClassifier (1x4x4 inputs, 10 classes) to instantiate attacks on during validation."""
+    _evasion()
     from art.estimators.classification import PyTorchClassifier
 
     with torch.random.fork_rng(devices=[]):
@@ -325,19 +346,22 @@ class ArtAttack(Attack):
             subs = params.kwargs.get("attacks")
             return not isinstance(subs, list) or any(
                 self.uses_gradients(ArtParams.model_validate(sub)) for sub in subs)
+        evasion = _evasion()
         from art.estimators.classification.classifier import ClassGradientsMixin
         from art.estimators.estimator import LossGradientsMixin
 
-        needs = getattr(getattr(_evasion(), params.attack), "_estimator_requirements", ())
+        needs = getattr(getattr(evasion, params.attack), "_estimator_requirements", ())
         return any(isinstance(r, type) and issubclass(r, LossGradientsMixin | ClassGradientsMixin) for r in needs)
 
     def provenance(self, params: ArtParams) -> dict[str, Any]:
+        _evasion()
         import art
 
         return {"library": DIST, "version": art.__version__, "attack": params.attack,
                 "kwargs": params.model_dump(mode="json")["kwargs"]}
 
     def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+        _evasion()
         from art.estimators.classification import PyTorchClassifier
 
         x = x.detach()
