@@ -33,6 +33,8 @@ cache_app = typer.Typer(no_args_is_help=True, help="Inspect and clean the artifa
 app.add_typer(cache_app, name="cache")
 
 console = Console()
+
+
 def path_value(value: str) -> Path:
     """A path option's or argument's value; an empty one is refused (``Path("")`` is the current folder, so
     ``--run-dir ""`` would write a run, and ``--store ""`` a store, into whatever folder the shell is in)."""
