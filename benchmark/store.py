@@ -297,13 +297,15 @@ def _open_h5(path: Path) -> Any:
     return h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=access)
 
 
-def read_h5(path: Path) -> tuple[dict[str, np.ndarray], Any, Any]:
+def read_h5(path: Path, legacy_ok: Callable[[], bool] | None = None) -> tuple[dict[str, np.ndarray], Any, Any]:
     """Every dataset of the HDF5 file at ``path`` (by its path inside the file) but the metadata, the metadata JSON
     (its byte dataset, or the attribute of entries written before) and the checksum attribute, as ``h5py.File``
     gives them (``dataset[()]``, ``attrs[name]``; strings as ``str``), read through h5py's low-level API: for the
     small files a store holds, h5py's high-level objects cost several times the reads themselves (a set of
     8 samples: ~3.5 ms the high-level way, ~1 ms so). Whatever the direct path does not cover (a dataset that is not
-    a numeric array of at least one dimension, an attribute that is not a scalar) is read the high-level way."""
+    a numeric array of at least one dimension, an attribute that is not a scalar) is read the high-level way.
+    ``legacy_ok`` is asked before the metadata attribute of a set written before it was a dataset is read (a
+    variable-length string, in the heap whose corruption can hang libhdf5): False refuses it (ValueError)."""
     fid = _open_h5(path)
     try:
         names: list[bytes] = []
@@ -320,7 +322,11 @@ def read_h5(path: Path) -> tuple[dict[str, np.ndarray], Any, Any]:
                 if value.size:
                     dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
             arrays[name.decode()] = value
-        return arrays, _meta(fid, arrays.pop(META_ATTR, None)), _h5_attribute(fid, CHECKSUM_ATTR)
+        stored = arrays.pop(META_ATTR, None)
+        if stored is None and legacy_ok is not None and not legacy_ok():
+            raise ValueError("its bytes changed since it last passed every check, and it was written before sets "
+                             "held no variable-length data (reading its metadata could hang libhdf5)")
+        return arrays, _meta(fid, stored), _h5_attribute(fid, CHECKSUM_ATTR)
     finally:
         fid.close()
 
@@ -334,11 +340,13 @@ def _meta(fid: Any, stored: np.ndarray | None) -> Any:
     return stored.tobytes().decode("utf-8", "surrogateescape")
 
 
-def read_h5_meta(path: Path) -> Any:
-    """The metadata JSON of the HDF5 entry at ``path``, without its arrays."""
+def read_h5_meta(path: Path, legacy_ok: Callable[[], bool] | None = None) -> Any:
+    """The metadata JSON of the HDF5 entry at ``path``, without its arrays (``legacy_ok``: as :func:`read_h5`)."""
     fid = _open_h5(path)
     try:
         if not fid.links.exists(META_ATTR.encode()):
+            if legacy_ok is not None and not legacy_ok():
+                raise ValueError("changed since checked, in the format whose reading can hang libhdf5")
             return _meta(fid, None)
         dataset = h5py.h5d.open(fid, META_ATTR.encode())
         stored = np.empty(dataset.shape, dataset.dtype)
@@ -562,7 +570,7 @@ class Store:
             return parse(cached[0], json.loads(cached[1]))  # fresh objects: callers may change them
         try:
             self._refuse_links(path)
-            arrays, meta_json, expected = read_h5(path)
+            arrays, meta_json, expected = read_h5(path, lambda: self._unchanged_since_checked(key, path))
             if arrays_digest(arrays, meta_json) != expected:
                 raise ValueError("arrays or metadata do not match the stored SHA-256")
             meta = json.loads(meta_json)
@@ -658,6 +666,15 @@ class Store:
         except Exception:  # an unreadable entry has no checksum; loading it will quarantine it
             return None
         return None
+
+    def _unchanged_since_checked(self, key: str, path: Path) -> bool:
+        """False when ``key``'s gate memo records the SHA-256 of the file that last passed every check and the file
+        at ``path`` has other bytes; True where nothing is recorded (nothing to tell)."""
+        memo = self.gate_stamp(key)
+        if memo is None or memo.get("key") != key or not isinstance(memo.get("file"), str):
+            return True
+        found = _file_digest(path)
+        return found is not None and found[0] == memo["file"]
 
     def gate_stamp(self, key: str) -> dict[str, Any] | None:
         """The record of the last validity-gate pass of ``key`` (see :mod:`rbench.gates`)."""
@@ -779,7 +796,8 @@ class Store:
             if self._path(key, ".json").exists():
                 meta = json.loads(self._path(key, ".json").read_text())
             elif self._path(key, ".h5").exists():
-                meta = json.loads(read_h5_meta(self._path(key, ".h5")))
+                path = self._path(key, ".h5")
+                meta = json.loads(read_h5_meta(path, lambda: self._unchanged_since_checked(key, path)))
         return meta if isinstance(meta, dict) else {}
 
     def entry(self, key: str) -> Entry:
