@@ -322,18 +322,18 @@ def read_h5(path: Path, legacy_ok: Callable[[], bool] | None = None) -> tuple[di
                 if value.size:
                     dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
             arrays[name.decode()] = value
-        stored = arrays.pop(META_ATTR, None)
-        if stored is None and legacy_ok is not None and not legacy_ok():
-            raise ValueError("its bytes changed since it last passed every check, and it was written before sets "
-                             "held no variable-length data (reading its metadata could hang libhdf5)")
-        return arrays, _meta(fid, stored), _h5_attribute(fid, CHECKSUM_ATTR)
+        return arrays, _meta(fid, arrays.pop(META_ATTR, None), legacy_ok), _h5_attribute(fid, CHECKSUM_ATTR)
     finally:
         fid.close()
 
 
-def _meta(fid: Any, stored: np.ndarray | None) -> Any:
-    """An entry's metadata JSON: its byte dataset, or (entries written before there was one) its attribute."""
+def _meta(fid: Any, stored: np.ndarray | None, legacy_ok: Callable[[], bool] | None) -> Any:
+    """An entry's metadata JSON: its byte dataset, or (entries written before there was one) its attribute, read
+    only if ``legacy_ok`` (when given) allows it (see :func:`read_h5`)."""
     if stored is None:
+        if legacy_ok is not None and not legacy_ok():
+            raise ValueError("its bytes changed since it last passed every check, and it was written before sets "
+                             "held no variable-length data (reading its metadata could hang libhdf5)")
         return _h5_attribute(fid, META_ATTR)
     if stored.dtype != np.uint8 or stored.ndim != 1:
         raise ValueError(f"its {META_ATTR!r} dataset is {stored.dtype} of shape {stored.shape}, not bytes")
@@ -344,14 +344,12 @@ def read_h5_meta(path: Path, legacy_ok: Callable[[], bool] | None = None) -> Any
     """The metadata JSON of the HDF5 entry at ``path``, without its arrays (``legacy_ok``: as :func:`read_h5`)."""
     fid = _open_h5(path)
     try:
-        if not fid.links.exists(META_ATTR.encode()):
-            if legacy_ok is not None and not legacy_ok():
-                raise ValueError("changed since checked, in the format whose reading can hang libhdf5")
-            return _meta(fid, None)
-        dataset = h5py.h5d.open(fid, META_ATTR.encode())
-        stored = np.empty(dataset.shape, dataset.dtype)
-        dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, stored)
-        return _meta(fid, stored)
+        stored = None
+        if fid.links.exists(META_ATTR.encode()):
+            dataset = h5py.h5d.open(fid, META_ATTR.encode())
+            stored = np.empty(dataset.shape, dataset.dtype)
+            dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, stored)
+        return _meta(fid, stored, legacy_ok)
     finally:
         fid.close()
 

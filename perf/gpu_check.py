@@ -38,10 +38,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: rbench, as the steps run it (a ``pip --target`` install has no console script)
+RBENCH = [sys.executable, "-m", "rbench"]
 #: seconds kept back from each step's limit for the steps after it and the summary
 RESERVE = 15
 
@@ -108,7 +111,7 @@ class Checks:
     """Runs the steps in order within ``budget`` seconds and writes the records to ``out``."""
 
     def __init__(self, out: Path, budget: float, device: str, profile: str | None = None) -> None:
-        self.out, self.device, self.deadline = out, device, time.monotonic() + budget
+        self.out, self.device, self.deadline = out, device, time.monotonic() + budget  # device: cuda, or cpu
         self.profile = ["--profile", profile] if profile else []
         self.steps: list[Step] = []
         out.mkdir(parents=True, exist_ok=True)
@@ -171,8 +174,8 @@ class Checks:
             self.log.write(line)
         self.log.flush()
 
-    def rbench(self, name: str, args: list[str], limit: float) -> Step:
-        return self.step(name, [sys.executable, "-m", "rbench", *args], limit)
+    def rbench(self, name: str, args: list[str], limit: float, stdout_to: Path | None = None) -> Step:
+        return self.step(name, [*RBENCH, *args], limit, stdout_to)
 
     def run_suite(self, name: str, suite: str, store: str, run: str, *extra: str, limit: float = 300) -> Step:
         """A quiet ``rbench run`` into the work folder's ``store`` and run folder ``run``."""
@@ -183,9 +186,8 @@ class Checks:
             step.figures["jobs"] = summary[-1].strip()
         elif step.timed_out:  # what the cut run stored: its dry run counts the stored jobs
             try:
-                dry = subprocess.run([sys.executable, "-m", "rbench", "run", suite, "--store", str(self.work / store),
-                                      *self.profile, *extra, "--dry-run"], cwd=REPO, capture_output=True, text=True,
-                                     timeout=60)
+                dry = subprocess.run([*RBENCH, "run", suite, "--store", str(self.work / store), *self.profile, *extra,
+                                      "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=60)
             except subprocess.TimeoutExpired:
                 return step
             step.figures["jobs_when_cut"] = next((line.rsplit(";", 1)[-1].strip() for line in dry.stdout.splitlines()
@@ -195,8 +197,8 @@ class Checks:
     def compare(self, name: str, run: str, other: str) -> Step:
         """``rbench compare RUN --run OTHER -f json``: verdict counts and the rate cells more than 0.5 points apart."""
         saved = self.work / f"{name}.json"
-        step = self.step(name, [sys.executable, "-m", "rbench", "compare", str(self.work / run), "--run",
-                                str(self.work / other), "-f", "json"], 120, stdout_to=saved)
+        step = self.rbench(name, ["compare", str(self.work / run), "--run", str(self.work / other), "-f", "json"], 120,
+                           stdout_to=saved)
         try:
             cells = json.loads(saved.read_text())["cells"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -206,10 +208,7 @@ class Checks:
                  and (c["table"], c["row"], c["column"]) in percent]
         others = [abs(c["delta"]) / max(abs(c["b"]), 1e-12) for c in cells if c["delta"] is not None
                   and (c["table"], c["row"], c["column"]) not in percent]
-        verdicts: dict[str, int] = {}
-        for c in cells:
-            verdicts[c["verdict"]] = verdicts.get(c["verdict"], 0) + 1
-        step.figures.update({"cells": len(cells), "verdicts": verdicts,
+        step.figures.update({"cells": len(cells), "verdicts": dict(Counter(c["verdict"] for c in cells)),
                              "identical_values": sum(c["delta"] == 0 for c in cells),
                              "percent_cells": len(rates),
                              "percent_cells_beyond_0.5_points": sum(d > 0.5 for d in rates),
@@ -261,8 +260,8 @@ def info(checks: Checks) -> None:
                                                     text=True).stdout.strip()
 
 
-def local(checks: Checks, device: str) -> None:
-    quick = "suites/quickstart.toml"
+def local(checks: Checks) -> None:
+    quick, device = "suites/quickstart.toml", checks.device
     gpu = checks.run_suite("quickstart-gpu", quick, "store-gpu", "run-gpu", "--device", device, limit=150)
     cpu = checks.run_suite("quickstart-cpu", quick, "store-cpu", "run-cpu", "--device", "cpu", limit=150)
     if gpu.returncode == cpu.returncode == 0:
@@ -278,8 +277,8 @@ def local(checks: Checks, device: str) -> None:
                      limit=600)
 
 
-def ray(checks: Checks, device: str) -> None:
-    quick = "suites/quickstart.toml"
+def ray(checks: Checks) -> None:
+    quick, device = "suites/quickstart.toml", checks.device
     checks.run_suite("quickstart-gpu-local", quick, "store-local", "run-local", "--device", device, limit=240)
     checks.run_suite("quickstart-gpu-ray", quick, "store-ray", "run-ray", "--executor", "ray", "--device", device,
                      "--workers", "4", "--gpu-fraction", "0.25", limit=300)
@@ -302,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     checks.sampler.start()
     try:
         info(checks)
-        (local if args.mode == "local" else ray)(checks, args.device)
+        (local if args.mode == "local" else ray)(checks)
     finally:
         checks.finish()
     print(f"{platform.node()}: wrote {sorted(p.name for p in args.out.iterdir())}")

@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Annotated, Any
+from unittest import mock
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -222,18 +223,14 @@ def private_instance() -> Iterator[str | None]:
       for the run (the instance's processes inherit it; authentication stays on).
     - Ray keeps its session files and logs under ``/tmp/ray`` after the instance stops; unless ``RAY_TMPDIR``
       is set (the user wants them), the instance gets a fresh temporary folder, removed after it stopped."""
-    before = {var: os.environ.get(var) for var in AUTH_VARS}
-    if all(value is None for value in before.values()):
-        os.environ["RAY_AUTH_TOKEN"] = _process_token()
+    token = {} if any(var in os.environ for var in AUTH_VARS) else {"RAY_AUTH_TOKEN": _process_token()}
     temp = None if "RAY_TMPDIR" in os.environ else tempfile.mkdtemp(prefix="rb")  # short: socket paths
     try:
-        yield temp
-    finally:  # as before the run: Ray sets RAY_AUTH_MODE itself, which would keep the next run from its token
-        for var, value in before.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
+        # the environment as before the run afterwards: Ray sets RAY_AUTH_MODE itself, which would keep the next
+        # run of this process from its token
+        with mock.patch.dict(os.environ, token):
+            yield temp
+    finally:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
 

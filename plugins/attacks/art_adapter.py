@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, TypeGuard
+from unittest import mock
 
 import numpy as np
 import torch
@@ -72,22 +73,15 @@ def _evasion() -> Any:
     folder in the store (``RBENCH_LIBRARY_CACHE``, set by the CLI), HOME points into it for that import, so ART's
     folder is made there, not in the user's home."""
     cache = os.environ.get("RBENCH_LIBRARY_CACHE")
-    redirect = cache is not None and "art" not in sys.modules
-    home = os.environ.get("HOME")
-    if redirect:
-        art_home = Path(str(cache)) / "art"
-        art_home.mkdir(parents=True, exist_ok=True)  # ART falls back to /tmp/.art for a home it cannot write
-        os.environ["HOME"] = str(art_home)
+    home = {}
+    if cache is not None and "art" not in sys.modules:
+        home = {"HOME": str(Path(cache) / "art")}
+        Path(home["HOME"]).mkdir(parents=True, exist_ok=True)  # ART falls back to /tmp/.art for a home it cannot write
     try:
-        import art.attacks.evasion as evasion
+        with mock.patch.dict(os.environ, home):  # HOME as it was afterwards
+            import art.attacks.evasion as evasion
     except ImportError as exc:
         raise ValueError(f"the 'art' attack plugin needs ART: pip install {DIST} ({exc})") from None
-    finally:
-        if redirect:
-            if home is None:
-                os.environ.pop("HOME", None)
-            else:
-                os.environ["HOME"] = home
     return evasion
 
 
