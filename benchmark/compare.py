@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rbench.errors import RbenchError
 from rbench.estimate import samples_needed
-from rbench.results import Cell, ResultTable, RunResults
+from rbench.results import Cell, ResultTable, RunResults, format_value
 from rbench.suite_refs import published_mismatch
 from rbench.tomlfile import key_part, read_toml
 
@@ -289,8 +289,8 @@ def _shown(table: ResultTable | None, ref: CellRef, value: float, against: float
         fmt = ".4g" if table is None else table.fmt(table.cell(ref.row, ref.column))
     except KeyError:
         fmt = ".4g"
-    text = format(value, fmt)
-    if against is not None and value != against and text == format(against, fmt):  # text: any format ("%" too)
+    text = format_value(value, fmt)
+    if against is not None and value != against and text == format_value(against, fmt):  # text: any format ("%" too)
         return f"{value:.6g}"
     return text
 
@@ -475,11 +475,11 @@ def fmt_interval(r: Comparison) -> str:
     """``[low, high] (n=N)`` in the format of the cell's metric, or ``-`` without an interval."""
     if r.low is None or r.high is None:
         return "-"
-    return f"[{format(r.low, r.fmt)}, {format(r.high, r.fmt)}] (n={r.n})"
+    return f"[{format_value(r.low, r.fmt)}, {format_value(r.high, r.fmt)}] (n={r.n})"
 
 
 def fmt_number(value: float | None, signed: bool = False, fmt: str = ".3g") -> str:
     """``value`` in ``fmt`` (with its sign when ``signed``), or ``-``."""
     if value is None:
         return "-"
-    return format(value, ("+" if signed else "") + fmt)
+    return format_value(value, ("+" if signed else "") + fmt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,19 @@ from rbench.errors import RbenchError
 from rbench.estimate import interval_holds
 
 RESULTS_FILE = "results.json"
+_SIGNIFICANT = re.compile(r"\.\d+g$")
 #: per-sample values of the cells that keep them (written by the ``tidy`` reporter)
 SAMPLES_FILE = "samples.parquet"
+
+
+def format_value(value: float, fmt: str) -> str:
+    """``value`` in the format spec ``fmt``, except that a ``.Ng`` format keeps a number below a million in plain
+    digits: with ``.3g``, 1234.5 shows as ``1230`` and 1000 as ``1000`` where ``format`` writes ``1.23e+03`` and
+    ``1e+03`` (a table column of operator norms should not switch notation at 1000)."""
+    text = format(value, fmt)
+    if "e" in text and _SIGNIFICANT.search(fmt) and math.isfinite(value) and 1 <= abs(value) < 1e6:
+        return format(float(text), _SIGNIFICANT.sub(".0f", fmt))  # float(text): already rounded to N digits
+    return text
 
 
 @dataclass
@@ -106,10 +118,10 @@ class ResultTable:
             return "failed" if cell.error else "-"
         fmt = self.fmt(cell)
         half = cell.spread() if spread else None
-        shown = None if half is None else format(half, fmt)
+        shown = None if half is None else format_value(half, fmt)
         if shown is None or float(shown) == 0:  # no interval, or none at the value's precision
-            return format(cell.value, fmt)
-        return f"{format(cell.value, fmt)} ±{shown}"
+            return format_value(cell.value, fmt)
+        return f"{format_value(cell.value, fmt)} ±{shown}"
 
 
 @dataclass

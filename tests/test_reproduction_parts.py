@@ -285,3 +285,18 @@ def test_a_claim_shows_its_cells_as_the_table_does_with_digits_where_rounding_wo
     results.tables[0].formats["error"] = ".1%"  # a format that prints a sign: compared as text, not parsed
     first, _ = check_claims(results)
     assert first.detail.startswith("a at 0.1 = 9796.0%")
+
+
+def test_significant_digit_formats_stay_plain_below_a_million():
+    """A `.3g` column (operator norms) keeps plain digits where Python's `format` switches to exponents at 1000;
+    the table cell, its interval and a signed delta all show it so; a million and more keep the exponent."""
+    from rbench.compare import fmt_number
+    from rbench.results import format_value
+
+    assert [format_value(v, ".3g") for v in (0.01234, 12.34, 999.4, 1000.0, 1234.5, -98765.0)] == \
+        ["0.0123", "12.3", "999", "1000", "1230", "-98800"]
+    assert format_value(2.5e6, ".3g") == "2.5e+06" and format_value(1234.5, ".1f") == "1234.5"
+    assert fmt_number(1234.5, signed=True, fmt=".3g") == "+1230"
+    table = _table({("a", "0.1"): 1500.0})
+    table.formats["error"] = ".3g"
+    assert table.format(table.cell("a", "0.1")) == "1500"

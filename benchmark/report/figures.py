@@ -24,7 +24,7 @@ import numpy as np
 
 from rbench.report.curves import y_label
 from rbench.report.reporters import Reporter, figure_file
-from rbench.results import Cell, ResultTable, RunResults
+from rbench.results import Cell, ResultTable, RunResults, format_value
 from rbench.rundir import write_output
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ def draw_heatmap(table: ResultTable, values: np.ndarray, path: Path) -> Path:
     failed = {(c.row, c.column) for c in table.cells if c.value is None and c.error}
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
-            text = format(values[i, j], fmt) if not np.isnan(values[i, j]) \
+            text = format_value(values[i, j], fmt) if not np.isnan(values[i, j]) \
                 else "failed" if (table.rows[i], table.columns[j]) in failed else "-"
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
                     color="black" if np.isfinite(values[i, j]) and values[i, j] > middle else "white")
