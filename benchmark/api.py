@@ -37,6 +37,7 @@ from rbench.own_model import (
     standalone_suite,
 )
 from rbench.precision import check_precision
+from rbench.report.terminal import output_console
 from rbench.results import RESULTS_FILE, RunResults
 from rbench.rundir import check_run_dir, prepare_run_dir, remove_folders
 from rbench.runner import RunOutcome, default_run_dir, run_suite
@@ -186,7 +187,7 @@ def evaluate(model: nn.Module, dataset: str = "mnist", attacks: Iterable[str | t
     store_obj = store if isinstance(store, Store) else Store(Path(store) if store is not None else None)
     temporary = run_dir is None
     folder = Path(tempfile.mkdtemp(prefix="rbench-evaluate-")) / "run" if temporary else Path(run_dir)  # type: ignore[arg-type]
-    console = Console(quiet=quiet)
+    console = output_console(quiet=quiet)
     try:
         outcome = run_generated(doc, folder, header=header, store=store_obj, device=device, workers=1,
                                 job_timeout=None, console=console, quiet=quiet)

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from rbench.errors import Interrupted, RbenchError
+from rbench.report.terminal import output_console
 from rbench.store import Store
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect and clean the artifact store.")
 app.add_typer(cache_app, name="cache")
 
-console = Console()
+console = output_console()
 
 
 def path_value(value: str) -> Path:

@@ -300,3 +300,29 @@ def test_significant_digit_formats_stay_plain_below_a_million():
     table = _table({("a", "0.1"): 1500.0})
     table.formats["error"] = ".3g"
     assert table.format(table.cell("a", "0.1")) == "1500"
+
+
+def test_wide_tables_are_never_cut(monkeypatch):
+    """Written to a pipe or file (no terminal, COLUMNS unset) a run's tables keep their natural width, where rich's
+    80 columns cut mnist_full's labels to "softma…"; on a terminal narrower than a table, labels wrap, never cut."""
+    import io
+
+    from rich.console import Console
+
+    from rbench.report.terminal import output_console, print_tables
+    from rbench.results import RunResults
+
+    label = "softmax-a (lambda=1e-2, trained on P1)"
+    results = RunResults("s", "", None, [], {}, [_table({(label, f"{label} #{i}"): 50.0 for i in range(6)})])
+    monkeypatch.delenv("COLUMNS", raising=False)
+    piped = output_console()
+    assert piped.width >= 300
+    piped.file = io.StringIO()
+    print_tables(results, piped)
+    text = piped.file.getvalue()
+    assert "…" not in text and all(f"{label} #{i}" in text for i in range(6))
+    monkeypatch.setenv("COLUMNS", "90")
+    assert output_console().width == 90  # the user's width is kept
+    narrow = Console(file=io.StringIO(), width=80, color_system=None)
+    print_tables(results, narrow)
+    assert "…" not in narrow.file.getvalue()

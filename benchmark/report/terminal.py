@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -22,13 +24,26 @@ from rbench.results import RunResults
 from rbench.run_diff import HEADERS, CellDiff, counts, rows_of
 
 COLOURS = {"within": "green", "inconclusive": "yellow", "outside": "red", "missing": "dim"}
+#: the width of output written to a pipe or file: rich's 80 columns cut labels of mnist_full's wide tables to
+#: "softma…" in a log; tables are not expanded, so they keep their natural width
+UNWRAPPED = 1000
+
+
+def output_console(quiet: bool = False) -> Console:
+    """The console a run's tables and log lines go to: stdout, as wide as the terminal; written to a pipe or a file
+    (and COLUMNS unset), wide enough that no table is wrapped or cut."""
+    console = Console(quiet=quiet)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = UNWRAPPED
+    return console
 
 
 def print_tables(results: RunResults, console: Console) -> None:
     for t in results.tables:
         table = Table(title=escape(f"{t.title}{unit_note(t)}"), title_justify="left", show_lines=False)
-        for i, name in enumerate(header(t)):
-            table.add_column(escape(name), justify="left" if i == 0 else "right", style="bold" if i == 0 else None)
+        for i, name in enumerate(header(t)):  # narrower than the table, a terminal wraps labels, never cuts them
+            table.add_column(escape(name), justify="left" if i == 0 else "right", style="bold" if i == 0 else None,
+                             overflow="fold")
         for row in grid(t):
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
