@@ -39,8 +39,12 @@ class Tolerance(BaseModel):
     abs: Annotated[float, Field(ge=0)] = 0.0
     rel: Annotated[float, Field(ge=0)] = 0.0
 
+    def width(self, theirs: float) -> float:
+        """How far from the published value ``theirs`` a value may lie and be within tolerance."""
+        return max(self.abs, self.rel * abs(theirs))
+
     def allows(self, ours: float, theirs: float) -> bool:
-        return abs(ours - theirs) <= max(self.abs, self.rel * abs(theirs)) + 1e-12
+        return abs(ours - theirs) <= self.width(theirs) + 1e-12
 
     def describe(self) -> str:
         parts = ([f"±{self.abs:g}"] if self.abs else []) + ([f"±{self.rel:.0%}"] if self.rel else [])
@@ -145,7 +149,12 @@ class Comparison:
     """One published cell beside ours, with one of four verdicts: ``within`` tolerance; ``inconclusive``: outside
     the tolerance, but the published value lies inside our 95% interval, so our samples cannot tell the two apart
     (``samples_needed``: about how many would); ``outside``: outside the tolerance and our interval (or we have no
-    interval); ``missing``: we have no value."""
+    interval); ``missing``: we have no value.
+
+    The verdict judges our value (the point estimate), as the tolerance was set for. ``firm`` says whether our 95%
+    interval agrees: for ``within``, whether the whole interval lies within the tolerance (False: a value inside
+    the interval but beyond the tolerance is as plausible, so the match is weak evidence); for ``outside``,
+    whether the whole interval lies beyond it; None for the other verdicts and for cells without an interval."""
 
     table: str
     row: str
@@ -166,6 +175,7 @@ class Comparison:
     samples_needed: int | None = None
     #: the format of our cell's metric in its table, for our value, its interval and the delta
     fmt: str = ".3g"
+    firm: bool | None = None
 
 
 def compare_table(name: str, pub: PublishedTable, ours: ResultTable | None) -> list[Comparison]:
@@ -204,9 +214,13 @@ def judge(table: str, row: str, column: str, cell: Cell | None, theirs: float, t
                                 wilson_percent=cell is not None and cell.interval == "wilson") if n else None
     else:
         verdict = "outside"
+    firm = None
+    if low is not None and high is not None and verdict in ("within", "outside"):
+        edge_low, edge_high = theirs - tol.width(theirs) - 1e-12, theirs + tol.width(theirs) + 1e-12
+        firm = edge_low <= low and high <= edge_high if verdict == "within" else high < edge_low or low > edge_high
     return Comparison(table, row, column, value, theirs, None if value is None else value - theirs, tol.describe(),
                       verdict == "within", figure, note, verdict=verdict, n=n, low=low, high=high,
-                      samples_needed=needed)
+                      samples_needed=needed, firm=firm)
 
 
 def run_published(results: RunResults, path: str) -> Published:
@@ -389,10 +403,13 @@ def verdict_counts(rows: list[Comparison]) -> str:
 
 
 def describe_verdict(r: Comparison) -> str:
-    """The verdict of one cell in words, with the samples needed where it is inconclusive."""
+    """The verdict of one cell in words, with the samples needed where it is inconclusive and a caveat where our
+    interval reaches across the tolerance's edge (``firm`` False)."""
     if r.verdict == "inconclusive":
         more = f" (about {r.samples_needed} samples would tell)" if r.samples_needed else ""
         return f"{VERDICT_TEXT[r.verdict]}{more}"
+    if r.firm is False:
+        return f"{VERDICT_TEXT[r.verdict]} (our interval reaches {'beyond' if r.verdict == 'within' else 'into'} it)"
     return VERDICT_TEXT[r.verdict]
 
 
@@ -409,9 +426,13 @@ class PaperSummary:
     unchecked: int
     #: cells outside the tolerance but inside our interval (too few samples to tell)
     inconclusive: int = 0
+    #: cells within tolerance whose whole 95% interval is (Comparison.firm)
+    firm_within: int = 0
 
     def describe(self) -> str:
-        unsure = f" ({self.inconclusive} more too close to tell)" if self.inconclusive else ""
+        notes = ([f"{self.firm_within} of them by their whole 95% interval"] if self.within else []) + \
+            ([f"{self.inconclusive} more too close to tell"] if self.inconclusive else [])
+        unsure = f" ({'; '.join(notes)})" if notes else ""
         parts = [f"{self.within}/{self.cells} cells within tolerance{unsure}"] if self.cells else []
         if self.claims:
             parts.append(f"{self.held}/{self.claims} claims held" + (
@@ -428,7 +449,8 @@ def paper_summary(rows: list[Comparison], claims: list[ClaimCheck]) -> list[Pape
         checks = [c for c in claims if c.paper == paper]
         out.append(PaperSummary(paper, sum(r.within_tolerance for r in mine), len(mine),
                                 sum(c.held is True for c in checks), len(checks),
-                                sum(c.held is None for c in checks), sum(r.verdict == "inconclusive" for r in mine)))
+                                sum(c.held is None for c in checks), sum(r.verdict == "inconclusive" for r in mine),
+                                sum(r.firm is True and r.verdict == "within" for r in mine)))
     return out
 
 

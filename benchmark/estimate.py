@@ -22,8 +22,8 @@ LEVEL = 0.95
 @dataclass(frozen=True)
 class Estimate:
     """``value`` (in the metric's unit) from ``n`` samples, with its ``LEVEL`` interval [``low``, ``high``] made by
-    ``method`` ("wilson", "t", "normal"); ``low``/``high`` None where no interval can be given (n < 2 for a
-    mean)."""
+    ``method`` ("wilson", "t", "normal", "hanley-mcneil"); ``low``/``high`` None where no interval can be given
+    (n < 2 for a mean)."""
 
     value: float
     n: int
@@ -74,11 +74,13 @@ def rate(mask: np.ndarray, indices: np.ndarray | None = None) -> Estimate | None
     return Estimate(100.0 * k / n, n, 100.0 * low, 100.0 * high, "wilson", outcomes)
 
 
-def mean(values: np.ndarray, scale: float = 1.0) -> Estimate | None:
-    """``scale`` times the mean of ``values`` with a Student t interval (mean +- t * sd / sqrt(n)); None for no
-    values. The values are kept for plots. A t interval rather than a bootstrap: it is deterministic and costs
-    nothing for 10,000 samples, and the means rbench reports (distortions, confidences) are over 50 or more
-    samples, where the t interval of a skewed distribution is close to the bootstrap's."""
+def mean(values: np.ndarray, scale: float = 1.0, bounds: tuple[float, float] = (-math.inf, math.inf)
+         ) -> Estimate | None:
+    """``scale`` times the mean of ``values`` with a Student t interval (mean +- t * sd / sqrt(n)), clipped to the
+    range the quantity can take (``bounds``, in the scaled unit: a distortion is never negative, a confidence never
+    above 100%); None for no values. The values are kept for plots. A t interval rather than a bootstrap: it is
+    deterministic and costs nothing for 10,000 samples, and the means rbench reports (distortions, confidences) are
+    mostly over 50 or more samples, where the t interval of a skewed distribution is close to the bootstrap's."""
     from scipy.special import stdtrit  # scipy.stats.t.ppf's own quantile, without importing scipy.stats
 
     values = np.asarray(values, dtype=np.float64).ravel()
@@ -89,14 +91,18 @@ def mean(values: np.ndarray, scale: float = 1.0) -> Estimate | None:
     if n < 2:
         return Estimate(value, n, None, None, "", samples=values)
     half = abs(scale) * float(stdtrit(n - 1, 0.5 + LEVEL / 2)) * float(values.std(ddof=1)) / math.sqrt(n)
-    return Estimate(value, n, value - half, value + half, "t", samples=values)
+    return Estimate(value, n, max(bounds[0], value - half), min(bounds[1], value + half), "t", samples=values)
 
 
 def class_balanced_rate(correct: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None
                         ) -> Estimate | None:
     """The mean over the classes present of each class's share (%) of True in ``correct`` (every class weighs the
-    same), with a normal interval whose variance sums the classes' Agresti-Coull variances over K^2 (adjusted so
-    that a class at 0% or 100% still contributes its uncertainty), clipped to [0, 100]. None for no samples."""
+    same), with a normal interval clipped to [0, 100] whose variance sums the classes' p~(1-p~)/n_c over K^2, p~
+    being a class's Agresti-Coull adjusted share (so that a class at 0% or 100% still contributes its
+    uncertainty). The denominator is the class's own n_c, not Agresti-Coull's n_c + z^2: the interval is centred
+    on the raw mean, and with n_c + z^2 it covered the true value only 85% of the time at 5 samples per class
+    (simulated, 10 classes at 50%); with n_c at least 93% at 5, 20 and 100 samples per class and shares from 2%
+    to 95% (tests/test_estimate.py). None for no samples."""
     correct = np.asarray(correct, dtype=bool).ravel()
     labels = np.asarray(labels).ravel()
     classes = np.unique(labels)
@@ -107,7 +113,7 @@ def class_balanced_rate(correct: np.ndarray, labels: np.ndarray, indices: np.nda
     value = float((hits / sizes).mean())
     z = _z()
     adjusted = (hits + z * z / 2) / (sizes + z * z)
-    se = math.sqrt(float((adjusted * (1 - adjusted) / (sizes + z * z)).sum())) / classes.size
+    se = math.sqrt(float((adjusted * (1 - adjusted) / sizes).sum())) / classes.size
     outcomes = None if indices is None else (np.asarray(indices).ravel(), correct)
     return Estimate(100.0 * value, int(correct.size), 100.0 * max(0.0, value - z * se),
                     100.0 * min(1.0, value + z * se), "normal", outcomes)

@@ -38,8 +38,8 @@ class Cell:
     value: float | None
     jobs: list[str] = field(default_factory=list)
     error: str | None = None
-    #: the samples behind the value, and its 95% interval [low, high] by ``interval`` ("wilson", "t", "normal");
-    #: None / "" where the metric gives none (see rbench.estimate)
+    #: the samples behind the value, and its 95% interval [low, high] by ``interval`` ("wilson", "t", "normal",
+    #: "hanley-mcneil"); None / "" where the metric gives none (see rbench.estimate)
     n: int | None = None
     low: float | None = None
     high: float | None = None
@@ -119,7 +119,7 @@ class ResultTable:
         fmt = self.fmt(cell)
         half = cell.spread() if spread else None
         shown = None if half is None else format_value(half, fmt)
-        if shown is None or float(shown) == 0:  # no interval, or none at the value's precision
+        if shown is None or shown == format_value(0.0, fmt):  # no interval, or none at the value's precision
             return format_value(cell.value, fmt)
         return f"{format_value(cell.value, fmt)} ±{shown}"
 

@@ -4,7 +4,8 @@ a plugin, two precisions, two machines or two weeks.
 Cells pair up by (table, row, column). Each pair gets one verdict:
 
 - ``differs``: the 95% interval of the difference excludes 0;
-- ``same within noise``: it includes 0 (the two runs cannot be told apart at their sample sizes);
+- ``no difference shown``: it includes 0 (the two runs cannot be told apart at their sample sizes; not evidence
+  that they agree: the interval's width says how large a difference could still hide);
 - ``equal``: the same value (to 1e-9 relative: float noise), with or without intervals;
 - ``no interval``: different values, and one cell has no interval to judge the difference by;
 - ``only in one run`` / ``failed``: one side has no cell there (or one that does not apply), or one failed;
@@ -12,9 +13,11 @@ Cells pair up by (table, row, column). Each pair gets one verdict:
 
 The difference's interval combines the two cells' own 95% intervals by the MOVER method (Zou & Donner 2008; for
 two Wilson intervals it is Newcombe's 1998 hybrid score interval of a difference of proportions), which treats
-the runs as independent samples. Runs of one suite on the same samples are paired, so the interval is then wider
-than a paired test's: a ``differs`` verdict is conservative, a ``same within noise`` may hide a small change
-(a table's ``paired`` McNemar test, within one run, is the sharper tool).
+the runs as independent samples. Runs of one suite on the same samples are paired; where their per-sample
+outcomes agree more often than chance (as two runs of one model or two precisions do) the interval is then wider
+than a paired test's: a ``differs`` verdict is conservative, a ``no difference shown`` may hide a small change
+(a table's ``paired`` McNemar test, within one run, is the sharper tool). Negatively correlated outcomes would
+make it too narrow; two runs of the same cell practically never have them.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass
 from rbench.compare import fmt_number
 from rbench.results import Cell, ResultTable, RunResults
 
-VERDICTS = ("differs", "same within noise", "equal", "no interval", "only in one run", "failed", "not comparable")
+VERDICTS = ("differs", "no difference shown", "equal", "no interval", "only in one run", "failed", "not comparable")
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def _values(name: str, a: Cell, b: Cell, fmt: str) -> CellDiff:
     elif interval is None:
         verdict = "no interval"
     else:
-        verdict = "same within noise" if interval[0] <= 0 <= interval[1] else "differs"
+        verdict = "no difference shown" if interval[0] <= 0 <= interval[1] else "differs"
     low, high = interval if interval is not None else (None, None)
     return CellDiff(name, row, column, a.value, b.value, delta, low, high, verdict, fmt)
 
@@ -118,7 +121,7 @@ def shared_cells(a: RunResults, b: RunResults) -> int:
 
 
 def counts(diffs: list[CellDiff]) -> str:
-    """``3 differs, 40 same within noise, ...`` (the verdicts present, in :data:`VERDICTS` order)."""
+    """``3 differs, 40 no difference shown, ...`` (the verdicts present, in :data:`VERDICTS` order)."""
     return ", ".join(f"{n} {v}" for v in VERDICTS if (n := sum(d.verdict == v for d in diffs))) or "no cells"
 
 

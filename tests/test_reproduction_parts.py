@@ -300,6 +300,10 @@ def test_significant_digit_formats_stay_plain_below_a_million():
     table = _table({("a", "0.1"): 1500.0})
     table.formats["error"] = ".3g"
     assert table.format(table.cell("a", "0.1")) == "1500"
+    cell = Cell("a", "0.1", 0.25, low=0.2, high=0.31)  # any format spec a metric may declare, with an interval
+    for fmt, text in ((".1%", "25.0% ±6.0%"), (",.2f", "0.25 ±0.06"), (".3g", "0.25 ±0.06"), (".0f", "0")):
+        table.formats["error"] = fmt
+        assert table.format(cell, spread=True) == text
 
 
 def test_wide_tables_are_never_cut(monkeypatch):
@@ -326,3 +330,29 @@ def test_wide_tables_are_never_cut(monkeypatch):
     narrow = Console(file=io.StringIO(), width=80, color_system=None)
     print_tables(results, narrow)
     assert "…" not in narrow.file.getvalue()
+
+
+def test_verdicts_say_when_our_interval_reaches_across_the_tolerance():
+    """A point estimate within tolerance whose 95% interval reaches beyond it is a weak match (44 of 50 images
+    against 50 +-10: [31.2, 57.7]); one outside whose interval reaches into the tolerance, a weak mismatch. The
+    verdicts stay those of the point estimate; `firm` and the words say how far the interval backs them."""
+    from rbench.compare import describe_verdict, judge, paper_summary
+
+    tol = Tolerance(abs=10.0)
+
+    def cell(value, low, high):
+        return Cell("r", "c", value, n=50, low=low, high=high, interval="wilson")
+
+    weak = judge("t", "r", "c", cell(44.0, 31.2, 57.7), 50.0, tol, "Table 1", "")
+    firm = judge("t", "r", "c", cell(50.0, 46.9, 53.1), 52.0, tol, "Table 1", "")
+    assert (weak.verdict, weak.firm, firm.verdict, firm.firm) == ("within", False, "within", True)
+    assert describe_verdict(weak) == "within tolerance (our interval reaches beyond it)"
+    assert describe_verdict(firm) == "within tolerance"
+    near = judge("t", "r", "c", cell(50.0, 46.9, 53.1), 55.5, Tolerance(abs=3.0), "Table 1", "")
+    far = judge("t", "r", "c", cell(30.0, 27.0, 33.0), 50.0, Tolerance(abs=3.0), "Table 1", "")
+    assert (near.verdict, near.firm, far.verdict, far.firm) == ("outside", False, "outside", True)
+    assert describe_verdict(near) == "outside tolerance (our interval reaches into it)"
+    bare = judge("t", "r", "c", Cell("r", "c", 44.0), 50.0, tol, "Table 1", "")
+    assert bare.verdict == "within" and bare.firm is None and describe_verdict(bare) == "within tolerance"
+    (summary,) = paper_summary([weak, firm, near, far, bare], [])
+    assert summary.describe() == ": 3/5 cells within tolerance (1 of them by their whole 95% interval)"

@@ -42,7 +42,7 @@ def test_each_pair_of_cells_gets_one_verdict():
                   ("bare", "x"): Cell("bare", "x", 6.0), ("broken", "x"): _rate(3, 10),
                   ("theirs", "x"): _rate(1, 3), ("na", "x"): _rate(1, 4)})
     verdicts = {(d.row, d.verdict) for d in diff_runs(a, b)}
-    assert verdicts == {("big", "differs"), ("small", "same within noise"), ("same", "equal"),
+    assert verdicts == {("big", "differs"), ("small", "no difference shown"), ("same", "equal"),
                         ("bare", "no interval"), ("broken", "failed"), ("mine", "only in one run"),
                         ("theirs", "only in one run"), ("na", "only in one run")}
     big = next(d for d in diff_runs(a, b) if d.row == "big")

@@ -81,7 +81,7 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
             console.print(escape(f"  {paper.describe()}"), highlight=False)
 
 
-RUN_DIFF_COLOURS = {"differs": "red", "same within noise": "green", "equal": "green", "no interval": "yellow",
+RUN_DIFF_COLOURS = {"differs": "red", "no difference shown": "green", "equal": "green", "no interval": "yellow",
                     "only in one run": "dim", "failed": "red", "not comparable": "yellow"}
 
 

@@ -118,7 +118,7 @@ class FoolingConfidence(Metric):
         if values is None or values.size == 0:
             return None
         if params.reduce == "mean":  # a mean has a t interval; other reductions are reported bare
-            return mean(values, scale=100.0)
+            return mean(values, scale=100.0, bounds=(0.0, 100.0))
         return 100.0 * _reduce(values, params.reduce)  # type: ignore[operator]
 
 

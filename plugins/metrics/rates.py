@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -124,4 +125,4 @@ class Distortion(Metric):
         values = cell.adv.distortion[params.norm]
         if params.over == "successful":
             values = values[cell.adv.success]
-        return mean(values)
+        return mean(values, bounds=(0.0, math.inf))

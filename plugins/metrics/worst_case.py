@@ -28,7 +28,9 @@ class WorstCaseParams(BaseModel):
     overestimates that statistic (its value minus the worst case's, in percentage points, on the same samples);
     ``broken_by``: the share (%) of the samples (correct on their clean input, where it counts) that
     ``attacks[broken_by]`` breaks; ``only_by``: the share (%) that it alone breaks, no other listed attack (the
-    attack's contribution to the ensemble: dropping it would raise the worst case by that much)."""
+    attack's contribution to the ensemble: with ``statistic = "accuracy"``, dropping it would raise the worst case
+    by that much). ``broken_by`` and ``only_by`` are plain shares of the samples whatever ``statistic`` says, not
+    class-balanced: pair them with an ``accuracy`` worst case, as the built-in suites do."""
 
     model_config = ConfigDict(extra="forbid")
     attacks: Annotated[list[AttackRef], Field(min_length=1)]
