@@ -11,7 +11,7 @@ ifneq ($(SHARED_DATA),)
 export RBENCH_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: install run test typecheck browser check-full lint bench gpu-prepare clean
+.PHONY: install run test typecheck browser check-full bench gpu-prepare clean
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 2; }
