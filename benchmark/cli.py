@@ -43,7 +43,7 @@ def path_value(value: str) -> Path:
     return Path(value)
 
 
-StoreOpt = Annotated[Path | None, typer.Option("--store", parser=path_value,
+StoreOpt = Annotated[Path | None, typer.Option("--store", parser=path_value, metavar="PATH",
                                                help="Artifact store folder (env: RBENCH_STORE; "
                                                "default: the platform cache dir)")]
 ExecutorOpt = Annotated[str, typer.Option(help="Executor plugin: local, ray, or a plugin's")]
@@ -125,8 +125,8 @@ def run(
     profile: Annotated[str | None, typer.Option(help="Profile to apply (e.g. quick; without one, the suite as "
                                                 "written: the paper suites' full profile)")] = None,
     store: StoreOpt = None,
-    run_dir: Annotated[Path | None, typer.Option("--run-dir", parser=path_value, help="Where to write results "
-                                                 "(default: runs/<suite>-<time>)")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", parser=path_value, metavar="PATH",
+                                                 help="Where to write results (default: runs/<suite>-<time>)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or a comma list (default: every "
                                                "visible GPU, else cpu)")] = None,
     workers: Annotated[int | None, typer.Option(help="Number of workers (default: one per device)")] = None,
@@ -231,7 +231,7 @@ def _floats(option: str, text: str | None) -> list[float] | None:
 def eval_cmd(
     module: Annotated[str, typer.Argument(help="Your network's class: path/to/nets.py:Class or "
                                           "package.module:Class")],
-    weights: Annotated[Path, typer.Option("--weights", parser=path_value,
+    weights: Annotated[Path, typer.Option("--weights", parser=path_value, metavar="PATH",
                                           help="Its weights: .safetensors, or a .pt/.pth "
                                           "state_dict")],
     kwargs: Annotated[str | None, typer.Option("--kwargs", help="The class's constructor arguments as a JSON "
@@ -246,13 +246,13 @@ def eval_cmd(
     attack: Annotated[list[str] | None, typer.Option(
         "--attack", help="An attack, repeatable: NAME or NAME:key=value,... (e.g. pgd:eps=0.3,steps=100) "
         "(default: fgsm and pgd at linf eps 0.1 and 0.3, gaussian noise)")] = None,
-    suite: Annotated[Path | None, typer.Option(parser=path_value,
+    suite: Annotated[Path | None, typer.Option(parser=path_value, metavar="PATH",
                                                help="Add the model to this suite's evaluations on the dataset "
                                                "instead: it appears beside the suite's models in every "
                                                "table")] = None,
     profile: Annotated[str | None, typer.Option(help="Profile of --suite to apply")] = None,
     store: StoreOpt = None,
-    run_dir: Annotated[Path | None, typer.Option("--run-dir", parser=path_value,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", parser=path_value, metavar="PATH",
                                                  help="Where to write results and the generated "
                                                  "suite.toml (default: runs/<suite>-<time>)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or a comma list")] = None,
@@ -411,7 +411,7 @@ def report(
     fmt: Annotated[str, typer.Option("--format", "-f", help="Reporter: md, csv, json (printed); html, tidy, "
                                      "figures, reliability, ... (files written into the run folder: "
                                      "rbench plugins --kind reporter)")] = "md",
-    store: Annotated[Path | None, typer.Option("--store", parser=path_value,
+    store: Annotated[Path | None, typer.Option("--store", parser=path_value, metavar="PATH",
                                                help="Artifact store a figure reporter reads "
                                                "(default: the run's store)")] = None,
 ) -> None:
@@ -437,10 +437,11 @@ def report(
 @app.command("compare")
 def compare_cmd(
     run_dir: Annotated[Path, typer.Argument(parser=path_value, help="A run folder (or its results.json)")],
-    published: Annotated[list[Path] | None, typer.Option("--published", parser=path_value, help="Published-table files "
-                                                         "(default: those the suite names)")] = None,
+    published: Annotated[list[Path] | None, typer.Option("--published", parser=path_value, metavar="PATH",
+                                                         help="Published-table files (default: those the suite "
+                                                         "names)")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, md or json")] = "table",
-    other: Annotated[Path | None, typer.Option("--run", parser=path_value,
+    other: Annotated[Path | None, typer.Option("--run", parser=path_value, metavar="PATH",
                                                help="Another run folder: put its cells beside this run's "
                                                "instead, with the difference's 95% interval")] = None,
 ) -> None:

@@ -311,3 +311,4 @@ def test_version_and_the_environment_are_in_the_cli():
         assert name in helped.stdout
     run_help = rbench("run", "--help", env={"COLUMNS": "200"})
     assert "(default: one per device)" in run_help.stdout  # defaults stay visible (not eaten as markup)
+    assert "<Path>" not in " ".join(line for line in run_help.stdout.splitlines() if "--" in line)  # PATH options
