@@ -426,12 +426,14 @@ class PaperSummary:
     unchecked: int
     #: cells outside the tolerance but inside our interval (too few samples to tell)
     inconclusive: int = 0
-    #: cells within tolerance whose whole 95% interval is (Comparison.firm)
+    #: cells within tolerance whose whole 95% interval is (Comparison.firm), of those within it that have one
     firm_within: int = 0
+    with_interval: int = 0
 
     def describe(self) -> str:
-        notes = ([f"{self.firm_within} of them by their whole 95% interval"] if self.within else []) + \
-            ([f"{self.inconclusive} more too close to tell"] if self.inconclusive else [])
+        notes = ([f"by the whole 95% interval: {self.firm_within} of the {self.with_interval} with one"]
+                 if self.with_interval else []) + \
+            ([f"{self.inconclusive} others too close to tell"] if self.inconclusive else [])
         unsure = f" ({'; '.join(notes)})" if notes else ""
         parts = [f"{self.within}/{self.cells} cells within tolerance{unsure}"] if self.cells else []
         if self.claims:
@@ -450,7 +452,8 @@ def paper_summary(rows: list[Comparison], claims: list[ClaimCheck]) -> list[Pape
         out.append(PaperSummary(paper, sum(r.within_tolerance for r in mine), len(mine),
                                 sum(c.held is True for c in checks), len(checks),
                                 sum(c.held is None for c in checks), sum(r.verdict == "inconclusive" for r in mine),
-                                sum(r.firm is True and r.verdict == "within" for r in mine)))
+                                sum(r.firm is True and r.verdict == "within" for r in mine),
+                                sum(r.firm is not None and r.verdict == "within" for r in mine)))
     return out
 
 

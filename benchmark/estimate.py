@@ -143,14 +143,15 @@ def samples_needed(n: int, low: float, high: float, value: float, target: float,
     samples, at the same observed ``value``, would leave ``target`` outside the interval, so the two could be told
     apart. With ``wilson_percent`` (``value`` a rate in %, with a Wilson interval, as :func:`rate` makes) the
     smallest such n of the Wilson interval itself (its half-widths shrink more slowly than 1/sqrt(n) near 0 and
-    100%); otherwise half-widths are taken to shrink as 1/sqrt(n). None when ``target`` is outside the interval
-    already, or equals ``value``."""
-    half = (high - value) if target > value else (value - low)
+    100%); otherwise the interval is one symmetric about ``value`` (t, normal, Hanley-McNeil), perhaps clipped to
+    what the quantity can be on one side, so its larger half-width is the unclipped one, taken to shrink as
+    1/sqrt(n). None when ``target`` is outside the interval already, or equals ``value``."""
     distance = abs(target - value)
-    if distance == 0 or distance > half:
+    if distance == 0 or not low <= target <= high:
         return None
     if wilson_percent:
         return _wilson_samples(value / 100, target / 100, n)
+    half = max(high - value, value - low)
     return max(n + 1, math.ceil(n * (half / distance) ** 2))
 
 

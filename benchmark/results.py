@@ -13,7 +13,8 @@ from rbench.errors import RbenchError
 from rbench.estimate import interval_holds
 
 RESULTS_FILE = "results.json"
-_SIGNIFICANT = re.compile(r"\.\d+g$")
+#: a plain significant-digits spec (".3g", "+.3g"); one with fill, width, grouping or "#" is left to ``format``
+_SIGNIFICANT = re.compile(r"[+\- ]?\.\d+g")
 #: per-sample values of the cells that keep them (written by the ``tidy`` reporter)
 SAMPLES_FILE = "samples.parquet"
 
@@ -23,9 +24,12 @@ def format_value(value: float, fmt: str) -> str:
     digits: with ``.3g``, 1234.5 shows as ``1230`` and 1000 as ``1000`` where ``format`` writes ``1.23e+03`` and
     ``1e+03`` (a table column of operator norms should not switch notation at 1000)."""
     text = format(value, fmt)
-    if "e" in text and _SIGNIFICANT.search(fmt) and math.isfinite(value) and 1 <= abs(value) < 1e6:
-        return format(float(text), _SIGNIFICANT.sub(".0f", fmt))  # float(text): already rounded to N digits
-    return text
+    if "e" not in text or not _SIGNIFICANT.fullmatch(fmt) or not math.isfinite(value):
+        return text
+    rounded = float(text)  # already rounded to the format's N digits
+    if not 1 <= abs(rounded) < 1e6:
+        return text
+    return format(rounded, fmt[:fmt.index(".")] + ".0f")
 
 
 @dataclass

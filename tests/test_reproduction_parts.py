@@ -296,6 +296,8 @@ def test_significant_digit_formats_stay_plain_below_a_million():
     assert [format_value(v, ".3g") for v in (0.01234, 12.34, 999.4, 1000.0, 1234.5, -98765.0)] == \
         ["0.0123", "12.3", "999", "1000", "1230", "-98800"]
     assert format_value(2.5e6, ".3g") == "2.5e+06" and format_value(1234.5, ".1f") == "1234.5"
+    assert format_value(999999.5, ".3g") == "1e+06"  # rounds to a million: the exponent stays
+    assert format_value(1234.5, "*>10.3g") == "**1.23e+03"  # a fill or width: as format writes it, no error
     assert fmt_number(1234.5, signed=True, fmt=".3g") == "+1230"
     table = _table({("a", "0.1"): 1500.0})
     table.formats["error"] = ".3g"
@@ -319,9 +321,10 @@ def test_wide_tables_are_never_cut(monkeypatch):
     label = "softmax-a (lambda=1e-2, trained on P1)"
     results = RunResults("s", "", None, [], {}, [_table({(label, f"{label} #{i}"): 50.0 for i in range(6)})])
     monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich's is_terminal says yes; stdout is still not a tty
+    monkeypatch.setattr("sys.stdout", io.StringIO())
     piped = output_console()
     assert piped.width >= 300
-    piped.file = io.StringIO()
     print_tables(results, piped)
     text = piped.file.getvalue()
     assert "…" not in text and all(f"{label} #{i}" in text for i in range(6))
@@ -329,7 +332,8 @@ def test_wide_tables_are_never_cut(monkeypatch):
     assert output_console().width == 90  # the user's width is kept
     narrow = Console(file=io.StringIO(), width=80, color_system=None)
     print_tables(results, narrow)
-    assert "…" not in narrow.file.getvalue()
+    first_column = [line.split("│")[1] for line in narrow.file.getvalue().splitlines() if line.count("│") > 2]
+    assert first_column and not any("…" in part for part in first_column)  # row labels wrap, never cut
 
 
 def test_verdicts_say_when_our_interval_reaches_across_the_tolerance():
@@ -355,4 +359,6 @@ def test_verdicts_say_when_our_interval_reaches_across_the_tolerance():
     bare = judge("t", "r", "c", Cell("r", "c", 44.0), 50.0, tol, "Table 1", "")
     assert bare.verdict == "within" and bare.firm is None and describe_verdict(bare) == "within tolerance"
     (summary,) = paper_summary([weak, firm, near, far, bare], [])
-    assert summary.describe() == ": 3/5 cells within tolerance (1 of them by their whole 95% interval)"
+    assert summary.describe() == ": 3/5 cells within tolerance (by the whole 95% interval: 1 of the 2 with one)"
+    (bare_only,) = paper_summary([bare], [])
+    assert bare_only.describe() == ": 1/1 cells within tolerance"  # no interval, nothing to say about one

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from rbench.errors import RbenchError
 from rbench.report.reporters import INTERVAL_NOTE, Reporter, describe_paired, header, safe_name, unit_note
-from rbench.results import Cell, ResultTable, RunResults
+from rbench.results import Cell, ResultTable, RunResults, format_value
 from rbench.rundir import write_output
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ def _interval(cell: Cell) -> str:
         return ""
     method = f", {cell.interval}" if cell.interval else ""
     n = f"n = {cell.n}, " if cell.n is not None else ""
-    return f"{n}95% interval [{cell.low:.4g}, {cell.high:.4g}]{method}"
+    return f"{n}95% interval [{format_value(cell.low, '.4g')}, {format_value(cell.high, '.4g')}]{method}"
 
 
 def html_cell(table: ResultTable, cell: Cell | None, compared: list[Comparison],

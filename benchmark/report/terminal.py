@@ -31,9 +31,13 @@ UNWRAPPED = 1000
 
 def output_console(quiet: bool = False) -> Console:
     """The console a run's tables and log lines go to: stdout, as wide as the terminal; written to a pipe or a file
-    (and COLUMNS unset), wide enough that no table is wrapped or cut."""
+    (and COLUMNS unset), wide enough that no table is wrapped or cut. Decided by whether stdout is a tty, not by
+    rich's ``is_terminal``, which FORCE_COLOR or TTY_COMPATIBLE (set in many CI logs) turn on; a notebook keeps
+    rich's own width."""
     console = Console(quiet=quiet)
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
+    isatty = getattr(console.file, "isatty", None)
+    piped = not console.is_jupyter and not (callable(isatty) and isatty())
+    if piped and not os.environ.get("COLUMNS"):
         console.width = UNWRAPPED
     return console
 
@@ -41,9 +45,11 @@ def output_console(quiet: bool = False) -> Console:
 def print_tables(results: RunResults, console: Console) -> None:
     for t in results.tables:
         table = Table(title=escape(f"{t.title}{unit_note(t)}"), title_justify="left", show_lines=False)
-        for i, name in enumerate(header(t)):  # narrower than the table, a terminal wraps labels, never cuts them
+        for i, name in enumerate(header(t)):  # narrower than the table, a terminal wraps row labels, never cuts
+            # them; a value column's header wraps at spaces, and a token cut shows "…" (folded, "eps=0.05" read
+            # "eps=0.0" over "5")
             table.add_column(escape(name), justify="left" if i == 0 else "right", style="bold" if i == 0 else None,
-                             overflow="fold")
+                             overflow="fold" if i == 0 else "ellipsis")
         for row in grid(t):
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
