@@ -181,7 +181,12 @@ def test_worst_case_takes_each_sample_at_its_worst_on_the_samples_all_attacks_sh
                                      AttackRef(attack="c", evaluation="small")], statistic="accuracy")
     assert float(WorstCase().compute(cell, three)) == pytest.approx(100 * 1 / 3)  # samples 0, 1, 3: only 3 survives
     gap = three.model_copy(update={"gap_to": 1})  # b alone: all three shared samples survive
-    assert WorstCase().compute(cell, gap) == pytest.approx(100 - 100 / 3)
+    overestimate = WorstCase().compute(cell, gap)
+    assert overestimate.value == pytest.approx(100 - 100 / 3)
+    assert overestimate.n == 3 and overestimate.low < overestimate.value < overestimate.high  # with its interval
+    balanced = WorstCase().compute(cell, gap.model_copy(update={"statistic": "class_robustness"}))
+    # samples 0 (class 0), 1 and 3 (class 1): b alone keeps all (100 per class), all three keep 3 only (0 and 50)
+    assert balanced.value == pytest.approx(100 - (0 + 50) / 2) and balanced.method == "normal"
     with pytest.raises(ValueError, match="gap_to"):
         WorstCaseParams(attacks=[AttackRef(attack="a")], gap_to=1)
     # each attack's contribution: a breaks sample 0, b sample 2 (of the six all of a, b and the clean set share)

@@ -105,8 +105,10 @@ class WorstCase(Metric):
             others = [c for i, c in enumerate(attacked) if i != params.only_by]
             survives_others = np.logical_and.reduce(others) if others else np.ones(shared.size, dtype=bool)
             return rate(clean & survives_others & ~attacked[params.only_by], shared)
-        worst = _statistic(np.logical_and.reduce(correct), labels, shared, params.statistic)
-        if params.gap_to is None or worst is None:
-            return worst
-        alone = _statistic(correct[params.gap_to], labels, shared, params.statistic)
-        return None if alone is None else alone.value - worst.value
+        survives = np.logical_and.reduce(correct)
+        if params.gap_to is None:
+            return _statistic(survives, labels, shared, params.statistic)
+        # every sample that survives them all survives attacks[gap_to] alone, so its statistic minus the worst
+        # case's is the statistic of "survives it alone, not them all" (both are means of 0/1 outcomes, per
+        # class or over all): one estimate, with its interval, on the same samples
+        return _statistic(correct[params.gap_to] & ~survives, labels, shared, params.statistic)
