@@ -210,8 +210,9 @@ def judge(table: str, row: str, column: str, cell: Cell | None, theirs: float, t
         verdict = "within"
     elif low is not None and high is not None and low <= theirs <= high:
         verdict = "inconclusive"
-        needed = samples_needed(n, low, high, value, theirs,
-                                wilson_percent=cell is not None and cell.interval == "wilson") if n else None
+        method = "" if cell is None else cell.interval
+        needed = samples_needed(n, low, high, value, theirs, wilson_percent=method == "wilson",
+                                symmetric=method in ("t", "normal", "hanley-mcneil")) if n else None
     else:
         verdict = "outside"
     firm = None

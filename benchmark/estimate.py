@@ -137,21 +137,22 @@ def _z() -> float:
     return float(ndtri(0.5 + LEVEL / 2))
 
 
-def samples_needed(n: int, low: float, high: float, value: float, target: float, *, wilson_percent: bool = False
-                   ) -> int | None:
+def samples_needed(n: int, low: float, high: float, value: float, target: float, *, wilson_percent: bool = False,
+                   symmetric: bool = False) -> int | None:
     """For a ``target`` inside the interval [``low``, ``high``] of ``value`` from ``n`` samples: about how many
     samples, at the same observed ``value``, would leave ``target`` outside the interval, so the two could be told
     apart. With ``wilson_percent`` (``value`` a rate in %, with a Wilson interval, as :func:`rate` makes) the
     smallest such n of the Wilson interval itself (its half-widths shrink more slowly than 1/sqrt(n) near 0 and
-    100%); otherwise the interval is one symmetric about ``value`` (t, normal, Hanley-McNeil), perhaps clipped to
-    what the quantity can be on one side, so its larger half-width is the unclipped one, taken to shrink as
-    1/sqrt(n). None when ``target`` is outside the interval already, or equals ``value``."""
+    100%); otherwise the half-width on ``target``'s side is taken to shrink as 1/sqrt(n), or with ``symmetric`` (an
+    interval symmetric about ``value`` -- t, normal, Hanley-McNeil -- perhaps clipped on one side to what the
+    quantity can be) the larger, unclipped half-width. None when ``target`` is outside the interval already, or
+    equals ``value``."""
     distance = abs(target - value)
     if distance == 0 or not low <= target <= high:
         return None
     if wilson_percent:
         return _wilson_samples(value / 100, target / 100, n)
-    half = max(high - value, value - low)
+    half = max(high - value, value - low) if symmetric else (high - value) if target > value else (value - low)
     return max(n + 1, math.ceil(n * (half / distance) ** 2))
 
 

@@ -117,6 +117,8 @@ def test_samples_needed_shrinks_the_half_width_below_the_distance():
     # a mean of 64 with the t interval [52, 76] from 50 samples: 70 published lies inside, 6 away with 12 of
     # half-width: (12 / 6)^2 = 4 times the samples
     assert samples_needed(50, 52.0, 76.0, 64.0, 70.0) == 200
+    # an asymmetric interval of no declared method: the half-width on the target's side
+    assert samples_needed(50, 50.14, 75.86, 64.0, 70.0) == int(np.ceil(50 * (11.86 / 6.0) ** 2))
     assert samples_needed(50, 52.0, 76.0, 64.0, 60.0) == int(np.ceil(50 * (12 / 4.0) ** 2))
     assert samples_needed(50, 52.0, 76.0, 64.0, 80.0) is None  # outside already
     assert samples_needed(50, 52.0, 76.0, 64.0, 64.0) is None
@@ -124,7 +126,7 @@ def test_samples_needed_shrinks_the_half_width_below_the_distance():
     # counts, not the 1.0 left below the bound (which said 11 samples; it takes about 52)
     sure = mean(np.array([1.0] * 9 + [0.9]), scale=100.0, bounds=(0.0, 100.0))
     assert sure.high == 100.0
-    assert samples_needed(10, sure.low, sure.high, sure.value, 100.0) == \
+    assert samples_needed(10, sure.low, sure.high, sure.value, 100.0, symmetric=True) == \
         int(np.ceil(10 * ((sure.value - sure.low) / (100.0 - sure.value)) ** 2)) == 52
 
 

@@ -360,5 +360,9 @@ def test_verdicts_say_when_our_interval_reaches_across_the_tolerance():
     assert bare.verdict == "within" and bare.firm is None and describe_verdict(bare) == "within tolerance"
     (summary,) = paper_summary([weak, firm, near, far, bare], [])
     assert summary.describe() == ": 3/5 cells within tolerance (by the whole 95% interval: 1 of the 2 with one)"
+    # a t interval clipped at 100% (a confidence of 99.0, unclipped +-2.26): the samples that would tell it from
+    # a published 100 come from the unclipped half-width (52), not the 1.0 left below the bound (11)
+    sure = Cell("r", "c", 99.0, n=10, low=96.74, high=100.0, interval="t")
+    assert judge("t", "r", "c", sure, 100.0, Tolerance(abs=0.5), "T", "").samples_needed == 52
     (bare_only,) = paper_summary([bare], [])
     assert bare_only.describe() == ": 1/1 cells within tolerance"  # no interval, nothing to say about one
