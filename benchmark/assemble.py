@@ -37,6 +37,8 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
                          paired=_paired(table, {k: est for k, (_, est) in computed.items()}))
     result.samples = {f"{row}|{column}": est.samples for (row, column), (_, est) in computed.items()
                       if est is not None and est.samples is not None}
+    result.outcomes = {f"{row}|{column}": est.outcomes for (row, column), (_, est) in computed.items()
+                       if est is not None and est.outcomes is not None and est.method == "wilson"}
     return result
 
 

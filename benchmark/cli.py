@@ -459,9 +459,10 @@ def compare_cmd(
     if other is not None:
         from rbench import run_diff
         from rbench.report.terminal import print_run_diff
+        from rbench.report.tidy import read_outcomes
 
         theirs = RunResults.read(other)
-        diffs = run_diff.diff_runs(results, theirs)
+        diffs = run_diff.diff_runs(results, theirs, read_outcomes(run_dir, results), read_outcomes(other, theirs))
         if not run_diff.shared_cells(results, theirs):
             raise RbenchError(f"{run_dir} and {other} share no table cell (suites {results.suite!r} and "
                               f"{theirs.suite!r}): nothing to compare")

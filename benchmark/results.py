@@ -17,6 +17,8 @@ RESULTS_FILE = "results.json"
 _SIGNIFICANT = re.compile(r"[+\- ]?\.\d+g")
 #: per-sample values of the cells that keep them (written by the ``tidy`` reporter)
 SAMPLES_FILE = "samples.parquet"
+#: per-sample 0/1 outcomes of the rate cells, by dataset index (``tidy``; ``rbench compare --run`` pairs runs on them)
+OUTCOMES_FILE = "outcomes.parquet"
 
 
 def format_value(value: float, fmt: str) -> str:
@@ -88,6 +90,10 @@ class ResultTable:
     #: "row|column" -> the per-sample values a cell's mean was taken over (distribution plots); kept out of
     #: results.json, written to samples.parquet by the ``tidy`` reporter and read back from it
     samples: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: "row|column" -> (dataset indices, 0/1 outcomes) of each plain rate cell (a Wilson interval: its value is
+    #: 100 times the outcomes' mean); kept out of results.json, written to outcomes.parquet by ``tidy`` and read
+    #: back only where two runs are compared (:func:`rbench.report.tidy.read_outcomes`)
+    outcomes: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def draws(self, figure: str) -> bool:
         """Whether the suite asked for ``figure`` (e.g. "curves", "lines") of this table."""
@@ -147,9 +153,9 @@ class RunResults:
 
     def to_dict(self) -> dict[str, Any]:
         """The results as results.json holds them (every field but the tables' per-sample values)."""
-        out = asdict(replace(self, tables=[replace(t, samples={}) for t in self.tables]))
+        out = asdict(replace(self, tables=[replace(t, samples={}, outcomes={}) for t in self.tables]))
         for table in out["tables"]:
-            del table["samples"]
+            del table["samples"], table["outcomes"]
         return out
 
     @classmethod

@@ -11,13 +11,16 @@ Cells pair up by (table, row, column). Each pair gets one verdict:
 - ``only in one run`` / ``failed``: one side has no cell there (or one that does not apply), or one failed;
 - ``not comparable``: the two cells hold different metrics or units (the suite changed between the runs).
 
-The difference's interval combines the two cells' own 95% intervals by the MOVER method (Zou & Donner 2008; for
-two Wilson intervals it is Newcombe's 1998 hybrid score interval of a difference of proportions), which treats
-the runs as independent samples. Runs of one suite on the same samples are paired; where their per-sample
-outcomes agree more often than chance (as two runs of one model or two precisions do) the interval is then wider
-than a paired test's: a ``differs`` verdict is conservative, a ``no difference shown`` may hide a small change
-(a table's ``paired`` McNemar test, within one run, is the sharper tool). Negatively correlated outcomes would
-make it too narrow; two runs of the same cell practically never have them.
+The difference's interval combines the two cells' own 95% intervals by the MOVER method (Zou & Donner 2008). Where
+both runs kept the per-sample outcomes of a rate cell (outcomes.parquet, written by the ``tidy`` reporter) over
+the same samples, the pair is judged as paired data: MOVER with the correlation of the two runs' outcomes
+(Newcombe 1998, "Improved confidence intervals for the difference between binomial proportions based on paired
+data", method 10: the Wilson intervals of the two rates and the phi coefficient of their 2x2 table), so a change
+of a few images all in one direction is told apart from noise. Otherwise the runs are treated as independent
+samples (for two Wilson intervals Newcombe's 1998 hybrid score interval of independent proportions): wider than
+the paired interval where their outcomes agree more often than chance (as two runs of one model or two precisions
+do), so a ``differs`` verdict is conservative and a ``no difference shown`` may hide a small change; negatively
+correlated outcomes would make it too narrow, which two runs of the same cell practically never have.
 """
 
 from __future__ import annotations
@@ -25,8 +28,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from rbench.compare import fmt_number
+from rbench.estimate import wilson
 from rbench.results import Cell, ResultTable, RunResults
+
+#: (table, row, column) -> (dataset indices, 0/1 outcomes) of a rate cell (rbench.report.tidy.read_outcomes)
+Outcomes = dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]
 
 VERDICTS = ("differs", "no difference shown", "equal", "no interval", "only in one run", "failed", "not comparable")
 
@@ -48,6 +57,31 @@ class CellDiff:
     #: the format of the cell's metric in the run's table
     fmt: str = ".3g"
     note: str = ""
+    #: the samples the interval pairs the two cells' outcomes on (None: the runs taken as independent)
+    paired: int | None = None
+
+
+def paired_interval(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+                    ) -> tuple[float, float, int] | None:
+    """The 95% interval of the difference (in percentage points) of two rates measured on the same samples, from
+    their per-sample outcomes ((dataset indices, 0/1) each), by Newcombe's (1998) method 10, and the number of
+    samples; None unless both cover exactly the same samples."""
+    (ia, oa), (ib, ob) = a, b
+    order_a, order_b = np.argsort(ia, kind="stable"), np.argsort(ib, kind="stable")
+    if ia.size == 0 or not np.array_equal(ia[order_a], ib[order_b]):
+        return None
+    x, y = np.asarray(oa, dtype=bool)[order_a], np.asarray(ob, dtype=bool)[order_b]
+    n = int(x.size)
+    both, x_only, y_only = int((x & y).sum()), int((x & ~y).sum()), int((~x & y).sum())
+    neither = n - both - x_only - y_only
+    p1, p2 = (both + x_only) / n, (both + y_only) / n
+    (l1, u1), (l2, u2) = wilson(both + x_only, n), wilson(both + y_only, n)
+    margins = (both + x_only) * (y_only + neither) * (both + y_only) * (x_only + neither)
+    phi = (both * neither - x_only * y_only) / math.sqrt(margins) if margins > 0 else 0.0
+    d = p1 - p2
+    below = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    above = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return 100.0 * (d - below), 100.0 * (d + above), n
 
 
 def difference_interval(a: Cell, b: Cell) -> tuple[float, float] | None:
@@ -60,8 +94,10 @@ def difference_interval(a: Cell, b: Cell) -> tuple[float, float] | None:
     return d - math.hypot(av - al, bh - bv), d + math.hypot(ah - av, bv - bl)
 
 
-def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, Cell] | None) -> CellDiff:
-    """The verdict on one (table, row, column): ``a`` the run's (table, cell), ``b`` the other run's."""
+def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, Cell] | None,
+           outcomes: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> CellDiff:
+    """The verdict on one (table, row, column): ``a`` the run's (table, cell), ``b`` the other run's, ``outcomes``
+    both cells' per-sample outcomes where both runs kept them."""
     table, cell = a if a is not None else b  # type: ignore[misc]
     row, column, fmt = cell.row, cell.column, table.fmt(cell)
     if a is None or b is None:
@@ -72,11 +108,12 @@ def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, 
     if (ta.metric(ca), ta.unit(ca)) != (tb.metric(cb), tb.unit(cb)):
         return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
                         f"{ta.metric(ca)} ({ta.unit(ca) or 'no unit'}) vs {tb.metric(cb)} ({tb.unit(cb) or 'no unit'})")
-    return _values(name, ca, cb, fmt)
+    return _values(name, ca, cb, fmt, outcomes)
 
 
-def _values(name: str, a: Cell, b: Cell, fmt: str) -> CellDiff:
-    """The verdict on two cells of one metric."""
+def _values(name: str, a: Cell, b: Cell, fmt: str,
+            outcomes: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> CellDiff:
+    """The verdict on two cells of one metric (paired on their outcomes where both have them, on one sample set)."""
     row, column = a.row, a.column
     if a.error or b.error:
         return CellDiff(name, row, column, a.value, b.value, None, None, None, "failed", fmt,
@@ -88,7 +125,8 @@ def _values(name: str, a: Cell, b: Cell, fmt: str) -> CellDiff:
         return CellDiff(name, row, column, a.value, b.value, None, None, None, "only in one run", fmt,
                         f"not applicable in {where}")
     delta = float(a.value) - float(b.value)
-    interval = difference_interval(a, b)
+    paired = None if outcomes is None else paired_interval(*outcomes)
+    interval = difference_interval(a, b) if paired is None else paired[:2]
     if math.isclose(float(a.value), float(b.value), rel_tol=1e-9, abs_tol=1e-12):  # float noise is no change
         verdict = "equal"
     elif interval is None:
@@ -96,17 +134,23 @@ def _values(name: str, a: Cell, b: Cell, fmt: str) -> CellDiff:
     else:
         verdict = "no difference shown" if interval[0] <= 0 <= interval[1] else "differs"
     low, high = interval if interval is not None else (None, None)
-    return CellDiff(name, row, column, a.value, b.value, delta, low, high, verdict, fmt)
+    return CellDiff(name, row, column, a.value, b.value, delta, low, high, verdict, fmt,
+                    "" if paired is None else f"paired on {paired[2]} samples", None if paired is None else paired[2])
 
 
-def diff_runs(a: RunResults, b: RunResults) -> list[CellDiff]:
+def diff_runs(a: RunResults, b: RunResults, outcomes_a: Outcomes | None = None, outcomes_b: Outcomes | None = None
+              ) -> list[CellDiff]:
     """Every cell of the run ``a`` beside the same (table, row, column) of ``b``, then ``b``'s cells ``a`` lacks,
-    in ``a``'s table and cell order."""
+    in ``a``'s table and cell order; a rate cell whose outcomes both runs kept (``outcomes_a``, ``outcomes_b``)
+    over the same samples is judged paired."""
     theirs = {(t.name, c.row, c.column): (t, c) for t in b.tables for c in t.cells}
+    mine_kept, theirs_kept = outcomes_a or {}, outcomes_b or {}
     out = []
     for table in a.tables:
         for cell in table.cells:
-            out.append(_judge(table.name, (table, cell), theirs.pop((table.name, cell.row, cell.column), None)))
+            key = (table.name, cell.row, cell.column)
+            both = (mine_kept[key], theirs_kept[key]) if key in mine_kept and key in theirs_kept else None
+            out.append(_judge(table.name, (table, cell), theirs.pop(key, None), both))
     out += [_judge(name, None, other) for (name, _, _), other in theirs.items()]
     return out
 
@@ -121,8 +165,11 @@ def shared_cells(a: RunResults, b: RunResults) -> int:
 
 
 def counts(diffs: list[CellDiff]) -> str:
-    """``3 differs, 40 no difference shown, ...`` (the verdicts present, in :data:`VERDICTS` order)."""
-    return ", ".join(f"{n} {v}" for v in VERDICTS if (n := sum(d.verdict == v for d in diffs))) or "no cells"
+    """``3 differs, 40 no difference shown, ...`` (the verdicts present, in :data:`VERDICTS` order), and how many
+    were judged paired on their samples' outcomes."""
+    text = ", ".join(f"{n} {v}" for v in VERDICTS if (n := sum(d.verdict == v for d in diffs))) or "no cells"
+    paired = sum(d.paired is not None for d in diffs)
+    return f"{text} ({paired} paired on their samples)" if paired else text
 
 
 def rows_of(diffs: list[CellDiff]) -> list[list[str]]:

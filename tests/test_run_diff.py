@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from support import cli_in_process, rbench
 
+from rbench.errors import RbenchError
 from rbench.estimate import wilson
+from rbench.report.tidy import read_outcomes, write_outcomes
 from rbench.results import Cell, ResultTable, RunResults
-from rbench.run_diff import diff_runs, difference_interval
+from rbench.run_diff import diff_runs, difference_interval, paired_interval
 
 
 def _rate(k: int, n: int) -> Cell:
@@ -61,11 +64,19 @@ def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path,
     _, _, run, _ = tiny_reference
     other = tmp_path / "other"
     shutil.copytree(run, other)
+    same = rbench("compare", str(run), "--run", str(other), "-f", "json")
+    assert same.returncode == 0, same.stderr
+    kept = read_outcomes(run, RunResults.read(run))
+    assert kept and json.loads(same.stdout)["summary"].endswith(f"({len(kept)} paired on their samples)")
     raw = json.loads((other / "results.json").read_text())
     errors = next(t for t in raw["tables"] if t["name"] == "errors")
     moved = next(c for c in errors["cells"] if c["low"] is not None and c["value"] > 50)
     moved.update(value=moved["value"] - 50, low=moved["low"] - 50, high=moved["high"] - 50)
     (other / "results.json").write_text(json.dumps(raw))
+    # the edited cell no longer agrees with the outcomes its run kept: refused, never paired on wrong outcomes
+    code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other))
+    assert code == 2 and "outcomes.parquet: cell (" in err and "its outcomes give" in err, err
+    (other / "outcomes.parquet").unlink()  # a run without outcomes (older rbench): taken as independent
     proc = rbench("compare", str(run), "--run", str(other), "-f", "json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -82,3 +93,62 @@ def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path,
     (other / "samples.parquet").unlink()  # its cells name the old tables (and it is checked against them)
     code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other))
     assert code == 2 and "share no table cell (suites 'tiny' and 'another'): nothing to compare" in err, err
+
+
+def _outcomes(hits: np.ndarray, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    index = np.arange(hits.size) if order is None else order
+    return index, hits if order is None else hits[order]
+
+
+def test_paired_outcomes_tell_a_small_consistent_change_from_noise():
+    """1000 samples, 7 of them flipped one way: the independent interval cannot tell (it includes 0), the paired
+    one (Newcombe 1998b, method 10) can; outcomes listed in another order pair by index; different sample sets
+    do not pair; uncorrelated outcomes give the independent interval."""
+    rng = np.random.default_rng(0)
+    a = rng.random(1000) < 0.3
+    b = a.copy()
+    b[np.flatnonzero(~a)[:7]] = True
+    low, high, n = paired_interval(_outcomes(a), _outcomes(b, rng.permutation(1000)))
+    assert n == 1000 and low < -0.7 < high < 0  # a - b = -0.7 points
+    independent = difference_interval(_rate(int(a.sum()), 1000), _rate(int(b.sum()), 1000))
+    assert independent[0] < 0 < independent[1] and independent[1] - independent[0] > 5 * (high - low)
+    assert paired_interval(_outcomes(a), (np.arange(1, 1001), b)) is None
+    # phi = 0: a 2x2 table with independent margins (25 / 25 / 25 / 25) gives the independent MOVER interval
+    x = np.repeat([True, True, False, False], 25)
+    y = np.tile(np.repeat([True, False], 25), 2)
+    paired = paired_interval(_outcomes(x), _outcomes(y))
+    assert paired[:2] == pytest.approx(difference_interval(_rate(50, 100), _rate(50, 100)))
+
+
+def test_paired_interval_covers_the_true_difference():
+    """Simulated paired outcomes (two runs of one model: most samples agree): 95% coverage of the true difference
+    of the two rates, at least 93% over 1500 draws of 300 samples."""
+    rng = np.random.default_rng(1)
+    held = 0
+    for _ in range(1500):
+        a = rng.random(300) < 0.4
+        flip = rng.random(300)
+        b = np.where(flip < 0.03, True, np.where(flip < 0.05, False, a))  # b gains 3% of 60% and loses 2% of 40%
+        low, high, _ = paired_interval(_outcomes(a), _outcomes(b))
+        true = 100 * (0.4 - (0.4 * 0.95 + 0.03))  # P(a) - P(b) = 0.4 - (0.4*(1-0.05) + 0.03) = -1.0 points
+        held += low <= true <= high
+    assert held / 1500 >= 0.93
+
+
+def test_outcomes_file_round_trips_and_is_checked_against_the_results(tmp_path):
+    """outcomes.parquet holds each rate cell's indices and outcomes; read back, it must agree with results.json."""
+    results = _results({("r1", "x"): _rate(3, 5), ("r2", "x"): _rate(1, 5)})
+    table = results.tables[0]
+    table.outcomes = {"r1|x": (np.array([4, 2, 0, 1, 3]), np.array([1, 1, 1, 0, 0], dtype=bool)),
+                      "r2|x": (np.array([0, 1, 2, 3, 4]), np.array([0, 0, 1, 0, 0], dtype=bool))}
+    assert write_outcomes(results, tmp_path) == tmp_path / "outcomes.parquet"
+    back = read_outcomes(tmp_path, results)
+    assert back[("t", "r1", "x")][0].tolist() == [4, 2, 0, 1, 3] and back[("t", "r2", "x")][1].tolist() == \
+        [False, False, True, False, False]
+    assert read_outcomes(tmp_path / "elsewhere", results) == {}  # no file: nothing to pair on
+    table.cell("r1", "x").value = 40.0  # results.json says 2/5, the outcomes 3/5
+    with pytest.raises(RbenchError, match=r"cell \(r1, x\) of table 't': its outcomes give 60, results.json 40"):
+        read_outcomes(tmp_path, results)
+    (tmp_path / "outcomes.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(RbenchError, match="not an outcomes file written by rbench"):
+        read_outcomes(tmp_path, results)

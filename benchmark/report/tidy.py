@@ -1,5 +1,6 @@
-"""Tidy data: one row per cell (``cells.csv``, ``cells.parquet``) and one row per sample of the cells that keep
-their per-sample values (``samples.parquet``): the ``tidy`` file reporter, and :func:`load_results`.
+"""Tidy data: one row per cell (``cells.csv``, ``cells.parquet``), one row per sample of the cells that keep
+their per-sample values (``samples.parquet``) and one row per rate cell with its samples' dataset indices and 0/1
+outcomes (``outcomes.parquet``): the ``tidy`` file reporter, and :func:`load_results`.
 
 A cell's row names its table, row and column labels, where it comes from (evaluation, source, attack label,
 target = model), the attack plugin with every parameter as a column of its own (``eps``, ``norm``, ``steps`` ...;
@@ -21,7 +22,7 @@ import numpy as np
 
 from rbench.errors import RbenchError
 from rbench.report.reporters import Reporter
-from rbench.results import SAMPLES_FILE, RunResults
+from rbench.results import OUTCOMES_FILE, SAMPLES_FILE, RunResults
 from rbench.rundir import write_output
 
 if TYPE_CHECKING:
@@ -160,16 +161,85 @@ def read_samples(path: Path, results: RunResults) -> dict[str, dict[str, np.ndar
     return out
 
 
+#: (table, row, column) -> (dataset indices, 0/1 outcomes) of a rate cell
+Outcomes = dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]
+
+
+def write_outcomes(results: RunResults, run_dir: Path) -> Path | None:
+    """``outcomes.parquet``: one row per rate cell that kept its per-sample outcomes (table, row, column, the
+    list of its samples' dataset indices, the list of their 0/1 outcomes); None (and no file) when none kept any.
+    One row per cell with list columns rather than one row per sample: reading it back costs one row per cell."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys, indices, outcomes = [], [], []
+    for t in results.tables:
+        for key, (index, outcome) in t.outcomes.items():
+            row, column = key.split("|", 1)
+            keys.append((t.name, row, column))
+            indices.append(np.asarray(index, dtype=np.int64).ravel())
+            outcomes.append(np.asarray(outcome, dtype=bool).ravel())
+    if not keys:
+        return None
+    offsets = pa.array(np.concatenate([[0], np.cumsum([i.size for i in indices])]).astype(np.int32))
+    table = pa.table({"table": [k[0] for k in keys], "row": [k[1] for k in keys], "column": [k[2] for k in keys],
+                      "index": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(indices))),
+                      "outcome": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(outcomes)))})
+    path = Path(run_dir) / OUTCOMES_FILE
+    write_output(path, lambda tmp: pq.write_table(table, tmp))
+    return path
+
+
+def read_outcomes(run_dir: Path, results: RunResults) -> Outcomes:
+    """The rate cells' per-sample outcomes of a run folder's outcomes.parquet ({} where the run has none: runs
+    written before it), each checked against ``results``: a cell of the run with a Wilson interval, as many
+    samples as its n, no dataset index twice, and 100 times the outcomes' mean equal to its value; a one-line
+    :class:`RbenchError` naming the file and the cell otherwise."""
+    import pyarrow.parquet as pq
+
+    path = (Path(run_dir).parent if Path(run_dir).is_file() else Path(run_dir)) / OUTCOMES_FILE  # or results.json
+    if not path.exists():
+        return {}
+    try:
+        data = pq.read_table(path, columns=["table", "row", "column", "index", "outcome"])
+        names = [data.column(c).to_pylist() for c in ("table", "row", "column")]
+        index, outcome = data.column("index").combine_chunks(), data.column("outcome").combine_chunks()
+        offsets = index.offsets.to_numpy()
+        if not np.array_equal(offsets, outcome.offsets.to_numpy()):
+            raise ValueError("indices and outcomes differ in length")
+        flat_index = index.values.to_numpy().astype(np.int64)
+        flat_outcome = outcome.values.to_numpy(zero_copy_only=False).astype(bool)
+    except Exception as exc:  # pyarrow raises several kinds for a truncated or foreign file
+        raise RbenchError(f"{path}: not an outcomes file written by rbench ({type(exc).__name__}: {exc})") from None
+    cells = {(t.name, c.row, c.column): c for t in results.tables for c in t.cells}
+    out: Outcomes = {}
+    for i, key in enumerate(zip(*names, strict=True)):
+        cell = cells.get(key)
+        where = f"{path}: cell ({key[1]}, {key[2]}) of table {key[0]!r}"
+        if cell is None or cell.value is None or cell.interval != "wilson":
+            raise RbenchError(f"{where}: results.json has no rate cell there")
+        idx, hit = flat_index[offsets[i]:offsets[i + 1]], flat_outcome[offsets[i]:offsets[i + 1]]
+        if idx.size != cell.n or np.unique(idx).size != idx.size:
+            raise RbenchError(f"{where}: {idx.size} outcomes ({np.unique(idx).size} samples) where results.json "
+                              f"counts n = {cell.n}")
+        if not math.isclose(100.0 * float(hit.mean()), cell.value, rel_tol=1e-9, abs_tol=1e-9):
+            raise RbenchError(f"{where}: its outcomes give {100.0 * float(hit.mean()):g}, results.json "
+                              f"{cell.value:g}")
+        out[key] = (idx, hit)
+    return out
+
+
 class Tidy(Reporter):
-    """cells.csv and cells.parquet (one row per cell), samples.parquet (one row per kept per-sample value)."""
+    """cells.csv and cells.parquet (one row per cell), samples.parquet (one row per kept per-sample value),
+    outcomes.parquet (one row per rate cell, with its samples' dataset indices and 0/1 outcomes)."""
 
     name = "tidy"
     suffix = None
 
     def write(self, results: RunResults, run_dir: Path, store: Store) -> list[Path]:
         written = write_cells(cell_rows(results), run_dir)
-        samples = write_samples(results, run_dir)
-        return written + ([samples] if samples else [])
+        extra = [write_samples(results, run_dir), write_outcomes(results, run_dir)]
+        return written + [path for path in extra if path is not None]
 
 
 def load_results(run_dir: str | Path) -> Any:
