@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 
 from rbench.artifacts import AdvSet, Predictions
@@ -14,7 +15,7 @@ from rbench.estimate import Estimate, interval_holds, mcnemar
 from rbench.inputs import load_model, load_slice
 from rbench.metric import CellData, CellKeys, CellOutputs, metric_number
 from rbench.plan import CLEAN, Plan, data_spec
-from rbench.results import Cell, ResultTable
+from rbench.results import Cell, ResultTable, outcomes_digest
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
 
@@ -38,8 +39,19 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
     result.samples = {f"{row}|{column}": est.samples for (row, column), (_, est) in computed.items()
                       if est is not None and est.samples is not None}
     result.outcomes = {f"{row}|{column}": est.outcomes for (row, column), (_, est) in computed.items()
-                       if est is not None and est.outcomes is not None and est.method == "wilson"}
+                       if est is not None and est.method == "wilson" and _dataset_samples(est.outcomes)}
+    for key, (indices, hits) in result.outcomes.items():
+        result.cell(*key.split("|", 1)).outcomes_sha256 = outcomes_digest(indices, hits)
     return result
+
+
+def _dataset_samples(outcomes: tuple[np.ndarray, np.ndarray] | None) -> bool:
+    """Whether ``outcomes`` are those of distinct dataset samples (a generated set's images all have index -1:
+    nothing to pair two runs on)."""
+    if outcomes is None:
+        return False
+    indices = np.asarray(outcomes[0])
+    return bool(indices.size) and int(indices.min()) >= 0 and np.unique(indices).size == indices.size
 
 
 def _attack_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rbench.errors import RbenchError
 from rbench.estimate import interval_holds
@@ -34,6 +37,14 @@ def format_value(value: float, fmt: str) -> str:
     return format(rounded, fmt[:fmt.index(".")] + ".0f")
 
 
+def outcomes_digest(indices: np.ndarray, outcomes: np.ndarray) -> str:
+    """SHA-256 of a cell's per-sample outcomes taken in dataset-index order (int64 indices, then 0/1 bytes)."""
+    order = np.argsort(indices, kind="stable")
+    digest = hashlib.sha256(np.ascontiguousarray(np.asarray(indices, dtype=np.int64)[order]).tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(outcomes, dtype=np.uint8)[order]).tobytes())
+    return digest.hexdigest()
+
+
 @dataclass
 class Cell:
     """One table cell: its value (None when not applicable or its jobs failed), the store keys it was
@@ -50,6 +61,9 @@ class Cell:
     low: float | None = None
     high: float | None = None
     interval: str = ""
+    #: SHA-256 of the per-sample outcomes a rate cell kept in outcomes.parquet (see :func:`outcomes_digest`), so
+    #: they are read back only if they are this cell's; "" where none were kept
+    outcomes_sha256: str = ""
     #: where the value comes from: the (source, attack label, target) cell of an evaluation
     evaluation: str = ""
     source: str = ""

@@ -15,8 +15,9 @@ The difference's interval combines the two cells' own 95% intervals by the MOVER
 both runs kept the per-sample outcomes of a rate cell (outcomes.parquet, written by the ``tidy`` reporter) over
 the same samples, the pair is judged as paired data: MOVER with the correlation of the two runs' outcomes
 (Newcombe 1998, "Improved confidence intervals for the difference between binomial proportions based on paired
-data", method 10: the Wilson intervals of the two rates and the phi coefficient of their 2x2 table), so a change
-of a few images all in one direction is told apart from noise. Otherwise the runs are treated as independent
+data", method 10: the Wilson intervals of the two rates and the corrected phi coefficient of their 2x2 table;
+tests/test_run_diff.py checks rows of the paper's Table III), so a change of a few images all in one direction
+is told apart from noise. Otherwise the runs are treated as independent
 samples (for two Wilson intervals Newcombe's 1998 hybrid score interval of independent proportions): wider than
 the paired interval where their outcomes agree more often than chance (as two runs of one model or two precisions
 do), so a ``differs`` verdict is conservative and a ``no difference shown`` may hide a small change; negatively
@@ -64,8 +65,9 @@ class CellDiff:
 def paired_interval(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
                     ) -> tuple[float, float, int] | None:
     """The 95% interval of the difference (in percentage points) of two rates measured on the same samples, from
-    their per-sample outcomes ((dataset indices, 0/1) each), by Newcombe's (1998) method 10, and the number of
-    samples; None unless both cover exactly the same samples."""
+    their per-sample outcomes ((dataset indices, 0/1) each), by Newcombe's (1998b) method 10 -- MOVER from the two
+    Wilson intervals with the 2x2 table's phi coefficient, its numerator AD - BC lowered by n/2 (not below 0) where
+    positive, as the paper does -- and the number of samples; None unless both cover exactly the same samples."""
     (ia, oa), (ib, ob) = a, b
     order_a, order_b = np.argsort(ia, kind="stable"), np.argsort(ib, kind="stable")
     if ia.size == 0 or not np.array_equal(ia[order_a], ib[order_b]):
@@ -77,7 +79,10 @@ def paired_interval(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.nd
     p1, p2 = (both + x_only) / n, (both + y_only) / n
     (l1, u1), (l2, u2) = wilson(both + x_only, n), wilson(both + y_only, n)
     margins = (both + x_only) * (y_only + neither) * (both + y_only) * (x_only + neither)
-    phi = (both * neither - x_only * y_only) / math.sqrt(margins) if margins > 0 else 0.0
+    agreement = float(both * neither - x_only * y_only)
+    if agreement > 0:  # Newcombe's correction: without it two runs that agree everywhere get a [0, 0] interval
+        agreement = max(agreement - n / 2, 0.0)
+    phi = agreement / math.sqrt(margins) if margins > 0 else 0.0
     d = p1 - p2
     below = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     above = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))

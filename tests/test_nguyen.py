@@ -6,6 +6,7 @@ Fast: tiny models trained on real MNIST subsets, a few generations. The quick pr
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -333,6 +334,17 @@ def test_the_image_grid_is_drawn_into_the_run_folder(fooled):
     png = root / "run" / "images_best.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "images_best.png" in (root / "run" / "tables.md").read_text()
+
+
+def test_a_run_with_generated_sets_compares_with_itself(fooled):
+    """Generated images have no dataset index (all -1): their rate cells keep no outcomes to pair on, so
+    `rbench compare --run` of such a run works (it refused the whole comparison when they were written)."""
+    _, root, _ = fooled
+    run = root / "run"
+    proc = rbench("compare", str(run), "--run", str(run), "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    cells = json.loads(proc.stdout)["cells"]
+    assert cells and all(c["verdict"] == "equal" for c in cells)
 
 
 # -- the generators and their operators ------------------------------------------------------------------------

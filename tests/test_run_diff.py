@@ -12,7 +12,7 @@ from support import cli_in_process, rbench
 from rbench.errors import RbenchError
 from rbench.estimate import wilson
 from rbench.report.tidy import read_outcomes, write_outcomes
-from rbench.results import Cell, ResultTable, RunResults
+from rbench.results import Cell, ResultTable, RunResults, outcomes_digest
 from rbench.run_diff import diff_runs, difference_interval, paired_interval
 
 
@@ -120,6 +120,24 @@ def test_paired_outcomes_tell_a_small_consistent_change_from_noise():
     assert paired[:2] == pytest.approx(difference_interval(_rate(50, 100), _rate(50, 100)))
 
 
+def _table(a: int, b: int, c: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two runs' outcomes on a + b + c + d samples: both 1 on a, only the first on b, only the second on c."""
+    first = np.repeat([True, True, False, False], [a, b, c, d])
+    second = np.repeat([True, False, True, False], [a, b, c, d])
+    return first, second
+
+
+@pytest.mark.parametrize(("counts", "expected"), [
+    ((20, 12, 2, 16), (0.0562, 0.3292)), ((35, 14, 0, 1), (0.1461, 0.4175)),
+    ((30, 0, 0, 24), (-0.0358, 0.0358)), ((27, 0, 0, 27), (-0.0351, 0.0351))])
+def test_paired_interval_reproduces_newcombe_s_table(counts, expected):
+    """Newcombe (1998b), Table III, method 10 (with his correction of phi: two runs that agree on every sample
+    still get an interval, not [0, 0])."""
+    first, second = _table(*counts)
+    low, high, n = paired_interval(_outcomes(first), _outcomes(second))
+    assert n == sum(counts) and (round(low / 100, 4), round(high / 100, 4)) == expected
+
+
 def test_paired_interval_covers_the_true_difference():
     """Simulated paired outcomes (two runs of one model: most samples agree): 95% coverage of the true difference
     of the two rates, at least 93% over 1500 draws of 300 samples."""
@@ -141,11 +159,24 @@ def test_outcomes_file_round_trips_and_is_checked_against_the_results(tmp_path):
     table = results.tables[0]
     table.outcomes = {"r1|x": (np.array([4, 2, 0, 1, 3]), np.array([1, 1, 1, 0, 0], dtype=bool)),
                       "r2|x": (np.array([0, 1, 2, 3, 4]), np.array([0, 0, 1, 0, 0], dtype=bool))}
+    for key, kept in table.outcomes.items():
+        table.cell(*key.split("|")).outcomes_sha256 = outcomes_digest(*kept)
     assert write_outcomes(results, tmp_path) == tmp_path / "outcomes.parquet"
     back = read_outcomes(tmp_path, results)
     assert back[("t", "r1", "x")][0].tolist() == [4, 2, 0, 1, 3] and back[("t", "r2", "x")][1].tolist() == \
         [False, False, True, False, False]
     assert read_outcomes(tmp_path / "elsewhere", results) == {}  # no file: nothing to pair on
+    # the same count of hits on other samples (outcomes shuffled): the digest results.json recorded tells
+    table.outcomes["r1|x"] = (np.array([4, 2, 0, 1, 3]), np.array([0, 1, 1, 1, 0], dtype=bool))
+    write_outcomes(results, tmp_path)
+    with pytest.raises(RbenchError, match=r"cell \(r1, x\) of table 't': its outcomes are not those results.json"):
+        read_outcomes(tmp_path, results)
+    table.outcomes["r1|x"] = (np.array([4, 2, 0, 1, -3]), np.array([1, 1, 1, 0, 0], dtype=bool))
+    write_outcomes(results, tmp_path)
+    with pytest.raises(RbenchError, match="none below 0 expected"):
+        read_outcomes(tmp_path, results)
+    table.outcomes["r1|x"] = (np.array([4, 2, 0, 1, 3]), np.array([1, 1, 1, 0, 0], dtype=bool))
+    write_outcomes(results, tmp_path)
     table.cell("r1", "x").value = 40.0  # results.json says 2/5, the outcomes 3/5
     with pytest.raises(RbenchError, match=r"cell \(r1, x\) of table 't': its outcomes give 60, results.json 40"):
         read_outcomes(tmp_path, results)

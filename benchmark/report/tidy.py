@@ -22,7 +22,7 @@ import numpy as np
 
 from rbench.errors import RbenchError
 from rbench.report.reporters import Reporter
-from rbench.results import OUTCOMES_FILE, SAMPLES_FILE, RunResults
+from rbench.results import OUTCOMES_FILE, SAMPLES_FILE, RunResults, outcomes_digest
 from rbench.rundir import write_output
 
 if TYPE_CHECKING:
@@ -192,9 +192,12 @@ def write_outcomes(results: RunResults, run_dir: Path) -> Path | None:
 
 def read_outcomes(run_dir: Path, results: RunResults) -> Outcomes:
     """The rate cells' per-sample outcomes of a run folder's outcomes.parquet ({} where the run has none: runs
-    written before it), each checked against ``results``: a cell of the run with a Wilson interval, as many
-    samples as its n, no dataset index twice, and 100 times the outcomes' mean equal to its value; a one-line
+    written before it), each checked against ``results``: integer dataset indices and boolean outcomes without
+    nulls, one row per cell, a cell of the run with a Wilson interval, as many samples as its n, no index twice
+    or below 0, 100 times the outcomes' mean equal to its value, and their digest the one results.json recorded
+    for the cell (``Cell.outcomes_sha256``: a shuffled, stale or foreign file is refused); a one-line
     :class:`RbenchError` naming the file and the cell otherwise."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = (Path(run_dir).parent if Path(run_dir).is_file() else Path(run_dir)) / OUTCOMES_FILE  # or results.json
@@ -204,6 +207,10 @@ def read_outcomes(run_dir: Path, results: RunResults) -> Outcomes:
         data = pq.read_table(path, columns=["table", "row", "column", "index", "outcome"])
         names = [data.column(c).to_pylist() for c in ("table", "row", "column")]
         index, outcome = data.column("index").combine_chunks(), data.column("outcome").combine_chunks()
+        if not (pa.types.is_integer(index.type.value_type) and pa.types.is_boolean(outcome.type.value_type)):
+            raise ValueError(f"index is {index.type}, outcome {outcome.type}")
+        if index.null_count or outcome.null_count or index.values.null_count or outcome.values.null_count:
+            raise ValueError("it has missing values")
         offsets = index.offsets.to_numpy()
         if not np.array_equal(offsets, outcome.offsets.to_numpy()):
             raise ValueError("indices and outcomes differ in length")
@@ -218,13 +225,18 @@ def read_outcomes(run_dir: Path, results: RunResults) -> Outcomes:
         where = f"{path}: cell ({key[1]}, {key[2]}) of table {key[0]!r}"
         if cell is None or cell.value is None or cell.interval != "wilson":
             raise RbenchError(f"{where}: results.json has no rate cell there")
+        if key in out:
+            raise RbenchError(f"{where}: listed twice")
         idx, hit = flat_index[offsets[i]:offsets[i + 1]], flat_outcome[offsets[i]:offsets[i + 1]]
-        if idx.size != cell.n or np.unique(idx).size != idx.size:
-            raise RbenchError(f"{where}: {idx.size} outcomes ({np.unique(idx).size} samples) where results.json "
-                              f"counts n = {cell.n}")
+        if idx.size != cell.n or np.unique(idx).size != idx.size or (idx.size and idx.min() < 0):
+            raise RbenchError(f"{where}: {idx.size} outcomes ({np.unique(idx).size} distinct dataset indices, "
+                              f"none below 0 expected) where results.json counts n = {cell.n}")
         if not math.isclose(100.0 * float(hit.mean()), cell.value, rel_tol=1e-9, abs_tol=1e-9):
             raise RbenchError(f"{where}: its outcomes give {100.0 * float(hit.mean()):g}, results.json "
                               f"{cell.value:g}")
+        if outcomes_digest(idx, hit) != cell.outcomes_sha256:
+            raise RbenchError(f"{where}: its outcomes are not those results.json recorded for the cell "
+                              "(SHA-256 differs)")
         out[key] = (idx, hit)
     return out
 
