@@ -61,14 +61,14 @@ class Cell:
     low: float | None = None
     high: float | None = None
     interval: str = ""
-    #: SHA-256 of the per-sample outcomes a rate cell kept in outcomes.parquet (see :func:`outcomes_digest`), so
-    #: they are read back only if they are this cell's; "" where none were kept
-    outcomes_sha256: str = ""
     #: where the value comes from: the (source, attack label, target) cell of an evaluation
     evaluation: str = ""
     source: str = ""
     attack: str = ""
     target: str = ""
+    #: SHA-256 of the per-sample outcomes a rate cell kept in outcomes.parquet (see :func:`outcomes_digest`), so
+    #: they are read back only if they are this cell's; "" where none were kept
+    outcomes_sha256: str = ""
 
     def spread(self) -> float | None:
         """The interval's larger half-width (for a compact ``value ±spread``); None without an interval."""
