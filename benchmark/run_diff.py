@@ -17,11 +17,11 @@ the same samples, the pair is judged as paired data: MOVER with the correlation 
 (Newcombe 1998, "Improved confidence intervals for the difference between binomial proportions based on paired
 data", method 10: the Wilson intervals of the two rates and the corrected phi coefficient of their 2x2 table;
 tests/test_run_diff.py checks rows of the paper's Table III), so a change of a few images all in one direction
-is told apart from noise. Otherwise the runs are treated as independent
-samples (for two Wilson intervals Newcombe's 1998 hybrid score interval of independent proportions): wider than
-the paired interval where their outcomes agree more often than chance (as two runs of one model or two precisions
-do), so a ``differs`` verdict is conservative and a ``no difference shown`` may hide a small change; negatively
-correlated outcomes would make it too narrow, which two runs of the same cell practically never have.
+is told apart from noise. Otherwise the runs are treated as independent samples (for two Wilson intervals
+Newcombe's 1998 hybrid score interval of independent proportions): wider than the paired interval where their
+outcomes agree more often than chance (as two runs of one model or two precisions do), so a ``differs`` verdict
+is conservative and a ``no difference shown`` may hide a small change; negatively correlated outcomes would make
+it too narrow, which two runs of the same cell practically never have.
 """
 
 from __future__ import annotations
