@@ -15,7 +15,7 @@ from rbench.estimate import Estimate, interval_holds, mcnemar
 from rbench.inputs import load_model, load_slice
 from rbench.metric import CellData, CellKeys, CellOutputs, metric_number
 from rbench.plan import CLEAN, Plan, data_spec
-from rbench.results import Cell, ResultTable, outcomes_digest
+from rbench.results import Cell, CellOutcomes, ResultTable, outcomes_digest
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
 
@@ -38,18 +38,17 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
                          paired=_paired(table, {k: est for k, (_, est) in computed.items()}))
     result.samples = {f"{row}|{column}": est.samples for (row, column), (_, est) in computed.items()
                       if est is not None and est.samples is not None}
-    result.outcomes = {f"{row}|{column}": est.outcomes for (row, column), (_, est) in computed.items()
-                       if est is not None and est.method == "wilson" and _dataset_samples(est.outcomes)}
-    for key, (indices, hits) in result.outcomes.items():
-        result.cell(*key.split("|", 1)).outcomes_sha256 = outcomes_digest(indices, hits)
+    for (row, column), (cell, est) in computed.items():
+        kept = est.outcomes if est is not None and est.method == "wilson" else None
+        if kept is not None and _dataset_samples(kept):
+            result.outcomes[f"{row}|{column}"] = kept
+            cell.outcomes_sha256 = outcomes_digest(*kept)
     return result
 
 
-def _dataset_samples(outcomes: tuple[np.ndarray, np.ndarray] | None) -> bool:
+def _dataset_samples(outcomes: CellOutcomes) -> bool:
     """Whether ``outcomes`` are those of distinct dataset samples (a generated set's images all have index -1:
     nothing to pair two runs on)."""
-    if outcomes is None:
-        return False
     indices = np.asarray(outcomes[0])
     return bool(indices.size) and int(indices.min()) >= 0 and np.unique(indices).size == indices.size
 

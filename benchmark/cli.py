@@ -462,10 +462,10 @@ def compare_cmd(
         from rbench.report.tidy import read_outcomes
 
         theirs = RunResults.read(other)
-        diffs = run_diff.diff_runs(results, theirs, read_outcomes(run_dir, results), read_outcomes(other, theirs))
         if not run_diff.shared_cells(results, theirs):
             raise RbenchError(f"{run_dir} and {other} share no table cell (suites {results.suite!r} and "
                               f"{theirs.suite!r}): nothing to compare")
+        diffs = run_diff.diff_runs(results, theirs, read_outcomes(run_dir, results), read_outcomes(other, theirs))
         if results.suite != theirs.suite:
             print(f"rbench: note: the runs are of two suites ({results.suite!r}, {theirs.suite!r}); cells pair up "
                   "by table, row and column", file=sys.stderr)

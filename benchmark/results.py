@@ -22,6 +22,10 @@ _SIGNIFICANT = re.compile(r"[+\- ]?\.\d+g")
 SAMPLES_FILE = "samples.parquet"
 #: per-sample 0/1 outcomes of the rate cells, by dataset index (``tidy``; ``rbench compare --run`` pairs runs on them)
 OUTCOMES_FILE = "outcomes.parquet"
+#: one cell's (dataset indices, 0/1 outcomes)
+CellOutcomes = tuple[np.ndarray, np.ndarray]
+#: (table, row, column) -> a rate cell's outcomes, as read from outcomes.parquet
+Outcomes = dict[tuple[str, str, str], CellOutcomes]
 
 
 def format_value(value: float, fmt: str) -> str:

@@ -33,10 +33,7 @@ import numpy as np
 
 from rbench.compare import fmt_number
 from rbench.estimate import wilson
-from rbench.results import Cell, ResultTable, RunResults
-
-#: (table, row, column) -> (dataset indices, 0/1 outcomes) of a rate cell (rbench.report.tidy.read_outcomes)
-Outcomes = dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]
+from rbench.results import Cell, CellOutcomes, Outcomes, ResultTable, RunResults
 
 VERDICTS = ("differs", "no difference shown", "equal", "no interval", "only in one run", "failed", "not comparable")
 
@@ -62,8 +59,7 @@ class CellDiff:
     paired: int | None = None
 
 
-def paired_interval(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
-                    ) -> tuple[float, float, int] | None:
+def paired_interval(a: CellOutcomes, b: CellOutcomes) -> tuple[float, float, int] | None:
     """The 95% interval of the difference (in percentage points) of two rates measured on the same samples, from
     their per-sample outcomes ((dataset indices, 0/1) each), by Newcombe's (1998b) method 10 -- MOVER from the two
     Wilson intervals with the 2x2 table's phi coefficient, its numerator AD - BC lowered by n/2 (not below 0) where
@@ -100,7 +96,7 @@ def difference_interval(a: Cell, b: Cell) -> tuple[float, float] | None:
 
 
 def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, Cell] | None,
-           outcomes: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> CellDiff:
+           outcomes: tuple[CellOutcomes, CellOutcomes] | None = None) -> CellDiff:
     """The verdict on one (table, row, column): ``a`` the run's (table, cell), ``b`` the other run's, ``outcomes``
     both cells' per-sample outcomes where both runs kept them."""
     table, cell = a if a is not None else b  # type: ignore[misc]
@@ -117,7 +113,7 @@ def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, 
 
 
 def _values(name: str, a: Cell, b: Cell, fmt: str,
-            outcomes: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> CellDiff:
+            outcomes: tuple[CellOutcomes, CellOutcomes] | None = None) -> CellDiff:
     """The verdict on two cells of one metric (paired on their outcomes where both have them, on one sample set)."""
     row, column = a.row, a.column
     if a.error or b.error:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import mnist, package_version, print_table, setup, speed_ratios, summarize_times, sync
+from common import add_setup_options, mnist, package_version, print_table, setup, speed_ratios, summarize_times, sync
 
 from rbench.inputs import memory_format
 from rbench.plugins import get_plugin
@@ -227,8 +227,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=128, help="test images attacked (default 128)")
     ap.add_argument("--batch-size", type=int, default=64, help="attack batch size, also ART's (default 64)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per method, best is reported (default 3)")
-    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    add_setup_options(ap, "cpu")
     ap.add_argument("--eps", type=float, default=EPS_DEFAULT)
     ap.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     ap.add_argument("--step-size", type=float, default=STEP_SIZE_DEFAULT)
@@ -238,7 +237,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="Adam steps (lr 1e-3, batch 64) per member on MNIST train images (default 100)")
     ap.add_argument("--untrained", action="store_true", help="attack the randomly initialised members")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/adapters.json")
     return ap.parse_args(argv)
 

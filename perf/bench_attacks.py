@@ -33,7 +33,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import fit, mnist, package_version, print_table, setup, speed_ratios, summarize_times, sync
+from common import (
+    add_setup_options,
+    fit,
+    mnist,
+    package_version,
+    print_table,
+    setup,
+    speed_ratios,
+    summarize_times,
+    sync,
+)
 
 from rbench.inputs import memory_format
 from rbench.plugins import get_plugin
@@ -188,8 +198,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=1000, help="test images attacked (default 1000)")
     ap.add_argument("--batch-size", type=int, default=250, help="attack batch size (default 250, as the engine)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per method, best is reported (default 3)")
-    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    add_setup_options(ap, "cpu")
     ap.add_argument("--eps", type=float, default=EPS_DEFAULT)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--step-size", type=float, default=0.01)
@@ -198,7 +207,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--models", default="lenet,mlp")
     ap.add_argument("--sweep", default="100,250,500,1000", help="batch sizes for the LeNet PGD sweep ('' to skip)")
     ap.add_argument("--no-channels-last", action="store_true", help="skip the channels_last comparison")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/attacks.json")
     return ap.parse_args(argv)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from bench_precision import MODELS, attack_job, train
-from common import mnist, print_table, setup, sync
+from common import add_setup_options, mnist, print_table, setup, sync
 
 #: share of the free memory an extrapolated batch may take (the allocator's fragmentation and the cuDNN
 #: workspaces are not proportional to the batch)
@@ -59,12 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--models", default="mlp,lenet")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--n-train", type=int, default=10000)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    add_setup_options(ap, "cuda")
     ap.add_argument("--verify", action="store_true", help="run the extrapolated largest batch once (at most "
                     "--verify-cap images)")
     ap.add_argument("--verify-cap", type=int, default=1_000_000, help="images of the checked batch at most")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench/batch.json"))
     return ap.parse_args(argv)
 

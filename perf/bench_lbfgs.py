@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import fit, mnist, package_version, setup
+from common import add_setup_options, fit, mnist, package_version, setup
 
 from rbench.plugins import get_plugin
 from rbench.plugins.attacks.lbfgs import LbfgsParams, batched_inner, minimal_adversarial, random_targets, scipy_inner
@@ -52,12 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=64, help="test images attacked (default 64)")
     ap.add_argument("--targets", choices=["random", "each"], default="random")
     ap.add_argument("--repeats", type=int, default=2, help="timed repeats per method, best is reported (default 2)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    add_setup_options(ap, None)
     ap.add_argument("--n-train", type=int, default=10000, help="training images (default 10000)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--params", default="{}", help="LbfgsParams overrides as JSON (default: the plugin defaults)")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/lbfgs.json")
     return ap.parse_args(argv)
 

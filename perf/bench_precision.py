@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import fit, mnist, print_table, setup, summarize_times, sync
+from common import add_setup_options, fit, mnist, print_table, setup, summarize_times, sync
 
 from rbench.attack import AttackOutput
 from rbench.attack_loop import attack_in_batches
@@ -126,9 +126,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--n-train", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    ap.add_argument("--seed", type=int, default=0)
+    add_setup_options(ap, "cpu")
     ap.add_argument("--out", type=Path, default=Path("bench/precision.json"))
     return ap.parse_args(argv)
 

@@ -27,6 +27,15 @@ def mnist(split: str, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Ten
     return x, torch.from_numpy(labels[idx].astype(np.int64))
 
 
+def add_setup_options(ap: argparse.ArgumentParser, device: str | None = "cpu") -> None:
+    """The options every script that calls :func:`setup` shares: ``--device`` (default ``device``; none where
+    ``device`` is None: the script runs on the CPU), ``--threads`` and ``--seed``."""
+    if device is not None:
+        ap.add_argument("--device", default=device, help=f"cpu or cuda[:N] (default {device})")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    ap.add_argument("--seed", type=int, default=0)
+
+
 def setup(args: argparse.Namespace) -> torch.device | None:
     """A script's start: ``RBENCH_DATA`` defaults to the workplace's ``../shared/data``, ``--threads`` (if given)
     sets torch's threads; the ``--device`` asked for (cpu if the script has none), or None after saying on stderr

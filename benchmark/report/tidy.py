@@ -22,7 +22,7 @@ import numpy as np
 
 from rbench.errors import RbenchError
 from rbench.report.reporters import Reporter
-from rbench.results import OUTCOMES_FILE, SAMPLES_FILE, RunResults, outcomes_digest
+from rbench.results import OUTCOMES_FILE, SAMPLES_FILE, Outcomes, RunResults, outcomes_digest
 from rbench.rundir import write_output
 
 if TYPE_CHECKING:
@@ -159,10 +159,6 @@ def read_samples(path: Path, results: RunResults) -> dict[str, dict[str, np.ndar
             raise RbenchError(f"{path}: cell ({row}, {column}) of table {table!r} has a missing or non-finite value")
         out.setdefault(table, {})[f"{row}|{column}"] = np.asarray(values, dtype=np.float64)
     return out
-
-
-#: (table, row, column) -> (dataset indices, 0/1 outcomes) of a rate cell
-Outcomes = dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]
 
 
 def write_outcomes(results: RunResults, run_dir: Path) -> Path | None:
