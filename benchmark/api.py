@@ -187,7 +187,7 @@ def evaluate(model: nn.Module, dataset: str = "mnist", attacks: Iterable[str | t
     store_obj = store if isinstance(store, Store) else Store(Path(store) if store is not None else None)
     temporary = run_dir is None
     folder = Path(tempfile.mkdtemp(prefix="rbench-evaluate-")) / "run" if temporary else Path(run_dir)  # type: ignore[arg-type]
-    console = output_console(quiet=quiet)
+    console = output_console(quiet=quiet, stderr=True)
     try:
         outcome = run_generated(doc, folder, header=header, store=store_obj, device=device, workers=1,
                                 job_timeout=None, console=console, quiet=quiet)

@@ -33,6 +33,8 @@ cache_app = typer.Typer(no_args_is_help=True, help="Inspect and clean the artifa
 app.add_typer(cache_app, name="cache")
 
 console = output_console()
+#: a run's live log (progress, per-job lines, warnings as they happen): stderr, apart from the tables
+log = output_console(stderr=True)
 
 
 def path_value(value: str) -> Path:
@@ -158,7 +160,7 @@ def run(
                                  run_dir=run_dir), suite)
         return
     _run_outcome(lambda: run_suite(suite, profile=profile, store=_store(store), run_dir=run_dir, device=device,
-                                   workers=workers, executor=executor, console=console, quiet=quiet,
+                                   workers=workers, executor=executor, console=log, quiet=quiet,
                                    job_timeout=job_timeout, only=only, executor_options=options,
                                    precision=precision))
 
@@ -318,7 +320,7 @@ def eval_cmd(
     header += "\nRepeat it with: rbench run <this file> (paths are absolute; weights are keyed by their SHA-256)"
     options = _executor_options(address, gpu_fraction, num_cpus, max_retries)
     _run_outcome(lambda: run_generated(doc, run_dir, header=header, store=_store(store), device=device,
-                                       workers=workers, job_timeout=job_timeout, console=console, quiet=quiet,
+                                       workers=workers, job_timeout=job_timeout, console=log, quiet=quiet,
                                        executor=executor, executor_options=options))
 
 

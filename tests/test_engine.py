@@ -101,7 +101,7 @@ def test_report_re_renders_without_recomputing(first_run):
 def test_two_workers_compute_the_same_tables(first_run, tmp_path):
     suite, _, outcome = first_run
     out = rbench("run", str(suite), "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "run"),
-                 "--workers", "2", "--device", "cpu", "-q")
+                 "--workers", "2", "--device", "cpu")
     assert out.returncode == 0, out.stderr
     results = RunResults.read(tmp_path / "run")
     ours, theirs = _values(results), _values(outcome.results)
@@ -110,6 +110,9 @@ def test_two_workers_compute_the_same_tables(first_run, tmp_path):
     assert all(a is None and b is None or abs(a - b) <= 100 * 2 / 64 + 1e-9 for a, b in
                ((ours[k], theirs[k]) for k in ours))
     assert "22 done" in out.stdout
+    # the live log (one line per finished job) goes to stderr, so that stdout is just the tables and the summary
+    assert " done train " in out.stderr and " done " not in out.stdout.replace("22 done", "")
+    assert "┃" in out.stdout and "┃" not in out.stderr
 
 
 class _Broken(FixedBudgetAttack):

@@ -29,12 +29,14 @@ COLOURS = {"within": "green", "inconclusive": "yellow", "outside": "red", "missi
 UNWRAPPED = 1000
 
 
-def output_console(quiet: bool = False) -> Console:
-    """The console a run's tables and log lines go to: stdout, as wide as the terminal; written to a pipe or a file
-    (and COLUMNS unset), wide enough that no table is wrapped or cut. Decided by whether stdout is a tty, not by
-    rich's ``is_terminal``, which FORCE_COLOR or TTY_COMPATIBLE (set in many CI logs) turn on; a notebook keeps
+def output_console(quiet: bool = False, stderr: bool = False) -> Console:
+    """A console on stdout (a command's product: tables, comparisons, the run's summary) or, with ``stderr``, on
+    stderr (a run's live log: progress bars, one line per finished job, warnings as they happen), so that
+    ``rbench run SUITE > tables.txt`` keeps just the tables. As wide as the terminal; written to a pipe or a file
+    (and COLUMNS unset), wide enough that no table is wrapped or cut. Decided by whether its stream is a tty, not
+    by rich's ``is_terminal``, which FORCE_COLOR or TTY_COMPATIBLE (set in many CI logs) turn on; a notebook keeps
     rich's own width."""
-    console = Console(quiet=quiet)
+    console = Console(quiet=quiet, stderr=stderr)
     isatty = getattr(console.file, "isatty", None)
     piped = not console.is_jupyter and not (callable(isatty) and isatty())
     if piped and not os.environ.get("COLUMNS"):
