@@ -220,6 +220,30 @@ def test_the_unit_note_is_not_repeated_when_the_title_gives_the_unit():
     assert unit_note(table) == ""
 
 
+def test_every_title_says_how_many_samples_its_cells_rest_on(first_run, tmp_path):
+    from rbench.report.reporters import full_title
+    from rbench.results import Cell, ResultTable
+
+    table = ResultTable("t", "Errors by model", ["a", "c"], ["b"], "rows", "columns", {"error": "%"},
+                        {"error": ".1f"}, [Cell("a", "b", 1.0, n=1000), Cell("c", "b", 2.0, n=40)], "",
+                        metric_of={"a|b": "error", "c|b": "error"})
+    assert full_title(table) == "Errors by model (%; n = 40 to 1000 per cell)"
+    table.cells[1] = Cell("c", "b", None, n=3, error="failed")  # a failed cell's n is not shown
+    table.title = "Errors (%) by model"
+    assert full_title(table) == "Errors (%) by model (n = 1000 per cell)"
+    table.cells = [Cell("a", "b", 0.1)]  # no n (a binned statistic): nothing to add
+    assert full_title(table) == "Errors (%) by model"
+    run_dir = first_run[2].run_dir  # each reporter shows it, and the terminal's title is one unwrapped line
+    n = {c.n for c in first_run[2].results.tables[0].cells}
+    shown = f"n = {n.pop()} per cell" if len(n) == 1 else "n = "
+    assert shown in (run_dir / "tables.md").read_text() and shown in (run_dir / "report.html").read_text()
+    suite, root = first_run[0], first_run[1]
+    out = rbench("run", str(suite), "--store", str(root / "store"), "--run-dir", str(tmp_path / "again"), "-q",
+                 env={"COLUMNS": "40"})  # narrower than the title: rich's table title would wrap
+    assert out.returncode == 0 and any(line.startswith(first_run[2].results.tables[0].title) and shown in line
+                                       for line in out.stdout.splitlines()), out.stdout
+
+
 class _Returns:
     """A metric plugin returning a fixed object, whatever the cell."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rbench.errors import RbenchError
-from rbench.report.reporters import INTERVAL_NOTE, Reporter, describe_paired, header, safe_name, unit_note
+from rbench.report.reporters import INTERVAL_NOTE, Reporter, describe_paired, full_title, header, safe_name
 from rbench.results import Cell, ResultTable, RunResults, format_value
 from rbench.rundir import write_output
 
@@ -198,7 +198,7 @@ def html_table(index: int, table: ResultTable, figures: list[Path], cmp: Compari
                             f"({verdict_counts(of_paper)})")
     absent = [f"{r.row} / {r.column}: {r.published:g} in {r.paper}, {r.figure} ({r.note})" for r in mine
               if (r.row, r.column) not in cells]
-    return HtmlTable(tid, table.name, f"{table.title}{unit_note(table)}", header(table), rows,
+    return HtmlTable(tid, table.name, full_title(table), header(table), rows,
                      [_paired(p) for p in table.paired], shown, compared, absent,
                      [(c.row, c.column, list(c.jobs)) for c in table.cells], cmp.notes.get(table.name, []))
 

@@ -126,6 +126,25 @@ def unit_note(table: ResultTable) -> str:
     return "" if f"({unit}" in table.title else f" ({unit})"
 
 
+def size_note(table: ResultTable) -> str:
+    """How many samples the cells rest on: ``n = 1000 per cell``, or ``n = 312 to 1000 per cell`` where they
+    differ (a mean over the successful adversarials only, a smaller profile of one evaluation); "" when no cell
+    has an n."""
+    sizes = [c.n for c in table.cells if c.n is not None and c.value is not None]
+    if not sizes:
+        return ""
+    low, high = min(sizes), max(sizes)
+    return f"n = {low} per cell" if low == high else f"n = {low} to {high} per cell"
+
+
+def full_title(table: ResultTable) -> str:
+    """The title every reporter shows: the suite's, then its unit (:func:`unit_note`) and sample sizes
+    (:func:`size_note`) in one parenthesis: ``Test error under attack (%; n = 1000 per cell)``."""
+    unit, size = unit_note(table).strip()[1:-1], size_note(table)
+    notes = "; ".join(part for part in (unit, size) if part)
+    return f"{table.title} ({notes})" if notes else table.title
+
+
 class Markdown(Reporter):
     name = "md"
     suffix = "tables.md"
@@ -137,7 +156,7 @@ class Markdown(Reporter):
         parts = [f"# {results.title or results.suite}\n",
                  f"Suite `{results.suite}`, profile `{results.profile or 'default'}`. {INTERVAL_NOTE}\n"]
         for t in results.tables:
-            parts.append(f"## {t.title}{unit_note(t)}\n")
+            parts.append(f"## {full_title(t)}\n")
             parts.append(tabulate(grid(t), headers=header(t), tablefmt="github", disable_numparse=True) + "\n")
             if t.paired:
                 parts.append("Paired tests:\n\n" + "\n".join(f"- {describe_paired(p)}" for p in t.paired) + "\n")

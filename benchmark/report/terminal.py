@@ -19,7 +19,7 @@ from rbench.compare import (
     summary,
     verdict_counts,
 )
-from rbench.report.reporters import describe_paired, grid, header, unit_note
+from rbench.report.reporters import describe_paired, full_title, grid, header
 from rbench.results import RunResults
 from rbench.run_diff import HEADERS, CellDiff, counts, rows_of
 
@@ -46,7 +46,9 @@ def output_console(quiet: bool = False, stderr: bool = False) -> Console:
 
 def print_tables(results: RunResults, console: Console) -> None:
     for t in results.tables:
-        table = Table(title=escape(f"{t.title}{unit_note(t)}"), title_justify="left", show_lines=False)
+        # the title on a line of its own, not rich's table title: that one wraps at the table's width
+        console.print(escape(full_title(t)), style="bold", highlight=False, soft_wrap=True)
+        table = Table(show_lines=False)
         for i, name in enumerate(header(t)):  # narrower than the table, a terminal wraps row labels, never cuts
             # them; a value column's header wraps at spaces, and a token cut shows "…" (folded, "eps=0.05" read
             # "eps=0.0" over "5")
