@@ -138,8 +138,27 @@ def test_auroc_interval_follows_hanley_and_mcneil():
     se = np.sqrt((0.9 * 0.1 + 99 * (q1 - 0.81) + 99 * (q2 - 0.81)) / 10000)
     assert est.high - est.value == pytest.approx(1.959964 * se, rel=1e-5) and est.method == "hanley-mcneil"
     assert auroc(0.9, 1000, 1000).high - 0.9 < (est.high - 0.9) / 3  # ten times the samples, a third the width
-    perfect = auroc(1.0, 50, 50)
-    assert perfect.high == 1.0 and perfect.low == 1.0  # the closed form has no width at 1: the verdict is two-way
+    perfect, worst = auroc(1.0, 50, 80), auroc(0.0, 80, 50)  # the closed form has no width at 0 or 1
+    assert perfect.high == 1.0 and perfect.low == pytest.approx(50 / (50 + 1.959964**2), rel=1e-6)
+    assert worst.low == 0.0 and worst.high == pytest.approx(1 - perfect.low)
+
+
+def test_auroc_interval_at_one_covers_the_true_auroc():
+    """Binormal scores with a true AUROC of 0.995 and 20 per side give a sample AUROC of exactly 1 about half the
+    time; the Hanley-McNeil interval then has no width and misses. Checked by simulation (fixed seed)."""
+    from scipy.stats import norm
+
+    from rbench.estimate import auroc
+
+    rng, true, m = np.random.default_rng(0), 0.995, 20
+    shift, covered, perfect = np.sqrt(2) * norm.ppf(true), 0, 0
+    for _ in range(400):
+        pos, neg = rng.normal(shift, 1, m), rng.normal(0, 1, m)
+        value = float((pos[:, None] > neg[None, :]).mean())
+        est = auroc(value, m, m)
+        covered += est.low <= true <= est.high
+        perfect += value == 1.0
+    assert perfect > 100 and covered / 400 >= 0.95
 
 
 @pytest.mark.parametrize(("k", "n", "target"), [(23, 200, 10.0), (382, 1000, 37.0), (3, 100, 1.5), (95, 100, 97.5)])
