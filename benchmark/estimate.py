@@ -204,8 +204,10 @@ class PairedTest:
 
 def mcnemar(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> PairedTest | None:
     """McNemar's exact test of the outcomes ``a`` and ``b`` ((dataset indices, 0/1 outcomes) each), aligned by
-    index; None when they share no sample."""
-    from scipy.stats import binomtest
+    index; None when they share no sample. The binomial test at 1/2 is symmetric, so its two-sided p-value is twice
+    the smaller tail (capped at 1): ``scipy.special.bdtr`` gives it without importing ``scipy.stats`` (0.7 s of a
+    2.6 s warm quickstart); the tests compare it with ``scipy.stats.binomtest``."""
+    from scipy.special import bdtr
 
     shared, ia, ib = np.intersect1d(a[0], b[0], assume_unique=False, return_indices=True)
     if shared.size == 0:
@@ -213,5 +215,5 @@ def mcnemar(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) 
     oa, ob = np.asarray(a[1], dtype=bool)[ia], np.asarray(b[1], dtype=bool)[ib]
     a_only, b_only = int((oa & ~ob).sum()), int((~oa & ob).sum())
     discordant = a_only + b_only
-    p = 1.0 if discordant == 0 else float(binomtest(min(a_only, b_only), discordant, 0.5).pvalue)
+    p = min(1.0, 2.0 * float(bdtr(min(a_only, b_only), discordant, 0.5))) if discordant else 1.0
     return PairedTest(int(shared.size), a_only, b_only, p)

@@ -43,9 +43,10 @@ def test_intervals_are_scipys_to_the_last_bit_without_importing_scipy_stats():
     from rbench.estimate import _z
 
     assert _z() == float(norm.ppf(0.975))
-    code = ("import sys, numpy as np; from rbench.estimate import rate, mean, class_balanced_rate, auroc; "
+    code = ("import sys, numpy as np; from rbench.estimate import rate, mean, class_balanced_rate, auroc, mcnemar; "
             "rate(np.ones(9, bool)); mean(np.arange(5.0)); class_balanced_rate(np.ones(4, bool), np.arange(4)); "
-            "auroc(0.9, 10, 10); print('scipy.stats' in sys.modules)")
+            "auroc(0.9, 10, 10); mcnemar((np.arange(3), np.ones(3, bool)), (np.arange(3), np.zeros(3, bool))); "
+            "print('scipy.stats' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
@@ -111,6 +112,16 @@ def test_mcnemar_pairs_by_index_and_counts_discordant_pairs():
     same = mcnemar(a, a)
     assert (same.a_only, same.b_only, same.p_value) == (0, 0, 1.0)
     assert mcnemar(a, (np.array([20, 21]), np.array([True, False]))) is None
+
+
+@pytest.mark.parametrize("discordant", [1, 2, 7, 8, 60, 333, 1000])
+def test_mcnemar_p_value_is_scipys_exact_binomial_test(discordant):
+    from scipy.stats import binomtest
+
+    for a_only in range(discordant + 1):
+        a = (np.arange(discordant), np.arange(discordant) < a_only)
+        expected = binomtest(a_only, discordant, 0.5).pvalue
+        assert mcnemar(a, (a[0], ~a[1])).p_value == pytest.approx(expected, rel=1e-9, abs=1e-300)
 
 
 def test_samples_needed_shrinks_the_half_width_below_the_distance():
