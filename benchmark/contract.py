@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from rbench.attack import AttackOutput, Budget
+from rbench.estimate import interval_holds
 from rbench.inputs import PluginContractError, finite_logits, model_name, predicted_success
+from rbench.probe import MEASURED_KEYS
 
 #: Float tolerance on a declared budget (the ball's radius may be hit exactly, up to float32 rounding).
 BUDGET_RTOL, BUDGET_ATOL = 1e-5, 1e-5
@@ -137,18 +139,36 @@ def check_transform_output(name: str, x_adv: Any, x: torch.Tensor, budget: Budge
                                       f"{budget.eps} (sample {worst})")
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _measurement_ok(v: Any) -> bool:
+    """A finite number, None, or a measurement with its interval (:func:`rbench.probe.measured`): finite value,
+    a count n >= 1, finite ends holding the value (both None without an interval) and the interval's name."""
+    if v is None or _finite(v):
+        return True
+    if not isinstance(v, dict) or set(v) != MEASURED_KEYS:
+        return False
+    ends = (v["low"], v["high"])
+    return (_finite(v["value"]) and isinstance(v["n"], int) and not isinstance(v["n"], bool) and v["n"] >= 1
+            and isinstance(v["interval"], str) and (ends == (None, None) and not v["interval"] or
+                                                   all(_finite(e) for e in ends) and bool(v["interval"]) and
+                                                   interval_holds(v["low"], v["value"], v["high"])))
+
+
 def check_measurements(probe: str, label: str, values: Any) -> None:
-    """A probe returns a dict of finite numbers or lists of them, None marking an undefined one (else
+    """A probe returns a dict of measurements -- finite numbers, measurements with their interval
+    (``rbench.probe.measured``), None marking an undefined one -- or lists of them (else
     :class:`PluginContractError` naming the probe)."""
     if not isinstance(values, dict):
         raise PluginContractError(f"probe {probe!r} ({label}) returned {type(values).__name__}, not a dict")
     for key, value in values.items():
         items = value if isinstance(value, list) else [value]
-        numbers = all(v is None or (isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v))
-                      for v in items)
-        if not isinstance(key, str) or not numbers:
+        if not isinstance(key, str) or not all(_measurement_ok(v) for v in items):
             raise PluginContractError(f"probe {probe!r} ({label}) returned {key!r} = {value!r}: measurements "
-                                      "must be finite numbers (or None) or lists of them")
+                                      "must be finite numbers (or None), measurements with an interval "
+                                      "(rbench.probe.measured), or lists of them")
 
 
 def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor | None, device: torch.device,

@@ -3,7 +3,8 @@
 A metric's ``compute`` may return a plain number (no interval is claimed) or an :class:`Estimate`, made by
 :func:`rate` (a proportion in %, Wilson score interval), :func:`mean` (a mean of per-sample values, Student t
 interval), :func:`class_balanced_rate` (a mean over classes of per-class proportions, normal approximation from
-the per-class binomial variances) or :func:`auroc` (Hanley & McNeil's normal interval). An estimate may keep the
+the per-class binomial variances), :func:`auroc` (Hanley & McNeil's normal interval), :func:`median` (order
+statistics) or :func:`correlation` (Pearson's r, Fisher's z). An estimate may keep the
 per-sample outcomes behind it: ``outcomes`` (dataset index -> 0/1) for paired tests between cells on the same
 samples, ``samples`` (per-sample values) for distribution plots; neither goes into results.json.
 """
@@ -22,8 +23,8 @@ LEVEL = 0.95
 @dataclass(frozen=True)
 class Estimate:
     """``value`` (in the metric's unit) from ``n`` samples, with its ``LEVEL`` interval [``low``, ``high``] made by
-    ``method`` ("wilson", "t", "normal", "hanley-mcneil"); ``low``/``high`` None where no interval can be given
-    (n < 2 for a mean)."""
+    ``method`` ("wilson", "t", "normal", "hanley-mcneil", "order statistics", "fisher-z"); ``low``/``high`` None
+    where no interval can be given (n < 2 for a mean)."""
 
     value: float
     n: int
@@ -142,6 +143,41 @@ def auroc(value: float, n_positive: int, n_negative: int) -> Estimate:
                         "hanley-mcneil")
     half = _z() * math.sqrt(max(variance, 0.0))
     return Estimate(a, n_positive + n_negative, max(0.0, a - half), min(1.0, a + half), "hanley-mcneil")
+
+
+def median(values: np.ndarray, scale: float = 1.0) -> Estimate | None:
+    """``scale`` (> 0) times the median of ``values`` with its distribution-free 95% interval from order
+    statistics: [x_(l), x_(n+1-l)] (sorted, counted from 1) for the largest l with P(B < l) <= 2.5%, B ~
+    Binomial(n, 1/2) the number of samples below the true median, so the interval holds it with probability >= 95%
+    whatever the distribution (exact for continuous values). No interval below 6 values (even [x_(1), x_(n)] holds
+    less than 95%); None for no values. The values are kept for plots."""
+    from scipy.special import bdtr  # the binomial CDF, without importing scipy.stats
+
+    values = np.asarray(values, dtype=np.float64).ravel()
+    n = int(values.size)
+    if n == 0:
+        return None
+    ordered = np.sort(values)
+    value = scale * float(np.median(ordered))
+    tail = (1 - LEVEL) / 2
+    below = int(np.searchsorted(bdtr(np.arange(n), n, 0.5), tail, side="right"))  # l - 1 = #{j: P(B <= j) <= tail}
+    if below == 0:
+        return Estimate(value, n, None, None, "", samples=values)
+    return Estimate(value, n, scale * float(ordered[below - 1]), scale * float(ordered[n - below]),
+                    "order statistics", samples=values)
+
+
+def correlation(r: float | None, n: int) -> Estimate | None:
+    """Pearson's ``r`` over ``n`` pairs with Fisher's z interval (tanh(atanh r +- z / sqrt(n - 3)), what
+    ``scipy.stats.pearsonr(...).confidence_interval()`` gives); no interval for n <= 3 or |r| = 1; None where r is
+    undefined (None)."""
+    if r is None:
+        return None
+    r = float(r)
+    if n <= 3 or abs(r) >= 1.0:
+        return Estimate(r, n, None, None, "")
+    centre, half = math.atanh(r), _z() / math.sqrt(n - 3)
+    return Estimate(r, n, math.tanh(centre - half), math.tanh(centre + half), "fisher-z")
 
 
 def _z() -> float:

@@ -22,7 +22,7 @@ from rbench.plugins.metrics.rates import ClassRobustness, ClassRobustnessParams
 from rbench.plugins.metrics.worst_case import AttackRef, WorstCase, WorstCaseParams
 from rbench.plugins.models.layers import TemperedSigmoid
 from rbench.plugins.models.sigmoid_mlp import SigmoidMlp, SigmoidMlpParams
-from rbench.plugins.probes.gradients import InputGradient, correlation
+from rbench.plugins.probes.gradients import InputGradient, input_gradient_magnitude, pearson
 from rbench.plugins.probes.regimes import ActivationRegimes, RegimesParams, regime_bounds
 from rbench.results import Cell, ResultTable
 from rbench.store import Store
@@ -62,10 +62,18 @@ def test_regimes_count_net_values_by_part():
     x = values.view(2, 1, 2, 2)
     out = ActivationRegimes().measure(_Net(1.0), x, torch.zeros(2, dtype=torch.long), RegimesParams(),
                                       generator=torch.Generator())
-    assert out["linear"] == pytest.approx(100 * 3 / 8)
-    assert out["nonlinear"] == pytest.approx(100 * 2 / 8)
-    assert out["saturated"] == pytest.approx(100 * 3 / 8)
+    assert out["linear"]["value"] == pytest.approx(100 * 3 / 8)
+    assert out["nonlinear"]["value"] == pytest.approx(100 * 2 / 8)
+    assert out["saturated"]["value"] == pytest.approx(100 * 3 / 8)
     assert (out["r1"], out["r2"]) == pytest.approx((r1, r2))
+    # the samples (the independent draws) hold 3/4 and 0/4 linear values: the t interval of those two shares,
+    # 37.5 +- 476, clipped to what a share can be
+    assert out["linear"]["n"] == 2 and out["linear"]["interval"] == "t"
+    assert (out["linear"]["low"], out["linear"]["high"]) == (0.0, 100.0)
+    wide = ActivationRegimes().measure(_Net(1.0), values.repeat(10).view(20, 1, 2, 2),
+                                       torch.zeros(20, dtype=torch.long), RegimesParams(), generator=torch.Generator())
+    half = 2.093024 * np.std([75.0, 0.0] * 10, ddof=1) / np.sqrt(20)
+    assert (wide["linear"]["low"], wide["linear"]["high"]) == pytest.approx((37.5 - half, 37.5 + half), rel=1e-6)
 
 
 def test_regimes_need_a_sigmoid_layer():
@@ -83,8 +91,9 @@ def test_input_gradient_vanishes_exactly_in_saturated_units_and_then_has_no_corr
     x = torch.rand(20, 1, 28, 28)
     y = torch.arange(20) % 10
     out = InputGradient().measure(model, x, y, None, generator=torch.Generator())
-    assert out["zero_fraction"] == 100.0
-    assert out["median"] == 0.0
+    assert out["zero_fraction"]["value"] == 100.0 and out["zero_fraction"]["interval"] == "wilson"
+    assert out["zero_fraction"]["low"] == pytest.approx(100 * 20 / (20 + 1.959964**2), rel=1e-6)
+    assert out["median"]["value"] == 0.0 and out["median"]["low"] == out["median"]["high"] == 0.0
     assert out["correlation"] is None and out["p_value"] is None
 
 
@@ -93,14 +102,21 @@ def test_input_gradient_correlates_negatively_with_confidence_on_a_trained_model
 
     model, x, y = small_mnist_model([32], activation="sigmoid", epochs=3, lr=3e-3, n_test=300)
     out = InputGradient().measure(model, x, y, None, generator=torch.Generator())
-    assert out["correlation"] < -0.5 and out["p_value"] < 1e-6
+    r = out["correlation"]
+    assert r["value"] < -0.5 and out["p_value"] < 1e-6 and r["n"] == 300 and r["interval"] == "fisher-z"
+    assert -1 < r["low"] < r["value"] < r["high"] < 0
     assert len(out["class_median"]) == len(out["class_correlation"]) == 10
-    assert 0 < out["median"] and out["zero_fraction"] < 100
+    g = input_gradient_magnitude(model, x, y)[0]
+    median = out["median"]
+    assert median["value"] == pytest.approx(float(np.median(g))) and median["interval"] == "order statistics"
+    # about 95% of the samples between the ends: the 8.7% and 91.3% order statistics of 300 (Binomial(300, 1/2))
+    assert 0.4 < np.mean(g < median["low"]) < 0.45 and 0.4 < np.mean(g > median["high"]) < 0.45
+    assert 0 < median["value"] and out["zero_fraction"]["value"] < 100
 
 
 def test_correlation_is_undefined_for_constant_inputs():
-    assert correlation(np.ones(5), np.arange(5.0)) == (None, None)
-    r, p = correlation(np.arange(5.0), -np.arange(5.0))
+    assert pearson(np.ones(5), np.arange(5.0)) == (None, None)
+    r, p = pearson(np.arange(5.0), -np.arange(5.0))
     assert r == pytest.approx(-1.0) and p < 1e-3
 
 
@@ -394,7 +410,7 @@ def test_monitored_training_stores_every_epochs_measurements(monitored_run):
     assert set(first["fgsm_robustness"]) == {"robustness@0.1", "class_robustness@0.1", "robustness@0.2",
                                               "class_robustness@0.2"}
     regimes = first["activation_regimes"]
-    assert regimes["linear"] + regimes["nonlinear"] + regimes["saturated"] == pytest.approx(100.0)
+    assert sum(regimes[k]["value"] for k in ("linear", "nonlinear", "saturated")) == pytest.approx(100.0)
     _, watched = _checkpoint(store, results, "train watched")
     assert [e["epoch"] for e in watched["stats"]["observed"]] == [2]  # every = 2
     assert set(watched["stats"]["observed"][0]) == {"epoch", "accuracy", "again"}
@@ -413,9 +429,16 @@ def test_observed_cells_read_the_training_job(monitored_run):
     values = run_values(folder / "run")
     _, meta = _checkpoint(store, results, "train steep")
     last, first = meta["stats"]["observed"][-1], meta["stats"]["observed"][0]
-    assert values[("training", "steep", "accuracy")] == pytest.approx(last["accuracy"]["accuracy"])
-    assert values[("training", "steep", "saturated")] == pytest.approx(first["activation_regimes"]["saturated"])
-    assert values[("training", "steep", "G class 3")] == pytest.approx(last["input_gradient"]["class_median"][3])
+    assert values[("training", "steep", "accuracy")] == pytest.approx(last["accuracy"]["accuracy"]["value"])
+    saturated = first["activation_regimes"]["saturated"]
+    assert values[("training", "steep", "saturated")] == pytest.approx(saturated["value"])
+    g3 = last["input_gradient"]["class_median"][3]
+    assert values[("training", "steep", "G class 3")] == pytest.approx(g3["value"])
+    cells = {(t["name"], c["row"], c["column"]): c for t in results["tables"] for c in t["cells"]}
+    cell = cells[("training", "steep", "saturated")]  # each with the interval the probe measured
+    assert (cell["n"], cell["low"], cell["high"], cell["interval"]) == (saturated["n"], saturated["low"],
+                                                                         saturated["high"], "t")
+    assert cells[("training", "steep", "G class 3")]["interval"] == g3["interval"] == "order statistics"
     table = next(t for t in results["tables"] if t["name"] == "unmonitored")
     assert "was not monitored" in table["cells"][0]["error"]
 
@@ -488,3 +511,23 @@ def test_a_probe_returning_nan_fails_the_training_job_naming_it(tmp_path):
     assert "probe 'broken'" in proc.stdout + proc.stderr and "finite" in proc.stdout + proc.stderr
     values = run_values(tmp_path / "run")
     assert values[("robustness", "FGSM", "steep")] is not None  # the other models are unaffected
+
+
+def test_measurements_with_an_interval_are_checked_like_numbers():
+    from rbench.contract import check_measurements
+    from rbench.estimate import rate
+    from rbench.inputs import PluginContractError
+    from rbench.probe import measured, read_measurement
+
+    good = measured(rate(np.array([True, False, True])))
+    check_measurements("p", "label", {"a": good, "b": [good, None, 1.5], "c": measured(None)})
+    back = read_measurement(good)
+    assert (back.value, back.n, back.low, back.high, back.method) == (good["value"], 3, good["low"], good["high"],
+                                                                      "wilson")
+    bad = [{**good, "low": good["value"] + 1}, {**good, "high": float("nan")}, {**good, "n": 0},
+           {**good, "n": True}, {k: v for k, v in good.items() if k != "interval"}, {**good, "extra": 1},
+           {**good, "low": None}, {**good, "low": None, "high": None}, {**good, "interval": ""},
+           {**good, "value": float("inf")}]
+    for value in bad:
+        with pytest.raises(PluginContractError, match="probe 'p' \\(label\\) returned 'a'"):
+            check_measurements("p", "label", {"a": [good, value]})

@@ -113,8 +113,9 @@ def describe_paired(test: dict) -> str:
 
 
 INTERVAL_NOTE = ("±h: the larger half-width of the cell's 95% interval (Wilson for rates, Student t for means, "
-                 "normal for class-balanced rates, Hanley-McNeil for AUROC; binned statistics such as ECE carry "
-                 "none); n and the interval's ends are in results.json and cells.csv.")
+                 "normal for class-balanced rates, Hanley-McNeil for AUROC, order statistics for medians, Fisher's "
+                 "z for correlations; binned statistics such as ECE carry none); n and the interval's ends are in "
+                 "results.json and cells.csv.")
 
 
 def unit_note(table: ResultTable) -> str:

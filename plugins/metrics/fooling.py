@@ -19,12 +19,13 @@ confidence re-predicted from the stored image by the source model, else the cell
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rbench.estimate import Estimate, mean, rate
+from rbench.estimate import Estimate, mean, median, rate
 from rbench.metric import CellData, Metric
 
 Reduce = Literal["median", "mean", "min", "max"]
@@ -117,8 +118,10 @@ class FoolingConfidence(Metric):
         _, values = _values(cell, params.cls, params.generation)
         if values is None or values.size == 0:
             return None
-        if params.reduce == "mean":  # a mean has a t interval; other reductions are reported bare
+        if params.reduce == "mean":  # a mean has a t interval, a median order statistics; min and max are bare
             return mean(values, scale=100.0, bounds=(0.0, 100.0))
+        if params.reduce == "median":
+            return median(values, scale=100.0)
         return 100.0 * _reduce(values, params.reduce)  # type: ignore[operator]
 
 
@@ -162,7 +165,7 @@ class FoolingGenerations(Metric):
     unit = ""
     fmt = ".0f"
 
-    def compute(self, cell: CellData, params: GenerationsParams) -> float | None:
+    def compute(self, cell: CellData, params: GenerationsParams) -> Estimate | float | None:
         rows = selected(cell, params.cls)
         if rows is None or rows.size == 0:
             return None
@@ -172,4 +175,8 @@ class FoolingGenerations(Metric):
         reached = record >= params.threshold
         if not reached.any(axis=1).all():
             return None  # some image never reached the threshold within the run
-        return _reduce(reached.argmax(axis=1).astype(np.float64), params.reduce)
+        generations = reached.argmax(axis=1).astype(np.float64)
+        if params.reduce == "median":  # order statistics; a mean has a t interval, min and max none
+            return median(generations)
+        return mean(generations, bounds=(0.0, math.inf)) if params.reduce == "mean" \
+            else _reduce(generations, params.reduce)

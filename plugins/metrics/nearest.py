@@ -13,12 +13,14 @@ exactly; Linf is computed directly, chunk by chunk.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from rbench.estimate import Estimate, mean, median
 from rbench.metric import CellData, Metric, Reference
 
 #: queries per chunk (keeps the query x reference matrix near 100 MB for the 60000-image MNIST training set)
@@ -63,7 +65,7 @@ class NearestDistance(Metric):
         """``reference``: an evaluation of the suite, checked before any work."""
         return [Reference("reference", "evaluation", params.reference)]
 
-    def compute(self, cell: CellData, params: NearestParams) -> float | None:
+    def compute(self, cell: CellData, params: NearestParams) -> Estimate | float | None:
         x = cell.inputs[0] if cell.adv is None else torch.tensor(cell.adv.x_adv)
         if len(x) == 0:
             return None
@@ -71,4 +73,9 @@ class NearestDistance(Metric):
             reference = cell.inputs_of(params.reference)[0]
         except KeyError:
             raise ValueError(f"reference {params.reference!r}: the suite has no such evaluation") from None
-        return float(getattr(np, params.reduce)(nearest(x, reference, params.norm).numpy()))
+        distances = nearest(x, reference, params.norm).numpy()
+        if params.reduce == "median":  # with its order-statistic interval, a mean with its t interval
+            return median(distances)
+        if params.reduce == "mean":
+            return mean(distances, bounds=(0.0, math.inf))
+        return float(getattr(np, params.reduce)(distances))  # min and max are reported bare

@@ -6,7 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rbench.estimate import Estimate
 from rbench.metric import CellData, Metric, Reference
+from rbench.probe import read_measurement
 
 
 class ObservedParams(BaseModel):
@@ -29,8 +31,9 @@ def observations(cell: CellData) -> list[dict]:
     return observed
 
 
-def measurement(entry: dict, params: ObservedParams) -> float | None:
-    """One measurement of one observation; None where the probe found it undefined."""
+def measurement(entry: dict, params: ObservedParams) -> float | Estimate | None:
+    """One measurement of one observation (an :class:`Estimate` where the probe gave its interval); None where the
+    probe found it undefined."""
     if params.probe not in entry:
         raise ValueError(f"no probe labelled {params.probe!r} in the monitor (has: "
                          f"{', '.join(k for k in entry if k != 'epoch')})")
@@ -45,11 +48,12 @@ def measurement(entry: dict, params: ObservedParams) -> float | None:
         if params.index >= len(value):
             raise ValueError(f"{params.probe}.{params.value} has {len(value)} elements, no index {params.index}")
         value = value[params.index]
-    return None if value is None else float(value)
+    return read_measurement(value)
 
 
 class Observed(Metric):
-    """A measurement a probe took while the target model trained (``monitor`` in the suite), at one epoch."""
+    """A measurement a probe took while the target model trained (``monitor`` in the suite), at one epoch, with
+    the 95% interval the probe gave it (none for a plain number)."""
 
     name = "observed"
     Params = ObservedParams
@@ -62,7 +66,7 @@ class Observed(Metric):
         known only once the probe has measured)."""
         return [Reference("probe", "probe", params.probe)]
 
-    def compute(self, cell: CellData, params: ObservedParams) -> float | None:
+    def compute(self, cell: CellData, params: ObservedParams) -> float | Estimate | None:
         observed = observations(cell)
         entry: dict | None
         if params.epoch == "first":

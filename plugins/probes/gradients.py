@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from rbench.dataset import NoParams
+from rbench.estimate import correlation, median, rate
 from rbench.plugins.probes.robustness import CHUNK
-from rbench.probe import Probe
+from rbench.probe import Probe, measured
 
 
 def input_gradient_magnitude(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -28,7 +29,7 @@ def input_gradient_magnitude(model: torch.nn.Module, x: torch.Tensor, y: torch.T
     return torch.cat(g).numpy(), torch.cat(conf).numpy()
 
 
-def correlation(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
+def pearson(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
     """Pearson's r and its two-sided p-value; (None, None) where it is undefined (fewer than 3 samples or a
     constant input, e.g. gradients that vanish everywhere)."""
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
@@ -42,21 +43,23 @@ def correlation(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | Non
 
 
 class InputGradient(Probe):
-    """``median``: the median of G(x) over the slice; ``class_median``: per class; ``correlation`` and
-    ``p_value``: Pearson's r between G(x) and the true-class confidence over the slice, and its p-value;
-    ``class_correlation`` and ``class_p_value``: the same within each class (the paper's figure 8);
-    ``zero_fraction``: the share (%) of samples whose input gradient is exactly zero in float32 (vanished, e.g.
-    in saturated sigmoids). An undefined correlation is None."""
+    """``median``: the median of G(x) over the slice (with its order-statistic interval); ``class_median``: per
+    class; ``correlation`` and ``p_value``: Pearson's r between G(x) and the true-class confidence over the slice
+    (with Fisher's z interval), and its p-value; ``class_correlation`` and ``class_p_value``: the same within each
+    class (the paper's figure 8); ``zero_fraction``: the share (%) of samples whose input gradient is exactly
+    zero in float32 (vanished, e.g. in saturated sigmoids; Wilson interval). An undefined correlation is None."""
 
     name = "input_gradient"
     Params = NoParams
+    version = "2"  # measurements carry their intervals
 
     def measure(self, model, x, y, params, *, generator):
         g, conf = input_gradient_magnitude(model, x, y)
         labels = y.cpu().numpy()
-        classes = np.unique(labels)
-        r, p = correlation(g, conf)
-        per_class = [correlation(g[labels == c], conf[labels == c]) for c in classes]
-        return {"median": float(np.median(g)), "class_median": [float(np.median(g[labels == c])) for c in classes],
-                "correlation": r, "p_value": p, "class_correlation": [c[0] for c in per_class],
-                "class_p_value": [c[1] for c in per_class], "zero_fraction": 100.0 * float((g == 0).mean())}
+        members = [labels == c for c in np.unique(labels)]
+        r, p = pearson(g, conf)
+        per_class = [(pearson(g[m], conf[m]), int(m.sum())) for m in members]
+        return {"median": measured(median(g)), "class_median": [measured(median(g[m])) for m in members],
+                "correlation": measured(correlation(r, g.size)), "p_value": p,
+                "class_correlation": [measured(correlation(rp[0], n)) for rp, n in per_class],
+                "class_p_value": [rp[1] for rp, _ in per_class], "zero_fraction": measured(rate(g == 0))}

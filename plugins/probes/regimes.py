@@ -11,9 +11,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from rbench.estimate import mean
 from rbench.plugins.models.layers import TemperedSigmoid
 from rbench.plugins.probes.robustness import CHUNK
-from rbench.probe import Probe
+from rbench.probe import Probe, measured
 
 
 @cache
@@ -60,10 +61,12 @@ class ActivationRegimes(Probe):
     r1 < |net| < r2 and the saturated part |net| >= r2, with the paper's thresholds (delta1 = 0.05, delta2 =
     0.0005) and the layer's own T (:class:`TemperedSigmoid`; a plain ``nn.Sigmoid`` has T = 1). Also reports
     ``r1`` and ``r2``. Where r2 <= r1 the nonlinear part is empty and the saturated one starts at r1 (the paper
-    picks its thresholds so that this does not happen on its grid)."""
+    picks its thresholds so that this does not happen on its grid). Each share carries the t interval of the
+    per-sample shares."""
 
     name = "activation_regimes"
     Params = RegimesParams
+    version = "2"  # measurements carry their intervals
 
     def measure(self, model, x, y, params, *, generator):
         layers = [m for m in model.modules() if isinstance(m, TemperedSigmoid | nn.Sigmoid)]
@@ -77,15 +80,19 @@ class ActivationRegimes(Probe):
         temperature = getattr(layer, "temperature", 1.0)
         r1, r2 = regime_bounds(temperature, params.delta1, params.delta2)
         nets: list[torch.Tensor] = []
-        hook = layer.register_forward_hook(lambda _m, inputs, _o: nets.append(inputs[0].detach().abs().flatten()))
+        hook = layer.register_forward_hook(lambda _m, inputs, _o: nets.append(inputs[0].detach().abs().flatten(1)))
         try:
             with torch.no_grad():
                 for i in range(0, len(x), CHUNK):
                     model(x[i:i + CHUNK])
         finally:
             hook.remove()
-        net = torch.cat(nets).double()
-        linear = float((net <= r1).double().mean())
-        saturated = float((net >= max(r1, r2)).double().mean()) if r2 > r1 else float((net > r1).double().mean())
-        return {"linear": 100.0 * linear, "nonlinear": 100.0 * (1.0 - linear - saturated),
-                "saturated": 100.0 * saturated, "r1": r1, "r2": r2}
+        net = torch.cat(nets).double()  # (samples, units)
+        # per sample, the share of its units in each regime: every sample has as many units, so their mean is the
+        # share over all net values, and its t interval treats the samples (not the units, which move together
+        # within one input) as the independent draws
+        linear = (net <= r1).double().mean(1)
+        saturated = (net >= max(r1, r2) if r2 > r1 else net > r1).double().mean(1)
+        shares = {"linear": linear, "nonlinear": 1.0 - linear - saturated, "saturated": saturated}
+        return {**{k: measured(mean(v.cpu().numpy(), scale=100.0, bounds=(0.0, 100.0))) for k, v in shares.items()},
+                "r1": r1, "r2": r2}

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from rbench.dataset import NoParams
+from rbench.estimate import class_balanced_rate, rate
 from rbench.plugins.attacks.fast_gradient import EpsParams, Fgsm
-from rbench.plugins.metrics.rates import class_accuracies
-from rbench.probe import Probe
+from rbench.probe import Probe, measured
 
 CHUNK = 2000  # images per forward pass: bounded memory on any slice size
 
@@ -20,16 +21,23 @@ def predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([model(x[i:i + CHUNK]).argmax(1) for i in range(0, len(x), CHUNK)])
 
 
+def per_class(correct: np.ndarray, labels: np.ndarray) -> list:
+    """The share (%) of correct samples of each class present in ``labels``, in class order, each with its Wilson
+    interval (:func:`rbench.probe.measured`)."""
+    return [measured(rate(correct[labels == c])) for c in np.unique(labels)]
+
+
 class CleanAccuracy(Probe):
-    """``accuracy``: accuracy (%) on the slice; ``class_accuracy``: per class (%), classes 0..K-1."""
+    """``accuracy``: accuracy (%) on the slice; ``class_accuracy``: per class (%), classes 0..K-1; each with its
+    Wilson interval."""
 
     name = "accuracy"
     Params = NoParams
+    version = "2"  # measurements carry their intervals
 
     def measure(self, model, x, y, params, *, generator):
-        per_class = class_accuracies(predict(model, x).cpu().numpy() == y.cpu().numpy(), y.cpu().numpy())
-        return {"accuracy": 100.0 * float((predict(model, x) == y).float().mean()),
-                "class_accuracy": [100.0 * v for v in per_class]}
+        correct, labels = (predict(model, x) == y).cpu().numpy(), y.cpu().numpy()
+        return {"accuracy": measured(rate(correct)), "class_accuracy": per_class(correct, labels)}
 
 
 class FgsmRobustnessParams(BaseModel):
@@ -40,13 +48,15 @@ class FgsmRobustnessParams(BaseModel):
 class FgsmRobustness(Probe):
     """FGSM class robustness at each ``eps``: class robustness = 1 - the fraction of the class's adversarials
     that are misclassified, network robustness = their mean over classes (both in %). Keys ``robustness@<eps>``
-    and ``class_robustness@<eps>`` (one value per class)."""
+    (with the class-balanced rate's normal interval) and ``class_robustness@<eps>`` (one value per class, each
+    with its Wilson interval)."""
 
     name = "fgsm_robustness"
     Params = FgsmRobustnessParams
+    version = "2"  # measurements carry their intervals
 
     def measure(self, model, x, y, params, *, generator):
-        out: dict[str, float | list[float]] = {}
+        out: dict[str, Any] = {}
         labels = y.cpu().numpy()
         for eps in params.eps:
             correct = []
@@ -54,7 +64,7 @@ class FgsmRobustness(Probe):
                 xb, yb = x[i:i + CHUNK], y[i:i + CHUNK]
                 adv = Fgsm().run(model, xb, yb, EpsParams(eps=eps)).x_adv
                 correct.append(predict(model, adv) == yb)
-            per_class = class_accuracies(torch.cat(correct).cpu().numpy(), labels)
-            out[f"robustness@{eps:g}"] = 100.0 * sum(per_class) / len(per_class)
-            out[f"class_robustness@{eps:g}"] = [100.0 * v for v in per_class]
+            robust = torch.cat(correct).cpu().numpy()
+            out[f"robustness@{eps:g}"] = measured(class_balanced_rate(robust, labels))
+            out[f"class_robustness@{eps:g}"] = per_class(robust, labels)
         return out

@@ -3,7 +3,8 @@
 For every result table whose ``figure`` includes ``"training"`` and that has ``observed`` cells (per-epoch
 measurements of monitored models, read back from the training jobs), one PNG in the run folder,
 ``training_<table>.png``: one panel per table column, x = the epoch, y = the column's measurement at every
-observed epoch (whatever epoch the cell itself shows), one line per row.
+observed epoch (whatever epoch the cell itself shows), one line per row, with its 95% interval as a band where
+the probe measured one at every epoch.
 Bečková et al. 2020 draw regimes and robustness over training this way (figures 4-6).
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rbench.errors import RbenchError
+from rbench.estimate import Estimate
 from rbench.plugins.metrics.observed import ObservedParams, measurement
 from rbench.report.reporters import Reporter, figure_file
 from rbench.results import ResultTable, RunResults
@@ -31,9 +33,13 @@ def figure_name(table: ResultTable) -> str:
     return figure_file("training", table.name)
 
 
-def series(table: ResultTable, store: Store) -> dict[str, dict[str, tuple[list[int], list[float]]]]:
-    """column -> row -> (epochs, values) for every valued ``observed`` cell of ``table``."""
-    out: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+#: the epochs, the values, and the interval's ends at each epoch (None: not measured with an interval)
+Series = tuple[list[int], list[float], list[tuple[float, float]] | None]
+
+
+def series(table: ResultTable, store: Store) -> dict[str, dict[str, Series]]:
+    """column -> row -> (epochs, values, intervals) for every valued ``observed`` cell of ``table``."""
+    out: dict[str, dict[str, Series]] = {}
     for cell in table.cells:
         call = table.metric_call(cell)
         if cell.value is None or call.get("plugin") != METRIC:
@@ -46,11 +52,14 @@ def series(table: ResultTable, store: Store) -> dict[str, dict[str, tuple[list[i
         observed = store.load_checkpoint(key)[1].get("stats", {}).get("observed", [])
         measured = [(e["epoch"], measurement(e, params)) for e in observed]
         points = [(e, v) for e, v in measured if v is not None]
-        out.setdefault(cell.column, {})[cell.row] = ([e for e, _ in points], [v for _, v in points])
+        ends = [(v.low, v.high) for _, v in points
+                if isinstance(v, Estimate) and v.low is not None and v.high is not None]
+        out.setdefault(cell.column, {})[cell.row] = ([e for e, _ in points], [float(v) for _, v in points],
+                                                     ends if len(ends) == len(points) else None)
     return out
 
 
-def draw(table: ResultTable, panels: dict[str, dict[str, tuple[list[int], list[float]]]], path: Path) -> None:
+def draw(table: ResultTable, panels: dict[str, dict[str, Series]], path: Path) -> None:
     from matplotlib.figure import Figure
 
     columns = [c for c in table.columns if c in panels]
@@ -62,16 +71,20 @@ def draw(table: ResultTable, panels: dict[str, dict[str, tuple[list[int], list[f
         ax = axes[i // wide][i % wide]
         for row in table.rows:
             if row in panels[column]:
-                epochs, values = panels[column][row]
-                ax.plot(epochs, values, linewidth=1.2, marker="o" if len(epochs) < 12 else None, markersize=3,
-                        label=row)
+                epochs, values, ends = panels[column][row]
+                line, = ax.plot(epochs, values, linewidth=1.2, marker="o" if len(epochs) < 12 else None,
+                                markersize=3, label=row)
+                if ends:
+                    ax.fill_between(epochs, [lo for lo, _ in ends], [hi for _, hi in ends], color=line.get_color(),
+                                    alpha=0.15, linewidth=0)
         ax.set_title(column, fontsize="small")
         ax.set_xlabel("epoch")
         ax.grid(True, linewidth=0.3)
     for j in range(len(columns), wide * high):
         axes[j // wide][j % wide].axis("off")
     axes[0][0].legend(fontsize=6, loc="best")
-    fig.suptitle("\n".join(textwrap.wrap(f"{table.title} (over training)", 100)), fontsize="medium")
+    fig.suptitle("\n".join(textwrap.wrap(f"{table.title} (over training; bands: 95% intervals)", 100)),
+                 fontsize="medium")
     write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
