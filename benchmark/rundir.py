@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable
@@ -21,6 +22,35 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
         atomic_write(path, write, durable=False)
     except OSError as exc:
         raise RbenchError(f"{path}: {_why(exc)}") from None
+
+
+#: the run folder's list of the files its last run's reporters wrote (plain names), so that the next run into the
+#: same folder first removes those that are not rewritten every time (figures, tidy files): a figure of a table
+#: that is gone or not drawn this time would otherwise stay beside the new tables, and report.html embed it
+OUTPUTS_FILE = ".rbench-outputs.json"
+
+
+def remove_previous_outputs(run_dir: Path, keep: set[str]) -> None:
+    """Remove the files the last run into ``run_dir`` recorded in :data:`OUTPUTS_FILE`, except the names in
+    ``keep`` (the text reports, rewritten atomically every run, so an interrupted run leaves the previous ones
+    whole). Only plain names of regular files in the folder are removed; a folder without the record (none yet, or
+    written by an rbench older than it) or with an unreadable one is left as it is."""
+    try:
+        names = json.loads((run_dir / OUTPUTS_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    for name in names if isinstance(names, list) else []:
+        if not isinstance(name, str) or Path(name).name != name or name in keep or name in (OUTPUTS_FILE, ".", ".."):
+            continue
+        path = run_dir / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+
+
+def record_outputs(run_dir: Path, written: list[Path]) -> None:
+    """Record the files a run's reporters wrote into ``run_dir`` (see :data:`OUTPUTS_FILE`)."""
+    names = sorted({Path(p).name for p in written if Path(p).parent.resolve() == Path(run_dir).resolve()})
+    write_output(Path(run_dir) / OUTPUTS_FILE, lambda tmp: tmp.write_text(json.dumps(names, indent=0) + "\n"))
 
 
 def _why(exc: OSError) -> str:

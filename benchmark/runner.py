@@ -27,7 +27,7 @@ from rbench.provenance import now_iso, package_versions
 from rbench.report.reporters import renders_text, write_text_report
 from rbench.report.terminal import print_comparison, print_tables
 from rbench.results import RunResults
-from rbench.rundir import check_run_dir, prepare_run_dir, remove_folders
+from rbench.rundir import check_run_dir, prepare_run_dir, record_outputs, remove_folders, remove_previous_outputs
 from rbench.specs import TrainSpec
 from rbench.store import Store
 from rbench.suite import Suite, load_suite
@@ -224,19 +224,23 @@ def prepare_data(jobs: list[Job]) -> None:
 def write_run_dir(results: RunResults, run_dir: Path, store: Store) -> list[str]:
     """Every reporter writes its files into ``run_dir`` (atomically): text reporters first, then the figure
     reporters (which read stored outputs), by their ``order`` (the html report, 10, embeds the others' PNGs). A
-    figure that cannot be drawn does not fail the run: the returned notes say why."""
+    figure that cannot be drawn does not fail the run: the returned notes say why. A folder a run wrote into
+    before holds only this run's files afterwards: what that run's reporters wrote is removed first (text reports
+    excepted: they are replaced), see :func:`rbench.rundir.remove_previous_outputs`."""
     run_dir.mkdir(parents=True, exist_ok=True)
     reporters = sorted((info.obj for info in get_registry().plugins["reporter"].values()),
                        key=lambda r: (not renders_text(r), getattr(r, "order", 0)))
-    notes = []
+    remove_previous_outputs(run_dir, keep={r.suffix for r in reporters if renders_text(r)})
+    notes, written = [], []
     for reporter in reporters:
         if renders_text(reporter):  # a file that cannot be written is a one-line RbenchError (write_output)
-            write_text_report(reporter, results, run_dir)
+            written.append(write_text_report(reporter, results, run_dir))
             continue
         try:
-            reporter.write(results, run_dir, store)
+            written += reporter.write(results, run_dir, store) or []
         except Exception as exc:
             notes.append(f"reporter {reporter.name!r}: {type(exc).__name__}: {exc}")
+    record_outputs(run_dir, written)
     return notes
 
 

@@ -292,3 +292,25 @@ def test_a_metric_value_that_is_not_a_number_is_that_cell_s_error_never_a_crash_
     assert cells["r_string"].error.startswith("metric 'r_string' returned str '12.5': ")  # its repr, once
     assert cells["r_interval"].value is None and cells["r_interval"].error == \
         "metric 'r_interval' returned 50.0 with an interval [60.0, 70.0] that does not hold it"
+
+
+def test_a_run_into_a_used_folder_leaves_only_its_own_files(first_run, tmp_path):
+    """A second run into the same folder, drawing fewer figures, removes the first run's (report.html must not
+    embed a figure of tables this run does not have); files rbench did not write stay."""
+    import shutil
+
+    suite, root, outcome = first_run
+    folder = tmp_path / "run"
+    shutil.copytree(outcome.run_dir, folder)
+    figures = sorted(p.name for p in folder.glob("*.png"))
+    assert figures and ".rbench-outputs.json" in {p.name for p in folder.iterdir()}
+    (folder / "notes.txt").write_text("mine")
+    out = rbench("run", str(suite), "--store", str(root / "store"), "--run-dir", str(folder), "-q",
+                 "--only", "transfer")
+    assert out.returncode == 0, out.stderr
+    gone = [name for name in figures if "transfer" not in name]
+    assert gone and {p.name for p in folder.glob("*.png")} == set(figures) - set(gone)
+    assert (folder / "notes.txt").read_text() == "mine"
+    html = (folder / "report.html").read_text()
+    assert not any(name in html for name in gone)
+    assert json.loads((folder / "results.json").read_text())["tables"][0]["name"] == "transfer"
