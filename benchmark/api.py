@@ -65,8 +65,11 @@ def run_generated(doc: dict[str, Any], run_dir: Path | None, *, header: str, sto
         write_suite(doc, draft, header)
         try:
             load_suite(draft)
-        except RbenchError as exc:  # name what the user gave, not a draft that is about to go
-            raise RbenchError(str(exc).replace(str(draft), "the suite rbench eval generates")) from None
+        except RbenchError as exc:  # name what the user gave, not a draft that is about to go (as given or absolute)
+            message = str(exc)
+            for spelling in (str(draft.absolute()), str(draft.resolve()), str(draft)):
+                message = message.replace(spelling, "the suite rbench eval generates")
+            raise RbenchError(message) from None
         os.replace(draft, path)
         return run_suite(path, profile=None, store=store, run_dir=run_dir, device=device, workers=workers,
                          executor=executor, console=console, quiet=quiet, job_timeout=job_timeout,

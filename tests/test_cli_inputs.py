@@ -101,6 +101,14 @@ def test_eval_refuses_what_would_make_a_meaningless_run(capsys, own_model, extra
     assert not run_dir.exists() and ".suite.toml" not in err
 
 
+def test_eval_names_its_generated_suite_whatever_the_run_folder_is_spelt(capsys, own_model, monkeypatch):
+    monkeypatch.chdir(own_model)  # a relative --run-dir: the suite's error names the draft by its absolute path
+    code, err = cli_in_process(capsys, "eval", "nets.py:Net", "--weights", "good.safetensors", "--n", "20000",
+                               "--run-dir", "runs/rel", "--store", "store")
+    assert code == 2 and err.startswith("rbench: error: the suite rbench eval generates: evaluations.eval.n"), err
+    assert not (own_model / "runs").exists()
+
+
 @pytest.mark.parametrize("command", ["eval", "run"])
 def test_refused_for_missing_data_leaves_no_run_folder_and_no_store(capsys, own_model, monkeypatch, command):
     monkeypatch.setenv("RBENCH_DATA", str(own_model / "no-data"))
