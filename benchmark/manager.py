@@ -26,6 +26,7 @@ import pluggy
 from pydantic import BaseModel
 
 from rbench import hookspecs
+from rbench.editable import development_version
 from rbench.errors import PluginError
 
 ENTRY_POINT_GROUP = "rbench"
@@ -196,6 +197,15 @@ def build_registry() -> Registry:
     return registry
 
 
+def _key_version(obj: Any, version: str, ep: Any, dist: str) -> str:
+    """The version a plugin enters job keys with: its own ``version``, else its distribution's; for a
+    third-party distribution installed editable, with its source's digest (:mod:`rbench.editable`)."""
+    declared = str(getattr(obj, "version", None) or version)
+    if dist == BUILTIN_DISTRIBUTION:
+        return declared
+    return development_version(declared, getattr(ep, "dist", None), ep.module)
+
+
 def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any, dist: str, version: str) -> None:
     for kind, hook_name in KINDS.items():
         impl = getattr(module, hook_name, None)
@@ -220,7 +230,7 @@ def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any,
             if problem is not None:
                 registry.failures.append(PluginInfo(kind, name, version, dist, ep.value, error=problem))
                 continue
-            info = PluginInfo(kind, name, str(getattr(obj, "version", None) or version), dist, ep.value, obj)
+            info = PluginInfo(kind, name, _key_version(obj, version, ep, dist), dist, ep.value, obj)
             existing = registry.plugins[kind].get(name)
             if existing is not None:
                 registry.conflicts.append(

@@ -174,10 +174,12 @@ def small_mnist_model(widths: list[int], activation: str = "relu", lr: float = 1
     return model, xt, torch.tensor(test_y[:n_test])
 
 
-def plugin_dist(folder: Path, name: str, source: str) -> dict[str, str]:
+def plugin_dist(folder: Path, name: str, source: str, editable: bool = False) -> dict[str, str]:
     """A real plugin distribution without pip: module ``<name>.py`` holding ``source`` (which defines the hook
     implementations) and ``<name>-0.1.dist-info`` declaring it under the ``rbench`` entry-point group, in
-    ``folder``. Returns the environment (PYTHONPATH) under which ``rbench`` and its worker processes load it."""
+    ``folder``; with ``editable``, the dist-info's ``direct_url.json`` says so, as pip's ``install -e`` writes it.
+    Returns the environment (PYTHONPATH) under which ``rbench`` and its worker processes load it."""
+    import json
     import textwrap
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -186,6 +188,9 @@ def plugin_dist(folder: Path, name: str, source: str) -> dict[str, str]:
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[rbench]\n{name} = {name}\n")
+    if editable:
+        record = {"url": folder.as_uri(), "dir_info": {"editable": True}}
+        (info / "direct_url.json").write_text(json.dumps(record))
     path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": path}
 

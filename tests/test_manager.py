@@ -428,3 +428,76 @@ def test_suggest():
     assert suggest("fgms", ["fgsm", "pgd"]) == "; did you mean 'fgsm'?"
     assert suggest("xyz", ["b", "a"]) == "; known: a, b"
     assert suggest("xyz", []) == "; none is registered"
+
+
+SCALED_FGSM = '''
+from rbench import hookimpl
+from rbench.plugins.attacks.fast_gradient import Fgsm
+
+SCALE = 1.0
+
+
+class Scaled(Fgsm):
+    name = "scaled_fgsm"
+
+    def run(self, model, x, y, params, *, generator=None):
+        return super().run(model, x, y, params.model_copy(update={"eps": params.eps * SCALE}), generator=generator)
+
+
+@hookimpl
+def rbench_attacks():
+    return [Scaled()]
+'''
+
+
+def test_an_editable_plugin_is_keyed_on_its_source_so_an_edit_is_never_served_stale(tiny_reference, tmp_path):
+    """Installed editable (pip install -e), a plugin's jobs are keyed on its package's source too: editing the
+    code without bumping the version computes them afresh; a released install is keyed on its version alone."""
+    import json
+    import shutil
+
+    from support import plugin_dist, rbench, run_values
+
+    suite, store, _, _ = tiny_reference
+    shutil.copytree(store, tmp_path / "store")
+    text = suite.read_text().split("[models.cnn]")[0] + """
+[attacks.scaled]
+plugin = "scaled_fgsm"
+params = { eps = 0.3 }
+[evaluations.wb]
+dataset = "mnist"
+n = 64
+sources = ["mlp"]
+attacks = ["scaled"]
+[tables.errors]
+evaluation = "wb"
+rows = "attack"
+columns = "model"
+metric = "error"
+"""
+    (tmp_path / "suite.toml").write_text(text)
+    folder = tmp_path / "plugins"
+
+    def run(name: str) -> tuple[str, float, str]:
+        out = rbench("run", str(tmp_path / "suite.toml"), "--store", str(tmp_path / "store"), "--run-dir",
+                     str(tmp_path / name), "-q", env=env)
+        assert out.returncode == 0, out.stderr
+        calls = json.loads((tmp_path / name / "results.json").read_text())["provenance"]["plugins"]
+        version = calls["attack scaled_fgsm"].split(" ")[0]  # "0.1+src.<digest> (rbench_test_scaled)"
+        return out.stdout.split("jobs: ")[-1].split(";")[0], run_values(tmp_path / name)[
+            ("errors", "scaled", "mlp")], version
+
+    env = plugin_dist(folder, "rbench_test_scaled", SCALED_FGSM, editable=True)
+    done, strong, version = run("a")
+    assert "done" in done and version.startswith("0.1+src.")
+    assert run("b")[:2] == ("4 cached", strong)  # nothing changed: everything from the store
+    source = folder / "rbench_test_scaled.py"
+    source.write_text(source.read_text().replace("SCALE = 1.0", "SCALE = 0.1"))
+    done, weak, edited = run("c")
+    assert "2 done" in done and edited != version and weak < strong  # the attack and its eval, afresh
+    (folder / "rbench_test_scaled-0.1.dist-info" / "direct_url.json").unlink()  # a released install
+    source.write_text(source.read_text().replace("SCALE = 0.1", "SCALE = 0.5"))
+    done, _, released = run("d")
+    assert released == "0.1" and "done" in done
+    source.write_text(source.read_text().replace("SCALE = 0.5", "SCALE = 0.2"))
+    assert run("e")[0] == "4 cached"  # keyed on the version alone: bump it to recompute (as documented)

@@ -1,0 +1,65 @@
+"""Plugins under development: an editable install keys its plugins' jobs on their source as well as their version.
+
+A plugin's version enters the keys of the jobs that call it, so a changed plugin gets new jobs only when its
+author bumps the version. A distribution installed editable (``pip install -e``, PEP 660; pip records it in the
+dist-info's ``direct_url.json``, PEP 610) is one being worked on: its code changes between runs while its version
+stays, and the store would serve the outputs of the code as it was. For such a distribution the version a plugin
+enters keys with gets ``+src.<digest>``: the SHA-256 (first 12 hex digits) of every ``.py`` file of the top-level
+package its entry point lives in, so any edit there computes the plugin's jobs afresh (an edit that changes
+nothing a job computes costs a recomputation, never a stale result). Released installs keep their version as it
+is, and so do the built-in plugins (whose versions the project bumps by review, CONTRIBUTING.md): rbench's own
+checkout is installed editable, and keying the built-ins on their source would make every checkout's keys differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+
+def is_editable(dist: metadata.Distribution | None) -> bool:
+    """Whether pip installed ``dist`` editable (its ``direct_url.json`` says ``dir_info.editable``)."""
+    if dist is None:
+        return False
+    try:
+        record = json.loads(dist.read_text("direct_url.json") or "null")
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and bool((record.get("dir_info") or {}).get("editable"))
+
+
+def package_files(module_name: str) -> tuple[Path, list[Path]]:
+    """(its folder, its ``.py`` files) of the top-level package (or single module) ``module_name`` belongs to,
+    already imported; no files where it has none (a namespace or built-in module)."""
+    top = sys.modules.get(module_name.split(".", 1)[0])
+    folders = [Path(p) for p in getattr(top, "__path__", [])]
+    if len(folders) == 1:
+        return folders[0], sorted(folders[0].rglob("*.py"))
+    source = getattr(top, "__file__", None) or ""
+    return Path(source).parent, [Path(source)] if source.endswith(".py") else []
+
+
+@cache
+def source_digest(module_name: str) -> str:
+    """SHA-256 (12 hex digits) of the package's ``.py`` files, each with its path relative to the package, in
+    order; "" without files. Cached for the process: the registry is built once per process."""
+    root, files = package_files(module_name)
+    if not files:
+        return ""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root)).encode() + b"\0")
+        h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def development_version(version: str, dist: metadata.Distribution | None, module_name: str) -> str:
+    """``version``, with ``+src.<digest>`` of the plugin's package where ``dist`` is installed editable."""
+    if not is_editable(dist):
+        return version
+    digest = source_digest(module_name)
+    return f"{version}+src.{digest}" if digest else version
