@@ -176,7 +176,7 @@ def _print_dry_run(plan: DryRun, path: Path) -> None:
     table = Table("kind", "jobs", "stored", "stored took", "to compute", "estimate", title_justify="left")
     for k in p.kinds:
         table.add_row(k.kind, str(k.jobs), str(k.stored), recorded_text(k.recorded, k.stored, k.unrecorded),
-                      str(k.to_compute), estimate_text(k.seconds, k.to_compute, k.unknown))
+                      str(k.to_compute), estimate_text(k.seconds, k.to_compute, k.unknown, k.borrowed))
     console.print(table)
     if p.stored and p.unrecorded < p.stored:
         cold = duration(p.recorded + p.seconds)
@@ -187,7 +187,7 @@ def _print_dry_run(plan: DryRun, path: Path) -> None:
                       f"on one worker (what the stored jobs took when they were computed"
                       f"{', plus the estimate' if estimated else ''}{'; ' + ', '.join(gaps) if gaps else ''}).",
                       highlight=False, soft_wrap=True)
-    left = estimate_text(p.seconds, p.jobs - p.stored, p.unknown)
+    left = estimate_text(p.seconds, p.jobs - p.stored, p.unknown, p.borrowed)
     store = escape(str(plan.store)) + ("" if plan.store_exists else " (it does not exist yet)")
     if left == "unknown":
         left += f": no similar job is stored in {store}"

@@ -4,7 +4,9 @@ holds, and the compute time of the rest estimated from the store's own records.
 Every stored entry records the seconds its job took (``provenance.seconds``, see :mod:`rbench.provenance`) and its
 job spec. A job to compute is estimated from stored jobs *similar* to it: the same kind and the same plugin (an
 attack's or transform's plugin; a training job's trainer and model plugins; an evaluation's model plugin), else any
-stored job of the same kind; of those, the ones of the job's precision where there are any. Where both sides know
+stored job of the same kind (never a checkpoint's load or a defended model's assembly for a training, nor the
+reverse: those take no time) -- such an estimate is *borrowed* from other plugins' jobs and counted as such, for
+the output to say how rough it is; of those, the ones of the job's precision where there are any. Where both sides know
 how much they compute -- samples times an attack's steps or a trainer's epochs (:func:`work`) --, the estimate is
 the median seconds per such sample-pass of the similar jobs times the job's; otherwise their median seconds. A job
 with no similar stored job is counted as unknown: no number is made up for it. The estimate is compute time on one
@@ -38,8 +40,9 @@ Spec = dict[str, Any]
 @dataclass
 class KindPreview:
     """The jobs of one kind: how many, how many stored, and the estimate for the rest (``seconds`` over the
-    ``to_compute - unknown`` jobs that have similar stored jobs; ``unknown``: jobs without any); ``recorded``: the
-    seconds the stored ones took, over all but the ``unrecorded`` ones."""
+    ``to_compute - unknown`` jobs that have similar stored jobs; ``unknown``: jobs without any; ``borrowed``: jobs
+    estimated from other plugins' jobs of their kind); ``recorded``: the seconds the stored ones took, over all but
+    the ``unrecorded`` ones."""
 
     kind: str
     jobs: int = 0
@@ -48,6 +51,7 @@ class KindPreview:
     unknown: int = 0
     recorded: float = 0.0
     unrecorded: int = 0
+    borrowed: int = 0
 
     @property
     def to_compute(self) -> int:
@@ -79,8 +83,25 @@ class Preview:
         return sum(k.recorded for k in self.kinds)
 
     @property
+    def borrowed(self) -> int:
+        return sum(k.borrowed for k in self.kinds)
+
+    @property
     def unrecorded(self) -> int:
         return sum(k.unrecorded for k in self.kinds)
+
+
+#: the similarity of a training job that trains nothing: a checkpoint loaded (a trainer that reads no data), a
+#: defended model assembled (no trainer)
+ASSEMBLY = "(assembly)"
+
+
+def _reads_data(trainer: str) -> bool:
+    """Whether the trainer plugin ``trainer`` trains on data (True for one not installed: assume it does)."""
+    from rbench.manager import get_registry
+
+    info = get_registry().plugins["trainer"].get(trainer)
+    return bool(getattr(info.obj, "reads_data", True)) if info is not None and info.obj is not None else True
 
 
 def similarity(spec: Spec, spec_of: Callable[[str], Spec]) -> str:
@@ -89,8 +110,8 @@ def similarity(spec: Spec, spec_of: Callable[[str], Spec]) -> str:
     if kind in ("attack", "transform"):
         return str(spec.get(kind, {}).get("plugin"))
     if kind == "train":
-        if "trainer" not in spec:
-            return "(assembly)"
+        if "trainer" not in spec or not _reads_data(str(spec["trainer"].get("plugin"))):
+            return ASSEMBLY
         made = spec.get("model") or {}
         model = made.get("plugin") or ("(defended)" if "defended" in made else None)
         if model is None and "defense" in spec:
@@ -196,10 +217,10 @@ def preview(plan: Plan, store: Store) -> Preview:
 
     todo = [job for job in plan.jobs.values() if job.key not in stored]
     history = _history(store, meta_of, spec_of) if todo else {}
-    by_kind: dict[str, list[tuple[float, float | None]]] = {}
+    by_kind: dict[tuple[str, bool], list[tuple[float, float | None]]] = {}  # (kind, assembly) -> rows
     by_plugin: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
     for (kind, like, _), rows in history.items():
-        by_kind.setdefault(kind, []).extend(rows)
+        by_kind.setdefault((kind, like == ASSEMBLY), []).extend(rows)
         by_plugin.setdefault((kind, like), []).extend(rows)
     kinds = {k: KindPreview(k) for k in KINDS if any(job.kind == k for job in plan.jobs.values())}
     for job in plan.jobs.values():
@@ -215,7 +236,10 @@ def preview(plan: Plan, store: Store) -> Preview:
             continue
         like = similarity(job.record, spec_of)  # the same precision first: bf16 and fp32 differ in speed
         similar = history.get((job.kind, like, str(job.record.get("precision", "fp32")))) \
-            or by_plugin.get((job.kind, like)) or by_kind.get(job.kind)
+            or by_plugin.get((job.kind, like))
+        if not similar:
+            similar = by_kind.get((job.kind, like == ASSEMBLY))
+            row.borrowed += bool(similar)
         if not similar:
             row.unknown += 1
         else:
@@ -244,12 +268,17 @@ def recorded_text(seconds: float, stored: int, unrecorded: int) -> str:
     return took if unrecorded == 0 else f"at least {took} ({unrecorded} not recorded)"
 
 
-def estimate_text(seconds: float, to_compute: int, unknown: int) -> str:
-    """The estimate for ``to_compute`` jobs, ``unknown`` of them without similar stored jobs."""
+def estimate_text(seconds: float, to_compute: int, unknown: int, borrowed: int = 0) -> str:
+    """The estimate for ``to_compute`` jobs, ``unknown`` of them without similar stored jobs, ``borrowed`` of them
+    estimated from other plugins' jobs (said: those can be off many times over)."""
     if to_compute == 0:
         return "-"
     if unknown == to_compute:
         return "unknown"
     known = duration(seconds)
     known = known if known.startswith("<") else f"~{known}"
-    return known if unknown == 0 else f"at least {known} ({unknown} unknown)"
+    notes = [f"{unknown} unknown"] if unknown else []
+    if borrowed:
+        notes.append(f"{'all' if borrowed == to_compute - unknown else borrowed} from other plugins' jobs: rough")
+    known = known if not unknown else f"at least {known}"
+    return f"{known} ({'; '.join(notes)})" if notes else known

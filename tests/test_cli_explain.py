@@ -328,6 +328,7 @@ def test_dry_run_counts_stored_jobs_and_estimates_from_their_durations(only_run)
     assert [cells["attack"][i] for i in (0, 1, 3)] == ["2", "1", "1"]
     assert [cells["eval"][i] for i in (0, 1, 3)] == ["3", "2", "1"]
     assert cells["attack"][4] not in ("unknown", "-") and cells["eval"][4] not in ("unknown", "-")
+    assert cells["attack"][4].endswith("(all from other plugins' jobs: rough)")  # pgd, from the stored fgsm
     assert all(cells[kind][2] not in ("-", "not recorded") for kind in ("train", "attack", "eval"))
     assert "6 jobs, 4 stored, 2 to compute" in out.stdout and "Time left: unknown" not in out.stdout
     assert "A cold run: ~" in out.stdout
@@ -358,6 +359,27 @@ def test_estimate_is_the_stored_duration_of_similar_jobs(only_run):
     evals = sorted(recorded[label] / 32 for label in ("eval mlp on clean mnist/test", "eval mlp on fgsm@mlp"))
     assert kinds["eval"].seconds == pytest.approx(sum(evals) / 2 * 32)
     assert (kinds["attack"].unknown, kinds["eval"].unknown, kinds["train"].seconds) == (0, 0, 0)
+    # pgd from fgsm's record: another plugin's job, so the estimate is counted as borrowed (and said to be rough)
+    assert (kinds["attack"].borrowed, kinds["eval"].borrowed) == (1, 0)
+    from rbench.preview import estimate_text
+
+    assert estimate_text(80.0, 3, 1, 2) == "at least ~80 s (1 unknown; all from other plugins' jobs: rough)"
+    assert estimate_text(80.0, 3, 0, 1) == "~80 s (1 from other plugins' jobs: rough)"
+
+
+def test_a_loaded_or_assembled_model_never_estimates_a_training():
+    """A checkpoint's load (trainer 'none', which reads no data) and a defended model's assembly (no trainer) take
+    no time: they are one group, apart from trainings, even as a fallback."""
+    from rbench.preview import ASSEMBLY, similarity
+
+    def spec_of(key):
+        return {}
+
+    loaded = {"kind": "train", "model": {"plugin": "checkpoint"}, "trainer": {"plugin": "none", "params": {}}}
+    assembled = {"kind": "train", "defended": {"model": "k"}}
+    trained = {"kind": "train", "model": {"plugin": "mlp"}, "trainer": {"plugin": "standard", "params": {}}}
+    assert similarity(loaded, spec_of) == similarity(assembled, spec_of) == ASSEMBLY
+    assert similarity(trained, spec_of) == "standard mlp"
 
 
 def test_only_leaves_the_tables_it_skipped_out_of_the_comparison(tmp_path):
