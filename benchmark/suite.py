@@ -479,8 +479,16 @@ def threat_note(suite: Suite, evaluation: str) -> str | None:
         return None
     if ev.threat_model == "transfer":
         return f"{evaluation}: attacks transferred from the undefended models"
-    how = [w for w, on in (("BPDA", ev.bpda), (f"EOT over {ev.eot} draws", ev.eot > 1)) if on]
-    return f"{evaluation}: adaptive white-box attacks through the defenses" + (f" ({', '.join(how)})" if how else "")
+    defended = [s for s in ev.sources if suite.chain_of(s)]
+    # what was applied, and where: BPDA changes only sources with a non-differentiable defense, EOT only sources
+    # with a randomized one (on the others every draw is the same: the plain attack is run)
+    how = []
+    for what, on, applies in (("BPDA", ev.bpda, lambda d: not d.differentiable),
+                              (f"EOT over {ev.eot} draws", ev.eot > 1, lambda d: d.randomized)):
+        where = [s for s in defended if any(applies(d) for d in suite.chain_of(s))]
+        if on and where:
+            how.append(what if len(where) == len(defended) else f"{what} on {', '.join(where)}")
+    return f"{evaluation}: adaptive white-box attacks through the defenses" + (f" ({'; '.join(how)})" if how else "")
 
 
 # -- loading --------------------------------------------------------------------------------------------

@@ -199,6 +199,20 @@ def test_keys_follow_every_defense_and_trained_parts_are_trained_once(write_suit
     assert transfer == plan.attacked[("adaptive", "mlp", "fgsm")]  # transferred: crafted once, on the base
 
 
+def test_the_title_names_bpda_and_eot_only_where_they_apply(write_suite):
+    """BPDA changes only sources with a non-differentiable defense, EOT only those with a randomized one: the
+    title says where; with no randomized source EOT is not used (a warning) and the title does not claim it."""
+    from rbench.suite import threat_note
+
+    suite = load_suite(_suite(write_suite))
+    assert threat_note(suite, "adaptive") == ("adaptive: adaptive white-box attacks through the defenses (BPDA on "
+                                              "mlp_squeezed; EOT over 4 draws on mlp_noisy)")
+    lone = load_suite(_suite(write_suite, **{'sources = ["mlp", "mlp_lowpass", "mlp_noisy", "mlp_squeezed", '
+                                             '"mlp_dae", "mlp_b_dae", "committee"]': 'sources = ["mlp_lowpass"]'}))
+    assert lone.warnings and threat_note(lone, "adaptive") == ("adaptive: adaptive white-box attacks through the "
+                                                               "defenses")
+
+
 @pytest.fixture(scope="module")
 def defended_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("defended")
@@ -218,7 +232,8 @@ def test_defended_models_run_under_both_threat_models(defended_run):
     assert not outcome.failed, [r.error for r in outcome.failed]
     tables = {t.name: t for t in outcome.results.tables}
     adaptive, transfer = tables["adaptive"], tables["transfer"]
-    assert "adaptive white-box attacks through the defenses (BPDA, EOT over 4 draws)" in adaptive.title
+    assert ("adaptive white-box attacks through the defenses (BPDA on mlp_squeezed; EOT over 4 draws on "
+            "mlp_noisy)") in adaptive.title
     assert "attacks transferred from the undefended models" in transfer.title
     for model in ("mlp_lowpass", "mlp_noisy", "mlp_squeezed", "mlp_dae", "committee"):
         clean, fgsm = adaptive.cell(model, "clean").value, adaptive.cell(model, "fgsm").value
