@@ -190,3 +190,51 @@ def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor | None, 
     elif not torch.isfinite(out).all() or out.min() < 0 or out.max() > 1 or out.shape != x[:probe].shape:
         raise PluginContractError(f"defense {model_name(model)} trained by {trainer!r} maps images to "
                                   "non-finite values or outside [0, 1] or another shape")
+
+
+#: how many of an attack's inputs the defense gradient check differentiates through
+GRADIENT_PROBE = 16
+
+
+def check_defense_gradients(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Every defense of ``model`` that declares itself differentiable (and is not attacked through BPDA) passes
+    gradients to its input: on the first :data:`GRADIENT_PROBE` of ``x`` (as each stage receives them), a random
+    projection of the stage's output back-propagates finite gradients, not all zero. Else
+    :class:`PluginContractError` naming the defense: a stage whose backward pass is cut (``detach``, rounding)
+    shows a gradient attack nothing, and the defended model's robustness would be gradient masking presented as a
+    result. Called by the attack job before a gradient attack; the defenses' random streams are left as they were
+    (the check draws nothing the attack would otherwise draw)."""
+    from rbench.defense import DefenseModule, Stage
+
+    stages = [m for m in model.modules() if isinstance(m, Stage) and m.differentiable and not m.bpda]
+    if not stages:
+        return
+    streams = [(m, m.generator.get_state()) for m in model.modules() if isinstance(m, DefenseModule)]
+    seen: dict[torch.nn.Module, torch.Tensor] = {}
+    hooks = [s.register_forward_pre_hook(lambda stage, args: seen.setdefault(stage, args[0].detach()))
+             for s in stages]
+    try:
+        with torch.no_grad():
+            model(x[:GRADIENT_PROBE])
+        for stage in stages:
+            inputs = seen[stage].clone().requires_grad_(True)
+            with torch.enable_grad():
+                out = stage.module(inputs)
+                grad = None
+                if isinstance(out, torch.Tensor) and out.requires_grad:
+                    projection = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(out)
+                    (grad,) = torch.autograd.grad((out * projection).sum(), inputs, allow_unused=True)
+            if grad is None or not bool(torch.isfinite(grad).all()) or not bool(grad.abs().sum() > 0):
+                why = "no gradient reaches its input" if grad is None else (
+                    "its input gradients are not finite" if not bool(torch.isfinite(grad).all()) else
+                    "its input gradients are all zero")
+                raise PluginContractError(
+                    f"defense {stage.name!r} declares itself differentiable, but {why} (on {len(inputs)} inputs): a "
+                    "gradient attack through it would see nothing and report gradient masking as robustness; "
+                    "declare differentiable = False (attacks then need bpda = true) or fix its backward pass "
+                    "(rbench.testing.check_defense checks it)")
+    finally:
+        for h in hooks:
+            h.remove()
+        for module, state in streams:
+            module.generator.set_state(state)

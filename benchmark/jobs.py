@@ -20,8 +20,10 @@ from rbench.artifacts import AdvSet, Predictions, distortions
 from rbench.attack import AttackOutput
 from rbench.attack_loop import attack_in_batches, attack_meta, first_batch
 from rbench.contract import (
+    GRADIENT_PROBE,
     ModelGuard,
     check_attack_output,
+    check_defense_gradients,
     check_measurements,
     check_trained,
     check_transform_output,
@@ -136,6 +138,8 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     target = attack_view(model, spec.view)  # what the attack sees: BPDA, EOT, or the model itself
     drawn = randomized(model)
     attack, params = _params("attack", spec.attack)
+    if attack.uses_gradients(params):  # a defense that cuts its gradients while declaring them would mask them
+        check_defense_gradients(model, x[:GRADIENT_PROBE].to(device))
     budget = attack.budget(params)
     generator = torch.Generator(device=device).manual_seed(job.seed)
     layout = memory_format(model)

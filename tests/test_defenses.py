@@ -464,3 +464,105 @@ def test_flags_that_disagree_through_a_defense_name_an_undeclared_randomized_def
     with pytest.raises(PluginContractError) as plain:  # an undefended model: the attack alone is named
         check_attack_output("fgsm", AttackOutput(x, torch.ones(64, dtype=torch.bool)), x, None, head, y, 0)
     assert "defense" not in str(plain.value)
+
+
+def test_a_defense_that_cuts_its_gradients_while_declaring_them_is_caught_before_an_attack_masks_them():
+    """A rounding defense left at differentiable = True showed 6% error under PGD (96% undefended): gradient
+    masking reported as robustness. The attack job checks each declared-differentiable stage first."""
+    from rbench.contract import check_defense_gradients
+    from rbench.defense import DefendedModel, Stage
+    from rbench.errors import PluginContractError
+
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    x = reference_data()[0][:32]
+
+    def defended(module, name, **flags):
+        stage = Stage(module, name=name, differentiable=flags.get("differentiable", True),
+                      randomized=flags.get("randomized", False), trained=False, approximation=None)
+        return DefendedModel([stage], head, [head]).eval(), stage
+
+    for module, why in ((_Lambda(torch.round), "its input gradients are all zero"),
+                        (_Lambda(lambda v: v.detach().clamp(0.1, 0.9)), "no gradient reaches its input")):
+        model, _ = defended(module, "liar")
+        with pytest.raises(PluginContractError, match=rf"^defense 'liar' declares itself differentiable, but {why} "
+                                                      r"\(on 16 inputs\)"):
+            check_defense_gradients(model, x)
+    model, stage = defended(_Lambda(torch.round), "honest", differentiable=False)
+    check_defense_gradients(model, x)  # declared not differentiable: attacks go through BPDA, not checked here
+    noisy, _ = defended(_NoisyModule(), "noisy", randomized=True)
+    seed_randomness(noisy, 7)
+    before = noisy.stages[0].module.generator.get_state()
+    check_defense_gradients(noisy, x)  # an honest randomized stage passes, and its stream is left where it was
+    assert torch.equal(noisy.stages[0].module.generator.get_state(), before)
+
+
+ROUNDING = '''
+import torch
+from pydantic import BaseModel
+from rbench import hookimpl
+from rbench.defense import Defense, DefenseModule
+
+
+class Rounded(DefenseModule):
+    def forward(self, x):
+        return torch.round(x)
+
+
+class Params(BaseModel):
+    pass
+
+
+class Rounding(Defense):
+    name, Params = "rounding", Params  # differentiable = True by default: a false declaration
+
+    def build(self, params):
+        return Rounded()
+
+
+@hookimpl
+def rbench_defenses():
+    return [Rounding()]
+'''
+
+
+def test_a_run_fails_the_gradient_attacks_on_a_lying_defense_and_keeps_the_others(tiny_reference, tmp_path):
+    import shutil
+
+    from support import plugin_dist, run_values
+
+    suite, store, _, _ = tiny_reference
+    shutil.copytree(store, tmp_path / "store")
+    env = plugin_dist(tmp_path / "plugins", "rbench_test_rounding", ROUNDING)
+    text = suite.read_text().split("[models.cnn]")[0] + """
+[defenses.round]
+plugin = "rounding"
+[models.mlp_round]
+base = "mlp"
+defenses = ["round"]
+[attacks.fgsm]
+plugin = "fgsm"
+params = { eps = 0.2 }
+[attacks.noise]
+plugin = "gaussian_noise"
+params = { norm = "l2", eps = 3.0 }
+[evaluations.wb]
+dataset = "mnist"
+n = 64
+sources = ["mlp_round"]
+attacks = ["fgsm", "noise"]
+[tables.errors]
+evaluation = "wb"
+rows = "attack"
+columns = "model"
+metric = "error"
+"""
+    (tmp_path / "suite.toml").write_text(text)
+    out = rbench("run", str(tmp_path / "suite.toml"), "--store", str(tmp_path / "store"), "--run-dir",
+                 str(tmp_path / "run"), "-q", env=env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    flat = " ".join(out.stdout.split())
+    assert "defense 'rounding' declares itself differentiable, but its input gradients are all zero" in flat
+    values = run_values(tmp_path / "run")
+    assert values[("errors", "fgsm", "mlp_round")] is None  # no number where the attack saw nothing
+    assert values[("errors", "noise", "mlp_round")] is not None and values[("errors", "clean", "mlp_round")] is not None
