@@ -138,7 +138,7 @@ class Results:
         """The value of cell (``row``, ``column``) of ``table`` (default: the first table)."""
         t = next((t for t in self.run.tables if table in (None, t.name)), None)
         if t is None:
-            raise KeyError(f"no table {table!r}")
+            raise KeyError(f"no table {table!r}; tables: {', '.join(t.name for t in self.run.tables)}")
         return t.cell(row, column).value
 
     def to_markdown(self) -> str:

@@ -64,6 +64,8 @@ def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise RbenchError(f"--attack {text!r}: {item!r} is not key=value")
+        if key.strip() in params:
+            raise RbenchError(f"--attack {text!r}: {key.strip()!r} is given twice")
         params[key.strip()] = _value(value.strip())
     return plugin, params
 

@@ -121,7 +121,8 @@ class ResultTable:
         for c in self.cells:
             if c.row == row and c.column == column:
                 return c
-        raise KeyError((row, column))
+        raise KeyError(f"table {self.name!r} has no cell ({row!r}, {column!r}); rows: {', '.join(self.rows)}; "
+                       f"columns: {', '.join(self.columns)}")
 
     def metric(self, cell: Cell) -> str:
         """The label of the metric behind ``cell``."""

@@ -833,7 +833,13 @@ class _Resolver:
         attacks: dict[str, dict[str, AttackCall]] = {}
         for name in s["attacks"]:
             self.attack_instances(name, attacks, [])
+        self.check_attack_labels(attacks)
         for name, e in s["evaluations"].items():
+            for key in ("sources", "targets", "attacks"):
+                listed = getattr(e, key)
+                if isinstance(listed, list | tuple) and len(set(listed)) != len(listed):
+                    twice = next(v for v in listed if listed.count(v) > 1)
+                    raise self.fail("evaluations", name, key, f"{twice!r} is listed twice")
             for i, src in enumerate(e.sources):
                 self.ref("evaluations", name, f"sources[{i}]", "models", src)
             targets = None if e.targets == "self" else tuple(e.targets)
@@ -976,6 +982,10 @@ class _Resolver:
         undefended = m.undefended or m.base
         if m.undefended is not None:
             self.ref("models", name, "undefended", "models", m.undefended)
+            if self.merged.sections["models"][m.undefended].defenses:
+                what = "the model itself" if m.undefended == name else f"{m.undefended!r} has defenses too"
+                raise self.fail("models", name, "undefended", f"{what}: name a model without defenses (transferred "
+                                "attacks are crafted on it)")
         return Model(name, None, None, None, tuple(m.members), defended=Defended(tuple(m.defenses), m.base,
                                                                                     undefended))
 
@@ -1016,6 +1026,22 @@ class _Resolver:
             suite.warnings.append(f"{self.where('evaluations', name)}: evaluations.{name}.eot: {ev.eot} draws, but no "
                                   "source has a randomized defense: every draw would be the same (EOT is not used)")
 
+    def check_attack_labels(self, attacks: dict[str, dict[str, AttackCall]]) -> None:
+        """Every attack instance's label (a table's row or column, the key its results are found by) is the
+        suite's own: not "clean" (the clean inputs' row) and not the label of another attack's instance (an
+        attack named ``"fgsm(eps=0.1)"`` beside a grid of ``fgsm`` over eps 0.1: one would be shown under the
+        other's label and the other dropped)."""
+        owner: dict[str, str] = {}
+        for name, instances in attacks.items():
+            for label in instances:
+                if label == "clean":
+                    raise self.fail("attacks", name, "", "'clean' names the clean inputs' row and column: give the "
+                                    "attack another name")
+                if label in owner:
+                    raise self.fail("attacks", name, "", f"its instance {label!r} has the label of an instance of "
+                                    f"attacks.{owner[label]}: rename one of them")
+                owner[label] = name
+
     def attack_instances(self, name: str, done: dict[str, dict[str, AttackCall]], stack: list[str]) -> None:
         """Resolve attack ``name`` (and, first, the attack its transform reads) into ``done[name]``."""
         if name in done:
@@ -1045,10 +1071,16 @@ class _Resolver:
         points: list[dict[str, Any]] = [{}]
         if spec.grid:
             known = self.plugin_info(kind, plugin, "attacks", name).obj.Params.model_fields
-            for key in spec.grid:
+            for key, values in spec.grid.items():
                 if key not in known:
                     raise self.fail("attacks", name, f"grid.{key_part(key)}",
                                     f"not a parameter of {kind} {plugin!r}{suggest(key, known)}")
+                if key in spec.params:
+                    raise self.fail("attacks", name, f"grid.{key_part(key)}", "also given in params: give it in "
+                                    "one place (the grid's values would replace it)")
+                twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+                if twice is not None:
+                    raise self.fail("attacks", name, f"grid.{key_part(key)}", f"{twice!r} is listed twice")
             keys = list(spec.grid)
             count = math.prod(len(spec.grid[k]) for k in keys)
             if count > MAX_GRID:

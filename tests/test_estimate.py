@@ -198,10 +198,10 @@ def test_median_interval_is_the_order_statistics_binomial_half_gives(n):
     from rbench.estimate import median
 
     values = np.arange(n, dtype=np.float64) * 3.0  # sorted and distinct: x_(j) = 3 (j - 1)
-    l = max(j for j in range(1, n + 1) if binom.cdf(j - 1, n, 0.5) <= 0.025)
+    lower = max(j for j in range(1, n + 1) if binom.cdf(j - 1, n, 0.5) <= 0.025)
     est = median(values[::-1], scale=2.0)
     assert est.value == 2.0 * float(np.median(values)) and est.method == "order statistics" and est.n == n
-    assert (est.low, est.high) == (2.0 * 3.0 * (l - 1), 2.0 * 3.0 * (n - l))
+    assert (est.low, est.high) == (2.0 * 3.0 * (lower - 1), 2.0 * 3.0 * (n - lower))
     rng = np.random.default_rng(n)
     held = sum(e.low <= np.log(2) <= e.high for e in (median(rng.exponential(size=n)) for _ in range(600)))
     assert held / 600 >= 0.94

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import textwrap
 from dataclasses import asdict
 from pathlib import Path
@@ -374,3 +375,60 @@ def test_a_plugin_bug_every_job_would_hit_is_one_line_before_any_work(write_suit
         path = write_suite(BASE.replace('plugin = "pgd"\nparams = { eps = 0.1, steps = 5 }',
                                         f'plugin = "{plugin}"\nparams = {{ eps = 5.0 }}'))
         _refused(path, "attacks.pgd.params.eps", "less than or equal to 1")
+
+
+def test_attack_labels_and_listed_names_are_the_suites_own(write_suite):
+    """An attack named 'clean' replaced the clean row (two 'clean' rows, the true clean error gone); an attack
+    named like another's grid instance had its result shown under that label and the other dropped; duplicated
+    list entries gave identical columns or were dropped silently. Each is one line before any work."""
+    from rbench.errors import SuiteError
+    from rbench.suite import load_suite
+
+    base = """
+[suite]
+name = "labels"
+[datasets.mnist]
+plugin = "mnist"
+[models.mlp]
+plugin = "mlp"
+dataset = "mnist"
+[attacks.fgsm]
+plugin = "fgsm"
+grid = { eps = [0.1] }
+[evaluations.wb]
+dataset = "mnist"
+n = 8
+sources = ["mlp"]
+attacks = ["fgsm"]
+[tables.t]
+evaluation = "wb"
+rows = "attack"
+columns = "model"
+metric = "error"
+"""
+    load_suite(write_suite(base))
+    cases = {
+        '[attacks.clean]\nplugin = "fgsm"\nparams = { eps = 0.1 }\n': ("attacks.clean: 'clean' names the clean",
+                                                                       'attacks = ["fgsm", "clean"]'),
+        '[attacks."fgsm(eps=0.1)"]\nplugin = "fgsm"\nparams = { eps = 0.3 }\n': (
+            "has the label of an instance of attacks.fgsm", 'attacks = ["fgsm", "fgsm(eps=0.1)"]'),
+    }
+    for extra, (message, listed) in cases.items():
+        text = base.replace("[evaluations.wb]", extra + "[evaluations.wb]").replace('attacks = ["fgsm"]', listed)
+        with pytest.raises(SuiteError, match=re.escape(message)):
+            load_suite(write_suite(text))
+    for old, new, message in (('sources = ["mlp"]', 'sources = ["mlp", "mlp"]', "wb.sources: 'mlp' is listed twice"),
+                              ('attacks = ["fgsm"]', 'attacks = ["fgsm", "fgsm"]', "wb.attacks: 'fgsm' is listed"),
+                              ("eps = [0.1]", "eps = [0.1, 0.1]", "fgsm.grid.eps: 0.1 is listed twice"),
+                              ('grid = { eps = [0.1] }', 'params = { eps = 0.2 }\ngrid = { eps = [0.1] }',
+                               "fgsm.grid.eps: also given in params")):
+        with pytest.raises(SuiteError, match=re.escape(message)):
+            load_suite(write_suite(base.replace(old, new)))
+
+
+def test_eval_refuses_an_attack_parameter_given_twice():
+    from rbench.errors import RbenchError
+    from rbench.own_model import parse_attack
+
+    with pytest.raises(RbenchError, match=r"--attack 'fgsm:eps=0.1,eps=0.2': 'eps' is given twice"):
+        parse_attack("fgsm:eps=0.1,eps=0.2")
