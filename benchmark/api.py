@@ -73,7 +73,7 @@ def run_generated(doc: dict[str, Any], run_dir: Path | None, *, header: str, sto
         os.replace(draft, path)
         return run_suite(path, profile=None, store=store, run_dir=run_dir, device=device, workers=workers,
                          executor=executor, console=console, quiet=quiet, job_timeout=job_timeout,
-                         executor_options=executor_options)
+                         executor_options=executor_options, own=(SUITE_FILE,))
     except RbenchError:  # refused before any work (missing data, ...): no run folder was made
         draft.unlink(missing_ok=True)
         if created and not (run_dir / RESULTS_FILE).exists():

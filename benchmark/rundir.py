@@ -28,6 +28,8 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
 #: same folder first removes those that are not rewritten every time (figures, tidy files): a figure of a table
 #: that is gone or not drawn this time would otherwise stay beside the new tables, and report.html embed it
 OUTPUTS_FILE = ".rbench-outputs.json"
+#: a folder holding one of these is a run folder rbench wrote: a later run may write into it again
+RUN_MARKS = ("results.json", OUTPUTS_FILE)
 
 
 def remove_previous_outputs(run_dir: Path, keep: set[str]) -> None:
@@ -61,10 +63,13 @@ def _why(exc: OSError) -> str:
     return f"cannot be written ({exc.strerror or exc})"
 
 
-def check_run_dir(path: Path, store_root: Path, option: str = "--run-dir") -> None:
-    """Refuse, writing nothing, a run folder that is a file or that is the store or lies inside it (the store
-    holds its entries only: ``rbench cache gc`` and ``verify`` would meet a run's files there). One line naming
-    ``option``, the path and the problem."""
+def check_run_dir(path: Path, store_root: Path, option: str = "--run-dir", own: tuple[str, ...] = ()) -> None:
+    """Refuse, writing nothing, a run folder that is a file, that is the store or lies inside it (the store holds
+    its entries only: ``rbench cache gc`` and ``verify`` would meet a run's files there), or that is a folder
+    of other files, not a run's (``--run-dir /`` or ``--run-dir ~`` wrote results.json, tables.md ... among the
+    user's files, overwriting any of those names): a run folder is new, empty, or an earlier run's (it holds one
+    of :data:`RUN_MARKS`); ``own`` names files the caller put there itself (``rbench eval``'s suite.toml). One
+    line naming ``option``, the path and the problem."""
     path = Path(path)
     run, store = path.resolve(), Path(store_root).resolve()
     if run == store or store in run.parents:
@@ -72,6 +77,15 @@ def check_run_dir(path: Path, store_root: Path, option: str = "--run-dir") -> No
                           "put run folders outside it")
     if path.exists() and not path.is_dir():
         raise RbenchError(f"{option} {path}: is a file, not a folder")
+    try:
+        names = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    except OSError as exc:
+        raise RbenchError(f"{option} {path}: {_why(exc)}") from None
+    foreign = [n for n in names if n not in own and not any(n.startswith(f".{o}.") for o in own)]
+    if foreign and not set(names) & set(RUN_MARKS):
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RbenchError(f"{option} {path}: holds other files ({shown}), not an earlier run's (no results.json): "
+                          "give a new or empty folder, or an earlier run's")
 
 
 def remove_folders(folders: list[Path]) -> None:

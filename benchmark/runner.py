@@ -95,7 +95,8 @@ def suite_plan(suite: Suite, only: list[str] | None) -> Plan:
 def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: Path | None, device: str | None,
               workers: int | None, executor: str, console: Console, quiet: bool = False,
               job_timeout: float | None = None, only: list[str] | None = None,
-              executor_options: dict | None = None, precision: str | None = None) -> RunOutcome:
+              executor_options: dict | None = None, precision: str | None = None,
+              own: tuple[str, ...] = ()) -> RunOutcome:
     """Run one suite end to end; the run folder gets results.json and every reporter's rendering.
 
     Everything a user can get wrong (the suite, the tables ``only`` names, the devices, the store, the run folder,
@@ -105,7 +106,8 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     ``only``: compute just what these tables read, and render only them. ``executor_options``: the executor's
     command-line options (``{"--address": ...}``, see :func:`rbench.executors.configure`). ``precision``: the
     arithmetic of the attack, transform and eval jobs (``--precision``; default: the suite's, see
-    :mod:`rbench.precision`)."""
+    :mod:`rbench.precision`). ``own``: files the caller put into ``run_dir`` itself (``rbench eval``'s suite.toml),
+    so that the folder counts as new (:func:`rbench.rundir.check_run_dir`)."""
     started = time.perf_counter()
     precise = None if precision is None else check_precision(precision)
     suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
@@ -113,7 +115,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     executor_params = configure(executor, executor_options)[1]
     option = "--run-dir" if run_dir else "run folder"
     run_dir = run_dir or default_run_dir(suite.name)
-    check_run_dir(run_dir, store.root, option)
+    check_run_dir(run_dir, store.root, option, own)
     plan = suite_plan(suite, only)
     data_checked = not store.root.exists()
     if data_checked:  # everything is to compute: check its data before the store is made

@@ -5,6 +5,7 @@ normalisation, a generated suite's errors, a refused run's folders)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors.torch import save_file
@@ -192,3 +193,21 @@ def test_report_into_a_folder_it_cannot_write_is_one_line(capsys, tiny_reference
     finally:
         subprocess.run(["chattr", "-i", str(folder)], check=True)
     assert code == 2 and f"{folder / 'report.html'}: not writable" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_folder_is_new_empty_or_an_earlier_runs(capsys, tmp_path, tiny_suite):
+    """--run-dir / (or ~, or a folder of notes) wrote results.json, tables.md ... among the user's files,
+    overwriting those of the same names: refused before any work, the folder untouched."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "tables.md").write_text("mine")
+    for folder in (notes, Path("/")):
+        code, err = cli_in_process(capsys, "run", str(tiny_suite), "--run-dir", str(folder), "--dry-run",
+                                   "--store", str(tmp_path / "store"))
+        assert code == 2 and f"--run-dir {folder}: holds other files (" in err and err.count("\n") == 1, err
+    assert [p.name for p in notes.iterdir()] == ["tables.md"] and (notes / "tables.md").read_text() == "mine"
+    assert not (tmp_path / "store").exists()
+    (notes / "results.json").write_text("{}")  # an earlier run's folder (its results are rewritten by a run)
+    code, err = cli_in_process(capsys, "run", str(tiny_suite), "--run-dir", str(notes), "--dry-run",
+                               "--store", str(tmp_path / "store"))
+    assert code == 0, err
