@@ -511,7 +511,7 @@ def cache_verify(store: StoreOpt = None) -> None:
     from rbench.store import CorruptEntry
 
     s = _store(store)
-    s.check_layout()
+    s.check_is_store()
     bad = busy = 0
     keys = s.keys()
     for key in keys:

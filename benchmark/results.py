@@ -184,6 +184,8 @@ class RunResults:
         path = Path(run_dir) / RESULTS_FILE if Path(run_dir).is_dir() else Path(run_dir)
         try:
             raw = json.loads(path.read_text(), parse_constant=_refuse_non_finite)
+            if not isinstance(raw, dict) or not isinstance(raw.get("tables"), list):
+                raise ValueError("not a JSON object with a list of tables")
             tables = [ResultTable(**{**t, "cells": [Cell(**c) for c in t["cells"]]}) for t in raw.pop("tables")]
             results = cls(**raw, tables=tables)
             for table in results.tables:
@@ -215,6 +217,11 @@ def _refuse_non_finite(constant: str) -> float:
     raise ValueError(f"it holds {constant}, which rbench never writes")
 
 
+#: where the quantity an interval method estimates lies: a rate in % (made by rbench.estimate.rate), an AUROC, a
+#: correlation ("normal" and "t" intervals estimate quantities of any range)
+BOUNDS = {"wilson": (0.0, 100.0), "hanley-mcneil": (0.0, 1.0), "fisher-z": (-1.0, 1.0)}
+
+
 def _check_cell(table: str, cell: Cell) -> None:
     """ValueError unless ``cell``'s value and interval are finite numbers or None and its n a count or None."""
     where = f"table {table!r}, cell ({cell.row}, {cell.column})"
@@ -227,3 +234,8 @@ def _check_cell(table: str, cell: Cell) -> None:
         raise ValueError(f"{where}: n is {cell.n!r}, not a count")
     if not interval_holds(cell.low, cell.value, cell.high):
         raise ValueError(f"{where}: its interval [{cell.low}, {cell.high}] does not hold its value {cell.value}")
+    bounds = BOUNDS.get(cell.interval)
+    if bounds is not None and any(v is not None and not bounds[0] <= v <= bounds[1]
+                                  for v in (cell.value, cell.low, cell.high)):
+        raise ValueError(f"{where}: a {cell.interval} estimate of {cell.value} [{cell.low}, {cell.high}] lies outside "
+                         f"[{bounds[0]:g}, {bounds[1]:g}], where such a quantity is")

@@ -27,6 +27,9 @@ Guarantees:
   another process is writing.
 - **Links.** A store whose folders are symbolic links is refused (:meth:`Store.check_layout`): no operation
   follows a link out of the store; an entry file that is a link is corrupt.
+- **Only its own files.** An entry's files are named by its key (40 hex digits) in the shard of its first two;
+  nothing else in the folder is an entry, and no operation touches it. ``cache verify`` and ``cache gc`` refuse a
+  folder that is not a store (:meth:`Store.check_is_store`).
 - The default root is the platform cache dir; ``RBENCH_STORE`` or ``--store`` override it.
 """
 
@@ -37,6 +40,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import stat as stat_module
@@ -431,6 +435,18 @@ class Store:
                 if shard.is_symlink():  # a plain file there (a desktop's .DS_Store) holds no entry: ignored
                     self._check_folder(shard)
 
+    def check_is_store(self) -> None:
+        """Refuse (one-line :class:`StoreError`) a folder that holds files but is not a store: one without the
+        ``objects`` and ``locks`` folders every store has from its first write. ``cache verify`` moves files and
+        ``cache gc`` deletes them: a mistyped ``--store`` must not aim them at someone else's folder. An absent
+        or empty folder is an empty store."""
+        self.check_layout()
+        if not self.root.is_dir() or not any(self.root.iterdir()):
+            return
+        if not all((self.root / sub).is_dir() for sub in ("objects", "locks")):
+            raise StoreError(f"store {self.root}: not an rbench store (it has no objects/ and locks/ folders); check "
+                             "--store or RBENCH_STORE")
+
     def _check_folder(self, path: Path) -> None:
         if path.is_symlink():
             raise StoreError(f"store {self.root}: {path.relative_to(self.root)} is a symbolic link (to "
@@ -779,11 +795,14 @@ class Store:
 
     # -- listing and cleaning ------------------------------------------------------------------------
     def keys(self) -> list[str]:
-        """Every key with at least one final file."""
+        """Every key with at least one final file. Only files named as entries are (a key, 40 hex digits, in the
+        shard of its first two): anything else in the folder is not the store's, and no store operation (``cache
+        verify``'s quarantine, ``cache gc``) touches it."""
         objects = self.root / "objects"
         if not objects.is_dir():
             return []
-        return sorted({p.name.split(".", 1)[0] for p in objects.glob("*/*") if TMP_MARK not in p.name})
+        return sorted({key for p in objects.glob("*/*") if TMP_MARK not in p.name
+                       and _is_entry_name(key := p.name.split(".", 1)[0], p.parent.name)})
 
     def recorded_meta(self, key: str) -> dict[str, Any]:
         """The metadata ``key`` records (a checkpoint's sidecar, an HDF5 set's attributes: label, spec, provenance
@@ -813,9 +832,19 @@ class Store:
             yield self.entry(key)
 
     def temporaries(self) -> list[Path]:
-        """Leftover temporary files (from interrupted writes)."""
+        """Leftover temporary files (from interrupted writes) of entries (named as :meth:`keys` says)."""
         objects = self.root / "objects"
-        return sorted(objects.glob(f"*/*{TMP_MARK}*")) if objects.is_dir() else []
+        return sorted(p for p in objects.glob(f"*/*{TMP_MARK}*") if _is_entry_name(p.name.split(".", 1)[0],
+                                                                                   p.parent.name)) \
+            if objects.is_dir() else []
+
+
+_KEY = re.compile(r"[0-9a-f]{40}")
+
+
+def _is_entry_name(key: str, shard: str) -> bool:
+    """Whether a file whose name starts with ``key`` in the folder ``objects/<shard>`` is named as an entry."""
+    return bool(_KEY.fullmatch(key)) and key[:2] == shard
 
 
 def _reason(exc: BaseException) -> str:

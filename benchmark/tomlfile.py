@@ -152,7 +152,7 @@ def read_toml(path: Path, referrer: str | None = None, *, what: str = "suite fil
         problem = str(exc).replace("is a directory, not a regular file", f"is a directory, not a {what}")
         raise SuiteError(f"{where}{path}: {problem}") from None
     try:
-        doc = tomllib.loads(data.decode("utf-8"))
+        doc = tomllib.loads(data.decode("utf-8-sig"))  # a byte-order mark (Windows editors write one) is not TOML
     except UnicodeDecodeError:
         raise SuiteError(f"{where}{path}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:

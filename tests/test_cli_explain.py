@@ -319,7 +319,8 @@ def test_unknown_only_table_stops_before_any_work(only_run, tmp_path):
 def test_dry_run_counts_stored_jobs_and_estimates_from_their_durations(only_run):
     root, suite, store, _, _ = only_run
     before = _files(store)
-    out = rbench("run", str(suite), "--dry-run", "--store", str(store), "--device", "cpu", cwd=root)
+    out = rbench("run", str(suite), "--dry-run", "--store", str(store), "--device", "cpu", cwd=root,
+                 env={"COLUMNS": "200"})  # a table row per line, whatever the terminal the tests run in
     assert out.returncode == 0, out.stderr
     assert _files(store) == before  # nothing written, not even a lock or a gate stamp
     cells = _kind_rows(out.stdout)

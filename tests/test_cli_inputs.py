@@ -211,3 +211,51 @@ def test_a_run_folder_is_new_empty_or_an_earlier_runs(capsys, tmp_path, tiny_sui
     code, err = cli_in_process(capsys, "run", str(tiny_suite), "--run-dir", str(notes), "--dry-run",
                                "--store", str(tmp_path / "store"))
     assert code == 0, err
+
+
+def test_cache_verify_and_gc_touch_only_a_stores_own_files(capsys, tmp_path, tiny_suite):
+    """--store aimed at another folder holding objects/: verify moved its files to a quarantine and gc deleted
+    them. A folder that is not a store is refused; in a store, files not named as entries are never touched."""
+    decoy = tmp_path / "decoy"
+    (decoy / "objects" / "ab").mkdir(parents=True)
+    (decoy / "objects" / "ab" / "abcdef.h5").write_text("theirs")
+    (decoy / "quarantine").mkdir()
+    (decoy / "quarantine" / "kept.txt").write_text("theirs")
+    for command in ("verify", "gc"):
+        code, err = cli_in_process(capsys, "cache", command, "--store", str(decoy))
+        assert code == 2 and f"store {decoy}: not an rbench store" in err and err.count("\n") == 1, err
+    assert sorted(str(p.relative_to(decoy)) for p in decoy.rglob("*")) == [
+        "objects", "objects/ab", "objects/ab/abcdef.h5", "quarantine", "quarantine/kept.txt"]
+    store = tmp_path / "store"
+    code, _ = cli_in_process(capsys, "run", str(tiny_suite), "--store", str(store), "--run-dir",
+                             str(tmp_path / "run"), "-q", "--only", "errors")
+    assert code == 0
+    stray = store / "objects" / "ab" / "notes.h5"
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_text("theirs")
+    for command in ("verify", "gc"):
+        code, err = cli_in_process(capsys, "cache", command, "--store", str(store))
+        assert code == 0, err
+    assert stray.read_text() == "theirs"
+
+
+def test_results_files_are_checked_for_what_their_intervals_say(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    results.write_text("[1, 2]")
+    code, err = cli_in_process(capsys, "report", str(results))
+    assert code == 2 and "not a valid rbench results file (ValueError: not a JSON object with a list" in err, err
+    from rbench.results import BOUNDS, Cell, _check_cell
+
+    assert BOUNDS["wilson"] == (0.0, 100.0)
+    _check_cell("t", Cell("r", "c", 99.0, n=10, low=70.0, high=100.0, interval="wilson"))
+    with pytest.raises(ValueError, match=r"a wilson estimate of 150.0 \[140.0, 150.0\] lies outside \[0, 100\]"):
+        _check_cell("t", Cell("r", "c", 150.0, n=10, low=140.0, high=150.0, interval="wilson"))
+    _check_cell("t", Cell("r", "c", 150.0, n=10, low=140.0, high=160.0, interval="t"))  # a mean: any range
+
+
+def test_a_suite_saved_with_a_byte_order_mark_loads(tmp_path):
+    from rbench.suite import load_suite
+
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + BASE_SUITE.encode())
+    assert load_suite(path).name

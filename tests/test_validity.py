@@ -76,8 +76,9 @@ def test_bit_flipped_entry_is_reported_once_and_regenerated(stored, tmp_path, vi
 
     out = rbench("run", str(suite), "--store", str(store_dir), "--run-dir", str(tmp_path / "run"), "-q")
     assert out.returncode == 0, out.stderr
-    # reported once, with its key (the warning also names the quarantine path, which holds the key again)
-    assert out.stdout.count(f"store entry {key}") == 1 and out.stdout.count("is corrupt") == 1
+    # reported once, with its key (the warning also names the quarantine path, which holds the key again), on
+    # stderr with the run's live log
+    assert out.stderr.count(f"store entry {key}") == 1 and out.stderr.count("is corrupt") == 1
     again = RunResults.read(tmp_path / "run")
     assert again.jobs[key]["status"] == "done"
     first = RunResults.read(root / "run")
