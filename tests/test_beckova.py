@@ -205,6 +205,7 @@ def test_worst_case_takes_each_sample_at_its_worst_on_the_samples_all_attacks_sh
     assert balanced.value == pytest.approx(100 - (0 + 50) / 2) and balanced.method == "normal"
     with pytest.raises(ValueError, match="gap_to"):
         WorstCaseParams(attacks=[AttackRef(attack="a")], gap_to=1)
+    assert WorstCaseParams(attacks=[AttackRef(attack="a")]).statistic == "accuracy"  # AutoAttack's, by default
     # each attack's contribution: a breaks sample 0, b sample 2 (of the six all of a, b and the clean set share)
     for index, broken in ((0, 1), (1, 1)):
         alone = two.model_copy(update={"broken_by": index})
@@ -337,7 +338,7 @@ rows = [
   { label = "FGSM", attack = "fgsm", metric = "class_robustness" },
   { label = "pixel", attack = "pixel", metric = { plugin = "class_robustness", params = { kind = "error" } } },
   { label = "worst", attack = "clean", metric = { plugin = "worst_case", params = { attacks = [
-    { attack = "fgsm" }, { attack = "pgd_margin", evaluation = "fewer" }] } } },
+    { attack = "fgsm" }, { attack = "pgd_margin", evaluation = "fewer" }], statistic = "class_robustness" } } },
 ]
 figure = "lines"
 

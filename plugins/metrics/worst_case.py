@@ -23,8 +23,9 @@ class AttackRef(BaseModel):
 
 class WorstCaseParams(BaseModel):
     """``attacks``: the attacks a sample must survive (with its clean input, unless ``include_clean`` is false);
-    ``statistic``: of the per-sample outcome (``class_robustness``: the mean over classes of the share that
-    survives, in %). Instead of the worst case itself, one of: ``gap_to``: how much ``attacks[gap_to]`` alone
+    ``statistic``: of the per-sample outcome (``accuracy``, the default: the share of the samples that survive,
+    AutoAttack's robust accuracy; ``class_robustness``: the mean over classes of the share that survives, in %,
+    Bečková et al.'s measure). Instead of the worst case itself, one of: ``gap_to``: how much ``attacks[gap_to]`` alone
     overestimates that statistic (its value minus the worst case's, in percentage points, on the same samples);
     ``broken_by``: the share (%) of the samples (correct on their clean input, where it counts) that
     ``attacks[broken_by]`` breaks; ``only_by``: the share (%) that it alone breaks, no other listed attack (the
@@ -34,7 +35,7 @@ class WorstCaseParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     attacks: Annotated[list[AttackRef], Field(min_length=1)]
-    statistic: Literal["class_robustness", "accuracy"] = "class_robustness"
+    statistic: Literal["class_robustness", "accuracy"] = "accuracy"
     include_clean: bool = True
     gap_to: Annotated[int, Field(ge=0)] | None = None
     broken_by: Annotated[int, Field(ge=0)] | None = None
