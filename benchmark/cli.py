@@ -330,26 +330,41 @@ def validate(
     profile: Annotated[str | None, typer.Option(help="Profile to apply")] = None,
 ) -> None:
     """Check suites (structure, plugin names and parameters, references) without running anything; without
-    --profile, each with every profile it defines too."""
+    --profile, each with every profile it defines too. Every file is checked: each bad one is a line on stderr
+    (exit 2 if any)."""
+    _store(None, writes=False)  # libraries a plugin imports while validating keep their caches there, or in a temp
+    bad = 0
+    for path in suites:
+        try:
+            _validate_one(path, profile)
+        except RbenchError as exc:
+            if len(suites) == 1:
+                raise
+            bad += 1
+            print(f"rbench: error: {exc}", file=sys.stderr)
+    if bad:
+        raise typer.Exit(2)
+
+
+def _validate_one(path: Path, profile: str | None) -> None:
+    """One suite of ``rbench validate``: its line (and its warnings), or the RbenchError of its first problem."""
     from rbench.plan import build_plan
     from rbench.suite import load_suite, suite_profiles
 
-    _store(None, writes=False)  # libraries a plugin imports while validating keep their caches there, or in a temp
-    for path in suites:
-        suite = load_suite(path, profile)
-        plan = build_plan(suite)
-        warnings = dict.fromkeys(suite.warnings)
-        jobs = []
-        for name in [] if profile is not None else suite_profiles(path):  # without --profile, every profile too
-            with_profile = load_suite(path, name)
-            jobs.append(f"; {len(build_plan(with_profile).jobs)} jobs with profile {name}")
-            warnings.update(dict.fromkeys(f"{w} (profile {name})" for w in with_profile.warnings
-                                          if w not in warnings))
-        console.print(f"{escape(str(path))}: ok ({len(suite.models)} models, {len(suite.evaluations)} evaluations, "
-                      f"{len(suite.tables)} tables, {len(plan.jobs)} jobs{''.join(jobs)})", highlight=False,
-                      soft_wrap=True)
-        for warning in warnings:
-            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    suite = load_suite(path, profile)
+    plan = build_plan(suite)
+    warnings = dict.fromkeys(suite.warnings)
+    jobs = []
+    for name in [] if profile is not None else suite_profiles(path):  # without --profile, every profile too
+        with_profile = load_suite(path, name)
+        jobs.append(f"; {len(build_plan(with_profile).jobs)} jobs with profile {name}")
+        warnings.update(dict.fromkeys(f"{w} (profile {name})" for w in with_profile.warnings
+                                      if w not in warnings))
+    console.print(f"{escape(str(path))}: ok ({len(suite.models)} models, {len(suite.evaluations)} evaluations, "
+                  f"{len(suite.tables)} tables, {len(plan.jobs)} jobs{''.join(jobs)})", highlight=False,
+                  soft_wrap=True)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 @app.command()

@@ -259,3 +259,15 @@ def test_a_suite_saved_with_a_byte_order_mark_loads(tmp_path):
     path = tmp_path / "bom.toml"
     path.write_bytes(b"\xef\xbb\xbf" + BASE_SUITE.encode())
     assert load_suite(path).name
+
+
+def test_validate_checks_every_file_and_names_each_bad_one(capsys, tmp_path, tiny_suite):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BASE_SUITE + "\n[bogus]\nx = 1\n")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[suite\n")
+    code, err = cli_in_process(capsys, "validate", str(bad), str(tiny_suite), str(broken))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 2 and str(bad) in lines[0] and str(broken) in lines[1], err
+    code, err = cli_in_process(capsys, "validate", str(bad))  # one file: its one line, as every command
+    assert code == 2 and err.count("\n") == 1 and str(bad) in err
