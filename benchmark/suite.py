@@ -636,6 +636,9 @@ def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path
     profiles = raw.get("profiles", {})
     if isinstance(profiles, dict):
         merged.profiles.update(str(name) for name in profiles)
+        for name, overlay in profiles.items():  # merged into the suite, a nested one would be silently ignored
+            if isinstance(overlay, dict) and "profiles" in overlay:
+                raise SuiteError(f"{file}: profiles.{key_part(name)}.profiles: a profile cannot define profiles")
     if profile is not None and isinstance(profiles, dict) and profile in profiles:
         overlay = profiles[profile]
         if not isinstance(overlay, dict):

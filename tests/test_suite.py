@@ -122,6 +122,10 @@ def test_profiles_override_and_unknown_profile(write_suite):
     load_suite(bad)  # the base is fine; the profile breaks it
     with pytest.raises(SuiteError, match=r"evaluations.ev.n: .* \(set by profile 'quick': the suite without it is "):
         load_suite(bad, "quick")
+    nested = write_suite(BASE + "\n[profiles.quick.profiles.quick.suite]\nseed = 3\n", "nested.toml")
+    for profile in (None, "quick"):  # it was merged in and ignored
+        with pytest.raises(SuiteError, match=r"profiles.quick.profiles: a profile cannot define profiles"):
+            load_suite(nested, profile)
 
 
 def test_validate_without_a_profile_checks_every_profile_too(write_suite, capsys):
