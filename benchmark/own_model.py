@@ -67,6 +67,8 @@ def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
         if key.strip() in params:
             raise RbenchError(f"--attack {text!r}: {key.strip()!r} is given twice")
         params[key.strip()] = _value(value.strip())
+        if isinstance(params[key.strip()], float) and not math.isfinite(params[key.strip()]):
+            raise RbenchError(f"--attack {text!r}: {key.strip()}: not a finite number")
     return plugin, params
 
 

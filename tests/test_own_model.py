@@ -226,6 +226,8 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", "[1]"], "--kwargs"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=big"], "--attack 'pgd:eps=big': eps"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "fgsm"], "eps: Field required"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "fgsm:eps=nan"],
+     "--attack 'fgsm:eps=nan': eps: not a finite number"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:epss=0.1"],
      "--attack 'pgd:epss=0.1': unknown parameter 'epss' of attack 'pgd'; did you mean 'eps'?"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--dataset", "cifar"], "--dataset 'cifar'"),

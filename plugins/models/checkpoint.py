@@ -42,6 +42,7 @@ import stat
 import sys
 import types
 import uuid
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -263,7 +264,9 @@ def read_weights(p: CheckpointParams, path: str | None = None) -> dict[str, torc
         if p.weights_format == "safetensors":
             state = load_safetensors(data)
         else:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about the refused pickle on stderr; our error says it
+                warnings.simplefilter("ignore")
+                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError) as exc:
         if p.weights_format == "torch":
             raise ValueError(f"weights file {path} is not a plain state_dict: loading it needs full unpickling, "
