@@ -55,6 +55,11 @@ class FiveLogits(SmallCNN):
 class IntOut(SmallCNN):
     def forward(self, x):
         return super().forward(x).long()
+
+
+class Softmaxed(SmallCNN):
+    def forward(self, x):
+        return super().forward(x).softmax(1)
 '''
 N = 200
 FGSM, PGD = "fgsm:eps=0.1", "pgd:eps=0.1,steps=20,random_start=false"
@@ -222,6 +227,7 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
     (["nets.py:SmallCNN", "--weights", "int.safetensors"], "weights 'conv.weight' are int32; the network's are "
                                                            "float32"),
     (["nets.py:SmallCNN", "--weights", "whole.pt"], "needs full unpickling, which rbench refuses"),
+    (["nets.py:Softmaxed", "--weights", "w.safetensors"], "the network's outputs look like probabilities"),
     (["nets.py:SmallCNN", "--weights", "nets.py"], "expected .safetensors, .pt or .pth"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", "[1]"], "--kwargs"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=big"], "--attack 'pgd:eps=big': eps"),

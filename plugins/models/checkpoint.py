@@ -381,6 +381,12 @@ class Checkpoint(ModelPlugin):
                              "logits (attacks differentiate them)")
         if not torch.isfinite(out).all():
             raise ValueError("the network's output on a valid input is not finite")
+        if bool((out >= 0).all()) and bool(torch.allclose(out.double().sum(1), torch.ones(2, dtype=torch.float64),
+                                                          atol=1e-4)):
+            # softmax outputs read as logits: the attacks' cross-entropy would take a softmax of probabilities,
+            # whose gradients nearly vanish, and report the masking as robustness
+            raise ValueError("the network's outputs look like probabilities (non-negative, each row summing to 1): "
+                             "rbench expects logits; return the scores before the softmax (or log-probabilities)")
 
 
 def register_live(model: nn.Module) -> str:
