@@ -74,9 +74,13 @@ def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
 
 def attack_entries(attacks: Iterable[str | tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Suite entries for attacks given as ``"name:k=v,..."`` or ``(plugin, params)``, each checked against its
-    plugin's parameters now (one line naming the attack). Every param is a one-value grid, so the table labels
-    show it: ``pgd(eps=0.3, steps=100)``; a plugin given twice gets entries ``pgd``, ``pgd-2``."""
+    plugin's parameters now (one line naming the attack). A param given at its default value is left out (the
+    job's key is the same, so is its label); the others are a one-value grid, so the table labels show them:
+    ``pgd(eps=0.3, steps=100)``. A plugin given again is an entry named by that label (``pgd(eps=0.1)`` beside
+    ``pgd(eps=0.3)``; ``pgd-2`` where the label is longer than a name may be); one given twice alike is an
+    error."""
     entries: dict[str, dict[str, Any]] = {}
+    labels: set[str] = set()
     for given in attacks:
         plugin, params = parse_attack(given) if isinstance(given, str) else given
         shown = given if isinstance(given, str) else f"{plugin}:{params}"
@@ -90,16 +94,27 @@ def attack_entries(attacks: Iterable[str | tuple[str, dict[str, Any]]]) -> dict[
             raise RbenchError(f"--attack {shown!r}: unknown parameter {unknown[0]!r} of attack {plugin!r}"
                               f"{suggest(unknown[0], fields)}")
         try:
-            info.obj.Params.model_validate(params, strict=True)
+            validated = info.obj.Params.model_validate(params, strict=True)
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "params"
             raise RbenchError(f"--attack {shown!r}: {where}: {first['msg']}") from None
-        name, i = plugin, 1
-        while name in entries:
-            i += 1
-            name = f"{plugin}-{i}"
-        entries[name] = {"plugin": plugin, **({"grid": {k: [v] for k, v in params.items()}} if params else {})}
+        params = {k: v for k, v in params.items() if k not in fields or fields[k].is_required()
+                  or getattr(validated, k) != fields[k].default}
+        label = plugin + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
+        if label in labels:
+            raise RbenchError(f"--attack {shown!r}: given twice (as {label})")
+        labels.add(label)
+        if plugin not in entries:
+            entries[plugin] = {"plugin": plugin, **({"grid": {k: [v] for k, v in params.items()}} if params else {})}
+        elif params and len(label) <= MAX_NAME:
+            entries[label] = {"plugin": plugin, "params": params}
+        else:
+            name, i = plugin, 1
+            while name in entries:
+                i += 1
+                name = f"{plugin}-{i}"
+            entries[name] = {"plugin": plugin, **({"grid": {k: [v] for k, v in params.items()}} if params else {})}
     if not entries:
         raise RbenchError("no attacks given")
     return entries

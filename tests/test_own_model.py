@@ -508,3 +508,19 @@ def test_a_fifo_or_folder_named_as_module_or_weights_is_refused_not_read(user, t
         code, err = cli_in_process(capsys, "eval", *args, "--store", str(tmp_path / "store"), "--run-dir",
                                    str(tmp_path / "run"))
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_attack_labels_show_what_differs_from_the_defaults_and_repeats_are_named_by_them():
+    """('pgd', {eps, steps=40, norm, random_start}) hit the key of 'pgd:eps=0.1' but was labelled with every
+    param; a second --attack pgd:... was labelled 'pgd-2(...)'."""
+    from rbench.errors import RbenchError
+    from rbench.own_model import attack_entries
+
+    entries = attack_entries(["pgd:eps=0.1", "pgd:eps=0.3,steps=100", "fgsm:eps=0.1",
+                              ("pgd", {"eps": 0.2, "steps": 40, "norm": "linf", "random_start": True})])
+    assert entries == {"pgd": {"plugin": "pgd", "grid": {"eps": [0.1]}},
+                       "pgd(eps=0.3, steps=100)": {"plugin": "pgd", "params": {"eps": 0.3, "steps": 100}},
+                       "fgsm": {"plugin": "fgsm", "grid": {"eps": [0.1]}},
+                       "pgd(eps=0.2)": {"plugin": "pgd", "params": {"eps": 0.2}}}
+    with pytest.raises(RbenchError, match=r"given twice \(as pgd\(eps=0.1\)\)"):
+        attack_entries(["pgd:eps=0.1", ("pgd", {"eps": 0.1, "steps": 40})])
