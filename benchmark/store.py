@@ -436,16 +436,19 @@ class Store:
                     self._check_folder(shard)
 
     def check_is_store(self) -> None:
-        """Refuse (one-line :class:`StoreError`) a folder that holds files but is not a store: one without the
-        ``objects`` and ``locks`` folders every store has from its first write. ``cache verify`` moves files and
-        ``cache gc`` deletes them: a mistyped ``--store`` must not aim them at someone else's folder. An absent
-        or empty folder is an empty store."""
+        """Refuse (one-line :class:`StoreError`) a folder that holds files but is not a store: a store holds
+        only its own folders (:data:`FOLDERS`), and files in ``objects`` only if some are named as entries.
+        ``cache verify`` moves files and ``cache gc`` deletes them (the quarantine's whole content): a mistyped
+        ``--store`` must not aim them at someone else's folder. An absent or empty folder is an empty store."""
         self.check_layout()
-        if not self.root.is_dir() or not any(self.root.iterdir()):
+        if not self.root.is_dir():
             return
-        if not all((self.root / sub).is_dir() for sub in ("objects", "locks")):
-            raise StoreError(f"store {self.root}: not an rbench store (it has no objects/ and locks/ folders); check "
-                             "--store or RBENCH_STORE")
+        others = sorted(p.name for p in self.root.iterdir() if p.name not in FOLDERS)
+        objects = self.root / "objects"
+        files = [p for p in objects.glob("*/*")] if objects.is_dir() else []
+        if others or (files and not self.keys() and not self.temporaries()):
+            why = f"it holds {', '.join(others[:3])}" if others else "none of the files in its objects/ is an entry"
+            raise StoreError(f"store {self.root}: not an rbench store ({why}); check --store or RBENCH_STORE")
 
     def _check_folder(self, path: Path) -> None:
         if path.is_symlink():

@@ -81,6 +81,26 @@ where = { attack = "pgd" }
 """
 
 
+def mlp_suite(tiny_suite: Path, extra: str, sources: list[str], attacks: list[str]) -> str:
+    """The tiny suite's mlp (so its stored checkpoint is reused), the ``extra`` sections (attacks, defenses,
+    models), and one table ``errors``: the error of ``sources`` under ``attacks`` on 64 test images (evaluation
+    ``wb``)."""
+    import json
+
+    return Path(tiny_suite).read_text().split("[models.cnn]")[0] + extra + f"""
+[evaluations.wb]
+dataset = "mnist"
+n = 64
+sources = {json.dumps(sources)}
+attacks = {json.dumps(attacks)}
+[tables.errors]
+evaluation = "wb"
+rows = "attack"
+columns = "model"
+metric = "error"
+"""
+
+
 def rbench(*args: str, env: dict[str, str] | None = None, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     """Run the installed ``rbench`` console script; returns the completed process (text output)."""
     full_env = {**os.environ, **(env or {})}

@@ -223,9 +223,13 @@ def test_cache_verify_and_gc_touch_only_a_stores_own_files(capsys, tmp_path, tin
     (decoy / "quarantine" / "kept.txt").write_text("theirs")
     for command in ("verify", "gc"):
         code, err = cli_in_process(capsys, "cache", command, "--store", str(decoy))
-        assert code == 2 and f"store {decoy}: not an rbench store" in err and err.count("\n") == 1, err
+        assert code == 2 and f"store {decoy}: not an rbench store (none of the files in its objects/ is an " \
+            "entry)" in err and err.count("\n") == 1, err
     assert sorted(str(p.relative_to(decoy)) for p in decoy.rglob("*")) == [
         "objects", "objects/ab", "objects/ab/abcdef.h5", "quarantine", "quarantine/kept.txt"]
+    (decoy / "HEAD").write_text("theirs")  # a folder of someone else's, say a git folder
+    code, err = cli_in_process(capsys, "cache", "gc", "--store", str(decoy))
+    assert code == 2 and "not an rbench store (it holds HEAD)" in err, err
     store = tmp_path / "store"
     code, _ = cli_in_process(capsys, "run", str(tiny_suite), "--store", str(store), "--run-dir",
                              str(tmp_path / "run"), "-q", "--only", "errors")

@@ -529,12 +529,12 @@ def rbench_defenses():
 def test_a_run_fails_the_gradient_attacks_on_a_lying_defense_and_keeps_the_others(tiny_reference, tmp_path):
     import shutil
 
-    from support import plugin_dist, run_values
+    from support import mlp_suite, plugin_dist, run_values
 
     suite, store, _, _ = tiny_reference
     shutil.copytree(store, tmp_path / "store")
     env = plugin_dist(tmp_path / "plugins", "rbench_test_rounding", ROUNDING)
-    text = suite.read_text().split("[models.cnn]")[0] + """
+    extra = """
 [defenses.round]
 plugin = "rounding"
 [models.mlp_round]
@@ -546,17 +546,8 @@ params = { eps = 0.2 }
 [attacks.noise]
 plugin = "gaussian_noise"
 params = { norm = "l2", eps = 3.0 }
-[evaluations.wb]
-dataset = "mnist"
-n = 64
-sources = ["mlp_round"]
-attacks = ["fgsm", "noise"]
-[tables.errors]
-evaluation = "wb"
-rows = "attack"
-columns = "model"
-metric = "error"
 """
+    text = mlp_suite(suite, extra, ["mlp_round"], ["fgsm", "noise"])
     (tmp_path / "suite.toml").write_text(text)
     out = rbench("run", str(tmp_path / "suite.toml"), "--store", str(tmp_path / "store"), "--run-dir",
                  str(tmp_path / "run"), "-q", env=env)

@@ -456,25 +456,11 @@ def test_an_editable_plugin_is_keyed_on_its_source_so_an_edit_is_never_served_st
     import json
     import shutil
 
-    from support import plugin_dist, rbench, run_values
+    from support import mlp_suite, plugin_dist, rbench, run_values
 
     suite, store, _, _ = tiny_reference
     shutil.copytree(store, tmp_path / "store")
-    text = suite.read_text().split("[models.cnn]")[0] + """
-[attacks.scaled]
-plugin = "scaled_fgsm"
-params = { eps = 0.3 }
-[evaluations.wb]
-dataset = "mnist"
-n = 64
-sources = ["mlp"]
-attacks = ["scaled"]
-[tables.errors]
-evaluation = "wb"
-rows = "attack"
-columns = "model"
-metric = "error"
-"""
+    text = mlp_suite(suite, '[attacks.scaled]\nplugin = "scaled_fgsm"\nparams = { eps = 0.3 }\n', ["mlp"], ["scaled"])
     (tmp_path / "suite.toml").write_text(text)
     folder = tmp_path / "plugins"
 

@@ -121,7 +121,7 @@ def test_failed_write_leaves_nothing_under_the_final_name(tmp_path):
 
 
 def test_gc_removes_debris_and_unused_entries(tmp_path, write_suite):
-    store = Store(tmp_path)
+    store = Store(tmp_path / "store")
     store.save_advset(KEY, _advset())
     debris = store.paths(KEY)[0].with_name(f"{KEY}.h5{TMP_MARK}dead")
     debris.write_bytes(b"partial")
