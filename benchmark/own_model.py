@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from rbench.errors import PluginError, RbenchError
 from rbench.manager import get_registry, suggest
 from rbench.suite import MAX_NAME, SAFE_NAME
+from rbench.tomlfile import unrepresentable
 
 #: the default attack set's Linf budgets (the usual MNIST levels: a moderate and the standard large one)
 DEFAULT_EPS = (0.1, 0.3)
@@ -67,8 +68,9 @@ def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
         if key.strip() in params:
             raise RbenchError(f"--attack {text!r}: {key.strip()!r} is given twice")
         params[key.strip()] = _value(value.strip())
-        if isinstance(params[key.strip()], float) and not math.isfinite(params[key.strip()]):
-            raise RbenchError(f"--attack {text!r}: {key.strip()}: not a finite number")
+        if isinstance(params[key.strip()], float) and unrepresentable(params[key.strip()]):
+            what = "not a finite number" if not math.isfinite(params[key.strip()]) else "not a 32-bit float's value"
+            raise RbenchError(f"--attack {text!r}: {key.strip()}: {what}")
     return plugin, params
 
 

@@ -112,14 +112,25 @@ def too_deep(doc: Any, limit: int = MAX_DEPTH) -> str | None:
     return None
 
 
+#: the largest float32, and the smallest normal one: the models and attacks compute in float32 (or less)
+FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
+
+
+def unrepresentable(value: float) -> bool:
+    """Whether ``value`` is not finite or is one a 32-bit float cannot hold (beyond 3.4e38, or nonzero below
+    1.2e-38)."""
+    return not math.isfinite(value) or abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY
+
+
 def non_finite(doc: Any) -> tuple[str, float] | None:
     """The key path and value of the first number of ``doc`` (in document order) that is not finite -- TOML's
-    ``inf``, ``-inf`` and ``nan``, or a literal too large for a float (``1e400`` reads as inf) -- or None.
-    Iterative; call it on a document :func:`too_deep` accepted."""
+    ``inf``, ``-inf`` and ``nan``, or a literal too large for a float (``1e400`` reads as inf) -- or that a 32-bit
+    float cannot hold (beyond 3.4e38: inf there; nonzero below 1.2e-38: 0 or a subnormal, an eps of 1e-320 made
+    an attack do nothing), or None. Iterative; call it on a document :func:`too_deep` accepted."""
     todo: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
     while todo:
         value, path = todo.pop()
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float) and unrepresentable(value):
             return key_path(path), value
         if isinstance(value, dict | list):
             items = value.items() if isinstance(value, dict) else enumerate(value)
@@ -135,6 +146,9 @@ def non_finite_problem(doc: Any) -> str | None:
     if found is None:
         return None
     path, value = found
+    if math.isfinite(value):
+        side = "beyond the largest" if abs(value) > FLOAT32_MAX else "nonzero but below the smallest normal"
+        return f"{path}: {value} is {side} 32-bit float, the arithmetic the models and attacks run in"
     # ART's norm takes np.inf: in TOML it is spelt as the string "inf" (rbench.plugins.attacks.art_adapter)
     hint = '; write an infinite norm as the string "inf"' if path.rsplit(".", 1)[-1] == "norm" else ""
     return f"{path}: {value} is not a finite number{hint}"

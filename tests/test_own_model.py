@@ -234,6 +234,8 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "fgsm"], "eps: Field required"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "fgsm:eps=nan"],
      "--attack 'fgsm:eps=nan': eps: not a finite number"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=0.1,step_size=1e-320"],
+     "--attack 'pgd:eps=0.1,step_size=1e-320': step_size: not a 32-bit float's value"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:epss=0.1"],
      "--attack 'pgd:epss=0.1': unknown parameter 'epss' of attack 'pgd'; did you mean 'eps'?"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--dataset", "cifar"], "--dataset 'cifar'"),

@@ -53,6 +53,10 @@ NON_FINITE = [
      "attacks.noise.params.sigma: inf is not a finite number"),
     ("eps = 0.1, steps = 5", "eps = 0.1, steps = 5, norm = inf",
      'attacks.pgd.params.norm: inf is not a finite number; write an infinite norm as the string "inf"'),
+    # finite, but not a 32-bit float's: inf there (a run-time overflow), or an eps that did nothing
+    ("eps = 0.1, steps = 5", "eps = 1e300, steps = 5", "attacks.pgd.params.eps: 1e+300 is beyond the largest 32-bit"),
+    ("eps = 0.1, steps = 5", "eps = 1e-320, steps = 5",
+     "attacks.pgd.params.eps: 1e-320 is nonzero but below the smallest normal 32-bit float"),
     # a profile is read whole, applied or not
     ('metric = "error"\n', 'metric = "error"\n\n[profiles.quick.attacks.pgd.params]\nstep_size = inf\n',
      "profiles.quick.attacks.pgd.params.step_size: inf is not a finite number"),
@@ -84,7 +88,8 @@ def test_non_finite_walks_in_document_order():
     path, value = non_finite({"a": [1.0, {"b": 2}], "c": {"d": [0.5, [float("nan")]], "e": float("inf")}})
     assert path == "c.d[1][0]" and math.isnan(value)
     assert non_finite({"x": {"y": float("-inf")}, "z": float("inf")}) == ("x.y", float("-inf"))
-    assert non_finite({"a": [1, 2.5, "inf", "nan", True], "b": {"c": -1e300}}) is None
+    assert non_finite({"a": [1, 2.5, "inf", "nan", True], "b": {"c": -3e38, "d": 0.0}}) is None
+    assert non_finite({"b": {"c": -1e300}}) == ("b.c", -1e300)  # no 32-bit float holds it
 
 
 def test_no_shipped_file_holds_a_number_that_is_not_finite():
