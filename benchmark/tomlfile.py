@@ -147,8 +147,10 @@ def non_finite_problem(doc: Any) -> str | None:
         return None
     path, value = found
     if math.isfinite(value):
-        side = "beyond the largest" if abs(value) > FLOAT32_MAX else "nonzero but below the smallest normal"
-        return f"{path}: {value} is {side} 32-bit float, the arithmetic the models and attacks run in"
+        side = "beyond" if abs(value) > FLOAT32_MAX else "nonzero but below"
+        return (f"{path}: {value} is {side} what a 32-bit float holds (magnitudes {FLOAT32_TINY:.2g} to "
+                f"{FLOAT32_MAX:.2g}), "
+                "the arithmetic the models and attacks run in")
     # ART's norm takes np.inf: in TOML it is spelt as the string "inf" (rbench.plugins.attacks.art_adapter)
     hint = '; write an infinite norm as the string "inf"' if path.rsplit(".", 1)[-1] == "norm" else ""
     return f"{path}: {value} is not a finite number{hint}"
