@@ -213,7 +213,9 @@ def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key
         options: dict[str, Any] = {"batch_size": batch_size}
         if fit_batch and not randomized:
             options["fit_gpu_batch"] = True
-        return plan.add(spec, (src_key,), f"{verb} {label} on {source}", seeded_without=reduced, **options)
+        seen = [] if view is None else ["BPDA"] * view.bpda + [f"EOT {view.eot}"] * (view.eot > 1)
+        through = f" (through {', '.join(seen)})" if seen else ""  # apart from the plain attack's line and record
+        return plan.add(spec, (src_key,), f"{verb} {label} on {source}{through}", seeded_without=reduced, **options)
     base_key = _attack_job(plan, str(attack.base_label), attack.base, source, src_key, data, seed, batch_size, view,
                            randomized, precision=precision, fit_batch=fit_batch)
     transform = TransformSpec(call_spec(attack.call), base_key, src_key, data, seed, precision)
