@@ -18,6 +18,7 @@ from rbench.attack import AttackOutput, Budget
 from rbench.estimate import interval_holds
 from rbench.inputs import PluginContractError, finite_logits, model_name, predicted_success
 from rbench.probe import MEASURED_KEYS
+from rbench.results import BOUNDS
 
 #: Float tolerance on a declared budget (the ball's radius may be hit exactly, up to float32 rounding).
 BUDGET_RTOL, BUDGET_ATOL = 1e-5, 1e-5
@@ -151,6 +152,9 @@ def _measurement_ok(v: Any) -> bool:
     if not isinstance(v, dict) or set(v) != MEASURED_KEYS:
         return False
     ends = (v["low"], v["high"])
+    low, high = BOUNDS.get(v["interval"], (-np.inf, np.inf)) if isinstance(v["interval"], str) else (0, 0)
+    if any(_finite(e) and not low <= e <= high for e in (v["value"], *ends)):  # else refused when results.json
+        return False                                                          # is read back
     return (_finite(v["value"]) and isinstance(v["n"], int) and not isinstance(v["n"], bool) and v["n"] >= 1
             and isinstance(v["interval"], str) and (ends == (None, None) and not v["interval"] or
                                                    all(_finite(e) for e in ends) and bool(v["interval"]) and
@@ -216,7 +220,7 @@ def check_defense_gradients(model: torch.nn.Module, x: torch.Tensor) -> None:
     try:
         with torch.no_grad():
             model(x[:GRADIENT_PROBE])
-        for stage in stages:
+        for stage in (s for s in stages if s in seen):  # a stage the probe pass did not run is not judged
             inputs = seen[stage].clone().requires_grad_(True)
             with torch.enable_grad():
                 out = stage.module(inputs)

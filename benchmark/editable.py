@@ -33,14 +33,22 @@ def is_editable(dist: metadata.Distribution | None) -> bool:
 
 
 def package_files(module_name: str) -> tuple[Path, list[Path]]:
-    """(its folder, its ``.py`` files) of the top-level package (or single module) ``module_name`` belongs to,
-    already imported; no files where it has none (a namespace or built-in module)."""
+    """(a folder, its ``.py`` files) holding the code of the already imported module ``module_name``: its
+    top-level package's folder, all the way down; for a namespace package (several folders) the folder of the
+    module itself, all the way down; for a single module, the ``.py`` files beside it (the helpers it imports).
+    Only regular files, no hidden ones (an editor's lock file ``.#mod.py`` is a dangling link)."""
     top = sys.modules.get(module_name.split(".", 1)[0])
     folders = [Path(p) for p in getattr(top, "__path__", [])]
     if len(folders) == 1:
-        return folders[0], sorted(folders[0].rglob("*.py"))
-    source = getattr(top, "__file__", None) or ""
-    return Path(source).parent, [Path(source)] if source.endswith(".py") else []
+        root, pattern = folders[0], "**/*.py"
+    else:
+        source = getattr(sys.modules.get(module_name), "__file__", None) or getattr(top, "__file__", None) or ""
+        if not source.endswith(".py"):
+            return Path(), []
+        root, pattern = Path(source).parent, "**/*.py" if folders else "*.py"
+    files = [f for f in root.glob(pattern) if not any(part.startswith(".") for part in f.relative_to(root).parts)
+             and f.is_file()]
+    return root, sorted(files)
 
 
 @cache

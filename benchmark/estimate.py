@@ -23,8 +23,8 @@ LEVEL = 0.95
 @dataclass(frozen=True)
 class Estimate:
     """``value`` (in the metric's unit) from ``n`` samples, with its ``LEVEL`` interval [``low``, ``high``] made by
-    ``method`` ("wilson", "t", "normal", "hanley-mcneil", "order statistics", "fisher-z"); ``low``/``high`` None
-    where no interval can be given (n < 2 for a mean)."""
+    ``method`` ("wilson", "t", "normal", "hanley-mcneil" or "wilson-pairs", "order statistics", "fisher-z");
+    ``low``/``high`` None where no interval can be given (n < 2 for a mean)."""
 
     value: float
     n: int
@@ -126,12 +126,12 @@ def auroc(value: float, n_positive: int, n_negative: int) -> Estimate:
     variance, deterministic and exact enough for the thousands of samples an OOD table uses.
 
     At exactly 0 or 1 (every pair of scores ordered one way) that variance vanishes and the interval would have no
-    width. There the interval is instead the Wilson interval of k = min(n_positive, n_negative) trials that all
-    came out one way: pairing the positives and negatives one to one gives k independent trials whose success
-    probability is the AUROC, all successes whenever every pair is ordered, and the full statistic is at least as
-    precise as those k, so the interval is conservative (simulated with binormal scores at a true AUROC of 0.99
-    to 0.999 and 20 to 200 scores per side: the clipped Hanley-McNeil interval covered it 19-97% of the time, with
-    this fallback 94-100%; tests/test_estimate.py)."""
+    width. There the interval (method "wilson-pairs") is instead the Wilson interval of k = min(n_positive,
+    n_negative) trials that all came out one way: pairing the positives and negatives one to one gives k independent
+    trials whose success probability is the AUROC, all successes whenever every pair is ordered, and the full
+    statistic is at least as precise as those k, so the interval is conservative (simulated with binormal scores at
+    a true AUROC of 0.99 to 0.999 and 20 to 200 scores per side: the clipped Hanley-McNeil interval covered it
+    19-97% of the time, with this fallback 94-100%; tests/test_estimate.py)."""
     a = float(value)
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     variance = (a * (1 - a) + (n_positive - 1) * (q1 - a * a) + (n_negative - 1) * (q2 - a * a)) \
@@ -140,7 +140,7 @@ def auroc(value: float, n_positive: int, n_negative: int) -> Estimate:
         k = min(n_positive, n_negative)
         low = wilson(k, k)[0]
         return Estimate(a, n_positive + n_negative, low if a == 1.0 else 0.0, 1.0 if a == 1.0 else 1.0 - low,
-                        "hanley-mcneil")
+                        "wilson-pairs")
     half = _z() * math.sqrt(max(variance, 0.0))
     return Estimate(a, n_positive + n_negative, max(0.0, a - half), min(1.0, a + half), "hanley-mcneil")
 

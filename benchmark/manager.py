@@ -203,7 +203,10 @@ def _key_version(obj: Any, version: str, ep: Any, dist: str) -> str:
     declared = str(getattr(obj, "version", None) or version)
     if dist == BUILTIN_DISTRIBUTION:
         return declared
-    return development_version(declared, getattr(ep, "dist", None), ep.module)
+    try:
+        return development_version(declared, getattr(ep, "dist", None), ep.module)
+    except OSError as exc:  # a file vanishing while it is read: keyed on a digest it cannot make, no plugin
+        raise PluginError(f"{dist}: its source cannot be read to key its jobs ({exc})") from None
 
 
 def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any, dist: str, version: str) -> None:
@@ -230,7 +233,12 @@ def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any,
             if problem is not None:
                 registry.failures.append(PluginInfo(kind, name, version, dist, ep.value, error=problem))
                 continue
-            info = PluginInfo(kind, name, _key_version(obj, version, ep, dist), dist, ep.value, obj)
+            try:
+                keyed = _key_version(obj, version, ep, dist)
+            except PluginError as exc:  # listed as a failure, like a plugin that does not load
+                registry.failures.append(PluginInfo(kind, name, version, dist, ep.value, error=str(exc)))
+                continue
+            info = PluginInfo(kind, name, keyed, dist, ep.value, obj)
             existing = registry.plugins[kind].get(name)
             if existing is not None:
                 registry.conflicts.append(

@@ -101,8 +101,8 @@ def attack_entries(attacks: Iterable[str | tuple[str, dict[str, Any]]]) -> dict[
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "params"
             raise RbenchError(f"--attack {shown!r}: {where}: {first['msg']}") from None
-        params = {k: v for k, v in params.items() if k not in fields or fields[k].is_required()
-                  or getattr(validated, k) != fields[k].default}
+        params = {k: v for k, v in sorted(params.items()) if k not in fields or fields[k].is_required()
+                  or getattr(validated, k) != fields[k].default}  # in name order: one label however it is spelt
         label = plugin + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
         if label in labels:
             raise RbenchError(f"--attack {shown!r}: given twice (as {label})")

@@ -219,7 +219,7 @@ def _refuse_non_finite(constant: str) -> float:
 
 #: where the quantity an interval method estimates lies: a rate in % (made by rbench.estimate.rate), an AUROC, a
 #: correlation ("normal" and "t" intervals estimate quantities of any range)
-BOUNDS = {"wilson": (0.0, 100.0), "hanley-mcneil": (0.0, 1.0), "fisher-z": (-1.0, 1.0)}
+BOUNDS = {"wilson": (0.0, 100.0), "hanley-mcneil": (0.0, 1.0), "wilson-pairs": (0.0, 1.0), "fisher-z": (-1.0, 1.0)}
 
 
 def _check_cell(table: str, cell: Cell) -> None:

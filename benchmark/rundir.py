@@ -20,6 +20,8 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
     permission, a full disk) is a one-line :class:`RbenchError` naming the file."""
     try:
         atomic_write(path, write, durable=False)
+        if Path(path).name != OUTPUTS_FILE:
+            note_output(Path(path))
     except OSError as exc:
         raise RbenchError(f"{path}: {_why(exc)}") from None
 
@@ -37,22 +39,38 @@ def remove_previous_outputs(run_dir: Path, keep: set[str]) -> None:
     ``keep`` (the text reports, rewritten atomically every run, so an interrupted run leaves the previous ones
     whole). Only plain names of regular files in the folder are removed; a folder without the record (none yet, or
     written by an rbench older than it) or with an unreadable one is left as it is."""
-    try:
-        names = json.loads((run_dir / OUTPUTS_FILE).read_text())
-    except (OSError, ValueError):
-        return
-    for name in names if isinstance(names, list) else []:
-        if not isinstance(name, str) or Path(name).name != name or name in keep or name in (OUTPUTS_FILE, ".", ".."):
+    for name in _recorded(run_dir):
+        if Path(name).name != name or name in keep or name in (OUTPUTS_FILE, ".", ".."):
             continue
         path = run_dir / name
         if path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
 
 
-def record_outputs(run_dir: Path, written: list[Path]) -> None:
-    """Record the files a run's reporters wrote into ``run_dir`` (see :data:`OUTPUTS_FILE`)."""
-    names = sorted({Path(p).name for p in written if Path(p).parent.resolve() == Path(run_dir).resolve()})
-    write_output(Path(run_dir) / OUTPUTS_FILE, lambda tmp: tmp.write_text(json.dumps(names, indent=0) + "\n"))
+def _recorded(run_dir: Path) -> list[str]:
+    try:
+        names = json.loads((run_dir / OUTPUTS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def record_outputs(run_dir: Path, written: list[Path], *, merge: bool = True) -> None:
+    """Record the files a run's reporters wrote into ``run_dir`` (see :data:`OUTPUTS_FILE`), with those recorded
+    already unless ``merge`` is false (a run starting anew)."""
+    run_dir = Path(run_dir)
+    names = {Path(p).name for p in written if Path(p).parent.resolve() == run_dir.resolve()}
+    names |= set(_recorded(run_dir)) if merge else set()
+    text = json.dumps(sorted(names), indent=0) + "\n"
+    atomic_write(run_dir / OUTPUTS_FILE, lambda tmp: tmp.write_text(text), durable=False)
+
+
+def note_output(path: Path) -> None:
+    """Add ``path`` to its folder's record where the folder has one (a run folder): every file a reporter writes
+    through :func:`write_output` is recorded as it is written, so a run stopped midway, a reporter that fails
+    after some of its figures, or ``rbench report -f`` leave no file the next run does not know of."""
+    if (path.parent / OUTPUTS_FILE).exists() and path.name not in _recorded(path.parent):
+        record_outputs(path.parent, [path])
 
 
 def _why(exc: OSError) -> str:
@@ -81,7 +99,8 @@ def check_run_dir(path: Path, store_root: Path, option: str = "--run-dir", own: 
         names = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
     except OSError as exc:
         raise RbenchError(f"{option} {path}: {_why(exc)}") from None
-    foreign = [n for n in names if n not in own and not any(n.startswith(f".{o}.") for o in own)]
+    # hidden files do not count: a desktop's .DS_Store, rbench's own probe and temporary files
+    foreign = [n for n in names if n not in own and not n.startswith(".")]
     if foreign and not set(names) & set(RUN_MARKS):
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise RbenchError(f"{option} {path}: holds other files ({shown}), not an earlier run's (no results.json): "

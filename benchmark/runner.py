@@ -233,7 +233,7 @@ def write_run_dir(results: RunResults, run_dir: Path, store: Store) -> list[str]
     reporters = sorted((info.obj for info in get_registry().plugins["reporter"].values()),
                        key=lambda r: (not renders_text(r), getattr(r, "order", 0)))
     remove_previous_outputs(run_dir, keep={r.suffix for r in reporters if renders_text(r)})
-    record_outputs(run_dir, [])  # the folder is a run's from now on: a run stopped midway may write into it again
+    record_outputs(run_dir, [], merge=False)  # a run's folder from now on; each file is noted as it is written
     notes, written = [], []
     for reporter in reporters:
         if renders_text(reporter):  # a file that cannot be written is a one-line RbenchError (write_output)

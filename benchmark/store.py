@@ -443,7 +443,7 @@ class Store:
         self.check_layout()
         if not self.root.is_dir():
             return
-        others = sorted(p.name for p in self.root.iterdir() if p.name not in FOLDERS)
+        others = sorted(p.name for p in self.root.iterdir() if p.name not in FOLDERS and not p.name.startswith("."))
         objects = self.root / "objects"
         files = [p for p in objects.glob("*/*")] if objects.is_dir() else []
         if others or (files and not self.keys() and not self.temporaries()):

@@ -151,6 +151,7 @@ def test_auroc_interval_follows_hanley_and_mcneil():
     assert auroc(0.9, 1000, 1000).high - 0.9 < (est.high - 0.9) / 3  # ten times the samples, a third the width
     perfect, worst = auroc(1.0, 50, 80), auroc(0.0, 80, 50)  # the closed form has no width at 0 or 1
     assert perfect.high == 1.0 and perfect.low == pytest.approx(50 / (50 + 1.959964**2), rel=1e-6)
+    assert perfect.method == "wilson-pairs"  # not Hanley-McNeil's: "samples needed" must not treat it as one
     assert worst.low == 0.0 and worst.high == pytest.approx(1 - perfect.low)
 
 

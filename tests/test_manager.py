@@ -487,3 +487,33 @@ def test_an_editable_plugin_is_keyed_on_its_source_so_an_edit_is_never_served_st
     assert released == "0.1" and "done" in done
     source.write_text(source.read_text().replace("SCALE = 0.5", "SCALE = 0.2"))
     assert run("e")[0] == "4 cached"  # keyed on the version alone: bump it to recompute (as documented)
+
+
+def test_the_source_digest_reads_regular_files_only_and_follows_helpers(tmp_path, monkeypatch):
+    """An editor's lock file (.#mod.py, a dangling link) made every command fail; a single-module plugin's helper
+    beside it was not hashed, so an edit there was served stale."""
+    import importlib
+    import sys
+
+    from rbench.editable import package_files, source_digest
+
+    pkg = tmp_path / "devpkg_a"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("X = 1\n")
+    (pkg / ".#__init__.py").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "devmod_b.py").write_text("import devhelper_b\n")
+    (tmp_path / "devhelper_b.py").write_text("Y = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("devpkg_a")
+    importlib.import_module("devmod_b")
+    try:
+        assert [f.name for f in package_files("devpkg_a")[1]] == ["__init__.py"]
+        before = source_digest("devmod_b")
+        assert "devhelper_b.py" in [f.name for f in package_files("devmod_b")[1]]
+        (tmp_path / "devhelper_b.py").write_text("Y = 2\n")
+        source_digest.cache_clear()
+        assert source_digest("devmod_b") != before
+    finally:
+        for name in ("devpkg_a", "devmod_b", "devhelper_b"):
+            sys.modules.pop(name, None)
+        source_digest.cache_clear()

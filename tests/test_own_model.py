@@ -153,7 +153,7 @@ def test_eval_and_evaluate_match_foolbox_run_directly(user, tmp_path):
     table = "robust_accuracy"
     got = {"clean": values[(table, "clean", "SmallCNN")],
            "fgsm": values[(table, "fgsm(eps=0.1)", "SmallCNN")],
-           "pgd": values[(table, "pgd(eps=0.1, steps=20, random_start=False)", "SmallCNN")]}
+           "pgd": values[(table, "pgd(eps=0.1, random_start=False, steps=20)", "SmallCNN")]}
     for key in expected:
         assert abs(got[key] - expected[key]) <= 0.5, (key, got, expected)
     assert expected["pgd"] < expected["clean"] - 5  # the attack did something: the comparison is not vacuous
@@ -526,3 +526,5 @@ def test_attack_labels_show_what_differs_from_the_defaults_and_repeats_are_named
                        "pgd(eps=0.2)": {"plugin": "pgd", "params": {"eps": 0.2}}}
     with pytest.raises(RbenchError, match=r"given twice \(as pgd\(eps=0.1\)\)"):
         attack_entries(["pgd:eps=0.1", ("pgd", {"eps": 0.1, "steps": 40})])
+    with pytest.raises(RbenchError, match=r"given twice \(as pgd\(eps=0.3, steps=10\)\)"):
+        attack_entries(["pgd:eps=0.3,steps=10", "pgd:steps=10,eps=0.3"])

@@ -54,7 +54,8 @@ NON_FINITE = [
     ("eps = 0.1, steps = 5", "eps = 0.1, steps = 5, norm = inf",
      'attacks.pgd.params.norm: inf is not a finite number; write an infinite norm as the string "inf"'),
     # finite, but not a 32-bit float's: inf there (a run-time overflow), or an eps that did nothing
-    ("eps = 0.1, steps = 5", "eps = 1e300, steps = 5", "attacks.pgd.params.eps: 1e+300 is beyond what a 32-bit float holds"),
+    ("eps = 0.1, steps = 5", "eps = 1e300, steps = 5",
+     "attacks.pgd.params.eps: 1e+300 is beyond what a 32-bit float holds"),
     ("eps = 0.1, steps = 5", "eps = 1e-320, steps = 5",
      "attacks.pgd.params.eps: 1e-320 is nonzero but below what a 32-bit float holds"),
     # a profile is read whole, applied or not
