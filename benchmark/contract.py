@@ -145,20 +145,23 @@ def _finite(v: Any) -> bool:
 
 
 def _measurement_ok(v: Any) -> bool:
-    """A finite number, None, or a measurement with its interval (:func:`rbench.probe.measured`): finite value,
-    a count n >= 1, finite ends holding the value (both None without an interval) and the interval's name."""
+    """A finite number, None, or a measurement with its interval (:func:`rbench.probe.measured`): a finite value,
+    a count n >= 1, and either no interval (both ends None, no method) or finite ends holding the value, named by
+    its method and within the range a quantity of that method lies in (:data:`rbench.results.BOUNDS`, which
+    results.json's reader holds it to as well)."""
     if v is None or _finite(v):
         return True
     if not isinstance(v, dict) or set(v) != MEASURED_KEYS:
         return False
-    ends = (v["low"], v["high"])
-    low, high = BOUNDS.get(v["interval"], (-np.inf, np.inf)) if isinstance(v["interval"], str) else (0, 0)
-    if any(_finite(e) and not low <= e <= high for e in (v["value"], *ends)):  # else refused when results.json
-        return False                                                          # is read back
-    return (_finite(v["value"]) and isinstance(v["n"], int) and not isinstance(v["n"], bool) and v["n"] >= 1
-            and isinstance(v["interval"], str) and (ends == (None, None) and not v["interval"] or
-                                                   all(_finite(e) for e in ends) and bool(v["interval"]) and
-                                                   interval_holds(v["low"], v["value"], v["high"])))
+    value, n, low, high, method = v["value"], v["n"], v["low"], v["high"], v["interval"]
+    if not (_finite(value) and isinstance(n, int) and not isinstance(n, bool) and n >= 1 and isinstance(method, str)):
+        return False
+    if (low, high) == (None, None):
+        return not method
+    if not (method and _finite(low) and _finite(high) and interval_holds(low, value, high)):
+        return False
+    least, most = BOUNDS.get(method, (-np.inf, np.inf))
+    return bool(least <= low and high <= most)
 
 
 def check_measurements(probe: str, label: str, values: Any) -> None:

@@ -528,7 +528,7 @@ def test_measurements_with_an_interval_are_checked_like_numbers():
     bad = [{**good, "low": good["value"] + 1}, {**good, "high": float("nan")}, {**good, "n": 0},
            {**good, "n": True}, {k: v for k, v in good.items() if k != "interval"}, {**good, "extra": 1},
            {**good, "low": None}, {**good, "low": None, "high": None}, {**good, "interval": ""},
-           {**good, "value": float("inf")}]
+           {**good, "value": float("inf")}, {**good, "value": 150.0, "low": 140.0, "high": 160.0}]  # a rate > 100%
     for value in bad:
         with pytest.raises(PluginContractError, match="probe 'p' \\(label\\) returned 'a'"):
             check_measurements("p", "label", {"a": [good, value]})
