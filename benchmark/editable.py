@@ -4,8 +4,8 @@ A plugin's version enters the keys of the jobs that call it, so a changed plugin
 author bumps the version. A distribution installed editable (``pip install -e``, PEP 660; pip records it in the
 dist-info's ``direct_url.json``, PEP 610) is one being worked on: its code changes between runs while its version
 stays, and the store would serve the outputs of the code as it was. For such a distribution the version a plugin
-enters keys with gets ``+src.<digest>``: the SHA-256 (first 12 hex digits) of every ``.py`` file of the top-level
-package its entry point lives in, so any edit there computes the plugin's jobs afresh (an edit that changes
+enters keys with gets ``+src.<digest>``: the SHA-256 (first 12 hex digits) of the ``.py`` files holding its
+entry point's code (:func:`package_files`), so any edit there computes the plugin's jobs afresh (an edit that changes
 nothing a job computes costs a recomputation, never a stale result). Released installs keep their version as it
 is, and so do the built-in plugins (whose versions the project bumps by review, CONTRIBUTING.md): rbench's own
 checkout is installed editable, and keying the built-ins on their source would make every checkout's keys differ.

@@ -167,6 +167,21 @@ def median(values: np.ndarray, scale: float = 1.0) -> Estimate | None:
                     "order statistics", samples=values)
 
 
+def reduced(values: np.ndarray, how: str, scale: float = 1.0, bounds: tuple[float, float] = (-math.inf, math.inf)
+            ) -> Estimate | float | None:
+    """``scale`` times ``values`` reduced by ``how`` ("median", "mean", "min", "max"; a metric's ``reduce``): a
+    median with its order-statistic interval (:func:`median`), a mean with its t interval clipped to ``bounds``
+    (:func:`mean`), a minimum or maximum bare (an extreme has no interval here); None for no values."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        return None
+    if how == "median":
+        return median(values, scale)
+    if how == "mean":
+        return mean(values, scale, bounds)
+    return scale * float(getattr(np, how)(values))
+
+
 def correlation(r: float | None, n: int) -> Estimate | None:
     """Pearson's ``r`` over ``n`` pairs with Fisher's z interval (tanh(atanh r +- z / sqrt(n - 3)), what
     ``scipy.stats.pearsonr(...).confidence_interval()`` gives); no interval for n <= 3 or |r| = 1; None where r is

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from rbench.errors import PluginError, RbenchError
 from rbench.manager import get_registry, suggest
-from rbench.suite import MAX_NAME, SAFE_NAME
+from rbench.suite import MAX_NAME, SAFE_NAME, instance_label
 from rbench.tomlfile import unrepresentable
 
 #: the default attack set's Linf budgets (the usual MNIST levels: a moderate and the standard large one)
@@ -62,15 +62,16 @@ def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
         raise RbenchError(f"--attack {text!r}: write NAME or NAME:key=value,key=value (e.g. pgd:eps=0.3,steps=100)")
     params: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in rest.split(","))) if rest else ():
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
+        key, eq, given = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
             raise RbenchError(f"--attack {text!r}: {item!r} is not key=value")
-        if key.strip() in params:
-            raise RbenchError(f"--attack {text!r}: {key.strip()!r} is given twice")
-        params[key.strip()] = _value(value.strip())
-        if isinstance(params[key.strip()], float) and unrepresentable(params[key.strip()]):
-            what = "not a finite number" if not math.isfinite(params[key.strip()]) else "not a 32-bit float's value"
-            raise RbenchError(f"--attack {text!r}: {key.strip()}: {what}")
+        if key in params:
+            raise RbenchError(f"--attack {text!r}: {key!r} is given twice")
+        value = params[key] = _value(given.strip())
+        if isinstance(value, float) and unrepresentable(value):
+            what = "not a finite number" if not math.isfinite(value) else "not a 32-bit float's value"
+            raise RbenchError(f"--attack {text!r}: {key}: {what}")
     return plugin, params
 
 
@@ -103,12 +104,13 @@ def attack_entries(attacks: Iterable[str | tuple[str, dict[str, Any]]]) -> dict[
             raise RbenchError(f"--attack {shown!r}: {where}: {first['msg']}") from None
         params = {k: v for k, v in sorted(params.items()) if k not in fields or fields[k].is_required()
                   or getattr(validated, k) != fields[k].default}  # in name order: one label however it is spelt
-        label = plugin + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
+        label = instance_label(plugin, params)
         if label in labels:
             raise RbenchError(f"--attack {shown!r}: given twice (as {label})")
         labels.add(label)
+        as_grid = {"plugin": plugin, **({"grid": {k: [v] for k, v in params.items()}} if params else {})}
         if plugin not in entries:
-            entries[plugin] = {"plugin": plugin, **({"grid": {k: [v] for k, v in params.items()}} if params else {})}
+            entries[plugin] = as_grid
         elif params and len(label) <= MAX_NAME:
             entries[label] = {"plugin": plugin, "params": params}
         else:
@@ -116,7 +118,7 @@ def attack_entries(attacks: Iterable[str | tuple[str, dict[str, Any]]]) -> dict[
             while name in entries:
                 i += 1
                 name = f"{plugin}-{i}"
-            entries[name] = {"plugin": plugin, **({"grid": {k: [v] for k, v in params.items()}} if params else {})}
+            entries[name] = as_grid
     if not entries:
         raise RbenchError("no attacks given")
     return entries

@@ -59,8 +59,8 @@ class Cell:
     value: float | None
     jobs: list[str] = field(default_factory=list)
     error: str | None = None
-    #: the samples behind the value, and its 95% interval [low, high] by ``interval`` ("wilson", "t", "normal",
-    #: "hanley-mcneil"); None / "" where the metric gives none (see rbench.estimate)
+    #: the samples behind the value, and its 95% interval [low, high] by ``interval`` (a method of
+    #: rbench.estimate.Estimate: "wilson", "t", "normal", "order statistics", ...); None / "" where it has none
     n: int | None = None
     low: float | None = None
     high: float | None = None

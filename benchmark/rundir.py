@@ -20,8 +20,7 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
     permission, a full disk) is a one-line :class:`RbenchError` naming the file."""
     try:
         atomic_write(path, write, durable=False)
-        if Path(path).name != OUTPUTS_FILE:
-            note_output(Path(path))
+        note_output(Path(path))
     except OSError as exc:
         raise RbenchError(f"{path}: {_why(exc)}") from None
 
@@ -60,7 +59,10 @@ def record_outputs(run_dir: Path, written: list[Path], *, merge: bool = True) ->
     already unless ``merge`` is false (a run starting anew)."""
     run_dir = Path(run_dir)
     names = {Path(p).name for p in written if Path(p).parent.resolve() == run_dir.resolve()}
-    names |= set(_recorded(run_dir)) if merge else set()
+    _write_record(run_dir, names | set(_recorded(run_dir)) if merge else names)
+
+
+def _write_record(run_dir: Path, names: set[str]) -> None:
     text = json.dumps(sorted(names), indent=0) + "\n"
     atomic_write(run_dir / OUTPUTS_FILE, lambda tmp: tmp.write_text(text), durable=False)
 
@@ -69,8 +71,11 @@ def note_output(path: Path) -> None:
     """Add ``path`` to its folder's record where the folder has one (a run folder): every file a reporter writes
     through :func:`write_output` is recorded as it is written, so a run stopped midway, a reporter that fails
     after some of its figures, or ``rbench report -f`` leave no file the next run does not know of."""
-    if (path.parent / OUTPUTS_FILE).exists() and path.name not in _recorded(path.parent):
-        record_outputs(path.parent, [path])
+    if not (path.parent / OUTPUTS_FILE).exists():
+        return
+    names = set(_recorded(path.parent))
+    if path.name not in names:
+        _write_record(path.parent, names | {path.name})
 
 
 def _why(exc: OSError) -> str:

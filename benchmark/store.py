@@ -444,9 +444,8 @@ class Store:
         if not self.root.is_dir():
             return
         others = sorted(p.name for p in self.root.iterdir() if p.name not in FOLDERS and not p.name.startswith("."))
-        objects = self.root / "objects"
-        files = [p for p in objects.glob("*/*")] if objects.is_dir() else []
-        if others or (files and not self.keys() and not self.temporaries()):
+        files = list((self.root / "objects").glob("*/*"))
+        if others or (files and not any(_is_entry_name(p.name.split(".", 1)[0], p.parent.name) for p in files)):
             why = f"it holds {', '.join(others[:3])}" if others else "none of the files in its objects/ is an entry"
             raise StoreError(f"store {self.root}: not an rbench store ({why}); check --store or RBENCH_STORE")
 
@@ -836,10 +835,8 @@ class Store:
 
     def temporaries(self) -> list[Path]:
         """Leftover temporary files (from interrupted writes) of entries (named as :meth:`keys` says)."""
-        objects = self.root / "objects"
-        return sorted(p for p in objects.glob(f"*/*{TMP_MARK}*") if _is_entry_name(p.name.split(".", 1)[0],
-                                                                                   p.parent.name)) \
-            if objects.is_dir() else []
+        found = (self.root / "objects").glob(f"*/*{TMP_MARK}*")  # nothing where there is no such folder
+        return sorted(p for p in found if _is_entry_name(p.name.split(".", 1)[0], p.parent.name))
 
 
 _KEY = re.compile(r"[0-9a-f]{40}")

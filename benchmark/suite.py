@@ -472,6 +472,12 @@ class Suite:
         return model if defended is None else str(defended.undefended)
 
 
+def instance_label(name: str, point: dict[str, Any]) -> str:
+    """An attack instance's label, its row or column in tables: ``name``, with its grid ``point``'s params
+    (``pgd(eps=0.1, steps=40)``)."""
+    return name + ("(" + ", ".join(f"{k}={v}" for k, v in point.items()) + ")" if point else "")
+
+
 def threat_note(suite: Suite, evaluation: str) -> str | None:
     """How an evaluation's attacks saw its defended sources (None when it has none): for table titles."""
     ev = suite.evaluations[evaluation]
@@ -1091,7 +1097,7 @@ class _Resolver:
             points = [dict(zip(keys, v, strict=True)) for v in itertools.product(*(spec.grid[k] for k in keys))]
         out = {}
         for point in points:
-            label = name + ("(" + ", ".join(f"{k}={v}" for k, v in point.items()) + ")" if point else "")
+            label = instance_label(name, point)
             call = self.call(kind, plugin, {**spec.params, **point}, "attacks", name, "")
             out[label] = AttackCall(call, base[1] if base else None, base[0] if base else None)
         done[name] = out

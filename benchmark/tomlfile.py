@@ -15,6 +15,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rbench.errors import SuiteError
 
 #: a suite, included or published file is read only if it is a regular file of at most this many bytes
@@ -113,7 +115,7 @@ def too_deep(doc: Any, limit: int = MAX_DEPTH) -> str | None:
 
 
 #: the largest float32, and the smallest normal one: the models and attacks compute in float32 (or less)
-FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
+FLOAT32_MAX, FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
 
 
 def unrepresentable(value: float) -> bool:

@@ -118,13 +118,19 @@ INTERVAL_NOTE = ("±h: the larger half-width of the cell's 95% interval (Wilson 
                  "results.json and cells.csv.")
 
 
-def unit_note(table: ResultTable) -> str:
-    """`` (%)`` when every cell of the table has that unit and the title does not say so already."""
+def title_unit(table: ResultTable) -> str:
+    """``%`` when every cell of the table has that unit and the title does not say so already; else ""."""
     units = _units(table)
     if len(units) != 1 or not next(iter(units)):
         return ""
     unit = next(iter(units))
-    return "" if f"({unit}" in table.title else f" ({unit})"
+    return "" if f"({unit}" in table.title else unit
+
+
+def unit_note(table: ResultTable) -> str:
+    """`` (%)``: :func:`title_unit` in parentheses (or "")."""
+    unit = title_unit(table)
+    return f" ({unit})" if unit else ""
 
 
 def size_note(table: ResultTable) -> str:
@@ -139,10 +145,9 @@ def size_note(table: ResultTable) -> str:
 
 
 def full_title(table: ResultTable) -> str:
-    """The title every reporter shows: the suite's, then its unit (:func:`unit_note`) and sample sizes
+    """The title every reporter shows: the suite's, then its unit (:func:`title_unit`) and sample sizes
     (:func:`size_note`) in one parenthesis: ``Test error under attack (%; n = 1000 per cell)``."""
-    unit, size = unit_note(table).strip()[1:-1], size_note(table)
-    notes = "; ".join(part for part in (unit, size) if part)
+    notes = "; ".join(part for part in (title_unit(table), size_note(table)) if part)
     return f"{table.title} ({notes})" if notes else table.title
 
 

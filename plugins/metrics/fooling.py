@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rbench.estimate import Estimate, mean, median, rate
+from rbench.estimate import Estimate, rate, reduced
 from rbench.metric import CellData, Metric
 
 Reduce = Literal["median", "mean", "min", "max"]
@@ -37,10 +37,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _reduce(values: np.ndarray, how: str) -> float | None:
-    return None if values.size == 0 else float(getattr(np, how)(values))
 
 
 def selected(cell: CellData, cls: int | None) -> np.ndarray | None:
@@ -118,11 +114,7 @@ class FoolingConfidence(Metric):
         _, values = _values(cell, params.cls, params.generation)
         if values is None or values.size == 0:
             return None
-        if params.reduce == "mean":  # a mean has a t interval, a median order statistics; min and max are bare
-            return mean(values, scale=100.0, bounds=(0.0, 100.0))
-        if params.reduce == "median":
-            return median(values, scale=100.0)
-        return 100.0 * _reduce(values, params.reduce)  # type: ignore[operator]
+        return reduced(values, params.reduce, scale=100.0, bounds=(0.0, 100.0))
 
 
 class FractionParams(_Selection):
@@ -175,8 +167,4 @@ class FoolingGenerations(Metric):
         reached = record >= params.threshold
         if not reached.any(axis=1).all():
             return None  # some image never reached the threshold within the run
-        generations = reached.argmax(axis=1).astype(np.float64)
-        if params.reduce == "median":  # order statistics; a mean has a t interval, min and max none
-            return median(generations)
-        return mean(generations, bounds=(0.0, math.inf)) if params.reduce == "mean" \
-            else _reduce(generations, params.reduce)
+        return reduced(reached.argmax(axis=1), params.reduce, bounds=(0.0, math.inf))

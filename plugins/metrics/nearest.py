@@ -16,11 +16,10 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from rbench.estimate import Estimate, mean, median
+from rbench.estimate import Estimate, reduced
 from rbench.metric import CellData, Metric, Reference
 
 #: queries per chunk (keeps the query x reference matrix near 100 MB for the 60000-image MNIST training set)
@@ -73,9 +72,4 @@ class NearestDistance(Metric):
             reference = cell.inputs_of(params.reference)[0]
         except KeyError:
             raise ValueError(f"reference {params.reference!r}: the suite has no such evaluation") from None
-        distances = nearest(x, reference, params.norm).numpy()
-        if params.reduce == "median":  # with its order-statistic interval, a mean with its t interval
-            return median(distances)
-        if params.reduce == "mean":
-            return mean(distances, bounds=(0.0, math.inf))
-        return float(getattr(np, params.reduce)(distances))  # min and max are reported bare
+        return reduced(nearest(x, reference, params.norm).numpy(), params.reduce, bounds=(0.0, math.inf))
