@@ -197,7 +197,7 @@ def _print_dry_run(plan: DryRun, path: Path) -> None:
         left = "none: every job is stored"
     console.print(f"Time left: {left}. Workers: {plan.workers} on {escape(', '.join(dict.fromkeys(plan.devices)))}.",
                   highlight=False, soft_wrap=True)
-    for warning in plan.suite.warnings:
+    for warning in plan.suite.warning_lines():
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print("Dry run: nothing was computed or written.", highlight=False)
 
@@ -353,12 +353,12 @@ def _validate_one(path: Path, profile: str | None) -> None:
 
     suite = load_suite(path, profile)
     plan = build_plan(suite)
-    warnings = dict.fromkeys(suite.warnings)
+    warnings = dict.fromkeys(suite.warning_lines())
     jobs = []
     for name in [] if profile is not None else suite_profiles(path):  # without --profile, every profile too
         with_profile = load_suite(path, name)
         jobs.append(f"; {len(build_plan(with_profile).jobs)} jobs with profile {name}")
-        warnings.update(dict.fromkeys(f"{w} (profile {name})" for w in with_profile.warnings
+        warnings.update(dict.fromkeys(f"{w} (profile {name})" for w in with_profile.warning_lines()
                                       if w not in warnings))
     console.print(f"{escape(str(path))}: ok ({len(suite.models)} models, {len(suite.evaluations)} evaluations, "
                   f"{len(suite.tables)} tables, {len(plan.jobs)} jobs{''.join(jobs)})", highlight=False,

@@ -239,7 +239,7 @@ def check_defense_gradients(model: torch.nn.Module, x: torch.Tensor) -> None:
                     f"defense {stage.name!r} declares itself differentiable, but {why} (on {len(inputs)} inputs): a "
                     "gradient attack through it would see nothing and report gradient masking as robustness; "
                     "declare differentiable = False (attacks then need bpda = true) or fix its backward pass "
-                    "(rbench.testing.check_defense checks it)")
+                    "(rbench.testing.check_defense checks it)", plugin=f"defense {stage.name!r}")
     finally:
         for h in hooks:
             h.remove()

@@ -131,7 +131,8 @@ class Stage(nn.Module):
         pass: two reductions, against a model's forward)."""
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}"
-            raise PluginContractError(f"defense {self.name!r} returned {got} for inputs of shape {tuple(x.shape)}")
+            raise PluginContractError(f"defense {self.name!r} returned {got} for inputs of shape {tuple(x.shape)}",
+                                      plugin=f"defense {self.name!r}")
         if out.numel() == 0:  # an empty batch: nothing to check (aminmax has no answer)
             return out
         slack = 4 * torch.finfo(out.dtype).eps if out.is_floating_point() else 0.0
@@ -140,7 +141,8 @@ class Stage(nn.Module):
             inside = torch.isfinite(low) & torch.isfinite(high) & (low >= -slack) & (high <= 1 + slack)
         if not bool(inside):  # one wait for the device per pass
             raise PluginContractError(f"defense {self.name!r} maps inputs to values in [{float(low):.4g}, "
-                                      f"{float(high):.4g}], not finite values in [0, 1]")
+                                      f"{float(high):.4g}], not finite values in [0, 1]",
+                                      plugin=f"defense {self.name!r}")
         return out
 
 

@@ -40,4 +40,10 @@ class Interrupted(RbenchError):
 
 class PluginContractError(Exception):
     """A plugin returned something that breaks its contract (wrong dtype, out of the box, over budget,
-    non-finite values): the plugin's fault, not the user's input, so it fails the job that ran it (exit 1)."""
+    non-finite values): the plugin's fault, not the user's input, so it fails the job that ran it (exit 1).
+    ``plugin``: the plugin at fault where it is not the job's own (a defense inside the model an attack job
+    attacks), as ``kind 'name'``; the failure's line names it instead of the job's plugin."""
+
+    def __init__(self, message: str, *, plugin: str | None = None):
+        super().__init__(message)
+        self.plugin = plugin  # kept through pickling: BaseException's reduce carries the instance's __dict__

@@ -79,9 +79,11 @@ def compute(job: Job, store: Store, device: str, progress: Progress, *, wait: bo
 
 
 def describe_failure(job: Job, exc: BaseException) -> str:
-    """One line: the job, its plugin, the error, and where in the code it was raised."""
+    """One line: the job, the plugin at fault (the job's own unless the error names another), the error, and
+    where in the code it was raised."""
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where and not isinstance(exc, JobTimeout) \
         else ""
     text = " ".join(str(exc).split())
-    return f"{job.label} [{job.plugin}]: {type(exc).__name__}: {text}{at}"
+    plugin = exc.plugin if isinstance(exc, PluginContractError) and exc.plugin else job.plugin
+    return f"{job.label} [{plugin}]: {type(exc).__name__}: {text}{at}"

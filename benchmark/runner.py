@@ -72,7 +72,10 @@ def select_tables(suite: Suite, only: list[str] | None, path: str | Path) -> Sui
             known = ", ".join(suite.tables) or "none"
             raise RbenchError(f"{path}: --only {name!r}: the suite has no such table{_close(name, suite.tables)} "
                               f"(tables: {known})")
-    return replace(suite, tables={name: t for name, t in suite.tables.items() if name in only})
+    tables = {name: t for name, t in suite.tables.items() if name in only}
+    read = {cell.evaluation for table in tables.values() for cell in table.cells.values()}
+    return replace(suite, tables=tables,
+                   warnings={name: lines for name, lines in suite.warnings.items() if name in read})
 
 
 def _close(name: str, choices: object) -> str:
@@ -187,7 +190,7 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
             jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
                       "error": r.error, "deps": list(plan.jobs[k].deps)} for k, r in job_results.items()},
         )
-        notes = suite.warnings + write_run_dir(results, run_dir, store)
+        notes = suite.warning_lines() + write_run_dir(results, run_dir, store)
     return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes,
                       tuple(suite.tables) if only else ())
 

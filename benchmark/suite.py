@@ -454,12 +454,17 @@ class Suite:
     models: dict[str, Model] = field(default_factory=dict)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
-    #: problems that do not stop a run (e.g. EOT on a deterministic defense), one line each
-    warnings: list[str] = field(default_factory=list)
+    #: problems that do not stop a run (e.g. EOT on a deterministic defense), one line each, by the evaluation
+    #: they concern (``--only`` keeps those of the evaluations its tables read)
+    warnings: dict[str, list[str]] = field(default_factory=dict)
     #: its published files' contents (path -> the validated document as JSON), recorded with the run's results
     published_docs: dict[str, Any] = field(default_factory=dict)
     #: every plugin the suite calls: (kind, name) -> (its version, its distribution), for the run's provenance
     plugins: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+
+    def warning_lines(self) -> list[str]:
+        """Its warnings, in the order of its evaluations."""
+        return [line for lines in self.warnings.values() for line in lines]
 
     def chain_of(self, model: str) -> list[DefenseEntry]:
         """The defenses of ``model`` in order from the input (empty for an undefended model)."""
@@ -1032,8 +1037,9 @@ class _Resolver:
                                         "true (BPDA), or threat_model = \"transfer\"")
         if ev.eot > 1 and ev.threat_model == "adaptive" and not any(
                 d.randomized for source in ev.sources for d in suite.chain_of(source)):
-            suite.warnings.append(f"{self.where('evaluations', name)}: evaluations.{name}.eot: {ev.eot} draws, but no "
-                                  "source has a randomized defense: every draw would be the same (EOT is not used)")
+            suite.warnings.setdefault(name, []).append(
+                f"{self.where('evaluations', name)}: evaluations.{name}.eot: {ev.eot} draws, but no source has a "
+                "randomized defense: every draw would be the same (EOT is not used)")
 
     def check_attack_labels(self, attacks: dict[str, dict[str, AttackCall]]) -> None:
         """Every attack instance's label (a table's row or column, the key its results are found by) is the

@@ -11,7 +11,7 @@ from support import rbench
 
 from rbench.errors import SuiteError
 from rbench.plan import build_plan
-from rbench.runner import run_suite
+from rbench.runner import run_suite, select_tables
 from rbench.store import Store
 from rbench.suite import load_suite
 
@@ -170,7 +170,9 @@ def test_eot_on_deterministic_defenses_is_a_warning(write_suite):
                         '"committee"]', 'sources = ["mlp_lowpass"]')
     suite = load_suite(_suite(write_suite, text))
     assert any("evaluations.adaptive.eot: 4 draws, but no source has a randomized defense" in w
-               for w in suite.warnings)
+               for w in suite.warning_lines())
+    assert not select_tables(suite, ["transfer"], "s.toml").warnings  # --only a table of another evaluation
+    assert select_tables(suite, ["adaptive"], "s.toml").warning_lines() == suite.warning_lines()
     out = rbench("validate", str(_suite(write_suite, text)))
     assert out.returncode == 0 and "warning:" in out.stdout and "no source has a randomized" in out.stdout
     assert not load_suite(_suite(write_suite)).warnings  # mlp_noisy is randomized: EOT applies to it alone

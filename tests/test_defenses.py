@@ -554,6 +554,7 @@ params = { norm = "l2", eps = 3.0 }
     assert out.returncode == 1, out.stdout + out.stderr
     flat = " ".join(out.stdout.split())
     assert "defense 'rounding' declares itself differentiable, but its input gradients are all zero" in flat
+    assert "[defense 'rounding']: PluginContractError" in flat  # the defense at fault, not the attack that ran
     values = run_values(tmp_path / "run")
     assert values[("errors", "fgsm", "mlp_round")] is None  # no number where the attack saw nothing
     assert values[("errors", "noise", "mlp_round")] is not None and values[("errors", "clean", "mlp_round")] is not None
