@@ -128,11 +128,11 @@ class Results:
         return seen
 
     def records(self) -> list[dict[str, Any]]:
-        """One dict per cell: table, row, column, metric, value, unit, n and its 95% interval (``low``, ``high``,
-        ``interval``: the method; None / "" where the metric gives none), error, and its provenance -- the jobs
-        behind it (the ones it was computed from and everything they depend on: the model's training, the attack),
-        each with its store key, label, status, seconds and device; the store; the precision; the package
-        versions."""
+        """One dict per cell: table, row, column, metric, value, unit, n and its 95% interval (``ci_low``,
+        ``ci_high``, ``interval``: the method, named as in cells.csv; None / "" where the metric gives none), error,
+        and its provenance -- the jobs behind it (the ones it was computed from and everything they depend on: the
+        model's training, the attack), each with its store key, label, status, seconds and device; the store; the
+        precision; the package versions."""
         out = []
         packages = self.run.provenance.get("packages", {})
         for t in self.run.tables:
@@ -141,7 +141,7 @@ class Results:
                                                                                      "device")}}
                         for k in self.lineage(c.jobs)]
                 out.append({"table": t.name, "row": c.row, "column": c.column, "metric": t.metric(c),
-                            "value": c.value, "unit": t.unit(c), "n": c.n, "low": c.low, "high": c.high,
+                            "value": c.value, "unit": t.unit(c), "n": c.n, "ci_low": c.low, "ci_high": c.high,
                             "interval": c.interval, "error": c.error,
                             "provenance": {"jobs": jobs, "store": self.run.provenance.get("store"),
                                            "precision": self.run.provenance.get("precision"),

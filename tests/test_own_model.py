@@ -339,7 +339,7 @@ def test_evaluate_caches_in_memory_models_by_their_bytes(user, tmp_path):
     assert [r["value"] for r in again.records()] == [r["value"] for r in first.records()]
     record = next(r for r in first.records() if r["column"] == "fgsm(eps=0.1)" or r["row"] == "fgsm(eps=0.1)")
     assert {j["label"].split()[0] for j in record["provenance"]["jobs"]} >= {"attack", "eval", "load"}
-    assert record["n"] == 100 and record["low"] <= record["value"] <= record["high"]
+    assert record["n"] == 100 and record["ci_low"] <= record["value"] <= record["ci_high"]
     assert record["interval"] == "wilson" and record["provenance"]["precision"] == "fp32"
     assert Path(record["provenance"]["store"]).resolve() == store.resolve()
     assert "SmallCNN" in str(first) and "| fgsm(eps=0.1)" in first.to_markdown()
