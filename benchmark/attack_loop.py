@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,6 +14,9 @@ from rbench.attack import AttackOutput
 from rbench.model import Progress, no_progress
 from rbench.plan import Job
 from rbench.provenance import job_meta
+
+if TYPE_CHECKING:
+    from rbench.store import Store
 
 
 @dataclass
@@ -82,11 +85,11 @@ def attack_in_batches(n: int, step: int, one_batch: Callable[[int, int], AttackO
                      step)
 
 
-def attack_meta(job: Job, device: torch.device, started: float, attack: Any, params: Any,
+def attack_meta(job: Job, store: Store, device: torch.device, started: float, attack: Any, params: Any,
                 budget: dict[str, Any] | None, batch: int) -> dict[str, Any]:
     """:func:`job_meta` of an attack job, with its budget, the batch size it ran at and, for an adapter of another
     library, that library's name and version."""
-    meta = job_meta(job, device, started, budget=budget)
+    meta = job_meta(job, store, device, started, budget=budget)
     meta["provenance"]["batch_size"] = batch
     library = getattr(attack, "provenance", None)
     if callable(library):

@@ -17,7 +17,7 @@ from typing import Literal
 
 from filelock import Timeout
 
-from rbench.gates import check_stored
+from rbench.gates import InputPending, check_stored
 from rbench.inputs import PluginContractError
 from rbench.jobs import run_job
 from rbench.model import Progress
@@ -65,6 +65,8 @@ def compute(job: Job, store: Store, device: str, progress: Progress, *, wait: bo
                 try:
                     check_stored(store, job)
                     return "cached"
+                except InputPending:
+                    pass  # an input is gone (an executor runs inputs first): computing the job reports it
                 except (CorruptEntry, PluginContractError) as exc:
                     note = distrust(store, job, exc)
                     if warn is not None:

@@ -14,6 +14,14 @@ itself, never against what the file says about itself:
 - predictions must hold one row per input and -- memoized -- the indices and labels of the job's input (the
   adversarial set or the clean slice it names).
 
+Before any of these, every entry (a checkpoint too) must have been made from the entries the store holds now
+under its job's ``deps``: its metadata records their checksums as the job read them (``inputs``,
+:func:`rbench.provenance.job_meta`), and one recomputed since (other bytes) makes it stale -- an adversarial set
+crafted on an earlier model, predictions of an earlier set, a defended model assembled from earlier parts -- so
+it is not trusted (:func:`check_inputs`). While an input is not stored (it is recomputed in this run) the entry
+is not judged yet (:class:`InputPending`). An entry stored before rbench recorded its inputs has no record to
+compare and passes this check.
+
 The memoized checks read the data and models, so they are recorded in ``gates/<key>.json`` together with the
 checksums they depended on (the entry's, and the source checkpoint's or input set's); they are redone whenever
 any of those bytes change. A failure raises :class:`rbench.inputs.PluginContractError`.
@@ -37,15 +45,52 @@ from rbench.artifacts import AdvSet, distortions
 from rbench.attack import Budget
 from rbench.contract import over_budget
 from rbench.defense import randomized, seed_randomness
-from rbench.inputs import PluginContractError, load_model, load_slice, plugin_params, predicted_success
+from rbench.inputs import (
+    PluginContractError,
+    load_model,
+    load_slice,
+    model_of_checkpoint,
+    plugin_params,
+    predicted_success,
+)
 from rbench.keys import canonical
 from rbench.plan import NO_CLASS, Job, generated_targets
 from rbench.precision import autocast, precision_of
 from rbench.specs import AttackSpec, EvalSpec, TransformSpec
-from rbench.store import Store
+from rbench.store import EntryMissing, Store
 
 #: Bump when the gates check more: every memo is redone.
 GATE_VERSION = 2
+
+
+class InputPending(EntryMissing):
+    """A stored entry whose job's input is not in the store: it cannot be judged before that input is recomputed."""
+
+    def __init__(self, key: str, dep: str):
+        Exception.__init__(self, f"stored entry {key} waits for its input {dep}, which is not in the store")
+        self.key, self.dep = key, dep
+
+
+def inputs_now(store: Store, job: Job) -> dict[str, str | None]:
+    """The checksums of ``job``'s inputs (its ``deps``) as the store holds them now (None: not stored)."""
+    return {dep: store.checksum(dep) for dep in job.deps}
+
+
+def check_inputs(store: Store, job: Job, meta: dict[str, Any]) -> None:
+    """``job``'s stored output, of metadata ``meta``, was made from the entries the store holds now under its deps'
+    keys (see the module): else :class:`InputPending` when one is not stored, :class:`PluginContractError` when
+    one has other bytes than the output recorded."""
+    for dep in job.deps:
+        if not store.has(dep):
+            raise InputPending(job.key, dep)
+    recorded = meta.get("inputs")
+    if recorded is None:  # stored before inputs were recorded: nothing to compare
+        return
+    now = inputs_now(store, job)
+    changed = [dep for dep in job.deps if not isinstance(recorded, dict) or recorded.get(dep) != now[dep]]
+    if changed:
+        raise PluginContractError(f"stored entry {job.key} was made from other contents of its input {changed[0]} "
+                                  "than the store holds now (that input was recomputed since)")
 
 
 def declared_budget(job: Job) -> Budget | None:
@@ -72,7 +117,7 @@ def verified_copy(store: Store, job: Job) -> bool:
         return False
     if not store.vouch(job.key, memo["file"], str(memo.get("entry"))):
         return False
-    return _depends_on(store, job) == memo.get("on")
+    return _depends_on(store, job) == memo.get("on") and memo.get("inputs") == inputs_now(store, job)
 
 
 def check_stored(store: Store, job: Job) -> None:
@@ -80,7 +125,9 @@ def check_stored(store: Store, job: Job) -> None:
     if verified_copy(store, job):
         return
     if job.kind == "train":
-        load_model(store, job.key, "cpu")
+        state, meta = store.load_checkpoint(job.key)
+        model_of_checkpoint(store, job.key, state, meta, "cpu")
+        check_inputs(store, job, meta)
     elif job.kind in ("attack", "transform"):
         gate_advset(store, job)
     else:
@@ -117,6 +164,7 @@ def check_generated(job: Job, adv: AdvSet) -> None:
 
 def gate_advset(store: Store, job: Job) -> None:
     adv = store.load_advset(job.key)
+    check_inputs(store, job, adv.meta)
     x = adv.x_adv
     if x.dtype != np.float32:
         raise PluginContractError(f"stored set {job.key} is {x.dtype}, not float32")
@@ -157,8 +205,6 @@ def _repredict(store: Store, job: Job, adv: AdvSet, stamp: dict[str, Any]) -> No
     """The set's success flags against a re-prediction by the job's source model; the memo is written on a pass."""
     x = adv.x_adv
     assert isinstance(job.spec, AttackSpec | TransformSpec)
-    if not store.has(job.spec.source):
-        return  # the source model is recomputed in this run; the next run re-predicts (no stamp now)
     model = load_model(store, job.spec.source, "cpu")
     seed_randomness(model, job.seed)  # a randomized model's flags are one draw seeded from the job's key
     precision = precision_of(job.spec)
@@ -193,6 +239,7 @@ def _flag_batch(job: Job, model: torch.nn.Module, precision: str) -> int:
 
 def gate_predictions(store: Store, job: Job) -> None:
     pred = store.load_predictions(job.key)
+    check_inputs(store, job, pred.meta)
     n = _expected_rows(job)
     if n is not None and len(pred.logits) != n:
         raise PluginContractError(f"stored predictions {job.key} hold {len(pred.logits)} rows; the job asks for {n}")
@@ -202,8 +249,6 @@ def gate_predictions(store: Store, job: Job) -> None:
     spec = job.spec
     assert isinstance(spec, EvalSpec)
     if spec.advset is not None:
-        if not store.has(spec.advset):
-            return  # the input set is recomputed in this run; the next run checks (no stamp now)
         adv = store.load_advset(spec.advset)
         indices, labels = adv.indices, adv.labels
     else:
@@ -233,7 +278,7 @@ def _stamp(store: Store, job: Job) -> dict[str, Any]:
 def _memo_holds(store: Store, job: Job, stamp: dict[str, Any]) -> bool:
     """The memoized checks passed on these checksums before; the memo gains the file's digest if it lacks it."""
     memo = store.gate_stamp(job.key)
-    if memo is None or {k: v for k, v in memo.items() if k not in ("file", "key")} != stamp:
+    if memo is None or {k: v for k, v in memo.items() if k not in ("file", "key", "inputs")} != stamp:
         return False
     _record(store, job, stamp, memo)
     return True
@@ -241,11 +286,13 @@ def _memo_holds(store: Store, job: Job, stamp: dict[str, Any]) -> bool:
 
 def _record(store: Store, job: Job, stamp: dict[str, Any], memo: dict[str, Any] | None = None) -> None:
     """Write the memo of a pass: ``stamp`` and, when the entry's file is the one this process checked (or wrote),
-    its bytes' digest and the key they were checked for (:func:`verified_copy`; a memo copied to another key's
-    name does not vouch for anything there). Nothing is written when ``memo``, the one stored, already says it."""
+    its bytes' digest, the key they were checked for and its inputs' checksums as this process read them
+    (:func:`verified_copy`; a memo copied to another key's name does not vouch for anything there; one whose
+    inputs were recomputed since vouches for nothing either). Nothing is written when ``memo``, the one stored,
+    already says it."""
     digest = store.file_digest(job.key)
     if digest is not None:
-        stamp = dict(stamp, key=job.key, file=digest)
+        stamp = dict(stamp, key=job.key, file=digest, inputs={dep: store.read_checksum(dep) for dep in job.deps})
     if memo != stamp:
         store.write_gate_stamp(job.key, stamp)
 

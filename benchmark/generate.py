@@ -81,7 +81,7 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
         with autocast(spec.precision, device):
             success = predicted_success(model, torch.from_numpy(x_adv).to(device),
                                         torch.full_like(targets, NO_CLASS), targets)
-    meta = attack_meta(job, device, started, attack, params, None, done.batch)
+    meta = attack_meta(job, store, device, started, attack, params, None, done.batch)
     none = np.full(n, NO_CLASS, dtype=np.int64)
     store.save_advset(job.key, AdvSet(x_adv, success.numpy(), none, targets.numpy(), none.copy(), {},
                                       {k: v.numpy() for k, v in done.extras.items()}, meta))

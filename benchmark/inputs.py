@@ -104,6 +104,12 @@ def load_model(store: Store, key: str, device: torch.device | str) -> torch.nn.M
     :func:`memory_format`, in eval mode, parameters frozen. Weights that do not fit the network the sidecar's
     spec builds make the entry corrupt (quarantined, :class:`rbench.store.CorruptEntry`)."""
     state, meta = store.load_checkpoint(key)
+    return model_of_checkpoint(store, key, state, meta, device)
+
+
+def model_of_checkpoint(store: Store, key: str, state: dict[str, torch.Tensor], meta: dict[str, Any],
+                        device: torch.device | str) -> torch.nn.Module:
+    """:func:`load_model` of the checkpoint ``(state, meta)`` already read from ``store`` under ``key``."""
     try:
         spec = meta["spec"]
         model = build_defense(spec["defense"]).module if "defense" in spec else build_model(spec["model"])

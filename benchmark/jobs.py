@@ -95,7 +95,7 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
         check_trained(model, trainer.name, x if trainer.reads_data else None, device,
                       component=spec.defense is not None)
     model.eval()
-    store.save_checkpoint(job.key, model.state_dict(), job_meta(job, device, started, stats=stats))
+    store.save_checkpoint(job.key, model.state_dict(), job_meta(job, store, device, started, stats=stats))
 
 
 def epoch_observer(monitor: Monitoring, device: torch.device, seed: int, observed: list[dict[str, Any]]
@@ -164,7 +164,8 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
         seed_randomness(model, job.seed)
         with autocast(spec.precision, device):
             success = predicted_success(model, torch.from_numpy(x_adv).to(device), y, torch.from_numpy(targets))
-    meta = attack_meta(job, device, started, attack, params, None if budget is None else vars(budget), done.batch)
+    meta = attack_meta(job, store, device, started, attack, params, None if budget is None else vars(budget),
+                       done.batch)
     store.save_advset(job.key, AdvSet(x_adv, success.numpy(), y.numpy(), targets, idx,
                                       distortions(x.numpy(), x_adv), extra_arrays, meta))
     gates.record_pass(store, job)  # every batch passed check_attack_output
@@ -189,7 +190,7 @@ def run_transform(job: Job, store: Store, device: torch.device, progress: Progre
     with autocast(spec.precision, device):
         success = predicted_success(model, x_adv.to(device), y, targets)
     progress(1, 1, "transformed")
-    meta = job_meta(job, device, started, budget=None if budget is None else vars(budget))
+    meta = job_meta(job, store, device, started, budget=None if budget is None else vars(budget))
     store.save_advset(job.key, AdvSet(x_adv.numpy(), success.numpy(), y.numpy(), base.targets, idx,
                                       distortions(x.numpy(), x_adv.numpy()), dict(base.extras), meta))
     gates.record_pass(store, job)  # success was re-predicted just above
@@ -217,7 +218,7 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
             logits.append(finite_logits(model, out, what, start).cpu())
             progress(min(start + batch_size, len(x)), len(x), "batches")
     store.save_predictions(job.key, Predictions(torch.cat(logits).numpy(), labels, idx,
-                                                job_meta(job, device, started)))
+                                                job_meta(job, store, device, started)))
     gates.record_pass(store, job)  # made from the very input the gate compares it with
 
 

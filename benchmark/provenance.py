@@ -14,6 +14,7 @@ from rbench.precision import precision_of
 
 if TYPE_CHECKING:
     from rbench.plan import Job
+    from rbench.store import Store
 
 PACKAGES = ("rbench", "torch", "numpy", "h5py", "safetensors", "pydantic", "pluggy")
 
@@ -60,10 +61,13 @@ def provenance(device: Any, seed: int | None = None, seconds: float | None = Non
     return record
 
 
-def job_meta(job: Job, device: Any, started: float, **extra: Any) -> dict[str, Any]:
-    """The metadata stored with a job's output: its key, label, spec and provenance (``started``: the job's
-    ``time.perf_counter()`` at its start), plus ``extra``. The provenance names the arithmetic precision the job
-    computed in (:mod:`rbench.precision`; a training job's is always fp32)."""
+def job_meta(job: Job, store: Store, device: Any, started: float, **extra: Any) -> dict[str, Any]:
+    """The metadata stored with a job's output: its key, label, spec, provenance (``started``: the job's
+    ``time.perf_counter()`` at its start) and ``inputs``, the checksum of every entry it read (its ``deps``, as
+    this process read them from ``store``), plus ``extra``. The provenance names the arithmetic precision the job
+    computed in (:mod:`rbench.precision`; a training job's is always fp32). ``inputs`` binds the output to those
+    very entries: one recomputed since (other bytes) makes the output stale (:func:`rbench.gates.check_inputs`)."""
     record = provenance(device, job.seed, time.perf_counter() - started)
     record["precision"] = precision_of(job.spec)
-    return {"key": job.key, "label": job.label, "spec": job.record, "provenance": record, **extra}
+    inputs = {dep: store.read_checksum(dep) for dep in job.deps}
+    return {"key": job.key, "label": job.label, "spec": job.record, "provenance": record, "inputs": inputs, **extra}

@@ -622,6 +622,12 @@ class Store:
         except OSError:
             return None
 
+    def read_checksum(self, key: str) -> str | None:
+        """The checksum of ``key`` as this process last verified it when it read the entry (even if the file was
+        replaced since), else its stored checksum (:meth:`checksum`): what a job that read ``key`` was made from."""
+        known = self._digests.get(key)
+        return known[2] if known is not None else self.checksum(key)
+
     def file_digest(self, key: str) -> str | None:
         """SHA-256 of the bytes of ``key``'s HDF5 file, if that file is the one whose checksum this process verified
         (or wrote); None otherwise. A gate pass records it (see :mod:`rbench.gates`) to recognise the same bytes."""

@@ -28,9 +28,15 @@ def stored_jobs(plan: Plan, store: Store) -> list[Job]:
 
 
 def trusted_results(plan: Plan, store: Store, observer: Observer) -> dict[str, JobResult]:
-    """A ``cached`` result for every job of ``plan`` whose stored output can be trusted."""
+    """A ``cached`` result for every job of ``plan`` whose stored output can be trusted: it passes its checks and
+    so does every job it depends on. A job with an input not trusted here (missing, busy, or failing its checks:
+    quarantined, to be recomputed) is left to the executor, after that input: :func:`rbench.execution.compute`
+    judges its stored entry then, against the input as stored by that time (:func:`rbench.gates.check_inputs`;
+    one made from the failed input is stale)."""
     results: dict[str, JobResult] = {}
-    for job in stored_jobs(plan, store):
+    for job in stored_jobs(plan, store):  # the plan's order: every job after the jobs it depends on
+        if not all(dep in results for dep in job.deps):
+            continue
         if verified_copy(store, job) or _passes_under_lock(store, job, observer):
             results[job.key] = JobResult(job.key, job.label, "cached")
             observer.finished(job, results[job.key])

@@ -65,8 +65,10 @@ def test_a_listener_hears_every_job_and_the_trust_warnings(tiny_reference, tmp_p
     assert key in done and len(done) < len(statuses)
     assert {k for k, _ in listener.started} == done and {d for _, d in listener.started} == {"cpu"}
     assert key in listener.progressed
-    assert [k for _, k in listener.warnings] == [key]
-    assert "not trusted" in listener.warnings[0][0]
+    users = {k for k, j in jobs.items() if j["label"] == "eval mlp on fgsm(eps=0.1)@mlp"}
+    assert [k for _, k in listener.warnings[:1]] == [key] and {k for _, k in listener.warnings[1:]} == users
+    assert "not trusted" in listener.warnings[0][0]  # then its predictions, made from it, are stale
+    assert all(f"made from other contents of its input {key}" in w for w, _ in listener.warnings[1:])
     fixed = store.load_advset(key)
     assert fixed.x_adv.max() <= 1.0 and np.isfinite(fixed.x_adv).all()
 

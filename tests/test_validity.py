@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from rich.console import Console
@@ -56,6 +58,13 @@ def test_tampered_set_is_quarantined_and_recomputed(stored, tmp_path, tamper):
     assert list((store_dir / "quarantine").iterdir())
     fixed = Store(store_dir).load_advset(key)
     assert fixed.x_adv.dtype == np.float32 and np.array_equal(fixed.success, outcome_success(root, key))
+    # the predictions made of the set (here: of the set before the tampering) are judged against the set stored
+    # now and recomputed from it, not served as predictions of whatever the key holds
+    users = [k for k, r in outcome.job_results.items() if r.label == "eval mlp on fgsm(eps=0.1)@mlp"]
+    assert users and all(again.job_results[k].status == "done" for k in users)
+    for k in users:
+        assert np.array_equal(Store(store_dir).load_predictions(k).logits,
+                              Store(root / "store").load_predictions(k).logits)
 
 
 def outcome_success(root, key):
@@ -111,3 +120,43 @@ def test_an_entry_found_corrupt_when_its_job_runs_is_reported_and_recomputed(sto
     assert about == key and message.startswith(f"store entry {key} is corrupt (") and "moved to " in message
     assert message.endswith("; recomputing")
     assert Store(store_dir).load_predictions(key).logits.dtype == np.float32  # the recomputed entry loads
+
+
+def test_outputs_made_from_an_input_that_changed_are_not_trusted(stored, tmp_path):
+    """The user of an input is bound to the very bytes it was made from: predictions made from a set that failed
+    its gate (out of the [0, 1] box, valid checksum) are recomputed with the set, in the same run; the run after
+    serves everything from the store; predictions whose set was replaced by other (valid) bytes are refused."""
+    import shutil
+
+    suite, root, outcome = stored
+    store_dir = tmp_path / "store"
+    shutil.copytree(root / "store", store_dir)
+    store = Store(store_dir)
+    key = _attack_key(outcome, "attack fgsm(eps=0.1) on mlp")
+    users = [k for k, r in outcome.job_results.items() if r.label == "eval mlp on fgsm(eps=0.1)@mlp"]
+    adv = store.load_advset(key)
+    adv.x_adv = np.clip(adv.x_adv + 0.5, 0, 2).astype(np.float32)
+    store.save_advset(key, adv)
+    for k in users:  # predictions made from the bad set, bound to it as a run would have stored them
+        pred = store.load_predictions(k)
+        pred.logits = pred.logits + 1.0
+        pred.meta["inputs"] = {dep: store.checksum(dep) for dep in pred.meta["inputs"]}
+        store.save_predictions(k, pred)
+    again = _run(suite, store_dir, tmp_path / "run")
+    assert again.job_results[key].status == "done" and all(again.job_results[k].status == "done" for k in users)
+    original = Store(root / "store")
+    for k in users:
+        assert np.array_equal(Store(store_dir).load_predictions(k).logits, original.load_predictions(k).logits)
+    third = _run(suite, store_dir, tmp_path / "run3")
+    assert {r.status for r in third.job_results.values()} == {"cached"}
+
+    # a set replaced by other valid bytes (recomputed elsewhere, copied in): its predictions are stale
+    other = Store(store_dir).load_advset(key)
+    other.meta["provenance"]["host"] = "elsewhere"
+    Store(store_dir).save_advset(key, other)
+    out = rbench("run", str(suite), "--store", str(store_dir), "--run-dir", str(tmp_path / "run4"), "-q")
+    assert out.returncode == 0, out.stderr
+    jobs = json.loads((tmp_path / "run4" / "results.json").read_text())["jobs"]
+    assert jobs[key]["status"] == "cached" and all(jobs[k]["status"] == "done" for k in users)
+    flat = " ".join(out.stderr.split())
+    assert f"stored entry {users[0]} was made from other contents of its input {key}" in flat
