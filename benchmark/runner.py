@@ -176,8 +176,9 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
         todo = [job for job in plan.jobs.values() if job.key not in job_results]
         if not data_checked:
             prepare_data(todo)
-        job_results.update(run_executor.run(plan, store, todo, devices=devices, workers=n_workers,
-                                            observer=observer, job_timeout=job_timeout, params=executor_params))
+        returned = run_executor.run(plan, store, todo, devices=devices, workers=n_workers, observer=observer,
+                                    job_timeout=job_timeout, params=executor_params)
+        job_results.update(executor_results(executor, todo, returned, store, observer))
         failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
         results = RunResults(
             suite=suite.name, title=suite.title, profile=profile, files=suite.files,
@@ -193,6 +194,28 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
         notes = suite.warning_lines() + write_run_dir(results, run_dir, store)
     return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes,
                       tuple(suite.tables) if only else ())
+
+
+def executor_results(executor: str, todo: list[Job], returned: dict[str, JobResult], store: Store,
+                     observer: RunEvents) -> dict[str, JobResult]:
+    """The result of every job handed to ``executor``, as it reported them, checked: a job it returned no result
+    for failed (the observers hear it finish so), and one it reports done or cached whose output is not in the
+    store failed (a warning says so). Results for jobs it was not handed are ignored: the runner's own trusted
+    results stand."""
+    out: dict[str, JobResult] = {}
+    for job in todo:
+        result = returned.get(job.key)
+        if result is None:
+            result = JobResult(job.key, job.label, "failed",
+                               error=f"{job.label}: executor {executor!r} returned no result for this job")
+            observer.finished(job, result)
+        elif result.status in ("done", "cached") and not store.has(job.key):
+            message = (f"{job.label}: executor {executor!r} reported it {result.status}, but its output is not in "
+                       "the store")
+            observer.warning(message, job)
+            result = replace(result, status="failed", error=message)
+        out[job.key] = result
+    return out
 
 
 def third_party(suite: Suite) -> tuple[str, ...]:

@@ -314,3 +314,37 @@ def test_a_run_into_a_used_folder_leaves_only_its_own_files(first_run, tmp_path)
     html = (folder / "report.html").read_text()
     assert not any(name in html for name in gone)
     assert json.loads((folder / "results.json").read_text())["tables"][0]["name"] == "transfer"
+
+
+def test_the_runner_checks_what_an_executor_reports(tiny_reference, tmp_path, monkeypatch):
+    """An executor that returns no result for a job, or reports one done without storing its output, does not get
+    a number into a table: the runner marks both jobs failed and says why, whatever the executor."""
+    import shutil
+
+    from rbench.executors import JobResult
+
+    suite, store_dir, run_dir, _ = tiny_reference
+    shutil.copytree(store_dir, tmp_path / "store")
+    jobs = json.loads((run_dir / "results.json").read_text())["jobs"]
+    silent, liar = (next(k for k, j in jobs.items() if j["label"] == label)
+                    for label in ("eval mlp on clean mnist/test", "eval cnn on clean mnist/test"))
+    store = Store(tmp_path / "store")
+    for key in (silent, liar):
+        for path in store.paths(key):
+            path.unlink()
+
+    class Careless:
+        name = "careless"
+
+        def run(self, plan, store, jobs, *, devices, workers, observer, job_timeout=None, params=None):
+            return {job.key: JobResult(job.key, job.label, "done") for job in jobs if job.key != silent}
+
+    monkeypatch.setitem(get_registry().plugins["executor"], "careless",
+                        PluginInfo("executor", "careless", "0", "tests", "tests", Careless()))
+    outcome = run_suite(suite, profile=None, store=Store(tmp_path / "store"), run_dir=tmp_path / "run",
+                        device="cpu", workers=None, executor="careless", console=Console(quiet=True), quiet=True)
+    assert {outcome.job_results[k].status for k in (silent, liar)} == {"failed"}
+    assert "executor 'careless' returned no result for this job" in outcome.job_results[silent].error
+    assert "executor 'careless' reported it done, but its output is not in the store" in \
+        outcome.job_results[liar].error
+    assert outcome.failed_cells  # the clean cells read them: errors, not numbers
