@@ -172,6 +172,8 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
     observer = RunEvents()
     with store.lease(set(plan.jobs), suite.name), RunProgress(len(plan.jobs), console, quiet) as display, \
             listening(display):
+        for line in suite.warning_lines():  # heard live by every listener, recapped in the summary
+            observer.warning(line)
         job_results = trusted_results(plan, store, observer)
         todo = [job for job in plan.jobs.values() if job.key not in job_results]
         if not data_checked:
@@ -191,7 +193,10 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
             jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
                       "error": r.error, "deps": list(plan.jobs[k].deps)} for k, r in job_results.items()},
         )
-        notes = suite.warning_lines() + write_run_dir(results, run_dir, store)
+        problems = write_run_dir(results, run_dir, store)
+        for note in problems:
+            observer.warning(note)
+        notes = suite.warning_lines() + problems
     return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes,
                       tuple(suite.tables) if only else ())
 

@@ -86,3 +86,20 @@ def test_the_display_is_only_one_listener(tiny_reference, tmp_path, capsys):
     run_suite(suite, profile=None, store=Store(tmp_path / "store"), run_dir=tmp_path / "run2", device="cpu",
               workers=1, executor="local", console=Console(quiet=True), quiet=True)
     assert len(listener.finished) == heard
+
+
+def test_suite_warnings_reach_every_listener(tiny_reference, tmp_path):
+    """A suite's warnings (here: EOT where no source is randomized) are told to the listeners as the run starts,
+    not only printed in the summary."""
+    suite, store_dir, _, _ = tiny_reference
+    shutil.copytree(store_dir, tmp_path / "store")
+    warned = tmp_path / "warned.toml"
+    warned.write_text(suite.read_text().replace("[evaluations.wb]\n", "[evaluations.wb]\neot = 4\n"))
+    listener = Listener()
+    with listening(listener):
+        outcome = run_suite(warned, profile=None, store=Store(tmp_path / "store"), run_dir=tmp_path / "run",
+                            device="cpu", workers=1, executor="local", console=Console(quiet=True), quiet=True)
+    assert set(listener.finished.values()) == {"cached"}  # EOT is not used: the same jobs
+    [(message, about)] = listener.warnings
+    assert "evaluations.wb.eot: 4 draws, but no source has a randomized defense" in message and about is None
+    assert outcome.notes == [message]
