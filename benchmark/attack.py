@@ -103,7 +103,8 @@ class Attack:
 
 class FixedBudgetAttack(Attack):
     """An attack that searches within a fixed norm ball; ``Params`` must have ``norm`` (or the class attribute
-    ``norm``) and ``eps``. The engine rejects outputs outside ``eps`` (plus a 1e-5 float tolerance)."""
+    ``norm``) and ``eps``. The engine rejects outputs outside ``eps`` (up to float rounding:
+    :func:`rbench.contract.over_budget`, relative and absolute 1e-5)."""
 
     norm: ClassVar[Norm | None] = None
 

@@ -4,7 +4,7 @@ An attack's or transform's inputs are float32, finite, of the inputs' shape, ins
 plugin declares (with one tolerance, :data:`BUDGET_RTOL` / :data:`BUDGET_ATOL`, that the validity gates in
 :mod:`rbench.gates` apply to stored sets too), and an attack's success flags agree with a re-prediction; a
 trainer leaves finite weights and a model that maps images to finite logits; a probe returns finite numbers.
-A violation raises :class:`rbench.inputs.PluginContractError` naming the plugin and the worst sample.
+A violation raises :class:`rbench.errors.PluginContractError` naming the plugin and the worst sample.
 """
 
 from __future__ import annotations

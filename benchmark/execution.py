@@ -13,7 +13,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from filelock import Timeout
 
@@ -78,6 +78,32 @@ def compute(job: Job, store: Store, device: str, progress: Progress, *, wait: bo
             return "done"
     except Timeout:
         return "busy"
+
+
+def compute_or_fail(job: Job, store: Store, device: str, progress: Progress, **options: Any
+                    ) -> tuple[Literal["done", "cached", "busy", "failed"], str | None]:
+    """:func:`compute` (``options`` are its keywords), with a failing job failing alone: ``(status, error)``,
+    the error (:func:`describe_failure`) only for ``failed``. Every executor runs a job through this."""
+    try:
+        return compute(job, store, device, progress, **options), None
+    except (Exception, JobTimeout) as exc:
+        return "failed", describe_failure(job, exc)
+
+
+#: seconds a worker (a process, a Ray task) gets to end after it is asked to stop, before it is killed
+STOP_GRACE = 3.0
+
+
+def hard_deadline(timeout: float) -> float:
+    """How long after its start a job is ended by killing its worker (its SIGALRM comes at ``timeout``): for a job
+    stuck outside Python, where no signal handler runs."""
+    return timeout + max(5.0, 0.1 * timeout)
+
+
+def stuck_failure(job: Job, timeout: float, killed: str) -> str:
+    """The error of a job ended at :func:`hard_deadline`; ``killed``: what was killed (``its worker process``)."""
+    return (f"{job.label} [{job.plugin}]: JobTimeout: exceeded the job time limit of {timeout:g} s (stuck outside "
+            f"Python: {killed} was killed)")
 
 
 def describe_failure(job: Job, exc: BaseException) -> str:

@@ -24,7 +24,7 @@ compare and passes this check.
 
 The memoized checks read the data and models, so they are recorded in ``gates/<key>.json`` together with the
 checksums they depended on (the entry's, and the source checkpoint's or input set's); they are redone whenever
-any of those bytes change. A failure raises :class:`rbench.inputs.PluginContractError`.
+any of those bytes change. A failure raises :class:`rbench.errors.PluginContractError`.
 
 The memo also records the SHA-256 of the entry's file bytes (``file``, with the ``key`` they were checked for)
 as they were when every check passed: the store's checks, the gates and the memoized ones, all functions of those
@@ -193,6 +193,7 @@ def gate_advset(store: Store, job: Job) -> None:
         raise PluginContractError(f"stored set {job.key} holds other samples than its job's data slice")
     recomputed = distortions(x_clean.numpy(), x)
     for norm, values in recomputed.items():
+        # the stored sizes against the same sizes computed again (float32 sums in another order), not a budget
         if not np.allclose(adv.distortion[norm], values, rtol=1e-5, atol=1e-6):
             raise PluginContractError(f"stored set {job.key}: its {norm} distortions are not those of its inputs")
     if budget is not None and (worst := over_budget(recomputed[budget.norm], budget)) is not None:

@@ -46,8 +46,6 @@ from rbench.provenance import job_meta
 from rbench.specs import AttackSpec, EvalSpec, Monitoring, TrainSpec, TransformSpec
 from rbench.store import Store
 
-_params = plugin_params
-
 
 def run_train(job: Job, store: Store, device: torch.device, progress: Progress, weights_path: str | None = None
               ) -> None:
@@ -65,7 +63,7 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
         model = build_model(spec.model)
     if weights_path is not None:
         assert spec.model is not None  # a weights file is only named for a model plugin's spec
-        plugin, params = _params("model", spec.model)
+        plugin, params = plugin_params("model", spec.model)
         plugin.load_weights(model, params, weights_path)
     for member, key in zip(getattr(model, "members", []), spec.members, strict=True):
         member.load_state_dict(store.load_checkpoint(key)[0])  # the members' (or parts') trained weights
@@ -76,7 +74,7 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
     stats: dict[str, Any] = {}
     if spec.trainer is not None:
         assert spec.data is not None
-        trainer, tparams = _params("trainer", spec.trainer)
+        trainer, tparams = plugin_params("trainer", spec.trainer)
         if trainer.reads_data:
             x, y, _ = load_slice(spec.data)
         else:  # the model is used as it is: every eval job checks its outputs on the images it evaluates
@@ -106,7 +104,7 @@ def epoch_observer(monitor: Monitoring, device: torch.device, seed: int, observe
     trainer's random stream, hence the trained weights, as they would be without it."""
     x, y, _ = load_slice(monitor.data)
     x, y = x.to(device), y.to(device)
-    probes = {label: _params("probe", call) for label, call in monitor.probes.items()}
+    probes = {label: plugin_params("probe", call) for label, call in monitor.probes.items()}
     generator = torch.Generator(device=device).manual_seed(seed ^ 0x5EED)
 
     def observe(epoch: int, model: torch.nn.Module) -> None:
@@ -137,7 +135,7 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     seed_randomness(model, job.seed)
     target = attack_view(model, spec.view)  # what the attack sees: BPDA, EOT, or the model itself
     drawn = randomized(model)
-    attack, params = _params("attack", spec.attack)
+    attack, params = plugin_params("attack", spec.attack)
     if attack.uses_gradients(params):  # a defense that cuts its gradients while declaring them would mask them
         check_defense_gradients(model, x[:GRADIENT_PROBE].to(device))
     budget = attack.budget(params)
@@ -179,7 +177,7 @@ def run_transform(job: Job, store: Store, device: torch.device, progress: Progre
     base = store.load_advset(spec.input)
     if not np.array_equal(base.indices, idx):
         raise ValueError("the input adversarial set was made on other samples than this job's data slice")
-    transform, params = _params("transform", spec.transform)
+    transform, params = plugin_params("transform", spec.transform)
     generator = torch.Generator().manual_seed(job.seed)
     x_adv = transform.apply(x, torch.tensor(base.x_adv), params, generator=generator)
     budget = gates.declared_budget(job)

@@ -129,14 +129,6 @@ def default_root() -> Path:
     return Path(env) if env else Path(platformdirs.user_cache_dir("rbench")) / "store"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def arrays_digest(arrays: dict[str, np.ndarray], meta_json: str | None = None) -> str:
     """SHA-256 over names, dtypes, shapes and bytes of ``arrays`` in name order (and ``meta_json`` if given)."""
     h = hashlib.sha256()

@@ -209,15 +209,15 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(first_run, tmp_path):
     assert _values(again.results) == _values(outcome.results)
 
 
-def test_the_unit_note_is_not_repeated_when_the_title_gives_the_unit():
-    from rbench.report.reporters import unit_note
+def test_the_unit_is_not_repeated_when_the_title_gives_it():
+    from rbench.report.reporters import title_unit
     from rbench.results import Cell, ResultTable
 
     table = ResultTable("t", "Errors by model", ["a"], ["b"], "rows", "columns", {"error": "%"}, {"error": ".1f"},
                         [Cell("a", "b", 1.0)], "", metric_of={"a|b": "error"})
-    assert unit_note(table) == " (%)"
+    assert title_unit(table) == "%"
     table.title = "Errors (%) by model"
-    assert unit_note(table) == ""
+    assert title_unit(table) == ""
 
 
 def test_every_title_says_how_many_samples_its_cells_rest_on(first_run, tmp_path):

@@ -25,18 +25,10 @@ import torch
 
 from rbench import hookimpl
 from rbench.devices import cpu_threads_per_worker
-from rbench.execution import JobTimeout, compute, describe_failure
+from rbench.execution import STOP_GRACE, compute_or_fail, hard_deadline, stuck_failure
 from rbench.executors import Executor, JobResult, Observer, Scheduler
 from rbench.plan import Job, Plan
 from rbench.store import Store, remove_partial_writes
-
-#: seconds a worker gets to end after SIGTERM before SIGKILL
-STOP_GRACE = 3.0
-
-
-def _hard_deadline(timeout: float) -> float:
-    """How long after its start a job is ended by killing its worker (its SIGALRM comes at ``timeout``)."""
-    return timeout + max(5.0, 0.1 * timeout)
 
 
 # -- worker process side -------------------------------------------------------------------------------
@@ -81,13 +73,7 @@ def _worker_main(conn: Connection, device: str, threads: int, store_root: str, t
         def warn(text: str, key: str = job.key) -> None:
             conn.send(("warning", key, text))
 
-        status: str
-        error: str | None
-        try:
-            status, error = compute(job, store, device, progress, on_start=on_start, timeout=timeout,
-                                    warn=warn), None
-        except (Exception, JobTimeout) as exc:  # a failing job fails alone
-            status, error = "failed", describe_failure(job, exc)
+        status, error = compute_or_fail(job, store, device, progress, on_start=on_start, timeout=timeout, warn=warn)
         conn.send(("finished", job.key, (status, time.perf_counter() - started, error)))
 
 
@@ -155,15 +141,12 @@ class LocalExecutor(Executor):
         def progress(completed: float, total: float, text: str = "") -> None:
             observer.progress(job.key, completed, total, text)
 
-        try:
-            status = compute(job, store, device, progress, wait=wait, on_start=lambda: observer.started(job, device),
-                             warn=lambda text: observer.warning(text, job))
-        except Exception as exc:  # a failing job fails alone
-            return JobResult(job.key, job.label, "failed", time.perf_counter() - started, device,
-                             describe_failure(job, exc))
+        status, error = compute_or_fail(job, store, device, progress, wait=wait,
+                                        on_start=lambda: observer.started(job, device),
+                                        warn=lambda text: observer.warning(text, job))
         if status == "busy":
             return None
-        return JobResult(job.key, job.label, status, time.perf_counter() - started, device)
+        return JobResult(job.key, job.label, status, time.perf_counter() - started, device, error)
 
     def _run_workers(self, scheduler: Scheduler, store: Store, devices: list[str], observer: Observer,
                      timeout: float | None) -> None:
@@ -229,9 +212,8 @@ class LocalExecutor(Executor):
             why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             error = f"{job.label} [{job.plugin}]: its worker process died ({why})"
         elif timeout is not None and worker.started is not None and \
-                time.monotonic() - worker.started > _hard_deadline(timeout):
-            error = (f"{job.label} [{job.plugin}]: JobTimeout: exceeded the job time limit of {timeout:g} s "
-                     "(stuck outside Python: its worker process was killed)")
+                time.monotonic() - worker.started > hard_deadline(timeout):
+            error = stuck_failure(job, timeout, "its worker process")
         else:
             return worker
         worker.stop()

@@ -5,13 +5,13 @@ instance started for the run.
   ``RAY_ADDRESS``) joins a running cluster; without it the executor starts a private Ray instance sized by
   ``--device``/``--workers`` (``workers x num_cpus`` CPUs, one GPU per CUDA device named) and stops it at the end.
 - **Jobs.** A job is dispatched once its inputs are done (the shared :class:`~rbench.executors.Scheduler`); its task
-  asks for ``num_cpus`` CPUs and, on a cluster with GPUs, a whole GPU for a training job and ``gpu_fraction`` of one
-  for an attack or evaluation job (so several small jobs share a GPU). The task opens the store at the same path
-  (a shared filesystem on a real cluster) and computes the job through :func:`rbench.execution.compute` (its key's
-  lock, re-check, time limit), so two clusters, or a cluster and a local run, never compute one job twice. Only the
-  job and a small result tuple travel through Ray's object store; ``started`` and progress come back through a
-  small actor. The driver's ``RBENCH_*`` environment variables (data folder, offline mode, plugin allow/deny lists)
-  are set in every task.
+  asks for ``num_cpus`` CPUs and, on a cluster with GPUs, a whole GPU for a training or transform job and
+  ``gpu_fraction`` of one for an attack or evaluation job (so several small jobs share a GPU). The task opens the
+  store at the same path (a shared filesystem on a real cluster) and computes the job through
+  :func:`rbench.execution.compute` (its key's lock, re-check, time limit), so two clusters, or a cluster and a local
+  run, never compute one job twice. Only the job and a small result tuple travel through Ray's object store;
+  ``started`` and progress come back through a small actor. The driver's ``RBENCH_*`` environment variables (data
+  folder, offline mode, plugin allow/deny lists) are set in every task.
 - **Faults.** A worker or node that dies mid-job leaves no partial entry (the store writes atomically) and Ray
   runs the job again, up to ``max_retries`` times; then the job fails alone, naming its plugin, and its dependents
   are skipped. A plugin's exception is never retried (it would fail again): it fails the job as in a local run.
@@ -47,13 +47,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from rbench import hookimpl
 from rbench.devices import cpu_threads_per_worker
 from rbench.errors import RbenchError
-from rbench.execution import JobTimeout, compute, describe_failure
+from rbench.execution import STOP_GRACE, compute_or_fail, hard_deadline, stuck_failure
 from rbench.executors import Executor, JobResult, Observer, Scheduler
-from rbench.executors.local import STOP_GRACE, _hard_deadline
 from rbench.plan import Job, Plan
 from rbench.store import Store
 
-#: job kinds that train weights: their task takes a whole GPU (attacks and evaluations take ``gpu_fraction``)
+#: job kinds whose task takes a whole GPU: trainings, and transforms (attacks and evaluations take ``gpu_fraction``)
 WHOLE_GPU_KINDS = ("train", "transform")
 #: seconds between two progress messages of one task (the last one always goes)
 PROGRESS_EVERY = 0.5
@@ -173,13 +172,9 @@ def _ray_job(job: Job, store_root: str, timeout: float | None, threads: int, eve
     def on_start() -> None:
         events.push.remote(("started", job.key, where))
 
-    status: str
-    error: str | None = None
     warnings: list[str] = []  # returned with the result, so none is lost with a last progress message
-    try:
-        status = compute(job, store, device, progress, on_start=on_start, timeout=timeout, warn=warnings.append)
-    except (Exception, JobTimeout) as exc:  # a failing job fails alone
-        status, error = "failed", describe_failure(job, exc)
+    status, error = compute_or_fail(job, store, device, progress, on_start=on_start, timeout=timeout,
+                                    warn=warnings.append)
     return status, time.perf_counter() - started, error, where, warnings
 
 
@@ -411,14 +406,12 @@ class _Dispatch:
         now = time.monotonic()
         for ref, job in list(self.inflight.items()):
             since = self.started.get(job.key)
-            if since is not None and now - since > _hard_deadline(self.timeout):
+            if since is not None and now - since > hard_deadline(self.timeout):
                 with contextlib.suppress(Exception):
                     self.ray.cancel(ref, force=True)
                 del self.inflight[ref]
-                self.scheduler.finish(job, JobResult(
-                    job.key, job.label, "failed", now - since, "ray",
-                    f"{job.label} [{job.plugin}]: JobTimeout: exceeded the job time limit of {self.timeout:g} s "
-                    "(stuck outside Python: its Ray worker was killed)"))
+                self.scheduler.finish(job, JobResult(job.key, job.label, "failed", now - since, "ray",
+                                                     stuck_failure(job, self.timeout, "its Ray worker")))
 
     def cancel(self) -> None:
         """Interrupt every running task (KeyboardInterrupt: it removes its temporary file and releases its lock),

@@ -127,12 +127,6 @@ def title_unit(table: ResultTable) -> str:
     return "" if f"({unit}" in table.title else unit
 
 
-def unit_note(table: ResultTable) -> str:
-    """`` (%)``: :func:`title_unit` in parentheses (or "")."""
-    unit = title_unit(table)
-    return f" ({unit})" if unit else ""
-
-
 def size_note(table: ResultTable) -> str:
     """How many samples the cells rest on: ``n = 1000 per cell``, or ``n = 312 to 1000 per cell`` where they
     differ (a mean over the successful adversarials only, a smaller profile of one evaluation); "" when no cell

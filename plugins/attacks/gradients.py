@@ -27,11 +27,6 @@ def loss_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss
     return grad
 
 
-def _per_sample(v: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-sample quantity (N,) to broadcast against (N, C, H, W)."""
-    return v.view(-1, *([1] * 3))
-
-
 def l2_normalize(g: torch.Tensor) -> torch.Tensor:
     norms = g.flatten(1).norm(dim=1).clamp_min(TINY)
     return g / norms.view(-1, *([1] * (g.dim() - 1)))

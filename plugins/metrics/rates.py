@@ -5,16 +5,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from rbench.estimate import Estimate, class_balanced_rate, mean, rate
 from rbench.metric import CellData, Metric
-
-
-def class_accuracies(correct: np.ndarray, labels: np.ndarray) -> list[float]:
-    """The fraction of correct samples of each class present in ``labels``, in class order."""
-    return [float(correct[labels == c].mean()) for c in np.unique(labels)]
 
 
 class Error(Metric):
