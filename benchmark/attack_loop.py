@@ -37,6 +37,34 @@ def first_batch(n: int, batch_size: int, fit_gpu_batch: bool, device: torch.devi
     return max(1, n) if fit_gpu_batch and device.type == "cuda" else batch_size
 
 
+def slice_batches(attack: Any, params: Any, target: torch.nn.Module, model: torch.nn.Module, x: torch.Tensor,
+                  y: torch.Tensor, *, device: torch.device | str, generator: torch.Generator, precision: str = "fp32",
+                  check_success: bool = True) -> Callable[[int, int], AttackOutput]:
+    """``one_batch`` for :func:`attack_in_batches` over the data slice ``x``, ``y``, as an attack job runs it (and
+    the conformance kit, :func:`rbench.testing.check_attack`): the slice on ``device`` in ``model``'s memory layout,
+    the attack plugin on it as it sees ``target`` (the model itself, or its BPDA / EOT view) with the job's
+    ``generator``, under ``precision``'s autocast, then the model's parameters checked untouched and the output
+    checked against the contract (``check_success``: its success flags against a re-prediction by ``model``)."""
+    from rbench.contract import ModelGuard, check_attack_output
+    from rbench.inputs import memory_format
+    from rbench.precision import autocast
+
+    budget = attack.budget(params)
+    layout = memory_format(model)
+    guard = ModelGuard(model)
+
+    def one_batch(start: int, stop: int) -> AttackOutput:
+        xb = x[start:stop].to(device).contiguous(memory_format=layout)
+        yb = y[start:stop].to(device)
+        with autocast(precision, device):  # the plugin's passes and the re-prediction of its flags
+            out = attack.run(target, xb, yb, params, generator=generator)
+            guard.check(f"attack {attack.name!r}")
+            check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=check_success)
+        return out
+
+    return one_batch
+
+
 class BatchTooLarge(RuntimeError):
     """A batch does not fit in GPU memory and may not be split (its draws follow the batches)."""
 

@@ -17,12 +17,9 @@ import torch
 
 from rbench import gates
 from rbench.artifacts import AdvSet, Predictions, distortions
-from rbench.attack import AttackOutput
-from rbench.attack_loop import attack_in_batches, attack_meta, first_batch
+from rbench.attack_loop import attack_in_batches, attack_meta, first_batch, slice_batches
 from rbench.contract import (
     GRADIENT_PROBE,
-    ModelGuard,
-    check_attack_output,
     check_defense_gradients,
     check_measurements,
     check_trained,
@@ -140,18 +137,8 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
         check_defense_gradients(model, x[:GRADIENT_PROBE].to(device))
     budget = attack.budget(params)
     generator = torch.Generator(device=device).manual_seed(job.seed)
-    layout = memory_format(model)
-    guard = ModelGuard(model)
-
-    def one_batch(start: int, stop: int) -> AttackOutput:
-        xb = x[start:stop].to(device).contiguous(memory_format=layout)
-        yb = y[start:stop].to(device)
-        with autocast(spec.precision, device):  # the plugin's passes and the re-prediction of its flags
-            out = attack.run(target, xb, yb, params, generator=generator)
-            guard.check(f"attack {attack.name!r}")
-            check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=not drawn)
-        return out
-
+    one_batch = slice_batches(attack, params, target, model, x, y, device=device, generator=generator,
+                              precision=spec.precision, check_success=not drawn)
     done = attack_in_batches(len(x), first_batch(len(x), batch_size, fit_gpu_batch, device), one_batch, progress,
                              generator=generator, splittable=spec.batch_size is None)
     x_adv = done.x_adv.numpy()

@@ -64,11 +64,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rbench.attack import AttackOutput, is_generator
-from rbench.attack_loop import attack_in_batches
-from rbench.contract import ModelGuard, check_attack_output
+from rbench.attack import is_generator
+from rbench.attack_loop import attack_in_batches, slice_batches
 from rbench.data import load_split
 from rbench.defense import Defense, Stage, seed_randomness
+from rbench.inputs import memory_format
 from rbench.manager import get_plugin
 from rbench.metric_kit import MetricReport, check_metric
 
@@ -117,19 +117,11 @@ class Report:
 def _run(attack: Any, params: Any, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
          device: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The attack over ``x`` in batches, as the engine runs it (one seeded generator for the whole set)."""
-    model = model.to(device)
+    # torch's stubs lack Module.to's memory_format keyword, which torch accepts
+    model = model.to(device, memory_format=memory_format(model))  # type: ignore[call-overload]
     generator = torch.Generator(device=device).manual_seed(seed)
-    budget = attack.budget(params)
-    guard = ModelGuard(model)
-
-    def one_batch(start: int, stop: int) -> AttackOutput:
-        xb, yb = x[start:stop].to(device), y[start:stop].to(device)
-        out = attack.run(model, xb, yb, params, generator=generator)
-        guard.check(f"attack {attack.name!r}")
-        check_attack_output(attack.name, out, xb, budget, model, yb, start)
-        return out
-
-    done = attack_in_batches(len(x), batch_size, one_batch)
+    one_batch = slice_batches(attack, params, model, model, x, y, device=device, generator=generator)
+    done = attack_in_batches(len(x), batch_size, one_batch, generator=generator)
     model.to("cpu")
     return done.x_adv, done.success
 
