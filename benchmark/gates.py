@@ -56,7 +56,7 @@ from rbench.inputs import (
 from rbench.keys import canonical
 from rbench.plan import NO_CLASS, Job, generated_targets
 from rbench.precision import autocast, precision_of
-from rbench.specs import AttackSpec, EvalSpec, TransformSpec
+from rbench.specs import ATTACK_BATCH, AttackSpec, EvalSpec, TransformSpec
 from rbench.store import EntryMissing, Store
 
 #: Bump when the gates check more: every memo is redone.
@@ -230,7 +230,7 @@ def _flag_batch(job: Job, model: torch.nn.Module, precision: str) -> int:
     spec = job.spec
     if precision == "fp32" or not isinstance(spec, AttackSpec) or randomized(model):
         return default
-    batch = int(job.options.get("batch_size", 250))
+    batch = int(job.options.get("batch_size", ATTACK_BATCH))
     if spec.generate is not None:
         from rbench.generate import batch_rounds
 
@@ -266,7 +266,7 @@ def _depends_on(store: Store, job: Job) -> Any:
     clean slice's spec for a clean evaluation)."""
     spec = job.spec
     if isinstance(spec, EvalSpec):
-        return store.checksum(spec.advset) if spec.advset is not None else canonical(spec.to_dict()["input"]["clean"])
+        return canonical(spec.clean.to_dict()) if spec.clean is not None else store.checksum(str(spec.advset))
     assert isinstance(spec, AttackSpec | TransformSpec)
     return store.checksum(spec.source)
 

@@ -28,7 +28,7 @@ from rbench.inputs import PluginContractError, load_model, plugin_params, predic
 from rbench.model import Progress
 from rbench.plan import NO_CLASS, Job, generated_targets
 from rbench.precision import autocast
-from rbench.specs import AttackSpec
+from rbench.specs import ATTACK_BATCH, AttackSpec
 from rbench.store import Store
 
 
@@ -37,7 +37,7 @@ def batch_rounds(batch_size: int, classes: int) -> int:
     return max(1, batch_size // classes) * classes
 
 
-def run_generate(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 250,
+def run_generate(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = ATTACK_BATCH,
                  fit_gpu_batch: bool = False) -> None:
     """Compute a generator attack's job (called by :func:`rbench.jobs.run_attack` for specs with ``generate``)."""
     started = time.perf_counter()

@@ -40,7 +40,7 @@ from rbench.model import EpochObserver, Progress, TrainData, no_progress
 from rbench.plan import Job
 from rbench.precision import autocast
 from rbench.provenance import job_meta
-from rbench.specs import AttackSpec, EvalSpec, Monitoring, TrainSpec, TransformSpec
+from rbench.specs import ATTACK_BATCH, AttackSpec, EvalSpec, Monitoring, TrainSpec, TransformSpec
 from rbench.store import Store
 
 
@@ -117,7 +117,7 @@ def epoch_observer(monitor: Monitoring, device: torch.device, seed: int, observe
     return observe
 
 
-def run_attack(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = 250,
+def run_attack(job: Job, store: Store, device: torch.device, progress: Progress, batch_size: int = ATTACK_BATCH,
                fit_gpu_batch: bool = False) -> None:
     spec = job.spec
     assert isinstance(spec, AttackSpec)

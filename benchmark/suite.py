@@ -39,6 +39,7 @@ from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import BUILTIN_DISTRIBUTION, Registry, close_match, get_registry, suggest
 from rbench.metric import Reference, declared_references
 from rbench.precision import Precision
+from rbench.specs import ATTACK_BATCH
 from rbench.suite_refs import published_mismatch, reference_problem
 from rbench.tomlfile import MAX_NAME, key_part, read_toml, shown
 
@@ -203,7 +204,7 @@ class EvaluationSpec(_Strict):
     sources: Annotated[list[Name], Field(min_length=1)]
     attacks: list[Name] = []
     targets: Literal["self"] | Annotated[list[Name], Field(min_length=1)] = "self"
-    batch_size: Annotated[int, Field(gt=0)] = 250  # fastest on a 2-core CPU for LeNet (make bench)
+    batch_size: Annotated[int, Field(gt=0)] = ATTACK_BATCH
     #: adaptive: attacks see each source whole, defenses included; transfer: a defended source's attacks are
     #: crafted on its undefended model and transferred
     threat_model: Literal["adaptive", "transfer"] = "adaptive"
