@@ -17,6 +17,8 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("rbench.plugins"):
+            names.add(node.value)  # a module named to importlib, __import__ or a string annotation
     return names
 
 
@@ -30,4 +32,6 @@ def test_the_engine_imports_no_plugin():
 def test_the_check_sees_a_plugin_import(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from rbench.plugins.metrics.calibration import auroc\n")
+    assert "rbench.plugins.metrics.calibration" in _imports(probe)
+    probe.write_text("import importlib\ncalibration = importlib.import_module('rbench.plugins.metrics.calibration')\n")
     assert "rbench.plugins.metrics.calibration" in _imports(probe)
