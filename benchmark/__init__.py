@@ -4,6 +4,8 @@ The public plugin API: :data:`hookimpl` (mark hook implementations), :class:`Att
 classes, and :func:`get_plugin`. See ``hookspecs.py`` for every hook.
 """
 
+from typing import Any
+
 import pluggy
 
 hookimpl = pluggy.HookimplMarker("rbench")
@@ -28,7 +30,7 @@ from rbench.probe import Probe  # noqa: E402
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # the API pulls in the runner: loaded on first use, not by every plugin import
+def __getattr__(name: str) -> Any:  # the API pulls in the runner: loaded on first use, not by every plugin import
     if name in ("evaluate", "Results"):
         from rbench import api
 

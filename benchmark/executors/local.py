@@ -222,5 +222,5 @@ class LocalExecutor(Executor):
 
 
 @hookimpl
-def rbench_executors():
+def rbench_executors() -> list[Executor]:
     return [LocalExecutor()]

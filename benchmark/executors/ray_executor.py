@@ -447,5 +447,5 @@ def _first_line(exc: BaseException) -> str:
 
 
 @hookimpl
-def rbench_executors():
+def rbench_executors() -> list[Executor]:
     return [RayExecutor()]

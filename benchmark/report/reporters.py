@@ -201,7 +201,7 @@ class Json(Reporter):
 
 
 @hookimpl
-def rbench_reporters():
+def rbench_reporters() -> list[Reporter]:
     from rbench.report.curves import Curves
     from rbench.report.figures import Figures
     from rbench.report.generated import Images

@@ -1,6 +1,7 @@
 """Built-in attack plugins: one attack per module, named after the method."""
 
 from rbench import hookimpl
+from rbench.attack import Attack
 from rbench.plugins.attacks.art_adapter import ArtAttack
 from rbench.plugins.attacks.fast_gradient import FastGradientValue, Fgsm
 from rbench.plugins.attacks.foolbox_adapter import FoolboxAttack
@@ -14,6 +15,6 @@ from rbench.plugins.attacks.pixel import PixelAttack
 
 
 @hookimpl
-def rbench_attacks():
+def rbench_attacks() -> list[Attack]:
     return [Fgsm(), FastGradientValue(), Pgd(), Bim(), GaussianNoise(), Lbfgs(), FoolboxAttack(), ArtAttack(), Odin(),
             PixelAttack(), MapElites(), GradientAscent()]

@@ -354,7 +354,8 @@ class ArtAttack(Attack):
         return {"library": DIST, "version": art.__version__, "attack": params.attack,
                 "kwargs": params.model_dump(mode="json")["kwargs"]}
 
-    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+    def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: ArtParams, *,
+            generator: torch.Generator | None = None) -> AttackOutput:
         _evasion()
         from art.estimators.classification import PyTorchClassifier
 

@@ -23,7 +23,8 @@ class Fgsm(FixedBudgetAttack):
     Params = EpsParams
     norm = "linf"
 
-    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+    def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: EpsParams, *,
+            generator: torch.Generator | None = None) -> AttackOutput:
         x_adv = (x + params.eps * loss_gradient(model, x, y).sign()).clamp(0, 1)
         return AttackOutput(x_adv, misclassified(model, x_adv, y))
 
@@ -38,7 +39,8 @@ class FastGradientValue(FixedBudgetAttack):
     Params = EpsParams
     norm = "linf"
 
-    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+    def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: EpsParams, *,
+            generator: torch.Generator | None = None) -> AttackOutput:
         g = loss_gradient(model, x, y)
         scale = g.flatten(1).abs().amax(dim=1).clamp_min(TINY).view(-1, *([1] * (x.dim() - 1)))
         x_adv = (x + params.eps * (g / scale)).clamp(0, 1)

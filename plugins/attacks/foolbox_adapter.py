@@ -46,6 +46,7 @@ import importlib.metadata
 import inspect
 import json
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache, lru_cache
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -267,7 +268,7 @@ class FoolboxParams(BaseModel):
 
 
 @contextmanager
-def _seeded(x: torch.Tensor, generator: torch.Generator | None):
+def _seeded(x: torch.Tensor, generator: torch.Generator | None) -> Iterator[None]:
     """torch's (and numpy's) global RNG seeded from ``generator`` inside the block, restored after it."""
     if generator is None:
         yield
@@ -285,7 +286,7 @@ def _seeded(x: torch.Tensor, generator: torch.Generator | None):
 
 
 @contextmanager
-def _frozen(model: torch.nn.Module):
+def _frozen(model: torch.nn.Module) -> Iterator[None]:
     """Parameters with ``requires_grad=False`` inside the block (the engine hands models so already)."""
     thawed = [p for p in model.parameters() if p.requires_grad]
     for p in thawed:
@@ -320,7 +321,8 @@ class FoolboxAttack(FixedBudgetAttack):
         return {"library": "foolbox", "version": _foolbox().__version__, "attack": params.attack,
                 "kwargs": params.kwargs}
 
-    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+    def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: FoolboxParams, *,
+            generator: torch.Generator | None = None) -> AttackOutput:
         fb = _foolbox()
         attack = foolbox_attack(params.attack, params.kwargs)
         x, y = x.detach(), y.detach()

@@ -201,7 +201,7 @@ def lbfgs_box(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, c: 
 def batched_inner(model: torch.nn.Module, params: LbfgsParams) -> Inner:
     """The batched projected L-BFGS (:func:`lbfgs_box`) as an inner solver."""
 
-    def inner(x, target, c, x0):
+    def inner(x: torch.Tensor, target: torch.Tensor, c: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         return lbfgs_box(model, x, target, c, x0, params.max_iter, params.history, params.tol)
 
     return inner
@@ -212,7 +212,7 @@ def scipy_inner(model: torch.nn.Module, params: LbfgsParams) -> Inner:
     objective (the distortion term in numpy, the cross-entropy and its input gradient from torch)."""
     from scipy.optimize import minimize
 
-    def inner(x, target, c, x0):
+    def inner(x: torch.Tensor, target: torch.Tensor, c: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape[1:])
         D = x[0].numel()
         bounds = [(0.0, 1.0)] * D
@@ -221,7 +221,8 @@ def scipy_inner(model: torch.nn.Module, params: LbfgsParams) -> Inner:
             xi = x[i].detach().flatten().double().cpu().numpy()
             ci, ti = float(c[i]), target[i:i + 1]
 
-            def fun(z, xi=xi, ci=ci, ti=ti):
+            def fun(z: np.ndarray, xi: np.ndarray = xi, ci: float = ci, ti: torch.Tensor = ti
+                    ) -> tuple[float, np.ndarray]:
                 zt = torch.from_numpy(z).to(x.device, torch.float32).view(1, *shape).requires_grad_(True)
                 with torch.enable_grad():
                     ce = F.cross_entropy(model(zt), ti, reduction="sum")
@@ -343,7 +344,8 @@ class Lbfgs(MinimizationAttack):
     name = "lbfgs"
     Params = LbfgsParams
 
-    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+    def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: LbfgsParams, *,
+            generator: torch.Generator | None = None) -> AttackOutput:
         targets = None
         if params.targets == "random":
             with torch.no_grad():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -32,20 +32,21 @@ class GaussianNoise(FixedBudgetAttack):
 
     name = "gaussian_noise"
 
-    def uses_gradients(self, params) -> bool:
+    def uses_gradients(self, params: NoiseParams) -> bool:
         return False
     Params = NoiseParams
 
     def budget(self, params: NoiseParams) -> Budget | None:
         return None if params.eps is None else Budget(params.norm, params.eps)  # type: ignore[arg-type]
 
-    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+    def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: NoiseParams, *,
+            generator: torch.Generator | None = None) -> AttackOutput:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         if params.sigma is not None:
             noise = noise * params.sigma
         else:
             flat = noise.flatten(1)
             size = flat.abs().amax(1) if params.norm == "linf" else flat.norm(dim=1)
-            noise = noise * (params.eps / size.clamp_min(TINY)).view(-1, *([1] * (x.dim() - 1)))
+            noise = noise * (cast(float, params.eps) / size.clamp_min(TINY)).view(-1, *([1] * (x.dim() - 1)))
         x_adv = (x + noise).clamp(0, 1)
         return AttackOutput(x_adv, misclassified(model, x_adv, y))

@@ -48,6 +48,7 @@ class Odin(FixedBudgetAttack):
     Params = OdinParams
     norm = "linf"
 
-    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+    def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: OdinParams, *,
+            generator: torch.Generator | None = None) -> AttackOutput:
         x_adv = odin_perturb(model, x, params.eps, params.temperature)
         return AttackOutput(x_adv, misclassified(model, x_adv, y))

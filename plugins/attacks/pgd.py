@@ -37,7 +37,8 @@ class Pgd(FixedBudgetAttack):
     name = "pgd"
     Params = PgdParams
 
-    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+    def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: PgdParams, *,
+            generator: torch.Generator | None = None) -> AttackOutput:
         eps, norm = params.eps, params.norm
         alpha = params.step_size if params.step_size is not None else 2.5 * eps / params.steps
         x = x.detach()

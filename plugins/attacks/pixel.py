@@ -32,7 +32,8 @@ class PixelAttack(MinimizationAttack):
     name = "pixel"
     Params = PixelParams
 
-    def run(self, model, x, y, params, *, generator=None) -> AttackOutput:
+    def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: PixelParams, *,
+            generator: torch.Generator | None = None) -> AttackOutput:
         x = x.detach()
         score = loss_gradient(model, x, y).abs().sum(1).flatten(1)  # (N, H * W)
         top = score.argsort(dim=1, descending=True, stable=True)[:, :params.pixels]

@@ -1,9 +1,10 @@
 """Built-in dataset plugins."""
 
 from rbench import hookimpl
+from rbench.dataset import Dataset
 from rbench.plugins.datasets.idx import FashionMnist, Mnist, NotMnist
 
 
 @hookimpl
-def rbench_datasets():
+def rbench_datasets() -> list[Dataset]:
     return [Mnist(), FashionMnist(), NotMnist()]

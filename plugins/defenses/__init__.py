@@ -3,6 +3,7 @@
 aggregation (``committee``)."""
 
 from rbench import hookimpl
+from rbench.defense import Defense
 from rbench.plugins.defenses.bit_depth import BitDepth
 from rbench.plugins.defenses.committee import Committee
 from rbench.plugins.defenses.dae import Dae
@@ -12,5 +13,5 @@ from rbench.plugins.defenses.noise import NoiseInjection
 
 
 @hookimpl
-def rbench_defenses():
+def rbench_defenses() -> list[Defense]:
     return [NoiseInjection(), Lowpass(), BitDepth(), Median(), Dae(), Committee()]

@@ -1,6 +1,7 @@
 """Built-in metric plugins."""
 
 from rbench import hookimpl
+from rbench.metric import Metric
 from rbench.plugins.metrics.calibration import CalibrationError, OodAuroc
 from rbench.plugins.metrics.fooling import FooledFraction, FoolingConfidence, FoolingGenerations
 from rbench.plugins.metrics.nearest import NearestDistance
@@ -20,7 +21,7 @@ from rbench.plugins.metrics.worst_case import WorstCase
 
 
 @hookimpl
-def rbench_metrics():
+def rbench_metrics() -> list[Metric]:
     return [Error(), Accuracy(), CleanError(), SuccessRate(), TransferRate(), Distortion(), OperatorNorm(),
             CalibrationError(), OodAuroc(), ClassRobustness(), Observed(), WorstCase(),
             UnitPurity(), FoolingConfidence(), FooledFraction(), FoolingGenerations(), NearestDistance()]

@@ -90,7 +90,8 @@ class ConfidenceParams(_Selection):
     generation: Annotated[int, Field(ge=0)] | None = None
 
 
-def _values(cell: CellData, cls, generation: int | None):
+def _values(cell: CellData, cls: int | None, generation: int | None
+            ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(the selected rows, their target-class confidences, final or at ``generation``); values None where no image
     is selected or no trace reaches that generation."""
     rows = selected(cell, cls)

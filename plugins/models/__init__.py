@@ -1,6 +1,7 @@
 """Built-in model plugins."""
 
 from rbench import hookimpl
+from rbench.model import ModelPlugin
 from rbench.plugins.models.an2020 import An2020
 from rbench.plugins.models.autoencoder import AeSoftmax
 from rbench.plugins.models.checkpoint import Checkpoint
@@ -12,5 +13,5 @@ from rbench.plugins.models.temperature import TemperatureScaled
 
 
 @hookimpl
-def rbench_models():
+def rbench_models() -> list[ModelPlugin]:
     return [Mlp(), LeNet(), AeSoftmax(), An2020(), Ensemble(), TemperatureScaled(), Checkpoint(), SigmoidMlp()]

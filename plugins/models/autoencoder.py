@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -36,7 +37,7 @@ class AeSoftmaxNet(nn.Module):
         self.classifier = nn.Linear(p.hidden, p.num_classes)
         self.weight_decay = p.weight_decay
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.encoder(x))
 
     def param_groups(self) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ class EnsembleNet(nn.Module):
         self.members = nn.ModuleList(members)
         self.combine = combine
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = torch.stack([m(x) for m in self.members])
         if self.combine == "mean_logits":
             return outs.mean(0)

@@ -56,7 +56,7 @@ class TemperedSigmoid(nn.Module):
         super().__init__()
         self.temperature = float(temperature)
 
-    def forward(self, net):
+    def forward(self, net: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(net / self.temperature)
 
     def extra_repr(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from torch import nn
 
@@ -100,7 +101,7 @@ class LeNetNet(nn.Module):
                 assert layer.bias is not None  # every weighted layer is built with a bias
                 nn.init.zeros_(layer.bias)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def param_groups(self) -> list[dict[str, Any]]:

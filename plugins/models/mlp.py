@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
@@ -59,7 +60,7 @@ class MlpNet(nn.Module):
         self.net = nn.Sequential(*layers)
         self.decays = per_layer(p.weight_decay, len(self.linears), "weight_decay")
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def param_groups(self) -> list[dict[str, Any]]:

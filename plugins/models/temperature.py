@@ -19,7 +19,7 @@ class TemperatureScaledNet(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.members[0](x) / self.temperature
 
 

@@ -4,8 +4,9 @@ from rbench import hookimpl
 from rbench.plugins.probes.gradients import InputGradient
 from rbench.plugins.probes.regimes import ActivationRegimes
 from rbench.plugins.probes.robustness import CleanAccuracy, FgsmRobustness
+from rbench.probe import Probe
 
 
 @hookimpl
-def rbench_probes():
+def rbench_probes() -> list[Probe]:
     return [CleanAccuracy(), FgsmRobustness(), ActivationRegimes(), InputGradient()]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from rbench.dataset import NoParams
 from rbench.estimate import correlation, median, rate
 from rbench.plugins.probes.robustness import CHUNK
-from rbench.probe import Probe, measured
+from rbench.probe import Measurement, Probe, measured
 
 
 def input_gradient_magnitude(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -53,7 +53,8 @@ class InputGradient(Probe):
     Params = NoParams
     version = "2"  # measurements carry their intervals
 
-    def measure(self, model, x, y, params, *, generator):
+    def measure(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: NoParams, *,
+                generator: torch.Generator) -> dict[str, Measurement | list[Measurement]]:
         g, conf = input_gradient_magnitude(model, x, y)
         labels = y.cpu().numpy()
         members = [labels == c for c in np.unique(labels)]

@@ -14,7 +14,7 @@ from torch import nn
 from rbench.estimate import mean
 from rbench.plugins.models.layers import TemperedSigmoid
 from rbench.plugins.probes.robustness import CHUNK
-from rbench.probe import Probe, measured
+from rbench.probe import Measurement, Probe, measured
 
 
 @cache
@@ -68,7 +68,8 @@ class ActivationRegimes(Probe):
     Params = RegimesParams
     version = "2"  # measurements carry their intervals
 
-    def measure(self, model, x, y, params, *, generator):
+    def measure(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: RegimesParams, *,
+                generator: torch.Generator) -> dict[str, Measurement | list[Measurement]]:
         layers = [m for m in model.modules() if isinstance(m, TemperedSigmoid | nn.Sigmoid)]
         if not layers:
             raise ValueError("the model has no sigmoid layer to measure regimes of")

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rbench.dataset import NoParams
 from rbench.estimate import class_balanced_rate, rate
 from rbench.plugins.attacks.fast_gradient import EpsParams, Fgsm
-from rbench.probe import Probe, measured
+from rbench.probe import Measurement, Probe, measured
 
 CHUNK = 2000  # images per forward pass: bounded memory on any slice size
 
@@ -35,7 +35,8 @@ class CleanAccuracy(Probe):
     Params = NoParams
     version = "2"  # measurements carry their intervals
 
-    def measure(self, model, x, y, params, *, generator):
+    def measure(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: NoParams, *,
+                generator: torch.Generator) -> dict[str, Measurement | list[Measurement]]:
         correct, labels = (predict(model, x) == y).cpu().numpy(), y.cpu().numpy()
         return {"accuracy": measured(rate(correct)), "class_accuracy": per_class(correct, labels)}
 
@@ -55,7 +56,8 @@ class FgsmRobustness(Probe):
     Params = FgsmRobustnessParams
     version = "2"  # measurements carry their intervals
 
-    def measure(self, model, x, y, params, *, generator):
+    def measure(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: FgsmRobustnessParams, *,
+                generator: torch.Generator) -> dict[str, Measurement | list[Measurement]]:
         out: dict[str, Any] = {}
         labels = y.cpu().numpy()
         for eps in params.eps:

@@ -1,6 +1,7 @@
 """Built-in trainer plugins."""
 
 from rbench import hookimpl
+from rbench.model import Trainer
 from rbench.plugins.trainers.adversarial import AdversarialTrainer
 from rbench.plugins.trainers.adversarial_stages import AdversarialStages
 from rbench.plugins.trainers.augment import CutmixTrainer, MixupTrainer, NoiseTrainer, RotationTrainer
@@ -13,7 +14,7 @@ from rbench.plugins.trainers.temperature import TemperatureFit
 
 
 @hookimpl
-def rbench_trainers():
+def rbench_trainers() -> list[Trainer]:
     return [StandardTrainer(), AutoencoderPretrain(), NoTraining(), TemperatureFit(), OutlierExposure(),
             MixupTrainer(), CutmixTrainer(), RotationTrainer(), NoiseTrainer(), AdversarialTrainer(),
             AdversarialStages(), DenoisingTrainer()]

@@ -71,7 +71,7 @@ def pgd_linf(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
     return x_adv.detach()
 
 
-def _count(tally: dict[str, Any], key: str, value) -> None:
+def _count(tally: dict[str, Any], key: str, value: torch.Tensor | int) -> None:
     tally[key] = tally.get(key, 0) + value
 
 
@@ -94,7 +94,9 @@ class AdversarialTrainer(StandardTrainer):
                 return i
         raise IndexError(f"epoch {epoch} is past the schedule")
 
-    def batch_loss(self, model, xb, yb, params: AdversarialParams, *, generator, epoch, tally, state=None):
+    def batch_loss(self, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, params: AdversarialParams, *,
+                   generator: torch.Generator, epoch: int, tally: dict[str, Any], state: Any = None
+                   ) -> torch.Tensor:
         w = params.phases[self.phase_of(params, epoch)].adv_weight
         if w == 0:
             logits = model(xb)
@@ -110,7 +112,8 @@ class AdversarialTrainer(StandardTrainer):
         _count(tally, "n", len(yb))
         return loss
 
-    def summary(self, params: AdversarialParams, stats, epoch_losses, tally, state=None):
+    def summary(self, params: AdversarialParams, stats: dict[str, Any], epoch_losses: list[float],
+                tally: dict[str, Any], state: Any = None) -> dict[str, Any]:
         ends = torch.tensor([p.epochs for p in params.phases]).cumsum(0) - 1
         phases = [{"epochs": p.epochs, "adv_weight": p.adv_weight, "final_loss": epoch_losses[int(end)]}
                   for p, end in zip(params.phases, ends, strict=True)]

@@ -10,7 +10,7 @@ to no sample, ``degrees = 0``, ``sigma = 0``) draws nothing and trains bit-ident
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -138,14 +138,17 @@ def gaussian_noise(x: torch.Tensor, k: int, sigma: float, generator: torch.Gener
 class _AugmentTrainer(StandardTrainer):
     """Standard training on batches whose first ``fraction`` is augmented by :meth:`augment`."""
 
-    def changes_nothing(self, params) -> bool:
+    def changes_nothing(self, params: Any) -> bool:
         return False
 
-    def augment(self, xb, yb, k, params, generator) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    def augment(self, xb: torch.Tensor, yb: torch.Tensor, k: int, params: Any, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """(batch, partners' labels or None, partners' label weight) with the first ``k`` samples augmented."""
         raise NotImplementedError
 
-    def batch_loss(self, model, xb, yb, params, *, generator, epoch, tally, state=None):
+    def batch_loss(self, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, params: Any, *,
+                   generator: torch.Generator, epoch: int, tally: dict[str, Any], state: Any = None
+                   ) -> torch.Tensor:
         k = n_augmented(params.fraction, len(xb))
         if k == 0 or self.changes_nothing(params):
             return super().batch_loss(model, xb, yb, params, generator=generator, epoch=epoch, tally=tally)
@@ -165,7 +168,8 @@ class MixupTrainer(_AugmentTrainer):
     name = "mixup"
     Params = MixupParams
 
-    def augment(self, xb, yb, k, params, generator):
+    def augment(self, xb: torch.Tensor, yb: torch.Tensor, k: int, params: MixupParams, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         return mixup(xb, yb, k, params.alpha, generator)
 
 
@@ -175,7 +179,8 @@ class CutmixTrainer(_AugmentTrainer):
     name = "cutmix"
     Params = CutmixParams
 
-    def augment(self, xb, yb, k, params, generator):
+    def augment(self, xb: torch.Tensor, yb: torch.Tensor, k: int, params: CutmixParams, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         return cutmix(xb, yb, k, params.alpha, generator)
 
 
@@ -185,10 +190,11 @@ class RotationTrainer(_AugmentTrainer):
     name = "rotation"
     Params = RotationParams
 
-    def changes_nothing(self, params) -> bool:
+    def changes_nothing(self, params: RotationParams) -> bool:
         return params.degrees == 0
 
-    def augment(self, xb, yb, k, params, generator):
+    def augment(self, xb: torch.Tensor, yb: torch.Tensor, k: int, params: RotationParams, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         return random_rotation(xb, k, params.degrees, generator), None, 0.0
 
 
@@ -198,8 +204,9 @@ class NoiseTrainer(_AugmentTrainer):
     name = "noise"
     Params = NoiseParams
 
-    def changes_nothing(self, params) -> bool:
+    def changes_nothing(self, params: NoiseParams) -> bool:
         return params.sigma == 0
 
-    def augment(self, xb, yb, k, params, generator):
+    def augment(self, xb: torch.Tensor, yb: torch.Tensor, k: int, params: NoiseParams, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         return gaussian_noise(xb, k, params.sigma, generator), None, 0.0

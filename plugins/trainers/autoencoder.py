@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import torch
@@ -31,7 +32,7 @@ class AePretrainParams(BaseModel):
     finetune: bool = False
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device):
+def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
     order = torch.randperm(n, generator=generator).to(device)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]

@@ -113,8 +113,9 @@ class OutlierExposure(StandardTrainer):
                              f"the training images {tuple(data.x.shape[1:])}")
         return OutlierStream(outliers.to(device), params.outlier_batch_size or params.batch_size, generator)
 
-    def batch_loss(self, model, xb, yb, params: OutlierExposureParams, *, generator, epoch, tally,
-                   state: OutlierStream | None = None):
+    def batch_loss(self, model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, params: OutlierExposureParams, *,
+                   generator: torch.Generator, epoch: int, tally: dict[str, Any], state: OutlierStream | None = None
+                   ) -> torch.Tensor:
         assert state is not None, "batch_loss needs the OutlierStream begin() returned"
         logits = model(torch.cat([xb, state.next()]))
         ce = F.cross_entropy(logits[:len(xb)], yb)
@@ -124,7 +125,8 @@ class OutlierExposure(StandardTrainer):
         tally["n"] = tally.get("n", 0) + len(xb)
         return ce + params.coef * oe
 
-    def summary(self, params, stats, epoch_losses, tally, state: OutlierStream | None = None):
+    def summary(self, params: OutlierExposureParams, stats: dict[str, Any], epoch_losses: list[float],
+                tally: dict[str, Any], state: OutlierStream | None = None) -> dict[str, Any]:
         assert state is not None, "summary needs the OutlierStream begin() returned"
         n = max(tally["n"], 1)
         return {**stats, "final_epoch_ce": float(tally["ce"]) / n, "final_epoch_outlier_loss": float(tally["oe"]) / n,

@@ -37,7 +37,7 @@ class TemperatureFit(Trainer):
         before = float(F.cross_entropy(logits, y))
         opt = torch.optim.LBFGS([model.log_temperature], lr=0.1, max_iter=params.max_iter)
 
-        def closure():
+        def closure() -> torch.Tensor:
             opt.zero_grad()
             loss = F.cross_entropy(logits / model.log_temperature.exp(), y)
             loss.backward()

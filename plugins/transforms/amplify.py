@@ -31,7 +31,8 @@ class Amplify(Transform):
     name = "amplify"
     Params = AmplifyParams
 
-    def apply(self, x, x_adv, params, *, generator=None):
+    def apply(self, x: torch.Tensor, x_adv: torch.Tensor, params: AmplifyParams, *,
+              generator: torch.Generator | None = None) -> torch.Tensor:
         d = (x_adv - x).flatten(1)
         if params.norm == "linf":
             size = d.abs().amax(1)

@@ -30,7 +30,8 @@ class Clip(Transform):
     def budget(self, params: ClipParams) -> Budget:
         return Budget(params.norm, float(params.eps))
 
-    def apply(self, x, x_adv, params, *, generator=None):
+    def apply(self, x: torch.Tensor, x_adv: torch.Tensor, params: ClipParams, *,
+              generator: torch.Generator | None = None) -> torch.Tensor:
         d = x_adv - x
         if params.norm == "linf":
             d = d.clamp(-params.eps, params.eps)

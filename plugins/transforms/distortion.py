@@ -120,7 +120,8 @@ class ScaleToDistortion(Transform):
     name = "scale_to_distortion"
     Params = ScaleToDistortionParams
 
-    def apply(self, x, x_adv, params, *, generator=None):
+    def apply(self, x: torch.Tensor, x_adv: torch.Tensor, params: ScaleToDistortionParams, *,
+              generator: torch.Generator | None = None) -> torch.Tensor:
         alpha = solve_alpha(x, x_adv, params.mean_abs)
         x64 = x.double()
         return (x64 + alpha * (x_adv.double() - x64)).clamp(0, 1).to(torch.float32)
