@@ -54,12 +54,13 @@ AddressOpt = Annotated[str | None, typer.Option(
     "--address", help="ray: the Ray cluster to run on, HOST:PORT of its head or auto (default: a Ray instance "
     "started for the run on --device/--workers)")]
 GpuFractionOpt = Annotated[float | None, typer.Option(
-    "--gpu-fraction", help="ray: the share of a GPU each attack or evaluation job asks for, in (0, 1] (training "
-    "jobs take a whole GPU; default 1)")]
+    "--gpu-fraction", help="ray: the share of a GPU each attack or evaluation job asks for, in [0.0001, 1] "
+    "(training jobs take a whole GPU; default 1)")]
 MaxRetriesOpt = Annotated[int | None, typer.Option(
     "--max-retries", help="ray: times a job whose worker or node died is run again before it fails (default 3)")]
 NumCpusOpt = Annotated[float | None, typer.Option(
-    "--num-cpus", help="ray: CPUs each job asks for (on a cluster also its torch threads; default 1)")]
+    "--num-cpus", help="ray: CPUs each job asks for, at least 0.0001 and at most a node's (on a cluster also its "
+    "torch threads, which the numbers' last bits depend on; default 1)")]
 
 
 def _executor_options(address: str | None, gpu_fraction: float | None, num_cpus: float | None,

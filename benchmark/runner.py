@@ -181,6 +181,7 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
         returned = run_executor.run(plan, store, todo, devices=devices, workers=n_workers, observer=observer,
                                     job_timeout=job_timeout, params=executor_params)
         job_results.update(executor_results(executor, todo, returned, store, observer))
+        job_results = {key: job_results[key] for key in plan.jobs if key in job_results}  # the plan's order
         failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
         results = RunResults(
             suite=suite.name, title=suite.title, profile=profile, files=suite.files,

@@ -9,6 +9,7 @@ test and the shared-store test. A Ray-only run of the quickstart against the loc
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +44,20 @@ def test_resources_per_job_kind():
     assert job_resources("eval", params, gpus=True)["num_gpus"] == 0.25
     assert job_resources("attack", params, gpus=False) == {"num_cpus": 2, "num_gpus": 0.0}
     assert job_resources("train", RayParams(), gpus=False)["num_gpus"] == 0.0
+
+
+def test_job_sizes_no_node_holds_are_refused_and_a_private_instance_runs_workers_jobs_at_once():
+    from rbench.executors.ray_executor import check_fits, task_cpus
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 64.0}}]
+    check_fits(nodes, RayParams(num_cpus=2))
+    with pytest.raises(RbenchError, match=r"--num-cpus 4: no node of the Ray cluster has that many CPUs \(the "
+                                          r"largest has 2\)"):
+        check_fits(nodes, RayParams(num_cpus=4))  # a dead node's CPUs do not count
+    for workers, num_cpus in ((2, 0.00015), (3, 0.5), (2, 1.0), (1, 2.0), (6, 0.5)):
+        share = task_cpus(workers, RayParams(num_cpus=num_cpus))
+        cpus = local_instance(["cpu"], workers, RayParams(num_cpus=num_cpus))["num_cpus"]
+        assert share >= num_cpus and int(cpus / share + 1e-9) == workers
 
 
 def test_a_ray_instance_started_for_a_run_is_sized_by_devices_and_workers(monkeypatch):
@@ -81,8 +97,11 @@ def test_options_are_validated_and_rbench_settings_reach_the_tasks(monkeypatch):
     executor, params = configure("ray", {"--gpu-fraction": 0.5, "--address": None, "--max-retries": 1,
                                          "--num-cpus": 2.0})
     assert executor.name == "ray" and params == RayParams(gpu_fraction=0.5, max_retries=1, num_cpus=2)
-    for options, message in (({"--gpu-fraction": 0.0}, "--gpu-fraction 0.0: Input should be greater than 0"),
-                             ({"--num-cpus": 0.0}, "--num-cpus 0.0: Input should be greater than 0"),
+    for options, message in (({"--gpu-fraction": 0.0}, "--gpu-fraction 0.0: Input should be greater than or equal "
+                                                        "to 0.0001"),
+                             ({"--num-cpus": 0.0}, "--num-cpus 0.0: Input should be greater than or equal to 0.0001"),
+                             ({"--num-cpus": 1e-9}, "--num-cpus 1e-09: Input should be greater than or equal"),
+                             ({"--num-cpus": float("inf")}, "--num-cpus inf: Input should be a finite number"),
                              ({"--gpu-fraction": 1.5}, "--gpu-fraction 1.5: Input should be less than or equal"),
                              ({"--max-retries": -1}, "--max-retries -1")):
         with pytest.raises(RbenchError, match=message):
@@ -106,11 +125,21 @@ def test_bad_options_stop_the_run_before_any_work(tiny_suite, tmp_path, capsys, 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)  # a web server, not Ray
+    http_port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     cases = ((["--address", "127.0.0.1:6379"], "--address: executor 'local' takes no such option"),
-             (["--executor", "ray", "--gpu-fraction", "0"], "--gpu-fraction 0.0: Input should be greater than 0"),
+             (["--executor", "ray", "--gpu-fraction", "0"], "--gpu-fraction 0.0: Input should be greater than or "),
              (["--executor", "ray", "--gpu-fraction", "1.5"], "--gpu-fraction 1.5: Input should be less than or "),
              (["--num-cpus", "2"], "--num-cpus: executor 'local' takes no such option"),
-             (["--executor", "ray", "--num-cpus", "-1"], "--num-cpus -1.0: Input should be greater than 0"),
+             (["--executor", "ray", "--num-cpus", "-1"], "--num-cpus -1.0: Input should be greater than or equal"),
+             (["--executor", "ray", "--num-cpus", "inf"], "--num-cpus inf: Input should be a finite number"),
+             (["--executor", "ray", "--address", f"127.0.0.1:{http_port}"],
+              f"something answers at 127.0.0.1:{http_port}, but not a Ray cluster"),
              (["--executor", "ray", "--address", f"127.0.0.1:{port}"], f"no Ray cluster answers at 127.0.0.1:{port}"),
              (["--executor", "ray", "--address", "nonsense"], "--address 'nonsense': give HOST:PORT"))
     for args, message in cases:
@@ -120,6 +149,7 @@ def test_bad_options_stop_the_run_before_any_work(tiny_suite, tmp_path, capsys, 
         assert code == 2 and message in err and err.count("\n") == 1, err
         assert time.monotonic() - started < 10  # not Ray's minute of retries
         assert not (tmp_path / "store").exists() and not (tmp_path / "run").exists()
+    server.shutdown()
     code, err = cli_in_process(capsys, "run", str(tiny_suite), "--dry-run", "--executor", "local", "--max-retries", "2")
     assert code == 2 and "--max-retries: executor 'local' takes no such option" in err, err
 

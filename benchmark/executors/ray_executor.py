@@ -63,6 +63,8 @@ CONNECT_TIMEOUT = 5.0
 #: Ray's object store of a Ray instance started for a run (only keys and small tuples travel through it)
 LOCAL_OBJECT_STORE_BYTES = 128 * 2**20
 MISSING_EXTRA = "executor 'ray' needs the ray extra: pip install 'rbench[ray]'"
+#: the smallest amount of a resource Ray tells apart (it counts them in ten-thousandths)
+RESOURCE_STEP = 1e-4
 
 
 class RayParams(BaseModel):
@@ -73,9 +75,9 @@ class RayParams(BaseModel):
     #: ``RAY_ADDRESS``); None: start a Ray instance for this run, sized by ``--device`` and ``--workers``
     address: str | None = None
     #: the share of one GPU an attack or evaluation job asks for (training jobs take a whole GPU)
-    gpu_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    gpu_fraction: Annotated[float, Field(ge=RESOURCE_STEP, le=1)] = 1.0
     #: CPUs each job asks for (on a cluster, its torch threads; on a Ray instance of the run, as local workers)
-    num_cpus: Annotated[float, Field(gt=0)] = 1.0
+    num_cpus: Annotated[float, Field(ge=RESOURCE_STEP, allow_inf_nan=False)] = 1.0
     #: times a job whose worker or node died is run again before it fails
     max_retries: Annotated[int, Field(ge=0, le=100)] = 3
 
@@ -85,6 +87,23 @@ def job_resources(job_kind: str, params: RayParams, gpus: bool) -> dict[str, flo
     train, ``gpu_fraction`` of one otherwise)."""
     num_gpus = 0.0 if not gpus else 1.0 if job_kind in WHOLE_GPU_KINDS else params.gpu_fraction
     return {"num_cpus": params.num_cpus, "num_gpus": num_gpus}
+
+
+def check_fits(nodes: list[dict[str, Any]], params: RayParams) -> None:
+    """Refuse (one line) a job size no node of the cluster (``ray.nodes()``) can hold: Ray would keep its tasks
+    waiting for ever."""
+    alive = [node.get("Resources", {}) for node in nodes if node.get("Alive")]
+    most = max((float(resources.get("CPU", 0.0)) for resources in alive), default=0.0)
+    if params.num_cpus > most:
+        raise RbenchError(f"--num-cpus {params.num_cpus:g}: no node of the Ray cluster has that many CPUs (the "
+                          f"largest has {most:g}): its jobs would wait for ever")
+
+
+def task_cpus(workers: int, params: RayParams) -> float:
+    """The CPUs each task asks for on a Ray instance started for the run (:func:`local_instance`): its CPUs shared
+    by ``workers`` tasks, so that ``workers`` jobs run at once whatever ``num_cpus`` is (``num_cpus`` below one
+    would otherwise let up to 1 / ``num_cpus`` of them run together)."""
+    return local_instance(["cpu"], workers, params)["num_cpus"] / workers
 
 
 def local_instance(devices: list[str], workers: int, params: RayParams) -> dict[str, Any]:
@@ -129,17 +148,47 @@ def check_address(address: str) -> None:
         except Exception:
             target = ""
         if not target:
-            raise RbenchError("--address auto: no running Ray cluster found on this machine (start one with "
-                              "ray start --head, or give --address HOST:PORT)")
+            given = os.environ.get("RAY_ADDRESS")
+            where = f"at RAY_ADDRESS={given!r}" if given else "on this machine"
+            raise RbenchError(f"--address auto: no running Ray cluster found {where} (start one with ray start "
+                              "--head, or give --address HOST:PORT)")
     host, sep, port = target.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
         raise RbenchError(f"--address {address!r}: give HOST:PORT of the Ray head node, or auto")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
-            pass
+        speaks = speaks_http2(host.strip("[]"), int(port), CONNECT_TIMEOUT)
     except OSError as exc:
         why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise RbenchError(f"--address {address}: no Ray cluster answers at {host}:{port} ({why})") from None
+    if not speaks:
+        raise RbenchError(f"--address {address}: something answers at {host}:{port}, but not a Ray cluster (no gRPC "
+                          "server): give the head node's GCS port (ray start --head prints it), or auto")
+
+
+#: an HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113, sections 3.4 and 6.5)
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def speaks_http2(host: str, port: int, timeout: float) -> bool:
+    """True when the server at ``host:port`` answers an HTTP/2 connection preface with its SETTINGS frame, as every
+    gRPC server (a Ray head's GCS, a Ray Client server) does, within ``timeout`` seconds; False when it answers
+    otherwise or closes (an HTTP/1 server, another service). A TCP connection alone is not enough: ``ray.init``
+    retries a port that accepts but does not speak gRPC for ever. Written here because no library Ray installs
+    (grpcio comes only with ray[client]) offers a handshake with a time limit; OSError when nothing accepts."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        conn.sendall(HTTP2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = conn.recv(9 - len(head))
+            except TimeoutError:
+                return False
+            if not chunk:
+                return False
+            head += chunk
+    return head[3] == 4  # a frame header: 3 bytes of length, then the type (4: SETTINGS)
 
 
 # -- task side (in a Ray worker process) ---------------------------------------------------------------------
@@ -259,6 +308,10 @@ class RayExecutor(Executor):
             # numbers are the local executor's: float sums depend on the thread count); on a cluster, num_cpus
             threads = cpu_threads_per_worker(workers) if private else max(1, int(params.num_cpus))
             try:
+                if private:
+                    params = params.model_copy(update={"num_cpus": task_cpus(workers, params)})
+                else:
+                    check_fits(ray.nodes(), params)
                 gpus = ray.cluster_resources().get("GPU", 0) > 0
                 _Dispatch(ray, scheduler, store, observer, params, gpus, job_timeout, threads).run()
             finally:
@@ -285,7 +338,9 @@ class RayExecutor(Executor):
     def _init(ray: ModuleType, params: RayParams, devices: list[str], workers: int, temp_dir: str | None) -> None:
         import logging
 
-        common = {"logging_level": logging.WARNING, "log_to_driver": True}
+        # the tasks' own output stays in Ray's session logs: forwarded, it would be printed among the tables on
+        # stdout (results and errors come back with each task's result)
+        common = {"logging_level": logging.WARNING, "log_to_driver": False}
         try:
             if params.address is not None:
                 ray.init(address=params.address, **common)
@@ -295,10 +350,14 @@ class RayExecutor(Executor):
             before = os.environ.get("CUDA_VISIBLE_DEVICES")
             if visible is not None:
                 os.environ["CUDA_VISIBLE_DEVICES"] = visible
+            token_note = logging.getLogger("ray._private.authentication.authentication_token_setup")
+            level = token_note.level
+            token_note.setLevel(logging.ERROR)  # its notice that the instance has a token (of the run's own)
             try:  # "local": a new instance, never a cluster ray.init would otherwise find on this machine
                 ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                          **({"_temp_dir": temp_dir} if temp_dir else {}), **sizes, **common)
             finally:
+                token_note.setLevel(level)
                 if visible is not None:
                     if before is None:
                         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
