@@ -78,6 +78,7 @@ class Claim(BaseModel):
     """A qualitative claim of the paper, checked on the run's table (reported as held or not held):
 
     - ``less``: cell ``a`` is below cell ``b``;
+    - ``less_by``: ``a`` is below ``b`` by at least ``margin`` (> 0): a claim that states a size ("went up ~3%");
     - ``barely_less``: ``a`` is below ``b`` by at most ``margin`` ("barely better");
     - ``lowest``: ``a`` is the lowest of its column among ``among`` (default: every row of the table);
     - ``within``: ``a`` and ``b`` differ by at most ``margin`` ("as good as");
@@ -90,7 +91,8 @@ class Claim(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     text: str
     table: str
-    kind: Literal["less", "barely_less", "lowest", "within", "at_least", "at_most", "increasing", "decreasing"]
+    kind: Literal["less", "less_by", "barely_less", "lowest", "within", "at_least", "at_most", "increasing",
+                  "decreasing"]
     a: CellRef | None = None
     b: CellRef | None = None
     margin: Annotated[float, Field(ge=0)] = 0.0
@@ -101,7 +103,8 @@ class Claim(BaseModel):
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> Claim:
-        needs = {"less": {"a", "b"}, "barely_less": {"a", "b"}, "within": {"a", "b"}, "lowest": {"a"},
+        needs = {"less": {"a", "b"}, "less_by": {"a", "b"}, "barely_less": {"a", "b"}, "within": {"a", "b"},
+                 "lowest": {"a"},
                  "at_least": {"a", "value"}, "at_most": {"a", "value"}, "increasing": {"cells"},
                  "decreasing": {"cells"}}[self.kind]
         if self.kind in ("at_least", "at_most") and self.cells is not None:
@@ -112,6 +115,8 @@ class Claim(BaseModel):
                 raise ValueError(f"a {self.kind!r} claim {'takes no' if given else 'needs'} {name!r}")
         if self.cells is not None and len(self.cells) < 3 and self.kind in ("increasing", "decreasing"):
             raise ValueError(f"a {self.kind!r} claim needs at least 3 cells")
+        if self.kind == "less_by" and self.margin <= 0:
+            raise ValueError("a 'less_by' claim needs a margin above 0 (the least difference it states)")
         return self
 
 
@@ -286,7 +291,7 @@ def check_claims(results: RunResults, published: list[str] | None = None) -> lis
         for claim in _read_published(results, path, published is not None).claims:
             if results.only and claim.table not in results.only:
                 continue
-            out.append(replace(_check(claim, tables.get(claim.table)), paper=Path(path).stem))
+            out.append(replace(check_one_claim(claim, tables.get(claim.table)), paper=Path(path).stem))
     return out
 
 
@@ -310,7 +315,8 @@ def _shown(table: ResultTable | None, ref: CellRef, value: float, against: float
     return text
 
 
-def _check(claim: Claim, table: ResultTable | None) -> ClaimCheck:
+def check_one_claim(claim: Claim, table: ResultTable | None) -> ClaimCheck:
+    """``claim`` checked on ``table`` (None: the run has no such table: not decided)."""
     if claim.cells is not None and claim.value is not None:
         return _check_best(claim, table)
     if claim.cells is not None:
@@ -343,8 +349,12 @@ def _check(claim: Claim, table: ResultTable | None) -> ClaimCheck:
         return ClaimCheck(claim.text, claim.table, abs(a - b) <= claim.margin,
                           f"{name} = {_shown(table, claim.a, a)} vs {claim.b.row} at {claim.b.column} = "
                           f"{_shown(table, claim.b, b)}; needed: within {claim.margin:g}")
-    held = a < b and (claim.kind == "less" or b - a <= claim.margin)
-    margin = f" (by at most {claim.margin:g})" if claim.kind == "barely_less" else ""
+    if claim.kind == "less_by":
+        # the decimal margin against a difference of two decimals read as floats (0.990 - 0.985 < 0.005)
+        held, margin = b - a >= claim.margin - 1e-9 * max(1.0, abs(b)), f" by at least {claim.margin:g}"
+    else:
+        held = a < b and (claim.kind == "less" or b - a <= claim.margin)
+        margin = f" (by at most {claim.margin:g})" if claim.kind == "barely_less" else ""
     return ClaimCheck(claim.text, claim.table, held, f"{name} = {_shown(table, claim.a, a, b)} vs {claim.b.row} at "
                       f"{claim.b.column} = {_shown(table, claim.b, b, a)}; needed: lower{margin}")
 

@@ -14,7 +14,7 @@ from support import plugin_dist, rbench, run_values
 from torch import nn
 
 from rbench.artifacts import Predictions
-from rbench.compare import CellRef, Claim, _check
+from rbench.compare import CellRef, Claim, check_one_claim
 from rbench.metric import CellData, CellKeys
 from rbench.plugins.attacks.gradients import margin_loss
 from rbench.plugins.attacks.pixel import PixelAttack, PixelParams
@@ -235,24 +235,24 @@ def _claim(**kw) -> Claim:
 def test_trend_claims_use_the_rank_correlation():
     table = _table({("r", "a"): 5.0, ("r", "b"): 4.0, ("r", "c"): 4.5, ("r", "d"): 1.0, ("r", "e"): 0.0})
     cells = [{"row": "r", "column": c} for c in "abcde"]
-    down = _check(_claim(kind="decreasing", cells=cells), table)
+    down = check_one_claim(_claim(kind="decreasing", cells=cells), table)
     assert down.held is True and "rho = -0.90" in down.detail
-    assert _check(_claim(kind="increasing", cells=cells), table).held is False
-    assert _check(_claim(kind="decreasing", cells=cells, min_rho=0.95), table).held is False
+    assert check_one_claim(_claim(kind="increasing", cells=cells), table).held is False
+    assert check_one_claim(_claim(kind="decreasing", cells=cells, min_rho=0.95), table).held is False
     missing = _table({("r", "a"): 5.0, ("r", "b"): None, ("r", "c"): 1.0})
-    assert _check(_claim(kind="decreasing", cells=cells[:3]), missing).held is None
+    assert check_one_claim(_claim(kind="decreasing", cells=cells[:3]), missing).held is None
 
 
 def test_threshold_and_within_claims():
     table = _table({("r", "a"): 97.5, ("r", "b"): 96.0, ("r", "c"): 90.0})
     cells = [{"row": "r", "column": c} for c in "abc"]
-    assert _check(_claim(kind="at_least", value=97.0, cells=cells), table).held is True
-    assert _check(_claim(kind="at_least", value=98.0, cells=cells), table).held is False
-    assert _check(_claim(kind="at_most", value=90.0, a={"row": "r", "column": "c"}), table).held is True
-    assert _check(_claim(kind="at_most", value=89.9, a={"row": "r", "column": "c"}), table).held is False
+    assert check_one_claim(_claim(kind="at_least", value=97.0, cells=cells), table).held is True
+    assert check_one_claim(_claim(kind="at_least", value=98.0, cells=cells), table).held is False
+    assert check_one_claim(_claim(kind="at_most", value=90.0, a={"row": "r", "column": "c"}), table).held is True
+    assert check_one_claim(_claim(kind="at_most", value=89.9, a={"row": "r", "column": "c"}), table).held is False
     within = _claim(kind="within", margin=2.0, a={"row": "r", "column": "a"}, b={"row": "r", "column": "b"})
-    assert _check(within, table).held is True
-    assert _check(within.model_copy(update={"margin": 1.0}), table).held is False
+    assert check_one_claim(within, table).held is True
+    assert check_one_claim(within.model_copy(update={"margin": 1.0}), table).held is False
 
 
 @pytest.mark.parametrize("kw, problem", [

@@ -216,6 +216,41 @@ def test_every_published_file_is_valid():
         assert published.tables or published.claims  # a paper of figures only (Bečková et al.) has only claims
 
 
+def test_every_claim_holds_on_the_papers_own_numbers():
+    """A claim whose cells the paper's transcribed table gives must hold on that table: a claim the paper's own
+    numbers contradict (the Uličný DAE vs low-pass claim at dist 0.1, 52.4 vs 52.0) tests our reading, not the
+    reproduction. Claims on cells the paper gives no number for (our extensions, figure-only papers) are skipped."""
+    from rbench.compare import check_one_claim
+
+    checked = 0
+    for path in sorted((REPO / "results" / "published").glob("*.toml")):
+        published = load_published(path)
+        tables = {}
+        for name, t in published.tables.items():
+            columns = sorted({c for values in t.values.values() for c in values})
+            cells = [Cell(r, c, v) for r, values in t.values.items() for c, v in values.items()]
+            tables[name] = ResultTable(name, t.figure, list(t.values), columns, "rows", "columns", {}, {}, cells)
+        for claim in published.claims:
+            check = check_one_claim(claim, tables.get(claim.table))
+            assert check.held is not False, f"{path.name}: {claim.text}: {check.detail}"
+            checked += check.held is True
+    assert checked >= 14  # the MLSS and Uličný claims on their tables (14 on 2026-12-01)
+
+
+def test_a_claim_of_a_size_needs_that_size(tmp_path):
+    from rbench.compare import Claim, check_one_claim
+
+    table = ResultTable("t", "T", ["odin", "msp"], ["e"], "rows", "columns", {}, {},
+                        [Cell("odin", "e", 0.990), Cell("msp", "e", 0.985)])
+    by = {"text": "c", "table": "t", "kind": "less_by", "a": {"row": "msp", "column": "e"},
+          "b": {"row": "odin", "column": "e"}}
+    assert check_one_claim(Claim(**by, margin=0.005), table).held is True  # 0.990 - 0.985, as decimals
+    check = check_one_claim(Claim(**by, margin=0.01), table)
+    assert check.held is False and "needed: lower by at least 0.01" in check.detail
+    with pytest.raises(ValueError, match="a 'less_by' claim needs a margin above 0"):
+        Claim(**by)
+
+
 def test_published_claims_are_checked_held_or_not(tmp_path):
     from rbench.compare import check_claims, describe_claim
     from rbench.results import RunResults
