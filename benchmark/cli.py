@@ -196,8 +196,7 @@ def _print_dry_run(plan: DryRun, path: Path) -> None:
         left += f" of compute on one worker, from the durations of similar jobs stored in {store}"
     else:
         left = "none: every job is stored"
-    console.print(f"Time left: {left}. Workers: {plan.workers} on {escape(', '.join(dict.fromkeys(plan.devices)))}.",
-                  highlight=False, soft_wrap=True)
+    console.print(f"Time left: {left}. Jobs at once: {escape(plan.capacity)}.", highlight=False, soft_wrap=True)
     for warning in plan.suite.warning_lines():
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print("Dry run: nothing was computed or written.", highlight=False)

@@ -16,7 +16,7 @@ from rbench.compare import check_claims, compare
 from rbench.devices import resolve_devices
 from rbench.errors import RbenchError
 from rbench.events import RunEvents, listening
-from rbench.executors import JobResult, configure
+from rbench.executors import JobResult, capacity, configure
 from rbench.inputs import plugin_params
 from rbench.manager import BUILTIN_DISTRIBUTION, close_match, get_registry
 from rbench.plan import Job, Plan, build_plan, canonical, restrict
@@ -145,6 +145,8 @@ class DryRun:
     workers: int
     store: Path
     store_exists: bool
+    #: where and how many jobs would run at once (:meth:`rbench.executors.Executor.capacity`)
+    capacity: str = ""
 
 
 def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str | None, workers: int | None,
@@ -156,12 +158,13 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
     precise = None if precision is None else check_precision(precision)
     suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
     devices, n_workers = resolve_devices(device, workers)
-    configure(executor, executor_options)
+    chosen, params = configure(executor, executor_options)
     if run_dir is not None:
         check_run_dir(run_dir, store.root)
     store.check_layout()
     plan = suite_plan(suite, only)
-    return DryRun(suite, plan, preview(plan, store), devices, n_workers, store.root, store.root.is_dir())
+    return DryRun(suite, plan, preview(plan, store), devices, n_workers, store.root, store.root.is_dir(),
+                  capacity(chosen, params, devices, n_workers))
 
 
 def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: Path, devices: list[str],

@@ -378,3 +378,15 @@ def test_sigterm_cancels_the_tasks_and_stops_the_ray_instance_of_the_run(tiny_su
         assert not Store(store).temporaries()
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_dry_run_says_where_the_jobs_would_run(tiny_suite, tmp_path):
+    from rbench.executors.ray_executor import RayExecutor
+
+    out = rbench("run", str(tiny_suite), "--dry-run", "--store", str(tmp_path / "s"), "--executor", "ray",
+                 "--workers", "2", "--device", "cpu")
+    assert out.returncode == 0 and "Jobs at once: 2 on cpu, on a Ray instance started for the run." in \
+        " ".join(out.stdout.split()), out.stdout + out.stderr
+    text = RayExecutor().capacity(RayParams(address="10.0.0.1:6379", num_cpus=2, gpu_fraction=0.25), ["cpu"], 1)
+    assert text == ("as many as the nodes of the Ray cluster at 10.0.0.1:6379 hold (2 CPU per job, 0.25 GPU per "
+                    "attack or evaluation)")

@@ -158,9 +158,21 @@ class Executor:
     def check(self, params: Any) -> None:
         """Refuse (one-line RbenchError) a setup this executor cannot run with, before any work; default: none."""
 
+    def capacity(self, params: Any, devices: list[str], workers: int) -> str:
+        """Where and how many jobs run at once, for ``rbench run --dry-run``; default: ``workers`` on ``devices``."""
+        return f"{workers} on {', '.join(dict.fromkeys(devices))}"
+
     def run(self, plan: Plan, store: Store, jobs: list[Job], *, devices: list[str], workers: int,
             observer: Observer, job_timeout: float | None = None, params: Any = None) -> dict[str, JobResult]:
         raise NotImplementedError
+
+
+def capacity(executor: object, params: Any, devices: list[str], workers: int) -> str:
+    """:meth:`Executor.capacity` of ``executor``, or its default for an executor written to the contract without
+    subclassing :class:`Executor`."""
+    describe = getattr(executor, "capacity", None)
+    return describe(params, devices, workers) if callable(describe) else \
+        Executor.capacity(Executor(), params, devices, workers)
 
 
 #: command-line options of ``rbench run`` that fill a field of the executor's Params (option -> field)

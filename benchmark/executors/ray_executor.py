@@ -291,6 +291,13 @@ class RayExecutor(Executor):
         if params.address is not None:
             check_address(params.address)
 
+    def capacity(self, params: RayParams, devices: list[str], workers: int) -> str:
+        if params.address is None:
+            return f"{super().capacity(params, devices, workers)}, on a Ray instance started for the run"
+        gpu = "" if params.gpu_fraction == 1 else f", {params.gpu_fraction:g} GPU per attack or evaluation"
+        return (f"as many as the nodes of the Ray cluster at {params.address} hold ({params.num_cpus:g} CPU per "
+                f"job{gpu})")
+
     def run(self, plan: Plan, store: Store, jobs: list[Job], *, devices: list[str], workers: int,
             observer: Observer, job_timeout: float | None = None, params: RayParams | None = None
             ) -> dict[str, JobResult]:
