@@ -70,27 +70,46 @@ class InputPending(EntryMissing):
         Exception.__init__(self, f"stored entry {key} waits for its input {dep}, which is not in the store")
         self.key, self.dep = key, dep
 
+    def __reduce__(self) -> tuple[type[InputPending], tuple[str, str]]:
+        return InputPending, (self.key, self.dep)
+
 
 def inputs_now(store: Store, job: Job) -> dict[str, str | None]:
     """The checksums of ``job``'s inputs (its ``deps``) as the store holds them now (None: not stored)."""
     return {dep: store.checksum(dep) for dep in job.deps}
 
 
-def check_inputs(store: Store, job: Job, meta: dict[str, Any]) -> None:
+Inputs = dict[str, str | None]
+
+
+def check_inputs(store: Store, job: Job, meta: dict[str, Any]) -> Inputs:
     """``job``'s stored output, of metadata ``meta``, was made from the entries the store holds now under its deps'
     keys (see the module): else :class:`InputPending` when one is not stored, :class:`PluginContractError` when
-    one has other bytes than the output recorded."""
+    one has other bytes than the output recorded. Returns the checksums it compared (what a memo of the pass
+    records: those, not the inputs as read again later, which another process may have replaced meanwhile).
+
+    An entry stored before rbench recorded its inputs is compared with what its gate memo recorded at its last pass
+    (this key's memo: the checksums of all its inputs, or of the one input the memoized checks read, ``on``);
+    with no memo there is nothing to compare, and the inputs it passes with are taken as its own."""
     for dep in job.deps:
         if not store.has(dep):
             raise InputPending(job.key, dep)
-    recorded = meta.get("inputs")
-    if recorded is None:  # stored before inputs were recorded: nothing to compare
-        return
     now = inputs_now(store, job)
+    recorded = meta.get("inputs")
+    if recorded is None:
+        memo = store.gate_stamp(job.key)
+        if memo is not None and memo.get("key") in (None, job.key) and memo.get("gate") == GATE_VERSION:
+            recorded = memo.get("inputs")
+            if recorded is None and job.kind != "train" and memo.get("on") != _depends_on(store, job):
+                raise PluginContractError(f"stored entry {job.key} (from before rbench recorded inputs) last passed "
+                                          "its checks against other contents of its input than the store holds now")
+    if recorded is None:
+        return now
     changed = [dep for dep in job.deps if not isinstance(recorded, dict) or recorded.get(dep) != now[dep]]
     if changed:
         raise PluginContractError(f"stored entry {job.key} was made from other contents of its input {changed[0]} "
                                   "than the store holds now (that input was recomputed since)")
+    return {dep: now[dep] for dep in job.deps}
 
 
 def declared_budget(job: Job) -> Budget | None:
@@ -127,7 +146,7 @@ def check_stored(store: Store, job: Job) -> None:
     if job.kind == "train":
         state, meta = store.load_checkpoint(job.key)
         model_of_checkpoint(store, job.key, state, meta, "cpu")
-        check_inputs(store, job, meta)
+        check_inputs(store, job, meta)  # a checkpoint has no memo: nothing to record
     elif job.kind in ("attack", "transform"):
         gate_advset(store, job)
     else:
@@ -164,7 +183,7 @@ def check_generated(job: Job, adv: AdvSet) -> None:
 
 def gate_advset(store: Store, job: Job) -> None:
     adv = store.load_advset(job.key)
-    check_inputs(store, job, adv.meta)
+    inputs = check_inputs(store, job, adv.meta)
     x = adv.x_adv
     if x.dtype != np.float32:
         raise PluginContractError(f"stored set {job.key} is {x.dtype}, not float32")
@@ -181,12 +200,12 @@ def gate_advset(store: Store, job: Job) -> None:
             raise PluginContractError(f"stored set {job.key} exceeds the {budget.norm} budget {budget.eps} of its "
                                       f"job (sample {worst}: {float(adv.distortion[budget.norm][worst]):.6g})")
     stamp = _stamp(store, job)
-    if _memo_holds(store, job, stamp):
+    if _memo_holds(store, job, stamp, inputs):
         return
     spec = job.spec
     assert isinstance(spec, AttackSpec | TransformSpec)
     if spec.data is None:  # generated: the layout was checked above; the flags are re-predicted below
-        _repredict(store, job, adv, stamp)
+        _repredict(store, job, adv, stamp, inputs)
         return
     x_clean, y, idx = load_slice(spec.data)
     if not np.array_equal(adv.indices, idx) or not np.array_equal(adv.labels, y.numpy()):
@@ -199,10 +218,10 @@ def gate_advset(store: Store, job: Job) -> None:
     if budget is not None and (worst := over_budget(recomputed[budget.norm], budget)) is not None:
         raise PluginContractError(f"stored set {job.key} exceeds the {budget.norm} budget {budget.eps} of its job "
                                   f"(sample {worst})")
-    _repredict(store, job, adv, stamp)
+    _repredict(store, job, adv, stamp, inputs)
 
 
-def _repredict(store: Store, job: Job, adv: AdvSet, stamp: dict[str, Any]) -> None:
+def _repredict(store: Store, job: Job, adv: AdvSet, stamp: dict[str, Any], inputs: Inputs) -> None:
     """The set's success flags against a re-prediction by the job's source model; the memo is written on a pass."""
     x = adv.x_adv
     assert isinstance(job.spec, AttackSpec | TransformSpec)
@@ -216,7 +235,7 @@ def _repredict(store: Store, job: Job, adv: AdvSet, stamp: dict[str, Any]) -> No
     if len(mismatch):
         raise PluginContractError(f"stored set {job.key}: {len(mismatch)} success flags disagree with a "
                                   f"re-prediction by the source model (first: sample {int(mismatch[0])})")
-    _record(store, job, stamp)
+    _record(store, job, stamp, inputs)
 
 
 def _flag_batch(job: Job, model: torch.nn.Module, precision: str) -> int:
@@ -240,12 +259,12 @@ def _flag_batch(job: Job, model: torch.nn.Module, precision: str) -> int:
 
 def gate_predictions(store: Store, job: Job) -> None:
     pred = store.load_predictions(job.key)
-    check_inputs(store, job, pred.meta)
+    inputs = check_inputs(store, job, pred.meta)
     n = _expected_rows(job)
     if n is not None and len(pred.logits) != n:
         raise PluginContractError(f"stored predictions {job.key} hold {len(pred.logits)} rows; the job asks for {n}")
     stamp = _stamp(store, job)
-    if _memo_holds(store, job, stamp):
+    if _memo_holds(store, job, stamp, inputs):
         return
     spec = job.spec
     assert isinstance(spec, EvalSpec)
@@ -258,7 +277,7 @@ def gate_predictions(store: Store, job: Job) -> None:
         labels = y.numpy()
     if not np.array_equal(pred.indices, indices) or not np.array_equal(pred.labels, labels):
         raise PluginContractError(f"stored predictions {job.key} are not of the samples of their job's input")
-    _record(store, job, stamp)
+    _record(store, job, stamp, inputs)
 
 
 def _depends_on(store: Store, job: Job) -> Any:
@@ -276,28 +295,31 @@ def _stamp(store: Store, job: Job) -> dict[str, Any]:
     return {"entry": store.checksum(job.key), "on": _depends_on(store, job), "gate": GATE_VERSION}
 
 
-def _memo_holds(store: Store, job: Job, stamp: dict[str, Any]) -> bool:
+def _memo_holds(store: Store, job: Job, stamp: dict[str, Any], inputs: Inputs) -> bool:
     """The memoized checks passed on these checksums before; the memo gains the file's digest if it lacks it."""
     memo = store.gate_stamp(job.key)
     if memo is None or {k: v for k, v in memo.items() if k not in ("file", "key", "inputs")} != stamp:
         return False
-    _record(store, job, stamp, memo)
+    _record(store, job, stamp, inputs, memo)
     return True
 
 
-def _record(store: Store, job: Job, stamp: dict[str, Any], memo: dict[str, Any] | None = None) -> None:
-    """Write the memo of a pass: ``stamp`` and, when the entry's file is the one this process checked (or wrote),
-    its bytes' digest, the key they were checked for and its inputs' checksums as this process read them
-    (:func:`verified_copy`; a memo copied to another key's name does not vouch for anything there; one whose
-    inputs were recomputed since vouches for nothing either). Nothing is written when ``memo``, the one stored,
-    already says it."""
+def _record(store: Store, job: Job, stamp: dict[str, Any], inputs: Inputs, memo: dict[str, Any] | None = None
+            ) -> None:
+    """Write the memo of a pass: ``stamp``, the checksums of the inputs the entry was checked against (``inputs``),
+    and, when the entry's file is the one this process checked (or wrote), its bytes' digest and the key they were
+    checked for (:func:`verified_copy`; a memo copied to another key's name does not vouch for anything there; one
+    whose inputs were recomputed since vouches for nothing either). Nothing is written when ``memo``, the one
+    stored, already says it."""
+    stamp = dict(stamp, inputs=inputs)
     digest = store.file_digest(job.key)
     if digest is not None:
-        stamp = dict(stamp, key=job.key, file=digest, inputs={dep: store.read_checksum(dep) for dep in job.deps})
+        stamp = dict(stamp, key=job.key, file=digest)
     if memo != stamp:
         store.write_gate_stamp(job.key, stamp)
 
 
 def record_pass(store: Store, job: Job) -> None:
-    """Record that ``job``'s output, just made and checked by its runner, passed the memoized checks."""
-    _record(store, job, _stamp(store, job))
+    """Record that ``job``'s output, just made and checked by its runner, passed the memoized checks; its inputs
+    are the ones this process read for it (what :func:`rbench.provenance.job_meta` recorded in the entry)."""
+    _record(store, job, _stamp(store, job), {dep: store.read_checksum(dep) for dep in job.deps})

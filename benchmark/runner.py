@@ -19,6 +19,7 @@ from rbench.events import RunEvents, listening
 from rbench.executors import JobResult, capacity, configure
 from rbench.inputs import plugin_params
 from rbench.manager import BUILTIN_DISTRIBUTION, close_match, get_registry
+from rbench.metric import declared_references
 from rbench.plan import Job, Plan, build_plan, canonical, restrict
 from rbench.precision import check_precision
 from rbench.preview import Preview, preview
@@ -74,6 +75,8 @@ def select_tables(suite: Suite, only: list[str] | None, path: str | Path) -> Sui
                               f"(tables: {known})")
     tables = {name: t for name, t in suite.tables.items() if name in only}
     read = {cell.evaluation for table in tables.values() for cell in table.cells.values()}
+    read |= {ref.evaluation for table in tables.values() for cell in table.cells.values()
+             for ref in declared_references(cell.metric.call.obj, cell.metric.call.params) if ref.evaluation}
     return replace(suite, tables=tables,
                    warnings={name: lines for name, lines in suite.warnings.items() if name in read})
 
@@ -183,7 +186,7 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
             prepare_data(todo)
         returned = run_executor.run(plan, store, todo, devices=devices, workers=n_workers, observer=observer,
                                     job_timeout=job_timeout, params=executor_params)
-        job_results.update(executor_results(executor, todo, returned, store, observer))
+        job_results.update(executor_results(executor, todo, returned, observer))
         job_results = {key: job_results[key] for key in plan.jobs if key in job_results}  # the plan's order
         failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
         results = RunResults(
@@ -205,12 +208,13 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
                       tuple(suite.tables) if only else ())
 
 
-def executor_results(executor: str, todo: list[Job], returned: dict[str, JobResult], store: Store,
-                     observer: RunEvents) -> dict[str, JobResult]:
-    """The result of every job handed to ``executor``, as it reported them, checked: a job it returned no result
-    for failed (the observers hear it finish so), and one it reports done or cached whose output is not in the
-    store failed (a warning says so). Results for jobs it was not handed are ignored: the runner's own trusted
-    results stand."""
+def executor_results(executor: str, todo: list[Job], returned: dict[str, JobResult], observer: RunEvents
+                     ) -> dict[str, JobResult]:
+    """The result of every job handed to ``executor``, as it reported them: a job it returned no result for failed
+    (the observers hear it finish so). Results for jobs it was not handed are ignored: the runner's own trusted
+    results stand. (Whether a job reported done is in the store is not asked here: on a cluster's shared
+    filesystem the driver's view of a file another node just wrote may lag; the tables read every output anyway,
+    and one that is missing makes its cells errors.)"""
     out: dict[str, JobResult] = {}
     for job in todo:
         result = returned.get(job.key)
@@ -218,11 +222,6 @@ def executor_results(executor: str, todo: list[Job], returned: dict[str, JobResu
             result = JobResult(job.key, job.label, "failed",
                                error=f"{job.label}: executor {executor!r} returned no result for this job")
             observer.finished(job, result)
-        elif result.status in ("done", "cached") and not store.has(job.key):
-            message = (f"{job.label}: executor {executor!r} reported it {result.status}, but its output is not in "
-                       "the store")
-            observer.warning(message, job)
-            result = replace(result, status="failed", error=message)
         out[job.key] = result
     return out
 

@@ -50,10 +50,15 @@ def test_job_sizes_no_node_holds_are_refused_and_a_private_instance_runs_workers
     from rbench.executors.ray_executor import check_fits, task_cpus
 
     nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 64.0}}]
-    check_fits(nodes, RayParams(num_cpus=2))
-    with pytest.raises(RbenchError, match=r"--num-cpus 4: no node of the Ray cluster has that many CPUs \(the "
-                                          r"largest has 2\)"):
-        check_fits(nodes, RayParams(num_cpus=4))  # a dead node's CPUs do not count
+    check_fits(nodes, RayParams(num_cpus=2), gpus=False)
+    with pytest.raises(RbenchError, match=r"--num-cpus 4: no node of the Ray cluster has 4 CPUs \(the largest has "
+                                          r"2 CPUs\)"):
+        check_fits(nodes, RayParams(num_cpus=4), gpus=False)  # a dead node's CPUs do not count
+    split = [{"Alive": True, "Resources": {"CPU": 8.0}}, {"Alive": True, "Resources": {"CPU": 1.0, "GPU": 1.0}}]
+    check_fits(split, RayParams(num_cpus=1), gpus=True)
+    with pytest.raises(RbenchError, match="no node of the Ray cluster has 2 CPUs and a GPU"):
+        check_fits(split, RayParams(num_cpus=2), gpus=True)  # CPUs on one node, the GPU on another
+    check_fits([{"Alive": True, "Resources": {"CPU": 0.0}}], RayParams(num_cpus=4), gpus=False)  # autoscaling
     for workers, num_cpus in ((2, 0.00015), (3, 0.5), (2, 1.0), (1, 2.0), (6, 0.5)):
         share = task_cpus(workers, RayParams(num_cpus=num_cpus))
         cpus = local_instance(["cpu"], workers, RayParams(num_cpus=num_cpus))["num_cpus"]

@@ -160,3 +160,66 @@ def test_outputs_made_from_an_input_that_changed_are_not_trusted(stored, tmp_pat
     assert jobs[key]["status"] == "cached" and all(jobs[k]["status"] == "done" for k in users)
     flat = " ".join(out.stderr.split())
     assert f"stored entry {users[0]} was made from other contents of its input {key}" in flat
+
+
+def _plan_job(suite, label: str):
+    from rbench.plan import build_plan
+    from rbench.suite import load_suite
+
+    return next(j for j in build_plan(load_suite(suite, None)).jobs.values() if j.label == label)
+
+
+def test_an_entry_from_before_inputs_were_recorded_is_judged_by_its_memo(stored, tmp_path):
+    """An entry whose metadata has no ``inputs`` (stored by an older rbench) is compared with what its gate memo
+    recorded at its last pass: the input's checksum then (``on``) or all of them (``inputs``)."""
+    import shutil
+
+    from rbench import gates
+    from rbench.inputs import PluginContractError
+
+    suite, root, _ = stored
+    shutil.copytree(root / "store", tmp_path / "store")
+    store = Store(tmp_path / "store")
+    job = _plan_job(suite, "eval mlp on fgsm(eps=0.1)@mlp")
+    meta = {k: v for k, v in store.load_predictions(job.key).meta.items() if k != "inputs"}
+    memo = {"entry": store.checksum(job.key), "gate": gates.GATE_VERSION}
+    store.write_gate_stamp(job.key, {**memo, "on": store.checksum(job.deps[1])})
+    assert gates.check_inputs(store, job, meta) == gates.inputs_now(store, job)  # taken as its own from now on
+    store.write_gate_stamp(job.key, {**memo, "on": "0" * 64})  # its set was another one at its last pass
+    with pytest.raises(PluginContractError, match="from before rbench recorded inputs"):
+        gates.check_inputs(store, job, meta)
+    store.write_gate_stamp(job.key, {**memo, "on": store.checksum(job.deps[1]),
+                                     "inputs": {**gates.inputs_now(store, job), job.deps[0]: "0" * 64}})
+    with pytest.raises(PluginContractError, match=f"other contents of its input {job.deps[0]}"):
+        gates.check_inputs(store, job, meta)  # the memo's record of every input counts too
+
+
+def test_a_memo_records_the_inputs_that_were_compared_not_later_ones(stored, tmp_path, monkeypatch):
+    """Another process recomputing an input right after an entry's inputs were compared must not make the memo
+    vouch for the entry against the new input (it was made from the old one)."""
+    import shutil
+
+    from rbench import gates
+
+    suite, root, _ = stored
+    shutil.copytree(root / "store", tmp_path / "store")
+    job = _plan_job(suite, "eval mlp on fgsm(eps=0.1)@mlp")
+    made_from = Store(tmp_path / "store").checksum(job.deps[1])
+    (tmp_path / "store" / "gates" / f"{job.key}.json").unlink()
+    compare = gates.check_inputs
+
+    def then_replaced(store, checked, meta):
+        inputs = compare(store, checked, meta)
+        if checked.key == job.key:
+            other = Store(tmp_path / "store")
+            adv = other.load_advset(job.deps[1])
+            adv.meta["provenance"]["host"] = "elsewhere"
+            other.save_advset(job.deps[1], adv)
+        return inputs
+
+    monkeypatch.setattr(gates, "check_inputs", then_replaced)
+    gates.check_stored(Store(tmp_path / "store"), job)
+    monkeypatch.setattr(gates, "check_inputs", compare)
+    fresh = Store(tmp_path / "store")
+    assert fresh.gate_stamp(job.key)["inputs"][job.deps[1]] == made_from != fresh.checksum(job.deps[1])
+    assert not gates.verified_copy(fresh, job)

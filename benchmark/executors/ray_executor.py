@@ -89,14 +89,20 @@ def job_resources(job_kind: str, params: RayParams, gpus: bool) -> dict[str, flo
     return {"num_cpus": params.num_cpus, "num_gpus": num_gpus}
 
 
-def check_fits(nodes: list[dict[str, Any]], params: RayParams) -> None:
-    """Refuse (one line) a job size no node of the cluster (``ray.nodes()``) can hold: Ray would keep its tasks
-    waiting for ever."""
+def check_fits(nodes: list[dict[str, Any]], params: RayParams, gpus: bool) -> None:
+    """Refuse (one line) a job size no node of the cluster (``ray.nodes()``) can hold, CPUs and (``gpus``: the
+    cluster has GPUs, so every job asks for some) a whole GPU for a training job on the same node: Ray would keep
+    its tasks waiting for ever. A cluster none of whose nodes has CPUs yet (a head node of 0 CPUs that an
+    autoscaler adds workers to) is not judged."""
     alive = [node.get("Resources", {}) for node in nodes if node.get("Alive")]
-    most = max((float(resources.get("CPU", 0.0)) for resources in alive), default=0.0)
-    if params.num_cpus > most:
-        raise RbenchError(f"--num-cpus {params.num_cpus:g}: no node of the Ray cluster has that many CPUs (the "
-                          f"largest has {most:g}): its jobs would wait for ever")
+    if not any(float(resources.get("CPU", 0.0)) > 0 for resources in alive):
+        return
+    need = {"CPU": params.num_cpus, **({"GPU": 1.0} if gpus else {})}
+    if not any(all(float(resources.get(name, 0.0)) >= amount for name, amount in need.items()) for resources in alive):
+        most = max(float(resources.get("CPU", 0.0)) for resources in alive)
+        what = f"{params.num_cpus:g} CPUs and a GPU" if gpus else f"{params.num_cpus:g} CPUs"
+        raise RbenchError(f"--num-cpus {params.num_cpus:g}: no node of the Ray cluster has {what} (the largest has "
+                          f"{most:g} CPUs): its jobs would wait for ever")
 
 
 def task_cpus(workers: int, params: RayParams) -> float:
@@ -156,7 +162,11 @@ def check_address(address: str) -> None:
     if not sep or not host or not port.isdigit():
         raise RbenchError(f"--address {address!r}: give HOST:PORT of the Ray head node, or auto")
     try:
-        speaks = speaks_http2(host.strip("[]"), int(port), CONNECT_TIMEOUT)
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # a TLS server: a bare connect only
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
+                speaks = True
+        else:
+            speaks = speaks_http2(host.strip("[]"), int(port), CONNECT_TIMEOUT)
     except OSError as exc:
         why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise RbenchError(f"--address {address}: no Ray cluster answers at {host}:{port} ({why})") from None
@@ -315,11 +325,11 @@ class RayExecutor(Executor):
             # numbers are the local executor's: float sums depend on the thread count); on a cluster, num_cpus
             threads = cpu_threads_per_worker(workers) if private else max(1, int(params.num_cpus))
             try:
+                gpus = ray.cluster_resources().get("GPU", 0) > 0
                 if private:
                     params = params.model_copy(update={"num_cpus": task_cpus(workers, params)})
                 else:
-                    check_fits(ray.nodes(), params)
-                gpus = ray.cluster_resources().get("GPU", 0) > 0
+                    check_fits(ray.nodes(), params, gpus)
                 _Dispatch(ray, scheduler, store, observer, params, gpus, job_timeout, threads).run()
             finally:
                 if owned:
