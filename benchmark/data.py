@@ -360,6 +360,22 @@ def load_split(dataset: str, split: Literal["train", "test"]) -> tuple[np.ndarra
     return _load_split_cached(dataset, str(images_path), str(labels_path))
 
 
+def content_digest(dataset: str, split: str) -> str | None:
+    """The SHA-256 of a :data:`LOCAL_ONLY` dataset's split files (images, then labels), which nothing else vouches
+    for, so that job keys see their content; None for a checksummed dataset (its registry pins the content) and
+    for files that are absent (the run's data check then says so, before any work)."""
+    if dataset not in LOCAL_ONLY or split not in _SPLIT_FILES:
+        return None
+    user_dir = os.environ.get("RBENCH_DATA")
+    paths = [Path(user_dir) / dataset / name for name in _SPLIT_FILES[split]] if user_dir else []
+    if not paths or not all(path.is_file() for path in paths):
+        return None
+    try:
+        return hashlib.sha256("".join(_sha256(path) for path in paths).encode()).hexdigest()
+    except OSError:
+        return None
+
+
 def split_files(dataset: str, split: str) -> list[Path]:
     """Resolve (verify, or download) the files of one split without decoding them; DataError if impossible."""
     return _split_paths(dataset, split)

@@ -45,6 +45,13 @@ class Dataset:
         error for absent files), else None. Suite validation checks ``n``, ``n_train`` and ``parts`` against it."""
         return None
 
+    def fingerprint(self, split: str, params: Any) -> str | None:
+        """A digest of ``split``'s content, or None. It enters the key of every job that reads the split, so data
+        that nothing else pins (local files a user may replace) recomputes what was made from it when it changes,
+        and a job refuses to run on other content than its key names. None (the default): the content is pinned
+        by the plugin's name, version and params (a checksummed download, a generator of fixed data)."""
+        return None
+
     def prepare(self, split: str, params: Any) -> None:
         """Make sure ``split`` can be loaded (files present and verified, downloaded if need be), or raise
         :class:`rbench.errors.DataError`. Called once per run before any job, so bad data is one clear error.

@@ -15,7 +15,7 @@ import torch
 
 from rbench.data import disjoint_splits, subset_indices
 from rbench.defense import DefendedModel, Stage
-from rbench.errors import PluginContractError
+from rbench.errors import DataError, PluginContractError
 from rbench.keys import canonical
 from rbench.manager import get_plugin
 from rbench.specs import Call, DataSlice
@@ -40,7 +40,14 @@ def _load_split(dataset_spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_slice(data: DataSlice) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """The data slice a job spec names: (x float32 (N, C, H, W), y int64, indices into the split)."""
+    """The data slice a job spec names: (x float32 (N, C, H, W), y int64, indices into the split). A slice whose
+    key names the split's content (``content``) is refused (DataError) when the files hold other content now."""
+    if data.content is not None:
+        plugin, params = plugin_params("dataset", data.dataset)
+        now = plugin.fingerprint(data.split, params)
+        if now != data.content:
+            raise DataError(f"the {data.dataset.plugin} {data.split} data changed since the job was planned (its "
+                            f"fingerprint is {now}, the job's key names {data.content}): run again")
     x, y = _load_split(canonical(data.dataset.to_dict()), data.split)
     if data.parts:
         part = disjoint_splits(len(x), list(data.parts), data.subset_seed)[data.part]

@@ -165,7 +165,9 @@ def call_spec(call: PluginCall) -> Call:
 def data_spec(ref: DataRef, seed: int) -> DataSlice:
     """The data slice a suite's data reference names (enters job keys; :func:`rbench.inputs.load_slice` loads
     it)."""
-    return DataSlice(call_spec(ref.call), ref.split, ref.n, seed, ref.parts, ref.part)
+    fingerprint = getattr(ref.call.obj, "fingerprint", None)
+    content = fingerprint(ref.split, ref.call.params) if callable(fingerprint) else None
+    return DataSlice(call_spec(ref.call), ref.split, ref.n, seed, ref.parts, ref.part, content)
 
 
 def monitoring(monitor: Monitor, seed: int) -> Monitoring:

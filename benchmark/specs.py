@@ -56,19 +56,23 @@ class DataSlice:
     subset_seed: int
     parts: tuple[int, ...] | None = None
     part: int = 0
+    #: the split's content digest where its dataset gives one (:meth:`rbench.dataset.Dataset.fingerprint`)
+    content: str | None = None
 
     def to_dict(self) -> Json:
         d: Json = {"dataset": self.dataset.to_dict(), "split": self.split, "n": self.n,
                    "subset_seed": self.subset_seed}
         if self.parts is not None:
             d.update(parts=list(self.parts), part=self.part)
+        if self.content is not None:  # absent otherwise: the keys of datasets without one are unchanged
+            d["content"] = self.content
         return d
 
     @classmethod
     def from_dict(cls, d: Json) -> DataSlice:
         parts = d.get("parts")
         return cls(Call.from_dict(d["dataset"]), d["split"], d["n"], d["subset_seed"],
-                   None if parts is None else tuple(parts), d.get("part", 0))
+                   None if parts is None else tuple(parts), d.get("part", 0), d.get("content"))
 
 
 @dataclass(frozen=True)

@@ -361,3 +361,35 @@ def test_check_split_of_a_checksummed_dataset_does_not_decode(monkeypatch):
     monkeypatch.setenv("RBENCH_OFFLINE", "1")
     monkeypatch.setattr(data, "load_idx", lambda path: pytest.fail("decoded a checksummed file"))
     data.check_split("mnist", "test")
+
+
+def test_a_local_datasets_content_enters_the_keys_and_is_checked_when_read(monkeypatch, tmp_path):
+    """notMNIST's files are the user's own (nothing vouches for them): their SHA-256 enters the data slice's key,
+    so relabelled files give other keys (nothing stored from the old files is served), and a job whose key names
+    other content than the files hold refuses to run. MNIST's keys carry no digest (its registry pins it)."""
+    import gzip
+
+    from rbench.inputs import load_slice
+    from rbench.specs import Call, DataSlice
+
+    shutil.copytree(SHARED_DATA / "notmnist", tmp_path / "notmnist")
+    monkeypatch.setenv("RBENCH_DATA", str(tmp_path))
+    data.load_split.cache_clear()
+    before = data.content_digest("notmnist", "test")
+    assert before is not None and data.content_digest("mnist", "test") is None
+    assert data.content_digest("notmnist", "train") is None  # absent files: the data check says so
+    sliced = DataSlice(Call("notmnist", "1", {}), "test", 20, 0, content=before)
+    assert sliced.to_dict()["content"] == before and DataSlice.from_dict(sliced.to_dict()) == sliced
+    assert "content" not in DataSlice(Call("mnist", "1", {}), "test", 20, 0).to_dict()
+    x, y, _ = load_slice(sliced)
+    assert len(x) == 20
+
+    labels = tmp_path / "notmnist" / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[8] = (raw[8] + 1) % 10  # one label changed
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    after = data.content_digest("notmnist", "test")
+    assert after not in (None, before)
+    with pytest.raises(DataError, match="data changed since the job was planned"):
+        load_slice(sliced)
+    data.load_split.cache_clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from rbench.data import check_split, load_split, split_size
+from rbench.data import check_split, content_digest, load_split, split_size
 from rbench.dataset import Dataset
 
 
@@ -43,9 +43,13 @@ class NotMnist(_IdxDigits):
     Never downloaded (there is no canonical checksummed release): put IDX files named like MNIST's in
     ``$RBENCH_DATA/notmnist/`` -- ``t10k-images-idx3-ubyte.gz`` + ``t10k-labels-idx1-ubyte.gz`` for the test
     split, ``train-images-idx3-ubyte.gz`` + ``train-labels-idx1-ubyte.gz`` for the train split (gzipped, uint8
-    (N, 28, 28) images and (N,) labels, any N; the layout of the notMNIST-to-MNIST conversions). The files are
-    not checksummed, so the store's keys do not see their content: use a fresh store after replacing them.
-    ``prepare`` therefore decodes and checks them (a bad header, images not (N, 28, 28), labels outside 0-9 or
+    (N, 28, 28) images and (N,) labels, any N; the layout of the notMNIST-to-MNIST conversions). Nothing
+    vouches for the files, so their SHA-256 is the split's ``fingerprint``: it enters the keys of the jobs that
+    read them (replacing them recomputes those jobs; a trainer that loads notMNIST itself as outliers is keyed by
+    its params only). ``prepare`` decodes and checks them (a bad header, images not (N, 28, 28), labels outside 0-9 or
     not one per image: one DataError naming the file before any work); ``size`` reads the images file's header."""
 
     name = "notmnist"
+
+    def fingerprint(self, split: str, params: BaseModel) -> str | None:
+        return content_digest(self.name, split)
