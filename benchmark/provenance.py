@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from rbench.plan import Job
     from rbench.store import Store
 
-PACKAGES = ("rbench", "torch", "numpy", "h5py", "safetensors", "pydantic", "pluggy")
+PACKAGES = ("rbench", "torch", "numpy", "scipy", "h5py", "safetensors", "pydantic", "pluggy", "foolbox", "eagerpy",
+            "adversarial-robustness-toolbox")
 
 
 @cache

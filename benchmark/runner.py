@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from rbench.devices import resolve_devices
 from rbench.errors import RbenchError
 from rbench.events import RunEvents, listening
 from rbench.executors import JobResult, capacity, configure
+from rbench.flatten import flatten_suite, write_suite
 from rbench.inputs import plugin_params
 from rbench.manager import BUILTIN_DISTRIBUTION, close_match, get_registry
 from rbench.metric import declared_references
@@ -28,7 +30,14 @@ from rbench.provenance import now_iso, package_versions
 from rbench.report.reporters import renders_text, write_text_report
 from rbench.report.terminal import print_comparison, print_tables
 from rbench.results import RunResults
-from rbench.rundir import check_run_dir, prepare_run_dir, record_outputs, remove_folders, remove_previous_outputs
+from rbench.rundir import (
+    check_run_dir,
+    prepare_run_dir,
+    record_outputs,
+    remove_folders,
+    remove_previous_outputs,
+    write_output,
+)
 from rbench.specs import TrainSpec
 from rbench.store import Store
 from rbench.suite import Suite, load_suite
@@ -127,11 +136,12 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     if data_checked:  # everything is to compute: check its data before the store is made
         prepare_data(list(plan.jobs.values()))
     store.ensure_writable()
+    resolved = resolved_suite(path, profile, suite)
     created = prepare_run_dir(run_dir, option)
     try:
         return _run(suite, plan, profile, store, run_dir, devices, n_workers, executor, console, quiet,
                     suite.job_timeout if job_timeout is None else job_timeout, started, only, executor_params,
-                    data_checked)
+                    data_checked, resolved)
     except BaseException:
         remove_folders(created)  # a run stopped before it wrote anything leaves no empty folders behind
         raise
@@ -172,8 +182,8 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
 
 def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: Path, devices: list[str],
          n_workers: int, executor: str, console: Console, quiet: bool, job_timeout: float | None, started: float,
-         only: list[str] | None = None, executor_params: object = None, data_checked: bool = False
-         ) -> RunOutcome:
+         only: list[str] | None = None, executor_params: object = None, data_checked: bool = False,
+         resolved: dict[str, Any] | None = None) -> RunOutcome:
     run_executor = get_registry().get("executor", executor).obj
     observer = RunEvents()
     with store.lease(set(plan.jobs), suite.name), RunProgress(len(plan.jobs), console, quiet) as display, \
@@ -193,19 +203,49 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
             suite=suite.name, title=suite.title, profile=profile, files=suite.files,
             provenance={"packages": package_versions(third_party(suite)), "plugins": plugin_versions(suite),
                         "devices": devices, "workers": n_workers,
-                        "precision": suite.precision,
+                        "precision": suite.precision, "files": file_digests(suite),
                         "store": str(store.root), "finished": now_iso()},
             tables=assemble(plan, store, failed),
             published=suite.published, published_docs=suite.published_docs, only=list(suite.tables) if only else [],
             jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
                       "error": r.error, "deps": list(plan.jobs[k].deps)} for k, r in job_results.items()},
         )
+        if resolved is not None:
+            write_output(run_dir / RESOLVED_SUITE, lambda tmp: write_suite(resolved, tmp, RESOLVED_HEADER))
         problems = write_run_dir(results, run_dir, store)
         for note in problems:
             observer.warning(note)
         notes = suite.warning_lines() + problems
     return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes,
                       tuple(suite.tables) if only else ())
+
+
+#: the suite a run ran, flattened, in its run folder (``rbench run RUN_DIR/suite.resolved.toml`` runs it again)
+RESOLVED_SUITE = "suite.resolved.toml"
+RESOLVED_HEADER = ("The suite this run ran, as rbench ran it: its includes merged, its profile and --precision\n"
+                   "applied, its paths absolute (rbench run on this file runs it again; results.json's\n"
+                   "provenance.files holds the SHA-256 of the files it was read from).")
+
+
+def resolved_suite(path: str | Path, profile: str | None, suite: Suite) -> dict[str, Any]:
+    """The suite at ``path`` with ``profile`` as one self-contained document (:func:`rbench.flatten.flatten_suite`),
+    with the run's precision (``--precision`` overrides the suite's)."""
+    doc = flatten_suite(path, profile)
+    if suite.precision != "fp32" or "precision" in doc.get("suite", {}):
+        doc.setdefault("suite", {})["precision"] = suite.precision
+    return doc
+
+
+def file_digests(suite: Suite) -> dict[str, str]:
+    """The SHA-256 of every file a suite was read from (itself, its includes, its published files): what a run's
+    numbers were made from, to tell later whether those files changed."""
+    digests = {}
+    for name in (*suite.files, *suite.published):
+        try:
+            digests[name] = hashlib.sha256(Path(name).read_bytes()).hexdigest()
+        except OSError:
+            digests[name] = "unreadable"
+    return digests
 
 
 def executor_results(executor: str, todo: list[Job], returned: dict[str, JobResult], observer: RunEvents

@@ -348,3 +348,24 @@ def test_the_runner_checks_what_an_executor_reports(tiny_reference, tmp_path, mo
     cells = {c.split(":")[0]: c for c in outcome.failed_cells}  # the clean cells read both: errors, not numbers
     assert {"errors (clean, mlp)", "errors (clean, cnn)"} <= set(cells), outcome.failed_cells
     assert liar in cells["errors (clean, cnn)"]  # the output the executor said it made is named missing
+
+
+def test_a_run_folder_holds_the_suite_it_ran_and_the_digests_of_its_files(tiny_reference, tmp_path):
+    """``suite.resolved.toml`` (includes merged, profile applied, paths absolute) runs the same jobs again from the
+    run folder alone; results.json records the SHA-256 of the files the suite was read from."""
+    import hashlib
+    import shutil
+
+    suite, store_dir, run_dir, values = tiny_reference
+    provenance = json.loads((run_dir / "results.json").read_text())["provenance"]
+    assert provenance["files"] == {str(suite): hashlib.sha256(suite.read_bytes()).hexdigest()}
+    assert {"scipy", "foolbox", "adversarial-robustness-toolbox"} <= set(provenance["packages"])
+    shutil.copytree(store_dir, tmp_path / "store")
+    copied = tmp_path / "elsewhere" / "suite.toml"  # the run folder's copy, moved away from the original
+    copied.parent.mkdir()
+    shutil.copy(run_dir / "suite.resolved.toml", copied)
+    out = rbench("run", str(copied), "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "again"), "-q")
+    assert out.returncode == 0, out.stderr
+    jobs = json.loads((tmp_path / "again" / "results.json").read_text())["jobs"]
+    assert {j["status"] for j in jobs.values()} == {"cached"}  # the same keys
+    assert set(jobs) == set(json.loads((run_dir / "results.json").read_text())["jobs"])
