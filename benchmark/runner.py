@@ -208,7 +208,9 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
             tables=assemble(plan, store, failed),
             published=suite.published, published_docs=suite.published_docs, only=list(suite.tables) if only else [],
             jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
-                      "error": r.error, "deps": list(plan.jobs[k].deps)} for k, r in job_results.items()},
+                      "error": r.error, "deps": list(plan.jobs[k].deps),
+                      **({"computed": computed_where(store, k)} if r.status == "cached" else {})}
+                  for k, r in job_results.items()},
         )
         if resolved is not None:
             write_output(run_dir / RESOLVED_SUITE, lambda tmp: write_suite(resolved, tmp, RESOLVED_HEADER))
@@ -234,6 +236,20 @@ def resolved_suite(path: str | Path, profile: str | None, suite: Suite) -> dict[
     if suite.precision != "fp32" or "precision" in doc.get("suite", {}):
         doc.setdefault("suite", {})["precision"] = suite.precision
     return doc
+
+
+def computed_where(store: Store, key: str) -> dict[str, Any]:
+    """Where and when a stored output was computed, from the provenance it records (a cached job's own ``device``
+    and ``seconds`` are this run's: nothing): device (with its torch threads), host, time, seconds, precision, and
+    the rbench and torch versions. The entry passed its checks in this run, and its checksum covers this record."""
+    provenance = store.recorded_meta(key).get("provenance")
+    if not isinstance(provenance, dict):
+        return {}
+    recorded = provenance.get("packages")
+    packages: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+    out = {name: provenance.get(name) for name in ("device", "host", "created", "seconds", "precision")}
+    out.update({name: packages.get(name) for name in ("rbench", "torch")})
+    return {name: value for name, value in out.items() if value is not None}
 
 
 def file_digests(suite: Suite) -> dict[str, str]:
