@@ -486,6 +486,13 @@ def compare_cmd(
         if results.suite != theirs.suite:
             print(f"rbench: note: the runs are of two suites ({results.suite!r}, {theirs.suite!r}); cells pair up "
                   "by table, row and column", file=sys.stderr)
+        if results.profile != theirs.profile:
+            print(f"rbench: note: the runs are of two profiles ({results.profile or 'none'}, "
+                  f"{theirs.profile or 'none'}): their cells may rest on other samples and models", file=sys.stderr)
+        sizes = run_diff.other_sizes(results, theirs)
+        if sizes:
+            print(f"rbench: note: {sizes} cells of both runs rest on other numbers of samples in each (their "
+                  "differences compare other sample sets)", file=sys.stderr)
         if fmt == "json":
             print(json.dumps(run_diff.as_json(diffs), indent=1))
         elif fmt == "md":

@@ -165,6 +165,13 @@ def shared_cells(a: RunResults, b: RunResults) -> int:
     return len(_cells(a) & _cells(b))
 
 
+def other_sizes(a: RunResults, b: RunResults) -> int:
+    """How many cells both runs have whose n differs between them."""
+    sizes = {(t.name, c.row, c.column): c.n for t in a.tables for c in t.cells}
+    return sum(1 for t in b.tables for c in t.cells
+               if (t.name, c.row, c.column) in sizes and sizes[(t.name, c.row, c.column)] != c.n)
+
+
 def counts(diffs: list[CellDiff]) -> str:
     """``3 differs, 40 no difference shown, ...`` (the verdicts present, in :data:`VERDICTS` order), and how many
     were judged paired on their samples' outcomes."""

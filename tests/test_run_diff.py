@@ -84,6 +84,12 @@ def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path,
     assert (changed["table"], changed["row"], changed["column"], changed["verdict"]) == (
         "errors", moved["row"], moved["column"], "differs")
     assert changed["delta"] == pytest.approx(50.0) and out["summary"].startswith("1 differs, ")
+    raw["profile"] = "quick"  # another profile, and fewer samples behind one cell
+    next(c for c in errors["cells"] if c["n"])["n"] -= 1
+    (other / "results.json").write_text(json.dumps(raw))
+    code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other))
+    assert code is None or code == 0
+    assert "the runs are of two profiles (none, quick)" in err and "1 cells of both runs rest on other numbers" in err
     code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other), "--published", str(other))
     assert code == 2 and "--run and --published: give one" in err
     for table in raw["tables"]:
