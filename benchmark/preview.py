@@ -22,11 +22,14 @@ recorded metadata), never created, locked or changed.
 
 from __future__ import annotations
 
+import functools
+import json
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rbench.manager import get_plugin
 from rbench.plan import Plan
 from rbench.store import Store
 from rbench.trust import stored_jobs
@@ -124,18 +127,43 @@ def similarity(spec: Spec, spec_of: Callable[[str], Spec]) -> str:
     return "?"
 
 
+def slice_size(data: Spec) -> int | None:
+    """How many samples a data slice's spec names: its ``n``; for a whole split (``n`` None), its part's size or
+    the split's as the dataset plugin gives it without loading it (None: unknown)."""
+    n = data.get("n")
+    if n is not None:
+        return int(n)
+    parts, part = data.get("parts"), data.get("part", 0)
+    if isinstance(parts, list) and isinstance(part, int) and 0 <= part < len(parts):
+        return int(parts[part])
+    try:
+        return _split_size(str(data["dataset"]["plugin"]), str(data["split"]), json.dumps(data["dataset"]["params"]))
+    except (KeyError, TypeError):
+        return None
+
+
+@functools.cache
+def _split_size(name: str, split: str, params: str) -> int | None:
+    try:
+        plugin = get_plugin("dataset", name)
+        size = plugin.size(split, plugin.Params.model_validate(json.loads(params)))
+    except Exception:  # a plugin gone, params of another version: no size, the estimate falls back on seconds
+        return None
+    return int(size) if isinstance(size, int) and size > 0 else None
+
+
 def samples(spec: Spec, spec_of: Callable[[str], Spec]) -> int | None:
-    """How many samples a job processes, from its spec (None: unknown, e.g. a whole split)."""
+    """How many samples a job processes, from its spec (None: unknown)."""
     if "generate" in spec:
         g = spec["generate"]
         return int(g["classes"]) * int(g["per_class"])
     data = spec.get("data")
     if isinstance(data, dict):
-        return data.get("n")
+        return slice_size(data)
     given = spec.get("input")
     if isinstance(given, dict):
         if "clean" in given:
-            return given["clean"].get("n")
+            return slice_size(given["clean"])
         if "advset" in given:
             return samples(spec_of(str(given["advset"])), spec_of)
     return None

@@ -413,3 +413,18 @@ def test_work_counts_sample_passes():
                 spec_of) == 7.0  # a flag is not a count
     assert work({"kind": "train", "trainer": {"plugin": "standard", "params": {}}, "data": {"n": None}},
                 spec_of) is None  # a whole split: unknown
+
+
+def test_a_whole_split_counts_its_samples_in_the_estimate():
+    """A training on a whole split (n_train unset) does its split's samples: the estimate scales by them, instead
+    of taking a whole-split training's seconds for one on 2000 images (it estimated 25 s for 7 s of training)."""
+    from rbench.preview import samples, work
+
+    whole = {"kind": "train", "data": {"dataset": {"plugin": "mnist", "version": "1", "params": {}}, "split": "train",
+                                       "n": None, "subset_seed": 0},
+             "trainer": {"plugin": "standard", "params": {"epochs": 2}}}
+    part = {**whole, "data": {**whole["data"], "parts": [30000, 30000], "part": 1}}
+    assert samples(whole, lambda key: {}) == 60000 and work(whole, lambda key: {}) == 120000.0
+    assert samples(part, lambda key: {}) == 30000
+    unknown = {**whole, "data": {**whole["data"], "dataset": {"plugin": "no such dataset", "params": {}}}}
+    assert samples(unknown, lambda key: {}) is None
