@@ -57,11 +57,16 @@ def flatten_suite(path: str | Path, profile: str | None = None) -> dict[str, Any
     return doc
 
 
-def write_suite(doc: dict[str, Any], path: Path, header: str = "") -> None:
-    """Write ``doc`` as TOML to ``path`` (``header``: comment lines put on top)."""
+def suite_text(doc: dict[str, Any], header: str = "", where: object = "the suite") -> str:
+    """``doc`` as TOML, ``header`` as comment lines on top; RbenchError naming ``where`` for a value TOML cannot
+    hold (None, a nested None, an object)."""
     comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
     try:
-        text = tomli_w.dumps(doc)
-    except (TypeError, ValueError) as exc:  # a value TOML cannot hold (None, a nested None, an object)
-        raise RbenchError(f"{path}: cannot write the generated suite as TOML ({exc})") from None
-    path.write_text(comment + text, encoding="utf-8")
+        return comment + tomli_w.dumps(doc)
+    except (TypeError, ValueError) as exc:
+        raise RbenchError(f"{where}: cannot write the generated suite as TOML ({exc})") from None
+
+
+def write_suite(doc: dict[str, Any], path: Path, header: str = "") -> None:
+    """Write ``doc`` as TOML to ``path`` (``header``: comment lines put on top)."""
+    path.write_text(suite_text(doc, header, path), encoding="utf-8")

@@ -18,7 +18,7 @@ from rbench.devices import resolve_devices
 from rbench.errors import RbenchError
 from rbench.events import RunEvents, listening
 from rbench.executors import JobResult, capacity, configure
-from rbench.flatten import flatten_suite, write_suite
+from rbench.flatten import flatten_suite, suite_text
 from rbench.inputs import plugin_params
 from rbench.manager import BUILTIN_DISTRIBUTION, close_match, get_registry
 from rbench.metric import declared_references
@@ -126,6 +126,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     started = time.perf_counter()
     precise = None if precision is None else check_precision(precision)
     suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
+    resolved = resolved_suite(path, profile, suite, only)  # rendered before any work: it cannot fail later
     devices, n_workers = resolve_devices(device, workers)
     executor_params = configure(executor, executor_options)[1]
     option = "--run-dir" if run_dir else "run folder"
@@ -136,7 +137,6 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     if data_checked:  # everything is to compute: check its data before the store is made
         prepare_data(list(plan.jobs.values()))
     store.ensure_writable()
-    resolved = resolved_suite(path, profile, suite)
     created = prepare_run_dir(run_dir, option)
     try:
         return _run(suite, plan, profile, store, run_dir, devices, n_workers, executor, console, quiet,
@@ -183,7 +183,7 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
 def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: Path, devices: list[str],
          n_workers: int, executor: str, console: Console, quiet: bool, job_timeout: float | None, started: float,
          only: list[str] | None = None, executor_params: object = None, data_checked: bool = False,
-         resolved: dict[str, Any] | None = None) -> RunOutcome:
+         resolved: str | None = None) -> RunOutcome:
     run_executor = get_registry().get("executor", executor).obj
     observer = RunEvents()
     with store.lease(set(plan.jobs), suite.name), RunProgress(len(plan.jobs), console, quiet) as display, \
@@ -213,7 +213,7 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
                   for k, r in job_results.items()},
         )
         if resolved is not None:
-            write_output(run_dir / RESOLVED_SUITE, lambda tmp: write_suite(resolved, tmp, RESOLVED_HEADER))
+            write_output(run_dir / RESOLVED_SUITE, lambda tmp: tmp.write_text(resolved, encoding="utf-8"))
         problems = write_run_dir(results, run_dir, store)
         for note in problems:
             observer.warning(note)
@@ -229,13 +229,15 @@ RESOLVED_HEADER = ("The suite this run ran, as rbench ran it: its includes merge
                    "provenance.files holds the SHA-256 of the files it was read from).")
 
 
-def resolved_suite(path: str | Path, profile: str | None, suite: Suite) -> dict[str, Any]:
-    """The suite at ``path`` with ``profile`` as one self-contained document (:func:`rbench.flatten.flatten_suite`),
-    with the run's precision (``--precision`` overrides the suite's)."""
+def resolved_suite(path: str | Path, profile: str | None, suite: Suite, only: list[str] | None = None) -> str:
+    """The text of :data:`RESOLVED_SUITE`: the suite at ``path`` with ``profile`` as one self-contained document
+    (:func:`rbench.flatten.flatten_suite`), with the run's precision (``--precision`` overrides the suite's)."""
     doc = flatten_suite(path, profile)
     if suite.precision != "fp32" or "precision" in doc.get("suite", {}):
         doc.setdefault("suite", {})["precision"] = suite.precision
-    return doc
+    header = RESOLVED_HEADER + (f"\nThe run computed only what --only {' --only '.join(only)} reads: give it again."
+                                if only else "")
+    return suite_text(doc, header, RESOLVED_SUITE)
 
 
 def computed_where(store: Store, key: str) -> dict[str, Any]:
