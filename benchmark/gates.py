@@ -19,8 +19,8 @@ under its job's ``deps``: its metadata records their checksums as the job read t
 :func:`rbench.provenance.job_meta`), and one recomputed since (other bytes) makes it stale -- an adversarial set
 crafted on an earlier model, predictions of an earlier set, a defended model assembled from earlier parts -- so
 it is not trusted (:func:`check_inputs`). While an input is not stored (it is recomputed in this run) the entry
-is not judged yet (:class:`InputPending`). An entry stored before rbench recorded its inputs has no record to
-compare and passes this check.
+is not judged yet (:class:`InputPending`). An entry stored before rbench recorded its inputs is compared with
+what its gate memo recorded at its last pass; with no memo, it passes and its inputs are taken as its own.
 
 The memoized checks read the data and models, so they are recorded in ``gates/<key>.json`` together with the
 checksums they depended on (the entry's, and the source checkpoint's or input set's); they are redone whenever
