@@ -325,7 +325,10 @@ def split_size(dataset: str, split: str) -> int | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_split_cached(dataset: str, images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
+def _load_split_cached(dataset: str, images_path: str, labels_path: str, signature: tuple[int, ...] = ()
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The decoded split; ``signature`` (the files' sizes and modification times) only keys the cache, so files
+    replaced while the process lives are read again."""
     images = load_idx(Path(images_path))
     labels_raw = load_idx(Path(labels_path))
     if images.ndim != 3 or images.shape[1:] != (28, 28):
@@ -357,23 +360,30 @@ def load_split(dataset: str, split: Literal["train", "test"]) -> tuple[np.ndarra
     Files whose images are not (N, 28, 28), whose labels are not N values in 0-9, raise DataError.
     """
     images_path, labels_path = _split_paths(dataset, split)
-    return _load_split_cached(dataset, str(images_path), str(labels_path))
+    stats = [path.stat() for path in (images_path, labels_path)]
+    signature = tuple(v for st in stats for v in (st.st_size, st.st_mtime_ns, st.st_ino))
+    return _load_split_cached(dataset, str(images_path), str(labels_path), signature)
+
+
+#: the content digest of a local split whose files are absent: keys no stored output can have (nothing is computed
+#: without the files), never those of a slice made before digests entered the keys
+ABSENT = "absent"
 
 
 def content_digest(dataset: str, split: str) -> str | None:
     """The SHA-256 of a :data:`LOCAL_ONLY` dataset's split files (images, then labels), which nothing else vouches
-    for, so that job keys see their content; None for a checksummed dataset (its registry pins the content) and
-    for files that are absent (the run's data check then says so, before any work)."""
+    for, so that job keys see their content; None for a checksummed dataset (its registry pins the content);
+    :data:`ABSENT` for files that are absent or unreadable (the run's data check then says so, before any work)."""
     if dataset not in LOCAL_ONLY or split not in _SPLIT_FILES:
         return None
     user_dir = os.environ.get("RBENCH_DATA")
     paths = [Path(user_dir) / dataset / name for name in _SPLIT_FILES[split]] if user_dir else []
     if not paths or not all(path.is_file() for path in paths):
-        return None
+        return ABSENT
     try:
         return hashlib.sha256("".join(_sha256(path) for path in paths).encode()).hexdigest()
     except OSError:
-        return None
+        return ABSENT
 
 
 def split_files(dataset: str, split: str) -> list[Path]:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from filelock import Timeout
 
-from rbench.gates import InputPending, check_stored
+from rbench.gates import InputPending, Unverifiable, check_stored
 from rbench.inputs import PluginContractError
 from rbench.jobs import run_job
 from rbench.model import Progress
@@ -65,8 +65,9 @@ def compute(job: Job, store: Store, device: str, progress: Progress, *, wait: bo
                 try:
                     check_stored(store, job)
                     return "cached"
-                except InputPending:
-                    pass  # an input is gone (an executor runs inputs first): computing the job reports it
+                except (InputPending, Unverifiable):
+                    pass  # an input is gone (an executor runs inputs first: computing the job reports it), or the
+                    # entry cannot be tied to its inputs: computed again, replacing it
                 except (CorruptEntry, PluginContractError) as exc:
                     note = distrust(store, job, exc)
                     if warn is not None:

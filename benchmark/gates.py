@@ -74,6 +74,18 @@ class InputPending(EntryMissing):
         return InputPending, (self.key, self.dep)
 
 
+class Unverifiable(EntryMissing):
+    """A stored entry from before rbench recorded inputs whose inputs nothing recorded either: recomputed, not
+    quarantined (it is not known to be wrong)."""
+
+    def __init__(self, key: str):
+        Exception.__init__(self, f"stored entry {key} records none of its inputs: recomputed")
+        self.key = key
+
+    def __reduce__(self) -> tuple[type[Unverifiable], tuple[str]]:
+        return Unverifiable, (self.key,)
+
+
 def inputs_now(store: Store, job: Job) -> dict[str, str | None]:
     """The checksums of ``job``'s inputs (its ``deps``) as the store holds them now (None: not stored)."""
     return {dep: store.checksum(dep) for dep in job.deps}
@@ -89,8 +101,10 @@ def check_inputs(store: Store, job: Job, meta: dict[str, Any]) -> Inputs:
     records: those, not the inputs as read again later, which another process may have replaced meanwhile).
 
     An entry stored before rbench recorded its inputs is compared with what its gate memo recorded at its last pass
-    (this key's memo: the checksums of all its inputs, or of the one input the memoized checks read, ``on``);
-    with no memo there is nothing to compare, and the inputs it passes with are taken as its own."""
+    (this key's memo, of any gate version: the checksums of all its inputs, or of the one input the memoized checks
+    read, ``on``). A clean evaluation's memo without ``inputs`` says nothing of its model (its ``on`` is its data
+    slice): such an entry is recomputed (:class:`Unverifiable`; one forward pass). With no memo at all there is
+    nothing to compare, and the inputs it passes with are taken as its own."""
     for dep in job.deps:
         if not store.has(dep):
             raise InputPending(job.key, dep)
@@ -98,8 +112,11 @@ def check_inputs(store: Store, job: Job, meta: dict[str, Any]) -> Inputs:
     recorded = meta.get("inputs")
     if recorded is None:
         memo = store.gate_stamp(job.key)
-        if memo is not None and memo.get("key") in (None, job.key) and memo.get("gate") == GATE_VERSION:
+        if memo is not None and memo.get("key") in (None, job.key):
             recorded = memo.get("inputs")
+            clean = isinstance(job.spec, EvalSpec) and job.spec.clean is not None
+            if recorded is None and clean:
+                raise Unverifiable(job.key)
             if recorded is None and job.kind != "train" and memo.get("on") != _depends_on(store, job):
                 raise PluginContractError(f"stored entry {job.key} (from before rbench recorded inputs) last passed "
                                           "its checks against other contents of its input than the store holds now")

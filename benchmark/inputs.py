@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rbench.data import disjoint_splits, subset_indices
+from rbench.data import ABSENT, disjoint_splits, subset_indices
 from rbench.defense import DefendedModel, Stage
 from rbench.errors import DataError, PluginContractError
 from rbench.keys import canonical
@@ -31,8 +31,9 @@ def plugin_params(kind: str, spec: Call | dict[str, Any]) -> tuple[Any, Any]:
 
 
 @lru_cache(maxsize=4)
-def _load_split(dataset_spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """A whole split, cached per process (keyed by the canonical JSON of the dataset's spec)."""
+def _load_split(dataset_spec: str, split: str, content: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split, cached per process (keyed by the canonical JSON of the dataset's spec and the content its
+    fingerprint names, so replaced local files are read again)."""
     spec = json.loads(dataset_spec)
     plugin, params = plugin_params("dataset", spec)
     x, y = plugin.load(split, params)
@@ -47,8 +48,10 @@ def load_slice(data: DataSlice) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]
         now = plugin.fingerprint(data.split, params)
         if now != data.content:
             raise DataError(f"the {data.dataset.plugin} {data.split} data changed since the job was planned (its "
-                            f"fingerprint is {now}, the job's key names {data.content}): run again")
-    x, y = _load_split(canonical(data.dataset.to_dict()), data.split)
+                            f"fingerprint is {now}, the job's key names {data.content}): run again"
+                            if now != ABSENT else f"the {data.dataset.plugin} {data.split} data files are missing "
+                            "here (check RBENCH_DATA on this machine)")
+    x, y = _load_split(canonical(data.dataset.to_dict()), data.split, data.content)
     if data.parts:
         part = disjoint_splits(len(x), list(data.parts), data.subset_seed)[data.part]
         idx = part[subset_indices(len(part), data.n, data.subset_seed)]

@@ -127,6 +127,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     precise = None if precision is None else check_precision(precision)
     suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
     resolved = resolved_suite(path, profile, suite, only)  # rendered before any work: it cannot fail later
+    digests = file_digests(suite)  # of the files as they were read, not as they may be at the end
     devices, n_workers = resolve_devices(device, workers)
     executor_params = configure(executor, executor_options)[1]
     option = "--run-dir" if run_dir else "run folder"
@@ -141,7 +142,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     try:
         return _run(suite, plan, profile, store, run_dir, devices, n_workers, executor, console, quiet,
                     suite.job_timeout if job_timeout is None else job_timeout, started, only, executor_params,
-                    data_checked, resolved)
+                    data_checked, resolved, digests)
     except BaseException:
         remove_folders(created)  # a run stopped before it wrote anything leaves no empty folders behind
         raise
@@ -183,7 +184,7 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
 def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: Path, devices: list[str],
          n_workers: int, executor: str, console: Console, quiet: bool, job_timeout: float | None, started: float,
          only: list[str] | None = None, executor_params: object = None, data_checked: bool = False,
-         resolved: str | None = None) -> RunOutcome:
+         resolved: str | None = None, digests: dict[str, str] | None = None) -> RunOutcome:
     run_executor = get_registry().get("executor", executor).obj
     observer = RunEvents()
     with store.lease(set(plan.jobs), suite.name), RunProgress(len(plan.jobs), console, quiet) as display, \
@@ -203,7 +204,8 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
             suite=suite.name, title=suite.title, profile=profile, files=suite.files,
             provenance={"packages": package_versions(third_party(suite)), "plugins": plugin_versions(suite),
                         "devices": devices, "workers": n_workers,
-                        "precision": suite.precision, "files": file_digests(suite),
+                        "precision": suite.precision,
+                        "files": file_digests(suite) if digests is None else digests,
                         "store": str(store.root), "finished": now_iso()},
             tables=assemble(plan, store, failed),
             published=suite.published, published_docs=suite.published_docs, only=list(suite.tables) if only else [],
@@ -212,9 +214,7 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
                       **({"computed": computed_where(store, k)} if r.status == "cached" else {})}
                   for k, r in job_results.items()},
         )
-        if resolved is not None:
-            write_output(run_dir / RESOLVED_SUITE, lambda tmp: tmp.write_text(resolved, encoding="utf-8"))
-        problems = write_run_dir(results, run_dir, store)
+        problems = write_run_dir(results, run_dir, store, resolved)
         for note in problems:
             observer.warning(note)
         notes = suite.warning_lines() + problems
@@ -315,17 +315,20 @@ def prepare_data(jobs: list[Job]) -> None:
         plugin.prepare(split, plugin.Params.model_validate(call["params"]))
 
 
-def write_run_dir(results: RunResults, run_dir: Path, store: Store) -> list[str]:
+def write_run_dir(results: RunResults, run_dir: Path, store: Store, resolved: str | None = None) -> list[str]:
     """Every reporter writes its files into ``run_dir`` (atomically): text reporters first, then the figure
     reporters (which read stored outputs), by their ``order`` (the html report, 10, embeds the others' PNGs). A
     figure that cannot be drawn does not fail the run: the returned notes say why. A folder a run wrote into
     before holds only this run's files afterwards: what that run's reporters wrote is removed first (text reports
-    excepted: they are replaced), see :func:`rbench.rundir.remove_previous_outputs`."""
+    excepted: they are replaced, and so is ``resolved``, the text of :data:`RESOLVED_SUITE`, written first), see
+    :func:`rbench.rundir.remove_previous_outputs`."""
     run_dir.mkdir(parents=True, exist_ok=True)
     reporters = sorted((info.obj for info in get_registry().plugins["reporter"].values()),
                        key=lambda r: (not renders_text(r), getattr(r, "order", 0)))
-    remove_previous_outputs(run_dir, keep={r.suffix for r in reporters if renders_text(r)})
+    remove_previous_outputs(run_dir, keep={r.suffix for r in reporters if renders_text(r)} | {RESOLVED_SUITE})
     record_outputs(run_dir, [], merge=False)  # a run's folder from now on; each file is noted as it is written
+    if resolved is not None:
+        write_output(run_dir / RESOLVED_SUITE, lambda tmp: tmp.write_text(resolved, encoding="utf-8"))
     notes, written = [], []
     for reporter in reporters:
         if renders_text(reporter):  # a file that cannot be written is a one-line RbenchError (write_output)

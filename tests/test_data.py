@@ -369,6 +369,8 @@ def test_a_local_datasets_content_enters_the_keys_and_is_checked_when_read(monke
     other content than the files hold refuses to run. MNIST's keys carry no digest (its registry pins it)."""
     import gzip
 
+    import torch
+
     from rbench.inputs import load_slice
     from rbench.specs import Call, DataSlice
 
@@ -377,7 +379,7 @@ def test_a_local_datasets_content_enters_the_keys_and_is_checked_when_read(monke
     data.load_split.cache_clear()
     before = data.content_digest("notmnist", "test")
     assert before is not None and data.content_digest("mnist", "test") is None
-    assert data.content_digest("notmnist", "train") is None  # absent files: the data check says so
+    assert data.content_digest("notmnist", "train") == data.ABSENT  # no key made before digests: never stored
     sliced = DataSlice(Call("notmnist", "1", {}), "test", 20, 0, content=before)
     assert sliced.to_dict()["content"] == before and DataSlice.from_dict(sliced.to_dict()) == sliced
     assert "content" not in DataSlice(Call("mnist", "1", {}), "test", 20, 0).to_dict()
@@ -386,10 +388,12 @@ def test_a_local_datasets_content_enters_the_keys_and_is_checked_when_read(monke
 
     labels = tmp_path / "notmnist" / "t10k-labels-idx1-ubyte.gz"
     raw = bytearray(gzip.decompress(labels.read_bytes()))
-    raw[8] = (raw[8] + 1) % 10  # one label changed
+    raw[8:] = bytes((label + 1) % 10 for label in raw[8:])  # every label moved to the next letter
     labels.write_bytes(gzip.compress(bytes(raw)))
     after = data.content_digest("notmnist", "test")
     assert after not in (None, before)
     with pytest.raises(DataError, match="data changed since the job was planned"):
         load_slice(sliced)
+    _, relabelled, _ = load_slice(DataSlice(Call("notmnist", "1", {}), "test", 20, 0, content=after))
+    assert not torch.equal(relabelled, y)  # the same process reads the new files (no cache of the old ones)
     data.load_split.cache_clear()

@@ -369,5 +369,7 @@ def test_a_run_folder_holds_the_suite_it_ran_and_the_digests_of_its_files(tiny_r
     jobs = json.loads((tmp_path / "again" / "results.json").read_text())["jobs"]
     assert {j["status"] for j in jobs.values()} == {"cached"}  # the same keys
     assert set(jobs) == set(json.loads((run_dir / "results.json").read_text())["jobs"])
+    again = rbench("run", str(copied), "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "again"), "-q")
+    assert again.returncode == 0 and (tmp_path / "again" / "suite.resolved.toml").is_file()  # kept by a rerun
     computed = [j["computed"] for j in jobs.values()]  # where each cached output was made, from its own record
     assert all("threads" in c["device"] and c["seconds"] >= 0 and c["rbench"] and c["created"] for c in computed)

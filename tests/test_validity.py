@@ -192,6 +192,11 @@ def test_an_entry_from_before_inputs_were_recorded_is_judged_by_its_memo(stored,
                                      "inputs": {**gates.inputs_now(store, job), job.deps[0]: "0" * 64}})
     with pytest.raises(PluginContractError, match=f"other contents of its input {job.deps[0]}"):
         gates.check_inputs(store, job, meta)  # the memo's record of every input counts too
+    clean = _plan_job(suite, "eval mlp on clean mnist/test")  # its memo's ``on`` is its data slice, not its model
+    clean_meta = {k: v for k, v in store.load_predictions(clean.key).meta.items() if k != "inputs"}
+    store.write_gate_stamp(clean.key, {"entry": store.checksum(clean.key), "gate": 1, "on": "slice"})
+    with pytest.raises(gates.Unverifiable):  # recomputed (not quarantined): nothing ties it to its model
+        gates.check_inputs(store, clean, clean_meta)
 
 
 def test_a_memo_records_the_inputs_that_were_compared_not_later_ones(stored, tmp_path, monkeypatch):

@@ -99,10 +99,12 @@ def check_fits(nodes: list[dict[str, Any]], params: RayParams, gpus: bool) -> No
         return
     need = {"CPU": params.num_cpus, **({"GPU": 1.0} if gpus else {})}
     if not any(all(float(resources.get(name, 0.0)) >= amount for name, amount in need.items()) for resources in alive):
-        most = max(float(resources.get("CPU", 0.0)) for resources in alive)
+        candidates = [r for r in alive if float(r.get("GPU", 0.0)) >= 1] if gpus else alive
+        most = max((float(resources.get("CPU", 0.0)) for resources in candidates), default=0.0)
         what = f"{params.num_cpus:g} CPUs and a GPU" if gpus else f"{params.num_cpus:g} CPUs"
-        raise RbenchError(f"--num-cpus {params.num_cpus:g}: no node of the Ray cluster has {what} (the largest has "
-                          f"{most:g} CPUs): its jobs would wait for ever")
+        largest = f"the largest with a GPU has {most:g} CPUs" if gpus else f"the largest has {most:g} CPUs"
+        raise RbenchError(f"--num-cpus {params.num_cpus:g}: no node of the Ray cluster has {what} ({largest}): its "
+                          "jobs would wait for ever")
 
 
 def task_cpus(workers: int, params: RayParams) -> float:
