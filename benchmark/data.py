@@ -305,6 +305,13 @@ def idx_dims(path: Path) -> tuple[int, ...]:
     return tuple(int(d) for d in np.frombuffer(head, dtype=">u4", count=head[3], offset=4))
 
 
+def _local_split_paths(dataset: str, split: str) -> list[Path]:
+    """Where a :data:`LOCAL_ONLY` dataset's split files (images, labels) are looked for: ``$RBENCH_DATA/<dataset>/``
+    (none when RBENCH_DATA is unset); they may be absent."""
+    user_dir = os.environ.get("RBENCH_DATA")
+    return [Path(user_dir) / dataset / name for name in _SPLIT_FILES[split]] if user_dir else []
+
+
 def split_size(dataset: str, split: str) -> int | None:
     """The number of images of ``split`` without decoding it, or None if unknown: 60000 / 10000 for MNIST and
     Fashion-MNIST; for a :data:`LOCAL_ONLY` dataset, the count in the header of its local images file (None
@@ -312,8 +319,8 @@ def split_size(dataset: str, split: str) -> int | None:
     if split not in _SPLIT_FILES:
         return None
     if dataset in LOCAL_ONLY:
-        user_dir = os.environ.get("RBENCH_DATA")
-        path = Path(user_dir) / dataset / _SPLIT_FILES[split][0] if user_dir else None
+        paths = _local_split_paths(dataset, split)
+        path = paths[0] if paths else None
         if path is None or not path.is_file():
             return None
         try:
@@ -376,8 +383,7 @@ def content_digest(dataset: str, split: str) -> str | None:
     :data:`ABSENT` for files that are absent or unreadable (the run's data check then says so, before any work)."""
     if dataset not in LOCAL_ONLY or split not in _SPLIT_FILES:
         return None
-    user_dir = os.environ.get("RBENCH_DATA")
-    paths = [Path(user_dir) / dataset / name for name in _SPLIT_FILES[split]] if user_dir else []
+    paths = _local_split_paths(dataset, split)
     if not paths or not all(path.is_file() for path in paths):
         return ABSENT
     try:

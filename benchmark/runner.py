@@ -142,7 +142,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     try:
         return _run(suite, plan, profile, store, run_dir, devices, n_workers, executor, console, quiet,
                     suite.job_timeout if job_timeout is None else job_timeout, started, only, executor_params,
-                    data_checked, resolved, digests)
+                    data_checked, resolved=resolved, digests=digests)
     except BaseException:
         remove_folders(created)  # a run stopped before it wrote anything leaves no empty folders behind
         raise
@@ -184,7 +184,7 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
 def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: Path, devices: list[str],
          n_workers: int, executor: str, console: Console, quiet: bool, job_timeout: float | None, started: float,
          only: list[str] | None = None, executor_params: object = None, data_checked: bool = False,
-         resolved: str | None = None, digests: dict[str, str] | None = None) -> RunOutcome:
+         *, resolved: str, digests: dict[str, str]) -> RunOutcome:
     run_executor = get_registry().get("executor", executor).obj
     observer = RunEvents()
     with store.lease(set(plan.jobs), suite.name), RunProgress(len(plan.jobs), console, quiet) as display, \
@@ -205,7 +205,7 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
             provenance={"packages": package_versions(third_party(suite)), "plugins": plugin_versions(suite),
                         "devices": devices, "workers": n_workers,
                         "precision": suite.precision,
-                        "files": file_digests(suite) if digests is None else digests,
+                        "files": digests,
                         "store": str(store.root), "finished": now_iso()},
             tables=assemble(plan, store, failed),
             published=suite.published, published_docs=suite.published_docs, only=list(suite.tables) if only else [],

@@ -160,7 +160,7 @@ class Executor:
 
     def capacity(self, params: Any, devices: list[str], workers: int) -> str:
         """Where and how many jobs run at once, for ``rbench run --dry-run``; default: ``workers`` on ``devices``."""
-        return f"{workers} on {', '.join(dict.fromkeys(devices))}"
+        return workers_on(devices, workers)
 
     def run(self, plan: Plan, store: Store, jobs: list[Job], *, devices: list[str], workers: int,
             observer: Observer, job_timeout: float | None = None, params: Any = None) -> dict[str, JobResult]:
@@ -171,8 +171,12 @@ def capacity(executor: object, params: Any, devices: list[str], workers: int) ->
     """:meth:`Executor.capacity` of ``executor``, or its default for an executor written to the contract without
     subclassing :class:`Executor`."""
     describe = getattr(executor, "capacity", None)
-    return describe(params, devices, workers) if callable(describe) else \
-        Executor.capacity(Executor(), params, devices, workers)
+    return describe(params, devices, workers) if callable(describe) else workers_on(devices, workers)
+
+
+def workers_on(devices: list[str], workers: int) -> str:
+    """``2 on cpu``: the default :meth:`Executor.capacity`."""
+    return f"{workers} on {', '.join(dict.fromkeys(devices))}"
 
 
 #: command-line options of ``rbench run`` that fill a field of the executor's Params (option -> field)
