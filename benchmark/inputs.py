@@ -44,13 +44,7 @@ def load_slice(data: DataSlice) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]
     """The data slice a job spec names: (x float32 (N, C, H, W), y int64, indices into the split). A slice whose
     key names the split's content (``content``) is refused (DataError) when the files hold other content now."""
     if data.content is not None:
-        plugin, params = plugin_params("dataset", data.dataset)
-        now = plugin.fingerprint(data.split, params)
-        if now != data.content:
-            raise DataError(f"the {data.dataset.plugin} {data.split} data changed since the job was planned (its "
-                            f"fingerprint is {now}, the job's key names {data.content}): run again"
-                            if now != ABSENT else f"the {data.dataset.plugin} {data.split} data files are missing "
-                            "here (check RBENCH_DATA on this machine)")
+        check_content(data.dataset, data.split, data.content)
     x, y = _load_split(canonical(data.dataset.to_dict()), data.split, data.content)
     if data.parts:
         part = disjoint_splits(len(x), list(data.parts), data.subset_seed)[data.part]
@@ -58,6 +52,16 @@ def load_slice(data: DataSlice) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]
     else:
         idx = subset_indices(len(x), data.n, data.subset_seed)
     return torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), idx
+
+
+def check_content(dataset: Call | dict[str, Any], split: str, content: str) -> None:
+    """Refuse (DataError) a split whose files no longer hold the ``content`` (fingerprint) a job's key names."""
+    plugin, params = plugin_params("dataset", dataset)
+    now = plugin.fingerprint(split, params)
+    if now != content:
+        raise DataError(f"the {plugin.name} {split} data changed since the job was planned (its fingerprint is "
+                        f"{now}, the job's key names {content}): run again" if now != ABSENT else
+                        f"the {plugin.name} {split} data files are missing here (check RBENCH_DATA on this machine)")
 
 
 def build_model(spec: dict[str, Any]) -> torch.nn.Module:

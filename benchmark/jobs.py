@@ -29,6 +29,7 @@ from rbench.defense import attack_view, randomized, seed_randomness
 from rbench.inputs import (
     build_defense,
     build_model,
+    check_content,
     finite_logits,
     load_model,
     load_slice,
@@ -72,6 +73,8 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
     if spec.trainer is not None:
         assert spec.data is not None
         trainer, tparams = plugin_params("trainer", spec.trainer)
+        for dataset, split, content in spec.extra_content:  # what the trainer loads itself is what the key names
+            check_content({"plugin": dataset, "params": {}}, split, content)
         if trainer.reads_data:
             x, y, _ = load_slice(spec.data)
         else:  # the model is used as it is: every eval job checks its outputs on the images it evaluates

@@ -108,7 +108,8 @@ class Trainer:
 
     def extra_data(self, params: Any) -> list[tuple[str, str]]:
         """(dataset plugin, split) pairs the trainer loads itself besides the model's own data (e.g. outliers),
-        so that a run checks (or downloads) them before any job starts. None by default."""
+        so that a run checks (or downloads) them before any job starts, and the content of those whose dataset
+        gives a fingerprint enters the training job's key (``TrainSpec.extra_content``). None by default."""
         return []
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from rbench.attack import is_generator
 from rbench.keys import canonical, content_key
+from rbench.manager import get_registry
 from rbench.metric import Reference, declared_references
 from rbench.specs import (
     AttackSpec,
@@ -170,6 +171,19 @@ def data_spec(ref: DataRef, seed: int) -> DataSlice:
     return DataSlice(call_spec(ref.call), ref.split, ref.n, seed, ref.parts, ref.part, content)
 
 
+def extra_content(trainer: PluginCall) -> tuple[tuple[str, str, str], ...]:
+    """What enters a training job's key of the data its trainer loads itself (``extra_data``, default params):
+    (dataset, split, content) for each such split whose dataset gives a fingerprint."""
+    entries = []
+    for name, split in trainer.obj.extra_data(trainer.params):
+        dataset = get_registry().get("dataset", name).obj
+        fingerprint = getattr(dataset, "fingerprint", None)
+        content = fingerprint(split, dataset.Params()) if callable(fingerprint) else None
+        if content is not None:
+            entries.append((name, split, content))
+    return tuple(entries)
+
+
 def monitoring(monitor: Monitor, seed: int) -> Monitoring:
     """A monitored model's per-epoch measurements, as they enter its training job's key."""
     return Monitoring(data_spec(monitor.data, seed), monitor.every,
@@ -253,7 +267,7 @@ def build_plan(suite: Suite) -> Plan:
             d = suite.defenses[name]
             assert d.trainer is not None and d.data is not None
             spec = TrainSpec(defense=call_spec(d.call), trainer=call_spec(d.trainer), data=data_spec(d.data, seed),
-                             seed=seed if d.seed is None else d.seed)
+                             seed=seed if d.seed is None else d.seed, extra_content=extra_content(d.trainer))
             components[name] = plan.add(spec, (), f"train defense {name}")
         return components[name]
 
@@ -278,7 +292,7 @@ def build_plan(suite: Suite) -> Plan:
                              seed=seed if m.seed is None else m.seed, members=tuple(members),
                              # per-epoch measurements are part of what the job computes
                              monitor=None if m.monitor is None else monitoring(m.monitor, seed),
-                             init=tuple(ancestors))
+                             init=tuple(ancestors), extra_content=extra_content(m.trainer))
             source = getattr(m.call.obj, "weights_file", None) if m.call else None
             weights = source(m.call.params) if callable(source) and m.call else None
             files = {"weights_path": weights} if weights else {}  # where the bytes in the key are read from

@@ -129,6 +129,9 @@ class TrainSpec:
     members: tuple[str, ...] = ()
     monitor: Monitoring | None = None
     init: tuple[str, ...] = ()
+    #: (dataset plugin, split, content digest) of the data the trainer loads itself (its ``extra_data``, e.g.
+    #: outliers) where the dataset gives a fingerprint, so that other files there make another checkpoint
+    extra_content: tuple[tuple[str, str, str], ...] = ()
 
     def to_dict(self) -> Json:
         d: Json = {}
@@ -145,6 +148,8 @@ class TrainSpec:
             d["monitor"] = self.monitor.to_dict()
         if self.init:
             d["init"] = list(self.init)
+        if self.extra_content:  # absent otherwise: the keys of trainers reading no fingerprinted data are unchanged
+            d["extra_content"] = [list(entry) for entry in self.extra_content]
         return d
 
     def slices(self) -> list[DataSlice]:

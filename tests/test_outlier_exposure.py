@@ -124,3 +124,45 @@ def test_missing_outlier_data_stops_the_run_before_any_work(tmp_path):
     out = rbench("run", str(suite), "--store", str(store), env={"RBENCH_DATA": str(data)})
     assert out.returncode == 2 and "fashion" in out.stderr.lower() and out.stderr.count("\n") == 1, out.stderr
     assert not list(store.glob("objects/*/*"))  # nothing was computed
+
+
+def test_outliers_with_a_fingerprint_enter_the_checkpoint_key_and_are_checked_when_trained(tmp_path, monkeypatch,
+                                                                                             write_suite):
+    """Outliers from a dataset whose files are the user's own (notMNIST) are keyed by their content: relabelled or
+    replaced files make another checkpoint (the old one is not served), and a job planned on other content refuses
+    to train. Fashion-MNIST (pinned by its registry) adds nothing to the key."""
+    import gzip
+    import shutil
+
+    from support import SHARED_DATA
+
+    from rbench import data
+    from rbench.errors import DataError
+    from rbench.jobs import run_train
+    from rbench.model import no_progress
+    from rbench.plan import build_plan
+    from rbench.store import Store
+
+    for name in ("mnist", "notmnist"):
+        shutil.copytree(SHARED_DATA / name, tmp_path / "data" / name)
+    monkeypatch.setenv("RBENCH_DATA", str(tmp_path / "data"))
+    data.load_split.cache_clear()
+
+    def train_job(outliers: str, split: str):
+        suite = load_suite(write_suite(SUITE.format(
+            params=f'{{ outliers = "{outliers}", outlier_split = "{split}", epochs = 1, n_outliers = 50 }}')))
+        return next(job for job in build_plan(suite).jobs.values() if job.spec.kind == "train")
+
+    assert "extra_content" not in train_job("fashion-mnist", "train").spec.to_dict()
+    before = train_job("notmnist", "test")
+    assert before.spec.extra_content == (("notmnist", "test", data.content_digest("notmnist", "test")),)
+
+    labels = tmp_path / "data" / "notmnist" / "t10k-labels-idx1-ubyte.gz"
+    images = tmp_path / "data" / "notmnist" / "t10k-images-idx3-ubyte.gz"
+    raw = bytearray(gzip.decompress(images.read_bytes()))
+    raw[16:] = bytes(255 - b for b in raw[16:])  # every outlier image inverted
+    images.write_bytes(gzip.compress(bytes(raw)))
+    assert labels.exists() and train_job("notmnist", "test").key != before.key
+    with pytest.raises(DataError, match="notmnist test data changed since the job was planned"):
+        run_train(before, Store(tmp_path / "store"), torch.device("cpu"), no_progress)
+    data.load_split.cache_clear()
