@@ -13,7 +13,8 @@ import tomli_w
 
 from rbench.errors import PluginError, RbenchError
 from rbench.manager import get_registry
-from rbench.suite import SECTIONS, merge_files
+from rbench.suite_files import merge_files
+from rbench.suite_schema import SECTIONS
 
 #: the sections whose entries name a plugin of this kind in ``plugin`` (with ``params`` relative to their file)
 _PLUGIN_KIND = {"datasets": "dataset", "defenses": "defense", "models": "model", "attacks": "attack"}

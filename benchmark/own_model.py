@@ -20,8 +20,9 @@ from pydantic import ValidationError
 
 from rbench.errors import PluginError, RbenchError
 from rbench.manager import get_registry, suggest
-from rbench.suite import MAX_NAME, SAFE_NAME, instance_label
-from rbench.tomlfile import unrepresentable
+from rbench.suite_schema import SAFE_NAME
+from rbench.suite_types import instance_label
+from rbench.tomlfile import MAX_NAME, unrepresentable
 
 #: the default attack set's Linf budgets (the usual MNIST levels: a moderate and the standard large one)
 DEFAULT_EPS = (0.1, 0.3)

@@ -9,13 +9,9 @@ every published-table file and checks that each table, row and column it names i
 problem raises a :class:`~rbench.errors.SuiteError` whose one-line message names the file, the key path (e.g.
 ``attacks.pgd.params.eps``), the value and the rule, before any work starts.
 
-Limits (the input is untrusted; each breach is one line too): a suite, included or published file must be a
-regular file of at most :data:`rbench.tomlfile.MAX_FILE_BYTES`; documents nest at most
-:data:`rbench.tomlfile.MAX_DEPTH` levels, includes at
-most :data:`MAX_INCLUDE_DEPTH`; the suite name and table names (they become file names) match
-:data:`SAFE_NAME` and are at most :data:`MAX_NAME` characters; every other entry name (datasets, models,
-attacks, evaluations, profiles) is at most :data:`MAX_NAME` printable characters, a row, column or metric
-label at most :data:`MAX_LABEL`; an attack's grid expands to at most :data:`MAX_GRID` instances.
+The parts: the file schema and its limits (:mod:`rbench.suite_schema`), reading and merging the files
+(:mod:`rbench.suite_files`), the resolved forms (:mod:`rbench.suite_types`, re-exported here); this module
+resolves the merged entries into a :class:`Suite`.
 
 The format is documented in README.md ("Writing a suite").
 """
@@ -24,681 +20,55 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rbench.attack import is_generator
-from rbench.compare import Published, load_published
 from rbench.errors import PluginError, RbenchError, SuiteError
-from rbench.manager import BUILTIN_DISTRIBUTION, Registry, close_match, get_registry, suggest
+from rbench.manager import Registry, get_registry, suggest
 from rbench.metric import Reference, declared_references
-from rbench.precision import Precision
-from rbench.specs import ATTACK_BATCH
+from rbench.suite_files import Merged, merge_files, suite_profiles
 from rbench.suite_refs import published_mismatch, reference_problem
-from rbench.tomlfile import MAX_NAME, key_part, read_toml, shown
-
-SECTIONS = ("datasets", "defenses", "models", "attacks", "evaluations", "tables")
-Axis = Literal["source", "target", "model", "attack", "metric"]
-Name = Annotated[str, Field(min_length=1)]
-
-#: includes nest at most this deep (a file included twice is read once)
-MAX_INCLUDE_DEPTH = 32
-#: an attack's grid expands to at most this many instances (shipped suites: 3)
-MAX_GRID = 1000
-#: the longest row, column or metric label
-MAX_LABEL = 100
-#: the suite name and table names become file and folder names (``runs/<suite>-<time>``,
-#: ``reliability_<table>.png``): a letter or digit, then letters, digits, ``_``, ``.``, ``-``; never ``..``
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_SAFE_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
-
-
-def name_problem(name: str, *, safe: bool, limit: int = MAX_NAME) -> str | None:
-    """Why ``name`` is not acceptable, or None. ``safe``: it becomes a file or folder name, so it must also match
-    :data:`SAFE_NAME` and not hold ``..``."""
-    if not name:
-        return "is empty"
-    if len(name) > limit:
-        return f"is {len(name)} characters long, more than {limit}"
-    if not name.isprintable():
-        return "holds a control or unprintable character"
-    if not safe:
-        return None
-    if "/" in name or "\\" in name:
-        return "holds a path separator"
-    if ".." in name:
-        return "holds '..'"
-    if not SAFE_NAME.fullmatch(name):
-        return "is not a safe file name"
-    return None
-
-
-def _label(value: str) -> str:
-    problem = name_problem(value, safe=False, limit=MAX_LABEL)
-    if problem:
-        raise ValueError(f"label {problem}")
-    return value
-
-
-#: a row, column or metric label: what a table shows
-Label = Annotated[str, AfterValidator(_label)]
-
-
-class _Strict(BaseModel):
-    """TOML has real types: no coercion (a string "0" is not a number), no unknown keys."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class SuiteMeta(_Strict):
-    name: Name
-    title: str = ""
-    description: str = ""
-    seed: Annotated[int, Field(ge=0)] = 0
-    include: list[str] = []
-    #: published-table files (relative to this suite file) that `rbench compare` puts beside the results
-    published: list[str] = []
-    #: seconds any one job may run (a job that runs longer fails alone); None: no limit. ``--job-timeout`` wins.
-    job_timeout: Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)] | None = None  # 1e7: as --job-timeout
-    #: the arithmetic of attack, transform and eval jobs (rbench.precision); ``--precision`` wins
-    precision: Precision = "fp32"
-
-
-class DatasetSpec(_Strict):
-    plugin: Name
-    params: dict[str, Any] = {}
-
-
-class TrainerSpec(_Strict):
-    plugin: Name = "standard"
-    params: dict[str, Any] = {}
-
-
-PositiveInt = Annotated[int, Field(gt=0)]
-
-
-class TrainedSpec(_Strict):
-    """What a trained thing (a model, a trained defense component) is trained on, and how."""
-
-    dataset: Name | None = None
-    split: Name = "train"
-    #: ``parts``: cut the split into disjoint parts of these sizes (one seeded permutation); use part ``part``.
-    parts: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
-    part: Annotated[int, Field(ge=0)] = 0
-    n_train: PositiveInt | None = None
-    trainer: TrainerSpec | None = None
-    #: the training job's seed (default: the suite's); e.g. to train otherwise identical committee members
-    seed: Annotated[int, Field(ge=0)] | None = None
-
-
-class ProbeSpec(_Strict):
-    plugin: Name
-    params: dict[str, Any] = {}
-    #: the name its measurements are stored under (default: the plugin's); unique within a monitor
-    label: Label | None = None
-
-
-class MonitorSpec(_Strict):
-    """Per-epoch measurements while a model trains: ``probes`` run on a data slice every ``every`` epochs (see
-    :mod:`rbench.probe`); the trainer must observe epochs (``Trainer.observes``)."""
-
-    dataset: Name
-    split: Name = "test"
-    n: PositiveInt | None = None
-    parts: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
-    part: Annotated[int, Field(ge=0)] = 0
-    probes: Annotated[list[ProbeSpec], Field(min_length=1)]
-    every: PositiveInt = 1
-
-
-class ModelSpec(TrainedSpec):
-    """A model: a plugin trained on a dataset, composed of trained ``members``, or -- with ``defenses`` -- a
-    defended model: those defenses (in order from the input) in front of ``base`` (or, after an aggregating
-    defense, of ``members``)."""
-
-    plugin: Name | None = None
-    params: dict[str, Any] = {}
-    #: models of this suite whose trained weights this one is composed of (e.g. an ensemble, a committee)
-    members: list[Name] = []
-    #: start training from this model's trained weights (same plugin and params); its trainer sees the lineage
-    init: Name | None = None
-    base: Name | None = None
-    defenses: list[Name] = []
-    #: the model whose adversarial sets a transfer evaluation uses for this defended model (default: ``base``)
-    undefended: Name | None = None
-    #: per-epoch measurements stored with the checkpoint (probe plugins on a data slice)
-    monitor: MonitorSpec | None = None
-
-
-class DefenseSpec(TrainedSpec):
-    """A defense plugin with params; a trained one (a denoising autoencoder) also names its training data and
-    trainer, and is trained once, by its own job, for every defended model that lists it."""
-
-    plugin: Name
-    params: dict[str, Any] = {}
-
-
-class AttackSpec(_Strict):
-    """An attack plugin with params (``grid`` expands lists into instances), or a ``transform`` plugin applied
-    to the adversarial sets of the attack named by ``input`` (e.g. amplifying minimal perturbations)."""
-
-    plugin: Name | None = None
-    transform: Name | None = None
-    input: Name | None = None
-    params: dict[str, Any] = {}
-    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
-
-
-class EvaluationSpec(_Strict):
-    dataset: Name
-    split: Name = "test"
-    parts: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
-    part: Annotated[int, Field(ge=0)] = 0
-    n: PositiveInt | None = None
-    sources: Annotated[list[Name], Field(min_length=1)]
-    attacks: list[Name] = []
-    targets: Literal["self"] | Annotated[list[Name], Field(min_length=1)] = "self"
-    batch_size: Annotated[int, Field(gt=0)] = ATTACK_BATCH
-    #: adaptive: attacks see each source whole, defenses included; transfer: a defended source's attacks are
-    #: crafted on its undefended model and transferred
-    threat_model: Literal["adaptive", "transfer"] = "adaptive"
-    #: adaptive attacks differentiate through non-differentiable defenses by BPDA
-    bpda: bool = False
-    #: adaptive attacks average gradients over this many random draws of randomized defenses (EOT)
-    eot: Annotated[int, Field(ge=1, le=1000)] = 1
-    #: generator attacks (rbench.attack.GeneratorAttack) make this many inputs for each class of the dataset
-    per_class: Annotated[int, Field(ge=1, le=10000)] = 1
-
-
-class MetricRef(_Strict):
-    plugin: Name
-    params: dict[str, Any] = {}
-    label: Label | None = None
-
-
-class Selector(_Strict):
-    """One row or column given explicitly: a label and the coordinates it fixes (any of them)."""
-
-    label: Label
-    evaluation: Name | None = None
-    source: Name | None = None
-    target: Name | None = None
-    model: Name | None = None
-    attack: Name | None = None
-    metric: Name | MetricRef | None = None
-
-
-FigureName = Literal["curves", "lines", "images", "training"]
-
-
-class TableSpec(_Strict):
-    title: str = ""
-    evaluation: Name
-    rows: Axis | Annotated[list[Selector], Field(min_length=1)]
-    columns: Axis | Annotated[list[Selector], Field(min_length=1)]
-    metric: Name | MetricRef | None = None
-    metrics: list[Name | MetricRef] | None = None
-    where: dict[Literal["source", "target", "model", "attack"], Name] = {}
-    clean: bool = True
-    #: "curves": the run folder also gets curves_<table>.png (error against measured distortion, one line per row);
-    #: "lines": lines_<table>.png (the columns along x, in order, one line per row);
-    #: "images": images_<table>.png (each row's generated or targeted set: its best image per target class);
-    #: "training": training_<table>.png (per-epoch measurements of monitored models, one panel per column);
-    #: a list asks for several
-    figure: FigureName | Annotated[list[FigureName], Field(min_length=1)] | None = None
-    #: pairs of rows (or of columns) compared on the same samples by McNemar's exact test, in every column (row)
-    paired: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []
-
-
-class SuiteDoc(_Strict):
-    suite: SuiteMeta
-    datasets: dict[str, DatasetSpec] = {}
-    defenses: dict[str, DefenseSpec] = {}
-    models: dict[str, ModelSpec] = {}
-    attacks: dict[str, AttackSpec] = {}
-    evaluations: dict[str, EvaluationSpec] = {}
-    tables: dict[str, TableSpec] = {}
-    profiles: dict[str, dict[str, Any]] = {}
-
-
-# -- resolved forms ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PluginCall:
-    """A plugin chosen by name with validated params (``params`` is an instance of the plugin's Params)."""
-
-    kind: str
-    name: str
-    version: str
-    params: BaseModel
-    #: the distribution the plugin comes from (enters the job key unless it is rbench's own)
-    distribution: str = BUILTIN_DISTRIBUTION
-
-    @property
-    def obj(self) -> Any:
-        return get_registry().get(self.kind, self.name).obj
-
-    def spec(self) -> dict[str, Any]:
-        spec = {"plugin": self.name, "version": self.version, "params": self.params.model_dump(mode="json")}
-        if self.distribution != BUILTIN_DISTRIBUTION:
-            spec["distribution"] = self.distribution
-        return spec
-
-
-@dataclass(frozen=True)
-class DataRef:
-    dataset: str
-    call: PluginCall
-    split: str
-    n: int | None
-    parts: tuple[int, ...] | None = None
-    part: int = 0
-
-
-@dataclass(frozen=True)
-class DefenseEntry:
-    """A resolved defense: its plugin call, what it declares, and (trained ones) how it is trained."""
-
-    name: str
-    call: PluginCall
-    differentiable: bool
-    randomized: bool
-    trained: bool
-    aggregates: bool
-    trainer: PluginCall | None = None
-    data: DataRef | None = None
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class Defended:
-    """How a defended model is assembled: ``chain`` (defense names, from the input) in front of ``base``, or,
-    when the chain ends with an aggregating defense, of the model's members. ``undefended``: the model a transfer
-    evaluation crafts this model's adversarial sets on."""
-
-    chain: tuple[str, ...]
-    base: str | None
-    undefended: str | None
-
-
-@dataclass(frozen=True)
-class Monitor:
-    """Resolved ``monitor``: the probes (label -> call) run on ``data`` every ``every`` epochs."""
-
-    data: DataRef
-    probes: dict[str, PluginCall]
-    every: int = 1
-
-
-@dataclass(frozen=True)
-class Model:
-    """A model of the suite. A defended model has ``defended`` set and no plugin call, trainer or data of its own."""
-
-    name: str
-    call: PluginCall | None
-    trainer: PluginCall | None
-    data: DataRef | None
-    members: tuple[str, ...] = ()
-    init: str | None = None
-    seed: int | None = None
-    defended: Defended | None = None
-    monitor: Monitor | None = None
-
-    @property
-    def plugin_name(self) -> str:
-        """The model plugin, or for a defended model its defenses and what they defend (for messages)."""
-        if self.defended is None:
-            assert self.call is not None
-            return self.call.name
-        behind = self.defended.base or ", ".join(self.members)
-        return f"{' -> '.join(self.defended.chain)} -> {behind}"
-
-
-@dataclass(frozen=True)
-class Metric:
-    label: str
-    call: PluginCall
-    #: where the table gives it (``metric``, ``metrics[1]``, ``rows[0].metric``): for messages
-    key: str = field(default="metric", compare=False)
-
-
-@dataclass(frozen=True)
-class AttackCall:
-    """An attack instance: a plugin call, or a transform call on the sets of ``base`` (label ``base_label``)."""
-
-    call: PluginCall
-    base: AttackCall | None = None
-    base_label: str | None = None
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    name: str
-    data: DataRef
-    sources: tuple[str, ...]
-    attacks: dict[str, AttackCall]
-    targets: tuple[str, ...] | None  # None: each source is its own only target
-    batch_size: int
-    threat_model: str = "adaptive"
-    bpda: bool = False
-    eot: int = 1
-    per_class: int = 1
-    #: False when the suite left ``batch_size`` at its default: on a GPU, attack jobs then find the largest batch
-    #: that fits (:func:`rbench.attack_loop.first_batch`)
-    batch_size_given: bool = True
-
-    def targets_of(self, source: str) -> tuple[str, ...]:
-        return (source,) if self.targets is None else self.targets
-
-    def holds(self, source: str, attack: str, target: str) -> bool:
-        """Whether a metric can read ``target``'s predictions on the (``source``, ``attack``) inputs of this
-        evaluation (what ``CellData.predictions_of`` finds in the plan): ``source`` is evaluated on ``target``
-        under ``attack``; for "clean", any source evaluated on ``target`` will do (clean outputs do not depend on
-        the source)."""
-        if attack == "clean":
-            return any(target in self.targets_of(s) for s in self.sources)
-        return source in self.sources and attack in self.attacks and target in self.targets_of(source)
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """Where one table cell's number comes from: a (source, attack, target) of an evaluation, and a metric."""
-
-    evaluation: str
-    source: str
-    attack: str
-    target: str
-    metric: Metric
-
-
-@dataclass(frozen=True)
-class Table:
-    """A resolved table: row and column labels, the axis each runs along (``"rows"`` for explicit
-    selectors), and the spec of every cell."""
-
-    name: str
-    title: str
-    row_axis: str
-    column_axis: str
-    rows: tuple[str, ...]
-    columns: tuple[str, ...]
-    cells: dict[tuple[str, str], CellSpec]
-    file: str
-    figure: str | list[str] | None = None
-    #: (a, b) label pairs, both rows or both columns, compared by McNemar's test along the other axis
-    paired: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def metrics(self) -> tuple[Metric, ...]:
-        return tuple({c.metric.label: c.metric for c in self.cells.values()}.values())
-
-
-@dataclass
-class Suite:
-    """A loaded, validated suite with every plugin call resolved."""
-
-    name: str
-    title: str
-    seed: int
-    files: list[str]
-    profile: str | None
-    published: list[str] = field(default_factory=list)
-    job_timeout: float | None = None
-    #: the arithmetic of its attack, transform and eval jobs (:mod:`rbench.precision`)
-    precision: str = "fp32"
-    defenses: dict[str, DefenseEntry] = field(default_factory=dict)
-    models: dict[str, Model] = field(default_factory=dict)
-    evaluations: dict[str, Evaluation] = field(default_factory=dict)
-    tables: dict[str, Table] = field(default_factory=dict)
-    #: problems that do not stop a run (e.g. EOT on a deterministic defense), one line each, by the evaluation
-    #: they concern (``--only`` keeps those of the evaluations its tables read)
-    warnings: dict[str, list[str]] = field(default_factory=dict)
-    #: its published files' contents (path -> the validated document as JSON), recorded with the run's results
-    published_docs: dict[str, Any] = field(default_factory=dict)
-    #: every plugin the suite calls: (kind, name) -> (its version, its distribution), for the run's provenance
-    plugins: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
-
-    def warning_lines(self) -> list[str]:
-        """Its warnings, in the order of its evaluations."""
-        return [line for lines in self.warnings.values() for line in lines]
-
-    def chain_of(self, model: str) -> list[DefenseEntry]:
-        """The defenses of ``model`` in order from the input (empty for an undefended model)."""
-        defended = self.models[model].defended
-        return [] if defended is None else [self.defenses[d] for d in defended.chain]
-
-    def undefended_of(self, model: str) -> str:
-        """The model a transfer evaluation crafts ``model``'s adversarial sets on (itself if undefended)."""
-        defended = self.models[model].defended
-        return model if defended is None else str(defended.undefended)
-
-
-def instance_label(name: str, point: dict[str, Any]) -> str:
-    """An attack instance's label, its row or column in tables: ``name``, with its grid ``point``'s params
-    (``pgd(eps=0.1, steps=40)``)."""
-    return name + ("(" + ", ".join(f"{k}={v}" for k, v in point.items()) + ")" if point else "")
-
-
-def threat_note(suite: Suite, evaluation: str) -> str | None:
-    """How an evaluation's attacks saw its defended sources (None when it has none): for table titles."""
-    ev = suite.evaluations[evaluation]
-    if not any(suite.chain_of(s) for s in ev.sources):
-        return None
-    if ev.threat_model == "transfer":
-        return f"{evaluation}: attacks transferred from the undefended models"
-    defended = [s for s in ev.sources if suite.chain_of(s)]
-    # what was applied, and where: BPDA changes only sources with a non-differentiable defense, EOT only sources
-    # with a randomized one (on the others every draw is the same: the plain attack is run)
-    how = []
-    for what, on, applies in (("BPDA", ev.bpda, lambda d: not d.differentiable),
-                              (f"EOT over {ev.eot} draws", ev.eot > 1, lambda d: d.randomized)):
-        where = [s for s in defended if any(applies(d) for d in suite.chain_of(s))]
-        if on and where:
-            how.append(what if len(where) == len(defended) else f"{what} on {', '.join(where)}")
-    return f"{evaluation}: adaptive white-box attacks through the defenses" + (f" ({'; '.join(how)})" if how else "")
-
-
-# -- loading --------------------------------------------------------------------------------------------
-def _fmt(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 80 else f"{text[:80]}..."
-
-
-def _keypath(loc: tuple[Any, ...]) -> str:
-    return ".".join(key_part(p) for p in loc if not str(p).startswith("function-"))
-
-
-#: the parts of a pydantic error location that name a type (a branch of a union), not a key
-_TYPE_TAG = re.compile(r"str|int|float|bool|MetricRef|Selector|[a-z-]+\[.*\]|constrained-.*", re.DOTALL)
-
-
-def _pydantic_problem(file: str, prefix: str, err: ValidationError, model: type[BaseModel] | None = None
-                      ) -> SuiteError:
-    """One line for the first problem of ``err``; an unknown key of ``model`` (the model validated: the suite
-    document, or a plugin's Params) also gets the closest of the keys it allows there."""
-    # the deepest error: for a union (e.g. rows = an axis or a list of selectors) the branch that got furthest; of
-    # those, an unknown key close to an allowed one (a misspelt required key is also reported missing)
-    def where(e: Any) -> tuple[Any, ...]:
-        return tuple(x for x in e["loc"] if not (isinstance(x, str) and _TYPE_TAG.fullmatch(x)))
-
-    def close(e: Any) -> str | None:
-        loc = where(e)
-        if e["type"] != "extra_forbidden" or model is None or not loc:
-            return None
-        return close_match(str(loc[-1]), _keys_at(model, loc[:-1]))
-
-    deepest = max(len(e["loc"]) for e in err.errors())
-    candidates = [e for e in err.errors() if len(e["loc"]) == deepest]
-    first = next((e for e in candidates if close(e) is not None), candidates[0])
-    loc = where(first)
-    path = ".".join(p for p in (prefix, _keypath(loc)) if p)
-    detail = first["msg"].removeprefix("Value error, ")
-    hint = ""
-    if first["type"] == "extra_forbidden":
-        detail = "unknown key"
-        match = close(first)
-        hint = f"; did you mean {match!r}?" if match is not None else ""
-    elif first["type"] == "missing":
-        return SuiteError(f"{file}: {path}: required key is missing")
-    elif first["type"] == "literal_error" and isinstance(first.get("input"), str):  # rows = "atack"
-        match = close_match(first["input"], re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", ""))))
-        hint = f"; did you mean {match!r}?" if match is not None else ""
-    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
-    return SuiteError(f"{file}: {path}: {detail} (got {_fmt(first.get('input'))}){hint}{more}")
-
-
-def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
-    """The keys allowed at ``loc`` (an error location without its type tags) inside ``model``: the fields of every
-    pydantic model the annotations there can hold (through Annotated, unions, lists and dicts)."""
-
-    def unwrap(tp: Any) -> list[Any]:
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            return unwrap(typing.get_args(tp)[0])
-        if origin is typing.Union or origin is types.UnionType:
-            return [u for a in typing.get_args(tp) for u in unwrap(a)]
-        return [tp]
-
-    types_here: list[Any] = [model]
-    for part in loc:
-        following: list[Any] = []
-        for tp in (u for t in types_here for u in unwrap(t)):
-            origin, args = typing.get_origin(tp), typing.get_args(tp)
-            if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
-                if part in tp.model_fields:
-                    following.append(tp.model_fields[part].annotation)
-            elif origin in (list, tuple, set, frozenset) and isinstance(part, int) and args:
-                following.append(args[0])
-            elif origin is dict and len(args) == 2:
-                following.append(args[1])
-        types_here = following
-    return {name for t in types_here for tp in unwrap(t) if isinstance(tp, type) and issubclass(tp, BaseModel)
-            for name in tp.model_fields}
-
-
-def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """``overlay`` merged into a copy of ``base``: tables merge recursively, other values replace."""
-    out = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _check_names(file: str, raw: dict[str, Any]) -> None:
-    """The suite name and every section entry name, checked before pydantic sees them (so that no other
-    message ever shows an unprintable key)."""
-    meta = raw.get("suite")
-    if isinstance(meta, dict) and isinstance(meta.get("name"), str):
-        problem = name_problem(meta["name"], safe=True)
-        if problem:
-            raise SuiteError(f"{file}: suite.name: {problem} (got {shown(meta['name'])}); it names the run folder: "
-                             f"use {_SAFE_RULE}")
-    for section in (*SECTIONS, "profiles"):
-        body = raw.get(section)
-        if not isinstance(body, dict):
-            continue
-        for name in body:
-            safe = section == "tables"
-            problem = name_problem(name, safe=safe)
-            if problem:
-                rule = f"; table names become file names: use {_SAFE_RULE}" if safe else (
-                    f"; use at most {MAX_NAME} printable characters")
-                raise SuiteError(f"{file}: {section}.{shown(name)}: name {problem}{rule}")
-
-
-@dataclass
-class Merged:
-    """Documents merged across includes, remembering which file defined each entry."""
-
-    sections: dict[str, dict[str, Any]] = field(default_factory=lambda: {s: {} for s in SECTIONS})
-    origin: dict[tuple[str, str], str] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-    published: list[str] = field(default_factory=list)
-    #: each published file, read: (the suite file naming it first, its index there, its path, its content)
-    published_docs: list[tuple[str, int, str, Published]] = field(default_factory=list)
-    profile_seen: bool = False
-    #: the names of the profiles the files define
-    profiles: set[str] = field(default_factory=set)
-
-
-def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path], referrer: str | None
-               ) -> SuiteMeta | None:
-    try:
-        path = path.resolve() if path.exists() else path
-    except (OSError, ValueError, RuntimeError):  # a path the OS rejects: read_toml says why
-        pass
-    if path in stack:
-        chain = " -> ".join(p.name for p in [*stack, path])
-        raise SuiteError(f"{stack[-1]}: suite.include: include cycle: {chain}")
-    if str(path) in merged.files:  # included twice (a diamond): merged once, read once
-        return None
-    if len(stack) > MAX_INCLUDE_DEPTH:
-        raise SuiteError(f"{referrer}: {path}: includes nest deeper than {MAX_INCLUDE_DEPTH} levels "
-                         f"(from {stack[0]})")
-    raw = read_toml(path, referrer)
-    file = str(path)
-    profiles = raw.get("profiles", {})
-    if isinstance(profiles, dict):
-        merged.profiles.update(str(name) for name in profiles)
-        for name, overlay in profiles.items():  # merged into the suite, a nested one would be silently ignored
-            if isinstance(overlay, dict) and "profiles" in overlay:
-                raise SuiteError(f"{file}: profiles.{key_part(name)}.profiles: a profile cannot define profiles")
-    if profile is not None and isinstance(profiles, dict) and profile in profiles:
-        overlay = profiles[profile]
-        if not isinstance(overlay, dict):
-            raise SuiteError(f"{file}: profiles.{key_part(profile)}: must be a table (got {_fmt(overlay)})")
-        raw = deep_merge(raw, overlay)
-        merged.profile_seen = True
-    _check_names(file, raw)
-    try:
-        doc = SuiteDoc.model_validate(raw)
-    except ValidationError as err:
-        raise _pydantic_problem(file, "", err, SuiteDoc) from None
-    merged.files.append(file)
-    for i, pub in enumerate(doc.suite.published):
-        pub_path = path.parent / pub
-        try:
-            pub_path = pub_path.resolve()
-        except (OSError, ValueError, RuntimeError):
-            pass
-        try:
-            published = load_published(pub_path)
-        except RbenchError as exc:
-            raise SuiteError(f"{file}: suite.published[{i}]: {exc}") from None
-        if str(pub_path) not in merged.published:
-            merged.published.append(str(pub_path))
-            merged.published_docs.append((file, i, str(pub_path), published))
-    for i, inc in enumerate(doc.suite.include):
-        _load_tree(path.parent / inc, profile, merged, [*stack, path], f"{file}: suite.include[{i}]")
-    for section in SECTIONS:
-        for name, spec in getattr(doc, section).items():
-            prev = merged.sections[section].get(name)
-            if prev is not None and prev != spec:
-                other = merged.origin[(section, name)]
-                raise SuiteError(f"{file}: {section}.{name}: already defined differently in {other}")
-            merged.sections[section][name] = spec
-            merged.origin[(section, name)] = file
-    return doc.suite
-
-
-def merge_files(path: str | Path, profile: str | None = None) -> tuple[SuiteMeta, Merged]:
-    """The suite at ``path`` and its includes, read, checked for structure and merged (``profile`` applied), before
-    any plugin is resolved: the first file's ``[suite]`` table and every section's entries with their origin."""
-    merged = Merged()
-    meta = _load_tree(Path(path), profile, merged, [], None)
-    assert meta is not None  # the first file is never a repeat
-    if profile is not None and not merged.profile_seen:
-        raise SuiteError(f"{path}: profiles.{key_part(profile)}: no such profile in this suite or its includes")
-    return meta, merged
-
+from rbench.suite_schema import (
+    MAX_GRID,
+    AttackSpec,
+    DatasetSpec,
+    DefenseSpec,
+    EvaluationSpec,
+    MetricRef,
+    ModelSpec,
+    MonitorSpec,
+    Selector,
+    SuiteMeta,
+    TableSpec,
+    TrainedSpec,
+    TrainerSpec,
+    brief,
+    pydantic_problem,
+)
+from rbench.suite_types import (
+    AttackCall,
+    CellSpec,
+    DataRef,
+    Defended,
+    DefenseEntry,
+    Evaluation,
+    Metric,
+    Model,
+    Monitor,
+    PluginCall,
+    Suite,
+    Table,
+    instance_label,
+    threat_note,
+)
+from rbench.tomlfile import key_part
+
+#: what other modules read here: the loader and the resolved forms (defined in :mod:`rbench.suite_types`)
+__all__ = ["AttackCall", "CellSpec", "DataRef", "Defended", "DefenseEntry", "Evaluation", "Metric", "Model", "Monitor",
+           "PluginCall", "Suite", "Table", "instance_label", "load_suite", "suite_profiles", "threat_note"]
 
 def load_suite(path: str | Path, profile: str | None = None, registry: Registry | None = None) -> Suite:
     """Load, merge and validate the suite at ``path`` (with ``profile`` applied); see the module docstring. A
@@ -716,11 +86,6 @@ def load_suite(path: str | Path, profile: str | None = None, registry: Registry 
         raise SuiteError(f"{exc} (set by profile {profile!r}: the suite without it is valid)") from None
 
 
-def suite_profiles(path: str | Path) -> list[str]:
-    """The names of the profiles the suite at ``path`` and its includes define."""
-    return sorted(merge_files(path)[1].profiles)
-
-
 def _broken_default(params_type: type[BaseModel], validated: BaseModel, base: Path) -> str | None:
     """Why a default ``validated`` took from its Params breaks the Params' own rules, or None. pydantic does not
     validate defaults, so a default such as ``eps = 5.0`` under ``le=1`` would otherwise fail in every job."""
@@ -732,7 +97,7 @@ def _broken_default(params_type: type[BaseModel], validated: BaseModel, base: Pa
     except ValidationError as err:
         for e in err.errors():
             if e["loc"] and e["loc"][0] in defaulted:
-                return (f"has a default {e['loc'][0]} = {_fmt(getattr(validated, str(e['loc'][0])))} that breaks "
+                return (f"has a default {e['loc'][0]} = {brief(getattr(validated, str(e['loc'][0])))} that breaks "
                         f"its own rule: {e['msg']}")
     except Exception:  # noqa: BLE001 - a Params that does not round-trip through JSON is not this check's concern
         return None
@@ -781,7 +146,7 @@ class _Resolver:
         try:
             validated = info.obj.Params.model_validate(params, strict=True, context={"base": base})
         except ValidationError as err:
-            raise _pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err,
+            raise pydantic_problem(self.where(section, name), f"{section}.{name}.{key}params", err,
                                     info.obj.Params) from None
         problem = _broken_default(info.obj.Params, validated, base) or _budget_problem(kind, info.obj, validated)
         if problem is not None:  # the plugin's bug, found before any work instead of in every job that uses it

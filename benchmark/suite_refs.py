@@ -17,7 +17,7 @@ from rbench.tomlfile import key_part, shown
 if TYPE_CHECKING:
     from rbench.compare import Claim, Published, PublishedTable
     from rbench.metric import Reference
-    from rbench.suite import CellSpec, Suite
+    from rbench.suite_types import CellSpec, Suite
 
 
 def listing(names: Iterable[str], limit: int = 8) -> str:

@@ -253,7 +253,7 @@ def test_every_shipped_suite_and_profile_is_valid():
 
     from support import REPO
 
-    from rbench.suite import name_problem
+    from rbench.suite_schema import name_problem
 
     suites = sorted((REPO / "suites").glob("*.toml"))
     assert len(suites) >= 4

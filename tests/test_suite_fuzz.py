@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from support import rbench
 
 from rbench.errors import SuiteError
-from rbench.suite import MAX_INCLUDE_DEPTH, MAX_NAME, load_suite
-from rbench.tomlfile import MAX_DEPTH, MAX_FILE_BYTES
+from rbench.suite import load_suite
+from rbench.suite_files import MAX_INCLUDE_DEPTH
+from rbench.tomlfile import MAX_DEPTH, MAX_FILE_BYTES, MAX_NAME
 
 VALID: dict[str, Any] = {
     "suite": {"name": "fuzz", "seed": 0},

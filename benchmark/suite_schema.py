@@ -1,0 +1,322 @@
+"""The suite file's schema: the TOML document's sections and keys as strict pydantic models, the rules for entry
+names and labels, and one-line reports of what breaks them.
+
+Limits (the input is untrusted; each breach is one line): the suite name and table names (they become file
+names) match :data:`SAFE_NAME` and are at most :data:`MAX_NAME` characters; every other entry name (datasets,
+models, attacks, evaluations, profiles) is at most :data:`MAX_NAME` printable characters, a row, column or metric
+label at most :data:`MAX_LABEL`; an attack's grid expands to at most :data:`MAX_GRID` instances. How files are
+read and merged: :mod:`rbench.suite_files`; how entries are resolved to plugin calls: :mod:`rbench.suite`.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from rbench.errors import SuiteError
+from rbench.manager import close_match
+from rbench.precision import Precision
+from rbench.specs import ATTACK_BATCH
+from rbench.tomlfile import MAX_NAME, key_part
+
+SECTIONS = ("datasets", "defenses", "models", "attacks", "evaluations", "tables")
+Axis = Literal["source", "target", "model", "attack", "metric"]
+Name = Annotated[str, Field(min_length=1)]
+
+#: an attack's grid expands to at most this many instances (shipped suites: 3)
+MAX_GRID = 1000
+#: the longest row, column or metric label
+MAX_LABEL = 100
+#: the suite name and table names become file and folder names (``runs/<suite>-<time>``,
+#: ``reliability_<table>.png``): a letter or digit, then letters, digits, ``_``, ``.``, ``-``; never ``..``
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+SAFE_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+
+
+def name_problem(name: str, *, safe: bool, limit: int = MAX_NAME) -> str | None:
+    """Why ``name`` is not acceptable, or None. ``safe``: it becomes a file or folder name, so it must also match
+    :data:`SAFE_NAME` and not hold ``..``."""
+    if not name:
+        return "is empty"
+    if len(name) > limit:
+        return f"is {len(name)} characters long, more than {limit}"
+    if not name.isprintable():
+        return "holds a control or unprintable character"
+    if not safe:
+        return None
+    if "/" in name or "\\" in name:
+        return "holds a path separator"
+    if ".." in name:
+        return "holds '..'"
+    if not SAFE_NAME.fullmatch(name):
+        return "is not a safe file name"
+    return None
+
+
+def _label(value: str) -> str:
+    problem = name_problem(value, safe=False, limit=MAX_LABEL)
+    if problem:
+        raise ValueError(f"label {problem}")
+    return value
+
+
+#: a row, column or metric label: what a table shows
+Label = Annotated[str, AfterValidator(_label)]
+
+
+class _Strict(BaseModel):
+    """TOML has real types: no coercion (a string "0" is not a number), no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SuiteMeta(_Strict):
+    name: Name
+    title: str = ""
+    description: str = ""
+    seed: Annotated[int, Field(ge=0)] = 0
+    include: list[str] = []
+    #: published-table files (relative to this suite file) that `rbench compare` puts beside the results
+    published: list[str] = []
+    #: seconds any one job may run (a job that runs longer fails alone); None: no limit. ``--job-timeout`` wins.
+    job_timeout: Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)] | None = None  # 1e7: as --job-timeout
+    #: the arithmetic of attack, transform and eval jobs (rbench.precision); ``--precision`` wins
+    precision: Precision = "fp32"
+
+
+class DatasetSpec(_Strict):
+    plugin: Name
+    params: dict[str, Any] = {}
+
+
+class TrainerSpec(_Strict):
+    plugin: Name = "standard"
+    params: dict[str, Any] = {}
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class TrainedSpec(_Strict):
+    """What a trained thing (a model, a trained defense component) is trained on, and how."""
+
+    dataset: Name | None = None
+    split: Name = "train"
+    #: ``parts``: cut the split into disjoint parts of these sizes (one seeded permutation); use part ``part``.
+    parts: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+    part: Annotated[int, Field(ge=0)] = 0
+    n_train: PositiveInt | None = None
+    trainer: TrainerSpec | None = None
+    #: the training job's seed (default: the suite's); e.g. to train otherwise identical committee members
+    seed: Annotated[int, Field(ge=0)] | None = None
+
+
+class ProbeSpec(_Strict):
+    plugin: Name
+    params: dict[str, Any] = {}
+    #: the name its measurements are stored under (default: the plugin's); unique within a monitor
+    label: Label | None = None
+
+
+class MonitorSpec(_Strict):
+    """Per-epoch measurements while a model trains: ``probes`` run on a data slice every ``every`` epochs (see
+    :mod:`rbench.probe`); the trainer must observe epochs (``Trainer.observes``)."""
+
+    dataset: Name
+    split: Name = "test"
+    n: PositiveInt | None = None
+    parts: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+    part: Annotated[int, Field(ge=0)] = 0
+    probes: Annotated[list[ProbeSpec], Field(min_length=1)]
+    every: PositiveInt = 1
+
+
+class ModelSpec(TrainedSpec):
+    """A model: a plugin trained on a dataset, composed of trained ``members``, or -- with ``defenses`` -- a
+    defended model: those defenses (in order from the input) in front of ``base`` (or, after an aggregating
+    defense, of ``members``)."""
+
+    plugin: Name | None = None
+    params: dict[str, Any] = {}
+    #: models of this suite whose trained weights this one is composed of (e.g. an ensemble, a committee)
+    members: list[Name] = []
+    #: start training from this model's trained weights (same plugin and params); its trainer sees the lineage
+    init: Name | None = None
+    base: Name | None = None
+    defenses: list[Name] = []
+    #: the model whose adversarial sets a transfer evaluation uses for this defended model (default: ``base``)
+    undefended: Name | None = None
+    #: per-epoch measurements stored with the checkpoint (probe plugins on a data slice)
+    monitor: MonitorSpec | None = None
+
+
+class DefenseSpec(TrainedSpec):
+    """A defense plugin with params; a trained one (a denoising autoencoder) also names its training data and
+    trainer, and is trained once, by its own job, for every defended model that lists it."""
+
+    plugin: Name
+    params: dict[str, Any] = {}
+
+
+class AttackSpec(_Strict):
+    """An attack plugin with params (``grid`` expands lists into instances), or a ``transform`` plugin applied
+    to the adversarial sets of the attack named by ``input`` (e.g. amplifying minimal perturbations)."""
+
+    plugin: Name | None = None
+    transform: Name | None = None
+    input: Name | None = None
+    params: dict[str, Any] = {}
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+
+
+class EvaluationSpec(_Strict):
+    dataset: Name
+    split: Name = "test"
+    parts: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+    part: Annotated[int, Field(ge=0)] = 0
+    n: PositiveInt | None = None
+    sources: Annotated[list[Name], Field(min_length=1)]
+    attacks: list[Name] = []
+    targets: Literal["self"] | Annotated[list[Name], Field(min_length=1)] = "self"
+    batch_size: Annotated[int, Field(gt=0)] = ATTACK_BATCH
+    #: adaptive: attacks see each source whole, defenses included; transfer: a defended source's attacks are
+    #: crafted on its undefended model and transferred
+    threat_model: Literal["adaptive", "transfer"] = "adaptive"
+    #: adaptive attacks differentiate through non-differentiable defenses by BPDA
+    bpda: bool = False
+    #: adaptive attacks average gradients over this many random draws of randomized defenses (EOT)
+    eot: Annotated[int, Field(ge=1, le=1000)] = 1
+    #: generator attacks (rbench.attack.GeneratorAttack) make this many inputs for each class of the dataset
+    per_class: Annotated[int, Field(ge=1, le=10000)] = 1
+
+
+class MetricRef(_Strict):
+    plugin: Name
+    params: dict[str, Any] = {}
+    label: Label | None = None
+
+
+class Selector(_Strict):
+    """One row or column given explicitly: a label and the coordinates it fixes (any of them)."""
+
+    label: Label
+    evaluation: Name | None = None
+    source: Name | None = None
+    target: Name | None = None
+    model: Name | None = None
+    attack: Name | None = None
+    metric: Name | MetricRef | None = None
+
+
+FigureName = Literal["curves", "lines", "images", "training"]
+
+
+class TableSpec(_Strict):
+    title: str = ""
+    evaluation: Name
+    rows: Axis | Annotated[list[Selector], Field(min_length=1)]
+    columns: Axis | Annotated[list[Selector], Field(min_length=1)]
+    metric: Name | MetricRef | None = None
+    metrics: list[Name | MetricRef] | None = None
+    where: dict[Literal["source", "target", "model", "attack"], Name] = {}
+    clean: bool = True
+    #: "curves": the run folder also gets curves_<table>.png (error against measured distortion, one line per row);
+    #: "lines": lines_<table>.png (the columns along x, in order, one line per row);
+    #: "images": images_<table>.png (each row's generated or targeted set: its best image per target class);
+    #: "training": training_<table>.png (per-epoch measurements of monitored models, one panel per column);
+    #: a list asks for several
+    figure: FigureName | Annotated[list[FigureName], Field(min_length=1)] | None = None
+    #: pairs of rows (or of columns) compared on the same samples by McNemar's exact test, in every column (row)
+    paired: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []
+
+
+class SuiteDoc(_Strict):
+    suite: SuiteMeta
+    datasets: dict[str, DatasetSpec] = {}
+    defenses: dict[str, DefenseSpec] = {}
+    models: dict[str, ModelSpec] = {}
+    attacks: dict[str, AttackSpec] = {}
+    evaluations: dict[str, EvaluationSpec] = {}
+    tables: dict[str, TableSpec] = {}
+    profiles: dict[str, dict[str, Any]] = {}
+
+
+def brief(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else f"{text[:80]}..."
+
+
+def _keypath(loc: tuple[Any, ...]) -> str:
+    return ".".join(key_part(p) for p in loc if not str(p).startswith("function-"))
+
+
+#: the parts of a pydantic error location that name a type (a branch of a union), not a key
+_TYPE_TAG = re.compile(r"str|int|float|bool|MetricRef|Selector|[a-z-]+\[.*\]|constrained-.*", re.DOTALL)
+
+
+def pydantic_problem(file: str, prefix: str, err: ValidationError, model: type[BaseModel] | None = None
+                      ) -> SuiteError:
+    """One line for the first problem of ``err``; an unknown key of ``model`` (the model validated: the suite
+    document, or a plugin's Params) also gets the closest of the keys it allows there."""
+    # the deepest error: for a union (e.g. rows = an axis or a list of selectors) the branch that got furthest; of
+    # those, an unknown key close to an allowed one (a misspelt required key is also reported missing)
+    def where(e: Any) -> tuple[Any, ...]:
+        return tuple(x for x in e["loc"] if not (isinstance(x, str) and _TYPE_TAG.fullmatch(x)))
+
+    def close(e: Any) -> str | None:
+        loc = where(e)
+        if e["type"] != "extra_forbidden" or model is None or not loc:
+            return None
+        return close_match(str(loc[-1]), _keys_at(model, loc[:-1]))
+
+    deepest = max(len(e["loc"]) for e in err.errors())
+    candidates = [e for e in err.errors() if len(e["loc"]) == deepest]
+    first = next((e for e in candidates if close(e) is not None), candidates[0])
+    loc = where(first)
+    path = ".".join(p for p in (prefix, _keypath(loc)) if p)
+    detail = first["msg"].removeprefix("Value error, ")
+    hint = ""
+    if first["type"] == "extra_forbidden":
+        detail = "unknown key"
+        match = close(first)
+        hint = f"; did you mean {match!r}?" if match is not None else ""
+    elif first["type"] == "missing":
+        return SuiteError(f"{file}: {path}: required key is missing")
+    elif first["type"] == "literal_error" and isinstance(first.get("input"), str):  # rows = "atack"
+        match = close_match(first["input"], re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", ""))))
+        hint = f"; did you mean {match!r}?" if match is not None else ""
+    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+    return SuiteError(f"{file}: {path}: {detail} (got {brief(first.get('input'))}){hint}{more}")
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
+    """The keys allowed at ``loc`` (an error location without its type tags) inside ``model``: the fields of every
+    pydantic model the annotations there can hold (through Annotated, unions, lists and dicts)."""
+
+    def unwrap(tp: Any) -> list[Any]:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            return unwrap(typing.get_args(tp)[0])
+        if origin is typing.Union or origin is types.UnionType:
+            return [u for a in typing.get_args(tp) for u in unwrap(a)]
+        return [tp]
+
+    types_here: list[Any] = [model]
+    for part in loc:
+        following: list[Any] = []
+        for tp in (u for t in types_here for u in unwrap(t)):
+            origin, args = typing.get_origin(tp), typing.get_args(tp)
+            if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
+                if part in tp.model_fields:
+                    following.append(tp.model_fields[part].annotation)
+            elif origin in (list, tuple, set, frozenset) and isinstance(part, int) and args:
+                following.append(args[0])
+            elif origin is dict and len(args) == 2:
+                following.append(args[1])
+        types_here = following
+    return {name for t in types_here for tp in unwrap(t) if isinstance(tp, type) and issubclass(tp, BaseModel)
+            for name in tp.model_fields}
