@@ -98,14 +98,22 @@ class Plan:
     trained: dict[str, str] = field(default_factory=dict)
     attacked: dict[tuple[str, str, str], str] = field(default_factory=dict)
     evaluated: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+    #: field -> {key of a job seeded without it: its twin's key} (see :meth:`add`)
+    twins: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
     def add(self, spec: JobSpec, deps: tuple[str, ...], label: str, model_plugin: str = "",
             seeded_without: str | None = None, **options: Any) -> str:
-        """Add a job (once per key); ``seeded_without``: a spec field the job's RNG seed ignores."""
+        """Add a job (once per key); ``seeded_without``: a spec field the job's RNG seed ignores. Such a job is
+        seeded as its twin without the field, the inputs it names included: an input seeded without the same field
+        (a bf16 adversarial set read by a bf16 eval) enters the seed as its twin's key, so that a whole reduced-
+        precision chain draws the random numbers of its fp32 twin (a randomized defense's noise too)."""
         record = {"kind": spec.kind, "format": FORMAT, **spec.to_dict()}
         key = content_key(record)
-        seed_key = "" if seeded_without is None else content_key(
-            {k: v for k, v in record.items() if k != seeded_without})
+        seed_key = ""
+        if seeded_without is not None:
+            twins = self.twins.setdefault(seeded_without, {})
+            seed_key = content_key(_with_twins({k: v for k, v in record.items() if k != seeded_without}, twins))
+            twins[key] = seed_key
         self.jobs.setdefault(key, Job(key, spec.kind, spec, deps, label, options, model_plugin, seed_key))
         return key
 
@@ -118,6 +126,17 @@ class Plan:
                 out.append(job.key)
                 frontier.add(job.key)
         return out
+
+
+def _with_twins(value: Any, twins: dict[str, str]) -> Any:
+    """``value`` (a job record, JSON) with every string that is a key in ``twins`` replaced by its twin's key."""
+    if isinstance(value, str):
+        return twins.get(value, value)
+    if isinstance(value, dict):
+        return {k: _with_twins(v, twins) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_twins(v, twins) for v in value]
+    return value
 
 
 def restrict(plan: Plan, tables: Iterable[Table]) -> Plan:

@@ -67,8 +67,8 @@ def test_an_fp32_spec_is_keyed_as_one_without_the_field():
         assert replace(spec, precision="bf16").to_dict() == {**spec.to_dict(), "precision": "bf16"}
 
 
-def test_bf16_keys_attacks_and_evals_anew_but_shares_the_trained_models(tiny_suite):
-    suite = load_suite(tiny_suite)
+def test_bf16_keys_attacks_and_evals_anew_but_shares_the_trained_models(write_suite):
+    suite = load_suite(write_suite(SUITE))
     fp32 = build_plan(suite)
     assert set(build_plan(replace(suite, precision="fp32")).jobs) == set(fp32.jobs)
     bf16 = build_plan(replace(suite, precision="bf16"))
@@ -78,11 +78,17 @@ def test_bf16_keys_attacks_and_evals_anew_but_shares_the_trained_models(tiny_sui
     assert others and not others & set(fp32.jobs) and len(bf16.jobs) == len(fp32.jobs)
     assert all(bf16.jobs[k].record["precision"] == "bf16" for k in others)
     assert all("precision" not in j.record for j in fp32.jobs.values())
-    # a bf16 attack draws the random numbers of its fp32 twin: the two differ by the arithmetic alone
-    seeds = {j.label: j.seed for j in fp32.jobs.values() if j.kind == "attack"}
-    assert seeds == {j.label: j.seed for j in bf16.jobs.values() if j.kind == "attack"}
+    # every bf16 job draws the random numbers of its fp32 twin (an eval of a bf16 set, a transform of one too: a
+    # randomized defense's noise), so the two differ by the arithmetic alone
+    seeds = {j.label: j.seed for j in fp32.jobs.values()}
+    assert seeds == {j.label: j.seed for j in bf16.jobs.values()}
+    assert {type(j.spec).__name__ for j in others_jobs(bf16, others)} == {"AttackSpec", "TransformSpec", "EvalSpec"}
     fp16 = build_plan(replace(suite, precision="fp16"))
     assert not (set(fp16.jobs) - trained) & others
+
+
+def others_jobs(plan, keys):
+    return [plan.jobs[k] for k in keys]
 
 
 def test_the_suite_sets_the_precision(write_suite):
