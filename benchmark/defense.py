@@ -123,7 +123,9 @@ class Stage(nn.Module):
         stand_in = x if self.approximation is None else self.approximation(x)
         with torch.no_grad():  # the defense's own graph is never used: BPDA's backward is the stand-in's
             defended = self._checked(self.module(x), x)
-        return stand_in + (defended - stand_in).detach()  # forward: the defense; backward: the stand-in
+        # forward: exactly the defense's output (stand_in - stand_in.detach() is exactly 0, where the usual
+        # stand_in + (defended - stand_in).detach() rounds it); backward: the stand-in's
+        return defended + (stand_in - stand_in.detach())
 
     def _checked(self, out: Any, x: torch.Tensor) -> torch.Tensor:
         """``out`` if it is what an input defense must give: inputs of ``x``'s shape, finite, in [0, 1] (up to
