@@ -5,6 +5,7 @@ is what a suite runs."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,21 +44,25 @@ def slice_batches(attack: Any, params: Any, target: torch.nn.Module, model: torc
     """``one_batch`` for :func:`attack_in_batches` over the data slice ``x``, ``y``, as an attack job runs it (and
     the conformance kit, :func:`rbench.testing.check_attack`): the slice on ``device`` in ``model``'s memory layout,
     the attack plugin on it as it sees ``target`` (the model itself, or its BPDA / EOT view) with the job's
-    ``generator``, under ``precision``'s autocast, then the model's parameters checked untouched and the output
-    checked against the contract (``check_success``: its success flags against a re-prediction by ``model``)."""
-    from rbench.contract import ModelGuard, check_attack_output
+    ``generator``, under ``precision``'s autocast (an attack declaring no gradients may not differentiate
+    ``model``: :func:`rbench.contract.no_gradients_declared`), then the model's parameters checked untouched and
+    the output checked against the contract (``check_success``: its success flags against a re-prediction by
+    ``model``)."""
+    from rbench.contract import ModelGuard, check_attack_output, no_gradients_declared
     from rbench.inputs import memory_format
     from rbench.precision import autocast
 
     budget = attack.budget(params)
     layout = memory_format(model)
     guard = ModelGuard(model)
+    gradient_free = not attack.uses_gradients(params)
 
     def one_batch(start: int, stop: int) -> AttackOutput:
         xb = x[start:stop].to(device).contiguous(memory_format=layout)
         yb = y[start:stop].to(device)
         with autocast(precision, device):  # the plugin's passes and the re-prediction of its flags
-            out = attack.run(target, xb, yb, params, generator=generator)
+            with no_gradients_declared(model, f"attack {attack.name!r}") if gradient_free else nullcontext():
+                out = attack.run(target, xb, yb, params, generator=generator)
             guard.check(f"attack {attack.name!r}")
             check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=check_success)
         return out

@@ -9,6 +9,8 @@ A violation raises :class:`rbench.errors.PluginContractError` naming the plugin 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -126,6 +128,27 @@ class ModelGuard:
                                       "must leave the model as it got it")
 
 
+@contextlib.contextmanager
+def no_gradients_declared(model: torch.nn.Module, plugin: str) -> Iterator[None]:
+    """While an attack that declares it takes no gradients (``uses_gradients`` False) runs: a pass of ``model`` on
+    inputs that require gradients raises :class:`PluginContractError` naming ``plugin``. The declaration exempts
+    the attack from BPDA through a non-differentiable defense, so a gradient attack making it would be shown the
+    defense's zero gradients and report false robustness."""
+
+    def refuse(_: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
+        if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs):
+            raise PluginContractError(f"{plugin} declares it takes no gradients (uses_gradients() is False) but "
+                                      "passed inputs that require gradients to the model: through a "
+                                      "non-differentiable defense it would see masked gradients, so declare it "
+                                      "True", plugin=plugin)
+
+    handle = model.register_forward_pre_hook(refuse)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def check_transform_output(name: str, x_adv: Any, x: torch.Tensor, budget: Budget | None) -> None:
     """A transform returns finite float32 inputs in [0, 1] of the inputs' shape, within the budget it declares."""
     if (not isinstance(x_adv, torch.Tensor) or x_adv.dtype != torch.float32 or x_adv.shape != x.shape
@@ -176,6 +199,46 @@ def check_measurements(probe: str, label: str, values: Any) -> None:
             raise PluginContractError(f"probe {probe!r} ({label}) returned {key!r} = {value!r}: measurements "
                                       "must be finite numbers (or None), measurements with an interval "
                                       "(rbench.probe.measured), or lists of them")
+
+
+def logits_problem(out: Any, n: int, num_classes: int) -> str | None:
+    """Why a network's output ``out`` on a batch of ``n`` inputs is not the logits rbench works with (a phrase to
+    follow "the network's"), or None: not a tensor of shape (n, num_classes), not floating-point, not finite, or
+    probabilities (non-negative rows summing to 1: the attacks' cross-entropy would take a softmax of them, whose
+    gradients nearly vanish, and report the masking as robustness)."""
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, num_classes):
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        return f"output on {n} inputs is {got}, not logits of shape (N, {num_classes}) = ({n}, {num_classes})"
+    if not out.is_floating_point():
+        return f"output is {str(out.dtype).removeprefix('torch.')}, not floating-point logits (attacks " \
+               "differentiate them)"
+    if not bool(torch.isfinite(out).all()):
+        return "output on valid inputs is not finite"
+    if n and bool((out >= 0).all()) and bool(torch.allclose(out.double().sum(1), torch.ones(n, dtype=torch.float64),
+                                                             atol=1e-4)):
+        return "outputs look like probabilities (non-negative, each row summing to 1): rbench expects " \
+               "logits; return the scores before the softmax (or log-probabilities)"
+    return None
+
+
+def check_untrained(model: torch.nn.Module, x: torch.Tensor, num_classes: int, device: torch.device,
+                    probe: int = 8) -> None:
+    """Before a model is trained: its outputs on the first ``probe`` training images ``x`` are logits over the
+    dataset's ``num_classes`` classes (:func:`logits_problem`), else :class:`PluginContractError` naming the model
+    plugin (a model with 7 outputs failed in the trainer's loss, blamed on the trainer; one returning
+    probabilities was trained and tabulated)."""
+    batch = x[:probe].to(device)
+    modes = [(m, m.training) for m in model.modules()]
+    devices = [device.index or 0] if device.type == "cuda" else []
+    try:  # in eval mode (no batch statistics updated), leaving the random streams training draws from untouched
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            problem = logits_problem(model.eval()(batch), len(batch), num_classes)
+    finally:
+        for m, training in modes:
+            m.training = training
+    if problem is not None:
+        raise PluginContractError(f"{model_name(model)} is no classifier of this dataset: its {problem}",
+                                  plugin=model_name(model))
 
 
 def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor | None, device: torch.device,

@@ -24,6 +24,7 @@ from rbench.contract import (
     check_measurements,
     check_trained,
     check_transform_output,
+    check_untrained,
 )
 from rbench.defense import attack_view, randomized, seed_randomness
 from rbench.inputs import (
@@ -77,6 +78,9 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
             check_content({"plugin": dataset, "params": {}}, split, content)
         if trainer.reads_data:
             x, y, _ = load_slice(spec.data)
+            if spec.model is not None and len(x):  # a model plugin's bug named before its trainer trips on it
+                dataset, _ = plugin_params("dataset", spec.data.dataset)
+                check_untrained(model, x, int(dataset.num_classes), device)
         else:  # the model is used as it is: every eval job checks its outputs on the images it evaluates
             x, y = torch.empty(0), torch.empty(0, dtype=torch.long)
         generator = torch.Generator().manual_seed(job.seed)

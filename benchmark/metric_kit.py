@@ -36,6 +36,7 @@ from rbench.errors import PluginContractError
 from rbench.estimate import Estimate
 from rbench.manager import get_plugin
 from rbench.metric import CellData, CellKeys, declared_references, metric_number
+from rbench.suite_schema import validate_params
 
 EVALUATION = "kit"
 
@@ -128,7 +129,7 @@ def check_metric(name: str, params: dict[str, Any] | Any, *, attack: str = "fgsm
     from rbench.testing import reference_data, reference_model
 
     metric = get_plugin("metric", name)
-    params = params if not isinstance(params, dict) else metric.Params.model_validate(params, strict=True)
+    params = params if not isinstance(params, dict) else validate_params(metric.Params, params)
     if declared_references(metric, params):
         raise TypeError(f"metric {name!r} with these params reads other evaluations, attacks or models of a suite "
                         "(its references): check it through a suite, whose checks cover it")

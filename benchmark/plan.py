@@ -240,6 +240,10 @@ def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key
     keyed_batch = batch_size if randomized else None
     reduced = None if precision == "fp32" else "precision"
     if attack.base is None:
+        if view is not None and view.bpda and not attack.takes_gradients:
+            # BPDA changes only the backward pass (its forward is the defense's, bit for bit): an attack taking no
+            # gradients is the same job without it (same key, same seed, no "through BPDA" in its label)
+            view = View(False, view.eot) if randomized or view.eot > 1 else None
         generated = generate is not None and is_generator(attack.call.obj)
         spec = AttackSpec(call_spec(attack.call), src_key, seed, data=None if generated else data,
                           generate=generate if generated else None, view=view, batch_size=keyed_batch,

@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from rbench.errors import SuiteError
 from rbench.manager import close_match
@@ -320,3 +320,29 @@ def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
         types_here = following
     return {name for t in types_here for tp in unwrap(t) if isinstance(tp, type) and issubclass(tp, BaseModel)
             for name in tp.model_fields}
+
+
+def ignored_keys(params_type: type[BaseModel], given: dict[str, Any]) -> list[str]:
+    """The keys of ``given`` that validating it with a plugin's ``params_type`` would drop without a word: a
+    Params left at pydantic's default ``extra="ignore"`` accepts a misspelt ``stepz = 5`` and runs with the
+    default. None when the Params chose ``extra="allow"`` (it keeps them) or ``"forbid"`` (it refuses them)."""
+    if params_type.model_config.get("extra", "ignore") != "ignore":
+        return []
+    known: set[str] = set()
+    for name, info in params_type.model_fields.items():
+        known.add(name)
+        for alias in (info.alias, info.validation_alias):
+            if isinstance(alias, str):
+                known.add(alias)
+            elif isinstance(alias, AliasChoices):
+                known.update(choice for choice in alias.choices if isinstance(choice, str))
+    return sorted(set(given) - known)
+
+
+def validate_params(params_type: type[BaseModel], given: dict[str, Any]) -> BaseModel:
+    """``given`` validated strictly by a plugin's ``params_type``, as a suite validates it; a key it would ignore
+    (:func:`ignored_keys`) is a ValueError naming it."""
+    ignored = ignored_keys(params_type, given)
+    if ignored:
+        raise ValueError(f"unknown params key {ignored[0]!r} (the params: {', '.join(params_type.model_fields)})")
+    return params_type.model_validate(given, strict=True)

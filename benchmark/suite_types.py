@@ -118,6 +118,15 @@ class AttackCall:
     base: AttackCall | None = None
     base_label: str | None = None
 
+    @property
+    def takes_gradients(self) -> bool:
+        """Whether the attack plugin making the inputs (a transform's: its base's) differentiates the model (its
+        ``uses_gradients``; True for a plugin that does not say)."""
+        if self.base is not None:
+            return self.base.takes_gradients
+        uses = getattr(self.call.obj, "uses_gradients", None)
+        return not callable(uses) or bool(uses(self.call.params))
+
 
 @dataclass(frozen=True)
 class Evaluation:

@@ -71,6 +71,7 @@ from rbench.defense import Defense, Stage, seed_randomness
 from rbench.inputs import memory_format
 from rbench.manager import get_plugin
 from rbench.metric_kit import MetricReport, check_metric
+from rbench.suite_schema import validate_params
 
 __all__ = ["DefenseReport", "MetricReport", "Report", "check_attack", "check_defense", "check_metric",
            "reference_data", "reference_model"]
@@ -144,7 +145,7 @@ def check_attack(name: str, params: dict[str, Any] | Any, *, model: torch.nn.Mod
     if is_generator(attack):  # no clean inputs to perturb: the engine's own checks cover it (tests/test_nguyen.py)
         raise TypeError(f"attack {name!r} is a generator (rbench.GeneratorAttack): check_attack checks attacks on "
                         "data; run a generator through a suite, whose jobs check every output")
-    params = params if not isinstance(params, dict) else attack.Params.model_validate(params, strict=True)
+    params = params if not isinstance(params, dict) else validate_params(attack.Params, params)
     # a copy: neither the cached reference model nor the caller's is changed by a plugin that fails a check
     model = copy.deepcopy(model if model is not None else reference_model())
     if x is None or y is None:
@@ -199,7 +200,7 @@ def check_defense(name: str, params: dict[str, Any] | Any, *, members: list[torc
     """
     defense = get_plugin("defense", name)
     assert isinstance(defense, Defense), f"defense {name!r} is not an rbench.defense.Defense"
-    params = params if not isinstance(params, dict) else defense.Params.model_validate(params, strict=True)
+    params = params if not isinstance(params, dict) else validate_params(defense.Params, params)
     what = f"defense {name!r}"
     randomized, differentiable = bool(defense.is_randomized(params)), bool(defense.is_differentiable(params))
     x = (x if x is not None else reference_data()[0]).detach()

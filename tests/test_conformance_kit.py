@@ -76,10 +76,34 @@ class _Noise(FixedBudgetAttack):
         return AttackOutput(x_adv, misclassified(model, x_adv, y))
 
 
+class _GradientDenier(FixedBudgetAttack):
+    """FGSM that declares it takes no gradients: through a rounding defense without BPDA it would see zeros."""
+
+    name, Params, norm = "gradient_denier", _P, "linf"
+
+    def uses_gradients(self, params):
+        return False
+
+    def run(self, model, x, y, params, *, generator=None):
+        x = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), x)
+        x_adv = (x + params.eps * grad.sign()).clamp(0, 1).detach()
+        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+
+
+class _NoGradientNoise(_Noise):
+    """Honestly gradient-free: it only queries the model."""
+
+    name = "no_gradient_noise"
+
+    def uses_gradients(self, params):
+        return False
+
+
 @pytest.fixture
 def broken():
     registry = get_registry()
-    objects = (_Unseeded(), _BatchDependent(), _Liar(), _Vandal(), _Noise())
+    objects = (_Unseeded(), _BatchDependent(), _Liar(), _Vandal(), _Noise(), _GradientDenier(), _NoGradientNoise())
     for obj in objects:
         registry.plugins["attack"][obj.name] = PluginInfo("attack", obj.name, "0", "tests", "tests", obj)
     yield
@@ -94,6 +118,9 @@ def test_broken_attacks_are_caught(broken):
         check_attack("batchy", {})
     with pytest.raises(PluginContractError, match="success flags disagree"):
         check_attack("liar", {})
+    with pytest.raises(PluginContractError, match=r"^attack 'gradient_denier' declares it takes no gradients"):
+        check_attack("gradient_denier", {})
+    check_attack("no_gradient_noise", {})  # passes: querying the model is what it declares
 
 
 def test_an_attack_changing_the_model_fails_the_kit_and_leaves_the_reference_model_whole(broken):

@@ -201,6 +201,24 @@ def test_keys_follow_every_defense_and_trained_parts_are_trained_once(write_suit
     assert transfer == plan.attacked[("adaptive", "mlp", "fgsm")]  # transferred: crafted once, on the base
 
 
+def test_bpda_is_not_in_the_key_of_an_attack_taking_no_gradients(write_suite):
+    """BPDA changes the backward pass only: a gradient-free attack (noise) through a rounding defense is the same
+    job with or without it (it was keyed, seeded and labelled anew, and gave other numbers from the seed alone);
+    EOT stays in its key (its queries see the average over draws)."""
+    from rbench.plan import build_plan
+
+    plan = build_plan(load_suite(_suite(write_suite)))
+    job = {label: plan.jobs[plan.attacked[("adaptive", source, label)]] for label in ("fgsm", "noise")
+           for source in ("mlp_squeezed",)}
+    assert job["fgsm"].spec.view.bpda and "through BPDA" in job["fgsm"].label
+    assert job["noise"].spec.view is None and "BPDA" not in job["noise"].label
+    noisy = plan.jobs[plan.attacked[("adaptive", "mlp_noisy", "noise")]]
+    assert (noisy.spec.view.bpda, noisy.spec.view.eot) == (False, 4)
+    plain = build_plan(load_suite(_suite(write_suite, **{'attacks = ["fgsm", "noise"]\nbpda = true':
+                                                         'attacks = ["noise"]\nbpda = false'})))
+    assert plain.attacked[("adaptive", "mlp_squeezed", "noise")] == job["noise"].key
+
+
 def test_the_title_names_bpda_and_eot_only_where_they_apply(write_suite):
     """BPDA changes only sources with a non-differentiable defense, EOT only those with a randomized one: the
     title says where; with no randomized source EOT is not used (a warning) and the title does not claim it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 import torch
 from pydantic import ValidationError
@@ -74,3 +75,74 @@ def test_mlss_model_sizes_match_the_report():
     assert shallow(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(ValidationError):
         get_plugin("model", "an2020_cnn").Params(kernel_size=7, layers=5)
+
+
+class _Plugin:
+    """A third-party model plugin whose network is ``net`` (no validation of its own)."""
+
+    class Params(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+
+    def __init__(self, name: str, net):
+        self.name, self.net = name, net
+
+    def build(self, params):
+        return self.net()
+
+
+@pytest.mark.parametrize(("name", "net", "problem"), [
+    ("seven_outputs", lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 7)),
+     "its output on 8 inputs is shape (8, 7), not logits of shape (N, 10)"),
+    ("softmaxed", lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.Softmax(1)),
+     "its outputs look like probabilities"),
+    ("nan_logits", lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10),
+                                               _Lambda(lambda t: t * float("nan"))),
+     "its output on valid inputs is not finite"),
+])
+def test_a_model_plugin_that_is_no_classifier_fails_its_training_job_named(write_suite, monkeypatch, tmp_path, name,
+                                                                           net, problem):
+    """Seven outputs failed inside the trainer's loss ("IndexError: Target 7 is out of bounds", blamed on the
+    trainer), NaN logits as the trainer's non-finite loss, and softmax outputs were trained and tabulated: the
+    training job now checks the fresh model's outputs first and names the model plugin."""
+    from rbench.errors import PluginContractError
+    from rbench.jobs import run_train
+    from rbench.manager import PluginInfo, get_registry
+    from rbench.model import no_progress
+    from rbench.plan import build_plan
+    from rbench.store import Store
+    from rbench.suite import load_suite
+
+    monkeypatch.setitem(get_registry().plugins["model"], name,
+                        PluginInfo("model", name, "0", "tests", "tests", _Plugin(name, net)))
+    suite = load_suite(write_suite(f"""
+        [suite]
+        name = "odd"
+        [datasets.mnist]
+        plugin = "mnist"
+        [models.net]
+        plugin = "{name}"
+        dataset = "mnist"
+        n_train = 64
+        [evaluations.ev]
+        dataset = "mnist"
+        n = 8
+        sources = ["net"]
+        [tables.t]
+        evaluation = "ev"
+        rows = "model"
+        columns = "attack"
+        metric = "error"
+    """))
+    job = next(j for j in build_plan(suite).jobs.values() if j.kind == "train")
+    with pytest.raises(PluginContractError, match=rf"^model '{name}' is no classifier of this dataset: ") as info:
+        run_train(job, Store(tmp_path / "store"), torch.device("cpu"), no_progress)
+    assert problem in str(info.value) and info.value.plugin == f"model '{name}'"
+
+
+class _Lambda(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)

@@ -383,6 +383,30 @@ def test_a_plugin_bug_every_job_would_hit_is_one_line_before_any_work(write_suit
         _refused(path, "attacks.pgd.params.eps", "less than or equal to 1")
 
 
+def test_a_key_a_third_party_params_would_ignore_is_refused(write_suite, monkeypatch):
+    """pydantic drops unknown keys unless a Params forbids them: a plugin whose Params did not ran a misspelt
+    ``stepz = 5`` with its default ``steps``, and the table looked like FGSM's. The suite's keys are checked
+    against the Params' fields whatever its config."""
+    from pydantic import ConfigDict
+
+    from rbench.manager import PluginInfo
+
+    class Keeps(_SelfContradicting):
+        class Params(BaseModel):
+            model_config = ConfigDict(extra="allow")
+            eps: float = Field(0.1, le=1.0)
+
+    attacks = get_registry().plugins["attack"]
+    monkeypatch.setitem(attacks, "loose", PluginInfo("attack", "loose", "0", "tests", "tests",
+                                                     _SelfContradicting("loose")))
+    path = write_suite(BASE.replace('plugin = "pgd"\nparams = { eps = 0.1, steps = 5 }',
+                                    'plugin = "loose"\nparams = { eps = 0.5, stepz = 5 }'))
+    _refused(path, "attacks.pgd.params.stepz: unknown key for attack plugin 'loose' (its params: eps, steps); "
+                   "did you mean 'steps'?")
+    monkeypatch.setitem(attacks, "loose", PluginInfo("attack", "loose", "0", "tests", "tests", Keeps("loose")))
+    assert load_suite(path).evaluations["ev"].attacks["pgd"].call.params.stepz == 5  # a Params keeping extras
+
+
 def test_attack_labels_and_listed_names_are_the_suites_own(write_suite):
     """An attack named 'clean' replaced the clean row (two 'clean' rows, the true clean error gone); an attack
     named like another's grid instance had its result shown under that label and the other dropped; duplicated
