@@ -5,10 +5,11 @@ author bumps the version. A distribution installed editable (``pip install -e``,
 dist-info's ``direct_url.json``, PEP 610) is one being worked on: its code changes between runs while its version
 stays, and the store would serve the outputs of the code as it was. For such a distribution the version a plugin
 enters keys with gets ``+src.<digest>``: the SHA-256 (first 12 hex digits) of the ``.py`` files holding its
-entry point's code (:func:`package_files`), so any edit there computes the plugin's jobs afresh (an edit that changes
-nothing a job computes costs a recomputation, never a stale result). Released installs keep their version as it
-is, and so do the built-in plugins (whose versions the project bumps by review, CONTRIBUTING.md): rbench's own
-checkout is installed editable, and keying the built-ins on their source would make every checkout's keys differ.
+entry point's code and the project's code beside it (:func:`package_files`), so any edit there computes the
+plugin's jobs afresh (an edit that changes nothing a job computes costs a recomputation, never a stale result).
+Released installs keep their version as it is, and so do the built-in plugins (whose versions the project bumps
+by review, CONTRIBUTING.md): rbench's own checkout is installed editable, and keying the built-ins on their
+source would make every checkout's keys differ.
 """
 
 from __future__ import annotations
@@ -33,19 +34,33 @@ def is_editable(dist: metadata.Distribution | None) -> bool:
 
 
 def package_files(module_name: str) -> tuple[Path, list[Path]]:
-    """(a folder, its ``.py`` files) holding the code of the already imported module ``module_name``: its
-    top-level package's folder, all the way down; for a namespace package (several folders) the folder of the
-    module itself, all the way down; for a single module, the ``.py`` files beside it (the helpers it imports).
-    Only regular files, no hidden ones (an editor's lock file ``.#mod.py`` is a dangling link)."""
+    """(a folder, its ``.py`` files) holding the code of the already imported module ``module_name`` and of the
+    project beside it: the folder holding its top-level package (or module), with the ``.py`` files there (sibling
+    modules such as a ``utils.py`` the plugin imports) and every regular package there (a folder with an
+    ``__init__.py``), all the way down, its own package too even as a namespace package; for a namespace package
+    spread over several folders, the folder of the module itself, all the way down. Only regular files, no hidden
+    ones (an editor's lock file ``.#mod.py`` is a dangling link)."""
     top = sys.modules.get(module_name.split(".", 1)[0])
     folders = [Path(p) for p in getattr(top, "__path__", [])]
-    if len(folders) == 1:
-        root, pattern = folders[0], "**/*.py"
-    else:
-        source = getattr(sys.modules.get(module_name), "__file__", None) or getattr(top, "__file__", None) or ""
+    if len(folders) > 1:
+        source = getattr(sys.modules.get(module_name), "__file__", None) or ""
         if not source.endswith(".py"):
             return Path(), []
-        root, pattern = Path(source).parent, "**/*.py" if folders else "*.py"
+        return _python_files(Path(source).parent, "**/*.py")
+    if folders:
+        root, own = folders[0].parent, [folders[0]]
+    else:
+        source = getattr(top, "__file__", None) or ""
+        if not source.endswith(".py"):
+            return Path(), []
+        root, own = Path(source).parent, []
+    packages = own + [d for d in root.iterdir() if d not in own and not d.name.startswith(".") and d.is_dir()
+                      and (d / "__init__.py").is_file()]
+    files = _python_files(root, "*.py")[1] + [f for d in packages for f in _python_files(d, "**/*.py")[1]]
+    return root, sorted(set(files))
+
+
+def _python_files(root: Path, pattern: str) -> tuple[Path, list[Path]]:
     files = [f for f in root.glob(pattern) if not any(part.startswith(".") for part in f.relative_to(root).parts)
              and f.is_file()]
     return root, sorted(files)

@@ -491,29 +491,43 @@ def test_an_editable_plugin_is_keyed_on_its_source_so_an_edit_is_never_served_st
 
 def test_the_source_digest_reads_regular_files_only_and_follows_helpers(tmp_path, monkeypatch):
     """An editor's lock file (.#mod.py, a dangling link) made every command fail; a single-module plugin's helper
-    beside it was not hashed, so an edit there was served stale."""
+    beside it, or a package plugin's sibling module (src/utils.py beside src/mypkg/), was not hashed, so an edit
+    there was served stale."""
     import importlib
     import sys
 
     from rbench.editable import package_files, source_digest
 
-    pkg = tmp_path / "devpkg_a"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("X = 1\n")
+    project = tmp_path / "a"
+    pkg = project / "devpkg_a"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("import devutil_a\n")
     (pkg / ".#__init__.py").symlink_to(tmp_path / "nowhere")
+    (project / "devutil_a.py").write_text("SCALE = 0.5\n")  # a sibling top-level module of the same project
+    (project / "otherpkg").mkdir()
+    (project / "otherpkg" / "__init__.py").write_text("")
+    (project / "venv" / "lib").mkdir(parents=True)  # no package: not read
+    (project / "venv" / "lib" / "big.py").write_text("")
     (tmp_path / "devmod_b.py").write_text("import devhelper_b\n")
     (tmp_path / "devhelper_b.py").write_text("Y = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(project))
     importlib.import_module("devpkg_a")
     importlib.import_module("devmod_b")
     try:
-        assert [f.name for f in package_files("devpkg_a")[1]] == ["__init__.py"]
+        root, files = package_files("devpkg_a")
+        assert [str(f.relative_to(root)) for f in files] == ["devpkg_a/__init__.py", "devutil_a.py",
+                                                             "otherpkg/__init__.py"]
+        before_a = source_digest("devpkg_a")
+        (project / "devutil_a.py").write_text("SCALE = 1.0\n")
+        source_digest.cache_clear()
+        assert source_digest("devpkg_a") != before_a  # an edit of the sibling module is a new version
         before = source_digest("devmod_b")
         assert "devhelper_b.py" in [f.name for f in package_files("devmod_b")[1]]
         (tmp_path / "devhelper_b.py").write_text("Y = 2\n")
         source_digest.cache_clear()
         assert source_digest("devmod_b") != before
     finally:
-        for name in ("devpkg_a", "devmod_b", "devhelper_b"):
+        for name in ("devpkg_a", "devutil_a", "devmod_b", "devhelper_b"):
             sys.modules.pop(name, None)
         source_digest.cache_clear()

@@ -23,8 +23,10 @@ refused. ``mean``/``std`` (one value per channel) normalize the input inside the
   failing, the weights file missing or not a state_dict of tensors, the state_dict's keys or shapes not those of
   the network (the first mismatch named), the output not (N, num_classes) logits on an input of the dataset's
   shape.
-- A class from a file is rebuilt from the source text recorded in the spec (the file must be self-contained: no
-  imports of its sibling files); an installed module is imported, and refused if its source changed since.
+- A class from a file is rebuilt from the source text recorded in the spec; an installed module is imported, and
+  refused if its source changed since. Helper modules either imports from outside the Python installation and
+  its site-packages (a ``helpers.py`` on ``PYTHONPATH``) are keyed by their bytes too (``imports_sha256``), and
+  refused when they changed since the jobs were planned.
 
 ``rbench.evaluate(model, ...)`` registers an in-memory model here (``live``): keyed on its state_dict's bytes and
 its class's source, built (copied) only in the process that holds it.
@@ -38,8 +40,10 @@ import importlib
 import inspect
 import io
 import pickle
+import site
 import stat
 import sys
+import sysconfig
 import types
 import uuid
 import warnings
@@ -53,6 +57,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from rbench.contract import logits_problem
 from rbench.manager import untrusted
 from rbench.model import ModelPlugin
 from rbench.tomlfile import Unreadable, not_regular, os_problem, read_small_file
@@ -71,7 +76,57 @@ def one_line(exc: BaseException) -> str:
 
 
 #: the params validation fills in (from the files a suite names); a suite may not give them
-RESOLVED = ("class_name", "import_name", "source", "source_sha256", "weights_sha256", "weights_format")
+RESOLVED = ("class_name", "import_name", "source", "source_sha256", "imports_sha256", "weights_sha256",
+            "weights_format")
+
+#: at most this many local modules are followed from a model's module (a bound on the walk, not a limit users meet)
+MAX_LOCAL_MODULES = 256
+
+
+def _installed_roots() -> tuple[str, ...]:
+    """Folders whose modules come with Python or an installed distribution (stdlib, site-packages)."""
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    roots.update(site.getsitepackages() + [site.getusersitepackages()])
+    return tuple(str(Path(r).resolve()) for r in roots if r)
+
+
+def local_modules(module: types.ModuleType) -> dict[str, Path]:
+    """The modules ``module`` uses (names in its namespace that are modules, or classes and functions defined in
+    one), transitively, whose ``.py`` file lies outside the Python installation and its site-packages, rbench's
+    own excepted: the user's helper files on ``PYTHONPATH`` that a job's result depends on like the model file
+    itself. Name -> file."""
+    installed = _installed_roots()
+    found: dict[str, Path] = {}
+    todo = [module]
+    seen = {module.__name__}
+    while todo and len(found) < MAX_LOCAL_MODULES:
+        for value in list(vars(todo.pop()).values()):
+            name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+            if not isinstance(name, str) or name in seen or name.split(".")[0] == "rbench":
+                continue
+            seen.add(name)
+            used = sys.modules.get(name)
+            file = getattr(used, "__file__", None)
+            if used is None or not isinstance(file, str) or not file.endswith(".py"):
+                continue
+            path = Path(file).resolve()
+            if not str(path).startswith(installed):
+                found[name] = path
+                todo.append(used)
+    return found
+
+
+def imports_digest(module: types.ModuleType) -> str:
+    """SHA-256 over the local modules ``module`` uses (:func:`local_modules`): their names and bytes; "" for none
+    (a self-contained file keeps the key it always had)."""
+    used = local_modules(module)
+    if not used:
+        return ""
+    h = hashlib.sha256()
+    for name in sorted(used):
+        h.update(name.encode() + b"\0" + used[name].read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 class CheckpointParams(BaseModel):
@@ -93,6 +148,8 @@ class CheckpointParams(BaseModel):
     import_name: str = ""
     source: str = ""
     source_sha256: str = ""
+    #: the local helper modules the class's module imports (:func:`imports_digest`; "" when none)
+    imports_sha256: str = ""
     weights_sha256: str = ""
     weights_format: Literal["safetensors", "torch", "live"] = "safetensors"
 
@@ -158,7 +215,7 @@ def _fill_source(p: CheckpointParams, base: Path) -> None:
     else:
         p.import_name = where
         p.source_sha256 = sha256(_module_source(where).encode())
-    find_class(p)  # the class must exist now, not when a job runs
+    find_class(p, fill=True)  # the class must exist now, not when a job runs
 
 
 def _module_source(name: str) -> str:
@@ -222,8 +279,10 @@ def _module_from_source(source: str, origin: str) -> types.ModuleType:
     return module
 
 
-def find_class(p: CheckpointParams) -> type:
-    """The class ``p`` names (from the recorded source, or the installed module, checked against its digest)."""
+def find_class(p: CheckpointParams, fill: bool = False) -> type:
+    """The class ``p`` names (from the recorded source, or the installed module, checked against its digest), its
+    module's local helper modules checked against ``imports_sha256`` (``fill``: recorded there, when the suite is
+    read)."""
     if p.import_name:
         if not p.source:
             current = sha256(_module_source(p.import_name).encode())
@@ -234,10 +293,17 @@ def find_class(p: CheckpointParams) -> type:
     else:
         origin = p.module.rpartition(":")[0] if p.module else f"<checkpoint {p.source_sha256[:12]}>"  # the file
         module = _module_from_source(p.source, origin)
+    digest = imports_digest(module)
+    if fill:
+        p.imports_sha256 = digest
+    elif digest != p.imports_sha256:
+        where = p.import_name or (p.module.rpartition(":")[0] if p.module else "the model file")
+        used = ", ".join(sorted(local_modules(module))) or "none now"
+        raise ValueError(f"the local modules {where} imports ({used}) changed since its jobs were planned: run again")
     try:
         cls = functools.reduce(getattr, p.class_name.split("."), module)
     except AttributeError:
-        where = p.import_name or (p.module or "the module file").rpartition(":")[0]
+        where = p.import_name or (p.module.rpartition(":")[0] if p.module else "the model file")
         raise ValueError(f"no class {p.class_name!r} in {where}") from None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ValueError(f"{p.class_name!r} is not a torch.nn.Module class")
@@ -268,6 +334,10 @@ def read_weights(p: CheckpointParams, path: str | None = None) -> dict[str, torc
                 warnings.simplefilter("ignore")
                 state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError) as exc:
+        if p.weights_format == "torch" and not data.startswith((b"PK\x03\x04", b"\x80")):
+            # torch.save writes a zip archive (a pickle, protocol 2+, in the legacy format): this is neither
+            raise ValueError(f"weights file {path} is not a file torch.save wrote (neither a zip archive nor a "
+                             "pickle)") from None
         if p.weights_format == "torch":
             raise ValueError(f"weights file {path} is not a plain state_dict: loading it needs full unpickling, "
                              "which rbench refuses (save model.state_dict(), or use safetensors)") from None
@@ -372,21 +442,9 @@ class Checkpoint(ModelPlugin):
                 out = net(batch)
         except (Exception, SystemExit) as exc:
             raise ValueError(f"the network fails on inputs of shape {tuple(batch.shape)}: {one_line(exc)}") from None
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
-            got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
-            raise ValueError(f"the network's output on inputs of shape {tuple(batch.shape)} is {got}, not logits "
-                             f"of shape (N, {num_classes}) = (2, {num_classes})")
-        if not out.is_floating_point():
-            raise ValueError(f"the network's output is {str(out.dtype).removeprefix('torch.')}, not floating-point "
-                             "logits (attacks differentiate them)")
-        if not torch.isfinite(out).all():
-            raise ValueError("the network's output on a valid input is not finite")
-        if bool((out >= 0).all()) and bool(torch.allclose(out.double().sum(1), torch.ones(2, dtype=torch.float64),
-                                                          atol=1e-4)):
-            # softmax outputs read as logits: the attacks' cross-entropy would take a softmax of probabilities,
-            # whose gradients nearly vanish, and report the masking as robustness
-            raise ValueError("the network's outputs look like probabilities (non-negative, each row summing to 1): "
-                             "rbench expects logits; return the scores before the softmax (or log-probabilities)")
+        problem = logits_problem(out, len(batch), num_classes)
+        if problem is not None:
+            raise ValueError(f"the network's {problem}")
 
 
 def register_live(model: nn.Module) -> str:
