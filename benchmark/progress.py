@@ -57,7 +57,7 @@ class RunProgress:
         task = self.tasks.pop(job.key, None)
         if task is not None:
             self.bars.remove_task(task)
-        if self.quiet or result.status == "cached":
+        if self.quiet or result.status in ("cached", "skipped"):  # skipped: counted in the run's summary
             return
         line = f"[{_STYLE[result.status]}]{result.status:>7}[/] {escape(job.label)}"
         if result.status == "done":

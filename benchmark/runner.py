@@ -354,8 +354,13 @@ def summarize(outcome: RunOutcome, console: Console) -> None:
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     console.print(f"{len(outcome.job_results)} jobs: {parts}; {outcome.seconds:.1f}s. Run folder: "
                   f"{escape(str(outcome.run_dir))}")
+    skipped = [r for r in outcome.failed if r.status == "skipped"]
     for r in outcome.failed:
-        console.print(f"[red]{r.status}:[/] {escape(str(r.error))}", highlight=False)
+        if r.status == "failed":
+            console.print(f"[red]failed:[/] {escape(str(r.error))}", highlight=False)
+    if skipped:  # consequences of the failures above: a count, not one line each (results.json lists them)
+        console.print(f"[yellow]skipped:[/] {len(skipped)} {'job' if len(skipped) == 1 else 'jobs'} needing a failed "
+                      f"job (e.g. {escape(skipped[0].label)}; each is listed in results.json)", highlight=False)
     cells = outcome.failed_cells
     if cells:
         more = f" (and {len(cells) - 1} more: see results.json)" if len(cells) > 1 else ""

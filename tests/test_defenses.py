@@ -574,6 +574,9 @@ params = { norm = "l2", eps = 3.0 }
     flat = " ".join(out.stdout.split())
     assert "defense 'rounding' declares itself differentiable, but its input gradients are all zero" in flat
     assert "[defense 'rounding']: PluginContractError" in flat  # the defense at fault, not the attack that ran
+    # the failure once; what it kept from running as a count (each skipped job was listed, in full, twice)
+    assert flat.count("failed: attack fgsm on mlp_round") == 1 and "not run: needs" not in flat
+    assert "skipped: 1 job needing a failed job (e.g. eval mlp_round on fgsm" in flat, flat
     values = run_values(tmp_path / "run")
     assert values[("errors", "fgsm", "mlp_round")] is None  # no number where the attack saw nothing
     assert values[("errors", "noise", "mlp_round")] is not None and values[("errors", "clean", "mlp_round")] is not None
