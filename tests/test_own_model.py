@@ -560,7 +560,8 @@ def test_helper_modules_a_model_file_imports_are_keyed_by_their_bytes(tmp_path, 
         return plugin.Params.model_validate({"module": module, "weights": "w.safetensors"}, strict=True,
                                             context={"base": tmp_path})
 
-    assert resolve("alone.py:M").imports_sha256 == ""
+    alone = resolve("alone.py:M")
+    assert alone.imports_sha256 == "" and "imports_sha256" not in alone.model_dump(mode="json")  # its old key
     before = resolve("netsk.py:M")
     assert before.imports_sha256 and "imports_sha256" in before.model_dump(mode="json")
     (tmp_path / "own_helpers_k.py").write_text("from torch import nn\n\nclass Lin(nn.Linear):\n"

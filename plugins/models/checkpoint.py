@@ -51,7 +51,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    model_serializer,
+    model_validator,
+)
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -152,6 +160,14 @@ class CheckpointParams(BaseModel):
     imports_sha256: str = ""
     weights_sha256: str = ""
     weights_format: Literal["safetensors", "torch", "live"] = "safetensors"
+
+    @model_serializer(mode="wrap")
+    def _keyed_as_before(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Without local helper modules, no ``imports_sha256``: the keys of self-contained files stay as they were."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("imports_sha256"):
+            data.pop("imports_sha256", None)
+        return data
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> CheckpointParams:
