@@ -13,6 +13,7 @@ indices -1 and no distortions. The validity gate checks that layout whenever the
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
@@ -22,7 +23,7 @@ from rbench import gates
 from rbench.artifacts import AdvSet
 from rbench.attack import AttackOutput
 from rbench.attack_loop import attack_in_batches, attack_meta, first_batch
-from rbench.contract import ModelGuard, check_attack_output
+from rbench.contract import ModelGuard, check_attack_output, no_gradients_declared
 from rbench.defense import attack_view, randomized, seed_randomness
 from rbench.inputs import PluginContractError, load_model, plugin_params, predicted_success
 from rbench.model import Progress
@@ -54,11 +55,13 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
     attack, params = plugin_params("attack", spec.attack)
     generator = torch.Generator(device=device).manual_seed(job.seed)
     guard = ModelGuard(model)
+    gradient_free = not attack.uses_gradients(params)
 
     def one_batch(start: int, stop: int) -> AttackOutput:
         tb = targets[start:stop].to(device)
         with autocast(spec.precision, device):
-            out = attack.run(target, tb, params, shape=shape, generator=generator)
+            with no_gradients_declared(model, f"attack {attack.name!r}") if gradient_free else nullcontext():
+                out = attack.run(target, tb, params, shape=shape, generator=generator)
         guard.check(f"attack {attack.name!r}")
         given = out.extras.get("targets")
         if given is not None and (given.shape != tb.shape or not torch.equal(given.to(tb.device).long(), tb)):

@@ -98,20 +98,22 @@ class Plan:
     trained: dict[str, str] = field(default_factory=dict)
     attacked: dict[tuple[str, str, str], str] = field(default_factory=dict)
     evaluated: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
-    #: field -> {key of a job seeded without it: its twin's key} (see :meth:`add`)
+    #: "precision" -> {key of a job seeded without it: its fp32 twin's key} (see :meth:`add`)
     twins: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
     def add(self, spec: JobSpec, deps: tuple[str, ...], label: str, model_plugin: str = "",
             seeded_without: str | None = None, **options: Any) -> str:
         """Add a job (once per key); ``seeded_without``: a spec field the job's RNG seed ignores. Such a job is
-        seeded as its twin without the field, the inputs it names included: an input seeded without the same field
-        (a bf16 adversarial set read by a bf16 eval) enters the seed as its twin's key, so that a whole reduced-
-        precision chain draws the random numbers of its fp32 twin (a randomized defense's noise too)."""
+        seeded as its twin without the field; for ``precision`` the inputs it names are twinned too: an input
+        seeded without it (a bf16 adversarial set read by a bf16 eval) enters the seed as its fp32 twin's key, so
+        that a whole reduced-precision chain draws the random numbers of its fp32 twin (a randomized defense's
+        noise too). Not for ``monitor``: a monitored model's inputs are the same in its unmonitored twin (a
+        monitored ``init`` model is monitored in both), so its seed stays that twin's."""
         record = {"kind": spec.kind, "format": FORMAT, **spec.to_dict()}
         key = content_key(record)
         seed_key = ""
         if seeded_without is not None:
-            twins = self.twins.setdefault(seeded_without, {})
+            twins = self.twins.setdefault(seeded_without, {}) if seeded_without == "precision" else {}
             seed_key = content_key(_with_twins({k: v for k, v in record.items() if k != seeded_without}, twins))
             twins[key] = seed_key
         self.jobs.setdefault(key, Job(key, spec.kind, spec, deps, label, options, model_plugin, seed_key))

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from rbench.attack import is_generator
 from rbench.errors import PluginError, RbenchError, SuiteError
-from rbench.manager import Registry, close_match, get_registry, suggest
+from rbench.manager import Registry, get_registry, suggest
 from rbench.metric import Reference, declared_references
 from rbench.suite_files import Merged, merge_files, suite_profiles
 from rbench.suite_refs import published_mismatch, reference_problem
@@ -46,7 +46,7 @@ from rbench.suite_schema import (
     TrainedSpec,
     TrainerSpec,
     brief,
-    ignored_keys,
+    ignored_key_problem,
     pydantic_problem,
 )
 from rbench.suite_types import (
@@ -144,12 +144,10 @@ class _Resolver:
         except PluginError as exc:
             raise self.fail(section, name, at, f"{exc} (got {plugin!r})") from None
         base = Path(self.where(section, name)).parent  # where a plugin's relative file paths start
-        ignored = ignored_keys(info.obj.Params, params)
-        if ignored:
-            match = close_match(ignored[0], list(info.obj.Params.model_fields))
-            hint = f"; did you mean {match!r}?" if match is not None else ""
-            raise self.fail(section, name, f"{key}params.{key_part(ignored[0])}", f"unknown key for {kind} plugin "
-                            f"{plugin!r} (its params: {', '.join(info.obj.Params.model_fields) or 'none'}){hint}")
+        ignored = ignored_key_problem(info.obj.Params, params)
+        if ignored is not None:
+            raise self.fail(section, name, f"{key}params.{key_part(ignored[0])}", f"{kind} plugin {plugin!r}: "
+                            f"{ignored[1]}")
         try:
             validated = info.obj.Params.model_validate(params, strict=True, context={"base": base})
         except ValidationError as err:

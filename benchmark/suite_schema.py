@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AliasChoices, AliasPath, BaseModel, ConfigDict, Field, ValidationError
 
 from rbench.errors import SuiteError
 from rbench.manager import close_match
@@ -322,27 +322,48 @@ def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
             for name in tp.model_fields}
 
 
+def accepted_keys(params_type: type[BaseModel]) -> set[str]:
+    """The top-level keys validating with ``params_type`` reads: each field's validation alias (every choice, the
+    first step of a path), else its alias (an ``alias_generator``'s too), and its name where it has none or the
+    config lets names through (``populate_by_name`` / ``validate_by_name``)."""
+    config = params_type.model_config
+    by_name = bool(config.get("populate_by_name") or config.get("validate_by_name"))
+    known: set[str] = set()
+    for name, info in params_type.model_fields.items():
+        alias = info.validation_alias if info.validation_alias is not None else info.alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [] if alias is None else [alias]
+        aliases = {c if isinstance(c, str) else str(c.path[0]) for c in choices
+                   if isinstance(c, str) or (isinstance(c, AliasPath) and c.path)}
+        known.update(aliases)
+        if not aliases or by_name:
+            known.add(name)
+    return known
+
+
 def ignored_keys(params_type: type[BaseModel], given: dict[str, Any]) -> list[str]:
     """The keys of ``given`` that validating it with a plugin's ``params_type`` would drop without a word: a
     Params left at pydantic's default ``extra="ignore"`` accepts a misspelt ``stepz = 5`` and runs with the
     default. None when the Params chose ``extra="allow"`` (it keeps them) or ``"forbid"`` (it refuses them)."""
     if params_type.model_config.get("extra", "ignore") != "ignore":
         return []
-    known: set[str] = set()
-    for name, info in params_type.model_fields.items():
-        known.add(name)
-        for alias in (info.alias, info.validation_alias):
-            if isinstance(alias, str):
-                known.add(alias)
-            elif isinstance(alias, AliasChoices):
-                known.update(choice for choice in alias.choices if isinstance(choice, str))
-    return sorted(set(given) - known)
+    return sorted(set(given) - accepted_keys(params_type))
+
+
+def ignored_key_problem(params_type: type[BaseModel], given: dict[str, Any]) -> tuple[str, str] | None:
+    """(the first key :func:`ignored_keys` finds, "unknown key ... ; did you mean ...?") or None."""
+    ignored = ignored_keys(params_type, given)
+    if not ignored:
+        return None
+    known = sorted(accepted_keys(params_type))
+    match = close_match(ignored[0], known)
+    hint = f"; did you mean {match!r}?" if match is not None else ""
+    return ignored[0], f"unknown key (its params: {', '.join(known) or 'none'}){hint}"
 
 
 def validate_params(params_type: type[BaseModel], given: dict[str, Any]) -> BaseModel:
     """``given`` validated strictly by a plugin's ``params_type``, as a suite validates it; a key it would ignore
-    (:func:`ignored_keys`) is a ValueError naming it."""
-    ignored = ignored_keys(params_type, given)
-    if ignored:
-        raise ValueError(f"unknown params key {ignored[0]!r} (the params: {', '.join(params_type.model_fields)})")
+    (:func:`ignored_keys`) is a ValueError naming it, with a close match."""
+    problem = ignored_key_problem(params_type, given)
+    if problem is not None:
+        raise ValueError(f"params key {problem[0]!r}: {problem[1]}")
     return params_type.model_validate(given, strict=True)

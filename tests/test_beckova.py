@@ -532,3 +532,23 @@ def test_measurements_with_an_interval_are_checked_like_numbers():
     for value in bad:
         with pytest.raises(PluginContractError, match="probe 'p' \\(label\\) returned 'a'"):
             check_measurements("p", "label", {"a": [good, value]})
+
+
+def test_a_monitored_model_from_a_monitored_init_is_seeded_as_its_unmonitored_twin(write_suite):
+    """Monitoring never changes the trained weights, also down an init chain: the child of a monitored parent is
+    seeded the same with or without its own monitor (the precision twins' input substitution had moved it)."""
+    from rbench.plan import build_plan
+    from rbench.suite import load_suite
+
+    monitor = 'monitor = { dataset = "mnist", split = "test", n = 100, probes = [ { plugin = "accuracy" } ] }\n'
+    text = ('[suite]\nname = "initmon"\n[datasets.mnist]\nplugin = "mnist"\n'
+            '[models.parent]\nplugin = "mlp"\nparams = { widths = [32] }\ndataset = "mnist"\n' + monitor +
+            '[models.child]\nplugin = "mlp"\nparams = { widths = [32] }\ndataset = "mnist"\ninit = "parent"\n'
+            'CHILD_MONITOR'
+            '[evaluations.e]\ndataset = "mnist"\nn = 100\nsources = ["child"]\n'
+            '[tables.t]\nevaluation = "e"\nrows = "attack"\ncolumns = "model"\nmetric = "error"\n')
+    seeds = []
+    for child in (monitor, ""):
+        plan = build_plan(load_suite(write_suite(text.replace("CHILD_MONITOR", child))))
+        seeds.append(plan.jobs[plan.trained["child"]].seed)
+    assert seeds[0] == seeds[1]

@@ -570,3 +570,17 @@ def test_helper_modules_a_model_file_imports_are_keyed_by_their_bytes(tmp_path, 
     planned = plugin.Params.model_validate(before.model_dump(mode="json"), strict=True)  # as a job reads its spec
     with pytest.raises(ValueError, match=r"^the local modules the model file imports \(own_helpers_k\) changed since"):
         find_class(planned)
+
+    # what the files import, not what the process happens to have imported: a package's other submodule, imported
+    # by another model of the suite after this one was planned, changes nothing (it failed every run)
+    (tmp_path / "own_pkg_k").mkdir()
+    for name in ("__init__", "a", "b"):
+        (tmp_path / "own_pkg_k" / f"{name}.py").write_text("from torch import nn\n\nclass Lin(nn.Linear):\n    pass\n")
+    (tmp_path / "netsa.py").write_text((tmp_path / "netsk.py").read_text().replace("own_helpers_k", "own_pkg_k.a"))
+    for name in ("own_pkg_k", "own_pkg_k.a", "own_pkg_k.b"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    planned = plugin.Params.model_validate(resolve("netsa.py:M").model_dump(mode="json"), strict=True)
+    __import__("own_pkg_k.b")
+    find_class(planned)
+    from rbench.plugins.models.checkpoint import local_modules
+    assert sorted(local_modules((tmp_path / "netsa.py").read_text(), None)) == ["own_pkg_k", "own_pkg_k.a"]

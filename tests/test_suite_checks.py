@@ -401,10 +401,40 @@ def test_a_key_a_third_party_params_would_ignore_is_refused(write_suite, monkeyp
                                                      _SelfContradicting("loose")))
     path = write_suite(BASE.replace('plugin = "pgd"\nparams = { eps = 0.1, steps = 5 }',
                                     'plugin = "loose"\nparams = { eps = 0.5, stepz = 5 }'))
-    _refused(path, "attacks.pgd.params.stepz: unknown key for attack plugin 'loose' (its params: eps, steps); "
+    _refused(path, "attacks.pgd.params.stepz: attack plugin 'loose': unknown key (its params: eps, steps); "
                    "did you mean 'steps'?")
     monkeypatch.setitem(attacks, "loose", PluginInfo("attack", "loose", "0", "tests", "tests", Keeps("loose")))
     assert load_suite(path).evaluations["ev"].attacks["pgd"].call.params.stepz == 5  # a Params keeping extras
+
+
+def test_the_keys_a_params_reads_are_its_aliases():
+    """An aliased field is read under its alias only (its name would be dropped), a path alias by its first step,
+    names too where the config lets them through."""
+    from pydantic import AliasChoices, AliasPath, ConfigDict
+    from pydantic.alias_generators import to_camel
+
+    from rbench.suite_schema import accepted_keys, ignored_keys, validate_params
+
+    class Aliased(BaseModel):
+        lambda_: float = Field(1.0, alias="lambda")
+        steps: int = Field(3, validation_alias=AliasPath("cfg", "steps"))
+        eps: float = Field(0.1, validation_alias=AliasChoices("eps", "epsilon"))
+        plain: int = 0
+
+    assert accepted_keys(Aliased) == {"lambda", "cfg", "eps", "epsilon", "plain"}
+    assert ignored_keys(Aliased, {"lambda_": 2.0, "cfg": {"steps": 4}}) == ["lambda_"]
+    with pytest.raises(ValueError, match="params key 'lamda': unknown key .*did you mean 'lambda'"):
+        validate_params(Aliased, {"lamda": 2.0})
+    assert validate_params(Aliased, {"cfg": {"steps": 4}, "epsilon": 0.2}).steps == 4
+
+    class Both(Aliased):
+        model_config = ConfigDict(populate_by_name=True)
+
+    class Camel(BaseModel):
+        model_config = ConfigDict(alias_generator=to_camel)
+        step_size: float = 0.1
+
+    assert {"lambda_", "lambda"} <= accepted_keys(Both) and accepted_keys(Camel) == {"stepSize"}
 
 
 def test_attack_labels_and_listed_names_are_the_suites_own(write_suite):

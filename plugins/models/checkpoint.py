@@ -34,9 +34,11 @@ its class's source, built (copied) only in the process that holds it.
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import io
 import pickle
@@ -99,36 +101,58 @@ def _installed_roots() -> tuple[str, ...]:
     return tuple(str(Path(r).resolve()) for r in roots if r)
 
 
-def local_modules(module: types.ModuleType) -> dict[str, Path]:
-    """The modules ``module`` uses (names in its namespace that are modules, or classes and functions defined in
-    one), transitively, whose ``.py`` file lies outside the Python installation and its site-packages, rbench's
-    own excepted: the user's helper files on ``PYTHONPATH`` that a job's result depends on like the model file
-    itself. Name -> file."""
+def _imported(source: str, package: str | None) -> list[str]:
+    """The module names ``source`` imports (every ``import`` statement, run or not), with their parent packages;
+    for ``from a import b``, ``a.b`` too (a submodule, if it is one). Relative imports resolve against
+    ``package``."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                if not package:
+                    continue
+                base = importlib.util.resolve_name("." * node.level + base, package)
+            names += [base] + [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
+    return [".".join(name.split(".")[:i]) for name in names for i in range(1, name.count(".") + 2)]
+
+
+def local_modules(source: str, package: str | None) -> dict[str, Path]:
+    """The modules the code ``source`` imports by name, transitively, whose ``.py`` file lies outside the Python
+    installation and its site-packages, rbench's own excepted: the user's helper files (on ``PYTHONPATH``) that a
+    job's result depends on like the model file itself. Read from the import statements, so the answer depends on
+    the files alone, not on what else the process imported. Name -> file."""
     installed = _installed_roots()
     found: dict[str, Path] = {}
-    todo = [module]
-    seen = {module.__name__}
+    todo = [(source, package)]
+    seen: set[str] = set()
     while todo and len(found) < MAX_LOCAL_MODULES:
-        for value in list(vars(todo.pop()).values()):
-            name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
-            if not isinstance(name, str) or name in seen or name.split(".")[0] == "rbench":
+        code, pkg = todo.pop(0)
+        for name in _imported(code, pkg):
+            if name in seen or name.split(".")[0] == "rbench":
                 continue
             seen.add(name)
-            used = sys.modules.get(name)
-            file = getattr(used, "__file__", None)
-            if used is None or not isinstance(file, str) or not file.endswith(".py"):
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):  # not a module (``from a import function``) or not importable here
                 continue
-            path = Path(file).resolve()
+            origin = getattr(spec, "origin", None)
+            if not isinstance(origin, str) or not origin.endswith(".py"):
+                continue
+            path = Path(origin).resolve()
             if not str(path).startswith(installed):
                 found[name] = path
-                todo.append(used)
+                todo.append((path.read_text(errors="replace"), name if path.name == "__init__.py"
+                             else name.rpartition(".")[0]))
     return found
 
 
-def imports_digest(module: types.ModuleType) -> str:
-    """SHA-256 over the local modules ``module`` uses (:func:`local_modules`): their names and bytes; "" for none
-    (a self-contained file keeps the key it always had)."""
-    used = local_modules(module)
+def imports_digest(source: str, package: str | None) -> str:
+    """SHA-256 over the local modules ``source`` imports (:func:`local_modules`): their names and bytes; "" for
+    none (a self-contained file keeps the key it always had)."""
+    used = local_modules(source, package)
     if not used:
         return ""
     h = hashlib.sha256()
@@ -306,15 +330,17 @@ def find_class(p: CheckpointParams, fill: bool = False) -> type:
                 raise ValueError(f"module {p.import_name!r} changed since its jobs were planned (source SHA-256 "
                                  f"{current[:12]}..., expected {p.source_sha256[:12]}...)")
         module = importlib.import_module(p.import_name)
+        source, package = _module_source(p.import_name), module.__package__
     else:
         origin = p.module.rpartition(":")[0] if p.module else f"<checkpoint {p.source_sha256[:12]}>"  # the file
         module = _module_from_source(p.source, origin)
-    digest = imports_digest(module)
+        source, package = p.source, None
+    digest = imports_digest(source, package)
     if fill:
         p.imports_sha256 = digest
     elif digest != p.imports_sha256:
         where = p.import_name or (p.module.rpartition(":")[0] if p.module else "the model file")
-        used = ", ".join(sorted(local_modules(module))) or "none now"
+        used = ", ".join(sorted(local_modules(source, package))) or "none now"
         raise ValueError(f"the local modules {where} imports ({used}) changed since its jobs were planned: run again")
     try:
         cls = functools.reduce(getattr, p.class_name.split("."), module)
