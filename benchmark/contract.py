@@ -201,18 +201,19 @@ def check_measurements(probe: str, label: str, values: Any) -> None:
                                       "(rbench.probe.measured), or lists of them")
 
 
-def logits_problem(out: Any, n: int, num_classes: int) -> str | None:
+def logits_problem(out: Any, n: int, num_classes: int, finite: bool = True) -> str | None:
     """Why a network's output ``out`` on a batch of ``n`` inputs is not the logits rbench works with (a phrase to
     follow "the network's"), or None: not a tensor of shape (n, num_classes), not floating-point, not finite, or
     probabilities (non-negative rows summing to 1: the attacks' cross-entropy would take a softmax of them, whose
-    gradients nearly vanish, and report the masking as robustness)."""
+    gradients nearly vanish, and report the masking as robustness). ``finite`` False: finiteness is the caller's
+    to check."""
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, num_classes):
         got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
         return f"output on {n} inputs is {got}, not logits of shape (N, {num_classes}) = ({n}, {num_classes})"
     if not out.is_floating_point():
         return f"output is {str(out.dtype).removeprefix('torch.')}, not floating-point logits (attacks " \
                "differentiate them)"
-    if not bool(torch.isfinite(out).all()):
+    if finite and not bool(torch.isfinite(out).all()):
         return "output on valid inputs is not finite"
     if n and bool((out >= 0).all()) and bool(torch.allclose(out.double().sum(1), torch.ones(n, dtype=torch.float64),
                                                              atol=1e-4)):
@@ -232,13 +233,15 @@ def check_untrained(model: torch.nn.Module, x: torch.Tensor, num_classes: int, d
     devices = [device.index or 0] if device.type == "cuda" else []
     try:  # in eval mode (no batch statistics updated), leaving the random streams training draws from untouched
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            problem = logits_problem(model.eval()(batch), len(batch), num_classes)
+            out = model.eval()(batch)
     finally:
         for m, training in modes:
             m.training = training
+    problem = logits_problem(out, len(batch), num_classes, finite=False)
     if problem is not None:
         raise PluginContractError(f"{model_name(model)} is no classifier of this dataset: its {problem}",
                                   plugin=model_name(model))
+    finite_logits(model, out, "training images")  # the message every other pass gives
 
 
 def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor | None, device: torch.device,

@@ -144,7 +144,7 @@ def finite_logits(model: torch.nn.Module, logits: torch.Tensor, what: str, offse
     if not bool(ok.all()):
         bad = (~ok).nonzero().flatten()
         raise PluginContractError(f"{model_name(model)} returned non-finite logits on {len(bad)} of {len(ok)} "
-                                  f"{what} (first: sample {offset + int(bad[0])})")
+                                  f"{what} (first: sample {offset + int(bad[0])})", plugin=model_name(model))
     return logits
 
 
