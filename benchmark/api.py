@@ -71,7 +71,7 @@ def run_generated(doc: dict[str, Any], run_dir: Path | None, *, header: str, sto
     configure(executor, executor_options)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(doc["suite"]["name"])
     check_run_dir(run_dir, store.root, own=_generated_before(run_dir))
-    store.check_layout()  # run_suite makes the store, once the generated suite and its data have passed
+    store.check_is_store()  # run_suite makes the store, once the generated suite and its data have passed
     created = prepare_run_dir(run_dir, "--run-dir")
     path = run_dir / SUITE_FILE
     draft = run_dir / f".{SUITE_FILE}.{uuid.uuid4().hex[:12]}"  # a suite.toml already there stays until this passes

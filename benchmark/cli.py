@@ -210,13 +210,13 @@ def _run_outcome(go: Callable[[], RunOutcome]) -> None:
 
     resume = "everything finished so far is stored: re-run the same command to resume"
     try:
-        with stop_on_signals():
+        with stop_on_signals():  # the summary too: a signal while it prints is one line, not a silent exit
             outcome = go()
+            summarize(outcome, console)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; {resume}") from None
     except Terminated as exc:
         raise Interrupted(f"stopped by {exc.name}; {resume}", 128 + exc.signum) from None
-    summarize(outcome, console)
     if outcome.failed or outcome.failed_cells:
         raise typer.Exit(1)
 
@@ -524,7 +524,7 @@ def compare_cmd(
 def cache_ls(store: StoreOpt = None) -> None:
     """List stored artifacts (key, kind, size, created, label)."""
     s = _store(store)
-    s.check_layout()
+    s.check_is_store()
     table = Table("key", "kind", "MB", "created", "label", title=escape(str(s.root)), title_justify="left")
     total = 0
     for e in s.entries():

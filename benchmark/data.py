@@ -159,7 +159,12 @@ def _verifies(path: Path, expected: str) -> bool:
 
 
 def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+    """Whether the environment variable ``name`` is set to 1/true/yes/on; unset or 0/false/no/off is False, any
+    other value a one-line DataError (``RBENCH_OFFLINE=maybe`` went on to download)."""
+    value = os.environ.get(name, "").strip().lower()
+    if value not in {"", "0", "false", "no", "off", "1", "true", "yes", "on"}:
+        raise DataError(f"{name}={os.environ[name]!r}: give 1 (or true, yes, on) or 0 (or false, no, off)")
+    return value in {"1", "true", "yes", "on"}
 
 
 def data_cache_dir() -> Path:

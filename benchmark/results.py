@@ -14,8 +14,12 @@ import numpy as np
 
 from rbench.errors import RbenchError
 from rbench.estimate import interval_holds
+from rbench.tomlfile import Unreadable, read_small_file
 
 RESULTS_FILE = "results.json"
+#: present while a run writes its reports into its folder: one stopped meanwhile leaves it, and ``rbench report``
+#: and ``compare`` refuse the folder (its files may mix two runs) until a run writes it whole again
+WRITING_MARK = ".rbench-writing"
 #: a plain significant-digits spec (".3g", "+.3g"); one with fill, width, grouping or "#" is left to ``format``
 _SIGNIFICANT = re.compile(r"[+\- ]?\.\d+g")
 #: per-sample values of the cells that keep them (written by the ``tidy`` reporter)
@@ -182,8 +186,11 @@ class RunResults:
         """The results of a run folder (or of its results.json), with the per-sample values of samples.parquet
         beside it where the ``tidy`` reporter wrote one."""
         path = Path(run_dir) / RESULTS_FILE if Path(run_dir).is_dir() else Path(run_dir)
+        if (path.parent / WRITING_MARK).exists():
+            raise RbenchError(f"{path.parent}: the run writing this folder stopped before it finished writing its "
+                              "reports, so its files may mix two runs; run the suite into it again")
         try:
-            raw = json.loads(path.read_text(), parse_constant=_refuse_non_finite)
+            raw = json.loads(read_small_file(path, "results file", limit=None), parse_constant=_refuse_non_finite)
             if not isinstance(raw, dict) or not isinstance(raw.get("tables"), list):
                 raise ValueError("not a JSON object with a list of tables")
             tables = [ResultTable(**{**t, "cells": [Cell(**c) for c in t["cells"]]}) for t in raw.pop("tables")]
@@ -195,10 +202,10 @@ class RunResults:
                 raise ValueError("provenance.store is not a path")
             if not isinstance(results.published_docs, dict):
                 raise ValueError("published_docs is not a table of published files")
-        except FileNotFoundError:
-            raise RbenchError(f"{path}: no such file; pass a run folder written by 'rbench run'") from None
-        except OSError as exc:  # e.g. a folder named results.json
-            raise RbenchError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        except Unreadable as exc:  # missing, a folder or a FIFO named results.json (never opened), unreadable
+            if not path.exists() and not path.is_symlink():
+                raise RbenchError(f"{path}: no such file; pass a run folder written by 'rbench run'") from None
+            raise RbenchError(f"{path}: cannot be read ({exc})") from None
         except RecursionError:  # a document nested thousands deep (json's parser recurses)
             raise RbenchError(f"{path}: not a valid rbench results file (nested too deeply)") from None
         except (ValueError, TypeError, KeyError) as exc:

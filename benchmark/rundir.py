@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rbench.errors import RbenchError
-from rbench.store import atomic_write
+from rbench.results import WRITING_MARK
+from rbench.store import TMP_MARK, atomic_write
+from rbench.tomlfile import Unreadable, read_small_file
 
 
 def write_output(path: Path, write: Callable[[Path], object]) -> None:
@@ -30,14 +32,18 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
 #: that is gone or not drawn this time would otherwise stay beside the new tables, and report.html embed it
 OUTPUTS_FILE = ".rbench-outputs.json"
 #: a folder holding one of these is a run folder rbench wrote: a later run may write into it again
-RUN_MARKS = ("results.json", OUTPUTS_FILE)
+RUN_MARKS = ("results.json", OUTPUTS_FILE, WRITING_MARK)
 
 
 def remove_previous_outputs(run_dir: Path, keep: set[str]) -> None:
     """Remove the files the last run into ``run_dir`` recorded in :data:`OUTPUTS_FILE`, except the names in
     ``keep`` (the text reports, rewritten atomically every run, so an interrupted run leaves the previous ones
     whole). Only plain names of regular files in the folder are removed; a folder without the record (none yet, or
-    written by an rbench older than it) or with an unreadable one is left as it is."""
+    written by an rbench older than it) or with an unreadable one is left as it is. Temporary files a killed run
+    left (``<name>.tmp-<id>``: :func:`write_output`'s) go too."""
+    for leftover in run_dir.glob(f"*{TMP_MARK}*"):
+        if leftover.is_file() and not leftover.is_symlink():
+            leftover.unlink(missing_ok=True)
     for name in _recorded(run_dir):
         if Path(name).name != name or name in keep or name in (OUTPUTS_FILE, ".", ".."):
             continue
@@ -48,8 +54,8 @@ def remove_previous_outputs(run_dir: Path, keep: set[str]) -> None:
 
 def _recorded(run_dir: Path) -> list[str]:
     try:
-        names = json.loads((run_dir / OUTPUTS_FILE).read_text())
-    except (OSError, ValueError):
+        names = json.loads(read_small_file(run_dir / OUTPUTS_FILE, "outputs record", limit=None))
+    except (Unreadable, ValueError):
         return []
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 

@@ -29,7 +29,7 @@ from rbench.progress import RunProgress
 from rbench.provenance import now_iso, package_versions
 from rbench.report.reporters import renders_text, write_text_report
 from rbench.report.terminal import print_comparison, print_tables
-from rbench.results import RunResults
+from rbench.results import WRITING_MARK, RunResults
 from rbench.rundir import (
     check_run_dir,
     prepare_run_dir,
@@ -133,6 +133,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     option = "--run-dir" if run_dir else "run folder"
     run_dir = run_dir or default_run_dir(suite.name)
     check_run_dir(run_dir, store.root, option, own)
+    store.check_is_store()  # a mistyped --store never gets a store's folders among someone else's files
     plan = suite_plan(suite, only)
     data_checked = not store.root.exists()
     if data_checked:  # everything is to compute: check its data before the store is made
@@ -175,7 +176,7 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
     chosen, params = configure(executor, executor_options)
     if run_dir is not None:
         check_run_dir(run_dir, store.root)
-    store.check_layout()
+    store.check_is_store()
     plan = suite_plan(suite, only)
     return DryRun(suite, plan, preview(plan, store), devices, n_workers, store.root, store.root.is_dir(),
                   capacity(chosen, params, devices, n_workers))
@@ -325,6 +326,8 @@ def write_run_dir(results: RunResults, run_dir: Path, store: Store, resolved: st
     run_dir.mkdir(parents=True, exist_ok=True)
     reporters = sorted((info.obj for info in get_registry().plugins["reporter"].values()),
                        key=lambda r: (not renders_text(r), getattr(r, "order", 0)))
+    marker = run_dir / WRITING_MARK  # until every file is written (a run stopped meanwhile leaves it)
+    marker.write_bytes(b"")
     remove_previous_outputs(run_dir, keep={r.suffix for r in reporters if renders_text(r)} | {RESOLVED_SUITE})
     record_outputs(run_dir, [], merge=False)  # a run's folder from now on; each file is noted as it is written
     if resolved is not None:
@@ -339,6 +342,7 @@ def write_run_dir(results: RunResults, run_dir: Path, store: Store, resolved: st
         except Exception as exc:
             notes.append(f"reporter {reporter.name!r}: {type(exc).__name__}: {exc}")
     record_outputs(run_dir, written)
+    marker.unlink()
     return notes
 
 

@@ -27,6 +27,8 @@ Guarantees:
   another process is writing.
 - **Links.** A store whose folders are symbolic links is refused (:meth:`Store.check_layout`): no operation
   follows a link out of the store; an entry file that is a link is corrupt.
+- **Only regular files are read** (:func:`read_file`, and HDF5 files are checked before libhdf5 opens them): a
+  FIFO or device in place of an entry's file or a gate memo makes the entry corrupt instead of a read that blocks.
 - **Only its own files.** An entry's files are named by its key (40 hex digits) in the shard of its first two;
   nothing else in the folder is an entry, and no operation touches it. ``cache verify`` and ``cache gc`` refuse a
   folder that is not a store (:meth:`Store.check_is_store`).
@@ -63,6 +65,7 @@ from safetensors.torch import save as save_safetensors
 from rbench.artifacts import AdvSet, Predictions
 from rbench.errors import StoreError
 from rbench.keys import content_key
+from rbench.tomlfile import Unreadable, not_regular, read_small_file
 
 CHECKSUM_ATTR = "rbench_sha256"
 #: The checkpoint sidecar's own checksum field (see :func:`sidecar_digest`).
@@ -276,7 +279,7 @@ def _file_digest(path: Path) -> tuple[str, tuple[int, int, int]] | None:
     """SHA-256 of the bytes of the regular file at ``path`` and the signature of the file they were read from
     (None: no such file, or a link, which is never followed)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # never blocks on a FIFO (refused below)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
@@ -286,8 +289,23 @@ def _file_digest(path: Path) -> tuple[str, tuple[int, int, int]] | None:
         return hashlib.file_digest(f, "sha256").hexdigest(), _signature(stat)
 
 
+def read_file(path: Path) -> bytes:
+    """The bytes of the store's regular file at ``path``; anything else (a FIFO, a device: opening one would block
+    or never end) is a ValueError, as a malformed file is, and a missing one an OSError (FileNotFoundError)."""
+    try:
+        return read_small_file(path, "store file", limit=None)
+    except Unreadable as exc:
+        if not path.exists() and not path.is_symlink():
+            raise FileNotFoundError(f"{path}: {exc}") from None
+        raise ValueError(f"{path.name} {exc}") from None
+
+
 def _open_h5(path: Path) -> Any:
-    """The HDF5 file at ``path`` opened read-only through h5py's low-level API (an ``h5py.h5f.FileID``)."""
+    """The HDF5 file at ``path`` opened read-only through h5py's low-level API (an ``h5py.h5f.FileID``); a path
+    that is not a regular file is a ValueError (libhdf5 would wait for ever on a FIFO)."""
+    mode = os.stat(path).st_mode
+    if not stat_module.S_ISREG(mode):
+        raise ValueError(f"{path.name} {not_regular(mode)}")
     access = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     access.set_fclose_degree(h5py.h5f.CLOSE_STRONG)  # as h5py.File does: closing the file closes all of it
     return h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=access)
@@ -519,14 +537,14 @@ class Store:
         try:
             self._refuse_links(weights, sidecar)
             signature = _signature(sidecar.lstat())  # before reading: a sidecar renamed in meanwhile is not it
-            meta = json.loads(sidecar.read_text())
+            meta = json.loads(read_file(sidecar))
             check_binding(key, meta)
             recorded = meta.get(SIDECAR_DIGEST)
             if recorded is None:  # written before sidecar checksums: at least nothing non-finite is served
                 _require_finite_json(meta, "sidecar")
             elif recorded != sidecar_digest(meta):
                 raise ValueError("its sidecar does not match the sidecar's SHA-256 (edited or corrupted)")
-            data = weights.read_bytes()
+            data = read_file(weights)
             digest = hashlib.sha256(data).hexdigest()
             if digest != meta.get("sha256"):
                 raise ValueError("weights do not match the sidecar's SHA-256")
@@ -670,7 +688,7 @@ class Store:
         try:  # first the checksum verified in this process, if the file is still the one it was read from
             if self._path(key, ".json").exists():
                 known = self._verified_checksum(key, ".json")
-                return known if known is not None else str(json.loads(self._path(key, ".json").read_text())["sha256"])
+                return known if known is not None else str(json.loads(read_file(self._path(key, ".json")))["sha256"])
             path = self._path(key, ".h5")
             known = self._verified_checksum(key, ".h5")
             if known is not None:
@@ -693,7 +711,7 @@ class Store:
     def gate_stamp(self, key: str) -> dict[str, Any] | None:
         """The record of the last validity-gate pass of ``key`` (see :mod:`rbench.gates`)."""
         try:
-            stamp = json.loads((self.root / "gates" / f"{key}.json").read_text())
+            stamp = json.loads(read_file(self.root / "gates" / f"{key}.json"))
         except (OSError, ValueError):
             return None
         return stamp if isinstance(stamp, dict) else None
@@ -785,12 +803,21 @@ class Store:
                 try:
                     holder.acquire(timeout=0)
                 except Timeout:  # the run is alive
-                    keys |= set(json.loads(record.read_text())["keys"])
+                    keys |= set(json.loads(read_file(record))["keys"])
                     continue
                 try:  # its run died without removing it
                     record.unlink()
                 finally:
                     holder.release()
+        for lock in folder.glob("*-*.lock"):  # a finished lease's lock file (leases are made under this lock)
+            if _LEASE_LOCK.fullmatch(lock.name) and not lock.with_suffix(".json").exists():
+                with contextlib.suppress(OSError, Timeout):
+                    holder = FileLock(lock, is_singleton=False)
+                    holder.acquire(timeout=0)
+                    try:
+                        lock.unlink()
+                    finally:
+                        holder.release()
         return keys
 
     # -- listing and cleaning ------------------------------------------------------------------------
@@ -811,7 +838,7 @@ class Store:
         meta: Any = {}
         with contextlib.suppress(Exception):
             if self._path(key, ".json").exists():
-                meta = json.loads(self._path(key, ".json").read_text())
+                meta = json.loads(read_file(self._path(key, ".json")))
             elif self._path(key, ".h5").exists():
                 path = self._path(key, ".h5")
                 meta = json.loads(read_h5_meta(path, lambda: self._unchanged_since_checked(key, path)))
@@ -838,6 +865,8 @@ class Store:
 
 
 _KEY = re.compile(r"[0-9a-f]{40}")
+#: a lease's lock file: ``<pid>-<8 hex digits>.lock`` (:meth:`Store.lease`)
+_LEASE_LOCK = re.compile(r"[0-9]+-[0-9a-f]{8}\.lock")
 
 
 def _is_entry_name(key: str, shard: str) -> bool:

@@ -60,8 +60,9 @@ def os_problem(exc: OSError) -> str:
     return f"cannot be read ({exc.strerror or exc})"
 
 
-def read_small_file(path: Path, what: str = "suite file") -> bytes:
-    """The bytes of ``path`` if it is a regular file of at most :data:`MAX_FILE_BYTES`, else :class:`Unreadable`.
+def read_small_file(path: Path, what: str = "suite file", limit: int | None = MAX_FILE_BYTES) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes (None: any size), else
+    :class:`Unreadable`.
 
     Type and size are checked before the file is opened (a device, FIFO or socket is never opened), and again
     on the descriptor (opened non-blocking), and at most the cap plus one byte is read, so a file swapped or
@@ -75,8 +76,8 @@ def read_small_file(path: Path, what: str = "suite file") -> bytes:
         raise Unreadable(f"not a usable path ({exc})") from None
     if not stat.S_ISREG(st.st_mode):
         raise Unreadable(not_regular(st.st_mode))
-    if st.st_size > MAX_FILE_BYTES:
-        raise Unreadable(f"is {st.st_size} bytes, more than the {MAX_FILE_BYTES} a {what} may have")
+    if limit is not None and st.st_size > limit:
+        raise Unreadable(f"is {st.st_size} bytes, more than the {limit} a {what} may have")
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
@@ -86,11 +87,11 @@ def read_small_file(path: Path, what: str = "suite file") -> bytes:
         if not stat.S_ISREG(mode):
             raise Unreadable(not_regular(mode))
         try:
-            data = f.read(MAX_FILE_BYTES + 1)
+            data = f.read() if limit is None else f.read(limit + 1)
         except OSError as exc:
             raise Unreadable(os_problem(exc)) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise Unreadable(f"is more than the {MAX_FILE_BYTES} bytes a {what} may have")
+    if limit is not None and len(data) > limit:
+        raise Unreadable(f"is more than the {limit} bytes a {what} may have")
     return data
 
 

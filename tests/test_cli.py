@@ -312,3 +312,40 @@ def test_version_and_the_environment_are_in_the_cli():
     run_help = rbench("run", "--help", env={"COLUMNS": "200"})
     assert "(default: one per device)" in run_help.stdout  # defaults stay visible (not eaten as markup)
     assert "<Path>" not in " ".join(line for line in run_help.stdout.splitlines() if "--" in line)  # PATH options
+
+
+def test_a_folder_that_is_no_store_is_refused_by_run_as_by_verify_and_gc(tiny_suite, tmp_path, capsys):
+    """`run --store` wrote a store's folders among a thesis (and into another store's objects/), which `cache
+    verify` and `gc` then refused: every command now refuses such a folder before any work."""
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "thesis.txt").write_text("chapter 1\n")
+    for args in (["run", str(tiny_suite), "--run-dir", str(tmp_path / "run")], ["run", str(tiny_suite), "--dry-run"],
+                 ["cache", "ls"], ["cache", "verify"]):
+        code, err = cli_in_process(capsys, *args, "--store", str(thesis))
+        assert code == 2 and f"store {thesis}: not an rbench store (it holds thesis.txt)" in err, (args, err)
+    assert sorted(p.name for p in thesis.iterdir()) == ["thesis.txt"] and not (tmp_path / "run").exists()
+
+
+def test_report_refuses_a_half_written_or_unreadable_run_folder(tiny_reference, tmp_path, capsys):
+    """A run stopped while writing its reports left tables of the new run beside results.json of the old one, and
+    `rbench report` printed the old; a FIFO named results.json hung it."""
+    _, _, run, _ = tiny_reference
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    (folder / ".rbench-writing").write_bytes(b"")
+    code, err = cli_in_process(capsys, "report", str(folder))
+    assert code == 2 and "stopped before it finished writing its reports" in err and err.count("\n") == 1, err
+    (folder / ".rbench-writing").unlink()
+    (folder / "results.json").unlink()
+    os.mkfifo(folder / "results.json")
+    out = rbench("report", str(folder), timeout=60)
+    assert out.returncode == 2 and "results.json: cannot be read (is a FIFO" in out.stderr, out.stderr
+
+
+def test_an_unrecognised_offline_setting_is_one_line(tiny_suite, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RBENCH_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("RBENCH_OFFLINE", "maybe")
+    code, err = cli_in_process(capsys, "run", str(tiny_suite), "--store", str(tmp_path / "s"))
+    assert code == 2 and "RBENCH_OFFLINE='maybe': give 1 (or true, yes, on) or 0" in err, err
+    assert not (tmp_path / "s").exists()

@@ -320,3 +320,74 @@ def test_a_stray_file_among_the_shards_is_ignored_not_a_refused_store(tmp_path):
     Store(store.root).ensure_writable()
     assert Store(store.root).keys() == [key] and Store(store.root).verify(key) == "ok"
     collect(Store(store.root), [], None, dry_run=False)
+
+
+def _finishes(call, seconds: float = 30.0):
+    """``call()``'s outcome (its value, or the exception it raised), or a failure if it is still running after
+    ``seconds`` (a daemon thread: a hung read does not hang the test run)."""
+    import threading
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "hung (a FIFO opened for reading waits for a writer for ever)"
+    return box
+
+
+@pytest.mark.parametrize("which", ["h5", "sidecar", "weights", "memo"])
+def test_a_fifo_in_place_of_a_store_file_is_corrupt_not_a_hang(tmp_path, which):
+    """A FIFO where an entry's file or its gate memo should be hung `run`, `cache verify`, `cache ls` and dry runs
+    (found by a black-box audit): every store read refuses anything but a regular file without opening it."""
+    store = Store(tmp_path)
+    if which == "h5":
+        key = _predictions(store, {"p": 1})
+    else:
+        key = _checkpoint(store, {"m": 1})
+    path = {"h5": store.paths(key)[0] if which == "h5" else None, "memo": tmp_path / "gates" / f"{key}.json"}.get(
+        which) or next(p for p in store.paths(key) if p.suffix == (".json" if which == "sidecar" else ".safetensors"))
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(exist_ok=True)
+    os.mkfifo(path)
+    if which == "memo":
+        assert _finishes(lambda: store.gate_stamp(key)) == {"value": None}
+        return
+    assert _finishes(lambda: store.checksum(key)).keys() == {"value"}
+    assert _finishes(lambda: store.recorded_meta(key)).keys() == {"value"}
+    load = store.load_predictions if which == "h5" else store.load_checkpoint
+    outcome = _finishes(lambda: load(key))
+    assert isinstance(outcome.get("error"), CorruptEntry) and "not a regular file" in str(outcome["error"])
+    assert not store.has(key)  # moved to the quarantine
+
+
+def test_finished_leases_leave_no_lock_files_once_gc_has_run(tmp_path):
+    """Each run left its lease's lock file behind (9 after 8 runs in an audit); gc now removes those no run holds."""
+    store = Store(tmp_path)
+    store.ensure_writable()
+    for _ in range(3):
+        with store.lease({"a" * 40}, "run"):
+            pass
+    leases = tmp_path / "leases"
+    with store.lease({"b" * 40}, "live run"):
+        assert len(list(leases.glob("*-*.lock"))) == 4
+        collect(store, [], None, dry_run=False)
+        assert sorted(p.suffix for p in leases.glob("*-*")) == [".json", ".lock"]  # the live one stays
+    collect(store, [], None, dry_run=False)
+    assert not list(leases.glob("*-*")) and (leases / "registry.lock").exists()
+
+
+def test_a_killed_runs_temporary_files_go_with_the_next_run_into_its_folder(tmp_path):
+    from rbench.rundir import remove_previous_outputs
+
+    (tmp_path / "heatmap_errors.png.tmp-2cce070a").write_bytes(b"partial")
+    (tmp_path / ".rbench-outputs.json.tmp-eb5bde45").write_bytes(b"partial")
+    (tmp_path / "tables.md").write_text("kept: a text report is replaced, not removed\n")
+    remove_previous_outputs(tmp_path, keep={"tables.md"})
+    assert [p.name for p in tmp_path.iterdir()] == ["tables.md"]

@@ -24,6 +24,7 @@ from rbench.errors import RbenchError
 from rbench.report.reporters import Reporter
 from rbench.results import OUTCOMES_FILE, SAMPLES_FILE, Outcomes, RunResults, outcomes_digest
 from rbench.rundir import write_output
+from rbench.tomlfile import read_small_file
 
 if TYPE_CHECKING:
     from rbench.store import Store
@@ -141,10 +142,12 @@ def write_samples(results: RunResults, run_dir: Path) -> Path | None:
 def read_samples(path: Path, results: RunResults) -> dict[str, dict[str, np.ndarray]]:
     """table -> "row|column" -> values, from a samples.parquet, checked against ``results``: every (table, row,
     column) it names is a cell there, every value is finite; a one-line :class:`RbenchError` otherwise."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        data = pq.read_table(path, columns=["table", "row", "column", "value"]).to_pydict()
+        data = pq.read_table(pa.BufferReader(read_small_file(path, "samples file", limit=None)),
+                             columns=["table", "row", "column", "value"]).to_pydict()
     except Exception as exc:  # pyarrow raises several kinds for a truncated or foreign file
         raise RbenchError(f"{path}: not a samples file written by rbench ({type(exc).__name__}: {exc})") from None
     cells = {(t.name, c.row, c.column) for t in results.tables for c in t.cells}
@@ -200,7 +203,8 @@ def read_outcomes(run_dir: Path, results: RunResults) -> Outcomes:
     if not path.exists():
         return {}
     try:
-        data = pq.read_table(path, columns=["table", "row", "column", "index", "outcome"])
+        data = pq.read_table(pa.BufferReader(read_small_file(path, "outcomes file", limit=None)),
+                             columns=["table", "row", "column", "index", "outcome"])
         names = [data.column(c).to_pylist() for c in ("table", "row", "column")]
         index, outcome = data.column("index").combine_chunks(), data.column("outcome").combine_chunks()
         if not (pa.types.is_integer(index.type.value_type) and pa.types.is_boolean(outcome.type.value_type)):
