@@ -38,6 +38,23 @@ console = output_console()
 log = output_console(stderr=True)
 
 
+#: ``--job-timeout``'s bounds: 1e7 s (115 days) keeps every timer in range (1e300 overflowed them)
+JOB_TIMEOUT_RANGE = (0.001, 1e7)
+
+
+def seconds_value(value: str) -> float:
+    """``--job-timeout``'s value: a finite number of seconds within :data:`JOB_TIMEOUT_RANGE` (nan was refused as
+    "should be less than or equal to 10000000")."""
+    low, high = JOB_TIMEOUT_RANGE
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a number of seconds") from None
+    if not low <= seconds <= high:  # also false for nan
+        raise typer.BadParameter(f"{value} seconds: give a number from {low:g} to {high:g}")
+    return seconds
+
+
 def path_value(value: str) -> Path:
     """A path option's or argument's value; an empty one is refused (``Path("")`` is the current folder, so
     ``--run-dir ""`` would write a run, and ``--store ""`` a store, into whatever folder the shell is in)."""
@@ -140,7 +157,8 @@ def run(
     num_cpus: NumCpusOpt = None,
     max_retries: MaxRetriesOpt = None,
     job_timeout: Annotated[float | None, typer.Option(
-        "--job-timeout", min=0.001, max=1e7, help="Seconds any one job may run; a job that runs longer fails alone, "
+        "--job-timeout", parser=seconds_value, metavar="SECONDS", help="Seconds any one job may run; a job that "
+        "runs longer fails alone, "
         "naming its plugin (default: the suite's job_timeout, else no limit)")] = None,
     precision: PrecisionOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,
@@ -260,8 +278,8 @@ def eval_cmd(
                                                  "suite.toml (default: runs/<suite>-<time>)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or a comma list")] = None,
     workers: Annotated[int | None, typer.Option(help="Number of workers (default: one per device)")] = None,
-    job_timeout: Annotated[float | None, typer.Option("--job-timeout", min=0.001, max=1e7, help="Seconds any one job "
-                                                      "may run")] = None,
+    job_timeout: Annotated[float | None, typer.Option("--job-timeout", parser=seconds_value, metavar="SECONDS",
+                                                      help="Seconds any one job may run")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,

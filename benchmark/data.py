@@ -22,6 +22,7 @@ import functools
 import gzip
 import hashlib
 import os
+import stat
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import DataError
+from .tomlfile import not_regular
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
 #: Datasets read only from ``$RBENCH_DATA`` (no trusted checksummed download exists); files as MNIST's.
@@ -111,6 +113,8 @@ def local_file(dataset: str, filename: str) -> Path:
     folder when it is missing (such files are never downloaded, and not checksummed)."""
     user_dir = os.environ.get("RBENCH_DATA")
     folder = Path(user_dir) / dataset if user_dir else None
+    if folder is not None:
+        _refuse_other_than_file(folder / filename)
     if folder is None or not (folder / filename).is_file():
         where = f"missing from {folder}" if folder else "missing (RBENCH_DATA is not set)"
         raise DataError(f"data file {dataset}/{filename} is {where}; {dataset} is never downloaded: put its IDX "
@@ -149,6 +153,17 @@ def _sha256(path: Path) -> str:
                 h.update(chunk)
         digest = _HASH_MEMO[key] = h.hexdigest()
     return digest
+
+
+def _refuse_other_than_file(path: Path) -> None:
+    """DataError when something other than a regular file (a FIFO, a device, a folder) is at ``path``: it was
+    reported as a missing file (or a FIFO read for ever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # absent: the caller says what is missing
+    if not stat.S_ISREG(mode):
+        raise DataError(f"data file {path} {not_regular(mode)}; put the data file itself there")
 
 
 def _verifies(path: Path, expected: str) -> bool:
@@ -225,6 +240,7 @@ def resolve_file(dataset: str, filename: str) -> Path:
     user_dir = os.environ.get("RBENCH_DATA")
     if user_dir:
         candidate = Path(user_dir) / dataset / filename
+        _refuse_other_than_file(candidate)
         if candidate.is_file():
             if not _verifies(candidate, expected):
                 raise DataError(

@@ -35,7 +35,9 @@ class Net(nn.Module):
 @pytest.mark.parametrize(("args", "fragment"), [
     (["run", "x.toml", "--workers", "two"], "rbench run: Invalid value for '--workers'"),
     (["run", "x.toml", "--job-timeout", "inf"], "rbench run: Invalid value for '--job-timeout'"),
-    (["run", "x.toml", "--job-timeout", "1e300"], "less than or equal to 10000000"),
+    (["run", "x.toml", "--job-timeout", "1e300"], "1e300 seconds: give a number from 0.001 to 1e+07"),
+    (["run", "x.toml", "--job-timeout", "nan"], "nan seconds: give a number from 0.001 to 1e+07"),
+    (["eval", "m.py:M", "--weights", "w.pt", "--job-timeout", "0"], "0 seconds: give a number from 0.001"),
     (["run", "x.toml", "--bogus"], "rbench run: No such option: --bogus"),
     (["cache", "bogus"], "rbench cache: No such command 'bogus'"),
     (["plugins", "pgd", "fgsm"], "rbench plugins: Got unexpected extra argument"),

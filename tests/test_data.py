@@ -397,3 +397,16 @@ def test_a_local_datasets_content_enters_the_keys_and_is_checked_when_read(monke
     _, relabelled, _ = load_slice(DataSlice(Call("notmnist", "1", {}), "test", 20, 0, content=after))
     assert not torch.equal(relabelled, y)  # the same process reads the new files (no cache of the old ones)
     data.load_split.cache_clear()
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "notmnist"])
+def test_a_fifo_where_a_data_file_should_be_is_named_as_such(tmp_path, monkeypatch, dataset):
+    """It was reported as a missing file (MNIST's then went on to the download cache)."""
+    filename = "t10k-labels-idx1-ubyte.gz"
+    (tmp_path / dataset).mkdir()
+    os.mkfifo(tmp_path / dataset / filename)
+    monkeypatch.setenv("RBENCH_DATA", str(tmp_path))
+    monkeypatch.setenv("RBENCH_OFFLINE", "1")
+    find = data.local_file if dataset == "notmnist" else data.resolve_file
+    with pytest.raises(DataError, match=rf"data file .*{dataset}/{filename} is a FIFO, not a regular file"):
+        find(dataset, filename)
