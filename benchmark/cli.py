@@ -458,13 +458,16 @@ def report(
                                                help="Artifact store a figure reporter reads "
                                                "(default: the run's store)")] = None,
 ) -> None:
-    """Re-render a finished run's tables from its results.json (nothing is recomputed); a file reporter (html,
-    tidy, figures, reliability) rewrites its files in the run folder, reliability from the stored predictions."""
+    """Re-render a finished run's tables from its results.json (nothing is recomputed; its rate cells are checked
+    against the run's per-sample outcomes where it kept them); a file reporter (html, tidy, figures, reliability)
+    rewrites its files in the run folder, reliability from the stored predictions."""
     from rbench.manager import get_registry
     from rbench.report.reporters import renders_text
+    from rbench.report.tidy import read_outcomes
     from rbench.results import RunResults
 
     results = RunResults.read(run_dir)
+    read_outcomes(run_dir, results)  # the rate cells' values checked against their per-sample outcomes
     reporter = get_registry().get("reporter", fmt).obj
     if renders_text(reporter):
         sys.stdout.write(reporter.render(results))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -337,6 +338,12 @@ def test_report_refuses_a_half_written_or_unreadable_run_folder(tiny_reference, 
     code, err = cli_in_process(capsys, "report", str(folder))
     assert code == 2 and "stopped before it finished writing its reports" in err and err.count("\n") == 1, err
     (folder / ".rbench-writing").unlink()
+    doc = json.loads((folder / "results.json").read_text())  # a value edited to a plausible one inside its interval
+    cell = next(c for t in doc["tables"] for c in t["cells"] if c.get("outcomes_sha256") and 10 < c["value"] < 90)
+    cell["value"] += 1.0
+    (folder / "results.json").write_text(json.dumps(doc))
+    code, err = cli_in_process(capsys, "report", str(folder))
+    assert code == 2 and "its outcomes give" in err and err.count("\n") == 1, err
     (folder / "results.json").unlink()
     os.mkfifo(folder / "results.json")
     out = rbench("report", str(folder), timeout=60)
