@@ -34,7 +34,7 @@ run: $(STAMP)
 # before the three slowest conformance cases moved to check-full; 10 min 49 s on 2026-11-30 with the Ray, precision,
 # events and scheduler tests; 2026-12-01, after unsynced run folders and no scipy.stats import: pytest 9 min 30 s,
 # make test 9 min 53 s in all, 705 passed; later that day 11 min 41 s and 12 min 27 s with the host 1.7x slower than
-# at 02:37 on a fixed microbenchmark: timings on this shared machine vary by 15-70%; 840 passed: 6 min 47 s at 11:40, 5 min 33 s at 12:09; 863 passed: 5 min 52 s at 14:22; 873 passed: 5 min 42 s at 15:51; 878 passed: 5 min 49 s at 16:04, 5 min 45 s at 16:23; 913 passed: 6 min 40 s at 17:40; 914 passed: 7 min 8 s at 17:57; 919 passed: 5 min 45 s at 18:14, 6 min 7 s at 18:28; 928 passed: 7 min 11 s at 19:47, pytest 6 min 28 s in a fresh clone at 20:01; 931 passed: 7 min 9 s at 20:27, 7 min 39 s at 20:56; 943 passed: 9 min 39 s at 22:19 beside a helper's runs; 952 passed: 8 min 31 s at 22:49).
+# at 02:37 on a fixed microbenchmark: timings on this shared machine vary by 15-70%; 840 passed: 6 min 47 s at 11:40, 5 min 33 s at 12:09; 863 passed: 5 min 52 s at 14:22; 873 passed: 5 min 42 s at 15:51; 878 passed: 5 min 49 s at 16:04, 5 min 45 s at 16:23; 913 passed: 6 min 40 s at 17:40; 914 passed: 7 min 8 s at 17:57; 919 passed: 5 min 45 s at 18:14, 6 min 7 s at 18:28; 928 passed: 7 min 11 s at 19:47, pytest 6 min 28 s in a fresh clone at 20:01; 931 passed: 7 min 9 s at 20:27, 7 min 39 s at 20:56; 943 passed: 9 min 39 s at 22:19 beside a helper's runs; 952 passed: 8 min 31 s at 22:49; 956 passed: 8 min 10 s at 23:10).
 test: $(STAMP) browser
 	$(BIN)/ruff check benchmark plugins tests perf examples
 	$(BIN)/python tests/typecheck.py
