@@ -17,6 +17,7 @@ from rich.table import Table
 from rbench.errors import Interrupted, RbenchError
 from rbench.report.terminal import output_console
 from rbench.store import Store
+from rbench.suite_schema import MAX_JOB_TIMEOUT
 
 if TYPE_CHECKING:
     from rbench.runner import DryRun, RunOutcome
@@ -38,8 +39,8 @@ console = output_console()
 log = output_console(stderr=True)
 
 
-#: ``--job-timeout``'s bounds: 1e7 s (115 days) keeps every timer in range (1e300 overflowed them)
-JOB_TIMEOUT_RANGE = (0.001, 1e7)
+#: ``--job-timeout``'s bounds (the suite's ``job_timeout`` has the same ceiling)
+JOB_TIMEOUT_RANGE = (0.001, MAX_JOB_TIMEOUT)
 
 
 def seconds_value(value: str) -> float:

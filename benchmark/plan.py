@@ -98,8 +98,8 @@ class Plan:
     trained: dict[str, str] = field(default_factory=dict)
     attacked: dict[tuple[str, str, str], str] = field(default_factory=dict)
     evaluated: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
-    #: "precision" -> {key of a job seeded without it: its fp32 twin's key} (see :meth:`add`)
-    twins: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    #: the key of each job seeded without its precision -> its fp32 twin's key (see :meth:`add`)
+    precision_twins: dict[str, str] = field(default_factory=dict, repr=False)
 
     def add(self, spec: JobSpec, deps: tuple[str, ...], label: str, model_plugin: str = "",
             seeded_without: str | None = None, **options: Any) -> str:
@@ -113,9 +113,11 @@ class Plan:
         key = content_key(record)
         seed_key = ""
         if seeded_without is not None:
-            twins = self.twins.setdefault(seeded_without, {}) if seeded_without == "precision" else {}
-            seed_key = content_key(_with_twins({k: v for k, v in record.items() if k != seeded_without}, twins))
-            twins[key] = seed_key
+            twin = {k: v for k, v in record.items() if k != seeded_without}
+            if seeded_without == "precision":
+                seed_key = self.precision_twins[key] = content_key(_with_twins(twin, self.precision_twins))
+            else:
+                seed_key = content_key(twin)
         self.jobs.setdefault(key, Job(key, spec.kind, spec, deps, label, options, model_plugin, seed_key))
         return key
 

@@ -27,6 +27,9 @@ SECTIONS = ("datasets", "defenses", "models", "attacks", "evaluations", "tables"
 Axis = Literal["source", "target", "model", "attack", "metric"]
 Name = Annotated[str, Field(min_length=1)]
 
+#: the longest a job may be given, in seconds (115 days): ``job_timeout`` and ``--job-timeout`` (1e300 overflowed
+#: every timer)
+MAX_JOB_TIMEOUT = 1e7
 #: an attack's grid expands to at most this many instances (shipped suites: 3)
 MAX_GRID = 1000
 #: the longest row, column or metric label
@@ -83,7 +86,7 @@ class SuiteMeta(_Strict):
     #: published-table files (relative to this suite file) that `rbench compare` puts beside the results
     published: list[str] = []
     #: seconds any one job may run (a job that runs longer fails alone); None: no limit. ``--job-timeout`` wins.
-    job_timeout: Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)] | None = None  # 1e7: as --job-timeout
+    job_timeout: Annotated[float, Field(gt=0, le=MAX_JOB_TIMEOUT, allow_inf_nan=False)] | None = None
     #: the arithmetic of attack, transform and eval jobs (rbench.precision); ``--precision`` wins
     precision: Precision = "fp32"
 

@@ -93,6 +93,7 @@ RESOLVED = ("class_name", "import_name", "source", "source_sha256", "imports_sha
 MAX_LOCAL_MODULES = 256
 
 
+@functools.cache
 def _installed_roots() -> tuple[str, ...]:
     """Folders whose modules come with Python or an installed distribution (stdlib, site-packages)."""
     paths = sysconfig.get_paths()
@@ -323,14 +324,15 @@ def find_class(p: CheckpointParams, fill: bool = False) -> type:
     """The class ``p`` names (from the recorded source, or the installed module, checked against its digest), its
     module's local helper modules checked against ``imports_sha256`` (``fill``: recorded there, when the suite is
     read)."""
+    where = p.import_name or (p.module.rpartition(":")[0] if p.module else "the model file")
     if p.import_name:
-        if not p.source:
-            current = sha256(_module_source(p.import_name).encode())
-            if current != p.source_sha256:
-                raise ValueError(f"module {p.import_name!r} changed since its jobs were planned (source SHA-256 "
-                                 f"{current[:12]}..., expected {p.source_sha256[:12]}...)")
+        source = _module_source(p.import_name)
+        current = sha256(source.encode())
+        if not p.source and current != p.source_sha256:
+            raise ValueError(f"module {p.import_name!r} changed since its jobs were planned (source SHA-256 "
+                             f"{current[:12]}..., expected {p.source_sha256[:12]}...)")
         module = importlib.import_module(p.import_name)
-        source, package = _module_source(p.import_name), module.__package__
+        package = module.__package__
     else:
         origin = p.module.rpartition(":")[0] if p.module else f"<checkpoint {p.source_sha256[:12]}>"  # the file
         module = _module_from_source(p.source, origin)
@@ -339,13 +341,11 @@ def find_class(p: CheckpointParams, fill: bool = False) -> type:
     if fill:
         p.imports_sha256 = digest
     elif digest != p.imports_sha256:
-        where = p.import_name or (p.module.rpartition(":")[0] if p.module else "the model file")
         used = ", ".join(sorted(local_modules(source, package))) or "none now"
         raise ValueError(f"the local modules {where} imports ({used}) changed since its jobs were planned: run again")
     try:
         cls = functools.reduce(getattr, p.class_name.split("."), module)
     except AttributeError:
-        where = p.import_name or (p.module.rpartition(":")[0] if p.module else "the model file")
         raise ValueError(f"no class {p.class_name!r} in {where}") from None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ValueError(f"{p.class_name!r} is not a torch.nn.Module class")
