@@ -80,6 +80,10 @@ class Claim(BaseModel):
     - ``less``: cell ``a`` is below cell ``b``;
     - ``less_by``: ``a`` is below ``b`` by at least ``margin`` (> 0): a claim that states a size ("went up ~3%");
     - ``barely_less``: ``a`` is below ``b`` by at most ``margin`` ("barely better");
+    - ``not_less_by``: ``a`` is not below ``b`` by ``margin`` (> 0) or more; above ``b`` holds too ("does not
+      help", "not preferable": one-sided, where ``within`` would also fail a result better than the paper's);
+    - ``less_change``: the change from ``a_from`` to ``a`` is smaller than the change from ``b_from`` to ``b``
+      ("gains ~1% for regular models and even more for the others"; a change is the later cell minus the earlier);
     - ``lowest``: ``a`` is the lowest of its column among ``among`` (default: every row of the table);
     - ``within``: ``a`` and ``b`` differ by at most ``margin`` ("as good as");
     - ``at_least`` / ``at_most``: ``a`` is at least / at most ``value``; or, given ``cells`` instead of ``a``, the
@@ -91,10 +95,12 @@ class Claim(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     text: str
     table: str
-    kind: Literal["less", "less_by", "barely_less", "lowest", "within", "at_least", "at_most", "increasing",
-                  "decreasing"]
+    kind: Literal["less", "less_by", "barely_less", "not_less_by", "less_change", "lowest", "within", "at_least",
+                  "at_most", "increasing", "decreasing"]
     a: CellRef | None = None
     b: CellRef | None = None
+    a_from: CellRef | None = None
+    b_from: CellRef | None = None
     margin: Annotated[float, Field(ge=0)] = 0.0
     among: list[str] | None = None
     value: float | None = None
@@ -104,19 +110,19 @@ class Claim(BaseModel):
     @model_validator(mode="after")
     def _fields_of_kind(self) -> Claim:
         needs = {"less": {"a", "b"}, "less_by": {"a", "b"}, "barely_less": {"a", "b"}, "within": {"a", "b"},
-                 "lowest": {"a"},
+                 "not_less_by": {"a", "b"}, "less_change": {"a", "b", "a_from", "b_from"}, "lowest": {"a"},
                  "at_least": {"a", "value"}, "at_most": {"a", "value"}, "increasing": {"cells"},
                  "decreasing": {"cells"}}[self.kind]
         if self.kind in ("at_least", "at_most") and self.cells is not None:
             needs = {"cells", "value"}
-        for name in ("a", "b", "value", "cells"):
+        for name in ("a", "b", "a_from", "b_from", "value", "cells"):
             given = getattr(self, name) is not None
             if given != (name in needs):
                 raise ValueError(f"a {self.kind!r} claim {'takes no' if given else 'needs'} {name!r}")
         if self.cells is not None and len(self.cells) < 3 and self.kind in ("increasing", "decreasing"):
             raise ValueError(f"a {self.kind!r} claim needs at least 3 cells")
-        if self.kind == "less_by" and self.margin <= 0:
-            raise ValueError("a 'less_by' claim needs a margin above 0 (the least difference it states)")
+        if self.kind in ("less_by", "not_less_by") and self.margin <= 0:
+            raise ValueError(f"a {self.kind!r} claim needs a margin above 0 (the least difference it states)")
         return self
 
 
@@ -349,14 +355,37 @@ def check_one_claim(claim: Claim, table: ResultTable | None) -> ClaimCheck:
         return ClaimCheck(claim.text, claim.table, abs(a - b) <= claim.margin,
                           f"{name} = {_shown(table, claim.a, a)} vs {claim.b.row} at {claim.b.column} = "
                           f"{_shown(table, claim.b, b)}; needed: within {claim.margin:g}")
-    if claim.kind == "less_by":
+    if claim.kind == "less_change":
+        return _check_change(claim, table, a, b)
+    if claim.kind in ("less_by", "not_less_by"):
         # the decimal margin against a difference of two decimals read as floats (0.990 - 0.985 < 0.005)
-        held, margin = b - a >= claim.margin - 1e-9 * max(1.0, abs(b)), f" by at least {claim.margin:g}"
+        by_margin = b - a >= claim.margin - 1e-9 * max(1.0, abs(b))
+        if claim.kind == "not_less_by":
+            return ClaimCheck(claim.text, claim.table, not by_margin,
+                              f"{name} = {_shown(table, claim.a, a, b)} vs {claim.b.row} at {claim.b.column} = "
+                              f"{_shown(table, claim.b, b, a)}; needed: not lower by {claim.margin:g} or more")
+        held, margin = by_margin, f" by at least {claim.margin:g}"
     else:
         held = a < b and (claim.kind == "less" or b - a <= claim.margin)
         margin = f" (by at most {claim.margin:g})" if claim.kind == "barely_less" else ""
     return ClaimCheck(claim.text, claim.table, held, f"{name} = {_shown(table, claim.a, a, b)} vs {claim.b.row} at "
                       f"{claim.b.column} = {_shown(table, claim.b, b, a)}; needed: lower{margin}")
+
+
+def _check_change(claim: Claim, table: ResultTable | None, a: float, b: float) -> ClaimCheck:
+    assert claim.a is not None and claim.b is not None and claim.a_from is not None and claim.b_from is not None
+    a_from, b_from = _value(table, claim.a_from), _value(table, claim.b_from)
+    if a_from is None or b_from is None:
+        return ClaimCheck(claim.text, claim.table, None, f"{claim.a_from.row} at {claim.a_from.column} or "
+                          f"{claim.b_from.row} at {claim.b_from.column}: missing")
+
+    def change(ref: CellRef, start: CellRef, later: float, earlier: float) -> str:
+        return (f"{start.row} at {start.column} = {_shown(table, start, earlier, later)} -> {ref.row} at "
+                f"{ref.column} = {_shown(table, ref, later, earlier)} ({later - earlier:+.4g})")
+
+    return ClaimCheck(claim.text, claim.table, a - a_from < b - b_from,
+                      f"{change(claim.a, claim.a_from, a, a_from)} vs {change(claim.b, claim.b_from, b, b_from)}; "
+                      "needed: the first change smaller")
 
 
 def _check_best(claim: Claim, table: ResultTable | None) -> ClaimCheck:

@@ -87,7 +87,7 @@ def select_tables(suite: Suite, only: list[str] | None, path: str | Path) -> Sui
     read |= {ref.evaluation for table in tables.values() for cell in table.cells.values()
              for ref in declared_references(cell.metric.call.obj, cell.metric.call.params) if ref.evaluation}
     return replace(suite, tables=tables,
-                   warnings={name: lines for name, lines in suite.warnings.items() if name in read})
+                   warnings={name: lines for name, lines in suite.warnings.items() if name in read or not name})
 
 
 def _close(name: str, choices: object) -> str:

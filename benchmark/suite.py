@@ -205,6 +205,8 @@ class _Resolver:
         s = self.merged.sections
         suite = Suite(self.meta.name, self.meta.title, self.meta.seed, self.merged.files, self.profile,
                       list(self.merged.published), self.meta.job_timeout, self.meta.precision)
+        if self.merged.overridden:
+            suite.warnings[""] = list(self.merged.overridden)
         for name, d in s["defenses"].items():
             suite.defenses[name] = self.defense(name, d)
         for name, m in s["models"].items():

@@ -78,6 +78,10 @@ class Merged:
     profile_seen: bool = False
     #: the names of the profiles the files define
     profiles: set[str] = field(default_factory=set)
+    #: the first file's ``[suite]`` table: it governs the run
+    top: SuiteMeta | None = None
+    #: one line per run setting an included file sets to another value than the first file's (not used)
+    overridden: list[str] = field(default_factory=list)
 
 
 def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path], referrer: str | None
@@ -114,12 +118,18 @@ def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path
     except ValidationError as err:
         raise pydantic_problem(file, "", err, SuiteDoc) from None
     merged.files.append(file)
+    _note_overridden(file, doc.suite, merged)
+    listed: dict[str, int] = {}
     for i, pub in enumerate(doc.suite.published):
         pub_path = path.parent / pub
         try:
             pub_path = pub_path.resolve()
         except (OSError, ValueError, RuntimeError):
             pass
+        if str(pub_path) in listed:
+            first = listed[str(pub_path)]
+            raise SuiteError(f"{file}: suite.published[{i}]: {pub!r} is listed twice (also published[{first}])")
+        listed[str(pub_path)] = i
         try:
             published = load_published(pub_path)
         except RbenchError as exc:
@@ -138,6 +148,26 @@ def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path
             merged.sections[section][name] = spec
             merged.origin[(section, name)] = file
     return doc.suite
+
+
+#: the ``[suite]`` settings that apply to the whole run: the first file's; an included file's are not used
+RUN_SETTINGS = ("seed", "precision", "job_timeout")
+
+
+def _note_overridden(file: str, meta: SuiteMeta, merged: Merged) -> None:
+    """Remember ``meta`` as the governing table when it is the first file's; otherwise note each run setting it
+    sets to another value than the first file's: an included suite run on its own would seed (or compute) its jobs
+    otherwise, so its numbers here are not the ones it gives alone. A warning, not an error: including a suite and
+    giving another seed is how a seed sweep is written."""
+    top = merged.top
+    if top is None:
+        merged.top = meta
+        return
+    for key in RUN_SETTINGS:
+        mine, governing = getattr(meta, key), getattr(top, key)
+        if key in meta.model_fields_set and mine != governing:
+            merged.overridden.append(f"{file}: suite.{key} = {mine!r} is not used: the first file's [suite] "
+                                     f"table governs the run ({merged.files[0]}: {key} = {governing!r})")
 
 
 def merge_files(path: str | Path, profile: str | None = None) -> tuple[SuiteMeta, Merged]:

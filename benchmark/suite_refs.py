@@ -107,8 +107,10 @@ def _table_entries(key: str, table: PublishedTable) -> list[Entry]:
 
 
 def _claim_entries(key: str, claim: Claim) -> list[Entry]:
-    """The rows, then the columns, a published claim's cells (``a``, ``b``, ``cells``) and ``among`` name."""
-    refs = [(f"{key}.{side}", ref) for side, ref in (("a", claim.a), ("b", claim.b)) if ref is not None]
+    """The rows, then the columns, a published claim's cells (``a``, ``b``, their ``_from``, ``cells``) and
+    ``among`` name."""
+    sides = (("a", claim.a), ("b", claim.b), ("a_from", claim.a_from), ("b_from", claim.b_from))
+    refs = [(f"{key}.{side}", ref) for side, ref in sides if ref is not None]
     refs += [(f"{key}.cells[{j}]", ref) for j, ref in enumerate(claim.cells or [])]
     out: list[Entry] = [(f"{where}.row", ref.row, None) for where, ref in refs]
     out += [(f"{where}.column", None, ref.column) for where, ref in refs]

@@ -208,7 +208,7 @@ class Suite:
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
     #: problems that do not stop a run (e.g. EOT on a deterministic defense), one line each, by the evaluation
-    #: they concern (``--only`` keeps those of the evaluations its tables read)
+    #: they concern (``--only`` keeps those of the evaluations its tables read); under ``""`` the whole suite's
     warnings: dict[str, list[str]] = field(default_factory=dict)
     #: its published files' contents (path -> the validated document as JSON), recorded with the run's results
     published_docs: dict[str, Any] = field(default_factory=dict)

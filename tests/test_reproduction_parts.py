@@ -234,7 +234,38 @@ def test_every_claim_holds_on_the_papers_own_numbers():
             check = check_one_claim(claim, tables.get(claim.table))
             assert check.held is not False, f"{path.name}: {claim.text}: {check.detail}"
             checked += check.held is True
-    assert checked >= 14  # the MLSS and Uličný claims on their tables (14 on 2026-12-01)
+    assert checked >= 16  # the MLSS and Uličný claims on their tables (16 on 2026-12-01)
+
+
+def test_one_sided_and_change_claims():
+    """``not_less_by`` holds when ``a`` is above ``b`` (a standard committee no better than one model: Uličný's Table
+    2 at dist 0.2, 97.2 vs 96.1, which ``barely_less`` failed) and fails at the margin; ``less_change`` compares
+    two changes (ODIN's gain: MLSS's +1.3 for Ens < +3.1 for Ens OE), not each change alone."""
+    from rbench.compare import Claim, check_one_claim
+
+    table = ResultTable("t", "T", ["one", "committee", "msp", "odin"], ["e", "oe"], "rows", "columns", {}, {},
+                        [Cell("one", "e", 96.1), Cell("committee", "e", 97.2), Cell("msp", "e", 0.977),
+                         Cell("odin", "e", 0.990), Cell("msp", "oe", 0.938), Cell("odin", "oe", 0.969)])
+    pair = {"text": "c", "table": "t", "a": {"row": "committee", "column": "e"}, "b": {"row": "one", "column": "e"}}
+    assert check_one_claim(Claim(**pair, kind="barely_less", margin=10), table).held is False
+    check = check_one_claim(Claim(**pair, kind="not_less_by", margin=10), table)
+    assert check.held is True and "needed: not lower by 10 or more" in check.detail
+    swapped = {**pair, "a": pair["b"], "b": pair["a"]}  # one model 1.1 below the committee: less than 1.1 holds not
+    assert check_one_claim(Claim(**swapped, kind="not_less_by", margin=1.1), table).held is False
+    assert check_one_claim(Claim(**swapped, kind="not_less_by", margin=1.2), table).held is True
+    with pytest.raises(ValueError, match="a 'not_less_by' claim needs a margin above 0"):
+        Claim(**pair, kind="not_less_by")
+    gain = {"text": "g", "table": "t", "kind": "less_change", "a_from": {"row": "msp", "column": "e"},
+            "a": {"row": "odin", "column": "e"}, "b_from": {"row": "msp", "column": "oe"},
+            "b": {"row": "odin", "column": "oe"}}
+    check = check_one_claim(Claim(**gain), table)
+    assert check.held is True and "(+0.013)" in check.detail and "(+0.031)" in check.detail, check.detail
+    reverse = {**gain, "a_from": gain["b_from"], "a": gain["b"], "b_from": gain["a_from"], "b": gain["a"]}
+    assert check_one_claim(Claim(**reverse), table).held is False
+    with pytest.raises(ValueError, match="a 'less_change' claim needs 'b_from'"):
+        Claim(**{k: v for k, v in gain.items() if k != "b_from"})
+    with pytest.raises(ValueError, match="a 'less' claim takes no 'a_from'"):
+        Claim(**{**pair, "kind": "less", "a_from": gain["a_from"]})
 
 
 def test_a_claim_of_a_size_needs_that_size(tmp_path):

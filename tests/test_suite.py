@@ -165,6 +165,25 @@ def test_includes_merge_and_detect_conflicts_and_cycles(write_suite):
         load_suite(missing)
 
 
+def test_an_included_files_run_settings_that_differ_are_named_in_a_warning(write_suite):
+    """The first file's [suite] table governs seed, precision and job_timeout; an included file's other value is not
+    used, and the warning says so (including a suite under another seed is a seed sweep, so it is not an error)."""
+    write_suite(BASE.replace('name = "s"', 'name = "s"\nseed = 3\nprecision = "bf16"\njob_timeout = 60'), "part.toml")
+    top = write_suite('[suite]\nname = "top"\nseed = 1\ninclude = ["part.toml"]\n', "top.toml")
+    suite = load_suite(top)
+    assert suite.seed == 1 and suite.precision == "fp32" and suite.job_timeout is None
+    lines = suite.warning_lines()
+    assert [line.split(": ")[1] for line in lines] == ["suite.seed = 3 is not used",
+                                                        "suite.precision = 'bf16' is not used",
+                                                        "suite.job_timeout = 60.0 is not used"]
+    assert all(line.startswith(str(top.parent / "part.toml")) and "top.toml: " in line for line in lines)
+    same = write_suite('[suite]\nname = "same"\nseed = 3\nprecision = "bf16"\njob_timeout = 60\n'
+                       'include = ["part.toml"]\n', "same.toml")
+    assert load_suite(same).warning_lines() == []
+    out = rbench("validate", str(top))
+    assert out.returncode == 0 and "suite.seed = 3 is not used" in out.stdout
+
+
 def test_plan_keys_are_content_addressed(write_suite):
     plan = build_plan(load_suite(write_suite(BASE)))
     assert [j.kind for j in plan.jobs.values()] == ["train", "attack", "eval", "eval"]
@@ -308,6 +327,10 @@ def test_good_published_file_is_listed(write_suite, tmp_path):
     (tmp_path / "pub.toml").write_text(PUBLISHED)
     suite = load_suite(write_suite(BASE.replace('name = "s"', 'name = "s"\npublished = ["pub.toml"]')))
     assert suite.published == [str(tmp_path / "pub.toml")]
+    twice = write_suite(BASE.replace('name = "s"', 'name = "s"\npublished = ["pub.toml", "./pub.toml"]'), "t.toml")
+    with pytest.raises(SuiteError, match=r"t.toml: suite.published\[1\]: './pub.toml' is listed twice "
+                                         r"\(also published\[0\]\)$"):
+        load_suite(twice)
 
 
 def test_load_published_refuses_devices_and_non_utf8(tmp_path):
