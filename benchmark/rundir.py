@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -27,9 +28,10 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
         raise RbenchError(f"{path}: {_why(exc)}") from None
 
 
-#: the run folder's list of the files its last run's reporters wrote (plain names), so that the next run into the
-#: same folder first removes those that are not rewritten every time (figures, tidy files): a figure of a table
-#: that is gone or not drawn this time would otherwise stay beside the new tables, and report.html embed it
+#: the run folder's record of the files its last run's reporters wrote (plain names, each with the SHA-256 of what
+#: was written), so that the next run into the same folder first removes those that are not rewritten every time
+#: (figures, tidy files): a figure of a table that is gone or not drawn this time would otherwise stay beside the new
+#: tables, and report.html embed it
 OUTPUTS_FILE = ".rbench-outputs.json"
 #: a folder holding one of these is a run folder rbench wrote: a later run may write into it again
 RUN_MARKS = ("results.json", OUTPUTS_FILE, WRITING_MARK)
@@ -38,38 +40,58 @@ RUN_MARKS = ("results.json", OUTPUTS_FILE, WRITING_MARK)
 def remove_previous_outputs(run_dir: Path, keep: set[str]) -> None:
     """Remove the files the last run into ``run_dir`` recorded in :data:`OUTPUTS_FILE`, except the names in
     ``keep`` (the text reports, rewritten atomically every run, so an interrupted run leaves the previous ones
-    whole). Only plain names of regular files in the folder are removed; a folder without the record (none yet, or
-    written by an rbench older than it) or with an unreadable one is left as it is. Temporary files a killed run
-    left (``<name>.tmp-<id>``: :func:`write_output`'s) go too."""
+    whole). Only plain names of regular files in the folder are removed, and only while they hold what was
+    written (their SHA-256 as recorded): a file the user has since replaced or edited under a recorded name, or a
+    name an edited record adds, is left. A record written by an rbench older than the checksums (a plain list of
+    names) is followed by name; a folder without the record, or with an unreadable one, is left as it is.
+    Temporary files a killed run left (``<name>.tmp-<id>``: :func:`write_output`'s) go too."""
     for leftover in run_dir.glob(f"*{TMP_MARK}*"):
         if leftover.is_file() and not leftover.is_symlink():
             leftover.unlink(missing_ok=True)
-    for name in _recorded(run_dir):
+    for name, digest in _recorded(run_dir).items():
         if Path(name).name != name or name in keep or name in (OUTPUTS_FILE, ".", ".."):
             continue
         path = run_dir / name
-        if path.is_file() and not path.is_symlink():
+        if path.is_file() and not path.is_symlink() and (digest is None or _digest(path) == digest):
             path.unlink(missing_ok=True)
 
 
-def _recorded(run_dir: Path) -> list[str]:
+def _digest(path: Path) -> str | None:
+    """The SHA-256 of the regular file at ``path``; None if it cannot be read."""
     try:
-        names = json.loads(read_small_file(run_dir / OUTPUTS_FILE, "outputs record", limit=None))
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _recorded(run_dir: Path) -> dict[str, str | None]:
+    """The record: name -> the SHA-256 written (None for an old record's plain list of names)."""
+    try:
+        record = json.loads(read_small_file(run_dir / OUTPUTS_FILE, "outputs record", limit=None))
     except (Unreadable, ValueError):
-        return []
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+        return {}
+    if isinstance(record, list):
+        return {n: None for n in record if isinstance(n, str)}
+    if isinstance(record, dict):
+        return {n: d for n, d in record.items() if isinstance(n, str) and isinstance(d, str)}
+    return {}
 
 
 def record_outputs(run_dir: Path, written: list[Path], *, merge: bool = True) -> None:
     """Record the files a run's reporters wrote into ``run_dir`` (see :data:`OUTPUTS_FILE`), with those recorded
     already unless ``merge`` is false (a run starting anew)."""
     run_dir = Path(run_dir)
-    names = {Path(p).name for p in written if Path(p).parent.resolve() == run_dir.resolve()}
-    _write_record(run_dir, names | set(_recorded(run_dir)) if merge else names)
+    record = _recorded(run_dir) if merge else {}
+    for p in written:
+        if Path(p).parent.resolve() == run_dir.resolve():
+            record[Path(p).name] = _digest(Path(p))
+    _write_record(run_dir, record)
 
 
-def _write_record(run_dir: Path, names: set[str]) -> None:
-    text = json.dumps(sorted(names), indent=0) + "\n"
+def _write_record(run_dir: Path, record: dict[str, str | None]) -> None:
+    # a file that could not be read back (gone meanwhile) has no digest to match: it is not recorded
+    text = json.dumps({n: d for n, d in sorted(record.items()) if d is not None}, indent=0) + "\n"
     atomic_write(run_dir / OUTPUTS_FILE, lambda tmp: tmp.write_text(text), durable=False)
 
 
@@ -79,9 +101,10 @@ def note_output(path: Path) -> None:
     after some of its figures, or ``rbench report -f`` leave no file the next run does not know of."""
     if not (path.parent / OUTPUTS_FILE).exists():
         return
-    names = set(_recorded(path.parent))
-    if path.name not in names:
-        _write_record(path.parent, names | {path.name})
+    record = _recorded(path.parent)
+    digest = _digest(path)
+    if record.get(path.name) != digest:
+        _write_record(path.parent, {**record, path.name: digest})
 
 
 def _why(exc: OSError) -> str:

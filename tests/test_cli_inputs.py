@@ -321,10 +321,35 @@ def test_every_file_written_into_a_run_folder_is_recorded_as_it_is_written(tmp_p
     run.mkdir()
     record_outputs(run, [], merge=False)  # what write_run_dir does first
     write_output(run / "heatmap_transfer.png", lambda tmp: tmp.write_bytes(b"png"))  # then the run stops
-    assert _json.loads((run / OUTPUTS_FILE).read_text()) == ["heatmap_transfer.png"]
+    assert list(_json.loads((run / OUTPUTS_FILE).read_text())) == ["heatmap_transfer.png"]
     remove_previous_outputs(run, keep={"tables.md"})  # the next run into the folder
     assert not (run / "heatmap_transfer.png").exists()
     elsewhere = tmp_path / "plain"  # a folder without a record gets none
     elsewhere.mkdir()
     write_output(elsewhere / "x.txt", lambda tmp: tmp.write_text("x"))
     assert [p.name for p in elsewhere.iterdir()] == ["x.txt"]
+
+
+def test_a_recorded_file_is_removed_only_while_it_holds_what_the_run_wrote(tmp_path):
+    """The record names each file with the SHA-256 written: a figure the user replaced under its name, or a name
+    of the user's added to the record, stays when the next run clears the last run's files; an older record (a
+    plain list of names) is followed by name."""
+    import json as _json
+
+    from rbench.rundir import OUTPUTS_FILE, record_outputs, remove_previous_outputs, write_output
+
+    run = tmp_path / "run"
+    run.mkdir()
+    record_outputs(run, [], merge=False)
+    for name in ("a.png", "b.png"):
+        write_output(run / name, lambda tmp: tmp.write_bytes(b"figure"))
+    (run / "b.png").write_bytes(b"the user's own figure")  # replaced after the run
+    (run / "notes.md").write_text("mine")
+    record = _json.loads((run / OUTPUTS_FILE).read_text())
+    (run / OUTPUTS_FILE).write_text(_json.dumps({**record, "notes.md": "0" * 64}))  # an edited record
+    remove_previous_outputs(run, keep=set())
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == ["b.png", "notes.md"]
+    (run / "old.png").write_bytes(b"x")
+    (run / OUTPUTS_FILE).write_text(_json.dumps(["old.png"]))  # written by an rbench before the checksums
+    remove_previous_outputs(run, keep=set())
+    assert not (run / "old.png").exists() and (run / "notes.md").read_text() == "mine"
