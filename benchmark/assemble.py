@@ -15,7 +15,7 @@ from rbench.estimate import Estimate, interval_holds, mcnemar
 from rbench.inputs import load_model, load_slice
 from rbench.metric import CellData, CellKeys, CellOutputs, metric_number
 from rbench.plan import CLEAN, Plan, data_spec
-from rbench.results import Cell, CellOutcomes, ResultTable, outcomes_digest
+from rbench.results import Cell, CellOutcomes, ResultTable, outcomes_digest, samples_digest
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
 
@@ -29,19 +29,22 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
     metrics = table.metrics
     units = {m.label: m.call.obj.unit for m in metrics}
     formats = {m.label: m.call.obj.fmt for m in metrics}
-    by_cell = {f"{c.row}|{c.column}": table.cells[(c.row, c.column)].metric.label for c in cells}
+    for c in cells:
+        c.metric = table.cells[(c.row, c.column)].metric.label
     # which plugin and params each metric label stands for, so reporters can tell e.g. calibration cells apart
     calls = {m.label: {"plugin": m.call.name, "params": m.call.params.model_dump(mode="json")} for m in metrics}
     result = ResultTable(table.name, table.title, list(table.rows), list(table.columns), table.row_axis,
-                         table.column_axis, units, formats, cells, table.file, metric_of=by_cell, metric_calls=calls,
+                         table.column_axis, units, formats, cells, table.file, metric_calls=calls,
                          figure=table.figure, attack_calls=_attack_calls(plan, table),
                          paired=_paired(table, {k: est for k, (_, est) in computed.items()}))
-    result.samples = {f"{row}|{column}": est.samples for (row, column), (_, est) in computed.items()
+    result.samples = {(row, column): est.samples for (row, column), (_, est) in computed.items()
                       if est is not None and est.samples is not None}
+    for (row, column), values in result.samples.items():
+        computed[(row, column)][0].samples_sha256 = samples_digest(values)
     for (row, column), (cell, est) in computed.items():
         kept = est.outcomes if est is not None and est.method == "wilson" else None
         if kept is not None and _dataset_samples(kept):
-            result.outcomes[f"{row}|{column}"] = kept
+            result.outcomes[(row, column)] = kept
             cell.outcomes_sha256 = outcomes_digest(*kept)
     return result
 

@@ -47,7 +47,8 @@ class Tolerance(BaseModel):
         return abs(ours - theirs) <= self.width(theirs) + 1e-12
 
     def describe(self) -> str:
-        parts = ([f"±{self.abs:g}"] if self.abs else []) + ([f"±{self.rel:.0%}"] if self.rel else [])
+        # a relative tolerance said so: on a table in %, "±10%" read as ten percentage points
+        parts = ([f"±{self.abs:g}"] if self.abs else []) + ([f"±{100 * self.rel:g}% relative"] if self.rel else [])
         return " or ".join(parts) or "exact"
 
 
@@ -515,24 +516,24 @@ def table_notes(results: RunResults, published: list[str] | None = None) -> dict
 def as_markdown(rows: list[Comparison], claims: list[ClaimCheck] | None = None,
                 notes: dict[str, list[str]] | None = None) -> str:
     """The comparison as markdown: per paper, the claims, then per table its cells (and ``notes``, by table)."""
-    from tabulate import tabulate
+    from rbench.markdown import md, md_table
 
     parts = ["## Comparison with the published tables\n"]
-    parts += [f"- {p.describe()}" for p in paper_summary(rows, claims or [])]
+    parts += [f"- {md(p.describe())}" for p in paper_summary(rows, claims or [])]
     parts.append("")
     if claims:
         parts.append("### The paper's claims\n")
-        parts += [f"- {describe_claim(c)}" for c in claims]
+        parts += [f"- {md(describe_claim(c))}" for c in claims]
         parts.append("")
     for table, figure, ok, total in summary(rows):
         mine = [r for r in rows if r.table == table]
-        parts.append(f"### {table} ({figure}): {ok}/{total} cells within tolerance ({verdict_counts(mine)})\n")
-        parts += [f"Note: {note}\n" for note in (notes or {}).get(table, [])]
+        parts.append(md(f"### {table} ({figure}): {ok}/{total} cells within tolerance ({verdict_counts(mine)})")
+                     + "\n")
+        parts += [f"Note: {md(note)}\n" for note in (notes or {}).get(table, [])]
         body = [[r.row, r.column, fmt_number(r.ours, fmt=r.fmt), fmt_interval(r), f"{r.published:g}",
                  fmt_number(r.delta, signed=True, fmt=r.fmt), r.tolerance, describe_verdict(r), r.note] for r in mine]
-        parts.append(tabulate(body, headers=["row", "column", "ours", "95% interval", "published", "delta",
-                                             "tolerance", "verdict", "note"], tablefmt="github",
-                              disable_numparse=True) + "\n")
+        parts.append(md_table(body, ["row", "column", "ours", "95% interval", "published", "delta", "tolerance",
+                                     "verdict", "note"]) + "\n")
     return "\n".join(parts)
 
 

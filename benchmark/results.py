@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from rbench.errors import RbenchError
-from rbench.estimate import interval_holds
+from rbench.estimate import interval_holds, wilson
 from rbench.tomlfile import Unreadable, read_small_file
 
 RESULTS_FILE = "results.json"
@@ -53,6 +53,11 @@ def outcomes_digest(indices: np.ndarray, outcomes: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def samples_digest(values: np.ndarray) -> str:
+    """SHA-256 of a cell's per-sample values, in their order, as float64."""
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(values, dtype=np.float64).ravel()).tobytes()).hexdigest()
+
+
 @dataclass
 class Cell:
     """One table cell: its value (None when not applicable or its jobs failed), the store keys it was
@@ -77,6 +82,11 @@ class Cell:
     #: SHA-256 of the per-sample outcomes a rate cell kept in outcomes.parquet (see :func:`outcomes_digest`), so
     #: they are read back only if they are this cell's; "" where none were kept
     outcomes_sha256: str = ""
+    #: SHA-256 of the per-sample values a cell kept in samples.parquet (see :func:`samples_digest`), likewise
+    samples_sha256: str = ""
+    #: the label of the metric behind the value ("" in results written before cells carried it: see
+    #: :attr:`ResultTable.metric_of`)
+    metric: str = ""
 
     def spread(self) -> float | None:
         """The interval's larger half-width (for a compact ``value ±spread``); None without an interval."""
@@ -97,7 +107,8 @@ class ResultTable:
     formats: dict[str, str]
     cells: list[Cell]
     source: str = ""
-    #: "row|column" -> the label of the metric behind that cell
+    #: results written before each cell carried its metric (:attr:`Cell.metric`): "row|column" -> that label (a
+    #: key ambiguous where a label holds "|"; read only for such old results, never written)
     metric_of: dict[str, str] = field(default_factory=dict)
     #: metric label -> the plugin call behind it: {"plugin": name, "params": validated params as JSON}
     metric_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -109,13 +120,13 @@ class ResultTable:
     #: McNemar tests the suite asked for (``paired``): a, b, along (the other axis' label), axis, and the fields
     #: of :class:`rbench.estimate.PairedTest`
     paired: list[dict[str, Any]] = field(default_factory=list)
-    #: "row|column" -> the per-sample values a cell's mean was taken over (distribution plots); kept out of
+    #: (row, column) -> the per-sample values a cell's mean was taken over (distribution plots); kept out of
     #: results.json, written to samples.parquet by the ``tidy`` reporter and read back from it
-    samples: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    #: "row|column" -> (dataset indices, 0/1 outcomes) of each plain rate cell (a Wilson interval: its value is
+    samples: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
+    #: (row, column) -> (dataset indices, 0/1 outcomes) of each plain rate cell (a Wilson interval: its value is
     #: 100 times the outcomes' mean); kept out of results.json, written to outcomes.parquet by ``tidy`` and read
     #: back only where two runs are compared (:func:`rbench.report.tidy.read_outcomes`)
-    outcomes: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    outcomes: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
 
     def draws(self, figure: str) -> bool:
         """Whether the suite asked for ``figure`` (e.g. "curves", "lines") of this table."""
@@ -130,7 +141,7 @@ class ResultTable:
 
     def metric(self, cell: Cell) -> str:
         """The label of the metric behind ``cell``."""
-        return self.metric_of.get(f"{cell.row}|{cell.column}", next(iter(self.units), ""))
+        return cell.metric or self.metric_of.get(f"{cell.row}|{cell.column}", next(iter(self.units), ""))
 
     def metric_call(self, cell: Cell) -> dict[str, Any]:
         """The metric plugin call behind ``cell`` (``{"plugin": ..., "params": ...}``; empty in results written
@@ -246,3 +257,21 @@ def _check_cell(table: str, cell: Cell) -> None:
                                   for v in (cell.value, cell.low, cell.high)):
         raise ValueError(f"{where}: a {cell.interval} estimate of {cell.value} [{cell.low}, {cell.high}] lies outside "
                          f"[{bounds[0]:g}, {bounds[1]:g}], where such a quantity is")
+    if cell.interval == "wilson":
+        _check_rate(where, cell)
+
+
+def _check_rate(where: str, cell: Cell) -> None:
+    """A rate cell (a Wilson interval) is k of its n samples in %, and its interval is the Wilson interval of k
+    of n: both follow from n and the value, so an interval edited in results.json (printed as ``6.5 ±92.5``) or a
+    value no count of n samples gives is refused."""
+    if not cell.n or cell.value is None or cell.low is None or cell.high is None:
+        raise ValueError(f"{where}: a rate cell without its value, n or interval")
+    k = round(cell.value * cell.n / 100.0)
+    if not math.isclose(100.0 * k / cell.n, cell.value, rel_tol=1e-9, abs_tol=1e-9):
+        raise ValueError(f"{where}: its value {cell.value} is no count of its n = {cell.n} samples in %")
+    low, high = (100.0 * end for end in wilson(k, cell.n))
+    if not (math.isclose(low, cell.low, rel_tol=1e-9, abs_tol=1e-9)
+            and math.isclose(high, cell.high, rel_tol=1e-9, abs_tol=1e-9)):
+        raise ValueError(f"{where}: its interval [{cell.low}, {cell.high}] is not the Wilson interval of {k} of "
+                         f"{cell.n} samples [{low}, {high}]")

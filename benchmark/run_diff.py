@@ -128,15 +128,22 @@ def _values(name: str, a: Cell, b: Cell, fmt: str,
     delta = float(a.value) - float(b.value)
     paired = None if outcomes is None else paired_interval(*outcomes)
     interval = difference_interval(a, b) if paired is None else paired[:2]
-    if math.isclose(float(a.value), float(b.value), rel_tol=1e-9, abs_tol=1e-12):  # float noise is no change
+    # a value equal up to float noise is "equal" unless the two cells recorded different per-sample outcomes or
+    # values: 22.5% of one 200-image subset and 22.5% of another are the same number, not the same measurement
+    other = any(x and y and x != y for x, y in ((a.outcomes_sha256, b.outcomes_sha256),
+                                                  (a.samples_sha256, b.samples_sha256)))
+    note = "" if paired is None else f"paired on {paired[2]} samples"
+    if math.isclose(float(a.value), float(b.value), rel_tol=1e-9, abs_tol=1e-12) and not other:
         verdict = "equal"
     elif interval is None:
         verdict = "no interval"
     else:
         verdict = "no difference shown" if interval[0] <= 0 <= interval[1] else "differs"
+    if other and delta == 0:
+        note = "; ".join(n for n in (note, "the same value from other per-sample results") if n)
     low, high = interval if interval is not None else (None, None)
-    return CellDiff(name, row, column, a.value, b.value, delta, low, high, verdict, fmt,
-                    "" if paired is None else f"paired on {paired[2]} samples", None if paired is None else paired[2])
+    return CellDiff(name, row, column, a.value, b.value, delta, low, high, verdict, fmt, note,
+                    None if paired is None else paired[2])
 
 
 def diff_runs(a: RunResults, b: RunResults, outcomes_a: Outcomes | None = None, outcomes_b: Outcomes | None = None
@@ -193,13 +200,13 @@ HEADERS = ["row", "column", "run", "other run", "delta", "95% interval of delta"
 
 def as_markdown(diffs: list[CellDiff], a: str, b: str) -> str:
     """The differences as markdown: a summary line, then one table per result table."""
-    from tabulate import tabulate
+    from rbench.markdown import md, md_table
 
-    parts = [f"## {a} vs {b}\n", f"{counts(diffs)}\n"]
+    parts = [f"## {md(a)} vs {md(b)}\n", f"{counts(diffs)}\n"]
     for name in dict.fromkeys(d.table for d in diffs):
         mine = [d for d in diffs if d.table == name]
-        parts.append(f"### {name}: {counts(mine)}\n")
-        parts.append(tabulate(rows_of(mine), headers=HEADERS, tablefmt="github", disable_numparse=True) + "\n")
+        parts.append(f"### {md(name)}: {counts(mine)}\n")
+        parts.append(md_table(rows_of(mine), HEADERS) + "\n")
     return "\n".join(parts)
 
 

@@ -239,7 +239,7 @@ def _percent_cells(results: Path) -> set[tuple[str, str, str]]:
     out = set()
     for t in tables:
         for c in t["cells"]:
-            metric = t["metric_of"].get(f"{c['row']}|{c['column']}", next(iter(t["units"]), ""))
+            metric = c.get("metric") or next(iter(t["units"]), "")
             if t["units"].get(metric) == "%":
                 out.add((t["name"], c["row"], c["column"]))
     return out

@@ -179,6 +179,40 @@ def test_a_mangled_results_file_is_one_line_naming_it(capsys, tiny_reference, tm
             assert len(err.strip().splitlines()) == 1
 
 
+def test_a_rate_cells_interval_and_a_cells_samples_are_checked_when_read(capsys, tiny_reference, tmp_path):
+    """A rate cell's interval follows from its n and value (the Wilson interval of k of n): one widened in
+    results.json was printed (``6.5 ±92.5``); samples.parquet's values are checked against the count and digest
+    results.json recorded (another run's file redrew the distribution figure under this run's table)."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, _, run, _ = tiny_reference
+    doc = json.loads((run / "results.json").read_text())
+    rate = next(c for t in doc["tables"] for c in t["cells"] if c.get("interval") == "wilson" and 0 < c["low"])
+    edits = {"widened": {"low": 0.0}, "not_a_count": {"value": rate["value"] + 1e-3 * 100 / rate["n"]}}
+    for name, edit in edits.items():
+        folder = tmp_path / name
+        shutil.copytree(run, folder)
+        (folder / "results.json").write_text(json.dumps({**doc, "tables": [
+            {**t, "cells": [{**c, **edit} if c is rate else c for c in t["cells"]]} for t in doc["tables"]]}))
+        code, err = cli_in_process(capsys, "report", str(folder), "-f", "md")
+        fragment = "is not the Wilson interval of" if name == "widened" else "is no count of its n ="
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+    samples = pq.read_table(run / "samples.parquet").to_pydict()
+    assert samples["value"], "the reference run keeps per-sample values"
+    for name, change in (("other_values", lambda v: [x * 1.5 for x in v]), ("fewer", lambda v: v[:-1])):
+        folder = tmp_path / name
+        shutil.copytree(run, folder)
+        values = change(samples["value"])
+        pq.write_table(pa.table({k: v[:len(values)] for k, v in samples.items()} | {"value": values}),
+                       folder / "samples.parquet")
+        code, err = cli_in_process(capsys, "report", str(folder), "-f", "md")
+        fragment = "SHA-256 differs" if name == "other_values" else "where results.json counts n ="
+        assert code == 2 and fragment in err and "samples.parquet" in err, err
+
+
 def test_report_into_a_folder_it_cannot_write_is_one_line(capsys, tiny_reference, tmp_path):
     """An immutable run folder (``chattr +i``: as root, permissions alone do not stop a write) makes ``report``
     fail with one line naming the file, not an internal error."""

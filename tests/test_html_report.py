@@ -76,6 +76,20 @@ rows = "source"
 columns = "target"
 metric = "error"
 where = { attack = "fgsm(eps=0.3)" }
+
+# labels that are markup and hold the "|" cells were once keyed by ("row|column": read back split wrongly)
+[tables.labelled]
+title = "Labels <i>with</i> | & markup"
+evaluation = "wb"
+columns = "model"
+rows = [{ label = "clean | <b>x</b> & y", attack = "clean" }, { label = "fgsm | 0.1", attack = "fgsm(eps=0.1)" }]
+metric = "error"
+
+[tables.labelled_distortion]
+evaluation = "wb"
+columns = "model"
+rows = [{ label = "fgsm | 0.1", attack = "fgsm(eps=0.1)" }, { label = "a|b", attack = "fgsm(eps=0.2)" }]
+metric = { plugin = "distortion", params = { norm = "l2" } }
 """
 
 # verdicts that do not depend on the trained numbers: any error is within 100 points; no error is -5%; a row the
@@ -171,6 +185,30 @@ def test_a_re_rendered_comparison_is_the_run_s_though_its_published_file_changed
     assert rbench("report", str(root / "run"), "-f", "md").stdout == before
 
 
+def test_labels_with_a_bar_or_markup_read_back_and_stay_text_in_markdown(run, tmp_path):
+    """A row label holding "|" made the run's own outcomes and samples unreadable (cells were keyed "row|column"
+    and split at the first bar: ``rbench report`` and ``compare --run`` refused the run that wrote them), and
+    labels went into tables.md raw: a "|" split a table row, markup was markup."""
+    from rbench.report.tidy import read_outcomes
+
+    results = RunResults.read(run)
+    labelled = next(t for t in results.tables if t.name == "labelled_distortion")
+    assert set(labelled.samples) == {("fgsm | 0.1", "small"), ("fgsm | 0.1", "wide"), ("a|b", "small"),
+                                     ("a|b", "wide")}
+    assert all(labelled.metric(c).startswith("distortion") for c in labelled.cells)
+    outcomes = read_outcomes(run, results)
+    assert ("labelled", "clean | <b>x</b> & y", "small") in outcomes
+    for args in (("report", str(run), "-f", "md"), ("compare", str(run), "--run", str(run), "-f", "md")):
+        out = rbench(*args)
+        assert out.returncode == 0, out.stdout + out.stderr
+    markdown = rbench("report", str(run), "-f", "md").stdout
+    assert "## Labels &lt;i&gt;with&lt;/i&gt; \\| &amp; markup" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| clean \\| &lt;b&gt;x&lt;/b&gt; &amp; y")]
+    header = next(line for line in markdown.splitlines() if line.startswith("| model") or "small" in line)
+    assert rows and all(line.replace("\\|", "").count("|") == 4 for line in rows), rows  # label, small, wide
+    assert "<b>" not in markdown and "<i>" not in markdown, header
+
+
 def _driver():
     """A headless Chromium from the system (Selenium's manager downloads nothing), or a skip saying what lacks."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
@@ -207,7 +245,9 @@ def test_report_in_a_browser(run, browser):
     browser.get((run / REPORT_FILE).as_uri())
     assert browser.title.startswith("An HTML report <of & for> tests")
     tables = browser.find_elements(By.CSS_SELECTOR, "table.results")
-    assert len(tables) == len(results.tables) == 3
+    assert len(tables) == len(results.tables) == 5
+    labelled = tables[3].find_elements(By.CSS_SELECTOR, "tbody th")
+    assert [th.text for th in labelled] == ["clean | <b>x</b> & y", "fgsm | 0.1"]  # text, not markup
     images = browser.find_elements(By.TAG_NAME, "img")
     assert len(images) >= 3  # robustness_errors, robustness_distortion, heatmap_transfer, distribution_...
     assert all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
@@ -272,7 +312,7 @@ def test_report_command_rerenders_without_javascript(run, browser, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip() == f"wrote {copy / REPORT_FILE}"
     page = (copy / REPORT_FILE).read_text()
-    assert page.count('<table class="results sortable"') == 3
+    assert page.count('<table class="results sortable"') == 5
     assert re.search(r'<td class="compared inconclusive" data-value="[0-9.]+" title="[^"]*too few samples', page)
     assert "An HTML report &lt;of &amp; for&gt; tests" in page and "<of & for>" not in page
     assert "https://" not in page and "http://" not in page  # nothing fetched: the page works offline
@@ -283,7 +323,7 @@ def test_report_command_rerenders_without_javascript(run, browser, tmp_path):
     try:
         browser.get((copy / REPORT_FILE).as_uri())
         tables = browser.find_elements(By.CSS_SELECTOR, "table.results")
-        assert len(tables) == 3 and all(t.is_displayed() for t in tables)
+        assert len(tables) == 5 and all(t.is_displayed() for t in tables)
         assert not browser.find_elements(By.CSS_SELECTOR, "th.sortable")  # the script did not run
         assert browser.find_element(By.CSS_SELECTOR, "td.inconclusive").text.endswith(f"paper {inside:g}")
     finally:
@@ -298,7 +338,7 @@ def test_old_and_degenerate_results(run, tmp_path):
         for key in ("paired", "attack_calls", "metric_calls", "figure", "metric_of"):
             table.pop(key, None)
         for cell in table["cells"]:
-            for key in ("n", "low", "high", "interval", "evaluation", "source", "attack", "target"):
+            for key in ("n", "low", "high", "interval", "evaluation", "source", "attack", "target", "metric"):
                 cell.pop(key, None)
     raw.update(published=[], jobs={"abc": {"label": "an old job", "seconds": "n/a"}, "def": "?"},
                provenance={"finished": "then"})

@@ -30,8 +30,8 @@ def test_two_wilson_rates_give_newcombe_s_interval_of_their_difference():
 def _results(cells: dict[tuple[str, str], Cell | None]) -> RunResults:
     rows = list(dict.fromkeys(r for r, _ in cells))
     columns = list(dict.fromkeys(c for _, c in cells))
-    kept = [Cell(r, c, cell.value, error=cell.error, n=cell.n, low=cell.low, high=cell.high, interval=cell.interval)
-            for (r, c), cell in cells.items() if cell is not None]
+    kept = [Cell(r, c, cell.value, error=cell.error, n=cell.n, low=cell.low, high=cell.high, interval=cell.interval,
+                 samples_sha256=cell.samples_sha256) for (r, c), cell in cells.items() if cell is not None]
     table = ResultTable("t", "T", rows, columns, "rows", "columns", {"error": "%"}, {"error": ".1f"}, kept,
                         metric_of={f"{c.row}|{c.column}": "error" for c in kept})
     return RunResults("s", "", None, [], {}, [table])
@@ -58,6 +58,25 @@ def test_each_pair_of_cells_gets_one_verdict():
     b.tables[0].metric_of["big|x"] = "accuracy"  # the suite changed what the cell measures
     big = next(d for d in diff_runs(a, b) if d.row == "big")
     assert big.verdict == "not comparable" and big.note == "error (%) vs accuracy (no unit)" and big.delta is None
+    b.tables[0].cell("big", "x").metric = "error"  # a cell's own metric wins over the old results' map
+    assert next(d for d in diff_runs(a, b) if d.row == "big").verdict == "differs"
+
+
+def test_the_same_value_from_other_samples_is_not_equal():
+    """10 of 70 on one image subset and 10 of 70 on another are the same number, not the same measurement: "equal"
+    is kept for cells whose recorded per-sample results (their outcomes' or values' digests) agree too."""
+    a, b = _results({("r", "x"): _rate(10, 70)}), _results({("r", "x"): _rate(10, 70)})
+    ca, cb = a.tables[0].cell("r", "x"), b.tables[0].cell("r", "x")
+    ca.outcomes_sha256 = cb.outcomes_sha256 = "1" * 64
+    assert diff_runs(a, b)[0].verdict == "equal"
+    cb.outcomes_sha256 = "2" * 64
+    diff = diff_runs(a, b)[0]
+    assert diff.verdict == "no difference shown" and diff.note == "the same value from other per-sample results"
+    ca.outcomes_sha256 = ""  # results written before the digests: nothing tells them apart
+    assert diff_runs(a, b)[0].verdict == "equal"
+    mean_a = _results({("d", "x"): Cell("d", "x", 0.5, n=9, low=0.4, high=0.6, interval="t", samples_sha256="a")})
+    mean_b = _results({("d", "x"): Cell("d", "x", 0.5, n=9, low=0.4, high=0.6, interval="t", samples_sha256="b")})
+    assert diff_runs(mean_a, mean_b)[0].verdict == "no difference shown"
 
 
 def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path, capsys):
@@ -71,7 +90,9 @@ def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path,
     raw = json.loads((other / "results.json").read_text())
     errors = next(t for t in raw["tables"] if t["name"] == "errors")
     moved = next(c for c in errors["cells"] if c["low"] is not None and c["value"] > 50)
-    moved.update(value=moved["value"] - 50, low=moved["low"] - 50, high=moved["high"] - 50)
+    fewer = round(moved["value"] * moved["n"] / 100) - moved["n"] // 2  # half the samples fewer hits: a whole rate
+    moved.update(value=100 * fewer / moved["n"], low=100 * wilson(fewer, moved["n"])[0],
+                 high=100 * wilson(fewer, moved["n"])[1])
     (other / "results.json").write_text(json.dumps(raw))
     # the edited cell no longer agrees with the outcomes its run kept: refused, never paired on wrong outcomes
     code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other))
@@ -83,9 +104,11 @@ def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path,
     [changed] = [d for d in out["cells"] if d["verdict"] != "equal"]
     assert (changed["table"], changed["row"], changed["column"], changed["verdict"]) == (
         "errors", moved["row"], moved["column"], "differs")
-    assert changed["delta"] == pytest.approx(50.0) and out["summary"].startswith("1 differs, ")
-    raw["profile"] = "quick"  # another profile, and fewer samples behind one cell
-    next(c for c in errors["cells"] if c["n"])["n"] -= 1
+    assert changed["delta"] == pytest.approx(100 * (moved["n"] // 2) / moved["n"])
+    assert out["summary"].startswith("1 differs, ")
+    raw["profile"] = "quick"  # another profile, and fewer samples behind one cell (a mean's: a rate's n is checked)
+    next(c for t in raw["tables"] for c in t["cells"] if c["n"] and c["interval"] == "t")["n"] -= 1
+    (other / "samples.parquet").unlink()  # whose values count the old n
     (other / "results.json").write_text(json.dumps(raw))
     code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other))
     assert code is None or code == 0
@@ -96,7 +119,6 @@ def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path,
         table["name"] = "renamed_" + table["name"]
     raw["suite"] = "another"
     (other / "results.json").write_text(json.dumps(raw))
-    (other / "samples.parquet").unlink()  # its cells name the old tables (and it is checked against them)
     code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other))
     assert code == 2 and "share no table cell (suites 'tiny' and 'another'): nothing to compare" in err, err
 
@@ -163,25 +185,25 @@ def test_outcomes_file_round_trips_and_is_checked_against_the_results(tmp_path):
     """outcomes.parquet holds each rate cell's indices and outcomes; read back, it must agree with results.json."""
     results = _results({("r1", "x"): _rate(3, 5), ("r2", "x"): _rate(1, 5)})
     table = results.tables[0]
-    table.outcomes = {"r1|x": (np.array([4, 2, 0, 1, 3]), np.array([1, 1, 1, 0, 0], dtype=bool)),
-                      "r2|x": (np.array([0, 1, 2, 3, 4]), np.array([0, 0, 1, 0, 0], dtype=bool))}
+    table.outcomes = {("r1", "x"): (np.array([4, 2, 0, 1, 3]), np.array([1, 1, 1, 0, 0], dtype=bool)),
+                      ("r2", "x"): (np.array([0, 1, 2, 3, 4]), np.array([0, 0, 1, 0, 0], dtype=bool))}
     for key, kept in table.outcomes.items():
-        table.cell(*key.split("|")).outcomes_sha256 = outcomes_digest(*kept)
+        table.cell(*key).outcomes_sha256 = outcomes_digest(*kept)
     assert write_outcomes(results, tmp_path) == tmp_path / "outcomes.parquet"
     back = read_outcomes(tmp_path, results)
     assert back[("t", "r1", "x")][0].tolist() == [4, 2, 0, 1, 3] and back[("t", "r2", "x")][1].tolist() == \
         [False, False, True, False, False]
     assert read_outcomes(tmp_path / "elsewhere", results) == {}  # no file: nothing to pair on
     # the same count of hits on other samples (outcomes shuffled): the digest results.json recorded tells
-    table.outcomes["r1|x"] = (np.array([4, 2, 0, 1, 3]), np.array([0, 1, 1, 1, 0], dtype=bool))
+    table.outcomes[("r1", "x")] = (np.array([4, 2, 0, 1, 3]), np.array([0, 1, 1, 1, 0], dtype=bool))
     write_outcomes(results, tmp_path)
     with pytest.raises(RbenchError, match=r"cell \(r1, x\) of table 't': its outcomes are not those results.json"):
         read_outcomes(tmp_path, results)
-    table.outcomes["r1|x"] = (np.array([4, 2, 0, 1, -3]), np.array([1, 1, 1, 0, 0], dtype=bool))
+    table.outcomes[("r1", "x")] = (np.array([4, 2, 0, 1, -3]), np.array([1, 1, 1, 0, 0], dtype=bool))
     write_outcomes(results, tmp_path)
     with pytest.raises(RbenchError, match="none below 0 expected"):
         read_outcomes(tmp_path, results)
-    table.outcomes["r1|x"] = (np.array([4, 2, 0, 1, 3]), np.array([1, 1, 1, 0, 0], dtype=bool))
+    table.outcomes[("r1", "x")] = (np.array([4, 2, 0, 1, 3]), np.array([1, 1, 1, 0, 0], dtype=bool))
     write_outcomes(results, tmp_path)
     table.cell("r1", "x").value = 40.0  # results.json says 2/5, the outcomes 3/5
     with pytest.raises(RbenchError, match=r"cell \(r1, x\) of table 't': its outcomes give 60, results.json 40"):

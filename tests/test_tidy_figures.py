@@ -63,7 +63,7 @@ def test_distortion_cells_have_a_t_interval_and_keep_their_samples(tiny_referenc
     results = RunResults.read(run)
     summary = next(t for t in results.tables if t.name == "summary")
     noise = next(c for c in summary.cells if c.row == "noise" and summary.metric(c).startswith("distortion"))
-    values = summary.samples[f"{noise.row}|{noise.column}"]  # read back from samples.parquet
+    values = summary.samples[(noise.row, noise.column)]  # read back from samples.parquet
     advset = next(k for k in noise.jobs if Store(store).entry(k).kind == "advset")
     stored = Store(store).load_advset(advset)
     assert np.allclose(values, stored.distortion["linf"][stored.success])

@@ -247,12 +247,14 @@ def draw_heatmap(table: ResultTable, values: np.ndarray, path: Path) -> Path:
 
 def draw_distributions(table: ResultTable, path: Path) -> Path:
     fig, ax = _new_figure(7.0, 4.8)
-    keys = [f"{c.row}|{c.column}" for c in table.cells if f"{c.row}|{c.column}" in table.samples]
-    for key in keys[:MAX_HISTOGRAMS]:
+    keys = [(c.row, c.column) for c in table.cells if (c.row, c.column) in table.samples]
+    for i, key in enumerate(keys[:MAX_HISTOGRAMS]):
         values = np.asarray(table.samples[key], dtype=float)
+        # matplotlib's colour cycle has 10 colours: the 11th series took the 1st one's colour and line
         ax.hist(values, bins=min(50, max(5, int(np.sqrt(values.size)))), histtype="step", linewidth=1.2,
-                label=f"{key.replace('|', ' · ')} (n={values.size})")
-    metrics = {table.metric(c) for c in table.cells if f"{c.row}|{c.column}" in table.samples}
+                color=f"C{i % 10}", linestyle=("-", "--", ":", "-.")[i // 10 % 4],
+                label=f"{' · '.join(key)} (n={values.size})")
+    metrics = {table.metric(c) for c in table.cells if (c.row, c.column) in table.samples}
     ax.set_xlabel(next(iter(metrics)) if len(metrics) == 1 else "per-sample value")
     ax.set_ylabel("samples")
     ax.grid(True, linewidth=0.3)

@@ -149,12 +149,14 @@ def describe_comparison(r: Comparison, why: str, shown_error: str | None = None)
     return "\n".join(lines)
 
 
-def _interval(cell: Cell) -> str:
+def _interval(table: ResultTable, cell: Cell) -> str:
+    """``n = 200, 95% interval [3.8, 10.8], wilson``: in the cell's own format, as the comparison beside it."""
     if cell.value is None or cell.low is None or cell.high is None:
         return ""
     method = f", {cell.interval}" if cell.interval else ""
     n = f"n = {cell.n}, " if cell.n is not None else ""
-    return f"{n}95% interval [{format_value(cell.low, '.4g')}, {format_value(cell.high, '.4g')}]{method}"
+    fmt = table.fmt(cell)
+    return f"{n}95% interval [{format_value(cell.low, fmt)}, {format_value(cell.high, fmt)}]{method}"
 
 
 def html_cell(table: ResultTable, cell: Cell | None, compared: list[Comparison],
@@ -164,8 +166,8 @@ def html_cell(table: ResultTable, cell: Cell | None, compared: list[Comparison],
         return HtmlCell("-", css="empty")
     text = table.format(cell, spread=True)
     title = [cell.error] if cell.error else []
-    if cell.value is not None and _interval(cell):
-        title.append(_interval(cell))
+    if cell.value is not None and _interval(table, cell):
+        title.append(_interval(table, cell))
     css = ["failed"] if cell.error else []
     if compared:
         text += "".join(f" · paper {r.published:g}" for r in compared)  # as published, not in our format

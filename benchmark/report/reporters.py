@@ -19,10 +19,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tabulate import tabulate
-
 from rbench import hookimpl
 from rbench.dataset import NoParams
+from rbench.markdown import md, md_table
 from rbench.results import ResultTable, RunResults
 from rbench.rundir import write_output
 
@@ -153,13 +152,13 @@ class Markdown(Reporter):
         from rbench.manager import get_registry
 
         others = [info.obj for info in get_registry().plugins["reporter"].values() if info.obj is not self]
-        parts = [f"# {results.title or results.suite}\n",
+        parts = [f"# {md(results.title or results.suite)}\n",
                  f"Suite `{results.suite}`, profile `{results.profile or 'default'}`. {INTERVAL_NOTE}\n"]
         for t in results.tables:
-            parts.append(f"## {full_title(t)}\n")
-            parts.append(tabulate(grid(t), headers=header(t), tablefmt="github", disable_numparse=True) + "\n")
+            parts.append(f"## {md(full_title(t))}\n")
+            parts.append(md_table(grid(t), header(t)) + "\n")
             if t.paired:
-                parts.append("Paired tests:\n\n" + "\n".join(f"- {describe_paired(p)}" for p in t.paired) + "\n")
+                parts.append("Paired tests:\n\n" + "\n".join(f"- {md(describe_paired(p))}" for p in t.paired) + "\n")
             drawn = [t.figure] if isinstance(t.figure, str) else (t.figure or [])
             files = [figure_file(f, t.name) for f in drawn]  # every figure reporter writes <figure>_<table>.png
             files += [f for reporter in others for f in reporter.figures_of(t) if f not in files]

@@ -22,7 +22,7 @@ import numpy as np
 
 from rbench.errors import RbenchError
 from rbench.report.reporters import Reporter
-from rbench.results import OUTCOMES_FILE, SAMPLES_FILE, Outcomes, RunResults, outcomes_digest
+from rbench.results import OUTCOMES_FILE, SAMPLES_FILE, Outcomes, RunResults, outcomes_digest, samples_digest
 from rbench.rundir import write_output
 from rbench.tomlfile import read_small_file
 
@@ -123,8 +123,7 @@ def write_samples(results: RunResults, run_dir: Path) -> Path | None:
 
     parts: dict[str, list[Any]] = {"table": [], "row": [], "column": [], "value": []}
     for t in results.tables:
-        for key, values in t.samples.items():
-            row, column = key.split("|", 1)
+        for (row, column), values in t.samples.items():
             values = np.asarray(values, dtype=np.float64).ravel()
             parts["table"] += [t.name] * values.size
             parts["row"] += [row] * values.size
@@ -139,29 +138,53 @@ def write_samples(results: RunResults, run_dir: Path) -> Path | None:
     return path
 
 
-def read_samples(path: Path, results: RunResults) -> dict[str, dict[str, np.ndarray]]:
-    """table -> "row|column" -> values, from a samples.parquet, checked against ``results``: every (table, row,
+def read_samples(path: Path, results: RunResults) -> dict[str, dict[tuple[str, str], np.ndarray]]:
+    """table -> (row, column) -> values, from a samples.parquet, checked against ``results``: every (table, row,
     column) it names is a cell there, every value is finite; a one-line :class:`RbenchError` otherwise."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
-        data = pq.read_table(pa.BufferReader(read_small_file(path, "samples file", limit=None)),
-                             columns=["table", "row", "column", "value"]).to_pydict()
+        data = _read_parquet(path, "samples file", ["table", "row", "column", "value"]).to_pydict()
     except Exception as exc:  # pyarrow raises several kinds for a truncated or foreign file
         raise RbenchError(f"{path}: not a samples file written by rbench ({type(exc).__name__}: {exc})") from None
-    cells = {(t.name, c.row, c.column) for t in results.tables for c in t.cells}
+    cells = {(t.name, c.row, c.column): c for t in results.tables for c in t.cells}
     grouped: dict[tuple[str, str, str], list[float]] = {}
     for table, row, column, value in zip(data["table"], data["row"], data["column"], data["value"], strict=True):
         grouped.setdefault((table, row, column), []).append(value)
-    out: dict[str, dict[str, np.ndarray]] = {}
+    out: dict[str, dict[tuple[str, str], np.ndarray]] = {}
     for (table, row, column), values in grouped.items():
-        if (table, row, column) not in cells:
+        cell = cells.get((table, row, column))
+        where = f"{path}: cell ({row}, {column}) of table {table!r}"
+        if cell is None:
             raise RbenchError(f"{path}: names cell ({row}, {column}) of table {table!r}, which results.json lacks")
         if not all(v is not None and math.isfinite(v) for v in values):
-            raise RbenchError(f"{path}: cell ({row}, {column}) of table {table!r} has a missing or non-finite value")
-        out.setdefault(table, {})[f"{row}|{column}"] = np.asarray(values, dtype=np.float64)
+            raise RbenchError(f"{where} has a missing or non-finite value")
+        kept = np.asarray(values, dtype=np.float64)
+        if cell.n is not None and kept.size != cell.n:
+            raise RbenchError(f"{where}: {kept.size} values where results.json counts n = {cell.n}")
+        if cell.samples_sha256 and samples_digest(kept) != cell.samples_sha256:  # "": written before digests
+            raise RbenchError(f"{where}: its values are not those results.json recorded for the cell "
+                              "(SHA-256 differs)")
+        out.setdefault(table, {})[(row, column)] = kept
+    lacking = [key for key, c in cells.items() if c.samples_sha256 and key[1:] not in out.get(key[0], {})]
+    if lacking:
+        table, row, column = lacking[0]
+        more = f" and {len(lacking) - 1} more cells" if len(lacking) > 1 else ""
+        raise RbenchError(f"{path}: lacks the values of cell ({row}, {column}) of table {table!r}{more}, which "
+                          "results.json recorded")
     return out
+
+
+def _read_parquet(path: Path, what: str, columns: list[str]) -> Any:
+    """The ``columns`` of the parquet file at ``path`` (a regular file, read whole), read by ``ParquetFile``
+    without threads: ``pq.read_table`` goes through arrow's dataset scanner, whose thread pools outlived a process
+    that imported torch, which then aborted at exit now and then ("terminate called without an active
+    exception", exit 134 instead of 2 after a one-line error: 13 of 40 exits on a loaded 2-core machine;
+    apache/arrow#34314); this path: 0 of 60."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(pa.BufferReader(read_small_file(path, what, limit=None))).read(columns=columns,
+                                                                                      use_threads=False)
 
 
 def write_outcomes(results: RunResults, run_dir: Path) -> Path | None:
@@ -173,8 +196,7 @@ def write_outcomes(results: RunResults, run_dir: Path) -> Path | None:
 
     keys, indices, outcomes = [], [], []
     for t in results.tables:
-        for key, (index, outcome) in t.outcomes.items():
-            row, column = key.split("|", 1)
+        for (row, column), (index, outcome) in t.outcomes.items():
             keys.append((t.name, row, column))
             indices.append(np.asarray(index, dtype=np.int64).ravel())
             outcomes.append(np.asarray(outcome, dtype=bool).ravel())
@@ -197,14 +219,12 @@ def read_outcomes(run_dir: Path, results: RunResults) -> Outcomes:
     for the cell (``Cell.outcomes_sha256``: a shuffled, stale or foreign file is refused); a one-line
     :class:`RbenchError` naming the file and the cell otherwise."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = (Path(run_dir).parent if Path(run_dir).is_file() else Path(run_dir)) / OUTCOMES_FILE  # or results.json
     if not path.exists():
         return {}
     try:
-        data = pq.read_table(pa.BufferReader(read_small_file(path, "outcomes file", limit=None)),
-                             columns=["table", "row", "column", "index", "outcome"])
+        data = _read_parquet(path, "outcomes file", ["table", "row", "column", "index", "outcome"])
         names = [data.column(c).to_pylist() for c in ("table", "row", "column")]
         index, outcome = data.column("index").combine_chunks(), data.column("outcome").combine_chunks()
         if not (pa.types.is_integer(index.type.value_type) and pa.types.is_boolean(outcome.type.value_type)):
