@@ -13,6 +13,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any, Literal
 
 from filelock import Timeout
@@ -31,6 +32,19 @@ class JobTimeout(BaseException):
     swallow it."""
 
 
+#: seconds after which a job time limit that fell inside an import is tried again
+IMPORT_GRACE = 0.05
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or a caller of it runs Python's import machinery (a module's top level being executed)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float | None, job: Job) -> Iterator[None]:
     """Raise :class:`JobTimeout` in this thread once ``seconds`` have passed inside the block (SIGALRM; only in
@@ -39,7 +53,10 @@ def time_limit(seconds: float | None, job: Job) -> Iterator[None]:
         yield
         return
 
-    def expire(signum: int, frame: object) -> None:
+    def expire(signum: int, frame: FrameType | None) -> None:
+        if _importing(frame):  # raised inside an import, it left a half-initialised module in sys.modules, and
+            signal.setitimer(signal.ITIMER_REAL, IMPORT_GRACE)  # the worker's next job failed on it: once it ends
+            return
         raise JobTimeout(f"exceeded the job time limit of {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, expire)

@@ -7,6 +7,7 @@ are checked here too: non-finite logits fail whoever asked for them, naming the 
 from __future__ import annotations
 
 import json
+import platform
 from functools import lru_cache
 from typing import Any
 
@@ -15,19 +16,28 @@ import torch
 
 from rbench.data import ABSENT, disjoint_splits, subset_indices
 from rbench.defense import DefendedModel, Stage
-from rbench.errors import DataError, PluginContractError
+from rbench.errors import DataError, PluginContractError, PluginError
 from rbench.keys import canonical
-from rbench.manager import get_plugin
+from rbench.manager import BUILTIN_DISTRIBUTION, get_registry
 from rbench.specs import Call, DataSlice
 from rbench.store import Store
 
 
 def plugin_params(kind: str, spec: Call | dict[str, Any]) -> tuple[Any, Any]:
     """The plugin a spec names (a job spec's :class:`Call`, or a call inside a model spec's JSON tree) and its
-    params, validated strictly."""
-    name, params = (spec.plugin, spec.params) if isinstance(spec, Call) else (spec["plugin"], spec["params"])
-    plugin = get_plugin(kind, name)
-    return plugin, plugin.Params.model_validate(params, strict=True)
+    params, validated strictly. The plugin must be the version (and distribution) the spec's key names, else
+    :class:`PluginError`: a cluster node with another version installed than the driver's computed under the
+    driver's key, and the store then served that result as the driver's version's."""
+    call = spec if isinstance(spec, Call) else Call(spec["plugin"], spec.get("version", ""), spec["params"],
+                                                     spec.get("distribution"))
+    info = get_registry().get(kind, call.plugin)
+    if call.version and (info.version != call.version or (call.distribution or BUILTIN_DISTRIBUTION)
+                         != info.distribution):
+        raise PluginError(f"{kind} {call.plugin!r}: this process (on {platform.node()}) has version "
+                          f"{info.version} from {info.distribution!r}, but the job's key names {call.version} from "
+                          f"{call.distribution or BUILTIN_DISTRIBUTION!r}: install the same version wherever the "
+                          "run's jobs run (the driver and every cluster node)")
+    return info.obj, info.obj.Params.model_validate(call.params, strict=True)
 
 
 @lru_cache(maxsize=4)

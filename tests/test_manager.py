@@ -531,3 +531,23 @@ def test_the_source_digest_reads_regular_files_only_and_follows_helpers(tmp_path
         for name in ("devpkg_a", "devutil_a", "devmod_b", "devhelper_b"):
             sys.modules.pop(name, None)
         source_digest.cache_clear()
+
+
+def test_a_job_whose_key_names_another_plugin_version_is_refused_where_it_runs():
+    """A Ray node with another version of a plugin installed than the driver's computed under the driver's key
+    (the store then served it as the driver's version's): the plugin a job resolves must be the version and
+    distribution its key names."""
+    from rbench.inputs import plugin_params
+    from rbench.manager import get_registry
+    from rbench.specs import Call
+
+    info = get_registry().get("attack", "fgsm")
+    plugin, params = plugin_params("attack", Call("fgsm", info.version, {"eps": 0.1}))
+    assert plugin is info.obj and params.eps == 0.1
+    assert plugin_params("attack", {"plugin": "fgsm", "params": {"eps": 0.1}})[0] is info.obj  # no version named
+    for call in (Call("fgsm", info.version + ".post1", {"eps": 0.1}),
+                 Call("fgsm", info.version, {"eps": 0.1}, distribution="rbench-fork")):
+        with pytest.raises(PluginError, match=rf"attack 'fgsm': this process \(on .+\) has version {info.version} "
+                                              r"from 'rbench', but the job's key names .* install the same version"):
+            plugin_params("attack", call)
+

@@ -116,6 +116,8 @@ def test_options_are_validated_and_rbench_settings_reach_the_tasks(monkeypatch):
     assert configure("local", {"--address": None, "--gpu-fraction": None})[1].model_dump() == {}
     monkeypatch.setenv("RBENCH_FAULT_KILL", "mid-write:2")
     assert forwarded_env()["RBENCH_FAULT_KILL"] == "mid-write:2" and "PATH" not in forwarded_env()
+    monkeypatch.setenv("RBENCH_DATA", "shared/data")  # a task runs in the folder its node's Ray started in
+    assert forwarded_env()["RBENCH_DATA"] == str(Path.cwd() / "shared" / "data")
 
 
 def test_without_ray_installed_the_choice_is_one_line(monkeypatch):
@@ -315,6 +317,42 @@ def test_a_job_whose_worker_always_dies_fails_alone_after_its_retries(cluster, t
     values = run_values(tmp_path / "run")
     assert all(values[cell] == expected[cell] for cell in values if values[cell] is not None)
     assert f"failed: {cnn['error']}" in " ".join(out.stdout.split())
+
+
+@pytest.mark.slow
+def test_a_node_that_does_not_see_the_store_stops_the_run_before_any_work(cluster, tiny_suite, tmp_path,
+                                                                           monkeypatch):
+    """A node that mounted another folder at the store's path computed every job into it and reported it done
+    (the driver's tables then found nothing); each node answers a probe first. Here the probe (sent to the
+    node by value) answers as such a node would; the real probe passes in every other cluster test."""
+    from rich.console import Console
+
+    from rbench.executors import ray_executor
+    from rbench.runner import run_suite
+
+    def elsewhere(store_root: str, marker: str, token: str) -> str | None:
+        return None if not Path(marker).read_text() == token else f"node 10.9.9.9 does not see {store_root}"
+
+    monkeypatch.setattr(ray_executor, "_probe_store", elsewhere)
+    address, _ = cluster
+    with pytest.raises(RbenchError, match=r"executor 'ray': --store .*: node 10.9.9.9 does not see .*store$"):
+        run_suite(tiny_suite, profile=None, store=Store(tmp_path / "store"), run_dir=tmp_path / "run", device="cpu",
+                  workers=None, executor="ray", console=Console(quiet=True), quiet=True,
+                  executor_options={"--address": address})
+    assert not list((tmp_path / "store" / "objects").rglob("*"))  # nothing computed
+    assert not list((tmp_path / "store" / "locks").glob(".node-probe*"))  # its marker removed
+
+
+def test_the_store_probe_tells_another_folder_from_the_driver_s(tmp_path):
+    from rbench.executors.ray_executor import _probe_store
+
+    marker = tmp_path / "locks" / ".node-probe"
+    marker.parent.mkdir()
+    marker.write_text("token")
+    assert _probe_store(str(tmp_path), str(marker), "token") is None
+    problem = _probe_store(str(tmp_path), str(marker), "another")
+    assert problem is not None and "does not see the driver's store" in problem
+    assert not [p for p in marker.parent.iterdir() if p != marker]  # its write probe removed
 
 
 # -- heavier: make check-full --------------------------------------------------------------------------------

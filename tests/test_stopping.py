@@ -209,3 +209,23 @@ def test_a_model_with_non_finite_logits_fails_its_job_and_scores_nothing(tiny_re
     values = run_values(tmp_path / "run")
     assert all(v is None for (table, row, column), v in values.items() if column == "cnn")  # no 86% error cell
     assert values[("errors", "clean", "mlp")] is not None
+
+
+def test_a_job_time_limit_waits_for_an_import_to_finish(tmp_path, monkeypatch):
+    """Raised inside an import, the time limit left a half-initialised module in sys.modules, and the worker's next
+    job failed on it ("partially initialized module 'torch._dynamo' has no attribute ..."): it is raised once the
+    import has finished, and the module is whole."""
+    import importlib
+    import sys
+
+    from rbench.execution import JobTimeout, time_limit
+
+    (tmp_path / "slow_module_for_the_limit.py").write_text("import time\ntime.sleep(0.6)\nWHOLE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    started = time.monotonic()
+    with pytest.raises(JobTimeout), time_limit(0.1, None):
+        importlib.import_module("slow_module_for_the_limit")
+        time.sleep(5)
+    assert 0.6 <= time.monotonic() - started < 2.0
+    assert sys.modules["slow_module_for_the_limit"].WHOLE is True
+    sys.modules.pop("slow_module_for_the_limit")

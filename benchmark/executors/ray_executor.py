@@ -36,7 +36,9 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 from unittest import mock
@@ -50,7 +52,7 @@ from rbench.errors import RbenchError
 from rbench.execution import STOP_GRACE, compute_or_fail, hard_deadline, stuck_failure
 from rbench.executors import Executor, JobResult, Observer, Scheduler
 from rbench.plan import Job, Plan
-from rbench.store import Store
+from rbench.store import TMP_MARK, Store
 
 #: job kinds whose task takes a whole GPU: trainings, and transforms (attacks and evaluations take ``gpu_fraction``)
 WHOLE_GPU_KINDS = ("train", "transform")
@@ -125,13 +127,23 @@ def local_instance(devices: list[str], workers: int, params: RayParams) -> dict[
             "cuda_visible_devices": ",".join(physical[i] for i in cuda) if cuda else None}
 
 
+#: the forwarded variables that name a folder or file: made absolute, as the driver resolves them
+PATH_VARIABLES = ("RBENCH_DATA", "RBENCH_DATA_CACHE", "RBENCH_STORE", "RBENCH_LIBRARY_CACHE")
+
+
 def forwarded_env() -> dict[str, str]:
     """The driver's ``RBENCH_*`` variables, set in every task so that jobs see the data and plugins a local run
     would, and the library caches it points into the store (so a cluster node's tasks write them there too, not
-    in the node's home or temp folder)."""
+    in the node's home or temp folder). A relative path among them is made absolute (a task runs in the folder
+    its node's Ray was started in: ``RBENCH_DATA=shared/data`` was found by the driver and not by the tasks, which
+    then tried to download the data)."""
     from rbench.store import LIBRARY_CACHES
 
-    return {k: v for k, v in os.environ.items() if k.startswith("RBENCH_") or k in LIBRARY_CACHES}
+    env = {k: v for k, v in os.environ.items() if k.startswith("RBENCH_") or k in LIBRARY_CACHES}
+    for name in (*PATH_VARIABLES, *LIBRARY_CACHES):
+        if env.get(name) and not os.path.isabs(env[name]):
+            env[name] = os.path.abspath(env[name])
+    return env
 
 
 def _import_ray() -> ModuleType:
@@ -201,6 +213,68 @@ def speaks_http2(host: str, port: int, timeout: float) -> bool:
                 return False
             head += chunk
     return head[3] == 4  # a frame header: 3 bytes of length, then the type (4: SETTINGS)
+
+
+#: seconds every node of a cluster has to answer the store probe before the run is refused
+PROBE_TIMEOUT = 60.0
+
+
+def _probe_store(store_root: str, marker: str, token: str) -> str | None:
+    """On a node: None if the store at ``store_root`` is the driver's (its ``marker`` file holds ``token``) and
+    can be written (a file made and removed beside it); else the problem, in words."""
+    import ray
+
+    where = f"node {ray.util.get_node_ip_address()}"
+    try:
+        if Path(marker).read_text() != token:
+            raise FileNotFoundError
+    except OSError:
+        return (f"{where} does not see the driver's store at {store_root} (another folder there): mount the same "
+                "shared filesystem at the same path on every node")
+    try:
+        probe = Path(marker).with_name(f"{Path(marker).name}-{uuid.uuid4().hex[:8]}")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"{where} cannot write the store at {store_root} ({exc.strerror or exc})"
+    return None
+
+
+def check_nodes_see_store(ray: ModuleType, store: Store) -> None:
+    """Refuse (one line, before any work) a cluster any of whose nodes that take jobs (those with CPUs) cannot
+    read and write the driver's store at the same path: a node that mounted another folder there computed every
+    job into it and reported it done, while the driver's tables found nothing; a read-only one failed every job
+    blaming its plugin. One zero-CPU task pinned to each node reads a marker the driver wrote."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    root = str(store.root.resolve())
+    token = uuid.uuid4().hex
+    marker = store.root / "locks" / f".node-probe{TMP_MARK}{token[:8]}"
+    marker.write_text(token)
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive") and float(n.get("Resources", {}).get("CPU", 0)) > 0]
+        task = ray.remote(_probe_store)
+        refs = {task.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(root, str(marker.resolve()), token): n for n in nodes}
+        ready, late = _unwrapped(ray.wait, list(refs), num_returns=len(refs), timeout=PROBE_TIMEOUT)
+        problems = []
+        for ref in ready:
+            try:
+                problem = _unwrapped(ray.get, ref)
+            except ray.exceptions.RayError as exc:
+                problem = f"node {refs[ref].get('NodeManagerAddress', '?')} failed the store probe: {_first_line(exc)}"
+            if problem is not None:
+                problems.append(problem)
+        problems += [f"node {refs[ref].get('NodeManagerAddress', '?')} did not answer the store probe within "
+                     f"{PROBE_TIMEOUT:g} s" for ref in late]
+        for ref in late:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+    finally:
+        marker.unlink(missing_ok=True)
+    if problems:
+        more = f" (and {len(problems) - 1} more nodes)" if len(problems) > 1 else ""
+        raise RbenchError(f"executor 'ray': --store {store.root}: {problems[0]}{more}")
 
 
 # -- task side (in a Ray worker process) ---------------------------------------------------------------------
@@ -332,6 +406,7 @@ class RayExecutor(Executor):
                     params = params.model_copy(update={"num_cpus": task_cpus(workers, params)})
                 else:
                     check_fits(ray.nodes(), params, gpus)
+                    check_nodes_see_store(ray, store)
                 _Dispatch(ray, scheduler, store, observer, params, gpus, job_timeout, threads).run()
             finally:
                 if owned:
@@ -387,6 +462,11 @@ class RayExecutor(Executor):
             text = " ".join(str(exc).split())
             if "socket" in text and params.address is None:  # Ray's socket paths must fit in 107 bytes
                 text += " (the temporary folder's path is too long for Ray's sockets: set RAY_TMPDIR to a short one)"
+            elif params.address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ:
+                # Ray turns token authentication on for "auto" only; a HOST:PORT of a `ray start` cluster with
+                # tokens fails after its retries with InvalidAuthToken in its log and this generic text
+                text += (" (if the cluster uses token authentication: set RAY_AUTH_MODE=token, with RAY_AUTH_TOKEN "
+                         "or the token file the nodes use)")
             raise RbenchError(f"executor 'ray': cannot start or join {where}: {text}") from None
 
 
