@@ -108,6 +108,7 @@ def test_options_are_validated_and_rbench_settings_reach_the_tasks(monkeypatch):
                              ({"--num-cpus": 1e-9}, "--num-cpus 1e-09: Input should be greater than or equal"),
                              ({"--num-cpus": float("inf")}, "--num-cpus inf: Input should be a finite number"),
                              ({"--gpu-fraction": 1.5}, "--gpu-fraction 1.5: Input should be less than or equal"),
+                             ({"--gpu-fraction": float("nan")}, "--gpu-fraction nan: Input should be a finite"),
                              ({"--max-retries": -1}, "--max-retries -1")):
         with pytest.raises(RbenchError, match=message):
             configure("ray", options)

@@ -77,7 +77,7 @@ class RayParams(BaseModel):
     #: ``RAY_ADDRESS``); None: start a Ray instance for this run, sized by ``--device`` and ``--workers``
     address: str | None = None
     #: the share of one GPU an attack or evaluation job asks for (training jobs take a whole GPU)
-    gpu_fraction: Annotated[float, Field(ge=RESOURCE_STEP, le=1)] = 1.0
+    gpu_fraction: Annotated[float, Field(ge=RESOURCE_STEP, le=1, allow_inf_nan=False)] = 1.0
     #: CPUs each job asks for (on a cluster, its torch threads; on a Ray instance of the run, as local workers)
     num_cpus: Annotated[float, Field(ge=RESOURCE_STEP, allow_inf_nan=False)] = 1.0
     #: times a job whose worker or node died is run again before it fails
