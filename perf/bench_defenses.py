@@ -44,9 +44,8 @@ def prepared(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def defended(base: torch.nn.Module, lowpass: dict) -> torch.nn.Module:
-    spec = {"defended": [{"plugin": "lowpass", "version": "bench", "params": lowpass}],
-            "members": [{"plugin": "lenet", "version": "bench", "params": {"dropout": [0.0, 0.0, 0.0],
-                                                                            "init": "xavier"}}]}
+    spec = {"defended": [{"plugin": "lowpass", "params": lowpass}],
+            "members": [{"plugin": "lenet", "params": {"dropout": [0.0, 0.0, 0.0], "init": "xavier"}}]}
     model = build_model(spec)
     model.head.load_state_dict(base.state_dict())
     return model

@@ -10,6 +10,8 @@ import subprocess
 import pytest
 from support import RBENCH, SHARED_DATA, cli_in_process, rbench
 
+from rbench.estimate import wilson
+
 
 def _clean(out) -> None:
     assert "Traceback" not in out.stderr + out.stdout
@@ -340,7 +342,8 @@ def test_report_refuses_a_half_written_or_unreadable_run_folder(tiny_reference, 
     (folder / ".rbench-writing").unlink()
     doc = json.loads((folder / "results.json").read_text())  # a value edited to a plausible one inside its interval
     cell = next(c for t in doc["tables"] for c in t["cells"] if c.get("outcomes_sha256") and 10 < c["value"] < 90)
-    cell["value"] += 1.0
+    k = round(cell["value"] * cell["n"] / 100) + 1  # one more hit: a whole rate, its Wilson interval with it
+    cell.update(value=100 * k / cell["n"], low=100 * wilson(k, cell["n"])[0], high=100 * wilson(k, cell["n"])[1])
     (folder / "results.json").write_text(json.dumps(doc))
     code, err = cli_in_process(capsys, "report", str(folder))
     assert code == 2 and "its outcomes give" in err and err.count("\n") == 1, err

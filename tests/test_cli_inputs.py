@@ -291,10 +291,12 @@ def test_results_files_are_checked_for_what_their_intervals_say(tmp_path, capsys
     results.write_text("[1, 2]")
     code, err = cli_in_process(capsys, "report", str(results))
     assert code == 2 and "not a valid rbench results file (ValueError: not a JSON object with a list" in err, err
+    from rbench.estimate import wilson
     from rbench.results import BOUNDS, Cell, _check_cell
 
     assert BOUNDS["wilson"] == (0.0, 100.0)
-    _check_cell("t", Cell("r", "c", 99.0, n=10, low=70.0, high=100.0, interval="wilson"))
+    low, high = wilson(9, 10)
+    _check_cell("t", Cell("r", "c", 90.0, n=10, low=100 * low, high=100 * high, interval="wilson"))
     with pytest.raises(ValueError, match=r"a wilson estimate of 150.0 \[140.0, 150.0\] lies outside \[0, 100\]"):
         _check_cell("t", Cell("r", "c", 150.0, n=10, low=140.0, high=150.0, interval="wilson"))
     _check_cell("t", Cell("r", "c", 150.0, n=10, low=140.0, high=160.0, interval="t"))  # a mean: any range

@@ -372,17 +372,20 @@ def test_a_local_datasets_content_enters_the_keys_and_is_checked_when_read(monke
     import torch
 
     from rbench.inputs import load_slice
+    from rbench.manager import get_registry
     from rbench.specs import Call, DataSlice
 
+    version = get_registry().get("dataset", "notmnist").version  # what a job's key names
     shutil.copytree(SHARED_DATA / "notmnist", tmp_path / "notmnist")
     monkeypatch.setenv("RBENCH_DATA", str(tmp_path))
     data.load_split.cache_clear()
     before = data.content_digest("notmnist", "test")
     assert before is not None and data.content_digest("mnist", "test") is None
     assert data.content_digest("notmnist", "train") == data.ABSENT  # no key made before digests: never stored
-    sliced = DataSlice(Call("notmnist", "1", {}), "test", 20, 0, content=before)
+    sliced = DataSlice(Call("notmnist", version, {}), "test", 20, 0, content=before)
     assert sliced.to_dict()["content"] == before and DataSlice.from_dict(sliced.to_dict()) == sliced
-    assert "content" not in DataSlice(Call("mnist", "1", {}), "test", 20, 0).to_dict()
+    mnist = get_registry().get("dataset", "mnist").version
+    assert "content" not in DataSlice(Call("mnist", mnist, {}), "test", 20, 0).to_dict()
     x, y, _ = load_slice(sliced)
     assert len(x) == 20
 
@@ -394,7 +397,7 @@ def test_a_local_datasets_content_enters_the_keys_and_is_checked_when_read(monke
     assert after not in (None, before)
     with pytest.raises(DataError, match="data changed since the job was planned"):
         load_slice(sliced)
-    _, relabelled, _ = load_slice(DataSlice(Call("notmnist", "1", {}), "test", 20, 0, content=after))
+    _, relabelled, _ = load_slice(DataSlice(Call("notmnist", version, {}), "test", 20, 0, content=after))
     assert not torch.equal(relabelled, y)  # the same process reads the new files (no cache of the old ones)
     data.load_split.cache_clear()
 

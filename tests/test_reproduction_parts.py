@@ -13,6 +13,7 @@ from support import REPO, rbench
 from rbench.compare import Published, Tolerance, compare_table, load_published
 from rbench.errors import RbenchError, SuiteError
 from rbench.inputs import load_slice
+from rbench.manager import get_registry
 from rbench.plugins import get_plugin
 from rbench.plugins.metrics.operator_norm import layer_bounds
 from rbench.results import Cell, ResultTable
@@ -21,7 +22,8 @@ from rbench.suite import load_suite
 
 
 def _data(**extra):
-    spec = {"dataset": {"plugin": "mnist", "version": "x", "params": {}}, "split": "train", "n": None,
+    version = get_registry().get("dataset", "mnist").version  # what a job's key names
+    spec = {"dataset": {"plugin": "mnist", "version": version, "params": {}}, "split": "train", "n": None,
             "subset_seed": 0}
     return DataSlice.from_dict({**spec, **extra})
 
