@@ -207,6 +207,9 @@ def test_labels_with_a_bar_or_markup_read_back_and_stay_text_in_markdown(run, tm
     header = next(line for line in markdown.splitlines() if line.startswith("| model") or "small" in line)
     assert rows and all(line.replace("\\|", "").count("|") == 4 for line in rows), rows  # label, small, wide
     assert "<b>" not in markdown and "<i>" not in markdown, header
+    # every attack's parameters, defaults included: the label "noise" alone does not say it is an L2 noise
+    assert re.search(r'^- noise[^:]*: gaussian_noise\(.*norm="l2".*eps=3\.0', markdown, re.M), markdown
+    assert re.search(r"^- fgsm\(eps=0\.3\): fgsm\(eps=0\.3", markdown, re.M)
 
 
 def _driver():
@@ -273,6 +276,7 @@ def test_report_in_a_browser(run, browser):
     assert claims == ["claim held", "claim not-held", "claim unchecked"]
     assert "no such attack / small" in browser.find_element(By.CSS_SELECTOR, "ul.absent").text
     assert "McNemar exact p" in browser.find_element(By.CSS_SELECTOR, "ul.paired").text
+    assert 'norm="l2"' in browser.find_element(By.CSS_SELECTOR, "ul.attacks").text
 
     # sorting: the distortion column of "small" (the clean row has no value: it stays last either way)
     table = tables[1]

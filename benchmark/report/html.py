@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rbench.errors import RbenchError
-from rbench.report.reporters import INTERVAL_NOTE, Reporter, describe_paired, full_title, header, safe_name
+from rbench.report.reporters import (
+    INTERVAL_NOTE,
+    Reporter,
+    describe_attacks,
+    describe_paired,
+    full_title,
+    header,
+    safe_name,
+)
 from rbench.results import Cell, ResultTable, RunResults, format_value
 from rbench.rundir import write_output
 
@@ -85,6 +93,8 @@ class HtmlTable:
     keys: list[tuple[str, str, list[str]]] = field(default_factory=list)
     #: what the published files note on the table
     notes: list[str] = field(default_factory=list)
+    #: every attack of the table with its plugin and parameters (:func:`describe_attacks`)
+    attacks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -202,7 +212,8 @@ def html_table(index: int, table: ResultTable, figures: list[Path], cmp: Compari
               if (r.row, r.column) not in cells]
     return HtmlTable(tid, table.name, full_title(table), header(table), rows,
                      [_paired(p) for p in table.paired], shown, compared, absent,
-                     [(c.row, c.column, list(c.jobs)) for c in table.cells], cmp.notes.get(table.name, []))
+                     [(c.row, c.column, list(c.jobs)) for c in table.cells], cmp.notes.get(table.name, []),
+                     describe_attacks(table))
 
 
 def _paired(test: dict[str, Any]) -> str:

@@ -102,6 +102,18 @@ def header(table: ResultTable) -> list[str]:
     return out
 
 
+def describe_attacks(table: ResultTable) -> list[str]:
+    """One line per attack of ``table``: its label, the plugin and every parameter it ran with (defaults too: the
+    label shows only what the suite set, so ``pgd(eps=0.1)`` did not say its norm or steps), and the attack whose
+    sets a transform rescaled."""
+    lines = []
+    for label, call in table.attack_calls.items():
+        params = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in call.get("params", {}).items())
+        source = f", applied to the sets of {call['input']}" if call.get("input") else ""
+        lines.append(f"{label}: {call.get('plugin', '?')}({params}){source}")
+    return lines
+
+
 def describe_paired(test: dict) -> str:
     """One McNemar test of a table in words: which two rows (columns), along which column (row), the discordant
     counts and the exact p-value."""
@@ -157,6 +169,8 @@ class Markdown(Reporter):
         for t in results.tables:
             parts.append(f"## {md(full_title(t))}\n")
             parts.append(md_table(grid(t), header(t)) + "\n")
+            if t.attack_calls:
+                parts.append("Attacks:\n\n" + "\n".join(f"- {md(line)}" for line in describe_attacks(t)) + "\n")
             if t.paired:
                 parts.append("Paired tests:\n\n" + "\n".join(f"- {md(describe_paired(p))}" for p in t.paired) + "\n")
             drawn = [t.figure] if isinstance(t.figure, str) else (t.figure or [])
