@@ -15,7 +15,7 @@ from rbench.estimate import Estimate, interval_holds, mcnemar
 from rbench.inputs import load_model, load_slice
 from rbench.metric import CellData, CellKeys, CellOutputs, metric_number
 from rbench.plan import CLEAN, Plan, data_spec
-from rbench.results import Cell, CellOutcomes, ResultTable, outcomes_digest, samples_digest
+from rbench.results import Cell, CellOutcomes, ResultTable, cell_problem, outcomes_digest, samples_digest
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
 
@@ -123,8 +123,15 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutput
     if not interval_holds(estimate.low, number, estimate.high):
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r} returned {number} with "
                     f"an interval [{estimate.low}, {estimate.high}] that does not hold it", **where), None
-    return Cell(row, column, number, data.used, n=estimate.n, low=estimate.low, high=estimate.high,
-                interval=estimate.method, **where), estimate
+    cell = Cell(row, column, number, data.used, n=estimate.n, low=estimate.low, high=estimate.high,
+                interval=estimate.method, **where)
+    problem = cell_problem(cell)  # what reading results.json back checks: found here, named, not on every read
+    if problem is None and estimate.samples is not None and estimate.n != np.asarray(estimate.samples).size:
+        problem = f"its n = {estimate.n} but it kept {np.asarray(estimate.samples).size} samples"
+    if problem is not None:
+        return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r} returned an estimate "
+                    f"rbench cannot stand behind: {problem}", **where), None
+    return cell, estimate
 
 
 class StoreOutputs:

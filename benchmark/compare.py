@@ -122,6 +122,10 @@ class Claim(BaseModel):
                 raise ValueError(f"a {self.kind!r} claim {'takes no' if given else 'needs'} {name!r}")
         if self.cells is not None and len(self.cells) < 3 and self.kind in ("increasing", "decreasing"):
             raise ValueError(f"a {self.kind!r} claim needs at least 3 cells")
+        if self.margin and self.kind not in ("less_by", "barely_less", "not_less_by", "within"):
+            raise ValueError(f"a {self.kind!r} claim takes no 'margin' (it would not be checked)")
+        if self.among is not None and self.kind != "lowest":
+            raise ValueError(f"a {self.kind!r} claim takes no 'among' (it would not be checked)")
         if self.kind in ("less_by", "not_less_by") and self.margin <= 0:
             raise ValueError(f"a {self.kind!r} claim needs a margin above 0 (the least difference it states)")
         return self

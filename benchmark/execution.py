@@ -34,6 +34,8 @@ class JobTimeout(BaseException):
 
 #: seconds after which a job time limit that fell inside an import is tried again
 IMPORT_GRACE = 0.05
+#: seconds a job time limit waits at most for an import to finish (one that hangs is interrupted after all)
+MAX_IMPORT_DEFERRAL = 30.0
 
 
 def _importing(frame: FrameType | None) -> bool:
@@ -53,11 +55,18 @@ def time_limit(seconds: float | None, job: Job) -> Iterator[None]:
         yield
         return
 
+    deferred = 0.0
+
     def expire(signum: int, frame: FrameType | None) -> None:
-        if _importing(frame):  # raised inside an import, it left a half-initialised module in sys.modules, and
-            signal.setitimer(signal.ITIMER_REAL, IMPORT_GRACE)  # the worker's next job failed on it: once it ends
+        nonlocal deferred
+        # raised inside an import, it left a half-initialised module in sys.modules and the worker's next job
+        # failed on it: raised once the import ends, unless it has not ended within MAX_IMPORT_DEFERRAL
+        if _importing(frame) and deferred < MAX_IMPORT_DEFERRAL:
+            deferred += IMPORT_GRACE
+            signal.setitimer(signal.ITIMER_REAL, IMPORT_GRACE)
             return
-        raise JobTimeout(f"exceeded the job time limit of {seconds:g} s")
+        raise JobTimeout(f"exceeded the job time limit of {seconds:g} s"
+                         + (" (inside an import)" if deferred >= MAX_IMPORT_DEFERRAL else ""))
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -138,6 +138,8 @@ def model_of_checkpoint(store: Store, key: str, state: dict[str, torch.Tensor], 
         spec = meta["spec"]
         model = build_defense(spec["defense"]).module if "defense" in spec else build_model(spec["model"])
         model.load_state_dict(state)
+    except PluginError:  # the plugin is missing here or another version than the key's: the entry is not at fault
+        raise
     except Exception as exc:  # the stored weights are not this network's
         reason = " ".join(str(exc).split())[:300]
         raise store.quarantine(key, f"its weights do not load into its model: {type(exc).__name__}: {reason}") \

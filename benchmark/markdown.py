@@ -1,19 +1,24 @@
 """Text that goes into a Markdown report (tables.md, ``rbench compare -f md``): labels, titles and notes come from
 suites and published files, so they are escaped to stay text: a ``|`` in a row label split its table row into one
-column too many, and ``<script>`` or ``&amp;`` in a title was markup to every renderer."""
+column too many, and ``<script>`` or ``&amp;`` in a title was markup to every renderer. Only what would be read as
+structure is escaped, so that ``p < 0.001``, ``-rho >= 0.8`` and ``a -> b`` read as they are, raw or rendered."""
 
 from __future__ import annotations
 
-import html
+import re
 from collections.abc import Iterable, Sequence
 
 from tabulate import tabulate
 
+#: what a Markdown renderer reads as HTML: a tag's or comment's start, an entity or character reference
+_MARKUP = re.compile(r"<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)")
+
 
 def md(text: object) -> str:
-    """``text`` as literal Markdown text: HTML's special characters as entities, ``|`` escaped (tabulate does not
-    escape it in GitHub tables; a backslash before it is literal text to GitHub's renderer, which shows ``|``)."""
-    return html.escape(str(text), quote=False).replace("|", "\\|")
+    """``text`` as literal Markdown text: a backslash before a ``<`` that would open a tag and an ``&`` that would
+    start an entity (CommonMark's escape for ASCII punctuation), and before every ``|`` (tabulate does not escape it
+    in GitHub tables); backslashes already there are doubled first, so none of them escapes what follows."""
+    return _MARKUP.sub(lambda m: "\\" + m.group(0), str(text).replace("\\", "\\\\")).replace("|", "\\|")
 
 
 def md_table(rows: Iterable[Sequence[object]], headers: Sequence[object]) -> str:

@@ -261,6 +261,15 @@ def _check_cell(table: str, cell: Cell) -> None:
         _check_rate(where, cell)
 
 
+def cell_problem(cell: Cell) -> str | None:
+    """What reading ``cell`` back from results.json would refuse (:func:`_check_cell`), in words; None if nothing."""
+    try:
+        _check_cell("", cell)
+    except ValueError as exc:
+        return str(exc).split(": ", 1)[1] if ": " in str(exc) else str(exc)
+    return None
+
+
 def _check_rate(where: str, cell: Cell) -> None:
     """A rate cell (a Wilson interval) is k of its n samples in %, and its interval is the Wilson interval of k
     of n: both follow from n and the value, so an interval edited in results.json (printed as ``6.5 ±92.5``) or a

@@ -66,7 +66,8 @@ def _digest(path: Path) -> str | None:
 
 
 def _recorded(run_dir: Path) -> dict[str, str | None]:
-    """The record: name -> the SHA-256 written (None for an old record's plain list of names)."""
+    """The record: name -> the SHA-256 written (None: removed by name, as an old record's plain list of names
+    meant; written as "")."""
     try:
         record = json.loads(read_small_file(run_dir / OUTPUTS_FILE, "outputs record", limit=None))
     except (Unreadable, ValueError):
@@ -74,7 +75,7 @@ def _recorded(run_dir: Path) -> dict[str, str | None]:
     if isinstance(record, list):
         return {n: None for n in record if isinstance(n, str)}
     if isinstance(record, dict):
-        return {n: d for n, d in record.items() if isinstance(n, str) and isinstance(d, str)}
+        return {n: d or None for n, d in record.items() if isinstance(n, str) and isinstance(d, str)}
     return {}
 
 
@@ -85,13 +86,15 @@ def record_outputs(run_dir: Path, written: list[Path], *, merge: bool = True) ->
     record = _recorded(run_dir) if merge else {}
     for p in written:
         if Path(p).parent.resolve() == run_dir.resolve():
-            record[Path(p).name] = _digest(Path(p))
+            digest = _digest(Path(p))
+            if digest is not None:  # a file gone meanwhile has nothing to match: not recorded
+                record[Path(p).name] = digest
     _write_record(run_dir, record)
 
 
 def _write_record(run_dir: Path, record: dict[str, str | None]) -> None:
-    # a file that could not be read back (gone meanwhile) has no digest to match: it is not recorded
-    text = json.dumps({n: d for n, d in sorted(record.items()) if d is not None}, indent=0) + "\n"
+    # a name an older record listed without a digest is kept, as "" (removed by name, as that record meant)
+    text = json.dumps({n: d or "" for n, d in sorted(record.items())}, indent=0) + "\n"
     atomic_write(run_dir / OUTPUTS_FILE, lambda tmp: tmp.write_text(text), durable=False)
 
 
@@ -103,7 +106,7 @@ def note_output(path: Path) -> None:
         return
     record = _recorded(path.parent)
     digest = _digest(path)
-    if record.get(path.name) != digest:
+    if digest is not None and record.get(path.name) != digest:
         _write_record(path.parent, {**record, path.name: digest})
 
 

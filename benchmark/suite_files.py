@@ -166,8 +166,10 @@ def _note_overridden(file: str, meta: SuiteMeta, merged: Merged) -> None:
     for key in RUN_SETTINGS:
         mine, governing = getattr(meta, key), getattr(top, key)
         if key in meta.model_fields_set and mine != governing:
-            merged.overridden.append(f"{file}: suite.{key} = {mine!r} is not used: the first file's [suite] "
-                                     f"table governs the run ({merged.files[0]}: {key} = {governing!r})")
+            flag = {"precision": "; --precision", "job_timeout": "; --job-timeout"}.get(key, "")
+            merged.overridden.append(f"{file}: suite.{key} = {mine!r} is not read: the first file's [suite] "
+                                     f"table governs the run ({merged.files[0]}: {key} = {governing!r}"
+                                     f"{flag + ' overrides both' if flag else ''})")
 
 
 def merge_files(path: str | Path, profile: str | None = None) -> tuple[SuiteMeta, Merged]:

@@ -387,5 +387,8 @@ def test_a_recorded_file_is_removed_only_while_it_holds_what_the_run_wrote(tmp_p
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == ["b.png", "notes.md"]
     (run / "old.png").write_bytes(b"x")
     (run / OUTPUTS_FILE).write_text(_json.dumps(["old.png"]))  # written by an rbench before the checksums
+    write_output(run / "new.csv", lambda tmp: tmp.write_text("x"))  # e.g. rbench report -f csv into it
+    assert set(_json.loads((run / OUTPUTS_FILE).read_text())) == {"old.png", "new.csv"}  # the old name kept
     remove_previous_outputs(run, keep=set())
     assert not (run / "old.png").exists() and (run / "notes.md").read_text() == "mine"
+    assert not (run / "new.csv").exists()

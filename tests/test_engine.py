@@ -263,7 +263,9 @@ class _Returns:
 
 RETURNS = {"r_array": np.array([1.0, 2.0]), "r_string": "12.5", "r_bool": True, "r_object": object(),
            "r_np": np.float32(0.5), "r_tensor": torch.tensor([0.25]), "r_int": np.int64(3),
-           "r_interval": Estimate(50.0, 10, 60.0, 70.0, "t")}  # an interval that does not hold its value
+           "r_interval": Estimate(50.0, 10, 60.0, 70.0, "t"),  # an interval that does not hold its value
+           "r_wilson": Estimate(50.0, 10, 10.0, 90.0, "wilson"),  # a "rate" whose interval is not Wilson's
+           "r_samples": Estimate(2.0, 3, 1.0, 3.0, "t", samples=np.array([1.0, 3.0]))}  # n = 3, 2 kept
 
 
 def test_a_metric_value_that_is_not_a_number_is_that_cell_s_error_never_a_crash_or_a_parsed_string(first_run,
@@ -292,6 +294,10 @@ def test_a_metric_value_that_is_not_a_number_is_that_cell_s_error_never_a_crash_
     assert cells["r_string"].error.startswith("metric 'r_string' returned str '12.5': ")  # its repr, once
     assert cells["r_interval"].value is None and cells["r_interval"].error == \
         "metric 'r_interval' returned 50.0 with an interval [60.0, 70.0] that does not hold it"
+    # what reading the run's results.json back would refuse is found here, in the cell, naming the metric
+    assert cells["r_wilson"].value is None and "metric 'r_wilson' returned an estimate rbench cannot stand " \
+        "behind: its interval [10.0, 90.0] is not the Wilson interval of 5 of 10" in cells["r_wilson"].error
+    assert cells["r_samples"].value is None and cells["r_samples"].error.endswith("its n = 3 but it kept 2 samples")
 
 
 def test_a_run_into_a_used_folder_leaves_only_its_own_files(first_run, tmp_path):

@@ -545,6 +545,17 @@ def test_a_job_whose_key_names_another_plugin_version_is_refused_where_it_runs()
     plugin, params = plugin_params("attack", Call("fgsm", info.version, {"eps": 0.1}))
     assert plugin is info.obj and params.eps == 0.1
     assert plugin_params("attack", {"plugin": "fgsm", "params": {"eps": 0.1}})[0] is info.obj  # no version named
+    from rbench.inputs import build_model, model_of_checkpoint
+
+    class Store:  # the only part of a store model_of_checkpoint touches on failure
+        def quarantine(self, key: str, reason: str) -> Exception:
+            raise AssertionError(f"{key} quarantined: {reason}")
+
+    mlp = get_registry().get("model", "mlp").version
+    state = build_model({"plugin": "mlp", "version": mlp, "params": {}}).state_dict()
+    other = {"spec": {"model": {"plugin": "mlp", "version": mlp + ".post1", "params": {}}}}
+    with pytest.raises(PluginError, match="but the job's key names"):  # the stored checkpoint is not at fault
+        model_of_checkpoint(Store(), "k", state, other, "cpu")
     for call in (Call("fgsm", info.version + ".post1", {"eps": 0.1}),
                  Call("fgsm", info.version, {"eps": 0.1}, distribution="rbench-fork")):
         with pytest.raises(PluginError, match=rf"attack 'fgsm': this process \(on .+\) has version {info.version} "

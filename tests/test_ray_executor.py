@@ -344,6 +344,38 @@ def test_a_node_that_does_not_see_the_store_stops_the_run_before_any_work(cluste
     assert not list((tmp_path / "store" / "locks").glob(".node-probe*"))  # its marker removed
 
 
+@pytest.mark.slow
+def test_a_node_that_joined_after_the_probe_fails_its_jobs_named(cluster, tiny_suite, tmp_path, monkeypatch):
+    """An autoscaler's node (beside a head of 0 CPUs) is not there when the run probes its nodes: each worker
+    checks the run's marker before its first job. Here the probe is skipped and the marker's token is not the
+    one the tasks are given, as on a node that sees another folder."""
+    import contextlib as _contextlib
+
+    from rich.console import Console
+
+    from rbench.executors import ray_executor
+    from rbench.runner import run_suite
+
+    real = ray_executor.store_marker
+
+    @_contextlib.contextmanager
+    def other_folder(store):
+        with real(store) as (marker, _):
+            yield marker, "a token the marker does not hold"
+
+    monkeypatch.setattr(ray_executor, "check_nodes_see_store", lambda *args: None)
+    monkeypatch.setattr(ray_executor, "store_marker", other_folder)
+    address, _ = cluster
+    outcome = run_suite(tiny_suite, profile=None, store=Store(tmp_path / "store"), run_dir=tmp_path / "run",
+                        device="cpu", workers=None, executor="ray", console=Console(quiet=True), quiet=True,
+                        executor_options={"--address": address})
+    results = list(outcome.job_results.values())
+    failed = [r for r in results if r.status == "failed"]
+    assert failed and {r.status for r in results} <= {"failed", "skipped"}
+    assert all("does not see the driver's store" in r.error for r in failed), failed[0].error
+    assert not list((tmp_path / "store" / "objects").rglob("*"))
+
+
 def test_the_store_probe_tells_another_folder_from_the_driver_s(tmp_path):
     from rbench.executors.ray_executor import _probe_store
 

@@ -268,6 +268,10 @@ def test_one_sided_and_change_claims():
         Claim(**{k: v for k, v in gain.items() if k != "b_from"})
     with pytest.raises(ValueError, match="a 'less' claim takes no 'a_from'"):
         Claim(**{**pair, "kind": "less", "a_from": gain["a_from"]})
+    with pytest.raises(ValueError, match="a 'less_change' claim takes no 'margin'"):  # it was ignored
+        Claim(**gain, margin=0.05)
+    with pytest.raises(ValueError, match="a 'less' claim takes no 'among'"):
+        Claim(**{**pair, "kind": "less", "among": ["one"]})
 
 
 def test_a_claim_of_a_size_needs_that_size(tmp_path):

@@ -173,15 +173,16 @@ def test_an_included_files_run_settings_that_differ_are_named_in_a_warning(write
     suite = load_suite(top)
     assert suite.seed == 1 and suite.precision == "fp32" and suite.job_timeout is None
     lines = suite.warning_lines()
-    assert [line.split(": ")[1] for line in lines] == ["suite.seed = 3 is not used",
-                                                        "suite.precision = 'bf16' is not used",
-                                                        "suite.job_timeout = 60.0 is not used"]
+    assert [line.split(": ")[1] for line in lines] == ["suite.seed = 3 is not read",
+                                                        "suite.precision = 'bf16' is not read",
+                                                        "suite.job_timeout = 60.0 is not read"]
+    assert lines[1].endswith("precision = 'fp32'; --precision overrides both)")
     assert all(line.startswith(str(top.parent / "part.toml")) and "top.toml: " in line for line in lines)
     same = write_suite('[suite]\nname = "same"\nseed = 3\nprecision = "bf16"\njob_timeout = 60\n'
                        'include = ["part.toml"]\n', "same.toml")
     assert load_suite(same).warning_lines() == []
     out = rbench("validate", str(top))
-    assert out.returncode == 0 and "suite.seed = 3 is not used" in out.stdout
+    assert out.returncode == 0 and "suite.seed = 3 is not read" in out.stdout
 
 
 def test_plan_keys_are_content_addressed(write_suite):

@@ -240,38 +240,48 @@ def _probe_store(store_root: str, marker: str, token: str) -> str | None:
     return None
 
 
-def check_nodes_see_store(ray: ModuleType, store: Store) -> None:
-    """Refuse (one line, before any work) a cluster any of whose nodes that take jobs (those with CPUs) cannot
-    read and write the driver's store at the same path: a node that mounted another folder there computed every
-    job into it and reported it done, while the driver's tables found nothing; a read-only one failed every job
-    blaming its plugin. One zero-CPU task pinned to each node reads a marker the driver wrote."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    root = str(store.root.resolve())
+@contextlib.contextmanager
+def store_marker(store: Store) -> Iterator[tuple[str, str]]:
+    """A marker file in the store for the run's duration: (its path, the token it holds), read by
+    :func:`_probe_store` on the nodes; removed at the end whatever happened."""
     token = uuid.uuid4().hex
     marker = store.root / "locks" / f".node-probe{TMP_MARK}{token[:8]}"
     marker.write_text(token)
     try:
-        nodes = [n for n in ray.nodes() if n.get("Alive") and float(n.get("Resources", {}).get("CPU", 0)) > 0]
-        task = ray.remote(_probe_store)
-        refs = {task.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(root, str(marker.resolve()), token): n for n in nodes}
-        ready, late = _unwrapped(ray.wait, list(refs), num_returns=len(refs), timeout=PROBE_TIMEOUT)
-        problems = []
-        for ref in ready:
-            try:
-                problem = _unwrapped(ray.get, ref)
-            except ray.exceptions.RayError as exc:
-                problem = f"node {refs[ref].get('NodeManagerAddress', '?')} failed the store probe: {_first_line(exc)}"
-            if problem is not None:
-                problems.append(problem)
-        problems += [f"node {refs[ref].get('NodeManagerAddress', '?')} did not answer the store probe within "
-                     f"{PROBE_TIMEOUT:g} s" for ref in late]
-        for ref in late:
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
+        yield str(marker.resolve()), token
     finally:
         marker.unlink(missing_ok=True)
+
+
+def check_nodes_see_store(ray: ModuleType, store: Store, marker: str, token: str) -> None:
+    """Refuse (one line, before any work) a cluster any of whose nodes that take jobs (those with CPUs now)
+    cannot read and write the driver's store at the same path: a node that mounted another folder there computed
+    every job into it and reported it done, while the driver's tables found nothing; a read-only one failed every
+    job blaming its plugin. One zero-CPU task pinned to each node reads the run's marker. Nodes that join later
+    (an autoscaler's, beside a head of 0 CPUs) are checked by each worker before its first job (:func:`_ray_job`)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    root = str(store.root.resolve())
+    nodes = [n for n in ray.nodes() if n.get("Alive") and float(n.get("Resources", {}).get("CPU", 0)) > 0]
+    if not nodes:
+        return
+    task = ray.remote(_probe_store)
+    refs = {task.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        n["NodeID"], soft=False)).remote(root, marker, token): n for n in nodes}
+    ready, late = _unwrapped(ray.wait, list(refs), num_returns=len(refs), timeout=PROBE_TIMEOUT)
+    problems = []
+    for ref in ready:
+        try:
+            problem = _unwrapped(ray.get, ref)
+        except ray.exceptions.RayError as exc:
+            problem = f"node {refs[ref].get('NodeManagerAddress', '?')} failed the store probe: {_first_line(exc)}"
+        if problem is not None:
+            problems.append(problem)
+    problems += [f"node {refs[ref].get('NodeManagerAddress', '?')} did not answer the store probe within "
+                 f"{PROBE_TIMEOUT:g} s" for ref in late]
+    for ref in late:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=True)
     if problems:
         more = f" (and {len(problems) - 1} more nodes)" if len(problems) > 1 else ""
         raise RbenchError(f"executor 'ray': --store {store.root}: {problems[0]}{more}")
@@ -279,20 +289,29 @@ def check_nodes_see_store(ray: ModuleType, store: Store) -> None:
 
 # -- task side (in a Ray worker process) ---------------------------------------------------------------------
 _stores: dict[str, Store] = {}
+#: the runs' markers (token) this worker has found in its store
+_seen: set[str] = set()
 
 
-def _ray_job(job: Job, store_root: str, timeout: float | None, threads: int, events: Any, env: dict[str, str]
-             ) -> tuple[str, float, str | None, str, list[str]]:
+def _ray_job(job: Job, store_root: str, timeout: float | None, threads: int, events: Any, env: dict[str, str],
+             marker: tuple[str, str] | None = None) -> tuple[str, float, str | None, str, list[str]]:
     """One job in a Ray worker: ``(status, seconds, error, where, warnings)``; a plugin's exception fails the job
     here (it is not a Ray failure: Ray retries only a worker that died). ``env``: the driver's ``RBENCH_*``
     variables (set here rather than through a Ray runtime_env, which would keep the cluster's idle workers from
-    taking jobs)."""
+    taking jobs). ``marker``: (path, token) of the run's store marker, checked before this worker's first job
+    of the run (:func:`_probe_store`): a node that joined after the run's probe fails its jobs, named, rather
+    than computing them into another folder."""
     import ray
 
     os.environ.update(env)
     torch.set_num_threads(threads)
     device = "cuda" if ray.get_gpu_ids() else "cpu"
     where = f"{device}@{ray.util.get_node_ip_address()}"
+    if marker is not None and marker[1] not in _seen:
+        problem = _probe_store(store_root, *marker)
+        if problem is not None:
+            return "failed", 0.0, f"{job.label}: {problem}", where, []
+        _seen.add(marker[1])
     store = _stores.setdefault(store_root, Store(store_root))
     started = time.perf_counter()
     last = 0.0
@@ -404,10 +423,13 @@ class RayExecutor(Executor):
                 gpus = ray.cluster_resources().get("GPU", 0) > 0
                 if private:
                     params = params.model_copy(update={"num_cpus": task_cpus(workers, params)})
+                    _Dispatch(ray, scheduler, store, observer, params, gpus, job_timeout, threads).run()
                 else:
                     check_fits(ray.nodes(), params, gpus)
-                    check_nodes_see_store(ray, store)
-                _Dispatch(ray, scheduler, store, observer, params, gpus, job_timeout, threads).run()
+                    with store_marker(store) as marker:
+                        check_nodes_see_store(ray, store, *marker)
+                        _Dispatch(ray, scheduler, store, observer, params, gpus, job_timeout, threads,
+                                  marker).run()
             finally:
                 if owned:
                     with contextlib.suppress(Exception):
@@ -474,11 +496,11 @@ class _Dispatch:
     """One run's tasks: submit what is ready, wait, relay events, finish; cancel everything if interrupted."""
 
     def __init__(self, ray: ModuleType, scheduler: Scheduler, store: Store, observer: Observer, params: RayParams,
-                 gpus: bool, timeout: float | None, threads: int):
+                 gpus: bool, timeout: float | None, threads: int, marker: tuple[str, str] | None = None):
         self.ray, self.scheduler, self.observer, self.params, self.threads = ray, scheduler, observer, params, threads
         self.store_root, self.gpus, self.timeout = str(store.root.resolve()), gpus, timeout
         self.task = ray.remote(_ray_job)
-        self.env = forwarded_env()
+        self.env, self.marker = forwarded_env(), marker
         self.events = _events_actor(ray)
         self.draining: Any = self.events.drain.remote()
         self.inflight: dict[Any, Job] = {}
@@ -512,7 +534,8 @@ class _Dispatch:
         resources = job_resources(job.kind, self.params, self.gpus)
         ref = self.task.options(**resources, max_retries=self.params.max_retries, retry_exceptions=False,
                                 name=f"rbench: {job.label}"[:200]).remote(job, self.store_root, self.timeout,
-                                                                           self.threads, self.events, self.env)
+                                                                           self.threads, self.events, self.env,
+                                                                           self.marker)
         self.inflight[ref] = job
         self.submitted[job.key] = time.monotonic()
 
