@@ -10,15 +10,16 @@ from collections.abc import Iterable, Sequence
 
 from tabulate import tabulate
 
-#: what a Markdown renderer reads as HTML: a tag's or comment's start, an entity or character reference
-_MARKUP = re.compile(r"<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)")
+#: what a Markdown renderer reads as HTML (a tag's or comment's start, an entity or character reference), and a
+#: backslash that would escape the ASCII punctuation after it (one before a space or a letter is shown as it is)
+_MARKUP = re.compile(r"<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)|\\(?=[!-/:-@\[-`{-~])")
 
 
 def md(text: object) -> str:
-    """``text`` as literal Markdown text: a backslash before a ``<`` that would open a tag and an ``&`` that would
-    start an entity (CommonMark's escape for ASCII punctuation), and before every ``|`` (tabulate does not escape it
-    in GitHub tables); backslashes already there are doubled first, so none of them escapes what follows."""
-    return _MARKUP.sub(lambda m: "\\" + m.group(0), str(text).replace("\\", "\\\\")).replace("|", "\\|")
+    """``text`` as literal Markdown text: a backslash (CommonMark's escape for ASCII punctuation) before a ``<``
+    that would open a tag, an ``&`` that would start an entity, a backslash that would escape what follows it, and
+    every ``|`` (tabulate does not escape it in GitHub tables). ``attack \\ model`` stays as it is."""
+    return _MARKUP.sub(lambda m: "\\" + m.group(0), str(text)).replace("|", "\\|")
 
 
 def md_table(rows: Iterable[Sequence[object]], headers: Sequence[object]) -> str:
