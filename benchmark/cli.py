@@ -521,8 +521,9 @@ def compare_cmd(
                   f"{theirs.profile or 'none'}): their cells may rest on other samples and models", file=sys.stderr)
         sizes = run_diff.other_sizes(results, theirs)
         if sizes:
-            print(f"rbench: note: {sizes} cells of both runs rest on other numbers of samples in each (their "
-                  "differences compare other sample sets)", file=sys.stderr)
+            cells = "1 cell of both runs rests" if sizes == 1 else f"{sizes} cells of both runs rest"
+            print(f"rbench: note: {cells} on other numbers of samples in each (their differences compare other "
+                  "sample sets)", file=sys.stderr)
         if fmt == "json":
             print(json.dumps(run_diff.as_json(diffs), indent=1))
         elif fmt == "md":

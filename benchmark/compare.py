@@ -478,7 +478,8 @@ class PaperSummary:
     def describe(self) -> str:
         notes = ([f"by the whole 95% interval: {self.firm_within} of the {self.with_interval} with one"]
                  if self.with_interval else []) + \
-            ([f"{self.inconclusive} others too close to tell"] if self.inconclusive else [])
+            ([f"{self.inconclusive} {'other' if self.inconclusive == 1 else 'others'} too close to tell"]
+             if self.inconclusive else [])
         unsure = f" ({'; '.join(notes)})" if notes else ""
         parts = [f"{self.within}/{self.cells} cells within tolerance{unsure}"] if self.cells else []
         if self.claims:

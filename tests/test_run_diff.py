@@ -112,7 +112,7 @@ def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path,
     (other / "results.json").write_text(json.dumps(raw))
     code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other))
     assert code is None or code == 0
-    assert "the runs are of two profiles (none, quick)" in err and "1 cells of both runs rest on other numbers" in err
+    assert "the runs are of two profiles (none, quick)" in err and "1 cell of both runs rests on other numbers" in err
     code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other), "--published", str(other))
     assert code == 2 and "--run and --published: give one" in err
     for table in raw["tables"]:
