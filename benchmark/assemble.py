@@ -125,9 +125,10 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutput
                     f"an interval [{estimate.low}, {estimate.high}] that does not hold it", **where), None
     cell = Cell(row, column, number, data.used, n=estimate.n, low=estimate.low, high=estimate.high,
                 interval=estimate.method, **where)
+    kept = None if estimate.samples is None else np.asarray(estimate.samples).size
     problem = cell_problem(cell)  # what reading results.json back checks: found here, named, not on every read
-    if problem is None and estimate.samples is not None and estimate.n != np.asarray(estimate.samples).size:
-        problem = f"its n = {estimate.n} but it kept {np.asarray(estimate.samples).size} samples"
+    if problem is None and kept is not None and estimate.n != kept:
+        problem = f"its n = {estimate.n} but it kept {kept} samples"
     if problem is not None:
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r} returned an estimate "
                     f"rbench cannot stand behind: {problem}", **where), None

@@ -365,16 +365,14 @@ def check_one_claim(claim: Claim, table: ResultTable | None) -> ClaimCheck:
     if claim.kind in ("less_by", "not_less_by"):
         # the decimal margin against a difference of two decimals read as floats (0.990 - 0.985 < 0.005)
         by_margin = b - a >= claim.margin - 1e-9 * max(1.0, abs(b))
-        if claim.kind == "not_less_by":
-            return ClaimCheck(claim.text, claim.table, not by_margin,
-                              f"{name} = {_shown(table, claim.a, a, b)} vs {claim.b.row} at {claim.b.column} = "
-                              f"{_shown(table, claim.b, b, a)}; needed: not lower by {claim.margin:g} or more")
-        held, margin = by_margin, f" by at least {claim.margin:g}"
+        held = by_margin if claim.kind == "less_by" else not by_margin
+        needed = (f"lower by at least {claim.margin:g}" if claim.kind == "less_by"
+                  else f"not lower by {claim.margin:g} or more")
     else:
         held = a < b and (claim.kind == "less" or b - a <= claim.margin)
-        margin = f" (by at most {claim.margin:g})" if claim.kind == "barely_less" else ""
+        needed = f"lower (by at most {claim.margin:g})" if claim.kind == "barely_less" else "lower"
     return ClaimCheck(claim.text, claim.table, held, f"{name} = {_shown(table, claim.a, a, b)} vs {claim.b.row} at "
-                      f"{claim.b.column} = {_shown(table, claim.b, b, a)}; needed: lower{margin}")
+                      f"{claim.b.column} = {_shown(table, claim.b, b, a)}; needed: {needed}")
 
 
 def _check_change(claim: Claim, table: ResultTable | None, a: float, b: float) -> ClaimCheck:

@@ -241,46 +241,46 @@ BOUNDS = {"wilson": (0.0, 100.0), "hanley-mcneil": (0.0, 1.0), "wilson-pairs": (
 
 
 def _check_cell(table: str, cell: Cell) -> None:
-    """ValueError unless ``cell``'s value and interval are finite numbers or None and its n a count or None."""
-    where = f"table {table!r}, cell ({cell.row}, {cell.column})"
+    """ValueError naming the table and cell where :func:`cell_problem` finds one."""
+    problem = cell_problem(cell)
+    if problem is not None:
+        raise ValueError(f"table {table!r}, cell ({cell.row}, {cell.column}): {problem}")
+
+
+def cell_problem(cell: Cell) -> str | None:
+    """What is wrong with ``cell``, in words (None: nothing): its value and interval must be finite numbers or None,
+    its n a count or None, its interval must hold its value and lie where its kind of quantity does, and a rate
+    cell must be what its n gives (:func:`_rate_problem`). Checked when results.json is read, and when a cell is
+    assembled, so that a metric's estimate that a later read would refuse fails its own cell."""
     for name in ("value", "low", "high"):
         number = getattr(cell, name)
         if number is not None and (isinstance(number, bool) or not isinstance(number, int | float)
                                    or not math.isfinite(number)):
-            raise ValueError(f"{where}: {name} is {number!r}, not a finite number")
+            return f"{name} is {number!r}, not a finite number"
     if cell.n is not None and (isinstance(cell.n, bool) or not isinstance(cell.n, int) or cell.n < 0):
-        raise ValueError(f"{where}: n is {cell.n!r}, not a count")
+        return f"n is {cell.n!r}, not a count"
     if not interval_holds(cell.low, cell.value, cell.high):
-        raise ValueError(f"{where}: its interval [{cell.low}, {cell.high}] does not hold its value {cell.value}")
+        return f"its interval [{cell.low}, {cell.high}] does not hold its value {cell.value}"
     bounds = BOUNDS.get(cell.interval)
     if bounds is not None and any(v is not None and not bounds[0] <= v <= bounds[1]
                                   for v in (cell.value, cell.low, cell.high)):
-        raise ValueError(f"{where}: a {cell.interval} estimate of {cell.value} [{cell.low}, {cell.high}] lies outside "
-                         f"[{bounds[0]:g}, {bounds[1]:g}], where such a quantity is")
-    if cell.interval == "wilson":
-        _check_rate(where, cell)
+        return (f"a {cell.interval} estimate of {cell.value} [{cell.low}, {cell.high}] lies outside "
+                f"[{bounds[0]:g}, {bounds[1]:g}], where such a quantity is")
+    return _rate_problem(cell) if cell.interval == "wilson" else None
 
 
-def cell_problem(cell: Cell) -> str | None:
-    """What reading ``cell`` back from results.json would refuse (:func:`_check_cell`), in words; None if nothing."""
-    try:
-        _check_cell("", cell)
-    except ValueError as exc:
-        return str(exc).split(": ", 1)[1] if ": " in str(exc) else str(exc)
-    return None
-
-
-def _check_rate(where: str, cell: Cell) -> None:
+def _rate_problem(cell: Cell) -> str | None:
     """A rate cell (a Wilson interval) is k of its n samples in %, and its interval is the Wilson interval of k
     of n: both follow from n and the value, so an interval edited in results.json (printed as ``6.5 ±92.5``) or a
     value no count of n samples gives is refused."""
     if not cell.n or cell.value is None or cell.low is None or cell.high is None:
-        raise ValueError(f"{where}: a rate cell without its value, n or interval")
+        return "a rate cell without its value, n or interval"
     k = round(cell.value * cell.n / 100.0)
     if not math.isclose(100.0 * k / cell.n, cell.value, rel_tol=1e-9, abs_tol=1e-9):
-        raise ValueError(f"{where}: its value {cell.value} is no count of its n = {cell.n} samples in %")
+        return f"its value {cell.value} is no count of its n = {cell.n} samples in %"
     low, high = (100.0 * end for end in wilson(k, cell.n))
     if not (math.isclose(low, cell.low, rel_tol=1e-9, abs_tol=1e-9)
             and math.isclose(high, cell.high, rel_tol=1e-9, abs_tol=1e-9)):
-        raise ValueError(f"{where}: its interval [{cell.low}, {cell.high}] is not the Wilson interval of {k} of "
-                         f"{cell.n} samples [{low}, {high}]")
+        return (f"its interval [{cell.low}, {cell.high}] is not the Wilson interval of {k} of {cell.n} samples "
+                f"[{low}, {high}]")
+    return None

@@ -150,8 +150,9 @@ def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path
     return doc.suite
 
 
-#: the ``[suite]`` settings that apply to the whole run: the first file's; an included file's are not used
-RUN_SETTINGS = ("seed", "precision", "job_timeout")
+#: the ``[suite]`` settings that apply to the whole run (the first file's; an included file's are not read), each
+#: with the command-line option that overrides it
+RUN_SETTINGS = {"seed": None, "precision": "--precision", "job_timeout": "--job-timeout"}
 
 
 def _note_overridden(file: str, meta: SuiteMeta, merged: Merged) -> None:
@@ -163,13 +164,12 @@ def _note_overridden(file: str, meta: SuiteMeta, merged: Merged) -> None:
     if top is None:
         merged.top = meta
         return
-    for key in RUN_SETTINGS:
+    for key, flag in RUN_SETTINGS.items():
         mine, governing = getattr(meta, key), getattr(top, key)
         if key in meta.model_fields_set and mine != governing:
-            flag = {"precision": "; --precision", "job_timeout": "; --job-timeout"}.get(key, "")
             merged.overridden.append(f"{file}: suite.{key} = {mine!r} is not read: the first file's [suite] "
                                      f"table governs the run ({merged.files[0]}: {key} = {governing!r}"
-                                     f"{flag + ' overrides both' if flag else ''})")
+                                     f"{f'; {flag} overrides both' if flag else ''})")
 
 
 def merge_files(path: str | Path, profile: str | None = None) -> tuple[SuiteMeta, Merged]:

@@ -226,9 +226,10 @@ def _probe_store(store_root: str, marker: str, token: str) -> str | None:
 
     where = f"node {ray.util.get_node_ip_address()}"
     try:
-        if Path(marker).read_text() != token:
-            raise FileNotFoundError
+        found: str | None = Path(marker).read_text()
     except OSError:
+        found = None
+    if found != token:
         return (f"{where} does not see the driver's store at {store_root} (another folder there): mount the same "
                 "shared filesystem at the same path on every node")
     try:
