@@ -249,7 +249,9 @@ def test_a_cluster_run_beside_a_local_run_gives_the_local_tables_though_a_worker
     assert set(runs[0]) == set(runs[1])
     for key in runs[0]:  # computed once: done by one run, read by the other
         assert sorted((runs[0][key]["status"], runs[1][key]["status"])) == ["cached", "done"], key
-    assert any(j["status"] == "done" for j in runs[0].values())  # the cluster computed (the job it had started)
+    # Which run computes which job is a race: once the killed worker frees its lock, the local run may take every
+    # job, the retried one included (CI saw it), so the cluster's share is not asserted; the marker above shows a Ray
+    # worker did compute (it had written weights when it died).
     assert all(j["device"].startswith("cpu@") for j in runs[0].values() if j["status"] == "done")  # device@node
     assert run_values(tmp_path / "ray") == run_values(tmp_path / "local") == expected
     store = Store(tmp_path / "store")
