@@ -157,15 +157,23 @@ class ResultTable:
 
     def format(self, cell: Cell, spread: bool = False) -> str:
         """``cell``'s value as text, with the format of its metric ("-" where it does not apply); with ``spread``,
-        followed by `` ±h`` (its interval's larger half-width) where it has one."""
+        followed by `` ±h`` (its interval's larger half-width) where it has one; `` +h`` (`` −h``) where the
+        interval does not reach below (above) the value at its precision (0 of n: ``0.0 +1.9``, not ``0.0 ±1.9``,
+        which read as if the rate could be negative)."""
         if cell.value is None:
             return "failed" if cell.error else "-"
         fmt = self.fmt(cell)
         half = cell.spread() if spread else None
+        zero = format_value(0.0, fmt)
         shown = None if half is None else format_value(half, fmt)
-        if shown is None or shown == format_value(0.0, fmt):  # no interval, or none at the value's precision
-            return format_value(cell.value, fmt)
-        return f"{format_value(cell.value, fmt)} ±{shown}"
+        value = format_value(cell.value, fmt)
+        if shown is None or shown == zero:  # no interval, or none at the value's precision
+            return value
+        assert cell.low is not None and cell.high is not None and cell.value is not None  # spread() says so
+        below = format_value(cell.value - cell.low, fmt) != zero
+        above = format_value(cell.high - cell.value, fmt) != zero
+        sign = "±" if below and above else "+" if above else "−"
+        return f"{value} {sign}{shown}"
 
 
 @dataclass

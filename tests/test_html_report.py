@@ -269,7 +269,8 @@ def test_report_in_a_browser(run, browser):
     assert "within" in errors.find_element(By.XPATH, ".//tr[th='clean']/td[1]").get_attribute("class")
     outside = errors.find_element(By.XPATH, ".//tr[th='clean']/td[2]")
     assert "outside" in outside.get_attribute("class").split()
-    assert outside.text.endswith(" · paper -5")  # as published, not in our format
+    assert outside.text.endswith(" · paper -5 ✗")  # as published, not in our format; the verdict without colour
+    assert errors.find_element(By.XPATH, ".//tr[th='clean']/td[1]").text.endswith(" ✓")
     assert "tolerance exact: this column's own tolerance" in outside.get_attribute("title")  # not the table's why
     assert "any error rate will do" not in outside.get_attribute("title")
     assert "verdict: outside tolerance" in outside.get_attribute("title")
@@ -332,7 +333,7 @@ def test_report_command_rerenders_without_javascript(run, browser, tmp_path):
         tables = browser.find_elements(By.CSS_SELECTOR, "table.results")
         assert len(tables) == 5 and all(t.is_displayed() for t in tables)
         assert not browser.find_elements(By.CSS_SELECTOR, "th.sortable")  # the script did not run
-        assert browser.find_element(By.CSS_SELECTOR, "td.inconclusive").text.endswith(f"paper {inside:g}")
+        assert browser.find_element(By.CSS_SELECTOR, "td.inconclusive").text.endswith(f"paper {inside:g} ?")
     finally:
         browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
 

@@ -378,6 +378,10 @@ def test_significant_digit_formats_stay_plain_below_a_million():
     for fmt, text in ((".1%", "25.0% ±6.0%"), (",.2f", "0.25 ±0.06"), (".3g", "0.25 ±0.06"), (".0f", "0")):
         table.formats["error"] = fmt
         assert table.format(cell, spread=True) == text
+    table.formats["error"] = ".1f"  # an interval wholly on one side of its value (0 or 100%) is shown one-sided
+    for (value, low, high), text in (((0.0, 0.0, 1.9), "0.0 +1.9"), ((100.0, 98.1, 100.0), "100.0 −1.9"),
+                                     ((0.02, 0.0, 1.9), "0.0 +1.9"), ((50.0, 45.0, 55.5), "50.0 ±5.5")):
+        assert table.format(Cell("a", "0.1", value, low=low, high=high), spread=True) == text
 
 
 def test_wide_tables_are_never_cut(monkeypatch):

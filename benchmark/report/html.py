@@ -44,6 +44,9 @@ REPORT_FILE = "report.html"
 TEMPLATE = "report.html.j2"
 #: a cell compared with several papers takes the colour of its worst verdict
 VERDICT_RANK = {"outside": 0, "missing": 1, "inconclusive": 2, "within": 3}
+#: each published value carries its verdict as a mark too, so that it reads without colour (printed, or by a
+#: reader who does not tell the colours apart)
+VERDICT_MARK = {"within": "✓", "inconclusive": "?", "outside": "✗", "missing": "–"}
 
 
 def figures_of(results: RunResults, run_dir: Path) -> dict[str, list[Path]]:
@@ -180,7 +183,8 @@ def html_cell(table: ResultTable, cell: Cell | None, compared: list[Comparison],
         title.append(_interval(table, cell))
     css = ["failed"] if cell.error else []
     if compared:
-        text += "".join(f" · paper {r.published:g}" for r in compared)  # as published, not in our format
+        # the published value as published, not in our format, then its verdict's mark
+        text += "".join(f" · paper {r.published:g} {VERDICT_MARK.get(r.verdict, '')}".rstrip() for r in compared)
         worst = min(compared, key=lambda r: VERDICT_RANK.get(r.verdict, 0))
         css += ["compared", worst.verdict]
         title += [describe_comparison(r, why.get((r.paper, r.table, r.column), ""), cell.error) for r in compared]

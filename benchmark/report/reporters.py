@@ -123,7 +123,8 @@ def describe_paired(test: dict) -> str:
             f"{test['p_value']:.3g}")
 
 
-INTERVAL_NOTE = ("±h: the larger half-width of the cell's 95% interval (Wilson for rates, Student t for means, "
+INTERVAL_NOTE = ("±h: the larger half-width of the cell's 95% interval (+h or −h where it lies wholly above or "
+                 "below the value, as at 0 or 100%; Wilson for rates, Student t for means, "
                  "normal for class-balanced rates, Hanley-McNeil for AUROC, order statistics for medians, Fisher's "
                  "z for correlations; binned statistics such as ECE carry none); n and the interval's ends are in "
                  "results.json and cells.csv.")
