@@ -274,6 +274,26 @@ def test_one_sided_and_change_claims():
         Claim(**{**pair, "kind": "less", "among": ["one"]})
 
 
+def test_an_order_within_overlapping_intervals_is_held_and_says_it_may_be_chance():
+    """Bečková's "T = 1/64 is harder to train" held on 74.4 vs 74.6 of 1000 samples: ``less`` and ``lowest`` judge
+    the point estimates, as the papers do, and their detail says where the two cells' 95% intervals overlap."""
+    from rbench.compare import Claim, check_one_claim
+
+    close = [Cell("hard", "acc", 74.4, low=71.6, high=77.0), Cell("easy", "acc", 74.6, low=71.8, high=77.2),
+             Cell("far", "acc", 90.0, low=88.0, high=91.7)]
+    table = ResultTable("t", "T", ["hard", "easy", "far"], ["acc"], "rows", "columns", {}, {}, close)
+    pair = {"text": "c", "table": "t", "kind": "less", "a": {"row": "hard", "column": "acc"}}
+    check = check_one_claim(Claim(**pair, b={"row": "easy", "column": "acc"}), table)
+    assert check.held is True and "the 95% intervals overlap ([71.6, 77.0] and [71.8, 77.2])" in check.detail
+    check = check_one_claim(Claim(**pair, b={"row": "far", "column": "acc"}), table)
+    assert check.held is True and "overlap" not in check.detail
+    check = check_one_claim(Claim(**{**pair, "kind": "lowest"}), table)
+    assert check.held is True and "overlap ([71.6, 77.0] and [71.8, 77.2])" in check.detail
+    bare = ResultTable("t", "T", ["hard", "easy"], ["acc"], "rows", "columns", {}, {},
+                       [Cell("hard", "acc", 74.4), Cell("easy", "acc", 74.6)])  # no intervals: nothing to say
+    assert "overlap" not in check_one_claim(Claim(**pair, b={"row": "easy", "column": "acc"}), bare).detail
+
+
 def test_a_claim_of_a_size_needs_that_size(tmp_path):
     from rbench.compare import Claim, check_one_claim
 
