@@ -339,8 +339,10 @@ def build_plan(suite: Suite) -> Plan:
             chain = suite.chain_of(crafted_on)
             drawn = any(d.randomized for d in chain)
             eot = ev.eot if drawn else 1  # averaging identical draws would only cost time
-            view = View(ev.bpda, eot) if defended and ev.threat_model == "adaptive" and (
-                ev.bpda or eot > 1) else None
+            # BPDA changes only non-differentiable stages: on a source without one it is the plain attack (same
+            # key, no "through BPDA" in its label and record)
+            bpda = ev.bpda and any(not d.differentiable for d in chain)
+            view = View(bpda, eot) if defended and ev.threat_model == "adaptive" and (bpda or eot > 1) else None
             if drawn and view is None:
                 view = View(False, 1)
             inputs: dict[str, str | None] = {CLEAN: None}

@@ -411,6 +411,14 @@ class _Resolver:
             suite.warnings.setdefault(name, []).append(
                 f"{self.where('evaluations', name)}: evaluations.{name}.eot: {ev.eot} draws, but no source has a "
                 "randomized defense: every draw would be the same (EOT is not used)")
+        drawn = [s for s in ev.sources if any(d.randomized for d in suite.chain_of(s))]
+        if ev.eot == 1 and ev.threat_model == "adaptive" and drawn and any(
+                a.takes_gradients for a in ev.attacks.values()):
+            suite.warnings.setdefault(name, []).append(
+                f"{self.where('evaluations', name)}: evaluations.{name}.eot: 1 draw, but {', '.join(drawn)} "
+                f"{'has a' if len(drawn) == 1 else 'have'} randomized defense{'' if len(drawn) == 1 else 's'}: "
+                "each gradient step sees one random draw, which can understate the attack and overstate the "
+                "defense; set eot (e.g. 8) to average the gradients over draws (EOT)")
 
     def check_attack_labels(self, attacks: dict[str, dict[str, AttackCall]]) -> None:
         """Every attack instance's label (a table's row or column, the key its results are found by) is the

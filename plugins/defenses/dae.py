@@ -1,4 +1,4 @@
-"""The denoising autoencoder of Uličný, Lundström and Kaiser (2016): a trained input transform."""
+"""The denoising autoencoder of Uličný, Lundström and Byttner (2016): a trained input transform."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Gaussian low-pass filter of Uličný, Lundström and Kaiser (2016), optionally after noise injection."""
+"""The Gaussian low-pass filter of Uličný, Lundström and Byttner (2016), optionally after noise injection."""
 
 from __future__ import annotations
 
