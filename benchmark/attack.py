@@ -86,6 +86,13 @@ class Attack:
         False). A gradient attack through a non-differentiable defense needs BPDA: the suite says so up front."""
         return True
 
+    def gradient_loss(self, params: Any) -> str | None:
+        """The loss whose input gradient the attack follows, where the engine should check it does not vanish
+        before the attack runs: ``"ce"`` (the cross-entropy, whose gradient underflows to 0 when the softmax
+        saturates) or None (by default: only the logits' gradients are checked,
+        :func:`rbench.contract.check_input_gradients`)."""
+        return None
+
     # Optional: ``provenance(params) -> dict`` (JSON-able). Adapters of other libraries return the library's
     # name and version; the engine stores it in every adversarial set's provenance (``meta.provenance.library``).
 

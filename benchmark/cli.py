@@ -267,7 +267,7 @@ def eval_cmd(
     n: Annotated[int | None, typer.Option("--n", min=1, help="Test images evaluated (default: 1000)")] = None,
     attack: Annotated[list[str] | None, typer.Option(
         "--attack", help="An attack, repeatable: NAME or NAME:key=value,... (e.g. pgd:eps=0.3,steps=100) "
-        "(default: fgsm and pgd at linf eps 0.1 and 0.3, gaussian noise)")] = None,
+        "(default: fgsm, pgd and margin-loss pgd at linf eps 0.1 and 0.3, gaussian noise)")] = None,
     suite: Annotated[Path | None, typer.Option(parser=path_value, metavar="PATH",
                                                help="Add the model to this suite's evaluations on the dataset "
                                                "instead: it appears beside the suite's models in every "
@@ -561,11 +561,11 @@ def cache_ls(store: StoreOpt = None) -> None:
 def cache_verify(store: StoreOpt = None) -> None:
     """Check every entry (checksum, binding to its key, format, finite values); corrupt entries are moved to
     quarantine (exit 1 if any). Entries another process is writing are skipped."""
-    from rbench.store import CorruptEntry
+    from rbench.store import CorruptEntry, StoreReadError
 
     s = _store(store)
     s.check_is_store()
-    bad = busy = 0
+    bad = busy = unread = 0
     keys = s.keys()
     for key in keys:
         try:
@@ -573,9 +573,13 @@ def cache_verify(store: StoreOpt = None) -> None:
         except CorruptEntry as exc:
             bad += 1
             console.print(f"[red]corrupt:[/] {escape(str(exc))}", highlight=False)
+        except StoreReadError as exc:  # the machine's failure, not the entry's: left in place
+            unread += 1
+            console.print(f"[yellow]unread:[/] {escape(str(exc))}", highlight=False)
     skipped = f", {busy} being written (skipped)" if busy else ""
+    skipped += f", {unread} could not be read (left in place)" if unread else ""
     console.print(f"{len(keys)} entries checked, {bad} corrupt{skipped}{_absent(s)}", highlight=False)
-    if bad:
+    if bad or unread:
         raise typer.Exit(1)
 
 

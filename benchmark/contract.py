@@ -311,3 +311,61 @@ def check_defense_gradients(model: torch.nn.Module, x: torch.Tensor) -> None:
             h.remove()
         for module, state in streams:
             module.generator.set_state(state)
+
+
+#: how many of an attack's inputs the gradient-masking probe differentiates (:func:`check_input_gradients`)
+MASKING_PROBE = 64
+
+
+def _dead_rows(grad: torch.Tensor | None, n: int) -> torch.Tensor:
+    """Per sample: its input gradient is missing, exactly zero or not finite."""
+    if grad is None:
+        return torch.ones(n, dtype=torch.bool)
+    flat = grad.detach().flatten(1).cpu()
+    return ~torch.isfinite(flat).all(1) | (flat == 0).all(1)
+
+
+def check_input_gradients(target: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, what: str,
+                          loss: str | None) -> None:
+    """A gradient attack on ``target`` (the model as the attack differentiates it: BPDA, EOT) would see something:
+    on the first :data:`MASKING_PROBE` inputs ``x`` (labels ``y``), a random projection of the logits must pass a
+    finite, non-zero gradient to at least half of the inputs, and where the attack follows the cross-entropy
+    (``loss == "ce"``, :meth:`rbench.attack.Attack.gradient_loss`) so must the cross-entropy. Else
+    :class:`PluginContractError` naming ``what`` (the model): a network that rounds or thresholds its input, or
+    whose logits are so large that the softmax saturates to exactly 0 and 1, gives gradient attacks nothing, and
+    the robustness the table would show is gradient masking (Athalye et al. 2018). Half, not all: a sample or two
+    with a saturated softmax is a confident model, not masking. The randomized stages' streams are left as they
+    were."""
+    from rbench.defense import DefenseModule
+
+    streams = [(m, m.generator.get_state()) for m in target.modules() if isinstance(m, DefenseModule)]
+    inputs = x[:MASKING_PROBE].detach().clone().requires_grad_(True)
+    labels = y[:MASKING_PROBE].to(inputs.device)
+    n = len(inputs)
+    try:
+        with torch.enable_grad():
+            out = target(inputs).float()
+            grads: dict[str, torch.Tensor | None] = {"logits": None, "cross-entropy": None}
+            if out.requires_grad:
+                projection = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(out)
+                grads["logits"] = torch.autograd.grad((out * projection).sum(), inputs, retain_graph=True,
+                                                      allow_unused=True)[0]
+                if loss == "ce":
+                    ce = torch.nn.functional.cross_entropy(out, labels, reduction="sum")
+                    grads["cross-entropy"] = torch.autograd.grad(ce, inputs, allow_unused=True)[0]
+    finally:
+        for module, state in streams:
+            module.generator.set_state(state)
+    checked = ["logits"] + (["cross-entropy"] if loss == "ce" else [])
+    for of in checked:
+        dead = int(_dead_rows(grads[of], n).sum())
+        if n and 2 * dead >= n:
+            why = ("its logits do not depend differentiably on the input (rounding, thresholds, detach): put that "
+                   "part in a suite defense with differentiable = false and attack with bpda = true, or use "
+                   "gradient-free attacks") if of == "logits" else (
+                   "its softmax saturates (logits too large: the cross-entropy's gradient underflows to 0); attack "
+                   "a margin loss (pgd with loss = \"margin\") or scale the logits down")
+            raise PluginContractError(
+                f"gradient masking in {what}: the input gradient of its {of} is zero, missing or not finite on "
+                f"{dead} of {n} inputs, so a gradient attack would see nothing there and report it as robustness; "
+                f"{why}", plugin=what)

@@ -20,7 +20,9 @@ from rbench.artifacts import AdvSet, Predictions, distortions
 from rbench.attack_loop import attack_in_batches, attack_meta, first_batch, slice_batches
 from rbench.contract import (
     GRADIENT_PROBE,
+    MASKING_PROBE,
     check_defense_gradients,
+    check_input_gradients,
     check_measurements,
     check_trained,
     check_transform_output,
@@ -35,6 +37,7 @@ from rbench.inputs import (
     load_model,
     load_slice,
     memory_format,
+    model_name,
     plugin_params,
     predicted_success,
 )
@@ -142,6 +145,9 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     attack, params = plugin_params("attack", spec.attack)
     if attack.uses_gradients(params):  # a defense that cuts its gradients while declaring them would mask them
         check_defense_gradients(model, x[:GRADIENT_PROBE].to(device))
+        # so would a network that rounds its input or saturates its softmax (checked on what the attack sees)
+        check_input_gradients(target, x[:MASKING_PROBE].to(device), y, model_name(model),
+                              attack.gradient_loss(params))
     budget = attack.budget(params)
     generator = torch.Generator(device=device).manual_seed(job.seed)
     one_batch = slice_batches(attack, params, target, model, x, y, device=device, generator=generator,

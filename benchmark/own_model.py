@@ -33,14 +33,17 @@ EVALUATION, TABLE = "eval", "robust_accuracy"
 
 
 def default_attacks(input_shape: tuple[int, ...]) -> dict[str, dict[str, Any]]:
-    """FGSM and PGD (Linf, 40 steps, random start) at :data:`DEFAULT_EPS`, and Gaussian noise of the L2 size an
-    FGSM perturbation of the same eps has when every pixel moves by eps (eps * sqrt(pixels), before clipping): the
-    random baseline an attack must beat."""
+    """FGSM and PGD (Linf, 40 steps, random start) at :data:`DEFAULT_EPS`, PGD on the logit margin as well (its
+    gradient does not vanish where the softmax saturates, as the cross-entropy's does: a model whose logits are
+    scaled up looks robust to the others, and the engine fails their cells for it), and Gaussian noise of the L2
+    size an FGSM perturbation of the same eps has when every pixel moves by eps (eps * sqrt(pixels), before
+    clipping): the random baseline an attack must beat."""
     pixels = math.prod(input_shape)
+    pgd = {"norm": "linf", "steps": 40, "random_start": True}
     return {
         "fgsm": {"plugin": "fgsm", "grid": {"eps": list(DEFAULT_EPS)}},
-        "pgd": {"plugin": "pgd", "params": {"norm": "linf", "steps": 40, "random_start": True},
-                "grid": {"eps": list(DEFAULT_EPS)}},
+        "pgd": {"plugin": "pgd", "params": pgd, "grid": {"eps": list(DEFAULT_EPS)}},
+        "pgd_margin": {"plugin": "pgd", "params": {**pgd, "loss": "margin"}, "grid": {"eps": list(DEFAULT_EPS)}},
         "noise": {"plugin": "gaussian_noise", "params": {"norm": "l2"},
                   "grid": {"eps": [round(e * math.sqrt(pixels), 4) for e in DEFAULT_EPS]}},
     }

@@ -60,6 +60,21 @@ class IntOut(SmallCNN):
 class Softmaxed(SmallCNN):
     def forward(self, x):
         return super().forward(x).softmax(1)
+
+
+class Noisy(SmallCNN):
+    def forward(self, x):
+        return super().forward(x + 0.3 * torch.randn_like(x))
+
+
+class Scaled(SmallCNN):
+    def forward(self, x):
+        return 1000.0 * super().forward(x)
+
+
+class Rounded(SmallCNN):
+    def forward(self, x):
+        return super().forward(torch.round(x))
 '''
 N = 200
 FGSM, PGD = "fgsm:eps=0.1", "pgd:eps=0.1,steps=20,random_start=false"
@@ -233,6 +248,8 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
     (["nets.py:SmallCNN", "--weights", "garbage.pt"], "is not a file torch.save wrote (neither a zip archive nor a "
                                                       "pickle)"),
     (["nets.py:Softmaxed", "--weights", "w.safetensors"], "the network's outputs look like probabilities"),
+    (["nets.py:Noisy", "--weights", "w.safetensors"], "the network's outputs differ between two passes on the "
+                                                      "same inputs"),
     (["nets.py:SmallCNN", "--weights", "nets.py"], "expected .safetensors, .pt or .pth"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", "[1]"], "--kwargs"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=big"], "--attack 'pgd:eps=big': eps"),
@@ -257,6 +274,29 @@ def test_errors_are_one_line_before_any_work(user, tmp_path, args, message, caps
     assert message in err
     assert len(err.strip().splitlines()) == 1
     assert not run_dir.exists() and not (tmp_path / "store" / "objects").exists()
+
+
+@pytest.mark.parametrize("cls, of", [("Scaled", "cross-entropy"), ("Rounded", "logits")])
+def test_gradient_masking_fails_the_attacks_it_would_fool(user, tmp_path, cls, of):
+    """The audit's two masked networks, the user's weights unchanged: logits scaled by 1000 (the softmax saturates,
+    the cross-entropy's gradient underflows to 0) and a rounded input (no gradient anywhere) looked robust (PGD 0.3:
+    84.5% and 93.0% where the plain network has 0%). Their gradient-attack cells now fail, naming gradient masking;
+    the noise cells stand, and the scaled network's margin-loss PGD (default set) shows what it really is."""
+    root, _ = user
+    out = rbench("eval", f"nets.py:{cls}", "--weights", "w.safetensors", "--n", "64", "--store",
+                 str(tmp_path / "store"), "--run-dir", str(tmp_path / "run"), "-q", "--device", "cpu", cwd=root)
+    assert out.returncode == 1 and "gradient masking" in out.stdout, out.stderr  # 1: cells failed
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    cells = {c["row"]: c for c in results["tables"][0]["cells"]}
+    for label in ("fgsm(eps=0.1)", "fgsm(eps=0.3)", "pgd(eps=0.1)", "pgd(eps=0.3)"):
+        assert cells[label]["value"] is None and f"gradient masking in model 'checkpoint': the input gradient of " \
+            f"its {of}" in cells[label]["error"], cells[label]
+    assert cells["noise(eps=8.4)"]["value"] is not None and cells["clean"]["value"] > 50
+    margin = cells["pgd_margin(eps=0.3)"]
+    if cls == "Scaled":  # the margin is not saturated: the attack works, as on the unscaled network
+        assert margin["value"] is not None and margin["value"] < cells["clean"]["value"] - 30, margin
+    else:
+        assert margin["value"] is None and "gradient masking" in margin["error"]
 
 
 def _suite_of(root: Path, weights: Path, trainer: str = "") -> str:

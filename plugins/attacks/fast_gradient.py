@@ -23,6 +23,9 @@ class Fgsm(FixedBudgetAttack):
     Params = EpsParams
     norm = "linf"
 
+    def gradient_loss(self, params: EpsParams) -> str:
+        return "ce"
+
     def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: EpsParams, *,
             generator: torch.Generator | None = None) -> AttackOutput:
         x_adv = (x + params.eps * loss_gradient(model, x, y).sign()).clamp(0, 1)
@@ -38,6 +41,9 @@ class FastGradientValue(FixedBudgetAttack):
     name = "fgv"
     Params = EpsParams
     norm = "linf"
+
+    def gradient_loss(self, params: EpsParams) -> str:
+        return "ce"
 
     def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: EpsParams, *,
             generator: torch.Generator | None = None) -> AttackOutput:

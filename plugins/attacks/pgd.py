@@ -37,6 +37,9 @@ class Pgd(FixedBudgetAttack):
     name = "pgd"
     Params = PgdParams
 
+    def gradient_loss(self, params: PgdParams) -> str:
+        return params.loss
+
     def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: PgdParams, *,
             generator: torch.Generator | None = None) -> AttackOutput:
         eps, norm = params.eps, params.norm

@@ -487,6 +487,13 @@ class Checkpoint(ModelPlugin):
         problem = logits_problem(out, len(batch), num_classes)
         if problem is not None:
             raise ValueError(f"the network's {problem}")
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the caller's random streams stay as they were
+            again = net(batch)
+        if not torch.equal(out, again):
+            raise ValueError("the network's outputs differ between two passes on the same inputs (in eval mode): "
+                             "rbench evaluates deterministic networks (an attack's success would be one random "
+                             "draw, unchecked); put the randomness in a suite defense (noise_injection) and attack "
+                             "it with eot")
 
 
 def register_live(model: nn.Module) -> str:
