@@ -66,12 +66,15 @@ class CellData:
     ``clean_of(evaluation)`` and ``predictions_of(evaluation)``: outputs from another evaluation of the suite
     (e.g. an out-of-distribution set); ``inputs``: the evaluation's clean data slice (``inputs_of(evaluation)``:
     another evaluation's); ``training``: what the target's trainer recorded (its statistics and per-epoch
-    observations). ``used`` lists the store keys read (or tried) so far, in order.
+    observations). ``used`` lists the store keys read (or tried) so far, in order. ``crafted_on``: the model
+    ``adv`` was made on and its success flags are of: ``source``, except under ``threat_model = "transfer"``,
+    where a defended source's sets are made on its undefended model.
     """
 
     def __init__(self, source: str, attack: str, target: str, keys: CellKeys, outputs: CellOutputs,
-                 evaluation: str = ""):
+                 evaluation: str = "", crafted_on: str = ""):
         self.source, self.attack, self.target, self.evaluation = source, attack, target, evaluation
+        self.crafted_on = crafted_on or source
         self.keys, self.outputs = keys, outputs
         self.used: list[str] = []
         self._memo: dict[tuple[str, ...], object] = {}

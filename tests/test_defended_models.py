@@ -119,6 +119,12 @@ evaluation = "transfer"
 rows = "model"
 columns = "attack"
 metric = "error"
+
+[tables.transfer_success]
+evaluation = "transfer"
+rows = "model"
+columns = "attack"
+metric = "success_rate"
 """
 
 
@@ -283,6 +289,11 @@ def test_defended_models_run_under_both_threat_models(defended_run):
         clean, fgsm = adaptive.cell(model, "clean").value, adaptive.cell(model, "fgsm").value
         assert clean < 60 and fgsm > clean, (model, clean, fgsm)  # working classifiers the attack hurts
         assert transfer.cell(model, "clean").value == clean  # the same defended model, evaluated the same way
+    # a transferred set's success flags are the undefended mlp's: never shown under a defended model's row
+    success = tables["transfer_success"]
+    for model in ("mlp_lowpass", "committee"):
+        cell = success.cell(model, "fgsm")
+        assert cell.value is None and "the set was crafted on 'mlp' (threat_model = \"transfer\")" in cell.error
     # transferred from the undefended mlp: the mlp's own white-box error is an upper bound it rarely beats
     assert transfer.cell("mlp_squeezed", "fgsm").value <= adaptive.cell("mlp", "fgsm").value + 10
 

@@ -75,12 +75,17 @@ class ClassRobustness(Metric):
 
 class SuccessRate(Metric):
     """Attack success rate (%): the fraction of the set the attack reports as adversarial on its source
-    model (misclassified, or classified as the target). Not defined for clean inputs."""
+    model (misclassified, or classified as the target). Not defined for clean inputs; an error for a defended
+    source's transferred sets (their flags are the undefended model's)."""
 
     name = "success_rate"
     label = "success rate"
 
     def compute(self, cell: CellData, params: BaseModel) -> Estimate | None:
+        if cell.adv is not None and cell.crafted_on != cell.source:  # a row would show another model's rate
+            raise ValueError(f"the set was crafted on {cell.crafted_on!r} (threat_model = \"transfer\"): its success "
+                             f"flags are that model's, not {cell.source!r}'s; tabulate {cell.source!r}'s error or "
+                             "accuracy on it instead")
         return None if cell.adv is None else rate(cell.adv.success, cell.adv.indices)
 
 
