@@ -14,11 +14,13 @@ Guarantees:
 - **Every entry is bound to its key.** Each records the key and the job spec it was made for; a load checks that
   the recorded key is the key asked for and that the recorded spec hashes to it, so an entry copied or moved
   under another key is never served.
-- **Checksums.** A checkpoint's sidecar holds its weights' SHA-256 and the SHA-256 of the rest of the sidecar
-  (its training statistics and per-epoch measurements feed tables too); an HDF5 file holds the SHA-256 of all
-  its arrays and of its metadata. A sidecar written before sidecar checksums (no ``meta_sha256``) is served
-  only if every number in it is finite. Any failure to load an entry (checksum, binding, a malformed file or sidecar, a
-  missing array, non-finite values) raises :class:`CorruptEntry` after moving the entry to ``quarantine/``.
+- **Checksums.** A checkpoint's sidecar holds its weights' SHA-256 and the SHA-256 of the rest of the sidecar (its
+  training statistics and per-epoch measurements feed tables too); an HDF5 file holds the SHA-256 of all its arrays
+  and of its metadata. A sidecar without its own checksum (``meta_sha256``: written before 2026-12-01, or removed to
+  pass an edit) is corrupt: the entry is recomputed once. Any failure to load an entry (checksum, binding, a
+  malformed file or sidecar, a missing array, non-finite values) raises :class:`CorruptEntry` after moving the entry
+  to ``quarantine/``; a failure of the machine (too many open files, memory, a stale NFS handle) raises
+  :class:`StoreReadError` and leaves the entry where it is.
 - **Nothing partial, nothing non-finite.** A file is built in memory, written to a temporary sibling, fsync'd
   and renamed; a checkpoint counts as stored only once its sidecar (written last) exists. A write that does not
   fit on the disk fails with :class:`StoreWriteError` (one line) before anything is renamed. Non-finite floats
@@ -38,6 +40,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -125,6 +128,24 @@ class EntryMissing(Exception):
 
 class StoreWriteError(Exception):
     """A write to the store failed (disk full, I/O error); nothing was left under a final name."""
+
+
+class StoreReadError(Exception):
+    """An entry could not be read for a reason of the machine, not of its content (too many open files, memory,
+    a stale handle on a network filesystem, permissions): it is left in place, neither judged nor quarantined,
+    so that a passing failure never sends intact work to quarantine, where ``cache gc`` would delete it."""
+
+
+#: errors of the machine a read may meet (content failures carry no errno, or one of a file's own: ENOENT ...)
+MACHINE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ESTALE, errno.EAGAIN, errno.EINTR,
+                            errno.ETIMEDOUT, errno.ENOBUFS, errno.EACCES, errno.EPERM})
+
+
+def _machine_failure(key: str, exc: BaseException) -> StoreReadError | None:
+    """The error to raise instead of quarantining ``key`` when ``exc`` is the machine's, not the entry's."""
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS):
+        return StoreReadError(f"cannot read store entry {key} ({_reason(exc)}): left in place, not judged")
+    return None
 
 
 def default_root() -> Path:
@@ -540,9 +561,10 @@ class Store:
             meta = json.loads(read_file(sidecar))
             check_binding(key, meta)
             recorded = meta.get(SIDECAR_DIGEST)
-            if recorded is None:  # written before sidecar checksums: at least nothing non-finite is served
-                _require_finite_json(meta, "sidecar")
-            elif recorded != sidecar_digest(meta):
+            if recorded is None:  # before sidecar checksums (2026-12-01), or removed: an edit would be served
+                raise ValueError("its sidecar has no SHA-256 of its own (written before sidecars had one, or "
+                                 "removed), so its statistics cannot be checked")
+            if recorded != sidecar_digest(meta):
                 raise ValueError("its sidecar does not match the sidecar's SHA-256 (edited or corrupted)")
             data = read_file(weights)
             digest = hashlib.sha256(data).hexdigest()
@@ -553,8 +575,8 @@ class Store:
                 _require_finite(name, tensor)
             self._remember(key, ".json", signature, digest)
             return state, meta
-        except Exception as exc:  # any failure to read an entry makes it corrupt, whatever raised it
-            raise self.quarantine(key, _reason(exc)) from None
+        except Exception as exc:  # any other failure to read an entry makes it corrupt, whatever raised it
+            raise _machine_failure(key, exc) or self.quarantine(key, _reason(exc)) from None
 
     # -- HDF5 sets -----------------------------------------------------------------------------------
     def save_arrays(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -607,8 +629,8 @@ class Store:
                 _require_finite(name, array)
                 array.flags.writeable = False
             value = parse(arrays, meta)
-        except Exception as exc:  # any failure to read an entry makes it corrupt, whatever raised it
-            raise self.quarantine(key, _reason(exc)) from None
+        except Exception as exc:  # any other failure to read an entry makes it corrupt, whatever raised it
+            raise _machine_failure(key, exc) or self.quarantine(key, _reason(exc)) from None
         self._loaded[key] = (arrays, meta_json, _signature(stat), str(expected))
         while len(self._loaded) > self.CACHE_ENTRIES:
             self._loaded.popitem(last=False)

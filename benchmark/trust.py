@@ -18,7 +18,7 @@ from rbench.executors import JobResult, Observer
 from rbench.gates import check_stored, verified_copy
 from rbench.inputs import PluginContractError
 from rbench.plan import Job, Plan
-from rbench.store import CorruptEntry, EntryMissing, Store
+from rbench.store import CorruptEntry, EntryMissing, Store, StoreReadError
 
 
 def stored_jobs(plan: Plan, store: Store) -> list[Job]:
@@ -54,6 +54,9 @@ def _passes_under_lock(store: Store, job: Job, observer: Observer) -> bool:
             return False
         except (CorruptEntry, PluginContractError) as exc:
             observer.warning(distrust(store, job, exc), job)
+            return False
+        except StoreReadError as exc:  # the machine's failure: the entry stays; the job meets it again, or not
+            observer.warning(str(exc), job)
             return False
     return True
 

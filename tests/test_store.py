@@ -89,6 +89,37 @@ def test_bit_flip_in_hdf5_is_detected_and_quarantined(tmp_path):
     assert not store.has(KEY) and info.value.moved_to is not None and any(info.value.moved_to.iterdir())
 
 
+@pytest.mark.parametrize("failure", [OSError(24, "Too many open files"), OSError(116, "Stale file handle"),
+                                     MemoryError()])
+def test_a_failure_of_the_machine_leaves_an_intact_entry_in_place(tmp_path, monkeypatch, failure):
+    """A read that fails for the machine's reason (no file descriptor left, a stale NFS handle, memory) is not the
+    entry's fault: it was quarantined, and gc deleted the intact work. It stays, named in a StoreReadError, and
+    reads back once the machine recovers; a content failure still quarantines (the test above)."""
+    import rbench.store as store_module
+    from rbench.store import StoreReadError
+
+    Store(tmp_path / "a").save_checkpoint(KEY, {"w": torch.ones(2)}, bound(label="m"))
+    Store(tmp_path / "b").save_advset(KEY, _advset())
+    real = store_module.read_file
+    store_module_h5 = store_module.read_h5
+
+    def failing(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(store_module, "read_file", failing)
+    monkeypatch.setattr(store_module, "read_h5", failing)
+    with pytest.raises(StoreReadError, match=f"cannot read store entry {KEY}"):
+        Store(tmp_path / "a").load_checkpoint(KEY)  # a fresh Store: no checksum remembered from the write
+    with pytest.raises(StoreReadError, match="left in place, not judged"):
+        Store(tmp_path / "b").load_advset(KEY)
+    for name in "ab":
+        assert not any((tmp_path / name / "quarantine").glob("*")) and Store(tmp_path / name).has(KEY)
+    monkeypatch.setattr(store_module, "read_file", real)
+    monkeypatch.setattr(store_module, "read_h5", store_module_h5)
+    assert torch.equal(Store(tmp_path / "a").load_checkpoint(KEY)[0]["w"], torch.ones(2))
+    assert Store(tmp_path / "b").load_advset(KEY).x_adv.shape == (5, 1, 4, 4)
+
+
 def test_truncated_checkpoint_is_detected(tmp_path):
     store = Store(tmp_path)
     store.save_checkpoint(KEY, {"w": torch.randn(100, 100)}, bound(label="m"))

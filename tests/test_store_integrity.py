@@ -122,18 +122,19 @@ def test_a_checkpoints_training_statistics_are_covered_by_its_sidecar_checksum(t
     assert not store.has(key) and list((tmp_path / "quarantine").iterdir())
 
 
-def test_sidecars_from_before_their_checksum_are_served_only_when_finite(tmp_path):
+def test_a_sidecar_without_its_checksum_is_corrupt(tmp_path):
+    """Deleting ``meta_sha256`` made any edit of the statistics pass as a sidecar from before checksums (the store
+    audit served a forged per-epoch accuracy of 99.0 that way): such a sidecar is corrupt, recomputed once."""
     store = Store(tmp_path)
     key, meta = bound({"m": "legacy"})
     store.save_checkpoint(key, {"w": torch.ones(2)}, {**meta, "stats": {"loss": 0.5}})
     path, sidecar = _sidecar(store, key)
-    del sidecar["meta_sha256"]  # as in every sidecar written before it existed
+    del sidecar["meta_sha256"]  # as in every sidecar written before it existed, or removed to pass an edit
+    sidecar["stats"]["loss"] = 0.01
     path.write_text(json.dumps(sidecar))
-    assert Store(tmp_path).load_checkpoint(key)[1]["stats"] == {"loss": 0.5}
-    sidecar["stats"]["loss"] = float("inf")
-    path.write_text(json.dumps(sidecar))
-    with pytest.raises(CorruptEntry, match=r"sidecar\.stats\.loss is inf"):
+    with pytest.raises(CorruptEntry, match="its sidecar has no SHA-256 of its own"):
         Store(tmp_path).load_checkpoint(key)
+    assert not store.has(key) and list((tmp_path / "quarantine").iterdir())
 
 
 def test_non_finite_training_statistics_are_refused_at_write_time(tmp_path):
