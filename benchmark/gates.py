@@ -11,8 +11,9 @@ itself, never against what the file says about itself:
   and the distortions recomputed from the clean images) and success flags equal to a re-prediction by the
   job's source model; a generated set (a generator attack's job, see :mod:`rbench.generate`) instead holds
   exactly the job's targets, labels and indices -1 and no distortions;
-- predictions must hold one row per input and -- memoized -- the indices and labels of the job's input (the
-  adversarial set or the clean slice it names).
+- predictions must hold one row per input, float32 logits and -- memoized -- the indices and labels of the job's
+  input (the adversarial set or the clean slice it names), and 64 rows drawn at random must be what the job's
+  model predicts for them again (a randomized model's excepted: its draws follow the job's batches).
 
 Before any of these, every entry (a checkpoint too) must have been made from the entries the store holds now
 under its job's ``deps``: its metadata records their checksums as the job read them (``inputs``,
@@ -287,14 +288,45 @@ def gate_predictions(store: Store, job: Job) -> None:
     assert isinstance(spec, EvalSpec)
     if spec.advset is not None:
         adv = store.load_advset(spec.advset)
-        indices, labels = adv.indices, adv.labels
+        x, indices, labels = adv.x_adv, adv.indices, adv.labels
     else:
         assert spec.clean is not None
-        _, y, indices = load_slice(spec.clean)
-        labels = y.numpy()
+        x_clean, y, indices = load_slice(spec.clean)
+        x, labels = x_clean.numpy(), y.numpy()
     if not np.array_equal(pred.indices, indices) or not np.array_equal(pred.labels, labels):
         raise PluginContractError(f"stored predictions {job.key} are not of the samples of their job's input")
+    _spot_check_logits(store, job, pred.logits, x)
     _record(store, job, stamp, inputs)
+
+
+#: rows of stored predictions the gate predicts again, drawn at random each time it runs (its memo spares the
+#: same bytes a second check), so that logits edited with a checksum recomputed around them are not served
+SPOT_ROWS = 64
+#: how far a re-predicted logit may lie from the stored one, relative to 1 + its size: a GPU's convolutions in
+#: TF32, other batch sizes and kernels differ by far less; an edited prediction moves a logit by its scale
+SPOT_RTOL = {"fp32": 1e-2}
+SPOT_RTOL_REDUCED = 1e-1
+
+
+def _spot_check_logits(store: Store, job: Job, logits: np.ndarray, x: np.ndarray) -> None:
+    """Some rows of a predictions entry against the job's model predicting them again (else
+    PluginContractError); a randomized model's draws follow the job's batches, so its rows are not re-predicted."""
+    assert isinstance(job.spec, EvalSpec)
+    if logits.dtype != np.float32:
+        raise PluginContractError(f"stored predictions {job.key} are {logits.dtype}, not float32")
+    model = load_model(store, job.spec.model, "cpu")
+    if randomized(model) or not len(x):
+        return
+    rows = np.sort(np.random.default_rng().choice(len(x), size=min(SPOT_ROWS, len(x)), replace=False))
+    precision = precision_of(job.spec)
+    with torch.no_grad(), autocast(precision, "cpu"):
+        again = model(torch.as_tensor(np.ascontiguousarray(x[rows]))).float().numpy()
+    tolerance = SPOT_RTOL.get(precision, SPOT_RTOL_REDUCED)
+    off = np.flatnonzero((np.abs(again - logits[rows]) > tolerance * (1 + np.abs(again))).any(axis=1))
+    if len(off):
+        raise PluginContractError(f"stored predictions {job.key}: the logits of {len(off)} of {len(rows)} rows "
+                                  f"checked disagree with the job's model predicting them again (first: row "
+                                  f"{int(rows[off[0]])})")
 
 
 def _depends_on(store: Store, job: Job) -> Any:

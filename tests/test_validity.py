@@ -67,6 +67,34 @@ def test_tampered_set_is_quarantined_and_recomputed(stored, tmp_path, tamper):
                               Store(root / "store").load_predictions(k).logits)
 
 
+@pytest.mark.parametrize("tamper", ["all_correct", "float64"])
+def test_predictions_edited_with_a_valid_checksum_are_recomputed(stored, tmp_path, tamper):
+    """Logits rewritten so that every sample is classified right (the store audit: a table cell went from 80.0 to
+    0.0 with no warning), or widened to float64, with the checksum recomputed around them: the gate predicts some
+    rows again with the job's model, so the entry is quarantined and recomputed, never served."""
+    import shutil
+
+    suite, root, outcome = stored
+    store_dir = tmp_path / "store"
+    shutil.copytree(root / "store", store_dir)
+    store = Store(store_dir)
+    key = _attack_key(outcome, "eval mlp on fgsm(eps=0.1)@mlp")
+    pred = store.load_predictions(key)
+    original = pred.logits.copy()
+    if tamper == "all_correct":
+        pred.logits = np.eye(pred.logits.shape[1], dtype=np.float32)[pred.labels] * 10
+    else:
+        pred.logits = pred.logits.astype(np.float64)
+    store.save_predictions(key, pred)  # a valid checksum: only the gate can tell
+    out = rbench("run", str(suite), "--store", str(store_dir), "--run-dir", str(tmp_path / "run"), "-q")
+    assert out.returncode == 0, out.stderr
+    why = "rows checked disagree with the job's model predicting them again" if tamper == "all_correct" else \
+        "are float64, not float32"
+    assert f"stored predictions {key}" in out.stderr and why in out.stderr, out.stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["jobs"][key]["status"] == "done"
+    assert np.array_equal(Store(store_dir).load_predictions(key).logits, original)
+
+
 def outcome_success(root, key):
     return Store(root / "store").load_advset(key).success
 
