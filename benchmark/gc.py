@@ -74,6 +74,8 @@ def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *
         doomed: dict[str, list[Path]] = {}
         for tmp in store.temporaries():  # debris of interrupted writes (unless their writer is alive)
             doomed.setdefault(tmp.name.split(".", 1)[0], []).append(tmp)
+        for tmp in store.lease_temporaries():  # a lease is written under the registry lock, which gc holds now
+            remove(tmp)
         for key in store.keys():  # weights whose sidecar was never written, and entries nobody keeps
             if not store.has(key) or (keep is not None and key not in keep and key not in live):
                 stamp = store.root / "gates" / f"{key}.json"

@@ -284,8 +284,8 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(path.parent).free
         if free < len(data) + RESERVE_BYTES:
-            raise StoreWriteError(f"cannot write {path.name} ({len(data) / 1e6:.2f} MB) to the store at "
-                                  f"{path.parent.parent.parent}: only {free / 1e6:.2f} MB free on its disk")
+            raise StoreWriteError(f"cannot write {path.name} ({len(data) / 1e6:.2f} MB) to {path.parent}: only "
+                                  f"{free / 1e6:.2f} MB free on its disk")
         atomic_write(path, lambda tmp: tmp.write_bytes(data), durable)
     except OSError as exc:
         raise StoreWriteError(f"cannot write {path.name} to the store: {exc.strerror or exc}") from None
@@ -800,6 +800,9 @@ class Store:
             try:
                 atomic_write_bytes(record, json.dumps({"label": label, "pid": os.getpid(),
                                                        "keys": sorted(keys)}).encode())
+            except StoreWriteError as exc:  # before any work: one line, as any store that cannot be used
+                hold.release()
+                raise StoreError(f"the run cannot lease its entries in the store: {exc}") from None
             except BaseException:
                 hold.release()
                 raise
@@ -879,6 +882,10 @@ class Store:
     def entries(self) -> Iterator[Entry]:
         for key in self.keys():
             yield self.entry(key)
+
+    def lease_temporaries(self) -> list[Path]:
+        """Leftover temporary files of lease records (a run killed while writing its lease)."""
+        return sorted((self.root / "leases").glob(f"*.json{TMP_MARK}*"))
 
     def temporaries(self) -> list[Path]:
         """Leftover temporary files (from interrupted writes) of entries (named as :meth:`keys` says)."""

@@ -120,6 +120,31 @@ def test_a_failure_of_the_machine_leaves_an_intact_entry_in_place(tmp_path, monk
     assert Store(tmp_path / "b").load_advset(KEY).x_adv.shape == (5, 1, 4, 4)
 
 
+def test_gc_removes_a_killed_lease_write_and_a_full_disk_at_the_lease_is_one_line(tmp_path, monkeypatch):
+    """A run killed inside its lease write left ``leases/<id>.json.tmp-*`` that gc never removed; a disk too full
+    for the lease record was an internal error naming the store's parent folder."""
+    import shutil
+    from collections import namedtuple
+
+    import rbench.store as store_module
+    from rbench.errors import StoreError
+
+    store = Store(tmp_path)
+    with store.lease({KEY}, "a run"):
+        pass
+    debris = tmp_path / "leases" / f"123-0123abcd.json{TMP_MARK}89abcdef"
+    debris.write_text('{"label": "a run", "pi')
+    collect(store, None, None, dry_run=False)
+    assert not debris.exists()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6, 0))
+    with pytest.raises(StoreError, match=f"cannot lease its entries in the store: cannot write .* to "
+                                         f"{tmp_path / 'leases'}: only 0.00 MB free"):
+        with store.lease({KEY}, "a run"):
+            pass
+    assert store_module.Store(tmp_path).live_keys() == set() and not list((tmp_path / "leases").glob("*.json*"))
+
+
 def test_truncated_checkpoint_is_detected(tmp_path):
     store = Store(tmp_path)
     store.save_checkpoint(KEY, {"w": torch.randn(100, 100)}, bound(label="m"))
