@@ -301,6 +301,7 @@ def eval_cmd(
         dataset_plugin,
         default_attacks,
         model_name,
+        near_chance,
         standalone_suite,
     )
     from rbench.precision import check_precision
@@ -346,9 +347,17 @@ def eval_cmd(
         header += f" --precision {precision}"
     header += "\nRepeat it with: rbench run <this file> (paths are absolute; weights are keyed by their SHA-256)"
     options = _executor_options(address, gpu_fraction, num_cpus, max_retries)
-    _run_outcome(lambda: run_generated(doc, run_dir, header=header, store=_store(store), device=device,
-                                       workers=workers, job_timeout=job_timeout, console=log, quiet=quiet,
-                                       executor=executor, executor_options=options))
+
+    def go() -> RunOutcome:
+        outcome = run_generated(doc, run_dir, header=header, store=_store(store), device=device, workers=workers,
+                                job_timeout=job_timeout, console=log, quiet=quiet, executor=executor,
+                                executor_options=options)
+        warning = None if suite is not None else near_chance(outcome.results, label, int(data.num_classes))
+        if warning:
+            log.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        return outcome
+
+    _run_outcome(go)
 
 
 @app.command()

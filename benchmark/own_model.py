@@ -174,6 +174,22 @@ def dataset_plugin(name: str) -> Any:
         raise RbenchError(f"--dataset {name!r}: {exc}") from None
 
 
+def near_chance(results: Any, name: str, num_classes: int) -> str | None:
+    """A warning when ``name``'s clean accuracy in the generated table is below twice chance (a model fed inputs
+    in another range or normalization than it was trained on, or the wrong weights, reads as "not robust" at
+    every attack, which says nothing); None otherwise or when the table has no such cell."""
+    table = next((t for t in results.tables if t.name == TABLE), None)
+    try:
+        value = None if table is None else table.cell("clean", name).value
+    except KeyError:
+        return None
+    chance = 100 / num_classes
+    if value is None or value >= 2 * chance:
+        return None
+    return (f"{name}'s clean accuracy is {value:.1f}%, near chance ({chance:.0f}%): are its inputs what it was "
+            "trained on (rbench feeds [0, 1] pixels; --mean/--std add a normalization) and are these its weights?")
+
+
 def standalone_suite(name: str, model: dict[str, Any], dataset: str, n: int,
                      attacks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A suite of one model: its clean and robust accuracy on ``n`` test images of ``dataset`` under ``attacks``."""

@@ -164,7 +164,7 @@ def test_eval_and_evaluate_match_foolbox_run_directly(user, tmp_path):
     store = tmp_path / "store"
     out = _eval(root, "--weights", "w.safetensors", "--attack", FGSM, "--attack", PGD, "--n", str(N),
                 run="st", store=store)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0 and "near chance" not in out.stderr, out.stderr
     values = run_values(root / "st")
     table = "robust_accuracy"
     got = {"clean": values[(table, "clean", "SmallCNN")],
@@ -297,6 +297,20 @@ def test_gradient_masking_fails_the_attacks_it_would_fool(user, tmp_path, cls, o
         assert margin["value"] is not None and margin["value"] < cells["clean"]["value"] - 30, margin
     else:
         assert margin["value"] is None and "gradient masking" in margin["error"]
+
+
+def test_a_model_near_chance_is_warned_about(user, tmp_path):
+    """Untrained weights (or a model fed inputs in another range than it expects) read as "not robust" under
+    every attack: a clean accuracy below twice chance is a warning naming the likely causes."""
+    root, _ = user
+    cls = _load_class(root / "nets.py", "SmallCNN")
+    torch.manual_seed(5)
+    save_file(cls().state_dict(), str(tmp_path / "untrained.safetensors"))
+    out = rbench("eval", "nets.py:SmallCNN", "--weights", str(tmp_path / "untrained.safetensors"), "--n", "64",
+                 "--attack", FGSM, "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "run"), "-q",
+                 "--device", "cpu", cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert "warning: SmallCNN's clean accuracy is" in out.stderr and "near chance (10%)" in out.stderr, out.stderr
 
 
 def _suite_of(root: Path, weights: Path, trainer: str = "") -> str:
