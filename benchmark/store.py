@@ -323,8 +323,9 @@ def read_file(path: Path) -> bytes:
 
 def _open_h5(path: Path) -> Any:
     """The HDF5 file at ``path`` opened read-only through h5py's low-level API (an ``h5py.h5f.FileID``); a path
-    that is not a regular file is a ValueError (libhdf5 would wait for ever on a FIFO)."""
-    mode = os.stat(path).st_mode
+    that is not a regular file is a ValueError (libhdf5 would wait for ever on a FIFO), a link too: nothing reads
+    through a link out of the store, ``cache ls`` included."""
+    mode = os.lstat(path).st_mode
     if not stat_module.S_ISREG(mode):
         raise ValueError(f"{path.name} {not_regular(mode)}")
     access = h5py.h5p.create(h5py.h5p.FILE_ACCESS)

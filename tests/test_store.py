@@ -145,6 +145,20 @@ def test_gc_removes_a_killed_lease_write_and_a_full_disk_at_the_lease_is_one_lin
     assert store_module.Store(tmp_path).live_keys() == set() and not list((tmp_path / "leases").glob("*.json*"))
 
 
+def test_cache_ls_does_not_read_through_a_link_out_of_the_store(tmp_path):
+    """An entry file that is a link to a set outside the store was listed with the outside file's label."""
+    outside = Store(tmp_path / "elsewhere")
+    outside.save_advset(KEY, _advset())
+    store = Store(tmp_path / "store")
+    store.save_checkpoint(content_key({"kind": "other"}), {"w": torch.ones(1)},
+                          {"key": content_key({"kind": "other"}), "spec": {"kind": "other"}})
+    link = store.root / "objects" / KEY[:2] / f"{KEY}.h5"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside.paths(KEY)[0])
+    entry = store.entry(KEY)
+    assert entry.kind == "unreadable" and entry.label != "test set"
+
+
 def test_truncated_checkpoint_is_detected(tmp_path):
     store = Store(tmp_path)
     store.save_checkpoint(KEY, {"w": torch.randn(100, 100)}, bound(label="m"))
