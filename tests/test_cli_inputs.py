@@ -83,7 +83,9 @@ def own_model(tmp_path):
     import torch
 
     (tmp_path / "nets.py").write_text(NET)
-    state = {"fc.weight": torch.zeros(10, 784), "fc.bias": torch.zeros(10), "spare": torch.zeros(3)}
+    # small random weights: all-zero ones give every input a zero gradient, which the attack job fails as masking
+    weight = torch.randn(10, 784, generator=torch.Generator().manual_seed(0)) * 0.01
+    state = {"fc.weight": weight, "fc.bias": torch.zeros(10), "spare": torch.zeros(3)}
     save_file(state, tmp_path / "good.safetensors")
     save_file({**state, "spare": torch.tensor([float("nan"), 0.0, 0.0])}, tmp_path / "unused_nan.safetensors")
     return tmp_path
