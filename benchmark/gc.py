@@ -13,7 +13,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from rbench.plan import build_plan
+from rbench.plan import build_plan, check_keyed_data
 from rbench.store import Store
 from rbench.suite import load_suite
 from rbench.tomlfile import read_toml
@@ -29,7 +29,9 @@ def keys_used_by(suites: list[Path], profiles: list[str] | None) -> set[str]:
     keys: set[str] = set()
     for path in suites:
         for profile in profiles if profiles else _profiles_of(path):
-            keys |= set(build_plan(load_suite(path, profile)).jobs)
+            plan = build_plan(load_suite(path, profile))
+            check_keyed_data(plan)  # else its keys are not the stored ones, and gc would delete the suite's own
+            keys |= set(plan.jobs)
     return keys
 
 

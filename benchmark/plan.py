@@ -364,3 +364,29 @@ def build_plan(suite: Suite) -> Plan:
                                        seeded_without=reduced)
                     plan.evaluated[(ev.name, source, label, target)] = key
     return plan
+
+
+def check_keyed_data(plan: Plan) -> None:
+    """Data whose content enters job keys (a local-only dataset's digest, :func:`rbench.data.content_digest`)
+    must be found when the keys are made: absent, the keys are not those of the stored entries, so a dry run
+    would count them as to compute and ``cache gc`` would delete the suite's own entries. Such a split is
+    checked by its dataset (its one-line DataError, as a run gives; nothing downloads, the data is local only)."""
+    from rbench.data import ABSENT
+    from rbench.errors import DataError
+
+    wanted: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
+    for job in plan.jobs.values():
+        for data in job.spec.slices():
+            if data.content == ABSENT:
+                call = data.dataset.to_dict()
+                wanted[(canonical(call), data.split)] = (call, data.split)
+        if isinstance(job.spec, TrainSpec):
+            for name, split, content in job.spec.extra_content:
+                if content == ABSENT:
+                    call = {"plugin": name, "params": {}}
+                    wanted[(canonical(call), split)] = (call, split)
+    for call, split in wanted.values():
+        plugin = get_registry().get("dataset", call["plugin"]).obj
+        plugin.prepare(split, plugin.Params.model_validate(call["params"]))
+        raise DataError(f"dataset {call['plugin']!r}, split {split!r}: its files were not found when the suite "
+                        "was planned; run again")

@@ -22,7 +22,7 @@ from rbench.flatten import flatten_suite, suite_text
 from rbench.inputs import plugin_params
 from rbench.manager import BUILTIN_DISTRIBUTION, close_match, get_registry
 from rbench.metric import declared_references
-from rbench.plan import Job, Plan, build_plan, canonical, restrict
+from rbench.plan import Job, Plan, build_plan, canonical, check_keyed_data, restrict
 from rbench.precision import check_precision
 from rbench.preview import Preview, preview
 from rbench.progress import RunProgress
@@ -169,7 +169,8 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
             precision: str | None = None, run_dir: Path | None = None) -> DryRun:
     """Validate and plan as :func:`run_suite` does (suite, ``only``, devices, workers, executor, the store's
     layout, ``run_dir`` where given) and preview the plan against the store; nothing is computed or written, not
-    even the store's or the run's folders. The data files are not checked (that may download)."""
+    even the store's or the run's folders. The data files are not checked (that may download), except local-only
+    data whose content enters the keys (:func:`rbench.plan.check_keyed_data`)."""
     precise = None if precision is None else check_precision(precision)
     suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
     devices, n_workers = resolve_devices(device, workers)
@@ -178,6 +179,7 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
         check_run_dir(run_dir, store.root)
     store.check_is_store()
     plan = suite_plan(suite, only)
+    check_keyed_data(plan)  # else the preview would count stored jobs as to compute
     return DryRun(suite, plan, preview(plan, store), devices, n_workers, store.root, store.root.is_dir(),
                   capacity(chosen, params, devices, n_workers))
 

@@ -290,6 +290,29 @@ def test_bad_notmnist_file_stops_the_run_before_any_work(tmp_path):
     assert "labels outside 0-9" in out.stderr and not _objects(store)
 
 
+def test_gc_and_dry_run_refuse_when_keyed_local_data_is_missing(tmp_path):
+    """notMNIST's content enters its jobs' keys: with its files not found (RBENCH_DATA unset), the keys differ
+    from the stored ones, so ``cache gc SUITE`` deleted the suite's own entries (the audit: 166 files removed,
+    exit 0) and ``--dry-run`` counted stored jobs as to compute. Both now give the run's one-line data error."""
+    suite = tmp_path / "ood.toml"
+    suite.write_text(MINI + '\n[datasets.notmnist]\nplugin = "notmnist"\n[evaluations.ood]\ndataset = "notmnist"\n'
+                            'n = 10\nsources = ["mlp"]\n')
+    store = tmp_path / "store"
+    out = rbench("run", str(suite), "--store", str(store), "--run-dir", str(tmp_path / "run"), "-q")
+    assert out.returncode == 0, out.stderr
+    stored = _objects(store)
+    missing = {"RBENCH_DATA": str(tmp_path / "elsewhere"), "RBENCH_OFFLINE": "1"}
+    (tmp_path / "elsewhere").mkdir()
+    for args in (("cache", "gc", str(suite), "--store", str(store)),
+                 ("run", str(suite), "--store", str(store), "--dry-run")):
+        out = rbench(*args, env=missing)
+        assert out.returncode == 2 and "notmnist" in out.stderr and len(out.stderr.strip().splitlines()) == 1, \
+            (args, out.stdout, out.stderr)
+    assert _objects(store) == stored
+    kept = rbench("cache", "gc", str(suite), "--store", str(store))  # with the data found: nothing of it goes
+    assert kept.returncode == 0 and _objects(store) == stored, kept.stdout
+
+
 @pytest.mark.parametrize("where", ["file", "under_file"])
 def test_run_dir_that_cannot_be_a_folder_stops_the_run_before_any_work(tmp_path, where, capsys):
     blocker = tmp_path / "a-file"
