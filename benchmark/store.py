@@ -149,8 +149,13 @@ def _machine_failure(key: str, exc: BaseException) -> StoreReadError | None:
 
 
 def default_root() -> Path:
+    """``RBENCH_STORE`` (a leading ``~`` is the home folder, as a shell would expand it unquoted) or the platform
+    cache; set but empty is a StoreError (it silently meant the default store, where ``--store ''`` is refused)."""
     env = os.environ.get("RBENCH_STORE")
-    return Path(env) if env else Path(platformdirs.user_cache_dir("rbench")) / "store"
+    if env is not None and not env.strip():
+        raise StoreError("RBENCH_STORE is set but empty: unset it for the default store, or name a folder ('.' "
+                         "for the current one)")
+    return Path(os.path.expanduser(env)) if env else Path(platformdirs.user_cache_dir("rbench")) / "store"
 
 
 def arrays_digest(arrays: dict[str, np.ndarray], meta_json: str | None = None) -> str:

@@ -140,6 +140,34 @@ def test_eval_refused_for_a_store_it_cannot_make_leaves_no_run_folder(capsys, ow
     assert not (own_model / "runs").exists()
 
 
+def test_unreadable_weights_and_an_empty_store_variable_are_one_line(capsys, own_model, monkeypatch):
+    """A weights file that exists but cannot be read (as root without DAC capabilities, chmod 000) was an internal
+    error; ``RBENCH_STORE=`` (set, empty) silently meant the default store, where ``--store ''`` is refused."""
+    from pathlib import Path
+
+    weights = own_model / "good.safetensors"
+    real = Path.read_bytes
+
+    def denied(self):
+        if self == weights:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "read_bytes", denied)
+        code, err = cli_in_process(capsys, "eval", f"{own_model}/nets.py:Net", "--weights", str(weights),
+                                   "--run-dir", str(own_model / "run"), "--store", str(own_model / "store"))
+    assert code == 2 and "not readable (permission denied)" in err and err.count("\n") == 1, err
+    monkeypatch.setenv("RBENCH_STORE", "")
+    code, err = cli_in_process(capsys, "cache", "ls")
+    assert code == 2 and "RBENCH_STORE is set but empty" in err and err.count("\n") == 1, err
+    monkeypatch.setenv("RBENCH_STORE", "~/rbench-store")
+    from rbench.store import default_root
+
+    assert default_root() == Path.home() / "rbench-store"
+    assert not (own_model / "store").exists() and not (own_model / "run").exists()
+
+
 def test_eval_of_a_pretrained_model_needs_no_training_files(capsys, own_model, monkeypatch):
     """The model is evaluated as it is: its 'none' trainer reads no data, so the MNIST training files need not be
     there (the run asked for them), and its job is a load, not a training."""

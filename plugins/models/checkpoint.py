@@ -280,7 +280,10 @@ def _fill_weights(p: CheckpointParams, base: Path) -> None:
         raise ValueError(f"weights file {path}: expected .safetensors, .pt or .pth")
     p.weights = str(path)
     p.weights_format = "safetensors" if suffix == ".safetensors" else "torch"
-    p.weights_sha256 = sha256(path.read_bytes())
+    try:
+        p.weights_sha256 = sha256(path.read_bytes())
+    except OSError as exc:  # permission denied, an I/O error: one line, as a missing file
+        raise ValueError(f"weights file {path}: {os_problem(exc)}") from None
 
 
 def _fill_live(p: CheckpointParams, model: nn.Module) -> None:
