@@ -102,10 +102,11 @@ def _store(path: Path | None, *, writes: bool = True) -> Store:
     uses are pointed into it (:meth:`Store.library_caches`; each unless the user set its variable, and worker
     processes inherit them), so a command writes nothing outside the store and the run folder. A command that
     only reads a store that is not there (``report`` of a run whose store is gone) gets a temporary folder for
-    them instead, removed at exit, rather than a store made for them."""
+    them instead, removed at exit, rather than a store made for them; so does one whose store is not a store
+    (results.json names the folder: an empty one, or someone else's, gets no caches written into it)."""
     store = Store(path)
     caches = store.library_caches()
-    if not writes and not store.root.is_dir():
+    if not writes and not _is_a_store(store):
         import atexit
         import shutil
         import tempfile
@@ -117,6 +118,17 @@ def _store(path: Path | None, *, writes: bool = True) -> Store:
         if var not in os.environ or os.environ[var] == _CACHES_SET.get(var):
             os.environ[var] = _CACHES_SET[var] = where
     return store
+
+
+def _is_a_store(store: Store) -> bool:
+    """Whether ``store`` is a store that holds entries (its ``objects`` folder exists, nothing foreign beside)."""
+    if not (store.root / "objects").is_dir():
+        return False
+    try:
+        store.check_is_store()
+    except RbenchError:
+        return False
+    return True
 
 
 def _absent(store: Store) -> str:

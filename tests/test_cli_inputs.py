@@ -189,6 +189,29 @@ def test_eval_of_a_pretrained_model_needs_no_training_files(capsys, own_model, m
     assert [j["label"] for j in jobs.values() if j["label"].split()[0] in ("load", "train")] == ["load Net"]
 
 
+@pytest.mark.parametrize("other", ["empty", "someone_elses"])
+def test_report_writes_nothing_into_a_recorded_store_that_is_not_one(capsys, tiny_reference, tmp_path, monkeypatch,
+                                                                     other):
+    """``report -f figures`` pointed the libraries' caches (matplotlib's font list) into the folder results.json
+    names as the store, even an empty one or one holding someone else's files: that folder stays as it was."""
+    import shutil
+
+    _, _, run, _ = tiny_reference
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    folder = tmp_path / "not-a-store"
+    folder.mkdir()
+    if other == "someone_elses":
+        (folder / "precious.txt").write_text("mine")
+    doc = json.loads((copy / "results.json").read_text())
+    doc["provenance"]["store"] = str(folder)
+    (copy / "results.json").write_text(json.dumps(doc))
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    code, err = cli_in_process(capsys, "report", str(copy), "-f", "figures")
+    assert code in (0, None), err
+    assert sorted(p.name for p in folder.rglob("*")) == ([] if other == "empty" else ["precious.txt"])
+
+
 def test_a_mangled_results_file_is_one_line_naming_it(capsys, tiny_reference, tmp_path):
     """``report`` and ``compare --run`` read results.json: a document nested thousands deep, or a cell whose interval
     does not hold its value, is a one-line error naming the file (was: an internal RecursionError; accepted)."""
