@@ -31,6 +31,7 @@ from rbench.errors import RbenchError
 from rbench.estimate import samples_needed
 from rbench.results import Cell, ResultTable, RunResults, format_value
 from rbench.suite_refs import published_mismatch
+from rbench.suite_schema import Description
 from rbench.tomlfile import key_part, read_toml
 
 
@@ -54,19 +55,19 @@ class Tolerance(BaseModel):
 
 class PublishedTable(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    figure: str
+    figure: Description
     tolerance: Tolerance
-    why: str
+    why: Description
     column_tolerance: dict[str, Tolerance] = {}
-    notes: list[str] = []
+    notes: list[Description] = []
     values: dict[str, dict[str, float]]
 
 
 class Source(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    citation: str
-    transcribed_from: str = ""
-    notes: list[str] = []
+    citation: Description
+    transcribed_from: Description = ""
+    notes: list[Description] = []
 
 
 class CellRef(BaseModel):
@@ -94,7 +95,7 @@ class Claim(BaseModel):
       measurements rarely is strictly monotone; the rank correlation says how consistently it holds."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    text: str
+    text: Description
     table: str
     kind: Literal["less", "less_by", "barely_less", "not_less_by", "less_change", "lowest", "within", "at_least",
                   "at_most", "increasing", "decreasing"]

@@ -70,6 +70,31 @@ def _label(value: str) -> str:
 #: a row, column or metric label: what a table shows
 Label = Annotated[str, AfterValidator(_label)]
 
+#: the longest title (a suite's or a table's: one line above a table) and the longest description
+MAX_TITLE, MAX_DESCRIPTION = 300, 10_000
+
+
+def _title(value: str) -> str:
+    if value:
+        problem = name_problem(value, safe=False, limit=MAX_TITLE)
+        if problem:  # an escape sequence would reach the terminal and every report as it is
+            raise ValueError(f"title {problem}")
+    return value
+
+
+def _description(value: str) -> str:
+    if len(value) > MAX_DESCRIPTION:
+        raise ValueError(f"description is {len(value)} characters long, more than {MAX_DESCRIPTION}")
+    if not value.replace("\n", "").replace("\t", "").isprintable():
+        raise ValueError("description holds a control or unprintable character (other than newlines and tabs)")
+    return value
+
+
+#: a title: one printable line
+Title = Annotated[str, AfterValidator(_title)]
+#: free text: printable, with newlines and tabs
+Description = Annotated[str, AfterValidator(_description)]
+
 
 class _Strict(BaseModel):
     """TOML has real types: no coercion (a string "0" is not a number), no unknown keys."""
@@ -79,8 +104,8 @@ class _Strict(BaseModel):
 
 class SuiteMeta(_Strict):
     name: Name
-    title: str = ""
-    description: str = ""
+    title: Title = ""
+    description: Description = ""
     seed: Annotated[int, Field(ge=0)] = 0
     include: list[str] = []
     #: published-table files (relative to this suite file) that `rbench compare` puts beside the results
@@ -219,7 +244,7 @@ FigureName = Literal["curves", "lines", "images", "training"]
 
 
 class TableSpec(_Strict):
-    title: str = ""
+    title: Title = ""
     evaluation: Name
     rows: Axis | Annotated[list[Selector], Field(min_length=1)]
     columns: Axis | Annotated[list[Selector], Field(min_length=1)]

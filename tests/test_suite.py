@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from support import BASE_SUITE as BASE
@@ -250,6 +251,22 @@ def test_entry_names_may_be_any_short_printable_text(write_suite):
     text = BASE.replace("[models.mlp]", '[models."MLP (σ, 2 layers)"]').replace('sources = ["mlp"]',
                                                                                'sources = ["MLP (σ, 2 layers)"]')
     assert list(load_suite(write_suite(text)).models) == ["MLP (σ, 2 layers)"]
+
+
+@pytest.mark.parametrize(("old", "new", "fragment"), [
+    ('name = "s"', 'name = "s"\ntitle = "\\u001b[2J\\u001b[31mHACK"', "suite.title: title holds a control"),
+    ('evaluation = "ev"', 'title = "RED\\u0007"\nevaluation = "ev"', "tables.t.title"),
+    ('name = "s"', f'name = "s"\ntitle = "{"x" * 301}"', "301 characters long, more than 300"),
+    ('name = "s"', 'name = "s"\ndescription = "a\\u001b[31m"', "suite.description"),
+])
+def test_titles_and_descriptions_hold_no_control_characters(write_suite, old, new, fragment):
+    """A title reaches the terminal and every report as it is: an escape sequence in it cleared the screen or
+    coloured the output (the input audit), and it had no length limit. A description may hold newlines."""
+    with pytest.raises(SuiteError, match=re.escape(fragment)) as info:
+        load_suite(write_suite(BASE.replace(old, new, 1)))
+    assert str(info.value).isprintable()
+    text = BASE.replace('name = "s"', 'name = "s"\ntitle = "MNIST (σ)"\ndescription = "line one\\nline two"')
+    assert load_suite(write_suite(text)).title == "MNIST (σ)"
 
 
 @pytest.mark.parametrize(("label", "fragment"), [("x" * 101, "101 characters"), ("a\\u0000b", "control")])
