@@ -22,6 +22,7 @@ from rbench.contract import (
     GRADIENT_PROBE,
     MASKING_PROBE,
     check_defense_gradients,
+    check_eval_logits,
     check_input_gradients,
     check_measurements,
     check_trained,
@@ -208,11 +209,14 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
         assert spec.clean is not None
         x, y, idx = load_slice(spec.clean)
         labels, what = y.numpy(), "clean inputs"
-    logits = []
+    logits: list[torch.Tensor] = []
     with torch.no_grad(), autocast(spec.precision, device):  # logits are stored as float32 whatever the precision
         layout = memory_format(model)
         for start in range(0, len(x), batch_size):
-            out = model(x[start:start + batch_size].to(device).contiguous(memory_format=layout)).float()
+            batch = x[start:start + batch_size]
+            out = model(batch.to(device).contiguous(memory_format=layout)).float()
+            check_eval_logits(model, out, len(batch), logits[0].shape[1] if logits else None,
+                              labels[start:start + len(batch)])
             logits.append(finite_logits(model, out, what, start).cpu())
             progress(min(start + batch_size, len(x)), len(x), "batches")
     store.save_predictions(job.key, Predictions(torch.cat(logits).numpy(), labels, idx,

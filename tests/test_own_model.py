@@ -75,6 +75,12 @@ class Scaled(SmallCNN):
 class Rounded(SmallCNN):
     def forward(self, x):
         return super().forward(torch.round(x))
+
+
+class FiveForLargeBatches(SmallCNN):
+    def forward(self, x):
+        out = super().forward(x)
+        return out if len(x) <= 2 else out[:, :5]
 '''
 N = 200
 FGSM, PGD = "fgsm:eps=0.1", "pgd:eps=0.1,steps=20,random_start=false"
@@ -297,6 +303,20 @@ def test_gradient_masking_fails_the_attacks_it_would_fool(user, tmp_path, cls, o
         assert margin["value"] is not None and margin["value"] < cells["clean"]["value"] - 30, margin
     else:
         assert margin["value"] is None and "gradient masking" in margin["error"]
+
+
+def test_logits_of_the_wrong_width_fail_the_eval_job(user, tmp_path):
+    """The check before any work runs on two inputs: a network that returns 5 of 10 columns for larger batches
+    had its clean accuracy stored and tabulated ("5.0 ±18.6"). The eval job checks every batch's logits."""
+    root, _ = user
+    out = rbench("eval", "nets.py:FiveForLargeBatches", "--weights", "w.safetensors", "--n", "64", "--attack",
+                 "gaussian_noise:eps=1.0,norm=l2", "--store", str(tmp_path / "store"), "--run-dir",
+                 str(tmp_path / "run"), "-q", "--device", "cpu", cwd=root)
+    assert out.returncode == 1, out.stderr
+    cells = {c["row"]: c for c in json.loads((tmp_path / "run" / "results.json").read_text())["tables"][0]["cells"]}
+    assert cells["clean"]["value"] is None
+    assert "is no classifier of this dataset: its output has 5 columns, but the samples' labels go up to 9" in \
+        cells["clean"]["error"], cells["clean"]
 
 
 def test_a_model_near_chance_is_warned_about(user, tmp_path):
