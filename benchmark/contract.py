@@ -222,18 +222,12 @@ def logits_problem(out: Any, n: int, num_classes: int, finite: bool = True) -> s
     return None
 
 
-def check_eval_logits(model: torch.nn.Module, out: torch.Tensor, n: int, classes: int | None,
-                      labels: np.ndarray) -> None:
-    """An eval job's batch of logits: shape (n, C) with C the same in every batch (``classes``: the earlier
-    batches'; None for the first) and above every true label (-1: a generated input, no class), and not
-    probabilities (:func:`logits_problem`); else :class:`PluginContractError` naming the model. The checks before
-    any work ran on two inputs: a network whose output differs for larger batches was tabulated ("5.0 ±18.6" from
-    5 of 10 classes)."""
-    width = int(out.shape[1]) if out.dim() == 2 else -1
-    problem = logits_problem(out, n, classes if classes is not None else max(width, 0), finite=False)
-    known = labels[labels >= 0]
-    if problem is None and known.size and int(known.max()) >= width:
-        problem = f"output has {width} columns, but the samples' labels go up to {int(known.max())}"
+def check_eval_logits(model: torch.nn.Module, out: torch.Tensor, n: int, classes: int) -> None:
+    """An eval job's batch of logits: shape (n, ``classes``), the width the model gives two inputs (what the
+    checks before any work saw), and not probabilities (:func:`logits_problem`); else
+    :class:`PluginContractError` naming the model. Those checks ran on two inputs: a network whose output differs
+    for larger batches was tabulated ("5.0 ±18.6" from 5 of 10 classes)."""
+    problem = logits_problem(out, n, classes, finite=False)
     if problem is not None:
         raise PluginContractError(f"{model_name(model)} is no classifier of this dataset: its {problem}",
                                   plugin=model_name(model))
@@ -286,6 +280,20 @@ def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor | None, 
 GRADIENT_PROBE = 16
 
 
+@contextlib.contextmanager
+def defense_streams_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, the randomized defenses of ``model`` may draw: their random streams are put back as they
+    were afterwards, so a check's forward passes leave the job's draws as they would be without it."""
+    from rbench.defense import DefenseModule
+
+    streams = [(m, m.generator.get_state()) for m in model.modules() if isinstance(m, DefenseModule)]
+    try:
+        yield
+    finally:
+        for module, state in streams:
+            module.generator.set_state(state)
+
+
 def check_defense_gradients(model: torch.nn.Module, x: torch.Tensor) -> None:
     """Every defense of ``model`` that declares itself differentiable (and is not attacked through BPDA) passes
     gradients to its input: on the first :data:`GRADIENT_PROBE` of ``x`` (as each stage receives them), a random
@@ -294,40 +302,39 @@ def check_defense_gradients(model: torch.nn.Module, x: torch.Tensor) -> None:
     shows a gradient attack nothing, and the defended model's robustness would be gradient masking presented as a
     result. Called by the attack job before a gradient attack; the defenses' random streams are left as they were
     (the check draws nothing the attack would otherwise draw)."""
-    from rbench.defense import DefenseModule, Stage
+    from rbench.defense import Stage
 
     stages = [m for m in model.modules() if isinstance(m, Stage) and m.differentiable and not m.bpda]
     if not stages:
         return
-    streams = [(m, m.generator.get_state()) for m in model.modules() if isinstance(m, DefenseModule)]
     seen: dict[torch.nn.Module, torch.Tensor] = {}
     hooks = [s.register_forward_pre_hook(lambda stage, args: seen.setdefault(stage, args[0].detach()))
              for s in stages]
-    try:
-        with torch.no_grad():
-            model(x[:GRADIENT_PROBE])
-        for stage in (s for s in stages if s in seen):  # a stage the probe pass did not run is not judged
-            inputs = seen[stage].clone().requires_grad_(True)
-            with torch.enable_grad():
-                out = stage.module(inputs)
-                grad = None
-                if isinstance(out, torch.Tensor) and out.requires_grad:
-                    projection = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(out)
-                    (grad,) = torch.autograd.grad((out * projection).sum(), inputs, allow_unused=True)
-            if grad is None or not bool(torch.isfinite(grad).all()) or not bool(grad.abs().sum() > 0):
-                why = "no gradient reaches its input" if grad is None else (
-                    "its input gradients are not finite" if not bool(torch.isfinite(grad).all()) else
-                    "its input gradients are all zero")
-                raise PluginContractError(
-                    f"defense {stage.name!r} declares itself differentiable, but {why} (on {len(inputs)} inputs): a "
-                    "gradient attack through it would see nothing and report gradient masking as robustness; "
-                    "declare differentiable = False (attacks then need bpda = true) or fix its backward pass "
-                    "(rbench.testing.check_defense checks it)", plugin=f"defense {stage.name!r}")
-    finally:
-        for h in hooks:
-            h.remove()
-        for module, state in streams:
-            module.generator.set_state(state)
+    with defense_streams_kept(model):
+        try:
+            with torch.no_grad():
+                model(x[:GRADIENT_PROBE])
+            for stage in (s for s in stages if s in seen):  # a stage the probe pass did not run is not judged
+                inputs = seen[stage].clone().requires_grad_(True)
+                with torch.enable_grad():
+                    out = stage.module(inputs)
+                    grad = None
+                    if isinstance(out, torch.Tensor) and out.requires_grad:
+                        projection = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(out)
+                        (grad,) = torch.autograd.grad((out * projection).sum(), inputs, allow_unused=True)
+                if grad is None or not bool(torch.isfinite(grad).all()) or not bool(grad.abs().sum() > 0):
+                    why = "no gradient reaches its input" if grad is None else (
+                        "its input gradients are not finite" if not bool(torch.isfinite(grad).all()) else
+                        "its input gradients are all zero")
+                    raise PluginContractError(
+                        f"defense {stage.name!r} declares itself differentiable, but {why} (on {len(inputs)} "
+                        "inputs): a gradient attack through it would see nothing and report gradient masking as "
+                        "robustness; "
+                        "declare differentiable = False (attacks then need bpda = true) or fix its backward pass "
+                        "(rbench.testing.check_defense checks it)", plugin=f"defense {stage.name!r}")
+        finally:
+            for h in hooks:
+                h.remove()
 
 
 #: how many of an attack's inputs the gradient-masking probe differentiates (:func:`check_input_gradients`)
@@ -343,23 +350,22 @@ def _dead_rows(grad: torch.Tensor | None, n: int) -> torch.Tensor:
 
 
 def check_input_gradients(target: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, what: str,
-                          loss: str | None) -> None:
+                          loss: str | None, precision: str = "fp32") -> None:
     """A gradient attack on ``target`` (the model as the attack differentiates it: BPDA, EOT) would see something:
-    on the first :data:`MASKING_PROBE` inputs ``x`` (labels ``y``), a random projection of the logits must pass a
-    finite, non-zero gradient to at least half of the inputs, and where the attack follows the cross-entropy
-    (``loss == "ce"``, :meth:`rbench.attack.Attack.gradient_loss`) so must the cross-entropy. Else
-    :class:`PluginContractError` naming ``what`` (the model): a network that rounds or thresholds its input, or
-    whose logits are so large that the softmax saturates to exactly 0 and 1, gives gradient attacks nothing, and
-    the robustness the table would show is gradient masking (Athalye et al. 2018). Half, not all: a sample or two
-    with a saturated softmax is a confident model, not masking. The randomized stages' streams are left as they
-    were."""
-    from rbench.defense import DefenseModule
+    on the first :data:`MASKING_PROBE` inputs ``x`` (labels ``y``), in the attack's ``precision``, a random
+    projection of the logits must pass a finite, non-zero gradient to more than half of the inputs, and where the
+    attack follows the cross-entropy (``loss == "ce"``, :meth:`rbench.attack.Attack.gradient_loss`) so must the
+    cross-entropy. Else :class:`PluginContractError` naming ``what`` (the model): a network that rounds or
+    thresholds its input, or whose logits are so large that the softmax saturates to exactly 0 and 1, gives gradient
+    attacks nothing, and the robustness the table would show is gradient masking (Athalye et al. 2018). Half, not
+    all: a sample or two with a saturated softmax is a confident model, not masking. The randomized stages' streams
+    are left as they were (:func:`defense_streams_kept`)."""
+    from rbench.precision import autocast
 
-    streams = [(m, m.generator.get_state()) for m in target.modules() if isinstance(m, DefenseModule)]
     inputs = x[:MASKING_PROBE].detach().clone().requires_grad_(True)
     labels = y[:MASKING_PROBE].to(inputs.device)
     n = len(inputs)
-    try:
+    with defense_streams_kept(target), autocast(precision, inputs.device):  # what the attack differentiates
         with torch.enable_grad():
             out = target(inputs).float()
             grads: dict[str, torch.Tensor | None] = {"logits": None, "cross-entropy": None}
@@ -370,9 +376,6 @@ def check_input_gradients(target: torch.nn.Module, x: torch.Tensor, y: torch.Ten
                 if loss == "ce":
                     ce = torch.nn.functional.cross_entropy(out, labels, reduction="sum")
                     grads["cross-entropy"] = torch.autograd.grad(ce, inputs, allow_unused=True)[0]
-    finally:
-        for module, state in streams:
-            module.generator.set_state(state)
     checked = ["logits"] + (["cross-entropy"] if loss == "ce" else [])
     for of in checked:
         dead = int(_dead_rows(grads[of], n).sum())

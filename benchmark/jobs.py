@@ -148,7 +148,7 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
         check_defense_gradients(model, x[:GRADIENT_PROBE].to(device))
         # so would a network that rounds its input or saturates its softmax (checked on what the attack sees)
         check_input_gradients(target, x[:MASKING_PROBE].to(device), y, model_name(model),
-                              attack.gradient_loss(params))
+                              attack.gradient_loss(params), spec.precision)
     budget = attack.budget(params)
     generator = torch.Generator(device=device).manual_seed(job.seed)
     one_batch = slice_batches(attack, params, target, model, x, y, device=device, generator=generator,
@@ -200,7 +200,6 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
     spec = job.spec
     assert isinstance(spec, EvalSpec)
     model = load_model(store, spec.model, device)
-    seed_randomness(model, job.seed)
     if spec.advset is not None:
         adv = store.load_advset(spec.advset)
         x, labels, idx = torch.tensor(adv.x_adv), adv.labels, adv.indices
@@ -212,11 +211,12 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
     logits: list[torch.Tensor] = []
     with torch.no_grad(), autocast(spec.precision, device):  # logits are stored as float32 whatever the precision
         layout = memory_format(model)
+        classes = int(model(x[:2].to(device).contiguous(memory_format=layout)).shape[-1])  # as checked up front
+        seed_randomness(model, job.seed)  # after that pass: the job's draws are as they always were
         for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size]
             out = model(batch.to(device).contiguous(memory_format=layout)).float()
-            check_eval_logits(model, out, len(batch), logits[0].shape[1] if logits else None,
-                              labels[start:start + len(batch)])
+            check_eval_logits(model, out, len(batch), classes)
             logits.append(finite_logits(model, out, what, start).cpu())
             progress(min(start + batch_size, len(x)), len(x), "batches")
     store.save_predictions(job.key, Predictions(torch.cat(logits).numpy(), labels, idx,

@@ -175,7 +175,8 @@ def dataset_plugin(name: str) -> Any:
 
 
 def near_chance(results: Any, name: str, num_classes: int) -> str | None:
-    """A warning when ``name``'s clean accuracy in the generated table is below twice chance (a model fed inputs
+    """A warning when ``name``'s clean accuracy in the generated table is below twice chance (or a quarter of the
+    way from chance to 100% where that is lower: with few classes) (a model fed inputs
     in another range or normalization than it was trained on, or the wrong weights, reads as "not robust" at
     every attack, which says nothing); None otherwise or when the table has no such cell."""
     table = next((t for t in results.tables if t.name == TABLE), None)
@@ -184,7 +185,7 @@ def near_chance(results: Any, name: str, num_classes: int) -> str | None:
     except KeyError:
         return None
     chance = 100 / num_classes
-    if value is None or value >= 2 * chance:
+    if value is None or value >= min(2 * chance, chance + (100 - chance) / 4):  # two classes: 62.5%, not 100%
         return None
     return (f"{name}'s clean accuracy is {value:.1f}%, near chance ({chance:.0f}%): are its inputs what it was "
             "trained on (rbench feeds [0, 1] pixels; --mean/--std add a normalization) and are these its weights?")

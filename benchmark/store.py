@@ -19,7 +19,7 @@ Guarantees:
   and of its metadata. A sidecar without its own checksum (``meta_sha256``: written before 2026-12-01, or removed to
   pass an edit) is corrupt: the entry is recomputed once. Any failure to load an entry (checksum, binding, a
   malformed file or sidecar, a missing array, non-finite values) raises :class:`CorruptEntry` after moving the entry
-  to ``quarantine/``; a failure of the machine (too many open files, memory, a stale NFS handle) raises
+  to ``quarantine/``; a failure of the machine (too many open files, a stale NFS handle, permissions) raises
   :class:`StoreReadError` and leaves the entry where it is.
 - **Nothing partial, nothing non-finite.** A file is built in memory, written to a temporary sibling, fsync'd
   and renamed; a checkpoint counts as stored only once its sidecar (written last) exists. A write that does not
@@ -131,8 +131,8 @@ class StoreWriteError(Exception):
 
 
 class StoreReadError(Exception):
-    """An entry could not be read for a reason of the machine, not of its content (too many open files, memory,
-    a stale handle on a network filesystem, permissions): it is left in place, neither judged nor quarantined,
+    """An entry could not be read for a reason of the machine, not of its content (too many open files, the
+    kernel's memory, a stale handle on a network filesystem, permissions): it is left in place, not quarantined,
     so that a passing failure never sends intact work to quarantine, where ``cache gc`` would delete it."""
 
 
@@ -143,7 +143,8 @@ MACHINE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ESTA
 
 def _machine_failure(key: str, exc: BaseException) -> StoreReadError | None:
     """The error to raise instead of quarantining ``key`` when ``exc`` is the machine's, not the entry's."""
-    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS):
+    if isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS:  # not MemoryError: a corrupt header can ask
+        # for a huge array, and an entry never quarantined could never be repaired by cache verify
         return StoreReadError(f"cannot read store entry {key} ({_reason(exc)}): left in place, not judged")
     return None
 

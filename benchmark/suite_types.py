@@ -253,6 +253,6 @@ def threat_note(suite: Suite, evaluation: str) -> str | None:
         if on and where:
             how.append(what if len(where) == len(defended) else f"{what} on {', '.join(where)}")
     drawn = [s for s in defended if any(d.randomized for d in suite.chain_of(s))]
-    if ev.eot == 1 and drawn:  # a single draw per gradient step: said, as the suite's warning says it
+    if ev.eot == 1 and drawn and any(a.takes_gradients for a in ev.attacks.values()):  # as the suite's warning
         how.append(f"no EOT: one random draw per step on {', '.join(drawn)}")
     return f"{evaluation}: adaptive white-box attacks through the defenses" + (f" ({'; '.join(how)})" if how else "")

@@ -125,6 +125,12 @@ evaluation = "transfer"
 rows = "model"
 columns = "attack"
 metric = "success_rate"
+
+[tables.transfer_distortion]
+evaluation = "transfer"
+rows = "model"
+columns = "attack"
+metric = "distortion"
 """
 
 
@@ -252,13 +258,15 @@ def test_a_gradient_attack_on_a_randomized_defense_without_eot_is_a_warning(writ
     """One random draw per gradient step understates an attack on a randomized defense (Athalye et al. 2018: EOT
     took such defenses from robust to broken; the audit measured 40.5% vs 18.0% for FGSM through Gaussian noise):
     eot = 1 there is a warning naming the sources; with EOT, or with gradient-free attacks only, none."""
+    from rbench.suite import threat_note
+
     warned = load_suite(_suite(write_suite, **{"eot = 4\n": ""}))
     lines = [w for w in warned.warning_lines() if "eot: 1 draw" in w]
     assert len(lines) == 1 and "mlp_noisy has a randomized defense" in lines[0] and "set eot" in lines[0]
     assert not [w for w in load_suite(_suite(write_suite)).warning_lines() if "eot" in w]
     free = load_suite(_suite(write_suite, **{"eot = 4\n": "", 'attacks = ["fgsm", "noise"]\nbpda = true':
                                              'attacks = ["noise"]'}))
-    assert not [w for w in free.warning_lines() if "eot" in w]
+    assert not [w for w in free.warning_lines() if "eot" in w] and "no EOT" not in threat_note(free, "adaptive")
     out = rbench("validate", str(_suite(write_suite, **{"eot = 4\n": ""})))
     assert out.returncode == 0 and "eot: 1 draw, but mlp_noisy has a randomized defense" in out.stdout
 
@@ -290,10 +298,10 @@ def test_defended_models_run_under_both_threat_models(defended_run):
         assert clean < 60 and fgsm > clean, (model, clean, fgsm)  # working classifiers the attack hurts
         assert transfer.cell(model, "clean").value == clean  # the same defended model, evaluated the same way
     # a transferred set's success flags are the undefended mlp's: never shown under a defended model's row
-    success = tables["transfer_success"]
-    for model in ("mlp_lowpass", "committee"):
-        cell = success.cell(model, "fgsm")
-        assert cell.value is None and "the set was crafted on 'mlp' (threat_model = \"transfer\")" in cell.error
+    for name in ("transfer_success", "transfer_distortion"):  # over the successful samples: the same flags
+        for model in ("mlp_lowpass", "committee"):
+            cell = tables[name].cell(model, "fgsm")
+            assert cell.value is None and "the set was crafted on 'mlp' (threat_model = \"transfer\")" in cell.error
     # transferred from the undefended mlp: the mlp's own white-box error is an upper bound it rarely beats
     assert transfer.cell("mlp_squeezed", "fgsm").value <= adaptive.cell("mlp", "fgsm").value + 10
 

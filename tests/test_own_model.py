@@ -315,8 +315,20 @@ def test_logits_of_the_wrong_width_fail_the_eval_job(user, tmp_path):
     assert out.returncode == 1, out.stderr
     cells = {c["row"]: c for c in json.loads((tmp_path / "run" / "results.json").read_text())["tables"][0]["cells"]}
     assert cells["clean"]["value"] is None
-    assert "is no classifier of this dataset: its output has 5 columns, but the samples' labels go up to 9" in \
-        cells["clean"]["error"], cells["clean"]
+    assert "is no classifier of this dataset: its output on 64 inputs is shape (64, 5), not logits of shape " \
+        "(N, 10)" in cells["clean"]["error"], cells["clean"]
+
+
+def test_near_chance_means_fewer_than_twice_chance_or_a_quarter_of_the_way_to_100():
+    from rbench.own_model import TABLE, near_chance
+    from rbench.results import Cell, ResultTable
+
+    def results(value: float):
+        table = ResultTable(TABLE, "T", ["clean"], ["m"], "attack", "model", {}, {}, [Cell("clean", "m", value)])
+        return type("Results", (), {"tables": [table]})()
+
+    assert near_chance(results(19.0), "m", 10) and not near_chance(results(21.0), "m", 10)
+    assert near_chance(results(60.0), "m", 2) and not near_chance(results(70.0), "m", 2)  # not all under 100%
 
 
 def test_a_model_near_chance_is_warned_about(user, tmp_path):

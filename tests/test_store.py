@@ -90,9 +90,9 @@ def test_bit_flip_in_hdf5_is_detected_and_quarantined(tmp_path):
 
 
 @pytest.mark.parametrize("failure", [OSError(24, "Too many open files"), OSError(116, "Stale file handle"),
-                                     MemoryError()])
+                                     PermissionError(13, "Permission denied")])
 def test_a_failure_of_the_machine_leaves_an_intact_entry_in_place(tmp_path, monkeypatch, failure):
-    """A read that fails for the machine's reason (no file descriptor left, a stale NFS handle, memory) is not the
+    """A read that fails for the machine's reason (no file descriptor left, a stale NFS handle, permissions) is not the
     entry's fault: it was quarantined, and gc deleted the intact work. It stays, named in a StoreReadError, and
     reads back once the machine recovers; a content failure still quarantines (the test above)."""
     import rbench.store as store_module

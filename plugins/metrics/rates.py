@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from rbench.estimate import Estimate, class_balanced_rate, mean, rate
@@ -73,6 +74,18 @@ class ClassRobustness(Metric):
         return class_balanced_rate(counted, pred.labels, pred.indices)
 
 
+def source_flags(cell: CellData) -> np.ndarray:
+    """The set's success flags, as the flags of the cell's source: a ValueError where the set was crafted on
+    another model (a defended source's transferred sets: the flags are its undefended model's, and a row would
+    show that model's numbers under the defended model's name)."""
+    assert cell.adv is not None
+    if cell.crafted_on != cell.source:
+        raise ValueError(f"the set was crafted on {cell.crafted_on!r} (threat_model = \"transfer\"): its success "
+                         f"flags are that model's, not {cell.source!r}'s; tabulate {cell.source!r}'s error or "
+                         "accuracy on it instead")
+    return cell.adv.success
+
+
 class SuccessRate(Metric):
     """Attack success rate (%): the fraction of the set the attack reports as adversarial on its source
     model (misclassified, or classified as the target). Not defined for clean inputs; an error for a defended
@@ -82,15 +95,12 @@ class SuccessRate(Metric):
     label = "success rate"
 
     def compute(self, cell: CellData, params: BaseModel) -> Estimate | None:
-        if cell.adv is not None and cell.crafted_on != cell.source:  # a row would show another model's rate
-            raise ValueError(f"the set was crafted on {cell.crafted_on!r} (threat_model = \"transfer\"): its success "
-                             f"flags are that model's, not {cell.source!r}'s; tabulate {cell.source!r}'s error or "
-                             "accuracy on it instead")
-        return None if cell.adv is None else rate(cell.adv.success, cell.adv.indices)
+        return None if cell.adv is None else rate(source_flags(cell), cell.adv.indices)
 
 
 class TransferRate(Metric):
-    """Of the samples that fooled the source model, the fraction (%) the target misclassifies too."""
+    """Of the samples that fooled the model the set was crafted on (the source, or under ``threat_model =
+    "transfer"`` a defended source's undefended model), the fraction (%) the target misclassifies too."""
 
     name = "transfer_rate"
     label = "transfer rate"
@@ -123,5 +133,5 @@ class Distortion(Metric):
             return None
         values = cell.adv.distortion[params.norm]
         if params.over == "successful":
-            values = values[cell.adv.success]
+            values = values[source_flags(cell)]
         return mean(values, bounds=(0.0, math.inf))
