@@ -29,6 +29,14 @@ def stored(tmp_path_factory):
     return suite, root, outcome
 
 
+def _copy_of_store(root, tmp_path):
+    """A copy of the module's stored run to tamper with: (its folder, the Store)."""
+    import shutil
+
+    shutil.copytree(root / "store", tmp_path / "store")
+    return tmp_path / "store", Store(tmp_path / "store")
+
+
 def _attack_key(outcome, label: str) -> str:
     return next(k for k, r in outcome.job_results.items() if r.label == label)
 
@@ -36,11 +44,7 @@ def _attack_key(outcome, label: str) -> str:
 @pytest.mark.parametrize("tamper", ["flags", "quantized", "over_budget", "out_of_box"])
 def test_tampered_set_is_quarantined_and_recomputed(stored, tmp_path, tamper):
     suite, root, outcome = stored
-    store_dir = tmp_path / "store"
-    import shutil
-
-    shutil.copytree(root / "store", store_dir)
-    store = Store(store_dir)
+    store_dir, store = _copy_of_store(root, tmp_path)
     key = _attack_key(outcome, "attack fgsm(eps=0.1) on mlp")
     adv = store.load_advset(key)
     if tamper == "flags":
@@ -72,12 +76,8 @@ def test_predictions_edited_with_a_valid_checksum_are_recomputed(stored, tmp_pat
     """Logits rewritten so that every sample is classified right (the store audit: a table cell went from 80.0 to
     0.0 with no warning), or widened to float64, with the checksum recomputed around them: the gate predicts some
     rows again with the job's model, so the entry is quarantined and recomputed, never served."""
-    import shutil
-
     suite, root, outcome = stored
-    store_dir = tmp_path / "store"
-    shutil.copytree(root / "store", store_dir)
-    store = Store(store_dir)
+    store_dir, store = _copy_of_store(root, tmp_path)
     key = _attack_key(outcome, "eval mlp on fgsm(eps=0.1)@mlp")
     pred = store.load_predictions(key)
     original = pred.logits.copy()
