@@ -123,6 +123,8 @@ class Claim(BaseModel):
                 raise ValueError(f"a {self.kind!r} claim {'takes no' if given else 'needs'} {name!r}")
         if self.cells is not None and len(self.cells) < 3 and self.kind in ("increasing", "decreasing"):
             raise ValueError(f"a {self.kind!r} claim needs at least 3 cells")
+        if self.cells is not None and not self.cells:  # it could only ever be "not checked"
+            raise ValueError(f"a {self.kind!r} claim needs at least 1 cell")
         if self.margin and self.kind not in ("less_by", "barely_less", "not_less_by", "within"):
             raise ValueError(f"a {self.kind!r} claim takes no 'margin' (it would not be checked)")
         if self.among is not None and self.kind != "lowest":

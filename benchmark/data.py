@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import DataError
-from .tomlfile import not_regular
+from .tomlfile import not_regular, os_problem
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
 #: Datasets read only from ``$RBENCH_DATA`` (no trusted checksummed download exists); files as MNIST's.
@@ -108,10 +108,21 @@ def _check_dataset(dataset: str) -> dict:
     return _REGISTRY[dataset]
 
 
+def _user_dir() -> str | None:
+    """``RBENCH_DATA`` when set (and not empty); a DataError when it names no folder (a typo was ignored: the run
+    then looked only in the cache and tried to download, and its error never said the folder was missing)."""
+    user_dir = os.environ.get("RBENCH_DATA")
+    if user_dir and not Path(user_dir).is_dir():
+        what = "a file" if Path(user_dir).exists() else "missing"
+        raise DataError(f"RBENCH_DATA={user_dir!r} is not a folder ({what}): point it at the folder that holds "
+                        "<dataset>/<files>, or unset it")
+    return user_dir or None
+
+
 def local_file(dataset: str, filename: str) -> Path:
     """``$RBENCH_DATA/<dataset>/<filename>`` for a :data:`LOCAL_ONLY` dataset; DataError naming the file and the
     folder when it is missing (such files are never downloaded, and not checksummed)."""
-    user_dir = os.environ.get("RBENCH_DATA")
+    user_dir = _user_dir()
     folder = Path(user_dir) / dataset if user_dir else None
     if folder is not None:
         _refuse_other_than_file(folder / filename)
@@ -237,12 +248,16 @@ def resolve_file(dataset: str, filename: str) -> Path:
     file's SHA-256 always matches the registry. Raises DataError on any failure.
     """
     expected = _expected_sha256(dataset, filename)
-    user_dir = os.environ.get("RBENCH_DATA")
+    user_dir = _user_dir()
     if user_dir:
         candidate = Path(user_dir) / dataset / filename
         _refuse_other_than_file(candidate)
         if candidate.is_file():
-            if not _verifies(candidate, expected):
+            try:
+                matches = _sha256(candidate) == expected
+            except OSError as exc:  # readable or not is not corrupt or not: say which
+                raise DataError(f"data file {candidate}: {os_problem(exc)}") from None
+            if not matches:
                 raise DataError(
                     f"data file {candidate} is corrupt (SHA-256 does not match the known hash {expected}); "
                     "replace it with the canonical file or remove it"
@@ -329,7 +344,7 @@ def idx_dims(path: Path) -> tuple[int, ...]:
 def _local_split_paths(dataset: str, split: str) -> list[Path]:
     """Where a :data:`LOCAL_ONLY` dataset's split files (images, labels) are looked for: ``$RBENCH_DATA/<dataset>/``
     (none when RBENCH_DATA is unset); they may be absent."""
-    user_dir = os.environ.get("RBENCH_DATA")
+    user_dir = _user_dir()
     return [Path(user_dir) / dataset / name for name in _SPLIT_FILES[split]] if user_dir else []
 
 

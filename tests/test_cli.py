@@ -377,6 +377,7 @@ def test_report_refuses_a_half_written_or_unreadable_run_folder(tiny_reference, 
 
 
 def test_an_unrecognised_offline_setting_is_one_line(tiny_suite, tmp_path, capsys, monkeypatch):
+    (tmp_path / "nothing").mkdir()
     monkeypatch.setenv("RBENCH_DATA", str(tmp_path / "nothing"))
     monkeypatch.setenv("RBENCH_OFFLINE", "maybe")
     code, err = cli_in_process(capsys, "run", str(tiny_suite), "--store", str(tmp_path / "s"))

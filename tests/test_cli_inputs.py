@@ -116,6 +116,7 @@ def test_eval_names_its_generated_suite_whatever_the_run_folder_is_spelt(capsys,
 
 @pytest.mark.parametrize("command", ["eval", "run"])
 def test_refused_for_missing_data_leaves_no_run_folder_and_no_store(capsys, own_model, monkeypatch, command):
+    (own_model / "no-data").mkdir()
     monkeypatch.setenv("RBENCH_DATA", str(own_model / "no-data"))
     monkeypatch.setenv("RBENCH_DATA_CACHE", str(own_model / "no-cache"))
     run_dir, store = own_model / "runs" / "x", own_model / "new-store"
@@ -166,6 +167,32 @@ def test_unreadable_weights_and_an_empty_store_variable_are_one_line(capsys, own
 
     assert default_root() == Path.home() / "rbench-store"
     assert not (own_model / "store").exists() and not (own_model / "run").exists()
+
+
+def test_a_data_folder_that_is_not_one_or_an_unreadable_data_file_is_named(capsys, own_model, monkeypatch):
+    """RBENCH_DATA naming no folder was ignored (the cache was tried, then a download, whose error never said the
+    folder was missing); a data file that cannot be read was called corrupt."""
+    from support import BASE_SUITE, SHARED_DATA
+
+    import rbench.data as data_module
+
+    (own_model / "suite.toml").write_text(BASE_SUITE)
+    args = ["run", str(own_model / "suite.toml"), "--store", str(own_model / "store"), "-q"]
+    monkeypatch.setenv("RBENCH_DATA", str(own_model / "typo"))
+    code, err = cli_in_process(capsys, *args)
+    assert code == 2 and f"RBENCH_DATA='{own_model / 'typo'}' is not a folder (missing)" in err, err
+    monkeypatch.setenv("RBENCH_DATA", str(own_model / "suite.toml"))
+    code, err = cli_in_process(capsys, *args)
+    assert code == 2 and "is not a folder (a file)" in err, err
+    monkeypatch.setenv("RBENCH_DATA", str(SHARED_DATA))
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(data_module, "_sha256", denied)
+    code, err = cli_in_process(capsys, *args)
+    assert code == 2 and "not readable (permission denied)" in err and "corrupt" not in err, err
+    assert not (own_model / "store").exists()
 
 
 def test_eval_of_a_pretrained_model_needs_no_training_files(capsys, own_model, monkeypatch):

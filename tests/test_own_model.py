@@ -260,6 +260,8 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", "[1]"], "--kwargs"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=big"], "--attack 'pgd:eps=big': eps"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "fgsm"], "eps: Field required"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=0x10"],
+     "eps: a Linf budget of 16 exceeds 1"),  # TOML reads 0x10 as 16: a Linf ball that holds every image
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "fgsm:eps=nan"],
      "--attack 'fgsm:eps=nan': eps: not a finite number"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=0.1,step_size=1e-320"],

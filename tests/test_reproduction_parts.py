@@ -272,6 +272,8 @@ def test_one_sided_and_change_claims():
         Claim(**gain, margin=0.05)
     with pytest.raises(ValueError, match="a 'less' claim takes no 'among'"):
         Claim(**{**pair, "kind": "less", "among": ["one"]})
+    with pytest.raises(ValueError, match="a 'at_least' claim needs at least 1 cell"):  # could only be unchecked
+        Claim(text="c", table="t", kind="at_least", value=1.0, cells=[])
 
 
 def test_an_order_within_overlapping_intervals_is_held_and_says_it_may_be_chance():

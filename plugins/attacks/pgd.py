@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
 from rbench.plugins.attacks.gradients import l2_normalize, loss_gradient, project, random_in_ball
@@ -23,6 +23,12 @@ class PgdParams(BaseModel):
     step_size: Annotated[float, Field(gt=0)] | None = None
     random_start: bool = True
     loss: Literal["ce", "margin"] = "ce"
+
+    @model_validator(mode="after")
+    def _linf_within_the_box(self) -> PgdParams:
+        if self.norm == "linf" and self.eps > 1:  # as fgsm's: pixels in [0, 1], any image is within 1
+            raise ValueError(f"eps: a Linf budget of {self.eps:g} exceeds 1, the whole [0, 1] pixel range")
+        return self
 
 
 class BimParams(PgdParams):
