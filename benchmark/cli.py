@@ -252,6 +252,35 @@ def _run_outcome(go: Callable[[], RunOutcome]) -> None:
         raise typer.Exit(1)
 
 
+def _kwargs(text: str) -> dict:
+    """``--kwargs``: a JSON object of constructor arguments, as the generated suite's TOML can hold them (no null,
+    no key given twice: JSON keeps the last silently); else one line naming the argument."""
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        keys = [k for k, _ in items]
+        twice = next((k for k in keys if keys.count(k) > 1), None)
+        if twice is not None:
+            raise RbenchError(f"--kwargs: {twice!r} is given twice")
+        return dict(items)
+
+    try:
+        value = json.loads(text, object_pairs_hook=pairs)
+    except ValueError as exc:
+        raise RbenchError(f"--kwargs: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise RbenchError(f"--kwargs {text!r}: give a JSON object of constructor arguments")
+
+    def no_null(item: object, where: str) -> None:
+        if item is None:
+            raise RbenchError(f"--kwargs.{where}: null has no TOML form (the generated suite is TOML); leave the "
+                              "argument out for its default")
+        for key, sub in item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ():
+            no_null(sub, f"{where}.{key}" if where else str(key))
+
+    no_null(value, "")
+    return value
+
+
 def _floats(option: str, text: str | None) -> list[float] | None:
     if text is None:
         return None
@@ -323,12 +352,7 @@ def eval_cmd(
         precision = check_precision(precision)
     params: dict = {"module": module, "weights": str(weights)}
     if kwargs is not None:
-        try:
-            params["kwargs"] = json.loads(kwargs)
-        except ValueError as exc:
-            raise RbenchError(f"--kwargs: not valid JSON ({exc})") from None
-        if not isinstance(params["kwargs"], dict):
-            raise RbenchError(f"--kwargs {kwargs!r}: give a JSON object of constructor arguments")
+        params["kwargs"] = _kwargs(kwargs)
     for option, value in (("mean", _floats("--mean", mean)), ("std", _floats("--std", std))):
         if value is not None:
             params[option] = value

@@ -258,6 +258,10 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
                                                       "same inputs"),
     (["nets.py:SmallCNN", "--weights", "nets.py"], "expected .safetensors, .pt or .pth"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", "[1]"], "--kwargs"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", '{"width": null}'],
+     "--kwargs.width: null has no TOML form"),  # was: a deleted temporary file named
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", '{"width": 8, "width": 16}'],
+     "--kwargs: 'width' is given twice"),  # JSON kept the last silently
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=big"], "--attack 'pgd:eps=big': eps"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "fgsm"], "eps: Field required"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=0x10"],
