@@ -343,8 +343,9 @@ def idx_dims(path: Path) -> tuple[int, ...]:
 
 def _local_split_paths(dataset: str, split: str) -> list[Path]:
     """Where a :data:`LOCAL_ONLY` dataset's split files (images, labels) are looked for: ``$RBENCH_DATA/<dataset>/``
-    (none when RBENCH_DATA is unset); they may be absent."""
-    user_dir = _user_dir()
+    (none when RBENCH_DATA is unset); they may be absent (planning and validation go on without them: the data
+    check before any work names what is missing, :func:`_user_dir` a folder that is not there)."""
+    user_dir = os.environ.get("RBENCH_DATA")
     return [Path(user_dir) / dataset / name for name in _SPLIT_FILES[split]] if user_dir else []
 
 
