@@ -211,7 +211,8 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
     logits: list[torch.Tensor] = []
     with torch.no_grad(), autocast(spec.precision, device):  # logits are stored as float32 whatever the precision
         layout = memory_format(model)
-        classes = int(model(x[:2].to(device).contiguous(memory_format=layout)).shape[-1])  # as checked up front
+        # the width the checks before any work saw (on two inputs); an empty input has no batch to check
+        classes = int(model(x[:2].to(device).contiguous(memory_format=layout)).shape[-1]) if len(x) else 0
         seed_randomness(model, job.seed)  # after that pass: the job's draws are as they always were
         for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size]
