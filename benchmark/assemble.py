@@ -95,10 +95,7 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutput
                     clean=plan.evaluated[(ev, source, CLEAN, target)], model=plan.trained[target])
     own = [k for k in (keys.adv, keys.predictions, keys.clean, keys.model) if k]
     broken = [failed[k] for k in dict.fromkeys(own) if k in failed]
-    made_on = getattr(plan.jobs[keys.adv].spec, "source", None) if keys.adv is not None else None
-    crafted_on = source if made_on in (None, plan.trained[source]) else next(
-        (name for name, key in plan.trained.items() if key == made_on), str(made_on))
-    data = CellData(source, attack, target, keys, outputs, ev, crafted_on=crafted_on)
+    data = CellData(source, attack, target, keys, outputs, ev, crafted_on=plan.crafted_on.get((ev, source), source))
     try:
         value = spec.metric.call.obj.compute(data, spec.metric.call.params)
     except Exception as exc:

@@ -274,8 +274,11 @@ def _kwargs(text: str) -> dict:
         if item is None:
             raise RbenchError(f"--kwargs.{where}: null has no TOML form (the generated suite is TOML); leave the "
                               "argument out for its default")
-        for key, sub in item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ():
-            no_null(sub, f"{where}.{key}" if where else str(key))
+        if isinstance(item, list):
+            item = dict(enumerate(item))
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                no_null(sub, f"{where}.{key}" if where else str(key))
 
     no_null(value, "")
     return value

@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -23,6 +23,9 @@ from rbench.manager import get_registry, suggest
 from rbench.suite_schema import SAFE_NAME
 from rbench.suite_types import instance_label
 from rbench.tomlfile import MAX_NAME, unrepresentable
+
+if TYPE_CHECKING:
+    from rbench.results import RunResults
 
 #: the default attack set's Linf budgets (the usual MNIST levels: a moderate and the standard large one)
 DEFAULT_EPS = (0.1, 0.3)
@@ -174,7 +177,7 @@ def dataset_plugin(name: str) -> Any:
         raise RbenchError(f"--dataset {name!r}: {exc}") from None
 
 
-def near_chance(results: Any, name: str, num_classes: int) -> str | None:
+def near_chance(results: RunResults, name: str, num_classes: int) -> str | None:
     """A warning when ``name``'s clean accuracy in the generated table is below twice chance (or a quarter of the
     way from chance to 100% where that is lower: with few classes) (a model fed inputs
     in another range or normalization than it was trained on, or the wrong weights, reads as "not robust" at

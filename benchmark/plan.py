@@ -16,13 +16,15 @@ and the store never recomputes a key it holds. The job's RNG seed is derived fro
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from rbench.attack import is_generator
+from rbench.data import ABSENT
+from rbench.errors import DataError
 from rbench.keys import canonical, content_key
 from rbench.manager import get_registry
 from rbench.metric import Reference, declared_references
@@ -98,6 +100,9 @@ class Plan:
     trained: dict[str, str] = field(default_factory=dict)
     attacked: dict[tuple[str, str, str], str] = field(default_factory=dict)
     evaluated: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+    #: (evaluation, source) -> the model its adversarial sets are crafted on (the source itself, or under
+    #: ``threat_model = "transfer"`` a defended source's undefended model)
+    crafted_on: dict[tuple[str, str], str] = field(default_factory=dict)
     #: the key of each job seeded without its precision -> its fp32 twin's key (see :meth:`add`)
     precision_twins: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -178,7 +183,7 @@ def restrict(plan: Plan, tables: Iterable[Table]) -> Plan:
         if job.key in wanted:
             wanted.update(job.deps)
     return Plan(plan.suite, {k: j for k, j in plan.jobs.items() if k in wanted}, plan.trained, plan.attacked,
-                plan.evaluated)
+                plan.evaluated, plan.crafted_on)
 
 
 def call_spec(call: PluginCall) -> Call:
@@ -335,6 +340,7 @@ def build_plan(suite: Suite) -> Plan:
         for source in ev.sources:
             defended = bool(suite.chain_of(source))
             crafted_on = suite.undefended_of(source) if ev.threat_model == "transfer" else source
+            plan.crafted_on[(ev.name, source)] = crafted_on
             src_key = train(crafted_on)
             chain = suite.chain_of(crafted_on)
             drawn = any(d.randomized for d in chain)
@@ -371,22 +377,23 @@ def check_keyed_data(plan: Plan) -> None:
     must be found when the keys are made: absent, the keys are not those of the stored entries, so a dry run
     would count them as to compute and ``cache gc`` would delete the suite's own entries. Such a split is
     checked by its dataset (its one-line DataError, as a run gives; nothing downloads, the data is local only)."""
-    from rbench.data import ABSENT
-    from rbench.errors import DataError
+    absent = next(_absent_keyed_data(plan), None)
+    if absent is None:
+        return
+    call, split = absent
+    plugin = get_registry().get("dataset", call["plugin"]).obj
+    plugin.prepare(split, plugin.Params.model_validate(call["params"]))  # its own one line: RBENCH_DATA, the file
+    raise DataError(f"dataset {call['plugin']!r}, split {split!r}: its files were not found when the suite was "
+                    "planned; run again")
 
-    wanted: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
+
+def _absent_keyed_data(plan: Plan) -> Iterator[tuple[dict[str, Any], str]]:
+    """(dataset call, split) of each split whose content was absent when ``plan``'s keys were made."""
     for job in plan.jobs.values():
         for data in job.spec.slices():
             if data.content == ABSENT:
-                call = data.dataset.to_dict()
-                wanted[(canonical(call), data.split)] = (call, data.split)
+                yield data.dataset.to_dict(), data.split
         if isinstance(job.spec, TrainSpec):
             for name, split, content in job.spec.extra_content:
                 if content == ABSENT:
-                    call = {"plugin": name, "params": {}}
-                    wanted[(canonical(call), split)] = (call, split)
-    for call, split in wanted.values():
-        plugin = get_registry().get("dataset", call["plugin"]).obj
-        plugin.prepare(split, plugin.Params.model_validate(call["params"]))
-        raise DataError(f"dataset {call['plugin']!r}, split {split!r}: its files were not found when the suite "
-                        "was planned; run again")
+                    yield {"plugin": name, "params": {}}, split

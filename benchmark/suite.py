@@ -406,14 +406,12 @@ class _Resolver:
                         raise self.fail("evaluations", name, "bpda", f"attack {label!r} takes gradients through "
                                         f"the non-differentiable defense {stuck[0]!r} of {source!r}: set bpda = "
                                         "true (BPDA), or threat_model = \"transfer\"")
-        if ev.eot > 1 and ev.threat_model == "adaptive" and not any(
-                d.randomized for source in ev.sources for d in suite.chain_of(source)):
+        if ev.eot > 1 and ev.threat_model == "adaptive" and not suite.randomized_sources(name):
             suite.warnings.setdefault(name, []).append(
                 f"{self.where('evaluations', name)}: evaluations.{name}.eot: {ev.eot} draws, but no source has a "
                 "randomized defense: every draw would be the same (EOT is not used)")
-        drawn = [s for s in ev.sources if any(d.randomized for d in suite.chain_of(s))]
-        if ev.eot == 1 and ev.threat_model == "adaptive" and drawn and any(
-                a.takes_gradients for a in ev.attacks.values()):
+        drawn = suite.single_draw_sources(name)
+        if drawn:
             suite.warnings.setdefault(name, []).append(
                 f"{self.where('evaluations', name)}: evaluations.{name}.eot: 1 draw, but {', '.join(drawn)} "
                 f"{'has a' if len(drawn) == 1 else 'have'} randomized defense{'' if len(drawn) == 1 else 's'}: "

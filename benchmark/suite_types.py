@@ -224,6 +224,18 @@ class Suite:
         defended = self.models[model].defended
         return [] if defended is None else [self.defenses[d] for d in defended.chain]
 
+    def randomized_sources(self, evaluation: str) -> list[str]:
+        """The sources of ``evaluation`` with a randomized defense in their chain."""
+        return [s for s in self.evaluations[evaluation].sources if any(d.randomized for d in self.chain_of(s))]
+
+    def single_draw_sources(self, evaluation: str) -> list[str]:
+        """The randomized sources an adaptive gradient attack of ``evaluation`` sees through one random draw per
+        step (``eot = 1``): the suite warns of them and the table title names them."""
+        ev = self.evaluations[evaluation]
+        if ev.eot != 1 or ev.threat_model != "adaptive" or not any(a.takes_gradients for a in ev.attacks.values()):
+            return []
+        return self.randomized_sources(evaluation)
+
     def undefended_of(self, model: str) -> str:
         """The model a transfer evaluation crafts ``model``'s adversarial sets on (itself if undefended)."""
         defended = self.models[model].defended
@@ -252,7 +264,7 @@ def threat_note(suite: Suite, evaluation: str) -> str | None:
         where = [s for s in defended if any(applies(d) for d in suite.chain_of(s))]
         if on and where:
             how.append(what if len(where) == len(defended) else f"{what} on {', '.join(where)}")
-    drawn = [s for s in defended if any(d.randomized for d in suite.chain_of(s))]
-    if ev.eot == 1 and drawn and any(a.takes_gradients for a in ev.attacks.values()):  # as the suite's warning
+    drawn = suite.single_draw_sources(evaluation)
+    if drawn:
         how.append(f"no EOT: one random draw per step on {', '.join(drawn)}")
     return f"{evaluation}: adaptive white-box attacks through the defenses" + (f" ({'; '.join(how)})" if how else "")
