@@ -86,6 +86,13 @@ class Attack:
         False). A gradient attack through a non-differentiable defense needs BPDA: the suite says so up front."""
         return True
 
+    def targeted(self, params: Any) -> bool:
+        """Whether the attack picks a target class for each input (False by default). A targeted attack returns
+        the targets it aimed at as ``extras["targets"]`` (int64, never the input's label) and its ``success`` is
+        True where the model predicts them; an untargeted one returns no ``targets`` (its stored targets are -1).
+        The engine checks both when the attack runs and again whenever the stored set is read."""
+        return False
+
     def gradient_loss(self, params: Any) -> str | None:
         """The loss whose input gradient the attack follows, where the engine should check it does not vanish
         before the attack runs: ``"ce"`` (the cross-entropy, whose gradient underflows to 0 when the softmax

@@ -56,6 +56,7 @@ def slice_batches(attack: Any, params: Any, target: torch.nn.Module, model: torc
     layout = memory_format(model)
     guard = ModelGuard(model)
     gradient_free = not attack.uses_gradients(params)
+    targeted = bool(attack.targeted(params))
 
     def one_batch(start: int, stop: int) -> AttackOutput:
         xb = x[start:stop].to(device).contiguous(memory_format=layout)
@@ -64,7 +65,8 @@ def slice_batches(attack: Any, params: Any, target: torch.nn.Module, model: torc
             with no_gradients_declared(model, f"attack {attack.name!r}") if gradient_free else nullcontext():
                 out = attack.run(target, xb, yb, params, generator=generator)
             guard.check(f"attack {attack.name!r}")
-            check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=check_success)
+            check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=check_success,
+                                targeted=targeted)
         return out
 
     return one_batch

@@ -34,6 +34,28 @@ def over_budget(size: np.ndarray | torch.Tensor, budget: Budget) -> int | None:
     return int(size.argmax())
 
 
+def targets_problem(targets: np.ndarray | torch.Tensor | None, labels: np.ndarray | torch.Tensor,
+                    targeted: bool) -> str | None:
+    """What is wrong with the targets of a set crafted on labelled inputs, or None: an untargeted attack's are
+    absent or all -1; a targeted attack's are one class per input, never the input's label (a "target" equal to
+    the label would count a correctly classified input as a success). Checked on an attack's output and again on
+    the stored set (:func:`rbench.gates.gate_advset`), where editing the targets would otherwise pass: the success
+    flags are re-predicted against them."""
+    if targets is None:
+        return "returned no extras['targets'] though it declares itself targeted" if targeted else None
+    t, y = (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in (targets, labels))
+    if t.dtype.kind not in "iu":
+        return f"has targets of dtype {t.dtype}, not integer classes"
+    if not targeted:
+        return "has targets other than -1, though the attack is untargeted (Attack.targeted)" if (t != -1).any() \
+            else None
+    if len(missing := np.flatnonzero(t < 0)):
+        return f"has no target for sample {int(missing[0])}, though the attack is targeted"
+    if len(same := np.flatnonzero(t == y)):
+        return f"targets sample {int(same[0])}'s own label"
+    return None
+
+
 def perturbation_sizes(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-sample size of ``x_adv - x`` in ``norm`` (``linf`` or ``l2``)."""
     d = (x_adv - x).flatten(1)
@@ -41,10 +63,13 @@ def perturbation_sizes(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch
 
 
 def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: Budget | None,
-                        model: torch.nn.Module, y: torch.Tensor, offset: int, check_success: bool = True) -> None:
+                        model: torch.nn.Module, y: torch.Tensor, offset: int, check_success: bool = True,
+                        targeted: bool | None = None) -> None:
     """Raise :class:`PluginContractError` naming ``name`` and the worst sample if ``out`` breaks the contract.
     ``check_success=False``: the success flags are not compared with a re-prediction (the engine decides them
-    itself, for a randomized model)."""
+    itself, for a randomized model). ``targeted``: what the attack declares (:meth:`rbench.attack.Attack.targeted`),
+    checked against its ``targets`` extra (:func:`targets_problem`); None where the engine gave the targets (a
+    generator's)."""
     xa = out.x_adv
     if not isinstance(xa, torch.Tensor) or xa.dtype != torch.float32 or xa.shape != x.shape:
         got = f"{getattr(xa, 'dtype', type(xa).__name__)} {tuple(getattr(xa, 'shape', ()))}"
@@ -72,6 +97,8 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
                                       f"tensor with one row per sample ({len(x)})")
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise PluginContractError(f"attack {name!r} returned non-finite extras[{key!r}]")
+    if targeted is not None and (problem := targets_problem(out.extras.get("targets"), y, targeted)):
+        raise PluginContractError(f"attack {name!r} {problem} (batch at sample {offset})")
     if not check_success:
         return
     targets = out.extras.get("targets", torch.full_like(y, -1))

@@ -8,9 +8,10 @@ itself, never against what the file says about itself:
 - an adversarial set must be float32, inside [0, 1], within the budget the job's attack (or transform) declares
   for the job's params (with the output contract's tolerance, :func:`rbench.contract.over_budget`), hold the
   job's number of samples, and -- memoized, see below -- hold exactly the job's data slice (indices, labels,
-  and the distortions recomputed from the clean images) and success flags equal to a re-prediction by the
-  job's source model; a generated set (a generator attack's job, see :mod:`rbench.generate`) instead holds
-  exactly the job's targets, labels and indices -1 and no distortions;
+  and the distortions recomputed from the clean images), the targets its attack declares (-1 untargeted) or its
+  input set holds (a transform's), and success flags equal to a re-prediction by the job's source model; a
+  generated set (a generator attack's job, see :mod:`rbench.generate`) instead holds exactly the job's targets,
+  labels and indices -1 and no distortions;
 - predictions must hold one row per input, float32 logits and -- memoized -- the indices and labels of the job's
   input (the adversarial set or the clean slice it names), and 64 rows drawn at random must be what the job's
   model predicts for them again (a randomized model's excepted: its draws follow the job's batches).
@@ -44,7 +45,7 @@ import torch
 
 from rbench.artifacts import AdvSet, distortions
 from rbench.attack import Budget
-from rbench.contract import over_budget
+from rbench.contract import over_budget, targets_problem
 from rbench.defense import randomized, seed_randomness
 from rbench.inputs import (
     PluginContractError,
@@ -228,6 +229,7 @@ def gate_advset(store: Store, job: Job) -> None:
     x_clean, y, idx = load_slice(spec.data)
     if not np.array_equal(adv.indices, idx) or not np.array_equal(adv.labels, y.numpy()):
         raise PluginContractError(f"stored set {job.key} holds other samples than its job's data slice")
+    check_targets(store, job, adv)
     recomputed = distortions(x_clean.numpy(), x)
     for norm, values in recomputed.items():
         # the stored sizes against the same sizes computed again (float32 sums in another order), not a budget
@@ -237,6 +239,21 @@ def gate_advset(store: Store, job: Job) -> None:
         raise PluginContractError(f"stored set {job.key} exceeds the {budget.norm} budget {budget.eps} of its job "
                                   f"(sample {worst})")
     _repredict(store, job, adv, stamp, inputs)
+
+
+def check_targets(store: Store, job: Job, adv: AdvSet) -> None:
+    """A stored set's targets are what its job makes: an attack's as its plugin declares
+    (:func:`rbench.contract.targets_problem`: -1 untargeted, a class other than the label targeted); a
+    transform's those of the set it transforms (it keeps them). Else :class:`PluginContractError`."""
+    spec = job.spec
+    if isinstance(spec, TransformSpec):
+        if not np.array_equal(adv.targets, store.load_advset(spec.input).targets):
+            raise PluginContractError(f"stored set {job.key} holds other targets than the set it transforms")
+        return
+    assert isinstance(spec, AttackSpec)
+    attack, params = plugin_params("attack", spec.attack)
+    if problem := targets_problem(adv.targets, adv.labels, bool(attack.targeted(params))):
+        raise PluginContractError(f"stored set {job.key} {problem}")
 
 
 def _repredict(store: Store, job: Job, adv: AdvSet, stamp: dict[str, Any], inputs: Inputs) -> None:

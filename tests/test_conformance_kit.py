@@ -100,10 +100,42 @@ class _NoGradientNoise(_Noise):
         return False
 
 
+class _SecretlyTargeted(_Noise):
+    """Returns targets (the next class) without declaring itself targeted: its flags would mean another thing."""
+
+    name = "secretly_targeted"
+
+    def run(self, model, x, y, params, *, generator=None):
+        out = super().run(model, x, y, params, generator=generator)
+        targets = (y + 1) % 10
+        return AttackOutput(out.x_adv, model(out.x_adv).argmax(1) == targets, {"targets": targets})
+
+
+class _OwnLabelTargeted(_Noise):
+    """Declares itself targeted and "targets" each input's own label: every correct prediction a success."""
+
+    name = "own_label_targeted"
+
+    def targeted(self, params):
+        return True
+
+    def run(self, model, x, y, params, *, generator=None):
+        out = super().run(model, x, y, params, generator=generator)
+        return AttackOutput(out.x_adv, model(out.x_adv).argmax(1) == y, {"targets": y.clone()})
+
+
+class _TargetlessTargeted(_Noise):
+    name = "targetless_targeted"
+
+    def targeted(self, params):
+        return True
+
+
 @pytest.fixture
 def broken():
     registry = get_registry()
-    objects = (_Unseeded(), _BatchDependent(), _Liar(), _Vandal(), _Noise(), _GradientDenier(), _NoGradientNoise())
+    objects = (_Unseeded(), _BatchDependent(), _Liar(), _Vandal(), _Noise(), _GradientDenier(), _NoGradientNoise(),
+               _SecretlyTargeted(), _OwnLabelTargeted(), _TargetlessTargeted())
     for obj in objects:
         registry.plugins["attack"][obj.name] = PluginInfo("attack", obj.name, "0", "tests", "tests", obj)
     yield
@@ -121,6 +153,20 @@ def test_broken_attacks_are_caught(broken):
     with pytest.raises(PluginContractError, match=r"^attack 'gradient_denier' declares it takes no gradients"):
         check_attack("gradient_denier", {})
     check_attack("no_gradient_noise", {})  # passes: querying the model is what it declares
+
+
+def test_targets_must_be_what_the_attack_declares(broken):
+    """An untargeted attack returns no targets; a targeted one a class other than each input's label. Either
+    mistake changes what a success flag means, so the contract refuses it when the attack runs (and the validity
+    gate refuses a stored set edited that way: tests/test_validity.py)."""
+    with pytest.raises(PluginContractError, match=r"^attack 'secretly_targeted' has targets other than -1, though "
+                                                  r"the attack is untargeted"):
+        check_attack("secretly_targeted", {})
+    with pytest.raises(PluginContractError, match=r"^attack 'own_label_targeted' targets sample 0's own label"):
+        check_attack("own_label_targeted", {})
+    with pytest.raises(PluginContractError, match=r"^attack 'targetless_targeted' returned no extras\['targets'\] "
+                                                  r"though it declares itself targeted"):
+        check_attack("targetless_targeted", {})
 
 
 def test_an_attack_changing_the_model_fails_the_kit_and_leaves_the_reference_model_whole(broken):

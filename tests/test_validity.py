@@ -41,7 +41,7 @@ def _attack_key(outcome, label: str) -> str:
     return next(k for k, r in outcome.job_results.items() if r.label == label)
 
 
-@pytest.mark.parametrize("tamper", ["flags", "quantized", "over_budget", "out_of_box"])
+@pytest.mark.parametrize("tamper", ["flags", "quantized", "over_budget", "out_of_box", "targets"])
 def test_tampered_set_is_quarantined_and_recomputed(stored, tmp_path, tamper):
     suite, root, outcome = stored
     store_dir, store = _copy_of_store(root, tmp_path)
@@ -53,6 +53,9 @@ def test_tampered_set_is_quarantined_and_recomputed(stored, tmp_path, tamper):
         adv.x_adv = (np.round(adv.x_adv * 255) / 255).astype(np.float64)
     elif tamper == "over_budget":
         adv.distortion["linf"] = adv.distortion["linf"] * 3
+    elif tamper == "targets":  # each sample "targeted" at its own label, the flags re-predicted to match:
+        adv.targets = adv.labels.copy()  # every correctly classified image would count as fooled
+        adv.success = ~adv.success
     else:
         adv.x_adv = adv.x_adv + 0.5
     store.save_advset(key, adv)  # a valid checksum: only the gate can tell

@@ -344,6 +344,9 @@ class Lbfgs(MinimizationAttack):
     name = "lbfgs"
     Params = LbfgsParams
 
+    def targeted(self, params: LbfgsParams) -> bool:
+        return True
+
     def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: LbfgsParams, *,
             generator: torch.Generator | None = None) -> AttackOutput:
         targets = None
