@@ -18,6 +18,7 @@ from rbench.plan import CLEAN, Plan, data_spec
 from rbench.results import Cell, CellOutcomes, ResultTable, cell_problem, outcomes_digest, samples_digest
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
+from rbench.suite_types import Metric
 
 
 def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str],
@@ -26,13 +27,15 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
     computed = {(row, column): _cell(plan, spec, row, column, outputs, failed)
                 for (row, column), spec in table.cells.items()}
     cells = [cell for cell, _ in computed.values()]
-    metrics = table.metrics
-    units = {m.label: m.call.obj.unit for m in metrics}
-    formats = {m.label: m.call.obj.fmt for m in metrics}
+    metrics = _metric_keys(table)
+    units = {key: m.call.obj.unit for key, m in metrics.items()}
+    formats = {key: m.call.obj.fmt for key, m in metrics.items()}
     for c in cells:
-        c.metric = table.cells[(c.row, c.column)].metric.label
-    # which plugin and params each metric label stands for, so reporters can tell e.g. calibration cells apart
-    calls = {m.label: {"plugin": m.call.name, "params": m.call.params.model_dump(mode="json")} for m in metrics}
+        metric = table.cells[(c.row, c.column)].metric
+        c.metric, c.call = metric.label, next(key for key, m in metrics.items() if m == metric)
+    # which plugin and params each cell's metric stands for, so reporters can tell e.g. calibration cells apart
+    calls = {key: {"plugin": m.call.name, "params": m.call.params.model_dump(mode="json")}
+             for key, m in metrics.items()}
     result = ResultTable(table.name, table.title, list(table.rows), list(table.columns), table.row_axis,
                          table.column_axis, units, formats, cells, table.file, metric_calls=calls,
                          figure=table.figure, attack_calls=_attack_calls(plan, table),
@@ -47,6 +50,19 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
             result.outcomes[(row, column)] = kept
             cell.outcomes_sha256 = outcomes_digest(*kept)
     return result
+
+
+def _metric_keys(table: Table) -> dict[str, Metric]:
+    """The key each metric call of ``table`` is recorded under (:attr:`rbench.results.Cell.call`) -> the call: its
+    label, or, where calls with other params share a label (``robust accuracy`` of the worst of FGSM and PGD at
+    three budgets), the label and its place among them, ``robust accuracy [2]``."""
+    by_label: dict[str, list[Metric]] = {}
+    for cell in table.cells.values():
+        same = by_label.setdefault(cell.metric.label, [])
+        if cell.metric not in same:  # by value (a Metric holds unhashable params)
+            same.append(cell.metric)
+    return {label if len(same) == 1 else f"{label} [{i}]": m
+            for label, same in by_label.items() for i, m in enumerate(same, 1)}
 
 
 def _dataset_samples(outcomes: CellOutcomes) -> bool:

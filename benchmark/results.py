@@ -87,6 +87,9 @@ class Cell:
     #: the label of the metric behind the value ("" in results written before cells carried it: see
     #: :attr:`ResultTable.metric_of`)
     metric: str = ""
+    #: the key of the metric call behind the value in its table's ``metric_calls``, ``units`` and ``formats``:
+    #: the label, or ``label [i]`` where calls with other params share it ("" in results written before: the label)
+    call: str = ""
 
     def spread(self) -> float | None:
         """The interval's larger half-width (for a compact ``value ±spread``); None without an interval."""
@@ -110,7 +113,8 @@ class ResultTable:
     #: results written before each cell carried its metric (:attr:`Cell.metric`): "row|column" -> that label (a
     #: key ambiguous where a label holds "|"; read only for such old results, never written)
     metric_of: dict[str, str] = field(default_factory=dict)
-    #: metric label -> the plugin call behind it: {"plugin": name, "params": validated params as JSON}
+    #: metric call key (:attr:`Cell.call`) -> the plugin call behind it: {"plugin": name, "params": validated params
+    #: as JSON}; ``units`` and ``formats`` are keyed alike
     metric_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the figures file reporters draw of the table (the suite's ``figure`` option: one name or a list), or None
     figure: str | list[str] | None = None
@@ -146,14 +150,18 @@ class ResultTable:
     def metric_call(self, cell: Cell) -> dict[str, Any]:
         """The metric plugin call behind ``cell`` (``{"plugin": ..., "params": ...}``; empty in results written
         before calls were recorded)."""
-        return self.metric_calls.get(self.metric(cell), {})
+        return self.metric_calls.get(self.call(cell), {})
+
+    def call(self, cell: Cell) -> str:
+        """The key of ``cell``'s metric call in ``metric_calls``, ``units`` and ``formats``."""
+        return cell.call or self.metric(cell)
 
     def unit(self, cell: Cell) -> str:
-        return self.units.get(self.metric(cell), "")
+        return self.units.get(self.call(cell), "")
 
     def fmt(self, cell: Cell) -> str:
         """The format spec of ``cell``'s metric (``.1f`` where the table does not say)."""
-        return self.formats.get(self.metric(cell), ".1f")
+        return self.formats.get(self.call(cell), ".1f")
 
     def format(self, cell: Cell, spread: bool = False) -> str:
         """``cell``'s value as text, with the format of its metric ("-" where it does not apply); with ``spread``,

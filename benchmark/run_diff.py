@@ -26,8 +26,10 @@ it too narrow, which two runs of the same cell practically never have.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +111,16 @@ def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, 
     if (ta.metric(ca), ta.unit(ca)) != (tb.metric(cb), tb.unit(cb)):
         return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
                         f"{ta.metric(ca)} ({ta.unit(ca) or 'no unit'}) vs {tb.metric(cb)} ({tb.unit(cb) or 'no unit'})")
+    # results written before cells carried their call recorded one call per label (the last, where labels repeat)
+    if ca.call and cb.call and ta.metric_call(ca) != tb.metric_call(cb):
+        return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
+                        f"{ta.metric(ca)}: {_call_text(ta.metric_call(ca))} vs {_call_text(tb.metric_call(cb))}")
     return _values(name, ca, cb, fmt, outcomes)
+
+
+def _call_text(call: dict[str, Any]) -> str:
+    """A metric call as one line: ``worst_case {"attacks": ..., "statistic": "accuracy"}``."""
+    return f"{call.get('plugin', '?')} {json.dumps(call.get('params', {}), sort_keys=True)}"
 
 
 def _values(name: str, a: Cell, b: Cell, fmt: str,

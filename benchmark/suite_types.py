@@ -185,10 +185,6 @@ class Table:
     #: (a, b) label pairs, both rows or both columns, compared by McNemar's test along the other axis
     paired: tuple[tuple[str, str], ...] = ()
 
-    @property
-    def metrics(self) -> tuple[Metric, ...]:
-        return tuple({c.metric.label: c.metric for c in self.cells.values()}.values())
-
 
 @dataclass
 class Suite:

@@ -211,3 +211,57 @@ def test_outcomes_file_round_trips_and_is_checked_against_the_results(tmp_path):
     (tmp_path / "outcomes.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(RbenchError, match="not an outcomes file written by rbench"):
         read_outcomes(tmp_path, results)
+
+
+WORST_TABLE = """
+[tables.worst]
+evaluation = "wb"
+columns = "model"
+rows = [
+  { label = "fgsm 0.1", attack = "clean", metric = { plugin = "worst_case", params = { attacks = [{ attack = "fgsm(eps=0.1)" }], statistic = "accuracy" }, label = "robust accuracy" } },
+  { label = "fgsm 0.3", attack = "clean", metric = { plugin = "worst_case", params = { attacks = [{ attack = "fgsm(eps=0.3)" }], statistic = "accuracy" }, label = "robust accuracy" } },
+  { label = "clean", attack = "clean", metric = { plugin = "accuracy", label = "robust accuracy" } },
+]
+"""
+
+
+def test_rows_sharing_a_metric_label_record_each_their_own_call(tiny_reference, tmp_path):
+    """Three rows labelled "robust accuracy" by other metric calls (quickstart's worst_case table): every cell
+    records its own plugin and params (one call per label was kept, the last row's, so cells.csv and the
+    reporters named eps 0.3 behind the eps 0.1 row), and two runs whose calls differ are not compared."""
+    suite, store, _, _ = tiny_reference
+    shutil.copytree(store, tmp_path / "store")
+    wide = tmp_path / "wide.toml"
+    wide.write_text(suite.read_text() + WORST_TABLE)
+    run = tmp_path / "run"
+    out = rbench("run", str(wide), "--store", str(tmp_path / "store"), "--run-dir", str(run), "-q", "--only", "worst")
+    assert out.returncode == 0, out.stderr
+    results = RunResults.read(run)
+    table = next(t for t in results.tables if t.name == "worst")
+    calls = {row: table.metric_call(table.cell(row, "mlp")) for row in table.rows}
+    assert calls["fgsm 0.1"]["params"]["attacks"][0]["attack"] == "fgsm(eps=0.1)"
+    assert calls["fgsm 0.3"]["params"]["attacks"][0]["attack"] == "fgsm(eps=0.3)"
+    assert calls["clean"]["plugin"] == "accuracy"
+    assert {table.metric(c) for c in table.cells} == {"robust accuracy"}
+    import pyarrow.parquet as pq
+
+    tidy = pq.read_table(run / "cells.parquet").to_pandas()
+    shown = tidy[(tidy["table"] == "worst") & (tidy["column"] == "mlp")].set_index("row")
+    assert [json.loads(a)[0]["attack"] for a in shown.loc[["fgsm 0.1", "fgsm 0.3"], "metric_attacks"]] == \
+        ["fgsm(eps=0.1)", "fgsm(eps=0.3)"]
+    other = _swapped_calls(results, "worst", "fgsm 0.1", "fgsm 0.3")
+    diffs = {(d.row, d.column): d for d in diff_runs(results, other) if d.table == "worst"}
+    assert diffs[("fgsm 0.1", "mlp")].verdict == "not comparable" and "fgsm(eps=0.3)" in diffs[("fgsm 0.1", "mlp")].note
+    assert diffs[("clean", "mlp")].verdict == "equal"
+
+
+def _swapped_calls(results: RunResults, name: str, a: str, b: str) -> RunResults:
+    """A copy of ``results`` whose table ``name`` gives row ``a``'s cells row ``b``'s metric call (values kept)."""
+    import copy
+
+    other = copy.deepcopy(results)
+    table = next(t for t in other.tables if t.name == name)
+    for cell in table.cells:
+        if cell.row == a:
+            cell.call = table.cell(b, cell.column).call
+    return other
