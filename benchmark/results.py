@@ -58,6 +58,10 @@ def samples_digest(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.asarray(values, dtype=np.float64).ravel()).tobytes()).hexdigest()
 
 
+#: an interval is shown as ``value ±h`` where its shorter side is at least this share of its longer one
+SYMMETRIC = 0.8
+
+
 @dataclass
 class Cell:
     """One table cell: its value (None when not applicable or its jobs failed), the store keys it was
@@ -165,9 +169,11 @@ class ResultTable:
 
     def format(self, cell: Cell, spread: bool = False) -> str:
         """``cell``'s value as text, with the format of its metric ("-" where it does not apply); with ``spread``,
-        followed by `` ±h`` (its interval's larger half-width) where it has one; `` +h`` (`` −h``) where the
-        interval does not reach below (above) the value at its precision (0 of n: ``0.0 +1.9``, not ``0.0 ±1.9``,
-        which read as if the rate could be negative)."""
+        followed by its 95% interval as distances from the value: `` ±h`` where the two sides are about equal (the
+        shorter at least :data:`SYMMETRIC` of the longer, and the range ``value ±h`` crosses 0 only where the
+        interval does); else `` +a/−b`` (2 of 64: ``3.1 +7.6/−2.2``, where ``±7.6`` read as if the rate could be
+        negative); `` +h`` (`` −h``) where the interval does not reach below (above) the value at its precision
+        (0 of n: ``0.0 +1.9``)."""
         if cell.value is None:
             return "failed" if cell.error else "-"
         fmt = self.fmt(cell)
@@ -175,13 +181,17 @@ class ResultTable:
         zero = format_value(0.0, fmt)
         shown = None if half is None else format_value(half, fmt)
         value = format_value(cell.value, fmt)
-        if shown is None or shown == zero:  # no interval, or none at the value's precision
+        if half is None or shown is None or shown == zero:  # no interval, or none at the value's precision
             return value
         assert cell.low is not None and cell.high is not None and cell.value is not None  # spread() says so
-        below = format_value(cell.value - cell.low, fmt) != zero
-        above = format_value(cell.high - cell.value, fmt) != zero
-        sign = "±" if below and above else "+" if above else "−"
-        return f"{value} {sign}{shown}"
+        below, above = cell.value - cell.low, cell.high - cell.value
+        shown_below, shown_above = format_value(below, fmt), format_value(above, fmt)
+        if shown_below == zero or shown_above == zero:
+            return f"{value} {'+' if shown_below == zero else '−'}{shown}"
+        crosses = (cell.value - half < 0 <= cell.low) or (cell.high <= 0 < cell.value + half)
+        if min(below, above) >= SYMMETRIC * half and not crosses:
+            return f"{value} ±{shown}"
+        return f"{value} +{shown_above}/−{shown_below}"
 
 
 @dataclass
@@ -200,6 +210,8 @@ class RunResults:
     published_docs: dict[str, Any] = field(default_factory=dict)
     #: the tables ``--only`` chose (empty: the run has every table of its suite); comparisons skip the others
     only: list[str] = field(default_factory=list)
+    #: the suite's description ("" where it has none, and in results written before it was recorded)
+    description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The results as results.json holds them (every field but the tables' per-sample values)."""
@@ -229,6 +241,8 @@ class RunResults:
                 raise ValueError("provenance.store is not a path")
             if not isinstance(results.published_docs, dict):
                 raise ValueError("published_docs is not a table of published files")
+            if not isinstance(results.description, str):
+                raise ValueError("description is not text")
         except Unreadable as exc:  # missing, a folder or a FIFO named results.json (never opened), unreadable
             if not path.exists() and not path.is_symlink():
                 raise RbenchError(f"{path}: no such file; pass a run folder written by 'rbench run'") from None
@@ -257,8 +271,10 @@ BOUNDS = {"wilson": (0.0, 100.0), "hanley-mcneil": (0.0, 1.0), "wilson-pairs": (
 
 
 def _check_cell(table: str, cell: Cell) -> None:
-    """ValueError naming the table and cell where :func:`cell_problem` finds one."""
-    problem = cell_problem(cell)
+    """ValueError naming the table and cell where :func:`cell_problem` finds one, or its labels are not text."""
+    texts = ("metric", "call", "interval")
+    problem = next((f"{name} is {getattr(cell, name)!r}, not text" for name in texts
+                    if not isinstance(getattr(cell, name), str)), None) or cell_problem(cell)
     if problem is not None:
         raise ValueError(f"table {table!r}, cell ({cell.row}, {cell.column}): {problem}")
 

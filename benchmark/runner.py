@@ -204,7 +204,7 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
         job_results = {key: job_results[key] for key in plan.jobs if key in job_results}  # the plan's order
         failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
         results = RunResults(
-            suite=suite.name, title=suite.title, profile=profile, files=suite.files,
+            suite=suite.name, title=suite.title, profile=profile, files=suite.files, description=suite.description,
             provenance={"packages": package_versions(third_party(suite)), "plugins": plugin_versions(suite),
                         "devices": devices, "workers": n_workers,
                         "precision": suite.precision,

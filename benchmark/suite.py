@@ -204,7 +204,8 @@ class _Resolver:
     def resolve(self) -> Suite:
         s = self.merged.sections
         suite = Suite(self.meta.name, self.meta.title, self.meta.seed, self.merged.files, self.profile,
-                      list(self.merged.published), self.meta.job_timeout, self.meta.precision)
+                      list(self.merged.published), self.meta.job_timeout, self.meta.precision,
+                      description=self.meta.description)
         if self.merged.overridden:
             suite.warnings[""] = list(self.merged.overridden)
         for name, d in s["defenses"].items():

@@ -210,6 +210,8 @@ class Suite:
     published_docs: dict[str, Any] = field(default_factory=dict)
     #: every plugin the suite calls: (kind, name) -> (its version, its distribution), for the run's provenance
     plugins: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    #: the suite's ``description`` (shown under the title of its reports)
+    description: str = ""
 
     def warning_lines(self) -> list[str]:
         """Its warnings, in the order of its evaluations."""

@@ -21,6 +21,8 @@ SUITE = """
 [suite]
 name = "html_report"
 title = "An HTML report <of & for> tests"
+description = '''What this suite is for: <i>a test</i>.
+Its second line.'''
 seed = 5
 published = ["published.toml"]
 
@@ -294,6 +296,16 @@ def test_report_in_a_browser(run, browser):
     descending = _values(table)
     assert [float(v) for v in descending if v] == sorted(numbers, reverse=True) and descending[-1] == ""
     assert heading.get_attribute("aria-sort") == "descending"
+    from selenium.webdriver.common.keys import Keys
+
+    heading.send_keys(Keys.SPACE)  # a third time (from the keyboard): back to the suite's order
+    assert _values(table) == before and heading.get_attribute("aria-sort") is None
+    # the row labels stay in view while a wide table scrolls sideways
+    label = table.find_element(By.CSS_SELECTOR, "tbody th")
+    assert browser.execute_script("return getComputedStyle(arguments[0]).position", label) == "sticky"
+    description = browser.find_element(By.CSS_SELECTOR, "p.description")
+    assert description.text == "What this suite is for: <i>a test</i>.\nIts second line."  # text, its lines kept
+    assert "What this suite is for: \\<i>a test\\</i>." in (run / "tables.md").read_text()
 
     browser.save_screenshot("/tmp/report.png")
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -348,9 +360,13 @@ def test_old_and_degenerate_results(run, tmp_path):
         for cell in table["cells"]:
             for key in ("n", "low", "high", "interval", "evaluation", "source", "attack", "target", "metric"):
                 cell.pop(key, None)
-    raw.update(published=[], jobs={"abc": {"label": "an old job", "seconds": "n/a"}, "def": "?"},
+    raw.update(published=[], jobs={"abc": {"label": "an old job", "seconds": "n/a"}, "def": "?",
+                                   "ghi": {"label": "a stored job", "status": "cached", "seconds": 0.0,
+                                           "computed": {"device": "cuda:0 (NVIDIA H200)", "host": "node7",
+                                                        "created": "2026-12-01T11:47:41+00:00", "seconds": 12.5}}},
                provenance={"finished": "then"})
     raw.pop("only", None)
+    raw.pop("description", None)
     (tmp_path / "results.json").write_text(json.dumps(raw))
     results = RunResults.read(tmp_path)
     results.tables += [
@@ -366,6 +382,10 @@ def test_old_and_degenerate_results(run, tmp_path):
     assert 'title="job &lt;x&gt; failed">failed</td>' in page
     assert 'data-value="0.0">0.0</td>' in page and 'class="empty" data-value="">-</td>' in page
     assert "an old job" in page and "<img" not in page  # no PNG in this folder
+    # a job read from the store says where, when and how long it was computed
+    assert '<td data-value="2026-12-01T11:47:41+00:00">12.50 s, cuda:0 (NVIDIA H200), node7, 2026-12-01 11:47</td>' \
+        in page
+    assert 'class="description"' not in page
     assert "{&#34;a&#34;: &#34;x&#34;, &#34;b&#34;: &#34;y&#34;}" in page  # a paired test of another layout
 
 

@@ -402,7 +402,11 @@ def test_significant_digit_formats_stay_plain_below_a_million():
         assert table.format(cell, spread=True) == text
     table.formats["error"] = ".1f"  # an interval wholly on one side of its value (0 or 100%) is shown one-sided
     for (value, low, high), text in (((0.0, 0.0, 1.9), "0.0 +1.9"), ((100.0, 98.1, 100.0), "100.0 −1.9"),
-                                     ((0.02, 0.0, 1.9), "0.0 +1.9"), ((50.0, 45.0, 55.5), "50.0 ±5.5")):
+                                     ((0.02, 0.0, 1.9), "0.0 +1.9"), ((50.0, 45.0, 55.5), "50.0 ±5.5"),
+                                     # sides far apart (2 of 64): "±7.6" read as if the rate could be negative
+                                     ((3.1, 0.9, 10.7), "3.1 +7.6/−2.2"),
+                                     # sides within a fifth, but the range would cross 0 where the interval does not
+                                     ((3.0, 0.5, 6.1), "3.0 +3.1/−2.5"), ((-3.0, -6.1, -0.5), "-3.0 +2.5/−3.1")):
         assert table.format(Cell("a", "0.1", value, low=low, high=high), spread=True) == text
 
 

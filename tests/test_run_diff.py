@@ -213,14 +213,20 @@ def test_outcomes_file_round_trips_and_is_checked_against_the_results(tmp_path):
         read_outcomes(tmp_path, results)
 
 
-WORST_TABLE = """
+def _worst_row(eps: float) -> str:
+    """A row of the robust accuracy under FGSM at ``eps``, labelled like the other rows' metrics."""
+    call = f'plugin = "worst_case", params = {{ attacks = [{{ attack = "fgsm(eps={eps})" }}], statistic = "accuracy" }}'
+    return f'{{ label = "fgsm {eps}", attack = "clean", metric = {{ {call}, label = "robust accuracy" }} }}'
+
+
+WORST_TABLE = f"""
 [tables.worst]
 evaluation = "wb"
 columns = "model"
 rows = [
-  { label = "fgsm 0.1", attack = "clean", metric = { plugin = "worst_case", params = { attacks = [{ attack = "fgsm(eps=0.1)" }], statistic = "accuracy" }, label = "robust accuracy" } },
-  { label = "fgsm 0.3", attack = "clean", metric = { plugin = "worst_case", params = { attacks = [{ attack = "fgsm(eps=0.3)" }], statistic = "accuracy" }, label = "robust accuracy" } },
-  { label = "clean", attack = "clean", metric = { plugin = "accuracy", label = "robust accuracy" } },
+  {_worst_row(0.1)},
+  {_worst_row(0.3)},
+  {{ label = "clean", attack = "clean", metric = {{ plugin = "accuracy", label = "robust accuracy" }} }},
 ]
 """
 

@@ -55,7 +55,7 @@ def test_rate_cells_carry_n_and_the_wilson_interval(tiny_reference):
             "clean": 1}
     md = (run / "tables.md").read_text()
     clean = errors.cell("clean", "mlp")
-    assert f"{clean.value:.1f} ±{clean.spread():.1f}" in md and "95% interval" in md
+    assert f"| {errors.format(clean, spread=True)} |" in md and "95% interval" in md
 
 
 def test_distortion_cells_have_a_t_interval_and_keep_their_samples(tiny_reference):

@@ -235,6 +235,20 @@ def _seconds(job: dict[str, Any]) -> tuple[str, str]:
     return f"{seconds:.2f}", repr(float(seconds))
 
 
+def _computed(job: dict[str, Any]) -> dict[str, str]:
+    """Where and when a job read from the store was computed, and how long it took (``computed``, its text, and
+    ``computed_value``, its time, for sorting); empty for a job computed in this run (its seconds and device are
+    the row's)."""
+    where = job.get("computed")
+    if not isinstance(where, dict):
+        return {"computed": "", "computed_value": ""}
+    created = str(where.get("created") or "")
+    seconds = _seconds(where)[0]
+    parts = [f"{seconds} s" if seconds else "", str(where.get("device") or ""), str(where.get("host") or ""),
+             created[:16].replace("T", " ")]
+    return {"computed": ", ".join(p for p in parts if p), "computed_value": created}
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
@@ -251,10 +265,12 @@ def context(results: RunResults, run_dir: Path) -> dict[str, Any]:
     provenance = dict(results.provenance)
     packages = provenance.pop("packages", {}) or {}
     jobs = [{"key": key, "label": j.get("label", ""), "status": j.get("status", ""), "seconds": _seconds(j)[0],
-             "seconds_value": _seconds(j)[1], "device": j.get("device") or "", "error": j.get("error") or ""}
+             "seconds_value": _seconds(j)[1], "device": j.get("device") or "", "error": j.get("error") or "",
+             **_computed(j)}
             for key, j in results.jobs.items() if isinstance(j, dict)]
     return {
         "title": results.title or results.suite,
+        "description": results.description,
         "suite": results.suite,
         "profile": results.profile or "default",
         "only": results.only,

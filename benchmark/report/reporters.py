@@ -123,8 +123,8 @@ def describe_paired(test: dict) -> str:
             f"{test['p_value']:.3g}")
 
 
-INTERVAL_NOTE = ("±h: the larger half-width of the cell's 95% interval (+h or −h where it lies wholly above or "
-                 "below the value, as at 0 or 100%; Wilson for rates, Student t for means, "
+INTERVAL_NOTE = ("±h: the half-width of the cell's 95% interval (+a/−b where its two sides differ, +h or −h where it "
+                 "lies wholly above or below the value, as at 0 or 100%; Wilson for rates, Student t for means, "
                  "normal for class-balanced rates, Hanley-McNeil for AUROC, order statistics for medians, Fisher's "
                  "z for correlations; binned statistics such as ECE carry none); n and the interval's ends are in "
                  "results.json and cells.csv.")
@@ -166,6 +166,7 @@ class Markdown(Reporter):
 
         others = [info.obj for info in get_registry().plugins["reporter"].values() if info.obj is not self]
         parts = [f"# {md(results.title or results.suite)}\n",
+                 *([md(results.description) + "\n"] if results.description else []),
                  f"Suite `{results.suite}`, profile `{results.profile or 'default'}`. {INTERVAL_NOTE}\n"]
         for t in results.tables:
             parts.append(f"## {md(full_title(t))}\n")
