@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from pydantic import BaseModel
@@ -267,3 +268,40 @@ def test_a_metric_reading_other_evaluations_is_left_to_a_suite():
 
     with pytest.raises(TypeError, match="check it through a suite"):
         check_metric("ood_auroc", {"ood": "elsewhere"})
+
+
+def test_success_and_distortion_among_the_correctly_classified_leave_out_clean_errors():
+    """``among = "correct"``: an image the source misclassifies already is no success of the attack (foolbox's
+    convention, the default, counts it, with distortion 0 where the attack left it as it was)."""
+    from rbench.metric import CellData
+    from rbench.metric_kit import EVALUATION, _cell, _KitOutputs, check_metric
+    from rbench.plugins.metrics.rates import AmongParams, SuccessRate
+    from rbench.testing import reference_data
+
+    model = reference_model()
+    x, y = reference_data()
+    out = get_registry().plugins["attack"]["fgsm"].obj.run(
+        model, x.clone(), y.clone(), get_registry().plugins["attack"]["fgsm"].obj.Params(eps=0.1),
+        generator=torch.Generator().manual_seed(0))
+    correct = (model(x).argmax(1) == y).numpy()
+    success = out.success.numpy()
+    assert (~correct).any() and success[~correct].all()  # clean errors stay errors: counted as successes by default
+    every = check_metric("success_rate", {}).attacked
+    among = check_metric("success_rate", {"among": "correct"}).attacked
+    assert every.value == pytest.approx(100 * success.mean()) and every.n == len(y)
+    assert among.value == pytest.approx(100 * success[correct].mean()) and among.n == int(correct.sum())
+    size = np.linalg.norm((out.x_adv - x).flatten(1).numpy(), axis=1)
+    fooled = check_metric("distortion", {"norm": "l2", "among": "correct"}).attacked
+    assert fooled.value == pytest.approx(size[success & correct].mean(), rel=1e-5)
+    assert check_metric("success_rate", {"among": "correct"}).clean is None
+    outputs = _KitOutputs(model, x, y, _adv_set(out, x, y), "fgsm")
+    other = CellData("reference", "fgsm", "another", _cell(outputs, "fgsm").keys, outputs, EVALUATION)
+    with pytest.raises(ValueError, match="this cell evaluates 'another': use it where the target is the source"):
+        SuccessRate().compute(other, AmongParams(among="correct"))
+
+
+def _adv_set(out, x, y):
+    from rbench.artifacts import AdvSet, distortions
+
+    return AdvSet(out.x_adv.numpy(), out.success.numpy(), y.numpy(), np.full(len(x), -1, np.int64),
+                  np.arange(len(x), dtype=np.int64), distortions(x.numpy(), out.x_adv.numpy()))

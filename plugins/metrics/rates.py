@@ -86,16 +86,48 @@ def source_flags(cell: CellData) -> np.ndarray:
     return cell.adv.success
 
 
+def clean_correct(cell: CellData) -> np.ndarray:
+    """Per sample of the cell's set, whether its source classified the clean image correctly (from the source's
+    outputs on the clean slice: the cell's ``clean`` where the source is the cell's target, as in a white-box
+    table); a ValueError where the cell's target is another model, whose clean outputs would not say."""
+    assert cell.adv is not None
+    if cell.target != cell.source:
+        raise ValueError(f"among = \"correct\" counts the samples {cell.source!r} classifies correctly when clean; "
+                         f"this cell evaluates {cell.target!r}: use it where the target is the source")
+    clean = cell.clean
+    where = {int(i): k for k, i in enumerate(clean.indices)}
+    if any(int(i) not in where for i in cell.adv.indices):
+        raise ValueError("the clean outputs do not cover the set's samples")
+    return clean.correct[[where[int(i)] for i in cell.adv.indices]]
+
+
+class AmongParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: which samples count: "all" of the set (an image the source misclassifies already is a success with no
+    #: perturbation needed, as in foolbox), or "correct": those the source classifies correctly when clean
+    among: Literal["all", "correct"] = "all"
+
+
 class SuccessRate(Metric):
     """Attack success rate (%): the fraction of the set the attack reports as adversarial on its source
-    model (misclassified, or classified as the target). Not defined for clean inputs; an error for a defended
-    source's transferred sets (their flags are the undefended model's)."""
+    model (misclassified, or classified as the target). ``among = "all"`` (default) counts every sample, so an
+    image the source misclassifies already counts as a success (foolbox's convention); ``"correct"`` only those
+    the source classifies correctly when clean (the usual "attack success rate on correctly classified
+    inputs"). Not defined for clean inputs; an error for a defended source's transferred sets (their flags are
+    the undefended model's)."""
 
     name = "success_rate"
+    Params = AmongParams
     label = "success rate"
 
-    def compute(self, cell: CellData, params: BaseModel) -> Estimate | None:
-        return None if cell.adv is None else rate(source_flags(cell), cell.adv.indices)
+    def compute(self, cell: CellData, params: AmongParams) -> Estimate | None:
+        if cell.adv is None:
+            return None
+        flags, indices = source_flags(cell), cell.adv.indices
+        if params.among == "correct":
+            keep = clean_correct(cell)
+            flags, indices = flags[keep], indices[keep]
+        return rate(flags, indices)
 
 
 class TransferRate(Metric):
@@ -112,15 +144,16 @@ class TransferRate(Metric):
         return rate(~cell.predictions.correct[fooled], cell.predictions.indices[fooled])
 
 
-class DistortionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DistortionParams(AmongParams):
     norm: Literal["l2", "linf", "rms", "mean_abs"] = "rms"
     over: Literal["successful", "all"] = "successful"
 
 
 class Distortion(Metric):
     """Mean per-sample distortion of the adversarial set, in the chosen norm (``rms`` = sqrt(sum d^2 / n),
-    Szegedy et al.'s measure), over the successful adversarials (default) or all samples."""
+    Szegedy et al.'s measure), over the successful adversarials (default) or all samples; ``among = "correct"``
+    leaves out the images the source misclassifies when clean (a success there may need no perturbation: an
+    untouched image counts with distortion 0)."""
 
     name = "distortion"
     Params = DistortionParams
@@ -132,6 +165,9 @@ class Distortion(Metric):
         if cell.adv is None or cell.adv.generated:  # a generated set has no clean input to be distorted from
             return None
         values = cell.adv.distortion[params.norm]
+        keep = np.ones(len(values), dtype=bool)
         if params.over == "successful":
-            values = values[source_flags(cell)]
-        return mean(values, bounds=(0.0, math.inf))
+            keep &= source_flags(cell)
+        if params.among == "correct":
+            keep &= clean_correct(cell)
+        return mean(values[keep], bounds=(0.0, math.inf))
