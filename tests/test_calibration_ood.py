@@ -24,6 +24,17 @@ def test_calibration_errors_by_hand():
     assert calibration_errors(perfect, np.zeros(4, int))["ece"] == pytest.approx(0, abs=1e-9)
 
 
+def test_calibration_of_no_sample_is_none_not_perfect():
+    from types import SimpleNamespace
+
+    from rbench.plugins.metrics.calibration import CalibrationError, CalibrationParams
+
+    empty = SimpleNamespace(predictions=SimpleNamespace(logits=np.zeros((0, 10), np.float32),
+                                                        labels=np.zeros(0, np.int64)))
+    for kind in ("ece", "mce", "rms"):
+        assert CalibrationError().compute(empty, CalibrationParams(kind=kind)) is None  # was 0.0: "perfect"
+
+
 def test_auroc_and_scores():
     assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
     assert auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0

@@ -67,6 +67,8 @@ class CalibrationError(Metric):
 
     def compute(self, cell: CellData, params: CalibrationParams) -> float | None:
         pred = cell.predictions
+        if not len(pred.logits):  # no sample: no calibration to speak of (the binning would call it perfect)
+            return None
         return 100.0 * calibration_errors(pred.logits, pred.labels, params.bins)[params.kind]
 
 
