@@ -148,7 +148,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                                   help="Print rbench's version (and torch's) and exit")] = False
+                                                   help="Print the rbench, torch and Python versions")] = False
              ) -> None:
     """Benchmark the adversarial robustness of classifiers with declarative suites and plugins."""
 

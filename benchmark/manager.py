@@ -9,7 +9,8 @@ Environment variables (read when the registry is first built):
 - ``RBENCH_DISABLE_PLUGINS``: comma-separated deny-list of entry-point or distribution names (built-ins too).
 - A name in either list that no installed distribution or entry point of the group has is an error (a typo in a
   deny-list would otherwise leave loaded the very plugin it was meant to keep out).
-- ``RBENCH_TRACE_PLUGINS=1``: print every hook call and its result to stderr.
+- ``RBENCH_TRACE_PLUGINS=1``: print every hook call and its result to stderr (the registration hooks as each
+  module's call and the names it returned, the observer hooks through pluggy's tracing).
 """
 
 from __future__ import annotations
@@ -209,6 +210,11 @@ def _key_version(obj: Any, version: str, ep: Any, dist: str) -> str:
         raise PluginError(f"{dist}: its source cannot be read to key its jobs ({exc})") from None
 
 
+def _trace(line: str) -> None:
+    if os.environ.get("RBENCH_TRACE_PLUGINS"):
+        sys.stderr.write(line + "\n")
+
+
 def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any, dist: str, version: str) -> None:
     for kind, hook_name in KINDS.items():
         impl = getattr(module, hook_name, None)
@@ -221,7 +227,11 @@ def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any,
             registry.failures.append(
                 PluginInfo(kind, ep.name, version, dist, ep.value, error=f"{type(exc).__name__}: {exc}")
             )
+            _trace(f"{dist}:{ep.name} {hook_name}() raised {type(exc).__name__}: {exc}")
             continue
+        # called per module, not through pm.hook (each object is credited to its distribution), so pluggy's
+        # tracing does not see these calls: RBENCH_TRACE_PLUGINS traces them here
+        _trace(f"{dist}:{ep.name} {hook_name}() -> {[getattr(o, 'name', repr(o)) for o in objects]}")
         for obj in objects:
             name = getattr(obj, "name", None)
             if not isinstance(name, str) or not name:

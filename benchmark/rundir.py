@@ -35,6 +35,8 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
 OUTPUTS_FILE = ".rbench-outputs.json"
 #: a folder holding one of these is a run folder rbench wrote: a later run may write into it again
 RUN_MARKS = ("results.json", OUTPUTS_FILE, WRITING_MARK)
+#: files a desktop leaves in any folder it shows: they do not make a folder someone else's
+IGNORED_HIDDEN = frozenset({".DS_Store", ".directory", ".localized"})
 
 
 def remove_previous_outputs(run_dir: Path, keep: set[str]) -> None:
@@ -136,8 +138,10 @@ def check_run_dir(path: Path, store_root: Path, option: str = "--run-dir", own: 
         names = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
     except OSError as exc:
         raise RbenchError(f"{option} {path}: {_why(exc)}") from None
-    # hidden files do not count: a desktop's .DS_Store, rbench's own probe and temporary files
-    foreign = [n for n in names if n not in own and not n.startswith(".")]
+    if run == Path.home().resolve():  # a home of dotfiles only would pass the check below
+        raise RbenchError(f"{option} {path}: is your home folder; give a new or empty folder, or an earlier run's")
+    # hidden files count (a home's .bashrc, a project's .git), but for rbench's own (.rbench-*) and a desktop's
+    foreign = [n for n in names if n not in own and n not in IGNORED_HIDDEN and not n.startswith(".rbench")]
     if foreign and not set(names) & set(RUN_MARKS):
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise RbenchError(f"{option} {path}: holds other files ({shown}), not an earlier run's (no results.json): "

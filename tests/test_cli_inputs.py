@@ -333,6 +333,17 @@ def test_a_run_folder_is_new_empty_or_an_earlier_runs(capsys, tmp_path, tiny_sui
     code, err = cli_in_process(capsys, "run", str(tiny_suite), "--run-dir", str(desktop), "--dry-run",
                                "--store", str(tmp_path / "store"))
     assert code == 0, err
+    dotfiles = tmp_path / "home"  # a home of dotfiles only (--run-dir ~ wrote a run among them)
+    dotfiles.mkdir()
+    (dotfiles / ".bashrc").write_text("mine")
+    code, err = cli_in_process(capsys, "run", str(tiny_suite), "--run-dir", str(dotfiles), "--dry-run",
+                               "--store", str(tmp_path / "store"))
+    assert code == 2 and f"--run-dir {dotfiles}: holds other files (.bashrc)" in err, err
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(desktop))
+        code, err = cli_in_process(capsys, "run", str(tiny_suite), "--run-dir", str(desktop), "--dry-run",
+                                   "--store", str(tmp_path / "store"))
+    assert code == 2 and f"--run-dir {desktop}: is your home folder" in err, err
     (notes / "results.json").write_text("{}")  # an earlier run's folder (its results are rewritten by a run)
     code, err = cli_in_process(capsys, "run", str(tiny_suite), "--run-dir", str(notes), "--dry-run",
                                "--store", str(tmp_path / "store"))

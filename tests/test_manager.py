@@ -562,3 +562,14 @@ def test_a_job_whose_key_names_another_plugin_version_is_refused_where_it_runs()
                                               r"from 'rbench', but the job's key names .* install the same version"):
             plugin_params("attack", call)
 
+
+
+def test_trace_shows_each_registration_hook_call():
+    """RBENCH_TRACE_PLUGINS=1 printed nothing for ``rbench plugins``: the registration hooks are called per module
+    (to credit each plugin to its distribution), outside pluggy's tracing."""
+    from support import rbench
+
+    out = rbench("plugins", "--kind", "reporter", env={"RBENCH_TRACE_PLUGINS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "rbench:reporters rbench_reporters() -> ['md', 'csv'" in out.stderr, out.stderr
+    assert "rbench_reporters() ->" not in rbench("plugins", "--kind", "reporter").stderr
