@@ -68,7 +68,9 @@ def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
     if not plugin:
         raise RbenchError(f"--attack {text!r}: write NAME or NAME:key=value,key=value (e.g. pgd:eps=0.3,steps=100)")
     params: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))) if rest else ():
+    for item in (part.strip() for part in rest.split(",")) if rest else ():
+        if not item:  # "eps=0.3,,steps=100": a value left out, or a stray comma
+            raise RbenchError(f"--attack {text!r}: an empty item between commas")
         key, eq, given = item.partition("=")
         key = key.strip()
         if not eq or not key:

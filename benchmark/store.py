@@ -119,11 +119,17 @@ class CorruptEntry(Exception):
 
 
 class EntryMissing(Exception):
-    """An entry a job needs is not in the store (removed while the run was using it)."""
+    """An entry a job needs is not in the store (removed while the run was using it, or ``quarantined``: the
+    folder it was moved to as corrupt, earlier in this run or by another process)."""
 
-    def __init__(self, key: str):
-        self.key = key
-        super().__init__(f"store entry {key} is missing (removed while this run needed it); re-run to recompute it")
+    def __init__(self, key: str, quarantined: Path | None = None):
+        self.key, self.quarantined = key, quarantined
+        why = "removed while this run needed it" if quarantined is None else \
+            f"found corrupt and moved to {quarantined}"
+        super().__init__(f"store entry {key} is missing ({why}); re-run to recompute it")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # from a worker process: rebuilt from its key, not its message
+        return type(self), (self.key, self.quarantined)
 
 
 class StoreWriteError(Exception):
@@ -561,7 +567,7 @@ class Store:
         """Weights and sidecar of ``key``, checked (else :class:`CorruptEntry`, or :class:`EntryMissing`)."""
         weights, sidecar = self._path(key, ".safetensors"), self._path(key, ".json")
         if not sidecar.exists() and not sidecar.is_symlink():
-            raise EntryMissing(key)
+            raise self.missing(key)
         try:
             self._refuse_links(weights, sidecar)
             signature = _signature(sidecar.lstat())  # before reading: a sidecar renamed in meanwhile is not it
@@ -618,7 +624,7 @@ class Store:
         try:
             stat = path.lstat()
         except FileNotFoundError:
-            raise EntryMissing(key) from None
+            raise self.missing(key) from None
         cached = self._loaded.get(key)
         if cached is not None and cached[2] == _signature(stat):
             self._loaded.move_to_end(key)
@@ -707,7 +713,7 @@ class Store:
         loader = loaders.get(kind)
         if loader is None:
             if not self.paths(key):
-                raise EntryMissing(key)
+                raise self.missing(key)
             raise self.quarantine(key, f"unknown entry kind {kind!r}")
         return loader(key).meta
 
@@ -764,6 +770,11 @@ class Store:
             elif self.paths(key):
                 raise self.quarantine(key, "weights without a sidecar (interrupted write)")
             return "ok"
+
+    def missing(self, key: str) -> EntryMissing:
+        """The error for an absent entry ``key``, naming the quarantine folder it went to if it went to one."""
+        moved = sorted((self.root / "quarantine").glob(f"{key}-*"), key=lambda p: p.name.split("-")[1])
+        return EntryMissing(key, moved[-1] if moved else None)
 
     def quarantine(self, key: str, reason: str) -> CorruptEntry:
         """Move every file of ``key`` (and its gate stamp) to ``quarantine/`` under the key's lock; the returned

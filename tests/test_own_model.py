@@ -512,6 +512,11 @@ def test_attack_strings_are_parsed_as_toml_values():
     assert parse_attack("pgd:eps=0.3,steps=100,norm=l2,random_start=false") == (
         "pgd", {"eps": 0.3, "steps": 100, "norm": "l2", "random_start": False})
     assert parse_attack("fgsm") == ("fgsm", {})
+    from rbench.errors import RbenchError
+
+    for text in ("pgd:eps=0.3,,steps=100", "pgd:eps=0.3,"):  # a value left out was skipped silently
+        with pytest.raises(RbenchError, match=r"an empty item between commas"):
+            parse_attack(text)
 
 
 def test_checkpoint_normalization_happens_inside_the_model(user, tmp_path):

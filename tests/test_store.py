@@ -254,3 +254,22 @@ def test_a_lease_held_in_this_process_is_live_for_gc_in_this_process(tmp_path):
         assert list((tmp_path / "leases").glob("*.json"))  # its record is still there
     with store.registry_lock():
         assert store.live_keys() == set()
+
+
+def test_an_entry_quarantined_earlier_is_missing_with_where_it_went(tmp_path):
+    """A reader of an entry quarantined earlier in the run (or by another process) was told it was "removed while
+    this run needed it"; it now names the quarantine folder. The error survives a trip between processes."""
+    import pickle
+
+    from rbench.store import EntryMissing
+
+    store = Store(tmp_path)
+    store.save_advset(KEY, _advset())
+    with pytest.raises(EntryMissing, match="removed while this run needed it"):
+        store.load_predictions(content_key({"other": 1}))
+    error = store.quarantine(KEY, "a test")
+    for load in (store.load_advset, Store(tmp_path).load_advset):  # this store, and another process's
+        with pytest.raises(EntryMissing, match=f"found corrupt and moved to {error.moved_to}") as missing:
+            load(KEY)
+    again = pickle.loads(pickle.dumps(missing.value))
+    assert (again.key, str(again)) == (KEY, str(missing.value))
