@@ -522,7 +522,9 @@ def report(
         sys.stdout.write(reporter.render(results))
         return
     folder = run_dir if run_dir.is_dir() else run_dir.parent
-    written = reporter.write(results, folder, _store(store or results.provenance.get("store"), writes=False))
+    read = _store(store or results.provenance.get("store"), writes=False)
+    read.expect(results.entry_checksums())  # figures from the entries the run's cells came from, or an error
+    written = reporter.write(results, folder, read)
     for path in written:
         print(f"wrote {path}")
     if not written:
@@ -554,13 +556,15 @@ def compare_cmd(
     if other is not None:
         from rbench import run_diff
         from rbench.report.terminal import print_run_diff
-        from rbench.report.tidy import read_outcomes
+        from rbench.report.tidy import outcomes_gone, read_outcomes
 
         theirs = RunResults.read(other)
         if not run_diff.shared_cells(results, theirs):
             raise RbenchError(f"{run_dir} and {other} share no table cell (suites {results.suite!r} and "
                               f"{theirs.suite!r}): nothing to compare")
         diffs = run_diff.diff_runs(results, theirs, read_outcomes(run_dir, results), read_outcomes(other, theirs))
+        for note in filter(None, (outcomes_gone(run_dir, results), outcomes_gone(other, theirs))):
+            print(f"rbench: note: {note}", file=sys.stderr)
         if results.suite != theirs.suite:
             print(f"rbench: note: the runs are of two suites ({results.suite!r}, {theirs.suite!r}); cells pair up "
                   "by table, row and column", file=sys.stderr)

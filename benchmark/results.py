@@ -213,6 +213,12 @@ class RunResults:
     #: the suite's description ("" where it has none, and in results written before it was recorded)
     description: str = ""
 
+    def entry_checksums(self) -> dict[str, str]:
+        """Job key -> the checksum of the entry the run read or wrote under it (results written before it was
+        recorded: none)."""
+        return {key: job["sha256"] for key, job in self.jobs.items()
+                if isinstance(job, dict) and isinstance(job.get("sha256"), str)}
+
     def to_dict(self) -> dict[str, Any]:
         """The results as results.json holds them (every field but the tables' per-sample values)."""
         out = asdict(replace(self, tables=[replace(t, samples={}, outcomes={}) for t in self.tables]))

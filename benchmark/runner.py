@@ -214,7 +214,8 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
             published=suite.published, published_docs=suite.published_docs, only=list(suite.tables) if only else [],
             jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
                       "error": r.error, "deps": list(plan.jobs[k].deps),
-                      **({"computed": computed_where(store, k)} if r.status == "cached" else {})}
+                      **({"computed": computed_where(store, k)} if r.status == "cached" else {}),
+                      **({"sha256": store.checksum(k)} if r.status in ("done", "cached") else {})}
                   for k, r in job_results.items()},
         )
         problems = write_run_dir(results, run_dir, store, resolved)

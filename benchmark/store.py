@@ -451,6 +451,8 @@ class Store:
         self._loaded: OrderedDict[str, tuple[dict[str, np.ndarray], str, tuple[int, int, int], str]] = OrderedDict()
         #: key -> (the file it was read from: ".json" sidecar or ".h5", that file's signature, its checksum)
         self._digests: OrderedDict[str, tuple[str, tuple[int, int, int], str]] = OrderedDict()
+        #: key -> the checksum a finished run recorded for it (:meth:`expect`)
+        self._expected: dict[str, str] = {}
 
     # -- layout --------------------------------------------------------------------------------------
     def _path(self, key: str, suffix: str) -> Path:
@@ -563,8 +565,26 @@ class Store:
         sidecar[SIDECAR_DIGEST] = sidecar_digest(sidecar)
         atomic_write_bytes(self._path(key, ".json"), json.dumps(sidecar, indent=1).encode())
 
+    def expect(self, checksums: dict[str, str]) -> None:
+        """Read the entries named in ``checksums`` only as they were when a finished run read them: loading one
+        whose checksum is now another (recomputed since, or another store's under the same key) raises a one-line
+        :class:`StoreError`. What ``rbench report`` does before a reporter reads the store for a run's figures,
+        so that they are drawn from the entries the run's cells were computed from."""
+        self._expected.update(checksums)
+
+    def _as_run_read(self, key: str) -> None:
+        want = self._expected.get(key)
+        if want is not None and self.checksum(key) != want:
+            raise StoreError(f"store entry {key} holds other contents than the run read (recomputed since, or "
+                             f"{self.root} is not the run's store): run the suite again to draw from it")
+
     def load_checkpoint(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Weights and sidecar of ``key``, checked (else :class:`CorruptEntry`, or :class:`EntryMissing`)."""
+        loaded = self._load_checkpoint(key)
+        self._as_run_read(key)
+        return loaded
+
+    def _load_checkpoint(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         weights, sidecar = self._path(key, ".safetensors"), self._path(key, ".json")
         if not sidecar.exists() and not sidecar.is_symlink():
             raise self.missing(key)
@@ -695,13 +715,17 @@ class Store:
         self.save_arrays(key, adv.arrays(), dict(adv.meta, kind="advset"))
 
     def load_advset(self, key: str) -> AdvSet:
-        return self._load_h5(key, AdvSet.from_arrays, "advset")
+        adv = self._load_h5(key, AdvSet.from_arrays, "advset")
+        self._as_run_read(key)
+        return adv
 
     def save_predictions(self, key: str, pred: Predictions) -> None:
         self.save_arrays(key, pred.arrays(), dict(pred.meta, kind="predictions"))
 
     def load_predictions(self, key: str) -> Predictions:
-        return self._load_h5(key, Predictions.from_arrays, "predictions")
+        pred = self._load_h5(key, Predictions.from_arrays, "predictions")
+        self._as_run_read(key)
+        return pred
 
     def load_meta(self, key: str) -> dict[str, Any]:
         """The metadata of ``key`` (the checkpoint's sidecar, or the HDF5 set's), fully checked."""

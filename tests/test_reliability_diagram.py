@@ -171,3 +171,27 @@ def test_report_redraws_the_figure_and_old_results_still_render(calib_run, tmp_p
     assert old.exit_code == 0 and "nothing to draw" in old.stdout
     md = CliRunner().invoke(app, ["report", str(run)])
     assert md.exit_code == 0 and "| model \\ columns" in md.stdout and "reliability_" not in md.stdout
+
+
+def test_report_draws_only_from_the_entries_the_run_read(calib_run, tmp_path):
+    """A figure redrawn by ``rbench report`` from a store whose predictions are no longer those the run's cells
+    were computed from (recomputed since, or another store's under the same key) was drawn from them silently;
+    results.json records each entry's checksum, and the store refuses other contents in one line."""
+    import shutil
+
+    root, store, outcome = calib_run
+    copy = tmp_path / "store"
+    shutil.copytree(store.root, copy)
+    raw = json.loads((root / "run" / "results.json").read_text())
+    assert all(job["sha256"] == Store(copy).checksum(key) for key, job in raw["jobs"].items())
+    raw["provenance"]["store"] = str(copy)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(raw))
+    key = next(c.jobs[0] for t in outcome.results.tables for c in t.cells if c.column == "ECE")
+    pred = Store(copy).load_predictions(key)
+    pred.logits = pred.logits[:, ::-1].copy()  # other predictions under the same key, with a valid checksum
+    Store(copy).save_predictions(key, pred)
+    drawn = rbench("report", str(run), "-f", "reliability")
+    assert drawn.returncode == 2 and f"store entry {key} holds other contents than the run read" in drawn.stderr
+    assert len(drawn.stderr.strip().splitlines()) == 1 and not (run / "reliability_calib.png").exists()

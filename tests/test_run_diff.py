@@ -97,9 +97,11 @@ def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path,
     # the edited cell no longer agrees with the outcomes its run kept: refused, never paired on wrong outcomes
     code, err = cli_in_process(capsys, "compare", str(run), "--run", str(other))
     assert code == 2 and "outcomes.parquet: cell (" in err and "its outcomes give" in err, err
-    (other / "outcomes.parquet").unlink()  # a run without outcomes (older rbench): taken as independent
+    (other / "outcomes.parquet").unlink()  # a run without its outcomes: taken as independent, and said so
     proc = rbench("compare", str(run), "--run", str(other), "-f", "json")
     assert proc.returncode == 0, proc.stderr
+    assert f"{other / 'outcomes.parquet'} is missing, though the run's results.json records the per-sample " \
+        "outcomes of" in proc.stderr.replace("\n", " ")
     out = json.loads(proc.stdout)
     [changed] = [d for d in out["cells"] if d["verdict"] != "equal"]
     assert (changed["table"], changed["row"], changed["column"], changed["verdict"]) == (

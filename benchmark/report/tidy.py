@@ -211,6 +211,19 @@ def write_outcomes(results: RunResults, run_dir: Path) -> Path | None:
     return path
 
 
+def outcomes_gone(run_dir: Path, results: RunResults) -> str | None:
+    """A note where ``results`` records per-sample outcomes (:attr:`rbench.results.Cell.outcomes_sha256`) but the
+    run folder's outcomes.parquet is gone: its cells can no longer be paired on their samples."""
+    path = (Path(run_dir).parent if Path(run_dir).is_file() else Path(run_dir)) / OUTCOMES_FILE
+    kept = sum(1 for t in results.tables for c in t.cells if c.outcomes_sha256)
+    if not kept or path.exists():
+        return None
+    cells = "1 cell" if kept == 1 else f"{kept} cells"
+    return (f"{path} is missing, though the run's results.json records the per-sample outcomes of {cells}: they "
+            "are compared as independent samples (conservative); restore the file, or run the suite into that "
+            "folder again, to pair them")
+
+
 def read_outcomes(run_dir: Path, results: RunResults) -> Outcomes:
     """The rate cells' per-sample outcomes of a run folder's outcomes.parquet ({} where the run has none: runs
     written before it), each checked against ``results``: integer dataset indices and boolean outcomes without
