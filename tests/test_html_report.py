@@ -386,6 +386,8 @@ def test_old_and_degenerate_results(run, tmp_path):
     assert '<td data-value="2026-12-01T11:47:41+00:00">12.50 s, cuda:0 (NVIDIA H200), node7, 2026-12-01 11:47</td>' \
         in page
     assert 'class="description"' not in page
+    # a cell with no store entry behind it says why its keys are empty
+    assert "<th scope=\"row\">a / x</th><td><span class=\"note\">none: read from the dataset files alone" in page
     assert "{&#34;a&#34;: &#34;x&#34;, &#34;b&#34;: &#34;y&#34;}" in page  # a paired test of another layout
 
 
