@@ -61,8 +61,15 @@ def _metric_keys(table: Table) -> dict[str, Metric]:
         same = by_label.setdefault(cell.metric.label, [])
         if cell.metric not in same:  # by value (a Metric holds unhashable params)
             same.append(cell.metric)
-    return {label if len(same) == 1 else f"{label} [{i}]": m
-            for label, same in by_label.items() for i, m in enumerate(same, 1)}
+    keys: dict[str, Metric] = {label: same[0] for label, same in by_label.items() if len(same) == 1}
+    for label, same in by_label.items():
+        counter = 0
+        for metric in same if len(same) > 1 else ():
+            counter += 1
+            while f"{label} [{counter}]" in by_label or f"{label} [{counter}]" in keys:  # a label may read so too
+                counter += 1
+            keys[f"{label} [{counter}]"] = metric
+    return keys
 
 
 def _dataset_samples(outcomes: CellOutcomes) -> bool:

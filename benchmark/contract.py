@@ -46,6 +46,8 @@ def targets_problem(targets: np.ndarray | torch.Tensor | None, labels: np.ndarra
     t, y = (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in (targets, labels))
     if t.dtype.kind not in "iu":
         return f"has targets of dtype {t.dtype}, not integer classes"
+    if t.shape != y.shape:
+        return f"has targets of shape {t.shape}, not one per input {y.shape}"
     if not targeted:
         return "has targets other than -1, though the attack is untargeted (Attack.targeted)" if (t != -1).any() \
             else None

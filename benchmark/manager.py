@@ -231,7 +231,8 @@ def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any,
             continue
         # called per module, not through pm.hook (each object is credited to its distribution), so pluggy's
         # tracing does not see these calls: RBENCH_TRACE_PLUGINS traces them here
-        _trace(f"{dist}:{ep.name} {hook_name}() -> {[getattr(o, 'name', repr(o)) for o in objects]}")
+        if os.environ.get("RBENCH_TRACE_PLUGINS"):
+            _trace(f"{dist}:{ep.name} {hook_name}() -> {[getattr(o, 'name', '?') for o in objects]}")
         for obj in objects:
             name = getattr(obj, "name", None)
             if not isinstance(name, str) or not name:

@@ -22,6 +22,21 @@ def md(text: object) -> str:
     return _MARKUP.sub(lambda m: "\\" + m.group(0), str(text)).replace("|", "\\|")
 
 
+#: what starts a block at the start of a line (a heading, quote, list item, fence, thematic break, setext
+#: underline, or an ordered item's number)
+_BLOCK_START = re.compile(r"^([#>+*=`~_-]|\d+(?=[.)]))")
+
+
+def md_paragraphs(text: str) -> str:
+    """Free text (a suite's description) as literal Markdown: each line escaped by :func:`md`, stripped, with
+    what would start a block at its start escaped too (a line of ```` ``` ```` opened a code fence that swallowed
+    the rest of tables.md), and its line breaks kept (hard breaks; an empty line starts a paragraph)."""
+    lines = [_BLOCK_START.sub(lambda m: "\\" + m.group(0) if not m.group(0).isdigit() else m.group(0) + "\\",
+                              md(line.strip())) for line in text.splitlines()]
+    return "\n".join(line + ("\\" if line and nxt else "") for line, nxt in zip(lines, [*lines[1:], ""],
+                                                                                strict=True))
+
+
 def md_table(rows: Iterable[Sequence[object]], headers: Sequence[object]) -> str:
     """A GitHub-flavoured Markdown table of ``rows`` under ``headers``, every entry escaped by :func:`md` and kept
     as text (no number parsing: ``1.0`` stays ``1.0``)."""

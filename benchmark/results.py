@@ -186,10 +186,14 @@ class ResultTable:
         assert cell.low is not None and cell.high is not None and cell.value is not None  # spread() says so
         below, above = cell.value - cell.low, cell.high - cell.value
         shown_below, shown_above = format_value(below, fmt), format_value(above, fmt)
-        if shown_below == zero or shown_above == zero:
-            return f"{value} {'+' if shown_below == zero else '−'}{shown}"
+        # a side is none at the shown precision where its end reads as the value does (with a significant-digits
+        # format, 5.55e-17 would not read as 0)
+        if shown_below == zero or format_value(cell.low, fmt) == value:
+            return f"{value} +{shown}"
+        if shown_above == zero or format_value(cell.high, fmt) == value:
+            return f"{value} −{shown}"
         crosses = (cell.value - half < 0 <= cell.low) or (cell.high <= 0 < cell.value + half)
-        if min(below, above) >= SYMMETRIC * half and not crosses:
+        if shown_below == shown_above or (min(below, above) >= SYMMETRIC * half and not crosses):
             return f"{value} ±{shown}"
         return f"{value} +{shown_above}/−{shown_below}"
 

@@ -112,10 +112,22 @@ def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, 
         return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
                         f"{ta.metric(ca)} ({ta.unit(ca) or 'no unit'}) vs {tb.metric(cb)} ({tb.unit(cb) or 'no unit'})")
     # results written before cells carried their call recorded one call per label (the last, where labels repeat)
-    if ca.call and cb.call and ta.metric_call(ca) != tb.metric_call(cb):
+    if ca.call and cb.call and _normal(ta.metric_call(ca)) != _normal(tb.metric_call(cb)):
         return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
                         f"{ta.metric(ca)}: {_call_text(ta.metric_call(ca))} vs {_call_text(tb.metric_call(cb))}")
     return _values(name, ca, cb, fmt, outcomes)
+
+
+def _normal(call: dict[str, Any]) -> dict[str, Any]:
+    """A recorded metric call with its params validated by the installed plugin, so that a parameter added since
+    (at its default) does not make two runs' calls differ; as recorded where that fails."""
+    from rbench.manager import get_registry
+
+    try:
+        params = get_registry().get("metric", call["plugin"]).obj.Params.model_validate(call.get("params", {}))
+        return {"plugin": call["plugin"], "params": params.model_dump(mode="json")}
+    except Exception:  # noqa: BLE001 -- a plugin gone or changed: the record is all there is to compare
+        return call
 
 
 def _call_text(call: dict[str, Any]) -> str:

@@ -35,8 +35,10 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
 OUTPUTS_FILE = ".rbench-outputs.json"
 #: a folder holding one of these is a run folder rbench wrote: a later run may write into it again
 RUN_MARKS = ("results.json", OUTPUTS_FILE, WRITING_MARK)
-#: files a desktop leaves in any folder it shows: they do not make a folder someone else's
-IGNORED_HIDDEN = frozenset({".DS_Store", ".directory", ".localized"})
+#: files a desktop leaves in any folder it shows, or a user puts in a folder made for runs (to keep it in git, or
+#: its contents out): they do not make a folder someone else's
+IGNORED_HIDDEN = frozenset({".DS_Store", ".directory", ".localized", ".gitignore", ".gitkeep", ".keep",
+                            ".ipynb_checkpoints"})
 
 
 def remove_previous_outputs(run_dir: Path, keep: set[str]) -> None:

@@ -453,6 +453,8 @@ class Store:
         self._digests: OrderedDict[str, tuple[str, tuple[int, int, int], str]] = OrderedDict()
         #: key -> the checksum a finished run recorded for it (:meth:`expect`)
         self._expected: dict[str, str] = {}
+        #: when this store was opened (a run's start): only quarantines since then explain a missing entry
+        self._opened = int(time.time())
 
     # -- layout --------------------------------------------------------------------------------------
     def _path(self, key: str, suffix: str) -> Path:
@@ -796,9 +798,12 @@ class Store:
             return "ok"
 
     def missing(self, key: str) -> EntryMissing:
-        """The error for an absent entry ``key``, naming the quarantine folder it went to if it went to one."""
-        moved = sorted((self.root / "quarantine").glob(f"{key}-*"), key=lambda p: p.name.split("-")[1])
-        return EntryMissing(key, moved[-1] if moved else None)
+        """The error for an absent entry ``key``, naming the quarantine folder it went to if it went to one
+        since this store was opened (by this process or another: a run's workers, a ``cache verify``); an older
+        quarantine of the key says nothing of why it is missing now."""
+        moved = [(int(stamp), p) for p in (self.root / "quarantine").glob(f"{key}-*")
+                 if (stamp := p.name.split("-")[1]).isdigit() and int(stamp) >= self._opened]
+        return EntryMissing(key, max(moved)[1] if moved else None)
 
     def quarantine(self, key: str, reason: str) -> CorruptEntry:
         """Move every file of ``key`` (and its gate stamp) to ``quarantine/`` under the key's lock; the returned

@@ -212,6 +212,13 @@ def test_labels_with_a_bar_or_markup_read_back_and_stay_text_in_markdown(run, tm
     from rbench.markdown import md
 
     assert md("p < 0.001, -rho >= 0.8, a -> b, x & y") == "p < 0.001, -rho >= 0.8, a -> b, x & y"  # no markup
+    # the suite's description: recorded, and text in tables.md with its line break (a hard break)
+    assert results.description == "What this suite is for: <i>a test</i>.\nIts second line."
+    assert "What this suite is for: \\<i>a test\\</i>.\\\nIts second line.\n" in markdown
+    from rbench.markdown import md_paragraphs
+
+    assert md_paragraphs("```\n# not a heading\n1. not a list\n===") == "\\```\\\n\\# not a heading\\\n1\\. " \
+        "not a list\\\n\\==="  # a fence, heading, list or setext line in a description stays text
     # every attack's parameters, defaults included: the label "noise" alone does not say it is an L2 noise
     assert re.search(r'^- noise[^:]*: gaussian_noise\(.*norm="l2".*eps=3\.0', markdown, re.M), markdown
     assert re.search(r"^- fgsm\(eps=0\.3\): fgsm\(eps=0\.3", markdown, re.M)
@@ -298,6 +305,12 @@ def test_report_in_a_browser(run, browser):
     assert heading.get_attribute("aria-sort") == "descending"
     from selenium.webdriver.common.keys import Keys
 
+    more = outside.find_element(By.CSS_SELECTOR, ".more")  # the hover text, in the cell on request
+    assert not more.is_displayed() and "verdict: outside tolerance" in more.get_attribute("textContent")
+    browser.find_element(By.ID, "show-details").click()
+    assert more.is_displayed() and "verdict: outside tolerance" in more.text
+    browser.find_element(By.ID, "show-details").click()
+    assert not more.is_displayed()
     heading.send_keys(Keys.SPACE)  # a third time (from the keyboard): back to the suite's order
     assert _values(table) == before and heading.get_attribute("aria-sort") is None
     # the row labels stay in view while a wide table scrolls sideways
@@ -305,7 +318,6 @@ def test_report_in_a_browser(run, browser):
     assert browser.execute_script("return getComputedStyle(arguments[0]).position", label) == "sticky"
     description = browser.find_element(By.CSS_SELECTOR, "p.description")
     assert description.text == "What this suite is for: <i>a test</i>.\nIts second line."  # text, its lines kept
-    assert "What this suite is for: \\<i>a test\\</i>." in (run / "tables.md").read_text()
 
     browser.save_screenshot("/tmp/report.png")
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -379,7 +391,7 @@ def test_old_and_degenerate_results(run, tmp_path):
     page = render(results, tmp_path)
     assert page.count('<table class="results sortable"') == len(results.tables)
     assert "Comparison with the published tables" not in page
-    assert 'title="job &lt;x&gt; failed">failed</td>' in page
+    assert 'title="job &lt;x&gt; failed">failed<span class="more">job &lt;x&gt; failed</span></td>' in page
     assert 'data-value="0.0">0.0</td>' in page and 'class="empty" data-value="">-</td>' in page
     assert "an old job" in page and "<img" not in page  # no PNG in this folder
     # a job read from the store says where, when and how long it was computed

@@ -261,6 +261,15 @@ def test_rows_sharing_a_metric_label_record_each_their_own_call(tiny_reference, 
     diffs = {(d.row, d.column): d for d in diff_runs(results, other) if d.table == "worst"}
     assert diffs[("fgsm 0.1", "mlp")].verdict == "not comparable" and "fgsm(eps=0.3)" in diffs[("fgsm 0.1", "mlp")].note
     assert diffs[("clean", "mlp")].verdict == "equal"
+    import copy
+
+    older = copy.deepcopy(results)  # recorded before a parameter was added (at its default): the same call
+    table = next(t for t in older.tables if t.name == "worst")
+    recorded = table.metric_calls[table.cell("fgsm 0.1", "mlp").call]["params"]
+    dropped = next(k for k in ("broken_by", "only_by", "gap_to") if k in recorded)
+    del recorded[dropped]
+    diffs = {(d.row, d.column): d for d in diff_runs(results, older) if d.table == "worst"}
+    assert diffs[("fgsm 0.1", "mlp")].verdict == "equal"
 
 
 def _swapped_calls(results: RunResults, name: str, a: str, b: str) -> RunResults:

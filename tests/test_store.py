@@ -267,9 +267,14 @@ def test_an_entry_quarantined_earlier_is_missing_with_where_it_went(tmp_path):
     store.save_advset(KEY, _advset())
     with pytest.raises(EntryMissing, match="removed while this run needed it"):
         store.load_predictions(content_key({"other": 1}))
+    other = Store(tmp_path)  # another process's, opened before the quarantine
     error = store.quarantine(KEY, "a test")
-    for load in (store.load_advset, Store(tmp_path).load_advset):  # this store, and another process's
+    for load in (store.load_advset, other.load_advset):
         with pytest.raises(EntryMissing, match=f"found corrupt and moved to {error.moved_to}") as missing:
             load(KEY)
+    later = Store(tmp_path)
+    later._opened += 3600  # opened an hour after that quarantine: it says nothing of why the entry is gone now
+    with pytest.raises(EntryMissing, match="removed while this run needed it"):
+        later.load_advset(KEY)
     again = pickle.loads(pickle.dumps(missing.value))
     assert (again.key, str(again)) == (KEY, str(missing.value))

@@ -11,7 +11,8 @@ The page holds, from ``results.json`` and the PNG files beside it (nothing is re
   (every ``<figure>_<table>.png`` and ``units_<table>_*.png`` of the run folder), linked both ways with the table;
 - the provenance, suite files, jobs and every cell's store keys, folded away in ``<details>``.
 
-The only script sorts a table by a clicked column; the page reads the same without JavaScript, and needs no
+The only script sorts a table by a clicked column and shows each cell's hover text in the cell on request (print
+shows it anyway); the page reads the same without JavaScript, and needs no
 network. The reporter's ``order`` is 10, so it runs after the file reporters whose PNGs it embeds.
 """
 

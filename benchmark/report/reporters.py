@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from rbench import hookimpl
 from rbench.dataset import NoParams
-from rbench.markdown import md, md_table
+from rbench.markdown import md, md_paragraphs, md_table
 from rbench.results import ResultTable, RunResults
 from rbench.rundir import write_output
 
@@ -166,7 +166,7 @@ class Markdown(Reporter):
 
         others = [info.obj for info in get_registry().plugins["reporter"].values() if info.obj is not self]
         parts = [f"# {md(results.title or results.suite)}\n",
-                 *([md(results.description) + "\n"] if results.description else []),
+                 *([md_paragraphs(results.description) + "\n"] if results.description else []),
                  f"Suite `{results.suite}`, profile `{results.profile or 'default'}`. {INTERVAL_NOTE}\n"]
         for t in results.tables:
             parts.append(f"## {md(full_title(t))}\n")

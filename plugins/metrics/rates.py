@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from rbench.estimate import Estimate, class_balanced_rate, mean, rate
 from rbench.metric import CellData, Metric
+from rbench.plugins.metrics.worst_case import positions
 
 
 class Error(Metric):
@@ -91,14 +92,15 @@ def clean_correct(cell: CellData) -> np.ndarray:
     outputs on the clean slice: the cell's ``clean`` where the source is the cell's target, as in a white-box
     table); a ValueError where the cell's target is another model, whose clean outputs would not say."""
     assert cell.adv is not None
+    if cell.adv.generated:
+        raise ValueError("among = \"correct\" needs clean images to be classified; a generated set has none")
     if cell.target != cell.source:
         raise ValueError(f"among = \"correct\" counts the samples {cell.source!r} classifies correctly when clean; "
                          f"this cell evaluates {cell.target!r}: use it where the target is the source")
     clean = cell.clean
-    where = {int(i): k for k, i in enumerate(clean.indices)}
-    if any(int(i) not in where for i in cell.adv.indices):
+    if not np.isin(cell.adv.indices, clean.indices).all():
         raise ValueError("the clean outputs do not cover the set's samples")
-    return clean.correct[[where[int(i)] for i in cell.adv.indices]]
+    return clean.correct[positions(clean.indices, cell.adv.indices)]
 
 
 class AmongParams(BaseModel):

@@ -53,7 +53,7 @@ class WorstCaseParams(BaseModel):
         return self
 
 
-def _positions(indices: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+def positions(indices: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Where each of ``wanted`` (all present) sits in ``indices`` (in any order)."""
     order = np.argsort(indices, kind="stable")
     return order[np.searchsorted(indices[order], wanted)]
@@ -95,7 +95,7 @@ class WorstCase(Metric):
         shared = reduce(np.intersect1d, [p.indices for p in preds])
         if shared.size == 0:
             return None
-        rows = [_positions(p.indices, shared) for p in preds]
+        rows = [positions(p.indices, shared) for p in preds]
         correct = [p.correct[r] for p, r in zip(preds, rows, strict=True)]
         labels = preds[0].labels[rows[0]]
         clean = correct[-1] if params.include_clean else np.ones(shared.size, dtype=bool)
