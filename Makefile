@@ -65,6 +65,7 @@ gpu-prepare: $(STAMP)
 	PY=$(BIN)/python perf/gpu_prepare.sh
 
 bench: $(STAMP)
+	$(BIN)/pip install -q --no-deps torchattacks==3.5.1  # a baseline of bench_attacks (--no-deps: it pins torch)
 	$(BIN)/python perf/bench_attacks.py
 	$(BIN)/python perf/bench_lbfgs.py
 	$(BIN)/python perf/bench_adapters.py

@@ -6,6 +6,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import platform
 import statistics
 import sys
 from pathlib import Path
@@ -119,10 +120,46 @@ def print_table(title: str, rows: list[list[str]], header: list[str], left_colum
     Console(width=max(Console().width, 120)).print(table)
 
 
-def write_report(report: dict, out: Path) -> None:
-    """Print each of ``report["targets"]`` (measured, target, met) and write the report as JSON to ``out``."""
+def measured_on() -> dict:
+    """When, at which commit and on what the figures were measured: UTC time, the git commit (and whether the
+    tree had changes), the CPU's model name, cores, the load average at the end, torch and its threads."""
+    import datetime
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+            "cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def target(measured: float, goal: float, at_least: bool = False) -> dict:
+    """A target's record: ``measured`` against ``goal`` (at most, or ``at_least``), and whether it is met."""
+    return {"measured": measured, "target": goal, "at_least": at_least,
+            "met": measured >= goal if at_least else measured <= goal}
+
+
+def write_report(report: dict, out: Path) -> bool:
+    """Print each of ``report["targets"]`` (measured, target, met), add :func:`measured_on` under
+    ``measured_on``, and write the report as JSON to ``out``. Returns whether every target was met."""
     for key, t in report["targets"].items():
-        print(f"{key}: {t['measured']:.3f} (target <= {t['target']}: {'met' if t['met'] else 'NOT met'})")
+        sign = ">=" if t.get("at_least") else "<="
+        print(f"{key}: {t['measured']:.3f} (target {sign} {t['target']}: {'met' if t['met'] else 'NOT met'})")
+    report["measured_on"] = measured_on()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")
+    return all(t["met"] for t in report["targets"].values())
