@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from rbench.envflag import ON, flag
 from rbench.errors import Interrupted, RbenchError
 from rbench.report.terminal import output_console
 from rbench.store import Store
@@ -512,11 +513,14 @@ def report(
     rewrites its files in the run folder, reliability from the stored predictions."""
     from rbench.manager import get_registry
     from rbench.report.reporters import renders_text
-    from rbench.report.tidy import read_outcomes
+    from rbench.report.tidy import outcomes_gone, read_outcomes
     from rbench.results import RunResults
 
     results = RunResults.read(run_dir)
     read_outcomes(run_dir, results)  # the rate cells' values checked against their per-sample outcomes
+    gone = outcomes_gone(run_dir, results)
+    if gone:
+        print(f"rbench: note: {gone}: their values are not checked against them", file=sys.stderr)
     reporter = get_registry().get("reporter", fmt).obj
     if renders_text(reporter):
         sys.stdout.write(reporter.render(results))
@@ -564,7 +568,8 @@ def compare_cmd(
                               f"{theirs.suite!r}): nothing to compare")
         diffs = run_diff.diff_runs(results, theirs, read_outcomes(run_dir, results), read_outcomes(other, theirs))
         for note in filter(None, (outcomes_gone(run_dir, results), outcomes_gone(other, theirs))):
-            print(f"rbench: note: {note}", file=sys.stderr)
+            print(f"rbench: note: {note}: they are compared as independent samples (conservative); restore the "
+                  "file, or run the suite into that folder again, to pair them", file=sys.stderr)
         if results.suite != theirs.suite:
             print(f"rbench: note: the runs are of two suites ({results.suite!r}, {theirs.suite!r}); cells pair up "
                   "by table, row and column", file=sys.stderr)
@@ -666,6 +671,8 @@ def main() -> None:
         from click import ClickException, UsageError  # type: ignore[assignment]
 
     try:
+        for name in ("RBENCH_DEBUG", "RBENCH_TRACE_PLUGINS"):  # a bad value is one line before anything runs
+            flag(name)
         code = app(standalone_mode=False)  # click's errors come here, instead of typer's boxed usage panel
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "rbench"
@@ -683,7 +690,7 @@ def main() -> None:
         print(f"rbench: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except Exception as exc:
-        if os.environ.get("RBENCH_DEBUG"):
+        if os.environ.get("RBENCH_DEBUG", "").strip().lower() in ON:  # checked (one line, exit 2) at the start
             raise
         print(f"rbench: internal error: {type(exc).__name__}: {exc} (set RBENCH_DEBUG=1 for a traceback)",
               file=sys.stderr)

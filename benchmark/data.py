@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 
+from .envflag import flag
 from .errors import DataError
 from .tomlfile import not_regular, os_problem
 
@@ -185,12 +186,8 @@ def _verifies(path: Path, expected: str) -> bool:
 
 
 def _truthy(name: str) -> bool:
-    """Whether the environment variable ``name`` is set to 1/true/yes/on; unset or 0/false/no/off is False, any
-    other value a one-line DataError (``RBENCH_OFFLINE=maybe`` went on to download)."""
-    value = os.environ.get(name, "").strip().lower()
-    if value not in {"", "0", "false", "no", "off", "1", "true", "yes", "on"}:
-        raise DataError(f"{name}={os.environ[name]!r}: give 1 (or true, yes, on) or 0 (or false, no, off)")
-    return value in {"1", "true", "yes", "on"}
+    """:func:`rbench.envflag.flag`, a bad value a :class:`DataError`."""
+    return flag(name, DataError)
 
 
 def data_cache_dir() -> Path:

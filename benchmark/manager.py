@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from rbench import hookspecs
 from rbench.editable import development_version
+from rbench.envflag import flag
 from rbench.errors import PluginError
 
 ENTRY_POINT_GROUP = "rbench"
@@ -171,7 +172,7 @@ def build_registry() -> Registry:
     """
     pm = pluggy.PluginManager("rbench")
     pm.add_hookspecs(hookspecs)
-    if os.environ.get("RBENCH_TRACE_PLUGINS"):
+    if flag("RBENCH_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     registry = Registry(manager=pm)
@@ -211,7 +212,7 @@ def _key_version(obj: Any, version: str, ep: Any, dist: str) -> str:
 
 
 def _trace(line: str) -> None:
-    if os.environ.get("RBENCH_TRACE_PLUGINS"):
+    if flag("RBENCH_TRACE_PLUGINS"):
         sys.stderr.write(line + "\n")
 
 
@@ -231,7 +232,7 @@ def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any,
             continue
         # called per module, not through pm.hook (each object is credited to its distribution), so pluggy's
         # tracing does not see these calls: RBENCH_TRACE_PLUGINS traces them here
-        if os.environ.get("RBENCH_TRACE_PLUGINS"):
+        if flag("RBENCH_TRACE_PLUGINS"):
             _trace(f"{dist}:{ep.name} {hook_name}() -> {[getattr(o, 'name', '?') for o in objects]}")
         for obj in objects:
             name = getattr(obj, "name", None)

@@ -24,7 +24,7 @@ def md(text: object) -> str:
 
 #: what starts a block at the start of a line (a heading, quote, list item, fence, thematic break, setext
 #: underline, or an ordered item's number)
-_BLOCK_START = re.compile(r"^([#>+*=`~_-]|\d+(?=[.)]))")
+_BLOCK_START = re.compile(r"^([#>+*=`~_\[-]|\d+(?=[.)]))")
 
 
 def md_paragraphs(text: str) -> str:
@@ -33,6 +33,8 @@ def md_paragraphs(text: str) -> str:
     the rest of tables.md), and its line breaks kept (hard breaks; an empty line starts a paragraph)."""
     lines = [_BLOCK_START.sub(lambda m: "\\" + m.group(0) if not m.group(0).isdigit() else m.group(0) + "\\",
                               md(line.strip())) for line in text.splitlines()]
+    # a backslash ending a line would escape the hard break after it (and a link definition's "[" is escaped above)
+    lines = [line + "\\" if line.endswith("\\") and not line.endswith("\\\\") else line for line in lines]
     return "\n".join(line + ("\\" if line and nxt else "") for line, nxt in zip(lines, [*lines[1:], ""],
                                                                                 strict=True))
 

@@ -198,6 +198,26 @@ def metric_number(value: Any) -> float | None:
     return float(value)
 
 
+@dataclass(frozen=True)
+class CellPlace:
+    """Where a table cell sits, as the suite gives it, for :meth:`Metric.cell_problem`: its evaluation, source,
+    attack label ("clean" for clean inputs) and target, and whether the attack generates its inputs from nothing
+    (a generator: no clean images, no labels)."""
+
+    evaluation: str
+    source: str
+    attack: str
+    target: str
+    generated: bool
+
+
+def declared_cell_problem(obj: Any, params: Any, place: CellPlace) -> str | None:
+    """What metric plugin ``obj`` says is wrong with computing ``params`` on a cell at ``place``
+    (:meth:`Metric.cell_problem`); None for a metric object without the method."""
+    hook = getattr(obj, "cell_problem", None)
+    return hook(params, place) if callable(hook) else None
+
+
 def declared_references(obj: Any, params: Any) -> list[Reference]:
     """What metric plugin ``obj`` declares its ``params`` name (:meth:`Metric.references`); none for a metric
     object without the method (the contract's duck typing allows one not derived from :class:`Metric`)."""
@@ -218,6 +238,11 @@ class Metric:
     # params: Any, as each plugin narrows it to its own Params class
     def compute(self, cell: CellData, params: Any) -> Estimate | float | None:
         raise NotImplementedError
+
+    def cell_problem(self, params: Any, place: CellPlace) -> str | None:
+        """Why ``params`` cannot be computed on a cell at ``place`` (one line), or None: the suite refuses such a
+        table before any work rather than failing its cells after the jobs ran. None by default."""
+        return None
 
     def references(self, params: Any) -> list[Reference]:
         """The names of the suite ``params`` give (evaluations, attack labels, models, probes): the suite checks

@@ -77,6 +77,8 @@ def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
             raise RbenchError(f"--attack {text!r}: {item!r} is not key=value")
         if key in params:
             raise RbenchError(f"--attack {text!r}: {key!r} is given twice")
+        if any(c in given for c in "\n\r#"):  # TOML would read a second line or a comment and drop it silently
+            raise RbenchError(f"--attack {text!r}: {key}: one value per key (no line break or '#')")
         value = params[key] = _value(given.strip())
         if isinstance(value, float) and unrepresentable(value):
             what = "not a finite number" if not math.isfinite(value) else "not a 32-bit float's value"

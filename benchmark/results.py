@@ -245,14 +245,18 @@ class RunResults:
             tables = [ResultTable(**{**t, "cells": [Cell(**c) for c in t["cells"]]}) for t in raw.pop("tables")]
             results = cls(**raw, tables=tables)
             for table in results.tables:
+                _check_table(table)
                 for cell in table.cells:
                     _check_cell(table.name, cell)
+                    if cell.call and cell.call not in table.metric_calls:
+                        raise ValueError(f"table {table.name!r}, cell ({cell.row}, {cell.column}): its metric call "
+                                         f"{cell.call!r} is not one of the table's metric_calls")
             if not isinstance(results.provenance, dict) or not isinstance(results.provenance.get("store", ""), str):
                 raise ValueError("provenance.store is not a path")
             if not isinstance(results.published_docs, dict):
                 raise ValueError("published_docs is not a table of published files")
-            if not isinstance(results.description, str):
-                raise ValueError("description is not text")
+            _check_texts(results)
+            _check_jobs(results.jobs)
         except Unreadable as exc:  # missing, a folder or a FIFO named results.json (never opened), unreadable
             if not path.exists() and not path.is_symlink():
                 raise RbenchError(f"{path}: no such file; pass a run folder written by 'rbench run'") from None
@@ -278,6 +282,57 @@ def _refuse_non_finite(constant: str) -> float:
 #: where the quantity an interval method estimates lies: a rate in % (made by rbench.estimate.rate), an AUROC, a
 #: correlation ("normal" and "t" intervals estimate quantities of any range)
 BOUNDS = {"wilson": (0.0, 100.0), "hanley-mcneil": (0.0, 1.0), "wilson-pairs": (0.0, 1.0), "fisher-z": (-1.0, 1.0)}
+
+
+def _check_texts(results: RunResults) -> None:
+    """The suite's title and description as a suite may hold them (an escape sequence in an edited results.json
+    reached the terminal through ``rbench report``), and every table title one printable line."""
+    from rbench.suite_schema import _description, _title
+
+    if not isinstance(results.description, str) or not isinstance(results.title, str):
+        raise ValueError("title and description must be text")
+    _title(results.title)
+    _description(results.description)
+    for table in results.tables:
+        if not isinstance(table.title, str) or not table.title.isprintable():
+            raise ValueError(f"table {table.name!r}: its title is not one printable line")
+
+
+def _check_table(table: ResultTable) -> None:
+    """Its metric calls (key -> {"plugin": name, "params": {...}}), units and formats (key -> text; a format a
+    number can be written in) are what rbench writes."""
+    for name in ("metric_calls", "units", "formats"):
+        if not isinstance(getattr(table, name), dict):
+            raise ValueError(f"table {table.name!r}: {name} is not a table")
+    for key, call in table.metric_calls.items():
+        if not isinstance(call, dict) or not isinstance(call.get("plugin"), str) \
+                or not isinstance(call.get("params", {}), dict):
+            raise ValueError(f"table {table.name!r}: metric_calls[{key!r}] is not a plugin call "
+                             "({\"plugin\": NAME, \"params\": {...}})")
+    for key, unit in table.units.items():
+        if not isinstance(unit, str):
+            raise ValueError(f"table {table.name!r}: units[{key!r}] is not text")
+    for key, fmt in table.formats.items():
+        try:
+            format_value(1.0, fmt)
+        except (TypeError, ValueError):
+            raise ValueError(f"table {table.name!r}: formats[{key!r}] is {fmt!r}, not a number format") from None
+
+
+#: a job's entry checksum, as results.json records it (SHA-256, hex)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_jobs(jobs: Any) -> None:
+    """Each job a table of what rbench records, its entry checksum (where recorded) a SHA-256: one that is not
+    would turn off the check of the entries a later report reads (:meth:`RunResults.entry_checksums`)."""
+    if not isinstance(jobs, dict):
+        raise ValueError("jobs is not a table of jobs")
+    for key, job in jobs.items():
+        if not isinstance(job, dict):
+            raise ValueError(f"jobs[{key!r}] is not a table")
+        if "sha256" in job and not (isinstance(job["sha256"], str) and _SHA256.fullmatch(job["sha256"])):
+            raise ValueError(f"jobs[{key!r}].sha256 is {job['sha256']!r}, not a SHA-256")
 
 
 def _check_cell(table: str, cell: Cell) -> None:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from rbench.attack import is_generator
 from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, get_registry, suggest
-from rbench.metric import Reference, declared_references
+from rbench.metric import CellPlace, Reference, declared_cell_problem, declared_references
 from rbench.suite_files import Merged, merge_files, suite_profiles
 from rbench.suite_refs import published_mismatch, reference_problem
 from rbench.suite_schema import (
@@ -557,13 +557,19 @@ class _Resolver:
             if id(call) not in declared:
                 declared[id(call)] = declared_references(call.obj, call.params)
             what = (id(call), cell.evaluation, cell.source, cell.attack, cell.target)
-            if not declared[id(call)] or what in seen:
+            if what in seen:
                 continue
             seen.add(what)
             for ref in declared[id(call)]:
                 problem = reference_problem(ref, cell, f"cell ({row}, {column})", suite)
                 if problem is not None:
                     raise self.fail("tables", name, f"{cell.metric.key}.params.{ref.key}", problem)
+            ev = suite.evaluations[cell.evaluation]
+            generated = cell.attack != "clean" and is_generator(ev.attacks[cell.attack].call.obj)
+            place = CellPlace(cell.evaluation, cell.source, cell.attack, cell.target, generated)
+            problem = declared_cell_problem(call.obj, call.params, place)
+            if problem is not None:
+                raise self.fail("tables", name, f"{cell.metric.key}.params", f"cell ({row}, {column}): {problem}")
 
     def lines(self, name: str, key: str, spec: str | list[Selector], t: TableSpec, suite: Suite,
               metrics: list[Metric]) -> list[tuple[str, dict[str, tuple[str, str]], Metric | None]]:

@@ -487,3 +487,34 @@ def test_a_recorded_file_is_removed_only_while_it_holds_what_the_run_wrote(tmp_p
     remove_previous_outputs(run, keep=set())
     assert not (run / "old.png").exists() and (run / "notes.md").read_text() == "mine"
     assert not (run / "new.csv").exists()
+
+
+EDITS = {  # an edit of results.json -> what the one-line error names
+    "metric_calls a list": (lambda r: r["tables"][0].update(metric_calls=[1, 2]), "metric_calls is not a table"),
+    "a call no plugin": (lambda r: r["tables"][0]["metric_calls"].update(error=5), "metric_calls['error'] is not a"),
+    "a cell's unknown call": (lambda r: r["tables"][0]["cells"][0].update(call="zzz"),
+                              "its metric call 'zzz' is not one of the table's metric_calls"),
+    "a bad format": (lambda r: r["tables"][0]["formats"].update(error=".1zz"), "formats['error'] is '.1zz', not a"),
+    "an escape in the description": (lambda r: r.update(description="evil\x1b[31mred"), "description holds a control"),
+    "a job's checksum a number": (lambda r: next(iter(r["jobs"].values())).update(sha256=5), ".sha256 is 5, not a SHA"),
+    "jobs a list": (lambda r: r.update(jobs=[1]), "jobs is not a table of jobs"),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_an_edited_results_file_is_one_line_before_any_report(tiny_reference, tmp_path, capsys, edit):
+    """Edited results.json files that report and compare met as internal errors (a metric_calls list, a call no
+    plugin), served silently (a cell's call naming nothing; a job checksum that is no checksum turned the check of
+    a redrawn figure's entries off) or printed raw (an escape sequence in the description reached the terminal)."""
+    import shutil
+
+    _, _, run, _ = tiny_reference
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    raw = json.loads((folder / "results.json").read_text())
+    change, fragment = EDITS[edit]
+    change(raw)
+    (folder / "results.json").write_text(json.dumps(raw))
+    for args in (("report", str(folder)), ("compare", str(run), "--run", str(folder))):
+        code, err = cli_in_process(capsys, *args)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (args, err)

@@ -370,9 +370,9 @@ def test_old_and_degenerate_results(run, tmp_path):
         for key in ("paired", "attack_calls", "metric_calls", "figure", "metric_of"):
             table.pop(key, None)
         for cell in table["cells"]:
-            for key in ("n", "low", "high", "interval", "evaluation", "source", "attack", "target", "metric"):
+            for key in ("n", "low", "high", "interval", "evaluation", "source", "attack", "target", "metric", "call"):
                 cell.pop(key, None)
-    raw.update(published=[], jobs={"abc": {"label": "an old job", "seconds": "n/a"}, "def": "?",
+    raw.update(published=[], jobs={"abc": {"label": "an old job", "seconds": "n/a"},
                                    "ghi": {"label": "a stored job", "status": "cached", "seconds": 0.0,
                                            "computed": {"device": "cuda:0 (NVIDIA H200)", "host": "node7",
                                                         "created": "2026-12-01T11:47:41+00:00", "seconds": 12.5}}},

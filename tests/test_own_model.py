@@ -517,6 +517,9 @@ def test_attack_strings_are_parsed_as_toml_values():
     for text in ("pgd:eps=0.3,,steps=100", "pgd:eps=0.3,"):  # a value left out was skipped silently
         with pytest.raises(RbenchError, match=r"an empty item between commas"):
             parse_attack(text)
+    for text in ("pgd:eps=0.1\nsteps=3", "pgd:eps=0.1 # steps=3"):  # TOML read one value, the rest was dropped
+        with pytest.raises(RbenchError, match=r"eps: one value per key \(no line break or '#'\)"):
+            parse_attack(text)
 
 
 def test_checkpoint_normalization_happens_inside_the_model(user, tmp_path):

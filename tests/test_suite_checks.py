@@ -492,3 +492,16 @@ def test_eval_refuses_an_attack_parameter_given_twice():
 
     with pytest.raises(RbenchError, match=r"--attack 'fgsm:eps=0.1,eps=0.2': 'eps' is given twice"):
         parse_attack("fgsm:eps=0.1,eps=0.2")
+
+
+def test_a_metric_refuses_cells_it_cannot_compute_before_any_work(write_suite):
+    """success_rate with among = "correct" counts the images the source classifies correctly when clean: on a
+    transfer cell (another target) or a generated set it only failed its cells after every job had run."""
+    among = '{ plugin = "success_rate", params = { among = "correct" } }'
+    load_suite(write_suite(_metric_table(among)))  # white-box: each source is its own target
+    cross = REFS + ('\n[evaluations.cross]\ndataset = "mnist"\nn = 10\nsources = ["mlp", "other"]\n'
+                    'targets = ["mlp", "other"]\nattacks = ["pgd"]\n'
+                    '\n[tables.x]\nevaluation = "cross"\nrows = "source"\ncolumns = "target"\n'
+                    f'where = {{ attack = "pgd" }}\nmetric = {among}\n')
+    _refused(write_suite(cross), "tables.x.metric.params: cell (mlp, other): among = \"correct\" counts the images "
+             "'mlp' classifies correctly when clean, so the cell's target must be its source (it is 'other')")

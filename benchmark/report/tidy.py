@@ -219,9 +219,7 @@ def outcomes_gone(run_dir: Path, results: RunResults) -> str | None:
     if not kept or path.exists():
         return None
     cells = "1 cell" if kept == 1 else f"{kept} cells"
-    return (f"{path} is missing, though the run's results.json records the per-sample outcomes of {cells}: they "
-            "are compared as independent samples (conservative); restore the file, or run the suite into that "
-            "folder again, to pair them")
+    return f"{path} is missing, though the run's results.json records the per-sample outcomes of {cells}"
 
 
 def read_outcomes(run_dir: Path, results: RunResults) -> Outcomes:

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from rbench.estimate import Estimate, class_balanced_rate, mean, rate
-from rbench.metric import CellData, Metric
+from rbench.metric import CellData, CellPlace, Metric
 from rbench.plugins.metrics.worst_case import positions
 
 
@@ -103,6 +103,19 @@ def clean_correct(cell: CellData) -> np.ndarray:
     return clean.correct[positions(clean.indices, cell.adv.indices)]
 
 
+def among_problem(params: AmongParams, place: CellPlace) -> str | None:
+    """``among = "correct"`` needs the source's clean predictions of the set's own images: a cell whose target is
+    its source, on an attack of test images (not a generated set)."""
+    if params.among != "correct" or place.attack == "clean":
+        return None
+    if place.generated:
+        return f"among = \"correct\" needs clean images; attack {place.attack!r} generates its inputs"
+    if place.target != place.source:
+        return (f"among = \"correct\" counts the images {place.source!r} classifies correctly when clean, so the "
+                f"cell's target must be its source (it is {place.target!r})")
+    return None
+
+
 class AmongParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: which samples count: "all" of the set (an image the source misclassifies already is a success with no
@@ -121,6 +134,9 @@ class SuccessRate(Metric):
     name = "success_rate"
     Params = AmongParams
     label = "success rate"
+
+    def cell_problem(self, params: AmongParams, place: CellPlace) -> str | None:
+        return among_problem(params, place)
 
     def compute(self, cell: CellData, params: AmongParams) -> Estimate | None:
         if cell.adv is None:
@@ -162,6 +178,9 @@ class Distortion(Metric):
     label = "distortion"
     unit = ""
     fmt = ".4f"
+
+    def cell_problem(self, params: DistortionParams, place: CellPlace) -> str | None:
+        return among_problem(params, place)
 
     def compute(self, cell: CellData, params: DistortionParams) -> Estimate | None:
         if cell.adv is None or cell.adv.generated:  # a generated set has no clean input to be distorted from
