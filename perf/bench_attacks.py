@@ -34,6 +34,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -121,12 +122,21 @@ def rbench_runner(attack: str, params: dict, batch: int) -> Callable:
     return run
 
 
-def strong_pgd(eps: float, steps: int, step_size: float, batch: int) -> Callable:
-    """PGD (Linf, no random start) as an expert writes it: the input's gradient only, no weight gradients."""
+def in_model_layout(attack: Callable, batch: int) -> Callable:
+    """``attack(model, xb, yb) -> flags`` run over batches of ``batch`` inputs in the model's memory format."""
     layout: dict[int, torch.memory_format] = {}
 
+    def run(model, x, y):
+        fmt = layout.setdefault(id(model), memory_format(model))
+        return torch.cat([attack(model, xb.contiguous(memory_format=fmt), yb) for xb, yb in batches(x, y, batch)])
+
+    return run
+
+
+def strong_pgd(eps: float, steps: int, step_size: float, batch: int) -> Callable:
+    """PGD (Linf, no random start) as an expert writes it: the input's gradient only, no weight gradients."""
+
     def attack(model, x, y):
-        x = x.contiguous(memory_format=layout[id(model)])
         x_adv = x.clone()
         for _ in range(steps):
             x_adv.requires_grad_(True)
@@ -136,28 +146,18 @@ def strong_pgd(eps: float, steps: int, step_size: float, batch: int) -> Callable
         with torch.no_grad():
             return model(x_adv).argmax(1) != y
 
-    def run(model, x, y):
-        layout.setdefault(id(model), memory_format(model))
-        return torch.cat([attack(model, xb, yb) for xb, yb in batches(x, y, batch)])
-
-    return run
+    return in_model_layout(attack, batch)
 
 
 def strong_fgsm(eps: float, batch: int) -> Callable:
-    layout: dict[int, torch.memory_format] = {}
-
     def attack(model, x, y):
-        x = x.contiguous(memory_format=layout[id(model)]).requires_grad_(True)
+        x = x.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
         x_adv = (x.detach() + eps * grad.sign()).clamp(0, 1)
         with torch.no_grad():
             return model(x_adv).argmax(1) != y
 
-    def run(model, x, y):
-        layout.setdefault(id(model), memory_format(model))
-        return torch.cat([attack(model, xb, yb) for xb, yb in batches(x, y, batch)])
-
-    return run
+    return in_model_layout(attack, batch)
 
 
 def torchattacks_runner(kind: str, eps: float, steps: int, step_size: float, batch: int) -> Callable | None:
@@ -165,20 +165,17 @@ def torchattacks_runner(kind: str, eps: float, steps: int, step_size: float, bat
         import torchattacks
     except ImportError:
         return None
-    layout: dict[int, torch.memory_format] = {}
+    made: dict[int, Any] = {}
 
-    def run(model, x, y):
-        layout.setdefault(id(model), memory_format(model))
-        attack = torchattacks.PGD(model, eps=eps, alpha=step_size, steps=steps, random_start=False) \
-            if kind == "pgd" else torchattacks.FGSM(model, eps=eps)
-        out = []
-        for xb, yb in batches(x, y, batch):
-            x_adv = attack(xb.contiguous(memory_format=layout[id(model)]), yb)
-            with torch.no_grad():
-                out.append(model(x_adv).argmax(1) != yb)
-        return torch.cat(out)
+    def attack(model, x, y):
+        if id(model) not in made:
+            made[id(model)] = torchattacks.PGD(model, eps=eps, alpha=step_size, steps=steps, random_start=False) \
+                if kind == "pgd" else torchattacks.FGSM(model, eps=eps)
+        x_adv = made[id(model)](x, y)
+        with torch.no_grad():
+            return model(x_adv).argmax(1) != y
 
-    return run
+    return in_model_layout(attack, batch)
 
 
 def naive_pgd(eps: float, steps: int, step_size: float, batch: int) -> Callable:
