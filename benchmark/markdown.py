@@ -34,7 +34,7 @@ def md_paragraphs(text: str) -> str:
     lines = [_BLOCK_START.sub(lambda m: "\\" + m.group(0) if not m.group(0).isdigit() else m.group(0) + "\\",
                               md(line.strip())) for line in text.splitlines()]
     # a backslash ending a line would escape the hard break after it (and a link definition's "[" is escaped above)
-    lines = [line + "\\" if line.endswith("\\") and not line.endswith("\\\\") else line for line in lines]
+    lines = [line + "\\" if (len(line) - len(line.rstrip("\\"))) % 2 else line for line in lines]
     return "\n".join(line + ("\\" if line and nxt else "") for line, nxt in zip(lines, [*lines[1:], ""],
                                                                                 strict=True))
 

@@ -567,7 +567,12 @@ class _Resolver:
             ev = suite.evaluations[cell.evaluation]
             generated = cell.attack != "clean" and is_generator(ev.attacks[cell.attack].call.obj)
             place = CellPlace(cell.evaluation, cell.source, cell.attack, cell.target, generated)
-            problem = declared_cell_problem(call.obj, call.params, place)
+            try:
+                problem = declared_cell_problem(call.obj, call.params, place)
+            except Exception as exc:  # a plugin's bug: named, not an internal error
+                raise PluginError(f"metric {call.name!r}: cell_problem raised {type(exc).__name__}: {exc}") from None
+            if problem is not None and (not isinstance(problem, str) or "\n" in problem):
+                raise PluginError(f"metric {call.name!r}: cell_problem returned {problem!r}, not one line of text")
             if problem is not None:
                 raise self.fail("tables", name, f"{cell.metric.key}.params", f"cell ({row}, {column}): {problem}")
 

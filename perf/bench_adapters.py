@@ -40,7 +40,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import add_setup_options, mnist, package_version, print_table, setup, speed_ratios, summarize_times, sync
+from common import (
+    add_setup_options,
+    measured_on,
+    mnist,
+    package_version,
+    print_table,
+    setup,
+    speed_ratios,
+    summarize_times,
+    sync,
+)
 
 from rbench.inputs import memory_format
 from rbench.plugins import get_plugin
@@ -326,6 +336,7 @@ def main(argv=None) -> int:
         "warnings": warnings_found,
     }
     report["total_s"] = time.perf_counter() - started
+    report["measured_on"] = measured_on()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from bench_precision import MODELS, attack_job, train
-from common import add_setup_options, mnist, print_table, setup, sync
+from common import add_setup_options, measured_on, mnist, print_table, setup, sync
 
 #: share of the free memory an extrapolated batch may take (the allocator's fragmentation and the cuDNN
 #: workspaces are not proportional to the batch)
@@ -130,6 +130,7 @@ def main(argv=None) -> int:
             print(f"[{name}] largest batch that fits (extrapolated): {est['batch']}"
                   + (f"; verified: {est['verified']}" if "verified" in est else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    report["measured_on"] = measured_on()
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
     return 0

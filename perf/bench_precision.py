@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import add_setup_options, fit, mnist, print_table, setup, summarize_times, sync
+from common import add_setup_options, fit, measured_on, mnist, print_table, setup, summarize_times, sync
 
 from rbench.attack import AttackOutput
 from rbench.attack_loop import attack_in_batches
@@ -203,6 +203,7 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     import json
 
+    report["measured_on"] = measured_on()
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
     return 0

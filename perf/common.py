@@ -159,6 +159,10 @@ def write_report(report: dict, out: Path) -> bool:
         sign = ">=" if t.get("at_least") else "<="
         print(f"{key}: {t['measured']:.3f} (target {sign} {t['target']}: {'met' if t['met'] else 'NOT met'})")
     report["measured_on"] = measured_on()
+    load, cores = report["measured_on"]["load_average"], report["measured_on"]["cores"] or 1
+    if load and load[0] > cores / 2:  # the timings compete with other work: read them as such
+        print(f"WARNING: measured under load (1-minute load average {load[0]:.1f} on {cores} cores): the timings "
+              "are noisy; run again on an idle machine before quoting them")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")

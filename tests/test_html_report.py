@@ -219,6 +219,9 @@ def test_labels_with_a_bar_or_markup_read_back_and_stay_text_in_markdown(run, tm
 
     assert md_paragraphs("```\n# not a heading\n1. not a list\n===") == "\\```\\\n\\# not a heading\\\n1\\. " \
         "not a list\\\n\\==="  # a fence, heading, list or setext line in a description stays text
+    for ending in ("\\", "\\\\"):  # a line ending in backslashes keeps its hard break (an even run of them)
+        first = md_paragraphs(f"a{ending}\nb").split("\n")[0]
+        assert (len(first) - len(first.rstrip("\\"))) % 2 == 1, first
     # every attack's parameters, defaults included: the label "noise" alone does not say it is an L2 noise
     assert re.search(r'^- noise[^:]*: gaussian_noise\(.*norm="l2".*eps=3\.0', markdown, re.M), markdown
     assert re.search(r"^- fgsm\(eps=0\.3\): fgsm\(eps=0\.3", markdown, re.M)

@@ -505,3 +505,27 @@ def test_a_metric_refuses_cells_it_cannot_compute_before_any_work(write_suite):
                     f'where = {{ attack = "pgd" }}\nmetric = {among}\n')
     _refused(write_suite(cross), "tables.x.metric.params: cell (mlp, other): among = \"correct\" counts the images "
              "'mlp' classifies correctly when clean, so the cell's target must be its source (it is 'other')")
+
+
+def test_a_metric_whose_cell_check_breaks_is_named(write_suite):
+    """A third-party metric's cell_problem raising came out as an internal error naming no plugin."""
+    from rbench.errors import PluginError
+    from rbench.manager import PluginInfo, get_registry
+    from rbench.metric import Metric
+
+    class Broken(Metric):
+        name, label = "broken_check", "broken"
+
+        def cell_problem(self, params, place):
+            raise AttributeError("boom")
+
+        def compute(self, cell, params):
+            return None
+
+    registry = get_registry()
+    registry.plugins["metric"]["broken_check"] = PluginInfo("metric", "broken_check", "0", "tests", "tests", Broken())
+    try:
+        with pytest.raises(PluginError, match=r"metric 'broken_check': cell_problem raised AttributeError: boom"):
+            load_suite(write_suite(_metric_table('"broken_check"')))
+    finally:
+        registry.plugins["metric"].pop("broken_check")
