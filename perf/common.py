@@ -17,6 +17,9 @@ import torch.nn.functional as F
 
 from rbench.data import load_split
 
+#: the load average when the script started, before its own work (at the end, the script's threads are part of it)
+LOAD_AT_START = os.getloadavg() if hasattr(os, "getloadavg") else None
+
 
 def mnist(split: str, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` images (all if None) of a seeded permutation of ``split``, in index order when ``n`` is
@@ -142,6 +145,7 @@ def measured_on() -> dict:
     return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain")),
             "cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "load_average_at_start": LOAD_AT_START,
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
@@ -159,10 +163,10 @@ def write_report(report: dict, out: Path) -> bool:
         sign = ">=" if t.get("at_least") else "<="
         print(f"{key}: {t['measured']:.3f} (target {sign} {t['target']}: {'met' if t['met'] else 'NOT met'})")
     report["measured_on"] = measured_on()
-    load, cores = report["measured_on"]["load_average"], report["measured_on"]["cores"] or 1
-    if load and load[0] > cores / 2:  # the timings compete with other work: read them as such
-        print(f"WARNING: measured under load (1-minute load average {load[0]:.1f} on {cores} cores): the timings "
-              "are noisy; run again on an idle machine before quoting them")
+    load, cores = LOAD_AT_START, report["measured_on"]["cores"] or 1
+    if load and load[0] > cores / 2:  # the timings competed with other work: read them as such
+        print(f"WARNING: started under load (1-minute load average {load[0]:.1f} on {cores} cores before this "
+              "script's own work): the timings are noisy; run again on an idle machine before quoting them")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")
