@@ -59,8 +59,8 @@ def test_gc_beside_a_live_run_deletes_none_of_its_work(tiny_reference, tmp_path)
                 assert ours.verify(key) in ("ok", "busy")
         overlapping += had_work and proc.poll() is None
         time.sleep(0.05)
-    _, err = proc.communicate()
-    assert proc.returncode == 0, err
+    out, err = proc.communicate()
+    assert proc.returncode == 0, f"stdout:\n{out[-4000:]}\nstderr:\n{err[-4000:]}"  # -q: a failure is in stdout
     assert overlapping >= 5
     assert run_values(tmp_path / "run") == expected
     removed = rbench("cache", "gc", str(other), "--store", str(store))  # the run is over: now it may
