@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import asdict
@@ -61,14 +62,14 @@ def _metric_keys(table: Table) -> dict[str, Metric]:
         same = by_label.setdefault(cell.metric.label, [])
         if cell.metric not in same:  # by value (a Metric holds unhashable params)
             same.append(cell.metric)
-    keys: dict[str, Metric] = {label: same[0] for label, same in by_label.items() if len(same) == 1}
+    keys: dict[str, Metric] = {}
     for label, same in by_label.items():
-        counter = 0
-        for metric in same if len(same) > 1 else ():
-            counter += 1
-            while f"{label} [{counter}]" in by_label or f"{label} [{counter}]" in keys:  # a label may read so too
-                counter += 1
-            keys[f"{label} [{counter}]"] = metric
+        if len(same) == 1:
+            keys[label] = same[0]
+            continue
+        numbered = (f"{label} [{i}]" for i in itertools.count(1))
+        for metric, key in zip(same, (k for k in numbered if k not in by_label), strict=False):  # a label may read so
+            keys[key] = metric
     return keys
 
 

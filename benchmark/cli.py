@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from rbench.envflag import ON, flag
+from rbench.envflag import flag
 from rbench.errors import Interrupted, RbenchError
 from rbench.report.terminal import output_console
 from rbench.store import Store
@@ -690,7 +690,7 @@ def main() -> None:
         print(f"rbench: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except Exception as exc:
-        if os.environ.get("RBENCH_DEBUG", "").strip().lower() in ON:  # checked (one line, exit 2) at the start
+        if flag("RBENCH_DEBUG"):  # its value was checked at the start: reading it again cannot fail
             raise
         print(f"rbench: internal error: {type(exc).__name__}: {exc} (set RBENCH_DEBUG=1 for a traceback)",
               file=sys.stderr)
