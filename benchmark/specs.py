@@ -22,6 +22,9 @@ ATTACK_BATCH = 250
 
 Json = dict[str, Any]
 
+#: what each job kind's store entry holds, by the spec's ``kind`` (checked when an entry is read)
+ENTRY_KINDS = {"train": "checkpoint", "attack": "advset", "transform": "advset", "eval": "predictions"}
+
 
 @dataclass(frozen=True)
 class Call:

@@ -279,3 +279,26 @@ def test_an_entry_quarantined_earlier_is_missing_with_where_it_went(tmp_path):
         later.load_advset(KEY)
     again = copy.copy(missing.value)
     assert (again.key, str(again)) == (KEY, str(missing.value))
+
+
+def test_a_sound_entry_asked_for_as_another_kind_stays_and_one_its_spec_does_not_make_is_quarantined(tmp_path):
+    """Reading an eval's predictions with ``load_advset`` is the caller's mistake, not a corrupt entry: a clear
+    error, the entry stays (it used to be quarantined); an entry holding what its job spec does not make (an
+    attack job's key over predictions, checksum and binding intact) is corrupt."""
+    store = Store(tmp_path)
+    spec = {"kind": "eval", "n": 1}
+    key = content_key(spec)
+    pred = Predictions(np.ones((4, 10), np.float32), np.arange(4), np.arange(4), {"key": key, "spec": spec})
+    store.save_predictions(key, pred)
+    for _ in range(2):  # from the file, then from the cache of entries read
+        with pytest.raises(ValueError, match=f"store entry {key} holds predictions, not advset: load it with "
+                                             "load_predictions"):
+            store.load_advset(key)
+        assert np.array_equal(store.load_predictions(key).logits, pred.logits)
+    assert store.has(key) and not (tmp_path / "quarantine").exists()
+    attack = {"kind": "attack", "n": 1}
+    wrong = content_key(attack)
+    store.save_predictions(wrong, Predictions(pred.logits, pred.labels, pred.indices, {"key": wrong, "spec": attack}))
+    with pytest.raises(CorruptEntry, match="it holds 'predictions', but its job spec makes 'advset'"):
+        store.load_predictions(wrong)
+    assert not store.has(wrong)
