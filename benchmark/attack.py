@@ -51,13 +51,28 @@ class AttackOutput:
     """What an attack returns for one batch.
 
     ``x_adv``: float32 (N, C, H, W) in [0, 1]. ``success``: bool (N,), True where the model misclassifies
-    ``x_adv`` (or predicts the target, for targeted attacks). ``extras``: optional per-sample tensors with a
+    ``x_adv`` (or predicts the target, for targeted attacks); or None (the default): the engine predicts the
+    flags itself with one pass of the model the attack was given, under the job's precision. An attack that
+    would compute the flags only to return them should leave them None: the engine re-predicts flags it is
+    given to check them, so computing them costs a second pass. ``extras``: optional per-sample tensors with a
     leading dimension N (e.g. ``targets``, ``steps``, ``queries``), stored with the adversarial set.
     """
 
     x_adv: torch.Tensor
-    success: torch.Tensor
+    success: torch.Tensor | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def success_on(self, model: torch.nn.Module, y: torch.Tensor) -> torch.Tensor:
+        """The success flags (bool (N,), on the CPU) for a caller running an attack outside the engine: the
+        attack's own, or where it left them None, ``model``'s prediction on ``x_adv`` (the model the attack was
+        given), as the engine makes them: the target hit where ``extras["targets"]`` sets one (>= 0), else
+        misclassified."""
+        if self.success is not None:
+            return self.success.detach().to("cpu", torch.bool)
+        from rbench.inputs import predicted_success  # on use: it pulls in the store and the plugin manager
+
+        targets = self.extras.get("targets", torch.full_like(y, -1))
+        return predicted_success(model, self.x_adv, y, targets)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -47,7 +47,7 @@ def slice_batches(attack: Any, params: Any, target: torch.nn.Module, model: torc
     ``generator``, under ``precision``'s autocast (an attack declaring no gradients may not differentiate
     ``model``: :func:`rbench.contract.no_gradients_declared`), then the model's parameters checked untouched and
     the output checked against the contract (``check_success``: its success flags against a re-prediction by
-    ``model``)."""
+    ``model``); flags the plugin left None are predicted by ``target`` (:func:`rbench.contract.check_attack_output`)."""
     from rbench.contract import ModelGuard, check_attack_output, no_gradients_declared
     from rbench.inputs import memory_format
     from rbench.precision import autocast
@@ -65,9 +65,9 @@ def slice_batches(attack: Any, params: Any, target: torch.nn.Module, model: torc
             with no_gradients_declared(model, f"attack {attack.name!r}") if gradient_free else nullcontext():
                 out = attack.run(target, xb, yb, params, generator=generator)
             guard.check(f"attack {attack.name!r}")
-            check_attack_output(attack.name, out, xb, budget, model, yb, start, check_success=check_success,
-                                targeted=targeted)
-        return out
+            success = check_attack_output(attack.name, out, xb, budget, model, yb, start,
+                                          check_success=check_success, targeted=targeted, seen_by=target)
+        return replace(out, success=success)
 
     return one_batch
 
@@ -111,6 +111,7 @@ def attack_in_batches(n: int, step: int, one_batch: Callable[[int, int], AttackO
             step = smaller
             continue
         adv.append(out.x_adv.detach().cpu())
+        assert out.success is not None, "one_batch returns the checked flags"
         success.append(out.success.detach().cpu().bool())
         for k, v in out.extras.items():
             extras.setdefault(k, []).append(v.detach().cpu())

@@ -66,12 +66,14 @@ def perturbation_sizes(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch
 
 def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: Budget | None,
                         model: torch.nn.Module, y: torch.Tensor, offset: int, check_success: bool = True,
-                        targeted: bool | None = None) -> None:
-    """Raise :class:`PluginContractError` naming ``name`` and the worst sample if ``out`` breaks the contract.
-    ``check_success=False``: the success flags are not compared with a re-prediction (the engine decides them
-    itself, for a randomized model). ``targeted``: what the attack declares (:meth:`rbench.attack.Attack.targeted`),
-    checked against its ``targets`` extra (:func:`targets_problem`); None where the engine gave the targets (a
-    generator's)."""
+                        targeted: bool | None = None, seen_by: torch.nn.Module | None = None) -> torch.Tensor:
+    """Raise :class:`PluginContractError` naming ``name`` and the worst sample if ``out`` breaks the contract;
+    return the batch's success flags: the attack's own, checked, or where it returned None, the prediction of
+    ``seen_by`` (the model as the attack saw it, ``model`` by default) in one pass of the whole batch, as the
+    attack would have made it (a randomized model draws the same way). ``check_success=False``: the flags are not
+    compared with a re-prediction (the engine decides them itself, for a randomized model). ``targeted``: what
+    the attack declares (:meth:`rbench.attack.Attack.targeted`), checked against its ``targets`` extra
+    (:func:`targets_problem`); None where the engine gave the targets (a generator's)."""
     xa = out.x_adv
     if not isinstance(xa, torch.Tensor) or xa.dtype != torch.float32 or xa.shape != x.shape:
         got = f"{getattr(xa, 'dtype', type(xa).__name__)} {tuple(getattr(xa, 'shape', ()))}"
@@ -89,10 +91,9 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
             raise PluginContractError(
                 f"attack {name!r} exceeds its declared {budget.norm} budget {budget.eps}: sample "
                 f"{offset + over} has {budget.norm} distortion {float(size[over]):.6g}")
-    if not isinstance(out.success, torch.Tensor) or out.success.shape != (len(x),):
-        raise PluginContractError(f"attack {name!r} returned success {_described(out.success)}; expected a "
-                                  f"tensor of shape ({len(x)},)")
-    success = out.success.to(torch.bool)
+    if out.success is not None and (not isinstance(out.success, torch.Tensor) or out.success.shape != (len(x),)):
+        raise PluginContractError(f"attack {name!r} returned success {_described(out.success)}; expected None or "
+                                  f"a tensor of shape ({len(x)},)")
     for key, value in out.extras.items():
         if not isinstance(value, torch.Tensor) or value.ndim == 0 or len(value) != len(x):
             raise PluginContractError(f"attack {name!r} returned extras[{key!r}] {_described(value)}; expected a "
@@ -101,9 +102,16 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
             raise PluginContractError(f"attack {name!r} returned non-finite extras[{key!r}]")
     if targeted is not None and (problem := targets_problem(out.extras.get("targets"), y, targeted)):
         raise PluginContractError(f"attack {name!r} {problem} (batch at sample {offset})")
-    if not check_success:
-        return
     targets = out.extras.get("targets", torch.full_like(y, -1))
+    seen_by = model if seen_by is None else seen_by
+    if out.success is None:
+        success = predicted_success(seen_by, xa, y, targets, batch_size=max(1, len(xa)))
+        if seen_by is model or not check_success:  # the engine's own prediction: nothing to compare
+            return success
+    else:
+        success = out.success.to(torch.bool)
+    if not check_success:
+        return success
     fooled = predicted_success(model, xa, y, targets)
     mismatch = (success.cpu() != fooled).nonzero().flatten()
     if len(mismatch):
@@ -114,6 +122,7 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
         raise PluginContractError(
             f"attack {name!r}: {len(mismatch)} success flags disagree with the model's prediction "
             f"(first: sample {offset + int(mismatch[0])}){hint}")
+    return success
 
 
 def _described(value: Any) -> str:

@@ -70,9 +70,10 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
         out = replace(out, extras={k: v for k, v in out.extras.items() if k != "targets"})
         canvas = torch.empty((len(tb), *shape))  # the shape the inputs must have; nothing is perturbed
         with autocast(spec.precision, device):
-            check_attack_output(attack.name, replace(out, extras={**out.extras, "targets": tb}), canvas, None,
-                                model, torch.full_like(tb, NO_CLASS), start, check_success=not drawn)
-        return out
+            success = check_attack_output(attack.name, replace(out, extras={**out.extras, "targets": tb}), canvas,
+                                          None, model, torch.full_like(tb, NO_CLASS), start, check_success=not drawn,
+                                          seen_by=target)
+        return replace(out, success=success)
 
     start = batch_rounds(first_batch(n, batch_size, fit_gpu_batch, device), generate.classes)
     done = attack_in_batches(n, start, one_batch, progress, "inputs",

@@ -126,6 +126,7 @@ def check_metric(name: str, params: dict[str, Any] | Any, *, attack: str = "fgsm
     """Assert the conformance of the installed metric plugin ``name`` with ``params`` (a dict or its Params) on
     the kit's clean cell and on a cell under the built-in ``attack`` (default FGSM, eps 0.1). Raises
     ``AssertionError`` naming the problem; ``TypeError`` for a metric whose params name things of a suite."""
+    from rbench.attack_loop import attack_in_batches, slice_batches
     from rbench.testing import reference_data, reference_model
 
     metric = get_plugin("metric", name)
@@ -137,7 +138,10 @@ def check_metric(name: str, params: dict[str, Any] | Any, *, attack: str = "fgsm
     x, y = (t.clone() for t in reference_data())
     plugin = get_plugin("attack", attack)
     attack_params = plugin.Params.model_validate(attack_params if attack_params is not None else {"eps": 0.1})
-    out = plugin.run(model, x.clone(), y.clone(), attack_params, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    one_batch = slice_batches(plugin, attack_params, model, model, x.clone(), y.clone(), device="cpu",
+                              generator=generator)
+    out = attack_in_batches(len(x), len(x), one_batch, generator=generator)  # checked, as a suite runs it
     adv = AdvSet(out.x_adv.numpy(), out.success.numpy().astype(bool), y.numpy(), np.full(len(x), -1, np.int64),
                  np.arange(len(x), dtype=np.int64), distortions(x.numpy(), out.x_adv.numpy()))
     values = {}

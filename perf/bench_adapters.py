@@ -52,6 +52,7 @@ from common import (
     sync,
 )
 
+from rbench.attack import misclassified
 from rbench.inputs import memory_format
 from rbench.plugins import get_plugin
 
@@ -121,8 +122,11 @@ def plugin_runner(name: str, params: dict, seed: int, device: torch.device) -> R
 
     def run(model, batches):
         generator = torch.Generator(device=device).manual_seed(seed)
-        outs = [plugin.run(model, xb, yb, p, generator=generator) for xb, yb in batches]
-        return torch.cat([o.x_adv.detach() for o in outs]), torch.cat([o.success.to(torch.bool) for o in outs])
+        outs = [(plugin.run(model, xb, yb, p, generator=generator), yb) for xb, yb in batches]
+        # flags an adapter leaves None are the engine's one prediction of the model it attacked
+        return (torch.cat([o.x_adv.detach() for o, _ in outs]),
+                torch.cat([(o.success if o.success is not None else misclassified(model, o.x_adv, yb)).to(torch.bool)
+                           for o, yb in outs]))
 
     return run
 

@@ -406,8 +406,12 @@ def channels_last(model, x, y, pgd_params: dict, batch: int, repeats: int, devic
 
     def run(m, layout):
         m = frozen(m).to(memory_format=layout)
-        return torch.cat([plugin.run(m, xb.contiguous(memory_format=layout), yb, p).success
-                          for xb, yb in batches(x, y, batch)])
+        flags = []
+        for xb, yb in batches(x, y, batch):
+            x_adv = plugin.run(m, xb.contiguous(memory_format=layout), yb, p).x_adv
+            with torch.no_grad():  # pgd leaves its flags to the engine's one prediction
+                flags.append(m(x_adv).argmax(1) != yb)
+        return torch.cat(flags)
 
     model_c, model_cl = copy.deepcopy(model), copy.deepcopy(model)  # the caller's model keeps its layout
     methods = {"contiguous": lambda _m, _x, _y: run(model_c, torch.contiguous_format),

@@ -107,7 +107,7 @@ def _robust_accuracy(model: torch.nn.Module, eps: float) -> tuple[float, float]:
     x, y = _mnist("test", 300)
     pgd = get_plugin("attack", "pgd")
     out = pgd.run(model, x, y, pgd.Params(eps=eps, steps=10), generator=torch.Generator().manual_seed(2))
-    return float((model(x).argmax(1) == y).float().mean()), float((~out.success).float().mean())
+    return float((model(x).argmax(1) == y).float().mean()), float((~out.success_on(model, y)).float().mean())
 
 
 def test_adversarial_training_improves_pgd_robust_accuracy():

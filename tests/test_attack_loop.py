@@ -81,3 +81,54 @@ def test_on_a_gpu_attack_jobs_start_whole_only_where_the_suite_leaves_the_batch_
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     assert first_batch(1000, 250, True, cuda) == 1000
     assert first_batch(1000, 250, True, cpu) == first_batch(1000, 250, False, cuda) == 250
+
+
+def _counted_mlp() -> tuple[torch.nn.Module, list[int]]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval().requires_grad_(False)
+    passes: list[int] = []
+    model.register_forward_hook(lambda _m, inputs, _o: passes.append(len(inputs[0])))
+    return model, passes
+
+
+def _fgsm_in_batches(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, step: int, **kwargs):
+    from rbench.attack_loop import slice_batches
+    from rbench.manager import get_plugin
+
+    fgsm = get_plugin("attack", "fgsm")
+    generator = torch.Generator().manual_seed(0)
+    one_batch = slice_batches(fgsm, fgsm.Params(eps=0.2), model, model, x, y, device="cpu", generator=generator,
+                              **kwargs)
+    return attack_in_batches(len(x), step, one_batch, generator=generator)
+
+
+def test_flags_an_attack_leaves_to_the_engine_cost_one_pass_per_batch_and_are_the_models_prediction():
+    """FGSM returns ``success=None``: the engine's prediction is both its flags and the check (one forward pass
+    for the gradient and one for the flags, per batch; flags a plugin returns are re-predicted, a third)."""
+    model, passes = _counted_mlp()
+    x, y = torch.rand(30, 1, 28, 28), torch.randint(0, 10, (30,))
+    done = _fgsm_in_batches(model, x, y, step=10)
+    assert passes == [10, 10] * 3
+    with torch.no_grad():
+        assert torch.equal(done.success, model(done.x_adv).argmax(1) != y) and done.success.dtype == torch.bool
+    passes.clear()
+    _fgsm_in_batches(model, x, y, step=10, check_success=False)  # a randomized model: flags decided later
+    assert passes == [10, 10] * 3  # still one pass: the one the attack would have made (its draws stay the same)
+
+
+def test_flags_left_to_the_engine_hit_the_targets_of_a_targeted_attack():
+    from rbench.contract import check_attack_output
+
+    model, _ = _counted_mlp()
+    x = torch.rand(20, 1, 28, 28)
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    y, targets = (predicted + 1) % 10, predicted.clone()
+    targets[::2] = (predicted[::2] + 2) % 10  # half the targets missed
+    out = AttackOutput(x, extras={"targets": targets})
+    success = check_attack_output("t", out, x, None, model, y, 0, targeted=True)
+    assert torch.equal(success, torch.arange(20) % 2 == 1)
+    assert torch.equal(out.success_on(model, y), success)
+    wrong = AttackOutput(x, torch.zeros(20, dtype=torch.bool), {"targets": targets})
+    with pytest.raises(Exception, match="10 success flags disagree"):
+        check_attack_output("t", wrong, x, None, model, y, 0, targeted=True)

@@ -284,7 +284,7 @@ def test_success_and_distortion_among_the_correctly_classified_leave_out_clean_e
         model, x.clone(), y.clone(), get_registry().plugins["attack"]["fgsm"].obj.Params(eps=0.1),
         generator=torch.Generator().manual_seed(0))
     correct = (model(x).argmax(1) == y).numpy()
-    success = out.success.numpy()
+    success = out.success_on(model, y).numpy()
     assert (~correct).any() and success[~correct].all()  # clean errors stay errors: counted as successes by default
     every = check_metric("success_rate", {}).attacked
     among = check_metric("success_rate", {"among": "correct"}).attacked
@@ -294,14 +294,14 @@ def test_success_and_distortion_among_the_correctly_classified_leave_out_clean_e
     fooled = check_metric("distortion", {"norm": "l2", "among": "correct"}).attacked
     assert fooled.value == pytest.approx(size[success & correct].mean(), rel=1e-5)
     assert check_metric("success_rate", {"among": "correct"}).clean is None
-    outputs = _KitOutputs(model, x, y, _adv_set(out, x, y), "fgsm")
+    outputs = _KitOutputs(model, x, y, _adv_set(out, success, x, y), "fgsm")
     other = CellData("reference", "fgsm", "another", _cell(outputs, "fgsm").keys, outputs, EVALUATION)
     with pytest.raises(ValueError, match="this cell evaluates 'another': use it where the target is the source"):
         SuccessRate().compute(other, AmongParams(among="correct"))
 
 
-def _adv_set(out, x, y):
+def _adv_set(out, success, x, y):
     from rbench.artifacts import AdvSet, distortions
 
-    return AdvSet(out.x_adv.numpy(), out.success.numpy(), y.numpy(), np.full(len(x), -1, np.int64),
+    return AdvSet(out.x_adv.numpy(), success, y.numpy(), np.full(len(x), -1, np.int64),
                   np.arange(len(x), dtype=np.int64), distortions(x.numpy(), out.x_adv.numpy()))

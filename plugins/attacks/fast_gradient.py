@@ -7,7 +7,7 @@ from typing import Annotated
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
+from rbench.attack import AttackOutput, FixedBudgetAttack
 from rbench.plugins.attacks.gradients import TINY, loss_gradient
 
 
@@ -29,7 +29,7 @@ class Fgsm(FixedBudgetAttack):
     def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: EpsParams, *,
             generator: torch.Generator | None = None) -> AttackOutput:
         x_adv = (x + params.eps * loss_gradient(model, x, y).sign()).clamp(0, 1)
-        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+        return AttackOutput(x_adv)
 
 
 class FastGradientValue(FixedBudgetAttack):
@@ -50,4 +50,4 @@ class FastGradientValue(FixedBudgetAttack):
         g = loss_gradient(model, x, y)
         scale = g.flatten(1).abs().amax(dim=1).clamp_min(TINY).view(-1, *([1] * (x.dim() - 1)))
         x_adv = (x + params.eps * (g / scale)).clamp(0, 1)
-        return AttackOutput(x_adv.to(torch.float32), misclassified(model, x_adv, y))
+        return AttackOutput(x_adv.to(torch.float32))

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from rbench.attack import AttackOutput, Budget, FixedBudgetAttack, misclassified
+from rbench.attack import AttackOutput, Budget, FixedBudgetAttack
 
 try:
     FOOLBOX_VERSION: str | None = importlib.metadata.version("foolbox")
@@ -330,4 +330,4 @@ class FoolboxAttack(FixedBudgetAttack):
             fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
             _, clipped, _ = attack(fmodel, x, fb.criteria.Misclassification(y), epsilons=params.epsilon)
         x_adv = clipped.detach().to(torch.float32).clamp(0, 1)
-        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+        return AttackOutput(x_adv)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, cast
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rbench.attack import AttackOutput, Budget, FixedBudgetAttack, misclassified
+from rbench.attack import AttackOutput, Budget, FixedBudgetAttack
 from rbench.plugins.attacks.gradients import TINY
 
 
@@ -49,4 +49,4 @@ class GaussianNoise(FixedBudgetAttack):
             size = flat.abs().amax(1) if params.norm == "linf" else flat.norm(dim=1)
             noise = noise * (cast(float, params.eps) / size.clamp_min(TINY)).view(-1, *([1] * (x.dim() - 1)))
         x_adv = (x + noise).clamp(0, 1)
-        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+        return AttackOutput(x_adv)

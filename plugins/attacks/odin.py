@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
+from rbench.attack import AttackOutput, FixedBudgetAttack
 
 
 class OdinParams(BaseModel):
@@ -51,4 +51,4 @@ class Odin(FixedBudgetAttack):
     def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: OdinParams, *,
             generator: torch.Generator | None = None) -> AttackOutput:
         x_adv = odin_perturb(model, x, params.eps, params.temperature)
-        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+        return AttackOutput(x_adv)

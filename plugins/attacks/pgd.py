@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
+from rbench.attack import AttackOutput, FixedBudgetAttack
 from rbench.plugins.attacks.gradients import l2_normalize, loss_gradient, project, random_in_ball
 
 
@@ -63,7 +63,7 @@ class Pgd(FixedBudgetAttack):
             for _ in range(params.steps):
                 step = l2_normalize(loss_gradient(model, x_adv, y, params.loss))
                 x_adv = (x + project(x_adv + alpha * step - x, norm, eps)).clamp(0, 1)
-        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+        return AttackOutput(x_adv)
 
 
 class Bim(Pgd):

@@ -53,4 +53,4 @@ class PixelAttack(MinimizationAttack):
                 hit = todo[fooled]
                 x_adv[hit], used[hit] = cand[fooled], m
                 found[hit] = True
-        return AttackOutput(x_adv, misclassified(model, x_adv, y), extras={"pixels": used})
+        return AttackOutput(x_adv, extras={"pixels": used})

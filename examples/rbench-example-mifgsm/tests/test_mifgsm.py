@@ -46,18 +46,18 @@ def test_within_linf_budget_and_box(eps, decay):
     assert out.x_adv.min() >= 0 and out.x_adv.max() <= 1
 
 
-def test_success_flags_match_predictions():
+def test_success_flags_are_left_to_rbench():
     out, _, y, model = _run(0.3)
-    assert out.success.dtype == torch.bool and out.success.shape == y.shape
-    with torch.no_grad():
-        assert torch.equal(out.success, model(out.x_adv).argmax(1) != y)
-    assert out.success.any(), "a large budget should fool a random model on some inputs"
+    assert out.success is None  # rbench predicts them in one pass, instead of re-predicting flags to check them
+    success = out.success_on(model, y)
+    assert success.dtype == torch.bool and success.shape == y.shape
+    assert success.any(), "a large budget should fool a random model on some inputs"
 
 
 def test_deterministic():
     a, *_ = _run(0.1)
     b, *_ = _run(0.1)
-    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.success, b.success)
+    assert torch.equal(a.x_adv, b.x_adv)
 
 
 def test_leaves_model_parameters_untouched():
@@ -105,4 +105,4 @@ def test_conformance_fixtures(rbench_reference_model, rbench_reference_data):
     x, y = rbench_reference_data
     attack = get_plugin("attack", "mifgsm")
     out = attack.run(rbench_reference_model, x, y, attack.Params(eps=0.2), generator=torch.Generator().manual_seed(0))
-    assert out.success.float().mean() > 0.5
+    assert out.success_on(rbench_reference_model, y).float().mean() > 0.5
