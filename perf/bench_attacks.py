@@ -58,8 +58,9 @@ from rbench.plugins import get_plugin
 EPS_DEFAULT = 0.1
 AGREEMENT_PP = 1.0  # the PGDs (no random start) must agree within this many percentage points
 #: rbench's speed over each baseline's (time of the baseline / rbench's), at least. rbench does more than a loop:
-#: the masking probe (64 inputs, once) and one forward pass per batch to re-predict the flags it checks: about
-#: 1/60 of PGD's 20 steps (forward and backward), but a quarter of FGSM's one step, hence the lower FGSM bar
+#: the masking probe (64 inputs, forward and backward, once per job) and the output checks per batch (box, budget,
+#: the model untouched); its flags are one forward pass per batch, as the loop's. Next to FGSM's one step that is
+#: a larger share than next to PGD's 20, hence the lower FGSM bar
 TARGETS = {"pgd": {"strong_loop": 0.95, "torchattacks": 0.95, "foolbox": 1.0},
            "fgsm": {"strong_loop": 0.75, "torchattacks": 0.75, "foolbox": 1.0}}
 
