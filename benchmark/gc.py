@@ -78,15 +78,22 @@ def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *
             doomed.setdefault(tmp.name.split(".", 1)[0], []).append(tmp)
         for tmp in store.lease_temporaries():  # a lease is written under the registry lock, which gc holds now
             remove(tmp)
-        for key in store.keys():  # weights whose sidecar was never written, and entries nobody keeps
-            if not store.has(key) or (keep is not None and key not in keep and key not in live):
-                stamp = store.root / "gates" / f"{key}.json"
-                doomed.setdefault(key, []).extend([*store.paths(key), *([stamp] if stamp.exists() else [])])
+
+        def condemned(key: str) -> bool:  # weights whose sidecar was never written, and entries nobody keeps
+            return not store.has(key) or (keep is not None and key not in keep and key not in live)
+
+        for key in store.keys():  # candidates only: a writer may finish before its key's lock is ours
+            if condemned(key):
+                doomed.setdefault(key, [])
         for key, paths in doomed.items():
             with store.try_lock(key) as free:
-                if free:
-                    for path in paths:
-                        remove(path)
+                if not free:
+                    continue
+                if condemned(key):  # judged, and its files listed, under the lock a writer holds to its sidecar
+                    stamp = store.root / "gates" / f"{key}.json"
+                    paths = [*paths, *store.paths(key), *([stamp] if stamp.exists() else [])]
+                for path in paths:
+                    remove(path)
         quarantine = store.root / "quarantine"
         for folder, dirs, files in os.walk(quarantine, topdown=False):  # never follows links
             for name in [*files, *(d for d in dirs if (Path(folder) / d).is_symlink())]:

@@ -204,6 +204,32 @@ def test_gc_removes_debris_and_unused_entries(tmp_path, write_suite):
     assert not store.has(KEY) and removed
 
 
+def test_gc_judges_a_checkpoint_under_its_lock_so_one_whose_writer_finishes_meanwhile_is_kept(tmp_path, monkeypatch):
+    """gc lists a checkpoint whose sidecar is not written yet (a live writer between its two renames); the writer
+    puts the sidecar in place and releases the key's lock before gc takes it: gc must find the entry complete
+    then, not delete the weights it saw (which left a sidecar without weights: the run reading it failed)."""
+    store = Store(tmp_path / "store")
+    state = {"w": torch.randn(3, 4)}
+    store.save_checkpoint(KEY, state, bound(label="m"))
+    sidecar = next(p for p in store.paths(KEY) if p.suffix == ".json")
+    written = sidecar.read_bytes()
+    sidecar.unlink()  # the writer's state between its renames, as gc's scan sees it
+    real_try_lock = Store.try_lock
+
+    def writer_finishes_first(self, key):
+        if key == KEY and not sidecar.exists():
+            sidecar.write_bytes(written)
+        return real_try_lock(self, key)
+
+    monkeypatch.setattr(Store, "try_lock", writer_finishes_first)
+    removed, _ = collect(store, [], None, dry_run=False)
+    assert removed == [] and torch.equal(store.load_checkpoint(KEY)[0]["w"], state["w"])
+    sidecar.unlink()  # a writer that died between its renames: no sidecar ever comes, the weights go
+    monkeypatch.setattr(Store, "try_lock", real_try_lock)
+    removed, _ = collect(store, [], None, dry_run=False)
+    assert [p.suffix for p in removed] == [".safetensors"] and store.paths(KEY) == []
+
+
 def test_unwritable_store_is_a_clear_error(tmp_path):
     from rbench.errors import StoreError
 
