@@ -41,7 +41,7 @@ from rbench.rundir import (
 from rbench.specs import TrainSpec
 from rbench.store import Store
 from rbench.suite import Suite, load_suite
-from rbench.trust import trusted_results
+from rbench.trust import checked_reports, trusted_results
 
 
 @dataclass
@@ -200,7 +200,7 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
             prepare_data(todo)
         returned = run_executor.run(plan, store, todo, devices=devices, workers=n_workers, observer=observer,
                                     job_timeout=job_timeout, params=executor_params)
-        job_results.update(executor_results(executor, todo, returned, observer))
+        job_results.update(checked_reports(plan, store, executor_results(executor, todo, returned, observer), observer))
         job_results = {key: job_results[key] for key in plan.jobs if key in job_results}  # the plan's order
         failed = {k: r.error or r.status for k, r in job_results.items() if r.status in ("failed", "skipped")}
         results = RunResults(
@@ -274,9 +274,7 @@ def executor_results(executor: str, todo: list[Job], returned: dict[str, JobResu
                      ) -> dict[str, JobResult]:
     """The result of every job handed to ``executor``, as it reported them: a job it returned no result for failed
     (the observers hear it finish so). Results for jobs it was not handed are ignored: the runner's own trusted
-    results stand. (Whether a job reported done is in the store is not asked here: on a cluster's shared
-    filesystem the driver's view of a file another node just wrote may lag; the tables read every output anyway,
-    and one that is missing makes its cells errors.)"""
+    results stand. (What a job reported done stored is checked next: :func:`rbench.trust.checked_reports`.)"""
     out: dict[str, JobResult] = {}
     for job in todo:
         result = returned.get(job.key)

@@ -61,10 +61,49 @@ def _passes_under_lock(store: Store, job: Job, observer: Observer) -> bool:
     return True
 
 
-def distrust(store: Store, job: Job, exc: CorruptEntry | PluginContractError) -> str:
+def distrust(store: Store, job: Job, exc: CorruptEntry | PluginContractError, then: str = "recomputing") -> str:
     """The warning for ``job``'s stored entry that failed a check: the store quarantined it already when its own
-    checks failed (``CorruptEntry``); one the job's contract refused is quarantined here."""
+    checks failed (``CorruptEntry``); one the job's contract refused is quarantined here. ``then``: what follows."""
     if isinstance(exc, CorruptEntry):
-        return f"{exc}; recomputing"
-    return f"{exc}; not trusted, {store.quarantine(job.key, str(exc)).where}; recomputing"
+        return f"{exc}; {then}"
+    return f"{exc}; not trusted, {store.quarantine(job.key, str(exc)).where}; {then}"
+
+
+def checked_reports(plan: Plan, store: Store, reported: dict[str, JobResult], observer: Observer
+                    ) -> dict[str, JobResult]:
+    """``reported`` (an executor's results), every job it says is ``done`` checked as a stored entry is
+    (:func:`rbench.gates.check_stored`, under the job's lock), so that no executor gets an unchecked output into
+    a table: one written without :func:`rbench.execution.compute` (whose lock, re-check and gates it skipped) that
+    fails is quarantined and its job failed, naming the problem; a job made from such an output is skipped.
+    Outputs :func:`~rbench.execution.compute` made pass from their gate memo (the file hashed once). One the
+    driver does not see (a cluster's shared filesystem may lag) or cannot read stays done: the tables read every
+    output, and one missing makes its cells errors."""
+    out = dict(reported)
+    failed: set[str] = set()
+    for job in plan.jobs.values():  # the plan's order: every job after its inputs
+        result = out.get(job.key)
+        if result is None or result.status != "done":
+            continue
+        bad_input = next((dep for dep in job.deps if dep in failed), None)
+        if bad_input is not None:
+            error = f"{job.label}: its input {plan.jobs[bad_input].label!r} failed its checks"
+            out[job.key] = JobResult(job.key, job.label, "skipped", result.seconds, result.device, error)
+            failed.add(job.key)
+            continue
+        with store.lock(job.key):
+            try:
+                check_stored(store, job)
+            except EntryMissing:
+                continue
+            except (CorruptEntry, PluginContractError) as exc:
+                error = distrust(store, job, exc, "its job failed")
+            except StoreReadError as exc:  # the machine's failure: the entry stays
+                observer.warning(str(exc), job)
+                continue
+            else:
+                continue
+        observer.warning(error, job)
+        out[job.key] = JobResult(job.key, job.label, "failed", result.seconds, result.device, f"{job.label}: {error}")
+        failed.add(job.key)
+    return out
 

@@ -356,6 +356,56 @@ def test_the_runner_checks_what_an_executor_reports(tiny_reference, tmp_path, mo
     assert liar in cells["errors (clean, cnn)"]  # the output the executor said it made is named missing
 
 
+def test_an_output_an_executor_stored_around_the_engine_is_checked_before_it_is_tabulated(tiny_reference, tmp_path,
+                                                                                           monkeypatch):
+    """An executor that writes its own outputs (not through rbench.execution.compute, whose gates it skips) still
+    gets no unchecked number into a table: an adversarial set moved after it was made (checksum and key binding
+    intact) fails its job, is quarantined, and the evaluations made from it are skipped."""
+    import shutil
+
+    from rbench.artifacts import AdvSet
+    from rbench.executors import JobResult
+    from rbench.jobs import run_job
+    from rbench.model import no_progress
+
+    suite, store_dir, run_dir, _ = tiny_reference
+    shutil.copytree(store_dir, tmp_path / "store")
+    jobs = json.loads((run_dir / "results.json").read_text())["jobs"]
+    attack = next(k for k, j in jobs.items() if j["label"] == "attack pgd on mlp")
+    readers = {k for k, j in jobs.items() if attack in j["deps"]}
+    store = Store(tmp_path / "store")
+    for key in (attack, *readers):
+        for path in store.paths(key):
+            path.unlink()
+
+    class Rogue:
+        name = "rogue"
+
+        def run(self, plan, store, jobs, *, devices, workers, observer, job_timeout=None, params=None):
+            for job in jobs:  # computed, but outside compute(); the attack's set then pushed past its budget
+                run_job(job, store, "cpu", no_progress)
+                if job.key == attack:
+                    adv = store.load_advset(attack)
+                    x_adv = np.clip(adv.x_adv + 0.5, 0, 1).astype(np.float32)
+                    store.save_advset(attack, AdvSet(x_adv, adv.success, adv.labels, adv.targets, adv.indices,
+                                                     adv.distortion, adv.extras, adv.meta))
+            return {job.key: JobResult(job.key, job.label, "done") for job in jobs}
+
+    monkeypatch.setitem(get_registry().plugins["executor"], "rogue",
+                        PluginInfo("executor", "rogue", "0", "tests", "tests", Rogue()))
+    outcome = run_suite(suite, profile=None, store=store, run_dir=tmp_path / "run", device="cpu", workers=None,
+                        executor="rogue", console=Console(quiet=True), quiet=True)
+    result = outcome.job_results[attack]
+    assert result.status == "failed" and "not trusted, moved to" in result.error, result.error  # the gate's word
+    assert result.error.endswith("its job failed") and "its l2 distortions are not those of its inputs" in result.error
+    assert not store.has(attack) and readers
+    assert all(outcome.job_results[k].status == "skipped" and "'attack pgd on mlp' failed its checks" in
+               outcome.job_results[k].error for k in readers)
+    assert any("pgd" in cell for cell in outcome.failed_cells), outcome.failed_cells
+    untouched = [r for k, r in outcome.job_results.items() if k not in readers and k != attack]
+    assert {r.status for r in untouched} == {"cached"}
+
+
 def test_a_run_folder_holds_the_suite_it_ran_and_the_digests_of_its_files(tiny_reference, tmp_path):
     """``suite.resolved.toml`` (includes merged, profile applied, paths absolute) runs the same jobs again from the
     run folder alone; results.json records the SHA-256 of the files the suite was read from."""
