@@ -20,7 +20,7 @@ from rbench.errors import DataError, PluginContractError, PluginError
 from rbench.keys import canonical
 from rbench.manager import BUILTIN_DISTRIBUTION, get_registry
 from rbench.specs import Call, DataSlice
-from rbench.store import Store
+from rbench.store import READ_ATTEMPTS, EntryReplaced, Store
 
 
 def plugin_params(kind: str, spec: Call | dict[str, Any]) -> tuple[Any, Any]:
@@ -127,6 +127,12 @@ def load_model(store: Store, key: str, device: torch.device | str) -> torch.nn.M
     """The trained model (or trained defense component) stored under ``key``: on ``device`` in its
     :func:`memory_format`, in eval mode, parameters frozen. Weights that do not fit the network the sidecar's
     spec builds make the entry corrupt (quarantined, :class:`rbench.store.CorruptEntry`)."""
+    for _ in range(READ_ATTEMPTS - 1):
+        state, meta = store.load_checkpoint(key)
+        try:
+            return model_of_checkpoint(store, key, state, meta, device)
+        except EntryReplaced:  # another process stored it anew after it was read: read the new one
+            continue
     state, meta = store.load_checkpoint(key)
     return model_of_checkpoint(store, key, state, meta, device)
 
@@ -142,8 +148,8 @@ def model_of_checkpoint(store: Store, key: str, state: dict[str, torch.Tensor], 
         raise
     except Exception as exc:  # the stored weights are not this network's
         reason = " ".join(str(exc).split())[:300]
-        raise store.quarantine(key, f"its weights do not load into its model: {type(exc).__name__}: {reason}") \
-            from None
+        raise store.quarantine(key, f"its weights do not load into its model: {type(exc).__name__}: {reason}",
+                               str(meta.get("sha256"))) from None
     # torch's stubs lack Module.to's memory_format keyword, which torch accepts
     model.to(device, memory_format=memory_format(model)).eval().requires_grad_(False)  # type: ignore[call-overload]
     return model

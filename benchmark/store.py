@@ -133,6 +133,15 @@ class EntryMissing(Exception):
         return type(self), (self.key, self.quarantined)
 
 
+class EntryReplaced(EntryMissing):
+    """The entry a reader found failing its checks was replaced by another process after the reader began (a
+    recomputed entry in place of a quarantined one): it is not quarantined; read it again."""
+
+    def __init__(self, key: str, quarantined: Path | None = None):
+        Exception.__init__(self, f"store entry {key} was replaced while it was read; read it again")
+        self.key, self.quarantined = key, quarantined
+
+
 class StoreWriteError(Exception):
     """A write to the store failed (disk full, I/O error); nothing was left under a final name."""
 
@@ -307,6 +316,12 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
         atomic_write(path, lambda tmp: tmp.write_bytes(data), durable)
     except OSError as exc:
         raise StoreWriteError(f"cannot write {path.name} to the store: {exc.strerror or exc}") from None
+
+
+#: the signatures of an entry's files by name (:meth:`Store.signatures`)
+Judged = dict[str, tuple[int, int, int]]
+#: reads of an entry that another process replaced while it was read, before the last one's failure stands
+READ_ATTEMPTS = 3
 
 
 def _signature(stat: os.stat_result) -> tuple[int, int, int]:
@@ -593,6 +608,20 @@ class Store:
         return loaded
 
     def _load_checkpoint(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return self._reread(key, self._read_checkpoint)
+
+    def _reread(self, key: str, read: Callable[[str, Judged], Any]) -> Any:
+        """``read(key, judged)``, where ``judged`` are the signatures of ``key``'s files taken before it reads
+        them: read again when it finds them failing only because another process replaced them meanwhile
+        (:class:`EntryReplaced`; :meth:`quarantine` tells under the key's lock)."""
+        for _ in range(READ_ATTEMPTS - 1):
+            try:
+                return read(key, self.signatures(key))
+            except EntryReplaced:
+                continue
+        return read(key, self.signatures(key))
+
+    def _read_checkpoint(self, key: str, judged: Judged) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         weights, sidecar = self._path(key, ".safetensors"), self._path(key, ".json")
         if not sidecar.exists() and not sidecar.is_symlink():
             raise self.missing(key)
@@ -617,7 +646,7 @@ class Store:
             self._remember(key, ".json", signature, digest)
             return state, meta
         except Exception as exc:  # any other failure to read an entry makes it corrupt, whatever raised it
-            raise _machine_failure(key, exc) or self.quarantine(key, _reason(exc)) from None
+            raise _machine_failure(key, exc) or self.quarantine(key, _reason(exc), judged) from None
 
     # -- HDF5 sets -----------------------------------------------------------------------------------
     def save_arrays(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -648,6 +677,10 @@ class Store:
 
     def _load_h5(self, key: str, parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any], kind: str) -> Any:
         """The HDF5 entry ``key`` parsed by ``parse(arrays, meta)``, every check passed (else CorruptEntry)."""
+        return self._reread(key, lambda k, judged: self._read_h5(k, parse, kind, judged))
+
+    def _read_h5(self, key: str, parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any], kind: str,
+                 judged: Judged) -> Any:
         path = self._path(key, ".h5")
         try:
             stat = path.lstat()
@@ -677,7 +710,7 @@ class Store:
                 array.flags.writeable = False
             value = parse(arrays, meta) if made == kind else None
         except Exception as exc:  # any other failure to read an entry makes it corrupt, whatever raised it
-            raise _machine_failure(key, exc) or self.quarantine(key, _reason(exc)) from None
+            raise _machine_failure(key, exc) or self.quarantine(key, _reason(exc), judged) from None
         _require_kind(key, made, kind)  # a sound entry asked for as another kind is the caller's mistake: it stays
         self._loaded[key] = (arrays, meta_json, _signature(stat), str(expected))
         while len(self._loaded) > self.CACHE_ENTRIES:
@@ -818,14 +851,28 @@ class Store:
                  if (stamp := p.name.split("-")[1]).isdigit() and int(stamp) >= self._opened]
         return EntryMissing(key, max(moved)[1] if moved else None)
 
-    def quarantine(self, key: str, reason: str) -> CorruptEntry:
+    def signatures(self, key: str) -> Judged:
+        """The signatures of ``key``'s files now, by name: what a reader judged, for :meth:`quarantine`."""
+        found = {}
+        for path in self.paths(key):
+            with contextlib.suppress(FileNotFoundError):
+                found[path.name] = _signature(path.lstat())
+        return found
+
+    def quarantine(self, key: str, reason: str, judged: Judged | str | None = None) -> CorruptEntry:
         """Move every file of ``key`` (and its gate stamp) to ``quarantine/`` under the key's lock; the returned
-        error says where and why. An entry whose lock another process holds is left in place."""
+        error says where and why. An entry whose lock another process holds is left in place. ``judged``: what
+        the caller found failing, read without the lock (the files' :meth:`signatures` before reading them, or
+        the checksum of the entry it read): if the store holds another entry now (another process quarantined
+        the one read and stored a new one meanwhile), nothing is moved and :class:`EntryReplaced` is raised."""
         self._loaded.pop(key, None)
         self._digests.pop(key, None)
         dest = self.root / "quarantine" / f"{key}-{int(time.time())}-{uuid.uuid4().hex[:6]}"
         moved, stuck = None, []
         with self.try_lock(key) as locked:
+            if locked and judged is not None and \
+                    (self.checksum(key) if isinstance(judged, str) else self.signatures(key)) != judged:
+                raise EntryReplaced(key)
             if locked:
                 stamp = self.root / "gates" / f"{key}.json"
                 for path in [*self.paths(key), *([stamp] if stamp.exists() else [])]:

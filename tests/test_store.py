@@ -89,6 +89,46 @@ def test_bit_flip_in_hdf5_is_detected_and_quarantined(tmp_path):
     assert not store.has(KEY) and info.value.moved_to is not None and any(info.value.moved_to.iterdir())
 
 
+@pytest.mark.parametrize("kind", ["predictions", "checkpoint"])
+def test_a_reader_never_quarantines_the_entry_another_process_stored_while_it_read(tmp_path, monkeypatch, kind):
+    """Reader A reads a corrupt entry without the key's lock; meanwhile process B quarantines it and stores a good
+    one. A's checks fail on what it read, but it must not move B's fresh entry to quarantine (gc would delete it):
+    judged again under the lock, the files are not those A read, so A reads again and gets B's entry."""
+    import rbench.store as store_module
+
+    store = Store(tmp_path)
+    good = Predictions(np.ones((40, 10), np.float32), np.arange(40) % 10, np.arange(40), bound())
+    state = {"w": torch.ones(3, 4)}
+    save = (lambda: store.save_predictions(KEY, good)) if kind == "predictions" else \
+        (lambda: store.save_checkpoint(KEY, state, bound(label="m")))
+    save()
+    corrupt = next(p for p in store.paths(KEY) if p.suffix in (".h5", ".safetensors"))
+    data = bytearray(corrupt.read_bytes())
+    data[-16] ^= 0xFF  # inside the logits / the weights: only the checksum can tell
+    corrupt.write_bytes(bytes(data))
+    reader = "read_h5" if kind == "predictions" else "read_file"
+    real = getattr(store_module, reader)
+    calls = []
+
+    def b_acts_meanwhile(path, *args):
+        out = real(path, *args)
+        if path == corrupt and not calls:  # A has read the corrupt bytes; now B replaces the entry
+            calls.append(path)
+            other = Store(tmp_path)
+            other.quarantine(KEY, "found corrupt by B")
+            (other.save_predictions(KEY, good) if kind == "predictions" else
+             other.save_checkpoint(KEY, state, bound(label="m")))
+        return out
+
+    monkeypatch.setattr(store_module, reader, b_acts_meanwhile)
+    if kind == "predictions":
+        assert np.array_equal(store.load_predictions(KEY).logits, good.logits)
+    else:
+        assert torch.equal(store.load_checkpoint(KEY)[0]["w"], state["w"])
+    assert calls and store.has(KEY)
+    assert len(list((tmp_path / "quarantine").iterdir())) == 1  # B's: the corrupt entry only
+
+
 @pytest.mark.parametrize("failure", [OSError(24, "Too many open files"), OSError(116, "Stale file handle"),
                                      PermissionError(13, "Permission denied")])
 def test_a_failure_of_the_machine_leaves_an_intact_entry_in_place(tmp_path, monkeypatch, failure):
