@@ -515,6 +515,7 @@ def report(
     from rbench.report.reporters import renders_text
     from rbench.report.tidy import outcomes_gone, read_outcomes
     from rbench.results import RunResults
+    from rbench.rundir import writing_into
 
     results = RunResults.read(run_dir)
     read_outcomes(run_dir, results)  # the rate cells' values checked against their per-sample outcomes
@@ -528,7 +529,8 @@ def report(
     folder = run_dir if run_dir.is_dir() else run_dir.parent
     read = _store(store or results.provenance.get("store"), writes=False)
     read.expect(results.entry_checksums())  # figures from the entries the run's cells came from, or an error
-    written = reporter.write(results, folder, read)
+    with writing_into(folder, "run folder"):
+        written = reporter.write(results, folder, read)
     for path in written:
         print(f"wrote {path}")
     if not written:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from rbench.errors import RbenchError
 from rbench.results import WRITING_MARK
@@ -39,6 +42,29 @@ RUN_MARKS = ("results.json", OUTPUTS_FILE, WRITING_MARK)
 #: its contents out): they do not make a folder someone else's
 IGNORED_HIDDEN = frozenset({".DS_Store", ".directory", ".localized", ".gitignore", ".gitkeep", ".keep",
                             ".ipynb_checkpoints"})
+
+
+#: held (flock) by the one rbench process writing into a run folder: a run for its whole length, ``rbench report``
+#: while it draws; left in place after (removing a lock file another process may have opened would let two hold it)
+LOCK_FILE = ".rbench-lock"
+
+
+@contextlib.contextmanager
+def writing_into(run_dir: Path, option: str = "--run-dir") -> Iterator[None]:
+    """Hold ``run_dir``'s :data:`LOCK_FILE` inside the block; another process holding it is a one-line
+    :class:`RbenchError` naming ``option`` (two runs writing one folder deleted each other's files and records)."""
+    lock = FileLock(run_dir / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RbenchError(f"{option} {run_dir}: another rbench run or report is writing into it; wait for it to "
+                          "end, or give another folder") from None
+    except OSError as exc:
+        raise RbenchError(f"{option} {run_dir}: {_why(exc)}") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def remove_previous_outputs(run_dir: Path, keep: set[str]) -> None:
@@ -151,7 +177,11 @@ def check_run_dir(path: Path, store_root: Path, option: str = "--run-dir", own: 
 
 
 def remove_folders(folders: list[Path]) -> None:
-    """Remove ``folders`` (made by :func:`prepare_run_dir`, deepest first) as far as they are empty."""
+    """Remove ``folders`` (made by :func:`prepare_run_dir`, deepest first) as far as they are empty (but for the
+    :data:`LOCK_FILE` of the run that made them)."""
+    if folders:
+        with contextlib.suppress(OSError):
+            (folders[0] / LOCK_FILE).unlink(missing_ok=True)
     for folder in folders:
         try:
             folder.rmdir()

@@ -37,6 +37,7 @@ from rbench.rundir import (
     remove_folders,
     remove_previous_outputs,
     write_output,
+    writing_into,
 )
 from rbench.specs import TrainSpec
 from rbench.store import Store
@@ -68,8 +69,12 @@ class RunOutcome:
 
 
 def default_run_dir(suite_name: str) -> Path:
+    """``runs/<suite>-<date>-<time>``, with ``-2``, ``-3`` ... after it where that folder exists already (two runs
+    started in one second; the second would otherwise be refused: :func:`rbench.rundir.writing_into`)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{suite_name}-{stamp}"
+    base = Path("runs") / f"{suite_name}-{stamp}"
+    return next(path for n in range(1, 10_000)
+                if not (path := base if n == 1 else base.with_name(f"{base.name}-{n}")).exists())
 
 
 def select_tables(suite: Suite, only: list[str] | None, path: str | Path) -> Suite:
@@ -135,15 +140,16 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     check_run_dir(run_dir, store.root, option, own)
     store.check_is_store()  # a mistyped --store never gets a store's folders among someone else's files
     plan = suite_plan(suite, only)
-    data_checked = not store.root.exists()
-    if data_checked:  # everything is to compute: check its data before the store is made
-        prepare_data(list(plan.jobs.values()))
-    store.ensure_writable()
     created = prepare_run_dir(run_dir, option)
     try:
-        return _run(suite, plan, profile, store, run_dir, devices, n_workers, executor, console, quiet,
-                    suite.job_timeout if job_timeout is None else job_timeout, started, only, executor_params,
-                    data_checked, resolved=resolved, digests=digests)
+        with writing_into(run_dir, option):  # before the store is made: a folder in use is bad input too
+            data_checked = not store.root.exists()
+            if data_checked:  # everything is to compute: check its data before the store is made
+                prepare_data(list(plan.jobs.values()))
+            store.ensure_writable()
+            return _run(suite, plan, profile, store, run_dir, devices, n_workers, executor, console, quiet,
+                        suite.job_timeout if job_timeout is None else job_timeout, started, only, executor_params,
+                        data_checked, resolved=resolved, digests=digests)
     except BaseException:
         remove_folders(created)  # a run stopped before it wrote anything leaves no empty folders behind
         raise
@@ -343,7 +349,7 @@ def write_run_dir(results: RunResults, run_dir: Path, store: Store, resolved: st
         except Exception as exc:
             notes.append(f"reporter {reporter.name!r}: {type(exc).__name__}: {exc}")
     record_outputs(run_dir, written)
-    marker.unlink()
+    marker.unlink(missing_ok=True)
     return notes
 
 

@@ -350,6 +350,38 @@ def test_a_run_folder_is_new_empty_or_an_earlier_runs(capsys, tmp_path, tiny_sui
     assert code == 0, err
 
 
+def test_a_run_folder_another_process_writes_into_is_refused_before_any_work(capsys, tmp_path, tiny_suite,
+                                                                             monkeypatch):
+    """Two runs writing one folder deleted each other's files and records (the second failed at the end on the
+    first's marker); a run, or rbench report, finding the folder's lock held is one line, exit 2, and makes no
+    store. Two runs of one suite started in one second get two default folders."""
+    import subprocess
+    import sys
+
+    from rbench.runner import default_run_dir
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    hold = (f"import time; from filelock import FileLock; lock = FileLock({str(folder / '.rbench-lock')!r}); "
+            "lock.acquire(); print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, err = cli_in_process(capsys, "run", str(tiny_suite), "--run-dir", str(folder), "--store",
+                                   str(tmp_path / "store"))
+        assert code == 2 and err.strip() == (f"rbench: error: --run-dir {folder}: another rbench run or report is "
+                                             "writing into it; wait for it to end, or give another folder"), err
+        assert not (tmp_path / "store").exists() and sorted(p.name for p in folder.iterdir()) == [".rbench-lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.chdir(tmp_path)  # default folders go under ./runs
+    first = default_run_dir("tiny")
+    first.mkdir(parents=True)
+    second = default_run_dir("tiny")
+    assert second != first and second.name.startswith(first.name[:len("tiny-20261202-0000")])
+
+
 def test_cache_verify_and_gc_touch_only_a_stores_own_files(capsys, tmp_path, tiny_suite):
     """--store aimed at another folder holding objects/: verify moved its files to a quarantine and gc deleted
     them. A folder that is not a store is refused; in a store, files not named as entries are never touched."""
