@@ -75,12 +75,12 @@ AddressOpt = Annotated[str | None, typer.Option(
     "started for the run on --device/--workers)")]
 GpuFractionOpt = Annotated[float | None, typer.Option(
     "--gpu-fraction", help="ray: the share of a GPU each attack or evaluation job asks for, in [0.0001, 1] "
-    "(training jobs take a whole GPU; default 1)")]
+    "(training and transform jobs take a whole GPU; default 1)")]
 MaxRetriesOpt = Annotated[int | None, typer.Option(
     "--max-retries", help="ray: times a job whose worker or node died is run again before it fails (default 3)")]
 NumCpusOpt = Annotated[float | None, typer.Option(
-    "--num-cpus", help="ray: CPUs each job asks for, at least 0.0001 and at most a node's (on a cluster also its "
-    "torch threads, which the numbers' last bits depend on; default 1)")]
+    "--num-cpus", help="ray, with --address: CPUs each job asks for, at least 0.0001 and at most a node's, also "
+    "its torch threads, which the numbers' last bits depend on (default 1)")]
 
 
 def _executor_options(address: str | None, gpu_fraction: float | None, num_cpus: float | None,

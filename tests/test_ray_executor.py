@@ -100,8 +100,11 @@ def test_a_private_instance_leaves_the_environment_as_it_found_it(monkeypatch):
 
 def test_options_are_validated_and_rbench_settings_reach_the_tasks(monkeypatch):
     executor, params = configure("ray", {"--gpu-fraction": 0.5, "--address": None, "--max-retries": 1,
-                                         "--num-cpus": 2.0})
-    assert executor.name == "ray" and params == RayParams(gpu_fraction=0.5, max_retries=1, num_cpus=2)
+                                         "--num-cpus": 1.0})
+    assert executor.name == "ray" and params == RayParams(gpu_fraction=0.5, max_retries=1, num_cpus=1)
+    with pytest.raises(RbenchError, match=r"^--num-cpus 2: sizes the jobs on a cluster \(--address\); on the Ray "
+                                          "instance rbench starts for a run, --workers jobs run at once"):
+        configure("ray", {"--num-cpus": 2.0})  # it had no effect there
     for options, message in (({"--gpu-fraction": 0.0}, "--gpu-fraction 0.0: Input should be greater than or equal "
                                                         "to 0.0001"),
                              ({"--num-cpus": 0.0}, "--num-cpus 0.0: Input should be greater than or equal to 0.0001"),
@@ -149,7 +152,8 @@ def test_bad_options_stop_the_run_before_any_work(tiny_suite, tmp_path, capsys, 
              (["--executor", "ray", "--address", f"127.0.0.1:{http_port}"],
               f"something answers at 127.0.0.1:{http_port}, but not a Ray cluster"),
              (["--executor", "ray", "--address", f"127.0.0.1:{port}"], f"no Ray cluster answers at 127.0.0.1:{port}"),
-             (["--executor", "ray", "--address", "nonsense"], "--address 'nonsense': give HOST:PORT"))
+             (["--executor", "ray", "--address", "nonsense"], "--address 'nonsense': give HOST:PORT"),
+             (["--executor", "ray", "--address", "127.0.0.1:99999"], "port 99999 is out of range (1-65535)"))
     for args, message in cases:
         started = time.monotonic()
         code, err = cli_in_process(capsys, "run", str(tiny_suite), "--store", str(tmp_path / "store"), "--run-dir",
@@ -207,6 +211,17 @@ def _ray_run(cluster, suite, store: Path, run_dir: Path, *extra: str, env: dict 
     address, ray_env = cluster
     return rbench("run", str(suite), "--store", str(store), "--run-dir", str(run_dir), "-q", "--executor", "ray",
                   "--address", address, *extra, env={**ray_env, **(env or {})})
+
+
+def test_a_cluster_that_cannot_take_the_run_refuses_it_before_the_store_is_made(cluster, tiny_reference, tmp_path):
+    """The cluster is joined while the options are checked: a job size no node holds (as a token the cluster wants)
+    is one line, exit 2, with no store and no run folder made (it came after the store's folders)."""
+    suite = tiny_reference[0]
+    out = _ray_run(cluster, suite, tmp_path / "store", tmp_path / "run", "--num-cpus", "64")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == ("rbench: error: --num-cpus 64: no node of the Ray cluster has 64 "
+                                                   "CPUs (the largest has 2 CPUs): its jobs would wait for ever")
+    assert not (tmp_path / "store").exists() and not (tmp_path / "run").exists()
 
 
 def _jobs(run_dir: Path) -> dict:

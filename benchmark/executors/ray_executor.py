@@ -78,7 +78,7 @@ class RayParams(BaseModel):
     address: str | None = None
     #: the share of one GPU an attack or evaluation job asks for (training jobs take a whole GPU)
     gpu_fraction: Annotated[float, Field(ge=RESOURCE_STEP, le=1, allow_inf_nan=False)] = 1.0
-    #: CPUs each job asks for (on a cluster, its torch threads; on a Ray instance of the run, as local workers)
+    #: CPUs each job asks for on a cluster, and its torch threads (without ``address``: refused, see ``check``)
     num_cpus: Annotated[float, Field(ge=RESOURCE_STEP, allow_inf_nan=False)] = 1.0
     #: times a job whose worker or node died is run again before it fails
     max_retries: Annotated[int, Field(ge=0, le=100)] = 3
@@ -175,6 +175,8 @@ def check_address(address: str) -> None:
     host, sep, port = target.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
         raise RbenchError(f"--address {address!r}: give HOST:PORT of the Ray head node, or auto")
+    if not 0 < int(port) < 65536:
+        raise RbenchError(f"--address {address}: port {port} is out of range (1-65535)")
     try:
         if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # a TLS server: a bare connect only
             with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
@@ -393,9 +395,24 @@ class RayExecutor(Executor):
     Params = RayParams
 
     def check(self, params: RayParams) -> None:
-        _import_ray()
-        if params.address is not None:
-            check_address(params.address)
+        """An ``--address`` that answers is joined and left here, before the store or the run folder is made: a
+        cluster that refuses the run (a token it wants, no node with ``--num-cpus``) is bad input, one line.
+        (:meth:`run` joins again: a connection kept from here would outlive a run stopped before it computes.)"""
+        ray = _import_ray()
+        if params.address is None:
+            if params.num_cpus != RayParams().num_cpus:  # the run's own instance runs --workers jobs at once
+                raise RbenchError(f"--num-cpus {params.num_cpus:g}: sizes the jobs on a cluster (--address); on the "
+                                  "Ray instance rbench starts for a run, --workers jobs run at once, with the local "
+                                  "executor's threads each")
+            return
+        check_address(params.address)
+        if ray.is_initialized():  # a program using rbench's API connected Ray itself: its cluster, its checks
+            return
+        self._connect(ray, params, [], 1, None)
+        try:
+            check_fits(ray.nodes(), params, ray.cluster_resources().get("GPU", 0) > 0)
+        finally:
+            ray.shutdown()
 
     def capacity(self, params: RayParams, devices: list[str], workers: int) -> str:
         if params.address is None:
