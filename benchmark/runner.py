@@ -221,7 +221,7 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
             jobs={k: {"label": r.label, "status": r.status, "seconds": round(r.seconds, 3), "device": r.device,
                       "error": r.error, "deps": list(plan.jobs[k].deps),
                       **({"computed": computed_where(store, k)} if r.status == "cached" else {}),
-                      **({"sha256": store.checksum(k)} if r.status in ("done", "cached") else {})}
+                      **({"sha256": store.read_checksum(k)} if r.status in ("done", "cached") else {})}
                   for k, r in job_results.items()},
         )
         problems = write_run_dir(results, run_dir, store, resolved)

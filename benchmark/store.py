@@ -979,7 +979,10 @@ class Store:
     def entry(self, key: str) -> Entry:
         """Summary of ``key`` (reads only metadata, not the arrays)."""
         paths = tuple(self.paths(key))
-        size = sum(p.lstat().st_size for p in paths)
+        size = 0
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):  # removed since it was listed (a gc, a quarantine)
+                size += path.lstat().st_size
         meta = self.recorded_meta(key)
         kind = meta.get("kind", "incomplete" if not self.has(key) else "unreadable")
         provenance = meta.get("provenance")

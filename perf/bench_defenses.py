@@ -72,8 +72,8 @@ def pgd_runner(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: 
         success = []
         for start in range(0, len(x), batch):
             xb = x[start:start + batch].to(device).contiguous(memory_format=layout)
-            success.append(attack.run(model, xb, y[start:start + batch].to(device), params,
-                                      generator=generator).success)
+            yb = y[start:start + batch].to(device)
+            success.append(attack.run(model, xb, yb, params, generator=generator).success_on(model, yb))
         return torch.cat(success)
 
     return run

@@ -3,9 +3,9 @@
 For the quickstart's MLP (256-256, ReLU) and LeNet (20-50 channels, 500 hidden), built through the model
 plugins and trained briefly on real MNIST in fp32 (training is always fp32), the engine's ``pgd`` plugin attacks
 the same N test images (Linf, eps ``--eps``, ``--steps`` steps, random start from the same seeded generator) the
-way an attack job does: the batched loop :func:`rbench.attack_loop.attack_in_batches`, each batch in the model's
-memory format and run, with its output checked by :func:`rbench.contract.check_attack_output` (float32, box,
-budget, success flags re-predicted), inside :func:`rbench.precision.autocast`.
+way an attack job does: the engine's loop (:func:`rbench.attack_loop.slice_batches` and ``attack_in_batches``),
+each batch in the model's memory format, run and checked by :func:`rbench.contract.check_attack_output`
+(float32, box, budget, the success flags), inside :func:`rbench.precision.autocast`.
 
 Reported per model and precision: samples/s (best of ``--repeats`` timed runs after a one-batch warm-up, repeats
 interleaved across precisions), the speed ratio ``fp32 time / precision time`` (> 1: faster than fp32), the
@@ -29,9 +29,7 @@ from pathlib import Path
 import torch
 from common import add_setup_options, fit, measured_on, mnist, print_table, setup, summarize_times, sync
 
-from rbench.attack import AttackOutput
-from rbench.attack_loop import attack_in_batches
-from rbench.contract import check_attack_output
+from rbench.attack_loop import attack_in_batches, slice_batches
 from rbench.inputs import memory_format
 from rbench.plugins import get_plugin
 from rbench.precision import PRECISIONS, autocast
@@ -86,19 +84,10 @@ def attack_job(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params:
     """What an attack job computes (:func:`rbench.jobs.run_attack`, without the store): (x_adv, success)."""
     attack = get_plugin("attack", "pgd")
     p = attack.Params.model_validate(params, strict=True)
-    budget = attack.budget(p)
     generator = torch.Generator(device=device).manual_seed(seed)
-    layout = memory_format(model)
-
-    def one_batch(start: int, stop: int) -> AttackOutput:
-        xb = x[start:stop].to(device).contiguous(memory_format=layout)
-        yb = y[start:stop].to(device)
-        with autocast(precision, device):
-            out = attack.run(model, xb, yb, p, generator=generator)
-            check_attack_output(attack.name, out, xb, budget, model, yb, start)
-        return out
-
-    done = attack_in_batches(len(x), batch, one_batch)
+    one_batch = slice_batches(attack, p, model, model, x, y, device=device, generator=generator,
+                              precision=precision)
+    done = attack_in_batches(len(x), batch, one_batch, generator=generator)
     return done.x_adv, done.success
 
 
