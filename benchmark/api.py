@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from rbench.own_model import (
 from rbench.precision import check_precision
 from rbench.report.terminal import output_console
 from rbench.results import RESULTS_FILE, RunResults
-from rbench.rundir import check_run_dir, prepare_run_dir, remove_folders
+from rbench.rundir import check_run_dir, prepare_run_dir, remove_folders, writing_into
 from rbench.runner import RunOutcome, default_run_dir, run_suite
 from rbench.store import Store
 from rbench.suite import load_suite
@@ -76,27 +76,37 @@ def run_generated(doc: dict[str, Any], run_dir: Path | None, *, header: str, sto
     path = run_dir / SUITE_FILE
     draft = run_dir / f".{SUITE_FILE}.{uuid.uuid4().hex[:12]}"  # a suite.toml already there stays until this passes
     try:
-        write_suite(doc, draft, header)
-        try:
-            load_suite(draft)
-        except RbenchError as exc:  # name what the user gave, not a draft that is about to go (as given or absolute)
-            message = str(exc)
-            for spelling in (str(draft.absolute()), str(draft.resolve()), str(draft)):
-                message = message.replace(spelling, "the suite rbench eval generates")
-            raise RbenchError(message) from None
-        os.replace(draft, path)
-        return run_suite(path, profile=None, store=store, run_dir=run_dir, device=device, workers=workers,
-                         executor=executor, console=console, quiet=quiet, job_timeout=job_timeout,
-                         executor_options=executor_options, own=(SUITE_FILE,))
-    except RbenchError:  # refused before any work (missing data, ...): no run folder was made
-        draft.unlink(missing_ok=True)
+        with writing_into(run_dir, new=bool(created)):  # a run's folder in use: its suite.toml is not this one's
+            try:
+                return _write_and_run(doc, draft, path, header, lambda: run_suite(
+                    path, profile=None, store=store, run_dir=run_dir, device=device, workers=workers,
+                    executor=executor, console=console, quiet=quiet, job_timeout=job_timeout,
+                    executor_options=executor_options, own=(SUITE_FILE,)))
+            except BaseException as exc:  # refused before any work (missing data, ...): no suite file left
+                draft.unlink(missing_ok=True)
+                if isinstance(exc, RbenchError) and created and not (run_dir / RESULTS_FILE).exists():
+                    path.unlink(missing_ok=True)
+                raise
+    except RbenchError:  # and no run folder, but one another run holds (refused: its files are not ours)
         if created and not (run_dir / RESULTS_FILE).exists():
-            path.unlink(missing_ok=True)
             remove_folders(created)
         raise
-    except BaseException:
-        draft.unlink(missing_ok=True)
-        raise
+
+
+def _write_and_run(doc: dict[str, Any], draft: Path, path: Path, header: str, run: Callable[[], RunOutcome]
+                   ) -> RunOutcome:
+    """:func:`run_generated`'s work in its folder's lock: ``doc`` written to ``draft``, checked, moved to ``path``,
+    then ``run()``."""
+    write_suite(doc, draft, header)
+    try:
+        load_suite(draft)
+    except RbenchError as exc:  # name what the user gave, not a draft that is about to go (as given or absolute)
+        message = str(exc)
+        for spelling in (str(draft.absolute()), str(draft.resolve()), str(draft)):
+            message = message.replace(spelling, "the suite rbench eval generates")
+        raise RbenchError(message) from None
+    os.replace(draft, path)
+    return run()
 
 
 @dataclass

@@ -129,9 +129,9 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutput
                         **where), None
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r}: "
                                                         f"{type(exc).__name__}: {exc}", **where), None
-    broken += [failed[k] for k in data.used if k in failed and failed[k] not in broken]
-    if broken:  # it read an output whose job failed in this run (stored anyway, by an executor or another run)
-        return Cell(row, column, None, data.used, error=broken[0], **where), None
+    read = [failed[k] for k in dict.fromkeys(data.used) if k in failed]
+    if read:  # it read an output whose job failed in this run (stored anyway, by an executor or another run)
+        return Cell(row, column, None, data.used, error=read[0], **where), None
     estimate = value if isinstance(value, Estimate) else None
     number = float(estimate) if estimate is not None else metric_number(value)
     if value is not None and number is None:

@@ -119,8 +119,9 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
         # DefenseModule.normal/uniform) changes its answer between two passes, whatever the attack did
         hint = "; or a defense of the model is randomized without declaring it (rbench.testing.check_defense " \
                "finds that)" if getattr(model, "stages", None) else ""
+        flags = "success flags" if out.success is not None else "predictions of the model as it saw it"
         raise PluginContractError(
-            f"attack {name!r}: {len(mismatch)} success flags disagree with the model's prediction "
+            f"attack {name!r}: {len(mismatch)} {flags} disagree with the model's prediction "
             f"(first: sample {offset + int(mismatch[0])}){hint}")
     return success
 

@@ -124,7 +124,8 @@ def _check_value(name: str, what: str, value: Any) -> None:
 def check_metric(name: str, params: dict[str, Any] | Any, *, attack: str = "fgsm",
                  attack_params: dict[str, Any] | None = None) -> MetricReport:
     """Assert the conformance of the installed metric plugin ``name`` with ``params`` (a dict or its Params) on
-    the kit's clean cell and on a cell under the built-in ``attack`` (default FGSM, eps 0.1). Raises
+    the kit's clean cell and on a cell under the built-in ``attack`` (default FGSM, eps 0.1), run as a suite runs it
+    (an attack breaking its own contract raises its :class:`rbench.errors.PluginContractError`). Raises
     ``AssertionError`` naming the problem; ``TypeError`` for a metric whose params name things of a suite."""
     from rbench.attack_loop import attack_in_batches, slice_batches
     from rbench.testing import reference_data, reference_model

@@ -50,10 +50,13 @@ LOCK_FILE = ".rbench-lock"
 
 
 @contextlib.contextmanager
-def writing_into(run_dir: Path, option: str = "--run-dir") -> Iterator[None]:
-    """Hold ``run_dir``'s :data:`LOCK_FILE` inside the block; another process holding it is a one-line
-    :class:`RbenchError` naming ``option`` (two runs writing one folder deleted each other's files and records)."""
-    lock = FileLock(run_dir / LOCK_FILE)
+def writing_into(run_dir: Path, option: str = "--run-dir", *, new: bool = False) -> Iterator[None]:
+    """Hold ``run_dir``'s :data:`LOCK_FILE` inside the block (again, in a process that holds it: ``rbench eval``
+    writes its suite into the folder, then runs it); another process holding it is a one-line
+    :class:`RbenchError` naming ``option`` (two runs writing one folder deleted each other's files and records).
+    ``new``: the folder was made for this block, and goes if the block fails before writing into it
+    (:func:`remove_folders`): its lock file is removed then, by its holder, before it lets go."""
+    lock = FileLock(run_dir / LOCK_FILE, is_singleton=True)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -63,6 +66,10 @@ def writing_into(run_dir: Path, option: str = "--run-dir") -> Iterator[None]:
         raise RbenchError(f"{option} {run_dir}: {_why(exc)}") from None
     try:
         yield
+    except BaseException:
+        if new and lock.lock_counter == 1 and {p.name for p in run_dir.iterdir()} == {LOCK_FILE}:
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        raise
     finally:
         lock.release()
 
@@ -177,11 +184,7 @@ def check_run_dir(path: Path, store_root: Path, option: str = "--run-dir", own: 
 
 
 def remove_folders(folders: list[Path]) -> None:
-    """Remove ``folders`` (made by :func:`prepare_run_dir`, deepest first) as far as they are empty (but for the
-    :data:`LOCK_FILE` of the run that made them)."""
-    if folders:
-        with contextlib.suppress(OSError):
-            (folders[0] / LOCK_FILE).unlink(missing_ok=True)
+    """Remove ``folders`` (made by :func:`prepare_run_dir`, deepest first) as far as they are empty."""
     for folder in folders:
         try:
             folder.rmdir()

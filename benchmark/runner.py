@@ -142,7 +142,8 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     plan = suite_plan(suite, only)
     created = prepare_run_dir(run_dir, option)
     try:
-        with writing_into(run_dir, option):  # before the store is made: a folder in use is bad input too
+        with writing_into(run_dir, option, new=bool(created)):  # before the store is made: a folder in use is
+            # bad input too
             data_checked = not store.root.exists()
             if data_checked:  # everything is to compute: check its data before the store is made
                 prepare_data(list(plan.jobs.values()))

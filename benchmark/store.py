@@ -676,7 +676,8 @@ class Store:
             self._remember(key, ".h5", _signature(path.lstat()), str(arrays_digest(arrays, meta_json)))
 
     def _load_h5(self, key: str, parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any], kind: str) -> Any:
-        """The HDF5 entry ``key`` parsed by ``parse(arrays, meta)``, every check passed (else CorruptEntry)."""
+        """The HDF5 entry ``key`` parsed by ``parse(arrays, meta)``, every check passed (else CorruptEntry); a sound
+        entry of another kind than ``kind`` is a ValueError (the caller's mistake: it stays)."""
         return self._reread(key, lambda k, judged: self._read_h5(k, parse, kind, judged))
 
     def _read_h5(self, key: str, parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any], kind: str,

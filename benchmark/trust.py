@@ -74,10 +74,12 @@ def checked_reports(plan: Plan, store: Store, reported: dict[str, JobResult], ob
     """``reported`` (an executor's results), every job it says is ``done`` checked as a stored entry is
     (:func:`rbench.gates.check_stored`, under the job's lock), so that no executor gets an unchecked output into
     a table: one written without :func:`rbench.execution.compute` (whose lock, re-check and gates it skipped) that
-    fails is quarantined and its job failed, naming the problem; a job made from such an output is skipped.
-    Outputs :func:`~rbench.execution.compute` made pass from their gate memo (the file hashed once). One the
-    driver does not see (a cluster's shared filesystem may lag) or cannot read stays done: the tables read every
-    output, and one missing makes its cells errors."""
+    fails is quarantined and its job failed, naming the problem; a job made from such an output is skipped (the
+    observers, told it was done, hear a warning of each). Sets and predictions
+    :func:`~rbench.execution.compute` made pass from their gate memo (each file hashed once); a checkpoint, which
+    has no memo, is read again and its network built (on the CPU). One the driver does not see (a cluster's shared
+    filesystem may lag) or cannot read stays done: the tables read every output, and one missing makes its cells
+    errors."""
     out = dict(reported)
     failed: set[str] = set()
     for job in plan.jobs.values():  # the plan's order: every job after its inputs
@@ -87,6 +89,7 @@ def checked_reports(plan: Plan, store: Store, reported: dict[str, JobResult], ob
         bad_input = next((dep for dep in job.deps if dep in failed), None)
         if bad_input is not None:
             error = f"{job.label}: its input {plan.jobs[bad_input].label!r} failed its checks"
+            observer.warning(f"{error}: not used", job)
             out[job.key] = JobResult(job.key, job.label, "skipped", result.seconds, result.device, error)
             failed.add(job.key)
             continue

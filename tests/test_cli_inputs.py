@@ -375,11 +375,48 @@ def test_a_run_folder_another_process_writes_into_is_refused_before_any_work(cap
     finally:
         holder.kill()
         holder.wait()
+    import datetime
+
+    import rbench.runner
+
+    class Frozen(datetime.datetime):  # two runs in one second
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 2, 8, 30, 0)
+
+    monkeypatch.setattr(rbench.runner._dt, "datetime", Frozen)
     monkeypatch.chdir(tmp_path)  # default folders go under ./runs
     first = default_run_dir("tiny")
+    assert first == Path("runs") / "tiny-20261202-083000"
     first.mkdir(parents=True)
-    second = default_run_dir("tiny")
-    assert second != first and second.name.startswith(first.name[:len("tiny-20261202-0000")])
+    assert default_run_dir("tiny") == Path("runs") / "tiny-20261202-083000-2"
+
+
+def test_eval_into_a_run_folder_in_use_leaves_that_runs_suite_alone(capsys, own_model):
+    """rbench eval writes its suite into the folder before it runs it: into a folder another run writes, it is
+    refused before that, and the other run's suite.toml stays."""
+    import subprocess
+    import sys
+
+    folder = own_model / "busy"
+    folder.mkdir()
+    (folder / "suite.toml").write_text("# the running eval's suite\n")
+    (folder / "results.json").write_text("{}")
+    hold = (f"import time; from filelock import FileLock; lock = FileLock({str(folder / '.rbench-lock')!r}); "
+            "lock.acquire(); print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, err = cli_in_process(capsys, "eval", f"{own_model}/nets.py:Net", "--weights",
+                                   str(own_model / "good.safetensors"), "--n", "10", "--attack", "fgsm:eps=0.1",
+                                   "--run-dir", str(folder), "--store", str(own_model / "store"), "-q")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2 and "another rbench run or report is writing into it" in err and err.count("\n") == 1, err
+    assert (folder / "suite.toml").read_text() == "# the running eval's suite\n"
+    assert sorted(p.name for p in folder.iterdir()) == [".rbench-lock", "results.json", "suite.toml"]
+    assert not (own_model / "store").exists()
 
 
 def test_cache_verify_and_gc_touch_only_a_stores_own_files(capsys, tmp_path, tiny_suite):

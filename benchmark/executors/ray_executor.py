@@ -76,7 +76,7 @@ class RayParams(BaseModel):
     #: the Ray cluster to run on: HOST:PORT of its head, or ``auto`` (the cluster started on this machine, or
     #: ``RAY_ADDRESS``); None: start a Ray instance for this run, sized by ``--device`` and ``--workers``
     address: str | None = None
-    #: the share of one GPU an attack or evaluation job asks for (training jobs take a whole GPU)
+    #: the share of one GPU an attack or evaluation job asks for (training and transform jobs take a whole GPU)
     gpu_fraction: Annotated[float, Field(ge=RESOURCE_STEP, le=1, allow_inf_nan=False)] = 1.0
     #: CPUs each job asks for on a cluster, and its torch threads (without ``address``: refused, see ``check``)
     num_cpus: Annotated[float, Field(ge=RESOURCE_STEP, allow_inf_nan=False)] = 1.0
@@ -176,7 +176,7 @@ def check_address(address: str) -> None:
     if not sep or not host or not port.isdigit():
         raise RbenchError(f"--address {address!r}: give HOST:PORT of the Ray head node, or auto")
     if not 0 < int(port) < 65536:
-        raise RbenchError(f"--address {address}: port {port} is out of range (1-65535)")
+        raise RbenchError(f"--address {address!r}: port {port} is out of range (1-65535)")
     try:
         if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # a TLS server: a bare connect only
             with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
