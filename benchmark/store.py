@@ -318,18 +318,21 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
         raise StoreWriteError(f"cannot write {path.name} to the store: {exc.strerror or exc}") from None
 
 
+#: a file's (inode, modification time, size, change time): :func:`_signature`
+Signature = tuple[int, int, int, int]
 #: the signatures of an entry's files by name (:meth:`Store.signatures`)
-Judged = dict[str, tuple[int, int, int]]
+Judged = dict[str, Signature]
 #: reads of an entry that another process replaced while it was read, before the last one's failure stands
 READ_ATTEMPTS = 3
 
 
-def _signature(stat: os.stat_result) -> tuple[int, int, int]:
-    """What tells one version of a file from another: a store file is only ever replaced by a rename."""
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+def _signature(stat: os.stat_result) -> Signature:
+    """What tells one version of a file from another: a store file is only ever replaced by a rename (a new inode);
+    an edit in place changes the change time, which, unlike the modification time, nothing can set back."""
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size, stat.st_ctime_ns
 
 
-def _file_digest(path: Path) -> tuple[str, tuple[int, int, int]] | None:
+def _file_digest(path: Path) -> tuple[str, Signature] | None:
     """SHA-256 of the bytes of the regular file at ``path`` and the signature of the file they were read from
     (None: no such file, or a link, which is never followed)."""
     try:
@@ -469,9 +472,9 @@ class Store:
 
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root is not None else default_root()
-        self._loaded: OrderedDict[str, tuple[dict[str, np.ndarray], str, tuple[int, int, int], str]] = OrderedDict()
+        self._loaded: OrderedDict[str, tuple[dict[str, np.ndarray], str, Signature, str]] = OrderedDict()
         #: key -> (the file it was read from: ".json" sidecar or ".h5", that file's signature, its checksum)
-        self._digests: OrderedDict[str, tuple[str, tuple[int, int, int], str]] = OrderedDict()
+        self._digests: OrderedDict[str, tuple[str, Signature, str]] = OrderedDict()
         #: key -> the checksum a finished run recorded for it (:meth:`expect`)
         self._expected: dict[str, str] = {}
         #: when this store was opened (a run's start): only quarantines since then explain a missing entry
@@ -719,7 +722,7 @@ class Store:
         self._remember(key, ".h5", _signature(stat), str(expected))
         return value
 
-    def _remember(self, key: str, suffix: str, signature: tuple[int, int, int], digest: str) -> None:
+    def _remember(self, key: str, suffix: str, signature: Signature, digest: str) -> None:
         """Keep the checksum of ``key``, just verified, read from its file ``suffix`` of that signature."""
         self._digests[key] = (suffix, signature, digest)
         self._digests.move_to_end(key)

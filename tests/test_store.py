@@ -199,6 +199,29 @@ def test_cache_ls_does_not_read_through_a_link_out_of_the_store(tmp_path):
     assert entry.kind == "unreadable" and entry.label != "test set"
 
 
+def test_an_edit_in_place_that_sets_the_modification_time_back_is_still_seen(tmp_path):
+    """A file read once is served from memory while its signature stands: an edit in place of the same size whose
+    modification time is set back (os.utime) changed only the change time, which the signature now holds."""
+    import os
+
+    store = Store(tmp_path)
+    pred = Predictions(np.random.default_rng(1).random((400, 10), dtype=np.float32), np.arange(400) % 10,
+                       np.arange(400), bound())
+    store.save_predictions(KEY, pred)
+    store.load_predictions(KEY)  # read, verified, kept
+    path = store.paths(KEY)[0]
+    before = path.stat()
+    at = path.read_bytes().find(pred.logits[200].tobytes())
+    with open(path, "r+b") as f:  # the same inode, the same size
+        f.seek(at + 3)
+        byte = f.read(1)
+        f.seek(at + 3)
+        f.write(bytes([byte[0] ^ 1]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(CorruptEntry, match="is corrupt"):  # the chunk's own checksum (fletcher32) sees it first
+        store.load_predictions(KEY)
+
+
 def test_truncated_checkpoint_is_detected(tmp_path):
     store = Store(tmp_path)
     store.save_checkpoint(KEY, {"w": torch.randn(100, 100)}, bound(label="m"))

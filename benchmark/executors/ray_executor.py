@@ -475,16 +475,21 @@ class RayExecutor(Executor):
         # the tasks' own output stays in Ray's session logs: forwarded, it would be printed among the tables on
         # stdout (results and errors come back with each task's result)
         common = {"logging_level": logging.WARNING, "log_to_driver": False}
+        token_note = logging.getLogger("ray._private.authentication.authentication_token_setup")
         try:
             if params.address is not None:
-                ray.init(address=params.address, **common)
+                level = token_note.level
+                token_note.setLevel(logging.ERROR)  # its notice, on every join, that the cluster has a token
+                try:
+                    ray.init(address=params.address, **common)
+                finally:
+                    token_note.setLevel(level)
                 return
             sizes = local_instance(devices, workers, params)
             visible = sizes.pop("cuda_visible_devices")
             before = os.environ.get("CUDA_VISIBLE_DEVICES")
             if visible is not None:
                 os.environ["CUDA_VISIBLE_DEVICES"] = visible
-            token_note = logging.getLogger("ray._private.authentication.authentication_token_setup")
             level = token_note.level
             token_note.setLevel(logging.ERROR)  # its notice that the instance has a token (of the run's own)
             try:  # "local": a new instance, never a cluster ray.init would otherwise find on this machine
