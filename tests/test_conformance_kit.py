@@ -298,6 +298,13 @@ def test_success_and_distortion_among_the_correctly_classified_leave_out_clean_e
     other = CellData("reference", "fgsm", "another", _cell(outputs, "fgsm").keys, outputs, EVALUATION)
     with pytest.raises(ValueError, match="this cell evaluates 'another': use it where the target is the source"):
         SuccessRate().compute(other, AmongParams(among="correct"))
+    # transfer_rate counts the fooled samples; among = "correct" those the target classifies correctly when clean
+    transferred = check_metric("transfer_rate", {}).attacked
+    assert transferred.n == int(success.sum()) and transferred.value == pytest.approx(100)  # the same model
+    assert check_metric("transfer_rate", {"among": "correct"}).attacked.n == int((success & correct).sum())
+    from rbench.plugins.metrics.rates import TransferParams, TransferRate
+
+    assert TransferRate().compute(other, TransferParams(among="correct")).n == int((success & correct).sum())
 
 
 def _adv_set(out, success, x, y):

@@ -87,14 +87,15 @@ def source_flags(cell: CellData) -> np.ndarray:
     return cell.adv.success
 
 
-def clean_correct(cell: CellData) -> np.ndarray:
+def clean_correct(cell: CellData, of_target: bool = False) -> np.ndarray:
     """Per sample of the cell's set, whether its source classified the clean image correctly (from the source's
     outputs on the clean slice: the cell's ``clean`` where the source is the cell's target, as in a white-box
-    table); a ValueError where the cell's target is another model, whose clean outputs would not say."""
+    table); a ValueError where the cell's target is another model, whose clean outputs would not say.
+    ``of_target``: whether the cell's target classified it correctly (any target: the cell's ``clean``)."""
     assert cell.adv is not None
     if cell.adv.generated:
         raise ValueError("among = \"correct\" needs clean images to be classified; a generated set has none")
-    if cell.target != cell.source:
+    if cell.target != cell.source and not of_target:
         raise ValueError(f"among = \"correct\" counts the samples {cell.source!r} classifies correctly when clean; "
                          f"this cell evaluates {cell.target!r}: use it where the target is the source")
     clean = cell.clean
@@ -148,18 +149,35 @@ class SuccessRate(Metric):
         return rate(flags, indices)
 
 
+class TransferParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: which of the samples that fooled the source count: "all" (an image the target misclassifies already
+    #: counts as transferred, as in foolbox), or "correct": those the target classifies correctly when clean
+    among: Literal["all", "correct"] = "all"
+
+
 class TransferRate(Metric):
     """Of the samples that fooled the model the set was crafted on (the source, or under ``threat_model =
-    "transfer"`` a defended source's undefended model), the fraction (%) the target misclassifies too."""
+    "transfer"`` a defended source's undefended model), the fraction (%) the target misclassifies too.
+    ``among = "correct"``: only those the target classifies correctly when clean, so that an image the target
+    gets wrong anyway does not count as a transfer."""
 
     name = "transfer_rate"
+    Params = TransferParams
     label = "transfer rate"
 
-    def compute(self, cell: CellData, params: BaseModel) -> Estimate | None:
+    def cell_problem(self, params: TransferParams, place: CellPlace) -> str | None:
+        if params.among == "correct" and place.attack != "clean" and place.generated:
+            return f"among = \"correct\" needs clean images; attack {place.attack!r} generates its inputs"
+        return None
+
+    def compute(self, cell: CellData, params: TransferParams) -> Estimate | None:
         if cell.adv is None:
             return None
-        fooled = cell.adv.success
-        return rate(~cell.predictions.correct[fooled], cell.predictions.indices[fooled])
+        keep = cell.adv.success.copy()
+        if params.among == "correct":
+            keep &= clean_correct(cell, of_target=True)
+        return rate(~cell.predictions.correct[keep], cell.predictions.indices[keep])
 
 
 class DistortionParams(AmongParams):
