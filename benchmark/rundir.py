@@ -67,8 +67,9 @@ def writing_into(run_dir: Path, option: str = "--run-dir", *, new: bool = False)
     try:
         yield
     except BaseException:
-        if new and lock.lock_counter == 1 and {p.name for p in run_dir.iterdir()} == {LOCK_FILE}:
-            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the block's own error is the one to report
+            if new and lock.lock_counter == 1 and {p.name for p in run_dir.iterdir()} == {LOCK_FILE}:
+                (run_dir / LOCK_FILE).unlink(missing_ok=True)
         raise
     finally:
         lock.release()
