@@ -78,10 +78,11 @@ def check_attack_output(name: str, out: AttackOutput, x: torch.Tensor, budget: B
     if not isinstance(xa, torch.Tensor) or xa.dtype != torch.float32 or xa.shape != x.shape:
         got = f"{getattr(xa, 'dtype', type(xa).__name__)} {tuple(getattr(xa, 'shape', ()))}"
         raise PluginContractError(f"attack {name!r} returned x_adv {got}; expected float32 {tuple(x.shape)}")
-    if not torch.isfinite(xa).all():
-        worst = int((~torch.isfinite(xa)).flatten(1).any(1).nonzero()[0])
-        raise PluginContractError(f"attack {name!r} returned non-finite x_adv (first: sample {offset + worst})")
-    if xa.min() < 0 or xa.max() > 1:
+    lo, hi = torch.aminmax(xa) if xa.numel() else (torch.zeros(()), torch.zeros(()))
+    if not (bool(lo >= 0) and bool(hi <= 1)):  # one pass (a NaN makes both NaN): 25 us, isfinite 290 us (250 images)
+        if not torch.isfinite(xa).all():
+            worst = int((~torch.isfinite(xa)).flatten(1).any(1).nonzero()[0])
+            raise PluginContractError(f"attack {name!r} returned non-finite x_adv (first: sample {offset + worst})")
         worst = int((xa - xa.clamp(0, 1)).abs().flatten(1).amax(1).argmax())
         raise PluginContractError(f"attack {name!r}: x_adv leaves the [0, 1] box (worst sample {offset + worst})")
     if budget is not None:
