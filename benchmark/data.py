@@ -185,11 +185,6 @@ def _verifies(path: Path, expected: str) -> bool:
         return False
 
 
-def _truthy(name: str) -> bool:
-    """:func:`rbench.envflag.flag`, a bad value a :class:`DataError`."""
-    return flag(name, DataError)
-
-
 def data_cache_dir() -> Path:
     """The download cache root: ``$RBENCH_DATA_CACHE`` if set, else ``<user cache dir of rbench>/data``."""
     env = os.environ.get("RBENCH_DATA_CACHE")
@@ -264,7 +259,7 @@ def resolve_file(dataset: str, filename: str) -> Path:
     target = data_cache_dir() / dataset / filename
     if target.is_file() and _verifies(target, expected):
         return target
-    if _truthy("RBENCH_OFFLINE"):
+    if flag("RBENCH_OFFLINE", DataError):
         where = f"in {Path(user_dir) / dataset} or " if user_dir else ""
         raise DataError(
             f"data file {dataset}/{filename} is missing ({where}in the cache {target.parent}) and "

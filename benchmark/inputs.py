@@ -20,7 +20,7 @@ from rbench.errors import DataError, PluginContractError, PluginError
 from rbench.keys import canonical
 from rbench.manager import BUILTIN_DISTRIBUTION, get_registry
 from rbench.specs import Call, DataSlice
-from rbench.store import READ_ATTEMPTS, EntryReplaced, Store
+from rbench.store import Store
 
 
 def plugin_params(kind: str, spec: Call | dict[str, Any]) -> tuple[Any, Any]:
@@ -127,14 +127,8 @@ def load_model(store: Store, key: str, device: torch.device | str) -> torch.nn.M
     """The trained model (or trained defense component) stored under ``key``: on ``device`` in its
     :func:`memory_format`, in eval mode, parameters frozen. Weights that do not fit the network the sidecar's
     spec builds make the entry corrupt (quarantined, :class:`rbench.store.CorruptEntry`)."""
-    for _ in range(READ_ATTEMPTS - 1):
-        state, meta = store.load_checkpoint(key)
-        try:
-            return model_of_checkpoint(store, key, state, meta, device)
-        except EntryReplaced:  # another process stored it anew after it was read: read the new one
-            continue
-    state, meta = store.load_checkpoint(key)
-    return model_of_checkpoint(store, key, state, meta, device)
+    # a checkpoint another process stored anew after it was read (EntryReplaced from model_of_checkpoint): read again
+    return store.reread(key, lambda k, _: model_of_checkpoint(store, k, *store.load_checkpoint(k), device))
 
 
 def model_of_checkpoint(store: Store, key: str, state: dict[str, torch.Tensor], meta: dict[str, Any],

@@ -611,9 +611,9 @@ class Store:
         return loaded
 
     def _load_checkpoint(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return self._reread(key, self._read_checkpoint)
+        return self.reread(key, self._read_checkpoint)
 
-    def _reread(self, key: str, read: Callable[[str, Judged], Any]) -> Any:
+    def reread(self, key: str, read: Callable[[str, Judged], Any]) -> Any:
         """``read(key, judged)``, where ``judged`` are the signatures of ``key``'s files taken before it reads
         them: read again when it finds them failing only because another process replaced them meanwhile
         (:class:`EntryReplaced`; :meth:`quarantine` tells under the key's lock)."""
@@ -681,7 +681,7 @@ class Store:
     def _load_h5(self, key: str, parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any], kind: str) -> Any:
         """The HDF5 entry ``key`` parsed by ``parse(arrays, meta)``, every check passed (else CorruptEntry); a sound
         entry of another kind than ``kind`` is a ValueError (the caller's mistake: it stays)."""
-        return self._reread(key, lambda k, judged: self._read_h5(k, parse, kind, judged))
+        return self.reread(key, lambda k, judged: self._read_h5(k, parse, kind, judged))
 
     def _read_h5(self, key: str, parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any], kind: str,
                  judged: Judged) -> Any:

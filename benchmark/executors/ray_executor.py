@@ -476,27 +476,21 @@ class RayExecutor(Executor):
         # stdout (results and errors come back with each task's result)
         common = {"logging_level": logging.WARNING, "log_to_driver": False}
         token_note = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        level = token_note.level
+        token_note.setLevel(logging.ERROR)  # its notice, on every start or join, that the instance has a token
         try:
             if params.address is not None:
-                level = token_note.level
-                token_note.setLevel(logging.ERROR)  # its notice, on every join, that the cluster has a token
-                try:
-                    ray.init(address=params.address, **common)
-                finally:
-                    token_note.setLevel(level)
+                ray.init(address=params.address, **common)
                 return
             sizes = local_instance(devices, workers, params)
             visible = sizes.pop("cuda_visible_devices")
             before = os.environ.get("CUDA_VISIBLE_DEVICES")
             if visible is not None:
                 os.environ["CUDA_VISIBLE_DEVICES"] = visible
-            level = token_note.level
-            token_note.setLevel(logging.ERROR)  # its notice that the instance has a token (of the run's own)
             try:  # "local": a new instance, never a cluster ray.init would otherwise find on this machine
                 ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                          **({"_temp_dir": temp_dir} if temp_dir else {}), **sizes, **common)
             finally:
-                token_note.setLevel(level)
                 if visible is not None:
                     if before is None:
                         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -513,6 +507,8 @@ class RayExecutor(Executor):
                 text += (" (if the cluster uses token authentication: set RAY_AUTH_MODE=token, with RAY_AUTH_TOKEN "
                          "or the token file the nodes use)")
             raise RbenchError(f"executor 'ray': cannot start or join {where}: {text}") from None
+        finally:
+            token_note.setLevel(level)
 
 
 class _Dispatch:
