@@ -79,7 +79,7 @@ TMP_MARK = ".tmp-"
 FOLDERS = ("objects", "locks", "gates", "leases", "quarantine", "library-cache")
 #: where libraries rbench uses keep their own caches, inside the store (see :meth:`Store.library_caches`)
 LIBRARY_CACHES = {"MPLCONFIGDIR": "matplotlib", "TORCHINDUCTOR_CACHE_DIR": "torch", "RBENCH_DATA_CACHE": "data",
-                  "RBENCH_LIBRARY_CACHE": "."}
+                  "RBENCH_FIGURE_CACHE": "figures", "RBENCH_LIBRARY_CACHE": "."}
 #: Free space a write leaves on the disk at least (so the run folder and lock files still fit).
 RESERVE_BYTES = 1 << 20
 
@@ -489,7 +489,8 @@ class Store:
         environment variable naming each: matplotlib's font cache and config (else ``~/.cache/matplotlib`` and
         ``~/.config/matplotlib``), torch's compile-cache folder, which an optimizer's first step makes (else
         ``$TMPDIR/torchinductor_<user>``), downloaded data files (:func:`rbench.data.data_cache_dir`, else
-        ``~/.cache/rbench/data``), and the folder itself (``RBENCH_LIBRARY_CACHE``: for a library with no
+        ``~/.cache/rbench/data``), the figures reporters drew (:mod:`rbench.report.figure_cache`: a warm run copies
+        them; else each is drawn), and the folder itself (``RBENCH_LIBRARY_CACHE``: for a library with no
         variable of its own, e.g. ART's ``~/.art``, see the ``art`` adapter). Nothing a job reads is kept there; gc
         leaves it."""
         return {var: str(self.root.absolute() / "library-cache" / name) for var, name in LIBRARY_CACHES.items()}

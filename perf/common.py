@@ -144,8 +144,9 @@ def measured_on() -> dict:
         pass
     return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             # the code differs from the commit (bench/'s own records, rewritten by every benchmark, do not count)
-            "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", ".",
-                                                                               ":(exclude)bench")),
+            # (pathspecs from the top: git runs in perf/, where "." was perf/ alone and hid every other change)
+            "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", ":(top)",
+                                                                               ":(top,exclude)bench")),
             "cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "load_average_at_start": LOAD_AT_START,
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,

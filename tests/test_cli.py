@@ -223,8 +223,9 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, arg
 
 
 def test_a_run_writes_nothing_outside_the_store_and_the_run_folder(tmp_path):
-    """With a fresh home and temp folder and no cache variables set: matplotlib's font cache and the folder torch
-    makes at an optimizer's first step go into the store's library-cache/, not ~/.cache, ~/.config or $TMPDIR, and
+    """With a fresh home and temp folder and no cache variables set: matplotlib's font cache, the figures drawn and
+    the folder torch makes at an optimizer's first step go into the store's library-cache/, not ~/.cache,
+    ~/.config or $TMPDIR, and
     so does ART's ~/.art (made when ART is first imported); validating and re-drawing the figures of a run whose
     store is gone use a temporary folder and remove it."""
     path = tmp_path / "mini.toml"
@@ -236,7 +237,7 @@ def test_a_run_writes_nothing_outside_the_store_and_the_run_folder(tmp_path):
     home.mkdir()
     temp.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR",
-                                                            "RBENCH_LIBRARY_CACHE")}
+                                                            "RBENCH_LIBRARY_CACHE", "RBENCH_FIGURE_CACHE")}
     env.update(HOME=str(home), TMPDIR=str(temp))
     out = subprocess.run([RBENCH, "run", str(path), "--store", str(store), "--run-dir", str(run), "-q"], env=env,
                          capture_output=True, text=True, timeout=600)
@@ -244,6 +245,7 @@ def test_a_run_writes_nothing_outside_the_store_and_the_run_folder(tmp_path):
     assert not list(home.iterdir()) and not list(temp.iterdir())
     assert (store / "library-cache" / "torch").is_dir() and list((store / "library-cache" / "matplotlib").iterdir())
     assert (store / "library-cache" / "art" / ".art" / "config.json").is_file()
+    assert sorted(p.suffix for p in (store / "library-cache" / "figures").iterdir()) == [".png", ".sha256"]
     out = subprocess.run([RBENCH, "validate", str(path)], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and not list(home.iterdir()) and not list(temp.iterdir()), out.stderr
     shutil.rmtree(store)

@@ -5,7 +5,9 @@ a table's axes (robustness curves, transfer heatmaps, distributions)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -167,6 +169,34 @@ def test_figures_follow_the_axes_and_redraw_without_the_store(tiny_reference, tm
         "distribution_summary.png", "heatmap_transfer.png", "robustness_errors.png", "robustness_summary.png"]
     linked = re.findall(r"\[([a-z_]+\.png)\]\(\1\)", (run / "tables.md").read_text())
     assert sorted(linked) == drawn  # tables.md links every figure drawn, under its table
+
+
+def test_a_warm_run_copies_its_figures_and_draws_a_tampered_one_again(tiny_reference, tmp_path):
+    """The cold run kept every figure it drew in the store's figure cache; a warm run copies them (the cache
+    holds the same files, each marked used), so its PNGs are the cold run's, byte for byte; a cached figure whose
+    bytes no longer match its checksum is drawn again, not copied."""
+    suite, store, run, _ = tiny_reference
+    shutil.copytree(store, tmp_path / "store")
+    cache = tmp_path / "store" / "library-cache" / "figures"
+    before = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.png")}
+    assert len(before) == len(list(run.glob("*.png"))) == 4
+    tampered, planted, *_ = sorted(cache.glob("*.png"))
+    tampered.write_bytes(tampered.read_bytes()[:-16] + bytes(16))
+    # another figure's bytes under a figure's key, with their checksum: a copy shows them, a drawing would not
+    other = tampered.read_bytes()[:-16] + b"another figure.."
+    planted.write_bytes(other)
+    planted.with_suffix(".sha256").write_text(hashlib.sha256(other).hexdigest())
+    for path in cache.glob("*.png"):
+        os.utime(path, ns=(1, 1))
+    out = rbench("run", str(suite), "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "warm"), "-q",
+                 "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in cache.glob("*.png")) == sorted(before)
+    assert all(p.stat().st_mtime_ns > 1 for p in cache.glob("*.png"))  # each one used (or drawn again)
+    copies = {png.name: (tmp_path / "warm" / png.name).read_bytes() for png in run.glob("*.png")}
+    assert sum(copy == other for copy in copies.values()) == 1  # copied, not drawn
+    assert sum(copy == (run / name).read_bytes() for name, copy in copies.items()) == 3
+    assert hashlib.sha256(tampered.read_bytes()).hexdigest() == tampered.with_suffix(".sha256").read_text()
 
 
 def _table(cells, calls, rows, columns):

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rbench.errors import RbenchError
+from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
 from rbench.results import Cell, ResultTable, RunResults
-from rbench.rundir import write_output
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from rbench.store import Store
 
 FIGURE = "curves"
@@ -107,8 +109,8 @@ def y_label(table: ResultTable) -> str:
     return f"{name} ({unit})" if unit else name
 
 
-def draw(title: str, lines: list[Curve], path: Path, ylabel: str) -> None:
-    """Draw the curves into a PNG at ``path`` (atomically; no display or pyplot state is involved)."""
+def draw(title: str, lines: list[Curve], ylabel: str) -> Figure:
+    """The figure of the curves (no display or pyplot state is involved)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.0, 4.8), dpi=100, layout="constrained")
@@ -121,7 +123,7 @@ def draw(title: str, lines: list[Curve], path: Path, ylabel: str) -> None:
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="best")
     ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize="medium")  # long suite titles stay inside the figure
-    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return fig
 
 
 class Curves(Reporter):
@@ -138,6 +140,5 @@ class Curves(Reporter):
             lines = curves(table, store)
             if lines:
                 path = Path(run_dir) / figure_name(table)
-                draw(table.title, lines, path, y_label(table))
-                written.append(path)
+                written.append(save_figure(path, draw, table.title, lines, y_label(table)))
         return written

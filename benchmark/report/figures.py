@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rbench.report.curves import y_label
+from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
 from rbench.results import Cell, ResultTable, RunResults, format_value
-from rbench.rundir import write_output
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -185,12 +185,7 @@ def _title(ax: Axes, text: str) -> None:
     ax.set_title("\n".join(textwrap.wrap(text, 80)), fontsize="medium")
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
-    return path
-
-
-def draw_sweeps(table: ResultTable, lines: list[Sweep], path: Path) -> Path:
+def draw_sweeps(table: ResultTable, lines: list[Sweep]) -> Figure:
     """One panel per swept attack plugin (sharing the y axis), one line per label of the other axis."""
     from matplotlib.figure import Figure
 
@@ -220,10 +215,10 @@ def draw_sweeps(table: ResultTable, lines: list[Sweep], path: Path) -> Path:
         ax.legend(fontsize=7, loc="best")
     axes[0].set_ylabel(f"{name} ({unit})" if unit else name)
     fig.suptitle("\n".join(textwrap.wrap(f"{table.title} (bars: 95% intervals)", 100)), fontsize="medium")
-    return _save(fig, path)
+    return fig
 
 
-def draw_heatmap(table: ResultTable, values: np.ndarray, path: Path) -> Path:
+def draw_heatmap(table: ResultTable, values: np.ndarray) -> Figure:
     fig, ax = _new_figure(max(4.5, 1.0 + 0.9 * len(table.columns)), max(3.5, 1.2 + 0.6 * len(table.rows)))
     image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
     fig.colorbar(image, ax=ax, label=y_label(table))
@@ -242,10 +237,10 @@ def draw_heatmap(table: ResultTable, values: np.ndarray, path: Path) -> Path:
     ax.set_xlabel(table.column_axis if table.column_axis != "columns" else "target")
     ax.set_ylabel(table.row_axis if table.row_axis != "rows" else "source")
     _title(ax, table.title)
-    return _save(fig, path)
+    return fig
 
 
-def draw_distributions(table: ResultTable, path: Path) -> Path:
+def draw_distributions(table: ResultTable) -> Figure:
     fig, ax = _new_figure(7.0, 4.8)
     keys = [(c.row, c.column) for c in table.cells if (c.row, c.column) in table.samples]
     for i, key in enumerate(keys[:MAX_HISTOGRAMS]):
@@ -261,7 +256,7 @@ def draw_distributions(table: ResultTable, path: Path) -> Path:
     ax.legend(fontsize=7, loc="best")
     more = f"; {len(keys) - MAX_HISTOGRAMS} more cells in samples.parquet" if len(keys) > MAX_HISTOGRAMS else ""
     _title(ax, f"{table.title}: per-sample values{more}")
-    return _save(fig, path)
+    return fig
 
 
 def _published(results: RunResults) -> dict[str, dict[tuple[str, str], float]]:
@@ -306,7 +301,7 @@ class Figures(Reporter):
         for table in results.tables:
             for kind, data in self._kinds(table, published.get(table.name, {})).items():
                 path = figure_path(run_dir, kind, table)
-                written.append(draw_sweeps(table, data, path) if kind == "robustness"
-                               else draw_heatmap(table, data, path) if kind == "heatmap"
-                               else draw_distributions(table, path))
+                written.append(save_figure(path, draw_sweeps, table, data) if kind == "robustness"
+                               else save_figure(path, draw_heatmap, table, data) if kind == "heatmap"
+                               else save_figure(path, draw_distributions, table))
         return written

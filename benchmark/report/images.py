@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rbench.rundir import write_output
+from rbench.report.figure_cache import save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def save_image_grid(path: Path, images: Sequence[Sequence[np.ndarray | None]], *, title: str,
@@ -16,13 +20,20 @@ def save_image_grid(path: Path, images: Sequence[Sequence[np.ndarray | None]], *
                     captions: Sequence[Sequence[str]] | None = None) -> Path:
     """Draw ``images[r][c]`` (each (H, W), (1, H, W) or (3, H, W), values in [0, 1]; None leaves the place empty)
     as a grid with the given row and column labels and an optional caption under each image, and write it to
-    ``path`` atomically. Returns ``path``."""
+    ``path`` atomically (:func:`rbench.report.figure_cache.save_figure`). Returns ``path``."""
+    if len(images) == 0 or max((len(r) for r in images), default=0) == 0:
+        raise ValueError(f"no images to draw for {path.name}")
+    return save_figure(path, image_grid, images, title=title, row_labels=row_labels, column_labels=column_labels,
+                       captions=captions)
+
+
+def image_grid(images: Sequence[Sequence[np.ndarray | None]], *, title: str, row_labels: Sequence[str] = (),
+               column_labels: Sequence[str] = (), captions: Sequence[Sequence[str]] | None = None) -> Figure:
+    """The figure :func:`save_image_grid` writes."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no display
 
     rows = len(images)
-    cols = max((len(r) for r in images), default=0)
-    if rows == 0 or cols == 0:
-        raise ValueError(f"no images to draw for {path.name}")
+    cols = max(len(r) for r in images)
     size = 1.1
     fig = Figure(figsize=(max(cols * size, 4), rows * size + 0.8), dpi=110)
     axes = fig.subplots(rows, cols, squeeze=False)
@@ -49,5 +60,4 @@ def save_image_grid(path: Path, images: Sequence[Sequence[np.ndarray | None]], *
                 ax.set_title(column_labels[c], fontsize=7)
     fig.suptitle(title, fontsize=8, wrap=True)
     fig.tight_layout()
-    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
-    return path
+    return fig

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rbench.report.curves import y_label
+from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
 from rbench.results import ResultTable, RunResults
-from rbench.rundir import write_output
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from rbench.store import Store
 
 FIGURE = "lines"
@@ -43,7 +45,7 @@ def lines(table: ResultTable) -> dict[str, tuple[list[int], list[float]]]:
     return out
 
 
-def draw(table: ResultTable, rows: dict[str, tuple[list[int], list[float]]], path: Path) -> None:
+def draw(table: ResultTable, rows: dict[str, tuple[list[int], list[float]]]) -> Figure:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(max(6.0, 0.55 * len(table.columns) + 3), 4.6), dpi=100, layout="constrained")
@@ -57,7 +59,7 @@ def draw(table: ResultTable, rows: dict[str, tuple[list[int], list[float]]], pat
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="best")
     ax.set_title("\n".join(textwrap.wrap(table.title, 90)), fontsize="medium")
-    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return fig
 
 
 class Lines(Reporter):
@@ -74,6 +76,5 @@ class Lines(Reporter):
             rows = lines(table)
             if rows:
                 path = Path(run_dir) / figure_name(table)
-                draw(table, rows, path)
-                written.append(path)
+                written.append(save_figure(path, draw, table, rows))
         return written

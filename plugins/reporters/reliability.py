@@ -18,11 +18,13 @@ import numpy as np
 
 from rbench.errors import RbenchError
 from rbench.plugins.metrics.calibration import ReliabilityBins, calibration_errors, reliability_bins
+from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
 from rbench.results import Cell, ResultTable, RunResults
-from rbench.rundir import write_output
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from rbench.store import Store
 
 METRIC = "calibration_error"
@@ -77,8 +79,8 @@ def panels(table: ResultTable, store: Store) -> list[Panel]:
     return out
 
 
-def draw(title: str, figure: list[Panel], path: Path) -> None:
-    """Draw the panels into a PNG at ``path`` (atomically; no display or pyplot state is involved)."""
+def draw(title: str, figure: list[Panel]) -> Figure:
+    """The figure of the panels (no display or pyplot state is involved)."""
     from matplotlib.figure import Figure
 
     ncols = min(len(figure), 3)
@@ -108,7 +110,7 @@ def draw(title: str, figure: list[Panel], path: Path) -> None:
         ax.set_visible(False)
     fig.axes[0].legend(loc="upper left", fontsize=7)
     fig.suptitle(title)
-    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return fig
 
 
 class Reliability(Reporter):
@@ -126,6 +128,5 @@ class Reliability(Reporter):
             figure = panels(table, store)
             if figure:
                 path = Path(run_dir) / figure_name(table)
-                draw(f"{table.title}: reliability", figure, path)
-                written.append(path)
+                written.append(save_figure(path, draw, f"{table.title}: reliability", figure))
         return written

@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING
 from rbench.errors import RbenchError
 from rbench.estimate import Estimate
 from rbench.plugins.metrics.observed import ObservedParams, measurement
+from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
 from rbench.results import ResultTable, RunResults
-from rbench.rundir import write_output
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from rbench.store import Store
 
 METRIC = "observed"
@@ -59,7 +61,7 @@ def series(table: ResultTable, store: Store) -> dict[str, dict[str, Series]]:
     return out
 
 
-def draw(table: ResultTable, panels: dict[str, dict[str, Series]], path: Path) -> None:
+def draw(table: ResultTable, panels: dict[str, dict[str, Series]]) -> Figure:
     from matplotlib.figure import Figure
 
     columns = [c for c in table.columns if c in panels]
@@ -85,7 +87,7 @@ def draw(table: ResultTable, panels: dict[str, dict[str, Series]], path: Path) -
     axes[0][0].legend(fontsize=6, loc="best")
     fig.suptitle("\n".join(textwrap.wrap(f"{table.title} (over training; bands: 95% intervals)", 100)),
                  fontsize="medium")
-    write_output(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return fig
 
 
 class TrainingCurves(Reporter):
@@ -102,6 +104,5 @@ class TrainingCurves(Reporter):
             panels = series(table, store)
             if panels:
                 path = Path(run_dir) / figure_name(table)
-                draw(table, panels, path)
-                written.append(path)
+                written.append(save_figure(path, draw, table, panels))
         return written

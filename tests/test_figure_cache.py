@@ -1,0 +1,160 @@
+"""The figure cache (rbench.report.figure_cache): a figure drawn from the same inputs by the same code is copied,
+anything else is drawn; a cached file that fails its checksum is never copied."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rbench.report import figure_cache
+from rbench.report.figure_cache import CACHE_VARIABLE, NotDigestible, inputs_digest, save_figure
+
+DRAWN: list[tuple] = []
+
+
+def bars(values, title="t"):
+    """A small figure, counting its builds."""
+    from matplotlib.figure import Figure
+
+    DRAWN.append((tuple(np.asarray(values).tolist()), title))
+    fig = Figure(figsize=(2, 2), dpi=50)
+    fig.subplots().bar(range(len(values)), values)
+    fig.suptitle(title)
+    return fig
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_VARIABLE, str(folder))
+    DRAWN.clear()
+    return folder
+
+
+def test_the_same_inputs_are_copied_and_other_inputs_drawn(cache, tmp_path):
+    first = save_figure(tmp_path / "a.png", bars, np.array([1.0, 2.0]), title="x")
+    second = save_figure(tmp_path / "b.png", bars, np.array([1.0, 2.0]), title="x")
+    assert len(DRAWN) == 1 and first.read_bytes() == second.read_bytes()
+    assert first.read_bytes().startswith(b"\x89PNG")
+    save_figure(tmp_path / "c.png", bars, np.array([1.0, 2.5]), title="x")
+    save_figure(tmp_path / "d.png", bars, np.array([1.0, 2.0]), title="y")
+    save_figure(tmp_path / "e.png", bars, np.array([1.0, 2.0], dtype=np.float32), title="x")
+    assert len(DRAWN) == 4
+    assert len(list(cache.glob("*.png"))) == 4 == len(list(cache.glob("*.sha256")))
+
+
+def test_a_tampered_or_half_kept_figure_is_drawn_again_and_replaced(cache, tmp_path):
+    good = save_figure(tmp_path / "a.png", bars, [3.0, 1.0]).read_bytes()
+    (kept,) = cache.glob("*.png")
+    kept.write_bytes(good[:-20] + b"\0" * 20)  # its checksum no longer matches
+    assert save_figure(tmp_path / "b.png", bars, [3.0, 1.0]).read_bytes() == good
+    assert len(DRAWN) == 2 and kept.read_bytes() == good
+    kept.with_suffix(".sha256").unlink()  # a figure without its checksum (a writer stopped between the two)
+    assert save_figure(tmp_path / "c.png", bars, [3.0, 1.0]).read_bytes() == good
+    assert len(DRAWN) == 3
+    save_figure(tmp_path / "d.png", bars, [3.0, 1.0])
+    assert len(DRAWN) == 3
+
+
+def test_without_a_cache_folder_every_figure_is_drawn(tmp_path, monkeypatch):
+    monkeypatch.delenv(CACHE_VARIABLE, raising=False)
+    DRAWN.clear()
+    save_figure(tmp_path / "a.png", bars, [1.0])
+    save_figure(tmp_path / "b.png", bars, [1.0])
+    assert len(DRAWN) == 2 and (tmp_path / "b.png").is_file()
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_drawing(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv(CACHE_VARIABLE, str(blocker / "cache"))
+    DRAWN.clear()
+    save_figure(tmp_path / "a.png", bars, [1.0])
+    save_figure(tmp_path / "b.png", bars, [1.0])
+    assert len(DRAWN) == 2 and (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_the_folder_keeps_the_figures_used_last(cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(figure_cache, "MAX_FIGURES", 2)
+    for i, value in enumerate([1.0, 2.0]):
+        save_figure(tmp_path / f"{i}.png", bars, [value])
+        for path in cache.glob("*.png"):  # file times a second apart, whatever the file system's resolution
+            os.utime(path, (path.stat().st_mtime - 1, path.stat().st_mtime - 1))
+    save_figure(tmp_path / "again.png", bars, [1.0])  # a hit: the first figure is now the one used last
+    save_figure(tmp_path / "third.png", bars, [3.0])
+    assert len(list(cache.glob("*.png"))) == 2 and len(list(cache.glob("*.sha256"))) == 2
+    DRAWN.clear()
+    save_figure(tmp_path / "x.png", bars, [1.0])
+    save_figure(tmp_path / "y.png", bars, [3.0])
+    assert DRAWN == []
+    save_figure(tmp_path / "z.png", bars, [2.0])  # the one trimmed
+    assert DRAWN == [((2.0,), "t")]
+
+
+def test_an_input_it_cannot_walk_is_drawn_not_cached(cache, tmp_path):
+    save_figure(tmp_path / "a.png", bars, [1.0], title=object())  # type: ignore[arg-type]
+    save_figure(tmp_path / "b.png", bars, [1.0], title=object())  # type: ignore[arg-type]
+    assert len(DRAWN) == 2 and not cache.exists()
+
+
+@dataclass
+class Point:
+    x: float
+    label: str
+
+
+def test_the_digest_tells_apart_what_a_figure_shows():
+    base = inputs_digest([Point(1.0, "a")], {("r", "c"): np.arange(3.0)})
+    assert base == inputs_digest([Point(1.0, "a")], {("r", "c"): np.arange(3.0)})
+    others = [
+        inputs_digest([Point(1.0, "b")], {("r", "c"): np.arange(3.0)}),
+        inputs_digest([Point(1.5, "a")], {("r", "c"): np.arange(3.0)}),
+        inputs_digest([Point(1.0, "a")], {("r", "c"): np.arange(3.0).reshape(1, 3)}),
+        inputs_digest([Point(1.0, "a")], {("r", "c"): np.arange(3)}),
+        inputs_digest([Point(1.0, "a")], {("c", "r"): np.arange(3.0)}),
+        inputs_digest((Point(1.0, "a"),), {("r", "c"): np.arange(3.0)}),
+        inputs_digest(["1.0", "a"], {}),
+        inputs_digest([1, "a"], {}),
+    ]
+    assert len({base, *others}) == len(others) + 1
+    assert inputs_digest({"a": 1, "b": 2}) != inputs_digest({"b": 2, "a": 1})  # the order a legend is drawn in
+    with pytest.raises(NotDigestible):
+        inputs_digest(np.array([object()]))
+
+
+def test_the_key_follows_the_code_and_matplotlib_settings(monkeypatch):
+    import matplotlib
+
+    key = figure_cache.figure_key(bars, ([1.0],), {})
+    monkeypatch.setitem(matplotlib.rcParams, "lines.linewidth", 7.0)
+    assert figure_cache.figure_key(bars, ([1.0],), {}) != key
+    monkeypatch.undo()
+    assert figure_cache.figure_key(bars, ([1.0],), {}) == key
+    monkeypatch.setattr(figure_cache, "_code_digest", lambda extra: "another version")
+    assert figure_cache.figure_key(bars, ([1.0],), {}) != key
+
+
+def test_the_key_is_the_same_in_another_process():
+    """Nothing in a key may depend on the process (an object's address, string hashing's seed): a warm run
+    would find none of its figures."""
+    import subprocess
+    import sys
+
+    code = ("from rbench.report.figures import draw_heatmap; from rbench.report.figure_cache import figure_key; "
+            "import numpy as np; print(figure_key(draw_heatmap, ({'a': 2}, np.eye(2)), {}))")
+    keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(keys) == 1 and len(keys.pop().strip()) == 64
+
+
+def test_the_code_digest_reads_the_drawing_plugin_s_own_files():
+    """rbench.plugins lives in its own folder in an editable install: its reporters' files count too."""
+    import rbench.plugins.reporters.reliability as reliability
+
+    files = figure_cache._source_files(reliability.__name__)
+    assert Path(reliability.__file__).resolve() in files
+    assert Path(figure_cache.__file__).resolve() in figure_cache._source_files(figure_cache.__name__)
