@@ -68,7 +68,7 @@ def run_generated(doc: dict[str, Any], run_dir: Path | None, *, header: str, sto
     leaves no run folder behind), then run it into that folder (with ``executor`` and its command-line
     ``executor_options``, as :func:`rbench.runner.run_suite`)."""
     resolve_devices(device, workers)  # bad options fail before the run folder is touched
-    configure(executor, executor_options)
+    configure(executor, executor_options, check=False)  # run_suite checks them (a cluster joined once, not twice)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(doc["suite"]["name"])
     check_run_dir(run_dir, store.root, own=_generated_before(run_dir))
     store.check_is_store()  # run_suite makes the store, once the generated suite and its data have passed

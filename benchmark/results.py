@@ -136,6 +136,12 @@ class ResultTable:
     #: back only where two runs are compared (:func:`rbench.report.tidy.read_outcomes`)
     outcomes: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
 
+    def without_outcomes(self) -> ResultTable:
+        """The table as figures are drawn (and keyed, :mod:`rbench.report.figure_cache`) from: without its
+        per-sample outcomes, which no figure draws and ``rbench report`` does not read back (a figure keyed on them
+        would not be found again there)."""
+        return replace(self, outcomes={})
+
     def draws(self, figure: str) -> bool:
         """Whether the suite asked for ``figure`` (e.g. "curves", "lines") of this table."""
         return self.figure == figure or (isinstance(self.figure, list) and figure in self.figure)

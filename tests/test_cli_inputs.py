@@ -131,6 +131,35 @@ def test_refused_for_missing_data_leaves_no_run_folder_and_no_store(capsys, own_
     assert not (own_model / "runs").exists() and not store.exists()
 
 
+def test_eval_checks_a_ray_cluster_once_and_leaves_no_run_folder_when_refused(capsys, own_model, monkeypatch):
+    """``rbench eval --executor ray --address A`` validates its options before it writes its suite, and the
+    executor's check (which joins the cluster) runs once, in the run: it ran twice, joining the cluster twice."""
+    pytest.importorskip("ray")
+    from rbench.errors import RbenchError
+    from rbench.executors.ray_executor import RayExecutor
+
+    checked = []
+
+    def stop(*args, **kwargs):
+        raise RbenchError("stopped where the executor would compute")
+
+    monkeypatch.setattr(RayExecutor, "check", lambda self, params: checked.append(params.address))
+    monkeypatch.setattr(RayExecutor, "run", stop)
+    run_dir = own_model / "runs" / "ray"
+    code, err = cli_in_process(capsys, "eval", f"{own_model}/nets.py:Net", "--weights",
+                               str(own_model / "good.safetensors"), "--n", "10", "--attack", "fgsm:eps=0.1",
+                               "--executor", "ray", "--address", "127.0.0.1:9", "--run-dir", str(run_dir),
+                               "--store", str(own_model / "store"), "-q")
+    assert code == 2 and "stopped where the executor would compute" in err, err
+    assert checked == ["127.0.0.1:9"]
+    code, err = cli_in_process(capsys, "eval", f"{own_model}/nets.py:Net", "--weights",
+                               str(own_model / "good.safetensors"), "--executor", "ray", "--gpu-fraction", "2",
+                               "--run-dir", str(own_model / "runs" / "bad"), "--store", str(own_model / "store"),
+                               "-q")
+    assert code == 2 and "--gpu-fraction 2.0" in err and err.count("\n") == 1, err
+    assert not (own_model / "runs" / "bad").exists() and checked == ["127.0.0.1:9"]
+
+
 def test_eval_refused_for_a_store_it_cannot_make_leaves_no_run_folder(capsys, own_model):
     run_dir = own_model / "runs" / "y"
     store = own_model / "good.safetensors" / "store"  # under a file: cannot be made

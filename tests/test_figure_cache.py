@@ -158,3 +158,94 @@ def test_the_code_digest_reads_the_drawing_plugin_s_own_files():
     files = figure_cache._source_files(reliability.__name__)
     assert Path(reliability.__file__).resolve() in files
     assert Path(figure_cache.__file__).resolve() in figure_cache._source_files(figure_cache.__name__)
+
+
+def test_arrays_that_look_alike_get_other_digests_and_subclasses_none():
+    assert inputs_digest(np.zeros(3)) != inputs_digest(np.zeros(3, dtype=np.int64))  # same bytes
+    assert inputs_digest(np.array(5.0)) != inputs_digest(np.array([5.0]))
+    pair = np.dtype([("a", "<i4"), ("b", "<f4")])
+    other = np.dtype([("b", "<i4"), ("a", "<f4")])
+    assert inputs_digest(np.zeros(2, dtype=pair)) != inputs_digest(np.zeros(2, dtype=other))
+    with pytest.raises(NotDigestible):
+        inputs_digest(np.ma.masked_array([1.0, 2.0], mask=[True, False]))
+
+
+class Bins:
+    def __init__(self, bins: int):
+        self.bins = bins
+
+    def draw(self, values):
+        DRAWN.append(("method", self.bins))
+        return bars(np.histogram(values, bins=self.bins)[0])
+
+
+def test_only_module_level_functions_are_cached(cache, tmp_path):
+    """A method, a closure, a lambda or a partial carries state the key would not see: drawn every time."""
+    import functools
+
+    def closure(values):
+        return bars(values, title="closure")
+
+    for i, build in enumerate([Bins(3).draw, Bins(30).draw, closure, lambda v: bars(v), functools.partial(bars)]):
+        save_figure(tmp_path / f"{i}.png", build, [1.0, 2.0, 2.5])
+    assert sum(1 for d in DRAWN if d[0] != "method") == 5 and not cache.exists()
+    assert figure_cache.cacheable(bars) and not figure_cache.cacheable(Bins(3).draw)
+
+
+def tensor_bars(values):
+    return bars(values.float().numpy())
+
+
+def test_a_key_that_cannot_be_computed_costs_only_the_drawing(cache, tmp_path):
+    import torch
+
+    save_figure(tmp_path / "a.png", tensor_bars, torch.ones(2, dtype=torch.bfloat16))  # .numpy() refuses it
+    assert len(DRAWN) == 1 and (tmp_path / "a.png").is_file() and not cache.exists()
+
+
+def test_the_key_follows_a_plugin_s_own_files_and_none_changed_during_the_process(tmp_path, monkeypatch):
+    """A build function's package files are in the key; a file changed after the process started (the code
+    drawing may be older than the file) means no key at all."""
+    import importlib
+    import sys
+
+    package = tmp_path / "figpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "draw.py").write_text("def build(values):\n    return values\n")
+    (package / "helper.py").write_text("WIDTH = 1\n")
+    (package / ".#draw.py").symlink_to(tmp_path / "gone")  # an editor's lock: a link to nothing
+    long_ago = (1_000_000_000, 1_000_000_000)
+    for path in package.iterdir():
+        if path.is_file():
+            os.utime(path, long_ago)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    build = importlib.import_module("figpkg.draw").build
+    try:
+        figure_cache._code_digest.cache_clear()
+        key = figure_cache.figure_key(build, ([1.0],), {})
+        assert key is not None
+        (package / "helper.py").write_text("WIDTH = 2\n")  # not imported by draw.py: still in the key
+        os.utime(package / "helper.py", long_ago)
+        figure_cache._code_digest.cache_clear()
+        assert figure_cache.figure_key(build, ([1.0],), {}) not in (None, key)
+        (package / "helper.py").write_text("WIDTH = 3\n")  # changed now, after this process started
+        figure_cache._code_digest.cache_clear()
+        assert figure_cache.figure_key(build, ([1.0],), {}) is None
+    finally:
+        figure_cache._code_digest.cache_clear()
+        for name in ("figpkg.draw", "figpkg"):
+            sys.modules.pop(name, None)
+
+
+def test_trimming_removes_lone_checksums_and_old_temporary_files(cache, tmp_path):
+    save_figure(tmp_path / "a.png", bars, [1.0])
+    (cache / f"{'0' * 64}.sha256").write_text("lone")
+    stale, fresh = cache / "x.png.tmp-0123abcd", cache / "y.png.tmp-4567ef01"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    os.utime(stale, (1_000_000_000, 1_000_000_000))
+    save_figure(tmp_path / "b.png", bars, [2.0])  # a miss: the folder is trimmed
+    names = sorted(p.name for p in cache.iterdir())
+    assert len(names) == 5 and fresh.name in names and stale.name not in names
+    assert not (cache / f"{'0' * 64}.sha256").exists()

@@ -174,7 +174,7 @@ def test_figures_follow_the_axes_and_redraw_without_the_store(tiny_reference, tm
 def test_a_warm_run_copies_its_figures_and_draws_a_tampered_one_again(tiny_reference, tmp_path):
     """The cold run kept every figure it drew in the store's figure cache; a warm run copies them (the cache
     holds the same files, each marked used), so its PNGs are the cold run's, byte for byte; a cached figure whose
-    bytes no longer match its checksum is drawn again, not copied."""
+    bytes no longer match its checksum is drawn again, not copied; ``rbench report`` finds them too."""
     suite, store, run, _ = tiny_reference
     shutil.copytree(store, tmp_path / "store")
     cache = tmp_path / "store" / "library-cache" / "figures"
@@ -194,9 +194,14 @@ def test_a_warm_run_copies_its_figures_and_draws_a_tampered_one_again(tiny_refer
     assert sorted(p.name for p in cache.glob("*.png")) == sorted(before)
     assert all(p.stat().st_mtime_ns > 1 for p in cache.glob("*.png"))  # each one used (or drawn again)
     copies = {png.name: (tmp_path / "warm" / png.name).read_bytes() for png in run.glob("*.png")}
-    assert sum(copy == other for copy in copies.values()) == 1  # copied, not drawn
+    (planted_name,) = [name for name, copy in copies.items() if copy == other]  # copied, not drawn
     assert sum(copy == (run / name).read_bytes() for name, copy in copies.items()) == 3
     assert hashlib.sha256(tampered.read_bytes()).hexdigest() == tampered.with_suffix(".sha256").read_text()
+    # re-drawn from the run folder (no per-sample outcomes read back): the same keys, nothing drawn anew
+    out = rbench("report", str(tmp_path / "warm"), "-f", "figures", "--store", str(tmp_path / "store"))
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in cache.glob("*.png")) == sorted(before)
+    assert (tmp_path / "warm" / planted_name).read_bytes() == other
 
 
 def _table(cells, calls, rows, columns):

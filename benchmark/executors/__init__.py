@@ -184,10 +184,12 @@ OPTIONS = {"--address": "address", "--gpu-fraction": "gpu_fraction", "--num-cpus
            "--max-retries": "max_retries"}
 
 
-def configure(name: str, options: dict[str, Any] | None = None) -> tuple[Executor, BaseModel]:
+def configure(name: str, options: dict[str, Any] | None = None, *, check: bool = True
+              ) -> tuple[Executor, BaseModel]:
     """The executor plugin ``name`` and its validated Params, from ``options`` (command-line option -> value; None:
-    not given), checked by the executor (:meth:`Executor.check`). Every problem is one :class:`RbenchError` line
-    naming the option."""
+    not given), checked by the executor (:meth:`Executor.check`) unless ``check`` is False (a caller that runs
+    :func:`rbench.runner.run_suite` next, which checks them: the Ray executor's check joins the cluster). Every
+    problem is one :class:`RbenchError` line naming the option."""
     from rbench.manager import get_registry
 
     executor = get_registry().get("executor", name).obj
@@ -207,7 +209,7 @@ def configure(name: str, options: dict[str, Any] | None = None) -> tuple[Executo
         field = str(first["loc"][0]) if first["loc"] else ""
         option = next((o for o, f in OPTIONS.items() if f == field), f"--{field.replace('_', '-')}")
         raise RbenchError(f"{option} {first.get('input')!r}: {first['msg']} (executor {name!r})") from None
-    check = getattr(executor, "check", None)
-    if check is not None:
-        check(params)
+    checker = getattr(executor, "check", None)
+    if check and checker is not None:
+        checker(params)
     return executor, params

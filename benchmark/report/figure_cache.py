@@ -1,22 +1,31 @@
 """Figures kept by what they were drawn from, so that a warm run copies a figure instead of drawing it again.
 
-Drawing is most of a warm run's own time (mnist_full's quick profile: 52 figures at about 0.3 s each, against a
-second or two for everything else it reads from the store). A figure is a function of what it is drawn from, of
-the code that draws it and of matplotlib (its version and settings), and its cache key hashes all of them:
+Drawing was most of a warm run's own time: mnist_full's quick profile draws 52 figures, about 0.5 s each on a
+2-core CPU, where everything else a warm run does took under 20 s. A figure is a function of what it is drawn
+from, of the code that draws it and of the libraries that render it, and its cache key hashes all of them:
 
 - **what it is drawn from**: the arguments of the function that builds the figure (tables with every cell, the
   per-sample values, the curves read from the store, images as arrays), walked field by field
-  (:func:`inputs_digest`);
-- **the code**: every Python file of the rbench package and of the building function's top-level package (a
-  reporter plugin's), so any change to any of them draws every figure anew;
-- **matplotlib**: its version and every rcParam (a ``matplotlibrc`` in the working folder changes them).
+  (:func:`inputs_digest`), and the function's default values. Only a module-level function is cached (a method,
+  a closure or a ``functools.partial`` carries state the key would not see: each is drawn every time);
+- **the code**: every Python file of the rbench package and of the packages of the building function's module
+  (a reporter plugin's), so a change to any of them draws every figure anew. A process whose files changed
+  after it started (an edit or a ``git pull`` during a run: the code drawing is the code it loaded, maybe not
+  the files') caches nothing;
+- **rendering**: matplotlib's version and every rcParam (a ``matplotlibrc`` in the working folder changes them),
+  the versions of numpy, Pillow (which writes the PNG), kiwisolver (constrained layout) and Python, and the
+  numeric locale. Fonts installed on the system are not in the key: a missing glyph's fallback font could
+  differ between two machines sharing a store (the values drawn cannot).
+
+A building function must draw from nothing else (no store reads, files or environment of its own).
 
 The cache is the folder ``RBENCH_FIGURE_CACHE`` names (the CLI points it at the store's
 ``library-cache/figures``, beside matplotlib's font cache: nothing a job reads); unset, every figure is drawn.
 Each figure is ``<key>.png`` with its SHA-256 in ``<key>.sha256`` (written after it): a PNG that does not match
 its checksum, or one without it, is drawn again and replaced, never copied. The folder keeps the
-:data:`MAX_FIGURES` figures used last and removes the others (its size stays bounded without ``cache gc``). A
-cache that cannot be read or written (a read-only store) only costs the drawing.
+:data:`MAX_FIGURES` figures used last and removes the others, with checksums left alone and temporary files
+older than an hour (its size stays bounded without ``cache gc``). A cache that cannot be read or written (a
+read-only store), or a key that cannot be computed, only costs the drawing.
 """
 
 from __future__ import annotations
@@ -25,8 +34,11 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import inspect
+import locale
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rbench.rundir import write_output
-from rbench.store import StoreWriteError, atomic_write_bytes, read_file
+from rbench.store import TMP_MARK, StoreWriteError, atomic_write_bytes, read_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -43,6 +55,8 @@ if TYPE_CHECKING:
 CACHE_VARIABLE = "RBENCH_FIGURE_CACHE"
 #: figures the cache keeps (the ones used last); about 60 KB each
 MAX_FIGURES = 1000
+#: when this module was imported: what a process whose start time cannot be read counts from
+_IMPORTED_NS = time.time_ns()
 
 
 class NotDigestible(TypeError):
@@ -55,11 +69,10 @@ def _feed(h: Any, obj: Any) -> None:
     if isinstance(obj, (str, bytes, bool, int, float, type(None), np.generic)):
         h.update(f"{type(obj).__name__}:{obj!r}\0".encode())
     elif isinstance(obj, np.ndarray):
-        array = np.ascontiguousarray(obj)
-        if array.dtype == object:
-            raise NotDigestible("an object array")
-        h.update(f"array:{array.dtype.str}:{array.shape}\0".encode())
-        h.update(array.tobytes())
+        if type(obj) is not np.ndarray or obj.dtype.hasobject:  # a masked array's mask, objects' contents
+            raise NotDigestible(f"a {type(obj).__name__} of {obj.dtype}")
+        h.update(f"array:{obj.dtype!r}:{obj.shape}\0".encode())  # repr: a structured dtype's fields too
+        h.update(np.ascontiguousarray(obj).tobytes())
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         h.update(f"{type(obj).__module__}.{type(obj).__qualname__}({len(dataclasses.fields(obj))}\0".encode())
         for f in dataclasses.fields(obj):
@@ -107,33 +120,68 @@ def _source_files(module: str) -> list[Path]:
             folders.append(path.parent)
         else:
             files.append(path)
-    return sorted({*files, *(found for folder in folders for found in folder.rglob("*.py"))})
+    found = (p for folder in folders for p in folder.rglob("*.py") if p.is_file())  # not an editor's lock link
+    return sorted({*files, *found})
+
+
+def _started_ns() -> int:
+    """When this process started, rounded down to the second (Linux: /proc), else when this module was imported."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return (boot + ticks // os.sysconf("SC_CLK_TCK")) * 10**9
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_NS
 
 
 @functools.cache
-def _code_digest(module: str) -> str:
-    """SHA-256 of the rbench package's Python files and of those of ``module``'s package (a reporter plugin's)."""
+def _code_digest(module: str) -> str | None:
+    """SHA-256 of the rbench package's Python files and of those of ``module``'s packages (a reporter plugin's);
+    None when one of them changed after this process started."""
+    started = min(_started_ns(), _IMPORTED_NS)
     h = hashlib.sha256()
     for path in dict.fromkeys([*_source_files(__name__), *_source_files(module)]):
+        if path.stat().st_mtime_ns >= started:
+            return None
         h.update(f"{path.name}\0".encode())
         h.update(path.read_bytes())
     return h.hexdigest()
 
 
-def _matplotlib_digest() -> str:
+@functools.cache
+def _versions() -> str:
+    from importlib.metadata import version
+
+    return repr([sys.version, np.__version__, version("pillow"), version("kiwisolver")])
+
+
+def _rendering_digest() -> str:
     import matplotlib
 
     # dict.items: the stored values as they are (rcParams' own items() resolves the backend, importing pyplot).
     # The backend is left out: its unresolved value prints with its address, and a PNG is drawn by Agg whatever
     # the interactive backend.
     settings = sorted((k, v) for k, v in dict.items(matplotlib.rcParams) if not k.startswith("backend"))
-    return inputs_digest(matplotlib.__version__, repr(settings))
+    return inputs_digest(matplotlib.__version__, repr(settings), _versions(), locale.getlocale(locale.LC_NUMERIC))
 
 
-def figure_key(build: Callable[..., Figure], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """The cache key of the figure ``build(*args, **kwargs)`` makes (see the module)."""
-    return inputs_digest(f"{build.__module__}.{build.__qualname__}", _code_digest(build.__module__),
-                         _matplotlib_digest(), args, kwargs)
+def cacheable(build: Callable[..., Any]) -> bool:
+    """Whether figures ``build`` makes are cached: a function defined at its module's top level, which its name
+    finds (a method, a closure, a lambda or a ``functools.partial`` carries state its name does not tell)."""
+    return (inspect.isfunction(build) and build.__closure__ is None
+            and getattr(sys.modules.get(build.__module__), build.__qualname__, None) is build)
+
+
+def figure_key(build: Callable[..., Figure], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The cache key of the figure ``build(*args, **kwargs)`` makes (see the module); None where it is not cached
+    (:func:`cacheable`, the code changed since the process started). :class:`NotDigestible` for an argument of a
+    type :func:`inputs_digest` does not walk."""
+    code = _code_digest(build.__module__) if cacheable(build) else None
+    if code is None:
+        return None
+    return inputs_digest(f"{build.__module__}.{build.__qualname__}", code, _rendering_digest(), build.__defaults__,
+                         build.__kwdefaults__, args, kwargs)
 
 
 def _cached(folder: Path, key: str) -> bytes | None:
@@ -158,11 +206,20 @@ def _keep(folder: Path, key: str, png: bytes) -> None:
 
 
 def _trim(folder: Path) -> None:
-    """Remove all but the :data:`MAX_FIGURES` figures used last (and checksums left without their figure)."""
-    figures = sorted(folder.glob("*.png"), key=lambda p: p.stat().st_mtime if p.exists() else 0.0)
-    for old in figures[:max(0, len(figures) - MAX_FIGURES)]:
-        old.unlink(missing_ok=True)
-        old.with_suffix(".sha256").unlink(missing_ok=True)
+    """Remove all but the :data:`MAX_FIGURES` figures used last, checksums left without their figure (another
+    process trimmed it meanwhile) and temporary files an hour old (a write killed half-way)."""
+    used = {}
+    for path in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # another process trims too
+            used[path] = path.stat().st_mtime
+    figures = sorted((p for p in used if p.suffix == ".png"), key=used.__getitem__)
+    gone = set(figures[:max(0, len(figures) - MAX_FIGURES)])
+    gone |= {p for p in used if p.suffix == ".sha256" and p.with_suffix(".png") not in used}
+    gone |= {p for p in used if TMP_MARK in p.name and used[p] < time.time() - 3600}
+    for path in gone:
+        path.unlink(missing_ok=True)
+        if path.suffix == ".png":
+            path.with_suffix(".sha256").unlink(missing_ok=True)
 
 
 def save_figure(path: Path, build: Callable[..., Figure], *args: Any, **kwargs: Any) -> Path:
@@ -172,7 +229,7 @@ def save_figure(path: Path, build: Callable[..., Figure], *args: Any, **kwargs: 
     folder = os.environ.get(CACHE_VARIABLE)
     try:
         key = figure_key(build, args, kwargs) if folder else None
-    except NotDigestible:
+    except Exception:  # noqa: BLE001 -- an argument it cannot walk, a source file it cannot read: drawn, not cached
         key = None
     png = _cached(Path(folder), key) if folder and key else None
     if png is None:

@@ -301,7 +301,8 @@ class Figures(Reporter):
         for table in results.tables:
             for kind, data in self._kinds(table, published.get(table.name, {})).items():
                 path = figure_path(run_dir, kind, table)
-                written.append(save_figure(path, draw_sweeps, table, data) if kind == "robustness"
-                               else save_figure(path, draw_heatmap, table, data) if kind == "heatmap"
-                               else save_figure(path, draw_distributions, table))
+                drawn = table.without_outcomes()
+                written.append(save_figure(path, draw_sweeps, drawn, data) if kind == "robustness"
+                               else save_figure(path, draw_heatmap, drawn, data) if kind == "heatmap"
+                               else save_figure(path, draw_distributions, drawn))
         return written

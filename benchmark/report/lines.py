@@ -76,5 +76,5 @@ class Lines(Reporter):
             rows = lines(table)
             if rows:
                 path = Path(run_dir) / figure_name(table)
-                written.append(save_figure(path, draw, table, rows))
+                written.append(save_figure(path, draw, table.without_outcomes(), rows))
         return written

@@ -104,5 +104,5 @@ class TrainingCurves(Reporter):
             panels = series(table, store)
             if panels:
                 path = Path(run_dir) / figure_name(table)
-                written.append(save_figure(path, draw, table, panels))
+                written.append(save_figure(path, draw, table.without_outcomes(), panels))
         return written
