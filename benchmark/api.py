@@ -68,7 +68,7 @@ def run_generated(doc: dict[str, Any], run_dir: Path | None, *, header: str, sto
     leaves no run folder behind), then run it into that folder (with ``executor`` and its command-line
     ``executor_options``, as :func:`rbench.runner.run_suite`)."""
     resolve_devices(device, workers)  # bad options fail before the run folder is touched
-    configure(executor, executor_options, check=False)  # run_suite checks them (a cluster joined once, not twice)
+    configure(executor, executor_options)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(doc["suite"]["name"])
     check_run_dir(run_dir, store.root, own=_generated_before(run_dir))
     store.check_is_store()  # run_suite makes the store, once the generated suite and its data have passed
@@ -81,7 +81,7 @@ def run_generated(doc: dict[str, Any], run_dir: Path | None, *, header: str, sto
                 return _write_and_run(doc, draft, path, header, lambda: run_suite(
                     path, profile=None, store=store, run_dir=run_dir, device=device, workers=workers,
                     executor=executor, console=console, quiet=quiet, job_timeout=job_timeout,
-                    executor_options=executor_options, own=(SUITE_FILE,)))
+                    executor_options=executor_options, own=(SUITE_FILE,), executor_checked=True))
             except BaseException as exc:  # refused before any work (missing data, ...): no suite file left
                 draft.unlink(missing_ok=True)
                 if isinstance(exc, RbenchError) and created and not (run_dir / RESULTS_FILE).exists():

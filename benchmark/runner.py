@@ -116,7 +116,7 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
               workers: int | None, executor: str, console: Console, quiet: bool = False,
               job_timeout: float | None = None, only: list[str] | None = None,
               executor_options: dict | None = None, precision: str | None = None,
-              own: tuple[str, ...] = ()) -> RunOutcome:
+              own: tuple[str, ...] = (), executor_checked: bool = False) -> RunOutcome:
     """Run one suite end to end; the run folder gets results.json and every reporter's rendering.
 
     Everything a user can get wrong (the suite, the tables ``only`` names, the devices, the store, the run folder,
@@ -127,14 +127,16 @@ def run_suite(path: str | Path, *, profile: str | None, store: Store, run_dir: P
     command-line options (``{"--address": ...}``, see :func:`rbench.executors.configure`). ``precision``: the
     arithmetic of the attack, transform and eval jobs (``--precision``; default: the suite's, see
     :mod:`rbench.precision`). ``own``: files the caller put into ``run_dir`` itself (``rbench eval``'s suite.toml),
-    so that the folder counts as new (:func:`rbench.rundir.check_run_dir`)."""
+    so that the folder counts as new (:func:`rbench.rundir.check_run_dir`). ``executor_checked``: the caller ran the
+    executor's check on these options already (``rbench eval``, before it wrote its suite): not run again (the Ray
+    executor's joins the cluster)."""
     started = time.perf_counter()
     precise = None if precision is None else check_precision(precision)
     suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
     resolved = resolved_suite(path, profile, suite, only)  # rendered before any work: it cannot fail later
     digests = file_digests(suite)  # of the files as they were read, not as they may be at the end
     devices, n_workers = resolve_devices(device, workers)
-    executor_params = configure(executor, executor_options)[1]
+    executor_params = configure(executor, executor_options, check=not executor_checked)[1]
     option = "--run-dir" if run_dir else "run folder"
     run_dir = run_dir or default_run_dir(suite.name)
     check_run_dir(run_dir, store.root, option, own)

@@ -132,8 +132,8 @@ def test_refused_for_missing_data_leaves_no_run_folder_and_no_store(capsys, own_
 
 
 def test_eval_checks_a_ray_cluster_once_and_leaves_no_run_folder_when_refused(capsys, own_model, monkeypatch):
-    """``rbench eval --executor ray --address A`` validates its options before it writes its suite, and the
-    executor's check (which joins the cluster) runs once, in the run: it ran twice, joining the cluster twice."""
+    """``rbench eval --executor ray --address A`` checks its executor (the Ray executor's check joins the cluster)
+    once, before it writes its suite: it ran twice, joining the cluster twice; a refused check leaves nothing."""
     pytest.importorskip("ray")
     from rbench.errors import RbenchError
     from rbench.executors.ray_executor import RayExecutor
@@ -158,6 +158,17 @@ def test_eval_checks_a_ray_cluster_once_and_leaves_no_run_folder_when_refused(ca
                                "-q")
     assert code == 2 and "--gpu-fraction 2.0" in err and err.count("\n") == 1, err
     assert not (own_model / "runs" / "bad").exists() and checked == ["127.0.0.1:9"]
+
+    def refuse(self, params):
+        raise RbenchError(f"--address {params.address}: the cluster refuses the run")
+
+    monkeypatch.setattr(RayExecutor, "check", refuse)
+    code, err = cli_in_process(capsys, "eval", f"{own_model}/nets.py:Net", "--weights",
+                               str(own_model / "good.safetensors"), "--executor", "ray", "--address", "127.0.0.1:9",
+                               "--run-dir", str(own_model / "runs" / "refused"), "--store", str(own_model / "store"),
+                               "-q")
+    assert code == 2 and "the cluster refuses the run" in err and err.count("\n") == 1, err
+    assert not (own_model / "runs" / "refused").exists()
 
 
 def test_eval_refused_for_a_store_it_cannot_make_leaves_no_run_folder(capsys, own_model):

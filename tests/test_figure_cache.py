@@ -4,6 +4,7 @@ anything else is drawn; a cached file that fails its checksum is never copied.""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,13 @@ def bars(values, title="t"):
     fig.subplots().bar(range(len(values)), values)
     fig.suptitle(title)
     return fig
+
+
+@pytest.fixture(autouse=True)
+def _sources_unchanged(monkeypatch):
+    """The figure cache keys nothing while rbench's files are newer than the process (figure_cache._started):
+    these tests must not fail for an edit made while they run, except the one about it, which sets its own."""
+    monkeypatch.setattr(figure_cache, "_started", lambda: 2**62)
 
 
 @pytest.fixture
@@ -130,10 +138,10 @@ def test_the_key_follows_the_code_and_matplotlib_settings(monkeypatch):
     import matplotlib
 
     key = figure_cache.figure_key(bars, ([1.0],), {})
-    monkeypatch.setitem(matplotlib.rcParams, "lines.linewidth", 7.0)
-    assert figure_cache.figure_key(bars, ([1.0],), {}) != key
-    monkeypatch.undo()
-    assert figure_cache.figure_key(bars, ([1.0],), {}) == key
+    with monkeypatch.context() as patched:
+        patched.setitem(matplotlib.rcParams, "lines.linewidth", 7.0)
+        assert figure_cache.figure_key(bars, ([1.0],), {}) != key
+    assert figure_cache.figure_key(bars, ([1.0],), {}) == key is not None
     monkeypatch.setattr(figure_cache, "_code_digest", lambda extra: "another version")
     assert figure_cache.figure_key(bars, ([1.0],), {}) != key
 
@@ -144,8 +152,9 @@ def test_the_key_is_the_same_in_another_process():
     import subprocess
     import sys
 
-    code = ("from rbench.report.figures import draw_heatmap; from rbench.report.figure_cache import figure_key; "
-            "import numpy as np; print(figure_key(draw_heatmap, ({'a': 2}, np.eye(2)), {}))")
+    code = ("from rbench.report.figures import draw_heatmap; from rbench.report import figure_cache; "
+            "figure_cache._started = lambda: 2**62; import numpy as np; "
+            "print(figure_cache.figure_key(draw_heatmap, ({'a': 2}, np.eye(2)), {}))")
     keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(keys) == 1 and len(keys.pop().strip()) == 64
@@ -189,6 +198,7 @@ def test_only_module_level_functions_are_cached(cache, tmp_path):
     for i, build in enumerate([Bins(3).draw, Bins(30).draw, closure, lambda v: bars(v), functools.partial(bars)]):
         save_figure(tmp_path / f"{i}.png", build, [1.0, 2.0, 2.5])
     assert sum(1 for d in DRAWN if d[0] != "method") == 5 and not cache.exists()
+    assert (tmp_path / "0.png").read_bytes() != (tmp_path / "1.png").read_bytes()  # not one copied for the other
     assert figure_cache.cacheable(bars) and not figure_cache.cacheable(Bins(3).draw)
 
 
@@ -215,27 +225,41 @@ def test_the_key_follows_a_plugin_s_own_files_and_none_changed_during_the_proces
     (package / "draw.py").write_text("def build(values):\n    return values\n")
     (package / "helper.py").write_text("WIDTH = 1\n")
     (package / ".#draw.py").symlink_to(tmp_path / "gone")  # an editor's lock: a link to nothing
-    long_ago = (1_000_000_000, 1_000_000_000)
-    for path in package.iterdir():
-        if path.is_file():
-            os.utime(path, long_ago)
     monkeypatch.syspath_prepend(str(tmp_path))
     build = importlib.import_module("figpkg.draw").build
     try:
-        figure_cache._code_digest.cache_clear()
-        key = figure_cache.figure_key(build, ([1.0],), {})
+        key = figure_cache.figure_key(build, ([1.0],), {})  # every file older than the pinned start
         assert key is not None
         (package / "helper.py").write_text("WIDTH = 2\n")  # not imported by draw.py: still in the key
-        os.utime(package / "helper.py", long_ago)
-        figure_cache._code_digest.cache_clear()
+        figure_cache._digest_files.cache_clear()
         assert figure_cache.figure_key(build, ([1.0],), {}) not in (None, key)
-        (package / "helper.py").write_text("WIDTH = 3\n")  # changed now, after this process started
-        figure_cache._code_digest.cache_clear()
+        started = time.time_ns()
+        monkeypatch.setattr(figure_cache, "_started", lambda: started)
+        time.sleep(0.01)
+        (package / "helper.py").write_text("WIDTH = 3\n")  # changed after this process "started"
+        assert figure_cache.figure_key(build, ([1.0],), {}) is None
+        (package / "helper.py").write_text("WIDTH = 1\n")
+        os.utime(package / "helper.py", (1_000_000_000, 1_000_000_000))  # mtime set back: its ctime still tells
         assert figure_cache.figure_key(build, ([1.0],), {}) is None
     finally:
-        figure_cache._code_digest.cache_clear()
+        figure_cache._digest_files.cache_clear()
+        figure_cache._source_files.cache_clear()
         for name in ("figpkg.draw", "figpkg"):
             sys.modules.pop(name, None)
+
+
+def test_a_function_of_a_module_without_a_file_is_drawn_every_time(cache, tmp_path, monkeypatch):
+    """``python -c`` or a notebook: its code is in no file, so not in the key."""
+    import sys
+    import types
+
+    module = types.ModuleType("fileless")
+    exec("def build(values):\n    from test_figure_cache import bars\n    return bars(values)\n", module.__dict__)
+    monkeypatch.setitem(sys.modules, "fileless", module)
+    assert figure_cache.figure_key(module.build, ([1.0],), {}) is None
+    save_figure(tmp_path / "a.png", module.build, [1.0])
+    save_figure(tmp_path / "b.png", module.build, [1.0])
+    assert len(DRAWN) == 2 and not cache.exists()
 
 
 def test_trimming_removes_lone_checksums_and_old_temporary_files(cache, tmp_path):

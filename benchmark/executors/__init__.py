@@ -187,9 +187,9 @@ OPTIONS = {"--address": "address", "--gpu-fraction": "gpu_fraction", "--num-cpus
 def configure(name: str, options: dict[str, Any] | None = None, *, check: bool = True
               ) -> tuple[Executor, BaseModel]:
     """The executor plugin ``name`` and its validated Params, from ``options`` (command-line option -> value; None:
-    not given), checked by the executor (:meth:`Executor.check`) unless ``check`` is False (a caller that runs
-    :func:`rbench.runner.run_suite` next, which checks them: the Ray executor's check joins the cluster). Every
-    problem is one :class:`RbenchError` line naming the option."""
+    not given), checked by the executor (:meth:`Executor.check`) unless ``check`` is False (a caller that checked
+    them already: the Ray executor's check joins the cluster). Every problem is one :class:`RbenchError` line
+    naming the option."""
     from rbench.manager import get_registry
 
     executor = get_registry().get("executor", name).obj

@@ -1,7 +1,7 @@
 """Figures kept by what they were drawn from, so that a warm run copies a figure instead of drawing it again.
 
-Drawing was most of a warm run's own time: mnist_full's quick profile draws 52 figures, about 0.5 s each on a
-2-core CPU, where everything else a warm run does took under 20 s. A figure is a function of what it is drawn
+Drawing was most of a warm run's own time: a whole warm run of mnist_full's quick profile took 44.5-49.0 s when
+it drew its 52 figures and 17.4-22.0 s when it copied them (2-core CPU, 2026-12-02). A figure is a function of what it is drawn
 from, of the code that draws it and of the libraries that render it, and its cache key hashes all of them:
 
 - **what it is drawn from**: the arguments of the function that builds the figure (tables with every cell, the
@@ -9,9 +9,11 @@ from, of the code that draws it and of the libraries that render it, and its cac
   (:func:`inputs_digest`), and the function's default values. Only a module-level function is cached (a method,
   a closure or a ``functools.partial`` carries state the key would not see: each is drawn every time);
 - **the code**: every Python file of the rbench package and of the packages of the building function's module
-  (a reporter plugin's), so a change to any of them draws every figure anew. A process whose files changed
-  after it started (an edit or a ``git pull`` during a run: the code drawing is the code it loaded, maybe not
-  the files') caches nothing;
+  (a reporter plugin's; a plugin that is one module: that file alone), so a change to any of them draws every
+  figure anew. While any of those files has changed since the process started (modification or change time:
+  an edit or a ``git pull`` during a run, where the code drawing is the code it loaded, maybe not the files'),
+  nothing is looked up or kept; a function of a module without a file (``python -c``, a
+  notebook) is drawn every time;
 - **rendering**: matplotlib's version and every rcParam (a ``matplotlibrc`` in the working folder changes them),
   the versions of numpy, Pillow (which writes the PNG), kiwisolver (constrained layout) and Python, and the
   numeric locale. Fonts installed on the system are not in the key: a missing glyph's fallback font could
@@ -102,10 +104,11 @@ def inputs_digest(*objs: Any) -> str:
     return h.hexdigest()
 
 
-def _source_files(module: str) -> list[Path]:
+@functools.cache
+def _source_files(module: str) -> tuple[Path, ...]:
     """The Python files of ``module`` and of every package above it, each package's whole folder (a drawing may
     call anything there; an editable install maps subpackages, e.g. ``rbench.plugins``, to folders of their
-    own)."""
+    own); () where ``module`` has no file (``__main__`` of ``python -c``, a notebook)."""
     folders: list[Path] = []
     files: list[Path] = []
     parts = module.split(".")
@@ -121,7 +124,7 @@ def _source_files(module: str) -> list[Path]:
         else:
             files.append(path)
     found = (p for folder in folders for p in folder.rglob("*.py") if p.is_file())  # not an editor's lock link
-    return sorted({*files, *found})
+    return tuple(sorted({*files, *found}))
 
 
 def _started_ns() -> int:
@@ -136,17 +139,36 @@ def _started_ns() -> int:
 
 
 @functools.cache
+def _started() -> int:
+    """The time before which source files must have last changed for this process to cache figures."""
+    return min(_started_ns(), _IMPORTED_NS)
+
+
+@functools.cache
+def _digest_files(paths: tuple[Path, ...]) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        data = path.read_bytes()
+        h.update(f"{path}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
 def _code_digest(module: str) -> str | None:
     """SHA-256 of the rbench package's Python files and of those of ``module``'s packages (a reporter plugin's);
-    None when one of them changed after this process started."""
-    started = min(_started_ns(), _IMPORTED_NS)
-    h = hashlib.sha256()
-    for path in dict.fromkeys([*_source_files(__name__), *_source_files(module)]):
-        if path.stat().st_mtime_ns >= started:
+    None when ``module`` has no file, or when one of those files changed after this process started: its
+    modification or change time (a copy that keeps the old modification time still changes the latter), checked
+    at every figure, since the code drawing is the code loaded, maybe not the files'."""
+    own = _source_files(module)
+    if not own:
+        return None
+    paths = tuple(dict.fromkeys([*_source_files(__name__), *own]))
+    started = _started()
+    for path in paths:
+        stat = path.stat()
+        if max(stat.st_mtime_ns, stat.st_ctime_ns) >= started:
             return None
-        h.update(f"{path.name}\0".encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+    return _digest_files(paths)
 
 
 @functools.cache
