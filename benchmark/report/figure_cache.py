@@ -1,8 +1,9 @@
 """Figures kept by what they were drawn from, so that a warm run copies a figure instead of drawing it again.
 
 Drawing was most of a warm run's own time: a whole warm run of mnist_full's quick profile took 44.5-49.0 s when
-it drew its 52 figures and 17.4-22.0 s when it copied them (2-core CPU, 2026-12-02). A figure is a function of what it is drawn
-from, of the code that draws it and of the libraries that render it, and its cache key hashes all of them:
+it drew its 52 figures and 17.4-22.0 s when it copied them (2-core CPU, 2026-12-02). A figure is a function of
+what it is drawn from, of the code that draws it and of the libraries that render it, and its cache key hashes
+all of them:
 
 - **what it is drawn from**: the arguments of the function that builds the figure (tables with every cell, the
   per-sample values, the curves read from the store, images as arrays), walked field by field
