@@ -38,6 +38,7 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import io
 import locale
 import os
 import sys
@@ -256,8 +257,6 @@ def save_figure(path: Path, build: Callable[..., Figure], *args: Any, **kwargs: 
         key = None
     png = _cached(Path(folder), key) if folder and key else None
     if png is None:
-        import io
-
         buffer = io.BytesIO()
         build(*args, **kwargs).savefig(buffer, format="png")
         png = buffer.getvalue()

@@ -299,9 +299,9 @@ class Figures(Reporter):
         published = _published(results)
         written = []
         for table in results.tables:
+            drawn = table.without_outcomes()
             for kind, data in self._kinds(table, published.get(table.name, {})).items():
                 path = figure_path(run_dir, kind, table)
-                drawn = table.without_outcomes()
                 written.append(save_figure(path, draw_sweeps, drawn, data) if kind == "robustness"
                                else save_figure(path, draw_heatmap, drawn, data) if kind == "heatmap"
                                else save_figure(path, draw_distributions, drawn))
