@@ -11,6 +11,11 @@ ifneq ($(SHARED_DATA),)
 export RBENCH_DATA ?= $(SHARED_DATA)
 endif
 
+# Python keeps its bytecode caches (__pycache__, git-ignored) for every command below: where the environment sets
+# PYTHONDONTWRITEBYTECODE (these machines do), each rbench process compiled rbench's modules again, 0.2-0.3 s of
+# every warm run and of each of the test suite's hundreds of rbench starts.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: install run test typecheck browser check-full bench gpu-prepare clean
 
 $(STAMP): pyproject.toml Makefile

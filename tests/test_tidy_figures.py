@@ -10,12 +10,15 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import binomtest
 from support import rbench
 
@@ -118,6 +121,67 @@ def test_cells_csv_and_parquet_hold_one_row_per_cell_with_attack_params_as_colum
     assert by_cell[("transfer", "mlp", "cnn")]["source"] == "mlp" and by_cell[("transfer", "mlp", "cnn")]["model"] \
         == "cnn"
     assert all(r["store_keys"] for r in table if r["value"] is not None)
+
+
+def test_the_tidy_files_are_written_and_read_bit_identical_without_pandas(tiny_reference, tmp_path):
+    """pyarrow imports pandas wherever it is installed as soon as an array is built or read into numpy (0.4 s of a
+    warm run): rbench's tidy files are built from their buffers and read from them (rbench.report.arrow_arrays).
+    A warm run writes the three files again, bit-identical; ``rbench report`` reads the samples and outcomes back
+    (checking the cells against them) and writes the cells and samples again."""
+    suite, store, run, _ = tiny_reference
+    files = ("cells.parquet", "samples.parquet", "outcomes.parquet")
+
+    def imports(*args: str) -> set[str]:
+        out = subprocess.run([sys.executable, "-X", "importtime", "-m", "rbench", *args], capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        return {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time")}
+
+    shutil.copytree(store, tmp_path / "store")
+    warm = tmp_path / "warm"
+    imported = imports("run", str(suite), "--store", str(tmp_path / "store"), "--run-dir", str(warm), "-q",
+                       "--device", "cpu")
+    assert "pyarrow.parquet" in imported and "pandas" not in imported
+    for name in files:
+        assert (warm / name).read_bytes() == (run / name).read_bytes(), name
+    before = {name: (warm / name).stat().st_ino for name in files}
+    imported = imports("report", str(warm), "-f", "tidy")
+    assert "pyarrow.parquet" in imported and "pandas" not in imported
+    for name in files[:2]:  # written anew (atomically: a new file), the same bytes
+        assert (warm / name).stat().st_ino != before[name] and (warm / name).read_bytes() == (run / name).read_bytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(*(st.lists(st.one_of(st.none(), values), max_size=12) for values in (
+    st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False), st.booleans(), st.text(max_size=5)))))
+def test_arrow_columns_are_what_pyarrow_infers(values):
+    import pyarrow as pa
+
+    from rbench.report import arrow_arrays
+
+    built, inferred = arrow_arrays.column(values), pa.array(values)
+    built.validate(full=True)
+    assert built.type == inferred.type and built.equals(inferred) and built.to_pylist() == values
+    present = [v for v in values if v is not None]
+    if present and not isinstance(present[0], str):
+        assert arrow_arrays.to_numpy(pa.array(present)).tolist() == present
+
+
+def test_arrow_lists_and_reads_of_sliced_arrays():
+    import pyarrow as pa
+
+    from rbench.report import arrow_arrays
+
+    parts = [np.array([3, 1], dtype=np.int64), np.array([], dtype=np.int64), np.array([7], dtype=np.int64)]
+    assert arrow_arrays.lists(parts).equals(pa.array([[3, 1], [], [7]]))
+    flags = pa.array([True, False, True, True, False, False, True, True, True, False])
+    assert arrow_arrays.to_numpy(flags.slice(3, 6)).tolist() == flags.slice(3, 6).to_pylist()
+    assert arrow_arrays.to_numpy(pa.array([[1, 2], [3], [4, 5, 6]]).slice(1, 2).offsets).tolist() == [2, 3, 6]
+    for bad in (pa.array(["a"]), pa.array([1, None])):
+        with pytest.raises(ValueError):
+            arrow_arrays.to_numpy(bad)
+    with pytest.raises(TypeError):
+        arrow_arrays.column([1, "a"])
 
 
 def test_load_results_gives_a_dataframe_or_dicts(tiny_reference, monkeypatch):

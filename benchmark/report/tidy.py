@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rbench.errors import RbenchError
+from rbench.report import arrow_arrays
 from rbench.report.reporters import Reporter
 from rbench.results import OUTCOMES_FILE, SAMPLES_FILE, Outcomes, RunResults, outcomes_digest, samples_digest
 from rbench.rundir import write_output
@@ -98,7 +99,6 @@ def _column_values(rows: list[dict[str, Any]], name: str) -> list[Any]:
 
 def write_cells(rows: list[dict[str, Any]], run_dir: Path) -> list[Path]:
     """``cells.csv`` and ``cells.parquet`` in ``run_dir`` (atomically)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     columns = _columns(rows)
@@ -110,7 +110,7 @@ def write_cells(rows: list[dict[str, Any]], run_dir: Path) -> list[Path]:
     text = out.getvalue()
     csv_path, parquet_path = Path(run_dir) / CELLS_CSV, Path(run_dir) / CELLS_PARQUET
     write_output(csv_path, lambda tmp: tmp.write_text(text))
-    table = pa.table({name: _column_values(rows, name) for name in columns})
+    table = arrow_arrays.table({name: arrow_arrays.column(_column_values(rows, name)) for name in columns})
     write_output(parquet_path, lambda tmp: pq.write_table(table, tmp))
     return [csv_path, parquet_path]
 
@@ -118,7 +118,6 @@ def write_cells(rows: list[dict[str, Any]], run_dir: Path) -> list[Path]:
 def write_samples(results: RunResults, run_dir: Path) -> Path | None:
     """``samples.parquet``: (table, row, column, value) for every per-sample value the tables keep; None (and no
     file) when none keeps any."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     parts: dict[str, list[Any]] = {"table": [], "row": [], "column": [], "value": []}
@@ -131,8 +130,9 @@ def write_samples(results: RunResults, run_dir: Path) -> Path | None:
             parts["value"].append(values)
     if not parts["value"]:
         return None
-    table = pa.table({"table": parts["table"], "row": parts["row"], "column": parts["column"],
-                      "value": np.concatenate(parts["value"])})
+    table = arrow_arrays.table({"table": arrow_arrays.column(parts["table"]), "row": arrow_arrays.column(parts["row"]),
+                                "column": arrow_arrays.column(parts["column"]),
+                                "value": arrow_arrays.array(np.concatenate(parts["value"]))})
     path = Path(run_dir) / SAMPLES_FILE
     write_output(path, lambda tmp: pq.write_table(table, tmp))
     return path
@@ -191,7 +191,6 @@ def write_outcomes(results: RunResults, run_dir: Path) -> Path | None:
     """``outcomes.parquet``: one row per rate cell that kept its per-sample outcomes (table, row, column, the
     list of its samples' dataset indices, the list of their 0/1 outcomes); None (and no file) when none kept any.
     One row per cell with list columns rather than one row per sample: reading it back costs one row per cell."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     keys, indices, outcomes = [], [], []
@@ -202,10 +201,10 @@ def write_outcomes(results: RunResults, run_dir: Path) -> Path | None:
             outcomes.append(np.asarray(outcome, dtype=bool).ravel())
     if not keys:
         return None
-    offsets = pa.array(np.concatenate([[0], np.cumsum([i.size for i in indices])]).astype(np.int32))
-    table = pa.table({"table": [k[0] for k in keys], "row": [k[1] for k in keys], "column": [k[2] for k in keys],
-                      "index": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(indices))),
-                      "outcome": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(outcomes)))})
+    table = arrow_arrays.table({"table": arrow_arrays.column([k[0] for k in keys]),
+                                "row": arrow_arrays.column([k[1] for k in keys]),
+                                "column": arrow_arrays.column([k[2] for k in keys]),
+                                "index": arrow_arrays.lists(indices), "outcome": arrow_arrays.lists(outcomes)})
     path = Path(run_dir) / OUTCOMES_FILE
     write_output(path, lambda tmp: pq.write_table(table, tmp))
     return path
@@ -242,11 +241,11 @@ def read_outcomes(run_dir: Path, results: RunResults) -> Outcomes:
             raise ValueError(f"index is {index.type}, outcome {outcome.type}")
         if index.null_count or outcome.null_count or index.values.null_count or outcome.values.null_count:
             raise ValueError("it has missing values")
-        offsets = index.offsets.to_numpy()
-        if not np.array_equal(offsets, outcome.offsets.to_numpy()):
+        offsets = arrow_arrays.to_numpy(index.offsets)
+        if not np.array_equal(offsets, arrow_arrays.to_numpy(outcome.offsets)):
             raise ValueError("indices and outcomes differ in length")
-        flat_index = index.values.to_numpy().astype(np.int64)
-        flat_outcome = outcome.values.to_numpy(zero_copy_only=False).astype(bool)
+        flat_index = arrow_arrays.to_numpy(index.values).astype(np.int64)
+        flat_outcome = arrow_arrays.to_numpy(outcome.values)
     except Exception as exc:  # pyarrow raises several kinds for a truncated or foreign file
         raise RbenchError(f"{path}: not an outcomes file written by rbench ({type(exc).__name__}: {exc})") from None
     cells = {(t.name, c.row, c.column): c for t in results.tables for c in t.cells}
