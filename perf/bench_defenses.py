@@ -1,5 +1,5 @@
 """What attacking through a defense costs: white-box PGD through the low-pass filter against PGD on the undefended
-LeNet (target: at most 1.3x, the filter is one convolution), and EOT over k draws of the noisy low-pass filter
+LeNet (target: at most 1.3x, the filter is two small matrix products), and EOT over k draws of the noisy low-pass filter
 against one draw (target: at most 1.1 * k). Both measured in one run, models and inputs exactly as the engine
 hands them to attacks (``rbench.inputs``: eval mode, frozen, channels_last; the defended pipeline built from its
 spec; ``rbench.defense.attack_view`` for EOT), the attack run in the engine's batches (``--batch-size``, default

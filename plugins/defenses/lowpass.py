@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rbench.defense import Defense, DefenseModule
@@ -31,6 +30,14 @@ class LowpassParams(BaseModel):
         return self
 
 
+def gaussian_factor(size: int, variance: float) -> np.ndarray:
+    """The 1-D factor of the kernel: ``exp(-u^2 / (2 variance))`` on the grid ``linspace(-3, 3, size)`` (both ends
+    included), normalized to sum 1; float64. The kernel is its outer product with itself."""
+    grid = np.linspace(-3.0, 3.0, size)
+    g = np.exp(-(grid**2) / (2.0 * variance))
+    return g / g.sum()
+
+
 def gaussian_kernel(size: int, variance: float) -> torch.Tensor:
     """The ``size`` x ``size`` kernel: ``exp(-(u^2 + v^2) / (2 variance))`` on the grid ``linspace(-3, 3, size)``
     (both ends included) in each direction, normalized to sum 1; float32."""
@@ -39,23 +46,41 @@ def gaussian_kernel(size: int, variance: float) -> torch.Tensor:
     return torch.tensor(g / g.sum(), dtype=torch.float32)
 
 
-class LowpassModule(DefenseModule):
-    """Optional noise (``noise_sigma`` > 0), then the kernel applied to each channel (depthwise conv2d) with
-    'replicate' padding, clamped to [0, 1]."""
+def blur_matrix(factor: np.ndarray, n: int) -> torch.Tensor:
+    """The (n, n) matrix B for which ``B @ v`` is ``v`` (length n) correlated with ``factor`` under 'replicate'
+    padding (an index past either end reads the end); float64."""
+    size = len(factor)
+    columns = (np.arange(n)[:, None] + np.arange(size)[None, :] - size // 2).clip(0, n - 1)
+    matrix = np.zeros((n, n))
+    np.add.at(matrix, (np.repeat(np.arange(n), size), columns.ravel()), np.tile(factor, n))
+    return torch.from_numpy(matrix)
 
-    kernel: torch.Tensor  # a buffer
+
+class LowpassModule(DefenseModule):
+    """Optional noise (``noise_sigma`` > 0), then the kernel applied to each channel with 'replicate' padding,
+    clamped to [0, 1]. The kernel is separable, so the filter is ``B_h @ x @ B_w.T`` (:func:`blur_matrix` of its
+    1-D factor for the image's height and width): the same sums as the depthwise convolution, in 1.0 ms instead of
+    7.9 ms forward and backward for 250 MNIST images (a one-channel convolution is a slow path of torch's CPU
+    kernels; 2-core CPU, 2026-12-02)."""
 
     def __init__(self, size: int, variance: float, noise_sigma: float):
         super().__init__()
-        self.register_buffer("kernel", gaussian_kernel(size, variance), persistent=False)
         self.size, self.variance, self.noise_sigma = size, variance, noise_sigma
+        self._factor = gaussian_factor(size, variance)
+        self._matrices: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+
+    def _blur(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        key = (n, like.dtype, like.device)
+        if key not in self._matrices:
+            self._matrices[key] = blur_matrix(self._factor, n).to(dtype=like.dtype, device=like.device)
+        return self._matrices[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.noise_sigma > 0:
             x = x + self.noise_sigma * self.normal(x)
-        channels, pad = x.shape[1], self.size // 2
-        weight = self.kernel.to(x.dtype).expand(channels, 1, self.size, self.size)
-        return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), weight, groups=channels).clamp(0, 1)
+        out = (self._blur(x.shape[-2], x) @ x @ self._blur(x.shape[-1], x).T).clamp(0, 1)
+        return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
+            memory_format=torch.channels_last) else out
 
     def extra_repr(self) -> str:
         return f"size={self.size}, variance={self.variance}, noise_sigma={self.noise_sigma}"
@@ -71,11 +96,14 @@ class Lowpass(Defense):
     for 5x5, 0.6 for 7x7); ``noise_sigma`` (>= 0, default 0): Gaussian noise of this standard deviation added
     before filtering.
 
-    Differentiable: a convolution (and additive noise). Randomized only when ``noise_sigma`` > 0
+    Differentiable: products of matrices (and additive noise). Randomized only when ``noise_sigma`` > 0
     (:meth:`is_randomized`; the noise is drawn through :meth:`DefenseModule.normal`). Not trained, does not
     aggregate."""
 
     name = "lowpass"
+    #: 2: a product of matrices instead of a convolution (2026-12-02): the same filter, outputs that differ from
+    #: version 1's in the last bits of float32
+    version = "2"
     Params = LowpassParams
 
     def is_randomized(self, params: LowpassParams) -> bool:
