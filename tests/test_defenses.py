@@ -3,8 +3,10 @@ trainer, and the defense conformance kit (``rbench.testing.check_defense``), whi
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -122,6 +124,26 @@ def test_lowpass_is_a_replicate_padded_depthwise_convolution():
                              for sample in x])
         assert np.allclose(out.numpy(), expected, atol=1e-6), size
         assert not torch.equal(out[:, 0], out[:, 1])  # channel by channel
+
+
+def test_lowpass_is_unbiased_under_autocast_and_keeps_gradients_after_inference_mode():
+    """Its products run in float32 outside autocast (bfloat16 matrices' rows sum to 0.998: every image darker);
+    matrices first made under inference mode still enter a graph later; a copy or a pickle rebuilds them; an input
+    that is not an image is refused, not blurred across the batch."""
+    module = _build("lowpass")
+    x = _mnist(8)
+    with torch.inference_mode():
+        module(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast, ones = module(x), module(torch.ones(1, 1, 28, 28))
+    assert torch.equal(under_autocast, module(x)) and torch.equal(ones, torch.ones(1, 1, 28, 28))
+    grad_input = x.clone().requires_grad_(True)
+    module(grad_input).sum().backward()
+    assert grad_input.grad is not None and float(grad_input.grad.abs().sum()) > 0
+    assert torch.equal(copy.deepcopy(module)(x), module(x)) and torch.equal(pickle.loads(pickle.dumps(module))(x),
+                                                                             module(x))
+    with pytest.raises(ValueError, match="images"):
+        module(x.flatten(1))
 
 
 def test_lowpass_noise_makes_it_randomized():

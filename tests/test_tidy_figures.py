@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -162,6 +163,11 @@ def test_arrow_columns_are_what_pyarrow_infers(values):
     built, inferred = arrow_arrays.column(values), pa.array(values)
     built.validate(full=True)
     assert built.type == inferred.type and built.equals(inferred) and built.to_pylist() == values
+    files = []
+    for table in (arrow_arrays.table({"c": built}), pa.table({"c": values})):
+        files.append(io.BytesIO())
+        pq.write_table(table, files[-1])
+    assert files[0].getvalue() == files[1].getvalue()  # the parquet files written, byte for byte
     present = [v for v in values if v is not None]
     if present and not isinstance(present[0], str):
         assert arrow_arrays.to_numpy(pa.array(present)).tolist() == present
@@ -177,6 +183,10 @@ def test_arrow_lists_and_reads_of_sliced_arrays():
     flags = pa.array([True, False, True, True, False, False, True, True, True, False])
     assert arrow_arrays.to_numpy(flags.slice(3, 6)).tolist() == flags.slice(3, 6).to_pylist()
     assert arrow_arrays.to_numpy(pa.array([[1, 2], [3], [4, 5, 6]]).slice(1, 2).offsets).tolist() == [2, 3, 6]
+    for kind in (pa.float16(), pa.float32(), pa.float64(), pa.uint8(), pa.int16()):
+        values = pa.array(np.arange(6).astype(kind.to_pandas_dtype())).slice(2, 3)
+        read = arrow_arrays.to_numpy(values)
+        assert read.dtype == kind.to_pandas_dtype() and read.tolist() == [2, 3, 4], kind
     for bad in (pa.array(["a"]), pa.array([1, None])):
         with pytest.raises(ValueError):
             arrow_arrays.to_numpy(bad)

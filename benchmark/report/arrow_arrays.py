@@ -31,9 +31,10 @@ def _from_values(kind: Any, values: np.ndarray, present: np.ndarray) -> Any:
 
 
 def column(values: Sequence[Any]) -> Any:
-    """The array ``pyarrow.array(values)`` infers from Python values of one kind (int, float, bool or str; None for
-    a missing one): int64, float64, bool or string, or the null type where no value is there. A ``TypeError`` for
-    values of several kinds or another kind."""
+    """The array ``pyarrow.array(values)`` infers from plain Python values of one kind (int, float, bool or str;
+    None for a missing one): int64, float64, bool or string, or the null type where no value is there. A
+    ``TypeError`` for values of several kinds or of another type (numpy scalars, subclasses: the tidy columns are
+    made plain first)."""
     import pyarrow as pa
 
     present = np.array([v is not None for v in values], dtype=bool)
@@ -88,8 +89,9 @@ def table(columns: dict[str, Any]) -> Any:
 
 
 #: numpy's type of each primitive Arrow type :func:`to_numpy` reads
-_NUMPY_TYPES = {name: np.dtype(name) for name in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-                                                  "uint64", "float", "double")}
+_NUMPY_TYPES = {**{name: np.dtype(name) for name in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                                                     "uint64")},
+                "halffloat": np.dtype(np.float16), "float": np.dtype(np.float32), "double": np.dtype(np.float64)}
 
 
 def to_numpy(values: Any) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -61,7 +61,9 @@ class LowpassModule(DefenseModule):
     clamped to [0, 1]. The kernel is separable, so the filter is ``B_h @ x @ B_w.T`` (:func:`blur_matrix` of its
     1-D factor for the image's height and width): the same sums as the depthwise convolution, in 1.0 ms instead of
     7.9 ms forward and backward for 250 MNIST images (a one-channel convolution is a slow path of torch's CPU
-    kernels; 2-core CPU, 2026-12-02)."""
+    kernels; 2-core CPU, 2026-12-02). The products are computed in float32 at least, outside autocast: rounded to
+    bfloat16, the matrices' rows would sum to 0.998 and darken every image (the convolution's kernel, rounded,
+    stayed unbiased); the output has the input's dtype."""
 
     def __init__(self, size: int, variance: float, noise_sigma: float):
         super().__init__()
@@ -69,16 +71,26 @@ class LowpassModule(DefenseModule):
         self._factor = gaussian_factor(size, variance)
         self._matrices: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
 
-    def _blur(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        key = (n, like.dtype, like.device)
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(super().__getstate__(), _matrices={})  # a copy or a pickle rebuilds them where it runs
+
+    def _blur(self, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (n, dtype, device)
         if key not in self._matrices:
-            self._matrices[key] = blur_matrix(self._factor, n).to(dtype=like.dtype, device=like.device)
+            with torch.inference_mode(False):  # made under inference mode, a tensor could never enter a graph
+                self._matrices[key] = blur_matrix(self._factor, n).to(dtype=dtype, device=device)
         return self._matrices[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 3:
+            raise ValueError(f"the low-pass filter takes images (..., height, width), not inputs of shape "
+                             f"{tuple(x.shape)}")
         if self.noise_sigma > 0:
             x = x + self.noise_sigma * self.normal(x)
-        out = (self._blur(x.shape[-2], x) @ x @ self._blur(x.shape[-1], x).T).clamp(0, 1)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            rows, columns = self._blur(x.shape[-2], dtype, x.device), self._blur(x.shape[-1], dtype, x.device)
+            out = (rows @ x.to(dtype) @ columns.T).clamp(0, 1).to(x.dtype)
         return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
             memory_format=torch.channels_last) else out
 
