@@ -107,6 +107,17 @@ def rbench(*args: str, env: dict[str, str] | None = None, timeout: float = 600, 
     return subprocess.run([RBENCH, *args], capture_output=True, text=True, env=full_env, timeout=timeout, **kw)
 
 
+def rbench_imports(*args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """``python -X importtime -m rbench ARGS``: the completed process, its stderr without the import lines, and the
+    names of the modules it imported."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "rbench", *args], capture_output=True, text=True,
+                         timeout=timeout)
+    lines = out.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time")}
+    out.stderr = "\n".join(line for line in lines if not line.startswith("import time"))
+    return out, imported
+
+
 def kill_and_resume(suite: Path, store: Path, run_dir: Path, kills: list[tuple[str, float | str]],
                     timeout: float = 600) -> tuple[subprocess.CompletedProcess, list[str]]:
     """Run ``rbench run`` once per kill point, each stopped by its kill point, then once to completion.

@@ -3,6 +3,7 @@ parity with the native attacks, and validation of its params in suites."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 pytest.importorskip("art", reason="the 'art' attack plugin needs adversarial-robustness-toolbox")
 
 from art.attacks.evasion import ProjectedGradientDescent  # noqa: E402
-from support import rbench  # noqa: E402
+from support import rbench, rbench_imports  # noqa: E402
 
 from rbench.contract import check_attack_output  # noqa: E402
 from rbench.errors import SuiteError  # noqa: E402
@@ -287,6 +288,34 @@ def test_no_allowed_keyword_writes_prints_or_takes_an_object():
         allowed = allowed_kwargs(name)
         assert "summary_writer" not in allowed and "verbose" not in allowed and "batch_size" not in allowed
         assert set(allowed) <= set(inspect.signature(getattr(evasion, name).__init__).parameters)
+
+
+def test_a_second_process_takes_art_s_answers_from_the_store_without_importing_it(write_suite, tmp_path):
+    """ART's answers (its attacks, whether kwargs are valid and in which form, budgets, gradient needs) are kept in
+    the store's library cache (rbench.library_answers): a second process plans the same suite, or refuses the same
+    bad kwargs in the same line, without importing ART (1.5-3 s); an answer whose checksum fails is asked again."""
+    good = write_suite(SUITE.format(kwargs='eps = 0.1, eps_step = 0.01, max_iter = 20, norm = "inf"'), "good.toml")
+    bad = write_suite(SUITE.format(kwargs="eps = 0.1, steps = 3"), "bad.toml")
+    store = tmp_path / "store"
+
+    def dry_run(path: Path) -> tuple[int, str, str, bool]:
+        out, imported = rbench_imports("run", str(path), "--dry-run", "--store", str(store))
+        return out.returncode, out.stdout, out.stderr, "art" in imported
+
+    first, second = dry_run(good), dry_run(good)
+    assert first[0] == 0 and first[3], first[2]
+    assert second[:3] == first[:3] and not second[3]
+    refused, again = dry_run(bad), dry_run(bad)
+    assert refused[0] == 2 and "'steps' is not an allowed keyword" in refused[2] and refused[3]
+    assert again[:3] == refused[:3] and not again[3]
+    answers = list((store / "library-cache" / "answers").glob("*.json"))
+    assert len(answers) >= 4
+    for path in answers:  # each answer changed without its checksum: not taken, asked again
+        record = json.loads(path.read_text())
+        record["answer"] = {"kwargs": {}} if isinstance(record["answer"], dict) else None
+        path.write_text(json.dumps(record))
+    third = dry_run(good)
+    assert third[:3] == first[:3] and third[3]
 
 
 SUMMARY_WRITER_SUITE = """

@@ -9,6 +9,8 @@ from pydantic import ValidationError
 
 pytest.importorskip("foolbox")
 
+from support import rbench_imports  # noqa: E402
+
 from rbench.attack import Budget  # noqa: E402
 from rbench.contract import check_attack_output  # noqa: E402
 from rbench.errors import SuiteError  # noqa: E402
@@ -182,6 +184,24 @@ rows = "attack"
 columns = "model"
 metric = "error"
 """
+
+
+def test_a_second_process_takes_foolbox_s_answers_from_the_store_without_importing_it(write_suite, tmp_path):
+    """foolbox's answers (its attacks, whether kwargs build one, its distance) are kept in the store's library
+    cache (rbench.library_answers): a second process plans the same suite, or refuses the same kwargs in the same
+    line, without importing foolbox."""
+    good = write_suite(SUITE)
+    bad = write_suite(SUITE.replace("candidates = 10", "candidatez = 10"), "bad.toml")
+    runs = {}
+    for name, path in (("good", good), ("bad", bad)):
+        runs[name] = [rbench_imports("run", str(path), "--dry-run", "--store", str(tmp_path / "store"))
+                      for _ in range(2)]
+    for name, code in (("good", 0), ("bad", 2)):
+        (first, first_imports), (second, second_imports) = runs[name]
+        assert first.returncode == code and "foolbox" in first_imports, first.stderr
+        assert (second.returncode, second.stdout, second.stderr) == (first.returncode, first.stdout, first.stderr)
+        assert "foolbox" not in second_imports
+    assert "candidatez" in runs["bad"][0][0].stderr and "did you mean 'candidates'" in runs["bad"][0][0].stderr
 
 
 def test_suite_validation(write_suite):

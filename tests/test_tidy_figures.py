@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import replace
 
@@ -21,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binomtest
-from support import rbench
+from support import rbench, rbench_imports
 
 import rbench as rb
 from rbench.compare import Tolerance, judge
@@ -133,10 +132,9 @@ def test_the_tidy_files_are_written_and_read_bit_identical_without_pandas(tiny_r
     files = ("cells.parquet", "samples.parquet", "outcomes.parquet")
 
     def imports(*args: str) -> set[str]:
-        out = subprocess.run([sys.executable, "-X", "importtime", "-m", "rbench", *args], capture_output=True,
-                             text=True, timeout=600)
+        out, imported = rbench_imports(*args)
         assert out.returncode == 0, out.stderr
-        return {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time")}
+        return imported
 
     shutil.copytree(store, tmp_path / "store")
     warm = tmp_path / "warm"

@@ -52,6 +52,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from rbench.attack import Attack, AttackOutput, Budget
+from rbench.library_answers import library_digest, remembered
 
 DIST = "adversarial-robustness-toolbox"
 
@@ -85,14 +86,25 @@ def _evasion() -> Any:
     return evasion
 
 
+def _library() -> str | None:
+    """The key of what ART answers (:func:`rbench.library_answers.library_digest`): its installed files and this
+    adapter's source. Validation, budgets and gradient needs are asked through
+    :func:`rbench.library_answers.remembered`, so a warm run does not import ART (1.5-3 s)."""
+    return library_digest(DIST, "art", __file__)
+
+
 @cache
 def attack_names() -> tuple[str, ...]:
     """The names of the ``EvasionAttack`` classes in ``art.attacks.evasion``."""
-    evasion = _evasion()
-    from art.attacks.attack import EvasionAttack
 
-    return tuple(sorted(n for n in dir(evasion) if inspect.isclass(cls := getattr(evasion, n))
-                        and issubclass(cls, EvasionAttack)))
+    def names() -> list[str]:
+        evasion = _evasion()
+        from art.attacks.attack import EvasionAttack
+
+        return sorted(n for n in dir(evasion) if inspect.isclass(cls := getattr(evasion, n))
+                      and issubclass(cls, EvasionAttack))
+
+    return tuple(remembered(_library(), "attack_names", None, names))
 
 
 def _budget_norm(value: Any) -> str | None:
@@ -227,30 +239,46 @@ class ArtParams(BaseModel):
         attack = info.data.get("attack")
         if attack is None:  # the attack name already failed
             return value
-        check_kwargs(attack, value)
-        kwargs = dict(value)
-        norm = kwargs.get("norm")  # one JSON-safe spelling: "inf" (np.inf would serialise as null), 1, 2
-        if _is_number(norm) and math.isinf(norm) and norm > 0:
-            kwargs["norm"] = "inf"
-        elif _is_number(norm) and float(norm).is_integer():
-            kwargs["norm"] = int(norm)
-        if kwargs.get("targeted") is True and attack != "AutoAttack":
-            raise ValueError("targeted ART attacks are not supported by the adapter (kwargs.targeted = true)")
-        if isinstance(kwargs.get("attacks"), list):  # AutoAttack's sub-attacks as {attack, kwargs} tables
-            kwargs["attacks"] = [_sub_attack(a) for a in kwargs["attacks"]]
         batch_size = info.data.get("batch_size", 250)
-        try:
-            instance = build(attack, kwargs, batch_size, _dummy_classifier())
-        except Exception as exc:  # ART's own checks: ValueError, TypeError, EstimatorError...
-            raise ValueError(f"ART's {attack} rejects these kwargs: {type(exc).__name__}: {exc}") from None
-        has_eps, has_norm = hasattr(instance, "eps"), hasattr(instance, "norm")
-        if has_eps and has_norm:
-            if _budget_norm(instance.norm) is None:
-                raise ValueError(f"{attack} with norm {instance.norm!r} bounds a norm rbench cannot budget; "
-                                 "rbench budgets are Linf or L2 (use norm \"inf\" or 2)")
-            if not _is_number(instance.eps):
-                raise ValueError(f"kwargs.eps must be one number for {attack} (got {instance.eps!r})")
-        return kwargs
+
+        def answer() -> dict[str, Any]:
+            try:
+                return {"kwargs": normal_kwargs(attack, value, batch_size)}
+            except ValueError as exc:
+                return {"error": str(exc)}
+
+        answered = remembered(_library(), "kwargs", [attack, batch_size, value], answer)
+        if "error" in answered:
+            raise ValueError(answered["error"])
+        return dict(answered["kwargs"])
+
+
+def normal_kwargs(attack: str, value: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """``value``, the kwargs of ART's ``attack``, checked (allow-list, ART's own checks on a dummy classifier, a
+    budget rbench can hold) and in their one normal form; a one-line ValueError otherwise."""
+    check_kwargs(attack, value)
+    kwargs = dict(value)
+    norm = kwargs.get("norm")  # one JSON-safe spelling: "inf" (np.inf would serialise as null), 1, 2
+    if _is_number(norm) and math.isinf(norm) and norm > 0:
+        kwargs["norm"] = "inf"
+    elif _is_number(norm) and float(norm).is_integer():
+        kwargs["norm"] = int(norm)
+    if kwargs.get("targeted") is True and attack != "AutoAttack":
+        raise ValueError("targeted ART attacks are not supported by the adapter (kwargs.targeted = true)")
+    if isinstance(kwargs.get("attacks"), list):  # AutoAttack's sub-attacks as {attack, kwargs} tables
+        kwargs["attacks"] = [_sub_attack(a) for a in kwargs["attacks"]]
+    try:
+        instance = build(attack, kwargs, batch_size, _dummy_classifier())
+    except Exception as exc:  # ART's own checks: ValueError, TypeError, EstimatorError...
+        raise ValueError(f"ART's {attack} rejects these kwargs: {type(exc).__name__}: {exc}") from None
+    has_eps, has_norm = hasattr(instance, "eps"), hasattr(instance, "norm")
+    if has_eps and has_norm:
+        if _budget_norm(instance.norm) is None:
+            raise ValueError(f"{attack} with norm {instance.norm!r} bounds a norm rbench cannot budget; "
+                             "rbench budgets are Linf or L2 (use norm \"inf\" or 2)")
+        if not _is_number(instance.eps):
+            raise ValueError(f"kwargs.eps must be one number for {attack} (got {instance.eps!r})")
+    return kwargs
 
 
 def _sub_attack(spec: Any) -> dict[str, Any]:
@@ -328,14 +356,22 @@ class ArtAttack(Attack):
     version = f"1+art{ART_VERSION or '-missing'}"
 
     def budget(self, params: ArtParams) -> Budget | None:
-        instance = build(params.attack, params.kwargs, params.batch_size, _dummy_classifier())
-        if not (hasattr(instance, "eps") and hasattr(instance, "norm")):
-            return None
-        return Budget(norm=_budget_norm(instance.norm), eps=float(instance.eps))  # type: ignore[arg-type]
+        def answer() -> list[Any] | None:
+            instance = build(params.attack, params.kwargs, params.batch_size, _dummy_classifier())
+            if not (hasattr(instance, "eps") and hasattr(instance, "norm")):
+                return None
+            return [_budget_norm(instance.norm), float(instance.eps)]
+
+        found = remembered(_library(), "budget", params.model_dump(mode="json"), answer)
+        return None if found is None else Budget(norm=found[0], eps=float(found[1]))
 
     def uses_gradients(self, params: ArtParams) -> bool:
         """From the estimator ART's attack class requires (loss or class gradients); AutoAttack runs APGD unless
         its ``attacks`` are given, then it uses gradients if any of them does."""
+        return bool(remembered(_library(), "uses_gradients", params.model_dump(mode="json"),
+                               lambda: self._uses_gradients(params)))
+
+    def _uses_gradients(self, params: ArtParams) -> bool:
         if params.attack == "AutoAttack":
             subs = params.kwargs.get("attacks")
             return not isinstance(subs, list) or any(

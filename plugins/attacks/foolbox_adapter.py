@@ -56,6 +56,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from rbench.attack import AttackOutput, Budget, FixedBudgetAttack
+from rbench.library_answers import library_digest, remembered
 
 try:
     FOOLBOX_VERSION: str | None = importlib.metadata.version("foolbox")
@@ -113,21 +114,51 @@ def _foolbox() -> Any:
     return foolbox
 
 
+def _library() -> str | None:
+    """The key of what foolbox answers (:func:`rbench.library_answers.library_digest`): its installed files and
+    this adapter's source. Its attacks, whether kwargs construct one and its distance are asked through
+    :func:`rbench.library_answers.remembered`, so a warm run does not import foolbox (0.35-0.45 s)."""
+    return library_digest("foolbox", "foolbox", __file__)
+
+
 @cache
 def attack_names() -> dict[str, str]:
     """The usable attack classes of ``foolbox.attacks``: name -> "fixed" or "minimization"."""
-    fb = _foolbox()
-    from foolbox.attacks.base import FixedEpsilonAttack, MinimizationAttack
 
-    out = {}
-    for name in dir(fb.attacks):
-        cls = getattr(fb.attacks, name)
-        if inspect.isclass(cls) and not inspect.isabstract(cls):
-            if issubclass(cls, FixedEpsilonAttack):
-                out[name] = "fixed"
-            elif issubclass(cls, MinimizationAttack):
-                out[name] = "minimization"
-    return out
+    def names() -> dict[str, str]:
+        fb = _foolbox()
+        from foolbox.attacks.base import FixedEpsilonAttack, MinimizationAttack
+
+        out = {}
+        for name in dir(fb.attacks):
+            cls = getattr(fb.attacks, name)
+            if inspect.isclass(cls) and not inspect.isabstract(cls):
+                if issubclass(cls, FixedEpsilonAttack):
+                    out[name] = "fixed"
+                elif issubclass(cls, MinimizationAttack):
+                    out[name] = "minimization"
+        return out
+
+    return dict(remembered(_library(), "attack_names", None, names))
+
+
+def _built(attack: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What building ``attack`` with ``kwargs`` (allow-listed) gives: ``{"norm": "l2" | "linf" | None}`` (its
+    distance's), ``{"unbuilt": why}`` where the constructor fails, ``{"no_distance": why}`` for a
+    flexible-distance attack built without one; remembered (see :func:`_library`)."""
+
+    def answer() -> dict[str, Any]:
+        try:
+            built = foolbox_attack(attack, kwargs)
+        except Exception as exc:  # noqa: BLE001 - any constructor failure is a parameter problem
+            return {"unbuilt": f"foolbox.attacks.{attack}(**kwargs) failed: {type(exc).__name__}: {exc}"}
+        try:
+            _ = built.distance
+        except ValueError as exc:  # a flexible-distance attack constructed without one
+            return {"no_distance": f"{attack} needs kwargs.distance (one of {', '.join(DISTANCES)}): {exc}"}
+        return {"norm": distance_norm(built)}
+
+    return dict(remembered(_library(), "built", [attack, kwargs], answer))
 
 
 def _is_number(value: Any) -> bool:
@@ -244,15 +275,21 @@ class FoolboxParams(BaseModel):
         name = info.data.get("attack")
         if name is None:  # the attack name failed validation already
             return kwargs
-        check_kwargs(name, kwargs)
-        try:
-            json.dumps(kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"kwargs must be plain values (numbers, strings, lists, tables): {exc}") from None
-        try:
-            foolbox_attack(name, kwargs)
-        except Exception as exc:  # noqa: BLE001 - any constructor failure is a parameter problem
-            raise ValueError(f"foolbox.attacks.{name}(**kwargs) failed: {type(exc).__name__}: {exc}") from None
+
+        def refusal() -> str | None:
+            try:
+                check_kwargs(name, kwargs)
+            except ValueError as exc:
+                return str(exc)
+            try:
+                json.dumps(kwargs)
+            except (TypeError, ValueError) as exc:
+                return f"kwargs must be plain values (numbers, strings, lists, tables): {exc}"
+            return _built(name, kwargs).get("unbuilt")
+
+        refused = remembered(_library(), "kwargs", [name, kwargs], refusal)
+        if refused:
+            raise ValueError(refused)
         return kwargs
 
     @model_validator(mode="after")
@@ -260,10 +297,9 @@ class FoolboxParams(BaseModel):
         if self.epsilon is None and attack_names()[self.attack] == "fixed":
             raise ValueError(f"epsilon is required: {self.attack} is a fixed-epsilon attack (only minimization "
                              "attacks run without one)")
-        try:
-            _ = foolbox_attack(self.attack, self.kwargs).distance
-        except ValueError as exc:  # a flexible-distance attack constructed without one
-            raise ValueError(f"{self.attack} needs kwargs.distance (one of {', '.join(DISTANCES)}): {exc}") from None
+        built = _built(self.attack, self.kwargs)
+        if "no_distance" in built or "unbuilt" in built:
+            raise ValueError(built.get("no_distance") or built["unbuilt"])
         return self
 
 
@@ -310,8 +346,8 @@ class FoolboxAttack(FixedBudgetAttack):
     def budget(self, params: FoolboxParams) -> Budget | None:
         if params.epsilon is None:
             return None
-        norm = distance_norm(foolbox_attack(params.attack, params.kwargs))
-        return None if norm is None else Budget(norm, float(params.epsilon))  # type: ignore[arg-type]
+        norm = _built(params.attack, params.kwargs).get("norm")
+        return None if norm is None else Budget(norm, float(params.epsilon))
 
     def uses_gradients(self, params: FoolboxParams) -> bool:
         return params.attack not in GRADIENT_FREE
