@@ -443,9 +443,10 @@ def average_ranks(values: Any) -> np.ndarray:
 
 
 def spearman_rho(x: Any, y: Any) -> float:
-    """Spearman's rho of ``x`` and ``y``: Pearson's r of their average ranks, as ``scipy.stats.spearmanr(x, y)``
-    computes its statistic (``np.corrcoef`` of the ranks, bit for bit; the tests compare). Written out because
-    importing scipy.stats costs 0.5 s of a warm run that checks a trend claim."""
+    """Spearman's rho of ``x`` and ``y`` (finite values: a cell's are): Pearson's r of their average ranks, as
+    ``scipy.stats.spearmanr(x, y)`` computes its statistic (``np.corrcoef`` of the ranks, bit for bit; the tests
+    compare; scipy gives NaN where a value is NaN, this does not). Written out because importing scipy.stats costs
+    0.5 s of a warm run that checks a trend claim."""
     return float(np.corrcoef(np.column_stack([average_ranks(x), average_ranks(y)]), rowvar=False)[1, 0])
 
 

@@ -297,6 +297,7 @@ def test_a_second_process_takes_art_s_answers_from_the_store_without_importing_i
     good = write_suite(SUITE.format(kwargs='eps = 0.1, eps_step = 0.01, max_iter = 20, norm = "inf"'), "good.toml")
     bad = write_suite(SUITE.format(kwargs="eps = 0.1, steps = 3"), "bad.toml")
     store = tmp_path / "store"
+    (store / "library-cache").mkdir(parents=True)  # as a store an earlier run made has
 
     def dry_run(path: Path) -> tuple[int, str, str, bool]:
         out, imported = rbench_imports("run", str(path), "--dry-run", "--store", str(store))
@@ -316,6 +317,28 @@ def test_a_second_process_takes_art_s_answers_from_the_store_without_importing_i
         path.write_text(json.dumps(record))
     third = dry_run(good)
     assert third[:3] == first[:3] and third[3]
+
+
+def test_a_refusal_for_a_missing_package_is_not_kept(tmp_path, monkeypatch):
+    """ART refusing an attack because a package it imports is missing (torchvision, kornia...) is answered again
+    in the next process: installing the package changes the answer."""
+    from rbench.plugins.attacks import art_adapter
+
+    (tmp_path / "cache").mkdir()
+    monkeypatch.setenv("RBENCH_LIBRARY_CACHE", str(tmp_path / "cache"))
+
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'torchvision'")
+
+    monkeypatch.setattr(art_adapter, "build", missing)
+    spec = {"attack": "FastGradientMethod", "kwargs": {"eps": 0.123}}
+    with pytest.raises(ValidationError, match="torchvision"):
+        ArtParams.model_validate(spec)
+    kept = [json.loads(p.read_text())["question"] for p in (tmp_path / "cache" / "answers").glob("*.json")]
+    assert "kwargs" not in kept and "attack_names" in kept
+    monkeypatch.undo()
+    monkeypatch.setenv("RBENCH_LIBRARY_CACHE", str(tmp_path / "cache"))
+    assert ArtParams.model_validate(spec).kwargs == {"eps": 0.123}
 
 
 SUMMARY_WRITER_SUITE = """

@@ -192,6 +192,9 @@ def test_a_second_process_takes_foolbox_s_answers_from_the_store_without_importi
     line, without importing foolbox."""
     good = write_suite(SUITE)
     bad = write_suite(SUITE.replace("candidates = 10", "candidatez = 10"), "bad.toml")
+    out, _ = rbench_imports("run", str(good), "--dry-run", "--store", str(tmp_path / "store"))
+    assert out.returncode == 0 and not (tmp_path / "store").exists()  # a dry run of a new store writes nothing
+    (tmp_path / "store" / "library-cache").mkdir(parents=True)  # as a store an earlier run made has
     runs = {}
     for name, path in (("good", good), ("bad", bad)):
         runs[name] = [rbench_imports("run", str(path), "--dry-run", "--store", str(tmp_path / "store"))
@@ -202,6 +205,13 @@ def test_a_second_process_takes_foolbox_s_answers_from_the_store_without_importi
         assert (second.returncode, second.stdout, second.stderr) == (first.returncode, first.stdout, first.stderr)
         assert "foolbox" not in second_imports
     assert "candidatez" in runs["bad"][0][0].stderr and "did you mean 'candidates'" in runs["bad"][0][0].stderr
+
+
+def test_a_budget_of_params_that_skipped_validation_still_refuses_them():
+    attack = get_plugin("attack", "foolbox")
+    params = attack.Params.model_construct(attack="LinfPGD", epsilon=0.1, kwargs={"tensorboard": "/tmp/x"})
+    with pytest.raises(ValueError, match="not an allowed keyword"):
+        attack.budget(params)
 
 
 def test_suite_validation(write_suite):

@@ -52,7 +52,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from rbench.attack import Attack, AttackOutput, Budget
-from rbench.library_answers import library_digest, remembered
+from rbench.library_answers import Fleeting, library_digest, remembered
 
 DIST = "adversarial-robustness-toolbox"
 
@@ -241,9 +241,11 @@ class ArtParams(BaseModel):
             return value
         batch_size = info.data.get("batch_size", 250)
 
-        def answer() -> dict[str, Any]:
+        def answer() -> dict[str, Any] | Fleeting:
             try:
                 return {"kwargs": normal_kwargs(attack, value, batch_size)}
+            except MissingPackage as exc:  # installing the package changes the answer: not kept
+                return Fleeting({"error": str(exc)})
             except ValueError as exc:
                 return {"error": str(exc)}
 
@@ -251,6 +253,10 @@ class ArtParams(BaseModel):
         if "error" in answered:
             raise ValueError(answered["error"])
         return dict(answered["kwargs"])
+
+
+class MissingPackage(ValueError):
+    """ART cannot build the attack because a package it imports for it is not installed (torchvision, kornia...)."""
 
 
 def normal_kwargs(attack: str, value: dict[str, Any], batch_size: int) -> dict[str, Any]:
@@ -270,7 +276,8 @@ def normal_kwargs(attack: str, value: dict[str, Any], batch_size: int) -> dict[s
     try:
         instance = build(attack, kwargs, batch_size, _dummy_classifier())
     except Exception as exc:  # ART's own checks: ValueError, TypeError, EstimatorError...
-        raise ValueError(f"ART's {attack} rejects these kwargs: {type(exc).__name__}: {exc}") from None
+        why = MissingPackage if isinstance(exc, ImportError) else ValueError
+        raise why(f"ART's {attack} rejects these kwargs: {type(exc).__name__}: {exc}") from None
     has_eps, has_norm = hasattr(instance, "eps"), hasattr(instance, "norm")
     if has_eps and has_norm:
         if _budget_norm(instance.norm) is None:
@@ -362,13 +369,13 @@ class ArtAttack(Attack):
                 return None
             return [_budget_norm(instance.norm), float(instance.eps)]
 
-        found = remembered(_library(), "budget", params.model_dump(mode="json"), answer)
+        found = remembered(_library(), "budget", [params.attack, params.batch_size, params.kwargs], answer)
         return None if found is None else Budget(norm=found[0], eps=float(found[1]))
 
     def uses_gradients(self, params: ArtParams) -> bool:
         """From the estimator ART's attack class requires (loss or class gradients); AutoAttack runs APGD unless
         its ``attacks`` are given, then it uses gradients if any of them does."""
-        return bool(remembered(_library(), "uses_gradients", params.model_dump(mode="json"),
+        return bool(remembered(_library(), "uses_gradients", [params.attack, params.batch_size, params.kwargs],
                                lambda: self._uses_gradients(params)))
 
     def _uses_gradients(self, params: ArtParams) -> bool:

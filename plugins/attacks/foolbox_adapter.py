@@ -56,7 +56,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from rbench.attack import AttackOutput, Budget, FixedBudgetAttack
-from rbench.library_answers import library_digest, remembered
+from rbench.library_answers import Fleeting, library_digest, remembered
 
 try:
     FOOLBOX_VERSION: str | None = importlib.metadata.version("foolbox")
@@ -147,11 +147,12 @@ def _built(attack: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     distance's), ``{"unbuilt": why}`` where the constructor fails, ``{"no_distance": why}`` for a
     flexible-distance attack built without one; remembered (see :func:`_library`)."""
 
-    def answer() -> dict[str, Any]:
+    def answer() -> dict[str, Any] | Fleeting:
         try:
             built = foolbox_attack(attack, kwargs)
         except Exception as exc:  # noqa: BLE001 - any constructor failure is a parameter problem
-            return {"unbuilt": f"foolbox.attacks.{attack}(**kwargs) failed: {type(exc).__name__}: {exc}"}
+            why = {"unbuilt": f"foolbox.attacks.{attack}(**kwargs) failed: {type(exc).__name__}: {exc}"}
+            return Fleeting(why) if isinstance(exc, ImportError) else why  # a missing package: not kept
         try:
             _ = built.distance
         except ValueError as exc:  # a flexible-distance attack constructed without one
@@ -346,7 +347,10 @@ class FoolboxAttack(FixedBudgetAttack):
     def budget(self, params: FoolboxParams) -> Budget | None:
         if params.epsilon is None:
             return None
-        norm = _built(params.attack, params.kwargs).get("norm")
+        built = _built(params.attack, params.kwargs)
+        if "unbuilt" in built:  # params that skipped validation
+            raise ValueError(built["unbuilt"])
+        norm = built.get("norm")
         return None if norm is None else Budget(norm, float(params.epsilon))
 
     def uses_gradients(self, params: FoolboxParams) -> bool:
