@@ -214,6 +214,33 @@ def test_a_budget_of_params_that_skipped_validation_still_refuses_them():
         attack.budget(params)
 
 
+def test_a_refusal_for_a_missing_package_is_not_kept(tmp_path, monkeypatch):
+    """foolbox failing to build an attack because a package is missing is answered again in the next process,
+    and so is the kwargs refusal made of it."""
+    import json
+
+    from rbench.plugins.attacks import foolbox_adapter
+
+    (tmp_path / "cache").mkdir()
+    monkeypatch.setenv("RBENCH_LIBRARY_CACHE", str(tmp_path / "cache"))
+
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'somepackage'")
+
+    def kept() -> list[str]:
+        return sorted(json.loads(p.read_text())["question"] for p in (tmp_path / "cache" / "answers").glob("*.json"))
+
+    monkeypatch.setattr(foolbox_adapter, "foolbox_attack", missing)
+    spec = {"attack": "LinfPGD", "epsilon": 0.1, "kwargs": {"steps": 7}}
+    with pytest.raises(ValidationError, match="somepackage"):
+        foolbox_adapter.FoolboxParams.model_validate(spec)
+    assert "kwargs" not in kept() and "built" not in kept()
+    monkeypatch.undo()
+    monkeypatch.setenv("RBENCH_LIBRARY_CACHE", str(tmp_path / "cache"))
+    assert foolbox_adapter.FoolboxParams.model_validate(spec).kwargs == {"steps": 7}
+    assert {"kwargs", "built"} <= set(kept())
+
+
 def test_suite_validation(write_suite):
     suite = load_suite(write_suite(SUITE))
     attacks = suite.evaluations["ev"].attacks

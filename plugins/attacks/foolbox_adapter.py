@@ -152,7 +152,9 @@ def _built(attack: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             built = foolbox_attack(attack, kwargs)
         except Exception as exc:  # noqa: BLE001 - any constructor failure is a parameter problem
             why = {"unbuilt": f"foolbox.attacks.{attack}(**kwargs) failed: {type(exc).__name__}: {exc}"}
-            return Fleeting(why) if isinstance(exc, ImportError) else why  # a missing package: not kept
+            if isinstance(exc, ImportError):  # a missing package: not kept, nor the refusals made of it
+                return Fleeting({**why, "fleeting": True})
+            return why
         try:
             _ = built.distance
         except ValueError as exc:  # a flexible-distance attack constructed without one
@@ -277,7 +279,7 @@ class FoolboxParams(BaseModel):
         if name is None:  # the attack name failed validation already
             return kwargs
 
-        def refusal() -> str | None:
+        def refusal() -> str | Fleeting | None:
             try:
                 check_kwargs(name, kwargs)
             except ValueError as exc:
@@ -286,7 +288,8 @@ class FoolboxParams(BaseModel):
                 json.dumps(kwargs)
             except (TypeError, ValueError) as exc:
                 return f"kwargs must be plain values (numbers, strings, lists, tables): {exc}"
-            return _built(name, kwargs).get("unbuilt")
+            built = _built(name, kwargs)
+            return Fleeting(built["unbuilt"]) if built.get("fleeting") else built.get("unbuilt")
 
         refused = remembered(_library(), "kwargs", [name, kwargs], refusal)
         if refused:
