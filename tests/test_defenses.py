@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import pickle
 
 import numpy as np
 import pytest
@@ -128,7 +127,7 @@ def test_lowpass_is_a_replicate_padded_depthwise_convolution():
 
 def test_lowpass_is_unbiased_under_autocast_and_keeps_gradients_after_inference_mode():
     """Its products run in float32 outside autocast (bfloat16 matrices' rows sum to 0.998: every image darker);
-    matrices first made under inference mode still enter a graph later; a copy or a pickle rebuilds them; an input
+    matrices first made under inference mode still enter a graph later; a copy rebuilds them; an input
     that is not an image is refused, not blurred across the batch."""
     module = _build("lowpass")
     x = _mnist(8)
@@ -140,8 +139,8 @@ def test_lowpass_is_unbiased_under_autocast_and_keeps_gradients_after_inference_
     grad_input = x.clone().requires_grad_(True)
     module(grad_input).sum().backward()
     assert grad_input.grad is not None and float(grad_input.grad.abs().sum()) > 0
-    assert torch.equal(copy.deepcopy(module)(x), module(x)) and torch.equal(pickle.loads(pickle.dumps(module))(x),
-                                                                             module(x))
+    copied = copy.deepcopy(module)  # through __getstate__, as any copy of the module: the matrices are not carried
+    assert not copied._matrices and torch.equal(copied(x), module(x))
     with pytest.raises(ValueError, match="images"):
         module(x.flatten(1))
 

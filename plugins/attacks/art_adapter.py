@@ -52,7 +52,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from rbench.attack import Attack, AttackOutput, Budget
-from rbench.library_answers import Fleeting, library_digest, remembered
+from rbench.library_answers import CACHE_VARIABLE, Fleeting, library_digest, remembered
 
 DIST = "adversarial-robustness-toolbox"
 
@@ -73,7 +73,7 @@ def _evasion() -> Any:
     ``~/.art/data`` (its config module does, and reads no variable but HOME): where rbench named a library-cache
     folder in the store (``RBENCH_LIBRARY_CACHE``, set by the CLI), HOME points into it for that import, so ART's
     folder is made there, not in the user's home."""
-    cache = os.environ.get("RBENCH_LIBRARY_CACHE")
+    cache = os.environ.get(CACHE_VARIABLE)
     home = {}
     if cache is not None and "art" not in sys.modules:
         home = {"HOME": str(Path(cache) / "art")}

@@ -40,10 +40,10 @@ def gaussian_factor(size: int, variance: float) -> np.ndarray:
 
 def gaussian_kernel(size: int, variance: float) -> torch.Tensor:
     """The ``size`` x ``size`` kernel: ``exp(-(u^2 + v^2) / (2 variance))`` on the grid ``linspace(-3, 3, size)``
-    (both ends included) in each direction, normalized to sum 1; float32."""
-    grid = np.linspace(-3.0, 3.0, size)
-    g = np.exp(-(grid[:, None] ** 2 + grid[None, :] ** 2) / (2.0 * variance))
-    return torch.tensor(g / g.sum(), dtype=torch.float32)
+    (both ends included) in each direction, normalized to sum 1 (the outer product of :func:`gaussian_factor` with
+    itself); float32."""
+    factor = gaussian_factor(size, variance)
+    return torch.tensor(np.outer(factor, factor), dtype=torch.float32)
 
 
 def blur_matrix(factor: np.ndarray, n: int) -> torch.Tensor:
