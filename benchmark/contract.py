@@ -140,7 +140,14 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
         return False
     if a.numel() == 0 or a.dtype == torch.bool:
         return torch.equal(a, b)
-    return torch.equal(a.reshape(-1).contiguous().view(torch.uint8), b.reshape(-1).contiguous().view(torch.uint8))
+    bits = _SAME_SIZE_INT.get(a.element_size(), torch.uint8)  # compared as one word per element: 4x a byte view
+    flat_a, flat_b = a.reshape(-1).contiguous(), b.reshape(-1).contiguous()
+    if bits == torch.uint8 or a.is_complex():
+        return torch.equal(flat_a.view(torch.uint8), flat_b.view(torch.uint8))
+    return torch.equal(flat_a.view(bits), flat_b.view(bits))
+
+
+_SAME_SIZE_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 class ModelGuard:

@@ -120,6 +120,33 @@ def test_extras_and_success_of_the_wrong_kind_are_the_attack_s_contract_error(tr
                         model, y, 0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
+                                   torch.int8, torch.bool, torch.complex64])
+def test_the_model_guard_compares_bits(dtype):
+    """Any changed bit is a change (a sign flip of 0.0 too, which ``==`` misses) and the same bits are not (a NaN
+    left as it was, which ``torch.equal`` calls changed), whatever the dtype, on strided tensors too."""
+    from rbench.contract import _same_bits
+
+    base = (torch.arange(24, dtype=torch.float64).reshape(4, 6) - 3).to(dtype)
+    strided = base.t()
+    assert _same_bits(strided, strided.clone()) and not _same_bits(base, base[:3])
+    if dtype == torch.bool:
+        changed = base.clone()
+        changed[3, 5] = ~changed[3, 5]
+        assert not _same_bits(base, changed)
+        return
+    flipped = base.clone()
+    flipped.reshape(-1)[3] = -flipped.reshape(-1)[3]  # element 3 is 0: -0.0 for floats, the same 0 for integers
+    assert _same_bits(base, flipped) == (not (dtype.is_floating_point or dtype.is_complex))
+    changed = base.clone()
+    changed.reshape(-1)[-1] += 1
+    assert not _same_bits(base, changed) and not _same_bits(base.t(), changed.t())
+    if dtype.is_floating_point:
+        nan = base.clone()
+        nan[0, 0] = float("nan")
+        assert _same_bits(nan, nan.clone())
+
+
 def test_a_plugin_that_changes_the_model_it_attacks_is_caught():
     """The success flags are re-predicted with the same model object: an attack that zeroes the weights (or
     switches the model to training mode) and claims success would vouch for itself."""

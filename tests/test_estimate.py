@@ -231,3 +231,15 @@ def test_correlation_interval_is_fisher_z_as_scipy_computes_it():
         assert (est.low, est.high) == pytest.approx((ci.low, ci.high), rel=1e-9) and est.method == "fisher-z"
     assert correlation(None, 10) is None
     assert correlation(0.5, 3).low is None and correlation(-1.0, 50).high is None  # undefined: no interval
+
+
+def test_the_normal_quantile_is_scipys_at_every_level(monkeypatch):
+    """The 95% quantile is written out (no scipy.special import for one number): it must stay scipy's to the last
+    bit, and another level must still be computed, not served the 95% one."""
+    from scipy.stats import norm
+
+    from rbench import estimate
+
+    assert estimate._z() == float(norm.ppf(0.975))
+    monkeypatch.setattr(estimate, "LEVEL", 0.9)
+    assert estimate._z() == float(norm.ppf(0.95))
