@@ -56,12 +56,13 @@ class Fleeting:
 
 
 @functools.cache
-def library_digest(distribution: str, package: str, asker: str) -> str | None:
+def library_digest(distribution: str, package: str, asker: str, extras: bool = True) -> str | None:
     """SHA-256 of what a library's answers depend on (see the module): the files of the package ``package`` that
     Python would import (found without importing it), the asking module's source file ``asker``, the versions of
     Python, pydantic (its messages are in refusals), the foundations and the distribution ``distribution`` with
-    its own requirements; None where the package is not found or its files cannot be listed. Kept for the process
-    (a library does not change under a running process)."""
+    its own requirements (without ``extras``, only those it needs to import: scipy lists 40 test and doc tools,
+    whose 40 version lookups cost more than the answer); None where the package is not found or its files cannot
+    be listed. Kept for the process (a library does not change under a running process)."""
     try:
         spec = importlib.util.find_spec(package)
         locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -73,7 +74,7 @@ def library_digest(distribution: str, package: str, asker: str) -> str | None:
             stat = path.stat()
             h.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
         h.update(Path(asker).read_bytes())
-        required = importlib.metadata.requires(distribution) or []
+        required = [r for r in importlib.metadata.requires(distribution) or [] if extras or "extra ==" not in r]
         names = [*FOUNDATIONS, "pydantic", distribution,
                  *(re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0] for r in required)]
     except (OSError, ValueError, ImportError, importlib.metadata.PackageNotFoundError):

@@ -114,14 +114,33 @@ def test_mcnemar_pairs_by_index_and_counts_discordant_pairs():
     assert mcnemar(a, (np.array([20, 21]), np.array([True, False]))) is None
 
 
-@pytest.mark.parametrize("discordant", [1, 2, 7, 8, 60, 333, 1000])
+@pytest.mark.parametrize("discordant", [1, 2, 7, 8, 60, 333, 1000, 2001])
 def test_mcnemar_p_value_is_scipys_exact_binomial_test(discordant):
     from scipy.stats import binomtest
 
-    for a_only in range(discordant + 1):
+    for a_only in range(0, discordant + 1, 1 if discordant <= 1000 else 7):
         a = (np.arange(discordant), np.arange(discordant) < a_only)
         expected = binomtest(a_only, discordant, 0.5).pvalue
         assert mcnemar(a, (a[0], ~a[1])).p_value == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 9, 64, 1999, 2000, 2001, 5000])
+def test_the_binomial_half_tail_is_exact_up_to_its_limit_and_scipys_above(n):
+    """Summed in integers up to EXACT_TRIALS: the correctly rounded value (Fraction's); above, scipy's bdtr."""
+    from fractions import Fraction
+    from math import comb
+
+    from scipy.special import bdtr
+
+    from rbench.estimate import EXACT_TRIALS, binomial_half_tail
+
+    for k in sorted({0, 1, n // 3, n // 2 - 1, n // 2, n}):
+        got = binomial_half_tail(k, n)
+        if n <= EXACT_TRIALS:
+            assert got == float(Fraction(sum(comb(n, j) for j in range(k + 1)), 2**n)), (k, n)
+        else:
+            assert got == float(bdtr(k, n, 0.5)), (k, n)
+    assert binomial_half_tail(-1, n) == 0.0
 
 
 def test_samples_needed_shrinks_the_half_width_below_the_distance():

@@ -273,3 +273,96 @@ def test_trimming_removes_lone_checksums_and_old_temporary_files(cache, tmp_path
     names = sorted(p.name for p in cache.iterdir())
     assert len(names) == 5 and fresh.name in names and stale.name not in names
     assert not (cache / f"{'0' * 64}.sha256").exists()
+
+
+_KEY_WITHOUT_MATPLOTLIB = (
+    "import sys; from rbench.report.figures import draw_heatmap; from rbench.report import figure_cache; "
+    "figure_cache._started = lambda: 2**62; import numpy as np; "
+    "key = figure_cache.figure_key(draw_heatmap, ({'a': 2}, np.eye(2)), {}); "
+    "imported = 'matplotlib' in sys.modules; import matplotlib; "
+    "print(key, imported, figure_cache.figure_key(draw_heatmap, ({'a': 2}, np.eye(2)), {}) == key)")
+
+
+def _in_process(code: str, cwd: Path, **env: str) -> str:
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("MATPLOTLIBRC", "MPLCONFIGDIR", "XDG_CONFIG_HOME")}
+    clean["MPLCONFIGDIR"] = str(cwd.parent / "matplotlib")  # its font cache, not the user's
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd,
+                          env={**clean, **env}).stdout.strip()
+
+
+def test_a_key_made_without_matplotlib_follows_its_rc_files(tmp_path):
+    """A process that has not imported matplotlib keys its figures by the rc files matplotlib would read, without
+    importing it: a matplotlibrc appearing in the working folder, edited, or named by MATPLOTLIBRC changes the key
+    (a figure drawn under other settings is never served)."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    first, imported, same_once_imported = _in_process(_KEY_WITHOUT_MATPLOTLIB, folder).split()
+    assert imported == "False" and len(first) == 64 and same_once_imported == "True"
+    assert _in_process(_KEY_WITHOUT_MATPLOTLIB, folder).split()[0] == first
+    (folder / "matplotlibrc").write_text("lines.linewidth: 3\n")
+    local = _in_process(_KEY_WITHOUT_MATPLOTLIB, folder).split()[0]
+    (folder / "matplotlibrc").write_text("lines.linewidth: 4\n")
+    edited = _in_process(_KEY_WITHOUT_MATPLOTLIB, folder).split()[0]
+    (folder / "matplotlibrc").unlink()
+    named = tmp_path / "named_rc"
+    named.write_text("font.size: 20\n")
+    by_variable = _in_process(_KEY_WITHOUT_MATPLOTLIB, folder, MATPLOTLIBRC=str(named)).split()[0]
+    assert len({first, local, edited, by_variable}) == 4
+    assert _in_process(_KEY_WITHOUT_MATPLOTLIB, folder).split()[0] == first
+    # where the configuration folder lies is not in the key (a store's, copied elsewhere), what it holds is
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        assert _in_process(_KEY_WITHOUT_MATPLOTLIB, folder, MPLCONFIGDIR=str(tmp_path / name)).split()[0] == first
+    (tmp_path / "two" / "matplotlibrc").write_text("font.size: 20\n")
+    assert _in_process(_KEY_WITHOUT_MATPLOTLIB, folder, MPLCONFIGDIR=str(tmp_path / "two")).split()[0] not in (
+        first, by_variable)
+
+
+@pytest.mark.parametrize("where", ["working folder", "MATPLOTLIBRC file", "MATPLOTLIBRC folder", "MPLCONFIGDIR",
+                                   "XDG_CONFIG_HOME", "HOME", "installed defaults"])
+def test_the_rc_candidates_hold_the_file_matplotlib_reads(tmp_path, where):
+    """matplotlib's own choice of rc file (matplotlib_fname) is always among the files a key without matplotlib
+    hashes, wherever the user put theirs."""
+    work, rc = tmp_path / "work", tmp_path / "rc"
+    work.mkdir()
+    rc.mkdir()
+    env = {"HOME": str(tmp_path / "home")}
+    if where in ("XDG_CONFIG_HOME", "HOME"):
+        env["MPLCONFIGDIR"] = ""  # matplotlib's unset (it would come first); its font cache goes to HOME
+    if where == "working folder":
+        (work / "matplotlibrc").write_text("font.size: 9\n")
+    elif where == "MATPLOTLIBRC file":
+        (rc / "custom").write_text("font.size: 9\n")
+        env["MATPLOTLIBRC"] = str(rc / "custom")
+    elif where == "MATPLOTLIBRC folder":
+        (rc / "matplotlibrc").write_text("font.size: 9\n")
+        env["MATPLOTLIBRC"] = str(rc)
+    elif where == "MPLCONFIGDIR":
+        (rc / "matplotlibrc").write_text("font.size: 9\n")
+        env["MPLCONFIGDIR"] = str(rc)
+    elif where == "XDG_CONFIG_HOME":
+        (rc / "matplotlib").mkdir()
+        (rc / "matplotlib" / "matplotlibrc").write_text("font.size: 9\n")
+        env["XDG_CONFIG_HOME"] = str(rc)
+    elif where == "HOME":
+        (tmp_path / "home" / ".config" / "matplotlib").mkdir(parents=True)
+        (tmp_path / "home" / ".config" / "matplotlib" / "matplotlibrc").write_text("font.size: 9\n")
+    code = ("from rbench.report import figure_cache; hashed = [str(p) for _, p in figure_cache.rc_candidates()]; "
+            "import matplotlib, os; chosen = os.path.abspath(matplotlib.matplotlib_fname()); "
+            "print(chosen in hashed, chosen, matplotlib.rcParams['font.size'])")
+    found, chosen, size = _in_process(code, work, **env).split()
+    assert found == "True", chosen
+    assert (size == "9.0") == (where != "installed defaults"), (chosen, size)
+
+
+def test_an_rc_file_changed_during_the_run_keys_nothing(tmp_path, monkeypatch):
+    """A matplotlib imported before an rc file was edited holds the old settings: the file's digest would file
+    a figure drawn with them under the new ones."""
+    monkeypatch.chdir(tmp_path)
+    assert figure_cache.figure_key(bars, ([1.0],), {}) is not None
+    (tmp_path / "matplotlibrc").write_text("lines.linewidth: 3\n")
+    monkeypatch.setattr(figure_cache, "_started", lambda: time.time_ns() - 10**9)
+    assert figure_cache.figure_key(bars, ([1.0],), {}) is None

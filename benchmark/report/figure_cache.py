@@ -15,10 +15,13 @@ all of them:
   an edit or a ``git pull`` during a run, where the code drawing is the code it loaded, maybe not the files'),
   nothing is looked up or kept; a function of a module without a file (``python -c``, a
   notebook) is drawn every time;
-- **rendering**: matplotlib's version and every rcParam (a ``matplotlibrc`` in the working folder changes them),
-  the versions of numpy, Pillow (which writes the PNG), kiwisolver (constrained layout) and Python, and the
-  numeric locale. Fonts installed on the system are not in the key: a missing glyph's fallback font could
-  differ between two machines sharing a store (the values drawn cannot).
+- **rendering**: matplotlib's version and its settings, the versions of numpy, Pillow (which writes the PNG),
+  kiwisolver (constrained layout) and Python, and the numeric locale. The settings are every rcParam where the
+  process changed them, else the rc files they were loaded from (every file matplotlib may read them from, a
+  ``matplotlibrc`` in the working folder among them), so a warm run need not import matplotlib; while one of
+  those files has changed since the process started, nothing is looked up or kept. Fonts installed on the system
+  are not in the key: a missing glyph's fallback font could differ between two machines sharing a store (the
+  values drawn cannot).
 
 A building function must draw from nothing else (no store reads, files or environment of its own).
 
@@ -180,14 +183,93 @@ def _versions() -> str:
     return repr([sys.version, np.__version__, version("pillow"), version("kiwisolver")])
 
 
-def _rendering_digest() -> str:
-    import matplotlib
+def _rendering_digest() -> str | None:
+    """The rendering part of a key: matplotlib's settings, the versions of what renders, the numeric locale; None
+    (nothing cached) where a file matplotlib reads its settings from changed after this process started.
 
-    # dict.items: the stored values as they are (rcParams' own items() resolves the backend, importing pyplot).
-    # The backend is left out: its unresolved value prints with its address, and a PNG is drawn by Agg whatever
-    # the interactive backend.
-    settings = sorted((k, v) for k, v in dict.items(matplotlib.rcParams) if not k.startswith("backend"))
-    return inputs_digest(matplotlib.__version__, repr(settings), _versions(), locale.getlocale(locale.LC_NUMERIC))
+    While matplotlib's rcParams are the ones it loaded at import -- always so where this process has not imported
+    it -- they are a function of its version and of its rc files, which are hashed instead (:func:`rc_candidates`)
+    without importing matplotlib: that import cost a warm run whose figures are all kept 0.15-0.2 s of its 3 s.
+    Settings changed in the process (``rcParams[...] = ...``, a style) are hashed themselves."""
+    numeric = locale.getlocale(locale.LC_NUMERIC)
+    matplotlib = sys.modules.get("matplotlib")
+    if matplotlib is not None and _changed_settings(matplotlib):
+        # dict.items: the stored values as they are (rcParams' own items() resolves the backend, importing
+        # pyplot). The backend is left out: its unresolved value prints with its address, and a PNG is drawn by
+        # Agg whatever the interactive backend.
+        settings = sorted((k, v) for k, v in dict.items(matplotlib.rcParams) if not k.startswith("backend"))
+        return inputs_digest(matplotlib.__version__, repr(settings), _versions(), numeric)
+    files = _rc_files_digest()
+    if files is None:
+        return None
+    from importlib.metadata import version
+
+    return inputs_digest("rc files", version("matplotlib"), files, _versions(), numeric)
+
+
+def _changed_settings(matplotlib: Any) -> bool:
+    """Whether the process changed matplotlib's rcParams from those it loaded at import (``rcParamsOrig``)."""
+    def settings(params: Any) -> dict[str, Any]:
+        return {k: v for k, v in dict.items(params) if not k.startswith("backend")}
+
+    return settings(matplotlib.rcParams) != settings(matplotlib.rcParamsOrig)
+
+
+def _rc_files_digest() -> str | None:
+    """SHA-256 of every file matplotlib may read its rcParams from at import (:func:`rc_candidates`), whether there
+    or not: each place's name, then the file's bytes or why it could not be read (an unset variable's place reads
+    as absent). Editing, adding or removing one changes it; where a file lies does not (a store copied elsewhere
+    keeps its figures, though its matplotlib configuration folder moved with it). None where one of them changed
+    after this process started (a matplotlib imported before holds the old one)."""
+    h = hashlib.sha256()
+    started = _started()
+    for place, path in rc_candidates():
+        try:
+            if path is None:
+                raise FileNotFoundError(place)
+            stat = path.stat()
+            data = path.read_bytes()
+        except OSError as exc:  # absent, a folder, unreadable: what matplotlib does next differs, so does the key
+            h.update(f"{place}\0{type(exc).__name__}\0".encode())
+            continue
+        if max(stat.st_mtime_ns, stat.st_ctime_ns) >= started:
+            return None
+        h.update(f"{place}\0file\0{len(data)}\0".encode() + data)
+    return h.hexdigest()
+
+
+def rc_candidates() -> list[tuple[str, Path | None]]:
+    """A superset of ``matplotlib.matplotlib_fname()``'s candidates on every platform, in its order, each named by
+    the place it stands for (None where that place's variable is unset), found without importing matplotlib: the
+    working folder's ``matplotlibrc``, ``$MATPLOTLIBRC`` as a file and as a folder, ``matplotlibrc`` in the
+    configuration folders of ``$MPLCONFIGDIR``, ``$XDG_CONFIG_HOME``, ``%LOCALAPPDATA%``, ``~/.config`` and
+    ``~/.matplotlib``, and the installed defaults (``mpl-data/matplotlibrc``, which matplotlib always reads)."""
+    import importlib.util
+
+    env = os.environ
+
+    def under(variable: str, *parts: str) -> Path | None:
+        return Path(env[variable], *parts).absolute() if env.get(variable) else None
+
+    try:
+        home: Path | None = Path.home()
+    except RuntimeError:  # no home folder
+        home = None
+    loaded = sys.modules.get("matplotlib")
+    spec = None if loaded is not None else importlib.util.find_spec("matplotlib")
+    origin = getattr(loaded, "__file__", None) if loaded is not None else spec.origin if spec is not None else None
+    return [
+        ("working folder", Path("matplotlibrc").absolute()),
+        ("MATPLOTLIBRC", Path(env["MATPLOTLIBRC"]).absolute() if "MATPLOTLIBRC" in env else None),
+        ("MATPLOTLIBRC folder", Path(env["MATPLOTLIBRC"], "matplotlibrc").absolute() if "MATPLOTLIBRC" in env
+         else None),
+        ("MPLCONFIGDIR", under("MPLCONFIGDIR", "matplotlibrc")),
+        ("XDG_CONFIG_HOME", under("XDG_CONFIG_HOME", "matplotlib", "matplotlibrc")),
+        ("LOCALAPPDATA", under("LOCALAPPDATA", "matplotlib", "matplotlibrc")),
+        ("~/.config", home / ".config" / "matplotlib" / "matplotlibrc" if home else None),
+        ("~/.matplotlib", home / ".matplotlib" / "matplotlibrc" if home else None),
+        ("installed defaults", Path(origin).with_name("mpl-data") / "matplotlibrc" if origin else None),
+    ]
 
 
 def cacheable(build: Callable[..., Any]) -> bool:
@@ -202,9 +284,10 @@ def figure_key(build: Callable[..., Figure], args: tuple[Any, ...], kwargs: dict
     (:func:`cacheable`, the code changed since the process started). :class:`NotDigestible` for an argument of a
     type :func:`inputs_digest` does not walk."""
     code = _code_digest(build.__module__) if cacheable(build) else None
-    if code is None:
+    rendering = _rendering_digest() if code is not None else None
+    if rendering is None:
         return None
-    return inputs_digest(f"{build.__module__}.{build.__qualname__}", code, _rendering_digest(), build.__defaults__,
+    return inputs_digest(f"{build.__module__}.{build.__qualname__}", code, rendering, build.__defaults__,
                          build.__kwdefaults__, args, kwargs)
 
 
