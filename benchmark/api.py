@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from rbench.own_model import (
     checkpoint_entry,
     dataset_plugin,
     default_attacks,
+    near_chance,
     standalone_suite,
 )
 from rbench.precision import check_precision
@@ -222,4 +224,7 @@ def evaluate(model: nn.Module, dataset: str = "mnist", attacks: Iterable[str | t
         if temporary:
             shutil.rmtree(folder.parent, ignore_errors=True)
     errors = [str(r.error) for r in outcome.failed]
+    warning = near_chance(outcome.results, label, int(data.num_classes), "a normalization belongs in the model")
+    if warning:  # as rbench eval prints it: every attack would look devastating on a model fed the wrong inputs
+        warnings.warn(warning, UserWarning, stacklevel=2)
     return Results(outcome.results, None if temporary else folder, errors)

@@ -28,7 +28,9 @@ ENVIRONMENT = (
     "RBENCH_DATA_CACHE (download cache), RBENCH_DATA_MIRROR (download base URL), RBENCH_OFFLINE=1 (never "
     "download), RBENCH_STORE (artifact store; default the platform cache dir), RBENCH_PLUGINS / "
     "RBENCH_DISABLE_PLUGINS (allow / deny lists of plugin distributions), RBENCH_TRACE_PLUGINS=1 (print hook "
-    "calls), RBENCH_DEBUG=1 (tracebacks for internal errors).")
+    "calls), RBENCH_DEBUG=1 (tracebacks for internal errors), RBENCH_FIGURE_CACHE / RBENCH_LIBRARY_CACHE "
+    "(where drawn figures and libraries' answers are kept; default the store's library-cache/; a folder "
+    "that cannot be made keeps none).")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark the adversarial robustness of classifiers with declarative suites and plugins.",
                   epilog=ENVIRONMENT)

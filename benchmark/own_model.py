@@ -181,11 +181,13 @@ def dataset_plugin(name: str) -> Any:
         raise RbenchError(f"--dataset {name!r}: {exc}") from None
 
 
-def near_chance(results: RunResults, name: str, num_classes: int) -> str | None:
+def near_chance(results: RunResults, name: str, num_classes: int,
+                normalization: str = "--mean/--std add a normalization") -> str | None:
     """A warning when ``name``'s clean accuracy in the generated table is below twice chance (or a quarter of the
     way from chance to 100% where that is lower: with few classes) (a model fed inputs
     in another range or normalization than it was trained on, or the wrong weights, reads as "not robust" at
-    every attack, which says nothing); None otherwise or when the table has no such cell."""
+    every attack, which says nothing); None otherwise or when the table has no such cell. ``normalization``: how
+    the caller adds one (the CLI's options, the API's model)."""
     table = next((t for t in results.tables if t.name == TABLE), None)
     try:
         value = None if table is None else table.cell("clean", name).value
@@ -195,7 +197,7 @@ def near_chance(results: RunResults, name: str, num_classes: int) -> str | None:
     if value is None or value >= min(2 * chance, chance + (100 - chance) / 4):  # two classes: 62.5%, not 100%
         return None
     return (f"{name}'s clean accuracy is {value:.1f}%, near chance ({chance:.0f}%): are its inputs what it was "
-            "trained on (rbench feeds [0, 1] pixels; --mean/--std add a normalization) and are these its weights?")
+            f"trained on (rbench feeds [0, 1] pixels; {normalization}) and are these its weights?")
 
 
 def standalone_suite(name: str, model: dict[str, Any], dataset: str, n: int,

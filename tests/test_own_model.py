@@ -424,6 +424,17 @@ def test_naming_a_trainer_fine_tunes_on_purpose(user, write_suite, tmp_path):
     assert torch.allclose(predictions["as_is"], predictions["frozen"], atol=1e-5)
 
 
+def test_evaluate_warns_about_a_model_near_chance(tmp_path):
+    """As ``rbench eval`` does: an untrained network reads as "not robust" at every attack, which says nothing."""
+    import rbench
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with pytest.warns(UserWarning, match=r"^Sequential's clean accuracy is \d+\.\d%, near chance \(10%\): .*"
+                                         r"a normalization belongs in the model"):
+        rbench.evaluate(model, attacks=[FGSM], n=50, store=tmp_path / "store", device="cpu")
+
+
 def test_evaluate_caches_in_memory_models_by_their_bytes(user, tmp_path):
     import rbench
 
