@@ -275,57 +275,130 @@ def test_trimming_removes_lone_checksums_and_old_temporary_files(cache, tmp_path
     assert not (cache / f"{'0' * 64}.sha256").exists()
 
 
-_KEY_WITHOUT_MATPLOTLIB = (
-    "import sys; from rbench.report.figures import draw_heatmap; from rbench.report import figure_cache; "
-    "figure_cache._started = lambda: 2**62; import numpy as np; "
-    "key = figure_cache.figure_key(draw_heatmap, ({'a': 2}, np.eye(2)), {}); "
-    "imported = 'matplotlib' in sys.modules; import matplotlib; "
-    "print(key, imported, figure_cache.figure_key(draw_heatmap, ({'a': 2}, np.eye(2)), {}) == key)")
+_KEY = ("import sys; from rbench.report.figures import draw_heatmap; from rbench.report import figure_cache; "
+        "figure_cache._started = lambda: 2**62; import numpy as np; "
+        "key = lambda: figure_cache.figure_key(draw_heatmap, ({'a': 2}, np.eye(2)), {}); first = key(); "
+        "imported = 'matplotlib' in sys.modules; import matplotlib; "
+        "print(first, imported, key() == first, matplotlib.rcParams['lines.linewidth'])")
 
 
-def _in_process(code: str, cwd: Path, **env: str) -> str:
+def _in_process(code: str, cwd: Path, **env: str) -> list[str]:
+    """``code``'s printed words, run by Python in ``cwd`` with ``env`` over this one's (MPLCONFIGDIR at an empty
+    folder beside ``cwd`` unless given: matplotlib's font cache is not the user's)."""
     import subprocess
     import sys
 
     clean = {k: v for k, v in os.environ.items() if k not in ("MATPLOTLIBRC", "MPLCONFIGDIR", "XDG_CONFIG_HOME")}
-    clean["MPLCONFIGDIR"] = str(cwd.parent / "matplotlib")  # its font cache, not the user's
+    clean["MPLCONFIGDIR"] = str(cwd.parent / "matplotlib")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd,
-                          env={**clean, **env}).stdout.strip()
+                          env={**clean, **env}).stdout.split()
 
 
-def test_a_key_made_without_matplotlib_follows_its_rc_files(tmp_path):
-    """A process that has not imported matplotlib keys its figures by the rc files matplotlib would read, without
-    importing it: a matplotlibrc appearing in the working folder, edited, or named by MATPLOTLIBRC changes the key
-    (a figure drawn under other settings is never served)."""
+def test_a_key_made_without_matplotlib_is_its_defaults_and_any_rc_file_imports_it(tmp_path):
+    """With no rc file anywhere matplotlib looks, a key is made without importing it, and is the key it makes once
+    imported; an rc file (in the working folder, named by MATPLOTLIBRC, in a configuration folder) imports it and
+    keys its settings, whatever the place; a configuration folder's place is not in the key (a store's, copied)."""
     folder = tmp_path / "work"
     folder.mkdir()
-    first, imported, same_once_imported = _in_process(_KEY_WITHOUT_MATPLOTLIB, folder).split()
-    assert imported == "False" and len(first) == 64 and same_once_imported == "True"
-    assert _in_process(_KEY_WITHOUT_MATPLOTLIB, folder).split()[0] == first
-    (folder / "matplotlibrc").write_text("lines.linewidth: 3\n")
-    local = _in_process(_KEY_WITHOUT_MATPLOTLIB, folder).split()[0]
-    (folder / "matplotlibrc").write_text("lines.linewidth: 4\n")
-    edited = _in_process(_KEY_WITHOUT_MATPLOTLIB, folder).split()[0]
-    (folder / "matplotlibrc").unlink()
-    named = tmp_path / "named_rc"
-    named.write_text("font.size: 20\n")
-    by_variable = _in_process(_KEY_WITHOUT_MATPLOTLIB, folder, MATPLOTLIBRC=str(named)).split()[0]
-    assert len({first, local, edited, by_variable}) == 4
-    assert _in_process(_KEY_WITHOUT_MATPLOTLIB, folder).split()[0] == first
-    # where the configuration folder lies is not in the key (a store's, copied elsewhere), what it holds is
+    first, imported, same, width = _in_process(_KEY, folder)
+    assert imported == "False" and len(first) == 64 and same == "True" and width == "1.5"
     for name in ("one", "two"):
         (tmp_path / name).mkdir()
-        assert _in_process(_KEY_WITHOUT_MATPLOTLIB, folder, MPLCONFIGDIR=str(tmp_path / name)).split()[0] == first
-    (tmp_path / "two" / "matplotlibrc").write_text("font.size: 20\n")
-    assert _in_process(_KEY_WITHOUT_MATPLOTLIB, folder, MPLCONFIGDIR=str(tmp_path / "two")).split()[0] not in (
-        first, by_variable)
+        assert _in_process(_KEY, folder, MPLCONFIGDIR=str(tmp_path / name))[:2] == [first, "False"]
+    keys = {}
+    (folder / "matplotlibrc").write_text("lines.linewidth: 3\n")
+    keys["local"], imported, same, width = _in_process(_KEY, folder)
+    assert imported == "True" and same == "True" and width == "3.0"
+    (folder / "matplotlibrc").write_text("lines.linewidth: 4\n")
+    keys["edited"] = _in_process(_KEY, folder)[0]
+    (folder / "matplotlibrc").write_text("lines.linewidth: 1.5\n")  # the default, written out: drawn the same
+    assert _in_process(_KEY, folder)[0] == first
+    (folder / "matplotlibrc").unlink()
+    (tmp_path / "named").write_text("lines.linewidth: 5\n")
+    keys["named"] = _in_process(_KEY, folder, MATPLOTLIBRC=str(tmp_path / "named"))[0]
+    (tmp_path / "two" / "matplotlibrc").write_text("lines.linewidth: 5\n")
+    assert _in_process(_KEY, folder, MPLCONFIGDIR=str(tmp_path / "two"))[0] == keys["named"]  # same settings
+    assert len({first, *keys.values()}) == 4
+
+
+def test_a_configuration_folder_that_hides_another_is_keyed_by_what_matplotlib_reads(tmp_path):
+    """MPLCONFIGDIR (or XDG_CONFIG_HOME) hides ~/.config/matplotlib/matplotlibrc: the same files, other settings,
+    other keys (a review found both once keyed as one)."""
+    folder, home, empty = tmp_path / "work", tmp_path / "home", tmp_path / "empty"
+    for path in (folder, home / ".config" / "matplotlib", empty):
+        path.mkdir(parents=True)
+    (home / ".config" / "matplotlib" / "matplotlibrc").write_text("lines.linewidth: 7\n")
+    read, _, _, width = _in_process(_KEY, folder, HOME=str(home), MPLCONFIGDIR="")
+    assert width == "7.0"
+    hidden, _, _, width = _in_process(_KEY, folder, HOME=str(home), MPLCONFIGDIR=str(empty))
+    assert width == "1.5" and hidden != read
+    assert _in_process(_KEY, folder, HOME=str(home), MPLCONFIGDIR="", XDG_CONFIG_HOME=str(empty))[0] == hidden
+
+
+def test_settings_changed_in_the_process_are_keyed_also_in_place_and_after_a_chdir(tmp_path, monkeypatch):
+    """rcParamsOrig and rcParamsDefault share their lists with rcParams: a change in place is still a change; a
+    matplotlib imported under a working folder's rc file keeps those settings after leaving the folder."""
+    import matplotlib
+
+    defaults = figure_cache.figure_key(bars, ([1.0],), {})
+    size = matplotlib.rcParams["figure.figsize"]
+    before = list(size)
+    try:
+        size[0] = 12.0
+        assert figure_cache.figure_key(bars, ([1.0],), {}) not in (defaults, None)
+    finally:
+        size[:] = before
+    assert figure_cache.figure_key(bars, ([1.0],), {}) == defaults
+    first, second = tmp_path / "a", tmp_path / "b"
+    for path in (first, second):
+        path.mkdir()
+    (first / "matplotlibrc").write_text("lines.linewidth: 9\n")
+    code = ("import os, sys; import matplotlib; os.chdir(sys.argv[1]); from rbench.report.figures import draw_heatmap; "
+            "from rbench.report import figure_cache; figure_cache._started = lambda: 2**62; import numpy as np; "
+            "print(figure_cache.figure_key(draw_heatmap, ({'a': 2}, np.eye(2)), {}))")
+    moved = _in_process(code.replace("sys.argv[1]", repr(str(second))), first)[0]
+    stayed = _in_process(code.replace("sys.argv[1]", repr(str(second))), second)[0]
+    assert moved != stayed
+
+
+def test_an_rc_file_that_appears_before_the_drawing_imports_matplotlib_keeps_nothing(tmp_path):
+    """The key said "defaults" before matplotlib was imported; an rc file written before the drawing imported it
+    changed the settings: the figure is not kept under that key."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "racing.py").write_text(
+        "from pathlib import Path\n\n\ndef build(values):\n"
+        "    Path('matplotlibrc').write_text('lines.linewidth: 9\\n')\n"
+        "    from matplotlib.figure import Figure\n\n"
+        "    fig = Figure(figsize=(2, 2), dpi=50)\n    fig.subplots().plot(values)\n    return fig\n")
+    code = ("import sys; sys.path.insert(0, '.'); import racing; from pathlib import Path; "
+            "from rbench.report import figure_cache; figure_cache._started = lambda: 2**62; "
+            "figure_cache.save_figure(Path('out.png'), racing.build, [1.0, 2.0]); "
+            "print(len(list(Path('cache').glob('*.png'))), 'matplotlib' in sys.modules)")
+    assert _in_process(code, folder, RBENCH_FIGURE_CACHE=str(folder / "cache")) == ["0", "True"]
+    assert (folder / "out.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_defaults_are_read_from_the_matplotlib_that_is_imported(tmp_path):
+    """A copy of matplotlib shadowing the installed one (another version, other defaults) is another key."""
+    import matplotlib
+
+    installed = Path(matplotlib.__file__).parent
+    copy = tmp_path / "matplotlib"
+    (copy / "mpl-data").mkdir(parents=True)
+    for name in ("_version.py", "rcsetup.py", "mpl-data/matplotlibrc"):
+        (copy / name).write_bytes((installed / name).read_bytes())
+    shadow = type("Module", (), {"__file__": str(copy / "__init__.py")})
+    assert figure_cache._defaults_digest(shadow) == figure_cache._defaults_digest(matplotlib)
+    (copy / "_version.py").write_text("__version__ = version = '3.9.0'\n")
+    assert figure_cache._defaults_digest(shadow) != figure_cache._defaults_digest(matplotlib)
 
 
 @pytest.mark.parametrize("where", ["working folder", "MATPLOTLIBRC file", "MATPLOTLIBRC folder", "MPLCONFIGDIR",
-                                   "XDG_CONFIG_HOME", "HOME", "installed defaults"])
-def test_the_rc_candidates_hold_the_file_matplotlib_reads(tmp_path, where):
-    """matplotlib's own choice of rc file (matplotlib_fname) is always among the files a key without matplotlib
-    hashes, wherever the user put theirs."""
+                                   "XDG_CONFIG_HOME", "HOME", "none"])
+def test_every_rc_file_matplotlib_reads_is_seen_without_importing_it(tmp_path, where):
+    """Wherever the user put an rc file matplotlib reads, the places looked at without importing it hold it (so
+    its settings are never taken for the defaults); with none, matplotlib reads its installed defaults."""
     work, rc = tmp_path / "work", tmp_path / "rc"
     work.mkdir()
     rc.mkdir()
@@ -350,19 +423,12 @@ def test_the_rc_candidates_hold_the_file_matplotlib_reads(tmp_path, where):
     elif where == "HOME":
         (tmp_path / "home" / ".config" / "matplotlib").mkdir(parents=True)
         (tmp_path / "home" / ".config" / "matplotlib" / "matplotlibrc").write_text("font.size: 9\n")
-    code = ("from rbench.report import figure_cache; hashed = [str(p) for _, p in figure_cache.rc_candidates()]; "
-            "import matplotlib, os; chosen = os.path.abspath(matplotlib.matplotlib_fname()); "
-            "print(chosen in hashed, chosen, matplotlib.rcParams['font.size'])")
-    found, chosen, size = _in_process(code, work, **env).split()
-    assert found == "True", chosen
-    assert (size == "9.0") == (where != "installed defaults"), (chosen, size)
-
-
-def test_an_rc_file_changed_during_the_run_keys_nothing(tmp_path, monkeypatch):
-    """A matplotlib imported before an rc file was edited holds the old settings: the file's digest would file
-    a figure drawn with them under the new ones."""
-    monkeypatch.chdir(tmp_path)
-    assert figure_cache.figure_key(bars, ([1.0],), {}) is not None
-    (tmp_path / "matplotlibrc").write_text("lines.linewidth: 3\n")
-    monkeypatch.setattr(figure_cache, "_started", lambda: time.time_ns() - 10**9)
-    assert figure_cache.figure_key(bars, ([1.0],), {}) is None
+    code = ("from rbench.report import figure_cache; seen = figure_cache._any_rc_file(); "
+            "hashed = [str(p) for _, p in figure_cache.rc_candidates()]; import matplotlib, os; "
+            "chosen = os.path.abspath(matplotlib.matplotlib_fname()); "
+            "print(seen, chosen in hashed, chosen, matplotlib.rcParams['font.size'])")
+    seen, found, chosen, size = _in_process(code, work, **env)
+    if where == "none":
+        assert (seen, found, size) == ("False", "False", "10.0") and chosen.endswith("mpl-data/matplotlibrc")
+    else:
+        assert (seen, found, size) == ("True", "True", "9.0"), chosen

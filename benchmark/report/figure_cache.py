@@ -15,13 +15,12 @@ all of them:
   an edit or a ``git pull`` during a run, where the code drawing is the code it loaded, maybe not the files'),
   nothing is looked up or kept; a function of a module without a file (``python -c``, a
   notebook) is drawn every time;
-- **rendering**: matplotlib's version and its settings, the versions of numpy, Pillow (which writes the PNG),
-  kiwisolver (constrained layout) and Python, and the numeric locale. The settings are every rcParam where the
-  process changed them, else the rc files they were loaded from (every file matplotlib may read them from, a
-  ``matplotlibrc`` in the working folder among them), so a warm run need not import matplotlib; while one of
-  those files has changed since the process started, nothing is looked up or kept. Fonts installed on the system
-  are not in the key: a missing glyph's fallback font could differ between two machines sharing a store (the
-  values drawn cannot).
+- **rendering**: matplotlib's version and settings, the versions of numpy, Pillow (which writes the PNG),
+  kiwisolver (constrained layout) and Python, and the numeric locale. Where the settings are matplotlib's
+  defaults, the files those are made of, read without importing matplotlib, so that a warm run need not import
+  it (see :func:`_rendering_digest`); anywhere else (a ``matplotlibrc`` in the working folder, settings changed in
+  the process) every rcParam. Fonts installed on the system are not in the key: a missing glyph's fallback font
+  could differ between two machines sharing a store (the values drawn cannot).
 
 A building function must draw from nothing else (no store reads, files or environment of its own).
 
@@ -184,68 +183,94 @@ def _versions() -> str:
 
 
 def _rendering_digest() -> str | None:
-    """The rendering part of a key: matplotlib's settings, the versions of what renders, the numeric locale; None
-    (nothing cached) where a file matplotlib reads its settings from changed after this process started.
+    """The rendering part of a key: matplotlib and its settings, the versions of what renders, the numeric locale.
 
-    While matplotlib's rcParams are the ones it loaded at import -- always so where this process has not imported
-    it -- they are a function of its version and of its rc files, which are hashed instead (:func:`rc_candidates`)
-    without importing matplotlib: that import cost a warm run whose figures are all kept 0.15-0.2 s of its 3 s.
-    Settings changed in the process (``rcParams[...] = ...``, a style) are hashed themselves."""
+    Where matplotlib's settings are its installed defaults, they are hashed as the files that make them
+    (:func:`_defaults_digest`), without importing matplotlib: that import cost a warm run whose figures are all
+    kept 0.15-0.2 s of its 3 s. That is known without importing it where no rc file is in any place it may read
+    one from (:func:`rc_candidates`: it then loads its defaults), and, once imported (for an rc file, say), where
+    its rcParams equal its defaults read afresh (:func:`_at_defaults`). Anywhere else (a ``matplotlibrc`` that
+    changes a setting, ``rcParams[...] = ...``, a style) every rcParam is hashed."""
     numeric = locale.getlocale(locale.LC_NUMERIC)
     matplotlib = sys.modules.get("matplotlib")
-    if matplotlib is not None and _changed_settings(matplotlib):
-        # dict.items: the stored values as they are (rcParams' own items() resolves the backend, importing
-        # pyplot). The backend is left out: its unresolved value prints with its address, and a PNG is drawn by
-        # Agg whatever the interactive backend.
-        settings = sorted((k, v) for k, v in dict.items(matplotlib.rcParams) if not k.startswith("backend"))
-        return inputs_digest(matplotlib.__version__, repr(settings), _versions(), numeric)
-    files = _rc_files_digest()
-    if files is None:
+    if matplotlib is None and _any_rc_file():
+        import matplotlib
+    at_defaults = _at_defaults(matplotlib) if matplotlib is not None else True  # no rc file: its defaults
+    defaults = _defaults_digest(matplotlib) if at_defaults else None
+    if defaults is not None:
+        return inputs_digest("matplotlib defaults", defaults, _versions(), numeric)
+    import matplotlib
+
+    # dict.items: the stored values as they are (rcParams' own items() resolves the backend, importing pyplot).
+    # The backend is left out: its unresolved value prints with its address, and a PNG is drawn by Agg whatever
+    # the interactive backend.
+    settings = sorted((k, v) for k, v in dict.items(matplotlib.rcParams) if not k.startswith("backend"))
+    return inputs_digest(matplotlib.__version__, repr(settings), _versions(), numeric)
+
+
+def _package_folder(matplotlib: Any) -> Path | None:
+    """The folder of the matplotlib package imported, or else of the one an import would find (not importing it)."""
+    import importlib.util
+
+    origin = getattr(matplotlib, "__file__", None) if matplotlib is not None else \
+        getattr(importlib.util.find_spec("matplotlib"), "origin", None)
+    return Path(origin).parent if origin else None
+
+
+def _defaults_digest(matplotlib: Any) -> str | None:
+    """SHA-256 of what matplotlib's default settings and version are made of: its ``_version.py``, ``rcsetup.py``
+    (validators and hard-coded defaults) and ``mpl-data/matplotlibrc``, read from the package imported or that an
+    import would find (a copy shadowing the installed one is another key); None where one cannot be read."""
+    folder = _package_folder(matplotlib)
+    if folder is None:
         return None
-    from importlib.metadata import version
-
-    return inputs_digest("rc files", version("matplotlib"), files, _versions(), numeric)
-
-
-def _changed_settings(matplotlib: Any) -> bool:
-    """Whether the process changed matplotlib's rcParams from those it loaded at import (``rcParamsOrig``)."""
-    def settings(params: Any) -> dict[str, Any]:
-        return {k: v for k, v in dict.items(params) if not k.startswith("backend")}
-
-    return settings(matplotlib.rcParams) != settings(matplotlib.rcParamsOrig)
-
-
-def _rc_files_digest() -> str | None:
-    """SHA-256 of every file matplotlib may read its rcParams from at import (:func:`rc_candidates`), whether there
-    or not: each place's name, then the file's bytes or why it could not be read (an unset variable's place reads
-    as absent). Editing, adding or removing one changes it; where a file lies does not (a store copied elsewhere
-    keeps its figures, though its matplotlib configuration folder moved with it). None where one of them changed
-    after this process started (a matplotlib imported before holds the old one)."""
     h = hashlib.sha256()
-    started = _started()
-    for place, path in rc_candidates():
+    for name in ("_version.py", "rcsetup.py", "mpl-data/matplotlibrc"):
         try:
-            if path is None:
-                raise FileNotFoundError(place)
-            stat = path.stat()
-            data = path.read_bytes()
-        except OSError as exc:  # absent, a folder, unreadable: what matplotlib does next differs, so does the key
-            h.update(f"{place}\0{type(exc).__name__}\0".encode())
-            continue
-        if max(stat.st_mtime_ns, stat.st_ctime_ns) >= started:
+            data = (folder / name).read_bytes()
+        except OSError:
             return None
-        h.update(f"{place}\0file\0{len(data)}\0".encode() + data)
+        h.update(f"{name}\0{len(data)}\0".encode() + data)
     return h.hexdigest()
 
 
-def rc_candidates() -> list[tuple[str, Path | None]]:
-    """A superset of ``matplotlib.matplotlib_fname()``'s candidates on every platform, in its order, each named by
-    the place it stands for (None where that place's variable is unset), found without importing matplotlib: the
-    working folder's ``matplotlibrc``, ``$MATPLOTLIBRC`` as a file and as a folder, ``matplotlibrc`` in the
-    configuration folders of ``$MPLCONFIGDIR``, ``$XDG_CONFIG_HOME``, ``%LOCALAPPDATA%``, ``~/.config`` and
-    ``~/.matplotlib``, and the installed defaults (``mpl-data/matplotlibrc``, which matplotlib always reads)."""
-    import importlib.util
+def _any_rc_file() -> bool:
+    """Whether anything is at one of the places matplotlib may read an rc file from at import (anything but a
+    folder, a dangling link included: this errs towards importing matplotlib)."""
+    return any(path is not None and os.path.lexists(path) and not path.is_dir() for _, path in rc_candidates())
 
+
+def _at_defaults(matplotlib: Any) -> bool:
+    """Whether the imported matplotlib's rcParams (the backend aside) equal its defaults read afresh from its files:
+    then it draws as a process that never read an rc file. Read afresh, not ``rcParamsDefault`` nor
+    ``rcParamsOrig``, which share their lists with rcParams (an in-place change reaches them too). Any doubt
+    (another matplotlib's private reader) is False: every rcParam is then hashed."""
+    try:
+        defaults = _fresh_defaults(str(Path(matplotlib.__file__).parent / "mpl-data" / "matplotlibrc"))
+        live = {k: v for k, v in dict.items(matplotlib.rcParams) if not k.startswith("backend")}
+        return live == defaults
+    except Exception:  # noqa: BLE001 -- a private reader that changed: hash every rcParam instead
+        return False
+
+
+@functools.cache
+def _fresh_defaults(path: str) -> dict[str, Any]:
+    """matplotlib's default rcParams, parsed from its ``mpl-data/matplotlibrc`` as its import does (every line
+    uncommented, then the hard-coded defaults), the backend aside; kept for the process (2 ms a parse)."""
+    import matplotlib
+
+    params = matplotlib._rc_params_in_file(path, transform=lambda line: line[1:] if line.startswith("#") else line,
+                                           fail_on_error=True)
+    params._update_raw(matplotlib.rcsetup._hardcoded_defaults)
+    return {k: v for k, v in dict.items(params) if not k.startswith("backend")}
+
+
+def rc_candidates() -> list[tuple[str, Path | None]]:
+    """A superset of the places ``matplotlib.matplotlib_fname()`` may take an rc file from, on every platform,
+    each named by what it stands for (None where its variable is unset or empty), found without importing
+    matplotlib: the working folder's ``matplotlibrc``, ``$MATPLOTLIBRC`` as a file and as a folder, ``matplotlibrc``
+    in the configuration folders of ``$MPLCONFIGDIR``, ``$XDG_CONFIG_HOME``, ``%LOCALAPPDATA%``, ``~/.config`` and
+    ``~/.matplotlib`` (a configuration folder it cannot write makes it use a new, empty, temporary one)."""
     env = os.environ
 
     def under(variable: str, *parts: str) -> Path | None:
@@ -255,20 +280,15 @@ def rc_candidates() -> list[tuple[str, Path | None]]:
         home: Path | None = Path.home()
     except RuntimeError:  # no home folder
         home = None
-    loaded = sys.modules.get("matplotlib")
-    spec = None if loaded is not None else importlib.util.find_spec("matplotlib")
-    origin = getattr(loaded, "__file__", None) if loaded is not None else spec.origin if spec is not None else None
     return [
         ("working folder", Path("matplotlibrc").absolute()),
-        ("MATPLOTLIBRC", Path(env["MATPLOTLIBRC"]).absolute() if "MATPLOTLIBRC" in env else None),
-        ("MATPLOTLIBRC folder", Path(env["MATPLOTLIBRC"], "matplotlibrc").absolute() if "MATPLOTLIBRC" in env
-         else None),
+        ("MATPLOTLIBRC", under("MATPLOTLIBRC")),
+        ("MATPLOTLIBRC folder", under("MATPLOTLIBRC", "matplotlibrc")),
         ("MPLCONFIGDIR", under("MPLCONFIGDIR", "matplotlibrc")),
         ("XDG_CONFIG_HOME", under("XDG_CONFIG_HOME", "matplotlib", "matplotlibrc")),
         ("LOCALAPPDATA", under("LOCALAPPDATA", "matplotlib", "matplotlibrc")),
         ("~/.config", home / ".config" / "matplotlib" / "matplotlibrc" if home else None),
         ("~/.matplotlib", home / ".matplotlib" / "matplotlibrc" if home else None),
-        ("installed defaults", Path(origin).with_name("mpl-data") / "matplotlibrc" if origin else None),
     ]
 
 
@@ -289,6 +309,15 @@ def figure_key(build: Callable[..., Figure], args: tuple[Any, ...], kwargs: dict
         return None
     return inputs_digest(f"{build.__module__}.{build.__qualname__}", code, rendering, build.__defaults__,
                          build.__kwdefaults__, args, kwargs)
+
+
+def _same_key(key: str, build: Callable[..., Figure], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the figure just drawn has ``key`` still: a key made before matplotlib was imported said its settings
+    were the defaults, and an rc file that appeared before the drawing imported it would have changed them."""
+    try:
+        return figure_key(build, args, kwargs) == key
+    except Exception:  # noqa: BLE001 -- as for the first key: not kept
+        return False
 
 
 def _cached(folder: Path, key: str) -> bytes | None:
@@ -343,7 +372,7 @@ def save_figure(path: Path, build: Callable[..., Figure], *args: Any, **kwargs: 
         buffer = io.BytesIO()
         build(*args, **kwargs).savefig(buffer, format="png")
         png = buffer.getvalue()
-        if folder and key:
+        if folder and key and _same_key(key, build, args, kwargs):  # drawing imported matplotlib: as keyed?
             _keep(Path(folder), key, png)
     write_output(path, lambda tmp: tmp.write_bytes(png))
     return Path(path)
