@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import importlib
 import inspect
 import io
 import locale
@@ -192,11 +193,11 @@ def _rendering_digest() -> str | None:
     its rcParams equal its defaults read afresh (:func:`_at_defaults`). Anywhere else (a ``matplotlibrc`` that
     changes a setting, ``rcParams[...] = ...``, a style) every rcParam is hashed."""
     numeric = locale.getlocale(locale.LC_NUMERIC)
-    matplotlib = sys.modules.get("matplotlib")
-    if matplotlib is None and _any_rc_file():
-        import matplotlib
-    at_defaults = _at_defaults(matplotlib) if matplotlib is not None else True  # no rc file: its defaults
-    defaults = _defaults_digest(matplotlib) if at_defaults else None
+    loaded = sys.modules.get("matplotlib")
+    if loaded is None and _any_rc_file():
+        loaded = importlib.import_module("matplotlib")
+    at_defaults = _at_defaults(loaded) if loaded is not None else True  # no rc file anywhere: its defaults
+    defaults = _defaults_digest(loaded) if at_defaults else None
     if defaults is not None:
         return inputs_digest("matplotlib defaults", defaults, _versions(), numeric)
     import matplotlib
@@ -258,10 +259,12 @@ def _fresh_defaults(path: str) -> dict[str, Any]:
     """matplotlib's default rcParams, parsed from its ``mpl-data/matplotlibrc`` as its import does (every line
     uncommented, then the hard-coded defaults), the backend aside; kept for the process (2 ms a parse)."""
     import matplotlib
+    import matplotlib.rcsetup
 
-    params = matplotlib._rc_params_in_file(path, transform=lambda line: line[1:] if line.startswith("#") else line,
-                                           fail_on_error=True)
-    params._update_raw(matplotlib.rcsetup._hardcoded_defaults)
+    # private (no public reader uncomments the defaults file): a matplotlib without it raises, keys every rcParam
+    params = matplotlib._rc_params_in_file(  # type: ignore[attr-defined]
+        path, transform=lambda line: line[1:] if line.startswith("#") else line, fail_on_error=True)
+    params._update_raw(matplotlib.rcsetup._hardcoded_defaults)  # type: ignore[attr-defined]
     return {k: v for k, v in dict.items(params) if not k.startswith("backend")}
 
 
