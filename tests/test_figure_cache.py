@@ -379,19 +379,44 @@ def test_an_rc_file_that_appears_before_the_drawing_imports_matplotlib_keeps_not
     assert (folder / "out.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_the_defaults_are_read_from_the_matplotlib_that_is_imported(tmp_path):
-    """A copy of matplotlib shadowing the installed one (another version, other defaults) is another key."""
+def test_the_defaults_are_keyed_by_the_installed_files_of_the_matplotlib_imported(tmp_path, monkeypatch):
+    """Two installations alike in version and defaults but not in what draws (a FreeType, a patched backend) must
+    not share keys: the key holds the install's RECORD and each listed file's size and time. A copy without a
+    RECORD (on PYTHONPATH) is not keyed as defaults at all; an install changed during the run neither."""
+    import shutil
+
     import matplotlib
 
     installed = Path(matplotlib.__file__).parent
-    copy = tmp_path / "matplotlib"
+    copy = tmp_path / "site" / "matplotlib"
     (copy / "mpl-data").mkdir(parents=True)
-    for name in ("_version.py", "rcsetup.py", "mpl-data/matplotlibrc"):
-        (copy / name).write_bytes((installed / name).read_bytes())
+    for name in ("__init__.py", "_version.py", "rcsetup.py", "mpl-data/matplotlibrc"):
+        shutil.copy2(installed / name, copy / name)
     shadow = type("Module", (), {"__file__": str(copy / "__init__.py")})
-    assert figure_cache._defaults_digest(shadow) == figure_cache._defaults_digest(matplotlib)
-    (copy / "_version.py").write_text("__version__ = version = '3.9.0'\n")
-    assert figure_cache._defaults_digest(shadow) != figure_cache._defaults_digest(matplotlib)
+    assert figure_cache._defaults_digest(shadow) is None  # no RECORD beside it
+    (record,) = installed.parent.glob("matplotlib-*.dist-info/RECORD")
+    (tmp_path / "site" / record.parent.name).mkdir()
+    listed = "".join(f"matplotlib/{name},,\n" for name in ("__init__.py", "_version.py", "rcsetup.py"))
+    (tmp_path / "site" / record.parent.name / "RECORD").write_text(listed)
+    digest = figure_cache._installed_digest.__wrapped__(str(copy))
+    assert digest is not None and digest != figure_cache._defaults_digest(matplotlib)
+    os.utime(copy / "rcsetup.py", ns=(1, 1))  # another file, as far as the key can tell
+    assert figure_cache._installed_digest.__wrapped__(str(copy)) not in (digest, None)
+    monkeypatch.setattr(figure_cache, "_started", lambda: 0)  # every file newer than the process: upgraded
+    assert figure_cache._installed_digest.__wrapped__(str(copy)) is None
+
+
+def test_an_rcparam_equal_to_its_default_by_value_but_not_type_is_a_change():
+    """1 == True, but an int offset is not a bool to matplotlib's formatter."""
+    import matplotlib
+
+    defaults = figure_cache.figure_key(bars, ([1.0],), {})
+    try:
+        matplotlib.rcParams._set("axes.formatter.useoffset", 1)
+        assert figure_cache.figure_key(bars, ([1.0],), {}) not in (defaults, None)
+    finally:
+        matplotlib.rcParams._set("axes.formatter.useoffset", True)
+    assert figure_cache.figure_key(bars, ([1.0],), {}) == defaults
 
 
 @pytest.mark.parametrize("where", ["working folder", "MATPLOTLIBRC file", "MATPLOTLIBRC folder", "MPLCONFIGDIR",

@@ -203,8 +203,8 @@ def _rendering_digest() -> str | None:
     import matplotlib
 
     # dict.items: the stored values as they are (rcParams' own items() resolves the backend, importing pyplot).
-    # The backend is left out: its unresolved value prints with its address, and a PNG is drawn by Agg whatever
-    # the interactive backend.
+    # The backend is left out: its unresolved value prints with its address, and save_figure draws with Agg
+    # whatever the interactive backend.
     settings = sorted((k, v) for k, v in dict.items(matplotlib.rcParams) if not k.startswith("backend"))
     return inputs_digest(matplotlib.__version__, repr(settings), _versions(), numeric)
 
@@ -219,19 +219,39 @@ def _package_folder(matplotlib: Any) -> Path | None:
 
 
 def _defaults_digest(matplotlib: Any) -> str | None:
-    """SHA-256 of what matplotlib's default settings and version are made of: its ``_version.py``, ``rcsetup.py``
-    (validators and hard-coded defaults) and ``mpl-data/matplotlibrc``, read from the package imported or that an
-    import would find (a copy shadowing the installed one is another key); None where one cannot be read."""
+    """What the drawing of matplotlib at its default settings is made of: :func:`_installed_digest` of the package
+    imported, or else of the one an import would find; None where it cannot be told."""
     folder = _package_folder(matplotlib)
-    if folder is None:
+    return _installed_digest(str(folder)) if folder is not None else None
+
+
+@functools.cache
+def _installed_digest(folder: str) -> str | None:
+    """SHA-256 of the matplotlib installed at ``folder``: its ``RECORD`` (the SHA-256 of every file the install
+    wrote: Python, compiled extensions such as the FreeType it bundles, fonts, ``mpl-data/matplotlibrc``) and each
+    listed file's size and modification time as they are now (an edit after the install). None where the package
+    has no single ``RECORD`` beside it (a copy on PYTHONPATH, an unusual install: every rcParam and the version
+    are hashed instead), or where one of its files changed after this process started (an upgrade during a run:
+    the code in memory would not be the files'). Kept for the process: 5-10 ms, once."""
+    package = Path(folder)
+    records = list(package.parent.glob(f"{package.name}-*.dist-info/RECORD"))
+    if len(records) != 1:
         return None
+    started = _started()
     h = hashlib.sha256()
-    for name in ("_version.py", "rcsetup.py", "mpl-data/matplotlibrc"):
-        try:
-            data = (folder / name).read_bytes()
-        except OSError:
-            return None
-        h.update(f"{name}\0{len(data)}\0".encode() + data)
+    try:
+        record = records[0].read_bytes()
+        h.update(record)
+        for line in record.decode().splitlines():
+            name = line.rsplit(",", 2)[0]
+            if not name.startswith(f"{package.name}/"):
+                continue
+            stat = (package.parent / name).stat()
+            if max(stat.st_mtime_ns, stat.st_ctime_ns) >= started:
+                return None
+            h.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    except (OSError, ValueError):
+        return None
     return h.hexdigest()
 
 
@@ -242,14 +262,15 @@ def _any_rc_file() -> bool:
 
 
 def _at_defaults(matplotlib: Any) -> bool:
-    """Whether the imported matplotlib's rcParams (the backend aside) equal its defaults read afresh from its files:
-    then it draws as a process that never read an rc file. Read afresh, not ``rcParamsDefault`` nor
-    ``rcParamsOrig``, which share their lists with rcParams (an in-place change reaches them too). Any doubt
-    (another matplotlib's private reader) is False: every rcParam is then hashed."""
+    """Whether the imported matplotlib's rcParams (the backend aside) equal its defaults read afresh from its files,
+    value and type (compared as ``repr``: ``1 == True``, but an int offset is not a bool to matplotlib): then it
+    draws as a process that never read an rc file. Read afresh, not ``rcParamsDefault`` nor ``rcParamsOrig``, which
+    share their lists with rcParams (an in-place change reaches them too). Any doubt (another matplotlib's private
+    reader) is False: every rcParam is then hashed."""
     try:
         defaults = _fresh_defaults(str(Path(matplotlib.__file__).parent / "mpl-data" / "matplotlibrc"))
         live = {k: v for k, v in dict.items(matplotlib.rcParams) if not k.startswith("backend")}
-        return live == defaults
+        return live.keys() == defaults.keys() and all(repr(v) == repr(defaults[k]) for k, v in live.items())
     except Exception:  # noqa: BLE001 -- a private reader that changed: hash every rcParam instead
         return False
 
@@ -373,7 +394,8 @@ def save_figure(path: Path, build: Callable[..., Figure], *args: Any, **kwargs: 
     png = _cached(Path(folder), key) if folder and key else None
     if png is None:
         buffer = io.BytesIO()
-        build(*args, **kwargs).savefig(buffer, format="png")
+        build(*args, **kwargs).savefig(buffer, format="png", backend="agg")  # as keyed (a pyplot figure's canvas
+        # could be another backend's, which the key leaves out; a bare Figure's PNG is Agg's either way)
         png = buffer.getvalue()
         if folder and key and _same_key(key, build, args, kwargs):  # drawing imported matplotlib: as keyed?
             _keep(Path(folder), key, png)
