@@ -29,8 +29,8 @@ ENVIRONMENT = (
     "download), RBENCH_STORE (artifact store; default the platform cache dir), RBENCH_PLUGINS / "
     "RBENCH_DISABLE_PLUGINS (allow / deny lists of plugin distributions), RBENCH_TRACE_PLUGINS=1 (print hook "
     "calls), RBENCH_DEBUG=1 (tracebacks for internal errors), RBENCH_FIGURE_CACHE / RBENCH_LIBRARY_CACHE "
-    "(where drawn figures and libraries' answers are kept; default the store's library-cache/; a folder "
-    "that cannot be made keeps none).")
+    "(where drawn figures and libraries' answers are kept; default the store's library-cache/; a figure "
+    "folder that cannot be made, or a library folder that does not exist, keeps none).")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark the adversarial robustness of classifiers with declarative suites and plugins.",
                   epilog=ENVIRONMENT)

@@ -136,8 +136,16 @@ def _described(value: Any) -> str:
 def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """``a`` and ``b`` hold the same bits (so a NaN buffer left as it was is unchanged, which ``torch.equal`` would
     deny)."""
-    if a.shape != b.shape or a.dtype != b.dtype:
+    if a.shape != b.shape or a.dtype != b.dtype or a.is_quantized != b.is_quantized:
         return False
+    if a.is_quantized:  # its integers and how they map to values (a byte view of one crashes torch)
+        return a.qscheme() == b.qscheme() and _same_bits(a.int_repr(), b.int_repr()) and (
+            (a.q_scale(), a.q_zero_point()) == (b.q_scale(), b.q_zero_point())
+            if a.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric) else
+            a.q_per_channel_axis() == b.q_per_channel_axis()
+            and _same_bits(a.q_per_channel_scales(), b.q_per_channel_scales())
+            and _same_bits(a.q_per_channel_zero_points(), b.q_per_channel_zero_points()))
+    a, b = a.resolve_conj().resolve_neg(), b.resolve_conj().resolve_neg()  # lazy views cannot be viewed as bits
     if a.numel() == 0 or a.dtype == torch.bool:
         return torch.equal(a, b)
     bits = _SAME_SIZE_INT.get(a.element_size(), torch.uint8)  # compared as one word per element: 4x a byte view

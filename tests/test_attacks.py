@@ -147,6 +147,25 @@ def test_the_model_guard_compares_bits(dtype):
         assert _same_bits(nan, nan.clone())
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+def test_the_model_guard_compares_quantized_tensors_and_lazy_views():
+    """A byte view of a quantized tensor crashed torch, and conjugate or negative views cannot be viewed at all:
+    a quantized weight compares by its integers and their scale, a lazy view by what it stands for."""
+    from rbench.contract import _same_bits
+
+    values = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    q = torch.quantize_per_tensor(values, 0.1, 3, torch.qint8)
+    assert _same_bits(q, q.clone())
+    assert not _same_bits(q, torch.quantize_per_tensor(q.dequantize(), 0.2, 3, torch.qint8))  # other scale
+    assert not _same_bits(q, torch.quantize_per_tensor(values + 1, 0.1, 3, torch.qint8))
+    channel = torch.quantize_per_channel(values, torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0, 1, 2]), 1,
+                                         torch.quint8)
+    assert _same_bits(channel, channel.clone()) and not _same_bits(channel, q)
+    z = torch.complex(values, values.flip(0))
+    assert _same_bits(z.conj(), z.conj().clone()) and not _same_bits(z.conj(), z)
+    assert _same_bits(z.conj().imag, -z.imag) and not _same_bits(z.conj().imag, z.imag)
+
+
 def test_a_plugin_that_changes_the_model_it_attacks_is_caught():
     """The success flags are re-predicted with the same model object: an attack that zeroes the weights (or
     switches the model to training mode) and claims success would vouch for itself."""

@@ -401,9 +401,28 @@ def test_the_defaults_are_keyed_by_the_installed_files_of_the_matplotlib_importe
     digest = figure_cache._installed_digest.__wrapped__(str(copy))
     assert digest is not None and digest != figure_cache._defaults_digest(matplotlib)
     os.utime(copy / "rcsetup.py", ns=(1, 1))  # another file, as far as the key can tell
-    assert figure_cache._installed_digest.__wrapped__(str(copy)) not in (digest, None)
+    touched = figure_cache._installed_digest.__wrapped__(str(copy))
+    assert touched not in (digest, None)
+    version = copy / "_version.py"
+    text, stat = version.read_text(), version.stat()
+    version.write_text(text.replace("3", "4"))  # the same size and, restored, the same modification time
+    os.utime(version, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert version.stat().st_size == stat.st_size
+    assert figure_cache._installed_digest.__wrapped__(str(copy)) not in (touched, None)
     monkeypatch.setattr(figure_cache, "_started", lambda: 0)  # every file newer than the process: upgraded
     assert figure_cache._installed_digest.__wrapped__(str(copy)) is None
+
+
+def test_a_drawing_after_matplotlib_changed_during_the_run_is_not_kept(cache, tmp_path, monkeypatch):
+    """The install's digest is kept for the process; after drawing it is read again, and a figure drawn after an
+    upgrade (here: the install no longer tells its digest) is not kept under the key made before."""
+    key = figure_cache.figure_key(bars, ([1.0],), {})
+    assert key is not None and figure_cache._same_key(key, bars, ([1.0],), {})
+    monkeypatch.setattr(figure_cache._installed_digest, "__wrapped__", lambda folder: None)
+    assert figure_cache.figure_key(bars, ([1.0],), {}) == key  # the process's kept answer
+    assert not figure_cache._same_key(key, bars, ([1.0],), {})
+    save_figure(tmp_path / "a.png", bars, [1.0])
+    assert (tmp_path / "a.png").read_bytes().startswith(b"\x89PNG") and not list(cache.glob("*.png"))
 
 
 def test_an_rcparam_equal_to_its_default_by_value_but_not_type_is_a_change():

@@ -183,7 +183,7 @@ def _versions() -> str:
     return repr([sys.version, np.__version__, version("pillow"), version("kiwisolver")])
 
 
-def _rendering_digest() -> str | None:
+def _rendering_digest(fresh: bool = False) -> str | None:
     """The rendering part of a key: matplotlib and its settings, the versions of what renders, the numeric locale.
 
     Where matplotlib's settings are its installed defaults, they are hashed as the files that make them
@@ -196,8 +196,8 @@ def _rendering_digest() -> str | None:
     loaded = sys.modules.get("matplotlib")
     if loaded is None and _any_rc_file():
         loaded = importlib.import_module("matplotlib")
-    at_defaults = _at_defaults(loaded) if loaded is not None else True  # no rc file anywhere: its defaults
-    defaults = _defaults_digest(loaded) if at_defaults else None
+    at_defaults = _at_defaults(loaded, fresh) if loaded is not None else True  # no rc file anywhere: its defaults
+    defaults = _defaults_digest(loaded, fresh) if at_defaults else None
     if defaults is not None:
         return inputs_digest("matplotlib defaults", defaults, _versions(), numeric)
     import matplotlib
@@ -218,18 +218,22 @@ def _package_folder(matplotlib: Any) -> Path | None:
     return Path(origin).parent if origin else None
 
 
-def _defaults_digest(matplotlib: Any) -> str | None:
+def _defaults_digest(matplotlib: Any, fresh: bool = False) -> str | None:
     """What the drawing of matplotlib at its default settings is made of: :func:`_installed_digest` of the package
-    imported, or else of the one an import would find; None where it cannot be told."""
+    imported, or else of the one an import would find (``fresh``: not the process's kept answer); None where it
+    cannot be told."""
     folder = _package_folder(matplotlib)
-    return _installed_digest(str(folder)) if folder is not None else None
+    if folder is None:
+        return None
+    return (_installed_digest.__wrapped__ if fresh else _installed_digest)(str(folder))
 
 
 @functools.cache
 def _installed_digest(folder: str) -> str | None:
     """SHA-256 of the matplotlib installed at ``folder``: its ``RECORD`` (the SHA-256 of every file the install
     wrote: Python, compiled extensions such as the FreeType it bundles, fonts, ``mpl-data/matplotlibrc``) and each
-    listed file's size and modification time as they are now (an edit after the install). None where the package
+    listed file's size, modification and change times and inode as they are now (an edit after the install). A
+    FreeType linked from the system (conda-forge's builds) is not in it, as system fonts are not. None where the package
     has no single ``RECORD`` beside it (a copy on PYTHONPATH, an unusual install: every rcParam and the version
     are hashed instead), or where one of its files changed after this process started (an upgrade during a run:
     the code in memory would not be the files'). Kept for the process: 5-10 ms, once."""
@@ -249,7 +253,8 @@ def _installed_digest(folder: str) -> str | None:
             stat = (package.parent / name).stat()
             if max(stat.st_mtime_ns, stat.st_ctime_ns) >= started:
                 return None
-            h.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+            # the change time and inode too: an edit that restores size and modification time (cp -p, touch -r)
+            h.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_ino}\0".encode())
     except (OSError, ValueError):
         return None
     return h.hexdigest()
@@ -261,14 +266,15 @@ def _any_rc_file() -> bool:
     return any(path is not None and os.path.lexists(path) and not path.is_dir() for _, path in rc_candidates())
 
 
-def _at_defaults(matplotlib: Any) -> bool:
+def _at_defaults(matplotlib: Any, fresh: bool = False) -> bool:
     """Whether the imported matplotlib's rcParams (the backend aside) equal its defaults read afresh from its files,
     value and type (compared as ``repr``: ``1 == True``, but an int offset is not a bool to matplotlib): then it
     draws as a process that never read an rc file. Read afresh, not ``rcParamsDefault`` nor ``rcParamsOrig``, which
     share their lists with rcParams (an in-place change reaches them too). Any doubt (another matplotlib's private
     reader) is False: every rcParam is then hashed."""
     try:
-        defaults = _fresh_defaults(str(Path(matplotlib.__file__).parent / "mpl-data" / "matplotlibrc"))
+        read = _fresh_defaults.__wrapped__ if fresh else _fresh_defaults
+        defaults = read(str(Path(matplotlib.__file__).parent / "mpl-data" / "matplotlibrc"))
         live = {k: v for k, v in dict.items(matplotlib.rcParams) if not k.startswith("backend")}
         return live.keys() == defaults.keys() and all(repr(v) == repr(defaults[k]) for k, v in live.items())
     except Exception:  # noqa: BLE001 -- a private reader that changed: hash every rcParam instead
@@ -323,12 +329,14 @@ def cacheable(build: Callable[..., Any]) -> bool:
             and getattr(sys.modules.get(build.__module__), build.__qualname__, None) is build)
 
 
-def figure_key(build: Callable[..., Figure], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+def figure_key(build: Callable[..., Figure], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+               fresh: bool = False) -> str | None:
     """The cache key of the figure ``build(*args, **kwargs)`` makes (see the module); None where it is not cached
     (:func:`cacheable`, the code changed since the process started). :class:`NotDigestible` for an argument of a
-    type :func:`inputs_digest` does not walk."""
+    type :func:`inputs_digest` does not walk. ``fresh``: matplotlib's install and defaults read again, not as kept
+    for the process (after a drawing, which an upgrade during the run may have made with other files)."""
     code = _code_digest(build.__module__) if cacheable(build) else None
-    rendering = _rendering_digest() if code is not None else None
+    rendering = _rendering_digest(fresh) if code is not None else None
     if rendering is None:
         return None
     return inputs_digest(f"{build.__module__}.{build.__qualname__}", code, rendering, build.__defaults__,
@@ -336,10 +344,11 @@ def figure_key(build: Callable[..., Figure], args: tuple[Any, ...], kwargs: dict
 
 
 def _same_key(key: str, build: Callable[..., Figure], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether the figure just drawn has ``key`` still: a key made before matplotlib was imported said its settings
-    were the defaults, and an rc file that appeared before the drawing imported it would have changed them."""
+    """Whether the figure just drawn has ``key`` still, matplotlib's install and defaults read again: a key made
+    before matplotlib was imported said its settings were the defaults, and an rc file that appeared before the
+    drawing imported it, or an upgrade during the run, would have changed what it drew with."""
     try:
-        return figure_key(build, args, kwargs) == key
+        return figure_key(build, args, kwargs, fresh=True) == key
     except Exception:  # noqa: BLE001 -- as for the first key: not kept
         return False
 
