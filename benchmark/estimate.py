@@ -165,20 +165,34 @@ def median(values: np.ndarray, scale: float = 1.0) -> Estimate | None:
     Binomial(n, 1/2) the number of samples below the true median, so the interval holds it with probability >= 95%
     whatever the distribution (exact for continuous values). No interval below 6 values (even [x_(1), x_(n)] holds
     less than 95%); None for no values. The values are kept for plots."""
-    from scipy.special import bdtr  # the binomial CDF, without importing scipy.stats
-
     values = np.asarray(values, dtype=np.float64).ravel()
     n = int(values.size)
     if n == 0:
         return None
     ordered = np.sort(values)
     value = scale * float(np.median(ordered))
-    tail = (1 - LEVEL) / 2
-    below = int(np.searchsorted(bdtr(np.arange(n), n, 0.5), tail, side="right"))  # l - 1 = #{j: P(B <= j) <= tail}
+    below = _median_rank_below(n)
     if below == 0:
         return Estimate(value, n, None, None, "", samples=values)
     return Estimate(value, n, scale * float(ordered[below - 1]), scale * float(ordered[n - below]),
                     "order statistics", samples=values)
+
+
+def _median_rank_below(n: int) -> int:
+    """l - 1 of :func:`median`'s interval for ``n`` values: #{j: P(B <= j) <= (1 - LEVEL) / 2}, B ~ Binomial(n, 1/2),
+    by ``scipy.special.bdtr``, kept between processes as :func:`t_quantile` is (importing scipy.special for it
+    cost a warm run of mnist_full 0.13-0.19 s)."""
+    from rbench.library_answers import library_digest, remembered
+
+    tail = (1 - LEVEL) / 2
+
+    def answer() -> int:
+        from scipy.special import bdtr  # the binomial CDF, without importing scipy.stats
+
+        return int(np.searchsorted(bdtr(np.arange(n), n, 0.5), tail, side="right"))
+
+    scipy = library_digest("scipy", "scipy.special", __file__, extras=False)
+    return int(remembered(scipy, "median_rank_below", [n, tail], answer))
 
 
 def reduced(values: np.ndarray, how: str, scale: float = 1.0, bounds: tuple[float, float] = (-math.inf, math.inf)

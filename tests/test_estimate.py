@@ -227,6 +227,27 @@ def test_median_interval_is_the_order_statistics_binomial_half_gives(n):
     assert held / 600 >= 0.94
 
 
+def test_kept_quantiles_and_ranks_are_scipys_from_the_library_cache(tmp_path, monkeypatch):
+    """t quantiles and the median's ranks come back from the library cache as scipy computed them, for many sizes;
+    a second process (here: the answers read back) gets the same numbers without computing them."""
+    from scipy.special import bdtr, stdtrit
+
+    from rbench import estimate
+    from rbench.library_answers import CACHE_VARIABLE
+
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path))
+    sizes = [1, 2, 5, 6, 7, 9, 17, 64, 99, 1000, 4321]
+    expected = {n: (float(stdtrit(n, 0.975)), int(np.searchsorted(bdtr(np.arange(n), n, 0.5), 0.025, side="right")))
+                for n in sizes}
+    assert {n: (estimate.t_quantile(n), estimate._median_rank_below(n)) for n in sizes} == expected
+    assert len(list((tmp_path / "answers").glob("*.json"))) == 2 * len(sizes)
+    import scipy.special
+
+    monkeypatch.setattr(scipy.special, "stdtrit", None)  # asked again, scipy would fail: the answers are kept
+    monkeypatch.setattr(scipy.special, "bdtr", None)
+    assert {n: (estimate.t_quantile(n), estimate._median_rank_below(n)) for n in sizes} == expected
+
+
 def test_median_of_fewer_than_six_values_has_no_interval():
     from rbench.estimate import median
 
