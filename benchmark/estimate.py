@@ -12,7 +12,9 @@ samples, ``samples`` (per-sample values) for distribution plots; neither goes in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -96,17 +98,22 @@ def mean(values: np.ndarray, scale: float = 1.0, bounds: tuple[float, float] = (
 def t_quantile(df: int) -> float:
     """Student t's quantile of ``LEVEL``'s two-sided interval with ``df`` degrees of freedom, as
     ``scipy.stats.t.ppf`` gives it (``scipy.special.stdtrit``, without importing scipy.stats), kept between
-    processes with scipy's other answers (:func:`rbench.library_answers.remembered`, keyed by scipy.special's
-    files and version): importing scipy.special cost a warm run 0.13-0.19 s of its 3 s for these few numbers."""
-    from rbench.library_answers import library_digest, remembered
-
+    processes (:func:`_kept_scipy_answer`)."""
     def answer() -> float:
         from scipy.special import stdtrit
 
         return float(stdtrit(df, 0.5 + LEVEL / 2))
 
-    scipy = library_digest("scipy", "scipy.special", __file__, extras=False)
-    return float(remembered(scipy, "stdtrit", [df, 0.5 + LEVEL / 2], answer))
+    return float(_kept_scipy_answer("stdtrit", [df, 0.5 + LEVEL / 2], answer))
+
+
+def _kept_scipy_answer(question: str, args: list[Any], answer: Callable[[], Any]) -> Any:
+    """``answer()`` (a scipy.special computation), kept with the libraries' other answers
+    (:func:`rbench.library_answers.remembered`, keyed by scipy.special's files and scipy's version and
+    requirements): importing scipy.special cost a warm run 0.13-0.19 s of its 3 s for these few numbers."""
+    from rbench.library_answers import library_digest, remembered
+
+    return remembered(library_digest("scipy", "scipy.special", __file__, extras=False), question, args, answer)
 
 
 def class_balanced_rate(correct: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None
@@ -180,10 +187,7 @@ def median(values: np.ndarray, scale: float = 1.0) -> Estimate | None:
 
 def _median_rank_below(n: int) -> int:
     """l - 1 of :func:`median`'s interval for ``n`` values: #{j: P(B <= j) <= (1 - LEVEL) / 2}, B ~ Binomial(n, 1/2),
-    by ``scipy.special.bdtr``, kept between processes as :func:`t_quantile` is (importing scipy.special for it
-    cost a warm run of mnist_full 0.13-0.19 s)."""
-    from rbench.library_answers import library_digest, remembered
-
+    by ``scipy.special.bdtr``, kept between processes (:func:`_kept_scipy_answer`)."""
     tail = (1 - LEVEL) / 2
 
     def answer() -> int:
@@ -191,8 +195,7 @@ def _median_rank_below(n: int) -> int:
 
         return int(np.searchsorted(bdtr(np.arange(n), n, 0.5), tail, side="right"))
 
-    scipy = library_digest("scipy", "scipy.special", __file__, extras=False)
-    return int(remembered(scipy, "median_rank_below", [n, tail], answer))
+    return int(_kept_scipy_answer("median_rank_below", [n, tail], answer))
 
 
 def reduced(values: np.ndarray, how: str, scale: float = 1.0, bounds: tuple[float, float] = (-math.inf, math.inf)

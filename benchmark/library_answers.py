@@ -1,4 +1,5 @@
-"""What an attack library answers about its own attacks, kept between processes, so that a run need not import it.
+"""What a library answers, kept between processes, so that a run need not import it: an attack library about its
+own attacks (below), and scipy.special's few quantiles behind rbench's intervals (:mod:`rbench.estimate`).
 
 An adapter of another library (ART, foolbox) asks it questions while a suite is validated and planned: which
 attacks it has, whether a table of kwargs is valid (and in what normal form), what budget an attack declares,

@@ -200,8 +200,7 @@ def _rendering_digest(fresh: bool = False) -> str | None:
     defaults = _defaults_digest(loaded, fresh) if at_defaults else None
     if defaults is not None:
         return inputs_digest("matplotlib defaults", defaults, _versions(), numeric)
-    import matplotlib
-
+    matplotlib = loaded if loaded is not None else importlib.import_module("matplotlib")
     # dict.items: the stored values as they are (rcParams' own items() resolves the backend, importing pyplot).
     # The backend is left out: its unresolved value prints with its address, and save_figure draws with Agg
     # whatever the interactive backend.
