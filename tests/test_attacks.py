@@ -187,3 +187,51 @@ def test_a_plugin_that_changes_the_model_it_attacks_is_caught():
     model.train()
     with pytest.raises(PluginContractError, match="left the model it attacks in another train/eval mode"):
         guard.check("attack 'trains'")
+
+
+def test_dead_gradient_rows_are_the_zero_and_non_finite_ones():
+    from rbench.contract import _dead_rows
+
+    nan, inf = float("nan"), float("inf")
+    grad = torch.tensor([[0.0, 1e-30, 0.0], [0.0, -0.0, 0.0], [1.0, nan, 0.0], [nan, nan, nan], [1.0, -inf, 2.0],
+                         [-3.0, 0.5, 1.0]]).view(6, 1, 3)
+    assert _dead_rows(grad, 6).tolist() == [False, True, True, True, True, False]
+    assert _dead_rows(None, 2).tolist() == [True, True]
+
+
+class _CountedBackward(torch.nn.Module):
+    """``scale`` times a linear map of the input, optionally rounded first; counts its backward passes."""
+
+    def __init__(self, scale: float = 1.0, rounded: bool = False):
+        super().__init__()
+        self.linear, self.scale, self.rounded, self.backward_passes = torch.nn.Linear(12, 10), scale, rounded, 0
+        self.linear.register_full_backward_hook(lambda *_: setattr(self, "backward_passes", self.backward_passes + 1))
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.scale * self.linear(torch.round(x) if self.rounded else x)
+
+
+@pytest.mark.parametrize(("scale", "rounded", "loss", "of", "passes"), [
+    (1.0, False, "ce", None, 1),  # the cross-entropy's gradient is alive: the logits' cannot be dead
+    (1.0, False, "margin", None, 1), (1.0, False, None, None, 1),
+    (1e6, False, "ce", "cross-entropy", 2),  # saturated softmax: the logits pass gradients, the loss does not
+    (1e6, False, "margin", None, 1),
+    (1.0, True, "ce", "logits", 2), (1.0, True, "margin", "logits", 1),
+])
+def test_the_masking_probe_names_what_is_dead_and_backpropagates_once_where_the_loss_is_alive(
+        scale, rounded, loss, of, passes):
+    from rbench.contract import MASKING_PROBE, check_input_gradients
+    from rbench.inputs import PluginContractError
+
+    torch.manual_seed(0)
+    model = _CountedBackward(scale, rounded).eval().requires_grad_(False)
+    x = torch.rand(MASKING_PROBE, 1, 3, 4)
+    y = model(x).argmax(1)  # the model's own answers: saturated, its softmax is exactly their one-hot
+    if of is None:
+        check_input_gradients(model, x, y, "model 'm'", loss)
+    else:
+        with pytest.raises(PluginContractError, match=rf"^gradient masking in model 'm': the input gradient of its "
+                                                      rf"{of} is zero, missing or not finite on \d+ of 64 inputs"):
+            check_input_gradients(model, x, y, "model 'm'", loss)
+    assert model.backward_passes == passes
