@@ -123,6 +123,10 @@ def print_table(title: str, rows: list[list[str]], header: list[str], left_colum
     Console(width=max(Console().width, 120)).print(table)
 
 
+#: the /proc/cpuinfo flags :func:`measured_on` records
+CPU_FEATURES = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"}
+
+
 def measured_on() -> dict:
     """When, at which commit and on what the figures were measured: UTC time, the git commit (and whether the
     tree had changes), the CPU's model name, cores, the load average at the end, torch and its threads."""
@@ -136,10 +140,11 @@ def measured_on() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    cpu = ""
+    cpu, flags = "", set()
     try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+        flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
     except OSError:
         pass
     return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -148,6 +153,9 @@ def measured_on() -> dict:
             "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", ":(top)",
                                                                                ":(top,exclude)bench")),
             "cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            # the vector units torch's kernels pick from: "AMD EPYC" alone named hosts with and without AVX-512,
+            # whose bf16 speed differs 15x (bench_precision)
+            "cpu_features": sorted(flags & CPU_FEATURES),
             "load_average_at_start": LOAD_AT_START,
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "torch": torch.__version__, "threads": torch.get_num_threads()}
