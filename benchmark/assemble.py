@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from rbench.artifacts import AdvSet, Predictions
-from rbench.estimate import Estimate, interval_holds, mcnemar
+from rbench.estimate import Estimate, distinct_samples, interval_holds, mcnemar
 from rbench.inputs import load_model, load_slice
 from rbench.metric import CellData, CellKeys, CellOutputs, metric_number
 from rbench.plan import CLEAN, Plan, data_spec
-from rbench.results import Cell, CellOutcomes, ResultTable, cell_problem, outcomes_digest, samples_digest
+from rbench.results import Cell, ResultTable, cell_problem, outcomes_digest, samples_digest
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
 from rbench.suite_types import Metric
@@ -47,7 +47,7 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
         computed[(row, column)][0].samples_sha256 = samples_digest(values)
     for (row, column), (cell, est) in computed.items():
         kept = est.outcomes if est is not None and est.method == "wilson" else None
-        if kept is not None and _dataset_samples(kept):
+        if kept is not None and distinct_samples(kept[0]):  # a generated set's: nothing to pair runs on
             result.outcomes[(row, column)] = kept
             cell.outcomes_sha256 = outcomes_digest(*kept)
     return result
@@ -71,13 +71,6 @@ def _metric_keys(table: Table) -> dict[str, Metric]:
         for metric, key in zip(same, (k for k in numbered if k not in by_label), strict=False):  # a label may read so
             keys[key] = metric
     return keys
-
-
-def _dataset_samples(outcomes: CellOutcomes) -> bool:
-    """Whether ``outcomes`` are those of distinct dataset samples (a generated set's images all have index -1:
-    nothing to pair two runs on)."""
-    indices = np.asarray(outcomes[0])
-    return bool(indices.size) and int(indices.min()) >= 0 and np.unique(indices).size == indices.size
 
 
 def _attack_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:

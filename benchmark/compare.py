@@ -231,8 +231,7 @@ def judge(table: str, row: str, column: str, cell: Cell | None, theirs: float, t
     elif low is not None and high is not None and low <= theirs <= high:
         verdict = "inconclusive"
         method = "" if cell is None else cell.interval
-        needed = samples_needed(n, low, high, value, theirs, wilson_percent=method == "wilson",
-                                symmetric=method in ("t", "normal", "hanley-mcneil")) if n else None
+        needed = samples_needed(n, low, high, value, theirs, method) if n else None
     else:
         verdict = "outside"
     firm = None

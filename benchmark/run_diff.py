@@ -22,6 +22,11 @@ Newcombe's 1998 hybrid score interval of independent proportions): wider than th
 outcomes agree more often than chance (as two runs of one model or two precisions do), so a ``differs`` verdict
 is conservative and a ``no difference shown`` may hide a small change; negatively correlated outcomes would make
 it too narrow, which two runs of the same cell practically never have.
+
+Each verdict is one 95% interval, unadjusted for the others: were nothing different, up to 1 cell in 20 judged by
+an interval could still read ``differs``; the summary says how many that is (:func:`chance_note`). The paired
+interval and the exact McNemar test of a table's ``paired`` rows are different procedures and can disagree at the
+margin (5 discordant images all one way in 1000: the interval excludes 0, McNemar's p is 0.0625).
 """
 
 from __future__ import annotations
@@ -210,6 +215,18 @@ def counts(diffs: list[CellDiff]) -> str:
     return f"{text} ({paired} paired on their samples)" if paired else text
 
 
+def chance_note(diffs: list[CellDiff]) -> str | None:
+    """What chance alone gives among many cells: were nothing different between the runs, each cell's 95% interval
+    would still exclude 0 up to 1 time in 20 (less where the runs are taken as independent: conservative), so a few
+    ``differs`` among hundreds of cells is what two identical-in-truth runs show. None below 2 cells judged."""
+    judged = sum(d.verdict in ("differs", "no difference shown") for d in diffs)
+    if judged < 2:
+        return None
+    shown = sum(d.verdict == "differs" for d in diffs)
+    return (f"{shown} of {judged} cells judged by an interval differ; each verdict is one 95% interval, so were "
+            f"nothing different, up to 1 in 20 ({judged / 20:.1f} of {judged}) would still read 'differs' by chance")
+
+
 def rows_of(diffs: list[CellDiff]) -> list[list[str]]:
     """Each difference as text cells: row, column, run, other run, delta, 95% interval, verdict, note."""
     return [[d.row, d.column, fmt_number(d.a, fmt=d.fmt), fmt_number(d.b, fmt=d.fmt),
@@ -226,6 +243,8 @@ def as_markdown(diffs: list[CellDiff], a: str, b: str) -> str:
     from rbench.markdown import md, md_table
 
     parts = [f"## {md(a)} vs {md(b)}\n", f"{counts(diffs)}\n"]
+    if note := chance_note(diffs):
+        parts.append(f"{md(note)}\n")
     for name in dict.fromkeys(d.table for d in diffs):
         mine = [d for d in diffs if d.table == name]
         parts.append(f"### {md(name)}: {counts(mine)}\n")
@@ -234,4 +253,4 @@ def as_markdown(diffs: list[CellDiff], a: str, b: str) -> str:
 
 
 def as_json(diffs: list[CellDiff]) -> dict:
-    return {"cells": [asdict(d) for d in diffs], "summary": counts(diffs)}
+    return {"cells": [asdict(d) for d in diffs], "summary": counts(diffs), "by_chance": chance_note(diffs)}

@@ -541,6 +541,11 @@ class _Resolver:
             if not ({a, b} <= set(row_labels) or {a, b} <= set(column_labels)) or a == b:
                 raise self.fail("tables", name, f"paired[{i}]", f"[{a!r}, {b!r}] are not two rows or two columns of "
                                 f"the table (rows: {', '.join(row_labels)}; columns: {', '.join(column_labels)})")
+            by_rows = a in row_labels and b in row_labels  # as rbench.assemble pairs them
+            for line in column_labels if by_rows else row_labels:
+                pair = (cells[(a, line)], cells[(b, line)]) if by_rows else (cells[(line, a)], cells[(line, b)])
+                if problem := unpairable(pair, suite):
+                    raise self.fail("tables", name, f"paired[{i}]", f"[{a!r}, {b!r}] at {line!r}: {problem}")
         return Table(name, title, t.rows if isinstance(t.rows, str) else "rows",
                      t.columns if isinstance(t.columns, str) else "columns",
                      row_labels, column_labels, cells, self.where("tables", name),
@@ -644,3 +649,25 @@ class _Resolver:
             raise self.fail("tables", name, coords["target"][1], f"evaluation {ev_name!r} does not evaluate "
                             f"{target!r} on the sets of {source!r}{suggest(target, ev.targets_of(source))}")
         return CellSpec(ev_name, source, coords["attack"][0], target, metric)
+
+
+def unpairable(cells: tuple[CellSpec, CellSpec], suite: Suite) -> str | None:
+    """Why McNemar's test cannot pair the per-sample outcomes of these two cells, or None. Outcomes pair by dataset
+    index, an image's position in its split: two cells pair where they read the same dataset and split (their
+    samples may differ: the test takes the images both have), hold one metric, and neither attack generates its
+    images (index -1, no dataset sample)."""
+    first, second = cells
+    if (first.metric.call.name, first.metric.call.params) != (second.metric.call.name, second.metric.call.params):
+        return (f"the cells hold different metrics ({first.metric.label!r}, {second.metric.label!r}); a paired test "
+                "compares one metric's outcomes")
+    for cell in cells:
+        attack = suite.evaluations[cell.evaluation].attacks.get(cell.attack)
+        if attack is not None and is_generator(attack.call.obj):
+            return f"attack {cell.attack!r} generates its images: there is no dataset sample to pair them on"
+    data = [suite.evaluations[c.evaluation].data for c in cells]
+    read = [(d.call.name, d.call.params, d.split) for d in data]
+    if read[0] != read[1]:
+        what = [f"evaluation {c.evaluation!r} reads split {d.split!r} of dataset {d.dataset!r}"
+                for c, d in zip(cells, data, strict=True)]
+        return f"{what[0]} and {what[1]}: a paired test needs the same images"
+    return None

@@ -156,7 +156,7 @@ def test_samples_needed_shrinks_the_half_width_below_the_distance():
     # counts, not the 1.0 left below the bound (which said 11 samples; it takes about 52)
     sure = mean(np.array([1.0] * 9 + [0.9]), scale=100.0, bounds=(0.0, 100.0))
     assert sure.high == 100.0
-    assert samples_needed(10, sure.low, sure.high, sure.value, 100.0, symmetric=True) == \
+    assert samples_needed(10, sure.low, sure.high, sure.value, 100.0, "t") == \
         int(np.ceil(10 * ((sure.value - sure.low) / (100.0 - sure.value)) ** 2)) == 52
 
 
@@ -199,7 +199,7 @@ def test_samples_needed_of_a_wilson_rate_is_where_the_wilson_interval_first_leav
     from rbench.estimate import wilson
 
     est = rate(np.arange(n) < k)
-    m = samples_needed(n, est.low, est.high, est.value, target, wilson_percent=True)
+    m = samples_needed(n, est.low, est.high, est.value, target, "wilson")
     assert m is not None and m > n
 
     def excluded(size: int) -> bool:
@@ -283,3 +283,40 @@ def test_the_normal_quantile_is_scipys_at_every_level(monkeypatch):
     assert estimate._z() == float(norm.ppf(0.975))
     monkeypatch.setattr(estimate, "LEVEL", 0.9)
     assert estimate._z() == float(norm.ppf(0.95))
+
+
+def test_mcnemar_refuses_outcomes_that_are_not_distinct_dataset_samples():
+    """A generated set's images all have index -1: intersecting by index kept one pair, and 60 discordant images
+    read as p = 1 ("of 1 shared")."""
+    generated = np.full(100, -1)
+    assert mcnemar((generated, np.arange(100) < 60), (generated, np.zeros(100, bool))) is None
+    twice = np.r_[np.arange(50), np.arange(50)]
+    assert mcnemar((twice, np.arange(100) < 60), (np.arange(100), np.zeros(100, bool))) is None
+    assert mcnemar((np.arange(100), np.arange(100) < 60), (np.arange(100), np.zeros(100, bool))).n == 100
+
+
+def test_a_mean_of_equal_values_has_no_interval():
+    """A t interval of equal values has no width: compared with a published 99, a mean of ten 100s read as firmly
+    outside. Equal up to float rounding counts (ten 0.1s have a standard deviation of 1e-17)."""
+    for values in (np.full(10, 100.0), np.full(7, 0.1), np.array([1.0, np.nan, 3.0])):
+        est = mean(values)
+        assert (est.low, est.high, est.method) == (None, None, "")
+    assert mean(np.array([1.0, 2.0])).method == "t"
+
+
+def test_samples_needed_of_an_auroc_at_one_grows_its_pairs():
+    """At an AUROC of exactly 1 the interval is Wilson's of k pairs all ordered, [k / (k + z^2), 1]: 20 per side
+    give [0.839, 1], and 0.95 first falls outside at 73 per side, 146 scores (the 1/sqrt(n) rule said 416)."""
+    from rbench.estimate import auroc, wilson
+
+    for per_side in (20, 50):
+        est = auroc(1.0, per_side, per_side)
+        needed = samples_needed(est.n, est.low, est.high, est.value, 0.95, "wilson-pairs")
+        assert needed == 146, (per_side, needed)
+    assert wilson(73, 73)[0] > 0.95 > wilson(72, 72)[0]
+    low = auroc(0.0, 30, 90)  # 30 pairs; mirrored at 0; n grows with the pairs
+    assert samples_needed(low.n, low.low, low.high, 0.0, 0.05, "wilson-pairs") == 120 * 73 // 30  # 292
+    # a class-balanced rate at 100%: its half-width is Agresti-Coull's adjustment, shrinking about as 1/n, so no
+    # 1/sqrt(n) count (a review found 184 where 150 was right)
+    full = class_balanced_rate(np.ones(100, bool), np.repeat(np.arange(10), 10))
+    assert full.low < 95 and samples_needed(full.n, full.low, full.high, 100.0, 95.0, "normal") is None

@@ -13,7 +13,7 @@ from rbench.errors import RbenchError
 from rbench.estimate import wilson
 from rbench.report.tidy import read_outcomes, write_outcomes
 from rbench.results import Cell, ResultTable, RunResults, outcomes_digest
-from rbench.run_diff import diff_runs, difference_interval, paired_interval
+from rbench.run_diff import chance_note, diff_runs, difference_interval, paired_interval
 
 
 def _rate(k: int, n: int) -> Cell:
@@ -53,6 +53,8 @@ def test_each_pair_of_cells_gets_one_verdict():
     exact = _results({("d", "x"): Cell("d", "x", 0.1, n=9, low=0.1, high=0.1, interval="t")})
     noisy = _results({("d", "x"): Cell("d", "x", 0.1 + 1e-12, n=9, low=0.1 + 1e-12, high=0.1 + 1e-12, interval="t")})
     assert diff_runs(exact, noisy)[0].verdict == "equal"  # zero-width intervals: float noise is not "differs"
+    assert chance_note(diff_runs(a, b)).startswith("1 of 2 cells judged by an interval differ; ")  # big; small
+    assert chance_note(diff_runs(exact, noisy)) is None  # nothing judged by an interval
     na = next(d for d in diff_runs(a, b) if d.row == "na")
     assert na.note == "not applicable in the run" and na.b == 25.0
     b.tables[0].metric_of["big|x"] = "accuracy"  # the suite changed what the cell measures
@@ -108,6 +110,7 @@ def test_the_command_puts_two_run_folders_side_by_side(tiny_reference, tmp_path,
         "errors", moved["row"], moved["column"], "differs")
     assert changed["delta"] == pytest.approx(100 * (moved["n"] // 2) / moved["n"])
     assert out["summary"].startswith("1 differs, ")
+    assert out["by_chance"] is None  # one cell judged by an interval (the rest are equal): its own 95% says it
     raw["profile"] = "quick"  # another profile, and fewer samples behind one cell (a mean's: a rate's n is checked)
     next(c for t in raw["tables"] for c in t["cells"] if c["n"] and c["interval"] == "t")["n"] -= 1
     (other / "samples.parquet").unlink()  # whose values count the old n

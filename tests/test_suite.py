@@ -522,3 +522,63 @@ def test_the_readme_suite_example_is_a_valid_suite(tmp_path):
     for profile in (None, "quick"):
         suite = load_suite(path, profile)
         assert suite.name == "my_suite" and build_plan(suite).jobs
+
+
+PAIRED = """
+[suite]
+name = "pairs"
+
+[datasets.mnist]
+plugin = "mnist"
+
+[models.mlp]
+plugin = "mlp"
+dataset = "mnist"
+
+[attacks.pgd]
+plugin = "pgd"
+params = { eps = 0.1, steps = 5 }
+
+[attacks.fool]
+plugin = "map_elites"
+params = { generations = 2 }
+
+[evaluations.test]
+dataset = "mnist"
+n = 10
+sources = ["mlp"]
+attacks = ["pgd", "fool"]
+
+[evaluations.train]
+dataset = "mnist"
+split = "train"
+n = 10
+sources = ["mlp"]
+attacks = ["pgd"]
+
+[tables.t]
+evaluation = "test"
+"""
+
+
+@pytest.mark.parametrize(("table", "fragments"), [
+    ('rows = [{ label = "test", evaluation = "test" }, { label = "train", evaluation = "train" }]\n'
+     'columns = "model"\nmetric = "error"\nwhere = { attack = "pgd" }\npaired = [["test", "train"]]',
+     ["tables.t.paired[0]", "['test', 'train'] at 'mlp'", "evaluation 'test' reads split 'test' of dataset 'mnist' "
+      "and evaluation 'train' reads split 'train' of dataset 'mnist': a paired test needs the same images"]),
+    ('rows = "attack"\ncolumns = "model"\nmetric = "success_rate"\npaired = [["pgd", "fool"]]',
+     ["tables.t.paired[0]", "attack 'fool' generates its images: there is no dataset sample to pair them on"]),
+    ('rows = [{ label = "error", metric = "error" }, { label = "accuracy", metric = "accuracy" }]\n'
+     'columns = "model"\nwhere = { attack = "pgd" }\npaired = [["error", "accuracy"]]',
+     ["tables.t.paired[0]", "the cells hold different metrics ('error', 'accuracy')"]),
+])
+def test_paired_rows_must_pair_the_same_images_of_one_metric(write_suite, table, fragments):
+    """McNemar's test pairs outcomes by dataset index, an image's position in its split: a review paired test image
+    i with training image i (accepted, and a p-value printed), and a generated set's images, all index -1, collapsed
+    to one pair (p = 1 for any difference)."""
+    with pytest.raises(SuiteError) as err:
+        load_suite(write_suite(PAIRED + table))
+    assert all(f in str(err.value) for f in fragments), str(err.value)
+    if "evaluation" in table:  # two evaluations of one split (another n, say) pair: the test takes shared images
+        same = PAIRED.replace('split = "train"', 'split = "test"')
+        assert load_suite(write_suite(same + table)).tables["t"].paired == (("test", "train"),)

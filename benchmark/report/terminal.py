@@ -21,7 +21,7 @@ from rbench.compare import (
 )
 from rbench.report.reporters import describe_paired, full_title, grid, header
 from rbench.results import RunResults
-from rbench.run_diff import HEADERS, CellDiff, counts, rows_of
+from rbench.run_diff import HEADERS, CellDiff, chance_note, counts, rows_of
 
 COLOURS = {"within": "green", "inconclusive": "yellow", "outside": "red", "missing": "dim"}
 #: the width of output written to a pipe or file: rich's 80 columns cut labels of mnist_full's wide tables to
@@ -108,3 +108,5 @@ def print_run_diff(diffs: list[CellDiff], console: Console, a: str, b: str) -> N
             table.add_row(*(c if i == 6 else escape(c) for i, c in enumerate(cells)))
         console.print(table)
     console.print(escape(f"{a} vs {b}: {counts(diffs)}"), highlight=False)
+    if note := chance_note(diffs):
+        console.print(escape(note), highlight=False)
