@@ -364,6 +364,11 @@ def eval_cmd(
             params[option] = value
     label = model_name(module, name)
     data = dataset_plugin(dataset)
+    channels = int(data.input_shape[0])
+    given_values = {len(params[option]) for option in ("mean", "std") if option in params}
+    if len(given_values) == 1 and not given_values <= {1, channels}:  # else the network got 2 channels, and said so
+        raise RbenchError(f"--mean/--std: {given_values.pop()} values each, but {dataset} images have {channels} "
+                          f"channel{'s' if channels > 1 else ''}: give one value per channel")
     entry = checkpoint_entry(params, dataset, Path.cwd())
     # the options that shape the generated suite, as they were given (the header says how it was made)
     given = " ".join([quote(module), "--weights", quote(str(weights))] + [
@@ -593,6 +598,10 @@ def compare_cmd(
             print_run_diff(diffs, console, str(run_dir), str(other))
         return
     paths = [str(p) for p in published] if published else None
+    given = paths or []
+    for i, path in enumerate(given):  # one file under two names (./x, a link) would be counted twice
+        if first := next((q for q in given[:i] if os.path.realpath(q) == os.path.realpath(path)), None):
+            raise RbenchError(f"--published {path}: the same file as --published {first}, given twice")
     if paths is None and not results.published:
         raise RbenchError(f"{run_dir}: the suite names no published tables; pass --published FILE")
     rows, claims = compare(results, paths), check_claims(results, paths)

@@ -259,16 +259,32 @@ def run_published(results: RunResults, path: str) -> Published:
 def _read_published(results: RunResults, path: str, given: bool) -> Published:
     """The published file at ``path``; one ``given`` for the run (``rbench compare --published``, never checked
     against its suite, read now) must name only tables, rows and columns the run has (except tables ``--only``
-    left out): a one-line :class:`RbenchError` otherwise. The suite's own files were checked when it was loaded
-    and are read as the run recorded them (:func:`run_published`)."""
+    left out), and a value beside a cell in % must be one: a one-line :class:`RbenchError` otherwise. The suite's
+    own files were checked when it was loaded and are read as the run recorded them (:func:`run_published`)."""
 
     doc = load_published(path) if given else run_published(results, path)
     if given:
         shapes = {t.name: (t.rows, t.columns) for t in results.tables}
-        problem = published_mismatch(doc, shapes, "the run", results.only)
+        problem = published_mismatch(doc, shapes, "the run", results.only) or _unit_problem(doc, results)
         if problem is not None:
             raise RbenchError(f"{path}: {problem}")
     return doc
+
+
+def _unit_problem(doc: Published, results: RunResults) -> str | None:
+    """A published value beside a run cell in % that no percentage is (500, -5), or None."""
+    tables = {t.name: t for t in results.tables}
+    for name, pub in doc.tables.items():
+        for row, columns in pub.values.items():
+            for column, theirs in columns.items():
+                table = tables.get(name)
+                if table is None:  # a table --only left out
+                    continue
+                cell = next((c for c in table.cells if (c.row, c.column) == (row, column)), None)
+                if cell is not None and table.unit(cell) == "%" and not 0.0 <= theirs <= 100.0:
+                    return (f"tables.{key_part(name)}.values.{key_part(row)}.{key_part(column)}: {theirs:g} is no "
+                            "percentage, and the run's cell is in %")
+    return None
 
 
 def compare(results: RunResults, published: list[str] | None = None) -> list[Comparison]:

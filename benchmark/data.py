@@ -109,6 +109,11 @@ def _check_dataset(dataset: str) -> dict:
     return _REGISTRY[dataset]
 
 
+def check_user_folder() -> None:
+    """A DataError when ``RBENCH_DATA`` is set and names no folder (:func:`_user_dir`)."""
+    _user_dir()
+
+
 def _user_dir() -> str | None:
     """``RBENCH_DATA`` when set (and not empty); a DataError when it names no folder (a typo was ignored: the run
     then looked only in the cache and tried to download, and its error never said the folder was missing)."""

@@ -250,6 +250,7 @@ class RunResults:
                 raise ValueError("not a JSON object with a list of tables")
             tables = [ResultTable(**{**t, "cells": [Cell(**c) for c in t["cells"]]}) for t in raw.pop("tables")]
             results = cls(**raw, tables=tables)
+            _check_unique(results)
             for table in results.tables:
                 _check_table(table)
                 for cell in table.cells:
@@ -288,6 +289,19 @@ def _refuse_non_finite(constant: str) -> float:
 #: where the quantity an interval method estimates lies: a rate in % (made by rbench.estimate.rate), an AUROC, a
 #: correlation ("normal" and "t" intervals estimate quantities of any range)
 BOUNDS = {"wilson": (0.0, 100.0), "hanley-mcneil": (0.0, 1.0), "wilson-pairs": (0.0, 1.0), "fisher-z": (-1.0, 1.0)}
+
+
+def _check_unique(results: RunResults) -> None:
+    """Each table once, each (row, column) of a table once: a copy of a cell edited in (another value under the
+    same labels) was rendered by ``report``, and judged by ``compare --run`` against the other run's cell, while
+    the check against the run's outcomes saw only the last copy."""
+    from collections import Counter
+
+    if names := [n for n, times in Counter(t.name for t in results.tables).items() if times > 1]:
+        raise ValueError(f"table {names[0]!r} is listed twice")
+    for table in results.tables:
+        if places := [at for at, times in Counter((c.row, c.column) for c in table.cells).items() if times > 1]:
+            raise ValueError(f"table {table.name!r}: cell ({places[0][0]}, {places[0][1]}) is listed twice")
 
 
 def _check_texts(results: RunResults) -> None:
@@ -362,6 +376,8 @@ def cell_problem(cell: Cell) -> str | None:
             return f"{name} is {number!r}, not a finite number"
     if cell.n is not None and (isinstance(cell.n, bool) or not isinstance(cell.n, int) or cell.n < 0):
         return f"n is {cell.n!r}, not a count"
+    if cell.error and cell.value is not None:  # a failed cell has no value: report showed it, compare --run failed it
+        return f"it has both a value ({cell.value}) and an error"
     if not interval_holds(cell.low, cell.value, cell.high):
         return f"its interval [{cell.low}, {cell.high}] does not hold its value {cell.value}"
     bounds = BOUNDS.get(cell.interval)

@@ -307,7 +307,11 @@ def plugin_versions(suite: Suite) -> dict[str, str]:
 
 
 def prepare_data(jobs: list[Job]) -> None:
-    """Check (or download) the data of every job to compute, so bad data fails the run before any work."""
+    """Check (or download) the data of every job to compute, so bad data fails the run before any work; and
+    ``RBENCH_DATA``, when set, names a folder even where every job is stored (a typo served a warm run, exit 0)."""
+    from rbench.data import check_user_folder
+
+    check_user_folder()
     wanted: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
     for job in jobs:
         slices = job.spec.slices()  # a monitored model's per-epoch data too

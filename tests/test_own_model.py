@@ -274,6 +274,8 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
      "--attack 'pgd:epss=0.1': unknown parameter 'epss' of attack 'pgd'; did you mean 'eps'?"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--dataset", "cifar"], "--dataset 'cifar'"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--mean", "0.1", "--std", "0.3,0.3"], "mean"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--mean", "0.1,0.2", "--std", "0.3,0.3"],
+     "--mean/--std: 2 values each, but mnist images have 1 channel"),  # was: "the network fails on inputs"
 ])
 def test_errors_are_one_line_before_any_work(user, tmp_path, args, message, capsys, monkeypatch):
     """In this process (the console script's own exit path is tested in test_cli.py): a fresh interpreter per

@@ -60,9 +60,9 @@ class LbfgsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     targets: Literal["random", "each"] = "random"
     c_init: Annotated[float, Field(gt=0)] = 1.0
-    c_search_steps: Annotated[int, Field(ge=0)] = 5
-    bisection_steps: Annotated[int, Field(ge=0)] = 8
-    max_iter: Annotated[int, Field(ge=1)] = 30
+    c_search_steps: Annotated[int, Field(ge=0, le=1000)] = 5
+    bisection_steps: Annotated[int, Field(ge=0, le=1000)] = 8
+    max_iter: Annotated[int, Field(ge=1, le=100_000)] = 30
     history: Annotated[int, Field(ge=1)] = 10
     tol: Annotated[float, Field(ge=0)] = 1e-5
 

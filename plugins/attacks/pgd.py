@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rbench.attack import AttackOutput, FixedBudgetAttack
 from rbench.plugins.attacks.gradients import l2_normalize, loss_gradient, project, random_in_ball
 
+#: the most steps an iterative attack takes: a step count no run ends (10^14 was accepted and ran until killed)
+MAX_STEPS = 100_000
+
 
 class PgdParams(BaseModel):
     """``step_size`` defaults to ``2.5 * eps / steps``; ``random_start`` draws the start uniformly in the ball;
@@ -19,7 +22,7 @@ class PgdParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     norm: Literal["linf", "l2"] = "linf"
     eps: Annotated[float, Field(gt=0)]
-    steps: Annotated[int, Field(ge=1)] = 40
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 40
     step_size: Annotated[float, Field(gt=0)] | None = None
     random_start: bool = True
     loss: Literal["ce", "margin"] = "ce"
@@ -33,7 +36,7 @@ class PgdParams(BaseModel):
 
 class BimParams(PgdParams):
     random_start: bool = False
-    steps: Annotated[int, Field(ge=1)] = 10
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 10
 
 
 class Pgd(FixedBudgetAttack):

@@ -21,12 +21,12 @@ class AePretrainParams(BaseModel):
     of the softmax on the code, the encoder frozen unless ``finetune``."""
 
     model_config = ConfigDict(extra="forbid")
-    ae_epochs: Annotated[int, Field(ge=1)] = 10
+    ae_epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
     ae_lr: Positive = 3e-3
     sparsity: Annotated[float, Field(gt=0, lt=1)] = 0.1
     sparsity_weight: Annotated[float, Field(ge=0)] = 0.1
     ae_weight_decay: Annotated[float, Field(ge=0)] = 1e-6
-    epochs: Annotated[int, Field(ge=1)] = 10
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
     lr: Positive = 1e-2
     batch_size: Annotated[int, Field(ge=1)] = 128
     finetune: bool = False

@@ -37,8 +37,8 @@ class DenoisingParams(BaseModel):
     nesterov: bool = True
     weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     batch_size: Annotated[int, Field(ge=1)] = 100
-    epochs: Annotated[int, Field(ge=1)] = 1
-    iterations: Annotated[int, Field(ge=1)] | None = None
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 1
+    iterations: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> DenoisingParams:

@@ -31,7 +31,7 @@ class OptimizerParams(BaseModel):
 class StandardParams(OptimizerParams):
     """``weight_decay`` applies where the model does not set its own per-layer decay (``param_groups``)."""
 
-    epochs: Annotated[int, Field(ge=1)] = 1
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 1
 
 
 def make_optimizer(model: torch.nn.Module, p: OptimizerParams) -> torch.optim.Optimizer:

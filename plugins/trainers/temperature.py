@@ -14,7 +14,7 @@ from rbench.plugins.models.temperature import TemperatureScaledNet
 
 class TemperatureParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_iter: Annotated[int, Field(ge=1)] = 100
+    max_iter: Annotated[int, Field(ge=1, le=100_000)] = 100
 
 
 class TemperatureFit(Trainer):
