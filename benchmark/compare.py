@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rbench.errors import RbenchError
 from rbench.estimate import samples_needed
 from rbench.results import Cell, ResultTable, RunResults, format_value
-from rbench.suite_refs import published_mismatch
+from rbench.suite_refs import UnitOf, percentage_problem, published_mismatch
 from rbench.suite_schema import Description
 from rbench.tomlfile import key_part, read_toml
 
@@ -243,17 +243,51 @@ def judge(table: str, row: str, column: str, cell: Cell | None, theirs: float, t
                       samples_needed=needed, firm=firm)
 
 
-def run_published(results: RunResults, path: str) -> Published:
-    """The run's published file ``path`` as it read when the run was made (recorded in results.json); read from
-    the file only for results written before that was recorded."""
-    recorded = results.published_docs.get(path)
-    if recorded is None:
-        return load_published(path)
+def run_units(results: RunResults) -> UnitOf:
+    """The unit of each of the run's cells by (table, row, column); None where the run has no such cell."""
+    units = {(t.name, c.row, c.column): t.unit(c) for t in results.tables for c in t.cells}
+    return lambda table, row, column: units.get((table, row, column))
+
+
+def recorded_published_problem(results: RunResults) -> str | None:
+    """The first problem of the published files the run recorded (``published_docs``) as ``"published_docs[path]:
+    <problem>"``, or None: each must be a published document that names only the run's tables, rows and columns
+    (except tables ``--only`` left out) and puts percentages beside its cells in %, as loading the suite made sure
+    when the run was made; so an edited results.json is refused (by :meth:`RunResults.read`), not compared with."""
+    for path, recorded in results.published_docs.items():
+        doc = _recorded(recorded)
+        problem = doc if isinstance(doc, str) else _run_problem(doc, results)
+        if problem is not None:
+            return f"published_docs[{path!r}]: {problem}"
+    return None
+
+
+def _recorded(recorded: Any) -> Published | str:
+    """A published file as results.json recorded it, or why it is not one."""
     try:
         return Published.model_validate(recorded, strict=True)
     except ValidationError as err:
-        raise RbenchError(f"results.json: published_docs[{path!r}]: not a published document "
-                          f"({' '.join(err.errors()[0]['msg'].split())})") from None
+        return f"not a published document ({' '.join(err.errors()[0]['msg'].split())})"
+
+
+def _run_problem(doc: Published, results: RunResults) -> str | None:
+    """Where ``doc`` names a table, row or column the run lacks, or no percentage beside a cell in %; or None."""
+    shapes = {t.name: (t.rows, t.columns) for t in results.tables}
+    return published_mismatch(doc, shapes, "the run", results.only) or \
+        percentage_problem(doc, run_units(results), results.only)
+
+
+def run_published(results: RunResults, path: str) -> Published:
+    """The run's published file ``path`` as it read when the run was made (recorded in results.json, checked when
+    it was read: :func:`recorded_published_problem`); read from the file only for results written before that was
+    recorded."""
+    recorded = results.published_docs.get(path)
+    if recorded is None:
+        return load_published(path)
+    doc = _recorded(recorded)
+    if isinstance(doc, str):
+        raise RbenchError(f"results.json: published_docs[{path!r}]: {doc}")
+    return doc
 
 
 def _read_published(results: RunResults, path: str, given: bool) -> Published:
@@ -263,28 +297,10 @@ def _read_published(results: RunResults, path: str, given: bool) -> Published:
     own files were checked when it was loaded and are read as the run recorded them (:func:`run_published`)."""
 
     doc = load_published(path) if given else run_published(results, path)
-    if given:
-        shapes = {t.name: (t.rows, t.columns) for t in results.tables}
-        problem = published_mismatch(doc, shapes, "the run", results.only) or _unit_problem(doc, results)
-        if problem is not None:
-            raise RbenchError(f"{path}: {problem}")
+    problem = _run_problem(doc, results) if given else None
+    if problem is not None:
+        raise RbenchError(f"{path}: {problem}")
     return doc
-
-
-def _unit_problem(doc: Published, results: RunResults) -> str | None:
-    """A published value beside a run cell in % that no percentage is (500, -5), or None."""
-    tables = {t.name: t for t in results.tables}
-    for name, pub in doc.tables.items():
-        for row, columns in pub.values.items():
-            for column, theirs in columns.items():
-                table = tables.get(name)
-                if table is None:  # a table --only left out
-                    continue
-                cell = next((c for c in table.cells if (c.row, c.column) == (row, column)), None)
-                if cell is not None and table.unit(cell) == "%" and not 0.0 <= theirs <= 100.0:
-                    return (f"tables.{key_part(name)}.values.{key_part(row)}.{key_part(column)}: {theirs:g} is no "
-                            "percentage, and the run's cell is in %")
-    return None
 
 
 def compare(results: RunResults, published: list[str] | None = None) -> list[Comparison]:

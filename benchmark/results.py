@@ -262,6 +262,10 @@ class RunResults:
                 raise ValueError("provenance.store is not a path")
             if not isinstance(results.published_docs, dict):
                 raise ValueError("published_docs is not a table of published files")
+            from rbench.compare import recorded_published_problem  # compare reads RunResults
+
+            if (problem := recorded_published_problem(results)) is not None:
+                raise ValueError(problem)
             _check_texts(results)
             _check_jobs(results.jobs)
         except Unreadable as exc:  # missing, a folder or a FIFO named results.json (never opened), unreadable

@@ -156,6 +156,24 @@ def _why(exc: OSError) -> str:
     return f"cannot be written ({exc.strerror or exc})"
 
 
+def check_could_write(path: Path, option: str) -> None:
+    """Refuse, writing nothing (``rbench run --dry-run``), a folder ``path`` that a run could not create or write
+    into: the nearest existing path at or above it is a file (``a folder above it is a file``), or this user may
+    not create files in it (``os.access``; a read-only mount or an ACL can still refuse the real run, which
+    checks by creating a file: :func:`prepare_run_dir`). One line naming ``option``, the path and the problem."""
+    path = Path(path)
+    try:
+        nearest = next(p for p in (path, *path.parents) if p.exists())
+    except ValueError as exc:  # "embedded null byte"
+        raise RbenchError(f"{option} {path}: not a usable path ({exc})") from None
+    if not nearest.is_dir():
+        why = "is a file, not a folder" if nearest == path else _why(FileExistsError())
+        raise RbenchError(f"{option} {path}: {why}")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise RbenchError(f"{option} {path}: {_why(PermissionError())}" + (
+            "" if nearest == path else f" ({nearest} is not writable)"))
+
+
 def check_run_dir(path: Path, store_root: Path, option: str = "--run-dir", own: tuple[str, ...] = ()) -> None:
     """Refuse, writing nothing, a run folder that is a file, that is the store or lies inside it (the store holds
     its entries only: ``rbench cache gc`` and ``verify`` would meet a run's files there), or that is a folder

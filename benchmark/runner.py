@@ -31,6 +31,7 @@ from rbench.report.reporters import renders_text, write_text_report
 from rbench.report.terminal import print_comparison, print_tables
 from rbench.results import WRITING_MARK, RunResults
 from rbench.rundir import (
+    check_could_write,
     check_run_dir,
     prepare_run_dir,
     record_outputs,
@@ -177,16 +178,20 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
             executor: str, only: list[str] | None = None, executor_options: dict | None = None,
             precision: str | None = None, run_dir: Path | None = None) -> DryRun:
     """Validate and plan as :func:`run_suite` does (suite, ``only``, devices, workers, executor, the store's
-    layout, ``run_dir`` where given) and preview the plan against the store; nothing is computed or written, not
-    even the store's or the run's folders. The data files are not checked (that may download), except local-only
-    data whose content enters the keys (:func:`rbench.plan.check_keyed_data`)."""
+    layout, the run folder: ``run_dir`` or the default one; both folders must be creatable and writable, judged
+    without writing: :func:`rbench.rundir.check_could_write`) and preview the plan against the store; nothing is
+    computed or written, not even the store's or the run's folders. The data files are not checked (that may
+    download), except local-only data whose content enters the keys (:func:`rbench.plan.check_keyed_data`)."""
     precise = None if precision is None else check_precision(precision)
     suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
     devices, n_workers = resolve_devices(device, workers)
     chosen, params = configure(executor, executor_options)
-    if run_dir is not None:
-        check_run_dir(run_dir, store.root)
+    option = "--run-dir" if run_dir else "run folder"
+    run_dir = run_dir or default_run_dir(suite.name)
+    check_run_dir(run_dir, store.root, option)
+    check_could_write(run_dir, option)  # what prepare_run_dir and store.ensure_writable find by writing
     store.check_is_store()
+    check_could_write(store.root, "store")
     plan = suite_plan(suite, only)
     check_keyed_data(plan)  # else the preview would count stored jobs as to compute
     return DryRun(suite, plan, preview(plan, store), devices, n_workers, store.root, store.root.is_dir(),

@@ -30,7 +30,7 @@ from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, get_registry, suggest
 from rbench.metric import CellPlace, Reference, declared_cell_problem, declared_references
 from rbench.suite_files import Merged, merge_files, suite_profiles
-from rbench.suite_refs import published_mismatch, reference_problem
+from rbench.suite_refs import percentage_problem, published_mismatch, reference_problem
 from rbench.suite_schema import (
     MAX_GRID,
     AttackSpec,
@@ -250,10 +250,16 @@ class _Resolver:
 
     def check_published(self, suite: Suite) -> None:
         """Every table, row and column a published file names (its values, column tolerances and claims) is one
-        of the suite's: a table's rows and columns are known without running anything."""
+        of the suite's, and its numbers beside cells in % are percentages: a table's rows, columns and metrics are
+        known without running anything."""
         shapes = {name: (t.rows, t.columns) for name, t in suite.tables.items()}
+
+        def units(table: str, row: str, column: str) -> str | None:
+            spec = suite.tables[table].cells.get((row, column))
+            return None if spec is None else spec.metric.call.obj.unit
+
         for file, i, path, published in self.merged.published_docs:
-            problem = published_mismatch(published, shapes)
+            problem = published_mismatch(published, shapes) or percentage_problem(published, units)
             if problem is not None:
                 raise SuiteError(f"{file}: suite.published[{i}]: {path}: {problem}")
 

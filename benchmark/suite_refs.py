@@ -8,7 +8,7 @@ Each check returns the problem as one line, or None; :mod:`rbench.suite` turns i
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from rbench.manager import close_match
@@ -132,4 +132,35 @@ def _cells_problem(name: str, shape: Shape, cells: list[Entry]) -> str | None:
             return f"{key}: table {name!r} has no row {shown(row, 80)} (rows: {listing(rows)})"
         if column is not None and column not in columns:
             return f"{key}: table {name!r} has no column {shown(column, 80)} (columns: {listing(columns)})"
+    return None
+
+
+#: the unit of a table's cell, None where the table has no such cell: (table, row, column) -> "%", "" or None
+UnitOf = Callable[[str, str, str], "str | None"]
+
+
+def percentage_problem(published: Published, unit_of: UnitOf, only: Collection[str] = ()) -> str | None:
+    """The first number of ``published`` that cannot be beside a cell in % (whose unit ``unit_of`` gives), as
+    ``"<key path>: <problem>"``, or None: a value, or an ``at_least`` / ``at_most`` claim's ``value``, outside
+    0-100; a claim's ``margin`` above 100 (no two percentages differ by more). A -5 beside an error rate is a
+    typo or a value in another unit, and every cell would read 'outside tolerance' with nothing said. ``only``,
+    when not empty, leaves the entries of other tables unchecked."""
+    for name, table in published.tables.items():
+        if only and name not in only:
+            continue
+        for row, columns in table.values.items():
+            for column, theirs in columns.items():
+                if unit_of(name, row, column) == "%" and not 0.0 <= theirs <= 100.0:
+                    return (f"tables.{key_part(name)}.values.{key_part(row)}.{key_part(column)}: {theirs:g} is no "
+                            "percentage, and the table's cell is in %")
+    for i, claim in enumerate(published.claims):
+        if only and claim.table not in only:
+            continue
+        cells = [ref for ref in (claim.a, claim.b, *(claim.cells or ())) if ref is not None]
+        if not any(unit_of(claim.table, ref.row, ref.column) == "%" for ref in cells):
+            continue
+        if claim.value is not None and not 0.0 <= claim.value <= 100.0:
+            return f"claims[{i}].value: {claim.value:g} is no percentage, and the claim's cells are in %"
+        if claim.margin > 100.0:
+            return f"claims[{i}].margin: {claim.margin:g} points is more than two percentages can differ by"
     return None

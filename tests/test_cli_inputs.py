@@ -5,6 +5,7 @@ normalisation, a generated suite's errors, a refused run's folders)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -388,6 +389,35 @@ def test_a_run_folder_is_new_empty_or_an_earlier_runs(capsys, tmp_path, tiny_sui
     code, err = cli_in_process(capsys, "run", str(tiny_suite), "--run-dir", str(notes), "--dry-run",
                                "--store", str(tmp_path / "store"))
     assert code == 0, err
+
+
+def test_a_dry_run_refuses_the_folders_the_run_could_not_write(capsys, tmp_path, tiny_suite, monkeypatch):
+    """--dry-run said "nothing was computed or written" and exit 0 for a --run-dir or --store below a file, or
+    in a folder the user may not write, which the run itself then refused: it checks them too, writing nothing."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    store, run = ["--store", str(tmp_path / "store")], ["--run-dir", str(tmp_path / "run")]
+    for args, message in [(["--run-dir", str(blocker / "run"), *store], f"--run-dir {blocker / 'run'}: a folder "
+                           "above it is a file"),
+                          ([*run, "--store", str(blocker / "store")], f"store {blocker / 'store'}: a folder above "
+                           "it is a file")]:
+        code, err = cli_in_process(capsys, "run", str(tiny_suite), "--dry-run", *args)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and real(path, mode, **kw))
+    for args, message in [(["--run-dir", str(locked / "run"), *store], f"--run-dir {locked / 'run'}: not writable "
+                           f"(permission denied) ({locked} is not writable)"),
+                          ([*run, "--store", str(locked)], f"store {locked}: not writable (permission denied)")]:
+        code, err = cli_in_process(capsys, "run", str(tiny_suite), "--dry-run", *args)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+    monkeypatch.chdir(blocker.parent)
+    (tmp_path / "runs").write_text("")  # the default run folder, runs/<suite>-<time>, lies below a file
+    code, err = cli_in_process(capsys, "run", str(tiny_suite), "--dry-run", *store)
+    assert code == 2 and "run folder runs/" in err and "a folder above it is a file" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "locked", "runs", "tiny.toml"]
+    assert not any(locked.iterdir())
 
 
 def test_a_run_folder_another_process_writes_into_is_refused_before_any_work(capsys, tmp_path, tiny_suite,

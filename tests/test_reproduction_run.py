@@ -87,7 +87,7 @@ values = { "for A" = { A = 100.0 }, "for B" = { B = 100.0 } }
 figure = "Table Y"
 tolerance = { abs = 0.0 }
 why = "a cell that cannot match"
-values = { A = { "error on P1" = -1.0 } }
+values = { A = { "error on P1" = 100.0 } }
 """
 
 

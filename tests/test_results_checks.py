@@ -72,7 +72,39 @@ def test_published_files_are_counted_once_and_hold_percentages_where_the_run_doe
     for value in (500.0, -5.0):
         bad = _published(tmp_path / "bad.toml", cell["row"], cell["column"], value)
         code, err = cli_in_process(capsys, "compare", str(run), "--published", str(bad))
-        assert code == 2 and "is no percentage, and the run's cell is in %" in err and f"{value:g}" in err, err
+        assert code == 2 and "is no percentage, and the table's cell is in %" in err and f"{value:g}" in err, err
+
+
+def test_a_recorded_published_file_that_does_not_fit_the_run_is_refused(tiny_reference, tmp_path, capsys):
+    """results.json keeps each published file as the run read it; one edited in (a -5 beside an error rate, a
+    table the run lacks, no document at all) was compared with as if the suite's loading had checked it, and a
+    broken one was named as plain "results.json", not the file."""
+    _, _, run, _ = tiny_reference
+    raw = json.loads((run / "results.json").read_text())
+    cell = next(c for c in _errors(raw)["cells"] if c["value"] is not None)
+
+    def recording(value, table="errors", doc=None):
+        def edit(raw):
+            raw["published"] = ["/papers/pub.toml"]
+            raw["published_docs"] = {"/papers/pub.toml": doc if doc is not None else {
+                "source": {"citation": "x"}, "tables": {table: {
+                    "figure": "f", "why": "w", "tolerance": {"abs": 5.0},
+                    "values": {cell["row"]: {cell["column"]: value}}}}}}
+        return edit
+
+    folder = _edited(run, tmp_path, "good", recording(cell["value"]))
+    code, err = cli_in_process(capsys, "compare", str(folder))
+    assert code in (None, 0), err
+    for name, edit, message in [
+            ("percent", recording(-5.0), f"values.{cell['row']}.{cell['column']}: -5 is no percentage"),
+            ("table", recording(1.0, table="nope"), "the run has no table 'nope'"),
+            ("document", recording(1.0, doc={"tables": {}}), "not a published document")]:
+        folder = _edited(run, tmp_path, name, edit)
+        for command in (["report", str(folder)], ["compare", str(folder)]):
+            code, err = cli_in_process(capsys, *command)
+            assert code == 2 and len(err.strip().splitlines()) == 1, (name, command, err)
+            assert f"{folder / 'results.json'}: " in err and "published_docs['/papers/pub.toml']: " in err, err
+            assert message in err, (name, err)
 
 
 def test_a_warm_run_refuses_an_rbench_data_that_names_no_folder(tiny_reference, tmp_path, capsys, monkeypatch):

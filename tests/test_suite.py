@@ -323,6 +323,15 @@ PUBLISHED = '[source]\ncitation = "x"\n[tables.t]\nfigure = "f"\nwhy = "w"\ntole
     (PUBLISHED.replace("abs = 1.0", 'abs = "5"').encode(), "pub.toml: tables.t.tolerance.abs: Input should be"),
     ((PUBLISHED + '[[claims]]\ntext = "c"\ntable = "t"\nkind = "at_least"\na = { row = "pgd", column = "mlp" }\n'
       'value = "50"\n').encode(), "pub.toml: claims.0.value: Input should be"),
+    # beside a cell in % (an error rate), a number no percentage is: a typo or another unit
+    (PUBLISHED.replace("mlp = 10.0", "mlp = -5.0").encode(),
+     "pub.toml: tables.t.values.pgd.mlp: -5 is no percentage, and the table's cell is in %"),
+    (PUBLISHED.replace("mlp = 10.0", "mlp = 100.5").encode(), "pub.toml: tables.t.values.pgd.mlp: 100.5 is no"),
+    ((PUBLISHED + '[[claims]]\ntext = "c"\ntable = "t"\nkind = "at_most"\ncells = [{ row = "pgd", column = '
+      '"mlp" }]\nvalue = 150.0\n').encode(), "pub.toml: claims[0].value: 150 is no percentage"),
+    ((PUBLISHED + '[[claims]]\ntext = "c"\ntable = "t"\nkind = "within"\na = { row = "pgd", column = "mlp" }\n'
+      'b = { row = "pgd", column = "mlp" }\nmargin = 101.0\n').encode(),
+     "pub.toml: claims[0].margin: 101 points is more than two percentages can differ by"),
 ])
 def test_bad_published_file_is_a_suite_error(write_suite, tmp_path, content, fragment):
     pub = tmp_path / "pub.toml"
@@ -339,6 +348,16 @@ def test_bad_published_file_is_a_suite_error(write_suite, tmp_path, content, fra
     message = str(info.value)
     assert message.startswith(f"{path}: suite.published[0]: {pub.parent}") and fragment in message, message
     assert "\n" not in message
+
+
+def test_a_published_number_of_any_size_may_sit_beside_a_cell_that_is_not_in_percent(write_suite, tmp_path):
+    """Only cells in % bound what may be published beside them: a distortion of 250 (or a claim about it) loads."""
+    (tmp_path / "pub.toml").write_text(PUBLISHED.replace("mlp = 10.0", "mlp = 250.0") + (
+        '[[claims]]\ntext = "c"\ntable = "t"\nkind = "at_least"\na = { row = "pgd", column = "mlp" }\n'
+        'value = -3.0\n'))
+    suite = load_suite(write_suite(BASE.replace('name = "s"', 'name = "s"\npublished = ["pub.toml"]').replace(
+        'metric = "error"', 'metric = { plugin = "distortion", params = { norm = "l2" } }')))
+    assert suite.published == [str(tmp_path / "pub.toml")]
 
 
 def test_good_published_file_is_listed(write_suite, tmp_path):
@@ -524,22 +543,7 @@ def test_the_readme_suite_example_is_a_valid_suite(tmp_path):
         assert suite.name == "my_suite" and build_plan(suite).jobs
 
 
-PAIRED = """
-[suite]
-name = "pairs"
-
-[datasets.mnist]
-plugin = "mnist"
-
-[models.mlp]
-plugin = "mlp"
-dataset = "mnist"
-
-[attacks.pgd]
-plugin = "pgd"
-params = { eps = 0.1, steps = 5 }
-
-[attacks.fool]
+PAIRED = BASE.split("[evaluations.ev]")[0] + """[attacks.fool]
 plugin = "map_elites"
 params = { generations = 2 }
 
