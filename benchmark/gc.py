@@ -44,10 +44,10 @@ def _inside(store: Store, path: Path) -> bool:
 
 def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *, dry_run: bool
             ) -> tuple[list[Path], int]:
-    """Remove temporaries of interrupted writes and incomplete checkpoints, the quarantine, and, when
-    ``keep_suites`` is given, every entry those suites do not use and no live run leases. Entries whose lock
-    another process holds are left alone. Returns (paths, bytes). A folder that is not a store is refused
-    (:meth:`Store.check_is_store`)."""
+    """Remove temporaries of interrupted writes and incomplete checkpoints, the markers of runs that died, the
+    quarantine, and, when ``keep_suites`` is given, every entry those suites do not use and no live run leases.
+    Entries whose lock another process holds are left alone. Returns (paths, bytes). A folder that is not a store
+    is refused (:meth:`Store.check_is_store`)."""
     store.check_is_store()
     keep = keys_used_by(keep_suites, profiles) if keep_suites else None
     victims: list[Path] = []
@@ -78,6 +78,8 @@ def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *
             doomed.setdefault(tmp.name.split(".", 1)[0], []).append(tmp)
         for tmp in store.lease_temporaries():  # a lease is written under the registry lock, which gc holds now
             remove(tmp)
+        for marker in store.stale_markers():  # a run killed outright left it
+            remove(marker)
 
         def condemned(key: str) -> bool:  # weights whose sidecar was never written, and entries nobody keeps
             return not store.has(key) or (keep is not None and key not in keep and key not in live)

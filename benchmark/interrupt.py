@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -40,3 +41,51 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+#: the signals that stop a run: Ctrl-C's and :data:`SIGNALS`
+STOP_SIGNALS = (signal.SIGINT, *SIGNALS)
+
+
+@contextlib.contextmanager
+def handlers_kept(*, hold: bool) -> Iterator[None]:
+    """Inside the block (main thread only), foreign code cannot replace the handlers of :data:`STOP_SIGNALS`: its
+    calls of ``signal.signal`` for them do nothing (``ray.init`` sets a SIGTERM handler that exits the process
+    wherever it is, mid-start). With ``hold``, the first stop signal is held until the block has finished and is
+    then delivered to the handler in place before it, so that the run stops as it would have a moment later (a
+    start cut short leaves processes that nothing stops); a second one is delivered at once.
+
+    Hand-written: Python has no way to defer signals around a call, and Ray's own deferral (SIGINT only) is
+    private. ``signal.signal`` is replaced for the block's duration, as Ray's deferral does."""
+    real = signal.signal
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    held: list[int] = []
+    guarding = [True]
+
+    def unguard() -> None:  # once: the run's handler may change them as it runs (stop_on_signals ignores repeats)
+        if guarding:
+            guarding.clear()
+            signal.signal = real
+            for sig, handler in previous.items():
+                real(sig, signal.SIG_DFL if handler is None else handler)  # None: not set from Python
+
+    def caught(signum: int, frame: object) -> None:
+        held.append(signum)
+        if not hold or len(held) > 1:  # the stop begins now, under the run's handler
+            unguard()
+            signal.raise_signal(signum)
+
+    def guarded(signum: int, handler: Any) -> Any:
+        if signum in previous:
+            return previous[signum]
+        return real(signum, handler)
+
+    for sig in STOP_SIGNALS:
+        real(sig, caught)
+    signal.signal = guarded  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        unguard()
+        if len(held) == 1 and hold:  # its handler runs here, and its exception (the stop) replaces any other
+            signal.raise_signal(held[0])

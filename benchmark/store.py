@@ -22,7 +22,8 @@ Guarantees:
   to ``quarantine/``; a failure of the machine (too many open files, a stale NFS handle, permissions) raises
   :class:`StoreReadError` and leaves the entry where it is.
 - **Nothing partial, nothing non-finite.** A file is built in memory, written to a temporary sibling, fsync'd
-  and renamed; a checkpoint counts as stored only once its sidecar (written last) exists. A write that does not
+  and renamed; a checkpoint counts as stored only once its sidecar (written last) exists (weights whose writer
+  was killed before it are removed by :meth:`Store.discard_incomplete` or gc). A write that does not
   fit on the disk fails with :class:`StoreWriteError` (one line) before anything is renamed. Non-finite floats
   are refused at write time.
 - **Locks.** Writers, ``quarantine``, ``verify`` and gc take the same per-key file lock; nobody touches an entry
@@ -586,11 +587,16 @@ class Store:
         for name, tensor in tensors.items():
             _require_finite(name, tensor)
         data = save_safetensors(tensors)
-        atomic_write_bytes(self._path(key, ".safetensors"), data)
-        fault_point("between-weights-and-sidecar")
-        sidecar = dict(meta, kind="checkpoint", sha256=hashlib.sha256(data).hexdigest())
-        sidecar[SIDECAR_DIGEST] = sidecar_digest(sidecar)
-        atomic_write_bytes(self._path(key, ".json"), json.dumps(sidecar, indent=1).encode())
+        weights = self._path(key, ".safetensors")
+        atomic_write_bytes(weights, data)
+        try:
+            fault_point("between-weights-and-sidecar")
+            sidecar = dict(meta, kind="checkpoint", sha256=hashlib.sha256(data).hexdigest())
+            sidecar[SIDECAR_DIGEST] = sidecar_digest(sidecar)
+            atomic_write_bytes(self._path(key, ".json"), json.dumps(sidecar, indent=1).encode())
+        except BaseException:  # a full disk, a signal: no weights without their sidecar (a process killed outright
+            weights.unlink(missing_ok=True)  # leaves them: :meth:`discard_incomplete`)
+            raise
 
     def expect(self, checksums: dict[str, str]) -> None:
         """Read the entries named in ``checksums`` only as they were when a finished run read them: loading one
@@ -848,6 +854,18 @@ class Store:
                 raise self.quarantine(key, "weights without a sidecar (interrupted write)")
             return "ok"
 
+    def discard_incomplete(self, key: str) -> bool:
+        """Remove the files of ``key`` if it is not completely stored (a checkpoint's weights whose sidecar its
+        writer, killed, never wrote) and no process holds its lock; True if any were. For the runner, after a job
+        failed: the next run would compute it afresh anyway, but ``cache verify`` would call the weights corrupt."""
+        with self.try_lock(key) as free:
+            if not free or self.has(key):
+                return False
+            found = self.paths(key)
+            for path in found:
+                path.unlink(missing_ok=True)
+            return bool(found)
+
     def missing(self, key: str) -> EntryMissing:
         """The error for an absent entry ``key``, naming the quarantine folder it went to if it went to one
         since this store was opened (by this process or another: a run's workers, a ``cache verify``); an older
@@ -998,6 +1016,52 @@ class Store:
         for key in self.keys():
             yield self.entry(key)
 
+    @contextlib.contextmanager
+    def run_marker(self) -> Iterator[tuple[Path, str]]:
+        """A file ``locks/.marker-<token>`` holding a random token, there for the block's duration (for other
+        machines to tell this store from another folder at its path): (its path, the token). This process holds
+        an ``flock`` on it meanwhile, so :meth:`stale_markers` tells one whose process died. Hand-written: filelock
+        empties the file it locks, and the token must be read from the file itself."""
+        import fcntl
+
+        folder = self.root / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            token = uuid.uuid4().hex
+            path = folder / f"{MARKER_PREFIX}{token}"
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:  # gc removed none between open and flock
+                    break
+            os.close(fd)
+        try:
+            os.write(fd, token.encode())
+            yield path, token
+        finally:
+            path.unlink(missing_ok=True)
+            os.close(fd)
+
+    def stale_markers(self) -> Iterator[Path]:
+        """The :meth:`run_marker` files whose process is gone (nobody holds their lock), each yielded while this
+        process holds its lock: removed in the loop, none can be one a run has just made and not locked yet."""
+        import fcntl
+
+        for path in sorted((self.root / "locks").glob(f"{MARKER_PREFIX}*")):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # its process holds it
+                os.close(fd)
+                continue
+            try:
+                yield path
+            finally:
+                os.close(fd)  # and its lock with it
+
     def lease_temporaries(self) -> list[Path]:
         """Leftover temporary files of lease records (a run killed while writing its lease)."""
         return sorted((self.root / "leases").glob(f"*.json{TMP_MARK}*"))
@@ -1009,6 +1073,8 @@ class Store:
 
 
 _KEY = re.compile(r"[0-9a-f]{40}")
+#: the name of a :meth:`Store.run_marker` file, before its token
+MARKER_PREFIX = ".marker-"
 #: a lease's lock file: ``<pid>-<8 hex digits>.lock`` (:meth:`Store.lease`)
 _LEASE_LOCK = re.compile(r"[0-9]+-[0-9a-f]{8}\.lock")
 

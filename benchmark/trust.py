@@ -79,11 +79,13 @@ def checked_reports(plan: Plan, store: Store, reported: dict[str, JobResult], ob
     :func:`~rbench.execution.compute` made pass from their gate memo (each file hashed once); a checkpoint, which
     has no memo, is read again and its network built (on the CPU). One the driver does not see (a cluster's shared
     filesystem may lag) or cannot read stays done: the tables read every output, and one missing makes its cells
-    errors."""
+    errors. A failed job's incomplete entry (weights whose writer was killed before their sidecar) is removed."""
     out = dict(reported)
     failed: set[str] = set()
     for job in plan.jobs.values():  # the plan's order: every job after its inputs
         result = out.get(job.key)
+        if result is not None and result.status == "failed":
+            store.discard_incomplete(job.key)  # what a writer killed mid-entry left (its worker died)
         if result is None or result.status != "done":
             continue
         bad_input = next((dep for dep in job.deps if dep in failed), None)

@@ -50,6 +50,19 @@ def test_kill_points_then_resume_gives_the_uninterrupted_tables(reference, tmp_p
     assert not Store(tmp_path / "store").temporaries()
 
 
+def test_a_worker_killed_inside_a_checkpoint_fails_its_job_and_leaves_nothing_partial(reference, tmp_path):
+    """Each worker dies between a checkpoint's weights and its sidecar (killed outright: nothing unwinds): the
+    training jobs fail, and the weights they left are removed, so that ``cache verify`` finds nothing corrupt."""
+    suite, _ = reference
+    store = tmp_path / "store"
+    out = rbench("run", str(suite), "--store", str(store), "--run-dir", str(tmp_path / "run"), "-q", "--device",
+                 "cpu", "--workers", "2", env={"RBENCH_FAULT_KILL": "between-weights-and-sidecar:1"})
+    assert out.returncode == 1 and "its worker process died (signal 9)" in out.stdout, out.stdout + out.stderr
+    assert not Store(store).keys()
+    verify = rbench("cache", "verify", "--store", str(store))
+    assert verify.returncode == 0 and " 0 corrupt" in verify.stdout, verify.stdout
+
+
 def test_two_concurrent_runs_share_the_store_and_compute_each_job_once(reference, tmp_path):
     suite, expected = reference
     procs = [subprocess.Popen([RBENCH, "run", str(suite), "--store", str(tmp_path / "store"), "--run-dir",

@@ -1,10 +1,11 @@
 """The Ray executor (``--executor ray``): on a local Ray cluster started here (one head node on 127.0.0.1, 2 CPUs,
 shared by the tests of this file), the tiny suite gives the local executor's tables even though a worker is killed
 mid-job (Ray retries it); a job whose worker always dies fails alone after its retries; a cluster run and a local
-run share one store, computing each job once; bad options are one line, before any work. Two Ray runs in all (each
-costs a driver and fresh Ray workers): to stay within make test's budget, the fresh-store run is at once the kill
-test and the shared-store test. A Ray-only run of the quickstart against the local executor, and SIGTERM, are
-`full` (make check-full)."""
+run share one store, computing each job once; bad options are one line, before any work; SIGTERM while the run's
+own Ray instance starts stops the run cleanly. Two Ray runs in all (each costs a driver and fresh Ray workers): to
+stay within make test's budget, the fresh-store run is at once the kill test and the shared-store test. A Ray-only
+run of the quickstart against the local executor, SIGTERM mid-run and Ctrl-C while starting are `full` (make
+check-full)."""
 
 from __future__ import annotations
 
@@ -335,6 +336,7 @@ def test_a_job_whose_worker_always_dies_fails_alone_after_its_retries(cluster, t
     values = run_values(tmp_path / "run")
     assert all(values[cell] == expected[cell] for cell in values if values[cell] is not None)
     assert f"failed: {cnn['error']}" in " ".join(out.stdout.split())
+    assert all(store.has(key) for key in store.keys())  # the dead workers' weights without a sidecar are gone
 
 
 @pytest.mark.slow
@@ -394,15 +396,16 @@ def test_a_node_that_joined_after_the_probe_fails_its_jobs_named(cluster, tiny_s
 
 
 def test_the_store_probe_tells_another_folder_from_the_driver_s(tmp_path):
-    from rbench.executors.ray_executor import _probe_store
+    from rbench.executors.ray_executor import _probe_store, store_marker
 
-    marker = tmp_path / "locks" / ".node-probe"
-    marker.parent.mkdir()
-    marker.write_text("token")
-    assert _probe_store(str(tmp_path), str(marker), "token") is None
-    problem = _probe_store(str(tmp_path), str(marker), "another")
-    assert problem is not None and "does not see the driver's store" in problem
-    assert not [p for p in marker.parent.iterdir() if p != marker]  # its write probe removed
+    store = Store(tmp_path)
+    with store_marker(store) as (marker, token):
+        assert _probe_store(str(tmp_path), marker, token) is None
+        problem = _probe_store(str(tmp_path), marker, "another")
+        assert problem is not None and "does not see the driver's store" in problem
+        assert [p.name for p in (tmp_path / "locks").iterdir()] == [Path(marker).name]  # its write probe removed
+        assert not list(store.stale_markers())  # the run holds it
+    assert not list((tmp_path / "locks").iterdir())  # removed at the end
 
 
 # -- heavier: make check-full --------------------------------------------------------------------------------
@@ -471,6 +474,48 @@ def test_sigterm_cancels_the_tasks_and_stops_the_ray_instance_of_the_run(tiny_su
         assert not Store(store).temporaries()
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.full)])
+def test_a_signal_while_the_ray_instance_starts_stops_the_run_once_it_is_up(tiny_suite, tmp_path, sig):
+    """A stop signal while ``ray.init`` starts the run's instance (Ray's own SIGTERM handler would exit mid-start,
+    leaving Ray's processes and session folder): the run's exit code and one line, no process of the run left,
+    the instance's temporary folder removed, nothing in the store."""
+    temp = tempfile.mkdtemp(prefix="rbt-")  # short: Ray's socket paths
+    store = tmp_path / "store"
+    try:
+        proc = subprocess.Popen([RBENCH, "run", str(tiny_suite), "--store", str(store), "--run-dir",
+                                 str(tmp_path / "run"), "-q", "--device", "cpu", "--executor", "ray"],
+                                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": temp},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not list(Path(temp).glob("rb*/session_*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # ray.init has begun starting the instance
+        assert proc.poll() is None
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        code, line = (130, "interrupted;") if sig == signal.SIGINT else (143, "stopped by SIGTERM;")
+        assert proc.returncode == code and line in err.splitlines()[-1], err
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
+        deadline = time.monotonic() + 20
+        while _processes_naming(temp) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _processes_naming(temp)  # Ray's processes of the instance name its session folder
+        assert not os.listdir(temp)  # the instance's session folder went with it
+        assert not Store(store).keys()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _processes_naming(text: str) -> list[str]:
+    """The command lines of living processes that contain ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if text in line and alive(int(cmdline.parent.name)):
+                found.append(line)
+    return found
 
 
 def test_a_dry_run_says_where_the_jobs_would_run(tiny_suite, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -21,6 +22,62 @@ KEY = content_key(SPEC)
 def bound(**meta):
     """Metadata binding an entry to KEY (as every job's output records its key and spec)."""
     return {"key": KEY, "spec": SPEC, **meta}
+
+
+def test_a_checkpoint_whose_sidecar_cannot_be_written_leaves_no_weights(tmp_path, monkeypatch):
+    import rbench.store as store_module
+
+    store = Store(tmp_path)
+    real = store_module.atomic_write_bytes
+
+    def disk_full_at_the_sidecar(path, data, **kw):
+        if path.suffix == ".json":
+            raise store_module.StoreWriteError(f"{path}: no space left on device")
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(store_module, "atomic_write_bytes", disk_full_at_the_sidecar)
+    with pytest.raises(store_module.StoreWriteError):
+        store.save_checkpoint(KEY, {"w": torch.ones(2)}, bound(label="m"))
+    assert not store.paths(KEY) and not store.has(KEY)
+
+
+def test_discard_incomplete_removes_weights_without_a_sidecar_unless_complete_or_locked(tmp_path):
+    from filelock import FileLock
+
+    store = Store(tmp_path)
+    store.save_checkpoint(KEY, {"w": torch.ones(2)}, bound(label="m"))
+    assert not store.discard_incomplete(KEY) and store.has(KEY)  # complete: kept
+    store.paths(KEY)[0].unlink()  # the sidecar: as a writer killed before it
+    weights = store.paths(KEY)
+    assert weights and not store.has(KEY)
+    writer = FileLock(tmp_path / "locks" / f"{KEY}.lock", is_singleton=False)  # another holder (its own open)
+    with writer:
+        assert not store.discard_incomplete(KEY) and store.paths(KEY) == weights  # being written: left alone
+    assert store.discard_incomplete(KEY) and not store.paths(KEY)
+    assert not store.discard_incomplete(KEY)  # nothing left to remove
+
+
+def test_gc_removes_the_marker_of_a_run_killed_outright_and_keeps_a_live_run_s(tmp_path):
+    import subprocess
+    import sys
+
+    store = Store(tmp_path)
+    store.ensure_writable()
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, sys\nfrom rbench.store import Store\n"
+        "with Store(sys.argv[1]).run_marker() as (path, token):\n"
+        "    print(path, token)\n    sys.stdout.flush()\n    os._exit(9)  # no unwinding, as SIGKILL\n"),
+        str(tmp_path)], capture_output=True, text=True, timeout=60)
+    dead_path, dead_token = killed.stdout.split()
+    assert killed.returncode == 9 and Path(dead_path).read_text() == dead_token
+    with store.run_marker() as (live, token):
+        assert live.read_text() == token and token != dead_token
+        assert list(store.stale_markers()) == [Path(dead_path)]
+        removed, _ = collect(store, [], None, dry_run=True)
+        assert Path(dead_path) in removed and Path(dead_path).exists()
+        removed, _ = collect(store, [], None, dry_run=False)
+        assert Path(dead_path) in removed and not Path(dead_path).exists() and live.exists()
+    assert not live.exists() and not list(store.stale_markers())
 
 
 def _advset(n: int = 5) -> AdvSet:

@@ -12,7 +12,8 @@ instance started for the run.
   run, never compute one job twice. Only the job and a small result tuple travel through Ray's object store;
   ``started`` and progress come back through a small actor. The driver's ``RBENCH_*`` environment variables (data
   folder, offline mode, plugin allow/deny lists) are set in every task.
-- **Faults.** A worker or node that dies mid-job leaves no partial entry (the store writes atomically) and Ray
+- **Faults.** A worker or node that dies mid-job leaves no entry the store counts as stored (its writes are
+  atomic; the runner removes a failed job's checkpoint weights without their sidecar) and Ray
   runs the job again, up to ``max_retries`` times; then the job fails alone, naming its plugin, and its dependents
   are skipped. A plugin's exception is never retried (it would fail again): it fails the job as in a local run.
 - **Stopping.** On Ctrl-C, SIGTERM or SIGHUP the running tasks are cancelled (KeyboardInterrupt in the task, which
@@ -31,7 +32,6 @@ import math
 import os
 import secrets
 import shutil
-import signal
 import socket
 import tempfile
 import threading
@@ -51,8 +51,9 @@ from rbench.devices import cpu_threads_per_worker
 from rbench.errors import RbenchError
 from rbench.execution import STOP_GRACE, compute_or_fail, hard_deadline, stuck_failure
 from rbench.executors import Executor, JobResult, Observer, Scheduler
+from rbench.interrupt import handlers_kept
 from rbench.plan import Job, Plan
-from rbench.store import TMP_MARK, Store
+from rbench.store import Store
 
 #: job kinds whose task takes a whole GPU: trainings, and transforms (attacks and evaluations take ``gpu_fraction``)
 WHOLE_GPU_KINDS = ("train", "transform")
@@ -245,15 +246,10 @@ def _probe_store(store_root: str, marker: str, token: str) -> str | None:
 
 @contextlib.contextmanager
 def store_marker(store: Store) -> Iterator[tuple[str, str]]:
-    """A marker file in the store for the run's duration: (its path, the token it holds), read by
-    :func:`_probe_store` on the nodes; removed at the end whatever happened."""
-    token = uuid.uuid4().hex
-    marker = store.root / "locks" / f".node-probe{TMP_MARK}{token[:8]}"
-    marker.write_text(token)
-    try:
-        yield str(marker.resolve()), token
-    finally:
-        marker.unlink(missing_ok=True)
+    """The run's marker file in the store (:meth:`Store.run_marker`): (its path, the token it holds), read by
+    :func:`_probe_store` on the nodes."""
+    with store.run_marker() as (path, token):
+        yield str(path.resolve()), token
 
 
 def check_nodes_see_store(ray: ModuleType, store: Store, marker: str, token: str) -> None:
@@ -408,8 +404,8 @@ class RayExecutor(Executor):
         check_address(params.address)
         if ray.is_initialized():  # a program using rbench's API connected Ray itself: its cluster, its checks
             return
-        self._connect(ray, params, [], 1, None)
         try:
+            self._connect(ray, params, [], 1, None)
             check_fits(ray.nodes(), params, ray.cluster_resources().get("GPU", 0) > 0)
         finally:
             ray.shutdown()
@@ -432,12 +428,12 @@ class RayExecutor(Executor):
         owned = not ray.is_initialized()  # else a program using rbench's API connected Ray itself: use that
         private = owned and params.address is None
         with private_instance() if private else contextlib.nullcontext() as temp_dir:
-            if owned:
-                self._connect(ray, params, devices, workers, temp_dir)
             # torch threads per job: on a Ray instance of the run's own, as the local executor's workers (so the
             # numbers are the local executor's: float sums depend on the thread count); on a cluster, num_cpus
             threads = cpu_threads_per_worker(workers) if private else max(1, int(params.num_cpus))
             try:
+                if owned:
+                    self._connect(ray, params, devices, workers, temp_dir)
                 gpus = ray.cluster_resources().get("GPU", 0) > 0
                 if private:
                     params = params.model_copy(update={"num_cpus": task_cpus(workers, params)})
@@ -457,16 +453,13 @@ class RayExecutor(Executor):
     @staticmethod
     def _connect(ray: ModuleType, params: RayParams, devices: list[str], workers: int, temp_dir: str | None
                  ) -> None:
-        """``ray.init``; the signal handlers of the run stay (Ray's would abort the process on SIGTERM)."""
+        """``ray.init`` under the run's signal handlers (Ray's on SIGTERM would exit the process where it is).
+        Starting an instance of the run's own, a stop signal waits until it is up (one cut short leaves processes
+        that ``ray.shutdown`` cannot reach), then stops the run; the caller shuts the instance down."""
         if threading.current_thread() is not threading.main_thread():
             return RayExecutor._init(ray, params, devices, workers, temp_dir)
-        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-        try:
+        with handlers_kept(hold=params.address is None):
             RayExecutor._init(ray, params, devices, workers, temp_dir)
-        finally:
-            for sig, handler in handlers.items():
-                if handler is not None:
-                    signal.signal(sig, handler)
 
     @staticmethod
     def _init(ray: ModuleType, params: RayParams, devices: list[str], workers: int, temp_dir: str | None) -> None:

@@ -1,0 +1,70 @@
+"""``handlers_kept``: while foreign code runs (``ray.init``), the run's stop handlers stay in place; with ``hold`` a
+first stop signal waits for the block to end, a second one stops at once."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from rbench.interrupt import Terminated, handlers_kept, stop_on_signals
+
+
+def _foreign(signum: int, frame: object) -> None:  # what ray.init would install: exits where it is
+    raise SystemExit(signum)
+
+
+def test_foreign_code_cannot_replace_the_run_s_handlers_and_a_signal_stops_at_once_without_hold():
+    real = signal.signal
+    with stop_on_signals():
+        mine = signal.getsignal(signal.SIGTERM)
+        reached = []
+        with pytest.raises(Terminated) as stopped:
+            with handlers_kept(hold=False):
+                assert signal.signal(signal.SIGTERM, _foreign) is mine  # said, not done
+                assert signal.getsignal(signal.SIGTERM) is not _foreign
+                signal.raise_signal(signal.SIGTERM)
+                reached.append("after the signal")
+        assert stopped.value.signum == signal.SIGTERM and not reached
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # as the run's handler left it, unwinding
+    assert signal.signal is real  # the real function is back
+
+
+def test_with_hold_a_first_signal_waits_for_the_block_and_then_reaches_the_run_s_handler():
+    with stop_on_signals():
+        mine = signal.getsignal(signal.SIGTERM)
+        reached = []
+        with pytest.raises(Terminated):
+            with handlers_kept(hold=True):
+                signal.signal(signal.SIGTERM, _foreign)
+                signal.raise_signal(signal.SIGTERM)
+                reached.append("after the signal")
+            reached.append("after the block")
+        assert reached == ["after the signal"]
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the run's handler ran, and left it so
+        assert mine is not signal.SIG_IGN
+
+
+def test_with_hold_the_stop_replaces_an_error_of_the_block_and_a_second_signal_stops_at_once():
+    with pytest.raises(KeyboardInterrupt):
+        with handlers_kept(hold=True):
+            signal.raise_signal(signal.SIGINT)
+            raise RuntimeError("ray.init failed")
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with handlers_kept(hold=True):
+            signal.raise_signal(signal.SIGINT)
+            reached.append("held")
+            signal.raise_signal(signal.SIGINT)
+            reached.append("not reached")
+    assert reached == ["held"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_without_a_signal_nothing_changes():
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    with handlers_kept(hold=True):
+        signal.signal(signal.SIGHUP, _foreign)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # other signals are the foreign code's to set
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    assert {sig: signal.getsignal(sig) for sig in before} == before
