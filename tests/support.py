@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -360,3 +364,30 @@ rows = "attack"
 columns = "model"
 metric = "error"
 """
+
+
+@contextlib.contextmanager
+def answering(answer: Callable[[bytes], bytes | None]) -> Iterator[int]:
+    """A server on 127.0.0.1 that reads what a client sends first and writes ``answer(request)`` (None: nothing,
+    the connection held open for 3 s); yields its port."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                reply = answer(conn.recv(65536))
+                if reply is not None:
+                    conn.sendall(reply)
+                stop.wait(3)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        server.close()

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import RBENCH, alive, cli_in_process, descendants, rbench, run_values
+from support import RBENCH, alive, answering, cli_in_process, descendants, rbench, run_values
 
 from rbench.errors import RbenchError
 from rbench.executors import configure
@@ -144,6 +144,8 @@ def test_bad_options_stop_the_run_before_any_work(tiny_suite, tmp_path, capsys, 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)  # a web server, not Ray
     http_port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    http2 = contextlib.ExitStack()  # an HTTP/2 server that is not gRPC: answers the preface, then nothing
+    http2_port = http2.enter_context(answering(lambda request: bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])))
     cases = ((["--address", "127.0.0.1:6379"], "--address: executor 'local' takes no such option"),
              (["--executor", "ray", "--gpu-fraction", "0"], "--gpu-fraction 0.0: Input should be greater than or "),
              (["--executor", "ray", "--gpu-fraction", "1.5"], "--gpu-fraction 1.5: Input should be less than or "),
@@ -152,6 +154,8 @@ def test_bad_options_stop_the_run_before_any_work(tiny_suite, tmp_path, capsys, 
              (["--executor", "ray", "--num-cpus", "inf"], "--num-cpus inf: Input should be a finite number"),
              (["--executor", "ray", "--address", f"127.0.0.1:{http_port}"],
               f"something answers at 127.0.0.1:{http_port}, but not a Ray cluster"),
+             (["--executor", "ray", "--address", f"127.0.0.1:{http2_port}"],
+              f"something answers at 127.0.0.1:{http2_port}, but not a Ray cluster"),
              (["--executor", "ray", "--address", f"127.0.0.1:{port}"], f"no Ray cluster answers at 127.0.0.1:{port}"),
              (["--executor", "ray", "--address", "nonsense"], "--address 'nonsense': give HOST:PORT"),
              (["--executor", "ray", "--address", "127.0.0.1:99999"], "port 99999 is out of range (1-65535)"))
@@ -163,6 +167,7 @@ def test_bad_options_stop_the_run_before_any_work(tiny_suite, tmp_path, capsys, 
         assert time.monotonic() - started < 10  # not Ray's minute of retries
         assert not (tmp_path / "store").exists() and not (tmp_path / "run").exists()
     server.shutdown()
+    http2.close()
     code, err = cli_in_process(capsys, "run", str(tiny_suite), "--dry-run", "--executor", "local", "--max-retries", "2")
     assert code == 2 and "--max-retries: executor 'local' takes no such option" in err, err
 

@@ -51,6 +51,7 @@ from rbench.devices import cpu_threads_per_worker
 from rbench.errors import RbenchError
 from rbench.execution import STOP_GRACE, compute_or_fail, hard_deadline, stuck_failure
 from rbench.executors import Executor, JobResult, Observer, Scheduler
+from rbench.executors.grpc_probe import speaks_grpc
 from rbench.interrupt import handlers_kept
 from rbench.plan import Job, Plan
 from rbench.store import Store
@@ -157,7 +158,7 @@ def _import_ray() -> ModuleType:
 
 def check_address(address: str) -> None:
     """Refuse (one line) an address no Ray cluster answers at, within :data:`CONNECT_TIMEOUT` seconds (Ray itself
-    would retry for a minute)."""
+    retries for minutes): nothing listens, or what does is no gRPC server (:func:`speaks_grpc`)."""
     target = address
     if address == "auto":
         try:
@@ -183,39 +184,13 @@ def check_address(address: str) -> None:
             with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
                 speaks = True
         else:
-            speaks = speaks_http2(host.strip("[]"), int(port), CONNECT_TIMEOUT)
+            speaks = speaks_grpc(host.strip("[]"), int(port), CONNECT_TIMEOUT)
     except OSError as exc:
         why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise RbenchError(f"--address {address}: no Ray cluster answers at {host}:{port} ({why})") from None
     if not speaks:
         raise RbenchError(f"--address {address}: something answers at {host}:{port}, but not a Ray cluster (no gRPC "
                           "server): give the head node's GCS port (ray start --head prints it), or auto")
-
-
-#: an HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113, sections 3.4 and 6.5)
-HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
-
-
-def speaks_http2(host: str, port: int, timeout: float) -> bool:
-    """True when the server at ``host:port`` answers an HTTP/2 connection preface with its SETTINGS frame, as every
-    gRPC server (a Ray head's GCS, a Ray Client server) does, within ``timeout`` seconds; False when it answers
-    otherwise or closes (an HTTP/1 server, another service). A TCP connection alone is not enough: ``ray.init``
-    retries a port that accepts but does not speak gRPC for ever. Written here because no library Ray installs
-    (grpcio comes only with ray[client]) offers a handshake with a time limit; OSError when nothing accepts."""
-    deadline = time.monotonic() + timeout
-    with socket.create_connection((host, port), timeout=timeout) as conn:
-        conn.sendall(HTTP2_PREFACE)
-        head = b""
-        while len(head) < 9:
-            conn.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = conn.recv(9 - len(head))
-            except TimeoutError:
-                return False
-            if not chunk:
-                return False
-            head += chunk
-    return head[3] == 4  # a frame header: 3 bytes of length, then the type (4: SETTINGS)
 
 
 #: seconds every node of a cluster has to answer the store probe before the run is refused
