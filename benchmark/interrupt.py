@@ -53,7 +53,8 @@ def handlers_kept(*, hold: bool) -> Iterator[None]:
     calls of ``signal.signal`` for them do nothing (``ray.init`` sets a SIGTERM handler that exits the process
     wherever it is, mid-start). With ``hold``, the first stop signal is held until the block has finished and is
     then delivered to the handler in place before it, so that the run stops as it would have a moment later (a
-    start cut short leaves processes that nothing stops); a second one is delivered at once.
+    start cut short leaves processes that nothing stops); a second one is delivered at once. A signal ignored
+    before the block (SIG_IGN) stays ignored in it.
 
     Hand-written: Python has no way to defer signals around a call, and Ray's own deferral (SIGINT only) is
     private. ``signal.signal`` is replaced for the block's duration, as Ray's deferral does."""
@@ -65,15 +66,27 @@ def handlers_kept(*, hold: bool) -> Iterator[None]:
     def unguard() -> None:  # once: the run's handler may change them as it runs (stop_on_signals ignores repeats)
         if guarding:
             guarding.clear()
-            signal.signal = real
-            for sig, handler in previous.items():
-                real(sig, signal.SIG_DFL if handler is None else handler)  # None: not set from Python
+            try:
+                for sig, handler in previous.items():
+                    real(sig, signal.SIG_DFL if handler is None else handler)  # None: not set from Python
+            finally:
+                signal.signal = real
 
-    def caught(signum: int, frame: object) -> None:
-        held.append(signum)
-        if not hold or len(held) > 1:  # the stop begins now, under the run's handler
-            unguard()
+    def deliver(signum: int, frame: Any) -> None:  # as the handler before the block would have
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler is not signal.SIG_IGN:  # the default action (ends the process), as without the block
             signal.raise_signal(signum)
+
+    def caught(signum: int, frame: Any) -> None:
+        if previous[signum] is signal.SIG_IGN:  # ignored before the block, ignored in it
+            return
+        if hold and guarding and not held:
+            held.append(signum)
+            return
+        unguard()  # the stop begins now, under the run's handler
+        deliver(signum, frame)
 
     def guarded(signum: int, handler: Any) -> Any:
         if signum in previous:
@@ -87,5 +100,5 @@ def handlers_kept(*, hold: bool) -> Iterator[None]:
         yield
     finally:
         unguard()
-        if len(held) == 1 and hold:  # its handler runs here, and its exception (the stop) replaces any other
-            signal.raise_signal(held[0])
+        if held:  # its handler runs here, and its exception (the stop) replaces any other
+            deliver(held[0], None)

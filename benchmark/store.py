@@ -587,15 +587,16 @@ class Store:
         for name, tensor in tensors.items():
             _require_finite(name, tensor)
         data = save_safetensors(tensors)
-        weights = self._path(key, ".safetensors")
+        weights, sidecar_path = self._path(key, ".safetensors"), self._path(key, ".json")
         atomic_write_bytes(weights, data)
         try:
             fault_point("between-weights-and-sidecar")
             sidecar = dict(meta, kind="checkpoint", sha256=hashlib.sha256(data).hexdigest())
             sidecar[SIDECAR_DIGEST] = sidecar_digest(sidecar)
-            atomic_write_bytes(self._path(key, ".json"), json.dumps(sidecar, indent=1).encode())
+            atomic_write_bytes(sidecar_path, json.dumps(sidecar, indent=1).encode())
         except BaseException:  # a full disk, a signal: no weights without their sidecar (a process killed outright
-            weights.unlink(missing_ok=True)  # leaves them: :meth:`discard_incomplete`)
+            if not sidecar_path.exists():  # leaves them: :meth:`discard_incomplete`); a signal after the rename
+                weights.unlink(missing_ok=True)  # leaves a complete checkpoint
             raise
 
     def expect(self, checksums: dict[str, str]) -> None:
@@ -857,7 +858,8 @@ class Store:
     def discard_incomplete(self, key: str) -> bool:
         """Remove the files of ``key`` if it is not completely stored (a checkpoint's weights whose sidecar its
         writer, killed, never wrote) and no process holds its lock; True if any were. For the runner, after a job
-        failed: the next run would compute it afresh anyway, but ``cache verify`` would call the weights corrupt."""
+        failed: the next run would compute it afresh anyway, but ``cache verify`` would call the weights corrupt.
+        Not for a key the calling thread is writing: its own lock is re-entrant, so it would not stop this."""
         with self.try_lock(key) as free:
             if not free or self.has(key):
                 return False
@@ -1048,8 +1050,10 @@ class Store:
         import fcntl
 
         for path in sorted((self.root / "locks").glob(f"{MARKER_PREFIX}*")):
+            if not _MARKER.fullmatch(path.name):  # e.g. a node's write probe beside a marker (nobody's lock)
+                continue
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(path, os.O_RDWR)  # NFS emulates flock with POSIX locks: write access for LOCK_EX
             except OSError:
                 continue
             try:
@@ -1075,6 +1079,7 @@ class Store:
 _KEY = re.compile(r"[0-9a-f]{40}")
 #: the name of a :meth:`Store.run_marker` file, before its token
 MARKER_PREFIX = ".marker-"
+_MARKER = re.compile(re.escape(MARKER_PREFIX) + r"[0-9a-f]{32}")
 #: a lease's lock file: ``<pid>-<8 hex digits>.lock`` (:meth:`Store.lease`)
 _LEASE_LOCK = re.compile(r"[0-9]+-[0-9a-f]{8}\.lock")
 

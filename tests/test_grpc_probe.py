@@ -29,6 +29,8 @@ def test_a_grpc_server_s_answer_is_recognized_whatever_frames_come_first():
 
 @pytest.mark.parametrize("reply, why", [
     (SERVER_SETTINGS + frame(HEADERS, 5, 1, b"\x8d"), "HTTP/2 that answers 404 (HPACK's :status 404)"),
+    (SERVER_SETTINGS + frame(HEADERS, 4, 1, b"\x88") + frame(0, 1, 1, b"<html>"),
+     "HTTP/2 that answers 200 with a body"),
     (SERVER_SETTINGS + frame(GOAWAY, 0, 0, bytes(8)), "HTTP/2 that refuses the request"),
     (SERVER_SETTINGS, "HTTP/2 that never answers the request (kept ray.init waiting for minutes)"),
     (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "HTTP/1"),

@@ -68,3 +68,24 @@ def test_without_a_signal_nothing_changes():
         assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_a_signal_ignored_before_the_block_is_ignored_in_it_and_takes_nothing_from_the_hold():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a script's background job
+    try:
+        with stop_on_signals():
+            reached = []
+            with pytest.raises(Terminated):
+                with handlers_kept(hold=True):
+                    signal.raise_signal(signal.SIGINT)
+                    reached.append("after the ignored SIGINT")
+                    signal.raise_signal(signal.SIGTERM)
+                    reached.append("after SIGTERM: held")
+                    signal.signal(signal.SIGTERM, _foreign)
+            assert reached == ["after the ignored SIGINT", "after SIGTERM: held"]
+        with handlers_kept(hold=False):
+            signal.raise_signal(signal.SIGINT)
+            signal.signal(signal.SIGTERM, _foreign)  # still guarded after an ignored signal
+        assert signal.getsignal(signal.SIGTERM) is not _foreign
+    finally:
+        signal.signal(signal.SIGINT, previous)

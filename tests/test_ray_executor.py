@@ -365,7 +365,7 @@ def test_a_node_that_does_not_see_the_store_stops_the_run_before_any_work(cluste
                   workers=None, executor="ray", console=Console(quiet=True), quiet=True,
                   executor_options={"--address": address})
     assert not list((tmp_path / "store" / "objects").rglob("*"))  # nothing computed
-    assert not list((tmp_path / "store" / "locks").glob(".node-probe*"))  # its marker removed
+    assert not list((tmp_path / "store" / "locks").glob(".marker-*"))  # its marker removed
 
 
 @pytest.mark.slow

@@ -41,6 +41,25 @@ def test_a_checkpoint_whose_sidecar_cannot_be_written_leaves_no_weights(tmp_path
     assert not store.paths(KEY) and not store.has(KEY)
 
 
+def test_a_signal_after_the_sidecar_is_in_place_leaves_the_checkpoint_complete(tmp_path, monkeypatch):
+    import rbench.store as store_module
+
+    store = Store(tmp_path)
+    real, calls = store_module._fsync_dir, []
+
+    def interrupted_after_the_sidecar_rename(path):
+        calls.append(path)
+        real(path)
+        if len(calls) == 2:  # the sidecar's folder: renamed into place already
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module, "_fsync_dir", interrupted_after_the_sidecar_rename)
+    with pytest.raises(KeyboardInterrupt):
+        store.save_checkpoint(KEY, {"w": torch.ones(2)}, bound(label="m"))
+    monkeypatch.undo()
+    assert store.has(KEY) and torch.equal(store.load_checkpoint(KEY)[0]["w"], torch.ones(2))
+
+
 def test_discard_incomplete_removes_weights_without_a_sidecar_unless_complete_or_locked(tmp_path):
     from filelock import FileLock
 
@@ -70,9 +89,11 @@ def test_gc_removes_the_marker_of_a_run_killed_outright_and_keeps_a_live_run_s(t
         str(tmp_path)], capture_output=True, text=True, timeout=60)
     dead_path, dead_token = killed.stdout.split()
     assert killed.returncode == 9 and Path(dead_path).read_text() == dead_token
+    probe = Path(dead_path).with_name(f"{Path(dead_path).name}-0123abcd")  # a node's write probe, beside a marker
+    probe.write_bytes(b"")
     with store.run_marker() as (live, token):
         assert live.read_text() == token and token != dead_token
-        assert list(store.stale_markers()) == [Path(dead_path)]
+        assert list(store.stale_markers()) == [Path(dead_path)]  # not the probe: gc would fail a live run's node
         removed, _ = collect(store, [], None, dry_run=True)
         assert Path(dead_path) in removed and Path(dead_path).exists()
         removed, _ = collect(store, [], None, dry_run=False)

@@ -5,8 +5,12 @@ server; an HTTP/2 server that is not gRPC kept it waiting over 200 s, printing R
 Hand-written because no library Ray installs speaks HTTP/2 (grpcio comes only with ``ray[client]``, h2 not at
 all). The request is the least HTTP/2 that gets an answer (RFC 9113, HPACK RFC 7541): the connection preface, an
 empty SETTINGS frame and one HEADERS frame with END_STREAM, a POST of the gRPC health check with no message. A gRPC
-server answers any such request, for a method it has or not, with its authentication or not, with HTTP status 200
-(the call's own status travels in ``grpc-status``); another HTTP/2 server answers 404 or 405, or nothing.
+server answers any such request, for a method it has or not, with its authentication or not, with one HEADERS
+frame that ends the stream ("trailers-only": no message, the call's failure in ``grpc-status``), HTTP status 200
+first; a web server answers 404 or 405, or a 200 with a body, or nothing. One that answers every request with an
+empty 200 passes (then ``ray.init`` retries, as before this check). Header blocks that begin otherwise than with
+the indexed ``:status: 200`` (a table size update, CONTINUATION frames, a literal status) are valid HTTP/2 that no
+gRPC server checked (grpc-core, as a Ray head runs it) sends here: they are refused.
 """
 
 from __future__ import annotations
@@ -63,8 +67,9 @@ def health_check_request(authority: str) -> bytes:
 
 def speaks_grpc(host: str, port: int, timeout: float) -> bool:
     """True when the server at ``host:port`` answers :func:`health_check_request` as a gRPC server does (its first
-    frame SETTINGS, then on stream 1 headers whose first field is ``:status: 200``) within ``timeout`` seconds in
-    all; False when it answers otherwise, closes, or says nothing in time. OSError when nothing accepts."""
+    frame SETTINGS, then on stream 1 headers that end the stream, whose first field is ``:status: 200``) within
+    ``timeout`` seconds in all; False when it answers otherwise, closes, or says nothing in time. OSError when
+    nothing accepts."""
     deadline = time.monotonic() + timeout
     with socket.create_connection((host, port), timeout=timeout) as conn:
         conn.sendall(health_check_request(f"{host}:{port}"))
@@ -92,4 +97,4 @@ def speaks_grpc(host: str, port: int, timeout: float) -> bool:
                 return False
             if kind == HEADERS and stream == 1:
                 skip = (1 if flags & PADDED else 0) + (5 if flags & PRIORITY else 0)
-                return len(payload) > skip and payload[skip] == STATUS_200
+                return bool(flags & END_STREAM) and len(payload) > skip and payload[skip] == STATUS_200
