@@ -491,7 +491,8 @@ def test_a_signal_while_the_ray_instance_starts_stops_the_run_once_it_is_up(tiny
     try:
         proc = subprocess.Popen([RBENCH, "run", str(tiny_suite), "--store", str(store), "--run-dir",
                                  str(tmp_path / "run"), "-q", "--device", "cpu", "--executor", "ray"],
-                                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": temp},
+                                env={**{k: v for k, v in os.environ.items() if k != "RAY_TMPDIR"},  # ours
+                                     "RAY_USAGE_STATS_ENABLED": "0", "TMPDIR": temp},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while not list(Path(temp).glob("rb*/session_*")) and proc.poll() is None and time.monotonic() < deadline:
