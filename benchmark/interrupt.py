@@ -61,11 +61,12 @@ def handlers_kept(*, hold: bool) -> Iterator[None]:
     real = signal.signal
     previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     held: list[int] = []
-    guarding = [True]
+    guarding = True
 
     def unguard() -> None:  # once: the run's handler may change them as it runs (stop_on_signals ignores repeats)
+        nonlocal guarding
         if guarding:
-            guarding.clear()
+            guarding = False
             try:
                 for sig, handler in previous.items():
                     real(sig, signal.SIG_DFL if handler is None else handler)  # None: not set from Python

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -1024,8 +1025,6 @@ class Store:
         machines to tell this store from another folder at its path): (its path, the token). This process holds
         an ``flock`` on it meanwhile, so :meth:`stale_markers` tells one whose process died. Hand-written: filelock
         empties the file it locks, and the token must be read from the file itself."""
-        import fcntl
-
         folder = self.root / "locks"
         folder.mkdir(parents=True, exist_ok=True)
         while True:
@@ -1047,8 +1046,6 @@ class Store:
     def stale_markers(self) -> Iterator[Path]:
         """The :meth:`run_marker` files whose process is gone (nobody holds their lock), each yielded while this
         process holds its lock: removed in the loop, none can be one a run has just made and not locked yet."""
-        import fcntl
-
         for path in sorted((self.root / "locks").glob(f"{MARKER_PREFIX}*")):
             if not _MARKER.fullmatch(path.name):  # e.g. a node's write probe beside a marker (nobody's lock)
                 continue

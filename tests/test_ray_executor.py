@@ -28,6 +28,7 @@ from support import RBENCH, alive, answering, cli_in_process, descendants, rbenc
 
 from rbench.errors import RbenchError
 from rbench.executors import configure
+from rbench.executors.grpc_probe import SETTINGS, frame
 from rbench.executors.ray_executor import RayParams, forwarded_env, job_resources, local_instance
 from rbench.store import Store
 
@@ -145,7 +146,7 @@ def test_bad_options_stop_the_run_before_any_work(tiny_suite, tmp_path, capsys, 
     http_port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     http2 = contextlib.ExitStack()  # an HTTP/2 server that is not gRPC: answers the preface, then nothing
-    http2_port = http2.enter_context(answering(lambda request: bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])))
+    http2_port = http2.enter_context(answering(lambda request: frame(SETTINGS, 0, 0, b"")))
     cases = ((["--address", "127.0.0.1:6379"], "--address: executor 'local' takes no such option"),
              (["--executor", "ray", "--gpu-fraction", "0"], "--gpu-fraction 0.0: Input should be greater than or "),
              (["--executor", "ray", "--gpu-fraction", "1.5"], "--gpu-fraction 1.5: Input should be less than or "),

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from support import rbench
 
 from rbench.errors import SuiteError
+from rbench.manager import get_registry
 from rbench.suite import load_suite
 from rbench.suite_files import MAX_INCLUDE_DEPTH
 from rbench.tomlfile import MAX_DEPTH, MAX_FILE_BYTES, MAX_NAME
@@ -54,6 +55,8 @@ NUMERIC = [(("suite", "seed"), "suite.seed"), (("models", "cnn", "n_train"), "mo
 PLUGINS = [(("models", "mlp", "plugin"), "models.mlp.plugin"), (("attacks", "pgd", "plugin"), "attacks.pgd.plugin"),
            (("datasets", "mnist", "plugin"), "datasets.mnist.plugin"),
            (("models", "mlp", "trainer", "plugin"), "models.mlp.trainer.plugin")]
+#: every plugin name of every kind ("none" is a trainer, "noise" one too): an unknown name is none of these
+REGISTERED = {info.name for info in get_registry().all()}
 # (path of a reference, key path)
 REFERENCES = [(("models", "mlp", "dataset"), "models.mlp.dataset"),
               (("tables", "t", "evaluation"), "tables.t.evaluation"),
@@ -244,8 +247,7 @@ def _classic(draw, kind: str, doc: dict, extra: list[dict]) -> tuple[dict, str]:
         return doc, ".".join([*path, key])
     if kind == "plugin":
         path, where = draw(st.sampled_from(PLUGINS))
-        _get(doc, path[:-1])[path[-1]] = draw(names.filter(lambda n: n not in {"mlp", "lenet", "pgd", "fgsm", "bim",
-                                                                                  "fgv", "mnist", "standard", "lbfgs"}))
+        _get(doc, path[:-1])[path[-1]] = draw(names.filter(lambda n: n not in REGISTERED))
         return doc, where
     if kind == "reference":
         path, where = draw(st.sampled_from(REFERENCES))
