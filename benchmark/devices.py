@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from rbench.errors import RbenchError
@@ -52,4 +50,8 @@ def resolve_devices(device: str | None, workers: int | None) -> tuple[list[str],
 
 
 def cpu_threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
+    """Torch threads for each of ``workers`` processes that share this one's CPUs: torch's thread count here
+    (which follows OMP_NUM_THREADS, the CPUs this process may run on, as ``taskset`` or a batch scheduler's cpuset
+    limit them, and ``torch.set_num_threads``) split between them, at least one each. ``os.cpu_count()`` counts
+    every CPU of the machine: on 4 CPUs of a 64-core node, two workers ran 32 threads each."""
+    return max(1, torch.get_num_threads() // workers)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from support import SHARED_DATA, TINY_SUITE
+
+# Under pytest-xdist, each worker's torch (in its tests and in every rbench process they start) would use every
+# core: two workers on 2 cores ran four threads, and two concurrent cold runs of the tiny suite took 11.5 s instead
+# of 7.6 s with one thread each (2026-12-03). So the workers split the threads, unless the caller set
+# OMP_NUM_THREADS (torch, imported already by rbench's pytest plugin, is told too).
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if "OMP_NUM_THREADS" not in os.environ and _XDIST_WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // _XDIST_WORKERS))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -29,8 +39,6 @@ def _env(tmp_path_factory):
 def _library_caches():
     """In-process CLI calls point the library caches at their store (rbench.cli._store, LIBRARY_CACHES): undo
     that after each test, so no later test (or its subprocesses) inherits another test's store as the user's."""
-    import os
-
     from rbench.store import LIBRARY_CACHES
 
     names = tuple(LIBRARY_CACHES)

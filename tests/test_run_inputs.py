@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
+import torch
 
-from rbench.devices import MAX_WORKERS, resolve_devices
+from rbench.devices import MAX_WORKERS, cpu_threads_per_worker, resolve_devices
 from rbench.errors import RbenchError
 from rbench.rundir import prepare_run_dir
 
@@ -28,6 +31,26 @@ def test_device_lists_and_worker_counts():
             resolve_devices("cpu", workers)
     with pytest.raises(RbenchError, match="--workers: must be at least 1"):
         resolve_devices("cpu", 0)
+
+
+def test_workers_split_the_threads_this_process_may_use():
+    """Each worker's torch threads are this process's divided by the workers: torch.set_num_threads, and the CPUs
+    the process may run on (a batch scheduler's cpuset; here sched_setaffinity before torch is imported), count,
+    not the machine's cores (os.cpu_count() gave each of two workers 32 threads on 4 CPUs of a 64-core node)."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(6)
+        assert [cpu_threads_per_worker(n) for n in (1, 2, 4, 7)] == [6, 3, 1, 1]
+    finally:
+        torch.set_num_threads(threads)
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: no smaller set of CPUs to confine a process to")
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from rbench.devices import cpu_threads_per_worker; print(cpu_threads_per_worker(1), os.cpu_count())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    confined, cores = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                     env=env).stdout.split()
+    assert confined == "1" and int(cores) > 1
 
 
 def test_run_dir_is_created_and_probed(tmp_path):
