@@ -2,50 +2,75 @@
 
 The public plugin API: :data:`hookimpl` (mark hook implementations), :class:`AttackOutput`, the plugin base
 classes, and :func:`get_plugin`. See ``hookspecs.py`` for every hook.
+
+Each name is imported from its module on first use (``from rbench import Attack`` as before), so that ``import
+rbench`` does not import torch (1.3 s): the command line's help and ``cache ls``, and the report's figure code in a
+process of its own, start without it.
 """
 
-from typing import Any
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 hookimpl = pluggy.HookimplMarker("rbench")
 
-from rbench.attack import (  # noqa: E402
-    Attack,
-    AttackOutput,
-    Budget,
-    FixedBudgetAttack,
-    GeneratorAttack,
-    MinimizationAttack,
-    misclassified,
-)
-from rbench.dataset import Dataset, NoParams  # noqa: E402
-from rbench.defense import Defense, DefenseModule  # noqa: E402
-from rbench.estimate import Estimate  # noqa: E402
-from rbench.manager import get_plugin  # noqa: E402
-from rbench.metric import CellData, CellKeys, CellOutputs, Metric  # noqa: E402
-from rbench.model import EpochObserver, ModelPlugin, Progress, TrainData, Trainer  # noqa: E402
-from rbench.probe import Probe  # noqa: E402
-
 __version__ = "0.1.0"
 
+#: every public name but ``hookimpl``, and the module (below ``rbench``) defining it
+_DEFINED_IN = {
+    **dict.fromkeys(("Attack", "AttackOutput", "Budget", "FixedBudgetAttack", "GeneratorAttack", "MinimizationAttack",
+                     "misclassified"), "attack"),
+    **dict.fromkeys(("Dataset", "NoParams"), "dataset"),
+    **dict.fromkeys(("Defense", "DefenseModule"), "defense"),
+    "Estimate": "estimate",
+    "get_plugin": "manager",
+    **dict.fromkeys(("CellData", "CellKeys", "CellOutputs", "Metric"), "metric"),
+    **dict.fromkeys(("EpochObserver", "ModelPlugin", "Progress", "TrainData", "Trainer"), "model"),
+    "Probe": "probe",
+    **dict.fromkeys(("evaluate", "Results"), "api"),  # the API pulls in the runner
+    "load_results": "report.tidy",
+}
 
-def __getattr__(name: str) -> Any:  # the API pulls in the runner: loaded on first use, not by every plugin import
-    if name in ("evaluate", "Results"):
-        from rbench import api
+if TYPE_CHECKING:
+    from rbench.api import Results, evaluate
+    from rbench.attack import (
+        Attack,
+        AttackOutput,
+        Budget,
+        FixedBudgetAttack,
+        GeneratorAttack,
+        MinimizationAttack,
+        misclassified,
+    )
+    from rbench.dataset import Dataset, NoParams
+    from rbench.defense import Defense, DefenseModule
+    from rbench.estimate import Estimate
+    from rbench.manager import get_plugin
+    from rbench.metric import CellData, CellKeys, CellOutputs, Metric
+    from rbench.model import EpochObserver, ModelPlugin, Progress, TrainData, Trainer
+    from rbench.probe import Probe
+    from rbench.report.tidy import load_results
 
-        return getattr(api, name)
-    if name == "load_results":
-        from rbench.report.tidy import load_results
 
-        return load_results
-    raise AttributeError(f"module 'rbench' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    module = _DEFINED_IN.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"rbench.{module}"), name)
+    globals()[name] = value  # found directly from now on
+    return value
 
 
-__all__ = [
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_DEFINED_IN})
+
+
+__all__ = [  # a literal, for linters and type checkers; tests/test_layering.py checks it against _DEFINED_IN
     "Attack", "AttackOutput", "Budget", "CellData", "CellKeys", "CellOutputs", "Dataset", "Defense", "DefenseModule",
-    "EpochObserver", "Estimate",
-    "FixedBudgetAttack", "GeneratorAttack", "Metric", "MinimizationAttack", "ModelPlugin", "NoParams", "Probe",
-    "Progress", "Results", "TrainData", "Trainer",
-    "evaluate", "get_plugin", "hookimpl", "load_results", "misclassified",
+    "EpochObserver", "Estimate", "FixedBudgetAttack", "GeneratorAttack", "Metric", "MinimizationAttack",
+    "ModelPlugin", "NoParams", "Probe", "Progress", "Results", "TrainData", "Trainer", "evaluate", "get_plugin",
+    "hookimpl", "load_results", "misclassified",
 ]

@@ -51,27 +51,28 @@ import re
 import shutil
 import signal
 import stat as stat_module
+import sys
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import h5py
 import numpy as np
 import platformdirs
-import torch
 from filelock import FileLock, Timeout
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from rbench.artifacts import AdvSet, Predictions
 from rbench.errors import StoreError
 from rbench.keys import content_key
 from rbench.specs import ENTRY_KINDS
 from rbench.tomlfile import Unreadable, not_regular, read_small_file
+
+if TYPE_CHECKING:
+    import torch
 
 CHECKSUM_ATTR = "rbench_sha256"
 #: The checkpoint sidecar's own checksum field (see :func:`sidecar_digest`).
@@ -225,10 +226,12 @@ def _require_kind(key: str, holds: str, asked: str) -> None:
 
 
 def _require_finite(name: str, values: np.ndarray | torch.Tensor) -> None:
-    if isinstance(values, torch.Tensor):
+    torch = sys.modules.get("torch")  # not imported for it: where torch is not imported, nothing is a tensor
+    if torch is not None and isinstance(values, torch.Tensor):
         bad = values.is_floating_point() and not bool(torch.isfinite(values).all())
     else:
-        bad = np.issubdtype(values.dtype, np.floating) and not bool(np.isfinite(values).all())
+        array = cast(np.ndarray, values)
+        bad = np.issubdtype(array.dtype, np.floating) and not bool(np.isfinite(array).all())
     if bad:
         raise ValueError(f"{name!r} holds non-finite values")
 
@@ -587,6 +590,8 @@ class Store:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         for name, tensor in tensors.items():
             _require_finite(name, tensor)
+        from safetensors.torch import save as save_safetensors
+
         data = save_safetensors(tensors)
         weights, sidecar_path = self._path(key, ".safetensors"), self._path(key, ".json")
         atomic_write_bytes(weights, data)
@@ -652,6 +657,8 @@ class Store:
             digest = hashlib.sha256(data).hexdigest()
             if digest != meta.get("sha256"):
                 raise ValueError("weights do not match the sidecar's SHA-256")
+            from safetensors.torch import load as load_safetensors
+
             state = load_safetensors(data)
             for name, tensor in state.items():
                 _require_finite(name, tensor)

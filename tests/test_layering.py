@@ -4,9 +4,13 @@ plugins reach the engine only through the entry-point group ``rbench``."""
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
-from support import REPO
+import pytest
+from support import REPO, rbench_imports
 
 
 def _imports(path: Path) -> set[str]:
@@ -35,3 +39,29 @@ def test_the_check_sees_a_plugin_import(tmp_path):
     assert "rbench.plugins.metrics.calibration" in _imports(probe)
     probe.write_text("import importlib\ncalibration = importlib.import_module('rbench.plugins.metrics.calibration')\n")
     assert "rbench.plugins.metrics.calibration" in _imports(probe)
+
+
+def test_the_public_api_is_imported_on_first_use():
+    """``from rbench import Attack`` works as ever, each public name from the module defining it, and ``__all__``
+    lists exactly those names; ``import rbench`` itself imports none of them."""
+    import rbench
+
+    assert set(rbench.__all__) == {"hookimpl", *rbench._DEFINED_IN}
+    for name, module in rbench._DEFINED_IN.items():
+        assert getattr(rbench, name) is getattr(importlib.import_module(f"rbench.{module}"), name)
+    with pytest.raises(AttributeError, match="no attribute 'Atack'"):
+        rbench.Atack  # noqa: B018
+
+
+def test_help_the_store_listing_and_the_report_code_start_without_torch(tmp_path):
+    """``rbench --help`` and ``cache ls``, and a process drawing a figure (rbench.report), import no torch (1.3 s of
+    every start); a run imports it, of course."""
+    code = "import sys, rbench, rbench.cli, rbench.report.figures, rbench.store; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.split() == ["False"]
+    for args in (["--help"], ["cache", "ls", "--store", str(tmp_path / "store")]):
+        out, imported = rbench_imports(*args)
+        assert out.returncode == 0, out.stderr
+        assert "torch" not in imported and "rbench.cli" in imported, args
+    out, imported = rbench_imports("--version")
+    assert out.returncode == 0 and "torch" in imported  # the check is not vacuous: --version names torch's
