@@ -11,6 +11,7 @@ process of its own, start without it.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -56,10 +57,15 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    """A public name, imported from its module; else a submodule (``import rbench; rbench.defense.Defense``, as
+    when this package imported them all), imported."""
     module = _DEFINED_IN.get(name)
-    if module is None:
+    if module is not None:
+        value = getattr(importlib.import_module(f"rbench.{module}"), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"rbench.{name}") is not None:
+        value = importlib.import_module(f"rbench.{name}")
+    else:
         raise AttributeError(f"module 'rbench' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"rbench.{module}"), name)
     globals()[name] = value  # found directly from now on
     return value
 

@@ -639,6 +639,10 @@ class Store:
         return read(key, self.signatures(key))
 
     def _read_checkpoint(self, key: str, judged: Judged) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        # imported here, not at the top (``import rbench.store`` needs no torch), and outside the ``try`` below:
+        # a torch that fails to import is the machine's fault, never the entry's
+        from safetensors.torch import load as load_safetensors
+
         weights, sidecar = self._path(key, ".safetensors"), self._path(key, ".json")
         if not sidecar.exists() and not sidecar.is_symlink():
             raise self.missing(key)
@@ -657,8 +661,6 @@ class Store:
             digest = hashlib.sha256(data).hexdigest()
             if digest != meta.get("sha256"):
                 raise ValueError("weights do not match the sidecar's SHA-256")
-            from safetensors.torch import load as load_safetensors
-
             state = load_safetensors(data)
             for name, tensor in state.items():
                 _require_finite(name, tensor)

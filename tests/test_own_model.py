@@ -392,7 +392,7 @@ def _clean_predictions(store: Path, jobs: dict) -> torch.Tensor:
     from rbench.store import Store
 
     [key] = [k for k, j in jobs.items() if j["label"].startswith("eval ")]
-    return torch.as_tensor(Store(store).load_predictions(key).logits)
+    return torch.tensor(Store(store).load_predictions(key).logits)  # a copy: stored arrays are read-only
 
 
 def test_naming_a_trainer_fine_tunes_on_purpose(user, write_suite, tmp_path):

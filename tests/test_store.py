@@ -60,6 +60,23 @@ def test_a_signal_after_the_sidecar_is_in_place_leaves_the_checkpoint_complete(t
     assert store.has(KEY) and torch.equal(store.load_checkpoint(KEY)[0]["w"], torch.ones(2))
 
 
+def test_a_torch_that_fails_to_import_quarantines_no_checkpoint(tmp_path, monkeypatch):
+    """The store imports safetensors' torch half only to read a checkpoint: a failure to import it (a broken CUDA
+    library, memory) is the machine's, raised as it is, the entry left in place (it made verify quarantine every
+    checkpoint once the import moved there)."""
+    import sys
+
+    store = Store(tmp_path)
+    store.save_checkpoint(KEY, {"w": torch.ones(2)}, bound(label="m"))
+    files = store.paths(KEY)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)  # importing it raises ImportError
+    with pytest.raises(ImportError):
+        Store(tmp_path).verify(KEY)
+    assert store.paths(KEY) == files and not (tmp_path / "quarantine").exists()
+    monkeypatch.undo()
+    assert Store(tmp_path).verify(KEY) == "ok"
+
+
 def test_discard_incomplete_removes_weights_without_a_sidecar_unless_complete_or_locked(tmp_path):
     from filelock import FileLock
 
