@@ -48,7 +48,9 @@ run: $(STAMP)
 # 17:34; 1091 passed: 7 min 50 s in all, pytest 7 min 46 s at 17:44; 1092 passed: 8 min 8 s in all, pytest 7 min 59 s at 18:26;
 # 1110 passed: pytest 7 min 47 s at 21:56; 2026-12-03: 1117 passed: 7 min 48 s in all, pytest 7 min 45 s at 00:39;
 # 1126 passed: 8 min 3 s in all, pytest 7 min 55 s at 06:29; 1138 passed: 8 min 0 s in all, pytest 7 min 52 s at 06:58;
-# 8 min 48 s in all, pytest 8 min 45 s at 07:29; 8 min 51 s in all, pytest 8 min 48 s at 07:59 (ee2fb87).
+# 8 min 48 s in all, pytest 8 min 45 s at 07:29; 8 min 51 s in all, pytest 8 min 48 s at 07:59 (ee2fb87);
+# with the xdist workers splitting the cores (tests/conftest.py: four torch threads ran on 2 cores) and no torch
+# in `import rbench`: 1142 passed: 6 min 55 s in all, pytest 6 min 48 s at 09:32 (baa1124).
 test: $(STAMP) browser
 	$(BIN)/ruff check benchmark plugins tests perf examples
 	$(BIN)/python tests/typecheck.py

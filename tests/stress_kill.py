@@ -6,7 +6,7 @@ run must recompute them and give the uninterrupted tables again.
 
     .venv/bin/python tests/stress_kill.py --kills 100 [--suite FILE] [--seed 0] [--out bench/kill_stress.json]
 
-Not collected by pytest (tests/test_faults.py runs 6 kill points in `make test`, 12 in `make check-full`).
+Not collected by pytest (tests/test_faults.py runs 5 kill points in `make test`, 12 in `make check-full`).
 """
 
 from __future__ import annotations
