@@ -62,7 +62,7 @@ def __getattr__(name: str) -> Any:
     module = _DEFINED_IN.get(name)
     if module is not None:
         value = getattr(importlib.import_module(f"rbench.{module}"), name)
-    elif not name.startswith("_") and importlib.util.find_spec(f"rbench.{name}") is not None:
+    elif name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"rbench.{name}"):
         value = importlib.import_module(f"rbench.{name}")
     else:
         raise AttributeError(f"module 'rbench' has no attribute {name!r}")

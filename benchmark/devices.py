@@ -53,5 +53,5 @@ def cpu_threads_per_worker(workers: int) -> int:
     """Torch threads for each of ``workers`` processes that share this one's CPUs: torch's thread count here
     (which follows OMP_NUM_THREADS, the CPUs this process may run on, as ``taskset`` or a batch scheduler's cpuset
     limit them, and ``torch.set_num_threads``) split between them, at least one each. ``os.cpu_count()`` counts
-    every CPU of the machine: on 4 CPUs of a 64-core node, two workers ran 32 threads each."""
+    every CPU of the machine: on 4 CPUs of a 64-core node, two workers would run 32 threads each."""
     return max(1, torch.get_num_threads() // workers)

@@ -51,6 +51,7 @@ def test_the_public_api_is_imported_on_first_use():
         assert getattr(rbench, name) is getattr(importlib.import_module(f"rbench.{module}"), name)
     with pytest.raises(AttributeError, match="no attribute 'Atack'"):
         rbench.Atack  # noqa: B018
+    assert not hasattr(rbench, "no.such") and not hasattr(rbench, "_private")
     # a submodule is an attribute once asked for, as when the package imported them all (a plugin's module doing
     # ``import rbench`` and subclassing ``rbench.defense.Defense`` failed to load, listed as failed)
     code = "import rbench; print(rbench.defense.Defense.__name__, rbench.errors.RbenchError.__name__)"

@@ -36,7 +36,7 @@ def test_device_lists_and_worker_counts():
 def test_workers_split_the_threads_this_process_may_use():
     """Each worker's torch threads are this process's divided by the workers: torch.set_num_threads, and the CPUs
     the process may run on (a batch scheduler's cpuset; here sched_setaffinity before torch is imported), count,
-    not the machine's cores (os.cpu_count() gave each of two workers 32 threads on 4 CPUs of a 64-core node)."""
+    not the machine's cores (os.cpu_count() would give each of two workers 32 threads on 4 CPUs of a 64-core node)."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(6)
