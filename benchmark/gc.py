@@ -44,10 +44,10 @@ def _inside(store: Store, path: Path) -> bool:
 
 def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *, dry_run: bool
             ) -> tuple[list[Path], int]:
-    """Remove temporaries of interrupted writes and incomplete checkpoints, the markers of runs that died, the
-    quarantine, and, when ``keep_suites`` is given, every entry those suites do not use and no live run leases.
-    Entries whose lock another process holds are left alone. Returns (paths, bytes). A folder that is not a store
-    is refused (:meth:`Store.check_is_store`)."""
+    """Remove temporaries of interrupted writes and incomplete checkpoints, the markers of runs that died (and
+    the write probes their nodes left), the quarantine, and, when ``keep_suites`` is given, every entry those
+    suites do not use and no live run leases. Entries whose lock another process holds are left alone. Returns
+    (paths, bytes). A folder that is not a store is refused (:meth:`Store.check_is_store`)."""
     store.check_is_store()
     keep = keys_used_by(keep_suites, profiles) if keep_suites else None
     victims: list[Path] = []

@@ -1054,9 +1054,17 @@ class Store:
 
     def stale_markers(self) -> Iterator[Path]:
         """The :meth:`run_marker` files whose process is gone (nobody holds their lock), each yielded while this
-        process holds its lock: removed in the loop, none can be one a run has just made and not locked yet."""
-        for path in sorted((self.root / "locks").glob(f"{MARKER_PREFIX}*")):
-            if not _MARKER.fullmatch(path.name):  # e.g. a node's write probe beside a marker (nobody's lock)
+        process holds its lock: removed in the loop, none can be one a run has just made and not locked yet. And
+        the :func:`write_probe` files a killed node left beside a marker that is gone or yielded here (a live run's
+        are kept: its node may be between making and removing one)."""
+        dead: set[str] = set()
+        for path in sorted((self.root / "locks").glob(f"{MARKER_PREFIX}*")):  # a marker before its probes
+            if _WRITE_PROBE.fullmatch(path.name):
+                marker = path.name.rsplit("-", 1)[0]
+                if marker in dead or not (path.parent / marker).exists():
+                    yield path
+                continue
+            if not _MARKER.fullmatch(path.name):
                 continue
             try:
                 fd = os.open(path, os.O_RDWR)  # NFS emulates flock with POSIX locks: write access for LOCK_EX
@@ -1068,6 +1076,7 @@ class Store:
                 os.close(fd)
                 continue
             try:
+                dead.add(path.name)
                 yield path
             finally:
                 os.close(fd)  # and its lock with it
@@ -1086,6 +1095,13 @@ _KEY = re.compile(r"[0-9a-f]{40}")
 #: the name of a :meth:`Store.run_marker` file, before its token
 MARKER_PREFIX = ".marker-"
 _MARKER = re.compile(re.escape(MARKER_PREFIX) + r"[0-9a-f]{32}")
+_WRITE_PROBE = re.compile(_MARKER.pattern + r"-[0-9a-f]{8}")
+
+
+def write_probe(marker: Path) -> Path:
+    """A file a node makes and removes beside the run's ``marker`` (:meth:`Store.run_marker`) to show it can write
+    the store; one a killed node left is removed by ``rbench cache gc`` (:meth:`Store.stale_markers`)."""
+    return marker.with_name(f"{marker.name}-{uuid.uuid4().hex[:8]}")
 #: a lease's lock file: ``<pid>-<8 hex digits>.lock`` (:meth:`Store.lease`)
 _LEASE_LOCK = re.compile(r"[0-9]+-[0-9a-f]{8}\.lock")
 

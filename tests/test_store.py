@@ -13,7 +13,7 @@ import torch
 from rbench.artifacts import AdvSet, Predictions, distortions
 from rbench.gc import collect
 from rbench.keys import content_key
-from rbench.store import TMP_MARK, CorruptEntry, Store, StoreLock, atomic_write
+from rbench.store import TMP_MARK, CorruptEntry, Store, StoreLock, atomic_write, write_probe
 
 SPEC = {"kind": "test", "n": 1}
 KEY = content_key(SPEC)
@@ -106,16 +106,22 @@ def test_gc_removes_the_marker_of_a_run_killed_outright_and_keeps_a_live_run_s(t
         str(tmp_path)], capture_output=True, text=True, timeout=60)
     dead_path, dead_token = killed.stdout.split()
     assert killed.returncode == 9 and Path(dead_path).read_text() == dead_token
-    probe = Path(dead_path).with_name(f"{Path(dead_path).name}-0123abcd")  # a node's write probe, beside a marker
-    probe.write_bytes(b"")
+    dead_probe = write_probe(Path(dead_path))  # a write probe a node killed mid-probe left beside each marker
+    dead_probe.write_bytes(b"")
     with store.run_marker() as (live, token):
+        live_probe = write_probe(live)
+        live_probe.write_bytes(b"")
         assert live.read_text() == token and token != dead_token
-        assert list(store.stale_markers()) == [Path(dead_path)]  # not the probe: gc would fail a live run's node
+        # the dead run's marker and probe; not the live run's probe, which one of its nodes may be removing
+        assert list(store.stale_markers()) == [Path(dead_path), dead_probe]
         removed, _ = collect(store, [], None, dry_run=True)
-        assert Path(dead_path) in removed and Path(dead_path).exists()
+        assert set(removed) == {Path(dead_path), dead_probe} and Path(dead_path).exists() and dead_probe.exists()
         removed, _ = collect(store, [], None, dry_run=False)
-        assert Path(dead_path) in removed and not Path(dead_path).exists() and live.exists()
-    assert not live.exists() and not list(store.stale_markers())
+        assert set(removed) == {Path(dead_path), dead_probe} and not Path(dead_path).exists()
+        assert not dead_probe.exists() and live.exists() and live_probe.exists()
+    assert not live.exists() and list(store.stale_markers()) == [live_probe]  # its run has ended
+    collect(store, [], None, dry_run=False)
+    assert not live_probe.exists() and not list(store.stale_markers())
 
 
 def _advset(n: int = 5) -> AdvSet:

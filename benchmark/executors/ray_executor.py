@@ -36,7 +36,6 @@ import socket
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -54,7 +53,7 @@ from rbench.executors import Executor, JobResult, Observer, Scheduler
 from rbench.executors.grpc_probe import speaks_grpc
 from rbench.interrupt import handlers_kept
 from rbench.plan import Job, Plan
-from rbench.store import Store
+from rbench.store import Store, write_probe
 
 #: job kinds whose task takes a whole GPU: trainings, and transforms (attacks and evaluations take ``gpu_fraction``)
 WHOLE_GPU_KINDS = ("train", "transform")
@@ -211,9 +210,9 @@ def _probe_store(store_root: str, marker: str, token: str) -> str | None:
         return (f"{where} does not see the driver's store at {store_root} (another folder there): mount the same "
                 "shared filesystem at the same path on every node")
     try:
-        probe = Path(marker).with_name(f"{Path(marker).name}-{uuid.uuid4().hex[:8]}")
+        probe = write_probe(Path(marker))
         probe.write_bytes(b"")
-        probe.unlink()
+        probe.unlink(missing_ok=True)  # written is what was asked (gc removes one whose run has ended)
     except OSError as exc:
         return f"{where} cannot write the store at {store_root} ({exc.strerror or exc})"
     return None
