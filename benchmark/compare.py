@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rbench.errors import RbenchError
 from rbench.estimate import samples_needed
-from rbench.results import Cell, ResultTable, RunResults, format_value
+from rbench.results import BOUNDS, Cell, ResultTable, RunResults, format_value
 from rbench.suite_refs import UnitOf, percentage_problem, published_mismatch
 from rbench.suite_schema import Description
 from rbench.tomlfile import key_part, read_toml
@@ -196,6 +196,8 @@ class Comparison:
     #: the format of our cell's metric in its table, for our value, its interval and the delta
     fmt: str = ".3g"
     firm: bool | None = None
+    #: how far from the published value ours may lie and be within tolerance (:meth:`Tolerance.width`)
+    tolerance_width: float = 0.0
 
 
 def compare_table(name: str, pub: PublishedTable, ours: ResultTable | None) -> list[Comparison]:
@@ -223,6 +225,11 @@ def judge(table: str, row: str, column: str, cell: Cell | None, theirs: float, t
     for the verdicts)."""
     value = None if cell is None else cell.value
     low, high, n = (None, None, None) if cell is None else (cell.low, cell.high, cell.n)
+    bounds = None if cell is None else BOUNDS.get(cell.interval)
+    if value is not None and bounds is not None and not bounds[0] <= theirs <= bounds[1]:
+        # an AUROC transcribed in % (97.4 for 0.974) is no measurement beside ours, whatever the verdict says
+        note = "; ".join(filter(None, [note, f"the published {theirs:g} lies outside [{bounds[0]:g}, "
+                                             f"{bounds[1]:g}], where this cell's quantity lies: in another unit?"]))
     needed = None
     if value is None:
         verdict = "missing"
@@ -240,7 +247,7 @@ def judge(table: str, row: str, column: str, cell: Cell | None, theirs: float, t
         firm = edge_low <= low and high <= edge_high if verdict == "within" else high < edge_low or low > edge_high
     return Comparison(table, row, column, value, theirs, None if value is None else value - theirs, tol.describe(),
                       verdict == "within", figure, note, verdict=verdict, n=n, low=low, high=high,
-                      samples_needed=needed, firm=firm)
+                      samples_needed=needed, firm=firm, tolerance_width=tol.width(theirs))
 
 
 def run_units(results: RunResults) -> UnitOf:
@@ -606,7 +613,7 @@ def as_markdown(rows: list[Comparison], claims: list[ClaimCheck] | None = None,
                      + "\n")
         parts += [f"Note: {md(note)}\n" for note in (notes or {}).get(table, [])]
         body = [[r.row, r.column, fmt_number(r.ours, fmt=r.fmt), fmt_interval(r), f"{r.published:g}",
-                 fmt_number(r.delta, signed=True, fmt=r.fmt), r.tolerance, describe_verdict(r), r.note] for r in mine]
+                 fmt_delta(r), r.tolerance, describe_verdict(r), r.note] for r in mine]
         parts.append(md_table(body, ["row", "column", "ours", "95% interval", "published", "delta", "tolerance",
                                      "verdict", "note"]) + "\n")
     return "\n".join(parts)
@@ -617,6 +624,20 @@ def fmt_interval(r: Comparison) -> str:
     if r.low is None or r.high is None:
         return "-"
     return f"[{format_value(r.low, r.fmt)}, {format_value(r.high, r.fmt)}] (n={r.n})"
+
+
+def fmt_delta(r: Comparison) -> str:
+    """Our value minus the published one, signed, in the format of the cell's metric; with more digits where that
+    rounding would read as on the other side of the tolerance than it is (0.54 beyond a tolerance of ±0.5 showed
+    as "+0.5", beside the verdict "outside tolerance")."""
+    text = fmt_number(r.delta, signed=True, fmt=r.fmt)
+    if r.delta is None:
+        return text
+    try:
+        reads_within = abs(float(text)) <= r.tolerance_width + 1e-12
+    except ValueError:  # a format whose text is not a plain number ("%")
+        return text
+    return f"{r.delta:+.6g}" if reads_within != r.within_tolerance else text
 
 
 def fmt_number(value: float | None, signed: bool = False, fmt: str = ".3g") -> str:

@@ -176,20 +176,24 @@ class ResultTable:
     def format(self, cell: Cell, spread: bool = False) -> str:
         """``cell``'s value as text, with the format of its metric ("-" where it does not apply); with ``spread``,
         followed by its 95% interval as distances from the value: `` ±h`` where the two sides are about equal (the
-        shorter at least :data:`SYMMETRIC` of the longer, and the range ``value ±h`` crosses 0 only where the
-        interval does); else `` +a/−b`` (2 of 64: ``3.1 +7.6/−2.2``, where ``±7.6`` read as if the rate could be
-        negative); `` +h`` (`` −h``) where the interval does not reach below (above) the value at its precision
-        (0 of n: ``0.0 +1.9``)."""
+        shorter at least :data:`SYMMETRIC` of the longer, and the range ``value ±h`` crosses 0, or an end of the
+        range the quantity lies in (100 for a rate in %: :func:`value_edges`), only where the interval does); else
+        `` +a/−b`` (2 of 64: ``3.1 +7.6/−2.3``, where ``±7.6`` read as if the rate could be negative); `` +h``
+        (`` −h``) where the interval does not reach below (above) the value at its precision (0 of n: ``0.0 +1.9``).
+        An interval narrower than the precision is shown where one end still reads otherwise, as the step between
+        the two (1 of 10000: ``0.0 +0.1``; a bare value reads as certain)."""
         if cell.value is None:
             return "failed" if cell.error else "-"
         fmt = self.fmt(cell)
         half = cell.spread() if spread else None
-        zero = format_value(0.0, fmt)
-        shown = None if half is None else format_value(half, fmt)
         value = format_value(cell.value, fmt)
-        if half is None or shown is None or shown == zero:  # no interval, or none at the value's precision
+        if half is None:
             return value
-        assert cell.low is not None and cell.high is not None and cell.value is not None  # spread() says so
+        assert cell.low is not None and cell.high is not None  # spread() says so
+        zero = format_value(0.0, fmt)
+        shown = format_value(half, fmt)
+        if shown == zero:
+            return value + _step_to_an_end(value, format_value(cell.low, fmt), format_value(cell.high, fmt), fmt)
         below, above = cell.value - cell.low, cell.high - cell.value
         shown_below, shown_above = format_value(below, fmt), format_value(above, fmt)
         # a side is none at the shown precision where its end reads as the value does (with a significant-digits
@@ -198,10 +202,31 @@ class ResultTable:
             return f"{value} +{shown}"
         if shown_above == zero or format_value(cell.high, fmt) == value:
             return f"{value} −{shown}"
-        crosses = (cell.value - half < 0 <= cell.low) or (cell.high <= 0 < cell.value + half)
+        crosses = any(cell.value - half < edge <= cell.low or cell.high <= edge < cell.value + half
+                      for edge in value_edges(cell.interval, self.unit(cell)))
         if shown_below == shown_above or (min(below, above) >= SYMMETRIC * half and not crosses):
             return f"{value} ±{shown}"
         return f"{value} +{shown_above}/−{shown_below}"
+
+
+def value_edges(interval: str, unit: str) -> tuple[float, ...]:
+    """Where a value's sign changes and the ends of the range the quantity lies in (:data:`BOUNDS` by its
+    interval method; a rate in % lies in [0, 100]): a ``value ±h`` that crosses one of them reads as a value
+    the interval rules out (99.2 ±1.0 for an interval ending at 100)."""
+    return (0.0, *BOUNDS.get(interval, (0.0, 100.0) if unit == "%" else ()))
+
+
+def _step_to_an_end(value: str, low: str, high: str, fmt: str) -> str:
+    """`` +s`` (`` −s``): the step from the shown ``value`` to the shown ``high`` (``low``) end of an interval
+    whose half-width rounds to 0, where that end reads otherwise (at most one can: the interval is narrower than
+    the precision); "" where neither does, or the format's text is not a plain number."""
+    for end, sign in ((high, "+"), (low, "−")):
+        if end != value:
+            try:
+                return f" {sign}{format_value(abs(float(end) - float(value)), fmt)}"
+            except ValueError:
+                return ""
+    return ""
 
 
 @dataclass

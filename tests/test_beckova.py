@@ -116,6 +116,32 @@ def test_input_gradient_correlates_negatively_with_confidence_on_a_trained_model
     assert 0 < median["value"] and out["zero_fraction"]["value"] < 100
 
 
+def test_per_class_measurements_keep_each_class_at_its_index_on_a_slice_that_lacks_one():
+    """A monitored slice without class 3 (a small n): every per-class list still holds one entry per class of the
+    model, None for class 3, so the observed metric's ``index = 4`` reads class 4 (it read class 5)."""
+    from support import small_mnist_model
+
+    from rbench.plugins.probes.robustness import CleanAccuracy, FgsmRobustness
+
+    model, x, y = small_mnist_model([32], activation="sigmoid", epochs=1, lr=3e-3, n_test=300)
+    keep = y != 3
+    x, y = x[keep], y[keep]
+    gen = torch.Generator()
+    lists = {**CleanAccuracy().measure(model, x, y, None, generator=gen),
+             **FgsmRobustness().measure(model, x, y, FgsmRobustness.Params(), generator=gen),
+             **InputGradient().measure(model, x, y, None, generator=gen)}
+    per_class = {k: v for k, v in lists.items() if k.startswith("class_")}
+    assert set(per_class) == {"class_accuracy", "class_robustness@0.1", "class_median", "class_correlation",
+                              "class_p_value"}
+    for key, values in per_class.items():
+        assert len(values) == 10 and values[3] is None, key
+        assert all(v is not None for c, v in enumerate(values) if c != 3 and key != "class_p_value"), key
+    predicted = model(x).argmax(1)
+    four = (y == 4).numpy()
+    assert per_class["class_accuracy"][4]["value"] == pytest.approx(100 * float((predicted == y).numpy()[four].mean()))
+    assert per_class["class_accuracy"][4]["n"] == int(four.sum())
+
+
 def test_correlation_is_undefined_for_constant_inputs():
     assert pearson(np.ones(5), np.arange(5.0)) == (None, None)
     r, p = pearson(np.arange(5.0), -np.arange(5.0))

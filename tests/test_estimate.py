@@ -114,6 +114,20 @@ def test_mcnemar_pairs_by_index_and_counts_discordant_pairs():
     assert mcnemar(a, (np.array([20, 21]), np.array([True, False]))) is None
 
 
+def test_a_p_value_below_the_smallest_float_is_never_shown_as_0():
+    """1100 discordant pairs all one way: p = 2^-1099, which underflows a float to 0.0; the text says how small."""
+    from rbench.report.reporters import describe_paired
+
+    idx = np.arange(1100)
+    test = mcnemar((idx, np.ones(1100, dtype=bool)), (idx, np.zeros(1100, dtype=bool)))
+    assert (test.a_only, test.b_only, test.p_value) == (1100, 0, 0.0)
+    words = describe_paired({"a": "mlp", "b": "lenet", "along": "fgsm", "metric": "error", **vars(test)})
+    assert words.endswith("only on 0 (of 1100 shared); McNemar exact p < 1e-300")
+    assert describe_paired({"a": "a", "b": "b", "along": "c", **vars(mcnemar((idx[:8], idx[:8] < 2),
+                                                                              (idx[:8], idx[:8] >= 2)))}) \
+        .endswith("McNemar exact p = 0.289")
+
+
 @pytest.mark.parametrize("discordant", [1, 2, 7, 8, 60, 333, 1000, 2001])
 def test_mcnemar_p_value_is_scipys_exact_binomial_test(discordant):
     from scipy.stats import binomtest

@@ -406,8 +406,22 @@ def test_significant_digit_formats_stay_plain_below_a_million():
                                      # sides far apart (2 of 64): "±7.6" read as if the rate could be negative
                                      ((3.1, 0.9, 10.7), "3.1 +7.6/−2.2"),
                                      # sides within a fifth, but the range would cross 0 where the interval does not
-                                     ((3.0, 0.5, 6.1), "3.0 +3.1/−2.5"), ((-3.0, -6.1, -0.5), "-3.0 +2.5/−3.1")):
+                                     ((3.0, 0.5, 6.1), "3.0 +3.1/−2.5"), ((-3.0, -6.1, -0.5), "-3.0 +2.5/−3.1"),
+                                     # narrower than the precision: bare only where both ends read as the value
+                                     ((0.01, 0.002, 0.057), "0.0 +0.1"), ((99.99, 99.943, 99.998), "100.0 −0.1"),
+                                     ((50.01, 49.96, 50.04), "50.0")):
         assert table.format(Cell("a", "0.1", value, low=low, high=high), spread=True) == text
+    # the range ±h would pass an end of the quantity's range that the interval stops at: 100 for a rate in %
+    rates = {(99.2, 98.21, 100.0): "99.2 +0.8/−1.0", (0.8, 0.0, 1.79): "0.8 +1.0/−0.8", (50.0, 45.0, 55.5): "50.0 ±5.5"}
+    for unit, interval in (("%", ""), ("", "wilson")):
+        table.units["error"] = unit
+        for (value, low, high), text in rates.items():
+            assert table.format(Cell("a", "0.1", value, low=low, high=high, interval=interval), spread=True) == text
+    table.units["error"] = ""
+    assert table.format(Cell("a", "0.1", 99.2, low=98.21, high=100.0), spread=True) == "99.2 ±1.0"  # no known end
+    table.formats["error"] = ".3f"  # an AUROC ends at 1
+    assert table.format(Cell("a", "0.1", 0.992, low=0.982, high=1.0, interval="hanley-mcneil"), spread=True) == \
+        "0.992 +0.008/−0.010"
 
 
 def test_wide_tables_are_never_cut(monkeypatch):
@@ -468,3 +482,28 @@ def test_verdicts_say_when_our_interval_reaches_across_the_tolerance():
     assert judge("t", "r", "c", sure, 100.0, Tolerance(abs=0.5), "T", "").samples_needed == 52
     (bare_only,) = paper_summary([bare], [])
     assert bare_only.describe() == ": 1/1 cells within tolerance"  # no interval, nothing to say about one
+
+
+def test_a_delta_never_reads_as_on_the_other_side_of_the_tolerance():
+    """127 of 5000 (2.54) against a published 2.0 with a tolerance of ±0.5 is outside: its delta shows as +0.54,
+    not as the "+0.5" its table's one decimal gives; a delta whose rounding keeps its side keeps the format. A
+    published value outside the range its cell's quantity lies in is said to be in another unit."""
+    from dataclasses import replace
+
+    from rbench.compare import fmt_delta, judge
+
+    def delta(ours, theirs, tol):
+        return fmt_delta(replace(judge("t", "r", "c", Cell("r", "c", ours), theirs, tol, "T", ""), fmt=".1f"))
+
+    assert delta(2.54, 2.0, Tolerance(abs=0.5)) == "+0.54"
+    assert delta(1.46, 2.0, Tolerance(abs=0.5)) == "-0.54"
+    assert delta(2.46, 2.0, Tolerance(abs=0.5)) == "+0.5"  # within, and reads so
+    assert delta(2.8, 2.0, Tolerance(abs=0.5)) == "+0.8"
+    assert delta(20.04, 20.0, Tolerance(rel=0.001)) == "+0.04"
+    # a published value no cell of its kind can take (an AUROC transcribed in %) is said to be in another unit
+    auroc = judge("t", "r", "c", Cell("r", "c", 0.97, n=100, low=0.94, high=0.99, interval="hanley-mcneil"), 97.4,
+                  Tolerance(abs=0.01), "T", "")
+    assert auroc.verdict == "outside" and auroc.note.endswith("the published 97.4 lies outside [0, 1], where this "
+                                                              "cell's quantity lies: in another unit?")
+    assert judge("t", "r", "c", Cell("r", "c", 0.97, n=100, low=0.94, high=0.99, interval="hanley-mcneil"), 0.95,
+                 Tolerance(abs=0.01), "T", "").note == ""  # ±0.1% relative, 0.02: "+0.0" read as within

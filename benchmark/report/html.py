@@ -151,11 +151,11 @@ def comparisons(results: RunResults) -> Comparisons:
 def describe_comparison(r: Comparison, why: str, shown_error: str | None = None) -> str:
     """One published cell beside ours in words (a cell's hover text); ``shown_error``: the cell's error, already
     in the hover text, not repeated as the comparison's note."""
-    from rbench.compare import describe_verdict, fmt_interval, fmt_number
+    from rbench.compare import describe_verdict, fmt_delta, fmt_interval, fmt_number
 
     lines = [f"{r.paper}, {r.figure}: published {r.published:g}; ours {fmt_number(r.ours, fmt=r.fmt)}"
              + (f", 95% interval {fmt_interval(r)}" if r.low is not None else "")
-             + ("" if r.delta is None else f", delta {fmt_number(r.delta, signed=True, fmt=r.fmt)}"),
+             + ("" if r.delta is None else f", delta {fmt_delta(r)}"),
              f"tolerance {r.tolerance}" + (f": {why}" if why else ""),
              f"verdict: {describe_verdict(r)}"]
     if r.note and r.note != shown_error:

@@ -118,9 +118,11 @@ def describe_paired(test: dict) -> str:
     """One McNemar test of a table in words: which two rows (columns), along which column (row), the discordant
     counts and the exact p-value."""
     outcome = test.get("metric", "outcome")
+    p = test["p_value"]
+    # an exact McNemar p-value is never 0: a 0.0 underflowed the float (1100 discordant pairs all one way: 2^-1099)
+    shown = f"p = {p:.3g}" if p > 0 else "p < 1e-300"
     return (f"{test['a']} vs {test['b']} at {test['along']}: {outcome} for {test['a']} only on {test['a_only']} "
-            f"samples, for {test['b']} only on {test['b_only']} (of {test['n']} shared); McNemar exact p = "
-            f"{test['p_value']:.3g}")
+            f"samples, for {test['b']} only on {test['b_only']} (of {test['n']} shared); McNemar exact {shown}")
 
 
 INTERVAL_NOTE = ("±h: the half-width of the cell's 95% interval (+a/−b where its two sides differ, +h or −h where it "

@@ -13,6 +13,7 @@ from rbench.compare import (
     Comparison,
     describe_claim,
     describe_verdict,
+    fmt_delta,
     fmt_interval,
     fmt_number,
     paper_summary,
@@ -75,7 +76,7 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
                                  overflow="fold" if col in ("row", "column") else "ellipsis")
             for r in mine:
                 table.add_row(escape(r.row), escape(r.column), fmt_number(r.ours, fmt=r.fmt), escape(fmt_interval(r)),
-                              f"{r.published:g}", fmt_number(r.delta, signed=True, fmt=r.fmt), r.tolerance,
+                              f"{r.published:g}", fmt_delta(r), r.tolerance,
                               f"[{COLOURS[r.verdict]}]{escape(describe_verdict(r))}[/]")
             console.print(table)
     for name, figure, ok, total in summary(rows):

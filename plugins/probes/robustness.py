@@ -17,28 +17,38 @@ CHUNK = 2000  # images per forward pass: bounded memory on any slice size
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model(x[i:i + CHUNK]).argmax(1) for i in range(0, len(x), CHUNK)])
+def predict(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(the predicted classes of ``x``, how many classes the model tells apart: its logits' width)."""
+    logits = [model(x[i:i + CHUNK]) for i in range(0, len(x), CHUNK)]
+    return torch.cat([batch.argmax(1) for batch in logits]), logits[0].shape[1] if logits else 0
 
 
-def per_class(correct: np.ndarray, labels: np.ndarray) -> list:
-    """The share (%) of correct samples of each class present in ``labels``, in class order, each with its Wilson
-    interval (:func:`rbench.probe.measured`)."""
-    return [measured(rate(correct[labels == c])) for c in np.unique(labels)]
+def class_masks(labels: np.ndarray, classes: int) -> list[np.ndarray]:
+    """The samples of each class 0..``classes`` - 1 in ``labels``: per-class measurements keep class c at index c
+    (the ``observed`` metric's ``index``), undefined (None) for a class the slice does not hold. Only the classes
+    present, as before version 3, put class 4's value at index 3 of a slice without class 3."""
+    return [labels == c for c in range(classes)]
+
+
+def per_class(correct: np.ndarray, labels: np.ndarray, classes: int) -> list:
+    """The share (%) of correct samples of each class 0..``classes`` - 1 (:func:`class_masks`), each with its
+    Wilson interval (:func:`rbench.probe.measured`)."""
+    return [measured(rate(correct[members])) for members in class_masks(labels, classes)]
 
 
 class CleanAccuracy(Probe):
-    """``accuracy``: accuracy (%) on the slice; ``class_accuracy``: per class (%), classes 0..K-1; each with its
-    Wilson interval."""
+    """``accuracy``: accuracy (%) on the slice; ``class_accuracy``: per class (%), classes 0..K-1 (None for a class
+    the slice lacks); each with its Wilson interval."""
 
     name = "accuracy"
     Params = NoParams
-    version = "2"  # measurements carry their intervals
+    version = "3"  # 2: measurements carry their intervals; 3: one per class of the model, present or not
 
     def measure(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: NoParams, *,
                 generator: torch.Generator) -> dict[str, Measurement | list[Measurement]]:
-        correct, labels = (predict(model, x) == y).cpu().numpy(), y.cpu().numpy()
-        return {"accuracy": measured(rate(correct)), "class_accuracy": per_class(correct, labels)}
+        predicted, classes = predict(model, x)
+        correct, labels = (predicted == y).cpu().numpy(), y.cpu().numpy()
+        return {"accuracy": measured(rate(correct)), "class_accuracy": per_class(correct, labels, classes)}
 
 
 class FgsmRobustnessParams(BaseModel):
@@ -49,24 +59,25 @@ class FgsmRobustnessParams(BaseModel):
 class FgsmRobustness(Probe):
     """FGSM class robustness at each ``eps``: class robustness = 1 - the fraction of the class's adversarials
     that are misclassified, network robustness = their mean over classes (both in %). Keys ``robustness@<eps>``
-    (with the class-balanced rate's normal interval) and ``class_robustness@<eps>`` (one value per class, each
-    with its Wilson interval)."""
+    (with the class-balanced rate's normal interval) and ``class_robustness@<eps>`` (one value per class of the
+    model, each with its Wilson interval; None for a class the slice lacks)."""
 
     name = "fgsm_robustness"
     Params = FgsmRobustnessParams
-    version = "2"  # measurements carry their intervals
+    version = "3"  # 2: measurements carry their intervals; 3: one per class of the model, present or not
 
     def measure(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: FgsmRobustnessParams, *,
                 generator: torch.Generator) -> dict[str, Measurement | list[Measurement]]:
         out: dict[str, Any] = {}
         labels = y.cpu().numpy()
         for eps in params.eps:
-            correct = []
+            correct, classes = [], 0
             for i in range(0, len(x), CHUNK):
                 xb, yb = x[i:i + CHUNK], y[i:i + CHUNK]
                 adv = Fgsm().run(model, xb, yb, EpsParams(eps=eps)).x_adv
-                correct.append(predict(model, adv) == yb)
+                predicted, classes = predict(model, adv)
+                correct.append(predicted == yb)
             robust = torch.cat(correct).cpu().numpy()
             out[f"robustness@{eps:g}"] = measured(class_balanced_rate(robust, labels))
-            out[f"class_robustness@{eps:g}"] = per_class(robust, labels)
+            out[f"class_robustness@{eps:g}"] = per_class(robust, labels, classes)
         return out
