@@ -190,14 +190,16 @@ def evaluate(model: nn.Module, dataset: str = "mnist", attacks: Iterable[str | t
     """Evaluate the in-memory ``model`` (a ``torch.nn.Module`` mapping [0, 1] inputs of ``dataset``'s shape to
     logits) on ``n`` test images of ``dataset``, clean and under ``attacks`` (default: FGSM and PGD Linf at 0.1
     and 0.3 and Gaussian noise; else strings as ``rbench eval --attack`` takes them, ``"pgd:eps=0.3,steps=100"``,
-    or ``(plugin, params)`` pairs).
+    or ``(plugin, params)`` pairs; one string is one attack).
 
     The model is evaluated as it is (copied now; training it further afterwards makes a new model). Results are
-    cached in ``store`` (default: ``$RBENCH_STORE`` or the platform cache) under keys made of the class's module
-    source and the state_dict's bytes, so the same model, evaluated again in another session, is read back, and a
-    changed one is recomputed. Jobs run in this process (``device``: cpu, cuda, cuda:N; default: a GPU if any).
-    ``run_dir``: keep the run folder there (default: a temporary folder, removed afterwards). ``precision``: the
-    arithmetic of the attacks and evaluations, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (:mod:`rbench.precision`).
+    cached in ``store`` (default: ``$RBENCH_STORE`` or the platform cache) under keys made of its code (the source
+    of every class in it, its plain attributes, unsaved buffers and hooks:
+    :func:`rbench.plugins.models.code_keys.live_code_digest`) and the state_dict's bytes, so the same model,
+    evaluated again in another session, is read back, and a changed one is recomputed. Jobs run in this process
+    (``device``: cpu, cuda, cuda:N; default: a GPU if any). ``run_dir``: keep the run folder there (default: a
+    temporary folder, removed afterwards). ``precision``: the arithmetic of the attacks and evaluations,
+    ``"fp32"``, ``"bf16"`` or ``"fp16"`` (:mod:`rbench.precision`).
     Raises RbenchError (one line) for bad arguments before any work."""
     if not isinstance(model, nn.Module):
         raise RbenchError(f"evaluate: model must be a torch.nn.Module (got {type(model).__name__})")
@@ -206,7 +208,9 @@ def evaluate(model: nn.Module, dataset: str = "mnist", attacks: Iterable[str | t
     live = checkpoint.register_live(model)
     label = name or type(model).__name__
     data = dataset_plugin(dataset)
-    entries = default_attacks(tuple(data.input_shape)) if attacks is None else attack_entries(attacks)
+    if isinstance(attacks, str):  # one attack, not its characters
+        attacks = [attacks]
+    entries = default_attacks(tuple(data.input_shape)) if attacks is None else attack_entries(attacks, "attacks")
     entry = checkpoint_entry({"live": live}, dataset, Path.cwd())
     doc = standalone_suite(label, entry, dataset, n, entries)
     if precision != "fp32":

@@ -169,18 +169,42 @@ class ModelGuard:
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.modes = [m.training for m in model.modules()]
 
-    def check(self, plugin: str) -> None:
-        """Raise :class:`PluginContractError` naming ``plugin`` (``"attack 'x'"``) if the model changed."""
+    def changed(self) -> str | None:
+        """What changed since the copy was taken (``"'1.weight' and 2 more tensors"``, ``"train/eval mode"``), or
+        None."""
         now = self.model.state_dict()
         changed = [k for k, v in self.state.items() if k not in now or not _same_bits(now[k].detach(), v)]
         if changed or now.keys() != self.state.keys():
             first = changed[0] if changed else sorted(now.keys() ^ self.state.keys())[0]
-            raise PluginContractError(f"{plugin} changed the model it attacks ({first!r} and "
-                                      f"{max(len(changed), 1) - 1} more tensors): a plugin must leave the model "
-                                      "as it got it")
+            return f"{first!r} and {max(len(changed), 1) - 1} more tensors"
         if [m.training for m in self.model.modules()] != self.modes:
+            return "train/eval mode"
+        return None
+
+    def check(self, plugin: str) -> None:
+        """Raise :class:`PluginContractError` naming ``plugin`` (``"attack 'x'"``) if the model changed."""
+        what = self.changed()
+        if what == "train/eval mode":
             raise PluginContractError(f"{plugin} left the model it attacks in another train/eval mode: a plugin "
                                       "must leave the model as it got it")
+        if what is not None:
+            raise PluginContractError(f"{plugin} changed the model it attacks ({what}): a plugin must leave the "
+                                      f"model as it got it (or, where the plugin writes nothing to it, "
+                                      f"{model_name(self.model)} changes itself when run: {SELF_CHANGING})")
+
+    def check_unchanged_by_itself(self) -> None:
+        """After the model's own passes (an evaluation): raise :class:`PluginContractError` naming the model if it
+        changed itself."""
+        what = self.changed()
+        if what is not None:
+            name = model_name(self.model)
+            raise PluginContractError(f"{name} changed itself while it was evaluated ({what}): {SELF_CHANGING}",
+                                      plugin=name)
+
+
+#: why a model that changes itself cannot be evaluated, and what does it
+SELF_CHANGING = ("rbench evaluates a model that stays as it is, and a BatchNorm in training mode or a buffer "
+                 "updated in forward changes it with every batch")
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from rbench.attack_loop import attack_in_batches, attack_meta, first_batch, slic
 from rbench.contract import (
     GRADIENT_PROBE,
     MASKING_PROBE,
+    ModelGuard,
     check_defense_gradients,
     check_eval_logits,
     check_input_gradients,
@@ -209,6 +210,7 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
         x, y, idx = load_slice(spec.clean)
         labels, what = y.numpy(), "clean inputs"
     logits: list[torch.Tensor] = []
+    guard = ModelGuard(model)
     with torch.no_grad(), autocast(spec.precision, device):  # logits are stored as float32 whatever the precision
         layout = memory_format(model)
         # the width the checks before any work saw (on two inputs); an empty input has no batch to check
@@ -220,6 +222,7 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
             check_eval_logits(model, out, len(batch), classes)
             logits.append(finite_logits(model, out, what, start).cpu())
             progress(min(start + batch_size, len(x)), len(x), "batches")
+    guard.check_unchanged_by_itself()  # its predictions would be of a model that drifted from batch to batch
     store.save_predictions(job.key, Predictions(torch.cat(logits).numpy(), labels, idx,
                                                 job_meta(job, store, device, started)))
     gates.record_pass(store, job)  # made from the very input the gate compares it with

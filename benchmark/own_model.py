@@ -60,64 +60,68 @@ def _value(text: str) -> Any:
         return text
 
 
-def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
+def parse_attack(text: str, option: str = "--attack") -> tuple[str, dict[str, Any]]:
     """``"pgd:eps=0.3,steps=100"`` -> ``("pgd", {"eps": 0.3, "steps": 100})``; ``"fgsm:eps=0.1"``; a plugin
-    name alone has no params. Values are read as TOML values (numbers, booleans, strings)."""
+    name alone has no params. Values are read as TOML values (numbers, booleans, strings). Errors name ``option``
+    (the CLI's ``--attack``, ``rbench.evaluate``'s ``attacks``)."""
     plugin, _, rest = text.partition(":")
     plugin = plugin.strip()
     if not plugin:
-        raise RbenchError(f"--attack {text!r}: write NAME or NAME:key=value,key=value (e.g. pgd:eps=0.3,steps=100)")
+        raise RbenchError(f"{option} {text!r}: write NAME or NAME:key=value,key=value (e.g. pgd:eps=0.3,steps=100)")
     params: dict[str, Any] = {}
     for item in (part.strip() for part in rest.split(",")) if rest else ():
         if not item:  # "eps=0.3,,steps=100": a value left out, or a stray comma
-            raise RbenchError(f"--attack {text!r}: an empty item between commas")
+            raise RbenchError(f"{option} {text!r}: an empty item between commas")
         key, eq, given = item.partition("=")
         key = key.strip()
         if not eq or not key:
-            raise RbenchError(f"--attack {text!r}: {item!r} is not key=value")
+            raise RbenchError(f"{option} {text!r}: {item!r} is not key=value")
         if key in params:
-            raise RbenchError(f"--attack {text!r}: {key!r} is given twice")
+            raise RbenchError(f"{option} {text!r}: {key!r} is given twice")
         if any(c in given for c in "\n\r#"):  # TOML would read a second line or a comment and drop it silently
-            raise RbenchError(f"--attack {text!r}: {key}: one value per key (no line break or '#')")
+            raise RbenchError(f"{option} {text!r}: {key}: one value per key (no line break or '#')")
         value = params[key] = _value(given.strip())
         if isinstance(value, float) and unrepresentable(value):
             what = "not a finite number" if not math.isfinite(value) else "not a 32-bit float's value"
-            raise RbenchError(f"--attack {text!r}: {key}: {what}")
+            raise RbenchError(f"{option} {text!r}: {key}: {what}")
     return plugin, params
 
 
-def attack_entries(attacks: Iterable[str | tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+def attack_entries(attacks: Iterable[str | tuple[str, dict[str, Any]]], option: str = "--attack"
+                   ) -> dict[str, dict[str, Any]]:
     """Suite entries for attacks given as ``"name:k=v,..."`` or ``(plugin, params)``, each checked against its
     plugin's parameters now (one line naming the attack). A param given at its default value is left out (the
     job's key is the same, so is its label); the others are a one-value grid, so the table labels show them:
     ``pgd(eps=0.3, steps=100)``. A plugin given again is an entry named by that label (``pgd(eps=0.1)`` beside
     ``pgd(eps=0.3)``; ``pgd-2`` where the label is longer than a name may be); one given twice alike is an
-    error."""
+    error. Errors name ``option``."""
     entries: dict[str, dict[str, Any]] = {}
     labels: set[str] = set()
     for given in attacks:
-        plugin, params = parse_attack(given) if isinstance(given, str) else given
+        plugin, params = parse_attack(given, option) if isinstance(given, str) else given
         shown = given if isinstance(given, str) else f"{plugin}:{params}"
         try:
             info = get_registry().get("attack", plugin)
         except PluginError as exc:
-            raise RbenchError(f"--attack {shown!r}: {exc}") from None
+            raise RbenchError(f"{option} {shown!r}: {exc}") from None
         fields = info.obj.Params.model_fields
         unknown = [k for k in params if k not in fields]
         if unknown and info.obj.Params.model_config.get("extra") != "allow":  # said before "a field is required"
-            raise RbenchError(f"--attack {shown!r}: unknown parameter {unknown[0]!r} of attack {plugin!r}"
+            raise RbenchError(f"{option} {shown!r}: unknown parameter {unknown[0]!r} of attack {plugin!r}"
                               f"{suggest(unknown[0], fields)}")
         try:
             validated = info.obj.Params.model_validate(params, strict=True)
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "params"
-            raise RbenchError(f"--attack {shown!r}: {where}: {first['msg']}") from None
+            hint = f" (give it as {plugin}:{where}=VALUE)" if first["type"] == "missing" and isinstance(given, str) \
+                and where in fields else ""
+            raise RbenchError(f"{option} {shown!r}: {where}: {first['msg']}{hint}") from None
         params = {k: v for k, v in sorted(params.items()) if k not in fields or fields[k].is_required()
                   or getattr(validated, k) != fields[k].default}  # in name order: one label however it is spelt
         label = instance_label(plugin, params)
         if label in labels:
-            raise RbenchError(f"--attack {shown!r}: given twice (as {label})")
+            raise RbenchError(f"{option} {shown!r}: given twice (as {label})")
         labels.add(label)
         as_grid = {"plugin": plugin, **({"grid": {k: [v] for k, v in params.items()}} if params else {})}
         if plugin not in entries:

@@ -263,7 +263,8 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", '{"width": 8, "width": 16}'],
      "--kwargs: 'width' is given twice"),  # JSON kept the last silently
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=big"], "--attack 'pgd:eps=big': eps"),
-    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "fgsm"], "eps: Field required"),
+    (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "fgsm"],
+     "--attack 'fgsm': eps: Field required (give it as fgsm:eps=VALUE)"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "pgd:eps=0x10"],
      "eps: a Linf budget of 16 exceeds 1"),  # TOML reads 0x10 as 16: a Linf ball that holds every image
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--attack", "fgsm:eps=nan"],
@@ -648,6 +649,20 @@ def test_attack_labels_show_what_differs_from_the_defaults_and_repeats_are_named
         attack_entries(["pgd:eps=0.3,steps=10", "pgd:steps=10,eps=0.3"])
 
 
+def test_evaluate_takes_one_attack_as_a_string_and_names_its_own_argument(tmp_path):
+    """``attacks="fgsm:eps=0.1"`` was read character by character ("--attack 'f': unknown attack plugin"); the
+    API's errors name ``attacks``, not the CLI's --attack."""
+    import rbench
+    from rbench.errors import RbenchError
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with pytest.raises(RbenchError, match=r"^attacks 'fgsm:epss=0\.1': unknown parameter 'epss' of attack 'fgsm'"):
+        rbench.evaluate(model, attacks="fgsm:epss=0.1", n=10, store=tmp_path / "store", device="cpu")
+    with pytest.raises(RbenchError, match=r"^attacks 'pgd': eps: Field required \(give it as pgd:eps=VALUE\)$"):
+        rbench.evaluate(model, attacks=["pgd"], n=10, store=tmp_path / "store", device="cpu")
+    assert not (tmp_path / "store").exists()  # refused before any work
+
+
 def test_helper_modules_a_model_file_imports_are_keyed_by_their_bytes(tmp_path, monkeypatch):
     """A model file importing a helper on PYTHONPATH served its old results after the helper changed (the key held
     the file's text only): the helper's bytes enter the key, and a job planned before the change refuses to run.
@@ -695,5 +710,38 @@ def test_helper_modules_a_model_file_imports_are_keyed_by_their_bytes(tmp_path, 
     planned = plugin.Params.model_validate(resolve("netsa.py:M").model_dump(mode="json"), strict=True)
     __import__("own_pkg_k.b")
     find_class(planned)
-    from rbench.plugins.models.checkpoint import local_modules
+    from rbench.plugins.models.code_keys import local_modules
     assert sorted(local_modules((tmp_path / "netsa.py").read_text(), None)) == ["own_pkg_k", "own_pkg_k.a"]
+
+
+class _Counting(torch.nn.Module):
+    """Counts its calls in a buffer (saved with it): it changes itself with every batch, as a BatchNorm left in
+    training mode does, though its outputs do not show it."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        self.calls += 1
+        return self.body(x)
+
+
+def test_a_model_that_changes_itself_fails_its_jobs_naming_it_not_the_attack(tmp_path):
+    """Its clean cell was served as if the model were one function, and its attack jobs blamed the attack."""
+    import warnings
+
+    import rbench
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # untrained: near chance
+        result = rbench.evaluate(_Counting(), attacks=[FGSM], n=20, store=tmp_path / "store", device="cpu")
+    assert all(r["value"] is None for r in result.records())
+    evals = [e for e in result.errors if e.startswith("eval")]
+    said = "model 'checkpoint' changed itself while it was evaluated ('calls' and 0 more tensors): rbench evaluates " \
+        "a model that stays as it is"
+    assert evals and all(said in e for e in evals), result.errors
+    attack = next(e for e in result.errors if e.startswith("attack"))
+    assert "attack 'fgsm' changed the model it attacks ('calls' and 0 more tensors): a plugin must leave the model " \
+           "as it got it (or, where the plugin writes nothing to it, model 'checkpoint' changes itself when" in attack

@@ -29,12 +29,12 @@ refused. ``mean``/``std`` (one value per channel) normalize the input inside the
   refused when they changed since the jobs were planned.
 
 ``rbench.evaluate(model, ...)`` registers an in-memory model here (``live``): keyed on its state_dict's bytes and
-its class's source, built (copied) only in the process that holds it.
+its code and other state (:func:`rbench.plugins.models.code_keys.live_code_digest`: every submodule's class's
+source, plain attributes, unsaved buffers, hooks), built (copied) only in the process that holds it.
 """
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import importlib
@@ -42,10 +42,8 @@ import importlib.util
 import inspect
 import io
 import pickle
-import site
 import stat
 import sys
-import sysconfig
 import types
 import uuid
 import warnings
@@ -70,6 +68,7 @@ from torch import nn
 from rbench.contract import logits_problem
 from rbench.manager import untrusted
 from rbench.model import ModelPlugin
+from rbench.plugins.models.code_keys import Unkeyable, imports_digest, live_code_digest, local_modules
 from rbench.tomlfile import Unreadable, not_regular, os_problem, read_small_file
 
 #: in-memory models registered by rbench.evaluate in this process: "<source sha256>:<weights sha256>" -> a copy
@@ -88,79 +87,6 @@ def one_line(exc: BaseException) -> str:
 #: the params validation fills in (from the files a suite names); a suite may not give them
 RESOLVED = ("class_name", "import_name", "source", "source_sha256", "imports_sha256", "weights_sha256",
             "weights_format")
-
-#: at most this many local modules are followed from a model's module (a bound on the walk, not a limit users meet)
-MAX_LOCAL_MODULES = 256
-
-
-@functools.cache
-def _installed_roots() -> tuple[str, ...]:
-    """Folders whose modules come with Python or an installed distribution (stdlib, site-packages)."""
-    paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    roots.update(site.getsitepackages() + [site.getusersitepackages()])
-    return tuple(str(Path(r).resolve()) for r in roots if r)
-
-
-def _imported(source: str, package: str | None) -> list[str]:
-    """The module names ``source`` imports (every ``import`` statement, run or not), with their parent packages;
-    for ``from a import b``, ``a.b`` too (a submodule, if it is one). Relative imports resolve against
-    ``package``."""
-    names: list[str] = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                if not package:
-                    continue
-                base = importlib.util.resolve_name("." * node.level + base, package)
-            names += [base] + [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
-    return [".".join(name.split(".")[:i]) for name in names for i in range(1, name.count(".") + 2)]
-
-
-def local_modules(source: str, package: str | None) -> dict[str, Path]:
-    """The modules the code ``source`` imports by name, transitively, whose ``.py`` file lies outside the Python
-    installation and its site-packages, rbench's own excepted: the user's helper files (on ``PYTHONPATH``) that a
-    job's result depends on like the model file itself. Read from the import statements, so the answer depends on
-    the files alone, not on what else the process imported. Name -> file."""
-    installed = _installed_roots()
-    found: dict[str, Path] = {}
-    todo = [(source, package)]
-    seen: set[str] = set()
-    while todo and len(found) < MAX_LOCAL_MODULES:
-        code, pkg = todo.pop(0)
-        for name in _imported(code, pkg):
-            if name in seen or name.split(".")[0] == "rbench":
-                continue
-            seen.add(name)
-            try:
-                spec = importlib.util.find_spec(name)
-            except (ImportError, ValueError):  # not a module (``from a import function``) or not importable here
-                continue
-            origin = getattr(spec, "origin", None)
-            if not isinstance(origin, str) or not origin.endswith(".py"):
-                continue
-            path = Path(origin).resolve()
-            if not str(path).startswith(installed):
-                found[name] = path
-                todo.append((path.read_text(errors="replace"), name if path.name == "__init__.py"
-                             else name.rpartition(".")[0]))
-    return found
-
-
-def imports_digest(source: str, package: str | None) -> str:
-    """SHA-256 over the local modules ``source`` imports (:func:`local_modules`): their names and bytes; "" for
-    none (a self-contained file keeps the key it always had)."""
-    used = local_modules(source, package)
-    if not used:
-        return ""
-    h = hashlib.sha256()
-    for name in sorted(used):
-        h.update(name.encode() + b"\0" + used[name].read_bytes() + b"\0")
-    return h.hexdigest()
-
 
 class CheckpointParams(BaseModel):
     """The user gives ``module``, ``weights`` (or, through ``rbench.evaluate``, ``live``), ``kwargs``, ``mean``,
@@ -203,7 +129,7 @@ class CheckpointParams(BaseModel):
                 raise ValueError(f"in-memory model {self.live!r} is not held by this process (rbench.evaluate runs "
                                  "it in the process that holds the model)")
             if not self.weights_sha256:  # first validation: fill in what the key sees
-                _fill_live(self, LIVE[self.live])
+                _fill_live(self, self.live)
             return self
         from_suite = "base" in (info.context or {})
         if from_suite:  # what a suite writes: never the fields resolved from the files
@@ -286,26 +212,12 @@ def _fill_weights(p: CheckpointParams, base: Path) -> None:
         raise ValueError(f"weights file {path}: {os_problem(exc)}") from None
 
 
-def _fill_live(p: CheckpointParams, model: nn.Module) -> None:
-    cls = type(model)
-    p.class_name, p.weights_format = cls.__qualname__, "live"
-    try:
-        source = inspect.getsource(sys.modules[cls.__module__])
-    except (OSError, TypeError, KeyError):  # e.g. a class typed into a notebook cell: its own source
-        source = inspect.getsource(cls) if _has_source(cls) else f"{cls!r} {uuid.uuid4()}"  # none: never reused
-    # the module's repr too: containers of library classes (nn.Sequential) have the same source whatever their
-    # layers are, and parameter-free layers (ReLU vs Sigmoid) leave no trace in the state_dict
-    p.import_name, p.source_sha256 = cls.__module__, sha256(f"{source}\n{model!r}".encode())
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}  # clone: no sharing
-    p.weights_sha256 = sha256(save_safetensors(state))
-
-
-def _has_source(cls: type) -> bool:
-    try:
-        inspect.getsource(cls)
-    except (OSError, TypeError):
-        return False
-    return True
+def _fill_live(p: CheckpointParams, live: str) -> None:
+    """What the key of the in-memory model registered as ``live`` (:func:`register_live`) sees: its id's two
+    digests, and its class's name."""
+    cls = type(LIVE[live])
+    p.class_name, p.weights_format, p.import_name = cls.__qualname__, "live", cls.__module__
+    p.source_sha256, _, p.weights_sha256 = live.partition(":")
 
 
 @functools.lru_cache(maxsize=32)
@@ -500,13 +412,21 @@ class Checkpoint(ModelPlugin):
 
 
 def register_live(model: nn.Module) -> str:
-    """Hold a copy of ``model`` (as it is now) for this process's runs; returns its id, a function of its class's
-    source and its state_dict's bytes (for ``params = { live = id }``: the same model gets the same keys)."""
+    """Hold a copy of ``model`` (as it is now) for this process's runs; returns its id: the digest of its code and
+    of the state its state_dict does not hold (:func:`rbench.plugins.models.code_keys.live_code_digest`), then that
+    of its state_dict's bytes, so the same model gets the same keys in any process (for ``params = { live = id
+    }``). A model with a part no text can stand for (:class:`Unkeyable`) gets an id of its own, never reused, and a
+    warning saying why."""
     import copy
 
-    p = CheckpointParams.model_construct()
-    _fill_live(p, model)
-    key = f"{p.source_sha256}:{p.weights_sha256}"
+    try:
+        code = live_code_digest(model)
+    except Unkeyable as exc:
+        warnings.warn(f"{type(model).__name__} cannot be keyed across calls ({exc}): its results are computed on "
+                      "every rbench.evaluate call, never read back from the store", UserWarning, stacklevel=4)
+        code = sha256(uuid.uuid4().bytes)
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}  # clone: no sharing
+    key = f"{code}:{sha256(save_safetensors(state))}"
     if key not in LIVE:
         LIVE[key] = copy.deepcopy(model).cpu()
     return key

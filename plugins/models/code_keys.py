@@ -1,0 +1,256 @@
+"""What a model's key holds besides its weights: the code that computes it.
+
+- A model file's **helper modules** (:func:`imports_digest`): the modules it imports by name, transitively, from
+  outside the Python installation (a ``helpers.py`` on ``PYTHONPATH``), by their bytes.
+- An **in-memory model** (``rbench.evaluate``, :func:`live_code_digest`): the source of the module of every class
+  in it (each submodule's, not only the outer one's: an ``nn.Sequential`` of a user's layer has torch's source
+  outside), those modules' helper modules, and every submodule's state that is not in its state_dict: plain
+  attributes (``self.mean = 0.1307``), buffers not saved with it, hooks, and the functions and objects these refer
+  to (a function by its source and its closure's values).
+
+Hand-written: no library turns a live ``nn.Module`` into a digest of what it computes (``pickle`` names functions
+by reference, so an edited function would keep its key, and tensors' pickles are not byte-stable across versions).
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+import functools
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import site
+import sys
+import sysconfig
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+#: at most this many local modules are followed from a model's module (a bound on the walk, not a limit users meet)
+MAX_LOCAL_MODULES = 256
+
+
+@functools.cache
+def _installed_roots() -> tuple[str, ...]:
+    """Folders whose modules come with Python or an installed distribution (stdlib, site-packages)."""
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    roots.update(site.getsitepackages() + [site.getusersitepackages()])
+    return tuple(str(Path(r).resolve()) for r in roots if r)
+
+
+def _imported(source: str, package: str | None) -> list[str]:
+    """The module names ``source`` imports (every ``import`` statement, run or not), with their parent packages;
+    for ``from a import b``, ``a.b`` too (a submodule, if it is one). Relative imports resolve against
+    ``package``."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                if not package:
+                    continue
+                base = importlib.util.resolve_name("." * node.level + base, package)
+            names += [base] + [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
+    return [".".join(name.split(".")[:i]) for name in names for i in range(1, name.count(".") + 2)]
+
+
+def local_modules(source: str, package: str | None) -> dict[str, Path]:
+    """The modules the code ``source`` imports by name, transitively, whose ``.py`` file lies outside the Python
+    installation and its site-packages, rbench's own excepted: the user's helper files (on ``PYTHONPATH``) that a
+    job's result depends on like the model file itself. Read from the import statements, so the answer depends on
+    the files alone, not on what else the process imported. Name -> file."""
+    installed = _installed_roots()
+    found: dict[str, Path] = {}
+    todo = [(source, package)]
+    seen: set[str] = set()
+    while todo and len(found) < MAX_LOCAL_MODULES:
+        code, pkg = todo.pop(0)
+        for name in _imported(code, pkg):
+            if name in seen or name.split(".")[0] == "rbench":
+                continue
+            seen.add(name)
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):  # not a module (``from a import function``) or not importable here
+                continue
+            origin = getattr(spec, "origin", None)
+            if not isinstance(origin, str) or not origin.endswith(".py"):
+                continue
+            path = Path(origin).resolve()
+            if not str(path).startswith(installed):
+                found[name] = path
+                todo.append((path.read_text(errors="replace"), name if path.name == "__init__.py"
+                             else name.rpartition(".")[0]))
+    return found
+
+
+def imports_digest(source: str, package: str | None) -> str:
+    """SHA-256 over the local modules ``source`` imports (:func:`local_modules`): their names and bytes; "" for
+    none (a self-contained file keeps the key it always had)."""
+    used = local_modules(source, package)
+    if not used:
+        return ""
+    h = hashlib.sha256()
+    for name in sorted(used):
+        h.update(name.encode() + b"\0" + used[name].read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+# -- in-memory models ------------------------------------------------------------------------------------------
+
+#: torch's own bookkeeping in every module's ``__dict__`` (parameters, buffers, submodules, hooks, mode), read
+#: apart from the attributes a layer or a user sets
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+_HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+#: how deep :class:`_Describer` follows containers and objects before giving up on a value (a bound, not a limit a
+#: model meets)
+_MAX_DEPTH = 24
+
+
+class Unkeyable(Exception):
+    """A part of an in-memory model that no text can stand for across processes (an object without a ``__dict__``,
+    a function without source)."""
+
+
+class _Describer:
+    """Text standing for a live model's code and state, the same in every process where they are the same."""
+
+    def __init__(self) -> None:
+        self.modules: set[str] = set()  # the Python modules whose source the model's code comes from
+        self.sourceless: dict[str, str] = {}  # module name -> the source of its classes and functions used
+        self.path: list[int] = []  # ids of the containers and objects being described (a cycle refers back)
+
+    def module(self, m: nn.Module, depth: int = 0) -> str:
+        """A module's class and everything of it that its state_dict does not hold (its submodules apart)."""
+        state = vars(m)
+        own = {k: self.value(v, depth + 1) for k, v in sorted(state.items()) if k not in _MODULE_INTERNALS}
+        unsaved = {k: self.value(b, depth + 1) for k, b in sorted(m._buffers.items())
+                   if k in m._non_persistent_buffers_set and b is not None}
+        hooks = {h: [self.value(f, depth + 1) for f in state.get(h, {}).values()] for h in _HOOKS}
+        return f"{self.code(type(m))} own={own} unsaved={unsaved} hooks={hooks}"
+
+    def code(self, obj: type | types.FunctionType) -> str:
+        """A class or function by name, its module's source recorded (or, where the module has none, as in a
+        notebook, its own source)."""
+        name = getattr(obj, "__module__", None) or "?"
+        module = sys.modules.get(name)
+        has_source = module is not None and _module_source(module) is not None
+        if has_source:
+            self.modules.add(name)
+        elif isinstance(obj, type):
+            for cls in obj.__mro__:  # a notebook's class: its own source and its bases'
+                if cls.__module__ == name:
+                    self.sourceless[f"{name}:{cls.__qualname__}"] = _own_source(cls, obj)
+        else:
+            self.sourceless[f"{name}:{obj.__qualname__}"] = _own_source(obj, obj)
+        return f"{name}:{obj.__qualname__}"
+
+    def value(self, v: Any, depth: int) -> str:
+        if v is None or isinstance(v, (bool, int, float, complex, str, bytes, range, slice, type(...))):
+            return f"{type(v).__name__}:{v!r}"
+        if isinstance(v, (torch.dtype, torch.device, torch.layout, torch.memory_format)):
+            return f"{type(v).__name__}:{v}"
+        if depth > _MAX_DEPTH:
+            raise Unkeyable(f"a value nested more than {_MAX_DEPTH} deep")
+        if id(v) in self.path:  # e.g. a layer holding its parent: the reference, not the parent again
+            return f"cycle:{len(self.path) - self.path.index(id(v))}"
+        self.path.append(id(v))
+        try:
+            return self._composite(v, depth)
+        finally:
+            self.path.pop()
+
+    def _composite(self, v: Any, depth: int) -> str:  # noqa: C901 -- one case per kind of value, flat
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous()
+            if t.is_quantized or t.is_sparse:
+                raise Unkeyable(f"a {t.layout} tensor")
+            data = t.resolve_conj().resolve_neg().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+            return f"tensor:{t.dtype}:{tuple(t.shape)}:{hashlib.sha256(data).hexdigest()}"
+        if isinstance(v, (np.ndarray, np.generic)):
+            a = np.ascontiguousarray(v)
+            if a.dtype.hasobject:
+                return f"ndarray:{a.shape}:[{','.join(self.value(x, depth + 1) for x in a.ravel())}]"
+            return f"ndarray:{a.dtype.str}:{a.shape}:{hashlib.sha256(a.tobytes()).hexdigest()}"
+        if isinstance(v, enum.Enum):
+            return f"enum:{self.code(type(v))}.{v.name}"
+        if isinstance(v, (list, tuple)):
+            return f"{type(v).__name__}[{','.join(self.value(x, depth + 1) for x in v)}]"
+        if isinstance(v, (set, frozenset)):
+            return f"{type(v).__name__}{{{','.join(sorted(self.value(x, depth + 1) for x in v))}}}"
+        if isinstance(v, dict):
+            items = sorted((self.value(k, depth + 1), self.value(x, depth + 1)) for k, x in v.items())
+            return f"{type(v).__name__}{{{','.join(f'{k}={x}' for k, x in items)}}}"
+        if isinstance(v, nn.Module):  # one held outside the module tree (a plain attribute): all of it
+            inner = [f"{k}={self.value(p, depth + 1)}" for k, p in v.state_dict(keep_vars=False).items()]
+            subs = [f"{k}={self.module(s, depth + 1)}" for k, s in v.named_modules() if k]
+            return f"module[{self.module(v, depth + 1)} state={inner} subs={subs}]"
+        if isinstance(v, types.MethodType):
+            owner = "module" if isinstance(v.__self__, nn.Module) else self.value(v.__self__, depth + 1)
+            return f"method:{self.value(v.__func__, depth + 1)}@{owner}"
+        if isinstance(v, functools.partial):
+            return (f"partial:{self.value(v.func, depth + 1)}:{self.value(v.args, depth + 1)}:"
+                    f"{self.value(v.keywords, depth + 1)}")
+        if isinstance(v, types.FunctionType):
+            closure = [self.value(c.cell_contents, depth + 1) for c in v.__closure__ or ()]
+            return (f"function:{self.code(v)}:{_own_source(v, v)}:closure={closure}:"
+                    f"defaults={self.value(v.__defaults__, depth + 1)}:kw={self.value(v.__kwdefaults__, depth + 1)}")
+        if isinstance(v, type):
+            return f"class:{self.code(v)}"
+        if isinstance(v, types.ModuleType):
+            if _module_source(v) is not None:
+                self.modules.add(v.__name__)
+            return f"pymodule:{v.__name__}"
+        if isinstance(v, (types.BuiltinFunctionType, types.BuiltinMethodType)) or callable(v) \
+                and type(v).__module__ in ("builtins", "torch", "torch._C", "torch._ops"):
+            # compiled code (torch.relu, math.exp, torch.ops): named; it changes with its library's version
+            return f"builtin:{getattr(v, '__module__', None)}:{getattr(v, '__qualname__', getattr(v, '__name__', v))}"
+        state = getattr(v, "__dict__", None)
+        slots = [s for cls in type(v).__mro__ for s in getattr(cls, "__slots__", ())]
+        if state is None and not slots:
+            raise Unkeyable(f"an object of type {type(v).__module__}.{type(v).__qualname__}")
+        fields = dict(state or {}) | {s: getattr(v, s) for s in slots if hasattr(v, s)}
+        return f"object:{self.code(type(v))}:{self.value(fields, depth + 1)}"
+
+
+def _module_source(module: types.ModuleType) -> str | None:
+    try:
+        return inspect.getsource(module)
+    except (OSError, TypeError):
+        return None
+
+
+def _own_source(obj: Any, named: Any) -> str:
+    """``obj``'s own source (:class:`Unkeyable` naming ``named`` where there is none: a class or function made by
+    ``exec`` or typed at the interactive prompt)."""
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        raise Unkeyable(f"{getattr(named, '__qualname__', named)!r}, whose source cannot be read") from None
+
+
+def live_code_digest(model: nn.Module) -> str:
+    """SHA-256 of what, besides its state_dict, decides what the in-memory ``model`` computes (see the module):
+    the same in every process for the same code and state. :class:`Unkeyable` naming the part where no text can
+    stand for it."""
+    describer = _Describer()
+    parts = [repr(model)] + [f"{name}: {describer.module(m)}" for name, m in model.named_modules()]
+    installed = _installed_roots()
+    for name in sorted(describer.modules):
+        module = sys.modules[name]
+        source = _module_source(module) or ""
+        parts.append(f"module {name}\n{source}")
+        file = getattr(module, "__file__", None)
+        if file and not str(Path(file).resolve()).startswith(installed):  # a user's: its helper modules too
+            parts.append(f"imports {imports_digest(source, module.__package__)}")
+    parts += [f"source {name}\n{text}" for name, text in sorted(describer.sourceless.items())]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()

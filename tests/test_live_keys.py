@@ -1,0 +1,162 @@
+"""The key of an in-memory model (``rbench.evaluate``): everything that decides what it computes, and nothing else.
+
+An audit found three ways a changed model was served the old model's results: a user's layer inside an
+``nn.Sequential`` edited (only the outer class's module was keyed, torch's own), a helper module the model's module
+imports edited, and plain attributes (``self.mean = 0.5``) changed with the same weights."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from rbench.plugins.models.checkpoint import register_live
+from rbench.plugins.models.code_keys import live_code_digest
+
+NETS = '''
+import torch
+from torch import nn
+from {helpers} import pre
+
+
+class Act(nn.Module):
+    def forward(self, x):
+        return torch.{act}(pre(x))
+
+
+class Normed(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.mean, self.std = mean, std
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x):
+        return self.body((x - self.mean) / self.std)
+
+
+def net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(4, 3), Act(), nn.Linear(3, 2))
+'''
+
+
+@pytest.fixture
+def nets(tmp_path, monkeypatch):
+    """write(act=..., helper=...) -> the module ``live_nets_<tmp>`` (re)loaded from files in ``tmp_path``."""
+    name = f"live_nets_{tmp_path.name.replace('-', '_')}"
+    helpers = f"{name}_helpers"
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(act: str = "relu", helper: str = "x"):
+        (tmp_path / f"{helpers}.py").write_text(f"def pre(x):\n    return {helper}\n")
+        (tmp_path / f"{name}.py").write_text(NETS.format(helpers=helpers, act=act))
+        importlib.invalidate_caches()
+        for module in (helpers, name):
+            if module in sys.modules:
+                importlib.reload(sys.modules[module])
+        return importlib.import_module(name)
+
+    yield write
+    for module in (helpers, name):
+        sys.modules.pop(module, None)
+
+
+def test_the_same_model_gets_the_same_key_here_and_in_another_process(nets, tmp_path):
+    module = nets()
+    model = module.net()
+    assert register_live(model) == register_live(module.net())  # another instance of the same model
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import {module.__name__} as nets
+        from rbench.plugins.models.checkpoint import register_live
+        print(register_live(nets.net()))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == register_live(model)
+
+
+def test_an_edited_layer_inside_a_library_container_changes_the_key(nets):
+    """relu -> sigmoid in the user's layer of an nn.Sequential: the same weights, the same repr, another model."""
+    before = register_live(nets(act="relu").net())
+    after = register_live(nets(act="sigmoid").net())
+    assert before.split(":")[1] == after.split(":")[1]  # the weights are the same
+    assert before != after
+
+
+def test_an_edited_helper_module_changes_the_key(nets):
+    module = nets(helper="x")
+    before = register_live(module.net())
+    nets(helper="1 - x")
+    assert register_live(module.net()) != before
+
+
+def test_plain_attributes_unsaved_buffers_and_hooks_are_keyed(nets):
+    module = nets()
+
+    def normed(mean, std):
+        torch.manual_seed(0)
+        return module.Normed(mean, std)
+
+    assert live_code_digest(normed(0.1307, 0.3081)) == live_code_digest(normed(0.1307, 0.3081))
+    assert live_code_digest(normed(0.1307, 0.3081)) != live_code_digest(normed(0.5, 0.05))
+
+    def with_buffer(value):
+        m = normed(0.0, 1.0)
+        m.register_buffer("shift", torch.tensor([value]), persistent=False)  # not in the state_dict
+        return m
+
+    assert live_code_digest(with_buffer(1.0)) == live_code_digest(with_buffer(1.0))
+    assert live_code_digest(with_buffer(1.0)) != live_code_digest(with_buffer(2.0))
+
+    def hooked(scale):
+        m = normed(0.0, 1.0)
+        m.register_forward_pre_hook(lambda _, args: (args[0] * scale,))  # a closure over scale
+        return m
+
+    assert live_code_digest(hooked(2.0)) == live_code_digest(hooked(2.0))
+    assert live_code_digest(hooked(2.0)) != live_code_digest(hooked(3.0)) != live_code_digest(normed(0.0, 1.0))
+
+
+def test_a_layer_holding_its_parent_is_keyed_and_a_part_without_text_is_never_reused(nets):
+    module = nets()
+    model = module.net()
+    model[2].context = {"root": model}  # a cycle (a plain attribute): described as a reference back
+    assert live_code_digest(model) == live_code_digest(model)
+    model[2].counter = itertools.count()  # no text stands for its state in another process
+    with pytest.warns(UserWarning, match=r"^Sequential cannot be keyed across calls \(an object of type "
+                                         r"itertools\.count\): its results are computed on every"):
+        first = register_live(model)
+    with pytest.warns(UserWarning):
+        assert register_live(model) != first
+
+
+def test_evaluate_recomputes_a_model_whose_layer_changed(nets, tmp_path):
+    """End to end, the audit's case: the same weights, relu then sigmoid inside the Sequential."""
+    import rbench
+
+    store = tmp_path / "store"
+
+    def run(act):
+        model = nets(act=act).net()
+        model[1] = nn.Linear(784, 3)
+        torch.manual_seed(0)
+        nn.init.normal_(model[1].weight, std=0.05)
+        nn.init.zeros_(model[1].bias)
+        model.append(nn.Linear(2, 10))
+        with warnings.catch_warnings():  # untrained: near chance, which evaluate warns about
+            warnings.simplefilter("ignore", UserWarning)
+            result = rbench.evaluate(model, attacks=[("fgsm", {"eps": 0.1})], n=20, store=store, device="cpu")
+        return {j["status"] for j in result.run.jobs.values()}
+
+    assert run("relu") == {"done"}
+    assert run("relu") == {"cached"}
+    assert run("sigmoid") == {"done"}
