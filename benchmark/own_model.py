@@ -229,7 +229,7 @@ def add_to_suite(doc: dict[str, Any], name: str, model: dict[str, Any], dataset:
         have = sorted({d.get("plugin") for d in doc.get("datasets", {}).values()})
         raise RbenchError(f"--suite {where}: no dataset of plugin {dataset!r} (--dataset); it has {have}")
     if name in doc.get("models", {}):
-        raise RbenchError(f"--suite {where}: already has a model {name!r}; pass --name")
+        raise RbenchError(f"--suite {where}: already has a model {name!r}; give the model another name (--name)")
     doc.setdefault("models", {})[name] = {**model, "dataset": datasets[0]}
     added = 0
     for ev in doc.get("evaluations", {}).values():

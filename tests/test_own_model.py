@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,13 @@ def user(tmp_path_factory):
     torch.save(model.state_dict(), root / "w.pt")
     torch.save(model, root / "whole.pt")
     (root / "garbage.pt").write_text("not weights at all\n")
+    (root / "empty.pt").write_bytes(b"")
+    (root / "truncated.pt").write_bytes((root / "w.pt").read_bytes()[:-200])
+    with warnings.catch_warnings():  # TorchScript is deprecated; users still have such files
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(model), str(root / "scripted.pt"))
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, root / "parallel.pt")  # DataParallel's
+    torch.save({**model.state_dict(), "epoch": 3}, root / "epoch.pt")
     torch.manual_seed(1)
     save_file(_train(cls(), seed=1, steps=10).state_dict(), str(root / "other.safetensors"))
     return root, model
@@ -253,6 +261,12 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
     (["nets.py:SmallCNN", "--weights", "whole.pt"], "needs full unpickling, which rbench refuses"),
     (["nets.py:SmallCNN", "--weights", "garbage.pt"], "is not a file torch.save wrote (neither a zip archive nor a "
                                                       "pickle)"),
+    (["nets.py:SmallCNN", "--weights", "empty.pt"], "empty.pt is empty"),
+    (["nets.py:SmallCNN", "--weights", "truncated.pt"], "truncated.pt is a damaged or truncated zip archive"),
+    (["nets.py:SmallCNN", "--weights", "scripted.pt"], "scripted.pt is a TorchScript archive (torch.jit.save)"),
+    (["nets.py:SmallCNN", "--weights", "parallel.pt"], "the weights lack 'conv.weight', which the network has "
+     "(strict = true); the file has 'module.conv.weight': its names carry the prefix 'module.'"),
+    (["nets.py:SmallCNN", "--weights", "epoch.pt"], "its entry 'epoch' is a int"),
     (["nets.py:Softmaxed", "--weights", "w.safetensors"], "the network's outputs look like probabilities"),
     (["nets.py:Noisy", "--weights", "w.safetensors"], "the network's outputs differ between two passes on the "
                                                       "same inputs"),
@@ -730,8 +744,6 @@ class _Counting(torch.nn.Module):
 
 def test_a_model_that_changes_itself_fails_its_jobs_naming_it_not_the_attack(tmp_path):
     """Its clean cell was served as if the model were one function, and its attack jobs blamed the attack."""
-    import warnings
-
     import rbench
 
     with warnings.catch_warnings():

@@ -291,10 +291,8 @@ def read_weights(p: CheckpointParams, path: str | None = None) -> dict[str, torc
                 warnings.simplefilter("ignore")
                 state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError) as exc:
-        if p.weights_format == "torch" and not data.startswith((b"PK\x03\x04", b"\x80")):
-            # torch.save writes a zip archive (a pickle, protocol 2+, in the legacy format): this is neither
-            raise ValueError(f"weights file {path} is not a file torch.save wrote (neither a zip archive nor a "
-                             "pickle)") from None
+        if p.weights_format == "torch" and (why := _not_torch_save(data)):
+            raise ValueError(f"weights file {path} {why}") from None
         if p.weights_format == "torch":
             raise ValueError(f"weights file {path} is not a plain state_dict: loading it needs full unpickling, "
                              "which rbench refuses (save model.state_dict(), or use safetensors)") from None
@@ -302,11 +300,38 @@ def read_weights(p: CheckpointParams, path: str | None = None) -> dict[str, torc
     except SafetensorError as exc:
         raise ValueError(f"weights file {path} is not a safetensors file: {one_line(exc)}") from None
     except Exception as exc:  # a truncated or foreign file
-        raise ValueError(f"weights file {path} cannot be read: {one_line(exc)}") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise ValueError(f"weights file {path} does not hold a state_dict (a mapping of names to tensors)")
+        why = (_not_torch_save(data) if p.weights_format == "torch" else None) or (
+            "is empty" if not data else f"cannot be read: {one_line(exc)}")
+        raise ValueError(f"weights file {path} {why}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"weights file {path} does not hold a state_dict (a mapping of names to tensors) but a "
+                         f"{type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(f"weights file {path} does not hold a state_dict (a mapping of names to tensors): its "
+                             f"entry {key!r} is a {type(value).__name__}")
     return state
+
+
+def _not_torch_save(data: bytes) -> str | None:
+    """Why the bytes of a .pt/.pth file that torch.load refused are no state_dict torch.save wrote (a phrase after
+    the file's name), or None where they look like one (then it is a pickle of something else)."""
+    if not data:
+        return "is empty"
+    if data.startswith(b"\x80"):  # the legacy format: a pickle (protocol 2+)
+        return None
+    if not data.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive
+        return "is not a file torch.save wrote (neither a zip archive nor a pickle)"
+    import zipfile
+
+    try:
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    except zipfile.BadZipFile:
+        return "is a damaged or truncated zip archive (torch.save's format): save it again"
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        return ("is a TorchScript archive (torch.jit.save): rbench loads the weights of a Python class; save "
+                "model.state_dict() with torch.save, or use safetensors")
+    return None
 
 
 def check_state(net: nn.Module, state: dict[str, torch.Tensor], strict: bool) -> None:
@@ -315,7 +340,11 @@ def check_state(net: nn.Module, state: dict[str, torch.Tensor], strict: bool) ->
     for key in own:
         if key not in state:
             if strict:
-                raise ValueError(f"the weights lack {key!r}, which the network has (strict = true)")
+                prefixed = next((k for k in state if k.endswith("." + key)), None)
+                hint = "" if prefixed is None else (
+                    f"; the file has {prefixed!r}: its names carry the prefix {prefixed[:-len(key)]!r} (a "
+                    "DataParallel wrapper's 'module.', say): save the inner model's state_dict, or strip it")
+                raise ValueError(f"the weights lack {key!r}, which the network has (strict = true){hint}")
         elif tuple(state[key].shape) != tuple(own[key].shape):
             raise ValueError(f"weights {key!r} have shape {tuple(state[key].shape)}; the network's is "
                              f"{tuple(own[key].shape)}")
