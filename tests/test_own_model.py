@@ -128,6 +128,8 @@ def user(tmp_path_factory):
     torch.save(model, root / "whole.pt")
     (root / "garbage.pt").write_text("not weights at all\n")
     (root / "empty.pt").write_bytes(b"")
+    (root / "own_beside_helper.py").write_text("SCALE = 1.0\n")
+    (root / "with_helper.py").write_text("from own_beside_helper import SCALE\n" + NETS)
     (root / "truncated.pt").write_bytes((root / "w.pt").read_bytes()[:-200])
     with warnings.catch_warnings():  # TorchScript is deprecated; users still have such files
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -262,6 +264,8 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
     (["nets.py:SmallCNN", "--weights", "garbage.pt"], "is not a file torch.save wrote (neither a zip archive nor a "
                                                       "pickle)"),
     (["nets.py:SmallCNN", "--weights", "empty.pt"], "empty.pt is empty"),
+    (["with_helper.py:SmallCNN", "--weights", "w.safetensors"], "No module named 'own_beside_helper' "
+     "(own_beside_helper.py lies beside it: put "),
     (["nets.py:SmallCNN", "--weights", "truncated.pt"], "truncated.pt is a damaged or truncated zip archive"),
     (["nets.py:SmallCNN", "--weights", "scripted.pt"], "scripted.pt is a TorchScript archive (torch.jit.save)"),
     (["nets.py:SmallCNN", "--weights", "parallel.pt"], "the weights lack 'conv.weight', which the network has "

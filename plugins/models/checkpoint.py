@@ -231,7 +231,11 @@ def _module_from_source(source: str, origin: str) -> types.ModuleType:
         exec(compile(source, origin, "exec"), module.__dict__)  # the user's own code, as a plugin's would run
     except (Exception, SystemExit) as exc:  # sys.exit() in a module is its author's error, not rbench's exit
         del sys.modules[name]
-        raise ValueError(f"module file {origin}: {one_line(exc)}") from None
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else ""
+        beside = Path(origin).parent / f"{missing.split('.')[0]}.py" if missing else None
+        hint = f" ({beside.name} lies beside it: put {beside.parent} on PYTHONPATH)" \
+            if beside is not None and beside.is_file() else ""
+        raise ValueError(f"module file {origin}: {one_line(exc)}{hint}") from None
     return module
 
 
