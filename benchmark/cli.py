@@ -624,7 +624,8 @@ def cache_ls(store: StoreOpt = None) -> None:
         total += e.bytes
         table.add_row(e.key[:16], escape(e.kind), f"{e.bytes / 1e6:.2f}", escape(e.created), escape(e.label))
     console.print(table)
-    console.print(f"{len(s.keys())} entries, {total / 1e6:.1f} MB{_absent(s)}", highlight=False)
+    unlisted = _unlisted(s)
+    console.print(f"{len(s.keys())} entries, {total / 1e6:.1f} MB{unlisted}{_absent(s)}", highlight=False)
 
 
 @cache_app.command("verify")
@@ -648,9 +649,20 @@ def cache_verify(store: StoreOpt = None) -> None:
             console.print(f"[yellow]unread:[/] {escape(str(exc))}", highlight=False)
     skipped = f", {busy} being written (skipped)" if busy else ""
     skipped += f", {unread} could not be read (left in place)" if unread else ""
-    console.print(f"{len(keys)} entries checked, {bad} corrupt{skipped}{_absent(s)}", highlight=False)
-    if bad or unread:
+    unlisted = _unlisted(s)
+    console.print(f"{len(keys)} entries checked, {bad} corrupt{skipped}{unlisted}{_absent(s)}", highlight=False)
+    if bad or unread or unlisted:
         raise typer.Exit(1)
+
+
+def _unlisted(store: Store) -> str:
+    """``", and N folders ... could not be listed"`` for the store's folders this process cannot list (each named on
+    a line of its own first), or "": a listing that skipped them silently read as the whole store."""
+    folders = store.unlisted()
+    for folder in folders:
+        console.print(f"[yellow]unlisted:[/] {escape(str(folder))}: cannot be listed (permission denied?): its "
+                      "entries are not counted", highlight=False)
+    return f", and {len(folders)} folders of entries could not be listed" if folders else ""
 
 
 @cache_app.command("gc")

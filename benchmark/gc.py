@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from rbench.plan import build_plan, check_keyed_data
-from rbench.store import Store
+from rbench.store import Store, StoreError
 from rbench.suite import load_suite
 from rbench.tomlfile import read_toml
 
@@ -63,16 +63,20 @@ def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *
             size = path.lstat().st_size
         except FileNotFoundError:  # listed before its key's lock was ours; its writer has since finished
             return
+        if not dry_run:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:  # a read-only store: one line, not an internal error
+                done = f"; {len(victims)} files were removed before it" if victims else ""
+                raise StoreError(f"store {store.root}: cannot remove {path} ({exc.strerror or exc}){done}") from None
         freed += size
         victims.append(path)
-        if not dry_run:
-            path.unlink(missing_ok=True)
 
     # a dry run writes nothing: in a folder without leases/ (not a store yet) there is no lease to wait for, and
     # taking the registry lock would make leases/registry.lock
     unleased = dry_run and not (store.root / "leases").is_dir()
     with contextlib.nullcontext() if unleased else store.registry_lock():
-        live = store.live_keys()
+        live = store.live_keys(tidy=not dry_run)
         doomed: dict[str, list[Path]] = {}
         for tmp in store.temporaries():  # debris of interrupted writes (unless their writer is alive)
             doomed.setdefault(tmp.name.split(".", 1)[0], []).append(tmp)
@@ -96,11 +100,10 @@ def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *
                     paths = [*paths, *store.paths(key), *([stamp] if stamp.exists() else [])]
                 for path in paths:
                     remove(path)
-        quarantine = store.root / "quarantine"
-        for folder, dirs, files in os.walk(quarantine, topdown=False):  # never follows links
-            for name in [*files, *(d for d in dirs if (Path(folder) / d).is_symlink())]:
-                remove(Path(folder) / name)
-            if not dry_run and Path(folder) != quarantine:
+        for folder, moved in store.quarantined():  # only what verify moved there: anything else is not the store's
+            for path in moved:
+                remove(path)
+            if not dry_run:
                 with contextlib.suppress(OSError):
-                    Path(folder).rmdir()
+                    folder.rmdir()
     return victims, freed

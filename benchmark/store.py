@@ -359,6 +359,8 @@ def read_file(path: Path) -> bytes:
     except Unreadable as exc:
         if not path.exists() and not path.is_symlink():
             raise FileNotFoundError(f"{path}: {exc}") from None
+        if exc.errno in MACHINE_ERRNOS:  # permissions, the kernel's limits: not the file's content
+            raise OSError(exc.errno, f"{path.name} {exc}") from None
         raise ValueError(f"{path.name} {exc}") from None
 
 
@@ -696,12 +698,13 @@ class Store:
         with contextlib.suppress(OSError):  # the file this process just wrote: its checksum is known
             self._remember(key, ".h5", _signature(path.lstat()), str(arrays_digest(arrays, meta_json)))
 
-    def _load_h5(self, key: str, parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any], kind: str) -> Any:
+    def _load_h5(self, key: str, parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any],
+                 kind: str | None) -> Any:
         """The HDF5 entry ``key`` parsed by ``parse(arrays, meta)``, every check passed (else CorruptEntry); a sound
-        entry of another kind than ``kind`` is a ValueError (the caller's mistake: it stays)."""
+        entry of another kind than ``kind`` (None: any) is a ValueError (the caller's mistake: it stays)."""
         return self.reread(key, lambda k, judged: self._read_h5(k, parse, kind, judged))
 
-    def _read_h5(self, key: str, parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any], kind: str,
+    def _read_h5(self, key: str, parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any], kind: str | None,
                  judged: Judged) -> Any:
         path = self._path(key, ".h5")
         try:
@@ -712,7 +715,7 @@ class Store:
         if cached is not None and cached[2] == _signature(stat):
             self._loaded.move_to_end(key)
             meta = json.loads(cached[1])
-            _require_kind(key, meta["kind"], kind)
+            _require_kind(key, meta["kind"], kind or meta["kind"])
             return parse(cached[0], meta)  # fresh objects: callers may change them
         try:
             self._refuse_links(path)
@@ -730,10 +733,10 @@ class Store:
             for name, array in arrays.items():
                 _require_finite(name, array)
                 array.flags.writeable = False
-            value = parse(arrays, meta) if made == kind else None
+            value = parse(arrays, meta) if kind in (None, made) else None
         except Exception as exc:  # any other failure to read an entry makes it corrupt, whatever raised it
             raise _machine_failure(key, exc) or self.quarantine(key, _reason(exc), judged) from None
-        _require_kind(key, made, kind)  # a sound entry asked for as another kind is the caller's mistake: it stays
+        _require_kind(key, made, kind or made)  # a sound entry asked for as another kind is the caller's mistake
         self._loaded[key] = (arrays, meta_json, _signature(stat), str(expected))
         while len(self._loaded) > self.CACHE_ENTRIES:
             self._loaded.popitem(last=False)
@@ -808,6 +811,11 @@ class Store:
         if loader is None:
             if not self.paths(key):
                 raise self.missing(key)
+            h5 = self._path(key, ".h5")
+            if kind == "unreadable" and (h5.exists() or h5.is_symlink()):
+                # its metadata did not read unchecked: the checked read says why, and a machine's failure (a
+                # permission) leaves it in place
+                return dict(self._load_h5(key, lambda arrays, meta: meta, None))
             raise self.quarantine(key, f"unknown entry kind {kind!r}")
         return loader(key).meta
 
@@ -911,6 +919,9 @@ class Store:
             if locked:
                 stamp = self.root / "gates" / f"{key}.json"
                 for path in [*self.paths(key), *([stamp] if stamp.exists() else [])]:
+                    if path.is_dir() and not path.is_symlink():  # never the store's: gc would delete what it holds
+                        stuck.append(f"{path.name}: a folder, left where it is")
+                        continue
                     try:
                         dest.mkdir(parents=True, exist_ok=True)
                         os.replace(path, dest / path.name)  # a rename: a link is moved, never followed
@@ -955,9 +966,9 @@ class Store:
                 record.unlink()
             hold.release()
 
-    def live_keys(self) -> set[str]:
+    def live_keys(self, tidy: bool = True) -> set[str]:
         """The keys every live run's lease names (call with :meth:`registry_lock` held); stale leases are
-        removed."""
+        removed (``tidy``; a dry run's gc leaves them)."""
         keys: set[str] = set()
         folder = self.root / "leases"
         if not folder.is_dir():
@@ -972,11 +983,14 @@ class Store:
                 except Timeout:  # the run is alive
                     keys |= set(json.loads(read_file(record))["keys"])
                     continue
+                if not tidy:
+                    holder.release()
+                    continue
                 try:  # its run died without removing it
                     record.unlink()
                 finally:
                     holder.release()
-        for lock in folder.glob("*-*.lock"):  # a finished lease's lock file (leases are made under this lock)
+        for lock in folder.glob("*-*.lock") if tidy else ():  # a finished lease's lock file (made under this lock)
             if _LEASE_LOCK.fullmatch(lock.name) and not lock.with_suffix(".json").exists():
                 with contextlib.suppress(OSError, Timeout):
                     holder = FileLock(lock, is_singleton=False)
@@ -1081,6 +1095,40 @@ class Store:
             finally:
                 os.close(fd)  # and its lock with it
 
+    def unlisted(self) -> list[Path]:
+        """The folders of ``objects/`` this process cannot list (no read or search permission): :meth:`keys` sees
+        none of their entries, so ``cache verify`` and ``cache ls`` name them rather than report a store they did
+        not see whole as sound."""
+        objects = self.root / "objects"
+        folders = [objects] if objects.is_dir() and not objects.is_symlink() else []
+        found = []
+        while folders:
+            folder = folders.pop()
+            try:
+                with os.scandir(folder) as listing:
+                    inside = [Path(e.path) for e in listing if folder == objects and e.is_dir(follow_symlinks=False)]
+            except OSError:
+                found.append(folder)
+                continue
+            folders += inside
+        return sorted(found)
+
+    def quarantined(self) -> list[tuple[Path, list[Path]]]:
+        """The folders :meth:`quarantine` made (``<key>-<time>-<id>``), each with the files it moved there (named
+        by that key: the entry's files, its gate stamp). Anything else under ``quarantine/`` is not the store's:
+        ``cache gc`` leaves it (a user's notes there were deleted)."""
+        folder = self.root / "quarantine"
+        if not folder.is_dir() or folder.is_symlink():
+            return []
+        found = []
+        for sub in sorted(folder.iterdir()):
+            made = _QUARANTINED.fullmatch(sub.name)
+            if made is None or sub.is_symlink() or not sub.is_dir():
+                continue
+            found.append((sub, sorted(f for f in sub.iterdir() if f.name.split(".", 1)[0] == made.group(1)
+                                      and (f.is_symlink() or f.is_file()))))
+        return found
+
     def lease_temporaries(self) -> list[Path]:
         """Leftover temporary files of lease records (a run killed while writing its lease)."""
         return sorted((self.root / "leases").glob(f"*.json{TMP_MARK}*"))
@@ -1092,6 +1140,8 @@ class Store:
 
 
 _KEY = re.compile(r"[0-9a-f]{40}")
+#: a folder :meth:`Store.quarantine` made: ``<key>-<unix time>-<6 hex digits>``
+_QUARANTINED = re.compile(r"([0-9a-f]{40})-[0-9]+-[0-9a-f]{6}")
 #: the name of a :meth:`Store.run_marker` file, before its token
 MARKER_PREFIX = ".marker-"
 _MARKER = re.compile(re.escape(MARKER_PREFIX) + r"[0-9a-f]{32}")

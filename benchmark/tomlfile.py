@@ -49,7 +49,12 @@ def not_regular(mode: int) -> str:
 
 
 class Unreadable(Exception):
-    """Why a file was not read (:func:`read_small_file`); the caller adds the file's name and context."""
+    """Why a file was not read (:func:`read_small_file`); the caller adds the file's name and context. ``errno``:
+    the operating system's error, where one was the reason (EACCES: the machine's, not the file's content)."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
 
 
 def os_problem(exc: OSError) -> str:
@@ -71,7 +76,7 @@ def read_small_file(path: Path, what: str = "suite file", limit: int | None = MA
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise Unreadable(os_problem(exc)) from None
+        raise Unreadable(os_problem(exc), exc.errno) from None
     except ValueError as exc:  # "embedded null byte"
         raise Unreadable(f"not a usable path ({exc})") from None
     if not stat.S_ISREG(st.st_mode):
@@ -81,7 +86,7 @@ def read_small_file(path: Path, what: str = "suite file", limit: int | None = MA
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise Unreadable(os_problem(exc)) from None
+        raise Unreadable(os_problem(exc), exc.errno) from None
     with os.fdopen(fd, "rb") as f:
         mode = os.fstat(f.fileno()).st_mode
         if not stat.S_ISREG(mode):
@@ -89,7 +94,7 @@ def read_small_file(path: Path, what: str = "suite file", limit: int | None = MA
         try:
             data = f.read() if limit is None else f.read(limit + 1)
         except OSError as exc:
-            raise Unreadable(os_problem(exc)) from None
+            raise Unreadable(os_problem(exc), exc.errno) from None
     if limit is not None and len(data) > limit:
         raise Unreadable(f"is more than the {limit} bytes a {what} may have")
     return data

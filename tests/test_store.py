@@ -492,3 +492,130 @@ def test_a_sound_entry_asked_for_as_another_kind_stays_and_one_its_spec_does_not
     with pytest.raises(CorruptEntry, match="it holds 'predictions', but its job spec makes 'advset'"):
         store.load_predictions(wrong)
     assert not store.has(wrong)
+
+
+# -- an audit of the cache commands (2026-12-03) ------------------------------------------------------------------
+ADV_SPEC = {"kind": "test-adv", "n": 1}
+ADV_KEY = content_key(ADV_SPEC)
+
+
+def _two_entries(root: Path) -> Store:
+    """A store holding a checkpoint (KEY) and an adversarial set (ADV_KEY)."""
+    from dataclasses import replace
+
+    store = Store(root)
+    store.save_checkpoint(KEY, {"w": torch.ones(2)}, bound(label="m"))
+    store.save_advset(ADV_KEY, replace(_advset(), meta={"key": ADV_KEY, "spec": ADV_SPEC, "label": "a"}))
+    return store
+
+
+def test_entries_that_cannot_be_read_for_want_of_permission_stay_in_place(tmp_path, monkeypatch):
+    """A permission (chmod 000; root with its capabilities dropped) quarantined both entries as corrupt, and gc then
+    deleted intact work: such a read is the machine's failure, and the entry is left where it is."""
+    import errno
+
+    import rbench.store as store_module
+    import rbench.tomlfile as tomlfile
+    from rbench.store import StoreReadError
+
+    store = _two_entries(tmp_path)
+    before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    real_open = tomlfile.os.open
+
+    def denied(path, *args, **kwargs):
+        if KEY in str(path) and "objects" in str(path):  # the entry's files, not its lock
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    def h5_denied(path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(tomlfile.os, "open", denied)
+    monkeypatch.setattr(store_module, "_open_h5", h5_denied)
+    fresh = Store(tmp_path)
+    for key in (KEY, ADV_KEY):
+        with pytest.raises(StoreReadError, match=f"^cannot read store entry {key} .*: left in place, not judged"):
+            fresh.verify(key)
+    monkeypatch.undo()
+    collect(fresh, [], None, dry_run=False)
+    assert not (tmp_path / "quarantine").exists() or not any((tmp_path / "quarantine").iterdir())
+    assert all(p.exists() for p in before) and store.load_advset(ADV_KEY).meta["label"] == "a"
+
+
+def test_gc_removes_only_what_verify_put_in_quarantine_and_never_moves_a_folder(tmp_path):
+    """gc deleted the quarantine's whole content: a user's notes there, and the files of a folder standing where an
+    entry should be (which verify had moved there)."""
+    store = _two_entries(tmp_path)
+    store.quarantine(KEY, "for the test")
+    (tmp_path / "quarantine" / "notes.txt").write_text("mine")
+    (tmp_path / "quarantine" / "mine").mkdir()
+    (tmp_path / "quarantine" / "mine" / "photo.jpg").write_text("mine")
+    (folder,) = [p for p in (tmp_path / "quarantine").iterdir() if p.name.startswith(KEY)]
+    (folder / "readme.txt").write_text("mine")  # not named by the key: not the store's
+    odd = content_key({"kind": "odd"})
+    where = tmp_path / "objects" / odd[:2] / f"{odd}.h5"
+    where.mkdir(parents=True)
+    (where / "note.txt").write_text("mine")
+    with pytest.raises(CorruptEntry) as caught:
+        store.verify(odd)
+    assert "a folder, left where it is" in str(caught.value) and (where / "note.txt").exists()
+    removed, _ = collect(store, [], None, dry_run=False)
+    assert sorted(p.name for p in removed) == sorted([f"{KEY}.json", f"{KEY}.safetensors"])
+    mine = ["quarantine/notes.txt", "quarantine/mine/photo.jpg", f"quarantine/{folder.name}/readme.txt",
+            f"objects/{odd[:2]}/{odd}.h5/note.txt"]
+    assert all((tmp_path / m).read_text() == "mine" for m in mine)
+
+
+def test_a_dry_run_gc_writes_nothing_and_a_read_only_store_is_one_line(tmp_path, monkeypatch):
+    """A dry run removed stale lease files; a gc that cannot remove a file was an internal error."""
+    from rbench.store import StoreError
+
+    store = _two_entries(tmp_path)
+    (tmp_path / "leases").mkdir(exist_ok=True)
+    stale = [tmp_path / "leases" / "4242-abcdef12.json", tmp_path / "leases" / "4242-abcdef12.lock"]
+    stale[0].write_text(json.dumps({"label": "dead", "pid": 4242, "keys": [KEY]}))
+    stale[1].write_text("")
+    store.quarantine(ADV_KEY, "for the test")
+    removed, _ = collect(store, [], None, dry_run=True)
+    assert removed and all(p.exists() for p in [*stale, *removed])
+
+    def read_only(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(StoreError, match=r"^store .*: cannot remove .*quarantine.* \(Permission denied\)$"):
+        collect(store, [], None, dry_run=False)
+    monkeypatch.undo()
+    collect(store, [], None, dry_run=False)
+    assert not any(p.exists() for p in stale)
+
+
+def test_verify_and_ls_name_the_folders_they_cannot_list(tmp_path, monkeypatch, capsys):
+    """An unreadable shard folder was skipped: "20 entries checked, 0 corrupt", exit 0, for a store of 22."""
+    import os
+    import sys
+
+    import rbench.store as store_module
+    from rbench.cli import main
+
+    _two_entries(tmp_path)
+    hidden = tmp_path / "objects" / ADV_KEY[:2]
+    real = os.scandir
+
+    def denied(path):
+        if Path(path) == hidden:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(store_module.os, "scandir", denied)
+    assert Store(tmp_path).unlisted() == [hidden]
+    said = f"unlisted: {hidden}: cannot be listed (permission denied?): its entries are not counted"
+    for command, code in (("verify", 1), ("ls", 0)):
+        monkeypatch.setattr(sys, "argv", ["rbench", "cache", command, "--store", str(tmp_path)])
+        with pytest.raises(SystemExit) as end:
+            main()
+        out = "".join(capsys.readouterr().out.split())  # rich wraps a long path anywhere
+        assert end.value.code == code and "".join(said.split()) in out
+        assert "and1foldersofentriescouldnotbelisted" in out
+    monkeypatch.undo()
+    assert Store(tmp_path).unlisted() == []
