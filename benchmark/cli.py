@@ -678,6 +678,8 @@ def cache_gc(
     """Remove interrupted writes and quarantined entries; with suites, also every entry they do not use."""
     from rbench.gc import collect
 
+    if profile and not keep:  # it was ignored: a gc of debris only, read as one keeping the profile
+        raise RbenchError("cache gc: --profile names profiles of the suites to keep; give those suites too")
     s = _store(store)
     s.check_layout()
     removed, freed = collect(s, keep or [], profile, dry_run=dry_run)

@@ -619,3 +619,14 @@ def test_verify_and_ls_name_the_folders_they_cannot_list(tmp_path, monkeypatch, 
         assert "and1foldersofentriescouldnotbelisted" in out
     monkeypatch.undo()
     assert Store(tmp_path).unlisted() == []
+
+
+def test_gc_refuses_profiles_without_the_suites_they_belong_to(tmp_path, capsys):
+    """``cache gc --profile quick`` alone was a gc of debris only, silently: it keeps nothing a profile names."""
+    from support import cli_in_process
+
+    _two_entries(tmp_path)
+    code, err = cli_in_process(capsys, "cache", "gc", "--profile", "quick", "--store", str(tmp_path))
+    assert code == 2 and err.strip() == "rbench: error: cache gc: --profile names profiles of the suites to keep; " \
+        "give those suites too"
+    assert Store(tmp_path).has(KEY) and Store(tmp_path).has(ADV_KEY)

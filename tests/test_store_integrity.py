@@ -267,11 +267,15 @@ def test_gc_removes_links_inside_the_quarantine_but_not_their_targets(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "precious.txt").write_text("keep me")
-    (store.root / "quarantine" / "dir-link").symlink_to(outside, target_is_directory=True)
-    (store.root / "quarantine" / "file-link").symlink_to(outside / "precious.txt")
+    key = "ab" * 20
+    moved = store.root / "quarantine" / f"{key}-1700000000-abcdef"  # a folder quarantine() makes
+    moved.mkdir()
+    (moved / f"{key}.h5").symlink_to(outside, target_is_directory=True)  # entries that were links, moved
+    (moved / f"{key}.json").symlink_to(outside / "precious.txt")
+    (store.root / "quarantine" / "file-link").symlink_to(outside / "precious.txt")  # not the store's: left
     collect(store, [], None, dry_run=False)
     assert (outside / "precious.txt").read_text() == "keep me"
-    assert not list((store.root / "quarantine").iterdir())
+    assert [p.name for p in (store.root / "quarantine").iterdir()] == ["file-link"]
 
 
 def test_gc_skips_debris_whose_writer_finished_meanwhile(tmp_path, monkeypatch):
