@@ -126,6 +126,19 @@ def test_plain_attributes_unsaved_buffers_and_hooks_are_keyed(nets):
     assert live_code_digest(hooked(2.0)) != live_code_digest(hooked(3.0)) != live_code_digest(normed(0.0, 1.0))
 
 
+def test_library_types_and_random_streams_are_keyed_by_what_they_are(nets):
+    """A builtin type or a torch.Generator held by a layer (a randomized defense's stream) has no source: named (a
+    generator by its state), the key still the same in every process."""
+    module = nets()
+
+    def holding(seed):
+        model = module.net()
+        model[2].kind, model[2].stream = float, torch.Generator().manual_seed(seed)
+        return model
+
+    assert live_code_digest(holding(0)) == live_code_digest(holding(0)) != live_code_digest(holding(1))
+
+
 def test_a_layer_holding_its_parent_is_keyed_and_a_part_without_text_is_never_reused(nets):
     module = nets()
     model = module.net()

@@ -146,6 +146,8 @@ class _Describer:
         has_source = module is not None and _module_source(module) is not None
         if has_source:
             self.modules.add(name)
+        elif name != "__main__" and (module is None or _installed(module)):
+            pass  # compiled library code (int, torch.Generator): named; it changes with its library's version
         elif isinstance(obj, type):
             for cls in obj.__mro__:  # a notebook's class: its own source and its bases'
                 if cls.__module__ == name:
@@ -159,6 +161,8 @@ class _Describer:
             return f"{type(v).__name__}:{v!r}"
         if isinstance(v, (torch.dtype, torch.device, torch.layout, torch.memory_format)):
             return f"{type(v).__name__}:{v}"
+        if isinstance(v, torch.Generator):  # a randomized layer's stream: where it stands now
+            return f"generator:{v.device}:{hashlib.sha256(v.get_state().numpy().tobytes()).hexdigest()}"
         if depth > _MAX_DEPTH:
             raise Unkeyable(f"a value nested more than {_MAX_DEPTH} deep")
         if id(v) in self.path:  # e.g. a layer holding its parent: the reference, not the parent again
@@ -222,6 +226,12 @@ class _Describer:
         return f"object:{self.code(type(v))}:{self.value(fields, depth + 1)}"
 
 
+def _installed(module: types.ModuleType) -> bool:
+    """Whether ``module`` comes with Python or an installed distribution (compiled, or under their folders)."""
+    file = getattr(module, "__file__", None)
+    return file is None or str(Path(file).resolve()).startswith(_installed_roots())
+
+
 def _module_source(module: types.ModuleType) -> str | None:
     try:
         return inspect.getsource(module)
@@ -244,13 +254,11 @@ def live_code_digest(model: nn.Module) -> str:
     stand for it."""
     describer = _Describer()
     parts = [repr(model)] + [f"{name}: {describer.module(m)}" for name, m in model.named_modules()]
-    installed = _installed_roots()
     for name in sorted(describer.modules):
         module = sys.modules[name]
         source = _module_source(module) or ""
         parts.append(f"module {name}\n{source}")
-        file = getattr(module, "__file__", None)
-        if file and not str(Path(file).resolve()).startswith(installed):  # a user's: its helper modules too
+        if not _installed(module):  # a user's: its helper modules too
             parts.append(f"imports {imports_digest(source, module.__package__)}")
     parts += [f"source {name}\n{text}" for name, text in sorted(describer.sourceless.items())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
