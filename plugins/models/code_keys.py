@@ -126,7 +126,8 @@ class _Describer:
 
     def __init__(self) -> None:
         self.modules: set[str] = set()  # the Python modules whose source the model's code comes from
-        self.sourceless: dict[str, str] = {}  # module name -> the source of its classes and functions used
+        self.sourceless: dict[str, str] = {}  # "module:qualname" -> the source of a class or function whose module
+        # has none (a notebook's)
         self.path: list[int] = []  # ids of the containers and objects being described (a cycle refers back)
 
     def module(self, m: nn.Module, depth: int = 0) -> str:
@@ -205,7 +206,8 @@ class _Describer:
             return (f"partial:{self.value(v.func, depth + 1)}:{self.value(v.args, depth + 1)}:"
                     f"{self.value(v.keywords, depth + 1)}")
         if isinstance(v, types.FunctionType):
-            closure = [self.value(c.cell_contents, depth + 1) for c in v.__closure__ or ()]
+            closure = [self.value(c.cell_contents, depth + 1) if _assigned(c) else "unassigned"
+                       for c in v.__closure__ or ()]
             return (f"function:{self.code(v)}:{_own_source(v, v)}:closure={closure}:"
                     f"defaults={self.value(v.__defaults__, depth + 1)}:kw={self.value(v.__kwdefaults__, depth + 1)}")
         if isinstance(v, type):
@@ -224,6 +226,15 @@ class _Describer:
             raise Unkeyable(f"an object of type {type(v).__module__}.{type(v).__qualname__}")
         fields = dict(state or {}) | {s: getattr(v, s) for s in slots if hasattr(v, s)}
         return f"object:{self.code(type(v))}:{self.value(fields, depth + 1)}"
+
+
+def _assigned(cell: types.CellType) -> bool:
+    """Whether a closure's cell holds a value (a name its enclosing function had not assigned yet holds none)."""
+    try:
+        _ = cell.cell_contents
+    except ValueError:
+        return False
+    return True
 
 
 def _installed(module: types.ModuleType) -> bool:
