@@ -1125,8 +1125,12 @@ class Store:
             made = _QUARANTINED.fullmatch(sub.name)
             if made is None or sub.is_symlink() or not sub.is_dir():
                 continue
-            found.append((sub, sorted(f for f in sub.iterdir() if f.name.split(".", 1)[0] == made.group(1)
-                                      and (f.is_symlink() or f.is_file()))))
+            try:
+                files = sorted(f for f in sub.iterdir() if f.name.split(".", 1)[0] == made.group(1)
+                               and (f.is_symlink() or f.is_file()))
+            except OSError:  # a folder this process cannot list: nothing of it is judged, so nothing goes
+                continue
+            found.append((sub, files))
         return found
 
     def lease_temporaries(self) -> list[Path]:
