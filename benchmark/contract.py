@@ -178,13 +178,13 @@ class ModelGuard:
             first = changed[0] if changed else sorted(now.keys() ^ self.state.keys())[0]
             return f"{first!r} and {max(len(changed), 1) - 1} more tensors"
         if [m.training for m in self.model.modules()] != self.modes:
-            return "train/eval mode"
+            return MODES_CHANGED
         return None
 
     def check(self, plugin: str) -> None:
         """Raise :class:`PluginContractError` naming ``plugin`` (``"attack 'x'"``) if the model changed."""
         what = self.changed()
-        if what == "train/eval mode":
+        if what == MODES_CHANGED:
             raise PluginContractError(f"{plugin} left the model it attacks in another train/eval mode: a plugin "
                                       "must leave the model as it got it")
         if what is not None:
@@ -202,6 +202,8 @@ class ModelGuard:
                                       plugin=name)
 
 
+#: what :meth:`ModelGuard.changed` says where only the modules' train/eval modes changed
+MODES_CHANGED = "train/eval mode"
 #: why a model that changes itself cannot be evaluated, and what does it
 SELF_CHANGING = ("rbench evaluates a model that stays as it is, and a BatchNorm in training mode or a buffer "
                  "updated in forward changes it with every batch")

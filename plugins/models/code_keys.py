@@ -125,7 +125,7 @@ class _Describer:
     """Text standing for a live model's code and state, the same in every process where they are the same."""
 
     def __init__(self) -> None:
-        self.modules: set[str] = set()  # the Python modules whose source the model's code comes from
+        self.modules: dict[str, str] = {}  # the Python modules the model's code comes from -> their source
         self.sourceless: dict[str, str] = {}  # "module:qualname" -> the source of a class or function whose module
         # has none (a notebook's)
         self.path: list[int] = []  # ids of the containers and objects being described (a cycle refers back)
@@ -143,10 +143,12 @@ class _Describer:
         """A class or function by name, its module's source recorded (or, where the module has none, as in a
         notebook, its own source)."""
         name = getattr(obj, "__module__", None) or "?"
+        if name in self.modules:  # its source is recorded already
+            return f"{name}:{obj.__qualname__}"
         module = sys.modules.get(name)
-        has_source = module is not None and _module_source(module) is not None
-        if has_source:
-            self.modules.add(name)
+        source = None if module is None else _module_source(module)
+        if source is not None:
+            self.modules[name] = source
         elif name != "__main__" and (module is None or _installed(module)):
             pass  # compiled library code (int, torch.Generator): named; it changes with its library's version
         elif isinstance(obj, type):
@@ -213,8 +215,8 @@ class _Describer:
         if isinstance(v, type):
             return f"class:{self.code(v)}"
         if isinstance(v, types.ModuleType):
-            if _module_source(v) is not None:
-                self.modules.add(v.__name__)
+            if v.__name__ not in self.modules and (source := _module_source(v)) is not None:
+                self.modules[v.__name__] = source
             return f"pymodule:{v.__name__}"
         if isinstance(v, (types.BuiltinFunctionType, types.BuiltinMethodType)) or callable(v) \
                 and type(v).__module__ in ("builtins", "torch", "torch._C", "torch._ops"):
@@ -265,10 +267,9 @@ def live_code_digest(model: nn.Module) -> str:
     stand for it."""
     describer = _Describer()
     parts = [repr(model)] + [f"{name}: {describer.module(m)}" for name, m in model.named_modules()]
-    for name in sorted(describer.modules):
-        module = sys.modules[name]
-        source = _module_source(module) or ""
+    for name, source in sorted(describer.modules.items()):
         parts.append(f"module {name}\n{source}")
+        module = sys.modules[name]
         if not _installed(module):  # a user's: its helper modules too
             parts.append(f"imports {imports_digest(source, module.__package__)}")
     parts += [f"source {name}\n{text}" for name, text in sorted(describer.sourceless.items())]
