@@ -47,33 +47,67 @@ def _importing(frame: FrameType | None) -> bool:
     return False
 
 
+class _MainThreadAlarm:
+    """SIGALRM sent to the main thread ``delay`` seconds from now, from a timer thread.
+
+    Hand-written because neither the signal module nor threading offers it: ``setitimer`` signals the process,
+    and the kernel may hand that signal to any thread not blocking it (a test runner's, a library's); the main
+    thread, asleep in a system call, then slept on past the limit, its handler run only when the call returned.
+    """
+
+    def __init__(self) -> None:
+        self._timer: threading.Timer | None = None
+        self._main = threading.main_thread().ident
+
+    def set(self, delay: float) -> None:
+        self.cancel()
+        assert self._main is not None
+        self._timer = threading.Timer(delay, signal.pthread_kill, (self._main, signal.SIGALRM))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        """Stop the timer; once this returns, no signal of it is still to be sent."""
+        if self._timer is not None:
+            self._timer.cancel()
+            if self._timer is not threading.current_thread():
+                self._timer.join()
+            self._timer = None
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float | None, job: Job) -> Iterator[None]:
-    """Raise :class:`JobTimeout` in this thread once ``seconds`` have passed inside the block (SIGALRM; only in
-    a process's main thread, elsewhere the executor's own deadline applies). None: no limit."""
+    """Raise :class:`JobTimeout` in this thread once ``seconds`` have passed inside the block (SIGALRM sent to
+    this thread; only in a process's main thread, elsewhere the executor's own deadline applies). None: no
+    limit."""
     if seconds is None or threading.current_thread() is not threading.main_thread():
         yield
         return
 
     deferred = 0.0
+    over = False
+    alarm = _MainThreadAlarm()
 
     def expire(signum: int, frame: FrameType | None) -> None:
         nonlocal deferred
+        if over:  # sent as the block ended
+            return
         # raised inside an import, it left a half-initialised module in sys.modules and the worker's next job
         # failed on it: raised once the import ends, unless it has not ended within MAX_IMPORT_DEFERRAL
         if _importing(frame) and deferred < MAX_IMPORT_DEFERRAL:
             deferred += IMPORT_GRACE
-            signal.setitimer(signal.ITIMER_REAL, IMPORT_GRACE)
+            alarm.set(IMPORT_GRACE)
             return
         raise JobTimeout(f"exceeded the job time limit of {seconds:g} s"
                          + (" (inside an import)" if deferred >= MAX_IMPORT_DEFERRAL else ""))
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    alarm.set(seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        over = True
+        alarm.cancel()
         signal.signal(signal.SIGALRM, previous)
 
 

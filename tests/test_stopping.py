@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -209,6 +210,31 @@ def test_a_model_with_non_finite_logits_fails_its_job_and_scores_nothing(tiny_re
     values = run_values(tmp_path / "run")
     assert all(v is None for (table, row, column), v in values.items() if column == "cnn")  # no 86% error cell
     assert values[("errors", "clean", "mlp")] is not None
+
+
+def test_a_job_time_limit_signals_the_jobs_thread_not_the_process(monkeypatch):
+    """The limit's SIGALRM went to the process (setitimer), and the kernel may hand that to any thread: under a
+    test runner with threads of its own the job's time.sleep(5) ran to its end before JobTimeout was raised. The
+    alarm is now sent to the main thread itself, and no process timer is set."""
+    from rbench.execution import JobTimeout, time_limit
+
+    sent_to = []
+    real_kill = signal.pthread_kill
+
+    def spy(thread_id, signum):
+        sent_to.append((thread_id, signum, signal.getitimer(signal.ITIMER_REAL)))
+        real_kill(thread_id, signum)
+
+    monkeypatch.setattr(signal, "pthread_kill", spy)
+    started = time.monotonic()
+    with pytest.raises(JobTimeout), time_limit(0.2, None):
+        time.sleep(5)
+    assert time.monotonic() - started < 2.0
+    assert sent_to == [(threading.main_thread().ident, signal.SIGALRM, (0.0, 0.0))]
+    with time_limit(0.2, None):  # ended before the limit: nothing is sent later
+        pass
+    time.sleep(0.4)
+    assert len(sent_to) == 1
 
 
 def test_a_job_time_limit_waits_for_an_import_to_finish(tmp_path, monkeypatch):
