@@ -173,3 +173,18 @@ def test_evaluate_recomputes_a_model_whose_layer_changed(nets, tmp_path):
     assert run("relu") == {"done"}
     assert run("relu") == {"cached"}
     assert run("sigmoid") == {"done"}
+
+
+def test_a_model_that_cannot_be_copied_is_one_line_naming_the_attribute(nets):
+    """A layer holding a threading.Lock failed deep inside copy.deepcopy with Python's TypeError."""
+    import threading
+
+    from rbench.errors import RbenchError
+
+    model = nets().net()
+    model[2].guard = threading.Lock()
+    with warnings.catch_warnings():  # a lock cannot be keyed either: warned
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(RbenchError, match=r"^evaluate: the model cannot be copied \(at 2\.guard: TypeError: "
+                                              r"cannot pickle '_thread\.lock' object\); rbench evaluates a copy"):
+            register_live(model)

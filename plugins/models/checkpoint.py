@@ -66,6 +66,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from rbench.contract import logits_problem
+from rbench.errors import RbenchError
 from rbench.manager import untrusted
 from rbench.model import ModelPlugin
 from rbench.plugins.models.code_keys import Unkeyable, imports_digest, live_code_digest, local_modules
@@ -461,5 +462,28 @@ def register_live(model: nn.Module) -> str:
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}  # clone: no sharing
     key = f"{code}:{sha256(save_safetensors(state))}"
     if key not in LIVE:
-        LIVE[key] = copy.deepcopy(model).cpu()
+        try:
+            LIVE[key] = copy.deepcopy(model).cpu()
+        except Exception as exc:
+            raise RbenchError(
+                f"evaluate: the model cannot be copied ({_uncopyable(model)}: {type(exc).__name__}: {exc}); rbench "
+                "evaluates a copy, so that changing the model afterwards cannot change its results: keep such an "
+                "object outside the model, or give its class a __deepcopy__") from None
     return key
+
+
+def _uncopyable(model: nn.Module) -> str:
+    """Where in ``model`` the first attribute that :func:`copy.deepcopy` refuses is (``body.1.guard``), for the
+    error message; ``the model`` if no single attribute is to blame."""
+    import copy
+
+    torch_state = {"_parameters", "_buffers", "_modules"}
+    for path, module in model.named_modules():
+        for name, value in vars(module).items():
+            if name in torch_state:
+                continue
+            try:
+                copy.deepcopy(value)
+            except Exception:
+                return f"at {'.'.join(filter(None, (path, name)))}"
+    return "the model"
