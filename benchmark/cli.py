@@ -44,6 +44,8 @@ log = output_console(stderr=True)
 
 #: ``--job-timeout``'s bounds (the suite's ``job_timeout`` has the same ceiling)
 JOB_TIMEOUT_RANGE = (0.001, MAX_JOB_TIMEOUT)
+#: the exit code of a command stopped by Ctrl-C
+INTERRUPTED = Interrupted.exit_code
 
 
 def seconds_value(value: str) -> float:
@@ -636,11 +638,17 @@ def cache_verify(store: StoreOpt = None) -> None:
 
     s = _store(store)
     s.check_is_store()
-    bad = busy = unread = 0
+    bad = busy = unread = incomplete = 0
     keys = s.keys()
     for key in keys:
         try:
-            busy += s.verify(key) == "busy"
+            outcome = s.verify(key)
+            busy += outcome == "busy"
+            if outcome == "incomplete":
+                incomplete += 1
+                console.print(f"[yellow]incomplete:[/] {key}: a checkpoint's weights without their sidecar (an "
+                              "interrupted write: not an entry, nothing reads it; `rbench cache gc` removes it)",
+                              highlight=False)
         except CorruptEntry as exc:
             bad += 1
             console.print(f"[red]corrupt:[/] {escape(str(exc))}", highlight=False)
@@ -648,6 +656,7 @@ def cache_verify(store: StoreOpt = None) -> None:
             unread += 1
             console.print(f"[yellow]unread:[/] {escape(str(exc))}", highlight=False)
     skipped = f", {busy} being written (skipped)" if busy else ""
+    skipped += f", {incomplete} interrupted writes (left for gc)" if incomplete else ""
     skipped += f", {unread} could not be read (left in place)" if unread else ""
     unlisted = _unlisted(s)
     console.print(f"{len(keys)} entries checked, {bad} corrupt{skipped}{unlisted}{_absent(s)}", highlight=False)
@@ -710,9 +719,9 @@ def main() -> None:
     except ClickException as exc:  # e.g. a file argument click could not open
         print(f"rbench: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except typer.Abort:  # EOF at a prompt
         print("rbench: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except RbenchError as exc:
         print(f"rbench: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -722,4 +731,6 @@ def main() -> None:
         print(f"rbench: internal error: {type(exc).__name__}: {exc} (set RBENCH_DEBUG=1 for a traceback)",
               file=sys.stderr)
         sys.exit(1)
+    if code == INTERRUPTED:  # typer turns Ctrl-C in a command into a silent Exit(130); `run` says more itself
+        print("rbench: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) comes back as n without standalone mode

@@ -73,9 +73,10 @@ def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *
         freed += size
         victims.append(path)
 
-    # a dry run writes nothing: in a folder without leases/ (not a store yet) there is no lease to wait for, and
-    # taking the registry lock would make leases/registry.lock
-    unleased = dry_run and not (store.root / "leases").is_dir()
+    # in a folder without leases/ (no run has used it yet) there is no lease to wait for, and taking the registry
+    # lock would make leases/registry.lock: a dry run writes nothing, nor does a gc of debris only (it removes no
+    # complete entry, so a run starting meanwhile loses nothing; each key's own lock guards a write under way)
+    unleased = (dry_run or keep is None) and not (store.root / "leases").is_dir()
     with contextlib.nullcontext() if unleased else store.registry_lock():
         live = store.live_keys(tidy=not dry_run)
         doomed: dict[str, list[Path]] = {}

@@ -861,16 +861,18 @@ class Store:
             atomic_write_bytes(self.root / "gates" / f"{key}.json", json.dumps(stamp).encode(), durable=False)
 
     # -- integrity -----------------------------------------------------------------------------------
-    def verify(self, key: str) -> Literal["ok", "busy"]:
+    def verify(self, key: str) -> Literal["ok", "busy", "incomplete"]:
         """Load ``key`` fully under its lock; raise :class:`CorruptEntry` (and quarantine it) if any check fails.
-        ``busy``: another process holds the key's lock (it is being written): nothing was touched."""
+        ``busy``: another process holds the key's lock (it is being written): nothing was touched. ``incomplete``:
+        a checkpoint's weights whose writer died before its sidecar: not an entry (:meth:`has` is False, nothing
+        reads them), left for ``cache gc``, which removes them as the debris of an interrupted write."""
         with self.try_lock(key) as locked:
             if not locked:
                 return "busy"
             if self._path(key, ".json").exists() or self._path(key, ".h5").exists():
                 self.load_meta(key)
             elif self.paths(key):
-                raise self.quarantine(key, "weights without a sidecar (interrupted write)")
+                return "incomplete"
             return "ok"
 
     def discard_incomplete(self, key: str) -> bool:
@@ -1034,6 +1036,8 @@ class Store:
                 size += path.lstat().st_size
         meta = self.recorded_meta(key)
         kind = meta.get("kind", "incomplete" if not self.has(key) else "unreadable")
+        if kind == "checkpoint" and not self._path(key, ".safetensors").exists():  # listed as 0 MB of weights
+            kind = "checkpoint, weights missing"
         provenance = meta.get("provenance")
         created = provenance.get("created", "") if isinstance(provenance, dict) else ""
         return Entry(key, str(kind), str(meta.get("label", "")), size, str(created), paths)

@@ -90,6 +90,34 @@ def test_cache_commands_find_corrupt_entries(tmp_path):
     assert gc.returncode == 0 and "removed 2 files" in gc.stdout  # the quarantined weights and sidecar
 
 
+def test_cache_commands_agree_on_half_written_and_half_removed_checkpoints(tmp_path):
+    """Weights whose writer died before the sidecar: `verify` quarantined them as corrupt (exit 1) where `gc` removes
+    them as an interrupted write's debris; now both call them that. A sidecar whose weights were deleted: `ls`
+    listed a 0 MB checkpoint; it says the weights are missing (and `verify` finds it corrupt)."""
+    import torch
+
+    from rbench.keys import content_key
+    from rbench.store import Store
+
+    store = Store(tmp_path / "store")
+    specs = [{"kind": "test", "n": n} for n in (1, 2)]
+    half, gone = (content_key(spec) for spec in specs)
+    for key, spec in zip((half, gone), specs, strict=True):
+        store.save_checkpoint(key, {"w": torch.ones(50)}, {"key": key, "spec": spec, "label": key[:4]})
+    next(p for p in store.paths(half) if p.suffix == ".json").unlink()
+    next(p for p in store.paths(gone) if p.suffix == ".safetensors").unlink()
+    ls = rbench("cache", "ls", "--store", str(store.root))
+    rows = {line.split()[1]: line for line in ls.stdout.splitlines() if line.split()[1:2] in ([half[:16]], [gone[:16]])}
+    assert "incomplete" in rows[half[:16]] and "weights missing" in rows[gone[:16]], ls.stdout
+    verify = rbench("cache", "verify", "--store", str(store.root))
+    assert verify.returncode == 1 and f"incomplete: {half}: a checkpoint's weights without their sidecar" in \
+        " ".join(verify.stdout.split()), verify.stdout
+    assert "2 entries checked, 1 corrupt, 1 interrupted writes (left for gc)" in verify.stdout
+    assert store.paths(half) and not store.paths(gone)
+    gc = rbench("cache", "gc", "--store", str(store.root))
+    assert gc.returncode == 0 and not store.keys(), gc.stdout
+
+
 # -- bad input of every kind: one line, exit 2, and `rbench run` does no work ---------------------------------
 MINI = """
 [suite]

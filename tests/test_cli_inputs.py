@@ -673,3 +673,29 @@ def test_results_written_before_today_s_limits_still_read(tiny_reference, tmp_pa
     (folder / "results.json").write_text(json.dumps(raw))
     code, err = cli_in_process(capsys, "report", str(folder))
     assert code in (None, 0), err
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    """typer turns Ctrl-C inside a command into a silent exit 130: `cache gc` stopped by Ctrl-C printed nothing.
+    And Ctrl-C while the command line's modules load printed a traceback of the import."""
+    import sys
+
+    import rbench.gc
+    from rbench.__main__ import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rbench.gc, "collect", interrupted)
+    assert cli_in_process(capsys, "cache", "gc", "--store", str(tmp_path / "store")) == (130, "rbench: interrupted\n")
+
+    class InterruptedImport:  # a meta path finder: Ctrl-C while rbench.cli is being imported
+        def find_spec(self, name, path=None, target=None):
+            if name == "rbench.cli":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "rbench.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    with pytest.raises(SystemExit) as end:
+        main()
+    assert end.value.code == 130 and capsys.readouterr().err == "rbench: interrupted\n"

@@ -368,6 +368,16 @@ def test_gc_removes_debris_and_unused_entries(tmp_path, write_suite):
     assert not store.has(KEY) and removed
 
 
+def test_gc_of_debris_writes_nothing_into_a_folder_no_run_has_used(tmp_path):
+    """`rbench cache gc --store EMPTY` made EMPTY/leases/registry.lock: a gc that removes no complete entry has no
+    lease to wait for where no run has leased one."""
+    (tmp_path / "store").mkdir()
+    store = Store(tmp_path / "store")
+    for dry_run in (True, False):
+        assert collect(store, [], None, dry_run=dry_run) == ([], 0)
+    assert not list(store.root.iterdir())
+
+
 def test_gc_judges_a_checkpoint_under_its_lock_so_one_whose_writer_finishes_meanwhile_is_kept(tmp_path, monkeypatch):
     """gc lists a checkpoint whose sidecar is not written yet (a live writer between its two renames); the writer
     puts the sidecar in place and releases the key's lock before gc takes it: gc must find the entry complete
