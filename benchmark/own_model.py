@@ -60,16 +60,37 @@ def _value(text: str) -> Any:
         return text
 
 
+def _items(text: str) -> list[str]:
+    """``text`` split at its top-level commas: not those inside brackets, braces or quotes, so that a value may be
+    a TOML list or inline table (``bounds=[0, 1]``, ``kwargs={steps=50, overshoot=0.02}``). Hand-written: a TOML
+    parser reads values, not this command-line shorthand around them."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+        elif c == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return [*items, text[start:]]
+
+
 def parse_attack(text: str, option: str = "--attack") -> tuple[str, dict[str, Any]]:
     """``"pgd:eps=0.3,steps=100"`` -> ``("pgd", {"eps": 0.3, "steps": 100})``; ``"fgsm:eps=0.1"``; a plugin
-    name alone has no params. Values are read as TOML values (numbers, booleans, strings). Errors name ``option``
-    (the CLI's ``--attack``, ``rbench.evaluate``'s ``attacks``)."""
+    name alone has no params. Values are read as TOML values (numbers, booleans, strings, lists, inline tables:
+    ``foolbox:attack=L2DeepFoolAttack,kwargs={steps=50}``). Errors name ``option`` (the CLI's ``--attack``,
+    ``rbench.evaluate``'s ``attacks``)."""
     plugin, _, rest = text.partition(":")
     plugin = plugin.strip()
     if not plugin:
         raise RbenchError(f"{option} {text!r}: write NAME or NAME:key=value,key=value (e.g. pgd:eps=0.3,steps=100)")
     params: dict[str, Any] = {}
-    for item in (part.strip() for part in rest.split(",")) if rest else ():
+    for item in (part.strip() for part in _items(rest)) if rest else ():
         if not item:  # "eps=0.3,,steps=100": a value left out, or a stray comma
             raise RbenchError(f"{option} {text!r}: an empty item between commas")
         key, eq, given = item.partition("=")

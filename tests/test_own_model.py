@@ -407,6 +407,19 @@ def test_pickle_bearing_state_dict_is_refused_in_a_suite(user, write_suite):
         load_suite(suite)
 
 
+def test_a_problem_in_a_models_params_is_said_without_the_table_cut_short(user, write_suite):
+    """A missing weights file ended "(got {'module': '...', 'weights': ..." cut at 80 characters: the table's own
+    validator names the problem, so the table is not repeated."""
+    from rbench.errors import SuiteError
+    from rbench.suite import load_suite
+
+    root, _ = user
+    suite = write_suite(_suite_of(root, root / "absent.safetensors"))
+    with pytest.raises(SuiteError) as info:
+        load_suite(suite)
+    assert str(info.value).endswith(f"models.mine.params: weights file {root / 'absent.safetensors'}: file not found")
+
+
 def _clean_predictions(store: Path, jobs: dict) -> torch.Tensor:
     from rbench.store import Store
 
@@ -544,6 +557,11 @@ def test_attack_strings_are_parsed_as_toml_values():
     assert parse_attack("pgd:eps=0.3,steps=100,norm=l2,random_start=false") == (
         "pgd", {"eps": 0.3, "steps": 100, "norm": "l2", "random_start": False})
     assert parse_attack("fgsm") == ("fgsm", {})
+    # lists and inline tables hold commas: they were cut there ("'1]' is not key=value"), so foolbox's kwargs
+    # could not be given on the command line at all
+    assert parse_attack('foolbox:attack=L2DeepFoolAttack,kwargs={steps=50, overshoot=0.02},tag="a,b",b=[0, 1]') == (
+        "foolbox", {"attack": "L2DeepFoolAttack", "kwargs": {"steps": 50, "overshoot": 0.02}, "tag": "a,b",
+                    "b": [0, 1]})
     from rbench.errors import RbenchError
 
     for text in ("pgd:eps=0.3,,steps=100", "pgd:eps=0.3,"):  # a value left out was skipped silently
