@@ -73,6 +73,21 @@ class Scaled(SmallCNN):
         return 1000.0 * super().forward(x)
 
 
+class NoiseBySpread(SmallCNN):  # no noise on a constant image: the up-front check saw none on its grey images
+    def forward(self, x):
+        return super().forward(x + x.std() * torch.randn_like(x))
+
+
+class BatchStandardized(SmallCNN):  # each image's logits depend on the rest of its batch
+    def forward(self, x):
+        return super().forward((x - x.mean(0, keepdim=True)) / (x.std(0, keepdim=True) + 0.1))
+
+
+class BatchCentred(SmallCNN):
+    def forward(self, x):
+        return super().forward(x - x.mean())
+
+
 class Rounded(SmallCNN):
     def forward(self, x):
         return super().forward(torch.round(x))
@@ -81,7 +96,7 @@ class Rounded(SmallCNN):
 class FiveForLargeBatches(SmallCNN):
     def forward(self, x):
         out = super().forward(x)
-        return out if len(x) <= 2 else out[:, :5]
+        return out if len(x) <= 8 else out[:, :5]  # passes the up-front check (batches of 3 and 1)
 '''
 N = 200
 FGSM, PGD = "fgsm:eps=0.1", "pgd:eps=0.1,steps=20,random_start=false"
@@ -274,6 +289,11 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
     (["nets.py:Softmaxed", "--weights", "w.safetensors"], "the network's outputs look like probabilities"),
     (["nets.py:Noisy", "--weights", "w.safetensors"], "the network's outputs differ between two passes on the "
                                                       "same inputs"),
+    (["nets.py:NoiseBySpread", "--weights", "w.safetensors"], "the network's outputs differ between two passes"),
+    (["nets.py:BatchStandardized", "--weights", "w.safetensors"], "the network's output for an image depends on "
+     "the other images in its batch (in a batch of 3 its logits are finite, alone they are not)"),
+    (["nets.py:BatchCentred", "--weights", "w.safetensors"], "the network's output for an image depends on the "
+     "other images in its batch (its logits alone and in a batch of 3 differ by up to "),
     (["nets.py:SmallCNN", "--weights", "nets.py"], "expected .safetensors, .pt or .pth"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", "[1]"], "--kwargs"),
     (["nets.py:SmallCNN", "--weights", "w.safetensors", "--kwargs", '{"width": null}'],

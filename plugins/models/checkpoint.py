@@ -41,6 +41,7 @@ import importlib
 import importlib.util
 import inspect
 import io
+import math
 import pickle
 import stat
 import sys
@@ -374,6 +375,11 @@ def _normalize(mean: list[float], std: list[float]) -> Any:
     return hook
 
 
+#: how far an image's logits alone may be from its logits in a batch, relative to the logits' scale: float rounding
+#: of batched kernels (1e-6 or so), not a network that normalizes over the batch
+BATCH_TOLERANCE = 1e-3
+
+
 class Checkpoint(ModelPlugin):
     """A network class of your own with weights from your file (see the module docstring)."""
 
@@ -419,7 +425,9 @@ class Checkpoint(ModelPlugin):
 
     def check(self, params: CheckpointParams, input_shape: tuple[int, ...], num_classes: int) -> None:
         """The network, with its weights, maps a batch of inputs of the dataset's shape to (N, num_classes) finite
-        logits (a batch of two grey images: a network that drops or mixes the batch dimension fails too)."""
+        logits (a batch of two grey images and one of noise: a network that drops or mixes the batch dimension
+        fails too), the same on a second pass (noise scaled by an image's spread shows on the noise image), and
+        for an image alone as in the batch (up to float rounding)."""
         net = self.build(params)
         if params.weights is not None:
             self.load_weights(net, params, params.weights)
@@ -427,7 +435,8 @@ class Checkpoint(ModelPlugin):
         for name, tensor in net.state_dict().items():  # also those the output does not show (unused, buffers)
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise ValueError(f"the network's {name!r} holds non-finite values (with the weights loaded)")
-        batch = torch.stack([torch.full(input_shape, 0.25), torch.full(input_shape, 0.75)])
+        noise = torch.rand(input_shape, generator=torch.Generator().manual_seed(0))
+        batch = torch.stack([torch.full(input_shape, 0.25), torch.full(input_shape, 0.75), noise])
         try:
             with torch.no_grad():
                 out = net(batch)
@@ -443,6 +452,17 @@ class Checkpoint(ModelPlugin):
                              "rbench evaluates deterministic networks (an attack's success would be one random "
                              "draw, unchecked); put the randomness in a suite defense (noise_injection) and attack "
                              "it with eot")
+        with torch.no_grad(), warnings.catch_warnings():  # a statistic over a batch of one warns as it fails
+            warnings.simplefilter("ignore")
+            alone = net(batch[2:])
+        gap = float((alone - out[2:]).abs().max()) if alone.shape == out[2:].shape else math.nan
+        if not gap <= BATCH_TOLERANCE * (1 + float(out.abs().max())):
+            differ = f"its logits alone and in a batch of {len(batch)} differ by up to {gap:.3g}" \
+                if math.isfinite(gap) else f"in a batch of {len(batch)} its logits are finite, alone they are not"
+            raise ValueError(f"the network's output for an image depends on the other images in its batch "
+                             f"({differ}): rbench's "
+                             "attacks and evaluations batch images as they go, so each image's result would depend "
+                             "on its neighbours; evaluate a network that classifies each image on its own")
 
 
 def register_live(model: nn.Module) -> str:
