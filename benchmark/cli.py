@@ -143,11 +143,9 @@ def _absent(store: Store) -> str:
 
 def _print_version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from importlib.metadata import version  # torch's from its metadata: importing torch took 1.3 s
 
-        import torch
-
-        print(f"rbench {version('rbench')} (torch {torch.__version__}, Python {sys.version.split()[0]})")
+        print(f"rbench {version('rbench')} (torch {version('torch')}, Python {sys.version.split()[0]})")
         raise typer.Exit()
 
 
