@@ -83,6 +83,11 @@ class BatchStandardized(SmallCNN):  # each image's logits depend on the rest of 
         return super().forward((x - x.mean(0, keepdim=True)) / (x.std(0, keepdim=True) + 0.1))
 
 
+class Squeezed(SmallCNN):  # a slice's last batch may hold one image
+    def forward(self, x):
+        return super().forward(x).squeeze()
+
+
 class BatchCentred(SmallCNN):
     def forward(self, x):
         return super().forward(x - x.mean())
@@ -290,8 +295,10 @@ def test_generated_suite_repeats_the_run_and_keys_are_bytes_not_paths(user, tmp_
     (["nets.py:Noisy", "--weights", "w.safetensors"], "the network's outputs differ between two passes on the "
                                                       "same inputs"),
     (["nets.py:NoiseBySpread", "--weights", "w.safetensors"], "the network's outputs differ between two passes"),
-    (["nets.py:BatchStandardized", "--weights", "w.safetensors"], "the network's output for an image depends on "
-     "the other images in its batch (in a batch of 3 its logits are finite, alone they are not)"),
+    (["nets.py:BatchStandardized", "--weights", "w.safetensors"], "the network's output on valid inputs is not "
+     "finite (it gives logits for a batch of 3)"),  # alone: its batch's spread is nan
+    (["nets.py:Squeezed", "--weights", "w.safetensors"], "the network's output on 1 inputs is shape (10,), not "
+     "logits of shape (N, 10) = (1, 10) (it gives logits for a batch of 3)"),
     (["nets.py:BatchCentred", "--weights", "w.safetensors"], "the network's output for an image depends on the "
      "other images in its batch (its logits alone and in a batch of 3 differ by up to "),
     (["nets.py:SmallCNN", "--weights", "nets.py"], "expected .safetensors, .pt or .pth"),

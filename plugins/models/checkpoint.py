@@ -41,7 +41,6 @@ import importlib
 import importlib.util
 import inspect
 import io
-import math
 import pickle
 import stat
 import sys
@@ -452,15 +451,19 @@ class Checkpoint(ModelPlugin):
                              "rbench evaluates deterministic networks (an attack's success would be one random "
                              "draw, unchecked); put the randomness in a suite defense (noise_injection) and attack "
                              "it with eot")
-        with torch.no_grad(), warnings.catch_warnings():  # a statistic over a batch of one warns as it fails
-            warnings.simplefilter("ignore")
-            alone = net(batch[2:])
-        gap = float((alone - out[2:]).abs().max()) if alone.shape == out[2:].shape else math.nan
+        try:  # a batch of one: a slice's last batch may be one image
+            with torch.no_grad(), warnings.catch_warnings():  # a statistic over a batch of one warns as it fails
+                warnings.simplefilter("ignore")
+                alone = net(batch[2:])
+        except (Exception, SystemExit) as exc:
+            raise ValueError(f"the network fails on a batch of one image: {one_line(exc)}") from None
+        problem = logits_problem(alone, 1, num_classes)
+        if problem is not None:
+            raise ValueError(f"the network's {problem} (it gives logits for a batch of {len(batch)})")
+        gap = float((alone - out[2:]).abs().max())
         if not gap <= BATCH_TOLERANCE * (1 + float(out.abs().max())):
-            differ = f"its logits alone and in a batch of {len(batch)} differ by up to {gap:.3g}" \
-                if math.isfinite(gap) else f"in a batch of {len(batch)} its logits are finite, alone they are not"
-            raise ValueError(f"the network's output for an image depends on the other images in its batch "
-                             f"({differ}): rbench's "
+            raise ValueError(f"the network's output for an image depends on the other images in its batch (its "
+                             f"logits alone and in a batch of {len(batch)} differ by up to {gap:.3g}): rbench's "
                              "attacks and evaluations batch images as they go, so each image's result would depend "
                              "on its neighbours; evaluate a network that classifies each image on its own")
 
