@@ -143,9 +143,15 @@ def _absent(store: Store) -> str:
 
 def _print_version(value: bool) -> None:
     if value:
-        from importlib.metadata import version  # torch's from its metadata: importing torch took 1.3 s
+        from importlib.metadata import PackageNotFoundError, version
 
-        print(f"rbench {version('rbench')} (torch {version('torch')}, Python {sys.version.split()[0]})")
+        try:  # torch's from its metadata: importing torch took 1.3 s
+            torch = version("torch")
+        except PackageNotFoundError:  # a torch without metadata (a source tree on PYTHONPATH)
+            import torch as imported
+
+            torch = imported.__version__
+        print(f"rbench {version('rbench')} (torch {torch}, Python {sys.version.split()[0]})")
         raise typer.Exit()
 
 

@@ -102,11 +102,13 @@ def time_limit(seconds: float | None, job: Job) -> Iterator[None]:
                          + (" (inside an import)" if deferred >= MAX_IMPORT_DEFERRAL else ""))
 
     previous = signal.signal(signal.SIGALRM, expire)
-    alarm.set(seconds)
-    try:
-        yield
+    try:  # the alarm may go off while its own timer thread starts (a thread switch can take 5 ms), or as the block
+        try:  # ends: the handler is put back whatever happens
+            alarm.set(seconds)
+            yield
+        finally:
+            over = True
     finally:
-        over = True
         alarm.cancel()
         signal.signal(signal.SIGALRM, previous)
 

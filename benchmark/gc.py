@@ -78,12 +78,13 @@ def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *
     # complete entry, so a run starting meanwhile loses nothing; each key's own lock guards a write under way)
     unleased = (dry_run or keep is None) and not (store.root / "leases").is_dir()
     with contextlib.nullcontext() if unleased else store.registry_lock():
-        live = store.live_keys(tidy=not dry_run)
+        # unleased, leases/ is a run's that starts meanwhile, writing its lease under a lock gc does not hold
+        live = set() if unleased else store.live_keys(tidy=not dry_run)
         doomed: dict[str, list[Path]] = {}
         for tmp in store.temporaries():  # debris of interrupted writes (unless their writer is alive)
             doomed.setdefault(tmp.name.split(".", 1)[0], []).append(tmp)
-        for tmp in store.lease_temporaries():  # a lease is written under the registry lock, which gc holds now
-            remove(tmp)
+        for tmp in [] if unleased else store.lease_temporaries():  # a lease is written under the registry lock,
+            remove(tmp)  # which gc holds now
         for marker in store.stale_markers():  # a run killed outright left it
             remove(marker)
 

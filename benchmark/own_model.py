@@ -53,30 +53,52 @@ def default_attacks(input_shape: tuple[int, ...]) -> dict[str, dict[str, Any]]:
 
 
 def _value(text: str) -> Any:
-    """A parameter value as TOML reads it (0.3, 100, true, "l2", [1, 2]); a bare word is a string."""
+    """A parameter value as TOML reads it (0.3, 100, true, "l2", [1, 2], {steps = 50}); a bare word (``l2``,
+    ``O'Brien``) is a string. ValueError for text TOML cannot read that is no bare word (an unclosed quote or
+    bracket, a malformed list): read as a string, it would pass as some other value."""
+    if not text:
+        raise ValueError("no value after '='")
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if text[:1] in "\"'" or any(c in text for c in "\"[]{}"):
+            raise ValueError(f"not a TOML value ({re.sub(r' [(]at [^)]*[)]$', '', str(exc))})") from None
         return text
 
 
 def _items(text: str) -> list[str]:
-    """``text`` split at its top-level commas: not those inside brackets, braces or quotes, so that a value may be
-    a TOML list or inline table (``bounds=[0, 1]``, ``kwargs={steps=50, overshoot=0.02}``). Hand-written: a TOML
-    parser reads values, not this command-line shorthand around them."""
-    items, depth, quote, start = [], 0, "", 0
+    """``text`` split at its top-level commas: not those inside brackets, braces or quoted strings, so that a value
+    may be a TOML list or inline table (``bounds=[0, 1]``, ``kwargs={steps=50, overshoot=0.02}``). A quote opens a
+    string only where a value starts (after ``=``, ``,``, ``[`` or ``{``), so an apostrophe inside a bare word is
+    a letter; ``\\`` escapes inside a basic string as in TOML. ValueError for an unclosed quote or bracket, or a
+    closing bracket with none open. Hand-written: a TOML parser reads values, not this command-line shorthand
+    around them."""
+    items: list[str] = []
+    depth, quote, start, escaped, last = 0, "", 0, False, "="
     for i, c in enumerate(text):
         if quote:
-            quote = "" if c == quote else quote
-        elif c in "\"'":
+            if escaped:
+                escaped = False
+            elif c == "\\" and quote == '"':
+                escaped = True
+            elif c == quote:
+                quote, last = "", c
+            continue
+        if c in "\"'" and last in "=,[{":
             quote = c
         elif c in "[{":
             depth += 1
         elif c in "]}":
-            depth = max(depth - 1, 0)
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"a {c!r} closes nothing")
         elif c == "," and depth == 0:
             items.append(text[start:i])
             start = i + 1
+        if not c.isspace():
+            last = c
+    if quote or depth:
+        raise ValueError("a quote left open" if quote else "a bracket left open")
     return [*items, text[start:]]
 
 
@@ -90,7 +112,11 @@ def parse_attack(text: str, option: str = "--attack") -> tuple[str, dict[str, An
     if not plugin:
         raise RbenchError(f"{option} {text!r}: write NAME or NAME:key=value,key=value (e.g. pgd:eps=0.3,steps=100)")
     params: dict[str, Any] = {}
-    for item in (part.strip() for part in _items(rest)) if rest else ():
+    try:
+        items = _items(rest) if rest else []
+    except ValueError as exc:
+        raise RbenchError(f"{option} {text!r}: {exc}") from None
+    for item in (part.strip() for part in items):
         if not item:  # "eps=0.3,,steps=100": a value left out, or a stray comma
             raise RbenchError(f"{option} {text!r}: an empty item between commas")
         key, eq, given = item.partition("=")
@@ -101,7 +127,10 @@ def parse_attack(text: str, option: str = "--attack") -> tuple[str, dict[str, An
             raise RbenchError(f"{option} {text!r}: {key!r} is given twice")
         if any(c in given for c in "\n\r#"):  # TOML would read a second line or a comment and drop it silently
             raise RbenchError(f"{option} {text!r}: {key}: one value per key (no line break or '#')")
-        value = params[key] = _value(given.strip())
+        try:
+            value = params[key] = _value(given.strip())
+        except ValueError as exc:
+            raise RbenchError(f"{option} {text!r}: {key}: {exc}") from None
         if isinstance(value, float) and unrepresentable(value):
             what = "not a finite number" if not math.isfinite(value) else "not a 32-bit float's value"
             raise RbenchError(f"{option} {text!r}: {key}: {what}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 import textwrap
@@ -591,6 +592,16 @@ def test_attack_strings_are_parsed_as_toml_values():
                     "b": [0, 1]})
     from rbench.errors import RbenchError
 
+    # an apostrophe in a bare word is a letter, and a basic string's escaped quote does not end it (both swallowed
+    # the following items into the value, silently)
+    assert parse_attack("x:tag=O'Brien,steps=50") == ("x", {"tag": "O'Brien", "steps": 50})
+    assert parse_attack('x:tag="a\\"b",steps=50') == ("x", {"tag": 'a"b', "steps": 50})
+    for text, problem in [("x:b=[0, 1,steps=50", "a bracket left open"), ("x:b=[0,1]],steps=50", "a ']' closes "
+                          "nothing"), ("x:t='abc,s=1", "a quote left open"), ('x:a="""x"y,z""",c=1', "a: not a TOML "
+                          "value (Unterminated string)"), ("x:a=[1,,2]", "a: not a TOML value (Invalid value)"),
+                          ("x:a=", "a: no value after '='")]:  # each was read as a string, or cut silently
+        with pytest.raises(RbenchError, match=rf"^--attack {re.escape(repr(text))}: {re.escape(problem)}$"):
+            parse_attack(text)
     for text in ("pgd:eps=0.3,,steps=100", "pgd:eps=0.3,"):  # a value left out was skipped silently
         with pytest.raises(RbenchError, match=r"an empty item between commas"):
             parse_attack(text)

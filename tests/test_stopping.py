@@ -4,6 +4,7 @@ ends a hanging job alone."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import threading
@@ -235,6 +236,31 @@ def test_a_job_time_limit_signals_the_jobs_thread_not_the_process(monkeypatch):
         pass
     time.sleep(0.4)
     assert len(sent_to) == 1
+
+
+def test_a_job_time_limit_that_expires_at_once_still_puts_the_handler_back():
+    """The alarm can go off while its timer thread starts (a busy thread holds the GIL for up to 5 ms): the
+    JobTimeout escaped before the block's cleanup, and the job's SIGALRM handler stayed installed (127 of 300)."""
+    from rbench.execution import JobTimeout, time_limit
+
+    before = signal.getsignal(signal.SIGALRM)
+    busy = True
+
+    def spin():
+        while busy:
+            pass
+
+    threading.Thread(target=spin, daemon=True).start()
+    left = 0
+    try:
+        for _ in range(150):
+            with contextlib.suppress(JobTimeout), time_limit(0.001, None):
+                time.sleep(0.01)
+            left += signal.getsignal(signal.SIGALRM) is not before
+            signal.signal(signal.SIGALRM, before)
+    finally:
+        busy = False
+    assert left == 0
 
 
 def test_a_job_time_limit_waits_for_an_import_to_finish(tmp_path, monkeypatch):

@@ -378,6 +378,26 @@ def test_gc_of_debris_writes_nothing_into_a_folder_no_run_has_used(tmp_path):
     assert not list(store.root.iterdir())
 
 
+def test_a_gc_without_the_registry_lock_leaves_the_lease_a_starting_run_is_writing(tmp_path, monkeypatch):
+    """gc of debris in a store without leases/ takes no registry lock; a run starting meanwhile makes leases/ and
+    writes its lease under that lock: gc deleted the lease's temporary file, and the run failed to lease."""
+    from rbench.store import TMP_MARK
+
+    store = Store(tmp_path / "store")
+    (store.root / "objects").mkdir(parents=True)
+    writing = store.root / "leases" / f"123-abcdef01.json{TMP_MARK}0a1b2c3d"
+    listed = Store.temporaries
+
+    def run_starts_meanwhile(self):
+        writing.parent.mkdir(exist_ok=True)
+        writing.write_text("{}")
+        return listed(self)
+
+    monkeypatch.setattr(Store, "temporaries", run_starts_meanwhile)
+    assert collect(store, [], None, dry_run=False) == ([], 0)
+    assert writing.exists()
+
+
 def test_gc_judges_a_checkpoint_under_its_lock_so_one_whose_writer_finishes_meanwhile_is_kept(tmp_path, monkeypatch):
     """gc lists a checkpoint whose sidecar is not written yet (a live writer between its two renames); the writer
     puts the sidecar in place and releases the key's lock before gc takes it: gc must find the entry complete
