@@ -46,6 +46,11 @@ def layer_bounds(model: nn.Module, input_shape: list[int] = MNIST_SHAPE) -> list
     return out
 
 
+#: (model key, input shape) -> that model's layer bounds, for this process (a table's cells for layers 1, 2, ...
+#: and the product computed the same spectral norms again each)
+_BOUNDS: dict[tuple[str | None, tuple[int, ...]], list[float]] = {}
+
+
 class OperatorNormParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: 1-based index of a linear/conv layer in module order, or "product" (the network's Lipschitz bound
@@ -65,7 +70,11 @@ class OperatorNorm(Metric):
     fmt = ".3g"
 
     def compute(self, cell: CellData, params: OperatorNormParams) -> float | None:
-        bounds = [b for _, b in layer_bounds(cell.model, params.input_shape)]
+        model = cell.model  # read (and checked) for every cell, as any metric's inputs are
+        memo = (cell.keys.model, tuple(params.input_shape))
+        if memo not in _BOUNDS:  # one model's bounds serve its every layer's cell: its key is its content
+            _BOUNDS[memo] = [b for _, b in layer_bounds(model, params.input_shape)]
+        bounds = _BOUNDS[memo]
         if params.layer == "product":
             return float(torch.tensor(bounds, dtype=torch.float64).prod())
         return bounds[params.layer - 1] if params.layer <= len(bounds) else None
