@@ -216,6 +216,8 @@ class _Resolver:
             suite.models[name] = self.defended(name, m, suite) if m.defenses else self.model(name, m)
         for name in suite.models:
             self.member_cycle(suite, name, [])
+        for name, m in s["models"].items():  # after the cycles: a cycle of defended models is said as one
+            self.no_inner_defenses(name, m)
         for name, model in suite.models.items():
             self.check_init(suite, name, model)
         attacks: dict[str, dict[str, AttackCall]] = {}
@@ -383,6 +385,20 @@ class _Resolver:
         return Model(name, None, None, None, tuple(m.members), defended=Defended(tuple(m.defenses), m.base,
                                                                                     undefended))
 
+    def no_inner_defenses(self, name: str, m: ModelSpec) -> None:
+        """Refuse a defended model as ``m``'s base or member: BPDA, EOT, the threat notes and the model transfer
+        attacks are crafted on follow a source's own chain of defenses (:meth:`Suite.chain_of`), so one inside a
+        part went unseen (a committee with a bit-depth member was attacked without BPDA, its zero gradients
+        passing the masking check beside an undefended member's)."""
+        parts = [("base", m.base)] if m.base is not None else []
+        parts += [(f"members[{i}]", member) for i, member in enumerate(m.members)]
+        for key, part in parts:
+            if self.merged.sections["models"][part].defenses:
+                fix = "list all the defenses in this model's 'defenses', in order, on an undefended base" \
+                    if key == "base" else "give members without defenses"
+                raise self.fail("models", name, key, f"{part!r} has defenses of its own, which BPDA, EOT and "
+                                "transfer attacks would not see (they follow this model's own chain): " + fix)
+
     def check_init(self, suite: Suite, name: str, model: Model) -> None:
         """A model trained from another starts from its weights: same plugin and params."""
         if model.init is None:
@@ -417,6 +433,11 @@ class _Resolver:
             suite.warnings.setdefault(name, []).append(
                 f"{self.where('evaluations', name)}: evaluations.{name}.eot: {ev.eot} draws, but no source has a "
                 "randomized defense: every draw would be the same (EOT is not used)")
+        if ev.threat_model == "transfer" and (ev.eot > 1 or ev.bpda):  # the sets are crafted on undefended models
+            given = " and ".join(k for k, on in (("eot", ev.eot > 1), ("bpda", ev.bpda)) if on)
+            suite.warnings.setdefault(name, []).append(
+                f"{self.where('evaluations', name)}: evaluations.{name}: {given} set, but threat_model = "
+                "\"transfer\" crafts the attacks on the undefended models, through no defense: not used")
         drawn = suite.single_draw_sources(name)
         if drawn:
             suite.warnings.setdefault(name, []).append(

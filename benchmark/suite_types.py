@@ -257,7 +257,8 @@ def threat_note(suite: Suite, evaluation: str) -> str | None:
     # what was applied, and where: BPDA changes only sources with a non-differentiable defense, EOT only sources
     # with a randomized one (on the others every draw is the same: the plain attack is run)
     how = []
-    for what, on, applies in (("BPDA", ev.bpda, lambda d: not d.differentiable),
+    gradients = any(a.takes_gradients for a in ev.attacks.values())  # BPDA is for the attacks that take them
+    for what, on, applies in (("BPDA", ev.bpda and gradients, lambda d: not d.differentiable),
                               (f"EOT over {ev.eot} draws", ev.eot > 1, lambda d: d.randomized)):
         where = [s for s in defended if any(applies(d) for d in suite.chain_of(s))]
         if on and where:

@@ -161,6 +161,17 @@ def _suite(write_suite, text: str = BASE, **replace: str):
      "models.mlp_lowpass.plugin: a defended model is assembled from trained parts"),
     ({'seed = 11\n': 'seed = 11\ninit = "mlp_lowpass"\n'}, "models.mlp_b.init: 'mlp_lowpass' must be a model of "
                                                           "the same plugin"),
+    # a defense inside a part went unseen by BPDA, EOT and transfer (an audit: a committee with a bit-depth member
+    # was attacked without BPDA, the member's zero gradients passing the masking check beside the other's)
+    ({'members = ["mlp", "mlp_b"]': 'members = ["mlp_squeezed", "mlp_b"]'}, "models.committee.members[0]: "
+     "'mlp_squeezed' has defenses of its own, which BPDA, EOT and transfer attacks would not see"),
+    ({'base = "mlp_b"\ndefenses = ["dae", "lowpass"]': 'base = "mlp_squeezed"\ndefenses = ["dae", "lowpass"]'},
+     "models.mlp_b_dae.base: 'mlp_squeezed' has defenses of its own, which BPDA, EOT and transfer attacks would not "
+     "see (they follow this model's own chain): list all the defenses in this model's 'defenses', in order, on an "
+     "undefended base"),
+    ({'[attacks.fgsm]': '[models.ens]\nplugin = "ensemble"\nmembers = ["mlp", "mlp_squeezed"]\ndataset = "mnist"\n'
+      'trainer = { plugin = "none" }\n\n[attacks.fgsm]'}, "models.ens.members[1]: 'mlp_squeezed' has defenses of "
+     "its own"),  # a composed model's members too: the ensemble is no defended model, so nothing saw the squeeze
 ])
 def test_bad_defense_suites_are_one_line(write_suite, change, fragment):
     with pytest.raises(SuiteError) as info:
@@ -252,6 +263,19 @@ def test_the_title_names_bpda_and_eot_only_where_they_apply(write_suite):
     single = load_suite(_suite(write_suite, **{"eot = 4\n": ""}))  # a randomized source, one draw per step
     assert threat_note(single, "adaptive") == ("adaptive: adaptive white-box attacks through the defenses (BPDA on "
                                                "mlp_squeezed; no EOT: one random draw per step on mlp_noisy)")
+    free = load_suite(_suite(write_suite, **{'attacks = ["fgsm", "noise"]\nbpda = true': 'attacks = ["noise"]\n'
+                                             'bpda = true'}))  # BPDA is for gradients: none taken, none claimed
+    assert threat_note(free, "adaptive") == ("adaptive: adaptive white-box attacks through the defenses (EOT over 4 "
+                                             "draws on mlp_noisy)")
+    moot = load_suite(_suite(write_suite, **{'attacks = ["fgsm", "noise"]\nbpda = true\neot = 4':
+                                             'attacks = ["fgsm", "noise"]\nbpda = true\neot = 4\nthreat_model = '
+                                             '"transfer"\n[evaluations.adaptive2]\ndataset = "mnist"\nn = 64\n'
+                                             'sources = ["mlp_noisy"]\nattacks = ["fgsm"]\nthreat_model = '
+                                             '"transfer"\neot = 2'}))  # ignored silently
+    assert [w.split(": ", 1)[1] for w in moot.warning_lines() if "transfer" in w] == [
+        'evaluations.adaptive: eot and bpda set, but threat_model = "transfer" crafts the attacks on the undefended '
+        "models, through no defense: not used", 'evaluations.adaptive2: eot set, but threat_model = "transfer" '
+        "crafts the attacks on the undefended models, through no defense: not used"]
 
 
 def test_a_gradient_attack_on_a_randomized_defense_without_eot_is_a_warning(write_suite):
