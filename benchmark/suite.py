@@ -302,6 +302,7 @@ class _Resolver:
             self.ref("models", name, "init", "models", m.init)
         trainer, data = self.trained_data("models", name, m, m.plugin, "model",
                                           getattr(call.obj, "default_trainer", "standard"))
+        self.same_shape("models", name, call, data)
         check = getattr(call.obj, "check", None)
         if callable(check):  # e.g. a checkpoint's network must map the dataset's inputs to its classes
             dataset = data.call.obj
@@ -313,6 +314,15 @@ class _Resolver:
             self.fits_in_memory(name, call)
         return Model(name, call, trainer, data, tuple(m.members), m.init, m.seed,
                      monitor=None if m.monitor is None else self.monitor(name, m.monitor, trainer))
+
+    def same_shape(self, section: str, name: str, call: PluginCall, data: DataRef) -> None:
+        """A plugin whose params give an ``input_shape`` (the built-in networks and the DAE do) takes its dataset's
+        inputs: ``input_shape = [1, 16, 16]`` on MNIST passed validation and failed inside the training job."""
+        shape = getattr(call.params, "input_shape", None)
+        wanted = tuple(data.call.obj.input_shape)
+        if isinstance(shape, list | tuple) and tuple(shape) != wanted:
+            raise self.fail(section, name, "params.input_shape", f"{list(shape)}, but dataset "
+                            f"{data.dataset!r} has inputs of shape {list(wanted)}")
 
     def fits_in_memory(self, name: str, call: PluginCall) -> None:
         """Refuse a model whose weights alone outgrow this machine's memory (``widths = [100000000000]``): it
@@ -349,6 +359,7 @@ class _Resolver:
                     raise self.fail("defenses", name, key, f"defense {d.plugin!r} is not trained: it takes no {key}")
             return entry
         trainer, data = self.trained_data("defenses", name, d, d.plugin, "defense")
+        self.same_shape("defenses", name, call, data)
         return DefenseEntry(**{**vars(entry), "trainer": trainer, "data": data})
 
     def defended(self, name: str, m: ModelSpec, suite: Suite) -> Model:

@@ -172,6 +172,12 @@ def _suite(write_suite, text: str = BASE, **replace: str):
     ({'[attacks.fgsm]': '[models.ens]\nplugin = "ensemble"\nmembers = ["mlp", "mlp_squeezed"]\ndataset = "mnist"\n'
       'trainer = { plugin = "none" }\n\n[attacks.fgsm]'}, "models.ens.members[1]: 'mlp_squeezed' has defenses of "
      "its own"),  # a composed model's members too: the ensemble is no defended model, so nothing saw the squeeze
+    ({'params = { widths = [128] }': 'params = { widths = [128], input_shape = [1, 16, 16] }'},
+     "defenses.dae.params.input_shape: [1, 16, 16], but dataset 'mnist' has inputs of shape [1, 28, 28]"),  # it
+    # failed inside the training job
+    ({'params = { widths = [32] }\ndataset = "mnist"\nn_train = 2000\nseed = 11':
+      'params = { widths = [32], input_shape = [1, 16, 16] }\ndataset = "mnist"\nn_train = 2000\nseed = 11'},
+     "models.mlp_b.params.input_shape: [1, 16, 16], but dataset 'mnist' has inputs of shape [1, 28, 28]"),
 ])
 def test_bad_defense_suites_are_one_line(write_suite, change, fragment):
     with pytest.raises(SuiteError) as info:
