@@ -66,6 +66,30 @@ def test_operator_norm_bounds_hold_for_linear_and_conv_layers():
     assert len(bounds) == 4
 
 
+def test_operator_norm_is_computed_once_per_model_object_never_per_key():
+    """The bounds are kept per model object for the other layers' cells of that model; a model of the same cell
+    key ("model", as the metric kit names every model) but other weights gets its own."""
+    from types import SimpleNamespace
+
+    from rbench.metric import CellData, CellKeys
+
+    metric = get_plugin("metric", "operator_norm")
+    plugin = get_plugin("model", "lenet")
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        nets.append(plugin.build(plugin.Params(channels=[4, 6], hidden=16)))
+    values = []
+    for net in nets:
+        outputs = SimpleNamespace(model=lambda key, net=net: net)
+        cell = CellData("m", "clean", "m", CellKeys(predictions="p", model="model"), outputs, "e")
+        values.append([metric.compute(cell, metric.Params(layer=layer)) for layer in ("product", 1, 4)])
+    for net, (product, first, last) in zip(nets, values, strict=True):
+        bounds = [b for _, b in layer_bounds(net)]
+        assert (first, last) == (bounds[0], bounds[3]) and product == pytest.approx(float(np.prod(bounds)))
+    assert values[0] != values[1]
+
+
 def test_selector_tables_check_every_cell(write_suite):
     base = """
 [suite]

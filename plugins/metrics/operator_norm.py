@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Annotated, Literal
 
 import torch
@@ -46,9 +47,11 @@ def layer_bounds(model: nn.Module, input_shape: list[int] = MNIST_SHAPE) -> list
     return out
 
 
-#: (model key, input shape) -> that model's layer bounds, for this process (a table's cells for layers 1, 2, ...
-#: and the product computed the same spectral norms again each)
-_BOUNDS: dict[tuple[str | None, tuple[int, ...]], list[float]] = {}
+#: model -> input shape -> its layer bounds, while the model object lives (the runner hands every cell of a model
+#: the one object it loaded: a table's cells for layers 1, 2, ... and the product computed the same spectral norms
+#: again each). Keyed by the object, not by ``cell.keys.model``: a key is a content key only in the runner's cells
+#: (the metric kit names every model "model")
+_BOUNDS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], list[float]]] = weakref.WeakKeyDictionary()
 
 
 class OperatorNormParams(BaseModel):
@@ -70,11 +73,11 @@ class OperatorNorm(Metric):
     fmt = ".3g"
 
     def compute(self, cell: CellData, params: OperatorNormParams) -> float | None:
-        model = cell.model  # read (and checked) for every cell, as any metric's inputs are
-        memo = (cell.keys.model, tuple(params.input_shape))
-        if memo not in _BOUNDS:  # one model's bounds serve its every layer's cell: its key is its content
-            _BOUNDS[memo] = [b for _, b in layer_bounds(model, params.input_shape)]
-        bounds = _BOUNDS[memo]
+        model, shape = cell.model, tuple(params.input_shape)  # read (and checked) for every cell
+        known = _BOUNDS.setdefault(model, {})
+        if shape not in known:
+            known[shape] = [b for _, b in layer_bounds(model, params.input_shape)]
+        bounds = known[shape]
         if params.layer == "product":
             return float(torch.tensor(bounds, dtype=torch.float64).prod())
         return bounds[params.layer - 1] if params.layer <= len(bounds) else None
