@@ -68,10 +68,9 @@ class _MainThreadAlarm:
 
     def cancel(self) -> None:
         """Stop the timer; once this returns, no signal of it is still to be sent."""
-        if self._timer is not None:
+        if self._timer is not None:  # called in the main thread only (the timer thread only sends the signal)
             self._timer.cancel()
-            if self._timer is not threading.current_thread():
-                self._timer.join()
+            self._timer.join()
             self._timer = None
 
 

@@ -35,6 +35,7 @@ source, plain attributes, unsaved buffers, hooks), built (copied) only in the pr
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import importlib
@@ -391,8 +392,6 @@ class Checkpoint(ModelPlugin):
         if params.live is not None:
             if params.live not in LIVE:
                 raise ValueError(f"in-memory model {params.live!r} is not held by this process")
-            import copy
-
             net = copy.deepcopy(LIVE[params.live])
         else:
             net = instantiate(params)
@@ -474,8 +473,6 @@ def register_live(model: nn.Module) -> str:
     of its state_dict's bytes, so the same model gets the same keys in any process (for ``params = { live = id
     }``). A model with a part no text can stand for (:class:`Unkeyable`) gets an id of its own, never reused, and a
     warning saying why."""
-    import copy
-
     try:
         code = live_code_digest(model)
     except Unkeyable as exc:
@@ -498,8 +495,6 @@ def register_live(model: nn.Module) -> str:
 def _uncopyable(model: nn.Module) -> str:
     """Where in ``model`` the first attribute that :func:`copy.deepcopy` refuses is (``body.1.guard``), for the
     error message; ``the model`` if no single attribute is to blame."""
-    import copy
-
     torch_state = {"_parameters", "_buffers", "_modules"}
     for path, module in model.named_modules():
         for name, value in vars(module).items():
