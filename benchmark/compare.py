@@ -216,7 +216,34 @@ def compare_table(name: str, pub: PublishedTable, ours: ResultTable | None) -> l
                     note = f"the run's table {name!r} has no cell ({row}, {column})"
             fmt = ours.fmt(cell) if ours is not None and cell is not None else ".3g"
             out.append(replace(judge(name, row, column, cell, theirs, tol, pub.figure, note), fmt=fmt))
-    return out
+    return out if ours is None else fractions_hint(pub, ours, out)
+
+
+def fractions_hint(pub: PublishedTable, ours: ResultTable, rows: list[Comparison]) -> list[Comparison]:
+    """``rows`` (one table's comparisons), with a note on its measured cells in % where their published values
+    look like fractions: at least two such cells, every published value beside them within 0-1, fewer than half
+    within tolerance as they are and at least half within it once multiplied by 100. Loading cannot refuse a
+    table of values within 0-1 (error rates of 0.8% are common); beside our values the mistake shows, where
+    otherwise every cell reads 'outside' with nothing said why."""
+    measured: dict[int, Tolerance] = {}
+    for i, r in enumerate(rows):
+        try:
+            cell = ours.cell(r.row, r.column)
+        except KeyError:
+            continue
+        if r.ours is not None and ours.unit(cell) == "%":
+            measured[i] = pub.column_tolerance.get(r.column, pub.tolerance)
+    if len(measured) < 2 or not all(0.0 <= rows[i].published <= 1.0 for i in measured):
+        return rows
+    as_is = sum(rows[i].verdict == "within" for i in measured)
+    scaled = sum(tol.allows(rows[i].ours or 0.0, 100.0 * rows[i].published) for i, tol in measured.items())
+    if 2 * as_is >= len(measured) or 2 * scaled < len(measured):
+        return rows
+    hint = (f"every published value of this table lies within 0-1 and its cells are in %: multiplied by 100, "
+            f"{scaled} of its {len(measured)} measured cells would be within tolerance (fractions written for "
+            "percentages?)")
+    return [replace(r, note="; ".join(filter(None, [r.note, hint]))) if i in measured else r
+            for i, r in enumerate(rows)]
 
 
 def judge(table: str, row: str, column: str, cell: Cell | None, theirs: float, tol: Tolerance, figure: str,

@@ -508,6 +508,38 @@ def test_verdicts_say_when_our_interval_reaches_across_the_tolerance():
     assert bare_only.describe() == ": 1/1 cells within tolerance"  # no interval, nothing to say about one
 
 
+def test_published_fractions_beside_cells_in_percent_are_named():
+    """A table in % whose published values were transcribed as fractions (0.98 for 98%) reads 'outside' in every
+    cell: the comparison says why on each measured cell; a table of small percentages that ours match, or whose
+    values times 100 would not match either, gets no such note."""
+    from rbench.compare import PublishedTable
+
+    def notes(ours: dict[str, float], theirs: dict[str, float]) -> list[str]:
+        table = ResultTable("t", "T", ["r"], list(ours), "rows", "columns", {"acc": "%"}, {"acc": ".1f"},
+                            [Cell("r", c, v, metric="acc") for c, v in ours.items()], "")
+        pub = PublishedTable(figure="Table 1", tolerance=Tolerance(abs=2.0), why="w", values={"r": theirs})
+        return [c.note for c in compare_table("t", pub, table)]
+
+    fractions = notes({"a": 97.0, "b": 60.0, "c": 12.0}, {"a": 0.98, "b": 0.61, "c": 0.5})
+    assert all("multiplied by 100, 2 of its 3 measured cells would be within tolerance" in n for n in fractions)
+    from rich.console import Console
+
+    from rbench.report.terminal import print_comparison
+
+    table = ResultTable("t", "T", ["r"], ["a", "b"], "rows", "columns", {"acc": "%"}, {"acc": ".1f"},
+                        [Cell("r", c, v, metric="acc") for c, v in (("a", 97.0), ("b", 60.0))], "")
+    pub = PublishedTable(figure="Table 1", tolerance=Tolerance(abs=2.0), why="w",
+                         values={"r": {"a": 0.98, "b": 0.61, "c": 0.5}})
+    console = Console(record=True, width=100)
+    print_comparison(compare_table("t", pub, table), console)  # the default format shows notes too, each once
+    shown = console.export_text()
+    assert shown.count("(fractions written for") == 1 and "note (r / a; r / b): every published" in shown
+    assert "note (r / c): the run's table 't' has no cell (r, c)" in shown
+    assert notes({"a": 0.8, "b": 0.6}, {"a": 0.9, "b": 0.7}) == ["", ""]  # small percentages, matched
+    assert notes({"a": 40.0, "b": 30.0}, {"a": 0.9, "b": 0.7}) == ["", ""]  # no better multiplied
+    assert notes({"a": 97.0}, {"a": 0.98}) == [""]  # one cell is no pattern
+
+
 def test_a_delta_never_reads_as_on_the_other_side_of_the_tolerance():
     """127 of 5000 (2.54) against a published 2.0 with a tolerance of ±0.5 is outside: its delta shows as +0.54,
     not as the "+0.5" its table's one decimal gives; a delta whose rounding keeps its side keeps the format. A

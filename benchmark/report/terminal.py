@@ -79,6 +79,8 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
                               f"{r.published:g}", fmt_delta(r), r.tolerance,
                               f"[{COLOURS[r.verdict]}]{escape(describe_verdict(r))}[/]")
             console.print(table)
+            for line in note_lines(mine):
+                console.print(escape(line), highlight=False)
     for name, figure, ok, total in summary(rows):
         mine = [r for r in rows if r.table == name]
         line = f"compare {name} ({figure}): {ok}/{total} cells within tolerance ({verdict_counts(mine)})"
@@ -90,6 +92,17 @@ def print_comparison(rows: list[Comparison], console: Console, details: bool = T
         console.print("Summary over all published tables:", highlight=False)
         for paper in papers:
             console.print(escape(f"  {paper.describe()}"), highlight=False)
+
+
+def note_lines(rows: list[Comparison]) -> list[str]:
+    """The notes of one table's comparisons, each once, naming the cells it is on (a note on every cell says so):
+    what the markdown and JSON formats give per cell ("the run has no cell", "in another unit?")."""
+    cells: dict[str, list[str]] = {}
+    for r in rows:
+        if r.note:
+            cells.setdefault(r.note, []).append(f"{r.row} / {r.column}")
+    return [f"  note ({'every cell' if len(on) == len(rows) > 1 else '; '.join(on)}): {note}"
+            for note, on in cells.items()]
 
 
 RUN_DIFF_COLOURS = {"differs": "red", "no difference shown": "green", "equal": "green", "no interval": "yellow",
