@@ -49,6 +49,7 @@ def slice_batches(attack: Any, params: Any, target: torch.nn.Module, model: torc
     the output checked against the contract (``check_success``: its success flags against a re-prediction by
     ``model``); flags the plugin left None are predicted by ``target`` (:func:`rbench.contract.check_attack_output`)."""
     from rbench.contract import ModelGuard, check_attack_output, no_gradients_declared
+    from rbench.errors import PluginContractError
     from rbench.inputs import memory_format
     from rbench.precision import autocast
 
@@ -61,10 +62,20 @@ def slice_batches(attack: Any, params: Any, target: torch.nn.Module, model: torc
     def one_batch(start: int, stop: int) -> AttackOutput:
         xb = x[start:stop].to(device).contiguous(memory_format=layout)
         yb = y[start:stop].to(device)
+        # the plugin gets copies: on the CPU the slice is a view of the job's data, so an attack writing into its
+        # input changed the images its budget and the stored distortions were measured from (a step of 3 eps was
+        # stored as distortion 0 within budget), and the conformance kit's cached reference images for later checks
+        given, labels = xb.clone(memory_format=layout), yb.clone()
         with autocast(precision, device):  # the plugin's passes and the re-prediction of its flags
             with no_gradients_declared(model, f"attack {attack.name!r}") if gradient_free else nullcontext():
-                out = attack.run(target, xb, yb, params, generator=generator)
+                out = attack.run(target, given, labels, params, generator=generator)
             guard.check(f"attack {attack.name!r}")
+            if not isinstance(out, AttackOutput):
+                raise PluginContractError(f"attack {attack.name!r} returned {type(out).__name__}, not an "
+                                          "rbench.AttackOutput")
+            if not (torch.equal(given, xb) and torch.equal(labels, yb)):
+                raise PluginContractError(f"attack {attack.name!r} modified the inputs (or labels) it was given in "
+                                          "place: an attack leaves them as they are and returns new tensors")
             success = check_attack_output(attack.name, out, xb, budget, model, yb, start,
                                           check_success=check_success, targeted=targeted, seen_by=target)
         return replace(out, success=success)

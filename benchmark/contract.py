@@ -10,6 +10,7 @@ A violation raises :class:`rbench.errors.PluginContractError` naming the plugin 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +18,9 @@ import numpy as np
 import torch
 
 from rbench.attack import AttackOutput, Budget
+from rbench.defense import DefendedModel
 from rbench.estimate import interval_holds
-from rbench.inputs import PluginContractError, finite_logits, model_name, predicted_success
+from rbench.inputs import PluginContractError, finite_logits, memory_format, model_name, predicted_success
 from rbench.probe import MEASURED_KEYS
 from rbench.results import BOUNDS
 
@@ -301,6 +303,98 @@ def logits_problem(out: Any, n: int, num_classes: int, finite: bool = True) -> s
         return "outputs look like probabilities (non-negative, each row summing to 1): rbench expects " \
                "logits; return the scores before the softmax (or log-probabilities)"
     return None
+
+
+#: how far an image's logits may move between two passes over the same inputs, or alone against in a batch,
+#: relative to the logits' scale: float rounding of batched kernels (1e-6 or so), not randomness at inference or a
+#: network that normalizes over its batch
+CONSISTENCY_TOLERANCE = 1e-3
+#: the inputs of a job's data :func:`check_consistent` runs the model on
+CONSISTENCY_PROBE = 4
+
+
+def repeat_problem(net: torch.nn.Module, batch: torch.Tensor, out: torch.Tensor) -> str | None:
+    """Why ``net`` (in eval mode), whose output on ``batch`` was ``out``, cannot be evaluated image by image in
+    batches (a phrase to follow "the network's"), or None: a second pass over ``batch`` gives other outputs (it
+    draws randomness at inference: an attack's success would be one unchecked draw), or its last image alone
+    fails, gives no logits, or other logits than in the batch (it normalizes over its batch: each image's result
+    would depend on its neighbours). Up to :data:`CONSISTENCY_TOLERANCE`; the caller's random streams are left
+    as they were."""
+    devices = [batch.device.index or 0] if batch.device.type == "cuda" else []
+    scale = CONSISTENCY_TOLERANCE * (1 + float(out.detach().abs().max())) if out.numel() else 0.0
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        again = net(batch)
+        if not isinstance(again, torch.Tensor) or again.shape != out.shape or \
+                not float((again - out).abs().max()) <= scale:
+            return ("outputs differ between two passes on the same inputs (in eval mode): rbench evaluates "
+                    "deterministic networks (an attack's success would be one random draw, unchecked); put the "
+                    "randomness in a suite defense that declares it (noise_injection) and attack it with eot")
+        try:  # a batch of one: a slice's last batch may be one image
+            with warnings.catch_warnings():  # a statistic over a batch of one warns as it fails
+                warnings.simplefilter("ignore")
+                alone = net(batch[-1:])
+        except (Exception, SystemExit) as exc:
+            return f"forward pass fails on a batch of one image: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    problem = logits_problem(alone, 1, int(out.shape[-1]))
+    if problem is not None:
+        return f"{problem} (it gives logits for a batch of {len(batch)})"
+    gap = float((alone - out[-1:]).abs().max())
+    if not gap <= scale:
+        return (f"output for an image depends on the other images in its batch (its logits alone and in a batch of "
+                f"{len(batch)} differ by up to {gap:.3g}): rbench's attacks and evaluations batch images as they "
+                "go, so each image's result would depend on its neighbours; evaluate a network that classifies "
+                "each image on its own")
+    return None
+
+
+def _twice(stage: torch.nn.Module, h: torch.Tensor, own: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two passes of ``stage`` over ``h``; with ``own`` (a randomized defense's generator), each from the state
+    it had before the first, which it is left in."""
+    if own is None:
+        return stage(h), stage(h)
+    state = own.get_state()
+    first = stage(h)
+    own.set_state(state)
+    second = stage(h)
+    own.set_state(state)
+    return first, second
+
+
+def check_consistent(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> None:
+    """Before an attack or evaluation job uses ``model`` on its inputs ``x``: each defense of a defended model that
+    declares no randomness gives the same images on a second pass (one that declares it, drawing from its own
+    generator, the same draws from the same state), and the network behind them passes
+    :func:`repeat_problem` on the first :data:`CONSISTENCY_PROBE` inputs (a model plugin with dropout left on, or
+    batch statistics at inference, and a defense drawing from torch's global generator undeclared, ran silently:
+    FGSM through such a defense read 37% against the undefended model's 62%, and the stored set vouched for itself);
+    else :class:`PluginContractError` naming the defense or the model."""
+    if not len(x):
+        return
+    h = x[:CONSISTENCY_PROBE].to(device).contiguous(memory_format=memory_format(model))
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        for stage in model.stages if isinstance(model, DefendedModel) else ():
+            own = getattr(stage.module, "generator", None)
+            own = own if stage.randomized and isinstance(own, torch.Generator) else None
+            if stage.randomized and own is None:  # its draws come from elsewhere: nothing to repeat them by
+                h = stage(h)
+                continue
+            out, again = _twice(stage, h, own)
+            if not float((again - out).abs().max()) <= CONSISTENCY_TOLERANCE:
+                raise PluginContractError(f"defense {stage.name!r} " + (
+                    "declares its randomness but draws outside its own generator (DefenseModule.normal / "
+                    "uniform): the job's seed does not fix its draws, so a rerun, or the engine's re-prediction of "
+                    "an attack's success, draws others" if own is not None else
+                    "gives other images on a second pass over the same inputs: a defense that draws randomness "
+                    "declares it (is_randomized), so that attacks average over its draws (eot) and the engine "
+                    "decides their success"), plugin=f"defense {stage.name!r}")
+            h = out
+        head = model.head if isinstance(model, DefendedModel) else model
+        out = head(h)
+        problem = repeat_problem(head, h, out)  # inside the fork: its pass draws on from where this one ended
+    if problem is not None:
+        name = model_name(head)
+        raise PluginContractError(f"{name} cannot be evaluated image by image: its {problem}", plugin=name)
 
 
 def check_eval_logits(model: torch.nn.Module, out: torch.Tensor, n: int, classes: int) -> None:

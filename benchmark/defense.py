@@ -119,13 +119,33 @@ class Stage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.bpda:
-            return self._checked(self.module(x), x)
+            return self._checked(self._defend(x), x)
         stand_in = x if self.approximation is None else self.approximation(x)
         with torch.no_grad():  # the defense's own graph is never used: BPDA's backward is the stand-in's
-            defended = self._checked(self.module(x), x)
+            defended = self._checked(self._defend(x), x)
         # forward: exactly the defense's output (stand_in - stand_in.detach() is exactly 0, where the usual
         # stand_in + (defended - stand_in).detach() rounds it); backward: the stand-in's
         return defended + (stand_in - stand_in.detach())
+
+    def _defend(self, x: torch.Tensor) -> Any:
+        """The defense's module on ``x``; one that writes into ``x`` (seen by its version counter) is a
+        :class:`PluginContractError` naming it: the images an attack measures its distortion from, or an evaluation
+        keeps, would change under it (a noise set was stored at 5x its budget), and an attack's input requiring
+        gradients failed with torch's error, blamed on the attack."""
+        before = None if x.is_inference() else x._version
+        try:
+            out = self.module(x)
+        except RuntimeError as exc:
+            if "in-place operation" not in str(exc):
+                raise
+            raise self._in_place(f": {' '.join(str(exc).split())}") from exc
+        if before is not None and x._version != before:
+            raise self._in_place("")
+        return out
+
+    def _in_place(self, detail: str) -> PluginContractError:
+        return PluginContractError(f"defense {self.name!r} modified its input in place{detail}: a defense returns "
+                                   "new tensors and leaves its input as it is", plugin=f"defense {self.name!r}")
 
     def _checked(self, out: Any, x: torch.Tensor) -> torch.Tensor:
         """``out`` if it is what an input defense must give: inputs of ``x``'s shape, finite, in [0, 1] (up to

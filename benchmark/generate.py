@@ -61,7 +61,8 @@ def run_generate(job: Job, store: Store, device: torch.device, progress: Progres
         tb = targets[start:stop].to(device)
         with autocast(spec.precision, device):
             with no_gradients_declared(model, f"attack {attack.name!r}") if gradient_free else nullcontext():
-                out = attack.run(target, tb, params, shape=shape, generator=generator)
+                # a copy, as an attack's inputs are (slice_batches): the targets it returns are checked against tb
+                out = attack.run(target, tb.clone(), params, shape=shape, generator=generator)
         guard.check(f"attack {attack.name!r}")
         given = out.extras.get("targets")
         if given is not None and (given.shape != tb.shape or not torch.equal(given.to(tb.device).long(), tb)):

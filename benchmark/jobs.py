@@ -22,6 +22,7 @@ from rbench.contract import (
     GRADIENT_PROBE,
     MASKING_PROBE,
     ModelGuard,
+    check_consistent,
     check_defense_gradients,
     check_eval_logits,
     check_input_gradients,
@@ -141,6 +142,7 @@ def run_attack(job: Job, store: Store, device: torch.device, progress: Progress,
     assert spec.data is not None
     x, y, idx = load_slice(spec.data)
     model = load_model(store, spec.source, device)
+    check_consistent(model, x, device)
     seed_randomness(model, job.seed)
     target = attack_view(model, spec.view)  # what the attack sees: BPDA, EOT, or the model itself
     drawn = randomized(model)
@@ -209,6 +211,7 @@ def run_eval(job: Job, store: Store, device: torch.device, progress: Progress, b
         assert spec.clean is not None
         x, y, idx = load_slice(spec.clean)
         labels, what = y.numpy(), "clean inputs"
+    check_consistent(model, x, device)
     logits: list[torch.Tensor] = []
     guard = ModelGuard(model)
     with torch.no_grad(), autocast(spec.precision, device):  # logits are stored as float32 whatever the precision

@@ -98,9 +98,15 @@ def reference_model(seed: int = 0) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
-@cache
 def reference_data(n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` MNIST test images (float32 (n, 1, 28, 28) in [0, 1]) and labels."""
+    """The first ``n`` MNIST test images (float32 (n, 1, 28, 28) in [0, 1]) and labels: fresh copies each call, so
+    that a plugin (or a test) writing into them changes no later check's inputs."""
+    x, y = _reference_data(n)
+    return x.clone(), y.clone()
+
+
+@cache
+def _reference_data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = load_split("mnist", "test")
     return torch.tensor(images[:n].reshape(-1, 1, 28, 28), dtype=torch.float32) / 255, torch.tensor(labels[:n])
 

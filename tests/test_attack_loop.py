@@ -132,3 +132,58 @@ def test_flags_left_to_the_engine_hit_the_targets_of_a_targeted_attack():
     wrong = AttackOutput(x, torch.zeros(20, dtype=torch.bool), {"targets": targets})
     with pytest.raises(Exception, match="10 success flags disagree"):
         check_attack_output("t", wrong, x, None, model, y, 0, targeted=True)
+
+
+class _WritesItsInput:
+    """An FGSM that writes its step into the batch it is given (``zero``: scribbles zeros there, returning a
+    fresh, correct adversarial), or returns a bare tensor (``bare``)."""
+
+    name = "writes_input"
+
+    def __init__(self, how: str):
+        self.how = how
+
+    def budget(self, params):
+        from rbench.attack import Budget
+
+        return Budget("linf", 0.1)
+
+    def uses_gradients(self, params):
+        return True
+
+    def targeted(self, params):
+        return False
+
+    def run(self, model, x, y, params, *, generator=None):
+        x1 = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x1), y), x1)
+        adv = (x + 0.3 * g.sign()).clamp(0, 1)  # three times its budget
+        if self.how == "bare":
+            return adv
+        if self.how == "zero":
+            x.zero_()
+            return AttackOutput((x1.detach() + 0.1 * g.sign()).clamp(0, 1))
+        x.copy_(adv)
+        return AttackOutput(x)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("copy", "attack 'writes_input' modified the inputs (or labels) it was given in place"),
+    ("zero", "attack 'writes_input' modified the inputs (or labels) it was given in place"),
+    ("bare", "attack 'writes_input' returned Tensor, not an rbench.AttackOutput")])
+def test_an_attack_writing_into_its_inputs_fails_and_the_callers_images_stay(how, message):
+    """On the CPU a batch was a view of the job's data: an attack stepping 3 eps in place was measured against its
+    own output (distortion 0, within budget) and its set stored; one zeroing its input was reported as over budget.
+    The plugin now gets copies, and changing them fails the batch, named; the caller's tensors are as they were."""
+    from rbench.attack_loop import slice_batches
+    from rbench.errors import PluginContractError
+
+    model, _ = _counted_mlp()
+    x, y = torch.rand(12, 1, 28, 28), torch.randint(0, 10, (12,))
+    kept = x.clone(), y.clone()
+    generator = torch.Generator().manual_seed(0)
+    one_batch = slice_batches(_WritesItsInput(how), None, model, model, x, y, device="cpu", generator=generator)
+    with pytest.raises(PluginContractError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        attack_in_batches(len(x), 6, one_batch, generator=generator)
+    assert torch.equal(x, kept[0]) and torch.equal(y, kept[1])

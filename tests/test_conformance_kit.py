@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
 from rbench.inputs import PluginContractError
 from rbench.manager import PluginInfo, get_registry
-from rbench.testing import check_attack, reference_model
+from rbench.testing import check_attack, reference_data, reference_model
 
 
 @pytest.mark.parametrize(("name", "params"), [("fgsm", {"eps": 0.1}), ("pgd", {"eps": 0.1, "steps": 5}),
@@ -312,3 +312,13 @@ def _adv_set(out, success, x, y):
 
     return AdvSet(out.x_adv.numpy(), success, y.numpy(), np.full(len(x), -1, np.int64),
                   np.arange(len(x), dtype=np.int64), distortions(x.numpy(), out.x_adv.numpy()))
+
+
+def test_the_reference_data_cannot_be_changed_for_later_checks():
+    """``reference_data`` was one cached pair of tensors: an attack zeroing what it was given left every later
+    check running on black images, where a defense leaving [0, 1] and an attack's lying flags passed."""
+    x, y = reference_data()
+    x.zero_()
+    y.fill_(-1)
+    again_x, again_y = reference_data()
+    assert float(again_x.sum()) > 0 and int(again_y.min()) >= 0

@@ -601,3 +601,125 @@ params = { norm = "l2", eps = 3.0 }
     values = run_values(tmp_path / "run")
     assert values[("errors", "fgsm", "mlp_round")] is None  # no number where the attack saw nothing
     assert values[("errors", "noise", "mlp_round")] is not None and values[("errors", "clean", "mlp_round")] is not None
+
+
+MISBEHAVING = '''
+import torch
+from torch import nn
+from rbench import AttackOutput, FixedBudgetAttack, ModelPlugin, NoParams, hookimpl
+from rbench.defense import Defense, DefenseModule
+from pydantic import BaseModel
+
+
+class Undeclared(DefenseModule):  # noise from torch's global generator, declared deterministic
+    def forward(self, x):
+        return (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+
+
+class Halves(DefenseModule):  # writes into its input
+    def forward(self, x):
+        return x.mul_(0.5)
+
+
+def defense(plugin_name, module, is_randomized=False):
+    class One(Defense):
+        name, Params, randomized = plugin_name, NoParams, is_randomized
+
+        def build(self, params):
+            return module()
+    return One()
+
+
+class Dropped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.lin(torch.nn.functional.dropout(x.flatten(1), 0.5, training=True))  # on in eval mode too
+
+
+class DropoutModel(ModelPlugin):
+    name, Params, default_trainer = "dropout_on", NoParams, "none"
+
+    def build(self, params):
+        return Dropped()
+
+
+class Eps(BaseModel):
+    eps: float = 0.1
+
+
+class InPlace(FixedBudgetAttack):  # steps 3 eps into its input and returns that
+    name, Params, norm = "in_place", Eps, "linf"
+
+    def run(self, model, x, y, params, *, generator=None):
+        x.add_(3 * params.eps * torch.sign(torch.rand_like(x) - 0.5)).clamp_(0, 1)
+        return AttackOutput(x)
+
+
+@hookimpl
+def rbench_defenses():
+    return [defense("undeclared", Undeclared), defense("outside_own", Undeclared, True), defense("halves", Halves)]
+
+
+@hookimpl
+def rbench_models():
+    return [DropoutModel()]
+
+
+@hookimpl
+def rbench_attacks():
+    return [InPlace()]
+'''
+
+
+def test_plugins_that_write_into_their_inputs_or_draw_undeclared_randomness_fail_named(tiny_reference, tmp_path):
+    """Each of these ran silently and stored numbers: an attack stepping 3 eps into its input (distortion 0 within
+    its budget), a defense drawing from torch's global generator declared deterministic (FGSM through it 37%
+    against 62% undefended), one declared randomized drawing outside its own generator (draws no seed fixes), a
+    defense halving its input in place (a noise set at 5x its budget), a model with dropout left on. Each now
+    fails its jobs, naming the plugin at fault; the plain model's cells are still computed."""
+    import shutil
+
+    from support import mlp_suite, plugin_dist, run_values
+
+    suite, store, _, _ = tiny_reference
+    shutil.copytree(store, tmp_path / "store")
+    env = plugin_dist(tmp_path / "plugins", "rbench_test_misbehaving", MISBEHAVING)
+    extra = "".join(f"""
+[defenses.{name}]
+plugin = "{name}"
+[models.mlp_{name}]
+base = "mlp"
+defenses = ["{name}"]
+""" for name in ("undeclared", "outside_own", "halves")) + """
+[models.dropout_on]
+plugin = "dropout_on"
+dataset = "mnist"
+[attacks.in_place]
+plugin = "in_place"
+[attacks.noise]
+plugin = "gaussian_noise"
+params = { norm = "l2", eps = 3.0 }
+"""
+    sources = ["mlp", "mlp_undeclared", "mlp_outside_own", "mlp_halves", "dropout_on"]
+    (tmp_path / "suite.toml").write_text(mlp_suite(suite, extra, sources, ["in_place", "noise"]))
+    out = rbench("run", str(tmp_path / "suite.toml"), "--store", str(tmp_path / "store"), "--run-dir",
+                 str(tmp_path / "run"), "-q", env=env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    flat = " ".join(out.stdout.split())
+    assert ("attack in_place on mlp [attack 'in_place']: PluginContractError: attack 'in_place' modified the "
+            "inputs (or labels) it was given in place") in flat
+    assert ("eval mlp_undeclared on clean mnist/test [defense 'undeclared']: PluginContractError: defense "
+            "'undeclared' gives other images on a second pass over the same inputs") in flat
+    assert "[defense 'outside_own']: PluginContractError: defense 'outside_own' declares its randomness but draws " \
+           "outside its own generator" in flat
+    assert "[defense 'halves']: PluginContractError: defense 'halves' modified its input in place" in flat
+    assert ("eval dropout_on on clean mnist/test [model 'dropout_on']: PluginContractError: model 'dropout_on' "
+            "cannot be evaluated image by image: its outputs differ between two passes") in flat
+    values = run_values(tmp_path / "run")
+    assert values[("errors", "in_place", "mlp")] is None
+    assert values[("errors", "noise", "mlp")] is not None and values[("errors", "clean", "mlp")] is not None
+    for source in sources[1:]:
+        assert values[("errors", "noise", source)] is None and values[("errors", "clean", source)] is None

@@ -66,7 +66,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from rbench.contract import logits_problem
+from rbench.contract import logits_problem, repeat_problem
 from rbench.errors import RbenchError
 from rbench.manager import untrusted
 from rbench.model import ModelPlugin
@@ -375,9 +375,6 @@ def _normalize(mean: list[float], std: list[float]) -> Any:
     return hook
 
 
-#: how far an image's logits alone may be from its logits in a batch, relative to the logits' scale: float rounding
-#: of batched kernels (1e-6 or so), not a network that normalizes over the batch
-BATCH_TOLERANCE = 1e-3
 
 
 class Checkpoint(ModelPlugin):
@@ -443,28 +440,9 @@ class Checkpoint(ModelPlugin):
         problem = logits_problem(out, len(batch), num_classes)
         if problem is not None:
             raise ValueError(f"the network's {problem}")
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the caller's random streams stay as they were
-            again = net(batch)
-        if not torch.equal(out, again):
-            raise ValueError("the network's outputs differ between two passes on the same inputs (in eval mode): "
-                             "rbench evaluates deterministic networks (an attack's success would be one random "
-                             "draw, unchecked); put the randomness in a suite defense (noise_injection) and attack "
-                             "it with eot")
-        try:  # a batch of one: a slice's last batch may be one image
-            with torch.no_grad(), warnings.catch_warnings():  # a statistic over a batch of one warns as it fails
-                warnings.simplefilter("ignore")
-                alone = net(batch[2:])
-        except (Exception, SystemExit) as exc:
-            raise ValueError(f"the network fails on a batch of one image: {one_line(exc)}") from None
-        problem = logits_problem(alone, 1, num_classes)
+        problem = repeat_problem(net, batch, out)
         if problem is not None:
-            raise ValueError(f"the network's {problem} (it gives logits for a batch of {len(batch)})")
-        gap = float((alone - out[2:]).abs().max())
-        if not gap <= BATCH_TOLERANCE * (1 + float(out.abs().max())):
-            raise ValueError(f"the network's output for an image depends on the other images in its batch (its "
-                             f"logits alone and in a batch of {len(batch)} differ by up to {gap:.3g}): rbench's "
-                             "attacks and evaluations batch images as they go, so each image's result would depend "
-                             "on its neighbours; evaluate a network that classifies each image on its own")
+            raise ValueError(f"the network's {problem}")
 
 
 def register_live(model: nn.Module) -> str:
