@@ -383,6 +383,40 @@ def test_a_plugin_bug_every_job_would_hit_is_one_line_before_any_work(write_suit
         _refused(path, "attacks.pgd.params.eps", "less than or equal to 1")
 
 
+def test_a_non_finite_or_unkeyable_parameter_is_refused_before_any_work(write_suite, monkeypatch):
+    """A default of inf or nan passed validation (a value given in the suite never did); the run
+    computed every job, then failed writing results.json ("Out of range float values are not JSON compliant"),
+    exit 1, no plugin named. A ``set`` default passed too and failed every job, which read its params strictly
+    from their JSON (a list). Each is one line naming the key path now."""
+    from rbench.manager import PluginInfo
+
+    class Loose(_SelfContradicting):
+        class Params(BaseModel):
+            eps: float = Field(0.1, le=1.0)
+            tol: float = math.inf
+            scale: dict[str, float] = {}
+            skip: set[int] = set()
+
+    class Setted(_SelfContradicting):
+        class Params(BaseModel):
+            eps: float = Field(0.1, le=1.0)
+            skip: set[int] = {1, 2}
+
+    attacks = get_registry().plugins["attack"]
+    for name, obj in (("loose", Loose("loose")), ("setted", Setted("setted"))):
+        monkeypatch.setitem(attacks, name, PluginInfo("attack", name, "0", "tests", "tests", obj))
+
+    def refused(plugin: str, params: str, *fragments: str) -> None:
+        _refused(write_suite(BASE.replace('plugin = "pgd"\nparams = { eps = 0.1, steps = 5 }',
+                                          f'plugin = "{plugin}"\nparams = {params}')), *fragments)
+
+    refused("loose", "{ eps = 0.5 }", "attacks.pgd.params.tol: inf is not a finite number (a default of attack "
+            "plugin 'loose')")
+    refused("loose", "{ tol = 1.0, scale = { a = nan } }", "attacks.pgd.params.scale.a: nan is not a finite number")
+    refused("setted", "{ eps = 0.5 }", "attacks.pgd.plugin: attack plugin 'setted' (distribution 'tests') has a "
+            "default skip = ", "that breaks its own rule: Input should be a valid set")
+
+
 def test_a_key_a_third_party_params_would_ignore_is_refused(write_suite, monkeypatch):
     """pydantic drops unknown keys unless a Params forbids them: a plugin whose Params did not ran a misspelt
     ``stepz = 5`` with its default ``steps``, and the table looked like FGSM's. The suite's keys are checked
