@@ -2,7 +2,9 @@
 
 A dataset plugin has ``name``, ``Params``, ``input_shape`` (C, H, W), ``num_classes``, ``splits`` and
 ``load(split, params) -> (x, y)`` returning float32 images in [0, 1] shaped (N, C, H, W) and int64 labels
-as numpy arrays. The engine selects deterministic subsets of a split with :func:`rbench.data.subset_indices`.
+as numpy arrays (labels in [0, num_classes)); the engine checks every split as it loads it
+(:func:`rbench.inputs.split_problem`) and selects deterministic subsets of it with
+:func:`rbench.data.subset_indices`.
 
 Optional: ``prepare(split, params)`` (called once per run, before any job, for the data of every job to
 compute) and ``size(split, params) -> int | None``, the split's N when known cheaply (a constant, a file

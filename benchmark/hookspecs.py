@@ -11,7 +11,8 @@ Registration hooks return a list of plugin *objects*. Every plugin object has
 - optionally ``version``: a string that enters cache keys (defaults to the distribution's version).
 
 The base classes that document what each kind implements are in :mod:`rbench.dataset`, :mod:`rbench.model`,
-:mod:`rbench.attack`, :mod:`rbench.metric`, :mod:`rbench.report.reporters` and :mod:`rbench.executors`.
+:mod:`rbench.attack`, :mod:`rbench.transform`, :mod:`rbench.defense`, :mod:`rbench.metric`, :mod:`rbench.probe`,
+:mod:`rbench.report.reporters` and :mod:`rbench.executors` (trainers: :class:`rbench.model.Trainer`).
 """
 
 from __future__ import annotations

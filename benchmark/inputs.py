@@ -47,7 +47,33 @@ def _load_split(dataset_spec: str, split: str, content: str | None = None) -> tu
     spec = json.loads(dataset_spec)
     plugin, params = plugin_params("dataset", spec)
     x, y = plugin.load(split, params)
+    problem = split_problem(x, y, tuple(plugin.input_shape), int(plugin.num_classes))
+    if problem is not None:
+        raise PluginContractError(f"dataset {plugin.name!r} loaded a {split} split that breaks the dataset contract: "
+                                  f"{problem}", plugin=f"dataset {plugin.name!r}")
     return np.ascontiguousarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+
+
+def split_problem(x: Any, y: Any, input_shape: tuple[int, ...], num_classes: int) -> str | None:
+    """What makes ``(x, y)`` no split of a dataset of ``input_shape`` and ``num_classes`` (:mod:`rbench.dataset`),
+    or None: images of another shape than (N, *input_shape), non-finite or outside [0, 1]; labels not one integer
+    class in [0, num_classes) per image. Each was blamed on another plugin, or on none: pixels in [0, 255] as an
+    attack over its budget, images flattened to (N, 784) as a corrupt stored set, a label 10 of 10 classes as the
+    trainer's IndexError, NaN pixels as the model's non-finite logits."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
+        return f"images of shape {tuple(x.shape)}, not (N, {', '.join(map(str, input_shape))}) as its input_shape says"
+    if x.dtype.kind not in "fiu" or y.dtype.kind not in "iu" or y.shape != (len(x),):
+        return f"images of dtype {x.dtype} and labels of dtype {y.dtype} and shape {tuple(y.shape)}: expected " \
+               f"float32 images and one integer label per image ({len(x)})"
+    if len(x):
+        low, high = float(np.min(x)), float(np.max(x))  # a NaN makes both NaN
+        if not (0.0 <= low and high <= 1.0):
+            return ("non-finite pixels" if not (np.isfinite(low) and np.isfinite(high)) else
+                    f"pixels in [{low:g}, {high:g}], not in [0, 1]")
+        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+            return f"labels in [{int(y.min())}, {int(y.max())}], not classes in [0, {num_classes - 1}]"
+    return None
 
 
 def load_slice(data: DataSlice) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:

@@ -256,7 +256,8 @@ def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any,
                 registry.conflicts.append(
                     f"{kind} {name!r} is registered twice: by distribution {existing.distribution!r} "
                     f"({existing.entry_point}) and by distribution {dist!r} ({ep.value}); "
-                    f"disable one with RBENCH_DISABLE_PLUGINS"
+                    f"disable one with RBENCH_DISABLE_PLUGINS, which takes distribution or entry-point names "
+                    f"(RBENCH_DISABLE_PLUGINS={dist} or {ep.name})"
                 )
                 continue
             registry.plugins[kind][name] = info

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import os
+import re
 import shutil
 import socket
 import threading
@@ -413,3 +414,42 @@ def test_a_fifo_where_a_data_file_should_be_is_named_as_such(tmp_path, monkeypat
     find = data.local_file if dataset == "notmnist" else data.resolve_file
     with pytest.raises(DataError, match=rf"data file .*{dataset}/{filename} is a FIFO, not a regular file"):
         find(dataset, filename)
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda x, y: (x * 255, y), "pixels in [0, 255], not in [0, 1]"),
+    (lambda x, y: (x.reshape(len(x), -1), y), "images of shape (6, 784), not (N, 1, 28, 28) as its input_shape says"),
+    (lambda x, y: (x, y + 1), "labels in [1, 10], not classes in [0, 9]"),
+    (lambda x, y: (np.where(x > 0.5, np.nan, x), y), "non-finite pixels"),
+    (lambda x, y: (x, y[:-1]), "one integer label per image (6)"),
+    (lambda x, y: (x, y.astype(np.float32)), "labels of dtype float32"),
+])
+def test_a_split_that_breaks_the_dataset_contract_fails_naming_the_dataset(monkeypatch, break_it, message):
+    """Each was blamed on another plugin, or none: pixels in [0, 255] on an attack over its budget, flattened
+    images on a corrupt stored set (quarantined on every run), a label 10 of 10 classes on the trainer's
+    IndexError, NaN pixels on the model's non-finite logits. The split is checked as it is loaded."""
+    import json
+
+    from rbench.dataset import NoParams
+    from rbench.errors import PluginContractError
+    from rbench.inputs import _load_split
+    from rbench.manager import PluginInfo, get_registry
+
+    class Broken:
+        name, input_shape, num_classes, splits = "broken_data", (1, 28, 28), 10, ("train", "test")
+        Params = NoParams
+
+        def load(self, split, params):
+            x = np.random.default_rng(0).random((6, 1, 28, 28), dtype=np.float32)
+            x[0, 0, 0, :2] = 0.0, 1.0
+            return break_it(x, np.array([0, 9, 1, 2, 3, 4], dtype=np.int64))
+
+    monkeypatch.setitem(get_registry().plugins["dataset"], "broken_data",
+                        PluginInfo("dataset", "broken_data", "0", "tests", "tests", Broken()))
+    _load_split.cache_clear()
+    spec = json.dumps({"plugin": "broken_data", "params": {}})
+    with pytest.raises(PluginContractError, match=r"dataset 'broken_data' loaded a train split that breaks the "
+                       r"dataset contract: .*" + re.escape(message)) as caught:
+        _load_split(spec, "train")
+    assert caught.value.plugin == "dataset 'broken_data'"
+    _load_split.cache_clear()
