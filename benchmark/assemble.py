@@ -16,7 +16,7 @@ from rbench.estimate import Estimate, distinct_samples, interval_holds, mcnemar
 from rbench.inputs import load_model, load_slice
 from rbench.metric import CellData, CellKeys, CellOutputs, metric_number
 from rbench.plan import CLEAN, Plan, data_spec
-from rbench.results import Cell, ResultTable, cell_problem, outcomes_digest, samples_digest
+from rbench.results import Cell, ResultTable, cell_problem, outcomes_digest, samples_digest, unit_problem
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
 from rbench.suite_types import Metric
@@ -139,7 +139,10 @@ def _cell(plan: Plan, spec: CellSpec, row: str, column: str, outputs: CellOutput
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r} returned {value}",
                     **where), None
     if estimate is None:
-        return Cell(row, column, number, data.used, **where), None
+        problem = None if number is None else unit_problem(number, spec.metric.call.obj.unit)
+        return (Cell(row, column, number, data.used, **where) if problem is None else Cell(
+            row, column, None, data.used, error=f"metric {spec.metric.call.name!r} returned {number:g}: {problem}",
+            **where)), None
     if not interval_holds(estimate.low, number, estimate.high):
         return Cell(row, column, None, data.used, error=f"metric {spec.metric.call.name!r} returned {number} with "
                     f"an interval [{estimate.low}, {estimate.high}] that does not hold it", **where), None

@@ -36,6 +36,7 @@ from rbench.errors import PluginContractError
 from rbench.estimate import Estimate
 from rbench.manager import get_plugin
 from rbench.metric import CellData, CellKeys, declared_references, metric_number
+from rbench.results import Cell, cell_problem, unit_problem
 from rbench.suite_schema import validate_params
 
 EVALUATION = "kit"
@@ -106,7 +107,9 @@ def _cell(outputs: _KitOutputs, attack: str) -> CellData:
     return CellData("reference", attack, "reference", keys, outputs, EVALUATION)
 
 
-def _check_value(name: str, what: str, value: Any) -> None:
+def _check_value(name: str, what: str, value: Any, unit: str) -> None:
+    """What a table can hold, as the engine judges a cell when it assembles it (:func:`rbench.assemble`): an
+    estimate -20% of a Wilson interval passed here and failed every cell of a suite."""
     if value is None:
         return
     if isinstance(value, Estimate):
@@ -114,11 +117,16 @@ def _check_value(name: str, what: str, value: Any) -> None:
         assert all(math.isfinite(v) for v in numbers), f"metric {name!r} ({what}): non-finite Estimate {value}"
         assert (value.low is None or value.low <= value.value) and (value.high is None or value.value <= value.high), \
             f"metric {name!r} ({what}): its interval [{value.low}, {value.high}] does not hold {value.value}"
+        problem = cell_problem(Cell("row", "column", value.value, [], n=value.n, low=value.low, high=value.high,
+                                    interval=value.method))
+        assert problem is None, f"metric {name!r} ({what}) returned an estimate rbench cannot stand behind: {problem}"
         return
     number = metric_number(value)
     assert number is not None, (f"metric {name!r} ({what}) returned {type(value).__name__} {value!r}: a metric "
                                 "returns a number, an rbench.Estimate or None")
     assert math.isfinite(number), f"metric {name!r} ({what}) returned {number}, not a finite number"
+    problem = unit_problem(number, unit)
+    assert problem is None, f"metric {name!r} ({what}) returned {number:g}: {problem}"
 
 
 def check_metric(name: str, params: dict[str, Any] | Any, *, attack: str = "fgsm",
@@ -151,7 +159,7 @@ def check_metric(name: str, params: dict[str, Any] | Any, *, attack: str = "fgsm
         before = outputs.snapshot()
         what = "clean cell" if cell_attack == "clean" else f"cell under {attack!r}"
         first = metric.compute(_cell(outputs, cell_attack), params)
-        _check_value(name, what, first)
+        _check_value(name, what, first, metric.unit)
         changed = [k for k, a in outputs.snapshot().items() if not np.array_equal(a, before[k], equal_nan=True)]
         assert not changed, f"metric {name!r} ({what}) changed the cell's {changed[0]} in place"
         try:

@@ -393,6 +393,15 @@ def _check_cell(table: str, cell: Cell) -> None:
         raise ValueError(f"table {table!r}, cell ({cell.row}, {cell.column}): {problem}")
 
 
+def unit_problem(value: float, unit: str) -> str | None:
+    """Why ``value`` cannot be a cell in ``unit``, or None: a value in % lies within 0-100 (a published value
+    beside one must too: :func:`rbench.suite_refs.percentage_problem`). A metric's estimate is held to its
+    interval method's range (:func:`cell_problem`); a plain number in % was shown as "250.0" in a % table."""
+    if unit == "%" and not 0.0 <= value <= 100.0:
+        return "outside [0, 100], where a value in % lies"
+    return None
+
+
 def cell_problem(cell: Cell) -> str | None:
     """What is wrong with ``cell``, in words (None: nothing): its value and interval must be finite numbers or None,
     its n a count or None, its interval must hold its value and lie where its kind of quantity does, and a rate

@@ -8,6 +8,7 @@ import torch
 from pydantic import BaseModel
 
 from rbench.attack import AttackOutput, FixedBudgetAttack, misclassified
+from rbench.estimate import Estimate
 from rbench.inputs import PluginContractError
 from rbench.manager import PluginInfo, get_registry
 from rbench.testing import check_attack, reference_data, reference_model
@@ -246,7 +247,11 @@ BROKEN_METRICS = {"m_vandal": (_vandal, "changed the cell's inputs.x in place"),
                   "m_random": (lambda cell: float(torch.rand(())), "is not a pure function of its cell"),
                   "m_string": (lambda cell: "12.5", "returned str '12.5'"),
                   "m_nan": (lambda cell: float("nan"), "returned nan, not a finite number"),
-                  "m_shuffles": (_shuffles, "changed the cell's clean.logits in place")}
+                  "m_shuffles": (_shuffles, "changed the cell's clean.logits in place"),
+                  # what the engine refuses when it assembles a cell (each passed the kit and failed every cell)
+                  "m_percent": (lambda cell: 250.0, r"returned 250: outside \[0, 100\], where a value in %"),
+                  "m_negative_rate": (lambda cell: Estimate(-20.0, 100, -25.0, -15.0, "wilson"),
+                                      "returned an estimate rbench cannot stand behind: a wilson estimate of -20.0")}
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN_METRICS))

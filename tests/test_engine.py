@@ -265,7 +265,8 @@ RETURNS = {"r_array": np.array([1.0, 2.0]), "r_string": "12.5", "r_bool": True, 
            "r_np": np.float32(0.5), "r_tensor": torch.tensor([0.25]), "r_int": np.int64(3),
            "r_interval": Estimate(50.0, 10, 60.0, 70.0, "t"),  # an interval that does not hold its value
            "r_wilson": Estimate(50.0, 10, 10.0, 90.0, "wilson"),  # a "rate" whose interval is not Wilson's
-           "r_samples": Estimate(2.0, 3, 1.0, 3.0, "t", samples=np.array([1.0, 3.0]))}  # n = 3, 2 kept
+           "r_samples": Estimate(2.0, 3, 1.0, 3.0, "t", samples=np.array([1.0, 3.0])),  # n = 3, 2 kept
+           "r_percent": 250.0}  # in % (the metric's unit): shown as "250.0" in a % table
 
 
 def test_a_metric_value_that_is_not_a_number_is_that_cell_s_error_never_a_crash_or_a_parsed_string(first_run,
@@ -273,7 +274,9 @@ def test_a_metric_value_that_is_not_a_number_is_that_cell_s_error_never_a_crash_
     suite, root, _ = first_run
     registry = get_registry()
     for name, value in RETURNS.items():
-        registry.plugins["metric"][name] = PluginInfo("metric", name, "0", "tests", "tests", _Returns(name, value))
+        metric = _Returns(name, value)
+        metric.unit = "%" if name == "r_percent" else ""
+        registry.plugins["metric"][name] = PluginInfo("metric", name, "0", "tests", "tests", metric)
     try:
         path = tmp_path / "values.toml"
         path.write_text(suite.read_text() + '\n[tables.values]\nevaluation = "wb"\nrows = "metric"\ncolumns = '
@@ -298,6 +301,8 @@ def test_a_metric_value_that_is_not_a_number_is_that_cell_s_error_never_a_crash_
     assert cells["r_wilson"].value is None and "metric 'r_wilson' returned an estimate rbench cannot stand " \
         "behind: its interval [10.0, 90.0] is not the Wilson interval of 5 of 10" in cells["r_wilson"].error
     assert cells["r_samples"].value is None and cells["r_samples"].error.endswith("its n = 3 but it kept 2 samples")
+    assert cells["r_percent"].value is None and cells["r_percent"].error == \
+        "metric 'r_percent' returned 250: outside [0, 100], where a value in % lies"
 
 
 def test_a_run_into_a_used_folder_leaves_only_its_own_files(first_run, tmp_path):
