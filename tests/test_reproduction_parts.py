@@ -255,6 +255,9 @@ def test_every_claim_holds_on_the_papers_own_numbers():
         for name, t in published.tables.items():
             columns = sorted({c for values in t.values.values() for c in values})
             cells = [Cell(r, c, v) for r, values in t.values.items() for c, v in values.items()]
+            # the paper's table has one threat model: Uličný's claims on our adaptive columns read its own columns
+            cells += [Cell(r, f"{c} adaptive", v) for r, values in t.values.items() for c, v in values.items()]
+            columns += [f"{c} adaptive" for c in columns]
             tables[name] = ResultTable(name, t.figure, list(t.values), columns, "rows", "columns", {}, {}, cells)
         for claim in published.claims:
             check = check_one_claim(claim, tables.get(claim.table))

@@ -109,7 +109,8 @@ class LeNetNet(nn.Module):
 
 
 class LeNet(ModelPlugin):
-    """LeNet-style CNN (defaults: Caffe's LeNet, 20-50 channels of 5x5, 500 hidden, dropout 0.5 before logits).
+    """LeNet-style CNN (defaults: Caffe's LeNet's layers, 20-50 channels of 5x5 and 500 hidden, plus dropout 0.5
+    before the logits and an activation after each convolution, which Caffe's has not).
 
     Uličný, Lundström & Byttner 2016 ("Robustness of deep convolutional neural networks for image
     recognition") use this network (two 5x5 conv layers of 20 and 50 channels, two 2x2 max-pools, 500 hidden
