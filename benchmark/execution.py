@@ -148,7 +148,7 @@ def compute_or_fail(job: Job, store: Store, device: str, progress: Progress, **o
     the error (:func:`describe_failure`) only for ``failed``. Every executor runs a job through this."""
     try:
         return compute(job, store, device, progress, **options), None
-    except (Exception, JobTimeout) as exc:
+    except (Exception, JobTimeout, SystemExit) as exc:  # a plugin's sys.exit() ended the run, exit 3, nothing said
         return "failed", describe_failure(job, exc)
 
 

@@ -668,9 +668,16 @@ def rbench_models():
     return [DropoutModel()]
 
 
+class Exits(InPlace):  # a plugin calling sys.exit: it ended the whole run with exit 3 and no word
+    name = "exits"
+
+    def run(self, model, x, y, params, *, generator=None):
+        raise SystemExit(3)
+
+
 @hookimpl
 def rbench_attacks():
-    return [InPlace()]
+    return [InPlace(), Exits()]
 '''
 
 
@@ -678,8 +685,9 @@ def test_plugins_that_write_into_their_inputs_or_draw_undeclared_randomness_fail
     """Each of these ran silently and stored numbers: an attack stepping 3 eps into its input (distortion 0 within
     its budget), a defense drawing from torch's global generator declared deterministic (FGSM through it 37%
     against 62% undefended), one declared randomized drawing outside its own generator (draws no seed fixes), a
-    defense halving its input in place (a noise set at 5x its budget), a model with dropout left on. Each now
-    fails its jobs, naming the plugin at fault; the plain model's cells are still computed."""
+    defense halving its input in place (a noise set at 5x its budget), a model with dropout left on; and an attack
+    calling sys.exit ended the run (exit 3, nothing said). Each now fails its jobs, naming the plugin at fault; the
+    plain model's other cells are still computed."""
     import shutil
 
     from support import mlp_suite, plugin_dist, run_values
@@ -699,12 +707,14 @@ plugin = "dropout_on"
 dataset = "mnist"
 [attacks.in_place]
 plugin = "in_place"
+[attacks.exits]
+plugin = "exits"
 [attacks.noise]
 plugin = "gaussian_noise"
 params = { norm = "l2", eps = 3.0 }
 """
     sources = ["mlp", "mlp_undeclared", "mlp_outside_own", "mlp_halves", "dropout_on"]
-    (tmp_path / "suite.toml").write_text(mlp_suite(suite, extra, sources, ["in_place", "noise"]))
+    (tmp_path / "suite.toml").write_text(mlp_suite(suite, extra, sources, ["in_place", "exits", "noise"]))
     out = rbench("run", str(tmp_path / "suite.toml"), "--store", str(tmp_path / "store"), "--run-dir",
                  str(tmp_path / "run"), "-q", env=env)
     assert out.returncode == 1, out.stdout + out.stderr
@@ -718,8 +728,9 @@ params = { norm = "l2", eps = 3.0 }
     assert "[defense 'halves']: PluginContractError: defense 'halves' modified its input in place" in flat
     assert ("eval dropout_on on clean mnist/test [model 'dropout_on']: PluginContractError: model 'dropout_on' "
             "cannot be evaluated image by image: its outputs differ between two passes") in flat
+    assert "attack exits on mlp [attack 'exits']: SystemExit: 3" in flat  # fails alone, the run goes on
     values = run_values(tmp_path / "run")
-    assert values[("errors", "in_place", "mlp")] is None
+    assert values[("errors", "in_place", "mlp")] is None and values[("errors", "exits", "mlp")] is None
     assert values[("errors", "noise", "mlp")] is not None and values[("errors", "clean", "mlp")] is not None
     for source in sources[1:]:
         assert values[("errors", "noise", source)] is None and values[("errors", "clean", source)] is None
