@@ -57,7 +57,8 @@ from rbench.store import Store, write_probe
 
 #: job kinds whose task takes a whole GPU: trainings, and transforms (attacks and evaluations take ``gpu_fraction``)
 WHOLE_GPU_KINDS = ("train", "transform")
-#: seconds between two progress messages of one task (the last one always goes)
+#: seconds between two progress messages of one task (the last one always goes; one that reaches the coordinator
+#: after its job's end is dropped: the end says more)
 PROGRESS_EVERY = 0.5
 #: seconds the coordinator waits on its tasks before it relays their events again
 POLL = 0.25
@@ -506,7 +507,12 @@ class _Dispatch:
                 self.relay()
                 for ref in done:
                     job = self.inflight.pop(ref)
-                    self.scheduler.finish(job, self.result(ref, job))
+                    result = self.result(ref, job)
+                    if result.status in ("done", "failed") and result.device != "ray" and job.key not in self.started:
+                        # its start message travels apart from its result and was not relayed yet: an observer
+                        # pairing starts with ends (the progress display, rbench_job_started) saw only the end
+                        self.observer.started(job, result.device)
+                    self.scheduler.finish(job, result)
                 self.enforce_deadline()
         except BaseException:
             self.cancel()
