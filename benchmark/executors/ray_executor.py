@@ -33,6 +33,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -308,20 +309,28 @@ def _ray_job(job: Job, store_root: str, timeout: float | None, threads: int, eve
 
 def _events_actor(ray: ModuleType) -> Any:
     """The actor that carries ``started`` and progress messages from tasks to the coordinator. Defined here, so
-    Ray ships it by value: its process imports neither torch nor rbench."""
+    Ray ships it by value: its process imports neither torch nor rbench. It runs on the driver's node (it could land
+    on any node, and losing that node lost every start message, so the hard deadlines, which count from a job's
+    start, went unenforced: a job stuck outside Python ran 184 s past a 3 s limit) and is restarted if its process
+    dies, messages sent meanwhile retried; ``drain`` returns the incarnation with the messages, so the coordinator
+    knows when what the dead one held was lost."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     class RbenchEvents:
         def __init__(self) -> None:
             self.events: list[Any] = []
+            self.incarnation = os.urandom(8).hex()
 
         def push(self, event: Any) -> None:
             self.events.append(event)
 
-        def drain(self) -> list[Any]:
+        def drain(self) -> tuple[str, list[Any]]:
             events, self.events = self.events, []
-            return events
+            return self.incarnation, events
 
-    return ray.remote(num_cpus=0)(RbenchEvents).remote()
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=here)(
+        RbenchEvents).remote()
 
 
 # -- coordinator side ----------------------------------------------------------------------------------------
@@ -402,7 +411,11 @@ class RayExecutor(Executor):
         ray = _import_ray()
         owned = not ray.is_initialized()  # else a program using rbench's API connected Ray itself: use that
         private = owned and params.address is None
-        with private_instance() if private else contextlib.nullcontext() as temp_dir:
+        # Ray's driver prints the raylet's notices (a worker died, a task is retried) to stdout from a thread of its
+        # own whatever log_to_driver says: they went among the tables; until the shutdown below stops that thread,
+        # stdout is stderr (rbench writes nothing to stdout while jobs run)
+        with private_instance() if private else contextlib.nullcontext() as temp_dir, \
+                contextlib.redirect_stdout(sys.stderr) if owned else contextlib.nullcontext():
             # torch threads per job: on a Ray instance of the run's own, as the local executor's workers (so the
             # numbers are the local executor's: float sums depend on the thread count); on a cluster, num_cpus
             threads = cpu_threads_per_worker(workers) if private else max(1, int(params.num_cpus))
@@ -490,6 +503,7 @@ class _Dispatch:
         self.env, self.marker = forwarded_env(), marker
         self.events = _events_actor(ray)
         self.draining: Any = self.events.drain.remote()
+        self.incarnation: str | None = None  # of the events actor, as its first drain gives it
         self.inflight: dict[Any, Job] = {}
         self.submitted: dict[str, float] = {}  # key -> when its task was submitted
         self.started: dict[str, float] = {}  # key -> when it (or its latest retry) started computing
@@ -537,9 +551,17 @@ class _Dispatch:
         if not ready:
             return
         try:
-            events = _unwrapped(self.ray.get, self.draining)
+            incarnation, events = _unwrapped(self.ray.get, self.draining)
         except self.ray.exceptions.RayError:
-            events = []  # the actor is gone: no more progress, the jobs still finish
+            incarnation, events = None, []  # its restart failed: no more progress, the jobs still finish
+        if incarnation != self.incarnation:
+            if self.incarnation is not None:
+                self.observer.warning(
+                    "executor 'ray': the process relaying the tasks' start and progress messages "
+                    + ("died and was restarted" if incarnation is not None else "died")
+                    + ": a job that started before may run past its hard deadline unnoticed (its own time limit "
+                    "still applies where Python runs) and its progress is not shown", None)
+            self.incarnation = incarnation
         self.draining = self.events.drain.remote()
         running = {job.key: job for job in self.inflight.values()}
         for kind, key, payload in events:
