@@ -70,3 +70,23 @@ def test_the_request_is_well_formed_hpack():
     length = int.from_bytes(headers[:3], "big")
     assert headers[3] == HEADERS and len(headers) == 9 + length
     assert b"\x01\x7f\xaf\x01" + b"h" * 300 + b":1" in headers  # :authority, length 302 = 127 + 47 + 128 * 1
+
+
+def test_a_gcs_is_told_from_another_grpc_server_by_its_answer_to_a_gcs_call():
+    """A raylet's port (or a GCS that wants a token) speaks gRPC but answers a GCS call with trailers only: it passed
+    the health check, and ray.init then retried for 23 s, printing 20 lines. A GCS answers with a message."""
+    from rbench.executors.grpc_probe import DATA, GCS_METHOD, call_request, serves_gcs
+
+    message = frame(HEADERS, 4, 1, b"\x88\x40\x0ccontent-type\x10application/grpc") + frame(DATA, 0, 1, bytes(7))
+    seen = []
+
+    def gcs(request: bytes) -> bytes:
+        seen.append(request)
+        return SERVER_SETTINGS + message
+
+    with answering(gcs) as port:
+        assert serves_gcs("127.0.0.1", port, 5.0)
+    assert seen[0].startswith(call_request(f"127.0.0.1:{port}", GCS_METHOD, b""))
+    assert seen[0].endswith(frame(DATA, 1, 1, bytes(5)))  # the empty request: not compressed, length 0, stream ended
+    with answering(lambda request: SERVER_SETTINGS + GRPC_ANSWER) as port:
+        assert speaks_grpc("127.0.0.1", port, 5.0) and not serves_gcs("127.0.0.1", port, 5.0)

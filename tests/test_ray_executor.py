@@ -358,6 +358,32 @@ def test_every_job_a_ray_task_computes_is_started_before_it_finishes(cluster, ti
         assert mine == ["started", "done"], (job.label, mine)
 
 
+def test_a_raylet_port_given_as_the_address_is_one_line_within_seconds(cluster):
+    """A node's raylet speaks gRPC too: given as --address it passed the check, then ray.init retried for 23 s,
+    printing 20 lines of its log, and ended with a hint about tokens. The head's GCS port still passes."""
+    import logging
+
+    import ray
+
+    from rbench.executors.ray_executor import check_address
+
+    address, _ = cluster
+    owned = not ray.is_initialized()
+    if owned:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        raylet = ray.nodes()[0]["NodeManagerPort"]
+    finally:
+        if owned:
+            ray.shutdown()
+    check_address(address)
+    started = time.monotonic()
+    with pytest.raises(RbenchError, match=rf"^--address 127.0.0.1:{raylet}: a gRPC server answers at "
+                       rf"127.0.0.1:{raylet}, but not as a Ray head's GCS: give the head's GCS port"):
+        check_address(f"127.0.0.1:{raylet}")
+    assert time.monotonic() - started < 10
+
+
 def test_the_events_actor_comes_back_when_its_process_dies(cluster):
     """Its death (or its node's) lost every start message for the rest of the run, and with them the hard
     deadlines, which count from a job's start: a job stuck outside Python ran 184 s past a 3 s limit. It is now

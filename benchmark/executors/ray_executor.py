@@ -51,7 +51,7 @@ from rbench.devices import cpu_threads_per_worker
 from rbench.errors import RbenchError
 from rbench.execution import STOP_GRACE, compute_or_fail, hard_deadline, stuck_failure
 from rbench.executors import Executor, JobResult, Observer, Scheduler
-from rbench.executors.grpc_probe import speaks_grpc
+from rbench.executors.grpc_probe import serves_gcs, speaks_grpc
 from rbench.interrupt import handlers_kept
 from rbench.plan import Job, Plan
 from rbench.store import Store, write_probe
@@ -159,7 +159,8 @@ def _import_ray() -> ModuleType:
 
 def check_address(address: str) -> None:
     """Refuse (one line) an address no Ray cluster answers at, within :data:`CONNECT_TIMEOUT` seconds (Ray itself
-    retries for minutes): nothing listens, or what does is no gRPC server (:func:`speaks_grpc`)."""
+    retries for minutes): nothing listens, what does is no gRPC server (:func:`speaks_grpc`), or, for a plain
+    HOST:PORT without a token, no Ray head's GCS (:func:`serves_gcs`)."""
     target = address
     if address == "auto":
         try:
@@ -180,8 +181,10 @@ def check_address(address: str) -> None:
         raise RbenchError(f"--address {address!r}: give HOST:PORT of the Ray head node, or auto")
     if not 0 < int(port) < 65536:
         raise RbenchError(f"--address {address!r}: port {port} is out of range (1-65535)")
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
+    client = target.startswith("ray://")
     try:
-        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # a TLS server: a bare connect only
+        if tls:  # a TLS server: a bare connect only
             with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
                 speaks = True
         else:
@@ -192,6 +195,21 @@ def check_address(address: str) -> None:
     if not speaks:
         raise RbenchError(f"--address {address}: something answers at {host}:{port}, but not a Ray cluster (no gRPC "
                           "server): give the head node's GCS port (ray start --head prints it), or auto")
+    if tls or client or address == "auto" or os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        # the call below carries no TLS and no token (Ray finds a local cluster's token itself for auto), and a Ray
+        # Client server is no GCS: ray.init will tell
+        return
+    try:
+        gcs = serves_gcs(host.strip("[]"), int(port), CONNECT_TIMEOUT)
+    except OSError:
+        gcs = False
+    if not gcs:
+        # another gRPC server (a raylet's port) or a GCS that wants a token: ray.init retried for 23 s, printing 20
+        # lines of its C++ log, and ended with a generic line
+        raise RbenchError(f"--address {address}: a gRPC server answers at {host}:{port}, but not as a Ray head's GCS: "
+                          "give the head's GCS port (ray start --head prints it), or, if the cluster uses token "
+                          "authentication, set RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or the token file the nodes "
+                          "use")
 
 
 #: seconds every node of a cluster has to answer the store probe before the run is refused
