@@ -215,9 +215,25 @@ def describe(info: PluginInfo) -> dict[str, Any]:
         out["params_model"] = params_model.__name__
         out["params_doc"] = " ".join(inspect.cleandoc(notes).split()) if notes and params_model.model_fields else ""
         out["params"] = params_of(params_model)
+        out["defaults_problem"] = _defaults_problem(params_model, out["params"])
     else:
-        out["params_model"], out["params_doc"], out["params"] = None, "", []
+        out["params_model"], out["params_doc"], out["params"], out["defaults_problem"] = None, "", [], None
     return out
+
+
+def _defaults_problem(model: type[BaseModel], params: list[dict[str, Any]]) -> str | None:
+    """Why a suite refuses this plugin's defaults (a default of eps = 5 under le=1, an inf), or None; None too where
+    the defaults alone are no call (a parameter required, or a combination its validator asks for)."""
+    from rbench.suite_schema import broken_default, non_finite_param
+
+    if any(p["required"] for p in params):
+        return None
+    try:
+        validated = model.model_validate({}, strict=True)
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError: the plugin needs parameters
+        return None
+    bad = non_finite_param(validated)
+    return f"{bad[0]} = {bad[1]} is not a finite number" if bad is not None else broken_default(model, validated)
 
 
 def _default_text(p: dict[str, Any]) -> str:
@@ -242,6 +258,9 @@ def render(desc: dict[str, Any], width: int = 100) -> str:
     lines += _render_params(desc["params"], "    ", width)
     if desc["params_doc"]:
         lines += textwrap.wrap(f"notes: {desc['params_doc']}", width, initial_indent="  ", subsequent_indent="    ")
+    if desc.get("defaults_problem"):
+        lines += textwrap.wrap(f"warning: a suite refuses its defaults: {desc['defaults_problem']}", width,
+                               initial_indent="  ", subsequent_indent="    ")
     return "\n".join(lines)
 
 

@@ -45,8 +45,9 @@ from rbench.suite_schema import (
     TableSpec,
     TrainedSpec,
     TrainerSpec,
-    brief,
+    broken_default,
     ignored_key_problem,
+    non_finite_param,
     pydantic_problem,
 )
 from rbench.suite_types import (
@@ -85,45 +86,6 @@ def load_suite(path: str | Path, profile: str | None = None, registry: Registry 
         except RbenchError:
             raise exc from None
         raise SuiteError(f"{exc} (set by profile {profile!r}: the suite without it is valid)") from None
-
-
-def _broken_default(params_type: type[BaseModel], validated: BaseModel, base: Path) -> str | None:
-    """Why a default ``validated`` took from its Params breaks the Params' own rules, or None. pydantic does not
-    validate defaults, so a default such as ``eps = 5.0`` under ``le=1`` would otherwise fail in every job."""
-    defaulted = set(type(validated).model_fields) - validated.model_fields_set
-    if not defaulted:
-        return None
-    try:  # as a job reads them: strictly, from their JSON (a set default passed, then failed every job)
-        params_type.model_validate(validated.model_dump(mode="json"), strict=True, context={"base": base})
-    except ValidationError as err:
-        for e in err.errors():
-            if e["loc"] and e["loc"][0] in defaulted:
-                return (f"has a default {e['loc'][0]} = {brief(getattr(validated, str(e['loc'][0])))} that breaks "
-                        f"its own rule: {e['msg']}")
-    except Exception:  # noqa: BLE001 - a Params that does not round-trip through JSON is not this check's concern
-        return None
-    return None
-
-
-def non_finite_param(validated: BaseModel) -> tuple[str, float] | None:
-    """The key path (``"eps"``, ``"kwargs.steps"``, ``"widths.0"``) and value of the first non-finite number in
-    ``validated`` as a job's key records it, or None: an inf or nan passed validation (a default, or TOML's
-    ``inf``) and the run computed every job, then failed writing results.json (JSON has no inf)."""
-
-    def first(value: Any, path: str) -> tuple[str, float] | None:
-        if isinstance(value, float) and not math.isfinite(value):
-            return path, value
-        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-        for key, item in items:
-            found = first(item, f"{path}.{key}" if path else str(key))
-            if found is not None:
-                return found
-        return None
-
-    try:
-        return first(validated.model_dump(mode="python", round_trip=True), "")
-    except Exception:  # noqa: BLE001 - a Params that does not dump is not this check's concern
-        return None
 
 
 def _budget_problem(kind: str, obj: Any, params: BaseModel) -> str | None:
@@ -180,7 +142,7 @@ class _Resolver:
             raise self.fail(section, name, f"{key}params.{bad[0]}", f"{bad[1]} is not a finite number ({where} of "
                             f"{kind} plugin {plugin!r}): parameters enter the job's key and results.json, which "
                             "hold finite numbers only")
-        problem = _broken_default(info.obj.Params, validated, base) or _budget_problem(kind, info.obj, validated)
+        problem = broken_default(info.obj.Params, validated, base) or _budget_problem(kind, info.obj, validated)
         if problem is not None:  # the plugin's bug, found before any work instead of in every job that uses it
             raise self.fail(section, name, at, f"{kind} plugin {plugin!r} (distribution {info.distribution!r}) "
                             f"{problem}")

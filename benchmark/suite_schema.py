@@ -10,9 +10,11 @@ read and merged: :mod:`rbench.suite_files`; how entries are resolved to plugin c
 
 from __future__ import annotations
 
+import math
 import re
 import types
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, AliasPath, BaseModel, ConfigDict, Field, ValidationError
@@ -391,10 +393,58 @@ def ignored_key_problem(params_type: type[BaseModel], given: dict[str, Any]) -> 
     return ignored[0], f"unknown key (its params: {', '.join(known) or 'none'}){hint}"
 
 
+def broken_default(params_type: type[BaseModel], validated: BaseModel, base: Path | None = None) -> str | None:
+    """Why a default ``validated`` took from its Params breaks the Params' own rules, or None. pydantic does not
+    validate defaults, so a default such as ``eps = 5.0`` under ``le=1`` would otherwise fail in every job."""
+    defaulted = set(type(validated).model_fields) - validated.model_fields_set
+    if not defaulted:
+        return None
+    try:  # as a job reads them: strictly, from their JSON (a set default passed, then failed every job)
+        params_type.model_validate(validated.model_dump(mode="json"), strict=True,
+                                   context=None if base is None else {"base": base})
+    except ValidationError as err:
+        for e in err.errors():
+            if e["loc"] and e["loc"][0] in defaulted:
+                return (f"has a default {e['loc'][0]} = {brief(getattr(validated, str(e['loc'][0])))} that breaks "
+                        f"its own rule: {e['msg']}")
+    except Exception:  # noqa: BLE001 - a Params that does not round-trip through JSON is not this check's concern
+        return None
+    return None
+
+
+def non_finite_param(validated: BaseModel) -> tuple[str, float] | None:
+    """The key path (``"eps"``, ``"kwargs.steps"``, ``"widths.0"``) and value of the first non-finite number in
+    ``validated`` as a job's key records it, or None: an inf or nan passed validation (a default, or TOML's
+    ``inf``) and the run computed every job, then failed writing results.json (JSON has no inf)."""
+
+    def first(value: Any, path: str) -> tuple[str, float] | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return path, value
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            found = first(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+        return None
+
+    try:
+        return first(validated.model_dump(mode="python", round_trip=True), "")
+    except Exception:  # noqa: BLE001 - a Params that does not dump is not this check's concern
+        return None
+
+
 def validate_params(params_type: type[BaseModel], given: dict[str, Any]) -> BaseModel:
     """``given`` validated strictly by a plugin's ``params_type``, as a suite validates it; a key it would ignore
-    (:func:`ignored_keys`) is a ValueError naming it, with a close match."""
+    (:func:`ignored_keys`) is a ValueError naming it, with a close match, as is a non-finite number
+    (:func:`non_finite_param`) or a default that breaks the Params' own rules (:func:`broken_default`)."""
     problem = ignored_key_problem(params_type, given)
     if problem is not None:
         raise ValueError(f"params key {problem[0]!r}: {problem[1]}")
-    return params_type.model_validate(given, strict=True)
+    validated = params_type.model_validate(given, strict=True)
+    bad = non_finite_param(validated)
+    default = broken_default(params_type, validated) if bad is None else None
+    if bad is not None:  # what a suite refuses before any work (rbench.suite), refused here alike
+        raise ValueError(f"params.{bad[0]}: {bad[1]} is not a finite number")
+    if default is not None:
+        raise ValueError(f"{params_type.__name__} {default}")
+    return validated

@@ -428,3 +428,26 @@ def test_a_whole_split_counts_its_samples_in_the_estimate():
     assert samples(part, lambda key: {}) == 30000
     unknown = {**whole, "data": {**whole["data"], "dataset": {"plugin": "no such dataset", "params": {}}}}
     assert samples(unknown, lambda key: {}) is None
+
+
+def test_a_plugin_whose_defaults_a_suite_refuses_says_so():
+    """``rbench plugins NAME`` showed ``steps: int = 0; ge=1`` without a word, though every suite refuses that
+    default; a plugin needing parameters (a validator asking for a combination) is no such case."""
+    from rbench.explain import render
+    from rbench.manager import PluginInfo
+
+    class Steps(BaseModel):
+        steps: Annotated[int, Field(ge=1)] = 0
+
+    class Infinite(BaseModel):
+        tol: float = float("inf")
+
+    def described(params: type[BaseModel]) -> dict:
+        plugin = type("Plugin", (), {"name": "self_contradicting", "Params": params})()
+        return describe(PluginInfo("attack", "self_contradicting", "0", "tests", "tests", plugin))
+
+    assert described(Infinite)["defaults_problem"] == "tol = inf is not a finite number"
+    assert "warning: a suite refuses its defaults: has a default steps = 0 that breaks its own rule" in \
+        " ".join(render(described(Steps)).split())
+    assert describe(get_registry().get("attack", "gaussian_noise"))["defaults_problem"] is None
+    assert describe(get_registry().get("attack", "pgd"))["defaults_problem"] is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -327,3 +329,24 @@ def test_the_reference_data_cannot_be_changed_for_later_checks():
     y.fill_(-1)
     again_x, again_y = reference_data()
     assert float(again_x.sum()) > 0 and int(again_y.min()) >= 0
+
+
+def test_the_kit_refuses_params_a_suite_refuses(monkeypatch):
+    """A default that breaks its own rule (or is not finite) is refused by every suite before any work; the kit
+    passed such a plugin (check_attack(name, {}) ran it with eps = 5)."""
+    from pydantic import Field
+
+    class Loose(BaseModel):
+        eps: float = Field(5.0, le=1.0)
+
+    class Infinite(BaseModel):
+        eps: float = float("inf")
+
+    for params, message in ((Loose, "Loose has a default eps = 5.0 that breaks its own rule"),
+                            (Infinite, "params.eps: inf is not a finite number")):
+        attack = type("A", (FixedBudgetAttack,), {"name": "loose", "Params": params, "norm": "linf",
+                                                  "run": lambda self, model, x, y, p, *, generator=None: None})()
+        monkeypatch.setitem(get_registry().plugins["attack"], "loose",
+                            PluginInfo("attack", "loose", "0", "tests", "tests", attack))
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_attack("loose", {})
