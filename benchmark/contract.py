@@ -320,7 +320,7 @@ def repeat_problem(net: torch.nn.Module, batch: torch.Tensor, out: torch.Tensor)
     fails, gives no logits, or other logits than in the batch (it normalizes over its batch: each image's result
     would depend on its neighbours). Up to :data:`CONSISTENCY_TOLERANCE`; the caller's random streams are left
     as they were."""
-    devices = [batch.device.index or 0] if batch.device.type == "cuda" else []
+    devices = _forked(batch.device)
     scale = CONSISTENCY_TOLERANCE * (1 + float(out.detach().abs().max())) if out.numel() else 0.0
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         again = net(batch)
@@ -347,53 +347,66 @@ def repeat_problem(net: torch.nn.Module, batch: torch.Tensor, out: torch.Tensor)
     return None
 
 
-def _twice(stage: torch.nn.Module, h: torch.Tensor, own: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two passes of ``stage`` over ``h``; with ``own`` (a randomized defense's generator), each from the state
-    it had before the first, which it is left in."""
-    if own is None:
-        return stage(h), stage(h)
-    state = own.get_state()
-    first = stage(h)
-    own.set_state(state)
-    second = stage(h)
-    own.set_state(state)
-    return first, second
+def _twice(stage: Any, h: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two passes of the defense ``stage`` (a :class:`rbench.defense.Stage`) over ``h``, each from a different seed
+    of torch's own generator and, where it declares randomness, from the same state of every generator its modules
+    hold (:class:`rbench.defense.DefenseModule`'s; a composite holds several): the outputs differ only where it
+    draws from anything else, or draws undeclared (the caller forks torch's generators; the stage's own are left
+    as they were)."""
+    own = [g for m in stage.modules() if isinstance(g := getattr(m, "generator", None), torch.Generator)] \
+        if stage.randomized else []
+    states = [g.get_state() for g in own]
+    outputs = []
+    for seed in (1, 2):
+        for generator, state in zip(own, states, strict=True):
+            generator.set_state(state)
+        torch.random.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed)  # the current device's, which the caller forked
+        outputs.append(stage(h))
+    for generator, state in zip(own, states, strict=True):
+        generator.set_state(state)
+    return outputs[0], outputs[1]
+
+
+def _forked(device: torch.device) -> list[int]:
+    """The CUDA devices whose generators :func:`check_consistent` forks: ``device``'s (the current one for a bare
+    ``cuda``)."""
+    return [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
 
 
 def check_consistent(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> None:
-    """Before an attack or evaluation job uses ``model`` on its inputs ``x``: each defense of a defended model that
-    declares no randomness gives the same images on a second pass (one that declares it, drawing from its own
-    generator, the same draws from the same state), and the network behind them passes
+    """Before an attack or evaluation job uses ``model`` on its inputs ``x``: each defense of a defended model gives
+    the same images on two passes whatever torch's own generator holds (one that declares randomness from the same
+    states of its own generators, :func:`_twice`), and the network behind them gives logits and passes
     :func:`repeat_problem` on the first :data:`CONSISTENCY_PROBE` inputs (a model plugin with dropout left on, or
     batch statistics at inference, and a defense drawing from torch's global generator undeclared, ran silently:
     FGSM through such a defense read 37% against the undefended model's 62%, and the stored set vouched for itself);
-    else :class:`PluginContractError` naming the defense or the model."""
+    else :class:`PluginContractError` naming the defense or the model. Torch's generators are left as they were."""
     if not len(x):
         return
     h = x[:CONSISTENCY_PROBE].to(device).contiguous(memory_format=memory_format(model))
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+    with torch.no_grad(), torch.random.fork_rng(devices=_forked(device)):
         for stage in model.stages if isinstance(model, DefendedModel) else ():
-            own = getattr(stage.module, "generator", None)
-            own = own if stage.randomized and isinstance(own, torch.Generator) else None
-            if stage.randomized and own is None:  # its draws come from elsewhere: nothing to repeat them by
-                h = stage(h)
-                continue
-            out, again = _twice(stage, h, own)
+            out, again = _twice(stage, h, device)
             if not float((again - out).abs().max()) <= CONSISTENCY_TOLERANCE:
                 raise PluginContractError(f"defense {stage.name!r} " + (
-                    "declares its randomness but draws outside its own generator (DefenseModule.normal / "
+                    "declares its randomness but draws outside its own generators (DefenseModule.normal / "
                     "uniform): the job's seed does not fix its draws, so a rerun, or the engine's re-prediction of "
-                    "an attack's success, draws others" if own is not None else
+                    "an attack's success, draws others" if stage.randomized else
                     "gives other images on a second pass over the same inputs: a defense that draws randomness "
                     "declares it (is_randomized), so that attacks average over its draws (eot) and the engine "
                     "decides their success"), plugin=f"defense {stage.name!r}")
             h = out
         head = model.head if isinstance(model, DefendedModel) else model
         out = head(h)
+        name = model_name(head)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or len(out) != len(h):
+            got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+            raise PluginContractError(f"{name} is no classifier: its output on {len(h)} inputs is {got}, not logits "
+                                      f"of shape ({len(h)}, classes)", plugin=name)
         problem = repeat_problem(head, h, out)  # inside the fork: its pass draws on from where this one ended
     if problem is not None:
-        name = model_name(head)
         raise PluginContractError(f"{name} cannot be evaluated image by image: its {problem}", plugin=name)
 
 

@@ -138,7 +138,7 @@ class Stage(nn.Module):
         except RuntimeError as exc:
             if "in-place operation" not in str(exc):
                 raise
-            raise self._in_place(f": {' '.join(str(exc).split())}") from exc
+            raise self._in_place(f" (or a tensor autograd needs): {' '.join(str(exc).split())}") from exc
         if before is not None and x._version != before:
             raise self._in_place("")
         return out

@@ -148,7 +148,11 @@ def compute_or_fail(job: Job, store: Store, device: str, progress: Progress, **o
     the error (:func:`describe_failure`) only for ``failed``. Every executor runs a job through this."""
     try:
         return compute(job, store, device, progress, **options), None
-    except (Exception, JobTimeout, SystemExit) as exc:  # a plugin's sys.exit() ended the run, exit 3, nothing said
+    except SystemExit as exc:  # a plugin's sys.exit() ended the whole run, exit 3, nothing said
+        if getattr(exc, "ray_terminate_msg", None) is not None:
+            raise  # Ray stopping its worker (SIGTERM: a node drained or scaled down): it dies and Ray retries the job
+        return "failed", describe_failure(job, exc)
+    except (Exception, JobTimeout) as exc:
         return "failed", describe_failure(job, exc)
 
 

@@ -226,7 +226,8 @@ def declared_references(obj: Any, params: Any) -> list[Reference]:
 
 
 class Metric:
-    """Base of every metric plugin. ``unit`` ("%" or "") and ``fmt`` (a format spec) drive rendering."""
+    """Base of every metric plugin. ``unit`` ("%" or "") and ``fmt`` (a format spec) drive rendering; a value in %
+    lies within 0-100 (:func:`rbench.results.unit_problem`): a difference of percentages declares ``unit = ""``."""
 
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams

@@ -734,3 +734,70 @@ params = { norm = "l2", eps = 3.0 }
     assert values[("errors", "noise", "mlp")] is not None and values[("errors", "clean", "mlp")] is not None
     for source in sources[1:]:
         assert values[("errors", "noise", source)] is None and values[("errors", "clean", source)] is None
+
+
+def test_the_consistency_check_tells_declared_draws_from_undeclared_ones_in_composite_defenses():
+    """A randomized defense may draw through the generators of several DefenseModules (the engine seeds each):
+    only the top one's was reset between the two passes, so a composite was refused though it reproduces under
+    its seed. Reset all of them where randomness is declared, none where it is not; torch's global generator is
+    seeded differently for each pass, so a stage drawing from it fails either way, and is left as it was."""
+    from rbench.contract import check_consistent
+    from rbench.defense import DefendedModel, Stage
+    from rbench.errors import PluginContractError
+    from rbench.testing import reference_model
+
+    class Child(DefenseModule):
+        def forward(self, x):
+            return (x + 0.1 * self.normal(x)).clamp(0, 1)
+
+    class Composite(DefenseModule):
+        def __init__(self):
+            super().__init__()
+            self.noise = Child()
+
+        def forward(self, x):
+            return self.noise(x)
+
+    class GlobalNoise(nn.Module):
+        def forward(self, x):
+            return (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+
+    def check(module: nn.Module, randomized: bool) -> str:
+        stage = Stage(module, name="d", differentiable=True, randomized=randomized, trained=False,
+                      approximation=None)
+        before = torch.random.get_rng_state()
+        try:
+            check_consistent(DefendedModel([stage], reference_model(), []), reference_data()[0][:8],
+                             torch.device("cpu"))
+            return "ok"
+        except PluginContractError as exc:
+            return str(exc)
+        finally:
+            assert torch.equal(before, torch.random.get_rng_state())
+
+    assert check(Composite(), randomized=True) == "ok"
+    assert check(nn.Sequential(Child()), randomized=True) == "ok"
+    assert "gives other images on a second pass" in check(Composite(), randomized=False)
+    assert "declares its randomness but draws outside its own generators" in check(GlobalNoise(), randomized=True)
+    assert "gives other images on a second pass" in check(GlobalNoise(), randomized=False)
+
+
+def test_a_model_that_returns_no_logits_is_named_by_the_consistency_check():
+    """A network returning (logits, features) failed the check with a bare AttributeError ('tuple' object has no
+    attribute 'numel'), naming nothing."""
+    from rbench.contract import check_consistent
+    from rbench.errors import PluginContractError
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.lin(x.flatten(1)), x
+
+    net = Pair().eval()
+    net.rbench_plugin = "pair"
+    with pytest.raises(PluginContractError, match=r"^model 'pair' is no classifier: its output on 4 inputs is a "
+                       r"tuple, not logits of shape \(4, classes\)"):
+        check_consistent(net, reference_data()[0][:8], torch.device("cpu"))

@@ -78,3 +78,30 @@ def test_two_concurrent_runs_share_the_store_and_compute_each_job_once(reference
     assert sum(done) == len(keys), done  # every job computed exactly once, by one of the two runs
     assert min(done) > 0  # both did work: they really ran at the same time
     assert _values(tmp_path / "run0") == _values(tmp_path / "run1") == expected
+
+
+def test_a_plugin_s_system_exit_fails_its_job_but_ray_stopping_its_worker_goes_through(monkeypatch):
+    """A plugin's sys.exit() ended the whole local run (exit 3, nothing said): it fails its job, named. Ray stops a
+    worker (SIGTERM: a node drained) by raising SystemExit marked ray_terminate_msg: that one must reach Ray, which
+    retries the job in a fresh worker, not be the plugin's failure."""
+    from types import SimpleNamespace
+
+    from rbench import execution
+
+    job = SimpleNamespace(label="attack a on m", plugin="exits")
+
+    def exits(*args, **kwargs):
+        raise SystemExit(3)
+
+    monkeypatch.setattr(execution, "compute", exits)
+    status, error = execution.compute_or_fail(job, None, "cpu", None)
+    assert status == "failed" and error.startswith("attack a on m [exits]: SystemExit: 3")
+
+    def stopped(*args, **kwargs):
+        exc = SystemExit(1)
+        exc.ray_terminate_msg = "The process receives a SIGTERM."
+        raise exc
+
+    monkeypatch.setattr(execution, "compute", stopped)
+    with pytest.raises(SystemExit):
+        execution.compute_or_fail(job, None, "cpu", None)
