@@ -361,8 +361,8 @@ def _twice(stage: Any, h: torch.Tensor, device: torch.device) -> tuple[torch.Ten
         for generator, state in zip(own, states, strict=True):
             generator.set_state(state)
         torch.random.default_generator.manual_seed(seed)
-        if device.type == "cuda":
-            torch.cuda.manual_seed(seed)  # the current device's, which the caller forked
+        for index in _forked(device):  # the device's own generator, which the caller forked
+            torch.cuda.default_generators[index].manual_seed(seed)
         outputs.append(stage(h))
     for generator, state in zip(own, states, strict=True):
         generator.set_state(state)
