@@ -405,6 +405,7 @@ def check_consistent(model: torch.nn.Module, x: torch.Tensor, device: torch.devi
             got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
             raise PluginContractError(f"{name} is no classifier: its output on {len(h)} inputs is {got}, not logits "
                                       f"of shape ({len(h)}, classes)", plugin=name)
+        finite_logits(head, out, "inputs")  # NaN logits read as "outputs differ between two passes"
         problem = repeat_problem(head, h, out)  # inside the fork: its pass draws on from where this one ended
     if problem is not None:
         raise PluginContractError(f"{name} cannot be evaluated image by image: its {problem}", plugin=name)

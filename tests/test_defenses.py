@@ -801,3 +801,7 @@ def test_a_model_that_returns_no_logits_is_named_by_the_consistency_check():
     with pytest.raises(PluginContractError, match=r"^model 'pair' is no classifier: its output on 4 inputs is a "
                        r"tuple, not logits of shape \(4, classes\)"):
         check_consistent(net, reference_data()[0][:8], torch.device("cpu"))
+    nan = nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Threshold(1e9, float("nan"))).eval()
+    nan.rbench_plugin = "nan"  # and NaN logits are said to be so, not "outputs differ between two passes"
+    with pytest.raises(PluginContractError, match=r"^model 'nan' returned non-finite logits on 4 of 4 inputs"):
+        check_consistent(nan, reference_data()[0][:8], torch.device("cpu"))
