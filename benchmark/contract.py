@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rbench.attack import AttackOutput, Budget
-from rbench.defense import DefendedModel
+from rbench.defense import DefendedModel, defense_modules
 from rbench.estimate import interval_holds
 from rbench.inputs import PluginContractError, finite_logits, memory_format, model_name, predicted_success
 from rbench.probe import MEASURED_KEYS
@@ -353,8 +353,7 @@ def _twice(stage: Any, h: torch.Tensor, device: torch.device) -> tuple[torch.Ten
     hold (:class:`rbench.defense.DefenseModule`'s; a composite holds several): the outputs differ only where it
     draws from anything else, or draws undeclared (the caller forks torch's generators; the stage's own are left
     as they were)."""
-    own = [g for m in stage.modules() if isinstance(g := getattr(m, "generator", None), torch.Generator)] \
-        if stage.randomized else []
+    own = [m.generator for m in defense_modules(stage)] if stage.randomized else []
     states = [g.get_state() for g in own]
     outputs = []
     for seed in (1, 2):

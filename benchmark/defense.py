@@ -198,10 +198,15 @@ def randomized(model: nn.Module) -> bool:
     return any(isinstance(m, Stage) and m.randomized for m in model.modules())
 
 
+def defense_modules(model: nn.Module) -> list[DefenseModule]:
+    """Every :class:`DefenseModule` in ``model``, in module order: the holders of the generators the engine seeds."""
+    return [m for m in model.modules() if isinstance(m, DefenseModule)]
+
+
 def seed_randomness(model: nn.Module, seed: int) -> None:
     """Seed every randomized defense of ``model`` from ``seed`` (each its own stream), so its draws are a function
     of the job's key."""
-    for i, m in enumerate(m for m in model.modules() if isinstance(m, DefenseModule)):
+    for i, m in enumerate(defense_modules(model)):
         m.generator = torch.Generator().manual_seed((seed * 1_000_003 + i) % (2**63 - 1))
 
 

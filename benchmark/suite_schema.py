@@ -441,10 +441,10 @@ def validate_params(params_type: type[BaseModel], given: dict[str, Any]) -> Base
     if problem is not None:
         raise ValueError(f"params key {problem[0]!r}: {problem[1]}")
     validated = params_type.model_validate(given, strict=True)
-    bad = non_finite_param(validated)
-    default = broken_default(params_type, validated) if bad is None else None
-    if bad is not None:  # what a suite refuses before any work (rbench.suite), refused here alike
+    bad = non_finite_param(validated)  # what a suite refuses before any work (rbench.suite), refused here alike
+    if bad is not None:
         raise ValueError(f"params.{bad[0]}: {bad[1]} is not a finite number")
+    default = broken_default(params_type, validated)
     if default is not None:
         raise ValueError(f"{params_type.__name__} {default}")
     return validated
