@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from filelock import Timeout
 
+from rbench.blame import raising_plugin
 from rbench.gates import InputPending, Unverifiable, check_stored
 from rbench.inputs import PluginContractError
 from rbench.jobs import run_job
@@ -173,11 +174,26 @@ def stuck_failure(job: Job, timeout: float, killed: str) -> str:
 
 
 def describe_failure(job: Job, exc: BaseException) -> str:
-    """One line: the job, the plugin at fault (the job's own unless the error names another), the error, and
-    where in the code it was raised."""
+    """One line: the job, the plugin at fault (the one a contract violation names; else the one whose code raised
+    the error, :func:`rbench.blame.raising_plugin`, such as a defense in front of the attacked model; else the
+    job's own), the error, and where in the code it was raised."""
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where and not isinstance(exc, JobTimeout) \
         else ""
     text = " ".join(str(exc).split())
-    plugin = exc.plugin if isinstance(exc, PluginContractError) and exc.plugin else job.plugin
+    if isinstance(exc, PluginContractError) and exc.plugin:
+        plugin = exc.plugin
+    elif isinstance(exc, JobTimeout):  # wherever the alarm happened to land: the job as a whole ran too long
+        plugin = job.plugin
+    else:
+        plugin = _raising_plugin(exc) or job.plugin
     return f"{job.label} [{plugin}]: {type(exc).__name__}: {text}{at}"
+
+
+def _raising_plugin(exc: BaseException) -> str | None:
+    """:func:`rbench.blame.raising_plugin`, or None should reading the traceback itself fail: describing a failure
+    must not fail."""
+    try:
+        return raising_plugin(exc)
+    except Exception:
+        return None
