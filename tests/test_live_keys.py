@@ -188,3 +188,100 @@ def test_a_model_that_cannot_be_copied_is_one_line_naming_the_attribute(nets):
         with pytest.raises(RbenchError, match=r"^evaluate: the model cannot be copied \(at 2\.guard: TypeError: "
                                               r"cannot pickle '_thread\.lock' object\); rbench evaluates a copy"):
             register_live(model)
+
+
+def test_a_module_edited_on_disk_after_its_import_is_not_keyed_by_the_file(nets, tmp_path):
+    """A notebook imports its model's module, then the file is edited: the key was the file's new source while the
+    old code ran, and a fresh process running the new code was served the old code's results (an audit: 91.5%
+    clean where the new code gives 11%). Such a model is computed, never read back, until the module is imported
+    again; an edit of comments alone is no change of code."""
+    from rbench.plugins.models.code_keys import Unkeyable
+
+    module = nets(act="relu")
+    model = module.net()
+    key = register_live(model)
+    path = tmp_path / f"{module.__name__}.py"
+    source = path.read_text()
+    path.write_text(source.replace("torch.relu(", "torch.sigmoid("))
+    with pytest.raises(Unkeyable, match=r"changed after it was imported: Act.forward runs code the file no longer"):
+        live_code_digest(model)
+    with pytest.warns(UserWarning, match="cannot be keyed across calls"):
+        assert register_live(model) != key  # an id of its own, never reused
+    path.write_text(source + "\n# a comment, no code\n")
+    assert live_code_digest(model)  # the same code: keyed (by the file as it is now)
+    assert register_live(nets(act="sigmoid").net()) != key  # imported again: keyed as what it runs
+
+
+def _module(tmp_path, name: str, source: str):
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    importlib.invalidate_caches()
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_data_the_models_code_reads_from_its_module_is_keyed(tmp_path):
+    """``SCALE = float(os.environ["SCALE"])`` at import: two processes with two values ran the same source with
+    the same weights, and the second was served the first's results. The plain data the module's functions read
+    is keyed; data they do not read is not."""
+    name = f"live_scaled_{tmp_path.name.replace('-', '_')}"
+    module = _module(tmp_path, name, """
+        import torch
+        from torch import nn
+
+        SCALE = 1.0
+        UNREAD = [1, 2]
+
+
+        class Scaled(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(4, 2)
+
+            def forward(self, x):
+                return self.lin(x.flatten(1) * SCALE)
+        """)
+    try:
+        model = module.Scaled()
+        before = live_code_digest(model)
+        module.UNREAD = [3]
+        assert live_code_digest(model) == before
+        module.SCALE = 0.0
+        assert live_code_digest(model) != before
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_an_installed_packages_own_modules_are_keyed(tmp_path, monkeypatch):
+    """``rbench eval package.module:Class`` of a package installed in site-packages: its ``layers.py`` changed by a
+    reinstall under the same version was not keyed (only modules outside the installation were followed), and
+    every job was served from the store. Its own package's modules are followed now, wherever they lie."""
+    from rbench.plugins.models import code_keys
+    from rbench.plugins.models.checkpoint import CheckpointParams, find_class, sha256
+
+    name = f"ownpkg_{tmp_path.name.replace('-', '_')}"
+    site = tmp_path / "site"
+    (site / name).mkdir(parents=True)
+    (site / name / "__init__.py").write_text("")
+    (site / name / "layers.py").write_text("SCALE = 1.0\n")
+    nets = f"from torch import nn\nfrom {name} import layers\n\n\nclass Net(nn.Linear):\n    pass\n"
+    (site / name / "nets.py").write_text(nets)
+    monkeypatch.syspath_prepend(str(site))
+    roots = code_keys._installed_roots() + (str(site.resolve()),)
+    monkeypatch.setattr(code_keys, "_installed_roots", lambda: roots)  # installed, as in site-packages
+    try:
+        assert code_keys.local_modules(nets, name) == {}  # installed: not the user's helpers
+        assert set(code_keys.local_modules(nets, name, own=name)) == {name, f"{name}.layers"}
+        planned = CheckpointParams.model_construct(
+            import_name=f"{name}.nets", class_name="Net", source="", source_sha256=sha256(nets.encode()),
+            imports_sha256="", module=None, kwargs={})
+        assert find_class(planned, fill=True).__name__ == "Net"
+        assert planned.imports_sha256  # the package's own modules are in the key
+        (site / name / "layers.py").write_text("SCALE = 0.0  # reinstalled, same version\n")
+        with pytest.raises(ValueError, match=rf"the local modules {name}.nets imports .* changed since its jobs"):
+            find_class(planned)
+    finally:
+        for module in [m for m in sys.modules if m.split(".")[0] == name]:
+            sys.modules.pop(module)

@@ -24,9 +24,10 @@ refused. ``mean``/``std`` (one value per channel) normalize the input inside the
   the network (the first mismatch named), the output not (N, num_classes) logits on an input of the dataset's
   shape.
 - A class from a file is rebuilt from the source text recorded in the spec; an installed module is imported, and
-  refused if its source changed since. Helper modules either imports from outside the Python installation and
-  its site-packages (a ``helpers.py`` on ``PYTHONPATH``) are keyed by their bytes too (``imports_sha256``), and
-  refused when they changed since the jobs were planned.
+  refused if its source changed since (or its code in memory is not its file's: edited after it was imported).
+  Helper modules either imports from outside the Python installation and its site-packages (a ``helpers.py`` on
+  ``PYTHONPATH``), and an installed module's imports from its own top-level package, are keyed by their bytes too
+  (``imports_sha256``), and refused when they changed since the jobs were planned.
 
 ``rbench.evaluate(model, ...)`` registers an in-memory model here (``live``): keyed on its state_dict's bytes and
 its code and other state (:func:`rbench.plugins.models.code_keys.live_code_digest`: every submodule's class's
@@ -70,7 +71,13 @@ from rbench.contract import logits_problem, repeat_problem
 from rbench.errors import RbenchError
 from rbench.manager import untrusted
 from rbench.model import ModelPlugin
-from rbench.plugins.models.code_keys import Unkeyable, imports_digest, live_code_digest, local_modules
+from rbench.plugins.models.code_keys import (
+    Unkeyable,
+    changed_since_import,
+    imports_digest,
+    live_code_digest,
+    local_modules,
+)
 from rbench.tomlfile import Unreadable, not_regular, os_problem, read_small_file
 
 #: in-memory models registered by rbench.evaluate in this process: "<source sha256>:<weights sha256>" -> a copy
@@ -253,16 +260,18 @@ def find_class(p: CheckpointParams, fill: bool = False) -> type:
             raise ValueError(f"module {p.import_name!r} changed since its jobs were planned (source SHA-256 "
                              f"{current[:12]}..., expected {p.source_sha256[:12]}...)")
         module = importlib.import_module(p.import_name)
-        package = module.__package__
+        package, own = module.__package__, p.import_name.split(".")[0]
+        if (stale := changed_since_import(module, source)) is not None:  # the key is the file's, the code is not
+            raise ValueError(f"module {p.import_name!r}: {stale}")
     else:
         origin = p.module.rpartition(":")[0] if p.module else f"<checkpoint {p.source_sha256[:12]}>"  # the file
         module = _module_from_source(p.source, origin)
-        source, package = p.source, None
-    digest = imports_digest(source, package)
+        source, package, own = p.source, None, None
+    digest = imports_digest(source, package, own)
     if fill:
         p.imports_sha256 = digest
     elif digest != p.imports_sha256:
-        used = ", ".join(sorted(local_modules(source, package))) or "none now"
+        used = ", ".join(sorted(local_modules(source, package, own))) or "none now"
         raise ValueError(f"the local modules {where} imports ({used}) changed since its jobs were planned: run again")
     try:
         cls = functools.reduce(getattr, p.class_name.split("."), module)

@@ -2,11 +2,18 @@
 
 - A model file's **helper modules** (:func:`imports_digest`): the modules it imports by name, transitively, from
   outside the Python installation (a ``helpers.py`` on ``PYTHONPATH``), by their bytes.
+- An installed module's **own package** (``rbench eval package.module:Class``): the modules of its top-level
+  package it imports, transitively, by their bytes, though they lie in site-packages (a reinstall that changes a
+  helper of the package under the same version).
 - An **in-memory model** (``rbench.evaluate``, :func:`live_code_digest`): the source of the module of every class
   in it (each submodule's, not only the outer one's: an ``nn.Sequential`` of a user's layer has torch's source
   outside), those modules' helper modules, and every submodule's state that is not in its state_dict: plain
   attributes (``self.mean = 0.1307``), buffers not saved with it, hooks, and the functions and objects these refer
-  to (a function by its source and its closure's values).
+  to (a function by its source and its closure's values). For a user's module (not from the Python installation)
+  also the plain data (numbers, strings, tensors, arrays and containers of them) its functions read from its
+  globals (``SCALE = float(os.environ["SCALE"])`` at import), and a check that the code in memory is what its file
+  holds now: a module edited on disk after it was imported runs its old code, which the file's source would not
+  key, so such a model is :class:`Unkeyable` (computed, never read back) until the module is imported again.
 
 Hand-written: no library turns a live ``nn.Module`` into a digest of what it computes (``pickle`` names functions
 by reference, so an edited function would keep its key, and tensors' pickles are not byte-stable across versions).
@@ -19,8 +26,10 @@ import enum
 import functools
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
+import re
 import site
 import sys
 import sysconfig
@@ -63,11 +72,12 @@ def _imported(source: str, package: str | None) -> list[str]:
     return [".".join(name.split(".")[:i]) for name in names for i in range(1, name.count(".") + 2)]
 
 
-def local_modules(source: str, package: str | None) -> dict[str, Path]:
+def local_modules(source: str, package: str | None, own: str | None = None) -> dict[str, Path]:
     """The modules the code ``source`` imports by name, transitively, whose ``.py`` file lies outside the Python
     installation and its site-packages, rbench's own excepted: the user's helper files (on ``PYTHONPATH``) that a
-    job's result depends on like the model file itself. Read from the import statements, so the answer depends on
-    the files alone, not on what else the process imported. Name -> file."""
+    job's result depends on like the model file itself; and those of the top-level package ``own`` wherever they
+    lie (an installed package's helpers). Read from the import statements, so the answer depends on the files
+    alone, not on what else the process imported. Name -> file."""
     installed = _installed_roots()
     found: dict[str, Path] = {}
     todo = [(source, package)]
@@ -86,17 +96,17 @@ def local_modules(source: str, package: str | None) -> dict[str, Path]:
             if not isinstance(origin, str) or not origin.endswith(".py"):
                 continue
             path = Path(origin).resolve()
-            if not str(path).startswith(installed):
+            if not str(path).startswith(installed) or own is not None and name.split(".")[0] == own:
                 found[name] = path
                 todo.append((path.read_text(errors="replace"), name if path.name == "__init__.py"
                              else name.rpartition(".")[0]))
     return found
 
 
-def imports_digest(source: str, package: str | None) -> str:
-    """SHA-256 over the local modules ``source`` imports (:func:`local_modules`): their names and bytes; "" for
-    none (a self-contained file keeps the key it always had)."""
-    used = local_modules(source, package)
+def imports_digest(source: str, package: str | None, own: str | None = None) -> str:
+    """SHA-256 over the local modules ``source`` imports (:func:`local_modules`, ``own`` its own package's too):
+    their names and bytes; "" for none (a self-contained file keeps the key it always had)."""
+    used = local_modules(source, package, own)
     if not used:
         return ""
     h = hashlib.sha256()
@@ -126,6 +136,7 @@ class _Describer:
 
     def __init__(self) -> None:
         self.modules: dict[str, str] = {}  # the Python modules the model's code comes from -> their source
+        self.globals: dict[str, str] = {}  # a user's module -> the plain data its functions read from its globals
         self.sourceless: dict[str, str] = {}  # "module:qualname" -> the source of a class or function whose module
         # has none (a notebook's)
         self.path: list[int] = []  # ids of the containers and objects being described (a cycle refers back)
@@ -147,8 +158,8 @@ class _Describer:
             return f"{name}:{obj.__qualname__}"
         module = sys.modules.get(name)
         source = None if module is None else _module_source(module)
-        if source is not None:
-            self.modules[name] = source
+        if module is not None and source is not None:
+            self.record(module, source)
         elif name != "__main__" and (module is None or _installed(module)):
             pass  # compiled library code (int, torch.Generator): named; it changes with its library's version
         elif isinstance(obj, type):
@@ -158,6 +169,31 @@ class _Describer:
         else:
             self.sourceless[f"{name}:{obj.__qualname__}"] = _own_source(obj, obj)
         return f"{name}:{obj.__qualname__}"
+
+    def record(self, module: types.ModuleType, source: str) -> None:
+        """Record ``module``'s source (its file's text now); for a user's module, after checking that its code in
+        memory is that source's (:func:`_stale`), with the plain data its functions read from its globals, and the
+        user's modules those globals hold (``import helpers`` then ``helpers.SCALE``)."""
+        name = module.__name__
+        self.modules[name] = source
+        if _installed(module):
+            return
+        compiled = _compiled(source, getattr(module, "__file__", None) or name)
+        stale = changed_since_import(module, source)
+        if stale is not None:
+            raise Unkeyable(f"module {name!r}: {stale}")
+        read: dict[str, str] = {}
+        for used in sorted({n for code in _nested_codes(compiled) for n in code.co_names}):
+            if used.startswith("__") or used not in vars(module):
+                continue
+            v = vars(module)[used]
+            if _plain(v):
+                read[used] = self.value(v, 1)
+            elif isinstance(v, types.ModuleType) and v.__name__ not in self.modules and not _installed(v):
+                self.value(v, 1)  # a user's module: recorded (its source, the data it reads) in its turn
+            elif isinstance(v, (type, types.FunctionType)):
+                self.code(v)  # where it is defined: that module's data too
+        self.globals[name] = repr(sorted(read.items()))
 
     def value(self, v: Any, depth: int) -> str:
         if v is None or isinstance(v, (bool, int, float, complex, str, bytes, range, slice, type(...))):
@@ -216,7 +252,7 @@ class _Describer:
             return f"class:{self.code(v)}"
         if isinstance(v, types.ModuleType):
             if v.__name__ not in self.modules and (source := _module_source(v)) is not None:
-                self.modules[v.__name__] = source
+                self.record(v, source)
             return f"pymodule:{v.__name__}"
         if isinstance(v, (types.BuiltinFunctionType, types.BuiltinMethodType)) or callable(v) \
                 and type(v).__module__ in ("builtins", "torch", "torch._C", "torch._ops"):
@@ -228,6 +264,90 @@ class _Describer:
             raise Unkeyable(f"an object of type {type(v).__module__}.{type(v).__qualname__}")
         fields = dict(state or {}) | {s: getattr(v, s) for s in slots if hasattr(v, s)}
         return f"object:{self.code(type(v))}:{self.value(fields, depth + 1)}"
+
+
+#: the types of module-level values whose contents a model's key holds when its code reads them (with lists,
+#: tuples, sets and dicts of them); other objects (a logger, a client) are not described
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, np.ndarray, np.generic, enum.Enum,
+          torch.dtype, torch.device)
+
+
+def _plain(v: Any, depth: int = 0) -> bool:
+    """Whether ``v`` is data a model's key describes by its contents (:data:`_PLAIN`, nested up to 8 deep)."""
+    if isinstance(v, _PLAIN):
+        return True
+    if depth >= 8:
+        return False
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return all(_plain(x, depth + 1) for x in v)
+    if isinstance(v, dict):
+        return all(_plain(k, depth + 1) and _plain(x, depth + 1) for k, x in v.items())
+    return False
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str, filename: str) -> types.CodeType | None:
+    """``source`` compiled as Python compiles a module's file (None where it no longer compiles)."""
+    try:
+        return compile(source, filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _nested_codes(code: types.CodeType | None) -> list[types.CodeType]:
+    """The code objects inside ``code`` (functions, classes, lambdas, comprehensions), all the way down."""
+    found: list[types.CodeType] = []
+    todo = [] if code is None else [code]
+    while todo:
+        inner = [c for c in todo.pop().co_consts if isinstance(c, types.CodeType)]
+        found += inner
+        todo += inner
+    return found
+
+
+def _shape(code: types.CodeType) -> tuple[Any, ...]:
+    """What a code object computes, apart from where it lies in its file (its line numbers): byte code, names,
+    constants, nested code objects by their shape."""
+    consts = tuple(_shape(c) if isinstance(c, types.CodeType) else ("frozenset", tuple(sorted(map(repr, c))))
+                   if isinstance(c, frozenset) else (type(c).__name__, repr(c)) for c in code.co_consts)
+    return code.co_code, code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars, consts
+
+
+def changed_since_import(module: types.ModuleType, source: str) -> str | None:
+    """What says that ``module``'s code in memory is not ``source`` (its file's text now), or None: a module edited
+    on disk after it was imported runs its old code, while a key made from the file would name the new. Every
+    function and method defined in the module's file, at its top level or in its classes, is compared with the
+    file's, compiled, by :func:`_shape` (an edit of comments or blank lines alone is no change). Only for a module
+    Python compiled from its file itself (its source loader, or a script run as ``python file.py``): an import
+    hook's code (pytest's assertion rewriting) differs from the file's by design, and is not judged."""
+    spec = getattr(module, "__spec__", None)
+    if not (type(getattr(spec, "loader", None)) is importlib.machinery.SourceFileLoader
+            or spec is None and module.__name__ == "__main__"):  # a script run as `python file.py`
+        return None  # compiled otherwise than from its file as it was (an import hook: pytest rewrites asserts)
+    compiled = _compiled(source, getattr(module, "__file__", None) or module.__name__)
+    if compiled is None:
+        return "its file changed after it was imported and no longer compiles (import it again, or restart)"
+    on_disk: dict[str, set[tuple[Any, ...]]] = {}
+    for code in _nested_codes(compiled):
+        on_disk.setdefault(code.co_qualname, set()).add(_shape(code))
+    filename = compiled.co_filename
+    todo, seen = list(vars(module).values()), set()
+    while todo:
+        v = todo.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if isinstance(v, (staticmethod, classmethod)):
+            todo.append(v.__func__)
+        elif isinstance(v, property):
+            todo += [f for f in (v.fget, v.fset, v.fdel) if f is not None]
+        elif isinstance(v, type) and v.__module__ == module.__name__:
+            todo += list(vars(v).values())
+        elif isinstance(v, types.FunctionType) and v.__code__.co_filename == filename:  # not a decorator's wrapper
+            if _shape(v.__code__) not in on_disk.get(v.__code__.co_qualname, set()):
+                return (f"its file changed after it was imported: {v.__qualname__} runs code the file no longer "
+                        "holds (import it again, or restart)")
+    return None
 
 
 def _assigned(cell: types.CellType) -> bool:
@@ -261,6 +381,21 @@ def _own_source(obj: Any, named: Any) -> str:
         raise Unkeyable(f"{getattr(named, '__qualname__', named)!r}, whose source cannot be read") from None
 
 
+@functools.cache
+def _environment() -> frozenset[str]:
+    """Top-level modules whose versions are the environment's, not the model's: the standard library and the
+    distributions rbench requires (torch, numpy, ...; CONTRIBUTING: library versions are recorded in provenance,
+    not keyed). Their source modules are keyed as any class's module is, their other modules not followed."""
+    from importlib import metadata
+
+    try:
+        required = metadata.requires("rbench") or []
+    except metadata.PackageNotFoundError:
+        required = []
+    names = {m.group(0).lower().replace("-", "_") for r in required if (m := re.match(r"[A-Za-z0-9._-]+", r))}
+    return frozenset(sys.stdlib_module_names) | names | {"rbench"}
+
+
 def live_code_digest(model: nn.Module) -> str:
     """SHA-256 of what, besides its state_dict, decides what the in-memory ``model`` computes (see the module):
     the same in every process for the same code and state. :class:`Unkeyable` naming the part where no text can
@@ -270,7 +405,10 @@ def live_code_digest(model: nn.Module) -> str:
     for name, source in sorted(describer.modules.items()):
         parts.append(f"module {name}\n{source}")
         module = sys.modules[name]
-        if not _installed(module):  # a user's: its helper modules too
+        if not _installed(module):  # a user's: its helper modules too, and the data its functions read
             parts.append(f"imports {imports_digest(source, module.__package__)}")
+            parts.append(f"reads {describer.globals.get(name, '')}")
+        elif (top := name.split(".")[0]) not in _environment():  # an installed package of the user's: its own
+            parts.append(f"imports {imports_digest(source, module.__package__, own=top)}")
     parts += [f"source {name}\n{text}" for name, text in sorted(describer.sourceless.items())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
