@@ -27,6 +27,7 @@ from rbench.contract import (
     check_eval_logits,
     check_input_gradients,
     check_measurements,
+    check_reloadable,
     check_trained,
     check_transform_output,
     check_untrained,
@@ -61,11 +62,7 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
     spec = job.spec
     assert isinstance(spec, TrainSpec)
     torch.manual_seed(job.seed)
-    if spec.defense is not None:
-        model = build_defense(spec.defense.to_dict()).module
-    else:
-        assert spec.model is not None
-        model = build_model(spec.model)
+    model = _network(spec)
     if weights_path is not None:
         assert spec.model is not None  # a weights file is only named for a model plugin's spec
         plugin, params = plugin_params("model", spec.model)
@@ -102,8 +99,20 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
         model.eval()
         check_trained(model, trainer.name, x if trainer.reads_data else None, device,
                       component=spec.defense is not None)
+        with torch.random.fork_rng():  # building draws initial weights: the job's stream is left as it was
+            fresh = _network(spec)
+        check_reloadable(model, fresh, trainer.name, x if trainer.reads_data else None, device,
+                         component=spec.defense is not None)
     model.eval()
     store.save_checkpoint(job.key, model.state_dict(), job_meta(job, store, device, started, stats=stats))
+
+
+def _network(spec: TrainSpec) -> torch.nn.Module:
+    """The untrained network a train job's spec names: a defense component's module, or the model's."""
+    if spec.defense is not None:
+        return build_defense(spec.defense.to_dict()).module
+    assert spec.model is not None
+    return build_model(spec.model)
 
 
 def epoch_observer(monitor: Monitoring, device: torch.device, seed: int, observed: list[dict[str, Any]]

@@ -114,11 +114,18 @@ class Trainer:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float = 0.0) -> list[dict[str, Any]]:
-    """The module's own ``param_groups()`` if it defines one, else one group with ``weight_decay``."""
+    """The module's own ``param_groups()`` if it defines one, and every trainable parameter they leave out in one
+    more group with ``weight_decay``; else one group of them all with ``weight_decay``. (A model whose groups named
+    only its softmax layer, ``ae_softmax``'s, was trained by every trainer with its encoder frozen at its random
+    start.)"""
     own = getattr(model, "param_groups", None)
-    if callable(own):
-        return own()
-    return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    groups: list[dict[str, Any]] = []
+    if callable(own):  # a group's params may be one tensor or any iterable, as torch's optimizers take them
+        groups = [{**g, "params": [g["params"]] if isinstance(g["params"], torch.Tensor) else list(g["params"])}
+                  for g in own()]
+    covered = {id(p) for g in groups for p in g["params"]}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in covered]
+    return groups + ([{"params": rest, "weight_decay": weight_decay}] if rest or not groups else [])
 
 
 def weights_bytes(plugin: Any, params: BaseModel) -> int | None:

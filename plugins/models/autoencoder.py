@@ -15,7 +15,8 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class AeSoftmaxParams(BaseModel):
-    """``weight_decay``: the softmax layer's (the encoder's decay is the trainer's business)."""
+    """``weight_decay``: the softmax layer's weights'; the encoder's decay is the trainer's (its ``weight_decay``;
+    ``autoencoder_pretrain``'s ``ae_weight_decay`` while it pretrains, none when it fine-tunes)."""
 
     model_config = ConfigDict(extra="forbid")
     hidden: PositiveInt = 400
@@ -51,6 +52,9 @@ class AeSoftmax(ModelPlugin):
 
     name = "ae_softmax"
     Params = AeSoftmaxParams
+    #: 2: trainers other than ``autoencoder_pretrain`` train the encoder too (1: the softmax layer alone, the
+    #: encoder left at its random start: stored results of version 1 under those trainers are not reused)
+    version = "2"
 
     def build(self, params: AeSoftmaxParams) -> nn.Module:
         return AeSoftmaxNet(params)

