@@ -1,4 +1,6 @@
-"""Plugins under development: an editable install keys its plugins' jobs on their source as well as their version.
+"""What a third-party plugin's version is keyed with: an editable install's source, a released install's files.
+
+Plugins under development: an editable install keys its plugins' jobs on their source as well as their version.
 
 A plugin's version enters the keys of the jobs that call it, so a changed plugin gets new jobs only when its
 author bumps the version. A distribution installed editable (``pip install -e``, PEP 660; pip records it in the
@@ -7,9 +9,13 @@ stays, and the store would serve the outputs of the code as it was. For such a d
 enters keys with gets ``+src.<digest>``: the SHA-256 (first 12 hex digits) of the ``.py`` files holding its
 entry point's code and the project's code beside it (:func:`package_files`), so any edit there computes the
 plugin's jobs afresh (an edit that changes nothing a job computes costs a recomputation, never a stale result).
-Released installs keep their version as it is, and so do the built-in plugins (whose versions the project bumps
-by review, CONTRIBUTING.md): rbench's own checkout is installed editable, and keying the built-ins on their
-source would make every checkout's keys differ.
+A released (not editable) install is keyed on its version and on the files pip installed: ``+files.<digest>`` of
+the hashes pip recorded for them in the dist-info's ``RECORD`` (:func:`installed_digest`), so a reinstall of
+changed code under the same version (``pip install --force-reinstall .``) computes its jobs afresh, while the same
+files give the same key on every machine. An install without such a record (copied by hand, an egg) keeps its
+version alone. The built-in plugins keep their versions as they are (the project bumps them by review,
+CONTRIBUTING.md): rbench's own checkout is installed editable, and keying the built-ins on their source would make
+every checkout's keys differ.
 """
 
 from __future__ import annotations
@@ -80,9 +86,27 @@ def source_digest(module_name: str) -> str:
     return h.hexdigest()[:12]
 
 
+def installed_digest(dist: metadata.Distribution | None) -> str:
+    """SHA-256 (12 hex digits) of the hashes pip recorded in ``dist``'s ``RECORD`` for the files it installed beside
+    the dist-info, each with its path, sorted; "" without a record or a hashed file. Left out: the dist-info's own
+    files (``direct_url.json`` names the folder it was installed from, ``REQUESTED`` how it was asked for), files
+    outside the installation folder (a console script's first line holds the interpreter's path) and byte-code
+    caches (recorded without a hash): the same files give the same digest on any machine. Trusts pip's record: a
+    file edited in place after the install is not seen (an editable install is for code being edited)."""
+    try:
+        files = (dist.files or []) if dist is not None else []
+    except (OSError, ValueError):  # an unreadable or malformed RECORD: keyed on the version alone
+        return ""
+    rows = sorted(f"{f.as_posix()}\0{f.hash.mode}:{f.hash.value}" for f in files
+                  if f.hash is not None and f.parts and f.parts[0] != ".." and not f.parts[0].endswith(".dist-info"))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:12] if rows else ""
+
+
 def development_version(version: str, dist: metadata.Distribution | None, module_name: str) -> str:
-    """``version``, with ``+src.<digest>`` of the plugin's package where ``dist`` is installed editable."""
+    """``version``, with ``+src.<digest>`` of the plugin's package where ``dist`` is installed editable, else with
+    ``+files.<digest>`` of the files pip installed (:func:`installed_digest`) where it recorded them."""
     if not is_editable(dist):
-        return version
+        digest = installed_digest(dist)
+        return f"{version}+files.{digest}" if digest else version
     digest = source_digest(module_name)
     return f"{version}+src.{digest}" if digest else version

@@ -53,7 +53,7 @@ def test_listed_with_its_distribution_and_version(installed):
     row = _find(_plugins(), "attack", "mifgsm")
     assert row is not None, "the installed example's attack is not listed"
     assert row["distribution"] == DIST
-    assert row["version"] == "0.1.0"
+    assert row["version"].startswith("0.1.0+files.")  # keyed on the files pip installed too (rbench.editable)
     assert row["entry_point"] == "rbench_example_mifgsm"
     assert row["error"] is None
 
@@ -87,7 +87,8 @@ def test_suite_runs_with_the_plugin(installed, tmp_path):
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     results = json.loads((run_dir / "results.json").read_text())
     # the run folder says which version of the third-party plugin made its numbers
-    assert results["provenance"]["plugins"]["attack mifgsm"] == f"0.1.0 ({DIST})"
+    version = _find(_plugins(), "attack", "mifgsm")["version"]  # 0.1.0+files.<digest>: the keyed version
+    assert results["provenance"]["plugins"]["attack mifgsm"] == f"{version} ({DIST})"
     assert results["provenance"]["plugins"]["attack bim"].endswith(" (rbench)")
     assert results["provenance"]["packages"][DIST] == "0.1.0"
     cells = [c for t in results["tables"] for c in t["cells"] if c["row"].startswith("mifgsm(")]
@@ -109,3 +110,25 @@ def test_example_own_tests_pass(installed):
                           capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert " passed" in proc.stdout
+
+
+def test_a_reinstall_is_keyed_on_the_files_pip_installed(installed, tmp_path):
+    """A released install was keyed on its version alone: ``pip install --force-reinstall`` of changed code under
+    the same version was served the old code's results. Its key holds the hashes pip recorded for the installed
+    files: the same files installed from elsewhere into another folder key the same; a changed file keys anew."""
+    import shutil
+
+    def keyed(folder: Path, attempt: str) -> str:
+        _, path = pip_install_example(folder, tmp_path / f"install-{attempt}")
+        row = _find(_plugins(PYTHONPATH=path), "attack", "mifgsm")
+        assert row is not None
+        return row["version"]
+
+    first = _find(_plugins(), "attack", "mifgsm")["version"]
+    copy = tmp_path / "elsewhere" / EXAMPLE_DIR.name
+    shutil.copytree(installed, copy, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    assert keyed(copy, "same") == first  # another source folder, another target folder: the same files
+    module = next(copy.rglob("rbench_example_mifgsm/*.py"))
+    module.write_text(module.read_text() + "\n# a changed file, the same version\n")
+    changed = keyed(copy, "changed")
+    assert changed.startswith("0.1.0+files.") and changed != first

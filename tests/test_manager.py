@@ -452,7 +452,8 @@ def rbench_attacks():
 
 def test_an_editable_plugin_is_keyed_on_its_source_so_an_edit_is_never_served_stale(tiny_reference, tmp_path):
     """Installed editable (pip install -e), a plugin's jobs are keyed on its package's source too: editing the
-    code without bumping the version computes them afresh; a released install is keyed on its version alone."""
+    code without bumping the version computes them afresh; a copy installed without pip's RECORD is keyed on its
+    version alone (pip's record of a released install: tests/test_example_plugin.py)."""
     import json
     import shutil
 
@@ -481,7 +482,7 @@ def test_an_editable_plugin_is_keyed_on_its_source_so_an_edit_is_never_served_st
     source.write_text(source.read_text().replace("SCALE = 1.0", "SCALE = 0.1"))
     done, weak, edited = run("c")
     assert "2 done" in done and edited != version and weak < strong  # the attack and its eval, afresh
-    (folder / "rbench_test_scaled-0.1.dist-info" / "direct_url.json").unlink()  # a released install
+    (folder / "rbench_test_scaled-0.1.dist-info" / "direct_url.json").unlink()  # released, no RECORD
     source.write_text(source.read_text().replace("SCALE = 0.1", "SCALE = 0.5"))
     done, _, released = run("d")
     assert released == "0.1" and "done" in done
