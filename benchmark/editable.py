@@ -6,9 +6,10 @@ A plugin's version enters the keys of the jobs that call it, so a changed plugin
 author bumps the version. A distribution installed editable (``pip install -e``, PEP 660; pip records it in the
 dist-info's ``direct_url.json``, PEP 610) is one being worked on: its code changes between runs while its version
 stays, and the store would serve the outputs of the code as it was. For such a distribution the version a plugin
-enters keys with gets ``+src.<digest>``: the SHA-256 (first 12 hex digits) of the ``.py`` files holding its
-entry point's code and the project's code beside it (:func:`package_files`), so any edit there computes the
-plugin's jobs afresh (an edit that changes nothing a job computes costs a recomputation, never a stale result).
+enters keys with gets ``+src.<digest>``: the SHA-256 (first 12 hex digits) of the files holding its entry
+point's code, data files inside its packages included, and the project's code beside it (:func:`package_files`),
+so any edit there computes the plugin's jobs afresh (an edit that changes nothing a job computes costs a
+recomputation, never a stale result).
 A released (not editable) install is keyed on its version and on the files pip installed: ``+files.<digest>`` of
 the hashes pip recorded for them in the dist-info's ``RECORD`` (:func:`installed_digest`), so a reinstall of
 changed code under the same version (``pip install --force-reinstall .``) computes its jobs afresh, while the same
@@ -40,12 +41,13 @@ def is_editable(dist: metadata.Distribution | None) -> bool:
 
 
 def package_files(module_name: str) -> tuple[Path, list[Path]]:
-    """(a folder, its ``.py`` files) holding the code of the already imported module ``module_name`` and of the
+    """(a folder, its files) holding the code of the already imported module ``module_name`` and of the
     project beside it: the folder holding its top-level package (or module), with the ``.py`` files there (sibling
-    modules such as a ``utils.py`` the plugin imports) and every regular package there (a folder with an
-    ``__init__.py``), all the way down, its own package too even as a namespace package; for a namespace package
-    spread over several folders, the folder of the module itself, all the way down. Only regular files, no hidden
-    ones (an editor's lock file ``.#mod.py`` is a dangling link)."""
+    modules such as a ``utils.py`` the plugin imports) and every file of every regular package there (a folder with
+    an ``__init__.py``; its data files too, byte-code caches aside), all the way down, its own package too even as
+    a namespace package; for a namespace package spread over several folders, the folder of the module itself,
+    its ``.py`` files all the way down. Only regular files, no hidden ones (an editor's lock file ``.#mod.py`` is a
+    dangling link)."""
     top = sys.modules.get(module_name.split(".", 1)[0])
     folders = [Path(p) for p in getattr(top, "__path__", [])]
     if len(folders) > 1:
@@ -62,7 +64,10 @@ def package_files(module_name: str) -> tuple[Path, list[Path]]:
         root, own = Path(source).parent, []
     packages = own + [d for d in root.iterdir() if d not in own and not d.name.startswith(".") and d.is_dir()
                       and (d / "__init__.py").is_file()]
-    files = _python_files(root, "*.py")[1] + [f for d in packages for f in _python_files(d, "**/*.py")[1]]
+    # inside a package every file counts (a defaults.json, weights, a compiled extension the code reads), beside
+    # it only modules (the folder may be a whole project's, with its data and virtual environments)
+    files = _python_files(root, "*.py")[1] + [f for d in packages for f in _python_files(d, "**/*")[1]
+                                              if "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo")]
     return root, sorted(set(files))
 
 
@@ -74,8 +79,8 @@ def _python_files(root: Path, pattern: str) -> tuple[Path, list[Path]]:
 
 @cache
 def source_digest(module_name: str) -> str:
-    """SHA-256 (12 hex digits) of the package's ``.py`` files, each with its path relative to the package, in
-    order; "" without files. Cached for the process: the registry is built once per process."""
+    """SHA-256 (12 hex digits) of the package's files (:func:`package_files`), each with its path relative to the
+    package, in order; "" without files. Cached for the process: the registry is built once per process."""
     root, files = package_files(module_name)
     if not files:
         return ""

@@ -492,8 +492,8 @@ def test_an_editable_plugin_is_keyed_on_its_source_so_an_edit_is_never_served_st
 
 def test_the_source_digest_reads_regular_files_only_and_follows_helpers(tmp_path, monkeypatch):
     """An editor's lock file (.#mod.py, a dangling link) made every command fail; a single-module plugin's helper
-    beside it, or a package plugin's sibling module (src/utils.py beside src/mypkg/), was not hashed, so an edit
-    there was served stale."""
+    beside it, or a package plugin's sibling module (src/utils.py beside src/mypkg/), or a data file inside its
+    package (a defaults.json), was not hashed, so an edit there was served stale."""
     import importlib
     import sys
 
@@ -519,6 +519,14 @@ def test_the_source_digest_reads_regular_files_only_and_follows_helpers(tmp_path
         root, files = package_files("devpkg_a")
         assert [str(f.relative_to(root)) for f in files] == ["devpkg_a/__init__.py", "devutil_a.py",
                                                              "otherpkg/__init__.py"]
+        before_a = source_digest("devpkg_a")
+        (pkg / "defaults.json").write_text('{"scale": 0.5}')  # a data file the package reads: keyed too
+        (pkg / "__pycache__").mkdir()
+        (pkg / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")  # byte-code: not
+        source_digest.cache_clear()
+        assert [f.name for f in package_files("devpkg_a")[1]] == ["__init__.py", "defaults.json", "devutil_a.py",
+                                                                  "__init__.py"]
+        assert source_digest("devpkg_a") != before_a
         before_a = source_digest("devpkg_a")
         (project / "devutil_a.py").write_text("SCALE = 1.0\n")
         source_digest.cache_clear()
