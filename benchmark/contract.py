@@ -497,6 +497,35 @@ def check_reloadable(trained: torch.nn.Module, fresh: torch.nn.Module, trainer: 
             "that is what every later job would use", plugin=f"trainer {trainer!r}")
 
 
+def _torch_settings() -> dict[str, Any]:
+    return {"default dtype": torch.get_default_dtype(), "grad mode": torch.is_grad_enabled(),
+            "threads": torch.get_num_threads(),
+            "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+            "anomaly detection": torch.is_anomaly_enabled()}
+
+
+@contextlib.contextmanager
+def torch_settings_kept() -> Iterator[list[str]]:
+    """Within the block, torch's process-wide settings a plugin may change (the default dtype, grad mode, thread
+    count, deterministic algorithms, anomaly detection) are put back as they were when it ends; the list it yields
+    then names each one the block changed (``"default dtype torch.float32 -> torch.float64"``). A trainer calling
+    ``torch.set_default_dtype(torch.float64)`` or ``set_grad_enabled(False)`` made every later job of its worker
+    fail, blamed on their plugins; ``set_num_threads(1)`` changed their last bits silently."""
+    before = _torch_settings()
+    changed: list[str] = []
+    try:
+        yield changed
+    finally:
+        after = _torch_settings()
+        changed += [f"{name} {before[name]} -> {after[name]}" for name in before if after[name] != before[name]]
+        if changed:
+            torch.set_default_dtype(before["default dtype"])
+            torch.set_grad_enabled(before["grad mode"])
+            torch.set_num_threads(before["threads"])
+            torch.use_deterministic_algorithms(before["deterministic algorithms"])
+            torch.autograd.set_detect_anomaly(before["anomaly detection"])
+
+
 #: how many of an attack's inputs the defense gradient check differentiates through
 GRADIENT_PROBE = 16
 

@@ -12,6 +12,7 @@ import contextlib
 import signal
 import threading
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from typing import Any, Literal
 from filelock import Timeout
 
 from rbench.blame import raising_plugin
+from rbench.contract import torch_settings_kept
 from rbench.gates import InputPending, Unverifiable, check_stored
 from rbench.inputs import PluginContractError
 from rbench.jobs import run_job
@@ -136,8 +138,15 @@ def compute(job: Job, store: Store, device: str, progress: Progress, *, wait: bo
                         warn(note)
             if on_start is not None:
                 on_start()
-            with time_limit(timeout, job):
+            with time_limit(timeout, job), torch_settings_kept() as changed:
                 run_job(job, store, device, progress)
+            if changed:  # put back for the worker's next jobs; the result itself passed every check
+                note = f"{job.label} [{job.plugin}] changed torch's process-wide settings ({', '.join(changed)}): " \
+                       "put back; a plugin leaves them as it found them"
+                if warn is not None:
+                    warn(note)
+                else:
+                    warnings.warn(note, RuntimeWarning, stacklevel=2)
             return "done"
     except Timeout:
         return "busy"

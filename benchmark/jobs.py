@@ -33,6 +33,7 @@ from rbench.contract import (
     check_untrained,
 )
 from rbench.defense import attack_view, randomized, seed_randomness
+from rbench.errors import PluginContractError
 from rbench.inputs import (
     build_defense,
     build_model,
@@ -90,11 +91,16 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
         extra: dict[str, Any] = {"lineage": [load_model(store, key, device) for key in lineage]} if getattr(
             trainer, "uses_lineage", False) else {}
         observed: list[dict[str, Any]] = []
+        called: list[int] = []
         if spec.monitor is not None:
-            extra["observer"] = epoch_observer(spec.monitor, device, job.seed, observed)
+            extra["observer"] = epoch_observer(spec.monitor, device, job.seed, observed, called)
         stats = trainer.train(model, TrainData(x, y), tparams, generator=generator, device=device, progress=progress,
                               **extra)
         if spec.monitor is not None:
+            if not called:  # its cells read "not monitored during training (give it a 'monitor')", as if unasked
+                raise PluginContractError(f"trainer {trainer.name!r} declares that it calls the observer after each "
+                                          "epoch (observes = True) but called it after none: the model's monitor "
+                                          "measured nothing", plugin=f"trainer {trainer.name!r}")
             stats = {**stats, "observed": observed}
         model.eval()
         check_trained(model, trainer.name, x if trainer.reads_data else None, device,
@@ -115,25 +121,35 @@ def _network(spec: TrainSpec) -> torch.nn.Module:
     return build_model(spec.model)
 
 
-def epoch_observer(monitor: Monitoring, device: torch.device, seed: int, observed: list[dict[str, Any]]
-                   ) -> EpochObserver:
+def epoch_observer(monitor: Monitoring, device: torch.device, seed: int, observed: list[dict[str, Any]],
+                   called: list[int]) -> EpochObserver:
     """The observer a monitored model's trainer calls after each epoch: every ``monitor.every`` epochs it runs
-    the monitor's probes on its data slice and appends ``{"epoch": e, label: measurements, ...}`` to
-    ``observed``. The probes draw from a generator of their own (seeded from the job), so monitoring leaves the
-    trainer's random stream, hence the trained weights, as they would be without it."""
+    the monitor's probes on its data slice, in eval mode, and appends ``{"epoch": e, label: measurements, ...}``
+    to ``observed`` (and each epoch it is called after to ``called``). The probes draw from a generator of their
+    own (seeded from the job), so monitoring leaves the trainer's random stream, hence the trained weights, as
+    they would be without it."""
     x, y, _ = load_slice(monitor.data)
     x, y = x.to(device), y.to(device)
     probes = {label: plugin_params("probe", call) for label, call in monitor.probes.items()}
     generator = torch.Generator(device=device).manual_seed(seed ^ 0x5EED)
 
     def observe(epoch: int, model: torch.nn.Module) -> None:
+        called.append(epoch)
         if epoch % monitor.every:
             return
         entry: dict[str, Any] = {"epoch": epoch}
-        for label, (probe, params) in probes.items():
-            values = probe.measure(model, x, y, params, generator=generator)
-            check_measurements(probe.name, label, values)
-            entry[label] = values
+        # measured in eval mode, whatever mode the trainer calls in (dropout would blur the measurements, batch
+        # statistics would change the weights), and each module's mode put back as the trainer had it
+        modes = [(module, module.training) for module in model.modules()]
+        model.eval()
+        try:
+            for label, (probe, params) in probes.items():
+                values = probe.measure(model, x, y, params, generator=generator)
+                check_measurements(probe.name, label, values)
+                entry[label] = values
+        finally:
+            for module, mode in modes:
+                module.training = mode
         observed.append(entry)
 
     return observe

@@ -146,3 +146,89 @@ trainer = { plugin = "swaps", params = { epochs = 1, batch_size = 32 } }
     flat = " ".join(out.stdout.split())
     assert "[trainer 'swaps']: PluginContractError: trainer 'swaps' changed model 'mlp' beyond its weights" in flat
     assert sorted(p.name for p in (tmp_path / "store").rglob("*.safetensors")) == before  # nothing stored
+
+
+def _monitor(write_suite):
+    from rbench.plan import build_plan
+    from rbench.suite import load_suite
+
+    text = ('[suite]\nname = "mon"\n[datasets.mnist]\nplugin = "mnist"\n'
+            '[models.m]\nplugin = "mlp"\nparams = { widths = [32], dropout = 0.5 }\ndataset = "mnist"\n'
+            'monitor = { dataset = "mnist", split = "test", n = 100, probes = [ { plugin = "accuracy" } ] }\n'
+            '[evaluations.e]\ndataset = "mnist"\nn = 100\nsources = ["m"]\n'
+            '[tables.t]\nevaluation = "e"\nrows = "attack"\ncolumns = "model"\nmetric = "error"\n')
+    plan = build_plan(load_suite(write_suite(text)))
+    return plan.jobs[plan.trained["m"]].spec.monitor
+
+
+def test_the_monitor_measures_in_eval_mode_whatever_mode_the_trainer_calls_it_in(write_suite):
+    """A user's trainer calling the observer with its model in train mode had the probes measure with dropout
+    on (accuracy 14 against 22), and batch statistics would have changed the weights. The observer measures in
+    eval mode and puts each module's mode back."""
+    from rbench.jobs import epoch_observer
+
+    plugin = get_plugin("model", "mlp")
+    torch.manual_seed(0)
+    model = plugin.build(plugin.Params(widths=[32], dropout=0.5))
+    monitor = _monitor(write_suite)
+    seen: list[dict] = []
+    observe = epoch_observer(monitor, torch.device("cpu"), 0, seen, [])
+    observe(1, model.eval())
+    model.train()
+    model.net[0].eval()  # a mode of the trainer's own on one module: kept
+    modes = [m.training for m in model.modules()]
+    observe(2, model)
+    assert [m.training for m in model.modules()] == modes
+    assert seen[0]["accuracy"] == seen[1]["accuracy"]
+
+
+def test_a_trainer_that_declares_observing_but_never_calls_the_observer_fails_naming_it(tmp_path):
+    from support import plugin_dist, rbench
+
+    source = '''
+from rbench import hookimpl
+from rbench.plugins.trainers.standard import StandardTrainer
+
+
+class Silent(StandardTrainer):  # observes = True, inherited, but never calls the observer
+    name = "silent"
+
+    def train(self, model, data, params, *, observer=None, **kw):
+        return super().train(model, data, params, **kw)
+
+
+@hookimpl
+def rbench_trainers():
+    return [Silent()]
+'''
+    env = plugin_dist(tmp_path / "plugins", "rbench_test_silent", source)
+    (tmp_path / "s.toml").write_text(
+        '[suite]\nname = "silent"\n[datasets.mnist]\nplugin = "mnist"\n'
+        '[models.m]\nplugin = "mlp"\nparams = { widths = [16] }\ndataset = "mnist"\nn_train = 200\n'
+        'trainer = { plugin = "silent", params = { epochs = 1 } }\n'
+        'monitor = { dataset = "mnist", split = "test", n = 50, probes = [ { plugin = "accuracy" } ] }\n'
+        '[evaluations.e]\ndataset = "mnist"\nn = 50\nsources = ["m"]\n'
+        '[tables.t]\nevaluation = "e"\nrows = "attack"\ncolumns = "model"\nmetric = "error"\n')
+    out = rbench("run", str(tmp_path / "s.toml"), "--store", str(tmp_path / "store"), "--run-dir",
+                 str(tmp_path / "run"), "-q", env=env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    flat = " ".join(out.stdout.split())
+    assert "[trainer 'silent']: PluginContractError: trainer 'silent' declares that it calls the observer" in flat
+
+
+def test_torchs_process_wide_settings_changed_by_a_job_are_put_back_and_named():
+    """A trainer leaving ``set_default_dtype(torch.float64)`` or ``set_grad_enabled(False)`` made every later job
+    of its worker fail, blamed on their plugins; ``set_num_threads(1)`` changed their last bits silently."""
+    from rbench.contract import torch_settings_kept
+
+    dtype, grad, threads = torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads()
+    with torch_settings_kept() as changed:
+        torch.set_default_dtype(torch.float64)
+        torch.set_grad_enabled(False)
+        torch.set_num_threads(threads + 1)
+    assert (torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads()) == (dtype, grad, threads)
+    assert changed == ["default dtype torch.float32 -> torch.float64", "grad mode True -> False",
+                       f"threads {threads} -> {threads + 1}"]
+    with torch_settings_kept() as untouched:
+        torch.ones(2) * 2
+    assert untouched == []
