@@ -12,16 +12,18 @@ from rbench.defense import Stage
 from rbench.manager import get_registry
 
 
-def raising_plugin(exc: BaseException) -> str | None:
-    """``kind 'name'`` of the plugin whose code raised ``exc``, or None where no frame of its traceback is plugin
-    code, or the plugin stays ambiguous.
+def raising_plugin(exc: BaseException) -> tuple[str, bool] | None:
+    """``("kind 'name'", direct)`` of the plugin whose code raised ``exc``, or None where no frame of its traceback
+    says (the engine's own error, a library's called by the engine); ``direct``: the exception was raised in
+    plugin code itself, not inside a library the plugin called (torch raising on the inputs it was given, which
+    may be another plugin's fault: its caller is named beside it).
 
-    The innermost frame in a module that defines registered plugins decides: the plugin the frame runs in (its
-    ``self`` is the plugin object, or a network or defense module the engine built from it and marked with
-    ``rbench_plugin``), else the module's only plugin. Where the module defines several and the frame does not
-    say which, the next frame outwards that names one of them does: the engine's defense stage calling a
-    defense's module (:class:`rbench.defense.Stage`), a plugin's method calling a helper of its module. Helper
-    modules that define no plugin (a shared gradient function) are passed through to the plugin calling them."""
+    The innermost frame that says which plugin it runs in decides: its ``self`` is a plugin object, a network or
+    defense module the engine built from one and marked with ``rbench_plugin``, or the engine's stage of a defense
+    (:class:`rbench.defense.Stage`: everything inside it is the defense's, another plugin's module it uses too).
+    Frames without such a ``self`` (a helper function, a layer class of a plugin's module) are passed through to
+    the code calling them; where none says, the module of the innermost plugin code decides if it defines one
+    plugin only."""
     owners: dict[str, list[str]] = {}
     by_identity: dict[int, str] = {}
     for info in get_registry().all():
@@ -29,17 +31,18 @@ def raising_plugin(exc: BaseException) -> str | None:
             owner = f"{info.kind} {info.name!r}"
             owners.setdefault(type(info.obj).__module__, []).append(owner)
             by_identity[id(info.obj)] = owner
+    frames = _frames(exc.__traceback__)
+    inner_modules = [str(frame.f_globals.get("__name__", "")) for frame in frames]
+    direct = bool(inner_modules) and inner_modules[-1] in owners  # raised in the code of a module with plugins
     candidates: list[str] | None = None
-    for frame in reversed(_frames(exc.__traceback__)):
-        module_plugins = owners.get(str(frame.f_globals.get("__name__", "")), [])
+    for frame, module in zip(reversed(frames), reversed(inner_modules), strict=True):
+        module_plugins = owners.get(module, [])
         named = _frame_plugin(frame.f_locals.get("self"), module_plugins, by_identity)
-        if named is None and len(module_plugins) == 1:
-            named = module_plugins[0]
         if named is not None:
-            return named if candidates is None or named in candidates else None
+            return named, direct
         if module_plugins and candidates is None:
             candidates = module_plugins
-    return None
+    return (candidates[0], direct) if candidates is not None and len(candidates) == 1 else None
 
 
 def _frame_plugin(me: Any, module_plugins: list[str], by_identity: dict[int, str]) -> str | None:

@@ -464,17 +464,20 @@ def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor | None, 
                                   "non-finite values or outside [0, 1] or another shape")
 
 
-def check_reloadable(trained: torch.nn.Module, fresh: torch.nn.Module, trainer: str, x: torch.Tensor | None,
-                     device: torch.device, probe: int = 256, component: bool = False) -> None:
+def check_reloadable(trained: torch.nn.Module, fresh: tuple[torch.nn.Module, torch.nn.Module], trainer: str,
+                     x: torch.Tensor | None, device: torch.device, probe: int = 256, component: bool = False) -> None:
     """What a train job stores is ``trained``'s state_dict, which every later job loads into a network its plugin
-    builds afresh: ``fresh`` (built from the same spec) must take it (the same keys and shapes) and then compute
-    what ``trained`` computes on the first ``probe`` training images ``x`` (a model's logits, up to
-    :data:`CONSISTENCY_TOLERANCE` of their scale; a defense component, whose draws may differ, is only loaded);
-    else :class:`PluginContractError` naming the trainer. A trainer that widened a layer or added a buffer had its
-    checkpoint stored, then called corrupt by every job reading it, on every run; one that swapped an activation
-    or left a hook had the original network evaluated under its weights, silently."""
+    builds afresh: ``fresh`` (two such networks, built from the same spec) must take it (the same keys and shapes)
+    and then compute what ``trained`` computes on the first ``probe`` training images ``x`` (a model's logits, up
+    to :data:`CONSISTENCY_TOLERANCE` of their scale; a defense component, whose draws may differ, is only loaded);
+    else :class:`PluginContractError` naming the trainer, or the model where its two fresh networks already differ
+    (a random projection drawn at build and not saved: the state_dict does not determine the network). A trainer
+    that widened a layer or added a buffer had its checkpoint stored, then called corrupt by every job reading it,
+    on every run; one that swapped an activation or left a hook had the original network evaluated under its
+    weights, silently."""
     try:
-        fresh.load_state_dict(trained.state_dict())
+        for network in fresh:
+            network.load_state_dict(trained.state_dict())
     except RuntimeError as exc:
         first = " ".join(str(exc).split("\n\t", 2)[1:2]) or " ".join(str(exc).split())[:200]
         raise PluginContractError(
@@ -483,13 +486,18 @@ def check_reloadable(trained: torch.nn.Module, fresh: torch.nn.Module, trainer: 
             "only", plugin=f"trainer {trainer!r}") from None
     if x is None or component or not len(x):
         return
-    fresh.to(device).eval()
     with torch.no_grad(), torch.random.fork_rng(devices=_forked(device)):
         batch = x[:probe].to(device)
-        want, again, got = trained(batch), trained(batch), fresh(batch)
+        want, again = trained(batch), trained(batch)
+        got, other = (network.to(device).eval()(batch) for network in fresh)
     scale = CONSISTENCY_TOLERANCE * (1 + float(want.abs().max()))
     if float((want - again).abs().max()) > scale:
         return  # the model's own randomness (dropout left on): every attack and eval job's check names the model
+    if got.shape != other.shape or float((got - other).abs().max()) > scale:
+        raise PluginContractError(
+            f"{model_name(trained)}'s network is not determined by its weights: two networks its plugin builds, the "
+            "same weights loaded into both, compute different outputs (something drawn when it is built and not "
+            "in its state_dict, such as a buffer registered with persistent=False)", plugin=model_name(trained))
     if want.shape != got.shape or float((want - got).abs().max()) > scale:
         raise PluginContractError(
             f"trainer {trainer!r} changed {model_name(trained)} beyond its weights (its layers, hooks or other "

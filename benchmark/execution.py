@@ -184,7 +184,8 @@ def stuck_failure(job: Job, timeout: float, killed: str) -> str:
 
 def describe_failure(job: Job, exc: BaseException) -> str:
     """One line: the job, the plugin at fault (the one a contract violation names; else the one whose code raised
-    the error, :func:`rbench.blame.raising_plugin`, such as a defense in front of the attacked model; else the
+    the error, :func:`rbench.blame.raising_plugin`, such as a defense in front of the attacked model, with the
+    job's own beside it where a library raised inside that code, ``[model 'mlp', called by attack 'x']``; else the
     job's own), the error, and where in the code it was raised."""
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where and not isinstance(exc, JobTimeout) \
@@ -195,11 +196,13 @@ def describe_failure(job: Job, exc: BaseException) -> str:
     elif isinstance(exc, JobTimeout):  # wherever the alarm happened to land: the job as a whole ran too long
         plugin = job.plugin
     else:
-        plugin = _raising_plugin(exc) or job.plugin
+        raised = _raising_plugin(exc)
+        plugin = job.plugin if raised is None else raised[0] if raised[1] or raised[0] == job.plugin else \
+            f"{raised[0]}, called by {job.plugin}"
     return f"{job.label} [{plugin}]: {type(exc).__name__}: {text}{at}"
 
 
-def _raising_plugin(exc: BaseException) -> str | None:
+def _raising_plugin(exc: BaseException) -> tuple[str, bool] | None:
     """:func:`rbench.blame.raising_plugin`, or None should reading the traceback itself fail: describing a failure
     must not fail."""
     try:

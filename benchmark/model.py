@@ -2,7 +2,9 @@
 
 A model plugin builds an untrained ``torch.nn.Module`` mapping float32 (N, C, H, W) inputs in [0, 1] to logits.
 A module may define ``param_groups() -> list[dict]`` (torch optimizer groups, e.g. with per-layer
-``weight_decay``); trainers use it when present.
+``weight_decay``); trainers use it when present, and train every trainable parameter it leaves out too, with the
+trainer's own decay (:func:`param_groups`): a part kept from training is frozen (``requires_grad_(False)``), not
+left out of the groups.
 
 A trainer plugin trains a module in place on the data it is given and returns statistics (JSON-able numbers)
 that are stored in the checkpoint's sidecar.

@@ -8,7 +8,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from rbench import AttackOutput, FixedBudgetAttack, NoParams
+from rbench import AttackOutput, FixedBudgetAttack, ModelPlugin, NoParams
 from rbench.blame import raising_plugin
 from rbench.defense import DefendedModel, Defense, DefenseModule, Stage
 from rbench.manager import PluginInfo, get_registry
@@ -61,8 +61,34 @@ class _CallsHelper(_CallsModel):
         return _helper_that_fails(x)
 
 
+class _Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class _LinearModel(ModelPlugin):
+    name, Params = "blame_linear", NoParams
+
+    def build(self, params):
+        model = _Linear()
+        model.rbench_plugin = self.name  # as the engine's build_model marks it
+        return model
+
+
+class _PassesDoubles(_CallsModel):
+    name = "blame_passes_doubles"
+
+    def run(self, model, x, y, params, *, generator=None):
+        model(x.double())  # the attack's bug: torch raises inside the model's layer
+        return AttackOutput(x.clone())
+
+
 PLUGINS = [("defense", _CrashingDefense()), ("defense", _FineDefense()), ("attack", _CallsModel()),
-           ("attack", _CallsHelper())]
+           ("attack", _CallsHelper()), ("model", _LinearModel()), ("attack", _PassesDoubles())]
 
 
 @pytest.fixture
@@ -94,20 +120,38 @@ def test_an_error_inside_a_defense_names_the_defense_through_the_engines_stage(r
     x, y = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
     attack = registered["blame_calls_model"]
     exc = _raised(lambda: attack.run(_defended(_CrashingDefense()), x, y, _Eps()))
-    assert raising_plugin(exc) == "defense 'blame_crashes'"
+    assert raising_plugin(exc) == ("defense 'blame_crashes'", True)
 
 
 def test_an_error_in_a_modules_helper_names_the_plugin_calling_it(registered):
     x, y = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
     exc = _raised(lambda: registered["blame_calls_helper"].run(nn.Flatten(), x, y, _Eps()))
-    assert raising_plugin(exc) == "attack 'blame_calls_helper'"
+    assert raising_plugin(exc) == ("attack 'blame_calls_helper'", True)
+
+
+def test_an_error_a_library_raised_inside_a_plugins_code_names_that_plugin_as_called_by_another(registered):
+    """An attack handing float64 inputs to the model: torch raises inside the model's layer. The model's code
+    is where it happened, not necessarily whose fault it is: the line names the model, called by the attack."""
+    from rbench.execution import describe_failure
+
+    x, y = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
+    model = registered["blame_linear"].build(NoParams())
+    exc = _raised(lambda: registered["blame_passes_doubles"].run(model, x, y, _Eps()))
+    assert raising_plugin(exc) == ("model 'blame_linear'", False)
+
+    class Job:
+        label, plugin = "attack blame_passes_doubles on linear", "attack 'blame_passes_doubles'"
+
+    line = describe_failure(Job(), exc)  # type: ignore[arg-type]
+    assert line.startswith("attack blame_passes_doubles on linear [model 'blame_linear', called by attack "
+                           "'blame_passes_doubles']: RuntimeError:"), line
 
 
 def test_an_error_outside_plugin_code_names_no_plugin(registered):
     """The engine's own error (here: torch called from this test, no plugin's frame) is left to the job's plugin;
     and a module's plugin that the frames cannot tell apart from its siblings is not guessed."""
     assert raising_plugin(_raised(lambda: torch.zeros(3).view(-1, 2))) is None
-    assert raising_plugin(_raised(lambda: _helper_that_fails(None))) is None  # the module defines four plugins
+    assert raising_plugin(_raised(lambda: _helper_that_fails(None))) is None  # the module defines six plugins
 
 
 MISBEHAVING = '''

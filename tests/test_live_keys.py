@@ -228,28 +228,65 @@ def test_data_the_models_code_reads_from_its_module_is_keyed(tmp_path):
     is keyed; data they do not read is not."""
     name = f"live_scaled_{tmp_path.name.replace('-', '_')}"
     module = _module(tmp_path, name, """
+        import time
+
         import torch
         from torch import nn
 
         SCALE = 1.0
+        SHIFT = 0.0
         UNREAD = [1, 2]
+        RUN = time.strftime("%H%M%S")  # read by main() alone: no part of the model
+        lin = 3  # a global named as the model's attribute self.lin
+
+
+        def shifted(x):
+            return x + SHIFT
 
 
         class Scaled(nn.Module):
+            T = 1.0
+
             def __init__(self):
                 super().__init__()
                 self.lin = nn.Linear(4, 2)
 
-            def forward(self, x):
-                return self.lin(x.flatten(1) * SCALE)
+            @torch.no_grad()
+            def prepared(self, x, gain=1.0):
+                return shifted(x) * gain
+
+            def forward(self, x, t=1.0):
+                return self.lin(self.prepared(x.flatten(1)) * SCALE * t * self.T)
+
+
+        def main():
+            print(RUN, UNREAD)
         """)
     try:
         model = module.Scaled()
         before = live_code_digest(model)
-        module.UNREAD = [3]
+        module.UNREAD, module.RUN, module.lin = [3], "later", 4
+        assert live_code_digest(model) == before  # what the model's code does not read: no recomputation
+        changes = [("SCALE", 0.0), ("SHIFT", 0.5)]  # read by forward, and by a function forward calls
+        for attribute, value in changes:
+            setattr(module, attribute, value)
+            assert live_code_digest(model) != before, attribute
+            setattr(module, attribute, getattr(module, attribute) * 0 + (1.0 if attribute == "SCALE" else 0.0))
         assert live_code_digest(model) == before
-        module.SCALE = 0.0
+        # a default argument, a class attribute, a decorated method's default: in memory, whatever the file says
+        module.Scaled.forward.__defaults__ = (-1.0,)
         assert live_code_digest(model) != before
+        module.Scaled.forward.__defaults__ = (1.0,)
+        module.Scaled.T = -1.0
+        assert live_code_digest(model) != before
+        module.Scaled.T = 1.0
+        module.Scaled.prepared.__wrapped__.__defaults__ = (2.0,)  # a decorated method: the wrapped function's
+        assert live_code_digest(model) != before
+        path = tmp_path / f"{name}.py"  # a decorated method edited on disk after the import: its wrapper is torch's
+        path.write_text(path.read_text().replace("return shifted(x) * gain", "return shifted(x) * gain * 2"))
+        from rbench.plugins.models.code_keys import Unkeyable
+        with pytest.raises(Unkeyable, match="Scaled.prepared runs code the file no longer holds"):
+            live_code_digest(model)
     finally:
         sys.modules.pop(name, None)
 

@@ -521,7 +521,7 @@ def test_the_source_digest_reads_regular_files_only_and_follows_helpers(tmp_path
                                                              "otherpkg/__init__.py"]
         before_a = source_digest("devpkg_a")
         (pkg / "defaults.json").write_text('{"scale": 0.5}')  # a data file the package reads: keyed too
-        (pkg / "__pycache__").mkdir()
+        (pkg / "__pycache__").mkdir(exist_ok=True)  # the import may have made it
         (pkg / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")  # byte-code: not
         source_digest.cache_clear()
         assert [f.name for f in package_files("devpkg_a")[1]] == ["__init__.py", "defaults.json", "devutil_a.py",

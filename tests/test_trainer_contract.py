@@ -69,22 +69,42 @@ def test_a_trainer_that_changes_the_network_beyond_its_weights_fails_naming_it()
     x, _ = _mnist_like(64)
     torch.manual_seed(0)
     trained = _Net().eval()
-    check_reloadable(trained, _Net(), "standard", x, torch.device("cpu"))  # weights only: fine
+    check_reloadable(trained, (_Net(), _Net()), "standard", x, torch.device("cpu"))  # weights only: fine
 
     wider = _Net(width=12).eval()
     widened = r"trainer 'widens' changed the parameters or buffers of model '_Net' \(size mismatch for body.3.weight"
     with pytest.raises(PluginContractError, match=widened) as info:
-        check_reloadable(wider, _Net(), "widens", x, torch.device("cpu"))
+        check_reloadable(wider, (_Net(), _Net()), "widens", x, torch.device("cpu"))
     assert info.value.plugin == "trainer 'widens'"
 
     swapped = _Net().eval()
     swapped.body[2] = nn.Tanh()
     with pytest.raises(PluginContractError, match="trainer 'swaps' changed .* beyond its weights"):
-        check_reloadable(swapped, _Net(), "swaps", x, torch.device("cpu"))
+        check_reloadable(swapped, (_Net(), _Net()), "swaps", x, torch.device("cpu"))
     hooked = _Net().eval()
     hooked.body[1].register_forward_hook(lambda module, args, out: out * 2)
     with pytest.raises(PluginContractError, match="beyond its weights"):
-        check_reloadable(hooked, _Net(), "hooks", x, torch.device("cpu"))
+        check_reloadable(hooked, (_Net(), _Net()), "hooks", x, torch.device("cpu"))
+
+
+def test_a_network_its_weights_do_not_determine_is_the_models_fault_not_the_trainers():
+    """A fixed random projection drawn at build and registered with persistent=False: every later job loads the
+    weights into a network with another projection. The model is named, not the trainer that trained it."""
+    class RandomProjection(_Net):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("projection", torch.randn(784, 784), persistent=False)
+
+        def forward(self, x):
+            return self.body(x.flatten(1) @ self.projection)
+
+    x, _ = _mnist_like(64)
+    trained = RandomProjection().eval()
+    trained.rbench_plugin = "projected"
+    with pytest.raises(PluginContractError, match="model 'projected''s network is not determined by its weights") \
+            as info:
+        check_reloadable(trained, (RandomProjection(), RandomProjection()), "standard", x, torch.device("cpu"))
+    assert info.value.plugin == "model 'projected'"
 
 
 def test_a_model_with_randomness_of_its_own_is_left_to_the_models_check():
@@ -95,7 +115,7 @@ def test_a_model_with_randomness_of_its_own_is_left_to_the_models_check():
             return self.body[3](nn.functional.dropout(self.body[:3](x), 0.5, training=True))
 
     x, _ = _mnist_like(64)
-    check_reloadable(Dropped().eval(), Dropped(), "standard", x, torch.device("cpu"))
+    check_reloadable(Dropped().eval(), (Dropped(), Dropped()), "standard", x, torch.device("cpu"))
 
 
 SWAPS = '''

@@ -9,11 +9,14 @@
   in it (each submodule's, not only the outer one's: an ``nn.Sequential`` of a user's layer has torch's source
   outside), those modules' helper modules, and every submodule's state that is not in its state_dict: plain
   attributes (``self.mean = 0.1307``), buffers not saved with it, hooks, and the functions and objects these refer
-  to (a function by its source and its closure's values). For a user's module (not from the Python installation)
-  also the plain data (numbers, strings, tensors, arrays and containers of them) its functions read from its
-  globals (``SCALE = float(os.environ["SCALE"])`` at import), and a check that the code in memory is what its file
-  holds now: a module edited on disk after it was imported runs its old code, which the file's source would not
-  key, so such a model is :class:`Unkeyable` (computed, never read back) until the module is imported again.
+  to (a function by its source and its closure's values). For the classes and functions of a user's modules (not
+  from the Python installation) also what they are in memory: their code objects (:func:`_shape`), default
+  arguments, class attributes, and the globals their code reads (plain data by value: numbers, strings, tensors,
+  arrays and containers of them, such as ``SCALE = float(os.environ["SCALE"])`` at import; users' functions and
+  classes reached from there in their turn). And a check that a user's module's code in memory is what its file
+  holds now: a module edited on disk after it was imported runs its old code, so such a model is
+  :class:`Unkeyable` (computed, never read back) until the module is imported again. Code objects differ between
+  Python versions: an in-memory model is keyed anew under another Python.
 
 Hand-written: no library turns a live ``nn.Module`` into a digest of what it computes (``pickle`` names functions
 by reference, so an edited function would keep its key, and tensors' pickles are not byte-stable across versions).
@@ -22,6 +25,7 @@ by reference, so an edited function would keep its key, and tensors' pickles are
 from __future__ import annotations
 
 import ast
+import dis
 import enum
 import functools
 import hashlib
@@ -29,7 +33,6 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
-import re
 import site
 import sys
 import sysconfig
@@ -136,7 +139,7 @@ class _Describer:
 
     def __init__(self) -> None:
         self.modules: dict[str, str] = {}  # the Python modules the model's code comes from -> their source
-        self.globals: dict[str, str] = {}  # a user's module -> the plain data its functions read from its globals
+        self.members: dict[str, str] = {}  # a user's class or function ("module:qualname") -> what it is in memory
         self.sourceless: dict[str, str] = {}  # "module:qualname" -> the source of a class or function whose module
         # has none (a notebook's)
         self.path: list[int] = []  # ids of the containers and objects being described (a cycle refers back)
@@ -154,12 +157,14 @@ class _Describer:
         """A class or function by name, its module's source recorded (or, where the module has none, as in a
         notebook, its own source)."""
         name = getattr(obj, "__module__", None) or "?"
-        if name in self.modules:  # its source is recorded already
-            return f"{name}:{obj.__qualname__}"
         module = sys.modules.get(name)
+        if name in self.modules:  # its source is recorded already
+            self.in_memory(obj, module)
+            return f"{name}:{obj.__qualname__}"
         source = None if module is None else _module_source(module)
         if module is not None and source is not None:
             self.record(module, source)
+            self.in_memory(obj, module)
         elif name != "__main__" and (module is None or _installed(module)):
             pass  # compiled library code (int, torch.Generator): named; it changes with its library's version
         elif isinstance(obj, type):
@@ -172,28 +177,84 @@ class _Describer:
 
     def record(self, module: types.ModuleType, source: str) -> None:
         """Record ``module``'s source (its file's text now); for a user's module, after checking that its code in
-        memory is that source's (:func:`_stale`), with the plain data its functions read from its globals, and the
-        user's modules those globals hold (``import helpers`` then ``helpers.SCALE``)."""
-        name = module.__name__
-        self.modules[name] = source
-        if _installed(module):
+        memory is that source's (:func:`changed_since_import`)."""
+        self.modules[module.__name__] = source
+        if not _installed(module) and (stale := changed_since_import(module, source)) is not None:
+            raise Unkeyable(f"module {module.__name__!r}: {stale}")
+
+    def in_memory(self, obj: Any, module: types.ModuleType | None) -> None:
+        """For a class or function of a user's module (not from the Python installation): record what it is in
+        memory, beyond its file's text: a class's members (its methods as :meth:`function` describes them, its
+        plain class attributes, for its bases from users' modules too), a function's code and the values it reads.
+        So a default argument, a class attribute or a value computed at import (``SCALE = float(os.environ[...])``)
+        is keyed as it is, whatever the file says now."""
+        if module is None or _installed(module) or not isinstance(obj, (type, types.FunctionType)):
             return
-        compiled = _compiled(source, getattr(module, "__file__", None) or name)
-        stale = changed_since_import(module, source)
-        if stale is not None:
-            raise Unkeyable(f"module {name!r}: {stale}")
-        read: dict[str, str] = {}
-        for used in sorted({n for code in _nested_codes(compiled) for n in code.co_names}):
-            if used.startswith("__") or used not in vars(module):
+        label = f"{obj.__module__}:{obj.__qualname__}"
+        if label in self.members:
+            return
+        self.members[label] = "..."  # being described: a reference back to it stops there
+        if isinstance(obj, types.FunctionType):
+            self.members[label] = self.function(obj)
+            return
+        described = []
+        for cls in obj.__mro__:
+            if cls is not obj and cls.__module__ in sys.modules and not _installed(sys.modules[cls.__module__]):
+                self.code(cls)  # a base of the user's: described under its own label
+            if cls is not obj:
                 continue
-            v = vars(module)[used]
-            if _plain(v):
-                read[used] = self.value(v, 1)
-            elif isinstance(v, types.ModuleType) and v.__name__ not in self.modules and not _installed(v):
-                self.value(v, 1)  # a user's module: recorded (its source, the data it reads) in its turn
-            elif isinstance(v, (type, types.FunctionType)):
-                self.code(v)  # where it is defined: that module's data too
-        self.globals[name] = repr(sorted(read.items()))
+            for key, member in sorted(vars(cls).items()):
+                if key in ("__dict__", "__weakref__", "__module__", "__qualname__", "__firstlineno__"):
+                    continue
+                described.append(f"{key}={self.member(member)}")
+        self.members[label] = "; ".join(described)
+
+    def member(self, v: Any) -> str:
+        """One entry of a user's class's ``__dict__``."""
+        if isinstance(v, (staticmethod, classmethod)):
+            return f"{type(v).__name__}({self.member(v.__func__)})"
+        if isinstance(v, property):
+            return f"property({', '.join(self.member(f) for f in (v.fget, v.fset, v.fdel) if f is not None)})"
+        wrapped = getattr(v, "__wrapped__", None) if callable(v) else None
+        if isinstance(v, types.FunctionType):  # a method, or a decorator's wrapper and the function it wraps
+            return self.function(v) + ("" if wrapped is None else f" wraps {self.member(wrapped)}")
+        if wrapped is not None:  # a wrapper object (functools.cache): the function it wraps
+            return f"{type(v).__qualname__} of {self.member(wrapped)}"
+        if isinstance(v, type) and v.__module__ in sys.modules:
+            return f"class:{self.code(v)}"
+        if _plain(v):
+            return self.value(v, 1)
+        return f"{type(v).__module__}.{type(v).__qualname__}"  # a descriptor or object of a library's: its type
+
+    def function(self, fn: types.FunctionType) -> str:
+        """What a user's function computes, as it is in memory: its code (:func:`_shape`), default arguments and
+        closure's values, and the globals its code reads (the plain data among them by value, users' classes and
+        functions described in their turn, ``helpers.SCALE`` of a user's module ``helpers`` by value)."""
+        closure = [self.value(c.cell_contents, 1) if _assigned(c) else "unassigned" for c in fn.__closure__ or ()]
+        read: dict[str, str] = {}
+        for name, attributes in _globals_read(fn.__code__).items():
+            if name not in fn.__globals__:
+                continue
+            g = fn.__globals__[name]
+            if isinstance(g, types.ModuleType):
+                if not _installed(g):
+                    read[name] = repr({a: self.global_value(getattr(g, a)) for a in sorted(attributes)
+                                       if hasattr(g, a)})
+                continue
+            read[name] = self.global_value(g)
+        return (f"code={_shape(fn.__code__)!r} defaults={self.value(fn.__defaults__, 1)} "
+                f"kw={self.value(fn.__kwdefaults__, 1)} closure={closure} reads={read}")
+
+    def global_value(self, g: Any) -> str:
+        """A global a user's function reads: plain data by value (not a ``torch.device``: the device is not part of
+        a key), a user's class or function described (:meth:`code`), anything else by its type."""
+        if isinstance(g, torch.device):
+            return "device"
+        if _plain(g):
+            return self.value(g, 1)
+        if isinstance(g, (type, types.FunctionType)) and getattr(g, "__module__", None) in sys.modules:
+            return self.code(g)
+        return f"{type(g).__module__}.{type(g).__qualname__}"
 
     def value(self, v: Any, depth: int) -> str:
         if v is None or isinstance(v, (bool, int, float, complex, str, bytes, range, slice, type(...))):
@@ -294,6 +355,22 @@ def _compiled(source: str, filename: str) -> types.CodeType | None:
         return None
 
 
+def _globals_read(code: types.CodeType) -> dict[str, set[str]]:
+    """The global names ``code`` (and the code nested in it) reads, each with the attributes read from it right
+    away (``helpers.SCALE``: ``{"helpers": {"SCALE"}}``)."""
+    read: dict[str, set[str]] = {}
+    for one in [code, *_nested_codes(code)]:
+        instructions = list(dis.get_instructions(one))
+        for at, ins in enumerate(instructions):
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(ins.argval, str):
+                attributes = read.setdefault(ins.argval, set())
+                after = instructions[at + 1] if at + 1 < len(instructions) else None
+                if after is not None and after.opname in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(after.argval,
+                                                                                                    str):
+                    attributes.add(after.argval)
+    return read
+
+
 def _nested_codes(code: types.CodeType | None) -> list[types.CodeType]:
     """The code objects inside ``code`` (functions, classes, lambdas, comprehensions), all the way down."""
     found: list[types.CodeType] = []
@@ -343,6 +420,8 @@ def changed_since_import(module: types.ModuleType, source: str) -> str | None:
             todo += [f for f in (v.fget, v.fset, v.fdel) if f is not None]
         elif isinstance(v, type) and v.__module__ == module.__name__:
             todo += list(vars(v).values())
+        elif callable(v) and hasattr(v, "__wrapped__") and inspect.unwrap(v) is not v:
+            todo.append(inspect.unwrap(v))  # a decorated function (functools.cache, torch.no_grad()): the one wrapped
         elif isinstance(v, types.FunctionType) and v.__code__.co_filename == filename:  # not a decorator's wrapper
             if _shape(v.__code__) not in on_disk.get(v.__code__.co_qualname, set()):
                 return (f"its file changed after it was imported: {v.__qualname__} runs code the file no longer "
@@ -381,21 +460,6 @@ def _own_source(obj: Any, named: Any) -> str:
         raise Unkeyable(f"{getattr(named, '__qualname__', named)!r}, whose source cannot be read") from None
 
 
-@functools.cache
-def _environment() -> frozenset[str]:
-    """Top-level modules whose versions are the environment's, not the model's: the standard library and the
-    distributions rbench requires (torch, numpy, ...; CONTRIBUTING: library versions are recorded in provenance,
-    not keyed). Their source modules are keyed as any class's module is, their other modules not followed."""
-    from importlib import metadata
-
-    try:
-        required = metadata.requires("rbench") or []
-    except metadata.PackageNotFoundError:
-        required = []
-    names = {m.group(0).lower().replace("-", "_") for r in required if (m := re.match(r"[A-Za-z0-9._-]+", r))}
-    return frozenset(sys.stdlib_module_names) | names | {"rbench"}
-
-
 def live_code_digest(model: nn.Module) -> str:
     """SHA-256 of what, besides its state_dict, decides what the in-memory ``model`` computes (see the module):
     the same in every process for the same code and state. :class:`Unkeyable` naming the part where no text can
@@ -405,10 +469,8 @@ def live_code_digest(model: nn.Module) -> str:
     for name, source in sorted(describer.modules.items()):
         parts.append(f"module {name}\n{source}")
         module = sys.modules[name]
-        if not _installed(module):  # a user's: its helper modules too, and the data its functions read
+        if not _installed(module):  # a user's: its helper modules too
             parts.append(f"imports {imports_digest(source, module.__package__)}")
-            parts.append(f"reads {describer.globals.get(name, '')}")
-        elif (top := name.split(".")[0]) not in _environment():  # an installed package of the user's: its own
-            parts.append(f"imports {imports_digest(source, module.__package__, own=top)}")
+    parts += [f"memory {label}\n{text}" for label, text in sorted(describer.members.items())]
     parts += [f"source {name}\n{text}" for name, text in sorted(describer.sourceless.items())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
