@@ -19,25 +19,29 @@ def raising_plugin(exc: BaseException) -> tuple[str, bool] | None:
     may be another plugin's fault: its caller is named beside it).
 
     The innermost frame that says which plugin it runs in decides: its ``self`` is a plugin object, a network or
-    defense module the engine built from one and marked with ``rbench_plugin``, or the engine's stage of a defense
+    defense module the engine built from one and marked with ``rbench_plugin`` (a user's network too, marked
+    ``checkpoint``), or the engine's stage of a defense
     (:class:`rbench.defense.Stage`: everything inside it is the defense's, another plugin's module it uses too).
     Frames without such a ``self`` (a helper function, a layer class of a plugin's module) are passed through to
     the code calling them; where none says, the module of the innermost plugin code decides if it defines one
     plugin only."""
     owners: dict[str, list[str]] = {}
     by_identity: dict[int, str] = {}
+    builders: dict[str, list[str]] = {}  # a plugin name -> the model and defense plugins of that name
     for info in get_registry().all():
         if info.obj is not None:
             owner = f"{info.kind} {info.name!r}"
             owners.setdefault(type(info.obj).__module__, []).append(owner)
             by_identity[id(info.obj)] = owner
+            if info.kind in ("model", "defense"):
+                builders.setdefault(info.name, []).append(owner)
     frames = _frames(exc.__traceback__)
     inner_modules = [str(frame.f_globals.get("__name__", "")) for frame in frames]
     direct = bool(inner_modules) and inner_modules[-1] in owners  # raised in the code of a module with plugins
     candidates: list[str] | None = None
     for frame, module in zip(reversed(frames), reversed(inner_modules), strict=True):
         module_plugins = owners.get(module, [])
-        named = _frame_plugin(frame.f_locals.get("self"), module_plugins, by_identity)
+        named = _frame_plugin(frame.f_locals.get("self"), module_plugins, by_identity, builders)
         if named is not None:
             return named, direct
         if module_plugins and candidates is None:
@@ -45,9 +49,12 @@ def raising_plugin(exc: BaseException) -> tuple[str, bool] | None:
     return (candidates[0], direct) if candidates is not None and len(candidates) == 1 else None
 
 
-def _frame_plugin(me: Any, module_plugins: list[str], by_identity: dict[int, str]) -> str | None:
+def _frame_plugin(me: Any, module_plugins: list[str], by_identity: dict[int, str], builders: dict[str, list[str]]
+                  ) -> str | None:
     """The plugin a frame whose ``self`` is ``me`` runs in, where ``me`` says it: a registered plugin object, the
-    engine's stage of a defense, or a module built from one of ``module_plugins`` (its ``rbench_plugin``)."""
+    engine's stage of a defense, or a network or defense module the engine built (its ``rbench_plugin``): one of
+    ``module_plugins`` (the frame's module's), else the one model or defense plugin of that name (a user's network
+    built by ``checkpoint``, whose class lives in the user's file)."""
     if me is None:
         return None
     if id(me) in by_identity:
@@ -60,7 +67,7 @@ def _frame_plugin(me: Any, module_plugins: list[str], by_identity: dict[int, str
         return None
     if not isinstance(built_by, str):
         return None
-    matches = [p for p in module_plugins if p.split(" ", 1)[1] == repr(built_by)]
+    matches = [p for p in module_plugins if p.split(" ", 1)[1] == repr(built_by)] or builders.get(built_by, [])
     return matches[0] if len(matches) == 1 else None
 
 

@@ -464,17 +464,17 @@ def check_trained(model: torch.nn.Module, trainer: str, x: torch.Tensor | None, 
                                   "non-finite values or outside [0, 1] or another shape")
 
 
-def check_reloadable(trained: torch.nn.Module, fresh: tuple[torch.nn.Module, torch.nn.Module], trainer: str,
+def check_reloadable(trained: torch.nn.Module, fresh: tuple[torch.nn.Module, ...], trainer: str,
                      x: torch.Tensor | None, device: torch.device, probe: int = 256, component: bool = False) -> None:
-    """What a train job stores is ``trained``'s state_dict, which every later job loads into a network its plugin
-    builds afresh: ``fresh`` (two such networks, built from the same spec) must take it (the same keys and shapes)
-    and then compute what ``trained`` computes on the first ``probe`` training images ``x`` (a model's logits, up
-    to :data:`CONSISTENCY_TOLERANCE` of their scale; a defense component, whose draws may differ, is only loaded);
-    else :class:`PluginContractError` naming the trainer, or the model where its two fresh networks already differ
-    (a random projection drawn at build and not saved: the state_dict does not determine the network). A trainer
-    that widened a layer or added a buffer had its checkpoint stored, then called corrupt by every job reading it,
-    on every run; one that swapped an activation or left a hook had the original network evaluated under its
-    weights, silently."""
+    """What a train job stores is ``trained``'s state_dict, which every later job loads into a network its plugin builds
+    afresh: ``fresh`` (two such networks, built from the same spec; one where ``x`` is None) must take it (the same
+    keys and shapes) and then compute what ``trained`` computes on the first ``probe`` training images ``x`` (a
+    model's logits, up to :data:`CONSISTENCY_TOLERANCE` of their scale; a defense component, whose draws may differ,
+    is only loaded); else :class:`PluginContractError` naming the trainer, or the model where its two fresh networks
+    already differ (a random projection drawn at build and not saved: the state_dict does not determine the network).
+    A trainer that widened a layer or added a buffer had its checkpoint stored, then called corrupt by every job
+    reading it, on every run; one that swapped an activation or left a hook had the original network evaluated under
+    its weights, silently."""
     try:
         for network in fresh:
             network.load_state_dict(trained.state_dict())
@@ -484,7 +484,7 @@ def check_reloadable(trained: torch.nn.Module, fresh: tuple[torch.nn.Module, tor
             f"trainer {trainer!r} changed the parameters or buffers of {model_name(trained)} ({first}): what is "
             "stored is its state_dict, loaded into the network its plugin builds; a trainer changes the weights "
             "only", plugin=f"trainer {trainer!r}") from None
-    if x is None or component or not len(x):
+    if x is None or component or not len(x) or len(fresh) < 2:
         return
     with torch.no_grad(), torch.random.fork_rng(devices=_forked(device)):
         batch = x[:probe].to(device)

@@ -105,10 +105,11 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
         model.eval()
         check_trained(model, trainer.name, x if trainer.reads_data else None, device,
                       component=spec.defense is not None)
-        if trainer.reads_data:  # one that reads none (load, compose) trains nothing
-            with torch.random.fork_rng(devices=[]):  # building draws initial weights (on the CPU): the job's stream
-                fresh, again = _network(spec), _network(spec)  # is left as it was
-            check_reloadable(model, (fresh, again), trainer.name, x, device, component=spec.defense is not None)
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights (on the CPU): the job's stream is
+            # left as it was; a trainer that reads no data (load, compose, a pruning) is checked on its keys alone
+            fresh = (_network(spec), _network(spec)) if trainer.reads_data else (_network(spec),)
+        check_reloadable(model, fresh, trainer.name, x if trainer.reads_data else None, device,
+                         component=spec.defense is not None)
     model.eval()
     store.save_checkpoint(job.key, model.state_dict(), job_meta(job, store, device, started, stats=stats))
 

@@ -245,3 +245,17 @@ params = { eps = 0.1 }
     assert "eval mlp_crashes on clean mnist/test [defense 'crashes']: RuntimeError:" in flat, flat  # was the chain
     assert "attack fgsm on eval_fails [model 'eval_fails']: RuntimeError: forward fails in eval mode" in flat, flat
     assert "[attack 'fgsm']" not in flat, flat
+
+
+def test_a_users_network_built_by_checkpoint_is_named_though_its_class_lives_in_the_users_file(registered):
+    """A user's forward raising on the attack's path was blamed on the attack: the network's class is in the
+    user's file, no plugin's module; the engine's mark (``checkpoint``) names it."""
+    class Buggy(nn.Module):
+        def forward(self, x):
+            raise ValueError("user bug")
+
+    model = Buggy()
+    model.rbench_plugin = "checkpoint"  # as build_model marks a checkpoint model's network
+    x, y = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
+    exc = _raised(lambda: registered["blame_calls_model"].run(model, x, y, _Eps()))
+    assert raising_plugin(exc) == ("model 'checkpoint'", True)

@@ -6,6 +6,7 @@ imports edited, and plain attributes (``self.mean = 0.5``) changed with the same
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 import subprocess
@@ -322,3 +323,95 @@ def test_an_installed_packages_own_modules_are_keyed(tmp_path, monkeypatch):
     finally:
         for module in [m for m in sys.modules if m.split(".")[0] == name]:
             sys.modules.pop(module)
+
+
+def test_what_a_models_code_reaches_indirectly_is_keyed_and_a_dataclass_config_is_keyable(tmp_path):
+    """A review found the narrowed keys missed values reached through a registry dict, ``getattr`` on a helper
+    module, a cached_property, a partial class attribute and the second of two closures of one factory (the same
+    key, other outputs); and a dataclass config (its generated ``__repr__`` has no source) or a sentinel default
+    made a model unkeyable, never read back."""
+    tag = tmp_path.name.replace("-", "_")
+    helpers, name = f"reach_helpers_{tag}", f"reach_nets_{tag}"
+    _module(tmp_path, helpers, """
+        FACTOR = 1.0
+
+
+        def scale(x):
+            return x * FACTOR
+        """)
+    module = _module(tmp_path, name, f"""
+        import dataclasses
+        import functools
+
+        import torch
+        from torch import nn
+
+        import {helpers}
+
+        BETA = 1.0
+        _MISSING = object()
+
+
+        def swish(x):
+            return x * torch.sigmoid(BETA * x)
+
+
+        ACTIVATIONS = {{"swish": swish}}
+
+
+        def make(gain):
+            def apply(x):
+                return x * gain
+            return apply
+
+
+        FIRST, SECOND = make(2.0), make(3.0)
+
+
+        @dataclasses.dataclass
+        class Cfg:
+            width: int = 2
+
+
+        class Net(nn.Module):
+            mul = functools.partial(torch.mul, other=1.0)
+
+            def __init__(self, cfg):
+                super().__init__()
+                self.cfg = cfg
+                self.lin = nn.Linear(4, cfg.width)
+
+            @functools.cached_property
+            def gain(self):
+                return 1.0
+
+            def forward(self, x, missing=_MISSING):
+                h = getattr({helpers}, "scale")(ACTIVATIONS["swish"](x.flatten(1)))
+                return self.mul(self.lin(SECOND(FIRST(h))) * self.gain)
+        """)
+    try:
+        model = module.Net(module.Cfg())
+        before = live_code_digest(model)  # keyable: no Unkeyable raised
+        script = textwrap.dedent(f"""
+            import sys
+            sys.path.insert(0, {str(tmp_path)!r})
+            import {name} as nets
+            from rbench.plugins.models.code_keys import live_code_digest
+            print(live_code_digest(nets.Net(nets.Cfg())))
+        """)
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == before  # another process, the same key: read back
+        helper_module = sys.modules[helpers]
+        changes = [(module, "BETA", 2.0), (helper_module, "FACTOR", 2.0), (module, "SECOND", module.make(4.0))]
+        for owner, attribute, value in changes:
+            kept = getattr(owner, attribute)
+            setattr(owner, attribute, value)
+            assert live_code_digest(model) != before, attribute
+            setattr(owner, attribute, kept)
+        assert live_code_digest(model) == before
+        module.Net.mul = functools.partial(torch.mul, other=2.0)
+        assert live_code_digest(model) != before
+    finally:
+        for loaded in (name, helpers):
+            sys.modules.pop(loaded, None)

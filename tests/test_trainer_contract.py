@@ -76,6 +76,8 @@ def test_a_trainer_that_changes_the_network_beyond_its_weights_fails_naming_it()
     with pytest.raises(PluginContractError, match=widened) as info:
         check_reloadable(wider, (_Net(), _Net()), "widens", x, torch.device("cpu"))
     assert info.value.plugin == "trainer 'widens'"
+    with pytest.raises(PluginContractError, match=widened.replace("widens", "prunes")):  # reads no data: keys only
+        check_reloadable(wider, (_Net(),), "prunes", None, torch.device("cpu"))
 
     swapped = _Net().eval()
     swapped.body[2] = nn.Tanh()

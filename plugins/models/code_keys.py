@@ -33,6 +33,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
+import re
 import site
 import sys
 import sysconfig
@@ -140,6 +141,8 @@ class _Describer:
     def __init__(self) -> None:
         self.modules: dict[str, str] = {}  # the Python modules the model's code comes from -> their source
         self.members: dict[str, str] = {}  # a user's class or function ("module:qualname") -> what it is in memory
+        self.seen: set[int] = set()  # ids of the users' functions described (the model holds them meanwhile)
+        self.whole: set[str] = set()  # users' modules described whole (used other than as ``module.attribute``)
         self.sourceless: dict[str, str] = {}  # "module:qualname" -> the source of a class or function whose module
         # has none (a notebook's)
         self.path: list[int] = []  # ids of the containers and objects being described (a cycle refers back)
@@ -191,12 +194,18 @@ class _Describer:
         if module is None or _installed(module) or not isinstance(obj, (type, types.FunctionType)):
             return
         label = f"{obj.__module__}:{obj.__qualname__}"
+        if isinstance(obj, types.FunctionType):  # two closures of one factory, two lambdas: one qualname, both kept
+            if id(obj) in self.seen:
+                return
+            self.seen.add(id(obj))
+            while label in self.members:
+                label += "+"
+            self.members[label] = "..."
+            self.members[label] = self.function(obj)
+            return
         if label in self.members:
             return
         self.members[label] = "..."  # being described: a reference back to it stops there
-        if isinstance(obj, types.FunctionType):
-            self.members[label] = self.function(obj)
-            return
         described = []
         for cls in obj.__mro__:
             if cls is not obj and cls.__module__ in sys.modules and not _installed(sys.modules[cls.__module__]):
@@ -220,41 +229,71 @@ class _Describer:
             return self.function(v) + ("" if wrapped is None else f" wraps {self.member(wrapped)}")
         if wrapped is not None:  # a wrapper object (functools.cache): the function it wraps
             return f"{type(v).__qualname__} of {self.member(wrapped)}"
-        if isinstance(v, type) and v.__module__ in sys.modules:
-            return f"class:{self.code(v)}"
-        if _plain(v):
-            return self.value(v, 1)
-        return f"{type(v).__module__}.{type(v).__qualname__}"  # a descriptor or object of a library's: its type
+        if isinstance(v, functools.cached_property):
+            return f"cached_property({self.member(v.func)})"
+        return self.reachable(v)
 
     def function(self, fn: types.FunctionType) -> str:
         """What a user's function computes, as it is in memory: its code (:func:`_shape`), default arguments and
-        closure's values, and the globals its code reads (the plain data among them by value, users' classes and
-        functions described in their turn, ``helpers.SCALE`` of a user's module ``helpers`` by value)."""
-        closure = [self.value(c.cell_contents, 1) if _assigned(c) else "unassigned" for c in fn.__closure__ or ()]
+        closure's values, and the globals its code reads (:meth:`reachable`: plain data by value, users' classes
+        and functions described in their turn, containers of them walked; ``helpers.SCALE`` of a user's module
+        ``helpers`` as that attribute, a user's module used otherwise, ``getattr(helpers, name)``, whole)."""
+        closure = [self.reachable(c.cell_contents) if _assigned(c) else "unassigned" for c in fn.__closure__ or ()]
         read: dict[str, str] = {}
         for name, attributes in _globals_read(fn.__code__).items():
             if name not in fn.__globals__:
                 continue
             g = fn.__globals__[name]
-            if isinstance(g, types.ModuleType):
-                if not _installed(g):
-                    read[name] = repr({a: self.global_value(getattr(g, a)) for a in sorted(attributes)
-                                       if hasattr(g, a)})
-                continue
-            read[name] = self.global_value(g)
-        return (f"code={_shape(fn.__code__)!r} defaults={self.value(fn.__defaults__, 1)} "
-                f"kw={self.value(fn.__kwdefaults__, 1)} closure={closure} reads={read}")
+            if isinstance(g, types.ModuleType) and not _installed(g) and "" not in attributes:
+                read[name] = repr({a: self.reachable(getattr(g, a)) for a in sorted(attributes) if hasattr(g, a)})
+            elif not isinstance(g, types.ModuleType) or not _installed(g):
+                read[name] = self.reachable(g)
+        return (f"code={_shape(fn.__code__)!r} defaults={self.reachable(fn.__defaults__)} "
+                f"kw={self.reachable(fn.__kwdefaults__)} closure={closure} reads={read}")
 
-    def global_value(self, g: Any) -> str:
-        """A global a user's function reads: plain data by value (not a ``torch.device``: the device is not part of
-        a key), a user's class or function described (:meth:`code`), anything else by its type."""
-        if isinstance(g, torch.device):
+    def reachable(self, v: Any, depth: int = 0) -> str:
+        """A value a user's code reaches (a global it reads, a default argument, a class attribute, a closure's
+        cell): plain data by value (not a ``torch.device``: the device is not part of a key), a user's class or
+        function described (:meth:`code`), containers, ``functools.partial`` and bound methods walked, a user's
+        module described whole (its functions and classes, and its plain data), library functions by name; any
+        other object by its type alone (a logger, a client: their state is not keyed)."""
+        if isinstance(v, torch.device):
             return "device"
-        if _plain(g):
-            return self.value(g, 1)
-        if isinstance(g, (type, types.FunctionType)) and getattr(g, "__module__", None) in sys.modules:
-            return self.code(g)
-        return f"{type(g).__module__}.{type(g).__qualname__}"
+        if _plain(v):
+            return self.value(v, 1)
+        if depth > _MAX_DEPTH:
+            return "deep"
+        if isinstance(v, (type, types.FunctionType)) and getattr(v, "__module__", None) in sys.modules:
+            return self.code(v)
+        if isinstance(v, (list, tuple)):
+            return f"{type(v).__name__}[{','.join(self.reachable(x, depth + 1) for x in v)}]"
+        if isinstance(v, (set, frozenset)):
+            return f"{type(v).__name__}{{{','.join(sorted(self.reachable(x, depth + 1) for x in v))}}}"
+        if isinstance(v, dict):
+            items = sorted((self.reachable(k, depth + 1), self.reachable(x, depth + 1)) for k, x in v.items())
+            return f"dict{{{','.join(f'{k}={x}' for k, x in items)}}}"
+        if isinstance(v, functools.partial):
+            return (f"partial:{self.reachable(v.func, depth + 1)}:{self.reachable(v.args, depth + 1)}:"
+                    f"{self.reachable(v.keywords, depth + 1)}")
+        if isinstance(v, types.MethodType):
+            return f"method:{self.reachable(v.__func__, depth + 1)}"
+        if isinstance(v, types.ModuleType):
+            if not _installed(v) and v.__name__ not in self.whole:
+                self.whole.add(v.__name__)
+                if v.__name__ not in self.modules and (source := _module_source(v)) is not None:
+                    self.record(v, source)
+                for key, x in sorted(vars(v).items()):
+                    if key.startswith("__"):
+                        continue
+                    if isinstance(x, (type, types.FunctionType)) and getattr(x, "__module__", None) == v.__name__:
+                        self.code(x)
+                    elif _plain(x) and not isinstance(x, torch.device):
+                        self.members[f"{v.__name__}.{key}"] = self.value(x, 1)
+            return f"pymodule:{v.__name__}"
+        if isinstance(v, (types.BuiltinFunctionType, types.BuiltinMethodType)) or callable(v) \
+                and type(v).__module__ in ("builtins", "torch", "torch._C", "torch._ops"):
+            return f"builtin:{getattr(v, '__module__', None)}:{getattr(v, '__qualname__', getattr(v, '__name__', v))}"
+        return f"{type(v).__module__}.{type(v).__qualname__}"
 
     def value(self, v: Any, depth: int) -> str:
         if v is None or isinstance(v, (bool, int, float, complex, str, bytes, range, slice, type(...))):
@@ -307,7 +346,8 @@ class _Describer:
         if isinstance(v, types.FunctionType):
             closure = [self.value(c.cell_contents, depth + 1) if _assigned(c) else "unassigned"
                        for c in v.__closure__ or ()]
-            return (f"function:{self.code(v)}:{_own_source(v, v)}:closure={closure}:"
+            own = _own_source(v, v) if _has_source(v) else f"code={_shape(v.__code__)!r}"  # a dataclass's __repr__
+            return (f"function:{self.code(v)}:{own}:closure={closure}:"
                     f"defaults={self.value(v.__defaults__, depth + 1)}:kw={self.value(v.__kwdefaults__, depth + 1)}")
         if isinstance(v, type):
             return f"class:{self.code(v)}"
@@ -357,7 +397,7 @@ def _compiled(source: str, filename: str) -> types.CodeType | None:
 
 def _globals_read(code: types.CodeType) -> dict[str, set[str]]:
     """The global names ``code`` (and the code nested in it) reads, each with the attributes read from it right
-    away (``helpers.SCALE``: ``{"helpers": {"SCALE"}}``)."""
+    away (``helpers.SCALE``: ``{"helpers": {"SCALE"}}``), and ``""`` where it is used otherwise."""
     read: dict[str, set[str]] = {}
     for one in [code, *_nested_codes(code)]:
         instructions = list(dis.get_instructions(one))
@@ -365,9 +405,8 @@ def _globals_read(code: types.CodeType) -> dict[str, set[str]]:
             if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(ins.argval, str):
                 attributes = read.setdefault(ins.argval, set())
                 after = instructions[at + 1] if at + 1 < len(instructions) else None
-                if after is not None and after.opname in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(after.argval,
-                                                                                                    str):
-                    attributes.add(after.argval)
+                name = after.argval if after is not None and after.opname in ("LOAD_ATTR", "LOAD_METHOD") else None
+                attributes.add(name if isinstance(name, str) else "")
     return read
 
 
@@ -418,6 +457,8 @@ def changed_since_import(module: types.ModuleType, source: str) -> str | None:
             todo.append(v.__func__)
         elif isinstance(v, property):
             todo += [f for f in (v.fget, v.fset, v.fdel) if f is not None]
+        elif isinstance(v, functools.cached_property):
+            todo.append(v.func)
         elif isinstance(v, type) and v.__module__ == module.__name__:
             todo += list(vars(v).values())
         elif callable(v) and hasattr(v, "__wrapped__") and inspect.unwrap(v) is not v:
@@ -451,6 +492,12 @@ def _module_source(module: types.ModuleType) -> str | None:
         return None
 
 
+def _has_source(fn: types.FunctionType) -> bool:
+    """Whether ``fn`` comes from a file (not ``exec``'d text, as a dataclass's generated methods are)."""
+    filename = fn.__code__.co_filename
+    return not (filename.startswith("<") and filename.endswith(">"))
+
+
 def _own_source(obj: Any, named: Any) -> str:
     """``obj``'s own source (:class:`Unkeyable` naming ``named`` where there is none: a class or function made by
     ``exec`` or typed at the interactive prompt)."""
@@ -465,7 +512,8 @@ def live_code_digest(model: nn.Module) -> str:
     the same in every process for the same code and state. :class:`Unkeyable` naming the part where no text can
     stand for it."""
     describer = _Describer()
-    parts = [repr(model)] + [f"{name}: {describer.module(m)}" for name, m in model.named_modules()]
+    layers = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(model))  # an extra_repr naming a function: not its address
+    parts = [layers] + [f"{name}: {describer.module(m)}" for name, m in model.named_modules()]
     for name, source in sorted(describer.modules.items()):
         parts.append(f"module {name}\n{source}")
         module = sys.modules[name]
