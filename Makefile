@@ -57,7 +57,8 @@ run: $(STAMP)
 # pytest 7 min 13 s at 13:14 (dea7e0e); on the AVX-512 host: 1182 passed: 7 min 30 s in all, pytest 7 min 26 s at 15:10 (73a68f1); 1183 passed: 7 min 53 s in all, pytest 7 min 45 s at 15:19 (447cd91), 11 min 33 s in all at 15:40 for the same
 # code (the host a third slower: the Szegedy quick cold run 61.7 s against 45.6 s an hour before); 1202 passed: 8 min 3 s
 # in all, pytest 7 min 59 s at 17:13 (2b3c2f0); 1207 passed: 8 min 38 s in all, pytest 8 min 21 s at 17:43 (f7d94c5);
-# 1225 passed: 9 min 1 s in all, pytest 8 min 57 s at 20:23 (755b5fb).
+# 1225 passed: 9 min 1 s in all, pytest 8 min 57 s at 20:23 (755b5fb); 1227 passed: 10 min 35 s at 20:58 and 10 min 57 s
+# in all, pytest 10 min 43 s at 21:10 (f206966).
 test: $(STAMP) browser
 	$(BIN)/ruff check benchmark plugins tests perf examples
 	$(BIN)/python tests/typecheck.py
