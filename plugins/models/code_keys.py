@@ -265,13 +265,8 @@ class _Describer:
             return "deep"
         if isinstance(v, (type, types.FunctionType)) and getattr(v, "__module__", None) in sys.modules:
             return self.code(v)
-        if isinstance(v, (list, tuple)):
-            return f"{type(v).__name__}[{','.join(self.reachable(x, depth + 1) for x in v)}]"
-        if isinstance(v, (set, frozenset)):
-            return f"{type(v).__name__}{{{','.join(sorted(self.reachable(x, depth + 1) for x in v))}}}"
-        if isinstance(v, dict):
-            items = sorted((self.reachable(k, depth + 1), self.reachable(x, depth + 1)) for k, x in v.items())
-            return f"dict{{{','.join(f'{k}={x}' for k, x in items)}}}"
+        if (walked := _container(v, lambda x: self.reachable(x, depth + 1))) is not None:
+            return walked
         if isinstance(v, functools.partial):
             return (f"partial:{self.reachable(v.func, depth + 1)}:{self.reachable(v.args, depth + 1)}:"
                     f"{self.reachable(v.keywords, depth + 1)}")
@@ -326,13 +321,8 @@ class _Describer:
             return f"ndarray:{a.dtype.str}:{a.shape}:{hashlib.sha256(a.tobytes()).hexdigest()}"
         if isinstance(v, enum.Enum):
             return f"enum:{self.code(type(v))}.{v.name}"
-        if isinstance(v, (list, tuple)):
-            return f"{type(v).__name__}[{','.join(self.value(x, depth + 1) for x in v)}]"
-        if isinstance(v, (set, frozenset)):
-            return f"{type(v).__name__}{{{','.join(sorted(self.value(x, depth + 1) for x in v))}}}"
-        if isinstance(v, dict):
-            items = sorted((self.value(k, depth + 1), self.value(x, depth + 1)) for k, x in v.items())
-            return f"{type(v).__name__}{{{','.join(f'{k}={x}' for k, x in items)}}}"
+        if (walked := _container(v, lambda x: self.value(x, depth + 1))) is not None:
+            return walked
         if isinstance(v, nn.Module):  # one held outside the module tree (a plain attribute): all of it
             inner = [f"{k}={self.value(p, depth + 1)}" for k, p in v.state_dict(keep_vars=False).items()]
             subs = [f"{k}={self.module(s, depth + 1)}" for k, s in v.named_modules() if k]
@@ -490,6 +480,19 @@ def _module_source(module: types.ModuleType) -> str | None:
         return inspect.getsource(module)
     except (OSError, TypeError):
         return None
+
+
+def _container(v: Any, describe: Any) -> str | None:
+    """A list, tuple, set or dict as text, each element by ``describe`` (sets and dicts in sorted order); None for
+    anything else."""
+    if isinstance(v, (list, tuple)):
+        return f"{type(v).__name__}[{','.join(describe(x) for x in v)}]"
+    if isinstance(v, (set, frozenset)):
+        return f"{type(v).__name__}{{{','.join(sorted(describe(x) for x in v))}}}"
+    if isinstance(v, dict):
+        items = sorted((describe(k), describe(x)) for k, x in v.items())
+        return f"{type(v).__name__}{{{','.join(f'{k}={x}' for k, x in items)}}}"
+    return None
 
 
 def _has_source(fn: types.FunctionType) -> bool:
