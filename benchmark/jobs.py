@@ -103,13 +103,14 @@ def run_train(job: Job, store: Store, device: torch.device, progress: Progress, 
                                           "measured nothing", plugin=f"trainer {trainer.name!r}")
             stats = {**stats, "observed": observed}
         model.eval()
-        check_trained(model, trainer.name, x if trainer.reads_data else None, device,
-                      component=spec.defense is not None)
+        seen, component = (x if trainer.reads_data else None), spec.defense is not None
+        check_trained(model, trainer.name, seen, device, component=component)
         with torch.random.fork_rng(devices=[]):  # building draws initial weights (on the CPU): the job's stream is
-            # left as it was; a trainer that reads no data (load, compose, a pruning) is checked on its keys alone
-            fresh = (_network(spec), _network(spec)) if trainer.reads_data else (_network(spec),)
-        check_reloadable(model, fresh, trainer.name, x if trainer.reads_data else None, device,
-                         component=spec.defense is not None)
+            # left as it was; where no outputs are compared (a trainer reading no data: load, compose, a pruning; a
+            # defense component) one network is built, for its keys
+            compared = seen is not None and not component
+            fresh = (_network(spec), _network(spec)) if compared else (_network(spec),)
+        check_reloadable(model, fresh, trainer.name, seen, device, component=component)
     model.eval()
     store.save_checkpoint(job.key, model.state_dict(), job_meta(job, store, device, started, stats=stats))
 
