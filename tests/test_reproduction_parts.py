@@ -66,6 +66,17 @@ def test_operator_norm_bounds_hold_for_linear_and_conv_layers():
     assert len(bounds) == 4
 
 
+def test_spectral_norms_are_the_largest_singular_values():
+    from rbench.plugins.metrics.operator_norm import spectral_norms
+
+    torch.manual_seed(0)
+    for shape in [(100, 784), (784, 100), (10, 10), (3, 3, 32, 16), (5, 5, 1, 6)]:
+        w = torch.randn(*shape) * 0.05
+        want = torch.linalg.svdvals(w.double())[..., 0]
+        assert torch.allclose(spectral_norms(w), want, rtol=1e-12, atol=0), shape
+    assert float(spectral_norms(torch.zeros(4, 7))) == 0.0
+
+
 def test_operator_norm_is_computed_once_per_model_object_never_per_key():
     """The bounds are kept per model object for the other layers' cells of that model; a model of the same cell
     key ("model", as the metric kit names every model) but other weights gets its own."""

@@ -89,6 +89,28 @@ def test_single_units_of_class_detectors_are_pure_and_random_directions_are_not(
         inspect_units(model, x, y, layer=1, basis="natural", k=len(x) + 1, count=None, seed=0)
 
 
+def test_the_ranking_is_computed_once_per_model_and_inputs_object(monkeypatch):
+    """A second cell of the same model and inputs (the spread beside the mean, the other basis) reuses phi and the
+    ranking; other inputs, or the same values in another tensor, are ranked afresh, and give the same answer."""
+    import rbench.plugins.metrics.unit_inspection as units
+
+    model, x, y = class_detector()
+    calls = []
+    real = units.hidden_activations
+    monkeypatch.setattr(units, "hidden_activations", lambda *a: calls.append(1) or real(*a))
+    first = inspect_units(model, x, y, layer=1, basis="natural", k=10, count=None, seed=0)
+    again = inspect_units(model, x, y, layer=1, basis="natural", k=5, count=None, seed=0)
+    assert len(calls) == 1 and torch.equal(again.top, first.top[:, :5])
+    inspect_units(model, x, y, layer=1, basis="random", k=10, count=20, seed=0)
+    assert len(calls) == 1  # the other basis: the same phi
+    copy = x.clone()
+    other = inspect_units(model, copy, y, layer=1, basis="natural", k=10, count=None, seed=0)
+    assert len(calls) == 2 and torch.equal(other.top, first.top)
+    shuffled = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    moved = inspect_units(model, x[shuffled], y[shuffled], layer=1, basis="natural", k=10, count=None, seed=0)
+    assert len(calls) == 3 and torch.equal(shuffled[moved.top].sort(1).values, first.top.sort(1).values)
+
+
 SUITE_TEMPLATE = """
 [suite]
 name = "units"

@@ -12,6 +12,8 @@ reporter (:mod:`rbench.plugins.reporters.unit_grids`), so the drawn images are e
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal, cast
 
@@ -90,16 +92,38 @@ class Inspection:
     purity: torch.Tensor
 
 
+#: model -> (inputs' id, layer[, basis, count, seed]) -> (a weak reference to the inputs, phi or the full ranking),
+#: while the model object lives: a table's mean and spread cells of one basis rank the same directions, and both
+#: bases' cells of a layer read the same phi (about 20 ms each for a 10000-image evaluation). The inputs are checked
+#: to be the same object (a freed tensor's id can be reused), never compared by value
+_MEMO: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[weakref.ref, torch.Tensor]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _memoized(model: nn.Module, x: torch.Tensor, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``make()`` for ``model``, ``x`` and ``key``, computed once while both objects live (:data:`_MEMO`)."""
+    memo = _MEMO.setdefault(model, {})
+    ref, value = memo.get((id(x), *key), (None, None))
+    if ref is None or ref() is not x or value is None:
+        value = make()
+        memo[(id(x), *key)] = (weakref.ref(x), value)
+    return value
+
+
 def inspect_units(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: int, basis: Basis, k: int,
                   count: int | None, seed: int) -> Inspection:
     """The top-``k`` inputs of ``x`` along each direction of :func:`directions` in phi_``layer``, and the label
-    purity of each top-k by ``y``. ValueError when ``k`` exceeds the number of inputs."""
+    purity of each top-k by ``y``. ValueError when ``k`` exceeds the number of inputs. The model and ``x`` must stay
+    as they are while they live: their phi and ranking are kept for the next call (:data:`_MEMO`)."""
     if k > len(x):
         raise ValueError(f"k = {k} exceeds the {len(x)} inputs of the evaluation")
-    phi = hidden_activations(model, x, layer)
+    phi = _memoized(model, x, (layer,), lambda: hidden_activations(model, x, layer))
     v, names = directions(phi.shape[1], basis, count, seed)
-    scores = phi @ v  # (N, D)
-    top = torch.sort(scores, dim=0, descending=True, stable=True).indices[:k].T.contiguous()  # (D, k)
+
+    def ranking() -> torch.Tensor:
+        return torch.sort(phi @ v, dim=0, descending=True, stable=True).indices  # (N, D): ties, the lower index
+
+    top = _memoized(model, x, (layer, basis, count, seed), ranking)[:k].T.contiguous()  # (D, k)
     return Inspection(names, top, label_purity(y[top]))
 
 
