@@ -101,6 +101,15 @@ class Attack:
         False). A gradient attack through a non-differentiable defense needs BPDA: the suite says so up front."""
         return True
 
+    def batch_invariant(self, params: Any) -> bool:
+        """Whether the attack's result is the same however the engine splits its inputs into batches (True by
+        default: the conformance kit, :func:`rbench.testing.check_attack`, checks it). An attack whose random draws
+        follow the batches says False (the foolbox and ART adapters seed their library once per batch): its batch
+        size then enters its job key, as a randomized model's does, and its job runs at that batch size only (no
+        larger batch on a GPU, no halving of one that does not fit), so a store never serves it computed at
+        another batch size."""
+        return True
+
     def targeted(self, params: Any) -> bool:
         """Whether the attack picks a target class for each input (False by default). A targeted attack returns
         the targets it aimed at as ``extras["targets"]`` (int64, never the input's label) and its ``success`` is

@@ -107,9 +107,9 @@ class Plan:
     precision_twins: dict[str, str] = field(default_factory=dict, repr=False)
 
     def add(self, spec: JobSpec, deps: tuple[str, ...], label: str, model_plugin: str = "",
-            seeded_without: str | None = None, **options: Any) -> str:
-        """Add a job (once per key); ``seeded_without``: a spec field the job's RNG seed ignores. Such a job is
-        seeded as its twin without the field; for ``precision`` the inputs it names are twinned too: an input
+            seeded_without: tuple[str, ...] = (), **options: Any) -> str:
+        """Add a job (once per key); ``seeded_without``: spec fields the job's RNG seed ignores. Such a job is
+        seeded as its twin without them; for ``precision`` the inputs it names are twinned too: an input
         seeded without it (a bf16 adversarial set read by a bf16 eval) enters the seed as its fp32 twin's key, so
         that a whole reduced-precision chain draws the random numbers of its fp32 twin (a randomized defense's
         noise too). Not for ``monitor``: a monitored model's inputs are the same in its unmonitored twin (a
@@ -117,12 +117,13 @@ class Plan:
         record = {"kind": spec.kind, "format": FORMAT, **spec.to_dict()}
         key = content_key(record)
         seed_key = ""
-        if seeded_without is not None:
-            twin = {k: v for k, v in record.items() if k != seeded_without}
-            if seeded_without == "precision":
-                seed_key = self.precision_twins[key] = content_key(_with_twins(twin, self.precision_twins))
-            else:
-                seed_key = content_key(twin)
+        if seeded_without:
+            twin = {k: v for k, v in record.items() if k not in seeded_without}
+            if "precision" in seeded_without:
+                fp32 = {k: v for k, v in record.items() if k != "precision"}
+                self.precision_twins[key] = content_key(_with_twins(fp32, self.precision_twins))
+                twin = _with_twins(twin, self.precision_twins)
+            seed_key = content_key(twin)
         self.jobs.setdefault(key, Job(key, spec.kind, spec, deps, label, options, model_plugin, seed_key))
         return key
 
@@ -245,9 +246,12 @@ def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key
     generator attack makes (:func:`generation_spec`), used in place of ``data`` when the attack is one.
     ``precision`` (:mod:`rbench.precision`): keyed when not fp32; such a job draws the random numbers of the same
     job in fp32, so that the two differ by the arithmetic alone. ``fit_batch``: on a GPU the job may run larger
-    batches than ``batch_size`` (an execution option, never for a randomized source)."""
-    keyed_batch = batch_size if randomized else None
-    reduced = None if precision == "fp32" else "precision"
+    batches than ``batch_size`` (an execution option, never for a randomized source). An attack whose result
+    follows the batches (``batch_invariant`` False) has its batch size keyed too, its seed taken without it (the
+    seed it had before the batch was keyed, so its sets are the ones stored then)."""
+    batch_keyed = randomized or not attack.batch_invariant
+    keyed_batch = batch_size if batch_keyed else None
+    reduced: tuple[str, ...] = () if precision == "fp32" else ("precision",)
     if attack.base is None:
         if view is not None and view.bpda and not attack.takes_gradients:
             # BPDA changes only the backward pass (its forward is the defense's, bit for bit): an attack taking no
@@ -259,11 +263,13 @@ def _attack_job(plan: Plan, label: str, attack: AttackCall, source: str, src_key
                           precision=precision)
         verb = "generate" if generated else "attack"
         options: dict[str, Any] = {"batch_size": batch_size}
-        if fit_batch and not randomized:
+        if fit_batch and not batch_keyed:
             options["fit_gpu_batch"] = True
+        unseeded = reduced + (("batch_size",) if batch_keyed and not randomized else ())
         seen = [] if view is None else ["BPDA"] * view.bpda + [f"EOT {view.eot}"] * (view.eot > 1)
         through = f" (through {', '.join(seen)})" if seen else ""  # apart from the plain attack's line and record
-        return plan.add(spec, (src_key,), f"{verb} {label} on {source}{through}", seeded_without=reduced, **options)
+        return plan.add(spec, (src_key,), f"{verb} {label} on {source}{through}", seeded_without=unseeded,
+                        **options)
     base_key = _attack_job(plan, str(attack.base_label), attack.base, source, src_key, data, seed, batch_size, view,
                            randomized, precision=precision, fit_batch=fit_batch)
     transform = TransformSpec(call_spec(attack.call), base_key, src_key, data, seed, precision)
@@ -291,7 +297,7 @@ def build_plan(suite: Suite) -> Plan:
     component once, for every defended model that lists it."""
     plan = Plan(suite)
     seed = suite.seed
-    reduced = None if suite.precision == "fp32" else "precision"  # seeded as the same job in fp32 (_attack_job)
+    reduced: tuple[str, ...] = () if suite.precision == "fp32" else ("precision",)  # seeded as in fp32 (_attack_job)
     components: dict[str, str] = {}
 
     def train_defense(name: str) -> str:
@@ -331,7 +337,7 @@ def build_plan(suite: Suite) -> Plan:
             # a trainer that reads no data uses the model as it is: loaded weights (checkpoint) or trained members
             verb = "train" if getattr(m.trainer.obj, "reads_data", True) else "load" if callable(source) else "compose"
             plan.trained[name] = plan.add(spec, tuple(members + ancestors), f"{verb} {name}",
-                                          seeded_without="monitor" if m.monitor else None, **files)
+                                          seeded_without=("monitor",) if m.monitor else (), **files)
         return plan.trained[name]
 
     for ev in suite.evaluations.values():

@@ -128,6 +128,16 @@ class AttackCall:
         return not callable(uses) or bool(uses(self.call.params))
 
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether the attack plugin making the inputs (a transform's: its base's) gives the same result at any
+        batch size (its ``batch_invariant``; True for a plugin that does not say)."""
+        if self.base is not None:
+            return self.base.batch_invariant
+        invariant = getattr(self.call.obj, "batch_invariant", None)
+        return not callable(invariant) or bool(invariant(self.call.params))
+
+
 @dataclass(frozen=True)
 class Evaluation:
     name: str

@@ -187,3 +187,36 @@ def test_an_attack_writing_into_its_inputs_fails_and_the_callers_images_stay(how
     with pytest.raises(PluginContractError, match=message.replace("(", r"\(").replace(")", r"\)")):
         attack_in_batches(len(x), 6, one_batch, generator=generator)
     assert torch.equal(x, kept[0]) and torch.equal(y, kept[1])
+
+
+def test_an_attack_whose_draws_follow_the_batches_has_its_batch_keyed_and_its_seed_kept(tmp_path):
+    """foolbox and ART seed their library once per batch: a foolbox PGD at batch size 30 is another job than at
+    100 (it was served the other's set), never run at another size (no GPU fit, no halving); its seed is the one
+    it had before the batch was keyed, so the sets stored then are what it computes. A built-in attack's batch is
+    not keyed."""
+    from dataclasses import replace
+
+    from support import TINY_SUITE
+
+    from rbench.keys import content_key
+    from rbench.plan import FORMAT
+    from rbench.runner import suite_plan
+    from rbench.suite import load_suite
+
+    extra = '\n[attacks.fbpgd]\nplugin = "foolbox"\nparams = { attack = "LinfPGD", epsilon = 0.1 }\n'
+    jobs = {}
+    for batch in (25, 30):
+        path = tmp_path / f"b{batch}.toml"
+        path.write_text((TINY_SUITE + extra).replace("batch_size = 25", f"batch_size = {batch}")
+                        .replace('attacks = ["fgsm", "pgd", "noise"]', 'attacks = ["fgsm", "pgd", "fbpgd"]'))
+        jobs[batch] = {job.label: job for job in suite_plan(load_suite(path), None).jobs.values()}
+    fb = [label for label in jobs[25] if label.startswith("attack fbpgd")]
+    assert fb and all(label in jobs[30] for label in fb)
+    for label in fb:
+        job = jobs[25][label]
+        assert job.spec.batch_size == 25 and jobs[30][label].spec.batch_size == 30
+        assert job.key != jobs[30][label].key and "fit_gpu_batch" not in job.options
+        unkeyed = {"kind": "attack", "format": FORMAT, **replace(job.spec, batch_size=None).to_dict()}
+        assert job.seed == jobs[30][label].seed == int(content_key(unkeyed)[:15], 16)
+    built_in = [label for label in jobs[25] if label.startswith("attack pgd")]
+    assert built_in and all(jobs[25][label].key == jobs[30][label].key for label in built_in)

@@ -372,6 +372,11 @@ class ArtAttack(Attack):
         found = remembered(_library(), "budget", [params.attack, params.batch_size, params.kwargs], answer)
         return None if found is None else Budget(norm=found[0], eps=float(found[1]))
 
+    def batch_invariant(self, params: ArtParams) -> bool:
+        """False: the library's global RNG is seeded once per batch the engine hands over (:func:`seeded`), so a
+        random start or a noise draws other numbers at another batch size (the batch size is keyed)."""
+        return False
+
     def uses_gradients(self, params: ArtParams) -> bool:
         """From the estimator ART's attack class requires (loss or class gradients); AutoAttack runs APGD unless
         its ``attacks`` are given, then it uses gradients if any of them does."""

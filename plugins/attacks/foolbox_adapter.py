@@ -356,6 +356,11 @@ class FoolboxAttack(FixedBudgetAttack):
         norm = built.get("norm")
         return None if norm is None else Budget(norm, float(params.epsilon))
 
+    def batch_invariant(self, params: FoolboxParams) -> bool:
+        """False: the library's global RNG is seeded once per batch the engine hands over (:func:`_seeded`), so a
+        random start or a noise draws other numbers at another batch size (the batch size is keyed)."""
+        return False
+
     def uses_gradients(self, params: FoolboxParams) -> bool:
         return params.attack not in GRADIENT_FREE
 
