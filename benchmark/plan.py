@@ -197,7 +197,18 @@ def data_spec(ref: DataRef, seed: int) -> DataSlice:
     it)."""
     fingerprint = getattr(ref.call.obj, "fingerprint", None)
     content = fingerprint(ref.split, ref.call.params) if callable(fingerprint) else None
-    return DataSlice(call_spec(ref.call), ref.split, ref.n, seed, ref.parts, ref.part, content)
+    return DataSlice(call_spec(ref.call), ref.split, _sampled(ref), seed, ref.parts, ref.part, content)
+
+
+def _sampled(ref: DataRef) -> int | None:
+    """``ref.n``, or None where it is the whole split (or part): ``n = 10000`` of MNIST's test split is every image
+    in order (:func:`rbench.data.subset_indices`), the slice that leaves ``n`` out, so both are one key (the first
+    was computed again)."""
+    if ref.n is None:
+        return None
+    size = getattr(ref.call.obj, "size", None)
+    whole = ref.parts[ref.part] if ref.parts else size(ref.split, ref.call.params) if callable(size) else None
+    return None if ref.n == whole else ref.n
 
 
 def extra_content(trainer: PluginCall) -> tuple[tuple[str, str, str], ...]:

@@ -197,6 +197,21 @@ def test_plan_keys_are_content_addressed(write_suite):
     assert not set(seeded.jobs) & set(plan.jobs)
 
 
+def test_the_whole_split_is_one_key_whether_n_is_given_or_not(write_suite):
+    """``n = 10000`` of MNIST's test split, ``n_train = 60000`` and ``n`` equal to a part's size select every image
+    in order, as leaving them out does: the same jobs (they were computed again); one image fewer is another."""
+    plan = build_plan(load_suite(write_suite(BASE.replace("n = 10\n", ""))))
+    whole = BASE.replace("n = 10\n", "n = 10000\n").replace('dataset = "mnist"\n\n[attacks',
+                                                             'dataset = "mnist"\nn_train = 60000\n\n[attacks')
+    assert list(build_plan(load_suite(write_suite(whole, "b.toml"))).jobs) == list(plan.jobs)
+    fewer = build_plan(load_suite(write_suite(whole.replace("n = 10000", "n = 9999"), "c.toml")))
+    assert set(fewer.jobs) & set(plan.jobs) == {plan.trained["mlp"]}
+    parts = BASE.replace("n = 10\n", 'split = "train"\nparts = [100, 50]\npart = 1\n')
+    by_part = build_plan(load_suite(write_suite(parts, "d.toml")))
+    sized = build_plan(load_suite(write_suite(parts.replace("part = 1", "part = 1\nn = 50"), "e.toml")))
+    assert list(sized.jobs) == list(by_part.jobs)
+
+
 def test_cli_validate_exit_codes(write_suite):
     good = write_suite(BASE)
     ok = rbench("validate", str(good))
