@@ -110,7 +110,7 @@ def attack_in_batches(n: int, step: int, one_batch: Callable[[int, int], AttackO
         except torch.cuda.OutOfMemoryError as exc:
             smaller = (stop - start) // 2 // granule * granule
             if not splittable or smaller < granule:
-                why = "its randomized model's draws follow the batches" if not splittable else \
+                why = "its draws (a randomized model's, or the attack's) follow the batches" if not splittable else \
                     f"it cannot be split below {granule}"
                 raise BatchTooLarge(f"a batch of {stop - start} inputs does not fit in GPU memory and {why}: "
                                     "lower the evaluation's batch_size") from exc

@@ -44,7 +44,10 @@ class Dataset:
 
     def size(self, split: str, params: Any) -> int | None:
         """The number of samples of ``split`` if known without loading it (cheap: no decoding, no download, no
-        error for absent files), else None. Suite validation checks ``n``, ``n_train`` and ``parts`` against it."""
+        error for absent files), else None. Suite validation checks ``n``, ``n_train`` and ``parts`` against it, and an
+        ``n`` equal to it is keyed as no ``n`` (the whole split): so it must be the same answer whether the files are
+        present or not (a constant, or None where they are absent only if a fingerprint keys the content), else
+        the jobs' keys change once the files arrive."""
         return None
 
     def fingerprint(self, split: str, params: Any) -> str | None:

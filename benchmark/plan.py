@@ -11,7 +11,9 @@ Four job kinds:
 
 A job's key is the SHA-256 of its canonical spec: plugin names and versions, validated params, the keys of
 its inputs, the data slice and the suite seed. Two suites that ask for the same computation share the job,
-and the store never recomputes a key it holds. The job's RNG seed is derived from its key.
+and the store never recomputes a key it holds. The job's RNG seed is derived from its key, or where a field
+entered the key that must not change the draws (precision, an adapter's batch size), from its twin's without it
+(:meth:`Plan.add`).
 """
 
 from __future__ import annotations
@@ -103,27 +105,29 @@ class Plan:
     #: (evaluation, source) -> the model its adversarial sets are crafted on (the source itself, or under
     #: ``threat_model = "transfer"`` a defended source's undefended model)
     crafted_on: dict[tuple[str, str], str] = field(default_factory=dict)
-    #: the key of each job seeded without its precision -> its fp32 twin's key (see :meth:`add`)
-    precision_twins: dict[str, str] = field(default_factory=dict, repr=False)
+    #: job key -> the key its seed is derived from, where they differ (``add``'s ``seeded_without``)
+    seed_twins: dict[str, str] = field(default_factory=dict, repr=False)
 
     def add(self, spec: JobSpec, deps: tuple[str, ...], label: str, model_plugin: str = "",
             seeded_without: tuple[str, ...] = (), **options: Any) -> str:
         """Add a job (once per key); ``seeded_without``: spec fields the job's RNG seed ignores. Such a job is
-        seeded as its twin without them; for ``precision`` the inputs it names are twinned too: an input
-        seeded without it (a bf16 adversarial set read by a bf16 eval) enters the seed as its fp32 twin's key, so
-        that a whole reduced-precision chain draws the random numbers of its fp32 twin (a randomized defense's
-        noise too). Not for ``monitor``: a monitored model's inputs are the same in its unmonitored twin (a
-        monitored ``init`` model is monitored in both), so its seed stays that twin's."""
+        seeded as its twin without them, and so is every job made from it: an input key in :attr:`seed_twins`
+        enters a seed as its twin's (a bf16 adversarial set read by a bf16 eval as its fp32 twin's, so that a whole
+        reduced-precision chain draws the random numbers of its fp32 twin, a randomized defense's noise too; an
+        adapter's set, whose batch size is keyed, as the key it had before, so what is made from it is seeded as
+        then). Not for ``monitor``: a monitored model's inputs are the same in its unmonitored twin (a monitored
+        ``init`` model is monitored in both), so its own seed stays that twin's, and the jobs made from it are
+        seeded by their keys."""
         record = {"kind": spec.kind, "format": FORMAT, **spec.to_dict()}
         key = content_key(record)
         seed_key = ""
-        if seeded_without:
+        if seeded_without or self.seed_twins:
             twin = {k: v for k, v in record.items() if k not in seeded_without}
-            if "precision" in seeded_without:
-                fp32 = {k: v for k, v in record.items() if k != "precision"}
-                self.precision_twins[key] = content_key(_with_twins(fp32, self.precision_twins))
-                twin = _with_twins(twin, self.precision_twins)
-            seed_key = content_key(twin)
+            seed_key = content_key(_with_twins(twin, self.seed_twins) if self.seed_twins else twin)
+            if seed_key == key:
+                seed_key = ""
+            elif "monitor" not in seeded_without:
+                self.seed_twins[key] = seed_key
         self.jobs.setdefault(key, Job(key, spec.kind, spec, deps, label, options, model_plugin, seed_key))
         return key
 

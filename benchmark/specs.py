@@ -166,7 +166,7 @@ class TrainSpec:
 class AttackSpec:
     """An adversarial set: ``attack`` run on the trained ``source`` (key) over ``data``; or, for a generator
     attack, the inputs of ``generate`` made from nothing. ``view``: how it sees a defended source; ``batch_size``
-    enters the key only where a randomized source's draws follow the batches."""
+    enters the key only where a randomized source's or the attack's draws follow the batches."""
 
     kind: ClassVar[str] = "attack"
     attack: Call

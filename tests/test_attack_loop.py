@@ -194,6 +194,7 @@ def test_an_attack_whose_draws_follow_the_batches_has_its_batch_keyed_and_its_se
     100 (it was served the other's set), never run at another size (no GPU fit, no halving); its seed is the one
     it had before the batch was keyed, so the sets stored then are what it computes. A built-in attack's batch is
     not keyed."""
+    import json
     from dataclasses import replace
 
     from support import TINY_SUITE
@@ -218,5 +219,12 @@ def test_an_attack_whose_draws_follow_the_batches_has_its_batch_keyed_and_its_se
         assert job.key != jobs[30][label].key and "fit_gpu_batch" not in job.options
         unkeyed = {"kind": "attack", "format": FORMAT, **replace(job.spec, batch_size=None).to_dict()}
         assert job.seed == jobs[30][label].seed == int(content_key(unkeyed)[:15], 16)
+        old_key = content_key(unkeyed)  # the key the set had before its batch was keyed
+        made_from = [j for j in jobs[25].values() if job.key in j.deps]
+        assert made_from  # the evaluations of the set: seeded as they were then, with the set's old key
+        for other in made_from:
+            record = {"kind": other.kind, "format": FORMAT, **other.spec.to_dict()}
+            then = json.loads(json.dumps(record).replace(job.key, old_key))
+            assert other.seed == int(content_key(then)[:15], 16) != int(other.key[:15], 16)
     built_in = [label for label in jobs[25] if label.startswith("attack pgd")]
     assert built_in and all(jobs[25][label].key == jobs[30][label].key for label in built_in)
