@@ -74,7 +74,7 @@ def test_spectral_norms_are_the_largest_singular_values():
         w = torch.randn(*shape) * 0.05
         want = torch.linalg.svdvals(w.double())[..., 0]
         assert torch.allclose(spectral_norms(w), want, rtol=1e-12, atol=0), shape
-    assert float(spectral_norms(torch.zeros(4, 7))) == 0.0
+    assert float(spectral_norms(torch.zeros(4, 7))) == 0.0 == float(spectral_norms(torch.zeros(0, 7)))
 
 
 def test_operator_norm_is_computed_once_per_model_object_never_per_key():

@@ -109,6 +109,17 @@ def test_the_ranking_is_computed_once_per_model_and_inputs_object(monkeypatch):
     shuffled = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     moved = inspect_units(model, x[shuffled], y[shuffled], layer=1, basis="natural", k=10, count=None, seed=0)
     assert len(calls) == 3 and torch.equal(shuffled[moved.top].sort(1).values, first.top.sort(1).values)
+    again.top.fill_(0)  # the caller's own tensor: the kept ranking is not changed through it
+    assert torch.equal(inspect_units(model, x, y, layer=1, basis="natural", k=10, count=None, seed=0).top, first.top)
+    del copy, other
+    part = x[:50]
+    inspect_units(model, part, y[:50], layer=1, basis="natural", k=3, count=None, seed=0)
+    kept = units._MEMO[model].values()
+    assert {id(ref()) for ref, _ in kept} == {id(x), id(part)}  # the entries of freed inputs are dropped
+    big = torch.rand(1500, *x.shape[1:])
+    inspect_units(model, big, torch.zeros(1500, dtype=torch.long), layer=1, basis="natural", k=5, count=None, seed=0)
+    rankings = [value for key, (_, value) in units._MEMO[model].items() if len(key) > 2]
+    assert rankings and max(len(r) for r in rankings) == units.KEPT  # the top 1000 of 1500 kept, not all
 
 
 SUITE_TEMPLATE = """

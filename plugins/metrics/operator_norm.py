@@ -20,6 +20,8 @@ def spectral_norms(w: torch.Tensor) -> torch.Tensor:
     of the Szegedy quick profile's 8 s warm run then, which recomputes these bounds for its tables; this took under
     1 ms there. The largest eigenvalue of the Gram matrix in float64 is the SVD's to about 1e-15 relative."""
     w = w.double()
+    if 0 in w.shape[-2:]:  # a layer with no inputs or no outputs: the zero map
+        return w.new_zeros(w.shape[:-2])
     gram = w @ w.mT if w.shape[-2] <= w.shape[-1] else w.mT @ w
     return torch.linalg.eigvalsh(gram)[..., -1].clamp_min(0).sqrt()
 

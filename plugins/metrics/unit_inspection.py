@@ -92,12 +92,15 @@ class Inspection:
     purity: torch.Tensor
 
 
-#: model -> (inputs' id, layer[, basis, count, seed]) -> (a weak reference to the inputs, phi or the full ranking),
-#: while the model object lives: a table's mean and spread cells of one basis rank the same directions, and both
-#: bases' cells of a layer read the same phi (about 20 ms each for a 10000-image evaluation). The inputs are checked
-#: to be the same object (a freed tensor's id can be reused), never compared by value
+#: model -> (inputs' id, layer[, basis, count, seed]) -> (a weak reference to the inputs, phi or the top
+#: :data:`KEPT` of the ranking), while the model object lives: a table's mean and spread cells of one basis rank the
+#: same directions, and both bases' cells of a layer read the same phi (about 20 ms each for a 10000-image
+#: evaluation). The inputs are checked to be the same object (a freed tensor's id can be reused), never compared by
+#: value; entries of freed inputs are dropped when the next one is kept
 _MEMO: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[weakref.ref, torch.Tensor]]] = \
     weakref.WeakKeyDictionary()
+#: how many of each direction's top inputs are kept (the metric's ``k`` is at most this)
+KEPT = 1000
 
 
 def _memoized(model: nn.Module, x: torch.Tensor, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -106,6 +109,8 @@ def _memoized(model: nn.Module, x: torch.Tensor, key: tuple, make: Callable[[], 
     ref, value = memo.get((id(x), *key), (None, None))
     if ref is None or ref() is not x or value is None:
         value = make()
+        for dead in [k for k, (r, _) in memo.items() if r() is None]:
+            del memo[dead]
         memo[(id(x), *key)] = (weakref.ref(x), value)
     return value
 
@@ -114,16 +119,18 @@ def inspect_units(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: int
                   count: int | None, seed: int) -> Inspection:
     """The top-``k`` inputs of ``x`` along each direction of :func:`directions` in phi_``layer``, and the label
     purity of each top-k by ``y``. ValueError when ``k`` exceeds the number of inputs. The model and ``x`` must stay
-    as they are while they live: their phi and ranking are kept for the next call (:data:`_MEMO`)."""
+    as they are while they live: their phi and ranking are kept for the next call (:data:`_MEMO`, for ``k`` up to
+    :data:`KEPT`)."""
     if k > len(x):
         raise ValueError(f"k = {k} exceeds the {len(x)} inputs of the evaluation")
     phi = _memoized(model, x, (layer,), lambda: hidden_activations(model, x, layer))
     v, names = directions(phi.shape[1], basis, count, seed)
 
-    def ranking() -> torch.Tensor:
-        return torch.sort(phi @ v, dim=0, descending=True, stable=True).indices  # (N, D): ties, the lower index
+    def ranking(keep: int) -> torch.Tensor:  # (keep, D): ties, the lower index first
+        return torch.sort(phi @ v, dim=0, descending=True, stable=True).indices[:keep].clone()
 
-    top = _memoized(model, x, (layer, basis, count, seed), ranking)[:k].T.contiguous()  # (D, k)
+    ranked = ranking(k) if k > KEPT else _memoized(model, x, (layer, basis, count, seed), lambda: ranking(KEPT))
+    top = ranked[:k].T.clone(memory_format=torch.contiguous_format)  # (D, k), the caller's own
     return Inspection(names, top, label_purity(y[top]))
 
 
@@ -136,7 +143,7 @@ class UnitPurityParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     layer: Annotated[int, Field(ge=1)] = 1
     basis: Basis = "natural"
-    k: Annotated[int, Field(ge=1, le=1000)] = 10
+    k: Annotated[int, Field(ge=1, le=KEPT)] = 10
     directions: Annotated[int, Field(ge=1, le=100_000)] | None = None
     seed: Annotated[int, Field(ge=0)] = 0
     statistic: Literal["mean", "std"] = "mean"
