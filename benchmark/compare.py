@@ -154,7 +154,8 @@ def load_published(path: str | Path) -> Published:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(key_part(p) for p in first["loc"])
-        more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+        others = len(err.errors()) - 1
+        more = f" (and {others} more problem{'s' * (others > 1)})" if others else ""
         raise RbenchError(f"{path}: {where}: {' '.join(first['msg'].split())}{more}") from None
 
 

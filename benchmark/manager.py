@@ -83,11 +83,13 @@ class Registry:
         try:
             return self.plugins[kind][name]
         except KeyError:
-            broken = f" ({len(self.failures)} plugin entry points failed to load: see 'rbench plugins')" \
-                if self.failures else ""
+            failed = len(self.failures)
+            broken = f" ({failed} plugin entry point{'s' * (failed > 1)} failed to load: see 'rbench plugins')" \
+                if failed else ""
             if self.left_out:
                 shown = ", ".join(self.left_out[:3]) + (", ..." if len(self.left_out) > 3 else "")
-                broken += (f" ({len(self.left_out)} entry points not loaded because of RBENCH_PLUGINS or "
+                out = len(self.left_out)
+                broken += (f" ({out} entry point{'s' * (out > 1)} not loaded because of RBENCH_PLUGINS or "
                            f"RBENCH_DISABLE_PLUGINS: {shown})")
             raise PluginError(f"unknown {kind} plugin {name!r}{suggest(name, self.plugins[kind])}{broken}") from None
 

@@ -319,7 +319,8 @@ def pydantic_problem(file: str, prefix: str, err: ValidationError, model: type[B
     elif first["type"] == "literal_error" and isinstance(first.get("input"), str):  # rows = "atack"
         match = close_match(first["input"], re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", ""))))
         hint = f"; did you mean {match!r}?" if match is not None else ""
-    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+    others = len(err.errors()) - 1
+    more = f" (and {others} more problem{'s' * (others > 1)})" if others else ""
     given = first.get("input")
     # a table's own validator names what is wrong in it: the whole table, cut at 80 characters, said no more
     got = "" if first["type"] == "value_error" and isinstance(given, dict) else f" (got {brief(given)})"
