@@ -55,7 +55,8 @@ def test_halving_keeps_whole_granules_and_gives_up_below_one():
 
 
 def test_batches_a_randomized_models_draws_follow_are_never_split():
-    with pytest.raises(BatchTooLarge, match="draws follow the batches: lower the evaluation's batch_size"):
+    with pytest.raises(BatchTooLarge, match=r"draws \(a randomized model's, or the attack's\) follow the batches: "
+                                            "lower the evaluation's batch_size"):
         _run(step=8, fits=3, splittable=False)
 
 
