@@ -172,13 +172,18 @@ def _note_overridden(file: str, meta: SuiteMeta, merged: Merged) -> None:
                                      f"{f'; {flag} overrides both' if flag else ''})")
 
 
+#: the name of the suite as written, without a profile, where the suite defines no profile of that name (reports
+#: call it so: ``--profile default`` runs, and ``cache gc --profile default`` keeps, the base alone)
+BASE_PROFILE = "default"
+
+
 def merge_files(path: str | Path, profile: str | None = None) -> tuple[SuiteMeta, Merged]:
     """The suite at ``path`` and its includes, read, checked for structure and merged (``profile`` applied), before
     any plugin is resolved: the first file's ``[suite]`` table and every section's entries with their origin."""
     merged = Merged()
     meta = _load_tree(Path(path), profile, merged, [], None)
     assert meta is not None  # the first file is never a repeat
-    if profile is not None and not merged.profile_seen:
+    if profile is not None and not merged.profile_seen and profile != BASE_PROFILE:
         raise SuiteError(f"{path}: profiles.{key_part(profile)}: no such profile in this suite or its includes")
     return meta, merged
 

@@ -212,6 +212,17 @@ def test_the_whole_split_is_one_key_whether_n_is_given_or_not(write_suite):
     assert list(sized.jobs) == list(by_part.jobs)
 
 
+def test_the_default_profile_is_the_base_unless_the_suite_defines_one(write_suite):
+    """Reports call the suite without a profile "default": ``--profile default`` names it; a suite's own profile of
+    that name is applied; any other unknown profile is refused."""
+    plan = build_plan(load_suite(write_suite(BASE)))
+    assert list(build_plan(load_suite(write_suite(BASE), "default")).jobs) == list(plan.jobs)
+    own = write_suite(BASE + '\n[profiles.default]\nevaluations.ev.n = 20\n', "own.toml")
+    assert list(build_plan(load_suite(own, "default")).jobs) != list(plan.jobs)
+    with pytest.raises(SuiteError, match="profiles.quick: no such profile"):
+        load_suite(write_suite(BASE), "quick")
+
+
 def test_cli_validate_exit_codes(write_suite):
     good = write_suite(BASE)
     ok = rbench("validate", str(good))
