@@ -32,7 +32,7 @@ from rbench.errors import RbenchError
 from rbench.estimate import samples_needed
 from rbench.results import BOUNDS, Cell, ResultTable, RunResults, format_value
 from rbench.suite_refs import UnitOf, percentage_problem, published_mismatch
-from rbench.suite_schema import Description
+from rbench.suite_schema import Description, more_problems
 from rbench.tomlfile import key_part, read_toml
 
 
@@ -154,9 +154,7 @@ def load_published(path: str | Path) -> Published:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(key_part(p) for p in first["loc"])
-        others = len(err.errors()) - 1
-        more = f" (and {others} more problem{'s' * (others > 1)})" if others else ""
-        raise RbenchError(f"{path}: {where}: {' '.join(first['msg'].split())}{more}") from None
+        raise RbenchError(f"{path}: {where}: {' '.join(first['msg'].split())}{more_problems(err)}") from None
 
 
 #: the verdicts of a published cell, in the order reports list them

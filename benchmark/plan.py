@@ -123,11 +123,11 @@ class Plan:
         seed_key = ""
         if seeded_without or self.seed_twins:
             twin = {k: v for k, v in record.items() if k not in seeded_without}
-            seed_key = content_key(_with_twins(twin, self.seed_twins) if self.seed_twins else twin)
-            if seed_key == key:
-                seed_key = ""
-            elif "monitor" not in seeded_without:
-                self.seed_twins[key] = seed_key
+            seeded = _with_twins(twin, self.seed_twins) if self.seed_twins else twin
+            if seeded != record:  # else it is seeded by its key, hashed once
+                seed_key = content_key(seeded)
+                if "monitor" not in seeded_without:
+                    self.seed_twins[key] = seed_key
         self.jobs.setdefault(key, Job(key, spec.kind, spec, deps, label, options, model_plugin, seed_key))
         return key
 

@@ -288,6 +288,12 @@ def _keypath(loc: tuple[Any, ...]) -> str:
 _TYPE_TAG = re.compile(r"str|int|float|bool|MetricRef|Selector|[a-z-]+\[.*\]|constrained-.*", re.DOTALL)
 
 
+def more_problems(err: ValidationError) -> str:
+    """``" (and 2 more problems)"`` after the first of ``err``'s problems, or ``""`` where it is the only one."""
+    others = len(err.errors()) - 1
+    return f" (and {others} more problem{'s' * (others > 1)})" if others else ""
+
+
 def pydantic_problem(file: str, prefix: str, err: ValidationError, model: type[BaseModel] | None = None
                       ) -> SuiteError:
     """One line for the first problem of ``err``; an unknown key of ``model`` (the model validated: the suite
@@ -319,8 +325,7 @@ def pydantic_problem(file: str, prefix: str, err: ValidationError, model: type[B
     elif first["type"] == "literal_error" and isinstance(first.get("input"), str):  # rows = "atack"
         match = close_match(first["input"], re.findall(r"'([^']*)'", str(first.get("ctx", {}).get("expected", ""))))
         hint = f"; did you mean {match!r}?" if match is not None else ""
-    others = len(err.errors()) - 1
-    more = f" (and {others} more problem{'s' * (others > 1)})" if others else ""
+    more = more_problems(err)
     given = first.get("input")
     # a table's own validator names what is wrong in it: the whole table, cut at 80 characters, said no more
     got = "" if first["type"] == "value_error" and isinstance(given, dict) else f" (got {brief(given)})"

@@ -127,7 +127,6 @@ class AttackCall:
         uses = getattr(self.call.obj, "uses_gradients", None)
         return not callable(uses) or bool(uses(self.call.params))
 
-
     @property
     def batch_invariant(self) -> bool:
         """Whether the attack plugin making the inputs (a transform's: its base's) gives the same result at any

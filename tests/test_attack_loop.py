@@ -219,8 +219,8 @@ def test_an_attack_whose_draws_follow_the_batches_has_its_batch_keyed_and_its_se
         assert job.spec.batch_size == 25 and jobs[30][label].spec.batch_size == 30
         assert job.key != jobs[30][label].key and "fit_gpu_batch" not in job.options
         unkeyed = {"kind": "attack", "format": FORMAT, **replace(job.spec, batch_size=None).to_dict()}
-        assert job.seed == jobs[30][label].seed == int(content_key(unkeyed)[:15], 16)
         old_key = content_key(unkeyed)  # the key the set had before its batch was keyed
+        assert job.seed == jobs[30][label].seed == int(old_key[:15], 16)
         made_from = [j for j in jobs[25].values() if job.key in j.deps]
         assert made_from  # the evaluations of the set: seeded as they were then, with the set's old key
         for other in made_from:

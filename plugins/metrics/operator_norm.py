@@ -17,8 +17,9 @@ def spectral_norms(w: torch.Tensor) -> torch.Tensor:
     """The largest singular value of each matrix in ``w`` (``(..., m, n)``), in float64: the square root of the
     largest eigenvalue of its smaller Gram matrix. Not ``torch.linalg.matrix_norm(ord=2)``: its threaded SVD (MKL's
     gesdd) took 2 s for a 100x784 weight (5 ms on one thread) while other processes kept the 2-core host busy, 3 s
-    of the Szegedy quick profile's 8 s warm run then, which recomputes these bounds for its tables; this took under
-    1 ms there. The largest eigenvalue of the Gram matrix in float64 is the SVD's to about 1e-15 relative."""
+    of the Szegedy quick profile's 8 s warm run then, which recomputes these bounds for its tables; this took 1-70 ms
+    there after its first call (230 ms). The largest eigenvalue of the Gram matrix in float64 is the SVD's to about
+    1e-15 relative."""
     w = w.double()
     if 0 in w.shape[-2:]:  # a layer with no inputs or no outputs: the zero map
         return w.new_zeros(w.shape[:-2])
