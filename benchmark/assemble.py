@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from rbench.artifacts import AdvSet, Predictions
+from rbench.attack import resolved_params
 from rbench.estimate import Estimate, distinct_samples, interval_holds, mcnemar
 from rbench.inputs import load_model, load_slice
 from rbench.metric import CellData, CellKeys, CellOutputs, metric_number
@@ -80,7 +81,11 @@ def _attack_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:
         if spec.attack == CLEAN or spec.attack in out:
             continue
         instance = plan.suite.evaluations[spec.evaluation].attacks[spec.attack]
-        out[spec.attack] = {"plugin": instance.call.name, "params": instance.call.params.model_dump(mode="json")}
+        params = instance.call.params
+        out[spec.attack] = {"plugin": instance.call.name, "params": params.model_dump(mode="json")}
+        resolved = resolved_params(instance.call.obj, params)
+        if resolved:
+            out[spec.attack]["resolved"] = resolved
         if instance.base_label is not None:
             out[spec.attack]["input"] = instance.base_label
     return out

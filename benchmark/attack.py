@@ -37,11 +37,14 @@ them from). A generator declares no budget; transforms, which derive a set from 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel
+
+from rbench.errors import PluginContractError
 
 Norm = Literal["linf", "l2"]
 
@@ -124,6 +127,14 @@ class Attack:
         :func:`rbench.contract.check_input_gradients`)."""
         return None
 
+    def resolved_params(self, params: Any) -> dict[str, Any]:
+        """What the attack computes, from the others, for parameters left unset (None), by name: pgd's
+        ``step_size`` is ``2.5 * eps / steps`` then. Reports print these values beside the parameters as written
+        (which alone enter the job key) and results.json keeps them as the attack's ``resolved``, so a table says
+        the step it ran with, not ``step_size=null``. Only unset parameters, with JSON numbers, strings or
+        booleans (the conformance kit checks it); none by default."""
+        return {}
+
     # Optional: ``provenance(params) -> dict`` (JSON-able). Adapters of other libraries return the library's
     # name and version; the engine stores it in every adversarial set's provenance (``meta.provenance.library``).
 
@@ -171,6 +182,31 @@ class GeneratorAttack(Attack):
         generator: torch.Generator | None = None,
     ) -> AttackOutput:
         raise NotImplementedError
+
+
+def resolved_params(attack: object, params: Any) -> dict[str, Any]:
+    """``attack.resolved_params(params)`` (:meth:`Attack.resolved_params`; none for an object without it), or
+    PluginContractError naming the attack and what breaks the contract (:func:`resolved_problem`)."""
+    method = getattr(attack, "resolved_params", None)
+    resolved = method(params) if method is not None else {}
+    problem = resolved_problem(resolved, params)
+    if problem is not None:
+        raise PluginContractError(f"attack {getattr(attack, 'name', type(attack).__name__)!r}: resolved_params "
+                                  f"{problem}")
+    return resolved
+
+
+def resolved_problem(resolved: object, params: BaseModel) -> str | None:
+    """What in ``resolved`` breaks :meth:`Attack.resolved_params`' contract for ``params``, or None: not a dict,
+    a name that is not an unset parameter, a value that is not a finite number, a string or a boolean."""
+    if not isinstance(resolved, dict):
+        return f"returned {type(resolved).__name__}, not a dict"
+    for key, value in resolved.items():
+        if key not in type(params).model_fields or getattr(params, key) is not None:
+            return f"names {key!r}, which is not an unset parameter"
+        if not isinstance(value, str | bool | int | float) or (isinstance(value, float) and not math.isfinite(value)):
+            return f"gives {key} = {value!r}, not a finite number, a string or a boolean"
+    return None
 
 
 def is_generator(attack: object) -> bool:

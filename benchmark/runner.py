@@ -181,7 +181,10 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
     layout, the run folder: ``run_dir`` or the default one; both folders must be creatable and writable, judged
     without writing: :func:`rbench.rundir.check_could_write`) and preview the plan against the store; nothing is
     computed or written, not even the store's or the run's folders. The data files are not checked (that may
-    download), except local-only data whose content enters the keys (:func:`rbench.plan.check_keyed_data`)."""
+    download), except local-only data whose content enters the keys (:func:`rbench.plan.check_keyed_data`); but
+    ``RBENCH_DATA``, when set, must name a folder, as the run refuses it otherwise (a dry run said all was well)."""
+    from rbench.data import check_user_folder
+
     precise = None if precision is None else check_precision(precision)
     suite = with_precision(select_tables(load_suite(path, profile), only, path), precise)
     devices, n_workers = resolve_devices(device, workers)
@@ -192,6 +195,7 @@ def dry_run(path: str | Path, *, profile: str | None, store: Store, device: str 
     check_could_write(run_dir, option)  # what prepare_run_dir and store.ensure_writable find by writing
     store.check_is_store()
     check_could_write(store.root, "store")
+    check_user_folder()
     plan = suite_plan(suite, only)
     check_keyed_data(plan)  # else the preview would count stored jobs as to compute
     return DryRun(suite, plan, preview(plan, store), devices, n_workers, store.root, store.root.is_dir(),

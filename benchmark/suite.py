@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from rbench.attack import is_generator
+from rbench.attack import is_generator, resolved_problem
 from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, get_registry, suggest
 from rbench.metric import CellPlace, Reference, declared_cell_problem, declared_references
@@ -88,16 +88,23 @@ def load_suite(path: str | Path, profile: str | None = None, registry: Registry 
         raise SuiteError(f"{exc} (set by profile {profile!r}: the suite without it is valid)") from None
 
 
-def _budget_problem(kind: str, obj: Any, params: BaseModel) -> str | None:
-    """Why an attack plugin cannot state its budget for ``params`` (every job asks it first), or None."""
-    budget = getattr(obj, "budget", None) if kind == "attack" else None
-    if budget is None:
+def _attack_problem(kind: str, obj: Any, params: BaseModel) -> str | None:
+    """Why an attack plugin cannot state its budget for ``params`` (every job asks it first), or the parameters
+    it resolves (the reports print them: :func:`rbench.attack.resolved_problem`), or None."""
+    if kind != "attack":
         return None
+    budget = getattr(obj, "budget", None)
     try:
-        budget(params)
+        if budget is not None:
+            budget(params)
     except Exception as exc:  # noqa: BLE001 - a plugin bug of any kind, reported as one line
         return f"cannot state its budget: {type(exc).__name__}: {exc}"
-    return None
+    method = getattr(obj, "resolved_params", None)
+    try:
+        problem = None if method is None else resolved_problem(method(params), params)
+    except Exception as exc:  # noqa: BLE001 - as above
+        return f"cannot resolve its parameters: {type(exc).__name__}: {exc}"
+    return None if problem is None else f"resolved_params {problem}"
 
 
 class _Resolver:
@@ -142,7 +149,7 @@ class _Resolver:
             raise self.fail(section, name, f"{key}params.{bad[0]}", f"{bad[1]} is not a finite number ({where} of "
                             f"{kind} plugin {plugin!r}): parameters enter the job's key and results.json, which "
                             "hold finite numbers only")
-        problem = broken_default(info.obj.Params, validated, base) or _budget_problem(kind, info.obj, validated)
+        problem = broken_default(info.obj.Params, validated, base) or _attack_problem(kind, info.obj, validated)
         if problem is not None:  # the plugin's bug, found before any work instead of in every job that uses it
             raise self.fail(section, name, at, f"{kind} plugin {plugin!r} (distribution {info.distribution!r}) "
                             f"{problem}")

@@ -64,7 +64,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rbench.attack import is_generator
+from rbench.attack import is_generator, resolved_params
 from rbench.attack_loop import attack_in_batches, slice_batches
 from rbench.data import load_split
 from rbench.defense import Defense, Stage, seed_randomness
@@ -152,6 +152,7 @@ def check_attack(name: str, params: dict[str, Any] | Any, *, model: torch.nn.Mod
         raise TypeError(f"attack {name!r} is a generator (rbench.GeneratorAttack): check_attack checks attacks on "
                         "data; run a generator through a suite, whose jobs check every output")
     params = params if not isinstance(params, dict) else validate_params(attack.Params, params)
+    resolved_params(attack, params)  # what a suite refuses before any work (rbench.suite), refused here alike
     # a copy: neither the cached reference model nor the caller's is changed by a plugin that fails a check
     model = copy.deepcopy(model if model is not None else reference_model())
     if x is None or y is None:

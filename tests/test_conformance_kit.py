@@ -350,3 +350,29 @@ def test_the_kit_refuses_params_a_suite_refuses(monkeypatch):
                             PluginInfo("attack", "loose", "0", "tests", "tests", attack))
         with pytest.raises(ValueError, match=re.escape(message)):
             check_attack("loose", {})
+
+
+def test_the_kit_says_a_refused_param_in_one_line(monkeypatch):
+    """A misspelt or mistyped parameter raised pydantic's own error (a dozen lines, three problems for one
+    typo); it is one line now, as a suite says it, with the close match."""
+    for given, message in (({"eps": 0.1, "stepz": 3}, "PgdParams: params.stepz: unknown key (got 3); did you "
+                            "mean 'steps'?"),
+                           ({"eps": 0.1, "steps": "a"}, "PgdParams: params.steps: Input should be a valid integer "
+                            "(got 'a')")):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            check_attack("pgd", given)
+
+    class Resolving(BaseModel):
+        eps: float = 0.1
+        steps: int | None = None
+
+    for resolves, problem in (({"eps": 0.2}, "names 'eps', which is not an unset parameter"),
+                              ({"steps": [3]}, "gives steps = [3], not a finite number, a string or a boolean"),
+                              ([], "returned list, not a dict")):
+        attack = type("A", (FixedBudgetAttack,), {"name": "resolving", "Params": Resolving, "norm": "linf",
+                                                  "resolved_params": lambda self, p, r=resolves: r,
+                                                  "run": lambda self, model, x, y, p, *, generator=None: None})()
+        monkeypatch.setitem(get_registry().plugins["attack"], "resolving",
+                            PluginInfo("attack", "resolving", "0", "tests", "tests", attack))
+        with pytest.raises(PluginContractError, match=f"^attack 'resolving': resolved_params {re.escape(problem)}$"):
+            check_attack("resolving", {})

@@ -109,13 +109,15 @@ def test_a_recorded_published_file_that_does_not_fit_the_run_is_refused(tiny_ref
 
 def test_a_warm_run_refuses_an_rbench_data_that_names_no_folder(tiny_reference, tmp_path, capsys, monkeypatch):
     """Every job stored, no data file is read; a typo in RBENCH_DATA still passed silently (exit 0), though the
-    README calls it an error."""
+    README calls it an error. A dry run, which plans what the run would do, refuses it alike (it said all was
+    well, exit 0)."""
     suite, store, _, _ = tiny_reference
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
     monkeypatch.setenv("RBENCH_DATA", str(tmp_path / "no-such-folder"))
-    code, err = cli_in_process(capsys, "run", str(suite), "--store", str(copy), "--run-dir", str(tmp_path / "run"),
-                               "-q", "--device", "cpu")
-    assert code == 2 and "RBENCH_DATA=" in err and "is not a folder (missing)" in err, err
-    assert not (tmp_path / "run").exists()
+    for dry in ([], ["--dry-run"]):
+        code, err = cli_in_process(capsys, "run", str(suite), "--store", str(copy), "--run-dir",
+                                   str(tmp_path / "run"), "-q", "--device", "cpu", *dry)
+        assert code == 2 and "RBENCH_DATA=" in err and "is not a folder (missing)" in err, (dry, err)
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists(), err
 

@@ -351,14 +351,18 @@ class _SelfContradicting:
     class Params(BaseModel):
         eps: float = Field(5.0, le=1.0)  # pydantic does not validate defaults
         steps: int = 3
+        step_size: float | None = None  # unset: what resolved_params may give
 
-    def __init__(self, name: str, budget_raises: bool = False):
-        self.name, self.budget_raises = name, budget_raises
+    def __init__(self, name: str, budget_raises: bool = False, resolves: dict | None = None):
+        self.name, self.budget_raises, self.resolves = name, budget_raises, resolves or {}
 
     def budget(self, params):
         if self.budget_raises:
             raise AttributeError("'Budgetless' object has no attribute 'norm'")
         return None
+
+    def resolved_params(self, params):
+        return self.resolves
 
 
 @pytest.mark.parametrize(("plugin", "params", "fragment"), [
@@ -366,13 +370,18 @@ class _SelfContradicting:
      "default eps = 5.0 that breaks its own rule: Input should be less than or equal to 1"),
     ("budgetless", "{ eps = 0.5 }", "attack plugin 'budgetless' (distribution 'tests') cannot state its budget: "
      "AttributeError: 'Budgetless' object has no attribute 'norm'"),
+    ("overresolving", "{ eps = 0.5 }", "attack plugin 'overresolving' (distribution 'tests') resolved_params names "
+     "'eps', which is not an unset parameter"),
+    ("nan_resolving", "{ eps = 0.5 }", "attack plugin 'nan_resolving' (distribution 'tests') resolved_params gives "
+     "step_size = nan, not a finite number"),
 ])
 def test_a_plugin_bug_every_job_would_hit_is_one_line_before_any_work(write_suite, monkeypatch, plugin, params,
                                                                        fragment):
     from rbench.manager import PluginInfo
 
     attacks = get_registry().plugins["attack"]
-    obj = _SelfContradicting(plugin, budget_raises=plugin == "budgetless")
+    resolves = {"overresolving": {"eps": 0.5}, "nan_resolving": {"step_size": math.nan}}.get(plugin)
+    obj = _SelfContradicting(plugin, budget_raises=plugin == "budgetless", resolves=resolves)
     monkeypatch.setitem(attacks, plugin, PluginInfo("attack", plugin, "0", "tests", "tests", obj))
     path = write_suite(BASE.replace('plugin = "pgd"\nparams = { eps = 0.1, steps = 5 }',
                                     f'plugin = "{plugin}"\nparams = {params}'))
@@ -435,7 +444,7 @@ def test_a_key_a_third_party_params_would_ignore_is_refused(write_suite, monkeyp
                                                      _SelfContradicting("loose")))
     path = write_suite(BASE.replace('plugin = "pgd"\nparams = { eps = 0.1, steps = 5 }',
                                     'plugin = "loose"\nparams = { eps = 0.5, stepz = 5 }'))
-    _refused(path, "attacks.pgd.params.stepz: attack plugin 'loose': unknown key (its params: eps, steps); "
+    _refused(path, "attacks.pgd.params.stepz: attack plugin 'loose': unknown key (its params: eps, step_size, steps); "
                    "did you mean 'steps'?")
     monkeypatch.setitem(attacks, "loose", PluginInfo("attack", "loose", "0", "tests", "tests", Keeps("loose")))
     assert load_suite(path).evaluations["ev"].attacks["pgd"].call.params.stepz == 5  # a Params keeping extras

@@ -61,6 +61,12 @@ def test_rate_cells_carry_n_and_the_wilson_interval(tiny_reference):
     md = (run / "tables.md").read_text()
     clean = errors.cell("clean", "mlp")
     assert f"| {errors.format(clean, spread=True)} |" in md and "95% interval" in md
+    # the step pgd took (its step_size unset: 2.5 eps / steps), not step_size=null; the key keeps the None
+    step = 2.5 * 0.2 / 3
+    assert errors.attack_calls["pgd"]["resolved"] == {"step_size": step}
+    assert errors.attack_calls["pgd"]["params"]["step_size"] is None and all(
+        "resolved" not in call for call in errors.attack_calls.values() if call["plugin"] != "pgd")
+    assert f"step_size={json.dumps(step)} (default)" in md and "step_size=null" not in md
 
 
 def test_distortion_cells_have_a_t_interval_and_keep_their_samples(tiny_reference):

@@ -104,11 +104,14 @@ def header(table: ResultTable) -> list[str]:
 
 def describe_attacks(table: ResultTable) -> list[str]:
     """One line per attack of ``table``: its label, the plugin and every parameter it ran with (defaults too: the
-    label shows only what the suite set, so ``pgd(eps=0.1)`` did not say its norm or steps), and the attack whose
+    label shows only what the suite set, so ``pgd(eps=0.1)`` did not say its norm or steps; an unset parameter the
+    attack computes from the others as its value, marked ``(default)``: pgd's ``step_size``), and the attack whose
     sets a transform rescaled."""
     lines = []
     for label, call in table.attack_calls.items():
-        params = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in call.get("params", {}).items())
+        resolved = call.get("resolved", {})
+        params = ", ".join(f"{k}={json.dumps(resolved[k], ensure_ascii=False)} (default)" if k in resolved
+                           else f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in call.get("params", {}).items())
         source = f", applied to the sets of {call['input']}" if call.get("input") else ""
         lines.append(f"{label}: {call.get('plugin', '?')}({params}){source}")
     return lines

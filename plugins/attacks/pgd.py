@@ -39,6 +39,11 @@ class BimParams(PgdParams):
     steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 10
 
 
+def step_of(params: PgdParams) -> float:
+    """The step size pgd takes: ``step_size``, else ``2.5 * eps / steps``."""
+    return params.step_size if params.step_size is not None else 2.5 * params.eps / params.steps
+
+
 class Pgd(FixedBudgetAttack):
     """Iterated gradient steps (sign steps for Linf, normalized steps for L2), each projected back onto the
     ``eps`` ball around ``x`` and the [0, 1] box. Returns the last iterate."""
@@ -49,10 +54,13 @@ class Pgd(FixedBudgetAttack):
     def gradient_loss(self, params: PgdParams) -> str:
         return params.loss
 
+    def resolved_params(self, params: PgdParams) -> dict[str, float]:
+        return {} if params.step_size is not None else {"step_size": step_of(params)}
+
     def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: PgdParams, *,
             generator: torch.Generator | None = None) -> AttackOutput:
         eps, norm = params.eps, params.norm
-        alpha = params.step_size if params.step_size is not None else 2.5 * eps / params.steps
+        alpha = step_of(params)
         x = x.detach()
         x_adv = x.clone()
         if params.random_start:
