@@ -15,12 +15,12 @@ from rbench.artifacts import AdvSet, Predictions
 from rbench.attack import resolved_params
 from rbench.estimate import Estimate, distinct_samples, interval_holds, mcnemar
 from rbench.inputs import load_model, load_slice
-from rbench.metric import CellData, CellKeys, CellOutputs, metric_number
+from rbench.metric import CellData, CellKeys, CellOutputs, Reference, declared_references, metric_number
 from rbench.plan import CLEAN, Plan, data_spec
 from rbench.results import Cell, ResultTable, cell_problem, outcomes_digest, samples_digest, unit_problem
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
-from rbench.suite_types import Metric
+from rbench.suite_types import AttackCall, Metric
 
 
 def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str],
@@ -75,19 +75,31 @@ def _metric_keys(table: Table) -> dict[str, Metric]:
 
 
 def _attack_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:
-    """The plugin call behind every attack label the table's cells use."""
+    """The plugin call behind every attack label the table's cells use, and those their metrics declare they read
+    (:meth:`rbench.metric.Metric.references`: ``worst_case``'s attacks, on cells whose own attack is clean)."""
     out: dict[str, dict[str, Any]] = {}
+    declared: dict[int, list[Reference]] = {}  # id of a metric's call -> its references (cells share a metric)
     for spec in table.cells.values():
-        if spec.attack == CLEAN or spec.attack in out:
-            continue
-        instance = plan.suite.evaluations[spec.evaluation].attacks[spec.attack]
-        params = instance.call.params
-        out[spec.attack] = {"plugin": instance.call.name, "params": params.model_dump(mode="json")}
-        resolved = resolved_params(instance.call.obj, params)
-        if resolved:
-            out[spec.attack]["resolved"] = resolved
-        if instance.base_label is not None:
-            out[spec.attack]["input"] = instance.base_label
+        call = spec.metric.call
+        if id(call) not in declared:
+            declared[id(call)] = declared_references(call.obj, call.params)
+        read = [(spec.evaluation, spec.attack)] + [(ref.evaluation or spec.evaluation, ref.name)
+                                                    for ref in declared[id(call)] if ref.kind == "attack" and ref.name]
+        for evaluation, label in read:
+            if label != CLEAN and label not in out:
+                out[label] = _attack_call(plan.suite.evaluations[evaluation].attacks[label])
+    return out
+
+
+def _attack_call(instance: AttackCall) -> dict[str, Any]:
+    """One attack label's plugin, its params as keyed, what it resolves of them and the label it transforms."""
+    params = instance.call.params
+    out = {"plugin": instance.call.name, "params": params.model_dump(mode="json")}
+    resolved = resolved_params(instance.call.obj, params)
+    if resolved:
+        out["resolved"] = resolved
+    if instance.base_label is not None:
+        out["input"] = instance.base_label
     return out
 
 

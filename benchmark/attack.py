@@ -41,6 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel
 
@@ -193,15 +194,22 @@ def resolved_params(attack: object, params: Any) -> dict[str, Any]:
     if problem is not None:
         raise PluginContractError(f"attack {getattr(attack, 'name', type(attack).__name__)!r}: resolved_params "
                                   f"{problem}")
-    return resolved
+    return {key: _scalar(value) for key, value in resolved.items()}
+
+
+def _scalar(value: Any) -> Any:
+    """A numpy scalar as the Python number (or bool) it holds, so results.json can write it; others as they are."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def resolved_problem(resolved: object, params: BaseModel) -> str | None:
     """What in ``resolved`` breaks :meth:`Attack.resolved_params`' contract for ``params``, or None: not a dict,
-    a name that is not an unset parameter, a value that is not a finite number, a string or a boolean."""
+    a name that is not an unset parameter, a value that is not a finite number, a string or a boolean (numpy's
+    scalars count as the Python values they hold)."""
     if not isinstance(resolved, dict):
         return f"returned {type(resolved).__name__}, not a dict"
-    for key, value in resolved.items():
+    for key, given in resolved.items():
+        value = _scalar(given)
         if key not in type(params).model_fields or getattr(params, key) is not None:
             return f"names {key!r}, which is not an unset parameter"
         if not isinstance(value, str | bool | int | float) or (isinstance(value, float) and not math.isfinite(value)):

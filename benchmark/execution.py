@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-import traceback
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
@@ -182,14 +182,30 @@ def stuck_failure(job: Job, timeout: float, killed: str) -> str:
             f"Python: {killed} was killed)")
 
 
+def code_place(exc: BaseException) -> str | None:
+    """Where ``exc`` was raised, as a failure line names it: ``rbench/defense.py:165``, ``torch/nn/functional.py:12``,
+    ``my_plugin/attack.py:40``: the raising module's dotted name as a path (a bare ``defense.py`` read as a line of
+    the user's own plugin when it was rbench's); the file's name where the module has none. None without a
+    traceback."""
+    tb = exc.__traceback__
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename, module = tb.tb_frame.f_code.co_filename, tb.tb_frame.f_globals.get("__name__")
+    name = Path(filename).name
+    if not isinstance(module, str) or not module or module == "__main__" or not name.endswith(".py"):
+        return f"{name}:{tb.tb_lineno}"
+    return f"{module.replace('.', '/')}{'/__init__.py' if name == '__init__.py' else '.py'}:{tb.tb_lineno}"
+
+
 def describe_failure(job: Job, exc: BaseException) -> str:
     """One line: the job, the plugin at fault (the one a contract violation names; else the one whose code raised
     the error, :func:`rbench.blame.raising_plugin`, such as a defense in front of the attacked model, with the
     job's own beside it where a library raised inside that code, ``[model 'mlp', called by attack 'x']``; else the
     job's own), the error, and where in the code it was raised."""
-    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where and not isinstance(exc, JobTimeout) \
-        else ""
+    where = code_place(exc)
+    at = f" at {where}" if where and not isinstance(exc, JobTimeout) else ""
     text = " ".join(str(exc).split())
     if isinstance(exc, PluginContractError) and exc.plugin:
         plugin = exc.plugin

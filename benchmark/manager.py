@@ -83,6 +83,10 @@ class Registry:
         try:
             return self.plugins[kind][name]
         except KeyError:
+            own = next((f for f in self.failures if f.kind == kind and f.name == name), None)
+            if own is not None:  # its own failure, not a close match to another plugin's name
+                raise PluginError(f"{kind} plugin {name!r} (distribution {own.distribution!r}) failed to load: "
+                                  f"{own.error}") from None
             failed = len(self.failures)
             broken = f" ({failed} plugin entry point{'s' * (failed > 1)} failed to load: see 'rbench plugins')" \
                 if failed else ""
@@ -221,7 +225,11 @@ def _trace(line: str) -> None:
 def _collect(registry: Registry, pm: pluggy.PluginManager, module: Any, ep: Any, dist: str, version: str) -> None:
     for kind, hook_name in KINDS.items():
         impl = getattr(module, hook_name, None)
-        if impl is None or not hasattr(impl, "rbench_impl"):  # only functions marked with @rbench.hookimpl
+        if impl is None:
+            continue
+        if not hasattr(impl, "rbench_impl"):  # pluggy registers marked functions only: this one was dropped
+            registry.failures.append(PluginInfo(kind, ep.name, version, dist, ep.value, error=(
+                f"{hook_name} is not marked with @rbench.hookimpl, so none of its {kind} plugins is loaded")))
             continue
         try:
             objects = impl()

@@ -132,7 +132,7 @@ class _Resolver:
         try:
             info = self.registry.get(kind, plugin)
         except PluginError as exc:
-            raise self.fail(section, name, at, f"{exc} (got {plugin!r})") from None
+            raise self.fail(section, name, at, str(exc)) from None  # it names the plugin
         base = Path(self.where(section, name)).parent  # where a plugin's relative file paths start
         ignored = ignored_key_problem(info.obj.Params, params)
         if ignored is not None:
@@ -524,7 +524,7 @@ class _Resolver:
         try:
             return self.registry.get(kind, plugin)
         except PluginError as exc:
-            raise self.fail(section, name, "plugin", f"{exc} (got {plugin!r})") from None
+            raise self.fail(section, name, "plugin", str(exc)) from None  # it names the plugin
 
     def metric(self, table: str, key: str, ref: str | MetricRef) -> Metric:
         ref = MetricRef(plugin=ref) if isinstance(ref, str) else ref

@@ -145,14 +145,17 @@ def check_attack(name: str, params: dict[str, Any] | Any, *, model: torch.nn.Mod
 
     ``model``/``x``/``y`` default to :func:`reference_model` and :func:`reference_data`. Batch sizes and devices
     must agree within ``rate_tol`` (absolute, on the success rate) and ``distortion_rtol`` (relative, on the
-    mean L2 distortion). Raises ``AssertionError`` (or the engine's ``PluginContractError``) naming the problem.
+    mean L2 distortion); an attack declaring ``batch_invariant`` (the default) must also give each sample the same
+    output at every batch size, up to float rounding (:data:`BATCH_SAMPLE_RTOL`). What ``resolved_params`` says
+    must be what the attack runs with: run with those values written in, it gives the same outputs. Raises
+    ``AssertionError`` (or the engine's ``PluginContractError``) naming the problem.
     """
     attack = get_plugin("attack", name)
     if is_generator(attack):  # no clean inputs to perturb: the engine's own checks cover it (tests/test_nguyen.py)
         raise TypeError(f"attack {name!r} is a generator (rbench.GeneratorAttack): check_attack checks attacks on "
                         "data; run a generator through a suite, whose jobs check every output")
     params = params if not isinstance(params, dict) else validate_params(attack.Params, params)
-    resolved_params(attack, params)  # what a suite refuses before any work (rbench.suite), refused here alike
+    resolved = resolved_params(attack, params)  # what a suite refuses before any work (rbench.suite), refused alike
     # a copy: neither the cached reference model nor the caller's is changed by a plugin that fails a check
     model = copy.deepcopy(model if model is not None else reference_model())
     if x is None or y is None:
@@ -161,13 +164,25 @@ def check_attack(name: str, params: dict[str, Any] | Any, *, model: torch.nn.Mod
     first_adv, first_success = _run(attack, params, model, x, y, batch_sizes[0], "cpu", seed)
     again_adv, again_success = _run(attack, params, model, x, y, batch_sizes[0], "cpu", seed)
     assert torch.equal(first_adv, again_adv) and torch.equal(first_success, again_success), (
-        f"attack {name!r} is not deterministic under a seeded generator")
+        f"attack {name!r} is not deterministic under a seeded generator: draw every random number from the "
+        "generator run() is given (not torch's global RNG, numpy's or Python's)")
     assert all(p.grad is None for p in model.parameters()), f"attack {name!r} computed weight gradients"
+    if resolved:  # the values the reports print must be the ones the attack runs with
+        written = _run(attack, params.model_copy(update=resolved), model, x, y, batch_sizes[0], "cpu", seed)
+        assert torch.equal(first_adv, written[0]) and torch.equal(first_success, written[1]), (
+            f"attack {name!r}: run with its resolved_params written in ({_brief(resolved)}) it gives other outputs "
+            "than with them unset: the reports would print values it did not use")
     base = _summary(x, first_adv, first_success)
     by_batch = {batch_sizes[0]: base}
+    invariant = getattr(attack, "batch_invariant", None)
+    per_sample = not callable(invariant) or bool(invariant(params))
     for bs in batch_sizes[1:]:
-        by_batch[bs] = _summary(x, *_run(attack, params, model, x, y, bs, "cpu", seed))
-        _agree(name, f"batch size {bs} vs {batch_sizes[0]}", base, by_batch[bs], rate_tol, distortion_rtol)
+        adv, success = _run(attack, params, model, x, y, bs, "cpu", seed)
+        by_batch[bs] = _summary(x, adv, success)
+        what = f"batch size {bs} vs {batch_sizes[0]}"
+        _agree(name, what, base, by_batch[bs], rate_tol, distortion_rtol)
+        if per_sample:
+            _same_samples(name, what, x, first_adv, adv)
     by_device = {"cpu": base}
     if torch.cuda.is_available():
         by_device["cuda"] = _summary(x, *_run(attack, params, model, x, y, batch_sizes[0], "cuda", seed))
@@ -181,6 +196,28 @@ def _agree(name: str, what: str, a: tuple[float, float], b: tuple[float, float],
         f"attack {name!r}: success rate differs with {what}: {b[0]:.3f} vs {a[0]:.3f} (tolerance {rate_tol})")
     assert abs(a[1] - b[1]) <= distortion_rtol * max(a[1], 1e-12), (
         f"attack {name!r}: mean L2 distortion differs with {what}: {b[1]:.4g} vs {a[1]:.4g}")
+
+
+#: the largest median, over samples, of how far a sample moves at another batch size, relative to its perturbation,
+#: that :func:`check_attack` takes for float rounding (iterated attacks amplify it: l-bfgs's median is 3e-7; random
+#: draws that follow the batches move the median sample by a quarter of its perturbation, pgd's L2 start)
+BATCH_SAMPLE_RTOL = 1e-3
+
+
+def _same_samples(name: str, what: str, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """An attack declaring itself batch-invariant gives each sample the same output at another batch size (up to
+    float rounding, :data:`BATCH_SAMPLE_RTOL`): else the store would serve a set made at one batch size to a suite
+    asking for another, which computes other samples."""
+    moved = (b - a).flatten(1).norm(dim=1) / (a - x).flatten(1).norm(dim=1).clamp_min(1e-12)
+    median = float(moved.median())
+    assert median <= BATCH_SAMPLE_RTOL, (
+        f"attack {name!r} changes its samples with {what}: the median sample moves by {median:.3g} of its "
+        "perturbation (float rounding: under 1e-3): its random draws follow the batches; draw them so that the "
+        "batches do not matter, or declare batch_invariant(params) False (its batch size then enters its job key)")
+
+
+def _brief(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in values.items())
 
 
 @dataclass

@@ -3,6 +3,8 @@ error came from a defense, a model or a helper it called."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from pydantic import BaseModel
@@ -145,6 +147,8 @@ def test_an_error_a_library_raised_inside_a_plugins_code_names_that_plugin_as_ca
     line = describe_failure(Job(), exc)  # type: ignore[arg-type]
     assert line.startswith("attack blame_passes_doubles on linear [model 'blame_linear', called by attack "
                            "'blame_passes_doubles']: RuntimeError:"), line
+    # where: the module as a path (a bare "linear.py" or "defense.py" read as a file of the user's own plugin)
+    assert re.search(r" at torch/nn/modules/linear\.py:\d+$", line), line
 
 
 def test_an_error_outside_plugin_code_names_no_plugin(registered):

@@ -53,6 +53,44 @@ class _BatchDependent(FixedBudgetAttack):
         return AttackOutput(x_adv, misclassified(model, x_adv, y))
 
 
+class _DrawsPerBatch(FixedBudgetAttack):
+    """Random signs drawn per batch in a batch-dependent order (the batch's last pixel first): the same
+    statistics at every batch size, other samples; a store would serve one batch size's set to another."""
+
+    name, Params, norm = "draws_per_batch", _P, "linf"
+
+    def __init__(self, declares: bool = True):
+        self.declares = declares
+        if not declares:
+            self.name = "draws_per_batch_declared"
+
+    def batch_invariant(self, params):
+        return self.declares
+
+    def run(self, model, x, y, params, *, generator=None):
+        noise = torch.randint(0, 2, (x.numel(),), generator=generator, device=x.device).flip(0).view_as(x) * 2 - 1
+        x_adv = (x + params.eps * noise).clamp(0, 1)
+        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+
+
+class _LyingResolver(FixedBudgetAttack):
+    """Says it steps by eps / 2 when ``step`` is unset; steps by eps."""
+
+    name, norm = "lying_resolver", "linf"
+
+    class Params(BaseModel):
+        eps: float = 0.1
+        step: float | None = None
+
+    def resolved_params(self, params):
+        return {} if params.step is not None else {"step": params.eps / 2}
+
+    def run(self, model, x, y, params, *, generator=None):
+        step = params.step if params.step is not None else params.eps
+        x_adv = (x + min(step, params.eps)).clamp(0, 1)
+        return AttackOutput(x_adv, misclassified(model, x_adv, y))
+
+
 class _Liar(FixedBudgetAttack):
     name, Params, norm = "liar", _P, "linf"
 
@@ -139,7 +177,8 @@ class _TargetlessTargeted(_Noise):
 def broken():
     registry = get_registry()
     objects = (_Unseeded(), _BatchDependent(), _Liar(), _Vandal(), _Noise(), _GradientDenier(), _NoGradientNoise(),
-               _SecretlyTargeted(), _OwnLabelTargeted(), _TargetlessTargeted())
+               _SecretlyTargeted(), _OwnLabelTargeted(), _TargetlessTargeted(), _DrawsPerBatch(),
+               _DrawsPerBatch(declares=False), _LyingResolver())
     for obj in objects:
         registry.plugins["attack"][obj.name] = PluginInfo("attack", obj.name, "0", "tests", "tests", obj)
     yield
@@ -152,6 +191,16 @@ def test_broken_attacks_are_caught(broken):
         check_attack("unseeded", {})
     with pytest.raises(AssertionError, match="batch size 32"):
         check_attack("batchy", {})
+    # the same statistics at every batch size, other samples: caught as it declares itself batch-invariant
+    with pytest.raises(AssertionError, match=r"^attack 'draws_per_batch' changes its samples with batch size 32 vs "
+                                             r"128: the median sample moves by [0-9.]+ of its perturbation"):
+        check_attack("draws_per_batch", {})
+    report = check_attack("draws_per_batch_declared", {})  # declared: its batch size is keyed, it passes
+    assert abs(report.by_batch_size[7][0] - report.success_rate) <= 0.05
+    with pytest.raises(AssertionError, match=r"^attack 'lying_resolver': run with its resolved_params written in "
+                                             r"\(step=0.05\) it gives other outputs"):
+        check_attack("lying_resolver", {})
+    check_attack("lying_resolver", {"step": 0.05})  # set, nothing is resolved
     with pytest.raises(PluginContractError, match="success flags disagree"):
         check_attack("liar", {})
     with pytest.raises(PluginContractError, match=r"^attack 'gradient_denier' declares it takes no gradients"):
@@ -376,3 +425,25 @@ def test_the_kit_says_a_refused_param_in_one_line(monkeypatch):
                             PluginInfo("attack", "resolving", "0", "tests", "tests", attack))
         with pytest.raises(PluginContractError, match=f"^attack 'resolving': resolved_params {re.escape(problem)}$"):
             check_attack("resolving", {})
+    from rbench.attack import resolved_params
+
+    numpy_valued = type("N", (), {"name": "n", "resolved_params": lambda self, p: {"steps": np.float32(3)}})()
+    resolved = resolved_params(numpy_valued, Resolving())  # a numpy scalar is the number it holds (JSON-able)
+    assert resolved == {"steps": 3.0} and type(resolved["steps"]) is float
+
+
+def test_pgd_declares_its_l2_random_start_batch_dependent(monkeypatch):
+    """pgd's L2 start draws a batch's directions, then its radii, so its samples follow the batches (every one of
+    128 moved by about a quarter of its perturbation between batch sizes 128 and 32); a Linf start or none does
+    not. Were it to claim otherwise, the kit's per-sample check would catch it."""
+    from rbench.plugins.attacks.pgd import Pgd
+
+    pgd = get_registry().get("attack", "pgd").obj
+    l2 = pgd.Params(eps=1.0, norm="l2", steps=5)
+    assert not pgd.batch_invariant(l2) and pgd.batch_invariant(l2.model_copy(update={"random_start": False}))
+    assert pgd.batch_invariant(pgd.Params(eps=0.1))
+    claiming = type("Claiming", (Pgd,), {"name": "pgd_claiming", "batch_invariant": lambda self, params: True})()
+    monkeypatch.setitem(get_registry().plugins["attack"], "pgd_claiming",
+                        PluginInfo("attack", "pgd_claiming", "0", "tests", "tests", claiming))
+    with pytest.raises(AssertionError, match="^attack 'pgd_claiming' changes its samples with batch size 32 vs 128"):
+        check_attack("pgd_claiming", {"eps": 1.0, "norm": "l2", "steps": 5})

@@ -225,6 +225,26 @@ def test_objects_a_run_could_not_use_are_failures_listed_not_internal_errors_lat
     assert errors[("metric", "oddep")] == "TypeError: 'Single' object is not iterable"
     assert not {"single", "as_class", "untyped"} & (_names(registry, "attack") | _names(registry, "metric"))
     assert {"pgd", "fgsm"} <= _names(registry, "attack") and "error" in _names(registry, "metric")
+    # asked for by name, a plugin that failed says why, not "unknown ...; did you mean <another>?"
+    with pytest.raises(PluginError, match=r"^attack plugin 'untyped' \(distribution 'rbench-fake-odd'\) failed to "
+                                          r"load: its Params is <class .*not a pydantic model"):
+        registry.get("attack", "untyped")
+
+
+def test_a_hook_without_its_marker_is_a_listed_failure(fakes):
+    """pluggy registers marked functions only: a hook that lost its @rbench.hookimpl dropped every plugin it
+    returns, and nothing said so (a use of one read "unknown plugin")."""
+    fakes.add("rbench-fake-unmarked", {"unmarkedep": """
+        import rbench
+
+        def rbench_metrics():
+            return []
+        """})
+    registry = build_registry()
+    [failure] = [f for f in registry.failures if f.distribution == "rbench-fake-unmarked"]
+    assert (failure.kind, failure.name) == ("metric", "unmarkedep")
+    assert failure.error == ("rbench_metrics is not marked with @rbench.hookimpl, so none of its metric plugins is "
+                             "loaded")
 
 
 def test_a_plugin_of_one_name_and_version_from_another_distribution_has_other_job_keys(fakes, monkeypatch,

@@ -254,6 +254,10 @@ def test_rows_sharing_a_metric_label_record_each_their_own_call(tiny_reference, 
     assert calls["fgsm 0.3"]["params"]["attacks"][0]["attack"] == "fgsm(eps=0.3)"
     assert calls["clean"]["plugin"] == "accuracy"
     assert {table.metric(c) for c in table.cells} == {"robust accuracy"}
+    # every cell's own attack is clean: the attacks its metric reads are listed under it all the same
+    assert {label: call["params"]["eps"] for label, call in table.attack_calls.items()} == {
+        "fgsm(eps=0.1)": 0.1, "fgsm(eps=0.3)": 0.3}
+    assert "- fgsm(eps=0.1): fgsm(" in (run / "tables.md").read_text()
     import pyarrow.parquet as pq
 
     tidy = pq.read_table(run / "cells.parquet").to_pandas()

@@ -4,9 +4,10 @@ outcomes (``outcomes.parquet``): the ``tidy`` file reporter, and :func:`load_res
 
 A cell's row names its table, row and column labels, where it comes from (evaluation, source, attack label,
 target = model), the attack plugin with every parameter as a column of its own (``eps``, ``norm``, ``steps`` ...;
-``attack_<name>`` where a name would clash with a fixed column), the metric with its parameters (``metric_<name>``),
-the value, unit, n and 95% interval, the published value with its tolerance and verdict where the suite compares
-with a paper, and the store keys. Every figure rbench draws can be redrawn from these files.
+``attack_<name>`` where a name would clash with a fixed column; an unset one the attack computes holds the value it
+ran with, :meth:`rbench.Attack.resolved_params`: pgd's ``step_size``), the metric with its parameters
+(``metric_<name>``), the value, unit, n and 95% interval, the published value with its tolerance and verdict where
+the suite compares with a paper, and the store keys. Every figure rbench draws can be redrawn from these files.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def cell_rows(results: RunResults) -> list[dict[str, Any]]:
                 "tolerance": cmp.tolerance if cmp else "", "verdict": cmp.verdict if cmp else "",
                 "samples_needed": cmp.samples_needed if cmp else None, "error": c.error or "",
                 "store_keys": " ".join(c.jobs)}
-            for name, value in call.get("params", {}).items():
+            for name, value in {**call.get("params", {}), **call.get("resolved", {})}.items():
                 row[name if name not in FIXED else f"attack_{name}"] = _scalar(value)
             for name, value in metric.get("params", {}).items():
                 row[f"metric_{name}"] = _scalar(value)

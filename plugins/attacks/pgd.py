@@ -54,6 +54,11 @@ class Pgd(FixedBudgetAttack):
     def gradient_loss(self, params: PgdParams) -> str:
         return params.loss
 
+    def batch_invariant(self, params: PgdParams) -> bool:
+        """An L2 random start draws the batch's directions, then its radii: the draws follow the batches (a Linf
+        start draws one number per pixel in order, the same however the inputs are split)."""
+        return not (params.random_start and params.norm == "l2")
+
     def resolved_params(self, params: PgdParams) -> dict[str, float]:
         return {} if params.step_size is not None else {"step_size": step_of(params)}
 
