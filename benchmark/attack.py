@@ -185,6 +185,24 @@ class GeneratorAttack(Attack):
         raise NotImplementedError
 
 
+def attack_problem(attack: object, params: Any) -> str | None:
+    """Why an attack plugin cannot state its budget for ``params`` (every job asks it first), or what breaks the
+    contract of the parameters it resolves (:func:`resolved_problem`; the reports print them), or None: what a
+    suite refuses when it loads and the conformance kit alike, before any work."""
+    budget = getattr(attack, "budget", None)
+    try:
+        if budget is not None:
+            budget(params)
+    except Exception as exc:  # noqa: BLE001 - a plugin bug of any kind, reported as one line
+        return f"cannot state its budget: {type(exc).__name__}: {exc}"
+    method = getattr(attack, "resolved_params", None)
+    try:
+        problem = None if method is None else resolved_problem(method(params), params)
+    except Exception as exc:  # noqa: BLE001 - as above
+        return f"cannot resolve its parameters: {type(exc).__name__}: {exc}"
+    return None if problem is None else f"resolved_params {problem}"
+
+
 def resolved_params(attack: object, params: Any) -> dict[str, Any]:
     """``attack.resolved_params(params)`` (:meth:`Attack.resolved_params`; none for an object without it), or
     PluginContractError naming the attack and what breaks the contract (:func:`resolved_problem`)."""

@@ -23,9 +23,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from rbench.attack import is_generator, resolved_problem
+from rbench.attack import attack_problem, is_generator
 from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, get_registry, suggest
 from rbench.metric import CellPlace, Reference, declared_cell_problem, declared_references
@@ -88,25 +88,6 @@ def load_suite(path: str | Path, profile: str | None = None, registry: Registry 
         raise SuiteError(f"{exc} (set by profile {profile!r}: the suite without it is valid)") from None
 
 
-def _attack_problem(kind: str, obj: Any, params: BaseModel) -> str | None:
-    """Why an attack plugin cannot state its budget for ``params`` (every job asks it first), or the parameters
-    it resolves (the reports print them: :func:`rbench.attack.resolved_problem`), or None."""
-    if kind != "attack":
-        return None
-    budget = getattr(obj, "budget", None)
-    try:
-        if budget is not None:
-            budget(params)
-    except Exception as exc:  # noqa: BLE001 - a plugin bug of any kind, reported as one line
-        return f"cannot state its budget: {type(exc).__name__}: {exc}"
-    method = getattr(obj, "resolved_params", None)
-    try:
-        problem = None if method is None else resolved_problem(method(params), params)
-    except Exception as exc:  # noqa: BLE001 - as above
-        return f"cannot resolve its parameters: {type(exc).__name__}: {exc}"
-    return None if problem is None else f"resolved_params {problem}"
-
-
 class _Resolver:
     def __init__(self, registry: Registry, merged: Merged, meta: SuiteMeta, profile: str | None):
         self.registry, self.merged, self.meta, self.profile = registry, merged, meta, profile
@@ -149,7 +130,8 @@ class _Resolver:
             raise self.fail(section, name, f"{key}params.{bad[0]}", f"{bad[1]} is not a finite number ({where} of "
                             f"{kind} plugin {plugin!r}): parameters enter the job's key and results.json, which "
                             "hold finite numbers only")
-        problem = broken_default(info.obj.Params, validated, base) or _attack_problem(kind, info.obj, validated)
+        problem = broken_default(info.obj.Params, validated, base) or (
+            attack_problem(info.obj, validated) if kind == "attack" else None)
         if problem is not None:  # the plugin's bug, found before any work instead of in every job that uses it
             raise self.fail(section, name, at, f"{kind} plugin {plugin!r} (distribution {info.distribution!r}) "
                             f"{problem}")

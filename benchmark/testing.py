@@ -64,10 +64,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rbench.attack import is_generator, resolved_params
+from rbench.attack import attack_problem, is_generator, resolved_params
 from rbench.attack_loop import attack_in_batches, slice_batches
 from rbench.data import load_split
 from rbench.defense import Defense, Stage, seed_randomness
+from rbench.errors import PluginContractError
 from rbench.inputs import memory_format
 from rbench.manager import get_plugin
 from rbench.metric_kit import MetricReport, check_metric
@@ -155,7 +156,10 @@ def check_attack(name: str, params: dict[str, Any] | Any, *, model: torch.nn.Mod
         raise TypeError(f"attack {name!r} is a generator (rbench.GeneratorAttack): check_attack checks attacks on "
                         "data; run a generator through a suite, whose jobs check every output")
     params = params if not isinstance(params, dict) else validate_params(attack.Params, params)
-    resolved = resolved_params(attack, params)  # what a suite refuses before any work (rbench.suite), refused alike
+    problem = attack_problem(attack, params)  # what a suite refuses before any work (rbench.suite), refused alike
+    if problem is not None:
+        raise PluginContractError(f"attack {name!r} {problem}")
+    resolved = resolved_params(attack, params)
     # a copy: neither the cached reference model nor the caller's is changed by a plugin that fails a check
     model = copy.deepcopy(model if model is not None else reference_model())
     if x is None or y is None:

@@ -423,8 +423,16 @@ def test_the_kit_says_a_refused_param_in_one_line(monkeypatch):
                                                   "run": lambda self, model, x, y, p, *, generator=None: None})()
         monkeypatch.setitem(get_registry().plugins["attack"], "resolving",
                             PluginInfo("attack", "resolving", "0", "tests", "tests", attack))
-        with pytest.raises(PluginContractError, match=f"^attack 'resolving': resolved_params {re.escape(problem)}$"):
+        with pytest.raises(PluginContractError, match=f"^attack 'resolving' resolved_params {re.escape(problem)}$"):
             check_attack("resolving", {})
+    # a budget it cannot state is named by the plugin, as a suite names it (the class's name was all it said)
+    normless = type("NoNorm", (FixedBudgetAttack,), {"name": "normless", "Params": Resolving,
+                                                     "run": lambda self, model, x, y, p, *, generator=None: None})()
+    monkeypatch.setitem(get_registry().plugins["attack"], "normless",
+                        PluginInfo("attack", "normless", "0", "tests", "tests", normless))
+    with pytest.raises(PluginContractError, match="^attack 'normless' cannot state its budget: TypeError: NoNorm: a "
+                                                  "fixed-budget attack needs"):
+        check_attack("normless", {})
     from rbench.attack import resolved_params
 
     numpy_valued = type("N", (), {"name": "n", "resolved_params": lambda self, p: {"steps": np.float32(3)}})()
