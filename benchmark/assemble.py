@@ -20,7 +20,7 @@ from rbench.plan import CLEAN, Plan, data_spec
 from rbench.results import Cell, ResultTable, cell_problem, outcomes_digest, samples_digest, unit_problem
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
-from rbench.suite_types import AttackCall, Metric
+from rbench.suite_types import AttackCall, DataRef, Metric, PluginCall
 
 
 def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str],
@@ -36,11 +36,11 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
         metric = table.cells[(c.row, c.column)].metric
         c.metric, c.call = metric.label, next(key for key, m in metrics.items() if m == metric)
     # which plugin and params each cell's metric stands for, so reporters can tell e.g. calibration cells apart
-    calls = {key: {"plugin": m.call.name, "params": m.call.params.model_dump(mode="json")}
-             for key, m in metrics.items()}
+    calls = {key: _call(m.call) for key, m in metrics.items()}
     result = ResultTable(table.name, table.title, list(table.rows), list(table.columns), table.row_axis,
                          table.column_axis, units, formats, cells, table.file, metric_calls=calls,
                          figure=table.figure, attack_calls=_attack_calls(plan, table),
+                         model_calls=_model_calls(plan, table),
                          paired=_paired(table, {k: est for k, (_, est) in computed.items()}))
     result.samples = {(row, column): est.samples for (row, column), (_, est) in computed.items()
                       if est is not None and est.samples is not None}
@@ -91,11 +91,55 @@ def _attack_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _model_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:
+    """How every model the table's cells read (sources and targets) is made, and the models those are made from
+    (a defended model's base or members, an ensemble's members, a fine-tuned model's ``init``): a plugin with its
+    params, trained by a trainer on a data slice; or a chain of defenses (each plugin with its params, and its
+    trainer where it is trained) in front of a base model or members."""
+    suite = plan.suite
+    out: dict[str, dict[str, Any]] = {}
+    todo = list(dict.fromkeys(name for spec in table.cells.values() for name in (spec.source, spec.target)))
+    while todo:
+        name = todo.pop(0)
+        if name in out or name not in suite.models:
+            continue
+        model = suite.models[name]
+        made: dict[str, Any] = {}
+        if model.defended is not None:
+            made["defenses"] = [{"name": d.name, **_call(d.call), **_training(d.trainer, d.data)}
+                                 for d in suite.chain_of(name)]
+            if model.defended.base is not None:
+                made["base"] = model.defended.base
+        else:
+            made.update(_call(model.call) if model.call is not None else {})
+            made.update(_training(model.trainer, model.data))
+            if model.init is not None:
+                made["init"] = model.init
+        if model.members:
+            made["members"] = list(model.members)
+        out[name] = made
+        todo += [m for m in (made.get("base"), model.init, *model.members) if m is not None]
+    return out
+
+
+def _training(trainer: PluginCall | None, data: DataRef | None) -> dict[str, Any]:
+    """``{"trainer": call, "data": {"dataset", "split", "n"}}`` of a trained model or defense (empty parts left
+    out)."""
+    out: dict[str, Any] = {} if trainer is None else {"trainer": _call(trainer)}
+    if data is not None:
+        out["data"] = {"dataset": data.dataset, "split": data.split, "n": data.n}
+    return out
+
+
+def _call(call: PluginCall) -> dict[str, Any]:
+    """A plugin call as reports show it: ``{"plugin": name, "params": validated params as JSON}``."""
+    return {"plugin": call.name, "params": call.params.model_dump(mode="json")}
+
+
 def _attack_call(instance: AttackCall) -> dict[str, Any]:
     """One attack label's plugin, its params as keyed, what it resolves of them and the label it transforms."""
-    params = instance.call.params
-    out = {"plugin": instance.call.name, "params": params.model_dump(mode="json")}
-    resolved = resolved_params(instance.call.obj, params)
+    out = _call(instance.call)
+    resolved = resolved_params(instance.call.obj, instance.call.params)
     if resolved:
         out["resolved"] = resolved
     if instance.base_label is not None:

@@ -125,6 +125,10 @@ class ResultTable:
     #: attack label -> the plugin call behind it: {"plugin": name, "params": validated params as JSON} ("clean":
     #: no entry); a transform of another attack's sets adds "input": that attack's label
     attack_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: model name -> how it is made (:func:`rbench.assemble.assemble_table`): {"plugin", "params", "trainer":
+    #: {"plugin", "params"}, "data": {"dataset", "split", "n"}, "init", "members"}, or for a defended model
+    #: {"defenses": [{"name", "plugin", "params", "trainer"?}], "base" or "members"}; empty in older results
+    model_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: McNemar tests the suite asked for (``paired``): a, b, along (the other axis' label), axis, and the fields
     #: of :class:`rbench.estimate.PairedTest`
     paired: list[dict[str, Any]] = field(default_factory=list)

@@ -334,6 +334,18 @@ def test_defended_models_run_under_both_threat_models(defended_run):
             assert cell.value is None and "the set was crafted on 'mlp' (threat_model = \"transfer\")" in cell.error
     # transferred from the undefended mlp: the mlp's own white-box error is an upper bound it rarely beats
     assert transfer.cell("mlp_squeezed", "fgsm").value <= adaptive.cell("mlp", "fgsm").value + 10
+    # how each model is made, defense parameters included (they were in suite.resolved.toml alone), once per run
+    made = adaptive.model_calls
+    assert made["mlp_b_dae"]["base"] == "mlp_b" and [d["plugin"] for d in made["mlp_b_dae"]["defenses"]] == [
+        "dae", "lowpass"] and made["mlp_b_dae"]["defenses"][0]["trainer"]["plugin"] == "denoising"
+    assert made["committee"]["members"] == ["mlp", "mlp_b"] and made["mlp_b"]["data"]["n"] == 2000
+    md = (outcome.run_dir / "tables.md").read_text()
+    models = md[md.index("## Models"):]
+    assert "- mlp_squeezed: squeeze = bit_depth(bits=1" in models and ") -> mlp\n" in models
+    assert "- committee: committee = committee(combine=\"mean_softmax\") -> mlp + mlp_b" in models, models
+    assert "epochs=5, iterations=null) on mnist train, n = 2000) -> mlp\n" in models  # the dae's own training
+    assert models.count("- mlp: mlp(") == 1 and "trained by standard(" in models
+    assert "Models (8)" in (outcome.run_dir / "report.html").read_text()
 
 
 @pytest.mark.slow

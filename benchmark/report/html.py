@@ -29,9 +29,11 @@ from rbench.report.reporters import (
     INTERVAL_NOTE,
     Reporter,
     describe_attacks,
+    describe_models,
     describe_paired,
     full_title,
     header,
+    run_models,
     safe_name,
 )
 from rbench.results import Cell, ResultTable, RunResults, format_value
@@ -286,6 +288,7 @@ def context(results: RunResults, run_dir: Path) -> dict[str, Any]:
         "files": results.files,
         "published": results.published,
         "jobs": jobs,
+        "models": describe_models(run_models(results)),
     }
 
 

@@ -117,6 +117,52 @@ def describe_attacks(table: ResultTable) -> list[str]:
     return lines
 
 
+def run_models(results: RunResults) -> dict[str, dict[str, Any]]:
+    """How every model the run's tables read is made (:attr:`ResultTable.model_calls`), each once, in table order."""
+    out: dict[str, dict[str, Any]] = {}
+    for table in results.tables:
+        for name, made in table.model_calls.items():
+            out.setdefault(name, made)
+    return out
+
+
+def describe_models(model_calls: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per model: its plugin with every parameter, the trainer with its own and the data it trains on;
+    or, for a defended model, each defense in order from the input, with its parameters, in front of what it
+    defends."""
+    lines = []
+    for name, made in model_calls.items():
+        if "defenses" in made:
+            chain = " -> ".join(f"{d.get('name', '?')} = {_plugin_text(d)}"
+                                + (f" ({_trained_text(d)})" if d.get("trainer") else "") for d in made["defenses"])
+            behind = made.get("base") or " + ".join(made.get("members", []))
+            lines.append(f"{name}: {chain} -> {behind}")
+            continue
+        parts = [_plugin_text(made)] if "plugin" in made else []
+        if made.get("members"):
+            parts.append(f"members {', '.join(made['members'])}")
+        if made.get("init"):
+            parts.append(f"from {made['init']}")
+        if made.get("trainer"):
+            parts.append(_trained_text(made))
+        lines.append(f"{name}: {'; '.join(parts)}")
+    return lines
+
+
+def _trained_text(made: dict) -> str:
+    """``trained by standard(...) on mnist train, n = 2000`` of a model or defense's record."""
+    data = made.get("data") or {}
+    n = f", n = {data['n']}" if data.get("n") is not None else ""
+    on = f" on {data.get('dataset', '?')} {data.get('split', '?')}{n}" if data else ""
+    return f"trained by {_plugin_text(made['trainer'])}{on}"
+
+
+def _plugin_text(call: dict) -> str:
+    """``plugin(key=value, ...)`` with the values as JSON."""
+    params = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in call.get("params", {}).items())
+    return f"{call.get('plugin', '?')}({params})"
+
+
 def describe_paired(test: dict) -> str:
     """One McNemar test of a table in words: which two rows (columns), along which column (row), the discordant
     counts and the exact p-value."""
@@ -185,6 +231,9 @@ class Markdown(Reporter):
             files += [f for reporter in others for f in reporter.figures_of(t) if f not in files]
             if files:
                 parts.append(f"Figures: {', '.join(f'[{f}]({f})' for f in files)}\n")
+        models = describe_models(run_models(results))
+        if models:  # once for the run: the tables share their models
+            parts.append("## Models\n\n" + "\n".join(f"- {md(line)}" for line in models) + "\n")
         if results.published:
             from rbench.compare import as_markdown, check_claims, compare, table_notes
 
