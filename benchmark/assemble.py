@@ -78,27 +78,40 @@ def _attack_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:
     """The plugin call behind every attack label the table's cells use, and those their metrics declare they read
     (:meth:`rbench.metric.Metric.references`: ``worst_case``'s attacks, on cells whose own attack is clean)."""
     out: dict[str, dict[str, Any]] = {}
-    declared: dict[int, list[Reference]] = {}  # id of a metric's call -> its references (cells share a metric)
+    declared = _declared(table)
     for spec in table.cells.values():
-        call = spec.metric.call
-        if id(call) not in declared:
-            declared[id(call)] = declared_references(call.obj, call.params)
         read = [(spec.evaluation, spec.attack)] + [(ref.evaluation or spec.evaluation, ref.name)
-                                                    for ref in declared[id(call)] if ref.kind == "attack" and ref.name]
+                                                    for ref in declared[id(spec.metric.call)]
+                                                    if ref.kind == "attack" and ref.name]
         for evaluation, label in read:
             if label != CLEAN and label not in out:
                 out[label] = _attack_call(plan.suite.evaluations[evaluation].attacks[label])
     return out
 
 
+def _declared(table: Table) -> dict[int, list[Reference]]:
+    """id of each metric call of ``table`` -> the references it declares (cells share their metric calls)."""
+    out: dict[int, list[Reference]] = {}
+    for spec in table.cells.values():
+        call = spec.metric.call
+        if id(call) not in out:
+            out[id(call)] = declared_references(call.obj, call.params)
+    return out
+
+
 def _model_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:
-    """How every model the table's cells read (sources and targets) is made, and the models those are made from
-    (a defended model's base or members, an ensemble's members, a fine-tuned model's ``init``): a plugin with its
-    params, trained by a trainer on a data slice; or a chain of defenses (each plugin with its params, and its
-    trainer where it is trained) in front of a base model or members."""
+    """How every model the table's cells read (sources, targets and the models their metrics declare they read)
+    is made, and the models those are made from (a defended model's base or members, an ensemble's members, a
+    fine-tuned model's ``init``): a plugin with its params, trained by a trainer on a data slice; or a chain of
+    defenses (each plugin with its params, and its trainer where it is trained) in front of a base model or
+    members."""
     suite = plan.suite
     out: dict[str, dict[str, Any]] = {}
-    todo = list(dict.fromkeys(name for spec in table.cells.values() for name in (spec.source, spec.target)))
+    declared = _declared(table)
+    todo = list(dict.fromkeys(
+        name for spec in table.cells.values()
+        for name in (spec.source, spec.target,
+                     *(ref.name for ref in declared[id(spec.metric.call)] if ref.kind == "model" and ref.name))))
     while todo:
         name = todo.pop(0)
         if name in out or name not in suite.models:
@@ -106,13 +119,13 @@ def _model_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:
         model = suite.models[name]
         made: dict[str, Any] = {}
         if model.defended is not None:
-            made["defenses"] = [{"name": d.name, **_call(d.call), **_training(d.trainer, d.data)}
+            made["defenses"] = [{"name": d.name, **_call(d.call), **_training(d.trainer, d.data, d.seed)}
                                  for d in suite.chain_of(name)]
             if model.defended.base is not None:
                 made["base"] = model.defended.base
         else:
             made.update(_call(model.call) if model.call is not None else {})
-            made.update(_training(model.trainer, model.data))
+            made.update(_training(model.trainer, model.data, model.seed))
             if model.init is not None:
                 made["init"] = model.init
         if model.members:
@@ -122,12 +135,19 @@ def _model_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _training(trainer: PluginCall | None, data: DataRef | None) -> dict[str, Any]:
-    """``{"trainer": call, "data": {"dataset", "split", "n"}}`` of a trained model or defense (empty parts left
-    out)."""
+def _training(trainer: PluginCall | None, data: DataRef | None, seed: int | None) -> dict[str, Any]:
+    """``{"trainer": call, "data": {...}, "seed": n}`` of a trained model or defense: the data slice as it is keyed
+    (the dataset plugin and its params, split, n, and ``parts``/``part`` where the split is cut in parts), the
+    seed where it sets its own; what is absent left out. Two models differing in any of these differ in their
+    lines (Szegedy's M1 and M2 train on two halves of the split)."""
     out: dict[str, Any] = {} if trainer is None else {"trainer": _call(trainer)}
     if data is not None:
-        out["data"] = {"dataset": data.dataset, "split": data.split, "n": data.n}
+        out["data"] = {"dataset": data.dataset, "split": data.split, "n": data.n,
+                       **({"params": data.call.params.model_dump(mode="json")} if data.call.params.model_fields_set
+                          else {}),
+                       **({"parts": list(data.parts), "part": data.part} if data.parts else {})}
+    if seed is not None:
+        out["seed"] = seed
     return out
 
 

@@ -185,8 +185,8 @@ def stuck_failure(job: Job, timeout: float, killed: str) -> str:
 def code_place(exc: BaseException) -> str | None:
     """Where ``exc`` was raised, as a failure line names it: ``rbench/defense.py:165``, ``torch/nn/functional.py:12``,
     ``my_plugin/attack.py:40``: the raising module's dotted name as a path (a bare ``defense.py`` read as a line of
-    the user's own plugin when it was rbench's); the file's name where the module has none. None without a
-    traceback."""
+    the user's own plugin when it was rbench's); the file's name where the module has none or another than its
+    path says (a user's checkpoint file, ``__main__``). None without a traceback."""
     tb = exc.__traceback__
     if tb is None:
         return None
@@ -194,9 +194,14 @@ def code_place(exc: BaseException) -> str | None:
         tb = tb.tb_next
     filename, module = tb.tb_frame.f_code.co_filename, tb.tb_frame.f_globals.get("__name__")
     name = Path(filename).name
-    if not isinstance(module, str) or not module or module == "__main__" or not name.endswith(".py"):
-        return f"{name}:{tb.tb_lineno}"
-    return f"{module.replace('.', '/')}{'/__init__.py' if name == '__init__.py' else '.py'}:{tb.tb_lineno}"
+    if isinstance(module, str) and module and name.endswith(".py"):
+        dotted = f"{module.replace('.', '/')}{'/__init__.py' if name == '__init__.py' else '.py'}"
+        # rbench's own files under their import path (the checkout maps benchmark/ to rbench/); another module
+        # only where its name is its file's path (a checkpoint's file runs under a generated module name)
+        own = module == "rbench" or module.startswith("rbench.")
+        if own or Path(filename).as_posix().endswith("/" + dotted):
+            return f"{dotted}:{tb.tb_lineno}"
+    return f"{name}:{tb.tb_lineno}"
 
 
 def describe_failure(job: Job, exc: BaseException) -> str:

@@ -87,6 +87,11 @@ class Registry:
             if own is not None:  # its own failure, not a close match to another plugin's name
                 raise PluginError(f"{kind} plugin {name!r} (distribution {own.distribution!r}) failed to load: "
                                   f"{own.error}") from None
+            entry = next((f for f in self.failures if f.kind == "(load)" and f.name == name), None)
+            if entry is not None:  # an entry point of that name did not import: what it provides is unknown
+                raise PluginError(f"unknown {kind} plugin {name!r}: the entry point {name!r} of distribution "
+                                  f"{entry.distribution!r}, which may provide it, failed to load: {entry.error}"
+                                  ) from None
             failed = len(self.failures)
             broken = f" ({failed} plugin entry point{'s' * (failed > 1)} failed to load: see 'rbench plugins')" \
                 if failed else ""

@@ -139,7 +139,7 @@ def check_metric(name: str, params: dict[str, Any] | Any, *, attack: str = "fgsm
     from rbench.testing import reference_data, reference_model
 
     metric = get_plugin("metric", name)
-    params = params if not isinstance(params, dict) else validate_params(metric.Params, params)
+    params = params if not isinstance(params, dict) else validate_params(metric.Params, params, f"metric {name!r}")
     if declared_references(metric, params):
         raise TypeError(f"metric {name!r} with these params reads other evaluations, attacks or models of a suite "
                         "(its references): check it through a suite, whose checks cover it")

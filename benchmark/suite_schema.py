@@ -439,22 +439,24 @@ def non_finite_param(validated: BaseModel) -> tuple[str, float] | None:
         return None
 
 
-def validate_params(params_type: type[BaseModel], given: dict[str, Any]) -> BaseModel:
+def validate_params(params_type: type[BaseModel], given: dict[str, Any], owner: str | None = None) -> BaseModel:
     """``given`` validated strictly by a plugin's ``params_type``, as a suite validates it; a key it would ignore
     (:func:`ignored_keys`) is a ValueError naming it, with a close match, as is a non-finite number
     (:func:`non_finite_param`) or a default that breaks the Params' own rules (:func:`broken_default`); what
-    the Params refuse is a ValueError of one line (:func:`pydantic_problem`), with a close match for a misspelt key."""
+    the Params refuse is a ValueError of one line (:func:`pydantic_problem`), with a close match for a misspelt key.
+    ``owner`` (e.g. ``attack 'pgd'``) starts each message; else the Params class's name."""
+    who = owner or params_type.__name__
     problem = ignored_key_problem(params_type, given)
     if problem is not None:
-        raise ValueError(f"params key {problem[0]!r}: {problem[1]}")
+        raise ValueError(f"{who}: params key {problem[0]!r}: {problem[1]}")
     try:
         validated = params_type.model_validate(given, strict=True)
     except ValidationError as err:  # one line, as a suite says it (pydantic's own text spans a dozen lines)
-        raise ValueError(str(pydantic_problem(params_type.__name__, "params", err, params_type))) from None
+        raise ValueError(str(pydantic_problem(who, "params", err, params_type))) from None
     bad = non_finite_param(validated)  # what a suite refuses before any work (rbench.suite), refused here alike
     if bad is not None:
-        raise ValueError(f"params.{bad[0]}: {bad[1]} is not a finite number")
+        raise ValueError(f"{who}: params.{bad[0]}: {bad[1]} is not a finite number")
     default = broken_default(params_type, validated)
     if default is not None:
-        raise ValueError(f"{params_type.__name__} {default}")
+        raise ValueError(f"{who}: {params_type.__name__} {default}")
     return validated

@@ -155,7 +155,7 @@ def check_attack(name: str, params: dict[str, Any] | Any, *, model: torch.nn.Mod
     if is_generator(attack):  # no clean inputs to perturb: the engine's own checks cover it (tests/test_nguyen.py)
         raise TypeError(f"attack {name!r} is a generator (rbench.GeneratorAttack): check_attack checks attacks on "
                         "data; run a generator through a suite, whose jobs check every output")
-    params = params if not isinstance(params, dict) else validate_params(attack.Params, params)
+    params = params if not isinstance(params, dict) else validate_params(attack.Params, params, f"attack {name!r}")
     problem = attack_problem(attack, params)  # what a suite refuses before any work (rbench.suite), refused alike
     if problem is not None:
         raise PluginContractError(f"attack {name!r} {problem}")
@@ -248,7 +248,7 @@ def check_defense(name: str, params: dict[str, Any] | Any, *, members: list[torc
     """
     defense = get_plugin("defense", name)
     assert isinstance(defense, Defense), f"defense {name!r} is not an rbench.defense.Defense"
-    params = params if not isinstance(params, dict) else validate_params(defense.Params, params)
+    params = params if not isinstance(params, dict) else validate_params(defense.Params, params, f"defense {name!r}")
     what = f"defense {name!r}"
     randomized, differentiable = bool(defense.is_randomized(params)), bool(defense.is_differentiable(params))
     x = (x if x is not None else reference_data()[0]).detach()

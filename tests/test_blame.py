@@ -151,6 +151,18 @@ def test_an_error_a_library_raised_inside_a_plugins_code_names_that_plugin_as_ca
     assert re.search(r" at torch/nn/modules/linear\.py:\d+$", line), line
 
 
+def test_a_failure_in_a_checkpoints_own_file_names_that_file(tmp_path):
+    """A checkpoint's network file runs under a generated module name: the line names the user's file, not
+    rbench_checkpoint_<digest>.py (a file that does not exist)."""
+    from rbench.execution import code_place
+    from rbench.plugins.models.checkpoint import _module_from_source
+
+    source = "def forward(x):\n    raise ValueError('bad shape')\n"
+    module = _module_from_source(source, str(tmp_path / "my_net.py"))
+    exc = _raised(lambda: module.forward(None))
+    assert code_place(exc) == "my_net.py:2"
+
+
 def test_an_error_outside_plugin_code_names_no_plugin(registered):
     """The engine's own error (here: torch called from this test, no plugin's frame) is left to the job's plugin;
     and a module's plugin that the frames cannot tell apart from its siblings is not guessed."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -345,6 +346,7 @@ def test_defended_models_run_under_both_threat_models(defended_run):
     assert "- committee: committee = committee(combine=\"mean_softmax\") -> mlp + mlp_b" in models, models
     assert "epochs=5, iterations=null) on mnist train, n = 2000) -> mlp\n" in models  # the dae's own training
     assert models.count("- mlp: mlp(") == 1 and "trained by standard(" in models
+    assert "lr_schedule=\"constant\", epochs=1) on mnist train, n = 2000, seed 11\n" in models  # mlp_b's own seed
     assert "Models (8)" in (outcome.run_dir / "report.html").read_text()
 
 
@@ -355,3 +357,21 @@ def test_randomized_defenses_are_deterministic_given_the_job(defended_run):
     assert {r.status for r in again.job_results.values()} == {"cached"}  # every entry passed its gates again
     values = {(t.name, c.row, c.column): c.value for t in first.results.tables for c in t.cells}
     assert {(t.name, c.row, c.column): c.value for t in again.results.tables for c in t.cells} == values
+
+
+def test_the_models_section_tells_apart_models_trained_on_other_parts_or_seeds():
+    """Szegedy's M1 and M2 differ only in the half of the training split they learn from, Nguyen's two LeNets in
+    their seed: their lines printed the same (the cross-model table is about exactly that difference)."""
+    from rbench.assemble import _model_calls
+    from rbench.report.reporters import describe_models
+    from rbench.runner import suite_plan
+    from rbench.suite import load_suite
+
+    lines = {}
+    for path in ("suites/szegedy2013.toml", "suites/nguyen2015.toml"):
+        suite = load_suite(Path(__file__).resolve().parent.parent / path, "quick")
+        plan = suite_plan(suite, None)
+        for table in suite.tables.values():
+            lines.update(line.split(": ", 1) for line in describe_models(_model_calls(plan, table)))
+    assert lines["M1"] != lines["M2"] and lines["M1"].endswith("on mnist train, part 0 of [5000, 5000]")
+    assert lines["M2"].endswith("part 1 of [5000, 5000]") and lines["lenet_seed1"].endswith(", seed 1")

@@ -151,6 +151,10 @@ def test_plugin_that_fails_to_import_is_recorded_and_others_still_load(fakes):
     [failure] = [f for f in registry.failures if f.distribution == "rbench-fake-broken"]
     assert failure.name == "brokenep" and failure.kind == "(load)" and failure.obj is None
     assert failure.error == "RuntimeError: boom at import"
+    with pytest.raises(PluginError, match=r"^unknown attack plugin 'brokenep': the entry point 'brokenep' of "
+                                          r"distribution 'rbench-fake-broken', which may provide it, failed to load: "
+                                          r"RuntimeError: boom at import$"):
+        registry.get("attack", "brokenep")
     assert "good_attack" in _names(registry, "attack") and "pgd" in _names(registry, "attack")
     assert failure in registry.all()
 

@@ -69,6 +69,7 @@ def test_rate_cells_carry_n_and_the_wilson_interval(tiny_reference):
     assert f"step_size={json.dumps(step)} (default)" in md and "step_size=null" not in md
     pgd_rows = [r for r in csv.DictReader((run / "cells.csv").open()) if r["attack_plugin"] == "pgd"]
     assert pgd_rows and all(float(r["step_size"]) == step for r in pgd_rows)  # the tidy column: the step it took
+    assert {r["attack_resolved"] for r in pgd_rows} == {"step_size"}  # computed, not written in the suite
 
 
 def test_distortion_cells_have_a_t_interval_and_keep_their_samples(tiny_reference):

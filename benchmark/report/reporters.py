@@ -150,11 +150,18 @@ def describe_models(model_calls: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _trained_text(made: dict) -> str:
-    """``trained by standard(...) on mnist train, n = 2000`` of a model or defense's record."""
+    """``trained by standard(...) on mnist train, part 0 of [30000, 30000], n = 2000, seed 11`` of a model or
+    defense's record."""
     data = made.get("data") or {}
-    n = f", n = {data['n']}" if data.get("n") is not None else ""
-    on = f" on {data.get('dataset', '?')} {data.get('split', '?')}{n}" if data else ""
-    return f"trained by {_plugin_text(made['trainer'])}{on}"
+    where = ""
+    if data:
+        dataset = _plugin_text({"plugin": data.get("dataset", "?"), "params": data["params"]}) \
+            if data.get("params") else data.get("dataset", "?")
+        part = f", part {data['part']} of {data['parts']}" if data.get("parts") else ""
+        n = f", n = {data['n']}" if data.get("n") is not None else ""
+        where = f" on {dataset} {data.get('split', '?')}{part}{n}"
+    seed = f", seed {made['seed']}" if made.get("seed") is not None else ""
+    return f"trained by {_plugin_text(made['trainer'])}{where}{seed}"
 
 
 def _plugin_text(call: dict) -> str:

@@ -5,7 +5,8 @@ outcomes (``outcomes.parquet``): the ``tidy`` file reporter, and :func:`load_res
 A cell's row names its table, row and column labels, where it comes from (evaluation, source, attack label,
 target = model), the attack plugin with every parameter as a column of its own (``eps``, ``norm``, ``steps`` ...;
 ``attack_<name>`` where a name would clash with a fixed column; an unset one the attack computes holds the value it
-ran with, :meth:`rbench.Attack.resolved_params`: pgd's ``step_size``), the metric with its parameters
+ran with, :meth:`rbench.Attack.resolved_params`: pgd's ``step_size``, and ``attack_resolved`` names such columns,
+space-separated, so a value written in the suite is told from a computed one), the metric with its parameters
 (``metric_<name>``), the value, unit, n and 95% interval, the published value with its tolerance and verdict where
 the suite compares with a paper, and the store keys. Every figure rbench draws can be redrawn from these files.
 """
@@ -36,8 +37,8 @@ CELLS_PARQUET = "cells.parquet"
 
 #: the columns every row has, in order; attack and metric parameters follow
 FIXED = ["table", "title", "row_axis", "row", "column_axis", "column", "evaluation", "source", "attack", "target",
-         "model", "attack_plugin", "attack_input", "metric", "metric_plugin", "value", "unit", "n", "ci_low",
-         "ci_high", "interval", "paper", "published", "tolerance", "verdict", "samples_needed", "error",
+         "model", "attack_plugin", "attack_input", "attack_resolved", "metric", "metric_plugin", "value", "unit", "n",
+         "ci_low", "ci_high", "interval", "paper", "published", "tolerance", "verdict", "samples_needed", "error",
          "store_keys"]
 
 
@@ -64,7 +65,8 @@ def cell_rows(results: RunResults) -> list[dict[str, Any]]:
                 "column_axis": t.column_axis, "column": c.column, "evaluation": c.evaluation, "source": c.source,
                 "attack": c.attack, "target": c.target, "model": c.target,
                 "attack_plugin": call.get("plugin", "clean" if c.attack == "clean" else ""),
-                "attack_input": call.get("input", ""), "metric": t.metric(c),
+                "attack_input": call.get("input", ""), "attack_resolved": " ".join(call.get("resolved", {})),
+                "metric": t.metric(c),
                 "metric_plugin": metric.get("plugin", ""), "value": c.value, "unit": t.unit(c), "n": c.n,
                 "ci_low": c.low, "ci_high": c.high, "interval": c.interval,
                 "paper": cmp.paper if cmp else "", "published": cmp.published if cmp else None,

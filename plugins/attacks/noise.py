@@ -27,21 +27,33 @@ class NoiseParams(BaseModel):
         return self
 
 
+def split_stable_randn(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x`` whose values for a sample do not depend on how the samples are split
+    into batches. torch's CPU normal sampler fills blocks of 16 and redraws the last 16 values of a tensor whose
+    size is not a multiple of 16, so a plain ``randn(x.shape)`` follows the batches unless one sample's size is
+    such a multiple; each sample draws a whole number of blocks here (the same bits as ``randn`` where it is)."""
+    per = x[0].numel() if len(x) else 0
+    padded = -(-per // 16) * 16
+    noise = torch.randn((len(x), padded), generator=generator, device=x.device, dtype=x.dtype)
+    return noise[:, :per].reshape(x.shape)
+
+
 class GaussianNoise(FixedBudgetAttack):
     """Adds one draw of Gaussian noise per sample and clips to [0, 1]; success = the model errs."""
 
     name = "gaussian_noise"
 
+    Params = NoiseParams
+
     def uses_gradients(self, params: NoiseParams) -> bool:
         return False
-    Params = NoiseParams
 
     def budget(self, params: NoiseParams) -> Budget | None:
         return None if params.eps is None else Budget(params.norm, params.eps)  # type: ignore[arg-type]
 
     def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: NoiseParams, *,
             generator: torch.Generator | None = None) -> AttackOutput:
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = split_stable_randn(x, generator)
         if params.sigma is not None:
             noise = noise * params.sigma
         else:

@@ -56,7 +56,8 @@ class Pgd(FixedBudgetAttack):
 
     def batch_invariant(self, params: PgdParams) -> bool:
         """An L2 random start draws the batch's directions, then its radii: the draws follow the batches (a Linf
-        start draws one number per pixel in order, the same however the inputs are split)."""
+        start draws one number per pixel in order, the same however the inputs are split on the CPU; a CUDA
+        generator's draws may follow the batches, as they differ from the CPU's anyway: CONTRIBUTING, keys)."""
         return not (params.random_start and params.norm == "l2")
 
     def resolved_params(self, params: PgdParams) -> dict[str, float]:
