@@ -37,10 +37,11 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
         c.metric, c.call = metric.label, next(key for key, m in metrics.items() if m == metric)
     # which plugin and params each cell's metric stands for, so reporters can tell e.g. calibration cells apart
     calls = {key: _call(m.call) for key, m in metrics.items()}
+    declared = _declared(table)
     result = ResultTable(table.name, table.title, list(table.rows), list(table.columns), table.row_axis,
                          table.column_axis, units, formats, cells, table.file, metric_calls=calls,
-                         figure=table.figure, attack_calls=_attack_calls(plan, table),
-                         model_calls=_model_calls(plan, table),
+                         figure=table.figure, attack_calls=_attack_calls(plan, table, declared),
+                         model_calls=_model_calls(plan, table, declared),
                          paired=_paired(table, {k: est for k, (_, est) in computed.items()}))
     result.samples = {(row, column): est.samples for (row, column), (_, est) in computed.items()
                       if est is not None and est.samples is not None}
@@ -74,11 +75,11 @@ def _metric_keys(table: Table) -> dict[str, Metric]:
     return keys
 
 
-def _attack_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:
+def _attack_calls(plan: Plan, table: Table, declared: dict[int, list[Reference]]) -> dict[str, dict[str, Any]]:
     """The plugin call behind every attack label the table's cells use, and those their metrics declare they read
-    (:meth:`rbench.metric.Metric.references`: ``worst_case``'s attacks, on cells whose own attack is clean)."""
+    (:meth:`rbench.metric.Metric.references`, ``declared`` by :func:`_declared`: ``worst_case``'s attacks, on cells
+    whose own attack is clean)."""
     out: dict[str, dict[str, Any]] = {}
-    declared = _declared(table)
     for spec in table.cells.values():
         read = [(spec.evaluation, spec.attack)] + [(ref.evaluation or spec.evaluation, ref.name)
                                                     for ref in declared[id(spec.metric.call)]
@@ -99,7 +100,7 @@ def _declared(table: Table) -> dict[int, list[Reference]]:
     return out
 
 
-def _model_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:
+def _model_calls(plan: Plan, table: Table, declared: dict[int, list[Reference]]) -> dict[str, dict[str, Any]]:
     """How every model the table's cells read (sources, targets and the models their metrics declare they read)
     is made, and the models those are made from (a defended model's base or members, an ensemble's members, a
     fine-tuned model's ``init``): a plugin with its params, trained by a trainer on a data slice; or a chain of
@@ -107,7 +108,6 @@ def _model_calls(plan: Plan, table: Table) -> dict[str, dict[str, Any]]:
     members."""
     suite = plan.suite
     out: dict[str, dict[str, Any]] = {}
-    declared = _declared(table)
     todo = list(dict.fromkeys(
         name for spec in table.cells.values()
         for name in (spec.source, spec.target,

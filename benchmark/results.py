@@ -126,8 +126,9 @@ class ResultTable:
     #: no entry); a transform of another attack's sets adds "input": that attack's label
     attack_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: model name -> how it is made (:func:`rbench.assemble.assemble_table`): {"plugin", "params", "trainer":
-    #: {"plugin", "params"}, "data": {"dataset", "split", "n"}, "init", "members"}, or for a defended model
-    #: {"defenses": [{"name", "plugin", "params", "trainer"?}], "base" or "members"}; empty in older results
+    #: {"plugin", "params"}, "data": {"dataset", "split", "n", "params"?, "parts"?, "part"?}, "seed"?, "init"?,
+    #: "members"?}, or for a defended model {"defenses": [{"name", "plugin", "params", "trainer"?, "data"?,
+    #: "seed"?}], "base" or "members"}; empty in older results
     model_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: McNemar tests the suite asked for (``paired``): a, b, along (the other axis' label), axis, and the fields
     #: of :class:`rbench.estimate.PairedTest`

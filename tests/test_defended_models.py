@@ -362,7 +362,7 @@ def test_randomized_defenses_are_deterministic_given_the_job(defended_run):
 def test_the_models_section_tells_apart_models_trained_on_other_parts_or_seeds():
     """Szegedy's M1 and M2 differ only in the half of the training split they learn from, Nguyen's two LeNets in
     their seed: their lines printed the same (the cross-model table is about exactly that difference)."""
-    from rbench.assemble import _model_calls
+    from rbench.assemble import _declared, _model_calls
     from rbench.report.reporters import describe_models
     from rbench.runner import suite_plan
     from rbench.suite import load_suite
@@ -372,6 +372,6 @@ def test_the_models_section_tells_apart_models_trained_on_other_parts_or_seeds()
         suite = load_suite(Path(__file__).resolve().parent.parent / path, "quick")
         plan = suite_plan(suite, None)
         for table in suite.tables.values():
-            lines.update(line.split(": ", 1) for line in describe_models(_model_calls(plan, table)))
+            lines.update(line.split(": ", 1) for line in describe_models(_model_calls(plan, table, _declared(table))))
     assert lines["M1"] != lines["M2"] and lines["M1"].endswith("on mnist train, part 0 of [5000, 5000]")
     assert lines["M2"].endswith("part 1 of [5000, 5000]") and lines["lenet_seed1"].endswith(", seed 1")

@@ -109,11 +109,8 @@ def describe_attacks(table: ResultTable) -> list[str]:
     sets a transform rescaled."""
     lines = []
     for label, call in table.attack_calls.items():
-        resolved = call.get("resolved", {})
-        params = ", ".join(f"{k}={json.dumps(resolved[k], ensure_ascii=False)} (default)" if k in resolved
-                           else f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in call.get("params", {}).items())
         source = f", applied to the sets of {call['input']}" if call.get("input") else ""
-        lines.append(f"{label}: {call.get('plugin', '?')}({params}){source}")
+        lines.append(f"{label}: {_plugin_text(call, call.get('resolved', {}))}{source}")
     return lines
 
 
@@ -164,9 +161,12 @@ def _trained_text(made: dict) -> str:
     return f"trained by {_plugin_text(made['trainer'])}{where}{seed}"
 
 
-def _plugin_text(call: dict) -> str:
-    """``plugin(key=value, ...)`` with the values as JSON."""
-    params = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in call.get("params", {}).items())
+def _plugin_text(call: dict, resolved: dict | None = None) -> str:
+    """``plugin(key=value, ...)`` with the values as JSON; a parameter in ``resolved`` shows that value, marked
+    ``(default)`` (:meth:`rbench.Attack.resolved_params`)."""
+    resolved = resolved or {}
+    params = ", ".join(f"{k}={json.dumps(resolved[k], ensure_ascii=False)} (default)" if k in resolved
+                       else f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in call.get("params", {}).items())
     return f"{call.get('plugin', '?')}({params})"
 
 
