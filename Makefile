@@ -16,7 +16,7 @@ endif
 # every warm run and of each of the test suite's hundreds of rbench starts.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install run test typecheck browser check-full bench gpu-prepare clean
+.PHONY: install run test typecheck system-packages check-full bench gpu-prepare clean
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 2; }
@@ -38,7 +38,7 @@ run: $(STAMP)
 # rbench subprocesses, so two at once use the 2 cores better (13 min 44 s serially against 10 min 21 s so, measured
 # on 2026-11-30; tests/conftest.py splits torch's threads between the workers). Measured times: CONTRIBUTING.md,
 # "Setting up and testing".
-test: $(STAMP) browser
+test: $(STAMP) system-packages
 	$(BIN)/ruff check benchmark plugins tests perf examples
 	$(BIN)/python tests/typecheck.py
 	$(BIN)/pytest -q -p no:cacheprovider -m "not full" -n 2 --dist loadfile tests
@@ -48,14 +48,22 @@ test: $(STAMP) browser
 typecheck: $(STAMP)
 	$(BIN)/python tests/typecheck.py
 
-# Best effort, never failing: Debian's headless Chromium and its driver for tests/test_html_report.py (which skips
-# without them), installed once, only as root or with password-less sudo.
-browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+# Best effort, never failing: the Debian packages two tests use, each installed once where it is missing, only as root
+# or with password-less sudo: headless Chromium and its driver (tests/test_html_report.py) and a minimal TeX Live with
+# booktabs (tests/test_latex_report.py compiles tables.tex with pdflatex; about 1 min and 80 MB). Both tests skip,
+# saying why, without them.
+system-packages:
+	@missing=; command -v chromium >/dev/null && command -v chromedriver >/dev/null || missing=chromium; \
+	command -v pdflatex >/dev/null && kpsewhich booktabs.sty >/dev/null 2>&1 || missing="$$missing latex"; \
+	[ -n "$$missing" ] || exit 0; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
-	  SUDO="sudo -n"; else echo "chromium not installed (needs root or sudo): the browser test will skip"; exit 0; fi; \
-	($$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver) \
-	  || echo "chromium not installed: the browser test will skip"
+	  SUDO="sudo -n"; else echo "not installed (needs root or sudo): $$missing; their tests will skip"; exit 0; fi; \
+	$$SUDO apt-get update >/dev/null || { echo "apt-get update failed: $$missing not installed"; exit 0; }; \
+	case "$$missing" in *chromium*) $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium \
+	  chromium-driver || echo "chromium not installed: the browser test will skip";; esac; \
+	case "$$missing" in *latex*) $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	  --no-install-recommends texlive-latex-base texlive-latex-recommended \
+	  || echo "TeX Live not installed: the LaTeX compile test will skip";; esac
 
 # The heavier end-to-end variants (marked `full`) and a kill-stress run: SIGKILL at random points and inside
 # writes, SIGTERM to one- and two-worker runs, entry swaps (bench/kill_stress.json).

@@ -180,38 +180,69 @@ class ResultTable:
 
     def format(self, cell: Cell, spread: bool = False) -> str:
         """``cell``'s value as text, with the format of its metric ("-" where it does not apply); with ``spread``,
-        followed by its 95% interval as distances from the value: `` ±h`` where the two sides are about equal (the
-        shorter at least :data:`SYMMETRIC` of the longer, and the range ``value ±h`` crosses 0, or an end of the
-        range the quantity lies in (100 for a rate in %: :func:`value_edges`), only where the interval does); else
-        `` +a/−b`` (2 of 64: ``3.1 +7.6/−2.3``, where ``±7.6`` read as if the rate could be negative); `` +h``
-        (`` −h``) where the interval does not reach below (above) the value at its precision (0 of n: ``0.0 +1.9``).
-        An interval narrower than the precision is shown where one end still reads otherwise, as the step between
-        the two (1 of 10000: ``0.0 +0.1``; a bare value reads as certain)."""
+        followed by its 95% interval as :meth:`shown` gives it: `` ±h``, `` +a/−b``, `` +h`` or `` −h``."""
+        return self.shown(cell, spread).text
+
+    def shown(self, cell: Cell, spread: bool = False) -> Shown:
+        """``cell`` as every report shows it: its value in the format of its metric ("-" where it does not apply,
+        "failed" where its jobs failed) and, with ``spread``, its 95% interval as distances from the value: one
+        ``±h`` where the two sides are about equal (the shorter at least :data:`SYMMETRIC` of the longer, and the
+        range ``value ±h`` crosses 0, or an end of the range the quantity lies in (100 for a rate in %:
+        :func:`value_edges`), only where the interval does); else both sides, ``+a/−b`` (2 of 64: ``3.1
+        +7.6/−2.3``, where ``±7.6`` read as if the rate could be negative); ``+h`` (``−h``) alone where the interval
+        does not reach below (above) the value at its precision (0 of n: ``0.0 +1.9``). An interval narrower than
+        the precision is shown where one end still reads otherwise, as the step between the two (1 of 10000:
+        ``0.0 +0.1``; a bare value reads as certain)."""
         if cell.value is None:
-            return "failed" if cell.error else "-"
+            return Shown("failed" if cell.error else "-")
         fmt = self.fmt(cell)
         half = cell.spread() if spread else None
         value = format_value(cell.value, fmt)
         if half is None:
-            return value
+            return Shown(value)
         assert cell.low is not None and cell.high is not None  # spread() says so
         zero = format_value(0.0, fmt)
         shown = format_value(half, fmt)
         if shown == zero:
-            return value + _step_to_an_end(value, format_value(cell.low, fmt), format_value(cell.high, fmt), fmt)
+            return _step_to_an_end(value, format_value(cell.low, fmt), format_value(cell.high, fmt), fmt)
         below, above = cell.value - cell.low, cell.high - cell.value
         shown_below, shown_above = format_value(below, fmt), format_value(above, fmt)
         # a side is none at the shown precision where its end reads as the value does (with a significant-digits
         # format, 5.55e-17 would not read as 0)
         if shown_below == zero or format_value(cell.low, fmt) == value:
-            return f"{value} +{shown}"
+            return Shown(value, plus=shown)
         if shown_above == zero or format_value(cell.high, fmt) == value:
-            return f"{value} −{shown}"
+            return Shown(value, minus=shown)
         crosses = any(cell.value - half < edge <= cell.low or cell.high <= edge < cell.value + half
                       for edge in value_edges(cell.interval, self.unit(cell)))
         if shown_below == shown_above or (min(below, above) >= SYMMETRIC * half and not crosses):
-            return f"{value} ±{shown}"
-        return f"{value} +{shown_above}/−{shown_below}"
+            return Shown(value, plus=shown, minus=shown)
+        return Shown(value, plus=shown_above, minus=shown_below)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A cell as reports show it (:meth:`ResultTable.shown`): ``value`` as text, and its 95% interval's sides as
+    distances from it, each as text or "" where that side is not shown; equal sides read as one ``±``."""
+
+    value: str
+    plus: str = ""
+    minus: str = ""
+
+    @property
+    def symmetric(self) -> bool:
+        return bool(self.plus) and self.plus == self.minus
+
+    @property
+    def text(self) -> str:
+        """``3.1 ±1.2``, ``3.1 +7.6/−2.3``, ``0.0 +1.9``, ``100.0 −1.9`` or the bare value."""
+        if self.symmetric:
+            return f"{self.value} ±{self.plus}"
+        if self.plus and self.minus:
+            return f"{self.value} +{self.plus}/−{self.minus}"
+        if self.plus or self.minus:
+            return f"{self.value} +{self.plus}" if self.plus else f"{self.value} −{self.minus}"
+        return self.value
 
 
 def value_edges(interval: str, unit: str) -> tuple[float, ...]:
@@ -221,17 +252,18 @@ def value_edges(interval: str, unit: str) -> tuple[float, ...]:
     return (0.0, *BOUNDS.get(interval, (0.0, 100.0) if unit == "%" else ()))
 
 
-def _step_to_an_end(value: str, low: str, high: str, fmt: str) -> str:
-    """`` +s`` (`` −s``): the step from the shown ``value`` to the shown ``high`` (``low``) end of an interval
-    whose half-width rounds to 0, where that end reads otherwise (at most one can: the interval is narrower than
-    the precision); "" where neither does, or the format's text is not a plain number."""
-    for end, sign in ((high, "+"), (low, "−")):
+def _step_to_an_end(value: str, low: str, high: str, fmt: str) -> Shown:
+    """``value`` with the step from it to the shown ``high`` (as ``plus``) or ``low`` (``minus``) end of an
+    interval whose half-width rounds to 0, where that end reads otherwise (at most one can: the interval is
+    narrower than the precision); the bare value where neither does, or the format's text is not a plain number."""
+    for end, above in ((high, True), (low, False)):
         if end != value:
             try:
-                return f" {sign}{format_value(abs(float(end) - float(value)), fmt)}"
+                step = format_value(abs(float(end) - float(value)), fmt)
             except ValueError:
-                return ""
-    return ""
+                return Shown(value)
+            return Shown(value, plus=step) if above else Shown(value, minus=step)
+    return Shown(value)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Built-in reporters: Markdown, CSV and JSON renderings of a run's result tables (and, registered here too, the
-figure reporters of :mod:`rbench.report` and the self-contained HTML page of :mod:`rbench.report.html`).
+LaTeX tables of :mod:`rbench.report.latex`, the figure reporters of :mod:`rbench.report` and the self-contained
+HTML page of :mod:`rbench.report.html`).
 
 A reporter plugin has ``name`` (the ``--format`` value) and is one of two kinds:
 
@@ -282,7 +283,8 @@ def rbench_reporters() -> list[Reporter]:
     from rbench.report.figures import Figures
     from rbench.report.generated import Images
     from rbench.report.html import Html
+    from rbench.report.latex import Latex
     from rbench.report.lines import Lines
     from rbench.report.tidy import Tidy
 
-    return [Markdown(), Csv(), Json(), Curves(), Lines(), Images(), Tidy(), Figures(), Html()]
+    return [Markdown(), Csv(), Json(), Latex(), Curves(), Lines(), Images(), Tidy(), Figures(), Html()]

@@ -1,0 +1,137 @@
+"""The ``latex`` reporter: a run's result tables as LaTeX (``tables.tex``), one booktabs ``table`` float per table,
+ready for ``\\input`` into a paper.
+
+Each cell is shown as every report shows it (:meth:`rbench.results.ResultTable.shown`: the metric's format, the
+95% interval's half-width as ``\\pm`` or both sides as super- and subscripts); a cell with a published value
+carries it in parentheses, marked where the comparison's verdict is not "within tolerance" (the marks are
+explained in the caption). What the table's caption cannot hold, the attacks' parameters, the paired tests and
+the models, follows each float as LaTeX comments, so the file says what it shows without typesetting it.
+
+The file needs ``\\usepackage{booktabs}``; it is UTF-8, which pdflatex reads for Latin letters (Bečková's č) and
+xelatex or lualatex for any character; the few math characters rbench writes itself (−, ±, ×, ≤, ≥, →, ε) are
+written as LaTeX math.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tabulate import LATEX_ESCAPE_RULES
+
+from rbench.compare import Comparison, check_claims, compare, describe_verdict, paper_summary
+from rbench.report.reporters import (
+    INTERVAL_NOTE,
+    Reporter,
+    describe_attacks,
+    describe_models,
+    describe_paired,
+    full_title,
+    header,
+    run_models,
+    safe_name,
+)
+from rbench.results import ResultTable, RunResults, Shown
+
+#: characters LaTeX reads as markup, as text (tabulate's rules), and the math characters rbench's own texts hold
+_ESCAPES = {**LATEX_ESCAPE_RULES, "−": r"\ensuremath{-}", "±": r"\ensuremath{\pm}", "×": r"\ensuremath{\times}",
+            "≤": r"\ensuremath{\leq}", "≥": r"\ensuremath{\geq}", "→": r"\ensuremath{\rightarrow}",
+            "ε": r"\ensuremath{\varepsilon}", "|": r"\textbar{}", "\n": " "}
+#: the mark of a published value by the comparison's verdict on it (none: within tolerance, or no value of ours)
+MARKS = {"outside": r"\dagger", "inconclusive": r"\ddagger"}
+_MARK_TEXT = {"outside": "outside its tolerance", "inconclusive": "outside its tolerance, but inside our 95\\% "
+              "interval (too few samples to tell)"}
+
+
+def tex(text: str) -> str:
+    """``text`` as LaTeX text: each character LaTeX reads as markup escaped (one pass, so an escape is never
+    escaped again)."""
+    return "".join(_ESCAPES.get(ch, ch) for ch in text)
+
+
+def tex_cell(shown: Shown) -> str:
+    """A cell in math mode: ``$3.1 \\pm 1.2$``, ``$3.1^{+7.6}_{-2.3}$``, ``$0.0^{+1.9}$``; ``--`` where it does not
+    apply and ``failed`` where its jobs failed."""
+    if shown.value == "-":
+        return "--"
+    if shown.value == "failed":
+        return "failed"
+    value = tex(shown.value)
+    if shown.symmetric:
+        return f"${value} \\pm {tex(shown.plus)}$"
+    upper = f"^{{+{tex(shown.plus)}}}" if shown.plus else ""
+    lower = f"_{{-{tex(shown.minus)}}}" if shown.minus else ""
+    return f"${value}{upper}{lower}$"
+
+
+def _published_text(rows: list[Comparison]) -> str:
+    """`` (1.8)`` with each published value of a cell, marked by its verdict (:data:`MARKS`)."""
+    parts = []
+    for r in rows:
+        mark = f"$^{{{MARKS[r.verdict]}}}$" if r.verdict in MARKS else ""
+        parts.append(f"{tex(format(r.published, 'g'))}{mark}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _comment(lines: Iterable[str]) -> list[str]:
+    """Each line as a LaTeX comment (a line break inside one would end the comment)."""
+    return [f"% {' '.join(line.splitlines())}" for line in lines]
+
+
+def _caption(table: ResultTable, published: list[Comparison]) -> str:
+    parts = [tex(full_title(table)) + "."]
+    if any(table.shown(c, spread=True) != table.shown(c) for c in table.cells):
+        parts.append(r"Each value with the half-width of its 95\% interval ($\pm$), or its two sides where they "
+                     "differ.")
+    if published:
+        papers = sorted({f"{r.paper}, {r.figure}" if r.figure else r.paper for r in published})
+        parts.append(f"In parentheses: the published value ({tex('; '.join(papers))})" + "".join(
+            f"; ${MARKS[v]}$ {_MARK_TEXT[v]}" for v in MARKS if any(r.verdict == v for r in published)) + ".")
+    return " ".join(parts)
+
+
+def render_table(table: ResultTable, published: list[Comparison], label_prefix: str) -> list[str]:
+    """One table float (with the comments that follow it) as lines."""
+    by_cell: dict[tuple[str, str], list[Comparison]] = {}
+    for r in published:
+        by_cell.setdefault((r.row, r.column), []).append(r)
+    lines = [r"\begin{table}[htbp]", r"  \centering", f"  \\caption{{{_caption(table, published)}}}",
+             f"  \\label{{tab:{label_prefix}:{safe_name(table.name)}}}",
+             f"  \\begin{{tabular}}{{l{'r' * len(table.columns)}}}", r"    \toprule",
+             "    " + " & ".join(tex(h) for h in header(table)) + r" \\", r"    \midrule"]
+    for row in table.rows:
+        cells = [tex_cell(table.shown(table.cell(row, col), spread=True))
+                 + _published_text(by_cell.pop((row, col), [])) for col in table.columns]
+        lines.append("    " + " & ".join([tex(row), *cells]) + r" \\")
+    lines += [r"    \bottomrule", r"  \end{tabular}", r"\end{table}"]
+    lacking = [f"({r.row}, {r.column}): published {r.published:g} ({r.paper}, {r.figure}), {describe_verdict(r)}"
+               for rs in by_cell.values() for r in rs]
+    if lacking:
+        lines += _comment(["Published cells this table lacks:", *lacking])
+    if table.attack_calls:
+        lines += _comment(["Attacks:", *describe_attacks(table)])
+    if table.paired:
+        lines += _comment(["Paired tests:", *(describe_paired(p) for p in table.paired)])
+    return lines
+
+
+class Latex(Reporter):
+    """``tables.tex``: every result table as a LaTeX ``table`` float (booktabs)."""
+
+    name = "latex"
+    suffix = "tables.tex"
+
+    def render(self, results: RunResults) -> str:
+        rows = compare(results) if results.published else []
+        claims = check_claims(results) if results.published else []
+        lines = _comment([f"{self.suffix}: the result tables of rbench suite {results.suite!r}, profile "
+                          f"{results.profile or 'default'!r}, as LaTeX; \\input it where \\usepackage{{booktabs}} "
+                          "is loaded (UTF-8: pdflatex, xelatex or lualatex).", INTERVAL_NOTE])
+        lines += _comment(p.describe() for p in paper_summary(rows, claims))
+        prefix = safe_name(results.suite)
+        for table in results.tables:
+            lines.append("")
+            lines += render_table(table, [r for r in rows if r.table == table.name], prefix)
+        models = describe_models(run_models(results))
+        if models:
+            lines += ["", *_comment(["Models:", *models])]
+        return "\n".join(lines) + "\n"
