@@ -18,7 +18,7 @@ from rbench.data import ABSENT, disjoint_splits, subset_indices
 from rbench.defense import DefendedModel, Stage
 from rbench.errors import DataError, PluginContractError, PluginError
 from rbench.keys import canonical
-from rbench.manager import BUILTIN_DISTRIBUTION, get_registry
+from rbench.manager import BUILTIN_DISTRIBUTION, call_version, get_registry
 from rbench.specs import Call, DataSlice
 from rbench.store import Store
 
@@ -31,13 +31,18 @@ def plugin_params(kind: str, spec: Call | dict[str, Any]) -> tuple[Any, Any]:
     call = spec if isinstance(spec, Call) else Call(spec["plugin"], spec.get("version", ""), spec["params"],
                                                      spec.get("distribution"))
     info = get_registry().get(kind, call.plugin)
-    if call.version and (info.version != call.version or (call.distribution or BUILTIN_DISTRIBUTION)
-                         != info.distribution):
-        raise PluginError(f"{kind} {call.plugin!r}: this process (on {platform.node()}) has version "
-                          f"{info.version} from {info.distribution!r}, but the job's key names {call.version} from "
-                          f"{call.distribution or BUILTIN_DISTRIBUTION!r}: install the same version wherever the "
-                          "run's jobs run (the driver and every cluster node)")
-    return info.obj, info.obj.Params.model_validate(call.params, strict=True)
+    params = info.obj.Params.model_validate(call.params, strict=True)
+    if call.version:
+        try:  # the version these params are keyed with (a revision of some of the plugin's calls included)
+            version = call_version(info.obj, info.version, params)
+        except ValueError as exc:
+            raise PluginError(f"{kind} {call.plugin!r}: {exc}") from None
+        if version != call.version or (call.distribution or BUILTIN_DISTRIBUTION) != info.distribution:
+            raise PluginError(f"{kind} {call.plugin!r}: this process (on {platform.node()}) has version "
+                              f"{version} from {info.distribution!r}, but the job's key names {call.version} from "
+                              f"{call.distribution or BUILTIN_DISTRIBUTION!r}: install the same version wherever "
+                              "the run's jobs run (the driver and every cluster node)")
+    return info.obj, params
 
 
 @lru_cache(maxsize=4)

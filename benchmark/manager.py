@@ -222,6 +222,31 @@ def _key_version(obj: Any, version: str, ep: Any, dist: str) -> str:
         raise PluginError(f"{dist}: its source cannot be read to key its jobs ({exc})") from None
 
 
+#: what a plugin's ``key_revision`` may return: a short tag, appended to its version in job keys
+_REVISION_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def call_version(obj: Any, version: str, params: BaseModel) -> str:
+    """The version a call of the plugin ``obj`` with validated ``params`` enters job keys with: the plugin's keyed
+    ``version``, with ``~<tag>`` appended where its optional ``key_revision(params)`` gives a tag. A fix that changes
+    only some calls' outputs (pgd's L2 step on a vanishing gradient) so re-keys those calls alone: the others keep
+    their stored results (and seeds). ValueError, one line, where the hook raises or returns anything but None, ""
+    or such a tag."""
+    method = getattr(obj, "key_revision", None)
+    if method is None:
+        return version
+    try:
+        tag = method(params)
+    except Exception as exc:  # noqa: BLE001 - a plugin bug of any kind, reported as one line
+        raise ValueError(f"key_revision raised {type(exc).__name__}: {exc}") from None
+    if tag is None or tag == "":
+        return version
+    if not isinstance(tag, str) or not _REVISION_TAG.fullmatch(tag):
+        raise ValueError(f"key_revision returned {tag!r}, not None or a tag of at most 64 letters, digits, '.', "
+                         "'_' or '-'")
+    return f"{version}~{tag}"
+
+
 def _trace(line: str) -> None:
     if flag("RBENCH_TRACE_PLUGINS"):
         sys.stderr.write(line + "\n")

@@ -121,8 +121,9 @@ class Plan:
         record = {"kind": spec.kind, "format": FORMAT, **spec.to_dict()}
         key = content_key(record)
         seed_key = ""
-        if seeded_without or self.seed_twins:
-            twin = {k: v for k, v in record.items() if k not in seeded_without}
+        unrevised = _unrevised(record)
+        if seeded_without or self.seed_twins or unrevised is not record:
+            twin = {k: v for k, v in unrevised.items() if k not in seeded_without}
             seeded = _with_twins(twin, self.seed_twins) if self.seed_twins else twin
             if seeded != record:  # else it is seeded by its key, hashed once
                 seed_key = content_key(seeded)
@@ -140,6 +141,26 @@ class Plan:
                 out.append(job.key)
                 frontier.add(job.key)
         return out
+
+
+def _unrevised(value: Any) -> Any:
+    """``value`` (a job record, JSON) with the ``~<tag>`` a plugin's ``key_revision`` appends to its version
+    (:func:`rbench.manager.call_version`) cut off, or ``value`` itself where it holds none: a revised call is keyed
+    anew but seeded as before, and so is what is made from it (:attr:`Plan.seed_twins`), so a fix that changes
+    nothing on a given input gives the same bits as before it."""
+    if isinstance(value, dict):
+        changed = {}
+        for k, v in value.items():
+            if k == "version" and isinstance(v, str):
+                if "~" in v:
+                    changed[k] = v.split("~", 1)[0]
+            elif (new := _unrevised(v)) is not v:
+                changed[k] = new
+        return {**value, **changed} if changed else value
+    if isinstance(value, list):
+        items = [_unrevised(v) for v in value]
+        return items if any(new is not old for new, old in zip(items, value, strict=True)) else value
+    return value
 
 
 def _with_twins(value: Any, twins: dict[str, str]) -> Any:

@@ -27,10 +27,10 @@ from pydantic import ValidationError
 
 from rbench.attack import attack_problem, is_generator
 from rbench.errors import PluginError, RbenchError, SuiteError
-from rbench.manager import Registry, get_registry, suggest
+from rbench.manager import Registry, call_version, get_registry, suggest
 from rbench.metric import CellPlace, Reference, declared_cell_problem, declared_references
 from rbench.suite_files import Merged, merge_files, suite_profiles
-from rbench.suite_refs import percentage_problem, published_mismatch, reference_problem
+from rbench.suite_refs import other_images, percentage_problem, published_mismatch, reference_problem
 from rbench.suite_schema import (
     MAX_GRID,
     AttackSpec,
@@ -132,11 +132,16 @@ class _Resolver:
                             "hold finite numbers only")
         problem = broken_default(info.obj.Params, validated, base) or (
             attack_problem(info.obj, validated) if kind == "attack" else None)
+        version = info.version
+        try:
+            version = call_version(info.obj, info.version, validated)
+        except ValueError as exc:
+            problem = problem or str(exc)
         if problem is not None:  # the plugin's bug, found before any work instead of in every job that uses it
             raise self.fail(section, name, at, f"{kind} plugin {plugin!r} (distribution {info.distribution!r}) "
                             f"{problem}")
         self.used[(kind, plugin)] = (info.version, info.distribution)
-        return PluginCall(kind, plugin, info.version, validated, info.distribution)
+        return PluginCall(kind, plugin, version, validated, info.distribution)
 
     def data(self, section: str, name: str, spec: TrainedSpec | EvaluationSpec | MonitorSpec, prefix: str = ""
              ) -> DataRef:

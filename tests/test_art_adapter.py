@@ -17,11 +17,13 @@ pytest.importorskip("art", reason="the 'art' attack plugin needs adversarial-rob
 from art.attacks.evasion import ProjectedGradientDescent  # noqa: E402
 from support import rbench, rbench_imports  # noqa: E402
 
+from rbench.attack import Budget  # noqa: E402
 from rbench.contract import check_attack_output  # noqa: E402
 from rbench.errors import SuiteError  # noqa: E402
 from rbench.plugins import get_plugin  # noqa: E402
 from rbench.plugins.attacks.art_adapter import (  # noqa: E402
     ALLOWED_KWARGS,
+    GRADIENT_FREE,
     ArtParams,
     _dummy_classifier,
     allowed_kwargs,
@@ -143,6 +145,15 @@ def test_provenance_and_version_name_the_library(setup):
     ({"attack": "FastGradientMethod", "kwargs": {"batch_size": 8}}, ["batch_size"]),
     ({"attack": "AutoAttack", "kwargs": {"attacks": [{"attack": "Squar"}]}}, ["kwargs.attacks", "SquareAttack"]),
     ({"attack": "ProjectedGradientDescent", "wat": 1}, ["wat"]),
+    ({"attack": "SignOPTAttack", "kwargs": {"targeted": True}}, ["targeted"]),
+    # targeted whatever the suite says: they aim at the true labels the adapter gives them
+    ({"attack": "LowProFool"}, ["LowProFool", "cannot be made untargeted"]),
+    ({"attack": "TargetedUniversalPerturbation"}, ["TargetedUniversalPerturbation", "cannot be made untargeted"]),
+    ({"attack": "SaliencyMapMethod"}, ["SaliencyMapMethod", "cannot be made untargeted"]),
+    ({"attack": "AdversarialPatchNumpy"}, ["targeted by default", "untargeted attacks only"]),
+    # Wasserstein: its ball is the budget, and eps must not grow (eps_factor > 1 every eps_iter iterations)
+    ({"attack": "Wasserstein", "kwargs": {"norm": "2"}}, ["ball 'wasserstein'", "Linf or L2"]),
+    ({"attack": "Wasserstein", "kwargs": {"norm": "2", "ball": "2", "max_iter": 20}}, ["eps_iter >= max_iter"]),
 ])
 def test_invalid_params_are_validation_errors(setup, spec, fragments):
     attack = setup[0]
@@ -160,6 +171,61 @@ def test_norm_spellings_are_normalised(setup):
     p = _params(attack, {"attack": "FastGradientMethod", "kwargs": {"eps": 0.5, "norm": 2}})
     assert attack.budget(p).norm == "l2" and attack.budget(p).eps == 0.5
     assert attack.budget(_params(attack, {"attack": "FastGradientMethod"})).norm == "linf"  # ART's defaults
+
+
+def test_attacks_targeted_by_default_are_built_untargeted_and_keyed_so():
+    """BoundaryAttack and SignOPTAttack default to targeted=True: built so, they aimed at the true labels and
+    returned their inputs. The adapter writes targeted = false into their validated kwargs (their job key: a set
+    stored while they ran targeted is never served) and into nothing else's (other attacks keep their keys)."""
+    for name in ("BoundaryAttack", "SignOPTAttack"):
+        params = ArtParams.model_validate({"attack": name, "kwargs": {"max_iter": 5}}, strict=True)
+        assert params.kwargs == {"max_iter": 5, "targeted": False}
+        assert build(name, params.kwargs, 8, _dummy_classifier()).targeted is False
+        assert ArtParams.model_validate(params.model_dump(mode="json"), strict=True) == params  # as a job reads it
+    for spec in (PGD, FGM, DEEPFOOL, {"attack": "HopSkipJump"}, {"attack": "SquareAttack"}):
+        assert "targeted" not in ArtParams.model_validate(spec, strict=True).kwargs
+
+
+def test_a_decision_based_attack_runs_untargeted_end_to_end():
+    """BoundaryAttack through the adapter as a job runs it (the kit: its gradient-free declaration enforced): ART
+    feeds it float64, which the adapter casts to the model's float32, and it runs untargeted, so it succeeds well
+    beyond the clean error (built targeted, it returned the clean images: success = clean error, L2 0). The kit
+    also runs it twice from one seed: its starting points came from an unseeded ``np.random.RandomState()``."""
+    model, (x, y) = reference_model(), reference_data(20)
+    spec = {"attack": "BoundaryAttack", "kwargs": {"max_iter": 10}}
+    assert not get_plugin("attack", "art").uses_gradients(ArtParams.model_validate(spec, strict=True))
+    report = check_attack("art", spec, model=model, x=x, y=y, batch_sizes=(20,))
+    clean_error = float((model(x).argmax(1) != y).float().mean())
+    assert report.success_rate > clean_error + 0.5 and report.mean_l2 > 0
+
+
+def test_wasserstein_declares_its_ball_as_the_budget():
+    """ART's Wasserstein projects onto ``ball``; ``norm`` is its step's norm (the budget was read from it)."""
+    attack = get_plugin("attack", "art")
+    for norm, ball, expected in (("2", "inf", "linf"), ("inf", "2", "l2"), ("wasserstein", "2", "l2")):
+        params = ArtParams.model_validate({"attack": "Wasserstein", "kwargs": {
+            "norm": norm, "ball": ball, "eps": 0.1, "eps_step": 0.05, "max_iter": 5}}, strict=True)
+        assert attack.budget(params) == Budget(expected, 0.1)
+    ok = {"norm": "2", "ball": "2", "eps": 0.1, "max_iter": 20, "eps_iter": 20}  # eps never grows
+    assert ArtParams.model_validate({"attack": "Wasserstein", "kwargs": ok}, strict=True).kwargs == ok
+    from rbench.manager import call_version  # its sets projected onto its step's ball are not served again
+
+    assert call_version(attack, "1", params) == "1~ball-budget.2"
+    assert call_version(attack, "1", ArtParams.model_validate({"attack": "SquareAttack"})) == "1"
+
+
+def test_only_listed_attacks_are_gradient_free_and_gradient_attacks_run_as_declared():
+    """ART's estimator requirements do not say whether an attack differentiates the model (UniversalPerturbation
+    names none, yet its FGSM does): attacks take gradients unless listed in GRADIENT_FREE, each a class of ART.
+    UniversalPerturbation then runs as a job runs it (declared gradient-free, it failed the declaration's check)."""
+    attack = get_plugin("attack", "art")
+    assert GRADIENT_FREE <= set(attack_names())
+    assert not attack.uses_gradients(ArtParams.model_validate({"attack": "SquareAttack"}, strict=True))
+    spec = {"attack": "UniversalPerturbation", "kwargs": {"attacker": "fgsm", "eps": 0.3, "max_iter": 1}}
+    assert attack.uses_gradients(ArtParams.model_validate(spec, strict=True))
+    model, (x, y) = reference_model(), reference_data(20)
+    report = check_attack("art", spec, model=model, x=x, y=y, batch_sizes=(20,))
+    assert report.success_rate > float((model(x).argmax(1) != y).float().mean())
 
 
 SUITE = """

@@ -139,12 +139,51 @@ def test_weights_stay_frozen_even_if_handed_unfrozen(ref):
     ({"attack": "LinfPGD", "epsilon": 0.1, "criterion": "targeted"}, ["criterion"]),
     ({"attack": "LinfPGD", "epsilon": 0.1, "eps": 0.1}, ["eps", "Extra inputs"]),
     ({"attack": "BinarizationRefinementAttack"}, ["kwargs.distance"]),
+    ({"attack": "PointwiseAttack"}, ["PointwiseAttack is not supported", "has no distance"]),  # was AttributeError
 ])
 def test_validation_errors(params, fragments):
     with pytest.raises(ValidationError) as err:
         get_plugin("attack", "foolbox").Params.model_validate(params, strict=True)
     for fragment in fragments:
         assert fragment in str(err.value)
+
+
+CW = {"attack": "L2CarliniWagnerAttack", "kwargs": {"steps": 10, "binary_search_steps": 1, "initial_const": 0.01}}
+
+
+@pytest.mark.parametrize("epsilon", [None, 2.0])
+def test_zero_start_failures_come_back_as_the_input(ref, epsilon):
+    """foolbox's CW keeps its best adversarial from all-zero images: with few steps most samples fail and came back
+    black, counted as successes at distance ||x||. The adapter returns the input for them (a failure), with or
+    without an epsilon (clipped, they were a step towards black), and keeps the samples CW did solve."""
+    import foolbox as fb
+
+    model, x, y = ref
+    x, y = x[:50], y[:50]
+    attack, p = _plugin_params({**CW, "epsilon": epsilon})
+    raw, _, _ = foolbox_attack(p.attack, p.kwargs)(fb.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons=None)
+    black = (raw.flatten(1) == 0).all(dim=1)
+    assert 5 <= int(black.sum()) < len(x)  # failures occur, and so do adversarials
+    out = attack.run(model, x, y, p, generator=torch.Generator().manual_seed(0))
+    success = check_attack_output("foolbox", out, x, attack.budget(p), model, y, 0)
+    assert torch.equal(out.x_adv[black], x[black])
+    with torch.no_grad():
+        assert torch.equal(success[black], model(x[black]).argmax(1) != y[black])  # a failure: the clean outcome
+    if epsilon is None:
+        assert torch.equal(out.x_adv[~black], raw[~black]) and bool(success[~black].any())
+
+
+def test_only_zero_start_attacks_are_re_keyed():
+    """CW and EAD carry a key revision (their sets stored with black failures are not served, the seeds kept);
+    every other attack's version, hence its key and stored set, is as it was."""
+    from rbench.manager import call_version
+
+    for name in ("L2CarliniWagnerAttack", "EADAttack"):
+        attack, p = _plugin_params({"attack": name})
+        assert call_version(attack, "1", p) == "1~failures-as-input.2"
+    for params in (PGD, {"attack": "L2DeepFoolAttack"}, {"attack": "SaltAndPepperNoiseAttack", "epsilon": 5.0}):
+        attack, p = _plugin_params(params)
+        assert call_version(attack, "1", p) == "1"
 
 
 def test_string_distance_kwarg():

@@ -353,8 +353,12 @@ class _SelfContradicting:
         steps: int = 3
         step_size: float | None = None  # unset: what resolved_params may give
 
-    def __init__(self, name: str, budget_raises: bool = False, resolves: dict | None = None):
-        self.name, self.budget_raises, self.resolves = name, budget_raises, resolves or {}
+    def __init__(self, name: str, budget_raises: bool = False, resolves: dict | None = None,
+                 revision: object = None):
+        self.name, self.budget_raises, self.resolves, self.revision = name, budget_raises, resolves or {}, revision
+
+    def key_revision(self, params):
+        return self.revision
 
     def budget(self, params):
         if self.budget_raises:
@@ -374,6 +378,8 @@ class _SelfContradicting:
      "'eps', which is not an unset parameter"),
     ("nan_resolving", "{ eps = 0.5 }", "attack plugin 'nan_resolving' (distribution 'tests') resolved_params gives "
      "step_size = nan, not a finite number"),
+    ("bad_revision", "{ eps = 0.5 }", "attack plugin 'bad_revision' (distribution 'tests') key_revision returned "
+     "'l2 step', not None or a tag of at most 64 letters, digits, '.', '_' or '-'"),
 ])
 def test_a_plugin_bug_every_job_would_hit_is_one_line_before_any_work(write_suite, monkeypatch, plugin, params,
                                                                        fragment):
@@ -381,7 +387,8 @@ def test_a_plugin_bug_every_job_would_hit_is_one_line_before_any_work(write_suit
 
     attacks = get_registry().plugins["attack"]
     resolves = {"overresolving": {"eps": 0.5}, "nan_resolving": {"step_size": math.nan}}.get(plugin)
-    obj = _SelfContradicting(plugin, budget_raises=plugin == "budgetless", resolves=resolves)
+    obj = _SelfContradicting(plugin, budget_raises=plugin == "budgetless", resolves=resolves,
+                             revision="l2 step" if plugin == "bad_revision" else None)
     monkeypatch.setitem(attacks, plugin, PluginInfo("attack", plugin, "0", "tests", "tests", obj))
     path = write_suite(BASE.replace('plugin = "pgd"\nparams = { eps = 0.1, steps = 5 }',
                                     f'plugin = "{plugin}"\nparams = {params}'))

@@ -15,8 +15,20 @@ batch size (pass it here, not in ``kwargs``). AutoAttack's ``attacks`` may be a 
 tables, built on the same classifier (its default list, with 5000-query Square restarts, is slow on a CPU).
 
 Attacks with ``eps`` and ``norm`` (PGD, FGM, AutoAttack, Square...) declare that Linf or L2 budget; the others
-(DeepFool, Carlini-Wagner...) are minimal-distortion attacks without one. Targeted attacks are not supported
-(``targeted = true`` is rejected, except for AutoAttack, whose targeted runs still serve an untargeted goal).
+(DeepFool, Carlini-Wagner...) are minimal-distortion attacks without one. ``Wasserstein`` declares the ball it
+projects onto (``ball``, not its step's ``norm``), and only where its eps never grows (``eps_iter >= max_iter``:
+ART multiplies eps by ``eps_factor`` > 1 every ``eps_iter`` iterations).
+
+**Untargeted only.** The adapter hands ART the true labels as ``y``, which a targeted attack aims at: it would
+return its inputs unchanged. ``targeted = true`` is refused (except for AutoAttack, whose targeted runs still
+serve an untargeted goal); an attack whose constructor defaults to ``targeted=True`` (BoundaryAttack,
+SignOPTAttack, the adversarial patches) is built with ``targeted = false``, written into its validated kwargs
+(so into its job key: a set stored while it ran targeted is never served); an attack that cannot be made
+untargeted (LowProFool, TargetedUniversalPerturbation, SaliencyMapMethod, which reads ``y`` as its targets) is
+refused at validation.
+
+The model is handed to ART behind a module that casts its input to the model's floating dtype: ART's
+decision-based attacks (BoundaryAttack, HopSkipJump...) feed it float64 arrays, which a float32 network refuses.
 
 **Only allow-listed plain hyperparameters.** A suite is data, never code, and nothing outside the store and the run
 folder is ever written, so ``kwargs`` may only name keywords of :data:`ALLOWED_KWARGS` (an allow-list, decided
@@ -118,6 +130,26 @@ def _budget_norm(value: Any) -> str | None:
 
 def _is_number(value: Any) -> TypeGuard[float | np.integer | np.floating]:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+#: ART attacks that never differentiate the model (decision- and score-based, search and evolutionary attacks,
+#: finite differences); every other attack is taken to use gradients (the safe side: a gradient attack through a
+#: non-differentiable defense needs BPDA, and one declared gradient-free fails as soon as it takes gradients).
+#: Each name is a class of ART 1.20.1's ``art.attacks.evasion`` (a test checks), decided from its source.
+GRADIENT_FREE = frozenset((
+    "BoundaryAttack", "DecisionTreeAttack", "GRAPHITEBlackbox", "GeoDA", "HopSkipJump", "LaserAttack",
+    "PixelAttack", "SignOPTAttack", "SimBA", "SpatialTransformation", "SquareAttack", "ThresholdAttack",
+    "VirtualAdversarialMethod", "ZooAttack"))
+
+#: ART attacks that read ``y`` as the classes to aim at whatever their ``targeted`` says: given the true labels
+#: they aim at them and leave the inputs as they are, so they are refused.
+AIMS_AT_Y = frozenset(("SaliencyMapMethod",))
+
+
+def _constraint(attack: str, instance: Any) -> Any:
+    """The norm of the ball an attack with ``eps`` and ``norm`` keeps its result in: ``norm`` for all but
+    Wasserstein, whose ``norm`` is its step's and ``ball`` its projection's."""
+    return instance.ball if attack == "Wasserstein" else instance.norm
 
 
 # The keywords a suite may pass to an ART attack, with the kind of plain value each takes. An allow-list, decided
@@ -269,8 +301,7 @@ def normal_kwargs(attack: str, value: dict[str, Any], batch_size: int) -> dict[s
         kwargs["norm"] = "inf"
     elif _is_number(norm) and float(norm).is_integer():
         kwargs["norm"] = int(norm)
-    if kwargs.get("targeted") is True and attack != "AutoAttack":
-        raise ValueError("targeted ART attacks are not supported by the adapter (kwargs.targeted = true)")
+    kwargs = _untargeted(attack, kwargs)
     if isinstance(kwargs.get("attacks"), list):  # AutoAttack's sub-attacks as {attack, kwargs} tables
         kwargs["attacks"] = [_sub_attack(a) for a in kwargs["attacks"]]
     try:
@@ -278,14 +309,43 @@ def normal_kwargs(attack: str, value: dict[str, Any], batch_size: int) -> dict[s
     except Exception as exc:  # ART's own checks: ValueError, TypeError, EstimatorError...
         why = MissingPackage if isinstance(exc, ImportError) else ValueError
         raise why(f"ART's {attack} rejects these kwargs: {type(exc).__name__}: {exc}") from None
-    has_eps, has_norm = hasattr(instance, "eps"), hasattr(instance, "norm")
-    if has_eps and has_norm:
-        if _budget_norm(instance.norm) is None:
-            raise ValueError(f"{attack} with norm {instance.norm!r} bounds a norm rbench cannot budget; "
-                             "rbench budgets are Linf or L2 (use norm \"inf\" or 2)")
-        if not _is_number(instance.eps):
-            raise ValueError(f"kwargs.eps must be one number for {attack} (got {instance.eps!r})")
+    if attack != "AutoAttack" and (getattr(instance, "targeted", False) or attack in AIMS_AT_Y):
+        raise ValueError(f"ART's {attack} is a targeted attack that cannot be made untargeted (it aims at the "
+                         "labels it is given, and the adapter gives the true ones); the art adapter runs "
+                         "untargeted attacks only")
+    if hasattr(instance, "eps") and hasattr(instance, "norm"):
+        _check_budget(attack, instance)
     return kwargs
+
+
+def _untargeted(attack: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``targeted = false`` added where ``attack``'s constructor defaults to ``targeted=True`` and
+    the suite left it out (only there, so other attacks keep their job keys); ``targeted = true`` is refused (but
+    for AutoAttack), and so is an attack defaulting to targeted that takes no ``targeted`` keyword from a suite."""
+    if kwargs.get("targeted") is True and attack != "AutoAttack":
+        raise ValueError("targeted ART attacks are not supported by the adapter (kwargs.targeted = true)")
+    parameter = inspect.signature(getattr(_evasion(), attack).__init__).parameters.get("targeted")
+    if "targeted" in kwargs or parameter is None or parameter.default is not True:
+        return kwargs
+    if "targeted" not in allowed_kwargs(attack):
+        raise ValueError(f"ART's {attack} is targeted by default and takes no targeted keyword (not in its "
+                         "attack_params); the art adapter runs untargeted attacks only")
+    return {**kwargs, "targeted": False}
+
+
+def _check_budget(attack: str, instance: Any) -> None:
+    """Refuse (ValueError) an attack with ``eps`` and ``norm`` whose result is not held to one Linf or L2 ball of
+    radius ``eps``."""
+    if _budget_norm(_constraint(attack, instance)) is None:
+        what = "ball" if attack == "Wasserstein" else "norm"
+        raise ValueError(f"{attack} with {what} {_constraint(attack, instance)!r} bounds a norm rbench cannot "
+                         f"budget; rbench budgets are Linf or L2 (use {what} \"inf\" or 2)")
+    if not _is_number(instance.eps):
+        raise ValueError(f"kwargs.eps must be one number for {attack} (got {instance.eps!r})")
+    if attack == "Wasserstein" and instance.eps_iter < instance.max_iter:
+        raise ValueError(f"ART's Wasserstein multiplies eps by eps_factor (which it requires > 1) every eps_iter "
+                         f"iterations, so its budget would not be eps = {instance.eps}: set eps_iter >= max_iter "
+                         f"(got eps_iter = {instance.eps_iter}, max_iter = {instance.max_iter})")
 
 
 def _sub_attack(spec: Any) -> dict[str, Any]:
@@ -333,9 +393,19 @@ def build(attack: str, kwargs: dict[str, Any], batch_size: int, classifier: Any)
     return attack
 
 
+class _SeededRandomState(np.random.RandomState):
+    """numpy's ``RandomState`` whose instances made without a seed take one from numpy's global RNG (seeded by
+    :func:`seeded`): BoundaryAttack, HopSkipJump and BrendelBethgeAttack draw their starting points from a
+    ``np.random.RandomState()``, seeded by the OS, so their jobs were not reproducible from their seeds."""
+
+    def __init__(self, seed: Any = None) -> None:
+        super().__init__(np.random.randint(0, 2**31 - 1) if seed is None else seed)
+
+
 @contextlib.contextmanager
 def seeded(generator: torch.Generator | None) -> Iterator[None]:
-    """Seed numpy's, Python's and torch's global RNGs (which ART draws from) from ``generator``, restoring
+    """Seed numpy's, Python's and torch's global RNGs (which ART draws from) from ``generator``, and the
+    ``RandomState`` instances ART makes without a seed from numpy's (:class:`_SeededRandomState`), restoring
     their states afterwards. Without a generator, leave them alone."""
     if generator is None:
         yield
@@ -344,7 +414,8 @@ def seeded(generator: torch.Generator | None) -> Iterator[None]:
     np_state, py_state = np.random.get_state(), random.getstate()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        unseeded = mock.patch.object(np.random, "RandomState", _SeededRandomState)
+        with torch.random.fork_rng(devices=devices), unseeded:
             torch.manual_seed(seed)
             np.random.seed(seed)
             random.seed(seed)
@@ -352,6 +423,20 @@ def seeded(generator: torch.Generator | None) -> Iterator[None]:
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
+
+
+class CastInput(torch.nn.Module):
+    """``model`` behind a cast of its input to ``dtype`` (the engine's float32): ART's decision-based attacks
+    (BoundaryAttack, HopSkipJump) pass float64 arrays, which a float32 network refuses ("mat1 and mat2 must have
+    the same dtype"). A no-op for float32 input, so the attacks that ran before give what they gave."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+        self.train(model.training)  # a new module is in training mode; ART sets the mode of both anyway
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype))
 
 
 class ArtAttack(Attack):
@@ -367,7 +452,7 @@ class ArtAttack(Attack):
             instance = build(params.attack, params.kwargs, params.batch_size, _dummy_classifier())
             if not (hasattr(instance, "eps") and hasattr(instance, "norm")):
                 return None
-            return [_budget_norm(instance.norm), float(instance.eps)]
+            return [_budget_norm(_constraint(params.attack, instance)), float(instance.eps)]
 
         found = remembered(_library(), "budget", [params.attack, params.batch_size, params.kwargs], answer)
         return None if found is None else Budget(norm=found[0], eps=float(found[1]))
@@ -378,22 +463,19 @@ class ArtAttack(Attack):
         return False
 
     def uses_gradients(self, params: ArtParams) -> bool:
-        """From the estimator ART's attack class requires (loss or class gradients); AutoAttack runs APGD unless
-        its ``attacks`` are given, then it uses gradients if any of them does."""
-        return bool(remembered(_library(), "uses_gradients", [params.attack, params.batch_size, params.kwargs],
-                               lambda: self._uses_gradients(params)))
-
-    def _uses_gradients(self, params: ArtParams) -> bool:
+        """False for the attacks of :data:`GRADIENT_FREE`, True for every other (ART's ``_estimator_requirements``
+        do not say: UniversalPerturbation's name none, yet its sub-attack differentiates the model); AutoAttack
+        runs APGD unless its ``attacks`` are given, then it uses gradients if any of them does."""
         if params.attack == "AutoAttack":
             subs = params.kwargs.get("attacks")
             return not isinstance(subs, list) or any(
                 self.uses_gradients(ArtParams.model_validate(sub)) for sub in subs)
-        evasion = _evasion()
-        from art.estimators.classification.classifier import ClassGradientsMixin
-        from art.estimators.estimator import LossGradientsMixin
+        return params.attack not in GRADIENT_FREE
 
-        needs = getattr(getattr(evasion, params.attack), "_estimator_requirements", ())
-        return any(isinstance(r, type) and issubclass(r, LossGradientsMixin | ClassGradientsMixin) for r in needs)
+    def key_revision(self, params: ArtParams) -> str | None:
+        """Re-keys Wasserstein's sets stored while its budget was read from its step's ``norm`` rather than its
+        ``ball`` (projected onto the wrong ball where the two differ); every other attack's key is as it was."""
+        return "ball-budget.2" if params.attack == "Wasserstein" else None
 
     def provenance(self, params: ArtParams) -> dict[str, Any]:
         _evasion()
@@ -411,8 +493,8 @@ class ArtAttack(Attack):
         with torch.no_grad():
             nb_classes = int(model(x[:1]).shape[-1])
         classifier = PyTorchClassifier(
-            model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=nb_classes,
-            clip_values=(0.0, 1.0), device_type="gpu" if x.is_cuda else "cpu")
+            model=CastInput(model, x.dtype), loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+            nb_classes=nb_classes, clip_values=(0.0, 1.0), device_type="gpu" if x.is_cuda else "cpu")
         if classifier._device != x.device:  # ART picks cuda:0; keep the model where the engine put it
             classifier._device = x.device
             model.to(x.device)

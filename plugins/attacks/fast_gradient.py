@@ -8,7 +8,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from rbench.attack import AttackOutput, FixedBudgetAttack
-from rbench.plugins.attacks.gradients import TINY, loss_gradient
+from rbench.plugins.attacks.gradients import loss_gradient
 
 
 class EpsParams(BaseModel):
@@ -48,6 +48,13 @@ class FastGradientValue(FixedBudgetAttack):
     def run(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: EpsParams, *,
             generator: torch.Generator | None = None) -> AttackOutput:
         g = loss_gradient(model, x, y)
-        scale = g.flatten(1).abs().amax(dim=1).clamp_min(TINY).view(-1, *([1] * (x.dim() - 1)))
+        peak = g.flatten(1).abs().amax(dim=1).view(-1, *([1] * (x.dim() - 1)))
+        # a tiny gradient (a saturated softmax's) still moves its largest pixel by eps: clamping its peak to 1e-12
+        # (as before) scaled the step down to almost nothing; a zero gradient moves nothing
+        scale = torch.where(peak > 0, peak, torch.ones_like(peak))
         x_adv = (x + params.eps * (g / scale)).clamp(0, 1)
         return AttackOutput(x_adv.to(torch.float32))
+
+    def key_revision(self, params: EpsParams) -> str:
+        """Re-keys every fgv set made before a vanishing gradient gave a full step (see :meth:`run`)."""
+        return "unit-step.2"

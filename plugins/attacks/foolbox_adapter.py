@@ -22,10 +22,20 @@ the budget.
   ``distance`` (``l2`` or ``linf``). Fixed-epsilon attacks stay within it; minimization attacks run with the same
   epsilon, and foolbox clips their results to it (foolbox's ``clipped`` output, which is what is returned), so
   they respect it too. Without ``epsilon`` (minimization attacks only) the unclipped minimal adversarials are
-  returned, exactly as foolbox gives them (also where the attack failed), and no budget is declared. Attacks
+  returned, exactly as foolbox gives them (also where the attack failed, but for the zero-start attacks
+  below), and no budget is declared. Attacks
   whose distance is L0 or L1 (``L1PGD``, ``EADAttack``, ``L0FMNAttack``, ...) declare no budget either: the
   engine only checks L2 and Linf balls; foolbox still clips their results to ``epsilon`` in their own norm.
-  ``SaltAndPepperNoiseAttack`` is an L2 minimization attack in foolbox 3.
+  ``SaltAndPepperNoiseAttack`` is an L2 minimization attack in foolbox 3. ``PointwiseAttack`` is refused: in
+  foolbox 3.3.4 it has no distance (its constructor never sets one) and asserts that its salt-and-pepper start
+  succeeded on every sample of the batch.
+- **Failures of the zero-start attacks come back as the input.** foolbox's ``L2CarliniWagnerAttack`` and
+  ``EADAttack`` (:data:`ZERO_START`) keep their best adversarial from all-zero images, so a sample they found no
+  adversarial for came back all black, which the model may well misclassify: counted as a success at distance
+  ``||x||`` (half of 100 CW outputs at 100 steps were black, 41 of them "successes"). The adapter returns the
+  input in place of such a raw output (all zeros for an input that is not), a failure, before foolbox's
+  clipping. Their calls carry a ``key_revision`` (:meth:`FoolboxAttack.key_revision`), so their job keys differ
+  from those of the sets stored before, and no other attack's key changed.
 - **Seeding.** foolbox draws its randomness (random starts, noise) from torch's global RNG (and a few attacks
   from numpy's). ``run`` seeds both from one number drawn from the job's ``generator``, inside a block that
   restores the global states afterwards, so a job is reproducible from its seed and leaves no trace.
@@ -74,6 +84,10 @@ GRADIENT_FREE = frozenset((
     "L2RepeatedAdditiveGaussianNoiseAttack", "L2RepeatedAdditiveUniformNoiseAttack",
     "LinearSearchBlendedUniformNoiseAttack", "LinearSearchContrastReductionAttack", "LinfAdditiveUniformNoiseAttack",
     "LinfRepeatedAdditiveUniformNoiseAttack", "PointwiseAttack", "SaltAndPepperNoiseAttack", "SpatialAttack"))
+
+#: The foolbox minimization attacks whose best adversarial starts as an all-zero image, returned as it is for a
+#: sample they never found an adversarial for (``best_advs = ep.zeros_like(x)`` in foolbox 3.3.4).
+ZERO_START = frozenset(("EADAttack", "L2CarliniWagnerAttack"))
 
 #: Names of foolbox distances accepted as a string ``distance`` kwarg (for attacks that take one, e.g.
 #: ``BinarizationRefinementAttack``, ``DatasetAttack``): TOML cannot hold the distance object itself.
@@ -159,6 +173,10 @@ def _built(attack: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             _ = built.distance
         except ValueError as exc:  # a flexible-distance attack constructed without one
             return {"no_distance": f"{attack} needs kwargs.distance (one of {', '.join(DISTANCES)}): {exc}"}
+        except AttributeError:  # PointwiseAttack: a flexible-distance attack whose constructor never sets one
+            return {"no_distance": f"foolbox.attacks.{attack} is not supported: in foolbox {FOOLBOX_VERSION} it "
+                    "has no distance (its constructor sets none, so no epsilon can clip it) and fails "
+                    "(AssertionError) on any batch where its salt-and-pepper start missed a sample"}
         return {"norm": distance_norm(built)}
 
     return dict(remembered(_library(), "built", [attack, kwargs], answer))
@@ -364,6 +382,11 @@ class FoolboxAttack(FixedBudgetAttack):
     def uses_gradients(self, params: FoolboxParams) -> bool:
         return params.attack not in GRADIENT_FREE
 
+    def key_revision(self, params: FoolboxParams) -> str | None:
+        """Re-keys the zero-start attacks' sets stored while their failures came back black (:data:`ZERO_START`);
+        every other attack's key, and stored set, is as it was."""
+        return "failures-as-input.2" if params.attack in ZERO_START else None
+
     def provenance(self, params: FoolboxParams) -> dict[str, Any]:
         """The library behind an adversarial set (for its meta): name, version, attack class and kwargs."""
         return {"library": "foolbox", "version": _foolbox().__version__, "attack": params.attack,
@@ -376,6 +399,16 @@ class FoolboxAttack(FixedBudgetAttack):
         x, y = x.detach(), y.detach()
         with _frozen(model), _seeded(x, generator):
             fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
-            _, clipped, _ = attack(fmodel, x, fb.criteria.Misclassification(y), epsilons=params.epsilon)
+            raw, clipped, _ = attack(fmodel, x, fb.criteria.Misclassification(y), epsilons=params.epsilon)
+        if params.attack in ZERO_START:
+            clipped = _failures_as_input(x, raw, clipped)
         x_adv = clipped.detach().to(torch.float32).clamp(0, 1)
         return AttackOutput(x_adv)
+
+
+def _failures_as_input(x: torch.Tensor, raw: torch.Tensor, clipped: torch.Tensor) -> torch.Tensor:
+    """``clipped`` with ``x`` in place of each sample whose ``raw`` output is all zeros while ``x`` is not: what a
+    zero-start attack (:data:`ZERO_START`) returns where it found no adversarial, so a failure, not an adversarial
+    at distance ``||x||`` (nor, clipped to an epsilon, a step towards black)."""
+    failed = (raw.flatten(1) == 0).all(dim=1) & (x.flatten(1) != 0).any(dim=1)
+    return torch.where(failed.view(-1, *([1] * (x.dim() - 1))), x.to(clipped.dtype), clipped)

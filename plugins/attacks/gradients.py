@@ -28,8 +28,16 @@ def loss_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss
 
 
 def l2_normalize(g: torch.Tensor) -> torch.Tensor:
-    norms = g.flatten(1).norm(dim=1).clamp_min(TINY)
-    return g / norms.view(-1, *([1] * (g.dim() - 1)))
+    """``g / ||g||_2`` per sample, 0 where ``g`` is 0. A sample whose norm is below :data:`TINY` is divided by its
+    largest entry first: dividing by ``TINY`` instead (as before) shrank a saturated softmax's tiny but meaningful
+    gradient to a step of almost nothing, and its squares may underflow float32 (1e-25 squared is 0), so its norm
+    cannot be taken directly. Samples above it are divided as before, to the bit."""
+    flat = g.flatten(1)
+    norms = flat.norm(dim=1, keepdim=True)
+    peak = flat.abs().amax(dim=1, keepdim=True)
+    scaled = flat / torch.where(peak > 0, peak, torch.ones_like(peak))
+    rescaled = scaled / scaled.norm(dim=1, keepdim=True).clamp_min(1.0)  # its norm is at least 1 where peak > 0
+    return torch.where(norms >= TINY, flat / norms.clamp_min(TINY), rescaled).view_as(g)
 
 
 def project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:

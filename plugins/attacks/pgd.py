@@ -60,6 +60,11 @@ class Pgd(FixedBudgetAttack):
         generator's draws may follow the batches, as they differ from the CPU's anyway: CONTRIBUTING, keys)."""
         return not (params.random_start and params.norm == "l2")
 
+    def key_revision(self, params: PgdParams) -> str | None:
+        """Re-keys the L2 sets made before a vanishing gradient gave a full step (:func:`l2_normalize`); the Linf
+        steps (signs) did not change, nor did their keys."""
+        return "l2-unit-step.2" if params.norm == "l2" else None
+
     def resolved_params(self, params: PgdParams) -> dict[str, float]:
         return {} if params.step_size is not None else {"step_size": step_of(params)}
 
