@@ -42,6 +42,8 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
                          table.column_axis, units, formats, cells, table.file, metric_calls=calls,
                          figure=table.figure, attack_calls=_attack_calls(plan, table, declared),
                          model_calls=_model_calls(plan, table, declared),
+                         data_calls={ev: data_record(plan, ev) for ev in dict.fromkeys(
+                             spec.evaluation for spec in table.cells.values())},
                          paired=_paired(table, {k: est for k, (_, est) in computed.items()}))
     result.samples = {(row, column): est.samples for (row, column), (_, est) in computed.items()
                       if est is not None and est.samples is not None}
@@ -149,6 +151,19 @@ def _training(trainer: PluginCall | None, data: DataRef | None, seed: int | None
     if seed is not None:
         out["seed"] = seed
     return out
+
+
+def data_record(plan: Plan, evaluation: str) -> dict[str, Any]:
+    """The images ``evaluation``'s cells are computed on, as its slice is keyed: the dataset plugin (and its params
+    where the suite set any), split, ``n`` (None: the whole split), subset seed and, where the dataset gives one,
+    the split's content digest, so that two runs' per-sample outcomes are paired only on the same images
+    (``rbench compare --run``)."""
+    ref = plan.suite.evaluations[evaluation].data
+    keyed = data_spec(ref, plan.suite.seed)
+    return {"dataset": ref.dataset,
+            **({"params": ref.call.params.model_dump(mode="json")} if ref.call.params.model_fields_set else {}),
+            "split": keyed.split, "n": keyed.n, "subset_seed": keyed.subset_seed,
+            **({"content": keyed.content} if keyed.content is not None else {})}
 
 
 def _call(call: PluginCall) -> dict[str, Any]:

@@ -207,8 +207,10 @@ def _mirror_urls(dataset: str, filename: str) -> list[str]:
     return [f"{m.rstrip('/')}/{filename}" for m in _REGISTRY[dataset]["mirrors"]]
 
 
-def _download(dataset: str, filename: str, target: Path, expected: str) -> Path:
-    """Download ``filename`` into ``target`` (under its lock); on failure leave nothing behind."""
+def _download(dataset: str, filename: str, target: Path, expected: str, user_dir: str | None = None) -> Path:
+    """Download ``filename`` into ``target`` (under its lock); on failure leave nothing behind (but the lock file,
+    which filelock keeps: removing it could let a second process take a lock the first still holds). The error
+    names ``RBENCH_DATA``'s folder (``user_dir``) where it was searched."""
     import pooch
 
     pooch.get_logger().setLevel("WARNING")  # its "Downloading data from ..." line: errors stay one line
@@ -232,7 +234,9 @@ def _download(dataset: str, filename: str, target: Path, expected: str) -> Path:
     raise DataError(
         f"could not download data file {dataset}/{filename} (tried {len(urls)} URL(s)): "
         + "; ".join(failures)
-        + "; set RBENCH_DATA to a folder holding the files or RBENCH_DATA_MIRROR to a working mirror"
+        + (f"; {Path(user_dir) / dataset} (RBENCH_DATA) has no {filename}: put the file there, or set "
+           "RBENCH_DATA_MIRROR to a working mirror" if user_dir else
+           "; set RBENCH_DATA to a folder holding the files or RBENCH_DATA_MIRROR to a working mirror")
     )
 
 
@@ -266,8 +270,11 @@ def resolve_file(dataset: str, filename: str) -> Path:
         return target
     if flag("RBENCH_OFFLINE", DataError):
         where = f"in {Path(user_dir) / dataset} or " if user_dir else ""
+        corrupt = target.is_file()  # the cache's copy does not verify (an audit read "missing" for it)
+        state = "has no intact copy" if corrupt else "is missing"
+        cached = f": the cache's {target.name} is corrupt (SHA-256 does not match {expected})" if corrupt else ""
         raise DataError(
-            f"data file {dataset}/{filename} is missing ({where}in the cache {target.parent}) and "
+            f"data file {dataset}/{filename} {state} ({where}in the cache {target.parent}{cached}) and "
             "RBENCH_OFFLINE=1 forbids downloading it; set RBENCH_DATA to a folder holding "
             f"{dataset}/{filename}"
         )
@@ -283,7 +290,7 @@ def resolve_file(dataset: str, filename: str) -> Path:
             if _verifies(target, expected):  # another process downloaded it meanwhile
                 return target
             target.unlink(missing_ok=True)
-        path = _download(dataset, filename, target, expected)
+        path = _download(dataset, filename, target, expected, user_dir)
     return path
 
 

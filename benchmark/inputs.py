@@ -51,6 +51,13 @@ def _load_split(dataset_spec: str, split: str, content: str | None = None) -> tu
     fingerprint names, so replaced local files are read again)."""
     spec = json.loads(dataset_spec)
     plugin, params = plugin_params("dataset", spec)
+    return checked_split(plugin, split, params)
+
+
+def checked_split(plugin: Any, split: str, params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``plugin.load(split, params)`` as float32 images and int64 labels, checked against the dataset contract
+    (:func:`split_problem`; PluginContractError naming the dataset): how every split is read, a trainer's own
+    extra data too (outlier exposure's outliers skipped the check)."""
     x, y = plugin.load(split, params)
     problem = split_problem(x, y, tuple(plugin.input_shape), int(plugin.num_classes))
     if problem is not None:

@@ -176,13 +176,18 @@ class Reference:
     - ``probe``: ``name`` labels a probe in the ``monitor`` of the cell's target model, where it has one (an
       unmonitored target is the cell's error).
 
-    ``key``: the parameter's path in the params (``attacks[0].attack``), which messages name.
+    ``key``: the parameter's path in the params (``attacks[0].attack``), which messages name. ``paired`` (an
+    ``attack`` reference): the metric matches these predictions with the cell's own, sample by sample by dataset
+    index (an image's position in its split), so an ``evaluation`` other than the cell's must read the same dataset
+    (plugin and params) and split; without it, the index of an MNIST digit would pair it with an unrelated letter of
+    notMNIST. An OOD metric reading another dataset's predictions as a whole leaves it False.
     """
 
     key: str
     kind: ReferenceKind
     name: str | None
     evaluation: str | None = None
+    paired: bool = False
 
 
 def metric_number(value: Any) -> float | None:

@@ -130,6 +130,10 @@ class ResultTable:
     #: "members"?}, or for a defended model {"defenses": [{"name", "plugin", "params", "trainer"?, "data"?,
     #: "seed"?}], "base" or "members"}; empty in older results
     model_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: evaluation name -> the images its cells are computed on (:func:`rbench.assemble.data_record`): {"dataset",
+    #: "params"?, "split", "n" (null: the whole split), "subset_seed", "content"? (the split's digest where its
+    #: dataset gives one)}; a cell's dataset indices name images of that split; empty in older results
+    data_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: McNemar tests the suite asked for (``paired``): a, b, along (the other axis' label), axis, and the fields
     #: of :class:`rbench.estimate.PairedTest`
     paired: list[dict[str, Any]] = field(default_factory=list)
@@ -140,6 +144,15 @@ class ResultTable:
     #: 100 times the outcomes' mean); kept out of results.json, written to outcomes.parquet by ``tidy`` and read
     #: back only where two runs are compared (:func:`rbench.report.tidy.read_outcomes`)
     outcomes: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def images_of(self, cell: Cell) -> dict[str, Any] | None:
+        """What a dataset index of ``cell`` names: its evaluation's dataset, params, split and content digest
+        (:attr:`data_calls` without ``n`` and the subset seed, which only choose among those images); None where the
+        results do not record it."""
+        record = self.data_calls.get(cell.evaluation)
+        if record is None:
+            return None
+        return {k: v for k, v in record.items() if k not in ("n", "subset_seed")}
 
     def without_outcomes(self) -> ResultTable:
         """The table as figures are drawn (and keyed, :mod:`rbench.report.figure_cache`) from: without its
@@ -386,7 +399,7 @@ def _check_texts(results: RunResults) -> None:
 def _check_table(table: ResultTable) -> None:
     """Its metric calls (key -> {"plugin": name, "params": {...}}), units and formats (key -> text; a format a
     number can be written in) are what rbench writes."""
-    for name in ("metric_calls", "units", "formats"):
+    for name in ("metric_calls", "units", "formats", "data_calls"):
         if not isinstance(getattr(table, name), dict):
             raise ValueError(f"table {table.name!r}: {name} is not a table")
     for key, call in table.metric_calls.items():

@@ -9,11 +9,13 @@ Cells pair up by (table, row, column). Each pair gets one verdict:
 - ``equal``: the same value (to 1e-9 relative: float noise), with or without intervals;
 - ``no interval``: different values, and one cell has no interval to judge the difference by;
 - ``only in one run`` / ``failed``: one side has no cell there (or one that does not apply), or one failed;
-- ``not comparable``: the two cells hold different metrics or units (the suite changed between the runs).
+- ``not comparable``: the two cells hold different metrics or units, or are computed on other images (another
+  dataset, its params or split: the suite changed between the runs).
 
 The difference's interval combines the two cells' own 95% intervals by the MOVER method (Zou & Donner 2008). Where
 both runs kept the per-sample outcomes of a rate cell (outcomes.parquet, written by the ``tidy`` reporter) over
-the same samples, the pair is judged as paired data: MOVER with the correlation of the two runs' outcomes
+the same samples of the same files (results.json records each evaluation's dataset, split and, where the dataset
+gives one, its files' digest), the pair is judged as paired data: MOVER with the correlation of the two runs' outcomes
 (Newcombe 1998, "Improved confidence intervals for the difference between binomial proportions based on paired
 data", method 10: the Wilson intervals of the two rates and the corrected phi coefficient of their 2x2 table;
 tests/test_run_diff.py checks rows of the paper's Table III), so a change of a few images all in one direction
@@ -120,7 +122,22 @@ def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, 
     if ca.call and cb.call and _normal(ta.metric_call(ca)) != _normal(tb.metric_call(cb)):
         return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
                         f"{ta.metric(ca)}: {_call_text(ta.metric_call(ca))} vs {_call_text(tb.metric_call(cb))}")
+    images_a, images_b = ta.images_of(ca), tb.images_of(cb)
+    if images_a is not None and images_b is not None and images_a != images_b:
+        other = f"{_images_text(images_a)} vs {_images_text(images_b)}"
+        if any(images_a.get(k) != images_b.get(k) for k in ("dataset", "params", "split")):
+            return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
+                            f"other images: {other}")
+        # the same dataset and split from other files (another notMNIST sample, say): an index names another image
+        return _values(name, ca, cb, fmt, None, f"not paired: other files ({other})")
     return _values(name, ca, cb, fmt, outcomes)
+
+
+def _images_text(images: dict[str, Any]) -> str:
+    """``mnist test``, ``notmnist test (content 66751d7f)``, with the dataset params where set."""
+    params = f"({json.dumps(images['params'], sort_keys=True)})" if images.get("params") else ""
+    content = f" (content {str(images['content'])[:8]})" if images.get("content") else ""
+    return f"{images.get('dataset', '?')}{params} {images.get('split', '?')}{content}"
 
 
 def _normal(call: dict[str, Any]) -> dict[str, Any]:
@@ -141,8 +158,9 @@ def _call_text(call: dict[str, Any]) -> str:
 
 
 def _values(name: str, a: Cell, b: Cell, fmt: str,
-            outcomes: tuple[CellOutcomes, CellOutcomes] | None = None) -> CellDiff:
-    """The verdict on two cells of one metric (paired on their outcomes where both have them, on one sample set)."""
+            outcomes: tuple[CellOutcomes, CellOutcomes] | None = None, why_unpaired: str = "") -> CellDiff:
+    """The verdict on two cells of one metric (paired on their outcomes where both have them, on one sample set;
+    ``why_unpaired``: a note saying why they were not, where they could have been)."""
     row, column = a.row, a.column
     if a.error or b.error:
         return CellDiff(name, row, column, a.value, b.value, None, None, None, "failed", fmt,
@@ -160,7 +178,7 @@ def _values(name: str, a: Cell, b: Cell, fmt: str,
     # values: 22.5% of one 200-image subset and 22.5% of another are the same number, not the same measurement
     other = any(x and y and x != y for x, y in ((a.outcomes_sha256, b.outcomes_sha256),
                                                   (a.samples_sha256, b.samples_sha256)))
-    note = "" if paired is None else f"paired on {paired[2]} samples"
+    note = why_unpaired if paired is None else f"paired on {paired[2]} samples"
     if math.isclose(float(a.value), float(b.value), rel_tol=1e-9, abs_tol=1e-12) and not other:
         verdict = "equal"
     elif interval is None:

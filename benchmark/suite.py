@@ -685,10 +685,6 @@ def unpairable(cells: tuple[CellSpec, CellSpec], suite: Suite) -> str | None:
         attack = suite.evaluations[cell.evaluation].attacks.get(cell.attack)
         if attack is not None and is_generator(attack.call.obj):
             return f"attack {cell.attack!r} generates its images: there is no dataset sample to pair them on"
-    data = [suite.evaluations[c.evaluation].data for c in cells]
-    read = [(d.call.name, d.call.params, d.split) for d in data]
-    if read[0] != read[1]:
-        what = [f"evaluation {c.evaluation!r} reads split {d.split!r} of dataset {d.dataset!r}"
-                for c, d in zip(cells, data, strict=True)]
-        return f"{what[0]} and {what[1]}: a paired test needs the same images"
+    if problem := other_images(suite, (first.evaluation, second.evaluation)):
+        return f"{problem}: a paired test needs the same images"
     return None

@@ -8,6 +8,7 @@ Each check returns the problem as one line, or None; :mod:`rbench.suite` turns i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -65,12 +66,28 @@ def _attack_problem(ref: Reference, cell: CellSpec, at: str, suite: Suite) -> st
     label = ref.name or cell.attack
     if label not in labels:
         return f"evaluation {ev_name!r} has no attack {label!r}, the attack of {at} (defined: {listing(labels)})"
+    if ref.paired and (problem := other_images(suite, (cell.evaluation, ev_name))):
+        return f"{problem}: the metric pairs their predictions sample by sample, by dataset index, for {at}"
     if ev.holds(cell.source, label, cell.target):
         return None
     if label == "clean":
         return f"evaluation {ev_name!r} does not evaluate {cell.target!r} on its clean inputs, as {at} needs"
     return f"evaluation {ev_name!r} does not evaluate {cell.target!r} on the {label!r} sets of {cell.source!r}, as " \
            f"{at} needs: it must list {cell.source!r} in its sources and {cell.target!r} among its targets"
+
+
+def other_images(suite: Suite, evaluations: tuple[str, str]) -> str | None:
+    """Why a dataset index does not name the same image in these two evaluations (they read another dataset, its
+    params or another split), or None where it does (their subsets may differ: a pairing takes the images both
+    have)."""
+    first, second = (suite.evaluations[name].data for name in evaluations)
+    if (first.call.name, first.call.params, first.split) == (second.call.name, second.call.params, second.split):
+        return None
+    params = first.call.params != second.call.params
+    what = [f"evaluation {name!r} reads split {d.split!r} of dataset {d.dataset!r}"
+            + (f" with params {shown(json.dumps(d.call.params, sort_keys=True), 120)}" if params else "")
+            for name, d in zip(evaluations, (first, second), strict=True)]
+    return f"{what[0]} and {what[1]}"
 
 
 #: a table's row labels and column labels

@@ -268,6 +268,30 @@ def test_corrupt_cache_file_redownloaded(monkeypatch, server):
     assert server.requests == [f"/mnist/{SMALL}"]
 
 
+def test_offline_with_a_corrupt_cached_copy_says_corrupt(monkeypatch):
+    """Offline, a cached copy that fails its checksum was reported "missing"; and a download that failed while
+    RBENCH_DATA was set told the user to set RBENCH_DATA (an audit's two lows)."""
+    target = Path(os.environ["RBENCH_DATA_CACHE"]) / "mnist" / SMALL
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not the real file")
+    monkeypatch.setenv("RBENCH_OFFLINE", "1")
+    with pytest.raises(DataError) as exc:
+        data.resolve_file("mnist", SMALL)
+    assert f"has no intact copy (in the cache {target.parent}: the cache's {SMALL} is corrupt (SHA-256 does not " \
+        f"match {_expected('mnist', SMALL)})) and RBENCH_OFFLINE=1 forbids downloading it" in str(exc.value)
+    assert target.read_bytes() == b"not the real file"  # offline: left for the user to see, nothing fetched
+
+
+def test_a_failed_download_names_the_rbench_data_folder_searched(monkeypatch, tmp_path):
+    (tmp_path / "mine").mkdir()
+    monkeypatch.setenv("RBENCH_DATA", str(tmp_path / "mine"))
+    monkeypatch.setenv("RBENCH_DATA_MIRROR", _closed_port_url())
+    with pytest.raises(DataError) as exc:
+        data.resolve_file("mnist", SMALL)
+    assert str(exc.value).endswith(f"; {tmp_path / 'mine' / 'mnist'} (RBENCH_DATA) has no {SMALL}: put the file "
+                                   "there, or set RBENCH_DATA_MIRROR to a working mirror"), str(exc.value)
+
+
 @needs_data
 def test_load_idx_rejects_bad_header(tmp_path):
     import gzip

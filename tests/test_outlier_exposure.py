@@ -166,3 +166,27 @@ def test_outliers_with_a_fingerprint_enter_the_checkpoint_key_and_are_checked_wh
     with pytest.raises(DataError, match="notmnist test data changed since the job was planned"):
         run_train(before, Store(tmp_path / "store"), torch.device("cpu"), no_progress)
     data.load_split.cache_clear()
+
+
+def test_outliers_are_checked_against_the_dataset_contract(monkeypatch):
+    """The trainer loaded its outliers with the dataset plugin's own ``load``, past the engine's check of every
+    split: a third-party dataset serving 0-255 pixels was trained on silently (an audit). It reads them through
+    ``rbench.inputs.checked_split`` now."""
+    from rbench.errors import PluginContractError
+    from rbench.plugins.trainers.outlier_exposure import load_outliers
+
+    plugin = get_plugin("dataset", "fashion-mnist")
+    real_load = type(plugin).load
+
+    def bytes_load(self, split, params):
+        x, y = real_load(self, split, params)
+        return x * 255, y
+
+    monkeypatch.setattr(type(plugin), "load", bytes_load)
+    params = get_plugin("trainer", "outlier_exposure").Params(n_outliers=10)
+    with pytest.raises(PluginContractError, match="dataset 'fashion-mnist' loaded a train split that breaks the "
+                       "dataset contract"):
+        load_outliers(params, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(type(plugin), "load", real_load)
+    outliers = load_outliers(params, torch.Generator().manual_seed(0))
+    assert outliers.shape == (10, 1, 28, 28) and outliers.dtype == torch.float32 and float(outliers.max()) <= 1.0

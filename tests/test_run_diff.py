@@ -153,6 +153,40 @@ def test_paired_outcomes_tell_a_small_consistent_change_from_noise():
     assert paired[:2] == pytest.approx(difference_interval(_rate(50, 100), _rate(50, 100)))
 
 
+def test_outcomes_pair_only_on_the_same_images():
+    """Indices pair two runs' outcomes only where they name the same images: an audit compared a cell computed on
+    Fashion-MNIST with one on notMNIST ("paired on 30 samples", an image with an unrelated one), and one on notMNIST
+    files relabelled since ("no difference shown" for 73.3 vs 90.0). Each evaluation's images are recorded in
+    results.json (``data_calls``); results written before are paired as before."""
+    rng = np.random.default_rng(1)
+    a = rng.random(300) < 0.3
+    b = a.copy()
+    b[np.flatnonzero(~a)[:9]] = True
+    cells = {("r", "c"): (_rate(int(a.sum()), 300), _rate(int(b.sum()), 300))}
+    outcomes = ({("t", "r", "c"): _outcomes(a)}, {("t", "r", "c"): _outcomes(b)})
+
+    def run(images: dict | None, which: int) -> RunResults:
+        results = _results({key: pair[which] for key, pair in cells.items()})
+        for cell in results.tables[0].cells:
+            cell.evaluation = "ev"
+        if images is not None:
+            results.tables[0].data_calls = {"ev": images}
+        return results
+
+    mnist = {"dataset": "notmnist", "split": "test", "n": 300, "subset_seed": 1, "content": "66751d7f" * 8}
+    for first, second in ((None, None), (mnist, None), (mnist, {**mnist, "n": 500, "subset_seed": 2})):
+        (same,) = diff_runs(run(first, 0), run(second, 1), *outcomes)
+        assert same.paired == 300 and same.verdict == "differs", same  # n and seed only choose among the images
+    (relabelled,) = diff_runs(run(mnist, 0), run({**mnist, "content": "0" * 64}, 1), *outcomes)
+    assert relabelled.paired is None and relabelled.verdict == "no difference shown", relabelled
+    assert relabelled.note == ("not paired: other files (notmnist test (content 66751d7f) vs notmnist test "
+                               "(content 00000000))")
+    (fashion,) = diff_runs(run(mnist, 0), run({"dataset": "fashion-mnist", "split": "test", "n": 300,
+                                               "subset_seed": 1}, 1), *outcomes)
+    assert fashion.verdict == "not comparable" and fashion.delta is None, fashion
+    assert fashion.note == "other images: notmnist test (content 66751d7f) vs fashion-mnist test"
+
+
 def _table(a: int, b: int, c: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     """Two runs' outcomes on a + b + c + d samples: both 1 on a, only the first on b, only the second on c."""
     first = np.repeat([True, True, False, False], [a, b, c, d])

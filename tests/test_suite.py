@@ -612,3 +612,18 @@ def test_paired_rows_must_pair_the_same_images_of_one_metric(write_suite, table,
     if "evaluation" in table:  # two evaluations of one split (another n, say) pair: the test takes shared images
         same = PAIRED.replace('split = "train"', 'split = "test"')
         assert load_suite(write_suite(same + table)).tables["t"].paired == (("test", "train"),)
+
+
+def test_worst_case_pairs_only_the_same_images(write_suite):
+    """worst_case matches each attack's predictions by dataset index: one over the test split's pgd and the training
+    split's was accepted (and an audit's over MNIST and notMNIST printed a number), each sample the worst of two
+    unrelated images. The OOD metrics, which read another dataset as a whole, are left free."""
+    table = ('rows = [{ label = "worst", metric = { plugin = "worst_case", params = { attacks = [{ attack = "pgd" }, '
+             '{ attack = "pgd", evaluation = "train" }] } } }]\ncolumns = "model"\nwhere = { attack = "pgd" }')
+    with pytest.raises(SuiteError) as err:
+        load_suite(write_suite(PAIRED + table))
+    assert ("tables.t.rows[0].metric.params.attacks[1].attack: evaluation 'test' reads split 'test' of dataset "
+            "'mnist' and evaluation 'train' reads split 'train' of dataset 'mnist': the metric pairs their "
+            "predictions sample by sample, by dataset index, for cell (worst, mlp)") in str(err.value), str(err.value)
+    same = PAIRED.replace('split = "train"', 'split = "test"')  # another n of the same split: shared images
+    assert load_suite(write_suite(same + table)).tables["t"].rows == ("worst",)

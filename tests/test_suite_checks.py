@@ -177,9 +177,14 @@ def test_references_that_hold_pass(write_suite):
         '{ plugin = "ood_auroc", params = { ood = "ev" } }',
         '{ plugin = "nearest_distance", params = { reference = "bare" } }',
     ]
-    for metric in good:
-        suite = load_suite(write_suite(_metric_table(metric)))
+    same_split = _metric_table(good[0]).replace('split = "train"', 'split = "test"')
+    for text in [same_split] + [_metric_table(metric) for metric in good[1:]]:
+        suite = load_suite(write_suite(text))
         assert set(suite.tables["m"].cells) == {("clean", "mlp"), ("pgd", "mlp")}
+    # the worst case over the test split's pgd and the training split's clean inputs paired test image i with
+    # training image i (accepted until an audit)
+    _refused(write_suite(_metric_table(good[0])), "tables.m.metric.params.attacks[1].attack: evaluation 'ev' reads "
+             "split 'test' of dataset 'mnist' and evaluation 'bare' reads split 'train' of dataset 'mnist'")
     # clean cells of another evaluation: any of its sources evaluated on the target will do
     clean = REFS.replace('sources = ["other"]', 'sources = ["other", "mlp"]\ntargets = ["mlp"]')
     text = clean + ('\n[tables.m]\nevaluation = "ev"\nrows = "attack"\ncolumns = "model"\nmetric = { plugin = '

@@ -78,14 +78,16 @@ class WorstCase(Metric):
 
     def references(self, params: WorstCaseParams) -> list[Reference]:
         """The evaluations and attack labels ``attacks`` names, and the clean inputs read from the first one's
-        evaluation: the suite checks them for every cell before any work."""
+        evaluation, all paired with the cell's samples by dataset index (so read from the cell's dataset and split):
+        the suite checks them for every cell before any work."""
         out = []
         for i, ref in enumerate(params.attacks):
             if ref.evaluation is not None:
                 out.append(Reference(f"attacks[{i}].evaluation", "evaluation", ref.evaluation))
-            out.append(Reference(f"attacks[{i}].attack", "attack", ref.attack, ref.evaluation))
+            out.append(Reference(f"attacks[{i}].attack", "attack", ref.attack, ref.evaluation, paired=True))
         if params.include_clean:
-            out.append(Reference("attacks[0].evaluation", "attack", "clean", params.attacks[0].evaluation))
+            out.append(Reference("attacks[0].evaluation", "attack", "clean", params.attacks[0].evaluation,
+                                 paired=True))
         return out
 
     def compute(self, cell: CellData, params: WorstCaseParams) -> Estimate | float | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
+from rbench.inputs import checked_split
 from rbench.model import TrainData
 from rbench.plugins.trainers.standard import StandardParams, StandardTrainer
 
@@ -56,8 +56,8 @@ def load_outliers(params: OutlierExposureParams, generator: torch.Generator) -> 
     """The outlier images (float32 (M, C, H, W) in [0, 1], on the CPU): the ``outlier_split`` of the dataset
     plugin ``outliers``, cut to ``n_outliers`` images chosen with ``generator`` when set."""
     plugin = _dataset_plugin(params.outliers)
-    x, _ = plugin.load(params.outlier_split, plugin.Params())
-    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    images, _ = checked_split(plugin, params.outlier_split, plugin.Params())
+    x = torch.from_numpy(images)
     if params.n_outliers is not None and params.n_outliers < len(x):
         x = x[torch.randperm(len(x), generator=generator)[:params.n_outliers].sort().values]
     return x
