@@ -294,6 +294,8 @@ def test_report_in_a_browser(run, browser):
     assert "no such attack / small" in browser.find_element(By.CSS_SELECTOR, "ul.absent").text
     assert "McNemar exact p" in browser.find_element(By.CSS_SELECTOR, "ul.paired").text
     assert 'norm="l2"' in browser.find_element(By.CSS_SELECTOR, "ul.attacks").text
+    drawn_from = browser.find_element(By.CSS_SELECTOR, "ul.images").text
+    assert drawn_from == "wb: mnist test, 40 images drawn with subset seed 5"
 
     # sorting: the distortion column of "small" (the clean row has no value: it stays last either way)
     table = tables[1]

@@ -123,6 +123,10 @@ def test_tables_tex_shows_every_cell_as_the_other_reports_do(run):
     body = [ln for ln in text.splitlines() if ln and not ln.startswith("%")]
     assert body[0] == r"\begin{table}[htbp]" and body[-1] == r"\end{table}"
     assert "% fgsm(eps=0.3): fgsm(eps=0.3)" in text and "% small: mlp(widths=[16]" in text
+    # which images each table's cells are computed on, in every report
+    assert "% wb: mnist test, 40 images drawn with subset seed 5" in text
+    assert "Images:\n\n- wb: mnist test, 40 images drawn with subset seed 5\n" in md
+    assert "<li>wb: mnist test, 40 images drawn with subset seed 5</li>" in (run / "report.html").read_text()
     assert "% published: 1/2 cells within tolerance" in text
 
 

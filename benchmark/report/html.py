@@ -29,6 +29,7 @@ from rbench.report.reporters import (
     INTERVAL_NOTE,
     Reporter,
     describe_attacks,
+    describe_images,
     describe_models,
     describe_paired,
     full_title,
@@ -101,6 +102,8 @@ class HtmlTable:
     notes: list[str] = field(default_factory=list)
     #: every attack of the table with its plugin and parameters (:func:`describe_attacks`)
     attacks: list[str] = field(default_factory=list)
+    #: the images each evaluation of the table is computed on (:func:`describe_images`)
+    images: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -220,7 +223,7 @@ def html_table(index: int, table: ResultTable, figures: list[Path], cmp: Compari
     return HtmlTable(tid, table.name, full_title(table), header(table), rows,
                      [_paired(p) for p in table.paired], shown, compared, absent,
                      [(c.row, c.column, list(c.jobs)) for c in table.cells], cmp.notes.get(table.name, []),
-                     describe_attacks(table))
+                     describe_attacks(table), describe_images(table))
 
 
 def _paired(test: dict[str, Any]) -> str:

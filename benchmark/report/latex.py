@@ -4,8 +4,8 @@ ready for ``\\input`` into a paper.
 Each cell is shown as every report shows it (:meth:`rbench.results.ResultTable.shown`: the metric's format, the
 95% interval's half-width as ``\\pm`` or both sides as super- and subscripts); a cell with a published value
 carries it in parentheses, marked where the comparison's verdict is not "within tolerance" (the marks are
-explained in the caption). What the table's caption cannot hold, the attacks' parameters, the paired tests and
-the models, follows each float as LaTeX comments, so the file says what it shows without typesetting it.
+explained in the caption). What the table's caption cannot hold, the images, the attacks' parameters, the paired
+tests and the models, follows each float as LaTeX comments, so the file says what it shows without typesetting it.
 
 The file needs ``\\usepackage{booktabs}``; it is UTF-8, which pdflatex reads for Latin letters (Bečková's č) and
 xelatex or lualatex for any character; the few math characters rbench writes itself (−, ±, ×, ≤, ≥, →, ε) are
@@ -23,6 +23,7 @@ from rbench.report.reporters import (
     INTERVAL_NOTE,
     Reporter,
     describe_attacks,
+    describe_images,
     describe_models,
     describe_paired,
     full_title,
@@ -107,6 +108,8 @@ def render_table(table: ResultTable, published: list[Comparison], label_prefix: 
                for rs in by_cell.values() for r in rs]
     if lacking:
         lines += _comment(["Published cells this table lacks:", *lacking])
+    if table.data_calls:
+        lines += _comment(["Images:", *describe_images(table)])
     if table.attack_calls:
         lines += _comment(["Attacks:", *describe_attacks(table)])
     if table.paired:

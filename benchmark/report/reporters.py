@@ -115,6 +115,21 @@ def describe_attacks(table: ResultTable) -> list[str]:
     return lines
 
 
+def describe_images(table: ResultTable) -> list[str]:
+    """One line per evaluation of ``table`` (:attr:`ResultTable.data_calls`): the images its cells are computed on,
+    ``whitebox: mnist test, 1000 images drawn with subset seed 5`` (``every image`` where ``n`` is unset; the
+    dataset's params and the files' digest where recorded); none in results written before they were recorded."""
+    lines = []
+    for evaluation, data in table.data_calls.items():
+        dataset = _plugin_text({"plugin": data.get("dataset", "?"), "params": data["params"]}) \
+            if data.get("params") else data.get("dataset", "?")
+        n = data.get("n")
+        drawn = f"{n} images drawn with subset seed {data.get('subset_seed')}" if n is not None else "every image"
+        files = f" (files {str(data['content'])[:12]})" if data.get("content") else ""
+        lines.append(f"{evaluation}: {dataset} {data.get('split', '?')}{files}, {drawn}")
+    return lines
+
+
 def run_models(results: RunResults) -> dict[str, dict[str, Any]]:
     """How every model the run's tables read is made (:attr:`ResultTable.model_calls`), each once, in table order."""
     out: dict[str, dict[str, Any]] = {}
@@ -230,6 +245,8 @@ class Markdown(Reporter):
         for t in results.tables:
             parts.append(f"## {md(full_title(t))}\n")
             parts.append(md_table(grid(t), header(t)) + "\n")
+            if t.data_calls:
+                parts.append("Images:\n\n" + "\n".join(f"- {md(line)}" for line in describe_images(t)) + "\n")
             if t.attack_calls:
                 parts.append("Attacks:\n\n" + "\n".join(f"- {md(line)}" for line in describe_attacks(t)) + "\n")
             if t.paired:
