@@ -270,9 +270,14 @@ def resolve_file(dataset: str, filename: str) -> Path:
         return target
     if flag("RBENCH_OFFLINE", DataError):
         where = f"in {Path(user_dir) / dataset} or " if user_dir else ""
-        corrupt = target.is_file()  # the cache's copy does not verify (an audit read "missing" for it)
-        state = "has no intact copy" if corrupt else "is missing"
-        cached = f": the cache's {target.name} is corrupt (SHA-256 does not match {expected})" if corrupt else ""
+        cached = ""
+        if target.is_file():  # a copy that did not verify (an audit read "missing" for it): corrupt or unreadable
+            try:
+                _sha256(target)
+                cached = f": the cache's {target.name} is corrupt (SHA-256 does not match {expected})"
+            except OSError as exc:
+                cached = f": the cache's {target.name} cannot be read ({os_problem(exc)})"
+        state = "has no intact copy" if cached else "is missing"
         raise DataError(
             f"data file {dataset}/{filename} {state} ({where}in the cache {target.parent}{cached}) and "
             "RBENCH_OFFLINE=1 forbids downloading it; set RBENCH_DATA to a folder holding "

@@ -222,16 +222,21 @@ def _key_version(obj: Any, version: str, ep: Any, dist: str) -> str:
         raise PluginError(f"{dist}: its source cannot be read to key its jobs ({exc})") from None
 
 
-#: what a plugin's ``key_revision`` may return: a short tag, appended to its version in job keys
+#: what a plugin's ``key_revision`` may return: a short tag, appended to its version in job keys after
+#: :data:`REVISION_MARK`
 _REVISION_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: between a plugin's version and a call's revision tag in a key (:func:`call_version`); what
+#: :func:`rbench.plan._unrevised` cuts off to seed the call as before (a version's own ``~``, as in a third-party
+#: ``2.0~rc1``, is left alone)
+REVISION_MARK = "~rev."
 
 
 def call_version(obj: Any, version: str, params: BaseModel) -> str:
     """The version a call of the plugin ``obj`` with validated ``params`` enters job keys with: the plugin's keyed
-    ``version``, with ``~<tag>`` appended where its optional ``key_revision(params)`` gives a tag. A fix that changes
-    only some calls' outputs (pgd's L2 step on a vanishing gradient) so re-keys those calls alone: the others keep
-    their stored results (and seeds). ValueError, one line, where the hook raises or returns anything but None, ""
-    or such a tag."""
+    ``version``, with ``~rev.<tag>`` appended where its optional ``key_revision(params)`` gives a tag. A fix that
+    changes only some calls' outputs (pgd's L2 step on a vanishing gradient) so re-keys those calls alone: the
+    others keep their stored results (and seeds). ValueError, one line, where the hook raises or returns anything
+    but None, "" or such a tag."""
     method = getattr(obj, "key_revision", None)
     if method is None:
         return version
@@ -244,7 +249,7 @@ def call_version(obj: Any, version: str, params: BaseModel) -> str:
     if not isinstance(tag, str) or not _REVISION_TAG.fullmatch(tag):
         raise ValueError(f"key_revision returned {tag!r}, not None or a tag of at most 64 letters, digits, '.', "
                          "'_' or '-'")
-    return f"{version}~{tag}"
+    return f"{version}{REVISION_MARK}{tag}"
 
 
 def _trace(line: str) -> None:

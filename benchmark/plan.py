@@ -28,7 +28,7 @@ from rbench.attack import is_generator
 from rbench.data import ABSENT
 from rbench.errors import DataError
 from rbench.keys import canonical, content_key
-from rbench.manager import get_registry
+from rbench.manager import REVISION_MARK, get_registry
 from rbench.metric import Reference, declared_references
 from rbench.specs import (
     AttackSpec,
@@ -144,7 +144,7 @@ class Plan:
 
 
 def _unrevised(value: Any) -> Any:
-    """``value`` (a job record, JSON) with the ``~<tag>`` a plugin's ``key_revision`` appends to its version
+    """``value`` (a job record, JSON) with the ``~rev.<tag>`` a plugin's ``key_revision`` appends to its version
     (:func:`rbench.manager.call_version`) cut off, or ``value`` itself where it holds none: a revised call is keyed
     anew but seeded as before, and so is what is made from it (:attr:`Plan.seed_twins`), so a fix that changes
     nothing on a given input gives the same bits as before it."""
@@ -152,8 +152,8 @@ def _unrevised(value: Any) -> Any:
         changed = {}
         for k, v in value.items():
             if k == "version" and isinstance(v, str):
-                if "~" in v:
-                    changed[k] = v.split("~", 1)[0]
+                if REVISION_MARK in v:
+                    changed[k] = v.split(REVISION_MARK, 1)[0]
             elif (new := _unrevised(v)) is not v:
                 changed[k] = new
         return {**value, **changed} if changed else value

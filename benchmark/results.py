@@ -130,9 +130,10 @@ class ResultTable:
     #: "members"?}, or for a defended model {"defenses": [{"name", "plugin", "params", "trainer"?, "data"?,
     #: "seed"?}], "base" or "members"}; empty in older results
     model_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: evaluation name -> the images its cells are computed on (:func:`rbench.assemble.data_record`): {"dataset",
-    #: "params"?, "split", "n" (null: the whole split), "subset_seed", "content"? (the split's digest where its
-    #: dataset gives one)}; a cell's dataset indices name images of that split; empty in older results
+    #: evaluation name -> the images its cells are computed on (:func:`rbench.assemble.data_record`): {"dataset"
+    #: (the suite's name), "plugin", "params", "split", "n" (null: the whole split), "subset_seed", "content"? (the
+    #: split's digest where its dataset gives one)}; a cell's dataset indices name images of that split; empty in
+    #: older results
     data_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: McNemar tests the suite asked for (``paired``): a, b, along (the other axis' label), axis, and the fields
     #: of :class:`rbench.estimate.PairedTest`
@@ -146,13 +147,13 @@ class ResultTable:
     outcomes: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
 
     def images_of(self, cell: Cell) -> dict[str, Any] | None:
-        """What a dataset index of ``cell`` names: its evaluation's dataset, params, split and content digest
-        (:attr:`data_calls` without ``n`` and the subset seed, which only choose among those images); None where the
-        results do not record it."""
+        """What a dataset index of ``cell`` names: its evaluation's dataset plugin, params, split and content digest
+        (:attr:`data_calls` without the suite's name for the dataset, ``n`` and the subset seed, which only choose
+        among those images); None where the results do not record it."""
         record = self.data_calls.get(cell.evaluation)
-        if record is None:
+        if record is None or "plugin" not in record:
             return None
-        return {k: v for k, v in record.items() if k not in ("n", "subset_seed")}
+        return {k: v for k, v in record.items() if k not in ("dataset", "n", "subset_seed")}
 
     def without_outcomes(self) -> ResultTable:
         """The table as figures are drawn (and keyed, :mod:`rbench.report.figure_cache`) from: without its
@@ -402,6 +403,10 @@ def _check_table(table: ResultTable) -> None:
     for name in ("metric_calls", "units", "formats", "data_calls"):
         if not isinstance(getattr(table, name), dict):
             raise ValueError(f"table {table.name!r}: {name} is not a table")
+    for evaluation, data in table.data_calls.items():
+        if not isinstance(data, dict) or not isinstance(data.get("split", ""), str):
+            raise ValueError(f"table {table.name!r}: data_calls[{evaluation!r}] is not a record of images "
+                             "({\"plugin\": NAME, \"params\": {...}, \"split\": SPLIT, ...})")
     for key, call in table.metric_calls.items():
         if not isinstance(call, dict) or not isinstance(call.get("plugin"), str) \
                 or not isinstance(call.get("params", {}), dict):

@@ -123,9 +123,12 @@ def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, 
         return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
                         f"{ta.metric(ca)}: {_call_text(ta.metric_call(ca))} vs {_call_text(tb.metric_call(cb))}")
     images_a, images_b = ta.images_of(ca), tb.images_of(cb)
+    if outcomes is not None and (images_a is None or images_b is None):  # an index names an image not recorded
+        unknown = "the run" if images_a is None else "the other run"
+        return _values(name, ca, cb, fmt, None, f"not paired: {unknown} does not record its images")
     if images_a is not None and images_b is not None and images_a != images_b:
         other = f"{_images_text(images_a)} vs {_images_text(images_b)}"
-        if any(images_a.get(k) != images_b.get(k) for k in ("dataset", "params", "split")):
+        if any(images_a.get(k) != images_b.get(k) for k in ("plugin", "params", "split")):
             return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
                             f"other images: {other}")
         # the same dataset and split from other files (another notMNIST sample, say): an index names another image
@@ -134,10 +137,10 @@ def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, 
 
 
 def _images_text(images: dict[str, Any]) -> str:
-    """``mnist test``, ``notmnist test (content 66751d7f)``, with the dataset params where set."""
+    """``mnist test``, ``notmnist test (content 66751d7f)``, with the dataset params where it has any."""
     params = f"({json.dumps(images['params'], sort_keys=True)})" if images.get("params") else ""
     content = f" (content {str(images['content'])[:8]})" if images.get("content") else ""
-    return f"{images.get('dataset', '?')}{params} {images.get('split', '?')}{content}"
+    return f"{images.get('plugin', '?')}{params} {images.get('split', '?')}{content}"
 
 
 def _normal(call: dict[str, Any]) -> dict[str, Any]:

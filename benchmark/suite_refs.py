@@ -85,7 +85,8 @@ def other_images(suite: Suite, evaluations: tuple[str, str]) -> str | None:
         return None
     params = first.call.params != second.call.params
     what = [f"evaluation {name!r} reads split {d.split!r} of dataset {d.dataset!r}"
-            + (f" with params {shown(json.dumps(d.call.params, sort_keys=True), 120)}" if params else "")
+            + (f" with params {shown(json.dumps(d.call.params.model_dump(mode='json'), sort_keys=True), 120)}"
+               if params else "")
             for name, d in zip(evaluations, (first, second), strict=True)]
     return f"{what[0]} and {what[1]}"
 

@@ -210,7 +210,7 @@ def test_wasserstein_declares_its_ball_as_the_budget():
     assert ArtParams.model_validate({"attack": "Wasserstein", "kwargs": ok}, strict=True).kwargs == ok
     from rbench.manager import call_version  # its sets projected onto its step's ball are not served again
 
-    assert call_version(attack, "1", params) == "1~ball-budget.2"
+    assert call_version(attack, "1", params) == "1~rev.ball-budget.2"
     assert call_version(attack, "1", ArtParams.model_validate({"attack": "SquareAttack"})) == "1"
 
 

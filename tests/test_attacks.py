@@ -268,5 +268,5 @@ def test_a_vanishing_gradient_still_takes_a_full_step():
 
     version = get_registry().get("attack", "pgd").version
     assert call_version(pgd, version, pgd.Params(eps=0.1)) == version  # Linf: its stored sets keep their keys
-    assert call_version(pgd, version, params) == f"{version}~l2-unit-step.2"
-    assert call_version(fgv, version, fgv.Params(eps=0.1)) == f"{version}~unit-step.2"
+    assert call_version(pgd, version, params) == f"{version}~rev.l2-unit-step.2"
+    assert call_version(fgv, version, fgv.Params(eps=0.1)) == f"{version}~rev.unit-step.2"

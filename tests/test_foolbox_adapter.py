@@ -180,7 +180,7 @@ def test_only_zero_start_attacks_are_re_keyed():
 
     for name in ("L2CarliniWagnerAttack", "EADAttack"):
         attack, p = _plugin_params({"attack": name})
-        assert call_version(attack, "1", p) == "1~failures-as-input.2"
+        assert call_version(attack, "1", p) == "1~rev.failures-as-input.2"
     for params in (PGD, {"attack": "L2DeepFoolAttack"}, {"attack": "SaltAndPepperNoiseAttack", "epsilon": 5.0}):
         attack, p = _plugin_params(params)
         assert call_version(attack, "1", p) == "1"

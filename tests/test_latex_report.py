@@ -149,6 +149,34 @@ def test_tables_tex_compiles_with_pdflatex(run, tmp_path):
     assert "Missing character" not in log and "Undefined control sequence" not in log, log[-3000:]
 
 
+def test_nasty_labels_and_many_wide_tables_compile(tmp_path):
+    """A review: a row label starting with "[" was read as the optional argument of ``\\\\`` or ``\\midrule`` (an
+    error), one starting with "*" lost it, "--" became a dash, "σ" stopped pdflatex, mnist_full's 51 tables stopped
+    it ("100 consecutive dead cycles") and its 12-column tables overran the page by up to 557 pt."""
+    pdflatex = shutil.which("pdflatex")
+    if not pdflatex:
+        pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+    from rbench.report.latex import FLOATS_PER_CLEARPAGE, Latex
+
+    rows = ["[0.1, 0.3] eps", "*robust lenet", "--a---b", "σ = 0.1 noise, L∞ ≈ Ρ", "[robust]"]
+    columns = [f"model {i}" for i in range(12)]
+    tables = [ResultTable(f"t{k}", f"Table {k}", rows, columns, "rows", "model", {"": "%"}, {},
+                          [Cell(r, c, 50.0, n=10, low=20.0, high=80.0, interval="wilson") for r in rows
+                           for c in columns]) for k in range(20)]
+    text = Latex().render(RunResults("nasty", "", None, [], {}, tables))
+    assert text.count(r"\clearpage") == (20 - 1) // FLOATS_PER_CLEARPAGE and text.count(r"\resizebox") == 20
+    assert "{[}0.1, 0.3{]} eps" in text and "{}*robust lenet" in text and "-{}-{}a-{}-{}-{}b" in text
+    assert r"\usepackage{booktabs,graphicx}" in text.splitlines()[0]
+    (tmp_path / "tables.tex").write_text(text, encoding="utf-8")
+    (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n"
+                                        "\\begin{document}\n\\input{tables.tex}\n\\end{document}\n")
+    out = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    assert out.returncode == 0, log[-3000:]
+    assert "Missing character" not in log and "Overfull \\hbox" not in log, log[-3000:]
+
+
 def test_cells_marks_and_escapes():
     """Each form of a cell, the inconclusive verdict's mark and its caption, a published cell the table lacks
     (a comment), and escapes made in one pass (a backslash's escape is not escaped again)."""

@@ -173,18 +173,25 @@ def test_outcomes_pair_only_on_the_same_images():
             results.tables[0].data_calls = {"ev": images}
         return results
 
-    mnist = {"dataset": "notmnist", "split": "test", "n": 300, "subset_seed": 1, "content": "66751d7f" * 8}
-    for first, second in ((None, None), (mnist, None), (mnist, {**mnist, "n": 500, "subset_seed": 2})):
-        (same,) = diff_runs(run(first, 0), run(second, 1), *outcomes)
-        assert same.paired == 300 and same.verdict == "differs", same  # n and seed only choose among the images
-    (relabelled,) = diff_runs(run(mnist, 0), run({**mnist, "content": "0" * 64}, 1), *outcomes)
+    letters = {"dataset": "nm", "plugin": "notmnist", "params": {}, "split": "test", "n": 300, "subset_seed": 1,
+               "content": "66751d7f" * 8}
+    # n, the subset seed and the suite's name for the dataset only choose among the same images: paired
+    (same,) = diff_runs(run(letters, 0), run({**letters, "dataset": "other", "n": 500, "subset_seed": 2}, 1),
+                        *outcomes)
+    assert same.paired == 300 and same.verdict == "differs", same
+    for first, second in ((None, None), (letters, None), (None, letters)):  # results written before: not paired
+        (unknown,) = diff_runs(run(first, 0), run(second, 1), *outcomes)
+        assert unknown.paired is None and unknown.verdict == "no difference shown", unknown
+        assert unknown.note.startswith("not paired: the") and unknown.note.endswith("does not record its images")
+    (relabelled,) = diff_runs(run(letters, 0), run({**letters, "content": "0" * 64}, 1), *outcomes)
     assert relabelled.paired is None and relabelled.verdict == "no difference shown", relabelled
     assert relabelled.note == ("not paired: other files (notmnist test (content 66751d7f) vs notmnist test "
                                "(content 00000000))")
-    (fashion,) = diff_runs(run(mnist, 0), run({"dataset": "fashion-mnist", "split": "test", "n": 300,
-                                               "subset_seed": 1}, 1), *outcomes)
-    assert fashion.verdict == "not comparable" and fashion.delta is None, fashion
-    assert fashion.note == "other images: notmnist test (content 66751d7f) vs fashion-mnist test"
+    # the same name for another plugin (a review: a suite's "mnist" made Fashion-MNIST, paired with MNIST)
+    fashion = {"dataset": "nm", "plugin": "fashion-mnist", "params": {}, "split": "test", "n": 300, "subset_seed": 1}
+    (other,) = diff_runs(run(letters, 0), run(fashion, 1), *outcomes)
+    assert other.verdict == "not comparable" and other.delta is None, other
+    assert other.note == "other images: notmnist test (content 66751d7f) vs fashion-mnist test"
 
 
 def _table(a: int, b: int, c: int, d: int) -> tuple[np.ndarray, np.ndarray]:

@@ -584,3 +584,32 @@ def test_a_metric_whose_cell_check_breaks_is_named(write_suite):
             load_suite(write_suite(_metric_table('"broken_check"')))
     finally:
         registry.plugins["metric"].pop("broken_check")
+
+
+def test_evaluations_of_one_dataset_with_other_params_do_not_pair(write_suite, monkeypatch):
+    """A review: two evaluations of a dataset plugin with other params (another set of images) crashed the check
+    meant to refuse pairing them (json could not write the params object: an internal error, exit 1)."""
+    from pydantic import ConfigDict
+
+    from rbench.manager import PluginInfo
+
+    mnist = get_registry().get("dataset", "mnist").obj
+
+    class Inverted(type(mnist)):  # type: ignore[misc]
+        name = "inverted"
+
+        class Params(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            invert: bool = False
+
+    monkeypatch.setitem(get_registry().plugins["dataset"], "inverted",
+                        PluginInfo("dataset", "inverted", "0", "tests", "tests", Inverted()))
+    suite = """[suite]\nname = "p"\n[datasets.plain]\nplugin = "inverted"\n[datasets.flipped]\nplugin = "inverted"
+params = { invert = true }\n[models.mlp]\nplugin = "mlp"\ndataset = "plain"\n[attacks.fgsm]\nplugin = "fgsm"
+params = { eps = 0.1 }\n[evaluations.a]\ndataset = "plain"\nn = 10\nsources = ["mlp"]\nattacks = ["fgsm"]
+[evaluations.b]\ndataset = "flipped"\nn = 10\nsources = ["mlp"]\nattacks = ["fgsm"]\n[tables.t]\nevaluation = "a"
+rows = "attack"\ncolumns = "model"\nmetric = { plugin = "worst_case", params = { attacks = [{ attack = "fgsm" }, \
+{ attack = "fgsm", evaluation = "b" }] } }\n"""
+    _refused(write_suite(suite), "tables.t.metric.params.attacks[1].attack: evaluation 'a' reads split 'test' of "
+             "dataset 'plain' with params '{\"invert\": false}' and evaluation 'b' reads split 'test' of dataset "
+             "'flipped' with params '{\"invert\": true}': the metric pairs their predictions")

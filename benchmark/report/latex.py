@@ -7,9 +7,11 @@ carries it in parentheses, marked where the comparison's verdict is not "within 
 explained in the caption). What the table's caption cannot hold, the images, the attacks' parameters, the paired
 tests and the models, follows each float as LaTeX comments, so the file says what it shows without typesetting it.
 
-The file needs ``\\usepackage{booktabs}``; it is UTF-8, which pdflatex reads for Latin letters (Bečková's č) and
-xelatex or lualatex for any character; the few math characters rbench writes itself (−, ±, ×, ≤, ≥, →, ε) are
-written as LaTeX math.
+The file needs ``\\usepackage{booktabs}`` (and ``graphicx`` where a table has more than :data:`WIDE` columns: it is
+scaled to the line width), and puts a ``\\clearpage`` after every :data:`FLOATS_PER_CLEARPAGE` tables (LaTeX holds
+at most 18 floats waiting for a page). It is UTF-8, which pdflatex reads for Latin letters (Bečková's č), and
+xelatex or lualatex with fontspec and a font holding them for any character; Greek letters and the few math
+characters rbench writes itself (−, ±, ×, ≤, ≥, →, ∞) are written as LaTeX math.
 """
 
 from __future__ import annotations
@@ -33,10 +35,31 @@ from rbench.report.reporters import (
 )
 from rbench.results import ResultTable, RunResults, Shown
 
-#: characters LaTeX reads as markup, as text (tabulate's rules), and the math characters rbench's own texts hold
+#: the Greek letters in alphabetical order, and how LaTeX writes each (a capital it has no command for: the Latin
+#: letter it looks like); a label such as "σ = 0.1 noise" stopped pdflatex
+_GREEK = dict(zip(
+    "αβγδεζηθικλμνξοπρστυφχψωςΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ",
+    [rf"\ensuremath{{\{n}}}" if n != "o" else n for n in (
+        "alpha beta gamma delta varepsilon zeta eta theta iota kappa lambda mu nu xi o pi rho sigma tau upsilon "
+        "phi chi psi omega varsigma").split()]
+    + [n if len(n) == 1 else rf"\ensuremath{{\{n}}}" for n in (
+        "A B Gamma Delta E Z H Theta I K Lambda M N Xi O Pi P Sigma T Upsilon Phi X Psi Omega").split()],
+    strict=True))
+
+
+#: characters LaTeX reads as markup in math (tabulate's rules: a cell's number and interval are set in math)
+_MATH_ESCAPES = dict(LATEX_ESCAPE_RULES)
+#: and in text, with the math characters rbench's own texts hold; brackets braced (after ``\\`` or ``\midrule``
+#: a row starting "[0.1, 0.3]" was read as their optional argument), a hyphen closed (``--`` is a dash)
 _ESCAPES = {**LATEX_ESCAPE_RULES, "−": r"\ensuremath{-}", "±": r"\ensuremath{\pm}", "×": r"\ensuremath{\times}",
             "≤": r"\ensuremath{\leq}", "≥": r"\ensuremath{\geq}", "→": r"\ensuremath{\rightarrow}",
-            "ε": r"\ensuremath{\varepsilon}", "|": r"\textbar{}", "\n": " "}
+            "|": r"\textbar{}", "[": "{[}", "]": "{]}", "-": "-{}", "\n": " ",
+            "∞": r"\ensuremath{\infty}", "≈": r"\ensuremath{\approx}", "≠": r"\ensuremath{\neq}",
+            "·": r"\ensuremath{\cdot}", **_GREEK}
+#: tables per page of floats: LaTeX holds at most 18 floats waiting for a page, and a suite may have 50 tables
+FLOATS_PER_CLEARPAGE = 8
+#: columns beyond which a table is scaled to the line width (``\resizebox``, graphicx)
+WIDE = 6
 #: the mark of a published value by the comparison's verdict on it (none: within tolerance, or no value of ours)
 MARKS = {"outside": r"\dagger", "inconclusive": r"\ddagger"}
 _MARK_TEXT = {"outside": "outside its tolerance", "inconclusive": "outside its tolerance, but inside our 95\\% "
@@ -45,8 +68,14 @@ _MARK_TEXT = {"outside": "outside its tolerance", "inconclusive": "outside its t
 
 def tex(text: str) -> str:
     """``text`` as LaTeX text: each character LaTeX reads as markup escaped (one pass, so an escape is never
-    escaped again)."""
-    return "".join(_ESCAPES.get(ch, ch) for ch in text)
+    escaped again); a leading ``*`` braced (after ``\\`` it would make the line break's star form)."""
+    escaped = "".join(_ESCAPES.get(ch, ch) for ch in text)
+    return "{}" + escaped if escaped.startswith("*") else escaped
+
+
+def _math(text: str) -> str:
+    """A number as text for math mode (``12.5%`` -> ``12.5\\%``)."""
+    return "".join(_MATH_ESCAPES.get(ch, ch) for ch in text)
 
 
 def tex_cell(shown: Shown) -> str:
@@ -56,11 +85,11 @@ def tex_cell(shown: Shown) -> str:
         return "--"
     if shown.value == "failed":
         return "failed"
-    value = tex(shown.value)
+    value = _math(shown.value)
     if shown.symmetric:
-        return f"${value} \\pm {tex(shown.plus)}$"
-    upper = f"^{{+{tex(shown.plus)}}}" if shown.plus else ""
-    lower = f"_{{-{tex(shown.minus)}}}" if shown.minus else ""
+        return f"${value} \\pm {_math(shown.plus)}$"
+    upper = f"^{{+{_math(shown.plus)}}}" if shown.plus else ""
+    lower = f"_{{-{_math(shown.minus)}}}" if shown.minus else ""
     return f"${value}{upper}{lower}$"
 
 
@@ -95,15 +124,17 @@ def render_table(table: ResultTable, published: list[Comparison], label_prefix: 
     by_cell: dict[tuple[str, str], list[Comparison]] = {}
     for r in published:
         by_cell.setdefault((r.row, r.column), []).append(r)
+    wide = len(table.columns) > WIDE  # scaled to the line width (12 columns overran it by up to 557 pt)
     lines = [r"\begin{table}[htbp]", r"  \centering", f"  \\caption{{{_caption(table, published)}}}",
              f"  \\label{{tab:{label_prefix}:{safe_name(table.name)}}}",
+             *([r"  \resizebox{\linewidth}{!}{%"] if wide else []),
              f"  \\begin{{tabular}}{{l{'r' * len(table.columns)}}}", r"    \toprule",
              "    " + " & ".join(tex(h) for h in header(table)) + r" \\", r"    \midrule"]
     for row in table.rows:
         cells = [tex_cell(table.shown(table.cell(row, col), spread=True))
                  + _published_text(by_cell.pop((row, col), [])) for col in table.columns]
         lines.append("    " + " & ".join([tex(row), *cells]) + r" \\")
-    lines += [r"    \bottomrule", r"  \end{tabular}", r"\end{table}"]
+    lines += [r"    \bottomrule", r"  \end{tabular}", *([r"  }"] if wide else []), r"\end{table}"]
     lacking = [f"({r.row}, {r.column}): published {r.published:g} ({r.paper}, {r.figure}), {describe_verdict(r)}"
                for rs in by_cell.values() for r in rs]
     if lacking:
@@ -126,12 +157,19 @@ class Latex(Reporter):
     def render(self, results: RunResults) -> str:
         rows = compare(results) if results.published else []
         claims = check_claims(results) if results.published else []
+        wide = any(len(t.columns) > WIDE for t in results.tables)
+        packages = "booktabs,graphicx" if wide else "booktabs"
         lines = _comment([f"{self.suffix}: the result tables of rbench suite {results.suite!r}, profile "
-                          f"{results.profile or 'default'!r}, as LaTeX; \\input it where \\usepackage{{booktabs}} "
-                          "is loaded (UTF-8: pdflatex, xelatex or lualatex).", INTERVAL_NOTE])
+                          f"{results.profile or 'default'!r}, as LaTeX; \\input it where \\usepackage{{{packages}}} "
+                          "is loaded" + (f" (graphicx scales the tables of more than {WIDE} columns to the line "
+                                         "width)" if wide else "") + "; UTF-8: pdflatex reads Latin letters, "
+                          "xelatex or lualatex with fontspec and a font that has them any character.",
+                          INTERVAL_NOTE])
         lines += _comment(p.describe() for p in paper_summary(rows, claims))
         prefix = safe_name(results.suite)
-        for table in results.tables:
+        for i, table in enumerate(results.tables):
+            if i and i % FLOATS_PER_CLEARPAGE == 0:  # the floats so far are placed before more wait
+                lines += ["", r"\clearpage"]
             lines.append("")
             lines += render_table(table, [r for r in rows if r.table == table.name], prefix)
         models = describe_models(run_models(results))

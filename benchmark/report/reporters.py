@@ -121,8 +121,8 @@ def describe_images(table: ResultTable) -> list[str]:
     dataset's params and the files' digest where recorded); none in results written before they were recorded."""
     lines = []
     for evaluation, data in table.data_calls.items():
-        dataset = _plugin_text({"plugin": data.get("dataset", "?"), "params": data["params"]}) \
-            if data.get("params") else data.get("dataset", "?")
+        plugin = data.get("plugin", data.get("dataset", "?"))
+        dataset = _plugin_text({"plugin": plugin, "params": data["params"]}) if data.get("params") else plugin
         n = data.get("n")
         drawn = f"{n} images drawn with subset seed {data.get('subset_seed')}" if n is not None else "every image"
         files = f" (files {str(data['content'])[:12]})" if data.get("content") else ""

@@ -37,7 +37,9 @@ def l2_normalize(g: torch.Tensor) -> torch.Tensor:
     peak = flat.abs().amax(dim=1, keepdim=True)
     scaled = flat / torch.where(peak > 0, peak, torch.ones_like(peak))
     rescaled = scaled / scaled.norm(dim=1, keepdim=True).clamp_min(1.0)  # its norm is at least 1 where peak > 0
-    return torch.where(norms >= TINY, flat / norms.clamp_min(TINY), rescaled).view_as(g)
+    # "> 0" too: in float16 TINY itself rounds to 0, and a zero gradient would divide 0 by 0
+    direct = (norms >= TINY) & (norms > 0)
+    return torch.where(direct, flat / norms.clamp_min(TINY), rescaled).view_as(g)
 
 
 def project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
