@@ -155,12 +155,14 @@ def _training(trainer: PluginCall | None, data: DataRef | None, seed: int | None
 
 def data_record(plan: Plan, evaluation: str) -> dict[str, Any]:
     """The images ``evaluation``'s cells are computed on, as its slice is keyed: the dataset plugin with all its
-    params (the suite's name for it, which another suite may give another plugin, only beside them), split, ``n``
+    params, version and distribution (the suite's name for it, which another suite may give another plugin, only
+    beside them), split, ``n``
     (None: the whole split), subset seed and, where the dataset gives one, the split's content digest, so that two
     runs' per-sample outcomes are paired only on the same images (``rbench compare --run``)."""
     ref = plan.suite.evaluations[evaluation].data
     keyed = data_spec(ref, plan.suite.seed)
     return {"dataset": ref.dataset, "plugin": ref.call.name, "params": ref.call.params.model_dump(mode="json"),
+            "version": ref.call.version, "distribution": ref.call.distribution,
             "split": keyed.split, "n": keyed.n, "subset_seed": keyed.subset_seed,
             **({"content": keyed.content} if keyed.content is not None else {})}
 

@@ -276,7 +276,7 @@ def resolve_file(dataset: str, filename: str) -> Path:
                 _sha256(target)
                 cached = f": the cache's {target.name} is corrupt (SHA-256 does not match {expected})"
             except OSError as exc:
-                cached = f": the cache's {target.name} cannot be read ({os_problem(exc)})"
+                cached = f": the cache's {target.name}: {os_problem(exc)}"
         state = "has no intact copy" if cached else "is missing"
         raise DataError(
             f"data file {dataset}/{filename} {state} ({where}in the cache {target.parent}{cached}) and "

@@ -131,9 +131,9 @@ class ResultTable:
     #: "seed"?}], "base" or "members"}; empty in older results
     model_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: evaluation name -> the images its cells are computed on (:func:`rbench.assemble.data_record`): {"dataset"
-    #: (the suite's name), "plugin", "params", "split", "n" (null: the whole split), "subset_seed", "content"? (the
-    #: split's digest where its dataset gives one)}; a cell's dataset indices name images of that split; empty in
-    #: older results
+    #: (the suite's name), "plugin", "params", "version", "distribution", "split", "n" (null: the whole split),
+    #: "subset_seed", "content"? (the split's digest where its dataset gives one)}; a cell's dataset indices name
+    #: images of that split; empty in older results
     data_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: McNemar tests the suite asked for (``paired``): a, b, along (the other axis' label), axis, and the fields
     #: of :class:`rbench.estimate.PairedTest`
@@ -404,7 +404,8 @@ def _check_table(table: ResultTable) -> None:
         if not isinstance(getattr(table, name), dict):
             raise ValueError(f"table {table.name!r}: {name} is not a table")
     for evaluation, data in table.data_calls.items():
-        if not isinstance(data, dict) or not isinstance(data.get("split", ""), str):
+        if not isinstance(data, dict) or not all(isinstance(data.get(k, ""), str) for k in ("split", "plugin")) \
+                or not isinstance(data.get("params", {}), dict):
             raise ValueError(f"table {table.name!r}: data_calls[{evaluation!r}] is not a record of images "
                              "({\"plugin\": NAME, \"params\": {...}, \"split\": SPLIT, ...})")
     for key, call in table.metric_calls.items():

@@ -126,21 +126,40 @@ def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, 
     if outcomes is not None and (images_a is None or images_b is None):  # an index names an image not recorded
         unknown = "the run" if images_a is None else "the other run"
         return _values(name, ca, cb, fmt, None, f"not paired: {unknown} does not record its images")
-    if images_a is not None and images_b is not None and images_a != images_b:
-        other = f"{_images_text(images_a)} vs {_images_text(images_b)}"
-        if any(images_a.get(k) != images_b.get(k) for k in ("plugin", "params", "split")):
-            return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
-                            f"other images: {other}")
-        # the same dataset and split from other files (another notMNIST sample, say): an index names another image
-        return _values(name, ca, cb, fmt, None, f"not paired: other files ({other})")
+    if images_a is not None and images_b is not None:
+        images_a, images_b = _normal_images(images_a), _normal_images(images_b)
+        if images_a != images_b:
+            other = f"{_images_text(images_a, images_b)} vs {_images_text(images_b, images_a)}"
+            if any(images_a.get(k) != images_b.get(k) for k in ("plugin", "params", "split")):
+                return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
+                                f"other images: {other}")
+            # the same dataset and split from other files (another notMNIST sample) or another version of its
+            # plugin or distribution: an index may name another image
+            why = "other files" if images_a.get("content") != images_b.get("content") else "another plugin version"
+            return _values(name, ca, cb, fmt, None, f"not paired: {why} ({other})")
     return _values(name, ca, cb, fmt, outcomes)
 
 
-def _images_text(images: dict[str, Any]) -> str:
-    """``mnist test``, ``notmnist test (content 66751d7f)``, with the dataset params where it has any."""
+def _normal_images(images: dict[str, Any]) -> dict[str, Any]:
+    """A recorded :meth:`ResultTable.images_of` with its dataset params validated by the installed plugin, so that a
+    parameter added since (at its default) does not make two runs' images differ; as recorded where that fails."""
+    from rbench.manager import get_registry
+
+    try:
+        params = get_registry().get("dataset", images["plugin"]).obj.Params.model_validate(images.get("params", {}))
+        return {**images, "params": params.model_dump(mode="json")}
+    except Exception:  # noqa: BLE001 -- a plugin gone or changed: the record is all there is to compare
+        return images
+
+
+def _images_text(images: dict[str, Any], other: dict[str, Any]) -> str:
+    """``mnist test``, ``notmnist test (content 66751d7f)``, with the dataset params where it has any, and its
+    plugin's version and distribution where they differ from ``other``'s."""
     params = f"({json.dumps(images['params'], sort_keys=True)})" if images.get("params") else ""
     content = f" (content {str(images['content'])[:8]})" if images.get("content") else ""
-    return f"{images.get('plugin', '?')}{params} {images.get('split', '?')}{content}"
+    origin = [images[k] for k in ("version", "distribution") if images.get(k) != other.get(k) and images.get(k)]
+    source = f" {' from '.join(origin)}" if origin else ""
+    return f"{images.get('plugin', '?')}{params}{source} {images.get('split', '?')}{content}"
 
 
 def _normal(call: dict[str, Any]) -> dict[str, Any]:

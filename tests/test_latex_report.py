@@ -118,7 +118,7 @@ def test_tables_tex_shows_every_cell_as_the_other_reports_do(run):
     assert r"$\dagger$ outside its tolerance" in text and r"\ddagger" not in text
     assert "(5$^" not in text and "(5) \\\\" in text  # the distortion within its tolerance: no mark
     assert (r"Error of Bečková's \ensuremath{-}\ensuremath{\varepsilon} model: 50\% \& more\_\{x\} \#1 \$ "
-            r"\textasciitilde{} \^{} \textbackslash{} \textbar{} \ensuremath{<}b\ensuremath{>}") in text
+            r"\textasciitilde{} \textasciicircum{} \textbackslash{} \textbar{} \ensuremath{<}b\ensuremath{>}") in text
     # what the caption cannot hold follows each float as comments: nothing outside a float is typeset
     body = [ln for ln in text.splitlines() if ln and not ln.startswith("%")]
     assert body[0] == r"\begin{table}[htbp]" and body[-1] == r"\end{table}"
@@ -137,8 +137,8 @@ def test_tables_tex_compiles_with_pdflatex(run, tmp_path):
     if not pdflatex:
         pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
     shutil.copy(run / "tables.tex", tmp_path / "tables.tex")
-    (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                                        "\\input{tables.tex}\n\\end{document}\n")
+    (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n"
+                                        "\\begin{document}\n\\input{tables.tex}\n\\end{document}\n")
     out = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     log = (tmp_path / "paper.log").read_text(errors="replace")
@@ -158,13 +158,13 @@ def test_nasty_labels_and_many_wide_tables_compile(tmp_path):
         pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
     from rbench.report.latex import FLOATS_PER_CLEARPAGE, Latex
 
-    rows = ["[0.1, 0.3] eps", "*robust lenet", "--a---b", "σ = 0.1 noise, L∞ ≈ Ρ", "[robust]"]
+    rows = ["[0.1, 0.3] eps", "*robust lenet", "--a---b", "σ = 0.1 noise, L∞ ≈ Ρ", "[robust]", "  *x", "ℓ∞ ϵ ∇ a^b"]
     columns = [f"model {i}" for i in range(12)]
     tables = [ResultTable(f"t{k}", f"Table {k}", rows, columns, "rows", "model", {"": "%"}, {},
                           [Cell(r, c, 50.0, n=10, low=20.0, high=80.0, interval="wilson") for r in rows
                            for c in columns]) for k in range(20)]
     text = Latex().render(RunResults("nasty", "", None, [], {}, tables))
-    assert text.count(r"\clearpage") == (20 - 1) // FLOATS_PER_CLEARPAGE and text.count(r"\resizebox") == 20
+    assert text.count(r"\clearpage") == (20 - 1) // FLOATS_PER_CLEARPAGE and text.count(r"\sbox0{") == 20
     assert "{[}0.1, 0.3{]} eps" in text and "{}*robust lenet" in text and "-{}-{}a-{}-{}-{}b" in text
     assert r"\usepackage{booktabs,graphicx}" in text.splitlines()[0]
     (tmp_path / "tables.tex").write_text(text, encoding="utf-8")
@@ -186,6 +186,8 @@ def test_cells_marks_and_escapes():
     assert tex_cell(Shown("100.0", minus="1.9")) == r"$100.0_{-1.9}$"
     assert tex_cell(Shown("12.5%")) == r"$12.5\%$" and tex_cell(Shown("-")) == "--"
     assert tex_cell(Shown("failed")) == "failed"
+    assert tex_cell(Shown("1.2e-07", "3e-08", "3e-08")) == r"$1.2\mathrm{e}{-}07 \pm 3\mathrm{e}{-}08$"
+    assert tex_cell(Shown("12,345.6")) == "$12{,}345.6$" and tex_cell(Shown("inf")) == r"$\infty$"
     assert tex("a\\b{c}") == r"a\textbackslash{}b\{c\}" and tex("x\ny") == "x y"
     cells = [Cell("a", "m", 50.0, n=10, low=20.0, high=80.0, interval="wilson"), Cell("b", "m", None, error="x")]
     table = ResultTable("t", "T", ["a", "b"], ["m"], "rows", "model", {"": "%"}, {}, cells)

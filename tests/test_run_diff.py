@@ -157,7 +157,7 @@ def test_outcomes_pair_only_on_the_same_images():
     """Indices pair two runs' outcomes only where they name the same images: an audit compared a cell computed on
     Fashion-MNIST with one on notMNIST ("paired on 30 samples", an image with an unrelated one), and one on notMNIST
     files relabelled since ("no difference shown" for 73.3 vs 90.0). Each evaluation's images are recorded in
-    results.json (``data_calls``); results written before are paired as before."""
+    results.json (``data_calls``); results written before do not say which images they are: not paired."""
     rng = np.random.default_rng(1)
     a = rng.random(300) < 0.3
     b = a.copy()
@@ -192,6 +192,31 @@ def test_outcomes_pair_only_on_the_same_images():
     (other,) = diff_runs(run(letters, 0), run(fashion, 1), *outcomes)
     assert other.verdict == "not comparable" and other.delta is None, other
     assert other.note == "other images: notmnist test (content 66751d7f) vs fashion-mnist test"
+    # a dataset plugin of another version (its load may have changed) or distribution: not paired
+    (newer,) = diff_runs(run(letters, 0), run({**letters, "version": "2.0"}, 1), *outcomes)
+    assert newer.paired is None and newer.note == ("not paired: another plugin version (notmnist test (content "
+                                                   "66751d7f) vs notmnist 2.0 test (content 66751d7f))")
+    # a parameter the plugin added since, recorded at its default by the newer run only: the same images
+    from pydantic import BaseModel
+
+    from rbench.manager import PluginInfo, get_registry
+
+    class Grown:
+        name = "grown"
+
+        class Params(BaseModel):
+            invert: bool = False
+
+    datasets = get_registry().plugins["dataset"]
+    datasets["grown"] = PluginInfo("dataset", "grown", "0", "tests", "tests", Grown())
+    try:
+        grown = {**letters, "plugin": "grown"}
+        (added,) = diff_runs(run(grown, 0), run({**grown, "params": {"invert": False}}, 1), *outcomes)
+        assert added.paired == 300, added
+        (inverted,) = diff_runs(run(grown, 0), run({**grown, "params": {"invert": True}}, 1), *outcomes)
+        assert inverted.verdict == "not comparable", inverted
+    finally:
+        del datasets["grown"]
 
 
 def _table(a: int, b: int, c: int, d: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,15 +7,16 @@ carries it in parentheses, marked where the comparison's verdict is not "within 
 explained in the caption). What the table's caption cannot hold, the images, the attacks' parameters, the paired
 tests and the models, follows each float as LaTeX comments, so the file says what it shows without typesetting it.
 
-The file needs ``\\usepackage{booktabs}`` (and ``graphicx`` where a table has more than :data:`WIDE` columns: it is
-scaled to the line width), and puts a ``\\clearpage`` after every :data:`FLOATS_PER_CLEARPAGE` tables (LaTeX holds
+The file needs ``\\usepackage{booktabs,graphicx}`` (a table wider than the line is scaled down to it, :data:`FIT`),
+and puts a ``\\clearpage`` after every :data:`FLOATS_PER_CLEARPAGE` tables (LaTeX holds
 at most 18 floats waiting for a page). It is UTF-8, which pdflatex reads for Latin letters (Bečková's č), and
-xelatex or lualatex with fontspec and a font holding them for any character; Greek letters and the few math
-characters rbench writes itself (−, ±, ×, ≤, ≥, →, ∞) are written as LaTeX math.
+xelatex or lualatex with fontspec and a font holding them for any character; Greek letters (with ϵ ϕ ϑ ϱ ϖ) and
+a few math characters (−, ±, ×, ≤, ≥, ≈, ≠, →, ∞, ℓ, ∇, ∈, √, ·) are written as LaTeX math.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from tabulate import LATEX_ESCAPE_RULES
@@ -38,10 +39,11 @@ from rbench.results import ResultTable, RunResults, Shown
 #: the Greek letters in alphabetical order, and how LaTeX writes each (a capital it has no command for: the Latin
 #: letter it looks like); a label such as "σ = 0.1 noise" stopped pdflatex
 _GREEK = dict(zip(
-    "αβγδεζηθικλμνξοπρστυφχψωςΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ",
+    "αβγδεζηθικλμνξοπρστυφχψωςϵϕϑϱϖΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ",
     [rf"\ensuremath{{\{n}}}" if n != "o" else n for n in (
         "alpha beta gamma delta varepsilon zeta eta theta iota kappa lambda mu nu xi o pi rho sigma tau upsilon "
         "phi chi psi omega varsigma").split()]
+    + [rf"\ensuremath{{\{n}}}" for n in "epsilon phi vartheta varrho varpi".split()]
     + [n if len(n) == 1 else rf"\ensuremath{{\{n}}}" for n in (
         "A B Gamma Delta E Z H Theta I K Lambda M N Xi O Pi P Sigma T Upsilon Phi X Psi Omega").split()],
     strict=True))
@@ -55,11 +57,13 @@ _ESCAPES = {**LATEX_ESCAPE_RULES, "−": r"\ensuremath{-}", "±": r"\ensuremath{
             "≤": r"\ensuremath{\leq}", "≥": r"\ensuremath{\geq}", "→": r"\ensuremath{\rightarrow}",
             "|": r"\textbar{}", "[": "{[}", "]": "{]}", "-": "-{}", "\n": " ",
             "∞": r"\ensuremath{\infty}", "≈": r"\ensuremath{\approx}", "≠": r"\ensuremath{\neq}",
-            "·": r"\ensuremath{\cdot}", **_GREEK}
+            "·": r"\ensuremath{\cdot}", "ℓ": r"\ensuremath{\ell}", "∇": r"\ensuremath{\nabla}",
+            "∈": r"\ensuremath{\in}", "√": r"\ensuremath{\surd}", "^": r"\textasciicircum{}", **_GREEK}
 #: tables per page of floats: LaTeX holds at most 18 floats waiting for a page, and a suite may have 50 tables
 FLOATS_PER_CLEARPAGE = 8
-#: columns beyond which a table is scaled to the line width (``\resizebox``, graphicx)
-WIDE = 6
+#: sets a table at its width, or scaled down to the line width where it is wider (graphicx's ``\resizebox``): the
+#: width is measured when the paper is compiled (a count of columns left 5- and 6-column tables 8-63 pt too wide)
+FIT = (r"\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}\else\usebox0\fi")
 #: the mark of a published value by the comparison's verdict on it (none: within tolerance, or no value of ours)
 MARKS = {"outside": r"\dagger", "inconclusive": r"\ddagger"}
 _MARK_TEXT = {"outside": "outside its tolerance", "inconclusive": "outside its tolerance, but inside our 95\\% "
@@ -70,12 +74,15 @@ def tex(text: str) -> str:
     """``text`` as LaTeX text: each character LaTeX reads as markup escaped (one pass, so an escape is never
     escaped again); a leading ``*`` braced (after ``\\`` it would make the line break's star form)."""
     escaped = "".join(_ESCAPES.get(ch, ch) for ch in text)
-    return "{}" + escaped if escaped.startswith("*") else escaped
+    return "{}" + escaped if escaped.lstrip().startswith("*") else escaped
 
 
 def _math(text: str) -> str:
-    """A number as text for math mode (``12.5%`` -> ``12.5\\%``)."""
-    return "".join(_MATH_ESCAPES.get(ch, ch) for ch in text)
+    """A number as text for math mode: ``12.5%`` -> ``12.5\\%``, ``1.2e-07`` -> ``1.2\\mathrm{e}{-}07`` (not "e
+    minus 07"), ``12,345.6`` -> ``12{,}345.6`` (no space after the comma), ``inf`` -> ``\\infty``."""
+    escaped = "".join(_MATH_ESCAPES.get(ch, ch) for ch in text).replace(",", "{,}")
+    escaped = re.sub(r"(?<=\d)e([+-]?)(\d+)", r"\\mathrm{e}{\1}\2", escaped)
+    return re.sub(r"\binf\b", r"\\infty", escaped)
 
 
 def tex_cell(shown: Shown) -> str:
@@ -124,17 +131,15 @@ def render_table(table: ResultTable, published: list[Comparison], label_prefix: 
     by_cell: dict[tuple[str, str], list[Comparison]] = {}
     for r in published:
         by_cell.setdefault((r.row, r.column), []).append(r)
-    wide = len(table.columns) > WIDE  # scaled to the line width (12 columns overran it by up to 557 pt)
     lines = [r"\begin{table}[htbp]", r"  \centering", f"  \\caption{{{_caption(table, published)}}}",
-             f"  \\label{{tab:{label_prefix}:{safe_name(table.name)}}}",
-             *([r"  \resizebox{\linewidth}{!}{%"] if wide else []),
+             f"  \\label{{tab:{label_prefix}:{safe_name(table.name)}}}", r"  \sbox0{%",
              f"  \\begin{{tabular}}{{l{'r' * len(table.columns)}}}", r"    \toprule",
              "    " + " & ".join(tex(h) for h in header(table)) + r" \\", r"    \midrule"]
     for row in table.rows:
         cells = [tex_cell(table.shown(table.cell(row, col), spread=True))
                  + _published_text(by_cell.pop((row, col), [])) for col in table.columns]
         lines.append("    " + " & ".join([tex(row), *cells]) + r" \\")
-    lines += [r"    \bottomrule", r"  \end{tabular}", *([r"  }"] if wide else []), r"\end{table}"]
+    lines += [r"    \bottomrule", r"  \end{tabular}}%", f"  {FIT}", r"\end{table}"]
     lacking = [f"({r.row}, {r.column}): published {r.published:g} ({r.paper}, {r.figure}), {describe_verdict(r)}"
                for rs in by_cell.values() for r in rs]
     if lacking:
@@ -157,14 +162,11 @@ class Latex(Reporter):
     def render(self, results: RunResults) -> str:
         rows = compare(results) if results.published else []
         claims = check_claims(results) if results.published else []
-        wide = any(len(t.columns) > WIDE for t in results.tables)
-        packages = "booktabs,graphicx" if wide else "booktabs"
         lines = _comment([f"{self.suffix}: the result tables of rbench suite {results.suite!r}, profile "
-                          f"{results.profile or 'default'!r}, as LaTeX; \\input it where \\usepackage{{{packages}}} "
-                          "is loaded" + (f" (graphicx scales the tables of more than {WIDE} columns to the line "
-                                         "width)" if wide else "") + "; UTF-8: pdflatex reads Latin letters, "
-                          "xelatex or lualatex with fontspec and a font that has them any character.",
-                          INTERVAL_NOTE])
+                          f"{results.profile or 'default'!r}, as LaTeX; \\input it where \\usepackage{{booktabs,"
+                          "graphicx} is loaded (graphicx scales a table wider than the line down to it); UTF-8: "
+                          "pdflatex reads Latin letters, xelatex or lualatex with fontspec and a font that has them "
+                          "any character.", INTERVAL_NOTE])
         lines += _comment(p.describe() for p in paper_summary(rows, claims))
         prefix = safe_name(results.suite)
         for i, table in enumerate(results.tables):

@@ -37,8 +37,9 @@ def l2_normalize(g: torch.Tensor) -> torch.Tensor:
     peak = flat.abs().amax(dim=1, keepdim=True)
     scaled = flat / torch.where(peak > 0, peak, torch.ones_like(peak))
     rescaled = scaled / scaled.norm(dim=1, keepdim=True).clamp_min(1.0)  # its norm is at least 1 where peak > 0
-    # "> 0" too: in float16 TINY itself rounds to 0, and a zero gradient would divide 0 by 0
-    direct = (norms >= TINY) & (norms > 0)
+    # "> 0" too: in float16 TINY itself rounds to 0, and a zero gradient would divide 0 by 0; finite: a norm that
+    # overflowed (float16 gradients of a few thousand) would divide to 0, rescaled it is a unit step
+    direct = (norms >= TINY) & (norms > 0) & torch.isfinite(norms)
     return torch.where(direct, flat / norms.clamp_min(TINY), rescaled).view_as(g)
 
 
