@@ -130,6 +130,7 @@ def test_cells_csv_and_parquet_hold_one_row_per_cell_with_attack_params_as_colum
     assert by_cell[("transfer", "mlp", "cnn")]["source"] == "mlp" and by_cell[("transfer", "mlp", "cnn")]["model"] \
         == "cnn"
     assert all(r["store_keys"] for r in table if r["value"] is not None)
+    assert {(r["dataset"], r["split"]) for r in table} == {("mnist", "test")}  # the images each cell is computed on
 
 
 def test_the_tidy_files_are_written_and_read_bit_identical_without_pandas(tiny_reference, tmp_path):

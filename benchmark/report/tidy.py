@@ -3,7 +3,8 @@ their per-sample values (``samples.parquet``) and one row per rate cell with its
 outcomes (``outcomes.parquet``): the ``tidy`` file reporter, and :func:`load_results`.
 
 A cell's row names its table, row and column labels, where it comes from (evaluation, source, attack label,
-target = model), the attack plugin with every parameter as a column of its own (``eps``, ``norm``, ``steps`` ...;
+target = model, the dataset plugin and split its images come from, empty in results written before they were
+recorded), the attack plugin with every parameter as a column of its own (``eps``, ``norm``, ``steps`` ...;
 ``attack_<name>`` where a name would clash with a fixed column; an unset one the attack computes holds the value it
 ran with, :meth:`rbench.Attack.resolved_params`: pgd's ``step_size``, and ``attack_resolved`` names such columns,
 space-separated, so a value written in the suite is told from a computed one), the metric with its parameters
@@ -37,9 +38,9 @@ CELLS_PARQUET = "cells.parquet"
 
 #: the columns every row has, in order; attack and metric parameters follow
 FIXED = ["table", "title", "row_axis", "row", "column_axis", "column", "evaluation", "source", "attack", "target",
-         "model", "attack_plugin", "attack_input", "attack_resolved", "metric", "metric_plugin", "value", "unit", "n",
-         "ci_low", "ci_high", "interval", "paper", "published", "tolerance", "verdict", "samples_needed", "error",
-         "store_keys"]
+         "model", "dataset", "split", "attack_plugin", "attack_input", "attack_resolved", "metric", "metric_plugin",
+         "value", "unit", "n", "ci_low", "ci_high", "interval", "paper", "published", "tolerance", "verdict",
+         "samples_needed", "error", "store_keys"]
 
 
 def _scalar(value: Any) -> Any:
@@ -60,10 +61,12 @@ def cell_rows(results: RunResults) -> list[dict[str, Any]]:
             call = t.attack_calls.get(c.attack, {})
             metric = t.metric_call(c)
             cmp = comparisons.get((t.name, c.row, c.column))
+            images = t.data_calls.get(c.evaluation, {})
             row: dict[str, Any] = {
                 "table": t.name, "title": t.title, "row_axis": t.row_axis, "row": c.row,
                 "column_axis": t.column_axis, "column": c.column, "evaluation": c.evaluation, "source": c.source,
                 "attack": c.attack, "target": c.target, "model": c.target,
+                "dataset": images.get("plugin", ""), "split": images.get("split", ""),
                 "attack_plugin": call.get("plugin", "clean" if c.attack == "clean" else ""),
                 "attack_input": call.get("input", ""), "attack_resolved": " ".join(call.get("resolved", {})),
                 "metric": t.metric(c),
