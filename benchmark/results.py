@@ -259,6 +259,16 @@ class Shown:
         return self.value
 
 
+def images_text(record: dict[str, Any], origin: str = "") -> str:
+    """A record of :attr:`ResultTable.data_calls` (or :meth:`ResultTable.images_of`) in words: ``mnist test``,
+    ``notmnist test (content 66751d7f)``, with the dataset's params as JSON where it has any and ``origin`` (a
+    version, say) after its name; how every report and ``rbench compare`` name a cell's images."""
+    plugin = record.get("plugin", record.get("dataset", "?"))
+    params = f"({json.dumps(record['params'], sort_keys=True)})" if record.get("params") else ""
+    content = f" (content {str(record['content'])[:8]})" if record.get("content") else ""
+    return f"{plugin}{params}{f' {origin}' if origin else ''} {record.get('split', '?')}{content}"
+
+
 def value_edges(interval: str, unit: str) -> tuple[float, ...]:
     """Where a value's sign changes and the ends of the range the quantity lies in (:data:`BOUNDS` by its
     interval method; a rate in % lies in [0, 100]): a ``value ±h`` that crosses one of them reads as a value

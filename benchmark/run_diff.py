@@ -42,7 +42,7 @@ import numpy as np
 
 from rbench.compare import fmt_number
 from rbench.estimate import wilson
-from rbench.results import Cell, CellOutcomes, Outcomes, ResultTable, RunResults
+from rbench.results import Cell, CellOutcomes, Outcomes, ResultTable, RunResults, images_text
 
 VERDICTS = ("differs", "no difference shown", "equal", "no interval", "only in one run", "failed", "not comparable")
 
@@ -119,7 +119,7 @@ def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, 
         return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
                         f"{ta.metric(ca)} ({ta.unit(ca) or 'no unit'}) vs {tb.metric(cb)} ({tb.unit(cb) or 'no unit'})")
     # results written before cells carried their call recorded one call per label (the last, where labels repeat)
-    if ca.call and cb.call and _normal(ta.metric_call(ca)) != _normal(tb.metric_call(cb)):
+    if ca.call and cb.call and _normal(ta.metric_call(ca), "metric") != _normal(tb.metric_call(cb), "metric"):
         return CellDiff(name, row, column, ca.value, cb.value, None, None, None, "not comparable", fmt,
                         f"{ta.metric(ca)}: {_call_text(ta.metric_call(ca))} vs {_call_text(tb.metric_call(cb))}")
     images_a, images_b = ta.images_of(ca), tb.images_of(cb)
@@ -127,7 +127,7 @@ def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, 
         unknown = "the run" if images_a is None else "the other run"
         return _values(name, ca, cb, fmt, None, f"not paired: {unknown} does not record its images")
     if images_a is not None and images_b is not None:
-        images_a, images_b = _normal_images(images_a), _normal_images(images_b)
+        images_a, images_b = _normal(images_a, "dataset"), _normal(images_b, "dataset")
         if images_a != images_b:
             other = f"{_images_text(images_a, images_b)} vs {_images_text(images_b, images_a)}"
             if any(images_a.get(k) != images_b.get(k) for k in ("plugin", "params", "split")):
@@ -140,36 +140,22 @@ def _judge(name: str, a: tuple[ResultTable, Cell] | None, b: tuple[ResultTable, 
     return _values(name, ca, cb, fmt, outcomes)
 
 
-def _normal_images(images: dict[str, Any]) -> dict[str, Any]:
-    """A recorded :meth:`ResultTable.images_of` with its dataset params validated by the installed plugin, so that a
-    parameter added since (at its default) does not make two runs' images differ; as recorded where that fails."""
-    from rbench.manager import get_registry
-
-    try:
-        params = get_registry().get("dataset", images["plugin"]).obj.Params.model_validate(images.get("params", {}))
-        return {**images, "params": params.model_dump(mode="json")}
-    except Exception:  # noqa: BLE001 -- a plugin gone or changed: the record is all there is to compare
-        return images
-
-
 def _images_text(images: dict[str, Any], other: dict[str, Any]) -> str:
-    """``mnist test``, ``notmnist test (content 66751d7f)``, with the dataset params where it has any, and its
-    plugin's version and distribution where they differ from ``other``'s."""
-    params = f"({json.dumps(images['params'], sort_keys=True)})" if images.get("params") else ""
-    content = f" (content {str(images['content'])[:8]})" if images.get("content") else ""
+    """:func:`rbench.results.images_text`, with the plugin's version and distribution where they differ from
+    ``other``'s."""
     origin = [images[k] for k in ("version", "distribution") if images.get(k) != other.get(k) and images.get(k)]
-    source = f" {' from '.join(origin)}" if origin else ""
-    return f"{images.get('plugin', '?')}{params}{source} {images.get('split', '?')}{content}"
+    return images_text(images, " from ".join(origin))
 
 
-def _normal(call: dict[str, Any]) -> dict[str, Any]:
-    """A recorded metric call with its params validated by the installed plugin, so that a parameter added since
-    (at its default) does not make two runs' calls differ; as recorded where that fails."""
+def _normal(call: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A recorded call of a ``kind`` plugin (a metric call, or the dataset of :meth:`ResultTable.images_of`) with its
+    params validated by the installed plugin, so that a parameter added since (at its default) does not make two
+    runs' calls differ; as recorded where that fails."""
     from rbench.manager import get_registry
 
     try:
-        params = get_registry().get("metric", call["plugin"]).obj.Params.model_validate(call.get("params", {}))
-        return {"plugin": call["plugin"], "params": params.model_dump(mode="json")}
+        params = get_registry().get(kind, call["plugin"]).obj.Params.model_validate(call.get("params", {}))
+        return {**call, "params": params.model_dump(mode="json")}
     except Exception:  # noqa: BLE001 -- a plugin gone or changed: the record is all there is to compare
         return call
 

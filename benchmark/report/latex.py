@@ -63,7 +63,7 @@ _ESCAPES = {**LATEX_ESCAPE_RULES, "−": r"\ensuremath{-}", "±": r"\ensuremath{
 FLOATS_PER_CLEARPAGE = 8
 #: sets a table at its width, or scaled down to the line width where it is wider (graphicx's ``\resizebox``): the
 #: width is measured when the paper is compiled (a count of columns left 5- and 6-column tables 8-63 pt too wide)
-FIT = (r"\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}\else\usebox0\fi")
+FIT = r"\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}\else\usebox0\fi"
 #: the mark of a published value by the comparison's verdict on it (none: within tolerance, or no value of ours)
 MARKS = {"outside": r"\dagger", "inconclusive": r"\ddagger"}
 _MARK_TEXT = {"outside": "outside its tolerance", "inconclusive": "outside its tolerance, but inside our 95\\% "
@@ -114,9 +114,11 @@ def _comment(lines: Iterable[str]) -> list[str]:
     return [f"% {' '.join(line.splitlines())}" for line in lines]
 
 
-def _caption(table: ResultTable, published: list[Comparison]) -> str:
+def _caption(table: ResultTable, published: list[Comparison], intervals: bool) -> str:
+    """The title with its unit and sizes, what the ``±`` means where a cell shows an interval (``intervals``), and
+    what the published values and their marks are where the table has any."""
     parts = [tex(full_title(table)) + "."]
-    if any(table.shown(c, spread=True) != table.shown(c) for c in table.cells):
+    if intervals:
         parts.append(r"Each value with the half-width of its 95\% interval ($\pm$), or its two sides where they "
                      "differ.")
     if published:
@@ -131,13 +133,14 @@ def render_table(table: ResultTable, published: list[Comparison], label_prefix: 
     by_cell: dict[tuple[str, str], list[Comparison]] = {}
     for r in published:
         by_cell.setdefault((r.row, r.column), []).append(r)
-    lines = [r"\begin{table}[htbp]", r"  \centering", f"  \\caption{{{_caption(table, published)}}}",
+    shown = {(c.row, c.column): table.shown(c, spread=True) for c in table.cells}
+    intervals = any(s.plus or s.minus for s in shown.values())
+    lines = [r"\begin{table}[htbp]", r"  \centering", f"  \\caption{{{_caption(table, published, intervals)}}}",
              f"  \\label{{tab:{label_prefix}:{safe_name(table.name)}}}", r"  \sbox0{%",
              f"  \\begin{{tabular}}{{l{'r' * len(table.columns)}}}", r"    \toprule",
              "    " + " & ".join(tex(h) for h in header(table)) + r" \\", r"    \midrule"]
     for row in table.rows:
-        cells = [tex_cell(table.shown(table.cell(row, col), spread=True))
-                 + _published_text(by_cell.pop((row, col), [])) for col in table.columns]
+        cells = [tex_cell(shown[(row, col)]) + _published_text(by_cell.pop((row, col), [])) for col in table.columns]
         lines.append("    " + " & ".join([tex(row), *cells]) + r" \\")
     lines += [r"    \bottomrule", r"  \end{tabular}}%", f"  {FIT}", r"\end{table}"]
     lacking = [f"({r.row}, {r.column}): published {r.published:g} ({r.paper}, {r.figure}), {describe_verdict(r)}"

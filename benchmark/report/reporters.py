@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from rbench import hookimpl
 from rbench.dataset import NoParams
 from rbench.markdown import md, md_paragraphs, md_table
-from rbench.results import ResultTable, RunResults
+from rbench.results import ResultTable, RunResults, images_text
 from rbench.rundir import write_output
 
 if TYPE_CHECKING:
@@ -118,15 +118,13 @@ def describe_attacks(table: ResultTable) -> list[str]:
 def describe_images(table: ResultTable) -> list[str]:
     """One line per evaluation of ``table`` (:attr:`ResultTable.data_calls`): the images its cells are computed on,
     ``whitebox: mnist test, 1000 images drawn with subset seed 5`` (``every image`` where ``n`` is unset; the
-    dataset's params and the files' digest where recorded); none in results written before they were recorded."""
+    dataset's params and the files' digest where recorded: :func:`rbench.results.images_text`); none in results
+    written before they were recorded."""
     lines = []
     for evaluation, data in table.data_calls.items():
-        plugin = data.get("plugin", data.get("dataset", "?"))
-        dataset = _plugin_text({"plugin": plugin, "params": data["params"]}) if data.get("params") else plugin
         n = data.get("n")
         drawn = f"{n} images drawn with subset seed {data.get('subset_seed')}" if n is not None else "every image"
-        files = f" (files {str(data['content'])[:12]})" if data.get("content") else ""
-        lines.append(f"{evaluation}: {dataset} {data.get('split', '?')}{files}, {drawn}")
+        lines.append(f"{evaluation}: {images_text(data)}, {drawn}")
     return lines
 
 
