@@ -45,7 +45,16 @@ def test_with_hold_a_first_signal_waits_for_the_block_and_then_reaches_the_run_s
         assert mine is not signal.SIG_IGN
 
 
-def test_with_hold_the_stop_replaces_an_error_of_the_block_and_a_second_signal_stops_at_once():
+@pytest.fixture
+def python_s_sigint():
+    """SIGINT as Python installs it at start: a process started with SIGINT ignored (a job a non-interactive shell
+    put in the background, as ``make test &``) keeps it ignored, and no KeyboardInterrupt ever comes."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_with_hold_the_stop_replaces_an_error_of_the_block_and_a_second_signal_stops_at_once(python_s_sigint):
     with pytest.raises(KeyboardInterrupt):
         with handlers_kept(hold=True):
             signal.raise_signal(signal.SIGINT)
