@@ -13,11 +13,11 @@ import torch
 
 from rbench.artifacts import AdvSet, Predictions
 from rbench.attack import resolved_params
-from rbench.estimate import Estimate, distinct_samples, interval_holds, mcnemar
+from rbench.estimate import Estimate, distinct_samples, interval_holds, mcnemar, mean
 from rbench.inputs import load_model, load_slice
 from rbench.metric import CellData, CellKeys, CellOutputs, Reference, declared_references, metric_number
 from rbench.plan import CLEAN, Plan, data_spec
-from rbench.results import Cell, ResultTable, cell_problem, outcomes_digest, samples_digest, unit_problem
+from rbench.results import BOUNDS, Cell, ResultTable, cell_problem, outcomes_digest, samples_digest, unit_problem
 from rbench.store import Store
 from rbench.suite import CellSpec, Table
 from rbench.suite_types import AttackCall, DataRef, Metric, PluginCall
@@ -35,16 +35,19 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
     for c in cells:
         metric = table.cells[(c.row, c.column)].metric
         c.metric, c.call = metric.label, next(key for key, m in metrics.items() if m == metric)
+    cells += mean_cells(table, {(c.row, c.column): c for c in cells}, units)
+    rows, columns = table.shape()
     # which plugin and params each cell's metric stands for, so reporters can tell e.g. calibration cells apart
     calls = {key: _call(m.call) for key, m in metrics.items()}
     declared = _declared(table)
-    result = ResultTable(table.name, table.title, list(table.rows), list(table.columns), table.row_axis,
+    result = ResultTable(table.name, table.title, list(rows), list(columns), table.row_axis,
                          table.column_axis, units, formats, cells, table.file, metric_calls=calls,
                          figure=table.figure, attack_calls=_attack_calls(plan, table, declared),
                          model_calls=_model_calls(plan, table, declared),
                          data_calls={ev: data_record(plan, ev) for ev in dict.fromkeys(
                              spec.evaluation for spec in table.cells.values())},
-                         paired=_paired(table, {k: est for k, (_, est) in computed.items()}))
+                         paired=_paired(table, {k: est for k, (_, est) in computed.items()}),
+                         mean_row=table.mean_row, mean_column=table.mean_column)
     result.samples = {(row, column): est.samples for (row, column), (_, est) in computed.items()
                       if est is not None and est.samples is not None}
     for (row, column), values in result.samples.items():
@@ -55,6 +58,42 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
             result.outcomes[(row, column)] = kept
             cell.outcomes_sha256 = outcomes_digest(*kept)
     return result
+
+
+def mean_cells(table: Table, cells: dict[tuple[str, str], Cell], units: dict[str, str]) -> list[Cell]:
+    """The cells of ``table``'s mean row (or column): along each column (row), the mean of the other rows' (columns')
+    values, with a Student t interval over them (:func:`rbench.estimate.mean`, clipped to where the averaged
+    quantity lies) and n = how many were averaged. Such an interval is about the spread between the lines (models
+    alike but for their seeds, say), not about the images: every line is measured on the same ones. A line without
+    a value fails the mean's cell, naming it (a mean over the others would be another mean under the same label).
+    The cell keeps the coordinates (evaluation, source, attack, target) its lines share, and every line's jobs."""
+    label, lines, others, by_rows = ((table.mean_row, table.rows, table.columns, True) if table.mean_row else
+                                     (table.mean_column, table.columns, table.rows, False))
+    if label is None:
+        return []
+    out = []
+    for other in others:
+        averaged = [cells[(line, other) if by_rows else (other, line)] for line in lines]
+        first = averaged[0]
+        shared: dict[str, Any] = {name: getattr(first, name) if all(getattr(c, name) == getattr(first, name)
+                                                                 for c in averaged) else ""
+                                  for name in ("evaluation", "source", "attack", "target")}
+        jobs = list(dict.fromkeys(k for c in averaged for k in c.jobs))
+        row, column = (label, other) if by_rows else (other, label)
+        missing = next((c for c in averaged if c.value is None), None)
+        if missing is not None:
+            why = f": {missing.error}" if missing.error else ""
+            out.append(Cell(row, column, None, jobs, error=f"the mean over the {'rows' if by_rows else 'columns'} "
+                            f"lacks {missing.row if by_rows else missing.column!r}{why}", metric=first.metric,
+                            call=first.call, **shared))
+            continue
+        bounds = BOUNDS.get(first.interval, (0.0, 100.0) if units.get(first.call) == "%" else (-math.inf, math.inf))
+        estimate = mean(np.array([c.value for c in averaged], dtype=np.float64), bounds=bounds)
+        assert estimate is not None  # two or more values (checked with the suite)
+        out.append(Cell(row, column, estimate.value, jobs, n=estimate.n, low=estimate.low, high=estimate.high,
+                        interval=f"t over {'rows' if by_rows else 'columns'}" if estimate.method else "",
+                        metric=first.metric, call=first.call, **shared))
+    return out
 
 
 def _metric_keys(table: Table) -> dict[str, Metric]:

@@ -421,7 +421,8 @@ def check_one_claim(claim: Claim, table: ResultTable | None) -> ClaimCheck:
     a = _value(table, claim.a)
     name = f"{claim.a.row} at {claim.a.column}"
     if claim.kind == "lowest":
-        rows = claim.among if claim.among is not None else (table.rows if table else [])
+        rows = claim.among if claim.among is not None else ([r for r in table.rows if r != table.mean_row] if table
+                                                             else [])  # "lowest of the rows": not of their mean
         others = {r: _value(table, CellRef(row=r, column=claim.a.column)) for r in rows if r != claim.a.row}
         if a is None or any(v is None for v in others.values()) or not others:
             return ClaimCheck(claim.text, claim.table, None, f"{name}: a cell is missing")

@@ -1,4 +1,5 @@
-"""The MNIST and Fashion-MNIST data files: where they come from, how they are verified, how they are read.
+"""The data files (MNIST, Fashion-MNIST, USPS, notMNIST): where they come from, how they are verified, how IDX files are
+read (the USPS plugin parses its own LIBSVM file, :mod:`rbench.plugins.datasets.usps`).
 
 A data file is found, in this order:
 
@@ -34,7 +35,10 @@ from .envflag import flag
 from .errors import DataError
 from .tomlfile import not_regular, os_problem
 
+#: the checksummed datasets in IDX files (their splits: :data:`_SPLIT_FILES`, :data:`_SPLIT_SIZES`)
 DATASET_NAMES = ("mnist", "fashion-mnist")
+#: checksummed datasets in other files, which their plugins read themselves through :func:`resolve_file`
+OTHER_CHECKSUMMED = ("usps",)
 #: Datasets read only from ``$RBENCH_DATA`` (no trusted checksummed download exists); files as MNIST's.
 LOCAL_ONLY = ("notmnist",)
 
@@ -94,6 +98,17 @@ _REGISTRY: dict[str, dict] = {
             ),
         },
     },
+    # LIBSVM's copy of USPS (Hull 1994): the test split only. Its training file usps.bz2 is published with an MD5
+    # alone (ec16c51db3855ca6c91edd34d0e9b197) and no copy was at hand to pin its SHA-256, so it is not offered.
+    "usps": {
+        "mirrors": ("https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass/",),
+        "files": {
+            "usps.t.bz2": (
+                "a9c0164e797d60142a50604917f0baa604f326e9a689698763793fa5d12ffc4e",
+                "8ea070ee2aca1ac39742fdd1ef5ed118",
+            ),
+        },
+    },
 }
 
 _HASH_MEMO: dict[tuple[str, int, int], str] = {}
@@ -105,7 +120,8 @@ def _one_line(text: object) -> str:
 
 def _check_dataset(dataset: str) -> dict:
     if dataset not in _REGISTRY:
-        raise DataError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASET_NAMES + LOCAL_ONLY)}")
+        raise DataError(f"unknown dataset {dataset!r}; known datasets: "
+                        f"{', '.join(DATASET_NAMES + OTHER_CHECKSUMMED + LOCAL_ONLY)}")
     return _REGISTRY[dataset]
 
 
@@ -143,6 +159,8 @@ def local_file(dataset: str, filename: str) -> Path:
 def _split_paths(dataset: str, split: str) -> list[Path]:
     if dataset not in LOCAL_ONLY:
         _check_dataset(dataset)
+        if dataset not in DATASET_NAMES:
+            raise DataError(f"dataset {dataset!r} is not in IDX files; its plugin reads it")
     if split not in _SPLIT_FILES:
         raise DataError(f"unknown split {split!r} for dataset {dataset!r}; known splits: train, test")
     find = local_file if dataset in LOCAL_ONLY else resolve_file
@@ -374,7 +392,7 @@ def split_size(dataset: str, split: str) -> int | None:
         except DataError:
             return None
         return dims[0] if dims else None
-    return _SPLIT_SIZES[split] if dataset in _REGISTRY else None
+    return _SPLIT_SIZES[split] if dataset in DATASET_NAMES else None
 
 
 @functools.lru_cache(maxsize=8)

@@ -138,6 +138,10 @@ class ResultTable:
     #: McNemar tests the suite asked for (``paired``): a, b, along (the other axis' label), axis, and the fields
     #: of :class:`rbench.estimate.PairedTest`
     paired: list[dict[str, Any]] = field(default_factory=list)
+    #: the label of the table's row (column) of means over its other rows (columns), if it has one (the suite's
+    #: ``mean_row`` / ``mean_column``: :func:`rbench.assemble.mean_cells`)
+    mean_row: str | None = None
+    mean_column: str | None = None
     #: (row, column) -> the per-sample values a cell's mean was taken over (distribution plots); kept out of
     #: results.json, written to samples.parquet by the ``tidy`` reporter and read back from it
     samples: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)

@@ -237,10 +237,12 @@ class _Resolver:
         """Every table, row and column a published file names (its values, column tolerances and claims) is one
         of the suite's, and its numbers beside cells in % are percentages: a table's rows, columns and metrics are
         known without running anything."""
-        shapes = {name: (t.rows, t.columns) for name, t in suite.tables.items()}
+        shapes = {name: t.shape() for name, t in suite.tables.items()}
 
         def units(table: str, row: str, column: str) -> str | None:
-            spec = suite.tables[table].cells.get((row, column))
+            t = suite.tables[table]
+            spec = t.cells.get((t.rows[0] if row == t.mean_row else row, t.columns[0] if column == t.mean_column
+                                else column))  # a mean's cells hold the metric of the line they average
             return None if spec is None else spec.metric.call.obj.unit
 
         for file, i, path, published in self.merged.published_docs:
@@ -567,11 +569,36 @@ class _Resolver:
                 pair = (cells[(a, line)], cells[(b, line)]) if by_rows else (cells[(line, a)], cells[(line, b)])
                 if problem := unpairable(pair, suite):
                     raise self.fail("tables", name, f"paired[{i}]", f"[{a!r}, {b!r}] at {line!r}: {problem}")
+        self.check_means(name, t, row_labels, column_labels, cells)
         return Table(name, title, t.rows if isinstance(t.rows, str) else "rows",
                      t.columns if isinstance(t.columns, str) else "columns",
                      row_labels, column_labels, cells, self.where("tables", name),
                      t.figure if t.figure is None or isinstance(t.figure, str) else [str(f) for f in t.figure],
-                     tuple((a, b) for a, b in t.paired))
+                     tuple((a, b) for a, b in t.paired), t.mean_row, t.mean_column)
+
+    def check_means(self, name: str, t: TableSpec, rows: tuple[str, ...], columns: tuple[str, ...],
+                    cells: dict[tuple[str, str], CellSpec]) -> None:
+        """A mean row (column) needs two rows (columns) to average, a label of its own, and one metric along each
+        column (row): a mean of an error rate and a distortion is no number."""
+        if t.mean_row is not None and t.mean_column is not None:
+            raise self.fail("tables", name, "mean_column", "give 'mean_row' or 'mean_column', not both (which "
+                            "mean would their corner hold?)")
+        for field_name, label, lines, others in (("mean_row", t.mean_row, rows, columns),
+                                                 ("mean_column", t.mean_column, columns, rows)):
+            if label is None:
+                continue
+            what = field_name.split("_")[1]
+            if len(lines) < 2:
+                plural = "s" * (len(lines) != 1)
+                raise self.fail("tables", name, field_name, f"the table has {len(lines)} {what}{plural}: a mean "
+                                "needs two")
+            if label in lines:
+                raise self.fail("tables", name, field_name, f"{label!r} is already one of the table's {what}s")
+            for other in others:
+                found = [cells[(line, other) if what == "row" else (other, line)].metric for line in lines]
+                if any(m != found[0] for m in found[1:]):
+                    raise self.fail("tables", name, field_name, f"the {what}s hold different metrics at {other!r} "
+                                    f"({', '.join(dict.fromkeys(repr(m.label) for m in found))}): a mean needs one")
 
     def check_references(self, name: str, cells: dict[tuple[str, str], CellSpec], suite: Suite) -> None:
         """Every suite name the cells' metrics' params give (:class:`Reference`), for every cell; the first one

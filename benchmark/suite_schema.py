@@ -262,6 +262,10 @@ class TableSpec(_Strict):
     figure: FigureName | Annotated[list[FigureName], Field(min_length=1)] | None = None
     #: pairs of rows (or of columns) compared on the same samples by McNemar's exact test, in every column (row)
     paired: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []
+    #: a last row (column) with this label: in each column (row), the mean of the other rows' (columns') values
+    #: with a Student t interval over them, e.g. over models alike but for their seeds
+    mean_row: Label | None = None
+    mean_column: Label | None = None
 
 
 class SuiteDoc(_Strict):

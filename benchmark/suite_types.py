@@ -193,6 +193,15 @@ class Table:
     figure: str | list[str] | None = None
     #: (a, b) label pairs, both rows or both columns, compared by McNemar's test along the other axis
     paired: tuple[tuple[str, str], ...] = ()
+    #: the label of a last row (column) of means over the rows (columns), which has no cell spec of its own
+    #: (:func:`rbench.assemble.mean_cells`)
+    mean_row: str | None = None
+    mean_column: str | None = None
+
+    def shape(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The rows and columns the table shows: its own, then the mean row (column) where it has one."""
+        return self.rows + ((self.mean_row,) if self.mean_row else ()), \
+            self.columns + ((self.mean_column,) if self.mean_column else ())
 
 
 @dataclass

@@ -370,3 +370,25 @@ def test_a_results_file_with_a_non_finite_or_mistyped_cell_is_refused(tiny_refer
         out = rbench("report", str(path), "-f", "md")
         assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
         assert str(path) in out.stderr and "NaN" in out.stderr
+
+
+@pytest.mark.parametrize("title", [
+    "Fig. 8, machine side: accuracy (%) of six LeNets under gradient sign noise (no published numbers; no human side)",
+    "WIDE " * 40, "M" * 150])
+def test_a_long_title_stays_inside_its_figure(title):
+    """Titles were wrapped at a fixed count of characters (90 in a 6-inch figure): the first line of the Uličný
+    suite's Fig. 8 tables ran off the right edge, where the PNG cut it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from rbench.report.lines import draw
+    from rbench.report.titles import fit_title
+
+    cells = [Cell(m, c, 10.0 * i, source=m, attack=c, target=m) for i, c in enumerate(["clean", "a"]) for m in "xy"]
+    table = ResultTable("t", title, ["x", "y"], ["clean", "a"], "model", "attack", {"error": "%"}, {"error": ".1f"},
+                        cells, metric_of={f"{c.row}|{c.column}": "error" for c in cells})
+    fig = draw(table, {"x": ([0, 1], [0.0, 10.0]), "y": ([0, 1], [0.0, 20.0])})
+    FigureCanvasAgg(fig).draw()
+    drawn, whole = fig.axes[0].title.get_window_extent(), fig.bbox
+    assert whole.x0 <= drawn.x0 and drawn.x1 <= whole.x1 and drawn.y1 <= whole.y1, (drawn, whole)
+    assert fig.axes[0].get_title().replace("\n", " ").replace(" ", "") == title.replace(" ", "")  # nothing dropped
+    assert fit_title("short", 6.0) == "short"

@@ -12,7 +12,6 @@ imported only to draw.
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ import numpy as np
 from rbench.errors import RbenchError
 from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
+from rbench.report.titles import AXES_SHARE, fit_title
 from rbench.results import Cell, ResultTable, RunResults
 
 if TYPE_CHECKING:
@@ -82,6 +82,17 @@ def cell_distortion(table: ResultTable, cell: Cell, store: Store) -> float:
                       "predictions among its stored outputs, so its distortion is unknown")
 
 
+def _distortion(table: ResultTable, cell: Cell, store: Store) -> float:
+    """x of ``cell``; for a cell of the mean row (column), the mean x of the cells it averages."""
+    if cell.row == table.mean_row:
+        averaged = [table.cell(row, cell.column) for row in table.rows if row != cell.row]
+    elif cell.column == table.mean_column:
+        averaged = [table.cell(cell.row, column) for column in table.columns if column != cell.column]
+    else:
+        return cell_distortion(table, cell, store)
+    return float(np.mean([cell_distortion(table, c, store) for c in averaged]))
+
+
 def curves(table: ResultTable, store: Store) -> list[Curve]:
     """The lines of ``table``'s figure: one per row with at least one valued cell, in row order."""
     out = []
@@ -93,7 +104,7 @@ def curves(table: ResultTable, store: Store) -> list[Curve]:
             except KeyError:
                 continue
             if cell.value is not None:
-                points.append((cell_distortion(table, cell, store), float(cell.value), column))
+                points.append((_distortion(table, cell, store), float(cell.value), column))
         if points:
             points.sort(key=lambda p: p[0])
             out.append(Curve(row, [p[0] for p in points], [p[1] for p in points], [p[2] for p in points]))
@@ -122,7 +133,7 @@ def draw(title: str, lines: list[Curve], ylabel: str) -> Figure:
     ax.set_ylabel(ylabel)
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="best")
-    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize="medium")  # long suite titles stay inside the figure
+    ax.set_title(fit_title(title, AXES_SHARE * fig.get_figwidth()), fontsize="medium")
     return fig
 
 

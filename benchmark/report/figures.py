@@ -15,7 +15,6 @@ Everything drawn comes from results.json and samples.parquet (the tidy files hol
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ import numpy as np
 from rbench.report.curves import y_label
 from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
+from rbench.report.titles import AXES_SHARE, FIGURE_SHARE, fit_title
 from rbench.results import Cell, ResultTable, RunResults, format_value
 
 if TYPE_CHECKING:
@@ -181,8 +181,8 @@ def _new_figure(width: float, height: float) -> tuple[Figure, Axes]:
     return fig, fig.subplots()
 
 
-def _title(ax: Axes, text: str) -> None:
-    ax.set_title("\n".join(textwrap.wrap(text, 80)), fontsize="medium")
+def _title(fig: Figure, ax: Axes, text: str) -> None:
+    ax.set_title(fit_title(text, AXES_SHARE * fig.get_figwidth()), fontsize="medium")
 
 
 def draw_sweeps(table: ResultTable, lines: list[Sweep]) -> Figure:
@@ -198,12 +198,13 @@ def draw_sweeps(table: ResultTable, lines: list[Sweep]) -> Figure:
     name = next(iter(metrics)) if len(metrics) == 1 else "value"
     for ax, family in zip(axes, families, strict=True):
         for sweep in (s for s in lines if s.family == family):
-            colour = f"C{labels.index(sweep.label) % 10}"
+            mean = sweep.label in (table.mean_row, table.mean_column)  # the mean over the other lines: in black
+            colour = "black" if mean else f"C{labels.index(sweep.label) % 10}"
             y = np.array([c.value for c in sweep.cells], dtype=float)
             below = [c.value - c.low if c.low is not None else 0.0 for c in sweep.cells]  # type: ignore[operator]
             above = [c.high - c.value if c.high is not None else 0.0 for c in sweep.cells]  # type: ignore[operator]
-            ax.errorbar(sweep.x, y, yerr=[below, above], marker="o", markersize=3, linewidth=1.2, capsize=2,
-                        color=colour, label=sweep.label)
+            ax.errorbar(sweep.x, y, yerr=[below, above], marker="o", markersize=3, linewidth=2.2 if mean else 1.2,
+                        capsize=2, color=colour, label=sweep.label)
             if sweep.published:
                 px, py = zip(*sweep.published, strict=True)
                 ax.scatter(px, py, marker="x", s=40, color=colour, zorder=3, label=f"{sweep.label} (published)")
@@ -214,7 +215,8 @@ def draw_sweeps(table: ResultTable, lines: list[Sweep]) -> Figure:
         ax.grid(True, linewidth=0.3)
         ax.legend(fontsize=7, loc="best")
     axes[0].set_ylabel(f"{name} ({unit})" if unit else name)
-    fig.suptitle("\n".join(textwrap.wrap(f"{table.title} (bars: 95% intervals)", 100)), fontsize="medium")
+    title = fit_title(f"{table.title} (bars: 95% intervals)", FIGURE_SHARE * fig.get_figwidth())
+    fig.suptitle(title, fontsize="medium")
     return fig
 
 
@@ -236,7 +238,7 @@ def draw_heatmap(table: ResultTable, values: np.ndarray) -> Figure:
     ax.set_yticks(range(len(table.rows)), table.rows, fontsize=8)
     ax.set_xlabel(table.column_axis if table.column_axis != "columns" else "target")
     ax.set_ylabel(table.row_axis if table.row_axis != "rows" else "source")
-    _title(ax, table.title)
+    _title(fig, ax, table.title)
     return fig
 
 
@@ -255,7 +257,7 @@ def draw_distributions(table: ResultTable) -> Figure:
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="best")
     more = f"; {len(keys) - MAX_HISTOGRAMS} more cells in samples.parquet" if len(keys) > MAX_HISTOGRAMS else ""
-    _title(ax, f"{table.title}: per-sample values{more}")
+    _title(fig, ax, f"{table.title}: per-sample values{more}")
     return fig
 
 

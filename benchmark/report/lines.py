@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from rbench.report.curves import y_label
 from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
+from rbench.report.titles import AXES_SHARE, fit_title
 from rbench.results import ResultTable, RunResults
 
 if TYPE_CHECKING:
@@ -51,14 +52,17 @@ def draw(table: ResultTable, rows: dict[str, tuple[list[int], list[float]]]) -> 
     fig = Figure(figsize=(max(6.0, 0.55 * len(table.columns) + 3), 4.6), dpi=100, layout="constrained")
     ax = fig.subplots()
     for row, (x, y) in rows.items():
-        ax.plot(x, y, marker="o", markersize=3, linewidth=1.2, label=row)
+        mean = row in (table.mean_row, table.mean_column)  # the mean over the other lines: in black
+        drawn = ax.plot(x, y, marker="o", markersize=3, linewidth=2.2 if mean else 1.2, label=row)
+        if mean:
+            drawn[0].set_color("black")
     ax.set_xticks(range(len(table.columns)), [textwrap.shorten(c, 18) for c in table.columns], rotation=30,
                   ha="right", fontsize=7)
     ax.set_xlabel("" if table.column_axis == "columns" else table.column_axis)  # "columns": listed, no axis
     ax.set_ylabel(y_label(table))
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="best")
-    ax.set_title("\n".join(textwrap.wrap(table.title, 90)), fontsize="medium")
+    ax.set_title(fit_title(table.title, AXES_SHARE * fig.get_figwidth()), fontsize="medium")
     return fig
 
 

@@ -1,0 +1,144 @@
+"""A table's mean row (or column): the mean over its other rows with a t interval over them (``mean_row``)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from scipy import stats
+from support import rbench
+
+from rbench.assemble import mean_cells
+from rbench.errors import SuiteError
+from rbench.results import Cell
+from rbench.suite import load_suite
+
+SUITE = """
+[suite]
+name = "seeds"
+
+[datasets.mnist]
+plugin = "mnist"
+
+[models.a]
+plugin = "mlp"
+params = { widths = [8] }
+dataset = "mnist"
+n_train = 200
+trainer = { params = { epochs = 1 } }
+
+[models.b]
+plugin = "mlp"
+params = { widths = [8] }
+dataset = "mnist"
+n_train = 200
+seed = 1
+trainer = { params = { epochs = 1 } }
+
+[models.c]
+plugin = "mlp"
+params = { widths = [8] }
+dataset = "mnist"
+n_train = 200
+seed = 2
+trainer = { params = { epochs = 1 } }
+
+[attacks.fgsm]
+plugin = "fgsm"
+grid = { eps = [0.05, 0.1] }
+
+[evaluations.ev]
+dataset = "mnist"
+n = 40
+sources = ["a", "b", "c"]
+attacks = ["fgsm"]
+
+[tables.t]
+evaluation = "ev"
+rows = "model"
+columns = "attack"
+metric = "accuracy"
+mean_row = "mean of three seeds"
+figure = "lines"
+"""
+
+
+def test_the_mean_row_is_the_mean_of_the_rows_with_a_t_interval_in_every_report(tmp_path):
+    suite = tmp_path / "seeds.toml"
+    suite.write_text(SUITE)
+    run = tmp_path / "run"
+    out = rbench("run", str(suite), "--store", str(tmp_path / "store"), "--run-dir", str(run), "-q")
+    assert out.returncode == 0, out.stderr
+    table = json.loads((run / "results.json").read_text())["tables"][0]
+    assert table["rows"] == ["a", "b", "c", "mean of three seeds"] and table["mean_row"] == "mean of three seeds"
+    cells = {(c["row"], c["column"]): c for c in table["cells"]}
+    for column in table["columns"]:
+        values = [cells[(row, column)]["value"] for row in "abc"]
+        mean = cells[("mean of three seeds", column)]
+        assert mean["value"] == pytest.approx(sum(values) / 3) and mean["n"] == 3
+        if len(set(values)) > 1:  # a t interval over the three values, clipped to [0, 100]
+            half = stats.t.ppf(0.975, 2) * stats.tstd(values) / math.sqrt(3)
+            assert mean["low"] == pytest.approx(max(0.0, sum(values) / 3 - half))
+            assert mean["high"] == pytest.approx(min(100.0, sum(values) / 3 + half))
+            assert mean["interval"] == "t over rows"
+        assert set(mean["jobs"]) == {k for row in "abc" for k in cells[(row, column)]["jobs"]}
+    markdown = (run / "tables.md").read_text()
+    assert "| mean of three seeds |" in markdown and "'mean of three seeds': the mean of the 3 rows" in markdown
+    for shown in ("tables.tex", "report.html", "cells.csv"):
+        assert "mean of three seeds" in (run / shown).read_text(), shown
+    assert (run / "lines_t.png").is_file()
+    again = rbench("report", str(run))  # read back from results.json: the same table
+    assert again.returncode == 0 and again.stdout.strip() == markdown.strip(), again.stderr
+
+
+def _fails(tmp_path, old: str, new: str, message: str) -> None:
+    suite = tmp_path / "bad.toml"
+    suite.write_text(SUITE.replace(old, new))
+    with pytest.raises(SuiteError, match=message):
+        load_suite(suite, None)
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('mean_row = "mean of three seeds"', 'mean_row = "b"',
+     r"tables\.t\.mean_row: 'b' is already one of the table's rows"),
+    ('mean_row = "mean of three seeds"', 'mean_row = "m"\nmean_column = "n"',
+     r"tables\.t\.mean_column: give 'mean_row' or 'mean_column', not both"),
+    ('sources = ["a", "b", "c"]', 'sources = ["a"]', r"tables\.t\.mean_row: the table has 1 row: a mean needs two"),
+    ('rows = "model"\ncolumns = "attack"\nmetric = "accuracy"', 'rows = "metric"\ncolumns = "attack"\nwhere = { model '
+     '= "a" }\nmetrics = ["accuracy", "distortion"]', r"tables\.t\.mean_row: the rows hold different metrics at "
+     r"'clean' \('accuracy', 'distortion"),
+])
+def test_a_mean_that_cannot_be_taken_is_refused_with_the_suite(tmp_path, old, new, message):
+    _fails(tmp_path, old, new, message)
+
+
+def test_a_mean_column_averages_the_columns_and_a_line_without_a_value_fails_its_mean(tmp_path):
+    from rbench.suite_types import Table
+
+    table = Table("t", "T", "attack", "model", ("clean", "fgsm"), ("a", "b"), {}, "", mean_column="mean")
+    cells = {(r, c): Cell(r, c, v, [f"{r}{c}"], n=10, low=0.0, high=100.0, interval="wilson", evaluation="ev",
+                          source=c, attack=r, target=c, metric="accuracy", call="accuracy")
+             for (r, c), v in {("clean", "a"): 90.0, ("clean", "b"): 80.0, ("fgsm", "a"): 10.0,
+                               ("fgsm", "b"): None}.items()}
+    cells[("fgsm", "b")].error = "job failed: fgsm on b"
+    clean, fgsm = mean_cells(table, cells, {"accuracy": "%"})
+    assert (clean.row, clean.column, clean.value, clean.n) == ("clean", "mean", 85.0, 2)
+    assert clean.interval == "t over columns"
+    half = stats.t.ppf(0.975, 1) * stats.tstd([90.0, 80.0]) / math.sqrt(2)
+    assert clean.low == pytest.approx(max(0.0, 85 - half)) and clean.high == pytest.approx(min(100.0, 85 + half))
+    assert (clean.attack, clean.evaluation, clean.source) == ("clean", "ev", "")  # what the averaged cells share
+    assert fgsm.value is None and fgsm.error == "the mean over the columns lacks 'b': job failed: fgsm on b"
+
+
+def test_lowest_of_the_rows_is_judged_among_the_rows_not_their_mean():
+    """The mean of the rows lies between them: "a is the lowest row" was never held against it."""
+    from rbench.compare import Claim, check_one_claim
+    from rbench.results import ResultTable
+
+    cells = [Cell("a", "e", 10.0), Cell("b", "e", 30.0), Cell("mean", "e", 20.0)]
+    table = ResultTable("t", "T", ["a", "b", "mean"], ["e"], "model", "columns", {}, {}, cells, mean_row="mean")
+    claim = Claim(text="c", table="t", kind="lowest", a={"row": "a", "column": "e"})
+    assert check_one_claim(claim, table).held is True
+    cells[2] = Cell("mean", "e", 5.0)  # a mean below every row is no row a claim compares with
+    assert check_one_claim(claim, table).held is True
