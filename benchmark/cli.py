@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from shlex import quote
 from typing import TYPE_CHECKING, Annotated
@@ -241,6 +242,19 @@ def _print_dry_run(plan: DryRun, path: Path) -> None:
     for warning in plan.suite.warning_lines():
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print("Dry run: nothing was computed or written.", highlight=False)
+
+
+@contextlib.contextmanager
+def _signals_as_one_line(command: str) -> Iterator[None]:
+    """SIGTERM and SIGHUP inside the block end the command with one line and exit code 128 + the signal's number,
+    as Ctrl-C's one line and 130 (:func:`main`)."""
+    from rbench.interrupt import Terminated, stop_on_signals
+
+    try:
+        with stop_on_signals():
+            yield
+    except Terminated as exc:
+        raise Interrupted(f"{command}: stopped by {exc.name}", 128 + exc.signum) from None
 
 
 def _run_outcome(go: Callable[[], RunOutcome]) -> None:
@@ -662,6 +676,8 @@ def cache_verify(store: StoreOpt = None) -> None:
     skipped = f", {busy} being written (skipped)" if busy else ""
     skipped += f", {incomplete} interrupted writes (left for gc)" if incomplete else ""
     skipped += f", {unread} could not be read (left in place)" if unread else ""
+    debris = len(s.temporaries()) + len(s.lease_temporaries())  # a killed writer's: said, as gc will remove them
+    skipped += f", {debris} temporary file{'s' * (debris != 1)} of interrupted writes (left for gc)" if debris else ""
     unlisted = _unlisted(s)
     console.print(f"{len(keys)} entries checked, {bad} corrupt{skipped}{unlisted}{_absent(s)}", highlight=False)
     if bad or unread or unlisted:
@@ -695,7 +711,8 @@ def cache_gc(
         raise RbenchError("cache gc: --profile names profiles of the suites to keep; give those suites too")
     s = _store(store)
     s.check_layout()
-    removed, freed = collect(s, keep or [], profile, dry_run=dry_run)
+    with _signals_as_one_line("cache gc"):  # a SIGTERM ended it without a word (the signal audit)
+        removed, freed = collect(s, keep or [], profile, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for path in removed:
         console.print(f"{verb} {escape(str(path))}", highlight=False)

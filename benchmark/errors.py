@@ -38,6 +38,13 @@ class Interrupted(RbenchError):
         self.exit_code = exit_code
 
 
+class RunFolderRemoved(RbenchError):
+    """The run folder went (deleted by someone else) while the run computed: nothing is written, exit code 1; the
+    results are in the store."""
+
+    exit_code = 1
+
+
 class PluginContractError(Exception):
     """A plugin returned something that breaks its contract (wrong dtype, out of the box, over budget,
     non-finite values): the plugin's fault, not the user's input, so it fails the job that ran it (exit 1).

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rbench.assemble import assemble
 from rbench.compare import check_claims, compare
 from rbench.devices import resolve_devices
-from rbench.errors import RbenchError
+from rbench.errors import RbenchError, RunFolderRemoved
 from rbench.events import RunEvents, listening
 from rbench.executors import JobResult, capacity, configure
 from rbench.flatten import flatten_suite, suite_text
@@ -31,6 +31,7 @@ from rbench.report.reporters import renders_text, write_text_report
 from rbench.report.terminal import print_comparison, print_tables
 from rbench.results import WRITING_MARK, RunResults
 from rbench.rundir import (
+    LOCK_FILE,
     check_could_write,
     check_run_dir,
     prepare_run_dir,
@@ -345,8 +346,13 @@ def write_run_dir(results: RunResults, run_dir: Path, store: Store, resolved: st
     figure that cannot be drawn does not fail the run: the returned notes say why. A folder a run wrote into
     before holds only this run's files afterwards: what that run's reporters wrote is removed first (text reports
     excepted: they are replaced, and so is ``resolved``, the text of :data:`RESOLVED_SUITE`, written first), see
-    :func:`rbench.rundir.remove_previous_outputs`."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    :func:`rbench.rundir.remove_previous_outputs`. A folder gone meanwhile, or made again without the lock the run
+    holds (:data:`rbench.rundir.LOCK_FILE`), is :class:`RunFolderRemoved`: writing into one made again here would
+    leave its files unguarded against another run or report."""
+    if not (run_dir / LOCK_FILE).is_file():
+        raise RunFolderRemoved(f"run folder {run_dir} was removed while the suite ran: nothing was written there; "
+                               "the results are stored: run the same command again to write them (nothing is "
+                               "recomputed)")
     reporters = sorted((info.obj for info in get_registry().plugins["reporter"].values()),
                        key=lambda r: (not renders_text(r), getattr(r, "order", 0)))
     marker = run_dir / WRITING_MARK  # until every file is written (a run stopped meanwhile leaves it)

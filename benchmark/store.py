@@ -98,6 +98,10 @@ class StoreLock(FileLock):
         except Timeout:  # a subclass of OSError: another holder, not a broken path
             raise
         except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # the store, not something in it (the audit)
+                raise StoreError(f"store lock {self.lock_file}: cannot be taken ({exc.strerror or exc}): the store's "
+                                 f"folder {Path(self.lock_file).parent} is not writable by this process; a run, "
+                                 "verify and gc need to write lock files there") from None
             raise StoreError(f"store lock {self.lock_file}: cannot be taken ({exc.strerror or exc}); the store "
                              "makes and holds only lock files there: move away what is in the way") from None
 
@@ -596,8 +600,8 @@ class Store:
 
         data = save_safetensors(tensors)
         weights, sidecar_path = self._path(key, ".safetensors"), self._path(key, ".json")
-        atomic_write_bytes(weights, data)
-        try:
+        try:  # the weights' write too: a signal after their rename, while their folder is synced, left them alone
+            atomic_write_bytes(weights, data)
             fault_point("between-weights-and-sidecar")
             sidecar = dict(meta, kind="checkpoint", sha256=hashlib.sha256(data).hexdigest())
             sidecar[SIDECAR_DIGEST] = sidecar_digest(sidecar)
@@ -1142,9 +1146,13 @@ class Store:
         return sorted((self.root / "leases").glob(f"*.json{TMP_MARK}*"))
 
     def temporaries(self) -> list[Path]:
-        """Leftover temporary files (from interrupted writes) of entries (named as :meth:`keys` says)."""
+        """Leftover temporary files (from interrupted writes) of entries (named as :meth:`keys` says) and of their
+        gate memos (``gates/<key>.json``, written under the key's lock, as entries are); each name starts with its
+        key."""
         found = (self.root / "objects").glob(f"*/*{TMP_MARK}*")  # nothing where there is no such folder
-        return sorted(p for p in found if _is_entry_name(p.name.split(".", 1)[0], p.parent.name))
+        memos = (self.root / "gates").glob(f"*.json{TMP_MARK}*")
+        return sorted([p for p in found if _is_entry_name(p.name.split(".", 1)[0], p.parent.name)]
+                      + [p for p in memos if _KEY.fullmatch(p.name.split(".", 1)[0])])
 
 
 _KEY = re.compile(r"[0-9a-f]{40}")

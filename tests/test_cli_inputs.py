@@ -675,7 +675,19 @@ def test_results_written_before_today_s_limits_still_read(tiny_reference, tmp_pa
     assert code in (None, 0), err
 
 
-def test_ctrl_c_in_any_command_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def stop_handlers():
+    """The stop signals' handlers, restored after the test (the command line leaves them ignored for its exit)."""
+    import signal
+
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    before = {name: signal.getsignal(getattr(signal, name)) for name in names}
+    yield
+    for name, handler in before.items():
+        signal.signal(getattr(signal, name), handler)
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch, stop_handlers):
     """typer turns Ctrl-C inside a command into a silent exit 130: `cache gc` stopped by Ctrl-C printed nothing.
     And Ctrl-C while the command line's modules load printed a traceback of the import."""
     import sys
@@ -699,3 +711,41 @@ def test_ctrl_c_in_any_command_is_one_line_and_exit_130(tmp_path, capsys, monkey
     with pytest.raises(SystemExit) as end:
         main()
     assert end.value.code == 130 and capsys.readouterr().err == "rbench: interrupted\n"
+
+
+def test_sigterm_during_cache_gc_is_one_line_and_exit_143(tmp_path, capsys, monkeypatch, stop_handlers):
+    """The signal audit: `cache gc` stopped by SIGTERM ended with no word and no exit code of its own."""
+    import signal
+
+    import rbench.gc
+
+    def stopped(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(rbench.gc, "collect", stopped)
+    assert cli_in_process(capsys, "cache", "gc", "--store", str(tmp_path / "store")) == (
+        143, "rbench: error: cache gc: stopped by SIGTERM\n")
+
+
+def test_a_stop_signal_while_the_interpreter_shuts_down_is_ignored(stop_handlers, monkeypatch, capsys):
+    """The signal audit: a second Ctrl-C after the "interrupted" line, or a late SIGTERM to a finished run, landed
+    in a library's exit handler: "Exception ignored in atexit callback" and a traceback, and the process ended by
+    the signal instead of with the command's code. A process whose last exit handler signals itself shows it."""
+    import signal
+    import subprocess
+    import sys
+
+    from rbench.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["rbench", "plugins", "--kind", "dataset"])
+    with pytest.raises(SystemExit) as end:
+        main()
+    assert end.value.code == 0 and "usps" in capsys.readouterr().out
+    assert all(signal.getsignal(getattr(signal, n)) is signal.SIG_IGN for n in ("SIGINT", "SIGTERM", "SIGHUP"))
+    late = ("import atexit, os, signal, sys, time\n"
+            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), os.kill(os.getpid(), signal.SIGTERM), "
+            "time.sleep(0.3)))\n"
+            "sys.argv = ['rbench', 'plugins', '--kind', 'dataset']\n"
+            "from rbench.__main__ import main\nmain()\n")
+    out = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "usps" in out.stdout and not out.stderr, (out.returncode, out.stderr)

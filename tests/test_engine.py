@@ -434,3 +434,30 @@ def test_a_run_folder_holds_the_suite_it_ran_and_the_digests_of_its_files(tiny_r
     assert again.returncode == 0 and (tmp_path / "again" / "suite.resolved.toml").is_file()  # kept by a rerun
     computed = [j["computed"] for j in jobs.values()]  # where each cached output was made, from its own record
     assert all("threads" in c["device"] and c["seconds"] >= 0 and c["rbench"] and c["created"] for c in computed)
+
+
+def test_a_run_folder_removed_while_the_suite_runs_is_not_made_again_unguarded(tiny_reference, tmp_path,
+                                                                              monkeypatch, capsys):
+    """The signal audit deleted the run folder while jobs computed: the run made it again at the end, without the
+    lock it holds (another run or report could write into it meanwhile), and said nothing."""
+    import shutil
+
+    from support import cli_in_process
+
+    import rbench.runner
+
+    suite, store, _, _ = tiny_reference
+    folder = tmp_path / "run"
+    real = rbench.runner.assemble
+
+    def folder_removed_meanwhile(*args, **kwargs):
+        shutil.rmtree(folder)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rbench.runner, "assemble", folder_removed_meanwhile)
+    code, err = cli_in_process(capsys, "run", str(suite), "--store", str(shutil.copytree(store, tmp_path / "s")),
+                               "--run-dir", str(folder), "-q", "--device", "cpu")
+    assert code == 1 and err == (f"rbench: error: run folder {folder} was removed while the suite ran: nothing was "
+                                 "written there; the results are stored: run the same command again to write them "
+                                 "(nothing is recomputed)\n"), err
+    assert not folder.exists()

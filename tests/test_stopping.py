@@ -72,6 +72,24 @@ def test_workers_end_when_their_coordinator_is_killed(tiny_reference, tmp_path):
     assert not [p for p in family if alive(p)], "orphaned workers"
 
 
+def test_a_worker_whose_coordinator_is_gone_ends_quietly(tmp_path):
+    """The signal audit: after the coordinator was killed outright, an idle worker printed a multiprocessing
+    traceback (a reset pipe is ConnectionResetError, not the EOFError the worker caught)."""
+    import os
+    import sys
+
+    script = ("import os\n"
+              "from rbench.executors.local import _worker_main\n"
+              "class Reset:\n"
+              "    def recv(self):\n"
+              "        raise ConnectionResetError(104, 'Connection reset by peer')\n"
+              f"_worker_main(Reset(), 'cpu', 1, {str(tmp_path / 'store')!r}, None, os.getppid())\n"
+              "print('returned')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert out.returncode == 0 and out.stdout == "returned\n" and not out.stderr, out.stderr
+
+
 HANGING = '''
 import signal
 import time

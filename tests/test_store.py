@@ -60,6 +60,27 @@ def test_a_signal_after_the_sidecar_is_in_place_leaves_the_checkpoint_complete(t
     assert store.has(KEY) and torch.equal(store.load_checkpoint(KEY)[0]["w"], torch.ones(2))
 
 
+def test_a_signal_after_the_weights_rename_leaves_no_weights_without_their_sidecar(tmp_path, monkeypatch):
+    """The signal audit: a Ctrl-C while the weights' folder was synced, after their rename, escaped before the
+    cleanup that removes weights whose sidecar was never written (verify then said 'incomplete')."""
+    import rbench.store as store_module
+
+    store = Store(tmp_path)
+    real, calls = store_module._fsync_dir, []
+
+    def interrupted_after_the_weights_rename(path):
+        calls.append(path)
+        real(path)
+        if len(calls) == 1:  # the weights' folder: renamed into place, the sidecar not yet written
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module, "_fsync_dir", interrupted_after_the_weights_rename)
+    with pytest.raises(KeyboardInterrupt):
+        store.save_checkpoint(KEY, {"w": torch.ones(2)}, bound(label="m"))
+    monkeypatch.undo()
+    assert not store.paths(KEY) and not store.has(KEY) and store.verify(KEY) != "incomplete"
+
+
 def test_a_torch_that_fails_to_import_quarantines_no_checkpoint(tmp_path, monkeypatch):
     """The store imports safetensors' torch half only to read a checkpoint: a failure to import it (a broken CUDA
     library, memory) is the machine's, raised as it is, the entry left in place (it made verify quarantine every
@@ -368,6 +389,25 @@ def test_gc_removes_debris_and_unused_entries(tmp_path, write_suite):
     assert not store.has(KEY) and removed
 
 
+def test_gc_removes_a_killed_gate_memo_write_and_verify_counts_the_debris(tmp_path):
+    """The signal audit: a run killed while writing a gate memo left gates/<key>.json.tmp-*, which neither gc nor
+    verify saw, for good."""
+    from support import rbench
+
+    store = Store(tmp_path / "store")
+    store.save_advset(KEY, _advset())
+    store.write_gate_stamp(KEY, {"key": KEY})
+    debris = tmp_path / "store" / "gates" / f"{KEY}.json{TMP_MARK}dead"
+    debris.write_bytes(b"{")
+    stranger = tmp_path / "store" / "gates" / f"notes.json{TMP_MARK}x"  # not named as a key's: not the store's
+    stranger.write_bytes(b"")
+    out = rbench("cache", "verify", "--store", str(tmp_path / "store"))
+    assert out.returncode == 0 and "1 temporary file of interrupted writes (left for gc)" in out.stdout, out.stdout
+    removed, _ = collect(store, [], None, dry_run=False)
+    assert removed == [debris] and not debris.exists() and stranger.exists()
+    assert store.gate_stamp(KEY) == {"key": KEY} and store.has(KEY)
+
+
 def test_gc_of_debris_writes_nothing_into_a_folder_no_run_has_used(tmp_path):
     """`rbench cache gc --store EMPTY` made EMPTY/leases/registry.lock: a gc that removes no complete entry has no
     lease to wait for where no run has leased one."""
@@ -660,3 +700,26 @@ def test_gc_refuses_profiles_without_the_suites_they_belong_to(tmp_path, capsys)
     assert code == 2 and err.strip() == "rbench: error: cache gc: --profile names profiles of the suites to keep; " \
         "give those suites too"
     assert Store(tmp_path).has(KEY) and Store(tmp_path).has(ADV_KEY)
+
+
+def test_a_store_this_process_cannot_write_is_named_as_such_not_as_something_in_the_way(tmp_path, monkeypatch):
+    """The signal audit made a store read-only mid-run: the message told the user to move away what was in the way
+    of the lock file. A folder at a lock's path is still that."""
+    import errno
+
+    import filelock
+
+    from rbench.errors import StoreError
+
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / "in-the-way.lock").mkdir()
+    with pytest.raises(StoreError, match="move away what is in the way"):
+        StoreLock(tmp_path / "locks" / "in-the-way.lock").acquire(timeout=0.05)
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", read_only)
+    with pytest.raises(StoreError, match=rf"Permission denied\): the store's folder {tmp_path / 'locks'} is not "
+                                         "writable by this process"):
+        StoreLock(tmp_path / "locks" / "k.lock").acquire(timeout=0.05)

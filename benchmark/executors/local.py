@@ -55,11 +55,16 @@ def _worker_main(conn: Connection, device: str, threads: int, store_root: str, t
     _exit_with_parent(parent)
     torch.set_num_threads(threads)
     store = Store(store_root)
+    try:
+        _serve(conn, device, store, timeout)
+    except (EOFError, OSError):  # the coordinator is gone (killed outright: a reset pipe): nobody to report to
+        return
+
+
+def _serve(conn: Connection, device: str, store: Store, timeout: float | None) -> None:
+    """Compute the jobs the coordinator sends until it sends None, reporting on ``conn``."""
     while True:
-        try:
-            job = conn.recv()
-        except EOFError:
-            return
+        job = conn.recv()
         if job is None:
             return
         started = time.perf_counter()
