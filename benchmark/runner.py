@@ -237,6 +237,11 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
                       **({"sha256": store.read_checksum(k)} if r.status in ("done", "cached") else {})}
                   for k, r in job_results.items()},
         )
+        if not (run_dir / LOCK_FILE).is_file():  # the folder went, or was made again without the lock the run holds:
+            # made (again) here, its files would be unguarded against another run or report
+            raise RunFolderRemoved(f"run folder {run_dir} was removed while the suite ran: nothing was written "
+                                   "there; the results are stored: run the same command again to write them "
+                                   "(nothing is recomputed)")
         problems = write_run_dir(results, run_dir, store, resolved)
         for note in problems:
             observer.warning(note)
@@ -346,13 +351,8 @@ def write_run_dir(results: RunResults, run_dir: Path, store: Store, resolved: st
     figure that cannot be drawn does not fail the run: the returned notes say why. A folder a run wrote into
     before holds only this run's files afterwards: what that run's reporters wrote is removed first (text reports
     excepted: they are replaced, and so is ``resolved``, the text of :data:`RESOLVED_SUITE`, written first), see
-    :func:`rbench.rundir.remove_previous_outputs`. A folder gone meanwhile, or made again without the lock the run
-    holds (:data:`rbench.rundir.LOCK_FILE`), is :class:`RunFolderRemoved`: writing into one made again here would
-    leave its files unguarded against another run or report."""
-    if not (run_dir / LOCK_FILE).is_file():
-        raise RunFolderRemoved(f"run folder {run_dir} was removed while the suite ran: nothing was written there; "
-                               "the results are stored: run the same command again to write them (nothing is "
-                               "recomputed)")
+    :func:`rbench.rundir.remove_previous_outputs`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     reporters = sorted((info.obj for info in get_registry().plugins["reporter"].values()),
                        key=lambda r: (not renders_text(r), getattr(r, "order", 0)))
     marker = run_dir / WRITING_MARK  # until every file is written (a run stopped meanwhile leaves it)

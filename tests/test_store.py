@@ -402,7 +402,8 @@ def test_gc_removes_a_killed_gate_memo_write_and_verify_counts_the_debris(tmp_pa
     stranger = tmp_path / "store" / "gates" / f"notes.json{TMP_MARK}x"  # not named as a key's: not the store's
     stranger.write_bytes(b"")
     out = rbench("cache", "verify", "--store", str(tmp_path / "store"))
-    assert out.returncode == 0 and "1 temporary file of interrupted writes (left for gc)" in out.stdout, out.stdout
+    assert out.returncode == 0 and "1 temporary file of interrupted writes (left for gc)" in " ".join(
+        out.stdout.split()), out.stdout
     removed, _ = collect(store, [], None, dry_run=False)
     assert removed == [debris] and not debris.exists() and stranger.exists()
     assert store.gate_stamp(KEY) == {"key": KEY} and store.has(KEY)
