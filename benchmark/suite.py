@@ -50,6 +50,7 @@ from rbench.suite_schema import (
     non_finite_param,
     pydantic_problem,
 )
+from rbench.suite_seeds import expand_seeds
 from rbench.suite_types import (
     AttackCall,
     CellSpec,
@@ -185,6 +186,7 @@ class _Resolver:
             raise self.fail(section, name, n_key, f"{n} exceeds the {total} images of {where}")
 
     def resolve(self) -> Suite:
+        expand_seeds(self.merged, self.fail)
         s = self.merged.sections
         suite = Suite(self.meta.name, self.meta.title, self.meta.seed, self.merged.files, self.profile,
                       list(self.merged.published), self.meta.job_timeout, self.meta.precision,

@@ -182,6 +182,9 @@ class ModelSpec(TrainedSpec):
     undefended: Name | None = None
     #: per-epoch measurements stored with the checkpoint (probe plugins on a data slice)
     monitor: MonitorSpec | None = None
+    #: train it once per seed: models ``<name>@<seed>``, alike but for their seeds, for which the name stands in
+    #: ``sources``, ``targets`` and ``members`` (:mod:`rbench.suite_seeds`)
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=1000)] | None = None
 
 
 class DefenseSpec(TrainedSpec):
