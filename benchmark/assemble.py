@@ -35,7 +35,8 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
     for c in cells:
         metric = table.cells[(c.row, c.column)].metric
         c.metric, c.call = metric.label, next(key for key, m in metrics.items() if m == metric)
-    cells += mean_cells(table, {(c.row, c.column): c for c in cells}, units)
+    cells += mean_cells(table, {(c.row, c.column): c for c in cells}, units,
+                        {k: est for k, (_, est) in computed.items() if est is not None})
     rows, columns = table.shape()
     # which plugin and params each cell's metric stands for, so reporters can tell e.g. calibration cells apart
     calls = {key: _call(m.call) for key, m in metrics.items()}
@@ -60,12 +61,14 @@ def assemble_table(plan: Plan, table: Table, store: Store, failed: dict[str, str
     return result
 
 
-def mean_cells(table: Table, cells: dict[tuple[str, str], Cell], units: dict[str, str]) -> list[Cell]:
+def mean_cells(table: Table, cells: dict[tuple[str, str], Cell], units: dict[str, str],
+               estimates: dict[tuple[str, str], Estimate] | None = None) -> list[Cell]:
     """The cells of ``table``'s mean row (or column): along each column (row), the mean of the other rows' (columns')
     values, with a Student t interval over them (:func:`rbench.estimate.mean`, clipped to where the averaged
-    quantity lies) and n = how many were averaged. Such an interval is about the spread between the lines (models
-    alike but for their seeds, say), not about the images: every line is measured on the same ones. A line without
-    a value fails the mean's cell, naming it (a mean over the others would be another mean under the same label).
+    quantity lies: its ``estimates``' bounds, else its interval method's or unit's) and n = how many were
+    averaged. Such an interval is about the spread between the lines (models alike but for their seeds, say), not
+    about the images: every line is measured on the same ones. A line without a value fails the mean's cell, naming
+    it (a mean over the others would be another mean under the same label).
     The cell keeps the coordinates (evaluation, source, attack, target) its lines share, and every line's jobs."""
     label, lines, others, by_rows = ((table.mean_row, table.rows, table.columns, True) if table.mean_row else
                                      (table.mean_column, table.columns, table.rows, False))
@@ -87,7 +90,10 @@ def mean_cells(table: Table, cells: dict[tuple[str, str], Cell], units: dict[str
                             f"lacks {missing.row if by_rows else missing.column!r}{why}", metric=first.metric,
                             call=first.call, **shared))
             continue
-        bounds = BOUNDS.get(first.interval, (0.0, 100.0) if units.get(first.call) == "%" else (-math.inf, math.inf))
+        known = [e.bounds for line in lines if (e := (estimates or {}).get((line, other) if by_rows else
+                                                                           (other, line))) and e.bounds]
+        bounds = known[0] if known else BOUNDS.get(first.interval, (0.0, 100.0) if units.get(first.call) == "%"
+                                                   else (-math.inf, math.inf))
         estimate = mean(np.array([c.value for c in averaged], dtype=np.float64), bounds=bounds)
         assert estimate is not None  # two or more values (checked with the suite)
         out.append(Cell(row, column, estimate.value, jobs, n=estimate.n, low=estimate.low, high=estimate.high,

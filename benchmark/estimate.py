@@ -37,6 +37,9 @@ class Estimate:
     outcomes: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
     #: the per-sample values a mean was taken over (distribution plots)
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: the range the quantity lies in, where its maker knows it (a mean's ``bounds``: a distortion is never
+    #: negative): a mean over several such estimates is clipped to it too (:func:`rbench.assemble.mean_cells`)
+    bounds: tuple[float, float] | None = field(default=None, repr=False, compare=False)
 
     def __float__(self) -> float:
         return self.value
@@ -95,9 +98,10 @@ def mean(values: np.ndarray, scale: float = 1.0, bounds: tuple[float, float] = (
         # one value, or all alike (confidences saturated at 100%): a t interval would have no width, a certainty
         # that n equal values do not give (compared with a published value it read as firmly outside); a NaN among
         # the values: the NaN mean says it, with no interval of infinite width beside it
-        return Estimate(value, n, None, None, "", samples=values)
+        return Estimate(value, n, None, None, "", samples=values, bounds=bounds)
     half = abs(scale) * t_quantile(n - 1) * spread / math.sqrt(n)
-    return Estimate(value, n, max(bounds[0], value - half), min(bounds[1], value + half), "t", samples=values)
+    return Estimate(value, n, max(bounds[0], value - half), min(bounds[1], value + half), "t", samples=values,
+                    bounds=bounds)
 
 
 def t_quantile(df: int) -> float:

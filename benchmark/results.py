@@ -165,6 +165,11 @@ class ResultTable:
         would not be found again there)."""
         return replace(self, outcomes={})
 
+    def is_mean(self, cell: Cell) -> bool:
+        """Whether ``cell`` is one of the mean row's (column's): a number over several rows (columns), with no stored
+        output of its own (its jobs are every averaged cell's), so a figure drawn from stored outputs skips it."""
+        return cell.row == self.mean_row or cell.column == self.mean_column
+
     def draws(self, figure: str) -> bool:
         """Whether the suite asked for ``figure`` (e.g. "curves", "lines") of this table."""
         return self.figure == figure or (isinstance(self.figure, list) and figure in self.figure)

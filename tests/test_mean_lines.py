@@ -142,3 +142,32 @@ def test_lowest_of_the_rows_is_judged_among_the_rows_not_their_mean():
     assert check_one_claim(claim, table).held is True
     cells[2] = Cell("mean", "e", 5.0)  # a mean below every row is no row a claim compares with
     assert check_one_claim(claim, table).held is True
+
+
+def test_a_mean_is_clipped_where_the_averaged_quantity_lies_and_a_transfer_matrix_keeps_its_heatmap():
+    """The review: a mean of three distortions (each clipped at 0 by its metric) reached below 0; a mean row took
+    the heatmap away from a transfer table (its cells average several sources)."""
+    import math
+
+    from rbench.estimate import mean
+    from rbench.report.figures import transfer_matrix
+    from rbench.results import ResultTable
+    from rbench.suite_types import Table
+
+    table = Table("t", "T", "source", "attack", ("a", "b", "c"), ("pgd",), {}, "", mean_row="mean")
+    values = {"a": 0.01, "b": 0.6, "c": 0.02}
+    cells = {(r, "pgd"): Cell(r, "pgd", v, [r], n=5, low=0.0, high=1.0, interval="t", metric="distortion",
+                              call="distortion") for r, v in values.items()}
+    estimates = {(r, "pgd"): mean([v, v + 0.01], bounds=(0.0, math.inf)) for r, v in values.items()}
+    (clipped,) = mean_cells(table, cells, {"distortion": ""}, estimates)
+    assert clipped.value == pytest.approx(0.21) and clipped.low == 0.0 and clipped.high > 0.21
+    (unclipped,) = mean_cells(table, cells, {"distortion": ""})  # no estimate says where it lies: nothing clips it
+    assert unclipped.low < 0
+
+    matrix = [Cell(s, t, 10.0 * i + j, source=s, target=t, metric="error") for i, s in enumerate("ab")
+              for j, t in enumerate("xy")]
+    matrix += [Cell("mean", t, 5.0 + j, source="", target=t, metric="error") for j, t in enumerate("xy")]
+    result = ResultTable("m", "M", ["a", "b", "mean"], ["x", "y"], "source", "target", {"error": "%"},
+                         {"error": ".1f"}, matrix, mean_row="mean")
+    drawn = transfer_matrix(result)
+    assert drawn is not None and drawn.shape == (3, 2) and drawn[2].tolist() == [5.0, 6.0]

@@ -381,7 +381,7 @@ def test_a_long_title_stays_inside_its_figure(title):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     from rbench.report.lines import draw
-    from rbench.report.titles import fit_title
+    from rbench.report.style import fit_title
 
     cells = [Cell(m, c, 10.0 * i, source=m, attack=c, target=m) for i, c in enumerate(["clean", "a"]) for m in "xy"]
     table = ResultTable("t", title, ["x", "y"], ["clean", "a"], "model", "attack", {"error": "%"}, {"error": ".1f"},

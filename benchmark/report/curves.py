@@ -21,7 +21,7 @@ import numpy as np
 from rbench.errors import RbenchError
 from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
-from rbench.report.titles import AXES_SHARE, fit_title
+from rbench.report.style import AXES_SHARE, fit_title, line_style
 from rbench.results import Cell, ResultTable, RunResults
 
 if TYPE_CHECKING:
@@ -120,14 +120,15 @@ def y_label(table: ResultTable) -> str:
     return f"{name} ({unit})" if unit else name
 
 
-def draw(title: str, lines: list[Curve], ylabel: str) -> Figure:
-    """The figure of the curves (no display or pyplot state is involved)."""
+def draw(title: str, lines: list[Curve], ylabel: str, mean: str | None = None) -> Figure:
+    """The figure of the curves (no display or pyplot state is involved); ``mean``: the label of the table's mean
+    row, drawn as such."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.0, 4.8), dpi=100, layout="constrained")
     ax = fig.subplots()
     for curve in lines:
-        ax.plot(curve.x, curve.y, marker="o", markersize=3, linewidth=1.2, label=curve.label)
+        ax.plot(curve.x, curve.y, marker="o", markersize=3, label=curve.label, **line_style(curve.label == mean))
     ax.set_xlim(left=0)
     ax.set_xlabel("distortion: mean absolute difference per pixel over the set")
     ax.set_ylabel(ylabel)
@@ -151,5 +152,5 @@ class Curves(Reporter):
             lines = curves(table, store)
             if lines:
                 path = Path(run_dir) / figure_name(table)
-                written.append(save_figure(path, draw, table.title, lines, y_label(table)))
+                written.append(save_figure(path, draw, table.title, lines, y_label(table), table.mean_row))
         return written

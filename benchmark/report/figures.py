@@ -24,7 +24,7 @@ import numpy as np
 from rbench.report.curves import y_label
 from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
-from rbench.report.titles import AXES_SHARE, FIGURE_SHARE, fit_title
+from rbench.report.style import AXES_SHARE, FIGURE_SHARE, fit_title, line_style
 from rbench.results import Cell, ResultTable, RunResults, format_value
 
 if TYPE_CHECKING:
@@ -153,10 +153,13 @@ def sweeps(table: ResultTable, published: dict[tuple[str, str], float]) -> list[
 
 def transfer_matrix(table: ResultTable) -> np.ndarray | None:
     """The table's values (rows x columns, NaN where missing) when each row is one source model and each column
-    one target model, with at least two of each; else None."""
+    one target model, with at least two of each; else None. A mean row (column) is drawn as a row (column) of the
+    matrix, not held against it: its cells average several sources (targets)."""
     sources: dict[str, set[str]] = {}
     targets: dict[str, set[str]] = {}
     for c in table.cells:
+        if table.is_mean(c):
+            continue
         sources.setdefault(c.row, set()).add(c.source)
         targets.setdefault(c.column, set()).add(c.target)
     if any(len(s) != 1 or not next(iter(s)) for s in sources.values()):
@@ -198,13 +201,13 @@ def draw_sweeps(table: ResultTable, lines: list[Sweep]) -> Figure:
     name = next(iter(metrics)) if len(metrics) == 1 else "value"
     for ax, family in zip(axes, families, strict=True):
         for sweep in (s for s in lines if s.family == family):
-            mean = sweep.label in (table.mean_row, table.mean_column)  # the mean over the other lines: in black
-            colour = "black" if mean else f"C{labels.index(sweep.label) % 10}"
+            style = line_style(sweep.label in (table.mean_row, table.mean_column))
+            colour = style.pop("color", f"C{labels.index(sweep.label) % 10}")
             y = np.array([c.value for c in sweep.cells], dtype=float)
             below = [c.value - c.low if c.low is not None else 0.0 for c in sweep.cells]  # type: ignore[operator]
             above = [c.high - c.value if c.high is not None else 0.0 for c in sweep.cells]  # type: ignore[operator]
-            ax.errorbar(sweep.x, y, yerr=[below, above], marker="o", markersize=3, linewidth=2.2 if mean else 1.2,
-                        capsize=2, color=colour, label=sweep.label)
+            ax.errorbar(sweep.x, y, yerr=[below, above], marker="o", markersize=3, capsize=2, color=colour,
+                        label=sweep.label, **style)
             if sweep.published:
                 px, py = zip(*sweep.published, strict=True)
                 ax.scatter(px, py, marker="x", s=40, color=colour, zorder=3, label=f"{sweep.label} (published)")

@@ -54,7 +54,7 @@ def row_images(table: ResultTable, row: str, store: Store) -> Row | None:
             cell = table.cell(row, column)
         except KeyError:
             continue
-        if cell.value is None:
+        if cell.value is None or table.is_mean(cell):  # a mean's jobs are several rows' sets
             continue
         for key in cell.jobs:
             if not store.has(key):

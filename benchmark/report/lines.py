@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from rbench.report.curves import y_label
 from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
-from rbench.report.titles import AXES_SHARE, fit_title
+from rbench.report.style import AXES_SHARE, fit_title, line_style
 from rbench.results import ResultTable, RunResults
 
 if TYPE_CHECKING:
@@ -53,9 +53,7 @@ def draw(table: ResultTable, rows: dict[str, tuple[list[int], list[float]]]) -> 
     ax = fig.subplots()
     for row, (x, y) in rows.items():
         mean = row in (table.mean_row, table.mean_column)  # the mean over the other lines: in black
-        drawn = ax.plot(x, y, marker="o", markersize=3, linewidth=2.2 if mean else 1.2, label=row)
-        if mean:
-            drawn[0].set_color("black")
+        ax.plot(x, y, marker="o", markersize=3, label=row, **line_style(mean))
     ax.set_xticks(range(len(table.columns)), [textwrap.shorten(c, 18) for c in table.columns], rotation=30,
                   ha="right", fontsize=7)
     ax.set_xlabel("" if table.column_axis == "columns" else table.column_axis)  # "columns": listed, no axis

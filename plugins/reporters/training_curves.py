@@ -44,7 +44,7 @@ def series(table: ResultTable, store: Store) -> dict[str, dict[str, Series]]:
     out: dict[str, dict[str, Series]] = {}
     for cell in table.cells:
         call = table.metric_call(cell)
-        if cell.value is None or call.get("plugin") != METRIC:
+        if cell.value is None or call.get("plugin") != METRIC or table.is_mean(cell):  # a mean has no curve stored
             continue
         params = ObservedParams.model_validate(call["params"])
         key = next((k for k in cell.jobs if store.has(k) and store.entry(k).kind == "checkpoint"), None)
