@@ -50,6 +50,9 @@ class ModelPlugin:
     #: nothing that makes tensors): the suite's validation then builds it on torch's ``meta`` device to count
     #: its weights, and refuses a model that outgrows the machine's memory (:func:`weights_bytes`)
     sized_on_meta: ClassVar[bool] = False
+    #: for a composed plugin: how many members ``compose`` takes (None: any number); the suite is refused otherwise,
+    #: before any work (a count only the training job checked failed it after the members had trained)
+    members_count: ClassVar[int | None] = None
 
     def build(self, params: Any) -> torch.nn.Module:
         raise NotImplementedError

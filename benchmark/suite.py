@@ -99,8 +99,12 @@ class _Resolver:
         return self.merged.origin[(section, name)]
 
     def fail(self, section: str, name: str, rest: str, problem: str) -> SuiteError:
-        path = ".".join(p for p in (section, name, rest) if p)
-        return SuiteError(f"{self.where(section, name)}: {path}: {problem}")
+        """The error at ``section.name.rest``; a replica of a model with ``seeds`` is named by its model's key, as
+        the file has it, and its seed (:mod:`rbench.suite_seeds`)."""
+        group = self.merged.replica_of.get(name) if section == "models" else None
+        path = ".".join(p for p in (section, group or name, rest) if p)
+        seed = f" (seed {name.rsplit('@', 1)[1]}: model {name!r})" if group else ""
+        return SuiteError(f"{self.where(section, name)}: {path}: {problem}{seed}")
 
     def ref(self, section: str, name: str, key: str, target_section: str, value: str) -> None:
         known = self.merged.sections[target_section]
@@ -285,6 +289,12 @@ class _Resolver:
             raise self.fail("models", name, "members", f"model plugin {m.plugin!r} " + (
                 "is composed of trained members: list them in 'members'" if composes
                 else "takes no members (it is built, not composed)"))
+        count = getattr(call.obj, "members_count", None)
+        if composes and count is not None and len(m.members) != count:
+            seeded = {self.merged.replica_of[r] for r in m.members if r in self.merged.replica_of}
+            why = f" ({', '.join(repr(s) for s in sorted(seeded))} stands for a model per seed)" if seeded else ""
+            raise self.fail("models", name, "members", f"model plugin {m.plugin!r} takes exactly {count} "
+                            f"member{'s' * (count != 1)}, not {len(m.members)}{why}")
         if m.init is not None:
             self.ref("models", name, "init", "models", m.init)
         trainer, data = self.trained_data("models", name, m, m.plugin, "model",

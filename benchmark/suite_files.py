@@ -82,6 +82,8 @@ class Merged:
     top: SuiteMeta | None = None
     #: one line per run setting an included file sets to another value than the first file's (not used)
     overridden: list[str] = field(default_factory=list)
+    #: the model a replica of a model with ``seeds`` was expanded from (:mod:`rbench.suite_seeds`)
+    replica_of: dict[str, str] = field(default_factory=dict)
 
 
 def _load_tree(path: Path, profile: str | None, merged: Merged, stack: list[Path], referrer: str | None

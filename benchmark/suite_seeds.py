@@ -39,12 +39,14 @@ def expand_seeds(merged: Merged, fail: Fail) -> None:
         if twice is not None:
             raise fail("models", name, "seeds", f"{twice} is listed twice")
         names = [f"{name}{MARK}{seed}" for seed in spec.seeds]
-        taken = next((n for n in names if n in models), None)
-        if taken is not None:
-            raise fail("models", name, "seeds", f"its replica {taken!r} is also a model of the suite: rename one")
+        taken = next((n for n in models if n.startswith(f"{name}{MARK}")), None)
+        if taken is not None:  # a row 'mlp@1' that is not mlp's seed 1 would read as one
+            raise fail("models", name, "seeds", f"model {taken!r} is named as its replicas are (NAME{MARK}SEED): "
+                                                "rename it")
         for replica, seed in zip(names, spec.seeds, strict=True):
             expanded[replica] = spec.model_copy(update={"seeds": None, "seed": seed})
             merged.origin[("models", replica)] = merged.origin[("models", name)]
+            merged.replica_of[replica] = name
         replicas[name] = names
     if not replicas:
         return

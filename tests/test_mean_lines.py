@@ -171,3 +171,22 @@ def test_a_mean_is_clipped_where_the_averaged_quantity_lies_and_a_transfer_matri
                          {"error": ".1f"}, matrix, mean_row="mean")
     drawn = transfer_matrix(result)
     assert drawn is not None and drawn.shape == (3, 2) and drawn[2].tolist() == [5.0, 6.0]
+
+
+def test_a_mean_column_over_attacks_is_no_point_of_a_sweep_or_a_line():
+    """The second review: with a mean column over the attacks, the robustness figure vanished (the mean's cells name
+    no attack) and the lines figure drew the mean as one more position along x."""
+    from rbench.report.figures import sweeps
+    from rbench.report.lines import lines
+    from rbench.results import ResultTable
+
+    calls = {f"pgd{e}": {"plugin": "pgd", "params": {"eps": e}} for e in (0.1, 0.2)}
+    columns = ["clean", "pgd0.1", "pgd0.2", "mean"]
+    cells = [Cell(m, a, 10.0 * j + i, source=m, target=m, attack=a, metric="error")
+             for i, m in enumerate("xy") for j, a in enumerate(columns[:3])]
+    cells += [Cell(m, "mean", 10.0 + i, source=m, target=m, attack="", metric="error") for i, m in enumerate("xy")]
+    table = ResultTable("t", "T", ["x", "y"], columns, "model", "attack", {"error": "%"}, {"error": ".1f"}, cells,
+                        attack_calls=calls, mean_column="mean")
+    drawn = sweeps(table, {})
+    assert [(s.label, s.x) for s in drawn] == [("x", [0.0, 0.1, 0.2]), ("y", [0.0, 0.1, 0.2])]
+    assert lines(table) == {"x": ([0, 1, 2], [0.0, 10.0, 20.0]), "y": ([0, 1, 2], [1.0, 11.0, 21.0])}

@@ -90,8 +90,15 @@ def test_a_model_with_seeds_is_one_model_per_seed_with_the_keys_of_models_writte
     ("seeds = [3, 1]", "seeds = [3]", r"models\.mlp\.seeds: .*at least 2"),
     ('members = ["mlp", "other"]', 'members = ["mlp", "other"]\nseeds = [0, 1]',
      r"models\.ens\.seeds: a model with 'members' is not trained from a seed of its own"),
-    ("[models.other]", '[models."mlp@1"]\nplugin = "mlp"\ndataset = "mnist"\n\n[models.other]',
-     r"models\.mlp\.seeds: its replica 'mlp@1' is also a model of the suite"),
+    ("[models.other]", '[models."mlp@7"]\nplugin = "mlp"\ndataset = "mnist"\n\n[models.other]',
+     r"models\.mlp\.seeds: model 'mlp@7' is named as its replicas are \(NAME@SEED\): rename it"),
+    ("n_train = 100\nseeds", "n_train = 70000\nseeds",
+     r"models\.mlp\.n_train: 70000 exceeds the 60000 images of mnist/train \(seed 3: model 'mlp@3'\)"),
+    ('members = ["mlp", "other"]\ndataset = "mnist"\ntrainer = { plugin = "none" }',
+     'members = ["other"]\ndataset = "mnist"\ntrainer = { plugin = "none" }\n\n[models.scaled]\n'
+     'plugin = "temperature_scaled"\nmembers = ["mlp"]\ndataset = "mnist"',
+     r"models\.scaled\.members: model plugin 'temperature_scaled' takes exactly 1 member, not 2 \('mlp' stands for "
+     "a model per seed\\)"),
     ('members = ["mlp", "other"]\ndataset = "mnist"\ntrainer = { plugin = "none" }',
      'members = ["other"]\ndataset = "mnist"\ntrainer = { plugin = "none" }\n\n[models.tuned]\nplugin = "mlp"\n'
      'params = { widths = [8] }\ndataset = "mnist"\ninit = "mlp"',

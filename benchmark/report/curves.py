@@ -83,13 +83,10 @@ def cell_distortion(table: ResultTable, cell: Cell, store: Store) -> float:
 
 
 def _distortion(table: ResultTable, cell: Cell, store: Store) -> float:
-    """x of ``cell``; for a cell of the mean row (column), the mean x of the cells it averages."""
-    if cell.row == table.mean_row:
-        averaged = [table.cell(row, cell.column) for row in table.rows if row != cell.row]
-    elif cell.column == table.mean_column:
-        averaged = [table.cell(cell.row, column) for column in table.columns if column != cell.column]
-    else:
+    """x of ``cell``; for a cell of the mean row, the mean x of the cells it averages."""
+    if cell.row != table.mean_row:
         return cell_distortion(table, cell, store)
+    averaged = [table.cell(row, cell.column) for row in table.rows if row != cell.row]
     return float(np.mean([cell_distortion(table, c, store) for c in averaged]))
 
 
@@ -99,6 +96,8 @@ def curves(table: ResultTable, store: Store) -> list[Curve]:
     for row in table.rows:
         points = []
         for column in table.columns:
+            if column == table.mean_column:  # a mean over the sets: no point of a curve
+                continue
             try:
                 cell = table.cell(row, column)
             except KeyError:

@@ -64,6 +64,8 @@ def _attack_of_label(table: ResultTable, axis: str) -> dict[str, str] | None:
     out: dict[str, str] = {}
     for c in table.cells:
         label = c.row if axis == "rows" else c.column
+        if label in (table.mean_row, table.mean_column):  # a mean over the attacks: no point of the grid
+            continue
         if not c.attack or out.setdefault(label, c.attack) != c.attack:
             return None
     return out

@@ -29,12 +29,17 @@ def figure_name(table: ResultTable) -> str:
     return figure_file("lines", table.name)
 
 
+def along(table: ResultTable) -> list[str]:
+    """The columns along x: all but a mean column (a mean over the columns is no position among them)."""
+    return [c for c in table.columns if c != table.mean_column]
+
+
 def lines(table: ResultTable) -> dict[str, tuple[list[int], list[float]]]:
     """row -> (column positions, values) of its valued cells."""
     out = {}
     for row in table.rows:
         points = []
-        for i, column in enumerate(table.columns):
+        for i, column in enumerate(along(table)):
             try:
                 value = table.cell(row, column).value
             except KeyError:
@@ -49,13 +54,13 @@ def lines(table: ResultTable) -> dict[str, tuple[list[int], list[float]]]:
 def draw(table: ResultTable, rows: dict[str, tuple[list[int], list[float]]]) -> Figure:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(6.0, 0.55 * len(table.columns) + 3), 4.6), dpi=100, layout="constrained")
+    columns = along(table)
+    fig = Figure(figsize=(max(6.0, 0.55 * len(columns) + 3), 4.6), dpi=100, layout="constrained")
     ax = fig.subplots()
     for row, (x, y) in rows.items():
-        mean = row in (table.mean_row, table.mean_column)  # the mean over the other lines: in black
-        ax.plot(x, y, marker="o", markersize=3, label=row, **line_style(mean))
-    ax.set_xticks(range(len(table.columns)), [textwrap.shorten(c, 18) for c in table.columns], rotation=30,
-                  ha="right", fontsize=7)
+        ax.plot(x, y, marker="o", markersize=3, label=row, **line_style(row == table.mean_row))
+    ax.set_xticks(range(len(columns)), [textwrap.shorten(c, 18) for c in columns], rotation=30, ha="right",
+                  fontsize=7)
     ax.set_xlabel("" if table.column_axis == "columns" else table.column_axis)  # "columns": listed, no axis
     ax.set_ylabel(y_label(table))
     ax.grid(True, linewidth=0.3)

@@ -28,6 +28,7 @@ class TemperatureScaled(ModelPlugin):
 
     name = "temperature_scaled"
     Params = NoParams
+    members_count = 1
 
     def build(self, params: NoParams) -> nn.Module:
         raise TypeError("a temperature-scaled model is composed of the trained model it calibrates")

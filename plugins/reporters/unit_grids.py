@@ -63,7 +63,7 @@ def groups(table: ResultTable) -> dict[str, list[Cell]]:
     seen: dict[tuple, Cell] = {}
     for cell in table.cells:
         call = table.metric_call(cell)
-        if cell.value is None or call.get("plugin") != UnitPurity.name:
+        if cell.value is None or call.get("plugin") != UnitPurity.name or table.is_mean(cell):  # a mean: no units
             continue
         params = call.get("params", {})
         seen.setdefault((cell.row, tuple(cell.jobs), *(params.get(p) for p in GROUP_BY)), cell)
