@@ -74,6 +74,7 @@ def mean_cells(table: Table, cells: dict[tuple[str, str], Cell], units: dict[str
                                      (table.mean_column, table.columns, table.rows, False))
     if label is None:
         return []
+    estimates = estimates or {}
     out = []
     for other in others:
         averaged = [cells[(line, other) if by_rows else (other, line)] for line in lines]
@@ -90,8 +91,8 @@ def mean_cells(table: Table, cells: dict[tuple[str, str], Cell], units: dict[str
                             f"lacks {missing.row if by_rows else missing.column!r}{why}", metric=first.metric,
                             call=first.call, **shared))
             continue
-        known = [e.bounds for line in lines if (e := (estimates or {}).get((line, other) if by_rows else
-                                                                           (other, line))) and e.bounds]
+        known = [e.bounds for line in lines
+                 if (e := estimates.get((line, other) if by_rows else (other, line))) and e.bounds]
         bounds = known[0] if known else BOUNDS.get(first.interval, (0.0, 100.0) if units.get(first.call) == "%"
                                                    else (-math.inf, math.inf))
         estimate = mean(np.array([c.value for c in averaged], dtype=np.float64), bounds=bounds)

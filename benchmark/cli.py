@@ -245,32 +245,29 @@ def _print_dry_run(plan: DryRun, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _signals_as_one_line(command: str) -> Iterator[None]:
-    """SIGTERM and SIGHUP inside the block end the command with one line and exit code 128 + the signal's number,
-    as Ctrl-C's one line and 130 (:func:`main`)."""
+def _signals_as_one_line(before: str = "", after: str = "") -> Iterator[None]:
+    """SIGTERM and SIGHUP inside the block end the command with the one line ``<before>stopped by SIGTERM<after>``
+    and exit code 128 + the signal's number, as Ctrl-C's one line and 130 (:func:`main`)."""
     from rbench.interrupt import Terminated, stop_on_signals
 
     try:
         with stop_on_signals():
             yield
     except Terminated as exc:
-        raise Interrupted(f"{command}: stopped by {exc.name}", 128 + exc.signum) from None
+        raise Interrupted(f"{before}stopped by {exc.name}{after}", 128 + exc.signum) from None
 
 
 def _run_outcome(go: Callable[[], RunOutcome]) -> None:
     """Run ``go()`` under the signal handlers, turn Ctrl-C/SIGTERM/SIGHUP into one line, print the summary."""
-    from rbench.interrupt import Terminated, stop_on_signals
     from rbench.runner import summarize
 
     resume = "everything finished so far is stored: re-run the same command to resume"
     try:
-        with stop_on_signals():  # the summary too: a signal while it prints is one line, not a silent exit
+        with _signals_as_one_line(after=f"; {resume}"):  # the summary too: a signal while it prints is one line
             outcome = go()
             summarize(outcome, console)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; {resume}") from None
-    except Terminated as exc:
-        raise Interrupted(f"stopped by {exc.name}; {resume}", 128 + exc.signum) from None
     if outcome.failed or outcome.failed_cells:
         raise typer.Exit(1)
 
@@ -711,7 +708,7 @@ def cache_gc(
         raise RbenchError("cache gc: --profile names profiles of the suites to keep; give those suites too")
     s = _store(store)
     s.check_layout()
-    with _signals_as_one_line("cache gc"):  # a SIGTERM ended it without a word (the signal audit)
+    with _signals_as_one_line(before="cache gc: "):  # a SIGTERM ended it without a word (the signal audit)
         removed, freed = collect(s, keep or [], profile, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for path in removed:

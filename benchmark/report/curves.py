@@ -82,17 +82,11 @@ def cell_distortion(table: ResultTable, cell: Cell, store: Store) -> float:
                       "predictions among its stored outputs, so its distortion is unknown")
 
 
-def _distortion(table: ResultTable, cell: Cell, store: Store) -> float:
-    """x of ``cell``; for a cell of the mean row, the mean x of the cells it averages."""
-    if cell.row != table.mean_row:
-        return cell_distortion(table, cell, store)
-    averaged = [table.cell(row, cell.column) for row in table.rows if row != cell.row]
-    return float(np.mean([cell_distortion(table, c, store) for c in averaged]))
-
-
 def curves(table: ResultTable, store: Store) -> list[Curve]:
-    """The lines of ``table``'s figure: one per row with at least one valued cell, in row order."""
+    """The lines of ``table``'s figure: one per row with at least one valued cell, in row order; a cell of the mean
+    row lies at the mean distortion of the cells it averages (the rows before it, every one valued)."""
     out = []
+    x: dict[tuple[str, str], float] = {}  # each valued cell's distortion, its set read once
     for row in table.rows:
         points = []
         for column in table.columns:
@@ -102,8 +96,13 @@ def curves(table: ResultTable, store: Store) -> list[Curve]:
                 cell = table.cell(row, column)
             except KeyError:
                 continue
-            if cell.value is not None:
-                points.append((_distortion(table, cell, store), float(cell.value), column))
+            if cell.value is None:
+                continue
+            if row == table.mean_row:
+                at = float(np.mean([x[(r, column)] for r in table.rows if r != row]))
+            else:
+                at = x[(row, column)] = cell_distortion(table, cell, store)
+            points.append((at, float(cell.value), column))
         if points:
             points.sort(key=lambda p: p[0])
             out.append(Curve(row, [p[0] for p in points], [p[1] for p in points], [p[2] for p in points]))

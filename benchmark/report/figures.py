@@ -63,9 +63,9 @@ def _attack_of_label(table: ResultTable, axis: str) -> dict[str, str] | None:
     when a label's cells mix attacks (the attacks are not along that axis)."""
     out: dict[str, str] = {}
     for c in table.cells:
-        label = c.row if axis == "rows" else c.column
-        if label in (table.mean_row, table.mean_column):  # a mean over the attacks: no point of the grid
+        if table.is_mean(c):  # a mean over attacks is no point of the grid (one over models: its attack is theirs)
             continue
+        label = c.row if axis == "rows" else c.column
         if not c.attack or out.setdefault(label, c.attack) != c.attack:
             return None
     return out

@@ -215,9 +215,8 @@ def size_note(table: ResultTable) -> str:
     """How many samples the cells rest on: ``n = 1000 per cell``, or ``n = 312 to 1000 per cell`` where they
     differ (a mean over the successful adversarials only, a smaller profile of one evaluation); "" when no cell
     has an n."""
-    means = {table.mean_row, table.mean_column} - {None}
-    sizes = [c.n for c in table.cells if c.n is not None and c.value is not None and not {c.row, c.column} & means]
-    mean = next(iter(means), None)
+    sizes = [c.n for c in table.cells if c.n is not None and c.value is not None and not table.is_mean(c)]
+    mean = table.mean_row or table.mean_column
     across = f"{mean!r}: the mean of the {len(table.rows if table.mean_row else table.columns) - 1} " \
              f"{'rows' if table.mean_row else 'columns'}, a t interval over them" if mean else ""
     if not sizes:
