@@ -44,11 +44,12 @@ def _inside(store: Store, path: Path) -> bool:
 
 def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *, dry_run: bool
             ) -> tuple[list[Path], int]:
-    """Remove temporaries of interrupted writes and incomplete checkpoints, the markers of runs that died (and
-    the write probes their nodes left), what ``verify`` moved to the quarantine (:meth:`Store.quarantined`), and,
-    when ``keep_suites`` is given, every entry those suites do not use and no live run leases. Entries whose lock
-    another process holds are left alone. Returns (paths, bytes). A folder that is not a store is refused
-    (:meth:`Store.check_is_store`); a file that cannot be removed is a one-line :class:`StoreError`."""
+    """Remove temporaries of interrupted writes and incomplete checkpoints (and the library cache's an hour old,
+    :meth:`Store.stale_cache_temporaries`), the markers of runs that died (and the write probes their nodes left),
+    what ``verify`` moved to the quarantine (:meth:`Store.quarantined`), and, when ``keep_suites`` is given, every
+    entry those suites do not use and no live run leases. Entries whose lock another process holds are left alone.
+    Returns (paths, bytes). A folder that is not a store is refused (:meth:`Store.check_is_store`); a file that
+    cannot be removed is a one-line :class:`StoreError`."""
     store.check_is_store()
     keep = keys_used_by(keep_suites, profiles) if keep_suites else None
     victims: list[Path] = []
@@ -87,6 +88,8 @@ def collect(store: Store, keep_suites: list[Path], profiles: list[str] | None, *
             remove(tmp)  # which gc holds now
         for marker in store.stale_markers():  # a run killed outright left it
             remove(marker)
+        for tmp in store.stale_cache_temporaries():  # an answer or figure a killed process was writing
+            remove(tmp)
 
         def condemned(key: str) -> bool:  # weights whose sidecar was never written, and entries nobody keeps
             return not store.has(key) or (keep is not None and key not in keep and key not in live)

@@ -237,17 +237,26 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
                       **({"sha256": store.read_checksum(k)} if r.status in ("done", "cached") else {})}
                   for k, r in job_results.items()},
         )
-        if not (run_dir / LOCK_FILE).is_file():  # the folder went, or was made again without the lock the run holds:
-            # made (again) here, its files would be unguarded against another run or report
-            raise RunFolderRemoved(f"run folder {run_dir} was removed while the suite ran: nothing was written "
-                                   "there; the results are stored: run the same command again to write them "
-                                   "(nothing is recomputed)")
-        problems = write_run_dir(results, run_dir, store, resolved)
+        _check_run_folder_kept(run_dir)
+        try:
+            problems = write_run_dir(results, run_dir, store, resolved)
+        except RbenchError:  # a file that could not be written: because the folder went meanwhile, or else as is
+            _check_run_folder_kept(run_dir)
+            raise
         for note in problems:
             observer.warning(note)
         notes = suite.warning_lines() + problems
     return RunOutcome(results, run_dir, job_results, time.perf_counter() - started, notes,
                       tuple(suite.tables) if only else ())
+
+
+def _check_run_folder_kept(run_dir: Path) -> None:
+    """:class:`RunFolderRemoved` if the run folder went, or was made again without the lock this run holds (made
+    again here, its files would be unguarded against another run or report): not the user's input (exit 1)."""
+    if not (run_dir / LOCK_FILE).is_file():
+        raise RunFolderRemoved(f"run folder {run_dir} was removed while the suite ran: nothing was written there; "
+                               "the results are stored: run the same command again to write them (nothing is "
+                               "recomputed)")
 
 
 #: the suite a run ran, flattened, in its run folder (``rbench run RUN_DIR/suite.resolved.toml`` runs it again)

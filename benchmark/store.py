@@ -79,6 +79,8 @@ CHECKSUM_ATTR = "rbench_sha256"
 SIDECAR_DIGEST = "meta_sha256"
 META_ATTR = "rbench_meta"
 TMP_MARK = ".tmp-"
+#: how old a library cache's temporary file must be to be a killed process's (:meth:`Store.stale_cache_temporaries`)
+STALE_CACHE_TEMPORARY_S = 3600.0
 FOLDERS = ("objects", "locks", "gates", "leases", "quarantine", "library-cache")
 #: where libraries rbench uses keep their own caches, inside the store (see :meth:`Store.library_caches`)
 LIBRARY_CACHES = {"MPLCONFIGDIR": "matplotlib", "TORCHINDUCTOR_CACHE_DIR": "torch", "RBENCH_DATA_CACHE": "data",
@@ -291,11 +293,13 @@ def remove_partial_writes() -> None:
             tmp.unlink()
 
 
-def atomic_write(path: Path, write: Callable[[Path], object], durable: bool = True) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object], durable: bool = True, make_folder: bool = True) -> None:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, fsync it, and rename it to ``path``. Whatever
     happens (an exception, a signal that unwinds), no partial file is left under either name. ``durable=False``
-    skips the fsyncs (file and folder), for memos a crash of the machine may lose or truncate harmlessly."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    skips the fsyncs (file and folder), for memos a crash of the machine may lose or truncate harmlessly.
+    ``make_folder=False``: a missing parent folder is an OSError, not made."""
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
     _writing.add(tmp)
     try:
@@ -503,7 +507,8 @@ class Store:
         ``~/.cache/rbench/data``), the figures reporters drew (:mod:`rbench.report.figure_cache`: a warm run copies
         them; else each is drawn), and the folder itself (``RBENCH_LIBRARY_CACHE``: for a library with no
         variable of its own, e.g. ART's ``~/.art``, see the ``art`` adapter). Nothing a job reads is kept there; gc
-        leaves it."""
+        leaves it, but for the temporary files a killed process left in rbench's own folders
+        (:meth:`stale_cache_temporaries`)."""
         return {var: str(self.root.absolute() / "library-cache" / name) for var, name in LIBRARY_CACHES.items()}
 
     def check_layout(self) -> None:
@@ -1073,6 +1078,20 @@ class Store:
         finally:
             path.unlink(missing_ok=True)
             os.close(fd)
+
+    def stale_cache_temporaries(self, max_age: float = STALE_CACHE_TEMPORARY_S) -> list[Path]:
+        """Temporary files older than ``max_age`` seconds in the library cache's folders rbench itself writes
+        (``answers``, ``figures``): a killed process's. No lock guards those small files (a lost answer or figure
+        is made again), so a live writer's is told from a dead one's by its age: each is written in well under a
+        second. The other libraries' folders (matplotlib's, torch's, the data cache) are theirs and left alone."""
+        cutoff = time.time() - max_age
+        found = []
+        for folder in ("answers", "figures"):
+            for path in (self.root / "library-cache" / folder).glob(f"*{TMP_MARK}*"):
+                with contextlib.suppress(FileNotFoundError):  # its writer finished, or another gc removed it
+                    if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                        found.append(path)
+        return sorted(found)
 
     def stale_markers(self) -> Iterator[Path]:
         """The :meth:`run_marker` files whose process is gone (nobody holds their lock), each yielded while this

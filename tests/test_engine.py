@@ -461,3 +461,33 @@ def test_a_run_folder_removed_while_the_suite_runs_is_not_made_again_unguarded(t
                                  "written there; the results are stored: run the same command again to write them "
                                  "(nothing is recomputed)\n"), err
     assert not folder.exists()
+
+
+def test_a_run_folder_removed_while_its_reports_are_written_fails_the_run_not_the_input(tiny_reference, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """The run folder deleted while the reporters wrote: the next report's write made the folder again, without the
+    run's lock, and the run ended well (exit 0); where a write failed instead, it ended with exit 2, the code of bad
+    input. It is the folder gone, as above (exit 1)."""
+    import shutil
+
+    from support import cli_in_process
+
+    import rbench.runner
+
+    suite, store, _, _ = tiny_reference
+    folder = tmp_path / "run"
+    real = rbench.runner.write_text_report
+    calls = []
+
+    def folder_removed_after_the_first_report(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            shutil.rmtree(folder)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rbench.runner, "write_text_report", folder_removed_after_the_first_report)
+    code, err = cli_in_process(capsys, "run", str(suite), "--store", str(shutil.copytree(store, tmp_path / "s")),
+                               "--run-dir", str(folder), "-q", "--device", "cpu")
+    assert len(calls) == 2 and code == 1, (code, err)
+    assert err == (f"rbench: error: run folder {folder} was removed while the suite ran: nothing was written there; "
+                   "the results are stored: run the same command again to write them (nothing is recomputed)\n"), err

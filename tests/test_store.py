@@ -409,6 +409,36 @@ def test_gc_removes_a_killed_gate_memo_write_and_verify_counts_the_debris(tmp_pa
     assert store.gate_stamp(KEY) == {"key": KEY} and store.has(KEY)
 
 
+def test_gc_removes_the_library_caches_temporaries_a_killed_run_left_and_only_those(tmp_path):
+    """The signal audit: a run killed while keeping a library's answer or a figure left library-cache/answers/
+    <key>.json.tmp-* (figures/ likewise), which nothing removed. No lock guards those files: one an hour old is a
+    dead writer's, a newer one may be a live run's; other libraries' folders are theirs."""
+    import os
+    import time
+
+    from support import rbench
+
+    store = Store(tmp_path / "store")
+    store.save_advset(KEY, _advset())
+    cache = tmp_path / "store" / "library-cache"
+    old = time.time() - 2 * 3600
+    dead = [cache / "answers" / f"{'a' * 64}.json{TMP_MARK}dead", cache / "figures" / f"{'b' * 64}.png{TMP_MARK}x"]
+    live = cache / "answers" / f"{'c' * 64}.json{TMP_MARK}live"
+    theirs = cache / "matplotlib" / f"fontlist.json{TMP_MARK}x"  # not a folder rbench writes
+    kept = cache / "answers" / f"{'d' * 64}.json"
+    for path in (*dead, live, theirs, kept):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"{")
+    for path in (*dead, theirs, kept):
+        os.utime(path, (old, old))
+    out = rbench("cache", "verify", "--store", str(tmp_path / "store"))
+    assert out.returncode == 0 and "2 temporary files of interrupted writes (left for gc)" in " ".join(
+        out.stdout.split()), out.stdout
+    removed, _ = collect(store, [], None, dry_run=False)
+    assert sorted(removed) == sorted(dead) and not any(p.exists() for p in dead)
+    assert live.exists() and theirs.exists() and kept.exists() and store.has(KEY)
+
+
 def test_gc_of_debris_writes_nothing_into_a_folder_no_run_has_used(tmp_path):
     """`rbench cache gc --store EMPTY` made EMPTY/leases/registry.lock: a gc that removes no complete entry has no
     lease to wait for where no run has leased one."""

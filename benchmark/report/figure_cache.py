@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rbench.rundir import write_output
-from rbench.store import TMP_MARK, StoreWriteError, atomic_write_bytes, read_file
+from rbench.store import STALE_CACHE_TEMPORARY_S, TMP_MARK, StoreWriteError, atomic_write_bytes, read_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -383,7 +383,7 @@ def _trim(folder: Path) -> None:
     figures = sorted((p for p in used if p.suffix == ".png"), key=used.__getitem__)
     gone = set(figures[:max(0, len(figures) - MAX_FIGURES)])
     gone |= {p for p in used if p.suffix == ".sha256" and p.with_suffix(".png") not in used}
-    gone |= {p for p in used if TMP_MARK in p.name and used[p] < time.time() - 3600}
+    gone |= {p for p in used if TMP_MARK in p.name and used[p] < time.time() - STALE_CACHE_TEMPORARY_S}
     for path in gone:
         path.unlink(missing_ok=True)
         if path.suffix == ".png":
