@@ -673,8 +673,8 @@ def cache_verify(store: StoreOpt = None) -> None:
     skipped = f", {busy} being written (skipped)" if busy else ""
     skipped += f", {incomplete} interrupted writes (left for gc)" if incomplete else ""
     skipped += f", {unread} could not be read (left in place)" if unread else ""
-    debris = len(s.temporaries()) + len(s.lease_temporaries()) + len(s.stale_cache_temporaries())  # a killed
-    # writer's: said, as gc will remove them
+    debris = len(s.abandoned_temporaries()) + len(s.lease_temporaries()) + len(s.stale_cache_temporaries())  # a
+    # killed writer's (a live run's are not counted): said, as gc will remove them
     skipped += f", {debris} temporary file{'s' * (debris != 1)} of interrupted writes (left for gc)" if debris else ""
     unlisted = _unlisted(s)
     console.print(f"{len(keys)} entries checked, {bad} corrupt{skipped}{unlisted}{_absent(s)}", highlight=False)

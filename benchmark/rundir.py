@@ -23,8 +23,8 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
     file), without the fsyncs of a store entry: a run folder is rebuilt from the store by running the suite again
     (warm) or from its results.json by ``rbench report``, and each fsync cost ~0.1 s on the test machines, a
     tenth of a warm run. Reporters (built-in and plugins) write through it. A folder that cannot be written (no
-    permission, a full disk) is a one-line :class:`RbenchError` naming the file; so is one that went meanwhile: it
-    is not made again (the run or report writing into it holds its lock, which went with it)."""
+    permission, a full disk) is a one-line :class:`RbenchError` naming the file; so is a folder that does not exist
+    (the run or report writing into it made it, and holds its lock: one that went meanwhile is not made again)."""
     try:
         atomic_write(path, write, durable=False, make_folder=False)
         note_output(Path(path))

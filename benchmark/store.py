@@ -1079,6 +1079,19 @@ class Store:
             path.unlink(missing_ok=True)
             os.close(fd)
 
+    def abandoned_temporaries(self) -> list[Path]:
+        """The :meth:`temporaries` whose key's lock nobody holds: a killed writer's (a live one holds its key's
+        lock while it writes, and its temporary file goes with its write)."""
+        abandoned = []
+        for tmp in self.temporaries():
+            try:
+                with self.try_lock(tmp.name.split(".", 1)[0]) as free:
+                    if free:
+                        abandoned.append(tmp)
+            except OSError:  # a lock this process may not take (a read-only store): nobody writes there either
+                abandoned.append(tmp)
+        return abandoned
+
     def stale_cache_temporaries(self, max_age: float = STALE_CACHE_TEMPORARY_S) -> list[Path]:
         """Temporary files older than ``max_age`` seconds in the library cache's folders rbench itself writes
         (``answers``, ``figures``): a killed process's. No lock guards those small files (a lost answer or figure

@@ -404,6 +404,9 @@ def test_gc_removes_a_killed_gate_memo_write_and_verify_counts_the_debris(tmp_pa
     out = rbench("cache", "verify", "--store", str(tmp_path / "store"))
     assert out.returncode == 0 and "1 temporary file of interrupted writes (left for gc)" in " ".join(
         out.stdout.split()), out.stdout
+    with store.lock(KEY):  # a live writer's temporary file is not debris
+        out = rbench("cache", "verify", "--store", str(tmp_path / "store"))
+    assert out.returncode == 0 and "temporary file" not in out.stdout, out.stdout
     removed, _ = collect(store, [], None, dry_run=False)
     assert removed == [debris] and not debris.exists() and stranger.exists()
     assert store.gate_stamp(KEY) == {"key": KEY} and store.has(KEY)

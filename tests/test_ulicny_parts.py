@@ -360,6 +360,7 @@ def test_curves_plot_each_row_against_the_stored_sets_distortion(tmp_path):
     assert lines[0].x == pytest.approx([0.0, weak, strong], rel=1e-6) and lines[0].y == [1.0, 40.0, 80.0]
     assert lines[1].x == pytest.approx([0.0, weak, strong, strong], rel=1e-6)
     assert lines[1].y == [2.0, 10.0, 30.0, 20.0] and lines[1].columns == ["clean", "weak", "strong", "direct"]
+    (tmp_path / "run").mkdir()  # a reporter writes into the run folder the run (or report) made
     written = Curves().write(results, tmp_path / "run", store)
     assert [p.name for p in written] == ["curves_dist.png"]  # the table without figure = "curves" gets none
     assert (tmp_path / "run" / "curves_dist.png").read_bytes()[:8] == PNG_SIGNATURE
