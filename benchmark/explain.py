@@ -37,6 +37,58 @@ def first_paragraph(text: str | None) -> str:
     return " ".join(inspect.cleandoc(text).split("\n\n", 1)[0].split())
 
 
+def later_paragraphs(text: str | None) -> list[str]:
+    """The paragraphs of a docstring after its first, each on one line."""
+    if not text:
+        return []
+    return [" ".join(p.split()) for p in inspect.cleandoc(text).split("\n\n")[1:] if p.strip()]
+
+
+def plugin_details(obj: Any) -> list[str]:
+    """The paragraphs after the first of the plugin's own docstring (its parameters, what it declares, its
+    sources): what ``rbench plugins NAME`` shows below the summary."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return later_paragraphs(cls.__dict__.get("__doc__"))
+
+
+def defense_properties(obj: Any) -> list[str]:
+    """What a defense declares that decides how a suite uses and attacks it (:class:`rbench.defense.Defense`),
+    one phrase each; a property its params decide is said so, with its value at the defaults where they
+    validate."""
+    from rbench.defense import Defense
+
+    if not isinstance(obj, Defense):
+        return []
+    try:
+        defaults: Any = obj.Params.model_validate({})
+    except ValueError:  # a required parameter: no defaults to read the properties at
+        defaults = None
+
+    def declared(method: str, value: bool) -> tuple[bool | None, bool]:  # (value at the defaults, params decide)
+        decides = getattr(type(obj), method) is not getattr(Defense, method)
+        if not decides:
+            return value, False
+        return (None if defaults is None else bool(getattr(obj, method)(defaults))), True
+
+    out = []
+    for method, value, yes, no in (
+            ("is_differentiable", obj.differentiable, "differentiable: adaptive gradient attacks follow its gradient",
+             "not differentiable: adaptive gradient attacks through it need bpda = true (BPDA)"),
+            ("is_randomized", obj.randomized, "randomized: draws seeded from each job's key; set eot on adaptive "
+             "evaluations (EOT), and read a cell as one draw per image", "deterministic")):
+        at_defaults, decides = declared(method, value)
+        text = yes if at_defaults else no
+        if decides:
+            text = (f"{text} at the defaults; its params decide" if at_defaults is not None
+                    else f"{yes.split(':')[0]} or not: its params decide")
+        out.append(text)
+    if obj.trained:
+        out.append("trained by its own job: the suite gives it dataset, trainer (and n_train)")
+    if obj.aggregates:
+        out.append("aggregates trained models: last in a chain, the defended model lists members")
+    return out
+
+
 def plugin_doc(obj: Any) -> str:
     """The first paragraph of the plugin's own docstring (not one inherited from the engine's base classes),
     else of its module's."""
@@ -207,7 +259,9 @@ def describe(info: PluginInfo) -> dict[str, Any]:
     obj = info.obj
     params_model = getattr(obj, "Params", None)
     out: dict[str, Any] = {"kind": info.kind, "name": info.name, "distribution": info.distribution,
-                           "version": info.version, "entry_point": info.entry_point, "doc": plugin_doc(obj)}
+                           "version": info.version, "entry_point": info.entry_point, "doc": plugin_doc(obj),
+                           "details": plugin_details(obj) if type(obj).__dict__.get("__doc__") else [],
+                           "properties": defense_properties(obj)}
     if isinstance(params_model, type) and issubclass(params_model, BaseModel):
         notes = next((c.__dict__["__doc__"] for c in params_model.__mro__
                       if c is not BaseModel and c.__dict__.get("__doc__")
@@ -251,6 +305,10 @@ def render(desc: dict[str, Any], width: int = 100) -> str:
     lines = [head]
     if desc["doc"]:
         lines += textwrap.wrap(desc["doc"], width, initial_indent="  ", subsequent_indent="  ")
+    for paragraph in desc.get("details", []):
+        lines += textwrap.wrap(paragraph, width, initial_indent="  ", subsequent_indent="  ")
+    for phrase in desc.get("properties", []):
+        lines += textwrap.wrap(phrase, width, initial_indent="  - ", subsequent_indent="    ")
     if not desc["params"]:
         lines.append("  parameters: none")
         return "\n".join(lines)

@@ -30,6 +30,7 @@ from rbench.errors import PluginError, RbenchError, SuiteError
 from rbench.manager import Registry, call_version, get_registry, suggest
 from rbench.metric import CellPlace, Reference, declared_cell_problem, declared_references
 from rbench.suite_files import Merged, merge_files, suite_profiles
+from rbench.suite_leakage import leakage_warnings
 from rbench.suite_refs import other_images, percentage_problem, published_mismatch, reference_problem
 from rbench.suite_schema import (
     MAX_GRID,
@@ -232,6 +233,8 @@ class _Resolver:
                                                  instances, targets, e.batch_size, e.threat_model, e.bpda, e.eot,
                                                  e.per_class, "batch_size" in e.model_fields_set)
             self.check_threat(suite, name, e)
+            for line in leakage_warnings(suite, name, self.where("evaluations", name)):
+                suite.warnings.setdefault(name, []).append(line)
         for name, t in s["tables"].items():
             suite.tables[name] = self.table(name, t, suite)
         self.check_published(suite)
@@ -436,7 +439,8 @@ class _Resolver:
                     if attack.takes_gradients:
                         raise self.fail("evaluations", name, "bpda", f"attack {label!r} takes gradients through "
                                         f"the non-differentiable defense {stuck[0]!r} of {source!r}: set bpda = "
-                                        "true (BPDA), or threat_model = \"transfer\"")
+                                        "true (BPDA; threat_model = \"transfer\" attacks only its undefended "
+                                        "model, a weaker test that is no robustness claim)")
         if ev.eot > 1 and ev.threat_model == "adaptive" and not suite.randomized_sources(name):
             suite.warnings.setdefault(name, []).append(
                 f"{self.where('evaluations', name)}: evaluations.{name}.eot: {ev.eot} draws, but no source has a "

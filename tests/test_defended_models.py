@@ -375,3 +375,38 @@ def test_the_models_section_tells_apart_models_trained_on_other_parts_or_seeds()
             lines.update(line.split(": ", 1) for line in describe_models(_model_calls(plan, table, _declared(table))))
     assert lines["M1"] != lines["M2"] and lines["M1"].endswith("on mnist train, part 0 of [5000, 5000]")
     assert lines["M2"].endswith("part 1 of [5000, 5000]") and lines["lenet_seed1"].endswith(", seed 1")
+
+
+def test_a_model_scored_on_test_images_a_part_of_it_was_trained_on_is_a_warning(write_suite):
+    """The defense audit trained the DAE (and, apart, a committee member) on the test split the evaluations score
+    them on: validation said ok. Each scored model whose trained parts were fitted to the scored images is named
+    with the part; disjoint parts of the split, the training split (a training error, on purpose) and other
+    datasets are not warned of."""
+    def leaks(text: str) -> list[str]:
+        return [w.split(": ", 1)[1] for w in load_suite(_suite(write_suite, text)).warning_lines() if "fitted" in w]
+
+    assert leaks(BASE) == []
+    dae_on_test = BASE.replace('params = { widths = [128] }\ndataset = "mnist"\n',
+                               'params = { widths = [128] }\ndataset = "mnist"\nsplit = "test"\n')
+    fitted = ("which its defense 'dae' was trained on: its figures are on images it was fitted to (train on split "
+              "= \"train\", or cut the split into disjoint `parts`)")
+    assert leaks(dae_on_test) == [f"evaluations.{ev}: scores {model!r} on mnist's test split, {fitted}"
+                                  for ev, model in (("adaptive", "mlp_dae"), ("adaptive", "mlp_b_dae"),
+                                                    ("transfer", "mlp_dae"))]
+    member_on_test = BASE.replace('n_train = 2000\nseed = 11\n', 'n_train = 2000\nseed = 11\nsplit = "test"\n')
+    def named(lines: list[str]) -> list[tuple[str, str, str]]:  # (evaluation, model, its part trained there)
+        return [(w.split(":")[0].split(".")[1], w.split("'")[1], w.split(", which ")[1].split(" was")[0])
+                for w in lines]
+
+    member_on_test = BASE.replace('n_train = 2000\nseed = 11\n', 'n_train = 2000\nseed = 11\nsplit = "test"\n')
+    assert named(leaks(member_on_test)) == [("adaptive", "mlp_b_dae", "model 'mlp_b'"),
+                                            ("adaptive", "committee", "model 'mlp_b'"),
+                                            ("transfer", "committee", "model 'mlp_b'")]
+    disjoint = BASE.replace('n_train = 2000\nseed = 11\n', 'n_train = 2000\nseed = 11\nsplit = "test"\n'
+                            'parts = [9000, 1000]\n').replace('[evaluations.adaptive]\ndataset = "mnist"\n',
+                                                              '[evaluations.adaptive]\ndataset = "mnist"\n'
+                                                              'parts = [9000, 1000]\npart = 1\n')
+    assert [w.split(":")[0] for w in leaks(disjoint)] == ["evaluations.transfer"]  # adaptive: the other part
+    on_train = dae_on_test.replace('[evaluations.adaptive]\ndataset = "mnist"\n',
+                                   '[evaluations.adaptive]\ndataset = "mnist"\nsplit = "train"\n')
+    assert [w.split(":")[0] for w in leaks(on_train)] == ["evaluations.transfer"]
