@@ -90,6 +90,45 @@ def test_the_mean_row_is_the_mean_of_the_rows_with_a_t_interval_in_every_report(
     assert (run / "lines_t.png").is_file()
     again = rbench("report", str(run))  # read back from results.json: the same table
     assert again.returncode == 0 and again.stdout.strip() == markdown.strip(), again.stderr
+    _mean_row_in_a_browser(run / "report.html")
+
+
+def _mean_row_in_a_browser(page) -> None:
+    """The HTML audit: the mean row looked like a model's, and sorting a column put it among them; printed, a wide
+    table lost its right-hand columns (it scrolled, and paper does not)."""
+    from selenium.webdriver.common.by import By
+    from test_html_report import _driver
+
+    browser = _driver()
+    try:
+        browser.get(page.as_uri())
+        table = browser.find_element(By.CSS_SELECTOR, "table.results")
+        labels = lambda: [th.text for th in table.find_elements(By.CSS_SELECTOR, "tbody th")]  # noqa: E731
+        assert table.find_element(By.CSS_SELECTOR, "tbody tr:last-child").get_attribute("class") == "mean"
+        heading = table.find_elements(By.CSS_SELECTOR, "thead th")[2]
+        for _ in range(3):  # ascending, descending, the suite's order: the mean row last each time
+            heading.click()
+            assert labels()[-1] == "mean of three seeds", labels()
+        provenance = browser.find_element(By.ID, "provenance")
+        assert provenance.get_attribute("open") is None
+        browser.execute_script("window.dispatchEvent(new Event('beforeprint'))")  # printed: the record unfolded
+        assert provenance.get_attribute("open") is not None
+        browser.execute_script("window.dispatchEvent(new Event('afterprint'))")
+        assert provenance.get_attribute("open") is None
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+        scroll = browser.find_element(By.CSS_SELECTOR, ".scroll")
+        assert browser.execute_script("return getComputedStyle(arguments[0]).overflowX", scroll) == "visible"
+    finally:
+        browser.quit()
+
+
+def test_a_long_tick_label_is_cut_with_an_ellipsis_not_dropped():
+    """textwrap.shorten drops whole words: the Uličný Fig. 8 lines figure's ticks read "[...]"."""
+    from rbench.report.lines import TICK_CHARS, _tick
+
+    assert _tick("fig8_gauss(sigma=0.09)") == "fig8_gauss(sigma=0.09)"
+    long = "Square (gradient-free, 300 queries)"
+    assert _tick(long) == long[:TICK_CHARS - 1] + "…" and len(_tick(long)) == TICK_CHARS
 
 
 def _fails(tmp_path, old: str, new: str, message: str) -> None:

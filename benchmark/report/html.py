@@ -205,7 +205,7 @@ def html_table(index: int, table: ResultTable, figures: list[Path], cmp: Compari
     cells = {(c.row, c.column): c for c in table.cells}
     rows = []
     for row in table.rows:
-        label = HtmlCell(row, row)
+        label = HtmlCell(row, row, "mean" if row == table.mean_row else "")  # set apart, and kept last by sorting
         rows.append((label, [html_cell(table, cells.get((row, col)), cmp.cells.get((table.name, row, col), []),
                                        cmp.why) for col in table.columns]))
     shown = [HtmlFigure(f"fig-{png.name}", png.name,

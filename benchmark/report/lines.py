@@ -7,7 +7,6 @@ per row through its valued cells. matplotlib is imported only to draw.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,16 @@ if TYPE_CHECKING:
     from rbench.store import Store
 
 FIGURE = "lines"
+
+
+#: the longest x tick label drawn whole
+TICK_CHARS = 24
+
+
+def _tick(label: str) -> str:
+    """``label`` cut to :data:`TICK_CHARS` characters with an ellipsis (``textwrap.shorten`` drops whole words: a
+    label of one long word, "fig8_gauss(sigma=0.09)", became "[...]")."""
+    return label if len(label) <= TICK_CHARS else label[:TICK_CHARS - 1] + "…"
 
 
 def figure_name(table: ResultTable) -> str:
@@ -59,7 +68,7 @@ def draw(table: ResultTable, rows: dict[str, tuple[list[int], list[float]]]) -> 
     ax = fig.subplots()
     for row, (x, y) in rows.items():
         ax.plot(x, y, marker="o", markersize=3, label=row, **line_style(row == table.mean_row))
-    ax.set_xticks(range(len(columns)), [textwrap.shorten(c, 18) for c in columns], rotation=30, ha="right",
+    ax.set_xticks(range(len(columns)), [_tick(c) for c in columns], rotation=30, ha="right",
                   fontsize=7)
     ax.set_xlabel("" if table.column_axis == "columns" else table.column_axis)  # "columns": listed, no axis
     ax.set_ylabel(y_label(table))
