@@ -269,8 +269,13 @@ def threat_note(suite: Suite, evaluation: str) -> str | None:
     ev = suite.evaluations[evaluation]
     if not any(suite.chain_of(s) for s in ev.sources):
         return None
+    scored = list(dict.fromkeys(t for s in ev.sources for t in ev.targets_of(s)))
+    drawing = [m for m in scored if any(d.randomized for d in suite.chain_of(m))]
+    # a randomized defense's cell is one draw per image (each cell's job seeded from its own key): its spread over
+    # draws is not in the interval, and two columns of one model see different draws
+    once = f"each cell one random draw per image on {', '.join(drawing)}" if drawing else ""
     if ev.threat_model == "transfer":
-        return f"{evaluation}: attacks transferred from the undefended models"
+        return f"{evaluation}: attacks transferred from the undefended models" + (f" ({once})" if once else "")
     defended = [s for s in ev.sources if suite.chain_of(s)]
     # what was applied, and where: BPDA changes only sources with a non-differentiable defense, EOT only sources
     # with a randomized one (on the others every draw is the same: the plain attack is run)
@@ -284,4 +289,6 @@ def threat_note(suite: Suite, evaluation: str) -> str | None:
     drawn = suite.single_draw_sources(evaluation)
     if drawn:
         how.append(f"no EOT: one random draw per step on {', '.join(drawn)}")
+    if once:
+        how.append(once)
     return f"{evaluation}: adaptive white-box attacks through the defenses" + (f" ({'; '.join(how)})" if how else "")
