@@ -443,21 +443,25 @@ class _Resolver:
                                         "true (BPDA; threat_model = \"transfer\" attacks only its undefended "
                                         "model, a weaker test that is no robustness claim)")
         if ev.eot > 1 and ev.threat_model == "adaptive" and not suite.randomized_sources(name):
-            suite.warnings.setdefault(name, []).append(
-                f"{self.where('evaluations', name)}: evaluations.{name}.eot: {ev.eot} draws, but no source has a "
-                "randomized defense: every draw would be the same (EOT is not used)")
+            self.warn(suite, name, f".eot: {ev.eot} draws, but no source has a randomized defense: every draw "
+                                   "would be the same (EOT is not used)")
         if ev.threat_model == "transfer" and (ev.eot > 1 or ev.bpda):  # the sets are crafted on undefended models
             given = " and ".join(k for k, on in (("eot", ev.eot > 1), ("bpda", ev.bpda)) if on)
-            suite.warnings.setdefault(name, []).append(
-                f"{self.where('evaluations', name)}: evaluations.{name}: {given} set, but threat_model = "
-                "\"transfer\" crafts the attacks on the undefended models, through no defense: not used")
+            self.warn(suite, name, f": {given} set, but threat_model = \"transfer\" crafts the attacks on the "
+                                   "undefended models, through no defense: not used")
         drawn = suite.single_draw_sources(name)
         if drawn:
-            suite.warnings.setdefault(name, []).append(
-                f"{self.where('evaluations', name)}: evaluations.{name}.eot: 1 draw, but {', '.join(drawn)} "
-                f"{'has a' if len(drawn) == 1 else 'have'} randomized defense{'' if len(drawn) == 1 else 's'}: "
-                "each gradient step sees one random draw, which can understate the attack and overstate the "
-                "defense; set eot (e.g. 8) to average the gradients over draws (EOT)")
+            self.warn(suite, name, f".eot: 1 draw, but {', '.join(drawn)} "
+                                   f"{'has a' if len(drawn) == 1 else 'have'} randomized defense"
+                                   f"{'' if len(drawn) == 1 else 's'}: each gradient step sees one random draw, "
+                                   "which can understate the attack and overstate the defense; set eot (e.g. 8) "
+                                   "to average the gradients over draws (EOT)")
+
+    def warn(self, suite: Suite, evaluation: str, text: str) -> None:
+        """A warning about ``evaluation`` (kept with its tables under ``--only``): the suite file and
+        ``evaluations.<name>``, then ``text`` (``.key: ...`` or ``: ...``)."""
+        suite.warnings.setdefault(evaluation, []).append(
+            f"{self.where('evaluations', evaluation)}: evaluations.{evaluation}{text}")
 
     def check_adaptive_coverage(self, suite: Suite) -> None:
         """A warning for each transfer evaluation with a defended source that no adaptive evaluation of the suite
@@ -468,11 +472,10 @@ class _Resolver:
             alone = [s for s in ev.sources if ev.threat_model == "transfer" and suite.chain_of(s)
                      and s not in attacked]
             if alone:
-                suite.warnings.setdefault(name, []).append(
-                    f"{self.where('evaluations', name)}: evaluations.{name}: {', '.join(map(repr, alone))} "
-                    f"{'is' if len(alone) == 1 else 'are'} attacked only by transfer from the undefended model, "
-                    "by no adaptive evaluation through the defenses: a weaker test, no robustness claim (add an "
-                    "evaluation with threat_model = \"adaptive\")")
+                self.warn(suite, name, f": {', '.join(map(repr, alone))} {'is' if len(alone) == 1 else 'are'} "
+                                       "attacked only by transfer from the undefended model, by no adaptive "
+                                       "evaluation through the defenses: a weaker test, no robustness claim (add "
+                                       "an evaluation with threat_model = \"adaptive\")")
 
     def check_attack_labels(self, attacks: dict[str, dict[str, AttackCall]]) -> None:
         """Every attack instance's label (a table's row or column, the key its results are found by) is the
