@@ -68,7 +68,10 @@ def defense_properties(obj: Any) -> list[str]:
         decides = getattr(type(obj), method) is not getattr(Defense, method)
         if not decides:
             return value, False
-        return (None if defaults is None else bool(getattr(obj, method)(defaults))), True
+        try:
+            return (None if defaults is None else bool(getattr(obj, method)(defaults))), True
+        except Exception:  # noqa: BLE001 -- a plugin's override failing at its defaults: the property is unknown
+            return None, True
 
     out = []
     for method, value, yes, no in (
@@ -305,8 +308,8 @@ def render(desc: dict[str, Any], width: int = 100) -> str:
     lines = [head]
     if desc["doc"]:
         lines += textwrap.wrap(desc["doc"], width, initial_indent="  ", subsequent_indent="  ")
-    for paragraph in desc.get("details", []):
-        lines += textwrap.wrap(paragraph, width, initial_indent="  ", subsequent_indent="  ")
+    for paragraph in desc.get("details", []):  # a blank line before each, as in the docstring
+        lines += ["", *textwrap.wrap(paragraph, width, initial_indent="  ", subsequent_indent="  ")]
     for phrase in desc.get("properties", []):
         lines += textwrap.wrap(phrase, width, initial_indent="  - ", subsequent_indent="    ")
     if not desc["params"]:

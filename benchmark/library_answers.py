@@ -21,7 +21,8 @@ the variable (the Python API, tests) or its folder (a dry run of a store not mad
 arguments that are not exactly JSON (tuples, numpy scalars), a library that is not installed, or an answer marked
 :class:`Fleeting` (a refusal because an optional package is missing), every question is answered directly. The
 folder gains a small file per distinct question of the suites run (and per library version or adapter edit); it is
-not trimmed, and ``rbench cache gc`` removes only the temporary files a killed process left there (an hour old).
+not trimmed; in the store's own library cache ``rbench cache gc`` removes only the temporary files a killed
+process left (an hour old).
 """
 
 from __future__ import annotations

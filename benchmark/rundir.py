@@ -134,7 +134,7 @@ def record_outputs(run_dir: Path, written: list[Path], *, merge: bool = True) ->
 def _write_record(run_dir: Path, record: dict[str, str | None]) -> None:
     # a name an older record listed without a digest is kept, as "" (removed by name, as that record meant)
     text = json.dumps({n: d or "" for n, d in sorted(record.items())}, indent=0) + "\n"
-    atomic_write(run_dir / OUTPUTS_FILE, lambda tmp: tmp.write_text(text), durable=False)
+    atomic_write(run_dir / OUTPUTS_FILE, lambda tmp: tmp.write_text(text), durable=False, make_folder=False)
 
 
 def note_output(path: Path) -> None:

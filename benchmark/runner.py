@@ -240,9 +240,10 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
         _check_run_folder_kept(run_dir)
         try:
             problems = write_run_dir(results, run_dir, store, resolved)
-        except RbenchError:  # a file that could not be written: because the folder went meanwhile, or else as is
-            _check_run_folder_kept(run_dir)
+        except (RbenchError, OSError):  # a file that could not be written: because the folder went meanwhile, or
+            _check_run_folder_kept(run_dir)  # else as it is
             raise
+        _check_run_folder_kept(run_dir)  # went while a figure reporter wrote (its failure is a note), or made again
         for note in problems:
             observer.warning(note)
         notes = suite.warning_lines() + problems

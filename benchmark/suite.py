@@ -442,6 +442,10 @@ class _Resolver:
                                         f"the non-differentiable defense {stuck[0]!r} of {source!r}: set bpda = "
                                         "true (BPDA; threat_model = \"transfer\" attacks only its undefended "
                                         "model, a weaker test that is no robustness claim)")
+        if ev.bpda and ev.threat_model == "adaptive" and not any(not d.differentiable for s in ev.sources
+                                                                 for d in suite.chain_of(s)):
+            self.warn(suite, name, ".bpda: true, but no source has a non-differentiable defense: every gradient "
+                                   "is the defense's own (BPDA is not used)")
         if ev.eot > 1 and ev.threat_model == "adaptive" and not suite.randomized_sources(name):
             self.warn(suite, name, f".eot: {ev.eot} draws, but no source has a randomized defense: every draw "
                                    "would be the same (EOT is not used)")
@@ -469,13 +473,13 @@ class _Resolver:
         DAE measured 72.5% accurate under transferred PGD, 24.0% under adaptive PGD), and no robustness claim."""
         attacked = {s for ev in suite.evaluations.values() if ev.threat_model == "adaptive" for s in ev.sources}
         for name, ev in suite.evaluations.items():
-            alone = [s for s in ev.sources if ev.threat_model == "transfer" and suite.chain_of(s)
-                     and s not in attacked]
+            scored = dict.fromkeys([*ev.sources, *(t for s in ev.sources for t in ev.targets_of(s))])
+            alone = [m for m in scored if suite.chain_of(m) and m not in attacked]
             if alone:
                 self.warn(suite, name, f": {', '.join(map(repr, alone))} {'is' if len(alone) == 1 else 'are'} "
-                                       "attacked only by transfer from the undefended model, by no adaptive "
+                                       "attacked only by transfer (attacks made on other models), by no adaptive "
                                        "evaluation through the defenses: a weaker test, no robustness claim (add "
-                                       "an evaluation with threat_model = \"adaptive\")")
+                                       "an evaluation with threat_model = \"adaptive\" and it as a source)")
 
     def check_attack_labels(self, attacks: dict[str, dict[str, AttackCall]]) -> None:
         """Every attack instance's label (a table's row or column, the key its results are found by) is the

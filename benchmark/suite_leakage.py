@@ -10,18 +10,34 @@ both); two datasets of one plugin (USPS framed and stretched) hold the same imag
 
 from __future__ import annotations
 
-from rbench.suite_types import DataRef, Suite
+from typing import Any
+
+from rbench.suite_types import DataRef, PluginCall, Suite
 
 #: the split whose images no model of a suite should have been fitted to before it is scored on them
 HELD_OUT = "test"
 
+#: what a trained part was fitted to: its own data slice, or (dataset plugin, split) a trainer loads itself whole
+Fitted = DataRef | tuple[str, str]
 
-def trained_on(suite: Suite, model: str) -> list[tuple[str, DataRef]]:
-    """Every trained part ``model``'s outputs depend on, as (how a message names it, what it was trained on): the
+
+def _fitted(data: DataRef | None, trainer: PluginCall | None) -> list[Fitted]:
+    """The data a trained thing reads: its slice (unless its trainer reads none: weights loaded from a file) and
+    what its trainer loads besides (``extra_data``: e.g. outlier exposure's outliers)."""
+    obj: Any = trainer.obj if trainer is not None else None
+    out: list[Fitted] = [data] if data is not None and getattr(obj, "reads_data", True) else []
+    extra = getattr(obj, "extra_data", None)
+    if callable(extra):
+        out += [(str(plugin), str(split)) for plugin, split in extra(trainer.params)]  # type: ignore[union-attr]
+    return out
+
+
+def trained_on(suite: Suite, model: str) -> list[tuple[str, Fitted]]:
+    """Every trained part ``model``'s outputs depend on, as (how a message names it, what it was fitted to): the
     model itself, its members and its ``init`` ancestors, and for a defended model its trained defenses and what
     they defend. Each model once (a member shared by two committees is listed once)."""
     seen: set[str] = set()
-    found: list[tuple[str, DataRef]] = []
+    found: list[tuple[str, Fitted]] = []
 
     def walk(name: str) -> None:
         if name in seen:
@@ -29,13 +45,13 @@ def trained_on(suite: Suite, model: str) -> list[tuple[str, DataRef]]:
         seen.add(name)
         m = suite.models[name]
         if m.defended is not None:
-            found.extend((f"its defense {d.name!r}", d.data) for d in suite.chain_of(name)
-                         if d.trained and d.data is not None)
+            whose = "its" if name == model else f"{name!r}'s"
+            found.extend((f"{whose} defense {d.name!r}", data) for d in suite.chain_of(name) if d.trained
+                         for data in _fitted(d.data, d.trainer))
             for part in [m.defended.base] if m.defended.base else m.members:
                 walk(part)
             return
-        if m.data is not None:
-            found.append(("it" if name == model else f"model {name!r}", m.data))
+        found.extend(("it" if name == model else f"model {name!r}", data) for data in _fitted(m.data, m.trainer))
         for part in [*m.members, *([m.init] if m.init else [])]:
             walk(part)
 
@@ -43,21 +59,24 @@ def trained_on(suite: Suite, model: str) -> list[tuple[str, DataRef]]:
     return found
 
 
-def overlap(trained: DataRef, scored: DataRef) -> bool:
+def overlap(trained: Fitted, scored: DataRef) -> bool:
     """Whether images of ``scored`` may be among ``trained``'s: the same dataset plugin and split, not cut into
-    the same parts of which each takes another."""
+    the same parts of which each takes another (a trainer's extra data is its split whole)."""
+    if isinstance(trained, tuple):
+        return trained == (scored.call.name, scored.split)
     if trained.call.name != scored.call.name or trained.split != scored.split:
         return False
     return not (trained.parts is not None and trained.parts == scored.parts and trained.part != scored.part)
 
 
 def leakage_warnings(suite: Suite, evaluation: str, where: str) -> list[str]:
-    """One line for each model ``evaluation`` scores (its sources and targets) on the :data:`HELD_OUT` split that
-    one of its trained parts was fitted to (see the module); ``where`` names the suite file."""
+    """One line for each model ``evaluation`` scores (its sources, whose predictions success and transfer rates
+    read, and its targets) on the :data:`HELD_OUT` split that one of its trained parts was fitted to (see the
+    module); ``where`` names the suite file."""
     ev = suite.evaluations[evaluation]
     if ev.data.split != HELD_OUT:
         return []
-    scored = dict.fromkeys(t for s in ev.sources for t in ev.targets_of(s))
+    scored = dict.fromkeys([*ev.sources, *(t for s in ev.sources for t in ev.targets_of(s))])
     lines = []
     for model in scored:
         fitted = [what for what, data in trained_on(suite, model) if overlap(data, ev.data)]

@@ -267,9 +267,9 @@ def instance_label(name: str, point: dict[str, Any]) -> str:
 def threat_note(suite: Suite, evaluation: str) -> str | None:
     """How an evaluation's attacks saw its defended sources (None when it has none): for table titles."""
     ev = suite.evaluations[evaluation]
-    if not any(suite.chain_of(s) for s in ev.sources):
+    scored = list(dict.fromkeys([*ev.sources, *(t for s in ev.sources for t in ev.targets_of(s))]))
+    if not any(suite.chain_of(m) for m in scored):
         return None
-    scored = list(dict.fromkeys(t for s in ev.sources for t in ev.targets_of(s)))
     drawing = [m for m in scored if any(d.randomized for d in suite.chain_of(m))]
     # a randomized defense's cell is one draw per image (each cell's job seeded from its own key): its spread over
     # draws is not in the interval, and two columns of one model see different draws
@@ -277,6 +277,10 @@ def threat_note(suite: Suite, evaluation: str) -> str | None:
     if ev.threat_model == "transfer":
         return f"{evaluation}: attacks transferred from the undefended models" + (f" ({once})" if once else "")
     defended = [s for s in ev.sources if suite.chain_of(s)]
+    if not defended:  # only targets are defended: the attacks, made on the sources, never saw their defenses
+        targets = [m for m in scored if suite.chain_of(m)]
+        return (f"{evaluation}: attacks made on the sources, transferred to the defended targets "
+                f"{', '.join(targets)}" + (f" ({once})" if once else ""))
     # what was applied, and where: BPDA changes only sources with a non-differentiable defense, EOT only sources
     # with a randomized one (on the others every draw is the same: the plain attack is run)
     how = []

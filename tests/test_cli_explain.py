@@ -451,3 +451,23 @@ def test_a_plugin_whose_defaults_a_suite_refuses_says_so():
         " ".join(render(described(Steps)).split())
     assert describe(get_registry().get("attack", "gaussian_noise"))["defaults_problem"] is None
     assert describe(get_registry().get("attack", "pgd"))["defaults_problem"] is None
+
+
+def test_a_defense_is_explained_with_what_it_declares_and_its_whole_docstring():
+    """The defense audits: `rbench plugins median` showed only the docstring's first paragraph, so a suite author
+    learnt neither the parameters' meaning nor that bit_depth needs bpda, noise eot, dae a dataset and trainer."""
+    from rbench.explain import describe, render
+    from rbench.manager import get_registry
+
+    def shown(name: str) -> str:
+        return render(describe(get_registry().get("defense", name)), width=200)
+
+    assert "\n  - not differentiable: adaptive gradient attacks through it need bpda = true (BPDA)" in shown(
+        "bit_depth")
+    assert "\n  - differentiable: adaptive gradient attacks follow its gradient\n  - deterministic\n" in shown("median")
+    noise = shown("noise_injection")
+    assert "\n  - randomized: draws seeded from each job's key; set eot" in noise
+    assert "\n\n  Params: ``sigma`` (> 0, required)" in noise  # the Params paragraph, after a blank line
+    assert "\n  - deterministic at the defaults; its params decide" in shown("lowpass")  # noise_sigma = 0 by default
+    assert "\n  - trained by its own job" in shown("dae") and "\n  - aggregates trained models" in shown("committee")
+    assert "\n  - " not in render(describe(get_registry().get("attack", "fgsm")), width=200)  # defenses only

@@ -399,7 +399,6 @@ def test_a_model_scored_on_test_images_a_part_of_it_was_trained_on_is_a_warning(
     assert leaks(dae_on_test) == [f"evaluations.{ev}: scores {model!r} on mnist's test split, {fitted}"
                                   for ev, model in (("adaptive", "mlp_dae"), ("adaptive", "mlp_b_dae"),
                                                     ("transfer", "mlp_dae"))]
-    member_on_test = BASE.replace('n_train = 2000\nseed = 11\n', 'n_train = 2000\nseed = 11\nsplit = "test"\n')
     def named(lines: list[str]) -> list[tuple[str, str, str]]:  # (evaluation, model, its part trained there)
         return [(w.split(":")[0].split(".")[1], w.split("'")[1], w.split(", which ")[1].split(" was")[0])
                 for w in lines]
@@ -408,6 +407,12 @@ def test_a_model_scored_on_test_images_a_part_of_it_was_trained_on_is_a_warning(
     assert named(leaks(member_on_test)) == [("adaptive", "mlp_b_dae", "model 'mlp_b'"),
                                             ("adaptive", "committee", "model 'mlp_b'"),
                                             ("transfer", "committee", "model 'mlp_b'")]
+    exposed = BASE.replace('seed = 11\ntrainer = { params = { epochs = 1, batch_size = 32, lr = 3e-3 } }',
+                           'seed = 11\ntrainer = { plugin = "outlier_exposure", params = { epochs = 1, '
+                           'outliers = "mnist", outlier_split = "test" } }')  # outliers its trainer loads itself
+    assert named(leaks(exposed)) == [("adaptive", "mlp_b_dae", "model 'mlp_b'"),
+                                     ("adaptive", "committee", "model 'mlp_b'"),
+                                     ("transfer", "committee", "model 'mlp_b'")]
     disjoint = BASE.replace('n_train = 2000\nseed = 11\n', 'n_train = 2000\nseed = 11\nsplit = "test"\n'
                             'parts = [9000, 1000]\n').replace('[evaluations.adaptive]\ndataset = "mnist"\n',
                                                               '[evaluations.adaptive]\ndataset = "mnist"\n'
@@ -424,11 +429,26 @@ def test_a_defended_model_attacked_only_by_transfer_is_a_warning(write_suite):
     def coverage(suite) -> list[str]:
         return [w.split(": ", 1)[1] for w in suite.warning_lines() if "attacked only by transfer" in w]
 
+    from rbench.suite import threat_note
+
     assert coverage(load_suite(_suite(write_suite))) == []  # every defended source is in the adaptive evaluation
     only = load_suite(_suite(write_suite, **{
         'sources = ["mlp", "mlp_lowpass", "mlp_noisy", "mlp_squeezed", "mlp_dae", "mlp_b_dae", "committee"]':
         'sources = ["mlp", "mlp_lowpass"]'}))
     assert coverage(only) == [
-        "evaluations.transfer: 'mlp_noisy', 'mlp_squeezed', 'mlp_dae', 'committee' are attacked only by transfer from "
-        "the undefended model, by no adaptive evaluation through the defenses: a weaker test, no robustness claim (add "
-        'an evaluation with threat_model = "adaptive")']
+        "evaluations.transfer: 'mlp_noisy', 'mlp_squeezed', 'mlp_dae', 'committee' are attacked only by transfer "
+        "(attacks made on other models), by no adaptive evaluation through the defenses: a weaker test, no robustness "
+        'claim (add an evaluation with threat_model = "adaptive" and it as a source)']
+    targeted = load_suite(_suite(write_suite, **{  # defended models as targets of an adaptive evaluation only
+        'sources = ["mlp", "mlp_lowpass", "mlp_noisy", "mlp_squeezed", "mlp_dae", "mlp_b_dae", "committee"]':
+        'sources = ["mlp"]\ntargets = ["mlp", "mlp_noisy", "mlp_dae"]',
+        'sources = ["mlp_lowpass", "mlp_noisy", "mlp_squeezed", "mlp_dae", "committee"]': 'sources = ["mlp_lowpass"]'}))
+    assert [w.split(":")[0] + ":" + w.split(":")[1] for w in coverage(targeted)] == [
+        "evaluations.adaptive: 'mlp_noisy', 'mlp_dae' are attacked only by transfer (attacks made on other models), by "
+        "no adaptive evaluation through the defenses", "evaluations.transfer: 'mlp_lowpass' is attacked only by "
+        "transfer (attacks made on other models), by no adaptive evaluation through the defenses"]
+    assert threat_note(targeted, "adaptive") == ("adaptive: attacks made on the sources, transferred to the defended "
+                                                 "targets mlp_noisy, mlp_dae (each cell one random draw per image on "
+                                                 "mlp_noisy)")
+    assert any(".bpda: true, but no source has a non-differentiable defense" in w
+               for w in targeted.warning_lines())

@@ -491,3 +491,17 @@ def test_a_run_folder_removed_while_its_reports_are_written_fails_the_run_not_th
     assert len(calls) == 2 and code == 1, (code, err)
     assert err == (f"rbench: error: run folder {folder} was removed while the suite ran: nothing was written there; "
                    "the results are stored: run the same command again to write them (nothing is recomputed)\n"), err
+
+    import rbench.report.html  # the review: removed while a figure reporter writes (its failure is only a note)
+
+    monkeypatch.setattr(rbench.runner, "write_text_report", real)
+    drawn = rbench.report.html.write_output
+
+    def folder_removed_while_drawing(*args, **kwargs):
+        shutil.rmtree(folder, ignore_errors=True)
+        return drawn(*args, **kwargs)
+
+    monkeypatch.setattr(rbench.report.html, "write_output", folder_removed_while_drawing)
+    code, err = cli_in_process(capsys, "run", str(suite), "--store", str(tmp_path / "s"), "--run-dir", str(folder),
+                               "-q", "--device", "cpu")
+    assert code == 1 and "was removed while the suite ran" in err, (code, err)
