@@ -473,8 +473,7 @@ class _Resolver:
         DAE measured 72.5% accurate under transferred PGD, 24.0% under adaptive PGD), and no robustness claim."""
         attacked = {s for ev in suite.evaluations.values() if ev.threat_model == "adaptive" for s in ev.sources}
         for name, ev in suite.evaluations.items():
-            scored = dict.fromkeys([*ev.sources, *(t for s in ev.sources for t in ev.targets_of(s))])
-            alone = [m for m in scored if suite.chain_of(m) and m not in attacked]
+            alone = [m for m in ev.scored() if suite.chain_of(m) and m not in attacked]
             if alone:
                 self.warn(suite, name, f": {', '.join(map(repr, alone))} {'is' if len(alone) == 1 else 'are'} "
                                        "attacked only by transfer (attacks made on other models), by no adaptive "

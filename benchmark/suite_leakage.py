@@ -76,9 +76,8 @@ def leakage_warnings(suite: Suite, evaluation: str, where: str) -> list[str]:
     ev = suite.evaluations[evaluation]
     if ev.data.split != HELD_OUT:
         return []
-    scored = dict.fromkeys([*ev.sources, *(t for s in ev.sources for t in ev.targets_of(s))])
     lines = []
-    for model in scored:
+    for model in ev.scored():
         fitted = [what for what, data in trained_on(suite, model) if overlap(data, ev.data)]
         if fitted:
             lines.append(f"{where}: evaluations.{evaluation}: scores {model!r} on {ev.data.dataset}'s {HELD_OUT} "

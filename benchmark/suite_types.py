@@ -156,6 +156,11 @@ class Evaluation:
     def targets_of(self, source: str) -> tuple[str, ...]:
         return (source,) if self.targets is None else self.targets
 
+    def scored(self) -> list[str]:
+        """Every model whose predictions its cells read: its sources (success and transfer rates read theirs) and
+        their targets, each once, in that order."""
+        return list(dict.fromkeys([*self.sources, *(t for s in self.sources for t in self.targets_of(s))]))
+
     def holds(self, source: str, attack: str, target: str) -> bool:
         """Whether a metric can read ``target``'s predictions on the (``source``, ``attack``) inputs of this
         evaluation (what ``CellData.predictions_of`` finds in the plan): ``source`` is evaluated on ``target``
@@ -265,9 +270,9 @@ def instance_label(name: str, point: dict[str, Any]) -> str:
 
 
 def threat_note(suite: Suite, evaluation: str) -> str | None:
-    """How an evaluation's attacks saw its defended sources (None when it has none): for table titles."""
+    """How an evaluation's attacks saw the defended models it scores (None when it has none): for table titles."""
     ev = suite.evaluations[evaluation]
-    scored = list(dict.fromkeys([*ev.sources, *(t for s in ev.sources for t in ev.targets_of(s))]))
+    scored = ev.scored()
     if not any(suite.chain_of(m) for m in scored):
         return None
     drawing = [m for m in scored if any(d.randomized for d in suite.chain_of(m))]
