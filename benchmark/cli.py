@@ -535,11 +535,12 @@ def report(
     """Re-render a finished run's tables from its results.json (nothing is recomputed; its rate cells are checked
     against the run's per-sample outcomes where it kept them); a file reporter (html, tidy, figures, reliability)
     rewrites its files in the run folder, reliability from the stored predictions."""
+    from rbench.errors import RunFolderRemoved
     from rbench.manager import get_registry
     from rbench.report.reporters import renders_text
     from rbench.report.tidy import outcomes_gone, read_outcomes
     from rbench.results import RunResults
-    from rbench.rundir import writing_into
+    from rbench.rundir import LOCK_FILE, writing_into
 
     results = RunResults.read(run_dir)
     read_outcomes(run_dir, results)  # the rate cells' values checked against their per-sample outcomes
@@ -554,7 +555,13 @@ def report(
     read = _store(store or results.provenance.get("store"), writes=False)
     read.expect(results.entry_checksums())  # figures from the entries the run's cells came from, or an error
     with writing_into(folder, "run folder"):
-        written = reporter.write(results, folder, read)
+        try:
+            written = reporter.write(results, folder, read)
+        except (RbenchError, OSError):
+            if not (folder / LOCK_FILE).is_file():  # the folder went meanwhile: not the input's fault (exit 1)
+                raise RunFolderRemoved(f"run folder {folder} was removed while rbench report wrote into it: it "
+                                       "was not made again") from None
+            raise
     for path in written:
         print(f"wrote {path}")
     if not written:

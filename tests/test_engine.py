@@ -505,3 +505,31 @@ def test_a_run_folder_removed_while_its_reports_are_written_fails_the_run_not_th
     code, err = cli_in_process(capsys, "run", str(suite), "--store", str(tmp_path / "s"), "--run-dir", str(folder),
                                "-q", "--device", "cpu")
     assert code == 1 and "was removed while the suite ran" in err, (code, err)
+
+
+def test_a_run_folder_removed_while_rbench_report_writes_is_one_line_and_exit_1(tiny_reference, tmp_path,
+                                                                                monkeypatch, capsys):
+    """The review: `rbench report RUN -f html` whose folder went meanwhile ended with an unwritable file's line and
+    exit 2, the code of bad input; the run's case is exit 1."""
+    import shutil
+
+    from support import cli_in_process
+
+    import rbench.report.html
+
+    suite, store, _, _ = tiny_reference
+    folder = tmp_path / "run"
+    code, err = cli_in_process(capsys, "run", str(suite), "--store", str(shutil.copytree(store, tmp_path / "s")),
+                               "--run-dir", str(folder), "-q", "--device", "cpu")
+    assert code == 0, err
+    drawn = rbench.report.html.write_output
+
+    def folder_removed_while_drawing(*args, **kwargs):
+        shutil.rmtree(folder)
+        return drawn(*args, **kwargs)
+
+    monkeypatch.setattr(rbench.report.html, "write_output", folder_removed_while_drawing)
+    code, err = cli_in_process(capsys, "report", str(folder), "-f", "html")
+    assert code == 1 and err == (f"rbench: error: run folder {folder} was removed while rbench report wrote into "
+                                 "it: it was not made again\n"), (code, err)
+    assert not folder.exists()
