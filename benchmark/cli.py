@@ -540,7 +540,7 @@ def report(
     from rbench.report.reporters import renders_text
     from rbench.report.tidy import outcomes_gone, read_outcomes
     from rbench.results import RunResults
-    from rbench.rundir import LOCK_FILE, writing_into
+    from rbench.rundir import folder_kept, writing_into
 
     results = RunResults.read(run_dir)
     read_outcomes(run_dir, results)  # the rate cells' values checked against their per-sample outcomes
@@ -558,7 +558,7 @@ def report(
         try:
             written = reporter.write(results, folder, read)
         except (RbenchError, OSError):
-            if not (folder / LOCK_FILE).is_file():  # the folder went meanwhile: not the input's fault (exit 1)
+            if not folder_kept(folder):  # the folder went meanwhile: not the input's fault (exit 1)
                 raise RunFolderRemoved(f"run folder {folder} was removed while rbench report wrote into it: it "
                                        "was not made again") from None
             raise

@@ -263,7 +263,7 @@ def describe(info: PluginInfo) -> dict[str, Any]:
     params_model = getattr(obj, "Params", None)
     out: dict[str, Any] = {"kind": info.kind, "name": info.name, "distribution": info.distribution,
                            "version": info.version, "entry_point": info.entry_point, "doc": plugin_doc(obj),
-                           "details": plugin_details(obj) if type(obj).__dict__.get("__doc__") else [],
+                           "details": plugin_details(obj),
                            "properties": defense_properties(obj)}
     if isinstance(params_model, type) and issubclass(params_model, BaseModel):
         notes = next((c.__dict__["__doc__"] for c in params_model.__mro__

@@ -50,6 +50,12 @@ IGNORED_HIDDEN = frozenset({".DS_Store", ".directory", ".localized", ".gitignore
 LOCK_FILE = ".rbench-lock"
 
 
+def folder_kept(run_dir: Path) -> bool:
+    """Whether ``run_dir`` still holds the :data:`LOCK_FILE` of the run or report writing into it: a folder removed
+    meanwhile (or made again without it) does not, and is not to be written into unguarded."""
+    return (run_dir / LOCK_FILE).is_file()
+
+
 @contextlib.contextmanager
 def writing_into(run_dir: Path, option: str = "--run-dir", *, new: bool = False) -> Iterator[None]:
     """Hold ``run_dir``'s :data:`LOCK_FILE` inside the block (again, in a process that holds it: ``rbench eval``

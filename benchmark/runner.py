@@ -31,9 +31,9 @@ from rbench.report.reporters import renders_text, write_text_report
 from rbench.report.terminal import print_comparison, print_tables
 from rbench.results import WRITING_MARK, RunResults
 from rbench.rundir import (
-    LOCK_FILE,
     check_could_write,
     check_run_dir,
+    folder_kept,
     prepare_run_dir,
     record_outputs,
     remove_folders,
@@ -254,7 +254,7 @@ def _run(suite: Suite, plan: Plan, profile: str | None, store: Store, run_dir: P
 def _check_run_folder_kept(run_dir: Path) -> None:
     """:class:`RunFolderRemoved` if the run folder went, or was made again without the lock this run holds (made
     again here, its files would be unguarded against another run or report): not the user's input (exit 1)."""
-    if not (run_dir / LOCK_FILE).is_file():
+    if not folder_kept(run_dir):
         raise RunFolderRemoved(f"run folder {run_dir} was removed while the suite ran: nothing was written there; "
                                "the results are stored: run the same command again to write them (nothing is "
                                "recomputed)")

@@ -233,8 +233,8 @@ class _Resolver:
                                                  instances, targets, e.batch_size, e.threat_model, e.bpda, e.eot,
                                                  e.per_class, "batch_size" in e.model_fields_set)
             self.check_threat(suite, name, e)
-            for line in leakage_warnings(suite, name, self.where("evaluations", name)):
-                suite.warnings.setdefault(name, []).append(line)
+            for text in leakage_warnings(suite, name):
+                self.warn(suite, name, text)
         self.check_adaptive_coverage(suite)
         for name, t in s["tables"].items():
             suite.tables[name] = self.table(name, t, suite)

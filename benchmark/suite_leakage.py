@@ -69,10 +69,10 @@ def overlap(trained: Fitted, scored: DataRef) -> bool:
     return not (trained.parts is not None and trained.parts == scored.parts and trained.part != scored.part)
 
 
-def leakage_warnings(suite: Suite, evaluation: str, where: str) -> list[str]:
-    """One line for each model ``evaluation`` scores (its sources, whose predictions success and transfer rates
+def leakage_warnings(suite: Suite, evaluation: str) -> list[str]:
+    """One warning for each model ``evaluation`` scores (its sources, whose predictions success and transfer rates
     read, and its targets) on the :data:`HELD_OUT` split that one of its trained parts was fitted to (see the
-    module); ``where`` names the suite file."""
+    module), as the text after ``evaluations.<name>`` (the suite's validator puts the file and key before it)."""
     ev = suite.evaluations[evaluation]
     if ev.data.split != HELD_OUT:
         return []
@@ -80,7 +80,7 @@ def leakage_warnings(suite: Suite, evaluation: str, where: str) -> list[str]:
     for model in ev.scored():
         fitted = [what for what, data in trained_on(suite, model) if overlap(data, ev.data)]
         if fitted:
-            lines.append(f"{where}: evaluations.{evaluation}: scores {model!r} on {ev.data.dataset}'s {HELD_OUT} "
+            lines.append(f": scores {model!r} on {ev.data.dataset}'s {HELD_OUT} "
                          f"split, which {fitted[0]} was trained on: its figures are on images it was fitted to "
                          f"(train on split = \"train\", or cut the split into disjoint `parts`)")
     return lines
