@@ -5,8 +5,9 @@
 #   .gpu/wheels  rbench (built from this tree) and its small dependencies         (call 1 and call 2)
 #   .gpu/ray     Ray and what it needs beyond the image, less Ray's Java jar      (call 2 only)
 #   .gpu/data    copies of ../shared/data's MNIST, notMNIST and Fashion-MNIST (a link would travel as a link)
-# A call carries at most 64 MiB with the tree, so the Ray wheel is repacked without ray/jars (32 MB, for Java
-# workers) and the dashboard's JavaScript source map; the script fails if a bundle comes out too large.
+# A call carries at most 64 MiB with the tree, so the Ray wheel is repacked without ray/jars (for Java workers), the
+# dashboard's JavaScript, and the libraries rbench does not use (RLlib, Serve, Tune, Train, LLM; Ray's core imports
+# none of them: a local instance ran tasks without them, 2026-12-04); the script fails if a bundle is too large.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -35,14 +36,15 @@ import zipfile
 path = sys.argv[1]
 slim = path + ".slim"
 dropped = 0
+UNUSED = tuple(f"ray/{d}/" for d in ("jars", "rllib", "serve", "tune", "train", "llm", "dashboard/client/build"))
 with zipfile.ZipFile(path) as src, zipfile.ZipFile(slim, "w") as dst:
     for item in src.infolist():
-        if item.filename.startswith("ray/jars/") or item.filename.endswith(".js.map"):
+        if item.filename.startswith(UNUSED) or item.filename.endswith(".js.map"):
             dropped += item.file_size
             continue
         dst.writestr(item, src.read(item), compress_type=item.compress_type)
 os.replace(slim, path)
-print(f"{os.path.basename(path)}: {dropped / 1e6:.0f} MB of Java jars and source maps left out")
+print(f"{os.path.basename(path)}: {dropped / 1e6:.0f} MB of Java jars, dashboard client and unused libraries left out")
 EOF
 for d in mnist notmnist fashion-mnist; do cp -r "$DATA/$d" .gpu/data/; done
 (cd "$DATA" && grep -E ' (mnist|notmnist|fashion-mnist)/' SHA256SUMS) | (cd .gpu/data && sha256sum --quiet -c -)
