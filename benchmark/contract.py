@@ -509,6 +509,7 @@ def _torch_settings() -> dict[str, Any]:
     return {"default dtype": torch.get_default_dtype(), "grad mode": torch.is_grad_enabled(),
             "threads": torch.get_num_threads(),
             "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+            "deterministic warn-only": torch.is_deterministic_algorithms_warn_only_enabled(),
             "anomaly detection": torch.is_anomaly_enabled()}
 
 
@@ -530,7 +531,8 @@ def torch_settings_kept() -> Iterator[list[str]]:
             torch.set_default_dtype(before["default dtype"])
             torch.set_grad_enabled(before["grad mode"])
             torch.set_num_threads(before["threads"])
-            torch.use_deterministic_algorithms(before["deterministic algorithms"])
+            torch.use_deterministic_algorithms(before["deterministic algorithms"],
+                                               warn_only=before["deterministic warn-only"])
             torch.autograd.set_detect_anomaly(before["anomaly detection"])
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from rbench.errors import RbenchError
@@ -55,3 +57,22 @@ def cpu_threads_per_worker(workers: int) -> int:
     limit them, and ``torch.set_num_threads``) split between them, at least one each. ``os.cpu_count()`` counts
     every CPU of the machine: on 4 CPUs of a 64-core node, two workers would run 32 threads each."""
     return max(1, torch.get_num_threads() // workers)
+
+
+#: cuBLAS's workspace setting under which its matrix products are deterministic (NVIDIA's cuBLAS guide,
+#: "Results reproducibility"); read when a process first uses cuBLAS, so it is set before a job's first CUDA work
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+
+
+def compute_reproducibly_on(device: str) -> None:
+    """Before a job on ``device``: on a CUDA device, torch's deterministic algorithms (cuDNN's deterministic
+    convolutions, cuBLAS with a fixed workspace, unless the user's ``CUBLAS_WORKSPACE_CONFIG`` says otherwise), so
+    that one job computed twice on one GPU gives the same bits, as it does on a CPU. Without them a GPU's
+    convolution gradients sum in an order that changes from run to run: the quickstart's cells differed by up to
+    1.3 points between a local and a Ray run on one H200 (2026-12-04). An operation with no deterministic CUDA
+    kernel warns once and runs as before (``warn_only``) rather than failing the job. On a CPU the setting stays
+    off, as it always was, so results computed there keep their bits."""
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
+    torch.use_deterministic_algorithms(cuda, warn_only=True)

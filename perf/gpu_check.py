@@ -17,6 +17,9 @@ with its own time limit cut to what is left of ``--budget`` seconds:
 ``python3 perf/gpu_check.py ray --out DIR`` runs the quickstart cold with the local executor on the GPU, then cold
 in a second store with ``--executor ray --device cuda --workers 4 --gpu-fraction 0.25`` (four tasks sharing the GPU),
 and compares the two runs' tables (identical cells expected) and counts the processes that held the GPU at once.
+``repeat`` runs the quickstart cold twice on the GPU in two stores, then with Ray as above in a third, each compared
+with the first (are cold GPU runs reproducible?); ``mlss`` runs only the MLSS full profile cold, for as long as the
+budget lasts (``--device cpu``: on the machine's CPU, for the speedup).
 
 While the steps run, a thread samples ``nvidia-smi`` every half second: GPU utilization, memory used and the number
 of processes holding the GPU; each step's record has their mean and maximum. Written to ``DIR``: ``summary.json``
@@ -194,11 +197,16 @@ class Checks:
                                                   if " stored, " in line), dry.stderr.strip()[-300:])
         return step
 
-    def compare(self, name: str, run: str, other: str) -> Step:
-        """``rbench compare RUN --run OTHER -f json``: verdict counts and the rate cells more than 0.5 points apart."""
+    def compare(self, name: str, run: str, other: str, tables: bool = False) -> Step:
+        """``rbench compare RUN --run OTHER -f json``: verdict counts and the rate cells more than 0.5 points apart;
+        with ``tables``, also whether the two runs' tables.csv are byte-identical."""
         saved = self.work / f"{name}.json"
         step = self.rbench(name, ["compare", str(self.work / run), "--run", str(self.work / other), "-f", "json"], 120,
                            stdout_to=saved)
+        if tables:
+            csv = [self.work / r / "tables.csv" for r in (run, other)]
+            step.figures["tables_csv_identical"] = all(p.exists() for p in csv) and \
+                csv[0].read_bytes() == csv[1].read_bytes()
         try:
             cells = json.loads(saved.read_text())["cells"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -282,15 +290,34 @@ def ray(checks: Checks) -> None:
     checks.run_suite("quickstart-gpu-local", quick, "store-local", "run-local", "--device", device, limit=240)
     checks.run_suite("quickstart-gpu-ray", quick, "store-ray", "run-ray", "--executor", "ray", "--device", device,
                      "--workers", "4", "--gpu-fraction", "0.25", limit=300)
-    step = checks.compare("compare-ray-local", "run-ray", "run-local")
-    same = [(checks.work / r / "tables.csv").read_bytes() if (checks.work / r / "tables.csv").exists() else None
-            for r in ("run-ray", "run-local")]
-    step.figures["tables_csv_identical"] = same[0] is not None and same[0] == same[1]
+    checks.compare("compare-ray-local", "run-ray", "run-local", tables=True)
+
+
+def repeat(checks: Checks) -> None:
+    """Is a cold GPU run reproducible? The quickstart cold twice on the GPU in two stores, then with the Ray
+    executor (four tasks sharing the GPU) in a third, each compared with the first run."""
+    quick, device = "suites/quickstart.toml", checks.device
+    checks.run_suite("quickstart-gpu-a", quick, "store-a", "run-a", "--device", device, limit=120)
+    checks.run_suite("quickstart-gpu-b", quick, "store-b", "run-b", "--device", device, limit=120)
+    checks.compare("compare-b-a", "run-b", "run-a", tables=True)
+    checks.run_suite("quickstart-gpu-ray", quick, "store-ray", "run-ray", "--executor", "ray", "--device", device,
+                     "--workers", "4", "--gpu-fraction", "0.25", limit=150)
+    checks.compare("compare-ray-a", "run-ray", "run-a", tables=True)
+
+
+def mlss(checks: Checks) -> None:
+    """The MLSS full profile cold on the GPU, for as long as the budget lasts."""
+    where = "gpu" if checks.device == "cuda" else checks.device
+    checks.run_suite(f"mlss-full-{where}", "suites/mlss_ensemble.toml", f"store-{where}", "run-mlss", "--device",
+                     checks.device, limit=3600)
+
+
+MODES = {"local": local, "ray": ray, "repeat": repeat, "mlss": mlss}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=["local", "ray"])
+    ap.add_argument("mode", choices=sorted(MODES))
     ap.add_argument("--out", type=Path, required=True, help="folder for the records ($OUT on the device machine)")
     ap.add_argument("--budget", type=float, default=480, help="seconds for every step together (default 480)")
     ap.add_argument("--device", default="cuda", help="cuda (default); cpu rehearses the script without a GPU")
@@ -301,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     checks.sampler.start()
     try:
         info(checks)
-        (local if args.mode == "local" else ray)(checks)
+        MODES[args.mode](checks)
     finally:
         checks.finish()
     print(f"{platform.node()}: wrote {sorted(p.name for p in args.out.iterdir())}")

@@ -2,7 +2,7 @@
 # Builds .gpu/ (ignored by git) for perf/gpu_check.py on a lent device machine (perf/README.md, "GPU checks").
 # That machine reaches no package index and runs CPython 3.12 with its own torch, numpy, h5py, scipy, pyarrow and
 # matplotlib; everything else rbench imports travels as wheels, pinned to this virtual environment's versions:
-#   .gpu/wheels  rbench (built from this tree) and its small dependencies         (call 1 and call 2)
+#   .gpu/wheels  rbench (built from this tree), its small dependencies and foolbox (every call)
 #   .gpu/ray     Ray and what it needs beyond the image, less Ray's Java jar      (call 2 only)
 #   .gpu/data    copies of ../shared/data's MNIST, notMNIST and Fashion-MNIST (a link would travel as a link)
 # A call carries at most 64 MiB with the tree, so the Ray wheel is repacked without ray/jars (for Java workers), the
@@ -25,7 +25,7 @@ mkdir -p .gpu/wheels .gpu/ray .gpu/data
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w .gpu/wheels .
 download .gpu/wheels pydantic pydantic-core annotated-types typing-inspection typing-extensions typer \
     annotated-doc shellingham rich markdown-it-py mdurl pygments pluggy platformdirs pooch tomli-w tabulate \
-    filelock jinja2 markupsafe safetensors
+    filelock jinja2 markupsafe safetensors foolbox eagerpy GitPython gitdb smmap
 download .gpu/ray ray jsonschema jsonschema-specifications referencing rpds-py attrs
 "$PY" - .gpu/ray/ray-*.whl <<'EOF'
 import os

@@ -105,3 +105,31 @@ def test_run_dir_probe_permission_denied(tmp_path, monkeypatch):
         prepare_run_dir(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_jobs_on_a_gpu_use_deterministic_algorithms(tmp_path, monkeypatch):
+    """A job on a CUDA device runs under torch's deterministic algorithms (with cuBLAS's fixed workspace, a user's
+    own setting kept), a CPU job without them, whatever the worker's previous job set: a GPU's convolution gradients
+    otherwise sum in a run-dependent order (two cold quickstarts on one H200 differed by up to 1.3 points before)."""
+    from types import SimpleNamespace
+
+    import rbench.execution as execution
+    from rbench.store import Store
+
+    seen = []
+    monkeypatch.setattr(execution, "run_job", lambda job, store, device, progress: seen.append(
+        (device, torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+         os.environ.get("CUBLAS_WORKSPACE_CONFIG"))))
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    store = Store(tmp_path / "store")
+    job = SimpleNamespace(key="a" * 64, label="train:m", plugin="mlp")
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        for device in ("cuda:0", "cpu", "cuda"):
+            assert execution.compute(job, store, device, lambda *a, **k: None) == "done"
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        execution.compute(job, store, "cuda:1", lambda *a, **k: None)
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    assert seen == [("cuda:0", True, True, ":4096:8"), ("cpu", False, True, ":4096:8"), ("cuda", True, True, ":4096:8"),
+                    ("cuda:1", True, True, ":16:8")]

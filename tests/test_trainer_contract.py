@@ -254,3 +254,11 @@ def test_torchs_process_wide_settings_changed_by_a_job_are_put_back_and_named():
     with torch_settings_kept() as untouched:
         torch.ones(2) * 2
     assert untouched == []
+    torch.use_deterministic_algorithms(True, warn_only=True)  # as rbench runs a job on a GPU
+    try:
+        with torch_settings_kept() as changed:
+            torch.use_deterministic_algorithms(True)  # strict: an op without a deterministic kernel would fail
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert changed == ["deterministic warn-only True -> False"]
+    finally:
+        torch.use_deterministic_algorithms(False)
