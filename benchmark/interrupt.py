@@ -28,19 +28,34 @@ class Terminated(BaseException):
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise :class:`Terminated` inside the block (a repeated signal is ignored while the
-    run unwinds); the previous handlers come back afterwards."""
+    run unwinds); the previous handlers come back afterwards. A stop signal whose exception was swallowed (one
+    that lands while a ``__del__`` runs is printed as "Exception ignored" and dropped; so is one in a library's
+    ``except BaseException``) is raised again as the block ends, so the command still stops with its exit code
+    rather than ending 0 as if nobody had asked (seen once: a Ctrl-C during a file lock's ``__del__``, the run
+    going on to finish). Ctrl-C is watched only where it raises KeyboardInterrupt (not where it is ignored, as in
+    a shell's background job)."""
+    received: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+        received.append(signum)
         raise Terminated(signum)
 
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.default_int_handler(signum, frame)
+
     previous = {sig: signal.signal(sig, stop) for sig in SIGNALS}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if received:  # the block ended normally after a stop signal: its exception was swallowed on the way
+        raise KeyboardInterrupt if received[0] == signal.SIGINT else Terminated(received[0])
 
 
 #: the signals that stop a run: Ctrl-C's and :data:`SIGNALS`

@@ -16,7 +16,7 @@ def _foreign(signum: int, frame: object) -> None:  # what ray.init would install
 
 def test_foreign_code_cannot_replace_the_run_s_handlers_and_a_signal_stops_at_once_without_hold():
     real = signal.signal
-    with stop_on_signals():
+    with pytest.raises(Terminated), stop_on_signals():  # caught inside, so raised again as the block ends
         mine = signal.getsignal(signal.SIGTERM)
         reached = []
         with pytest.raises(Terminated) as stopped:
@@ -31,7 +31,7 @@ def test_foreign_code_cannot_replace_the_run_s_handlers_and_a_signal_stops_at_on
 
 
 def test_with_hold_a_first_signal_waits_for_the_block_and_then_reaches_the_run_s_handler():
-    with stop_on_signals():
+    with pytest.raises(Terminated), stop_on_signals():
         mine = signal.getsignal(signal.SIGTERM)
         reached = []
         with pytest.raises(Terminated):
@@ -82,7 +82,7 @@ def test_without_a_signal_nothing_changes():
 def test_a_signal_ignored_before_the_block_is_ignored_in_it_and_takes_nothing_from_the_hold():
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a script's background job
     try:
-        with stop_on_signals():
+        with pytest.raises(Terminated), stop_on_signals():
             reached = []
             with pytest.raises(Terminated):
                 with handlers_kept(hold=True):
@@ -98,3 +98,33 @@ def test_a_signal_ignored_before_the_block_is_ignored_in_it_and_takes_nothing_fr
         assert signal.getsignal(signal.SIGTERM) is not _foreign
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _StopsWhenCollected:
+    """Raises ``signum`` from its ``__del__``, where Python prints the exception as ignored and drops it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __del__(self) -> None:
+        signal.raise_signal(self.signum)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception, expected
+@pytest.mark.parametrize("signum, stop", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)])
+def test_a_stop_swallowed_inside_the_block_is_raised_again_as_it_ends(python_s_sigint, signum, stop):
+    """A Ctrl-C that landed in a file lock's ``__del__`` was dropped and the run went on to end 0; the stop now
+    comes when the block ends, and it is the signal's."""
+    reached = []
+    with pytest.raises(stop):
+        with stop_on_signals():
+            _StopsWhenCollected(signum)  # collected at once (reference counting): its __del__ runs here
+            reached.append("went on")
+    assert reached == ["went on"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_without_a_stop_the_block_ends_as_it_would(python_s_sigint):
+    with stop_on_signals():
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # watched
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
