@@ -409,10 +409,14 @@ def test_old_and_degenerate_results(run, tmp_path):
     assert "{&#34;a&#34;: &#34;x&#34;, &#34;b&#34;: &#34;y&#34;}" in page  # a paired test of another layout
 
 
-def test_figures_go_to_the_longest_matching_table(tmp_path):
-    for name in ("lines_b.png", "lines_a_b.png", "units_a_b_natural.png", "heatmap_c_d.png", "other.png"):
+def test_figures_embedded_are_those_the_reporters_name(tmp_path):
+    """report.html embeds the PNGs the reporters say they drew of each table (tables.md links the same): not a
+    user's own PNG named like one of a table (found by a ``*_<table>.png`` pattern before), nor ``lines_a_b.png``
+    of table ``a b`` under table ``b`` too, nor a named one the folder lacks."""
+    for name in ("lines_b.png", "lines_a_b.png", "plot_a_b.png", "heatmap_c.png", "other.png"):
         (tmp_path / name).write_bytes(b"")
-    tables = [ResultTable(n, n, [], [], "rows", "columns", {}, {}, []) for n in ("b", "a b", "c")]
+    tables = [ResultTable(n, n, [], [], "rows", "columns", {}, {}, [], figure=f)
+              for n, f in (("b", "lines"), ("a b", ["lines", "curves"]), ("c", None))]
     results = RunResults("s", "", None, [], {}, tables)
     assert {k: [p.name for p in v] for k, v in figures_of(results, tmp_path).items()} == {
-        "b": ["lines_b.png"], "a b": ["lines_a_b.png", "units_a_b_natural.png"], "c": []}
+        "b": ["lines_b.png"], "a b": ["lines_a_b.png"], "c": []}

@@ -36,6 +36,7 @@ from rbench.report.reporters import (
     header,
     run_models,
     safe_name,
+    table_figures,
 )
 from rbench.results import Cell, ResultTable, RunResults, format_value
 from rbench.rundir import write_output
@@ -54,18 +55,12 @@ VERDICT_MARK = {"within": "✓", "inconclusive": "?", "outside": "✗", "missing
 
 
 def figures_of(results: RunResults, run_dir: Path) -> dict[str, list[Path]]:
-    """Table name -> the PNG files of ``run_dir`` drawn of it (``<figure>_<table>.png``, ``units_<table>_*.png``),
-    sorted by name. A file that names several tables (``lines_a_b.png`` of tables ``b`` and ``a_b``) goes to the
-    longest name it matches."""
-    names = {t.name: safe_name(t.name) for t in results.tables}
-    out: dict[str, list[Path]] = {t.name: [] for t in results.tables}
-    for png in sorted(Path(run_dir).glob("*.png")):
-        matched = [n for n, safe in names.items()
-                   if (png.name.endswith(f"_{safe}.png") and len(png.name) > len(safe) + 5)
-                   or png.name.startswith(f"units_{safe}_")]
-        if matched:
-            out[max(matched, key=lambda n: len(names[n]))].append(png)
-    return out
+    """Table name -> the PNG files of ``run_dir`` drawn of it, as the reporters that draw them name them
+    (:func:`table_figures`), those the folder holds. A PNG no reporter names is not embedded (it was found by a
+    ``*_<table>.png`` pattern until 2026-12-04, so a user's own ``plot_<table>.png`` in the folder was embedded as
+    the run's, and ``lines_a_b.png`` of table ``a_b`` matched table ``b`` too)."""
+    return {t.name: [p for p in (Path(run_dir) / f for f in table_figures(t)) if p.suffix == ".png" and p.is_file()]
+            for t in results.tables}
 
 
 @dataclass

@@ -66,6 +66,22 @@ def figure_file(figure: str, table: str) -> str:
     return f"{figure}_{safe_name(table)}.png"
 
 
+def table_figures(table: ResultTable, reporters: Any = None) -> list[str]:
+    """The figure files drawn of ``table``, as the reporters that draw them name them: those of the table's
+    ``figure`` option, then each registered reporter's :meth:`Reporter.figures_of` (``reporters``: those reporter
+    objects instead of the registry's), each once. What tables.md links and report.html embeds: a PNG in the run
+    folder that no reporter names (a user's own) is neither."""
+    if reporters is None:
+        from rbench.manager import get_registry
+
+        reporters = [info.obj for info in get_registry().plugins["reporter"].values()]
+    drawn = [table.figure] if isinstance(table.figure, str) else (table.figure or [])
+    files = [figure_file(f, table.name) for f in drawn]  # every figure reporter writes <figure>_<table>.png
+    for reporter in reporters:
+        files += [f for f in reporter.figures_of(table) if f not in files]
+    return files
+
+
 def renders_text(reporter: Any) -> bool:
     """True for a text reporter (``suffix`` + ``render``), False for a file reporter (``write``)."""
     return getattr(reporter, "suffix", None) is not None
@@ -238,9 +254,6 @@ class Markdown(Reporter):
     suffix = "tables.md"
 
     def render(self, results: RunResults) -> str:
-        from rbench.manager import get_registry
-
-        others = [info.obj for info in get_registry().plugins["reporter"].values() if info.obj is not self]
         parts = [f"# {md(results.title or results.suite)}\n",
                  *([md_paragraphs(results.description) + "\n"] if results.description else []),
                  f"Suite `{results.suite}`, profile `{results.profile or 'default'}`. {INTERVAL_NOTE}\n"]
@@ -253,9 +266,7 @@ class Markdown(Reporter):
                 parts.append("Attacks:\n\n" + "\n".join(f"- {md(line)}" for line in describe_attacks(t)) + "\n")
             if t.paired:
                 parts.append("Paired tests:\n\n" + "\n".join(f"- {md(describe_paired(p))}" for p in t.paired) + "\n")
-            drawn = [t.figure] if isinstance(t.figure, str) else (t.figure or [])
-            files = [figure_file(f, t.name) for f in drawn]  # every figure reporter writes <figure>_<table>.png
-            files += [f for reporter in others for f in reporter.figures_of(t) if f not in files]
+            files = table_figures(t)
             if files:
                 parts.append(f"Figures: {', '.join(f'[{f}]({f})' for f in files)}\n")
         models = describe_models(run_models(results))
