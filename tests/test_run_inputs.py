@@ -110,7 +110,7 @@ def test_run_dir_probe_permission_denied(tmp_path, monkeypatch):
 def test_jobs_on_a_gpu_use_deterministic_algorithms(tmp_path, monkeypatch):
     """A job on a CUDA device runs under torch's deterministic algorithms (with cuBLAS's fixed workspace, a user's
     own setting kept), a CPU job without them, whatever the worker's previous job set: a GPU's convolution gradients
-    otherwise sum in a run-dependent order (two cold quickstarts on one H200 differed by up to 1.3 points before)."""
+    otherwise sum in a run-dependent order (a Ray and a local quickstart on one H200 differed by up to 1.3 points)."""
     from types import SimpleNamespace
 
     import rbench.execution as execution
@@ -120,7 +120,8 @@ def test_jobs_on_a_gpu_use_deterministic_algorithms(tmp_path, monkeypatch):
     monkeypatch.setattr(execution, "run_job", lambda job, store, device, progress: seen.append(
         (device, torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
          os.environ.get("CUBLAS_WORKSPACE_CONFIG"))))
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # so that undoing the test removes what compute sets
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     store = Store(tmp_path / "store")
     job = SimpleNamespace(key="a" * 64, label="train:m", plugin="mlp")
     before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
