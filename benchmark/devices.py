@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -62,17 +64,32 @@ def cpu_threads_per_worker(workers: int) -> int:
 #: cuBLAS's workspace setting under which its matrix products are deterministic (NVIDIA's cuBLAS guide,
 #: "Results reproducibility"); read when a process first uses cuBLAS, so it is set before a job's first CUDA work
 CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+CUBLAS_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
 
 
-def compute_reproducibly_on(device: str) -> None:
-    """Before a job on ``device``: on a CUDA device, torch's deterministic algorithms (cuDNN's deterministic
-    convolutions, cuBLAS with a fixed workspace, unless the user's ``CUBLAS_WORKSPACE_CONFIG`` says otherwise), so
-    that one job computed twice on one GPU gives the same bits, as it does on a CPU. Without them a GPU's
+@contextlib.contextmanager
+def reproducible_on(device: str) -> Iterator[None]:
+    """A job on ``device`` inside the block: on a CUDA device under torch's deterministic algorithms (cuDNN's
+    deterministic convolutions; cuBLAS with a fixed workspace unless ``CUBLAS_WORKSPACE_CONFIG`` says otherwise),
+    so that one job computed twice on one GPU gives the same bits, as it does on a CPU. Without them a GPU's
     convolution gradients sum in an order that changes from run to run: the quickstart's cells differed by up to
     1.3 points between a local and a Ray run on one H200 (2026-12-04). An operation with no deterministic CUDA
-    kernel warns once and runs as before (``warn_only``) rather than failing the job. On a CPU the setting stays
-    off, as it always was, so results computed there keep their bits."""
-    cuda = torch.device(device).type == "cuda"
-    if cuda:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
-    torch.use_deterministic_algorithms(cuda, warn_only=True)
+    kernel warns and runs as before (``warn_only``) rather than failing the job. Torch's setting and the variable
+    are put back as the block ends (``rbench.evaluate`` runs jobs in the caller's own process). A CPU job runs
+    with the settings as they are (a worker's: torch's default, off). cuBLAS reads the variable when a process
+    first uses it: in a process that used it before (a notebook that trained the model on the GPU), it keeps the
+    workspace it had."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    variable = os.environ.get(CUBLAS_VARIABLE)
+    if variable is None:
+        os.environ[CUBLAS_VARIABLE] = CUBLAS_DETERMINISTIC_WORKSPACE
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        if variable is None:
+            os.environ.pop(CUBLAS_VARIABLE, None)

@@ -21,7 +21,7 @@ from filelock import Timeout
 
 from rbench.blame import raising_plugin
 from rbench.contract import torch_settings_kept
-from rbench.devices import compute_reproducibly_on
+from rbench.devices import reproducible_on
 from rbench.gates import InputPending, Unverifiable, check_stored
 from rbench.inputs import PluginContractError
 from rbench.jobs import run_job
@@ -139,8 +139,7 @@ def compute(job: Job, store: Store, device: str, progress: Progress, *, wait: bo
                         warn(note)
             if on_start is not None:
                 on_start()
-            compute_reproducibly_on(device)
-            with time_limit(timeout, job), torch_settings_kept() as changed:
+            with reproducible_on(device), time_limit(timeout, job), torch_settings_kept() as changed:
                 run_job(job, store, device, progress)
             if changed:  # put back for the worker's next jobs; the result itself passed every check
                 note = f"{job.label} [{job.plugin}] changed torch's process-wide settings ({', '.join(changed)}): " \

@@ -124,6 +124,8 @@ def test_options_are_validated_and_rbench_settings_reach_the_tasks(monkeypatch):
     assert forwarded_env()["RBENCH_FAULT_KILL"] == "mid-write:2" and "PATH" not in forwarded_env()
     monkeypatch.setenv("RBENCH_DATA", "shared/data")  # a task runs in the folder its node's Ray started in
     assert forwarded_env()["RBENCH_DATA"] == str(Path.cwd() / "shared" / "data")
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's cuBLAS workspace, kept by GPU jobs
+    assert forwarded_env()["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
 
 
 def test_without_ray_installed_the_choice_is_one_line(monkeypatch):

@@ -107,30 +107,41 @@ def test_run_dir_probe_permission_denied(tmp_path, monkeypatch):
 
 
 
-def test_jobs_on_a_gpu_use_deterministic_algorithms(tmp_path, monkeypatch):
+def test_jobs_on_a_gpu_use_deterministic_algorithms_and_put_the_settings_back(tmp_path, monkeypatch):
     """A job on a CUDA device runs under torch's deterministic algorithms (with cuBLAS's fixed workspace, a user's
-    own setting kept), a CPU job without them, whatever the worker's previous job set: a GPU's convolution gradients
-    otherwise sum in a run-dependent order (a Ray and a local quickstart on one H200 differed by up to 1.3 points)."""
+    own setting kept), a CPU job with the settings as they are; each is put back after the job, since
+    rbench.evaluate runs jobs in the caller's process (a user's strict setting was switched off by a CPU job). A
+    GPU's convolution gradients otherwise sum in a run-dependent order (a Ray and a local quickstart on one H200
+    differed by up to 1.3 points)."""
     from types import SimpleNamespace
 
     import rbench.execution as execution
     from rbench.store import Store
 
+    def settings() -> tuple:
+        return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+
     seen = []
-    monkeypatch.setattr(execution, "run_job", lambda job, store, device, progress: seen.append(
-        (device, torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-         os.environ.get("CUBLAS_WORKSPACE_CONFIG"))))
-    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # so that undoing the test removes what compute sets
+    monkeypatch.setattr(execution, "run_job", lambda job, store, device, progress: seen.append((device, *settings())))
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # so that undoing the test removes it, whatever happens
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     store = Store(tmp_path / "store")
     job = SimpleNamespace(key="a" * 64, label="train:m", plugin="mlp")
     before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    after = []
     try:
-        for device in ("cuda:0", "cpu", "cuda"):
+        for device, user in (("cuda:0", (False, False)), ("cpu", (False, False)), ("cuda", (True, False)),
+                             ("cpu", (True, False))):
+            torch.use_deterministic_algorithms(user[0], warn_only=user[1])
             assert execution.compute(job, store, device, lambda *a, **k: None) == "done"
+            after.append(settings())
         monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
         execution.compute(job, store, "cuda:1", lambda *a, **k: None)
+        after.append(settings())
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-    assert seen == [("cuda:0", True, True, ":4096:8"), ("cpu", False, True, ":4096:8"), ("cuda", True, True, ":4096:8"),
-                    ("cuda:1", True, True, ":16:8")]
+    assert seen == [("cuda:0", True, True, ":4096:8"), ("cpu", False, False, None), ("cuda", True, True, ":4096:8"),
+                    ("cpu", True, False, None), ("cuda:1", True, True, ":16:8")]
+    assert after == [(False, False, None), (False, False, None), (True, False, None), (True, False, None),
+                     (True, False, ":16:8")]

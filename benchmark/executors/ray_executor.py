@@ -47,7 +47,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from rbench import hookimpl
-from rbench.devices import cpu_threads_per_worker
+from rbench.devices import CUBLAS_VARIABLE, cpu_threads_per_worker
 from rbench.errors import RbenchError
 from rbench.execution import STOP_GRACE, compute_or_fail, hard_deadline, stuck_failure
 from rbench.executors import Executor, JobResult, Observer, Scheduler
@@ -139,10 +139,12 @@ def forwarded_env() -> dict[str, str]:
     would, and the library caches it points into the store (so a cluster node's tasks write them there too, not
     in the node's home or temp folder). A relative path among them is made absolute (a task runs in the folder
     its node's Ray was started in: ``RBENCH_DATA=shared/data`` was found by the driver and not by the tasks, which
-    then tried to download the data)."""
+    then tried to download the data). The user's ``CUBLAS_WORKSPACE_CONFIG`` too: a GPU job keeps it
+    (:func:`rbench.devices.reproducible_on`), on every node as on the driver."""
     from rbench.store import LIBRARY_CACHES
 
-    env = {k: v for k, v in os.environ.items() if k.startswith("RBENCH_") or k in LIBRARY_CACHES}
+    env = {k: v for k, v in os.environ.items() if k.startswith("RBENCH_") or k in LIBRARY_CACHES
+           or k == CUBLAS_VARIABLE}  # the user's cuBLAS workspace, which rbench.devices.reproducible_on keeps
     for name in (*PATH_VARIABLES, *LIBRARY_CACHES):
         if env.get(name) and not os.path.isabs(env[name]):
             env[name] = os.path.abspath(env[name])
