@@ -25,27 +25,45 @@ class Terminated(BaseException):
         super().__init__(f"stopped by {self.name}")
 
 
+#: the stop signals :func:`stop_on_signals` received whose exception may have been swallowed (cleared as the block
+#: ends, and when :func:`raise_swallowed_stop` raises one again)
+_received: list[int] = []
+
+
+def _stop_exception(signum: int) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def raise_swallowed_stop() -> None:
+    """Inside :func:`stop_on_signals`, in code that runs only while no stop is under way (a scheduler handing out
+    the next job): raise the stop of a signal whose exception was swallowed. A Ctrl-C landing while a ``__del__``
+    runs (a file lock's, seen in a test run) is printed as "Exception ignored" and dropped, and the run went on to
+    end 0; so is one caught by a library's ``except BaseException``."""
+    if _received:
+        signum = _received[0]
+        _received.clear()
+        raise _stop_exception(signum)
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise :class:`Terminated` inside the block (a repeated signal is ignored while the
-    run unwinds); the previous handlers come back afterwards. A stop signal whose exception was swallowed (one
-    that lands while a ``__del__`` runs is printed as "Exception ignored" and dropped; so is one in a library's
-    ``except BaseException``) is raised again as the block ends, so the command still stops with its exit code
-    rather than ending 0 as if nobody had asked (seen once: a Ctrl-C during a file lock's ``__del__``, the run
-    going on to finish). Ctrl-C is watched only where it raises KeyboardInterrupt (not where it is ignored, as in
-    a shell's background job)."""
-    received: list[int] = []
+    run unwinds); the previous handlers come back afterwards. A stop whose exception was swallowed is raised again
+    at the next job boundary (:func:`raise_swallowed_stop`), or as the block ends, so the command still stops with
+    its exit code. Ctrl-C is watched only where it raises KeyboardInterrupt (not where it is ignored, as in a
+    shell's background job)."""
 
     def stop(signum: int, frame: object) -> None:
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
-        received.append(signum)
+        _received.append(signum)
         raise Terminated(signum)
 
     def interrupt(signum: int, frame: Any) -> None:
-        received.append(signum)
+        _received.append(signum)
         signal.default_int_handler(signum, frame)
 
+    _received.clear()
     previous = {sig: signal.signal(sig, stop) for sig in SIGNALS}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
@@ -54,8 +72,10 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if received:  # the block ended normally after a stop signal: its exception was swallowed on the way
-        raise KeyboardInterrupt if received[0] == signal.SIGINT else Terminated(received[0])
+        swallowed = list(_received)
+        _received.clear()
+    if swallowed:  # the block ended normally after a stop signal: its exception was swallowed on the way
+        raise _stop_exception(swallowed[0])
 
 
 #: the signals that stop a run: Ctrl-C's and :data:`SIGNALS`

@@ -128,3 +128,36 @@ def test_without_a_stop_the_block_ends_as_it_would(python_s_sigint):
     with stop_on_signals():
         assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # watched
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception, expected
+def test_a_swallowed_stop_ends_the_run_before_its_next_job_starts(python_s_sigint):
+    """The executors' scheduler raises a swallowed stop before it hands out the next job, so a long run stops at
+    once rather than computing everything first; without a signal it hands jobs out as ever."""
+    from types import SimpleNamespace
+
+    from rbench.executors import JobResult, Scheduler
+    from rbench.plan import Job, Plan
+
+    def scheduler() -> Scheduler:
+        jobs = [Job(k, "train", SimpleNamespace(kind="train"), (), k) for k in "abc"]  # type: ignore[arg-type]
+        return Scheduler(Plan(suite=None, jobs={j.key: j for j in jobs}), jobs, SimpleNamespace(  # type: ignore
+            finished=lambda job, result: None))
+
+    started = []
+    s = scheduler()
+    with pytest.raises(KeyboardInterrupt):
+        with stop_on_signals():
+            while s.ready():
+                job = s.ready()[0]
+                s.take(job)
+                started.append(job.key)
+                if job.key == "a":
+                    _StopsWhenCollected(signal.SIGINT)
+                s.finish(job, JobResult(job.key, job.label, "done"))
+    assert started == ["a"]
+    s = scheduler()
+    with stop_on_signals():
+        for job in s.ready():
+            s.take(job)
+    assert not s.ready()

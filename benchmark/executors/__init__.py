@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from rbench.dataset import NoParams
 from rbench.errors import RbenchError
+from rbench.interrupt import raise_swallowed_stop
 from rbench.plan import Job, Plan
 from rbench.store import Store
 
@@ -86,7 +87,9 @@ class Scheduler:
         return [self._jobs[i] for i in self._ready]
 
     def take(self, job: Job) -> None:
-        """``job`` is being run (it is no longer offered by :meth:`ready`)."""
+        """``job`` is being run (it is no longer offered by :meth:`ready`). A stop signal whose exception was
+        swallowed is raised here, before the job starts (:func:`rbench.interrupt.raise_swallowed_stop`)."""
+        raise_swallowed_stop()
         if job.key not in self.todo or job.key in self._taken:
             raise ValueError(f"{job.label}: not a job waiting to run")
         self._taken.add(job.key)
