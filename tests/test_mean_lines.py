@@ -229,3 +229,26 @@ def test_a_mean_column_over_attacks_is_no_point_of_a_sweep_or_a_line():
     drawn = sweeps(table, {})
     assert [(s.label, s.x) for s in drawn] == [("x", [0.0, 0.1, 0.2]), ("y", [0.0, 0.1, 0.2])]
     assert lines(table) == {"x": ([0, 1, 2], [0.0, 10.0, 20.0]), "y": ([0, 1, 2], [1.0, 11.0, 21.0])}
+
+
+@pytest.mark.parametrize("count", [3, 14])
+def test_a_long_legend_goes_beside_the_plot_and_a_short_one_stays_inside(count):
+    """A 14-entry legend in the axes' "best" corner hid a data point; more than six entries go to the right of the
+    axes, the figure widened for them, and never overlap the axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from rbench.report.curves import Curve, draw
+
+    lines = [Curve(f"model {i} with a long name", [0.0, 0.1, 0.2], [90.0 - i, 50.0 - i, 10.0 + i])
+             for i in range(count)]
+    fig = draw("Error against distortion", lines, "error (%)")
+    FigureCanvasAgg(fig).draw()
+    (ax,) = fig.axes
+    if count == 3:
+        assert ax.get_legend() is not None and not fig.legends and fig.get_figwidth() == 7.0
+        return
+    (legend,) = fig.legends
+    assert ax.get_legend() is None and len(legend.get_texts()) == count and fig.get_figwidth() > 7.0
+    plot, box = ax.get_window_extent(), legend.get_window_extent()
+    assert box.x0 >= plot.x1 and box.x1 <= fig.bbox.x1  # beside the axes, inside the figure
+    assert plot.width >= 0.6 * fig.bbox.width * 7.0 / fig.get_figwidth()  # the axes kept most of their width

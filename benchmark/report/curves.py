@@ -21,7 +21,7 @@ import numpy as np
 from rbench.errors import RbenchError
 from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
-from rbench.report.style import AXES_SHARE, fit_title, line_style
+from rbench.report.style import AXES_SHARE, fit_title, line_style, place_legends
 from rbench.results import Cell, ResultTable, RunResults
 
 if TYPE_CHECKING:
@@ -131,8 +131,8 @@ def draw(title: str, lines: list[Curve], ylabel: str, mean: str | None = None) -
     ax.set_xlabel("distortion: mean absolute difference per pixel over the set")
     ax.set_ylabel(ylabel)
     ax.grid(True, linewidth=0.3)
-    ax.legend(fontsize=7, loc="best")
     ax.set_title(fit_title(title, AXES_SHARE * fig.get_figwidth()), fontsize="medium")
+    place_legends(fig, [ax])  # after the title: fitted to the axes' width, which a legend beside them leaves
     return fig
 
 

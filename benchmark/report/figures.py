@@ -24,7 +24,7 @@ import numpy as np
 from rbench.report.curves import y_label
 from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
-from rbench.report.style import AXES_SHARE, FIGURE_SHARE, fit_title, line_style
+from rbench.report.style import AXES_SHARE, FIGURE_SHARE, fit_title, line_style, place_legends
 from rbench.results import Cell, ResultTable, RunResults, format_value
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ def draw_sweeps(table: ResultTable, lines: list[Sweep]) -> Figure:
                            transform=ax.get_xaxis_transform(), clip_on=False, label=f"{sweep.label} (failed)")
         ax.set_xlabel(f"{family}: {lines[0].parameter if len({s.parameter for s in lines}) == 1 else 'parameter'}")
         ax.grid(True, linewidth=0.3)
-        ax.legend(fontsize=7, loc="best")
+    place_legends(fig, list(axes))
     axes[0].set_ylabel(f"{name} ({unit})" if unit else name)
     title = fit_title(f"{table.title} (bars: 95% intervals)", FIGURE_SHARE * fig.get_figwidth())
     fig.suptitle(title, fontsize="medium")
@@ -260,9 +260,9 @@ def draw_distributions(table: ResultTable) -> Figure:
     ax.set_xlabel(next(iter(metrics)) if len(metrics) == 1 else "per-sample value")
     ax.set_ylabel("samples")
     ax.grid(True, linewidth=0.3)
-    ax.legend(fontsize=7, loc="best")
     more = f"; {len(keys) - MAX_HISTOGRAMS} more cells in samples.parquet" if len(keys) > MAX_HISTOGRAMS else ""
     _title(fig, ax, f"{table.title}: per-sample values{more}")
+    place_legends(fig, [ax])  # after the title: fitted to the axes' width, which a legend beside them leaves
     return fig
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from rbench.report.curves import y_label
 from rbench.report.figure_cache import save_figure
 from rbench.report.reporters import Reporter, figure_file
-from rbench.report.style import AXES_SHARE, fit_title, line_style
+from rbench.report.style import AXES_SHARE, fit_title, line_style, place_legends
 from rbench.results import ResultTable, RunResults
 
 if TYPE_CHECKING:
@@ -73,8 +73,8 @@ def draw(table: ResultTable, rows: dict[str, tuple[list[int], list[float]]]) -> 
     ax.set_xlabel("" if table.column_axis == "columns" else table.column_axis)  # "columns": listed, no axis
     ax.set_ylabel(y_label(table))
     ax.grid(True, linewidth=0.3)
-    ax.legend(fontsize=7, loc="best")
     ax.set_title(fit_title(table.title, AXES_SHARE * fig.get_figwidth()), fontsize="medium")
+    place_legends(fig, [ax])  # after the title: fitted to the axes' width, which a legend beside them leaves
     return fig
 
 
