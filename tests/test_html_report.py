@@ -251,6 +251,25 @@ def browser():
     driver.quit()
 
 
+def test_the_contents_reach_the_run_s_record_and_unfold_it(run, browser):
+    """The contents list the comparison and the run's record (provenance, files, models, jobs, store keys) as well
+    as the tables, and a link to a folded part of the record, or an address ending in its name, unfolds it."""
+    from selenium.webdriver.common.by import By
+
+    browser.get((run / REPORT_FILE).as_uri())
+    links = [a.get_attribute("href").split("#")[1] for a in browser.find_elements(By.CSS_SELECTOR, "nav ul.record a")]
+    assert [n for n in links if n != "models"] == ["comparison", "provenance", "files", "jobs", "keys"]
+    assert all(browser.find_elements(By.ID, n) for n in links)
+    jobs = browser.find_element(By.ID, "jobs")
+    assert jobs.get_attribute("open") is None
+    browser.find_element(By.CSS_SELECTOR, "nav ul.record a[href='#jobs']").click()
+    assert jobs.get_attribute("open") is not None
+    browser.get("about:blank")  # a new load (the same page with another # would only change the hash)
+    browser.get((run / REPORT_FILE).as_uri() + "#keys")
+    assert browser.find_element(By.ID, "keys").get_attribute("open") is not None
+    assert browser.find_element(By.ID, "jobs").get_attribute("open") is None  # only the one named
+
+
 def _values(table) -> list[str]:
     return table.parent.execute_script(
         "return Array.from(arguments[0].tBodies[0].rows, r => r.cells[arguments[1]].getAttribute('data-value'))",
