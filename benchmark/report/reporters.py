@@ -66,15 +66,13 @@ def figure_file(figure: str, table: str) -> str:
     return f"{figure}_{safe_name(table)}.png"
 
 
-def table_figures(table: ResultTable, reporters: Any = None) -> list[str]:
+def table_figures(table: ResultTable) -> list[str]:
     """The figure files drawn of ``table``, as the reporters that draw them name them: those of the table's
-    ``figure`` option, then each registered reporter's :meth:`Reporter.figures_of` (``reporters``: those reporter
-    objects instead of the registry's), each once. What tables.md links and report.html embeds: a PNG in the run
-    folder that no reporter names (a user's own) is neither."""
-    if reporters is None:
-        from rbench.manager import get_registry
+    ``figure`` option, then each registered reporter's :meth:`Reporter.figures_of`, each once. What tables.md
+    links and report.html embeds: a PNG in the run folder that no reporter names (a user's own) is neither."""
+    from rbench.manager import get_registry
 
-        reporters = [info.obj for info in get_registry().plugins["reporter"].values()]
+    reporters = [info.obj for info in get_registry().plugins["reporter"].values()]
     drawn = [table.figure] if isinstance(table.figure, str) else (table.figure or [])
     files = [figure_file(f, table.name) for f in drawn]  # every figure reporter writes <figure>_<table>.png
     for reporter in reporters:
