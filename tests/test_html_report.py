@@ -13,6 +13,7 @@ import pytest
 from support import rbench
 
 from rbench.report.html import REPORT_FILE, figures_of, render
+from rbench.report.reporters import Markdown
 from rbench.results import Cell, ResultTable, RunResults
 
 pytestmark = pytest.mark.slow
@@ -439,3 +440,6 @@ def test_figures_embedded_are_those_the_reporters_name(tmp_path):
     results = RunResults("s", "", None, [], {}, tables)
     assert {k: [p.name for p in v] for k, v in figures_of(results, tmp_path).items()} == {
         "b": ["lines_b.png"], "a b": ["lines_a_b.png"], "c": []}
+    linked = [line for line in Markdown().render(results).splitlines() if line.startswith("Figures:")]
+    assert linked == ["Figures: [lines_b.png](lines_b.png)",  # tables.md links what is named, drawn or not
+                      "Figures: [lines_a_b.png](lines_a_b.png), [curves_a_b.png](curves_a_b.png)"]
