@@ -421,8 +421,8 @@ def test_old_and_degenerate_results(run, tmp_path):
     assert 'data-value="0.0">0.0</td>' in page and 'class="empty" data-value="">-</td>' in page
     assert "an old job" in page and "<img" not in page  # no PNG in this folder
     # a job read from the store says where, when and how long it was computed
-    assert '<td data-value="2026-12-01T11:47:41+00:00">12.50 s, cuda:0 (NVIDIA H200), node7, 2026-12-01 11:47</td>' \
-        in page
+    assert ('<td data-value="2026-12-01T11:47:41+00:00">12.50 s, cuda:0 (NVIDIA H200), node7, '
+            '2026-12-01 11:47 UTC</td>') in page
     assert 'class="description"' not in page
     # a cell with no store entry behind it says why its keys are empty
     assert "<th scope=\"row\">a / x</th><td><span class=\"note\">none: read from the dataset files alone" in page
@@ -443,3 +443,13 @@ def test_figures_embedded_are_those_the_reporters_name(tmp_path):
     linked = [line for line in Markdown().render(results).splitlines() if line.startswith("Figures:")]
     assert linked == ["Figures: [lines_b.png](lines_b.png)",  # tables.md links what is named, drawn or not
                       "Figures: [lines_a_b.png](lines_a_b.png), [curves_a_b.png](curves_a_b.png)"]
+
+
+def test_job_times_are_shown_in_utc_and_say_so():
+    """report.html showed a job's time without its zone; one with an offset is now shown in UTC, saying so, and
+    one without an offset (its zone unknown) as it is."""
+    from rbench.report.html import _minute
+
+    assert _minute("2026-12-01T13:47:41+02:00") == "2026-12-01 11:47 UTC"
+    assert _minute("2026-12-01T11:47:41") == "2026-12-01 11:47"
+    assert _minute("not a time") == "not a time"

@@ -87,6 +87,9 @@ def test_the_mean_row_is_the_mean_of_the_rows_with_a_t_interval_in_every_report(
     assert "| mean of three seeds |" in markdown and "'mean of three seeds': the mean of the 3 rows" in markdown
     for shown in ("tables.tex", "report.html", "cells.csv"):
         assert "mean of three seeds" in (run / shown).read_text(), shown
+    tex = (run / "tables.tex").read_text().splitlines()
+    mean_line = next(i for i, line in enumerate(tex) if line.strip().startswith("mean of three seeds &"))
+    assert tex[mean_line - 1].strip() == r"\midrule"  # set apart from the rows it averages, as in the HTML
     assert (run / "lines_t.png").is_file()
     again = rbench("report", str(run))  # read back from results.json: the same table
     assert again.returncode == 0 and again.stdout.strip() == markdown.strip(), again.stderr

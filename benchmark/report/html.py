@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -246,8 +247,20 @@ def _computed(job: dict[str, Any]) -> dict[str, str]:
     created = str(where.get("created") or "")
     seconds = _seconds(where)[0]
     parts = [f"{seconds} s" if seconds else "", str(where.get("device") or ""), str(where.get("host") or ""),
-             created[:16].replace("T", " ")]
+             _minute(created)]
     return {"computed": ", ".join(p for p in parts if p), "computed_value": created}
+
+
+def _minute(stamp: str) -> str:
+    """An ISO timestamp to the minute, in UTC and saying so where it carries its offset (``2026-12-01 11:47
+    UTC``); one without an offset as it is (its zone unknown), cut to the minute."""
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp[:16].replace("T", " ")
+    if moment.tzinfo is None:
+        return moment.strftime("%Y-%m-%d %H:%M")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _shown(value: Any) -> str:

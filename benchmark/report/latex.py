@@ -140,6 +140,8 @@ def render_table(table: ResultTable, published: list[Comparison], label_prefix: 
              f"  \\begin{{tabular}}{{l{'r' * len(table.columns)}}}", r"    \toprule",
              "    " + " & ".join(tex(h) for h in header(table)) + r" \\", r"    \midrule"]
     for row in table.rows:
+        if row == table.mean_row:  # set apart from the rows it averages, as report.html's rule does
+            lines.append(r"    \midrule")
         cells = [tex_cell(shown[(row, col)]) + _published_text(by_cell.pop((row, col), [])) for col in table.columns]
         lines.append("    " + " & ".join([tex(row), *cells]) + r" \\")
     lines += [r"    \bottomrule", r"  \end{tabular}}%", f"  {FIT}", r"\end{table}"]
