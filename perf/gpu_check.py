@@ -48,6 +48,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 #: rbench, as the steps run it (a ``pip --target`` install has no console script)
 RBENCH = [sys.executable, "-m", "rbench"]
+#: the Ray executor with four tasks sharing the GPU (``ray`` and ``repeat``)
+RAY_SHARING = ("--executor", "ray", "--workers", "4", "--gpu-fraction", "0.25")
 #: seconds kept back from each step's limit for the steps after it and the summary
 RESERVE = 15
 
@@ -281,15 +283,13 @@ def local(checks: Checks) -> None:
         checks.compare(f"compare-{precision}-fp32", f"run-{precision}", "run-gpu")
     checks.step("batch", [sys.executable, "perf/bench_batch.py", "--device", device, "--verify",
                           "--out", str(checks.out / "batch.json")], 120)
-    checks.run_suite("mlss-full-gpu", "suites/mlss_ensemble.toml", "store-gpu", "run-mlss", "--device", device,
-                     limit=600)
+    mlss(checks)
 
 
 def ray(checks: Checks) -> None:
     quick, device = "suites/quickstart.toml", checks.device
     checks.run_suite("quickstart-gpu-local", quick, "store-local", "run-local", "--device", device, limit=240)
-    checks.run_suite("quickstart-gpu-ray", quick, "store-ray", "run-ray", "--executor", "ray", "--device", device,
-                     "--workers", "4", "--gpu-fraction", "0.25", limit=300)
+    checks.run_suite("quickstart-gpu-ray", quick, "store-ray", "run-ray", *RAY_SHARING, "--device", device, limit=300)
     checks.compare("compare-ray-local", "run-ray", "run-local", tables=True)
 
 
@@ -300,8 +300,7 @@ def repeat(checks: Checks) -> None:
     checks.run_suite("quickstart-gpu-a", quick, "store-a", "run-a", "--device", device, limit=120)
     checks.run_suite("quickstart-gpu-b", quick, "store-b", "run-b", "--device", device, limit=120)
     checks.compare("compare-b-a", "run-b", "run-a", tables=True)
-    checks.run_suite("quickstart-gpu-ray", quick, "store-ray", "run-ray", "--executor", "ray", "--device", device,
-                     "--workers", "4", "--gpu-fraction", "0.25", limit=150)
+    checks.run_suite("quickstart-gpu-ray", quick, "store-ray", "run-ray", *RAY_SHARING, "--device", device, limit=150)
     checks.compare("compare-ray-a", "run-ray", "run-a", tables=True)
 
 

@@ -3,7 +3,7 @@
 # That machine reaches no package index and runs CPython 3.12 with its own torch, numpy, h5py, scipy, pyarrow and
 # matplotlib; everything else rbench imports travels as wheels, pinned to this virtual environment's versions:
 #   .gpu/wheels  rbench (built from this tree), its small dependencies and foolbox (every call)
-#   .gpu/ray     Ray and what it needs beyond the image, less Ray's Java jar      (call 2 only)
+#   .gpu/ray     Ray (slimmed, below) and what it needs beyond the image          (the Ray calls)
 #   .gpu/data    copies of ../shared/data's MNIST, notMNIST and Fashion-MNIST (a link would travel as a link)
 # A call carries at most 64 MiB with the tree, so the Ray wheel is repacked without ray/jars (for Java workers), the
 # dashboard's JavaScript, and the libraries rbench does not use (RLlib, Serve, Tune, Train, LLM; Ray's core imports

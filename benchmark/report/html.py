@@ -276,6 +276,7 @@ def context(results: RunResults, run_dir: Path) -> dict[str, Any]:
     cmp = comparisons(results)
     figures = figures_of(results, run_dir)
     names = {t.name for t in results.tables}
+    absent = sorted({r.table for rs in cmp.by_table.values() for r in rs} - names)
     provenance = dict(results.provenance)
     packages = provenance.pop("packages", {}) or {}
     jobs = [{"key": key, "label": j.get("label", ""), "status": j.get("status", ""), "seconds": _seconds(j)[0],
@@ -292,7 +293,8 @@ def context(results: RunResults, run_dir: Path) -> dict[str, Any]:
         "papers": cmp.papers,
         "claims": cmp.claims,
         "compare_error": cmp.error,
-        "absent_tables": sorted({r.table for rs in cmp.by_table.values() for r in rs} - names),
+        "comparison": bool(cmp.papers or cmp.claims or cmp.error or absent),  # the section and its contents link
+        "absent_tables": absent,
         "tables": [html_table(i, t, figures[t.name], cmp) for i, t in enumerate(results.tables)],
         "packages": {str(k): _shown(v) for k, v in dict(packages).items()} if isinstance(packages, dict) else {},
         "provenance": {str(k): _shown(v) for k, v in provenance.items()},
